@@ -1,0 +1,12 @@
+//! Credentials: JWT access tokens with explicit grants, argon2id passwords, stream keys.
+//!
+//! Stream keys and passwords are secrets: only their hashes leave this crate, and
+//! nothing here logs them.
+
+pub(crate) mod keys;
+mod password;
+mod token;
+
+pub use keys::{hash_stream_key, new_secret, new_stream_key, random_bytes, StreamKey};
+pub use password::{hash_password, verify_password};
+pub use token::{Claims, Grant, Role, TokenError, TokenIssuer};

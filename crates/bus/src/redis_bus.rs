@@ -1,0 +1,501 @@
+//! The Redis backend: what lets several signaling, SFU and packager processes
+//! share placement and events.
+//!
+//! Key layout under the prefix `P` (default `skylark:`):
+//! - `P nodes:{kind}:expiry` sorted set id → expiry (ms, Redis clock), and
+//!   `P nodes:{kind}:info` hash id → JSON [`NodeInfo`];
+//! - `P lease:{key}` string holder with `PX` TTL;
+//! - `P kv:{key}` string value with optional `PX` TTL;
+//! - pub/sub channel `P chan:{channel}`.
+
+use std::future::Future;
+use std::sync::{Arc, LazyLock, Mutex, PoisonError};
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig, PubSubSink, PubSubStream};
+use redis::{Client, RedisError, RedisResult, Script, Value};
+
+use crate::error::{check_name, check_payload, check_ttl};
+use crate::{Bus, BusError, NodeInfo, NodeKind, Subscription};
+
+// Node expiry uses the Redis server's clock (TIME) so that processes with
+// skewed clocks agree on who is alive.
+const NOW_MS: &str = "local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+";
+
+static HEARTBEAT: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(&format!(
+        "{NOW_MS}
+redis.call('ZADD', KEYS[1], string.format('%d', now + tonumber(ARGV[3])), ARGV[1])
+redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
+return 1"
+    ))
+});
+
+// Drops expired nodes, then returns the live ones' JSON. Entries are removed
+// here rather than by key TTL so one sorted set can hold per-node expiries.
+static LIVE_NODES: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(&format!(
+        "{NOW_MS}
+local dead = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', string.format('%d', now))
+for _, id in ipairs(dead) do redis.call('HDEL', KEYS[2], id) end
+if #dead > 0 then redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', string.format('%d', now)) end
+local out = {{}}
+for _, id in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
+  local info = redis.call('HGET', KEYS[2], id)
+  if info then out[#out + 1] = info end
+end
+return out"
+    ))
+});
+
+// Free, expired (Redis already deleted it) or ours: take it and reset the TTL.
+static ACQUIRE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        "local cur = redis.call('GET', KEYS[1])
+if cur == false or cur == ARGV[1] then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return 1
+end
+return 0",
+    )
+});
+
+static RENEW: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        "if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return 0",
+    )
+});
+
+static RELEASE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        "if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0",
+    )
+});
+
+/// A [`Bus`] on Redis; clones share one auto-reconnecting connection.
+///
+/// Every call is bounded by the operation timeout (default 2 s), so a dead or
+/// stalled Redis yields [`BusError::Unavailable`] instead of a hang.
+/// Each [`Subscription`] has its own pub/sub connection.
+#[derive(Clone)]
+pub struct RedisBus {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    client: Client,
+    manager_config: ConnectionManagerConfig,
+    conn: Mutex<Generation>,
+    prefix: String,
+    /// `host:port` only: the URL may carry a password.
+    addr: String,
+    timeout: Duration,
+}
+
+/// The current command connection, numbered so that concurrent timeouts
+/// replace it only once.
+struct Generation {
+    number: u64,
+    manager: ConnectionManager,
+}
+
+impl std::fmt::Debug for RedisBus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisBus")
+            .field("addr", &self.shared.addr)
+            .field("prefix", &self.shared.prefix)
+            .field("timeout", &self.shared.timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RedisBus {
+    /// Connects to `url`, namespacing every key and channel with `prefix`.
+    ///
+    /// Fails within `timeout` if Redis cannot be reached, so a
+    /// misconfigured service stops at startup with a clear message.
+    pub async fn connect(url: &str, prefix: &str, timeout: Duration) -> Result<Self, BusError> {
+        check_ttl(timeout)?;
+        let client = Client::open(url).map_err(BusError::InvalidUrl)?;
+        let addr = client.get_connection_info().addr().to_string();
+        // Few, short reconnect retries: callers give up after `timeout` anyway,
+        // and every later command triggers a fresh attempt.
+        let manager_config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(timeout))
+            .set_response_timeout(Some(timeout))
+            .set_number_of_retries(1)
+            .set_max_delay(timeout / 4);
+        let manager = match tokio::time::timeout(
+            timeout,
+            ConnectionManager::new_with_config(client.clone(), manager_config.clone()),
+        )
+        .await
+        {
+            Ok(Ok(manager)) => manager,
+            Ok(Err(e)) => return Err(unavailable(&addr, "CONNECT", &e)),
+            Err(_) => return Err(BusError::timed_out(&addr, "CONNECT", timeout)),
+        };
+        tracing::debug!(%addr, prefix, "connected to Redis bus");
+        Ok(Self {
+            shared: Arc::new(Shared {
+                client,
+                manager_config,
+                conn: Mutex::new(Generation { number: 0, manager }),
+                prefix: prefix.to_owned(),
+                addr,
+                timeout,
+            }),
+        })
+    }
+
+    fn key(&self, space: &str, name: &str) -> String {
+        format!("{}{space}:{name}", self.shared.prefix)
+    }
+
+    fn node_keys(&self, kind: NodeKind) -> (String, String) {
+        let prefix = &self.shared.prefix;
+        (
+            format!("{prefix}nodes:{kind}:expiry"),
+            format!("{prefix}nodes:{kind}:info"),
+        )
+    }
+
+    fn connection(&self) -> (u64, ConnectionManager) {
+        let conn = self
+            .shared
+            .conn
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        (conn.number, conn.manager.clone())
+    }
+
+    /// ConnectionManager only reconnects on errors that look like a closed
+    /// socket. A peer that vanished without a reset (host down, partition)
+    /// just times out, forever; so after a timeout start over on a fresh
+    /// connection, which connects lazily on the next call.
+    fn replace_connection(&self, timed_out: u64) {
+        let shared = &self.shared;
+        let mut conn = shared.conn.lock().unwrap_or_else(PoisonError::into_inner);
+        if conn.number != timed_out {
+            return; // another caller already replaced it
+        }
+        match ConnectionManager::new_lazy_with_config(
+            shared.client.clone(),
+            shared.manager_config.clone(),
+        ) {
+            Ok(manager) => {
+                *conn = Generation {
+                    number: timed_out + 1,
+                    manager,
+                };
+                tracing::warn!(addr = %shared.addr, "Redis stopped answering; reconnecting");
+            }
+            Err(error) => {
+                tracing::warn!(addr = %shared.addr, %error, "cannot recreate Redis connection")
+            }
+        }
+    }
+
+    /// Runs `call` under the operation timeout; `Err(None)` means it timed out.
+    async fn within<T>(
+        &self,
+        call: impl Future<Output = RedisResult<T>>,
+    ) -> Result<T, Option<RedisError>> {
+        match tokio::time::timeout(self.shared.timeout, call).await {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(e)) if e.is_timeout() => Err(None),
+            Ok(Err(e)) => Err(Some(e)),
+            Err(_) => Err(None),
+        }
+    }
+
+    fn error(&self, op: &'static str, failure: Option<RedisError>) -> BusError {
+        let addr = &self.shared.addr;
+        match failure {
+            None => BusError::timed_out(addr, op, self.shared.timeout),
+            Some(e) if is_connection_error(&e) => unavailable(addr, op, &e),
+            Some(source) => BusError::Redis { op, source },
+        }
+    }
+
+    /// Runs one command on the shared connection, bounded and with errors mapped.
+    async fn run<T, F, Fut>(&self, op: &'static str, call: F) -> Result<T, BusError>
+    where
+        F: FnOnce(ConnectionManager) -> Fut,
+        Fut: Future<Output = RedisResult<T>>,
+    {
+        let (generation, manager) = self.connection();
+        self.within(call(manager)).await.map_err(|failure| {
+            if failure.is_none() {
+                self.replace_connection(generation);
+            }
+            self.error(op, failure)
+        })
+    }
+}
+
+fn is_connection_error(e: &RedisError) -> bool {
+    e.is_io_error() || e.is_connection_dropped() || e.is_connection_refusal() || e.is_timeout()
+}
+
+fn unavailable(addr: &str, op: &'static str, e: &RedisError) -> BusError {
+    BusError::Unavailable {
+        addr: addr.to_owned(),
+        op,
+        detail: e.to_string(),
+    }
+}
+
+/// Milliseconds for `PX`/`PEXPIRE`; TTLs are validated non-zero before this.
+fn millis(ttl: Duration) -> u64 {
+    u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX)
+}
+
+impl Bus for RedisBus {
+    async fn heartbeat(&self, node: &NodeInfo, ttl: Duration) -> Result<(), BusError> {
+        check_ttl(ttl)?;
+        check_name(&node.id, "node id must not be empty")?;
+        let info = serde_json::to_string(node).map_err(|source| BusError::Encode {
+            what: "node info",
+            source,
+        })?;
+        let (expiry, infos) = self.node_keys(node.kind);
+        self.run("HEARTBEAT", |mut conn| async move {
+            HEARTBEAT
+                .key(expiry)
+                .key(infos)
+                .arg(&node.id)
+                .arg(info)
+                .arg(millis(ttl))
+                .invoke_async::<()>(&mut conn)
+                .await
+        })
+        .await
+    }
+
+    async fn remove_node(&self, kind: NodeKind, id: &str) -> Result<(), BusError> {
+        let (expiry, infos) = self.node_keys(kind);
+        self.run("REMOVE NODE", |mut conn| async move {
+            redis::pipe()
+                .atomic()
+                .cmd("ZREM")
+                .arg(expiry)
+                .arg(id)
+                .ignore()
+                .cmd("HDEL")
+                .arg(infos)
+                .arg(id)
+                .ignore()
+                .query_async::<()>(&mut conn)
+                .await
+        })
+        .await
+    }
+
+    async fn nodes(&self, kind: NodeKind) -> Result<Vec<NodeInfo>, BusError> {
+        let (expiry, infos) = self.node_keys(kind);
+        let raw: Vec<String> = self
+            .run("NODES", |mut conn| async move {
+                LIVE_NODES
+                    .key(expiry)
+                    .key(infos)
+                    .invoke_async(&mut conn)
+                    .await
+            })
+            .await?;
+        let mut nodes: Vec<NodeInfo> = raw
+            .iter()
+            .filter_map(|json| match serde_json::from_str::<NodeInfo>(json) {
+                Ok(node) => Some(node),
+                Err(error) => {
+                    // One bad entry (e.g. a newer node during a rolling upgrade)
+                    // must not hide every other node from placement.
+                    tracing::warn!(%kind, %error, "skipping unreadable node registry entry");
+                    None
+                }
+            })
+            .collect();
+        nodes.sort_by(|a, b| a.id.cmp(&b.id));
+        Ok(nodes)
+    }
+
+    async fn acquire_lease(
+        &self,
+        key: &str,
+        holder: &str,
+        ttl: Duration,
+    ) -> Result<bool, BusError> {
+        check_ttl(ttl)?;
+        check_name(holder, "lease holder must not be empty")?;
+        let key = self.key("lease", key);
+        let won: i64 = self
+            .run("ACQUIRE LEASE", |mut conn| async move {
+                ACQUIRE
+                    .key(key)
+                    .arg(holder)
+                    .arg(millis(ttl))
+                    .invoke_async(&mut conn)
+                    .await
+            })
+            .await?;
+        Ok(won == 1)
+    }
+
+    async fn renew_lease(&self, key: &str, holder: &str, ttl: Duration) -> Result<bool, BusError> {
+        check_ttl(ttl)?;
+        let key = self.key("lease", key);
+        let renewed: i64 = self
+            .run("RENEW LEASE", |mut conn| async move {
+                RENEW
+                    .key(key)
+                    .arg(holder)
+                    .arg(millis(ttl))
+                    .invoke_async(&mut conn)
+                    .await
+            })
+            .await?;
+        Ok(renewed == 1)
+    }
+
+    async fn release_lease(&self, key: &str, holder: &str) -> Result<(), BusError> {
+        let key = self.key("lease", key);
+        self.run("RELEASE LEASE", |mut conn| async move {
+            RELEASE
+                .key(key)
+                .arg(holder)
+                .invoke_async::<i64>(&mut conn)
+                .await
+        })
+        .await?;
+        Ok(())
+    }
+
+    async fn lease_holder(&self, key: &str) -> Result<Option<String>, BusError> {
+        let key = self.key("lease", key);
+        self.run("GET LEASE", |mut conn| async move {
+            redis::cmd("GET").arg(key).query_async(&mut conn).await
+        })
+        .await
+    }
+
+    async fn set(&self, key: &str, value: &str, ttl: Option<Duration>) -> Result<(), BusError> {
+        let mut cmd = redis::cmd("SET");
+        cmd.arg(self.key("kv", key)).arg(value);
+        if let Some(ttl) = ttl {
+            check_ttl(ttl)?;
+            cmd.arg("PX").arg(millis(ttl));
+        }
+        self.run("SET", |mut conn| async move {
+            cmd.query_async::<()>(&mut conn).await
+        })
+        .await
+    }
+
+    async fn get(&self, key: &str) -> Result<Option<String>, BusError> {
+        let key = self.key("kv", key);
+        self.run("GET", |mut conn| async move {
+            redis::cmd("GET").arg(key).query_async(&mut conn).await
+        })
+        .await
+    }
+
+    async fn del(&self, key: &str) -> Result<(), BusError> {
+        let key = self.key("kv", key);
+        self.run("DEL", |mut conn| async move {
+            redis::cmd("DEL")
+                .arg(key)
+                .query_async::<()>(&mut conn)
+                .await
+        })
+        .await
+    }
+
+    async fn publish(&self, channel: &str, payload: &str) -> Result<usize, BusError> {
+        check_payload(payload)?;
+        let channel = self.key("chan", channel);
+        let receivers: u64 = self
+            .run("PUBLISH", |mut conn| async move {
+                redis::cmd("PUBLISH")
+                    .arg(channel)
+                    .arg(payload)
+                    .query_async(&mut conn)
+                    .await
+            })
+            .await?;
+        Ok(usize::try_from(receivers).unwrap_or(usize::MAX))
+    }
+
+    async fn subscribe(&self, channel: &str) -> Result<Subscription, BusError> {
+        let full = self.key("chan", channel);
+        let client = &self.shared.client;
+        // A dedicated connection per subscription: dropping it is the unsubscribe.
+        // Returns only after Redis confirmed SUBSCRIBE, so a publish that
+        // follows is guaranteed to reach this subscription.
+        let pubsub = self
+            .within(async {
+                let mut pubsub = client.get_async_pubsub().await?;
+                pubsub.subscribe(full).await?;
+                Ok(pubsub)
+            })
+            .await
+            .map_err(|failure| self.error("SUBSCRIBE", failure))?;
+        let (sink, stream) = pubsub.split();
+        Ok(Subscription::redis(
+            channel,
+            RedisReceiver {
+                sink,
+                stream,
+                timeout: self.shared.timeout,
+            },
+        ))
+    }
+}
+
+/// Idle subscriptions ping Redis after this many operation timeouts without
+/// a message, so a connection to a vanished server does not wait forever.
+const KEEPALIVE_TIMEOUTS: u32 = 5;
+
+/// Redis half of [`Subscription`]. Dropping the stream stops its driver task
+/// and closes the connection, which unsubscribes on the server.
+pub(crate) struct RedisReceiver {
+    sink: PubSubSink,
+    stream: PubSubStream,
+    timeout: Duration,
+}
+
+impl RedisReceiver {
+    pub(crate) async fn recv(&mut self) -> Option<String> {
+        loop {
+            let idle = tokio::time::sleep(self.timeout * KEEPALIVE_TIMEOUTS);
+            tokio::select! {
+                message = self.stream.next() => {
+                    let message = message?;
+                    match std::str::from_utf8(message.get_payload_bytes()) {
+                        Ok(text) => return Some(text.to_owned()),
+                        // Only a foreign publisher can send this; skip it, keep the subscription.
+                        Err(_) => tracing::warn!(
+                            channel = message.get_channel_name(),
+                            "dropping non-UTF-8 bus message"
+                        ),
+                    }
+                }
+                () = idle => {
+                    let ping = tokio::time::timeout(self.timeout, self.sink.ping::<Value>()).await;
+                    if !matches!(ping, Ok(Ok(_))) {
+                        tracing::warn!("Redis subscription connection stopped answering; ending it");
+                        return None;
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,514 @@
+//! The contract every backend must meet, run against the in-process bus and a
+//! real Redis (`SKYLARK_TEST_REDIS_URL`, default redis://127.0.0.1:6379).
+//!
+//! Without Redis the Redis half is skipped with a message, unless `CI=true`,
+//! where it fails. Each Redis test uses its own random key prefix.
+
+use std::future::Future;
+use std::time::Duration;
+
+use skylark_bus::{
+    connect_with, AnyBus, Bus, BusConfig, BusError, NodeInfo, NodeKind, Subscription,
+    MAX_PAYLOAD_BYTES,
+};
+use tokio::time::{sleep, timeout, Instant};
+
+/// Short enough to keep the suite fast, long enough for a loaded CI box.
+const SHORT_TTL: Duration = Duration::from_millis(300);
+const LONG_TTL: Duration = Duration::from_secs(30);
+/// How long "eventually" may take before a test fails.
+const PATIENCE: Duration = Duration::from_secs(3);
+
+fn node(kind: NodeKind, id: &str, load: u32) -> NodeInfo {
+    NodeInfo {
+        id: id.to_owned(),
+        kind,
+        grpc_addr: format!("http://{id}:7001"),
+        media_addr: format!("{id}:50000"),
+        load,
+        capacity: 100,
+    }
+}
+
+async fn ids(bus: &impl Bus, kind: NodeKind) -> Vec<String> {
+    let nodes = bus.nodes(kind).await.unwrap();
+    nodes.into_iter().map(|n| n.id).collect()
+}
+
+/// Polls `check` until it holds, failing after [`PATIENCE`].
+async fn eventually<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = Instant::now() + PATIENCE;
+    while !check().await {
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        sleep(Duration::from_millis(25)).await;
+    }
+}
+
+async fn next(sub: &mut Subscription) -> String {
+    timeout(PATIENCE, sub.recv())
+        .await
+        .expect("no message within patience")
+        .expect("subscription ended")
+}
+
+async fn nothing_within(sub: &mut Subscription, wait: Duration) {
+    if let Ok(message) = timeout(wait, sub.recv()).await {
+        panic!("expected no message on {}, got {message:?}", sub.channel());
+    }
+}
+
+// ---------------------------------------------------------------- node registry
+
+async fn heartbeat_lists_nodes_by_kind(bus: &impl Bus) {
+    bus.heartbeat(&node(NodeKind::Sfu, "sfu-b", 1), LONG_TTL)
+        .await
+        .unwrap();
+    bus.heartbeat(&node(NodeKind::Sfu, "sfu-a", 2), LONG_TTL)
+        .await
+        .unwrap();
+    bus.heartbeat(&node(NodeKind::Packager, "pkg-a", 3), LONG_TTL)
+        .await
+        .unwrap();
+    assert_eq!(ids(bus, NodeKind::Sfu).await, ["sfu-a", "sfu-b"]);
+    assert_eq!(ids(bus, NodeKind::Packager).await, ["pkg-a"]);
+
+    // A later heartbeat updates the entry instead of adding a second one.
+    bus.heartbeat(&node(NodeKind::Sfu, "sfu-a", 42), LONG_TTL)
+        .await
+        .unwrap();
+    let sfus = bus.nodes(NodeKind::Sfu).await.unwrap();
+    assert_eq!(sfus.len(), 2);
+    assert_eq!(sfus[0], node(NodeKind::Sfu, "sfu-a", 42));
+
+    bus.remove_node(NodeKind::Sfu, "sfu-a").await.unwrap();
+    bus.remove_node(NodeKind::Sfu, "never-registered")
+        .await
+        .unwrap();
+    assert_eq!(ids(bus, NodeKind::Sfu).await, ["sfu-b"]);
+
+    for (kind, id) in [(NodeKind::Sfu, "sfu-b"), (NodeKind::Packager, "pkg-a")] {
+        bus.remove_node(kind, id).await.unwrap();
+    }
+}
+
+async fn silent_node_vanishes_after_ttl(bus: &impl Bus) {
+    let started = Instant::now();
+    bus.heartbeat(&node(NodeKind::Sfu, "dies", 0), SHORT_TTL)
+        .await
+        .unwrap();
+    bus.heartbeat(&node(NodeKind::Sfu, "lives", 0), SHORT_TTL)
+        .await
+        .unwrap();
+    if started.elapsed() < SHORT_TTL {
+        assert_eq!(ids(bus, NodeKind::Sfu).await, ["dies", "lives"]);
+    }
+    // "lives" keeps heartbeating at a third of its TTL; "dies" went silent.
+    let deadline = Instant::now() + SHORT_TTL * 2;
+    while Instant::now() < deadline {
+        sleep(SHORT_TTL / 3).await;
+        bus.heartbeat(&node(NodeKind::Sfu, "lives", 0), SHORT_TTL)
+            .await
+            .unwrap();
+    }
+    assert_eq!(ids(bus, NodeKind::Sfu).await, ["lives"]);
+    assert!(started.elapsed() >= SHORT_TTL);
+
+    eventually("the last node expires", || async {
+        bus.nodes(NodeKind::Sfu).await.unwrap().is_empty()
+    })
+    .await;
+}
+
+// ----------------------------------------------------------------------- leases
+
+async fn lease_is_exclusive(bus: &impl Bus) {
+    assert_eq!(bus.lease_holder("room:1:origin").await.unwrap(), None);
+    assert!(bus
+        .acquire_lease("room:1:origin", "sfu-a", LONG_TTL)
+        .await
+        .unwrap());
+    assert!(!bus
+        .acquire_lease("room:1:origin", "sfu-b", LONG_TTL)
+        .await
+        .unwrap());
+    assert_eq!(
+        bus.lease_holder("room:1:origin").await.unwrap().as_deref(),
+        Some("sfu-a")
+    );
+    // Re-acquiring by the holder succeeds (and renews).
+    assert!(bus
+        .acquire_lease("room:1:origin", "sfu-a", LONG_TTL)
+        .await
+        .unwrap());
+    // Other keys are independent, and kv does not share the lease namespace.
+    assert!(bus
+        .acquire_lease("room:2:origin", "sfu-b", LONG_TTL)
+        .await
+        .unwrap());
+    assert_eq!(bus.get("room:1:origin").await.unwrap(), None);
+
+    bus.release_lease("room:1:origin", "sfu-a").await.unwrap();
+    bus.release_lease("room:2:origin", "sfu-b").await.unwrap();
+}
+
+async fn renewal_keeps_lease_for_its_holder_only(bus: &impl Bus) {
+    assert!(!bus
+        .renew_lease("packager:room:3", "pkg-a", SHORT_TTL)
+        .await
+        .unwrap());
+    assert!(bus
+        .acquire_lease("packager:room:3", "pkg-a", SHORT_TTL)
+        .await
+        .unwrap());
+    assert!(!bus
+        .renew_lease("packager:room:3", "pkg-b", SHORT_TTL)
+        .await
+        .unwrap());
+
+    // Renewing at a third of the TTL outlives the original TTL twice over.
+    let deadline = Instant::now() + SHORT_TTL * 2;
+    while Instant::now() < deadline {
+        sleep(SHORT_TTL / 3).await;
+        assert!(bus
+            .renew_lease("packager:room:3", "pkg-a", SHORT_TTL)
+            .await
+            .unwrap());
+    }
+    assert_eq!(
+        bus.lease_holder("packager:room:3")
+            .await
+            .unwrap()
+            .as_deref(),
+        Some("pkg-a")
+    );
+    assert!(!bus
+        .acquire_lease("packager:room:3", "pkg-b", SHORT_TTL)
+        .await
+        .unwrap());
+    bus.release_lease("packager:room:3", "pkg-a").await.unwrap();
+}
+
+async fn expired_lease_can_be_taken_over(bus: &impl Bus) {
+    assert!(bus
+        .acquire_lease("room:4:origin", "sfu-a", SHORT_TTL)
+        .await
+        .unwrap());
+    eventually("the lease expires", || async {
+        bus.lease_holder("room:4:origin").await.unwrap().is_none()
+    })
+    .await;
+    assert!(bus
+        .acquire_lease("room:4:origin", "sfu-b", LONG_TTL)
+        .await
+        .unwrap());
+    // The old holder must notice it lost the lease.
+    assert!(!bus
+        .renew_lease("room:4:origin", "sfu-a", LONG_TTL)
+        .await
+        .unwrap());
+    assert_eq!(
+        bus.lease_holder("room:4:origin").await.unwrap().as_deref(),
+        Some("sfu-b")
+    );
+    bus.release_lease("room:4:origin", "sfu-b").await.unwrap();
+}
+
+async fn release_by_non_holder_is_a_no_op(bus: &impl Bus) {
+    assert!(bus
+        .acquire_lease("room:5:origin", "sfu-a", LONG_TTL)
+        .await
+        .unwrap());
+    bus.release_lease("room:5:origin", "sfu-b").await.unwrap();
+    assert_eq!(
+        bus.lease_holder("room:5:origin").await.unwrap().as_deref(),
+        Some("sfu-a")
+    );
+    bus.release_lease("room:5:origin", "sfu-a").await.unwrap();
+    assert_eq!(bus.lease_holder("room:5:origin").await.unwrap(), None);
+    assert!(bus
+        .acquire_lease("room:5:origin", "sfu-b", LONG_TTL)
+        .await
+        .unwrap());
+    bus.release_lease("room:5:origin", "sfu-b").await.unwrap();
+    // Releasing a lease nobody holds is fine too.
+    bus.release_lease("room:5:origin", "sfu-b").await.unwrap();
+}
+
+// -------------------------------------------------------------------- key/value
+
+async fn kv_set_get_del_and_ttl(bus: &impl Bus) {
+    assert_eq!(bus.get("room:6:meta").await.unwrap(), None);
+    bus.set("room:6:meta", r#"{"title":"hi"}"#, None)
+        .await
+        .unwrap();
+    assert_eq!(
+        bus.get("room:6:meta").await.unwrap().as_deref(),
+        Some(r#"{"title":"hi"}"#)
+    );
+    bus.set("room:6:meta", "replaced", None).await.unwrap();
+    assert_eq!(
+        bus.get("room:6:meta").await.unwrap().as_deref(),
+        Some("replaced")
+    );
+    bus.del("room:6:meta").await.unwrap();
+    bus.del("room:6:meta").await.unwrap();
+    assert_eq!(bus.get("room:6:meta").await.unwrap(), None);
+
+    let started = Instant::now();
+    bus.set("room:6:viewers", "17", Some(SHORT_TTL))
+        .await
+        .unwrap();
+    if started.elapsed() < SHORT_TTL {
+        assert_eq!(
+            bus.get("room:6:viewers").await.unwrap().as_deref(),
+            Some("17")
+        );
+    }
+    eventually("the value expires", || async {
+        bus.get("room:6:viewers").await.unwrap().is_none()
+    })
+    .await;
+    assert!(started.elapsed() >= SHORT_TTL);
+
+    // Setting without a TTL clears a previous one.
+    bus.set("room:6:viewers", "18", Some(SHORT_TTL))
+        .await
+        .unwrap();
+    bus.set("room:6:viewers", "19", None).await.unwrap();
+    sleep(SHORT_TTL * 2).await;
+    assert_eq!(
+        bus.get("room:6:viewers").await.unwrap().as_deref(),
+        Some("19")
+    );
+    bus.del("room:6:viewers").await.unwrap();
+}
+
+async fn zero_ttl_and_empty_names_are_refused(bus: &impl Bus) {
+    let invalid = |r: Result<_, BusError>| matches!(r, Err(BusError::InvalidArgument(_)));
+    assert!(invalid(
+        bus.heartbeat(&node(NodeKind::Sfu, "x", 0), Duration::ZERO)
+            .await
+    ));
+    assert!(invalid(
+        bus.heartbeat(&node(NodeKind::Sfu, "", 0), LONG_TTL).await
+    ));
+    assert!(invalid(
+        bus.acquire_lease("k", "a", Duration::from_micros(10))
+            .await
+            .map(|_| ())
+    ));
+    assert!(invalid(
+        bus.acquire_lease("k", "", LONG_TTL).await.map(|_| ())
+    ));
+    assert!(invalid(
+        bus.renew_lease("k", "a", Duration::ZERO).await.map(|_| ())
+    ));
+    assert!(invalid(bus.set("k", "v", Some(Duration::ZERO)).await));
+    assert_eq!(bus.lease_holder("k").await.unwrap(), None);
+    assert_eq!(bus.get("k").await.unwrap(), None);
+}
+
+// ---------------------------------------------------------------------- pub/sub
+
+async fn publish_reaches_every_subscriber_in_order(bus: &impl Bus) {
+    let mut first = bus.subscribe("room:7").await.unwrap();
+    let mut second = bus.subscribe("room:7").await.unwrap();
+    let mut elsewhere = bus.subscribe("room:8").await.unwrap();
+    assert_eq!(first.channel(), "room:7");
+
+    assert_eq!(bus.publish("room:7", "live").await.unwrap(), 2);
+    assert_eq!(bus.publish("room:7", "viewers:3").await.unwrap(), 2);
+    for sub in [&mut first, &mut second] {
+        assert_eq!(next(sub).await, "live");
+        assert_eq!(next(sub).await, "viewers:3");
+    }
+    nothing_within(&mut elsewhere, Duration::from_millis(100)).await;
+}
+
+async fn dropped_subscription_receives_nothing(bus: &impl Bus) {
+    let first = bus.subscribe("room:9").await.unwrap();
+    let mut second = bus.subscribe("room:9").await.unwrap();
+    drop(first);
+    // Redis learns of the closed connection asynchronously.
+    eventually("one subscriber is left", || async {
+        bus.publish("room:9", "probe").await.unwrap() == 1
+    })
+    .await;
+    while timeout(Duration::from_millis(100), second.recv())
+        .await
+        .is_ok()
+    {} // drain probes
+    assert_eq!(bus.publish("room:9", "offline").await.unwrap(), 1);
+    assert_eq!(next(&mut second).await, "offline");
+
+    drop(second);
+    eventually("nobody is subscribed", || async {
+        bus.publish("room:9", "probe").await.unwrap() == 0
+    })
+    .await;
+    // A publish with no subscribers is not an error, and a new subscriber
+    // only sees what comes after it.
+    let mut late = bus.subscribe("room:9").await.unwrap();
+    assert_eq!(bus.publish("room:9", "hello").await.unwrap(), 1);
+    assert_eq!(next(&mut late).await, "hello");
+}
+
+async fn oversized_payload_is_refused(bus: &impl Bus) {
+    let mut sub = bus.subscribe("room:10").await.unwrap();
+    let too_big = "x".repeat(MAX_PAYLOAD_BYTES + 1);
+    match bus.publish("room:10", &too_big).await {
+        Err(BusError::PayloadTooLarge { size, limit }) => {
+            assert_eq!((size, limit), (MAX_PAYLOAD_BYTES + 1, MAX_PAYLOAD_BYTES));
+        }
+        other => panic!("expected PayloadTooLarge, got {other:?}"),
+    }
+    let max = "y".repeat(MAX_PAYLOAD_BYTES);
+    assert_eq!(bus.publish("room:10", &max).await.unwrap(), 1);
+    assert_eq!(next(&mut sub).await.len(), MAX_PAYLOAD_BYTES);
+}
+
+// ----------------------------------------- two handles: the multi-process property
+
+async fn two_handles_see_each_other(a: &impl Bus, b: &impl Bus) {
+    assert!(a
+        .acquire_lease("room:11:origin", "signaling-a", LONG_TTL)
+        .await
+        .unwrap());
+    assert_eq!(
+        b.lease_holder("room:11:origin").await.unwrap().as_deref(),
+        Some("signaling-a")
+    );
+    assert!(!b
+        .acquire_lease("room:11:origin", "signaling-b", LONG_TTL)
+        .await
+        .unwrap());
+    a.release_lease("room:11:origin", "signaling-a")
+        .await
+        .unwrap();
+    assert!(b
+        .acquire_lease("room:11:origin", "signaling-b", LONG_TTL)
+        .await
+        .unwrap());
+    b.release_lease("room:11:origin", "signaling-b")
+        .await
+        .unwrap();
+
+    let mut on_a = a.subscribe("room:11").await.unwrap();
+    let mut on_b = b.subscribe("room:11").await.unwrap();
+    assert_eq!(a.publish("room:11", "from-a").await.unwrap(), 2);
+    assert_eq!(b.publish("room:11", "from-b").await.unwrap(), 2);
+    for sub in [&mut on_a, &mut on_b] {
+        assert_eq!(next(sub).await, "from-a");
+        assert_eq!(next(sub).await, "from-b");
+    }
+
+    a.heartbeat(&node(NodeKind::Packager, "pkg-1", 0), LONG_TTL)
+        .await
+        .unwrap();
+    assert_eq!(ids(b, NodeKind::Packager).await, ["pkg-1"]);
+    b.remove_node(NodeKind::Packager, "pkg-1").await.unwrap();
+    assert!(ids(a, NodeKind::Packager).await.is_empty());
+
+    a.set("room:11:viewers", "5", Some(LONG_TTL)).await.unwrap();
+    assert_eq!(
+        b.get("room:11:viewers").await.unwrap().as_deref(),
+        Some("5")
+    );
+    b.del("room:11:viewers").await.unwrap();
+    assert_eq!(a.get("room:11:viewers").await.unwrap(), None);
+}
+
+// ---------------------------------------------------------------------- backends
+
+fn redis_url() -> String {
+    std::env::var("SKYLARK_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+}
+
+/// A Redis bus under `prefix`, or `None` (test skipped) when Redis is down outside CI.
+async fn redis_bus(prefix: &str) -> Option<AnyBus> {
+    let url = redis_url();
+    let config = BusConfig {
+        redis_url: Some(url.clone()),
+        key_prefix: prefix.to_owned(),
+        ..BusConfig::default()
+    };
+    match connect_with(&config).await {
+        Ok(bus) => Some(bus),
+        Err(e) if std::env::var("CI").is_ok_and(|v| v == "true") => {
+            panic!("CI=true requires Redis at {url} (set SKYLARK_TEST_REDIS_URL): {e}")
+        }
+        Err(e) => {
+            eprintln!(
+                "skipping Redis test: {e}. Start one with `redis-server --daemonize yes --port 6379 --save '' --appendonly no` or set SKYLARK_TEST_REDIS_URL"
+            );
+            None
+        }
+    }
+}
+
+fn test_prefix() -> String {
+    format!("skylark-test:{}:", uuid::Uuid::new_v4())
+}
+
+macro_rules! contract {
+    ($($case:ident),* $(,)?) => {
+        mod in_process {
+            $(
+                #[tokio::test]
+                async fn $case() {
+                    super::$case(&skylark_bus::InProcessBus::new()).await;
+                }
+            )*
+
+            #[tokio::test]
+            async fn two_handles_see_each_other() {
+                // In one binary, every service holds a clone of the same bus.
+                let bus = skylark_bus::connect(None).await.unwrap();
+                assert_eq!(bus.backend(), "in-process");
+                super::two_handles_see_each_other(&bus, &bus.clone()).await;
+            }
+        }
+
+        mod redis {
+            $(
+                #[tokio::test]
+                async fn $case() {
+                    if let Some(bus) = super::redis_bus(&super::test_prefix()).await {
+                        super::$case(&bus).await;
+                    }
+                }
+            )*
+
+            #[tokio::test]
+            async fn two_handles_see_each_other() {
+                // Two independent connections, as two signaling processes would have.
+                let prefix = super::test_prefix();
+                let (Some(a), Some(b)) =
+                    (super::redis_bus(&prefix).await, super::redis_bus(&prefix).await)
+                else {
+                    return;
+                };
+                assert_eq!(a.backend(), "redis");
+                super::two_handles_see_each_other(&a, &b).await;
+            }
+        }
+    };
+}
+
+contract!(
+    heartbeat_lists_nodes_by_kind,
+    silent_node_vanishes_after_ttl,
+    lease_is_exclusive,
+    renewal_keeps_lease_for_its_holder_only,
+    expired_lease_can_be_taken_over,
+    release_by_non_holder_is_a_no_op,
+    kv_set_get_del_and_ttl,
+    zero_ttl_and_empty_names_are_refused,
+    publish_reaches_every_subscriber_in_order,
+    dropped_subscription_receives_nothing,
+    oversized_payload_is_refused,
+);

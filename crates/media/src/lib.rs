@@ -1,0 +1,1 @@
+//! skylark-media

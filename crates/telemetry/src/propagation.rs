@@ -1,0 +1,160 @@
+//! W3C trace-context across HTTP and gRPC, and the server-side spans of both.
+
+use axum::body::Body;
+use axum::extract::MatchedPath;
+use http::{HeaderMap, Request, Response};
+use opentelemetry::propagation::{Extractor, Injector};
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context as TaskContext, Poll};
+use std::time::Instant;
+use tracing::{field::Empty, Instrument, Span};
+use tracing_opentelemetry::OpenTelemetrySpanExt;
+
+struct HeaderInjector<'a>(&'a mut HeaderMap);
+impl Injector for HeaderInjector<'_> {
+    fn set(&mut self, key: &str, value: String) {
+        if let (Ok(k), Ok(v)) = (
+            http::header::HeaderName::from_bytes(key.as_bytes()),
+            http::HeaderValue::from_str(&value),
+        ) {
+            self.0.insert(k, v);
+        }
+    }
+}
+
+struct HeaderExtractor<'a>(&'a HeaderMap);
+impl Extractor for HeaderExtractor<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key).and_then(|v| v.to_str().ok())
+    }
+    fn keys(&self) -> Vec<&str> {
+        self.0.keys().map(|k| k.as_str()).collect()
+    }
+}
+
+/// Writes the current span's `traceparent` into outgoing HTTP (or gRPC) headers.
+pub fn inject_http(headers: &mut HeaderMap) {
+    let cx = Span::current().context();
+    opentelemetry::global::get_text_map_propagator(|p| {
+        p.inject_context(&cx, &mut HeaderInjector(headers))
+    });
+}
+
+/// Reads a remote parent from incoming headers.
+pub fn extract_http(headers: &HeaderMap) -> opentelemetry::Context {
+    opentelemetry::global::get_text_map_propagator(|p| p.extract(&HeaderExtractor(headers)))
+}
+
+/// Adds `traceparent` to a tonic request's metadata (gRPC metadata is HTTP/2 headers).
+pub fn inject_grpc<T>(mut req: tonic::Request<T>) -> tonic::Request<T> {
+    let mut headers = HeaderMap::new();
+    inject_http(&mut headers);
+    for (k, v) in headers.iter() {
+        if let (Ok(key), Ok(val)) = (
+            tonic::metadata::MetadataKey::from_bytes(k.as_str().as_bytes()),
+            tonic::metadata::MetadataValue::try_from(v.as_bytes()),
+        ) {
+            req.metadata_mut().insert(key, val);
+        }
+    }
+    req
+}
+
+/// A tonic client interceptor that propagates the caller's trace.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct GrpcClientInterceptor;
+
+impl tonic::service::Interceptor for GrpcClientInterceptor {
+    fn call(&mut self, req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        Ok(inject_grpc(req))
+    }
+}
+
+/// Axum middleware: one span per request (OTel HTTP semantic conventions), the remote
+/// parent taken from `traceparent`, and request count/duration metrics by route.
+pub async fn http_layer(req: Request<Body>, next: axum::middleware::Next) -> Response<Body> {
+    let method = req.method().as_str().to_owned();
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|m| m.as_str().to_owned())
+        .unwrap_or_else(|| "unmatched".to_owned());
+    let span = tracing::info_span!(
+        "http.request",
+        otel.name = format!("{method} {route}"),
+        otel.kind = "server",
+        http.request.method = %method,
+        http.route = %route,
+        url.path = %req.uri().path(),
+        http.response.status_code = Empty,
+    );
+    span.set_parent(extract_http(req.headers())).ok();
+    let start = Instant::now();
+    let resp = next.run(req).instrument(span.clone()).await;
+    let status = resp.status().as_u16();
+    span.record("http.response.status_code", status);
+    let labels = [
+        ("method", method),
+        ("route", route),
+        ("status", status.to_string()),
+    ];
+    metrics::counter!("skylark_http_requests_total", &labels).increment(1);
+    metrics::histogram!("skylark_http_request_duration_seconds", &labels[..2])
+        .record(start.elapsed().as_secs_f64());
+    resp
+}
+
+/// Tower layer for tonic servers: a span per RPC with `rpc.*` attributes, parented to
+/// the caller's `traceparent`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct GrpcServerLayer;
+
+impl<S> tower::Layer<S> for GrpcServerLayer {
+    type Service = GrpcServerSpan<S>;
+    fn layer(&self, inner: S) -> Self::Service {
+        GrpcServerSpan { inner }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct GrpcServerSpan<S> {
+    inner: S,
+}
+
+impl<S, B, RB> tower::Service<Request<B>> for GrpcServerSpan<S>
+where
+    S: tower::Service<Request<B>, Response = Response<RB>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    B: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut TaskContext<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        // Path is `/package.Service/Method`.
+        let path = req.uri().path().trim_start_matches('/').to_owned();
+        let (service, method) = path.split_once('/').unwrap_or((path.as_str(), ""));
+        let span = tracing::info_span!(
+            "grpc.request",
+            otel.name = %path,
+            otel.kind = "server",
+            rpc.system = "grpc",
+            rpc.service = %service,
+            rpc.method = %method,
+        );
+        span.set_parent(extract_http(req.headers())).ok();
+        let labels = [
+            ("service", service.to_owned()),
+            ("method", method.to_owned()),
+        ];
+        metrics::counter!("skylark_grpc_requests_total", &labels).increment(1);
+        let fut = self.inner.call(req);
+        Box::pin(fut.instrument(span))
+    }
+}

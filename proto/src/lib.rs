@@ -1,0 +1,10 @@
+//! gRPC contracts between Skylark services (tonic + prost).
+//!
+//! Packages follow `skylark.<service>.v1`; every service has its own module.
+
+/// `skylark.rooms.v1`: the API's room directory (authorize publish/play, look up rooms).
+pub mod rooms {
+    pub mod v1 {
+        tonic::include_proto!("skylark.rooms.v1");
+    }
+}

@@ -1,0 +1,105 @@
+//! The API's configuration, filled by the binary from flags and environment.
+
+use crate::rate_limit::RateLimit;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+#[derive(Clone)]
+pub struct ApiConfig {
+    /// Where `skylark api` serves HTTP (unused in all-in-one, which shares one port).
+    pub http_addr: SocketAddr,
+    /// RoomDirectory gRPC listen address.
+    pub grpc_addr: SocketAddr,
+    /// How clients reach the HTTP port, e.g. `https://live.example.com`.
+    pub public_url: String,
+    /// RTMP ingest URL handed to creators, e.g. `rtmp://live.example.com:1935/live`.
+    pub rtmp_url: String,
+    /// `sqlite://…` or `postgres://…`.
+    pub database_url: String,
+    pub jwt_secret: Vec<u8>,
+    pub access_token_ttl: Duration,
+    /// Per-client limit on signup and login attempts.
+    pub auth_rate_limit: RateLimit,
+}
+
+impl std::fmt::Debug for ApiConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApiConfig")
+            .field("http_addr", &self.http_addr)
+            .field("grpc_addr", &self.grpc_addr)
+            .field("public_url", &self.public_url)
+            .field("rtmp_url", &self.rtmp_url)
+            .field("database", &self.database_kind())
+            .field("jwt_secret", &"<masked>")
+            .field("access_token_ttl", &self.access_token_ttl)
+            .field("auth_rate_limit", &self.auth_rate_limit)
+            .finish()
+    }
+}
+
+impl ApiConfig {
+    /// `sqlite` or `postgres`, for logs (the URL may hold a password).
+    pub fn database_kind(&self) -> &'static str {
+        if self.database_url.starts_with("postgres") {
+            "postgres"
+        } else {
+            "sqlite"
+        }
+    }
+
+    /// A config for tests and examples: loopback ports chosen by the caller.
+    pub fn for_tests(database_url: &str, grpc_addr: SocketAddr) -> Self {
+        Self {
+            http_addr: "127.0.0.1:0".parse().expect("literal address"),
+            grpc_addr,
+            public_url: "http://127.0.0.1:8080".into(),
+            rtmp_url: "rtmp://127.0.0.1:1935/live".into(),
+            database_url: database_url.into(),
+            jwt_secret: b"test-secret-test-secret-test-secret!".to_vec(),
+            access_token_ttl: Duration::from_secs(3600),
+            auth_rate_limit: RateLimit {
+                burst: 1000,
+                per_minute: 1000,
+            },
+        }
+    }
+}
+
+/// Reads the token signing key from `dir/jwt_secret`, creating it (0600) on first use,
+/// so tokens stay valid across restarts of an all-in-one install.
+pub fn load_or_create_jwt_secret(dir: &Path) -> anyhow::Result<Vec<u8>> {
+    let path = dir.join("jwt_secret");
+    match std::fs::read_to_string(&path) {
+        Ok(s) if s.trim().len() >= 32 => return Ok(s.trim().as_bytes().to_vec()),
+        Ok(_) => anyhow::bail!(
+            "{} is shorter than 32 characters: delete it to generate a new one",
+            path.display()
+        ),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => anyhow::bail!("reading {}: {e}", path.display()),
+    }
+    std::fs::create_dir_all(dir)
+        .map_err(|e| anyhow::anyhow!("creating data dir {}: {e}", dir.display()))?;
+    let secret = skylark_auth::new_secret(48);
+    write_private(&path, secret.as_bytes())
+        .map_err(|e| anyhow::anyhow!("writing {}: {e}", path.display()))?;
+    Ok(secret.into_bytes())
+}
+
+#[cfg(unix)]
+fn write_private(path: &Path, data: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
+    f.write_all(data)
+}
+
+#[cfg(not(unix))]
+fn write_private(path: &Path, data: &[u8]) -> std::io::Result<()> {
+    std::fs::write(path, data)
+}

@@ -1,0 +1,164 @@
+//! `skylark.rooms.v1.RoomDirectory`: authorization and room lookup for other services.
+
+use crate::http::check_visible;
+use crate::store::{self, Room, StoreError};
+use crate::ApiState;
+use skylark_auth::{hash_stream_key, Role, TokenError};
+use skylark_proto::rooms::v1 as pb;
+use skylark_proto::rooms::v1::authorize_publish_request::Credential;
+use skylark_proto::rooms::v1::room_directory_server::{RoomDirectory, RoomDirectoryServer};
+use tonic::{Request, Response, Status};
+
+/// The gRPC face of the API.
+#[derive(Clone)]
+pub struct RoomDirectoryService {
+    state: ApiState,
+}
+
+impl RoomDirectoryService {
+    pub fn new(state: ApiState) -> Self {
+        Self { state }
+    }
+
+    pub fn into_server(self) -> RoomDirectoryServer<Self> {
+        RoomDirectoryServer::new(self)
+            .max_decoding_message_size(64 * 1024)
+            .max_encoding_message_size(64 * 1024)
+    }
+}
+
+fn store_status(e: StoreError) -> Status {
+    match e {
+        StoreError::Unavailable(m) => Status::unavailable(format!("database unavailable: {m}")),
+        other => Status::internal(other.to_string()),
+    }
+}
+
+pub(crate) fn to_pb(r: &Room) -> pb::Room {
+    pb::Room {
+        id: r.id.clone(),
+        owner_id: r.owner_id.clone(),
+        title: r.title.clone(),
+        slug: r.slug.clone(),
+        visibility: match r.visibility {
+            store::Visibility::Public => pb::Visibility::Public,
+            store::Visibility::Unlisted => pb::Visibility::Unlisted,
+            store::Visibility::Private => pb::Visibility::Private,
+        } as i32,
+        mode: match r.mode {
+            store::Mode::Sfu => pb::Mode::Sfu,
+            store::Mode::P2p => pb::Mode::P2p,
+        } as i32,
+        created_at_ms: r.created_at_ms,
+        updated_at_ms: r.updated_at_ms,
+    }
+}
+
+impl RoomDirectoryService {
+    async fn room(&self, id: &str) -> Result<Room, Status> {
+        if id.is_empty() || id.len() > 128 {
+            return Err(Status::invalid_argument("room_id: give a room id"));
+        }
+        self.state
+            .store
+            .room(id)
+            .await
+            .map_err(store_status)?
+            .ok_or_else(|| Status::not_found("no such room"))
+    }
+}
+
+#[tonic::async_trait]
+impl RoomDirectory for RoomDirectoryService {
+    async fn authorize_publish(
+        &self,
+        req: Request<pb::AuthorizePublishRequest>,
+    ) -> Result<Response<pb::AuthorizePublishResponse>, Status> {
+        let req = req.into_inner();
+        match req.credential {
+            Some(Credential::StreamKey(key)) => {
+                if key.is_empty() || key.len() > 256 {
+                    return Err(Status::unauthenticated("invalid stream key"));
+                }
+                let row = self
+                    .state
+                    .store
+                    .active_key(&hash_stream_key(&key))
+                    .await
+                    .map_err(store_status)?
+                    .ok_or_else(|| {
+                        Status::unauthenticated(
+                            "invalid or rotated stream key: copy the current key from the studio",
+                        )
+                    })?;
+                if !req.room_id.is_empty() {
+                    let named = self.room(&req.room_id).await?;
+                    if named.id != row.room_id {
+                        return Err(Status::permission_denied(
+                            "this stream key belongs to another room",
+                        ));
+                    }
+                }
+                let room = self.room(&row.room_id).await?;
+                tracing::info!(room_id = %room.id, "publish authorized by stream key");
+                Ok(Response::new(pb::AuthorizePublishResponse {
+                    room: Some(to_pb(&room)),
+                    key_id: row.id,
+                }))
+            }
+            Some(Credential::AccessToken(token)) => {
+                let claims = self.state.tokens.verify(&token).map_err(|e| match e {
+                    TokenError::Expired => Status::unauthenticated("access token expired"),
+                    TokenError::Invalid => Status::unauthenticated("invalid access token"),
+                })?;
+                let room = self.room(&req.room_id).await?;
+                if claims.role != Role::Creator || claims.sub != room.owner_id {
+                    return Err(Status::permission_denied(
+                        "only the room's owner may publish with an access token",
+                    ));
+                }
+                Ok(Response::new(pb::AuthorizePublishResponse {
+                    room: Some(to_pb(&room)),
+                    key_id: format!("owner:{}", claims.sub),
+                }))
+            }
+            None => Err(Status::unauthenticated(
+                "send a stream key or an access token",
+            )),
+        }
+    }
+
+    async fn authorize_play(
+        &self,
+        req: Request<pb::AuthorizePlayRequest>,
+    ) -> Result<Response<pb::AuthorizePlayResponse>, Status> {
+        let req = req.into_inner();
+        let room = self.room(&req.room_id).await?;
+        let claims = if req.token.is_empty() {
+            None
+        } else {
+            Some(self.state.tokens.verify(&req.token).map_err(|e| match e {
+                TokenError::Expired => Status::unauthenticated("viewer token expired"),
+                TokenError::Invalid => Status::unauthenticated("invalid viewer token"),
+            })?)
+        };
+        check_visible(&room, claims.as_ref()).map_err(|e| {
+            if e.status == axum::http::StatusCode::UNAUTHORIZED {
+                Status::unauthenticated(e.message)
+            } else {
+                Status::permission_denied(e.message)
+            }
+        })?;
+        Ok(Response::new(pb::AuthorizePlayResponse {
+            room: Some(to_pb(&room)),
+        }))
+    }
+
+    async fn get_room(
+        &self,
+        req: Request<pb::GetRoomRequest>,
+    ) -> Result<Response<pb::Room>, Status> {
+        let room = self.room(&req.into_inner().room_id).await?;
+        Ok(Response::new(to_pb(&room)))
+    }
+}

@@ -1,0 +1,77 @@
+//! REST routes under `/api/v1`.
+
+mod error;
+mod extract;
+mod rooms;
+mod users;
+
+pub use error::{ApiError, ErrorBody, ErrorDetail};
+pub(crate) use rooms::check_visible;
+
+use crate::ApiState;
+use axum::extract::{ConnectInfo, DefaultBodyLimit, FromRequestParts};
+use axum::http::request::Parts;
+use axum::routing::{get, post};
+use axum::Router;
+use std::convert::Infallible;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+
+/// Largest JSON body the API reads.
+pub const BODY_LIMIT: usize = 64 * 1024;
+
+/// The peer address, for per-client limits (unspecified when served without one).
+pub struct ClientIp(pub IpAddr);
+
+impl<S: Send + Sync> FromRequestParts<S> for ClientIp {
+    type Rejection = Infallible;
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Infallible> {
+        Ok(ClientIp(
+            parts
+                .extensions
+                .get::<ConnectInfo<SocketAddr>>()
+                .map(|c| c.0.ip())
+                .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED)),
+        ))
+    }
+}
+
+pub(crate) use rooms::{
+    CreateRoomRequest, CreateRoomResponse, Ingest, RoomList, RoomView, StreamKeyResponse,
+    UpdateRoomRequest, ViewerTokenRequest, ViewerTokenResponse,
+};
+pub(crate) use users::{LoginRequest, LoginResponse, SignupRequest, SignupResponse};
+
+pub(crate) mod paths {
+    pub use super::rooms::{
+        __path_create, __path_delete, __path_get, __path_list, __path_rotate_key, __path_update,
+        __path_viewer_token,
+    };
+    pub use super::users::{__path_login, __path_me, __path_signup};
+}
+
+/// Every REST route, with body limit and CORS (tokens, not cookies, so any origin is safe).
+pub fn router(state: ApiState) -> Router {
+    let api = Router::new()
+        .route("/auth/signup", post(users::signup))
+        .route("/auth/login", post(users::login))
+        .route("/me", get(users::me))
+        .route("/rooms", post(rooms::create).get(rooms::list))
+        .route(
+            "/rooms/{id}",
+            get(rooms::get).patch(rooms::update).delete(rooms::delete),
+        )
+        .route("/rooms/{id}/stream-key", post(rooms::rotate_key))
+        .route("/rooms/{id}/viewer-tokens", post(rooms::viewer_token))
+        .route("/openapi.json", get(crate::openapi::serve))
+        .fallback(|| async {
+            ApiError::not_found("no such API endpoint: see /api/v1/openapi.json")
+        })
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .with_state(state);
+    Router::new().nest("/api/v1", api).layer(
+        tower_http::cors::CorsLayer::new()
+            .allow_origin(tower_http::cors::Any)
+            .allow_methods(tower_http::cors::Any)
+            .allow_headers(tower_http::cors::Any),
+    )
+}

@@ -1,0 +1,347 @@
+//! Rooms: create, list, read, edit, delete; stream-key rotation; viewer tokens.
+
+use super::error::{ApiError, ApiResult, ErrorBody};
+use super::extract::{Creator, JsonBody, MaybeClaims};
+use crate::ids::{new_id, slug};
+use crate::store::{now_ms, Mode, Room, RoomPatch, Visibility};
+use crate::ApiState;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::Json;
+use serde::{Deserialize, Serialize};
+use skylark_auth::{new_stream_key, Claims, Grant, Role};
+use std::time::Duration;
+use utoipa::{IntoParams, ToSchema};
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateRoomRequest {
+    /// 1 to 120 characters.
+    pub title: String,
+    #[serde(default = "default_visibility")]
+    pub visibility: Visibility,
+    #[serde(default = "default_mode")]
+    pub mode: Mode,
+}
+
+fn default_visibility() -> Visibility {
+    Visibility::Public
+}
+fn default_mode() -> Mode {
+    Mode::Sfu
+}
+
+#[derive(Deserialize, ToSchema, Default)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateRoomRequest {
+    pub title: Option<String>,
+    pub visibility: Option<Visibility>,
+    pub mode: Option<Mode>,
+}
+
+/// Where to send media: WHIP (OBS 30+, browsers, FFmpeg 7+) or RTMP (server URL; the stream key is the stream name).
+#[derive(Serialize, ToSchema)]
+pub struct Ingest {
+    pub whip_url: String,
+    pub rtmp_url: String,
+}
+
+/// A room with its live state.
+#[derive(Serialize, ToSchema)]
+pub struct RoomView {
+    #[serde(flatten)]
+    pub room: Room,
+    pub live: bool,
+    pub viewers: u64,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct CreateRoomResponse {
+    pub room: RoomView,
+    /// Shown once: store it now; it can only be rotated, never shown again.
+    pub stream_key: String,
+    pub ingest: Ingest,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct StreamKeyResponse {
+    /// Shown once. The previous key stopped working.
+    pub stream_key: String,
+    pub ingest: Ingest,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct RoomList {
+    pub rooms: Vec<RoomView>,
+}
+
+#[derive(Deserialize, IntoParams)]
+pub struct ListQuery {
+    /// `1`: the signed-in creator's own rooms, live or not.
+    pub mine: Option<String>,
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ViewerTokenRequest {
+    /// Lifetime in seconds, 60 to 604800 (7 days). Default 3600.
+    pub ttl_s: Option<u64>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ViewerTokenResponse {
+    /// Send as `Authorization: Bearer …` to WHEP/REST, or `?token=` on the watch page.
+    pub token: String,
+    pub expires_in: u64,
+}
+
+fn validate_title(t: &str) -> ApiResult<String> {
+    let t = t.trim();
+    if t.is_empty() || t.chars().count() > 120 {
+        return Err(ApiError::validation("title: use 1 to 120 characters"));
+    }
+    Ok(t.to_string())
+}
+
+fn ingest(state: &ApiState, room_id: &str) -> Ingest {
+    Ingest {
+        whip_url: format!(
+            "{}/whip/{room_id}",
+            state.config.public_url.trim_end_matches('/')
+        ),
+        rtmp_url: state.config.rtmp_url.clone(),
+    }
+}
+
+async fn view(state: &ApiState, room: Room) -> RoomView {
+    let status = state.presence.status(&room.id).await;
+    RoomView {
+        room,
+        live: status.live,
+        viewers: status.viewers,
+    }
+}
+
+/// The room if `claims` may see it: private rooms need the owner or a play grant.
+pub(crate) fn check_visible(room: &Room, claims: Option<&Claims>) -> ApiResult<()> {
+    if room.visibility != Visibility::Private {
+        return Ok(());
+    }
+    match claims {
+        None => Err(ApiError::unauthorized(
+            "this room is private: send a viewer token from its owner",
+        )),
+        Some(c) if c.role == Role::Creator && c.sub == room.owner_id => Ok(()),
+        Some(c) if c.can_play(&room.id) => Ok(()),
+        Some(_) => Err(ApiError::forbidden(
+            "this token does not grant access to this private room",
+        )),
+    }
+}
+
+async fn owned_room(state: &ApiState, id: &str, owner: &Claims) -> ApiResult<Room> {
+    let room = state
+        .store
+        .room(id)
+        .await?
+        .ok_or_else(ApiError::room_not_found)?;
+    if room.owner_id != owner.sub {
+        return Err(ApiError::forbidden("only the room's owner can do this"));
+    }
+    Ok(room)
+}
+
+/// Create a room; returns its stream key once.
+#[utoipa::path(post, path = "/api/v1/rooms", tag = "rooms", security(("bearer" = [])), request_body = CreateRoomRequest,
+    responses((status = 201, body = CreateRoomResponse), (status = 401, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub async fn create(
+    State(state): State<ApiState>,
+    Creator(c): Creator,
+    JsonBody(req): JsonBody<CreateRoomRequest>,
+) -> ApiResult<(StatusCode, Json<CreateRoomResponse>)> {
+    let title = validate_title(&req.title)?;
+    if state.store.user_by_id(&c.sub).await?.is_none() {
+        return Err(ApiError::unauthorized(
+            "this account no longer exists: sign up again",
+        ));
+    }
+    let id = new_id("room");
+    let now = now_ms();
+    let room = Room {
+        slug: slug(&title, &id),
+        id,
+        owner_id: c.sub,
+        title,
+        visibility: req.visibility,
+        mode: req.mode,
+        created_at_ms: now,
+        updated_at_ms: now,
+    };
+    let key = new_stream_key();
+    state
+        .store
+        .create_room(&room, &new_id("key"), &key.hash)
+        .await?;
+    tracing::info!(room_id = %room.id, "room created");
+    let ingest = ingest(&state, &room.id);
+    Ok((
+        StatusCode::CREATED,
+        Json(CreateRoomResponse {
+            room: view(&state, room).await,
+            stream_key: key.secret,
+            ingest,
+        }),
+    ))
+}
+
+/// Public live rooms; with `?mine=1` and a token, the creator's own rooms.
+#[utoipa::path(get, path = "/api/v1/rooms", tag = "rooms", params(ListQuery),
+    responses((status = 200, body = RoomList), (status = 401, body = ErrorBody)))]
+pub async fn list(
+    State(state): State<ApiState>,
+    Query(q): Query<ListQuery>,
+    MaybeClaims(claims): MaybeClaims,
+) -> ApiResult<Json<RoomList>> {
+    let mine = matches!(q.mine.as_deref(), Some("1" | "true"));
+    let rooms = if mine {
+        let c = claims
+            .filter(|c| c.role == Role::Creator)
+            .ok_or_else(|| ApiError::unauthorized("?mine=1 needs a creator's access token"))?;
+        let mut out = Vec::new();
+        for r in state.store.rooms_of(&c.sub).await? {
+            out.push(view(&state, r).await);
+        }
+        out
+    } else {
+        let mut out = Vec::new();
+        for r in state.store.public_rooms(500).await? {
+            let v = view(&state, r).await;
+            if v.live {
+                out.push(v);
+            }
+        }
+        out.sort_by_key(|r| std::cmp::Reverse(r.viewers));
+        out
+    };
+    Ok(Json(RoomList { rooms }))
+}
+
+/// A room, with live state and viewer count.
+#[utoipa::path(get, path = "/api/v1/rooms/{id}", tag = "rooms", params(("id" = String, Path, description = "room id or slug")),
+    responses((status = 200, body = RoomView), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn get(
+    State(state): State<ApiState>,
+    Path(id): Path<String>,
+    MaybeClaims(claims): MaybeClaims,
+) -> ApiResult<Json<RoomView>> {
+    let room = state
+        .store
+        .room(&id)
+        .await?
+        .ok_or_else(ApiError::room_not_found)?;
+    check_visible(&room, claims.as_ref())?;
+    Ok(Json(view(&state, room).await))
+}
+
+/// Edit title, visibility or mode.
+#[utoipa::path(patch, path = "/api/v1/rooms/{id}", tag = "rooms", security(("bearer" = [])), request_body = UpdateRoomRequest,
+    params(("id" = String, Path)),
+    responses((status = 200, body = RoomView), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub async fn update(
+    State(state): State<ApiState>,
+    Path(id): Path<String>,
+    Creator(c): Creator,
+    JsonBody(req): JsonBody<UpdateRoomRequest>,
+) -> ApiResult<Json<RoomView>> {
+    let title = req.title.as_deref().map(validate_title).transpose()?;
+    let room = owned_room(&state, &id, &c).await?;
+    let patch = RoomPatch {
+        title,
+        visibility: req.visibility,
+        mode: req.mode,
+    };
+    let room = state
+        .store
+        .update_room(&room.id, &patch)
+        .await?
+        .ok_or_else(ApiError::room_not_found)?;
+    Ok(Json(view(&state, room).await))
+}
+
+/// Delete a room; a live stream in it ends.
+#[utoipa::path(delete, path = "/api/v1/rooms/{id}", tag = "rooms", security(("bearer" = [])), params(("id" = String, Path)),
+    responses((status = 204), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn delete(
+    State(state): State<ApiState>,
+    Path(id): Path<String>,
+    Creator(c): Creator,
+) -> ApiResult<StatusCode> {
+    let room = owned_room(&state, &id, &c).await?;
+    state.store.delete_room(&room.id).await?;
+    state.presence.end_publish(&room.id, "room_deleted").await;
+    tracing::info!(room_id = %room.id, "room deleted");
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Rotate the stream key: the old key stops working and a publisher using it is cut.
+#[utoipa::path(post, path = "/api/v1/rooms/{id}/stream-key", tag = "rooms", security(("bearer" = [])), params(("id" = String, Path)),
+    responses((status = 201, body = StreamKeyResponse), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn rotate_key(
+    State(state): State<ApiState>,
+    Path(id): Path<String>,
+    Creator(c): Creator,
+) -> ApiResult<(StatusCode, Json<StreamKeyResponse>)> {
+    let room = owned_room(&state, &id, &c).await?;
+    let key = new_stream_key();
+    state
+        .store
+        .rotate_stream_key(&room.id, &new_id("key"), &key.hash)
+        .await?;
+    state
+        .presence
+        .end_publish(&room.id, "stream_key_rotated")
+        .await;
+    tracing::info!(room_id = %room.id, "stream key rotated");
+    Ok((
+        StatusCode::CREATED,
+        Json(StreamKeyResponse {
+            stream_key: key.secret,
+            ingest: ingest(&state, &room.id),
+        }),
+    ))
+}
+
+/// A token that lets its bearer watch this (private) room.
+#[utoipa::path(post, path = "/api/v1/rooms/{id}/viewer-tokens", tag = "rooms", security(("bearer" = [])), params(("id" = String, Path)),
+    request_body = ViewerTokenRequest,
+    responses((status = 201, body = ViewerTokenResponse), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub async fn viewer_token(
+    State(state): State<ApiState>,
+    Path(id): Path<String>,
+    Creator(c): Creator,
+    JsonBody(req): JsonBody<ViewerTokenRequest>,
+) -> ApiResult<(StatusCode, Json<ViewerTokenResponse>)> {
+    let ttl = req.ttl_s.unwrap_or(3600);
+    if !(60..=604_800).contains(&ttl) {
+        return Err(ApiError::validation("ttl_s: use 60 to 604800 seconds"));
+    }
+    let room = owned_room(&state, &id, &c).await?;
+    let grant = Grant {
+        room: room.id.clone(),
+        publish: false,
+        play: true,
+    };
+    let token = state.tokens.issue(
+        &new_id("viewer"),
+        Role::Viewer,
+        vec![grant],
+        Duration::from_secs(ttl),
+    );
+    Ok((
+        StatusCode::CREATED,
+        Json(ViewerTokenResponse {
+            token,
+            expires_in: ttl,
+        }),
+    ))
+}

@@ -1,0 +1,177 @@
+//! Sign-up, login, and the current creator.
+
+use super::error::{ApiError, ApiResult, ErrorBody};
+use super::extract::{Creator, JsonBody};
+use super::ClientIp;
+use crate::ids::new_id;
+use crate::store::{now_ms, User};
+use crate::ApiState;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::Json;
+use serde::{Deserialize, Serialize};
+use skylark_auth::{hash_password, verify_password, Role};
+use utoipa::ToSchema;
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SignupRequest {
+    pub email: String,
+    /// 8 to 256 characters.
+    pub password: String,
+    /// 1 to 64 characters.
+    pub display_name: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct SignupResponse {
+    pub user: User,
+    pub access_token: String,
+    pub expires_in: u64,
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LoginRequest {
+    pub email: String,
+    pub password: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct LoginResponse {
+    pub access_token: String,
+    /// Seconds until the token expires.
+    pub expires_in: u64,
+}
+
+fn normalize_email(e: &str) -> ApiResult<String> {
+    let e = e.trim().to_lowercase();
+    let valid = e.len() <= 254
+        && matches!(e.split_once('@'), Some((local, domain)) if !local.is_empty() && domain.contains('.') && !domain.starts_with('.') && !domain.ends_with('.'))
+        && !e.chars().any(char::is_whitespace);
+    if valid {
+        Ok(e)
+    } else {
+        Err(ApiError::validation(
+            "email: enter an address like name@example.com",
+        ))
+    }
+}
+
+fn issue(state: &ApiState, user_id: &str) -> (String, u64) {
+    let ttl = state.config.access_token_ttl;
+    (
+        state.tokens.issue(user_id, Role::Creator, vec![], ttl),
+        ttl.as_secs(),
+    )
+}
+
+/// Create a creator account.
+#[utoipa::path(post, path = "/api/v1/auth/signup", tag = "auth", request_body = SignupRequest,
+    responses((status = 201, body = SignupResponse), (status = 409, body = ErrorBody, description = "email taken"),
+              (status = 422, body = ErrorBody), (status = 429, body = ErrorBody)))]
+pub async fn signup(
+    State(state): State<ApiState>,
+    ClientIp(ip): ClientIp,
+    JsonBody(req): JsonBody<SignupRequest>,
+) -> ApiResult<(StatusCode, Json<SignupResponse>)> {
+    state
+        .signup_limit
+        .check(ip)
+        .map_err(ApiError::rate_limited)?;
+    let email = normalize_email(&req.email)?;
+    let pw_len = req.password.chars().count();
+    if !(8..=256).contains(&pw_len) {
+        return Err(ApiError::validation("password: use 8 to 256 characters"));
+    }
+    let display_name = req.display_name.trim().to_string();
+    if display_name.is_empty() || display_name.chars().count() > 64 {
+        return Err(ApiError::validation("display_name: use 1 to 64 characters"));
+    }
+    if state.store.user_by_email(&email).await?.is_some() {
+        return Err(ApiError::conflict(
+            "an account with this email exists: log in instead",
+        ));
+    }
+    let password = req.password;
+    // argon2 takes tens of ms of CPU: keep it off the async workers.
+    let password_hash = tokio::task::spawn_blocking(move || hash_password(&password))
+        .await
+        .map_err(|_| ApiError::internal("password hashing failed: retry"))?;
+    let user = User {
+        id: new_id("usr"),
+        email,
+        display_name,
+        created_at_ms: now_ms(),
+        password_hash,
+    };
+    state.store.create_user(&user).await.map_err(|e| match e {
+        crate::store::StoreError::Conflict => {
+            ApiError::conflict("an account with this email exists: log in instead")
+        }
+        other => other.into(),
+    })?;
+    tracing::info!(user_id = %user.id, "creator signed up");
+    let (access_token, expires_in) = issue(&state, &user.id);
+    Ok((
+        StatusCode::CREATED,
+        Json(SignupResponse {
+            user,
+            access_token,
+            expires_in,
+        }),
+    ))
+}
+
+/// Exchange email and password for an access token.
+#[utoipa::path(post, path = "/api/v1/auth/login", tag = "auth", request_body = LoginRequest,
+    responses((status = 200, body = LoginResponse), (status = 401, body = ErrorBody), (status = 429, body = ErrorBody)))]
+pub async fn login(
+    State(state): State<ApiState>,
+    ClientIp(ip): ClientIp,
+    JsonBody(req): JsonBody<LoginRequest>,
+) -> ApiResult<Json<LoginResponse>> {
+    state
+        .login_limit
+        .check(ip)
+        .map_err(ApiError::rate_limited)?;
+    let wrong = || ApiError::unauthorized("wrong email or password");
+    let email = req.email.trim().to_lowercase();
+    if email.len() > 254 || req.password.len() > 1024 {
+        return Err(wrong());
+    }
+    let user = state.store.user_by_email(&email).await?;
+    let hash = user.as_ref().map(|u| u.password_hash.clone());
+    let password = req.password;
+    let ok = tokio::task::spawn_blocking(move || match hash {
+        Some(h) => verify_password(&password, &h),
+        None => {
+            // Same work for unknown emails, so timing does not reveal accounts.
+            let _ = hash_password(&password);
+            false
+        }
+    })
+    .await
+    .unwrap_or(false);
+    let user = match (ok, user) {
+        (true, Some(u)) => u,
+        _ => return Err(wrong()),
+    };
+    let (access_token, expires_in) = issue(&state, &user.id);
+    Ok(Json(LoginResponse {
+        access_token,
+        expires_in,
+    }))
+}
+
+/// The signed-in creator.
+#[utoipa::path(get, path = "/api/v1/me", tag = "auth", security(("bearer" = [])),
+    responses((status = 200, body = User), (status = 401, body = ErrorBody)))]
+pub async fn me(State(state): State<ApiState>, Creator(c): Creator) -> ApiResult<Json<User>> {
+    state
+        .store
+        .user_by_id(&c.sub)
+        .await?
+        .map(Json)
+        .ok_or_else(|| ApiError::unauthorized("this account no longer exists: sign up again"))
+}

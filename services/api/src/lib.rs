@@ -1,0 +1,127 @@
+//! The creators' API: users, rooms and stream keys over REST (axum), and the
+//! `RoomDirectory` gRPC service other services use to authorize publishers and viewers.
+//!
+//! ```no_run
+//! # async fn demo(config: skylark_api::ApiConfig) -> anyhow::Result<()> {
+//! let shutdown = tokio_util::sync::CancellationToken::new();
+//! let bus = skylark_bus::connect(None).await?;
+//! skylark_api::run(config, bus, shutdown).await
+//! # }
+//! ```
+
+mod config;
+mod directory;
+mod http;
+mod ids;
+mod openapi;
+mod presence;
+mod rate_limit;
+pub mod store;
+
+pub use config::{load_or_create_jwt_secret, ApiConfig};
+pub use directory::RoomDirectoryService;
+pub use http::router;
+pub use openapi::openapi_json;
+pub use presence::{Presence, RoomStatus};
+pub use rate_limit::RateLimit;
+
+use skylark_auth::TokenIssuer;
+use skylark_bus::AnyBus;
+use skylark_telemetry::{ReadyCheck, ServicePart};
+use std::sync::Arc;
+use store::Store;
+use tokio_util::sync::CancellationToken;
+
+/// Shared state of the API's handlers.
+#[derive(Clone)]
+pub struct ApiState {
+    pub store: Store,
+    pub tokens: TokenIssuer,
+    pub config: Arc<ApiConfig>,
+    pub presence: Presence,
+    pub(crate) signup_limit: Arc<rate_limit::Limiter>,
+    pub(crate) login_limit: Arc<rate_limit::Limiter>,
+}
+
+impl ApiState {
+    pub fn new(store: Store, config: ApiConfig, bus: AnyBus) -> Self {
+        Self {
+            presence: Presence::new(bus),
+            tokens: TokenIssuer::new(&config.jwt_secret),
+            signup_limit: Arc::new(rate_limit::Limiter::new(config.auth_rate_limit)),
+            login_limit: Arc::new(rate_limit::Limiter::new(config.auth_rate_limit)),
+            store,
+            config: Arc::new(config),
+        }
+    }
+}
+
+/// Connects to the database, migrates it, starts the gRPC server, and returns the
+/// REST routes for the process to serve.
+pub async fn start(
+    config: ApiConfig,
+    bus: AnyBus,
+    shutdown: CancellationToken,
+) -> anyhow::Result<ServicePart> {
+    let store = Store::connect(&config.database_url).await?;
+    store.migrate().await?;
+    tracing::info!(database = %config.database_kind(), "database ready");
+    let state = ApiState::new(store.clone(), config.clone(), bus);
+
+    let grpc_addr = config.grpc_addr;
+    let directory = RoomDirectoryService::new(state.clone());
+    let grpc_shutdown = shutdown.clone();
+    let listener = tokio::net::TcpListener::bind(grpc_addr)
+        .await
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "binding gRPC on {grpc_addr}: {e}; set SKYLARK_GRPC_ADDR to a free port"
+            )
+        })?;
+    let grpc_addr = listener.local_addr()?;
+    tracing::info!(addr = %grpc_addr, "RoomDirectory gRPC listening");
+    let grpc_store = store.clone();
+    let grpc = tokio::spawn(async move {
+        let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+        let res = tonic::transport::Server::builder()
+            .timeout(std::time::Duration::from_secs(10))
+            .layer(skylark_telemetry::GrpcServerLayer)
+            .add_service(directory.into_server())
+            .serve_with_incoming_shutdown(incoming, grpc_shutdown.cancelled_owned())
+            .await;
+        grpc_store.close().await;
+        res.map_err(|e| anyhow::anyhow!("RoomDirectory gRPC server: {e}"))
+    });
+
+    let ready_store = store.clone();
+    let ready: ReadyCheck = Arc::new(move || {
+        let s = ready_store.clone();
+        Box::pin(async move { s.ping().await.map_err(|e| e.to_string()) })
+    });
+    Ok(ServicePart {
+        name: "api",
+        router: http::router(state),
+        ready: Some(ready),
+        tasks: vec![grpc],
+        grpc_addr: Some(grpc_addr),
+    })
+}
+
+/// Runs the API alone (the `skylark api` target) until `shutdown`.
+pub async fn run(
+    config: ApiConfig,
+    bus: AnyBus,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let addr = config.http_addr;
+    let part = start(config, bus, shutdown.clone()).await?;
+    skylark_telemetry::serve_parts(addr, vec![part], shutdown).await
+}
+
+/// Runs migrations and returns (the `skylark migrate` target).
+pub async fn migrate(database_url: &str) -> anyhow::Result<()> {
+    let store = Store::connect(database_url).await?;
+    store.migrate().await?;
+    store.close().await;
+    Ok(())
+}

@@ -1,0 +1,327 @@
+//! `skylark`: every Skylark service in one binary. With no subcommand it runs the whole
+//! platform in one process on embedded defaults; a subcommand runs one service, as in
+//! the Kubernetes layout. Both share every line of service code.
+
+use clap::{Args, Parser, Subcommand};
+use skylark_telemetry::{LogFormat, TelemetryConfig};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "skylark",
+    version,
+    about = "Live streaming: WHIP/RTMP in, WebRTC and LL-HLS out"
+)]
+struct Cli {
+    #[command(flatten)]
+    config: Config,
+    #[command(subcommand)]
+    target: Option<Target>,
+}
+
+#[derive(Subcommand, Debug, Clone, Copy, PartialEq, Eq)]
+enum Target {
+    /// Creators, rooms, stream keys (REST) and the RoomDirectory gRPC service.
+    Api,
+    /// WHIP/WHEP, WebSocket signaling, node selection.
+    Signaling,
+    /// WebRTC media node.
+    Sfu,
+    /// LL-HLS and HTTP-FLV packaging.
+    Packager,
+    /// Run database migrations and exit.
+    Migrate,
+}
+
+/// All configuration: flags with environment-variable twins.
+#[derive(Args, Debug, Clone)]
+struct Config {
+    /// Public HTTP: web, REST, WHIP/WHEP, WebSocket, HLS, FLV.
+    #[arg(long, env = "SKYLARK_HTTP_ADDR", default_value = "0.0.0.0:8080")]
+    http_addr: SocketAddr,
+    /// How clients reach HTTP (used in returned URLs).
+    #[arg(
+        long,
+        env = "SKYLARK_PUBLIC_URL",
+        default_value = "http://localhost:8080"
+    )]
+    public_url: String,
+    /// SQLite file and generated secrets.
+    #[arg(long, env = "SKYLARK_DATA_DIR", default_value = "./data")]
+    data_dir: PathBuf,
+    /// `postgres://…` for PostgreSQL; default: SQLite in the data dir.
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    database_url: Option<String>,
+    /// `redis://…` for the Redis bus; default: in-process bus.
+    #[arg(long, env = "REDIS_URL", hide_env_values = true)]
+    redis_url: Option<String>,
+    /// The SFU's one UDP port for all WebRTC media.
+    #[arg(long, env = "SKYLARK_RTC_UDP_ADDR", default_value = "0.0.0.0:7882")]
+    rtc_udp_addr: SocketAddr,
+    /// Address announced in ICE candidates; default: first non-loopback address.
+    #[arg(long, env = "SKYLARK_RTC_PUBLIC_IP")]
+    rtc_public_ip: Option<std::net::IpAddr>,
+    /// RTMP ingest.
+    #[arg(long, env = "SKYLARK_RTMP_ADDR", default_value = "0.0.0.0:1935")]
+    rtmp_addr: SocketAddr,
+    /// RTMP URL handed to creators; default: the public URL's host, RTMP port, app `live`.
+    #[arg(long, env = "SKYLARK_RTMP_PUBLIC_URL")]
+    rtmp_public_url: Option<String>,
+    /// Internal gRPC listen address of a single-service target (api 7001, sfu 7002,
+    /// packager 7003); the all-in-one target uses ephemeral loopback ports.
+    #[arg(long, env = "SKYLARK_GRPC_ADDR")]
+    grpc_addr: Option<SocketAddr>,
+    /// Where other services reach the API's RoomDirectory gRPC.
+    #[arg(
+        long,
+        env = "SKYLARK_API_GRPC_URL",
+        default_value = "http://127.0.0.1:7001"
+    )]
+    api_grpc_url: String,
+    /// Token signing key (≥ 32 bytes); default: generated once in the data dir.
+    #[arg(long, env = "SKYLARK_JWT_SECRET", hide_env_values = true)]
+    jwt_secret: Option<String>,
+    /// Lifetime of creators' access tokens, in seconds.
+    #[arg(long, env = "SKYLARK_ACCESS_TOKEN_TTL_S", default_value_t = 3600)]
+    access_token_ttl_s: u64,
+    /// Signup/login attempts per client address: burst.
+    #[arg(long, env = "SKYLARK_AUTH_RATE_BURST", default_value_t = 10)]
+    auth_rate_burst: u32,
+    /// Signup/login attempts per client address: refill per minute.
+    #[arg(long, env = "SKYLARK_AUTH_RATE_PER_MIN", default_value_t = 10)]
+    auth_rate_per_min: u32,
+    /// OTLP/gRPC trace collector, e.g. http://otel-collector:4317.
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
+    otlp_endpoint: Option<String>,
+    /// `pretty` or `json`.
+    #[arg(long, env = "LOG_FORMAT", default_value = "pretty")]
+    log_format: LogFormat,
+}
+
+/// A URL with any `user:password@` part masked, for logs.
+fn mask_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => format!("{}***{}", &url[..s + 3], &url[at..]),
+        _ => url.to_string(),
+    }
+}
+
+impl Config {
+    fn database_url(&self) -> String {
+        self.database_url
+            .clone()
+            .unwrap_or_else(|| format!("sqlite://{}", self.data_dir.join("skylark.db").display()))
+    }
+
+    fn rtmp_public_url(&self) -> String {
+        if let Some(u) = &self.rtmp_public_url {
+            return u.clone();
+        }
+        let host = self
+            .public_url
+            .split("://")
+            .nth(1)
+            .and_then(|rest| rest.split(['/', '?']).next())
+            .map(|authority| match authority.rsplit_once(':') {
+                // Keep IPv6 brackets; strip an HTTP port.
+                Some((h, p)) if p.chars().all(|c| c.is_ascii_digit()) => h.to_string(),
+                _ => authority.to_string(),
+            })
+            .unwrap_or_else(|| "localhost".into());
+        format!("rtmp://{host}:{}/live", self.rtmp_addr.port())
+    }
+
+    fn jwt_secret(&self) -> anyhow::Result<Vec<u8>> {
+        match &self.jwt_secret {
+            Some(s) if s.len() >= 32 => Ok(s.as_bytes().to_vec()),
+            Some(_) => anyhow::bail!(
+                "SKYLARK_JWT_SECRET is shorter than 32 bytes: use a longer random value"
+            ),
+            None => skylark_api::load_or_create_jwt_secret(&self.data_dir),
+        }
+    }
+
+    fn api(&self, grpc_addr: SocketAddr) -> anyhow::Result<skylark_api::ApiConfig> {
+        Ok(skylark_api::ApiConfig {
+            http_addr: self.http_addr,
+            grpc_addr,
+            public_url: self.public_url.trim_end_matches('/').to_string(),
+            rtmp_url: self.rtmp_public_url(),
+            database_url: self.database_url(),
+            jwt_secret: self.jwt_secret()?,
+            access_token_ttl: Duration::from_secs(self.access_token_ttl_s.max(60)),
+            auth_rate_limit: skylark_api::RateLimit {
+                burst: self.auth_rate_burst,
+                per_minute: self.auth_rate_per_min,
+            },
+        })
+    }
+
+    /// The effective configuration, secrets masked, printed at start-up.
+    fn log_summary(&self, target: &str) {
+        tracing::info!(
+            target_service = target,
+            http_addr = %self.http_addr,
+            public_url = %self.public_url,
+            data_dir = %self.data_dir.display(),
+            database = %mask_url(&self.database_url()),
+            redis = %self.redis_url.as_deref().map(mask_url).unwrap_or_else(|| "in-process".into()),
+            rtc_udp_addr = %self.rtc_udp_addr,
+            rtc_public_ip = ?self.rtc_public_ip,
+            rtmp_addr = %self.rtmp_addr,
+            rtmp_public_url = %self.rtmp_public_url(),
+            grpc_addr = ?self.grpc_addr,
+            api_grpc_url = %self.api_grpc_url,
+            jwt_secret = if self.jwt_secret.is_some() { "<set>" } else { "<data dir>" },
+            otlp_endpoint = ?self.otlp_endpoint,
+            "configuration"
+        );
+    }
+}
+
+/// Cancels `token` on SIGINT or SIGTERM.
+fn watch_signals(token: CancellationToken) {
+    tokio::spawn(async move {
+        let ctrl_c = tokio::signal::ctrl_c();
+        #[cfg(unix)]
+        let term = async {
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(mut s) => {
+                    s.recv().await;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot listen for SIGTERM");
+                    std::future::pending::<()>().await
+                }
+            }
+        };
+        #[cfg(not(unix))]
+        let term = std::future::pending::<()>();
+        tokio::select! {
+            _ = ctrl_c => {},
+            _ = term => {},
+        }
+        tracing::info!("shutting down");
+        token.cancel();
+    });
+}
+
+fn loopback_any() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 0))
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let config = cli.config;
+    let target = cli.target;
+    let name = match target {
+        None => "skylark",
+        Some(Target::Api) => "skylark-api",
+        Some(Target::Signaling) => "skylark-signaling",
+        Some(Target::Sfu) => "skylark-sfu",
+        Some(Target::Packager) => "skylark-packager",
+        Some(Target::Migrate) => "skylark-migrate",
+    };
+    let _telemetry = skylark_telemetry::init(&TelemetryConfig {
+        service_name: name.into(),
+        log_format: config.log_format,
+        otlp_endpoint: config.otlp_endpoint.clone(),
+    })?;
+    config.log_summary(name);
+
+    if target == Some(Target::Migrate) {
+        skylark_api::migrate(&config.database_url()).await?;
+        tracing::info!("migrations applied");
+        return Ok(());
+    }
+
+    if config.database_url.is_none() {
+        std::fs::create_dir_all(&config.data_dir).map_err(|e| {
+            anyhow::anyhow!(
+                "creating data dir {}: {e}; set SKYLARK_DATA_DIR to a writable folder",
+                config.data_dir.display()
+            )
+        })?;
+    }
+    let bus = skylark_bus::connect(config.redis_url.as_deref()).await?;
+    let shutdown = CancellationToken::new();
+    watch_signals(shutdown.clone());
+
+    let grpc = |default_port: u16| {
+        config
+            .grpc_addr
+            .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], default_port)))
+    };
+    let signaling = || skylark_signaling::Config {
+        http_addr: config.http_addr,
+    };
+    let sfu = || skylark_sfu::Config {
+        http_addr: config.http_addr,
+    };
+    let packager = || skylark_packager::Config {
+        http_addr: config.http_addr,
+    };
+    match target {
+        None => {
+            let api =
+                skylark_api::start(config.api(loopback_any())?, bus.clone(), shutdown.clone())
+                    .await?;
+            let parts = vec![
+                api,
+                skylark_sfu::start(sfu(), bus.clone(), shutdown.clone()).await?,
+                skylark_signaling::start(signaling(), bus.clone(), shutdown.clone()).await?,
+                skylark_packager::start(packager(), bus.clone(), shutdown.clone()).await?,
+            ];
+            tracing::info!(url = %config.public_url, "Skylark is up");
+            skylark_telemetry::serve_parts(config.http_addr, parts, shutdown).await
+        }
+        Some(Target::Api) => skylark_api::run(config.api(grpc(7001))?, bus, shutdown).await,
+        Some(Target::Signaling) => skylark_signaling::run(signaling(), bus, shutdown).await,
+        Some(Target::Sfu) => skylark_sfu::run(sfu(), bus, shutdown).await,
+        Some(Target::Packager) => skylark_packager::run(packager(), bus, shutdown).await,
+        Some(Target::Migrate) => unreachable!("handled above"),
+    }
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("skylark: cannot start the async runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("skylark: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_are_masked_and_derived() {
+        assert_eq!(
+            mask_url("postgres://u:pw@db:5432/x"),
+            "postgres://***@db:5432/x"
+        );
+        assert_eq!(mask_url("redis://127.0.0.1"), "redis://127.0.0.1");
+        let cli = Cli::parse_from(["skylark", "--public-url", "https://live.example.com:8443/x"]);
+        assert_eq!(
+            cli.config.rtmp_public_url(),
+            "rtmp://live.example.com:1935/live"
+        );
+    }
+}

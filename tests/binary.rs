@@ -1,0 +1,130 @@
+//! The `skylark` binary as a user runs it: no configuration, an empty folder, the default
+//! port; sign up and create a room over HTTP; SIGTERM; a clean exit.
+
+use std::io::Read;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+struct Killer(Option<Child>);
+impl Drop for Killer {
+    fn drop(&mut self) {
+        if let Some(c) = self.0.as_mut() {
+            let _ = c.kill();
+        }
+    }
+}
+
+async fn wait_ready(client: &reqwest::Client, url: &str, child: &mut Child) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(r) = client.get(url).send().await {
+            if r.status().is_success() {
+                return;
+            }
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("skylark exited early with {status}: is port 8080 taken?");
+        }
+        assert!(Instant::now() < deadline, "{url} not ready within 30 s");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn all_in_one_with_no_configuration() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_skylark"));
+    cmd.current_dir(dir.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .env("RUST_LOG", "debug");
+    for (k, _) in std::env::vars() {
+        if k.starts_with("SKYLARK_")
+            || k == "DATABASE_URL"
+            || k == "REDIS_URL"
+            || k.starts_with("OTEL_")
+        {
+            cmd.env_remove(k);
+        }
+    }
+    let mut guard = Killer(Some(cmd.spawn().expect("start skylark")));
+    let child = guard.0.as_mut().unwrap();
+    let base = "http://127.0.0.1:8080";
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    wait_ready(&client, &format!("{base}/readyz"), child).await;
+
+    let signup: serde_json::Value = client
+        .post(format!("{base}/api/v1/auth/signup"))
+        .json(&serde_json::json!({"email":"bin@example.com","password":"password123","display_name":"Bin"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let token = signup["access_token"].as_str().expect("access_token");
+    let resp = client
+        .post(format!("{base}/api/v1/rooms"))
+        .bearer_auth(token)
+        .json(&serde_json::json!({"title":"From the binary"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 201);
+    let room: serde_json::Value = resp.json().await.unwrap();
+    let key = room["stream_key"].as_str().unwrap().to_string();
+    assert_eq!(
+        room["ingest"]["whip_url"].as_str().unwrap(),
+        format!(
+            "http://localhost:8080/whip/{}",
+            room["room"]["id"].as_str().unwrap()
+        )
+    );
+    assert_eq!(room["ingest"]["rtmp_url"], "rtmp://localhost:1935/live");
+    let metrics = client
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(metrics.contains("skylark_http_requests_total"), "{metrics}");
+
+    let pid = child.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "no exit within 15 s of SIGTERM");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let mut out = String::new();
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut out)
+        .unwrap();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut out)
+        .unwrap();
+    guard.0 = None;
+    assert!(status.success(), "exit status {status}; output:\n{out}");
+    assert!(out.contains("shutting down"), "{out}");
+    assert!(!out.contains(&key), "the stream key was logged");
+    assert!(dir.path().join("data/skylark.db").exists());
+    assert!(dir.path().join("data/jwt_secret").exists());
+}
