@@ -81,6 +81,16 @@ struct Config {
         default_value = "http://127.0.0.1:7001"
     )]
     api_grpc_url: String,
+    /// How other services reach this node's gRPC (default: derived from the listen
+    /// address and SKYLARK_RTC_PUBLIC_IP).
+    #[arg(long, env = "SKYLARK_GRPC_ADVERTISE_URL")]
+    grpc_advertise_url: Option<String>,
+    /// Node id in the registry (default: generated).
+    #[arg(long, env = "SKYLARK_NODE_ID")]
+    node_id: Option<String>,
+    /// Most WebRTC sessions one SFU node takes.
+    #[arg(long, env = "SKYLARK_SFU_MAX_SESSIONS", default_value_t = 5000)]
+    max_sessions: usize,
     /// Token signing key (≥ 32 bytes); default: generated once in the data dir.
     #[arg(long, env = "SKYLARK_JWT_SECRET", hide_env_values = true)]
     jwt_secret: Option<String>,
@@ -254,11 +264,21 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             .grpc_addr
             .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], default_port)))
     };
-    let signaling = || skylark_signaling::Config {
+    let signaling = |api_grpc_url: String| skylark_signaling::Config {
         http_addr: config.http_addr,
+        api_grpc_url,
+        public_url: config.public_url.clone(),
     };
-    let sfu = || skylark_sfu::Config {
+    let sfu = |grpc_addr: SocketAddr| skylark_sfu::Config {
         http_addr: config.http_addr,
+        udp_addr: config.rtc_udp_addr,
+        public_ip: config
+            .rtc_public_ip
+            .unwrap_or_else(skylark_sfu::default_public_ip),
+        grpc_addr,
+        grpc_advertise: config.grpc_advertise_url.clone(),
+        node_id: config.node_id.clone(),
+        max_sessions: config.max_sessions,
     };
     let packager = || skylark_packager::Config {
         http_addr: config.http_addr,
@@ -268,18 +288,25 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let api =
                 skylark_api::start(config.api(loopback_any())?, bus.clone(), shutdown.clone())
                     .await?;
+            let api_url = format!(
+                "http://{}",
+                api.grpc_addr
+                    .ok_or_else(|| anyhow::anyhow!("the API did not report its gRPC address"))?
+            );
             let parts = vec![
                 api,
-                skylark_sfu::start(sfu(), bus.clone(), shutdown.clone()).await?,
-                skylark_signaling::start(signaling(), bus.clone(), shutdown.clone()).await?,
+                skylark_sfu::start(sfu(loopback_any()), bus.clone(), shutdown.clone()).await?,
+                skylark_signaling::start(signaling(api_url), bus.clone(), shutdown.clone()).await?,
                 skylark_packager::start(packager(), bus.clone(), shutdown.clone()).await?,
             ];
             tracing::info!(url = %config.public_url, "Skylark is up");
             skylark_telemetry::serve_parts(config.http_addr, parts, shutdown).await
         }
         Some(Target::Api) => skylark_api::run(config.api(grpc(7001))?, bus, shutdown).await,
-        Some(Target::Signaling) => skylark_signaling::run(signaling(), bus, shutdown).await,
-        Some(Target::Sfu) => skylark_sfu::run(sfu(), bus, shutdown).await,
+        Some(Target::Signaling) => {
+            skylark_signaling::run(signaling(config.api_grpc_url.clone()), bus, shutdown).await
+        }
+        Some(Target::Sfu) => skylark_sfu::run(sfu(grpc(7002)), bus, shutdown).await,
         Some(Target::Packager) => skylark_packager::run(packager(), bus, shutdown).await,
         Some(Target::Migrate) => unreachable!("handled above"),
     }

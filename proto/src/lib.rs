@@ -8,3 +8,10 @@ pub mod rooms {
         tonic::include_proto!("skylark.rooms.v1");
     }
 }
+
+/// `skylark.sfu.v1`: the media node (sessions, stats, relay pulls).
+pub mod sfu {
+    pub mod v1 {
+        tonic::include_proto!("skylark.sfu.v1");
+    }
+}

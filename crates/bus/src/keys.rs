@@ -22,3 +22,9 @@ pub fn room_channel(room: &str) -> String {
 
 /// Event `type` asking the room's publisher session to end (key rotated, room deleted).
 pub const EVENT_END_PUBLISH: &str = "end_publish";
+
+/// A WHIP/WHEP session resource: which node holds it, so any signaling pod can
+/// serve its PATCH and DELETE.
+pub fn session(id: &str) -> String {
+    format!("session:{id}")
+}

@@ -1,33 +1,251 @@
-//! The sfu service. Its routes arrive with their issue; today it serves health and
-//! metrics, registers nothing, and stops cleanly on shutdown.
+//! The SFU: a WebRTC media node. Publishers send once; the node fans out to every
+//! subscriber and to relay consumers (edge SFUs, packagers).
+//!
+//! - [`core`]: the sans-IO routing core (where a packet is forwarded);
+//! - `worker`: the UDP/timer loop around it;
+//! - `grpc`: `skylark.sfu.v1.SfuNode`;
+//! - this file: start-up, node registration and room placement on the bus.
 
+pub mod core;
+mod grpc;
+mod worker;
+
+pub use grpc::SfuService;
+
+use crate::core::{Core, CoreConfig, CoreEvent};
+use skylark_bus::{keys, AnyBus, Bus, NodeInfo, NodeKind};
 use skylark_telemetry::ServicePart;
-use std::net::SocketAddr;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
+use worker::{Command, Worker};
 
-/// Configuration of the sfu service.
+/// How long a node or room lease lives without renewal.
+const LEASE_TTL: Duration = Duration::from_secs(6);
+const RENEW_EVERY: Duration = Duration::from_secs(2);
+
+/// Configuration of the SFU service.
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// Where `skylark sfu` serves HTTP when run alone.
+    /// Where `skylark sfu` serves HTTP (health, metrics) when run alone.
     pub http_addr: SocketAddr,
+    /// The one UDP port for all WebRTC media.
+    pub udp_addr: SocketAddr,
+    /// Address announced in ICE candidates.
+    pub public_ip: IpAddr,
+    /// SfuNode gRPC listen address.
+    pub grpc_addr: SocketAddr,
+    /// How other services reach the gRPC address; `None`: derived from it.
+    pub grpc_advertise: Option<String>,
+    /// Node id in the registry; `None`: generated.
+    pub node_id: Option<String>,
+    pub max_sessions: usize,
 }
 
-/// Starts the service's background work and returns its routes.
+/// The first non-loopback address of this host, else 127.0.0.1. Found by asking the
+/// kernel which source address a route would use; no packet is sent.
+pub fn default_public_ip() -> IpAddr {
+    std::net::UdpSocket::bind("0.0.0.0:0")
+        .and_then(|s| {
+            s.connect("192.0.2.1:9")?;
+            s.local_addr()
+        })
+        .map(|a| a.ip())
+        .ok()
+        .filter(|ip| !ip.is_unspecified() && !ip.is_loopback())
+        .unwrap_or(IpAddr::from([127, 0, 0, 1]))
+}
+
+/// Binds the UDP socket and gRPC port, starts the worker, registers the node.
 pub async fn start(
-    _config: Config,
-    _bus: skylark_bus::AnyBus,
-    _shutdown: CancellationToken,
+    config: Config,
+    bus: AnyBus,
+    shutdown: CancellationToken,
 ) -> anyhow::Result<ServicePart> {
-    Ok(ServicePart::new("sfu", axum::Router::new()))
+    let socket = tokio::net::UdpSocket::bind(config.udp_addr)
+        .await
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "binding WebRTC UDP on {}: {e}; set SKYLARK_RTC_UDP_ADDR to a free port",
+                config.udp_addr
+            )
+        })?;
+    let bound = socket.local_addr()?;
+    let announce = SocketAddr::new(config.public_ip, bound.port());
+    let node_id = config
+        .node_id
+        .clone()
+        .unwrap_or_else(|| format!("sfu-{:08x}", rand_u32()));
+    tracing::info!(udp = %bound, %announce, node_id, "SFU media socket bound");
+
+    let core = Core::new(CoreConfig {
+        local_addr: announce,
+        announce_addr: announce,
+        max_sessions: config.max_sessions,
+    });
+    let (events_tx, events_rx) = mpsc::unbounded_channel();
+    let (worker, worker_task) =
+        worker::spawn(socket, core, node_id.clone(), events_tx, shutdown.clone());
+
+    let listener = tokio::net::TcpListener::bind(config.grpc_addr)
+        .await
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "binding SFU gRPC on {}: {e}; set SKYLARK_GRPC_ADDR to a free port",
+                config.grpc_addr
+            )
+        })?;
+    let grpc_addr = listener.local_addr()?;
+    let advertise = config.grpc_advertise.clone().unwrap_or_else(|| {
+        let ip = if grpc_addr.ip().is_unspecified() {
+            config.public_ip
+        } else {
+            grpc_addr.ip()
+        };
+        format!("http://{}", SocketAddr::new(ip, grpc_addr.port()))
+    });
+    tracing::info!(addr = %grpc_addr, %advertise, "SfuNode gRPC listening");
+    let grpc_shutdown = shutdown.clone();
+    let service = SfuService::new(worker.clone());
+    let grpc_task = tokio::spawn(async move {
+        tonic::transport::Server::builder()
+            .layer(skylark_telemetry::GrpcServerLayer)
+            .add_service(service.into_server())
+            .serve_with_incoming_shutdown(
+                tokio_stream::wrappers::TcpListenerStream::new(listener),
+                grpc_shutdown.cancelled_owned(),
+            )
+            .await
+            .map_err(|e| anyhow::anyhow!("SfuNode gRPC server: {e}"))
+    });
+
+    let node = NodeInfo {
+        id: node_id.clone(),
+        kind: NodeKind::Sfu,
+        grpc_addr: advertise,
+        media_addr: announce.to_string(),
+        load: 0,
+        capacity: config.max_sessions as u32,
+    };
+    let placement = tokio::spawn(placement_loop(bus, worker, node, events_rx, shutdown));
+    Ok(ServicePart {
+        name: "sfu",
+        router: axum::Router::new(),
+        ready: None,
+        tasks: vec![worker_task, grpc_task, placement],
+        grpc_addr: Some(grpc_addr),
+    })
 }
 
-/// Runs the service alone until `shutdown`.
-pub async fn run(
-    config: Config,
-    bus: skylark_bus::AnyBus,
-    shutdown: CancellationToken,
-) -> anyhow::Result<()> {
+/// Runs the SFU alone until `shutdown`.
+pub async fn run(config: Config, bus: AnyBus, shutdown: CancellationToken) -> anyhow::Result<()> {
     let addr = config.http_addr;
     let part = start(config, bus, shutdown.clone()).await?;
     skylark_telemetry::serve_parts(addr, vec![part], shutdown).await
+}
+
+/// Keeps the bus in step with the node: heartbeats, origin leases of live rooms, viewer
+/// counts and room events; and cuts publishers when the API says so.
+async fn placement_loop(
+    bus: AnyBus,
+    worker: Worker,
+    mut node: NodeInfo,
+    mut events: mpsc::UnboundedReceiver<CoreEvent>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    // Per live room: a task forwarding `end_publish` from the room channel.
+    let mut live: HashMap<String, tokio::task::JoinHandle<()>> = HashMap::new();
+    let mut viewers: HashMap<String, usize> = HashMap::new();
+    let mut tick = tokio::time::interval(RENEW_EVERY);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = tick.tick() => {
+                node.load = viewers.values().sum::<usize>() as u32 + live.len() as u32;
+                if let Err(e) = bus.heartbeat(&node, LEASE_TTL).await {
+                    tracing::warn!(error = %e, "node heartbeat failed; live media continues");
+                }
+                for room in live.keys() {
+                    match bus.renew_lease(&keys::room_origin(room), &node.id, LEASE_TTL).await {
+                        Ok(true) => {}
+                        // Lost (expired during a bus outage): take it back if free.
+                        Ok(false) => { let _ = bus.acquire_lease(&keys::room_origin(room), &node.id, LEASE_TTL).await; }
+                        Err(e) => tracing::warn!(error = %e, room_id = %room, "origin lease renewal failed"),
+                    }
+                }
+            }
+            Some(ev) = events.recv() => match ev {
+                CoreEvent::RoomLive { room } => {
+                    if let Err(e) = bus.acquire_lease(&keys::room_origin(&room), &node.id, LEASE_TTL).await {
+                        tracing::warn!(error = %e, room_id = %room, "could not record the room's origin");
+                    }
+                    let w = worker.clone();
+                    let b = bus.clone();
+                    let r = room.clone();
+                    live.insert(room.clone(), tokio::spawn(async move { watch_room(b, w, r).await }));
+                    announce(&bus, &room, true, viewers.get(&room).copied().unwrap_or(0)).await;
+                }
+                CoreEvent::RoomOffline { room } => {
+                    if let Some(t) = live.remove(&room) { t.abort(); }
+                    let _ = bus.release_lease(&keys::room_origin(&room), &node.id).await;
+                    announce(&bus, &room, false, viewers.get(&room).copied().unwrap_or(0)).await;
+                }
+                CoreEvent::Viewers { room, count } => {
+                    if count == 0 { viewers.remove(&room); } else { viewers.insert(room.clone(), count); }
+                    let _ = bus.set(&keys::room_viewers(&room), &count.to_string(), Some(Duration::from_secs(3600))).await;
+                    announce(&bus, &room, live.contains_key(&room), count).await;
+                }
+                CoreEvent::SessionClosed { .. } => {}
+            },
+        }
+    }
+    for (room, t) in live {
+        t.abort();
+        let _ = bus.release_lease(&keys::room_origin(&room), &node.id).await;
+    }
+    let _ = bus.remove_node(NodeKind::Sfu, &node.id).await;
+    Ok(())
+}
+
+/// Publishes the room's state for signaling pods to pass on to WebSocket clients.
+async fn announce(bus: &AnyBus, room: &str, live: bool, viewers: usize) {
+    let ev = serde_json::json!({"type": "room", "room": room, "live": live, "viewers": viewers});
+    if let Err(e) = bus
+        .publish(&keys::room_channel(room), &ev.to_string())
+        .await
+    {
+        tracing::debug!(error = %e, room_id = %room, "room event not published");
+    }
+}
+
+/// Cuts the room's publisher when the API announces the end of its publish.
+async fn watch_room(bus: AnyBus, worker: Worker, room: String) {
+    loop {
+        let mut sub = match bus.subscribe(&keys::room_channel(&room)).await {
+            Ok(s) => s,
+            Err(_) => {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        while let Some(msg) = sub.recv().await {
+            let Ok(v) = serde_json::from_str::<serde_json::Value>(&msg) else {
+                continue;
+            };
+            if v["type"] == keys::EVENT_END_PUBLISH {
+                worker
+                    .send_wait(Command::EndPublisher { room: room.clone() })
+                    .await;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+fn rand_u32() -> u32 {
+    let mut b = [0u8; 4];
+    let _ = getrandom::fill(&mut b);
+    u32::from_le_bytes(b)
 }

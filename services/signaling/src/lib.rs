@@ -1,33 +1,116 @@
-//! The signaling service. Its routes arrive with their issue; today it serves health and
-//! metrics, registers nothing, and stops cleanly on shutdown.
+//! Signaling: where publishers and viewers meet the media nodes. WHIP/WHEP endpoints
+//! (`whip`), WebSocket signaling (`ws`), playback discovery, and node selection
+//! (`placement`). Stateless: everything shared lives in the bus, so any pod serves any
+//! request.
 
+mod error;
+mod placement;
+mod playback;
+mod upstream;
+mod whip;
+mod ws;
+
+pub use placement::{LeastLoaded, NodeSelector};
+
+use axum::extract::DefaultBodyLimit;
+use axum::http::{header, HeaderName, Method};
+use axum::routing::{get, post};
+use axum::Router;
+use skylark_bus::AnyBus;
 use skylark_telemetry::ServicePart;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
+use tower_http::cors::{Any, CorsLayer};
+
+/// Largest SDP offer accepted.
+pub const MAX_BODY: usize = 64 * 1024;
 
 /// Configuration of the signaling service.
 #[derive(Debug, Clone)]
 pub struct Config {
     /// Where `skylark signaling` serves HTTP when run alone.
     pub http_addr: SocketAddr,
+    /// The API's RoomDirectory gRPC.
+    pub api_grpc_url: String,
+    /// How clients reach HTTP (for returned URLs).
+    pub public_url: String,
 }
 
-/// Starts the service's background work and returns its routes.
+/// Shared state of the handlers.
+#[derive(Clone)]
+pub struct State {
+    pub(crate) bus: AnyBus,
+    pub(crate) upstream: Arc<upstream::Upstreams>,
+    pub(crate) selector: Arc<dyn NodeSelector>,
+    pub(crate) public_url: Arc<str>,
+}
+
+/// The signaling routes.
+pub fn router(state: State) -> Router {
+    let cors = CorsLayer::new()
+        .allow_origin(Any)
+        .allow_methods([
+            Method::GET,
+            Method::POST,
+            Method::PATCH,
+            Method::DELETE,
+            Method::OPTIONS,
+        ])
+        .allow_headers([
+            header::AUTHORIZATION,
+            header::CONTENT_TYPE,
+            header::IF_MATCH,
+        ])
+        .expose_headers([
+            header::LOCATION,
+            header::ETAG,
+            HeaderName::from_static("link"),
+        ]);
+    Router::new()
+        .route("/whip", post(whip::whip_post))
+        .route("/whip/{room}", post(whip::whip_post))
+        .route(
+            "/whip/{room}/{session}",
+            axum::routing::patch(whip::session_patch).delete(whip::session_delete),
+        )
+        .route("/whep/{room}", post(whip::whep_post))
+        .route(
+            "/whep/{room}/{session}",
+            axum::routing::patch(whip::session_patch).delete(whip::session_delete),
+        )
+        .route("/api/v1/rooms/{id}/playback", get(playback::playback))
+        .route("/ws", get(ws::upgrade))
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .layer(cors)
+        .with_state(state)
+}
+
+/// Builds the state and returns the routes.
 pub async fn start(
-    _config: Config,
-    _bus: skylark_bus::AnyBus,
+    config: Config,
+    bus: AnyBus,
     _shutdown: CancellationToken,
 ) -> anyhow::Result<ServicePart> {
-    Ok(ServicePart::new("signaling", axum::Router::new()))
+    let state = State {
+        bus,
+        upstream: Arc::new(upstream::Upstreams::new(&config.api_grpc_url)?),
+        selector: Arc::new(LeastLoaded),
+        public_url: config.public_url.trim_end_matches('/').into(),
+    };
+    Ok(ServicePart::new("signaling", router(state)))
 }
 
-/// Runs the service alone until `shutdown`.
-pub async fn run(
-    config: Config,
-    bus: skylark_bus::AnyBus,
-    shutdown: CancellationToken,
-) -> anyhow::Result<()> {
+/// Runs signaling alone until `shutdown`.
+pub async fn run(config: Config, bus: AnyBus, shutdown: CancellationToken) -> anyhow::Result<()> {
     let addr = config.http_addr;
     let part = start(config, bus, shutdown.clone()).await?;
     skylark_telemetry::serve_parts(addr, vec![part], shutdown).await
+}
+
+/// Unpredictable ids for connections.
+pub(crate) fn rand_u64() -> u64 {
+    let mut b = [0u8; 8];
+    let _ = getrandom::fill(&mut b);
+    u64::from_le_bytes(b)
 }

@@ -1,0 +1,128 @@
+//! Per-subscriber forwarding state: which layer it follows, whether it waits for a
+//! keyframe, and the timestamp offset that keeps its timeline continuous when the
+//! room's publisher changes (reconnect), so the player never sees time jump back.
+
+use str0m::media::Rid;
+
+/// One media kind's outgoing timeline for one subscriber.
+#[derive(Debug, Default, Clone)]
+pub struct Timeline {
+    /// Publisher epoch the offset belongs to.
+    epoch: u64,
+    offset: i64,
+    last_out: Option<u64>,
+}
+
+impl Timeline {
+    /// Maps a publisher timestamp to this subscriber's timeline. On a new epoch the
+    /// first frame lands `step` after the last one sent, whatever the new publisher's
+    /// clock says.
+    pub fn map(&mut self, epoch: u64, time: u64, step: u64) -> u64 {
+        if self.epoch != epoch {
+            self.offset = match self.last_out {
+                Some(last) => (last + step) as i64 - time as i64,
+                None => 0,
+            };
+            self.epoch = epoch;
+        }
+        let out = (time as i64 + self.offset).max(0) as u64;
+        self.last_out = Some(out);
+        out
+    }
+}
+
+/// What a subscriber needs to decide whether a frame goes out.
+#[derive(Debug, Clone)]
+pub struct Gate {
+    /// Waiting for a keyframe before sending video (join, layer switch, reconnect).
+    pub wants_keyframe: bool,
+    /// The simulcast layer followed; `None` until the first keyframe of any layer.
+    pub layer: Option<Rid>,
+}
+
+impl Default for Gate {
+    fn default() -> Self {
+        Self {
+            wants_keyframe: true,
+            layer: None,
+        }
+    }
+}
+
+impl Gate {
+    /// Whether a video frame of layer `rid` passes. Without simulcast `rid` is `None`.
+    pub fn pass_video(&mut self, rid: Option<Rid>, keyframe: bool) -> bool {
+        if rid.is_some() && self.layer.is_none() {
+            if !keyframe {
+                return false;
+            }
+            self.layer = rid;
+        }
+        if rid.is_some() && self.layer != rid {
+            return false;
+        }
+        if self.wants_keyframe {
+            if !keyframe {
+                return false;
+            }
+            self.wants_keyframe = false;
+        }
+        true
+    }
+}
+
+/// Whether an H.264 access unit (Annex B, as str0m depacketizes it) holds an IDR slice.
+pub fn h264_is_keyframe(annexb: &[u8]) -> bool {
+    let mut i = 0;
+    while i + 3 < annexb.len() {
+        // Start code 00 00 01 (a 4-byte 00 00 00 01 ends in the same 3 bytes).
+        if annexb[i] == 0 && annexb[i + 1] == 0 && annexb[i + 2] == 1 {
+            if annexb[i + 3] & 0x1f == 5 {
+                return true;
+            }
+            i += 3;
+        } else {
+            i += 1;
+        }
+    }
+    false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timeline_continues_across_epochs() {
+        let mut t = Timeline::default();
+        assert_eq!(t.map(0, 1000, 3000), 1000);
+        assert_eq!(t.map(0, 4000, 3000), 4000);
+        // New publisher starts its clock elsewhere: output continues one step later.
+        assert_eq!(t.map(1, 90, 3000), 7000);
+        assert_eq!(t.map(1, 3090, 3000), 10000);
+    }
+
+    #[test]
+    fn gate_waits_for_keyframe_and_follows_one_layer() {
+        let mut g = Gate::default();
+        assert!(!g.pass_video(None, false));
+        assert!(g.pass_video(None, true));
+        assert!(g.pass_video(None, false));
+
+        let mut g = Gate::default();
+        let h: Rid = "h".into();
+        let l: Rid = "l".into();
+        assert!(!g.pass_video(Some(l), false));
+        assert!(g.pass_video(Some(h), true));
+        assert!(!g.pass_video(Some(l), true), "other layer");
+        assert!(g.pass_video(Some(h), false));
+    }
+
+    #[test]
+    fn keyframe_detection() {
+        assert!(h264_is_keyframe(&[0, 0, 0, 1, 0x67, 1, 0, 0, 1, 0x65, 9]));
+        assert!(!h264_is_keyframe(&[0, 0, 0, 1, 0x41, 1, 2, 3]));
+        assert!(!h264_is_keyframe(&[]));
+        assert!(!h264_is_keyframe(&[0, 0, 1]));
+    }
+}

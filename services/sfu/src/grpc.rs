@@ -1,0 +1,192 @@
+//! `skylark.sfu.v1.SfuNode`: the worker's commands as gRPC.
+
+use crate::core::SessionError;
+use crate::worker::{Command, Worker};
+use futures_util::StreamExt;
+use skylark_proto::sfu::v1 as pb;
+use skylark_proto::sfu::v1::sfu_node_server::{SfuNode, SfuNodeServer};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+
+/// Frames buffered per relay consumer before the SFU drops (the consumer asks for a keyframe).
+const RELAY_QUEUE: usize = 512;
+
+#[derive(Clone)]
+pub struct SfuService {
+    worker: Worker,
+}
+
+static NEXT_SINK: AtomicU64 = AtomicU64::new(1);
+
+impl SfuService {
+    pub fn new(worker: Worker) -> Self {
+        Self { worker }
+    }
+
+    pub fn into_server(self) -> SfuNodeServer<Self> {
+        SfuNodeServer::new(self)
+            .max_decoding_message_size(128 * 1024)
+            .max_encoding_message_size(4 * 1024 * 1024)
+    }
+}
+
+fn status(e: SessionError) -> Status {
+    match e {
+        SessionError::BadSdp(m) => Status::invalid_argument(format!("malformed SDP: {m}")),
+        SessionError::UnsupportedCodec(m) => Status::failed_precondition(m),
+        SessionError::UnknownSession => Status::not_found("no such session"),
+        SessionError::BadCandidate(m) => {
+            Status::invalid_argument(format!("bad ICE candidate: {m}"))
+        }
+        SessionError::AtCapacity => Status::resource_exhausted("SFU node at capacity or stopping"),
+    }
+}
+
+fn valid_room(room: &str) -> Result<(), Status> {
+    if room.is_empty() || room.len() > 128 {
+        return Err(Status::invalid_argument("room_id: 1 to 128 bytes"));
+    }
+    Ok(())
+}
+
+type RelayStream =
+    Pin<Box<dyn futures_util::Stream<Item = Result<pb::RelayMessage, Status>> + Send>>;
+
+/// Detaches a relay sink when its stream is dropped.
+struct DetachOnDrop {
+    worker: Worker,
+    room: String,
+    sink: u64,
+}
+
+impl Drop for DetachOnDrop {
+    fn drop(&mut self) {
+        self.worker.send(Command::DetachRelay {
+            room: std::mem::take(&mut self.room),
+            sink: self.sink,
+        });
+    }
+}
+
+#[tonic::async_trait]
+impl SfuNode for SfuService {
+    async fn publish(
+        &self,
+        req: Request<pb::PublishRequest>,
+    ) -> Result<Response<pb::SessionAnswer>, Status> {
+        let r = req.into_inner();
+        valid_room(&r.room_id)?;
+        let (session_id, answer_sdp) = self
+            .worker
+            .publish(r.room_id, r.offer_sdp)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(pb::SessionAnswer {
+            session_id,
+            answer_sdp,
+        }))
+    }
+
+    async fn subscribe(
+        &self,
+        req: Request<pb::SubscribeRequest>,
+    ) -> Result<Response<pb::SessionAnswer>, Status> {
+        let r = req.into_inner();
+        valid_room(&r.room_id)?;
+        let (session_id, answer_sdp) = self
+            .worker
+            .subscribe(r.room_id, r.offer_sdp)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(pb::SessionAnswer {
+            session_id,
+            answer_sdp,
+        }))
+    }
+
+    async fn add_candidate(
+        &self,
+        req: Request<pb::AddCandidateRequest>,
+    ) -> Result<Response<pb::Empty>, Status> {
+        let r = req.into_inner();
+        self.worker
+            .add_candidate(r.session_id, r.candidate)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(pb::Empty {}))
+    }
+
+    async fn close(&self, req: Request<pb::CloseRequest>) -> Result<Response<pb::Empty>, Status> {
+        self.worker
+            .close(req.into_inner().session_id)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(pb::Empty {}))
+    }
+
+    async fn stats(&self, _: Request<pb::StatsRequest>) -> Result<Response<pb::NodeStats>, Status> {
+        self.worker
+            .stats()
+            .await
+            .map(Response::new)
+            .ok_or_else(|| Status::unavailable("SFU worker stopped"))
+    }
+
+    type RelayPullStream = RelayStream;
+
+    async fn relay_pull(
+        &self,
+        req: Request<Streaming<pb::RelayFeedback>>,
+    ) -> Result<Response<Self::RelayPullStream>, Status> {
+        let mut feedback = req.into_inner();
+        let room = match feedback.next().await {
+            Some(Ok(pb::RelayFeedback {
+                msg: Some(pb::relay_feedback::Msg::Start(s)),
+            })) => s.room_id,
+            _ => {
+                return Err(Status::invalid_argument(
+                    "the first message must be `start`",
+                ))
+            }
+        };
+        valid_room(&room)?;
+        let sink = NEXT_SINK.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = mpsc::channel(RELAY_QUEUE);
+        if !self
+            .worker
+            .send_wait(Command::AttachRelay {
+                room: room.clone(),
+                sink,
+                tx,
+            })
+            .await
+        {
+            return Err(Status::unavailable("SFU worker stopped"));
+        }
+        tracing::info!(room_id = %room, sink, "relay attached");
+        let guard = DetachOnDrop {
+            worker: self.worker.clone(),
+            room: room.clone(),
+            sink,
+        };
+        let worker = self.worker.clone();
+        let room_fb = room.clone();
+        tokio::spawn(async move {
+            while let Some(Ok(msg)) = feedback.next().await {
+                if let Some(pb::relay_feedback::Msg::KeyframeRequest(_)) = msg.msg {
+                    worker.send(Command::RelayKeyframe {
+                        room: room_fb.clone(),
+                    });
+                }
+            }
+        });
+        let stream = ReceiverStream::new(rx).map(move |m| {
+            let _keep = &guard;
+            Ok(m)
+        });
+        Ok(Response::new(Box::pin(stream)))
+    }
+}

@@ -1,0 +1,308 @@
+//! The I/O shell around [`Core`]: one UDP socket, one task, a command channel, a timer.
+
+use crate::core::{Core, CoreEvent, Output, SessionError};
+use skylark_proto::sfu::v1 as pb;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::net::UdpSocket;
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+/// Largest datagram read; WebRTC packets stay under ~1500 bytes.
+const RECV_BUF: usize = 2048;
+/// Datagrams read per wake before running timers and commands again.
+const RECV_BATCH: usize = 64;
+
+pub type Reply<T> = oneshot::Sender<Result<T, SessionError>>;
+
+pub enum Command {
+    Publish {
+        room: String,
+        offer: String,
+        reply: Reply<(String, String)>,
+    },
+    Subscribe {
+        room: String,
+        offer: String,
+        reply: Reply<(String, String)>,
+    },
+    AddCandidate {
+        session: String,
+        candidate: String,
+        reply: Reply<()>,
+    },
+    Close {
+        session: String,
+        reply: Reply<()>,
+    },
+    EndPublisher {
+        room: String,
+    },
+    Stats {
+        reply: oneshot::Sender<pb::NodeStats>,
+    },
+    AttachRelay {
+        room: String,
+        sink: u64,
+        tx: mpsc::Sender<pb::RelayMessage>,
+    },
+    DetachRelay {
+        room: String,
+        sink: u64,
+    },
+    RelayKeyframe {
+        room: String,
+    },
+}
+
+/// A cloneable handle to the worker.
+#[derive(Clone)]
+pub struct Worker {
+    tx: mpsc::Sender<Command>,
+    node_id: Arc<str>,
+}
+
+fn gone() -> SessionError {
+    SessionError::AtCapacity
+}
+
+impl Worker {
+    pub fn node_id(&self) -> &str {
+        &self.node_id
+    }
+
+    async fn ask<T>(&self, make: impl FnOnce(Reply<T>) -> Command) -> Result<T, SessionError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx.send(make(reply)).await.map_err(|_| gone())?;
+        rx.await.map_err(|_| gone())?
+    }
+
+    pub async fn publish(
+        &self,
+        room: String,
+        offer: String,
+    ) -> Result<(String, String), SessionError> {
+        self.ask(|reply| Command::Publish { room, offer, reply })
+            .await
+    }
+
+    pub async fn subscribe(
+        &self,
+        room: String,
+        offer: String,
+    ) -> Result<(String, String), SessionError> {
+        self.ask(|reply| Command::Subscribe { room, offer, reply })
+            .await
+    }
+
+    pub async fn add_candidate(
+        &self,
+        session: String,
+        candidate: String,
+    ) -> Result<(), SessionError> {
+        self.ask(|reply| Command::AddCandidate {
+            session,
+            candidate,
+            reply,
+        })
+        .await
+    }
+
+    pub async fn close(&self, session: String) -> Result<(), SessionError> {
+        self.ask(|reply| Command::Close { session, reply }).await
+    }
+
+    pub async fn stats(&self) -> Option<pb::NodeStats> {
+        let (reply, rx) = oneshot::channel();
+        self.tx.send(Command::Stats { reply }).await.ok()?;
+        rx.await.ok()
+    }
+
+    pub fn send(&self, cmd: Command) -> bool {
+        self.tx.try_send(cmd).is_ok()
+    }
+
+    pub async fn send_wait(&self, cmd: Command) -> bool {
+        self.tx.send(cmd).await.is_ok()
+    }
+}
+
+/// Starts the worker task; core events go to `events`.
+pub fn spawn(
+    socket: UdpSocket,
+    core: Core,
+    node_id: String,
+    events: mpsc::UnboundedSender<CoreEvent>,
+    shutdown: CancellationToken,
+) -> (Worker, tokio::task::JoinHandle<anyhow::Result<()>>) {
+    let (tx, rx) = mpsc::channel(1024);
+    let worker = Worker {
+        tx,
+        node_id: node_id.clone().into(),
+    };
+    let task = tokio::spawn(run(socket, core, node_id, rx, events, shutdown));
+    (worker, task)
+}
+
+struct Loop {
+    socket: UdpSocket,
+    core: Core,
+    node_id: String,
+    relays: HashMap<u64, mpsc::Sender<pb::RelayMessage>>,
+    events: mpsc::UnboundedSender<CoreEvent>,
+    dropped_sends: u64,
+}
+
+async fn run(
+    socket: UdpSocket,
+    core: Core,
+    node_id: String,
+    mut rx: mpsc::Receiver<Command>,
+    events: mpsc::UnboundedSender<CoreEvent>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let mut lp = Loop {
+        socket,
+        core,
+        node_id,
+        relays: HashMap::new(),
+        events,
+        dropped_sends: 0,
+    };
+    let mut buf = vec![0u8; RECV_BUF];
+    let mut metrics_at = Instant::now();
+    loop {
+        let now = Instant::now();
+        let deadline = lp
+            .core
+            .next_timeout()
+            .unwrap_or(now + Duration::from_millis(100))
+            .min(now + Duration::from_millis(100));
+        tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => break,
+            Some(cmd) = rx.recv() => lp.command(cmd),
+            r = lp.socket.recv_from(&mut buf) => {
+                match r {
+                    Ok((n, src)) => {
+                        lp.core.handle_datagram(Instant::now(), src, &buf[..n]);
+                        // Drain what else is queued without another wake-up.
+                        for _ in 0..RECV_BATCH {
+                            match lp.socket.try_recv_from(&mut buf) {
+                                Ok((n, src)) => lp.core.handle_datagram(Instant::now(), src, &buf[..n]),
+                                Err(_) => break,
+                            }
+                        }
+                    }
+                    // ICMP port-unreachable from a gone peer surfaces here on Linux.
+                    Err(e) => tracing::trace!(error = %e, "UDP receive error"),
+                }
+            }
+            _ = tokio::time::sleep_until(deadline.into()) => {}
+        }
+        lp.core.handle_timeout(Instant::now());
+        lp.flush();
+        if metrics_at.elapsed() >= Duration::from_secs(1) {
+            metrics_at = Instant::now();
+            lp.export_metrics();
+        }
+    }
+    tracing::info!("SFU worker stopped");
+    Ok(())
+}
+
+impl Loop {
+    fn command(&mut self, cmd: Command) {
+        let now = Instant::now();
+        match cmd {
+            Command::Publish { room, offer, reply } => {
+                let _ = reply.send(self.core.publish(now, &room, &offer));
+            }
+            Command::Subscribe { room, offer, reply } => {
+                let _ = reply.send(self.core.subscribe(now, &room, &offer));
+            }
+            Command::AddCandidate {
+                session,
+                candidate,
+                reply,
+            } => {
+                let _ = reply.send(self.core.add_candidate(&session, &candidate));
+            }
+            Command::Close { session, reply } => {
+                let _ = reply.send(self.core.close(&session));
+            }
+            Command::EndPublisher { room } => {
+                if self.core.end_publisher(&room) {
+                    tracing::info!(room_id = %room, "publisher cut");
+                }
+            }
+            Command::Stats { reply } => {
+                let c = self.core.counters();
+                let (publishers, subscribers) = self.core.session_counts();
+                let _ = reply.send(pb::NodeStats {
+                    node_id: self.node_id.clone(),
+                    publishers: publishers as u32,
+                    subscribers: subscribers as u32,
+                    frames_in: c.frames_in,
+                    frames_out: c.frames_out,
+                    bytes_in: c.bytes_in,
+                    bytes_out: c.bytes_out,
+                    keyframe_requests: c.keyframe_requests,
+                    rooms: self.core.room_stats(),
+                });
+            }
+            Command::AttachRelay { room, sink, tx } => {
+                self.relays.insert(sink, tx);
+                self.core.attach_relay(now, &room, sink);
+            }
+            Command::DetachRelay { room, sink } => {
+                self.relays.remove(&sink);
+                self.core.detach_relay(&room, sink);
+            }
+            Command::RelayKeyframe { room } => self.core.relay_keyframe_request(&room, now),
+        }
+    }
+
+    fn flush(&mut self) {
+        while let Some(o) = self.core.poll_output() {
+            match o {
+                Output::Transmit {
+                    destination,
+                    contents,
+                } => {
+                    // Never block the loop on one slow or gone peer: drop instead.
+                    if self.socket.try_send_to(&contents, destination).is_err() {
+                        self.dropped_sends += 1;
+                    }
+                }
+                Output::Relay { sink, msg } => {
+                    if let Some(tx) = self.relays.get(&sink) {
+                        if let Err(mpsc::error::TrySendError::Closed(_)) = tx.try_send(msg) {
+                            self.relays.remove(&sink);
+                        }
+                    }
+                }
+                Output::Event(e) => {
+                    let _ = self.events.send(e);
+                }
+            }
+        }
+    }
+
+    fn export_metrics(&self) {
+        let c = self.core.counters();
+        let (publishers, subscribers) = self.core.session_counts();
+        metrics::gauge!("skylark_sfu_publishers").set(publishers as f64);
+        metrics::gauge!("skylark_sfu_subscribers").set(subscribers as f64);
+        metrics::counter!("skylark_sfu_frames_in_total").absolute(c.frames_in);
+        metrics::counter!("skylark_sfu_frames_out_total").absolute(c.frames_out);
+        metrics::counter!("skylark_sfu_bytes_in_total").absolute(c.bytes_in);
+        metrics::counter!("skylark_sfu_bytes_out_total").absolute(c.bytes_out);
+        metrics::counter!("skylark_sfu_datagrams_in_total").absolute(c.datagrams_in);
+        metrics::counter!("skylark_sfu_datagrams_out_total").absolute(c.datagrams_out);
+        metrics::counter!("skylark_sfu_datagrams_unmatched_total").absolute(c.datagrams_unmatched);
+        metrics::counter!("skylark_sfu_keyframe_requests_total").absolute(c.keyframe_requests);
+        metrics::counter!("skylark_sfu_send_drops_total").absolute(self.dropped_sends);
+    }
+}

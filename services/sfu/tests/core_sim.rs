@@ -1,0 +1,393 @@
+//! The routing core with simulated time and in-memory datagrams: real str0m peers as
+//! publisher and subscribers, no sockets, no clocks.
+
+use skylark_sfu::core::{Core, CoreConfig, CoreEvent, Output, SessionError};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use str0m::change::{SdpAnswer, SdpPendingOffer};
+use str0m::format::Codec;
+use str0m::media::{Direction, MediaKind, MediaTime, Mid};
+use str0m::net::{Protocol, Receive};
+use str0m::{Candidate, Event, Input, Output as RtcOutput, Rtc};
+
+const SFU: &str = "10.0.0.1:7882";
+
+struct Client {
+    rtc: Rtc,
+    addr: SocketAddr,
+    pending: Option<SdpPendingOffer>,
+    video: Option<Mid>,
+    audio: Option<Mid>,
+    frames: Vec<(MediaKind, u64, Vec<u8>)>,
+    keyframe_requests: usize,
+    connected: bool,
+    next: Instant,
+}
+
+fn crypto() -> Arc<str0m::crypto::CryptoProvider> {
+    Arc::new(str0m::crypto::from_feature_flags())
+}
+
+impl Client {
+    fn new(now: Instant, port: u16, h264: bool, dir: Direction) -> (Client, String) {
+        let mut b = Rtc::builder()
+            .clear_codecs()
+            .enable_opus(true, false)
+            .set_crypto_provider(crypto());
+        if h264 {
+            b.codec_config().add_h264(102.into(), None, true, 0x42e01f);
+        } else {
+            b = b.enable_vp8(true);
+        }
+        let mut rtc = b.build(now);
+        let addr: SocketAddr = format!("10.0.1.1:{port}").parse().unwrap();
+        rtc.add_local_candidate(Candidate::host(addr, "udp").unwrap());
+        let mut api = rtc.sdp_api();
+        let video = api.add_media(MediaKind::Video, dir, None, None, None);
+        let audio = api.add_media(MediaKind::Audio, dir, None, None, None);
+        let (offer, pending) = api.apply().unwrap();
+        let c = Client {
+            rtc,
+            addr,
+            pending: Some(pending),
+            video: Some(video),
+            audio: Some(audio),
+            frames: vec![],
+            keyframe_requests: 0,
+            connected: false,
+            next: now,
+        };
+        (c, offer.to_sdp_string())
+    }
+
+    fn accept(&mut self, answer: &str) {
+        let answer = SdpAnswer::from_sdp_string(answer).unwrap();
+        self.rtc
+            .sdp_api()
+            .accept_answer(self.pending.take().unwrap(), answer)
+            .unwrap();
+    }
+
+    fn drain(&mut self, wire: &mut Vec<(SocketAddr, SocketAddr, Vec<u8>)>) {
+        loop {
+            match self.rtc.poll_output().unwrap() {
+                RtcOutput::Timeout(t) => {
+                    self.next = t;
+                    return;
+                }
+                RtcOutput::Transmit(t) => wire.push((t.source, t.destination, t.contents.to_vec())),
+                RtcOutput::Event(e) => match e {
+                    Event::Connected => self.connected = true,
+                    Event::MediaData(d) => {
+                        let kind = if d.params.spec().codec == Codec::H264 {
+                            MediaKind::Video
+                        } else {
+                            MediaKind::Audio
+                        };
+                        self.frames.push((kind, d.time.numer(), d.data.to_vec()));
+                    }
+                    Event::KeyframeRequest(_) => self.keyframe_requests += 1,
+                    _ => {}
+                },
+            }
+        }
+    }
+}
+
+struct Net {
+    now: Instant,
+    core: Core,
+    clients: Vec<Client>,
+    events: Vec<CoreEvent>,
+}
+
+impl Net {
+    fn new() -> Net {
+        let addr: SocketAddr = SFU.parse().unwrap();
+        let core = Core::new(CoreConfig {
+            local_addr: addr,
+            announce_addr: addr,
+            max_sessions: 100,
+        });
+        Net {
+            now: Instant::now(),
+            core,
+            clients: vec![],
+            events: vec![],
+        }
+    }
+
+    /// Moves every datagram until the network is quiet, then advances time by `step`.
+    fn run(&mut self, step: Duration) {
+        for _ in 0..200 {
+            let mut wire = Vec::new();
+            for c in &mut self.clients {
+                c.rtc.handle_input(Input::Timeout(self.now)).unwrap();
+                c.drain(&mut wire);
+            }
+            self.core.handle_timeout(self.now);
+            let mut moved = !wire.is_empty();
+            for (src, _, bytes) in wire.drain(..) {
+                self.core.handle_datagram(self.now, src, &bytes);
+            }
+            while let Some(o) = self.core.poll_output() {
+                match o {
+                    Output::Transmit {
+                        destination,
+                        contents,
+                    } => {
+                        moved = true;
+                        if let Some(c) = self.clients.iter_mut().find(|c| c.addr == destination) {
+                            let input = Input::Receive(
+                                self.now,
+                                Receive {
+                                    proto: Protocol::Udp,
+                                    source: SFU.parse().unwrap(),
+                                    destination,
+                                    contents: contents.as_slice().try_into().unwrap(),
+                                },
+                            );
+                            c.rtc.handle_input(input).unwrap();
+                            c.drain(&mut wire);
+                        }
+                    }
+                    Output::Event(e) => self.events.push(e),
+                    Output::Relay { .. } => {}
+                }
+            }
+            for (src, _, bytes) in wire.drain(..) {
+                self.core.handle_datagram(self.now, src, &bytes);
+                moved = true;
+            }
+            if !moved {
+                break;
+            }
+        }
+        self.now += step;
+    }
+
+    fn publisher(&mut self, room: &str, port: u16) -> usize {
+        let (mut c, offer) = Client::new(self.now, port, true, Direction::SendOnly);
+        let (_, answer) = self.core.publish(self.now, room, &offer).unwrap();
+        c.accept(&answer);
+        self.clients.push(c);
+        self.clients.len() - 1
+    }
+
+    fn subscriber(&mut self, room: &str, port: u16) -> usize {
+        let (mut c, offer) = Client::new(self.now, port, true, Direction::RecvOnly);
+        let (_, answer) = self.core.subscribe(self.now, room, &offer).unwrap();
+        c.accept(&answer);
+        self.clients.push(c);
+        self.clients.len() - 1
+    }
+
+    /// Writes one video frame (keyframe or not) and one audio frame from client `p`.
+    fn send(&mut self, p: usize, n: u64, keyframe: bool) {
+        let c = &mut self.clients[p];
+        let nal = if keyframe { 0x65 } else { 0x41 };
+        let mut video = vec![0, 0, 0, 1, 0x67, 0x42, 0xe0, 0x1f, 0, 0, 0, 1, nal];
+        // Payload without zero bytes, so it can't emulate a start code.
+        video.extend_from_slice(format!("{n:08}").as_bytes());
+        video.extend(std::iter::repeat_n(0xaa, 3000));
+        let vmid = c.video.unwrap();
+        let w = c.rtc.writer(vmid).unwrap();
+        let pt = w
+            .payload_params()
+            .find(|p| p.spec().codec == Codec::H264)
+            .unwrap()
+            .pt();
+        w.write(pt, self.now, MediaTime::from_90khz(n * 3000), video)
+            .unwrap();
+        let amid = c.audio.unwrap();
+        let w = c.rtc.writer(amid).unwrap();
+        let pt = w
+            .payload_params()
+            .find(|p| p.spec().codec == Codec::Opus)
+            .unwrap()
+            .pt();
+        w.write(
+            pt,
+            self.now,
+            MediaTime::new(n * 960, str0m::media::Frequency::FORTY_EIGHT_KHZ),
+            vec![0xf8, 1, 2, n as u8],
+        )
+        .unwrap();
+    }
+
+    fn connect_all(&mut self) {
+        for _ in 0..100 {
+            self.run(Duration::from_millis(10));
+            if self.clients.iter().all(|c| c.connected) {
+                return;
+            }
+        }
+        panic!("peers did not connect");
+    }
+}
+
+#[test]
+fn publisher_fans_out_to_subscribers_from_a_keyframe() {
+    let mut net = Net::new();
+    let p = net.publisher("r1", 5000);
+    let subs: Vec<usize> = (0..5).map(|i| net.subscriber("r1", 6000 + i)).collect();
+    net.connect_all();
+    assert!(net
+        .events
+        .contains(&CoreEvent::RoomLive { room: "r1".into() }));
+    // Subscribers joined: the publisher is asked for a keyframe.
+    net.run(Duration::from_millis(400));
+    assert!(
+        net.clients[p].keyframe_requests >= 1,
+        "keyframe requested from the publisher"
+    );
+
+    // Delta frames before any keyframe are not forwarded; from the keyframe on, all are.
+    for n in 0..3 {
+        net.send(p, n, false);
+        net.run(Duration::from_millis(33));
+    }
+    for n in 3..30 {
+        net.send(p, n, n == 3);
+        net.run(Duration::from_millis(33));
+    }
+    net.run(Duration::from_millis(200));
+    for &s in &subs {
+        let video: Vec<_> = net.clients[s]
+            .frames
+            .iter()
+            .filter(|f| f.0 == MediaKind::Video)
+            .collect();
+        assert_eq!(
+            video.len(),
+            27,
+            "subscriber {s} got every frame from the keyframe on"
+        );
+        assert!(video[0].2.contains(&0x65), "first frame is the keyframe");
+        for (i, f) in video.iter().enumerate() {
+            let n = (i + 3) as u64;
+            let nal = if n == 3 { 0x65 } else { 0x41 };
+            let at =
+                f.2.windows(4)
+                    .position(|w| w == [0, 0, 1, nal])
+                    .expect("slice NAL")
+                    + 4;
+            assert_eq!(
+                &f.2[at..at + 8],
+                format!("{n:08}").as_bytes(),
+                "frame order and payload intact"
+            );
+            assert!(f.2[at + 8..].iter().all(|b| *b == 0xaa) && f.2.len() - at - 8 == 3000);
+        }
+        let audio = net.clients[s]
+            .frames
+            .iter()
+            .filter(|f| f.0 == MediaKind::Audio)
+            .count();
+        assert!(audio >= 27, "audio forwarded ({audio})");
+    }
+}
+
+#[test]
+fn publisher_reconnect_keeps_subscriber_timeline_moving_forward() {
+    let mut net = Net::new();
+    let p1 = net.publisher("r2", 5000);
+    let s = net.subscriber("r2", 6000);
+    net.connect_all();
+    for n in 0..10 {
+        net.send(p1, n, n == 0);
+        net.run(Duration::from_millis(33));
+    }
+    // A new publisher session replaces the first one (same room).
+    let p2 = net.publisher("r2", 5001);
+    net.connect_all();
+    assert!(
+        !net.clients[p1].rtc.is_alive()
+            || net
+                .events
+                .iter()
+                .any(|e| matches!(e, CoreEvent::SessionClosed { .. }))
+    );
+    for n in 0..10 {
+        // Its clock starts somewhere else entirely.
+        net.send(p2, 20 + n, n == 0);
+        net.run(Duration::from_millis(33));
+    }
+    net.run(Duration::from_millis(200));
+    let times: Vec<u64> = net.clients[s]
+        .frames
+        .iter()
+        .filter(|f| f.0 == MediaKind::Video)
+        .map(|f| f.1)
+        .collect();
+    assert_eq!(times.len(), 20, "frames from both publishers");
+    assert!(
+        times.windows(2).all(|w| w[1] > w[0]),
+        "timeline strictly increasing: {times:?}"
+    );
+    assert!(
+        times[10] - times[9] <= 6000,
+        "no jump at the switch: {} → {}",
+        times[9],
+        times[10]
+    );
+}
+
+#[test]
+fn offers_without_h264_and_garbage_are_refused() {
+    let mut net = Net::new();
+    let (_, vp8_offer) = Client::new(net.now, 5000, false, Direction::SendOnly);
+    assert!(matches!(
+        net.core.publish(net.now, "r", &vp8_offer),
+        Err(SessionError::UnsupportedCodec(_))
+    ));
+    assert!(matches!(
+        net.core.publish(net.now, "r", "v=0\r\nnonsense"),
+        Err(SessionError::BadSdp(_))
+    ));
+    assert!(matches!(
+        net.core.subscribe(net.now, "r", "garbage"),
+        Err(SessionError::BadSdp(_))
+    ));
+    assert_eq!(net.core.close("nope"), Err(SessionError::UnknownSession));
+    assert!(net
+        .core
+        .add_candidate("nope", "candidate:1 1 udp 1 1.2.3.4 5 typ host")
+        .is_err());
+}
+
+#[test]
+fn random_datagrams_do_not_disturb_a_live_session() {
+    let mut net = Net::new();
+    let p = net.publisher("r3", 5000);
+    let s = net.subscriber("r3", 6000);
+    net.connect_all();
+    let mut seed = 0x1234_5678_u64;
+    for n in 0..20 {
+        net.send(p, n, n == 0);
+        for k in 0..20 {
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            let len = (seed >> 40) as usize % 1400;
+            let junk: Vec<u8> = (0..len).map(|i| (seed >> (i % 56)) as u8).collect();
+            // From strangers and from the peers' own addresses.
+            let src: SocketAddr = if k % 2 == 0 {
+                "10.9.9.9:1".parse().unwrap()
+            } else {
+                net.clients[s].addr
+            };
+            net.core.handle_datagram(net.now, src, &junk);
+        }
+        net.run(Duration::from_millis(33));
+    }
+    net.run(Duration::from_millis(200));
+    let video = net.clients[s]
+        .frames
+        .iter()
+        .filter(|f| f.0 == MediaKind::Video)
+        .count();
+    assert_eq!(video, 20, "every frame still arrived");
+    assert!(net.core.counters().datagrams_unmatched > 0);
+}

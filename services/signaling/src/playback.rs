@@ -1,0 +1,73 @@
+//! `GET /api/v1/rooms/{id}/playback`: where and how to watch a room.
+
+use crate::error::SignalError;
+use crate::placement;
+use crate::State;
+use axum::extract::{Path, Query, State as AxState};
+use axum::http::{header, HeaderMap};
+use axum::Json;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use skylark_bus::{Bus, NodeKind};
+use skylark_proto::rooms::v1 as rooms;
+
+#[derive(Deserialize)]
+pub struct PlaybackQuery {
+    /// Viewer token for private rooms, when a header can't be set (e.g. a shared link).
+    token: Option<String>,
+}
+
+pub async fn playback(
+    AxState(state): AxState<State>,
+    Path(room_id): Path<String>,
+    Query(q): Query<PlaybackQuery>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, SignalError> {
+    let token = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split_once(' ').map(|(_, t)| t.trim().to_string()))
+        .or(q.token)
+        .unwrap_or_default();
+    let room = state
+        .upstream
+        .directory()
+        .authorize_play(rooms::AuthorizePlayRequest { room_id, token })
+        .await
+        .map_err(|s| SignalError::from_status(s, "room directory"))?
+        .into_inner()
+        .room
+        .ok_or_else(|| SignalError::unavailable("room directory answered without a room"))?;
+    let base = &state.public_url;
+    let id = &room.id;
+    let p2p = room.mode == rooms::Mode::P2p as i32;
+    let live = placement::origin(&state.bus, id)
+        .await
+        .ok()
+        .flatten()
+        .is_some();
+    let sfu_up = state
+        .bus
+        .nodes(NodeKind::Sfu)
+        .await
+        .map(|n| !n.is_empty())
+        .unwrap_or(false);
+    let ws_base = base.replacen("http", "ws", 1);
+    let webrtc = (!p2p).then(|| json!({"whep_url": format!("{base}/whep/{id}")}));
+    let recommended = if p2p {
+        "p2p"
+    } else if sfu_up {
+        "webrtc"
+    } else {
+        "hls"
+    };
+    Ok(Json(json!({
+        "room": id,
+        "live": live,
+        "webrtc": webrtc,
+        "ws_url": format!("{ws_base}/ws"),
+        "hls": {"url": format!("{base}/hls/{id}/index.m3u8")},
+        "flv": {"url": format!("{base}/flv/{id}.flv")},
+        "recommended": recommended,
+    })))
+}

@@ -1,0 +1,561 @@
+//! `GET /ws`: WebSocket signaling. JSON messages with a `type`:
+//! - from clients: `publish`, `watch`, `offer`, `answer`, `candidate`, `leave`;
+//! - from the server: `answer`, `offer`, `candidate`, `room`, `waiting`, `viewer-joined`,
+//!   `viewer-left`, `error`.
+//!
+//! In `sfu` rooms the server answers offers through an SFU node; a viewer that arrives
+//! before the publisher gets `waiting`, then `room {live:true}` when the room goes live,
+//! and sends its offer then. In `p2p` rooms the server only relays `offer`, `answer` and
+//! `candidate` between the broadcaster and each viewer, over the room's bus channel, so
+//! the two may be connected to different signaling pods.
+
+use crate::placement;
+use crate::State;
+use axum::extract::ws::{Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
+use axum::extract::State as AxState;
+use axum::response::Response;
+use futures_util::{SinkExt, StreamExt};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use skylark_bus::{keys, Bus};
+use skylark_proto::rooms::v1 as rooms;
+use skylark_proto::rooms::v1::authorize_publish_request::Credential;
+use skylark_proto::sfu::v1 as sfu;
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+/// Largest message a client may send (an SDP offer with simulcast fits easily).
+const MAX_MESSAGE: usize = 64 * 1024;
+/// A connection that says nothing (not even a pong) for this long is closed.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+const PING_EVERY: Duration = Duration::from_secs(20);
+
+#[derive(Deserialize)]
+#[serde(tag = "type", rename_all = "kebab-case")]
+enum ClientMsg {
+    Publish {
+        room: String,
+        #[serde(default)]
+        stream_key: Option<String>,
+        #[serde(default)]
+        token: Option<String>,
+    },
+    Watch {
+        room: String,
+        #[serde(default)]
+        token: Option<String>,
+    },
+    Offer {
+        sdp: String,
+        #[serde(default)]
+        to: Option<String>,
+    },
+    Answer {
+        sdp: String,
+        #[serde(default)]
+        to: Option<String>,
+    },
+    Candidate {
+        candidate: Value,
+        #[serde(default)]
+        to: Option<String>,
+    },
+    Leave {},
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Role {
+    Publisher,
+    Viewer,
+}
+
+struct Joined {
+    role: Role,
+    room: String,
+    p2p: bool,
+    /// SFU session and the node holding it.
+    session: Option<(String, String)>,
+}
+
+pub async fn upgrade(AxState(state): AxState<State>, ws: WebSocketUpgrade) -> Response {
+    ws.max_message_size(MAX_MESSAGE)
+        .max_frame_size(MAX_MESSAGE)
+        .on_upgrade(move |socket| async move { Conn::new(state).serve(socket).await })
+}
+
+struct Conn {
+    state: State,
+    id: String,
+    joined: Option<Joined>,
+    /// Messages to this client from room events and relays.
+    tx: mpsc::Sender<Value>,
+    rx: Option<mpsc::Receiver<Value>>,
+    room_task: Option<tokio::task::JoinHandle<()>>,
+}
+
+fn err(code: &str, message: impl Into<String>) -> Value {
+    json!({"type": "error", "code": code, "message": message.into()})
+}
+
+fn status_err(s: tonic::Status) -> Value {
+    let code = match s.code() {
+        tonic::Code::Unauthenticated => "unauthorized",
+        tonic::Code::PermissionDenied => "forbidden",
+        tonic::Code::NotFound => "not_found",
+        tonic::Code::InvalidArgument => "bad_request",
+        tonic::Code::FailedPrecondition => "unsupported_codec",
+        _ => "unavailable",
+    };
+    err(code, s.message())
+}
+
+impl Conn {
+    fn new(state: State) -> Self {
+        let (tx, rx) = mpsc::channel(256);
+        let id = format!("c{:016x}", crate::rand_u64());
+        Self {
+            state,
+            id,
+            joined: None,
+            tx,
+            rx: Some(rx),
+            room_task: None,
+        }
+    }
+
+    async fn serve(mut self, socket: WebSocket) {
+        metrics::gauge!("skylark_ws_connections").increment(1.0);
+        let (mut sink, mut stream) = socket.split();
+        let Some(mut rx) = self.rx.take() else { return };
+        let mut ping = tokio::time::interval(PING_EVERY);
+        let mut last_heard = tokio::time::Instant::now();
+        loop {
+            tokio::select! {
+                incoming = stream.next() => {
+                    let Some(Ok(msg)) = incoming else { break };
+                    last_heard = tokio::time::Instant::now();
+                    let text = match msg {
+                        Message::Text(t) => t,
+                        Message::Binary(_) => {
+                            let _ = send(&mut sink, err("bad_message", "send JSON text messages")).await;
+                            break;
+                        }
+                        Message::Close(_) => break,
+                        _ => continue,
+                    };
+                    let parsed: Result<ClientMsg, _> = serde_json::from_str(text.as_str());
+                    match parsed {
+                        Ok(ClientMsg::Leave {}) => break,
+                        Ok(m) => {
+                            let replies = self.handle(m).await;
+                            for r in replies {
+                                if send(&mut sink, r).await.is_err() { break; }
+                            }
+                        }
+                        Err(e) => {
+                            let _ = send(&mut sink, err("bad_message", format!("not a signaling message: {e}"))).await;
+                            break;
+                        }
+                    }
+                }
+                Some(out) = rx.recv() => {
+                    if send(&mut sink, out).await.is_err() { break; }
+                }
+                _ = ping.tick() => {
+                    if last_heard.elapsed() > IDLE_TIMEOUT { break; }
+                    if sink.send(Message::Ping(Default::default())).await.is_err() { break; }
+                }
+            }
+        }
+        let _ = sink.close().await;
+        self.leave().await;
+        metrics::gauge!("skylark_ws_connections").decrement(1.0);
+    }
+
+    async fn handle(&mut self, m: ClientMsg) -> Vec<Value> {
+        match m {
+            ClientMsg::Publish {
+                room,
+                stream_key,
+                token,
+            } => self.publish(room, stream_key, token).await,
+            ClientMsg::Watch { room, token } => self.watch(room, token).await,
+            ClientMsg::Offer { sdp, to } => self.offer(sdp, to).await,
+            ClientMsg::Answer { sdp, to } => {
+                self.relay(to, json!({"type": "answer", "sdp": sdp})).await
+            }
+            ClientMsg::Candidate { candidate, to } => self.candidate(candidate, to).await,
+            ClientMsg::Leave {} => vec![],
+        }
+    }
+
+    async fn publish(
+        &mut self,
+        room: String,
+        key: Option<String>,
+        token: Option<String>,
+    ) -> Vec<Value> {
+        if self.joined.is_some() {
+            return vec![err(
+                "bad_state",
+                "this connection already joined a room: open another",
+            )];
+        }
+        let credential = match (key, token) {
+            (Some(k), _) => Credential::StreamKey(k),
+            (None, Some(t)) => Credential::AccessToken(t),
+            (None, None) => {
+                return vec![err(
+                    "unauthorized",
+                    "`publish` needs `stream_key` (or the owner's `token`)",
+                )]
+            }
+        };
+        let auth = match self
+            .state
+            .upstream
+            .directory()
+            .authorize_publish(rooms::AuthorizePublishRequest {
+                credential: Some(credential),
+                room_id: room,
+            })
+            .await
+        {
+            Ok(a) => a.into_inner(),
+            Err(s) => return vec![status_err(s)],
+        };
+        let Some(room) = auth.room else {
+            return vec![err("unavailable", "no room in the directory's answer")];
+        };
+        let p2p = room.mode == rooms::Mode::P2p as i32;
+        self.joined = Some(Joined {
+            role: Role::Publisher,
+            room: room.id.clone(),
+            p2p,
+            session: None,
+        });
+        self.follow_room(&room.id);
+        if p2p {
+            let live = keys::room_origin(&room.id);
+            let _ = self
+                .state
+                .bus
+                .acquire_lease(
+                    &live,
+                    &format!("p2p:{}", self.id),
+                    Duration::from_secs(3600),
+                )
+                .await;
+            self.broadcast(json!({"type": "room", "room": room.id, "live": true, "viewers": 0, "broadcaster": self.id})).await;
+        }
+        vec![
+            json!({"type": "room", "room": room.id, "live": p2p, "role": "publisher", "mode": if p2p { "p2p" } else { "sfu" }}),
+        ]
+    }
+
+    async fn watch(&mut self, room: String, token: Option<String>) -> Vec<Value> {
+        if self.joined.is_some() {
+            return vec![err(
+                "bad_state",
+                "this connection already joined a room: open another",
+            )];
+        }
+        let auth = match self
+            .state
+            .upstream
+            .directory()
+            .authorize_play(rooms::AuthorizePlayRequest {
+                room_id: room,
+                token: token.unwrap_or_default(),
+            })
+            .await
+        {
+            Ok(a) => a.into_inner(),
+            Err(s) => return vec![status_err(s)],
+        };
+        let Some(room) = auth.room else {
+            return vec![err("unavailable", "no room in the directory's answer")];
+        };
+        let p2p = room.mode == rooms::Mode::P2p as i32;
+        self.joined = Some(Joined {
+            role: Role::Viewer,
+            room: room.id.clone(),
+            p2p,
+            session: None,
+        });
+        self.follow_room(&room.id);
+        let holder = self
+            .state
+            .bus
+            .lease_holder(&keys::room_origin(&room.id))
+            .await
+            .ok()
+            .flatten();
+        let viewers: u64 = self
+            .state
+            .bus
+            .get(&keys::room_viewers(&room.id))
+            .await
+            .ok()
+            .flatten()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        match holder {
+            Some(h) => {
+                if p2p {
+                    self.broadcast(json!({"type": "viewer-joined", "viewer": self.id}))
+                        .await;
+                }
+                let broadcaster = h.strip_prefix("p2p:").map(str::to_string);
+                vec![
+                    json!({"type": "room", "room": room.id, "live": true, "viewers": viewers, "mode": if p2p { "p2p" } else { "sfu" }, "broadcaster": broadcaster}),
+                ]
+            }
+            None => vec![json!({"type": "waiting", "room": room.id})],
+        }
+    }
+
+    async fn offer(&mut self, sdp: String, to: Option<String>) -> Vec<Value> {
+        let Some(j) = &self.joined else {
+            return vec![err("bad_state", "send `publish` or `watch` first")];
+        };
+        if j.p2p {
+            return self.relay(to, json!({"type": "offer", "sdp": sdp})).await;
+        }
+        if j.session.is_some() {
+            return vec![err(
+                "bad_state",
+                "this connection already has a session: open another to renegotiate",
+            )];
+        }
+        let room = j.room.clone();
+        let role = j.role;
+        let node = match role {
+            Role::Publisher => {
+                placement::publish_node(&self.state.bus, &room, self.state.selector.as_ref()).await
+            }
+            Role::Viewer => placement::origin(&self.state.bus, &room).await,
+        };
+        let node = match node {
+            Ok(Some(n)) => n,
+            Ok(None) if role == Role::Viewer => {
+                return vec![json!({"type": "waiting", "room": room})]
+            }
+            Ok(None) => {
+                return vec![err(
+                    "unavailable",
+                    "no SFU node is available: retry shortly",
+                )]
+            }
+            Err(e) => {
+                return vec![err(
+                    "unavailable",
+                    format!("node registry unavailable: {e}"),
+                )]
+            }
+        };
+        let mut client = match self.state.upstream.sfu(&node.grpc_addr) {
+            Ok(c) => c,
+            Err(e) => return vec![err("unavailable", e.to_string())],
+        };
+        let res = match role {
+            Role::Publisher => {
+                client
+                    .publish(sfu::PublishRequest {
+                        room_id: room.clone(),
+                        offer_sdp: sdp,
+                        key_id: String::new(),
+                    })
+                    .await
+            }
+            Role::Viewer => {
+                client
+                    .subscribe(sfu::SubscribeRequest {
+                        room_id: room.clone(),
+                        offer_sdp: sdp,
+                    })
+                    .await
+            }
+        };
+        match res {
+            Ok(a) => {
+                let a = a.into_inner();
+                if let Some(j) = &mut self.joined {
+                    j.session = Some((a.session_id, node.grpc_addr));
+                }
+                vec![json!({"type": "answer", "sdp": a.answer_sdp})]
+            }
+            Err(s) => vec![status_err(s)],
+        }
+    }
+
+    async fn candidate(&mut self, candidate: Value, to: Option<String>) -> Vec<Value> {
+        let Some(j) = &self.joined else {
+            return vec![err("bad_state", "send `publish` or `watch` first")];
+        };
+        if j.p2p {
+            return self
+                .relay(to, json!({"type": "candidate", "candidate": candidate}))
+                .await;
+        }
+        // Browsers send RTCIceCandidateInit ({candidate, sdpMid, …}) or a bare string.
+        let line = match &candidate {
+            Value::String(s) => s.clone(),
+            v => v["candidate"].as_str().unwrap_or_default().to_string(),
+        };
+        let Some((session, node)) = j.session.clone() else {
+            return vec![];
+        };
+        if line.is_empty() {
+            return vec![];
+        }
+        let res = match self.state.upstream.sfu(&node) {
+            Ok(mut c) => c
+                .add_candidate(sfu::AddCandidateRequest {
+                    session_id: session,
+                    candidate: line,
+                })
+                .await
+                .map(|_| ()),
+            Err(e) => return vec![err("unavailable", e.to_string())],
+        };
+        match res {
+            Ok(()) => vec![],
+            Err(s) => vec![status_err(s)],
+        }
+    }
+
+    /// p2p: passes a message to the broadcaster (viewers) or to viewer `to` (broadcaster).
+    async fn relay(&mut self, to: Option<String>, msg: Value) -> Vec<Value> {
+        let Some(j) = &self.joined else {
+            return vec![err("bad_state", "send `publish` or `watch` first")];
+        };
+        if !j.p2p {
+            return vec![err(
+                "bad_state",
+                "`answer` and relayed messages are for p2p rooms; in sfu rooms send `offer`",
+            )];
+        }
+        let target = match (j.role, to) {
+            (Role::Publisher, Some(t)) => t,
+            (Role::Publisher, None) => return vec![err("bad_request", "say which viewer: `to`")],
+            (Role::Viewer, _) => {
+                match self
+                    .state
+                    .bus
+                    .lease_holder(&keys::room_origin(&j.room))
+                    .await
+                    .ok()
+                    .flatten()
+                    .and_then(|h| h.strip_prefix("p2p:").map(str::to_string))
+                {
+                    Some(b) => b,
+                    None => return vec![json!({"type": "waiting", "room": j.room})],
+                }
+            }
+        };
+        let mut m = msg;
+        m["from"] = json!(self.id);
+        self.broadcast(json!({"type": "relay", "to": target, "msg": m}))
+            .await;
+        vec![]
+    }
+
+    async fn broadcast(&self, ev: Value) {
+        let Some(j) = &self.joined else { return };
+        if let Err(e) = self
+            .state
+            .bus
+            .publish(&keys::room_channel(&j.room), &ev.to_string())
+            .await
+        {
+            tracing::warn!(error = %e, "room event not published");
+        }
+    }
+
+    /// Forwards the room's bus events meant for this client.
+    fn follow_room(&mut self, room: &str) {
+        let bus = self.state.bus.clone();
+        let tx = self.tx.clone();
+        let me = self.id.clone();
+        let role = self.joined.as_ref().map(|j| j.role);
+        let channel = keys::room_channel(room);
+        self.room_task = Some(tokio::spawn(async move {
+            let Ok(mut sub) = bus.subscribe(&channel).await else {
+                let _ = tx
+                    .send(err("unavailable", "room events unavailable: reconnect"))
+                    .await;
+                return;
+            };
+            while let Some(raw) = sub.recv().await {
+                let Ok(ev) = serde_json::from_str::<Value>(&raw) else {
+                    continue;
+                };
+                let out = match ev["type"].as_str() {
+                    Some("relay") if ev["to"] == me.as_str() => Some(ev["msg"].clone()),
+                    Some("room") if ev["broadcaster"] != me.as_str() => Some(ev.clone()),
+                    Some("viewer-joined") | Some("viewer-left")
+                        if role == Some(Role::Publisher) =>
+                    {
+                        Some(ev.clone())
+                    }
+                    Some(t) if t == keys::EVENT_END_PUBLISH && role == Some(Role::Publisher) => {
+                        Some(err(
+                            "publish_ended",
+                            "the stream key was rotated or the room deleted",
+                        ))
+                    }
+                    _ => None,
+                };
+                if let Some(o) = out {
+                    // A client that doesn't read its socket loses events rather than memory.
+                    if tx.try_send(o).is_err() && tx.is_closed() {
+                        return;
+                    }
+                }
+            }
+        }));
+    }
+
+    async fn leave(&mut self) {
+        if let Some(t) = self.room_task.take() {
+            t.abort();
+        }
+        let Some(j) = self.joined.take() else { return };
+        if let Some((session, node)) = &j.session {
+            if let Ok(mut c) = self.state.upstream.sfu(node) {
+                let _ = c
+                    .close(sfu::CloseRequest {
+                        session_id: session.clone(),
+                    })
+                    .await;
+            }
+        }
+        if j.p2p {
+            let ev = match j.role {
+                Role::Publisher => {
+                    let _ = self
+                        .state
+                        .bus
+                        .release_lease(&keys::room_origin(&j.room), &format!("p2p:{}", self.id))
+                        .await;
+                    json!({"type": "room", "room": j.room, "live": false, "viewers": 0})
+                }
+                Role::Viewer => json!({"type": "viewer-left", "viewer": self.id}),
+            };
+            let _ = self
+                .state
+                .bus
+                .publish(&keys::room_channel(&j.room), &ev.to_string())
+                .await;
+        }
+    }
+}
+
+async fn send<S>(sink: &mut S, v: Value) -> Result<(), axum::Error>
+where
+    S: futures_util::Sink<Message, Error = axum::Error> + Unpin,
+{
+    sink.send(Message::Text(Utf8Bytes::from(v.to_string())))
+        .await
+}
