@@ -39,6 +39,7 @@ impl Drop for Skylark {
     }
 }
 
+#[derive(Default)]
 pub struct Options {
     pub target: Option<&'static str>,
     pub env: HashMap<String, String>,
