@@ -46,16 +46,6 @@ pub struct Options {
     pub dir: Option<PathBuf>,
 }
 
-impl Default for Options {
-    fn default() -> Self {
-        Self {
-            target: None,
-            env: HashMap::new(),
-            dir: None,
-        }
-    }
-}
-
 impl Skylark {
     /// The all-in-one target on free ports, embedded defaults otherwise.
     pub async fn start() -> Skylark {
