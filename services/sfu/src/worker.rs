@@ -152,6 +152,8 @@ struct Loop {
     relays: HashMap<u64, mpsc::Sender<pb::RelayMessage>>,
     events: mpsc::UnboundedSender<CoreEvent>,
     dropped_sends: u64,
+    last_counters: crate::core::Counters,
+    last_export: Instant,
 }
 
 async fn run(
@@ -169,6 +171,8 @@ async fn run(
         relays: HashMap::new(),
         events,
         dropped_sends: 0,
+        last_counters: Default::default(),
+        last_export: Instant::now(),
     };
     let mut buf = vec![0u8; RECV_BUF];
     let mut metrics_at = Instant::now();
@@ -290,7 +294,7 @@ impl Loop {
         }
     }
 
-    fn export_metrics(&self) {
+    fn export_metrics(&mut self) {
         let c = self.core.counters();
         let (publishers, subscribers) = self.core.session_counts();
         metrics::gauge!("skylark_sfu_publishers").set(publishers as f64);
@@ -303,6 +307,26 @@ impl Loop {
         metrics::counter!("skylark_sfu_datagrams_out_total").absolute(c.datagrams_out);
         metrics::counter!("skylark_sfu_datagrams_unmatched_total").absolute(c.datagrams_unmatched);
         metrics::counter!("skylark_sfu_keyframe_requests_total").absolute(c.keyframe_requests);
+        metrics::counter!("skylark_sfu_packets_in_total").absolute(c.packets_in);
+        metrics::counter!("skylark_sfu_packets_out_total").absolute(c.packets_out);
+        metrics::counter!("skylark_sfu_nacks_to_publishers_total").absolute(c.nacks_to_publishers);
+        metrics::counter!("skylark_sfu_nacks_from_subscribers_total")
+            .absolute(c.nacks_from_subscribers);
+        metrics::counter!("skylark_sfu_plis_from_subscribers_total")
+            .absolute(c.plis_from_subscribers);
+        metrics::gauge!("skylark_sfu_publisher_loss_ratio")
+            .set(f64::from(self.core.publisher_loss()));
+        let secs = self.last_export.elapsed().as_secs_f64().max(0.001);
+        metrics::gauge!("skylark_sfu_ingress_bitrate_bps")
+            .set((c.bytes_in - self.last_counters.bytes_in) as f64 * 8.0 / secs);
+        metrics::gauge!("skylark_sfu_egress_bitrate_bps")
+            .set((c.bytes_out - self.last_counters.bytes_out) as f64 * 8.0 / secs);
+        for r in self.core.room_stats() {
+            metrics::gauge!("skylark_sfu_room_subscribers", "room" => r.room_id.clone())
+                .set(r.subscribers as f64);
+        }
         metrics::counter!("skylark_sfu_send_drops_total").absolute(self.dropped_sends);
+        self.last_counters = c;
+        self.last_export = Instant::now();
     }
 }

@@ -87,7 +87,16 @@ pub struct Counters {
     pub datagrams_in: u64,
     pub datagrams_out: u64,
     pub datagrams_unmatched: u64,
+    /// Keyframe requests the SFU sent to publishers (coalesced).
     pub keyframe_requests: u64,
+    /// RTP packets received from publishers / sent to subscribers (incl. resends).
+    pub packets_in: u64,
+    pub packets_out: u64,
+    /// NACKs: sent to publishers for lost packets / received from subscribers.
+    pub nacks_to_publishers: u64,
+    pub nacks_from_subscribers: u64,
+    /// PLIs received from subscribers (each may trigger one coalesced request upstream).
+    pub plis_from_subscribers: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -118,7 +127,18 @@ enum PeerRole {
     Subscriber(Box<SubscriberState>),
 }
 
+/// Last cumulative stream stats seen, to turn str0m's totals into deltas.
+#[derive(Default, Clone, Copy)]
+struct StreamTotals {
+    packets: u64,
+    nacks: u64,
+    plis: u64,
+}
+
 struct Peer {
+    stream_totals: HashMap<(bool, Mid, Option<Rid>), StreamTotals>,
+    /// Latest fraction of packets lost from this publisher (receiver-side estimate).
+    loss: f32,
     session: String,
     room: String,
     rtc: Rtc,
@@ -187,6 +207,7 @@ impl Core {
     fn rtc_config(&self) -> RtcConfig {
         let mut cfg = Rtc::builder()
             .set_ice_lite(true)
+            .set_stats_interval(Some(Duration::from_secs(1)))
             .clear_codecs()
             .enable_opus(true, false)
             .set_crypto_provider(self.crypto.clone());
@@ -229,6 +250,21 @@ impl Core {
             .collect();
         v.sort_by(|a, b| a.room_id.cmp(&b.room_id));
         v
+    }
+
+    /// Mean receive loss over publishers (0–1), for the loss gauge.
+    pub fn publisher_loss(&self) -> f32 {
+        let losses: Vec<f32> = self
+            .peers
+            .values()
+            .filter(|p| matches!(p.role, PeerRole::Publisher { .. }))
+            .map(|p| p.loss)
+            .collect();
+        if losses.is_empty() {
+            0.0
+        } else {
+            losses.iter().sum::<f32>() / losses.len() as f32
+        }
     }
 
     /// The room a session belongs to.
@@ -277,6 +313,8 @@ impl Core {
         self.peers.insert(
             key,
             Peer {
+                stream_totals: HashMap::new(),
+                loss: 0.0,
                 session: session.clone(),
                 room: room.to_string(),
                 rtc,
@@ -553,6 +591,31 @@ impl Core {
                             }
                         }
                         Event::KeyframeRequest(_) => want_keyframe = true,
+                        Event::MediaIngressStats(st) => {
+                            let t = p.stream_totals.entry((false, st.mid, st.rid)).or_default();
+                            self.counters.packets_in += st.packets.saturating_sub(t.packets);
+                            self.counters.nacks_to_publishers += st.nacks.saturating_sub(t.nacks);
+                            *t = StreamTotals {
+                                packets: st.packets,
+                                nacks: st.nacks,
+                                plis: st.plis,
+                            };
+                            if let Some(l) = st.loss {
+                                p.loss = l;
+                            }
+                        }
+                        Event::MediaEgressStats(st) => {
+                            let t = p.stream_totals.entry((true, st.mid, st.rid)).or_default();
+                            self.counters.packets_out += st.packets.saturating_sub(t.packets);
+                            self.counters.nacks_from_subscribers +=
+                                st.nacks.saturating_sub(t.nacks);
+                            self.counters.plis_from_subscribers += st.plis.saturating_sub(t.plis);
+                            *t = StreamTotals {
+                                packets: st.packets,
+                                nacks: st.nacks,
+                                plis: st.plis,
+                            };
+                        }
                         _ => {}
                     },
                     Err(e) => {
