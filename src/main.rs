@@ -58,6 +58,9 @@ struct Config {
     /// `redis://…` for the Redis bus; default: in-process bus.
     #[arg(long, env = "REDIS_URL", hide_env_values = true)]
     redis_url: Option<String>,
+    /// Prefix of every Redis key and channel (deployments sharing a Redis differ here).
+    #[arg(long, env = "SKYLARK_REDIS_PREFIX", default_value = "skylark:")]
+    redis_prefix: String,
     /// The SFU's one UDP port for all WebRTC media.
     #[arg(long, env = "SKYLARK_RTC_UDP_ADDR", default_value = "0.0.0.0:7882")]
     rtc_udp_addr: SocketAddr,
@@ -255,7 +258,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             )
         })?;
     }
-    let bus = skylark_bus::connect(config.redis_url.as_deref()).await?;
+    let bus = skylark_bus::connect_with(&skylark_bus::BusConfig {
+        redis_url: config.redis_url.clone(),
+        key_prefix: config.redis_prefix.clone(),
+        ..Default::default()
+    })
+    .await?;
     let shutdown = CancellationToken::new();
     watch_signals(shutdown.clone());
 
