@@ -3,11 +3,10 @@
 
 mod common;
 
-use common::{creator_with_room, Skylark};
-use futures_util::{SinkExt, StreamExt};
+use common::{closes, creator_with_room, next_json, ws, Skylark};
+use futures_util::SinkExt;
 use reqwest::StatusCode;
 use serde_json::Value;
-use std::time::Duration;
 use tokio_tungstenite::tungstenite::Message;
 
 const VP8_OFFER: &str = "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\na=group:BUNDLE 0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\nc=IN IP4 0.0.0.0\r\na=mid:0\r\na=sendonly\r\na=rtpmap:96 VP8/90000\r\n";
@@ -196,42 +195,6 @@ async fn whip_and_whep_refusals() {
         .unwrap()
         .status()
         .is_success());
-}
-
-async fn ws(
-    base: &str,
-) -> tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>> {
-    let url = format!("{}/ws", base.replacen("http", "ws", 1));
-    tokio_tungstenite::connect_async(url).await.unwrap().0
-}
-
-async fn next_json<S>(s: &mut S) -> Option<Value>
-where
-    S: futures_util::Stream<Item = Result<Message, tokio_tungstenite::tungstenite::Error>> + Unpin,
-{
-    loop {
-        match tokio::time::timeout(Duration::from_secs(5), s.next())
-            .await
-            .ok()??
-        {
-            Ok(Message::Text(t)) => return serde_json::from_str(t.as_str()).ok(),
-            Ok(Message::Close(_)) | Err(_) => return None,
-            _ => continue,
-        }
-    }
-}
-
-async fn closes<S>(s: &mut S) -> bool
-where
-    S: futures_util::Stream<Item = Result<Message, tokio_tungstenite::tungstenite::Error>> + Unpin,
-{
-    loop {
-        match tokio::time::timeout(Duration::from_secs(5), s.next()).await {
-            Ok(None) | Ok(Some(Err(_))) | Ok(Some(Ok(Message::Close(_)))) => return true,
-            Ok(Some(Ok(_))) => continue,
-            Err(_) => return false,
-        }
-    }
 }
 
 #[tokio::test]

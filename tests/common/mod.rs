@@ -1,12 +1,14 @@
 //! Runs `skylark` processes the way users and Kubernetes do, on free loopback ports.
 #![allow(dead_code)]
 
+use futures_util::StreamExt;
 use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+use tokio_tungstenite::tungstenite::Message;
 
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
@@ -170,4 +172,136 @@ pub async fn creator_with_room(base: &str, visibility: &str) -> (String, String,
         v["room"]["id"].as_str().unwrap().into(),
         v["stream_key"].as_str().unwrap().into(),
     )
+}
+
+/// FFmpeg with the WHIP muxer (FFmpeg 7+; `scripts/test` installs the static build that the
+/// PyPI wheel `imageio-ffmpeg` ships). `None` outside CI when missing; a failure in CI.
+pub fn ffmpeg_whip() -> Option<PathBuf> {
+    if let Ok(p) = std::env::var("SKYLARK_TEST_FFMPEG") {
+        return Some(PathBuf::from(p));
+    }
+    let home = std::env::var("HOME").unwrap_or_else(|_| "/root".into());
+    let venv = PathBuf::from(home).join(".cache/skylark-test-venv/lib");
+    let found = std::fs::read_dir(&venv).ok().and_then(|rd| {
+        rd.flatten().find_map(|py| {
+            let bin = py.path().join("site-packages/imageio_ffmpeg/binaries");
+            std::fs::read_dir(bin)
+                .ok()?
+                .flatten()
+                .map(|e| e.path())
+                .find(|p| {
+                    p.file_name()
+                        .is_some_and(|n| n.to_string_lossy().starts_with("ffmpeg-"))
+                })
+        })
+    });
+    if found.is_none() {
+        let msg = "FFmpeg with WHIP not found: run scripts/test (it installs imageio-ffmpeg) or set SKYLARK_TEST_FFMPEG";
+        if std::env::var("CI").as_deref() == Ok("true") {
+            panic!("{msg}");
+        }
+        eprintln!("SKIPPED: {msg}");
+    }
+    found
+}
+
+/// Publishes a test pattern + tone over WHIP for `seconds`, like OBS would.
+pub fn spawn_ffmpeg_whip(
+    ffmpeg: &std::path::Path,
+    whip_url: &str,
+    key: &str,
+    seconds: u32,
+    log: &std::path::Path,
+) -> Child {
+    Command::new(ffmpeg)
+        .args(["-hide_banner", "-loglevel", "info", "-re"])
+        .args(["-f", "lavfi", "-i", "testsrc2=size=640x360:rate=30"])
+        .args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000"])
+        .args([
+            "-c:v",
+            "libx264",
+            "-profile:v",
+            "baseline",
+            "-bf",
+            "0",
+            "-g",
+            "30",
+            "-tune",
+            "zerolatency",
+            "-preset",
+            "veryfast",
+        ])
+        .args(["-c:a", "libopus", "-ar", "48000", "-ac", "2"])
+        .args([
+            "-t",
+            &seconds.to_string(),
+            "-f",
+            "whip",
+            "-authorization",
+            key,
+            whip_url,
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(std::fs::File::create(log).unwrap()))
+        .spawn()
+        .expect("start ffmpeg")
+}
+
+/// Redis for scale-out tests, with a key prefix of its own; `None` (skip) outside CI when
+/// unreachable, a failure in CI.
+pub fn redis_url() -> Option<String> {
+    let url =
+        std::env::var("SKYLARK_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+    let addr = url
+        .trim_start_matches("redis://")
+        .split('/')
+        .next()
+        .unwrap_or("127.0.0.1:6379")
+        .to_string();
+    if std::net::TcpStream::connect_timeout(&addr.parse().ok()?, Duration::from_secs(1)).is_err() {
+        let msg = format!("Redis at {url} unreachable");
+        if std::env::var("CI").as_deref() == Ok("true") {
+            panic!("{msg} (CI=true: scale-out tests must run)");
+        }
+        eprintln!("SKIPPED: {msg}");
+        return None;
+    }
+    Some(url)
+}
+
+/// A WebSocket client of `/ws`.
+pub async fn ws(
+    base: &str,
+) -> tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>> {
+    let url = format!("{}/ws", base.replacen("http", "ws", 1));
+    tokio_tungstenite::connect_async(url).await.unwrap().0
+}
+
+pub async fn next_json<S>(s: &mut S) -> Option<Value>
+where
+    S: futures_util::Stream<Item = Result<Message, tokio_tungstenite::tungstenite::Error>> + Unpin,
+{
+    loop {
+        match tokio::time::timeout(Duration::from_secs(5), s.next())
+            .await
+            .ok()??
+        {
+            Ok(Message::Text(t)) => return serde_json::from_str(t.as_str()).ok(),
+            Ok(Message::Close(_)) | Err(_) => return None,
+            _ => continue,
+        }
+    }
+}
+
+pub async fn closes<S>(s: &mut S) -> bool
+where
+    S: futures_util::Stream<Item = Result<Message, tokio_tungstenite::tungstenite::Error>> + Unpin,
+{
+    loop {
+        match tokio::time::timeout(Duration::from_secs(5), s.next()).await {
+            Ok(None) | Ok(Some(Err(_))) | Ok(Some(Ok(Message::Close(_)))) => return true,
+            Ok(Some(Ok(_))) => continue,
+            Err(_) => return false,
+        }
+    }
 }
