@@ -31,6 +31,16 @@ fn crypto() -> Arc<str0m::crypto::CryptoProvider> {
 
 impl Client {
     fn new(now: Instant, port: u16, h264: bool, dir: Direction) -> (Client, String) {
+        Self::with_layers(now, port, h264, dir, &[])
+    }
+
+    fn with_layers(
+        now: Instant,
+        port: u16,
+        h264: bool,
+        dir: Direction,
+        rids: &[&str],
+    ) -> (Client, String) {
         let mut b = Rtc::builder()
             .clear_codecs()
             .enable_opus(true, false)
@@ -44,7 +54,14 @@ impl Client {
         let addr: SocketAddr = format!("10.0.1.1:{port}").parse().unwrap();
         rtc.add_local_candidate(Candidate::host(addr, "udp").unwrap());
         let mut api = rtc.sdp_api();
-        let video = api.add_media(MediaKind::Video, dir, None, None, None);
+        let simulcast = (!rids.is_empty()).then(|| {
+            let mut s = str0m::media::Simulcast::new();
+            for r in rids {
+                s.add_send_layer(str0m::media::SimulcastLayer::new(r));
+            }
+            s
+        });
+        let video = api.add_media(MediaKind::Video, dir, None, None, simulcast);
         let audio = api.add_media(MediaKind::Audio, dir, None, None, None);
         let (offer, pending) = api.apply().unwrap();
         let c = Client {
@@ -100,6 +117,7 @@ struct Net {
     core: Core,
     clients: Vec<Client>,
     events: Vec<CoreEvent>,
+    relayed: Vec<skylark_proto::sfu::v1::RelayMessage>,
 }
 
 impl Net {
@@ -115,6 +133,7 @@ impl Net {
             core,
             clients: vec![],
             events: vec![],
+            relayed: vec![],
         }
     }
 
@@ -153,7 +172,7 @@ impl Net {
                         }
                     }
                     Output::Event(e) => self.events.push(e),
-                    Output::Relay { .. } => {}
+                    Output::Relay { msg, .. } => self.relayed.push(msg),
                 }
             }
             for (src, _, bytes) in wire.drain(..) {
@@ -390,4 +409,60 @@ fn random_datagrams_do_not_disturb_a_live_session() {
         .count();
     assert_eq!(video, 20, "every frame still arrived");
     assert!(net.core.counters().datagrams_unmatched > 0);
+}
+
+#[test]
+fn simulcast_layers_are_tracks_and_a_subscriber_follows_one() {
+    let mut net = Net::new();
+    let (mut c, offer) = Client::with_layers(net.now, 5000, true, Direction::SendOnly, &["h", "l"]);
+    let (_, answer) = net.core.publish(net.now, "r4", &offer).unwrap();
+    c.accept(&answer);
+    net.clients.push(c);
+    let p = net.clients.len() - 1;
+    let s = net.subscriber("r4", 6000);
+    net.core.attach_relay(net.now, "r4", 7);
+    net.connect_all();
+    for n in 0..10u64 {
+        for (rid, tag) in [("l", b'L'), ("h", b'H')] {
+            let c = &mut net.clients[p];
+            let mut frame = vec![0, 0, 0, 1, if n == 0 { 0x65 } else { 0x41 }, tag];
+            frame.extend_from_slice(format!("{n:08}").as_bytes());
+            frame.extend(std::iter::repeat_n(0xaa, 500));
+            let w = c.rtc.writer(c.video.unwrap()).unwrap().rid(rid.into());
+            let pt = w
+                .payload_params()
+                .find(|p| p.spec().codec == Codec::H264)
+                .unwrap()
+                .pt();
+            w.write(pt, net.now, MediaTime::from_90khz(n * 3000), frame)
+                .unwrap();
+        }
+        net.run(Duration::from_millis(33));
+    }
+    net.run(Duration::from_millis(200));
+    let video: Vec<u8> = net.clients[s]
+        .frames
+        .iter()
+        .filter(|f| f.0 == MediaKind::Video)
+        .map(|f| f.2[f.2.windows(3).position(|w| w == [0, 0, 1]).unwrap() + 4])
+        .collect();
+    assert_eq!(video.len(), 10, "one layer's frames: {video:?}");
+    assert!(
+        video.iter().all(|t| *t == video[0]),
+        "a single layer, no mixing: {video:?}"
+    );
+    // Relay consumers get every layer as its own track.
+    use skylark_proto::sfu::v1::relay_message::Msg;
+    let mut tracks: Vec<String> = net
+        .relayed
+        .iter()
+        .filter_map(|m| match &m.msg {
+            Some(Msg::Track(t)) => Some(t.rid.clone()),
+            _ => None,
+        })
+        .collect();
+    tracks.sort();
+    assert_eq!(tracks, vec!["h", "l"]);
+    let frames = net.relayed.iter().filter(|m| matches!(&m.msg, Some(Msg::Frame(f)) if f.track_id.ends_with(":h") || f.track_id.ends_with(":l"))).count();
+    assert!(frames >= 20, "both layers relayed ({frames})");
 }
