@@ -1,0 +1,159 @@
+// WebRTC end to end with real Chromium peers against the skylark binary:
+//   1. WHIP publish (page A) → WHEP watch (page B);
+//   2. WebSocket signaling, both join orders (viewer first, publisher first).
+// Each test starts its own server and browser, fails fast with the server's or the
+// browser's own words, and prints its timings (TIMING lines) for benchmarking.
+
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { launchBrowser, noBrowser, waitForStatus, waitForPlayback } from '../lib/browser.js';
+import { startServer, probeWebSocket } from '../lib/server.js';
+import { withCleanup, deadline, span, reportTimings } from '../lib/harness.js';
+
+/** Time for a publisher to reach `connected`. */
+const PUBLISH_CAP_MS = 20_000;
+/** Time for a viewer to decode its first frame. */
+const PLAY_CAP_MS = 20_000;
+/** Hard cap on one whole test (server + browser start, media, teardown). */
+const TEST_CAP_MS = 90_000;
+/** Cap on a test's body: past it the body fails and the cleanup still runs. */
+const BODY_CAP = { capMs: 60_000 };
+
+const skip = noBrowser() ?? false;
+
+/** A server, a browser, a creator and a public sfu room, all torn down by `defer`. */
+async function setup(defer, label) {
+  const sk = await startServer({ label });
+  let serverStopped = false;
+  // Clean exit is part of the test when it passed; after a failure just kill it.
+  defer(async (failed) => {
+    if (serverStopped) return;
+    serverStopped = true;
+    if (failed) await sk.kill();
+    else await sk.stop();
+  });
+  const b = await launchBrowser({ label });
+  defer(() => b.close());
+  const creator = await sk.signup();
+  const created = await sk.createRoom(creator.access_token, { title: label, visibility: 'public', mode: 'sfu' });
+  return { sk, b, creator, room: created.room.id, key: created.stream_key, whipUrl: created.ingest.whip_url };
+}
+
+/** Adds the server log and browser console paths to a failure. */
+async function explained(ctx, fn) {
+  try {
+    return await fn();
+  } catch (e) {
+    e.message += `\n  server log: ${ctx.sk.logFile}\n  browser console: ${ctx.b.logFile}`;
+    throw e;
+  }
+}
+
+async function requireWebSocketEndpoint(sk) {
+  const status = await probeWebSocket(sk.baseUrl);
+  if (status !== 101) throw new Error(`GET /ws with a WebSocket upgrade returned ${status} (expected 101 Switching Protocols)`);
+}
+
+test('WHIP publish (Chromium) → WHEP watch (Chromium) decodes H.264', { timeout: TEST_CAP_MS, skip }, () =>
+  withCleanup(async (defer) => {
+    const ctx = await setup(defer, 'whip-whep');
+    const { sk, b, room, key, whipUrl } = ctx;
+    await explained(ctx, async () => {
+      const publisher = await b.newPage('publish.html', { whip: whipUrl, key }, { tag: 'publisher' });
+      defer(() => publisher.evaluate(() => window.stop()).catch(() => {}));
+      const pub = await waitForStatus(publisher, 'live', { timeoutMs: PUBLISH_CAP_MS, what: 'WHIP publisher' });
+      assert.match(pub.location ?? '', new RegExp(`/whip/${room}/`), `WHIP Location: ${pub.location}`);
+
+      const tViewerOpen = Date.now();
+      const viewer = await b.newPage('watch.html', { whep: `${sk.baseUrl}/whep/${room}` }, { tag: 'viewer' });
+      defer(() => viewer.evaluate(() => window.stop()).catch(() => {}));
+      const { first, second } = await waitForPlayback(viewer, { timeoutMs: PLAY_CAP_MS, what: 'WHEP viewer' });
+      assert.equal(first.codec?.toLowerCase(), 'video/h264', `negotiated codec: ${first.codec}`);
+      assert.equal(second.videoWidth, 640);
+
+      const v = second.timings;
+      const p = pub.timings;
+      const viewerStop = await viewer.evaluate(() => window.stop());
+      const publisherStop = await publisher.evaluate(() => window.stop());
+      assert.ok([200, 204].includes(viewerStop.deleteStatus), `WHEP DELETE returned ${viewerStop.deleteStatus}`);
+      assert.ok([200, 204].includes(publisherStop.deleteStatus), `WHIP DELETE returned ${publisherStop.deleteStatus}`);
+
+      reportTimings('webrtc/whip-whep', {
+        whip_gather_ms: span(p.negotiating, p.offerReady),
+        whip_post_to_answer_ms: span(p.postSent, p.answerReceived),
+        whip_post_to_connected_ms: span(p.postSent, p['pc:connected']),
+        whep_gather_ms: span(v.negotiating, v.offerReady),
+        whep_post_to_answer_ms: span(v.postSent, v.answerReceived),
+        whep_post_to_connected_ms: span(v.postSent, v['pc:connected']),
+        whep_post_to_first_frame_ms: span(v.postSent, v.firstFrame),
+        viewer_open_to_first_frame_ms: span(tViewerOpen, v.firstFrame),
+        frames_decoded_over_2s: second.framesDecoded - first.framesDecoded,
+      });
+    });
+  }, BODY_CAP),
+);
+
+test('WebSocket signaling: viewer first (waiting → plays once the publisher is live)', { timeout: TEST_CAP_MS, skip }, () =>
+  withCleanup(async (defer) => {
+    const ctx = await setup(defer, 'ws-viewer-first');
+    const { sk, b, room, key } = ctx;
+    await explained(ctx, async () => {
+      await deadline(requireWebSocketEndpoint(sk), 6000, 'GET /ws');
+      const viewer = await b.newPage('ws-watch.html', { server: sk.baseUrl, room }, { tag: 'viewer' });
+      defer(() => viewer.evaluate(() => window.stop()).catch(() => {}));
+      const waiting = await waitForStatus(viewer, 'waiting', { timeoutMs: 10_000, what: 'WS viewer' });
+
+      const publisher = await b.newPage('ws-publish.html', { server: sk.baseUrl, room, key }, { tag: 'publisher' });
+      defer(() => publisher.evaluate(() => window.stop()).catch(() => {}));
+      const pub = await waitForStatus(publisher, 'live', { timeoutMs: PUBLISH_CAP_MS, what: 'WS publisher' });
+      const { first, second } = await waitForPlayback(viewer, { timeoutMs: PLAY_CAP_MS, what: 'WS viewer' });
+      assert.equal(first.codec?.toLowerCase(), 'video/h264', `negotiated codec: ${first.codec}`);
+      assert.ok(waiting.timings.waiting < second.timings.postSent, 'the viewer offered only after being told the room is live');
+
+      const v = second.timings;
+      const p = pub.timings;
+      reportTimings('webrtc/ws-viewer-first', {
+        publish_offer_to_answer_ms: span(p.postSent, p.answerReceived),
+        publish_offer_to_connected_ms: span(p.postSent, p['pc:connected']),
+        publisher_offer_to_viewer_told_live_ms: span(p.postSent, v['ws<room']),
+        viewer_offer_to_answer_ms: span(v.postSent, v.answerReceived),
+        viewer_offer_to_first_frame_ms: span(v.postSent, v.firstFrame),
+        publisher_connected_to_viewer_first_frame_ms: span(p['pc:connected'], v.firstFrame),
+        frames_decoded_over_2s: second.framesDecoded - first.framesDecoded,
+      });
+    });
+  }, BODY_CAP),
+);
+
+test('WebSocket signaling: publisher first (viewer plays at once)', { timeout: TEST_CAP_MS, skip }, () =>
+  withCleanup(async (defer) => {
+    const ctx = await setup(defer, 'ws-publisher-first');
+    const { sk, b, room, key } = ctx;
+    await explained(ctx, async () => {
+      await deadline(requireWebSocketEndpoint(sk), 6000, 'GET /ws');
+      const publisher = await b.newPage('ws-publish.html', { server: sk.baseUrl, room, key }, { tag: 'publisher' });
+      defer(() => publisher.evaluate(() => window.stop()).catch(() => {}));
+      const pub = await waitForStatus(publisher, 'live', { timeoutMs: PUBLISH_CAP_MS, what: 'WS publisher' });
+
+      const tViewerOpen = Date.now();
+      const viewer = await b.newPage('ws-watch.html', { server: sk.baseUrl, room }, { tag: 'viewer' });
+      defer(() => viewer.evaluate(() => window.stop()).catch(() => {}));
+      const { first, second } = await waitForPlayback(viewer, { timeoutMs: PLAY_CAP_MS, what: 'WS viewer' });
+      assert.equal(first.codec?.toLowerCase(), 'video/h264', `negotiated codec: ${first.codec}`);
+      const viewerState = await viewer.evaluate(() => window.state);
+      assert.equal(viewerState.waitingCount, 0, 'a viewer of a live room is never told `waiting`');
+
+      const v = second.timings;
+      const p = pub.timings;
+      reportTimings('webrtc/ws-publisher-first', {
+        publish_offer_to_answer_ms: span(p.postSent, p.answerReceived),
+        publish_offer_to_connected_ms: span(p.postSent, p['pc:connected']),
+        viewer_ws_open_to_live_ms: span(v.wsOpen, v['ws<room']),
+        viewer_offer_to_answer_ms: span(v.postSent, v.answerReceived),
+        viewer_offer_to_first_frame_ms: span(v.postSent, v.firstFrame),
+        viewer_open_to_first_frame_ms: span(tViewerOpen, v.firstFrame),
+        frames_decoded_over_2s: second.framesDecoded - first.framesDecoded,
+      });
+    });
+  }, BODY_CAP),
+);
