@@ -41,12 +41,23 @@ impl Client {
         dir: Direction,
         rids: &[&str],
     ) -> (Client, String) {
+        Self::with_profile(now, port, h264, dir, rids, 0x42e01f)
+    }
+
+    fn with_profile(
+        now: Instant,
+        port: u16,
+        h264: bool,
+        dir: Direction,
+        rids: &[&str],
+        profile: u32,
+    ) -> (Client, String) {
         let mut b = Rtc::builder()
             .clear_codecs()
             .enable_opus(true, false)
             .set_crypto_provider(crypto());
         if h264 {
-            b.codec_config().add_h264(102.into(), None, true, 0x42e01f);
+            b.codec_config().add_h264(102.into(), None, true, profile);
         } else {
             b = b.enable_vp8(true);
         }
@@ -465,4 +476,29 @@ fn simulcast_layers_are_tracks_and_a_subscriber_follows_one() {
     assert_eq!(tracks, vec!["h", "l"]);
     let frames = net.relayed.iter().filter(|m| matches!(&m.msg, Some(Msg::Frame(f)) if f.track_id.ends_with(":h") || f.track_id.ends_with(":l"))).count();
     assert!(frames >= 20, "both layers relayed ({frames})");
+}
+
+#[test]
+fn baseline_publisher_reaches_constrained_baseline_subscriber() {
+    // FFmpeg offers 42001e (baseline); a WHEP client may accept only 42e01f.
+    let mut net = Net::new();
+    let s = net.subscriber("r5", 6000);
+    let (mut c, offer) =
+        Client::with_profile(net.now, 5000, true, Direction::SendOnly, &[], 0x42001e);
+    let (_, answer) = net.core.publish(net.now, "r5", &offer).unwrap();
+    c.accept(&answer);
+    net.clients.push(c);
+    let p = net.clients.len() - 1;
+    net.connect_all();
+    for n in 0..10 {
+        net.send(p, n, n == 0);
+        net.run(Duration::from_millis(33));
+    }
+    net.run(Duration::from_millis(200));
+    let video = net.clients[s]
+        .frames
+        .iter()
+        .filter(|f| f.0 == MediaKind::Video)
+        .count();
+    assert_eq!(video, 10);
 }

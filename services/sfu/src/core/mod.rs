@@ -728,7 +728,26 @@ impl Core {
             let Some(writer) = p.rtc.writer(mid) else {
                 continue;
             };
-            let Some(pt) = writer.match_params(d.params) else {
+            // Among the codecs this subscriber negotiated: the publisher's exact format
+            // first; else, for video, any H.264 in packetization mode 1 — the publisher's
+            // profile-level-id (FFmpeg offers 42001e, browsers 42e01f) only bounds what
+            // a decoder must handle, and every H.264 receiver decodes these streams.
+            // (`Writer::match_params` searches the whole codec config, negotiated or not.)
+            let spec = d.params.spec();
+            let pt = writer
+                .payload_params()
+                .find(|p| p.spec() == spec)
+                .or_else(|| {
+                    writer.payload_params().find(|p| match kind {
+                        MediaKind::Video => {
+                            p.spec().codec == Codec::H264
+                                && p.spec().format.packetization_mode == Some(1)
+                        }
+                        MediaKind::Audio => p.spec().codec == spec.codec,
+                    })
+                })
+                .map(|p| p.pt());
+            let Some(pt) = pt else {
                 tracing::debug!(session = %p.session, "subscriber did not negotiate the publisher's codec");
                 continue;
             };

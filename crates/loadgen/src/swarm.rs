@@ -1,0 +1,531 @@
+//! A load run: one optional publisher and N viewers ramped up over time, spread over
+//! a few engine tasks, ending in a report.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_util::stream::{self, StreamExt};
+use serde::Serialize;
+use tokio::sync::{watch, Semaphore};
+use tokio::task::{JoinHandle, JoinSet};
+use tokio_util::sync::CancellationToken;
+
+use crate::peer::{
+    CounterSnapshot, Engine, EngineConfig, LiveCounters, PublisherStats, Viewer, ViewerStats,
+};
+use crate::source::VideoConfig;
+use crate::stats::{percentiles, Histogram, Percentiles};
+use crate::{Error, FailureCause};
+
+/// A connected viewer with no keyframe this long after its join is counted as failed
+/// (`no_keyframe`); a younger one as unfinished.
+const NO_KEYFRAME_GRACE: Duration = Duration::from_secs(5);
+/// How often the progress channel is updated.
+const PROGRESS_INTERVAL: Duration = Duration::from_millis(500);
+/// Viewers closed (stats + DELETE) concurrently at the end.
+const CLOSE_CONCURRENCY: usize = 64;
+
+/// The publisher of a run.
+#[derive(Debug, Clone)]
+pub struct PublishConfig {
+    /// WHIP endpoint, e.g. `http://127.0.0.1:8080/whip`.
+    pub whip_url: String,
+    /// Stream key, sent as the bearer token.
+    pub stream_key: String,
+    /// Shape of the synthetic video.
+    pub video: VideoConfig,
+}
+
+/// What a [`Swarm`] does.
+#[derive(Debug, Clone)]
+pub struct SwarmConfig {
+    /// Publish before the viewers join (else watch an existing stream).
+    pub publish: Option<PublishConfig>,
+    /// WHEP endpoint the viewers POST to.
+    pub whep_url: String,
+    /// Bearer token for the viewers (private rooms).
+    pub whep_token: Option<String>,
+    /// Viewers to start.
+    pub viewers: usize,
+    /// Viewers started per second; 0 or less starts them all at once.
+    pub ramp_per_sec: f64,
+    /// Length of the run, from the first viewer's start; the ramp stops at the end too.
+    pub duration: Duration,
+    /// Engine tasks the viewers are spread over (the publisher uses the first).
+    pub workers: usize,
+    /// Signaling requests in flight at once.
+    pub max_concurrent_joins: usize,
+    /// Peer behaviour: local IP, timeouts.
+    pub engine: EngineConfig,
+}
+
+impl Default for SwarmConfig {
+    fn default() -> Self {
+        SwarmConfig {
+            publish: None,
+            whep_url: String::new(),
+            whep_token: None,
+            viewers: 1,
+            ramp_per_sec: 0.0,
+            duration: Duration::from_secs(10),
+            workers: 1,
+            max_concurrent_joins: 64,
+            engine: EngineConfig::default(),
+        }
+    }
+}
+
+/// Live state of a run, for a progress line.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct Progress {
+    /// Seconds since the run started.
+    pub elapsed_s: f64,
+    /// Viewers started.
+    pub requested: u64,
+    /// Viewers in signaling or ICE/DTLS.
+    pub joining: u64,
+    /// Viewers connected now.
+    pub connected: u64,
+    /// Connected viewers that received a keyframe.
+    pub playing: u64,
+    /// Viewers that failed.
+    pub failed: u64,
+    /// Media received by all viewers over the last interval, kbit/s.
+    pub kbps: f64,
+}
+
+impl Progress {
+    fn from_counters(c: &CounterSnapshot, elapsed: Duration, kbps: f64) -> Self {
+        Progress {
+            elapsed_s: elapsed.as_secs_f64(),
+            requested: c.viewers_requested,
+            joining: c.viewers_joining(),
+            connected: c.viewers_connected,
+            playing: c.viewers_playing,
+            failed: c.viewers_failed,
+            kbps,
+        }
+    }
+}
+
+/// Viewer outcomes of a run.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct ViewerCounts {
+    /// Viewers started.
+    pub requested: u64,
+    /// Viewers whose ICE+DTLS connected at some point.
+    pub connected: u64,
+    /// Viewers that received a keyframe.
+    pub playing: u64,
+    /// Viewers that failed, by cause in [`SwarmReport::failures`].
+    pub failed: u64,
+    /// Viewers still joining when the run ended (neither playing nor failed).
+    pub unfinished: u64,
+}
+
+/// Received bitrate across viewers.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct KbpsSummary {
+    /// The slowest viewer.
+    pub min: f64,
+    /// The median viewer.
+    pub p50: f64,
+}
+
+/// The result of a run.
+#[derive(Debug, Clone, Serialize)]
+pub struct SwarmReport {
+    /// Seconds from the first viewer's start to the end of the run.
+    pub duration_s: f64,
+    /// Viewer outcomes.
+    pub viewers: ViewerCounts,
+    /// Failed viewers by cause (`http_503`, `ice_timeout`, ...).
+    pub failures: BTreeMap<String, u64>,
+    /// WHEP POST start → ICE+DTLS connected, ms.
+    pub connect_ms: Option<Percentiles>,
+    /// WHEP POST start → first keyframe, ms.
+    pub join_ms: Option<Percentiles>,
+    /// Frame latency, publisher send → viewer receive, ms (all frames of all viewers).
+    pub latency_ms: Option<Percentiles>,
+    /// Received media bitrate per playing viewer.
+    pub kbps: Option<KbpsSummary>,
+    /// Frames missing from the sequence over frames expected, %.
+    pub loss_pct: f64,
+    /// Video frames received.
+    pub frames_received: u64,
+    /// Frames that failed the hash check.
+    pub frames_bad_hash: u64,
+    /// Frames without a marker.
+    pub frames_unmarked: u64,
+    /// Frames missing (sequence gaps).
+    pub frames_missing: u64,
+    /// Audio packets received.
+    pub audio_packets: u64,
+    /// Media payload bytes received.
+    pub bytes_received: u64,
+    /// Viewer or publisher DELETEs that failed at the end.
+    pub delete_failures: u64,
+    /// The publisher's side, if the run published.
+    pub publisher: Option<PublisherStats>,
+}
+
+/// A running load test.
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), skylark_loadgen::Error> {
+/// use skylark_loadgen::swarm::{PublishConfig, Swarm, SwarmConfig};
+/// use std::time::Duration;
+/// let config = SwarmConfig {
+///     publish: Some(PublishConfig {
+///         whip_url: "http://127.0.0.1:8080/whip".into(),
+///         stream_key: "sk_...".into(),
+///         video: Default::default(),
+///     }),
+///     whep_url: "http://127.0.0.1:8080/whep/room".into(),
+///     viewers: 100,
+///     ramp_per_sec: 20.0,
+///     duration: Duration::from_secs(30),
+///     ..Default::default()
+/// };
+/// let swarm = Swarm::start(config, tokio_util::sync::CancellationToken::new());
+/// let mut progress = swarm.progress();
+/// tokio::spawn(async move {
+///     while progress.changed().await.is_ok() {
+///         let p = *progress.borrow();
+///         eprintln!("{:.0}s playing {} failed {} {:.0} kbps", p.elapsed_s, p.playing, p.failed, p.kbps);
+///     }
+/// });
+/// let report = swarm.wait().await?;
+/// println!("{}", serde_json::to_string_pretty(&report).unwrap_or_default());
+/// # Ok(()) }
+/// ```
+pub struct Swarm {
+    progress: watch::Receiver<Progress>,
+    task: JoinHandle<Result<SwarmReport, Error>>,
+}
+
+impl Swarm {
+    /// Starts the run on the current tokio runtime; `cancel` ends it early (the report
+    /// still covers what happened).
+    pub fn start(config: SwarmConfig, cancel: CancellationToken) -> Swarm {
+        let (tx, rx) = watch::channel(Progress::default());
+        let task = tokio::spawn(run(config, cancel, tx));
+        Swarm { progress: rx, task }
+    }
+
+    /// Live counters, updated twice a second.
+    pub fn progress(&self) -> watch::Receiver<Progress> {
+        self.progress.clone()
+    }
+
+    /// Waits for the run to end and returns its report.
+    pub async fn wait(self) -> Result<SwarmReport, Error> {
+        self.task.await.map_err(|_| Error::EngineStopped)?
+    }
+}
+
+/// A viewer that joined, and when.
+struct Joined {
+    viewer: Viewer,
+    at: Instant,
+}
+
+/// Outcomes of the join tasks.
+#[derive(Default)]
+struct Tally {
+    joined: Vec<Joined>,
+    /// Signaling failures by cause.
+    failures: BTreeMap<String, u64>,
+    /// Joins cut off by the end of the run.
+    aborted: u64,
+}
+
+impl Tally {
+    fn on_join(&mut self, res: Result<Result<Joined, Error>, tokio::task::JoinError>) {
+        match res {
+            Ok(Ok(j)) => self.joined.push(j),
+            Ok(Err(e)) => {
+                *self.failures.entry(e.cause().to_string()).or_default() += 1;
+            }
+            Err(_) => self.aborted += 1,
+        }
+    }
+}
+
+async fn run(
+    config: SwarmConfig,
+    cancel: CancellationToken,
+    progress: watch::Sender<Progress>,
+) -> Result<SwarmReport, Error> {
+    let run_cancel = cancel.child_token();
+    let counters = Arc::new(LiveCounters::default());
+    let engines = (0..config.workers.max(1))
+        .map(|_| Engine::start_with_counters(config.engine, run_cancel.clone(), counters.clone()))
+        .collect::<Result<Vec<_>, _>>()?;
+    let result = drive(&config, &engines, &counters, &cancel, &progress).await;
+    run_cancel.cancel();
+    for engine in &engines {
+        engine.shutdown().await;
+    }
+    result
+}
+
+async fn drive(
+    config: &SwarmConfig,
+    engines: &[Engine],
+    counters: &Arc<LiveCounters>,
+    cancel: &CancellationToken,
+    progress: &watch::Sender<Progress>,
+) -> Result<SwarmReport, Error> {
+    let publisher = match &config.publish {
+        Some(p) => {
+            let publisher = engines[0]
+                .publish(&p.whip_url, &p.stream_key, p.video)
+                .await?;
+            if let Err(e) = publisher
+                .wait_connected(config.engine.connect_timeout)
+                .await
+            {
+                // Release the server's session before giving up.
+                let _ = publisher.stop().await;
+                return Err(e);
+            }
+            Some(publisher)
+        }
+        None => None,
+    };
+
+    let start = Instant::now();
+    let end = start + config.duration;
+    let ticker = tokio::spawn(report_progress(counters.clone(), start, progress.clone()));
+
+    let gate = Arc::new(Semaphore::new(config.max_concurrent_joins.max(1)));
+    let mut joins: JoinSet<Result<Joined, Error>> = JoinSet::new();
+    let mut tally = Tally::default();
+
+    let mut requested = 0u64;
+    for i in 0..config.viewers {
+        let due = if config.ramp_per_sec > 0.0 {
+            start + Duration::from_secs_f64(i as f64 / config.ramp_per_sec)
+        } else {
+            start
+        };
+        if due >= end {
+            break;
+        }
+        loop {
+            tokio::select! {
+                () = cancel.cancelled() => break,
+                () = tokio::time::sleep_until(due.into()) => break,
+                Some(res) = joins.join_next(), if !joins.is_empty() => {
+                    tally.on_join(res);
+                }
+            }
+        }
+        if cancel.is_cancelled() {
+            break;
+        }
+        requested += 1;
+        let engine = engines[i % engines.len()].clone();
+        let gate = gate.clone();
+        let url = config.whep_url.clone();
+        let token = config.whep_token.clone();
+        joins.spawn(async move {
+            let _permit = gate
+                .acquire_owned()
+                .await
+                .map_err(|_| Error::EngineStopped)?;
+            let viewer = engine.view(&url, token.as_deref()).await?;
+            Ok(Joined {
+                viewer,
+                at: Instant::now(),
+            })
+        });
+    }
+    loop {
+        tokio::select! {
+            () = cancel.cancelled() => break,
+            () = tokio::time::sleep_until(end.into()) => break,
+            Some(res) = joins.join_next(), if !joins.is_empty() => {
+                tally.on_join(res);
+            }
+        }
+    }
+    // Joins still in signaling at the end are cut off (unfinished).
+    joins.abort_all();
+    while let Some(res) = joins.join_next().await {
+        tally.on_join(res);
+    }
+    let ended = Instant::now();
+    ticker.abort();
+    let _ = progress.send(Progress::from_counters(
+        &counters.snapshot(),
+        ended - start,
+        0.0,
+    ));
+
+    // Close every viewer: final stats, then DELETE.
+    let closed: Vec<(Instant, Option<ViewerStats>, Result<(), Error>)> = stream::iter(tally.joined)
+        .map(|j| async move {
+            let (stats, deleted) = j.viewer.close().await;
+            (j.at, stats, deleted)
+        })
+        .buffer_unordered(CLOSE_CONCURRENCY)
+        .collect()
+        .await;
+    let mut delete_failures = closed.iter().filter(|c| c.2.is_err()).count() as u64;
+    let publisher = match publisher {
+        Some(p) => {
+            let (stats, deleted) = p.stop().await;
+            delete_failures += u64::from(deleted.is_err());
+            stats
+        }
+        None => None,
+    };
+
+    let stats: Vec<(Instant, Option<ViewerStats>)> =
+        closed.into_iter().map(|(at, s, _)| (at, s)).collect();
+    Ok(build_report(
+        RunEnd {
+            requested,
+            failures: tally.failures,
+            aborted: tally.aborted,
+            ended,
+            duration: ended - start,
+            delete_failures,
+            publisher,
+        },
+        stats,
+    ))
+}
+
+async fn report_progress(
+    counters: Arc<LiveCounters>,
+    start: Instant,
+    progress: watch::Sender<Progress>,
+) {
+    let mut last_bytes = counters.bytes_received.load(Ordering::Relaxed);
+    let mut last = Instant::now();
+    let mut tick = tokio::time::interval(PROGRESS_INTERVAL);
+    loop {
+        tick.tick().await;
+        let snap = counters.snapshot();
+        let now = Instant::now();
+        let secs = (now - last).as_secs_f64();
+        let kbps = if secs > 0.0 {
+            (snap.bytes_received - last_bytes) as f64 * 8.0 / secs / 1000.0
+        } else {
+            0.0
+        };
+        last_bytes = snap.bytes_received;
+        last = now;
+        let _ = progress.send(Progress::from_counters(&snap, now - start, kbps));
+    }
+}
+
+/// How a run ended, besides the viewers' own stats.
+struct RunEnd {
+    requested: u64,
+    /// Signaling failures by cause.
+    failures: BTreeMap<String, u64>,
+    aborted: u64,
+    ended: Instant,
+    duration: Duration,
+    delete_failures: u64,
+    publisher: Option<PublisherStats>,
+}
+
+fn build_report(end: RunEnd, viewers: Vec<(Instant, Option<ViewerStats>)>) -> SwarmReport {
+    let RunEnd {
+        requested,
+        mut failures,
+        aborted,
+        ended,
+        duration,
+        delete_failures,
+        publisher,
+    } = end;
+    let mut counts = ViewerCounts {
+        requested,
+        failed: failures.values().sum(),
+        unfinished: aborted,
+        ..Default::default()
+    };
+    let mut latency = Histogram::default();
+    let (mut join, mut connect, mut kbps) = (Vec::new(), Vec::new(), Vec::new());
+    let mut r = SwarmReport {
+        duration_s: duration.as_secs_f64(),
+        viewers: ViewerCounts::default(),
+        failures: BTreeMap::new(),
+        connect_ms: None,
+        join_ms: None,
+        latency_ms: None,
+        kbps: None,
+        loss_pct: 0.0,
+        frames_received: 0,
+        frames_bad_hash: 0,
+        frames_unmarked: 0,
+        frames_missing: 0,
+        audio_packets: 0,
+        bytes_received: 0,
+        delete_failures,
+        publisher,
+    };
+    let mut expected = 0u64;
+    for (joined_at, s) in &viewers {
+        let Some(s) = s else {
+            // The engine stopped under it: no stats to count.
+            counts.unfinished += 1;
+            continue;
+        };
+        r.frames_received += s.frames;
+        r.frames_bad_hash += s.frames_bad_hash;
+        r.frames_unmarked += s.frames_unmarked;
+        r.frames_missing += s.frames_missing;
+        r.audio_packets += s.audio_packets;
+        r.bytes_received += s.video_bytes + s.audio_bytes;
+        expected += s.frames_expected;
+        latency.merge(&s.latency_us);
+        if let Some(c) = s.connect_ms {
+            counts.connected += 1;
+            connect.push(c);
+        }
+        let failure = match (s.failure, s.join_ms) {
+            (Some(cause), _) => Some(cause),
+            (None, Some(j)) => {
+                counts.playing += 1;
+                join.push(j);
+                kbps.push(s.kbps);
+                None
+            }
+            (None, None)
+                if s.connected && ended.duration_since(*joined_at) >= NO_KEYFRAME_GRACE =>
+            {
+                Some(FailureCause::NoKeyframe)
+            }
+            (None, None) => {
+                counts.unfinished += 1;
+                None
+            }
+        };
+        if let Some(cause) = failure {
+            counts.failed += 1;
+            *failures.entry(cause.to_string()).or_default() += 1;
+        }
+    }
+    r.viewers = counts;
+    r.failures = failures;
+    r.connect_ms = percentiles(&connect);
+    r.join_ms = percentiles(&join);
+    r.latency_ms = latency.percentiles_ms();
+    r.kbps = percentiles(&kbps).map(|p| KbpsSummary {
+        min: kbps.iter().copied().fold(f64::INFINITY, f64::min),
+        p50: p.p50,
+    });
+    if expected > 0 {
+        r.loss_pct = r.frames_missing as f64 * 100.0 / expected as f64;
+    }
+    r
+}
