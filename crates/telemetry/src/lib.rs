@@ -14,6 +14,7 @@ pub mod service;
 pub use logging::{init, LogFormat, Telemetry, TelemetryConfig};
 pub use metrics_export::{metrics_handle, metrics_router, render_metrics};
 pub use propagation::{
-    extract_http, http_layer, inject_grpc, inject_http, GrpcClientInterceptor, GrpcServerLayer,
+    extract_http, grpc_channel, http_layer, inject_grpc, inject_http, GrpcClientInterceptor,
+    GrpcServerLayer,
 };
 pub use service::{ops_router, serve_http, serve_parts, ReadyCheck, ServicePart};

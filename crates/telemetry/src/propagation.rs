@@ -158,3 +158,13 @@ where
         Box::pin(fut.instrument(span))
     }
 }
+
+/// A lazily connected gRPC channel to `url` with bounded connect and call times; wrap
+/// clients with [`GrpcClientInterceptor`] so calls carry the caller's trace.
+pub fn grpc_channel(url: &str) -> anyhow::Result<tonic::transport::Channel> {
+    Ok(tonic::transport::Endpoint::from_shared(url.to_string())
+        .map_err(|e| anyhow::anyhow!("bad gRPC URL {url:?}: {e}"))?
+        .connect_timeout(std::time::Duration::from_secs(2))
+        .timeout(std::time::Duration::from_secs(5))
+        .connect_lazy())
+}

@@ -2,23 +2,14 @@
 
 use skylark_proto::rooms::v1::room_directory_client::RoomDirectoryClient;
 use skylark_proto::sfu::v1::sfu_node_client::SfuNodeClient;
-use skylark_telemetry::GrpcClientInterceptor;
+use skylark_telemetry::{grpc_channel as channel, GrpcClientInterceptor};
 use std::collections::HashMap;
 use std::sync::Mutex;
-use std::time::Duration;
 use tonic::service::interceptor::InterceptedService;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 pub type Directory = RoomDirectoryClient<InterceptedService<Channel, GrpcClientInterceptor>>;
 pub type Sfu = SfuNodeClient<InterceptedService<Channel, GrpcClientInterceptor>>;
-
-fn channel(url: &str) -> anyhow::Result<Channel> {
-    Ok(Endpoint::from_shared(url.to_string())
-        .map_err(|e| anyhow::anyhow!("bad gRPC URL {url:?}: {e}"))?
-        .connect_timeout(Duration::from_secs(2))
-        .timeout(Duration::from_secs(5))
-        .connect_lazy())
-}
 
 /// Lazily connected clients, shared by every request.
 pub struct Upstreams {
