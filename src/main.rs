@@ -2,6 +2,8 @@
 //! platform in one process on embedded defaults; a subcommand runs one service, as in
 //! the Kubernetes layout. Both share every line of service code.
 
+mod loadtest;
+
 use clap::{Args, Parser, Subcommand};
 use skylark_telemetry::{LogFormat, TelemetryConfig};
 use std::net::SocketAddr;
@@ -22,7 +24,7 @@ struct Cli {
     target: Option<Target>,
 }
 
-#[derive(Subcommand, Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Subcommand, Debug, Clone, PartialEq)]
 enum Target {
     /// Creators, rooms, stream keys (REST) and the RoomDirectory gRPC service.
     Api,
@@ -34,6 +36,8 @@ enum Target {
     Packager,
     /// Run database migrations and exit.
     Migrate,
+    /// Load generator: WHIP publishers and many WHEP viewers against a Skylark URL.
+    Loadtest(loadtest::LoadtestArgs),
 }
 
 /// All configuration: flags with environment-variable twins.
@@ -236,12 +240,16 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Some(Target::Sfu) => "skylark-sfu",
         Some(Target::Packager) => "skylark-packager",
         Some(Target::Migrate) => "skylark-migrate",
+        Some(Target::Loadtest(_)) => "skylark-loadtest",
     };
     let _telemetry = skylark_telemetry::init(&TelemetryConfig {
         service_name: name.into(),
         log_format: config.log_format,
         otlp_endpoint: config.otlp_endpoint.clone(),
     })?;
+    if let Some(Target::Loadtest(args)) = target {
+        return loadtest::run(args).await;
+    }
     config.log_summary(name);
 
     if target == Some(Target::Migrate) {
@@ -316,7 +324,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Some(Target::Sfu) => skylark_sfu::run(sfu(grpc(7002)), bus, shutdown).await,
         Some(Target::Packager) => skylark_packager::run(packager(), bus, shutdown).await,
-        Some(Target::Migrate) => unreachable!("handled above"),
+        Some(Target::Migrate) | Some(Target::Loadtest(_)) => unreachable!("handled above"),
     }
 }
 
