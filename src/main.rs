@@ -95,6 +95,15 @@ struct Config {
     /// Node id in the registry (default: generated).
     #[arg(long, env = "SKYLARK_NODE_ID")]
     node_id: Option<String>,
+    /// How other packagers reach this one's HTTP (default: the HTTP address).
+    #[arg(long, env = "SKYLARK_HTTP_ADVERTISE")]
+    http_advertise: Option<String>,
+    /// HLS target segment duration, ms (segments are cut at the next keyframe).
+    #[arg(long, env = "SKYLARK_HLS_SEGMENT_MS", default_value_t = 2000)]
+    hls_segment_ms: u64,
+    /// LL-HLS part duration, ms.
+    #[arg(long, env = "SKYLARK_HLS_PART_MS", default_value_t = 200)]
+    hls_part_ms: u64,
     /// Most WebRTC sessions one SFU node takes.
     #[arg(long, env = "SKYLARK_SFU_MAX_SESSIONS", default_value_t = 5000)]
     max_sessions: usize,
@@ -298,6 +307,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     };
     let packager = || skylark_packager::Config {
         http_addr: config.http_addr,
+        http_advertise: config.http_advertise.clone(),
+        public_ip: config.rtc_public_ip.unwrap_or_else(skylark_sfu::default_public_ip),
+        node_id: config.node_id.clone(),
+        segment_target: Duration::from_millis(config.hls_segment_ms.max(500)),
+        part_target: Duration::from_millis(config.hls_part_ms.clamp(100, 1000)),
     };
     match target {
         None => {

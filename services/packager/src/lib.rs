@@ -1,33 +1,332 @@
-//! The packager service. Its routes arrive with their issue; today it serves health and
-//! metrics, registers nothing, and stops cleanly on shutdown.
+//! The packager: turns live rooms into LL-HLS (CMAF: H.264 + Opus in fMP4) without
+//! transcoding. One packager holds each room (a lease in the bus), pulls its frames
+//! from the origin SFU over `RelayPull`, cuts segments and parts (`segmenter`, where a
+//! segment is cut), and serves them (`http`). Requests for rooms held by another
+//! packager are passed on to it (`remote`).
 
-use skylark_telemetry::ServicePart;
-use std::net::SocketAddr;
+mod http;
+mod remote;
+pub mod segmenter;
+mod store;
+
+use futures_util::StreamExt;
+use segmenter::{SegOutput, Segmenter};
+use skylark_bus::{keys, AnyBus, Bus, NodeInfo, NodeKind};
+use skylark_proto::sfu::v1 as pb;
+use skylark_proto::sfu::v1::sfu_node_client::SfuNodeClient;
+use skylark_telemetry::{grpc_channel, GrpcClientInterceptor, ServicePart};
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use store::{RoomHls, Rooms};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-/// Configuration of the packager service.
+const LEASE_TTL: Duration = Duration::from_secs(6);
+const TICK: Duration = Duration::from_secs(1);
+/// How long an ended room's playlist (with `EXT-X-ENDLIST`) stays served.
+const GRACE: Duration = Duration::from_secs(30);
+
+/// Configuration of the packager.
 #[derive(Debug, Clone)]
 pub struct Config {
     /// Where `skylark packager` serves HTTP when run alone.
     pub http_addr: SocketAddr,
+    /// How other packagers reach this one's HTTP (for passing requests on); `None`:
+    /// the HTTP address, with `public_ip` for an unspecified IP.
+    pub http_advertise: Option<String>,
+    pub public_ip: IpAddr,
+    pub node_id: Option<String>,
+    /// Target segment duration (cut at the first keyframe after it).
+    pub segment_target: Duration,
+    /// Target part duration (LL-HLS).
+    pub part_target: Duration,
 }
 
-/// Starts the service's background work and returns its routes.
+struct Shared {
+    bus: AnyBus,
+    rooms: Rooms,
+    me: String,
+    segment_target: Duration,
+    part_target: Duration,
+}
+
+/// Starts discovery and returns the `/hls` routes.
 pub async fn start(
-    _config: Config,
-    _bus: skylark_bus::AnyBus,
-    _shutdown: CancellationToken,
+    config: Config,
+    bus: AnyBus,
+    shutdown: CancellationToken,
 ) -> anyhow::Result<ServicePart> {
-    Ok(ServicePart::new("packager", axum::Router::new()))
+    let me = config
+        .node_id
+        .clone()
+        .unwrap_or_else(|| format!("packager-{:08x}", rand_u32()));
+    let advertise = config.http_advertise.clone().unwrap_or_else(|| {
+        let ip = if config.http_addr.ip().is_unspecified() {
+            config.public_ip
+        } else {
+            config.http_addr.ip()
+        };
+        SocketAddr::new(ip, config.http_addr.port()).to_string()
+    });
+    let rooms = Rooms::default();
+    let shared = Arc::new(Shared {
+        bus: bus.clone(),
+        rooms: rooms.clone(),
+        me: me.clone(),
+        segment_target: config.segment_target,
+        part_target: config.part_target,
+    });
+    let node = NodeInfo {
+        id: me.clone(),
+        kind: NodeKind::Packager,
+        grpc_addr: String::new(),
+        media_addr: advertise,
+        load: 0,
+        capacity: 1000,
+    };
+    let task = tokio::spawn(discovery(shared, node, shutdown));
+    let router = http::router(http::HttpState {
+        rooms,
+        remote: Arc::new(remote::Remote::new(bus, me)),
+    });
+    Ok(ServicePart {
+        name: "packager",
+        router,
+        ready: None,
+        tasks: vec![task],
+        grpc_addr: None,
+    })
 }
 
-/// Runs the service alone until `shutdown`.
-pub async fn run(
-    config: Config,
-    bus: skylark_bus::AnyBus,
-    shutdown: CancellationToken,
-) -> anyhow::Result<()> {
+/// Runs the packager alone until `shutdown`.
+pub async fn run(config: Config, bus: AnyBus, shutdown: CancellationToken) -> anyhow::Result<()> {
     let addr = config.http_addr;
     let part = start(config, bus, shutdown.clone()).await?;
     skylark_telemetry::serve_parts(addr, vec![part], shutdown).await
+}
+
+/// Finds live rooms (asking every SFU node), takes the lease of rooms nobody packages,
+/// and keeps the leases it holds.
+async fn discovery(
+    sh: Arc<Shared>,
+    mut node: NodeInfo,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let mut workers: HashMap<String, (JoinHandle<()>, CancellationToken)> = HashMap::new();
+    let mut tick = tokio::time::interval(TICK);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = tick.tick() => {}
+        }
+        workers.retain(|_, (h, _)| !h.is_finished());
+        node.load = workers.len() as u32;
+        metrics::gauge!("skylark_packager_rooms").set(workers.len() as f64);
+        if let Err(e) = sh.bus.heartbeat(&node, LEASE_TTL).await {
+            tracing::warn!(error = %e, "packager heartbeat failed");
+        }
+        // Keep what we hold; let go of what we lost.
+        for (room, (_, stop)) in workers.iter() {
+            match sh
+                .bus
+                .renew_lease(&keys::room_packager(room), &sh.me, LEASE_TTL)
+                .await
+            {
+                Ok(true) => {}
+                Ok(false) => {
+                    tracing::warn!(room_id = %room, "packager lease lost; stopping");
+                    stop.cancel();
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, room_id = %room, "packager lease renewal failed")
+                }
+            }
+        }
+        let Ok(sfus) = sh.bus.nodes(NodeKind::Sfu).await else {
+            continue;
+        };
+        for sfu in sfus {
+            let Ok(ch) = grpc_channel(&sfu.grpc_addr) else {
+                continue;
+            };
+            let mut client = SfuNodeClient::with_interceptor(ch, GrpcClientInterceptor);
+            let Ok(stats) = client.stats(pb::StatsRequest {}).await else {
+                continue;
+            };
+            for r in stats.into_inner().rooms.into_iter().filter(|r| r.live) {
+                if workers.contains_key(&r.room_id) {
+                    continue;
+                }
+                match sh
+                    .bus
+                    .acquire_lease(&keys::room_packager(&r.room_id), &sh.me, LEASE_TTL)
+                    .await
+                {
+                    Ok(true) => {
+                        tracing::info!(room_id = %r.room_id, "packaging room");
+                        let stop = shutdown.child_token();
+                        let h =
+                            tokio::spawn(room_worker(sh.clone(), r.room_id.clone(), stop.clone()));
+                        workers.insert(r.room_id, (h, stop));
+                    }
+                    Ok(false) => {}
+                    Err(e) => tracing::warn!(error = %e, "packager lease unavailable"),
+                }
+            }
+        }
+    }
+    for (room, (h, stop)) in workers {
+        stop.cancel();
+        let _ = h.await;
+        let _ = sh
+            .bus
+            .release_lease(&keys::room_packager(&room), &sh.me)
+            .await;
+    }
+    let _ = sh.bus.remove_node(NodeKind::Packager, &sh.me).await;
+    Ok(())
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// Pulls one room from its origin and writes its HLS until the room ends, the lease
+/// is lost, or shutdown.
+async fn room_worker(sh: Arc<Shared>, room: String, stop: CancellationToken) {
+    let hls = RoomHls::new(sh.segment_target, sh.part_target);
+    sh.rooms.insert(&room, hls.clone());
+    let mut seg = Segmenter::new(sh.segment_target, sh.part_target);
+    let mut offline_since: Option<tokio::time::Instant> = None;
+    loop {
+        if stop.is_cancelled() {
+            break;
+        }
+        let origin = match sh.bus.lease_holder(&keys::room_origin(&room)).await {
+            Ok(Some(holder)) => sh
+                .bus
+                .nodes(NodeKind::Sfu)
+                .await
+                .ok()
+                .and_then(|n| n.into_iter().find(|n| n.id == holder)),
+            _ => None,
+        };
+        let Some(origin) = origin else {
+            // Not live (any more): give a reconnecting publisher a few seconds.
+            let since = *offline_since.get_or_insert_with(tokio::time::Instant::now);
+            if since.elapsed() > Duration::from_secs(10) {
+                break;
+            }
+            tokio::select! { _ = stop.cancelled() => break, _ = tokio::time::sleep(TICK) => continue }
+        };
+        offline_since = None;
+        if let Err(e) = pull(&origin.grpc_addr, &room, &mut seg, &hls, &stop).await {
+            tracing::info!(room_id = %room, error = %e, "relay pull ended; retrying");
+        }
+        // Whatever comes next (a reconnecting publisher, a new origin) restarts timestamps.
+        let mut out = Vec::new();
+        seg.publisher_changed(&mut out);
+        apply(&hls, out);
+        tokio::select! { _ = stop.cancelled() => break, _ = tokio::time::sleep(Duration::from_millis(500)) => {} }
+    }
+    let mut out = Vec::new();
+    seg.flush(&mut out);
+    apply(&hls, out);
+    hls.end();
+    let _ = sh
+        .bus
+        .release_lease(&keys::room_packager(&room), &sh.me)
+        .await;
+    tracing::info!(room_id = %room, "room ended; HLS kept for the grace period");
+    tokio::time::sleep(GRACE).await;
+    if sh.rooms.get(&room).is_some_and(|h| Arc::ptr_eq(&h, &hls)) {
+        sh.rooms.remove(&room);
+    }
+}
+
+async fn pull(
+    origin: &str,
+    room: &str,
+    seg: &mut Segmenter,
+    hls: &RoomHls,
+    stop: &CancellationToken,
+) -> anyhow::Result<()> {
+    let ch = grpc_channel(origin)?;
+    let mut client = SfuNodeClient::with_interceptor(ch, GrpcClientInterceptor)
+        .max_decoding_message_size(8 * 1024 * 1024);
+    let (fb_tx, fb_rx) = mpsc::channel(16);
+    fb_tx
+        .send(pb::RelayFeedback {
+            msg: Some(pb::relay_feedback::Msg::Start(pb::RelayStart {
+                room_id: room.to_string(),
+            })),
+        })
+        .await?;
+    // The relay is long-lived: no per-call deadline, the stream ends with the room.
+    let mut req = tonic::Request::new(tokio_stream::wrappers::ReceiverStream::new(fb_rx));
+    req.set_timeout(Duration::from_secs(24 * 3600));
+    let mut stream = client.relay_pull(req).await?.into_inner();
+    let mut out = Vec::new();
+    loop {
+        let msg = tokio::select! {
+            _ = stop.cancelled() => return Ok(()),
+            m = stream.next() => m,
+        };
+        let Some(msg) = msg else { return Ok(()) };
+        match msg?.msg {
+            Some(pb::relay_message::Msg::Track(t)) => seg.add_track(&t),
+            Some(pb::relay_message::Msg::Frame(f)) => seg.push(&f, now_ms(), &mut out),
+            Some(pb::relay_message::Msg::PublisherChanged(_)) => seg.publisher_changed(&mut out),
+            Some(pb::relay_message::Msg::Ended(_)) => return Ok(()),
+            None => {}
+        }
+        for o in out.iter() {
+            if let SegOutput::RequestKeyframe = o {
+                let _ = fb_tx.try_send(pb::RelayFeedback {
+                    msg: Some(pb::relay_feedback::Msg::KeyframeRequest(
+                        pb::KeyframeRequest {
+                            track_id: String::new(),
+                        },
+                    )),
+                });
+            }
+        }
+        apply(hls, std::mem::take(&mut out));
+    }
+}
+
+fn apply(hls: &RoomHls, out: Vec<SegOutput>) {
+    for o in out {
+        match o {
+            SegOutput::Init { bytes, info } => hls.set_init(bytes, info),
+            SegOutput::Part {
+                msn,
+                bytes,
+                duration,
+                independent,
+                pdt_ms,
+                discontinuity,
+            } => {
+                metrics::histogram!("skylark_hls_part_duration_seconds").record(duration);
+                hls.push_part(msn, bytes, duration, independent, pdt_ms, discontinuity)
+            }
+            SegOutput::SegmentDone { msn, duration } => {
+                metrics::histogram!("skylark_hls_segment_duration_seconds").record(duration);
+                hls.finish_segment(msn)
+            }
+            SegOutput::RequestKeyframe => {}
+        }
+    }
+}
+
+fn rand_u32() -> u32 {
+    let mut b = [0u8; 4];
+    let _ = getrandom::fill(&mut b);
+    u32::from_le_bytes(b)
 }

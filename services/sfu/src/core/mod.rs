@@ -846,6 +846,14 @@ impl Core {
                         self.out.push_back(Output::Event(CoreEvent::RoomOffline {
                             room: p.room.clone(),
                         }));
+                        // Relay consumers learn the stream stopped; a returning publisher
+                        // is a new stream for them (timestamps restart).
+                        for sink in r.relays.clone() {
+                            self.out.push_back(Output::Relay {
+                                sink,
+                                msg: relay_msg(pb::relay_message::Msg::Ended(pb::Empty {})),
+                            });
+                        }
                     }
                 }
                 Role::Subscriber => {

@@ -1,0 +1,388 @@
+//! HLS playlists written by hand: the multivariant playlist, and LL-HLS media playlists
+//! with partial segments, preload hints, blocking-reload server control and rendition
+//! reports (RFC 8216bis / Apple's LL-HLS spec).
+//!
+//! ```
+//! use skylark_media::hls::{MediaPlaylist, Part, Segment};
+//! let mut pl = MediaPlaylist::new(2.0, 0.333);
+//! pl.segments.push(Segment {
+//!     uri: "seg0.m4s".into(),
+//!     duration: 2.0,
+//!     program_date_time_ms: 0,
+//!     discontinuity: false,
+//!     independent: true,
+//!     parts: vec![Part { uri: "seg0.0.m4s".into(), duration: 0.333, independent: true }],
+//!     complete: true,
+//! });
+//! let text = pl.render();
+//! assert!(text.starts_with("#EXTM3U"));
+//! assert!(text.contains("#EXT-X-PART:DURATION=0.33300,URI=\"seg0.0.m4s\",INDEPENDENT=YES"));
+//! ```
+
+use std::fmt::Write;
+
+/// One partial segment (an LL-HLS part).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Part {
+    /// URI relative to the playlist.
+    pub uri: String,
+    /// Seconds.
+    pub duration: f64,
+    /// Starts with a keyframe.
+    pub independent: bool,
+}
+
+/// One media segment, complete or still growing (its parts so far).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Segment {
+    /// URI of the whole segment (valid once `complete`).
+    pub uri: String,
+    /// Seconds (of the parts so far while incomplete).
+    pub duration: f64,
+    /// Wall clock of the segment's first sample, ms since the UNIX epoch.
+    pub program_date_time_ms: i64,
+    /// Timestamps restart here (a publisher reconnected).
+    pub discontinuity: bool,
+    /// Starts with a keyframe.
+    pub independent: bool,
+    /// Its parts, in order.
+    pub parts: Vec<Part>,
+    /// All parts are in; the segment URI can be fetched.
+    pub complete: bool,
+}
+
+/// Where a player can find another rendition's newest part (`EXT-X-RENDITION-REPORT`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct RenditionReport {
+    /// The other rendition's playlist URI.
+    pub uri: String,
+    /// Its last media sequence number.
+    pub last_msn: u64,
+    /// Its last part index in that segment.
+    pub last_part: u64,
+}
+
+/// An LL-HLS media playlist: a rolling window of segments.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MediaPlaylist {
+    /// Target segment duration, seconds.
+    pub target_duration: f64,
+    /// Target part duration, seconds.
+    pub part_target: f64,
+    /// Media sequence number of the first segment in `segments`.
+    pub media_sequence: u64,
+    /// Discontinuity sequence of the first segment.
+    pub discontinuity_sequence: u64,
+    /// Init segment URI (`EXT-X-MAP`).
+    pub map_uri: String,
+    /// The window, oldest first; the last may be incomplete.
+    pub segments: Vec<Segment>,
+    /// The part the server will publish next (`EXT-X-PRELOAD-HINT`).
+    pub preload_hint: Option<String>,
+    /// Other renditions' positions.
+    pub rendition_reports: Vec<RenditionReport>,
+    /// The stream ended (`EXT-X-ENDLIST`).
+    pub ended: bool,
+}
+
+impl MediaPlaylist {
+    /// An empty live playlist.
+    pub fn new(target_duration: f64, part_target: f64) -> Self {
+        Self {
+            target_duration,
+            part_target,
+            media_sequence: 0,
+            discontinuity_sequence: 0,
+            map_uri: "init.mp4".into(),
+            segments: Vec::new(),
+            preload_hint: None,
+            rendition_reports: Vec::new(),
+            ended: false,
+        }
+    }
+
+    /// Media sequence number and part index of the newest published part, if any.
+    pub fn last_part(&self) -> Option<(u64, u64)> {
+        let (i, seg) = self
+            .segments
+            .iter()
+            .enumerate()
+            .rev()
+            .find(|(_, s)| !s.parts.is_empty())?;
+        Some((self.media_sequence + i as u64, seg.parts.len() as u64 - 1))
+    }
+
+    /// Whether the playlist already holds segment `msn` (and, with `part`, that part of
+    /// it): the condition a blocking reload (`_HLS_msn`, `_HLS_part`) waits for.
+    pub fn has(&self, msn: u64, part: Option<u64>) -> bool {
+        if self.ended {
+            return true;
+        }
+        let Some(i) = msn.checked_sub(self.media_sequence) else {
+            return true; // already slid out of the window
+        };
+        let Some(seg) = self.segments.get(i as usize) else {
+            return false;
+        };
+        match part {
+            None => seg.complete,
+            Some(p) => seg.complete || (p as usize) < seg.parts.len(),
+        }
+    }
+
+    /// `PART-HOLD-BACK`: three part targets, the spec's minimum.
+    pub fn part_hold_back(&self) -> f64 {
+        3.0 * self.part_target
+    }
+
+    /// The playlist text.
+    pub fn render(&self) -> String {
+        let mut o = String::with_capacity(256 + self.segments.len() * 256);
+        let target = self.target_duration.ceil().max(1.0) as u64;
+        let _ = writeln!(o, "#EXTM3U");
+        let _ = writeln!(o, "#EXT-X-VERSION:9");
+        let _ = writeln!(o, "#EXT-X-TARGETDURATION:{target}");
+        let _ = writeln!(
+            o,
+            "#EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES,PART-HOLD-BACK={:.3},HOLD-BACK={:.3}",
+            self.part_hold_back(),
+            3.0 * target as f64
+        );
+        let _ = writeln!(o, "#EXT-X-PART-INF:PART-TARGET={:.5}", self.part_target);
+        let _ = writeln!(o, "#EXT-X-MEDIA-SEQUENCE:{}", self.media_sequence);
+        if self.discontinuity_sequence > 0 {
+            let _ = writeln!(
+                o,
+                "#EXT-X-DISCONTINUITY-SEQUENCE:{}",
+                self.discontinuity_sequence
+            );
+        }
+        let _ = writeln!(o, "#EXT-X-INDEPENDENT-SEGMENTS");
+        let _ = writeln!(o, "#EXT-X-MAP:URI=\"{}\"", self.map_uri);
+        // Parts are listed only for the last few segments, as the spec allows; older
+        // segments are plain, which keeps the playlist short.
+        let parts_from = self.segments.len().saturating_sub(3);
+        for (i, s) in self.segments.iter().enumerate() {
+            if s.discontinuity && i > 0 {
+                let _ = writeln!(o, "#EXT-X-DISCONTINUITY");
+            }
+            let _ = writeln!(
+                o,
+                "#EXT-X-PROGRAM-DATE-TIME:{}",
+                format_pdt(s.program_date_time_ms)
+            );
+            if i >= parts_from {
+                for p in &s.parts {
+                    let _ = write!(o, "#EXT-X-PART:DURATION={:.5},URI=\"{}\"", p.duration, p.uri);
+                    if p.independent {
+                        let _ = write!(o, ",INDEPENDENT=YES");
+                    }
+                    let _ = writeln!(o);
+                }
+            }
+            if s.complete {
+                let _ = writeln!(o, "#EXTINF:{:.5},", s.duration);
+                let _ = writeln!(o, "{}", s.uri);
+            }
+        }
+        if let Some(h) = &self.preload_hint {
+            if !self.ended {
+                let _ = writeln!(o, "#EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"{h}\"");
+            }
+        }
+        for r in &self.rendition_reports {
+            let _ = writeln!(
+                o,
+                "#EXT-X-RENDITION-REPORT:URI=\"{}\",LAST-MSN={},LAST-PART={}",
+                r.uri, r.last_msn, r.last_part
+            );
+        }
+        if self.ended {
+            let _ = writeln!(o, "#EXT-X-ENDLIST");
+        }
+        o
+    }
+}
+
+/// One rendition in the multivariant playlist.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Variant {
+    /// Media playlist URI.
+    pub uri: String,
+    /// Peak bits per second.
+    pub bandwidth: u64,
+    /// RFC 6381 codecs, e.g. `avc1.42e01f,opus`.
+    pub codecs: String,
+    /// Width and height, for video renditions.
+    pub resolution: Option<(u32, u32)>,
+    /// Frames per second, if known.
+    pub frame_rate: Option<f64>,
+}
+
+/// The multivariant ("master") playlist: one entry per rendition.
+pub fn render_multivariant(variants: &[Variant]) -> String {
+    let mut o = String::from("#EXTM3U\n#EXT-X-VERSION:9\n#EXT-X-INDEPENDENT-SEGMENTS\n");
+    for v in variants {
+        let _ = write!(
+            o,
+            "#EXT-X-STREAM-INF:BANDWIDTH={},CODECS=\"{}\"",
+            v.bandwidth, v.codecs
+        );
+        if let Some((w, h)) = v.resolution {
+            let _ = write!(o, ",RESOLUTION={w}x{h}");
+        }
+        if let Some(f) = v.frame_rate {
+            let _ = write!(o, ",FRAME-RATE={f:.3}");
+        }
+        let _ = writeln!(o, "\n{}", v.uri);
+    }
+    o
+}
+
+/// `2026-11-24T15:04:05.123Z` from epoch milliseconds (proleptic Gregorian, UTC).
+pub fn format_pdt(ms: i64) -> String {
+    let secs = ms.div_euclid(1000);
+    let millis = ms.rem_euclid(1000);
+    let days = secs.div_euclid(86_400);
+    let sod = secs.rem_euclid(86_400);
+    // Civil-from-days (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = if m <= 2 { y + 1 } else { y };
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{millis:03}Z",
+        sod / 3600,
+        (sod % 3600) / 60,
+        sod % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn seg(n: u64, parts: usize, complete: bool) -> Segment {
+        Segment {
+            uri: format!("seg{n}.m4s"),
+            duration: parts as f64 * 0.5,
+            program_date_time_ms: 1_795_533_260_000 + n as i64 * 2000,
+            discontinuity: false,
+            independent: true,
+            parts: (0..parts)
+                .map(|p| Part {
+                    uri: format!("seg{n}.{p}.m4s"),
+                    duration: 0.5,
+                    independent: p == 0,
+                })
+                .collect(),
+            complete,
+        }
+    }
+
+    #[test]
+    fn pdt_formats_utc() {
+        assert_eq!(format_pdt(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(format_pdt(951_782_400_123), "2000-02-29T00:00:00.123Z");
+        assert_eq!(format_pdt(1_795_533_260_757), "2026-11-24T15:14:20.757Z");
+    }
+
+    #[test]
+    fn golden_live_playlist() {
+        let mut pl = MediaPlaylist::new(2.0, 0.5);
+        pl.media_sequence = 5;
+        pl.segments = vec![seg(5, 4, true), seg(6, 2, false)];
+        pl.preload_hint = Some("seg6.2.m4s".into());
+        pl.rendition_reports.push(RenditionReport {
+            uri: "../l/index.m3u8".into(),
+            last_msn: 6,
+            last_part: 1,
+        });
+        let expected = "#EXTM3U
+#EXT-X-VERSION:9
+#EXT-X-TARGETDURATION:2
+#EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES,PART-HOLD-BACK=1.500,HOLD-BACK=6.000
+#EXT-X-PART-INF:PART-TARGET=0.50000
+#EXT-X-MEDIA-SEQUENCE:5
+#EXT-X-INDEPENDENT-SEGMENTS
+#EXT-X-MAP:URI=\"init.mp4\"
+#EXT-X-PROGRAM-DATE-TIME:2026-11-24T15:14:30.000Z
+#EXT-X-PART:DURATION=0.50000,URI=\"seg5.0.m4s\",INDEPENDENT=YES
+#EXT-X-PART:DURATION=0.50000,URI=\"seg5.1.m4s\"
+#EXT-X-PART:DURATION=0.50000,URI=\"seg5.2.m4s\"
+#EXT-X-PART:DURATION=0.50000,URI=\"seg5.3.m4s\"
+#EXTINF:2.00000,
+seg5.m4s
+#EXT-X-PROGRAM-DATE-TIME:2026-11-24T15:14:32.000Z
+#EXT-X-PART:DURATION=0.50000,URI=\"seg6.0.m4s\",INDEPENDENT=YES
+#EXT-X-PART:DURATION=0.50000,URI=\"seg6.1.m4s\"
+#EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"seg6.2.m4s\"
+#EXT-X-RENDITION-REPORT:URI=\"../l/index.m3u8\",LAST-MSN=6,LAST-PART=1
+";
+        assert_eq!(pl.render(), expected);
+        assert_eq!(pl.last_part(), Some((6, 1)));
+    }
+
+    #[test]
+    fn blocking_reload_condition() {
+        let mut pl = MediaPlaylist::new(2.0, 0.5);
+        pl.media_sequence = 10;
+        pl.segments = vec![seg(10, 4, true), seg(11, 1, false)];
+        assert!(pl.has(9, None), "slid out of the window: answer at once");
+        assert!(pl.has(10, None));
+        assert!(pl.has(11, Some(0)));
+        assert!(!pl.has(11, Some(1)));
+        assert!(!pl.has(11, None));
+        assert!(!pl.has(12, Some(0)));
+        pl.ended = true;
+        assert!(pl.has(99, Some(3)), "an ended stream never blocks");
+        assert!(pl.render().ends_with("#EXT-X-ENDLIST\n"));
+        assert!(!pl.render().contains("PRELOAD-HINT"));
+    }
+
+    #[test]
+    fn discontinuity_and_old_segments_without_parts() {
+        let mut pl = MediaPlaylist::new(2.0, 0.5);
+        pl.segments = (0..5).map(|n| seg(n, 4, true)).collect();
+        pl.segments[4].discontinuity = true;
+        pl.discontinuity_sequence = 2;
+        let t = pl.render();
+        assert!(t.contains("#EXT-X-DISCONTINUITY-SEQUENCE:2\n"));
+        assert_eq!(t.matches("#EXT-X-DISCONTINUITY\n").count(), 1);
+        assert!(!t.contains("seg0.0.m4s"), "parts only for the newest segments");
+        assert!(t.contains("seg4.3.m4s"));
+        assert_eq!(t.matches("#EXTINF").count(), 5);
+    }
+
+    #[test]
+    fn golden_multivariant() {
+        let t = render_multivariant(&[
+            Variant {
+                uri: "h/index.m3u8".into(),
+                bandwidth: 2_500_000,
+                codecs: "avc1.42e01f,opus".into(),
+                resolution: Some((1280, 720)),
+                frame_rate: Some(30.0),
+            },
+            Variant {
+                uri: "l/index.m3u8".into(),
+                bandwidth: 400_000,
+                codecs: "avc1.42e01f,opus".into(),
+                resolution: Some((320, 180)),
+                frame_rate: None,
+            },
+        ]);
+        assert_eq!(
+            t,
+            "#EXTM3U\n#EXT-X-VERSION:9\n#EXT-X-INDEPENDENT-SEGMENTS\n\
+#EXT-X-STREAM-INF:BANDWIDTH=2500000,CODECS=\"avc1.42e01f,opus\",RESOLUTION=1280x720,FRAME-RATE=30.000\nh/index.m3u8\n\
+#EXT-X-STREAM-INF:BANDWIDTH=400000,CODECS=\"avc1.42e01f,opus\",RESOLUTION=320x180\nl/index.m3u8\n"
+        );
+    }
+}

@@ -1,0 +1,377 @@
+//! Property tests: parsers never panic, encoders and decoders round-trip,
+//! unwrappers stay exact over bounded random walks.
+
+use proptest::prelude::*;
+use skylark_media::fuzzing;
+use skylark_media::rtp::{RtpHeader, RtpPacket, SeqUnwrapper, TsUnwrapper};
+
+proptest! {
+    #[test]
+    fn rtp_parse_never_panics(data in proptest::collection::vec(any::<u8>(), 0..256)) {
+        fuzzing::fuzz_rtp_parse(&data);
+    }
+
+    #[test]
+    fn rtp_header_round_trips(
+        marker in any::<bool>(),
+        payload_type in 0u8..128,
+        sequence_number in any::<u16>(),
+        timestamp in any::<u32>(),
+        ssrc in any::<u32>(),
+        csrcs in proptest::collection::vec(any::<u32>(), 0..16),
+        extensions in proptest::collection::vec(
+            (1u8..=255, proptest::collection::vec(any::<u8>(), 0..40)), 0..6),
+        padding in any::<u8>(),
+        payload in proptest::collection::vec(any::<u8>(), 0..100),
+    ) {
+        let header = RtpHeader {
+            marker, payload_type, sequence_number, timestamp, ssrc, csrcs,
+            extensions: extensions.into_iter().map(|(id, d)| (id, d.into())).collect(),
+            padding,
+        };
+        let bytes = header.to_packet(&payload).unwrap();
+        let pkt = RtpPacket::parse(&bytes).unwrap();
+        prop_assert_eq!(RtpHeader::from_packet(&pkt), header);
+        prop_assert_eq!(pkt.payload(), &payload[..]);
+    }
+
+    /// Over any walk whose steps stay under half the counter range, the unwrapped
+    /// value is exactly the true position (clamped at zero), so it is monotonic.
+    #[test]
+    fn seq_unwrapper_is_exact_over_bounded_walks(
+        start in any::<u16>(),
+        steps in proptest::collection::vec(-32_767i64..=32_767, 1..300),
+    ) {
+        let mut u = SeqUnwrapper::new();
+        let mut pos = i64::from(start);
+        prop_assert_eq!(u.unwrap(start), u64::from(start));
+        let mut prev = (pos, u64::from(start));
+        for step in steps {
+            pos += step;
+            let got = u.unwrap(pos.rem_euclid(1 << 16) as u16);
+            prop_assert_eq!(got, pos.max(0) as u64);
+            // Monotonic: order of true positions is preserved (non-strictly).
+            if pos >= prev.0 { prop_assert!(got >= prev.1) } else { prop_assert!(got <= prev.1) }
+            prev = (pos, got);
+        }
+    }
+
+    #[test]
+    fn ts_unwrapper_is_exact_over_bounded_walks(
+        start in any::<u32>(),
+        steps in proptest::collection::vec(-(1i64 << 31) + 1..(1i64 << 31), 1..300),
+    ) {
+        let mut u = TsUnwrapper::new();
+        let mut pos = i64::from(start);
+        u.unwrap(start);
+        for step in steps {
+            pos += step;
+            let got = u.unwrap(pos.rem_euclid(1 << 32) as u32);
+            prop_assert_eq!(got, pos.max(0) as u64);
+        }
+    }
+
+    /// Realistic walks: mostly forward by one frame, sometimes a late packet.
+    #[test]
+    fn ts_unwrapper_is_monotonic_for_forward_streams(
+        start in any::<u32>(),
+        steps in proptest::collection::vec(0u32..100_000, 1..500),
+    ) {
+        let mut u = TsUnwrapper::new();
+        let mut raw = start;
+        let mut last = u.unwrap(raw);
+        for step in steps {
+            raw = raw.wrapping_add(step);
+            let got = u.unwrap(raw);
+            prop_assert_eq!(got, last + u64::from(step));
+            last = got;
+        }
+    }
+}
+
+/// Inputs that once broke a fuzz target, kept in `tests/fuzz-regressions/<target>/`.
+#[test]
+fn fuzz_regressions_stay_fixed() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fuzz-regressions");
+    type Target = fn(&[u8]);
+    let targets: [(&str, Target); 4] = [
+        ("rtp_parse", fuzzing::fuzz_rtp_parse),
+        ("h264_depacketize", fuzzing::fuzz_h264_depacketize),
+        ("h264_sps", fuzzing::fuzz_h264_sps),
+        ("opus_toc", fuzzing::fuzz_opus_toc),
+    ];
+    let mut ran = 0;
+    for (name, target) in targets {
+        let Ok(entries) = std::fs::read_dir(dir.join(name)) else {
+            continue;
+        };
+        for entry in entries {
+            let path = entry.unwrap().path();
+            target(&std::fs::read(&path).unwrap());
+            ran += 1;
+        }
+    }
+    assert!(ran > 0, "no regression inputs found in {}", dir.display());
+}
+
+mod h264 {
+    use bytes::Bytes;
+    use proptest::prelude::*;
+    use skylark_media::fuzzing;
+    use skylark_media::h264::{
+        add_emulation_prevention, annexb_nalus, annexb_to_avcc, avcc_to_annexb,
+        remove_emulation_prevention, H264Depacketizer, H264Packetizer,
+    };
+
+    /// A NAL unit of a type that single NAL unit packets may carry.
+    fn nal(types: std::ops::RangeInclusive<u8>, max_len: usize) -> impl Strategy<Value = Bytes> {
+        (
+            types,
+            0u8..4,
+            proptest::collection::vec(any::<u8>(), 0..max_len),
+        )
+            .prop_map(|(ty, nri, body)| {
+                let mut v = vec![(nri << 5) | ty];
+                v.extend(body);
+                Bytes::from(v)
+            })
+    }
+
+    /// Access units: the first starts with SPS, PPS and an IDR (so decoding can start),
+    /// the rest are arbitrary NAL units.
+    fn access_units() -> impl Strategy<Value = Vec<Vec<Bytes>>> {
+        let first = proptest::collection::vec(nal(1..=23, 3000), 0..6).prop_map(|mut rest| {
+            rest.insert(0, Bytes::from_static(&[0x65, 0x88, 0x84]));
+            rest.insert(0, Bytes::from_static(&[0x68, 0xce, 0x38, 0x80]));
+            rest.insert(0, Bytes::from_static(&[0x67, 0x42, 0xc0, 0x1f, 0xda]));
+            rest
+        });
+        let others =
+            proptest::collection::vec(proptest::collection::vec(nal(1..=23, 3000), 1..8), 0..5);
+        (first, others).prop_map(|(first, mut others)| {
+            others.insert(0, first);
+            others
+        })
+    }
+
+    /// Pictures shaped like an encoder's: optional parameter sets, then slices of
+    /// one type (IDR or not) where only the first has `first_mb_in_slice` = 0.
+    /// The depacketizer's loss recovery relies on that shape.
+    fn realistic_access_units() -> impl Strategy<Value = Vec<Vec<Bytes>>> {
+        let picture = (
+            any::<bool>(),
+            1usize..5,
+            proptest::collection::vec(any::<u8>(), 1..1500),
+        )
+            .prop_map(|(idr, slices, body)| {
+                let mut au = Vec::new();
+                if idr {
+                    au.push(Bytes::from_static(&[0x67, 0x42, 0xc0, 0x1f, 0xda]));
+                    au.push(Bytes::from_static(&[0x68, 0xce, 0x38, 0x80]));
+                }
+                for n in 0..slices {
+                    let mut nal = vec![if idr { 0x65 } else { 0x41 }];
+                    nal.push(if n == 0 {
+                        0x80 | body[0]
+                    } else {
+                        0x7f & body[0]
+                    });
+                    nal.extend_from_slice(&body[..body.len() / (n + 1)]);
+                    au.push(Bytes::from(nal));
+                }
+                au
+            });
+        proptest::collection::vec(picture, 1..8)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(200))]
+
+        #[test]
+        fn packetize_then_depacketize_gives_the_same_nalus(
+            aus in access_units(),
+            mtu in 3usize..1500,
+            aggregate in any::<bool>(),
+            seq0 in any::<u16>(),
+            ts0 in any::<u32>(),
+        ) {
+            let packetizer = H264Packetizer::new(mtu).unwrap().with_aggregation(aggregate);
+            let mut d = H264Depacketizer::new();
+            let mut seq = seq0;
+            let mut out = Vec::new();
+            for (n, au) in aus.iter().enumerate() {
+                let ts = ts0.wrapping_add(3000 * n as u32);
+                let payloads = packetizer.packetize(au).unwrap();
+                prop_assert!(payloads.iter().all(|p| p.len() <= mtu));
+                let last = payloads.len() - 1;
+                for (i, p) in payloads.into_iter().enumerate() {
+                    d.push(p, seq, ts, i == last).unwrap();
+                    seq = seq.wrapping_add(1);
+                }
+                out.extend(std::iter::from_fn(|| d.pop()));
+            }
+            prop_assert_eq!(out.len(), aus.len());
+            for (n, (got, want)) in out.iter().zip(&aus).enumerate() {
+                prop_assert_eq!(&got.nalus, want);
+                prop_assert_eq!(got.timestamp, u64::from(ts0) + 3000 * n as u64);
+            }
+            prop_assert_eq!(d.stats().lost_packets, 0);
+        }
+
+        #[test]
+        fn depacketizer_never_panics(data in proptest::collection::vec(any::<u8>(), 0..2048)) {
+            fuzzing::fuzz_h264_depacketize(&data);
+        }
+
+        #[test]
+        fn depacketizer_survives_shuffled_valid_packets(
+            aus in realistic_access_units(),
+            swaps in proptest::collection::vec((0usize..64, 0usize..64), 0..10),
+            drops in proptest::collection::vec(0usize..64, 0..3),
+        ) {
+            let packetizer = H264Packetizer::new(500).unwrap();
+            let mut packets = Vec::new();
+            let mut seq = 0u16;
+            for (n, au) in aus.iter().enumerate() {
+                let payloads = packetizer.packetize(au).unwrap();
+                let last = payloads.len() - 1;
+                for (i, p) in payloads.into_iter().enumerate() {
+                    packets.push((p, seq, 3000 * n as u32, i == last));
+                    seq += 1;
+                }
+            }
+            for (a, b) in swaps {
+                if a < packets.len() && b < packets.len() {
+                    packets.swap(a, b);
+                }
+            }
+            for i in drops {
+                if i < packets.len() {
+                    packets.remove(i);
+                }
+            }
+            let mut d = H264Depacketizer::new();
+            let mut out = Vec::new();
+            for (p, seq, ts, marker) in packets {
+                let _ = d.push(p, seq, ts, marker);
+                out.extend(std::iter::from_fn(|| d.pop()));
+            }
+            let _ = d.flush();
+            out.extend(std::iter::from_fn(|| d.pop()));
+            // Whatever came out is an ordered subset of the input pictures,
+            // starting with a keyframe, each with all its slices. Only leading
+            // parameter sets can go missing unnoticed (lost with their packet).
+            let mut last_ts = None;
+            for au in &out {
+                let n = (au.timestamp / 3000) as usize;
+                prop_assert!(last_ts < Some(au.timestamp));
+                last_ts = Some(au.timestamp);
+                let want = &aus[n];
+                prop_assert!(want.ends_with(&au.nalus), "picture {} damaged", n);
+                let missing = &want[..want.len() - au.nalus.len()];
+                prop_assert!(missing.iter().all(|nal| matches!(nal[0] & 0x1f, 7 | 8)));
+            }
+            if let Some(first) = out.first() {
+                prop_assert!(first.keyframe);
+            }
+        }
+
+        #[test]
+        fn sps_and_friends_never_panic(data in proptest::collection::vec(any::<u8>(), 0..128)) {
+            fuzzing::fuzz_h264_sps(&data);
+        }
+
+        #[test]
+        fn emulation_prevention_round_trips(rbsp in proptest::collection::vec(
+            prop_oneof![Just(0u8), Just(1u8), Just(2u8), Just(3u8), any::<u8>()], 0..200)) {
+            let escaped = add_emulation_prevention(&rbsp);
+            prop_assert!(!escaped.windows(3).any(|w| w[0] == 0 && w[1] == 0 && w[2] <= 2));
+            prop_assert_eq!(&*remove_emulation_prevention(&escaped), &rbsp[..]);
+        }
+
+        #[test]
+        fn annexb_and_avcc_round_trip(bodies in proptest::collection::vec(
+            proptest::collection::vec(prop_oneof![Just(0u8), Just(1u8), any::<u8>()], 0..100), 1..8)) {
+            // Real NAL units: a header byte, escaped payload, and a non-zero
+            // last byte (rbsp_trailing_bits).
+            let nalus: Vec<Vec<u8>> = bodies.into_iter().map(|mut b| {
+                b.push(0x80);
+                let mut nal = vec![0x41];
+                nal.extend(add_emulation_prevention(&b));
+                nal
+            }).collect();
+            let mut stream = Vec::new();
+            for (i, nal) in nalus.iter().enumerate() {
+                stream.extend_from_slice(if i % 2 == 0 { &[0, 0, 0, 1][..] } else { &[0, 0, 1][..] });
+                stream.extend_from_slice(nal);
+            }
+            let split: Vec<&[u8]> = annexb_nalus(&stream).collect();
+            let want: Vec<&[u8]> = nalus.iter().map(|n| &n[..]).collect();
+            prop_assert_eq!(&split, &want);
+            let avcc = annexb_to_avcc(&stream);
+            let back = avcc_to_annexb(&avcc, 4).unwrap();
+            let again: Vec<&[u8]> = annexb_nalus(&back).collect();
+            prop_assert_eq!(again, want);
+        }
+    }
+}
+
+mod opus {
+    use bytes::Bytes;
+    use proptest::prelude::*;
+    use skylark_media::fuzzing;
+    use skylark_media::opus::{parse_packet, OpusDepacketizer, Toc};
+
+    proptest! {
+        #[test]
+        fn opus_parsing_never_panics(data in proptest::collection::vec(any::<u8>(), 0..1500)) {
+            fuzzing::fuzz_opus_toc(&data);
+        }
+
+        /// Code 3 CBR packets built from parts parse back to what was built.
+        #[test]
+        fn code3_cbr_round_trips(config in 0u8..32, stereo in any::<bool>(),
+                                 frames in 1u8..=48, frame_len in 0usize..100, padding in 0usize..600) {
+            let toc = (config << 3) | (u8::from(stereo) << 2) | 3;
+            let mut p = vec![toc, frames | if padding > 0 { 0x40 } else { 0 }];
+            if padding > 0 {
+                let mut left = padding;
+                while left >= 255 { p.push(255); left -= 254; }
+                p.push(left as u8);
+            }
+            p.extend(std::iter::repeat_n(0x55, frame_len * usize::from(frames)));
+            p.extend(std::iter::repeat_n(0, padding));
+            let samples = Toc::from_byte(toc).frame_samples() * u32::from(frames);
+            match parse_packet(&p) {
+                Ok(info) => {
+                    prop_assert_eq!(info.frames, frames);
+                    prop_assert_eq!(info.samples, samples);
+                }
+                Err(_) => prop_assert!(samples > 5760),
+            }
+        }
+
+        #[test]
+        fn depacketizer_releases_in_order(order in Just((0u16..40).collect::<Vec<_>>()).prop_shuffle(),
+                                          start in any::<u16>()) {
+            // Shuffle within windows of 4 so that the reorder buffer can undo
+            // it; the first packet stays first, as it defines where the stream
+            // starts (anything older is late).
+            let mut seqs: Vec<u16> = (0..40).collect();
+            for chunk in seqs[1..].chunks_mut(4) {
+                chunk.sort_by_key(|s| order[usize::from(*s)]);
+            }
+            let mut d = OpusDepacketizer::new();
+            let mut out = Vec::new();
+            for s in seqs {
+                d.push(Bytes::from_static(&[0xfc, 0]), start.wrapping_add(s), u32::from(s) * 960).unwrap();
+                out.extend(std::iter::from_fn(|| d.pop()));
+            }
+            prop_assert_eq!(out.len(), 40);
+            for (n, p) in out.iter().enumerate() {
+                prop_assert_eq!(p.timestamp, n as u64 * 960);
+                prop_assert!(!p.discontinuity);
+            }
+        }
+    }
+}

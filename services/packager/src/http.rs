@@ -1,0 +1,307 @@
+//! `GET /hls/{room}/…`: the multivariant playlist, the LL-HLS media playlist with
+//! blocking reload (`_HLS_msn`, `_HLS_part`), the init segment, segments and parts.
+
+use crate::store::{RoomHls, Rooms};
+use axum::body::Body;
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use serde::Deserialize;
+use skylark_media::hls::{render_multivariant, Variant};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Longest a blocking request waits (three target durations, as the spec suggests).
+pub const BLOCK_TIMEOUT: Duration = Duration::from_secs(6);
+
+#[derive(Clone)]
+pub struct HttpState {
+    pub rooms: Rooms,
+    pub remote: Arc<crate::remote::Remote>,
+}
+
+pub fn router(state: HttpState) -> Router {
+    Router::new()
+        .route("/hls/{room}/{file}", get(file))
+        .layer(
+            tower_http::cors::CorsLayer::new()
+                .allow_origin(tower_http::cors::Any)
+                .allow_methods([axum::http::Method::GET, axum::http::Method::HEAD]),
+        )
+        .with_state(state)
+}
+
+fn error(status: StatusCode, code: &str, message: &str) -> Response {
+    let body = serde_json::json!({"error": {"code": code, "message": message}});
+    (status, axum::Json(body)).into_response()
+}
+
+fn valid_room(room: &str) -> bool {
+    !room.is_empty()
+        && room.len() <= 128
+        && room
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+}
+
+/// A file name this server can produce, parsed strictly (anything else is a 404).
+#[derive(Debug, PartialEq, Eq)]
+enum File {
+    Multivariant,
+    Media,
+    Init,
+    Segment(u64),
+    Part(u64, u64),
+}
+
+fn parse_file(name: &str) -> Option<File> {
+    match name {
+        "index.m3u8" => return Some(File::Multivariant),
+        "media.m3u8" => return Some(File::Media),
+        "init.mp4" => return Some(File::Init),
+        _ => {}
+    }
+    let stem = name.strip_prefix("seg")?.strip_suffix(".m4s")?;
+    let num = |s: &str| -> Option<u64> {
+        (!s.is_empty() && s.len() <= 12 && s.bytes().all(|b| b.is_ascii_digit()))
+            .then(|| s.parse().ok())
+            .flatten()
+    };
+    match stem.split_once('.') {
+        None => Some(File::Segment(num(stem)?)),
+        Some((m, p)) => Some(File::Part(num(m)?, num(p)?)),
+    }
+}
+
+#[derive(Deserialize, Default)]
+pub struct Blocking {
+    #[serde(rename = "_HLS_msn")]
+    msn: Option<String>,
+    #[serde(rename = "_HLS_part")]
+    part: Option<String>,
+    #[serde(rename = "_HLS_skip")]
+    _skip: Option<String>,
+}
+
+fn with_headers(body: impl Into<Body>, ctype: &'static str, cache: &'static str) -> Response {
+    let mut r = Response::new(body.into());
+    let h = r.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(ctype));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static(cache));
+    r
+}
+
+const PLAYLIST: &str = "application/vnd.apple.mpegurl";
+const IMMUTABLE: &str = "public, max-age=86400, immutable";
+
+async fn file(
+    State(st): State<HttpState>,
+    Path((room, name)): Path<(String, String)>,
+    query: Result<Query<Blocking>, axum::extract::rejection::QueryRejection>,
+    uri: axum::http::Uri,
+    headers: axum::http::HeaderMap,
+) -> Response {
+    if !valid_room(&room) {
+        return error(StatusCode::NOT_FOUND, "not_found", "no such room");
+    }
+    let Some(file) = parse_file(&name) else {
+        return error(StatusCode::NOT_FOUND, "not_found", "no such HLS file");
+    };
+    let Ok(Query(q)) = query else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            "unreadable query parameters",
+        );
+    };
+    let Some(hls) = st.rooms.get(&room) else {
+        // Another packager may hold the room: pass the request on.
+        let forwarded = headers.contains_key(crate::remote::FORWARDED);
+        return st
+            .remote
+            .forward(&room, &uri, forwarded)
+            .await
+            .unwrap_or_else(|| {
+                error(
+                    StatusCode::NOT_FOUND,
+                    "not_found",
+                    "this room is not live (no HLS yet): retry when it is",
+                )
+            });
+    };
+    metrics::counter!("skylark_hls_requests_total", "kind" => kind(&file)).increment(1);
+    match file {
+        File::Multivariant => {
+            let info = hls.read(|s| s.info.clone());
+            if info.codecs.is_empty() {
+                return error(
+                    StatusCode::NOT_FOUND,
+                    "not_found",
+                    "the stream has not started yet: retry in a second",
+                );
+            }
+            let v = Variant {
+                uri: "media.m3u8".into(),
+                bandwidth: info.bandwidth.max(100_000),
+                codecs: info.codecs,
+                resolution: info.resolution,
+                frame_rate: None,
+            };
+            with_headers(render_multivariant(&[v]), PLAYLIST, "no-cache")
+        }
+        File::Media => media_playlist(&hls, q).await,
+        File::Init => match hls.read(|s| s.init.clone()) {
+            Some(b) => with_headers(b, "video/mp4", IMMUTABLE),
+            None => error(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                "the stream has not started yet",
+            ),
+        },
+        File::Segment(msn) => match hls.segment(msn) {
+            Some(b) => serve_bytes(b),
+            None => error(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                "no such segment (outside the window?)",
+            ),
+        },
+        File::Part(msn, p) => {
+            // The preload hint names the next part before it exists: wait for it.
+            let mut rx = hls.subscribe();
+            let deadline = tokio::time::Instant::now() + BLOCK_TIMEOUT;
+            loop {
+                if let Some(b) = hls.part(msn, p) {
+                    return serve_bytes(b);
+                }
+                let expected = hls.read(|s| {
+                    !s.playlist.ended
+                        && s.playlist.last_part().is_none_or(|(m, lp)| {
+                            (msn == m && p == lp + 1) || (msn == m + 1 && p == 0)
+                        })
+                });
+                if !expected {
+                    return error(
+                        StatusCode::NOT_FOUND,
+                        "not_found",
+                        "no such part (outside the window?)",
+                    );
+                }
+                metrics::gauge!("skylark_hls_blocking_requests").increment(1.0);
+                let woke = tokio::time::timeout_at(deadline, rx.changed()).await;
+                metrics::gauge!("skylark_hls_blocking_requests").decrement(1.0);
+                if !matches!(woke, Ok(Ok(()))) {
+                    return error(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "unavailable",
+                        "part not produced in time",
+                    );
+                }
+            }
+        }
+    }
+}
+
+fn kind(f: &File) -> &'static str {
+    match f {
+        File::Multivariant | File::Media => "playlist",
+        File::Init => "init",
+        File::Segment(_) => "segment",
+        File::Part(..) => "part",
+    }
+}
+
+fn serve_bytes(b: bytes::Bytes) -> Response {
+    metrics::counter!("skylark_hls_bytes_served_total").increment(b.len() as u64);
+    with_headers(b, "video/mp4", IMMUTABLE)
+}
+
+/// A query number; `Err` holds the message of a 400.
+fn parse_num(v: &Option<String>, name: &str) -> Result<Option<u64>, String> {
+    match v {
+        None => Ok(None),
+        Some(s) => s
+            .parse::<u64>()
+            .map(Some)
+            .map_err(|_| format!("{name} must be a non-negative integer")),
+    }
+}
+
+async fn media_playlist(hls: &RoomHls, q: Blocking) -> Response {
+    let (msn, part) = match (
+        parse_num(&q.msn, "_HLS_msn"),
+        parse_num(&q.part, "_HLS_part"),
+    ) {
+        (Ok(m), Ok(p)) => (m, p),
+        (Err(e), _) | (_, Err(e)) => return error(StatusCode::BAD_REQUEST, "bad_request", &e),
+    };
+    if part.is_some() && msn.is_none() {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            "_HLS_part needs _HLS_msn",
+        );
+    }
+    if let Some(m) = msn {
+        let next = hls.read(|s| s.playlist.media_sequence + s.playlist.segments.len() as u64);
+        // The spec: a request more than two segments ahead gets 400 at once.
+        if m > next + 2 {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                "_HLS_msn is too far ahead of the live edge",
+            );
+        }
+        let mut rx = hls.subscribe();
+        let deadline = tokio::time::Instant::now() + BLOCK_TIMEOUT;
+        while !hls.read(|s| s.playlist.has(m, part)) {
+            metrics::gauge!("skylark_hls_blocking_requests").increment(1.0);
+            let woke = tokio::time::timeout_at(deadline, rx.changed()).await;
+            metrics::gauge!("skylark_hls_blocking_requests").decrement(1.0);
+            if !matches!(woke, Ok(Ok(()))) {
+                return error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "unavailable",
+                    "playlist update not produced in time",
+                );
+            }
+        }
+    }
+    let text = hls.read(|s| s.playlist.render());
+    if !text.contains("#EXT-X-PART:") && !text.contains("#EXTINF") {
+        return error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "the stream has not started yet: retry in a second",
+        );
+    }
+    with_headers(text, PLAYLIST, "no-cache")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_names_are_parsed_strictly() {
+        assert_eq!(parse_file("index.m3u8"), Some(File::Multivariant));
+        assert_eq!(parse_file("seg12.m4s"), Some(File::Segment(12)));
+        assert_eq!(parse_file("seg12.3.m4s"), Some(File::Part(12, 3)));
+        for bad in [
+            "seg.m4s",
+            "seg1..m4s",
+            "seg-1.m4s",
+            "../etc/passwd",
+            "seg1.2.3.m4s",
+            "seg99999999999999.m4s",
+            "init.mp4x",
+            "seg+1.m4s",
+        ] {
+            assert_eq!(parse_file(bad), None, "{bad}");
+        }
+        assert!(!valid_room("../x"));
+        assert!(valid_room("room_Ab-9"));
+    }
+}

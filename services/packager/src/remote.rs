@@ -1,0 +1,86 @@
+//! Requests for rooms another packager holds are passed on to it, so a load balancer
+//! may send any `/hls` request to any packager.
+
+use axum::body::Body;
+use axum::http::{header, HeaderValue, Response, Uri};
+use skylark_bus::{keys, AnyBus, Bus, NodeKind};
+use std::time::Duration;
+
+/// Marks a forwarded request, so two packagers never bounce one between them.
+pub const FORWARDED: &str = "x-skylark-forwarded";
+/// Largest body passed on (a segment of a high-bitrate stream fits easily).
+const MAX_BODY: usize = 32 * 1024 * 1024;
+
+pub struct Remote {
+    bus: AnyBus,
+    me: String,
+    client: reqwest::Client,
+}
+
+impl Remote {
+    pub fn new(bus: AnyBus, me: String) -> Self {
+        let client = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(2))
+            .timeout(crate::http::BLOCK_TIMEOUT + Duration::from_secs(2))
+            .build()
+            .unwrap_or_default();
+        Self { bus, me, client }
+    }
+
+    /// The holder's answer, or `None` when no other live packager holds the room.
+    pub async fn forward(
+        &self,
+        room: &str,
+        uri: &Uri,
+        already_forwarded: bool,
+    ) -> Option<Response<Body>> {
+        if already_forwarded {
+            return None;
+        }
+        let holder = self
+            .bus
+            .lease_holder(&keys::room_packager(room))
+            .await
+            .ok()??;
+        if holder == self.me {
+            return None;
+        }
+        let node = self
+            .bus
+            .nodes(NodeKind::Packager)
+            .await
+            .ok()?
+            .into_iter()
+            .find(|n| n.id == holder)?;
+        let url = format!(
+            "http://{}{}",
+            node.media_addr,
+            uri.path_and_query().map(|p| p.as_str()).unwrap_or("/")
+        );
+        let resp = self
+            .client
+            .get(url)
+            .header(FORWARDED, "1")
+            .send()
+            .await
+            .ok()?;
+        if resp.content_length().is_some_and(|l| l as usize > MAX_BODY) {
+            return None;
+        }
+        let status = resp.status();
+        let ctype = resp.headers().get(header::CONTENT_TYPE).cloned();
+        let cache = resp.headers().get(header::CACHE_CONTROL).cloned();
+        let body = resp.bytes().await.ok()?;
+        let mut out = Response::new(Body::from(body));
+        *out.status_mut() = status;
+        if let Some(c) = ctype {
+            out.headers_mut().insert(header::CONTENT_TYPE, c);
+        }
+        if let Some(c) = cache {
+            out.headers_mut().insert(header::CACHE_CONTROL, c);
+        }
+        out.headers_mut()
+            .insert("x-skylark-packager", HeaderValue::from_str(&holder).ok()?);
+        Some(out)
+    }
+}

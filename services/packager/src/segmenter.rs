@@ -1,0 +1,560 @@
+//! Where a segment is cut: a sans-IO state machine from relay frames (H.264 access
+//! units, Opus packets) to CMAF output — the init segment, LL-HLS parts, and segment
+//! boundaries. No clocks: the caller passes wall-clock time in, so tests replay
+//! streams in microseconds.
+//!
+//! Rules: a segment starts at a keyframe once the current one reached the target
+//! duration; a part closes once it holds `part_target` of video; a GOP longer than the
+//! target earns one keyframe request per target duration. Video samples are held one
+//! frame so each gets its exact duration from the next timestamp; Opus durations come
+//! from the TOC byte.
+
+use crate::store::StreamInfo;
+use bytes::Bytes;
+use skylark_media::fmp4::{self, Sample, Track, TrackFragment};
+use skylark_media::h264::{self, AvcDecoderConfigurationRecord};
+use skylark_media::opus::Toc;
+use skylark_proto::sfu::v1 as pb;
+use std::time::Duration;
+
+const VIDEO_TRACK: u32 = 1;
+const AUDIO_TRACK: u32 = 2;
+const VIDEO_TIMESCALE: u32 = 90_000;
+const AUDIO_TIMESCALE: u32 = 48_000;
+
+/// What the segmenter produced.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SegOutput {
+    /// A new init segment (first keyframe, or new parameters after a reconnect).
+    Init { bytes: Bytes, info: StreamInfo },
+    /// A part of segment `msn`.
+    Part {
+        msn: u64,
+        bytes: Bytes,
+        duration: f64,
+        independent: bool,
+        pdt_ms: i64,
+        discontinuity: bool,
+    },
+    /// Segment `msn` is complete.
+    SegmentDone { msn: u64, duration: f64 },
+    /// The GOP outlasts the segment target: ask the publisher for a keyframe.
+    RequestKeyframe,
+}
+
+struct Pending {
+    dts: u64,
+    data: Bytes,
+    keyframe: bool,
+}
+
+/// The stream state of one room.
+pub struct Segmenter {
+    segment_target: u64,
+    part_target: u64,
+    video_track: Option<String>,
+    audio_track: Option<String>,
+    config: Option<AvcDecoderConfigurationRecord>,
+    /// First RTP time of each track in this epoch (decode time zero).
+    video_base: Option<u64>,
+    audio_base: Option<u64>,
+    /// Wall clock (ms) at decode time zero of this epoch.
+    epoch_wall_ms: i64,
+    /// Decode time (90 kHz) where this epoch starts on the continuous output timeline.
+    epoch_offset: u64,
+    held: Option<Pending>,
+    part_video: Vec<Sample>,
+    part_video_start: Option<u64>,
+    part_audio: Vec<Sample>,
+    part_audio_start: Option<u64>,
+    /// Output audio decode time (48 kHz) of the next sample.
+    audio_next_dts: Option<u64>,
+    msn: u64,
+    segment_start: Option<u64>,
+    segment_duration: u64,
+    part_independent: bool,
+    part_wall_ms: i64,
+    discontinuity: bool,
+    sequence: u32,
+    last_video_dts: u64,
+    keyframe_asked_at: Option<u64>,
+}
+
+impl Segmenter {
+    pub fn new(segment_target: Duration, part_target: Duration) -> Self {
+        Self {
+            segment_target: (segment_target.as_secs_f64() * VIDEO_TIMESCALE as f64) as u64,
+            part_target: (part_target.as_secs_f64() * VIDEO_TIMESCALE as f64) as u64,
+            video_track: None,
+            audio_track: None,
+            config: None,
+            video_base: None,
+            audio_base: None,
+            epoch_wall_ms: 0,
+            epoch_offset: 0,
+            held: None,
+            part_video: Vec::new(),
+            part_video_start: None,
+            part_audio: Vec::new(),
+            part_audio_start: None,
+            audio_next_dts: None,
+            msn: 0,
+            segment_start: None,
+            segment_duration: 0,
+            part_independent: false,
+            part_wall_ms: 0,
+            discontinuity: false,
+            sequence: 0,
+            last_video_dts: 0,
+            keyframe_asked_at: None,
+        }
+    }
+
+    /// Registers a relay track. One rendition: the first video track (without simulcast,
+    /// or the first layer) and the first audio track.
+    pub fn add_track(&mut self, t: &pb::TrackInfo) {
+        if t.kind == pb::TrackKind::Video as i32 && t.codec.eq_ignore_ascii_case("H264") {
+            if self.video_track.is_none() {
+                self.video_track = Some(t.track_id.clone());
+            }
+        } else if t.kind == pb::TrackKind::Audio as i32
+            && t.codec.eq_ignore_ascii_case("opus")
+            && self.audio_track.is_none()
+        {
+            self.audio_track = Some(t.track_id.clone());
+        }
+    }
+
+    /// A new publisher: close what is open, mark the next part as a discontinuity, and
+    /// start a new epoch (timestamps restart) once its first keyframe arrives.
+    pub fn publisher_changed(&mut self, out: &mut Vec<SegOutput>) {
+        self.flush(out);
+        self.video_track = None;
+        self.audio_track = None;
+        self.video_base = None;
+        self.audio_base = None;
+        self.audio_next_dts = None;
+        self.epoch_offset = self.last_video_dts + 3000;
+        self.discontinuity = true;
+    }
+
+    /// Closes the open part and segment (end of stream or publisher change).
+    pub fn flush(&mut self, out: &mut Vec<SegOutput>) {
+        if let Some(p) = self.held.take() {
+            // The last frame has no successor: give it the nominal 30 fps duration.
+            self.append_video(p, 3000);
+        }
+        self.close_part(out);
+        self.close_segment(out);
+    }
+
+    /// One relay frame; `now_ms` is the wall clock (for `EXT-X-PROGRAM-DATE-TIME`).
+    pub fn push(&mut self, f: &pb::Frame, now_ms: i64, out: &mut Vec<SegOutput>) {
+        if Some(&f.track_id) == self.video_track.as_ref() {
+            self.push_video(f, now_ms, out);
+        } else if Some(&f.track_id) == self.audio_track.as_ref() {
+            self.push_audio(f);
+        }
+    }
+
+    fn push_video(&mut self, f: &pb::Frame, now_ms: i64, out: &mut Vec<SegOutput>) {
+        let nalus: Vec<&[u8]> = h264::annexb_nalus(&f.data).collect();
+        let keyframe = h264::is_keyframe(&nalus);
+        if self.video_base.is_none() {
+            if !keyframe {
+                out.push(SegOutput::RequestKeyframe);
+                return;
+            }
+            let sps = nalus
+                .iter()
+                .find(|n| h264::nal_type(n) == Some(h264::NAL_SPS));
+            let pps = nalus
+                .iter()
+                .find(|n| h264::nal_type(n) == Some(h264::NAL_PPS));
+            let (Some(sps), Some(pps)) = (sps, pps) else {
+                // Parameter sets may come out of band in theory; browsers and x264
+                // repeat them with every IDR, so wait for one that has them.
+                out.push(SegOutput::RequestKeyframe);
+                return;
+            };
+            let Ok(config) = AvcDecoderConfigurationRecord::from_parameter_sets(sps, pps) else {
+                out.push(SegOutput::RequestKeyframe);
+                return;
+            };
+            if self.config.as_ref() != Some(&config) {
+                if let Some(init) = self.init_segment(&config) {
+                    out.push(init);
+                }
+                self.config = Some(config);
+            }
+            self.video_base = Some(f.rtp_time);
+            self.epoch_wall_ms = now_ms;
+        }
+        let Some(base) = self.video_base else { return };
+        let dts = self.epoch_offset + f.rtp_time.saturating_sub(base);
+        if let Some(prev) = self.held.take() {
+            let duration = dts
+                .saturating_sub(prev.dts)
+                .clamp(1, VIDEO_TIMESCALE as u64);
+            self.append_video(prev, duration as u32);
+            self.maybe_cut(dts, keyframe, now_ms, out);
+        } else if self.segment_start.is_none() {
+            self.start_segment(dts, now_ms);
+        }
+        // Parameter sets travel in the init segment; samples keep only picture data.
+        let data = h264::nalus_to_avcc(nalus.iter().filter(|n| {
+            !matches!(
+                h264::nal_type(n),
+                Some(h264::NAL_SPS | h264::NAL_PPS | h264::NAL_AUD)
+            )
+        }));
+        self.held = Some(Pending {
+            dts,
+            data,
+            keyframe,
+        });
+        self.last_video_dts = dts;
+    }
+
+    fn push_audio(&mut self, f: &pb::Frame) {
+        // Audio starts with the first video keyframe so both tracks share time zero.
+        if self.video_base.is_none() || f.data.is_empty() {
+            return;
+        }
+        let base = *self.audio_base.get_or_insert(f.rtp_time);
+        let samples = Toc::from_byte(f.data[0]).frame_samples().max(1);
+        let epoch_audio = self.epoch_offset * AUDIO_TIMESCALE as u64 / VIDEO_TIMESCALE as u64;
+        let dts = self
+            .audio_next_dts
+            .unwrap_or(epoch_audio + f.rtp_time.saturating_sub(base));
+        self.part_audio_start.get_or_insert(dts);
+        self.audio_next_dts = Some(dts + samples as u64);
+        self.part_audio.push(Sample {
+            duration: samples,
+            data: Bytes::copy_from_slice(&f.data),
+            keyframe: true,
+            composition_offset: 0,
+        });
+    }
+
+    fn append_video(&mut self, p: Pending, duration: u32) {
+        if self.part_video.is_empty() {
+            self.part_video_start = Some(p.dts);
+            self.part_independent = p.keyframe;
+        }
+        self.part_video.push(Sample {
+            duration,
+            data: p.data,
+            keyframe: p.keyframe,
+            composition_offset: 0,
+        });
+    }
+
+    /// Before appending the frame at `dts`: close the part and/or segment if due.
+    fn maybe_cut(&mut self, dts: u64, keyframe: bool, now_ms: i64, out: &mut Vec<SegOutput>) {
+        let seg_start = self.segment_start.unwrap_or(dts);
+        let seg_len = dts.saturating_sub(seg_start);
+        if keyframe && seg_len >= self.segment_target {
+            self.close_part(out);
+            self.close_segment(out);
+            self.start_segment(dts, now_ms);
+            return;
+        }
+        let part_start = self.part_video_start.unwrap_or(dts);
+        if dts.saturating_sub(part_start) >= self.part_target {
+            self.close_part(out);
+        }
+        if seg_len > self.segment_target + self.segment_target / 2
+            && self
+                .keyframe_asked_at
+                .is_none_or(|at| dts.saturating_sub(at) >= self.segment_target)
+        {
+            self.keyframe_asked_at = Some(dts);
+            out.push(SegOutput::RequestKeyframe);
+        }
+    }
+
+    fn start_segment(&mut self, dts: u64, now_ms: i64) {
+        self.segment_start = Some(dts);
+        self.segment_duration = 0;
+        self.keyframe_asked_at = None;
+        self.part_wall_ms = self.epoch_wall_ms
+            + (dts.saturating_sub(self.epoch_offset) * 1000 / VIDEO_TIMESCALE as u64) as i64;
+        if self.part_wall_ms == 0 {
+            self.part_wall_ms = now_ms;
+        }
+    }
+
+    fn close_part(&mut self, out: &mut Vec<SegOutput>) {
+        if self.part_video.is_empty() {
+            return;
+        }
+        let video_start = self.part_video_start.unwrap_or(0);
+        let duration: u64 = self.part_video.iter().map(|s| s.duration as u64).sum();
+        let video = std::mem::take(&mut self.part_video);
+        let audio = std::mem::take(&mut self.part_audio);
+        let mut tracks = vec![TrackFragment {
+            track_id: VIDEO_TRACK,
+            base_media_decode_time: video_start,
+            samples: &video,
+        }];
+        if !audio.is_empty() {
+            tracks.push(TrackFragment {
+                track_id: AUDIO_TRACK,
+                base_media_decode_time: self.part_audio_start.unwrap_or(0),
+                samples: &audio,
+            });
+        }
+        self.part_audio_start = None;
+        self.part_video_start = None;
+        self.sequence = self.sequence.wrapping_add(1);
+        let bytes = match fmp4::fragment(self.sequence, &tracks) {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::warn!(error = %e, "fragment not written; part dropped");
+                return;
+            }
+        };
+        let pdt_ms = self.epoch_wall_ms
+            + (video_start.saturating_sub(self.epoch_offset) * 1000 / VIDEO_TIMESCALE as u64)
+                as i64;
+        out.push(SegOutput::Part {
+            msn: self.msn,
+            bytes,
+            duration: duration as f64 / VIDEO_TIMESCALE as f64,
+            independent: self.part_independent,
+            pdt_ms,
+            discontinuity: std::mem::take(&mut self.discontinuity),
+        });
+        self.segment_duration += duration;
+    }
+
+    fn close_segment(&mut self, out: &mut Vec<SegOutput>) {
+        if self.segment_duration == 0 {
+            return;
+        }
+        out.push(SegOutput::SegmentDone {
+            msn: self.msn,
+            duration: self.segment_duration as f64 / VIDEO_TIMESCALE as f64,
+        });
+        self.msn += 1;
+        self.segment_duration = 0;
+        self.segment_start = None;
+    }
+
+    fn init_segment(&self, config: &AvcDecoderConfigurationRecord) -> Option<SegOutput> {
+        let video = Track::avc(VIDEO_TRACK, config.clone()).ok()?;
+        let resolution = match &video.codec {
+            fmp4::Codec::Avc { width, height, .. } => Some((u32::from(*width), u32::from(*height))),
+            fmp4::Codec::Opus(_) => None,
+        };
+        let codecs = format!("{},opus", video.codec_string());
+        let bytes = fmp4::init_segment(&[video, Track::opus(AUDIO_TRACK, 2)]).ok()?;
+        Some(SegOutput::Init {
+            bytes,
+            info: StreamInfo {
+                codecs,
+                resolution,
+                bandwidth: 0,
+            },
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use skylark_loadgen::source::{OpusSource, VideoConfig, VideoSource};
+
+    fn tracks(seg: &mut Segmenter) {
+        seg.add_track(&pb::TrackInfo {
+            track_id: "v".into(),
+            kind: pb::TrackKind::Video as i32,
+            codec: "H264".into(),
+            clock_rate: 90_000,
+            fmtp: String::new(),
+            rid: String::new(),
+        });
+        seg.add_track(&pb::TrackInfo {
+            track_id: "a".into(),
+            kind: pb::TrackKind::Audio as i32,
+            codec: "opus".into(),
+            clock_rate: 48_000,
+            fmtp: String::new(),
+            rid: String::new(),
+        });
+    }
+
+    /// Feeds `secs` of real H.264 (30 fps, GOP `gop`) and Opus (20 ms) from t=`start`.
+    fn feed(
+        seg: &mut Segmenter,
+        secs: u64,
+        gop: Duration,
+        rtp_offset: u64,
+        out: &mut Vec<SegOutput>,
+    ) {
+        let mut v = VideoSource::new(VideoConfig {
+            bitrate_kbps: 600,
+            gop,
+        });
+        let mut a = OpusSource::default();
+        let mut next_audio_ms = 0;
+        for i in 0..secs * 30 {
+            let ms = i * 1000 / 30;
+            while next_audio_ms <= ms {
+                let p = a.next_packet();
+                let f = pb::Frame {
+                    track_id: "a".into(),
+                    rtp_time: rtp_offset + p.rtp_time,
+                    data: p.data.to_vec(),
+                    ..Default::default()
+                };
+                seg.push(&f, 1_000_000 + next_audio_ms as i64, out);
+                next_audio_ms += 20;
+            }
+            let fr = v.next_frame(0);
+            let f = pb::Frame {
+                track_id: "v".into(),
+                rtp_time: rtp_offset + fr.rtp_time,
+                keyframe: fr.keyframe,
+                data: fr.data.to_vec(),
+                ..Default::default()
+            };
+            seg.push(&f, 1_000_000 + ms as i64, out);
+        }
+    }
+
+    #[test]
+    fn cuts_segments_at_keyframes_and_parts_at_target() {
+        let mut seg = Segmenter::new(Duration::from_secs(2), Duration::from_millis(200));
+        tracks(&mut seg);
+        let mut out = Vec::new();
+        feed(&mut seg, 7, Duration::from_secs(1), 5_000_000, &mut out);
+        let init = out
+            .iter()
+            .filter(|o| matches!(o, SegOutput::Init { .. }))
+            .count();
+        assert_eq!(init, 1);
+        if let Some(SegOutput::Init { info, .. }) = out.first() {
+            assert!(info.codecs.starts_with("avc1.") && info.codecs.ends_with(",opus"));
+            assert_eq!(info.resolution, Some((320, 240)));
+        } else {
+            panic!("init first");
+        }
+        let done: Vec<(u64, f64)> = out
+            .iter()
+            .filter_map(|o| match o {
+                SegOutput::SegmentDone { msn, duration } => Some((*msn, *duration)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(done.iter().map(|d| d.0).collect::<Vec<_>>(), vec![0, 1, 2]);
+        for (_, d) in &done {
+            assert!(
+                (d - 2.0).abs() < 0.001,
+                "segments are exactly 2 s (keyframe every 1 s): {d}"
+            );
+        }
+        let parts: Vec<(u64, f64, bool)> = out
+            .iter()
+            .filter_map(|o| match o {
+                SegOutput::Part {
+                    msn,
+                    duration,
+                    independent,
+                    ..
+                } => Some((*msn, *duration, *independent)),
+                _ => None,
+            })
+            .collect();
+        assert!(
+            parts.iter().all(|p| p.1 <= 0.2 + 1e-9 && p.1 > 0.0),
+            "{parts:?}"
+        );
+        assert_eq!(
+            parts.iter().filter(|p| p.0 == 0).count(),
+            10,
+            "ten 200 ms parts per 2 s segment"
+        );
+        assert!(
+            parts.iter().find(|p| p.0 == 0).unwrap().2,
+            "a segment starts independent"
+        );
+        // Fragments parse as moof+mdat.
+        if let Some(SegOutput::Part { bytes, .. }) =
+            out.iter().find(|o| matches!(o, SegOutput::Part { .. }))
+        {
+            assert_eq!(&bytes[4..8], b"moof");
+        }
+        assert!(!out.iter().any(|o| matches!(o, SegOutput::RequestKeyframe)));
+    }
+
+    #[test]
+    fn long_gop_earns_a_keyframe_request_and_waits_for_the_keyframe() {
+        let mut seg = Segmenter::new(Duration::from_secs(2), Duration::from_millis(200));
+        tracks(&mut seg);
+        let mut out = Vec::new();
+        feed(&mut seg, 8, Duration::from_secs(4), 0, &mut out);
+        assert!(out.iter().any(|o| matches!(o, SegOutput::RequestKeyframe)));
+        let done: Vec<f64> = out
+            .iter()
+            .filter_map(|o| match o {
+                SegOutput::SegmentDone { duration, .. } => Some(*duration),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(done.len(), 1, "cut only at the second keyframe: {done:?}");
+        assert!((done[0] - 4.0).abs() < 0.001);
+    }
+
+    #[test]
+    fn waits_for_a_keyframe_and_marks_discontinuity_on_publisher_change() {
+        let mut seg = Segmenter::new(Duration::from_secs(2), Duration::from_millis(200));
+        tracks(&mut seg);
+        let mut out = Vec::new();
+        // A delta frame first: nothing but a keyframe request.
+        let delta = pb::Frame {
+            track_id: "v".into(),
+            data: vec![0, 0, 0, 1, 0x41, 0x9a],
+            ..Default::default()
+        };
+        seg.push(&delta, 0, &mut out);
+        assert_eq!(out, vec![SegOutput::RequestKeyframe]);
+        out.clear();
+        feed(&mut seg, 3, Duration::from_secs(1), 0, &mut out);
+        let before = out
+            .iter()
+            .filter(|o| matches!(o, SegOutput::Part { .. }))
+            .count();
+        seg.publisher_changed(&mut out);
+        tracks(&mut seg);
+        feed(&mut seg, 3, Duration::from_secs(1), 777_000, &mut out);
+        let parts: Vec<&SegOutput> = out
+            .iter()
+            .filter(|o| matches!(o, SegOutput::Part { .. }))
+            .collect();
+        assert!(parts.len() > before);
+        let disc = parts
+            .iter()
+            .filter(|o| {
+                matches!(
+                    o,
+                    SegOutput::Part {
+                        discontinuity: true,
+                        ..
+                    }
+                )
+            })
+            .count();
+        assert_eq!(disc, 1, "exactly the first part after the change");
+        // Segment numbers keep increasing across the change.
+        let msns: Vec<u64> = out
+            .iter()
+            .filter_map(|o| match o {
+                SegOutput::SegmentDone { msn, .. } => Some(*msn),
+                _ => None,
+            })
+            .collect();
+        assert!(msns.windows(2).all(|w| w[1] == w[0] + 1), "{msns:?}");
+    }
+}

@@ -1,0 +1,378 @@
+//! LL-HLS from a live WebRTC publish, read by real HLS clients: ffprobe (Debian FFmpeg)
+//! and plain HTTP with blocking playlist reloads; and two packagers on Redis, where
+//! exactly one packages a room and the other takes over when it dies.
+
+mod common;
+
+use common::*;
+use skylark_loadgen::source::VideoConfig;
+use skylark_loadgen::{Engine, EngineConfig, Publisher};
+use std::collections::HashMap;
+use std::process::Command;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use tokio_util::sync::CancellationToken;
+
+async fn publish(base: &str, room: &str, key: &str) -> (Engine, Publisher) {
+    let engine = Engine::start(EngineConfig::default(), CancellationToken::new()).unwrap();
+    let p = engine
+        .publish(&format!("{base}/whip/{room}"), key, VideoConfig::default())
+        .await
+        .expect("WHIP");
+    p.wait_connected(Duration::from_secs(10))
+        .await
+        .expect("connected");
+    (engine, p)
+}
+
+/// Polls until `url` answers 200, returning its body.
+async fn wait_ok(url: &str, secs: u64) -> reqwest::Response {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Ok(r) = reqwest::get(url).await {
+            if r.status().is_success() {
+                return r;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{url} not available within {secs} s"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+fn ffprobe() -> Option<&'static str> {
+    if Command::new("ffprobe").arg("-version").output().is_ok() {
+        return Some("ffprobe");
+    }
+    let msg = "ffprobe (Debian package ffmpeg) not installed: run scripts/test";
+    if std::env::var("CI").as_deref() == Ok("true") {
+        panic!("{msg}");
+    }
+    eprintln!("SKIPPED: {msg}");
+    None
+}
+
+fn pdt_ms(line: &str) -> Option<i64> {
+    // 2026-11-24T15:40:41.715Z → ms since the epoch (days from civil, UTC).
+    let t = line.strip_prefix("#EXT-X-PROGRAM-DATE-TIME:")?;
+    let (date, time) = t.trim_end_matches('Z').split_once('T')?;
+    let d: Vec<i64> = date
+        .split('-')
+        .map(|x| x.parse().ok())
+        .collect::<Option<_>>()?;
+    let (hms, ms) = time.split_once('.')?;
+    let h: Vec<i64> = hms
+        .split(':')
+        .map(|x| x.parse().ok())
+        .collect::<Option<_>>()?;
+    let (y, m) = if d[1] <= 2 {
+        (d[0] - 1, d[1] + 9)
+    } else {
+        (d[0], d[1] - 3)
+    };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * m + 2) / 5 + d[2] - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Some(((days * 86_400 + h[0] * 3600 + h[1] * 60 + h[2]) * 1000) + ms.parse::<i64>().ok()?)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ll_hls_from_a_webrtc_publish() {
+    let Some(ffprobe) = ffprobe() else { return };
+    let sk = Skylark::start().await;
+    let (_, room, key) = creator_with_room(&sk.base, "public").await;
+    let (_engine, publisher) = publish(&sk.base, &room, &key).await;
+    let hls = format!("{}/hls/{room}", sk.base);
+
+    let mv = wait_ok(&format!("{hls}/index.m3u8"), 15).await;
+    assert_eq!(
+        mv.headers()["content-type"],
+        "application/vnd.apple.mpegurl"
+    );
+    assert_eq!(mv.headers()["access-control-allow-origin"], "*");
+    let mv = mv.text().await.unwrap();
+    assert!(mv.contains("CODECS=\"avc1.42"), "{mv}");
+    assert!(mv.contains(",opus\""), "{mv}");
+    assert!(mv.contains("RESOLUTION=320x240"), "{mv}");
+
+    // Let a few segments accumulate, then read the media playlist.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let media = reqwest::get(format!("{hls}/media.m3u8"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for tag in [
+        "#EXT-X-PART-INF:PART-TARGET=",
+        "#EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES,PART-HOLD-BACK=",
+        "#EXT-X-PRELOAD-HINT:TYPE=PART",
+        "#EXT-X-PROGRAM-DATE-TIME:",
+        "#EXT-X-MAP:URI=\"init.mp4\"",
+        "#EXTINF:2.0",
+        "#EXT-X-PART:DURATION=",
+    ] {
+        assert!(media.contains(tag), "missing {tag} in\n{media}");
+    }
+    // HLS latency: newest part's program-date-time + its duration vs the wall clock.
+    let last_pdt = media.lines().filter_map(pdt_ms).last().unwrap();
+    let now_ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    let parts_after: f64 = media
+        .lines()
+        .rev()
+        .take_while(|l| !l.starts_with("#EXT-X-PROGRAM-DATE-TIME"))
+        .filter_map(|l| {
+            l.strip_prefix("#EXT-X-PART:DURATION=")?
+                .split(',')
+                .next()?
+                .parse::<f64>()
+                .ok()
+        })
+        .sum();
+    println!(
+        "HLS live edge behind the wall clock: {} ms (PDT of the newest part vs now)",
+        now_ms - last_pdt - (parts_after * 1000.0) as i64
+    );
+
+    // ffprobe reads the playlist, init and segments: H.264 + Opus at the source size.
+    let out = Command::new(ffprobe)
+        .args([
+            "-v",
+            "error",
+            "-show_entries",
+            "stream=codec_name,width,height,sample_rate",
+            "-of",
+            "compact",
+            &format!("{hls}/index.m3u8"),
+        ])
+        .output()
+        .unwrap();
+    let probe = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        probe.contains("codec_name=h264|width=320|height=240"),
+        "{probe}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        probe.contains("codec_name=opus|sample_rate=48000"),
+        "{probe}"
+    );
+
+    // Segment durations as ffprobe sees them in one downloaded segment.
+    let first_complete = media
+        .lines()
+        .find(|l| l.starts_with("seg") && l.ends_with(".m4s"))
+        .unwrap()
+        .to_string();
+    let init = reqwest::get(format!("{hls}/init.mp4"))
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    let seg = reqwest::get(format!("{hls}/{first_complete}"))
+        .await
+        .unwrap();
+    assert!(seg.headers()["cache-control"]
+        .to_str()
+        .unwrap()
+        .contains("immutable"));
+    let seg = seg.bytes().await.unwrap();
+    let file = sk.dir.join("probe.mp4");
+    std::fs::write(&file, [init.as_ref(), seg.as_ref()].concat()).unwrap();
+    let out = Command::new(ffprobe)
+        .args([
+            "-v",
+            "error",
+            "-count_frames",
+            "-select_streams",
+            "v",
+            "-show_entries",
+            "stream=nb_read_frames",
+            "-of",
+            "csv=p=0",
+        ])
+        .arg(&file)
+        .output()
+        .unwrap();
+    let frames: u32 = String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .unwrap_or(0);
+    assert!(
+        (55..=65).contains(&frames),
+        "a 2 s segment holds ~60 frames at 30 fps, got {frames}"
+    );
+
+    // Blocking reload: ask for the next part; the answer arrives once it exists.
+    let next_msn = media.lines().filter(|l| l.starts_with("#EXTINF")).count() as u64
+        + media
+            .lines()
+            .find_map(|l| l.strip_prefix("#EXT-X-MEDIA-SEQUENCE:"))
+            .unwrap()
+            .parse::<u64>()
+            .unwrap();
+    let t = Instant::now();
+    let r = reqwest::get(format!("{hls}/media.m3u8?_HLS_msn={next_msn}&_HLS_part=3"))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let body = r.text().await.unwrap();
+    assert!(
+        body.contains(&format!("seg{next_msn}.3.m4s")),
+        "blocked until the part existed:\n{body}"
+    );
+    assert!(t.elapsed() < Duration::from_secs(6));
+
+    // Bad requests.
+    let c = reqwest::Client::new();
+    let status = |u: String| {
+        let c = c.clone();
+        async move { c.get(u).send().await.unwrap().status().as_u16() }
+    };
+    assert_eq!(status(format!("{hls}/media.m3u8?_HLS_msn=abc")).await, 400);
+    assert_eq!(status(format!("{hls}/media.m3u8?_HLS_part=1")).await, 400);
+    assert_eq!(
+        status(format!("{hls}/media.m3u8?_HLS_msn=999999")).await,
+        400
+    );
+    assert_eq!(status(format!("{hls}/..%2F..%2Fetc%2Fpasswd")).await, 404);
+    assert_eq!(status(format!("{hls}/seg999999.m4s")).await, 404);
+    assert_eq!(
+        status(format!("{}/hls/room_nope/index.m3u8", sk.base)).await,
+        404
+    );
+
+    // The room ends: the playlist says so.
+    let _ = publisher.stop().await;
+    let deadline = Instant::now() + Duration::from_secs(25);
+    loop {
+        let t = reqwest::get(format!("{hls}/media.m3u8"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        if t.contains("#EXT-X-ENDLIST") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no EXT-X-ENDLIST after the publisher left:\n{t}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_packagers_one_room_and_takeover() {
+    let Some(redis) = redis_url() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let prefix = format!("skylark-test-{}:", free_port());
+    let api_grpc = free_port();
+    let shared = |extra: &[(&str, String)]| -> HashMap<String, String> {
+        let mut e: HashMap<String, String> = [
+            ("REDIS_URL", redis.clone()),
+            ("SKYLARK_REDIS_PREFIX", prefix.clone()),
+            (
+                "SKYLARK_API_GRPC_URL",
+                format!("http://127.0.0.1:{api_grpc}"),
+            ),
+            (
+                "SKYLARK_JWT_SECRET",
+                "packager-test-secret-packager-test-secret".into(),
+            ),
+            (
+                "SKYLARK_DATA_DIR",
+                dir.path().join("data").display().to_string(),
+            ),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
+        e.extend(extra.iter().map(|(k, v)| (k.to_string(), v.clone())));
+        e
+    };
+    let api = Skylark::start_with(Options {
+        target: Some("api"),
+        env: shared(&[("SKYLARK_GRPC_ADDR", format!("127.0.0.1:{api_grpc}"))]),
+        dir: Some(dir.path().join("api")),
+    })
+    .await;
+    let _sfu = Skylark::start_with(Options {
+        target: Some("sfu"),
+        env: shared(&[("SKYLARK_GRPC_ADDR", format!("127.0.0.1:{}", free_port()))]),
+        dir: Some(dir.path().join("sfu")),
+    })
+    .await;
+    let sig = Skylark::start_with(Options {
+        target: Some("signaling"),
+        env: shared(&[]),
+        dir: Some(dir.path().join("sig")),
+    })
+    .await;
+    let mut p1 = Skylark::start_with(Options {
+        target: Some("packager"),
+        env: shared(&[("SKYLARK_NODE_ID", "packager-a".into())]),
+        dir: Some(dir.path().join("p1")),
+    })
+    .await;
+    let p2 = Skylark::start_with(Options {
+        target: Some("packager"),
+        env: shared(&[("SKYLARK_NODE_ID", "packager-b".into())]),
+        dir: Some(dir.path().join("p2")),
+    })
+    .await;
+
+    let (_, room, key) = creator_with_room(&api.base, "public").await;
+    let (_engine, _publisher) = publish(&sig.base, &room, &key).await;
+
+    // Both packagers answer; exactly one of them holds the room.
+    let mut holders = Vec::new();
+    for p in [&p1, &p2] {
+        let r = wait_ok(&format!("{}/hls/{room}/media.m3u8", p.base), 20).await;
+        let via = r
+            .headers()
+            .get("x-skylark-packager")
+            .map(|v| v.to_str().unwrap().to_string());
+        holders.push(via);
+    }
+    let forwarded: Vec<&String> = holders.iter().flatten().collect();
+    assert_eq!(
+        forwarded.len(),
+        1,
+        "one packager serves, the other passes the request on: {holders:?}"
+    );
+    let holder = forwarded[0].clone();
+    let mut p2 = p2;
+    let (dead, survivor) = if holder == "packager-a" {
+        (&mut p1, &p2)
+    } else {
+        (&mut p2, &p1)
+    };
+
+    // Kill the holder: the survivor takes the lease and packages the room itself.
+    let killed_at = Instant::now();
+    dead.child.kill().unwrap();
+    let _ = dead.child.wait();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Ok(r) = reqwest::get(format!("{}/hls/{room}/media.m3u8", survivor.base)).await {
+            if r.status() == 200 && r.headers().get("x-skylark-packager").is_none() {
+                break;
+            }
+        }
+        assert!(Instant::now() < deadline, "no takeover within 20 s");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    println!(
+        "packager takeover after the holder died: {} ms",
+        killed_at.elapsed().as_millis()
+    );
+}
