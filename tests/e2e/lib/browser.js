@@ -33,6 +33,11 @@ export function noBrowser() {
   return null;
 }
 
+/** Browser libraries from npm (package-lock.json pins them), served at fixed paths. */
+const VENDOR = {
+  '/vendor/hls.js': 'hls.js/dist/hls.min.js',
+};
+
 const TYPES = {
   '.html': 'text/html; charset=utf-8',
   '.js': 'text/javascript; charset=utf-8',
@@ -43,6 +48,18 @@ const TYPES = {
 export async function startPageServer() {
   const server = http.createServer(async (req, res) => {
     const u = new URL(req.url, 'http://127.0.0.1');
+    // npm-installed browser libraries, by exact name only (no path from the request).
+    const vendor = VENDOR[u.pathname];
+    if (vendor && req.method === 'GET') {
+      try {
+        const body = await fsp.readFile(path.join(E2E_DIR, 'node_modules', vendor));
+        res.writeHead(200, { 'content-type': TYPES['.js'], 'cache-control': 'no-store' });
+        res.end(body);
+      } catch {
+        res.writeHead(404).end('not installed: run npm ci in tests/e2e');
+      }
+      return;
+    }
     const rel = path.normalize(decodeURIComponent(u.pathname)).replace(/^([/\\])+/, '') || 'index.html';
     const file = path.join(PAGES_DIR, rel);
     if (!file.startsWith(PAGES_DIR + path.sep) || req.method !== 'GET') {
