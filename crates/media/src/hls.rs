@@ -173,7 +173,11 @@ impl MediaPlaylist {
             );
             if i >= parts_from {
                 for p in &s.parts {
-                    let _ = write!(o, "#EXT-X-PART:DURATION={:.5},URI=\"{}\"", p.duration, p.uri);
+                    let _ = write!(
+                        o,
+                        "#EXT-X-PART:DURATION={:.5},URI=\"{}\"",
+                        p.duration, p.uri
+                    );
                     if p.independent {
                         let _ = write!(o, ",INDEPENDENT=YES");
                     }
@@ -355,7 +359,10 @@ seg5.m4s
         let t = pl.render();
         assert!(t.contains("#EXT-X-DISCONTINUITY-SEQUENCE:2\n"));
         assert_eq!(t.matches("#EXT-X-DISCONTINUITY\n").count(), 1);
-        assert!(!t.contains("seg0.0.m4s"), "parts only for the newest segments");
+        assert!(
+            !t.contains("seg0.0.m4s"),
+            "parts only for the newest segments"
+        );
         assert!(t.contains("seg4.3.m4s"));
         assert_eq!(t.matches("#EXTINF").count(), 5);
     }
