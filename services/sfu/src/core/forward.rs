@@ -73,19 +73,7 @@ impl Gate {
 
 /// Whether an H.264 access unit (Annex B, as str0m depacketizes it) holds an IDR slice.
 pub fn h264_is_keyframe(annexb: &[u8]) -> bool {
-    let mut i = 0;
-    while i + 3 < annexb.len() {
-        // Start code 00 00 01 (a 4-byte 00 00 00 01 ends in the same 3 bytes).
-        if annexb[i] == 0 && annexb[i + 1] == 0 && annexb[i + 2] == 1 {
-            if annexb[i + 3] & 0x1f == 5 {
-                return true;
-            }
-            i += 3;
-        } else {
-            i += 1;
-        }
-    }
-    false
+    skylark_media::h264::annexb_nalus(annexb).any(skylark_media::h264::is_idr)
 }
 
 #[cfg(test)]
