@@ -1,6 +1,6 @@
 //! `skylark.sfu.v1.SfuNode`: the worker's commands as gRPC.
 
-use crate::core::SessionError;
+use crate::core::{FrameCodec, SessionError};
 use crate::worker::{Command, Worker};
 use futures_util::StreamExt;
 use skylark_proto::sfu::v1 as pb;
@@ -28,7 +28,7 @@ impl SfuService {
 
     pub fn into_server(self) -> SfuNodeServer<Self> {
         SfuNodeServer::new(self)
-            .max_decoding_message_size(128 * 1024)
+            .max_decoding_message_size(MAX_PUSH_FRAME + 1024)
             .max_encoding_message_size(4 * 1024 * 1024)
     }
 }
@@ -50,6 +50,15 @@ fn valid_room(room: &str) -> Result<(), Status> {
         return Err(Status::invalid_argument("room_id: 1 to 128 bytes"));
     }
     Ok(())
+}
+
+type PushEvents = Pin<Box<dyn futures_util::Stream<Item = Result<pb::PushEvent, Status>> + Send>>;
+
+/// Largest frame a local publisher may push (a 4K keyframe fits).
+const MAX_PUSH_FRAME: usize = 4 * 1024 * 1024;
+
+fn push_event(msg: pb::push_event::Msg) -> pb::PushEvent {
+    pb::PushEvent { msg: Some(msg) }
 }
 
 type RelayStream =
@@ -133,6 +142,72 @@ impl SfuNode for SfuService {
             .await
             .map(Response::new)
             .ok_or_else(|| Status::unavailable("SFU worker stopped"))
+    }
+
+    type PushStream = PushEvents;
+
+    async fn push(
+        &self,
+        req: Request<Streaming<pb::PushMessage>>,
+    ) -> Result<Response<Self::PushStream>, Status> {
+        let mut frames = req.into_inner();
+        let start = match frames.next().await {
+            Some(Ok(pb::PushMessage {
+                msg: Some(pb::push_message::Msg::Start(s)),
+            })) => s,
+            _ => {
+                return Err(Status::invalid_argument(
+                    "the first message must be `start`",
+                ))
+            }
+        };
+        valid_room(&start.room_id)?;
+        let (closed_tx, closed_rx) = tokio::sync::oneshot::channel();
+        let session = self
+            .worker
+            .publish_local(start.room_id.clone(), closed_tx)
+            .await
+            .map_err(status)?;
+        tracing::info!(room_id = %start.room_id, %session, "local publisher started");
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        let _ = tx
+            .send(Ok(push_event(pb::push_event::Msg::Ready(pb::PushReady {
+                session_id: session.clone(),
+            }))))
+            .await;
+        let worker = self.worker.clone();
+        tokio::spawn(async move {
+            let mut closed_rx = closed_rx;
+            loop {
+                tokio::select! {
+                    _ = &mut closed_rx => {
+                        let _ = tx.send(Ok(push_event(pb::push_event::Msg::Ended(pb::Empty {})))).await;
+                        return;
+                    }
+                    m = frames.next() => {
+                        let Some(Ok(pb::PushMessage { msg: Some(pb::push_message::Msg::Frame(f)) })) = m else { break };
+                        let codec = match f.codec.as_str() {
+                            "H264" => FrameCodec::H264,
+                            "opus" => FrameCodec::Opus,
+                            "aac" => FrameCodec::Aac,
+                            _ => continue,
+                        };
+                        if f.data.is_empty() || f.data.len() > MAX_PUSH_FRAME {
+                            continue;
+                        }
+                        let cmd = Command::PushLocal { session: session.clone(), codec, time: f.rtp_time, data: f.data.into(), config: f.config };
+                        if !worker.send_wait(cmd).await {
+                            return;
+                        }
+                    }
+                }
+            }
+            // The pusher went away: end its session.
+            let _ = worker.close(session).await;
+        });
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
     }
 
     type RelayPullStream = RelayStream;

@@ -1,6 +1,6 @@
 //! The I/O shell around [`Core`]: one UDP socket, one task, a command channel, a timer.
 
-use crate::core::{Core, CoreEvent, Output, SessionError};
+use crate::core::{Core, CoreEvent, FrameCodec, Output, SessionError};
 use skylark_proto::sfu::v1 as pb;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -53,6 +53,19 @@ pub enum Command {
     },
     RelayKeyframe {
         room: String,
+    },
+    /// A local (non-WebRTC) publisher; `closed` fires when the core ends its session.
+    PublishLocal {
+        room: String,
+        closed: oneshot::Sender<()>,
+        reply: Reply<String>,
+    },
+    PushLocal {
+        session: String,
+        codec: FrameCodec,
+        time: u64,
+        data: Arc<[u8]>,
+        config: String,
     },
 }
 
@@ -113,6 +126,19 @@ impl Worker {
         self.ask(|reply| Command::Close { session, reply }).await
     }
 
+    pub async fn publish_local(
+        &self,
+        room: String,
+        closed: oneshot::Sender<()>,
+    ) -> Result<String, SessionError> {
+        self.ask(|reply| Command::PublishLocal {
+            room,
+            closed,
+            reply,
+        })
+        .await
+    }
+
     pub async fn stats(&self) -> Option<pb::NodeStats> {
         let (reply, rx) = oneshot::channel();
         self.tx.send(Command::Stats { reply }).await.ok()?;
@@ -154,6 +180,7 @@ struct Loop {
     dropped_sends: u64,
     last_counters: crate::core::Counters,
     last_export: Instant,
+    local_closers: HashMap<String, oneshot::Sender<()>>,
 }
 
 async fn run(
@@ -173,6 +200,7 @@ async fn run(
         dropped_sends: 0,
         last_counters: Default::default(),
         last_export: Instant::now(),
+        local_closers: HashMap::new(),
     };
     let mut buf = vec![0u8; RECV_BUF];
     let mut metrics_at = Instant::now();
@@ -265,6 +293,28 @@ impl Loop {
                 self.core.detach_relay(&room, sink);
             }
             Command::RelayKeyframe { room } => self.core.relay_keyframe_request(&room, now),
+            Command::PublishLocal {
+                room,
+                closed,
+                reply,
+            } => {
+                let res = self.core.publish_local(&room);
+                if let Ok(session) = &res {
+                    self.local_closers.insert(session.clone(), closed);
+                }
+                let _ = reply.send(res);
+            }
+            Command::PushLocal {
+                session,
+                codec,
+                time,
+                data,
+                config,
+            } => {
+                let _ = self
+                    .core
+                    .push_local(now, &session, codec, time, data, &config);
+            }
         }
     }
 
@@ -288,6 +338,11 @@ impl Loop {
                     }
                 }
                 Output::Event(e) => {
+                    if let CoreEvent::SessionClosed { session, .. } = &e {
+                        if let Some(c) = self.local_closers.remove(session) {
+                            let _ = c.send(());
+                        }
+                    }
                     let _ = self.events.send(e);
                 }
             }

@@ -502,3 +502,93 @@ fn baseline_publisher_reaches_constrained_baseline_subscriber() {
         .count();
     assert_eq!(video, 10);
 }
+
+#[test]
+fn local_publisher_feeds_webrtc_subscribers_and_relays_aac() {
+    use skylark_sfu::core::FrameCodec;
+    use std::sync::Arc as A;
+    let mut net = Net::new();
+    let s = net.subscriber("r6", 6000);
+    net.core.attach_relay(net.now, "r6", 9);
+    net.connect_all();
+    let session = net.core.publish_local("r6").unwrap();
+    assert!(
+        net.events
+            .contains(&CoreEvent::RoomLive { room: "r6".into() })
+            || {
+                net.run(Duration::from_millis(1));
+                net.events
+                    .contains(&CoreEvent::RoomLive { room: "r6".into() })
+            }
+    );
+    for n in 0..10u64 {
+        let nal = if n == 0 { 0x65 } else { 0x41 };
+        let mut v = vec![
+            0, 0, 0, 1, 0x67, 0x42, 0xe0, 0x1f, 0, 0, 0, 1, 0x68, 0xce, 0, 0, 0, 1, nal,
+        ];
+        v.extend_from_slice(format!("{n:08}").as_bytes());
+        let now = net.now;
+        net.core
+            .push_local(now, &session, FrameCodec::H264, n * 3000, A::from(v), "")
+            .unwrap();
+        net.core
+            .push_local(
+                now,
+                &session,
+                FrameCodec::Opus,
+                n * 960,
+                A::from(vec![0xf8, 0xff, 0xfe]),
+                "",
+            )
+            .unwrap();
+        net.core
+            .push_local(
+                now,
+                &session,
+                FrameCodec::Aac,
+                n * 1024,
+                A::from(vec![0x21, 0x10]),
+                "1190",
+            )
+            .unwrap();
+        net.run(Duration::from_millis(33));
+    }
+    net.run(Duration::from_millis(200));
+    let video = net.clients[s]
+        .frames
+        .iter()
+        .filter(|f| f.0 == MediaKind::Video)
+        .count();
+    let audio = net.clients[s]
+        .frames
+        .iter()
+        .filter(|f| f.0 == MediaKind::Audio)
+        .count();
+    assert_eq!(
+        video, 10,
+        "H.264 from the local publisher reaches the WebRTC viewer"
+    );
+    assert_eq!(audio, 10, "Opus too; AAC is not sent to WebRTC viewers");
+    use skylark_proto::sfu::v1::relay_message::Msg;
+    let aac_track = net
+        .relayed
+        .iter()
+        .any(|m| matches!(&m.msg, Some(Msg::Track(t)) if t.codec == "aac" && t.fmtp == "1190"));
+    assert!(
+        aac_track,
+        "relay consumers get the AAC track with its config"
+    );
+    let aac_frames = net
+        .relayed
+        .iter()
+        .filter(|m| matches!(&m.msg, Some(Msg::Frame(f)) if f.track_id == "local-aac"))
+        .count();
+    assert_eq!(aac_frames, 10);
+    assert_eq!(net.core.session_counts(), (1, 1));
+    net.core.close(&session).unwrap();
+    assert!(net.core.session_room(&session).is_none());
+    net.run(Duration::from_millis(1));
+    assert!(net
+        .events
+        .contains(&CoreEvent::RoomOffline { room: "r6".into() }));
+}

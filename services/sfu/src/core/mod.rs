@@ -15,7 +15,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use str0m::change::SdpOffer;
 use str0m::crypto::CryptoProvider;
 use str0m::format::Codec;
-use str0m::media::{KeyframeRequestKind, MediaData, MediaKind, MediaTime, Mid, Rid};
+use str0m::media::{Frequency, KeyframeRequestKind, MediaData, MediaKind, MediaTime, Mid, Rid};
 use str0m::net::{Protocol, Receive};
 use str0m::{Candidate, Event, IceConnectionState, Input, Output as RtcOutput, Rtc, RtcConfig};
 
@@ -43,6 +43,57 @@ pub enum SessionError {
 pub enum Role {
     Publisher,
     Subscriber,
+}
+
+/// What a published frame carries, whatever the source (WebRTC or a local ingest).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FrameCodec {
+    H264,
+    Opus,
+    /// Relayed only (HLS/FLV of RTMP sources); WebRTC viewers get the Opus transcode.
+    Aac,
+}
+
+impl FrameCodec {
+    fn kind(self) -> MediaKind {
+        match self {
+            FrameCodec::H264 => MediaKind::Video,
+            FrameCodec::Opus | FrameCodec::Aac => MediaKind::Audio,
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            FrameCodec::H264 => "H264",
+            FrameCodec::Opus => "opus",
+            FrameCodec::Aac => "aac",
+        }
+    }
+
+    fn clock_rate(self) -> u32 {
+        match self {
+            FrameCodec::H264 => 90_000,
+            FrameCodec::Opus => 48_000,
+            // RTMP sources time AAC in ms; the relay rebases it to 48 kHz.
+            FrameCodec::Aac => 48_000,
+        }
+    }
+}
+
+/// A frame entering the router.
+struct InFrame {
+    codec: FrameCodec,
+    /// The publisher's codec parameters, when it negotiated them (WebRTC).
+    spec: Option<str0m::format::CodecSpec>,
+    track: String,
+    rid: Option<Rid>,
+    /// RTP time in the codec's clock rate, extended to 64 bits.
+    time: u64,
+    network_time: Instant,
+    data: Arc<[u8]>,
+    contiguous: bool,
+    /// Codec configuration for relay consumers (e.g. the AAC AudioSpecificConfig, hex).
+    fmtp: String,
 }
 
 /// What the worker must do after feeding the core.
@@ -148,6 +199,12 @@ struct Peer {
     connected: bool,
 }
 
+/// A publisher fed by a local ingest (RTMP) rather than a WebRTC peer.
+struct LocalPublisher {
+    session: String,
+    room: String,
+}
+
 #[derive(Default)]
 struct Room {
     publisher: Option<u64>,
@@ -165,6 +222,7 @@ pub struct Core {
     config: CoreConfig,
     crypto: Arc<CryptoProvider>,
     peers: HashMap<u64, Peer>,
+    locals: HashMap<u64, LocalPublisher>,
     by_session: HashMap<String, u64>,
     by_addr: HashMap<SocketAddr, u64>,
     rooms: HashMap<String, Room>,
@@ -193,6 +251,7 @@ impl Core {
             config,
             crypto: Arc::new(str0m::crypto::from_feature_flags()),
             peers: HashMap::new(),
+            locals: HashMap::new(),
             by_session: HashMap::new(),
             by_addr: HashMap::new(),
             rooms: HashMap::new(),
@@ -227,14 +286,17 @@ impl Core {
         self.counters
     }
 
-    /// Sessions by role.
+    /// Sessions by role (local publishers count as publishers).
     pub fn session_counts(&self) -> (usize, usize) {
         let publishers = self
             .peers
             .values()
             .filter(|p| matches!(p.role, PeerRole::Publisher { .. }))
             .count();
-        (publishers, self.peers.len() - publishers)
+        (
+            publishers + self.locals.len(),
+            self.peers.len() - publishers,
+        )
     }
 
     pub fn room_stats(&self) -> Vec<pb::RoomStats> {
@@ -338,6 +400,14 @@ impl Core {
         sdp::check_publish_offer(offer)?;
         let (key, session, answer) =
             self.new_session(now, room, offer, PeerRole::Publisher { tracks: Vec::new() })?;
+        self.install_publisher(room, key);
+        self.drain(key, now);
+        Ok((session, answer))
+    }
+
+    /// Makes `key` the room's publisher: a new epoch for subscribers and relays, and the
+    /// previous publisher (a reconnect's old session) is closed.
+    fn install_publisher(&mut self, room: &str, key: u64) {
         let r = self.rooms.entry(room.to_string()).or_default();
         let old = r.publisher.replace(key);
         r.epoch += 1;
@@ -366,8 +436,61 @@ impl Core {
                 room: room.to_string(),
             })),
         }
-        self.drain(key, now);
-        Ok((session, answer))
+    }
+
+    /// A publisher that is not a WebRTC peer (RTMP ingest): its frames arrive through
+    /// [`Core::push_local`]. Replaces the room's current publisher like a WHIP reconnect.
+    pub fn publish_local(&mut self, room: &str) -> Result<String, SessionError> {
+        if self.peers.len() + self.locals.len() >= self.config.max_sessions {
+            return Err(SessionError::AtCapacity);
+        }
+        let key = self.next_key;
+        self.next_key += 1;
+        let session = format!("{:016x}{:016x}", key, rand_u64());
+        self.locals.insert(
+            key,
+            LocalPublisher {
+                session: session.clone(),
+                room: room.to_string(),
+            },
+        );
+        self.by_session.insert(session.clone(), key);
+        self.install_publisher(room, key);
+        Ok(session)
+    }
+
+    /// One frame of a local publisher: `time` in the codec's clock (90 kHz video, 48 kHz
+    /// audio), `config` the codec configuration relay consumers need (AAC).
+    pub fn push_local(
+        &mut self,
+        now: Instant,
+        session: &str,
+        codec: FrameCodec,
+        time: u64,
+        data: Arc<[u8]>,
+        config: &str,
+    ) -> Result<(), SessionError> {
+        let key = *self
+            .by_session
+            .get(session)
+            .ok_or(SessionError::UnknownSession)?;
+        let Some(local) = self.locals.get(&key) else {
+            return Err(SessionError::UnknownSession);
+        };
+        let room = local.room.clone();
+        let frame = InFrame {
+            codec,
+            spec: None,
+            track: format!("local-{}", codec.name()),
+            rid: None,
+            time,
+            network_time: now,
+            data,
+            contiguous: true,
+            fmtp: config.to_string(),
+        };
+        self.route(key, &room, frame, now);
+        Ok(())
     }
 
     /// A subscriber's offer → `(session id, answer)`. The room need not be live yet.
@@ -634,7 +757,24 @@ impl Core {
             None => return,
         };
         for d in media {
-            self.route(key, &room, d, now);
+            let codec = match d.params.spec().codec {
+                Codec::H264 => FrameCodec::H264,
+                Codec::Opus => FrameCodec::Opus,
+                _ => continue,
+            };
+            let spec = d.params.spec();
+            let frame = InFrame {
+                codec,
+                spec: Some(spec),
+                track: track_id(d.mid, d.rid),
+                rid: d.rid,
+                time: d.time.numer(),
+                network_time: d.network_time,
+                data: d.data,
+                contiguous: d.contiguous,
+                fmtp: spec.format.to_string(),
+            };
+            self.route(key, &room, frame, now);
         }
         if want_keyframe {
             self.request_keyframe(&room, now);
@@ -642,12 +782,8 @@ impl Core {
     }
 
     /// A frame from a room's publisher: to each subscriber and relay sink.
-    fn route(&mut self, publisher: u64, room_id: &str, d: MediaData, now: Instant) {
-        let kind = match d.params.spec().codec {
-            Codec::H264 => MediaKind::Video,
-            Codec::Opus => MediaKind::Audio,
-            _ => return,
-        };
+    fn route(&mut self, publisher: u64, room_id: &str, d: InFrame, now: Instant) {
+        let kind = d.codec.kind();
         self.counters.frames_in += 1;
         self.counters.bytes_in += d.data.len() as u64;
         let keyframe = kind == MediaKind::Video && h264_is_keyframe(&d.data);
@@ -657,22 +793,17 @@ impl Core {
         if room.publisher != Some(publisher) {
             return;
         }
-        let tid = track_id(d.mid, d.rid);
+        let tid = d.track.clone();
         if !room.tracks.iter().any(|t| t.track_id == tid) {
-            let spec = d.params.spec();
             let info = pb::TrackInfo {
                 track_id: tid.clone(),
                 kind: match kind {
                     MediaKind::Video => pb::TrackKind::Video,
                     MediaKind::Audio => pb::TrackKind::Audio,
                 } as i32,
-                codec: if kind == MediaKind::Video {
-                    "H264".into()
-                } else {
-                    "opus".into()
-                },
-                clock_rate: spec.clock_rate.get(),
-                fmtp: spec.format.to_string(),
+                codec: d.codec.name().into(),
+                clock_rate: d.codec.clock_rate(),
+                fmtp: d.fmtp.clone(),
                 rid: d.rid.map(|r| r.to_string()).unwrap_or_default(),
             };
             room.tracks.push(info.clone());
@@ -693,13 +824,16 @@ impl Core {
                 sink,
                 msg: relay_msg(pb::relay_message::Msg::Frame(pb::Frame {
                     track_id: tid.clone(),
-                    rtp_time: d.time.numer(),
+                    rtp_time: d.time,
                     keyframe,
                     data: d.data.to_vec(),
                     received_at_us: now_us(),
                     contiguous: d.contiguous,
                 })),
             });
+        }
+        if d.codec == FrameCodec::Aac {
+            return;
         }
         let mut sent = Vec::with_capacity(subscribers.len());
         let mut need_keyframe = false;
@@ -724,7 +858,7 @@ impl Core {
                 MediaKind::Audio => (st.audio_mid, &mut st.audio_time, 960),
             };
             let Some(mid) = mid else { continue };
-            let out_time = timeline.map(epoch, d.time.numer(), step);
+            let out_time = timeline.map(epoch, d.time, step);
             let Some(writer) = p.rtc.writer(mid) else {
                 continue;
             };
@@ -733,17 +867,16 @@ impl Core {
             // profile-level-id (FFmpeg offers 42001e, browsers 42e01f) only bounds what
             // a decoder must handle, and every H.264 receiver decodes these streams.
             // (`Writer::match_params` searches the whole codec config, negotiated or not.)
-            let spec = d.params.spec();
             let pt = writer
                 .payload_params()
-                .find(|p| p.spec() == spec)
+                .find(|p| Some(p.spec()) == d.spec)
                 .or_else(|| {
                     writer.payload_params().find(|p| match kind {
                         MediaKind::Video => {
                             p.spec().codec == Codec::H264
                                 && p.spec().format.packetization_mode == Some(1)
                         }
-                        MediaKind::Audio => p.spec().codec == spec.codec,
+                        MediaKind::Audio => p.spec().codec == Codec::Opus,
                     })
                 })
                 .map(|p| p.pt());
@@ -751,7 +884,12 @@ impl Core {
                 tracing::debug!(session = %p.session, "subscriber did not negotiate the publisher's codec");
                 continue;
             };
-            let time = MediaTime::new(out_time, d.time.frequency());
+            let freq = if kind == MediaKind::Video {
+                Frequency::NINETY_KHZ
+            } else {
+                Frequency::FORTY_EIGHT_KHZ
+            };
+            let time = MediaTime::new(out_time, freq);
             if let Err(e) = writer.write(pt, d.network_time, time, d.data.clone()) {
                 tracing::debug!(session = %p.session, error = %e, "write failed");
                 continue;
@@ -826,6 +964,18 @@ impl Core {
     }
 
     fn remove_peer(&mut self, key: u64, explicit: bool) {
+        if let Some(l) = self.locals.remove(&key) {
+            self.by_session.remove(&l.session);
+            self.publisher_gone(&l.room, key);
+            tracing::info!(session = %l.session, room_id = %l.room, "local publisher closed");
+            self.out.push_back(Output::Event(CoreEvent::SessionClosed {
+                session: l.session,
+                room: l.room.clone(),
+                role: Role::Publisher,
+            }));
+            self.gc_room(&l.room);
+            return;
+        }
         let Some(mut p) = self.peers.remove(&key) else {
             return;
         };
@@ -840,22 +990,7 @@ impl Core {
         };
         if let Some(r) = self.rooms.get_mut(&p.room) {
             match role {
-                Role::Publisher => {
-                    if r.publisher == Some(key) {
-                        r.publisher = None;
-                        self.out.push_back(Output::Event(CoreEvent::RoomOffline {
-                            room: p.room.clone(),
-                        }));
-                        // Relay consumers learn the stream stopped; a returning publisher
-                        // is a new stream for them (timestamps restart).
-                        for sink in r.relays.clone() {
-                            self.out.push_back(Output::Relay {
-                                sink,
-                                msg: relay_msg(pb::relay_message::Msg::Ended(pb::Empty {})),
-                            });
-                        }
-                    }
-                }
+                Role::Publisher => {}
                 Role::Subscriber => {
                     r.subscribers.retain(|s| *s != key);
                     let count = r.subscribers.len();
@@ -866,6 +1001,9 @@ impl Core {
                 }
             }
         }
+        if role == Role::Publisher {
+            self.publisher_gone(&p.room, key);
+        }
         tracing::info!(session = %p.session, room_id = %p.room, ?role, "session closed");
         self.out.push_back(Output::Event(CoreEvent::SessionClosed {
             session: p.session,
@@ -873,6 +1011,27 @@ impl Core {
             role,
         }));
         self.gc_room(&p.room);
+    }
+
+    /// The room's publisher `key` left: the room goes offline, and relay consumers learn
+    /// the stream stopped (a returning publisher is a new stream: timestamps restart).
+    fn publisher_gone(&mut self, room: &str, key: u64) {
+        let Some(r) = self.rooms.get_mut(room) else {
+            return;
+        };
+        if r.publisher != Some(key) {
+            return;
+        }
+        r.publisher = None;
+        self.out.push_back(Output::Event(CoreEvent::RoomOffline {
+            room: room.to_string(),
+        }));
+        for sink in r.relays.clone() {
+            self.out.push_back(Output::Relay {
+                sink,
+                msg: relay_msg(pb::relay_message::Msg::Ended(pb::Empty {})),
+            });
+        }
     }
 
     fn gc_room(&mut self, room: &str) {
