@@ -308,7 +308,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let packager = || skylark_packager::Config {
         http_addr: config.http_addr,
         http_advertise: config.http_advertise.clone(),
-        public_ip: config.rtc_public_ip.unwrap_or_else(skylark_sfu::default_public_ip),
+        public_ip: config
+            .rtc_public_ip
+            .unwrap_or_else(skylark_sfu::default_public_ip),
         node_id: config.node_id.clone(),
         segment_target: Duration::from_millis(config.hls_segment_ms.max(500)),
         part_target: Duration::from_millis(config.hls_part_ms.clamp(100, 1000)),
