@@ -24,6 +24,13 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+type SfuClient = SfuNodeClient<
+    tonic::service::interceptor::InterceptedService<
+        tonic::transport::Channel,
+        GrpcClientInterceptor,
+    >,
+>;
+
 const LEASE_TTL: Duration = Duration::from_secs(6);
 const TICK: Duration = Duration::from_secs(1);
 /// How long an ended room's playlist (with `EXT-X-ENDLIST`) stays served.
@@ -116,6 +123,8 @@ async fn discovery(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let mut workers: HashMap<String, (JoinHandle<()>, CancellationToken)> = HashMap::new();
+    // One lazily connected client per SFU node, kept while the node is registered.
+    let mut clients: HashMap<String, SfuClient> = HashMap::new();
     let mut tick = tokio::time::interval(TICK);
     loop {
         tokio::select! {
@@ -148,11 +157,19 @@ async fn discovery(
         let Ok(sfus) = sh.bus.nodes(NodeKind::Sfu).await else {
             continue;
         };
+        clients.retain(|url, _| sfus.iter().any(|n| &n.grpc_addr == url));
         for sfu in sfus {
-            let Ok(ch) = grpc_channel(&sfu.grpc_addr) else {
-                continue;
+            let mut client = match clients.get(&sfu.grpc_addr) {
+                Some(c) => c.clone(),
+                None => {
+                    let Ok(ch) = grpc_channel(&sfu.grpc_addr) else {
+                        continue;
+                    };
+                    let c = SfuNodeClient::with_interceptor(ch, GrpcClientInterceptor);
+                    clients.insert(sfu.grpc_addr.clone(), c.clone());
+                    c
+                }
             };
-            let mut client = SfuNodeClient::with_interceptor(ch, GrpcClientInterceptor);
             let Ok(stats) = client.stats(pb::StatsRequest {}).await else {
                 continue;
             };
