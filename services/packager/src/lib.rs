@@ -23,6 +23,7 @@ use store::{RoomHls, Rooms};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 type SfuClient = SfuNodeClient<
     tonic::service::interceptor::InterceptedService<
@@ -243,7 +244,13 @@ async fn room_worker(sh: Arc<Shared>, room: String, stop: CancellationToken) {
             tokio::select! { _ = stop.cancelled() => break, _ = tokio::time::sleep(TICK) => continue }
         };
         offline_since = None;
-        if let Err(e) = pull(&origin.grpc_addr, &room, &mut seg, &hls, &stop).await {
+        // One trace per pull: packager → sfu (RelayPull), room id as an attribute.
+        let span =
+            tracing::info_span!("packager.relay_pull", otel.kind = "client", room_id = %room);
+        if let Err(e) = pull(&origin.grpc_addr, &room, &mut seg, &hls, &stop)
+            .instrument(span)
+            .await
+        {
             tracing::info!(room_id = %room, error = %e, "relay pull ended; retrying");
         }
         // Whatever comes next (a reconnecting publisher, a new origin) restarts timestamps.

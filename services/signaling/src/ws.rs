@@ -23,6 +23,8 @@ use skylark_proto::rooms::v1::authorize_publish_request::Credential;
 use skylark_proto::sfu::v1 as sfu;
 use std::time::Duration;
 use tokio::sync::mpsc;
+use tracing::Instrument;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 /// Largest message a client may send (an SDP offer with simulcast fits easily).
 const MAX_MESSAGE: usize = 64 * 1024;
@@ -143,11 +145,14 @@ impl Conn {
                         Message::Close(_) => break,
                         _ => continue,
                     };
-                    let parsed: Result<ClientMsg, _> = serde_json::from_str(text.as_str());
+                    let raw: Result<serde_json::Value, _> = serde_json::from_str(text.as_str());
+                    let traceparent = raw.as_ref().ok().and_then(|v| v["traceparent"].as_str().map(str::to_string));
+                    let parsed: Result<ClientMsg, _> = raw.and_then(serde_json::from_value);
                     match parsed {
                         Ok(ClientMsg::Leave {}) => break,
                         Ok(m) => {
-                            let replies = self.handle(m).await;
+                            let span = message_span(&m, traceparent.as_deref());
+                            let replies = self.handle(m).instrument(span).await;
                             for r in replies {
                                 if send(&mut sink, r).await.is_err() { break; }
                             }
@@ -550,6 +555,28 @@ impl Conn {
                 .await;
         }
     }
+}
+
+/// A span per client message; a `traceparent` field in the message (W3C format) makes it
+/// part of the client's trace, as the header does for HTTP.
+fn message_span(m: &ClientMsg, traceparent: Option<&str>) -> tracing::Span {
+    let kind = match m {
+        ClientMsg::Publish { .. } => "publish",
+        ClientMsg::Watch { .. } => "watch",
+        ClientMsg::Offer { .. } => "offer",
+        ClientMsg::Answer { .. } => "answer",
+        ClientMsg::Candidate { .. } => "candidate",
+        ClientMsg::Leave {} => "leave",
+    };
+    let span = tracing::info_span!("ws.message", otel.name = format!("WS {kind}"), otel.kind = "server", ws.message.type = kind);
+    if let Some(tp) = traceparent.filter(|t| t.len() <= 128) {
+        let mut headers = http::HeaderMap::new();
+        if let Ok(v) = http::HeaderValue::from_str(tp) {
+            headers.insert("traceparent", v);
+            let _ = span.set_parent(skylark_telemetry::extract_http(&headers));
+        }
+    }
+    span
 }
 
 async fn send<S>(sink: &mut S, v: Value) -> Result<(), axum::Error>
