@@ -118,7 +118,7 @@ async fn ll_hls_from_a_webrtc_publish() {
         assert!(media.contains(tag), "missing {tag} in\n{media}");
     }
     // HLS latency: newest part's program-date-time + its duration vs the wall clock.
-    let last_pdt = media.lines().filter_map(pdt_ms).last().unwrap();
+    let last_pdt = media.lines().filter_map(pdt_ms).next_back().unwrap();
     let now_ms = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap()
