@@ -592,3 +592,16 @@ fn local_publisher_feeds_webrtc_subscribers_and_relays_aac() {
         .events
         .contains(&CoreEvent::RoomOffline { room: "r6".into() }));
 }
+
+#[test]
+fn sfu_takes_the_dtls_server_role() {
+    // WHIP/WHEP clients offer `actpass`; answering `passive` makes the SFU the DTLS
+    // server, so a client's own DTLS server side (GStreamer 1.22's fails against
+    // ECDSA-only clients) is never used against us.
+    let mut net = Net::new();
+    let (_, offer) = Client::new(net.now, 5000, true, Direction::SendOnly);
+    assert!(offer.contains("a=setup:actpass"));
+    let (_, answer) = net.core.publish(net.now, "r7", &offer).unwrap();
+    assert!(answer.contains("a=setup:passive"), "answer: {answer}");
+    assert!(answer.contains("a=fingerprint:sha-256 "));
+}
