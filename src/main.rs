@@ -293,6 +293,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         http_addr: config.http_addr,
         api_grpc_url,
         public_url: config.public_url.clone(),
+        rtmp_addr: Some(config.rtmp_addr),
     };
     let sfu = |grpc_addr: SocketAddr| skylark_sfu::Config {
         http_addr: config.http_addr,

@@ -167,3 +167,213 @@ pub fn fuzz_opus_toc(data: &[u8]) {
     let _ = d.flush();
     while d.pop().is_some() {}
 }
+
+/// Drives an RTMP [`ServerSession`] with `data` after a valid handshake, and
+/// checks that whatever the server writes is a well-formed chunk stream, that
+/// media events only come after an accepted publish, and that an error
+/// closes the session.
+///
+/// The first byte picks the setup: bit 0 sends a scripted `connect`,
+/// `createStream` and `publish` first (so that the fuzzer spends its time in
+/// media and control messages), bit 1 accepts a publish request instead of
+/// rejecting it, bits 2–7 set the size of the pieces the rest is fed in.
+///
+/// [`ServerSession`]: crate::rtmp::ServerSession
+pub fn fuzz_rtmp_session(data: &[u8]) {
+    use crate::rtmp::amf0::{encode_all, Amf0Value};
+    use crate::rtmp::chunk::{ChunkDecoder, ChunkEncoder, ChunkLimits, RawMessage};
+    use crate::rtmp::handshake::HANDSHAKE_SIZE;
+    use crate::rtmp::message::{ControlMessage, COMMAND_AMF0, SET_CHUNK_SIZE};
+    use crate::rtmp::{ServerSession, SessionConfig, SessionEvent, SessionState};
+
+    let Some((&mode, rest)) = data.split_first() else {
+        return;
+    };
+    let config = SessionConfig {
+        max_message_size: 64 << 10,
+        max_amf_message_size: 4 << 10,
+        max_chunk_streams: 8,
+        max_pending_bytes: 128 << 10,
+        ..SessionConfig::default()
+    };
+    let mut session = ServerSession::new(config);
+    let mut input = vec![3u8];
+    input.resize(1 + 2 * HANDSHAKE_SIZE, 0);
+    if mode & 1 == 1 {
+        let enc = ChunkEncoder::new();
+        let command = |stream_id: u32, values: &[Amf0Value], out: &mut Vec<u8>| {
+            let payload = encode_all(values).expect("small commands encode");
+            let msg = RawMessage {
+                csid: 3,
+                timestamp: 0,
+                type_id: COMMAND_AMF0,
+                stream_id,
+                payload: payload.into(),
+            };
+            enc.encode(&msg, out);
+        };
+        let app = Amf0Value::object([("app", Amf0Value::from("live"))]);
+        command(0, &["connect".into(), 1.0.into(), app], &mut input);
+        command(
+            0,
+            &["createStream".into(), 2.0.into(), Amf0Value::Null],
+            &mut input,
+        );
+        let publish = ["publish".into(), 0.0.into(), Amf0Value::Null, "key".into()];
+        command(1, &publish, &mut input);
+    }
+    input.extend_from_slice(rest);
+    let piece = usize::from(mode >> 2) + 1;
+
+    // The client side of the server's output.
+    let mut out_decoder = ChunkDecoder::new(ChunkLimits::default());
+    let mut handshake_left = 1 + 2 * HANDSHAKE_SIZE;
+    let mut accepted = false;
+    for chunk in input.chunks(piece) {
+        let before = session.state();
+        let result = session.feed(chunk);
+        if before == SessionState::Closed {
+            assert!(result.is_err());
+        }
+        if result.is_err() {
+            assert_eq!(session.state(), SessionState::Closed);
+        }
+        while let Some(event) = session.poll_event() {
+            match event {
+                SessionEvent::Publish { .. } => {
+                    let answer = if mode & 2 == 2 {
+                        session.accept_publish()
+                    } else {
+                        session.reject_publish("NetStream.Publish.BadName", "fuzz")
+                    };
+                    // The request may have been withdrawn (deleteStream) or
+                    // the session failed later in the same feed.
+                    accepted = answer.is_ok() && mode & 2 == 2;
+                }
+                SessionEvent::Audio { .. } | SessionEvent::Video { .. } => {
+                    assert!(accepted, "media before an accepted publish");
+                }
+                SessionEvent::Unpublish => accepted = false,
+                SessionEvent::Connect { .. } | SessionEvent::Metadata(_) => {}
+            }
+        }
+        let mut out = session.take_output();
+        let skip = handshake_left.min(out.len());
+        handshake_left -= skip;
+        out.drain(..skip);
+        out_decoder.push(&out);
+        while let Some(msg) = out_decoder
+            .next_message()
+            .expect("the server writes a valid chunk stream")
+        {
+            if msg.type_id == SET_CHUNK_SIZE {
+                if let Ok(ControlMessage::SetChunkSize(n)) =
+                    ControlMessage::parse(msg.type_id, &msg.payload)
+                {
+                    out_decoder.set_chunk_size(n).expect("a valid chunk size");
+                }
+            }
+        }
+        if result.is_err() {
+            break;
+        }
+    }
+    assert!(session.stats().bytes_received <= input.len() as u64);
+}
+
+/// Decodes `data` as AMF0 values; when that works, checks that encoding and
+/// decoding again gives the same bytes (values may hold NaN, so bytes are
+/// compared rather than values).
+pub fn fuzz_amf0(data: &[u8]) {
+    use crate::rtmp::amf0::{decode_all, encode_all, Amf0Value};
+
+    if let Ok(values) = decode_all(data) {
+        let bytes = encode_all(&values).expect("decoded values re-encode");
+        let again = decode_all(&bytes).expect("encoded values decode");
+        assert_eq!(encode_all(&again).expect("re-encode"), bytes);
+        assert_eq!(again.len(), values.len());
+    }
+    if let Ok((value, used)) = Amf0Value::decode(data) {
+        assert!(used >= 1 && used <= data.len());
+        let _ = value.as_str();
+        let _ = value.get("app");
+    }
+}
+
+/// Parses `data` as FLV video and audio tag bodies, a tag, a file header,
+/// an `OpusHead`, an `AudioSpecificConfig` and ADTS frames; when something
+/// parses and this crate can write it, checks that writing it back parses the
+/// same.
+pub fn fuzz_flv_tag(data: &[u8]) {
+    use crate::aac::{adts_frames, AdtsHeader, AudioSpecificConfig};
+    use crate::flv::{
+        aac_raw, avc_nalus, opus_frame, parse_file_header, split_avcc, write_tag, AudioTag, FlvTag,
+        FrameType, OpusHead, VideoPacket, VideoTag,
+    };
+
+    if let Ok(tag) = VideoTag::parse(data) {
+        match tag.packet {
+            VideoPacket::AvcNalus {
+                composition_time,
+                data: avcc,
+            } => {
+                assert!((-(1 << 23)..(1 << 23)).contains(&composition_time));
+                let _ = split_avcc(avcc, 4);
+                let key = tag.frame_type == FrameType::Key;
+                if key || tag.frame_type == FrameType::Inter {
+                    let body = avc_nalus(key, composition_time, avcc).expect("in range");
+                    let again = VideoTag::parse(&body).expect("written tag parses");
+                    assert_eq!(again.packet, tag.packet);
+                    assert_eq!(again.frame_type, tag.frame_type);
+                }
+            }
+            VideoPacket::AvcSequenceHeader(record) => {
+                let _ = record.parse_sps();
+            }
+            _ => {}
+        }
+    }
+    if let Ok(tag) = AudioTag::parse(data) {
+        match tag {
+            AudioTag::AacRaw(frame) => {
+                assert_eq!(
+                    AudioTag::parse(&aac_raw(frame)),
+                    Ok(AudioTag::AacRaw(frame))
+                );
+            }
+            AudioTag::OpusFrame(packet) => {
+                let body = opus_frame(packet);
+                assert_eq!(AudioTag::parse(&body), Ok(AudioTag::OpusFrame(packet)));
+            }
+            _ => {}
+        }
+    }
+    if let Ok((tag, used)) = FlvTag::parse(data) {
+        assert!(used <= data.len());
+        let mut out = Vec::new();
+        write_tag(&mut out, tag.tag_type, tag.timestamp, tag.body).expect("a parsed body fits");
+        assert_eq!(FlvTag::parse(&out), Ok((tag, out.len())));
+    }
+    if let Ok((_, first_tag)) = parse_file_header(data) {
+        assert!(first_tag <= data.len());
+    }
+    if let Ok(head) = OpusHead::parse(data) {
+        assert_eq!(OpusHead::parse(&head.to_bytes()), Ok(head));
+    }
+    if let Ok(asc) = AudioSpecificConfig::parse(data) {
+        assert!(asc.sampling_frequency > 0);
+        if let Ok(bytes) = asc.to_bytes() {
+            assert_eq!(AudioSpecificConfig::parse(&bytes), Ok(asc));
+        }
+    }
+    if let Ok((header, offset)) = AdtsHeader::parse(data) {
+        assert!(offset == 7 || offset == 9);
+        assert_eq!(
+            AdtsHeader::parse(&header.to_bytes()).map(|(h, _)| h),
+            Ok(header)
+        );
+    }
+    for (header, payload) in adts_frames(data).take(64).flatten() {
+        assert!(payload.len() < header.frame_length);
+    }
+}

@@ -12,6 +12,9 @@
 //! | [`opus`] | RFC 7587 depacketizer, RFC 6716 TOC and frame-duration parsing |
 //! | [`fmp4`] | CMAF (fragmented MP4) init segments and fragments for H.264 + Opus |
 //! | [`hls`] | HLS multivariant and LL-HLS media playlists |
+//! | [`rtmp`] | RTMP ingest, server side: handshake, chunk stream, AMF0, publish commands |
+//! | [`flv`] | FLV tag bodies (H.264, AAC, Enhanced RTMP FourCCs) and FLV files for HTTP-FLV |
+//! | [`aac`] | AAC `AudioSpecificConfig` and ADTS headers |
 //!
 //! Every parser returns a `Result` and never panics, whatever the input: the
 //! [`fuzzing`] entry points are driven by `cargo fuzz` (see `fuzz/`) and by
@@ -20,10 +23,13 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod aac;
+pub mod flv;
 pub mod fmp4;
 pub mod h264;
 pub mod hls;
 pub mod opus;
+pub mod rtmp;
 pub mod rtp;
 
 #[doc(hidden)]

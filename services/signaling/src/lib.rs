@@ -6,7 +6,9 @@
 mod error;
 mod placement;
 mod playback;
+mod rtmp;
 mod upstream;
+mod web;
 mod whip;
 mod ws;
 
@@ -35,6 +37,8 @@ pub struct Config {
     pub api_grpc_url: String,
     /// How clients reach HTTP (for returned URLs).
     pub public_url: String,
+    /// RTMP ingest listen address; `None` disables RTMP.
+    pub rtmp_addr: Option<SocketAddr>,
 }
 
 /// Shared state of the handlers.
@@ -84,13 +88,14 @@ pub fn router(state: State) -> Router {
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .layer(cors)
         .with_state(state)
+        .merge(web::router())
 }
 
 /// Builds the state and returns the routes.
 pub async fn start(
     config: Config,
     bus: AnyBus,
-    _shutdown: CancellationToken,
+    shutdown: CancellationToken,
 ) -> anyhow::Result<ServicePart> {
     let state = State {
         bus,
@@ -98,7 +103,16 @@ pub async fn start(
         selector: Arc::new(LeastLoaded),
         public_url: config.public_url.trim_end_matches('/').into(),
     };
-    Ok(ServicePart::new("signaling", router(state)))
+    let mut part = ServicePart::new("signaling", router(state.clone()));
+    if let Some(addr) = config.rtmp_addr {
+        let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
+            anyhow::anyhow!("binding RTMP on {addr}: {e}; set SKYLARK_RTMP_ADDR to a free port")
+        })?;
+        tracing::info!(addr = %listener.local_addr()?, "RTMP ingest listening");
+        part.tasks
+            .push(tokio::spawn(rtmp::serve(listener, state, shutdown)));
+    }
+    Ok(part)
 }
 
 /// Runs signaling alone until `shutdown`.

@@ -1,0 +1,345 @@
+//! End to end: a 440 Hz tone encoded to AAC by Debian's FFmpeg at test time
+//! → `AacToOpus` → Opus, decoded twice: by `ropus` here, and by FFmpeg
+//! (libopus) from an Ogg Opus file written by the test. Both must hear a
+//! 440 Hz tone of the right length and level.
+//!
+//! Without `ffmpeg` the test is skipped with a message, except under
+//! `CI=true`, where it fails.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use skylark_media::aac::adts_frames;
+use skylark_transcode::{AacToOpus, OpusPacket, FRAME_SAMPLES};
+
+fn ffmpeg_available() -> bool {
+    let ok = Command::new("ffmpeg")
+        .arg("-version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !ok {
+        let msg = "ffmpeg not found (apt-get install ffmpeg)";
+        if std::env::var("CI").as_deref() == Ok("true") {
+            panic!("{msg}");
+        }
+        eprintln!("SKIPPED: {msg}");
+    }
+    ok
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("skylark-transcode-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir.join(name)
+}
+
+/// `ffmpeg -f lavfi -i sine=frequency=440:sample_rate=RATE -t 1 -c:a aac -f adts`.
+fn aac_tone(rate: u32, channels: u32) -> Vec<u8> {
+    let path = scratch(&format!("tone-{rate}-{channels}.aac"));
+    let status = Command::new("ffmpeg")
+        .args([
+            "-hide_banner",
+            "-loglevel",
+            "error",
+            "-y",
+            "-f",
+            "lavfi",
+            "-i",
+        ])
+        .arg(format!("sine=frequency=440:sample_rate={rate}"))
+        .args([
+            "-t",
+            "1",
+            "-ac",
+            &channels.to_string(),
+            "-c:a",
+            "aac",
+            "-f",
+            "adts",
+        ])
+        .arg(&path)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    std::fs::read(&path).unwrap()
+}
+
+/// Runs the ADTS stream through `AacToOpus`, timestamps from the frame count.
+fn transcode(adts: &[u8]) -> (Vec<OpusPacket>, u16, u32) {
+    let frames: Vec<_> = adts_frames(adts).collect::<Result<_, _>>().unwrap();
+    let asc = frames[0].0.to_audio_specific_config().unwrap();
+    let rate = asc.sampling_frequency;
+    let mut t = AacToOpus::new(&asc).unwrap();
+    let mut packets = Vec::new();
+    for (i, (_, payload)) in frames.iter().enumerate() {
+        let pts = i as u64 * 1024 * 48_000 / u64::from(rate);
+        packets.extend(t.push(payload, pts).unwrap());
+    }
+    packets.extend(t.flush().unwrap());
+    assert_eq!(t.stats().frames_in, frames.len() as u64);
+    assert_eq!(t.stats().resyncs, 0);
+    (packets, t.pre_skip(), rate)
+}
+
+/// Goertzel power of `freq` in `x` (48 kHz).
+fn goertzel(x: &[f32], freq: f64) -> f64 {
+    let w = 2.0 * std::f64::consts::PI * freq / 48_000.0;
+    let coeff = 2.0 * w.cos();
+    let (mut s1, mut s2) = (0.0f64, 0.0f64);
+    for &v in x {
+        let s = f64::from(v) + coeff * s1 - s2;
+        s2 = s1;
+        s1 = s;
+    }
+    s1 * s1 + s2 * s2 - coeff * s1 * s2
+}
+
+/// The strongest frequency between 100 Hz and 4 kHz, to 1 Hz.
+fn dominant_frequency(x: &[f32]) -> f64 {
+    let coarse = (100..4000)
+        .step_by(10)
+        .map(f64::from)
+        .max_by(|a, b| goertzel(x, *a).total_cmp(&goertzel(x, *b)))
+        .unwrap();
+    ((coarse as i64 - 10)..=(coarse as i64 + 10))
+        .map(|f| f as f64)
+        .max_by(|a, b| goertzel(x, *a).total_cmp(&goertzel(x, *b)))
+        .unwrap()
+}
+
+fn rms(x: &[f32]) -> f64 {
+    (x.iter().map(|v| f64::from(*v).powi(2)).sum::<f64>() / x.len() as f64).sqrt()
+}
+
+/// Checks a decoded mono 48 kHz signal: a 440 Hz tone at the given RMS level
+/// lasting about a second.
+fn check_tone(what: &str, mono: &[f32], expected_rms: f64) {
+    let seconds = mono.len() as f64 / 48_000.0;
+    assert!((0.98..1.12).contains(&seconds), "{what}: {seconds} s");
+    let middle = &mono[mono.len() / 4..mono.len() * 3 / 4];
+    let f = dominant_frequency(middle);
+    assert!(
+        (f - 440.0).abs() <= 2.0,
+        "{what}: dominant frequency {f} Hz"
+    );
+    let level = rms(middle);
+    assert!(
+        (level / expected_rms - 1.0).abs() < 0.15,
+        "{what}: rms {level}, expected {expected_rms}"
+    );
+    // Zero crossings agree: 880 a second.
+    let crossings = middle
+        .windows(2)
+        .filter(|w| (w[0] < 0.0) != (w[1] < 0.0))
+        .count() as f64
+        / (middle.len() as f64 / 48_000.0);
+    assert!(
+        (crossings - 880.0).abs() < 10.0,
+        "{what}: {crossings} crossings/s"
+    );
+    eprintln!("{what}: {seconds:.3} s, {f} Hz, rms {level:.4}, {crossings:.0} zero crossings/s");
+}
+
+fn decode_with_ropus(packets: &[OpusPacket], pre_skip: u16) -> Vec<f32> {
+    let mut decoder = ropus::Decoder::new(48_000, ropus::Channels::Stereo).unwrap();
+    let mut out = Vec::new();
+    for p in packets {
+        let mut pcm = vec![0i16; FRAME_SAMPLES * 2];
+        let n = decoder
+            .decode(&p.data, &mut pcm, ropus::DecodeMode::Normal)
+            .unwrap();
+        assert_eq!(n, FRAME_SAMPLES);
+        assert_eq!(skylark_media::opus::packet_samples(&p.data).unwrap(), 960);
+        // Left channel; mono input is duplicated, so both are the same.
+        out.extend(pcm.chunks_exact(2).map(|c| f32::from(c[0]) / 32768.0));
+    }
+    out.drain(..usize::from(pre_skip));
+    out
+}
+
+/// A minimal Ogg Opus file (RFC 7845): one packet per page.
+fn ogg_opus(packets: &[OpusPacket], pre_skip: u16) -> Vec<u8> {
+    fn crc(data: &[u8]) -> u32 {
+        let mut crc = 0u32;
+        for &b in data {
+            crc ^= u32::from(b) << 24;
+            for _ in 0..8 {
+                crc = if crc & 0x8000_0000 != 0 {
+                    (crc << 1) ^ 0x04c1_1db7
+                } else {
+                    crc << 1
+                };
+            }
+        }
+        crc
+    }
+    fn page(out: &mut Vec<u8>, flags: u8, granule: u64, seq: u32, packet: &[u8]) {
+        let mut p = b"OggS\0".to_vec();
+        p.push(flags);
+        p.extend_from_slice(&granule.to_le_bytes());
+        p.extend_from_slice(&0x5ca1_ab1eu32.to_le_bytes());
+        p.extend_from_slice(&seq.to_le_bytes());
+        p.extend_from_slice(&[0; 4]);
+        let mut lacing = vec![255u8; packet.len() / 255];
+        lacing.push((packet.len() % 255) as u8);
+        p.push(lacing.len() as u8);
+        p.extend_from_slice(&lacing);
+        p.extend_from_slice(packet);
+        let c = crc(&p);
+        p[22..26].copy_from_slice(&c.to_le_bytes());
+        out.extend_from_slice(&p);
+    }
+    let mut out = Vec::new();
+    let head = skylark_media::flv::OpusHead::new(2, pre_skip).to_bytes();
+    page(&mut out, 0x02, 0, 0, &head);
+    let mut tags = b"OpusTags".to_vec();
+    tags.extend_from_slice(&7u32.to_le_bytes());
+    tags.extend_from_slice(b"skylark");
+    tags.extend_from_slice(&0u32.to_le_bytes());
+    page(&mut out, 0, 0, 1, &tags);
+    let mut granule = 0;
+    for (i, p) in packets.iter().enumerate() {
+        granule += u64::from(p.duration);
+        let eos = if i + 1 == packets.len() { 0x04 } else { 0 };
+        page(&mut out, eos, granule, 2 + i as u32, &p.data);
+    }
+    out
+}
+
+fn decode_with_ffmpeg(path: &Path) -> Vec<f32> {
+    let out = Command::new("ffmpeg")
+        .args([
+            "-hide_banner",
+            "-loglevel",
+            "error",
+            "-c:a",
+            "libopus",
+            "-i",
+        ])
+        .arg(path)
+        .args(["-f", "f32le", "-ac", "2", "-ar", "48000", "-"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success() && out.stderr.is_empty(),
+        "ffmpeg: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The left channel (FFmpeg's own downmix would add 3 dB).
+    out.stdout
+        .chunks_exact(8)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect()
+}
+
+#[test]
+fn a_440_hz_aac_tone_becomes_a_440_hz_opus_tone() {
+    if !ffmpeg_available() {
+        return;
+    }
+    // 44.1 kHz mono (resampled), 48 kHz stereo (not), 22.05 kHz mono.
+    for (rate, channels) in [(44_100, 1), (48_000, 2), (22_050, 1)] {
+        let what = format!("{rate} Hz × {channels}");
+        // FFmpeg's sine has amplitude 1/8 (RMS 0.088); its mono → stereo
+        // upmix lowers each channel by 3 dB.
+        let level = if channels == 1 { 0.0884 } else { 0.0625 };
+        let (packets, pre_skip, input_rate) = transcode(&aac_tone(rate, channels));
+        assert_eq!(input_rate, rate);
+        // Timestamps: contiguous 20 ms packets from 0.
+        for (i, p) in packets.iter().enumerate() {
+            assert_eq!(p.pts_48k, i as u64 * 960, "{what}");
+            assert_eq!(p.duration, 960);
+        }
+        check_tone(
+            &format!("{what}, ropus"),
+            &decode_with_ropus(&packets, pre_skip),
+            level,
+        );
+
+        let file = scratch(&format!("out-{rate}-{channels}.opus"));
+        std::fs::write(&file, ogg_opus(&packets, pre_skip)).unwrap();
+        check_tone(
+            &format!("{what}, ffmpeg"),
+            &decode_with_ffmpeg(&file),
+            level,
+        );
+        let probe = Command::new("ffprobe")
+            .args([
+                "-v",
+                "error",
+                "-show_entries",
+                "stream=codec_name,sample_rate,channels",
+            ])
+            .args(["-of", "csv=p=0"])
+            .arg(&file)
+            .output()
+            .unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&probe.stdout).trim(),
+            "opus,48000,2"
+        );
+    }
+}
+
+#[test]
+fn lost_frames_are_bridged_with_silence() {
+    if !ffmpeg_available() {
+        return;
+    }
+    let adts = aac_tone(48_000, 1);
+    let frames: Vec<_> = adts_frames(&adts).collect::<Result<_, _>>().unwrap();
+    let asc = frames[0].0.to_audio_specific_config().unwrap();
+    let mut t = AacToOpus::new(&asc).unwrap();
+    let mut packets = Vec::new();
+    for (i, (_, payload)) in frames.iter().enumerate() {
+        // Frames 10 and 11 are lost; frame 20 does not decode.
+        if i == 10 || i == 11 {
+            continue;
+        }
+        let pts = i as u64 * 1024;
+        if i == 20 {
+            // A program config element: the decoder refuses it.
+            assert!(t.push(&[0xa0, 0, 0, 0], pts).is_err());
+            continue;
+        }
+        packets.extend(t.push(payload, pts).unwrap());
+    }
+    packets.extend(t.flush().unwrap());
+    assert_eq!(t.stats().resyncs, 0);
+    assert_eq!(t.stats().decode_errors, 1);
+    // Contiguous packets covering every frame's time, as if none were lost.
+    for (i, p) in packets.iter().enumerate() {
+        assert_eq!(p.pts_48k, i as u64 * 960);
+    }
+    let total = frames.len() as u64 * 1024;
+    assert_eq!(packets.len() as u64, total.div_ceil(960));
+}
+
+#[test]
+fn a_gap_in_timestamps_starts_a_new_timeline() {
+    if !ffmpeg_available() {
+        return;
+    }
+    let adts = aac_tone(48_000, 1);
+    let frames: Vec<_> = adts_frames(&adts).collect::<Result<_, _>>().unwrap();
+    let asc = frames[0].0.to_audio_specific_config().unwrap();
+    let mut t = AacToOpus::new(&asc).unwrap();
+    let mut packets = Vec::new();
+    for (i, (_, payload)) in frames.iter().enumerate() {
+        // Millisecond-rounded timestamps (as RTMP gives), and a 2 s gap
+        // after frame 20.
+        let ms = (i as u64 * 1024 * 1000).div_ceil(48_000);
+        let ms = if i > 20 { ms + 2000 } else { ms };
+        packets.extend(t.push(payload, ms * 48).unwrap());
+    }
+    packets.extend(t.flush().unwrap());
+    assert_eq!(t.stats().resyncs, 1);
+    let jump = packets
+        .windows(2)
+        .position(|w| w[1].pts_48k != w[0].pts_48k + 960)
+        .expect("a jump");
+    // 21 frames of 1024 samples = 21504 samples: 22.4 packets, padded to 23.
+    assert_eq!(jump + 1, 23);
+    let expected = (21u64 * 1024 * 1000).div_ceil(48_000) * 48 + 2000 * 48;
+    assert_eq!(packets[jump + 1].pts_48k, expected);
+}

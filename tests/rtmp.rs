@@ -1,0 +1,251 @@
+//! RTMP ingest with a real publisher (Debian FFmpeg pushing H.264 + AAC): the room goes
+//! live, WHEP viewers get video and Opus audio (transcoded from AAC), ffprobe reads the
+//! HLS; wrong keys and garbage are refused without disturbing a live room.
+
+mod common;
+
+use common::*;
+use skylark_loadgen::{Engine, EngineConfig};
+use std::io::{Read, Write};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
+
+fn debian_ffmpeg() -> Option<&'static str> {
+    if Command::new("ffmpeg").arg("-version").output().is_ok() {
+        return Some("ffmpeg");
+    }
+    let msg = "Debian ffmpeg not installed: run scripts/test";
+    if std::env::var("CI").as_deref() == Ok("true") {
+        panic!("{msg}");
+    }
+    eprintln!("SKIPPED: {msg}");
+    None
+}
+
+fn rtmp_push(ffmpeg: &str, url: &str, seconds: u32, log: &std::path::Path) -> std::process::Child {
+    Command::new(ffmpeg)
+        .args(["-hide_banner", "-loglevel", "warning", "-re"])
+        .args(["-f", "lavfi", "-i", "testsrc2=size=640x360:rate=30"])
+        .args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=44100"])
+        .args([
+            "-c:v",
+            "libx264",
+            "-preset",
+            "veryfast",
+            "-tune",
+            "zerolatency",
+            "-g",
+            "30",
+            "-c:a",
+            "aac",
+            "-b:a",
+            "96k",
+        ])
+        .args(["-t", &seconds.to_string(), "-f", "flv", url])
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(std::fs::File::create(log).unwrap()))
+        .spawn()
+        .expect("start ffmpeg")
+}
+
+fn rtmp_port(sk: &Skylark) -> u16 {
+    let logs = sk.logs();
+    let line = logs
+        .lines()
+        .find(|l| l.contains("RTMP ingest listening"))
+        .expect("RTMP listening line");
+    line.rsplit(':')
+        .next()
+        .unwrap()
+        .trim()
+        .trim_end_matches(|c: char| !c.is_ascii_digit())
+        .parse()
+        .unwrap()
+}
+
+async fn wait_live(base: &str, room: &str, log: &std::path::Path) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let v: serde_json::Value = reqwest::get(format!("{base}/api/v1/rooms/{room}"))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if v["live"] == true {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "never went live; ffmpeg:\n{}",
+            std::fs::read_to_string(log).unwrap_or_default()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ffmpeg_rtmp_reaches_webrtc_and_hls() {
+    let Some(ffmpeg) = debian_ffmpeg() else {
+        return;
+    };
+    let sk = Skylark::start().await;
+    let port = rtmp_port(&sk);
+    let (_, room, key) = creator_with_room(&sk.base, "public").await;
+    let log = sk.dir.join("ffmpeg-rtmp.log");
+    let mut ff = rtmp_push(
+        ffmpeg,
+        &format!("rtmp://127.0.0.1:{port}/live/{key}"),
+        12,
+        &log,
+    );
+    wait_live(&sk.base, &room, &log).await;
+
+    let engine = Engine::start(EngineConfig::default(), CancellationToken::new()).unwrap();
+    let v = engine
+        .view(&format!("{}/whep/{room}", sk.base), None)
+        .await
+        .expect("WHEP");
+    v.wait_playing(Duration::from_secs(10))
+        .await
+        .expect("RTMP stream plays over WebRTC");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let s = v.stats().await.unwrap();
+    assert!(s.frames >= 40, "video: {} frames", s.frames);
+    assert!(
+        s.audio_packets >= 50,
+        "Opus audio transcoded from AAC: {} packets",
+        s.audio_packets
+    );
+    let _ = v.close().await;
+
+    // HLS from the same ingest.
+    let hls = format!("{}/hls/{room}/index.m3u8", sk.base);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !reqwest::get(&hls)
+        .await
+        .map(|r| r.status().is_success())
+        .unwrap_or(false)
+    {
+        assert!(Instant::now() < deadline, "no HLS for the RTMP stream");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let out = Command::new("ffprobe")
+        .args([
+            "-v",
+            "error",
+            "-show_entries",
+            "stream=codec_name,width,height",
+            "-of",
+            "compact",
+            &hls,
+        ])
+        .output()
+        .unwrap();
+    let probe = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        probe.contains("codec_name=h264|width=640|height=360"),
+        "{probe}"
+    );
+    let _ = ff.kill();
+    let _ = ff.wait();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_rtmp_input_is_refused_and_other_rooms_play_on() {
+    let Some(ffmpeg) = debian_ffmpeg() else {
+        return;
+    };
+    let sk = Skylark::start().await;
+    let port = rtmp_port(&sk);
+    let (_, room, key) = creator_with_room(&sk.base, "public").await;
+    let log = sk.dir.join("ffmpeg-live.log");
+    let mut live = rtmp_push(
+        ffmpeg,
+        &format!("rtmp://127.0.0.1:{port}/live/{key}"),
+        20,
+        &log,
+    );
+    wait_live(&sk.base, &room, &log).await;
+    let engine = Engine::start(EngineConfig::default(), CancellationToken::new()).unwrap();
+    let v = engine
+        .view(&format!("{}/whep/{room}", sk.base), None)
+        .await
+        .unwrap();
+    v.wait_playing(Duration::from_secs(10)).await.unwrap();
+
+    // A wrong key: FFmpeg is refused and gives up.
+    let bad_log = sk.dir.join("ffmpeg-bad.log");
+    let mut bad = rtmp_push(
+        ffmpeg,
+        &format!("rtmp://127.0.0.1:{port}/live/sk_live_wrong"),
+        5,
+        &bad_log,
+    );
+    let status = tokio::task::spawn_blocking(move || bad.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(!status.success(), "a wrong key must be refused");
+
+    // Garbage, a truncated handshake, an absurd chunk size: the connection is closed.
+    let junk = |bytes: Vec<u8>| {
+        std::thread::spawn(move || {
+            let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+            let _ = s.write_all(&bytes);
+            let mut buf = [0u8; 8192];
+            let start = Instant::now();
+            loop {
+                match s.read(&mut buf) {
+                    Ok(0) | Err(_) => return start.elapsed(),
+                    Ok(_) => continue,
+                }
+            }
+        })
+    };
+    // Not RTMP at all (bad version byte).
+    let garbage = junk((0..3000u32).map(|i| (i * 7 + 0xff) as u8).collect());
+    // A valid handshake, then a 16 MiB video message header (over the 8 MiB limit).
+    let mut oversized = vec![3u8];
+    oversized.extend(vec![0u8; 1536 * 2]);
+    oversized.extend([0x04, 0, 0, 0, 0xff, 0xff, 0xff, 9, 1, 0, 0, 0]);
+    oversized.extend(vec![0u8; 128]);
+    let oversized = junk(oversized);
+    // A handshake that stops half way.
+    let truncated = junk(vec![3, 0, 0, 0]);
+    let closed = garbage.join().unwrap();
+    assert!(
+        closed < Duration::from_secs(3),
+        "garbage closes at once ({closed:?})"
+    );
+    let closed = oversized.join().unwrap();
+    assert!(
+        closed < Duration::from_secs(3),
+        "an oversized message closes at once ({closed:?})"
+    );
+    let closed = truncated.join().unwrap();
+    assert!(
+        closed <= Duration::from_secs(12),
+        "a stalled handshake is dropped ({closed:?})"
+    );
+
+    // The live room never noticed.
+    let s = v.stats().await.unwrap();
+    assert!(s.connected && s.frames > 100, "{s:?}");
+    let metrics = reqwest::get(format!("{}/metrics", sk.base))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("skylark_rtmp_publishes_total 1"),
+        "{metrics}"
+    );
+    assert!(!sk.logs().contains(&key), "stream key logged");
+    let _ = live.kill();
+    let _ = live.wait();
+}

@@ -1,0 +1,1121 @@
+// The creator's studio: account, rooms, stream keys, and going live from the browser —
+// camera, microphone and screen composited on a canvas, published over WHIP.
+//
+// For tests and the curious, `window.studio` exposes the state: `state` (status, error,
+// room, location, …), `tracks()` (every media track this page obtained, with its
+// readyState), `stats` (the last live figures) and `compositor`.
+
+import { api, ApiError, session } from './api.js';
+import { Compositor } from './compositor.js';
+import { deleteSession, makeOffer, postOffer, preferH264, senderStats } from './rtc.js';
+import { $, copyText, el, flash, formatBitrate, formatMs, say, viewersText } from './ui.js';
+
+const ROOMS_REFRESH_MS = 10_000;
+const VIEWERS_REFRESH_MS = 3000;
+const STATS_EVERY_MS = 1000;
+/** How long a `disconnected` publisher connection may last before we republish. */
+const DISCONNECTED_GRACE_MS = 2500;
+const RECONNECT_MAX_DELAY_MS = 10_000;
+/** A WHIP session whose media doesn't connect within this is retried. */
+const CONNECT_TIMEOUT_MS = 15_000;
+/** Encoder ceiling by output height. */
+const MAX_BITRATE = { 1080: 4_500_000, 720: 2_500_000, 480: 1_200_000, 360: 800_000 };
+
+const message = $('message');
+const state = {
+  status: 'offline', // offline | connecting | live | reconnecting | error
+  error: null,
+  user: null,
+  room: null,
+  location: null,
+  publishes: 0,
+  reconnects: 0,
+  events: [],
+};
+/** Every track this page obtained (devices and canvas), so Stop can prove all ended. */
+const obtained = new Set();
+const keys = new Map(); // room id → stream key known to this tab
+let rooms = [];
+let roomsTimer = null;
+
+// --- messages -----------------------------------------------------------------------
+
+function note(name, detail) {
+  state.events.push({ t: Date.now(), name, ...(detail === undefined ? {} : { detail }) });
+  if (state.events.length > 200) state.events.shift();
+}
+
+function showError(text) {
+  state.error = text;
+  note('error', text);
+  say(message, text, 'error');
+}
+
+function showInfo(text) {
+  say(message, text, 'info');
+}
+
+function clearMessage() {
+  say(message, '');
+}
+
+/** Runs an async UI action; an error lands in the message box (401 → sign in again). */
+function action(fn) {
+  return async (ev) => {
+    ev?.preventDefault?.();
+    try {
+      await fn(ev);
+    } catch (e) {
+      if (e instanceof ApiError && e.status === 401 && state.user && !String(e.message).startsWith('WHIP')) {
+        if (state.status === 'offline' || state.status === 'error') {
+          signOut('Your session expired: sign in again.');
+        } else {
+          // Never cut a live stream for this: the WHIP session doesn't need the sign-in.
+          showError('Your sign-in expired. The stream goes on; stop it and sign in again to manage your rooms.');
+        }
+        return;
+      }
+      showError(e?.message ?? String(e));
+    }
+  };
+}
+
+// --- account ------------------------------------------------------------------------
+
+function showAuth(tab = 'signin') {
+  $('auth').hidden = false;
+  $('dashboard').hidden = true;
+  $('account').hidden = true;
+  selectTab(tab);
+}
+
+function selectTab(tab) {
+  for (const t of ['signin', 'signup']) {
+    const on = t === tab;
+    $(`tab-${t}`).setAttribute('aria-selected', String(on));
+    $(`tab-${t}`).tabIndex = on ? 0 : -1;
+    $(`${t}-form`).hidden = !on;
+  }
+}
+
+async function enter(token) {
+  session.token = token;
+  state.user = await api('GET', '/me', { token, what: 'Loading your account' });
+  $('account-name').textContent = state.user.display_name ?? state.user.email;
+  $('account').hidden = false;
+  $('auth').hidden = true;
+  $('dashboard').hidden = false;
+  await loadRooms();
+  clearInterval(roomsTimer);
+  roomsTimer = setInterval(() => loadRooms().catch(() => {}), ROOMS_REFRESH_MS);
+  const wanted = new URLSearchParams(location.hash.slice(1)).get('room');
+  const pick = rooms.find((r) => r.id === wanted) ?? (rooms.length === 1 ? rooms[0] : null);
+  if (pick) selectRoom(pick.id);
+  else showRoomPanel(false);
+}
+
+async function signOut(why) {
+  if (state.status !== 'offline') await stopAll();
+  session.token = null;
+  state.user = null;
+  state.room = null;
+  clearInterval(roomsTimer);
+  keys.clear();
+  showAuth('signin');
+  if (why) showInfo(why);
+  else clearMessage();
+}
+
+$('tab-signin').addEventListener('click', () => selectTab('signin'));
+$('tab-signup').addEventListener('click', () => selectTab('signup'));
+for (const id of ['tab-signin', 'tab-signup']) {
+  $(id).addEventListener('keydown', (e) => {
+    if (e.key === 'ArrowRight' || e.key === 'ArrowLeft') {
+      const next = id === 'tab-signin' ? 'signup' : 'signin';
+      selectTab(next);
+      $(`tab-${next}`).focus();
+    }
+  });
+}
+
+$('signin-form').addEventListener(
+  'submit',
+  action(async () => {
+    clearMessage();
+    const r = await api('POST', '/auth/login', {
+      body: { email: $('signin-email').value.trim(), password: $('signin-password').value },
+      what: 'Sign in failed',
+    });
+    $('signin-password').value = '';
+    await enter(r.access_token);
+  }),
+);
+
+$('signup-form').addEventListener(
+  'submit',
+  action(async () => {
+    clearMessage();
+    const r = await api('POST', '/auth/signup', {
+      body: {
+        email: $('signup-email').value.trim(),
+        password: $('signup-password').value,
+        display_name: $('signup-name').value.trim(),
+      },
+      what: 'Creating the account failed',
+    });
+    $('signup-password').value = '';
+    await enter(r.access_token);
+  }),
+);
+
+$('sign-out').addEventListener('click', action(() => signOut()));
+
+// --- rooms --------------------------------------------------------------------------
+
+async function loadRooms() {
+  const r = await api('GET', '/rooms?mine=1', { token: session.token, what: 'Loading your rooms' });
+  rooms = r.rooms ?? [];
+  renderRooms();
+  if (state.room) {
+    const fresh = rooms.find((x) => x.id === state.room.id);
+    if (fresh) {
+      state.room = fresh;
+      renderRoomHead();
+    }
+  }
+}
+
+function badge(text, cls) {
+  return el('span', { class: `badge ${cls ?? ''}` }, text);
+}
+
+function renderRooms() {
+  const list = $('room-list');
+  list.replaceChildren(
+    ...rooms.map((r) =>
+      el(
+        'li',
+        {},
+        el(
+          'button',
+          {
+            type: 'button',
+            class: 'room-item',
+            'aria-current': state.room?.id === r.id ? 'true' : null,
+            onclick: () => selectRoom(r.id),
+          },
+          el('span', { class: 'room-item-title' }, r.title),
+          el('span', { class: 'badges' }, r.live ? badge('Live', 'live') : null, badge(r.visibility), r.mode === 'p2p' ? badge('p2p') : null),
+        ),
+      ),
+    ),
+  );
+  $('no-rooms').hidden = rooms.length > 0;
+}
+
+function showRoomPanel(on) {
+  $('room').hidden = !on;
+  $('pick-room').hidden = on;
+}
+
+function storedKey(id) {
+  if (keys.has(id)) return keys.get(id);
+  try {
+    return sessionStorage.getItem(`skylark.stream_key.${id}`);
+  } catch {
+    return null;
+  }
+}
+
+function rememberKey(id, key, ingest) {
+  keys.set(id, key);
+  try {
+    sessionStorage.setItem(`skylark.stream_key.${id}`, key);
+    if (ingest?.rtmp_url) localStorage.setItem('skylark.rtmp_url', ingest.rtmp_url);
+  } catch {
+    /* storage disabled: kept for this page only */
+  }
+}
+
+function selectRoom(id) {
+  const r = rooms.find((x) => x.id === id);
+  if (!r) return;
+  if (state.room?.id !== id && state.status !== 'offline') {
+    showError('Stop the stream before switching rooms.');
+    return;
+  }
+  state.room = r;
+  history.replaceState(null, '', `#room=${encodeURIComponent(id)}`);
+  renderRooms();
+  renderRoomHead();
+  renderIngest();
+  $('viewer-link').hidden = true;
+  $('copy-viewer-link').hidden = true;
+  showRoomPanel(true);
+}
+
+function renderRoomHead() {
+  const r = state.room;
+  $('room-title').textContent = r.title;
+  $('room-badges').replaceChildren(
+    r.live ? badge('Live', 'live') : badge('Offline'),
+    badge(r.visibility),
+    badge(r.mode === 'p2p' ? 'peer to peer' : 'SFU'),
+  );
+  $('private-tools').hidden = r.visibility !== 'private';
+  $('edit-title').value = r.title;
+  $('edit-visibility').value = r.visibility;
+  if (state.status === 'offline') $('stat-viewers').textContent = viewersText(r.viewers);
+}
+
+function renderIngest() {
+  const r = state.room;
+  const watch = new URL(`/watch/${encodeURIComponent(r.id)}`, location.origin).toString();
+  $('watch-url').value = watch;
+  $('open-watch').href = watch;
+  $('whip-url').value = new URL(`/whip/${encodeURIComponent(r.id)}`, location.origin).toString();
+  let rtmp = null;
+  try {
+    rtmp = localStorage.getItem('skylark.rtmp_url');
+  } catch {
+    /* none */
+  }
+  $('rtmp-url').value = rtmp ?? '';
+  $('rtmp-url').placeholder = 'shown with a new stream key';
+  const key = storedKey(r.id);
+  showKey(false);
+  $('stream-key').placeholder = key ? '' : 'not shown again';
+  $('reveal-key').disabled = !key;
+  $('copy-key').disabled = !key;
+  $('key-note').textContent = key
+    ? 'Keep it secret: anyone with the key can stream to this room.'
+    : 'A stream key is shown once, when it is issued. Rotate it to get a new one (the old one stops working).';
+  resetRotate();
+}
+
+$('create-form').addEventListener(
+  'submit',
+  action(async () => {
+    clearMessage();
+    const r = await api('POST', '/rooms', {
+      token: session.token,
+      body: { title: $('create-title').value.trim(), visibility: $('create-visibility').value, mode: $('create-mode').value },
+      what: 'Creating the room failed',
+    });
+    rememberKey(r.room.id, r.stream_key, r.ingest);
+    $('create-title').value = '';
+    await loadRooms();
+    selectRoom(r.room.id);
+    showInfo(`Room “${r.room.title}” created. Its stream key is below: copy it now, it is shown only this once.`);
+  }),
+);
+
+$('edit-form').addEventListener(
+  'submit',
+  action(async () => {
+    const r = await api('PATCH', `/rooms/${encodeURIComponent(state.room.id)}`, {
+      token: session.token,
+      body: { title: $('edit-title').value.trim(), visibility: $('edit-visibility').value },
+      what: 'Saving the room failed',
+    });
+    state.room = { ...state.room, ...r };
+    await loadRooms();
+    showInfo('Saved.');
+  }),
+);
+
+let deleteArmed = false;
+$('delete-room').addEventListener(
+  'click',
+  action(async () => {
+    if (!deleteArmed) {
+      deleteArmed = true;
+      $('delete-room').textContent = 'Really delete? Click again';
+      setTimeout(() => {
+        deleteArmed = false;
+        $('delete-room').textContent = 'Delete room';
+      }, 5000);
+      return;
+    }
+    deleteArmed = false;
+    $('delete-room').textContent = 'Delete room';
+    if (state.status !== 'offline') await stopAll();
+    await api('DELETE', `/rooms/${encodeURIComponent(state.room.id)}`, { token: session.token, what: 'Deleting the room failed' });
+    state.room = null;
+    history.replaceState(null, '', location.pathname);
+    await loadRooms();
+    showRoomPanel(false);
+    showInfo('Room deleted.');
+  }),
+);
+
+// --- stream key ---------------------------------------------------------------------
+
+/**
+ * Shows the key, or a mask of dots in its place. (A plain text field with a mask, not a
+ * password field: browsers would offer to save the key as the site's password.)
+ */
+function showKey(reveal) {
+  const key = state.room ? storedKey(state.room.id) : null;
+  const input = $('stream-key');
+  input.value = key ? (reveal ? key : '•'.repeat(Math.min(32, key.length))) : '';
+  input.dataset.revealed = String(!!(key && reveal));
+  $('reveal-key').setAttribute('aria-pressed', String(!!(key && reveal)));
+  $('reveal-key').textContent = key && reveal ? 'Hide' : 'Reveal';
+}
+
+$('reveal-key').addEventListener('click', () => showKey($('stream-key').dataset.revealed !== 'true'));
+
+$('copy-key').addEventListener('click', async () => {
+  const key = state.room && storedKey(state.room.id);
+  if (!key) return;
+  const ok = await copyText(key);
+  if (!ok) showKey(true);
+  flash($('copy-key'), ok ? 'Copied' : 'Select and copy');
+});
+
+for (const [button, field] of [
+  ['copy-whip', 'whip-url'],
+  ['copy-rtmp', 'rtmp-url'],
+  ['copy-watch', 'watch-url'],
+  ['copy-viewer-link', 'viewer-link'],
+]) {
+  $(button).addEventListener('click', async () => {
+    const ok = await copyText($(field).value, $(field));
+    flash($(button), ok ? 'Copied' : 'Press Ctrl+C');
+  });
+}
+
+let rotateArmed = null;
+function resetRotate() {
+  clearTimeout(rotateArmed);
+  rotateArmed = null;
+  $('rotate-key').textContent = 'Rotate key';
+}
+
+$('rotate-key').addEventListener(
+  'click',
+  action(async () => {
+    if (!rotateArmed) {
+      $('rotate-key').textContent = 'Confirm: the old key stops working';
+      rotateArmed = setTimeout(resetRotate, 6000);
+      return;
+    }
+    resetRotate();
+    const id = state.room.id;
+    const r = await api('POST', `/rooms/${encodeURIComponent(id)}/stream-key`, { token: session.token, what: 'Rotating the key failed' });
+    rememberKey(id, r.stream_key, r.ingest);
+    renderIngest();
+    showInfo(
+      state.status === 'offline'
+        ? 'New stream key issued; the old one no longer works.'
+        : 'New stream key issued; the old one no longer works. Streams using it were cut; this studio reconnects by itself.',
+    );
+  }),
+);
+
+$('make-viewer-link').addEventListener(
+  'click',
+  action(async () => {
+    const id = state.room.id;
+    const r = await api('POST', `/rooms/${encodeURIComponent(id)}/viewer-tokens`, {
+      token: session.token,
+      body: { ttl_s: 86_400 },
+      what: 'Creating a viewer link failed',
+    });
+    const u = new URL(`/watch/${encodeURIComponent(id)}`, location.origin);
+    u.searchParams.set('token', r.token);
+    $('viewer-link').value = u.toString();
+    $('viewer-link').hidden = false;
+    $('copy-viewer-link').hidden = false;
+  }),
+);
+
+// --- devices ------------------------------------------------------------------------
+
+const cameraVideo = $('camera-video');
+const screenVideo = $('screen-video');
+const preview = $('preview');
+const compositor = new Compositor(preview, { width: 1280, height: 720, fps: 30 });
+const media = { camera: null, mic: null, screen: null };
+let micMuted = false;
+let audio = null; // {ctx, analyser, source, timer}
+
+function track(kind, t) {
+  obtained.add(t);
+  note(`track:${kind}`, t.label);
+  return t;
+}
+
+/** People-readable words for a getUserMedia/getDisplayMedia failure. */
+function mediaError(e, what) {
+  switch (e?.name) {
+    case 'NotAllowedError':
+    case 'SecurityError':
+      return what === 'screen'
+        ? 'Screen sharing was cancelled or is not allowed.'
+        : `Permission to use the ${what} was denied. Allow it in the browser's site settings (next to the address bar), then try again.`;
+    case 'NotFoundError':
+    case 'OverconstrainedError':
+      return `No ${what} was found. Is it plugged in? Pick another one in the list.`;
+    case 'NotReadableError':
+    case 'AbortError':
+      return `The ${what} could not be started: another application may be using it.`;
+    case 'TypeError':
+      return `The ${what} can't be used here: the page needs https (or localhost).`;
+    default:
+      return `The ${what} could not be started: ${e?.message ?? e}`;
+  }
+}
+
+function deviceOption(d, i, noun) {
+  return el('option', { value: d.deviceId }, d.label || `${noun} ${i + 1}`);
+}
+
+/** Fills the camera and microphone lists (labels appear once permission is given). */
+async function refreshDevices() {
+  if (!navigator.mediaDevices?.enumerateDevices) return;
+  let devices = [];
+  try {
+    devices = await navigator.mediaDevices.enumerateDevices();
+  } catch {
+    return;
+  }
+  const fill = (select, kind, noun, none) => {
+    const current = select.value;
+    const list = devices.filter((d) => d.kind === kind);
+    select.replaceChildren(...list.map((d, i) => deviceOption(d, i, noun)), el('option', { value: 'none' }, none));
+    const live = kind === 'videoinput' ? media.camera : media.mic;
+    const liveId = live?.getSettings?.().deviceId;
+    if (liveId && list.some((d) => d.deviceId === liveId)) select.value = liveId;
+    else if ([...select.options].some((o) => o.value === current)) select.value = current;
+  };
+  fill($('camera-select'), 'videoinput', 'Camera', 'No camera');
+  fill($('mic-select'), 'audioinput', 'Microphone', 'No microphone');
+  refreshDeviceButton();
+}
+
+function wanted(select) {
+  const v = select.value;
+  if (v === 'none') return null;
+  return v ? { exact: v } : undefined;
+}
+
+function cameraConstraints() {
+  const id = wanted($('camera-select'));
+  if (id === null) return false;
+  return { ...(id ? { deviceId: id } : {}), width: { ideal: 1280 }, height: { ideal: 720 }, frameRate: { ideal: 30 } };
+}
+
+function micConstraints() {
+  const id = wanted($('mic-select'));
+  if (id === null) return false;
+  return { ...(id ? { deviceId: id } : {}), echoCancellation: true, noiseSuppression: true, autoGainControl: true };
+}
+
+function ensureMediaDevices() {
+  if (!navigator.mediaDevices?.getUserMedia) {
+    throw new Error('This browser cannot capture a camera or microphone here (the page needs https or localhost).');
+  }
+}
+
+/** Camera and microphone in one request (one permission prompt). */
+async function startDevices() {
+  ensureMediaDevices();
+  const video = media.camera ? false : cameraConstraints();
+  const audioC = media.mic ? false : micConstraints();
+  if (!video && !audioC) {
+    compositor.run();
+    return;
+  }
+  let stream;
+  try {
+    stream = await navigator.mediaDevices.getUserMedia({ video, audio: audioC });
+  } catch (e) {
+    // With both asked for, one missing device fails the pair: try each alone.
+    if (video && audioC && (e.name === 'NotFoundError' || e.name === 'NotReadableError' || e.name === 'OverconstrainedError')) {
+      const errors = [];
+      await setCamera().catch((x) => errors.push(x.message));
+      await setMic().catch((x) => errors.push(x.message));
+      if (errors.length) showError(errors.join(' '));
+      return;
+    }
+    throw new Error(mediaError(e, video && audioC ? 'camera and microphone' : video ? 'camera' : 'microphone'));
+  }
+  const [v] = stream.getVideoTracks();
+  const [a] = stream.getAudioTracks();
+  if (v) useCamera(v);
+  if (a) await useMic(a);
+  await refreshDevices();
+  compositor.run();
+}
+
+/** "Start camera & mic" only while one of them is off. */
+function refreshDeviceButton() {
+  const want = (cameraConstraints() && !media.camera) || (micConstraints() && !media.mic);
+  $('start-devices').disabled = !want;
+}
+
+function useCamera(t) {
+  const old = media.camera;
+  media.camera = track('camera', t);
+  cameraVideo.srcObject = new MediaStream([t]);
+  cameraVideo.play().catch(() => {});
+  compositor.camera = cameraVideo;
+  refreshDeviceButton();
+  t.addEventListener('ended', () => {
+    if (media.camera !== t) return;
+    media.camera = null;
+    compositor.camera = null;
+    cameraVideo.srcObject = null;
+    refreshDeviceButton();
+    // (Only the browser ends a track with an event: unplugged, revoked, taken.)
+    showError('The camera stopped (was it unplugged or taken by another app?). Pick a camera in the list to continue.');
+    refreshDevices();
+  });
+  old?.stop();
+}
+
+async function useMic(t) {
+  const old = media.mic;
+  media.mic = track('microphone', t);
+  t.enabled = !micMuted;
+  refreshDeviceButton();
+  t.addEventListener('ended', () => {
+    if (media.mic !== t) return;
+    media.mic = null;
+    refreshDeviceButton();
+    // (Only the browser ends a track with an event: unplugged, revoked, taken.)
+    showError('The microphone stopped (was it unplugged?). Pick a microphone in the list to continue.');
+    refreshDevices();
+  });
+  // While live: swap the sender's track in place, no renegotiation.
+  if (pub?.audioSender) await pub.audioSender.replaceTrack(t);
+  old?.stop();
+  meter(t);
+}
+
+async function setCamera() {
+  ensureMediaDevices();
+  const c = cameraConstraints();
+  if (!c) {
+    const old = media.camera;
+    media.camera = null;
+    compositor.camera = null;
+    cameraVideo.srcObject = null;
+    old?.stop();
+    refreshDeviceButton();
+    return;
+  }
+  let s;
+  try {
+    s = await navigator.mediaDevices.getUserMedia({ video: c });
+  } catch (e) {
+    throw new Error(mediaError(e, 'camera'));
+  }
+  useCamera(s.getVideoTracks()[0]);
+  compositor.run();
+  await refreshDevices();
+}
+
+async function setMic() {
+  ensureMediaDevices();
+  const c = micConstraints();
+  if (!c) {
+    const old = media.mic;
+    media.mic = null;
+    if (pub?.audioSender) await pub.audioSender.replaceTrack(null);
+    old?.stop();
+    meter(null);
+    refreshDeviceButton();
+    return;
+  }
+  let s;
+  try {
+    s = await navigator.mediaDevices.getUserMedia({ audio: c });
+  } catch (e) {
+    throw new Error(mediaError(e, 'microphone'));
+  }
+  await useMic(s.getAudioTracks()[0]);
+  await refreshDevices();
+}
+
+async function shareScreen() {
+  if (media.screen) {
+    stopScreen();
+    return;
+  }
+  if (!navigator.mediaDevices?.getDisplayMedia) throw new Error('This browser cannot share a screen.');
+  let s;
+  try {
+    s = await navigator.mediaDevices.getDisplayMedia({ video: { frameRate: { ideal: compositor.fps } }, audio: false });
+  } catch (e) {
+    throw new Error(mediaError(e, 'screen'));
+  }
+  const t = track('screen', s.getVideoTracks()[0]);
+  media.screen = t;
+  screenVideo.srcObject = new MediaStream([t]);
+  screenVideo.play().catch(() => {});
+  compositor.screen = screenVideo;
+  t.addEventListener('ended', () => {
+    if (media.screen !== t) return;
+    stopScreen();
+    showInfo('Screen sharing stopped.');
+  });
+  $('share-screen').setAttribute('aria-pressed', 'true');
+  $('share-screen').textContent = 'Stop sharing';
+  compositor.run();
+}
+
+function stopScreen() {
+  const t = media.screen;
+  media.screen = null;
+  compositor.screen = null;
+  screenVideo.srcObject = null;
+  t?.stop();
+  $('share-screen').setAttribute('aria-pressed', 'false');
+  $('share-screen').textContent = 'Share screen';
+}
+
+/** A level meter for the microphone (Web Audio analyser). */
+function meter(t) {
+  if (audio) {
+    clearInterval(audio.timer);
+    audio.source?.disconnect();
+  }
+  if (!t) {
+    $('mic-level').value = 0;
+    return;
+  }
+  try {
+    if (!audio) {
+      const ctx = new AudioContext();
+      audio = { ctx, analyser: ctx.createAnalyser(), source: null, timer: null };
+      audio.analyser.fftSize = 512;
+    }
+    audio.ctx.resume().catch(() => {});
+    audio.source = audio.ctx.createMediaStreamSource(new MediaStream([t]));
+    audio.source.connect(audio.analyser);
+    const buf = new Float32Array(audio.analyser.fftSize);
+    audio.timer = setInterval(() => {
+      audio.analyser.getFloatTimeDomainData(buf);
+      let peak = 0;
+      for (const x of buf) peak = Math.max(peak, Math.abs(x));
+      $('mic-level').value = t.enabled ? Math.min(1, peak * 1.5) : 0;
+    }, 100);
+  } catch {
+    /* no Web Audio: no meter */
+  }
+}
+
+function closeMeter() {
+  if (!audio) return;
+  clearInterval(audio.timer);
+  audio.source?.disconnect();
+  audio.ctx.close().catch(() => {});
+  audio = null;
+  $('mic-level').value = 0;
+}
+
+$('start-devices').addEventListener('click', action(startDevices));
+$('camera-select').addEventListener('change', action(setCamera));
+$('mic-select').addEventListener('change', action(setMic));
+$('share-screen').addEventListener('click', action(shareScreen));
+$('mute-mic').addEventListener('click', () => {
+  micMuted = !micMuted;
+  if (media.mic) media.mic.enabled = !micMuted;
+  $('mute-mic').setAttribute('aria-pressed', String(micMuted));
+  $('mute-mic').textContent = micMuted ? 'Unmute mic' : 'Mute mic';
+});
+$('hide-camera').addEventListener('click', () => {
+  compositor.cameraHidden = !compositor.cameraHidden;
+  $('hide-camera').setAttribute('aria-pressed', String(compositor.cameraHidden));
+  $('hide-camera').textContent = compositor.cameraHidden ? 'Show camera' : 'Hide camera';
+  compositor.draw();
+});
+navigator.mediaDevices?.addEventListener?.('devicechange', () => refreshDevices());
+
+// --- layout -------------------------------------------------------------------------
+
+function setLayout(layout) {
+  compositor.layout = layout;
+  note('layout', layout);
+  for (const r of document.querySelectorAll('input[name=layout]')) r.checked = r.value === layout;
+  $('inset-corner').disabled = layout !== 'pip';
+  $('inset-size').disabled = layout !== 'pip';
+  // Text on a shared screen stays sharp ('detail': keep resolution, drop frames under
+  // pressure); a camera alone keeps its motion smooth.
+  if (compositor.track) compositor.track.contentHint = layout === 'camera' ? 'motion' : 'detail';
+  compositor.draw();
+}
+
+for (const r of document.querySelectorAll('input[name=layout]')) {
+  r.addEventListener('change', () => r.checked && setLayout(r.value));
+}
+$('inset-corner').addEventListener('change', (e) => compositor.setCorner(e.target.value));
+$('inset-size').addEventListener('input', (e) => compositor.setInsetSize(Number(e.target.value) / 100));
+$('resolution').addEventListener('change', (e) => {
+  const [w, h] = e.target.value.split('x').map(Number);
+  compositor.setSize(w, h);
+  applyEncoding();
+});
+$('framerate').addEventListener('change', (e) => {
+  compositor.setFps(Number(e.target.value));
+  applyEncoding();
+});
+
+// Drag the inset on the preview (pointer events: mouse, touch and pen alike).
+let drag = null;
+function canvasPoint(ev) {
+  const r = preview.getBoundingClientRect();
+  return { x: ((ev.clientX - r.left) * preview.width) / r.width, y: ((ev.clientY - r.top) * preview.height) / r.height };
+}
+preview.addEventListener('pointerdown', (ev) => {
+  if (!compositor.insetShown()) return;
+  const p = canvasPoint(ev);
+  const r = compositor.insetRect();
+  if (p.x < r.x || p.x > r.x + r.w || p.y < r.y || p.y > r.y + r.h) return;
+  drag = { dx: p.x - r.x, dy: p.y - r.y };
+  preview.setPointerCapture(ev.pointerId);
+  preview.classList.add('dragging');
+  ev.preventDefault();
+});
+preview.addEventListener('pointermove', (ev) => {
+  if (drag) {
+    const p = canvasPoint(ev);
+    compositor.moveInset(p.x - drag.dx, p.y - drag.dy);
+    return;
+  }
+  if (!compositor.insetShown()) {
+    preview.style.cursor = '';
+    return;
+  }
+  const p = canvasPoint(ev);
+  const r = compositor.insetRect();
+  preview.style.cursor = p.x >= r.x && p.x <= r.x + r.w && p.y >= r.y && p.y <= r.y + r.h ? 'grab' : '';
+});
+const endDrag = () => {
+  if (!drag) return;
+  drag = null;
+  preview.classList.remove('dragging');
+  $('inset-corner').value = compositor.nearestCorner();
+  note('inset', { ...compositor.inset });
+};
+preview.addEventListener('pointerup', endDrag);
+preview.addEventListener('pointercancel', endDrag);
+
+// --- publishing (WHIP) --------------------------------------------------------------
+
+/** The live publication: {pc, location, bearer, audioSender, videoSender, timers}. */
+let pub = null;
+let stopping = false;
+let statsTimer = null;
+let viewersTimer = null;
+let lastStats = null;
+
+function setStatus(s, detail) {
+  state.status = s;
+  note(`status:${s}`, detail);
+  const label = { offline: 'Offline', connecting: 'Connecting…', live: 'Live', reconnecting: 'Reconnecting…', error: 'Stopped by an error' }[s] ?? s;
+  $('stat-state').textContent = label;
+  $('stat-state').dataset.state = s;
+  $('live-badge').hidden = s !== 'live';
+  $('go-live').disabled = s !== 'offline' && s !== 'error';
+  $('go-live').textContent = s === 'live' ? 'Live' : 'Go live';
+}
+
+function credential() {
+  if ($('credential').value === 'key') {
+    const key = storedKey(state.room.id);
+    if (!key) {
+      throw new Error('This browser does not know the stream key of this room (it is shown only once). Rotate the key to get a new one, or publish with your account.');
+    }
+    return key;
+  }
+  return session.token;
+}
+
+/** Explains a WHIP refusal in the creator's terms. */
+function whipError(e) {
+  if (!(e instanceof ApiError)) return e?.message ?? String(e);
+  if (e.status === 401 && $('credential').value === 'key') {
+    return `The server refused the stream key (${e.message}). It may have been rotated: use the current key, or publish with your account.`;
+  }
+  if (e.status === 401) return `The server refused your sign-in (${e.message}). Sign in again.`;
+  if (e.code === 'p2p_room' || e.status === 409) return `${e.message}`;
+  if (e.status === 422) return `The server can't take this video: ${e.message}. This browser may lack an H.264 encoder.`;
+  return e.message;
+}
+
+/** 4xx answers that another try won't change. */
+function fatal(e) {
+  return e instanceof ApiError && e.status >= 400 && e.status < 500 && e.status !== 408 && e.status !== 429;
+}
+
+async function goLive() {
+  clearMessage();
+  state.error = null;
+  if (!state.room) throw new Error('Pick a room first.');
+  if (state.room.mode === 'p2p') {
+    throw new Error('This room is peer to peer: the studio publishes to server (SFU) rooms. Create an SFU room, or switch delivery in a new room.');
+  }
+  if (typeof RTCPeerConnection !== 'function') throw new Error('This browser has no WebRTC: it cannot go live.');
+  credential(); // fails early when the key is unknown
+  if (!media.camera && !media.mic && !media.screen) await startDevices();
+  stopping = false;
+  compositor.captureTrack();
+  setLayout(compositor.layout);
+  setStatus('connecting');
+  try {
+    await publish();
+  } catch (e) {
+    setStatus('error', whipError(e));
+    throw new Error(whipError(e));
+  }
+  startLivePanel();
+}
+
+async function publish() {
+  const bearer = credential();
+  const videoTrack = compositor.captureTrack();
+  if (!obtained.has(videoTrack)) track('canvas', videoTrack);
+  const pc = new RTCPeerConnection({ bundlePolicy: 'max-bundle' });
+  const stream = new MediaStream([videoTrack]);
+  const vt = pc.addTransceiver(videoTrack, { direction: 'sendonly', streams: [stream] });
+  // Always an audio transceiver: a microphone picked later is swapped in with replaceTrack.
+  const at = pc.addTransceiver(media.mic ?? 'audio', { direction: 'sendonly', streams: [stream] });
+  const codec = preferH264(vt, 'sendonly');
+  const p = { pc, location: null, bearer, videoSender: vt.sender, audioSender: at.sender, codec, graceTimer: null };
+  pub = p;
+  pc.addEventListener('connectionstatechange', () => onConnectionState(p));
+  state.publishes += 1;
+  const offer = await makeOffer(pc);
+  if (pub !== p) return;
+  const whipUrl = new URL(`/whip/${encodeURIComponent(state.room.id)}`, location.origin).toString();
+  note('whip:post');
+  let res;
+  try {
+    res = await postOffer('WHIP', whipUrl, offer, bearer);
+  } catch (e) {
+    if (pub === p) {
+      pc.close();
+      pub = null;
+    }
+    throw e;
+  }
+  if (pub !== p) {
+    deleteSession(res.location, bearer);
+    return;
+  }
+  p.location = res.location;
+  state.location = res.location;
+  note('whip:answer');
+  await pc.setRemoteDescription({ type: 'answer', sdp: res.answer });
+  applyEncoding();
+  p.connectTimer = setTimeout(() => {
+    if (pub === p && pc.connectionState !== 'connected') reconnect(p, `no media connection to the server within ${CONNECT_TIMEOUT_MS / 1000} s`);
+  }, CONNECT_TIMEOUT_MS);
+}
+
+function onConnectionState(p) {
+  if (pub !== p) return;
+  const s = p.pc.connectionState;
+  note(`pc:${s}`);
+  clearTimeout(p.graceTimer);
+  if (s === 'connected') {
+    clearTimeout(p.connectTimer);
+    state.reconnects = 0;
+    setStatus('live');
+    setTimeout(() => loadRooms().catch(() => {}), 1000);
+    if (state.error === null) clearMessage();
+  } else if (s === 'disconnected') {
+    p.graceTimer = setTimeout(() => pub === p && reconnect(p, 'the connection to the server was interrupted'), DISCONNECTED_GRACE_MS);
+  } else if (s === 'failed') {
+    reconnect(p, 'the connection to the server failed');
+  }
+}
+
+/** Republishes the same canvas and microphone tracks after a lost connection. */
+async function reconnect(p, why) {
+  if (stopping || pub !== p) return;
+  pub = null;
+  clearTimeout(p.graceTimer);
+  clearTimeout(p.connectTimer);
+  p.pc.close();
+  deleteSession(p.location, p.bearer);
+  setStatus('reconnecting', why);
+  showInfo(`Reconnecting: ${why}…`);
+  for (;;) {
+    const attempt = ++state.reconnects;
+    await new Promise((r) => setTimeout(r, Math.min(RECONNECT_MAX_DELAY_MS, 500 * 2 ** Math.min(attempt - 1, 5))));
+    if (stopping || pub) return;
+    try {
+      // Connected or not, the connection's state handler takes it from here.
+      await publish();
+      return;
+    } catch (e) {
+      if (stopping) return;
+      if (fatal(e)) {
+        setStatus('error', whipError(e));
+        showError(whipError(e));
+        return;
+      }
+      // The server may be restarting: keep trying.
+      showInfo(`Reconnecting (attempt ${attempt}): ${e.message}`);
+    }
+  }
+}
+
+/** Encoder ceilings for the chosen size and rate. */
+function applyEncoding() {
+  const sender = pub?.videoSender;
+  if (!sender) return;
+  try {
+    const params = sender.getParameters();
+    if (!params.encodings?.length) return;
+    const h = preview.height;
+    const tier = h >= 1080 ? 1080 : h >= 720 ? 720 : h >= 480 ? 480 : 360;
+    params.encodings[0].maxBitrate = MAX_BITRATE[tier];
+    params.encodings[0].maxFramerate = compositor.fps;
+    sender.setParameters(params).catch(() => {});
+  } catch {
+    /* not supported: the browser's defaults apply */
+  }
+}
+
+function startLivePanel() {
+  clearInterval(statsTimer);
+  clearInterval(viewersTimer);
+  lastStats = null;
+  statsTimer = setInterval(updateStats, STATS_EVERY_MS);
+  viewersTimer = setInterval(updateViewers, VIEWERS_REFRESH_MS);
+  updateViewers();
+}
+
+function stopLivePanel() {
+  clearInterval(statsTimer);
+  clearInterval(viewersTimer);
+  statsTimer = null;
+  viewersTimer = null;
+  for (const id of ['stat-bitrate', 'stat-fps', 'stat-resolution', 'stat-loss', 'stat-rtt', 'stat-codec']) $(id).textContent = '–';
+}
+
+async function updateStats() {
+  const p = pub;
+  if (!p?.pc || p.pc.connectionState === 'closed') return;
+  try {
+    const s = await senderStats(p.pc, lastStats);
+    lastStats = s;
+    window.studio.stats = s;
+    $('stat-bitrate').textContent = formatBitrate(s.bitrate);
+    $('stat-fps').textContent = s.fps === null ? '–' : `${Math.round(s.fps)} fps`;
+    $('stat-resolution').textContent = s.width ? `${s.width}×${s.height}${s.limitation && s.limitation !== 'none' ? ` (limited: ${s.limitation})` : ''}` : '–';
+    $('stat-loss').textContent = s.lossPct === null ? '–' : `${s.lossPct.toFixed(1)} %`;
+    $('stat-rtt').textContent = formatMs(s.rttMs);
+    $('stat-codec').textContent = s.codec ?? p.codec?.split(' ')[0]?.split('/')[1] ?? '–';
+  } catch {
+    /* the connection closed under us */
+  }
+}
+
+async function updateViewers() {
+  if (!state.room) return;
+  try {
+    const r = await api('GET', `/rooms/${encodeURIComponent(state.room.id)}`, { token: session.token });
+    state.viewers = r.viewers;
+    $('stat-viewers').textContent = viewersText(r.viewers);
+  } catch {
+    /* keep the last figure */
+  }
+}
+
+/** Ends the WHIP session and releases every device and the canvas track. */
+async function stopAll() {
+  stopping = true;
+  const p = pub;
+  pub = null;
+  stopLivePanel();
+  let deleteStatus = null;
+  if (p) {
+    clearTimeout(p.graceTimer);
+    clearTimeout(p.connectTimer);
+    if (p.location) deleteStatus = await deleteSession(p.location, p.bearer);
+    p.pc.close();
+  }
+  state.location = null;
+  compositor.stop();
+  stopScreen();
+  for (const k of ['camera', 'mic']) {
+    media[k]?.stop();
+    media[k] = null;
+  }
+  compositor.camera = null;
+  cameraVideo.srcObject = null;
+  closeMeter();
+  for (const t of obtained) t.stop();
+  compositor.draw();
+  refreshDeviceButton();
+  setStatus('offline');
+  note('stopped', { deleteStatus });
+  if (state.user) setTimeout(() => loadRooms().catch(() => {}), 1000);
+  return { deleteStatus, tracks: [...obtained].map((t) => ({ kind: t.kind, label: t.label, readyState: t.readyState })) };
+}
+
+$('go-live').addEventListener('click', action(goLive));
+$('stop').addEventListener(
+  'click',
+  action(async () => {
+    const wasLive = state.status !== 'offline';
+    await stopAll();
+    showInfo(wasLive ? 'Stream ended. Camera, microphone and screen are released.' : 'Camera, microphone and screen are released.');
+  }),
+);
+
+// Leaving while live asks first; leaving ends the session (keepalive lets the DELETE
+// outlive the page).
+window.addEventListener('beforeunload', (e) => {
+  if (state.status === 'live' || state.status === 'reconnecting' || state.status === 'connecting') {
+    e.preventDefault();
+    e.returnValue = '';
+  }
+});
+window.addEventListener('pagehide', () => {
+  if (pub?.location) deleteSession(pub.location, pub.bearer, { keepalive: true });
+});
+
+// --- start --------------------------------------------------------------------------
+
+window.studio = {
+  state,
+  stats: null,
+  compositor,
+  media,
+  tracks: () => [...obtained].map((t) => ({ kind: t.kind, label: t.label, readyState: t.readyState, enabled: t.enabled })),
+  /** Ids of the tracks the WHIP session is sending now. */
+  sending: () => ({ video: pub?.videoSender?.track?.id ?? null, audio: pub?.audioSender?.track?.id ?? null }),
+  stop: stopAll,
+};
+
+setStatus('offline');
+setLayout('pip');
+refreshDevices();
+
+(async () => {
+  const token = session.token;
+  if (!token) {
+    showAuth('signin');
+    return;
+  }
+  try {
+    await enter(token);
+  } catch (e) {
+    if (e instanceof ApiError && (e.status === 401 || e.status === 403)) {
+      session.token = null;
+      showAuth('signin');
+      showInfo('Your session expired: sign in again.');
+    } else {
+      showAuth('signin');
+      showError(e.message);
+    }
+  }
+})();

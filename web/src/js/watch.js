@@ -1,0 +1,723 @@
+// The player: /watch/{room}[?token=…]. Asks /playback how to watch, plays WebRTC (WHEP)
+// first and falls back to HLS (hls.js, or native HLS) when WebRTC is missing, the server
+// recommends HLS, ICE fails, or no frame arrives within a few seconds. Waits for a room
+// that isn't live yet and starts by itself; reconnects by itself when the stream drops.
+//
+// `?transport=hls|webrtc` forces one path (for checks by hand). For tests, `window.player`
+// exposes `state` and `stats()`.
+
+import { api, ApiError } from './api.js';
+import { deleteSession, makeOffer, postOffer, preferH264, receiverStats } from './rtc.js';
+import { $, formatMs, say, viewersText } from './ui.js';
+
+/** No decoded frame this long after the WHEP answer → HLS. */
+const FIRST_FRAME_TIMEOUT_MS = 6000;
+/** Frames stopped this long while the room is live → reconnect. */
+const STALL_MS = 5000;
+const HLS_STALL_MS = 12_000;
+const POLL_WAITING_MS = 3000;
+const POLL_PLAYING_MS = 5000;
+const WATCHDOG_MS = 1000;
+/** WebRTC reconnects within this window before giving up on WebRTC for HLS. */
+const RECONNECT_WINDOW_MS = 60_000;
+const MAX_RECONNECTS = 3;
+
+const video = $('video');
+const message = $('message');
+const params = new URLSearchParams(location.search);
+const token = params.get('token') || null;
+const forced = ['hls', 'webrtc'].includes(params.get('transport')) ? params.get('transport') : null;
+const roomParam = (() => {
+  const m = location.pathname.match(/^\/watch\/([^/]+)/);
+  try {
+    return m ? decodeURIComponent(m[1]) : '';
+  } catch {
+    return '';
+  }
+})();
+
+const state = {
+  status: 'loading', // loading | waiting | connecting | playing | stalled | offline | error
+  transport: null, // 'webrtc' | 'hls' | 'hls-native' | 'p2p'
+  room: roomParam,
+  title: null,
+  live: null,
+  viewers: null,
+  latencyMs: null,
+  fallbackReason: null,
+  error: null,
+  sessions: { webrtc: 0, hls: 0 },
+  events: [],
+};
+
+let playback = null;
+/** The current transport session; replaced (and torn down) as a whole. */
+let current = null;
+let starting = false;
+let wantLowLatency = forced === 'webrtc';
+let reconnectTimes = [];
+let pollTimer = null;
+let ws = null;
+let wsRetry = 0;
+let hlsModule = null;
+
+function note(name, detail) {
+  state.events.push({ t: Date.now(), name, ...(detail === undefined ? {} : { detail }) });
+  if (state.events.length > 300) state.events.shift();
+  console.log(`[player] ${name}${detail === undefined ? '' : ` ${typeof detail === 'string' ? detail : JSON.stringify(detail)}`}`);
+}
+
+// --- what the viewer sees -----------------------------------------------------------
+
+const OVERLAY = {
+  loading: 'Loading…',
+  waiting: 'This stream hasn’t started yet. It will start by itself when the broadcaster goes live.',
+  connecting: 'Connecting…',
+  stalled: 'The stream is interrupted. Reconnecting…',
+  offline: 'The broadcaster is offline. Playback resumes by itself when they are back.',
+};
+const STATUS = {
+  loading: 'Loading',
+  waiting: 'Waiting for the broadcaster',
+  connecting: 'Connecting',
+  playing: 'Playing',
+  stalled: 'Reconnecting',
+  offline: 'Broadcaster offline',
+  error: 'Error',
+};
+const TRANSPORT = { webrtc: 'WebRTC', hls: 'HLS (hls.js)', 'hls-native': 'HLS (native)', p2p: 'WebRTC (peer to peer)' };
+
+function setStatus(s, text) {
+  if (state.status === 'error' && s !== 'error') return;
+  if (state.status !== s) note(`status:${s}`);
+  state.status = s;
+  $('stat-status').textContent = STATUS[s] ?? s;
+  const overlay = $('overlay');
+  const shown = s !== 'playing';
+  overlay.hidden = !shown;
+  $('spinner').hidden = !['loading', 'connecting', 'stalled'].includes(s);
+  $('overlay-text').textContent = text ?? OVERLAY[s] ?? '';
+  $('live-badge').hidden = s !== 'playing';
+  $('live-badge').classList.toggle('live', s === 'playing');
+}
+
+function setTransport(t) {
+  state.transport = t;
+  $('stat-transport').textContent = t ? TRANSPORT[t] : '–';
+  $('low-latency').hidden = !(t === 'hls' || t === 'hls-native') || typeof window.RTCPeerConnection !== 'function' || !playback?.webrtc;
+}
+
+function setViewers(n) {
+  if (typeof n !== 'number') return;
+  state.viewers = n;
+  $('stat-viewers').textContent = viewersText(n);
+}
+
+function setLatency(ms, how) {
+  state.latencyMs = ms === null || ms === undefined || !Number.isFinite(ms) ? null : Math.round(ms);
+  $('stat-latency').textContent = state.latencyMs === null ? '–' : `≈ ${formatMs(state.latencyMs)}${how ? ` (${how})` : ''}`;
+}
+
+function fail(text) {
+  state.error = text;
+  note('error', text);
+  teardown();
+  setStatus('error', text);
+  say(message, text, 'error');
+  clearTimeout(pollTimer);
+  ws?.close();
+}
+
+function updateMuteButton() {
+  $('unmute').hidden = !video.muted;
+}
+
+$('unmute').addEventListener('click', () => {
+  video.muted = false;
+  video.volume = 1;
+  video.play().catch(() => {});
+  updateMuteButton();
+});
+video.addEventListener('volumechange', updateMuteButton);
+$('fullscreen').addEventListener('click', () => {
+  const p = $('player');
+  if (document.fullscreenElement) document.exitFullscreen?.().catch(() => {});
+  else (p.requestFullscreen?.() ?? Promise.resolve()).catch(() => {});
+});
+$('fullscreen').hidden = !document.fullscreenEnabled;
+
+function play() {
+  const p = video.play();
+  p?.catch?.((e) => {
+    // Autoplay with sound can be refused; muted playback never is.
+    if (e?.name === 'NotAllowedError' && !video.muted) {
+      video.muted = true;
+      updateMuteButton();
+      video.play().catch(() => {});
+    }
+  });
+}
+
+// --- room state: REST poll + WebSocket events ----------------------------------------
+
+/**
+ * A playback URL this browser can reach. The server builds them from its public URL,
+ * which defaults to http://localhost:8080: a phone that opened this page at the laptop's
+ * LAN address would otherwise be sent to itself.
+ */
+function reachable(u) {
+  if (!u) return u;
+  try {
+    const url = new URL(u, location.href);
+    const loopback = ['localhost', '127.0.0.1', '[::1]'];
+    if (url.host !== location.host && loopback.includes(url.hostname) && !loopback.includes(location.hostname)) {
+      const secure = location.protocol === 'https:';
+      url.protocol = url.protocol.startsWith('ws') ? (secure ? 'wss:' : 'ws:') : location.protocol;
+      url.host = location.host;
+    }
+    return url.toString();
+  } catch {
+    return u;
+  }
+}
+
+async function fetchPlayback() {
+  const p = await api('GET', `/rooms/${encodeURIComponent(roomParam)}/playback`, { token, what: 'Loading the stream' });
+  if (p?.webrtc?.whep_url) p.webrtc.whep_url = reachable(p.webrtc.whep_url);
+  if (p?.hls?.url) p.hls.url = reachable(p.hls.url);
+  if (p?.flv?.url) p.flv.url = reachable(p.flv.url);
+  if (p?.ws_url) p.ws_url = reachable(p.ws_url);
+  return p;
+}
+
+function explainLoadError(e) {
+  if (e instanceof ApiError) {
+    if (e.status === 404) return 'This room does not exist (or was deleted). Check the link.';
+    if (e.status === 401 || e.status === 403) {
+      return token
+        ? 'This viewer link is not valid (any more): ask the broadcaster for a new one.'
+        : 'This room is private: you need a viewer link from the broadcaster.';
+    }
+  }
+  return null;
+}
+
+async function poll() {
+  clearTimeout(pollTimer);
+  try {
+    const r = await api('GET', `/rooms/${encodeURIComponent(state.room)}`, { token, what: 'Checking the room' });
+    if (r.title && r.title !== state.title) {
+      state.title = r.title;
+      $('title').textContent = r.title;
+      document.title = `${r.title} · Skylark`;
+    }
+    setViewers(r.viewers);
+    onLive(!!r.live, 'poll');
+  } catch (e) {
+    const why = explainLoadError(e);
+    if (why) {
+      fail(why);
+      return;
+    }
+  }
+  if (state.status !== 'error') {
+    pollTimer = setTimeout(poll, ['waiting', 'offline', 'loading'].includes(state.status) ? POLL_WAITING_MS : POLL_PLAYING_MS);
+  }
+}
+
+function openEvents() {
+  if (typeof WebSocket !== 'function' || !playback?.ws_url || state.status === 'error') return;
+  let sock;
+  try {
+    sock = new WebSocket(playback.ws_url);
+  } catch {
+    return;
+  }
+  ws = sock;
+  sock.onopen = () => {
+    wsRetry = 0;
+    sock.send(JSON.stringify(token ? { type: 'watch', room: state.room, token } : { type: 'watch', room: state.room }));
+  };
+  sock.onmessage = (ev) => {
+    let msg;
+    try {
+      msg = JSON.parse(ev.data);
+    } catch {
+      return;
+    }
+    if (msg.type !== 'candidate') note(`ws:${msg.type}`, msg.type === 'room' ? { live: msg.live, viewers: msg.viewers } : undefined);
+    switch (msg.type) {
+      case 'waiting':
+        onLive(false, 'ws');
+        break;
+      case 'room':
+        setViewers(msg.viewers);
+        if (typeof msg.live === 'boolean') onLive(msg.live, 'ws');
+        break;
+      case 'offer':
+        answerP2p(msg).catch((e) => note('p2p:error', e.message));
+        break;
+      case 'candidate':
+        if (current?.kind === 'p2p' && msg.candidate) current.pc.addIceCandidate(msg.candidate).catch(() => {});
+        break;
+      case 'error':
+        note('ws:error', `${msg.code}: ${msg.message}`);
+        break;
+      default:
+        break;
+    }
+  };
+  sock.onclose = () => {
+    if (ws !== sock || state.status === 'error') return;
+    ws = null;
+    // Room events are a convenience (the poll covers them): come back slowly.
+    const delay = Math.min(30_000, 2000 * 2 ** wsRetry++);
+    setTimeout(openEvents, delay);
+  };
+}
+
+/** The room's live state, from the poll or a WebSocket event. */
+function onLive(live, source) {
+  const was = state.live;
+  state.live = live;
+  if (was !== live) note('live', { live, source });
+  if (live) {
+    if (['waiting', 'offline', 'loading'].includes(state.status) && !current) start();
+  } else if (!current && state.status !== 'loading') {
+    setStatus(was ? 'offline' : state.status === 'offline' ? 'offline' : 'waiting');
+  }
+  // A live session whose room went offline is ended by the watchdog once frames stop,
+  // so a publisher that reconnects within seconds never interrupts playback.
+}
+
+// --- transports ---------------------------------------------------------------------
+
+function webrtcUnavailable() {
+  if (forced === 'hls' && !wantLowLatency) return 'HLS was asked for in the address';
+  if (typeof window.RTCPeerConnection !== 'function') return 'this browser has no WebRTC';
+  if (!playback?.webrtc) return 'the server offers no WebRTC for this room';
+  if (playback.recommended === 'hls' && !wantLowLatency) return 'the server recommends HLS';
+  return null;
+}
+
+async function start() {
+  if (starting || current || state.status === 'error') return;
+  starting = true;
+  try {
+    try {
+      playback = await fetchPlayback();
+    } catch (e) {
+      const why = explainLoadError(e);
+      if (why) {
+        fail(why);
+        return;
+      }
+      // Keep the last answer; the poll retries.
+    }
+    if (!playback?.live) {
+      state.live = false;
+      setStatus(state.status === 'offline' ? 'offline' : 'waiting');
+      return;
+    }
+    if (playback.recommended === 'p2p') {
+      // Peer-to-peer rooms: the broadcaster offers over the WebSocket (answerP2p).
+      setTransport('p2p');
+      setStatus('connecting', 'Waiting for the broadcaster to connect…');
+      return;
+    }
+    const why = webrtcUnavailable();
+    if (why) await startHls(why);
+    else await startWebRtc();
+  } finally {
+    starting = false;
+  }
+}
+
+function teardown() {
+  const s = current;
+  current = null;
+  if (!s) return;
+  clearTimeout(s.firstFrameTimer);
+  clearInterval(s.watchdog);
+  if (s.pc) {
+    s.pc.close();
+    if (s.location) deleteSession(s.location, token);
+  }
+  if (s.hls) s.hls.destroy();
+  if (s.kind === 'hls-native' || s.hls) {
+    video.removeAttribute('src');
+    video.load();
+  }
+  video.srcObject = null;
+  setLatency(null);
+  note(`teardown:${s.kind}`);
+}
+
+/** Marks the first frame of a session (once). */
+function firstFrame(s) {
+  if (current !== s || s.gotFrame) return;
+  s.gotFrame = true;
+  s.lastProgress = performance.now();
+  clearTimeout(s.firstFrameTimer);
+  note('firstFrame', { transport: s.kind, width: video.videoWidth, height: video.videoHeight });
+  setStatus('playing');
+  say(message, '');
+}
+
+function watchFrames(s) {
+  const onFrame = () => firstFrame(s);
+  if (typeof video.requestVideoFrameCallback === 'function') video.requestVideoFrameCallback(onFrame);
+  video.addEventListener('playing', () => video.videoWidth > 0 && onFrame(), { once: true });
+}
+
+async function startWebRtc() {
+  teardown();
+  const pc = new RTCPeerConnection({ bundlePolicy: 'max-bundle' });
+  const s = { kind: 'webrtc', pc, location: null, gotFrame: false, frames: 0, lastProgress: performance.now(), prev: null, started: performance.now() };
+  current = s;
+  state.sessions.webrtc += 1;
+  setTransport('webrtc');
+  setStatus('connecting');
+  const stream = new MediaStream();
+  video.srcObject = stream;
+  pc.addEventListener('track', (ev) => {
+    stream.addTrack(ev.track);
+    play();
+  });
+  const vt = pc.addTransceiver('video', { direction: 'recvonly' });
+  pc.addTransceiver('audio', { direction: 'recvonly' });
+  preferH264(vt, 'recvonly');
+  pc.addEventListener('connectionstatechange', () => {
+    if (current !== s) return;
+    note(`pc:${pc.connectionState}`);
+    if (pc.connectionState === 'failed') {
+      if (!s.gotFrame) fallbackToHls('the WebRTC connection could not be established (ICE failed)');
+      else reconnect('the WebRTC connection was lost');
+    }
+  });
+  watchFrames(s);
+  let res;
+  try {
+    const offer = await makeOffer(pc);
+    if (current !== s) return;
+    res = await postOffer('WHEP', playback.webrtc.whep_url, offer, token);
+  } catch (e) {
+    if (current !== s) return;
+    if (e instanceof ApiError && e.status === 409) {
+      // Not live (any more): wait for it.
+      teardown();
+      state.live = false;
+      setStatus('waiting');
+      return;
+    }
+    const why = explainLoadError(e);
+    if (why) {
+      fail(why);
+      return;
+    }
+    fallbackToHls(`WebRTC signaling failed: ${e.message}`);
+    return;
+  }
+  if (current !== s) {
+    deleteSession(res.location, token);
+    return;
+  }
+  s.location = res.location;
+  await pc.setRemoteDescription({ type: 'answer', sdp: res.answer });
+  s.firstFrameTimer = setTimeout(() => {
+    if (current === s && !s.gotFrame) fallbackToHls(`no video arrived over WebRTC within ${FIRST_FRAME_TIMEOUT_MS / 1000} s`);
+  }, FIRST_FRAME_TIMEOUT_MS);
+  s.watchdog = setInterval(() => webrtcWatchdog(s), WATCHDOG_MS);
+}
+
+async function webrtcWatchdog(s) {
+  if (current !== s) return;
+  let st;
+  try {
+    st = await receiverStats(s.pc, s.prev);
+  } catch {
+    return;
+  }
+  if (current !== s) return;
+  s.prev = st;
+  s.stats = st;
+  const now = performance.now();
+  if (st.framesDecoded > s.frames) {
+    s.frames = st.framesDecoded;
+    s.lastProgress = now;
+    if (!s.gotFrame && video.videoWidth > 0) firstFrame(s);
+    if (state.status === 'stalled' || state.status === 'offline') setStatus('playing');
+  }
+  setLatency(st.latencyMs, st.rttMs === null ? 'jitter buffer' : 'network + jitter buffer');
+  $('stat-video').textContent = st.width ? `${st.width}×${st.height}${st.fps ? `, ${Math.round(st.fps)} fps` : ''}${st.codec ? `, ${st.codec}` : ''}` : '–';
+  if (!s.gotFrame) return;
+  const still = now - s.lastProgress;
+  if (still > 1500 && state.status === 'playing') setStatus(state.live === false ? 'offline' : 'stalled');
+  if (state.live === false && still > 2000) {
+    // The broadcaster left: end this session and wait for them.
+    teardown();
+    setStatus('offline');
+    return;
+  }
+  if (still > STALL_MS) reconnect('the video stopped');
+}
+
+/** Starts a new WebRTC session after a drop; repeated drops give up on WebRTC for HLS. */
+function reconnect(why) {
+  const now = performance.now();
+  reconnectTimes = reconnectTimes.filter((t) => now - t < RECONNECT_WINDOW_MS);
+  reconnectTimes.push(now);
+  note('reconnect', why);
+  teardown();
+  if (reconnectTimes.length > MAX_RECONNECTS && forced !== 'webrtc') {
+    fallbackToHls(`${why}, ${reconnectTimes.length} times within a minute`);
+    return;
+  }
+  setStatus('stalled');
+  setTimeout(() => {
+    if (!current && state.status !== 'error') start();
+  }, 1000);
+}
+
+function fallbackToHls(reason) {
+  note('fallback', reason);
+  teardown();
+  if (forced === 'webrtc') {
+    setStatus('stalled', `WebRTC: ${reason}. Retrying…`);
+    setTimeout(() => !current && start(), 3000);
+    return;
+  }
+  wantLowLatency = false;
+  startHls(reason);
+}
+
+async function loadHls() {
+  if (hlsModule !== null) return hlsModule;
+  try {
+    const m = await import(new URL('../vendor/hls.min.mjs', import.meta.url).toString());
+    hlsModule = m.default ?? m.Hls ?? false;
+  } catch (e) {
+    note('hls.js unavailable', e.message);
+    hlsModule = false;
+  }
+  return hlsModule;
+}
+
+async function startHls(reason) {
+  teardown();
+  const url = playback?.hls?.url;
+  state.fallbackReason = reason;
+  const note_ = $('fallback-note');
+  note_.textContent = `Playing HLS (higher latency than WebRTC) because ${reason}.`;
+  note_.hidden = false;
+  if (!url) {
+    fail('This stream has no HLS version, and WebRTC could not be used: ' + reason + '.');
+    return;
+  }
+  const s = { kind: 'hls', hls: null, gotFrame: false, lastProgress: performance.now(), lastTime: 0, started: performance.now(), retries: 0 };
+  current = s;
+  state.sessions.hls += 1;
+  setStatus('connecting');
+  const Hls = await loadHls();
+  if (current !== s) return;
+  if (Hls && Hls.isSupported()) {
+    setTransport('hls');
+    const hls = new Hls({ lowLatencyMode: true, backBufferLength: 30, liveDurationInfinity: true });
+    s.hls = hls;
+    hls.on(Hls.Events.ERROR, (_ev, data) => {
+      if (current !== s || !data.fatal) return;
+      note('hls:fatal', `${data.type} ${data.details}`);
+      if (data.type === Hls.ErrorTypes.MEDIA_ERROR && !s.recovered) {
+        s.recovered = true;
+        hls.recoverMediaError();
+        return;
+      }
+      retryHls(s, `${data.details}`);
+    });
+    hls.on(Hls.Events.MANIFEST_PARSED, () => current === s && play());
+    hls.attachMedia(video);
+    hls.loadSource(url);
+  } else if (video.canPlayType('application/vnd.apple.mpegurl')) {
+    s.kind = 'hls-native';
+    setTransport('hls-native');
+    video.src = url;
+    video.addEventListener('error', () => current === s && retryHls(s, 'the browser could not load the HLS stream'), { once: true });
+    play();
+  } else {
+    fail(`This browser can play neither WebRTC nor HLS (${reason}).`);
+    return;
+  }
+  watchFrames(s);
+  s.watchdog = setInterval(() => hlsWatchdog(s), WATCHDOG_MS);
+}
+
+/** HLS failed (the packager may not have the room yet): start over after a pause. */
+function retryHls(s, why) {
+  if (current !== s) return;
+  teardown();
+  if (state.live === false) {
+    setStatus('offline');
+    return;
+  }
+  setStatus('stalled', 'Waiting for the stream…');
+  const delay = Math.min(5000, 1000 * 2 ** Math.min(s.retries, 3));
+  note('hls:retry', { why, delay });
+  setTimeout(async () => {
+    if (current || state.status === 'error') return;
+    await startHls(state.fallbackReason ?? why);
+    if (current) current.retries = s.retries + 1;
+  }, delay);
+}
+
+function hlsWatchdog(s) {
+  if (current !== s) return;
+  const now = performance.now();
+  if (video.currentTime > s.lastTime + 0.01) {
+    s.lastTime = video.currentTime;
+    s.lastProgress = now;
+    if (!s.gotFrame && video.videoWidth > 0) firstFrame(s);
+    if (state.status === 'stalled' || state.status === 'offline') setStatus('playing');
+  }
+  // Latency: program-date-time of the playing position vs now, else hls.js' estimate.
+  let ms = null;
+  let how = null;
+  const pdt = s.hls?.playingDate ?? (typeof video.getStartDate === 'function' ? dateAt(video) : null);
+  if (pdt && Number.isFinite(pdt.getTime()) && pdt.getTime() > 0) {
+    ms = Date.now() - pdt.getTime();
+    how = 'program date-time';
+  } else if (s.hls && Number.isFinite(s.hls.latency)) {
+    ms = s.hls.latency * 1000;
+    how = 'from the live edge';
+  }
+  setLatency(ms, how);
+  $('stat-video').textContent = video.videoWidth ? `${video.videoWidth}×${video.videoHeight}` : '–';
+  if (!s.gotFrame) return;
+  const still = now - s.lastProgress;
+  if (still > 2000 && state.status === 'playing') setStatus(state.live === false ? 'offline' : 'stalled');
+  if (state.live === false && still > 3000) {
+    teardown();
+    setStatus('offline');
+    return;
+  }
+  if (still > HLS_STALL_MS) retryHls(s, 'the video stopped');
+}
+
+function dateAt(v) {
+  const start = v.getStartDate();
+  const t = start?.getTime?.();
+  return Number.isFinite(t) && t > 0 ? new Date(t + v.currentTime * 1000) : null;
+}
+
+$('low-latency').addEventListener('click', () => {
+  wantLowLatency = true;
+  reconnectTimes = [];
+  $('fallback-note').hidden = true;
+  state.fallbackReason = null;
+  teardown();
+  start();
+});
+
+// --- peer-to-peer rooms: the broadcaster offers over the WebSocket ------------------
+
+async function answerP2p(msg) {
+  if (typeof window.RTCPeerConnection !== 'function') {
+    fail('This room is peer to peer, which needs WebRTC: this browser has none.');
+    return;
+  }
+  teardown();
+  const pc = new RTCPeerConnection();
+  const s = { kind: 'p2p', pc, gotFrame: false, frames: 0, lastProgress: performance.now(), prev: null };
+  current = s;
+  setTransport('p2p');
+  setStatus('connecting');
+  const stream = new MediaStream();
+  video.srcObject = stream;
+  pc.addEventListener('track', (ev) => {
+    stream.addTrack(ev.track);
+    play();
+  });
+  pc.addEventListener('icecandidate', (ev) => {
+    if (ev.candidate && ws?.readyState === WebSocket.OPEN) ws.send(JSON.stringify({ type: 'candidate', candidate: ev.candidate.toJSON(), to: msg.from }));
+  });
+  watchFrames(s);
+  await pc.setRemoteDescription({ type: 'offer', sdp: msg.sdp });
+  const answer = await pc.createAnswer();
+  await pc.setLocalDescription(answer);
+  ws?.send(JSON.stringify({ type: 'answer', sdp: pc.localDescription.sdp, to: msg.from }));
+  s.watchdog = setInterval(() => webrtcWatchdog(s), WATCHDOG_MS);
+}
+
+// --- start --------------------------------------------------------------------------
+
+window.player = {
+  state,
+  async stats() {
+    let framesDecoded = 0;
+    let codec = null;
+    if (current?.pc && current.pc.connectionState !== 'closed') {
+      try {
+        const st = await receiverStats(current.pc, null);
+        framesDecoded = st.framesDecoded;
+        codec = st.codec;
+      } catch {
+        /* closed */
+      }
+    } else if (typeof video.getVideoPlaybackQuality === 'function') {
+      framesDecoded = video.getVideoPlaybackQuality().totalVideoFrames;
+    }
+    return {
+      status: state.status,
+      transport: state.transport,
+      transportLabel: $('stat-transport').textContent,
+      error: state.error,
+      fallbackReason: state.fallbackReason,
+      live: state.live,
+      viewers: state.viewers,
+      latencyMs: state.latencyMs,
+      videoWidth: video.videoWidth,
+      videoHeight: video.videoHeight,
+      currentTime: video.currentTime,
+      paused: video.paused,
+      muted: video.muted,
+      framesDecoded,
+      codec,
+      sessions: { ...state.sessions },
+    };
+  },
+};
+
+updateMuteButton();
+setStatus('loading');
+(async () => {
+  if (!roomParam) {
+    fail('No room in the address: open /watch/<room>.');
+    return;
+  }
+  for (let attempt = 0; ; attempt++) {
+    try {
+      playback = await fetchPlayback();
+      break;
+    } catch (e) {
+      const why = explainLoadError(e);
+      if (why) {
+        fail(why);
+        return;
+      }
+      say(message, `${e.message}. Retrying…`, 'info');
+      await new Promise((r) => setTimeout(r, Math.min(10_000, 1000 * 2 ** attempt)));
+    }
+  }
+  say(message, '');
+  state.room = playback.room ?? roomParam;
+  state.live = !!playback.live;
+  openEvents();
+  poll();
+  if (playback.live) start();
+  else setStatus('waiting');
+})();
+
+// Leaving the page ends the WHEP session (keepalive lets the DELETE outlive the page).
+window.addEventListener('pagehide', () => {
+  if (current?.location) deleteSession(current.location, token, { keepalive: true });
+});
+
