@@ -1,0 +1,137 @@
+{{/*
+Names, labels and the environment shared by every Skylark workload.
+*/}}
+
+{{- define "skylark.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
+Fully qualified app name, at most 63 characters (DNS names); components append
+"-api", "-sfu", … so it is cut at 52.
+*/}}
+{{- define "skylark.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 52 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 52 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 52 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "skylark.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
+Standard labels. Call with (dict "ctx" $ "component" "api").
+*/}}
+{{- define "skylark.labels" -}}
+helm.sh/chart: {{ include "skylark.chart" .ctx }}
+{{ include "skylark.selectorLabels" . }}
+app.kubernetes.io/version: {{ .ctx.Chart.AppVersion | quote }}
+app.kubernetes.io/part-of: skylark
+app.kubernetes.io/managed-by: {{ .ctx.Release.Service }}
+{{- end }}
+
+{{/*
+Selector labels. Call with (dict "ctx" $ "component" "api").
+*/}}
+{{- define "skylark.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "skylark.name" .ctx }}
+app.kubernetes.io/instance: {{ .ctx.Release.Name }}
+app.kubernetes.io/component: {{ .component }}
+{{- end }}
+
+{{- define "skylark.image" -}}
+{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
+{{- end }}
+
+{{/*
+The Secret holding SKYLARK_JWT_SECRET, DATABASE_URL and REDIS_URL.
+*/}}
+{{- define "skylark.secretName" -}}
+{{- default (include "skylark.fullname" .) .Values.existingSecret }}
+{{- end }}
+
+{{/*
+The JWT signing key: the value, else the one already in the release's Secret (kept
+across upgrades), else a new random one.
+*/}}
+{{- define "skylark.jwtSecret" -}}
+{{- if .Values.jwtSecret }}
+{{- .Values.jwtSecret }}
+{{- else }}
+{{- $old := lookup "v1" "Secret" .Release.Namespace (include "skylark.fullname" .) }}
+{{- if and $old $old.data (hasKey $old.data "SKYLARK_JWT_SECRET") }}
+{{- index $old.data "SKYLARK_JWT_SECRET" | b64dec }}
+{{- else }}
+{{- randAlphaNum 64 }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/*
+Environment of every long-running target: logs, traces, data dir.
+SKYLARK_DATA_DIR is an emptyDir: nothing durable lives there once DATABASE_URL and
+SKYLARK_JWT_SECRET are set.
+*/}}
+{{- define "skylark.env.common" -}}
+- name: LOG_FORMAT
+  value: {{ .Values.logging.format | quote }}
+- name: RUST_LOG
+  value: {{ .Values.logging.level | quote }}
+{{- with .Values.otlpEndpoint }}
+- name: OTEL_EXPORTER_OTLP_ENDPOINT
+  value: {{ . | quote }}
+{{- end }}
+- name: SKYLARK_DATA_DIR
+  value: /data
+{{- end }}
+
+{{/*
+The Redis bus: every target but migrate.
+*/}}
+{{- define "skylark.env.redis" -}}
+- name: REDIS_URL
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "skylark.secretName" . }}
+      key: REDIS_URL
+- name: SKYLARK_REDIS_PREFIX
+  value: {{ .Values.redis.prefix | quote }}
+{{- end }}
+
+{{/*
+Pod annotations for Prometheus scrapers that read them. Call with (dict "port" 8080).
+*/}}
+{{- define "skylark.scrapeAnnotations" -}}
+prometheus.io/scrape: "true"
+prometheus.io/port: {{ .port | quote }}
+prometheus.io/path: /metrics
+{{- end }}
+
+{{/*
+Probes on the HTTP port: readiness /readyz, liveness /healthz.
+*/}}
+{{- define "skylark.probes" -}}
+readinessProbe:
+  httpGet:
+    path: /readyz
+    port: http
+  periodSeconds: 5
+  timeoutSeconds: 3
+  failureThreshold: 3
+livenessProbe:
+  httpGet:
+    path: /healthz
+    port: http
+  initialDelaySeconds: 10
+  periodSeconds: 10
+  timeoutSeconds: 3
+  failureThreshold: 6
+{{- end }}
