@@ -268,7 +268,11 @@ async fn room_worker(sh: Arc<Shared>, room: String, stop: CancellationToken) {
         .release_lease(&keys::room_packager(&room), &sh.me)
         .await;
     tracing::info!(room_id = %room, "room ended; HLS kept for the grace period");
-    tokio::time::sleep(GRACE).await;
+    // Serve the ended playlist for a while, unless the process is stopping.
+    tokio::select! {
+        _ = stop.cancelled() => {}
+        _ = tokio::time::sleep(GRACE) => {}
+    }
     if sh.rooms.get(&room).is_some_and(|h| Arc::ptr_eq(&h, &hls)) {
         sh.rooms.remove(&room);
     }
