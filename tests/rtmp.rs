@@ -149,6 +149,29 @@ async fn ffmpeg_rtmp_reaches_webrtc_and_hls() {
         probe.contains("codec_name=h264|width=640|height=360"),
         "{probe}"
     );
+
+    // HTTP-FLV of the same ingest: H.264 and the source's AAC, no transcoding.
+    let out = Command::new("ffprobe")
+        .args([
+            "-v",
+            "error",
+            "-show_entries",
+            "stream=codec_name,width,height,sample_rate",
+            "-of",
+            "compact",
+        ])
+        .arg(format!("{}/flv/{room}.flv", sk.base))
+        .output()
+        .unwrap();
+    let probe = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        probe.contains("codec_name=h264|width=640|height=360"),
+        "{probe}"
+    );
+    assert!(
+        probe.contains("codec_name=aac|sample_rate=44100"),
+        "{probe}"
+    );
     let _ = ff.kill();
     let _ = ff.wait();
 }

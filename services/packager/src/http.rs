@@ -25,12 +25,41 @@ pub struct HttpState {
 pub fn router(state: HttpState) -> Router {
     Router::new()
         .route("/hls/{room}/{file}", get(file))
+        .route("/flv/{file}", get(flv_file))
         .layer(
             tower_http::cors::CorsLayer::new()
                 .allow_origin(tower_http::cors::Any)
                 .allow_methods([axum::http::Method::GET, axum::http::Method::HEAD]),
         )
         .with_state(state)
+}
+
+/// `GET /flv/{room}.flv` (HTTP-FLV, or WS-FLV with a WebSocket upgrade).
+async fn flv_file(
+    State(st): State<HttpState>,
+    Path(file): Path<String>,
+    uri: axum::http::Uri,
+    headers: axum::http::HeaderMap,
+    ws: Result<
+        axum::extract::ws::WebSocketUpgrade,
+        axum::extract::ws::rejection::WebSocketUpgradeRejection,
+    >,
+) -> Response {
+    let ws = ws.ok();
+    let Some(room) = file.strip_suffix(".flv").filter(|r| valid_room(r)) else {
+        return error(StatusCode::NOT_FOUND, "not_found", "use /flv/{room}.flv");
+    };
+    match st.rooms.get(room) {
+        Some(hls) if !hls.read(|s| s.playlist.ended) => crate::flv::serve(&hls.flv, ws),
+        _ if ws.is_none() => {
+            let forwarded = headers.contains_key(crate::remote::FORWARDED);
+            match st.remote.forward_stream(room, &uri, forwarded).await {
+                Some(r) => r,
+                None => crate::flv::not_live(),
+            }
+        }
+        _ => crate::flv::not_live(),
+    }
 }
 
 fn error(status: StatusCode, code: &str, message: &str) -> Response {

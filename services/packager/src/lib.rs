@@ -4,6 +4,7 @@
 //! segment is cut), and serves them (`http`). Requests for rooms held by another
 //! packager are passed on to it (`remote`).
 
+mod flv;
 mod http;
 mod remote;
 pub mod segmenter;
@@ -221,6 +222,7 @@ async fn room_worker(sh: Arc<Shared>, room: String, stop: CancellationToken) {
     let hls = RoomHls::new(sh.segment_target, sh.part_target);
     sh.rooms.insert(&room, hls.clone());
     let mut seg = Segmenter::new(sh.segment_target, sh.part_target);
+    let mut flv_mux = flv::FlvMuxer::default();
     let mut offline_since: Option<tokio::time::Instant> = None;
     loop {
         if stop.is_cancelled() {
@@ -247,9 +249,16 @@ async fn room_worker(sh: Arc<Shared>, room: String, stop: CancellationToken) {
         // One trace per pull: packager → sfu (RelayPull), room id as an attribute.
         let span =
             tracing::info_span!("packager.relay_pull", otel.kind = "client", room_id = %room);
-        if let Err(e) = pull(&origin.grpc_addr, &room, &mut seg, &hls, &stop)
-            .instrument(span)
-            .await
+        if let Err(e) = pull(
+            &origin.grpc_addr,
+            &room,
+            &mut seg,
+            &mut flv_mux,
+            &hls,
+            &stop,
+        )
+        .instrument(span)
+        .await
         {
             tracing::info!(room_id = %room, error = %e, "relay pull ended; retrying");
         }
@@ -257,6 +266,7 @@ async fn room_worker(sh: Arc<Shared>, room: String, stop: CancellationToken) {
         let mut out = Vec::new();
         seg.publisher_changed(&mut out);
         apply(&hls, out);
+        flv_mux.reset();
         tokio::select! { _ = stop.cancelled() => break, _ = tokio::time::sleep(Duration::from_millis(500)) => {} }
     }
     let mut out = Vec::new();
@@ -282,6 +292,7 @@ async fn pull(
     origin: &str,
     room: &str,
     seg: &mut Segmenter,
+    flv_mux: &mut flv::FlvMuxer,
     hls: &RoomHls,
     stop: &CancellationToken,
 ) -> anyhow::Result<()> {
@@ -308,9 +319,18 @@ async fn pull(
         };
         let Some(msg) = msg else { return Ok(()) };
         match msg?.msg {
-            Some(pb::relay_message::Msg::Track(t)) => seg.add_track(&t),
-            Some(pb::relay_message::Msg::Frame(f)) => seg.push(&f, now_ms(), &mut out),
-            Some(pb::relay_message::Msg::PublisherChanged(_)) => seg.publisher_changed(&mut out),
+            Some(pb::relay_message::Msg::Track(t)) => {
+                seg.add_track(&t);
+                flv_mux.add_track(&t, &hls.flv);
+            }
+            Some(pb::relay_message::Msg::Frame(f)) => {
+                seg.push(&f, now_ms(), &mut out);
+                flv_mux.push(&f, &hls.flv);
+            }
+            Some(pb::relay_message::Msg::PublisherChanged(_)) => {
+                seg.publisher_changed(&mut out);
+                flv_mux.reset();
+            }
             Some(pb::relay_message::Msg::Ended(_)) => return Ok(()),
             None => {}
         }

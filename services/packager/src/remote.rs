@@ -27,6 +27,66 @@ impl Remote {
         Self { bus, me, client }
     }
 
+    /// The holder's live FLV stream passed through chunk by chunk, or `None`.
+    pub async fn forward_stream(
+        &self,
+        room: &str,
+        uri: &Uri,
+        already_forwarded: bool,
+    ) -> Option<Response<Body>> {
+        let url = self.holder_url(room, uri, already_forwarded).await?;
+        let client = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(2))
+            .build()
+            .ok()?;
+        let mut resp = client.get(url).header(FORWARDED, "1").send().await.ok()?;
+        if !resp.status().is_success() {
+            return None;
+        }
+        let (tx, rx) = tokio::sync::mpsc::channel::<Result<bytes::Bytes, std::io::Error>>(16);
+        tokio::spawn(async move {
+            while let Ok(Some(chunk)) = resp.chunk().await {
+                if tx.send(Ok(chunk)).await.is_err() {
+                    return;
+                }
+            }
+        });
+        let mut out = Response::new(Body::from_stream(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        ));
+        out.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("video/x-flv"),
+        );
+        Some(out)
+    }
+
+    async fn holder_url(&self, room: &str, uri: &Uri, already_forwarded: bool) -> Option<String> {
+        if already_forwarded {
+            return None;
+        }
+        let holder = self
+            .bus
+            .lease_holder(&keys::room_packager(room))
+            .await
+            .ok()??;
+        if holder == self.me {
+            return None;
+        }
+        let node = self
+            .bus
+            .nodes(NodeKind::Packager)
+            .await
+            .ok()?
+            .into_iter()
+            .find(|n| n.id == holder)?;
+        Some(format!(
+            "http://{}{}",
+            node.media_addr,
+            uri.path_and_query().map(|p| p.as_str()).unwrap_or("/")
+        ))
+    }
+
     /// The holder's answer, or `None` when no other live packager holds the room.
     pub async fn forward(
         &self,

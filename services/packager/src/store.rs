@@ -36,6 +36,8 @@ pub struct State {
 pub struct RoomHls {
     state: Mutex<State>,
     version: watch::Sender<u64>,
+    /// The same room as live FLV (HTTP-FLV / WS-FLV viewers).
+    pub flv: Arc<crate::flv::FlvFeed>,
 }
 
 impl RoomHls {
@@ -54,6 +56,7 @@ impl RoomHls {
                 ended_at: None,
             }),
             version,
+            flv: Arc::default(),
         })
     }
 

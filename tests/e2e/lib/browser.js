@@ -36,6 +36,7 @@ export function noBrowser() {
 /** Browser libraries from npm (package-lock.json pins them), served at fixed paths. */
 const VENDOR = {
   '/vendor/hls.js': 'hls.js/dist/hls.min.js',
+  '/vendor/mpegts.js': 'mpegts.js/dist/mpegts.js',
 };
 
 const TYPES = {

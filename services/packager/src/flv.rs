@@ -1,0 +1,309 @@
+//! HTTP-FLV and WebSocket-FLV playback (`/flv/{room}.flv`): the room's frames as one
+//! live FLV stream per viewer, starting at a keyframe. H.264 as AVC tags; audio as AAC
+//! when the source sent AAC (RTMP), else Opus in Enhanced-FLV tags. A viewer that can't
+//! keep up is dropped rather than buffered without bound.
+
+use axum::body::Body;
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use skylark_media::aac::AudioSpecificConfig;
+use skylark_media::flv::{self, OpusHead};
+use skylark_media::h264::{self, AvcDecoderConfigurationRecord};
+use skylark_proto::sfu::v1 as pb;
+use std::sync::{Arc, Mutex};
+use tokio::sync::{broadcast, mpsc};
+
+/// Tags buffered per room for slow viewers (a few seconds of a typical stream).
+const FEED_CAPACITY: usize = 1024;
+
+/// One FLV tag body with its type and time.
+#[derive(Debug)]
+pub struct Item {
+    tag_type: u8,
+    ts_ms: u32,
+    body: Vec<u8>,
+    keyframe: bool,
+}
+
+#[derive(Default, Clone)]
+struct Config {
+    avc: Option<Vec<u8>>,
+    audio: Option<Vec<u8>>,
+}
+
+/// A room's FLV feed: sequence headers for late joiners, and a broadcast of tags.
+pub struct FlvFeed {
+    tx: broadcast::Sender<Arc<Item>>,
+    config: Mutex<Config>,
+}
+
+impl Default for FlvFeed {
+    fn default() -> Self {
+        Self {
+            tx: broadcast::channel(FEED_CAPACITY).0,
+            config: Mutex::new(Config::default()),
+        }
+    }
+}
+
+impl FlvFeed {
+    fn publish(&self, item: Item) {
+        // No receivers is fine: nobody watches over FLV right now.
+        let _ = self.tx.send(Arc::new(item));
+    }
+
+    fn set_config(&self, f: impl FnOnce(&mut Config)) {
+        f(&mut self.config.lock().unwrap_or_else(|p| p.into_inner()));
+    }
+}
+
+/// Per-track timing: RTP time to milliseconds on a timeline shared by both tracks.
+#[derive(Default, Clone, Copy)]
+struct Clock {
+    first_rtp: u64,
+    first_ms: u64,
+}
+
+/// Turns relay frames into FLV tags (sans-IO apart from the broadcast it writes to).
+#[derive(Default)]
+pub struct FlvMuxer {
+    video: Option<String>,
+    aac: Option<(String, Vec<u8>)>,
+    opus: Option<String>,
+    video_clock: Option<Clock>,
+    audio_clock: Option<Clock>,
+    /// Wall clock (µs) of this epoch's first frame, and the FLV time it maps to.
+    epoch: Option<(u64, u64)>,
+    last_ms: u64,
+    sps_pps: Option<(Vec<u8>, Vec<u8>)>,
+}
+
+impl FlvMuxer {
+    pub fn add_track(&mut self, t: &pb::TrackInfo, feed: &FlvFeed) {
+        match (t.kind, t.codec.as_str()) {
+            (k, "H264") if k == pb::TrackKind::Video as i32 && self.video.is_none() => {
+                self.video = Some(t.track_id.clone())
+            }
+            (k, "aac") if k == pb::TrackKind::Audio as i32 => {
+                let asc = hex(&t.fmtp);
+                if let Ok(parsed) = AudioSpecificConfig::parse(&asc) {
+                    if let Ok(body) = flv::aac_sequence_header(&parsed) {
+                        feed.set_config(|c| c.audio = Some(body));
+                    }
+                }
+                self.aac = Some((t.track_id.clone(), asc));
+            }
+            (k, "opus") if k == pb::TrackKind::Audio as i32 && self.opus.is_none() => {
+                self.opus = Some(t.track_id.clone());
+            }
+            _ => {}
+        }
+    }
+
+    /// A new publisher: timestamps restart, tracks are announced again.
+    pub fn reset(&mut self) {
+        *self = Self {
+            last_ms: self.last_ms + 40,
+            ..Self::default()
+        };
+    }
+
+    fn ms(&mut self, video: bool, rtp: u64, clock_rate: u64, received_us: u64) -> u32 {
+        let (epoch_us, epoch_ms) = *self.epoch.get_or_insert((received_us, self.last_ms));
+        let slot = if video {
+            &mut self.video_clock
+        } else {
+            &mut self.audio_clock
+        };
+        let clock = *slot.get_or_insert_with(|| Clock {
+            first_rtp: rtp,
+            first_ms: epoch_ms + received_us.saturating_sub(epoch_us) / 1000,
+        });
+        let ms = clock.first_ms + rtp.saturating_sub(clock.first_rtp) * 1000 / clock_rate;
+        self.last_ms = self.last_ms.max(ms);
+        ms as u32
+    }
+
+    pub fn push(&mut self, f: &pb::Frame, feed: &FlvFeed) {
+        if Some(&f.track_id) == self.video.as_ref() {
+            let nalus: Vec<&[u8]> = h264::annexb_nalus(&f.data).collect();
+            let sps = nalus
+                .iter()
+                .find(|n| h264::nal_type(n) == Some(h264::NAL_SPS));
+            let pps = nalus
+                .iter()
+                .find(|n| h264::nal_type(n) == Some(h264::NAL_PPS));
+            if let (Some(sps), Some(pps)) = (sps, pps) {
+                let changed = self
+                    .sps_pps
+                    .as_ref()
+                    .is_none_or(|(s, p)| s != sps || p != pps);
+                if changed {
+                    if let Ok(rec) = AvcDecoderConfigurationRecord::from_parameter_sets(sps, pps) {
+                        if let Ok(body) = flv::avc_sequence_header(&rec) {
+                            feed.set_config(|c| c.avc = Some(body.clone()));
+                            let ts = self.ms(true, f.rtp_time, 90_000, f.received_at_us);
+                            feed.publish(Item {
+                                tag_type: flv::TAG_VIDEO,
+                                ts_ms: ts,
+                                body,
+                                keyframe: false,
+                            });
+                        }
+                    }
+                    self.sps_pps = Some((sps.to_vec(), pps.to_vec()));
+                }
+            }
+            let keyframe = h264::is_keyframe(&nalus);
+            let avcc = h264::nalus_to_avcc(nalus.iter().filter(|n| {
+                !matches!(
+                    h264::nal_type(n),
+                    Some(h264::NAL_SPS | h264::NAL_PPS | h264::NAL_AUD)
+                )
+            }));
+            let ts = self.ms(true, f.rtp_time, 90_000, f.received_at_us);
+            if let Ok(body) = flv::avc_nalus(keyframe, 0, &avcc) {
+                feed.publish(Item {
+                    tag_type: flv::TAG_VIDEO,
+                    ts_ms: ts,
+                    body,
+                    keyframe,
+                });
+            }
+        } else if self.aac.as_ref().is_some_and(|(id, _)| id == &f.track_id) {
+            let ts = self.ms(false, f.rtp_time, 48_000, f.received_at_us);
+            feed.publish(Item {
+                tag_type: flv::TAG_AUDIO,
+                ts_ms: ts,
+                body: flv::aac_raw(&f.data),
+                keyframe: false,
+            });
+        } else if self.aac.is_none() && Some(&f.track_id) == self.opus.as_ref() {
+            feed.set_config(|c| {
+                if c.audio.is_none() {
+                    c.audio = Some(flv::opus_sequence_header(&OpusHead::new(2, 0)));
+                }
+            });
+            let ts = self.ms(false, f.rtp_time, 48_000, f.received_at_us);
+            feed.publish(Item {
+                tag_type: flv::TAG_AUDIO,
+                ts_ms: ts,
+                body: flv::opus_frame(&f.data),
+                keyframe: false,
+            });
+        }
+    }
+}
+
+fn hex(s: &str) -> Vec<u8> {
+    (0..s.len() / 2)
+        .filter_map(|i| u8::from_str_radix(s.get(2 * i..2 * i + 2)?, 16).ok())
+        .collect()
+}
+
+fn tag(item_type: u8, ts: u32, body: &[u8]) -> Option<Bytes> {
+    let mut out = Vec::with_capacity(body.len() + 16);
+    flv::write_tag(&mut out, item_type, ts, body).ok()?;
+    Some(Bytes::from(out))
+}
+
+/// The stream one viewer gets: header, metadata, sequence headers, then tags from the
+/// next keyframe on. Ends when the viewer falls too far behind or the room ends.
+fn spawn_viewer(feed: &Arc<FlvFeed>) -> mpsc::Receiver<Bytes> {
+    let (tx, rx) = mpsc::channel::<Bytes>(64);
+    let mut sub = feed.tx.subscribe();
+    let config = feed
+        .config
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone();
+    tokio::spawn(async move {
+        let mut head = flv::file_header(config.audio.is_some(), true).to_vec();
+        if let Ok(meta) = flv::on_metadata([("encoder", "skylark".into())]) {
+            let _ = flv::write_tag(&mut head, flv::TAG_SCRIPT, 0, &meta);
+        }
+        if tx.send(Bytes::from(head)).await.is_err() {
+            return;
+        }
+        let mut started = false;
+        let mut sent_config = false;
+        loop {
+            let item = match sub.recv().await {
+                Ok(i) => i,
+                Err(broadcast::error::RecvError::Lagged(n)) => {
+                    metrics::counter!("skylark_flv_viewers_dropped_total").increment(1);
+                    tracing::info!(lagged = n, "FLV viewer too slow; dropping it");
+                    return;
+                }
+                Err(broadcast::error::RecvError::Closed) => return,
+            };
+            if !started {
+                if !item.keyframe {
+                    continue;
+                }
+                started = true;
+            }
+            if !sent_config {
+                sent_config = true;
+                let cfg = config.clone();
+                for (t, body) in [(flv::TAG_VIDEO, cfg.avc), (flv::TAG_AUDIO, cfg.audio)] {
+                    if let Some(b) = body.and_then(|b| tag(t, item.ts_ms, &b)) {
+                        if tx.send(b).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+            }
+            let Some(bytes) = tag(item.tag_type, item.ts_ms, &item.body) else {
+                continue;
+            };
+            metrics::counter!("skylark_flv_bytes_served_total").increment(bytes.len() as u64);
+            // A full queue means a slow reader: drop it rather than wait.
+            if tx.try_send(bytes).is_err() {
+                metrics::counter!("skylark_flv_viewers_dropped_total").increment(1);
+                return;
+            }
+        }
+    });
+    rx
+}
+
+/// `GET /flv/{room}.flv`, over plain HTTP (chunked) or upgraded to a WebSocket.
+pub fn serve(feed: &Arc<FlvFeed>, ws: Option<WebSocketUpgrade>) -> Response {
+    let rx = spawn_viewer(feed);
+    metrics::counter!("skylark_flv_viewers_total").increment(1);
+    match ws {
+        Some(ws) => ws.on_upgrade(move |socket| ws_pump(socket, rx)),
+        None => {
+            let stream =
+                tokio_stream::wrappers::ReceiverStream::new(rx).map(Ok::<_, std::io::Error>);
+            let mut r = Response::new(Body::from_stream(stream));
+            let h = r.headers_mut();
+            h.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("video/x-flv"),
+            );
+            h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+            r
+        }
+    }
+}
+
+async fn ws_pump(mut socket: WebSocket, mut rx: mpsc::Receiver<Bytes>) {
+    while let Some(b) = rx.recv().await {
+        if socket.send(Message::Binary(b)).await.is_err() {
+            return;
+        }
+    }
+    let _ = socket.send(Message::Close(None)).await;
+}
+
+/// 404 in the service's error shape.
+pub fn not_live() -> Response {
+    let body = serde_json::json!({"error": {"code": "not_found", "message": "this room is not live: retry when it is"}});
+    (StatusCode::NOT_FOUND, axum::Json(body)).into_response()
+}
+
+use futures_util::StreamExt as _;
