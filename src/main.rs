@@ -104,6 +104,10 @@ struct Config {
     /// LL-HLS part duration, ms.
     #[arg(long, env = "SKYLARK_HLS_PART_MS", default_value_t = 200)]
     hls_part_ms: u64,
+    /// On SIGTERM, how long an SFU keeps its live sessions (taking no new ones) before
+    /// stopping; 0 stops at once. A second signal stops at once too.
+    #[arg(long, env = "SKYLARK_DRAIN_TIMEOUT_S", default_value_t = 0)]
+    drain_timeout_s: u64,
     /// Most WebRTC sessions one SFU node takes.
     #[arg(long, env = "SKYLARK_SFU_MAX_SESSIONS", default_value_t = 5000)]
     max_sessions: usize,
@@ -209,29 +213,39 @@ impl Config {
 }
 
 /// Cancels `token` on SIGINT or SIGTERM.
-fn watch_signals(token: CancellationToken) {
+/// The first SIGINT/SIGTERM starts a drain (`drain`); a second one, or the end of the
+/// drain, stops the process (`shutdown`).
+fn watch_signals(drain: CancellationToken, shutdown: CancellationToken) {
     tokio::spawn(async move {
-        let ctrl_c = tokio::signal::ctrl_c();
         #[cfg(unix)]
-        let term = async {
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(mut s) => {
-                    s.recv().await;
+        let mut term =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+        for n in 0.. {
+            let ctrl_c = tokio::signal::ctrl_c();
+            #[cfg(unix)]
+            let term_recv = async {
+                match term.as_mut() {
+                    Some(s) => {
+                        s.recv().await;
+                    }
+                    None => std::future::pending::<()>().await,
                 }
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot listen for SIGTERM");
-                    std::future::pending::<()>().await
-                }
+            };
+            #[cfg(not(unix))]
+            let term_recv = std::future::pending::<()>();
+            tokio::select! {
+                _ = ctrl_c => {},
+                _ = term_recv => {},
             }
-        };
-        #[cfg(not(unix))]
-        let term = std::future::pending::<()>();
-        tokio::select! {
-            _ = ctrl_c => {},
-            _ = term => {},
+            if n == 0 {
+                tracing::info!("shutting down");
+                drain.cancel();
+            } else {
+                tracing::info!("second signal: stopping now");
+                shutdown.cancel();
+                return;
+            }
         }
-        tracing::info!("shutting down");
-        token.cancel();
     });
 }
 
@@ -282,7 +296,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     })
     .await?;
     let shutdown = CancellationToken::new();
-    watch_signals(shutdown.clone());
+    let drain = CancellationToken::new();
+    watch_signals(drain.clone(), shutdown.clone());
+    let drain_timeout = Duration::from_secs(config.drain_timeout_s);
 
     let grpc = |default_port: u16| {
         config
@@ -316,7 +332,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         segment_target: Duration::from_millis(config.hls_segment_ms.max(500)),
         part_target: Duration::from_millis(config.hls_part_ms.clamp(100, 1000)),
     };
-    match target {
+    let (addr, parts) = match target {
         None => {
             let api =
                 skylark_api::start(config.api(loopback_any())?, bus.clone(), shutdown.clone())
@@ -333,16 +349,32 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 skylark_packager::start(packager(), bus.clone(), shutdown.clone()).await?,
             ];
             tracing::info!(url = %config.public_url, "Skylark is up");
-            skylark_telemetry::serve_parts(config.http_addr, parts, shutdown).await
+            (config.http_addr, parts)
         }
-        Some(Target::Api) => skylark_api::run(config.api(grpc(7001))?, bus, shutdown).await,
+        Some(Target::Api) => {
+            let part = skylark_api::start(config.api(grpc(7001))?, bus, shutdown.clone()).await?;
+            (config.http_addr, vec![part])
+        }
         Some(Target::Signaling) => {
-            skylark_signaling::run(signaling(config.api_grpc_url.clone()), bus, shutdown).await
+            let part = skylark_signaling::start(
+                signaling(config.api_grpc_url.clone()),
+                bus,
+                shutdown.clone(),
+            )
+            .await?;
+            (config.http_addr, vec![part])
         }
-        Some(Target::Sfu) => skylark_sfu::run(sfu(grpc(7002)), bus, shutdown).await,
-        Some(Target::Packager) => skylark_packager::run(packager(), bus, shutdown).await,
+        Some(Target::Sfu) => {
+            let part = skylark_sfu::start(sfu(grpc(7002)), bus, shutdown.clone()).await?;
+            (config.http_addr, vec![part])
+        }
+        Some(Target::Packager) => {
+            let part = skylark_packager::start(packager(), bus, shutdown.clone()).await?;
+            (config.http_addr, vec![part])
+        }
         Some(Target::Migrate) | Some(Target::Loadtest(_)) => unreachable!("handled above"),
-    }
+    };
+    skylark_telemetry::serve_parts_draining(addr, parts, drain, drain_timeout, shutdown).await
 }
 
 fn main() -> std::process::ExitCode {

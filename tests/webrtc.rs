@@ -262,3 +262,69 @@ async fn ffmpeg_whip_publisher_feeds_whep_viewers() {
         std::fs::read_to_string(&log).unwrap_or_default()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_drains_live_sessions_before_stopping() {
+    let mut opts = Options::default();
+    opts.env
+        .insert("SKYLARK_DRAIN_TIMEOUT_S".into(), "60".into());
+    let mut sk = Skylark::start_with(opts).await;
+    let (_, room, key) = creator_with_room(&sk.base, "public").await;
+    let engine = Engine::start(EngineConfig::default(), CancellationToken::new()).unwrap();
+    let publisher = engine
+        .publish(
+            &format!("{}/whip/{room}", sk.base),
+            &key,
+            VideoConfig::default(),
+        )
+        .await
+        .unwrap();
+    publisher
+        .wait_connected(Duration::from_secs(10))
+        .await
+        .unwrap();
+    let v = engine
+        .view(&format!("{}/whep/{room}", sk.base), None)
+        .await
+        .unwrap();
+    v.wait_playing(Duration::from_secs(10)).await.unwrap();
+
+    let pid = sk.child.id().to_string();
+    assert!(std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(
+        sk.child.try_wait().unwrap().is_none(),
+        "still running while sessions are live"
+    );
+    let before = v.stats().await.unwrap().frames;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(
+        v.stats().await.unwrap().frames > before + 15,
+        "the live viewer keeps getting frames"
+    );
+    // No new sessions on a draining node.
+    assert!(engine
+        .view(&format!("{}/whep/{room}", sk.base), None)
+        .await
+        .is_err());
+
+    // When the last sessions end, the process stops by itself.
+    let _ = v.close().await;
+    let _ = publisher.stop().await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    let status = loop {
+        if let Some(s) = sk.child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "did not stop after its sessions ended"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(status.success(), "clean exit after draining");
+}

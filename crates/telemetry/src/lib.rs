@@ -17,4 +17,6 @@ pub use propagation::{
     extract_http, grpc_channel, http_layer, inject_grpc, inject_http, GrpcClientInterceptor,
     GrpcServerLayer,
 };
-pub use service::{ops_router, serve_http, serve_parts, ReadyCheck, ServicePart};
+pub use service::{
+    ops_router, serve_http, serve_parts, serve_parts_draining, DrainHook, ReadyCheck, ServicePart,
+};

@@ -16,6 +16,10 @@ use tokio_util::sync::CancellationToken;
 pub type ReadyCheck =
     Arc<dyn Fn() -> Pin<Box<dyn Future<Output = Result<(), String>> + Send>> + Send + Sync>;
 
+/// Stops a service from taking new work and resolves once its live work is gone (e.g. an
+/// SFU waiting for its sessions to end). Called on the first SIGTERM, before shutdown.
+pub type DrainHook = Arc<dyn Fn() -> Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync>;
+
 /// A started service: its public HTTP routes, its readiness probe and its background
 /// tasks (gRPC servers, loops). The all-in-one target merges the routes of every part
 /// onto one port; a single-service target serves one part alone. Same code either way.
@@ -26,6 +30,8 @@ pub struct ServicePart {
     pub tasks: Vec<JoinHandle<anyhow::Result<()>>>,
     /// The internal gRPC address this part serves, once bound (port 0 resolved).
     pub grpc_addr: Option<SocketAddr>,
+    /// How this part drains, if it holds work worth finishing.
+    pub drain: Option<DrainHook>,
 }
 
 impl ServicePart {
@@ -36,6 +42,7 @@ impl ServicePart {
             ready: None,
             tasks: Vec::new(),
             grpc_addr: None,
+            drain: None,
         }
     }
 }
@@ -89,6 +96,43 @@ pub async fn serve_parts(
     parts: Vec<ServicePart>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
+    serve_parts_draining(addr, parts, shutdown.clone(), Duration::ZERO, shutdown).await
+}
+
+/// Like [`serve_parts`], with a graceful drain: when `drain` is cancelled (first
+/// SIGTERM), every part's drain hook runs (at most `drain_timeout`), then `shutdown`.
+pub async fn serve_parts_draining(
+    addr: SocketAddr,
+    parts: Vec<ServicePart>,
+    drain: CancellationToken,
+    drain_timeout: Duration,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let hooks: Vec<DrainHook> = parts.iter().filter_map(|p| p.drain.clone()).collect();
+    if !hooks.is_empty() && !drain_timeout.is_zero() {
+        let stop = shutdown.clone();
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = drain.cancelled() => {}
+            }
+            tracing::info!(
+                timeout_s = drain_timeout.as_secs(),
+                "draining: no new sessions; waiting for live ones"
+            );
+            let all = futures_util::future::join_all(hooks.iter().map(|h| h()));
+            if tokio::time::timeout(drain_timeout, all).await.is_err() {
+                tracing::warn!("drain timed out; stopping with sessions still live");
+            }
+            stop.cancel();
+        });
+    } else {
+        let stop = shutdown.clone();
+        tokio::spawn(async move {
+            drain.cancelled().await;
+            stop.cancel();
+        });
+    }
     let mut router = Router::new();
     let mut checks = Vec::new();
     let mut tasks = Vec::new();

@@ -104,6 +104,7 @@ pub async fn start(
         ready: Some(ready),
         tasks: vec![grpc],
         grpc_addr: Some(grpc_addr),
+        drain: None,
     })
 }
 

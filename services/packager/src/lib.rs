@@ -107,6 +107,7 @@ pub async fn start(
         ready: None,
         tasks: vec![task],
         grpc_addr: None,
+        drain: None,
     })
 }
 

@@ -42,6 +42,7 @@ fn status(e: SessionError) -> Status {
             Status::invalid_argument(format!("bad ICE candidate: {m}"))
         }
         SessionError::AtCapacity => Status::resource_exhausted("SFU node at capacity or stopping"),
+        SessionError::Draining => Status::unavailable("SFU node draining: retry"),
     }
 }
 

@@ -17,6 +17,7 @@ use skylark_bus::{keys, AnyBus, Bus, NodeInfo, NodeKind};
 use skylark_telemetry::ServicePart;
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -129,13 +130,39 @@ pub async fn start(
         load: 0,
         capacity: config.max_sessions as u32,
     };
-    let placement = tokio::spawn(placement_loop(bus, worker, node, events_rx, shutdown));
+    let draining = CancellationToken::new();
+    let placement = tokio::spawn(placement_loop(
+        bus,
+        worker.clone(),
+        node,
+        events_rx,
+        draining.clone(),
+        shutdown,
+    ));
+    let drain: skylark_telemetry::DrainHook = Arc::new(move || {
+        let (worker, draining) = (worker.clone(), draining.clone());
+        Box::pin(async move {
+            // Out of the registry first, so signaling places no one here; then refuse
+            // new sessions and wait for the live ones to end (viewers reconnect elsewhere).
+            draining.cancel();
+            worker.send_wait(Command::Drain).await;
+            loop {
+                match worker.stats().await {
+                    Some(s) if s.publishers + s.subscribers > 0 => {
+                        tokio::time::sleep(Duration::from_millis(500)).await
+                    }
+                    _ => return,
+                }
+            }
+        })
+    });
     Ok(ServicePart {
         name: "sfu",
         router: axum::Router::new(),
         ready: None,
         tasks: vec![worker_task, grpc_task, placement],
         grpc_addr: Some(grpc_addr),
+        drain: Some(drain),
     })
 }
 
@@ -153,6 +180,7 @@ async fn placement_loop(
     worker: Worker,
     mut node: NodeInfo,
     mut events: mpsc::UnboundedReceiver<CoreEvent>,
+    draining: CancellationToken,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     // Per live room: a task forwarding `end_publish` from the room channel.
@@ -164,7 +192,10 @@ async fn placement_loop(
             _ = shutdown.cancelled() => break,
             _ = tick.tick() => {
                 node.load = viewers.values().sum::<usize>() as u32 + live.len() as u32;
-                if let Err(e) = bus.heartbeat(&node, LEASE_TTL).await {
+                if draining.is_cancelled() {
+                    // Leave the registry; live rooms keep their origin leases below.
+                    let _ = bus.remove_node(NodeKind::Sfu, &node.id).await;
+                } else if let Err(e) = bus.heartbeat(&node, LEASE_TTL).await {
                     tracing::warn!(error = %e, "node heartbeat failed; live media continues");
                 }
                 for room in live.keys() {

@@ -60,6 +60,8 @@ pub enum Command {
         closed: oneshot::Sender<()>,
         reply: Reply<String>,
     },
+    /// Stop taking sessions (graceful shutdown).
+    Drain,
     PushLocal {
         session: String,
         codec: FrameCodec,
@@ -304,6 +306,7 @@ impl Loop {
                 }
                 let _ = reply.send(res);
             }
+            Command::Drain => self.core.set_draining(),
             Command::PushLocal {
                 session,
                 codec,

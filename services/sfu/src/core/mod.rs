@@ -36,6 +36,8 @@ pub enum SessionError {
     BadCandidate(String),
     #[error("node at capacity: try another node")]
     AtCapacity,
+    #[error("node draining (shutting down): retry and another node takes the session")]
+    Draining,
 }
 
 /// Whether a session sends into the room or receives from it.
@@ -229,6 +231,8 @@ pub struct Core {
     next_key: u64,
     out: VecDeque<Output>,
     counters: Counters,
+    /// Shutting down: live sessions go on, new ones are refused.
+    draining: bool,
 }
 
 fn now_us() -> u64 {
@@ -258,6 +262,7 @@ impl Core {
             next_key: 1,
             out: VecDeque::new(),
             counters: Counters::default(),
+            draining: false,
         }
     }
 
@@ -280,6 +285,11 @@ impl Core {
             codecs.add_h264(pt.into(), Some(rtx.into()), true, profile);
         }
         cfg
+    }
+
+    /// Refuse new sessions from now on; live ones continue until they end.
+    pub fn set_draining(&mut self) {
+        self.draining = true;
     }
 
     pub fn counters(&self) -> Counters {
@@ -356,6 +366,9 @@ impl Core {
         offer: &str,
         role: PeerRole,
     ) -> Result<(u64, String, String), SessionError> {
+        if self.draining {
+            return Err(SessionError::Draining);
+        }
         if self.peers.len() >= self.config.max_sessions {
             return Err(SessionError::AtCapacity);
         }
@@ -441,6 +454,9 @@ impl Core {
     /// A publisher that is not a WebRTC peer (RTMP ingest): its frames arrive through
     /// [`Core::push_local`]. Replaces the room's current publisher like a WHIP reconnect.
     pub fn publish_local(&mut self, room: &str) -> Result<String, SessionError> {
+        if self.draining {
+            return Err(SessionError::Draining);
+        }
         if self.peers.len() + self.locals.len() >= self.config.max_sessions {
             return Err(SessionError::AtCapacity);
         }
