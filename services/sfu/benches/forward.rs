@@ -1,0 +1,568 @@
+//! The SFU's per-packet hot path, in isolation (no sockets, simulated time):
+//!
+//! - `sfu/keyframe`: the keyframe check the core runs on every published video frame.
+//! - `sfu/core_forward/{N}subs`: one published video frame through the routing core
+//!   to N connected subscribers — publisher's SRTP decrypt + depacketize once, then per
+//!   subscriber str0m's `Writer` (repacketize + SRTP encrypt + RTX buffer). Divide by
+//!   N (and by the packets per frame) for the per-subscriber cost.
+//! - `sfu/str0m_send/{frame,rtp}`: one subscriber's send side alone, frame level
+//!   (`Writer::write`, what the core does) against str0m's RTP mode
+//!   (`StreamTx::write_rtp` of ready packets, what an RTP-forwarding SFU would do).
+//!
+//! Frames are the load generator's (`skylark-loadgen`): real x264 slices padded with
+//! filler to 600 kbit/s or 1.5 Mbit/s, 30 fps, keyframe every 2 s.
+//!
+//! `cargo bench -p skylark-sfu --bench forward -- --warm-up-time 1 --measurement-time 3`
+
+use std::hint::black_box;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use skylark_loadgen::source::{VideoConfig, VideoSource};
+use skylark_sfu::core::forward::h264_is_keyframe;
+use skylark_sfu::core::{Core, CoreConfig, Output};
+use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
+use str0m::format::Codec;
+use str0m::media::{Direction, MediaKind, MediaTime, Mid, Pt};
+use str0m::net::{Protocol, Receive};
+use str0m::rtp::{RtpWrite, SeqNo};
+use str0m::{Candidate, Event, Input, Output as RtcOutput, Rtc};
+
+const SFU: &str = "10.0.0.1:7882";
+const FRAME: Duration = Duration::from_micros(33_333);
+/// RTP payload bytes per packet in the RTP-mode comparison: what str0m's H.264
+/// packetizer fits under its 1150-byte datagram target.
+const RTP_PAYLOAD: usize = 1100;
+
+fn crypto() -> Arc<str0m::crypto::CryptoProvider> {
+    Arc::new(str0m::crypto::from_feature_flags())
+}
+
+/// Video frames of a source at `kbps`, one GOP (60 frames, keyframe first).
+fn gop(kbps: u32) -> Vec<Vec<u8>> {
+    let mut v = VideoSource::new(VideoConfig {
+        bitrate_kbps: kbps,
+        gop: Duration::from_secs(2),
+    });
+    (0..60).map(|i| v.next_frame(i).data).collect()
+}
+
+/// Datagrams that are RTP or RTCP (first byte 128..=191, RFC 7983): media the
+/// benchmarks don't need to deliver to the far side.
+fn is_rtp(d: &[u8]) -> bool {
+    matches!(d.first(), Some(128..=191))
+}
+
+/// A str0m peer on an in-memory network.
+struct Client {
+    rtc: Rtc,
+    addr: SocketAddr,
+    pending: Option<SdpPendingOffer>,
+    video: Mid,
+    connected: bool,
+    next: Instant,
+}
+
+impl Client {
+    fn new(now: Instant, port: u16, dir: Direction) -> (Client, String) {
+        let mut b = Rtc::builder()
+            .clear_codecs()
+            .enable_opus(true, false)
+            .set_crypto_provider(crypto());
+        b.codec_config()
+            .add_h264(102.into(), Some(103.into()), true, 0x42e01f);
+        let mut rtc = b.build(now);
+        let addr: SocketAddr = format!("10.0.1.1:{port}").parse().expect("addr");
+        rtc.add_local_candidate(Candidate::host(addr, "udp").expect("candidate"));
+        let mut api = rtc.sdp_api();
+        let video = api.add_media(MediaKind::Video, dir, None, None, None);
+        let _audio = api.add_media(MediaKind::Audio, dir, None, None, None);
+        let (offer, pending) = api.apply().expect("offer");
+        let c = Client {
+            rtc,
+            addr,
+            pending: Some(pending),
+            video,
+            connected: false,
+            next: now,
+        };
+        (c, offer.to_sdp_string())
+    }
+
+    fn accept(&mut self, answer: &str) {
+        let answer = SdpAnswer::from_sdp_string(answer).expect("answer");
+        let pending = self.pending.take().expect("pending offer");
+        self.rtc
+            .sdp_api()
+            .accept_answer(pending, answer)
+            .expect("accept");
+    }
+
+    /// Polls until str0m asks for a timeout; datagrams go to `wire`.
+    fn drain(&mut self, wire: &mut Vec<(SocketAddr, Vec<u8>)>) {
+        while let Ok(o) = self.rtc.poll_output() {
+            match o {
+                RtcOutput::Timeout(t) => {
+                    self.next = t;
+                    return;
+                }
+                RtcOutput::Transmit(t) => wire.push((t.source, t.contents.to_vec())),
+                RtcOutput::Event(Event::Connected) => self.connected = true,
+                RtcOutput::Event(_) => {}
+            }
+        }
+    }
+
+    fn receive(&mut self, now: Instant, from: SocketAddr, d: &[u8]) {
+        let Ok(contents) = d.try_into() else { return };
+        let input = Input::Receive(
+            now,
+            Receive {
+                proto: Protocol::Udp,
+                source: from,
+                destination: self.addr,
+                contents,
+            },
+        );
+        let _ = self.rtc.handle_input(input);
+    }
+}
+
+/// The core with one publisher and N subscribers on an in-memory network.
+struct Net {
+    now: Instant,
+    core: Core,
+    publisher: Client,
+    subs: Vec<Client>,
+    h264_pt: Pt,
+}
+
+impl Net {
+    fn new(subscribers: usize) -> Net {
+        let now = Instant::now();
+        let addr: SocketAddr = SFU.parse().expect("addr");
+        let mut core = Core::new(CoreConfig {
+            local_addr: addr,
+            announce_addr: addr,
+            max_sessions: subscribers + 10,
+        });
+        let (mut publisher, offer) = Client::new(now, 1000, Direction::SendOnly);
+        let (_, answer) = core.publish(now, "bench", &offer).expect("publish");
+        publisher.accept(&answer);
+        let mut subs = Vec::new();
+        for i in 0..subscribers {
+            let (mut c, offer) = Client::new(now, 2000 + i as u16, Direction::RecvOnly);
+            let (_, answer) = core.subscribe(now, "bench", &offer).expect("subscribe");
+            c.accept(&answer);
+            subs.push(c);
+        }
+        let mut net = Net {
+            now,
+            core,
+            publisher,
+            subs,
+            h264_pt: 102.into(),
+        };
+        for _ in 0..200 {
+            net.pump(true);
+            net.now += Duration::from_millis(10);
+            if net.publisher.connected && net.subs.iter().all(|c| c.connected) {
+                break;
+            }
+        }
+        assert!(
+            net.publisher.connected && net.subs.iter().all(|c| c.connected),
+            "peers connected"
+        );
+        let vmid = net.publisher.video;
+        net.h264_pt = net
+            .publisher
+            .rtc
+            .writer(vmid)
+            .and_then(|w| {
+                w.payload_params()
+                    .find(|p| p.spec().codec == Codec::H264)
+                    .map(|p| p.pt())
+            })
+            .expect("H.264 negotiated");
+        net
+    }
+
+    /// Moves datagrams until quiet. With `media` false, RTP/RTCP from the core to the
+    /// subscribers is dropped: they only keep ICE/DTLS alive, which keeps the cost of
+    /// the (unmeasured) far side out of the benchmark's wall time.
+    fn pump(&mut self, media: bool) {
+        let sfu: SocketAddr = SFU.parse().expect("addr");
+        for _ in 0..50 {
+            let mut wire = Vec::new();
+            for c in std::iter::once(&mut self.publisher).chain(self.subs.iter_mut()) {
+                if c.next <= self.now {
+                    let _ = c.rtc.handle_input(Input::Timeout(self.now));
+                }
+                c.drain(&mut wire);
+            }
+            self.core.handle_timeout(self.now);
+            let mut moved = !wire.is_empty();
+            for (src, d) in wire.drain(..) {
+                self.core.handle_datagram(self.now, src, &d);
+            }
+            while let Some(o) = self.core.poll_output() {
+                if let Output::Transmit {
+                    destination,
+                    contents,
+                } = o
+                {
+                    if !media && is_rtp(&contents) {
+                        continue;
+                    }
+                    moved = true;
+                    let now = self.now;
+                    if destination == self.publisher.addr {
+                        self.publisher.receive(now, sfu, &contents);
+                    } else if let Some(c) = self.subs.iter_mut().find(|c| c.addr == destination) {
+                        c.receive(now, sfu, &contents);
+                    }
+                }
+            }
+            if !moved {
+                break;
+            }
+        }
+    }
+
+    /// The publisher's datagrams for one video frame (encrypted, not yet delivered).
+    fn publish_frame(&mut self, n: u64, frame: &[u8]) -> Vec<(SocketAddr, Vec<u8>)> {
+        let vmid = self.publisher.video;
+        let pt = self.h264_pt;
+        if let Some(w) = self.publisher.rtc.writer(vmid) {
+            let _ = w.write(
+                pt,
+                self.now,
+                MediaTime::from_90khz(n * 3000),
+                frame.to_vec(),
+            );
+        }
+        // str0m's pacer releases queued packets on timeouts: feed them until quiet.
+        let mut wire = Vec::new();
+        for _ in 0..16 {
+            let before = wire.len();
+            let _ = self.publisher.rtc.handle_input(Input::Timeout(self.now));
+            self.publisher.drain(&mut wire);
+            if wire.len() == before {
+                break;
+            }
+        }
+        wire
+    }
+}
+
+fn keyframe(c: &mut Criterion) {
+    let mut g = c.benchmark_group("sfu/keyframe");
+    for kbps in [600u32, 1500] {
+        let frames = gop(kbps);
+        for (name, f) in [("key", &frames[0]), ("p", &frames[30])] {
+            g.throughput(Throughput::Bytes(f.len() as u64));
+            g.bench_with_input(
+                BenchmarkId::new(format!("{kbps}kbps_{name}"), f.len()),
+                f,
+                |b, f| b.iter(|| h264_is_keyframe(black_box(f))),
+            );
+        }
+    }
+    g.finish();
+}
+
+fn core_forward(c: &mut Criterion) {
+    let mut g = c.benchmark_group("sfu/core_forward");
+    g.sample_size(20);
+    for kbps in [600u32, 1500] {
+        let frames = gop(kbps);
+        for subs in [1usize, 10, 50] {
+            let mut net = Net::new(subs);
+            let mut n = 0u64;
+            let mut sent_packets = 0u64;
+            let mut sent_frames = 0u64;
+            g.throughput(Throughput::Elements(subs as u64));
+            g.bench_function(format!("{kbps}kbps/{subs}subs"), |b| {
+                b.iter_custom(|iters| {
+                    let mut spent = Duration::ZERO;
+                    for _ in 0..iters {
+                        let wire = net.publish_frame(n, &frames[(n % 60) as usize]);
+                        n += 1;
+                        let t0 = Instant::now();
+                        for (src, d) in &wire {
+                            net.core.handle_datagram(net.now, *src, d);
+                        }
+                        // The worker runs the due timeouts after every receive batch;
+                        // that is when str0m's pacer releases the subscribers' packets.
+                        let mut out = 0u64;
+                        for _ in 0..16 {
+                            net.core.handle_timeout(net.now);
+                            let mut any = false;
+                            while let Some(o) = net.core.poll_output() {
+                                if let Output::Transmit { contents, .. } = &o {
+                                    out += u64::from(is_rtp(contents));
+                                    any = true;
+                                }
+                                black_box(o);
+                            }
+                            if !any {
+                                break;
+                            }
+                        }
+                        spent += t0.elapsed();
+                        sent_packets += out;
+                        sent_frames += 1;
+                        net.now += FRAME;
+                        // Keep ICE/DTLS alive outside the measurement.
+                        if n.is_multiple_of(15) {
+                            net.pump(false);
+                        }
+                        // The sessions of this simulated network stop after ~34 s of
+                        // simulated time (consent, with media to the peers dropped): a
+                        // fresh network every 20 s keeps every frame forwarded.
+                        if n.is_multiple_of(600) {
+                            net = Net::new(subs);
+                        }
+                    }
+                    spent
+                })
+            });
+            let c = net.core.counters();
+            eprintln!(
+                "  sfu/core_forward/{kbps}kbps/{subs}subs: {:.2} RTP/RTCP datagrams out per frame per subscriber (core: {} frames in, {} out, {} datagrams in)",
+                sent_packets as f64 / sent_frames.max(1) as f64 / subs as f64,
+                c.frames_in, c.frames_out, c.datagrams_in
+            );
+        }
+    }
+    g.finish();
+}
+
+/// A connected sender/receiver pair: the sender is one subscriber's `Rtc` on the SFU
+/// (ICE-lite, answering), optionally in RTP mode.
+struct Pair {
+    now: Instant,
+    tx: Rtc,
+    tx_addr: SocketAddr,
+    rx: Client,
+    mid: Mid,
+    next_tx: Instant,
+}
+
+impl Pair {
+    fn new(rtp_mode: bool) -> Pair {
+        let now = Instant::now();
+        let (mut rx, offer) = Client::new(now, 3000, Direction::RecvOnly);
+        let mut b = Rtc::builder()
+            .set_ice_lite(true)
+            .set_rtp_mode(rtp_mode)
+            .clear_codecs()
+            .enable_opus(true, false)
+            .set_crypto_provider(crypto());
+        b.codec_config()
+            .add_h264(102.into(), Some(103.into()), true, 0x42e01f);
+        let mut tx = b.build(now);
+        let tx_addr: SocketAddr = SFU.parse().expect("addr");
+        tx.add_local_candidate(Candidate::host(tx_addr, "udp").expect("candidate"));
+        let offer = SdpOffer::from_sdp_string(&offer).expect("offer");
+        let answer = tx.sdp_api().accept_offer(offer).expect("answer");
+        rx.accept(&answer.to_sdp_string());
+        let mid = rx.video;
+        let mut p = Pair {
+            now,
+            tx,
+            tx_addr,
+            rx,
+            mid,
+            next_tx: now,
+        };
+        for _ in 0..200 {
+            p.pump(true);
+            p.now += Duration::from_millis(10);
+            if p.rx.connected {
+                break;
+            }
+        }
+        assert!(p.rx.connected, "pair connected");
+        p
+    }
+
+    /// Releases and drains the sender's queue; returns the RTP datagrams it produced.
+    fn drain_tx(&mut self, deliver: &mut Vec<Vec<u8>>) -> u64 {
+        let mut rtp = 0;
+        for _ in 0..16 {
+            let before = rtp;
+            let _ = self.tx.handle_input(Input::Timeout(self.now));
+            while let Ok(o) = self.tx.poll_output() {
+                match o {
+                    RtcOutput::Timeout(t) => {
+                        self.next_tx = t;
+                        break;
+                    }
+                    RtcOutput::Transmit(t) => {
+                        if is_rtp(&t.contents) {
+                            rtp += 1;
+                            black_box(&t.contents);
+                        } else {
+                            deliver.push(t.contents.to_vec());
+                        }
+                    }
+                    RtcOutput::Event(_) => {}
+                }
+            }
+            if rtp == before {
+                break;
+            }
+        }
+        rtp
+    }
+
+    /// Keeps ICE/DTLS going both ways; media is delivered only while connecting.
+    fn pump(&mut self, media: bool) {
+        for _ in 0..50 {
+            if self.next_tx <= self.now {
+                let _ = self.tx.handle_input(Input::Timeout(self.now));
+            }
+            let mut to_rx = Vec::new();
+            let mut moved = false;
+            while let Ok(o) = self.tx.poll_output() {
+                match o {
+                    RtcOutput::Timeout(t) => {
+                        self.next_tx = t;
+                        break;
+                    }
+                    RtcOutput::Transmit(t) => {
+                        if media || !is_rtp(&t.contents) {
+                            to_rx.push(t.contents.to_vec());
+                        }
+                    }
+                    RtcOutput::Event(_) => {}
+                }
+            }
+            for d in to_rx {
+                moved = true;
+                self.rx.receive(self.now, self.tx_addr, &d);
+            }
+            if self.rx.next <= self.now {
+                let _ = self.rx.rtc.handle_input(Input::Timeout(self.now));
+            }
+            let mut wire = Vec::new();
+            self.rx.drain(&mut wire);
+            for (src, d) in wire {
+                moved = true;
+                let Ok(contents) = d.as_slice().try_into() else {
+                    continue;
+                };
+                let _ = self.tx.handle_input(Input::Receive(
+                    self.now,
+                    Receive {
+                        proto: Protocol::Udp,
+                        source: src,
+                        destination: self.tx_addr,
+                        contents,
+                    },
+                ));
+            }
+            if !moved {
+                break;
+            }
+        }
+    }
+}
+
+fn str0m_send(c: &mut Criterion) {
+    let mut g = c.benchmark_group("sfu/str0m_send");
+    for kbps in [600u32, 1500] {
+        let frames: Vec<Arc<[u8]>> = gop(kbps).into_iter().map(Arc::from).collect();
+        let bytes: usize = frames.iter().map(|f| f.len()).sum();
+        let mean_packets = bytes.div_ceil(RTP_PAYLOAD * frames.len()) as u64;
+        g.throughput(Throughput::Elements(mean_packets));
+
+        // Frame level: what the core does per subscriber today.
+        let mut p = Pair::new(false);
+        let mut n = 0u64;
+        let mut pkts = 0u64;
+        g.bench_function(format!("{kbps}kbps/frame"), |b| {
+            b.iter_custom(|iters| {
+                let mut spent = Duration::ZERO;
+                let mut deliver = Vec::new();
+                for _ in 0..iters {
+                    let f = frames[(n % 60) as usize].clone();
+                    let t0 = Instant::now();
+                    if let Some(w) = p.tx.writer(p.mid) {
+                        let _ = w.write(102.into(), p.now, MediaTime::from_90khz(n * 3000), f);
+                    }
+                    pkts += p.drain_tx(&mut deliver);
+                    spent += t0.elapsed();
+                    n += 1;
+                    p.now += FRAME;
+                    deliver.clear();
+                    if n.is_multiple_of(15) {
+                        p.pump(false);
+                    }
+                }
+                spent
+            })
+        });
+        eprintln!(
+            "  sfu/str0m_send/{kbps}kbps/frame: {:.2} RTP packets per frame",
+            pkts as f64 / n.max(1) as f64
+        );
+
+        // RTP mode: the packets are ready (as an RTP-forwarding SFU receives them);
+        // str0m only rewrites the header, encrypts and keeps them for NACKs.
+        let mut p = Pair::new(true);
+        let mut n = 0u64;
+        let mut seq = 0u64;
+        let mut pkts = 0u64;
+        let chunks: Vec<Vec<Arc<[u8]>>> = frames
+            .iter()
+            .map(|f| f.chunks(RTP_PAYLOAD).map(Arc::from).collect())
+            .collect();
+        g.bench_function(format!("{kbps}kbps/rtp"), |b| {
+            b.iter_custom(|iters| {
+                let mut spent = Duration::ZERO;
+                let mut deliver = Vec::new();
+                for _ in 0..iters {
+                    let packets = &chunks[(n % 60) as usize];
+                    let t0 = Instant::now();
+                    if let Some(tx) = p.tx.direct_api().stream_tx_by_mid(p.mid, None) {
+                        for (i, payload) in packets.iter().enumerate() {
+                            let w = RtpWrite::new(
+                                102.into(),
+                                SeqNo::from(seq),
+                                (n * 3000) as u32,
+                                p.now,
+                                payload.clone(),
+                            )
+                            .marker(i + 1 == packets.len())
+                            .nackable(true);
+                            tx.write_rtp(w);
+                            seq += 1;
+                        }
+                    }
+                    pkts += p.drain_tx(&mut deliver);
+                    spent += t0.elapsed();
+                    n += 1;
+                    p.now += FRAME;
+                    deliver.clear();
+                    if n.is_multiple_of(15) {
+                        p.pump(false);
+                    }
+                }
+                spent
+            })
+        });
+        eprintln!(
+            "  sfu/str0m_send/{kbps}kbps/rtp: {:.2} RTP packets per frame",
+            pkts as f64 / n.max(1) as f64
+        );
+    }
+    g.finish();
+}
+
+criterion_group!(benches, keyframe, core_forward, str0m_send);
+criterion_main!(benches);

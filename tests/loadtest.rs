@@ -1,0 +1,227 @@
+//! `skylark loadtest` end to end: the real binary publishes into a running `skylark` and
+//! 50 WHEP viewers watch; its `--json` report must show every viewer connected and every
+//! frame delivered intact. Correctness only: figures such as latency and join time are
+//! benchmarks (docs/benchmarks.md), never asserted here.
+
+mod common;
+
+use common::*;
+use serde_json::Value;
+use std::process::Stdio;
+use std::time::Duration;
+
+const VIEWERS: u64 = 50;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn loadtest_json_report_shows_every_viewer_and_every_frame() {
+    let sk = Skylark::start().await;
+    let (_, room, key) = creator_with_room(&sk.base, "public").await;
+
+    let run = tokio::process::Command::new(env!("CARGO_BIN_EXE_skylark"))
+        .args([
+            "loadtest",
+            "--url",
+            &sk.base,
+            "--room",
+            &room,
+            "--stream-key",
+            &key,
+        ])
+        .args(["--viewers", &VIEWERS.to_string(), "--ramp", "50/s"])
+        .args(["--duration", "10s", "--json"])
+        // Logs go to stdout today (telemetry's default writer): keep them out of the
+        // one JSON object the contract promises there.
+        .env("RUST_LOG", "off")
+        .env_remove("SKYLARK_STREAM_KEY")
+        .env_remove("SKYLARK_VIEWER_TOKEN")
+        .stdin(Stdio::null())
+        .kill_on_drop(true)
+        .output();
+    // Generous bound: the run itself is 10 s; this only stops a hang from eating CI.
+    let out = tokio::time::timeout(Duration::from_secs(180), run)
+        .await
+        .expect("loadtest finished")
+        .expect("loadtest started");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "loadtest failed ({}):\n{stderr}\nserver log:\n{}",
+        out.status,
+        sk.logs()
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let report: Value = serde_json::from_str(stdout.trim()).unwrap_or_else(|e| {
+        panic!("stdout is one JSON object ({e}):\n{stdout}\nstderr:\n{stderr}")
+    });
+
+    // The contract's fields exist.
+    for path in [
+        "/viewers/requested",
+        "/viewers/connected",
+        "/viewers/failed",
+        "/join_ms/p50",
+        "/join_ms/p95",
+        "/join_ms/p99",
+        "/latency_ms/p50",
+        "/latency_ms/p95",
+        "/latency_ms/p99",
+        "/received_kbps/min",
+        "/received_kbps/p50",
+        "/loss_pct",
+        "/packets_received",
+        "/duration_s",
+    ] {
+        let v = report.pointer(path);
+        assert!(
+            v.is_some_and(Value::is_number),
+            "{path} is a number in {report:#}"
+        );
+    }
+
+    let n = |p: &str| {
+        report
+            .pointer(p)
+            .and_then(Value::as_u64)
+            .unwrap_or(u64::MAX)
+    };
+    assert_eq!(n("/viewers/requested"), VIEWERS, "{report:#}");
+    assert_eq!(
+        n("/viewers/connected"),
+        VIEWERS,
+        "every viewer connected: {report:#}"
+    );
+    assert_eq!(
+        n("/viewers/playing"),
+        VIEWERS,
+        "every viewer got a keyframe: {report:#}"
+    );
+    assert_eq!(n("/viewers/failed"), 0, "{report:#}");
+    assert_eq!(n("/viewers/unfinished"), 0, "{report:#}");
+    assert_eq!(
+        report["failures"].as_object().map(|m| m.len()),
+        Some(0),
+        "{report:#}"
+    );
+
+    // Every frame since each viewer's first keyframe arrived, byte-exact.
+    assert_eq!(n("/frames_bad_hash"), 0, "payloads intact: {report:#}");
+    assert_eq!(n("/frames_unmarked"), 0, "{report:#}");
+    assert_eq!(n("/frames_missing"), 0, "no sequence gaps: {report:#}");
+    assert_eq!(report["loss_pct"].as_f64(), Some(0.0), "{report:#}");
+    // Each viewer saw frames and audio; how many depends on the machine's speed.
+    let frames = n("/frames_received");
+    assert!(frames >= VIEWERS, "frames for every viewer: {report:#}");
+    assert!(n("/audio_packets_received") >= VIEWERS, "{report:#}");
+    assert_eq!(
+        n("/packets_received"),
+        frames + n("/audio_packets_received"),
+        "{report:#}"
+    );
+    // The publisher sent more frames than any single viewer can have received.
+    assert!(
+        n("/publisher/frames_sent") * VIEWERS >= frames,
+        "{report:#}"
+    );
+    assert_eq!(
+        n("/delete_failures"),
+        0,
+        "every session DELETEd: {report:#}"
+    );
+
+    // The human report went to stderr, the progress lines too.
+    assert!(stderr.contains("join "), "{stderr}");
+    assert!(stderr.contains("viewers "), "{stderr}");
+
+    // Every session was closed on the server: no subscribers left in the room.
+    let metrics = reqwest::get(format!("{}/metrics", sk.base))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let mut left = None;
+    for _ in 0..50 {
+        left = metrics_value(
+            &reqwest::get(format!("{}/metrics", sk.base))
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap(),
+            "skylark_sfu_subscribers",
+        );
+        if left == Some(0.0) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(left, Some(0.0), "viewers left the SFU:\n{metrics}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn loadtest_errors_say_what_to_do() {
+    let sk = Skylark::start().await;
+    let (_, room, _key) = creator_with_room(&sk.base, "public").await;
+    let run = |args: Vec<String>| async move {
+        let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_skylark"))
+            .arg("loadtest")
+            .args(args)
+            .env("RUST_LOG", "off")
+            .env_remove("SKYLARK_STREAM_KEY")
+            .stdin(Stdio::null())
+            .kill_on_drop(true)
+            .output();
+        let out = tokio::time::timeout(Duration::from_secs(60), out)
+            .await
+            .expect("loadtest finished")
+            .expect("loadtest started");
+        assert!(!out.status.success());
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+    let base = sk.base.as_str();
+
+    let err = run(s(&["--url", base, "--room", &room, "--viewers", "1"])).await;
+    assert!(err.contains("--stream-key is required"), "{err}");
+    let err = run(s(&[
+        "--url",
+        base,
+        "--room",
+        &room,
+        "--stream-key",
+        "sk_wrong",
+    ]))
+    .await;
+    assert!(err.contains("refused the stream key"), "{err}");
+    let err = run(s(&[
+        "--url",
+        base,
+        "--room",
+        "room_nope",
+        "--stream-key",
+        "k",
+    ]))
+    .await;
+    assert!(err.contains("not found"), "{err}");
+    let err = run(s(&["--url", base, "--room", &room, "--no-publish"])).await;
+    assert!(err.contains("not live"), "{err}");
+    let err = run(s(&[
+        "--url",
+        base,
+        "--room",
+        &room,
+        "--stream-key",
+        "k",
+        "--simulcast",
+    ]))
+    .await;
+    assert!(err.contains("--simulcast is not supported"), "{err}");
+}
+
+/// The value of an unlabelled Prometheus sample.
+fn metrics_value(text: &str, name: &str) -> Option<f64> {
+    text.lines()
+        .find(|l| l.split_whitespace().next() == Some(name))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+}
