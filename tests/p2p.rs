@@ -1,0 +1,123 @@
+//! Peer-to-peer rooms: the server only relays `offer`, `answer` and `candidate` between
+//! the broadcaster and each viewer over WebSocket signaling.
+
+mod common;
+
+use common::*;
+use futures_util::SinkExt;
+use serde_json::{json, Value};
+use tokio_tungstenite::tungstenite::Message;
+
+async fn send<S: futures_util::Sink<Message> + Unpin>(s: &mut S, v: Value)
+where
+    S::Error: std::fmt::Debug,
+{
+    s.send(Message::Text(v.to_string().into())).await.unwrap();
+}
+
+/// The next message of `kind`, skipping room-state updates.
+async fn expect<S>(s: &mut S, kind: &str) -> Value
+where
+    S: futures_util::Stream<Item = Result<Message, tokio_tungstenite::tungstenite::Error>> + Unpin,
+{
+    for _ in 0..10 {
+        let m = next_json(s)
+            .await
+            .unwrap_or_else(|| panic!("no `{kind}` message"));
+        if m["type"] == kind {
+            return m;
+        }
+    }
+    panic!("no `{kind}` message among the next 10");
+}
+
+#[tokio::test]
+async fn p2p_room_relays_offer_answer_and_candidates() {
+    let sk = Skylark::start().await;
+    let c = reqwest::Client::new();
+    let (token, room, key) = creator_with_room(&sk.base, "public").await;
+    let r = c
+        .patch(format!("{}/api/v1/rooms/{room}", sk.base))
+        .bearer_auth(&token)
+        .json(&json!({"mode": "p2p"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+
+    // WHIP is for SFU rooms: a p2p room says so.
+    let r = c
+        .post(format!("{}/whip/{room}", sk.base))
+        .bearer_auth(&key)
+        .header("content-type", "application/sdp")
+        .body("v=0\r\n")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 409);
+
+    let mut b = ws(&sk.base).await;
+    send(
+        &mut b,
+        json!({"type": "publish", "room": room, "stream_key": key}),
+    )
+    .await;
+    let joined = expect(&mut b, "room").await;
+    assert_eq!(
+        (joined["live"].as_bool(), joined["mode"].as_str()),
+        (Some(true), Some("p2p"))
+    );
+
+    let mut v = ws(&sk.base).await;
+    send(&mut v, json!({"type": "watch", "room": room})).await;
+    let state = expect(&mut v, "room").await;
+    assert_eq!(state["live"], true);
+    let broadcaster = state["broadcaster"]
+        .as_str()
+        .expect("the broadcaster's id")
+        .to_string();
+
+    // The broadcaster learns of the viewer and offers to it.
+    let vj = expect(&mut b, "viewer-joined").await;
+    let viewer = vj["viewer"].as_str().unwrap().to_string();
+    send(
+        &mut b,
+        json!({"type": "offer", "to": viewer, "sdp": "v=0\r\no=- broadcaster"}),
+    )
+    .await;
+    let offer = expect(&mut v, "offer").await;
+    assert_eq!(
+        (offer["sdp"].as_str(), offer["from"].as_str()),
+        (Some("v=0\r\no=- broadcaster"), Some(broadcaster.as_str()))
+    );
+
+    // The viewer answers; candidates cross both ways.
+    send(
+        &mut v,
+        json!({"type": "answer", "sdp": "v=0\r\no=- viewer"}),
+    )
+    .await;
+    let answer = expect(&mut b, "answer").await;
+    assert_eq!(
+        (answer["sdp"].as_str(), answer["from"].as_str()),
+        (Some("v=0\r\no=- viewer"), Some(viewer.as_str()))
+    );
+    send(&mut v, json!({"type": "candidate", "candidate": {"candidate": "candidate:1 1 udp 1 192.0.2.1 9 typ host"}})).await;
+    let cand = expect(&mut b, "candidate").await;
+    assert_eq!(cand["from"], viewer.as_str());
+    send(&mut b, json!({"type": "candidate", "to": viewer, "candidate": {"candidate": "candidate:2 1 udp 1 192.0.2.2 9 typ host"}})).await;
+    let cand = expect(&mut v, "candidate").await;
+    assert_eq!(cand["from"], broadcaster.as_str());
+
+    // The viewer leaves: the broadcaster is told.
+    send(&mut v, json!({"type": "leave"})).await;
+    let left = expect(&mut b, "viewer-left").await;
+    assert_eq!(left["viewer"], viewer.as_str());
+
+    // The broadcaster leaves: a new viewer waits.
+    send(&mut b, json!({"type": "leave"})).await;
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let mut v2 = ws(&sk.base).await;
+    send(&mut v2, json!({"type": "watch", "room": room})).await;
+    assert_eq!(expect(&mut v2, "waiting").await["room"], room.as_str());
+}
