@@ -87,10 +87,16 @@ async fn one_publisher_twenty_viewers_every_frame_intact() {
         .text()
         .await
         .unwrap();
-    assert!(
-        metrics.contains("skylark_sfu_frames_out_total"),
-        "{metrics}"
-    );
+    for m in [
+        "skylark_sfu_frames_out_total",
+        "skylark_sfu_packets_out_total",
+        "skylark_sfu_nacks_from_subscribers_total",
+        "skylark_sfu_plis_from_subscribers_total",
+        "skylark_sfu_track_bitrate_bps{",
+        "skylark_sfu_egress_bitrate_bps",
+    ] {
+        assert!(metrics.contains(m), "{m} missing from /metrics");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

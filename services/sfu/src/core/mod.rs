@@ -233,6 +233,8 @@ pub struct Core {
     counters: Counters,
     /// Shutting down: live sessions go on, new ones are refused.
     draining: bool,
+    /// Bytes received per (room, track), for per-track bitrate.
+    track_bytes: HashMap<(String, String), u64>,
 }
 
 fn now_us() -> u64 {
@@ -263,6 +265,7 @@ impl Core {
             out: VecDeque::new(),
             counters: Counters::default(),
             draining: false,
+            track_bytes: HashMap::new(),
         }
     }
 
@@ -285,6 +288,11 @@ impl Core {
             codecs.add_h264(pt.into(), Some(rtx.into()), true, profile);
         }
         cfg
+    }
+
+    /// Bytes received so far per (room, track) of live rooms.
+    pub fn track_bytes(&self) -> &HashMap<(String, String), u64> {
+        &self.track_bytes
     }
 
     /// Refuse new sessions from now on; live ones continue until they end.
@@ -802,6 +810,10 @@ impl Core {
         let kind = d.codec.kind();
         self.counters.frames_in += 1;
         self.counters.bytes_in += d.data.len() as u64;
+        *self
+            .track_bytes
+            .entry((room_id.to_string(), d.track.clone()))
+            .or_default() += d.data.len() as u64;
         let keyframe = kind == MediaKind::Video && h264_is_keyframe(&d.data);
         let Some(room) = self.rooms.get_mut(room_id) else {
             return;
@@ -1051,6 +1063,9 @@ impl Core {
     }
 
     fn gc_room(&mut self, room: &str) {
+        if self.rooms.get(room).is_none_or(|r| r.publisher.is_none()) {
+            self.track_bytes.retain(|(r, _), _| r != room);
+        }
         if self.rooms.get(room).is_some_and(|r| {
             r.publisher.is_none() && r.subscribers.is_empty() && r.relays.is_empty()
         }) {
