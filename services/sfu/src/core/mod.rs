@@ -708,7 +708,7 @@ impl Core {
                         self.counters.datagrams_out += 1;
                         self.out.push_back(Output::Transmit {
                             destination: t.destination,
-                            contents: t.contents.to_vec(),
+                            contents: t.contents.into(),
                         });
                     }
                     Ok(RtcOutput::Event(e)) => match e {
