@@ -34,7 +34,7 @@ impl Remote {
         uri: &Uri,
         already_forwarded: bool,
     ) -> Option<Response<Body>> {
-        let url = self.holder_url(room, uri, already_forwarded).await?;
+        let (url, _) = self.holder_url(room, uri, already_forwarded).await?;
         let client = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(2))
             .build()
@@ -61,39 +61,14 @@ impl Remote {
         Some(out)
     }
 
-    async fn holder_url(&self, room: &str, uri: &Uri, already_forwarded: bool) -> Option<String> {
-        if already_forwarded {
-            return None;
-        }
-        let holder = self
-            .bus
-            .lease_holder(&keys::room_packager(room))
-            .await
-            .ok()??;
-        if holder == self.me {
-            return None;
-        }
-        let node = self
-            .bus
-            .nodes(NodeKind::Packager)
-            .await
-            .ok()?
-            .into_iter()
-            .find(|n| n.id == holder)?;
-        Some(format!(
-            "http://{}{}",
-            node.media_addr,
-            uri.path_and_query().map(|p| p.as_str()).unwrap_or("/")
-        ))
-    }
-
-    /// The holder's answer, or `None` when no other live packager holds the room.
-    pub async fn forward(
+    /// Where the room's holding packager serves `uri`, and its id; `None` when this
+    /// packager holds the room, nobody does, or the request was already passed on once.
+    async fn holder_url(
         &self,
         room: &str,
         uri: &Uri,
         already_forwarded: bool,
-    ) -> Option<Response<Body>> {
+    ) -> Option<(String, String)> {
         if already_forwarded {
             return None;
         }
@@ -117,6 +92,17 @@ impl Remote {
             node.media_addr,
             uri.path_and_query().map(|p| p.as_str()).unwrap_or("/")
         );
+        Some((url, holder))
+    }
+
+    /// The holder's answer, or `None` when no other live packager holds the room.
+    pub async fn forward(
+        &self,
+        room: &str,
+        uri: &Uri,
+        already_forwarded: bool,
+    ) -> Option<Response<Body>> {
+        let (url, holder) = self.holder_url(room, uri, already_forwarded).await?;
         let resp = self
             .client
             .get(url)
