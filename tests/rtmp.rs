@@ -7,83 +7,9 @@ mod common;
 use common::*;
 use skylark_loadgen::{Engine, EngineConfig};
 use std::io::{Read, Write};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
-
-fn debian_ffmpeg() -> Option<&'static str> {
-    if Command::new("ffmpeg").arg("-version").output().is_ok() {
-        return Some("ffmpeg");
-    }
-    let msg = "Debian ffmpeg not installed: run scripts/test";
-    if std::env::var("CI").as_deref() == Ok("true") {
-        panic!("{msg}");
-    }
-    eprintln!("SKIPPED: {msg}");
-    None
-}
-
-fn rtmp_push(ffmpeg: &str, url: &str, seconds: u32, log: &std::path::Path) -> std::process::Child {
-    Command::new(ffmpeg)
-        .args(["-hide_banner", "-loglevel", "warning", "-re"])
-        .args(["-f", "lavfi", "-i", "testsrc2=size=640x360:rate=30"])
-        .args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=44100"])
-        .args([
-            "-c:v",
-            "libx264",
-            "-preset",
-            "veryfast",
-            "-tune",
-            "zerolatency",
-            "-g",
-            "30",
-            "-c:a",
-            "aac",
-            "-b:a",
-            "96k",
-        ])
-        .args(["-t", &seconds.to_string(), "-f", "flv", url])
-        .stdout(Stdio::null())
-        .stderr(Stdio::from(std::fs::File::create(log).unwrap()))
-        .spawn()
-        .expect("start ffmpeg")
-}
-
-fn rtmp_port(sk: &Skylark) -> u16 {
-    let logs = sk.logs();
-    let line = logs
-        .lines()
-        .find(|l| l.contains("RTMP ingest listening"))
-        .expect("RTMP listening line");
-    line.rsplit(':')
-        .next()
-        .unwrap()
-        .trim()
-        .trim_end_matches(|c: char| !c.is_ascii_digit())
-        .parse()
-        .unwrap()
-}
-
-async fn wait_live(base: &str, room: &str, log: &std::path::Path) {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        let v: serde_json::Value = reqwest::get(format!("{base}/api/v1/rooms/{room}"))
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        if v["live"] == true {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "never went live; ffmpeg:\n{}",
-            std::fs::read_to_string(log).unwrap_or_default()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ffmpeg_rtmp_reaches_webrtc_and_hls() {
@@ -94,7 +20,7 @@ async fn ffmpeg_rtmp_reaches_webrtc_and_hls() {
     let port = rtmp_port(&sk);
     let (_, room, key) = creator_with_room(&sk.base, "public").await;
     let log = sk.dir.join("ffmpeg-rtmp.log");
-    let mut ff = rtmp_push(
+    let ff = rtmp_push(
         ffmpeg,
         &format!("rtmp://127.0.0.1:{port}/live/{key}"),
         12,
@@ -172,8 +98,7 @@ async fn ffmpeg_rtmp_reaches_webrtc_and_hls() {
         probe.contains("codec_name=aac|sample_rate=44100"),
         "{probe}"
     );
-    let _ = ff.kill();
-    let _ = ff.wait();
+    drop(ff);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -185,7 +110,7 @@ async fn bad_rtmp_input_is_refused_and_other_rooms_play_on() {
     let port = rtmp_port(&sk);
     let (_, room, key) = creator_with_room(&sk.base, "public").await;
     let log = sk.dir.join("ffmpeg-live.log");
-    let mut live = rtmp_push(
+    let live = rtmp_push(
         ffmpeg,
         &format!("rtmp://127.0.0.1:{port}/live/{key}"),
         20,
@@ -207,7 +132,7 @@ async fn bad_rtmp_input_is_refused_and_other_rooms_play_on() {
         5,
         &bad_log,
     );
-    let status = tokio::task::spawn_blocking(move || bad.wait())
+    let status = tokio::task::spawn_blocking(move || bad.0.wait())
         .await
         .unwrap()
         .unwrap();
@@ -269,6 +194,5 @@ async fn bad_rtmp_input_is_refused_and_other_rooms_play_on() {
         "{metrics}"
     );
     assert!(!sk.logs().contains(&key), "stream key logged");
-    let _ = live.kill();
-    let _ = live.wait();
+    drop(live);
 }

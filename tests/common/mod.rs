@@ -305,3 +305,91 @@ where
         }
     }
 }
+
+/// Debian's FFmpeg (RTMP publisher, ffprobe's sibling); skip outside CI when missing.
+pub fn debian_ffmpeg() -> Option<&'static str> {
+    if Command::new("ffmpeg").arg("-version").output().is_ok() {
+        return Some("ffmpeg");
+    }
+    let msg = "Debian ffmpeg not installed: run scripts/test";
+    if std::env::var("CI").as_deref() == Ok("true") {
+        panic!("{msg}");
+    }
+    eprintln!("SKIPPED: {msg}");
+    None
+}
+
+/// FFmpeg pushing a 640x360 test picture + a tone for `seconds`; killed on drop.
+pub struct Push(pub Child);
+
+impl Drop for Push {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+pub fn rtmp_push(ffmpeg: &str, url: &str, seconds: u32, log: &std::path::Path) -> Push {
+    let child = Command::new(ffmpeg)
+        .args(["-hide_banner", "-loglevel", "warning", "-re"])
+        .args(["-f", "lavfi", "-i", "testsrc2=size=640x360:rate=30"])
+        .args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=44100"])
+        .args([
+            "-c:v",
+            "libx264",
+            "-preset",
+            "veryfast",
+            "-tune",
+            "zerolatency",
+            "-g",
+            "30",
+            "-c:a",
+            "aac",
+            "-b:a",
+            "96k",
+        ])
+        .args(["-t", &seconds.to_string(), "-f", "flv", url])
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(std::fs::File::create(log).unwrap()))
+        .spawn()
+        .expect("start ffmpeg");
+    Push(child)
+}
+
+/// The RTMP port a `skylark` logged at start-up.
+pub fn rtmp_port(sk: &Skylark) -> u16 {
+    let logs = sk.logs();
+    let line = logs
+        .lines()
+        .find(|l| l.contains("RTMP ingest listening"))
+        .expect("RTMP listening line");
+    line.rsplit(':')
+        .next()
+        .unwrap()
+        .trim()
+        .trim_end_matches(|c: char| !c.is_ascii_digit())
+        .parse()
+        .unwrap()
+}
+
+pub async fn is_live(base: &str, room: &str) -> bool {
+    let v: serde_json::Value = reqwest::get(format!("{base}/api/v1/rooms/{room}"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    v["live"] == true
+}
+
+pub async fn wait_live(base: &str, room: &str, log: &std::path::Path) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !is_live(base, room).await {
+        assert!(
+            Instant::now() < deadline,
+            "never went live; ffmpeg:\n{}",
+            std::fs::read_to_string(log).unwrap_or_default()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

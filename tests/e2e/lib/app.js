@@ -25,14 +25,16 @@ export function appBrowser(b, label) {
     errors,
     /**
      * Opens `url` in a fresh context (its own storage, like another person).
-     * `initScript` runs before the page's scripts (e.g. to remove RTCPeerConnection).
+     * `initScript` runs before the page's scripts (e.g. to remove RTCPeerConnection);
+     * `setup(context)` runs before the page opens (e.g. `context.route(…)` to fail requests).
      */
-    async open(url, { tag, initScript, viewport } = {}) {
+    async open(url, { tag, initScript, viewport, setup } = {}) {
       const id = tag ?? `page#${++n}`;
       const context = await b.browser.newContext(viewport ? { viewport } : {});
       contexts.push(context);
       context.setDefaultTimeout(20_000);
       if (initScript) await context.addInitScript(initScript);
+      if (setup) await setup(context);
       const page = await context.newPage();
       const at = () => new Date().toISOString();
       page.on('console', (m) => {

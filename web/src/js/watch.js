@@ -1,10 +1,12 @@
 // The player: /watch/{room}[?token=…]. Asks /playback how to watch, plays WebRTC (WHEP)
 // first and falls back to HLS (hls.js, or native HLS) when WebRTC is missing, the server
-// recommends HLS, ICE fails, or no frame arrives within a few seconds. Waits for a room
-// that isn't live yet and starts by itself; reconnects by itself when the stream drops.
+// recommends HLS, ICE fails, or no frame arrives within a few seconds; and from HLS to
+// HTTP-FLV (mpegts.js) when HLS can't be played. Waits for a room that isn't live yet and
+// starts by itself; reconnects by itself when the stream drops.
 //
-// `?transport=hls|webrtc` forces one path (for checks by hand). For tests, `window.player`
-// exposes `state` and `stats()`.
+// `?transports=webrtc,hls,flv` sets the order of the fallbacks (that one is the default;
+// leave one out to never use it); `?transport=hls|webrtc|flv` forces one path (for checks
+// by hand). For tests, `window.player` exposes `state` and `stats()`.
 
 import { api, ApiError } from './api.js';
 import { deleteSession, makeOffer, postOffer, preferH264, receiverStats } from './rtc.js';
@@ -15,6 +17,8 @@ const FIRST_FRAME_TIMEOUT_MS = 6000;
 /** Frames stopped this long while the room is live → reconnect. */
 const STALL_MS = 5000;
 const HLS_STALL_MS = 12_000;
+/** HLS sessions ending without a frame, in a row, before the next transport (FLV) is tried. */
+const HLS_TRIES_BEFORE_NEXT = 2;
 const POLL_WAITING_MS = 3000;
 const POLL_PLAYING_MS = 5000;
 const WATCHDOG_MS = 1000;
@@ -26,7 +30,17 @@ const video = $('video');
 const message = $('message');
 const params = new URLSearchParams(location.search);
 const token = params.get('token') || null;
-const forced = ['hls', 'webrtc'].includes(params.get('transport')) ? params.get('transport') : null;
+const KNOWN = ['webrtc', 'hls', 'flv'];
+const forced = KNOWN.includes(params.get('transport')) ? params.get('transport') : null;
+/** The transports to try, in order: `?transport=` alone, else `?transports=`, else all. */
+const order = (() => {
+  if (forced) return [forced];
+  const asked = (params.get('transports') ?? '')
+    .split(',')
+    .map((t) => t.trim().toLowerCase())
+    .filter((t, i, all) => KNOWN.includes(t) && all.indexOf(t) === i);
+  return asked.length ? asked : [...KNOWN];
+})();
 const roomParam = (() => {
   const m = location.pathname.match(/^\/watch\/([^/]+)/);
   try {
@@ -38,7 +52,8 @@ const roomParam = (() => {
 
 const state = {
   status: 'loading', // loading | waiting | connecting | playing | stalled | offline | error
-  transport: null, // 'webrtc' | 'hls' | 'hls-native' | 'p2p'
+  transport: null, // 'webrtc' | 'hls' | 'hls-native' | 'flv' | 'p2p'
+  order,
   room: roomParam,
   title: null,
   live: null,
@@ -46,7 +61,7 @@ const state = {
   latencyMs: null,
   fallbackReason: null,
   error: null,
-  sessions: { webrtc: 0, hls: 0 },
+  sessions: { webrtc: 0, hls: 0, flv: 0 },
   events: [],
 };
 
@@ -60,6 +75,7 @@ let pollTimer = null;
 let ws = null;
 let wsRetry = 0;
 let hlsModule = null;
+let mpegtsModule = null;
 
 function note(name, detail) {
   state.events.push({ t: Date.now(), name, ...(detail === undefined ? {} : { detail }) });
@@ -85,7 +101,7 @@ const STATUS = {
   offline: 'Broadcaster offline',
   error: 'Error',
 };
-const TRANSPORT = { webrtc: 'WebRTC', hls: 'HLS (hls.js)', 'hls-native': 'HLS (native)', p2p: 'WebRTC (peer to peer)' };
+const TRANSPORT = { webrtc: 'WebRTC', hls: 'HLS (hls.js)', 'hls-native': 'HLS (native)', flv: 'FLV (mpegts.js)', p2p: 'WebRTC (peer to peer)' };
 
 function setStatus(s, text) {
   if (state.status === 'error' && s !== 'error') return;
@@ -104,7 +120,7 @@ function setStatus(s, text) {
 function setTransport(t) {
   state.transport = t;
   $('stat-transport').textContent = t ? TRANSPORT[t] : '–';
-  $('low-latency').hidden = !(t === 'hls' || t === 'hls-native') || typeof window.RTCPeerConnection !== 'function' || !playback?.webrtc;
+  $('low-latency').hidden = !['hls', 'hls-native', 'flv'].includes(t) || typeof window.RTCPeerConnection !== 'function' || !playback?.webrtc;
 }
 
 function setViewers(n) {
@@ -293,7 +309,7 @@ function onLive(live, source) {
 // --- transports ---------------------------------------------------------------------
 
 function webrtcUnavailable() {
-  if (forced === 'hls' && !wantLowLatency) return 'HLS was asked for in the address';
+  if (!order.includes('webrtc') && !wantLowLatency) return forced ? `${forced.toUpperCase()} was asked for in the address` : 'the address leaves WebRTC out';
   if (typeof window.RTCPeerConnection !== 'function') return 'this browser has no WebRTC';
   if (!playback?.webrtc) return 'the server offers no WebRTC for this room';
   if (playback.recommended === 'hls' && !wantLowLatency) return 'the server recommends HLS';
@@ -326,8 +342,8 @@ async function start() {
       return;
     }
     const why = webrtcUnavailable();
-    if (why) await startHls(why);
-    else await startWebRtc();
+    if (!why && (wantLowLatency || order[0] === 'webrtc')) await startWebRtc();
+    else await startAfter(null, why ?? `${order[0].toUpperCase()} comes first in the address`);
   } finally {
     starting = false;
   }
@@ -344,7 +360,17 @@ function teardown() {
     if (s.location) deleteSession(s.location, token);
   }
   if (s.hls) s.hls.destroy();
-  if (s.kind === 'hls-native' || s.hls) {
+  if (s.flv) {
+    try {
+      s.flv.pause();
+      s.flv.unload();
+      s.flv.detachMediaElement();
+      s.flv.destroy();
+    } catch {
+      /* already torn down */
+    }
+  }
+  if (s.kind === 'hls-native' || s.hls || s.flv) {
     video.removeAttribute('src');
     video.load();
   }
@@ -482,14 +508,29 @@ function reconnect(why) {
 function fallbackToHls(reason) {
   note('fallback', reason);
   teardown();
-  if (forced === 'webrtc') {
+  if (!order.some((t) => t !== 'webrtc')) {
     setStatus('stalled', `WebRTC: ${reason}. Retrying…`);
     setTimeout(() => !current && start(), 3000);
     return;
   }
   wantLowLatency = false;
-  startHls(reason);
+  startAfter('webrtc', reason);
 }
+
+/**
+ * Starts the first transport after `kind` in the order (from the start for null), other
+ * than WebRTC: `reason` says why the ones before were not used.
+ */
+async function startAfter(kind, reason) {
+  const rest = order.slice(kind === null ? 0 : order.indexOf(kind) + 1).filter((t) => t !== 'webrtc');
+  const next = rest[0] ?? order.find((t) => t !== 'webrtc');
+  if (next === 'flv') await startFlv(reason);
+  else if (next === 'hls') await startHls(reason);
+  else fail(`This stream can't be played here: ${reason}.`);
+}
+
+/** The transports after `kind` in the order that aren't WebRTC (what is left to try). */
+const nextAfter = (kind) => order.slice(order.indexOf(kind) + 1).filter((t) => t !== 'webrtc');
 
 async function loadHls() {
   if (hlsModule !== null) return hlsModule;
@@ -511,7 +552,8 @@ async function startHls(reason) {
   note_.textContent = `Playing HLS (higher latency than WebRTC) because ${reason}.`;
   note_.hidden = false;
   if (!url) {
-    fail('This stream has no HLS version, and WebRTC could not be used: ' + reason + '.');
+    if (nextAfter('hls').length) startAfter('hls', `${reason}, and the stream has no HLS version`);
+    else fail('This stream has no HLS version, and WebRTC could not be used: ' + reason + '.');
     return;
   }
   const s = { kind: 'hls', hls: null, gotFrame: false, lastProgress: performance.now(), lastTime: 0, started: performance.now(), retries: 0 };
@@ -544,7 +586,9 @@ async function startHls(reason) {
     video.addEventListener('error', () => current === s && retryHls(s, 'the browser could not load the HLS stream'), { once: true });
     play();
   } else {
-    fail(`This browser can play neither WebRTC nor HLS (${reason}).`);
+    teardown();
+    if (nextAfter('hls').length) startAfter('hls', `${reason}, and this browser can't play HLS`);
+    else fail(`This browser can play neither WebRTC nor HLS (${reason}).`);
     return;
   }
   watchFrames(s);
@@ -559,13 +603,23 @@ function retryHls(s, why) {
     setStatus('offline');
     return;
   }
+  // HLS that never showed a frame, twice in a row: the next transport (FLV), if any.
+  const failures = s.gotFrame ? 0 : (s.failures ?? 0) + 1;
+  if (failures >= HLS_TRIES_BEFORE_NEXT && nextAfter('hls').length) {
+    note('fallback', `HLS: ${why}`);
+    startAfter('hls', `HLS could not be played (${why})`);
+    return;
+  }
   setStatus('stalled', 'Waiting for the stream…');
   const delay = Math.min(5000, 1000 * 2 ** Math.min(s.retries, 3));
   note('hls:retry', { why, delay });
   setTimeout(async () => {
     if (current || state.status === 'error') return;
     await startHls(state.fallbackReason ?? why);
-    if (current) current.retries = s.retries + 1;
+    if (current?.kind?.startsWith('hls')) {
+      current.retries = s.retries + 1;
+      current.failures = failures;
+    }
   }, delay);
 }
 
@@ -591,7 +645,11 @@ function hlsWatchdog(s) {
   }
   setLatency(ms, how);
   $('stat-video').textContent = video.videoWidth ? `${video.videoWidth}×${video.videoHeight}` : '–';
-  if (!s.gotFrame) return;
+  if (!s.gotFrame) {
+    // Loaded but never showing a picture (segments failing without a fatal error).
+    if (now - s.started > HLS_STALL_MS) retryHls(s, 'no video arrived');
+    return;
+  }
   const still = now - s.lastProgress;
   if (still > 2000 && state.status === 'playing') setStatus(state.live === false ? 'offline' : 'stalled');
   if (state.live === false && still > 3000) {
@@ -600,6 +658,123 @@ function hlsWatchdog(s) {
     return;
   }
   if (still > HLS_STALL_MS) retryHls(s, 'the video stopped');
+}
+
+// --- HTTP-FLV (mpegts.js) -------------------------------------------------------------
+
+/** mpegts.js is a UMD bundle (no ES module): loaded with a classic <script>, once. */
+function loadMpegts() {
+  if (mpegtsModule !== null) return Promise.resolve(mpegtsModule);
+  if (window.mpegts) return Promise.resolve((mpegtsModule = window.mpegts));
+  return new Promise((resolve) => {
+    const el = document.createElement('script');
+    el.src = new URL('../vendor/mpegts.js', import.meta.url).toString();
+    el.onload = () => resolve((mpegtsModule = window.mpegts ?? false));
+    el.onerror = () => {
+      note('mpegts.js unavailable');
+      resolve((mpegtsModule = false));
+    };
+    document.head.append(el);
+  });
+}
+
+async function startFlv(reason) {
+  teardown();
+  // HTTP-FLV by default; `?flv=ws` uses the WebSocket form of the same URL.
+  let url = playback?.flv?.url;
+  if (url && params.get('flv') === 'ws') url = url.replace(/^http/, 'ws');
+  state.fallbackReason = reason;
+  const note_ = $('fallback-note');
+  note_.textContent = `Playing FLV (higher latency than WebRTC) because ${reason}.`;
+  note_.hidden = false;
+  if (!url) {
+    fail(`This stream has no FLV version, and nothing else could be used: ${reason}.`);
+    return;
+  }
+  const s = { kind: 'flv', flv: null, gotFrame: false, lastProgress: performance.now(), lastTime: 0, started: performance.now(), retries: 0 };
+  current = s;
+  state.sessions.flv += 1;
+  setStatus('connecting');
+  const mpegts = await loadMpegts();
+  if (current !== s) return;
+  if (!mpegts || !mpegts.isSupported?.() || !mpegts.getFeatureList?.().mseLivePlayback) {
+    fail(`This browser can't play this stream (${reason}, and FLV needs Media Source Extensions).`);
+    return;
+  }
+  mpegts.LoggingControl.enableVerbose = false;
+  mpegts.LoggingControl.enableDebug = false;
+  mpegts.LoggingControl.enableInfo = false;
+  setTransport('flv');
+  const player = mpegts.createPlayer(
+    { type: 'flv', isLive: true, url },
+    {
+      enableStashBuffer: false,
+      lazyLoad: false,
+      liveBufferLatencyChasing: true,
+      liveBufferLatencyMaxLatency: 2.0,
+      liveBufferLatencyMinRemain: 0.5,
+      autoCleanupSourceBuffer: true,
+    },
+  );
+  s.flv = player;
+  player.on(mpegts.Events.ERROR, (type, details, info) => {
+    if (current !== s) return;
+    note('flv:error', `${type} ${details}${info?.msg ? ` ${info.msg}` : ''}`);
+    retryFlv(s, `${details || type}`);
+  });
+  player.on(mpegts.Events.LOADING_COMPLETE, () => current === s && retryFlv(s, 'the stream ended'));
+  player.attachMediaElement(video);
+  player.load();
+  play();
+  watchFrames(s);
+  s.watchdog = setInterval(() => flvWatchdog(s), WATCHDOG_MS);
+}
+
+/** FLV failed or ended: start it over after a pause (or wait, when the room is offline). */
+function retryFlv(s, why) {
+  if (current !== s) return;
+  teardown();
+  if (state.live === false) {
+    setStatus('offline');
+    return;
+  }
+  setStatus('stalled', 'Waiting for the stream…');
+  const delay = Math.min(5000, 1000 * 2 ** Math.min(s.retries, 3));
+  note('flv:retry', { why, delay });
+  setTimeout(async () => {
+    if (current || state.status === 'error') return;
+    await startFlv(state.fallbackReason ?? why);
+    if (current?.kind === 'flv') current.retries = s.gotFrame ? 0 : s.retries + 1;
+  }, delay);
+}
+
+function flvWatchdog(s) {
+  if (current !== s) return;
+  const now = performance.now();
+  if (video.currentTime > s.lastTime + 0.01) {
+    s.lastTime = video.currentTime;
+    s.lastProgress = now;
+    if (!s.gotFrame && video.videoWidth > 0) firstFrame(s);
+    if (state.status === 'stalled' || state.status === 'offline') setStatus('playing');
+  }
+  // Latency: what is buffered ahead of the playing position (the FLV stream carries no
+  // wall-clock time), i.e. how far behind the newest received frame the picture is.
+  const b = video.buffered;
+  const ahead = b.length ? b.end(b.length - 1) - video.currentTime : null;
+  setLatency(ahead === null || ahead < 0 ? null : ahead * 1000, 'buffered ahead');
+  $('stat-video').textContent = video.videoWidth ? `${video.videoWidth}×${video.videoHeight}` : '–';
+  if (!s.gotFrame) {
+    if (now - s.started > HLS_STALL_MS) retryFlv(s, 'no video arrived');
+    return;
+  }
+  const still = now - s.lastProgress;
+  if (still > 2000 && state.status === 'playing') setStatus(state.live === false ? 'offline' : 'stalled');
+  if (state.live === false && still > 3000) {
+    teardown();
+    setStatus('offline');
+    return;
+  }
+  if (still > HLS_STALL_MS) retryFlv(s, 'the video stopped');
 }
 
 function dateAt(v) {
