@@ -274,12 +274,9 @@ async fn room_worker(sh: Arc<Shared>, room: String, stop: CancellationToken) {
     seg.flush(&mut out);
     apply(&hls, out);
     hls.end();
-    let _ = sh
-        .bus
-        .release_lease(&keys::room_packager(&room), &sh.me)
-        .await;
     tracing::info!(room_id = %room, "room ended; HLS kept for the grace period");
-    // Serve the ended playlist for a while, unless the process is stopping.
+    // Serve the ended playlist for a while, still holding the lease (so the discovery
+    // loop's renewals succeed), unless the process is stopping or the lease is lost.
     tokio::select! {
         _ = stop.cancelled() => {}
         _ = tokio::time::sleep(GRACE) => {}
@@ -287,6 +284,10 @@ async fn room_worker(sh: Arc<Shared>, room: String, stop: CancellationToken) {
     if sh.rooms.get(&room).is_some_and(|h| Arc::ptr_eq(&h, &hls)) {
         sh.rooms.remove(&room);
     }
+    let _ = sh
+        .bus
+        .release_lease(&keys::room_packager(&room), &sh.me)
+        .await;
 }
 
 async fn pull(
