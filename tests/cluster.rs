@@ -6,17 +6,9 @@ mod common;
 
 use common::*;
 use futures_util::SinkExt;
-use std::collections::HashMap;
 use std::time::Duration;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_util::sync::CancellationToken;
-
-fn env(pairs: &[(&str, String)]) -> HashMap<String, String> {
-    pairs
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.clone()))
-        .collect()
-}
 
 /// A fresh schema in the local PostgreSQL (`test` database), as the Kubernetes layout
 /// runs on PostgreSQL; SQLite when PostgreSQL is absent outside CI.
@@ -50,28 +42,8 @@ async fn publisher_on_one_signaling_viewer_on_another() {
     let Some(redis) = redis_url() else { return };
     let Some(ffmpeg) = ffmpeg_whip() else { return };
     let dir = tempfile::tempdir().unwrap();
-    let prefix = format!("skylark-test-{}:", free_port());
     let api_grpc = free_port();
-    let shared = |extra: &[(&str, String)]| {
-        let mut e = env(&[
-            ("REDIS_URL", redis.clone()),
-            ("SKYLARK_REDIS_PREFIX", prefix.clone()),
-            (
-                "SKYLARK_API_GRPC_URL",
-                format!("http://127.0.0.1:{api_grpc}"),
-            ),
-            (
-                "SKYLARK_JWT_SECRET",
-                "cluster-test-secret-cluster-test-secret".into(),
-            ),
-            (
-                "SKYLARK_DATA_DIR",
-                dir.path().join("data").display().to_string(),
-            ),
-        ]);
-        e.extend(env(extra));
-        e
-    };
+    let shared = scale_out_env(&redis, api_grpc, dir.path(), &[]);
     let mut api_env = shared(&[("SKYLARK_GRPC_ADDR", format!("127.0.0.1:{api_grpc}"))]);
     let database_url = postgres_schema_url();
     if !database_url.is_empty() {

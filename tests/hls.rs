@@ -7,7 +7,6 @@ mod common;
 use common::*;
 use skylark_loadgen::source::VideoConfig;
 use skylark_loadgen::{Engine, EngineConfig, Publisher};
-use std::collections::HashMap;
 use std::process::Command;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio_util::sync::CancellationToken;
@@ -274,31 +273,8 @@ async fn ll_hls_from_a_webrtc_publish() {
 async fn two_packagers_one_room_and_takeover() {
     let Some(redis) = redis_url() else { return };
     let dir = tempfile::tempdir().unwrap();
-    let prefix = format!("skylark-test-{}:", free_port());
     let api_grpc = free_port();
-    let shared = |extra: &[(&str, String)]| -> HashMap<String, String> {
-        let mut e: HashMap<String, String> = [
-            ("REDIS_URL", redis.clone()),
-            ("SKYLARK_REDIS_PREFIX", prefix.clone()),
-            (
-                "SKYLARK_API_GRPC_URL",
-                format!("http://127.0.0.1:{api_grpc}"),
-            ),
-            (
-                "SKYLARK_JWT_SECRET",
-                "packager-test-secret-packager-test-secret".into(),
-            ),
-            (
-                "SKYLARK_DATA_DIR",
-                dir.path().join("data").display().to_string(),
-            ),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), v))
-        .collect();
-        e.extend(extra.iter().map(|(k, v)| (k.to_string(), v.clone())));
-        e
-    };
+    let shared = scale_out_env(&redis, api_grpc, dir.path(), &[]);
     let api = Skylark::start_with(Options {
         target: Some("api"),
         env: shared(&[("SKYLARK_GRPC_ADDR", format!("127.0.0.1:{api_grpc}"))]),

@@ -98,31 +98,12 @@ async fn one_publish_is_one_trace_across_three_services() {
     let api_grpc = free_port();
     // In-process bus per target would split state: the three share Redis or nothing.
     let Some(redis) = redis_url() else { return };
-    let prefix = format!("skylark-trace-{}:", free_port());
-    let env = |extra: &[(&str, String)]| -> HashMap<String, String> {
-        let mut e: HashMap<String, String> = [
-            ("OTEL_EXPORTER_OTLP_ENDPOINT", otlp.clone()),
-            ("REDIS_URL", redis.clone()),
-            ("SKYLARK_REDIS_PREFIX", prefix.clone()),
-            (
-                "SKYLARK_API_GRPC_URL",
-                format!("http://127.0.0.1:{api_grpc}"),
-            ),
-            (
-                "SKYLARK_JWT_SECRET",
-                "trace-test-secret-trace-test-secret-xx".into(),
-            ),
-            (
-                "SKYLARK_DATA_DIR",
-                dir.path().join("data").display().to_string(),
-            ),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), v))
-        .collect();
-        e.extend(extra.iter().map(|(k, v)| (k.to_string(), v.clone())));
-        e
-    };
+    let env = scale_out_env(
+        &redis,
+        api_grpc,
+        dir.path(),
+        &[("OTEL_EXPORTER_OTLP_ENDPOINT", otlp.clone())],
+    );
     let mut api = Skylark::start_with(Options {
         target: Some("api"),
         env: env(&[("SKYLARK_GRPC_ADDR", format!("127.0.0.1:{api_grpc}"))]),

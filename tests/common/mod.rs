@@ -393,3 +393,39 @@ pub async fn wait_live(base: &str, room: &str, log: &std::path::Path) {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// The environment of one scale-out layout (separate `skylark` targets sharing Redis
+/// under a key prefix of their own, one API gRPC port, one JWT secret, one data dir), with
+/// `base` added to every process; the returned function adds per-process pairs.
+pub fn scale_out_env(
+    redis: &str,
+    api_grpc: u16,
+    dir: &std::path::Path,
+    base: &[(&str, String)],
+) -> impl Fn(&[(&str, String)]) -> HashMap<String, String> {
+    let mut shared: HashMap<String, String> = [
+        ("REDIS_URL", redis.to_string()),
+        (
+            "SKYLARK_REDIS_PREFIX",
+            format!("skylark-test-{}:", free_port()),
+        ),
+        (
+            "SKYLARK_API_GRPC_URL",
+            format!("http://127.0.0.1:{api_grpc}"),
+        ),
+        (
+            "SKYLARK_JWT_SECRET",
+            "scale-out-test-secret-scale-out-test-secret".into(),
+        ),
+        ("SKYLARK_DATA_DIR", dir.join("data").display().to_string()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
+    shared.extend(base.iter().map(|(k, v)| (k.to_string(), v.clone())));
+    move |extra| {
+        let mut e = shared.clone();
+        e.extend(extra.iter().map(|(k, v)| (k.to_string(), v.clone())));
+        e
+    }
+}
