@@ -21,7 +21,7 @@ RUN cargo build --release --locked -p skylark
 # --- runtime -----------------------------------------------------------------------
 FROM debian:bookworm-slim
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends ca-certificates \
+    && apt-get install -y --no-install-recommends ca-certificates libssl3 \
     && rm -rf /var/lib/apt/lists/* \
     && groupadd --system --gid 10001 skylark \
     && useradd --system --uid 10001 --gid skylark --home-dir /data --no-create-home \

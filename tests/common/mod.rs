@@ -55,6 +55,11 @@ impl Skylark {
     }
 
     pub async fn start_with(opts: Options) -> Skylark {
+        Self::start_at("127.0.0.1", opts).await
+    }
+
+    /// Binds HTTP, WebRTC and RTMP on `host` (loopback, or a test's own namespace link).
+    pub async fn start_at(host: &str, opts: Options) -> Skylark {
         let (tmp, dir) = match opts.dir {
             Some(d) => (None, d),
             None => {
@@ -64,17 +69,17 @@ impl Skylark {
             }
         };
         let http = free_port();
-        let base = format!("http://127.0.0.1:{http}");
+        let base = format!("http://{host}:{http}");
         let mut env: HashMap<String, String> = [
-            ("SKYLARK_HTTP_ADDR", format!("127.0.0.1:{http}")),
+            ("SKYLARK_HTTP_ADDR", format!("{host}:{http}")),
             ("SKYLARK_PUBLIC_URL", base.clone()),
             ("SKYLARK_DATA_DIR", dir.join("data").display().to_string()),
             (
                 "SKYLARK_RTC_UDP_ADDR",
-                format!("127.0.0.1:{}", free_udp_port()),
+                format!("{host}:{}", free_udp_port()),
             ),
-            ("SKYLARK_RTC_PUBLIC_IP", "127.0.0.1".into()),
-            ("SKYLARK_RTMP_ADDR", format!("127.0.0.1:{}", free_port())),
+            ("SKYLARK_RTC_PUBLIC_IP", host.into()),
+            ("SKYLARK_RTMP_ADDR", format!("{host}:{}", free_port())),
             ("RUST_LOG", "info,skylark_sfu=debug".into()),
         ]
         .into_iter()
@@ -387,7 +392,7 @@ pub async fn wait_live(base: &str, room: &str, log: &std::path::Path) {
     while !is_live(base, room).await {
         assert!(
             Instant::now() < deadline,
-            "never went live; ffmpeg:\n{}",
+            "never went live; publisher log:\n{}",
             std::fs::read_to_string(log).unwrap_or_default()
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -427,5 +432,103 @@ pub fn scale_out_env(
         let mut e = shared.clone();
         e.extend(extra.iter().map(|(k, v)| (k.to_string(), v.clone())));
         e
+    }
+}
+
+/// `/usr/bin/python3` with GStreamer's webrtcbin (Debian packages that `scripts/test`
+/// installs). `None` outside CI when missing; a failure in CI.
+pub fn gstreamer_python() -> Option<&'static str> {
+    let python = "/usr/bin/python3";
+    let probe = "import gi; gi.require_version('Gst', '1.0'); gi.require_version('GstWebRTC', '1.0'); \
+                 from gi.repository import Gst; Gst.init(None); \
+                 assert all(Gst.ElementFactory.find(e) for e in ('webrtcbin', 'x264enc', 'nicesrc', 'opusenc'))";
+    let ok = std::process::Command::new(python)
+        .args(["-c", probe])
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !ok {
+        let msg = "GStreamer webrtcbin (python3-gi, gstreamer1.0-plugins-{bad,ugly}, gstreamer1.0-nice) not found: run scripts/test, which installs them";
+        if std::env::var("CI").as_deref() == Ok("true") {
+            panic!("{msg}");
+        }
+        eprintln!("SKIPPED: {msg}");
+        return None;
+    }
+    Some(python)
+}
+
+/// A network namespace joined to this one by a veth pair: a second host for peers that
+/// ignore loopback (libnice gathers no loopback candidates). Removed on drop.
+pub struct NetNs {
+    pub name: String,
+    /// Our end of the link, where servers under test bind.
+    pub host_ip: String,
+    /// The namespace's end, where the peer inside lives.
+    pub peer_ip: String,
+}
+
+impl NetNs {
+    /// `None` outside CI when namespaces can't be made (not root); a failure in CI.
+    pub fn create() -> Option<NetNs> {
+        let id = std::process::id() % 200 + 20;
+        let name = format!("skylark-test-{}", std::process::id());
+        let (host_if, peer_if) = (format!("skh{id}"), format!("skp{id}"));
+        let host_ip = format!("10.213.{id}.1");
+        let peer_ip = format!("10.213.{id}.2");
+        let steps: Vec<Vec<String>> = [
+            format!("netns add {name}"),
+            format!("link add {host_if} type veth peer name {peer_if}"),
+            format!("link set {peer_if} netns {name}"),
+            format!("addr add {host_ip}/24 dev {host_if}"),
+            format!("link set {host_if} up"),
+            format!("-n {name} addr add {peer_ip}/24 dev {peer_if}"),
+            format!("-n {name} link set {peer_if} up"),
+            format!("-n {name} link set lo up"),
+        ]
+        .iter()
+        .map(|s| s.split(' ').map(String::from).collect())
+        .collect();
+        let ns = NetNs {
+            name,
+            host_ip,
+            peer_ip,
+        };
+        for args in steps {
+            let out = std::process::Command::new("ip").args(&args).output();
+            let ok = out.as_ref().is_ok_and(|o| o.status.success());
+            if !ok {
+                let why = out.map_or_else(
+                    |e| e.to_string(),
+                    |o| String::from_utf8_lossy(&o.stderr).into_owned(),
+                );
+                let msg = format!(
+                    "cannot make a network namespace (ip {}): {why}; run as root with iproute2",
+                    args.join(" ")
+                );
+                if std::env::var("CI").as_deref() == Ok("true") {
+                    panic!("{msg}");
+                }
+                eprintln!("SKIPPED: {msg}");
+                return None;
+            }
+        }
+        Some(ns)
+    }
+
+    /// A command that runs `program` inside the namespace.
+    pub fn command(&self, program: &str) -> std::process::Command {
+        let mut cmd = std::process::Command::new("ip");
+        cmd.args(["netns", "exec", &self.name, program]);
+        cmd
+    }
+}
+
+impl Drop for NetNs {
+    fn drop(&mut self) {
+        // Deleting the namespace deletes the veth pair with it.
+        let _ = std::process::Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
     }
 }

@@ -255,7 +255,7 @@ impl Core {
     pub fn new(config: CoreConfig) -> Self {
         Self {
             config,
-            crypto: Arc::new(str0m::crypto::from_feature_flags()),
+            crypto: Arc::new(skylark_dtls::crypto_provider()),
             peers: HashMap::new(),
             locals: HashMap::new(),
             by_session: HashMap::new(),
