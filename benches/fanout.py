@@ -166,7 +166,9 @@ def run(viewers, kbps, duration, ramp, server_cpus, gen_cpus, settle, profile=No
                 sample["a"] = (time.monotonic(), metrics(sk.base), cpu_secs(sk.proc.pid),
                                cpu_secs(gen.pid), rss_kib(sk.proc.pid), cpu_times())
                 if profile:
-                    perf = subprocess.Popen(["perf", "record", "-F", "1999", "-o", profile,
+                    # BENCH_PERF="--call-graph dwarf -F 499" for callers (a bigger file).
+                    extra = os.environ.get("BENCH_PERF", "-F 1999").split()
+                    perf = subprocess.Popen(["perf", "record", *extra, "-o", profile,
                                              "-p", str(sk.proc.pid), "--", "sleep",
                                              str(max(1, int(end_at - start_at)))],
                                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

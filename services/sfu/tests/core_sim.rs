@@ -605,3 +605,20 @@ fn sfu_takes_the_dtls_server_role() {
     assert!(answer.contains("a=setup:passive"), "answer: {answer}");
     assert!(answer.contains("a=fingerprint:sha-256 "));
 }
+
+#[test]
+fn subscribers_get_no_transport_wide_cc_and_publishers_do() {
+    // TWCC feedback only feeds a sender's bandwidth estimate; viewers' feedback cost the
+    // SFU a fifth of its CPU (docs/benchmarks.md). Publishers' encoders need it.
+    let mut net = Net::new();
+    let (_, offer) = Client::new(net.now, 5100, true, Direction::SendOnly);
+    let (_, answer) = net.core.publish(net.now, "r8", &offer).unwrap();
+    assert!(answer.contains("transport-wide-cc"), "publisher: {answer}");
+    let (_, offer) = Client::new(net.now, 5101, true, Direction::RecvOnly);
+    assert!(offer.contains("transport-wide-cc"));
+    let (_, answer) = net.core.subscribe(net.now, "r8", &offer).unwrap();
+    assert!(
+        !answer.contains("transport-wide-cc"),
+        "subscriber: {answer}"
+    );
+}

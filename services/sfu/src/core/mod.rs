@@ -17,6 +17,7 @@ use str0m::crypto::CryptoProvider;
 use str0m::format::Codec;
 use str0m::media::{Frequency, KeyframeRequestKind, MediaData, MediaKind, MediaTime, Mid, Rid};
 use str0m::net::{Protocol, Receive};
+use str0m::rtp::{Extension, ExtensionMap};
 use str0m::{Candidate, Event, IceConnectionState, Input, Output as RtcOutput, Rtc, RtcConfig};
 
 /// Keyframe requests to a publisher are coalesced to at most one per this interval.
@@ -271,7 +272,13 @@ impl Core {
 
     /// The codecs the SFU speaks: H.264 packetization-mode 1 in the profiles browsers
     /// offer, and Opus. Nothing else, so viewers get exactly what publishers send.
-    fn rtc_config(&self) -> RtcConfig {
+    ///
+    /// Subscribers get no transport-wide congestion control (TWCC): its feedback (about 20
+    /// RTCP packets a second from each viewer) only feeds a sender's bandwidth estimate,
+    /// which the SFU does not run per viewer, and processing it was a fifth of the SFU's
+    /// CPU at 300 viewers (docs/benchmarks.md). Publishers keep it: browsers size their
+    /// encoder bitrate from it.
+    fn rtc_config(&self, subscriber: bool) -> RtcConfig {
         let mut cfg = Rtc::builder()
             .set_ice_lite(true)
             .set_stats_interval(Some(Duration::from_secs(1)))
@@ -286,6 +293,15 @@ impl Core {
             (108, 109, 0x64001f),
         ] {
             codecs.add_h264(pt.into(), Some(rtx.into()), true, profile);
+        }
+        if subscriber {
+            let mut without_twcc = ExtensionMap::empty();
+            for (id, ext) in ExtensionMap::standard().iter() {
+                if *ext != Extension::TransportSequenceNumber {
+                    without_twcc.set(id, ext.clone());
+                }
+            }
+            cfg = cfg.set_extension_map(without_twcc);
         }
         cfg
     }
@@ -382,7 +398,8 @@ impl Core {
         }
         let offer =
             SdpOffer::from_sdp_string(offer).map_err(|e| SessionError::BadSdp(e.to_string()))?;
-        let mut rtc = self.rtc_config().build(now);
+        let subscriber = matches!(role, PeerRole::Subscriber(_));
+        let mut rtc = self.rtc_config(subscriber).build(now);
         let candidate = Candidate::host(self.config.announce_addr, "udp")
             .map_err(|e| SessionError::BadCandidate(e.to_string()))?;
         rtc.add_local_candidate(candidate);
