@@ -111,11 +111,28 @@ async fn ll_hls_from_a_webrtc_publish() {
         "#EXT-X-PRELOAD-HINT:TYPE=PART",
         "#EXT-X-PROGRAM-DATE-TIME:",
         "#EXT-X-MAP:URI=\"init.mp4\"",
-        "#EXTINF:2.0",
+        "#EXT-X-TARGETDURATION:2\n",
+        "#EXTINF:",
         "#EXT-X-PART:DURATION=",
     ] {
         assert!(media.contains(tag), "missing {tag} in\n{media}");
     }
+    // RFC 8216 §4.3.3.1: every EXTINF rounds to at most the target (the publisher's 2 s
+    // GOP meets keyframe requests, so segments end at ~1.5–2 s).
+    let extinf: Vec<f64> = media
+        .lines()
+        .filter_map(|l| {
+            l.strip_prefix("#EXTINF:")?
+                .trim_end_matches(',')
+                .parse()
+                .ok()
+        })
+        .collect();
+    assert!(
+        extinf.iter().all(|d| d.round() <= 2.0 && *d >= 1.0),
+        "{extinf:?}"
+    );
+    println!("segment durations (EXTINF): {extinf:?}");
     // HLS latency: newest part's program-date-time + its duration vs the wall clock.
     let last_pdt = media.lines().filter_map(pdt_ms).next_back().unwrap();
     let now_ms = SystemTime::now()
@@ -169,6 +186,7 @@ async fn ll_hls_from_a_webrtc_publish() {
         .find(|l| l.starts_with("seg") && l.ends_with(".m4s"))
         .unwrap()
         .to_string();
+    let first_extinf = extinf[0];
     let init = reqwest::get(format!("{hls}/init.mp4"))
         .await
         .unwrap()
@@ -204,9 +222,10 @@ async fn ll_hls_from_a_webrtc_publish() {
         .trim()
         .parse()
         .unwrap_or(0);
+    let expected = (first_extinf * 30.0).round() as u32;
     assert!(
-        (55..=65).contains(&frames),
-        "a 2 s segment holds ~60 frames at 30 fps, got {frames}"
+        frames.abs_diff(expected) <= 2,
+        "a {first_extinf} s segment holds ~{expected} frames at 30 fps, got {frames}"
     );
 
     // Blocking reload: ask for the next part; the answer arrives once it exists.

@@ -65,7 +65,8 @@ pub struct RenditionReport {
 /// An LL-HLS media playlist: a rolling window of segments.
 #[derive(Debug, Clone, PartialEq)]
 pub struct MediaPlaylist {
-    /// Target segment duration, seconds.
+    /// Target segment duration, seconds. [`note_segment`](Self::note_segment) raises it
+    /// (never lowers it) when a longer segment is emitted.
     pub target_duration: f64,
     /// Target part duration, seconds.
     pub part_target: f64,
@@ -130,6 +131,27 @@ impl MediaPlaylist {
         }
     }
 
+    /// Records an emitted segment's duration: `EXT-X-TARGETDURATION` must cover every
+    /// segment's `EXTINF` rounded to the nearest integer (RFC 8216 §4.3.3.1), and a
+    /// target that went up stays up, so players never see it shrink.
+    pub fn note_segment(&mut self, duration: f64) {
+        if duration.is_finite() {
+            self.target_duration = self.target_duration.max(duration.round());
+        }
+    }
+
+    /// The `EXT-X-TARGETDURATION` value: the target rounded up, or more if a segment in
+    /// the window needs it (so the invariant holds even without [`note_segment`](Self::note_segment)).
+    pub fn target_duration_secs(&self) -> u64 {
+        let longest = self
+            .segments
+            .iter()
+            .filter(|s| s.complete && s.duration.is_finite())
+            .map(|s| s.duration.round())
+            .fold(0.0, f64::max);
+        self.target_duration.ceil().max(longest).max(1.0) as u64
+    }
+
     /// `PART-HOLD-BACK`: three part targets, the spec's minimum.
     pub fn part_hold_back(&self) -> f64 {
         3.0 * self.part_target
@@ -138,7 +160,7 @@ impl MediaPlaylist {
     /// The playlist text.
     pub fn render(&self) -> String {
         let mut o = String::with_capacity(256 + self.segments.len() * 256);
-        let target = self.target_duration.ceil().max(1.0) as u64;
+        let target = self.target_duration_secs();
         let _ = writeln!(o, "#EXTM3U");
         let _ = writeln!(o, "#EXT-X-VERSION:9");
         let _ = writeln!(o, "#EXT-X-TARGETDURATION:{target}");
@@ -365,6 +387,41 @@ seg5.m4s
         );
         assert!(t.contains("seg4.3.m4s"));
         assert_eq!(t.matches("#EXTINF").count(), 5);
+    }
+
+    /// RFC 8216 §4.3.3.1: every `EXTINF` rounded to the nearest integer ≤ the target;
+    /// `HOLD-BACK` follows the target, the part figures don't.
+    #[test]
+    fn target_duration_covers_the_longest_segment_and_never_shrinks() {
+        let mut pl = MediaPlaylist::new(2.0, 0.2);
+        pl.segments = vec![seg(0, 4, true), seg(1, 4, true)];
+        pl.segments[0].duration = 2.49;
+        pl.note_segment(2.49);
+        assert!(
+            pl.render().contains("#EXT-X-TARGETDURATION:2\n"),
+            "2.49 rounds to 2"
+        );
+        pl.segments[1].duration = 3.2;
+        let t = pl.render();
+        assert!(
+            t.contains("#EXT-X-TARGETDURATION:3\n"),
+            "covered from the window alone:\n{t}"
+        );
+        pl.note_segment(3.2);
+        pl.segments.remove(0);
+        pl.segments.remove(0);
+        pl.segments.push(seg(2, 4, true));
+        let t = pl.render();
+        assert!(
+            t.contains("#EXT-X-TARGETDURATION:3\n"),
+            "never shrinks:\n{t}"
+        );
+        assert!(t.contains("PART-HOLD-BACK=0.600,HOLD-BACK=9.000"), "{t}");
+        assert!(t.contains("#EXT-X-PART-INF:PART-TARGET=0.20000\n"), "{t}");
+        pl.note_segment(2.5);
+        assert_eq!(pl.target_duration_secs(), 3, "2.5 rounds up to 3");
+        pl.note_segment(f64::NAN);
+        assert_eq!(pl.target_duration_secs(), 3);
     }
 
     #[test]

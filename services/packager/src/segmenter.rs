@@ -4,10 +4,13 @@
 //! streams in microseconds.
 //!
 //! Rules: a segment starts at a keyframe once the current one reached the target
-//! duration; a part closes once it holds `part_target` of video; a GOP longer than the
-//! target earns one keyframe request per target duration. Video samples are held one
-//! frame so each gets its exact duration from the next timestamp; Opus durations come
-//! from the TOC byte.
+//! duration, or at the keyframe it asked for; a part closes before it would outgrow
+//! `part_target` of video. When the publisher's GOP would carry a segment past what
+//! rounds to the target (RFC 8216: `EXTINF` rounded ≤ `EXT-X-TARGETDURATION`), the
+//! segmenter asks for a keyframe [`KEYFRAME_LEAD`] before the target, which leaves the
+//! request's round trip (packager → SFU → publisher's encoder → back) that much time.
+//! Video samples are held one frame so each gets its exact duration from the next
+//! timestamp; Opus durations come from the TOC byte.
 
 use crate::store::StreamInfo;
 use bytes::Bytes;
@@ -21,6 +24,11 @@ const VIDEO_TRACK: u32 = 1;
 const AUDIO_TRACK: u32 = 2;
 const VIDEO_TIMESCALE: u32 = 90_000;
 const AUDIO_TIMESCALE: u32 = 48_000;
+/// How long before the segment target a keyframe is requested: PLI round trips to a
+/// browser are ~50–300 ms (the SFU also coalesces requests to one per 300 ms), so a
+/// keyframe asked for at target − 0.5 s lands between about 1.6 and 2.3 s into a 2 s
+/// segment, inside what rounds to the target.
+pub const KEYFRAME_LEAD: Duration = Duration::from_millis(500);
 
 /// What the segmenter produced.
 #[derive(Debug, Clone, PartialEq)]
@@ -78,12 +86,29 @@ pub struct Segmenter {
     sequence: u32,
     last_video_dts: u64,
     keyframe_asked_at: Option<u64>,
+    /// Decode time of the newest keyframe, and the publisher's own GOP: learnt only
+    /// from keyframes nobody asked for, since a requested one restarts its cadence.
+    last_keyframe: Option<u64>,
+    gop: Option<u64>,
+    asked_since_keyframe: bool,
+    /// [`KEYFRAME_LEAD`] in 90 kHz ticks (at most a quarter of the target).
+    keyframe_lead: u64,
+    /// A keyframe due before this far into a segment needs no request: the segment
+    /// still rounds to the target (100 ms short of the half second that rounds up).
+    natural_limit: u64,
 }
 
 impl Segmenter {
     pub fn new(segment_target: Duration, part_target: Duration) -> Self {
+        let ticks = |secs: f64| (secs * VIDEO_TIMESCALE as f64) as u64;
+        let target = ticks(segment_target.as_secs_f64());
         Self {
-            segment_target: (segment_target.as_secs_f64() * VIDEO_TIMESCALE as f64) as u64,
+            keyframe_lead: ticks(KEYFRAME_LEAD.as_secs_f64()).min(target / 4),
+            natural_limit: ticks(segment_target.as_secs_f64().ceil() + 0.4),
+            last_keyframe: None,
+            gop: None,
+            asked_since_keyframe: false,
+            segment_target: target,
             part_target: (part_target.as_secs_f64() * VIDEO_TIMESCALE as f64) as u64,
             video_track: None,
             audio_track: None,
@@ -136,6 +161,9 @@ impl Segmenter {
         self.audio_next_dts = None;
         self.epoch_offset = self.last_video_dts + 3000;
         self.discontinuity = true;
+        self.last_keyframe = None;
+        self.gop = None;
+        self.asked_since_keyframe = false;
     }
 
     /// Closes the open part and segment (end of stream or publisher change).
@@ -192,10 +220,25 @@ impl Segmenter {
         }
         let Some(base) = self.video_base else { return };
         let dts = self.epoch_offset + f.rtp_time.saturating_sub(base);
+        if keyframe {
+            if let Some(prev) = self.last_keyframe.filter(|&p| p < dts) {
+                if !self.asked_since_keyframe {
+                    self.gop = Some(dts - prev);
+                }
+            }
+            self.last_keyframe = Some(dts);
+            self.asked_since_keyframe = false;
+        }
         if let Some(prev) = self.held.take() {
             let duration = dts
                 .saturating_sub(prev.dts)
                 .clamp(1, VIDEO_TIMESCALE as u64);
+            // A part never outgrows PART-TARGET: with jittery timestamps it closes one
+            // frame early rather than one frame late.
+            let part_len: u64 = self.part_video.iter().map(|s| s.duration as u64).sum();
+            if !self.part_video.is_empty() && part_len + duration > self.part_target {
+                self.close_part(out);
+            }
             self.append_video(prev, duration as u32);
             self.maybe_cut(dts, keyframe, now_ms, out);
         } else if self.segment_start.is_none() {
@@ -250,26 +293,46 @@ impl Segmenter {
         });
     }
 
-    /// Before appending the frame at `dts`: close the part and/or segment if due.
+    /// Before appending the frame at `dts`: close the part and/or segment if due, and
+    /// ask for a keyframe if the segment would otherwise run too long.
     fn maybe_cut(&mut self, dts: u64, keyframe: bool, now_ms: i64, out: &mut Vec<SegOutput>) {
         let seg_start = self.segment_start.unwrap_or(dts);
         let seg_len = dts.saturating_sub(seg_start);
-        if keyframe && seg_len >= self.segment_target {
-            self.close_part(out);
-            self.close_segment(out);
-            self.start_segment(dts, now_ms);
-            return;
+        let ask_from = self.segment_target.saturating_sub(self.keyframe_lead);
+        // Where the publisher's next keyframe falls on its own cadence (after this one,
+        // when this is a keyframe: the cadence was updated before the call).
+        let next_natural = self.last_keyframe.zip(self.gop).map(|(l, g)| l + g);
+        let limit = seg_start + self.natural_limit;
+        if keyframe {
+            let next_too_late = next_natural.is_none_or(|n| n >= limit);
+            // At the target; at the keyframe we asked for, even a little before it; or
+            // near the target when waiting for the next one would overshoot.
+            if seg_len >= self.segment_target
+                || self.keyframe_asked_at.is_some()
+                || (seg_len >= ask_from && next_too_late)
+            {
+                self.close_part(out);
+                self.close_segment(out);
+                self.start_segment(dts, now_ms);
+                return;
+            }
         }
         let part_start = self.part_video_start.unwrap_or(dts);
         if dts.saturating_sub(part_start) >= self.part_target {
             self.close_part(out);
         }
-        if seg_len > self.segment_target + self.segment_target / 2
+        // A keyframe due in time on the publisher's cadence needs no request (a 1 s GOP
+        // never gets one); one overdue or unknown does.
+        let natural_in_time = next_natural.is_some_and(|n| n > dts && n < limit);
+        // Repeated every lead while none comes: a request can be lost or coalesced away.
+        if seg_len >= ask_from
+            && !natural_in_time
             && self
                 .keyframe_asked_at
-                .is_none_or(|at| dts.saturating_sub(at) >= self.segment_target)
+                .is_none_or(|at| dts.saturating_sub(at) >= self.keyframe_lead.max(1))
         {
             self.keyframe_asked_at = Some(dts);
+            self.asked_since_keyframe = true;
             out.push(SegOutput::RequestKeyframe);
         }
     }
@@ -422,6 +485,164 @@ mod tests {
             };
             seg.push(&f, 1_000_000 + ms as i64, out);
         }
+    }
+
+    /// A simulated publisher: 30 fps H.264 with `gop`, Opus every 20 ms, for `secs`. A
+    /// keyframe request is answered `pli_delay` later (`None`: ignored, like RTMP), and
+    /// `jitter` moves each frame's RTP time by a few ticks, as capture clocks do.
+    fn simulate(
+        seg: &mut Segmenter,
+        secs: u64,
+        gop: Duration,
+        pli_delay: Option<Duration>,
+        jitter: impl Fn(u64) -> i64,
+    ) -> Vec<SegOutput> {
+        let mut v = VideoSource::new(VideoConfig {
+            bitrate_kbps: 300,
+            gop,
+        });
+        let mut a = OpusSource::default();
+        let mut out = Vec::new();
+        let mut forced_at: Option<u64> = None;
+        let mut next_audio_ms = 0;
+        for i in 0..secs * 30 {
+            let ms = i * 1000 / 30;
+            while next_audio_ms <= ms {
+                let p = a.next_packet();
+                let f = pb::Frame {
+                    track_id: "a".into(),
+                    rtp_time: p.rtp_time,
+                    data: p.data.to_vec(),
+                    ..Default::default()
+                };
+                seg.push(&f, 1_000_000 + next_audio_ms as i64, &mut out);
+                next_audio_ms += 20;
+            }
+            if forced_at.is_some_and(|at| ms >= at) {
+                forced_at = None;
+                v.force_keyframe();
+            }
+            let fr = v.next_frame(0);
+            let f = pb::Frame {
+                track_id: "v".into(),
+                rtp_time: (fr.rtp_time as i64 + 90_000 + jitter(i)) as u64,
+                keyframe: fr.keyframe,
+                data: fr.data.to_vec(),
+                ..Default::default()
+            };
+            let before = out.len();
+            seg.push(&f, 1_000_000 + ms as i64, &mut out);
+            let asked = out[before..]
+                .iter()
+                .any(|o| matches!(o, SegOutput::RequestKeyframe));
+            if let (true, Some(d), None) = (asked, pli_delay, forced_at) {
+                forced_at = Some(ms + d.as_millis() as u64);
+            }
+        }
+        out
+    }
+
+    /// The media playlist the packager would serve for these outputs.
+    fn playlist(out: Vec<SegOutput>) -> String {
+        let hls = crate::store::RoomHls::new(Duration::from_secs(2), Duration::from_millis(200));
+        crate::apply(&hls, out);
+        hls.read(|s| s.playlist.render())
+    }
+
+    fn attr(text: &str, tag: &str) -> f64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(tag))
+            .and_then(|v| v.split(',').next()?.parse().ok())
+            .unwrap_or_else(|| panic!("no {tag} in\n{text}"))
+    }
+
+    /// RFC 8216 §4.3.3.1 and the LL-HLS part rules; returns (target, longest EXTINF).
+    fn assert_playlist_rules(text: &str) -> (u64, f64) {
+        let target = attr(text, "#EXT-X-TARGETDURATION:") as u64;
+        let part_target = attr(text, "#EXT-X-PART-INF:PART-TARGET=");
+        let extinf: Vec<f64> = text
+            .lines()
+            .filter_map(|l| {
+                l.strip_prefix("#EXTINF:")?
+                    .trim_end_matches(',')
+                    .parse()
+                    .ok()
+            })
+            .collect();
+        assert!(extinf.len() >= 3, "{text}");
+        for d in &extinf {
+            assert!(
+                d.round() as u64 <= target,
+                "EXTINF {d} rounds above TARGETDURATION {target}:\n{text}"
+            );
+        }
+        for l in text.lines().filter(|l| l.starts_with("#EXT-X-PART:")) {
+            let d = attr(l, "#EXT-X-PART:DURATION=");
+            assert!(d <= part_target + 1e-9, "part {d} > PART-TARGET:\n{text}");
+        }
+        let part_hold_back = attr(
+            text,
+            "#EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES,PART-HOLD-BACK=",
+        );
+        assert!(
+            (part_hold_back - 3.0 * part_target).abs() < 1e-6,
+            "PART-HOLD-BACK follows the part target, not the segment target"
+        );
+        let hold_back = text
+            .split("HOLD-BACK=")
+            .nth(2)
+            .and_then(|v| v.lines().next()?.parse::<f64>().ok())
+            .unwrap();
+        assert!(hold_back >= 3.0 * target as f64, "{text}");
+        (target, extinf.iter().cloned().fold(0.0, f64::max))
+    }
+
+    #[test]
+    fn a_long_gop_publisher_that_honours_keyframe_requests_keeps_the_target() {
+        for delay_ms in [50, 300, 700] {
+            let mut seg = Segmenter::new(Duration::from_secs(2), Duration::from_millis(200));
+            tracks(&mut seg);
+            let out = simulate(
+                &mut seg,
+                20,
+                Duration::from_secs(3),
+                Some(Duration::from_millis(delay_ms)),
+                |_| 0,
+            );
+            let text = playlist(out);
+            let (target, longest) = assert_playlist_rules(&text);
+            assert_eq!(target, 2, "PLI answered after {delay_ms} ms:\n{text}");
+            assert!(longest < 2.5, "{longest}");
+        }
+    }
+
+    #[test]
+    fn a_publisher_that_ignores_keyframe_requests_gets_an_honest_target() {
+        let mut seg = Segmenter::new(Duration::from_secs(2), Duration::from_millis(200));
+        tracks(&mut seg);
+        let out = simulate(&mut seg, 20, Duration::from_secs(3), None, |_| 0);
+        let text = playlist(out);
+        let (target, longest) = assert_playlist_rules(&text);
+        assert!(
+            (longest - 3.0).abs() < 0.01,
+            "cut at its own keyframes: {longest}"
+        );
+        assert_eq!(target, 3, "the real maximum is advertised:\n{text}");
+        assert!(
+            text.contains("#EXT-X-PART-INF:PART-TARGET=0.20000\n"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn parts_never_outgrow_the_part_target_with_jittery_timestamps() {
+        let mut seg = Segmenter::new(Duration::from_secs(2), Duration::from_millis(200));
+        tracks(&mut seg);
+        // Capture times a few ms off the 30 fps grid, as browsers stamp them.
+        let jitter = |i: u64| [0, 270, -180, 450, -90][(i % 5) as usize];
+        let out = simulate(&mut seg, 12, Duration::from_secs(1), None, jitter);
+        let (target, _) = assert_playlist_rules(&playlist(out));
+        assert_eq!(target, 2);
     }
 
     #[test]

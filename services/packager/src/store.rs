@@ -152,6 +152,7 @@ impl RoomHls {
             }
             let bits = (all.len() as f64 * 8.0 / duration.max(0.1)) as u64;
             s.info.bandwidth = s.info.bandwidth.max(bits);
+            s.playlist.note_segment(duration);
             s.segments.insert(msn, Bytes::from(all));
             if let Some(seg) = s.playlist.segments.get_mut(idx as usize) {
                 seg.complete = true;
