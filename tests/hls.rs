@@ -1,8 +1,11 @@
 //! LL-HLS from a live WebRTC publish, read by real HLS clients: ffprobe (Debian FFmpeg)
-//! and plain HTTP with blocking playlist reloads; and two packagers on Redis, where
-//! exactly one packages a room and the other takes over when it dies.
+//! and plain HTTP with blocking playlist reloads; a simulcast publisher's layers as
+//! renditions; and two packagers on Redis, where exactly one packages a room and the
+//! other takes over when it dies.
 
 mod common;
+#[path = "common/simulcast.rs"]
+mod simulcast;
 
 use common::*;
 use skylark_loadgen::source::VideoConfig;
@@ -286,6 +289,164 @@ async fn ll_hls_from_a_webrtc_publish() {
         );
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
+}
+
+async fn text(url: &str) -> String {
+    reqwest::get(url).await.unwrap().text().await.unwrap()
+}
+
+/// `(uri, RESOLUTION, CODECS, BANDWIDTH)` of each `EXT-X-STREAM-INF`.
+fn variants(multivariant: &str) -> Vec<(String, String, String, u64)> {
+    let mut lines = multivariant.lines();
+    let mut out = Vec::new();
+    while let Some(l) = lines.next() {
+        let Some(attrs) = l.strip_prefix("#EXT-X-STREAM-INF:") else {
+            continue;
+        };
+        let get = |name: &str| {
+            attrs
+                .split(&format!("{name}="))
+                .nth(1)
+                .map(|v| {
+                    let v = v.strip_prefix('"').map_or_else(
+                        || v.split(',').next().unwrap_or_default(),
+                        |q| q.split('"').next().unwrap_or_default(),
+                    );
+                    v.to_string()
+                })
+                .unwrap_or_default()
+        };
+        let uri = lines.next().unwrap_or_default().to_string();
+        out.push((
+            uri,
+            get("RESOLUTION"),
+            get("CODECS"),
+            get("BANDWIDTH").parse().unwrap_or(0),
+        ));
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn simulcast_layers_become_renditions() {
+    let Some(ffprobe) = ffprobe() else { return };
+    let Some(ffmpeg) = debian_ffmpeg() else {
+        return;
+    };
+    let sk = Skylark::start().await;
+    let (_, room, key) = creator_with_room(&sk.base, "public").await;
+    let layers = [
+        simulcast::Layer {
+            rid: "f",
+            width: 960,
+            height: 540,
+        },
+        simulcast::Layer {
+            rid: "h",
+            width: 640,
+            height: 360,
+        },
+        simulcast::Layer {
+            rid: "q",
+            width: 320,
+            height: 180,
+        },
+    ];
+    let mut publisher = simulcast::SimulcastPublisher::start(
+        &format!("{}/whip/{room}", sk.base),
+        &key,
+        &layers,
+        ffmpeg,
+        &sk.dir,
+    )
+    .await;
+    publisher.wait_connected(Duration::from_secs(10)).await;
+    let hls = format!("{}/hls/{room}", sk.base);
+
+    // Every layer is listed once it has a segment (so BANDWIDTH is measured).
+    let deadline = Instant::now() + Duration::from_secs(25);
+    let listed = loop {
+        if let Ok(r) = reqwest::get(format!("{hls}/index.m3u8")).await {
+            let t = r.text().await.unwrap();
+            let v = variants(&t);
+            let mut complete = 0;
+            for (uri, ..) in &v {
+                if text(&format!("{hls}/{uri}")).await.contains("#EXTINF") {
+                    complete += 1;
+                }
+            }
+            if v.len() == layers.len() && complete == v.len() {
+                break (t, v);
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not every layer listed with a segment within 25 s"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+    let (multivariant, v) = listed;
+    println!("{multivariant}");
+    let expected: Vec<(String, String)> = layers
+        .iter()
+        .map(|l| {
+            (
+                format!("{}/media.m3u8", l.rid),
+                format!("{}x{}", l.width, l.height),
+            )
+        })
+        .collect();
+    let got: Vec<(String, String)> = v.iter().map(|x| (x.0.clone(), x.1.clone())).collect();
+    assert_eq!(got, expected, "largest first:\n{multivariant}");
+    for (uri, _, codecs, _) in &v {
+        assert!(
+            codecs.starts_with("avc1.42c0") && codecs.ends_with(",opus"),
+            "{uri}: CODECS from the layer's SPS, audio muxed: {codecs}"
+        );
+    }
+    assert!(v[0].3 > v[2].3, "BANDWIDTH follows the layer: {v:?}");
+
+    // Each media playlist reports the other two (LL-HLS rendition reports).
+    for (uri, ..) in &v {
+        let media = text(&format!("{hls}/{uri}")).await;
+        let reports: Vec<&str> = media
+            .lines()
+            .filter(|l| l.starts_with("#EXT-X-RENDITION-REPORT:URI=\"../"))
+            .collect();
+        assert_eq!(reports.len(), 2, "{uri}:\n{media}");
+        assert!(!reports.iter().any(|r| r.contains(uri.as_str())), "{media}");
+    }
+
+    // ffprobe reads each rendition at its layer's size, with the audio.
+    for l in &layers {
+        let out = Command::new(ffprobe)
+            .args([
+                "-v",
+                "error",
+                "-show_entries",
+                "stream=codec_name,width,height",
+                "-of",
+                "compact",
+                &format!("{hls}/{}/media.m3u8", l.rid),
+            ])
+            .output()
+            .unwrap();
+        let probe = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            probe.contains(&format!(
+                "codec_name=h264|width={}|height={}",
+                l.width, l.height
+            )),
+            "{}: {probe}\n{}",
+            l.rid,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(probe.contains("codec_name=opus"), "{probe}");
+    }
+    // Without simulcast the root names no media playlist of its own.
+    let root = reqwest::get(format!("{hls}/media.m3u8")).await.unwrap();
+    assert_eq!(root.status(), 404);
+    publisher.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -21,6 +21,8 @@
 
 use std::fmt::Write;
 
+use crate::fmp4::{Codec, Track};
+
 /// One partial segment (an LL-HLS part).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Part {
@@ -245,6 +247,38 @@ pub struct Variant {
     pub frame_rate: Option<f64>,
 }
 
+impl Variant {
+    /// A rendition's entry from the tracks of its init segment: `CODECS` lists every
+    /// track's RFC 6381 codec in track order (so a video-only rendition advertises no
+    /// audio), `RESOLUTION` is the video track's picture size from its SPS.
+    ///
+    /// ```
+    /// use skylark_media::fmp4::Track;
+    /// use skylark_media::h264::AvcDecoderConfigurationRecord;
+    /// use skylark_media::hls::Variant;
+    /// let sps = [0x67, 0x42, 0xc0, 0x1f, 0xda, 0x01, 0x40, 0x16, 0xe8, 0x06, 0xd0, 0xa1, 0x35];
+    /// let pps = [0x68, 0xce, 0x38, 0x80];
+    /// let video = Track::avc(1, AvcDecoderConfigurationRecord::from_parameter_sets(&sps, &pps)?)?;
+    /// let v = Variant::from_tracks("media.m3u8", 900_000, &[video, Track::opus(2, 2)]);
+    /// assert_eq!((v.codecs.as_str(), v.resolution), ("avc1.42c01f,opus", Some((1280, 720))));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn from_tracks(uri: impl Into<String>, bandwidth: u64, tracks: &[Track]) -> Self {
+        let codecs: Vec<String> = tracks.iter().map(Track::codec_string).collect();
+        let resolution = tracks.iter().find_map(|t| match t.codec {
+            Codec::Avc { width, height, .. } => Some((u32::from(width), u32::from(height))),
+            _ => None,
+        });
+        Self {
+            uri: uri.into(),
+            bandwidth,
+            codecs: codecs.join(","),
+            resolution,
+            frame_rate: None,
+        }
+    }
+}
+
 /// The multivariant ("master") playlist: one entry per rendition.
 pub fn render_multivariant(variants: &[Variant]) -> String {
     let mut o = String::from("#EXTM3U\n#EXT-X-VERSION:9\n#EXT-X-INDEPENDENT-SEGMENTS\n");
@@ -422,6 +456,48 @@ seg5.m4s
         assert_eq!(pl.target_duration_secs(), 3, "2.5 rounds up to 3");
         pl.note_segment(f64::NAN);
         assert_eq!(pl.target_duration_secs(), 3);
+    }
+
+    /// What the packager lists for a three-layer simulcast publisher: entries built from
+    /// each layer's init tracks (x264 SPSs of three sizes), best first.
+    #[test]
+    fn golden_multivariant_from_simulcast_layers() {
+        use crate::fmp4::Track;
+        use crate::h264::AvcDecoderConfigurationRecord;
+        const PPS: [u8; 4] = [0x68, 0xce, 0x38, 0x80];
+        const SPS_1280X720: &[u8] = &[
+            0x67, 0x42, 0xc0, 0x1f, 0xda, 0x01, 0x40, 0x16, 0xe8, 0x06, 0xd0, 0xa1, 0x35,
+        ];
+        const SPS_640X360: &[u8] = &[
+            0x67, 0x42, 0xc0, 0x1e, 0xd9, 0x00, 0xa0, 0x2f, 0xf9, 0x70, 0x11, 0x00, 0x00, 0x03,
+            0x00, 0x01, 0x00, 0x00, 0x03, 0x00, 0x3c, 0x0f, 0x16, 0x2e, 0x48,
+        ];
+        const SPS_320X180: &[u8] = &[
+            0x67, 0x42, 0xc0, 0x0d, 0xd9, 0x01, 0x41, 0x9f, 0x9f, 0x01, 0x10, 0x00, 0x00, 0x03,
+            0x00, 0x10, 0x00, 0x00, 0x03, 0x03, 0xc0, 0xf1, 0x42, 0xa4, 0x80,
+        ];
+        let layer = |sps: &[u8]| {
+            let rec = AvcDecoderConfigurationRecord::from_parameter_sets(sps, &PPS).unwrap();
+            vec![Track::avc(1, rec).unwrap(), Track::opus(2, 2)]
+        };
+        let t = render_multivariant(&[
+            Variant::from_tracks("f/media.m3u8", 2_480_000, &layer(SPS_1280X720)),
+            Variant::from_tracks("h/media.m3u8", 720_000, &layer(SPS_640X360)),
+            Variant::from_tracks("q/media.m3u8", 210_000, &layer(SPS_320X180)[..1]),
+        ]);
+        assert_eq!(
+            t,
+            "#EXTM3U
+#EXT-X-VERSION:9
+#EXT-X-INDEPENDENT-SEGMENTS
+#EXT-X-STREAM-INF:BANDWIDTH=2480000,CODECS=\"avc1.42c01f,opus\",RESOLUTION=1280x720
+f/media.m3u8
+#EXT-X-STREAM-INF:BANDWIDTH=720000,CODECS=\"avc1.42c01e,opus\",RESOLUTION=640x360
+h/media.m3u8
+#EXT-X-STREAM-INF:BANDWIDTH=210000,CODECS=\"avc1.42c00d\",RESOLUTION=320x180
+q/media.m3u8
+"
+        );
     }
 
     #[test]

@@ -1,17 +1,20 @@
 //! The packager: turns live rooms into LL-HLS (CMAF: H.264 + Opus in fMP4) without
 //! transcoding. One packager holds each room (a lease in the bus), pulls its frames
-//! from the origin SFU over `RelayPull`, cuts segments and parts (`segmenter`, where a
-//! segment is cut), and serves them (`http`). Requests for rooms held by another
-//! packager are passed on to it (`remote`).
+//! from the origin SFU over `RelayPull`, gives each simulcast layer a rendition
+//! (`renditions`), cuts segments and parts (`segmenter`, where a segment is cut), and
+//! serves them (`http`). Requests for rooms held by another packager are passed on to
+//! it (`remote`).
 
 mod flv;
 mod http;
 mod remote;
+pub mod renditions;
 pub mod segmenter;
 mod store;
 
 use futures_util::StreamExt;
-use segmenter::{SegOutput, Segmenter};
+use renditions::Renditions;
+use segmenter::SegOutput;
 use skylark_bus::{keys, AnyBus, Bus, NodeInfo, NodeKind};
 use skylark_proto::sfu::v1 as pb;
 use skylark_proto::sfu::v1::sfu_node_client::SfuNodeClient;
@@ -222,7 +225,7 @@ fn now_ms() -> i64 {
 async fn room_worker(sh: Arc<Shared>, room: String, stop: CancellationToken) {
     let hls = RoomHls::new(sh.segment_target, sh.part_target);
     sh.rooms.insert(&room, hls.clone());
-    let mut seg = Segmenter::new(sh.segment_target, sh.part_target);
+    let mut seg = Renditions::new(sh.segment_target, sh.part_target);
     let mut flv_mux = flv::FlvMuxer::default();
     let mut offline_since: Option<tokio::time::Instant> = None;
     loop {
@@ -293,7 +296,7 @@ async fn room_worker(sh: Arc<Shared>, room: String, stop: CancellationToken) {
 async fn pull(
     origin: &str,
     room: &str,
-    seg: &mut Segmenter,
+    seg: &mut Renditions,
     flv_mux: &mut flv::FlvMuxer,
     hls: &RoomHls,
     stop: &CancellationToken,
@@ -336,7 +339,7 @@ async fn pull(
             Some(pb::relay_message::Msg::Ended(_)) => return Ok(()),
             None => {}
         }
-        for o in out.iter() {
+        for (_, o) in out.iter() {
             if let SegOutput::RequestKeyframe = o {
                 let _ = fb_tx.try_send(pb::RelayFeedback {
                     msg: Some(pb::relay_feedback::Msg::KeyframeRequest(
@@ -351,10 +354,10 @@ async fn pull(
     }
 }
 
-fn apply(hls: &RoomHls, out: Vec<SegOutput>) {
-    for o in out {
+fn apply(hls: &RoomHls, out: Vec<(String, SegOutput)>) {
+    for (r, o) in out {
         match o {
-            SegOutput::Init { bytes, info } => hls.set_init(bytes, info),
+            SegOutput::Init { bytes, info } => hls.set_init(&r, bytes, info),
             SegOutput::Part {
                 msn,
                 bytes,
@@ -364,12 +367,13 @@ fn apply(hls: &RoomHls, out: Vec<SegOutput>) {
                 discontinuity,
             } => {
                 metrics::histogram!("skylark_hls_part_duration_seconds").record(duration);
-                hls.push_part(msn, bytes, duration, independent, pdt_ms, discontinuity)
+                hls.push_part(&r, msn, bytes, duration, independent, pdt_ms, discontinuity)
             }
             SegOutput::SegmentDone { msn, duration } => {
                 metrics::histogram!("skylark_hls_segment_duration_seconds").record(duration);
-                hls.finish_segment(msn)
+                hls.finish_segment(&r, msn)
             }
+            SegOutput::Inactive => hls.set_active(&r, false),
             SegOutput::RequestKeyframe => {}
         }
     }

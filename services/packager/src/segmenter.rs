@@ -48,6 +48,8 @@ pub enum SegOutput {
     SegmentDone { msn: u64, duration: f64 },
     /// The GOP outlasts the segment target: ask the publisher for a keyframe.
     RequestKeyframe,
+    /// The rendition's layer is gone with its publisher: unlist it.
+    Inactive,
 }
 
 struct Pending {
@@ -68,6 +70,8 @@ pub struct Segmenter {
     audio_base: Option<u64>,
     /// Wall clock (ms) at decode time zero of this epoch.
     epoch_wall_ms: i64,
+    /// Wall clock (ms) of decode time zero of the room's timeline, when renditions share one.
+    timeline_zero_ms: Option<i64>,
     /// Decode time (90 kHz) where this epoch starts on the continuous output timeline.
     epoch_offset: u64,
     held: Option<Pending>,
@@ -116,6 +120,7 @@ impl Segmenter {
             video_base: None,
             audio_base: None,
             epoch_wall_ms: 0,
+            timeline_zero_ms: None,
             epoch_offset: 0,
             held: None,
             part_video: Vec::new(),
@@ -135,8 +140,14 @@ impl Segmenter {
         }
     }
 
-    /// Registers a relay track. One rendition: the first video track (without simulcast,
-    /// or the first layer) and the first audio track.
+    /// Puts decode time zero at this wall-clock time: an epoch then starts at its first
+    /// keyframe's offset from it, so renditions started at different moments line up.
+    pub fn set_timeline_zero(&mut self, zero_ms: Option<i64>) {
+        self.timeline_zero_ms = zero_ms;
+    }
+
+    /// Registers a relay track: the first video track (the caller gives each rendition
+    /// its layer's) and the first audio track.
     pub fn add_track(&mut self, t: &pb::TrackInfo) {
         if t.kind == pb::TrackKind::Video as i32 && t.codec.eq_ignore_ascii_case("H264") {
             if self.video_track.is_none() {
@@ -217,6 +228,10 @@ impl Segmenter {
             }
             self.video_base = Some(f.rtp_time);
             self.epoch_wall_ms = now_ms;
+            if let Some(zero) = self.timeline_zero_ms {
+                let since_zero = u64::try_from(now_ms - zero).unwrap_or(0) * 90;
+                self.epoch_offset = self.epoch_offset.max(since_zero);
+            }
         }
         let Some(base) = self.video_base else { return };
         let dts = self.epoch_offset + f.rtp_time.saturating_sub(base);
@@ -545,8 +560,9 @@ mod tests {
     /// The media playlist the packager would serve for these outputs.
     fn playlist(out: Vec<SegOutput>) -> String {
         let hls = crate::store::RoomHls::new(Duration::from_secs(2), Duration::from_millis(200));
-        crate::apply(&hls, out);
-        hls.read(|s| s.playlist.render())
+        crate::apply(&hls, out.into_iter().map(|o| (String::new(), o)).collect());
+        hls.read_rendition("", |r| r.playlist.render())
+            .unwrap_or_default()
     }
 
     fn attr(text: &str, tag: &str) -> f64 {
