@@ -11,11 +11,19 @@
 //! request's round trip (packager → SFU → publisher's encoder → back) that much time.
 //! Video samples are held one frame so each gets its exact duration from the next
 //! timestamp; Opus durations come from the TOC byte.
+//!
+//! Which audio a rendition carries is settled when an epoch starts and written into
+//! its init segment: a track the init declares but no sample fills leaves MSE with an
+//! empty audio buffer and the player stuck at time 0 (hls.js with a video-only RTMP
+//! source). A publisher's tracks are announced with their first frames, so the first
+//! keyframe waits up to [`AUDIO_WAIT`] of video for an audio track before the epoch
+//! starts without one.
 
 use crate::store::StreamInfo;
 use bytes::Bytes;
 use skylark_media::fmp4::{self, Sample, Track, TrackFragment};
 use skylark_media::h264::{self, AvcDecoderConfigurationRecord};
+use skylark_media::hls::Variant;
 use skylark_media::opus::Toc;
 use skylark_proto::sfu::v1 as pb;
 use std::time::Duration;
@@ -29,7 +37,22 @@ const AUDIO_TIMESCALE: u32 = 48_000;
 /// keyframe asked for at target − 0.5 s lands between about 1.6 and 2.3 s into a 2 s
 /// segment, inside what rounds to the target.
 pub const KEYFRAME_LEAD: Duration = Duration::from_millis(500);
+/// How much video an epoch's start waits for an audio track to be announced: encoders
+/// interleave audio within tens of ms of the first keyframe; a video-only stream starts
+/// this much later (its frames are kept, not dropped).
+pub const AUDIO_WAIT: Duration = Duration::from_millis(500);
+/// Frames held while waiting, whatever their timestamps say.
+const MAX_START_QUEUE: usize = 90;
 
+/// The audio an epoch muxes next to the video.
+#[derive(Debug, Clone, PartialEq)]
+enum Audio {
+    /// Not settled yet: the epoch has not started.
+    Undecided,
+    /// The publisher sends none: video-only init segment and `CODECS`.
+    Absent,
+    Opus(String),
+}
 /// What the segmenter produced.
 #[derive(Debug, Clone, PartialEq)]
 pub enum SegOutput {
@@ -63,8 +86,13 @@ pub struct Segmenter {
     segment_target: u64,
     part_target: u64,
     video_track: Option<String>,
-    audio_track: Option<String>,
-    config: Option<AvcDecoderConfigurationRecord>,
+    /// The first Opus track announced in this epoch.
+    opus_track: Option<String>,
+    audio: Audio,
+    /// The epoch's first keyframe and what followed it, while `audio` is undecided.
+    start_queue: Vec<(pb::Frame, i64)>,
+    /// The tracks of the last init segment written.
+    init_tracks: Option<Vec<Track>>,
     /// First RTP time of each track in this epoch (decode time zero).
     video_base: Option<u64>,
     audio_base: Option<u64>,
@@ -115,8 +143,10 @@ impl Segmenter {
             segment_target: target,
             part_target: (part_target.as_secs_f64() * VIDEO_TIMESCALE as f64) as u64,
             video_track: None,
-            audio_track: None,
-            config: None,
+            opus_track: None,
+            audio: Audio::Undecided,
+            start_queue: Vec::new(),
+            init_tracks: None,
             video_base: None,
             audio_base: None,
             epoch_wall_ms: 0,
@@ -155,10 +185,15 @@ impl Segmenter {
             }
         } else if t.kind == pb::TrackKind::Audio as i32
             && t.codec.eq_ignore_ascii_case("opus")
-            && self.audio_track.is_none()
+            && self.opus_track.is_none()
         {
-            self.audio_track = Some(t.track_id.clone());
+            self.opus_track = Some(t.track_id.clone());
         }
+    }
+
+    /// The audio this epoch would carry with the tracks known now.
+    fn audio_candidate(&self) -> Option<Audio> {
+        self.opus_track.clone().map(Audio::Opus)
     }
 
     /// A new publisher: close what is open, mark the next part as a discontinuity, and
@@ -166,7 +201,9 @@ impl Segmenter {
     pub fn publisher_changed(&mut self, out: &mut Vec<SegOutput>) {
         self.flush(out);
         self.video_track = None;
-        self.audio_track = None;
+        self.opus_track = None;
+        self.audio = Audio::Undecided;
+        self.start_queue.clear();
         self.video_base = None;
         self.audio_base = None;
         self.audio_next_dts = None;
@@ -189,10 +226,55 @@ impl Segmenter {
 
     /// One relay frame; `now_ms` is the wall clock (for `EXT-X-PROGRAM-DATE-TIME`).
     pub fn push(&mut self, f: &pb::Frame, now_ms: i64, out: &mut Vec<SegOutput>) {
-        if Some(&f.track_id) == self.video_track.as_ref() {
+        let video = Some(&f.track_id) == self.video_track.as_ref();
+        if self.audio == Audio::Undecided {
+            if video {
+                self.queue_start(f, now_ms, out);
+            }
+            self.maybe_start(out);
+            if video {
+                return;
+            }
+        } else if video {
             self.push_video(f, now_ms, out);
-        } else if Some(&f.track_id) == self.audio_track.as_ref() {
+            return;
+        }
+        if matches!(&self.audio, Audio::Opus(id) if *id == f.track_id) {
             self.push_audio(f);
+        }
+    }
+
+    /// Holds the epoch's first keyframe and its successors until the audio is settled.
+    fn queue_start(&mut self, f: &pb::Frame, now_ms: i64, out: &mut Vec<SegOutput>) {
+        if self.start_queue.is_empty() {
+            let nalus: Vec<&[u8]> = h264::annexb_nalus(&f.data).collect();
+            if !h264::is_keyframe(&nalus) {
+                out.push(SegOutput::RequestKeyframe);
+                return;
+            }
+        }
+        self.start_queue.push((f.clone(), now_ms));
+    }
+
+    /// Starts the epoch once an audio track is known or the wait for one is over, and
+    /// replays the held video into it.
+    fn maybe_start(&mut self, out: &mut Vec<SegOutput>) {
+        let (Some((first, _)), Some((last, _))) =
+            (self.start_queue.first(), self.start_queue.last())
+        else {
+            return;
+        };
+        let waited = last.rtp_time.saturating_sub(first.rtp_time)
+            >= (AUDIO_WAIT.as_secs_f64() * VIDEO_TIMESCALE as f64) as u64
+            || self.start_queue.len() >= MAX_START_QUEUE;
+        let audio = match self.audio_candidate() {
+            Some(a) => a,
+            None if waited => Audio::Absent,
+            None => return,
+        };
+        self.audio = audio;
+        for (f, now_ms) in std::mem::take(&mut self.start_queue) {
+            self.push_video(&f, now_ms, out);
         }
     }
 
@@ -220,11 +302,15 @@ impl Segmenter {
                 out.push(SegOutput::RequestKeyframe);
                 return;
             };
-            if self.config.as_ref() != Some(&config) {
-                if let Some(init) = self.init_segment(&config) {
+            let Some(tracks) = self.init_tracks_for(config) else {
+                out.push(SegOutput::RequestKeyframe);
+                return;
+            };
+            if self.init_tracks.as_ref() != Some(&tracks) {
+                if let Some(init) = init_segment(&tracks) {
                     out.push(init);
                 }
-                self.config = Some(config);
+                self.init_tracks = Some(tracks);
             }
             self.video_base = Some(f.rtp_time);
             self.epoch_wall_ms = now_ms;
@@ -420,23 +506,28 @@ impl Segmenter {
         self.segment_start = None;
     }
 
-    fn init_segment(&self, config: &AvcDecoderConfigurationRecord) -> Option<SegOutput> {
-        let video = Track::avc(VIDEO_TRACK, config.clone()).ok()?;
-        let resolution = match &video.codec {
-            fmp4::Codec::Avc { width, height, .. } => Some((u32::from(*width), u32::from(*height))),
-            fmp4::Codec::Opus(_) => None,
-        };
-        let codecs = format!("{},opus", video.codec_string());
-        let bytes = fmp4::init_segment(&[video, Track::opus(AUDIO_TRACK, 2)]).ok()?;
-        Some(SegOutput::Init {
-            bytes,
-            info: StreamInfo {
-                codecs,
-                resolution,
-                bandwidth: 0,
-            },
-        })
+    /// The init segment's tracks: the video, and the audio settled for this epoch.
+    fn init_tracks_for(&self, config: AvcDecoderConfigurationRecord) -> Option<Vec<Track>> {
+        let mut tracks = vec![Track::avc(VIDEO_TRACK, config).ok()?];
+        match &self.audio {
+            Audio::Opus(_) => tracks.push(Track::opus(AUDIO_TRACK, 2)),
+            Audio::Absent | Audio::Undecided => {}
+        }
+        Some(tracks)
     }
+}
+
+fn init_segment(tracks: &[Track]) -> Option<SegOutput> {
+    let bytes = fmp4::init_segment(tracks).ok()?;
+    let v = Variant::from_tracks("", 0, tracks);
+    Some(SegOutput::Init {
+        bytes,
+        info: StreamInfo {
+            codecs: v.codecs,
+            resolution: v.resolution,
+            bandwidth: 0,
+        },
+    })
 }
 
 #[cfg(test)]
@@ -659,6 +750,105 @@ mod tests {
         let out = simulate(&mut seg, 12, Duration::from_secs(1), None, jitter);
         let (target, _) = assert_playlist_rules(&playlist(out));
         assert_eq!(target, 2);
+    }
+
+    fn video_track() -> pb::TrackInfo {
+        pb::TrackInfo {
+            track_id: "v".into(),
+            kind: pb::TrackKind::Video as i32,
+            codec: "H264".into(),
+            clock_rate: 90_000,
+            fmtp: String::new(),
+            rid: String::new(),
+        }
+    }
+
+    fn video_frames(secs: u64) -> Vec<pb::Frame> {
+        let mut v = VideoSource::new(VideoConfig {
+            bitrate_kbps: 300,
+            gop: Duration::from_secs(1),
+        });
+        (0..secs * 30)
+            .map(|_| {
+                let fr = v.next_frame(0);
+                pb::Frame {
+                    track_id: "v".into(),
+                    rtp_time: fr.rtp_time,
+                    keyframe: fr.keyframe,
+                    data: fr.data.to_vec(),
+                    ..Default::default()
+                }
+            })
+            .collect()
+    }
+
+    fn init_info(out: &[SegOutput]) -> (StreamInfo, usize) {
+        out.iter()
+            .find_map(|o| match o {
+                SegOutput::Init { bytes, info } => {
+                    let traks = bytes.windows(4).filter(|w| w == b"trak").count();
+                    Some((info.clone(), traks))
+                }
+                _ => None,
+            })
+            .expect("an init segment")
+    }
+
+    #[test]
+    fn a_video_only_stream_declares_no_audio_and_keeps_its_first_frames() {
+        let mut seg = Segmenter::new(Duration::from_secs(2), Duration::from_millis(200));
+        seg.add_track(&video_track());
+        let mut out = Vec::new();
+        for (i, f) in video_frames(3).iter().enumerate() {
+            seg.push(f, i as i64 * 33, &mut out);
+        }
+        seg.flush(&mut out);
+        let (info, traks) = init_info(&out);
+        assert!(!info.codecs.contains(','), "{}", info.codecs);
+        assert!(info.codecs.starts_with("avc1."));
+        assert_eq!(traks, 1, "no audio track for MSE to wait on");
+        let video: f64 = out
+            .iter()
+            .filter_map(|o| match o {
+                SegOutput::Part { duration, .. } => Some(*duration),
+                _ => None,
+            })
+            .sum();
+        assert!((video - 3.0).abs() < 0.001, "every frame kept: {video} s");
+        assert!(matches!(
+            out.iter().find(|o| matches!(o, SegOutput::Part { .. })),
+            Some(SegOutput::Part {
+                independent: true,
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn audio_announced_just_after_the_first_keyframe_is_muxed() {
+        let mut seg = Segmenter::new(Duration::from_secs(2), Duration::from_millis(200));
+        seg.add_track(&video_track());
+        let mut out = Vec::new();
+        let frames = video_frames(2);
+        for (i, f) in frames[..3].iter().enumerate() {
+            seg.push(f, i as i64 * 33, &mut out);
+        }
+        assert!(out.is_empty(), "held while the audio is unknown: {out:?}");
+        tracks(&mut seg);
+        let opus = OpusSource::default().next_packet();
+        let a = pb::Frame {
+            track_id: "a".into(),
+            rtp_time: 0,
+            data: opus.data.to_vec(),
+            ..Default::default()
+        };
+        seg.push(&a, 100, &mut out);
+        for (i, f) in frames[3..].iter().enumerate() {
+            seg.push(f, 100 + i as i64 * 33, &mut out);
+        }
+        let (info, traks) = init_info(&out);
+        assert!(info.codecs.ends_with(",opus"), "{}", info.codecs);
+        assert_eq!(traks, 2);
     }
 
     #[test]
