@@ -449,6 +449,78 @@ async fn simulcast_layers_become_renditions() {
     publisher.stop().await;
 }
 
+/// Polls the media playlist until `done` holds, returning it.
+async fn wait_playlist(url: &str, secs: u64, what: &str, done: impl Fn(&str) -> bool) -> String {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Ok(r) = reqwest::get(url).await {
+            if r.status().is_success() {
+                let t = r.text().await.unwrap();
+                if done(&t) {
+                    return t;
+                }
+                assert!(Instant::now() < deadline, "{what} within {secs} s:\n{t}");
+            }
+        }
+        assert!(Instant::now() < deadline, "{what} within {secs} s");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// Media sequence numbers of the complete segments listed.
+fn segment_msns(media: &str) -> Vec<u64> {
+    media
+        .lines()
+        .filter_map(|l| l.strip_prefix("seg")?.strip_suffix(".m4s")?.parse().ok())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_publisher_back_within_the_grace_period_resumes_hls() {
+    let sk = Skylark::start().await;
+    let (_, room, key) = creator_with_room(&sk.base, "public").await;
+    let media = format!("{}/hls/{room}/media.m3u8", sk.base);
+    let (_engine, publisher) = publish(&sk.base, &room, &key).await;
+    wait_playlist(&media, 15, "a segment", |t| t.contains("#EXTINF")).await;
+    let _ = publisher.stop().await;
+    let ended = wait_playlist(&media, 25, "EXT-X-ENDLIST", |t| {
+        t.contains("#EXT-X-ENDLIST")
+    })
+    .await;
+    let last_before = *segment_msns(&ended).last().unwrap();
+
+    // Back well within the 30 s grace period: the same playlist goes on, live.
+    let back = Instant::now();
+    let (_engine2, _publisher2) = publish(&sk.base, &room, &key).await;
+    let resumed = wait_playlist(&media, 15, "new segments after the return", |t| {
+        !t.contains("#EXT-X-ENDLIST") && segment_msns(t).last() > Some(&last_before)
+    })
+    .await;
+    println!(
+        "HLS resumed {} ms after the publisher came back",
+        back.elapsed().as_millis()
+    );
+    let msns = segment_msns(&resumed);
+    assert!(
+        msns.windows(2).all(|w| w[1] == w[0] + 1),
+        "media sequence keeps counting: {msns:?}"
+    );
+    assert!(
+        msns.contains(&last_before),
+        "old segments still listed: {msns:?}"
+    );
+    let after_break = resumed
+        .split("#EXT-X-DISCONTINUITY\n")
+        .nth(1)
+        .unwrap_or_else(|| panic!("a discontinuity where the publisher came back:\n{resumed}"));
+    assert_eq!(
+        segment_msns(after_break).first(),
+        Some(&(last_before + 1)),
+        "{resumed}"
+    );
+    assert!(resumed.contains("#EXT-X-PRELOAD-HINT"), "{resumed}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_packagers_one_room_and_takeover() {
     let Some(redis) = redis_url() else { return };

@@ -302,6 +302,20 @@ impl RoomHls {
         });
     }
 
+    /// The room is live again within the grace period: the same playlists carry on.
+    /// Their media sequence keeps counting and the next part opens with
+    /// `EXT-X-DISCONTINUITY` (the segmenter marks it), which hls.js and Safari follow;
+    /// a fresh playlist would reuse segment URIs that caches hold as immutable. Players
+    /// that saw `EXT-X-ENDLIST` stopped reloading; new ones get the live playlist.
+    pub fn resume(&self) {
+        self.write(|s| {
+            for r in s.renditions.values_mut() {
+                r.playlist.ended = false;
+            }
+            s.ended_at = None;
+        });
+    }
+
     pub fn part(&self, rendition: &str, msn: u64, part: u64) -> Option<Bytes> {
         self.read_rendition(rendition, |r| r.parts.get(&(msn, part)).cloned())
             .flatten()
