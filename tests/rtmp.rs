@@ -1,6 +1,6 @@
 //! RTMP ingest with a real publisher (Debian FFmpeg pushing H.264 + AAC): the room goes
 //! live, WHEP viewers get video and Opus audio (transcoded from AAC), ffprobe reads the
-//! HLS (also of a stream without audio); wrong keys and garbage are refused without
+//! HLS with the publisher's AAC (also of a stream without audio); wrong keys and garbage are refused without
 //! disturbing a live room.
 
 mod common;
@@ -64,7 +64,7 @@ async fn ffmpeg_rtmp_reaches_webrtc_and_hls() {
             "-v",
             "error",
             "-show_entries",
-            "stream=codec_name,width,height",
+            "stream=codec_name,width,height,sample_rate",
             "-of",
             "compact",
             &hls,
@@ -76,6 +76,14 @@ async fn ffmpeg_rtmp_reaches_webrtc_and_hls() {
         probe.contains("codec_name=h264|width=640|height=360"),
         "{probe}"
     );
+    // The publisher's AAC itself, not the Opus transcoded for WebRTC viewers.
+    assert!(
+        probe.contains("codec_name=aac|sample_rate=44100"),
+        "{probe}"
+    );
+    assert!(!probe.contains("opus"), "{probe}");
+    let master = reqwest::get(&hls).await.unwrap().text().await.unwrap();
+    assert!(master.contains(",mp4a.40.2\""), "{master}");
 
     // HTTP-FLV of the same ingest: H.264 and the source's AAC, no transcoding.
     let out = Command::new("ffprobe")

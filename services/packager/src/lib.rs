@@ -11,6 +11,7 @@ mod remote;
 pub mod renditions;
 pub mod segmenter;
 mod store;
+mod track;
 
 use futures_util::StreamExt;
 use renditions::Renditions;

@@ -10,7 +10,8 @@
 //! segmenter asks for a keyframe [`KEYFRAME_LEAD`] before the target, which leaves the
 //! request's round trip (packager → SFU → publisher's encoder → back) that much time.
 //! Video samples are held one frame so each gets its exact duration from the next
-//! timestamp; Opus durations come from the TOC byte.
+//! timestamp; Opus durations come from the TOC byte, AAC's from its config. An RTMP
+//! source's own AAC is preferred over the Opus the ingest transcodes for WebRTC.
 //!
 //! Which audio a rendition carries is settled when an epoch starts and written into
 //! its init segment: a track the init declares but no sample fills leaves MSE with an
@@ -21,6 +22,7 @@
 
 use crate::store::StreamInfo;
 use bytes::Bytes;
+use skylark_media::aac::AudioSpecificConfig;
 use skylark_media::fmp4::{self, Sample, Track, TrackFragment};
 use skylark_media::h264::{self, AvcDecoderConfigurationRecord};
 use skylark_media::hls::Variant;
@@ -31,7 +33,8 @@ use std::time::Duration;
 const VIDEO_TRACK: u32 = 1;
 const AUDIO_TRACK: u32 = 2;
 const VIDEO_TIMESCALE: u32 = 90_000;
-const AUDIO_TIMESCALE: u32 = 48_000;
+/// The clock of relay audio: Opus's own, and the RTMP ingest's AAC rebased to it.
+const RELAY_AUDIO_CLOCK: u64 = 48_000;
 /// How long before the segment target a keyframe is requested: PLI round trips to a
 /// browser are ~50–300 ms (the SFU also coalesces requests to one per 300 ms), so a
 /// keyframe asked for at target − 0.5 s lands between about 1.6 and 2.3 s into a 2 s
@@ -52,6 +55,28 @@ enum Audio {
     /// The publisher sends none: video-only init segment and `CODECS`.
     Absent,
     Opus(String),
+    /// An RTMP publisher's AAC, passed through.
+    Aac {
+        track: String,
+        config: AudioSpecificConfig,
+    },
+}
+
+impl Audio {
+    fn track(&self) -> Option<&str> {
+        match self {
+            Audio::Opus(t) | Audio::Aac { track: t, .. } => Some(t),
+            Audio::Absent | Audio::Undecided => None,
+        }
+    }
+
+    /// The audio track's timescale (its sample rate).
+    fn timescale(&self) -> u64 {
+        match self {
+            Audio::Aac { config, .. } => u64::from(config.output_sampling_frequency()).max(1),
+            _ => RELAY_AUDIO_CLOCK,
+        }
+    }
 }
 /// What the segmenter produced.
 #[derive(Debug, Clone, PartialEq)]
@@ -86,8 +111,9 @@ pub struct Segmenter {
     segment_target: u64,
     part_target: u64,
     video_track: Option<String>,
-    /// The first Opus track announced in this epoch.
+    /// The first Opus and AAC tracks announced in this epoch.
     opus_track: Option<String>,
+    aac_track: Option<(String, AudioSpecificConfig)>,
     audio: Audio,
     /// The epoch's first keyframe and what followed it, while `audio` is undecided.
     start_queue: Vec<(pb::Frame, i64)>,
@@ -144,6 +170,7 @@ impl Segmenter {
             part_target: (part_target.as_secs_f64() * VIDEO_TIMESCALE as f64) as u64,
             video_track: None,
             opus_track: None,
+            aac_track: None,
             audio: Audio::Undecided,
             start_queue: Vec::new(),
             init_tracks: None,
@@ -188,12 +215,24 @@ impl Segmenter {
             && self.opus_track.is_none()
         {
             self.opus_track = Some(t.track_id.clone());
+        } else if let Some(config) = crate::track::aac_config(t) {
+            if self.aac_track.is_none() && Track::aac(AUDIO_TRACK, config.clone()).is_ok() {
+                self.aac_track = Some((t.track_id.clone(), config));
+            }
         }
     }
 
-    /// The audio this epoch would carry with the tracks known now.
+    /// The audio this epoch would carry with the tracks known now: the publisher's AAC
+    /// (RTMP, which announces it before the Opus it transcodes from it), else Opus.
     fn audio_candidate(&self) -> Option<Audio> {
-        self.opus_track.clone().map(Audio::Opus)
+        match (&self.aac_track, &self.opus_track) {
+            (Some((track, config)), _) => Some(Audio::Aac {
+                track: track.clone(),
+                config: config.clone(),
+            }),
+            (None, Some(opus)) => Some(Audio::Opus(opus.clone())),
+            (None, None) => None,
+        }
     }
 
     /// A new publisher: close what is open, mark the next part as a discontinuity, and
@@ -202,6 +241,7 @@ impl Segmenter {
         self.flush(out);
         self.video_track = None;
         self.opus_track = None;
+        self.aac_track = None;
         self.audio = Audio::Undecided;
         self.start_queue.clear();
         self.video_base = None;
@@ -239,7 +279,7 @@ impl Segmenter {
             self.push_video(f, now_ms, out);
             return;
         }
-        if matches!(&self.audio, Audio::Opus(id) if *id == f.track_id) {
+        if self.audio.track() == Some(f.track_id.as_str()) {
             self.push_audio(f);
         }
     }
@@ -365,12 +405,17 @@ impl Segmenter {
         if self.video_base.is_none() || f.data.is_empty() {
             return;
         }
+        let samples = match &self.audio {
+            Audio::Opus(_) => Toc::from_byte(f.data[0]).frame_samples().max(1),
+            Audio::Aac { config, .. } => config.samples_per_frame(),
+            Audio::Absent | Audio::Undecided => return,
+        };
+        let timescale = self.audio.timescale();
         let base = *self.audio_base.get_or_insert(f.rtp_time);
-        let samples = Toc::from_byte(f.data[0]).frame_samples().max(1);
-        let epoch_audio = self.epoch_offset * AUDIO_TIMESCALE as u64 / VIDEO_TIMESCALE as u64;
-        let dts = self
-            .audio_next_dts
-            .unwrap_or(epoch_audio + f.rtp_time.saturating_sub(base));
+        let epoch_audio = self.epoch_offset * timescale / VIDEO_TIMESCALE as u64;
+        let dts = self.audio_next_dts.unwrap_or(
+            epoch_audio + f.rtp_time.saturating_sub(base) * timescale / RELAY_AUDIO_CLOCK,
+        );
         self.part_audio_start.get_or_insert(dts);
         self.audio_next_dts = Some(dts + samples as u64);
         self.part_audio.push(Sample {
@@ -511,6 +556,7 @@ impl Segmenter {
         let mut tracks = vec![Track::avc(VIDEO_TRACK, config).ok()?];
         match &self.audio {
             Audio::Opus(_) => tracks.push(Track::opus(AUDIO_TRACK, 2)),
+            Audio::Aac { config, .. } => tracks.push(Track::aac(AUDIO_TRACK, config.clone()).ok()?),
             Audio::Absent | Audio::Undecided => {}
         }
         Some(tracks)
@@ -849,6 +895,85 @@ mod tests {
         let (info, traks) = init_info(&out);
         assert!(info.codecs.ends_with(",opus"), "{}", info.codecs);
         assert_eq!(traks, 2);
+    }
+
+    /// An RTMP room: the relay carries the publisher's AAC (44.1 kHz, config in `fmtp`)
+    /// and the Opus transcoded from it; HLS takes the AAC.
+    #[test]
+    fn an_rtmp_room_muxes_the_publishers_aac_not_the_opus_transcode() {
+        let mut seg = Segmenter::new(Duration::from_secs(2), Duration::from_millis(200));
+        seg.add_track(&video_track());
+        seg.add_track(&pb::TrackInfo {
+            track_id: "local-aac".into(),
+            kind: pb::TrackKind::Audio as i32,
+            codec: "aac".into(),
+            clock_rate: 48_000,
+            fmtp: "1210".into(),
+            rid: String::new(),
+        });
+        tracks(&mut seg);
+        let mut out = Vec::new();
+        let opus = OpusSource::default().next_packet();
+        let (mut aac_n, mut opus_ms) = (0u64, 0u64);
+        for (i, f) in video_frames(3).iter().enumerate() {
+            let ms = i as u64 * 1000 / 30;
+            // RTMP times AAC frames (1024 samples at 44.1 kHz) in ms, rebased to 48 kHz.
+            while aac_n * 1024 * 1000 / 44_100 <= ms {
+                let aac = pb::Frame {
+                    track_id: "local-aac".into(),
+                    rtp_time: aac_n * 1024 * 1000 / 44_100 * 48,
+                    data: b"AACFRAME".to_vec(),
+                    ..Default::default()
+                };
+                seg.push(&aac, ms as i64, &mut out);
+                aac_n += 1;
+            }
+            while opus_ms <= ms {
+                let a = pb::Frame {
+                    track_id: "a".into(),
+                    rtp_time: opus_ms * 48,
+                    data: opus.data.to_vec(),
+                    ..Default::default()
+                };
+                seg.push(&a, ms as i64, &mut out);
+                opus_ms += 20;
+            }
+            seg.push(f, ms as i64, &mut out);
+        }
+        let (info, traks) = init_info(&out);
+        assert!(info.codecs.ends_with(",mp4a.40.2"), "{}", info.codecs);
+        assert_eq!(traks, 2);
+        let Some(SegOutput::Init { bytes: init, .. }) = out.first() else {
+            panic!("init first")
+        };
+        let has = |b: &[u8], what: &[u8]| b.windows(what.len()).any(|w| w == what);
+        assert!(has(init, b"esds") && !has(init, b"dOps"));
+        let parts: Vec<&Bytes> = out
+            .iter()
+            .filter_map(|o| match o {
+                SegOutput::Part { bytes, .. } => Some(bytes),
+                _ => None,
+            })
+            .collect();
+        assert!(parts.len() >= 10);
+        for p in &parts {
+            assert!(
+                has(p, b"AACFRAME") && !has(p, opus.data),
+                "AAC samples only"
+            );
+            // The audio traf's trun: every sample lasts 1024 ticks of 44.1 kHz.
+            let trun = p.windows(4).filter(|w| *w == b"trun").count();
+            assert_eq!(trun, 2);
+            let at = p
+                .windows(4)
+                .enumerate()
+                .filter(|(_, w)| *w == b"trun")
+                .nth(1)
+                .unwrap()
+                .0;
+            let first_duration = u32::from_be_bytes(p[at + 16..at + 20].try_into().unwrap());
+            assert_eq!(first_duration, 1024);
+        }
     }
 
     #[test]

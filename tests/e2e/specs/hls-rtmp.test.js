@@ -15,6 +15,12 @@ if (noFfmpeg && process.env.CI === 'true') throw new Error(`${noFfmpeg}: scripts
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
 const cases = [
+  // OBS's and FFmpeg's default: the publisher's AAC goes into the HLS as it is.
+  {
+    name: 'with AAC',
+    audio: ['-f', 'lavfi', '-i', 'sine=frequency=440:sample_rate=44100', '-c:a', 'aac'],
+    codecs: /^CODECS="avc1\.[0-9a-f]{6},mp4a\.40\.2"$/,
+  },
   // A screen capture without a mic: no audio track at all.
   { name: 'video only', audio: [], codecs: /^CODECS="avc1\.[0-9a-f]{6}"$/ },
 ];
