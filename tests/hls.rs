@@ -113,7 +113,7 @@ async fn ll_hls_from_a_webrtc_publish() {
         "#EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES,PART-HOLD-BACK=",
         "#EXT-X-PRELOAD-HINT:TYPE=PART",
         "#EXT-X-PROGRAM-DATE-TIME:",
-        "#EXT-X-MAP:URI=\"init.mp4\"",
+        "#EXT-X-MAP:URI=\"init1.mp4\"",
         "#EXT-X-TARGETDURATION:2\n",
         "#EXTINF:",
         "#EXT-X-PART:DURATION=",
@@ -190,12 +190,16 @@ async fn ll_hls_from_a_webrtc_publish() {
         .unwrap()
         .to_string();
     let first_extinf = extinf[0];
-    let init = reqwest::get(format!("{hls}/init.mp4"))
-        .await
+    // The init the playlist names is immutable; `init.mp4` is the newest, uncached.
+    let init = reqwest::get(format!("{hls}/init1.mp4")).await.unwrap();
+    assert!(init.headers()["cache-control"]
+        .to_str()
         .unwrap()
-        .bytes()
-        .await
-        .unwrap();
+        .contains("immutable"));
+    let init = init.bytes().await.unwrap();
+    let newest = reqwest::get(format!("{hls}/init.mp4")).await.unwrap();
+    assert_eq!(newest.headers()["cache-control"], "no-cache");
+    assert_eq!(newest.bytes().await.unwrap(), init);
     let seg = reqwest::get(format!("{hls}/{first_complete}"))
         .await
         .unwrap();

@@ -13,6 +13,7 @@
 //!     independent: true,
 //!     parts: vec![Part { uri: "seg0.0.m4s".into(), duration: 0.333, independent: true }],
 //!     complete: true,
+//!     map_uri: None,
 //! });
 //! let text = pl.render();
 //! assert!(text.starts_with("#EXTM3U"));
@@ -51,6 +52,10 @@ pub struct Segment {
     pub parts: Vec<Part>,
     /// All parts are in; the segment URI can be fetched.
     pub complete: bool,
+    /// This segment's init segment (`EXT-X-MAP`), when not the playlist's
+    /// [`map_uri`](MediaPlaylist::map_uri): a new publisher's init gets a new URI, so
+    /// players (and caches) never mix up two inits under one name.
+    pub map_uri: Option<String>,
 }
 
 /// Where a player can find another rendition's newest part (`EXT-X-RENDITION-REPORT`).
@@ -76,7 +81,7 @@ pub struct MediaPlaylist {
     pub media_sequence: u64,
     /// Discontinuity sequence of the first segment.
     pub discontinuity_sequence: u64,
-    /// Init segment URI (`EXT-X-MAP`).
+    /// Init segment URI (`EXT-X-MAP`) of segments that name none of their own.
     pub map_uri: String,
     /// The window, oldest first; the last may be incomplete.
     pub segments: Vec<Segment>,
@@ -182,13 +187,22 @@ impl MediaPlaylist {
             );
         }
         let _ = writeln!(o, "#EXT-X-INDEPENDENT-SEGMENTS");
-        let _ = writeln!(o, "#EXT-X-MAP:URI=\"{}\"", self.map_uri);
+        if self.segments.is_empty() {
+            let _ = writeln!(o, "#EXT-X-MAP:URI=\"{}\"", self.map_uri);
+        }
         // Parts are listed only for the last few segments, as the spec allows; older
         // segments are plain, which keeps the playlist short.
         let parts_from = self.segments.len().saturating_sub(3);
+        let mut map: Option<&str> = None;
         for (i, s) in self.segments.iter().enumerate() {
             if s.discontinuity && i > 0 {
                 let _ = writeln!(o, "#EXT-X-DISCONTINUITY");
+            }
+            // Again wherever the init changes (allowed from version 6).
+            let seg_map = s.map_uri.as_deref().unwrap_or(&self.map_uri);
+            if map != Some(seg_map) {
+                let _ = writeln!(o, "#EXT-X-MAP:URI=\"{seg_map}\"");
+                map = Some(seg_map);
             }
             let _ = writeln!(
                 o,
@@ -343,6 +357,7 @@ mod tests {
                 })
                 .collect(),
             complete,
+            map_uri: None,
         }
     }
 
@@ -387,6 +402,31 @@ seg5.m4s
 ";
         assert_eq!(pl.render(), expected);
         assert_eq!(pl.last_part(), Some((6, 1)));
+    }
+
+    /// A new publisher's init has its own URI: `EXT-X-MAP` again after the discontinuity.
+    #[test]
+    fn init_changes_are_mapped_where_they_happen() {
+        let mut pl = MediaPlaylist::new(2.0, 0.5);
+        pl.segments = (0..4).map(|n| seg(n, 4, true)).collect();
+        for (n, s) in pl.segments.iter_mut().enumerate() {
+            s.map_uri = Some(if n < 2 { "init1.mp4" } else { "init2.mp4" }.into());
+        }
+        pl.segments[2].discontinuity = true;
+        let t = pl.render();
+        let maps: Vec<&str> = t.lines().filter(|l| l.starts_with("#EXT-X-MAP")).collect();
+        assert_eq!(
+            maps,
+            [
+                "#EXT-X-MAP:URI=\"init1.mp4\"",
+                "#EXT-X-MAP:URI=\"init2.mp4\""
+            ]
+        );
+        assert!(
+            t.contains("seg1.m4s\n#EXT-X-DISCONTINUITY\n#EXT-X-MAP:URI=\"init2.mp4\"\n"),
+            "{t}"
+        );
+        assert!(!t.contains("init.mp4"), "{t}");
     }
 
     #[test]

@@ -401,6 +401,7 @@ mod hls_and_fmp4 {
                     independent: true,
                     parts: Vec::new(),
                     complete: true,
+                    map_uri: None,
                 });
                 pl.note_segment(*d);
                 if pl.segments.len() > 8 {

@@ -82,7 +82,8 @@ fn valid_room(room: &str) -> bool {
 enum File {
     Multivariant,
     Media,
-    Init,
+    /// `init.mp4` (the newest, `None`) or `init{n}.mp4` (version `n`, immutable).
+    Init(Option<u32>),
     Segment(u64),
     Part(u64, u64),
 }
@@ -91,8 +92,17 @@ fn parse_file(name: &str) -> Option<File> {
     match name {
         "index.m3u8" => return Some(File::Multivariant),
         "media.m3u8" => return Some(File::Media),
-        "init.mp4" => return Some(File::Init),
+        "init.mp4" => return Some(File::Init(None)),
         _ => {}
+    }
+    if let Some(v) = name
+        .strip_prefix("init")
+        .and_then(|n| n.strip_suffix(".mp4"))
+    {
+        let ok = !v.is_empty() && v.len() <= 9 && v.bytes().all(|b| b.is_ascii_digit());
+        return ok
+            .then(|| v.parse().ok().map(|v| File::Init(Some(v))))
+            .flatten();
     }
     let stem = name.strip_prefix("seg")?.strip_suffix(".m4s")?;
     let num = |s: &str| -> Option<u64> {
@@ -205,7 +215,12 @@ async fn file(
             with_headers(render_multivariant(&variants), PLAYLIST, "no-cache")
         }
         File::Media => media_playlist(&hls, &rendition, q).await,
-        File::Init => match hls.read_rendition(&rendition, |r| r.init.clone()).flatten() {
+        File::Init(version) => match hls
+            .read_rendition(&rendition, |r| r.init_segment(version))
+            .flatten()
+        {
+            // `init.mp4` changes with the publisher; `init{n}.mp4` never does.
+            Some(b) if version.is_none() => with_headers(b, "video/mp4", "no-cache"),
             Some(b) => with_headers(b, "video/mp4", IMMUTABLE),
             None => error(
                 StatusCode::NOT_FOUND,
@@ -262,7 +277,7 @@ async fn file(
 fn kind(f: &File) -> &'static str {
     match f {
         File::Multivariant | File::Media => "playlist",
-        File::Init => "init",
+        File::Init(_) => "init",
         File::Segment(_) => "segment",
         File::Part(..) => "part",
     }
@@ -353,6 +368,8 @@ mod tests {
         assert_eq!(parse_file("index.m3u8"), Some(File::Multivariant));
         assert_eq!(parse_file("seg12.m4s"), Some(File::Segment(12)));
         assert_eq!(parse_file("seg12.3.m4s"), Some(File::Part(12, 3)));
+        assert_eq!(parse_file("init.mp4"), Some(File::Init(None)));
+        assert_eq!(parse_file("init7.mp4"), Some(File::Init(Some(7))));
         for bad in [
             "seg.m4s",
             "seg1..m4s",
@@ -362,6 +379,10 @@ mod tests {
             "seg99999999999999.m4s",
             "init.mp4x",
             "seg+1.m4s",
+            "init-1.mp4",
+            "init.7.mp4",
+            "init9999999999.mp4",
+            "init+1.mp4",
         ] {
             assert_eq!(parse_file(bad), None, "{bad}");
         }

@@ -36,7 +36,12 @@ pub fn rendition_dir(name: &str) -> String {
 /// One media playlist and what it lists.
 pub struct Rendition {
     pub playlist: MediaPlaylist,
+    /// The newest init segment (also served as `init.mp4`).
     pub init: Option<Bytes>,
+    /// Init segments by version (`init{n}.mp4`): one per change, kept while a segment
+    /// in the window uses it, so a URI never names two different inits.
+    inits: BTreeMap<u32, Bytes>,
+    init_version: u32,
     pub info: StreamInfo,
     parts: HashMap<(u64, u64), Bytes>,
     segments: HashMap<u64, Bytes>,
@@ -49,6 +54,8 @@ impl Rendition {
         Self {
             playlist: MediaPlaylist::new(segment_target.as_secs_f64(), part_target.as_secs_f64()),
             init: None,
+            inits: BTreeMap::new(),
+            init_version: 0,
             info: StreamInfo::default(),
             parts: HashMap::new(),
             segments: HashMap::new(),
@@ -58,6 +65,14 @@ impl Rendition {
 
     fn listed(&self) -> bool {
         self.active && self.init.is_some() && !self.info.codecs.is_empty()
+    }
+
+    /// Init segment `version`, or the newest for `None`.
+    pub fn init_segment(&self, version: Option<u32>) -> Option<Bytes> {
+        match version {
+            None => self.init.clone(),
+            Some(v) => self.inits.get(&v).cloned(),
+        }
     }
 }
 
@@ -182,6 +197,9 @@ impl RoomHls {
     pub fn set_init(&self, rendition: &str, init: Bytes, info: StreamInfo) {
         self.write(|s| {
             let r = s.rendition_mut(rendition);
+            r.init_version += 1;
+            r.inits.insert(r.init_version, init.clone());
+            r.playlist.map_uri = format!("init{}.mp4", r.init_version);
             r.init = Some(init);
             r.info.codecs = info.codecs;
             r.info.resolution = info.resolution;
@@ -229,6 +247,7 @@ impl RoomHls {
                     independent,
                     parts: Vec::new(),
                     complete: false,
+                    map_uri: Some(s.playlist.map_uri.clone()),
                 });
             }
             let idx = (msn - s.playlist.media_sequence) as usize;
@@ -289,6 +308,15 @@ impl RoomHls {
                     s.parts.remove(&(old, p));
                 }
             }
+            let current = s.init_version;
+            let in_use: Vec<String> = s
+                .playlist
+                .segments
+                .iter()
+                .filter_map(|seg| seg.map_uri.clone())
+                .collect();
+            s.inits
+                .retain(|v, _| *v == current || in_use.contains(&format!("init{v}.mp4")));
         });
     }
 
@@ -390,6 +418,46 @@ mod tests {
         assert!(r.segment("", 0).is_none(), "slid out");
         assert!(r.part("", 0, 0).is_none());
         assert_eq!(r.part("", 11, 3).unwrap().as_ref(), &[11, 3]);
+    }
+
+    /// A new publisher's init gets a new URI; the old one is served while segments in
+    /// the window use it.
+    #[test]
+    fn each_init_has_its_own_uri_while_in_use() {
+        let r = RoomHls::new(Duration::from_secs(2), Duration::from_millis(500));
+        let info = StreamInfo {
+            codecs: "avc1.42c01f,opus".into(),
+            resolution: Some((640, 360)),
+            bandwidth: 0,
+        };
+        r.set_init("", Bytes::from_static(b"first"), info.clone());
+        for msn in 0..2 {
+            r.push_part("", msn, Bytes::from_static(b"x"), 0.5, true, 0, false);
+            r.finish_segment("", msn);
+        }
+        r.set_init("", Bytes::from_static(b"second"), info);
+        r.push_part("", 2, Bytes::from_static(b"y"), 0.5, true, 0, true);
+        let text = r.read_rendition("", |s| s.playlist.render()).unwrap();
+        assert!(text.contains("#EXT-X-MAP:URI=\"init1.mp4\"\n"), "{text}");
+        assert!(
+            text.contains("#EXT-X-DISCONTINUITY\n#EXT-X-MAP:URI=\"init2.mp4\"\n"),
+            "{text}"
+        );
+        let init = |v| r.read_rendition("", |s| s.init_segment(v)).flatten();
+        assert_eq!(init(Some(1)).as_deref(), Some(&b"first"[..]));
+        assert_eq!(init(Some(2)).as_deref(), Some(&b"second"[..]));
+        assert_eq!(
+            init(None).as_deref(),
+            Some(&b"second"[..]),
+            "init.mp4: newest"
+        );
+        r.finish_segment("", 2);
+        for msn in 3..3 + WINDOW_SEGMENTS as u64 {
+            r.push_part("", msn, Bytes::from_static(b"z"), 0.5, true, 0, false);
+            r.finish_segment("", msn);
+        }
+        assert_eq!(init(Some(1)), None, "slid out with its segments");
+        assert!(init(Some(2)).is_some());
     }
 
     #[test]
