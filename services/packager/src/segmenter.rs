@@ -35,10 +35,10 @@ const AUDIO_TRACK: u32 = 2;
 const VIDEO_TIMESCALE: u32 = 90_000;
 /// The clock of relay audio: Opus's own, and the RTMP ingest's AAC rebased to it.
 const RELAY_AUDIO_CLOCK: u64 = 48_000;
-/// How long before the segment target a keyframe is requested: PLI round trips to a
-/// browser are ~50–300 ms (the SFU also coalesces requests to one per 300 ms), so a
-/// keyframe asked for at target − 0.5 s lands between about 1.6 and 2.3 s into a 2 s
-/// segment, inside what rounds to the target.
+/// How long before the segment target a keyframe is requested. Chromium on loopback
+/// answers in 30–100 ms (1.53–1.60 s segments); the SFU may hold a request up to 300 ms
+/// (coalescing) and a real network adds its round trip: a keyframe may come up to 1 s
+/// after the request and the segment still rounds to the target.
 pub const KEYFRAME_LEAD: Duration = Duration::from_millis(500);
 /// How much video an epoch's start waits for an audio track to be announced: encoders
 /// interleave audio within tens of ms of the first keyframe; a video-only stream starts
