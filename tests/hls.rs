@@ -1,8 +1,11 @@
 //! LL-HLS from a live WebRTC publish, read by real HLS clients: ffprobe (Debian FFmpeg)
-//! and plain HTTP with blocking playlist reloads; and two packagers on Redis, where
-//! exactly one packages a room and the other takes over when it dies.
+//! and plain HTTP with blocking playlist reloads; a simulcast publisher's layers as
+//! renditions; and two packagers on Redis, where exactly one packages a room and the
+//! other takes over when it dies.
 
 mod common;
+#[path = "common/simulcast.rs"]
+mod simulcast;
 
 use common::*;
 use skylark_loadgen::source::VideoConfig;
@@ -110,12 +113,29 @@ async fn ll_hls_from_a_webrtc_publish() {
         "#EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES,PART-HOLD-BACK=",
         "#EXT-X-PRELOAD-HINT:TYPE=PART",
         "#EXT-X-PROGRAM-DATE-TIME:",
-        "#EXT-X-MAP:URI=\"init.mp4\"",
-        "#EXTINF:2.0",
+        "#EXT-X-MAP:URI=\"init1.mp4\"",
+        "#EXT-X-TARGETDURATION:2\n",
+        "#EXTINF:",
         "#EXT-X-PART:DURATION=",
     ] {
         assert!(media.contains(tag), "missing {tag} in\n{media}");
     }
+    // RFC 8216 §4.3.3.1: every EXTINF rounds to at most the target (the publisher's 2 s
+    // GOP meets keyframe requests, so segments end at ~1.5–2 s).
+    let extinf: Vec<f64> = media
+        .lines()
+        .filter_map(|l| {
+            l.strip_prefix("#EXTINF:")?
+                .trim_end_matches(',')
+                .parse()
+                .ok()
+        })
+        .collect();
+    assert!(
+        extinf.iter().all(|d| d.round() <= 2.0 && *d >= 1.0),
+        "{extinf:?}"
+    );
+    println!("segment durations (EXTINF): {extinf:?}");
     // HLS latency: newest part's program-date-time + its duration vs the wall clock.
     let last_pdt = media.lines().filter_map(pdt_ms).next_back().unwrap();
     let now_ms = SystemTime::now()
@@ -169,12 +189,17 @@ async fn ll_hls_from_a_webrtc_publish() {
         .find(|l| l.starts_with("seg") && l.ends_with(".m4s"))
         .unwrap()
         .to_string();
-    let init = reqwest::get(format!("{hls}/init.mp4"))
-        .await
+    let first_extinf = extinf[0];
+    // The init the playlist names is immutable; `init.mp4` is the newest, uncached.
+    let init = reqwest::get(format!("{hls}/init1.mp4")).await.unwrap();
+    assert!(init.headers()["cache-control"]
+        .to_str()
         .unwrap()
-        .bytes()
-        .await
-        .unwrap();
+        .contains("immutable"));
+    let init = init.bytes().await.unwrap();
+    let newest = reqwest::get(format!("{hls}/init.mp4")).await.unwrap();
+    assert_eq!(newest.headers()["cache-control"], "no-cache");
+    assert_eq!(newest.bytes().await.unwrap(), init);
     let seg = reqwest::get(format!("{hls}/{first_complete}"))
         .await
         .unwrap();
@@ -204,9 +229,10 @@ async fn ll_hls_from_a_webrtc_publish() {
         .trim()
         .parse()
         .unwrap_or(0);
+    let expected = (first_extinf * 30.0).round() as u32;
     assert!(
-        (55..=65).contains(&frames),
-        "a 2 s segment holds ~60 frames at 30 fps, got {frames}"
+        frames.abs_diff(expected) <= 2,
+        "a {first_extinf} s segment holds ~{expected} frames at 30 fps, got {frames}"
     );
 
     // Blocking reload: ask for the next part; the answer arrives once it exists.
@@ -267,6 +293,236 @@ async fn ll_hls_from_a_webrtc_publish() {
         );
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
+}
+
+async fn text(url: &str) -> String {
+    reqwest::get(url).await.unwrap().text().await.unwrap()
+}
+
+/// `(uri, RESOLUTION, CODECS, BANDWIDTH)` of each `EXT-X-STREAM-INF`.
+fn variants(multivariant: &str) -> Vec<(String, String, String, u64)> {
+    let mut lines = multivariant.lines();
+    let mut out = Vec::new();
+    while let Some(l) = lines.next() {
+        let Some(attrs) = l.strip_prefix("#EXT-X-STREAM-INF:") else {
+            continue;
+        };
+        let get = |name: &str| {
+            attrs
+                .split(&format!("{name}="))
+                .nth(1)
+                .map(|v| {
+                    let v = v.strip_prefix('"').map_or_else(
+                        || v.split(',').next().unwrap_or_default(),
+                        |q| q.split('"').next().unwrap_or_default(),
+                    );
+                    v.to_string()
+                })
+                .unwrap_or_default()
+        };
+        let uri = lines.next().unwrap_or_default().to_string();
+        out.push((
+            uri,
+            get("RESOLUTION"),
+            get("CODECS"),
+            get("BANDWIDTH").parse().unwrap_or(0),
+        ));
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn simulcast_layers_become_renditions() {
+    let Some(ffprobe) = ffprobe() else { return };
+    let Some(ffmpeg) = debian_ffmpeg() else {
+        return;
+    };
+    let sk = Skylark::start().await;
+    let (_, room, key) = creator_with_room(&sk.base, "public").await;
+    let layers = [
+        simulcast::Layer {
+            rid: "f",
+            width: 960,
+            height: 540,
+        },
+        simulcast::Layer {
+            rid: "h",
+            width: 640,
+            height: 360,
+        },
+        simulcast::Layer {
+            rid: "q",
+            width: 320,
+            height: 180,
+        },
+    ];
+    let mut publisher = simulcast::SimulcastPublisher::start(
+        &format!("{}/whip/{room}", sk.base),
+        &key,
+        &layers,
+        ffmpeg,
+        &sk.dir,
+    )
+    .await;
+    publisher.wait_connected(Duration::from_secs(10)).await;
+    let hls = format!("{}/hls/{room}", sk.base);
+
+    // Every layer is listed once it has a segment (so BANDWIDTH is measured).
+    let deadline = Instant::now() + Duration::from_secs(25);
+    let listed = loop {
+        if let Ok(r) = reqwest::get(format!("{hls}/index.m3u8")).await {
+            let t = r.text().await.unwrap();
+            let v = variants(&t);
+            let mut complete = 0;
+            for (uri, ..) in &v {
+                if text(&format!("{hls}/{uri}")).await.contains("#EXTINF") {
+                    complete += 1;
+                }
+            }
+            if v.len() == layers.len() && complete == v.len() {
+                break (t, v);
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not every layer listed with a segment within 25 s"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+    let (multivariant, v) = listed;
+    println!("{multivariant}");
+    let expected: Vec<(String, String)> = layers
+        .iter()
+        .map(|l| {
+            (
+                format!("{}/media.m3u8", l.rid),
+                format!("{}x{}", l.width, l.height),
+            )
+        })
+        .collect();
+    let got: Vec<(String, String)> = v.iter().map(|x| (x.0.clone(), x.1.clone())).collect();
+    assert_eq!(got, expected, "largest first:\n{multivariant}");
+    for (uri, _, codecs, _) in &v {
+        assert!(
+            codecs.starts_with("avc1.42c0") && codecs.ends_with(",opus"),
+            "{uri}: CODECS from the layer's SPS, audio muxed: {codecs}"
+        );
+    }
+    assert!(v[0].3 > v[2].3, "BANDWIDTH follows the layer: {v:?}");
+
+    // Each media playlist reports the other two (LL-HLS rendition reports).
+    for (uri, ..) in &v {
+        let media = text(&format!("{hls}/{uri}")).await;
+        let reports: Vec<&str> = media
+            .lines()
+            .filter(|l| l.starts_with("#EXT-X-RENDITION-REPORT:URI=\"../"))
+            .collect();
+        assert_eq!(reports.len(), 2, "{uri}:\n{media}");
+        assert!(!reports.iter().any(|r| r.contains(uri.as_str())), "{media}");
+    }
+
+    // ffprobe reads each rendition at its layer's size, with the audio.
+    for l in &layers {
+        let out = Command::new(ffprobe)
+            .args([
+                "-v",
+                "error",
+                "-show_entries",
+                "stream=codec_name,width,height",
+                "-of",
+                "compact",
+                &format!("{hls}/{}/media.m3u8", l.rid),
+            ])
+            .output()
+            .unwrap();
+        let probe = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            probe.contains(&format!(
+                "codec_name=h264|width={}|height={}",
+                l.width, l.height
+            )),
+            "{}: {probe}\n{}",
+            l.rid,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(probe.contains("codec_name=opus"), "{probe}");
+    }
+    // Without simulcast the root names no media playlist of its own.
+    let root = reqwest::get(format!("{hls}/media.m3u8")).await.unwrap();
+    assert_eq!(root.status(), 404);
+    publisher.stop().await;
+}
+
+/// Polls the media playlist until `done` holds, returning it.
+async fn wait_playlist(url: &str, secs: u64, what: &str, done: impl Fn(&str) -> bool) -> String {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Ok(r) = reqwest::get(url).await {
+            if r.status().is_success() {
+                let t = r.text().await.unwrap();
+                if done(&t) {
+                    return t;
+                }
+                assert!(Instant::now() < deadline, "{what} within {secs} s:\n{t}");
+            }
+        }
+        assert!(Instant::now() < deadline, "{what} within {secs} s");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// Media sequence numbers of the complete segments listed.
+fn segment_msns(media: &str) -> Vec<u64> {
+    media
+        .lines()
+        .filter_map(|l| l.strip_prefix("seg")?.strip_suffix(".m4s")?.parse().ok())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_publisher_back_within_the_grace_period_resumes_hls() {
+    let sk = Skylark::start().await;
+    let (_, room, key) = creator_with_room(&sk.base, "public").await;
+    let media = format!("{}/hls/{room}/media.m3u8", sk.base);
+    let (_engine, publisher) = publish(&sk.base, &room, &key).await;
+    wait_playlist(&media, 15, "a segment", |t| t.contains("#EXTINF")).await;
+    let _ = publisher.stop().await;
+    let ended = wait_playlist(&media, 25, "EXT-X-ENDLIST", |t| {
+        t.contains("#EXT-X-ENDLIST")
+    })
+    .await;
+    let last_before = *segment_msns(&ended).last().unwrap();
+
+    // Back well within the 30 s grace period: the same playlist goes on, live.
+    let back = Instant::now();
+    let (_engine2, _publisher2) = publish(&sk.base, &room, &key).await;
+    let resumed = wait_playlist(&media, 15, "new segments after the return", |t| {
+        !t.contains("#EXT-X-ENDLIST") && segment_msns(t).last() > Some(&last_before)
+    })
+    .await;
+    println!(
+        "HLS resumed {} ms after the publisher came back",
+        back.elapsed().as_millis()
+    );
+    let msns = segment_msns(&resumed);
+    assert!(
+        msns.windows(2).all(|w| w[1] == w[0] + 1),
+        "media sequence keeps counting: {msns:?}"
+    );
+    assert!(
+        msns.contains(&last_before),
+        "old segments still listed: {msns:?}"
+    );
+    let after_break = resumed
+        .split("#EXT-X-DISCONTINUITY\n")
+        .nth(1)
+        .unwrap_or_else(|| panic!("a discontinuity where the publisher came back:\n{resumed}"));
+    assert_eq!(
+        segment_msns(after_break).first(),
+        Some(&(last_before + 1)),
+        "{resumed}"
+    );
+    assert!(resumed.contains("#EXT-X-PRELOAD-HINT"), "{resumed}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

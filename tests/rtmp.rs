@@ -1,6 +1,7 @@
 //! RTMP ingest with a real publisher (Debian FFmpeg pushing H.264 + AAC): the room goes
 //! live, WHEP viewers get video and Opus audio (transcoded from AAC), ffprobe reads the
-//! HLS; wrong keys and garbage are refused without disturbing a live room.
+//! HLS with the publisher's AAC (also of a stream without audio); wrong keys and garbage are refused without
+//! disturbing a live room.
 
 mod common;
 
@@ -63,7 +64,7 @@ async fn ffmpeg_rtmp_reaches_webrtc_and_hls() {
             "-v",
             "error",
             "-show_entries",
-            "stream=codec_name,width,height",
+            "stream=codec_name,width,height,sample_rate",
             "-of",
             "compact",
             &hls,
@@ -75,6 +76,14 @@ async fn ffmpeg_rtmp_reaches_webrtc_and_hls() {
         probe.contains("codec_name=h264|width=640|height=360"),
         "{probe}"
     );
+    // The publisher's AAC itself, not the Opus transcoded for WebRTC viewers.
+    assert!(
+        probe.contains("codec_name=aac|sample_rate=44100"),
+        "{probe}"
+    );
+    assert!(!probe.contains("opus"), "{probe}");
+    let master = reqwest::get(&hls).await.unwrap().text().await.unwrap();
+    assert!(master.contains(",mp4a.40.2\""), "{master}");
 
     // HTTP-FLV of the same ingest: H.264 and the source's AAC, no transcoding.
     let out = Command::new("ffprobe")
@@ -99,6 +108,81 @@ async fn ffmpeg_rtmp_reaches_webrtc_and_hls() {
         "{probe}"
     );
     drop(ff);
+}
+
+/// `(master CODECS line, ffprobe streams)` of a room's HLS once it has a segment.
+async fn probe_hls(base: &str, room: &str) -> (String, String) {
+    let hls = format!("{base}/hls/{room}/index.m3u8");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let master = loop {
+        if let Ok(r) = reqwest::get(&hls).await {
+            if r.status().is_success() {
+                let t = r.text().await.unwrap();
+                let media = reqwest::get(format!("{base}/hls/{room}/media.m3u8"))
+                    .await
+                    .unwrap()
+                    .text()
+                    .await
+                    .unwrap();
+                if media.contains("#EXTINF") {
+                    break t;
+                }
+            }
+        }
+        assert!(Instant::now() < deadline, "no HLS segment within 20 s");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    let out = Command::new("ffprobe")
+        .args([
+            "-v",
+            "error",
+            "-show_entries",
+            "stream=codec_type,codec_name,width,height,sample_rate",
+            "-of",
+            "compact",
+            &hls,
+        ])
+        .output()
+        .unwrap();
+    (master, String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn video_only_rtmp_gives_video_only_hls() {
+    let Some(ffmpeg) = debian_ffmpeg() else {
+        return;
+    };
+    let sk = Skylark::start().await;
+    let port = rtmp_port(&sk);
+    let (_, room, key) = creator_with_room(&sk.base, "public").await;
+    let log = sk.dir.join("ffmpeg-video-only.log");
+    let _ff = rtmp_push_with(
+        ffmpeg,
+        &format!("rtmp://127.0.0.1:{port}/live/{key}"),
+        15,
+        &log,
+        false,
+    );
+    wait_live(&sk.base, &room, &log).await;
+    let (master, probe) = probe_hls(&sk.base, &room).await;
+    // An advertised audio codec with no audio samples stalls MSE players at time 0.
+    let codecs = master
+        .split("CODECS=\"")
+        .nth(1)
+        .and_then(|c| c.split('"').next())
+        .unwrap();
+    assert!(
+        codecs.starts_with("avc1.") && !codecs.contains(','),
+        "{master}"
+    );
+    assert!(
+        probe.contains("codec_name=h264|codec_type=video|width=640|height=360"),
+        "{probe}"
+    );
+    assert!(
+        !probe.contains("codec_type=audio"),
+        "no audio stream in the init segment: {probe}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

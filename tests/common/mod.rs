@@ -335,10 +335,25 @@ impl Drop for Push {
 }
 
 pub fn rtmp_push(ffmpeg: &str, url: &str, seconds: u32, log: &std::path::Path) -> Push {
-    let child = Command::new(ffmpeg)
-        .args(["-hide_banner", "-loglevel", "warning", "-re"])
-        .args(["-f", "lavfi", "-i", "testsrc2=size=640x360:rate=30"])
-        .args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=44100"])
+    rtmp_push_with(ffmpeg, url, seconds, log, true)
+}
+
+/// Like [`rtmp_push`], with or without the AAC tone (a screen capture without a mic).
+pub fn rtmp_push_with(
+    ffmpeg: &str,
+    url: &str,
+    seconds: u32,
+    log: &std::path::Path,
+    audio: bool,
+) -> Push {
+    let mut cmd = Command::new(ffmpeg);
+    cmd.args(["-hide_banner", "-loglevel", "warning", "-re"])
+        .args(["-f", "lavfi", "-i", "testsrc2=size=640x360:rate=30"]);
+    if audio {
+        cmd.args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=44100"])
+            .args(["-c:a", "aac", "-b:a", "96k"]);
+    }
+    let child = cmd
         .args([
             "-c:v",
             "libx264",
@@ -348,10 +363,6 @@ pub fn rtmp_push(ffmpeg: &str, url: &str, seconds: u32, log: &std::path::Path) -
             "zerolatency",
             "-g",
             "30",
-            "-c:a",
-            "aac",
-            "-b:a",
-            "96k",
         ])
         .args(["-t", &seconds.to_string(), "-f", "flv", url])
         .stdout(Stdio::null())

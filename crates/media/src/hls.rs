@@ -13,6 +13,7 @@
 //!     independent: true,
 //!     parts: vec![Part { uri: "seg0.0.m4s".into(), duration: 0.333, independent: true }],
 //!     complete: true,
+//!     map_uri: None,
 //! });
 //! let text = pl.render();
 //! assert!(text.starts_with("#EXTM3U"));
@@ -20,6 +21,8 @@
 //! ```
 
 use std::fmt::Write;
+
+use crate::fmp4::{Codec, Track};
 
 /// One partial segment (an LL-HLS part).
 #[derive(Debug, Clone, PartialEq)]
@@ -49,6 +52,10 @@ pub struct Segment {
     pub parts: Vec<Part>,
     /// All parts are in; the segment URI can be fetched.
     pub complete: bool,
+    /// This segment's init segment (`EXT-X-MAP`), when not the playlist's
+    /// [`map_uri`](MediaPlaylist::map_uri): a new publisher's init gets a new URI, so
+    /// players (and caches) never mix up two inits under one name.
+    pub map_uri: Option<String>,
 }
 
 /// Where a player can find another rendition's newest part (`EXT-X-RENDITION-REPORT`).
@@ -65,7 +72,8 @@ pub struct RenditionReport {
 /// An LL-HLS media playlist: a rolling window of segments.
 #[derive(Debug, Clone, PartialEq)]
 pub struct MediaPlaylist {
-    /// Target segment duration, seconds.
+    /// Target segment duration, seconds. [`note_segment`](Self::note_segment) raises it
+    /// (never lowers it) when a longer segment is emitted.
     pub target_duration: f64,
     /// Target part duration, seconds.
     pub part_target: f64,
@@ -73,7 +81,7 @@ pub struct MediaPlaylist {
     pub media_sequence: u64,
     /// Discontinuity sequence of the first segment.
     pub discontinuity_sequence: u64,
-    /// Init segment URI (`EXT-X-MAP`).
+    /// Init segment URI (`EXT-X-MAP`) of segments that name none of their own.
     pub map_uri: String,
     /// The window, oldest first; the last may be incomplete.
     pub segments: Vec<Segment>,
@@ -130,6 +138,27 @@ impl MediaPlaylist {
         }
     }
 
+    /// Records an emitted segment's duration: `EXT-X-TARGETDURATION` must cover every
+    /// segment's `EXTINF` rounded to the nearest integer (RFC 8216 §4.3.3.1), and a
+    /// target that went up stays up, so players never see it shrink.
+    pub fn note_segment(&mut self, duration: f64) {
+        if duration.is_finite() {
+            self.target_duration = self.target_duration.max(duration.round());
+        }
+    }
+
+    /// The `EXT-X-TARGETDURATION` value: the target rounded up, or more if a segment in
+    /// the window needs it (so the invariant holds even without [`note_segment`](Self::note_segment)).
+    pub fn target_duration_secs(&self) -> u64 {
+        let longest = self
+            .segments
+            .iter()
+            .filter(|s| s.complete && s.duration.is_finite())
+            .map(|s| s.duration.round())
+            .fold(0.0, f64::max);
+        self.target_duration.ceil().max(longest).max(1.0) as u64
+    }
+
     /// `PART-HOLD-BACK`: three part targets, the spec's minimum.
     pub fn part_hold_back(&self) -> f64 {
         3.0 * self.part_target
@@ -138,7 +167,7 @@ impl MediaPlaylist {
     /// The playlist text.
     pub fn render(&self) -> String {
         let mut o = String::with_capacity(256 + self.segments.len() * 256);
-        let target = self.target_duration.ceil().max(1.0) as u64;
+        let target = self.target_duration_secs();
         let _ = writeln!(o, "#EXTM3U");
         let _ = writeln!(o, "#EXT-X-VERSION:9");
         let _ = writeln!(o, "#EXT-X-TARGETDURATION:{target}");
@@ -158,13 +187,22 @@ impl MediaPlaylist {
             );
         }
         let _ = writeln!(o, "#EXT-X-INDEPENDENT-SEGMENTS");
-        let _ = writeln!(o, "#EXT-X-MAP:URI=\"{}\"", self.map_uri);
+        if self.segments.is_empty() {
+            let _ = writeln!(o, "#EXT-X-MAP:URI=\"{}\"", self.map_uri);
+        }
         // Parts are listed only for the last few segments, as the spec allows; older
         // segments are plain, which keeps the playlist short.
         let parts_from = self.segments.len().saturating_sub(3);
+        let mut map: Option<&str> = None;
         for (i, s) in self.segments.iter().enumerate() {
             if s.discontinuity && i > 0 {
                 let _ = writeln!(o, "#EXT-X-DISCONTINUITY");
+            }
+            // Again wherever the init changes (allowed from version 6).
+            let seg_map = s.map_uri.as_deref().unwrap_or(&self.map_uri);
+            if map != Some(seg_map) {
+                let _ = writeln!(o, "#EXT-X-MAP:URI=\"{seg_map}\"");
+                map = Some(seg_map);
             }
             let _ = writeln!(
                 o,
@@ -221,6 +259,38 @@ pub struct Variant {
     pub resolution: Option<(u32, u32)>,
     /// Frames per second, if known.
     pub frame_rate: Option<f64>,
+}
+
+impl Variant {
+    /// A rendition's entry from the tracks of its init segment: `CODECS` lists every
+    /// track's RFC 6381 codec in track order (so a video-only rendition advertises no
+    /// audio), `RESOLUTION` is the video track's picture size from its SPS.
+    ///
+    /// ```
+    /// use skylark_media::fmp4::Track;
+    /// use skylark_media::h264::AvcDecoderConfigurationRecord;
+    /// use skylark_media::hls::Variant;
+    /// let sps = [0x67, 0x42, 0xc0, 0x1f, 0xda, 0x01, 0x40, 0x16, 0xe8, 0x06, 0xd0, 0xa1, 0x35];
+    /// let pps = [0x68, 0xce, 0x38, 0x80];
+    /// let video = Track::avc(1, AvcDecoderConfigurationRecord::from_parameter_sets(&sps, &pps)?)?;
+    /// let v = Variant::from_tracks("media.m3u8", 900_000, &[video, Track::opus(2, 2)]);
+    /// assert_eq!((v.codecs.as_str(), v.resolution), ("avc1.42c01f,opus", Some((1280, 720))));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn from_tracks(uri: impl Into<String>, bandwidth: u64, tracks: &[Track]) -> Self {
+        let codecs: Vec<String> = tracks.iter().map(Track::codec_string).collect();
+        let resolution = tracks.iter().find_map(|t| match t.codec {
+            Codec::Avc { width, height, .. } => Some((u32::from(width), u32::from(height))),
+            _ => None,
+        });
+        Self {
+            uri: uri.into(),
+            bandwidth,
+            codecs: codecs.join(","),
+            resolution,
+            frame_rate: None,
+        }
+    }
 }
 
 /// The multivariant ("master") playlist: one entry per rendition.
@@ -287,6 +357,7 @@ mod tests {
                 })
                 .collect(),
             complete,
+            map_uri: None,
         }
     }
 
@@ -333,6 +404,31 @@ seg5.m4s
         assert_eq!(pl.last_part(), Some((6, 1)));
     }
 
+    /// A new publisher's init has its own URI: `EXT-X-MAP` again after the discontinuity.
+    #[test]
+    fn init_changes_are_mapped_where_they_happen() {
+        let mut pl = MediaPlaylist::new(2.0, 0.5);
+        pl.segments = (0..4).map(|n| seg(n, 4, true)).collect();
+        for (n, s) in pl.segments.iter_mut().enumerate() {
+            s.map_uri = Some(if n < 2 { "init1.mp4" } else { "init2.mp4" }.into());
+        }
+        pl.segments[2].discontinuity = true;
+        let t = pl.render();
+        let maps: Vec<&str> = t.lines().filter(|l| l.starts_with("#EXT-X-MAP")).collect();
+        assert_eq!(
+            maps,
+            [
+                "#EXT-X-MAP:URI=\"init1.mp4\"",
+                "#EXT-X-MAP:URI=\"init2.mp4\""
+            ]
+        );
+        assert!(
+            t.contains("seg1.m4s\n#EXT-X-DISCONTINUITY\n#EXT-X-MAP:URI=\"init2.mp4\"\n"),
+            "{t}"
+        );
+        assert!(!t.contains("init.mp4"), "{t}");
+    }
+
     #[test]
     fn blocking_reload_condition() {
         let mut pl = MediaPlaylist::new(2.0, 0.5);
@@ -365,6 +461,83 @@ seg5.m4s
         );
         assert!(t.contains("seg4.3.m4s"));
         assert_eq!(t.matches("#EXTINF").count(), 5);
+    }
+
+    /// RFC 8216 §4.3.3.1: every `EXTINF` rounded to the nearest integer ≤ the target;
+    /// `HOLD-BACK` follows the target, the part figures don't.
+    #[test]
+    fn target_duration_covers_the_longest_segment_and_never_shrinks() {
+        let mut pl = MediaPlaylist::new(2.0, 0.2);
+        pl.segments = vec![seg(0, 4, true), seg(1, 4, true)];
+        pl.segments[0].duration = 2.49;
+        pl.note_segment(2.49);
+        assert!(
+            pl.render().contains("#EXT-X-TARGETDURATION:2\n"),
+            "2.49 rounds to 2"
+        );
+        pl.segments[1].duration = 3.2;
+        let t = pl.render();
+        assert!(
+            t.contains("#EXT-X-TARGETDURATION:3\n"),
+            "covered from the window alone:\n{t}"
+        );
+        pl.note_segment(3.2);
+        pl.segments.remove(0);
+        pl.segments.remove(0);
+        pl.segments.push(seg(2, 4, true));
+        let t = pl.render();
+        assert!(
+            t.contains("#EXT-X-TARGETDURATION:3\n"),
+            "never shrinks:\n{t}"
+        );
+        assert!(t.contains("PART-HOLD-BACK=0.600,HOLD-BACK=9.000"), "{t}");
+        assert!(t.contains("#EXT-X-PART-INF:PART-TARGET=0.20000\n"), "{t}");
+        pl.note_segment(2.5);
+        assert_eq!(pl.target_duration_secs(), 3, "2.5 rounds up to 3");
+        pl.note_segment(f64::NAN);
+        assert_eq!(pl.target_duration_secs(), 3);
+    }
+
+    /// What the packager lists for a three-layer simulcast publisher: entries built from
+    /// each layer's init tracks (x264 SPSs of three sizes), best first.
+    #[test]
+    fn golden_multivariant_from_simulcast_layers() {
+        use crate::fmp4::Track;
+        use crate::h264::AvcDecoderConfigurationRecord;
+        const PPS: [u8; 4] = [0x68, 0xce, 0x38, 0x80];
+        const SPS_1280X720: &[u8] = &[
+            0x67, 0x42, 0xc0, 0x1f, 0xda, 0x01, 0x40, 0x16, 0xe8, 0x06, 0xd0, 0xa1, 0x35,
+        ];
+        const SPS_640X360: &[u8] = &[
+            0x67, 0x42, 0xc0, 0x1e, 0xd9, 0x00, 0xa0, 0x2f, 0xf9, 0x70, 0x11, 0x00, 0x00, 0x03,
+            0x00, 0x01, 0x00, 0x00, 0x03, 0x00, 0x3c, 0x0f, 0x16, 0x2e, 0x48,
+        ];
+        const SPS_320X180: &[u8] = &[
+            0x67, 0x42, 0xc0, 0x0d, 0xd9, 0x01, 0x41, 0x9f, 0x9f, 0x01, 0x10, 0x00, 0x00, 0x03,
+            0x00, 0x10, 0x00, 0x00, 0x03, 0x03, 0xc0, 0xf1, 0x42, 0xa4, 0x80,
+        ];
+        let layer = |sps: &[u8]| {
+            let rec = AvcDecoderConfigurationRecord::from_parameter_sets(sps, &PPS).unwrap();
+            vec![Track::avc(1, rec).unwrap(), Track::opus(2, 2)]
+        };
+        let t = render_multivariant(&[
+            Variant::from_tracks("f/media.m3u8", 2_480_000, &layer(SPS_1280X720)),
+            Variant::from_tracks("h/media.m3u8", 720_000, &layer(SPS_640X360)),
+            Variant::from_tracks("q/media.m3u8", 210_000, &layer(SPS_320X180)[..1]),
+        ]);
+        assert_eq!(
+            t,
+            "#EXTM3U
+#EXT-X-VERSION:9
+#EXT-X-INDEPENDENT-SEGMENTS
+#EXT-X-STREAM-INF:BANDWIDTH=2480000,CODECS=\"avc1.42c01f,opus\",RESOLUTION=1280x720
+f/media.m3u8
+#EXT-X-STREAM-INF:BANDWIDTH=720000,CODECS=\"avc1.42c01e,opus\",RESOLUTION=640x360
+h/media.m3u8
+#EXT-X-STREAM-INF:BANDWIDTH=210000,CODECS=\"avc1.42c00d\",RESOLUTION=320x180
+q/media.m3u8
+"
+        );
     }
 
     #[test]

@@ -10,7 +10,7 @@
 //! | [`rtp`] | RTP header view and writer, sequence/timestamp unwrapping, reordering |
 //! | [`h264`] | RFC 6184 depacketizer and packetizer, Annex-B/AVCC, SPS/PPS, `avcC` |
 //! | [`opus`] | RFC 7587 depacketizer, RFC 6716 TOC and frame-duration parsing |
-//! | [`fmp4`] | CMAF (fragmented MP4) init segments and fragments for H.264 + Opus |
+//! | [`fmp4`] | CMAF (fragmented MP4) init segments and fragments for H.264 + Opus or AAC |
 //! | [`hls`] | HLS multivariant and LL-HLS media playlists |
 //! | [`rtmp`] | RTMP ingest, server side: handshake, chunk stream, AMF0, publish commands |
 //! | [`flv`] | FLV tag bodies (H.264, AAC, Enhanced RTMP FourCCs) and FLV files for HTTP-FLV |

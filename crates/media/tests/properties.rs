@@ -375,3 +375,69 @@ mod opus {
         }
     }
 }
+
+mod hls_and_fmp4 {
+    use proptest::prelude::*;
+    use skylark_media::aac::AudioSpecificConfig;
+    use skylark_media::fmp4::{init_segment, Track};
+    use skylark_media::hls::{MediaPlaylist, Segment};
+
+    proptest! {
+        /// RFC 8216 §4.3.3.1 over any run of segment durations: every `EXTINF` rounded
+        /// ≤ `EXT-X-TARGETDURATION`, which never shrinks, and `HOLD-BACK` ≥ 3 × target.
+        #[test]
+        fn target_duration_covers_every_segment_and_never_shrinks(
+            durations in proptest::collection::vec(0.2f64..7.0, 1..40),
+            target in prop_oneof![Just(1.0f64), Just(2.0), Just(1.5), Just(4.0)],
+        ) {
+            let mut pl = MediaPlaylist::new(target, 0.2);
+            let mut last_target = 0;
+            for (n, d) in durations.iter().enumerate() {
+                pl.segments.push(Segment {
+                    uri: format!("seg{n}.m4s"),
+                    duration: *d,
+                    program_date_time_ms: 0,
+                    discontinuity: false,
+                    independent: true,
+                    parts: Vec::new(),
+                    complete: true,
+                    map_uri: None,
+                });
+                pl.note_segment(*d);
+                if pl.segments.len() > 8 {
+                    pl.segments.remove(0);
+                    pl.media_sequence += 1;
+                }
+                let text = pl.render();
+                let t: u64 = text
+                    .lines()
+                    .find_map(|l| l.strip_prefix("#EXT-X-TARGETDURATION:"))
+                    .and_then(|v| v.parse().ok())
+                    .unwrap();
+                for l in text.lines().filter_map(|l| l.strip_prefix("#EXTINF:")) {
+                    let d: f64 = l.trim_end_matches(',').parse().unwrap();
+                    prop_assert!(d.round() as u64 <= t, "{d} > {t}");
+                }
+                prop_assert!(t >= last_target);
+                prop_assert!(t as f64 >= target.ceil());
+                let hold_back = format!("HOLD-BACK={:.3}", 3.0 * t as f64);
+                prop_assert!(text.contains(&hold_back), "{}", text);
+                last_target = t;
+            }
+        }
+
+        /// Any AudioSpecificConfig that parses either is refused with an error or makes
+        /// an init segment whose esds carries it; never a panic.
+        #[test]
+        fn aac_init_segments_never_panic(data in proptest::collection::vec(any::<u8>(), 0..8)) {
+            if let Ok(asc) = AudioSpecificConfig::parse(&data) {
+                if let Ok(track) = Track::aac(1, asc.clone()) {
+                    let init = init_segment(&[track]).unwrap();
+                    let bytes = asc.to_bytes().unwrap();
+                    let dsi = [&[0x05, bytes.len() as u8][..], &bytes].concat();
+                    prop_assert!(init.windows(dsi.len()).any(|w| w == dsi.as_slice()));
+                }
+            }
+        }
+    }
+}

@@ -8,7 +8,6 @@ use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
-use skylark_media::aac::AudioSpecificConfig;
 use skylark_media::flv::{self, OpusHead};
 use skylark_media::h264::{self, AvcDecoderConfigurationRecord};
 use skylark_proto::sfu::v1 as pb;
@@ -70,7 +69,7 @@ struct Clock {
 #[derive(Default)]
 pub struct FlvMuxer {
     video: Option<String>,
-    aac: Option<(String, Vec<u8>)>,
+    aac: Option<String>,
     opus: Option<String>,
     video_clock: Option<Clock>,
     audio_clock: Option<Clock>,
@@ -87,13 +86,12 @@ impl FlvMuxer {
                 self.video = Some(t.track_id.clone())
             }
             (k, "aac") if k == pb::TrackKind::Audio as i32 => {
-                let asc = hex(&t.fmtp);
-                if let Ok(parsed) = AudioSpecificConfig::parse(&asc) {
-                    if let Ok(body) = flv::aac_sequence_header(&parsed) {
+                if let Some(asc) = crate::track::aac_config(t) {
+                    if let Ok(body) = flv::aac_sequence_header(&asc) {
                         feed.set_config(|c| c.audio = Some(body));
                     }
                 }
-                self.aac = Some((t.track_id.clone(), asc));
+                self.aac = Some(t.track_id.clone());
             }
             (k, "opus") if k == pb::TrackKind::Audio as i32 && self.opus.is_none() => {
                 self.opus = Some(t.track_id.clone());
@@ -172,7 +170,7 @@ impl FlvMuxer {
                     keyframe,
                 });
             }
-        } else if self.aac.as_ref().is_some_and(|(id, _)| id == &f.track_id) {
+        } else if self.aac.as_ref() == Some(&f.track_id) {
             let ts = self.ms(false, f.rtp_time, 48_000, f.received_at_us);
             feed.publish(Item {
                 tag_type: flv::TAG_AUDIO,
@@ -195,12 +193,6 @@ impl FlvMuxer {
             });
         }
     }
-}
-
-fn hex(s: &str) -> Vec<u8> {
-    (0..s.len() / 2)
-        .filter_map(|i| u8::from_str_radix(s.get(2 * i..2 * i + 2)?, 16).ok())
-        .collect()
 }
 
 fn tag(item_type: u8, ts: u32, body: &[u8]) -> Option<Bytes> {

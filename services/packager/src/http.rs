@@ -1,5 +1,6 @@
 //! `GET /hls/{room}/…`: the multivariant playlist, the LL-HLS media playlist with
-//! blocking reload (`_HLS_msn`, `_HLS_part`), the init segment, segments and parts.
+//! blocking reload (`_HLS_msn`, `_HLS_part`), the init segment, segments and parts —
+//! at the room's root without simulcast, under `/hls/{room}/{layer}/` per layer with it.
 
 use crate::store::{RoomHls, Rooms};
 use axum::body::Body;
@@ -9,7 +10,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 use serde::Deserialize;
-use skylark_media::hls::{render_multivariant, Variant};
+use skylark_media::hls::render_multivariant;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -24,7 +25,8 @@ pub struct HttpState {
 
 pub fn router(state: HttpState) -> Router {
     Router::new()
-        .route("/hls/{room}/{file}", get(file))
+        .route("/hls/{room}/{file}", get(root_file))
+        .route("/hls/{room}/{rendition}/{file}", get(rendition_file))
         .route("/flv/{file}", get(flv_file))
         .layer(
             tower_http::cors::CorsLayer::new()
@@ -50,7 +52,7 @@ async fn flv_file(
         return error(StatusCode::NOT_FOUND, "not_found", "use /flv/{room}.flv");
     };
     match st.rooms.get(room) {
-        Some(hls) if !hls.read(|s| s.playlist.ended) => crate::flv::serve(&hls.flv, ws),
+        Some(hls) if hls.read(|s| s.ended_at.is_none()) => crate::flv::serve(&hls.flv, ws),
         _ if ws.is_none() => {
             let forwarded = headers.contains_key(crate::remote::FORWARDED);
             match st.remote.forward_stream(room, &uri, forwarded).await {
@@ -80,7 +82,8 @@ fn valid_room(room: &str) -> bool {
 enum File {
     Multivariant,
     Media,
-    Init,
+    /// `init.mp4` (the newest, `None`) or `init{n}.mp4` (version `n`, immutable).
+    Init(Option<u32>),
     Segment(u64),
     Part(u64, u64),
 }
@@ -89,8 +92,17 @@ fn parse_file(name: &str) -> Option<File> {
     match name {
         "index.m3u8" => return Some(File::Multivariant),
         "media.m3u8" => return Some(File::Media),
-        "init.mp4" => return Some(File::Init),
+        "init.mp4" => return Some(File::Init(None)),
         _ => {}
+    }
+    if let Some(v) = name
+        .strip_prefix("init")
+        .and_then(|n| n.strip_suffix(".mp4"))
+    {
+        let ok = !v.is_empty() && v.len() <= 9 && v.bytes().all(|b| b.is_ascii_digit());
+        return ok
+            .then(|| v.parse().ok().map(|v| File::Init(Some(v))))
+            .flatten();
     }
     let stem = name.strip_prefix("seg")?.strip_suffix(".m4s")?;
     let num = |s: &str| -> Option<u64> {
@@ -125,17 +137,46 @@ fn with_headers(body: impl Into<Body>, ctype: &'static str, cache: &'static str)
 const PLAYLIST: &str = "application/vnd.apple.mpegurl";
 const IMMUTABLE: &str = "public, max-age=86400, immutable";
 
+type BlockingQuery = Result<Query<Blocking>, axum::extract::rejection::QueryRejection>;
+
+async fn root_file(
+    st: State<HttpState>,
+    Path((room, name)): Path<(String, String)>,
+    query: BlockingQuery,
+    uri: axum::http::Uri,
+    headers: axum::http::HeaderMap,
+) -> Response {
+    file(st, room, String::new(), name, query, uri, headers).await
+}
+
+async fn rendition_file(
+    st: State<HttpState>,
+    Path((room, rendition, name)): Path<(String, String, String)>,
+    query: BlockingQuery,
+    uri: axum::http::Uri,
+    headers: axum::http::HeaderMap,
+) -> Response {
+    // Layer names are RIDs restricted to the room-id alphabet (see `renditions`).
+    if !valid_room(&rendition) || rendition.len() > 32 {
+        return error(StatusCode::NOT_FOUND, "not_found", "no such rendition");
+    }
+    file(st, room, rendition, name, query, uri, headers).await
+}
+
 async fn file(
     State(st): State<HttpState>,
-    Path((room, name)): Path<(String, String)>,
-    query: Result<Query<Blocking>, axum::extract::rejection::QueryRejection>,
+    room: String,
+    rendition: String,
+    name: String,
+    query: BlockingQuery,
     uri: axum::http::Uri,
     headers: axum::http::HeaderMap,
 ) -> Response {
     if !valid_room(&room) {
         return error(StatusCode::NOT_FOUND, "not_found", "no such room");
     }
-    let Some(file) = parse_file(&name) else {
+    let Some(file) = parse_file(&name).filter(|f| rendition.is_empty() || *f != File::Multivariant)
+    else {
         return error(StatusCode::NOT_FOUND, "not_found", "no such HLS file");
     };
     let Ok(Query(q)) = query else {
@@ -163,25 +204,23 @@ async fn file(
     metrics::counter!("skylark_hls_requests_total", "kind" => kind(&file)).increment(1);
     match file {
         File::Multivariant => {
-            let info = hls.read(|s| s.info.clone());
-            if info.codecs.is_empty() {
+            let variants = hls.read(|s| s.variants());
+            if variants.is_empty() {
                 return error(
                     StatusCode::NOT_FOUND,
                     "not_found",
                     "the stream has not started yet: retry in a second",
                 );
             }
-            let v = Variant {
-                uri: "media.m3u8".into(),
-                bandwidth: info.bandwidth.max(100_000),
-                codecs: info.codecs,
-                resolution: info.resolution,
-                frame_rate: None,
-            };
-            with_headers(render_multivariant(&[v]), PLAYLIST, "no-cache")
+            with_headers(render_multivariant(&variants), PLAYLIST, "no-cache")
         }
-        File::Media => media_playlist(&hls, q).await,
-        File::Init => match hls.read(|s| s.init.clone()) {
+        File::Media => media_playlist(&hls, &rendition, q).await,
+        File::Init(version) => match hls
+            .read_rendition(&rendition, |r| r.init_segment(version))
+            .flatten()
+        {
+            // `init.mp4` changes with the publisher; `init{n}.mp4` never does.
+            Some(b) if version.is_none() => with_headers(b, "video/mp4", "no-cache"),
             Some(b) => with_headers(b, "video/mp4", IMMUTABLE),
             None => error(
                 StatusCode::NOT_FOUND,
@@ -189,7 +228,7 @@ async fn file(
                 "the stream has not started yet",
             ),
         },
-        File::Segment(msn) => match hls.segment(msn) {
+        File::Segment(msn) => match hls.segment(&rendition, msn) {
             Some(b) => serve_bytes(b),
             None => error(
                 StatusCode::NOT_FOUND,
@@ -202,15 +241,17 @@ async fn file(
             let mut rx = hls.subscribe();
             let deadline = tokio::time::Instant::now() + BLOCK_TIMEOUT;
             loop {
-                if let Some(b) = hls.part(msn, p) {
+                if let Some(b) = hls.part(&rendition, msn, p) {
                     return serve_bytes(b);
                 }
-                let expected = hls.read(|s| {
-                    !s.playlist.ended
-                        && s.playlist.last_part().is_none_or(|(m, lp)| {
-                            (msn == m && p == lp + 1) || (msn == m + 1 && p == 0)
-                        })
-                });
+                let expected = hls
+                    .read_rendition(&rendition, |r| {
+                        !r.playlist.ended
+                            && r.playlist.last_part().is_none_or(|(m, lp)| {
+                                (msn == m && p == lp + 1) || (msn == m + 1 && p == 0)
+                            })
+                    })
+                    .unwrap_or(false);
                 if !expected {
                     return error(
                         StatusCode::NOT_FOUND,
@@ -236,7 +277,7 @@ async fn file(
 fn kind(f: &File) -> &'static str {
     match f {
         File::Multivariant | File::Media => "playlist",
-        File::Init => "init",
+        File::Init(_) => "init",
         File::Segment(_) => "segment",
         File::Part(..) => "part",
     }
@@ -258,7 +299,7 @@ fn parse_num(v: &Option<String>, name: &str) -> Result<Option<u64>, String> {
     }
 }
 
-async fn media_playlist(hls: &RoomHls, q: Blocking) -> Response {
+async fn media_playlist(hls: &RoomHls, rendition: &str, q: Blocking) -> Response {
     let (msn, part) = match (
         parse_num(&q.msn, "_HLS_msn"),
         parse_num(&q.part, "_HLS_part"),
@@ -273,8 +314,12 @@ async fn media_playlist(hls: &RoomHls, q: Blocking) -> Response {
             "_HLS_part needs _HLS_msn",
         );
     }
+    let Some(next) = hls.read_rendition(rendition, |r| {
+        r.playlist.media_sequence + r.playlist.segments.len() as u64
+    }) else {
+        return error(StatusCode::NOT_FOUND, "not_found", "no such rendition");
+    };
     if let Some(m) = msn {
-        let next = hls.read(|s| s.playlist.media_sequence + s.playlist.segments.len() as u64);
         // The spec: a request more than two segments ahead gets 400 at once.
         if m > next + 2 {
             return error(
@@ -285,7 +330,10 @@ async fn media_playlist(hls: &RoomHls, q: Blocking) -> Response {
         }
         let mut rx = hls.subscribe();
         let deadline = tokio::time::Instant::now() + BLOCK_TIMEOUT;
-        while !hls.read(|s| s.playlist.has(m, part)) {
+        while !hls
+            .read_rendition(rendition, |r| r.playlist.has(m, part))
+            .unwrap_or(true)
+        {
             metrics::gauge!("skylark_hls_blocking_requests").increment(1.0);
             let woke = tokio::time::timeout_at(deadline, rx.changed()).await;
             metrics::gauge!("skylark_hls_blocking_requests").decrement(1.0);
@@ -298,7 +346,9 @@ async fn media_playlist(hls: &RoomHls, q: Blocking) -> Response {
             }
         }
     }
-    let text = hls.read(|s| s.playlist.render());
+    let text = hls
+        .read_rendition(rendition, |r| r.playlist.render())
+        .unwrap_or_default();
     if !text.contains("#EXT-X-PART:") && !text.contains("#EXTINF") {
         return error(
             StatusCode::NOT_FOUND,
@@ -318,6 +368,8 @@ mod tests {
         assert_eq!(parse_file("index.m3u8"), Some(File::Multivariant));
         assert_eq!(parse_file("seg12.m4s"), Some(File::Segment(12)));
         assert_eq!(parse_file("seg12.3.m4s"), Some(File::Part(12, 3)));
+        assert_eq!(parse_file("init.mp4"), Some(File::Init(None)));
+        assert_eq!(parse_file("init7.mp4"), Some(File::Init(Some(7))));
         for bad in [
             "seg.m4s",
             "seg1..m4s",
@@ -327,6 +379,10 @@ mod tests {
             "seg99999999999999.m4s",
             "init.mp4x",
             "seg+1.m4s",
+            "init-1.mp4",
+            "init.7.mp4",
+            "init9999999999.mp4",
+            "init+1.mp4",
         ] {
             assert_eq!(parse_file(bad), None, "{bad}");
         }

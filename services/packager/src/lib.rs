@@ -1,17 +1,21 @@
 //! The packager: turns live rooms into LL-HLS (CMAF: H.264 + Opus in fMP4) without
 //! transcoding. One packager holds each room (a lease in the bus), pulls its frames
-//! from the origin SFU over `RelayPull`, cuts segments and parts (`segmenter`, where a
-//! segment is cut), and serves them (`http`). Requests for rooms held by another
-//! packager are passed on to it (`remote`).
+//! from the origin SFU over `RelayPull`, gives each simulcast layer a rendition
+//! (`renditions`), cuts segments and parts (`segmenter`, where a segment is cut), and
+//! serves them (`http`). Requests for rooms held by another packager are passed on to
+//! it (`remote`).
 
 mod flv;
 mod http;
 mod remote;
+pub mod renditions;
 pub mod segmenter;
 mod store;
+mod track;
 
 use futures_util::StreamExt;
-use segmenter::{SegOutput, Segmenter};
+use renditions::Renditions;
+use segmenter::SegOutput;
 use skylark_bus::{keys, AnyBus, Bus, NodeInfo, NodeKind};
 use skylark_proto::sfu::v1 as pb;
 use skylark_proto::sfu::v1::sfu_node_client::SfuNodeClient;
@@ -222,64 +226,69 @@ fn now_ms() -> i64 {
 async fn room_worker(sh: Arc<Shared>, room: String, stop: CancellationToken) {
     let hls = RoomHls::new(sh.segment_target, sh.part_target);
     sh.rooms.insert(&room, hls.clone());
-    let mut seg = Segmenter::new(sh.segment_target, sh.part_target);
+    let mut seg = Renditions::new(sh.segment_target, sh.part_target);
     let mut flv_mux = flv::FlvMuxer::default();
-    let mut offline_since: Option<tokio::time::Instant> = None;
-    loop {
-        if stop.is_cancelled() {
-            break;
-        }
-        let origin = match sh.bus.lease_holder(&keys::room_origin(&room)).await {
-            Ok(Some(holder)) => sh
-                .bus
-                .nodes(NodeKind::Sfu)
-                .await
-                .ok()
-                .and_then(|n| n.into_iter().find(|n| n.id == holder)),
-            _ => None,
-        };
-        let Some(origin) = origin else {
-            // Not live (any more): give a reconnecting publisher a few seconds.
-            let since = *offline_since.get_or_insert_with(tokio::time::Instant::now);
-            if since.elapsed() > Duration::from_secs(10) {
+    'room: loop {
+        let mut offline_since: Option<tokio::time::Instant> = None;
+        loop {
+            if stop.is_cancelled() {
                 break;
             }
-            tokio::select! { _ = stop.cancelled() => break, _ = tokio::time::sleep(TICK) => continue }
-        };
-        offline_since = None;
-        // One trace per pull: packager → sfu (RelayPull), room id as an attribute.
-        let span =
-            tracing::info_span!("packager.relay_pull", otel.kind = "client", room_id = %room);
-        if let Err(e) = pull(
-            &origin.grpc_addr,
-            &room,
-            &mut seg,
-            &mut flv_mux,
-            &hls,
-            &stop,
-        )
-        .instrument(span)
-        .await
-        {
-            tracing::info!(room_id = %room, error = %e, "relay pull ended; retrying");
+            let Some(origin) = origin_node(&sh, &room).await else {
+                // Not live (any more): give a reconnecting publisher a few seconds.
+                let since = *offline_since.get_or_insert_with(tokio::time::Instant::now);
+                if since.elapsed() > Duration::from_secs(10) {
+                    break;
+                }
+                tokio::select! { _ = stop.cancelled() => break, _ = tokio::time::sleep(TICK) => continue }
+            };
+            offline_since = None;
+            // One trace per pull: packager → sfu (RelayPull), room id as an attribute.
+            let span =
+                tracing::info_span!("packager.relay_pull", otel.kind = "client", room_id = %room);
+            if let Err(e) = pull(
+                &origin.grpc_addr,
+                &room,
+                &mut seg,
+                &mut flv_mux,
+                &hls,
+                &stop,
+            )
+            .instrument(span)
+            .await
+            {
+                tracing::info!(room_id = %room, error = %e, "relay pull ended; retrying");
+            }
+            // Whatever comes next (a reconnecting publisher, a new origin) restarts timestamps.
+            let mut out = Vec::new();
+            seg.publisher_changed(&mut out);
+            apply(&hls, out);
+            flv_mux.reset();
+            tokio::select! { _ = stop.cancelled() => break, _ = tokio::time::sleep(Duration::from_millis(500)) => {} }
         }
-        // Whatever comes next (a reconnecting publisher, a new origin) restarts timestamps.
         let mut out = Vec::new();
-        seg.publisher_changed(&mut out);
+        seg.flush(&mut out);
         apply(&hls, out);
-        flv_mux.reset();
-        tokio::select! { _ = stop.cancelled() => break, _ = tokio::time::sleep(Duration::from_millis(500)) => {} }
-    }
-    let mut out = Vec::new();
-    seg.flush(&mut out);
-    apply(&hls, out);
-    hls.end();
-    tracing::info!(room_id = %room, "room ended; HLS kept for the grace period");
-    // Serve the ended playlist for a while, still holding the lease (so the discovery
-    // loop's renewals succeed), unless the process is stopping or the lease is lost.
-    tokio::select! {
-        _ = stop.cancelled() => {}
-        _ = tokio::time::sleep(GRACE) => {}
+        hls.end();
+        tracing::info!(room_id = %room, "room ended; HLS kept for the grace period");
+        // Serve the ended playlist for a while, still holding the lease (so the discovery
+        // loop's renewals succeed), unless the process is stopping or the lease is lost.
+        // A publisher back in that time resumes the same playlists (see `RoomHls::resume`).
+        let grace_over = tokio::time::Instant::now() + GRACE;
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => break 'room,
+                _ = tokio::time::sleep(TICK) => {}
+            }
+            if origin_node(&sh, &room).await.is_some() {
+                tracing::info!(room_id = %room, "room live again within the grace period; packaging resumes");
+                hls.resume();
+                continue 'room;
+            }
+            if tokio::time::Instant::now() >= grace_over {
+                break 'room;
+            }
+        }
     }
     if sh.rooms.get(&room).is_some_and(|h| Arc::ptr_eq(&h, &hls)) {
         sh.rooms.remove(&room);
@@ -290,10 +299,26 @@ async fn room_worker(sh: Arc<Shared>, room: String, stop: CancellationToken) {
         .await;
 }
 
+/// The SFU node holding the room's origin lease, if the room is live.
+async fn origin_node(sh: &Shared, room: &str) -> Option<NodeInfo> {
+    let holder = sh
+        .bus
+        .lease_holder(&keys::room_origin(room))
+        .await
+        .ok()
+        .flatten()?;
+    sh.bus
+        .nodes(NodeKind::Sfu)
+        .await
+        .ok()?
+        .into_iter()
+        .find(|n| n.id == holder)
+}
+
 async fn pull(
     origin: &str,
     room: &str,
-    seg: &mut Segmenter,
+    seg: &mut Renditions,
     flv_mux: &mut flv::FlvMuxer,
     hls: &RoomHls,
     stop: &CancellationToken,
@@ -336,7 +361,7 @@ async fn pull(
             Some(pb::relay_message::Msg::Ended(_)) => return Ok(()),
             None => {}
         }
-        for o in out.iter() {
+        for (_, o) in out.iter() {
             if let SegOutput::RequestKeyframe = o {
                 let _ = fb_tx.try_send(pb::RelayFeedback {
                     msg: Some(pb::relay_feedback::Msg::KeyframeRequest(
@@ -351,10 +376,10 @@ async fn pull(
     }
 }
 
-fn apply(hls: &RoomHls, out: Vec<SegOutput>) {
-    for o in out {
+fn apply(hls: &RoomHls, out: Vec<(String, SegOutput)>) {
+    for (r, o) in out {
         match o {
-            SegOutput::Init { bytes, info } => hls.set_init(bytes, info),
+            SegOutput::Init { bytes, info } => hls.set_init(&r, bytes, info),
             SegOutput::Part {
                 msn,
                 bytes,
@@ -364,12 +389,13 @@ fn apply(hls: &RoomHls, out: Vec<SegOutput>) {
                 discontinuity,
             } => {
                 metrics::histogram!("skylark_hls_part_duration_seconds").record(duration);
-                hls.push_part(msn, bytes, duration, independent, pdt_ms, discontinuity)
+                hls.push_part(&r, msn, bytes, duration, independent, pdt_ms, discontinuity)
             }
             SegOutput::SegmentDone { msn, duration } => {
                 metrics::histogram!("skylark_hls_segment_duration_seconds").record(duration);
-                hls.finish_segment(msn)
+                hls.finish_segment(&r, msn)
             }
+            SegOutput::Inactive => hls.set_active(&r, false),
             SegOutput::RequestKeyframe => {}
         }
     }

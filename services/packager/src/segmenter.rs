@@ -4,15 +4,28 @@
 //! streams in microseconds.
 //!
 //! Rules: a segment starts at a keyframe once the current one reached the target
-//! duration; a part closes once it holds `part_target` of video; a GOP longer than the
-//! target earns one keyframe request per target duration. Video samples are held one
-//! frame so each gets its exact duration from the next timestamp; Opus durations come
-//! from the TOC byte.
+//! duration, or at the keyframe it asked for; a part closes before it would outgrow
+//! `part_target` of video. When the publisher's GOP would carry a segment past what
+//! rounds to the target (RFC 8216: `EXTINF` rounded ≤ `EXT-X-TARGETDURATION`), the
+//! segmenter asks for a keyframe [`KEYFRAME_LEAD`] before the target, which leaves the
+//! request's round trip (packager → SFU → publisher's encoder → back) that much time.
+//! Video samples are held one frame so each gets its exact duration from the next
+//! timestamp; Opus durations come from the TOC byte, AAC's from its config. An RTMP
+//! source's own AAC is preferred over the Opus the ingest transcodes for WebRTC.
+//!
+//! Which audio a rendition carries is settled when an epoch starts and written into
+//! its init segment: a track the init declares but no sample fills leaves MSE with an
+//! empty audio buffer and the player stuck at time 0 (hls.js with a video-only RTMP
+//! source). A publisher's tracks are announced with their first frames, so the first
+//! keyframe waits up to [`AUDIO_WAIT`] of video for an audio track before the epoch
+//! starts without one.
 
 use crate::store::StreamInfo;
 use bytes::Bytes;
+use skylark_media::aac::AudioSpecificConfig;
 use skylark_media::fmp4::{self, Sample, Track, TrackFragment};
 use skylark_media::h264::{self, AvcDecoderConfigurationRecord};
+use skylark_media::hls::Variant;
 use skylark_media::opus::Toc;
 use skylark_proto::sfu::v1 as pb;
 use std::time::Duration;
@@ -20,8 +33,51 @@ use std::time::Duration;
 const VIDEO_TRACK: u32 = 1;
 const AUDIO_TRACK: u32 = 2;
 const VIDEO_TIMESCALE: u32 = 90_000;
-const AUDIO_TIMESCALE: u32 = 48_000;
+/// The clock of relay audio: Opus's own, and the RTMP ingest's AAC rebased to it.
+const RELAY_AUDIO_CLOCK: u64 = 48_000;
+/// How long before the segment target a keyframe is requested. Chromium on loopback
+/// answers in 30–100 ms (1.53–1.60 s segments); the SFU may hold a request up to 300 ms
+/// (coalescing) and a real network adds its round trip: a keyframe may come up to 1 s
+/// after the request and the segment still rounds to the target.
+pub const KEYFRAME_LEAD: Duration = Duration::from_millis(500);
+/// How much video an epoch's start waits for an audio track to be announced: encoders
+/// interleave audio within tens of ms of the first keyframe; a video-only stream starts
+/// this much later (its frames are kept, not dropped).
+pub const AUDIO_WAIT: Duration = Duration::from_millis(500);
+/// Frames held while waiting, whatever their timestamps say.
+const MAX_START_QUEUE: usize = 90;
 
+/// The audio an epoch muxes next to the video.
+#[derive(Debug, Clone, PartialEq)]
+enum Audio {
+    /// Not settled yet: the epoch has not started.
+    Undecided,
+    /// The publisher sends none: video-only init segment and `CODECS`.
+    Absent,
+    Opus(String),
+    /// An RTMP publisher's AAC, passed through.
+    Aac {
+        track: String,
+        config: AudioSpecificConfig,
+    },
+}
+
+impl Audio {
+    fn track(&self) -> Option<&str> {
+        match self {
+            Audio::Opus(t) | Audio::Aac { track: t, .. } => Some(t),
+            Audio::Absent | Audio::Undecided => None,
+        }
+    }
+
+    /// The audio track's timescale (its sample rate).
+    fn timescale(&self) -> u64 {
+        match self {
+            Audio::Aac { config, .. } => u64::from(config.output_sampling_frequency()).max(1),
+            _ => RELAY_AUDIO_CLOCK,
+        }
+    }
+}
 /// What the segmenter produced.
 #[derive(Debug, Clone, PartialEq)]
 pub enum SegOutput {
@@ -40,6 +96,8 @@ pub enum SegOutput {
     SegmentDone { msn: u64, duration: f64 },
     /// The GOP outlasts the segment target: ask the publisher for a keyframe.
     RequestKeyframe,
+    /// The rendition's layer is gone with its publisher: unlist it.
+    Inactive,
 }
 
 struct Pending {
@@ -53,13 +111,21 @@ pub struct Segmenter {
     segment_target: u64,
     part_target: u64,
     video_track: Option<String>,
-    audio_track: Option<String>,
-    config: Option<AvcDecoderConfigurationRecord>,
+    /// The first Opus and AAC tracks announced in this epoch.
+    opus_track: Option<String>,
+    aac_track: Option<(String, AudioSpecificConfig)>,
+    audio: Audio,
+    /// The epoch's first keyframe and what followed it, while `audio` is undecided.
+    start_queue: Vec<(pb::Frame, i64)>,
+    /// The tracks of the last init segment written.
+    init_tracks: Option<Vec<Track>>,
     /// First RTP time of each track in this epoch (decode time zero).
     video_base: Option<u64>,
     audio_base: Option<u64>,
     /// Wall clock (ms) at decode time zero of this epoch.
     epoch_wall_ms: i64,
+    /// Wall clock (ms) of decode time zero of the room's timeline, when renditions share one.
+    timeline_zero_ms: Option<i64>,
     /// Decode time (90 kHz) where this epoch starts on the continuous output timeline.
     epoch_offset: u64,
     held: Option<Pending>,
@@ -78,19 +144,40 @@ pub struct Segmenter {
     sequence: u32,
     last_video_dts: u64,
     keyframe_asked_at: Option<u64>,
+    /// Decode time of the newest keyframe, and the publisher's own GOP: learnt only
+    /// from keyframes nobody asked for, since a requested one restarts its cadence.
+    last_keyframe: Option<u64>,
+    gop: Option<u64>,
+    asked_since_keyframe: bool,
+    /// [`KEYFRAME_LEAD`] in 90 kHz ticks (at most a quarter of the target).
+    keyframe_lead: u64,
+    /// A keyframe due before this far into a segment needs no request: the segment
+    /// still rounds to the target (100 ms short of the half second that rounds up).
+    natural_limit: u64,
 }
 
 impl Segmenter {
     pub fn new(segment_target: Duration, part_target: Duration) -> Self {
+        let ticks = |secs: f64| (secs * VIDEO_TIMESCALE as f64) as u64;
+        let target = ticks(segment_target.as_secs_f64());
         Self {
-            segment_target: (segment_target.as_secs_f64() * VIDEO_TIMESCALE as f64) as u64,
+            keyframe_lead: ticks(KEYFRAME_LEAD.as_secs_f64()).min(target / 4),
+            natural_limit: ticks(segment_target.as_secs_f64().ceil() + 0.4),
+            last_keyframe: None,
+            gop: None,
+            asked_since_keyframe: false,
+            segment_target: target,
             part_target: (part_target.as_secs_f64() * VIDEO_TIMESCALE as f64) as u64,
             video_track: None,
-            audio_track: None,
-            config: None,
+            opus_track: None,
+            aac_track: None,
+            audio: Audio::Undecided,
+            start_queue: Vec::new(),
+            init_tracks: None,
             video_base: None,
             audio_base: None,
             epoch_wall_ms: 0,
+            timeline_zero_ms: None,
             epoch_offset: 0,
             held: None,
             part_video: Vec::new(),
@@ -110,8 +197,14 @@ impl Segmenter {
         }
     }
 
-    /// Registers a relay track. One rendition: the first video track (without simulcast,
-    /// or the first layer) and the first audio track.
+    /// Puts decode time zero at this wall-clock time: an epoch then starts at its first
+    /// keyframe's offset from it, so renditions started at different moments line up.
+    pub fn set_timeline_zero(&mut self, zero_ms: Option<i64>) {
+        self.timeline_zero_ms = zero_ms;
+    }
+
+    /// Registers a relay track: the first video track (the caller gives each rendition
+    /// its layer's) and the first audio track.
     pub fn add_track(&mut self, t: &pb::TrackInfo) {
         if t.kind == pb::TrackKind::Video as i32 && t.codec.eq_ignore_ascii_case("H264") {
             if self.video_track.is_none() {
@@ -119,9 +212,26 @@ impl Segmenter {
             }
         } else if t.kind == pb::TrackKind::Audio as i32
             && t.codec.eq_ignore_ascii_case("opus")
-            && self.audio_track.is_none()
+            && self.opus_track.is_none()
         {
-            self.audio_track = Some(t.track_id.clone());
+            self.opus_track = Some(t.track_id.clone());
+        } else if let Some(config) = crate::track::aac_config(t) {
+            if self.aac_track.is_none() && Track::aac(AUDIO_TRACK, config.clone()).is_ok() {
+                self.aac_track = Some((t.track_id.clone(), config));
+            }
+        }
+    }
+
+    /// The audio this epoch would carry with the tracks known now: the publisher's AAC
+    /// (RTMP, which announces it before the Opus it transcodes from it), else Opus.
+    fn audio_candidate(&self) -> Option<Audio> {
+        match (&self.aac_track, &self.opus_track) {
+            (Some((track, config)), _) => Some(Audio::Aac {
+                track: track.clone(),
+                config: config.clone(),
+            }),
+            (None, Some(opus)) => Some(Audio::Opus(opus.clone())),
+            (None, None) => None,
         }
     }
 
@@ -130,12 +240,18 @@ impl Segmenter {
     pub fn publisher_changed(&mut self, out: &mut Vec<SegOutput>) {
         self.flush(out);
         self.video_track = None;
-        self.audio_track = None;
+        self.opus_track = None;
+        self.aac_track = None;
+        self.audio = Audio::Undecided;
+        self.start_queue.clear();
         self.video_base = None;
         self.audio_base = None;
         self.audio_next_dts = None;
         self.epoch_offset = self.last_video_dts + 3000;
         self.discontinuity = true;
+        self.last_keyframe = None;
+        self.gop = None;
+        self.asked_since_keyframe = false;
     }
 
     /// Closes the open part and segment (end of stream or publisher change).
@@ -150,10 +266,55 @@ impl Segmenter {
 
     /// One relay frame; `now_ms` is the wall clock (for `EXT-X-PROGRAM-DATE-TIME`).
     pub fn push(&mut self, f: &pb::Frame, now_ms: i64, out: &mut Vec<SegOutput>) {
-        if Some(&f.track_id) == self.video_track.as_ref() {
+        let video = Some(&f.track_id) == self.video_track.as_ref();
+        if self.audio == Audio::Undecided {
+            if video {
+                self.queue_start(f, now_ms, out);
+            }
+            self.maybe_start(out);
+            if video {
+                return;
+            }
+        } else if video {
             self.push_video(f, now_ms, out);
-        } else if Some(&f.track_id) == self.audio_track.as_ref() {
+            return;
+        }
+        if self.audio.track() == Some(f.track_id.as_str()) {
             self.push_audio(f);
+        }
+    }
+
+    /// Holds the epoch's first keyframe and its successors until the audio is settled.
+    fn queue_start(&mut self, f: &pb::Frame, now_ms: i64, out: &mut Vec<SegOutput>) {
+        if self.start_queue.is_empty() {
+            let nalus: Vec<&[u8]> = h264::annexb_nalus(&f.data).collect();
+            if !h264::is_keyframe(&nalus) {
+                out.push(SegOutput::RequestKeyframe);
+                return;
+            }
+        }
+        self.start_queue.push((f.clone(), now_ms));
+    }
+
+    /// Starts the epoch once an audio track is known or the wait for one is over, and
+    /// replays the held video into it.
+    fn maybe_start(&mut self, out: &mut Vec<SegOutput>) {
+        let (Some((first, _)), Some((last, _))) =
+            (self.start_queue.first(), self.start_queue.last())
+        else {
+            return;
+        };
+        let waited = last.rtp_time.saturating_sub(first.rtp_time)
+            >= (AUDIO_WAIT.as_secs_f64() * VIDEO_TIMESCALE as f64) as u64
+            || self.start_queue.len() >= MAX_START_QUEUE;
+        let audio = match self.audio_candidate() {
+            Some(a) => a,
+            None if waited => Audio::Absent,
+            None => return,
+        };
+        self.audio = audio;
+        for (f, now_ms) in std::mem::take(&mut self.start_queue) {
+            self.push_video(&f, now_ms, out);
         }
     }
 
@@ -181,21 +342,44 @@ impl Segmenter {
                 out.push(SegOutput::RequestKeyframe);
                 return;
             };
-            if self.config.as_ref() != Some(&config) {
-                if let Some(init) = self.init_segment(&config) {
+            let Some(tracks) = self.init_tracks_for(config) else {
+                out.push(SegOutput::RequestKeyframe);
+                return;
+            };
+            if self.init_tracks.as_ref() != Some(&tracks) {
+                if let Some(init) = init_segment(&tracks) {
                     out.push(init);
                 }
-                self.config = Some(config);
+                self.init_tracks = Some(tracks);
             }
             self.video_base = Some(f.rtp_time);
             self.epoch_wall_ms = now_ms;
+            if let Some(zero) = self.timeline_zero_ms {
+                let since_zero = u64::try_from(now_ms - zero).unwrap_or(0) * 90;
+                self.epoch_offset = self.epoch_offset.max(since_zero);
+            }
         }
         let Some(base) = self.video_base else { return };
         let dts = self.epoch_offset + f.rtp_time.saturating_sub(base);
+        if keyframe {
+            if let Some(prev) = self.last_keyframe.filter(|&p| p < dts) {
+                if !self.asked_since_keyframe {
+                    self.gop = Some(dts - prev);
+                }
+            }
+            self.last_keyframe = Some(dts);
+            self.asked_since_keyframe = false;
+        }
         if let Some(prev) = self.held.take() {
             let duration = dts
                 .saturating_sub(prev.dts)
                 .clamp(1, VIDEO_TIMESCALE as u64);
+            // A part never outgrows PART-TARGET: with jittery timestamps it closes one
+            // frame early rather than one frame late.
+            let part_len: u64 = self.part_video.iter().map(|s| s.duration as u64).sum();
+            if !self.part_video.is_empty() && part_len + duration > self.part_target {
+                self.close_part(out);
+            }
             self.append_video(prev, duration as u32);
             self.maybe_cut(dts, keyframe, now_ms, out);
         } else if self.segment_start.is_none() {
@@ -221,12 +405,17 @@ impl Segmenter {
         if self.video_base.is_none() || f.data.is_empty() {
             return;
         }
+        let samples = match &self.audio {
+            Audio::Opus(_) => Toc::from_byte(f.data[0]).frame_samples().max(1),
+            Audio::Aac { config, .. } => config.samples_per_frame(),
+            Audio::Absent | Audio::Undecided => return,
+        };
+        let timescale = self.audio.timescale();
         let base = *self.audio_base.get_or_insert(f.rtp_time);
-        let samples = Toc::from_byte(f.data[0]).frame_samples().max(1);
-        let epoch_audio = self.epoch_offset * AUDIO_TIMESCALE as u64 / VIDEO_TIMESCALE as u64;
-        let dts = self
-            .audio_next_dts
-            .unwrap_or(epoch_audio + f.rtp_time.saturating_sub(base));
+        let epoch_audio = self.epoch_offset * timescale / VIDEO_TIMESCALE as u64;
+        let dts = self.audio_next_dts.unwrap_or(
+            epoch_audio + f.rtp_time.saturating_sub(base) * timescale / RELAY_AUDIO_CLOCK,
+        );
         self.part_audio_start.get_or_insert(dts);
         self.audio_next_dts = Some(dts + samples as u64);
         self.part_audio.push(Sample {
@@ -250,26 +439,46 @@ impl Segmenter {
         });
     }
 
-    /// Before appending the frame at `dts`: close the part and/or segment if due.
+    /// Before appending the frame at `dts`: close the part and/or segment if due, and
+    /// ask for a keyframe if the segment would otherwise run too long.
     fn maybe_cut(&mut self, dts: u64, keyframe: bool, now_ms: i64, out: &mut Vec<SegOutput>) {
         let seg_start = self.segment_start.unwrap_or(dts);
         let seg_len = dts.saturating_sub(seg_start);
-        if keyframe && seg_len >= self.segment_target {
-            self.close_part(out);
-            self.close_segment(out);
-            self.start_segment(dts, now_ms);
-            return;
+        let ask_from = self.segment_target.saturating_sub(self.keyframe_lead);
+        // Where the publisher's next keyframe falls on its own cadence (after this one,
+        // when this is a keyframe: the cadence was updated before the call).
+        let next_natural = self.last_keyframe.zip(self.gop).map(|(l, g)| l + g);
+        let limit = seg_start + self.natural_limit;
+        if keyframe {
+            let next_too_late = next_natural.is_none_or(|n| n >= limit);
+            // At the target; at the keyframe we asked for, even a little before it; or
+            // near the target when waiting for the next one would overshoot.
+            if seg_len >= self.segment_target
+                || self.keyframe_asked_at.is_some()
+                || (seg_len >= ask_from && next_too_late)
+            {
+                self.close_part(out);
+                self.close_segment(out);
+                self.start_segment(dts, now_ms);
+                return;
+            }
         }
         let part_start = self.part_video_start.unwrap_or(dts);
         if dts.saturating_sub(part_start) >= self.part_target {
             self.close_part(out);
         }
-        if seg_len > self.segment_target + self.segment_target / 2
+        // A keyframe due in time on the publisher's cadence needs no request (a 1 s GOP
+        // never gets one); one overdue or unknown does.
+        let natural_in_time = next_natural.is_some_and(|n| n > dts && n < limit);
+        // Repeated every lead while none comes: a request can be lost or coalesced away.
+        if seg_len >= ask_from
+            && !natural_in_time
             && self
                 .keyframe_asked_at
-                .is_none_or(|at| dts.saturating_sub(at) >= self.segment_target)
+                .is_none_or(|at| dts.saturating_sub(at) >= self.keyframe_lead.max(1))
         {
             self.keyframe_asked_at = Some(dts);
+            self.asked_since_keyframe = true;
             out.push(SegOutput::RequestKeyframe);
         }
     }
@@ -342,23 +551,29 @@ impl Segmenter {
         self.segment_start = None;
     }
 
-    fn init_segment(&self, config: &AvcDecoderConfigurationRecord) -> Option<SegOutput> {
-        let video = Track::avc(VIDEO_TRACK, config.clone()).ok()?;
-        let resolution = match &video.codec {
-            fmp4::Codec::Avc { width, height, .. } => Some((u32::from(*width), u32::from(*height))),
-            fmp4::Codec::Opus(_) => None,
-        };
-        let codecs = format!("{},opus", video.codec_string());
-        let bytes = fmp4::init_segment(&[video, Track::opus(AUDIO_TRACK, 2)]).ok()?;
-        Some(SegOutput::Init {
-            bytes,
-            info: StreamInfo {
-                codecs,
-                resolution,
-                bandwidth: 0,
-            },
-        })
+    /// The init segment's tracks: the video, and the audio settled for this epoch.
+    fn init_tracks_for(&self, config: AvcDecoderConfigurationRecord) -> Option<Vec<Track>> {
+        let mut tracks = vec![Track::avc(VIDEO_TRACK, config).ok()?];
+        match &self.audio {
+            Audio::Opus(_) => tracks.push(Track::opus(AUDIO_TRACK, 2)),
+            Audio::Aac { config, .. } => tracks.push(Track::aac(AUDIO_TRACK, config.clone()).ok()?),
+            Audio::Absent | Audio::Undecided => {}
+        }
+        Some(tracks)
     }
+}
+
+fn init_segment(tracks: &[Track]) -> Option<SegOutput> {
+    let bytes = fmp4::init_segment(tracks).ok()?;
+    let v = Variant::from_tracks("", 0, tracks);
+    Some(SegOutput::Init {
+        bytes,
+        info: StreamInfo {
+            codecs: v.codecs,
+            resolution: v.resolution,
+            bandwidth: 0,
+        },
+    })
 }
 
 #[cfg(test)]
@@ -421,6 +636,343 @@ mod tests {
                 ..Default::default()
             };
             seg.push(&f, 1_000_000 + ms as i64, out);
+        }
+    }
+
+    /// A simulated publisher: 30 fps H.264 with `gop`, Opus every 20 ms, for `secs`. A
+    /// keyframe request is answered `pli_delay` later (`None`: ignored, like RTMP), and
+    /// `jitter` moves each frame's RTP time by a few ticks, as capture clocks do.
+    fn simulate(
+        seg: &mut Segmenter,
+        secs: u64,
+        gop: Duration,
+        pli_delay: Option<Duration>,
+        jitter: impl Fn(u64) -> i64,
+    ) -> Vec<SegOutput> {
+        let mut v = VideoSource::new(VideoConfig {
+            bitrate_kbps: 300,
+            gop,
+        });
+        let mut a = OpusSource::default();
+        let mut out = Vec::new();
+        let mut forced_at: Option<u64> = None;
+        let mut next_audio_ms = 0;
+        for i in 0..secs * 30 {
+            let ms = i * 1000 / 30;
+            while next_audio_ms <= ms {
+                let p = a.next_packet();
+                let f = pb::Frame {
+                    track_id: "a".into(),
+                    rtp_time: p.rtp_time,
+                    data: p.data.to_vec(),
+                    ..Default::default()
+                };
+                seg.push(&f, 1_000_000 + next_audio_ms as i64, &mut out);
+                next_audio_ms += 20;
+            }
+            if forced_at.is_some_and(|at| ms >= at) {
+                forced_at = None;
+                v.force_keyframe();
+            }
+            let fr = v.next_frame(0);
+            let f = pb::Frame {
+                track_id: "v".into(),
+                rtp_time: (fr.rtp_time as i64 + 90_000 + jitter(i)) as u64,
+                keyframe: fr.keyframe,
+                data: fr.data.to_vec(),
+                ..Default::default()
+            };
+            let before = out.len();
+            seg.push(&f, 1_000_000 + ms as i64, &mut out);
+            let asked = out[before..]
+                .iter()
+                .any(|o| matches!(o, SegOutput::RequestKeyframe));
+            if let (true, Some(d), None) = (asked, pli_delay, forced_at) {
+                forced_at = Some(ms + d.as_millis() as u64);
+            }
+        }
+        out
+    }
+
+    /// The media playlist the packager would serve for these outputs.
+    fn playlist(out: Vec<SegOutput>) -> String {
+        let hls = crate::store::RoomHls::new(Duration::from_secs(2), Duration::from_millis(200));
+        crate::apply(&hls, out.into_iter().map(|o| (String::new(), o)).collect());
+        hls.read_rendition("", |r| r.playlist.render())
+            .unwrap_or_default()
+    }
+
+    fn attr(text: &str, tag: &str) -> f64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(tag))
+            .and_then(|v| v.split(',').next()?.parse().ok())
+            .unwrap_or_else(|| panic!("no {tag} in\n{text}"))
+    }
+
+    /// RFC 8216 §4.3.3.1 and the LL-HLS part rules; returns (target, longest EXTINF).
+    fn assert_playlist_rules(text: &str) -> (u64, f64) {
+        let target = attr(text, "#EXT-X-TARGETDURATION:") as u64;
+        let part_target = attr(text, "#EXT-X-PART-INF:PART-TARGET=");
+        let extinf: Vec<f64> = text
+            .lines()
+            .filter_map(|l| {
+                l.strip_prefix("#EXTINF:")?
+                    .trim_end_matches(',')
+                    .parse()
+                    .ok()
+            })
+            .collect();
+        assert!(extinf.len() >= 3, "{text}");
+        for d in &extinf {
+            assert!(
+                d.round() as u64 <= target,
+                "EXTINF {d} rounds above TARGETDURATION {target}:\n{text}"
+            );
+        }
+        for l in text.lines().filter(|l| l.starts_with("#EXT-X-PART:")) {
+            let d = attr(l, "#EXT-X-PART:DURATION=");
+            assert!(d <= part_target + 1e-9, "part {d} > PART-TARGET:\n{text}");
+        }
+        let part_hold_back = attr(
+            text,
+            "#EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES,PART-HOLD-BACK=",
+        );
+        assert!(
+            (part_hold_back - 3.0 * part_target).abs() < 1e-6,
+            "PART-HOLD-BACK follows the part target, not the segment target"
+        );
+        let hold_back = text
+            .split("HOLD-BACK=")
+            .nth(2)
+            .and_then(|v| v.lines().next()?.parse::<f64>().ok())
+            .unwrap();
+        assert!(hold_back >= 3.0 * target as f64, "{text}");
+        (target, extinf.iter().cloned().fold(0.0, f64::max))
+    }
+
+    #[test]
+    fn a_long_gop_publisher_that_honours_keyframe_requests_keeps_the_target() {
+        for delay_ms in [50, 300, 700] {
+            let mut seg = Segmenter::new(Duration::from_secs(2), Duration::from_millis(200));
+            tracks(&mut seg);
+            let out = simulate(
+                &mut seg,
+                20,
+                Duration::from_secs(3),
+                Some(Duration::from_millis(delay_ms)),
+                |_| 0,
+            );
+            let text = playlist(out);
+            let (target, longest) = assert_playlist_rules(&text);
+            assert_eq!(target, 2, "PLI answered after {delay_ms} ms:\n{text}");
+            assert!(longest < 2.5, "{longest}");
+        }
+    }
+
+    #[test]
+    fn a_publisher_that_ignores_keyframe_requests_gets_an_honest_target() {
+        let mut seg = Segmenter::new(Duration::from_secs(2), Duration::from_millis(200));
+        tracks(&mut seg);
+        let out = simulate(&mut seg, 20, Duration::from_secs(3), None, |_| 0);
+        let text = playlist(out);
+        let (target, longest) = assert_playlist_rules(&text);
+        assert!(
+            (longest - 3.0).abs() < 0.01,
+            "cut at its own keyframes: {longest}"
+        );
+        assert_eq!(target, 3, "the real maximum is advertised:\n{text}");
+        assert!(
+            text.contains("#EXT-X-PART-INF:PART-TARGET=0.20000\n"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn parts_never_outgrow_the_part_target_with_jittery_timestamps() {
+        let mut seg = Segmenter::new(Duration::from_secs(2), Duration::from_millis(200));
+        tracks(&mut seg);
+        // Capture times a few ms off the 30 fps grid, as browsers stamp them.
+        let jitter = |i: u64| [0, 270, -180, 450, -90][(i % 5) as usize];
+        let out = simulate(&mut seg, 12, Duration::from_secs(1), None, jitter);
+        let (target, _) = assert_playlist_rules(&playlist(out));
+        assert_eq!(target, 2);
+    }
+
+    fn video_track() -> pb::TrackInfo {
+        pb::TrackInfo {
+            track_id: "v".into(),
+            kind: pb::TrackKind::Video as i32,
+            codec: "H264".into(),
+            clock_rate: 90_000,
+            fmtp: String::new(),
+            rid: String::new(),
+        }
+    }
+
+    fn video_frames(secs: u64) -> Vec<pb::Frame> {
+        let mut v = VideoSource::new(VideoConfig {
+            bitrate_kbps: 300,
+            gop: Duration::from_secs(1),
+        });
+        (0..secs * 30)
+            .map(|_| {
+                let fr = v.next_frame(0);
+                pb::Frame {
+                    track_id: "v".into(),
+                    rtp_time: fr.rtp_time,
+                    keyframe: fr.keyframe,
+                    data: fr.data.to_vec(),
+                    ..Default::default()
+                }
+            })
+            .collect()
+    }
+
+    fn init_info(out: &[SegOutput]) -> (StreamInfo, usize) {
+        out.iter()
+            .find_map(|o| match o {
+                SegOutput::Init { bytes, info } => {
+                    let traks = bytes.windows(4).filter(|w| w == b"trak").count();
+                    Some((info.clone(), traks))
+                }
+                _ => None,
+            })
+            .expect("an init segment")
+    }
+
+    #[test]
+    fn a_video_only_stream_declares_no_audio_and_keeps_its_first_frames() {
+        let mut seg = Segmenter::new(Duration::from_secs(2), Duration::from_millis(200));
+        seg.add_track(&video_track());
+        let mut out = Vec::new();
+        for (i, f) in video_frames(3).iter().enumerate() {
+            seg.push(f, i as i64 * 33, &mut out);
+        }
+        seg.flush(&mut out);
+        let (info, traks) = init_info(&out);
+        assert!(!info.codecs.contains(','), "{}", info.codecs);
+        assert!(info.codecs.starts_with("avc1."));
+        assert_eq!(traks, 1, "no audio track for MSE to wait on");
+        let video: f64 = out
+            .iter()
+            .filter_map(|o| match o {
+                SegOutput::Part { duration, .. } => Some(*duration),
+                _ => None,
+            })
+            .sum();
+        assert!((video - 3.0).abs() < 0.001, "every frame kept: {video} s");
+        assert!(matches!(
+            out.iter().find(|o| matches!(o, SegOutput::Part { .. })),
+            Some(SegOutput::Part {
+                independent: true,
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn audio_announced_just_after_the_first_keyframe_is_muxed() {
+        let mut seg = Segmenter::new(Duration::from_secs(2), Duration::from_millis(200));
+        seg.add_track(&video_track());
+        let mut out = Vec::new();
+        let frames = video_frames(2);
+        for (i, f) in frames[..3].iter().enumerate() {
+            seg.push(f, i as i64 * 33, &mut out);
+        }
+        assert!(out.is_empty(), "held while the audio is unknown: {out:?}");
+        tracks(&mut seg);
+        let opus = OpusSource::default().next_packet();
+        let a = pb::Frame {
+            track_id: "a".into(),
+            rtp_time: 0,
+            data: opus.data.to_vec(),
+            ..Default::default()
+        };
+        seg.push(&a, 100, &mut out);
+        for (i, f) in frames[3..].iter().enumerate() {
+            seg.push(f, 100 + i as i64 * 33, &mut out);
+        }
+        let (info, traks) = init_info(&out);
+        assert!(info.codecs.ends_with(",opus"), "{}", info.codecs);
+        assert_eq!(traks, 2);
+    }
+
+    /// An RTMP room: the relay carries the publisher's AAC (44.1 kHz, config in `fmtp`)
+    /// and the Opus transcoded from it; HLS takes the AAC.
+    #[test]
+    fn an_rtmp_room_muxes_the_publishers_aac_not_the_opus_transcode() {
+        let mut seg = Segmenter::new(Duration::from_secs(2), Duration::from_millis(200));
+        seg.add_track(&video_track());
+        seg.add_track(&pb::TrackInfo {
+            track_id: "local-aac".into(),
+            kind: pb::TrackKind::Audio as i32,
+            codec: "aac".into(),
+            clock_rate: 48_000,
+            fmtp: "1210".into(),
+            rid: String::new(),
+        });
+        tracks(&mut seg);
+        let mut out = Vec::new();
+        let opus = OpusSource::default().next_packet();
+        let (mut aac_n, mut opus_ms) = (0u64, 0u64);
+        for (i, f) in video_frames(3).iter().enumerate() {
+            let ms = i as u64 * 1000 / 30;
+            // RTMP times AAC frames (1024 samples at 44.1 kHz) in ms, rebased to 48 kHz.
+            while aac_n * 1024 * 1000 / 44_100 <= ms {
+                let aac = pb::Frame {
+                    track_id: "local-aac".into(),
+                    rtp_time: aac_n * 1024 * 1000 / 44_100 * 48,
+                    data: b"AACFRAME".to_vec(),
+                    ..Default::default()
+                };
+                seg.push(&aac, ms as i64, &mut out);
+                aac_n += 1;
+            }
+            while opus_ms <= ms {
+                let a = pb::Frame {
+                    track_id: "a".into(),
+                    rtp_time: opus_ms * 48,
+                    data: opus.data.to_vec(),
+                    ..Default::default()
+                };
+                seg.push(&a, ms as i64, &mut out);
+                opus_ms += 20;
+            }
+            seg.push(f, ms as i64, &mut out);
+        }
+        let (info, traks) = init_info(&out);
+        assert!(info.codecs.ends_with(",mp4a.40.2"), "{}", info.codecs);
+        assert_eq!(traks, 2);
+        let Some(SegOutput::Init { bytes: init, .. }) = out.first() else {
+            panic!("init first")
+        };
+        let has = |b: &[u8], what: &[u8]| b.windows(what.len()).any(|w| w == what);
+        assert!(has(init, b"esds") && !has(init, b"dOps"));
+        let parts: Vec<&Bytes> = out
+            .iter()
+            .filter_map(|o| match o {
+                SegOutput::Part { bytes, .. } => Some(bytes),
+                _ => None,
+            })
+            .collect();
+        assert!(parts.len() >= 10);
+        for p in &parts {
+            assert!(
+                has(p, b"AACFRAME") && !has(p, opus.data),
+                "AAC samples only"
+            );
+            // The audio traf's trun: every sample lasts 1024 ticks of 44.1 kHz.
+            let trun = p.windows(4).filter(|w| *w == b"trun").count();
+            assert_eq!(trun, 2);
+            let at = p
+                .windows(4)
+                .enumerate()
+                .filter(|(_, w)| *w == b"trun")
+                .nth(1)
+                .unwrap()
+                .0;
+            let first_duration = u32::from_be_bytes(p[at + 16..at + 20].try_into().unwrap());
+            assert_eq!(first_duration, 1024);
         }
     }
 

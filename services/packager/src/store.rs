@@ -1,10 +1,11 @@
-//! What the packager serves: per room, the init segment, the parts and segments of a
-//! rolling window, and the LL-HLS playlist — plus a version counter that wakes
-//! blocking playlist and part requests the moment something new lands.
+//! What the packager serves: per room, one rendition per video layer (the root one
+//! without simulcast), each with its init segment, the parts and segments of a rolling
+//! window and its LL-HLS playlist — plus a version counter that wakes blocking playlist
+//! and part requests the moment something new lands.
 
 use bytes::Bytes;
-use skylark_media::hls::{MediaPlaylist, Part, Segment};
-use std::collections::HashMap;
+use skylark_media::hls::{MediaPlaylist, Part, RenditionReport, Segment, Variant};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
@@ -22,14 +23,128 @@ pub struct StreamInfo {
     pub bandwidth: u64,
 }
 
-pub struct State {
+/// Where rendition `name` lives under `/hls/{room}/`: the root without simulcast, a
+/// directory named after the layer with it.
+pub fn rendition_dir(name: &str) -> String {
+    if name.is_empty() {
+        String::new()
+    } else {
+        format!("{name}/")
+    }
+}
+
+/// One media playlist and what it lists.
+pub struct Rendition {
     pub playlist: MediaPlaylist,
+    /// The newest init segment (also served as `init.mp4`).
     pub init: Option<Bytes>,
+    /// Init segments by version (`init{n}.mp4`): one per change, kept while a segment
+    /// in the window uses it, so a URI never names two different inits.
+    inits: BTreeMap<u32, Bytes>,
+    init_version: u32,
     pub info: StreamInfo,
     parts: HashMap<(u64, u64), Bytes>,
     segments: HashMap<u64, Bytes>,
+    /// The current publisher sends this layer: listed in the multivariant playlist.
+    pub active: bool,
+}
+
+impl Rendition {
+    fn new(segment_target: Duration, part_target: Duration) -> Self {
+        Self {
+            playlist: MediaPlaylist::new(segment_target.as_secs_f64(), part_target.as_secs_f64()),
+            init: None,
+            inits: BTreeMap::new(),
+            init_version: 0,
+            info: StreamInfo::default(),
+            parts: HashMap::new(),
+            segments: HashMap::new(),
+            active: false,
+        }
+    }
+
+    fn listed(&self) -> bool {
+        self.active && self.init.is_some() && !self.info.codecs.is_empty()
+    }
+
+    /// Init segment `version`, or the newest for `None`.
+    pub fn init_segment(&self, version: Option<u32>) -> Option<Bytes> {
+        match version {
+            None => self.init.clone(),
+            Some(v) => self.inits.get(&v).cloned(),
+        }
+    }
+}
+
+pub struct State {
+    renditions: BTreeMap<String, Rendition>,
+    segment_target: Duration,
+    part_target: Duration,
     /// When the stream ended; the room is dropped a grace period later.
     pub ended_at: Option<Instant>,
+}
+
+impl State {
+    pub fn rendition(&self, name: &str) -> Option<&Rendition> {
+        self.renditions.get(name)
+    }
+
+    fn rendition_mut(&mut self, name: &str) -> &mut Rendition {
+        let (seg, part) = (self.segment_target, self.part_target);
+        self.renditions
+            .entry(name.to_string())
+            .or_insert_with(|| Rendition::new(seg, part))
+    }
+
+    /// The multivariant playlist's entries: every listed rendition, largest picture first
+    /// (players that start on the first entry start on the best one).
+    pub fn variants(&self) -> Vec<Variant> {
+        let mut listed: Vec<(&String, &Rendition)> =
+            self.renditions.iter().filter(|(_, r)| r.listed()).collect();
+        listed.sort_by_key(|(name, r)| {
+            let (w, h) = r.info.resolution.unwrap_or_default();
+            (
+                std::cmp::Reverse(u64::from(w) * u64::from(h)),
+                (*name).clone(),
+            )
+        });
+        listed
+            .into_iter()
+            .map(|(name, r)| Variant {
+                uri: format!("{}media.m3u8", rendition_dir(name)),
+                bandwidth: r.info.bandwidth.max(100_000),
+                codecs: r.info.codecs.clone(),
+                resolution: r.info.resolution,
+                frame_rate: None,
+            })
+            .collect()
+    }
+
+    /// LL-HLS rendition reports: each media playlist tells where every other listed
+    /// rendition's newest part is, so a player switching layers can block on it at once.
+    fn refresh_reports(&mut self) {
+        let edges: Vec<(String, u64, u64)> = self
+            .renditions
+            .iter()
+            .filter(|(_, r)| r.listed())
+            .filter_map(|(n, r)| {
+                let (msn, part) = r.playlist.last_part()?;
+                Some((n.clone(), msn, part))
+            })
+            .collect();
+        for (name, r) in self.renditions.iter_mut() {
+            let up = if name.is_empty() { "" } else { "../" };
+            r.playlist.rendition_reports = edges
+                .iter()
+                .filter(|(other, ..)| other != name)
+                .map(|(other, msn, part)| RenditionReport {
+                    uri: format!("{up}{}media.m3u8", rendition_dir(other)),
+                    last_msn: *msn,
+                    last_part: *part,
+                })
+                .collect();
+        }
+    }
 }
 
 /// One room's HLS output.
@@ -45,14 +160,9 @@ impl RoomHls {
         let (version, _) = watch::channel(0);
         Arc::new(Self {
             state: Mutex::new(State {
-                playlist: MediaPlaylist::new(
-                    segment_target.as_secs_f64(),
-                    part_target.as_secs_f64(),
-                ),
-                init: None,
-                info: StreamInfo::default(),
-                parts: HashMap::new(),
-                segments: HashMap::new(),
+                renditions: BTreeMap::new(),
+                segment_target,
+                part_target,
                 ended_at: None,
             }),
             version,
@@ -64,29 +174,52 @@ impl RoomHls {
         self.version.send_modify(|v| *v += 1);
     }
 
+    fn write<T>(&self, f: impl FnOnce(&mut State) -> T) -> T {
+        let out = f(&mut self.state.lock().unwrap_or_else(|p| p.into_inner()));
+        self.bump();
+        out
+    }
+
     /// Runs `f` on the state (never across an await).
     pub fn read<T>(&self, f: impl FnOnce(&State) -> T) -> T {
         f(&self.state.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// Runs `f` on rendition `name`'s state, if it exists.
+    pub fn read_rendition<T>(&self, name: &str, f: impl FnOnce(&Rendition) -> T) -> Option<T> {
+        self.read(|s| s.rendition(name).map(f))
     }
 
     pub fn subscribe(&self) -> watch::Receiver<u64> {
         self.version.subscribe()
     }
 
-    pub fn set_init(&self, init: Bytes, info: StreamInfo) {
-        {
-            let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
-            s.init = Some(init);
-            s.info.codecs = info.codecs;
-            s.info.resolution = info.resolution;
-        }
-        self.bump();
+    pub fn set_init(&self, rendition: &str, init: Bytes, info: StreamInfo) {
+        self.write(|s| {
+            let r = s.rendition_mut(rendition);
+            r.init_version += 1;
+            r.inits.insert(r.init_version, init.clone());
+            r.playlist.map_uri = format!("init{}.mp4", r.init_version);
+            r.init = Some(init);
+            r.info.codecs = info.codecs;
+            r.info.resolution = info.resolution;
+            s.refresh_reports();
+        });
+    }
+
+    /// Lists or unlists a rendition (its layer came or went with a publisher change).
+    pub fn set_active(&self, rendition: &str, active: bool) {
+        self.write(|s| {
+            s.rendition_mut(rendition).active = active;
+            s.refresh_reports();
+        });
     }
 
     /// Appends a part to segment `msn` (opening it if new) and updates the preload hint.
     #[allow(clippy::too_many_arguments)]
     pub fn push_part(
         &self,
+        rendition: &str,
         msn: u64,
         bytes: Bytes,
         duration: f64,
@@ -94,8 +227,9 @@ impl RoomHls {
         pdt_ms: i64,
         discontinuity: bool,
     ) {
-        {
-            let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        self.write(|st| {
+            let s = st.rendition_mut(rendition);
+            s.active = true;
             let first_msn = s.playlist.media_sequence;
             if s.playlist.segments.is_empty() {
                 s.playlist.media_sequence = msn;
@@ -113,6 +247,7 @@ impl RoomHls {
                     independent,
                     parts: Vec::new(),
                     complete: false,
+                    map_uri: Some(s.playlist.map_uri.clone()),
                 });
             }
             let idx = (msn - s.playlist.media_sequence) as usize;
@@ -128,14 +263,14 @@ impl RoomHls {
             seg.duration += duration;
             s.parts.insert((msn, p), bytes);
             s.playlist.preload_hint = Some(format!("seg{msn}.{}.m4s", p + 1));
-        }
-        self.bump();
+            st.refresh_reports();
+        });
     }
 
     /// Closes segment `msn`: its bytes are the concatenation of its parts (CMAF).
-    pub fn finish_segment(&self, msn: u64) {
-        {
-            let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+    pub fn finish_segment(&self, rendition: &str, msn: u64) {
+        self.write(|st| {
+            let s = st.rendition_mut(rendition);
             let Some(idx) = msn.checked_sub(s.playlist.media_sequence) else {
                 return;
             };
@@ -152,6 +287,7 @@ impl RoomHls {
             }
             let bits = (all.len() as f64 * 8.0 / duration.max(0.1)) as u64;
             s.info.bandwidth = s.info.bandwidth.max(bits);
+            s.playlist.note_segment(duration);
             s.segments.insert(msn, Bytes::from(all));
             if let Some(seg) = s.playlist.segments.get_mut(idx as usize) {
                 seg.complete = true;
@@ -172,26 +308,50 @@ impl RoomHls {
                     s.parts.remove(&(old, p));
                 }
             }
-        }
-        self.bump();
+            let current = s.init_version;
+            let in_use: Vec<String> = s
+                .playlist
+                .segments
+                .iter()
+                .filter_map(|seg| seg.map_uri.clone())
+                .collect();
+            s.inits
+                .retain(|v, _| *v == current || in_use.contains(&format!("init{v}.mp4")));
+        });
     }
 
     /// Marks the stream ended: `EXT-X-ENDLIST`, and blocked requests return at once.
     pub fn end(&self) {
-        {
-            let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
-            s.playlist.ended = true;
+        self.write(|s| {
+            for r in s.renditions.values_mut() {
+                r.playlist.ended = true;
+            }
             s.ended_at = Some(Instant::now());
-        }
-        self.bump();
+        });
     }
 
-    pub fn part(&self, msn: u64, part: u64) -> Option<Bytes> {
-        self.read(|s| s.parts.get(&(msn, part)).cloned())
+    /// The room is live again within the grace period: the same playlists carry on.
+    /// Their media sequence keeps counting and the next part opens with
+    /// `EXT-X-DISCONTINUITY` (the segmenter marks it), which hls.js and Safari follow;
+    /// a fresh playlist would reuse segment URIs that caches hold as immutable. Players
+    /// that saw `EXT-X-ENDLIST` stopped reloading; new ones get the live playlist.
+    pub fn resume(&self) {
+        self.write(|s| {
+            for r in s.renditions.values_mut() {
+                r.playlist.ended = false;
+            }
+            s.ended_at = None;
+        });
     }
 
-    pub fn segment(&self, msn: u64) -> Option<Bytes> {
-        self.read(|s| s.segments.get(&msn).cloned())
+    pub fn part(&self, rendition: &str, msn: u64, part: u64) -> Option<Bytes> {
+        self.read_rendition(rendition, |r| r.parts.get(&(msn, part)).cloned())
+            .flatten()
+    }
+
+    pub fn segment(&self, rendition: &str, msn: u64) -> Option<Bytes> {
+        self.read_rendition(rendition, |r| r.segments.get(&msn).cloned())
+            .flatten()
     }
 }
 
@@ -235,6 +395,7 @@ mod tests {
         for msn in 0..12u64 {
             for p in 0..4 {
                 r.push_part(
+                    "",
                     msn,
                     Bytes::from(vec![msn as u8, p as u8]),
                     0.5,
@@ -243,19 +404,97 @@ mod tests {
                     false,
                 );
             }
-            r.finish_segment(msn);
+            r.finish_segment("", msn);
         }
-        r.read(|s| {
+        r.read_rendition("", |s| {
             assert_eq!(s.playlist.segments.len(), WINDOW_SEGMENTS);
             assert_eq!(s.playlist.media_sequence, 12 - WINDOW_SEGMENTS as u64);
             assert_eq!(s.playlist.preload_hint.as_deref(), Some("seg12.0.m4s"));
         });
         assert_eq!(
-            r.segment(11).unwrap().as_ref(),
+            r.segment("", 11).unwrap().as_ref(),
             &[11, 0, 11, 1, 11, 2, 11, 3]
         );
-        assert!(r.segment(0).is_none(), "slid out");
-        assert!(r.part(0, 0).is_none());
-        assert_eq!(r.part(11, 3).unwrap().as_ref(), &[11, 3]);
+        assert!(r.segment("", 0).is_none(), "slid out");
+        assert!(r.part("", 0, 0).is_none());
+        assert_eq!(r.part("", 11, 3).unwrap().as_ref(), &[11, 3]);
+    }
+
+    /// A new publisher's init gets a new URI; the old one is served while segments in
+    /// the window use it.
+    #[test]
+    fn each_init_has_its_own_uri_while_in_use() {
+        let r = RoomHls::new(Duration::from_secs(2), Duration::from_millis(500));
+        let info = StreamInfo {
+            codecs: "avc1.42c01f,opus".into(),
+            resolution: Some((640, 360)),
+            bandwidth: 0,
+        };
+        r.set_init("", Bytes::from_static(b"first"), info.clone());
+        for msn in 0..2 {
+            r.push_part("", msn, Bytes::from_static(b"x"), 0.5, true, 0, false);
+            r.finish_segment("", msn);
+        }
+        r.set_init("", Bytes::from_static(b"second"), info);
+        r.push_part("", 2, Bytes::from_static(b"y"), 0.5, true, 0, true);
+        let text = r.read_rendition("", |s| s.playlist.render()).unwrap();
+        assert!(text.contains("#EXT-X-MAP:URI=\"init1.mp4\"\n"), "{text}");
+        assert!(
+            text.contains("#EXT-X-DISCONTINUITY\n#EXT-X-MAP:URI=\"init2.mp4\"\n"),
+            "{text}"
+        );
+        let init = |v| r.read_rendition("", |s| s.init_segment(v)).flatten();
+        assert_eq!(init(Some(1)).as_deref(), Some(&b"first"[..]));
+        assert_eq!(init(Some(2)).as_deref(), Some(&b"second"[..]));
+        assert_eq!(
+            init(None).as_deref(),
+            Some(&b"second"[..]),
+            "init.mp4: newest"
+        );
+        r.finish_segment("", 2);
+        for msn in 3..3 + WINDOW_SEGMENTS as u64 {
+            r.push_part("", msn, Bytes::from_static(b"z"), 0.5, true, 0, false);
+            r.finish_segment("", msn);
+        }
+        assert_eq!(init(Some(1)), None, "slid out with its segments");
+        assert!(init(Some(2)).is_some());
+    }
+
+    #[test]
+    fn renditions_are_listed_best_first_and_report_each_other() {
+        let r = RoomHls::new(Duration::from_secs(2), Duration::from_millis(500));
+        let info = |w, h| StreamInfo {
+            codecs: "avc1.42c01f,opus".into(),
+            resolution: Some((w, h)),
+            bandwidth: 0,
+        };
+        r.set_init("l", Bytes::from_static(b"init-l"), info(320, 180));
+        r.set_init("h", Bytes::from_static(b"init-h"), info(1280, 720));
+        for (name, parts) in [("l", 3u64), ("h", 2)] {
+            for p in 0..parts {
+                r.push_part(name, 4, Bytes::from_static(b"x"), 0.5, p == 0, 0, false);
+            }
+        }
+        r.read(|s| {
+            let v = s.variants();
+            let uris: Vec<&str> = v.iter().map(|v| v.uri.as_str()).collect();
+            assert_eq!(uris, ["h/media.m3u8", "l/media.m3u8"]);
+            assert_eq!(v[0].resolution, Some((1280, 720)));
+            let h = s.rendition("h").unwrap().playlist.render();
+            assert!(
+                h.contains(
+                    "#EXT-X-RENDITION-REPORT:URI=\"../l/media.m3u8\",LAST-MSN=4,LAST-PART=2\n"
+                ),
+                "{h}"
+            );
+            assert!(!h.contains("../h/"), "no report on itself");
+        });
+        // A publisher change without the low layer: it leaves the list and the reports.
+        r.set_active("l", false);
+        r.read(|s| {
+            assert_eq!(s.variants().len(), 1);
+            let h = s.rendition("h").unwrap().playlist.render();
+            assert!(!h.contains("RENDITION-REPORT"), "{h}");
+        });
     }
 }

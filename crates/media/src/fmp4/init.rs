@@ -1,9 +1,11 @@
-//! The CMAF header: `ftyp` + `moov` (ISO/IEC 14496-12, 14496-15, Opus in ISOBMFF).
+//! The CMAF header: `ftyp` + `moov` (ISO/IEC 14496-12, 14496-15, 14496-14 for AAC,
+//! Opus in ISOBMFF).
 
 use bytes::Bytes;
 
 use super::boxes::BoxWriter;
 use super::{Codec, Fmp4Error, OpusConfig, Track};
+use crate::aac::AudioSpecificConfig;
 
 /// Writes the init segment (`ftyp` + `moov`) for `tracks`.
 ///
@@ -77,11 +79,13 @@ fn trak(w: &mut BoxWriter, track: &Track) -> Result<(), Fmp4Error> {
     let (handler, name, width, height, volume): (&[u8; 4], &[u8], u16, u16, u16) =
         match &track.codec {
             Codec::Avc { width, height, .. } => (b"vide", b"VideoHandler\0", *width, *height, 0),
-            Codec::Opus(_) => (b"soun", b"SoundHandler\0", 0, 0, 0x0100),
+            Codec::Opus(_) | Codec::Aac(_) => (b"soun", b"SoundHandler\0", 0, 0, 0x0100),
         };
-    let avcc = match &track.codec {
-        Codec::Avc { config, .. } => Some(config.to_bytes()?),
-        Codec::Opus(_) => None,
+    // Codec configurations that can fail to serialize, written before any box is open.
+    let config = match &track.codec {
+        Codec::Avc { config, .. } => config.to_bytes()?.to_vec(),
+        Codec::Aac(asc) => asc.to_bytes()?,
+        Codec::Opus(_) => Vec::new(),
     };
     w.boxed(b"trak", |w| {
         // Flags: track enabled, in movie.
@@ -117,7 +121,7 @@ fn trak(w: &mut BoxWriter, track: &Track) -> Result<(), Fmp4Error> {
                     Codec::Avc { .. } => w.full(b"vmhd", 0, 1, |w| {
                         w.u16(0).zeros(6); // graphicsmode, opcolor
                     }),
-                    Codec::Opus(_) => w.full(b"smhd", 0, 0, |w| {
+                    Codec::Opus(_) | Codec::Aac(_) => w.full(b"smhd", 0, 0, |w| {
                         w.i16(0).u16(0); // balance, reserved
                     }),
                 };
@@ -132,10 +136,9 @@ fn trak(w: &mut BoxWriter, track: &Track) -> Result<(), Fmp4Error> {
                     w.full(b"stsd", 0, 0, |w| {
                         w.u32(1);
                         match &track.codec {
-                            Codec::Avc { width, height, .. } => {
-                                avc1(w, *width, *height, avcc.as_deref().unwrap_or_default())
-                            }
+                            Codec::Avc { width, height, .. } => avc1(w, *width, *height, &config),
                             Codec::Opus(opus) => opus_entry(w, opus),
+                            Codec::Aac(asc) => mp4a(w, asc, &config),
                         }
                     });
                     // Empty sample tables: the samples are in the fragments.
@@ -200,4 +203,50 @@ fn opus_entry(w: &mut BoxWriter, opus: &OpusConfig) {
                 .u8(0); // ChannelMappingFamily 0: mono or stereo
         });
     });
+}
+
+/// `mp4a` AudioSampleEntry with its `esds` (ISO/IEC 14496-14 §3.1, 14496-1 §7.2.6): an
+/// ES descriptor holding a DecoderConfigDescriptor for MPEG-4 audio (0x40) whose
+/// DecoderSpecificInfo is the `AudioSpecificConfig` (`asc_bytes`).
+fn mp4a(w: &mut BoxWriter, asc: &AudioSpecificConfig, asc_bytes: &[u8]) {
+    let rate = asc.output_sampling_frequency();
+    w.boxed(b"mp4a", |w| {
+        w.zeros(6) // reserved
+            .u16(1) // data_reference_index
+            .zeros(8) // reserved
+            .u16(u16::from(asc.channel_count().unwrap_or(2)))
+            .u16(16) // samplesize
+            .u16(0) // pre_defined
+            .u16(0) // reserved
+            // 16.16 fixed point; rates above 65535 Hz don't fit (decoders use the esds).
+            .u32(if rate <= 0xffff { rate << 16 } else { 0 });
+        let mut config = vec![
+            0x40, // objectTypeIndication: Audio ISO/IEC 14496-3
+            0x15, // streamType 5 (audio) << 2 | upStream 0 | reserved 1
+            0, 0, 0, // bufferSizeDB: unknown
+            0, 0, 0, 0, // maxBitrate: unknown
+            0, 0, 0, 0, // avgBitrate: unknown
+        ];
+        config.extend(descriptor(0x05, asc_bytes)); // DecoderSpecificInfo
+        let mut es = vec![0, 0, 0]; // ES_ID 0 (as stored in files), no flags
+        es.extend(descriptor(0x04, &config)); // DecoderConfigDescriptor
+        es.extend(descriptor(0x06, &[0x02])); // SLConfigDescriptor: predefined MP4
+        w.full(b"esds", 0, 0, |w| {
+            w.bytes(&descriptor(0x03, &es)); // ES_Descriptor
+        });
+    });
+}
+
+/// An MPEG-4 descriptor: tag, size in the expandable 7-bit encoding (shortest form),
+/// body.
+fn descriptor(tag: u8, body: &[u8]) -> Vec<u8> {
+    let mut out = vec![tag];
+    let len = body.len();
+    let groups = (1..4).take_while(|i| len >> (7 * i) != 0).count();
+    for i in (1..=groups).rev() {
+        out.push(0x80 | ((len >> (7 * i)) & 0x7f) as u8);
+    }
+    out.push((len & 0x7f) as u8);
+    out.extend_from_slice(body);
+    out
 }

@@ -1,5 +1,6 @@
 //! Fragmented MP4 (CMAF) writing for HLS: the init segment (`ftyp` + `moov`)
-//! and fragments (`moof` + `mdat`) for an H.264 (`avc1`) and an Opus track.
+//! and fragments (`moof` + `mdat`) for an H.264 (`avc1`) track and an Opus or AAC
+//! (`mp4a`) track.
 //!
 //! Boxes are written by hand with a small box writer; nothing here reads files
 //! or keeps time. The packager decides where fragments and segments are cut and
@@ -25,6 +26,7 @@ mod init;
 pub use fragment::{fragment, segment_type, Sample, TrackFragment};
 pub use init::init_segment;
 
+use crate::aac::{AacError, AudioSpecificConfig};
 use crate::h264::{AvcDecoderConfigurationRecord, H264Error};
 
 /// H.264 media timescale: the RTP clock, so timestamps need no conversion.
@@ -57,6 +59,9 @@ pub enum Codec {
     },
     /// Opus in `Opus` sample entries.
     Opus(OpusConfig),
+    /// AAC in `mp4a` sample entries, its `AudioSpecificConfig` in the `esds` box
+    /// (ISO/IEC 14496-14 §3.1).
+    Aac(AudioSpecificConfig),
 }
 
 /// The fields of the `dOps` box.
@@ -103,11 +108,32 @@ impl Track {
         }
     }
 
-    /// The RFC 6381 `codecs` value for playlists: `avc1.PPCCLL` or `opus`.
+    /// An AAC track timed in its output sampling rate (the SBR rate for HE-AAC), so
+    /// every raw frame lasts [`AudioSpecificConfig::samples_per_frame`] ticks.
+    ///
+    /// ```
+    /// use skylark_media::aac::AudioSpecificConfig;
+    /// use skylark_media::fmp4::Track;
+    /// let t = Track::aac(2, AudioSpecificConfig::parse(&[0x12, 0x10])?)?;
+    /// assert_eq!((t.timescale, t.codec_string().as_str()), (44_100, "mp4a.40.2"));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn aac(id: u32, config: AudioSpecificConfig) -> Result<Self, Fmp4Error> {
+        // The esds box carries the config re-serialized: it must serialize.
+        config.to_bytes()?;
+        Ok(Self {
+            id,
+            timescale: config.output_sampling_frequency(),
+            codec: Codec::Aac(config),
+        })
+    }
+
+    /// The RFC 6381 `codecs` value for playlists: `avc1.PPCCLL`, `opus` or `mp4a.40.N`.
     pub fn codec_string(&self) -> String {
         match &self.codec {
             Codec::Avc { config, .. } => config.codec_string(),
             Codec::Opus(_) => "opus".to_owned(),
+            Codec::Aac(config) => config.codec_string(),
         }
     }
 }
@@ -154,6 +180,9 @@ pub enum Fmp4Error {
     /// The `avcC` record or its SPS is invalid.
     #[error("invalid H.264 configuration: {0}")]
     Avc(#[from] H264Error),
+    /// The AAC `AudioSpecificConfig` cannot be written.
+    #[error("invalid AAC configuration: {0}")]
+    Aac(#[from] AacError),
     /// More samples than one fragment may hold.
     #[error("{0} samples in one fragment; split it")]
     TooManySamples(usize),

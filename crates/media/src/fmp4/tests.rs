@@ -326,3 +326,83 @@ fn segment_type_box() {
     assert_eq!(names(&top), ["styp"]);
     assert_eq!(top[0].1, b"cmfs\0\0\0\0cmfsmsdhmsix");
 }
+
+/// The `mp4a` sample entry of AAC-LC, 44.1 kHz, stereo (FFmpeg's and OBS's default
+/// RTMP audio), byte for byte.
+#[test]
+fn golden_mp4a_esds() {
+    let asc = crate::aac::AudioSpecificConfig::parse(&[0x12, 0x10]).unwrap();
+    let init = init_segment(&[Track::aac(1, asc).unwrap()]).unwrap();
+    let at = init.windows(4).position(|w| w == b"mp4a").unwrap() - 4;
+    #[rustfmt::skip]
+    let expected: &[u8] = &[
+        0, 0, 0, 75, b'm', b'p', b'4', b'a',
+        0, 0, 0, 0, 0, 0, // reserved
+        0, 1, // data_reference_index
+        0, 0, 0, 0, 0, 0, 0, 0, // reserved
+        0, 2, // channelcount
+        0, 16, // samplesize
+        0, 0, 0, 0, // pre_defined, reserved
+        0xac, 0x44, 0, 0, // samplerate 44100.0
+        0, 0, 0, 39, b'e', b's', b'd', b's', 0, 0, 0, 0,
+        0x03, 25, // ES_Descriptor
+        0, 0, 0, // ES_ID, flags
+        0x04, 17, // DecoderConfigDescriptor
+        0x40, 0x15, // MPEG-4 audio, audio stream
+        0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, // bufferSizeDB, maxBitrate, avgBitrate
+        0x05, 2, 0x12, 0x10, // DecoderSpecificInfo: the AudioSpecificConfig
+        0x06, 1, 0x02, // SLConfigDescriptor: predefined MP4
+    ];
+    assert_eq!(&init[at..at + expected.len()], expected);
+}
+
+#[test]
+fn init_segment_with_aac_audio() {
+    let record = AvcDecoderConfigurationRecord::from_parameter_sets(&SPS_720P, &PPS).unwrap();
+    // HE-AAC v1: 24 kHz core, 48 kHz output, mono.
+    let mut asc = crate::aac::AudioSpecificConfig::lc(24_000, 1).unwrap();
+    asc.extension = Some(crate::aac::SbrExtension {
+        object_type: crate::aac::AOT_SBR,
+        sampling_frequency: 48_000,
+    });
+    let audio = Track::aac(2, asc.clone()).unwrap();
+    assert_eq!(audio.timescale, 48_000, "output (SBR) rate");
+    assert_eq!(audio.codec_string(), "mp4a.40.5");
+    let init = init_segment(&[Track::avc(1, record).unwrap(), audio]).unwrap();
+    let moov = child(&init, b"moov");
+    let trak = boxes(moov)
+        .into_iter()
+        .filter(|(k, _)| k == b"trak")
+        .nth(1)
+        .unwrap()
+        .1;
+    let mdia = child(trak, b"mdia");
+    assert_eq!(u32_at(child(mdia, b"mdhd"), 12), 48_000);
+    assert_eq!(&child(mdia, b"hdlr")[8..12], b"soun");
+    let minf = child(mdia, b"minf");
+    assert_eq!(names(&boxes(minf)), ["smhd", "dinf", "stbl"]);
+    let stsd = child(child(minf, b"stbl"), b"stsd");
+    let mp4a = child(&stsd[8..], b"mp4a");
+    assert_eq!(u16_at(mp4a, 16), 1, "channelcount");
+    assert_eq!(u32_at(mp4a, 24), 48_000 << 16);
+    let esds = child(&mp4a[28..], b"esds");
+    let asc_bytes = asc.to_bytes().unwrap();
+    assert!(
+        esds.ends_with(
+            &[
+                &[0x05, asc_bytes.len() as u8][..],
+                &asc_bytes,
+                &[0x06, 1, 2]
+            ]
+            .concat()
+        ),
+        "{esds:02x?}"
+    );
+}
+
+#[test]
+fn aac_track_rejects_an_unwritable_config() {
+    let mut asc = crate::aac::AudioSpecificConfig::lc(44_100, 2).unwrap();
+    asc.object_type = crate::aac::AOT_SBR; // SBR without its extension
+    assert!(matches!(Track::aac(2, asc), Err(Fmp4Error::Aac(_))));
+}
