@@ -47,6 +47,9 @@ pub const AUDIO_WAIT: Duration = Duration::from_millis(500);
 /// Frames held while waiting, whatever their timestamps say.
 const MAX_START_QUEUE: usize = 90;
 
+/// How long (90 kHz) a part's close waits for the audio that straddles its end.
+const AUDIO_CUT_WAIT: u64 = 9_000;
+
 /// The audio an epoch muxes next to the video.
 #[derive(Debug, Clone, PartialEq)]
 enum Audio {
@@ -106,6 +109,13 @@ struct Pending {
     keyframe: bool,
 }
 
+#[derive(Clone, Copy)]
+struct PendingCut {
+    at: u64,
+    segment: bool,
+    now_ms: i64,
+}
+
 /// The stream state of one room.
 pub struct Segmenter {
     segment_target: u64,
@@ -129,6 +139,11 @@ pub struct Segmenter {
     /// Decode time (90 kHz) where this epoch starts on the continuous output timeline.
     epoch_offset: u64,
     held: Option<Pending>,
+    /// A part (and segment) boundary reached by the video, waiting for the audio that
+    /// straddles it (see [`Segmenter::cut`]).
+    cut_pending: Option<PendingCut>,
+    /// Video that arrived while a cut waits for audio, replayed after the cut.
+    cut_wait: Vec<(pb::Frame, i64)>,
     part_video: Vec<Sample>,
     part_video_start: Option<u64>,
     part_audio: Vec<Sample>,
@@ -180,6 +195,8 @@ impl Segmenter {
             timeline_zero_ms: None,
             epoch_offset: 0,
             held: None,
+            cut_pending: None,
+            cut_wait: Vec::new(),
             part_video: Vec::new(),
             part_video_start: None,
             part_audio: Vec::new(),
@@ -239,6 +256,9 @@ impl Segmenter {
     /// start a new epoch (timestamps restart) once its first keyframe arrives.
     pub fn publisher_changed(&mut self, out: &mut Vec<SegOutput>) {
         self.flush(out);
+        // Audio past the last video frame has no part to go in.
+        self.part_audio.clear();
+        self.part_audio_start = None;
         self.video_track = None;
         self.opus_track = None;
         self.aac_track = None;
@@ -256,6 +276,7 @@ impl Segmenter {
 
     /// Closes the open part and segment (end of stream or publisher change).
     pub fn flush(&mut self, out: &mut Vec<SegOutput>) {
+        self.finish_cut(out);
         if let Some(p) = self.held.take() {
             // The last frame has no successor: give it the nominal 30 fps duration.
             self.append_video(p, 3000);
@@ -276,11 +297,11 @@ impl Segmenter {
                 return;
             }
         } else if video {
-            self.push_video(f, now_ms, out);
+            self.push_video_or_wait(f, now_ms, out);
             return;
         }
         if self.audio.track() == Some(f.track_id.as_str()) {
-            self.push_audio(f);
+            self.push_audio(f, out);
         }
     }
 
@@ -370,6 +391,8 @@ impl Segmenter {
             self.last_keyframe = Some(dts);
             self.asked_since_keyframe = false;
         }
+        // A cut still waiting for audio happens now, before the frame it waited at.
+        self.finish_cut(out);
         if let Some(prev) = self.held.take() {
             let duration = dts
                 .saturating_sub(prev.dts)
@@ -400,7 +423,7 @@ impl Segmenter {
         self.last_video_dts = dts;
     }
 
-    fn push_audio(&mut self, f: &pb::Frame) {
+    fn push_audio(&mut self, f: &pb::Frame, out: &mut Vec<SegOutput>) {
         // Audio starts with the first video keyframe so both tracks share time zero.
         if self.video_base.is_none() || f.data.is_empty() {
             return;
@@ -424,6 +447,62 @@ impl Segmenter {
             keyframe: true,
             composition_offset: 0,
         });
+        if self.cut_pending.is_some_and(|c| self.audio_covers(c.at)) {
+            self.finish_cut(out);
+        }
+    }
+
+    /// Whether the audio received reaches decode time `at` (90 kHz).
+    fn audio_covers(&self, at: u64) -> bool {
+        match self.audio {
+            Audio::Absent | Audio::Undecided => true,
+            _ => self
+                .audio_next_dts
+                .is_some_and(|n| n * VIDEO_TIMESCALE as u64 / self.audio.timescale() >= at),
+        }
+    }
+
+    /// Closes the part (and the segment, when `segment`) at video decode time `at`, once
+    /// the audio reaches `at` or the next video frame arrives, whichever comes first.
+    /// Audio travels apart from video (RTMP interleaving, the relay), and a part whose
+    /// audio ends a few ms before its video leaves the player's buffered range inside
+    /// that part: hls.js then reloaded the part over and over at a stream's start.
+    fn cut(&mut self, at: u64, segment: bool, now_ms: i64, out: &mut Vec<SegOutput>) {
+        self.cut_pending = Some(PendingCut {
+            at,
+            segment,
+            now_ms,
+        });
+        if self.audio_covers(at) {
+            self.finish_cut(out);
+        }
+    }
+
+    fn finish_cut(&mut self, out: &mut Vec<SegOutput>) {
+        let Some(c) = self.cut_pending.take() else {
+            return;
+        };
+        self.close_part(out);
+        if c.segment {
+            self.close_segment(out);
+            self.start_segment(c.at, c.now_ms);
+        }
+        for (f, now_ms) in std::mem::take(&mut self.cut_wait) {
+            self.push_video_or_wait(&f, now_ms, out);
+        }
+    }
+
+    /// Video waits while a cut waits for its audio, up to [`AUDIO_CUT_WAIT`] past the
+    /// cut; after that the part closes with the audio it has.
+    fn push_video_or_wait(&mut self, f: &pb::Frame, now_ms: i64, out: &mut Vec<SegOutput>) {
+        if let (Some(c), Some(base)) = (self.cut_pending, self.video_base) {
+            let dts = self.epoch_offset + f.rtp_time.saturating_sub(base);
+            if dts < c.at + AUDIO_CUT_WAIT {
+                self.cut_wait.push((f.clone(), now_ms));
+                return;
+            }
+        }
+        self.push_video(f, now_ms, out);
     }
 
     fn append_video(&mut self, p: Pending, duration: u32) {
@@ -457,15 +536,13 @@ impl Segmenter {
                 || self.keyframe_asked_at.is_some()
                 || (seg_len >= ask_from && next_too_late)
             {
-                self.close_part(out);
-                self.close_segment(out);
-                self.start_segment(dts, now_ms);
+                self.cut(dts, true, now_ms, out);
                 return;
             }
         }
         let part_start = self.part_video_start.unwrap_or(dts);
         if dts.saturating_sub(part_start) >= self.part_target {
-            self.close_part(out);
+            self.cut(dts, false, now_ms, out);
         }
         // A keyframe due in time on the publisher's cadence needs no request (a 1 s GOP
         // never gets one); one overdue or unknown does.
@@ -501,7 +578,23 @@ impl Segmenter {
         let video_start = self.part_video_start.unwrap_or(0);
         let duration: u64 = self.part_video.iter().map(|s| s.duration as u64).sum();
         let video = std::mem::take(&mut self.part_video);
-        let audio = std::mem::take(&mut self.part_audio);
+        let mut audio = std::mem::take(&mut self.part_audio);
+        // Audio that starts at or after the video's end belongs to the next part.
+        let audio_start = self.part_audio_start.unwrap_or(0);
+        let video_end = video_start + duration;
+        let timescale = self.audio.timescale();
+        let mut t = audio_start;
+        let keep = audio
+            .iter()
+            .take_while(|a| {
+                let starts_before = t * VIDEO_TIMESCALE as u64 / timescale < video_end;
+                t += u64::from(a.duration);
+                starts_before
+            })
+            .count();
+        let next_audio = audio.split_off(keep);
+        let next_audio_start =
+            audio_start + audio.iter().map(|a| u64::from(a.duration)).sum::<u64>();
         let mut tracks = vec![TrackFragment {
             track_id: VIDEO_TRACK,
             base_media_decode_time: video_start,
@@ -514,7 +607,8 @@ impl Segmenter {
                 samples: &audio,
             });
         }
-        self.part_audio_start = None;
+        self.part_audio_start = (!next_audio.is_empty()).then_some(next_audio_start);
+        self.part_audio = next_audio;
         self.part_video_start = None;
         self.sequence = self.sequence.wrapping_add(1);
         let bytes = match fmp4::fragment(self.sequence, &tracks) {
@@ -973,6 +1067,96 @@ mod tests {
                 .0;
             let first_duration = u32::from_be_bytes(p[at + 16..at + 20].try_into().unwrap());
             assert_eq!(first_duration, 1024);
+        }
+    }
+
+    /// (start, end) of each traf in a part, in its track's timescale: from `tfdt` and
+    /// the sample durations of `trun` (the writer always writes them).
+    fn traf_ranges(p: &[u8]) -> Vec<(u64, u64)> {
+        let find = |name: &[u8; 4]| -> Vec<usize> {
+            p.windows(4)
+                .enumerate()
+                .filter(|(_, w)| w == name)
+                .map(|(i, _)| i)
+                .collect()
+        };
+        let u32_at = |i: usize| u32::from_be_bytes(p[i..i + 4].try_into().unwrap());
+        find(b"tfdt")
+            .into_iter()
+            .zip(find(b"trun"))
+            .map(|(tfdt, trun)| {
+                let start = if p[tfdt + 4] == 1 {
+                    u64::from_be_bytes(p[tfdt + 8..tfdt + 16].try_into().unwrap())
+                } else {
+                    u64::from(u32_at(tfdt + 8))
+                };
+                let flags = u32_at(trun + 4) & 0xff_ffff;
+                assert!(flags & 0x100 != 0, "durations in trun");
+                let count = u32_at(trun + 8) as usize;
+                let mut at = trun + 12 + 4 * usize::from(flags & 1 != 0);
+                at += 4 * usize::from(flags & 4 != 0);
+                let entry = 4 * (flags & 0xf00).count_ones() as usize;
+                let total: u64 = (0..count).map(|i| u64::from(u32_at(at + i * entry))).sum();
+                (start, start + total)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn each_parts_audio_reaches_its_video_end_when_audio_arrives_late() {
+        // RTMP and the relay deliver a part's last AAC frame after the video frame that
+        // closes the part; a part whose audio stopped short of its video left hls.js
+        // reloading that part in a loop at a stream's start.
+        let mut seg = Segmenter::new(Duration::from_secs(2), Duration::from_millis(200));
+        seg.add_track(&video_track());
+        seg.add_track(&pb::TrackInfo {
+            track_id: "local-aac".into(),
+            kind: pb::TrackKind::Audio as i32,
+            codec: "aac".into(),
+            clock_rate: 48_000,
+            fmtp: "1210".into(),
+            rid: String::new(),
+        });
+        let mut out = Vec::new();
+        let mut aac_n = 0u64;
+        for (i, f) in video_frames(3).iter().enumerate() {
+            let ms = i as u64 * 1000 / 30;
+            seg.push(f, ms as i64, &mut out);
+            // Audio 50 ms behind the video.
+            while aac_n * 1024 * 1000 / 44_100 + 50 <= ms {
+                let aac = pb::Frame {
+                    track_id: "local-aac".into(),
+                    rtp_time: aac_n * 1024 * 1000 / 44_100 * 48,
+                    data: b"AACFRAME".to_vec(),
+                    ..Default::default()
+                };
+                seg.push(&aac, ms as i64, &mut out);
+                aac_n += 1;
+            }
+        }
+        let parts: Vec<Vec<(u64, u64)>> = out
+            .iter()
+            .filter_map(|o| match o {
+                SegOutput::Part { bytes, .. } => Some(traf_ranges(bytes)),
+                _ => None,
+            })
+            .collect();
+        assert!(parts.len() >= 10, "{}", parts.len());
+        let mut audio_end = None;
+        for (n, ranges) in parts.iter().enumerate() {
+            let [(_, video_end), (audio_start, end)] = ranges[..] else {
+                panic!("part {n}: a video and an audio traf: {ranges:?}")
+            };
+            assert!(
+                end * 90_000 / 44_100 >= video_end,
+                "part {n}: audio ends at {} before the video at {video_end}",
+                end * 90_000 / 44_100
+            );
+            // Contiguous: no AAC frame lost or repeated between parts.
+            if let Some(prev) = audio_end {
+                assert_eq!(audio_start, prev, "part {n}");
+            }
+            audio_end = Some(end);
         }
     }
 
