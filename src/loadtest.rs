@@ -20,9 +20,10 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use clap::Args;
 use serde_json::{json, Value};
-use skylark_loadgen::source::VideoConfig;
+use skylark_loadgen::peer::LayerStats;
+use skylark_loadgen::source::{VideoConfig, SIMULCAST_LAYERS};
 use skylark_loadgen::stats::Percentiles;
-use skylark_loadgen::swarm::{Progress, PublishConfig};
+use skylark_loadgen::swarm::{Progress, PublishConfig, ReceivedLayer};
 use skylark_loadgen::{EngineConfig, Error as PeerError, Swarm, SwarmConfig, SwarmReport};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -84,7 +85,9 @@ pub struct LoadtestArgs {
     /// rate is ~320 kbit/s; filler data pads frames up to the target).
     #[arg(long, default_value_t = 600, value_parser = clap::value_parser!(u32).range(100..=50_000))]
     pub video_kbps: u32,
-    /// Publish simulcast layers (not supported by the load generator yet: an error).
+    /// Publish the video as three simulcast layers: RIDs h, m, l at full size, 1/2 and
+    /// 1/4 (320x240, 160x120, 80x60) and --video-kbps, /3, /8. Each viewer checks the
+    /// layer the server forwards it; the report says which layer viewers got.
     #[arg(long)]
     pub simulcast: bool,
     /// Bearer token for the viewers of a private room (`POST /rooms/{id}/viewer-tokens`).
@@ -178,10 +181,11 @@ struct Plan {
 
 /// Validates the arguments into a plan; every error says what to change.
 fn plan(args: &LoadtestArgs) -> anyhow::Result<Plan> {
-    if args.simulcast {
+    if args.simulcast && args.no_publish {
         bail!(
-            "--simulcast is not supported yet: the load generator's publisher sends one H.264 \
-             layer (skylark-loadgen has no simulcast/RID sender). Run without --simulcast"
+            "--simulcast shapes the load generator's own publisher, and --no-publish has none: \
+             drop one of them (viewers of a room that is already live get whatever layer the \
+             server forwards; the report says which)"
         );
     }
     let base = args.url.trim_end_matches('/').to_string();
@@ -587,6 +591,7 @@ pub async fn run(args: LoadtestArgs) -> anyhow::Result<()> {
                     whip_url: format!("{}/whip/{}", plan.base, t.room),
                     stream_key: key.clone(),
                     video,
+                    simulcast: args.simulcast,
                 }),
                 whep_url: format!("{}/whep/{}", plan.base, t.room),
                 whep_token: args.viewer_token.clone(),
@@ -611,6 +616,8 @@ pub async fn run(args: LoadtestArgs) -> anyhow::Result<()> {
         }
     });
 
+    // With simulcast the SFU starts viewers on the first layer keyframe it gets, which
+    // is the top layer's (the publisher sends it first): that layer's rate is expected.
     let expected_kbps = (!args.no_publish).then(|| f64::from(args.video_kbps) + OPUS_KBPS);
     let rxs: Vec<watch::Receiver<Progress>> = swarms.iter().map(|(_, s)| s.progress()).collect();
     let progress_done = CancellationToken::new();
@@ -721,12 +728,67 @@ struct Summary {
     frames_unmarked: u64,
     audio_packets: u64,
     bytes_received: u64,
+    /// Playing viewers by the layer (and picture size) they received.
+    layers: Vec<ReceivedLayer>,
+    layer_switches: u64,
     delete_failures: u64,
     duration_s: f64,
     publisher_frames_sent: u64,
     publisher_keyframes_sent: u64,
     publisher_keyframe_requests: u64,
     publisher_write_errors: u64,
+    /// Per layer, summed over the rooms' publishers.
+    publisher_layers: Vec<LayerStats>,
+}
+
+/// Adds up layer counts that agree on everything but the count.
+fn merge_layers(reports: &[&SwarmReport]) -> Vec<ReceivedLayer> {
+    let mut merged: Vec<ReceivedLayer> = Vec::new();
+    for l in reports.iter().flat_map(|r| &r.layers) {
+        let same = |m: &&mut ReceivedLayer| {
+            (&m.rid, m.layer, m.width, m.height) == (&l.rid, l.layer, l.width, l.height)
+        };
+        match merged.iter_mut().find(|m| same(m)) {
+            Some(m) => m.viewers += l.viewers,
+            None => merged.push(l.clone()),
+        }
+    }
+    merged.sort_by_key(|l| (l.layer, l.width, l.height));
+    merged
+}
+
+/// Adds up the publishers' per-layer counts, layer by layer (same RID and size).
+fn merge_publisher_layers<'a>(stats: impl Iterator<Item = &'a LayerStats>) -> Vec<LayerStats> {
+    let mut merged: Vec<LayerStats> = Vec::new();
+    for l in stats {
+        let same = |m: &&mut LayerStats| (&m.rid, m.width, m.height) == (&l.rid, l.width, l.height);
+        match merged.iter_mut().find(|m| same(m)) {
+            Some(m) => {
+                m.frames_sent += l.frames_sent;
+                m.keyframes_sent += l.keyframes_sent;
+                m.bytes_sent += l.bytes_sent;
+                m.keyframe_requests += l.keyframe_requests;
+            }
+            None => merged.push(l.clone()),
+        }
+    }
+    merged
+}
+
+/// `h 320x240`, `320x240`, `layer 1`: a received layer, as the report names it.
+fn layer_name(l: &ReceivedLayer) -> String {
+    let size = match (l.width, l.height) {
+        (Some(w), Some(h)) => Some(format!("{w}x{h}")),
+        _ => None,
+    };
+    match (&l.rid, size) {
+        (Some(rid), Some(size)) => format!("{rid} {size}"),
+        (None, Some(size)) => size,
+        (Some(rid), None) => rid.clone(),
+        (None, None) => l
+            .layer
+            .map_or_else(|| "unknown".to_string(), |i| format!("layer {i}")),
+    }
 }
 
 impl Summary {
@@ -783,12 +845,15 @@ impl Summary {
             frames_unmarked: sum(|r| r.frames_unmarked),
             audio_packets: sum(|r| r.audio_packets),
             bytes_received: sum(|r| r.bytes_received),
+            layers: merge_layers(&rs),
+            layer_switches: sum(|r| r.layer_switches),
             delete_failures: sum(|r| r.delete_failures),
             duration_s: rs.iter().map(|r| r.duration_s).fold(0.0, f64::max),
             publisher_frames_sent: pubs.clone().map(|p| p.frames_sent).sum(),
             publisher_keyframes_sent: pubs.clone().map(|p| p.keyframes_sent).sum(),
             publisher_keyframe_requests: pubs.clone().map(|p| p.keyframe_requests).sum(),
-            publisher_write_errors: pubs.map(|p| p.write_errors).sum(),
+            publisher_write_errors: pubs.clone().map(|p| p.write_errors).sum(),
+            publisher_layers: merge_publisher_layers(pubs.flat_map(|p| &p.layers)),
         }
     }
 
@@ -804,6 +869,15 @@ impl Summary {
         let rooms = plan.targets.len();
         let publishing = if args.no_publish {
             "watching (no publisher of ours)".to_string()
+        } else if args.simulcast {
+            let ladder: Vec<String> = SIMULCAST_LAYERS
+                .iter()
+                .map(|l| format!("{} {}", l.rid, l.bitrate_kbps(args.video_kbps)))
+                .collect();
+            format!(
+                "{rooms} simulcast publisher(s) at {} kbit/s",
+                ladder.join(" / ")
+            )
         } else {
             format!("{rooms} publisher(s) at {} kbit/s", args.video_kbps)
         };
@@ -858,6 +932,19 @@ impl Summary {
             self.frames_unmarked,
             self.audio_packets
         );
+        if !self.layers.is_empty() {
+            let list: Vec<String> = self
+                .layers
+                .iter()
+                .map(|l| format!("{}: {} viewers", layer_name(l), l.viewers))
+                .collect();
+            let _ = writeln!(
+                s,
+                "  layers    {}  (what playing viewers received), {} layer switches",
+                list.join(", "),
+                self.layer_switches
+            );
+        }
         if self.failures.is_empty() {
             let _ = writeln!(s, "  failures  none");
         } else {
@@ -877,6 +964,24 @@ impl Summary {
                 self.publisher_keyframe_requests,
                 self.publisher_write_errors
             );
+            if args.simulcast {
+                let list: Vec<String> = self
+                    .publisher_layers
+                    .iter()
+                    .map(|l| {
+                        format!(
+                            "{} {}x{} {} frames ({} keyframes, {} requests)",
+                            l.rid.as_deref().unwrap_or("-"),
+                            l.width,
+                            l.height,
+                            l.frames_sent,
+                            l.keyframes_sent,
+                            l.keyframe_requests
+                        )
+                    })
+                    .collect();
+                let _ = writeln!(s, "  layers    sent {}", list.join(", "));
+            }
         }
         if self.delete_failures > 0 {
             let _ = writeln!(
@@ -910,6 +1015,7 @@ impl Summary {
             "rooms": plan.targets.iter().map(|t| t.room.clone()).collect::<Vec<_>>(),
             "publishers": if args.no_publish { 0 } else { plan.targets.len() },
             "video_kbps": if args.no_publish { Value::Null } else { args.video_kbps.into() },
+            "simulcast": args.simulcast,
             "viewers": {
                 "requested": self.requested_target,
                 "started": self.requested,
@@ -936,6 +1042,10 @@ impl Summary {
             "frames_unmarked": self.frames_unmarked,
             "audio_packets_received": self.audio_packets,
             "bytes_received": self.bytes_received,
+            // Playing viewers by the layer they received: RID (simulcast), marker
+            // index, picture size from the SPS.
+            "layers": self.layers,
+            "layer_switches": self.layer_switches,
             "delete_failures": self.delete_failures,
             "duration_s": self.duration_s,
             "publisher": if args.no_publish { Value::Null } else { json!({
@@ -943,6 +1053,7 @@ impl Summary {
                 "keyframes_sent": self.publisher_keyframes_sent,
                 "keyframe_requests": self.publisher_keyframe_requests,
                 "write_errors": self.publisher_write_errors,
+                "layers": self.publisher_layers,
             })},
             "per_room": reports.iter().map(|(room, r)| {
                 let mut v = serde_json::to_value(r).unwrap_or(Value::Null);
@@ -999,11 +1110,15 @@ mod tests {
     }
 
     #[test]
-    fn simulcast_and_extra_publishers_are_refused_with_a_reason() {
-        let err = plan(&parse(&["--stream-key", "k", "--simulcast"]).unwrap())
+    fn extra_publishers_and_simulcast_without_a_publisher_are_refused_with_a_reason() {
+        let simulcast = parse(&["--stream-key", "k", "--simulcast"]).unwrap();
+        assert!(simulcast.simulcast);
+        let p = plan(&simulcast).expect("simulcast is a publisher option, accepted");
+        assert_eq!(p.targets[0].stream_key.as_deref(), Some("k"));
+        let err = plan(&parse(&["--no-publish", "--simulcast"]).unwrap())
             .unwrap_err()
             .to_string();
-        assert!(err.contains("--simulcast is not supported"), "{err}");
+        assert!(err.contains("drop one of them"), "{err}");
         let err = plan(&parse(&["--stream-key", "k", "--publishers", "3"]).unwrap())
             .unwrap_err()
             .to_string();
@@ -1012,6 +1127,57 @@ mod tests {
         https.url = "https://example.com".into();
         let err = plan(&https).unwrap_err().to_string();
         assert!(err.contains("plain HTTP"), "{err}");
+    }
+
+    #[test]
+    fn received_layers_merge_over_rooms_and_are_named() {
+        let layer = |rid: Option<&str>, i: u8, w: u32, h: u32, viewers: u64| ReceivedLayer {
+            rid: rid.map(str::to_string),
+            layer: Some(i),
+            width: Some(w),
+            height: Some(h),
+            viewers,
+        };
+        let report = |layers: Vec<ReceivedLayer>| SwarmReport {
+            duration_s: 1.0,
+            viewers: Default::default(),
+            failures: BTreeMap::new(),
+            connect_ms: None,
+            join_ms: None,
+            latency_ms: None,
+            kbps: None,
+            loss_pct: 0.0,
+            frames_received: 0,
+            frames_bad_hash: 0,
+            frames_unmarked: 0,
+            frames_missing: 0,
+            audio_packets: 0,
+            bytes_received: 0,
+            layers,
+            layer_switches: 0,
+            delete_failures: 0,
+            publisher: None,
+        };
+        let a = report(vec![layer(Some("h"), 0, 320, 240, 3)]);
+        let b = report(vec![
+            layer(Some("m"), 1, 160, 120, 1),
+            layer(Some("h"), 0, 320, 240, 2),
+        ]);
+        let merged = merge_layers(&[&a, &b]);
+        let named: Vec<(String, u64)> = merged.iter().map(|l| (layer_name(l), l.viewers)).collect();
+        assert_eq!(
+            named,
+            [("h 320x240".to_string(), 5), ("m 160x120".to_string(), 1)]
+        );
+        assert_eq!(layer_name(&layer(None, 0, 320, 240, 1)), "320x240");
+        let unknown = ReceivedLayer {
+            rid: None,
+            layer: None,
+            width: None,
+            height: None,
+            viewers: 1,
+        };
+        assert_eq!(layer_name(&unknown), "unknown");
     }
 
     #[test]

@@ -334,36 +334,12 @@ fn variants(multivariant: &str) -> Vec<(String, String, String, u64)> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn simulcast_layers_become_renditions() {
     let Some(ffprobe) = ffprobe() else { return };
-    let Some(ffmpeg) = debian_ffmpeg() else {
-        return;
-    };
     let sk = Skylark::start().await;
     let (_, room, key) = creator_with_room(&sk.base, "public").await;
-    let layers = [
-        simulcast::Layer {
-            rid: "f",
-            width: 960,
-            height: 540,
-        },
-        simulcast::Layer {
-            rid: "h",
-            width: 640,
-            height: 360,
-        },
-        simulcast::Layer {
-            rid: "q",
-            width: 320,
-            height: 180,
-        },
-    ];
-    let mut publisher = simulcast::SimulcastPublisher::start(
-        &format!("{}/whip/{room}", sk.base),
-        &key,
-        &layers,
-        ffmpeg,
-        &sk.dir,
-    )
-    .await;
+    // h 320x240, m 160x120, l 80x60: the load generator's layers.
+    let layers = simulcast::LAYERS;
+    let mut publisher =
+        simulcast::SimulcastPublisher::start(&format!("{}/whip/{room}", sk.base), &key).await;
     publisher.wait_connected(Duration::from_secs(10)).await;
     let hls = format!("{}/hls/{room}", sk.base);
 

@@ -210,12 +210,122 @@ async fn loadtest_errors_say_what_to_do() {
         base,
         "--room",
         &room,
-        "--stream-key",
-        "k",
+        "--no-publish",
         "--simulcast",
     ]))
     .await;
-    assert!(err.contains("--simulcast is not supported"), "{err}");
+    assert!(err.contains("--simulcast"), "{err}");
+    assert!(err.contains("drop one of them"), "{err}");
+}
+
+/// `--simulcast`: the publisher sends three layers (h 320x240, m 160x120, l 80x60, each
+/// its own SPS), the SFU forwards each viewer one of them, and every viewer checks every
+/// frame of the layer it gets. Which layer: the SFU starts a viewer on the first layer
+/// keyframe that reaches it after the join (there is no WHEP layer parameter), and the
+/// publisher puts each frame's layers on the wire largest first, so every viewer is
+/// expected on `h` at 320x240 — and on it alone (no frame of another layer mixed in).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn loadtest_simulcast_viewers_each_get_one_whole_layer() {
+    const N: u64 = 20;
+    let sk = Skylark::start().await;
+    let (_, room, key) = creator_with_room(&sk.base, "public").await;
+    let run = tokio::process::Command::new(env!("CARGO_BIN_EXE_skylark"))
+        .args(["loadtest", "--url", &sk.base, "--room", &room])
+        .args(["--stream-key", &key, "--simulcast"])
+        .args(["--viewers", &N.to_string(), "--ramp", "20/s"])
+        .args(["--duration", "10s", "--json"])
+        .env("RUST_LOG", "off")
+        .env_remove("SKYLARK_STREAM_KEY")
+        .env_remove("SKYLARK_VIEWER_TOKEN")
+        .stdin(Stdio::null())
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(Duration::from_secs(180), run)
+        .await
+        .expect("loadtest finished")
+        .expect("loadtest started");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "loadtest failed ({}):\n{stderr}\nserver log:\n{}",
+        out.status,
+        sk.logs()
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let report: Value = serde_json::from_str(stdout.trim()).unwrap_or_else(|e| {
+        panic!("stdout is one JSON object ({e}):\n{stdout}\nstderr:\n{stderr}")
+    });
+    let n = |p: &str| {
+        report
+            .pointer(p)
+            .and_then(Value::as_u64)
+            .unwrap_or(u64::MAX)
+    };
+    assert_eq!(report["simulcast"], Value::Bool(true), "{report:#}");
+
+    // Every viewer played (a keyframe whose hash matched), none failed.
+    assert_eq!(n("/viewers/requested"), N, "{report:#}");
+    assert_eq!(n("/viewers/connected"), N, "{report:#}");
+    assert_eq!(n("/viewers/playing"), N, "{report:#}");
+    assert_eq!(n("/viewers/failed"), 0, "{report:#}");
+    assert_eq!(n("/viewers/unfinished"), 0, "{report:#}");
+    // Every frame of the layer each viewer got arrived intact and in sequence.
+    assert_eq!(n("/frames_bad_hash"), 0, "{report:#}");
+    assert_eq!(n("/frames_unmarked"), 0, "{report:#}");
+    assert_eq!(n("/frames_missing"), 0, "{report:#}");
+    assert_eq!(report["loss_pct"].as_f64(), Some(0.0), "{report:#}");
+    assert!(n("/frames_received") >= N, "{report:#}");
+    assert!(n("/audio_packets_received") >= N, "{report:#}");
+
+    // What the viewers received: all on h, its SPS saying 320x240, no layer switch.
+    assert_eq!(
+        report["layers"],
+        serde_json::json!([{"rid": "h", "layer": 0, "width": 320, "height": 240, "viewers": N}]),
+        "{report:#}"
+    );
+    assert_eq!(n("/layer_switches"), 0, "{report:#}");
+
+    // What the publisher sent: three layers in step, each with its own size and
+    // keyframes, at the ladder's target bitrates.
+    let layers = report
+        .pointer("/publisher/layers")
+        .and_then(Value::as_array)
+        .unwrap_or_else(|| panic!("publisher layers in {report:#}"));
+    let sent: Vec<(&str, u64, u64, u64)> = layers
+        .iter()
+        .map(|l| {
+            (
+                l["rid"].as_str().unwrap_or("?"),
+                l["width"].as_u64().unwrap_or(0),
+                l["height"].as_u64().unwrap_or(0),
+                l["target_kbps"].as_u64().unwrap_or(0),
+            )
+        })
+        .collect();
+    assert_eq!(
+        sent,
+        [
+            ("h", 320, 240, 600),
+            ("m", 160, 120, 200),
+            ("l", 80, 60, 75)
+        ],
+        "{report:#}"
+    );
+    let frames: Vec<u64> = layers
+        .iter()
+        .map(|l| l["frames_sent"].as_u64().unwrap_or(0))
+        .collect();
+    assert!(
+        frames[0] > 0 && frames.iter().all(|f| *f == frames[0]),
+        "{report:#}"
+    );
+    for l in layers {
+        assert!(l["keyframes_sent"].as_u64() > Some(0), "{report:#}");
+        assert!(l["keyframe_requests"].as_u64().is_some(), "{report:#}");
+    }
+    assert_eq!(n("/publisher/frames_sent"), frames.iter().sum::<u64>());
+    assert_eq!(n("/delete_failures"), 0, "{report:#}");
+    assert!(stderr.contains("h 320x240: 20 viewers"), "{stderr}");
 }
 
 /// The value of an unlabelled Prometheus sample.

@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 use crate::peer::{
     CounterSnapshot, Engine, EngineConfig, LiveCounters, PublisherStats, Viewer, ViewerStats,
 };
-use crate::source::VideoConfig;
+use crate::source::{Layer, VideoConfig};
 use crate::stats::{percentiles, Histogram, Percentiles};
 use crate::{Error, FailureCause};
 
@@ -34,8 +34,11 @@ pub struct PublishConfig {
     pub whip_url: String,
     /// Stream key, sent as the bearer token.
     pub stream_key: String,
-    /// Shape of the synthetic video.
+    /// Shape of the synthetic video (of its top layer, with simulcast).
     pub video: VideoConfig,
+    /// Send the video as simulcast layers
+    /// ([`SIMULCAST_LAYERS`](crate::source::SIMULCAST_LAYERS)).
+    pub simulcast: bool,
 }
 
 /// What a [`Swarm`] does.
@@ -134,6 +137,22 @@ pub struct KbpsSummary {
     pub p50: f64,
 }
 
+/// Viewers that received one layer of the video.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ReceivedLayer {
+    /// The layer's RID, when the run published simulcast.
+    pub rid: Option<String>,
+    /// The layer index in the frames' markers (0 = full size); `None` for frames
+    /// without markers.
+    pub layer: Option<u8>,
+    /// Picture width in the SPS the viewers received.
+    pub width: Option<u32>,
+    /// Picture height in the SPS the viewers received.
+    pub height: Option<u32>,
+    /// Playing viewers whose last frames were of this layer and size.
+    pub viewers: u64,
+}
+
 /// The result of a run.
 #[derive(Debug, Clone, Serialize)]
 pub struct SwarmReport {
@@ -165,6 +184,10 @@ pub struct SwarmReport {
     pub audio_packets: u64,
     /// Media payload bytes received.
     pub bytes_received: u64,
+    /// Which layer (and picture size) the playing viewers received, by layer.
+    pub layers: Vec<ReceivedLayer>,
+    /// Times a viewer's frames changed layer, over all viewers.
+    pub layer_switches: u64,
     /// Viewer or publisher DELETEs that failed at the end.
     pub delete_failures: u64,
     /// The publisher's side, if the run published.
@@ -182,6 +205,7 @@ pub struct SwarmReport {
 ///         whip_url: "http://127.0.0.1:8080/whip".into(),
 ///         stream_key: "sk_...".into(),
 ///         video: Default::default(),
+///         simulcast: false,
 ///     }),
 ///     whep_url: "http://127.0.0.1:8080/whep/room".into(),
 ///     viewers: 100,
@@ -282,7 +306,7 @@ async fn drive(
     let publisher = match &config.publish {
         Some(p) => {
             let publisher = engines[0]
-                .publish(&p.whip_url, &p.stream_key, p.video)
+                .publish_with(&p.whip_url, &p.stream_key, p.video, p.simulcast)
                 .await?;
             if let Err(e) = publisher
                 .wait_connected(config.engine.connect_timeout)
@@ -396,6 +420,7 @@ async fn drive(
             duration: ended - start,
             delete_failures,
             publisher,
+            simulcast: config.publish.as_ref().is_some_and(|p| p.simulcast),
         },
         stats,
     ))
@@ -435,7 +460,12 @@ struct RunEnd {
     duration: Duration,
     delete_failures: u64,
     publisher: Option<PublisherStats>,
+    /// Whether the run's own publisher sent simulcast (names the layers by RID).
+    simulcast: bool,
 }
+
+/// What tells received layers apart: marker layer, SPS width and height.
+type LayerKey = (Option<u8>, Option<u32>, Option<u32>);
 
 fn build_report(end: RunEnd, viewers: Vec<(Instant, Option<ViewerStats>)>) -> SwarmReport {
     let RunEnd {
@@ -446,6 +476,7 @@ fn build_report(end: RunEnd, viewers: Vec<(Instant, Option<ViewerStats>)>) -> Sw
         duration,
         delete_failures,
         publisher,
+        simulcast,
     } = end;
     let mut counts = ViewerCounts {
         requested,
@@ -470,10 +501,14 @@ fn build_report(end: RunEnd, viewers: Vec<(Instant, Option<ViewerStats>)>) -> Sw
         frames_missing: 0,
         audio_packets: 0,
         bytes_received: 0,
+        layers: Vec::new(),
+        layer_switches: 0,
         delete_failures,
         publisher,
     };
     let mut expected = 0u64;
+    // Playing viewers by (layer, width, height).
+    let mut layers: BTreeMap<LayerKey, u64> = BTreeMap::new();
     for (joined_at, s) in &viewers {
         let Some(s) = s else {
             // The engine stopped under it: no stats to count.
@@ -486,6 +521,7 @@ fn build_report(end: RunEnd, viewers: Vec<(Instant, Option<ViewerStats>)>) -> Sw
         r.frames_missing += s.frames_missing;
         r.audio_packets += s.audio_packets;
         r.bytes_received += s.video_bytes + s.audio_bytes;
+        r.layer_switches += s.layer_switches;
         expected += s.frames_expected;
         latency.merge(&s.latency_us);
         if let Some(c) = s.connect_ms {
@@ -496,6 +532,7 @@ fn build_report(end: RunEnd, viewers: Vec<(Instant, Option<ViewerStats>)>) -> Sw
             (Some(cause), _) => Some(cause),
             (None, Some(j)) => {
                 counts.playing += 1;
+                *layers.entry((s.layer, s.width, s.height)).or_default() += 1;
                 join.push(j);
                 kbps.push(s.kbps);
                 None
@@ -516,6 +553,19 @@ fn build_report(end: RunEnd, viewers: Vec<(Instant, Option<ViewerStats>)>) -> Sw
         }
     }
     r.viewers = counts;
+    r.layers = layers
+        .into_iter()
+        .map(|((layer, width, height), viewers)| ReceivedLayer {
+            rid: layer
+                .filter(|_| simulcast)
+                .and_then(Layer::by_index)
+                .map(|l| l.rid.to_string()),
+            layer,
+            width,
+            height,
+            viewers,
+        })
+        .collect();
     r.failures = failures;
     r.connect_ms = percentiles(&connect);
     r.join_ms = percentiles(&join);

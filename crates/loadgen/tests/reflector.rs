@@ -3,7 +3,8 @@
 //!
 //! The reflector is the shape of str0m's `examples/chat.rs`: an axum app answers
 //! WHIP/WHEP offers with server-side `Rtc`s, and one loop task owns those `Rtc`s on
-//! one UDP socket and forwards the publisher's frames to every viewer.
+//! one UDP socket and forwards the publisher's frames to every viewer (of a simulcast
+//! publisher: every layer, or the one the test picks, like an SFU).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -21,7 +22,7 @@ use skylark_loadgen::source::VideoConfig;
 use skylark_loadgen::swarm::{PublishConfig, Swarm, SwarmConfig};
 use skylark_loadgen::{Error, FailureCause};
 use str0m::change::SdpOffer;
-use str0m::media::{KeyframeRequest, MediaData, MediaKind, Mid};
+use str0m::media::{KeyframeRequest, KeyframeRequestKind, MediaData, MediaKind, Mid, Rid};
 use str0m::net::{DatagramRecv, Protocol, Receive};
 use str0m::{Candidate, Event, Input, Output, Rtc};
 use tokio::net::{TcpListener, UdpSocket};
@@ -39,6 +40,9 @@ enum Role {
 enum Cmd {
     Add(u64, Role, Box<Rtc>),
     Remove(u64),
+    /// Forward only this simulcast layer from now on, and ask the publisher for a
+    /// keyframe of it (what an SFU does when it moves viewers to a layer).
+    Follow(Rid),
 }
 
 #[derive(Clone)]
@@ -54,6 +58,7 @@ struct Reflector {
     http: SocketAddr,
     deletes: Arc<AtomicU64>,
     cancel: CancellationToken,
+    tx: mpsc::UnboundedSender<Cmd>,
 }
 
 impl Reflector {
@@ -70,6 +75,7 @@ impl Reflector {
             deletes: Arc::new(AtomicU64::new(0)),
         };
         let deletes = state.deletes.clone();
+        let tx = state.tx.clone();
         let app = Router::new()
             .route("/whip", post(whip))
             .route("/whep/{room}", post(whep))
@@ -89,11 +95,17 @@ impl Reflector {
             http,
             deletes,
             cancel,
+            tx,
         }
     }
 
     fn url(&self, path: &str) -> String {
         format!("http://{}{}", self.http, path)
+    }
+
+    /// Forwards only simulcast layer `rid` from now on (and asks for its keyframe).
+    fn follow(&self, rid: &str) {
+        self.tx.send(Cmd::Follow(rid.into())).unwrap();
     }
 }
 
@@ -223,6 +235,7 @@ async fn media_loop(
     let mut buf = vec![0u8; 2000];
     let local = socket.local_addr().unwrap();
     let mut forward = Vec::new();
+    let mut layer: Option<Rid> = None;
     loop {
         for c in &mut clients {
             c.poll(&socket, &mut forward);
@@ -230,6 +243,9 @@ async fn media_loop(
         for (_, f) in forward.drain(..) {
             match f {
                 Forward::Media(d) => {
+                    if d.rid.is_some() && layer.is_some() && d.rid != layer {
+                        continue;
+                    }
                     for v in clients.iter_mut().filter(|c| c.role == Role::Viewer) {
                         let kind = if d.params.spec().codec.is_video() {
                             MediaKind::Video
@@ -248,7 +264,9 @@ async fn media_loop(
                     for p in clients.iter_mut().filter(|c| c.role == Role::Publisher) {
                         if let Some(mid) = p.mid_of(MediaKind::Video) {
                             if let Some(mut w) = p.rtc.writer(mid) {
-                                let _ = w.request_keyframe(None, r.kind);
+                                // For the layer followed (a simulcast stream has
+                                // no keyframe without a RID).
+                                let _ = w.request_keyframe(layer, r.kind);
                             }
                         }
                     }
@@ -277,6 +295,15 @@ async fn media_loop(
                     next_timeout: Instant::now(),
                 }),
                 Some(Cmd::Remove(id)) => clients.retain(|c| c.id != id),
+                Some(Cmd::Follow(rid)) => {
+                    layer = Some(rid);
+                    for p in clients.iter_mut().filter(|c| c.role == Role::Publisher) {
+                        let Some(mid) = p.mid_of(MediaKind::Video) else { continue };
+                        if let Some(mut w) = p.rtc.writer(mid) {
+                            let _ = w.request_keyframe(Some(rid), KeyframeRequestKind::Pli);
+                        }
+                    }
+                }
                 None => return,
             },
             r = socket.recv_from(&mut buf) => {
@@ -314,6 +341,7 @@ async fn one_publisher_five_viewers_through_a_reflector() {
                 bitrate_kbps: 800,
                 gop: Duration::from_secs(2),
             },
+            simulcast: false,
         }),
         whep_url: server.url("/whep/room1"),
         viewers: 5,
@@ -439,6 +467,7 @@ async fn scale_probe() {
                 bitrate_kbps: 500,
                 gop: Duration::from_secs(2),
             },
+            simulcast: false,
         }),
         whep_url: server.url("/whep/room1"),
         viewers,
@@ -452,4 +481,94 @@ async fn scale_probe() {
         .await
         .unwrap();
     println!("{}", serde_json::to_string_pretty(&report).unwrap());
+}
+
+/// A simulcast publisher through a reflector that forwards one layer: the viewer sees
+/// that layer's picture size and marker, a keyframe request for one RID makes that
+/// layer (and no other) send a keyframe, and a switch to another layer is counted
+/// without breaking the frame sequence.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn simulcast_layers_through_a_reflector() {
+    let server = Reflector::start().await;
+    server.follow("m");
+    let engine = Engine::start(EngineConfig::default(), CancellationToken::new()).unwrap();
+    // A GOP longer than the test: every keyframe after the first is a requested one.
+    let video = VideoConfig {
+        bitrate_kbps: 900,
+        gop: Duration::from_secs(120),
+    };
+    let publisher = engine
+        .publish_simulcast(&server.url("/whip"), STREAM_KEY, video)
+        .await
+        .unwrap();
+    let connected = publisher
+        .wait_connected(Duration::from_secs(5))
+        .await
+        .unwrap();
+    let sent: Vec<(Option<&str>, u32, u32, u32)> = connected
+        .layers
+        .iter()
+        .map(|l| (l.rid.as_deref(), l.width, l.height, l.target_kbps))
+        .collect();
+    assert_eq!(
+        sent,
+        [
+            (Some("h"), 320, 240, 900),
+            (Some("m"), 160, 120, 300),
+            (Some("l"), 80, 60, 112)
+        ]
+    );
+
+    let viewer = engine.view(&server.url("/whep/room3"), None).await.unwrap();
+    let joined = viewer.wait_playing(Duration::from_secs(5)).await.unwrap();
+    assert_eq!(joined.layer, Some(1), "{joined:?}");
+    assert_eq!((joined.width, joined.height), (Some(160), Some(120)));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    // Move to l: a PLI for l only.
+    let before = publisher.stats().await.unwrap();
+    server.follow("l");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let moved = loop {
+        let s = viewer.stats().await.unwrap();
+        if s.width == Some(80) {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "no 80x60 keyframe: {s:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(moved.layer, Some(2));
+    assert_eq!(moved.height, Some(60));
+    assert_eq!(moved.layer_switches, 1, "{moved:?}");
+    let after = publisher.stats().await.unwrap();
+    let keys = |s: &skylark_loadgen::peer::PublisherStats| -> Vec<u64> {
+        s.layers.iter().map(|l| l.keyframes_sent).collect()
+    };
+    let requests = |s: &skylark_loadgen::peer::PublisherStats| -> Vec<u64> {
+        s.layers.iter().map(|l| l.keyframe_requests).collect()
+    };
+    let (k0, k1) = (keys(&before), keys(&after));
+    assert_eq!((k1[0], k1[1]), (k0[0], k0[1]), "only l sent a keyframe");
+    assert_eq!(k1[2], k0[2] + 1, "l answered its PLI");
+    let (r0, r1) = (requests(&before), requests(&after));
+    assert_eq!((r1[0], r1[1], r1[2]), (r0[0], r0[1], r0[2] + 1));
+
+    let (stats, deleted) = viewer.close().await;
+    deleted.unwrap();
+    let stats = stats.unwrap();
+    assert_eq!(stats.frames_bad_hash, 0, "{stats:?}");
+    assert_eq!(stats.frames_unmarked, 0, "{stats:?}");
+    // Layers stay in step (frame n of every layer has sequence number n): a switch
+    // leaves no gap.
+    assert_eq!(stats.frames_missing, 0, "{stats:?}");
+    let (pstats, deleted) = publisher.stop().await;
+    deleted.unwrap();
+    let pstats = pstats.unwrap();
+    assert_eq!(pstats.write_errors, 0);
+    let frames: Vec<u64> = pstats.layers.iter().map(|l| l.frames_sent).collect();
+    assert!(
+        frames[0] > 30 && frames.iter().all(|f| *f == frames[0]),
+        "{frames:?}"
+    );
+    engine.shutdown().await;
 }

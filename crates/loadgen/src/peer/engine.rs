@@ -14,7 +14,7 @@ use reqwest::Url;
 use str0m::change::SdpAnswer;
 use str0m::crypto::dtls::DtlsCert;
 use str0m::crypto::CryptoProvider;
-use str0m::media::{Direction, MediaKind, Mid};
+use str0m::media::{Direction, MediaKind, Mid, Simulcast, SimulcastLayer};
 use str0m::{Candidate, Rtc, RtcConfig};
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
@@ -27,7 +27,7 @@ use super::session::{
     LiveCounters, PublisherState, PublisherStats, Role, Session, SessionStats, Timing, ViewerState,
     ViewerStats,
 };
-use crate::source::{VideoConfig, PROFILE_LEVEL_ID};
+use crate::source::{VideoConfig, PROFILE_LEVEL_ID, SIMULCAST_LAYERS};
 use crate::{Error, FailureCause};
 
 /// Payload types offered: the same numbers the Skylark SFU uses for H.264 42e01f.
@@ -220,8 +220,53 @@ impl Engine {
         stream_key: &str,
         video: VideoConfig,
     ) -> Result<Publisher, Error> {
+        self.publish_with(whip_url, stream_key, video, false).await
+    }
+
+    /// Like [`Engine::publish`], with the video as simulcast: one H.264 stream per
+    /// layer of [`SIMULCAST_LAYERS`] (RIDs `h`, `m`, `l`: full size, 1/2, 1/4), offered
+    /// the way a browser with three `sendEncodings` does (`a=rid` + `a=simulcast`).
+    /// `video` shapes the top layer; the others get their share of its bitrate.
+    ///
+    /// ```no_run
+    /// # async fn demo(engine: skylark_loadgen::Engine) -> Result<(), skylark_loadgen::Error> {
+    /// let video = skylark_loadgen::source::VideoConfig::default();
+    /// let publisher = engine.publish_simulcast("http://127.0.0.1:8080/whip/room", "sk_...", video).await?;
+    /// let stats = publisher.wait_connected(std::time::Duration::from_secs(5)).await?;
+    /// assert_eq!(stats.layers.len(), 3);
+    /// # Ok(()) }
+    /// ```
+    pub async fn publish_simulcast(
+        &self,
+        whip_url: &str,
+        stream_key: &str,
+        video: VideoConfig,
+    ) -> Result<Publisher, Error> {
+        self.publish_with(whip_url, stream_key, video, true).await
+    }
+
+    /// Publishes one stream, or with `simulcast` every layer of [`SIMULCAST_LAYERS`].
+    pub async fn publish_with(
+        &self,
+        whip_url: &str,
+        stream_key: &str,
+        video: VideoConfig,
+        simulcast: bool,
+    ) -> Result<Publisher, Error> {
+        let layers = simulcast.then(|| {
+            let mut sim = Simulcast::new();
+            for l in SIMULCAST_LAYERS {
+                sim.add_send_layer(SimulcastLayer::new(l.rid));
+            }
+            sim
+        });
         let n = self
-            .negotiate(whip_url, Some(stream_key.to_string()), Direction::SendOnly)
+            .negotiate(
+                whip_url,
+                Some(stream_key.to_string()),
+                Direction::SendOnly,
+                layers,
+            )
             .await?;
         if n.location.is_none() {
             return Err(Error::MissingLocation);
@@ -230,6 +275,7 @@ impl Engine {
             n.video_mid,
             n.audio_mid,
             video,
+            simulcast,
         )));
         Ok(Publisher {
             handle: self.add(n, role).await?,
@@ -243,7 +289,12 @@ impl Engine {
         LiveCounters::add(&counters.viewers_requested, 1);
         let joined = async {
             let n = self
-                .negotiate(whep_url, token.map(str::to_string), Direction::RecvOnly)
+                .negotiate(
+                    whep_url,
+                    token.map(str::to_string),
+                    Direction::RecvOnly,
+                    None,
+                )
                 .await?;
             let role = Role::Viewer(Box::new(ViewerState::new(n.video_mid, n.audio_mid)));
             self.add(n, role).await
@@ -258,13 +309,14 @@ impl Engine {
         }
     }
 
-    /// Makes an offer with one video and one audio m-line, POSTs it and applies the
-    /// answer.
+    /// Makes an offer with one video (simulcast, if given) and one audio m-line, POSTs
+    /// it and applies the answer.
     async fn negotiate(
         &self,
         url: &str,
         bearer: Option<String>,
         direction: Direction,
+        simulcast: Option<Simulcast>,
     ) -> Result<Negotiated, Error> {
         let post_started = Instant::now();
         let url = parse_url(url)?;
@@ -276,7 +328,7 @@ impl Engine {
         rtc.add_local_candidate(candidate);
         let mut api = rtc.sdp_api();
         let stream = Some("skylark-loadgen".to_string());
-        let video_mid = api.add_media(MediaKind::Video, direction, stream.clone(), None, None);
+        let video_mid = api.add_media(MediaKind::Video, direction, stream.clone(), None, simulcast);
         let audio_mid = api.add_media(MediaKind::Audio, direction, stream, None, None);
         let (offer, pending) = api
             .apply()

@@ -14,4 +14,4 @@ pub use engine::{rtc_config, Engine, EngineConfig, Publisher, Viewer};
 pub use http::MAX_SDP_BYTES;
 /// The URL type of session resources (`Location`).
 pub use reqwest::Url;
-pub use session::{CounterSnapshot, LiveCounters, PublisherStats, ViewerStats};
+pub use session::{CounterSnapshot, LayerStats, LiveCounters, PublisherStats, ViewerStats};

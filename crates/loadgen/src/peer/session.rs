@@ -8,13 +8,16 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use str0m::format::Codec;
-use str0m::media::{Frequency, KeyframeRequestKind, MediaData, MediaTime, Mid, Pt};
+use str0m::media::{Frequency, KeyframeRequestKind, MediaData, MediaTime, Mid, Pt, Rid};
 use str0m::net::{DatagramRecv, Protocol, Receive};
 use str0m::{Event, IceConnectionState, Input, Output, Rtc};
 use tokio::net::UdpSocket;
 use tracing::debug;
 
-use crate::source::{inspect_frame, unix_micros, OpusSource, VideoConfig, VideoSource};
+use crate::source::{
+    inspect_frame, picture_size, unix_micros, OpusSource, VideoConfig, VideoSource,
+    SIMULCAST_LAYERS,
+};
 use crate::stats::{Histogram, Percentiles};
 use crate::FailureCause;
 
@@ -27,7 +30,8 @@ pub(crate) struct Timing {
 
 /// How often a viewer without a keyframe repeats its PLI.
 const PLI_INTERVAL: Duration = Duration::from_secs(1);
-/// A publisher answers at most one keyframe request per this interval, like an encoder.
+/// A publisher answers at most one keyframe request per layer per this interval, like
+/// an encoder.
 const FORCED_KEYFRAME_MIN_GAP: Duration = Duration::from_millis(300);
 /// If the loop falls this far behind the media clock, skip ahead instead of bursting.
 const MAX_MEDIA_LAG: Duration = Duration::from_millis(500);
@@ -118,6 +122,17 @@ pub struct ViewerStats {
     pub frames: u64,
     /// Of which keyframes.
     pub keyframes: u64,
+    /// The layer of the last marked frame (index in
+    /// [`SIMULCAST_LAYERS`](crate::source::SIMULCAST_LAYERS); 0 is full size, which a
+    /// single-layer publisher sends).
+    pub layer: Option<u8>,
+    /// Marked frames whose layer differed from the frame before: the server moved the
+    /// viewer to another layer (or mixed layers).
+    pub layer_switches: u64,
+    /// Picture width in the last SPS received, pixels.
+    pub width: Option<u32>,
+    /// Picture height in the last SPS received, pixels.
+    pub height: Option<u32>,
     /// Frames whose hash did not match their marker: corrupted in transit.
     pub frames_bad_hash: u64,
     /// Frames without a Skylark marker (not from this crate's publisher).
@@ -153,6 +168,27 @@ pub struct ViewerStats {
     pub latency_us: Histogram,
 }
 
+/// What a publisher sent on one video layer.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct LayerStats {
+    /// The layer's RTP stream id; `None` for a single-layer publisher.
+    pub rid: Option<String>,
+    /// Picture width in the layer's SPS.
+    pub width: u32,
+    /// Picture height in the layer's SPS.
+    pub height: u32,
+    /// The layer's target bitrate, kbit/s.
+    pub target_kbps: u32,
+    /// Frames written.
+    pub frames_sent: u64,
+    /// Of which keyframes.
+    pub keyframes_sent: u64,
+    /// Bytes written (access units).
+    pub bytes_sent: u64,
+    /// Keyframe requests (PLI/FIR) received for this layer.
+    pub keyframe_requests: u64,
+}
+
 /// What a publisher did. Times are milliseconds.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct PublisherStats {
@@ -160,12 +196,15 @@ pub struct PublisherStats {
     pub connected: bool,
     /// WHIP POST start → ICE+DTLS connected.
     pub connect_ms: Option<f64>,
-    /// Video frames written.
+    /// Video frames written, over all layers.
     pub frames_sent: u64,
     /// Of which keyframes.
     pub keyframes_sent: u64,
-    /// Video bytes written (access units).
+    /// Video bytes written (access units), over all layers.
     pub video_bytes_sent: u64,
+    /// Per video layer: one entry without simulcast, one per RID with it (largest
+    /// first).
+    pub layers: Vec<LayerStats>,
     /// Audio packets written.
     pub audio_packets_sent: u64,
     /// PLI/FIR received from the server.
@@ -183,37 +222,91 @@ pub(crate) enum SessionStats {
     Viewer(Box<ViewerStats>),
 }
 
+/// One video layer a publisher sends: its RID (simulcast) and its source.
+struct LayerOut {
+    rid: Option<Rid>,
+    source: VideoSource,
+    last_forced_key: Option<Instant>,
+    stats: LayerStats,
+}
+
 pub(crate) struct PublisherState {
     video_mid: Mid,
     audio_mid: Mid,
-    video: VideoSource,
+    /// At least one; with simulcast one per RID, largest first: the order their
+    /// frames go on the wire.
+    layers: Vec<LayerOut>,
     audio: OpusSource,
     video_pt: Option<Pt>,
     audio_pt: Option<Pt>,
     video_epoch: Option<Instant>,
     audio_epoch: Option<Instant>,
-    last_forced_key: Option<Instant>,
     stats: PublisherStats,
 }
 
 impl PublisherState {
-    pub(crate) fn new(video_mid: Mid, audio_mid: Mid, video: VideoConfig) -> Self {
+    /// A publisher of one full-size stream, or with `simulcast` of every layer of
+    /// [`SIMULCAST_LAYERS`] (`video` then shapes the top layer).
+    pub(crate) fn new(video_mid: Mid, audio_mid: Mid, video: VideoConfig, simulcast: bool) -> Self {
+        let sources: Vec<(Option<Rid>, VideoSource)> = if simulcast {
+            SIMULCAST_LAYERS
+                .iter()
+                .map(|l| (Some(Rid::from(l.rid)), VideoSource::for_layer(video, *l)))
+                .collect()
+        } else {
+            vec![(None, VideoSource::new(video))]
+        };
+        let layers = sources
+            .into_iter()
+            .map(|(rid, source)| LayerOut {
+                stats: LayerStats {
+                    rid: rid.map(|r| r.to_string()),
+                    width: source.layer().width,
+                    height: source.layer().height,
+                    target_kbps: source.config().bitrate_kbps,
+                    ..Default::default()
+                },
+                rid,
+                source,
+                last_forced_key: None,
+            })
+            .collect();
         PublisherState {
             video_mid,
             audio_mid,
-            video: VideoSource::new(video),
+            layers,
             audio: OpusSource::default(),
             video_pt: None,
             audio_pt: None,
             video_epoch: None,
             audio_epoch: None,
-            last_forced_key: None,
             stats: PublisherStats::default(),
         }
     }
 
+    /// When the next frame is due; the layers' sources advance together.
     fn video_due(&self) -> Option<Instant> {
-        Some(self.video_epoch? + VideoSource::frame_offset(self.video.next_seq()))
+        let next = self.layers.first()?.source.next_seq();
+        Some(self.video_epoch? + VideoSource::frame_offset(next))
+    }
+
+    /// Answers a keyframe request for `rid` (`None`: every layer), at most once per
+    /// layer per [`FORCED_KEYFRAME_MIN_GAP`].
+    fn keyframe_request(&mut self, rid: Option<Rid>, now: Instant) {
+        for l in &mut self.layers {
+            let asked = rid.is_none() || l.rid.is_none() || l.rid == rid;
+            if !asked {
+                continue;
+            }
+            l.stats.keyframe_requests += 1;
+            let recent = l
+                .last_forced_key
+                .is_some_and(|t| now.duration_since(t) < FORCED_KEYFRAME_MIN_GAP);
+            if !recent {
+                l.source.force_keyframe();
+                l.last_forced_key = Some(now);
+            }
+        }
     }
 
     fn audio_due(&self) -> Option<Instant> {
@@ -246,6 +339,14 @@ impl ViewerState {
             last_seq: 0,
             expected_before: 0,
             stats: ViewerStats::default(),
+        }
+    }
+
+    /// Notes the picture size a keyframe's SPS declares (what a player would show).
+    fn saw_keyframe(&mut self, annexb: &[u8]) {
+        if let Some((w, h)) = picture_size(annexb) {
+            self.stats.width = Some(w);
+            self.stats.height = Some(h);
         }
     }
 
@@ -399,9 +500,12 @@ impl Session {
             return;
         }
         match &mut self.role {
-            Role::Publisher(p) => {
-                if let Err(cause) = write_media(&mut self.rtc, p, now) {
+            Role::Publisher(_) => {
+                if let Err(cause) = self.write_media(now, counters) {
                     self.fail(cause, counters);
+                    return;
+                }
+                if !self.alive {
                     return;
                 }
             }
@@ -487,12 +591,8 @@ impl Session {
             Event::KeyframeRequest(req) => {
                 if let Role::Publisher(p) = &mut self.role {
                     p.stats.keyframe_requests += 1;
-                    let recent = p
-                        .last_forced_key
-                        .is_some_and(|t| now.duration_since(t) < FORCED_KEYFRAME_MIN_GAP);
-                    if req.mid == p.video_mid && !recent {
-                        p.video.force_keyframe();
-                        p.last_forced_key = Some(now);
+                    if req.mid == p.video_mid {
+                        p.keyframe_request(req.rid, now);
                     }
                 }
             }
@@ -561,6 +661,7 @@ impl Session {
                 connected,
                 connect_ms,
                 failure: self.failure,
+                layers: p.layers.iter().map(|l| l.stats.clone()).collect(),
                 ..p.stats.clone()
             }),
             Role::Viewer(v) => {
@@ -612,6 +713,7 @@ fn on_media(v: &mut ViewerState, data: &MediaData, now: Instant, counters: &Live
         if crate::source::nal_units(&data.data)
             .any(|n| crate::source::nal_type(n) == crate::source::NAL_IDR)
         {
+            v.saw_keyframe(&data.data);
             v.stats.keyframes += 1;
             if v.first_keyframe.is_none() {
                 v.first_keyframe = Some(now);
@@ -623,7 +725,12 @@ fn on_media(v: &mut ViewerState, data: &MediaData, now: Instant, counters: &Live
     if !mark.hash_ok {
         v.stats.frames_bad_hash += 1;
     }
+    if v.stats.layer.is_some_and(|l| l != mark.layer) {
+        v.stats.layer_switches += 1;
+    }
+    v.stats.layer = Some(mark.layer);
     if mark.keyframe {
+        v.saw_keyframe(&data.data);
         v.stats.keyframes += 1;
         if v.first_keyframe.is_none() && mark.hash_ok {
             v.first_keyframe = Some(now);
@@ -640,10 +747,62 @@ fn on_media(v: &mut ViewerState, data: &MediaData, now: Instant, counters: &Live
     v.track_seq(mark.seq);
 }
 
-/// Writes every video frame and audio packet that is due.
-fn write_media(rtc: &mut Rtc, p: &mut PublisherState, now: Instant) -> Result<(), FailureCause> {
+impl Session {
+    /// Writes every video frame and audio packet that is due.
+    ///
+    /// With several layers, each layer's frame is packetized and put on the wire
+    /// before the next layer's (largest first), rather than str0m interleaving their
+    /// packets: a server that starts a viewer on the first layer keyframe it receives
+    /// (the Skylark SFU) then starts every viewer on the full-size layer, a
+    /// deterministic, heaviest-case fan-out.
+    fn write_media(&mut self, now: Instant, counters: &LiveCounters) -> Result<(), FailureCause> {
+        let Role::Publisher(p) = &mut self.role else {
+            return Ok(());
+        };
+        if !prepare_media(&mut self.rtc, p, now)? {
+            return Ok(());
+        }
+        loop {
+            let Role::Publisher(p) = &mut self.role else {
+                return Ok(());
+            };
+            if p.video_due().is_none_or(|due| due > now) {
+                break;
+            }
+            let layers = p.layers.len();
+            for i in 0..layers {
+                let Role::Publisher(p) = &mut self.role else {
+                    return Ok(());
+                };
+                write_video_layer(&mut self.rtc, p, i, now)?;
+                if i + 1 < layers {
+                    if let Err(e) = self.rtc.handle_input(Input::Timeout(now)) {
+                        debug!("rtc timeout: {e}");
+                        return Err(FailureCause::Rtc);
+                    }
+                    self.poll(now, counters);
+                    if !self.alive {
+                        return Ok(());
+                    }
+                }
+            }
+        }
+        let Role::Publisher(p) = &mut self.role else {
+            return Ok(());
+        };
+        write_audio(&mut self.rtc, p, now)
+    }
+}
+
+/// Finds the payload types and skips media a stalled loop fell behind on; `false`
+/// until the connection is up.
+fn prepare_media(
+    rtc: &mut Rtc,
+    p: &mut PublisherState,
+    now: Instant,
+) -> Result<bool, FailureCause> {
     let (Some(video_epoch), Some(audio_epoch)) = (p.video_epoch, p.audio_epoch) else {
-        return Ok(());
+        return Ok(false);
     };
     if p.video_pt.is_none() {
         p.video_pt = negotiated_pt(rtc, p.video_mid, Codec::H264);
@@ -652,9 +811,6 @@ fn write_media(rtc: &mut Rtc, p: &mut PublisherState, now: Instant) -> Result<()
             return Err(FailureCause::BadAnswer);
         }
     }
-    let (Some(video_pt), Some(audio_pt)) = (p.video_pt, p.audio_pt) else {
-        return Err(FailureCause::BadAnswer);
-    };
 
     // A stalled loop (CPU starvation) skips media rather than bursting it, as a live
     // encoder would; sequence numbers stay contiguous, so receivers see no loss.
@@ -669,30 +825,59 @@ fn write_media(rtc: &mut Rtc, p: &mut PublisherState, now: Instant) -> Result<()
             p.audio_epoch = Some(audio_epoch + lag(due));
         }
     }
+    Ok(true)
+}
 
-    while p.video_due().is_some_and(|due| due <= now) {
-        let frame = p.video.next_frame(unix_micros());
-        let len = frame.data.len() as u64;
-        let Some(w) = rtc.writer(p.video_mid) else {
-            return Err(FailureCause::Rtc);
-        };
-        match w.write(
-            video_pt,
-            now,
-            MediaTime::from_90khz(frame.rtp_time),
-            frame.data,
-        ) {
-            Ok(()) => {
-                p.stats.frames_sent += 1;
-                p.stats.keyframes_sent += u64::from(frame.keyframe);
-                p.stats.video_bytes_sent += len;
-            }
-            Err(e) => {
-                debug!("video write: {e}");
-                p.stats.write_errors += 1;
-            }
+/// Writes the next frame of layer `i`.
+fn write_video_layer(
+    rtc: &mut Rtc,
+    p: &mut PublisherState,
+    i: usize,
+    now: Instant,
+) -> Result<(), FailureCause> {
+    let Some(video_pt) = p.video_pt else {
+        return Err(FailureCause::BadAnswer);
+    };
+    let Some(layer) = p.layers.get_mut(i) else {
+        return Ok(());
+    };
+    let frame = layer.source.next_frame(unix_micros());
+    let len = frame.data.len() as u64;
+    let Some(w) = rtc.writer(p.video_mid) else {
+        return Err(FailureCause::Rtc);
+    };
+    let w = match layer.rid {
+        Some(rid) => w.rid(rid),
+        None => w,
+    };
+    match w.write(
+        video_pt,
+        now,
+        MediaTime::from_90khz(frame.rtp_time),
+        frame.data,
+    ) {
+        Ok(()) => {
+            let key = u64::from(frame.keyframe);
+            p.stats.frames_sent += 1;
+            p.stats.keyframes_sent += key;
+            p.stats.video_bytes_sent += len;
+            layer.stats.frames_sent += 1;
+            layer.stats.keyframes_sent += key;
+            layer.stats.bytes_sent += len;
+        }
+        Err(e) => {
+            debug!("video write: {e}");
+            p.stats.write_errors += 1;
         }
     }
+    Ok(())
+}
+
+/// Writes every audio packet that is due.
+fn write_audio(rtc: &mut Rtc, p: &mut PublisherState, now: Instant) -> Result<(), FailureCause> {
+    let Some(audio_pt) = p.audio_pt else {
+        return Err(FailureCause::BadAnswer);
+    };
     while p.audio_due().is_some_and(|due| due <= now) {
         let packet = p.audio.next_packet();
         let Some(w) = rtc.writer(p.audio_mid) else {

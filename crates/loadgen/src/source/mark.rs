@@ -1,8 +1,8 @@
 //! The per-frame marker: an SEI `user_data_unregistered` message that lets a receiver
 //! check a frame's integrity and measure its latency without decoding it.
 //!
-//! Layout of the SEI payload (payload type 5, 40 bytes, big endian):
-//! `uuid[16] | seq u64 | sent_at_us u64 | hash u64`.
+//! Layout of the SEI payload (payload type 5, 41 bytes, big endian):
+//! `uuid[16] | seq u64 | sent_at_us u64 | hash u64 | layer u8`.
 
 use serde::Serialize;
 
@@ -17,8 +17,8 @@ pub const MARK_UUID: [u8; 16] = [
 
 /// SEI payload type `user_data_unregistered`.
 const SEI_USER_DATA_UNREGISTERED: u8 = 5;
-/// Bytes of the SEI payload: UUID + three u64.
-const MARK_PAYLOAD_LEN: usize = 16 + 3 * 8;
+/// Bytes of the SEI payload: UUID + three u64 + the layer byte.
+pub(crate) const MARK_PAYLOAD_LEN: usize = 16 + 3 * 8 + 1;
 
 /// What a receiver learns from one frame's marker.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -31,6 +31,10 @@ pub struct FrameMark {
     pub hash_ok: bool,
     /// Whether the frame holds an IDR slice.
     pub keyframe: bool,
+    /// Which layer of the publisher's video the frame belongs to: the index in
+    /// [`SIMULCAST_LAYERS`](super::SIMULCAST_LAYERS), 0 (full size) for a
+    /// single-layer stream. Lets a viewer prove it never got frames of two layers mixed.
+    pub layer: u8,
 }
 
 /// FNV-1a, 64 bit: tiny, no dependency, and any flipped byte changes it.
@@ -74,11 +78,12 @@ pub(crate) fn is_hashed(nal: &[u8]) -> bool {
 /// ```
 /// use skylark_loadgen::source::{inspect_frame, mark_nal};
 /// let mut frame = vec![0, 0, 0, 1];
-/// frame.extend(mark_nal(7, 1_700_000_000_000_000, 0));
+/// frame.extend(mark_nal(7, 1_700_000_000_000_000, 0, 2));
 /// let mark = inspect_frame(&frame).unwrap();
 /// assert_eq!((mark.seq, mark.sent_at_us, mark.keyframe), (7, 1_700_000_000_000_000, false));
+/// assert_eq!(mark.layer, 2);
 /// ```
-pub fn mark_nal(seq: u64, sent_at_us: u64, hash: u64) -> Vec<u8> {
+pub fn mark_nal(seq: u64, sent_at_us: u64, hash: u64, layer: u8) -> Vec<u8> {
     let mut rbsp = Vec::with_capacity(2 + MARK_PAYLOAD_LEN + 1);
     rbsp.push(SEI_USER_DATA_UNREGISTERED);
     rbsp.push(MARK_PAYLOAD_LEN as u8);
@@ -86,6 +91,7 @@ pub fn mark_nal(seq: u64, sent_at_us: u64, hash: u64) -> Vec<u8> {
     rbsp.extend_from_slice(&seq.to_be_bytes());
     rbsp.extend_from_slice(&sent_at_us.to_be_bytes());
     rbsp.extend_from_slice(&hash.to_be_bytes());
+    rbsp.push(layer);
     // rbsp_trailing_bits: a stop bit and alignment.
     rbsp.push(0x80);
     let mut nal = Vec::with_capacity(rbsp.len() + 8);
@@ -95,8 +101,8 @@ pub fn mark_nal(seq: u64, sent_at_us: u64, hash: u64) -> Vec<u8> {
     nal
 }
 
-/// Reads `(seq, sent_at_us, hash)` from a marker NAL unit, if it is one.
-fn parse_mark(nal: &[u8]) -> Option<(u64, u64, u64)> {
+/// Reads `(seq, sent_at_us, hash, layer)` from a marker NAL unit, if it is one.
+fn parse_mark(nal: &[u8]) -> Option<(u64, u64, u64, u8)> {
     if nal_type(nal) != NAL_SEI {
         return None;
     }
@@ -128,7 +134,7 @@ fn parse_mark(nal: &[u8]) -> Option<(u64, u64, u64)> {
             payload.get(at..at + 8)?.try_into().ok()?,
         ))
     };
-    Some((word(16)?, word(24)?, word(32)?))
+    Some((word(16)?, word(24)?, word(32)?, *payload.get(40)?))
 }
 
 /// Finds the marker in a received access unit (Annex B) and verifies it.
@@ -161,12 +167,13 @@ pub fn inspect_frame(annexb: &[u8]) -> Option<FrameMark> {
             hash.write_nal(nal);
         }
     }
-    let (seq, sent_at_us, expected) = mark?;
+    let (seq, sent_at_us, expected, layer) = mark?;
     Some(FrameMark {
         seq,
         sent_at_us,
         hash_ok: hash.finish() == expected,
         keyframe,
+        layer,
     })
 }
 
@@ -177,31 +184,32 @@ mod tests {
     #[test]
     fn mark_round_trips_values_that_need_escaping() {
         // Zero-heavy values force emulation prevention bytes into the SEI.
-        for (seq, at, h) in [
-            (0, 0, 0),
-            (1, 2, 3),
+        for (seq, at, h, layer) in [
+            (0, 0, 0, 0),
+            (1, 2, 3, 1),
             (
                 0x0000_0001_0000_0000,
                 0x0000_0000_0000_0300,
                 0x0000_0000_0000_0002,
+                2,
             ),
-            (u64::MAX, u64::MAX - 1, 0x00ff_00ff_0000_0000),
+            (u64::MAX, u64::MAX - 1, 0x00ff_00ff_0000_0000, 255),
         ] {
-            let nal = mark_nal(seq, at, h);
+            let nal = mark_nal(seq, at, h, layer);
             assert!(
                 !nal.windows(3).any(|w| w[0] == 0 && w[1] == 0 && w[2] <= 2),
                 "unescaped start code in {nal:02x?}"
             );
-            assert_eq!(parse_mark(&nal), Some((seq, at, h)));
+            assert_eq!(parse_mark(&nal), Some((seq, at, h, layer)));
         }
         // The zero-heavy mark really did need escaping.
-        let nal = mark_nal(0, 0, 0);
+        let nal = mark_nal(0, 0, 0, 0);
         assert!(nal.len() > 1 + 2 + MARK_PAYLOAD_LEN + 1);
     }
 
     #[test]
     fn foreign_sei_is_not_a_mark() {
-        let mut other = mark_nal(1, 2, 3);
+        let mut other = mark_nal(1, 2, 3, 0);
         other[5] ^= 0x40; // inside the UUID
         assert_eq!(parse_mark(&other), None);
         assert_eq!(parse_mark(&[0x06, 0x05]), None);

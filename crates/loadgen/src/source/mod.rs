@@ -1,4 +1,5 @@
-//! Synthetic media: H.264 access units with a per-frame marker, and Opus packets.
+//! Synthetic media: H.264 access units with a per-frame marker (one source per
+//! simulcast layer), and Opus packets.
 //!
 //! Nothing here does I/O or decodes: the publisher writes these frames, and viewers
 //! check them with [`inspect_frame`] for integrity (hash), order (sequence number)
@@ -16,7 +17,8 @@ pub use nal::{
     NAL_FILLER, NAL_IDR, NAL_PPS, NAL_SEI, NAL_SLICE, NAL_SPS, START_CODE,
 };
 pub use video::{
-    clip, VideoConfig, VideoFrame, VideoSource, FPS, PROFILE_LEVEL_ID, VIDEO_CLOCK_RATE,
+    clip, picture_size, Layer, VideoConfig, VideoFrame, VideoSource, FPS, PROFILE_LEVEL_ID,
+    SIMULCAST_LAYERS, VIDEO_CLOCK_RATE,
 };
 
 /// Microseconds since the UNIX epoch, the clock of [`FrameMark::sent_at_us`].

@@ -1,21 +1,21 @@
-//! Synthetic H.264 video: a real x264 clip, looped, with a marker per frame and
-//! filler data to reach a target bitrate.
+//! Synthetic H.264 video: real x264 clips, looped, with a marker per frame and
+//! filler data to reach a target bitrate; one clip per simulcast layer.
 
 use std::sync::OnceLock;
 use std::time::Duration;
 
 use serde::Serialize;
 
-use super::mark::{is_hashed, mark_nal, Fnv64};
-use super::nal::{nal_type, split_access_units, NAL_FILLER, NAL_IDR, START_CODE};
+use super::mark::{is_hashed, mark_nal, Fnv64, MARK_PAYLOAD_LEN};
+use super::nal::{nal_type, split_access_units, NAL_FILLER, NAL_IDR, NAL_SPS, START_CODE};
 
-/// Frames per second of the clip and of the source.
+/// Frames per second of the clips and of the source.
 pub const FPS: u32 = 30;
 
 /// RTP clock rate of H.264.
 pub const VIDEO_CLOCK_RATE: u32 = 90_000;
 
-/// `profile-level-id` the clip conforms to and the peers negotiate: constrained
+/// `profile-level-id` the clips conform to and the peers negotiate: constrained
 /// baseline, level 3.1 (what browsers and the Skylark SFU offer first).
 pub const PROFILE_LEVEL_ID: u32 = 0x42e01f;
 
@@ -23,8 +23,12 @@ pub const PROFILE_LEVEL_ID: u32 = 0x42e01f;
 /// (constrained baseline, no B-frames, one IDR with SPS/PPS at frame 0, x264's
 /// SEI stripped). See `assets/README.md` for the command.
 static CLIP: &[u8] = include_bytes!("../../assets/clip.h264");
+/// The same at 160x120 (~105 kbit/s).
+static CLIP_HALF: &[u8] = include_bytes!("../../assets/clip-160x120.h264");
+/// The same at 80x60 (~28 kbit/s; coded as 80x64 with 4 rows cropped in the SPS).
+static CLIP_QUARTER: &[u8] = include_bytes!("../../assets/clip-80x60.h264");
 
-/// The embedded clip, raw Annex B.
+/// The embedded full-size clip, raw Annex B.
 ///
 /// ```
 /// let aus = skylark_loadgen::source::split_access_units(skylark_loadgen::source::clip());
@@ -32,6 +36,102 @@ static CLIP: &[u8] = include_bytes!("../../assets/clip.h264");
 /// ```
 pub fn clip() -> &'static [u8] {
     CLIP
+}
+
+/// One layer of the synthetic video: a RID, a picture size (its own embedded clip,
+/// whose SPS says that size) and a share of the publisher's video bitrate.
+///
+/// A single-layer publisher sends layer 0 (full size) without a RID.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Layer {
+    /// Index in [`SIMULCAST_LAYERS`], carried in every frame's marker.
+    pub index: u8,
+    /// The RTP stream id the layer is sent with.
+    pub rid: &'static str,
+    /// Picture width in the layer's SPS, pixels.
+    pub width: u32,
+    /// Picture height in the layer's SPS, pixels.
+    pub height: u32,
+    /// The layer's bitrate is the top layer's divided by this.
+    pub bitrate_divisor: u32,
+}
+
+/// The simulcast layers a publisher sends, largest first: full size, 1/2 and 1/4 of
+/// the width and height (a browser's default `scaleResolutionDownBy` 1, 2, 4).
+///
+/// Bitrates are the top layer's, /3 and /8: a picture with a quarter of the pixels
+/// needs more than a quarter of the bits (encoders spend relatively more per pixel on
+/// small pictures); the usual rule of thumb, bitrate ∝ pixels^0.75, gives
+/// 4^0.75 ≈ 2.8 and 16^0.75 = 8, and browsers' simulcast ladders sit around there.
+/// At the default 600 kbit/s the layers are 600, 200 and 75 kbit/s; the two small
+/// clips' own rates (~105 and ~28 kbit/s) stay under that, so every layer is padded
+/// to its target.
+///
+/// ```
+/// use skylark_loadgen::source::SIMULCAST_LAYERS;
+/// let kbps: Vec<u32> = SIMULCAST_LAYERS.iter().map(|l| l.bitrate_kbps(600)).collect();
+/// assert_eq!(kbps, [600, 200, 75]);
+/// assert_eq!(SIMULCAST_LAYERS.map(|l| l.rid), ["h", "m", "l"]);
+/// ```
+pub const SIMULCAST_LAYERS: [Layer; 3] = [
+    Layer {
+        index: 0,
+        rid: "h",
+        width: 320,
+        height: 240,
+        bitrate_divisor: 1,
+    },
+    Layer {
+        index: 1,
+        rid: "m",
+        width: 160,
+        height: 120,
+        bitrate_divisor: 3,
+    },
+    Layer {
+        index: 2,
+        rid: "l",
+        width: 80,
+        height: 60,
+        bitrate_divisor: 8,
+    },
+];
+
+impl Layer {
+    /// The layer with this marker index, if there is one.
+    pub fn by_index(index: u8) -> Option<Layer> {
+        SIMULCAST_LAYERS.get(usize::from(index)).copied()
+    }
+
+    /// The layer's bitrate when the top layer gets `top_kbps` (at least 1).
+    pub fn bitrate_kbps(&self, top_kbps: u32) -> u32 {
+        (top_kbps / self.bitrate_divisor.max(1)).max(1)
+    }
+
+    /// The layer's embedded clip, raw Annex B.
+    pub fn clip(&self) -> &'static [u8] {
+        match self.index {
+            1 => CLIP_HALF,
+            2 => CLIP_QUARTER,
+            _ => CLIP,
+        }
+    }
+}
+
+/// The picture size (width, height in pixels, after cropping) that the first SPS of
+/// an access unit declares; `None` without a parseable SPS. Parsed by the media
+/// crate's SPS parser, the one that gives HLS players a rendition's `RESOLUTION`.
+///
+/// ```
+/// use skylark_loadgen::source::{picture_size, VideoConfig, VideoSource};
+/// let mut v = VideoSource::new(VideoConfig::default());
+/// assert_eq!(picture_size(&v.next_frame(0).data), Some((320, 240)));
+/// assert_eq!(picture_size(&v.next_frame(0).data), None, "a P-frame has no SPS");
+/// ```
+pub fn picture_size(annexb: &[u8]) -> Option<(u32, u32)> {
+    let sps = super::nal_units(annexb).find(|n| nal_type(n) == NAL_SPS)?;
+    let sps = skylark_media::h264::Sps::parse(sps).ok()?;
+    Some((sps.width, sps.height))
 }
 
 /// One clip frame, prepared once: Annex B bytes with 4-byte start codes, and the
@@ -42,10 +142,14 @@ struct ClipFrame {
     keyframe: bool,
 }
 
-fn clip_frames() -> &'static [ClipFrame] {
-    static FRAMES: OnceLock<Vec<ClipFrame>> = OnceLock::new();
-    FRAMES.get_or_init(|| {
-        split_access_units(CLIP)
+fn clip_frames(layer: Layer) -> &'static [ClipFrame] {
+    static FRAMES: [OnceLock<Vec<ClipFrame>>; SIMULCAST_LAYERS.len()] =
+        [OnceLock::new(), OnceLock::new(), OnceLock::new()];
+    let Some(cell) = FRAMES.get(usize::from(layer.index)) else {
+        return &[];
+    };
+    cell.get_or_init(|| {
+        split_access_units(layer.clip())
             .into_iter()
             .map(|nals| {
                 let mut annexb = Vec::new();
@@ -102,7 +206,7 @@ pub struct VideoFrame {
     pub data: Vec<u8>,
 }
 
-/// Endless H.264 frames from the embedded clip.
+/// Endless H.264 frames from one layer's embedded clip.
 ///
 /// The clip restarts at its IDR at every GOP boundary (or when a keyframe is forced);
 /// a GOP longer than the clip continues with the clip's P-frames again, which a
@@ -118,6 +222,7 @@ pub struct VideoFrame {
 #[derive(Debug, Clone)]
 pub struct VideoSource {
     config: VideoConfig,
+    layer: Layer,
     gop_frames: u64,
     seq: u64,
     pos_in_gop: u64,
@@ -126,11 +231,41 @@ pub struct VideoSource {
 }
 
 impl VideoSource {
-    /// A source whose first frame is a keyframe.
+    /// A full-size source (layer 0) whose first frame is a keyframe.
     pub fn new(config: VideoConfig) -> Self {
+        Self::with_layer(config, SIMULCAST_LAYERS[0])
+    }
+
+    /// A source of one simulcast layer: `top` is the top layer's configuration, whose
+    /// bitrate is divided by the layer's [`Layer::bitrate_divisor`].
+    ///
+    /// Sources made together stay in step: frame `n` of every layer has sequence
+    /// number `n` and the same RTP time, so a viewer moved from one layer to another
+    /// sees no gap.
+    ///
+    /// ```
+    /// use skylark_loadgen::source::{inspect_frame, VideoConfig, VideoSource, SIMULCAST_LAYERS};
+    /// let top = VideoConfig { bitrate_kbps: 900, ..Default::default() };
+    /// let mut low = VideoSource::for_layer(top, SIMULCAST_LAYERS[2]);
+    /// assert_eq!(low.config().bitrate_kbps, 112);
+    /// let mark = inspect_frame(&low.next_frame(0).data).unwrap();
+    /// assert_eq!((mark.layer, mark.keyframe, mark.hash_ok), (2, true, true));
+    /// ```
+    pub fn for_layer(top: VideoConfig, layer: Layer) -> Self {
+        Self::with_layer(
+            VideoConfig {
+                bitrate_kbps: layer.bitrate_kbps(top.bitrate_kbps),
+                ..top
+            },
+            layer,
+        )
+    }
+
+    fn with_layer(config: VideoConfig, layer: Layer) -> Self {
         let frames = (config.gop.as_secs_f64() * f64::from(FPS)).round();
         VideoSource {
             config,
+            layer,
             gop_frames: (frames as u64).max(1),
             seq: 0,
             pos_in_gop: 0,
@@ -139,9 +274,14 @@ impl VideoSource {
         }
     }
 
-    /// The configuration the source was made with.
+    /// The configuration the source was made with (its own bitrate, for a layer).
     pub fn config(&self) -> VideoConfig {
         self.config
+    }
+
+    /// The layer this source makes.
+    pub fn layer(&self) -> Layer {
+        self.layer
     }
 
     /// Sequence number of the next frame.
@@ -161,7 +301,7 @@ impl VideoSource {
 
     /// Produces the next frame, stamped with `sent_at_us` (µs since the UNIX epoch).
     pub fn next_frame(&mut self, sent_at_us: u64) -> VideoFrame {
-        let frames = clip_frames();
+        let frames = clip_frames(self.layer);
         if self.force_key {
             self.force_key = false;
             self.pos_in_gop = 0;
@@ -184,7 +324,7 @@ impl VideoSource {
 
         // Filler to keep the running byte count on the target: a big keyframe is
         // followed by smaller padding until the average is back on target.
-        const MARK_LEN: u64 = 4 + 1 + 2 + 40 + 1;
+        const MARK_LEN: u64 = 4 + 1 + 2 + MARK_PAYLOAD_LEN as u64 + 1;
         const FILLER_OVERHEAD: u64 = 4 + 1 + 1;
         let target =
             (self.seq + 1) * u64::from(self.config.bitrate_kbps) * 1000 / (8 * u64::from(FPS));
@@ -203,7 +343,7 @@ impl VideoSource {
             nal
         });
 
-        let mark = mark_nal(self.seq, sent_at_us, hash.finish());
+        let mark = mark_nal(self.seq, sent_at_us, hash.finish(), self.layer.index);
         let mut data = Vec::with_capacity(
             4 + mark.len() + clip.annexb.len() + filler.as_ref().map_or(0, |f| f.len() + 4),
         );
@@ -234,14 +374,79 @@ mod tests {
     use crate::source::{inspect_frame, nal_units};
 
     #[test]
-    fn clip_is_60_frames_with_a_keyframe_first() {
-        let frames = clip_frames();
-        assert_eq!(frames.len(), 60, "2 s at 30 fps");
-        assert!(frames[0].keyframe);
-        assert!(frames[1..].iter().all(|f| !f.keyframe));
-        let first: Vec<u8> = nal_units(&frames[0].annexb).map(nal_type).collect();
-        assert_eq!(first, [7, 8, 5], "SPS, PPS, IDR");
-        assert!(CLIP.len() < 200 * 1024);
+    fn clips_are_60_frames_with_a_keyframe_first() {
+        for layer in SIMULCAST_LAYERS {
+            let frames = clip_frames(layer);
+            assert_eq!(frames.len(), 60, "2 s at 30 fps ({})", layer.rid);
+            assert!(frames[0].keyframe);
+            assert!(frames[1..].iter().all(|f| !f.keyframe));
+            let first: Vec<u8> = nal_units(&frames[0].annexb).map(nal_type).collect();
+            assert_eq!(first, [7, 8, 5], "SPS, PPS, IDR ({})", layer.rid);
+        }
+        assert!(CLIP.len() + CLIP_HALF.len() + CLIP_QUARTER.len() < 200 * 1024);
+    }
+
+    #[test]
+    fn each_layer_says_its_size_in_its_sps() {
+        let top = VideoConfig::default();
+        let mut sizes = Vec::new();
+        for layer in SIMULCAST_LAYERS {
+            let mut v = VideoSource::for_layer(top, layer);
+            let key = v.next_frame(0);
+            assert!(key.keyframe);
+            let size = picture_size(&key.data).expect("an SPS in the keyframe");
+            assert_eq!(size, (layer.width, layer.height), "layer {}", layer.rid);
+            // Same profile and level as the negotiated one (constrained baseline 3.1).
+            let sps = nal_units(&key.data)
+                .find(|n| nal_type(n) == crate::source::NAL_SPS)
+                .expect("SPS");
+            assert_eq!(&sps[1..4], &[0x42, 0xc0, 0x1f], "layer {}", layer.rid);
+            sizes.push(size);
+        }
+        assert_eq!(sizes, [(320, 240), (160, 120), (80, 60)]);
+    }
+
+    #[test]
+    fn layers_stay_in_step_and_each_frame_names_its_layer() {
+        let top = VideoConfig {
+            bitrate_kbps: 1200,
+            gop: Duration::from_secs(1),
+        };
+        let mut layers: Vec<VideoSource> = SIMULCAST_LAYERS
+            .iter()
+            .map(|l| VideoSource::for_layer(top, *l))
+            .collect();
+        let mut bytes = [0usize; 3];
+        for seq in 0..60u64 {
+            for (i, v) in layers.iter_mut().enumerate() {
+                let f = v.next_frame(seq);
+                let mark = inspect_frame(&f.data).expect("marked");
+                assert_eq!((mark.seq, mark.layer), (seq, i as u8));
+                assert!(mark.hash_ok);
+                assert_eq!(f.keyframe, seq % 30 == 0, "layer {i} frame {seq}");
+                assert_eq!(f.rtp_time, seq * 3000);
+                bytes[i] += f.data.len();
+            }
+        }
+        // Two seconds: each layer near its own target (top / 1, 3, 8).
+        for (i, layer) in SIMULCAST_LAYERS.iter().enumerate() {
+            let kbps = bytes[i] as f64 * 8.0 / 2.0 / 1000.0;
+            let want = f64::from(layer.bitrate_kbps(1200));
+            assert!(
+                (kbps - want).abs() / want < 0.10,
+                "{}: {kbps:.0} of {want}",
+                layer.rid
+            );
+        }
+        // Frame 60 starts a GOP everywhere; then a keyframe request for one layer
+        // restarts that layer's GOP only.
+        assert!(layers.iter_mut().all(|v| v.next_frame(0).keyframe));
+        layers[1].force_keyframe();
+        let keys: Vec<bool> = layers
+            .iter_mut()
+            .map(|v| v.next_frame(0).keyframe)
+            .collect();
+        assert_eq!(keys, [false, true, false]);
     }
 
     #[test]
@@ -272,7 +477,7 @@ mod tests {
         });
         let _keyframe = v.next_frame(41);
         let f = v.next_frame(42);
-        let mark_end = 4 + mark_nal(1, 42, 0).len();
+        let mark_end = 4 + mark_nal(1, 42, 0, 0).len();
         assert!(nal_units(&f.data).any(|n| nal_type(n) == NAL_FILLER));
         // Flip bytes across the slice data and the filler, after the mark.
         for at in [mark_end + 10, f.data.len() / 2, f.data.len() - 2] {
