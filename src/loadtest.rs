@@ -1140,23 +1140,8 @@ mod tests {
         };
         let report = |layers: Vec<ReceivedLayer>| SwarmReport {
             duration_s: 1.0,
-            viewers: Default::default(),
-            failures: BTreeMap::new(),
-            connect_ms: None,
-            join_ms: None,
-            latency_ms: None,
-            kbps: None,
-            loss_pct: 0.0,
-            frames_received: 0,
-            frames_bad_hash: 0,
-            frames_unmarked: 0,
-            frames_missing: 0,
-            audio_packets: 0,
-            bytes_received: 0,
             layers,
-            layer_switches: 0,
-            delete_failures: 0,
-            publisher: None,
+            ..SwarmReport::default()
         };
         let a = report(vec![layer(Some("h"), 0, 320, 240, 3)]);
         let b = report(vec![

@@ -12,22 +12,12 @@ use std::time::Duration;
 
 const VIEWERS: u64 = 50;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn loadtest_json_report_shows_every_viewer_and_every_frame() {
-    let sk = Skylark::start().await;
-    let (_, room, key) = creator_with_room(&sk.base, "public").await;
-
-    let run = tokio::process::Command::new(env!("CARGO_BIN_EXE_skylark"))
-        .args([
-            "loadtest",
-            "--url",
-            &sk.base,
-            "--room",
-            &room,
-            "--stream-key",
-            &key,
-        ])
-        .args(["--viewers", &VIEWERS.to_string(), "--ramp", "50/s"])
+/// Runs `skylark loadtest --url <sk> <args> --duration 10s --json`: its parsed report
+/// (stdout) and its human report and progress lines (stderr).
+async fn run_loadtest(sk: &Skylark, args: &[&str]) -> (Value, String) {
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_skylark"))
+        .args(["loadtest", "--url", &sk.base])
+        .args(args)
         .args(["--duration", "10s", "--json"])
         // Logs go to stdout today (telemetry's default writer): keep them out of the
         // one JSON object the contract promises there.
@@ -38,7 +28,7 @@ async fn loadtest_json_report_shows_every_viewer_and_every_frame() {
         .kill_on_drop(true)
         .output();
     // Generous bound: the run itself is 10 s; this only stops a hang from eating CI.
-    let out = tokio::time::timeout(Duration::from_secs(180), run)
+    let out = tokio::time::timeout(Duration::from_secs(180), out)
         .await
         .expect("loadtest finished")
         .expect("loadtest started");
@@ -50,9 +40,31 @@ async fn loadtest_json_report_shows_every_viewer_and_every_frame() {
         sk.logs()
     );
     let stdout = String::from_utf8_lossy(&out.stdout);
-    let report: Value = serde_json::from_str(stdout.trim()).unwrap_or_else(|e| {
+    let report = serde_json::from_str(stdout.trim()).unwrap_or_else(|e| {
         panic!("stdout is one JSON object ({e}):\n{stdout}\nstderr:\n{stderr}")
     });
+    (report, stderr.into_owned())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn loadtest_json_report_shows_every_viewer_and_every_frame() {
+    let sk = Skylark::start().await;
+    let (_, room, key) = creator_with_room(&sk.base, "public").await;
+
+    let (report, stderr) = run_loadtest(
+        &sk,
+        &[
+            "--room",
+            &room,
+            "--stream-key",
+            &key,
+            "--viewers",
+            &VIEWERS.to_string(),
+            "--ramp",
+            "50/s",
+        ],
+    )
+    .await;
 
     // The contract's fields exist.
     for path in [
@@ -229,32 +241,21 @@ async fn loadtest_simulcast_viewers_each_get_one_whole_layer() {
     const N: u64 = 20;
     let sk = Skylark::start().await;
     let (_, room, key) = creator_with_room(&sk.base, "public").await;
-    let run = tokio::process::Command::new(env!("CARGO_BIN_EXE_skylark"))
-        .args(["loadtest", "--url", &sk.base, "--room", &room])
-        .args(["--stream-key", &key, "--simulcast"])
-        .args(["--viewers", &N.to_string(), "--ramp", "20/s"])
-        .args(["--duration", "10s", "--json"])
-        .env("RUST_LOG", "off")
-        .env_remove("SKYLARK_STREAM_KEY")
-        .env_remove("SKYLARK_VIEWER_TOKEN")
-        .stdin(Stdio::null())
-        .kill_on_drop(true)
-        .output();
-    let out = tokio::time::timeout(Duration::from_secs(180), run)
-        .await
-        .expect("loadtest finished")
-        .expect("loadtest started");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success(),
-        "loadtest failed ({}):\n{stderr}\nserver log:\n{}",
-        out.status,
-        sk.logs()
-    );
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let report: Value = serde_json::from_str(stdout.trim()).unwrap_or_else(|e| {
-        panic!("stdout is one JSON object ({e}):\n{stdout}\nstderr:\n{stderr}")
-    });
+    let (report, stderr) = run_loadtest(
+        &sk,
+        &[
+            "--room",
+            &room,
+            "--stream-key",
+            &key,
+            "--simulcast",
+            "--viewers",
+            &N.to_string(),
+            "--ramp",
+            "20/s",
+        ],
+    )
+    .await;
     let n = |p: &str| {
         report
             .pointer(p)

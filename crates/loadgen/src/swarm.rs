@@ -154,7 +154,7 @@ pub struct ReceivedLayer {
 }
 
 /// The result of a run.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Default, Serialize)]
 pub struct SwarmReport {
     /// Seconds from the first viewer's start to the end of the run.
     pub duration_s: f64,
@@ -488,23 +488,9 @@ fn build_report(end: RunEnd, viewers: Vec<(Instant, Option<ViewerStats>)>) -> Sw
     let (mut join, mut connect, mut kbps) = (Vec::new(), Vec::new(), Vec::new());
     let mut r = SwarmReport {
         duration_s: duration.as_secs_f64(),
-        viewers: ViewerCounts::default(),
-        failures: BTreeMap::new(),
-        connect_ms: None,
-        join_ms: None,
-        latency_ms: None,
-        kbps: None,
-        loss_pct: 0.0,
-        frames_received: 0,
-        frames_bad_hash: 0,
-        frames_unmarked: 0,
-        frames_missing: 0,
-        audio_packets: 0,
-        bytes_received: 0,
-        layers: Vec::new(),
-        layer_switches: 0,
         delete_failures,
         publisher,
+        ..SwarmReport::default()
     };
     let mut expected = 0u64;
     // Playing viewers by (layer, width, height).
