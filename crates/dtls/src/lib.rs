@@ -333,7 +333,7 @@ impl OpensslDtlsInstance {
     /// Time until OpenSSL's retransmission timer fires, if it runs.
     fn retransmit_in(&mut self) -> Option<Duration> {
         let stream = self.stream()?;
-        let mut tv = Timeval {
+        let mut tv = libc::timeval {
             tv_sec: 0,
             tv_usec: 0,
         };
@@ -344,21 +344,14 @@ impl OpensslDtlsInstance {
                 stream.ssl().as_ptr(),
                 DTLS_CTRL_GET_TIMEOUT,
                 0,
-                (&mut tv as *mut Timeval).cast(),
+                (&mut tv as *mut libc::timeval).cast(),
             )
         };
         (running == 1).then(|| {
-            Duration::from_secs(tv.tv_sec.max(0) as u64)
-                + Duration::from_micros(tv.tv_usec.max(0) as u64)
+            Duration::from_secs(u64::try_from(tv.tv_sec).unwrap_or(0))
+                + Duration::from_micros(u64::try_from(tv.tv_usec).unwrap_or(0))
         })
     }
-}
-
-/// `struct timeval` of 64-bit Linux.
-#[repr(C)]
-struct Timeval {
-    tv_sec: i64,
-    tv_usec: i64,
 }
 
 /// str0m's profile and the keying material length RFC 5764 §4.2 asks for:
@@ -686,6 +679,37 @@ mod tests {
             }
         }
         assert_eq!(got.as_deref(), Some(&b"sctp bytes"[..]));
+    }
+
+    /// A lost flight comes again when OpenSSL's timer (1 s at first) runs out, and the
+    /// timeout str0m is given says when.
+    #[test]
+    fn a_lost_client_hello_is_sent_again_when_the_timer_fires() {
+        let now = Instant::now();
+        let mut client = instance(&OpensslDtls, &OpensslDtls.generate_certificate().unwrap());
+        let mut server = instance(&OpensslDtls, &OpensslDtls.generate_certificate().unwrap());
+        client.set_active(true);
+        server.set_active(false);
+        let _ = client.handle_packet(&[]);
+        let mut buf = vec![0; 2048];
+        let mut lost = 0;
+        let wait = loop {
+            match client.poll_output(&mut buf) {
+                DtlsOutput::Packet(_) => lost += 1,
+                DtlsOutput::Timeout(t) => break t - now,
+                other => panic!("unexpected {other:?}"),
+            }
+        };
+        assert_eq!(lost, 1, "one ClientHello, dropped");
+        assert!(
+            wait > Duration::from_millis(500) && wait <= Duration::from_millis(1100),
+            "{wait:?}"
+        );
+        // OpenSSL's timer reads the real clock.
+        std::thread::sleep(wait + Duration::from_millis(50));
+        client.handle_timeout(now + wait).unwrap();
+        let (c, s) = handshake(client.as_mut(), server.as_mut(), now + wait);
+        assert!(c.connected && s.connected);
     }
 
     #[test]
