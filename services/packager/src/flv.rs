@@ -127,13 +127,7 @@ impl FlvMuxer {
     pub fn push(&mut self, f: &pb::Frame, feed: &FlvFeed) {
         if Some(&f.track_id) == self.video.as_ref() {
             let nalus: Vec<&[u8]> = h264::annexb_nalus(&f.data).collect();
-            let sps = nalus
-                .iter()
-                .find(|n| h264::nal_type(n) == Some(h264::NAL_SPS));
-            let pps = nalus
-                .iter()
-                .find(|n| h264::nal_type(n) == Some(h264::NAL_PPS));
-            if let (Some(sps), Some(pps)) = (sps, pps) {
+            if let Some((sps, pps)) = h264::parameter_sets(&nalus) {
                 let changed = self
                     .sps_pps
                     .as_ref()
@@ -155,12 +149,7 @@ impl FlvMuxer {
                 }
             }
             let keyframe = h264::is_keyframe(&nalus);
-            let avcc = h264::nalus_to_avcc(nalus.iter().filter(|n| {
-                !matches!(
-                    h264::nal_type(n),
-                    Some(h264::NAL_SPS | h264::NAL_PPS | h264::NAL_AUD)
-                )
-            }));
+            let avcc = h264::nalus_to_avcc(nalus.iter().filter(|n| h264::is_sample_nal(n)));
             let ts = self.ms(true, f.rtp_time, 90_000, f.received_at_us);
             if let Ok(body) = flv::avc_nalus(keyframe, 0, &avcc) {
                 feed.publish(Item {

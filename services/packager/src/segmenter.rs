@@ -347,13 +347,7 @@ impl Segmenter {
                 out.push(SegOutput::RequestKeyframe);
                 return;
             }
-            let sps = nalus
-                .iter()
-                .find(|n| h264::nal_type(n) == Some(h264::NAL_SPS));
-            let pps = nalus
-                .iter()
-                .find(|n| h264::nal_type(n) == Some(h264::NAL_PPS));
-            let (Some(sps), Some(pps)) = (sps, pps) else {
+            let Some((sps, pps)) = h264::parameter_sets(&nalus) else {
                 // Parameter sets may come out of band in theory; browsers and x264
                 // repeat them with every IDR, so wait for one that has them.
                 out.push(SegOutput::RequestKeyframe);
@@ -409,12 +403,7 @@ impl Segmenter {
             self.start_segment(dts, now_ms);
         }
         // Parameter sets travel in the init segment; samples keep only picture data.
-        let data = h264::nalus_to_avcc(nalus.iter().filter(|n| {
-            !matches!(
-                h264::nal_type(n),
-                Some(h264::NAL_SPS | h264::NAL_PPS | h264::NAL_AUD)
-            )
-        }));
+        let data = h264::nalus_to_avcc(nalus.iter().filter(|n| h264::is_sample_nal(n)));
         self.held = Some(Pending {
             dts,
             data,

@@ -85,6 +85,18 @@ pub fn is_keyframe<N: AsRef<[u8]>>(nalus: &[N]) -> bool {
     nalus.iter().any(|n| is_idr(n.as_ref()))
 }
 
+/// The first SPS and the first PPS among an access unit's NAL units, if it has both.
+pub fn parameter_sets<'a>(nalus: &[&'a [u8]]) -> Option<(&'a [u8], &'a [u8])> {
+    let find = |ty| nalus.iter().copied().find(|n| nal_type(n) == Some(ty));
+    Some((find(NAL_SPS)?, find(NAL_PPS)?))
+}
+
+/// Whether a NAL unit belongs in an MP4 or FLV sample: not a parameter set (those
+/// travel in `avcC`) nor an access unit delimiter (MP4 forbids them in samples).
+pub fn is_sample_nal(nal: &[u8]) -> bool {
+    !matches!(nal_type(nal), Some(NAL_SPS | NAL_PPS | NAL_AUD))
+}
+
 /// Why an H.264 bitstream structure could not be parsed or written.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum H264Error {

@@ -825,3 +825,22 @@ fn packetize_then_depacketize_round_trips() {
     assert_eq!(aus.len(), 1);
     assert_eq!(aus[0].nalus, nalus);
 }
+
+#[test]
+fn parameter_sets_and_sample_nalus() {
+    let (aud, sps, pps, idr) = (
+        &[0x09, 0xf0][..],
+        &[0x67, 0x42][..],
+        &[0x68, 0xce][..],
+        &[0x65, 0x88][..],
+    );
+    assert_eq!(parameter_sets(&[aud, sps, pps, idr]), Some((sps, pps)));
+    assert_eq!(parameter_sets(&[pps, idr, sps]), Some((sps, pps)));
+    assert_eq!(parameter_sets(&[sps, idr]), None);
+    assert_eq!(parameter_sets(&[]), None);
+    let kept: Vec<&[u8]> = [aud, sps, pps, idr, &[][..]]
+        .into_iter()
+        .filter(|n| is_sample_nal(n))
+        .collect();
+    assert_eq!(kept, vec![idr, &[][..]]);
+}
