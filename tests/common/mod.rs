@@ -179,35 +179,16 @@ pub async fn creator_with_room(base: &str, visibility: &str) -> (String, String,
     )
 }
 
+#[path = "../../crates/media/tests/common/mod.rs"]
+mod peers;
+// Not every test binary that includes this module skips something.
+#[allow(unused_imports)]
+pub use peers::skip;
+
 /// FFmpeg with the WHIP muxer (FFmpeg 7+; `scripts/test` installs the static build that the
 /// PyPI wheel `imageio-ffmpeg` ships). `None` outside CI when missing; a failure in CI.
 pub fn ffmpeg_whip() -> Option<PathBuf> {
-    if let Ok(p) = std::env::var("SKYLARK_TEST_FFMPEG") {
-        return Some(PathBuf::from(p));
-    }
-    let home = std::env::var("HOME").unwrap_or_else(|_| "/root".into());
-    let venv = PathBuf::from(home).join(".cache/skylark-test-venv/lib");
-    let found = std::fs::read_dir(&venv).ok().and_then(|rd| {
-        rd.flatten().find_map(|py| {
-            let bin = py.path().join("site-packages/imageio_ffmpeg/binaries");
-            std::fs::read_dir(bin)
-                .ok()?
-                .flatten()
-                .map(|e| e.path())
-                .find(|p| {
-                    p.file_name()
-                        .is_some_and(|n| n.to_string_lossy().starts_with("ffmpeg-"))
-                })
-        })
-    });
-    if found.is_none() {
-        let msg = "FFmpeg with WHIP not found: run scripts/test (it installs imageio-ffmpeg) or set SKYLARK_TEST_FFMPEG";
-        if std::env::var("CI").as_deref() == Ok("true") {
-            panic!("{msg}");
-        }
-        eprintln!("SKIPPED: {msg}");
-    }
-    found
+    peers::recent_ffmpeg()
 }
 
 /// Publishes a test pattern + tone over WHIP for `seconds`, like OBS would.
@@ -264,11 +245,9 @@ pub fn redis_url() -> Option<String> {
         .unwrap_or("127.0.0.1:6379")
         .to_string();
     if std::net::TcpStream::connect_timeout(&addr.parse().ok()?, Duration::from_secs(1)).is_err() {
-        let msg = format!("Redis at {url} unreachable");
-        if std::env::var("CI").as_deref() == Ok("true") {
-            panic!("{msg} (CI=true: scale-out tests must run)");
-        }
-        eprintln!("SKIPPED: {msg}");
+        peers::skip(&format!(
+            "Redis at {url} unreachable (under CI=true the scale-out tests must run)"
+        ));
         return None;
     }
     Some(url)
@@ -316,11 +295,7 @@ pub fn debian_ffmpeg() -> Option<&'static str> {
     if Command::new("ffmpeg").arg("-version").output().is_ok() {
         return Some("ffmpeg");
     }
-    let msg = "Debian ffmpeg not installed: run scripts/test";
-    if std::env::var("CI").as_deref() == Ok("true") {
-        panic!("{msg}");
-    }
-    eprintln!("SKIPPED: {msg}");
+    peers::skip("Debian ffmpeg not installed: run scripts/test");
     None
 }
 
@@ -459,11 +434,7 @@ pub fn gstreamer_python() -> Option<&'static str> {
         .status()
         .is_ok_and(|s| s.success());
     if !ok {
-        let msg = "GStreamer webrtcbin (python3-gi, gstreamer1.0-plugins-{bad,ugly}, gstreamer1.0-nice) not found: run scripts/test, which installs them";
-        if std::env::var("CI").as_deref() == Ok("true") {
-            panic!("{msg}");
-        }
-        eprintln!("SKIPPED: {msg}");
+        peers::skip("GStreamer webrtcbin (python3-gi, gstreamer1.0-plugins-{bad,ugly}, gstreamer1.0-nice) not found: run scripts/test, which installs them");
         return None;
     }
     Some(python)
@@ -513,14 +484,10 @@ impl NetNs {
                     |e| e.to_string(),
                     |o| String::from_utf8_lossy(&o.stderr).into_owned(),
                 );
-                let msg = format!(
+                peers::skip(&format!(
                     "cannot make a network namespace (ip {}): {why}; run as root with iproute2",
                     args.join(" ")
-                );
-                if std::env::var("CI").as_deref() == Ok("true") {
-                    panic!("{msg}");
-                }
-                eprintln!("SKIPPED: {msg}");
+                ));
                 return None;
             }
         }

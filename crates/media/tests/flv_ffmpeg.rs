@@ -14,16 +14,8 @@ use skylark_media::flv::{self, FourCc, OpusHead};
 use skylark_media::h264::{annexb_nalus, nal_type, nalus_to_avcc, AvcDecoderConfigurationRecord};
 use skylark_media::rtmp::amf0::Amf0Value;
 
-fn in_ci() -> bool {
-    std::env::var("CI").as_deref() == Ok("true")
-}
-
-fn skip(reason: &str) {
-    if in_ci() {
-        panic!("{reason}");
-    }
-    eprintln!("SKIPPED: {reason}");
-}
+mod common;
+use common::{recent_ffmpeg, skip};
 
 fn have(tool: &str) -> bool {
     let ok = Command::new(tool)
@@ -34,31 +26,6 @@ fn have(tool: &str) -> bool {
         skip(&format!("{tool} not found: apt-get install ffmpeg"));
     }
     ok
-}
-
-fn recent_ffmpeg() -> Option<PathBuf> {
-    if let Ok(p) = std::env::var("SKYLARK_TEST_FFMPEG") {
-        return Some(PathBuf::from(p));
-    }
-    let home = std::env::var("HOME").unwrap_or_else(|_| "/root".into());
-    let venv = PathBuf::from(home).join(".cache/skylark-test-venv/lib");
-    let found = std::fs::read_dir(&venv).ok().and_then(|rd| {
-        rd.flatten().find_map(|py| {
-            let bin = py.path().join("site-packages/imageio_ffmpeg/binaries");
-            std::fs::read_dir(bin)
-                .ok()?
-                .flatten()
-                .map(|e| e.path())
-                .find(|p| {
-                    p.file_name()
-                        .is_some_and(|n| n.to_string_lossy().starts_with("ffmpeg-"))
-                })
-        })
-    });
-    if found.is_none() {
-        skip("FFmpeg 7+ not found: run scripts/test (it installs imageio-ffmpeg) or set SKYLARK_TEST_FFMPEG");
-    }
-    found
 }
 
 fn scratch(name: &str) -> PathBuf {

@@ -18,16 +18,8 @@ use skylark_media::h264::nal_type;
 use skylark_media::rtmp::amf0::Amf0Value;
 use skylark_media::rtmp::{ServerSession, SessionConfig, SessionEvent};
 
-fn in_ci() -> bool {
-    std::env::var("CI").as_deref() == Ok("true")
-}
-
-fn skip(reason: &str) {
-    if in_ci() {
-        panic!("{reason}");
-    }
-    eprintln!("SKIPPED: {reason}");
-}
+mod common;
+use common::{recent_ffmpeg, skip};
 
 /// Debian's `ffmpeg`, if installed.
 fn debian_ffmpeg() -> Option<PathBuf> {
@@ -42,33 +34,6 @@ fn debian_ffmpeg() -> Option<PathBuf> {
         return None;
     }
     Some(PathBuf::from("ffmpeg"))
-}
-
-/// A recent FFmpeg (Enhanced RTMP): `SKYLARK_TEST_FFMPEG`, or the static
-/// build from the `imageio-ffmpeg` wheel that `scripts/test` installs.
-fn recent_ffmpeg() -> Option<PathBuf> {
-    if let Ok(p) = std::env::var("SKYLARK_TEST_FFMPEG") {
-        return Some(PathBuf::from(p));
-    }
-    let home = std::env::var("HOME").unwrap_or_else(|_| "/root".into());
-    let venv = PathBuf::from(home).join(".cache/skylark-test-venv/lib");
-    let found = std::fs::read_dir(&venv).ok().and_then(|rd| {
-        rd.flatten().find_map(|py| {
-            let bin = py.path().join("site-packages/imageio_ffmpeg/binaries");
-            std::fs::read_dir(bin)
-                .ok()?
-                .flatten()
-                .map(|e| e.path())
-                .find(|p| {
-                    p.file_name()
-                        .is_some_and(|n| n.to_string_lossy().starts_with("ffmpeg-"))
-                })
-        })
-    });
-    if found.is_none() {
-        skip("FFmpeg 7+ not found: run scripts/test (it installs imageio-ffmpeg) or set SKYLARK_TEST_FFMPEG");
-    }
-    found
 }
 
 struct Outcome {
