@@ -8,23 +8,8 @@ mod common;
 mod simulcast;
 
 use common::*;
-use skylark_loadgen::source::VideoConfig;
-use skylark_loadgen::{Engine, EngineConfig, Publisher};
 use std::process::Command;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-use tokio_util::sync::CancellationToken;
-
-async fn publish(base: &str, room: &str, key: &str) -> (Engine, Publisher) {
-    let engine = Engine::start(EngineConfig::default(), CancellationToken::new()).unwrap();
-    let p = engine
-        .publish(&format!("{base}/whip/{room}"), key, VideoConfig::default())
-        .await
-        .expect("WHIP");
-    p.wait_connected(Duration::from_secs(10))
-        .await
-        .expect("connected");
-    (engine, p)
-}
 
 /// Polls until `url` answers 200, returning its body.
 async fn wait_ok(url: &str, secs: u64) -> reqwest::Response {

@@ -13,12 +13,9 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTraceServiceRequest, ExportTraceServiceResponse,
 };
 use opentelemetry_proto::tonic::common::v1::any_value::Value as AnyValue;
-use skylark_loadgen::source::VideoConfig;
-use skylark_loadgen::{Engine, EngineConfig};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tokio_util::sync::CancellationToken;
 
 #[derive(Debug, Clone)]
 struct Span {
@@ -124,16 +121,7 @@ async fn one_publish_is_one_trace_across_three_services() {
     .await;
 
     let (_, room, key) = creator_with_room(&api.base, "public").await;
-    let engine = Engine::start(EngineConfig::default(), CancellationToken::new()).unwrap();
-    let p = engine
-        .publish(
-            &format!("{}/whip/{room}", sig.base),
-            &key,
-            VideoConfig::default(),
-        )
-        .await
-        .expect("WHIP");
-    p.wait_connected(Duration::from_secs(10)).await.unwrap();
+    let (_engine, p) = publish(&sig.base, &room, &key).await;
     let _ = p.stop().await;
 
     // SIGTERM flushes each process's span batch.

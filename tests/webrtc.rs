@@ -45,19 +45,7 @@ async fn viewers(engine: &Engine, url: &str, n: usize) -> Vec<Viewer> {
 async fn one_publisher_twenty_viewers_every_frame_intact() {
     let sk = Skylark::start().await;
     let (_, room, key) = creator_with_room(&sk.base, "public").await;
-    let engine = Engine::start(EngineConfig::default(), CancellationToken::new()).unwrap();
-    let publisher = engine
-        .publish(
-            &format!("{}/whip/{room}", sk.base),
-            &key,
-            VideoConfig::default(),
-        )
-        .await
-        .expect("WHIP publish");
-    publisher
-        .wait_connected(Duration::from_secs(10))
-        .await
-        .expect("publisher connected");
+    let (engine, publisher) = publish(&sk.base, &room, &key).await;
 
     let vs = viewers(&engine, &format!("{}/whep/{room}", sk.base), 20).await;
     for v in &vs {
@@ -170,19 +158,7 @@ async fn random_datagrams_at_the_media_port_do_not_disturb_live_sessions() {
         .insert("SKYLARK_RTC_UDP_ADDR".into(), format!("127.0.0.1:{udp}"));
     let sk = Skylark::start_with(opts).await;
     let (_, room, key) = creator_with_room(&sk.base, "public").await;
-    let engine = Engine::start(EngineConfig::default(), CancellationToken::new()).unwrap();
-    let publisher = engine
-        .publish(
-            &format!("{}/whip/{room}", sk.base),
-            &key,
-            VideoConfig::default(),
-        )
-        .await
-        .unwrap();
-    publisher
-        .wait_connected(Duration::from_secs(10))
-        .await
-        .unwrap();
+    let (engine, publisher) = publish(&sk.base, &room, &key).await;
     let v = engine
         .view(&format!("{}/whep/{room}", sk.base), None)
         .await
@@ -227,28 +203,7 @@ async fn ffmpeg_whip_publisher_feeds_whep_viewers() {
     let (_, room, key) = creator_with_room(&sk.base, "public").await;
     let log = sk.dir.join("ffmpeg.log");
     let mut ff = spawn_ffmpeg_whip(&ffmpeg, &format!("{}/whip/{room}", sk.base), &key, 8, &log);
-    // Wait until the room is live.
-    let c = reqwest::Client::new();
-    let deadline = std::time::Instant::now() + Duration::from_secs(15);
-    loop {
-        let v: serde_json::Value = c
-            .get(format!("{}/api/v1/rooms/{room}", sk.base))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        if v["live"] == true {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "FFmpeg never went live:\n{}",
-            std::fs::read_to_string(&log).unwrap_or_default()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_live(&sk.base, &room, &log).await;
     let engine = Engine::start(EngineConfig::default(), CancellationToken::new()).unwrap();
     let vs = viewers(&engine, &format!("{}/whep/{room}", sk.base), 3).await;
     for v in &vs {
@@ -281,19 +236,7 @@ async fn sigterm_drains_live_sessions_before_stopping() {
         .insert("SKYLARK_DRAIN_TIMEOUT_S".into(), "60".into());
     let mut sk = Skylark::start_with(opts).await;
     let (_, room, key) = creator_with_room(&sk.base, "public").await;
-    let engine = Engine::start(EngineConfig::default(), CancellationToken::new()).unwrap();
-    let publisher = engine
-        .publish(
-            &format!("{}/whip/{room}", sk.base),
-            &key,
-            VideoConfig::default(),
-        )
-        .await
-        .unwrap();
-    publisher
-        .wait_connected(Duration::from_secs(10))
-        .await
-        .unwrap();
+    let (engine, publisher) = publish(&sk.base, &room, &key).await;
     let v = engine
         .view(&format!("{}/whep/{room}", sk.base), None)
         .await

@@ -510,3 +510,28 @@ impl Drop for NetNs {
             .status();
     }
 }
+
+/// A load-generator WHIP publisher on `room`, connected; keep the engine alive with it.
+pub async fn publish(
+    base: &str,
+    room: &str,
+    key: &str,
+) -> (skylark_loadgen::Engine, skylark_loadgen::Publisher) {
+    let engine = skylark_loadgen::Engine::start(
+        skylark_loadgen::EngineConfig::default(),
+        tokio_util::sync::CancellationToken::new(),
+    )
+    .unwrap();
+    let p = engine
+        .publish(
+            &format!("{base}/whip/{room}"),
+            key,
+            skylark_loadgen::source::VideoConfig::default(),
+        )
+        .await
+        .expect("WHIP");
+    p.wait_connected(Duration::from_secs(10))
+        .await
+        .expect("connected");
+    (engine, p)
+}
