@@ -665,14 +665,7 @@ mod tests {
     use skylark_loadgen::source::{OpusSource, VideoConfig, VideoSource};
 
     fn tracks(seg: &mut Segmenter) {
-        seg.add_track(&pb::TrackInfo {
-            track_id: "v".into(),
-            kind: pb::TrackKind::Video as i32,
-            codec: "H264".into(),
-            clock_rate: 90_000,
-            fmtp: String::new(),
-            rid: String::new(),
-        });
+        seg.add_track(&video_track());
         seg.add_track(&pb::TrackInfo {
             track_id: "a".into(),
             kind: pb::TrackKind::Audio as i32,
@@ -892,6 +885,33 @@ mod tests {
         }
     }
 
+    /// The RTMP ingest's AAC relay track: 44.1 kHz stereo AAC-LC (config `1210`).
+    fn aac_track() -> pb::TrackInfo {
+        pb::TrackInfo {
+            track_id: "local-aac".into(),
+            kind: pb::TrackKind::Audio as i32,
+            codec: "aac".into(),
+            clock_rate: 48_000,
+            fmtp: "1210".into(),
+            rid: String::new(),
+        }
+    }
+
+    /// Where AAC frame `n` (1024 samples at 44.1 kHz) starts, in ms as RTMP times it.
+    fn aac_ms(n: u64) -> u64 {
+        n * 1024 * 1000 / 44_100
+    }
+
+    /// AAC frame `n` as the relay carries it: the RTMP ms time rebased to 48 kHz.
+    fn aac_frame(n: u64) -> pb::Frame {
+        pb::Frame {
+            track_id: "local-aac".into(),
+            rtp_time: aac_ms(n) * 48,
+            data: b"AACFRAME".to_vec(),
+            ..Default::default()
+        }
+    }
+
     fn video_frames(secs: u64) -> Vec<pb::Frame> {
         let mut v = VideoSource::new(VideoConfig {
             bitrate_kbps: 300,
@@ -986,29 +1006,15 @@ mod tests {
     fn an_rtmp_room_muxes_the_publishers_aac_not_the_opus_transcode() {
         let mut seg = Segmenter::new(Duration::from_secs(2), Duration::from_millis(200));
         seg.add_track(&video_track());
-        seg.add_track(&pb::TrackInfo {
-            track_id: "local-aac".into(),
-            kind: pb::TrackKind::Audio as i32,
-            codec: "aac".into(),
-            clock_rate: 48_000,
-            fmtp: "1210".into(),
-            rid: String::new(),
-        });
+        seg.add_track(&aac_track());
         tracks(&mut seg);
         let mut out = Vec::new();
         let opus = OpusSource::default().next_packet();
         let (mut aac_n, mut opus_ms) = (0u64, 0u64);
         for (i, f) in video_frames(3).iter().enumerate() {
             let ms = i as u64 * 1000 / 30;
-            // RTMP times AAC frames (1024 samples at 44.1 kHz) in ms, rebased to 48 kHz.
-            while aac_n * 1024 * 1000 / 44_100 <= ms {
-                let aac = pb::Frame {
-                    track_id: "local-aac".into(),
-                    rtp_time: aac_n * 1024 * 1000 / 44_100 * 48,
-                    data: b"AACFRAME".to_vec(),
-                    ..Default::default()
-                };
-                seg.push(&aac, ms as i64, &mut out);
+            while aac_ms(aac_n) <= ms {
+                seg.push(&aac_frame(aac_n), ms as i64, &mut out);
                 aac_n += 1;
             }
             while opus_ms <= ms {
@@ -1098,28 +1104,15 @@ mod tests {
         // reloading that part in a loop at a stream's start.
         let mut seg = Segmenter::new(Duration::from_secs(2), Duration::from_millis(200));
         seg.add_track(&video_track());
-        seg.add_track(&pb::TrackInfo {
-            track_id: "local-aac".into(),
-            kind: pb::TrackKind::Audio as i32,
-            codec: "aac".into(),
-            clock_rate: 48_000,
-            fmtp: "1210".into(),
-            rid: String::new(),
-        });
+        seg.add_track(&aac_track());
         let mut out = Vec::new();
         let mut aac_n = 0u64;
         for (i, f) in video_frames(3).iter().enumerate() {
             let ms = i as u64 * 1000 / 30;
             seg.push(f, ms as i64, &mut out);
             // Audio 50 ms behind the video.
-            while aac_n * 1024 * 1000 / 44_100 + 50 <= ms {
-                let aac = pb::Frame {
-                    track_id: "local-aac".into(),
-                    rtp_time: aac_n * 1024 * 1000 / 44_100 * 48,
-                    data: b"AACFRAME".to_vec(),
-                    ..Default::default()
-                };
-                seg.push(&aac, ms as i64, &mut out);
+            while aac_ms(aac_n) + 50 <= ms {
+                seg.push(&aac_frame(aac_n), ms as i64, &mut out);
                 aac_n += 1;
             }
         }
