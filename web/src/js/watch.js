@@ -624,6 +624,25 @@ function retryHls(s, why) {
 }
 
 function hlsWatchdog(s) {
+  watchPlayback(s, hlsLatency, retryHls);
+}
+
+/** Latency: program-date-time of the playing position vs now, else hls.js' estimate. */
+function hlsLatency(s) {
+  const pdt = s.hls?.playingDate ?? (typeof video.getStartDate === 'function' ? dateAt(video) : null);
+  if (pdt && Number.isFinite(pdt.getTime()) && pdt.getTime() > 0) {
+    return [Date.now() - pdt.getTime(), 'program date-time'];
+  }
+  if (s.hls && Number.isFinite(s.hls.latency)) return [s.hls.latency * 1000, 'from the live edge'];
+  return [null, null];
+}
+
+/**
+ * What HLS and FLV playback watch alike, every WATCHDOG_MS: progress and the first frame,
+ * latency (`latency(s)` → [ms, how]), stalls, the room going offline, and `retry(s, why)`
+ * when no picture comes or it stops.
+ */
+function watchPlayback(s, latency, retry) {
   if (current !== s) return;
   const now = performance.now();
   if (video.currentTime > s.lastTime + 0.01) {
@@ -632,22 +651,11 @@ function hlsWatchdog(s) {
     if (!s.gotFrame && video.videoWidth > 0) firstFrame(s);
     if (state.status === 'stalled' || state.status === 'offline') setStatus('playing');
   }
-  // Latency: program-date-time of the playing position vs now, else hls.js' estimate.
-  let ms = null;
-  let how = null;
-  const pdt = s.hls?.playingDate ?? (typeof video.getStartDate === 'function' ? dateAt(video) : null);
-  if (pdt && Number.isFinite(pdt.getTime()) && pdt.getTime() > 0) {
-    ms = Date.now() - pdt.getTime();
-    how = 'program date-time';
-  } else if (s.hls && Number.isFinite(s.hls.latency)) {
-    ms = s.hls.latency * 1000;
-    how = 'from the live edge';
-  }
-  setLatency(ms, how);
+  setLatency(...latency(s));
   $('stat-video').textContent = video.videoWidth ? `${video.videoWidth}×${video.videoHeight}` : '–';
   if (!s.gotFrame) {
-    // Loaded but never showing a picture (segments failing without a fatal error).
-    if (now - s.started > HLS_STALL_MS) retryHls(s, 'no video arrived');
+    // Loaded but never showing a picture (segments or tags failing without a fatal error).
+    if (now - s.started > HLS_STALL_MS) retry(s, 'no video arrived');
     return;
   }
   const still = now - s.lastProgress;
@@ -657,7 +665,7 @@ function hlsWatchdog(s) {
     setStatus('offline');
     return;
   }
-  if (still > HLS_STALL_MS) retryHls(s, 'the video stopped');
+  if (still > HLS_STALL_MS) retry(s, 'the video stopped');
 }
 
 // --- HTTP-FLV (mpegts.js) -------------------------------------------------------------
@@ -749,32 +757,17 @@ function retryFlv(s, why) {
 }
 
 function flvWatchdog(s) {
-  if (current !== s) return;
-  const now = performance.now();
-  if (video.currentTime > s.lastTime + 0.01) {
-    s.lastTime = video.currentTime;
-    s.lastProgress = now;
-    if (!s.gotFrame && video.videoWidth > 0) firstFrame(s);
-    if (state.status === 'stalled' || state.status === 'offline') setStatus('playing');
-  }
-  // Latency: what is buffered ahead of the playing position (the FLV stream carries no
-  // wall-clock time), i.e. how far behind the newest received frame the picture is.
+  watchPlayback(s, flvLatency, retryFlv);
+}
+
+/**
+ * Latency: what is buffered ahead of the playing position (the FLV stream carries no
+ * wall-clock time), i.e. how far behind the newest received frame the picture is.
+ */
+function flvLatency() {
   const b = video.buffered;
   const ahead = b.length ? b.end(b.length - 1) - video.currentTime : null;
-  setLatency(ahead === null || ahead < 0 ? null : ahead * 1000, 'buffered ahead');
-  $('stat-video').textContent = video.videoWidth ? `${video.videoWidth}×${video.videoHeight}` : '–';
-  if (!s.gotFrame) {
-    if (now - s.started > HLS_STALL_MS) retryFlv(s, 'no video arrived');
-    return;
-  }
-  const still = now - s.lastProgress;
-  if (still > 2000 && state.status === 'playing') setStatus(state.live === false ? 'offline' : 'stalled');
-  if (state.live === false && still > 3000) {
-    teardown();
-    setStatus('offline');
-    return;
-  }
-  if (still > HLS_STALL_MS) retryFlv(s, 'the video stopped');
+  return [ahead === null || ahead < 0 ? null : ahead * 1000, 'buffered ahead'];
 }
 
 function dateAt(v) {
