@@ -36,15 +36,13 @@ fn main() {
     let out = PathBuf::from(env::var("OUT_DIR").expect("OUT_DIR"));
 
     println!("cargo:rerun-if-env-changed={SKIP_NPM}");
-    println!("cargo:rerun-if-changed={}", src.display());
-    println!(
-        "cargo:rerun-if-changed={}",
-        web.join("package.json").display()
-    );
-    println!(
-        "cargo:rerun-if-changed={}",
-        web.join("package-lock.json").display()
-    );
+    // Watched paths are given relative to this package: cargo records them as written,
+    // and with absolute ones, two checkouts sharing a target directory watched only the
+    // checkout that ran this script last: an edit to a page in the other was not embedded.
+    let web_rel = Path::new("../../web");
+    for watched in ["src", "package.json", "package-lock.json"] {
+        println!("cargo:rerun-if-changed={}", web_rel.join(watched).display());
+    }
 
     if !src.is_dir() {
         panic!(
@@ -65,7 +63,8 @@ fn main() {
         let path = web.join("node_modules").join(rel);
         match fs::read(&path) {
             Ok(bytes) => {
-                println!("cargo:rerun-if-changed={}", path.display());
+                let watched = web_rel.join("node_modules").join(rel);
+                println!("cargo:rerun-if-changed={}", watched.display());
                 files.push(((*served).to_string(), path, bytes));
             }
             Err(e) if skip_npm => {
