@@ -111,6 +111,15 @@ struct Config {
     /// Most WebRTC sessions one SFU node takes.
     #[arg(long, env = "SKYLARK_SFU_MAX_SESSIONS", default_value_t = 5000)]
     max_sessions: usize,
+    /// How signaling picks the SFU node of a new room: `least-loaded` spreads rooms,
+    /// `pack` fills the fullest node with room first.
+    #[arg(
+        long,
+        env = "SKYLARK_NODE_SELECTOR",
+        value_enum,
+        default_value = "least-loaded"
+    )]
+    node_selector: skylark_signaling::SelectorKind,
     /// Token signing key (≥ 32 bytes); default: generated once in the data dir.
     #[arg(long, env = "SKYLARK_JWT_SECRET", hide_env_values = true)]
     jwt_secret: Option<String>,
@@ -205,6 +214,8 @@ impl Config {
             rtmp_public_url = %self.rtmp_public_url(),
             grpc_addr = ?self.grpc_addr,
             api_grpc_url = %self.api_grpc_url,
+            sfu_max_sessions = self.max_sessions,
+            node_selector = ?self.node_selector,
             jwt_secret = if self.jwt_secret.is_some() { "<set>" } else { "<data dir>" },
             otlp_endpoint = ?self.otlp_endpoint,
             "configuration"
@@ -310,6 +321,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         api_grpc_url,
         public_url: config.public_url.clone(),
         rtmp_addr: Some(config.rtmp_addr),
+        selector: config.node_selector,
     };
     let sfu = |grpc_addr: SocketAddr| skylark_sfu::Config {
         http_addr: config.http_addr,

@@ -68,6 +68,19 @@ async fn p2p_room_relays_offer_answer_and_candidates() {
         (Some(true), Some("p2p"))
     );
 
+    // Live means the same everywhere: the API and the playback answer agree.
+    for path in [format!("rooms/{room}"), format!("rooms/{room}/playback")] {
+        let v: Value = c
+            .get(format!("{}/api/v1/{path}", sk.base))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(v["live"], true, "{path}: {v}");
+    }
+
     let mut v = ws(&sk.base).await;
     send(&mut v, json!({"type": "watch", "room": room})).await;
     let state = expect(&mut v, "room").await;

@@ -114,6 +114,24 @@ impl Bus for AnyBus {
         dispatch!(self, bus => bus.acquire_lease(key, holder, ttl))
     }
 
+    async fn map_set(
+        &self,
+        key: &str,
+        field: &str,
+        value: &str,
+        ttl: Duration,
+    ) -> Result<(), BusError> {
+        dispatch!(self, bus => bus.map_set(key, field, value, ttl))
+    }
+
+    async fn map_remove(&self, key: &str, field: &str) -> Result<(), BusError> {
+        dispatch!(self, bus => bus.map_remove(key, field))
+    }
+
+    async fn map_entries(&self, key: &str) -> Result<Vec<(String, String)>, BusError> {
+        dispatch!(self, bus => bus.map_entries(key))
+    }
+
     async fn renew_lease(&self, key: &str, holder: &str, ttl: Duration) -> Result<bool, BusError> {
         dispatch!(self, bus => bus.renew_lease(key, holder, ttl))
     }

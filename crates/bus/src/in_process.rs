@@ -49,6 +49,7 @@ struct State {
     nodes: HashMap<(NodeKind, String), Timed<NodeInfo>>,
     leases: HashMap<String, Timed<String>>,
     kv: HashMap<String, Timed<String>>,
+    maps: HashMap<String, HashMap<String, Timed<String>>>,
     next_sweep: Option<Instant>,
 }
 
@@ -79,12 +80,16 @@ impl State {
         self.nodes.retain(|_, n| n.live(now));
         self.leases.retain(|_, l| l.live(now));
         self.kv.retain(|_, v| v.live(now));
+        self.maps.retain(|_, m| {
+            m.retain(|_, v| v.live(now));
+            !m.is_empty()
+        });
         self.next_sweep = Some(now + SWEEP_EVERY);
     }
 
     #[cfg(test)]
     fn len(&self) -> usize {
-        self.nodes.len() + self.leases.len() + self.kv.len()
+        self.nodes.len() + self.leases.len() + self.kv.len() + self.maps.len()
     }
 }
 
@@ -224,6 +229,51 @@ impl Bus for InProcessBus {
     async fn del(&self, key: &str) -> Result<(), BusError> {
         self.state().kv.remove(key);
         Ok(())
+    }
+
+    async fn map_set(
+        &self,
+        key: &str,
+        field: &str,
+        value: &str,
+        ttl: Duration,
+    ) -> Result<(), BusError> {
+        check_ttl(ttl)?;
+        check_name(field, "map field must not be empty")?;
+        let now = Instant::now();
+        let mut state = self.state();
+        state.sweep_if_due(now);
+        state.maps.entry(key.to_owned()).or_default().insert(
+            field.to_owned(),
+            Timed::new(value.to_owned(), now, Some(ttl)),
+        );
+        Ok(())
+    }
+
+    async fn map_remove(&self, key: &str, field: &str) -> Result<(), BusError> {
+        let mut state = self.state();
+        if let Some(map) = state.maps.get_mut(key) {
+            map.remove(field);
+            if map.is_empty() {
+                state.maps.remove(key);
+            }
+        }
+        Ok(())
+    }
+
+    async fn map_entries(&self, key: &str) -> Result<Vec<(String, String)>, BusError> {
+        let now = Instant::now();
+        let state = self.state();
+        let mut entries: Vec<(String, String)> = state
+            .maps
+            .get(key)
+            .into_iter()
+            .flatten()
+            .filter(|(_, v)| v.live(now))
+            .map(|(f, v)| (f.clone(), v.value.clone()))
+            .collect();
+        entries.sort();
+        Ok(entries)
     }
 
     async fn publish(&self, channel: &str, payload: &str) -> Result<usize, BusError> {

@@ -1,30 +1,35 @@
-//! Names of the shared keys, leases and channels: one place, so every service agrees.
+//! Names of the shared keys, leases, maps and channels. Private: services read and
+//! write them through the typed [`placement`](crate::placement) and
+//! [`events`](crate::events) modules, never by spelling a key.
 
-/// Lease held by the SFU node that is a room's origin while the room is live.
-pub fn room_origin(room: &str) -> String {
+/// Lease held by a room's origin while the room is live: an SFU node id, or
+/// `p2p:{connection}` for a peer-to-peer broadcaster.
+pub(crate) fn room_origin(room: &str) -> String {
     format!("room:{room}:origin")
 }
 
 /// Lease held by the packager writing a room's HLS.
-pub fn room_packager(room: &str) -> String {
+pub(crate) fn room_packager(room: &str) -> String {
     format!("room:{room}:packager")
 }
 
-/// Current viewer count of a room (a decimal string).
-pub fn room_viewers(room: &str) -> String {
+/// Map node id → viewers that node serves in the room (one field per node).
+pub(crate) fn room_viewers(room: &str) -> String {
     format!("room:{room}:viewers")
 }
 
+/// Map node id → relay link (which node it pulls the room from, and its depth).
+pub(crate) fn room_relays(room: &str) -> String {
+    format!("room:{room}:relays")
+}
+
 /// Per-room event channel (live/offline, viewer counts, p2p relay, end of publish).
-pub fn room_channel(room: &str) -> String {
+pub(crate) fn room_channel(room: &str) -> String {
     format!("room:{room}:events")
 }
 
-/// Event `type` asking the room's publisher session to end (key rotated, room deleted).
-pub const EVENT_END_PUBLISH: &str = "end_publish";
-
 /// A WHIP/WHEP session resource: which node holds it, so any signaling pod can
 /// serve its PATCH and DELETE.
-pub fn session(id: &str) -> String {
+pub(crate) fn session(id: &str) -> String {
     format!("session:{id}")
 }

@@ -1,5 +1,7 @@
 //! Shared state between Skylark services: a node registry with TTL heartbeats,
-//! leases for room placement, a small key/value store, and per-room events.
+//! leases, expiring maps and a small key/value store, per-room events — and, on
+//! top of them, the typed views every service reads and writes: [`placement`]
+//! (where a room's media lives) and [`events`] (what happens in a room).
 //!
 //! One contract, the [`Bus`] trait, with two backends that pass the same test
 //! suite:
@@ -28,9 +30,11 @@
 
 mod any;
 mod error;
+pub mod events;
 mod in_process;
-pub mod keys;
+mod keys;
 mod node;
+pub mod placement;
 mod redis_bus;
 mod subscription;
 
@@ -40,7 +44,7 @@ use std::time::Duration;
 pub use any::{connect, connect_with, AnyBus, BusConfig};
 pub use error::BusError;
 pub use in_process::InProcessBus;
-pub use node::{NodeInfo, NodeKind};
+pub use node::{NodeCapacity, NodeInfo, NodeKind, NodeLoad};
 pub use redis_bus::RedisBus;
 pub use subscription::Subscription;
 
@@ -116,6 +120,30 @@ pub trait Bus: Send + Sync + 'static {
 
     /// Deletes `key`; a missing key is not an error.
     fn del(&self, key: &str) -> impl Future<Output = Result<(), BusError>> + Send;
+
+    /// Sets `field` of the map `key` to `value` for `ttl`. Each field expires on
+    /// its own, so several writers (one field each, e.g. one per node) never
+    /// overwrite each other and a writer that dies drops out by itself.
+    fn map_set(
+        &self,
+        key: &str,
+        field: &str,
+        value: &str,
+        ttl: Duration,
+    ) -> impl Future<Output = Result<(), BusError>> + Send;
+
+    /// Removes `field` from the map `key`; a missing one is not an error.
+    fn map_remove(
+        &self,
+        key: &str,
+        field: &str,
+    ) -> impl Future<Output = Result<(), BusError>> + Send;
+
+    /// The live fields of the map `key` with their values, sorted by field.
+    fn map_entries(
+        &self,
+        key: &str,
+    ) -> impl Future<Output = Result<Vec<(String, String)>, BusError>> + Send;
 
     /// Sends `payload` to every current subscription of `channel` and returns
     /// how many there were (across all processes for Redis). Payloads over

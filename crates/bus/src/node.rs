@@ -1,4 +1,4 @@
-//! What a media node announces about itself in the registry.
+//! What a node announces about itself in the registry.
 
 use std::fmt;
 
@@ -30,19 +30,46 @@ impl fmt::Display for NodeKind {
     }
 }
 
-/// A node's heartbeat: how to reach it and how busy it is.
+/// How busy a node is, in role-neutral figures (an SFU's origin and edge work both
+/// count). Every field defaults to 0, so older entries still read.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct NodeLoad {
+    /// Sessions held: publishers and subscribers (an SFU), rooms packaged (a packager).
+    pub sessions: u32,
+    /// Of `sessions`, those receiving media (viewers).
+    pub subscribers: u32,
+    /// Downstream relay links this node feeds (edges and packagers pulling from it).
+    pub relays_out: u32,
+    /// Media leaving the node, bits per second.
+    pub egress_bps: u64,
+}
+
+/// What a node has room for; 0 means unlimited.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct NodeCapacity {
+    /// Sessions the node accepts (`SKYLARK_SFU_MAX_SESSIONS`).
+    pub sessions: u32,
+    /// Downstream relay links the node feeds (`SKYLARK_SFU_MAX_RELAYS`).
+    pub relays: u32,
+}
+
+/// A node's heartbeat: what it is, how to reach it and how busy it is.
 ///
 /// ```
-/// use skylark_bus::{NodeInfo, NodeKind};
+/// use skylark_bus::{NodeCapacity, NodeInfo, NodeKind, NodeLoad};
 /// let node = NodeInfo {
 ///     id: "sfu-1".into(),
 ///     kind: NodeKind::Sfu,
 ///     grpc_addr: "http://10.0.0.5:7001".into(),
 ///     media_addr: "203.0.113.7:50000".into(),
-///     load: 12,
-///     capacity: 500,
+///     load: NodeLoad { sessions: 12, ..NodeLoad::default() },
+///     capacity: NodeCapacity { sessions: 500, relays: 8 },
+///     ..NodeInfo::default()
 /// };
 /// assert_eq!(node.kind.as_str(), "sfu");
+/// assert!(node.has_session_room());
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NodeInfo {
@@ -52,10 +79,55 @@ pub struct NodeInfo {
     pub kind: NodeKind,
     /// Where other services reach its gRPC API.
     pub grpc_addr: String,
-    /// Its announced media address (UDP for an SFU).
+    /// An SFU's announced media address (UDP); empty for other kinds.
+    #[serde(default)]
     pub media_addr: String,
-    /// Current load, in the node's own unit (e.g. subscribers).
-    pub load: u32,
-    /// Load at which the node counts as full, same unit as `load`.
-    pub capacity: u32,
+    /// A packager's HTTP address (where HLS/FLV requests are passed); empty for others.
+    #[serde(default)]
+    pub http_addr: String,
+    /// Current load.
+    #[serde(default)]
+    pub load: NodeLoad,
+    /// Limits the load is measured against.
+    #[serde(default)]
+    pub capacity: NodeCapacity,
+}
+
+impl Default for NodeInfo {
+    fn default() -> Self {
+        Self {
+            id: String::new(),
+            kind: NodeKind::Sfu,
+            grpc_addr: String::new(),
+            media_addr: String::new(),
+            http_addr: String::new(),
+            load: NodeLoad::default(),
+            capacity: NodeCapacity::default(),
+        }
+    }
+}
+
+impl NodeInfo {
+    /// Whether one more session fits under the session capacity.
+    pub fn has_session_room(&self) -> bool {
+        self.capacity.sessions == 0 || self.load.sessions < self.capacity.sessions
+    }
+
+    /// Whether one more session fits while keeping `reserve` sessions free (for
+    /// publishers: viewers must never lock a publisher out).
+    pub fn has_session_room_keeping(&self, reserve: u32) -> bool {
+        self.capacity.sessions == 0
+            || self.load.sessions.saturating_add(reserve) < self.capacity.sessions
+    }
+
+    /// Whether the node can feed one more downstream relay link.
+    pub fn has_relay_slot(&self) -> bool {
+        self.capacity.relays == 0 || self.load.relays_out < self.capacity.relays
+    }
+
+    /// Sessions in use as a fraction of capacity (an unlimited node counts its
+    /// sessions as if its capacity were 1, so it still compares by load).
+    pub fn session_fill(&self) -> f64 {
+        f64::from(self.load.sessions) / f64::from(self.capacity.sessions.max(1))
+    }
 }

@@ -4,6 +4,8 @@
 //! Key layout under the prefix `P` (default `skylark:`):
 //! - `P nodes:{kind}:expiry` sorted set id → expiry (ms, Redis clock), and
 //!   `P nodes:{kind}:info` hash id → JSON [`NodeInfo`];
+//! - `P map:{key}:expiry` sorted set field → expiry and `P map:{key}:values` hash
+//!   field → value, for the expiring maps (same scheme as the node registry);
 //! - `P lease:{key}` string holder with `PX` TTL;
 //! - `P kv:{key}` string value with optional `PX` TTL;
 //! - pub/sub channel `P chan:{channel}`.
@@ -25,27 +27,34 @@ const NOW_MS: &str = "local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 ";
 
-static HEARTBEAT: LazyLock<Script> = LazyLock::new(|| {
+// One field of an expiring map (the node registry, per-node room figures): its
+// expiry in a sorted set, its value in a hash. Both keys outlive their longest field.
+static MAP_SET: LazyLock<Script> = LazyLock::new(|| {
     Script::new(&format!(
         "{NOW_MS}
-redis.call('ZADD', KEYS[1], string.format('%d', now + tonumber(ARGV[3])), ARGV[1])
+local ttl = tonumber(ARGV[3])
+redis.call('ZADD', KEYS[1], string.format('%d', now + ttl), ARGV[1])
 redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
+for _, k in ipairs(KEYS) do
+  if redis.call('PTTL', k) < ttl then redis.call('PEXPIRE', k, ttl) end
+end
 return 1"
     ))
 });
 
-// Drops expired nodes, then returns the live ones' JSON. Entries are removed
-// here rather than by key TTL so one sorted set can hold per-node expiries.
-static LIVE_NODES: LazyLock<Script> = LazyLock::new(|| {
+// Drops expired fields, then returns the live ones as field, value, field, value…
+// Entries are removed here rather than by key TTL so one sorted set can hold
+// per-field expiries.
+static MAP_LIVE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(&format!(
         "{NOW_MS}
 local dead = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', string.format('%d', now))
-for _, id in ipairs(dead) do redis.call('HDEL', KEYS[2], id) end
+for _, f in ipairs(dead) do redis.call('HDEL', KEYS[2], f) end
 if #dead > 0 then redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', string.format('%d', now)) end
 local out = {{}}
-for _, id in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
-  local info = redis.call('HGET', KEYS[2], id)
-  if info then out[#out + 1] = info end
+for _, f in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
+  local v = redis.call('HGET', KEYS[2], f)
+  if v then out[#out + 1] = f; out[#out + 1] = v end
 end
 return out"
     ))
@@ -169,6 +178,80 @@ impl RedisBus {
         )
     }
 
+    fn map_keys(&self, key: &str) -> (String, String) {
+        let prefix = &self.shared.prefix;
+        (
+            format!("{prefix}map:{key}:expiry"),
+            format!("{prefix}map:{key}:values"),
+        )
+    }
+
+    async fn map_set_in(
+        &self,
+        (expiry, values): (String, String),
+        field: &str,
+        value: &str,
+        ttl: Duration,
+        op: &'static str,
+    ) -> Result<(), BusError> {
+        self.run(op, |mut conn| async move {
+            MAP_SET
+                .key(expiry)
+                .key(values)
+                .arg(field)
+                .arg(value)
+                .arg(millis(ttl))
+                .invoke_async::<()>(&mut conn)
+                .await
+        })
+        .await
+    }
+
+    async fn map_remove_in(
+        &self,
+        (expiry, values): (String, String),
+        field: &str,
+        op: &'static str,
+    ) -> Result<(), BusError> {
+        self.run(op, |mut conn| async move {
+            redis::pipe()
+                .atomic()
+                .cmd("ZREM")
+                .arg(expiry)
+                .arg(field)
+                .ignore()
+                .cmd("HDEL")
+                .arg(values)
+                .arg(field)
+                .ignore()
+                .query_async::<()>(&mut conn)
+                .await
+        })
+        .await
+    }
+
+    async fn map_live_in(
+        &self,
+        (expiry, values): (String, String),
+        op: &'static str,
+    ) -> Result<Vec<(String, String)>, BusError> {
+        let flat: Vec<String> = self
+            .run(op, |mut conn| async move {
+                MAP_LIVE
+                    .key(expiry)
+                    .key(values)
+                    .invoke_async(&mut conn)
+                    .await
+            })
+            .await?;
+        let mut pairs = flat.into_iter();
+        let mut out = Vec::new();
+        while let (Some(field), Some(value)) = (pairs.next(), pairs.next()) {
+            out.push((field, value));
+        }
+        Ok(out)
+    }
+
     fn connection(&self) -> (u64, ConnectionManager) {
         let conn = self
             .shared
@@ -268,53 +351,20 @@ impl Bus for RedisBus {
             what: "node info",
             source,
         })?;
-        let (expiry, infos) = self.node_keys(node.kind);
-        self.run("HEARTBEAT", |mut conn| async move {
-            HEARTBEAT
-                .key(expiry)
-                .key(infos)
-                .arg(&node.id)
-                .arg(info)
-                .arg(millis(ttl))
-                .invoke_async::<()>(&mut conn)
-                .await
-        })
-        .await
+        self.map_set_in(self.node_keys(node.kind), &node.id, &info, ttl, "HEARTBEAT")
+            .await
     }
 
     async fn remove_node(&self, kind: NodeKind, id: &str) -> Result<(), BusError> {
-        let (expiry, infos) = self.node_keys(kind);
-        self.run("REMOVE NODE", |mut conn| async move {
-            redis::pipe()
-                .atomic()
-                .cmd("ZREM")
-                .arg(expiry)
-                .arg(id)
-                .ignore()
-                .cmd("HDEL")
-                .arg(infos)
-                .arg(id)
-                .ignore()
-                .query_async::<()>(&mut conn)
-                .await
-        })
-        .await
+        self.map_remove_in(self.node_keys(kind), id, "REMOVE NODE")
+            .await
     }
 
     async fn nodes(&self, kind: NodeKind) -> Result<Vec<NodeInfo>, BusError> {
-        let (expiry, infos) = self.node_keys(kind);
-        let raw: Vec<String> = self
-            .run("NODES", |mut conn| async move {
-                LIVE_NODES
-                    .key(expiry)
-                    .key(infos)
-                    .invoke_async(&mut conn)
-                    .await
-            })
-            .await?;
+        let raw = self.map_live_in(self.node_keys(kind), "NODES").await?;
         let mut nodes: Vec<NodeInfo> = raw
             .iter()
-            .filter_map(|json| match serde_json::from_str::<NodeInfo>(json) {
+            .filter_map(|(_, json)| match serde_json::from_str::<NodeInfo>(json) {
                 Ok(node) => Some(node),
                 Err(error) => {
                     // One bad entry (e.g. a newer node during a rolling upgrade)
@@ -326,6 +376,30 @@ impl Bus for RedisBus {
             .collect();
         nodes.sort_by(|a, b| a.id.cmp(&b.id));
         Ok(nodes)
+    }
+
+    async fn map_set(
+        &self,
+        key: &str,
+        field: &str,
+        value: &str,
+        ttl: Duration,
+    ) -> Result<(), BusError> {
+        check_ttl(ttl)?;
+        check_name(field, "map field must not be empty")?;
+        self.map_set_in(self.map_keys(key), field, value, ttl, "MAP SET")
+            .await
+    }
+
+    async fn map_remove(&self, key: &str, field: &str) -> Result<(), BusError> {
+        self.map_remove_in(self.map_keys(key), field, "MAP REMOVE")
+            .await
+    }
+
+    async fn map_entries(&self, key: &str) -> Result<Vec<(String, String)>, BusError> {
+        let mut entries = self.map_live_in(self.map_keys(key), "MAP ENTRIES").await?;
+        entries.sort();
+        Ok(entries)
     }
 
     async fn acquire_lease(

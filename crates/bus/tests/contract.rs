@@ -7,9 +7,11 @@
 use std::future::Future;
 use std::time::Duration;
 
+use skylark_bus::events::{self, RoomEvent};
+use skylark_bus::placement::{self, Origin, Relay};
 use skylark_bus::{
-    connect_with, AnyBus, Bus, BusConfig, BusError, NodeInfo, NodeKind, Subscription,
-    MAX_PAYLOAD_BYTES,
+    connect_with, AnyBus, Bus, BusConfig, BusError, NodeCapacity, NodeInfo, NodeKind, NodeLoad,
+    Subscription, MAX_PAYLOAD_BYTES,
 };
 use tokio::time::{sleep, timeout, Instant};
 
@@ -25,8 +27,15 @@ fn node(kind: NodeKind, id: &str, load: u32) -> NodeInfo {
         kind,
         grpc_addr: format!("http://{id}:7001"),
         media_addr: format!("{id}:50000"),
-        load,
-        capacity: 100,
+        http_addr: String::new(),
+        load: NodeLoad {
+            sessions: load,
+            ..NodeLoad::default()
+        },
+        capacity: NodeCapacity {
+            sessions: 100,
+            relays: 8,
+        },
     }
 }
 
@@ -422,6 +431,183 @@ async fn two_handles_see_each_other(a: &impl Bus, b: &impl Bus) {
     assert_eq!(a.get("room:11:viewers").await.unwrap(), None);
 }
 
+// ------------------------------------------------------------------ expiring maps
+
+async fn map_fields_expire_independently(bus: &impl Bus) {
+    assert!(bus.map_entries("m").await.unwrap().is_empty());
+    bus.map_set("m", "b", "2", LONG_TTL).await.unwrap();
+    bus.map_set("m", "a", "1", SHORT_TTL).await.unwrap();
+    assert_eq!(
+        bus.map_entries("m").await.unwrap(),
+        [("a".into(), "1".into()), ("b".into(), "2".into())]
+    );
+    // A second write to a field replaces it; other writers' fields stay.
+    bus.map_set("m", "b", "3", LONG_TTL).await.unwrap();
+    eventually("the short-lived field expires alone", || async {
+        bus.map_entries("m").await.unwrap() == [("b".to_string(), "3".to_string())]
+    })
+    .await;
+    bus.map_remove("m", "b").await.unwrap();
+    bus.map_remove("m", "never-set").await.unwrap();
+    assert!(bus.map_entries("m").await.unwrap().is_empty());
+    assert!(matches!(
+        bus.map_set("m", "", "x", LONG_TTL).await,
+        Err(BusError::InvalidArgument(_))
+    ));
+}
+
+// --------------------------------------------------------------------- placement
+
+async fn placement_answers_each_question(bus: &impl Bus) {
+    let empty = placement::room(bus, "p1").await.unwrap();
+    assert!(!empty.is_live());
+    assert_eq!(empty.viewers(), 0);
+
+    // Origin: an SFU node, resolved through the registry; a rival can't take it.
+    bus.heartbeat(&node(NodeKind::Sfu, "sfu-a", 0), LONG_TTL)
+        .await
+        .unwrap();
+    let a = Origin::Sfu {
+        node: "sfu-a".into(),
+    };
+    let b = Origin::Sfu {
+        node: "sfu-b".into(),
+    };
+    assert!(placement::claim_origin(bus, "p1", &a, LONG_TTL)
+        .await
+        .unwrap());
+    assert!(!placement::claim_origin(bus, "p1", &b, LONG_TTL)
+        .await
+        .unwrap());
+    assert!(!placement::renew_origin(bus, "p1", &b, LONG_TTL)
+        .await
+        .unwrap());
+    assert!(placement::renew_origin(bus, "p1", &a, LONG_TTL)
+        .await
+        .unwrap());
+    assert_eq!(
+        placement::origin_node(bus, "p1")
+            .await
+            .unwrap()
+            .map(|n| n.id),
+        Some("sfu-a".into())
+    );
+
+    // Relays: one entry per edge, each with its parent.
+    let r1 = Relay {
+        node: "sfu-c".into(),
+        parent: "sfu-a".into(),
+        depth: 1,
+    };
+    let r2 = Relay {
+        node: "sfu-d".into(),
+        parent: "sfu-c".into(),
+        depth: 2,
+    };
+    placement::set_relay(bus, "p1", &r2, LONG_TTL)
+        .await
+        .unwrap();
+    placement::set_relay(bus, "p1", &r1, LONG_TTL)
+        .await
+        .unwrap();
+    assert_eq!(
+        placement::relays(bus, "p1").await.unwrap(),
+        [r1.clone(), r2]
+    );
+    placement::remove_relay(bus, "p1", "sfu-d").await.unwrap();
+
+    // Packager: a lease.
+    assert!(placement::claim_packager(bus, "p1", "pkg-a", LONG_TTL)
+        .await
+        .unwrap());
+    assert!(!placement::claim_packager(bus, "p1", "pkg-b", LONG_TTL)
+        .await
+        .unwrap());
+    assert!(placement::renew_packager(bus, "p1", "pkg-a", LONG_TTL)
+        .await
+        .unwrap());
+
+    // Viewers: per node, summed; a node reporting 0 drops out.
+    placement::set_viewers(bus, "p1", "sfu-a", 3).await.unwrap();
+    placement::set_viewers(bus, "p1", "sfu-c", 5).await.unwrap();
+    placement::set_viewers(bus, "p1", "pkg-a", 2).await.unwrap();
+    placement::set_viewers(bus, "p1", "sfu-a", 4).await.unwrap();
+    assert_eq!(placement::viewers(bus, "p1").await.unwrap(), 11);
+    placement::set_viewers(bus, "p1", "pkg-a", 0).await.unwrap();
+
+    let room = placement::room(bus, "p1").await.unwrap();
+    assert!(room.is_live());
+    assert_eq!(room.origin, Some(a.clone()));
+    assert_eq!(room.relays, [r1]);
+    assert_eq!(room.packager.as_deref(), Some("pkg-a"));
+    assert_eq!(room.viewers(), 9);
+
+    placement::release_origin(bus, "p1", &b).await.unwrap();
+    assert!(placement::origin(bus, "p1").await.unwrap().is_some());
+    placement::release_origin(bus, "p1", &a).await.unwrap();
+    placement::release_packager(bus, "p1", "pkg-a")
+        .await
+        .unwrap();
+    assert_eq!(placement::origin(bus, "p1").await.unwrap(), None);
+    assert_eq!(placement::packager(bus, "p1").await.unwrap(), None);
+    bus.remove_node(NodeKind::Sfu, "sfu-a").await.unwrap();
+}
+
+async fn p2p_origin_is_live_without_an_sfu(bus: &impl Bus) {
+    let p2p = Origin::P2p {
+        broadcaster: "c42".into(),
+    };
+    assert!(placement::claim_origin(bus, "p2", &p2p, LONG_TTL)
+        .await
+        .unwrap());
+    let room = placement::room(bus, "p2").await.unwrap();
+    assert!(room.is_live());
+    assert_eq!(
+        room.origin.as_ref().and_then(Origin::broadcaster),
+        Some("c42")
+    );
+    // No SFU to send viewers to.
+    assert_eq!(placement::origin_node(bus, "p2").await.unwrap(), None);
+    placement::release_origin(bus, "p2", &p2p).await.unwrap();
+}
+
+async fn room_events_round_trip(bus: &impl Bus) {
+    let mut sub = events::subscribe(bus, "e1").await.unwrap();
+    // Foreign or malformed messages are skipped, not fatal.
+    bus.publish("room:e1:events", "not json").await.unwrap();
+    let sent = [
+        RoomEvent::State {
+            room: "e1".into(),
+            live: true,
+            viewers: 2,
+            broadcaster: Some("c1".into()),
+        },
+        RoomEvent::EndPublish {
+            room: "e1".into(),
+            reason: "room_deleted".into(),
+        },
+    ];
+    for ev in &sent {
+        events::publish(bus, "e1", ev).await.unwrap();
+    }
+    for ev in sent {
+        let got = timeout(PATIENCE, sub.recv()).await.unwrap();
+        assert_eq!(got, Some(ev));
+    }
+}
+
+async fn session_records_round_trip(bus: &impl Bus) {
+    let rec = placement::SessionRecord {
+        sfu_url: "http://10.0.0.5:7001".into(),
+        room: "r".into(),
+        kind: "whep".into(),
+    };
+    placement::record_session(bus, "abc", &rec).await.unwrap();
+    assert_eq!(placement::session(bus, "abc").await.unwrap(), Some(rec));
+    placement::forget_session(bus, "abc").await.unwrap();
+    assert_eq!(placement::session(bus, "abc").await.unwrap(), None);
+}
+
 // ---------------------------------------------------------------------- backends
 
 fn redis_url() -> String {
@@ -511,4 +697,9 @@ contract!(
     publish_reaches_every_subscriber_in_order,
     dropped_subscription_receives_nothing,
     oversized_payload_is_refused,
+    map_fields_expire_independently,
+    placement_answers_each_question,
+    p2p_origin_is_live_without_an_sfu,
+    room_events_round_trip,
+    session_records_round_trip,
 );

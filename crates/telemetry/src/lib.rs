@@ -14,8 +14,8 @@ pub mod service;
 pub use logging::{init, LogFormat, Telemetry, TelemetryConfig};
 pub use metrics_export::{metrics_handle, metrics_router, render_metrics};
 pub use propagation::{
-    extract_http, grpc_channel, http_layer, inject_grpc, inject_http, GrpcClientInterceptor,
-    GrpcServerLayer,
+    extract_http, grpc_channel, http_layer, inject_grpc, inject_http, traced_channel,
+    GrpcClientInterceptor, GrpcServerLayer, TracedChannel,
 };
 pub use service::{
     ops_router, serve_http, serve_parts, serve_parts_draining, DrainHook, ReadyCheck, ServicePart,

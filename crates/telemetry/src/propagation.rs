@@ -159,6 +159,21 @@ where
     }
 }
 
+/// A gRPC channel whose calls carry the caller's trace: what every internal client
+/// is built on (`SfuNodeClient<TracedChannel>`, …).
+pub type TracedChannel = tonic::service::interceptor::InterceptedService<
+    tonic::transport::Channel,
+    GrpcClientInterceptor,
+>;
+
+/// [`grpc_channel`] wrapped with [`GrpcClientInterceptor`].
+pub fn traced_channel(url: &str) -> anyhow::Result<TracedChannel> {
+    Ok(tonic::service::interceptor::InterceptedService::new(
+        grpc_channel(url)?,
+        GrpcClientInterceptor,
+    ))
+}
+
 /// A lazily connected gRPC channel to `url` with bounded connect and call times; wrap
 /// clients with [`GrpcClientInterceptor`] so calls carry the caller's trace.
 pub fn grpc_channel(url: &str) -> anyhow::Result<tonic::transport::Channel> {

@@ -1,8 +1,8 @@
 //! What the API knows of live media: read from the bus, where signaling and the SFUs
 //! record it. The API never blocks on it: with the bus down, rooms read as offline.
 
-use serde_json::json;
-use skylark_bus::{keys, AnyBus, Bus};
+use skylark_bus::events::{self, RoomEvent};
+use skylark_bus::{placement, AnyBus};
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct RoomStatus {
@@ -26,35 +26,26 @@ impl Presence {
     }
 
     pub async fn status(&self, room_id: &str) -> RoomStatus {
-        let live = match self.bus.lease_holder(&keys::room_origin(room_id)).await {
-            Ok(holder) => holder.is_some(),
+        match placement::room(&self.bus, room_id).await {
+            Ok(p) if p.is_live() => RoomStatus {
+                live: true,
+                viewers: p.viewers(),
+            },
+            Ok(_) => RoomStatus::default(),
             Err(e) => {
                 tracing::warn!(error = %e, "bus unavailable: reporting room offline");
-                return RoomStatus::default();
+                RoomStatus::default()
             }
-        };
-        let viewers = if live {
-            self.bus
-                .get(&keys::room_viewers(room_id))
-                .await
-                .ok()
-                .flatten()
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(0)
-        } else {
-            0
-        };
-        RoomStatus { live, viewers }
+        }
     }
 
     /// Tells whoever holds the room's publisher to cut it (key rotated, room deleted).
     pub async fn end_publish(&self, room_id: &str, reason: &str) {
-        let event = json!({"type": keys::EVENT_END_PUBLISH, "room": room_id, "reason": reason});
-        if let Err(e) = self
-            .bus
-            .publish(&keys::room_channel(room_id), &event.to_string())
-            .await
-        {
+        let event = RoomEvent::EndPublish {
+            room: room_id.to_owned(),
+            reason: reason.to_owned(),
+        };
+        if let Err(e) = events::publish(&self.bus, room_id, &event).await {
             tracing::warn!(error = %e, room_id, "could not announce the end of a publish");
         }
     }

@@ -279,17 +279,17 @@ async fn live_state_comes_from_the_bus() {
     let room = app.create_room(&token, "public").await;
     let id = room["room"]["id"].as_str().unwrap();
     let bus = app.state.presence.bus().clone();
-    use skylark_bus::Bus;
-    bus.acquire_lease(
-        &skylark_bus::keys::room_origin(id),
-        "sfu-1",
-        Duration::from_secs(30),
-    )
-    .await
-    .unwrap();
-    bus.set(&skylark_bus::keys::room_viewers(id), "7", None)
+    use skylark_bus::events::{self, RoomEvent};
+    use skylark_bus::placement::{self, Origin};
+    let origin = Origin::Sfu {
+        node: "sfu-1".into(),
+    };
+    placement::claim_origin(&bus, id, &origin, Duration::from_secs(30))
         .await
         .unwrap();
+    // Viewers are counted per serving node and summed.
+    placement::set_viewers(&bus, id, "sfu-1", 3).await.unwrap();
+    placement::set_viewers(&bus, id, "sfu-2", 4).await.unwrap();
     let (_, v) = app.call(Method::GET, "/api/v1/rooms", None, None).await;
     assert_eq!(v["rooms"][0]["id"], id);
     assert_eq!(
@@ -301,10 +301,7 @@ async fn live_state_comes_from_the_bus() {
     );
 
     // Rotating the key tells the room's publisher to stop.
-    let mut events = bus
-        .subscribe(&skylark_bus::keys::room_channel(id))
-        .await
-        .unwrap();
+    let mut events = events::subscribe(&bus, id).await.unwrap();
     let (s, _) = app
         .call(
             Method::POST,
@@ -314,16 +311,16 @@ async fn live_state_comes_from_the_bus() {
         )
         .await;
     assert_eq!(s, StatusCode::CREATED);
-    let ev: Value = serde_json::from_str(
-        &tokio::time::timeout(Duration::from_secs(2), events.recv())
-            .await
-            .unwrap()
-            .unwrap(),
-    )
-    .unwrap();
+    let ev = tokio::time::timeout(Duration::from_secs(2), events.recv())
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(
-        (ev["type"].as_str(), ev["reason"].as_str()),
-        (Some("end_publish"), Some("stream_key_rotated"))
+        ev,
+        RoomEvent::EndPublish {
+            room: id.to_owned(),
+            reason: "stream_key_rotated".into()
+        }
     );
 }
 

@@ -16,10 +16,11 @@ mod track;
 use futures_util::StreamExt;
 use renditions::Renditions;
 use segmenter::SegOutput;
-use skylark_bus::{keys, AnyBus, Bus, NodeInfo, NodeKind};
+use skylark_bus::placement::{self, LEASE_TTL};
+use skylark_bus::{AnyBus, Bus, NodeCapacity, NodeInfo, NodeKind};
 use skylark_proto::sfu::v1 as pb;
 use skylark_proto::sfu::v1::sfu_node_client::SfuNodeClient;
-use skylark_telemetry::{grpc_channel, GrpcClientInterceptor, ServicePart};
+use skylark_telemetry::{traced_channel, ServicePart, TracedChannel};
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -30,14 +31,8 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-type SfuClient = SfuNodeClient<
-    tonic::service::interceptor::InterceptedService<
-        tonic::transport::Channel,
-        GrpcClientInterceptor,
-    >,
->;
+type SfuClient = SfuNodeClient<TracedChannel>;
 
-const LEASE_TTL: Duration = Duration::from_secs(6);
 const TICK: Duration = Duration::from_secs(1);
 /// How long an ended room's playlist (with `EXT-X-ENDLIST`) stays served.
 const GRACE: Duration = Duration::from_secs(30);
@@ -95,10 +90,12 @@ pub async fn start(
     let node = NodeInfo {
         id: me.clone(),
         kind: NodeKind::Packager,
-        grpc_addr: String::new(),
-        media_addr: advertise,
-        load: 0,
-        capacity: 1000,
+        http_addr: advertise,
+        capacity: NodeCapacity {
+            sessions: 1000,
+            relays: 0,
+        },
+        ..NodeInfo::default()
     };
     let task = tokio::spawn(discovery(shared, node, shutdown));
     let router = http::router(http::HttpState {
@@ -139,18 +136,14 @@ async fn discovery(
             _ = tick.tick() => {}
         }
         workers.retain(|_, (h, _)| !h.is_finished());
-        node.load = workers.len() as u32;
+        node.load.sessions = workers.len() as u32;
         metrics::gauge!("skylark_packager_rooms").set(workers.len() as f64);
         if let Err(e) = sh.bus.heartbeat(&node, LEASE_TTL).await {
             tracing::warn!(error = %e, "packager heartbeat failed");
         }
         // Keep what we hold; let go of what we lost.
         for (room, (_, stop)) in workers.iter() {
-            match sh
-                .bus
-                .renew_lease(&keys::room_packager(room), &sh.me, LEASE_TTL)
-                .await
-            {
+            match placement::renew_packager(&sh.bus, room, &sh.me, LEASE_TTL).await {
                 Ok(true) => {}
                 Ok(false) => {
                     tracing::warn!(room_id = %room, "packager lease lost; stopping");
@@ -169,10 +162,10 @@ async fn discovery(
             let mut client = match clients.get(&sfu.grpc_addr) {
                 Some(c) => c.clone(),
                 None => {
-                    let Ok(ch) = grpc_channel(&sfu.grpc_addr) else {
+                    let Ok(ch) = traced_channel(&sfu.grpc_addr) else {
                         continue;
                     };
-                    let c = SfuNodeClient::with_interceptor(ch, GrpcClientInterceptor);
+                    let c = SfuNodeClient::new(ch);
                     clients.insert(sfu.grpc_addr.clone(), c.clone());
                     c
                 }
@@ -184,11 +177,7 @@ async fn discovery(
                 if workers.contains_key(&r.room_id) {
                     continue;
                 }
-                match sh
-                    .bus
-                    .acquire_lease(&keys::room_packager(&r.room_id), &sh.me, LEASE_TTL)
-                    .await
-                {
+                match placement::claim_packager(&sh.bus, &r.room_id, &sh.me, LEASE_TTL).await {
                     Ok(true) => {
                         tracing::info!(room_id = %r.room_id, "packaging room");
                         let stop = shutdown.child_token();
@@ -205,10 +194,7 @@ async fn discovery(
     for (room, (h, stop)) in workers {
         stop.cancel();
         let _ = h.await;
-        let _ = sh
-            .bus
-            .release_lease(&keys::room_packager(&room), &sh.me)
-            .await;
+        let _ = placement::release_packager(&sh.bus, &room, &sh.me).await;
     }
     let _ = sh.bus.remove_node(NodeKind::Packager, &sh.me).await;
     Ok(())
@@ -293,26 +279,12 @@ async fn room_worker(sh: Arc<Shared>, room: String, stop: CancellationToken) {
     if sh.rooms.get(&room).is_some_and(|h| Arc::ptr_eq(&h, &hls)) {
         sh.rooms.remove(&room);
     }
-    let _ = sh
-        .bus
-        .release_lease(&keys::room_packager(&room), &sh.me)
-        .await;
+    let _ = placement::release_packager(&sh.bus, &room, &sh.me).await;
 }
 
-/// The SFU node holding the room's origin lease, if the room is live.
+/// The room's origin SFU, if the room is live.
 async fn origin_node(sh: &Shared, room: &str) -> Option<NodeInfo> {
-    let holder = sh
-        .bus
-        .lease_holder(&keys::room_origin(room))
-        .await
-        .ok()
-        .flatten()?;
-    sh.bus
-        .nodes(NodeKind::Sfu)
-        .await
-        .ok()?
-        .into_iter()
-        .find(|n| n.id == holder)
+    placement::origin_node(&sh.bus, room).await.ok().flatten()
 }
 
 async fn pull(
@@ -323,9 +295,8 @@ async fn pull(
     hls: &RoomHls,
     stop: &CancellationToken,
 ) -> anyhow::Result<()> {
-    let ch = grpc_channel(origin)?;
-    let mut client = SfuNodeClient::with_interceptor(ch, GrpcClientInterceptor)
-        .max_decoding_message_size(8 * 1024 * 1024);
+    let mut client =
+        SfuNodeClient::new(traced_channel(origin)?).max_decoding_message_size(8 * 1024 * 1024);
     let (fb_tx, fb_rx) = mpsc::channel(16);
     fb_tx
         .send(pb::RelayFeedback {

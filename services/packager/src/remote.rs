@@ -3,7 +3,7 @@
 
 use axum::body::Body;
 use axum::http::{header, HeaderValue, Response, Uri};
-use skylark_bus::{keys, AnyBus, Bus, NodeKind};
+use skylark_bus::{placement, AnyBus};
 use std::time::Duration;
 
 /// Marks a forwarded request, so two packagers never bounce one between them.
@@ -72,27 +72,16 @@ impl Remote {
         if already_forwarded {
             return None;
         }
-        let holder = self
-            .bus
-            .lease_holder(&keys::room_packager(room))
-            .await
-            .ok()??;
-        if holder == self.me {
+        let node = placement::packager_node(&self.bus, room).await.ok()??;
+        if node.id == self.me {
             return None;
         }
-        let node = self
-            .bus
-            .nodes(NodeKind::Packager)
-            .await
-            .ok()?
-            .into_iter()
-            .find(|n| n.id == holder)?;
         let url = format!(
             "http://{}{}",
-            node.media_addr,
+            node.http_addr,
             uri.path_and_query().map(|p| p.as_str()).unwrap_or("/")
         );
-        Some((url, holder))
+        Some((url, node.id))
     }
 
     /// The holder's answer, or `None` when no other live packager holds the room.

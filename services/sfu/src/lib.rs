@@ -13,7 +13,9 @@ mod worker;
 pub use grpc::SfuService;
 
 use crate::core::{Core, CoreConfig, CoreEvent};
-use skylark_bus::{keys, AnyBus, Bus, NodeInfo, NodeKind};
+use skylark_bus::events::{self, RoomEvent};
+use skylark_bus::placement::{self, Origin, LEASE_TTL, RENEW_EVERY};
+use skylark_bus::{AnyBus, Bus, NodeCapacity, NodeInfo, NodeKind};
 use skylark_telemetry::ServicePart;
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -22,10 +24,6 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use worker::{Command, Worker};
-
-/// How long a node or room lease lives without renewal.
-const LEASE_TTL: Duration = Duration::from_secs(6);
-const RENEW_EVERY: Duration = Duration::from_secs(2);
 
 /// Configuration of the SFU service.
 #[derive(Debug, Clone)]
@@ -127,8 +125,11 @@ pub async fn start(
         kind: NodeKind::Sfu,
         grpc_addr: advertise,
         media_addr: announce.to_string(),
-        load: 0,
-        capacity: config.max_sessions as u32,
+        capacity: NodeCapacity {
+            sessions: u32::try_from(config.max_sessions).unwrap_or(u32::MAX),
+            relays: 0,
+        },
+        ..NodeInfo::default()
     };
     let draining = CancellationToken::new();
     let placement = tokio::spawn(placement_loop(
@@ -173,8 +174,9 @@ pub async fn run(config: Config, bus: AnyBus, shutdown: CancellationToken) -> an
     skylark_telemetry::serve_parts(addr, vec![part], shutdown).await
 }
 
-/// Keeps the bus in step with the node: heartbeats, origin leases of live rooms, viewer
-/// counts and room events; and cuts publishers when the API says so.
+/// Keeps the bus in step with the node: heartbeats with its load, origin claims of
+/// live rooms, its viewer count per room, room events; and cuts publishers when the
+/// API says so.
 async fn placement_loop(
     bus: AnyBus,
     worker: Worker,
@@ -183,50 +185,68 @@ async fn placement_loop(
     draining: CancellationToken,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
+    let origin = Origin::Sfu {
+        node: node.id.clone(),
+    };
     // Per live room: a task forwarding `end_publish` from the room channel.
     let mut live: HashMap<String, tokio::task::JoinHandle<()>> = HashMap::new();
-    let mut viewers: HashMap<String, usize> = HashMap::new();
+    let mut viewers: HashMap<String, u64> = HashMap::new();
     let mut tick = tokio::time::interval(RENEW_EVERY);
+    let mut last_bytes_out: Option<(tokio::time::Instant, u64)> = None;
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => break,
             _ = tick.tick() => {
-                node.load = viewers.values().sum::<usize>() as u32 + live.len() as u32;
+                if let Some(stats) = worker.stats().await {
+                    node.load.sessions = stats.publishers + stats.subscribers;
+                    node.load.subscribers = stats.subscribers;
+                    let now = tokio::time::Instant::now();
+                    if let Some((then, bytes)) = last_bytes_out {
+                        let secs = now.duration_since(then).as_secs_f64().max(0.001);
+                        node.load.egress_bps =
+                            (stats.bytes_out.saturating_sub(bytes) as f64 * 8.0 / secs) as u64;
+                    }
+                    last_bytes_out = Some((now, stats.bytes_out));
+                }
                 if draining.is_cancelled() {
-                    // Leave the registry; live rooms keep their origin leases below.
+                    // Leave the registry; live rooms keep their origin claims below.
                     let _ = bus.remove_node(NodeKind::Sfu, &node.id).await;
                 } else if let Err(e) = bus.heartbeat(&node, LEASE_TTL).await {
                     tracing::warn!(error = %e, "node heartbeat failed; live media continues");
                 }
                 for room in live.keys() {
-                    match bus.renew_lease(&keys::room_origin(room), &node.id, LEASE_TTL).await {
+                    match placement::renew_origin(&bus, room, &origin, LEASE_TTL).await {
                         Ok(true) => {}
-                        // Lost (expired during a bus outage): take it back if free.
-                        Ok(false) => { let _ = bus.acquire_lease(&keys::room_origin(room), &node.id, LEASE_TTL).await; }
+                        Ok(false) => tracing::warn!(room_id = %room, "another node holds the room's origin"),
                         Err(e) => tracing::warn!(error = %e, room_id = %room, "origin lease renewal failed"),
                     }
+                }
+                // Per-node counts expire unless renewed: a dead node stops counting.
+                for (room, count) in &viewers {
+                    let _ = placement::set_viewers(&bus, room, &node.id, *count).await;
                 }
             }
             Some(ev) = events.recv() => match ev {
                 CoreEvent::RoomLive { room } => {
-                    if let Err(e) = bus.acquire_lease(&keys::room_origin(&room), &node.id, LEASE_TTL).await {
+                    if let Err(e) = placement::claim_origin(&bus, &room, &origin, LEASE_TTL).await {
                         tracing::warn!(error = %e, room_id = %room, "could not record the room's origin");
                     }
                     let w = worker.clone();
                     let b = bus.clone();
                     let r = room.clone();
                     live.insert(room.clone(), tokio::spawn(async move { watch_room(b, w, r).await }));
-                    announce(&bus, &room, true, viewers.get(&room).copied().unwrap_or(0)).await;
+                    announce(&bus, &room, true).await;
                 }
                 CoreEvent::RoomOffline { room } => {
                     if let Some(t) = live.remove(&room) { t.abort(); }
-                    let _ = bus.release_lease(&keys::room_origin(&room), &node.id).await;
-                    announce(&bus, &room, false, viewers.get(&room).copied().unwrap_or(0)).await;
+                    let _ = placement::release_origin(&bus, &room, &origin).await;
+                    announce(&bus, &room, false).await;
                 }
                 CoreEvent::Viewers { room, count } => {
+                    let count = count as u64;
                     if count == 0 { viewers.remove(&room); } else { viewers.insert(room.clone(), count); }
-                    let _ = bus.set(&keys::room_viewers(&room), &count.to_string(), Some(Duration::from_secs(3600))).await;
-                    announce(&bus, &room, live.contains_key(&room), count).await;
+                    let _ = placement::set_viewers(&bus, &room, &node.id, count).await;
+                    announce(&bus, &room, live.contains_key(&room)).await;
                 }
                 CoreEvent::SessionClosed { .. } => {}
             },
@@ -234,19 +254,26 @@ async fn placement_loop(
     }
     for (room, t) in live {
         t.abort();
-        let _ = bus.release_lease(&keys::room_origin(&room), &node.id).await;
+        let _ = placement::release_origin(&bus, &room, &origin).await;
+    }
+    for room in viewers.keys() {
+        let _ = placement::set_viewers(&bus, room, &node.id, 0).await;
     }
     let _ = bus.remove_node(NodeKind::Sfu, &node.id).await;
     Ok(())
 }
 
-/// Publishes the room's state for signaling pods to pass on to WebSocket clients.
-async fn announce(bus: &AnyBus, room: &str, live: bool, viewers: usize) {
-    let ev = serde_json::json!({"type": "room", "room": room, "live": live, "viewers": viewers});
-    if let Err(e) = bus
-        .publish(&keys::room_channel(room), &ev.to_string())
-        .await
-    {
+/// Publishes the room's state (viewers summed over its nodes) for signaling pods to
+/// pass on to WebSocket clients.
+async fn announce(bus: &AnyBus, room: &str, live: bool) {
+    let viewers = placement::viewers(bus, room).await.unwrap_or(0);
+    let ev = RoomEvent::State {
+        room: room.to_owned(),
+        live,
+        viewers,
+        broadcaster: None,
+    };
+    if let Err(e) = events::publish(bus, room, &ev).await {
         tracing::debug!(error = %e, room_id = %room, "room event not published");
     }
 }
@@ -254,18 +281,15 @@ async fn announce(bus: &AnyBus, room: &str, live: bool, viewers: usize) {
 /// Cuts the room's publisher when the API announces the end of its publish.
 async fn watch_room(bus: AnyBus, worker: Worker, room: String) {
     loop {
-        let mut sub = match bus.subscribe(&keys::room_channel(&room)).await {
+        let mut sub = match events::subscribe(&bus, &room).await {
             Ok(s) => s,
             Err(_) => {
                 tokio::time::sleep(Duration::from_secs(1)).await;
                 continue;
             }
         };
-        while let Some(msg) = sub.recv().await {
-            let Ok(v) = serde_json::from_str::<serde_json::Value>(&msg) else {
-                continue;
-            };
-            if v["type"] == keys::EVENT_END_PUBLISH {
+        while let Some(ev) = sub.recv().await {
+            if matches!(ev, RoomEvent::EndPublish { .. }) {
                 worker
                     .send_wait(Command::EndPublisher { room: room.clone() })
                     .await;

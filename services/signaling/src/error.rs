@@ -4,6 +4,8 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 
+use crate::session::SessionError;
+
 #[derive(Debug)]
 pub struct SignalError {
     pub status: StatusCode,
@@ -22,38 +24,29 @@ impl SignalError {
     pub fn bad_request(m: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, "bad_request", m)
     }
-    pub fn unavailable(m: impl Into<String>) -> Self {
-        Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", m)
-    }
-    pub fn not_found(m: impl Into<String>) -> Self {
-        Self::new(StatusCode::NOT_FOUND, "not_found", m)
-    }
+}
 
-    /// Maps a gRPC failure of a downstream service (API or SFU).
-    pub fn from_status(s: tonic::Status, what: &str) -> Self {
-        use tonic::Code::*;
-        let m = s.message().to_string();
-        match s.code() {
-            Unauthenticated => Self::new(StatusCode::UNAUTHORIZED, "unauthorized", m),
-            PermissionDenied => Self::new(StatusCode::FORBIDDEN, "forbidden", m),
-            NotFound => Self::not_found(m),
-            InvalidArgument => Self::bad_request(m),
-            FailedPrecondition => {
-                Self::new(StatusCode::UNPROCESSABLE_ENTITY, "unsupported_codec", m)
-            }
-            ResourceExhausted | Unavailable | DeadlineExceeded | Cancelled => {
-                tracing::warn!(status = %s, what, "downstream unavailable");
-                Self::unavailable(format!("{what} unavailable: retry in a few seconds"))
-            }
-            _ => {
-                tracing::error!(status = %s, what, "downstream error");
-                Self::new(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "internal",
-                    format!("{what} failed: retry"),
-                )
-            }
+/// The one table from a downstream gRPC status code to the HTTP status and error
+/// code users see (WHIP/WHEP bodies, WebSocket `error` messages, RTMP logs).
+pub fn status_error(code: tonic::Code) -> (StatusCode, &'static str) {
+    use tonic::Code::*;
+    match code {
+        Unauthenticated => (StatusCode::UNAUTHORIZED, "unauthorized"),
+        PermissionDenied => (StatusCode::FORBIDDEN, "forbidden"),
+        NotFound => (StatusCode::NOT_FOUND, "not_found"),
+        InvalidArgument => (StatusCode::BAD_REQUEST, "bad_request"),
+        FailedPrecondition => (StatusCode::UNPROCESSABLE_ENTITY, "unsupported_codec"),
+        ResourceExhausted | Unavailable | DeadlineExceeded | Cancelled => {
+            (StatusCode::SERVICE_UNAVAILABLE, "unavailable")
         }
+        _ => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+    }
+}
+
+impl From<SessionError> for SignalError {
+    fn from(e: SessionError) -> Self {
+        let (status, code) = e.status_and_code();
+        Self::new(status, code, e.message())
     }
 }
 

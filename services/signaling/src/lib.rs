@@ -1,18 +1,27 @@
-//! Signaling: where publishers and viewers meet the media nodes. WHIP/WHEP endpoints
-//! (`whip`), WebSocket signaling (`ws`), playback discovery, and node selection
-//! (`placement`). Stateless: everything shared lives in the bus, so any pod serves any
-//! request.
+//! Signaling: where publishers and viewers meet the media nodes.
+//!
+//! - `whip` (WHIP/WHEP), `ws` (WebSocket signaling), `rtmp` (RTMP ingest): front
+//!   doors that translate requests in and failures out;
+//! - `session`: the one path they share — authorize, check the room's mode, place,
+//!   call the SFU, record the session;
+//! - `placement`: which node a publisher or viewer goes to, and the node selection
+//!   strategies (`placement::selector`);
+//! - `playback`: where and how to watch a room.
+//!
+//! Stateless: everything shared lives in the bus, so any pod serves any request.
 
 mod error;
 mod placement;
 mod playback;
 mod rtmp;
+mod session;
 mod upstream;
 mod web;
 mod whip;
 mod ws;
 
-pub use placement::{LeastLoaded, NodeSelector};
+pub use placement::selector::{LeastLoaded, Pack};
+pub use placement::{NodeSelector, SelectError, SelectorKind};
 
 use axum::extract::DefaultBodyLimit;
 use axum::http::{header, HeaderName, Method};
@@ -39,6 +48,8 @@ pub struct Config {
     pub public_url: String,
     /// RTMP ingest listen address; `None` disables RTMP.
     pub rtmp_addr: Option<SocketAddr>,
+    /// How a new room's SFU node is chosen.
+    pub selector: SelectorKind,
 }
 
 /// Shared state of the handlers.
@@ -100,7 +111,7 @@ pub async fn start(
     let state = State {
         bus,
         upstream: Arc::new(upstream::Upstreams::new(&config.api_grpc_url)?),
-        selector: Arc::new(LeastLoaded),
+        selector: config.selector.build(),
         public_url: config.public_url.trim_end_matches('/').into(),
     };
     let mut part = ServicePart::new("signaling", router(state.clone()));

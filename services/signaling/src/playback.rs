@@ -1,14 +1,14 @@
 //! `GET /api/v1/rooms/{id}/playback`: where and how to watch a room.
 
 use crate::error::SignalError;
-use crate::placement;
+use crate::session;
 use crate::State;
 use axum::extract::{Path, Query, State as AxState};
 use axum::http::{header, HeaderMap};
 use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
-use skylark_bus::{Bus, NodeKind};
+use skylark_bus::{placement, Bus, NodeKind};
 use skylark_proto::rooms::v1 as rooms;
 
 #[derive(Deserialize)]
@@ -23,24 +23,18 @@ pub async fn playback(
     Query(q): Query<PlaybackQuery>,
     headers: HeaderMap,
 ) -> Result<Json<Value>, SignalError> {
-    let token = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split_once(' ').map(|(_, t)| t.trim().to_string()))
-        .or(q.token)
-        .unwrap_or_default();
-    let room = state
-        .upstream
-        .directory()
-        .authorize_play(rooms::AuthorizePlayRequest { room_id, token })
-        .await
-        .map_err(|s| SignalError::from_status(s, "room directory"))?
-        .into_inner()
-        .room
-        .ok_or_else(|| SignalError::unavailable("room directory answered without a room"))?;
+    let token = session::bearer(
+        headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok()),
+    )
+    .or(q.token)
+    .unwrap_or_default();
+    let room = session::authorize_view(&state, room_id, token).await?;
     let base = &state.public_url;
     let id = &room.id;
     let p2p = room.mode == rooms::Mode::P2p as i32;
+    // An SFU origin or a p2p broadcaster: the same answer the API gives.
     let live = placement::origin(&state.bus, id)
         .await
         .ok()

@@ -4,12 +4,11 @@
 //! to it as a local publisher over `SfuNode.Push`: H.264 as Annex-B access units (no
 //! re-encoding), AAC as-is for HLS/FLV consumers and transcoded to Opus for WebRTC viewers.
 
-use crate::placement;
+use crate::session;
 use crate::State;
 use skylark_media::flv::{AudioTag, FlvError, VideoPacket, VideoTag};
 use skylark_media::h264::{self, AvcDecoderConfigurationRecord};
 use skylark_media::rtmp::{ServerSession, SessionConfig, SessionEvent};
-use skylark_proto::rooms::v1 as rooms;
 use skylark_proto::rooms::v1::authorize_publish_request::Credential;
 use skylark_proto::sfu::v1 as sfu;
 use skylark_transcode::AacToOpus;
@@ -179,61 +178,37 @@ impl Connection {
             let _ = s.reject_publish(code, why);
             Ok(false)
         };
-        let auth = match self
-            .state
-            .upstream
-            .directory()
-            .authorize_publish(rooms::AuthorizePublishRequest {
-                credential: Some(Credential::StreamKey(key)),
-                room_id: String::new(),
-            })
-            .await
+        let placed = match session::authorize_publish(
+            &self.state,
+            Credential::StreamKey(key),
+            String::new(),
+        )
+        .await
         {
-            Ok(a) => a.into_inner(),
-            Err(s) => {
+            Ok(grant) => session::place_publisher(&self.state, &grant)
+                .await
+                .map(|(node, client)| (grant, node, client)),
+            Err(e) => Err(e),
+        };
+        let (grant, node, mut client) = match placed {
+            Ok(p) => p,
+            Err(e) => {
                 // Logged without the key: only where it came from and why.
-                tracing::warn!(peer = %self.peer, status = %s.code(), "RTMP publish refused");
-                let code = if s.code() == tonic::Code::Unauthenticated {
+                tracing::warn!(peer = %self.peer, error = %e, "RTMP publish refused");
+                let code = if e.is_unauthenticated() {
                     "NetStream.Publish.BadName"
                 } else {
                     "NetStream.Publish.Failed"
                 };
-                return refuse(&mut self.session, code, s.message());
+                return refuse(&mut self.session, code, &e.message());
             }
         };
-        let Some(room) = auth.room else {
-            return refuse(
-                &mut self.session,
-                "NetStream.Publish.Failed",
-                "room directory error",
-            );
-        };
-        if room.mode == rooms::Mode::P2p as i32 {
-            return refuse(
-                &mut self.session,
-                "NetStream.Publish.Failed",
-                "peer-to-peer rooms take browser publishers only",
-            );
-        }
-        let node =
-            match placement::publish_node(&self.state.bus, &room.id, self.state.selector.as_ref())
-                .await
-            {
-                Ok(Some(n)) => n,
-                _ => {
-                    return refuse(
-                        &mut self.session,
-                        "NetStream.Publish.Failed",
-                        "no media node available: retry shortly",
-                    )
-                }
-            };
-        let mut client = self.state.upstream.sfu(&node.grpc_addr)?;
+        let room = grant.room;
         let (tx, rx) = mpsc::channel(256);
         tx.send(sfu::PushMessage {
             msg: Some(sfu::push_message::Msg::Start(sfu::PushStart {
                 room_id: room.id.clone(),
-                key_id: auth.key_id,
+                key_id: grant.key_id,
             })),
         })
         .await?;

@@ -9,7 +9,7 @@
 //! `candidate` between the broadcaster and each viewer, over the room's bus channel, so
 //! the two may be connected to different signaling pods.
 
-use crate::placement;
+use crate::session::{self, PublishGrant, SessionError};
 use crate::State;
 use axum::extract::ws::{Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use axum::extract::State as AxState;
@@ -17,10 +17,10 @@ use axum::response::Response;
 use futures_util::{SinkExt, StreamExt};
 use serde::Deserialize;
 use serde_json::{json, Value};
-use skylark_bus::{keys, Bus};
+use skylark_bus::events::{self, RoomEvent};
+use skylark_bus::placement::{self, Origin};
 use skylark_proto::rooms::v1 as rooms;
 use skylark_proto::rooms::v1::authorize_publish_request::Credential;
-use skylark_proto::sfu::v1 as sfu;
 use std::time::Duration;
 use tokio::sync::mpsc;
 use tracing::Instrument;
@@ -75,8 +75,16 @@ struct Joined {
     role: Role,
     room: String,
     p2p: bool,
-    /// SFU session and the node holding it.
-    session: Option<(String, String)>,
+    /// Publishers: what the directory granted (the key generation goes to the SFU).
+    grant: Option<PublishGrant>,
+    /// The SFU session, once an offer was answered.
+    session: Option<SfuSession>,
+}
+
+struct SfuSession {
+    id: String,
+    /// gRPC URL of the SFU node holding it.
+    sfu_url: String,
 }
 
 pub async fn upgrade(AxState(state): AxState<State>, ws: WebSocketUpgrade) -> Response {
@@ -99,16 +107,9 @@ fn err(code: &str, message: impl Into<String>) -> Value {
     json!({"type": "error", "code": code, "message": message.into()})
 }
 
-fn status_err(s: tonic::Status) -> Value {
-    let code = match s.code() {
-        tonic::Code::Unauthenticated => "unauthorized",
-        tonic::Code::PermissionDenied => "forbidden",
-        tonic::Code::NotFound => "not_found",
-        tonic::Code::InvalidArgument => "bad_request",
-        tonic::Code::FailedPrecondition => "unsupported_codec",
-        _ => "unavailable",
-    };
-    err(code, s.message())
+/// A session failure as a WebSocket `error` message (same code as over HTTP).
+fn session_err(e: SessionError) -> Value {
+    err(e.status_and_code().1, e.message())
 }
 
 impl Conn {
@@ -216,45 +217,37 @@ impl Conn {
                 )]
             }
         };
-        let auth = match self
-            .state
-            .upstream
-            .directory()
-            .authorize_publish(rooms::AuthorizePublishRequest {
-                credential: Some(credential),
-                room_id: room,
-            })
-            .await
-        {
-            Ok(a) => a.into_inner(),
-            Err(s) => return vec![status_err(s)],
+        let grant = match session::authorize_publish(&self.state, credential, room).await {
+            Ok(g) => g,
+            Err(e) => return vec![session_err(e)],
         };
-        let Some(room) = auth.room else {
-            return vec![err("unavailable", "no room in the directory's answer")];
-        };
-        let p2p = room.mode == rooms::Mode::P2p as i32;
+        let room = grant.room.id.clone();
+        let p2p = grant.is_p2p();
         self.joined = Some(Joined {
             role: Role::Publisher,
-            room: room.id.clone(),
+            room: room.clone(),
             p2p,
+            grant: Some(grant),
             session: None,
         });
-        self.follow_room(&room.id);
+        self.follow_room(&room);
         if p2p {
-            let live = keys::room_origin(&room.id);
-            let _ = self
-                .state
-                .bus
-                .acquire_lease(
-                    &live,
-                    &format!("p2p:{}", self.id),
-                    Duration::from_secs(3600),
-                )
-                .await;
-            self.broadcast(json!({"type": "room", "room": room.id, "live": true, "viewers": 0, "broadcaster": self.id})).await;
+            let origin = Origin::P2p {
+                broadcaster: self.id.clone(),
+            };
+            let _ =
+                placement::claim_origin(&self.state.bus, &room, &origin, Duration::from_secs(3600))
+                    .await;
+            self.broadcast(RoomEvent::State {
+                room: room.clone(),
+                live: true,
+                viewers: 0,
+                broadcaster: Some(self.id.clone()),
+            })
+            .await;
         }
         vec![
-            json!({"type": "room", "room": room.id, "live": p2p, "role": "publisher", "mode": if p2p { "p2p" } else { "sfu" }}),
+            json!({"type": "room", "room": room, "live": p2p, "role": "publisher", "mode": if p2p { "p2p" } else { "sfu" }}),
         ]
     }
 
@@ -265,55 +258,33 @@ impl Conn {
                 "this connection already joined a room: open another",
             )];
         }
-        let auth = match self
-            .state
-            .upstream
-            .directory()
-            .authorize_play(rooms::AuthorizePlayRequest {
-                room_id: room,
-                token: token.unwrap_or_default(),
-            })
-            .await
+        let room = match session::authorize_view(&self.state, room, token.unwrap_or_default()).await
         {
-            Ok(a) => a.into_inner(),
-            Err(s) => return vec![status_err(s)],
-        };
-        let Some(room) = auth.room else {
-            return vec![err("unavailable", "no room in the directory's answer")];
+            Ok(r) => r,
+            Err(e) => return vec![session_err(e)],
         };
         let p2p = room.mode == rooms::Mode::P2p as i32;
         self.joined = Some(Joined {
             role: Role::Viewer,
             room: room.id.clone(),
             p2p,
+            grant: None,
             session: None,
         });
         self.follow_room(&room.id);
-        let holder = self
-            .state
-            .bus
-            .lease_holder(&keys::room_origin(&room.id))
-            .await
-            .ok()
-            .flatten();
-        let viewers: u64 = self
-            .state
-            .bus
-            .get(&keys::room_viewers(&room.id))
-            .await
-            .ok()
-            .flatten()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0);
-        match holder {
-            Some(h) => {
+        let Ok(placed) = placement::room(&self.state.bus, &room.id).await else {
+            return vec![json!({"type": "waiting", "room": room.id})];
+        };
+        match &placed.origin {
+            Some(origin) => {
                 if p2p {
-                    self.broadcast(json!({"type": "viewer-joined", "viewer": self.id}))
-                        .await;
+                    self.broadcast(RoomEvent::ViewerJoined {
+                        viewer: self.id.clone(),
+                    })
+                    .await;
                 }
-                let broadcaster = h.strip_prefix("p2p:").map(str::to_string);
                 vec![
-                    json!({"type": "room", "room": room.id, "live": true, "viewers": viewers, "mode": if p2p { "p2p" } else { "sfu" }, "broadcaster": broadcaster}),
+                    json!({"type": "room", "room": room.id, "live": true, "viewers": placed.viewers(), "mode": if p2p { "p2p" } else { "sfu" }, "broadcaster": origin.broadcaster()}),
                 ]
             }
             None => vec![json!({"type": "waiting", "room": room.id})],
@@ -333,64 +304,30 @@ impl Conn {
                 "this connection already has a session: open another to renegotiate",
             )];
         }
-        let room = j.room.clone();
-        let role = j.role;
-        let node = match role {
-            Role::Publisher => {
-                placement::publish_node(&self.state.bus, &room, self.state.selector.as_ref()).await
-            }
-            Role::Viewer => placement::origin(&self.state.bus, &room).await,
-        };
-        let node = match node {
-            Ok(Some(n)) => n,
-            Ok(None) if role == Role::Viewer => {
-                return vec![json!({"type": "waiting", "room": room})]
-            }
-            Ok(None) => {
-                return vec![err(
-                    "unavailable",
-                    "no SFU node is available: retry shortly",
-                )]
-            }
-            Err(e) => {
-                return vec![err(
-                    "unavailable",
-                    format!("node registry unavailable: {e}"),
-                )]
+        let started = match (&j.grant, j.role) {
+            (Some(grant), Role::Publisher) => session::start_publish(&self.state, grant, sdp).await,
+            _ => {
+                let room = rooms::Room {
+                    id: j.room.clone(),
+                    ..Default::default()
+                };
+                session::start_view(&self.state, &room, sdp).await
             }
         };
-        let mut client = match self.state.upstream.sfu(&node.grpc_addr) {
-            Ok(c) => c,
-            Err(e) => return vec![err("unavailable", e.to_string())],
-        };
-        let res = match role {
-            Role::Publisher => {
-                client
-                    .publish(sfu::PublishRequest {
-                        room_id: room.clone(),
-                        offer_sdp: sdp,
-                        key_id: String::new(),
-                    })
-                    .await
-            }
-            Role::Viewer => {
-                client
-                    .subscribe(sfu::SubscribeRequest {
-                        room_id: room.clone(),
-                        offer_sdp: sdp,
-                    })
-                    .await
-            }
-        };
-        match res {
-            Ok(a) => {
-                let a = a.into_inner();
+        match started {
+            Ok(s) => {
                 if let Some(j) = &mut self.joined {
-                    j.session = Some((a.session_id, node.grpc_addr));
+                    j.session = Some(SfuSession {
+                        id: s.session_id,
+                        sfu_url: s.node.grpc_addr,
+                    });
                 }
-                vec![json!({"type": "answer", "sdp": a.answer_sdp})]
+                vec![json!({"type": "answer", "sdp": s.answer_sdp})]
             }
-            Err(s) => vec![status_err(s)],
+            Err(SessionError::Place(crate::placement::PlaceError::NotLive)) => {
+                vec![json!({"type": "waiting", "room": j.room})]
+            }
+            Err(e) => vec![session_err(e)],
         }
     }
 
@@ -408,25 +345,15 @@ impl Conn {
             Value::String(s) => s.clone(),
             v => v["candidate"].as_str().unwrap_or_default().to_string(),
         };
-        let Some((session, node)) = j.session.clone() else {
+        let Some(sfu) = &j.session else {
             return vec![];
         };
         if line.is_empty() {
             return vec![];
         }
-        let res = match self.state.upstream.sfu(&node) {
-            Ok(mut c) => c
-                .add_candidate(sfu::AddCandidateRequest {
-                    session_id: session,
-                    candidate: line,
-                })
-                .await
-                .map(|_| ()),
-            Err(e) => return vec![err("unavailable", e.to_string())],
-        };
-        match res {
+        match session::add_candidate(&self.state, &sfu.sfu_url, &sfu.id, line).await {
             Ok(()) => vec![],
-            Err(s) => vec![status_err(s)],
+            Err(e) => vec![session_err(e)],
         }
     }
 
@@ -445,35 +372,26 @@ impl Conn {
             (Role::Publisher, Some(t)) => t,
             (Role::Publisher, None) => return vec![err("bad_request", "say which viewer: `to`")],
             (Role::Viewer, _) => {
-                match self
-                    .state
-                    .bus
-                    .lease_holder(&keys::room_origin(&j.room))
+                match placement::origin(&self.state.bus, &j.room)
                     .await
                     .ok()
                     .flatten()
-                    .and_then(|h| h.strip_prefix("p2p:").map(str::to_string))
+                    .and_then(|o| o.broadcaster().map(str::to_string))
                 {
                     Some(b) => b,
                     None => return vec![json!({"type": "waiting", "room": j.room})],
                 }
             }
         };
-        let mut m = msg;
-        m["from"] = json!(self.id);
-        self.broadcast(json!({"type": "relay", "to": target, "msg": m}))
-            .await;
+        let mut msg = msg;
+        msg["from"] = json!(self.id);
+        self.broadcast(RoomEvent::Relay { to: target, msg }).await;
         vec![]
     }
 
-    async fn broadcast(&self, ev: Value) {
+    async fn broadcast(&self, ev: RoomEvent) {
         let Some(j) = &self.joined else { return };
-        if let Err(e) = self
-            .state
-            .bus
-            .publish(&keys::room_channel(&j.room), &ev.to_string())
-            .await
-        {
+        if let Err(e) = events::publish(&self.state.bus, &j.room, &ev).await {
             tracing::warn!(error = %e, "room event not published");
         }
     }
@@ -483,33 +401,30 @@ impl Conn {
         let bus = self.state.bus.clone();
         let tx = self.tx.clone();
         let me = self.id.clone();
-        let role = self.joined.as_ref().map(|j| j.role);
-        let channel = keys::room_channel(room);
+        let publisher = self.joined.as_ref().map(|j| j.role) == Some(Role::Publisher);
+        let room = room.to_owned();
         self.room_task = Some(tokio::spawn(async move {
-            let Ok(mut sub) = bus.subscribe(&channel).await else {
+            let Ok(mut sub) = events::subscribe(&bus, &room).await else {
                 let _ = tx
                     .send(err("unavailable", "room events unavailable: reconnect"))
                     .await;
                 return;
             };
-            while let Some(raw) = sub.recv().await {
-                let Ok(ev) = serde_json::from_str::<Value>(&raw) else {
-                    continue;
-                };
-                let out = match ev["type"].as_str() {
-                    Some("relay") if ev["to"] == me.as_str() => Some(ev["msg"].clone()),
-                    Some("room") if ev["broadcaster"] != me.as_str() => Some(ev.clone()),
-                    Some("viewer-joined") | Some("viewer-left")
-                        if role == Some(Role::Publisher) =>
-                    {
-                        Some(ev.clone())
+            while let Some(ev) = sub.recv().await {
+                let out = match ev {
+                    RoomEvent::Relay { to, msg } if to == me => Some(msg),
+                    RoomEvent::State {
+                        ref broadcaster, ..
+                    } if broadcaster.as_deref() != Some(me.as_str()) => {
+                        serde_json::to_value(&ev).ok()
                     }
-                    Some(t) if t == keys::EVENT_END_PUBLISH && role == Some(Role::Publisher) => {
-                        Some(err(
-                            "publish_ended",
-                            "the stream key was rotated or the room deleted",
-                        ))
+                    RoomEvent::ViewerJoined { .. } | RoomEvent::ViewerLeft { .. } if publisher => {
+                        serde_json::to_value(&ev).ok()
                     }
+                    RoomEvent::EndPublish { .. } if publisher => Some(err(
+                        "publish_ended",
+                        "the stream key was rotated or the room deleted",
+                    )),
                     _ => None,
                 };
                 if let Some(o) = out {
@@ -527,32 +442,28 @@ impl Conn {
             t.abort();
         }
         let Some(j) = self.joined.take() else { return };
-        if let Some((session, node)) = &j.session {
-            if let Ok(mut c) = self.state.upstream.sfu(node) {
-                let _ = c
-                    .close(sfu::CloseRequest {
-                        session_id: session.clone(),
-                    })
-                    .await;
-            }
+        if let Some(sfu) = &j.session {
+            let _ = session::end(&self.state, &sfu.sfu_url, &sfu.id).await;
         }
         if j.p2p {
             let ev = match j.role {
                 Role::Publisher => {
-                    let _ = self
-                        .state
-                        .bus
-                        .release_lease(&keys::room_origin(&j.room), &format!("p2p:{}", self.id))
-                        .await;
-                    json!({"type": "room", "room": j.room, "live": false, "viewers": 0})
+                    let origin = Origin::P2p {
+                        broadcaster: self.id.clone(),
+                    };
+                    let _ = placement::release_origin(&self.state.bus, &j.room, &origin).await;
+                    RoomEvent::State {
+                        room: j.room.clone(),
+                        live: false,
+                        viewers: 0,
+                        broadcaster: None,
+                    }
                 }
-                Role::Viewer => json!({"type": "viewer-left", "viewer": self.id}),
+                Role::Viewer => RoomEvent::ViewerLeft {
+                    viewer: self.id.clone(),
+                },
             };
-            let _ = self
-                .state
-                .bus
-                .publish(&keys::room_channel(&j.room), &ev.to_string())
-                .await;
+            let _ = events::publish(&self.state.bus, &j.room, &ev).await;
         }
     }
 }

@@ -1,0 +1,41 @@
+//! Where a session's media goes: the node a publisher or a viewer is sent to. Reads
+//! the typed room placement (`skylark_bus::placement`) and the node registry, and
+//! asks the configured [`NodeSelector`] when a room needs a new node.
+
+pub mod selector;
+
+pub use selector::{NodeSelector, SelectError, SelectorKind};
+
+use skylark_bus::{placement, AnyBus, Bus, BusError, NodeInfo, NodeKind};
+
+/// Why no node could be chosen.
+#[derive(Debug, thiserror::Error)]
+pub enum PlaceError {
+    #[error("node registry unavailable ({0}): retry shortly")]
+    Registry(#[from] BusError),
+    #[error(transparent)]
+    NoNode(#[from] SelectError),
+    #[error("the room is not live yet: retry when it is (the watch page waits by itself)")]
+    NotLive,
+}
+
+/// Where a publisher of `room` goes: the room's origin (a reconnect replaces the old
+/// session there), else the selector's pick.
+pub async fn publish_node(
+    bus: &AnyBus,
+    room: &str,
+    selector: &dyn NodeSelector,
+) -> Result<NodeInfo, PlaceError> {
+    if let Some(n) = placement::origin_node(bus, room).await? {
+        return Ok(n);
+    }
+    let nodes = bus.nodes(NodeKind::Sfu).await?;
+    Ok(selector.select(&nodes)?.clone())
+}
+
+/// Where a viewer of `room` goes: the room's origin SFU.
+pub async fn view_node(bus: &AnyBus, room: &str) -> Result<NodeInfo, PlaceError> {
+    placement::origin_node(bus, room)
+        .await?
+        .ok_or(PlaceError::NotLive)
+}

@@ -1,0 +1,94 @@
+//! Node selection: which SFU node takes a new room. A small strategy interface in
+//! the style of LiveKit's `routing/selector`: one method over the registry's live
+//! nodes, named errors, one file per strategy, chosen by configuration
+//! (`SKYLARK_NODE_SELECTOR`).
+//!
+//! ```
+//! use skylark_bus::{NodeCapacity, NodeInfo, NodeLoad};
+//! use skylark_signaling::{NodeSelector, SelectError, SelectorKind};
+//! let node = |id: &str, sessions| NodeInfo {
+//!     id: id.into(),
+//!     load: NodeLoad { sessions, ..NodeLoad::default() },
+//!     capacity: NodeCapacity { sessions: 10, relays: 0 },
+//!     ..NodeInfo::default()
+//! };
+//! let selector = SelectorKind::LeastLoaded.build();
+//! let nodes = [node("a", 7), node("b", 2)];
+//! assert_eq!(selector.select(&nodes).unwrap().id, "b");
+//! assert_eq!(selector.select(&[node("a", 10)]).unwrap_err(), SelectError::AllFull { nodes: 1 });
+//! ```
+
+mod least_loaded;
+mod pack;
+
+pub use least_loaded::LeastLoaded;
+pub use pack::Pack;
+
+use skylark_bus::NodeInfo;
+use std::sync::Arc;
+
+/// Why no node was selected.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SelectError {
+    #[error("no SFU node is registered: start one (`skylark sfu`), or retry shortly")]
+    NoNodes,
+    #[error("all {nodes} SFU nodes are full: add nodes or raise SKYLARK_SFU_MAX_SESSIONS")]
+    AllFull { nodes: usize },
+}
+
+/// Picks the node for one more session among the live `nodes` (sorted by id).
+pub trait NodeSelector: Send + Sync {
+    fn select<'a>(&self, nodes: &'a [NodeInfo]) -> Result<&'a NodeInfo, SelectError>;
+}
+
+/// The strategies configuration can name.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum SelectorKind {
+    /// The node with the lowest session fill (the default): spreads rooms.
+    #[default]
+    LeastLoaded,
+    /// The fullest node that still has room: packs rooms onto few nodes.
+    Pack,
+}
+
+impl SelectorKind {
+    pub fn build(self) -> Arc<dyn NodeSelector> {
+        match self {
+            Self::LeastLoaded => Arc::new(LeastLoaded),
+            Self::Pack => Arc::new(Pack),
+        }
+    }
+}
+
+/// The nodes with room for one more session, or the error saying why there are none.
+fn with_room(nodes: &[NodeInfo]) -> Result<impl Iterator<Item = &NodeInfo>, SelectError> {
+    if nodes.is_empty() {
+        return Err(SelectError::NoNodes);
+    }
+    if !nodes.iter().any(NodeInfo::has_session_room) {
+        return Err(SelectError::AllFull { nodes: nodes.len() });
+    }
+    Ok(nodes.iter().filter(|n| n.has_session_room()))
+}
+
+#[cfg(test)]
+pub(crate) mod fixtures {
+    use skylark_bus::{NodeCapacity, NodeInfo, NodeLoad};
+
+    /// An SFU node with `sessions` of `capacity` in use.
+    pub fn node(id: &str, sessions: u32, capacity: u32) -> NodeInfo {
+        NodeInfo {
+            id: id.into(),
+            grpc_addr: format!("http://{id}:7001"),
+            load: NodeLoad {
+                sessions,
+                ..NodeLoad::default()
+            },
+            capacity: NodeCapacity {
+                sessions: capacity,
+                relays: 0,
+            },
+            ..NodeInfo::default()
+        }
+    }
+}

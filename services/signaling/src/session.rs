@@ -1,0 +1,363 @@
+//! The one path every front door (WHIP, WHEP, WebSocket, RTMP) takes to start or end
+//! a media session: authorize through `RoomDirectory`, check the room's mode, place
+//! it on a node, call the SFU, record the session. Front doors only translate
+//! requests in and [`SessionError`]s out (an HTTP status, a WebSocket `error`, an
+//! RTMP status).
+
+use crate::error::status_error;
+use crate::placement::{self, PlaceError};
+use crate::upstream::Sfu;
+use crate::State;
+use axum::http::StatusCode;
+use skylark_bus::placement::{self as bus_placement, SessionRecord};
+use skylark_bus::NodeInfo;
+use skylark_proto::rooms::v1 as rooms;
+use skylark_proto::rooms::v1::authorize_publish_request::Credential;
+use skylark_proto::sfu::v1 as sfu;
+
+/// Why a session could not be started.
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    /// A downstream service (the room directory or an SFU) refused or failed.
+    #[error("{what}: {status}")]
+    Upstream {
+        what: &'static str,
+        status: tonic::Status,
+    },
+    #[error("the room directory answered without a room: retry")]
+    NoRoom,
+    #[error("this room is peer-to-peer: publish from the studio page (WebSocket signaling), or switch the room to `sfu` mode")]
+    P2pRoom,
+    #[error(transparent)]
+    Place(#[from] PlaceError),
+    #[error("{0}: retry shortly")]
+    Client(String),
+}
+
+impl SessionError {
+    fn directory(status: tonic::Status) -> Self {
+        Self::Upstream {
+            what: "room directory",
+            status,
+        }
+    }
+
+    fn sfu(status: tonic::Status) -> Self {
+        Self::Upstream {
+            what: "SFU",
+            status,
+        }
+    }
+
+    /// HTTP status and error code, from the one gRPC status table for upstream failures.
+    pub fn status_and_code(&self) -> (StatusCode, &'static str) {
+        match self {
+            Self::Upstream { status, .. } => status_error(status.code()),
+            Self::P2pRoom => (StatusCode::CONFLICT, "p2p_room"),
+            Self::Place(PlaceError::NotLive) => (StatusCode::CONFLICT, "not_live"),
+            Self::NoRoom | Self::Place(_) | Self::Client(_) => {
+                (StatusCode::SERVICE_UNAVAILABLE, "unavailable")
+            }
+        }
+    }
+
+    /// What the user is told: what went wrong and what to do.
+    pub fn message(&self) -> String {
+        match self {
+            Self::Upstream { what, status } => match status_error(status.code()).0 {
+                StatusCode::SERVICE_UNAVAILABLE => {
+                    tracing::warn!(%status, what, "downstream unavailable");
+                    format!("{what} unavailable: retry in a few seconds")
+                }
+                StatusCode::INTERNAL_SERVER_ERROR => {
+                    tracing::error!(%status, what, "downstream error");
+                    format!("{what} failed: retry")
+                }
+                _ => status.message().to_string(),
+            },
+            other => other.to_string(),
+        }
+    }
+
+    /// Whether the credential itself was refused (RTMP says `BadName` then).
+    pub fn is_unauthenticated(&self) -> bool {
+        matches!(self, Self::Upstream { status, .. } if status.code() == tonic::Code::Unauthenticated)
+    }
+}
+
+/// A publish the directory allowed.
+pub struct PublishGrant {
+    pub room: rooms::Room,
+    /// The stream-key generation the SFU checks against.
+    pub key_id: String,
+}
+
+impl PublishGrant {
+    pub fn is_p2p(&self) -> bool {
+        self.room.mode == rooms::Mode::P2p as i32
+    }
+}
+
+/// A media session an SFU node holds.
+pub struct Started {
+    pub session_id: String,
+    pub answer_sdp: String,
+    pub node: NodeInfo,
+}
+
+/// What kind of session a record is for (PATCH/DELETE route by it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Publish,
+    View,
+}
+
+impl Kind {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Publish => "whip",
+            Self::View => "whep",
+        }
+    }
+}
+
+/// A bearer token from an `Authorization` header value: `Bearer <token>`, scheme
+/// case-insensitive, token non-empty. The one parser for every front door.
+pub fn bearer(value: Option<&str>) -> Option<String> {
+    let (scheme, token) = value?.trim().split_once(' ')?;
+    let token = token.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then(|| token.to_string())
+}
+
+/// The credential a publisher presented: an access token (a JWT, three dot-separated
+/// parts) lets the owner publish; anything else is a stream key.
+pub fn publish_credential(secret: String) -> Credential {
+    if secret.split('.').count() == 3 {
+        Credential::AccessToken(secret)
+    } else {
+        Credential::StreamKey(secret)
+    }
+}
+
+/// Asks the directory whether `credential` may publish to `room_id` (empty: the room
+/// the stream key belongs to).
+pub async fn authorize_publish(
+    state: &State,
+    credential: Credential,
+    room_id: String,
+) -> Result<PublishGrant, SessionError> {
+    let auth = state
+        .upstream
+        .directory()
+        .authorize_publish(rooms::AuthorizePublishRequest {
+            credential: Some(credential),
+            room_id,
+        })
+        .await
+        .map_err(SessionError::directory)?
+        .into_inner();
+    let room = auth.room.ok_or(SessionError::NoRoom)?;
+    Ok(PublishGrant {
+        room,
+        key_id: auth.key_id,
+    })
+}
+
+/// Asks the directory whether `token` (empty: anonymous) may watch `room_id`.
+pub async fn authorize_view(
+    state: &State,
+    room_id: String,
+    token: String,
+) -> Result<rooms::Room, SessionError> {
+    state
+        .upstream
+        .directory()
+        .authorize_play(rooms::AuthorizePlayRequest { room_id, token })
+        .await
+        .map_err(SessionError::directory)?
+        .into_inner()
+        .room
+        .ok_or(SessionError::NoRoom)
+}
+
+/// The SFU node a publisher of this grant goes to, and a client for it. Refuses p2p
+/// rooms: their media never touches an SFU.
+pub async fn place_publisher(
+    state: &State,
+    grant: &PublishGrant,
+) -> Result<(NodeInfo, Sfu), SessionError> {
+    if grant.is_p2p() {
+        return Err(SessionError::P2pRoom);
+    }
+    let node = placement::publish_node(&state.bus, &grant.room.id, state.selector.as_ref()).await?;
+    let client = sfu_client(state, &node.grpc_addr)?;
+    Ok((node, client))
+}
+
+/// Starts a WebRTC publisher of `grant` with `offer`.
+pub async fn start_publish(
+    state: &State,
+    grant: &PublishGrant,
+    offer: String,
+) -> Result<Started, SessionError> {
+    let (node, mut client) = place_publisher(state, grant).await?;
+    let answer = client
+        .publish(sfu::PublishRequest {
+            room_id: grant.room.id.clone(),
+            offer_sdp: offer,
+            key_id: grant.key_id.clone(),
+        })
+        .await
+        .map_err(SessionError::sfu)?
+        .into_inner();
+    let started = Started {
+        session_id: answer.session_id,
+        answer_sdp: answer.answer_sdp,
+        node,
+    };
+    record(state, &started, &grant.room.id, Kind::Publish).await;
+    Ok(started)
+}
+
+/// Starts a WebRTC viewer of `room` with `offer`.
+pub async fn start_view(
+    state: &State,
+    room: &rooms::Room,
+    offer: String,
+) -> Result<Started, SessionError> {
+    let node = placement::view_node(&state.bus, &room.id).await?;
+    let answer = sfu_client(state, &node.grpc_addr)?
+        .subscribe(sfu::SubscribeRequest {
+            room_id: room.id.clone(),
+            offer_sdp: offer,
+        })
+        .await
+        .map_err(SessionError::sfu)?
+        .into_inner();
+    let started = Started {
+        session_id: answer.session_id,
+        answer_sdp: answer.answer_sdp,
+        node,
+    };
+    record(state, &started, &room.id, Kind::View).await;
+    Ok(started)
+}
+
+/// The record of session `id` in `room`, if it exists there.
+pub async fn find(state: &State, room: &str, id: &str) -> Result<SessionRecord, SessionError> {
+    let not_found = || SessionError::Upstream {
+        what: "session",
+        status: tonic::Status::not_found("no such session"),
+    };
+    if id.is_empty() || id.len() > 64 || !id.chars().all(|c| c.is_ascii_hexdigit()) {
+        return Err(not_found());
+    }
+    bus_placement::session(&state.bus, id)
+        .await
+        .map_err(|e| SessionError::Client(format!("session registry unavailable ({e})")))?
+        .filter(|r| r.room == room)
+        .ok_or_else(not_found)
+}
+
+/// Trickles one ICE candidate line (`candidate:…`) to the SFU holding session `id`.
+pub async fn add_candidate(
+    state: &State,
+    sfu_url: &str,
+    id: &str,
+    candidate: String,
+) -> Result<(), SessionError> {
+    sfu_client(state, sfu_url)?
+        .add_candidate(sfu::AddCandidateRequest {
+            session_id: id.to_owned(),
+            candidate,
+        })
+        .await
+        .map_err(SessionError::sfu)?;
+    Ok(())
+}
+
+/// Ends session `id` on the SFU at `sfu_url` and forgets its record. A session the
+/// node no longer knows (timed out, replaced) counts as ended.
+pub async fn end(state: &State, sfu_url: &str, id: &str) -> Result<(), SessionError> {
+    let res = sfu_client(state, sfu_url)?
+        .close(sfu::CloseRequest {
+            session_id: id.to_owned(),
+        })
+        .await;
+    let _ = bus_placement::forget_session(&state.bus, id).await;
+    match res {
+        Ok(_) => Ok(()),
+        Err(s) if s.code() == tonic::Code::NotFound => Ok(()),
+        Err(s) => Err(SessionError::sfu(s)),
+    }
+}
+
+fn sfu_client(state: &State, url: &str) -> Result<Sfu, SessionError> {
+    state
+        .upstream
+        .sfu(url)
+        .map_err(|e| SessionError::Client(e.to_string()))
+}
+
+async fn record(state: &State, started: &Started, room: &str, kind: Kind) {
+    let rec = SessionRecord {
+        sfu_url: started.node.grpc_addr.clone(),
+        room: room.to_owned(),
+        kind: kind.as_str().to_owned(),
+    };
+    if let Err(e) = bus_placement::record_session(&state.bus, &started.session_id, &rec).await {
+        tracing::warn!(error = %e, "session not recorded in the bus: PATCH/DELETE via other pods will miss it");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bearer_is_strict_about_scheme_and_lenient_about_case() {
+        assert_eq!(bearer(Some("Bearer abc")).as_deref(), Some("abc"));
+        assert_eq!(bearer(Some("bearer  abc ")).as_deref(), Some("abc"));
+        assert_eq!(bearer(Some("Basic abc")), None);
+        assert_eq!(bearer(Some("Bearer ")), None);
+        assert_eq!(bearer(Some("abc")), None);
+        assert_eq!(bearer(None), None);
+    }
+
+    #[test]
+    fn jwt_shaped_secrets_are_access_tokens() {
+        assert!(matches!(
+            publish_credential("a.b.c".into()),
+            Credential::AccessToken(_)
+        ));
+        assert!(matches!(
+            publish_credential("sk_live_abc".into()),
+            Credential::StreamKey(_)
+        ));
+    }
+
+    #[test]
+    fn every_failure_has_a_status_and_code() {
+        let cases = [
+            (
+                SessionError::Upstream {
+                    what: "SFU",
+                    status: tonic::Status::failed_precondition("VP8 only"),
+                },
+                (StatusCode::UNPROCESSABLE_ENTITY, "unsupported_codec"),
+            ),
+            (SessionError::P2pRoom, (StatusCode::CONFLICT, "p2p_room")),
+            (
+                SessionError::Place(PlaceError::NotLive),
+                (StatusCode::CONFLICT, "not_live"),
+            ),
+            (
+                SessionError::Place(PlaceError::NoNode(crate::placement::SelectError::NoNodes)),
+                (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+            ),
+        ];
+        for (e, want) in cases {
+            assert_eq!(e.status_and_code(), want, "{e}");
+        }
+    }
+}
