@@ -2,8 +2,9 @@
 //! trickled candidates and explicit ends.
 
 use super::codec::rtc_config;
+use super::ids::session_id;
 use super::peer::{LocalPublisher, Peer, PeerRole, SubscriberState};
-use super::{rand_u64, sdp, Core, CoreEvent, Output};
+use super::{sdp, Core, CoreEvent, Output};
 use std::collections::HashMap;
 use std::time::Instant;
 use str0m::change::SdpOffer;
@@ -53,7 +54,8 @@ impl Core {
     fn next_session(&mut self) -> (u64, String) {
         let key = self.next_key;
         self.next_key += 1;
-        (key, format!("{:016x}{:016x}", key, rand_u64()))
+        let id = session_id(self.crypto.sha256_provider, &self.config.id_seed, key);
+        (key, id)
     }
 
     fn new_session(

@@ -6,7 +6,7 @@ use super::codec::{frequency, subscriber_pt, FrameCodec};
 use super::forward::h264_is_keyframe;
 use super::output::relay_msg;
 use super::peer::PeerRole;
-use super::{now_us, Core, Output, SessionError};
+use super::{Core, Output, SessionError};
 use skylark_proto::sfu::v1 as pb;
 use std::sync::Arc;
 use std::time::Instant;
@@ -114,6 +114,7 @@ impl Core {
         };
         let epoch = room.epoch;
         let subscribers = room.subscribers.clone();
+        let received_at_us = self.config.wall_clock.unix_us(now);
         for sink in room.relays.clone() {
             self.out.push_back(Output::Relay {
                 sink,
@@ -122,7 +123,7 @@ impl Core {
                     rtp_time: d.time,
                     keyframe,
                     data: d.data.to_vec(),
-                    received_at_us: now_us(),
+                    received_at_us,
                     contiguous: d.contiguous,
                 })),
             });

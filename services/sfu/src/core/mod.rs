@@ -3,18 +3,25 @@
 //! `Rtc` of the node, so the hot path has no locks, tasks or channels — the worker
 //! (`crate::worker`) is a thin loop around it, and tests drive it with simulated time.
 //!
+//! The core reads no clock and no random source: time comes in as the `now: Instant`
+//! of each input, wall time is derived from it and the [`WallClock`] reading in
+//! [`CoreConfig`], and session ids come from the [`IdSeed`] there.
+//!
 //! One file per concern: `admission` (new sessions), `codec` (what the SFU
 //! negotiates), `datagram` (which session a datagram is for), `translate` (str0m's
 //! events into routing), `fanout` (a frame to subscribers and relays), `keyframe` (when
 //! to ask a publisher for one), `room` (who is in a room), `counters`, [`forward`]
-//! (per-subscriber forwarding state) and [`sdp`] (offer checks).
+//! (per-subscriber forwarding state), [`sdp`] (offer checks), and the injected inputs
+//! `clock` and `ids`.
 
 mod admission;
+mod clock;
 mod codec;
 mod counters;
 mod datagram;
 mod fanout;
 pub mod forward;
+mod ids;
 mod keyframe;
 mod output;
 mod peer;
@@ -23,8 +30,10 @@ pub mod sdp;
 mod translate;
 
 pub use admission::{Role, SessionError};
+pub use clock::WallClock;
 pub use codec::FrameCodec;
 pub use counters::Counters;
+pub use ids::IdSeed;
 pub use output::{CoreEvent, Output};
 
 use peer::{LocalPublisher, Peer};
@@ -32,7 +41,7 @@ use room::Room;
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 use str0m::crypto::CryptoProvider;
 use str0m::Input;
 
@@ -47,6 +56,10 @@ pub struct CoreConfig {
     pub announce_addr: SocketAddr,
     /// Most concurrent sessions this node takes.
     pub max_sessions: usize,
+    /// The wall clock, read once by the shell; the core advances it with `now`.
+    pub wall_clock: WallClock,
+    /// Secret the session ids are derived from (random in the worker, fixed in tests).
+    pub id_seed: IdSeed,
 }
 
 /// The routing core of one SFU node.
@@ -65,23 +78,6 @@ pub struct Core {
     draining: bool,
     /// Bytes received per (room, track), for per-track bitrate.
     track_bytes: HashMap<(String, String), u64>,
-}
-
-fn now_us() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_micros() as u64)
-        .unwrap_or(0)
-}
-
-/// Unpredictable session-id suffix (ids are capabilities for PATCH/DELETE).
-fn rand_u64() -> u64 {
-    let mut b = [0u8; 8];
-    if getrandom::fill(&mut b).is_err() {
-        // Fall back to the clock: ids stay unique through the counter prefix.
-        return now_us();
-    }
-    u64::from_le_bytes(b)
 }
 
 impl Core {
