@@ -1,5 +1,6 @@
 //! The I/O shell around [`Core`]: one UDP socket, one task, a command channel, a timer,
-//! and the real clock and randomness the core takes as inputs.
+//! and the real clock and randomness the core takes as inputs. It keeps the core's run
+//! loop rule: every change is followed by draining the core's outputs.
 
 use crate::core::{Core, CoreEvent, FrameCodec, IdSeed, Output, SessionError, WallClock};
 use skylark_proto::sfu::v1 as pb;
@@ -243,15 +244,22 @@ async fn run(
         tokio::select! {
             biased;
             _ = shutdown.cancelled() => break,
-            Some(cmd) = rx.recv() => lp.command(cmd),
+            Some(cmd) = rx.recv() => {
+                lp.command(cmd);
+                lp.flush();
+            }
             r = lp.socket.recv_from(&mut buf) => {
                 match r {
                     Ok((n, src)) => {
                         lp.core.handle_datagram(Instant::now(), src, &buf[..n]);
-                        // Drain what else is queued without another wake-up.
+                        lp.flush();
+                        // Take what else is queued without another wake-up.
                         for _ in 0..RECV_BATCH {
                             match lp.socket.try_recv_from(&mut buf) {
-                                Ok((n, src)) => lp.core.handle_datagram(Instant::now(), src, &buf[..n]),
+                                Ok((n, src)) => {
+                                    lp.core.handle_datagram(Instant::now(), src, &buf[..n]);
+                                    lp.flush();
+                                }
                                 Err(_) => break,
                             }
                         }

@@ -3,9 +3,63 @@
 //! `Rtc` of the node, so the hot path has no locks, tasks or channels — the worker
 //! (`crate::worker`) is a thin loop around it, and tests drive it with simulated time.
 //!
-//! The core reads no clock and no random source: time comes in as the `now: Instant`
-//! of each input, wall time is derived from it and the [`WallClock`] reading in
-//! [`CoreConfig`], and session ids come from the [`IdSeed`] there.
+//! # The run loop
+//!
+//! The core reads no clock, no socket and no random source. Time comes in as the
+//! `now: Instant` of each input; wall time is derived from that `now` and the
+//! [`WallClock`] reading in [`CoreConfig`]; session ids come from the [`IdSeed`] there.
+//! The same inputs give the same outputs, so a test controls everything.
+//!
+//! A *change* is any call that takes input: [`Core::handle_datagram`],
+//! [`Core::handle_timeout`], and the API calls ([`Core::publish`],
+//! [`Core::subscribe`], [`Core::publish_local`], [`Core::push_local`],
+//! [`Core::add_candidate`], [`Core::close`], [`Core::end_publisher`],
+//! [`Core::attach_relay`], [`Core::detach_relay`], [`Core::relay_keyframe_request`],
+//! [`Core::set_draining`]). The rule:
+//!
+//! 1. After every change, call [`Core::poll_output`] until it returns `None`, and act
+//!    on each output (send the datagram, hand the relay frame on, publish the event).
+//!    Outputs queue in order, so a late drain loses nothing, but it delays every send.
+//! 2. Call [`Core::handle_timeout`] once [`Core::next_timeout`] has passed, also while
+//!    datagrams keep arriving; wait for the next datagram or command at most until then.
+//! 3. `now` never goes backwards.
+//!
+//! Read-only calls (`counters`, `room_stats`, `session_room`, …) are not changes.
+//!
+//! ```no_run
+//! use skylark_sfu::core::{Core, Output};
+//! use std::io::ErrorKind;
+//! use std::net::UdpSocket;
+//! use std::time::{Duration, Instant};
+//!
+//! fn run(mut core: Core, socket: UdpSocket) -> std::io::Result<()> {
+//!     let mut buf = vec![0; 2048];
+//!     loop {
+//!         // Drain everything the last change produced.
+//!         while let Some(output) = core.poll_output() {
+//!             match output {
+//!                 Output::Transmit { destination, contents } => {
+//!                     socket.send_to(&contents, destination)?;
+//!                 }
+//!                 Output::Relay { .. } | Output::Event(_) => { /* to relay sinks, the bus */ }
+//!             }
+//!         }
+//!         let now = Instant::now();
+//!         let next = core.next_timeout().unwrap_or(now + Duration::from_millis(100));
+//!         if next <= now {
+//!             core.handle_timeout(now);
+//!             continue;
+//!         }
+//!         // Wait for a datagram, at most until the core's timeout.
+//!         socket.set_read_timeout(Some((next - now).max(Duration::from_millis(1))))?;
+//!         match socket.recv_from(&mut buf) {
+//!             Ok((n, source)) => core.handle_datagram(Instant::now(), source, &buf[..n]),
+//!             Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+//!             Err(e) => return Err(e),
+//!         }
+//!     }
+//! }
+//! ```
 //!
 //! One file per concern: `admission` (new sessions), `codec` (what the SFU
 //! negotiates), `datagram` (which session a datagram is for), `translate` (str0m's
