@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use skylark_loadgen::source::{VideoConfig, VideoSource};
 use skylark_sfu::core::forward::h264_is_keyframe;
-use skylark_sfu::core::{Core, CoreConfig, Output};
+use skylark_sfu::core::{Core, CoreConfig, IdSeed, Output, WallClock};
 use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
 use str0m::format::Codec;
 use str0m::media::{Direction, MediaKind, MediaTime, Mid, Pt};
@@ -147,6 +147,8 @@ impl Net {
             local_addr: addr,
             announce_addr: addr,
             max_sessions: subscribers + 10,
+            wall_clock: WallClock::new(now, 0),
+            id_seed: IdSeed::new([0; 32]),
         });
         let (mut publisher, offer) = Client::new(now, 1000, Direction::SendOnly);
         let (_, answer) = core.publish(now, "bench", &offer).expect("publish");

@@ -83,6 +83,8 @@ pub async fn start(
         local_addr: announce,
         announce_addr: announce,
         max_sessions: config.max_sessions,
+        wall_clock: worker::system_wall_clock(),
+        id_seed: worker::random_id_seed(),
     });
     let (events_tx, events_rx) = mpsc::unbounded_channel();
     let (worker, worker_task) =

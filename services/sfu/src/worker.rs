@@ -1,10 +1,12 @@
-//! The I/O shell around [`Core`]: one UDP socket, one task, a command channel, a timer.
+//! The I/O shell around [`Core`]: one UDP socket, one task, a command channel, a timer,
+//! and the real clock and randomness the core takes as inputs. It keeps the core's run
+//! loop rule: every change is followed by draining the core's outputs.
 
-use crate::core::{Core, CoreEvent, FrameCodec, Output, SessionError};
+use crate::core::{Core, CoreEvent, FrameCodec, IdSeed, Output, SessionError, WallClock};
 use skylark_proto::sfu::v1 as pb;
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
@@ -76,6 +78,30 @@ pub enum Command {
 pub struct Worker {
     tx: mpsc::Sender<Command>,
     node_id: Arc<str>,
+}
+
+/// The system wall clock, read once; the core follows it with the monotonic clock.
+pub fn system_wall_clock() -> WallClock {
+    let at = Instant::now();
+    WallClock::new(at, unix_now_us())
+}
+
+/// A fresh secret for session ids (they are capabilities) from the OS.
+pub fn random_id_seed() -> IdSeed {
+    let mut b = [0u8; 32];
+    if let Err(e) = getrandom::fill(&mut b) {
+        // Ids stay unique through their counter prefix; only guessing gets easier.
+        tracing::warn!(error = %e, "no OS randomness; session ids seeded from the clock");
+        b[..8].copy_from_slice(&unix_now_us().to_le_bytes());
+    }
+    IdSeed::new(b)
+}
+
+fn unix_now_us() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or(0)
 }
 
 fn gone() -> SessionError {
@@ -218,15 +244,22 @@ async fn run(
         tokio::select! {
             biased;
             _ = shutdown.cancelled() => break,
-            Some(cmd) = rx.recv() => lp.command(cmd),
+            Some(cmd) = rx.recv() => {
+                lp.command(cmd);
+                lp.flush();
+            }
             r = lp.socket.recv_from(&mut buf) => {
                 match r {
                     Ok((n, src)) => {
                         lp.core.handle_datagram(Instant::now(), src, &buf[..n]);
-                        // Drain what else is queued without another wake-up.
+                        lp.flush();
+                        // Take what else is queued without another wake-up.
                         for _ in 0..RECV_BATCH {
                             match lp.socket.try_recv_from(&mut buf) {
-                                Ok((n, src)) => lp.core.handle_datagram(Instant::now(), src, &buf[..n]),
+                                Ok((n, src)) => {
+                                    lp.core.handle_datagram(Instant::now(), src, &buf[..n]);
+                                    lp.flush();
+                                }
                                 Err(_) => break,
                             }
                         }

@@ -1,7 +1,7 @@
 //! The routing core with simulated time and in-memory datagrams: real str0m peers as
 //! publisher and subscribers, no sockets, no clocks.
 
-use skylark_sfu::core::{Core, CoreConfig, CoreEvent, Output, SessionError};
+use skylark_sfu::core::{Core, CoreConfig, CoreEvent, IdSeed, Output, SessionError, WallClock};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -12,6 +12,9 @@ use str0m::net::{Protocol, Receive};
 use str0m::{Candidate, Event, Input, Output as RtcOutput, Rtc};
 
 const SFU: &str = "10.0.0.1:7882";
+/// The simulated wall clock at the start of every test: 2001-01-01T00:00:00Z, far from
+/// the machine's clock, so a wall time that leaks in from the system shows.
+const WALL_START_US: u64 = 978_307_200_000_000;
 
 struct Client {
     rtc: Rtc,
@@ -124,6 +127,7 @@ impl Client {
 }
 
 struct Net {
+    start: Instant,
     now: Instant,
     core: Core,
     clients: Vec<Client>,
@@ -133,14 +137,22 @@ struct Net {
 
 impl Net {
     fn new() -> Net {
+        Self::with_seed([7; 32])
+    }
+
+    fn with_seed(seed: [u8; 32]) -> Net {
         let addr: SocketAddr = SFU.parse().unwrap();
+        let start = Instant::now();
         let core = Core::new(CoreConfig {
             local_addr: addr,
             announce_addr: addr,
             max_sessions: 100,
+            wall_clock: WallClock::new(start, WALL_START_US),
+            id_seed: IdSeed::new(seed),
         });
         Net {
-            now: Instant::now(),
+            start,
+            now: start,
             core,
             clients: vec![],
             events: vec![],
@@ -621,4 +633,112 @@ fn subscribers_get_no_transport_wide_cc_and_publishers_do() {
         !answer.contains("transport-wide-cc"),
         "subscriber: {answer}"
     );
+}
+
+#[test]
+fn session_ids_come_from_the_seed() {
+    // Two nodes with one seed hand out the same ids; another seed, other ids. The
+    // counter prefix keeps them unique on a node either way.
+    let ids = |seed: [u8; 32]| -> Vec<String> {
+        let mut net = Net::with_seed(seed);
+        let mut ids = Vec::new();
+        for port in 0..3 {
+            let (_, offer) = Client::new(net.now, 5200 + port, true, Direction::RecvOnly);
+            ids.push(net.core.subscribe(net.now, "ids", &offer).unwrap().0);
+        }
+        ids.push(net.core.publish_local("ids").unwrap());
+        ids
+    };
+    let a = ids([1; 32]);
+    assert_eq!(a, ids([1; 32]), "same seed, same ids");
+    let b = ids([2; 32]);
+    for (x, y) in a.iter().zip(&b) {
+        assert_eq!(
+            x[..16],
+            y[..16],
+            "the counter prefix does not depend on the seed"
+        );
+        assert_ne!(x[16..], y[16..], "the secret suffix does");
+    }
+    assert_eq!(a[0][..16], *"0000000000000001");
+    assert!(a
+        .iter()
+        .all(|id| id.len() == 32 && id.bytes().all(|c| c.is_ascii_hexdigit())));
+    let mut unique = a.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(unique.len(), a.len());
+}
+
+#[test]
+fn relayed_frames_carry_the_injected_wall_clock() {
+    use skylark_proto::sfu::v1::relay_message::Msg;
+    use skylark_sfu::core::FrameCodec;
+    let mut net = Net::new();
+    net.core.attach_relay(net.now, "wall", 3);
+    let session = net.core.publish_local("wall").unwrap();
+    // Ten frames 40 ms apart in simulated time, starting 5 s in.
+    let mut expected = Vec::new();
+    net.now += Duration::from_secs(5);
+    for n in 0..10u64 {
+        let now = net.now;
+        net.core
+            .push_local(
+                now,
+                &session,
+                FrameCodec::Opus,
+                n * 1920,
+                Arc::from(vec![0xf8, n as u8]),
+                "",
+            )
+            .unwrap();
+        expected.push(WALL_START_US + 5_000_000 + n * 40_000);
+        net.now += Duration::from_millis(40);
+    }
+    net.run(Duration::ZERO);
+    let received: Vec<u64> = net
+        .relayed
+        .iter()
+        .filter_map(|m| match &m.msg {
+            Some(Msg::Frame(f)) => Some(f.received_at_us),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        received, expected,
+        "wall time = injected start + simulated time"
+    );
+}
+
+#[test]
+fn webrtc_frames_are_stamped_by_the_simulated_clock_not_the_system_one() {
+    use skylark_proto::sfu::v1::relay_message::Msg;
+    let mut net = Net::new();
+    let p = net.publisher("wall2", 5300);
+    net.core.attach_relay(net.now, "wall2", 4);
+    net.connect_all();
+    let first = net.now;
+    for n in 0..5 {
+        net.send(p, n, n == 0);
+        net.run(Duration::from_millis(33));
+    }
+    let last = net.now;
+    let stamps: Vec<u64> = net
+        .relayed
+        .iter()
+        .filter_map(|m| match &m.msg {
+            Some(Msg::Frame(f)) => Some(f.received_at_us),
+            _ => None,
+        })
+        .collect();
+    assert!(!stamps.is_empty(), "frames were relayed");
+    let wall = |t: Instant| WALL_START_US + (t - net.start).as_micros() as u64;
+    for s in &stamps {
+        assert!(
+            (wall(first)..=wall(last)).contains(s),
+            "{s} within the simulated run [{}, {}]",
+            wall(first),
+            wall(last)
+        );
+    }
 }

@@ -1,0 +1,210 @@
+//! Session admission: offers in, answers and session ids out; capacity and draining;
+//! trickled candidates and explicit ends.
+
+use super::codec::rtc_config;
+use super::ids::session_id;
+use super::peer::{LocalPublisher, Peer, PeerRole, SubscriberState};
+use super::{sdp, Core, CoreEvent, Output};
+use std::collections::HashMap;
+use std::time::Instant;
+use str0m::change::SdpOffer;
+use str0m::Candidate;
+
+#[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
+pub enum SessionError {
+    #[error("malformed SDP: {0}")]
+    BadSdp(String),
+    #[error("{0}")]
+    UnsupportedCodec(String),
+    #[error("no such session")]
+    UnknownSession,
+    #[error("bad ICE candidate: {0}")]
+    BadCandidate(String),
+    #[error("node at capacity: try another node")]
+    AtCapacity,
+    #[error("node draining (shutting down): retry and another node takes the session")]
+    Draining,
+}
+
+/// Whether a session sends into the room or receives from it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Publisher,
+    Subscriber,
+}
+
+/// Whether a node with `sessions` of `max` taken admits one more.
+fn admit(draining: bool, sessions: usize, max: usize) -> Result<(), SessionError> {
+    if draining {
+        return Err(SessionError::Draining);
+    }
+    if sessions >= max {
+        return Err(SessionError::AtCapacity);
+    }
+    Ok(())
+}
+
+impl Core {
+    /// Refuse new sessions from now on; live ones continue until they end.
+    pub fn set_draining(&mut self) {
+        self.draining = true;
+    }
+
+    /// The next session key and its id.
+    fn next_session(&mut self) -> (u64, String) {
+        let key = self.next_key;
+        self.next_key += 1;
+        let id = session_id(self.crypto.sha256_provider, &self.config.id_seed, key);
+        (key, id)
+    }
+
+    fn new_session(
+        &mut self,
+        now: Instant,
+        room: &str,
+        offer: &str,
+        role: PeerRole,
+    ) -> Result<(u64, String, String), SessionError> {
+        // Local publishers are not counted here (unlike in `publish_local`).
+        admit(self.draining, self.peers.len(), self.config.max_sessions)?;
+        let offer =
+            SdpOffer::from_sdp_string(offer).map_err(|e| SessionError::BadSdp(e.to_string()))?;
+        let subscriber = matches!(role, PeerRole::Subscriber(_));
+        let mut rtc = rtc_config(&self.crypto, subscriber).build(now);
+        let candidate = Candidate::host(self.config.announce_addr, "udp")
+            .map_err(|e| SessionError::BadCandidate(e.to_string()))?;
+        rtc.add_local_candidate(candidate);
+        let answer = rtc
+            .sdp_api()
+            .accept_offer(offer)
+            .map_err(|e| SessionError::BadSdp(e.to_string()))?;
+        let (key, session) = self.next_session();
+        self.peers.insert(
+            key,
+            Peer {
+                stream_totals: HashMap::new(),
+                loss: 0.0,
+                session: session.clone(),
+                room: room.to_string(),
+                rtc,
+                role,
+                next_timeout: now,
+                created: now,
+                connected: false,
+            },
+        );
+        self.by_session.insert(session.clone(), key);
+        Ok((key, session, answer.to_sdp_string()))
+    }
+
+    /// A publisher's offer → `(session id, answer)`. Replaces the room's current publisher.
+    pub fn publish(
+        &mut self,
+        now: Instant,
+        room: &str,
+        offer: &str,
+    ) -> Result<(String, String), SessionError> {
+        sdp::check_publish_offer(offer)?;
+        let (key, session, answer) =
+            self.new_session(now, room, offer, PeerRole::Publisher { tracks: Vec::new() })?;
+        self.install_publisher(room, key);
+        self.drain(key, now);
+        Ok((session, answer))
+    }
+
+    /// A publisher that is not a WebRTC peer (RTMP ingest): its frames arrive through
+    /// [`Core::push_local`]. Replaces the room's current publisher like a WHIP reconnect.
+    pub fn publish_local(&mut self, room: &str) -> Result<String, SessionError> {
+        admit(
+            self.draining,
+            self.peers.len() + self.locals.len(),
+            self.config.max_sessions,
+        )?;
+        let (key, session) = self.next_session();
+        self.locals.insert(
+            key,
+            LocalPublisher {
+                session: session.clone(),
+                room: room.to_string(),
+            },
+        );
+        self.by_session.insert(session.clone(), key);
+        self.install_publisher(room, key);
+        Ok(session)
+    }
+
+    /// A subscriber's offer → `(session id, answer)`. The room need not be live yet.
+    pub fn subscribe(
+        &mut self,
+        now: Instant,
+        room: &str,
+        offer: &str,
+    ) -> Result<(String, String), SessionError> {
+        sdp::check_size(offer)?;
+        let state = Box::new(SubscriberState::new());
+        let (key, session, answer) =
+            self.new_session(now, room, offer, PeerRole::Subscriber(state))?;
+        let r = self.rooms.entry(room.to_string()).or_default();
+        r.subscribers.push(key);
+        let count = r.subscribers.len();
+        self.out.push_back(Output::Event(CoreEvent::Viewers {
+            room: room.to_string(),
+            count,
+        }));
+        self.drain(key, now);
+        Ok((session, answer))
+    }
+
+    /// A trickled remote candidate (`candidate:…`, with or without `a=`).
+    pub fn add_candidate(&mut self, session: &str, candidate: &str) -> Result<(), SessionError> {
+        let key = *self
+            .by_session
+            .get(session)
+            .ok_or(SessionError::UnknownSession)?;
+        let line = candidate.trim().trim_start_matches("a=");
+        if line.is_empty() || line.len() > 1024 {
+            return Err(SessionError::BadCandidate(
+                "empty or over 1024 bytes".into(),
+            ));
+        }
+        let c = Candidate::from_sdp_string(line)
+            .map_err(|e| SessionError::BadCandidate(e.to_string()))?;
+        if let Some(p) = self.peers.get_mut(&key) {
+            p.rtc.add_remote_candidate(c);
+        }
+        Ok(())
+    }
+
+    pub fn close(&mut self, session: &str) -> Result<(), SessionError> {
+        let key = *self
+            .by_session
+            .get(session)
+            .ok_or(SessionError::UnknownSession)?;
+        self.remove_peer(key, true);
+        Ok(())
+    }
+
+    /// Ends the room's publisher session (stream key rotated, room deleted).
+    pub fn end_publisher(&mut self, room: &str) -> bool {
+        match self.rooms.get(room).and_then(|r| r.publisher) {
+            Some(key) => {
+                self.remove_peer(key, true);
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn draining_refuses_before_capacity_does() {
+        assert_eq!(admit(false, 0, 1), Ok(()));
+        assert_eq!(admit(false, 1, 1), Err(SessionError::AtCapacity));
+        assert_eq!(admit(true, 0, 1), Err(SessionError::Draining));
+        assert_eq!(admit(true, 5, 1), Err(SessionError::Draining));
+    }
+}

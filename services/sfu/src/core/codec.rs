@@ -1,0 +1,124 @@
+//! Codec policy: what the SFU negotiates with peers, and which of a subscriber's payload
+//! types carries a publisher's frames.
+
+use std::sync::Arc;
+use std::time::Duration;
+use str0m::crypto::CryptoProvider;
+use str0m::format::{Codec, CodecSpec};
+use str0m::media::{Frequency, MediaKind, Pt, Writer};
+use str0m::rtp::{Extension, ExtensionMap};
+use str0m::{Rtc, RtcConfig};
+
+/// What a published frame carries, whatever the source (WebRTC or a local ingest).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FrameCodec {
+    H264,
+    Opus,
+    /// Relayed only (HLS/FLV of RTMP sources); WebRTC viewers get the Opus transcode.
+    Aac,
+}
+
+impl FrameCodec {
+    /// The frame codec of a negotiated codec; `None` for codecs the SFU does not route.
+    pub(super) fn from_negotiated(codec: Codec) -> Option<Self> {
+        match codec {
+            Codec::H264 => Some(FrameCodec::H264),
+            Codec::Opus => Some(FrameCodec::Opus),
+            _ => None,
+        }
+    }
+
+    pub(super) fn kind(self) -> MediaKind {
+        match self {
+            FrameCodec::H264 => MediaKind::Video,
+            FrameCodec::Opus | FrameCodec::Aac => MediaKind::Audio,
+        }
+    }
+
+    pub(super) fn name(self) -> &'static str {
+        match self {
+            FrameCodec::H264 => "H264",
+            FrameCodec::Opus => "opus",
+            FrameCodec::Aac => "aac",
+        }
+    }
+
+    pub(super) fn clock_rate(self) -> u32 {
+        match self {
+            FrameCodec::H264 => 90_000,
+            FrameCodec::Opus => 48_000,
+            // RTMP sources time AAC in ms; the relay rebases it to 48 kHz.
+            FrameCodec::Aac => 48_000,
+        }
+    }
+}
+
+/// The codecs the SFU speaks: H.264 packetization-mode 1 in the profiles browsers
+/// offer, and Opus. Nothing else, so viewers get exactly what publishers send.
+///
+/// Subscribers get no transport-wide congestion control (TWCC): its feedback (about 20
+/// RTCP packets a second from each viewer) only feeds a sender's bandwidth estimate,
+/// which the SFU does not run per viewer, and processing it was a fifth of the SFU's
+/// CPU at 300 viewers (docs/benchmarks.md). Publishers keep it: browsers size their
+/// encoder bitrate from it.
+pub(super) fn rtc_config(crypto: &Arc<CryptoProvider>, subscriber: bool) -> RtcConfig {
+    let mut cfg = Rtc::builder()
+        .set_ice_lite(true)
+        .set_stats_interval(Some(Duration::from_secs(1)))
+        .clear_codecs()
+        .enable_opus(true, false)
+        .set_crypto_provider(crypto.clone());
+    let codecs = cfg.codec_config();
+    for (pt, rtx, profile) in [
+        (102u8, 103u8, 0x42e01f_u32),
+        (104, 105, 0x42001f),
+        (106, 107, 0x4d001f),
+        (108, 109, 0x64001f),
+    ] {
+        codecs.add_h264(pt.into(), Some(rtx.into()), true, profile);
+    }
+    if subscriber {
+        let mut without_twcc = ExtensionMap::empty();
+        for (id, ext) in ExtensionMap::standard().iter() {
+            if *ext != Extension::TransportSequenceNumber {
+                without_twcc.set(id, ext.clone());
+            }
+        }
+        cfg = cfg.set_extension_map(without_twcc);
+    }
+    cfg
+}
+
+/// The payload type a subscriber receives a publisher's `kind` frames on, among the
+/// codecs it negotiated: the publisher's exact format first; else, for video, any H.264
+/// in packetization mode 1 — the publisher's profile-level-id (FFmpeg offers 42001e,
+/// browsers 42e01f) only bounds what a decoder must handle, and every H.264 receiver
+/// decodes these streams. (`Writer::match_params` searches the whole codec config,
+/// negotiated or not.)
+pub(super) fn subscriber_pt(
+    writer: &Writer<'_>,
+    publisher: Option<CodecSpec>,
+    kind: MediaKind,
+) -> Option<Pt> {
+    writer
+        .payload_params()
+        .find(|p| Some(p.spec()) == publisher)
+        .or_else(|| {
+            writer.payload_params().find(|p| match kind {
+                MediaKind::Video => {
+                    p.spec().codec == Codec::H264 && p.spec().format.packetization_mode == Some(1)
+                }
+                MediaKind::Audio => p.spec().codec == Codec::Opus,
+            })
+        })
+        .map(|p| p.pt())
+}
+
+/// The RTP clock of what the SFU sends of `kind`.
+pub(super) fn frequency(kind: MediaKind) -> Frequency {
+    if kind == MediaKind::Video {
+        Frequency::NINETY_KHZ
+    } else {
+        Frequency::FORTY_EIGHT_KHZ
+    }
+}

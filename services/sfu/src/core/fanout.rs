@@ -1,0 +1,181 @@
+//! Fan-out: one frame of a room's publisher goes to every relay sink as it came, and to
+//! every connected subscriber its gate lets it through to, on the subscriber's own
+//! timeline and payload type.
+
+use super::codec::{frequency, subscriber_pt, FrameCodec};
+use super::forward::h264_is_keyframe;
+use super::output::relay_msg;
+use super::peer::PeerRole;
+use super::{Core, Output, SessionError};
+use skylark_proto::sfu::v1 as pb;
+use std::sync::Arc;
+use std::time::Instant;
+use str0m::format::CodecSpec;
+use str0m::media::{MediaKind, MediaTime, Mid, Rid};
+
+/// A frame entering the router.
+pub(super) struct InFrame {
+    pub codec: FrameCodec,
+    /// The publisher's codec parameters, when it negotiated them (WebRTC).
+    pub spec: Option<CodecSpec>,
+    pub track: String,
+    pub rid: Option<Rid>,
+    /// RTP time in the codec's clock rate, extended to 64 bits.
+    pub time: u64,
+    pub network_time: Instant,
+    pub data: Arc<[u8]>,
+    pub contiguous: bool,
+    /// Codec configuration for relay consumers (e.g. the AAC AudioSpecificConfig, hex).
+    pub fmtp: String,
+}
+
+/// A WebRTC publisher's track id: its media line, and simulcast layer if any.
+pub(super) fn track_id(mid: Mid, rid: Option<Rid>) -> String {
+    match rid {
+        Some(r) => format!("{mid}:{r}"),
+        None => mid.to_string(),
+    }
+}
+
+impl Core {
+    /// One frame of a local publisher: `time` in the codec's clock (90 kHz video, 48 kHz
+    /// audio), `config` the codec configuration relay consumers need (AAC).
+    pub fn push_local(
+        &mut self,
+        now: Instant,
+        session: &str,
+        codec: FrameCodec,
+        time: u64,
+        data: Arc<[u8]>,
+        config: &str,
+    ) -> Result<(), SessionError> {
+        let key = *self
+            .by_session
+            .get(session)
+            .ok_or(SessionError::UnknownSession)?;
+        let Some(local) = self.locals.get(&key) else {
+            return Err(SessionError::UnknownSession);
+        };
+        let room = local.room.clone();
+        let frame = InFrame {
+            codec,
+            spec: None,
+            track: format!("local-{}", codec.name()),
+            rid: None,
+            time,
+            network_time: now,
+            data,
+            contiguous: true,
+            fmtp: config.to_string(),
+        };
+        self.route(key, &room, frame, now);
+        Ok(())
+    }
+
+    /// A frame from a room's publisher: to each subscriber and relay sink.
+    pub(super) fn route(&mut self, publisher: u64, room_id: &str, d: InFrame, now: Instant) {
+        let kind = d.codec.kind();
+        self.counters.frames_in += 1;
+        self.counters.bytes_in += d.data.len() as u64;
+        *self
+            .track_bytes
+            .entry((room_id.to_string(), d.track.clone()))
+            .or_default() += d.data.len() as u64;
+        let keyframe = kind == MediaKind::Video && h264_is_keyframe(&d.data);
+        let Some(room) = self.rooms.get_mut(room_id) else {
+            return;
+        };
+        if room.publisher != Some(publisher) {
+            return;
+        }
+        let tid = d.track.clone();
+        if !room.tracks.iter().any(|t| t.track_id == tid) {
+            let info = pb::TrackInfo {
+                track_id: tid.clone(),
+                kind: match kind {
+                    MediaKind::Video => pb::TrackKind::Video,
+                    MediaKind::Audio => pb::TrackKind::Audio,
+                } as i32,
+                codec: d.codec.name().into(),
+                clock_rate: d.codec.clock_rate(),
+                fmtp: d.fmtp.clone(),
+                rid: d.rid.map(|r| r.to_string()).unwrap_or_default(),
+            };
+            room.tracks.push(info.clone());
+            for sink in room.relays.clone() {
+                self.out.push_back(Output::Relay {
+                    sink,
+                    msg: relay_msg(pb::relay_message::Msg::Track(info.clone())),
+                });
+            }
+        }
+        let Some(room) = self.rooms.get(room_id) else {
+            return;
+        };
+        let epoch = room.epoch;
+        let subscribers = room.subscribers.clone();
+        let received_at_us = self.config.wall_clock.unix_us(now);
+        for sink in room.relays.clone() {
+            self.out.push_back(Output::Relay {
+                sink,
+                msg: relay_msg(pb::relay_message::Msg::Frame(pb::Frame {
+                    track_id: tid.clone(),
+                    rtp_time: d.time,
+                    keyframe,
+                    data: d.data.to_vec(),
+                    received_at_us,
+                    contiguous: d.contiguous,
+                })),
+            });
+        }
+        if d.codec == FrameCodec::Aac {
+            return;
+        }
+        let mut sent = Vec::with_capacity(subscribers.len());
+        let mut need_keyframe = false;
+        for s in subscribers {
+            let Some(p) = self.peers.get_mut(&s) else {
+                continue;
+            };
+            if !p.connected {
+                continue;
+            }
+            let PeerRole::Subscriber(st) = &mut p.role else {
+                continue;
+            };
+            let (mid, timeline, step) = match kind {
+                MediaKind::Video => {
+                    if !st.gate.pass_video(d.rid, keyframe) {
+                        need_keyframe |= st.gate.wants_keyframe;
+                        continue;
+                    }
+                    (st.video_mid, &mut st.video_time, 3000)
+                }
+                MediaKind::Audio => (st.audio_mid, &mut st.audio_time, 960),
+            };
+            let Some(mid) = mid else { continue };
+            let out_time = timeline.map(epoch, d.time, step);
+            let Some(writer) = p.rtc.writer(mid) else {
+                continue;
+            };
+            let Some(pt) = subscriber_pt(&writer, d.spec, kind) else {
+                tracing::debug!(session = %p.session, "subscriber did not negotiate the publisher's codec");
+                continue;
+            };
+            let time = MediaTime::new(out_time, frequency(kind));
+            if let Err(e) = writer.write(pt, d.network_time, time, d.data.clone()) {
+                tracing::debug!(session = %p.session, error = %e, "write failed");
+                continue;
+            }
+            self.counters.frames_out += 1;
+            self.counters.bytes_out += d.data.len() as u64;
+            sent.push(s);
+        }
+        for s in sent {
+            self.drain(s, now);
+        }
+        if need_keyframe {
+            self.request_keyframe(room_id, now);
+        }
+    }
+}

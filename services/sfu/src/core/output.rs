@@ -1,0 +1,41 @@
+//! What comes out of the core: datagrams, relay messages and events for the shell.
+
+use super::Role;
+use skylark_proto::sfu::v1 as pb;
+use std::net::SocketAddr;
+
+/// What the worker must do after feeding the core.
+#[derive(Debug)]
+pub enum Output {
+    /// Send a datagram; dropping it when the socket is full is fine (never block).
+    Transmit {
+        destination: SocketAddr,
+        contents: Vec<u8>,
+    },
+    /// Deliver to a relay sink (edge SFU or packager); drop if its queue is full.
+    Relay {
+        sink: u64,
+        msg: pb::RelayMessage,
+    },
+    Event(CoreEvent),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CoreEvent {
+    /// The room got a publisher (first, or after having none).
+    RoomLive { room: String },
+    /// The room's publisher left.
+    RoomOffline { room: String },
+    /// Subscriber count of a room changed.
+    Viewers { room: String, count: usize },
+    /// A session ended (closed, timed out, replaced, failed).
+    SessionClosed {
+        session: String,
+        room: String,
+        role: Role,
+    },
+}
+
+pub(super) fn relay_msg(msg: pb::relay_message::Msg) -> pb::RelayMessage {
+    pb::RelayMessage { msg: Some(msg) }
+}

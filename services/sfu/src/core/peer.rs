@@ -1,0 +1,68 @@
+//! What the core keeps per session: the WebRTC peer and its role in the room.
+
+use super::counters::StreamTotals;
+use super::forward::{Gate, Timeline};
+use super::Role;
+use std::collections::HashMap;
+use std::time::Instant;
+use str0m::media::{MediaKind, Mid, Rid};
+use str0m::Rtc;
+
+pub(super) struct Peer {
+    /// Keyed by (egress, mid, rid).
+    pub stream_totals: HashMap<(bool, Mid, Option<Rid>), StreamTotals>,
+    /// Latest fraction of packets lost from this publisher (receiver-side estimate).
+    pub loss: f32,
+    pub session: String,
+    pub room: String,
+    pub rtc: Rtc,
+    pub role: PeerRole,
+    pub next_timeout: Instant,
+    pub created: Instant,
+    pub connected: bool,
+}
+
+pub(super) enum PeerRole {
+    Publisher { tracks: Vec<PublisherTrack> },
+    Subscriber(Box<SubscriberState>),
+}
+
+impl PeerRole {
+    pub fn role(&self) -> Role {
+        match self {
+            PeerRole::Publisher { .. } => Role::Publisher,
+            PeerRole::Subscriber(_) => Role::Subscriber,
+        }
+    }
+}
+
+pub(super) struct PublisherTrack {
+    pub mid: Mid,
+    pub kind: MediaKind,
+}
+
+pub(super) struct SubscriberState {
+    pub video_mid: Option<Mid>,
+    pub audio_mid: Option<Mid>,
+    pub gate: Gate,
+    pub video_time: Timeline,
+    pub audio_time: Timeline,
+}
+
+impl SubscriberState {
+    pub fn new() -> Self {
+        Self {
+            video_mid: None,
+            audio_mid: None,
+            gate: Gate::default(),
+            video_time: Timeline::default(),
+            audio_time: Timeline::default(),
+        }
+    }
+}
+
+/// A publisher fed by a local ingest (RTMP) rather than a WebRTC peer.
+pub(super) struct LocalPublisher {
+    pub session: String,
+    pub room: String,
+}

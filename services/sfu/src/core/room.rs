@@ -1,0 +1,166 @@
+//! Who is in a room — its publisher, subscribers and relay sinks — and what changes when
+//! one of them comes or goes.
+
+use super::forward::Gate;
+use super::keyframe::KeyframeThrottle;
+use super::output::relay_msg;
+use super::peer::PeerRole;
+use super::{Core, CoreEvent, Output, Role};
+use skylark_proto::sfu::v1 as pb;
+use std::time::Instant;
+
+#[derive(Default)]
+pub(super) struct Room {
+    pub publisher: Option<u64>,
+    pub subscribers: Vec<u64>,
+    pub relays: Vec<u64>,
+    /// Increments with each new publisher, so subscribers re-base their timelines.
+    pub epoch: u64,
+    pub tracks: Vec<pb::TrackInfo>,
+    pub keyframes: KeyframeThrottle,
+}
+
+impl Core {
+    /// The room a session belongs to.
+    pub fn session_room(&self, session: &str) -> Option<(&str, Role)> {
+        let p = self.peers.get(self.by_session.get(session)?)?;
+        Some((p.room.as_str(), p.role.role()))
+    }
+
+    /// Registers a relay sink for a room; it gets the current tracks at once and every
+    /// frame from now on, starting at a keyframe.
+    pub fn attach_relay(&mut self, now: Instant, room: &str, sink: u64) {
+        let r = self.rooms.entry(room.to_string()).or_default();
+        r.relays.push(sink);
+        let tracks = r.tracks.clone();
+        for t in tracks {
+            self.out.push_back(Output::Relay {
+                sink,
+                msg: relay_msg(pb::relay_message::Msg::Track(t)),
+            });
+        }
+        self.request_keyframe(room, now);
+    }
+
+    pub fn detach_relay(&mut self, room: &str, sink: u64) {
+        if let Some(r) = self.rooms.get_mut(room) {
+            r.relays.retain(|s| *s != sink);
+        }
+        self.gc_room(room);
+    }
+
+    /// Makes `key` the room's publisher: a new epoch for subscribers and relays, and the
+    /// previous publisher (a reconnect's old session) is closed.
+    pub(super) fn install_publisher(&mut self, room: &str, key: u64) {
+        let r = self.rooms.entry(room.to_string()).or_default();
+        let old = r.publisher.replace(key);
+        r.epoch += 1;
+        r.tracks.clear();
+        r.keyframes.new_publisher();
+        let relays = r.relays.clone();
+        for sink in relays {
+            self.out.push_back(Output::Relay {
+                sink,
+                msg: relay_msg(pb::relay_message::Msg::PublisherChanged(pb::Empty {})),
+            });
+        }
+        let subs = self
+            .rooms
+            .get(room)
+            .map(|r| r.subscribers.clone())
+            .unwrap_or_default();
+        for s in subs {
+            if let Some(PeerRole::Subscriber(st)) = self.peers.get_mut(&s).map(|p| &mut p.role) {
+                st.gate = Gate::default();
+            }
+        }
+        match old {
+            Some(old) => self.remove_peer(old, false),
+            None => self.out.push_back(Output::Event(CoreEvent::RoomLive {
+                room: room.to_string(),
+            })),
+        }
+    }
+
+    /// Ends session `key`; `explicit` when asked to (not a timeout or failure).
+    pub(super) fn remove_peer(&mut self, key: u64, explicit: bool) {
+        if let Some(l) = self.locals.remove(&key) {
+            self.by_session.remove(&l.session);
+            self.publisher_gone(&l.room, key);
+            tracing::info!(session = %l.session, room_id = %l.room, "local publisher closed");
+            self.out.push_back(Output::Event(CoreEvent::SessionClosed {
+                session: l.session,
+                room: l.room.clone(),
+                role: Role::Publisher,
+            }));
+            self.gc_room(&l.room);
+            return;
+        }
+        let Some(mut p) = self.peers.remove(&key) else {
+            return;
+        };
+        if explicit {
+            p.rtc.disconnect();
+        }
+        self.by_session.remove(&p.session);
+        self.by_addr.retain(|_, k| *k != key);
+        let role = p.role.role();
+        if let Some(r) = self.rooms.get_mut(&p.room) {
+            match role {
+                Role::Publisher => {}
+                Role::Subscriber => {
+                    r.subscribers.retain(|s| *s != key);
+                    let count = r.subscribers.len();
+                    self.out.push_back(Output::Event(CoreEvent::Viewers {
+                        room: p.room.clone(),
+                        count,
+                    }));
+                }
+            }
+        }
+        if role == Role::Publisher {
+            self.publisher_gone(&p.room, key);
+        }
+        tracing::info!(session = %p.session, room_id = %p.room, ?role, "session closed");
+        self.out.push_back(Output::Event(CoreEvent::SessionClosed {
+            session: p.session,
+            room: p.room.clone(),
+            role,
+        }));
+        self.gc_room(&p.room);
+    }
+
+    /// The room's publisher `key` left: the room goes offline, and relay consumers learn
+    /// the stream stopped (a returning publisher is a new stream: timestamps restart).
+    fn publisher_gone(&mut self, room: &str, key: u64) {
+        let Some(r) = self.rooms.get_mut(room) else {
+            return;
+        };
+        if r.publisher != Some(key) {
+            return;
+        }
+        r.publisher = None;
+        self.out.push_back(Output::Event(CoreEvent::RoomOffline {
+            room: room.to_string(),
+        }));
+        for sink in r.relays.clone() {
+            self.out.push_back(Output::Relay {
+                sink,
+                msg: relay_msg(pb::relay_message::Msg::Ended(pb::Empty {})),
+            });
+        }
+    }
+
+    /// Forgets a room's track bytes once it has no publisher, and the room once it has
+    /// nobody.
+    fn gc_room(&mut self, room: &str) {
+        if self.rooms.get(room).is_none_or(|r| r.publisher.is_none()) {
+            self.track_bytes.retain(|(r, _), _| r != room);
+        }
+        if self.rooms.get(room).is_some_and(|r| {
+            r.publisher.is_none() && r.subscribers.is_empty() && r.relays.is_empty()
+        }) {
+            self.rooms.remove(room);
+        }
+    }
+}

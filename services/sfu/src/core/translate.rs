@@ -1,0 +1,133 @@
+//! Event translation: one peer's str0m outputs become the core's — datagrams to send,
+//! peer state (connected, media lines), frames for fan-out, keyframe wants, counters.
+
+use super::codec::FrameCodec;
+use super::counters::StreamTotals;
+use super::fanout::{track_id, InFrame};
+use super::peer::{PeerRole, PublisherTrack};
+use super::{Core, Output};
+use std::time::Instant;
+use str0m::media::{MediaData, MediaKind};
+use str0m::{Event, IceConnectionState, Output as RtcOutput};
+
+impl Core {
+    /// Polls a peer until it has nothing more to say, routing what it produced.
+    pub(super) fn drain(&mut self, key: u64, now: Instant) {
+        let mut media: Vec<MediaData> = Vec::new();
+        let mut want_keyframe = false;
+        let mut alive = true;
+        {
+            let Some(p) = self.peers.get_mut(&key) else {
+                return;
+            };
+            loop {
+                if !p.rtc.is_alive() {
+                    alive = false;
+                    break;
+                }
+                match p.rtc.poll_output() {
+                    Ok(RtcOutput::Timeout(t)) => {
+                        p.next_timeout = t;
+                        break;
+                    }
+                    Ok(RtcOutput::Transmit(t)) => {
+                        self.counters.datagrams_out += 1;
+                        self.out.push_back(Output::Transmit {
+                            destination: t.destination,
+                            contents: t.contents.into(),
+                        });
+                    }
+                    Ok(RtcOutput::Event(e)) => match e {
+                        Event::Connected => {
+                            p.connected = true;
+                            tracing::debug!(session = %p.session, "connected");
+                            if matches!(p.role, PeerRole::Subscriber(_)) {
+                                want_keyframe = true;
+                            }
+                        }
+                        Event::IceConnectionStateChange(IceConnectionState::Disconnected) => {
+                            p.rtc.disconnect();
+                        }
+                        Event::MediaAdded(m) => match &mut p.role {
+                            PeerRole::Subscriber(st) => match m.kind {
+                                MediaKind::Video => st.video_mid = st.video_mid.or(Some(m.mid)),
+                                MediaKind::Audio => st.audio_mid = st.audio_mid.or(Some(m.mid)),
+                            },
+                            PeerRole::Publisher { tracks } => tracks.push(PublisherTrack {
+                                mid: m.mid,
+                                kind: m.kind,
+                            }),
+                        },
+                        Event::MediaData(d) => {
+                            if matches!(p.role, PeerRole::Publisher { .. }) {
+                                media.push(d);
+                            }
+                        }
+                        Event::KeyframeRequest(_) => want_keyframe = true,
+                        Event::MediaIngressStats(st) => {
+                            let growth = p
+                                .stream_totals
+                                .entry((false, st.mid, st.rid))
+                                .or_default()
+                                .advance(StreamTotals {
+                                    packets: st.packets,
+                                    nacks: st.nacks,
+                                    plis: st.plis,
+                                });
+                            self.counters.add_ingress(growth);
+                            if let Some(l) = st.loss {
+                                p.loss = l;
+                            }
+                        }
+                        Event::MediaEgressStats(st) => {
+                            let growth = p
+                                .stream_totals
+                                .entry((true, st.mid, st.rid))
+                                .or_default()
+                                .advance(StreamTotals {
+                                    packets: st.packets,
+                                    nacks: st.nacks,
+                                    plis: st.plis,
+                                });
+                            self.counters.add_egress(growth);
+                        }
+                        _ => {}
+                    },
+                    Err(e) => {
+                        tracing::debug!(session = %p.session, error = %e, "session failed");
+                        p.rtc.disconnect();
+                    }
+                }
+            }
+        }
+        if !alive {
+            self.remove_peer(key, false);
+            return;
+        }
+        let room = match self.peers.get(&key) {
+            Some(p) => p.room.clone(),
+            None => return,
+        };
+        for d in media {
+            let spec = d.params.spec();
+            let Some(codec) = FrameCodec::from_negotiated(spec.codec) else {
+                continue;
+            };
+            let frame = InFrame {
+                codec,
+                spec: Some(spec),
+                track: track_id(d.mid, d.rid),
+                rid: d.rid,
+                time: d.time.numer(),
+                network_time: d.network_time,
+                data: d.data,
+                contiguous: d.contiguous,
+                fmtp: spec.format.to_string(),
+            };
+            self.route(key, &room, frame, now);
+        }
+        if want_keyframe {
+            self.request_keyframe(&room, now);
+        }
+    }
+}
