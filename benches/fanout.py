@@ -5,7 +5,8 @@ Each run starts a fresh all-in-one `skylark` pinned to one core (`taskset -c 0`)
 creates a room, runs `skylark loadtest` pinned to the other core (`taskset -c 1`), and
 samples during the steady part of the run (all viewers joined):
 
-- the SFU's /metrics counters (RTP packets and datagrams sent) -> forwarded pps,
+- the SFU's /metrics counters on its internal listener (RTP packets and datagrams sent)
+  -> forwarded pps,
 - CPU time of both processes from /proc/PID/stat -> which side saturates,
 - VmRSS of the server from /proc/PID/status.
 
@@ -84,8 +85,8 @@ def cpu_times():
     return out
 
 
-def metrics(base):
-    text = urllib.request.urlopen(f"{base}/metrics", timeout=5).read().decode()
+def metrics(internal):
+    text = urllib.request.urlopen(f"http://{internal}/metrics", timeout=5).read().decode()
     out = {}
     for line in text.splitlines():
         if line.startswith("#") or " " not in line:
@@ -103,9 +104,12 @@ class Server:
         self.dir = tempfile.mkdtemp(prefix="skylark-bench-")
         port = free_port()
         self.base = f"http://127.0.0.1:{port}"
+        # /metrics is served on the internal listener only.
+        self.internal = f"127.0.0.1:{free_port()}"
         env = {k: v for k, v in os.environ.items() if not k.startswith("SKYLARK_")}
         env.update(
             SKYLARK_HTTP_ADDR=f"127.0.0.1:{port}",
+            SKYLARK_INTERNAL_ADDR=self.internal,
             SKYLARK_PUBLIC_URL=self.base,
             SKYLARK_DATA_DIR=f"{self.dir}/data",
             SKYLARK_RTC_UDP_ADDR=f"127.0.0.1:{free_port(socket.SOCK_DGRAM)}",
@@ -163,7 +167,7 @@ def run(viewers, kbps, duration, ramp, server_cpus, gen_cpus, settle, profile=No
         while gen.poll() is None:
             t = time.monotonic() - t_start
             if "a" not in sample and t >= start_at:
-                sample["a"] = (time.monotonic(), metrics(sk.base), cpu_secs(sk.proc.pid),
+                sample["a"] = (time.monotonic(), metrics(sk.internal), cpu_secs(sk.proc.pid),
                                cpu_secs(gen.pid), rss_kib(sk.proc.pid), cpu_times())
                 if profile:
                     # BENCH_PERF="--call-graph dwarf -F 499" for callers (a bigger file).
@@ -173,7 +177,7 @@ def run(viewers, kbps, duration, ramp, server_cpus, gen_cpus, settle, profile=No
                                              str(max(1, int(end_at - start_at)))],
                                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             if "a" in sample and "b" not in sample and t >= end_at:
-                sample["b"] = (time.monotonic(), metrics(sk.base), cpu_secs(sk.proc.pid),
+                sample["b"] = (time.monotonic(), metrics(sk.internal), cpu_secs(sk.proc.pid),
                                cpu_secs(gen.pid), rss_kib(sk.proc.pid), cpu_times())
             time.sleep(0.2)
         out, err = gen.communicate()

@@ -77,6 +77,11 @@ struct Config {
     /// RTMP URL handed to creators; default: the public URL's host, RTMP port, app `live`.
     #[arg(long, env = "SKYLARK_RTMP_PUBLIC_URL")]
     rtmp_public_url: Option<String>,
+    /// Internal HTTP: `/metrics` (and `/healthz`, `/readyz`); never route clients to it.
+    /// Default: loopback, 127.0.0.1:9090 all-in-one; api 9091, signaling 9092, sfu 9093,
+    /// packager 9094.
+    #[arg(long, env = "SKYLARK_INTERNAL_ADDR")]
+    internal_addr: Option<SocketAddr>,
     /// Internal gRPC listen address of a single-service target (api 7001, sfu 7002,
     /// packager 7003); the all-in-one target uses ephemeral loopback ports.
     #[arg(long, env = "SKYLARK_GRPC_ADDR")]
@@ -199,11 +204,26 @@ impl Config {
         })
     }
 
+    /// The internal listener of `target`: loopback, a port per target so targets can
+    /// share a host.
+    fn internal_addr(&self, target: Option<&Target>) -> SocketAddr {
+        let port = match target {
+            Some(Target::Api) => 9091,
+            Some(Target::Signaling) => 9092,
+            Some(Target::Sfu) => 9093,
+            Some(Target::Packager) => 9094,
+            _ => skylark_telemetry::DEFAULT_INTERNAL_ADDR.port(),
+        };
+        self.internal_addr
+            .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], port)))
+    }
+
     /// The effective configuration, secrets masked, printed at start-up.
-    fn log_summary(&self, target: &str) {
+    fn log_summary(&self, target: &str, internal_addr: SocketAddr) {
         tracing::info!(
             target_service = target,
             http_addr = %self.http_addr,
+            %internal_addr,
             public_url = %self.public_url,
             data_dir = %self.data_dir.display(),
             database = %mask_url(&self.database_url()),
@@ -284,7 +304,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     if let Some(Target::Loadtest(args)) = target {
         return loadtest::run(args).await;
     }
-    config.log_summary(name);
+    let internal_addr = config.internal_addr(target.as_ref());
+    config.log_summary(name, internal_addr);
 
     if target == Some(Target::Migrate) {
         skylark_api::migrate(&config.database_url()).await?;
@@ -386,7 +407,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Some(Target::Migrate) | Some(Target::Loadtest(_)) => unreachable!("handled above"),
     };
-    skylark_telemetry::serve_parts_draining(addr, parts, drain, drain_timeout, shutdown).await
+    let listen = skylark_telemetry::Listen {
+        public: addr,
+        internal: internal_addr,
+    };
+    skylark_telemetry::serve_parts_draining(listen, parts, drain, drain_timeout, shutdown).await
 }
 
 fn main() -> std::process::ExitCode {
@@ -426,6 +451,22 @@ mod tests {
         assert_eq!(
             cli.config.rtmp_public_url(),
             "rtmp://live.example.com:1935/live"
+        );
+    }
+
+    #[test]
+    fn internal_addr_is_loopback_per_target_unless_set() {
+        let config = Cli::parse_from(["skylark"]).config;
+        let of = |t: Option<Target>| config.internal_addr(t.as_ref()).to_string();
+        assert_eq!(of(None), "127.0.0.1:9090");
+        assert_eq!(of(Some(Target::Api)), "127.0.0.1:9091");
+        assert_eq!(of(Some(Target::Signaling)), "127.0.0.1:9092");
+        assert_eq!(of(Some(Target::Sfu)), "127.0.0.1:9093");
+        assert_eq!(of(Some(Target::Packager)), "127.0.0.1:9094");
+        let set = Cli::parse_from(["skylark", "--internal-addr", "10.0.0.5:9100"]).config;
+        assert_eq!(
+            set.internal_addr(Some(&Target::Sfu)).to_string(),
+            "10.0.0.5:9100"
         );
     }
 }

@@ -1,5 +1,6 @@
 //! The `skylark` binary as a user runs it: no configuration, an empty folder, the default
-//! port; sign up and create a room over HTTP; SIGTERM; a clean exit.
+//! ports; sign up and create a room over HTTP; metrics on the internal port only;
+//! SIGTERM; a clean exit.
 
 use std::io::Read;
 use std::process::{Child, Command, Stdio};
@@ -23,7 +24,7 @@ async fn wait_ready(client: &reqwest::Client, url: &str, child: &mut Child) {
             }
         }
         if let Ok(Some(status)) = child.try_wait() {
-            panic!("skylark exited early with {status}: is port 8080 taken?");
+            panic!("skylark exited early with {status}: is port 8080 or 9090 taken?");
         }
         assert!(Instant::now() < deadline, "{url} not ready within 30 s");
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -84,8 +85,11 @@ async fn all_in_one_with_no_configuration() {
         )
     );
     assert_eq!(room["ingest"]["rtmp_url"], "rtmp://localhost:1935/live");
+    // Metrics only on the internal listener: loopback 9090 by default, never the public port.
+    let public_metrics = client.get(format!("{base}/metrics")).send().await.unwrap();
+    assert_eq!(public_metrics.status(), 404);
     let metrics = client
-        .get(format!("{base}/metrics"))
+        .get("http://127.0.0.1:9090/metrics")
         .send()
         .await
         .unwrap()

@@ -145,23 +145,10 @@ async fn loadtest_json_report_shows_every_viewer_and_every_frame() {
     assert!(stderr.contains("viewers "), "{stderr}");
 
     // Every session was closed on the server: no subscribers left in the room.
-    let metrics = reqwest::get(format!("{}/metrics", sk.base))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = sk.metrics().await;
     let mut left = None;
     for _ in 0..50 {
-        left = metrics_value(
-            &reqwest::get(format!("{}/metrics", sk.base))
-                .await
-                .unwrap()
-                .text()
-                .await
-                .unwrap(),
-            "skylark_sfu_subscribers",
-        );
+        left = metrics_value(&sk.metrics().await, "skylark_sfu_subscribers");
         if left == Some(0.0) {
             break;
         }

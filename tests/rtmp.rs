@@ -267,12 +267,7 @@ async fn bad_rtmp_input_is_refused_and_other_rooms_play_on() {
     // The live room never noticed.
     let s = v.stats().await.unwrap();
     assert!(s.connected && s.frames > 100, "{s:?}");
-    let metrics = reqwest::get(format!("{}/metrics", sk.base))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = sk.metrics().await;
     assert!(
         metrics.contains("skylark_rtmp_publishes_total 1"),
         "{metrics}"

@@ -13,15 +13,6 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
-async fn metrics(base: &str) -> String {
-    reqwest::get(format!("{base}/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
-}
-
 /// A WHEP viewer of `room`, playing.
 async fn viewer(engine: &Engine, base: &str, room: &str) -> Viewer {
     let v = engine
@@ -87,7 +78,7 @@ async fn rtmp_publisher_reconnect_keeps_whep_viewers() {
     let resumed = killed.elapsed();
     assert!(after.connected, "the viewer stays connected: {after:?}");
     assert!(is_live(&sk.base, &room).await, "the room is live again");
-    let m = metrics(&sk.base).await;
+    let m = sk.metrics().await;
     assert!(m.contains("skylark_rtmp_publishes_total 2"), "{m}");
     // Still flowing a second later (not just a burst).
     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -133,7 +124,7 @@ async fn stalled_rtmp_publisher_is_dropped_other_rooms_play_on() {
     wait_live(&sk.base, &other_room, &log_o).await;
     let engine = Engine::start(EngineConfig::default(), CancellationToken::new()).unwrap();
     let v = viewer(&engine, &sk.base, &other_room).await;
-    let m = metrics(&sk.base).await;
+    let m = sk.metrics().await;
     assert!(m.contains("skylark_rtmp_connections 2"), "{m}");
 
     // FFmpeg freezes: its TCP connection stays open and sends nothing more.
@@ -156,7 +147,7 @@ async fn stalled_rtmp_publisher_is_dropped_other_rooms_play_on() {
     // The server dropped the connection itself (FFmpeg is frozen: it closed nothing).
     let deadline = Instant::now() + Duration::from_secs(3);
     loop {
-        let m = metrics(&sk.base).await;
+        let m = sk.metrics().await;
         if m.contains("skylark_rtmp_connections 1") {
             break;
         }

@@ -85,18 +85,13 @@ async fn one_publisher_twenty_viewers_every_frame_intact() {
     deleted.expect("WHIP DELETE");
     assert!(pstats.unwrap().frames_sent >= 90);
     assert!(total >= 20 * 80);
-    let metrics = reqwest::get(format!("{}/metrics", sk.base))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = sk.metrics().await;
     for m in [
         "skylark_sfu_frames_out_total",
         "skylark_sfu_packets_out_total",
         "skylark_sfu_nacks_from_subscribers_total",
         "skylark_sfu_plis_from_subscribers_total",
-        "skylark_sfu_track_bitrate_bps{",
+        "skylark_sfu_rooms",
         "skylark_sfu_egress_bitrate_bps",
     ] {
         assert!(metrics.contains(m), "{m} missing from /metrics");

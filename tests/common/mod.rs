@@ -30,6 +30,8 @@ pub fn free_udp_port() -> u16 {
 pub struct Skylark {
     pub child: Child,
     pub base: String,
+    /// The internal listener (`/metrics`), e.g. `http://127.0.0.1:41234`.
+    pub internal: String,
     pub dir: PathBuf,
     _tmp: Option<tempfile::TempDir>,
 }
@@ -80,6 +82,8 @@ impl Skylark {
             ),
             ("SKYLARK_RTC_PUBLIC_IP", host.into()),
             ("SKYLARK_RTMP_ADDR", format!("{host}:{}", free_port())),
+            // Port 0: the process logs what it bound; `internal` is read from that.
+            ("SKYLARK_INTERNAL_ADDR", "127.0.0.1:0".into()),
             ("RUST_LOG", "info,skylark_sfu=debug".into()),
         ]
         .into_iter()
@@ -110,10 +114,15 @@ impl Skylark {
         let mut s = Skylark {
             child,
             base,
+            internal: String::new(),
             dir: dir.clone(),
             _tmp: tmp,
         };
         s.wait_ready(&log_name).await;
+        s.internal = format!(
+            "http://127.0.0.1:{}",
+            logged_port(&s, "internal HTTP listening")
+        );
         s
     }
 
@@ -133,6 +142,16 @@ impl Skylark {
             assert!(Instant::now() < deadline, "skylark not ready in 30 s");
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+    }
+
+    /// The Prometheus text of its internal listener (never on the public port).
+    pub async fn metrics(&self) -> String {
+        reqwest::get(format!("{}/metrics", self.internal))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
     }
 
     pub fn logs(&self) -> String {
@@ -349,11 +368,16 @@ pub fn rtmp_push_with(
 
 /// The RTMP port a `skylark` logged at start-up.
 pub fn rtmp_port(sk: &Skylark) -> u16 {
+    logged_port(sk, "RTMP ingest listening")
+}
+
+/// The port of the first log line containing `message` (`… addr=IP:PORT`).
+pub fn logged_port(sk: &Skylark, message: &str) -> u16 {
     let logs = sk.logs();
     let line = logs
         .lines()
-        .find(|l| l.contains("RTMP ingest listening"))
-        .expect("RTMP listening line");
+        .find(|l| l.contains(message))
+        .unwrap_or_else(|| panic!("no {message:?} line in the log"));
     line.rsplit(':')
         .next()
         .unwrap()

@@ -10,7 +10,7 @@
   - The wiring: container args are the binary's targets; environment names are exactly
     the ones the binary reads (`skylark --help`, else the README's table); probes,
     ports, Services, Secrets, the Ingress routes, the SFU's host networking and drain,
-    the migration hook.
+    the migration hook; the internal port (/metrics) scraped and never public.
   - values.yaml: every value is used by a template.
   - The Grafana dashboard: every metric it plots exists in the source.
   - Live (tests/helm/live.py, when the binary is built and PostgreSQL and Redis run on
@@ -83,19 +83,21 @@ REQUIRED_ENV = {
     "api": {
         "SKYLARK_HTTP_ADDR", "SKYLARK_GRPC_ADDR", "SKYLARK_PUBLIC_URL", "DATABASE_URL",
         "SKYLARK_JWT_SECRET", "REDIS_URL", "SKYLARK_REDIS_PREFIX", "LOG_FORMAT", "RUST_LOG",
+        "SKYLARK_INTERNAL_ADDR",
     },
     "signaling": {
         "SKYLARK_HTTP_ADDR", "SKYLARK_PUBLIC_URL", "SKYLARK_API_GRPC_URL", "REDIS_URL",
-        "SKYLARK_REDIS_PREFIX", "LOG_FORMAT", "RUST_LOG",
+        "SKYLARK_REDIS_PREFIX", "LOG_FORMAT", "RUST_LOG", "SKYLARK_INTERNAL_ADDR",
     },
     "sfu": {
         "SKYLARK_HTTP_ADDR", "SKYLARK_GRPC_ADDR", "SKYLARK_GRPC_ADVERTISE_URL",
         "SKYLARK_RTC_UDP_ADDR", "SKYLARK_RTC_PUBLIC_IP", "SKYLARK_NODE_ID", "REDIS_URL",
-        "SKYLARK_REDIS_PREFIX", "LOG_FORMAT", "RUST_LOG",
+        "SKYLARK_REDIS_PREFIX", "LOG_FORMAT", "RUST_LOG", "SKYLARK_INTERNAL_ADDR",
     },
     "packager": {
         "SKYLARK_HTTP_ADDR", "SKYLARK_HTTP_ADVERTISE", "SKYLARK_HLS_SEGMENT_MS",
         "SKYLARK_HLS_PART_MS", "REDIS_URL", "SKYLARK_REDIS_PREFIX", "LOG_FORMAT", "RUST_LOG",
+        "SKYLARK_INTERNAL_ADDR",
     },
     "migrate": {"DATABASE_URL", "LOG_FORMAT", "RUST_LOG"},
 }
@@ -188,7 +190,12 @@ BAD_VALUE_SETS = [
     ("unknown key", {"sfu": {"udpPrt": 7882}}, "udpPrt"),
     ("short jwtSecret", {"jwtSecret": "too-short"}, "jwtSecret"),
     ("port out of range", {"sfu": {"udpPort": 70000}}, "udpPort"),
+    ("the internal port on the HTTP port", {"internalPort": 8080}, "internalPort"),
+    ("the SFU's internal port on its HTTP port", {"sfu": {"internalPort": 7880}}, "sfu.internalPort"),
 ]
+
+# Workloads with an internal listener (SKYLARK_INTERNAL_ADDR): every target but migrate.
+INTERNAL = {"api", "signaling", "sfu", "packager"}
 
 
 # --- the little test runner ----------------------------------------------------------
@@ -660,6 +667,65 @@ def main() -> int:
                 svc = next(s for s in by_kind(objs, "Service") if s["metadata"]["name"] == p["backend"]["service"]["name"])
                 assert port in [sp["port"] for sp in svc["spec"]["ports"]], f"{p['path']}: port {port}"
 
+        @check(f"internal port: named, bound, scraped; no public Service or ingress path [{name}]")
+        def _():
+            sfu_host_net = values.get("sfu", {}).get("hostNetwork", True)
+            internal_port = {}
+            for o in objs:
+                ps = pod_spec(o)
+                if ps is None or component(o) not in INTERNAL:
+                    continue
+                comp, c = component(o), ps["containers"][0]
+                ports = {p["name"]: p for p in c["ports"]}
+                assert "internal" in ports, f"{comp}: no container port named internal"
+                port = ports["internal"]["containerPort"]
+                assert port not in [p["containerPort"] for n, p in ports.items() if n != "internal"], \
+                    f"{comp}: the internal port {port} is shared"
+                bind = "$(HOST_IP)" if comp == "sfu" and sfu_host_net else "0.0.0.0"
+                env = {e["name"]: e.get("value") for e in c["env"]}
+                assert env["SKYLARK_INTERNAL_ADDR"] == f"{bind}:{port}", f"{comp}: {env['SKYLARK_INTERNAL_ADDR']}"
+                meta = o["spec"]["template"]["metadata"]
+                ann = meta["annotations"]
+                assert (ann["prometheus.io/port"], ann["prometheus.io/path"]) == (str(port), "/metrics"), \
+                    f"{comp}: scrape annotations {ann}"
+                assert meta["labels"].get("skylark.io/internal") == "true", f"{comp}: not in the internal Service"
+                internal_port[comp] = port
+            assert set(internal_port) == INTERNAL, f"internal ports: {internal_port}"
+            internal_numbers = set(internal_port.values())
+            # One headless Service lists the internal ports; no other Service does.
+            internal_svcs = []
+            for svc in by_kind(objs, "Service"):
+                targets = {p["targetPort"] for p in svc["spec"]["ports"]}
+                if "internal" in targets:
+                    internal_svcs.append(svc)
+                    assert targets == {"internal"}, f"{svc['metadata']['name']} mixes internal with {targets}"
+                    assert svc["spec"].get("clusterIP") == "None" and svc["spec"].get("type", "ClusterIP") == "ClusterIP", \
+                        f"{svc['metadata']['name']}: not headless"
+                else:
+                    assert not targets & internal_numbers, f"{svc['metadata']['name']} targets an internal port"
+            assert [s["metadata"]["name"] for s in internal_svcs] == [f"{RELEASE}-skylark-internal"], internal_svcs
+            sel = internal_svcs[0]["spec"]["selector"]
+            selected = {component(o) for o in objs if pod_spec(o) is not None and
+                        all(o["spec"]["template"]["metadata"]["labels"].get(k) == v for k, v in sel.items())}
+            assert selected == INTERNAL, f"the internal Service selects {selected}"
+            for ing in by_kind(objs, "Ingress"):
+                for rule in ing["spec"]["rules"]:
+                    for p in rule["http"]["paths"]:
+                        backend = p["backend"]["service"]
+                        assert backend["name"] != internal_svcs[0]["metadata"]["name"], f"{p['path']} → internal"
+                        svc = next(s for s in by_kind(objs, "Service") if s["metadata"]["name"] == backend["name"])
+                        target = next(sp["targetPort"] for sp in svc["spec"]["ports"]
+                                      if sp["port"] == backend["port"]["number"])
+                        assert target == "http", f"ingress {p['path']} → {backend['name']} port {target}"
+            sms = [o for o in objs if o["kind"] == "ServiceMonitor"]
+            for sm in sms:
+                assert [e["port"] for e in sm["spec"]["endpoints"]] == ["internal"], sm["spec"]["endpoints"]
+                labels = internal_svcs[0]["metadata"]["labels"]
+                assert all(labels.get(k) == v for k, v in sm["spec"]["selector"]["matchLabels"].items())
+                scraped = [s for s in by_kind(objs, "Service")
+                           if all(s["metadata"]["labels"].get(k) == v for k, v in sm["spec"]["selector"]["matchLabels"].items())]
+                assert scraped == internal_svcs, f"the ServiceMonitor selects {[s['metadata']['name'] for s in scraped]}"
+
         @check(f"ServiceMonitor (CRD, parsed) and dashboard ConfigMap [{name}]")
         def _():
             sms = [o for o in objs if o["kind"] == "ServiceMonitor"]
@@ -669,15 +735,6 @@ def main() -> int:
                 sm = sms[0]
                 assert sm["apiVersion"] == "monitoring.coreos.com/v1"
                 assert sm["metadata"]["labels"]["release"] == "prometheus"
-                sel = sm["spec"]["selector"]
-                comps = set(sel["matchExpressions"][0]["values"])
-                scraped = [s for s in by_kind(objs, "Service")
-                           if all(s["metadata"]["labels"].get(k) == v for k, v in sel["matchLabels"].items())
-                           and s["metadata"]["labels"]["app.kubernetes.io/component"] in comps]
-                assert {s["metadata"]["labels"]["app.kubernetes.io/component"] for s in scraped} == \
-                    {"api", "signaling", "packager", "sfu"}, "every component's Service is scraped"
-                for s in scraped:
-                    assert any(p["name"] == sm["spec"]["endpoints"][0]["port"] for p in s["spec"]["ports"])
                 assert sm["spec"]["endpoints"][0]["path"] == "/metrics"
             cms = [o for o in by_kind(objs, "ConfigMap") if o["metadata"]["name"].endswith("-dashboard")]
             want_db = values.get("dashboard", {}).get("enabled", False)

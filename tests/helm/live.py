@@ -8,7 +8,8 @@ port by a free one (also in the URLs that point at it). Then: `skylark migrate` 
 hook Job) exits 0; api, sfu, signaling and two packagers get ready; a creator makes a
 room through the api; `skylark loadtest` publishes and watches through signaling (WHIP
 and WHEP, placed on the SFU through its advertised gRPC URL); both packagers serve the
-room's HLS (one holds it, the other passes the request on to the advertised address).
+room's HLS (one holds it, the other passes the request on to the advertised address);
+`/metrics` answers on each workload's internal port and on no public one.
 
 Needs the binary and PostgreSQL and Redis on 127.0.0.1 (as scripts/test provides);
 `run()` returns a reason to skip when one is missing.
@@ -164,9 +165,10 @@ class Cluster:
             self.ports[key] = free_port(socket.SOCK_DGRAM if udp else socket.SOCK_STREAM)
         return self.ports[key]
 
-    def http_port(self, component: str, instance: int = 0) -> int:
+    def http_port(self, component: str, instance: int = 0, name: str = "http") -> int:
+        """The local port of the container port `name` (http, internal, …)."""
         c = self.container(component)
-        return self.port(component, next(p["containerPort"] for p in c["ports"] if p["name"] == "http"), instance)
+        return self.port(component, next(p["containerPort"] for p in c["ports"] if p["name"] == name), instance)
 
     def service_component(self, service: str) -> str:
         for s in self.objs:
@@ -289,6 +291,7 @@ def run(binary: Path, render, objects) -> None:
             for i in range(REPLICAS[comp]):
                 env = cluster.start(comp, i)
                 wait_ready(f"http://{env['SKYLARK_HTTP_ADDR']}/readyz", cluster, f"{comp}-{i}")
+                wait_ready(f"http://{env['SKYLARK_INTERNAL_ADDR']}/metrics", cluster, f"{comp}-{i} internal")
         packagers = [f"http://127.0.0.1:{cluster.http_port('packager', i)}" for i in range(REPLICAS["packager"])]
 
         # A creator, through the ingress.
@@ -339,8 +342,13 @@ def run(binary: Path, render, objects) -> None:
         assert load.returncode == 0, f"loadtest failed ({load.returncode}):\n{err[-2000:]}\n{cluster.logs()}"
         report = json.loads(out.strip())
         assert report["viewers"]["connected"] == 2 and report["viewers"]["failed"] == 0, report["viewers"]
-        status, body = request("GET", f"http://127.0.0.1:{cluster.http_port('sfu')}/metrics")
-        assert status == 200 and b"skylark_sfu_subscribers" in body, "SFU /metrics"
+        status, body = request("GET", f"http://127.0.0.1:{cluster.http_port('sfu', name='internal')}/metrics")
+        assert status == 200 and b"skylark_sfu_subscribers" in body, "SFU /metrics on the internal port"
+        # Never on a public port: not a pod's HTTP port, not through the ingress.
+        for url in [f"http://127.0.0.1:{cluster.http_port('sfu')}/metrics", f"{public}/metrics"] + \
+                [f"{p}/metrics" for p in packagers]:
+            status, _ = request("GET", url)
+            assert status == 404, f"{url}: {status}"
     finally:
         cluster.stop()
         proxy.shutdown()

@@ -3,8 +3,9 @@
 //! and Prometheus metrics.
 //!
 //! A process calls [`init`] once; services then use [`http_layer`] on their routers,
-//! [`GrpcServerLayer`] on their tonic servers, [`inject_grpc`] on outgoing calls, and
-//! [`metrics_router`] for `/metrics`.
+//! [`GrpcServerLayer`] on their tonic servers, [`inject_grpc`] on outgoing calls; the
+//! process serves their routes with [`serve_parts`], `/metrics` ([`metrics_router`]) on
+//! the internal listener only ([`Listen`]).
 
 mod logging;
 mod metrics_export;
@@ -18,5 +19,6 @@ pub use propagation::{
     GrpcClientInterceptor, GrpcServerLayer, TracedChannel,
 };
 pub use service::{
-    ops_router, serve_http, serve_parts, serve_parts_draining, DrainHook, ReadyCheck, ServicePart,
+    ops_router, serve_http, serve_listeners, serve_parts, serve_parts_draining, DrainHook, Listen,
+    ReadyCheck, ServicePart, DEFAULT_INTERNAL_ADDR,
 };

@@ -10,7 +10,7 @@ static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 
 /// The process-wide Prometheus recorder, installed on first use.
 ///
-/// Every service of an all-in-one process shares it, so `/metrics` on any port shows all.
+/// Every service of an all-in-one process shares it, so one `/metrics` shows all.
 pub fn metrics_handle() -> &'static PrometheusHandle {
     HANDLE.get_or_init(|| {
         let recorder = PrometheusBuilder::new()
@@ -32,7 +32,7 @@ pub fn render_metrics() -> String {
     metrics_handle().render()
 }
 
-/// `GET /metrics`.
+/// `GET /metrics`, for the internal listener only (see [`crate::Listen`]).
 pub fn metrics_router() -> Router {
     Router::new().route(
         "/metrics",

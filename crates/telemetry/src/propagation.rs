@@ -71,10 +71,49 @@ impl tonic::service::Interceptor for GrpcClientInterceptor {
     }
 }
 
+/// The `method` label of HTTP metrics: a standard method, else `OTHER`, so a client
+/// cannot mint series by inventing methods.
+pub(crate) fn method_label(method: &http::Method) -> &'static str {
+    use http::Method as M;
+    match *method {
+        M::GET => "GET",
+        M::HEAD => "HEAD",
+        M::POST => "POST",
+        M::PUT => "PUT",
+        M::PATCH => "PATCH",
+        M::DELETE => "DELETE",
+        M::OPTIONS => "OPTIONS",
+        M::CONNECT => "CONNECT",
+        M::TRACE => "TRACE",
+        _ => "OTHER",
+    }
+}
+
+/// The `service` and `method` labels of gRPC metrics. `path` is `/package.Service/Method`;
+/// a call the server does not implement (gRPC status 12 in the response headers) or a
+/// path that is not one is `OTHER`, so callers cannot mint series with made-up paths.
+pub(crate) fn grpc_labels(path: &str, unimplemented: bool) -> (String, String) {
+    let ident = |s: &str, dots: bool| {
+        !s.is_empty()
+            && s.len() <= 100
+            && s.chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || (dots && c == '.'))
+    };
+    match path.trim_start_matches('/').split_once('/') {
+        Some((service, method))
+            if !unimplemented && ident(service, true) && ident(method, false) =>
+        {
+            (service.to_owned(), method.to_owned())
+        }
+        _ => ("OTHER".to_owned(), "OTHER".to_owned()),
+    }
+}
+
 /// Axum middleware: one span per request (OTel HTTP semantic conventions), the remote
-/// parent taken from `traceparent`, and request count/duration metrics by route.
+/// parent taken from `traceparent`, and request count/duration metrics by route
+/// template (`unmatched` when none) and normalised method ([`method_label`]).
 pub async fn http_layer(req: Request<Body>, next: axum::middleware::Next) -> Response<Body> {
-    let method = req.method().as_str().to_owned();
+    let method = method_label(req.method()).to_owned();
     let route = req
         .extensions()
         .get::<MatchedPath>()
@@ -149,13 +188,21 @@ where
             rpc.method = %method,
         );
         span.set_parent(extract_http(req.headers())).ok();
-        let labels = [
-            ("service", service.to_owned()),
-            ("method", method.to_owned()),
-        ];
-        metrics::counter!("skylark_grpc_requests_total", &labels).increment(1);
         let fut = self.inner.call(req);
-        Box::pin(fut.instrument(span))
+        Box::pin(
+            async move {
+                let resp = fut.await;
+                // Counted once the router has answered: it knows which calls exist.
+                let unimplemented = resp.as_ref().is_ok_and(|r| {
+                    r.headers().get("grpc-status").map(|v| v.as_bytes()) == Some(b"12")
+                });
+                let (service, method) = grpc_labels(&path, unimplemented);
+                let labels = [("service", service), ("method", method)];
+                metrics::counter!("skylark_grpc_requests_total", &labels).increment(1);
+                resp
+            }
+            .instrument(span),
+        )
     }
 }
 
@@ -182,4 +229,61 @@ pub fn grpc_channel(url: &str) -> anyhow::Result<tonic::transport::Channel> {
         .connect_timeout(std::time::Duration::from_secs(2))
         .timeout(std::time::Duration::from_secs(5))
         .connect_lazy())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_methods_are_other() {
+        assert_eq!(method_label(&http::Method::GET), "GET");
+        assert_eq!(method_label(&http::Method::DELETE), "DELETE");
+        let junk = http::Method::from_bytes(b"BREW").unwrap();
+        assert_eq!(method_label(&junk), "OTHER");
+    }
+
+    #[test]
+    fn grpc_paths_are_labelled_only_when_implemented() {
+        let known = ("skylark.sfu.v1.SfuNode".to_owned(), "Publish".to_owned());
+        assert_eq!(grpc_labels("/skylark.sfu.v1.SfuNode/Publish", false), known);
+        let other = ("OTHER".to_owned(), "OTHER".to_owned());
+        assert_eq!(grpc_labels("/skylark.sfu.v1.SfuNode/Nope", true), other);
+        assert_eq!(grpc_labels("/x.Y/a\"b", false), other);
+        assert_eq!(grpc_labels("/no-method", false), other);
+        assert_eq!(
+            grpc_labels(&format!("/{}/M", "a".repeat(200)), false),
+            other
+        );
+    }
+
+    #[tokio::test]
+    async fn grpc_layer_counts_unimplemented_calls_as_other() {
+        use tower::{Layer, Service, ServiceExt};
+        crate::metrics_handle();
+        let svc = tower::service_fn(|req: Request<()>| async move {
+            let known = req.uri().path() == "/t.v1.Known/Call";
+            let mut resp = Response::new(());
+            if !known {
+                resp.headers_mut()
+                    .insert("grpc-status", http::HeaderValue::from_static("12"));
+            }
+            Ok::<_, std::convert::Infallible>(resp)
+        });
+        let mut svc = GrpcServerLayer.layer(svc);
+        for path in ["/t.v1.Known/Call", "/t.v1.Made/Up", "/t.v1.Known/Invented"] {
+            let req = Request::builder().uri(path).body(()).unwrap();
+            svc.ready().await.unwrap().call(req).await.unwrap();
+        }
+        let text = crate::render_metrics();
+        assert!(
+            text.contains(r#"skylark_grpc_requests_total{service="t.v1.Known",method="Call"}"#),
+            "{text}"
+        );
+        assert!(
+            !text.contains("Made") && !text.contains("Invented"),
+            "{text}"
+        );
+        assert!(text.contains(r#"service="OTHER",method="OTHER""#), "{text}");
+    }
 }

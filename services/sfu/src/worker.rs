@@ -209,7 +209,6 @@ struct Loop {
     last_counters: crate::core::Counters,
     last_export: Instant,
     local_closers: HashMap<String, oneshot::Sender<()>>,
-    last_track_bytes: HashMap<(String, String), u64>,
 }
 
 async fn run(
@@ -230,7 +229,6 @@ async fn run(
         last_counters: Default::default(),
         last_export: Instant::now(),
         local_closers: HashMap::new(),
-        last_track_bytes: HashMap::new(),
     };
     let mut buf = vec![0u8; RECV_BUF];
     let mut metrics_at = Instant::now();
@@ -414,20 +412,9 @@ impl Loop {
             .set((c.bytes_in - self.last_counters.bytes_in) as f64 * 8.0 / secs);
         metrics::gauge!("skylark_sfu_egress_bitrate_bps")
             .set((c.bytes_out - self.last_counters.bytes_out) as f64 * 8.0 / secs);
-        for ((room, track), bytes) in self.core.track_bytes() {
-            let before = self
-                .last_track_bytes
-                .get(&(room.clone(), track.clone()))
-                .copied()
-                .unwrap_or(0);
-            metrics::gauge!("skylark_sfu_track_bitrate_bps", "room" => room.clone(), "track" => track.clone())
-                .set(bytes.saturating_sub(before) as f64 * 8.0 / secs);
-        }
-        self.last_track_bytes = self.core.track_bytes().clone();
-        for r in self.core.room_stats() {
-            metrics::gauge!("skylark_sfu_room_subscribers", "room" => r.room_id.clone())
-                .set(r.subscribers as f64);
-        }
+        // Node-level only: room ids (private rooms' too) and client-chosen track ids never
+        // become label values; per-room figures are in the SfuNode Stats call.
+        metrics::gauge!("skylark_sfu_rooms").set(self.core.room_stats().len() as f64);
         metrics::counter!("skylark_sfu_send_drops_total").absolute(self.dropped_sends);
         self.last_counters = c;
         self.last_export = Instant::now();

@@ -107,7 +107,37 @@ The Redis bus: every target but migrate.
 {{- end }}
 
 {{/*
-Pod annotations for Prometheus scrapers that read them. Call with (dict "port" 8080).
+The internal listener (SKYLARK_INTERNAL_ADDR: /metrics, /healthz, /readyz) of a workload,
+on a container port named `internal` that only the headless <fullname>-internal Service
+lists; pods with one carry skylark.io/internal: "true", which that Service selects.
+Call with (dict "bind" "0.0.0.0" "port" 9090).
+*/}}
+{{- define "skylark.env.internal" -}}
+- name: SKYLARK_INTERNAL_ADDR
+  value: "{{ .bind }}:{{ .port }}"
+{{- end }}
+
+{{- define "skylark.port.internal" -}}
+- name: internal
+  containerPort: {{ .port }}
+  protocol: TCP
+{{- end }}
+
+{{/*
+The internal ports must not share a number with a pod's other ports.
+*/}}
+{{- define "skylark.checkInternalPorts" -}}
+{{- if has (int .Values.internalPort) (list 8080 (int .Values.api.grpcPort) (int .Values.rtmp.port)) }}
+{{- fail "internalPort must differ from the pods' HTTP port (8080), api.grpcPort and rtmp.port" }}
+{{- end }}
+{{- if has (int .Values.sfu.internalPort) (list (int .Values.sfu.httpPort) (int .Values.sfu.grpcPort) (int .Values.sfu.udpPort)) }}
+{{- fail "sfu.internalPort must differ from sfu.httpPort, sfu.grpcPort and sfu.udpPort" }}
+{{- end }}
+{{- end }}
+
+{{/*
+Pod annotations for Prometheus scrapers that read them: the internal port.
+Call with (dict "port" 9090).
 */}}
 {{- define "skylark.scrapeAnnotations" -}}
 prometheus.io/scrape: "true"
