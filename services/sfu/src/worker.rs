@@ -317,6 +317,8 @@ impl Loop {
                     bytes_out: c.bytes_out,
                     keyframe_requests: c.keyframe_requests,
                     rooms: self.core.room_stats(),
+                    relays_out: self.relays.len() as u32,
+                    relays_in: 0,
                 });
             }
             Command::AttachRelay { room, sink, tx } => {

@@ -230,6 +230,7 @@ pub async fn start_view(
         .subscribe(sfu::SubscribeRequest {
             room_id: room.id.clone(),
             offer_sdp: offer,
+            upstream: None,
         })
         .await
         .map_err(SessionError::sfu)?
