@@ -2,7 +2,8 @@
 //! segments and FLV (HTTP and WebSocket) are refused without a playback token, with a
 //! token of another room, an expired or a forged one, and served with the token from
 //! `/playback` (which the playlists then carry on every URI, so ffprobe plays the plain
-//! URL). A public room is served without a token.
+//! URL). A public room is served without a token. A packager that can't learn a room's
+//! visibility refuses (503) rather than serve.
 
 mod common;
 
@@ -283,4 +284,32 @@ async fn private_rooms_need_a_playback_token_on_hls_and_flv() {
         404
     );
     assert_eq!(refused(&format!("{base}/flv/room_nope.flv")).await.0, 404);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_packager_that_cannot_reach_the_directory_fails_closed() {
+    // Nothing listens on port 1: every visibility lookup fails.
+    let packager = Skylark::start_with(Options {
+        target: Some("packager"),
+        env: [
+            (
+                "SKYLARK_API_GRPC_URL".to_string(),
+                "http://127.0.0.1:1".to_string(),
+            ),
+            ("SKYLARK_JWT_SECRET".to_string(), SECRET.to_string()),
+        ]
+        .into(),
+        ..Default::default()
+    })
+    .await;
+    let token = PlaybackTokens::new(SECRET.as_bytes()).issue_until("room_x", now_s() + 600);
+    for url in [
+        format!("{}/hls/room_x/index.m3u8", packager.base),
+        format!("{}/hls/room_x/index.m3u8?token={token}", packager.base),
+        format!("{}/flv/room_x.flv", packager.base),
+    ] {
+        let (status, code, message) = refused(&url).await;
+        assert_eq!((status, code.as_str()), (503, "unavailable"), "{url}");
+        assert!(message.contains("retry"), "{message}");
+    }
 }
