@@ -166,9 +166,6 @@ pub async fn authorize(
         // Not a room path: the handlers answer 404.
         return next.run(req).await;
     };
-    let get_url = format!(
-        "get a URL from GET /api/v1/rooms/{room}/playback (with the owner's viewer token as `Authorization: Bearer …` or `?token=`)"
-    );
     match access.visibility(&room).await {
         Some(Visibility::Open) => return next.run(req).await,
         Some(Visibility::Missing) => {
@@ -183,6 +180,9 @@ pub async fn authorize(
             )
         }
     }
+    let get_url = format!(
+        "get a URL from GET /api/v1/rooms/{room}/playback (with the owner's viewer token as `Authorization: Bearer …` or `?token=`)"
+    );
     let Some(token) = token_of(req.uri().query()).map(str::to_string) else {
         return refuse(
             StatusCode::UNAUTHORIZED,
