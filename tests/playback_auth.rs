@@ -313,3 +313,71 @@ async fn a_packager_that_cannot_reach_the_directory_fails_closed() {
         assert!(message.contains("retry"), "{message}");
     }
 }
+
+/// Two packagers on Redis: the one not holding the room checks the token too, passes the
+/// request on with it, and the playlist it relays carries the token once per URI.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_private_room_through_a_packager_that_passes_requests_on() {
+    let Some(redis) = redis_url() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let api_grpc = free_port();
+    let env = scale_out_env(&redis, api_grpc, dir.path(), &[]);
+    let process = |target: &'static str, extra: &[(&str, String)]| Options {
+        target: Some(target),
+        env: env(extra),
+        dir: Some(dir.path().join(format!("{target}-{}", free_port()))),
+    };
+    let api = Skylark::start_with(process(
+        "api",
+        &[("SKYLARK_GRPC_ADDR", format!("127.0.0.1:{api_grpc}"))],
+    ))
+    .await;
+    let sfu_grpc = format!("127.0.0.1:{}", free_port());
+    let _sfu = Skylark::start_with(process("sfu", &[("SKYLARK_GRPC_ADDR", sfu_grpc)])).await;
+    let sig = Skylark::start_with(process("signaling", &[])).await;
+    let packagers = [
+        Skylark::start_with(process("packager", &[("SKYLARK_NODE_ID", "pa".into())])).await,
+        Skylark::start_with(process("packager", &[("SKYLARK_NODE_ID", "pb".into())])).await,
+    ];
+    let (owner, room, key) = creator_with_room(&api.base, "private").await;
+    let (_engine, _publisher) = publish(&sig.base, &room, &key).await;
+    let viewer = viewer_token(&api.base, &owner, &room).await;
+    let p = playback(&sig.base, &room, Some(&viewer)).await;
+    let token = p["hls"]["url"]
+        .as_str()
+        .unwrap()
+        .split_once("?token=")
+        .unwrap()
+        .1
+        .to_string();
+
+    let mut relayed = 0;
+    for pk in &packagers {
+        let url = format!("{}/hls/{room}/media.m3u8?token={token}", pk.base);
+        let media = wait_text(&url, "segments from each packager", |t| {
+            t.contains("#EXTINF")
+        })
+        .await;
+        let r = get(&url).await;
+        relayed += usize::from(r.headers().contains_key("x-skylark-packager"));
+        let segment = media.lines().find(|l| l.starts_with("seg")).unwrap();
+        // Checked and rewritten by both packagers: still one token per URI.
+        for line in media
+            .lines()
+            .filter(|l| l.contains(".m4s") || l.contains(".mp4"))
+        {
+            assert_eq!(line.matches("token=").count(), 1, "{media}");
+        }
+        let seg = get(&format!("{}/hls/{room}/{segment}", pk.base)).await;
+        assert_eq!(seg.status(), 200, "{segment} from {}", pk.base);
+        let plain = segment.split('?').next().unwrap();
+        let (status, ..) = refused(&format!("{}/hls/{room}/{plain}", pk.base)).await;
+        assert_eq!(status, 401, "no token, on either packager");
+        let r = get(&format!("{}/flv/{room}.flv?token={token}", pk.base)).await;
+        assert_eq!(r.status(), 200, "FLV from {}", pk.base);
+    }
+    assert_eq!(
+        relayed, 1,
+        "one packager holds the room, the other passes requests on"
+    );
+}
