@@ -5,6 +5,7 @@
 mod loadtest;
 
 use clap::{Args, Parser, Subcommand};
+use skylark_auth::PlaybackTokens;
 use skylark_telemetry::{LogFormat, TelemetryConfig};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -337,12 +338,17 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             .grpc_addr
             .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], default_port)))
     };
-    let signaling = |api_grpc_url: String| skylark_signaling::Config {
-        http_addr: config.http_addr,
-        api_grpc_url,
-        public_url: config.public_url.clone(),
-        rtmp_addr: Some(config.rtmp_addr),
-        selector: config.node_selector,
+    // Signaling signs private rooms' HLS/FLV URLs, the packager checks them.
+    let playback_tokens = || config.jwt_secret().map(|s| PlaybackTokens::new(&s));
+    let signaling = |api_grpc_url: String| -> anyhow::Result<_> {
+        Ok(skylark_signaling::Config {
+            http_addr: config.http_addr,
+            api_grpc_url,
+            public_url: config.public_url.clone(),
+            rtmp_addr: Some(config.rtmp_addr),
+            selector: config.node_selector,
+            playback_tokens: playback_tokens()?,
+        })
     };
     let sfu = |grpc_addr: SocketAddr| skylark_sfu::Config {
         http_addr: config.http_addr,
@@ -355,15 +361,19 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         node_id: config.node_id.clone(),
         max_sessions: config.max_sessions,
     };
-    let packager = || skylark_packager::Config {
-        http_addr: config.http_addr,
-        http_advertise: config.http_advertise.clone(),
-        public_ip: config
-            .rtc_public_ip
-            .unwrap_or_else(skylark_sfu::default_public_ip),
-        node_id: config.node_id.clone(),
-        segment_target: Duration::from_millis(config.hls_segment_ms.max(500)),
-        part_target: Duration::from_millis(config.hls_part_ms.clamp(100, 1000)),
+    let packager = |api_grpc_url: String| -> anyhow::Result<_> {
+        Ok(skylark_packager::Config {
+            http_addr: config.http_addr,
+            http_advertise: config.http_advertise.clone(),
+            public_ip: config
+                .rtc_public_ip
+                .unwrap_or_else(skylark_sfu::default_public_ip),
+            node_id: config.node_id.clone(),
+            segment_target: Duration::from_millis(config.hls_segment_ms.max(500)),
+            part_target: Duration::from_millis(config.hls_part_ms.clamp(100, 1000)),
+            api_grpc_url,
+            playback_tokens: playback_tokens()?,
+        })
     };
     let (addr, parts) = match target {
         None => {
@@ -378,8 +388,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let parts = vec![
                 api,
                 skylark_sfu::start(sfu(loopback_any()), bus.clone(), shutdown.clone()).await?,
-                skylark_signaling::start(signaling(api_url), bus.clone(), shutdown.clone()).await?,
-                skylark_packager::start(packager(), bus.clone(), shutdown.clone()).await?,
+                skylark_signaling::start(
+                    signaling(api_url.clone())?,
+                    bus.clone(),
+                    shutdown.clone(),
+                )
+                .await?,
+                skylark_packager::start(packager(api_url)?, bus.clone(), shutdown.clone()).await?,
             ];
             tracing::info!(url = %config.public_url, "Skylark is up");
             (config.http_addr, parts)
@@ -390,7 +405,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Some(Target::Signaling) => {
             let part = skylark_signaling::start(
-                signaling(config.api_grpc_url.clone()),
+                signaling(config.api_grpc_url.clone())?,
                 bus,
                 shutdown.clone(),
             )
@@ -402,7 +417,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             (config.http_addr, vec![part])
         }
         Some(Target::Packager) => {
-            let part = skylark_packager::start(packager(), bus, shutdown.clone()).await?;
+            let part = skylark_packager::start(
+                packager(config.api_grpc_url.clone())?,
+                bus,
+                shutdown.clone(),
+            )
+            .await?;
             (config.http_addr, vec![part])
         }
         Some(Target::Migrate) | Some(Target::Loadtest(_)) => unreachable!("handled above"),

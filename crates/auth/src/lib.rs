@@ -1,12 +1,17 @@
-//! Credentials: JWT access tokens with explicit grants, argon2id passwords, stream keys.
+//! Credentials: JWT access tokens with explicit grants, signed playback tokens for
+//! HLS/FLV URLs, argon2id passwords, stream keys.
 //!
 //! Stream keys and passwords are secrets: only their hashes leave this crate, and
 //! nothing here logs them.
 
 pub(crate) mod keys;
 mod password;
+mod playback;
 mod token;
 
 pub use keys::{hash_stream_key, new_secret, new_stream_key, random_bytes, StreamKey};
 pub use password::{hash_password, verify_password};
+pub use playback::{
+    PlaybackTokenError, PlaybackTokens, MAX_PLAYBACK_TOKEN_LEN, PLAYBACK_TOKEN_TTL,
+};
 pub use token::{Claims, Grant, Role, TokenError, TokenIssuer};

@@ -21,6 +21,7 @@ pub const BLOCK_TIMEOUT: Duration = Duration::from_secs(6);
 pub struct HttpState {
     pub rooms: Rooms,
     pub remote: Arc<crate::remote::Remote>,
+    pub access: Arc<crate::access::Access>,
 }
 
 pub fn router(state: HttpState) -> Router {
@@ -28,6 +29,11 @@ pub fn router(state: HttpState) -> Router {
         .route("/hls/{room}/{file}", get(root_file))
         .route("/hls/{room}/{rendition}/{file}", get(rendition_file))
         .route("/flv/{file}", get(flv_file))
+        // Private rooms need a playback token (inside CORS, so players can read a 401).
+        .layer(axum::middleware::from_fn_with_state(
+            state.access.clone(),
+            crate::access::authorize,
+        ))
         .layer(
             tower_http::cors::CorsLayer::new()
                 .allow_origin(tower_http::cors::Any)

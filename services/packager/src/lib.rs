@@ -5,6 +5,7 @@
 //! serves them (`http`). Requests for rooms held by another packager are passed on to
 //! it (`remote`).
 
+mod access;
 mod flv;
 mod http;
 mod remote;
@@ -51,6 +52,10 @@ pub struct Config {
     pub segment_target: Duration,
     /// Target part duration (LL-HLS).
     pub part_target: Duration,
+    /// The API's RoomDirectory gRPC (rooms' visibility).
+    pub api_grpc_url: String,
+    /// Checks the playback tokens of private rooms' URLs.
+    pub playback_tokens: skylark_auth::PlaybackTokens,
 }
 
 struct Shared {
@@ -101,6 +106,10 @@ pub async fn start(
     let router = http::router(http::HttpState {
         rooms,
         remote: Arc::new(remote::Remote::new(bus, me)),
+        access: Arc::new(access::Access::new(
+            config.playback_tokens.clone(),
+            &config.api_grpc_url,
+        )?),
     });
     Ok(ServicePart {
         name: "packager",

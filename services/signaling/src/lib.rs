@@ -50,6 +50,8 @@ pub struct Config {
     pub rtmp_addr: Option<SocketAddr>,
     /// How a new room's SFU node is chosen.
     pub selector: SelectorKind,
+    /// Signs the HLS/FLV URLs of private rooms.
+    pub playback_tokens: skylark_auth::PlaybackTokens,
 }
 
 /// Shared state of the handlers.
@@ -59,6 +61,7 @@ pub struct State {
     pub(crate) upstream: Arc<upstream::Upstreams>,
     pub(crate) selector: Arc<dyn NodeSelector>,
     pub(crate) public_url: Arc<str>,
+    pub(crate) playback_tokens: Arc<skylark_auth::PlaybackTokens>,
 }
 
 /// The signaling routes.
@@ -113,6 +116,7 @@ pub async fn start(
         upstream: Arc::new(upstream::Upstreams::new(&config.api_grpc_url)?),
         selector: config.selector.build(),
         public_url: config.public_url.trim_end_matches('/').into(),
+        playback_tokens: Arc::new(config.playback_tokens.clone()),
     };
     let mut part = ServicePart::new("signaling", router(state.clone()));
     if let Some(addr) = config.rtmp_addr {

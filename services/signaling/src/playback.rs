@@ -8,6 +8,7 @@ use axum::http::{header, HeaderMap};
 use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
+use skylark_auth::PLAYBACK_TOKEN_TTL;
 use skylark_bus::{placement, Bus, NodeKind};
 use skylark_proto::rooms::v1 as rooms;
 
@@ -30,7 +31,7 @@ pub async fn playback(
     )
     .or(q.token)
     .unwrap_or_default();
-    let room = session::authorize_view(&state, room_id, token).await?;
+    let room = session::authorize_view(&state, room_id, token.clone()).await?;
     let base = &state.public_url;
     let id = &room.id;
     let p2p = room.mode == rooms::Mode::P2p as i32;
@@ -47,6 +48,16 @@ pub async fn playback(
         .map(|n| !n.is_empty())
         .unwrap_or(false);
     let ws_base = base.replacen("http", "ws", 1);
+    // Private rooms' HLS/FLV need a signed token the packager checks; players keep it
+    // in the URL (the packager puts it on every URI of the playlists).
+    let query = if room.visibility == rooms::Visibility::Private as i32 {
+        let t = state
+            .playback_tokens
+            .issue_for(id, &token, PLAYBACK_TOKEN_TTL);
+        format!("?token={t}")
+    } else {
+        String::new()
+    };
     let webrtc = (!p2p).then(|| json!({"whep_url": format!("{base}/whep/{id}")}));
     let recommended = if p2p {
         "p2p"
@@ -60,8 +71,8 @@ pub async fn playback(
         "live": live,
         "webrtc": webrtc,
         "ws_url": format!("{ws_base}/ws"),
-        "hls": {"url": format!("{base}/hls/{id}/index.m3u8")},
-        "flv": {"url": format!("{base}/flv/{id}.flv")},
+        "hls": {"url": format!("{base}/hls/{id}/index.m3u8{query}")},
+        "flv": {"url": format!("{base}/flv/{id}.flv{query}")},
         "recommended": recommended,
     })))
 }

@@ -206,6 +206,20 @@ async function fetchPlayback() {
   return p;
 }
 
+/**
+ * Asks /playback again before an HLS/FLV retry: a private room's URLs carry a playback
+ * token that expires, and a fresh answer renews it.
+ */
+async function refreshPlayback() {
+  try {
+    playback = await fetchPlayback();
+  } catch (e) {
+    const why = explainLoadError(e);
+    if (why) fail(why);
+    // Otherwise keep the last answer; the next retry asks again.
+  }
+}
+
 function explainLoadError(e) {
   if (e instanceof ApiError) {
     if (e.status === 404) return 'This room does not exist (or was deleted). Check the link.';
@@ -615,6 +629,8 @@ function retryHls(s, why) {
   note('hls:retry', { why, delay });
   setTimeout(async () => {
     if (current || state.status === 'error') return;
+    await refreshPlayback();
+    if (current || state.status === 'error') return;
     await startHls(state.fallbackReason ?? why);
     if (current?.kind?.startsWith('hls')) {
       current.retries = s.retries + 1;
@@ -750,6 +766,8 @@ function retryFlv(s, why) {
   const delay = Math.min(5000, 1000 * 2 ** Math.min(s.retries, 3));
   note('flv:retry', { why, delay });
   setTimeout(async () => {
+    if (current || state.status === 'error') return;
+    await refreshPlayback();
     if (current || state.status === 'error') return;
     await startFlv(state.fallbackReason ?? why);
     if (current?.kind === 'flv') current.retries = s.gotFrame ? 0 : s.retries + 1;

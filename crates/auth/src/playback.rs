@@ -1,0 +1,256 @@
+//! Signed playback tokens: what the HLS and FLV URLs of a private room carry, so any
+//! player (hls.js, mpegts.js, Safari, ffplay) can watch with a plain URL and the
+//! packager can check it without asking a database.
+//!
+//! A token is `pt1.{room}.{exp}.{sig}`: the room it opens, its expiry (Unix seconds)
+//! and an HMAC-SHA256 over `pt1.{room}.{exp}`, base64url. Every character is URL-safe,
+//! so it goes into a query string and a playlist as is. The HMAC key is derived from
+//! the deployment's token secret, so a playback token can never pass for a JWT or the
+//! other way round.
+
+use crate::token::{now_s, TokenIssuer};
+use aws_lc_rs::hmac;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use std::time::Duration;
+
+/// How long a playback token lives by default; players renew it through `/playback`.
+pub const PLAYBACK_TOKEN_TTL: Duration = Duration::from_secs(3 * 3600);
+/// Longest token accepted (a room id of at most 128 characters fits easily).
+pub const MAX_PLAYBACK_TOKEN_LEN: usize = 256;
+
+const VERSION: &str = "pt1";
+const KEY_LABEL: &[u8] = b"skylark playback token key v1";
+
+/// Why a playback token was refused.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum PlaybackTokenError {
+    #[error("playback token expired")]
+    Expired,
+    #[error("playback token is for another room")]
+    WrongRoom,
+    #[error("playback token invalid")]
+    Invalid,
+}
+
+/// Issues and checks playback tokens with a key derived from the deployment's secret.
+#[derive(Clone)]
+pub struct PlaybackTokens {
+    key: hmac::Key,
+    /// Reads the expiry of the credential a token is issued for (see [`Self::issue_for`]).
+    credentials: TokenIssuer,
+}
+
+impl std::fmt::Debug for PlaybackTokens {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PlaybackTokens(<secret>)")
+    }
+}
+
+fn room_ok(room: &str) -> bool {
+    !room.is_empty()
+        && room.len() <= 128
+        && room
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+impl PlaybackTokens {
+    /// `secret` is the deployment's token secret (`SKYLARK_JWT_SECRET`).
+    ///
+    /// ```
+    /// use skylark_auth::PlaybackTokens;
+    /// use std::time::Duration;
+    /// let t = PlaybackTokens::new(b"a secret of at least thirty-two bytes!!");
+    /// let token = t.issue("room_1", Duration::from_secs(60));
+    /// assert!(t.verify(&token, "room_1").is_ok());
+    /// assert!(t.verify(&token, "room_2").is_err());
+    /// ```
+    pub fn new(secret: &[u8]) -> Self {
+        let root = hmac::Key::new(hmac::HMAC_SHA256, secret);
+        let derived = hmac::sign(&root, KEY_LABEL);
+        Self {
+            key: hmac::Key::new(hmac::HMAC_SHA256, derived.as_ref()),
+            credentials: TokenIssuer::new(secret),
+        }
+    }
+
+    /// A token for `room` valid for `ttl` from now.
+    pub fn issue(&self, room: &str, ttl: Duration) -> String {
+        self.issue_until(room, now_s().saturating_add(ttl.as_secs()))
+    }
+
+    /// A token for `room` valid for `ttl`, but never longer than `credential` (the
+    /// viewer token or access token `/playback` was called with, already authorized):
+    /// a short viewer link must not turn into hours of HLS.
+    pub fn issue_for(&self, room: &str, credential: &str, ttl: Duration) -> String {
+        let mut exp = now_s().saturating_add(ttl.as_secs());
+        if let Ok(c) = self.credentials.verify(credential) {
+            exp = exp.min(c.exp);
+        }
+        self.issue_until(room, exp)
+    }
+
+    /// A token for `room` that expires at `exp` (Unix seconds).
+    pub fn issue_until(&self, room: &str, exp: u64) -> String {
+        let signed = format!("{VERSION}.{room}.{exp}");
+        let sig = hmac::sign(&self.key, signed.as_bytes());
+        format!("{signed}.{}", URL_SAFE_NO_PAD.encode(sig.as_ref()))
+    }
+
+    /// Checks `token` for `room` now; returns its expiry (Unix seconds).
+    pub fn verify(&self, token: &str, room: &str) -> Result<u64, PlaybackTokenError> {
+        self.verify_at(token, room, now_s())
+    }
+
+    /// Checks `token` for `room` at time `now` (Unix seconds). The signature is checked
+    /// first, so only a genuine token learns "wrong room" or "expired".
+    pub fn verify_at(&self, token: &str, room: &str, now: u64) -> Result<u64, PlaybackTokenError> {
+        if token.len() > MAX_PLAYBACK_TOKEN_LEN {
+            return Err(PlaybackTokenError::Invalid);
+        }
+        let (signed, sig) = token.rsplit_once('.').ok_or(PlaybackTokenError::Invalid)?;
+        let mut parts = signed.split('.');
+        let (Some(VERSION), Some(token_room), Some(exp), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return Err(PlaybackTokenError::Invalid);
+        };
+        let exp_ok = !exp.is_empty() && exp.len() <= 20 && exp.bytes().all(|b| b.is_ascii_digit());
+        if !room_ok(token_room) || !exp_ok {
+            return Err(PlaybackTokenError::Invalid);
+        }
+        let sig = URL_SAFE_NO_PAD
+            .decode(sig)
+            .map_err(|_| PlaybackTokenError::Invalid)?;
+        hmac::verify(&self.key, signed.as_bytes(), &sig)
+            .map_err(|_| PlaybackTokenError::Invalid)?;
+        let exp: u64 = exp.parse().map_err(|_| PlaybackTokenError::Invalid)?;
+        if token_room != room {
+            return Err(PlaybackTokenError::WrongRoom);
+        }
+        if exp <= now {
+            return Err(PlaybackTokenError::Expired);
+        }
+        Ok(exp)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Grant, Role};
+
+    const SECRET: &[u8] = b"0123456789abcdef0123456789abcdef";
+
+    #[test]
+    fn round_trip_scoped_to_the_room() {
+        let t = PlaybackTokens::new(SECRET);
+        let token = t.issue("room_abc", Duration::from_secs(60));
+        assert!(token.starts_with("pt1.room_abc."), "{token}");
+        assert!(token
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b)));
+        let exp = t.verify(&token, "room_abc").unwrap();
+        assert!(exp > now_s() && exp <= now_s() + 60);
+        assert_eq!(
+            t.verify(&token, "room_other"),
+            Err(PlaybackTokenError::WrongRoom)
+        );
+    }
+
+    #[test]
+    fn expiry() {
+        let t = PlaybackTokens::new(SECRET);
+        let token = t.issue_until("room_a", 1_000);
+        assert_eq!(t.verify_at(&token, "room_a", 999), Ok(1_000));
+        assert_eq!(
+            t.verify_at(&token, "room_a", 1_000),
+            Err(PlaybackTokenError::Expired)
+        );
+        assert_eq!(t.verify(&token, "room_a"), Err(PlaybackTokenError::Expired));
+    }
+
+    #[test]
+    fn tampering_other_keys_and_garbage_are_invalid() {
+        let t = PlaybackTokens::new(SECRET);
+        let token = t.issue_until("room_a", 5_000);
+        // Another room or a later expiry with the old signature.
+        let sig = token.rsplit('.').next().unwrap();
+        for forged in [
+            format!("pt1.room_b.5000.{sig}"),
+            format!("pt1.room_a.9999999999.{sig}"),
+            format!("pt2.room_a.5000.{sig}"),
+            token.replace("5000", "05000"),
+            format!("{token}x"),
+            token[..token.len() - 2].to_string(),
+        ] {
+            assert_eq!(
+                t.verify_at(&forged, "room_a", 1),
+                Err(PlaybackTokenError::Invalid),
+                "{forged}"
+            );
+        }
+        let other = PlaybackTokens::new(b"another secret another secret!!!");
+        assert_eq!(
+            t.verify_at(&other.issue_until("room_a", 5_000), "room_a", 1),
+            Err(PlaybackTokenError::Invalid)
+        );
+        for junk in [
+            "",
+            "pt1",
+            "pt1...",
+            "pt1.room_a.5000",
+            "pt1.room_a.x.abc",
+            "pt1.room.a.5000.abc",
+            "pt1.room_a.99999999999999999999999.abc",
+            "pt1.room_a.5000.%%%",
+            "pt1.\"\n#EXT.5000.abc",
+            &"a".repeat(10_000),
+        ] {
+            assert_eq!(
+                t.verify_at(junk, "room_a", 1),
+                Err(PlaybackTokenError::Invalid),
+                "{junk}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_jwt_is_not_a_playback_token() {
+        let t = PlaybackTokens::new(SECRET);
+        let jwt =
+            TokenIssuer::new(SECRET).issue("u", Role::Creator, vec![], Duration::from_secs(60));
+        assert_eq!(t.verify(&jwt, "room_a"), Err(PlaybackTokenError::Invalid));
+    }
+
+    #[test]
+    fn never_outlives_the_credential() {
+        let t = PlaybackTokens::new(SECRET);
+        let grant = Grant {
+            room: "room_a".into(),
+            publish: false,
+            play: true,
+        };
+        let viewer = TokenIssuer::new(SECRET).issue(
+            "v",
+            Role::Viewer,
+            vec![grant],
+            Duration::from_secs(120),
+        );
+        let exp = t
+            .verify(
+                &t.issue_for("room_a", &viewer, PLAYBACK_TOKEN_TTL),
+                "room_a",
+            )
+            .unwrap();
+        assert!(exp <= now_s() + 120, "capped by the viewer token");
+        let exp = t
+            .verify(
+                &t.issue_for("room_a", "", Duration::from_secs(600)),
+                "room_a",
+            )
+            .unwrap();
+        assert!(exp > now_s() + 500, "no credential: the ttl");
+    }
+}
