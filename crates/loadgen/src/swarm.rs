@@ -12,9 +12,8 @@ use tokio::sync::{watch, Semaphore};
 use tokio::task::{JoinHandle, JoinSet};
 use tokio_util::sync::CancellationToken;
 
-use crate::peer::{
-    CounterSnapshot, Engine, EngineConfig, LiveCounters, PublisherStats, Viewer, ViewerStats,
-};
+use crate::peer::{Engine, EngineConfig, LiveCounters, PublisherStats, Viewer, ViewerStats};
+use crate::progress::Progress;
 use crate::source::{Layer, VideoConfig};
 use crate::stats::{percentiles, Histogram, Percentiles};
 use crate::{Error, FailureCause};
@@ -76,39 +75,6 @@ impl Default for SwarmConfig {
             workers: 1,
             max_concurrent_joins: 64,
             engine: EngineConfig::default(),
-        }
-    }
-}
-
-/// Live state of a run, for a progress line.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
-pub struct Progress {
-    /// Seconds since the run started.
-    pub elapsed_s: f64,
-    /// Viewers started.
-    pub requested: u64,
-    /// Viewers in signaling or ICE/DTLS.
-    pub joining: u64,
-    /// Viewers connected now.
-    pub connected: u64,
-    /// Connected viewers that received a keyframe.
-    pub playing: u64,
-    /// Viewers that failed.
-    pub failed: u64,
-    /// Media received by all viewers over the last interval, kbit/s.
-    pub kbps: f64,
-}
-
-impl Progress {
-    fn from_counters(c: &CounterSnapshot, elapsed: Duration, kbps: f64) -> Self {
-        Progress {
-            elapsed_s: elapsed.as_secs_f64(),
-            requested: c.viewers_requested,
-            joining: c.viewers_joining(),
-            connected: c.viewers_connected,
-            playing: c.viewers_playing,
-            failed: c.viewers_failed,
-            kbps,
         }
     }
 }
