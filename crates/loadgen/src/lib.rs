@@ -8,7 +8,7 @@
 //!   ([`peer::Engine`]).
 //! - [`swarm`]: one room's load (1 publisher + N viewers, ramp, duration) and its report.
 //! - [`run`]: a load run over several rooms, one swarm each.
-//! - [`report`]: the rooms' reports merged, as text and as JSON.
+//! - [`report`]: each room's report, and the rooms' reports merged, as text and JSON.
 //! - [`progress`]: live counters of a run and the progress line.
 //!
 //! ```no_run
@@ -41,6 +41,6 @@ pub mod swarm;
 
 pub use error::{Error, FailureCause};
 pub use peer::{Engine, EngineConfig, Publisher, Viewer};
-pub use report::RunReport;
+pub use report::{RunReport, SwarmReport};
 pub use run::{LoadRun, RunConfig};
-pub use swarm::{Swarm, SwarmConfig, SwarmReport};
+pub use swarm::{Swarm, SwarmConfig};

@@ -34,8 +34,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::peer::EngineConfig;
 use crate::progress::Progress;
+use crate::report::SwarmReport;
 use crate::source::VideoConfig;
-use crate::swarm::{PublishConfig, Swarm, SwarmConfig, SwarmReport};
+use crate::swarm::{PublishConfig, Swarm, SwarmConfig};
 use crate::Error;
 
 /// Payload rate of the synthetic Opus source (3 bytes every 20 ms), kbit/s.

@@ -1,7 +1,13 @@
-//! The report of a load run: per-room [`SwarmReport`]s merged over the rooms, as the
-//! human summary and as the JSON object `skylark loadtest --json` prints.
+//! The report of a load run: each room's [`SwarmReport`] (built from its viewers'
+//! stats), and the [`RunReport`] that merges them over the rooms, as the human
+//! summary and as the JSON object `skylark loadtest --json` prints.
 //!
 //! The JSON shape is a contract: `tests/loadtest.rs` and `benches/fanout.py` read it.
+
+mod room;
+
+pub(crate) use room::RunEnd;
+pub use room::{KbpsSummary, ReceivedLayer, SwarmReport, ViewerCounts};
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -13,7 +19,6 @@ use crate::peer::LayerStats;
 use crate::run::RunConfig;
 use crate::source::SIMULCAST_LAYERS;
 use crate::stats::Percentiles;
-use crate::swarm::{ReceivedLayer, SwarmReport};
 
 /// Percentiles of several rooms together. With one room they are exact; with several,
 /// each figure is the largest over the rooms (an upper bound of the combined quantile:
@@ -415,7 +420,6 @@ impl RunReport {
 mod tests {
     use super::*;
     use crate::run::RoomLoad;
-    use crate::swarm::ViewerCounts;
 
     #[test]
     fn received_layers_merge_over_rooms_and_are_named() {
