@@ -1,7 +1,9 @@
 //! `skylark loadtest`: drives a Skylark deployment with WHIP publishers and WHEP viewers
-//! (the engine is `crates/loadgen`) and reports join times, latency, bitrate and loss.
+//! and reports join times, latency, bitrate and loss. This is the command line: it
+//! checks the flags and the rooms, then hands a [`RunConfig`] to `crates/loadgen`,
+//! which runs it ([`LoadRun`]), tracks its progress and builds the [`RunReport`].
 //!
-//! One [`Swarm`] per room: its publisher (unless `--no-publish`) goes live first, then
+//! One swarm per room: its publisher (unless `--no-publish`) goes live first, then
 //! the viewers join at the ramp rate and watch until the run's duration is over. A
 //! progress line goes to stderr while it runs; at the end a report goes to stdout (or,
 //! with `--json`, one JSON object goes to stdout and the human report to stderr).
@@ -11,21 +13,17 @@
 //!     --viewers 200 --ramp 50/s --duration 30s --json
 //! ```
 
-use std::collections::BTreeMap;
-use std::fmt::Write as _;
 use std::io::{IsTerminal, Write as _};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, ToSocketAddrs, UdpSocket};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use clap::Args;
-use serde_json::{json, Value};
-use skylark_loadgen::peer::LayerStats;
-use skylark_loadgen::source::{VideoConfig, SIMULCAST_LAYERS};
-use skylark_loadgen::stats::Percentiles;
-use skylark_loadgen::swarm::{Progress, PublishConfig, ReceivedLayer};
-use skylark_loadgen::{EngineConfig, Error as PeerError, Swarm, SwarmConfig, SwarmReport};
-use tokio::sync::watch;
+use serde_json::Value;
+use skylark_loadgen::progress::ProgressLine;
+use skylark_loadgen::run::RoomLoad;
+use skylark_loadgen::source::VideoConfig;
+use skylark_loadgen::{EngineConfig, Error as PeerError, LoadRun, RunConfig, RunReport};
 use tokio_util::sync::CancellationToken;
 
 /// Most viewers one run starts: each holds a UDP socket and a str0m peer, and a run
@@ -40,11 +38,6 @@ const CLOSE_GRACE: Duration = Duration::from_secs(120);
 /// File descriptors a run needs besides one UDP socket per peer (HTTP connections,
 /// the runtime, stdio).
 const FD_MARGIN: u64 = 256;
-/// Audio payload rate of the synthetic Opus source (3 bytes every 20 ms), kbit/s, for
-/// the expected per-viewer bitrate.
-const OPUS_KBPS: f64 = 3.0 * 8.0 * 50.0 / 1000.0;
-/// Progress samples averaged for the live loss estimate (0.5 s each: one GOP of 2 s).
-const LOSS_WINDOW: usize = 4;
 
 /// Arguments of `skylark loadtest`.
 #[derive(Args, Debug, Clone, PartialEq)]
@@ -162,19 +155,11 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
     Ok(d)
 }
 
-/// One room of the run.
-#[derive(Debug, Clone)]
-struct Target {
-    room: String,
-    stream_key: Option<String>,
-    viewers: usize,
-}
-
 /// The checked plan of a run.
 #[derive(Debug, Clone)]
 struct Plan {
     base: String,
-    targets: Vec<Target>,
+    targets: Vec<RoomLoad>,
     local_ip: IpAddr,
     workers: usize,
 }
@@ -270,7 +255,7 @@ fn plan(args: &LoadtestArgs) -> anyhow::Result<Plan> {
         .iter()
         .zip(keys)
         .enumerate()
-        .map(|(i, (room, stream_key))| Target {
+        .map(|(i, (room, stream_key))| RoomLoad {
             room: room.clone(),
             stream_key,
             viewers: args.viewers / n + usize::from(i < args.viewers % n),
@@ -345,7 +330,7 @@ fn check_fd_limit(peers: usize) -> anyhow::Result<()> {
 /// error instead of N failed viewers. Anything unexpected is left for WHIP/WHEP to tell.
 async fn preflight(
     base: &str,
-    t: &Target,
+    t: &RoomLoad,
     token: Option<&str>,
     no_publish: bool,
 ) -> anyhow::Result<()> {
@@ -439,129 +424,28 @@ fn publish_error(e: PeerError, base: &str, room: &str, local_ip: IpAddr) -> anyh
     }
 }
 
-/// Live progress on stderr: one line per second, or one line rewritten in place when
-/// stderr is a terminal.
-struct ProgressLine {
-    tty: bool,
-    expected_kbps: Option<f64>,
-    /// Recent (kbps, playing) samples for the loss estimate.
-    window: std::collections::VecDeque<(f64, u64)>,
-    last_print: Option<Instant>,
-}
-
-impl ProgressLine {
-    fn new(expected_kbps: Option<f64>) -> Self {
-        ProgressLine {
-            tty: std::io::stderr().is_terminal(),
-            expected_kbps,
-            window: Default::default(),
-            last_print: None,
-        }
+/// The loadgen configuration of a checked plan.
+fn run_config(args: &LoadtestArgs, plan: Plan) -> RunConfig {
+    RunConfig {
+        base_url: plan.base,
+        rooms: plan.targets,
+        viewer_token: args.viewer_token.clone(),
+        video: VideoConfig {
+            bitrate_kbps: args.video_kbps,
+            gop: args.tuning.gop,
+        },
+        simulcast: args.simulcast,
+        ramp_per_sec: args.ramp,
+        duration: args.duration,
+        workers: plan.workers,
+        max_concurrent_joins: args.tuning.max_concurrent_joins,
+        engine: EngineConfig {
+            local_ip: plan.local_ip,
+            http_timeout: args.tuning.http_timeout,
+            connect_timeout: args.tuning.connect_timeout,
+            ..Default::default()
+        },
     }
-
-    /// Adds one sample (the sum over rooms) and prints when due.
-    fn update(&mut self, p: &Progress) {
-        self.window.push_back((p.kbps, p.playing));
-        while self.window.len() > LOSS_WINDOW {
-            self.window.pop_front();
-        }
-        let due = self.tty
-            || self
-                .last_print
-                .is_none_or(|t| t.elapsed() >= Duration::from_millis(950));
-        if !due {
-            return;
-        }
-        self.last_print = Some(Instant::now());
-        let line = self.format(p);
-        let mut err = std::io::stderr().lock();
-        // Progress is best effort: a closed stderr must not end the run.
-        let _ = if self.tty {
-            write!(err, "\r{line}\x1b[K")
-        } else {
-            writeln!(err, "{line}")
-        };
-        let _ = err.flush();
-    }
-
-    /// Received bitrate over what the playing viewers should get, over the last ~2 s:
-    /// an estimate (the exact loss, from frame sequence numbers, is in the final
-    /// report). `None` when not publishing, or while viewers join or leave (a viewer's
-    /// first bytes and the playing count don't line up in one window).
-    fn loss_estimate(&self) -> Option<f64> {
-        let expected = self.expected_kbps?;
-        let playing = self.window.front()?.1;
-        let steady = self.window.len() == LOSS_WINDOW
-            && playing > 0
-            && self.window.iter().all(|w| w.1 == playing);
-        if !steady {
-            return None;
-        }
-        let kbps = self.window.iter().map(|w| w.0).sum::<f64>() / LOSS_WINDOW as f64;
-        Some(((1.0 - kbps / (playing as f64 * expected)) * 100.0).clamp(0.0, 100.0))
-    }
-
-    fn format(&self, p: &Progress) -> String {
-        if p.requested == 0 {
-            let what = if self.expected_kbps.is_some() {
-                "publisher connecting"
-            } else {
-                "starting viewers"
-            };
-            return format!("[{:>6.1}s] {what}", p.elapsed_s);
-        }
-        let mut s = format!(
-            "[{:>6.1}s] viewers {}/{} connected, {} playing, {} joining, {} failed | {}",
-            p.elapsed_s,
-            p.connected,
-            p.requested,
-            p.playing,
-            p.joining,
-            p.failed,
-            fmt_rate(p.kbps),
-        );
-        if p.playing > 0 {
-            let _ = write!(s, ", {:.0} kbit/s per viewer", p.kbps / p.playing as f64);
-        }
-        match self.loss_estimate() {
-            Some(l) => {
-                let _ = write!(s, " | loss≈{l:.1}%");
-            }
-            None if self.expected_kbps.is_some() => s.push_str(" | loss≈– (ramping)"),
-            None => {}
-        }
-        s
-    }
-
-    fn finish(&self) {
-        if self.tty {
-            let _ = writeln!(std::io::stderr());
-        }
-    }
-}
-
-fn fmt_rate(kbps: f64) -> String {
-    if kbps >= 10_000.0 {
-        format!("{:.1} Mbit/s", kbps / 1000.0)
-    } else {
-        format!("{kbps:.0} kbit/s")
-    }
-}
-
-/// Sums the progress of every room's swarm.
-fn sum_progress(rxs: &[watch::Receiver<Progress>]) -> Progress {
-    let mut total = Progress::default();
-    for rx in rxs {
-        let p = *rx.borrow();
-        total.elapsed_s = total.elapsed_s.max(p.elapsed_s);
-        total.requested += p.requested;
-        total.joining += p.joining;
-        total.connected += p.connected;
-        total.playing += p.playing;
-        total.failed += p.failed;
-        total.kbps += p.kbps;
-    }
-    total
 }
 
 /// Runs `skylark loadtest`.
@@ -570,42 +454,9 @@ pub async fn run(args: LoadtestArgs) -> anyhow::Result<()> {
     for t in &plan.targets {
         preflight(&plan.base, t, args.viewer_token.as_deref(), args.no_publish).await?;
     }
-    let video = VideoConfig {
-        bitrate_kbps: args.video_kbps,
-        gop: args.tuning.gop,
-    };
-    let engine = EngineConfig {
-        local_ip: plan.local_ip,
-        http_timeout: args.tuning.http_timeout,
-        connect_timeout: args.tuning.connect_timeout,
-        ..Default::default()
-    };
-    let rooms = plan.targets.len();
+    let config = run_config(&args, plan);
     let cancel = CancellationToken::new();
-    let swarms: Vec<(Target, Swarm)> = plan
-        .targets
-        .iter()
-        .map(|t| {
-            let config = SwarmConfig {
-                publish: t.stream_key.as_ref().map(|key| PublishConfig {
-                    whip_url: format!("{}/whip/{}", plan.base, t.room),
-                    stream_key: key.clone(),
-                    video,
-                    simulcast: args.simulcast,
-                }),
-                whep_url: format!("{}/whep/{}", plan.base, t.room),
-                whep_token: args.viewer_token.clone(),
-                viewers: t.viewers,
-                // Each room ramps at its share of the total rate.
-                ramp_per_sec: args.ramp / rooms as f64,
-                duration: args.duration,
-                workers: (plan.workers / rooms).max(1),
-                max_concurrent_joins: (args.tuning.max_concurrent_joins / rooms).max(1),
-                engine,
-            };
-            (t.clone(), Swarm::start(config, cancel.clone()))
-        })
-        .collect();
+    let load = LoadRun::start(&config, cancel.clone());
 
     // Ctrl-C ends the run early; the report still covers what happened and every
     // session is DELETEd, so the server is left clean.
@@ -616,33 +467,35 @@ pub async fn run(args: LoadtestArgs) -> anyhow::Result<()> {
         }
     });
 
-    // With simulcast the SFU starts viewers on the first layer keyframe it gets, which
-    // is the top layer's (the publisher sends it first): that layer's rate is expected.
-    let expected_kbps = (!args.no_publish).then(|| f64::from(args.video_kbps) + OPUS_KBPS);
-    let rxs: Vec<watch::Receiver<Progress>> = swarms.iter().map(|(_, s)| s.progress()).collect();
+    let watch = load.progress();
+    let expected_kbps = config.expected_kbps();
     let progress_done = CancellationToken::new();
     let progress = tokio::spawn({
         let done = progress_done.clone();
         async move {
-            let mut line = ProgressLine::new(expected_kbps);
+            let mut line = ProgressLine::new(expected_kbps, std::io::stderr().is_terminal());
             let mut tick = tokio::time::interval(Duration::from_millis(500));
             loop {
                 tokio::select! {
                     () = done.cancelled() => break,
-                    _ = tick.tick() => line.update(&sum_progress(&rxs)),
+                    _ = tick.tick() => {
+                        if let Some(text) = line.update(&watch.get(), Instant::now()) {
+                            write_stderr(&text);
+                        }
+                    }
                 }
             }
-            line.finish();
+            if let Some(text) = line.finish() {
+                write_stderr(text);
+            }
         }
     });
 
     let started = Instant::now();
-    let (targets, waits): (Vec<Target>, Vec<Swarm>) = swarms.into_iter().unzip();
-    let all = futures_util::future::join_all(waits.into_iter().map(Swarm::wait));
     // The publishers' connect time comes before the viewers' clock starts.
     let limit =
         args.duration + args.tuning.connect_timeout + args.tuning.http_timeout + CLOSE_GRACE;
-    let results = match tokio::time::timeout(limit, all).await {
+    let results = match tokio::time::timeout(limit, load.wait()).await {
         Ok(r) => r,
         Err(_) => {
             cancel.cancel();
@@ -659,16 +512,17 @@ pub async fn run(args: LoadtestArgs) -> anyhow::Result<()> {
     let _ = progress.await;
     signals.abort();
 
+    let rooms = config.rooms.len();
     let mut reports = Vec::with_capacity(results.len());
     let mut first_error = None;
-    for (t, r) in targets.iter().zip(results) {
+    for (room, r) in results {
         match r {
-            Ok(rep) => reports.push((t.room.clone(), rep)),
+            Ok(rep) => reports.push((room, rep)),
             Err(e) => {
-                let err = publish_error(e, &plan.base, &t.room, plan.local_ip);
+                let err = publish_error(e, &config.base_url, &room, config.engine.local_ip);
                 if rooms > 1 {
                     // The others may still report; say which room this was.
-                    eprintln!("skylark loadtest: room {}: {err:#}", t.room);
+                    eprintln!("skylark loadtest: room {room}: {err:#}");
                 }
                 first_error.get_or_insert(err);
             }
@@ -677,12 +531,11 @@ pub async fn run(args: LoadtestArgs) -> anyhow::Result<()> {
     if reports.is_empty() {
         return Err(first_error.unwrap_or_else(|| anyhow::anyhow!("no room produced a report")));
     }
-    let summary = Summary::merge(&reports, args.viewers);
-    let human = summary.human(&args, &plan, started.elapsed());
+    let report = RunReport::new(&config, reports);
+    let human = report.human(started.elapsed());
     if args.json {
         eprint!("{human}");
-        let out = summary.to_json(&args, &plan, &reports);
-        println!("{out}");
+        println!("{}", report.to_json());
     } else {
         print!("{human}");
     }
@@ -693,377 +546,12 @@ pub async fn run(args: LoadtestArgs) -> anyhow::Result<()> {
     }
 }
 
-/// Percentiles of several rooms together. With one room they are exact; with several,
-/// each figure is the largest over the rooms (an upper bound of the combined quantile:
-/// if every room has at most 5 % of samples above its p95, so does their union).
-fn merge_upper(ps: &[Option<Percentiles>]) -> Option<Percentiles> {
-    ps.iter().flatten().copied().reduce(|a, b| Percentiles {
-        count: a.count + b.count,
-        p50: a.p50.max(b.p50),
-        p95: a.p95.max(b.p95),
-        p99: a.p99.max(b.p99),
-        max: a.max.max(b.max),
-    })
-}
-
-/// The run's figures over all rooms.
-#[derive(Debug, Clone)]
-struct Summary {
-    requested_target: usize,
-    requested: u64,
-    connected: u64,
-    playing: u64,
-    failed: u64,
-    unfinished: u64,
-    failures: BTreeMap<String, u64>,
-    connect_ms: Option<Percentiles>,
-    join_ms: Option<Percentiles>,
-    latency_ms: Option<Percentiles>,
-    kbps_min: Option<f64>,
-    kbps_p50: Option<f64>,
-    loss_pct: f64,
-    frames_received: u64,
-    frames_missing: u64,
-    frames_bad_hash: u64,
-    frames_unmarked: u64,
-    audio_packets: u64,
-    bytes_received: u64,
-    /// Playing viewers by the layer (and picture size) they received.
-    layers: Vec<ReceivedLayer>,
-    layer_switches: u64,
-    delete_failures: u64,
-    duration_s: f64,
-    publisher_frames_sent: u64,
-    publisher_keyframes_sent: u64,
-    publisher_keyframe_requests: u64,
-    publisher_write_errors: u64,
-    /// Per layer, summed over the rooms' publishers.
-    publisher_layers: Vec<LayerStats>,
-}
-
-/// Adds up layer counts that agree on everything but the count.
-fn merge_layers(reports: &[&SwarmReport]) -> Vec<ReceivedLayer> {
-    let mut merged: Vec<ReceivedLayer> = Vec::new();
-    for l in reports.iter().flat_map(|r| &r.layers) {
-        let same = |m: &&mut ReceivedLayer| {
-            (&m.rid, m.layer, m.width, m.height) == (&l.rid, l.layer, l.width, l.height)
-        };
-        match merged.iter_mut().find(|m| same(m)) {
-            Some(m) => m.viewers += l.viewers,
-            None => merged.push(l.clone()),
-        }
-    }
-    merged.sort_by_key(|l| (l.layer, l.width, l.height));
-    merged
-}
-
-/// Adds up the publishers' per-layer counts, layer by layer (same RID and size).
-fn merge_publisher_layers<'a>(stats: impl Iterator<Item = &'a LayerStats>) -> Vec<LayerStats> {
-    let mut merged: Vec<LayerStats> = Vec::new();
-    for l in stats {
-        let same = |m: &&mut LayerStats| (&m.rid, m.width, m.height) == (&l.rid, l.width, l.height);
-        match merged.iter_mut().find(|m| same(m)) {
-            Some(m) => {
-                m.frames_sent += l.frames_sent;
-                m.keyframes_sent += l.keyframes_sent;
-                m.bytes_sent += l.bytes_sent;
-                m.keyframe_requests += l.keyframe_requests;
-            }
-            None => merged.push(l.clone()),
-        }
-    }
-    merged
-}
-
-/// `h 320x240`, `320x240`, `layer 1`: a received layer, as the report names it.
-fn layer_name(l: &ReceivedLayer) -> String {
-    let size = match (l.width, l.height) {
-        (Some(w), Some(h)) => Some(format!("{w}x{h}")),
-        _ => None,
-    };
-    match (&l.rid, size) {
-        (Some(rid), Some(size)) => format!("{rid} {size}"),
-        (None, Some(size)) => size,
-        (Some(rid), None) => rid.clone(),
-        (None, None) => l
-            .layer
-            .map_or_else(|| "unknown".to_string(), |i| format!("layer {i}")),
-    }
-}
-
-impl Summary {
-    fn merge(reports: &[(String, SwarmReport)], requested_target: usize) -> Summary {
-        let rs: Vec<&SwarmReport> = reports.iter().map(|(_, r)| r).collect();
-        let sum = |f: fn(&SwarmReport) -> u64| rs.iter().map(|r| f(r)).sum::<u64>();
-        let mut failures = BTreeMap::new();
-        for r in &rs {
-            for (k, v) in &r.failures {
-                *failures.entry(k.clone()).or_insert(0) += v;
-            }
-        }
-        let frames_missing = sum(|r| r.frames_missing);
-        // Per room, frames expected = missing / loss; summed so loss weighs by frames.
-        let expected: f64 = rs
-            .iter()
-            .map(|r| {
-                if r.loss_pct > 0.0 {
-                    r.frames_missing as f64 * 100.0 / r.loss_pct
-                } else {
-                    r.frames_received as f64
-                }
-            })
-            .sum();
-        let pubs = rs.iter().filter_map(|r| r.publisher.as_ref());
-        Summary {
-            requested_target,
-            requested: sum(|r| r.viewers.requested),
-            connected: sum(|r| r.viewers.connected),
-            playing: sum(|r| r.viewers.playing),
-            failed: sum(|r| r.viewers.failed),
-            unfinished: sum(|r| r.viewers.unfinished),
-            failures,
-            connect_ms: merge_upper(&rs.iter().map(|r| r.connect_ms).collect::<Vec<_>>()),
-            join_ms: merge_upper(&rs.iter().map(|r| r.join_ms).collect::<Vec<_>>()),
-            latency_ms: merge_upper(&rs.iter().map(|r| r.latency_ms).collect::<Vec<_>>()),
-            kbps_min: rs
-                .iter()
-                .filter_map(|r| r.kbps.map(|k| k.min))
-                .reduce(f64::min),
-            // Lower bound of the combined median, like `merge_upper` the other way.
-            kbps_p50: rs
-                .iter()
-                .filter_map(|r| r.kbps.map(|k| k.p50))
-                .reduce(f64::min),
-            loss_pct: if expected > 0.0 {
-                frames_missing as f64 * 100.0 / expected
-            } else {
-                0.0
-            },
-            frames_received: sum(|r| r.frames_received),
-            frames_missing,
-            frames_bad_hash: sum(|r| r.frames_bad_hash),
-            frames_unmarked: sum(|r| r.frames_unmarked),
-            audio_packets: sum(|r| r.audio_packets),
-            bytes_received: sum(|r| r.bytes_received),
-            layers: merge_layers(&rs),
-            layer_switches: sum(|r| r.layer_switches),
-            delete_failures: sum(|r| r.delete_failures),
-            duration_s: rs.iter().map(|r| r.duration_s).fold(0.0, f64::max),
-            publisher_frames_sent: pubs.clone().map(|p| p.frames_sent).sum(),
-            publisher_keyframes_sent: pubs.clone().map(|p| p.keyframes_sent).sum(),
-            publisher_keyframe_requests: pubs.clone().map(|p| p.keyframe_requests).sum(),
-            publisher_write_errors: pubs.clone().map(|p| p.write_errors).sum(),
-            publisher_layers: merge_publisher_layers(pubs.flat_map(|p| &p.layers)),
-        }
-    }
-
-    fn human(&self, args: &LoadtestArgs, plan: &Plan, wall: Duration) -> String {
-        let mut s = String::new();
-        let pct = |p: &Option<Percentiles>| match p {
-            Some(p) => format!(
-                "p50 {:.1} ms  p95 {:.1} ms  p99 {:.1} ms  max {:.1} ms",
-                p.p50, p.p95, p.p99, p.max
-            ),
-            None => "no samples".into(),
-        };
-        let rooms = plan.targets.len();
-        let publishing = if args.no_publish {
-            "watching (no publisher of ours)".to_string()
-        } else if args.simulcast {
-            let ladder: Vec<String> = SIMULCAST_LAYERS
-                .iter()
-                .map(|l| format!("{} {}", l.rid, l.bitrate_kbps(args.video_kbps)))
-                .collect();
-            format!(
-                "{rooms} simulcast publisher(s) at {} kbit/s",
-                ladder.join(" / ")
-            )
-        } else {
-            format!("{rooms} publisher(s) at {} kbit/s", args.video_kbps)
-        };
-        let _ = writeln!(
-            s,
-            "skylark loadtest: {} room(s) at {}, {publishing}, {} viewers (ramp {}/s) for {:.1} s ({:.1} s wall)",
-            rooms,
-            plan.base,
-            self.requested_target,
-            args.ramp,
-            self.duration_s,
-            wall.as_secs_f64()
-        );
-        let _ = writeln!(
-            s,
-            "  viewers   requested {}  connected {}  playing {}  failed {}  unfinished {}",
-            self.requested, self.connected, self.playing, self.failed, self.unfinished
-        );
-        let _ = writeln!(
-            s,
-            "  join      {}  (POST → first keyframe)",
-            pct(&self.join_ms)
-        );
-        let _ = writeln!(
-            s,
-            "  connect   {}  (POST → ICE+DTLS up)",
-            pct(&self.connect_ms)
-        );
-        let _ = writeln!(
-            s,
-            "  latency   {}  (publisher send → viewer receive, per frame)",
-            pct(&self.latency_ms)
-        );
-        match (self.kbps_min, self.kbps_p50) {
-            (Some(min), Some(p50)) => {
-                let _ = writeln!(
-                    s,
-                    "  bitrate   per viewer min {min:.0} kbit/s  p50 {p50:.0} kbit/s"
-                );
-            }
-            _ => {
-                let _ = writeln!(s, "  bitrate   no viewer played");
-            }
-        }
-        let _ = writeln!(
-            s,
-            "  frames    received {}  missing {}  loss {:.3} %  bad hash {}  unmarked {}  audio packets {}",
-            self.frames_received,
-            self.frames_missing,
-            self.loss_pct,
-            self.frames_bad_hash,
-            self.frames_unmarked,
-            self.audio_packets
-        );
-        if !self.layers.is_empty() {
-            let list: Vec<String> = self
-                .layers
-                .iter()
-                .map(|l| format!("{}: {} viewers", layer_name(l), l.viewers))
-                .collect();
-            let _ = writeln!(
-                s,
-                "  layers    {}  (what playing viewers received), {} layer switches",
-                list.join(", "),
-                self.layer_switches
-            );
-        }
-        if self.failures.is_empty() {
-            let _ = writeln!(s, "  failures  none");
-        } else {
-            let list: Vec<String> = self
-                .failures
-                .iter()
-                .map(|(k, v)| format!("{k}: {v}"))
-                .collect();
-            let _ = writeln!(s, "  failures  {}", list.join(", "));
-        }
-        if !args.no_publish {
-            let _ = writeln!(
-                s,
-                "  publisher sent {} frames ({} keyframes), {} keyframe requests answered or coalesced, {} write errors",
-                self.publisher_frames_sent,
-                self.publisher_keyframes_sent,
-                self.publisher_keyframe_requests,
-                self.publisher_write_errors
-            );
-            if args.simulcast {
-                let list: Vec<String> = self
-                    .publisher_layers
-                    .iter()
-                    .map(|l| {
-                        format!(
-                            "{} {}x{} {} frames ({} keyframes, {} requests)",
-                            l.rid.as_deref().unwrap_or("-"),
-                            l.width,
-                            l.height,
-                            l.frames_sent,
-                            l.keyframes_sent,
-                            l.keyframe_requests
-                        )
-                    })
-                    .collect();
-                let _ = writeln!(s, "  layers    sent {}", list.join(", "));
-            }
-        }
-        if self.delete_failures > 0 {
-            let _ = writeln!(
-                s,
-                "  cleanup   {} DELETE requests failed",
-                self.delete_failures
-            );
-        }
-        if rooms > 1 {
-            let _ = writeln!(
-                s,
-                "  (several rooms: percentiles are the largest over rooms, kbit/s p50 the smallest)"
-            );
-        }
-        s
-    }
-
-    fn to_json(
-        &self,
-        args: &LoadtestArgs,
-        plan: &Plan,
-        reports: &[(String, SwarmReport)],
-    ) -> Value {
-        let pct = |p: &Option<Percentiles>| {
-            p.map_or(Value::Null, |p| {
-                json!({"p50": p.p50, "p95": p.p95, "p99": p.p99, "max": p.max, "count": p.count})
-            })
-        };
-        json!({
-            "url": plan.base,
-            "rooms": plan.targets.iter().map(|t| t.room.clone()).collect::<Vec<_>>(),
-            "publishers": if args.no_publish { 0 } else { plan.targets.len() },
-            "video_kbps": if args.no_publish { Value::Null } else { args.video_kbps.into() },
-            "simulcast": args.simulcast,
-            "viewers": {
-                "requested": self.requested_target,
-                "started": self.requested,
-                "connected": self.connected,
-                "playing": self.playing,
-                "failed": self.failed,
-                "unfinished": self.unfinished,
-            },
-            "failures": self.failures,
-            "join_ms": pct(&self.join_ms),
-            "connect_ms": pct(&self.connect_ms),
-            "latency_ms": pct(&self.latency_ms),
-            "received_kbps": match (self.kbps_min, self.kbps_p50) {
-                (Some(min), Some(p50)) => json!({"min": min, "p50": p50}),
-                _ => Value::Null,
-            },
-            "loss_pct": self.loss_pct,
-            // Media units the viewers received and checked: video frames + Opus packets
-            // (the engine counts frames, not the RTP packets that carried them).
-            "packets_received": self.frames_received + self.audio_packets,
-            "frames_received": self.frames_received,
-            "frames_missing": self.frames_missing,
-            "frames_bad_hash": self.frames_bad_hash,
-            "frames_unmarked": self.frames_unmarked,
-            "audio_packets_received": self.audio_packets,
-            "bytes_received": self.bytes_received,
-            // Playing viewers by the layer they received: RID (simulcast), marker
-            // index, picture size from the SPS.
-            "layers": self.layers,
-            "layer_switches": self.layer_switches,
-            "delete_failures": self.delete_failures,
-            "duration_s": self.duration_s,
-            "publisher": if args.no_publish { Value::Null } else { json!({
-                "frames_sent": self.publisher_frames_sent,
-                "keyframes_sent": self.publisher_keyframes_sent,
-                "keyframe_requests": self.publisher_keyframe_requests,
-                "write_errors": self.publisher_write_errors,
-                "layers": self.publisher_layers,
-            })},
-            "per_room": reports.iter().map(|(room, r)| {
-                let mut v = serde_json::to_value(r).unwrap_or(Value::Null);
-                if let Some(o) = v.as_object_mut() {
-                    o.insert("room".into(), room.clone().into());
-                }
-                v
-            }).collect::<Vec<_>>(),
-        })
-    }
+/// Writes progress to stderr. Progress is best effort: a closed stderr must not end
+/// the run.
+fn write_stderr(text: &str) {
+    let mut err = std::io::stderr().lock();
+    let _ = err.write_all(text.as_bytes());
+    let _ = err.flush();
 }
 
 #[cfg(test)]
@@ -1130,42 +618,6 @@ mod tests {
     }
 
     #[test]
-    fn received_layers_merge_over_rooms_and_are_named() {
-        let layer = |rid: Option<&str>, i: u8, w: u32, h: u32, viewers: u64| ReceivedLayer {
-            rid: rid.map(str::to_string),
-            layer: Some(i),
-            width: Some(w),
-            height: Some(h),
-            viewers,
-        };
-        let report = |layers: Vec<ReceivedLayer>| SwarmReport {
-            duration_s: 1.0,
-            layers,
-            ..SwarmReport::default()
-        };
-        let a = report(vec![layer(Some("h"), 0, 320, 240, 3)]);
-        let b = report(vec![
-            layer(Some("m"), 1, 160, 120, 1),
-            layer(Some("h"), 0, 320, 240, 2),
-        ]);
-        let merged = merge_layers(&[&a, &b]);
-        let named: Vec<(String, u64)> = merged.iter().map(|l| (layer_name(l), l.viewers)).collect();
-        assert_eq!(
-            named,
-            [("h 320x240".to_string(), 5), ("m 160x120".to_string(), 1)]
-        );
-        assert_eq!(layer_name(&layer(None, 0, 320, 240, 1)), "320x240");
-        let unknown = ReceivedLayer {
-            rid: None,
-            layer: None,
-            width: None,
-            height: None,
-            viewers: 1,
-        };
-        assert_eq!(layer_name(&unknown), "unknown");
-    }
-
-    #[test]
     fn viewers_split_over_rooms() {
         let args = parse(&[
             "--room",
@@ -1188,44 +640,5 @@ mod tests {
         let split: Vec<usize> = p.targets.iter().map(|t| t.viewers).collect();
         assert_eq!(split, [4, 3, 3]);
         assert_eq!(p.targets[2].stream_key.as_deref(), Some("c"));
-    }
-
-    #[test]
-    fn upper_bound_merge_of_percentiles() {
-        let a = Percentiles {
-            count: 2,
-            p50: 1.0,
-            p95: 5.0,
-            p99: 9.0,
-            max: 10.0,
-        };
-        let b = Percentiles {
-            count: 3,
-            p50: 2.0,
-            p95: 4.0,
-            p99: 8.0,
-            max: 12.0,
-        };
-        let m = merge_upper(&[Some(a), None, Some(b)]).unwrap();
-        assert_eq!(
-            (m.count, m.p50, m.p95, m.p99, m.max),
-            (5, 2.0, 5.0, 9.0, 12.0)
-        );
-        assert!(merge_upper(&[None]).is_none());
-    }
-
-    #[test]
-    fn loss_estimate_from_bitrate() {
-        let mut line = ProgressLine::new(Some(601.2));
-        line.tty = false;
-        for _ in 0..LOSS_WINDOW {
-            line.window.push_back((10.0 * 601.2 * 0.9, 10));
-        }
-        let l = line.loss_estimate().unwrap();
-        assert!((l - 10.0).abs() < 1e-6, "{l}");
-        // A viewer joined inside the window: no estimate.
-        line.window.push_back((10.0 * 601.2, 11));
-        assert!(line.loss_estimate().is_none());
-        assert!(ProgressLine::new(None).loss_estimate().is_none());
     }
 }

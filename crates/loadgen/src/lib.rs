@@ -6,7 +6,10 @@
 //!   [`source::inspect_frame`] instead of decoding them.
 //! - [`peer`]: WHIP publishers and WHEP viewers on str0m, many per tokio task
 //!   ([`peer::Engine`]).
-//! - [`swarm`]: a load run (1 publisher + N viewers, ramp, duration) and its report.
+//! - [`swarm`]: one room's load (1 publisher + N viewers, ramp, duration) and its report.
+//! - [`run`]: a load run over several rooms, one swarm each.
+//! - [`report`]: each room's report, and the rooms' reports merged, as text and JSON.
+//! - [`progress`]: live counters of a run and the progress line.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), skylark_loadgen::Error> {
@@ -29,10 +32,15 @@
 
 mod error;
 pub mod peer;
+pub mod progress;
+pub mod report;
+pub mod run;
 pub mod source;
 pub mod stats;
 pub mod swarm;
 
 pub use error::{Error, FailureCause};
 pub use peer::{Engine, EngineConfig, Publisher, Viewer};
-pub use swarm::{Swarm, SwarmConfig, SwarmReport};
+pub use report::{RunReport, SwarmReport};
+pub use run::{LoadRun, RunConfig};
+pub use swarm::{Swarm, SwarmConfig};

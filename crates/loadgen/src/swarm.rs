@@ -1,5 +1,5 @@
-//! A load run: one optional publisher and N viewers ramped up over time, spread over
-//! a few engine tasks, ending in a report.
+//! One room's load: one optional publisher and N viewers ramped up over time, spread
+//! over a few engine tasks, ending in a [`SwarmReport`].
 
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
@@ -7,21 +7,16 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::stream::{self, StreamExt};
-use serde::Serialize;
 use tokio::sync::{watch, Semaphore};
 use tokio::task::{JoinHandle, JoinSet};
 use tokio_util::sync::CancellationToken;
 
-use crate::peer::{
-    CounterSnapshot, Engine, EngineConfig, LiveCounters, PublisherStats, Viewer, ViewerStats,
-};
-use crate::source::{Layer, VideoConfig};
-use crate::stats::{percentiles, Histogram, Percentiles};
-use crate::{Error, FailureCause};
+use crate::peer::{Engine, EngineConfig, LiveCounters, Viewer, ViewerStats};
+use crate::progress::Progress;
+use crate::report::{RunEnd, SwarmReport};
+use crate::source::VideoConfig;
+use crate::Error;
 
-/// A connected viewer with no keyframe this long after its join is counted as failed
-/// (`no_keyframe`); a younger one as unfinished.
-const NO_KEYFRAME_GRACE: Duration = Duration::from_secs(5);
 /// How often the progress channel is updated.
 const PROGRESS_INTERVAL: Duration = Duration::from_millis(500);
 /// Viewers closed (stats + DELETE) concurrently at the end.
@@ -78,120 +73,6 @@ impl Default for SwarmConfig {
             engine: EngineConfig::default(),
         }
     }
-}
-
-/// Live state of a run, for a progress line.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
-pub struct Progress {
-    /// Seconds since the run started.
-    pub elapsed_s: f64,
-    /// Viewers started.
-    pub requested: u64,
-    /// Viewers in signaling or ICE/DTLS.
-    pub joining: u64,
-    /// Viewers connected now.
-    pub connected: u64,
-    /// Connected viewers that received a keyframe.
-    pub playing: u64,
-    /// Viewers that failed.
-    pub failed: u64,
-    /// Media received by all viewers over the last interval, kbit/s.
-    pub kbps: f64,
-}
-
-impl Progress {
-    fn from_counters(c: &CounterSnapshot, elapsed: Duration, kbps: f64) -> Self {
-        Progress {
-            elapsed_s: elapsed.as_secs_f64(),
-            requested: c.viewers_requested,
-            joining: c.viewers_joining(),
-            connected: c.viewers_connected,
-            playing: c.viewers_playing,
-            failed: c.viewers_failed,
-            kbps,
-        }
-    }
-}
-
-/// Viewer outcomes of a run.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
-pub struct ViewerCounts {
-    /// Viewers started.
-    pub requested: u64,
-    /// Viewers whose ICE+DTLS connected at some point.
-    pub connected: u64,
-    /// Viewers that received a keyframe.
-    pub playing: u64,
-    /// Viewers that failed, by cause in [`SwarmReport::failures`].
-    pub failed: u64,
-    /// Viewers still joining when the run ended (neither playing nor failed).
-    pub unfinished: u64,
-}
-
-/// Received bitrate across viewers.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
-pub struct KbpsSummary {
-    /// The slowest viewer.
-    pub min: f64,
-    /// The median viewer.
-    pub p50: f64,
-}
-
-/// Viewers that received one layer of the video.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct ReceivedLayer {
-    /// The layer's RID, when the run published simulcast.
-    pub rid: Option<String>,
-    /// The layer index in the frames' markers (0 = full size); `None` for frames
-    /// without markers.
-    pub layer: Option<u8>,
-    /// Picture width in the SPS the viewers received.
-    pub width: Option<u32>,
-    /// Picture height in the SPS the viewers received.
-    pub height: Option<u32>,
-    /// Playing viewers whose last frames were of this layer and size.
-    pub viewers: u64,
-}
-
-/// The result of a run.
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct SwarmReport {
-    /// Seconds from the first viewer's start to the end of the run.
-    pub duration_s: f64,
-    /// Viewer outcomes.
-    pub viewers: ViewerCounts,
-    /// Failed viewers by cause (`http_503`, `ice_timeout`, ...).
-    pub failures: BTreeMap<String, u64>,
-    /// WHEP POST start → ICE+DTLS connected, ms.
-    pub connect_ms: Option<Percentiles>,
-    /// WHEP POST start → first keyframe, ms.
-    pub join_ms: Option<Percentiles>,
-    /// Frame latency, publisher send → viewer receive, ms (all frames of all viewers).
-    pub latency_ms: Option<Percentiles>,
-    /// Received media bitrate per playing viewer.
-    pub kbps: Option<KbpsSummary>,
-    /// Frames missing from the sequence over frames expected, %.
-    pub loss_pct: f64,
-    /// Video frames received.
-    pub frames_received: u64,
-    /// Frames that failed the hash check.
-    pub frames_bad_hash: u64,
-    /// Frames without a marker.
-    pub frames_unmarked: u64,
-    /// Frames missing (sequence gaps).
-    pub frames_missing: u64,
-    /// Audio packets received.
-    pub audio_packets: u64,
-    /// Media payload bytes received.
-    pub bytes_received: u64,
-    /// Which layer (and picture size) the playing viewers received, by layer.
-    pub layers: Vec<ReceivedLayer>,
-    /// Times a viewer's frames changed layer, over all viewers.
-    pub layer_switches: u64,
-    /// Viewer or publisher DELETEs that failed at the end.
-    pub delete_failures: u64,
-    /// The publisher's side, if the run published.
-    pub publisher: Option<PublisherStats>,
 }
 
 /// A running load test.
@@ -411,7 +292,7 @@ async fn drive(
 
     let stats: Vec<(Instant, Option<ViewerStats>)> =
         closed.into_iter().map(|(at, s, _)| (at, s)).collect();
-    Ok(build_report(
+    Ok(SwarmReport::new(
         RunEnd {
             requested,
             failures: tally.failures,
@@ -448,120 +329,4 @@ async fn report_progress(
         last = now;
         let _ = progress.send(Progress::from_counters(&snap, now - start, kbps));
     }
-}
-
-/// How a run ended, besides the viewers' own stats.
-struct RunEnd {
-    requested: u64,
-    /// Signaling failures by cause.
-    failures: BTreeMap<String, u64>,
-    aborted: u64,
-    ended: Instant,
-    duration: Duration,
-    delete_failures: u64,
-    publisher: Option<PublisherStats>,
-    /// Whether the run's own publisher sent simulcast (names the layers by RID).
-    simulcast: bool,
-}
-
-/// What tells received layers apart: marker layer, SPS width and height.
-type LayerKey = (Option<u8>, Option<u32>, Option<u32>);
-
-fn build_report(end: RunEnd, viewers: Vec<(Instant, Option<ViewerStats>)>) -> SwarmReport {
-    let RunEnd {
-        requested,
-        mut failures,
-        aborted,
-        ended,
-        duration,
-        delete_failures,
-        publisher,
-        simulcast,
-    } = end;
-    let mut counts = ViewerCounts {
-        requested,
-        failed: failures.values().sum(),
-        unfinished: aborted,
-        ..Default::default()
-    };
-    let mut latency = Histogram::default();
-    let (mut join, mut connect, mut kbps) = (Vec::new(), Vec::new(), Vec::new());
-    let mut r = SwarmReport {
-        duration_s: duration.as_secs_f64(),
-        delete_failures,
-        publisher,
-        ..SwarmReport::default()
-    };
-    let mut expected = 0u64;
-    // Playing viewers by (layer, width, height).
-    let mut layers: BTreeMap<LayerKey, u64> = BTreeMap::new();
-    for (joined_at, s) in &viewers {
-        let Some(s) = s else {
-            // The engine stopped under it: no stats to count.
-            counts.unfinished += 1;
-            continue;
-        };
-        r.frames_received += s.frames;
-        r.frames_bad_hash += s.frames_bad_hash;
-        r.frames_unmarked += s.frames_unmarked;
-        r.frames_missing += s.frames_missing;
-        r.audio_packets += s.audio_packets;
-        r.bytes_received += s.video_bytes + s.audio_bytes;
-        r.layer_switches += s.layer_switches;
-        expected += s.frames_expected;
-        latency.merge(&s.latency_us);
-        if let Some(c) = s.connect_ms {
-            counts.connected += 1;
-            connect.push(c);
-        }
-        let failure = match (s.failure, s.join_ms) {
-            (Some(cause), _) => Some(cause),
-            (None, Some(j)) => {
-                counts.playing += 1;
-                *layers.entry((s.layer, s.width, s.height)).or_default() += 1;
-                join.push(j);
-                kbps.push(s.kbps);
-                None
-            }
-            (None, None)
-                if s.connected && ended.duration_since(*joined_at) >= NO_KEYFRAME_GRACE =>
-            {
-                Some(FailureCause::NoKeyframe)
-            }
-            (None, None) => {
-                counts.unfinished += 1;
-                None
-            }
-        };
-        if let Some(cause) = failure {
-            counts.failed += 1;
-            *failures.entry(cause.to_string()).or_default() += 1;
-        }
-    }
-    r.viewers = counts;
-    r.layers = layers
-        .into_iter()
-        .map(|((layer, width, height), viewers)| ReceivedLayer {
-            rid: layer
-                .filter(|_| simulcast)
-                .and_then(Layer::by_index)
-                .map(|l| l.rid.to_string()),
-            layer,
-            width,
-            height,
-            viewers,
-        })
-        .collect();
-    r.failures = failures;
-    r.connect_ms = percentiles(&connect);
-    r.join_ms = percentiles(&join);
-    r.latency_ms = latency.percentiles_ms();
-    r.kbps = percentiles(&kbps).map(|p| KbpsSummary {
-        min: kbps.iter().copied().fold(f64::INFINITY, f64::min),
-        p50: p.p50,
-    });
-    if expected > 0 {
-        r.loss_pct = r.frames_missing as f64 * 100.0 / expected as f64;
-    }
-    r
 }

@@ -710,9 +710,7 @@ fn on_media(v: &mut ViewerState, data: &MediaData, now: Instant, counters: &Live
         // A publisher that isn't ours (FFmpeg, OBS, a browser): no marks to check, but
         // its keyframes still tell when a viewer can start playing.
         v.stats.frames_unmarked += 1;
-        if crate::source::nal_units(&data.data)
-            .any(|n| crate::source::nal_type(n) == crate::source::NAL_IDR)
-        {
+        if skylark_media::h264::annexb_nalus(&data.data).any(skylark_media::h264::is_idr) {
             v.saw_keyframe(&data.data);
             v.stats.keyframes += 1;
             if v.first_keyframe.is_none() {

@@ -6,8 +6,9 @@
 
 use serde::Serialize;
 
-use super::nal::{
-    escape_rbsp, nal_type, nal_units, unescape_rbsp, NAL_AUD, NAL_IDR, NAL_PPS, NAL_SEI, NAL_SPS,
+use skylark_media::h264::{
+    add_emulation_prevention, annexb_nalus, is_idr, is_sample_nal, nal_type,
+    remove_emulation_prevention, NAL_SEI,
 };
 
 /// Identifies Skylark's marker among other `user_data_unregistered` SEI messages.
@@ -68,9 +69,10 @@ impl Fnv64 {
 ///
 /// Parameter sets and delimiters are left out: servers legitimately repeat, cache,
 /// reorder or drop them (str0m packs SPS+PPS into one STAP-A, an SFU may re-insert them
-/// before a keyframe), which is not corruption of the picture.
+/// before a keyframe), which is not corruption of the picture. That is the same set an
+/// MP4 sample leaves out.
 pub(crate) fn is_hashed(nal: &[u8]) -> bool {
-    !matches!(nal_type(nal), NAL_SPS | NAL_PPS | NAL_AUD)
+    is_sample_nal(nal)
 }
 
 /// Builds the marker NAL unit (header byte included, escaped, no start code).
@@ -97,16 +99,16 @@ pub fn mark_nal(seq: u64, sent_at_us: u64, hash: u64, layer: u8) -> Vec<u8> {
     let mut nal = Vec::with_capacity(rbsp.len() + 8);
     // nal_ref_idc 0 (disposable), type 6.
     nal.push(NAL_SEI);
-    nal.extend(escape_rbsp(&rbsp));
+    nal.extend(add_emulation_prevention(&rbsp));
     nal
 }
 
 /// Reads `(seq, sent_at_us, hash, layer)` from a marker NAL unit, if it is one.
 fn parse_mark(nal: &[u8]) -> Option<(u64, u64, u64, u8)> {
-    if nal_type(nal) != NAL_SEI {
+    if nal_type(nal) != Some(NAL_SEI) {
         return None;
     }
-    let rbsp = unescape_rbsp(nal.get(1..)?);
+    let rbsp = remove_emulation_prevention(nal.get(1..)?);
     let mut i = 0;
     let read_varlen = |i: &mut usize| -> Option<usize> {
         // payloadType and payloadSize: a run of 0xFF bytes plus a final byte (§7.3.5).
@@ -155,14 +157,14 @@ pub fn inspect_frame(annexb: &[u8]) -> Option<FrameMark> {
     let mut mark = None;
     let mut hash = Fnv64::new();
     let mut keyframe = false;
-    for nal in nal_units(annexb) {
+    for nal in annexb_nalus(annexb) {
         if mark.is_none() {
             if let Some(m) = parse_mark(nal) {
                 mark = Some(m);
                 continue;
             }
         }
-        keyframe |= nal_type(nal) == NAL_IDR;
+        keyframe |= is_idr(nal);
         if is_hashed(nal) {
             hash.write_nal(nal);
         }

@@ -5,17 +5,14 @@
 //! check them with [`inspect_frame`] for integrity (hash), order (sequence number)
 //! and latency (send time).
 
+mod access_unit;
 mod audio;
 mod mark;
-mod nal;
 mod video;
 
+pub use access_unit::{split_access_units, START_CODE};
 pub use audio::{AudioPacket, OpusSource, OPUS_CLOCK_RATE, OPUS_FRAME, OPUS_SILENCE};
 pub use mark::{inspect_frame, mark_nal, FrameMark, MARK_UUID};
-pub use nal::{
-    escape_rbsp, nal_type, nal_units, split_access_units, unescape_rbsp, NalUnits, NAL_AUD,
-    NAL_FILLER, NAL_IDR, NAL_PPS, NAL_SEI, NAL_SLICE, NAL_SPS, START_CODE,
-};
 pub use video::{
     clip, picture_size, Layer, VideoConfig, VideoFrame, VideoSource, FPS, PROFILE_LEVEL_ID,
     SIMULCAST_LAYERS, VIDEO_CLOCK_RATE,

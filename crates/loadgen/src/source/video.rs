@@ -7,7 +7,9 @@ use std::time::Duration;
 use serde::Serialize;
 
 use super::mark::{is_hashed, mark_nal, Fnv64, MARK_PAYLOAD_LEN};
-use super::nal::{nal_type, split_access_units, NAL_FILLER, NAL_IDR, NAL_SPS, START_CODE};
+use skylark_media::h264::{annexb_nalus, is_idr, nal_type, Sps, NAL_FILLER, NAL_SPS};
+
+use super::access_unit::{split_access_units, START_CODE};
 
 /// Frames per second of the clips and of the source.
 pub const FPS: u32 = 30;
@@ -129,8 +131,8 @@ impl Layer {
 /// assert_eq!(picture_size(&v.next_frame(0).data), None, "a P-frame has no SPS");
 /// ```
 pub fn picture_size(annexb: &[u8]) -> Option<(u32, u32)> {
-    let sps = super::nal_units(annexb).find(|n| nal_type(n) == NAL_SPS)?;
-    let sps = skylark_media::h264::Sps::parse(sps).ok()?;
+    let sps = annexb_nalus(annexb).find(|n| nal_type(n) == Some(NAL_SPS))?;
+    let sps = Sps::parse(sps).ok()?;
     Some((sps.width, sps.height))
 }
 
@@ -161,7 +163,7 @@ fn clip_frames(layer: Layer) -> &'static [ClipFrame] {
                     if is_hashed(nal) {
                         hash.write_nal(nal);
                     }
-                    keyframe |= nal_type(nal) == NAL_IDR;
+                    keyframe |= is_idr(nal);
                 }
                 ClipFrame {
                     annexb,
@@ -371,7 +373,7 @@ impl VideoSource {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::source::{inspect_frame, nal_units};
+    use crate::source::inspect_frame;
 
     #[test]
     fn clips_are_60_frames_with_a_keyframe_first() {
@@ -380,7 +382,9 @@ mod tests {
             assert_eq!(frames.len(), 60, "2 s at 30 fps ({})", layer.rid);
             assert!(frames[0].keyframe);
             assert!(frames[1..].iter().all(|f| !f.keyframe));
-            let first: Vec<u8> = nal_units(&frames[0].annexb).map(nal_type).collect();
+            let first: Vec<u8> = annexb_nalus(&frames[0].annexb)
+                .filter_map(nal_type)
+                .collect();
             assert_eq!(first, [7, 8, 5], "SPS, PPS, IDR ({})", layer.rid);
         }
         assert!(CLIP.len() + CLIP_HALF.len() + CLIP_QUARTER.len() < 200 * 1024);
@@ -397,8 +401,8 @@ mod tests {
             let size = picture_size(&key.data).expect("an SPS in the keyframe");
             assert_eq!(size, (layer.width, layer.height), "layer {}", layer.rid);
             // Same profile and level as the negotiated one (constrained baseline 3.1).
-            let sps = nal_units(&key.data)
-                .find(|n| nal_type(n) == crate::source::NAL_SPS)
+            let sps = annexb_nalus(&key.data)
+                .find(|n| nal_type(n) == Some(NAL_SPS))
                 .expect("SPS");
             assert_eq!(&sps[1..4], &[0x42, 0xc0, 0x1f], "layer {}", layer.rid);
             sizes.push(size);
@@ -478,7 +482,7 @@ mod tests {
         let _keyframe = v.next_frame(41);
         let f = v.next_frame(42);
         let mark_end = 4 + mark_nal(1, 42, 0, 0).len();
-        assert!(nal_units(&f.data).any(|n| nal_type(n) == NAL_FILLER));
+        assert!(annexb_nalus(&f.data).any(|n| nal_type(n) == Some(NAL_FILLER)));
         // Flip bytes across the slice data and the filler, after the mark.
         for at in [mark_end + 10, f.data.len() / 2, f.data.len() - 2] {
             let mut bad = f.data.clone();
@@ -487,7 +491,7 @@ mod tests {
             assert!(!mark.hash_ok, "flip at {at} of {}", f.data.len());
         }
         // A dropped NAL unit fails it too.
-        let nals: Vec<&[u8]> = nal_units(&f.data).collect();
+        let nals: Vec<&[u8]> = annexb_nalus(&f.data).collect();
         let mut short = Vec::new();
         for nal in &nals[..nals.len() - 1] {
             short.extend_from_slice(&START_CODE);
@@ -518,7 +522,7 @@ mod tests {
         });
         for _ in 0..60 {
             let f = v.next_frame(0);
-            assert!(nal_units(&f.data).all(|n| nal_type(n) != NAL_FILLER));
+            assert!(annexb_nalus(&f.data).all(|n| nal_type(n) != Some(NAL_FILLER)));
         }
     }
 }

@@ -200,6 +200,15 @@ pub fn remove_emulation_prevention(nal: &[u8]) -> Cow<'_, [u8]> {
 /// Inserts emulation-prevention bytes so that no `00 00 0x` (x ≤ 3) appears,
 /// turning an RBSP into NAL unit payload bytes. The inverse of
 /// [`remove_emulation_prevention`].
+///
+/// ```
+/// use skylark_media::h264::{add_emulation_prevention, remove_emulation_prevention};
+///
+/// let rbsp = [0xaa, 0, 0, 1, 0, 0, 0, 0xbb];
+/// let nal = add_emulation_prevention(&rbsp);
+/// assert_eq!(nal, [0xaa, 0, 0, 3, 1, 0, 0, 3, 0, 0xbb]);
+/// assert_eq!(&*remove_emulation_prevention(&nal), rbsp);
+/// ```
 pub fn add_emulation_prevention(rbsp: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(rbsp.len() + rbsp.len() / 64 + 1);
     let mut zeros = 0;
@@ -297,6 +306,53 @@ mod tests {
             avcc_nalus(&[0, 0], 4).next(),
             Some(Err(H264Error::Truncated { .. }))
         ));
+    }
+
+    #[test]
+    fn three_and_four_byte_start_codes_after_garbage() {
+        let s = [
+            9, 9, 0, 0, 1, 0x41, 1, 0, 0, 0, 1, 0x41, 2, 0, 0, 0, 0, 1, 0x0c, 0xff, 0x80,
+        ];
+        let nals: Vec<&[u8]> = annexb_nalus(&s).collect();
+        assert_eq!(
+            nals,
+            vec![&[0x41, 1][..], &[0x41, 2][..], &[0x0c, 0xff, 0x80][..]]
+        );
+        assert_eq!(annexb_nalus(&[1, 2, 3]).count(), 0);
+    }
+
+    #[test]
+    fn emulation_prevention_covers_every_forbidden_triplet() {
+        for b in 0..=3u8 {
+            let rbsp = [0x11, 0, 0, b, 0x22];
+            let escaped = add_emulation_prevention(&rbsp);
+            assert_eq!(escaped, [0x11, 0, 0, 3, b, 0x22], "byte {b}");
+            assert_eq!(&*remove_emulation_prevention(&escaped), rbsp);
+        }
+        // 00 00 04 is allowed as is.
+        assert_eq!(add_emulation_prevention(&[0, 0, 4]), [0, 0, 4]);
+        // Trailing zeros get a 0x03 so the NAL unit does not end in 0x00.
+        assert_eq!(add_emulation_prevention(&[7, 0, 0]), [7, 0, 0, 3]);
+        assert_eq!(&*remove_emulation_prevention(&[7, 0, 0, 3]), [7, 0, 0]);
+    }
+
+    #[test]
+    fn escaped_bytes_never_contain_a_start_code() {
+        // Every run of zeros, with each following byte: exhaustive over short patterns.
+        for zeros in 0..6usize {
+            for next in 0..=5u8 {
+                let mut rbsp = vec![0x80; 2];
+                rbsp.extend(std::iter::repeat_n(0, zeros));
+                rbsp.push(next);
+                rbsp.extend(std::iter::repeat_n(0, zeros));
+                let e = add_emulation_prevention(&rbsp);
+                assert!(
+                    !e.windows(3).any(|w| w[0] == 0 && w[1] == 0 && w[2] <= 2),
+                    "{rbsp:?} → {e:?}"
+                );
+                assert_eq!(&*remove_emulation_prevention(&e), rbsp);
+            }
+        }
     }
 
     #[test]

@@ -59,6 +59,8 @@ pub const NAL_SPS: u8 = 7;
 pub const NAL_PPS: u8 = 8;
 /// Access unit delimiter.
 pub const NAL_AUD: u8 = 9;
+/// Filler data (0xFF bytes): pads a stream up to a bitrate.
+pub const NAL_FILLER: u8 = 12;
 /// RTP single-time aggregation packet (RFC 6184 §5.7.1).
 pub const NAL_STAP_A: u8 = 24;
 /// RTP fragmentation unit (RFC 6184 §5.8).
