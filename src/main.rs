@@ -129,6 +129,11 @@ struct Config {
     /// Token signing key (≥ 32 bytes); default: generated once in the data dir.
     #[arg(long, env = "SKYLARK_JWT_SECRET", hide_env_values = true)]
     jwt_secret: Option<String>,
+    /// Key signing private rooms' HLS/FLV playback URLs (≥ 32 bytes), shared by
+    /// signaling (signs) and packagers (check); default: derived from the JWT key, so
+    /// services that only check playback never hold the key that mints access tokens.
+    #[arg(long, env = "SKYLARK_PLAYBACK_SECRET", hide_env_values = true)]
+    playback_secret: Option<String>,
     /// Lifetime of creators' access tokens, in seconds.
     #[arg(long, env = "SKYLARK_ACCESS_TOKEN_TTL_S", default_value_t = 3600)]
     access_token_ttl_s: u64,
@@ -189,6 +194,16 @@ impl Config {
         }
     }
 
+    fn playback_tokens(&self) -> anyhow::Result<PlaybackTokens> {
+        match &self.playback_secret {
+            Some(s) if s.len() >= 32 => Ok(PlaybackTokens::new(s.as_bytes())),
+            Some(_) => anyhow::bail!(
+                "SKYLARK_PLAYBACK_SECRET is shorter than 32 bytes: use a longer random value"
+            ),
+            None => Ok(PlaybackTokens::new(&self.jwt_secret()?)),
+        }
+    }
+
     fn api(&self, grpc_addr: SocketAddr) -> anyhow::Result<skylark_api::ApiConfig> {
         Ok(skylark_api::ApiConfig {
             http_addr: self.http_addr,
@@ -238,6 +253,7 @@ impl Config {
             sfu_max_sessions = self.max_sessions,
             node_selector = ?self.node_selector,
             jwt_secret = if self.jwt_secret.is_some() { "<set>" } else { "<data dir>" },
+            playback_secret = if self.playback_secret.is_some() { "<set>" } else { "<from the JWT key>" },
             otlp_endpoint = ?self.otlp_endpoint,
             "configuration"
         );
@@ -339,7 +355,6 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], default_port)))
     };
     // Signaling signs private rooms' HLS/FLV URLs, the packager checks them.
-    let playback_tokens = || config.jwt_secret().map(|s| PlaybackTokens::new(&s));
     let signaling = |api_grpc_url: String| -> anyhow::Result<_> {
         Ok(skylark_signaling::Config {
             http_addr: config.http_addr,
@@ -347,7 +362,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             public_url: config.public_url.clone(),
             rtmp_addr: Some(config.rtmp_addr),
             selector: config.node_selector,
-            playback_tokens: playback_tokens()?,
+            playback_tokens: config.playback_tokens()?,
         })
     };
     let sfu = |grpc_addr: SocketAddr| skylark_sfu::Config {
@@ -372,7 +387,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             segment_target: Duration::from_millis(config.hls_segment_ms.max(500)),
             part_target: Duration::from_millis(config.hls_part_ms.clamp(100, 1000)),
             api_grpc_url,
-            playback_tokens: playback_tokens()?,
+            playback_tokens: config.playback_tokens()?,
         })
     };
     let (addr, parts) = match target {

@@ -88,6 +88,7 @@ REQUIRED_ENV = {
     "signaling": {
         "SKYLARK_HTTP_ADDR", "SKYLARK_PUBLIC_URL", "SKYLARK_API_GRPC_URL", "REDIS_URL",
         "SKYLARK_REDIS_PREFIX", "LOG_FORMAT", "RUST_LOG", "SKYLARK_INTERNAL_ADDR",
+        "SKYLARK_PLAYBACK_SECRET",
     },
     "sfu": {
         "SKYLARK_HTTP_ADDR", "SKYLARK_GRPC_ADDR", "SKYLARK_GRPC_ADVERTISE_URL",
@@ -97,16 +98,16 @@ REQUIRED_ENV = {
     "packager": {
         "SKYLARK_HTTP_ADDR", "SKYLARK_HTTP_ADVERTISE", "SKYLARK_HLS_SEGMENT_MS",
         "SKYLARK_HLS_PART_MS", "REDIS_URL", "SKYLARK_REDIS_PREFIX", "LOG_FORMAT", "RUST_LOG",
-        "SKYLARK_INTERNAL_ADDR",
+        "SKYLARK_INTERNAL_ADDR", "SKYLARK_API_GRPC_URL", "SKYLARK_PLAYBACK_SECRET",
     },
     "migrate": {"DATABASE_URL", "LOG_FORMAT", "RUST_LOG"},
 }
 # ...and must not get: secrets only where they are needed.
 FORBIDDEN_ENV = {
     "signaling": {"DATABASE_URL", "SKYLARK_JWT_SECRET"},
-    "sfu": {"DATABASE_URL", "SKYLARK_JWT_SECRET"},
+    "sfu": {"DATABASE_URL", "SKYLARK_JWT_SECRET", "SKYLARK_PLAYBACK_SECRET"},
     "packager": {"DATABASE_URL", "SKYLARK_JWT_SECRET"},
-    "migrate": {"SKYLARK_JWT_SECRET", "REDIS_URL"},
+    "migrate": {"SKYLARK_JWT_SECRET", "SKYLARK_PLAYBACK_SECRET", "REDIS_URL"},
 }
 
 # Public routes: (a request path, the component that must serve it).
@@ -182,13 +183,14 @@ VALUE_SETS = {
     "sfu-hostnetwork-public-ip": SFU_PUBLIC_IP,
     "sfu-no-hostnetwork": SFU_NO_HOST_NETWORK,
     "everything": deep_merge(INGRESS_TLS, AUTOSCALING, EXISTING_SECRET, MONITORING,
-                             SFU_PUBLIC_IP, {"jwtSecret": "x" * 40}),
+                             SFU_PUBLIC_IP, {"jwtSecret": "x" * 40, "playbackSecret": "y" * 40}),
 }
 
 # Values the schema must refuse: (name, values, a word the error must contain).
 BAD_VALUE_SETS = [
     ("unknown key", {"sfu": {"udpPrt": 7882}}, "udpPrt"),
     ("short jwtSecret", {"jwtSecret": "too-short"}, "jwtSecret"),
+    ("short playbackSecret", {"playbackSecret": "too-short"}, "playbackSecret"),
     ("port out of range", {"sfu": {"udpPort": 70000}}, "udpPort"),
     ("the internal port on the HTTP port", {"internalPort": 8080}, "internalPort"),
     ("the SFU's internal port on its HTTP port", {"sfu": {"internalPort": 7880}}, "sfu.internalPort"),
@@ -553,11 +555,12 @@ def main() -> int:
                 cports = {p["name"] for ps in match for c in ps["containers"] for p in c.get("ports", [])}
                 for p in s["spec"]["ports"]:
                     assert p["targetPort"] in cports, f"{s['metadata']['name']}: targetPort {p['targetPort']} ∉ {cports}"
-            sig = next(o for o in by_kind(objs, "Deployment") if component(o) == "signaling")
-            api_url = {e["name"]: e.get("value") for e in pod_spec(sig)["containers"][0]["env"]}["SKYLARK_API_GRPC_URL"]
             api_svc = next(s for s in by_kind(objs, "Service") if s["metadata"]["name"].endswith("-api"))
             grpc = next(p["port"] for p in api_svc["spec"]["ports"] if p["name"] == "grpc")
-            assert api_url == f"http://{api_svc['metadata']['name']}:{grpc}", api_url
+            for comp in ("signaling", "packager"):
+                dep = next(o for o in by_kind(objs, "Deployment") if component(o) == comp)
+                api_url = {e["name"]: e.get("value") for e in pod_spec(dep)["containers"][0]["env"]}["SKYLARK_API_GRPC_URL"]
+                assert api_url == f"http://{api_svc['metadata']['name']}:{grpc}", (comp, api_url)
 
         @check(f"Secrets: every secretKeyRef resolves; migrate hook ordering [{name}]")
         def _():
@@ -591,9 +594,10 @@ def main() -> int:
             assert set(ann["helm.sh/hook"].split(",")) == {"pre-install", "pre-upgrade"}, ann
             assert "before-hook-creation" in ann["helm.sh/hook-delete-policy"], ann
             assert job[0]["spec"]["template"]["spec"]["restartPolicy"] == "Never"
-            if not existing and not values.get("jwtSecret"):
-                jwt = next(s for s in secrets.values() if "SKYLARK_JWT_SECRET" in s["data"])
-                assert len(base64.b64decode(jwt["data"]["SKYLARK_JWT_SECRET"])) >= 32
+            for key, value in (("SKYLARK_JWT_SECRET", "jwtSecret"), ("SKYLARK_PLAYBACK_SECRET", "playbackSecret")):
+                if not existing and not values.get(value):
+                    sec = next(s for s in secrets.values() if key in s["data"])
+                    assert len(base64.b64decode(sec["data"][key])) >= 32, key
 
         @check(f"SFU: DaemonSet, one UDP port, host networking, announced IP, drain [{name}]")
         def _():

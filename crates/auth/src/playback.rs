@@ -8,7 +8,7 @@
 //! the deployment's token secret, so a playback token can never pass for a JWT or the
 //! other way round.
 
-use crate::token::{now_s, TokenIssuer};
+use crate::token::now_s;
 use aws_lc_rs::hmac;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
@@ -37,8 +37,6 @@ pub enum PlaybackTokenError {
 #[derive(Clone)]
 pub struct PlaybackTokens {
     key: hmac::Key,
-    /// Reads the expiry of the credential a token is issued for (see [`Self::issue_for`]).
-    credentials: TokenIssuer,
 }
 
 impl std::fmt::Debug for PlaybackTokens {
@@ -56,7 +54,9 @@ fn room_ok(room: &str) -> bool {
 }
 
 impl PlaybackTokens {
-    /// `secret` is the deployment's token secret (`SKYLARK_JWT_SECRET`).
+    /// `secret` is the deployment's playback secret (`SKYLARK_PLAYBACK_SECRET`, or the
+    /// JWT key in all-in-one); a label derives the HMAC key from it, so a playback
+    /// token never passes for anything signed with the same secret.
     ///
     /// ```
     /// use skylark_auth::PlaybackTokens;
@@ -71,7 +71,6 @@ impl PlaybackTokens {
         let derived = hmac::sign(&root, KEY_LABEL);
         Self {
             key: hmac::Key::new(hmac::HMAC_SHA256, derived.as_ref()),
-            credentials: TokenIssuer::new(secret),
         }
     }
 
@@ -81,12 +80,14 @@ impl PlaybackTokens {
     }
 
     /// A token for `room` valid for `ttl`, but never longer than `credential` (the
-    /// viewer token or access token `/playback` was called with, already authorized):
-    /// a short viewer link must not turn into hours of HLS.
+    /// viewer token or access token `/playback` was called with): a short viewer link
+    /// must not turn into hours of HLS. The credential must already be authorized
+    /// (the room directory verified it): only its `exp` claim is read here, so the
+    /// services that sign playback URLs never hold the key that mints credentials.
     pub fn issue_for(&self, room: &str, credential: &str, ttl: Duration) -> String {
         let mut exp = now_s().saturating_add(ttl.as_secs());
-        if let Ok(c) = self.credentials.verify(credential) {
-            exp = exp.min(c.exp);
+        if let Some(c) = authorized_credential_expiry(credential) {
+            exp = exp.min(c);
         }
         self.issue_until(room, exp)
     }
@@ -134,6 +135,21 @@ impl PlaybackTokens {
         }
         Ok(exp)
     }
+}
+
+/// The `exp` claim of a JWT whose signature was checked elsewhere; `None` for
+/// anything that is not a JWT with one.
+fn authorized_credential_expiry(credential: &str) -> Option<u64> {
+    #[derive(serde::Deserialize)]
+    struct Exp {
+        exp: u64,
+    }
+    if credential.len() > 4096 {
+        return None;
+    }
+    let payload = credential.split('.').nth(1)?;
+    let json = URL_SAFE_NO_PAD.decode(payload).ok()?;
+    serde_json::from_slice::<Exp>(&json).ok().map(|e| e.exp)
 }
 
 #[cfg(test)]

@@ -59,16 +59,17 @@ The Secret holding SKYLARK_JWT_SECRET, DATABASE_URL and REDIS_URL.
 {{- end }}
 
 {{/*
-The JWT signing key: the value, else the one already in the release's Secret (kept
-across upgrades), else a new random one.
+A signing key of the release's Secret: the value, else the one already in the
+Secret (kept across upgrades), else a new random one. Call with
+(dict "ctx" $ "value" .Values.x "key" "SKYLARK_…").
 */}}
-{{- define "skylark.jwtSecret" -}}
-{{- if .Values.jwtSecret }}
-{{- .Values.jwtSecret }}
+{{- define "skylark.signingKey" -}}
+{{- if .value }}
+{{- .value }}
 {{- else }}
-{{- $old := lookup "v1" "Secret" .Release.Namespace (include "skylark.fullname" .) }}
-{{- if and $old $old.data (hasKey $old.data "SKYLARK_JWT_SECRET") }}
-{{- index $old.data "SKYLARK_JWT_SECRET" | b64dec }}
+{{- $old := lookup "v1" "Secret" .ctx.Release.Namespace (include "skylark.fullname" .ctx) }}
+{{- if and $old $old.data (hasKey $old.data .key) }}
+{{- index $old.data .key | b64dec }}
 {{- else }}
 {{- randAlphaNum 64 }}
 {{- end }}
@@ -96,6 +97,37 @@ SKYLARK_JWT_SECRET are set.
 {{/*
 The Redis bus: every target but migrate.
 */}}
+{{/*
+The token signing key: the API's alone (it mints access and viewer tokens).
+*/}}
+{{- define "skylark.env.jwtSecret" -}}
+- name: SKYLARK_JWT_SECRET
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "skylark.secretName" . }}
+      key: SKYLARK_JWT_SECRET
+{{- end }}
+
+{{/*
+The playback URL key: signaling signs private rooms' HLS/FLV URLs, packagers check
+them. Separate from the JWT key, so neither can mint access tokens.
+*/}}
+{{- define "skylark.env.playbackSecret" -}}
+- name: SKYLARK_PLAYBACK_SECRET
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "skylark.secretName" . }}
+      key: SKYLARK_PLAYBACK_SECRET
+{{- end }}
+
+{{/*
+Where signaling and the packager reach the API's RoomDirectory gRPC.
+*/}}
+{{- define "skylark.env.apiGrpcUrl" -}}
+- name: SKYLARK_API_GRPC_URL
+  value: "http://{{ include "skylark.fullname" . }}-api:{{ .Values.api.grpcPort }}"
+{{- end }}
+
 {{- define "skylark.env.redis" -}}
 - name: REDIS_URL
   valueFrom:
