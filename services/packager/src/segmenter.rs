@@ -20,7 +20,6 @@
 //! keyframe waits up to [`AUDIO_WAIT`] of video for an audio track before the epoch
 //! starts without one.
 
-use crate::store::StreamInfo;
 use bytes::Bytes;
 use skylark_media::aac::AudioSpecificConfig;
 use skylark_media::fmp4::{self, Sample, Track, TrackFragment};
@@ -81,6 +80,17 @@ impl Audio {
         }
     }
 }
+/// The codec and picture facts of an init segment, as the multivariant playlist
+/// advertises them.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct StreamInfo {
+    /// RFC 6381 codecs, e.g. `avc1.42e01f,opus`.
+    pub codecs: String,
+    pub resolution: Option<(u32, u32)>,
+    /// Peak bits per second seen in a segment.
+    pub bandwidth: u64,
+}
+
 /// What the segmenter produced.
 #[derive(Debug, Clone, PartialEq)]
 pub enum SegOutput {
