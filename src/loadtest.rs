@@ -162,9 +162,10 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
     Ok(d)
 }
 
-/// One room of the run.
+/// One room of the run: which room, our publisher's stream key (none with `--no-publish`),
+/// how many viewers.
 #[derive(Debug, Clone)]
-struct Target {
+struct RoomPlan {
     room: String,
     stream_key: Option<String>,
     viewers: usize,
@@ -174,7 +175,7 @@ struct Target {
 #[derive(Debug, Clone)]
 struct Plan {
     base: String,
-    targets: Vec<Target>,
+    targets: Vec<RoomPlan>,
     local_ip: IpAddr,
     workers: usize,
 }
@@ -270,7 +271,7 @@ fn plan(args: &LoadtestArgs) -> anyhow::Result<Plan> {
         .iter()
         .zip(keys)
         .enumerate()
-        .map(|(i, (room, stream_key))| Target {
+        .map(|(i, (room, stream_key))| RoomPlan {
             room: room.clone(),
             stream_key,
             viewers: args.viewers / n + usize::from(i < args.viewers % n),
@@ -345,7 +346,7 @@ fn check_fd_limit(peers: usize) -> anyhow::Result<()> {
 /// error instead of N failed viewers. Anything unexpected is left for WHIP/WHEP to tell.
 async fn preflight(
     base: &str,
-    t: &Target,
+    t: &RoomPlan,
     token: Option<&str>,
     no_publish: bool,
 ) -> anyhow::Result<()> {
@@ -582,7 +583,7 @@ pub async fn run(args: LoadtestArgs) -> anyhow::Result<()> {
     };
     let rooms = plan.targets.len();
     let cancel = CancellationToken::new();
-    let swarms: Vec<(Target, Swarm)> = plan
+    let swarms: Vec<(RoomPlan, Swarm)> = plan
         .targets
         .iter()
         .map(|t| {
@@ -637,7 +638,7 @@ pub async fn run(args: LoadtestArgs) -> anyhow::Result<()> {
     });
 
     let started = Instant::now();
-    let (targets, waits): (Vec<Target>, Vec<Swarm>) = swarms.into_iter().unzip();
+    let (targets, waits): (Vec<RoomPlan>, Vec<Swarm>) = swarms.into_iter().unzip();
     let all = futures_util::future::join_all(waits.into_iter().map(Swarm::wait));
     // The publishers' connect time comes before the viewers' clock starts.
     let limit =

@@ -126,7 +126,8 @@ struct PendingCut {
     now_ms: i64,
 }
 
-/// The stream state of one room.
+/// The cutting state of one video layer's CMAF output: the current epoch (tracks, audio
+/// choice, decode-time bases), the held frame and the open part and segment.
 pub struct Segmenter {
     segment_target: u64,
     part_target: u64,
