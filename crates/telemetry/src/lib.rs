@@ -6,6 +6,7 @@
 //! [`GrpcServerLayer`] on their tonic servers, [`inject_grpc`] on outgoing calls, and
 //! [`metrics_router`] for `/metrics`.
 
+pub mod error;
 mod logging;
 mod metrics_export;
 mod propagation;
