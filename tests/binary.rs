@@ -2,6 +2,9 @@
 //! ports; sign up and create a room over HTTP; metrics on the internal port only;
 //! SIGTERM; a clean exit.
 
+#[path = "common/ports.rs"]
+mod ports;
+
 use std::io::Read;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -11,6 +14,8 @@ impl Drop for Killer {
     fn drop(&mut self) {
         if let Some(c) = self.0.as_mut() {
             let _ = c.kill();
+            // Reaped, its ports are free before the next test takes the defaults.
+            let _ = c.wait();
         }
     }
 }
@@ -33,6 +38,15 @@ async fn wait_ready(client: &reqwest::Client, url: &str, child: &mut Child) {
 
 #[tokio::test]
 async fn all_in_one_with_no_configuration() {
+    // The defaults are machine-wide: one such test at a time, and nobody else on them, or
+    // the readiness probe below could be answered by another server.
+    let _defaults = ports::hold("default-ports", Duration::from_secs(120));
+    for port in [8080, 7882, 1935] {
+        assert!(
+            ports::bindable(port),
+            "port {port} is taken by another process: this test runs skylark on its defaults"
+        );
+    }
     let dir = tempfile::tempdir().unwrap();
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_skylark"));
     cmd.current_dir(dir.path())

@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 fn postgres_schema_url() -> String {
     let base = std::env::var("SKYLARK_TEST_DATABASE_URL")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
-    let schema = format!("cluster_{}", free_port());
+    let schema = format!("cluster_{}", unique_id());
     let ok = std::process::Command::new("psql")
         .args([
             base.as_str(),
@@ -57,7 +57,8 @@ async fn publisher_on_one_signaling_viewer_on_another() {
     .await;
     let _sfu = Skylark::start_with(Options {
         target: Some("sfu"),
-        env: shared(&[("SKYLARK_GRPC_ADDR", format!("127.0.0.1:{}", free_port()))]),
+        // The SFU registers the gRPC address it bound.
+        env: shared(&[("SKYLARK_GRPC_ADDR", "127.0.0.1:0".into())]),
         dir: Some(dir.path().join("sfu")),
     })
     .await;

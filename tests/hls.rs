@@ -496,7 +496,8 @@ async fn two_packagers_one_room_and_takeover() {
     .await;
     let _sfu = Skylark::start_with(Options {
         target: Some("sfu"),
-        env: shared(&[("SKYLARK_GRPC_ADDR", format!("127.0.0.1:{}", free_port()))]),
+        // The SFU registers the gRPC address it bound.
+        env: shared(&[("SKYLARK_GRPC_ADDR", "127.0.0.1:0".into())]),
         dir: Some(dir.path().join("sfu")),
     })
     .await;

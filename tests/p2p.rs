@@ -129,7 +129,7 @@ async fn p2p_room_relays_offer_answer_and_candidates() {
 
     // The broadcaster leaves: a new viewer waits.
     send(&mut b, json!({"type": "leave"})).await;
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    wait_offline(&sk.base, &room).await;
     let mut v2 = ws(&sk.base).await;
     send(&mut v2, json!({"type": "watch", "room": room})).await;
     assert_eq!(expect(&mut v2, "waiting").await["room"], room.as_str());

@@ -109,7 +109,8 @@ async fn one_publish_is_one_trace_across_three_services() {
     .await;
     let mut sfu = Skylark::start_with(Options {
         target: Some("sfu"),
-        env: env(&[("SKYLARK_GRPC_ADDR", format!("127.0.0.1:{}", free_port()))]),
+        // The SFU registers the gRPC address it bound.
+        env: env(&[("SKYLARK_GRPC_ADDR", "127.0.0.1:0".into())]),
         dir: Some(dir.path().join("sfu")),
     })
     .await;

@@ -147,7 +147,7 @@ async fn viewers_keep_playing_when_the_publisher_reconnects() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn random_datagrams_at_the_media_port_do_not_disturb_live_sessions() {
-    let udp = free_udp_port();
+    let udp = free_port();
     let mut opts = Options::default();
     opts.env
         .insert("SKYLARK_RTC_UDP_ADDR".into(), format!("127.0.0.1:{udp}"));

@@ -4,27 +4,13 @@
 use futures_util::StreamExt;
 use serde_json::{json, Value};
 use std::collections::HashMap;
-use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 use tokio_tungstenite::tungstenite::Message;
 
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-pub fn free_udp_port() -> u16 {
-    std::net::UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+mod ports;
+pub use ports::{free_port, unique_id};
 
 /// One `skylark` process; killed on drop, its log kept in its data dir.
 pub struct Skylark {
@@ -51,7 +37,8 @@ pub struct Options {
 }
 
 impl Skylark {
-    /// The all-in-one target on free ports, embedded defaults otherwise.
+    /// The all-in-one target on free ports, embedded defaults otherwise. WebRTC media binds
+    /// port 0: the SFU announces the port it got, and nothing else needs to know it ahead.
     pub async fn start() -> Skylark {
         Self::start_with(Options::default()).await
     }
@@ -76,10 +63,7 @@ impl Skylark {
             ("SKYLARK_HTTP_ADDR", format!("{host}:{http}")),
             ("SKYLARK_PUBLIC_URL", base.clone()),
             ("SKYLARK_DATA_DIR", dir.join("data").display().to_string()),
-            (
-                "SKYLARK_RTC_UDP_ADDR",
-                format!("{host}:{}", free_udp_port()),
-            ),
+            ("SKYLARK_RTC_UDP_ADDR", format!("{host}:0")),
             ("SKYLARK_RTC_PUBLIC_IP", host.into()),
             ("SKYLARK_RTMP_ADDR", format!("{host}:{}", free_port())),
             // Port 0: the process logs what it bound; `internal` is read from that.
@@ -170,7 +154,7 @@ impl Skylark {
 /// A creator with a room: `(access token, room id, stream key)`.
 pub async fn creator_with_room(base: &str, visibility: &str) -> (String, String, String) {
     let c = reqwest::Client::new();
-    let email = format!("u{}@example.com", free_port());
+    let email = format!("u{}@example.com", unique_id());
     let v: Value = c
         .post(format!("{base}/api/v1/auth/signup"))
         .json(&json!({"email": email, "password": "password123", "display_name": "T"}))
@@ -409,6 +393,18 @@ pub async fn wait_live(base: &str, room: &str, log: &std::path::Path) {
     }
 }
 
+/// Waits until `room` has no publisher: a publisher's `leave` lands after its socket closes.
+pub async fn wait_offline(base: &str, room: &str) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while is_live(base, room).await {
+        assert!(
+            Instant::now() < deadline,
+            "{room} still live 15 s after its publisher left"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// The environment of one scale-out layout (separate `skylark` targets sharing Redis
 /// under a key prefix of their own, one API gRPC port, one JWT secret, one data dir), with
 /// `base` added to every process; the returned function adds per-process pairs.
@@ -422,7 +418,7 @@ pub fn scale_out_env(
         ("REDIS_URL", redis.to_string()),
         (
             "SKYLARK_REDIS_PREFIX",
-            format!("skylark-test-{}:", free_port()),
+            format!("skylark-test-{}:", unique_id()),
         ),
         (
             "SKYLARK_API_GRPC_URL",
@@ -477,7 +473,8 @@ pub struct NetNs {
 impl NetNs {
     /// `None` outside CI when namespaces can't be made (not root); a failure in CI.
     pub fn create() -> Option<NetNs> {
-        let id = std::process::id() % 200 + 20;
+        // Interface names and subnets are machine-wide: the number is claimed, not derived.
+        let id = ports::claim_slot("netns", 20..220);
         let name = format!("skylark-test-{}", std::process::id());
         let (host_if, peer_if) = (format!("skh{id}"), format!("skp{id}"));
         let host_ip = format!("10.213.{id}.1");

@@ -155,6 +155,7 @@ fn authorized_credential_expiry(credential: &str) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::token::TokenIssuer;
     use crate::{Grant, Role};
 
     const SECRET: &[u8] = b"0123456789abcdef0123456789abcdef";
@@ -248,7 +249,8 @@ mod tests {
             publish: false,
             play: true,
         };
-        let viewer = TokenIssuer::new(SECRET).issue(
+        // Signed with the JWT key, which the signer of playback URLs doesn't hold.
+        let viewer = TokenIssuer::new(b"another secret, the API's JWT key, 32+ bytes").issue(
             "v",
             Role::Viewer,
             vec![grant],

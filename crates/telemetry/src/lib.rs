@@ -7,6 +7,7 @@
 //! process serves their routes with [`serve_parts`], `/metrics` ([`metrics_router`]) on
 //! the internal listener only ([`Listen`]).
 
+pub mod error;
 mod logging;
 mod metrics_export;
 mod propagation;

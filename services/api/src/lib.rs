@@ -16,14 +16,15 @@ mod ids;
 mod openapi;
 mod presence;
 mod rate_limit;
+mod rest;
 pub mod store;
 
 pub use config::{load_or_create_jwt_secret, ApiConfig};
 pub use directory::RoomDirectoryService;
-pub use http::router;
 pub use openapi::openapi_json;
 pub use presence::{Presence, RoomStatus};
 pub use rate_limit::RateLimit;
+pub use rest::router;
 
 use skylark_auth::TokenIssuer;
 use skylark_bus::AnyBus;
@@ -100,7 +101,7 @@ pub async fn start(
     });
     Ok(ServicePart {
         name: "api",
-        router: http::router(state),
+        router: rest::router(state),
         ready: Some(ready),
         tasks: vec![grpc],
         grpc_addr: Some(grpc_addr),

@@ -6,7 +6,7 @@
 use axum::body::Body;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::http::{header, HeaderValue, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use bytes::Bytes;
 use skylark_media::flv::{self, OpusHead};
 use skylark_media::h264::{self, AvcDecoderConfigurationRecord};
@@ -283,8 +283,11 @@ async fn ws_pump(mut socket: WebSocket, mut rx: mpsc::Receiver<Bytes>) {
 
 /// 404 in the service's error shape.
 pub fn not_live() -> Response {
-    let body = serde_json::json!({"error": {"code": "not_found", "message": "this room is not live: retry when it is"}});
-    (StatusCode::NOT_FOUND, axum::Json(body)).into_response()
+    skylark_telemetry::error::json_error(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        "this room is not live: retry when it is",
+    )
 }
 
 use futures_util::StreamExt as _;

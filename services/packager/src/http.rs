@@ -6,11 +6,12 @@ use crate::store::{RoomHls, Rooms};
 use axum::body::Body;
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderValue, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use axum::routing::get;
 use axum::Router;
 use serde::Deserialize;
 use skylark_media::hls::render_multivariant;
+use skylark_telemetry::error::json_error as error;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -68,11 +69,6 @@ async fn flv_file(
         }
         _ => crate::flv::not_live(),
     }
-}
-
-fn error(status: StatusCode, code: &str, message: &str) -> Response {
-    let body = serde_json::json!({"error": {"code": code, "message": message}});
-    (status, axum::Json(body)).into_response()
 }
 
 fn valid_room(room: &str) -> bool {

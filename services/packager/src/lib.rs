@@ -105,7 +105,11 @@ pub async fn start(
     let task = tokio::spawn(discovery(shared, node, shutdown));
     let router = http::router(http::HttpState {
         rooms,
-        remote: Arc::new(remote::Remote::new(bus, me)),
+        remote: Arc::new(remote::Remote::new(
+            bus,
+            me,
+            http::BLOCK_TIMEOUT + Duration::from_secs(2),
+        )),
         access: Arc::new(access::Access::new(
             config.playback_tokens.clone(),
             &config.api_grpc_url,

@@ -18,10 +18,12 @@ pub struct Remote {
 }
 
 impl Remote {
-    pub fn new(bus: AnyBus, me: String) -> Self {
+    /// `answer_timeout`: the longest a holder may take to answer (a blocking playlist
+    /// request waits for new media before it answers).
+    pub fn new(bus: AnyBus, me: String, answer_timeout: Duration) -> Self {
         let client = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(2))
-            .timeout(crate::http::BLOCK_TIMEOUT + Duration::from_secs(2))
+            .timeout(answer_timeout)
             .build()
             .unwrap_or_default();
         Self { bus, me, client }

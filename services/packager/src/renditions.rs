@@ -29,7 +29,8 @@ struct Layer {
     fed: bool,
 }
 
-/// The stream state of one room: its renditions.
+/// One room's renditions: a [`Segmenter`] per video layer (one without simulcast), the
+/// publisher's tracks, and the timeline the layers share.
 pub struct Renditions {
     segment_target: Duration,
     part_target: Duration,

@@ -20,7 +20,6 @@
 //! keyframe waits up to [`AUDIO_WAIT`] of video for an audio track before the epoch
 //! starts without one.
 
-use crate::store::StreamInfo;
 use bytes::Bytes;
 use skylark_media::aac::AudioSpecificConfig;
 use skylark_media::fmp4::{self, Sample, Track, TrackFragment};
@@ -81,6 +80,17 @@ impl Audio {
         }
     }
 }
+/// The codec and picture facts of an init segment, as the multivariant playlist
+/// advertises them.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct StreamInfo {
+    /// RFC 6381 codecs, e.g. `avc1.42e01f,opus`.
+    pub codecs: String,
+    pub resolution: Option<(u32, u32)>,
+    /// Peak bits per second seen in a segment.
+    pub bandwidth: u64,
+}
+
 /// What the segmenter produced.
 #[derive(Debug, Clone, PartialEq)]
 pub enum SegOutput {
@@ -116,7 +126,8 @@ struct PendingCut {
     now_ms: i64,
 }
 
-/// The stream state of one room.
+/// The cutting state of one video layer's CMAF output: the current epoch (tracks, audio
+/// choice, decode-time bases), the held frame and the open part and segment.
 pub struct Segmenter {
     segment_target: u64,
     part_target: u64,

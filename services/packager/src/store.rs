@@ -3,6 +3,7 @@
 //! window and its LL-HLS playlist — plus a version counter that wakes blocking playlist
 //! and part requests the moment something new lands.
 
+use crate::segmenter::StreamInfo;
 use bytes::Bytes;
 use skylark_media::hls::{MediaPlaylist, Part, RenditionReport, Segment, Variant};
 use std::collections::{BTreeMap, HashMap};
@@ -12,16 +13,6 @@ use tokio::sync::watch;
 
 /// Segments kept behind the live edge.
 pub const WINDOW_SEGMENTS: usize = 8;
-
-/// The codec and picture facts the multivariant playlist advertises.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct StreamInfo {
-    /// RFC 6381 codecs, e.g. `avc1.42e01f,opus`.
-    pub codecs: String,
-    pub resolution: Option<(u32, u32)>,
-    /// Peak bits per second seen in a segment.
-    pub bandwidth: u64,
-}
 
 /// Where rendition `name` lives under `/hls/{room}/`: the root without simulcast, a
 /// directory named after the layer with it.

@@ -2,7 +2,6 @@
 
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::Json;
 
 use crate::session::SessionError;
 
@@ -52,8 +51,7 @@ impl From<SessionError> for SignalError {
 
 impl IntoResponse for SignalError {
     fn into_response(self) -> Response {
-        let body = serde_json::json!({"error": {"code": self.code, "message": self.message}});
-        let mut r = (self.status, Json(body)).into_response();
+        let mut r = skylark_telemetry::error::json_error(self.status, self.code, &self.message);
         if self.status == StatusCode::UNAUTHORIZED {
             r.headers_mut()
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));

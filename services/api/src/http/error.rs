@@ -1,18 +1,20 @@
-//! The one error shape of the REST API: `{"error":{"code","message"}}`.
+//! Errors of the REST API, answered in the services' one shape `{"error":{"code","message"}}`
+//! (built by [`skylark_telemetry::error`]).
 
 use crate::store::StoreError;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::Json;
-use serde::Serialize;
 use utoipa::ToSchema;
 
-#[derive(Debug, Serialize, ToSchema)]
+/// The OpenAPI schema of the error body [`skylark_telemetry::error::json_error`] writes.
+#[derive(ToSchema)]
+#[expect(dead_code, reason = "a schema only: telemetry writes the body")]
 pub struct ErrorBody {
     pub error: ErrorDetail,
 }
 
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(ToSchema)]
+#[expect(dead_code, reason = "a schema only: telemetry writes the body")]
 pub struct ErrorDetail {
     /// Stable, machine-readable: `bad_request`, `unauthorized`, `forbidden`, `not_found`,
     /// `conflict`, `payload_too_large`, `validation_failed`, `rate_limited`, `unavailable`, `internal`.
@@ -103,13 +105,7 @@ impl From<StoreError> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = ErrorBody {
-            error: ErrorDetail {
-                code: self.code,
-                message: self.message,
-            },
-        };
-        let mut resp = (self.status, Json(body)).into_response();
+        let mut resp = skylark_telemetry::error::json_error(self.status, self.code, &self.message);
         if let Some(s) = self.retry_after_s {
             if let Ok(v) = HeaderValue::from_str(&s.to_string()) {
                 resp.headers_mut().insert(header::RETRY_AFTER, v);

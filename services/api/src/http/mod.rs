@@ -9,7 +9,7 @@ pub use error::{ApiError, ErrorBody, ErrorDetail};
 pub(crate) use rooms::check_visible;
 
 use crate::ApiState;
-use axum::extract::{ConnectInfo, DefaultBodyLimit, FromRequestParts};
+use axum::extract::{ConnectInfo, FromRequestParts};
 use axum::http::request::Parts;
 use axum::routing::{get, post};
 use axum::Router;
@@ -49,9 +49,10 @@ pub(crate) mod paths {
     pub use super::users::{__path_login, __path_me, __path_signup};
 }
 
-/// Every REST route, with body limit and CORS (tokens, not cookies, so any origin is safe).
-pub fn router(state: ApiState) -> Router {
-    let api = Router::new()
+/// Every REST handler's route under `/api/v1`, and the answer for any other path there.
+/// The crate's router adds the OpenAPI document, body limit, state and CORS.
+pub(crate) fn routes() -> Router<ApiState> {
+    Router::new()
         .route("/auth/signup", post(users::signup))
         .route("/auth/login", post(users::login))
         .route("/me", get(users::me))
@@ -62,16 +63,7 @@ pub fn router(state: ApiState) -> Router {
         )
         .route("/rooms/{id}/stream-key", post(rooms::rotate_key))
         .route("/rooms/{id}/viewer-tokens", post(rooms::viewer_token))
-        .route("/openapi.json", get(crate::openapi::serve))
         .fallback(|| async {
             ApiError::not_found("no such API endpoint: see /api/v1/openapi.json")
         })
-        .layer(DefaultBodyLimit::max(BODY_LIMIT))
-        .with_state(state);
-    Router::new().nest("/api/v1", api).layer(
-        tower_http::cors::CorsLayer::new()
-            .allow_origin(tower_http::cors::Any)
-            .allow_methods(tower_http::cors::Any)
-            .allow_headers(tower_http::cors::Any),
-    )
 }
