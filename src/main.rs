@@ -117,6 +117,9 @@ struct Config {
     /// Most WebRTC sessions one SFU node takes.
     #[arg(long, env = "SKYLARK_SFU_MAX_SESSIONS", default_value_t = 5000)]
     max_sessions: usize,
+    /// Downstream relay links (edges pulling a room) one SFU node feeds at most.
+    #[arg(long, env = "SKYLARK_SFU_MAX_RELAYS", default_value_t = 8)]
+    max_relays: u32,
     /// How signaling picks the SFU node of a new room: `least-loaded` spreads rooms,
     /// `pack` fills the fullest node with room first.
     #[arg(
@@ -251,6 +254,7 @@ impl Config {
             grpc_addr = ?self.grpc_addr,
             api_grpc_url = %self.api_grpc_url,
             sfu_max_sessions = self.max_sessions,
+            sfu_max_relays = self.max_relays,
             node_selector = ?self.node_selector,
             jwt_secret = if self.jwt_secret.is_some() { "<set>" } else { "<data dir>" },
             playback_secret = if self.playback_secret.is_some() { "<set>" } else { "<from the JWT key>" },
@@ -375,6 +379,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         grpc_advertise: config.grpc_advertise_url.clone(),
         node_id: config.node_id.clone(),
         max_sessions: config.max_sessions,
+        max_relays: config.max_relays,
     };
     let packager = |api_grpc_url: String| -> anyhow::Result<_> {
         Ok(skylark_packager::Config {

@@ -41,6 +41,9 @@ pub struct Config {
     /// Node id in the registry; `None`: generated.
     pub node_id: Option<String>,
     pub max_sessions: usize,
+    /// Downstream relay links (edges pulling rooms from this node) it feeds at most;
+    /// placement grows the tree downward past it. 0: unlimited.
+    pub max_relays: u32,
 }
 
 /// The first non-loopback address of this host, else 127.0.0.1. Found by asking the
@@ -129,7 +132,7 @@ pub async fn start(
         media_addr: announce.to_string(),
         capacity: NodeCapacity {
             sessions: u32::try_from(config.max_sessions).unwrap_or(u32::MAX),
-            relays: 0,
+            relays: config.max_relays,
         },
         ..NodeInfo::default()
     };

@@ -84,6 +84,7 @@ pub fn router(state: State) -> Router {
             header::LOCATION,
             header::ETAG,
             HeaderName::from_static("link"),
+            HeaderName::from_static(whip::SERVING_NODE),
         ]);
     Router::new()
         .route("/whip", post(whip::whip_post))

@@ -5,11 +5,11 @@
 //! RTMP status).
 
 use crate::error::status_error;
-use crate::placement::{self, PlaceError};
+use crate::placement::{self, PlaceError, ViewCandidate};
 use crate::upstream::Sfu;
 use crate::State;
 use axum::http::StatusCode;
-use skylark_bus::placement::{self as bus_placement, SessionRecord};
+use skylark_bus::placement::{self as bus_placement, Relay, SessionRecord, LEASE_TTL};
 use skylark_bus::NodeInfo;
 use skylark_proto::rooms::v1 as rooms;
 use skylark_proto::rooms::v1::authorize_publish_request::Credential;
@@ -76,6 +76,26 @@ impl SessionError {
                 _ => status.message().to_string(),
             },
             other => other.to_string(),
+        }
+    }
+
+    /// Whether another node may succeed where this one failed: it is unreachable,
+    /// full, draining or timed out.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            Self::Upstream {
+                what: "SFU",
+                status,
+            } => matches!(
+                status.code(),
+                tonic::Code::Unavailable
+                    | tonic::Code::ResourceExhausted
+                    | tonic::Code::DeadlineExceeded
+                    | tonic::Code::Unknown
+                    | tonic::Code::Cancelled
+            ),
+            Self::Client(_) => true,
+            _ => false,
         }
     }
 
@@ -219,29 +239,79 @@ pub async fn start_publish(
     Ok(started)
 }
 
-/// Starts a WebRTC viewer of `room` with `offer`.
+/// How many candidate nodes one viewer is tried on before the failure is reported.
+const VIEW_ATTEMPTS: usize = 4;
+
+/// Starts a WebRTC viewer of `room` with `offer`, on the first candidate node that
+/// takes it (the origin, an edge, or a new edge: see `placement::view`). A node that
+/// is dead, full or draining costs the viewer only a retry on the next one.
 pub async fn start_view(
     state: &State,
     room: &rooms::Room,
     offer: String,
 ) -> Result<Started, SessionError> {
-    let node = placement::view_node(&state.bus, &room.id).await?;
-    let answer = sfu_client(state, &node.grpc_addr)?
-        .subscribe(sfu::SubscribeRequest {
-            room_id: room.id.clone(),
-            offer_sdp: offer,
-            upstream: None,
-        })
-        .await
-        .map_err(SessionError::sfu)?
-        .into_inner();
-    let started = Started {
-        session_id: answer.session_id,
-        answer_sdp: answer.answer_sdp,
-        node,
-    };
-    record(state, &started, &room.id, Kind::View).await;
-    Ok(started)
+    let candidates =
+        placement::view_candidates(&state.bus, &room.id, state.selector.as_ref()).await?;
+    let mut last = None;
+    for candidate in candidates.into_iter().take(VIEW_ATTEMPTS) {
+        let node = candidate.node().clone();
+        let upstream = match &candidate {
+            ViewCandidate::Serve { parent, depth, .. } => {
+                parent.as_ref().map(|p| relay_source(p, *depth))
+            }
+            ViewCandidate::NewEdge { parent, depth, .. } => Some(relay_source(parent, *depth)),
+        };
+        let res = match sfu_client(state, &node.grpc_addr) {
+            Ok(mut c) => c
+                .subscribe(sfu::SubscribeRequest {
+                    room_id: room.id.clone(),
+                    offer_sdp: offer.clone(),
+                    upstream,
+                })
+                .await
+                .map_err(SessionError::sfu),
+            Err(e) => Err(e),
+        };
+        match res {
+            Ok(answer) => {
+                let answer = answer.into_inner();
+                if let ViewCandidate::NewEdge { parent, depth, .. } = &candidate {
+                    // Recorded now so the next viewer's plan sees the link; the edge
+                    // renews it while it pulls.
+                    let relay = Relay {
+                        node: node.id.clone(),
+                        parent: parent.id.clone(),
+                        depth: *depth,
+                    };
+                    let _ = bus_placement::set_relay(&state.bus, &room.id, &relay, LEASE_TTL).await;
+                }
+                let started = Started {
+                    session_id: answer.session_id,
+                    answer_sdp: answer.answer_sdp,
+                    node,
+                };
+                record(state, &started, &room.id, Kind::View).await;
+                return Ok(started);
+            }
+            Err(e) if e.is_retryable() => {
+                tracing::warn!(node = %node.id, room_id = %room.id, error = %e, "viewer placement: trying the next node");
+                metrics::counter!("skylark_placement_retries_total").increment(1);
+                last = Some(e);
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Err(last.unwrap_or(SessionError::Place(PlaceError::View(
+        placement::ViewError::NoNode(placement::SelectError::NoNodes),
+    ))))
+}
+
+fn relay_source(parent: &NodeInfo, depth: u32) -> sfu::RelaySource {
+    sfu::RelaySource {
+        node_id: parent.id.clone(),
+        grpc_url: parent.grpc_addr.clone(),
+        depth,
+    }
 }
 
 /// The record of session `id` in `room`, if it exists there.

@@ -9,6 +9,9 @@ use axum::extract::{Path, State as AxState};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 
+/// Response header naming the SFU node that serves a WHEP session.
+pub const SERVING_NODE: &str = "skylark-node";
+
 fn bearer(headers: &HeaderMap) -> Option<String> {
     session::bearer(
         headers
@@ -91,10 +94,15 @@ pub async fn whep_post(
     let room = session::authorize_view(&state, room_id, token).await?;
     let started = session::start_view(&state, &room, offer).await?;
     metrics::counter!("skylark_whep_sessions_total").increment(1);
-    Ok(created(
+    let mut r = created(
         started.answer_sdp,
         format!("/whep/{}/{}", room.id, started.session_id),
-    ))
+    );
+    // Which node serves this viewer (origin or edge): for operators and the load generator.
+    if let Ok(v) = HeaderValue::from_str(&started.node.id) {
+        r.headers_mut().insert(SERVING_NODE, v);
+    }
+    Ok(r)
 }
 
 /// `PATCH /whip|whep/{room}/{session}`: trickled candidates (`application/trickle-ice-sdpfrag`).

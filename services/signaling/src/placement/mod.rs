@@ -3,9 +3,12 @@
 //! asks the configured [`NodeSelector`] when a room needs a new node.
 
 pub mod selector;
+pub mod view;
 
 pub use selector::{NodeSelector, SelectError, SelectorKind};
+pub use view::{ViewCandidate, ViewError};
 
+use skylark_bus::placement::Origin;
 use skylark_bus::{placement, AnyBus, Bus, BusError, NodeInfo, NodeKind};
 
 /// Why no node could be chosen.
@@ -17,6 +20,8 @@ pub enum PlaceError {
     NoNode(#[from] SelectError),
     #[error("the room is not live yet: retry when it is (the watch page waits by itself)")]
     NotLive,
+    #[error(transparent)]
+    View(#[from] ViewError),
 }
 
 /// Where a publisher of `room` goes: the room's origin (a reconnect replaces the old
@@ -33,9 +38,16 @@ pub async fn publish_node(
     Ok(selector.select(&nodes)?.clone())
 }
 
-/// Where a viewer of `room` goes: the room's origin SFU.
-pub async fn view_node(bus: &AnyBus, room: &str) -> Result<NodeInfo, PlaceError> {
-    placement::origin_node(bus, room)
-        .await?
-        .ok_or(PlaceError::NotLive)
+/// Where a viewer of `room` may go, best first (see [`view`]).
+pub async fn view_candidates(
+    bus: &AnyBus,
+    room: &str,
+    selector: &dyn NodeSelector,
+) -> Result<Vec<ViewCandidate>, PlaceError> {
+    let Some(Origin::Sfu { node: origin }) = placement::origin(bus, room).await? else {
+        return Err(PlaceError::NotLive);
+    };
+    let relays = placement::relays(bus, room).await?;
+    let nodes = bus.nodes(NodeKind::Sfu).await?;
+    Ok(view::plan_view(&origin, &relays, &nodes, selector)?)
 }
