@@ -360,6 +360,7 @@ impl Engine {
             video_mid,
             audio_mid,
             location: answer.location,
+            serving_node: answer.serving_node,
             bearer,
         })
     }
@@ -385,6 +386,7 @@ impl Engine {
             tx: self.inner.tx.clone(),
             signaling: self.inner.signaling.clone(),
             location: n.location,
+            serving_node: n.serving_node,
             bearer: n.bearer,
             local_addr: n.local_addr,
             removed: false,
@@ -411,6 +413,7 @@ struct Negotiated {
     video_mid: Mid,
     audio_mid: Mid,
     location: Option<Url>,
+    serving_node: Option<String>,
     bearer: Option<String>,
 }
 
@@ -596,6 +599,7 @@ struct SessionHandle {
     tx: mpsc::Sender<Command>,
     signaling: Signaling,
     location: Option<Url>,
+    serving_node: Option<String>,
     bearer: Option<String>,
     local_addr: SocketAddr,
     removed: bool,
@@ -750,6 +754,11 @@ impl Viewer {
     /// The local UDP address of this peer.
     pub fn local_addr(&self) -> SocketAddr {
         self.handle.local_addr
+    }
+
+    /// The SFU node serving this viewer, from the WHEP answer's `Skylark-Node` header.
+    pub fn serving_node(&self) -> Option<&str> {
+        self.handle.serving_node.as_deref()
     }
 
     /// A snapshot of what the viewer has measured so far.

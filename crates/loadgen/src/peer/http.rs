@@ -19,6 +19,8 @@ pub(crate) struct Answer {
     pub sdp: String,
     /// The session resource, resolved against the request URL.
     pub location: Option<Url>,
+    /// The SFU node serving the session (`Skylark-Node`), where the server says.
+    pub serving_node: Option<String>,
 }
 
 /// HTTP client for the signaling exchange; cheap to clone.
@@ -65,6 +67,12 @@ impl Signaling {
                     .map_err(|e| Error::Url(format!("Location {loc:?}: {e}")))
             })
             .transpose()?;
+        let serving_node = resp
+            .headers()
+            .get("skylark-node")
+            .and_then(|v| v.to_str().ok())
+            .filter(|v| v.len() <= 128)
+            .map(str::to_string);
         let body = read_limited(&mut resp, MAX_SDP_BYTES).await;
         if status != StatusCode::CREATED {
             return Err(status_error(status, body));
@@ -72,7 +80,11 @@ impl Signaling {
         let body = body?;
         let sdp = String::from_utf8(body)
             .map_err(|_| Error::BadAnswer("the answer is not UTF-8".into()))?;
-        Ok(Answer { sdp, location })
+        Ok(Answer {
+            sdp,
+            location,
+            serving_node,
+        })
     }
 
     /// DELETEs a session resource; 2xx and 404 (already gone) are success.
