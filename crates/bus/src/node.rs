@@ -41,6 +41,8 @@ pub struct NodeLoad {
     pub subscribers: u32,
     /// Downstream relay links this node feeds (edges and packagers pulling from it).
     pub relays_out: u32,
+    /// Rooms whose publisher this node holds (it is their origin).
+    pub origins: u32,
     /// Media leaving the node, bits per second.
     pub egress_bps: u64,
 }
@@ -120,9 +122,15 @@ impl NodeInfo {
             || self.load.sessions.saturating_add(reserve) < self.capacity.sessions
     }
 
-    /// Whether the node can feed one more downstream relay link.
-    pub fn has_relay_slot(&self) -> bool {
-        self.capacity.relays == 0 || self.load.relays_out < self.capacity.relays
+    /// Whether the node can feed one more downstream relay link, counting at least
+    /// `links` in use. Every room the node is the origin of keeps a link in reserve
+    /// (its first edge); a link for one of those rooms (`for_own_room`) may use the
+    /// reserve, a link for anything else (another room's tree, a new origin) may not,
+    /// so other rooms can never leave a room unable to grow past its origin.
+    pub fn has_relay_slot(&self, links: u32, for_own_room: bool) -> bool {
+        let reserve = if for_own_room { 0 } else { self.load.origins };
+        self.capacity.relays == 0
+            || self.load.relays_out.max(links).saturating_add(reserve) < self.capacity.relays
     }
 
     /// Sessions in use as a fraction of capacity (an unlimited node counts its

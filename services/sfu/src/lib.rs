@@ -206,6 +206,7 @@ async fn placement_loop(
                     node.load.sessions = stats.publishers + stats.subscribers;
                     node.load.subscribers = stats.subscribers;
                     node.load.relays_out = stats.relays_out;
+                    node.load.origins = live.len() as u32;
                     let now = tokio::time::Instant::now();
                     if let Some((then, bytes)) = last_bytes_out {
                         let secs = now.duration_since(then).as_secs_f64().max(0.001);

@@ -11,7 +11,7 @@
 //! Stateless: everything shared lives in the bus, so any pod serves any request.
 
 mod error;
-mod placement;
+pub mod placement;
 mod playback;
 mod rtmp;
 mod session;

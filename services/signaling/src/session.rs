@@ -239,9 +239,6 @@ pub async fn start_publish(
     Ok(started)
 }
 
-/// How many candidate nodes one viewer is tried on before the failure is reported.
-const VIEW_ATTEMPTS: usize = 4;
-
 /// Starts a WebRTC viewer of `room` with `offer`, on the first candidate node that
 /// takes it (the origin, an edge, or a new edge: see `placement::view`). A node that
 /// is dead, full or draining costs the viewer only a retry on the next one.
@@ -253,7 +250,7 @@ pub async fn start_view(
     let candidates =
         placement::view_candidates(&state.bus, &room.id, state.selector.as_ref()).await?;
     let mut last = None;
-    for candidate in candidates.into_iter().take(VIEW_ATTEMPTS) {
+    for candidate in candidates {
         let node = candidate.node().clone();
         let upstream = match &candidate {
             ViewCandidate::Serve { parent, depth, .. } => {

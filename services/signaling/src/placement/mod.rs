@@ -35,7 +35,21 @@ pub async fn publish_node(
         return Ok(n);
     }
     let nodes = bus.nodes(NodeKind::Sfu).await?;
-    Ok(selector.select(&nodes)?.clone())
+    Ok(selector.select(&origin_candidates(&nodes))?.clone())
+}
+
+/// The nodes a room's publisher may go to: those with a relay link to reserve for the
+/// room, so its audience can grow past the node; all of them if none has.
+pub fn origin_candidates(nodes: &[NodeInfo]) -> Vec<&NodeInfo> {
+    let growable: Vec<&NodeInfo> = nodes
+        .iter()
+        .filter(|n| n.has_relay_slot(0, false))
+        .collect();
+    if growable.is_empty() {
+        nodes.iter().collect()
+    } else {
+        growable
+    }
 }
 
 /// Where a viewer of `room` may go, best first (see [`view`]).

@@ -13,6 +13,11 @@
 use super::selector::{NodeSelector, SelectError};
 use skylark_bus::placement::Relay;
 use skylark_bus::NodeInfo;
+use std::collections::{HashMap, HashSet};
+
+/// Candidates one plan lists at most: enough to ride over a dead or full node or two
+/// without a second look at the registry.
+pub const MAX_CANDIDATES: usize = 4;
 
 /// Sessions a node keeps free for publishers: viewers never take the last of them.
 pub fn publisher_reserve(node: &NodeInfo) -> u32 {
@@ -49,6 +54,26 @@ impl ViewCandidate {
     }
 }
 
+/// The node a new edge of the room pulls from, and the new edge's depth: the origin if
+/// it has a free relay slot, else the relaying node with a free slot nearest the
+/// origin (the tree grows downward). Links this room's tree already uses are counted
+/// even before heartbeats show them. `find` resolves a live node by id.
+pub fn relay_parent<'a>(
+    origin: &'a NodeInfo,
+    relays: &[Relay],
+    find: impl Fn(&str) -> Option<&'a NodeInfo>,
+) -> Option<(u32, &'a NodeInfo)> {
+    let links_from = |id: &str| relays.iter().filter(|r| r.parent == id).count() as u32;
+    let mut edges: Vec<(u32, &NodeInfo)> = relays
+        .iter()
+        .filter_map(|r| Some((r.depth, find(&r.node)?)))
+        .collect();
+    edges.sort_by(|(da, a), (db, b)| da.cmp(db).then(a.id.cmp(&b.id)));
+    std::iter::once((0, origin))
+        .chain(edges)
+        .find(|(depth, n)| n.has_relay_slot(links_from(&n.id), *depth == 0))
+}
+
 /// Why a viewer can't be placed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ViewError {
@@ -60,15 +85,17 @@ pub enum ViewError {
     RelaysFull,
 }
 
-/// The candidates for one viewer, best first. `nodes` are the live SFU nodes;
-/// `relays` the room's edges; `origin` the id of the room's origin node.
+/// The candidates for one viewer, best first, at most [`MAX_CANDIDATES`]. `nodes` are
+/// the live SFU nodes; `relays` the room's edges; `origin` the id of the room's
+/// origin node. Cost: linear in the nodes and the room's relays.
 pub fn plan_view(
     origin: &str,
     relays: &[Relay],
     nodes: &[NodeInfo],
     selector: &dyn NodeSelector,
 ) -> Result<Vec<ViewCandidate>, ViewError> {
-    let find = |id: &str| nodes.iter().find(|n| n.id == id);
+    let index: HashMap<&str, &NodeInfo> = nodes.iter().map(|n| (n.id.as_str(), n)).collect();
+    let find = |id: &str| index.get(id).copied();
     let origin_node = find(origin).ok_or(ViewError::OriginGone)?;
     let has_room = |n: &NodeInfo| n.has_session_room_keeping(publisher_reserve(n));
     let mut out = Vec::new();
@@ -91,6 +118,9 @@ pub fn plan_view(
             .then(na.id.cmp(&nb.id))
     });
     for (relay, node) in &edges {
+        if out.len() == MAX_CANDIDATES {
+            return Ok(out);
+        }
         if has_room(node) {
             out.push(ViewCandidate::Serve {
                 node: (*node).clone(),
@@ -99,25 +129,24 @@ pub fn plan_view(
             });
         }
     }
-    // A new edge: its parent is the node nearest the origin with a free relay slot,
-    // counting the links this room's tree already uses (fresher than heartbeats).
-    let links_from = |id: &str| relays.iter().filter(|r| r.parent == id).count() as u32;
-    let slot_free = |n: &NodeInfo| {
-        n.capacity.relays == 0 || n.load.relays_out.max(links_from(&n.id)) < n.capacity.relays
-    };
-    let parent = std::iter::once((0, origin_node))
-        .chain(edges.iter().map(|(r, n)| (r.depth, *n)))
-        .find(|(_, n)| slot_free(n));
-    let in_tree = |id: &str| id == origin || relays.iter().any(|r| r.node == id);
-    let mut fresh: Vec<NodeInfo> = nodes.iter().filter(|n| !in_tree(&n.id)).cloned().collect();
+    let parent = relay_parent(origin_node, relays, |id| find(id));
+    let tree: HashSet<&str> = std::iter::once(origin)
+        .chain(relays.iter().map(|r| r.node.as_str()))
+        .collect();
+    let mut fresh: Vec<&NodeInfo> = nodes
+        .iter()
+        .filter(|n| !tree.contains(n.id.as_str()))
+        .collect();
     match parent {
         Some((depth, parent)) => {
             // The selector's order: pick, remove, pick again.
-            while let Ok(pick) = selector.select(&fresh) {
-                let pick = pick.clone();
+            while out.len() < MAX_CANDIDATES {
+                let Ok(pick) = selector.select(&fresh) else {
+                    break;
+                };
                 fresh.retain(|n| n.id != pick.id);
                 out.push(ViewCandidate::NewEdge {
-                    node: pick,
+                    node: pick.clone(),
                     parent: parent.clone(),
                     depth: depth + 1,
                 });
@@ -255,6 +284,17 @@ mod tests {
             plan_view("o", &[], &[sfu("a", 0, 9)], &LeastLoaded),
             Err(ViewError::OriginGone)
         );
+    }
+
+    #[test]
+    fn a_node_keeps_a_link_for_the_rooms_it_originates() {
+        // e1 is this room's edge and another room's origin, with one link: it keeps
+        // that link for its own room, so this room's next edge hangs off the origin.
+        let mut e1 = with_relays(sfu("e1", 19, 20), 0, 1);
+        e1.load.origins = 1;
+        let nodes = [with_relays(sfu("o", 19, 20), 1, 2), e1, sfu("x", 0, 20)];
+        let plan = plan_view("o", &[relay("e1", "o", 1)], &nodes, &LeastLoaded).unwrap();
+        assert_eq!(ids(&plan), [("x".into(), "edge", Some("o".into()))]);
     }
 
     #[test]

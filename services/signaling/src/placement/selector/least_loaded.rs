@@ -7,7 +7,7 @@ use skylark_bus::NodeInfo;
 pub struct LeastLoaded;
 
 impl NodeSelector for LeastLoaded {
-    fn select<'a>(&self, nodes: &'a [NodeInfo]) -> Result<&'a NodeInfo, SelectError> {
+    fn select<'a>(&self, nodes: &[&'a NodeInfo]) -> Result<&'a NodeInfo, SelectError> {
         with_room(nodes)?
             .min_by(|a, b| {
                 a.session_fill()
@@ -20,29 +20,29 @@ impl NodeSelector for LeastLoaded {
 
 #[cfg(test)]
 mod tests {
-    use super::super::fixtures::node;
+    use super::super::fixtures::{node, refs};
     use super::*;
 
     #[test]
     fn lowest_fill_wins_and_full_nodes_are_skipped() {
         let nodes = [node("a", 50, 100), node("b", 10, 100), node("c", 5, 5)];
-        assert_eq!(LeastLoaded.select(&nodes).unwrap().id, "b");
+        assert_eq!(LeastLoaded.select(&refs(&nodes)).unwrap().id, "b");
         // Fill, not absolute load: 3 of 4 is fuller than 30 of 100.
         let nodes = [node("small", 3, 4), node("big", 30, 100)];
-        assert_eq!(LeastLoaded.select(&nodes).unwrap().id, "big");
+        assert_eq!(LeastLoaded.select(&refs(&nodes)).unwrap().id, "big");
     }
 
     #[test]
     fn ties_go_to_the_lowest_id() {
         let nodes = [node("a", 1, 10), node("b", 1, 10)];
-        assert_eq!(LeastLoaded.select(&nodes).unwrap().id, "a");
+        assert_eq!(LeastLoaded.select(&refs(&nodes)).unwrap().id, "a");
     }
 
     #[test]
     fn no_nodes_and_all_full_are_told_apart() {
-        assert_eq!(LeastLoaded.select(&[]), Err(SelectError::NoNodes));
+        assert_eq!(LeastLoaded.select(&refs(&[])), Err(SelectError::NoNodes));
         assert_eq!(
-            LeastLoaded.select(&[node("x", 3, 3), node("y", 9, 9)]),
+            LeastLoaded.select(&refs(&[node("x", 3, 3), node("y", 9, 9)])),
             Err(SelectError::AllFull { nodes: 2 })
         );
     }
@@ -50,6 +50,6 @@ mod tests {
     #[test]
     fn unlimited_nodes_compare_by_load() {
         let nodes = [node("a", 7, 0), node("b", 2, 0)];
-        assert_eq!(LeastLoaded.select(&nodes).unwrap().id, "b");
+        assert_eq!(LeastLoaded.select(&refs(&nodes)).unwrap().id, "b");
     }
 }

@@ -13,9 +13,9 @@
 //!     ..NodeInfo::default()
 //! };
 //! let selector = SelectorKind::LeastLoaded.build();
-//! let nodes = [node("a", 7), node("b", 2)];
-//! assert_eq!(selector.select(&nodes).unwrap().id, "b");
-//! assert_eq!(selector.select(&[node("a", 10)]).unwrap_err(), SelectError::AllFull { nodes: 1 });
+//! let (a, b, full) = (node("a", 7), node("b", 2), node("c", 10));
+//! assert_eq!(selector.select(&[&a, &b]).unwrap().id, "b");
+//! assert_eq!(selector.select(&[&full]).unwrap_err(), SelectError::AllFull { nodes: 1 });
 //! ```
 
 mod least_loaded;
@@ -37,8 +37,9 @@ pub enum SelectError {
 }
 
 /// Picks the node for one more session among the live `nodes` (sorted by id).
+/// References, so callers filter the registry without copying entries.
 pub trait NodeSelector: Send + Sync {
-    fn select<'a>(&self, nodes: &'a [NodeInfo]) -> Result<&'a NodeInfo, SelectError>;
+    fn select<'a>(&self, nodes: &[&'a NodeInfo]) -> Result<&'a NodeInfo, SelectError>;
 }
 
 /// The strategies configuration can name.
@@ -61,14 +62,16 @@ impl SelectorKind {
 }
 
 /// The nodes with room for one more session, or the error saying why there are none.
-fn with_room(nodes: &[NodeInfo]) -> Result<impl Iterator<Item = &NodeInfo>, SelectError> {
+fn with_room<'a, 'b>(
+    nodes: &'b [&'a NodeInfo],
+) -> Result<impl Iterator<Item = &'a NodeInfo> + 'b, SelectError> {
     if nodes.is_empty() {
         return Err(SelectError::NoNodes);
     }
-    if !nodes.iter().any(NodeInfo::has_session_room) {
+    if !nodes.iter().any(|n| n.has_session_room()) {
         return Err(SelectError::AllFull { nodes: nodes.len() });
     }
-    Ok(nodes.iter().filter(|n| n.has_session_room()))
+    Ok(nodes.iter().copied().filter(|n| n.has_session_room()))
 }
 
 #[cfg(test)]
@@ -90,5 +93,10 @@ pub(crate) mod fixtures {
             },
             ..NodeInfo::default()
         }
+    }
+
+    /// What the selector takes: references to the entries.
+    pub fn refs(nodes: &[NodeInfo]) -> Vec<&NodeInfo> {
+        nodes.iter().collect()
     }
 }

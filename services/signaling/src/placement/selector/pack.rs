@@ -9,7 +9,7 @@ use skylark_bus::NodeInfo;
 pub struct Pack;
 
 impl NodeSelector for Pack {
-    fn select<'a>(&self, nodes: &'a [NodeInfo]) -> Result<&'a NodeInfo, SelectError> {
+    fn select<'a>(&self, nodes: &[&'a NodeInfo]) -> Result<&'a NodeInfo, SelectError> {
         with_room(nodes)?
             .max_by(|a, b| {
                 a.session_fill()
@@ -22,26 +22,26 @@ impl NodeSelector for Pack {
 
 #[cfg(test)]
 mod tests {
-    use super::super::fixtures::node;
+    use super::super::fixtures::{node, refs};
     use super::*;
 
     #[test]
     fn fullest_node_with_room_wins() {
         let nodes = [node("a", 50, 100), node("b", 99, 100), node("c", 5, 5)];
-        assert_eq!(Pack.select(&nodes).unwrap().id, "b");
+        assert_eq!(Pack.select(&refs(&nodes)).unwrap().id, "b");
     }
 
     #[test]
     fn ties_go_to_the_lowest_id() {
         let nodes = [node("b", 0, 10), node("a", 0, 10)];
-        assert_eq!(Pack.select(&nodes).unwrap().id, "a");
+        assert_eq!(Pack.select(&refs(&nodes)).unwrap().id, "a");
     }
 
     #[test]
     fn no_nodes_and_all_full_are_told_apart() {
-        assert_eq!(Pack.select(&[]), Err(SelectError::NoNodes));
+        assert_eq!(Pack.select(&refs(&[])), Err(SelectError::NoNodes));
         assert_eq!(
-            Pack.select(&[node("x", 3, 3)]),
+            Pack.select(&refs(&[node("x", 3, 3)])),
             Err(SelectError::AllFull { nodes: 1 })
         );
     }
