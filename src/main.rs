@@ -116,6 +116,9 @@ struct Config {
     /// Most WebRTC sessions one SFU node takes.
     #[arg(long, env = "SKYLARK_SFU_MAX_SESSIONS", default_value_t = 5000)]
     max_sessions: usize,
+    /// How long an edge SFU keeps pulling a room after its last viewer there left.
+    #[arg(long, env = "SKYLARK_SFU_EDGE_IDLE_S", default_value_t = 30)]
+    sfu_edge_idle_s: u64,
     /// How signaling picks the SFU node of a new room: `least-loaded` spreads rooms,
     /// `pack` fills the fullest node with room first.
     #[arg(
@@ -354,6 +357,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         grpc_advertise: config.grpc_advertise_url.clone(),
         node_id: config.node_id.clone(),
         max_sessions: config.max_sessions,
+        edge_idle: Duration::from_secs(config.sfu_edge_idle_s),
     };
     let packager = || skylark_packager::Config {
         http_addr: config.http_addr,

@@ -2,9 +2,12 @@
 //! and the real clock and randomness the core takes as inputs. It keeps the core's run
 //! loop rule: every change is followed by draining the core's outputs.
 
-use crate::core::{Core, CoreEvent, FrameCodec, IdSeed, Output, SessionError, WallClock};
+use crate::core::{
+    Core, CoreEvent, FrameCodec, IdSeed, Output, RelayedFrame, SessionError, WallClock,
+};
 use skylark_proto::sfu::v1 as pb;
 use std::collections::HashMap;
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::net::UdpSocket;
@@ -48,6 +51,8 @@ pub enum Command {
         room: String,
         sink: u64,
         tx: mpsc::Sender<pb::RelayMessage>,
+        /// Metrics label: "edge", "packager" or "other".
+        consumer: &'static str,
     },
     DetachRelay {
         room: String,
@@ -55,6 +60,23 @@ pub enum Command {
     },
     RelayKeyframe {
         room: String,
+        /// Empty: every video track.
+        track_id: String,
+    },
+    /// An edge pull's publisher; its keyframe wants (track ids) go to `keyframes`.
+    PublishRelayed {
+        room: String,
+        keyframes: mpsc::Sender<String>,
+        reply: Reply<String>,
+    },
+    PushRelayed {
+        session: String,
+        frame: RelayedFrame,
+    },
+    /// Whether the room's publisher is on this node (not an edge pull).
+    HasOwnPublisher {
+        room: String,
+        reply: oneshot::Sender<bool>,
     },
     /// A local (non-WebRTC) publisher; `closed` fires when the core ends its session.
     PublishLocal {
@@ -167,6 +189,32 @@ impl Worker {
         .await
     }
 
+    pub async fn publish_relayed(
+        &self,
+        room: String,
+        keyframes: mpsc::Sender<String>,
+    ) -> Result<String, SessionError> {
+        self.ask(|reply| Command::PublishRelayed {
+            room,
+            keyframes,
+            reply,
+        })
+        .await
+    }
+
+    pub async fn has_own_publisher(&self, room: String) -> bool {
+        let (reply, rx) = oneshot::channel();
+        if self
+            .tx
+            .send(Command::HasOwnPublisher { room, reply })
+            .await
+            .is_err()
+        {
+            return false;
+        }
+        rx.await.unwrap_or(false)
+    }
+
     pub async fn stats(&self) -> Option<pb::NodeStats> {
         let (reply, rx) = oneshot::channel();
         self.tx.send(Command::Stats { reply }).await.ok()?;
@@ -199,11 +247,27 @@ pub fn spawn(
     (worker, task)
 }
 
+/// A downstream relay link. Its queue is bounded and never waited on: when it is full
+/// the message is dropped, and each video track resumes at its next keyframe, marked
+/// `contiguous = false`, so a slow consumer never slows this node nor decodes garbage.
+struct RelaySink {
+    room: String,
+    tx: mpsc::Sender<pb::RelayMessage>,
+    consumer: &'static str,
+    video: HashSet<String>,
+    /// Video tracks waiting for a keyframe after a drop.
+    stale: HashSet<String>,
+}
+
 struct Loop {
     socket: UdpSocket,
     core: Core,
     node_id: String,
-    relays: HashMap<u64, mpsc::Sender<pb::RelayMessage>>,
+    relays: HashMap<u64, RelaySink>,
+    /// Keyframe wants of edge pulls' publishers, by session.
+    upstream_keyframes: HashMap<String, mpsc::Sender<String>>,
+    relay_bytes_out: u64,
+    relay_resyncs: u64,
     events: mpsc::UnboundedSender<CoreEvent>,
     dropped_sends: u64,
     last_counters: crate::core::Counters,
@@ -224,6 +288,9 @@ async fn run(
         core,
         node_id,
         relays: HashMap::new(),
+        upstream_keyframes: HashMap::new(),
+        relay_bytes_out: 0,
+        relay_resyncs: 0,
         events,
         dropped_sends: 0,
         last_counters: Default::default(),
@@ -318,18 +385,52 @@ impl Loop {
                     keyframe_requests: c.keyframe_requests,
                     rooms: self.core.room_stats(),
                     relays_out: self.relays.len() as u32,
+                    // Filled by the gRPC layer, which owns the edge pulls.
                     relays_in: 0,
                 });
             }
-            Command::AttachRelay { room, sink, tx } => {
-                self.relays.insert(sink, tx);
+            Command::AttachRelay {
+                room,
+                sink,
+                tx,
+                consumer,
+            } => {
+                self.relays.insert(
+                    sink,
+                    RelaySink {
+                        room: room.clone(),
+                        tx,
+                        consumer,
+                        video: HashSet::new(),
+                        stale: HashSet::new(),
+                    },
+                );
                 self.core.attach_relay(now, &room, sink);
             }
             Command::DetachRelay { room, sink } => {
                 self.relays.remove(&sink);
                 self.core.detach_relay(&room, sink);
             }
-            Command::RelayKeyframe { room } => self.core.relay_keyframe_request(&room, now),
+            Command::RelayKeyframe { room, track_id } => {
+                self.core.relay_keyframe_request(&room, &track_id, now)
+            }
+            Command::PublishRelayed {
+                room,
+                keyframes,
+                reply,
+            } => {
+                let res = self.core.publish_relayed(&room);
+                if let Ok(session) = &res {
+                    self.upstream_keyframes.insert(session.clone(), keyframes);
+                }
+                let _ = reply.send(res);
+            }
+            Command::PushRelayed { session, frame } => {
+                let _ = self.core.push_relayed(now, &session, frame);
+            }
+            Command::HasOwnPublisher { room, reply } => {
+                let _ = reply.send(self.core.has_own_publisher(&room));
+            }
             Command::PublishLocal {
                 room,
                 closed,
@@ -368,11 +469,11 @@ impl Loop {
                         self.dropped_sends += 1;
                     }
                 }
-                Output::Relay { sink, msg } => {
-                    if let Some(tx) = self.relays.get(&sink) {
-                        if let Err(mpsc::error::TrySendError::Closed(_)) = tx.try_send(msg) {
-                            self.relays.remove(&sink);
-                        }
+                Output::Relay { sink, msg } => self.relay(sink, msg),
+                Output::UpstreamKeyframe { session, track_id } => {
+                    if let Some(tx) = self.upstream_keyframes.get(&session) {
+                        // Coalesced already; a full queue has the same asks in it.
+                        let _ = tx.try_send(track_id);
                     }
                 }
                 Output::Event(e) => {
@@ -380,9 +481,61 @@ impl Loop {
                         if let Some(c) = self.local_closers.remove(session) {
                             let _ = c.send(());
                         }
+                        self.upstream_keyframes.remove(session);
                     }
                     let _ = self.events.send(e);
                 }
+            }
+        }
+    }
+
+    /// One message to a relay sink: never waits (see [`RelaySink`]).
+    fn relay(&mut self, sink: u64, mut msg: pb::RelayMessage) {
+        let Some(s) = self.relays.get_mut(&sink) else {
+            return;
+        };
+        let mut resynced = false;
+        match &mut msg.msg {
+            Some(pb::relay_message::Msg::Track(t)) if t.kind == pb::TrackKind::Video as i32 => {
+                s.video.insert(t.track_id.clone());
+            }
+            Some(pb::relay_message::Msg::PublisherChanged(_)) => {
+                s.video.clear();
+                s.stale.clear();
+            }
+            Some(pb::relay_message::Msg::Frame(f)) if s.stale.contains(&f.track_id) => {
+                if !f.keyframe {
+                    return;
+                }
+                f.contiguous = false;
+                resynced = true;
+            }
+            _ => {}
+        }
+        let (bytes, track) = match &msg.msg {
+            Some(pb::relay_message::Msg::Frame(f)) => {
+                (f.data.len() as u64, Some(f.track_id.clone()))
+            }
+            _ => (0, None),
+        };
+        match s.tx.try_send(msg) {
+            Ok(()) => {
+                self.relay_bytes_out += bytes;
+                if resynced {
+                    if let Some(t) = track {
+                        s.stale.remove(&t);
+                    }
+                    self.relay_resyncs += 1;
+                }
+            }
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                // A stuck consumer: drop, and resume every video track at a keyframe.
+                s.stale = s.video.clone();
+                let room = s.room.clone();
+                self.core.relay_keyframe_request(&room, "", Instant::now());
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                self.relays.remove(&sink);
             }
         }
     }
@@ -418,6 +571,17 @@ impl Loop {
         // become label values; per-room figures are in the SfuNode Stats call.
         metrics::gauge!("skylark_sfu_rooms").set(self.core.room_stats().len() as f64);
         metrics::counter!("skylark_sfu_send_drops_total").absolute(self.dropped_sends);
+        for consumer in ["edge", "packager", "other"] {
+            let n = self
+                .relays
+                .values()
+                .filter(|s| s.consumer == consumer)
+                .count();
+            metrics::gauge!("skylark_sfu_relays_out", "consumer" => consumer).set(n as f64);
+        }
+        metrics::counter!("skylark_sfu_relay_bytes_total", "direction" => "out")
+            .absolute(self.relay_bytes_out);
+        metrics::counter!("skylark_sfu_relay_resyncs_total").absolute(self.relay_resyncs);
         self.last_counters = c;
         self.last_export = Instant::now();
     }

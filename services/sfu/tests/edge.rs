@@ -1,0 +1,386 @@
+//! The cascade, in one process: SFU nodes started with `skylark_sfu::start` on one
+//! in-process bus, the load generator's str0m peers as publisher and viewers. A tiny
+//! WHIP/WHEP bridge per node turns the peers' HTTP offers into `SfuNode` gRPC calls (no
+//! signaling), giving viewers the `upstream` an edge pulls from.
+
+use axum::extract::{Path, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, post};
+use skylark_bus::placement;
+use skylark_bus::{AnyBus, InProcessBus};
+use skylark_loadgen::source::VideoConfig;
+use skylark_loadgen::{Engine, EngineConfig, Viewer};
+use skylark_proto::sfu::v1 as pb;
+use skylark_proto::sfu::v1::sfu_node_client::SfuNodeClient;
+use std::net::SocketAddr;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+/// One SFU node of a test cluster.
+struct Node {
+    id: String,
+    grpc_url: String,
+    /// WHIP/WHEP bridge base URL: `{bridge}/whip/{room}`, `{bridge}/whep/{room}`.
+    bridge: String,
+    shutdown: CancellationToken,
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+impl Node {
+    async fn start(bus: &AnyBus, id: &str, edge_idle: Duration) -> Node {
+        Self::start_with_upstream(bus, id, edge_idle, None).await
+    }
+
+    /// A node whose WHEP bridge gives viewers `upstream` (this node is an edge).
+    async fn start_with_upstream(
+        bus: &AnyBus,
+        id: &str,
+        edge_idle: Duration,
+        upstream: Option<pb::RelaySource>,
+    ) -> Node {
+        let shutdown = CancellationToken::new();
+        let config = skylark_sfu::Config {
+            http_addr: "127.0.0.1:0".parse().unwrap(),
+            udp_addr: "127.0.0.1:0".parse().unwrap(),
+            public_ip: [127, 0, 0, 1].into(),
+            grpc_addr: "127.0.0.1:0".parse().unwrap(),
+            grpc_advertise: None,
+            node_id: Some(id.into()),
+            max_sessions: 200,
+            edge_idle,
+        };
+        let part = skylark_sfu::start(config, bus.clone(), shutdown.clone())
+            .await
+            .expect("SFU starts");
+        let grpc_url = format!("http://{}", part.grpc_addr.expect("gRPC bound"));
+        let bridge = bridge(grpc_url.clone(), upstream, shutdown.clone()).await;
+        Node {
+            id: id.into(),
+            grpc_url,
+            bridge,
+            shutdown,
+        }
+    }
+
+    /// This node as the upstream of an edge `depth` hops from the origin.
+    fn as_upstream(&self, depth: u32) -> pb::RelaySource {
+        pb::RelaySource {
+            node_id: self.id.clone(),
+            grpc_url: self.grpc_url.clone(),
+            depth,
+        }
+    }
+
+    async fn stats(&self) -> pb::NodeStats {
+        let mut c = SfuNodeClient::connect(self.grpc_url.clone()).await.unwrap();
+        c.stats(pb::StatsRequest {}).await.unwrap().into_inner()
+    }
+}
+
+#[derive(Clone)]
+struct Bridge {
+    grpc_url: String,
+    upstream: Option<pb::RelaySource>,
+}
+
+/// Serves WHIP/WHEP over a node's gRPC on a port of its own; returns its base URL.
+async fn bridge(
+    grpc_url: String,
+    upstream: Option<pb::RelaySource>,
+    shutdown: CancellationToken,
+) -> String {
+    let app = axum::Router::new()
+        .route("/whip/{room}", post(whip))
+        .route("/whep/{room}", post(whep))
+        .route("/session/{id}", delete(close))
+        .with_state(Bridge { grpc_url, upstream });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr: SocketAddr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app)
+            .with_graceful_shutdown(shutdown.cancelled_owned())
+            .await;
+    });
+    format!("http://{addr}")
+}
+
+fn created(r: Result<tonic::Response<pb::SessionAnswer>, tonic::Status>) -> Response {
+    match r {
+        Ok(a) => {
+            let a = a.into_inner();
+            (
+                StatusCode::CREATED,
+                [
+                    (header::CONTENT_TYPE, "application/sdp".to_string()),
+                    (header::LOCATION, format!("/session/{}", a.session_id)),
+                ],
+                a.answer_sdp,
+            )
+                .into_response()
+        }
+        Err(s) => (StatusCode::BAD_GATEWAY, s.message().to_string()).into_response(),
+    }
+}
+
+async fn client(b: &Bridge) -> SfuNodeClient<tonic::transport::Channel> {
+    SfuNodeClient::connect(b.grpc_url.clone()).await.unwrap()
+}
+
+async fn whip(State(b): State<Bridge>, Path(room): Path<String>, offer: String) -> Response {
+    let req = pb::PublishRequest {
+        room_id: room,
+        offer_sdp: offer,
+        key_id: String::new(),
+    };
+    created(client(&b).await.publish(req).await)
+}
+
+async fn whep(State(b): State<Bridge>, Path(room): Path<String>, offer: String) -> Response {
+    let req = pb::SubscribeRequest {
+        room_id: room,
+        offer_sdp: offer,
+        upstream: b.upstream.clone(),
+    };
+    created(client(&b).await.subscribe(req).await)
+}
+
+async fn close(State(b): State<Bridge>, Path(id): Path<String>) -> StatusCode {
+    let _ = client(&b)
+        .await
+        .close(pb::CloseRequest { session_id: id })
+        .await;
+    StatusCode::NO_CONTENT
+}
+
+fn engine() -> Engine {
+    Engine::start(EngineConfig::default(), CancellationToken::new()).unwrap()
+}
+
+async fn viewers(engine: &Engine, url: &str, n: usize) -> Vec<Viewer> {
+    let mut out = Vec::new();
+    for _ in 0..n {
+        out.push(engine.view(url, None).await.expect("WHEP join"));
+    }
+    for v in &out {
+        v.wait_playing(Duration::from_secs(15))
+            .await
+            .expect("viewer playing");
+    }
+    out
+}
+
+/// Every frame a viewer received is intact and in order, and most frames of the time
+/// watched arrived (the machine may starve a test of CPU; correctness is not timing).
+async fn assert_intact(vs: Vec<Viewer>, min_frames: u64) {
+    for v in vs {
+        let (s, _) = v.close().await;
+        let s = s.unwrap();
+        assert!(s.frames >= min_frames, "frames: {}", s.frames);
+        assert!(s.keyframes >= 1);
+        assert_eq!(s.frames_bad_hash, 0, "payloads intact");
+        assert_eq!(s.frames_out_of_order, 0);
+        assert!(
+            s.frames_missing * 10 <= s.frames_expected.max(1),
+            "at most 10 % missing: {} of {}",
+            s.frames_missing,
+            s.frames_expected
+        );
+        assert!(s.audio_packets > 50, "Opus flows too ({})", s.audio_packets);
+    }
+}
+
+fn bus() -> AnyBus {
+    AnyBus::InProcess(InProcessBus::new())
+}
+
+async fn eventually<F, Fut>(what: &str, within: Duration, mut f: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + within;
+    while !f().await {
+        assert!(tokio::time::Instant::now() < deadline, "{what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn edge_viewers_get_every_frame_of_the_origin_publisher() {
+    let bus = bus();
+    let origin = Node::start(&bus, "origin", Duration::from_secs(30)).await;
+    let edge = Node::start_with_upstream(
+        &bus,
+        "edge1",
+        Duration::from_secs(30),
+        Some(origin.as_upstream(1)),
+    )
+    .await;
+    let e = engine();
+    let publisher = e
+        .publish(
+            &format!("{}/whip/room1", origin.bridge),
+            "",
+            VideoConfig::default(),
+        )
+        .await
+        .unwrap();
+    publisher
+        .wait_connected(Duration::from_secs(10))
+        .await
+        .unwrap();
+
+    let vs = viewers(&e, &format!("{}/whep/room1", edge.bridge), 5).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+
+    let es = edge.stats().await;
+    assert_eq!(es.relays_in, 1, "the edge pulls the room");
+    assert_eq!(es.subscribers, 5);
+    let os = origin.stats().await;
+    assert_eq!(os.relays_out, 1, "one relay link feeds the edge");
+    assert_eq!(os.subscribers, 0, "the viewers are not on the origin");
+    assert_eq!(
+        placement::relays(&bus, "room1").await.unwrap(),
+        vec![placement::Relay {
+            node: "edge1".into(),
+            parent: "origin".into(),
+            depth: 1
+        }]
+    );
+    match placement::origin(&bus, "room1").await.unwrap() {
+        Some(placement::Origin::Sfu { node }) => assert_eq!(node, "origin"),
+        o => panic!("origin claim: {o:?}"),
+    }
+    assert_intact(vs, 60).await;
+    let _ = publisher.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_hops_and_the_edge_stops_when_idle() {
+    let bus = bus();
+    let idle = Duration::from_secs(1);
+    let origin = Node::start(&bus, "origin", idle).await;
+    let edge1 = Node::start_with_upstream(&bus, "edge1", idle, Some(origin.as_upstream(1))).await;
+    let edge2 = Node::start_with_upstream(&bus, "edge2", idle, Some(edge1.as_upstream(2))).await;
+    let e = engine();
+    let publisher = e
+        .publish(
+            &format!("{}/whip/room2", origin.bridge),
+            "",
+            VideoConfig::default(),
+        )
+        .await
+        .unwrap();
+    publisher
+        .wait_connected(Duration::from_secs(10))
+        .await
+        .unwrap();
+    // A viewer on edge1 makes it pull; edge2 then pulls from edge1.
+    let v1 = viewers(&e, &format!("{}/whep/room2", edge1.bridge), 1).await;
+    let vs = viewers(&e, &format!("{}/whep/room2", edge2.bridge), 3).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let mut relays = placement::relays(&bus, "room2").await.unwrap();
+    relays.sort_by(|a, b| a.node.cmp(&b.node));
+    assert_eq!(
+        relays,
+        vec![
+            placement::Relay {
+                node: "edge1".into(),
+                parent: "origin".into(),
+                depth: 1
+            },
+            placement::Relay {
+                node: "edge2".into(),
+                parent: "edge1".into(),
+                depth: 2
+            },
+        ]
+    );
+    assert_eq!(edge1.stats().await.relays_out, 1);
+    assert_intact(vs, 60).await;
+
+    // edge2's viewers left: after the idle time it stops pulling, and says so on the bus.
+    eventually("edge2 stops pulling", Duration::from_secs(10), || async {
+        edge2.stats().await.relays_in == 0
+    })
+    .await;
+    eventually(
+        "edge2's relay record goes",
+        Duration::from_secs(10),
+        || async {
+            placement::relays(&bus, "room2")
+                .await
+                .unwrap()
+                .iter()
+                .all(|r| r.node != "edge2")
+        },
+    )
+    .await;
+    eventually("edge1 feeds no one", Duration::from_secs(10), || async {
+        edge1.stats().await.relays_out == 0
+    })
+    .await;
+    assert_eq!(edge1.stats().await.relays_in, 1, "edge1 still has a viewer");
+    assert_intact(v1, 60).await;
+    eventually("edge1 stops pulling", Duration::from_secs(10), || async {
+        edge1.stats().await.relays_in == 0
+    })
+    .await;
+    eventually("no relay record", Duration::from_secs(10), || async {
+        placement::relays(&bus, "room2").await.unwrap().is_empty()
+    })
+    .await;
+    let _ = publisher.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn edge_viewers_keep_their_sessions_when_the_publisher_reconnects() {
+    let bus = bus();
+    let origin = Node::start(&bus, "origin", Duration::from_secs(30)).await;
+    let edge = Node::start_with_upstream(
+        &bus,
+        "edge1",
+        Duration::from_secs(30),
+        Some(origin.as_upstream(1)),
+    )
+    .await;
+    let e = engine();
+    let whip = format!("{}/whip/room3", origin.bridge);
+    let first = e.publish(&whip, "", VideoConfig::default()).await.unwrap();
+    first.wait_connected(Duration::from_secs(10)).await.unwrap();
+    let vs = viewers(&e, &format!("{}/whep/room3", edge.bridge), 3).await;
+    let before: Vec<u64> = futures_util::future::join_all(vs.iter().map(|v| v.stats()))
+        .await
+        .into_iter()
+        .map(|s| s.unwrap().frames)
+        .collect();
+
+    // A new publisher session replaces the old one on the origin, as after a blip.
+    let second = e.publish(&whip, "", VideoConfig::default()).await.unwrap();
+    second
+        .wait_connected(Duration::from_secs(10))
+        .await
+        .unwrap();
+    drop(first);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    for (v, b) in vs.iter().zip(before) {
+        let s = v.stats().await.unwrap();
+        assert!(s.connected, "viewer kept its session");
+        assert!(
+            s.frames >= b + 45,
+            "the new publisher's frames arrive: {b} → {}",
+            s.frames
+        );
+        assert_eq!(s.frames_bad_hash, 0);
+    }
+    for v in vs {
+        let _ = v.close().await;
+    }
+    let _ = second.stop().await;
+}
