@@ -14,6 +14,7 @@ use skylark_loadgen::{Engine, EngineConfig, Viewer};
 use skylark_proto::sfu::v1 as pb;
 use skylark_proto::sfu::v1::sfu_node_client::SfuNodeClient;
 use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
@@ -23,6 +24,7 @@ struct Node {
     grpc_url: String,
     /// WHIP/WHEP bridge base URL: `{bridge}/whip/{room}`, `{bridge}/whep/{room}`.
     bridge: String,
+    upstream: Arc<Mutex<Option<pb::RelaySource>>>,
     shutdown: CancellationToken,
 }
 
@@ -59,11 +61,13 @@ impl Node {
             .await
             .expect("SFU starts");
         let grpc_url = format!("http://{}", part.grpc_addr.expect("gRPC bound"));
-        let bridge = bridge(grpc_url.clone(), upstream, shutdown.clone()).await;
+        let upstream = Arc::new(Mutex::new(upstream));
+        let bridge = bridge(grpc_url.clone(), upstream.clone(), shutdown.clone()).await;
         Node {
             id: id.into(),
             grpc_url,
             bridge,
+            upstream,
             shutdown,
         }
     }
@@ -86,13 +90,15 @@ impl Node {
 #[derive(Clone)]
 struct Bridge {
     grpc_url: String,
-    upstream: Option<pb::RelaySource>,
+    /// What the bridge gives WHEP viewers as `upstream`; a test may change it (the
+    /// room's origin moved), as signaling would.
+    upstream: Arc<Mutex<Option<pb::RelaySource>>>,
 }
 
 /// Serves WHIP/WHEP over a node's gRPC on a port of its own; returns its base URL.
 async fn bridge(
     grpc_url: String,
-    upstream: Option<pb::RelaySource>,
+    upstream: Arc<Mutex<Option<pb::RelaySource>>>,
     shutdown: CancellationToken,
 ) -> String {
     let app = axum::Router::new()
@@ -145,7 +151,7 @@ async fn whep(State(b): State<Bridge>, Path(room): Path<String>, offer: String) 
     let req = pb::SubscribeRequest {
         room_id: room,
         offer_sdp: offer,
-        upstream: b.upstream.clone(),
+        upstream: b.upstream.lock().unwrap().clone(),
     };
     created(client(&b).await.subscribe(req).await)
 }
@@ -382,5 +388,208 @@ async fn edge_viewers_keep_their_sessions_when_the_publisher_reconnects() {
     for v in vs {
         let _ = v.close().await;
     }
+    let _ = second.stop().await;
+}
+
+/// A raw relay consumer of `node`'s room, as an edge would pull it: the tracks it
+/// announced first, and the feedback channel for keyframe requests.
+async fn raw_pull(
+    node: &Node,
+    room: &str,
+) -> (
+    Vec<pb::TrackInfo>,
+    tokio::sync::mpsc::Sender<pb::RelayFeedback>,
+    tonic::Streaming<pb::RelayMessage>,
+) {
+    let mut c = SfuNodeClient::connect(node.grpc_url.clone()).await.unwrap();
+    let (tx, rx) = tokio::sync::mpsc::channel(16);
+    tx.send(pb::RelayFeedback {
+        msg: Some(pb::relay_feedback::Msg::Start(pb::RelayStart {
+            room_id: room.into(),
+            consumer: "edge".into(),
+        })),
+    })
+    .await
+    .unwrap();
+    let mut stream = c
+        .relay_pull(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut tracks = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while tracks.len() < 4 && tokio::time::Instant::now() < deadline {
+        match tokio::time::timeout(Duration::from_secs(5), stream.message()).await {
+            Ok(Ok(Some(pb::RelayMessage {
+                msg: Some(pb::relay_message::Msg::Track(t)),
+            }))) => tracks.push(t),
+            Ok(Ok(Some(_))) => {}
+            _ => break,
+        }
+    }
+    (tracks, tx, stream)
+}
+
+fn keyframe_request(track_id: &str) -> pb::RelayFeedback {
+    pb::RelayFeedback {
+        msg: Some(pb::relay_feedback::Msg::KeyframeRequest(
+            pb::KeyframeRequest {
+                track_id: track_id.into(),
+            },
+        )),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn simulcast_through_two_hops_and_layer_keyframe_requests_reach_the_publisher() {
+    let bus = bus();
+    let idle = Duration::from_secs(30);
+    let origin = Node::start(&bus, "origin", idle).await;
+    let edge1 = Node::start_with_upstream(&bus, "edge1", idle, Some(origin.as_upstream(1))).await;
+    let edge2 = Node::start_with_upstream(&bus, "edge2", idle, Some(edge1.as_upstream(2))).await;
+    let e = engine();
+    let publisher = e
+        .publish_simulcast(
+            &format!("{}/whip/sim", origin.bridge),
+            "",
+            VideoConfig::default(),
+        )
+        .await
+        .unwrap();
+    publisher
+        .wait_connected(Duration::from_secs(10))
+        .await
+        .unwrap();
+    // A viewer on edge1 makes it pull from the origin; edge2 then pulls from edge1 (a
+    // parent signaling picks is always one that relays the room already).
+    let v1 = viewers(&e, &format!("{}/whep/sim", edge1.bridge), 1).await;
+    let vs = viewers(&e, &format!("{}/whep/sim", edge2.bridge), 3).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    // Every layer crossed both hops with its rid.
+    let (tracks, feedback, _stream) = raw_pull(&edge2, "sim").await;
+    let low = tracks
+        .iter()
+        .find(|t| t.rid == "l")
+        .unwrap_or_else(|| panic!("layer l relayed by edge2: {tracks:?}"));
+    let mut rids: Vec<&str> = tracks.iter().map(|t| t.rid.as_str()).collect();
+    rids.sort();
+    assert_eq!(
+        rids,
+        ["", "h", "l", "m"],
+        "three video layers and the audio"
+    );
+
+    // A burst of keyframe requests for layer l, at the second hop: the publisher is
+    // asked for l (coalesced: not once per request) and not for the other layers.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let before = publisher.stats().await.unwrap();
+    for _ in 0..10 {
+        feedback
+            .send(keyframe_request(&low.track_id))
+            .await
+            .unwrap();
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let after = publisher.stats().await.unwrap();
+    let delta = |rid: &str| {
+        let n = |s: &skylark_loadgen::peer::PublisherStats| {
+            s.layers
+                .iter()
+                .find(|l| l.rid.as_deref() == Some(rid))
+                .map_or(0, |l| l.keyframe_requests)
+        };
+        n(&after) - n(&before)
+    };
+    assert!(
+        (1..=3).contains(&delta("l")),
+        "layer l asked once or twice, not ten times: {}",
+        delta("l")
+    );
+    assert!(
+        delta("h") < delta("l") && delta("m") < delta("l"),
+        "the other layers are not asked: h {} m {} l {}",
+        delta("h"),
+        delta("m"),
+        delta("l")
+    );
+
+    // Each viewer got one whole layer, intact.
+    for v in vs.into_iter().chain(v1) {
+        let (s, _) = v.close().await;
+        let s = s.unwrap();
+        assert!(s.frames >= 45, "frames: {}", s.frames);
+        assert!(s.layer.is_some());
+        assert_eq!(s.layer_switches, 0, "one layer, not a mix");
+        assert_eq!(s.frames_bad_hash, 0);
+        assert_eq!(s.frames_out_of_order, 0);
+    }
+    let _ = publisher.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn edge_viewers_follow_the_publisher_to_a_new_origin() {
+    let bus = bus();
+    let idle = Duration::from_secs(30);
+    let old_origin = Node::start(&bus, "origin-a", idle).await;
+    let new_origin = Node::start(&bus, "origin-b", idle).await;
+    let edge =
+        Node::start_with_upstream(&bus, "edge1", idle, Some(old_origin.as_upstream(1))).await;
+    let e = engine();
+    let first = e
+        .publish(
+            &format!("{}/whip/moved", old_origin.bridge),
+            "",
+            VideoConfig::default(),
+        )
+        .await
+        .unwrap();
+    first.wait_connected(Duration::from_secs(10)).await.unwrap();
+    let vs = viewers(&e, &format!("{}/whep/moved", edge.bridge), 2).await;
+
+    // The origin dies; the publisher comes back on another node; signaling hands the
+    // edge the new origin with the next viewer.
+    drop(old_origin);
+    drop(first);
+    let second = e
+        .publish(
+            &format!("{}/whip/moved", new_origin.bridge),
+            "",
+            VideoConfig::default(),
+        )
+        .await
+        .unwrap();
+    second
+        .wait_connected(Duration::from_secs(10))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    *edge.upstream.lock().unwrap() = Some(new_origin.as_upstream(1));
+    let before: Vec<u64> = futures_util::future::join_all(vs.iter().map(|v| v.stats()))
+        .await
+        .into_iter()
+        .map(|s| s.unwrap().frames)
+        .collect();
+    let late = viewers(&e, &format!("{}/whep/moved", edge.bridge), 1).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    for (v, b) in vs.iter().zip(before) {
+        let s = v.stats().await.unwrap();
+        assert!(s.connected, "viewer kept its session");
+        assert!(
+            s.frames >= b + 45,
+            "the new origin's frames arrive: {b} → {}",
+            s.frames
+        );
+        assert_eq!(s.frames_bad_hash, 0);
+    }
+    assert_eq!(
+        placement::relays(&bus, "moved").await.unwrap(),
+        vec![placement::Relay {
+            node: "edge1".into(),
+            parent: "origin-b".into(),
+            depth: 1
+        }]
+    );
+    assert_intact(late, 45).await;
     let _ = second.stop().await;
 }
