@@ -44,6 +44,9 @@ struct Pull {
 
 struct PullState {
     upstream: pb::RelaySource,
+    /// A different upstream a `Subscribe` named while the link worked: taken as soon as
+    /// the link breaks or the parent's room ends (the publisher moved elsewhere).
+    offered: Option<pb::RelaySource>,
     /// No working link to the parent (retrying), or the parent's room ended: a new
     /// upstream from a `Subscribe` is taken.
     switchable: bool,
@@ -123,9 +126,13 @@ impl Edges {
             if st.viewers == 0 {
                 st.empty_since = Some(Instant::now());
             }
-            if st.switchable && st.upstream.grpc_url != upstream.grpc_url {
+            if st.upstream.grpc_url == upstream.grpc_url {
+                st.offered = None;
+            } else if st.switchable {
                 tracing::info!(room_id = %room, from = %st.upstream.grpc_url, to = %upstream.grpc_url, "edge pull switches upstream");
                 st.upstream = upstream;
+            } else {
+                st.offered = Some(upstream);
             }
             drop(st);
             p.changed.notify_one();
@@ -138,6 +145,7 @@ impl Edges {
         let pull = Arc::new(Pull {
             state: Mutex::new(PullState {
                 upstream,
+                offered: None,
                 switchable: true,
                 viewers: 0,
                 // Until the joining viewer is counted (or if its subscribe fails).
@@ -175,6 +183,20 @@ impl Pull {
     fn state(&self) -> std::sync::MutexGuard<'_, PullState> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
+
+    /// The link broke or the parent's room ended: a new upstream may be taken; one
+    /// offered meanwhile is taken now (`true`).
+    fn set_switchable(&self) -> bool {
+        let mut st = self.state();
+        st.switchable = true;
+        match st.offered.take() {
+            Some(up) if up.grpc_url != st.upstream.grpc_url => {
+                st.upstream = up;
+                true
+            }
+            _ => false,
+        }
+    }
 }
 
 /// Why one relay link ended.
@@ -207,7 +229,9 @@ async fn run(edges: Edges, room: String, pull: Arc<Pull>) {
             LinkEnd::Switch => continue,
             LinkEnd::Broken(why) => {
                 let since = *broken_since.get_or_insert_with(Instant::now);
-                pull.state().switchable = true;
+                if pull.set_switchable() {
+                    continue;
+                }
                 if since.elapsed() >= RETRY_FOR {
                     tracing::warn!(room_id = %room, %why, "edge pull gives up: upstream unreachable");
                     edges.remove(&room, &pull);
@@ -361,7 +385,9 @@ async fn link(
                             let _ = worker.close(s).await;
                         }
                         // The parent's room ended: a new origin may come through `Subscribe`.
-                        pull.state().switchable = true;
+                        if pull.set_switchable() {
+                            return LinkEnd::Switch;
+                        }
                     }
                 }
             }

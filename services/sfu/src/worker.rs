@@ -528,6 +528,13 @@ impl Loop {
                     self.relay_resyncs += 1;
                 }
             }
+            Err(mpsc::error::TrySendError::Full(_)) if track.is_none() => {
+                // A lost track or publisher change would leave the consumer confused:
+                // end its stream instead; it pulls again and gets the room's state.
+                tracing::info!(room_id = %s.room, sink, "relay consumer too slow; link cut");
+                self.relays.remove(&sink);
+                self.relay_resyncs += 1;
+            }
             Err(mpsc::error::TrySendError::Full(_)) => {
                 // A stuck consumer: drop, and resume every video track at a keyframe.
                 s.stale = s.video.clone();
@@ -584,5 +591,107 @@ impl Loop {
         metrics::counter!("skylark_sfu_relay_resyncs_total").absolute(self.relay_resyncs);
         self.last_counters = c;
         self.last_export = Instant::now();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::CoreConfig;
+
+    fn frame(key: bool, n: u8) -> Arc<[u8]> {
+        let nal = if key { 0x65 } else { 0x41 };
+        Arc::from(vec![0, 0, 0, 1, 0x67, 0x42, 0, 0, 0, 1, nal, n])
+    }
+
+    /// What a relay consumer got: (keyframe, contiguous, last byte) per frame, and the
+    /// number of other messages.
+    fn drain(rx: &mut mpsc::Receiver<pb::RelayMessage>) -> (Vec<(bool, bool, u8)>, usize) {
+        let (mut frames, mut other) = (Vec::new(), 0);
+        while let Ok(m) = rx.try_recv() {
+            match m.msg {
+                Some(pb::relay_message::Msg::Frame(f)) => {
+                    frames.push((f.keyframe, f.contiguous, *f.data.last().unwrap_or(&0)))
+                }
+                _ => other += 1,
+            }
+        }
+        (frames, other)
+    }
+
+    /// A stuck relay consumer never holds the node up: what does not fit is dropped,
+    /// video resumes at the next keyframe marked `contiguous = false`, and a control
+    /// message that does not fit cuts the link (the consumer pulls again).
+    #[tokio::test]
+    async fn a_slow_relay_consumer_drops_and_resumes_at_a_keyframe() {
+        let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let addr = socket.local_addr().unwrap();
+        let core = Core::new(CoreConfig {
+            local_addr: addr,
+            announce_addr: addr,
+            max_sessions: 10,
+            wall_clock: system_wall_clock(),
+            id_seed: IdSeed::new([1; 32]),
+        });
+        let (events, _events_rx) = mpsc::unbounded_channel();
+        let mut lp = Loop {
+            socket,
+            core,
+            node_id: "n".into(),
+            relays: HashMap::new(),
+            upstream_keyframes: HashMap::new(),
+            relay_bytes_out: 0,
+            relay_resyncs: 0,
+            events,
+            dropped_sends: 0,
+            last_counters: Default::default(),
+            last_export: Instant::now(),
+            local_closers: HashMap::new(),
+        };
+        let (tx, mut rx) = mpsc::channel(4);
+        lp.command(Command::AttachRelay {
+            room: "r".into(),
+            sink: 1,
+            tx,
+            consumer: "edge",
+        });
+        let session = lp.core.publish_local("r").unwrap();
+        lp.flush();
+        let push = |lp: &mut Loop, codec: FrameCodec, data: Arc<[u8]>| {
+            lp.command(Command::PushLocal {
+                session: session.clone(),
+                codec,
+                time: 0,
+                data,
+                config: String::new(),
+            });
+            lp.flush();
+        };
+        // The publisher change, the track, a keyframe and a frame fill the queue; the
+        // rest is dropped.
+        for n in 0..6 {
+            push(&mut lp, FrameCodec::H264, frame(n == 0, n));
+        }
+        assert_eq!(drain(&mut rx), (vec![(true, true, 0), (false, true, 1)], 2));
+        // Room again, but no keyframe yet: still dropped; then the keyframe resumes.
+        push(&mut lp, FrameCodec::H264, frame(false, 6));
+        push(&mut lp, FrameCodec::H264, frame(true, 7));
+        push(&mut lp, FrameCodec::H264, frame(false, 8));
+        assert_eq!(
+            drain(&mut rx),
+            (vec![(true, false, 7), (false, true, 8)], 0)
+        );
+        assert_eq!(lp.relay_resyncs, 1);
+        // A new track's announcement that does not fit cuts the link.
+        for n in 9..13 {
+            push(&mut lp, FrameCodec::H264, frame(false, n));
+        }
+        push(&mut lp, FrameCodec::Opus, Arc::from(vec![0xf8, 0xff]));
+        assert!(lp.relays.is_empty(), "link cut");
+        drain(&mut rx);
+        assert!(
+            rx.recv().await.is_none(),
+            "the consumer sees its stream end"
+        );
     }
 }
