@@ -63,12 +63,6 @@ pub enum Command {
         /// Empty: every video track.
         track_id: String,
     },
-    /// An edge pull's publisher; its keyframe wants (track ids) go to `keyframes`.
-    PublishRelayed {
-        room: String,
-        keyframes: mpsc::Sender<String>,
-        reply: Reply<String>,
-    },
     PushRelayed {
         session: String,
         frame: RelayedFrame,
@@ -79,9 +73,12 @@ pub enum Command {
         reply: oneshot::Sender<bool>,
     },
     /// A local (non-WebRTC) publisher; `closed` fires when the core ends its session.
+    /// With `upstream_keyframes` it is an edge pull's, and its keyframe wants (track
+    /// ids) go there.
     PublishLocal {
         room: String,
         closed: oneshot::Sender<()>,
+        upstream_keyframes: Option<mpsc::Sender<String>>,
         reply: Reply<String>,
     },
     /// Stop taking sessions (graceful shutdown).
@@ -184,6 +181,7 @@ impl Worker {
         self.ask(|reply| Command::PublishLocal {
             room,
             closed,
+            upstream_keyframes: None,
             reply,
         })
         .await
@@ -194,9 +192,10 @@ impl Worker {
         room: String,
         keyframes: mpsc::Sender<String>,
     ) -> Result<String, SessionError> {
-        self.ask(|reply| Command::PublishRelayed {
+        self.ask(|reply| Command::PublishLocal {
             room,
-            keyframes,
+            closed: oneshot::channel().0,
+            upstream_keyframes: Some(keyframes),
             reply,
         })
         .await
@@ -283,20 +282,7 @@ async fn run(
     events: mpsc::UnboundedSender<CoreEvent>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let mut lp = Loop {
-        socket,
-        core,
-        node_id,
-        relays: HashMap::new(),
-        upstream_keyframes: HashMap::new(),
-        relay_bytes_out: 0,
-        relay_resyncs: 0,
-        events,
-        dropped_sends: 0,
-        last_counters: Default::default(),
-        last_export: Instant::now(),
-        local_closers: HashMap::new(),
-    };
+    let mut lp = Loop::new(socket, core, node_id, events);
     let mut buf = vec![0u8; RECV_BUF];
     let mut metrics_at = Instant::now();
     loop {
@@ -347,6 +333,28 @@ async fn run(
 }
 
 impl Loop {
+    fn new(
+        socket: UdpSocket,
+        core: Core,
+        node_id: String,
+        events: mpsc::UnboundedSender<CoreEvent>,
+    ) -> Self {
+        Self {
+            socket,
+            core,
+            node_id,
+            relays: HashMap::new(),
+            upstream_keyframes: HashMap::new(),
+            relay_bytes_out: 0,
+            relay_resyncs: 0,
+            events,
+            dropped_sends: 0,
+            last_counters: Default::default(),
+            last_export: Instant::now(),
+            local_closers: HashMap::new(),
+        }
+    }
+
     fn command(&mut self, cmd: Command) {
         let now = Instant::now();
         match cmd {
@@ -414,17 +422,6 @@ impl Loop {
             Command::RelayKeyframe { room, track_id } => {
                 self.core.relay_keyframe_request(&room, &track_id, now)
             }
-            Command::PublishRelayed {
-                room,
-                keyframes,
-                reply,
-            } => {
-                let res = self.core.publish_relayed(&room);
-                if let Ok(session) = &res {
-                    self.upstream_keyframes.insert(session.clone(), keyframes);
-                }
-                let _ = reply.send(res);
-            }
             Command::PushRelayed { session, frame } => {
                 let _ = self.core.push_relayed(now, &session, frame);
             }
@@ -434,11 +431,18 @@ impl Loop {
             Command::PublishLocal {
                 room,
                 closed,
+                upstream_keyframes,
                 reply,
             } => {
-                let res = self.core.publish_local(&room);
+                let res = match &upstream_keyframes {
+                    Some(_) => self.core.publish_relayed(&room),
+                    None => self.core.publish_local(&room),
+                };
                 if let Ok(session) = &res {
                     self.local_closers.insert(session.clone(), closed);
+                    if let Some(k) = upstream_keyframes {
+                        self.upstream_keyframes.insert(session.clone(), k);
+                    }
                 }
                 let _ = reply.send(res);
             }
@@ -634,20 +638,7 @@ mod tests {
             id_seed: IdSeed::new([1; 32]),
         });
         let (events, _events_rx) = mpsc::unbounded_channel();
-        let mut lp = Loop {
-            socket,
-            core,
-            node_id: "n".into(),
-            relays: HashMap::new(),
-            upstream_keyframes: HashMap::new(),
-            relay_bytes_out: 0,
-            relay_resyncs: 0,
-            events,
-            dropped_sends: 0,
-            last_counters: Default::default(),
-            last_export: Instant::now(),
-            local_closers: HashMap::new(),
-        };
+        let mut lp = Loop::new(socket, core, "n".into(), events);
         let (tx, mut rx) = mpsc::channel(4);
         lp.command(Command::AttachRelay {
             room: "r".into(),

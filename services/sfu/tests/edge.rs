@@ -10,7 +10,7 @@ use axum::routing::{delete, post};
 use skylark_bus::placement;
 use skylark_bus::{AnyBus, InProcessBus};
 use skylark_loadgen::source::VideoConfig;
-use skylark_loadgen::{Engine, EngineConfig, Viewer};
+use skylark_loadgen::{Engine, EngineConfig, Publisher, Viewer};
 use skylark_proto::sfu::v1 as pb;
 use skylark_proto::sfu::v1::sfu_node_client::SfuNodeClient;
 use std::net::SocketAddr;
@@ -201,6 +201,44 @@ async fn assert_intact(vs: Vec<Viewer>, min_frames: u64) {
     }
 }
 
+/// A publisher on `node` (WHIP through its bridge), connected.
+async fn publish(e: &Engine, node: &Node, room: &str, simulcast: bool) -> Publisher {
+    let url = format!("{}/whip/{room}", node.bridge);
+    let p = e
+        .publish_with(&url, "", VideoConfig::default(), simulcast)
+        .await
+        .expect("WHIP publish");
+    p.wait_connected(Duration::from_secs(10))
+        .await
+        .expect("publisher connected");
+    p
+}
+
+/// Video frames each viewer has received so far.
+async fn frames_now(vs: &[Viewer]) -> Vec<u64> {
+    futures_util::future::join_all(vs.iter().map(|v| v.stats()))
+        .await
+        .into_iter()
+        .map(|s| s.unwrap().frames)
+        .collect()
+}
+
+/// An origin and an edge pulling from it (the default idle time).
+async fn origin_and_edge(bus: &AnyBus) -> (Node, Node) {
+    let idle = Duration::from_secs(30);
+    let origin = Node::start(bus, "origin", idle).await;
+    let edge = Node::start_with_upstream(bus, "edge1", idle, Some(origin.as_upstream(1))).await;
+    (origin, edge)
+}
+
+/// origin → edge1 → edge2.
+async fn chain(bus: &AnyBus, idle: Duration) -> (Node, Node, Node) {
+    let origin = Node::start(bus, "origin", idle).await;
+    let edge1 = Node::start_with_upstream(bus, "edge1", idle, Some(origin.as_upstream(1))).await;
+    let edge2 = Node::start_with_upstream(bus, "edge2", idle, Some(edge1.as_upstream(2))).await;
+    (origin, edge1, edge2)
+}
+
 fn bus() -> AnyBus {
     AnyBus::InProcess(InProcessBus::new())
 }
@@ -220,27 +258,9 @@ where
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn edge_viewers_get_every_frame_of_the_origin_publisher() {
     let bus = bus();
-    let origin = Node::start(&bus, "origin", Duration::from_secs(30)).await;
-    let edge = Node::start_with_upstream(
-        &bus,
-        "edge1",
-        Duration::from_secs(30),
-        Some(origin.as_upstream(1)),
-    )
-    .await;
+    let (origin, edge) = origin_and_edge(&bus).await;
     let e = engine();
-    let publisher = e
-        .publish(
-            &format!("{}/whip/room1", origin.bridge),
-            "",
-            VideoConfig::default(),
-        )
-        .await
-        .unwrap();
-    publisher
-        .wait_connected(Duration::from_secs(10))
-        .await
-        .unwrap();
+    let publisher = publish(&e, &origin, "room1", false).await;
 
     let vs = viewers(&e, &format!("{}/whep/room1", edge.bridge), 5).await;
     tokio::time::sleep(Duration::from_secs(3)).await;
@@ -270,23 +290,9 @@ async fn edge_viewers_get_every_frame_of_the_origin_publisher() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_hops_and_the_edge_stops_when_idle() {
     let bus = bus();
-    let idle = Duration::from_secs(1);
-    let origin = Node::start(&bus, "origin", idle).await;
-    let edge1 = Node::start_with_upstream(&bus, "edge1", idle, Some(origin.as_upstream(1))).await;
-    let edge2 = Node::start_with_upstream(&bus, "edge2", idle, Some(edge1.as_upstream(2))).await;
+    let (origin, edge1, edge2) = chain(&bus, Duration::from_secs(1)).await;
     let e = engine();
-    let publisher = e
-        .publish(
-            &format!("{}/whip/room2", origin.bridge),
-            "",
-            VideoConfig::default(),
-        )
-        .await
-        .unwrap();
-    publisher
-        .wait_connected(Duration::from_secs(10))
-        .await
-        .unwrap();
+    let publisher = publish(&e, &origin, "room2", false).await;
     // A viewer on edge1 makes it pull; edge2 then pulls from edge1.
     let v1 = viewers(&e, &format!("{}/whep/room2", edge1.bridge), 1).await;
     let vs = viewers(&e, &format!("{}/whep/room2", edge2.bridge), 3).await;
@@ -348,31 +354,14 @@ async fn two_hops_and_the_edge_stops_when_idle() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn edge_viewers_keep_their_sessions_when_the_publisher_reconnects() {
     let bus = bus();
-    let origin = Node::start(&bus, "origin", Duration::from_secs(30)).await;
-    let edge = Node::start_with_upstream(
-        &bus,
-        "edge1",
-        Duration::from_secs(30),
-        Some(origin.as_upstream(1)),
-    )
-    .await;
+    let (origin, edge) = origin_and_edge(&bus).await;
     let e = engine();
-    let whip = format!("{}/whip/room3", origin.bridge);
-    let first = e.publish(&whip, "", VideoConfig::default()).await.unwrap();
-    first.wait_connected(Duration::from_secs(10)).await.unwrap();
+    let first = publish(&e, &origin, "room3", false).await;
     let vs = viewers(&e, &format!("{}/whep/room3", edge.bridge), 3).await;
-    let before: Vec<u64> = futures_util::future::join_all(vs.iter().map(|v| v.stats()))
-        .await
-        .into_iter()
-        .map(|s| s.unwrap().frames)
-        .collect();
+    let before = frames_now(&vs).await;
 
     // A new publisher session replaces the old one on the origin, as after a blip.
-    let second = e.publish(&whip, "", VideoConfig::default()).await.unwrap();
-    second
-        .wait_connected(Duration::from_secs(10))
-        .await
-        .unwrap();
+    let second = publish(&e, &origin, "room3", false).await;
     drop(first);
     tokio::time::sleep(Duration::from_secs(3)).await;
     for (v, b) in vs.iter().zip(before) {
@@ -443,23 +432,9 @@ fn keyframe_request(track_id: &str) -> pb::RelayFeedback {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn simulcast_through_two_hops_and_layer_keyframe_requests_reach_the_publisher() {
     let bus = bus();
-    let idle = Duration::from_secs(30);
-    let origin = Node::start(&bus, "origin", idle).await;
-    let edge1 = Node::start_with_upstream(&bus, "edge1", idle, Some(origin.as_upstream(1))).await;
-    let edge2 = Node::start_with_upstream(&bus, "edge2", idle, Some(edge1.as_upstream(2))).await;
+    let (origin, edge1, edge2) = chain(&bus, Duration::from_secs(30)).await;
     let e = engine();
-    let publisher = e
-        .publish_simulcast(
-            &format!("{}/whip/sim", origin.bridge),
-            "",
-            VideoConfig::default(),
-        )
-        .await
-        .unwrap();
-    publisher
-        .wait_connected(Duration::from_secs(10))
-        .await
-        .unwrap();
+    let publisher = publish(&e, &origin, "sim", true).await;
     // A viewer on edge1 makes it pull from the origin; edge2 then pulls from edge1 (a
     // parent signaling picks is always one that relays the room already).
     let v1 = viewers(&e, &format!("{}/whep/sim", edge1.bridge), 1).await;
@@ -536,40 +511,17 @@ async fn edge_viewers_follow_the_publisher_to_a_new_origin() {
     let edge =
         Node::start_with_upstream(&bus, "edge1", idle, Some(old_origin.as_upstream(1))).await;
     let e = engine();
-    let first = e
-        .publish(
-            &format!("{}/whip/moved", old_origin.bridge),
-            "",
-            VideoConfig::default(),
-        )
-        .await
-        .unwrap();
-    first.wait_connected(Duration::from_secs(10)).await.unwrap();
+    let first = publish(&e, &old_origin, "moved", false).await;
     let vs = viewers(&e, &format!("{}/whep/moved", edge.bridge), 2).await;
 
     // The origin dies; the publisher comes back on another node; signaling hands the
     // edge the new origin with the next viewer.
     drop(old_origin);
     drop(first);
-    let second = e
-        .publish(
-            &format!("{}/whip/moved", new_origin.bridge),
-            "",
-            VideoConfig::default(),
-        )
-        .await
-        .unwrap();
-    second
-        .wait_connected(Duration::from_secs(10))
-        .await
-        .unwrap();
+    let second = publish(&e, &new_origin, "moved", false).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     *edge.upstream.lock().unwrap() = Some(new_origin.as_upstream(1));
-    let before: Vec<u64> = futures_util::future::join_all(vs.iter().map(|v| v.stats()))
-        .await
-        .into_iter()
-        .map(|s| s.unwrap().frames)
-        .collect();
+    let before = frames_now(&vs).await;
     let late = viewers(&e, &format!("{}/whep/moved", edge.bridge), 1).await;
     tokio::time::sleep(Duration::from_secs(3)).await;
     for (v, b) in vs.iter().zip(before) {

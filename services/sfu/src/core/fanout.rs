@@ -73,14 +73,7 @@ impl Core {
         data: Arc<[u8]>,
         config: &str,
     ) -> Result<(), SessionError> {
-        let key = *self
-            .by_session
-            .get(session)
-            .ok_or(SessionError::UnknownSession)?;
-        let Some(local) = self.locals.get(&key) else {
-            return Err(SessionError::UnknownSession);
-        };
-        let room = local.room.clone();
+        let (key, room) = self.local_publisher(session)?;
         let frame = InFrame {
             codec,
             spec: None,
@@ -106,14 +99,7 @@ impl Core {
         session: &str,
         f: RelayedFrame,
     ) -> Result<(), SessionError> {
-        let key = *self
-            .by_session
-            .get(session)
-            .ok_or(SessionError::UnknownSession)?;
-        let Some(local) = self.locals.get(&key) else {
-            return Err(SessionError::UnknownSession);
-        };
-        let room = local.room.clone();
+        let (key, room) = self.local_publisher(session)?;
         let frame = InFrame {
             codec: f.codec,
             spec: None,
@@ -129,6 +115,16 @@ impl Core {
         };
         self.route(key, &room, frame, now);
         Ok(())
+    }
+
+    /// A local publisher's key and room.
+    fn local_publisher(&self, session: &str) -> Result<(u64, String), SessionError> {
+        let key = *self
+            .by_session
+            .get(session)
+            .ok_or(SessionError::UnknownSession)?;
+        let local = self.locals.get(&key).ok_or(SessionError::UnknownSession)?;
+        Ok((key, local.room.clone()))
     }
 
     /// A frame from a room's publisher: to each subscriber and relay sink.
