@@ -2,8 +2,8 @@
 //! One task per pulled room keeps a `RelayPull` from the parent node (the origin or
 //! another edge) and feeds its frames to the core as the room's local publisher
 //! ([`crate::core::Core::publish_relayed`]); the core's keyframe wants go back up the
-//! same stream. A pull stops `idle` after the room's last viewer left, and retries a
-//! broken link with backoff for [`RETRY_FOR`] while viewers remain.
+//! same stream. A pull stops `idle` after the room's last viewer (or downstream edge)
+//! left, and retries a broken link with backoff for [`RETRY_FOR`].
 
 use crate::core::{FrameCodec, RelayedFrame};
 use crate::worker::{Command, Worker};
@@ -232,6 +232,10 @@ async fn run(edges: Edges, room: String, pull: Arc<Pull>) {
                 if pull.set_switchable() {
                     continue;
                 }
+                if edges.remove_if_idle(&room, &pull) {
+                    tracing::info!(room_id = %room, "edge pull stops: no viewer");
+                    break;
+                }
                 if since.elapsed() >= RETRY_FOR {
                     tracing::warn!(room_id = %room, %why, "edge pull gives up: upstream unreachable");
                     edges.remove(&room, &pull);
@@ -255,10 +259,25 @@ async fn run(edges: Edges, room: String, pull: Arc<Pull>) {
     edges.remove(&room, &pull);
 }
 
-/// Resolves once the pull has had no viewer for the idle time (and is forgotten).
+/// Resolves once the pull has had no viewer and no downstream relay (an edge pulling
+/// from this one) for the idle time, and is forgotten.
 async fn idle(edges: &Edges, room: &str, pull: &Arc<Pull>, tick: Duration) {
     loop {
         tokio::time::sleep(tick).await;
+        let waited = pull
+            .state()
+            .empty_since
+            .is_some_and(|t| t.elapsed() >= edges.idle);
+        if !waited {
+            continue;
+        }
+        if edges.worker.relay_sinks(room.to_string()).await > 0 {
+            let mut st = pull.state();
+            if st.viewers == 0 {
+                st.empty_since = Some(Instant::now());
+            }
+            continue;
+        }
         if edges.remove_if_idle(room, pull) {
             return;
         }

@@ -67,6 +67,11 @@ pub enum Command {
         session: String,
         frame: RelayedFrame,
     },
+    /// How many relay consumers pull the room from this node.
+    RelaySinks {
+        room: String,
+        reply: oneshot::Sender<usize>,
+    },
     /// Whether the room's publisher is on this node (not an edge pull).
     HasOwnPublisher {
         room: String,
@@ -212,6 +217,20 @@ impl Worker {
             return false;
         }
         rx.await.unwrap_or(false)
+    }
+
+    /// Relay consumers of `room` here (0 if the worker stopped).
+    pub async fn relay_sinks(&self, room: String) -> usize {
+        let (reply, rx) = oneshot::channel();
+        if self
+            .tx
+            .send(Command::RelaySinks { room, reply })
+            .await
+            .is_err()
+        {
+            return 0;
+        }
+        rx.await.unwrap_or(0)
     }
 
     pub async fn stats(&self) -> Option<pb::NodeStats> {
@@ -424,6 +443,9 @@ impl Loop {
             }
             Command::PushRelayed { session, frame } => {
                 let _ = self.core.push_relayed(now, &session, frame);
+            }
+            Command::RelaySinks { room, reply } => {
+                let _ = reply.send(self.relays.values().filter(|s| s.room == room).count());
             }
             Command::HasOwnPublisher { room, reply } => {
                 let _ = reply.send(self.core.has_own_publisher(&room));
