@@ -257,6 +257,7 @@ where
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn edge_viewers_get_every_frame_of_the_origin_publisher() {
+    skylark_telemetry::metrics_handle();
     let bus = bus();
     let (origin, edge) = origin_and_edge(&bus).await;
     let e = engine();
@@ -284,6 +285,19 @@ async fn edge_viewers_get_every_frame_of_the_origin_publisher() {
         o => panic!("origin claim: {o:?}"),
     }
     assert_intact(vs, 60).await;
+    // Both nodes share this process's recorder, so only names are checked (no room id
+    // is a label value).
+    let metrics = skylark_telemetry::render_metrics();
+    for m in [
+        "skylark_sfu_relays_out{consumer=\"edge\"}",
+        "skylark_sfu_relays_in ",
+        "skylark_sfu_relay_bytes_total{direction=\"in\"}",
+        "skylark_sfu_relay_bytes_total{direction=\"out\"}",
+        "skylark_sfu_relay_resyncs_total",
+    ] {
+        assert!(metrics.contains(m), "{m} missing:\n{metrics}");
+    }
+    assert!(!metrics.contains("room1"), "no room id in metrics");
     let _ = publisher.stop().await;
 }
 
