@@ -298,7 +298,20 @@ async fn edge_viewers_get_every_frame_of_the_origin_publisher() {
         assert!(metrics.contains(m), "{m} missing:\n{metrics}");
     }
     assert!(!metrics.contains("room1"), "no room id in metrics");
+
+    // The publisher leaves: the room ends on the edge as at the origin.
+    let live_on = |stats: pb::NodeStats| stats.rooms.iter().any(|r| r.room_id == "room1" && r.live);
+    assert!(
+        live_on(edge.stats().await),
+        "live on the edge while published"
+    );
     let _ = publisher.stop().await;
+    eventually(
+        "the room ends on the edge",
+        Duration::from_secs(10),
+        || async { !live_on(edge.stats().await) },
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
