@@ -209,11 +209,15 @@ enum LinkEnd {
 
 /// The pull's task: links to the parent until idle, out of retries, or shutdown.
 async fn run(edges: Edges, room: String, pull: Arc<Pull>) {
-    let worker = edges.worker.clone();
-    let (kf_tx, mut kf_rx) = mpsc::channel::<String>(KEYFRAME_QUEUE);
-    let mut session: Option<String> = None;
-    let mut broken_since: Option<Instant> = None;
-    let mut backoff = BACKOFF_FIRST;
+    let (kf_tx, kf_rx) = mpsc::channel::<String>(KEYFRAME_QUEUE);
+    let mut feed = Feed {
+        worker: edges.worker.clone(),
+        keyframes_tx: kf_tx,
+        keyframes: kf_rx,
+        session: None,
+        broken_since: None,
+        backoff: BACKOFF_FIRST,
+    };
     let tick = (edges.idle / 4).clamp(Duration::from_millis(20), Duration::from_secs(1));
     loop {
         let upstream = pull.state().upstream.clone();
@@ -223,12 +227,12 @@ async fn run(edges: Edges, room: String, pull: Arc<Pull>) {
                 tracing::info!(room_id = %room, "edge pull stops: no viewer");
                 break;
             }
-            end = link(&worker, &room, &upstream, &pull, &kf_tx, &mut kf_rx, &mut session, &mut broken_since, &mut backoff) => end,
+            end = feed.link(&room, &pull, &upstream) => end,
         };
         match end {
             LinkEnd::Switch => continue,
             LinkEnd::Broken(why) => {
-                let since = *broken_since.get_or_insert_with(Instant::now);
+                let since = *feed.broken_since.get_or_insert_with(Instant::now);
                 if pull.set_switchable() {
                     continue;
                 }
@@ -241,6 +245,7 @@ async fn run(edges: Edges, room: String, pull: Arc<Pull>) {
                     edges.remove(&room, &pull);
                     break;
                 }
+                let backoff = feed.backoff;
                 tracing::debug!(room_id = %room, %why, ?backoff, "edge pull retries");
                 tokio::select! {
                     _ = edges.shutdown.cancelled() => break,
@@ -248,13 +253,13 @@ async fn run(edges: Edges, room: String, pull: Arc<Pull>) {
                     // A new upstream is tried at once.
                     _ = upstream_changed(&pull, &upstream.grpc_url) => {}
                 }
-                backoff = (backoff * 2).min(BACKOFF_MAX);
+                feed.backoff = (backoff * 2).min(BACKOFF_MAX);
             }
         }
     }
     // The room ends here as it would at its origin.
-    if let Some(s) = session {
-        let _ = worker.close(s).await;
+    if let Some(s) = feed.session {
+        let _ = edges.worker.close(s).await;
     }
     edges.remove(&room, &pull);
 }
@@ -293,119 +298,123 @@ async fn upstream_changed(pull: &Pull, current: &str) {
     }
 }
 
-/// One relay link: opens it, then feeds the core until it ends.
-#[allow(clippy::too_many_arguments)]
-async fn link(
-    worker: &Worker,
-    room: &str,
-    upstream: &pb::RelaySource,
-    pull: &Pull,
-    kf_tx: &mpsc::Sender<String>,
-    kf_rx: &mut mpsc::Receiver<String>,
-    session: &mut Option<String>,
-    broken_since: &mut Option<Instant>,
-    backoff: &mut Duration,
-) -> LinkEnd {
-    let channel = match skylark_telemetry::traced_channel(&upstream.grpc_url) {
-        Ok(c) => c,
-        Err(e) => return LinkEnd::Broken(e.to_string()),
-    };
-    let mut client = SfuNodeClient::new(channel).max_decoding_message_size(MAX_FRAME + 1024);
-    let (fb_tx, fb_rx) = mpsc::channel(KEYFRAME_QUEUE);
-    let start = pb::RelayFeedback {
-        msg: Some(pb::relay_feedback::Msg::Start(pb::RelayStart {
-            room_id: room.to_string(),
-            consumer: "edge".into(),
-        })),
-    };
-    if fb_tx.send(start).await.is_err() {
-        return LinkEnd::Broken("feedback closed".into());
-    }
-    // Long-lived: no per-call deadline; the stream lasts as long as the pull.
-    let mut req = tonic::Request::new(tokio_stream::wrappers::ReceiverStream::new(fb_rx));
-    req.set_timeout(Duration::from_secs(24 * 3600));
-    let mut stream = match client.relay_pull(req).await {
-        Ok(r) => r.into_inner(),
-        Err(e) => return LinkEnd::Broken(e.to_string()),
-    };
-    tracing::info!(room_id = %room, upstream = %upstream.grpc_url, "edge pull linked");
-    *broken_since = None;
-    *backoff = BACKOFF_FIRST;
-    pull.state().switchable = false;
-    // A new link is a new stream (timestamps restart): a new local publisher, which the
-    // viewers follow like a publisher reconnect. It starts with the first track.
-    let mut tracks: HashMap<String, pb::TrackInfo> = HashMap::new();
-    let mut fresh = true;
-    loop {
-        tokio::select! {
-            Some(track_id) = kf_rx.recv() => {
-                let msg = pb::RelayFeedback {
-                    msg: Some(pb::relay_feedback::Msg::KeyframeRequest(pb::KeyframeRequest { track_id })),
-                };
-                let _ = fb_tx.try_send(msg);
-            }
-            _ = upstream_changed(pull, &upstream.grpc_url) => {
-                if pull.state().switchable {
-                    return LinkEnd::Switch;
+/// What outlives one relay link of a pull: its local publisher and keyframe channel,
+/// and the retry state.
+struct Feed {
+    worker: Worker,
+    keyframes_tx: mpsc::Sender<String>,
+    /// The core's keyframe wants for the pull's local publisher, by track id.
+    keyframes: mpsc::Receiver<String>,
+    /// The local publisher; kept while a broken link is retried, so viewers stay.
+    session: Option<String>,
+    broken_since: Option<Instant>,
+    backoff: Duration,
+}
+
+impl Feed {
+    /// One relay link: opens it, then feeds the core until it ends.
+    async fn link(&mut self, room: &str, pull: &Pull, upstream: &pb::RelaySource) -> LinkEnd {
+        let channel = match skylark_telemetry::traced_channel(&upstream.grpc_url) {
+            Ok(c) => c,
+            Err(e) => return LinkEnd::Broken(e.to_string()),
+        };
+        let mut client = SfuNodeClient::new(channel).max_decoding_message_size(MAX_FRAME + 1024);
+        let (fb_tx, fb_rx) = mpsc::channel(KEYFRAME_QUEUE);
+        let start = pb::RelayFeedback {
+            msg: Some(pb::relay_feedback::Msg::Start(pb::RelayStart {
+                room_id: room.to_string(),
+                consumer: "edge".into(),
+            })),
+        };
+        if fb_tx.send(start).await.is_err() {
+            return LinkEnd::Broken("feedback closed".into());
+        }
+        // Long-lived: no per-call deadline; the stream lasts as long as the pull.
+        let mut req = tonic::Request::new(tokio_stream::wrappers::ReceiverStream::new(fb_rx));
+        req.set_timeout(Duration::from_secs(24 * 3600));
+        let mut stream = match client.relay_pull(req).await {
+            Ok(r) => r.into_inner(),
+            Err(e) => return LinkEnd::Broken(e.to_string()),
+        };
+        tracing::info!(room_id = %room, upstream = %upstream.grpc_url, "edge pull linked");
+        self.broken_since = None;
+        self.backoff = BACKOFF_FIRST;
+        pull.state().switchable = false;
+        // A new link is a new stream (timestamps restart): a new local publisher, which the
+        // viewers follow like a publisher reconnect. It starts with the first track.
+        let mut tracks: HashMap<String, pb::TrackInfo> = HashMap::new();
+        let mut fresh = true;
+        loop {
+            tokio::select! {
+                Some(track_id) = self.keyframes.recv() => {
+                    let msg = pb::RelayFeedback {
+                        msg: Some(pb::relay_feedback::Msg::KeyframeRequest(pb::KeyframeRequest { track_id })),
+                    };
+                    let _ = fb_tx.try_send(msg);
                 }
-            }
-            m = stream.next() => {
-                let msg = match m {
-                    None => return LinkEnd::Broken("upstream closed the relay".into()),
-                    Some(Err(e)) => return LinkEnd::Broken(e.to_string()),
-                    Some(Ok(pb::RelayMessage { msg: Some(msg) })) => msg,
-                    Some(Ok(_)) => continue,
-                };
-                match msg {
-                    pb::relay_message::Msg::Track(t) => {
-                        if fresh || session.is_none() {
-                            fresh = false;
-                            pull.state().switchable = false;
-                            match worker.publish_relayed(room.to_string(), kf_tx.clone()).await {
-                                Ok(s) => *session = Some(s),
-                                Err(e) => return LinkEnd::Broken(format!("local publisher refused: {e}")),
+                _ = upstream_changed(pull, &upstream.grpc_url) => {
+                    if pull.state().switchable {
+                        return LinkEnd::Switch;
+                    }
+                }
+                m = stream.next() => {
+                    let msg = match m {
+                        None => return LinkEnd::Broken("upstream closed the relay".into()),
+                        Some(Err(e)) => return LinkEnd::Broken(e.to_string()),
+                        Some(Ok(pb::RelayMessage { msg: Some(msg) })) => msg,
+                        Some(Ok(_)) => continue,
+                    };
+                    match msg {
+                        pb::relay_message::Msg::Track(t) => {
+                            if fresh || self.session.is_none() {
+                                fresh = false;
+                                pull.state().switchable = false;
+                                match self.worker.publish_relayed(room.to_string(), self.keyframes_tx.clone()).await {
+                                    Ok(s) => self.session = Some(s),
+                                    Err(e) => return LinkEnd::Broken(format!("local publisher refused: {e}")),
+                                }
+                            }
+                            tracks.insert(t.track_id.clone(), t);
+                        }
+                        pb::relay_message::Msg::Frame(f) => {
+                            let (Some(s), Some(info)) = (self.session.as_ref(), tracks.get(&f.track_id)) else {
+                                continue;
+                            };
+                            if f.data.is_empty() || f.data.len() > MAX_FRAME {
+                                continue;
+                            }
+                            let Some(codec) = codec(&info.codec) else { continue };
+                            metrics::counter!("skylark_sfu_relay_bytes_total", "direction" => "in")
+                                .increment(f.data.len() as u64);
+                            let frame = RelayedFrame {
+                                codec,
+                                track_id: f.track_id,
+                                rid: info.rid.clone(),
+                                fmtp: info.fmtp.clone(),
+                                time: f.rtp_time,
+                                data: f.data.into(),
+                                keyframe: f.keyframe,
+                                contiguous: f.contiguous,
+                                received_at_us: f.received_at_us,
+                            };
+                            if !self.worker.send_wait(Command::PushRelayed { session: s.clone(), frame }).await {
+                                return LinkEnd::Broken("worker stopped".into());
                             }
                         }
-                        tracks.insert(t.track_id.clone(), t);
-                    }
-                    pb::relay_message::Msg::Frame(f) => {
-                        let (Some(s), Some(info)) = (session.as_ref(), tracks.get(&f.track_id)) else {
-                            continue;
-                        };
-                        if f.data.is_empty() || f.data.len() > MAX_FRAME {
-                            continue;
+                        pb::relay_message::Msg::PublisherChanged(_) => {
+                            // Tracks come again; the next one starts the new local publisher.
+                            tracks.clear();
+                            fresh = true;
                         }
-                        let Some(codec) = codec(&info.codec) else { continue };
-                        metrics::counter!("skylark_sfu_relay_bytes_total", "direction" => "in")
-                            .increment(f.data.len() as u64);
-                        let frame = RelayedFrame {
-                            codec,
-                            track_id: f.track_id,
-                            rid: info.rid.clone(),
-                            fmtp: info.fmtp.clone(),
-                            time: f.rtp_time,
-                            data: f.data.into(),
-                            keyframe: f.keyframe,
-                            contiguous: f.contiguous,
-                            received_at_us: f.received_at_us,
-                        };
-                        if !worker.send_wait(Command::PushRelayed { session: s.clone(), frame }).await {
-                            return LinkEnd::Broken("worker stopped".into());
-                        }
-                    }
-                    pb::relay_message::Msg::PublisherChanged(_) => {
-                        // Tracks come again; the next one starts the new local publisher.
-                        tracks.clear();
-                        fresh = true;
-                    }
-                    pb::relay_message::Msg::Ended(_) => {
-                        tracks.clear();
-                        if let Some(s) = session.take() {
-                            let _ = worker.close(s).await;
-                        }
-                        // The parent's room ended: a new origin may come through `Subscribe`.
-                        if pull.set_switchable() {
-                            return LinkEnd::Switch;
+                        pb::relay_message::Msg::Ended(_) => {
+                            tracks.clear();
+                            if let Some(s) = self.session.take() {
+                                let _ = self.worker.close(s).await;
+                            }
+                            // The parent's room ended: a new origin may come through `Subscribe`.
+                            if pull.set_switchable() {
+                                return LinkEnd::Switch;
+                            }
                         }
                     }
                 }
