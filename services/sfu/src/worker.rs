@@ -206,31 +206,24 @@ impl Worker {
         .await
     }
 
-    pub async fn has_own_publisher(&self, room: String) -> bool {
+    /// A question the worker answers at once; `T::default()` if it stopped.
+    async fn query<T: Default>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Command) -> T {
         let (reply, rx) = oneshot::channel();
-        if self
-            .tx
-            .send(Command::HasOwnPublisher { room, reply })
-            .await
-            .is_err()
-        {
-            return false;
+        if self.tx.send(make(reply)).await.is_err() {
+            return T::default();
         }
-        rx.await.unwrap_or(false)
+        rx.await.unwrap_or_default()
     }
 
-    /// Relay consumers of `room` here (0 if the worker stopped).
-    pub async fn relay_sinks(&self, room: String) -> usize {
-        let (reply, rx) = oneshot::channel();
-        if self
-            .tx
-            .send(Command::RelaySinks { room, reply })
+    pub async fn has_own_publisher(&self, room: String) -> bool {
+        self.query(|reply| Command::HasOwnPublisher { room, reply })
             .await
-            .is_err()
-        {
-            return 0;
-        }
-        rx.await.unwrap_or(0)
+    }
+
+    /// Relay consumers of `room` here.
+    pub async fn relay_sinks(&self, room: String) -> usize {
+        self.query(|reply| Command::RelaySinks { room, reply })
+            .await
     }
 
     pub async fn stats(&self) -> Option<pb::NodeStats> {
