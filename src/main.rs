@@ -120,6 +120,9 @@ struct Config {
     /// Downstream relay links (edges pulling a room) one SFU node feeds at most.
     #[arg(long, env = "SKYLARK_SFU_MAX_RELAYS", default_value_t = 8)]
     max_relays: u32,
+    /// How long an edge SFU keeps pulling a room after its last viewer there left.
+    #[arg(long, env = "SKYLARK_SFU_EDGE_IDLE_S", default_value_t = 30)]
+    sfu_edge_idle_s: u64,
     /// How signaling picks the SFU node of a new room: `least-loaded` spreads rooms,
     /// `pack` fills the fullest node with room first.
     #[arg(
@@ -380,6 +383,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         node_id: config.node_id.clone(),
         max_sessions: config.max_sessions,
         max_relays: config.max_relays,
+        edge_idle: Duration::from_secs(config.sfu_edge_idle_s),
     };
     let packager = |api_grpc_url: String| -> anyhow::Result<_> {
         Ok(skylark_packager::Config {

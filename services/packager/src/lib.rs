@@ -315,6 +315,7 @@ async fn pull(
         .send(pb::RelayFeedback {
             msg: Some(pb::relay_feedback::Msg::Start(pb::RelayStart {
                 room_id: room.to_string(),
+                consumer: "packager".into(),
             })),
         })
         .await?;

@@ -1,6 +1,7 @@
 //! `skylark.sfu.v1.SfuNode`: the worker's commands as gRPC.
 
 use crate::core::{FrameCodec, SessionError};
+use crate::edge::Edges;
 use crate::worker::{Command, Worker};
 use futures_util::StreamExt;
 use skylark_proto::sfu::v1 as pb;
@@ -17,13 +18,14 @@ const RELAY_QUEUE: usize = 512;
 #[derive(Clone)]
 pub struct SfuService {
     worker: Worker,
+    edges: Edges,
 }
 
 static NEXT_SINK: AtomicU64 = AtomicU64::new(1);
 
 impl SfuService {
-    pub fn new(worker: Worker) -> Self {
-        Self { worker }
+    pub fn new(worker: Worker, edges: Edges) -> Self {
+        Self { worker, edges }
     }
 
     pub fn into_server(self) -> SfuNodeServer<Self> {
@@ -106,6 +108,14 @@ impl SfuNode for SfuService {
     ) -> Result<Response<pb::SessionAnswer>, Status> {
         let r = req.into_inner();
         valid_room(&r.room_id)?;
+        if let Some(up) = r.upstream.filter(|u| !u.grpc_url.is_empty()) {
+            if !(up.grpc_url.starts_with("http://") || up.grpc_url.starts_with("https://")) {
+                return Err(Status::invalid_argument(
+                    "upstream.grpc_url: an http(s) URL",
+                ));
+            }
+            self.edges.ensure(&r.room_id, up).await;
+        }
         let (session_id, answer_sdp) = self
             .worker
             .subscribe(r.room_id, r.offer_sdp)
@@ -138,11 +148,13 @@ impl SfuNode for SfuService {
     }
 
     async fn stats(&self, _: Request<pb::StatsRequest>) -> Result<Response<pb::NodeStats>, Status> {
-        self.worker
+        let mut stats = self
+            .worker
             .stats()
             .await
-            .map(Response::new)
-            .ok_or_else(|| Status::unavailable("SFU worker stopped"))
+            .ok_or_else(|| Status::unavailable("SFU worker stopped"))?;
+        stats.relays_in = self.edges.len() as u32;
+        Ok(Response::new(stats))
     }
 
     type PushStream = PushEvents;
@@ -218,10 +230,17 @@ impl SfuNode for SfuService {
         req: Request<Streaming<pb::RelayFeedback>>,
     ) -> Result<Response<Self::RelayPullStream>, Status> {
         let mut feedback = req.into_inner();
-        let room = match feedback.next().await {
+        let (room, consumer) = match feedback.next().await {
             Some(Ok(pb::RelayFeedback {
                 msg: Some(pb::relay_feedback::Msg::Start(s)),
-            })) => s.room_id,
+            })) => {
+                let consumer = match s.consumer.as_str() {
+                    "edge" => "edge",
+                    "packager" => "packager",
+                    _ => "other",
+                };
+                (s.room_id, consumer)
+            }
             _ => {
                 return Err(Status::invalid_argument(
                     "the first message must be `start`",
@@ -237,12 +256,13 @@ impl SfuNode for SfuService {
                 room: room.clone(),
                 sink,
                 tx,
+                consumer,
             })
             .await
         {
             return Err(Status::unavailable("SFU worker stopped"));
         }
-        tracing::info!(room_id = %room, sink, "relay attached");
+        tracing::info!(room_id = %room, sink, consumer, "relay attached");
         let guard = DetachOnDrop {
             worker: self.worker.clone(),
             room: room.clone(),
@@ -252,9 +272,14 @@ impl SfuNode for SfuService {
         let room_fb = room.clone();
         tokio::spawn(async move {
             while let Some(Ok(msg)) = feedback.next().await {
-                if let Some(pb::relay_feedback::Msg::KeyframeRequest(_)) = msg.msg {
+                if let Some(pb::relay_feedback::Msg::KeyframeRequest(k)) = msg.msg {
+                    if k.track_id.len() > 256 {
+                        continue;
+                    }
+                    // Coalesced per track in the core, across every consumer of the room.
                     worker.send(Command::RelayKeyframe {
                         room: room_fb.clone(),
+                        track_id: k.track_id,
                     });
                 }
             }

@@ -4,9 +4,11 @@
 //! - [`core`]: the sans-IO routing core (where a packet is forwarded);
 //! - `worker`: the UDP/timer loop around it;
 //! - `grpc`: `skylark.sfu.v1.SfuNode`;
+//! - `edge`: pulling rooms from other nodes (this node as their edge);
 //! - this file: start-up, node registration and room placement on the bus.
 
 pub mod core;
+mod edge;
 mod grpc;
 mod worker;
 
@@ -14,10 +16,10 @@ pub use grpc::SfuService;
 
 use crate::core::{Core, CoreConfig, CoreEvent};
 use skylark_bus::events::{self, RoomEvent};
-use skylark_bus::placement::{self, Origin, LEASE_TTL, RENEW_EVERY};
+use skylark_bus::placement::{self, Origin, Relay, LEASE_TTL, RENEW_EVERY};
 use skylark_bus::{AnyBus, Bus, NodeCapacity, NodeInfo, NodeKind};
 use skylark_telemetry::ServicePart;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
@@ -44,7 +46,12 @@ pub struct Config {
     /// Downstream relay links (edges pulling rooms from this node) it feeds at most;
     /// placement grows the tree downward past it. 0: unlimited.
     pub max_relays: u32,
+    /// How long an edge keeps pulling a room after its last viewer here left.
+    pub edge_idle: Duration,
 }
+
+/// Default of [`Config::edge_idle`].
+pub const DEFAULT_EDGE_IDLE: Duration = Duration::from_secs(30);
 
 /// The first non-loopback address of this host, else 127.0.0.1. Found by asking the
 /// kernel which source address a route would use; no packet is sent.
@@ -112,7 +119,8 @@ pub async fn start(
     });
     tracing::info!(addr = %grpc_addr, %advertise, "SfuNode gRPC listening");
     let grpc_shutdown = shutdown.clone();
-    let service = SfuService::new(worker.clone());
+    let edges = edge::Edges::new(worker.clone(), config.edge_idle, shutdown.clone());
+    let service = SfuService::new(worker.clone(), edges.clone());
     let grpc_task = tokio::spawn(async move {
         tonic::transport::Server::builder()
             .layer(skylark_telemetry::GrpcServerLayer)
@@ -140,6 +148,7 @@ pub async fn start(
     let placement = tokio::spawn(placement_loop(
         bus,
         worker.clone(),
+        edges,
         node,
         events_rx,
         draining.clone(),
@@ -180,11 +189,12 @@ pub async fn run(config: Config, bus: AnyBus, shutdown: CancellationToken) -> an
 }
 
 /// Keeps the bus in step with the node: heartbeats with its load, origin claims of
-/// live rooms, its viewer count per room, room events; and cuts publishers when the
-/// API says so.
+/// live rooms, relay records of pulled rooms, its viewer count per room, room events;
+/// and cuts publishers when the API says so.
 async fn placement_loop(
     bus: AnyBus,
     worker: Worker,
+    edges: edge::Edges,
     mut node: NodeInfo,
     mut events: mpsc::UnboundedReceiver<CoreEvent>,
     draining: CancellationToken,
@@ -196,6 +206,8 @@ async fn placement_loop(
     // Per live room: a task forwarding `end_publish` from the room channel.
     let mut live: HashMap<String, tokio::task::JoinHandle<()>> = HashMap::new();
     let mut viewers: HashMap<String, u64> = HashMap::new();
+    // Rooms recorded as relayed by this node at the last renewal.
+    let mut relayed: HashSet<String> = HashSet::new();
     let mut tick = tokio::time::interval(RENEW_EVERY);
     let mut last_bytes_out: Option<(tokio::time::Instant, u64)> = None;
     loop {
@@ -228,6 +240,19 @@ async fn placement_loop(
                         Err(e) => tracing::warn!(error = %e, room_id = %room, "origin lease renewal failed"),
                     }
                 }
+                let pulled = edges.pulled();
+                metrics::gauge!("skylark_sfu_relays_in").set(pulled.len() as f64);
+                let now_relayed: HashSet<String> = pulled.iter().map(|p| p.room.clone()).collect();
+                for gone in relayed.difference(&now_relayed) {
+                    let _ = placement::remove_relay(&bus, gone, &node.id).await;
+                }
+                for p in pulled {
+                    let relay = Relay { node: node.id.clone(), parent: p.parent, depth: p.depth };
+                    if let Err(e) = placement::set_relay(&bus, &p.room, &relay, LEASE_TTL).await {
+                        tracing::warn!(error = %e, room_id = %p.room, "relay record renewal failed");
+                    }
+                }
+                relayed = now_relayed;
                 // Per-node counts expire unless renewed: a dead node stops counting.
                 for (room, count) in &viewers {
                     let _ = placement::set_viewers(&bus, room, &node.id, *count).await;
@@ -250,10 +275,12 @@ async fn placement_loop(
                     announce(&bus, &room, false).await;
                 }
                 CoreEvent::Viewers { room, count } => {
+                    edges.viewers(&room, count);
                     let count = count as u64;
                     if count == 0 { viewers.remove(&room); } else { viewers.insert(room.clone(), count); }
                     let _ = placement::set_viewers(&bus, &room, &node.id, count).await;
-                    announce(&bus, &room, live.contains_key(&room)).await;
+                    let is_live = live.contains_key(&room) || edges.contains(&room);
+                    announce(&bus, &room, is_live).await;
                 }
                 CoreEvent::SessionClosed { .. } => {}
             },
@@ -265,6 +292,9 @@ async fn placement_loop(
     }
     for room in viewers.keys() {
         let _ = placement::set_viewers(&bus, room, &node.id, 0).await;
+    }
+    for room in &relayed {
+        let _ = placement::remove_relay(&bus, room, &node.id).await;
     }
     let _ = bus.remove_node(NodeKind::Sfu, &node.id).await;
     Ok(())

@@ -2,9 +2,12 @@
 //! and the real clock and randomness the core takes as inputs. It keeps the core's run
 //! loop rule: every change is followed by draining the core's outputs.
 
-use crate::core::{Core, CoreEvent, FrameCodec, IdSeed, Output, SessionError, WallClock};
+use crate::core::{
+    Core, CoreEvent, FrameCodec, IdSeed, Output, RelayedFrame, SessionError, WallClock,
+};
 use skylark_proto::sfu::v1 as pb;
 use std::collections::HashMap;
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::net::UdpSocket;
@@ -48,6 +51,8 @@ pub enum Command {
         room: String,
         sink: u64,
         tx: mpsc::Sender<pb::RelayMessage>,
+        /// Metrics label: "edge", "packager" or "other".
+        consumer: &'static str,
     },
     DetachRelay {
         room: String,
@@ -55,11 +60,30 @@ pub enum Command {
     },
     RelayKeyframe {
         room: String,
+        /// Empty: every video track.
+        track_id: String,
+    },
+    PushRelayed {
+        session: String,
+        frame: RelayedFrame,
+    },
+    /// How many relay consumers pull the room from this node.
+    RelaySinks {
+        room: String,
+        reply: oneshot::Sender<usize>,
+    },
+    /// Whether the room's publisher is on this node (not an edge pull).
+    HasOwnPublisher {
+        room: String,
+        reply: oneshot::Sender<bool>,
     },
     /// A local (non-WebRTC) publisher; `closed` fires when the core ends its session.
+    /// With `upstream_keyframes` it is an edge pull's, and its keyframe wants (track
+    /// ids) go there.
     PublishLocal {
         room: String,
         closed: oneshot::Sender<()>,
+        upstream_keyframes: Option<mpsc::Sender<String>>,
         reply: Reply<String>,
     },
     /// Stop taking sessions (graceful shutdown).
@@ -162,9 +186,44 @@ impl Worker {
         self.ask(|reply| Command::PublishLocal {
             room,
             closed,
+            upstream_keyframes: None,
             reply,
         })
         .await
+    }
+
+    pub async fn publish_relayed(
+        &self,
+        room: String,
+        keyframes: mpsc::Sender<String>,
+    ) -> Result<String, SessionError> {
+        self.ask(|reply| Command::PublishLocal {
+            room,
+            closed: oneshot::channel().0,
+            upstream_keyframes: Some(keyframes),
+            reply,
+        })
+        .await
+    }
+
+    /// A question the worker answers at once; `T::default()` if it stopped.
+    async fn query<T: Default>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Command) -> T {
+        let (reply, rx) = oneshot::channel();
+        if self.tx.send(make(reply)).await.is_err() {
+            return T::default();
+        }
+        rx.await.unwrap_or_default()
+    }
+
+    pub async fn has_own_publisher(&self, room: String) -> bool {
+        self.query(|reply| Command::HasOwnPublisher { room, reply })
+            .await
+    }
+
+    /// Relay consumers of `room` here.
+    pub async fn relay_sinks(&self, room: String) -> usize {
+        self.query(|reply| Command::RelaySinks { room, reply })
+            .await
     }
 
     pub async fn stats(&self) -> Option<pb::NodeStats> {
@@ -199,11 +258,27 @@ pub fn spawn(
     (worker, task)
 }
 
+/// A downstream relay link. Its queue is bounded and never waited on: when it is full
+/// the message is dropped, and each video track resumes at its next keyframe, marked
+/// `contiguous = false`, so a slow consumer never slows this node nor decodes garbage.
+struct RelaySink {
+    room: String,
+    tx: mpsc::Sender<pb::RelayMessage>,
+    consumer: &'static str,
+    video: HashSet<String>,
+    /// Video tracks waiting for a keyframe after a drop.
+    stale: HashSet<String>,
+}
+
 struct Loop {
     socket: UdpSocket,
     core: Core,
     node_id: String,
-    relays: HashMap<u64, mpsc::Sender<pb::RelayMessage>>,
+    relays: HashMap<u64, RelaySink>,
+    /// Keyframe wants of edge pulls' publishers, by session.
+    upstream_keyframes: HashMap<String, mpsc::Sender<String>>,
+    relay_bytes_out: u64,
+    relay_resyncs: u64,
     events: mpsc::UnboundedSender<CoreEvent>,
     dropped_sends: u64,
     last_counters: crate::core::Counters,
@@ -219,17 +294,7 @@ async fn run(
     events: mpsc::UnboundedSender<CoreEvent>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let mut lp = Loop {
-        socket,
-        core,
-        node_id,
-        relays: HashMap::new(),
-        events,
-        dropped_sends: 0,
-        last_counters: Default::default(),
-        last_export: Instant::now(),
-        local_closers: HashMap::new(),
-    };
+    let mut lp = Loop::new(socket, core, node_id, events);
     let mut buf = vec![0u8; RECV_BUF];
     let mut metrics_at = Instant::now();
     loop {
@@ -280,6 +345,28 @@ async fn run(
 }
 
 impl Loop {
+    fn new(
+        socket: UdpSocket,
+        core: Core,
+        node_id: String,
+        events: mpsc::UnboundedSender<CoreEvent>,
+    ) -> Self {
+        Self {
+            socket,
+            core,
+            node_id,
+            relays: HashMap::new(),
+            upstream_keyframes: HashMap::new(),
+            relay_bytes_out: 0,
+            relay_resyncs: 0,
+            events,
+            dropped_sends: 0,
+            last_counters: Default::default(),
+            last_export: Instant::now(),
+            local_closers: HashMap::new(),
+        }
+    }
+
     fn command(&mut self, cmd: Command) {
         let now = Instant::now();
         match cmd {
@@ -318,26 +405,59 @@ impl Loop {
                     keyframe_requests: c.keyframe_requests,
                     rooms: self.core.room_stats(),
                     relays_out: self.relays.len() as u32,
+                    // Filled by the gRPC layer, which owns the edge pulls.
                     relays_in: 0,
                 });
             }
-            Command::AttachRelay { room, sink, tx } => {
-                self.relays.insert(sink, tx);
+            Command::AttachRelay {
+                room,
+                sink,
+                tx,
+                consumer,
+            } => {
+                self.relays.insert(
+                    sink,
+                    RelaySink {
+                        room: room.clone(),
+                        tx,
+                        consumer,
+                        video: HashSet::new(),
+                        stale: HashSet::new(),
+                    },
+                );
                 self.core.attach_relay(now, &room, sink);
             }
             Command::DetachRelay { room, sink } => {
                 self.relays.remove(&sink);
                 self.core.detach_relay(&room, sink);
             }
-            Command::RelayKeyframe { room } => self.core.relay_keyframe_request(&room, now),
+            Command::RelayKeyframe { room, track_id } => {
+                self.core.relay_keyframe_request(&room, &track_id, now)
+            }
+            Command::PushRelayed { session, frame } => {
+                let _ = self.core.push_relayed(now, &session, frame);
+            }
+            Command::RelaySinks { room, reply } => {
+                let _ = reply.send(self.relays.values().filter(|s| s.room == room).count());
+            }
+            Command::HasOwnPublisher { room, reply } => {
+                let _ = reply.send(self.core.has_own_publisher(&room));
+            }
             Command::PublishLocal {
                 room,
                 closed,
+                upstream_keyframes,
                 reply,
             } => {
-                let res = self.core.publish_local(&room);
+                let res = match &upstream_keyframes {
+                    Some(_) => self.core.publish_relayed(&room),
+                    None => self.core.publish_local(&room),
+                };
                 if let Ok(session) = &res {
                     self.local_closers.insert(session.clone(), closed);
+                    if let Some(k) = upstream_keyframes {
+                        self.upstream_keyframes.insert(session.clone(), k);
+                    }
                 }
                 let _ = reply.send(res);
             }
@@ -368,11 +488,11 @@ impl Loop {
                         self.dropped_sends += 1;
                     }
                 }
-                Output::Relay { sink, msg } => {
-                    if let Some(tx) = self.relays.get(&sink) {
-                        if let Err(mpsc::error::TrySendError::Closed(_)) = tx.try_send(msg) {
-                            self.relays.remove(&sink);
-                        }
+                Output::Relay { sink, msg } => self.relay(sink, msg),
+                Output::UpstreamKeyframe { session, track_id } => {
+                    if let Some(tx) = self.upstream_keyframes.get(&session) {
+                        // Coalesced already; a full queue has the same asks in it.
+                        let _ = tx.try_send(track_id);
                     }
                 }
                 Output::Event(e) => {
@@ -380,9 +500,68 @@ impl Loop {
                         if let Some(c) = self.local_closers.remove(session) {
                             let _ = c.send(());
                         }
+                        self.upstream_keyframes.remove(session);
                     }
                     let _ = self.events.send(e);
                 }
+            }
+        }
+    }
+
+    /// One message to a relay sink: never waits (see [`RelaySink`]).
+    fn relay(&mut self, sink: u64, mut msg: pb::RelayMessage) {
+        let Some(s) = self.relays.get_mut(&sink) else {
+            return;
+        };
+        let mut resynced = false;
+        match &mut msg.msg {
+            Some(pb::relay_message::Msg::Track(t)) if t.kind == pb::TrackKind::Video as i32 => {
+                s.video.insert(t.track_id.clone());
+            }
+            Some(pb::relay_message::Msg::PublisherChanged(_)) => {
+                s.video.clear();
+                s.stale.clear();
+            }
+            Some(pb::relay_message::Msg::Frame(f)) if s.stale.contains(&f.track_id) => {
+                if !f.keyframe {
+                    return;
+                }
+                f.contiguous = false;
+                resynced = true;
+            }
+            _ => {}
+        }
+        let (bytes, track) = match &msg.msg {
+            Some(pb::relay_message::Msg::Frame(f)) => {
+                (f.data.len() as u64, Some(f.track_id.clone()))
+            }
+            _ => (0, None),
+        };
+        match s.tx.try_send(msg) {
+            Ok(()) => {
+                self.relay_bytes_out += bytes;
+                if resynced {
+                    if let Some(t) = track {
+                        s.stale.remove(&t);
+                    }
+                    self.relay_resyncs += 1;
+                }
+            }
+            Err(mpsc::error::TrySendError::Full(_)) if track.is_none() => {
+                // A lost track or publisher change would leave the consumer confused:
+                // end its stream instead; it pulls again and gets the room's state.
+                tracing::info!(room_id = %s.room, sink, "relay consumer too slow; link cut");
+                self.relays.remove(&sink);
+                self.relay_resyncs += 1;
+            }
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                // A stuck consumer: drop, and resume every video track at a keyframe.
+                s.stale = s.video.clone();
+                let room = s.room.clone();
+                self.core.relay_keyframe_request(&room, "", Instant::now());
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                self.relays.remove(&sink);
             }
         }
     }
@@ -418,7 +597,107 @@ impl Loop {
         // become label values; per-room figures are in the SfuNode Stats call.
         metrics::gauge!("skylark_sfu_rooms").set(self.core.room_stats().len() as f64);
         metrics::counter!("skylark_sfu_send_drops_total").absolute(self.dropped_sends);
+        for consumer in ["edge", "packager", "other"] {
+            let n = self
+                .relays
+                .values()
+                .filter(|s| s.consumer == consumer)
+                .count();
+            metrics::gauge!("skylark_sfu_relays_out", "consumer" => consumer).set(n as f64);
+        }
+        metrics::counter!("skylark_sfu_relay_bytes_total", "direction" => "out")
+            .absolute(self.relay_bytes_out);
+        metrics::counter!("skylark_sfu_relay_resyncs_total").absolute(self.relay_resyncs);
         self.last_counters = c;
         self.last_export = Instant::now();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::CoreConfig;
+
+    fn frame(key: bool, n: u8) -> Arc<[u8]> {
+        let nal = if key { 0x65 } else { 0x41 };
+        Arc::from(vec![0, 0, 0, 1, 0x67, 0x42, 0, 0, 0, 1, nal, n])
+    }
+
+    /// What a relay consumer got: (keyframe, contiguous, last byte) per frame, and the
+    /// number of other messages.
+    fn drain(rx: &mut mpsc::Receiver<pb::RelayMessage>) -> (Vec<(bool, bool, u8)>, usize) {
+        let (mut frames, mut other) = (Vec::new(), 0);
+        while let Ok(m) = rx.try_recv() {
+            match m.msg {
+                Some(pb::relay_message::Msg::Frame(f)) => {
+                    frames.push((f.keyframe, f.contiguous, *f.data.last().unwrap_or(&0)))
+                }
+                _ => other += 1,
+            }
+        }
+        (frames, other)
+    }
+
+    /// A stuck relay consumer never holds the node up: what does not fit is dropped,
+    /// video resumes at the next keyframe marked `contiguous = false`, and a control
+    /// message that does not fit cuts the link (the consumer pulls again).
+    #[tokio::test]
+    async fn a_slow_relay_consumer_drops_and_resumes_at_a_keyframe() {
+        let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let addr = socket.local_addr().unwrap();
+        let core = Core::new(CoreConfig {
+            local_addr: addr,
+            announce_addr: addr,
+            max_sessions: 10,
+            wall_clock: system_wall_clock(),
+            id_seed: IdSeed::new([1; 32]),
+        });
+        let (events, _events_rx) = mpsc::unbounded_channel();
+        let mut lp = Loop::new(socket, core, "n".into(), events);
+        let (tx, mut rx) = mpsc::channel(4);
+        lp.command(Command::AttachRelay {
+            room: "r".into(),
+            sink: 1,
+            tx,
+            consumer: "edge",
+        });
+        let session = lp.core.publish_local("r").unwrap();
+        lp.flush();
+        let push = |lp: &mut Loop, codec: FrameCodec, data: Arc<[u8]>| {
+            lp.command(Command::PushLocal {
+                session: session.clone(),
+                codec,
+                time: 0,
+                data,
+                config: String::new(),
+            });
+            lp.flush();
+        };
+        // The publisher change, the track, a keyframe and a frame fill the queue; the
+        // rest is dropped.
+        for n in 0..6 {
+            push(&mut lp, FrameCodec::H264, frame(n == 0, n));
+        }
+        assert_eq!(drain(&mut rx), (vec![(true, true, 0), (false, true, 1)], 2));
+        // Room again, but no keyframe yet: still dropped; then the keyframe resumes.
+        push(&mut lp, FrameCodec::H264, frame(false, 6));
+        push(&mut lp, FrameCodec::H264, frame(true, 7));
+        push(&mut lp, FrameCodec::H264, frame(false, 8));
+        assert_eq!(
+            drain(&mut rx),
+            (vec![(true, false, 7), (false, true, 8)], 0)
+        );
+        assert_eq!(lp.relay_resyncs, 1);
+        // A new track's announcement that does not fit cuts the link.
+        for n in 9..13 {
+            push(&mut lp, FrameCodec::H264, frame(false, n));
+        }
+        push(&mut lp, FrameCodec::Opus, Arc::from(vec![0xf8, 0xff]));
+        assert!(lp.relays.is_empty(), "link cut");
+        drain(&mut rx);
+        assert!(
+            rx.recv().await.is_none(),
+            "the consumer sees its stream end"
+        );
     }
 }

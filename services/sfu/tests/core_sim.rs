@@ -133,6 +133,8 @@ struct Net {
     clients: Vec<Client>,
     events: Vec<CoreEvent>,
     relayed: Vec<skylark_proto::sfu::v1::RelayMessage>,
+    /// Keyframe wants an edge pull's publisher sent upstream, by track id.
+    upstream: Vec<String>,
 }
 
 impl Net {
@@ -157,6 +159,7 @@ impl Net {
             clients: vec![],
             events: vec![],
             relayed: vec![],
+            upstream: vec![],
         }
     }
 
@@ -196,6 +199,7 @@ impl Net {
                     }
                     Output::Event(e) => self.events.push(e),
                     Output::Relay { msg, .. } => self.relayed.push(msg),
+                    Output::UpstreamKeyframe { track_id, .. } => self.upstream.push(track_id),
                 }
             }
             for (src, _, bytes) in wire.drain(..) {
@@ -741,4 +745,110 @@ fn webrtc_frames_are_stamped_by_the_simulated_clock_not_the_system_one() {
             wall(last)
         );
     }
+}
+
+/// An edge pull's publisher: relayed simulcast frames keep their track, layer, flags
+/// and origin receipt time; keyframe wants go upstream per layer, coalesced; a gap
+/// upstream (`contiguous = false`) makes the layer's viewers wait for a keyframe; and
+/// the room's origin is not claimed here (no `RoomLive`).
+#[test]
+fn relayed_publisher_keeps_layers_and_asks_upstream_per_layer() {
+    use skylark_proto::sfu::v1::relay_message::Msg;
+    use skylark_sfu::core::{FrameCodec, RelayedFrame};
+    let mut net = Net::new();
+    let s = net.subscriber("edge", 6100);
+    net.core.attach_relay(net.now, "edge", 4);
+    net.connect_all();
+    let session = net.core.publish_relayed("edge").unwrap();
+    let frame = |rid: &str, n: u64, key: bool, contiguous: bool| {
+        let nal = if key { 0x65 } else { 0x41 };
+        let mut v = vec![
+            0, 0, 0, 1, 0x67, 0x42, 0xe0, 0x1f, 0, 0, 0, 1, 0x68, 0xce, 0, 0, 0, 1, nal,
+        ];
+        v.extend_from_slice(format!("{rid}{n:08}").as_bytes());
+        RelayedFrame {
+            codec: FrameCodec::H264,
+            track_id: format!("1:{rid}"),
+            rid: rid.into(),
+            fmtp: "packetization-mode=1".into(),
+            time: n * 3000,
+            data: Arc::from(v),
+            keyframe: key,
+            contiguous,
+            received_at_us: 42 + n,
+        }
+    };
+    // Layer l's keyframe first: the viewer follows l.
+    for n in 0..5u64 {
+        for rid in ["l", "h"] {
+            let now = net.now;
+            net.core
+                .push_relayed(now, &session, frame(rid, n, n == 0 && rid == "l", true))
+                .unwrap();
+        }
+        net.run(Duration::from_millis(33));
+    }
+    assert!(
+        !net.events
+            .iter()
+            .any(|e| matches!(e, CoreEvent::RoomLive { .. })),
+        "an edge does not claim the room"
+    );
+    let video = net.clients[s]
+        .frames
+        .iter()
+        .filter(|f| f.0 == MediaKind::Video)
+        .count();
+    assert_eq!(video, 5, "one whole layer");
+    let tracks: Vec<(String, String)> = net
+        .relayed
+        .iter()
+        .filter_map(|m| match &m.msg {
+            Some(Msg::Track(t)) => Some((t.track_id.clone(), t.rid.clone())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        tracks,
+        vec![("1:l".into(), "l".into()), ("1:h".into(), "h".into())]
+    );
+    assert!(net.relayed.iter().any(|m| matches!(&m.msg,
+        Some(Msg::Frame(f)) if f.received_at_us == 42 && f.keyframe && f.track_id == "1:l")));
+
+    // A gap upstream on l: the viewer waits for l's keyframe and asks for l only, once
+    // for a burst of frames.
+    net.upstream.clear();
+    net.now += Duration::from_secs(1);
+    for n in 5..8u64 {
+        let now = net.now;
+        net.core
+            .push_relayed(now, &session, frame("l", n, false, n != 5))
+            .unwrap();
+        net.core
+            .push_relayed(now, &session, frame("h", n, false, true))
+            .unwrap();
+        net.run(Duration::from_millis(10));
+    }
+    assert_eq!(
+        net.upstream,
+        vec!["1:l".to_string()],
+        "one ask, for layer l"
+    );
+    let video = net.clients[s]
+        .frames
+        .iter()
+        .filter(|f| f.0 == MediaKind::Video)
+        .count();
+    assert_eq!(video, 5, "nothing after the gap until a keyframe");
+    let now = net.now;
+    net.core
+        .push_relayed(now, &session, frame("l", 8, true, true))
+        .unwrap();
+    net.run(Duration::from_millis(50));
+    let video = net.clients[s]
+        .frames
+        .iter()
+        .filter(|f| f.0 == MediaKind::Video)
+        .count();
+    assert_eq!(video, 6, "resumed at the keyframe");
 }

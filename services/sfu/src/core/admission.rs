@@ -115,6 +115,27 @@ impl Core {
     /// A publisher that is not a WebRTC peer (RTMP ingest): its frames arrive through
     /// [`Core::push_local`]. Replaces the room's current publisher like a WHIP reconnect.
     pub fn publish_local(&mut self, room: &str) -> Result<String, SessionError> {
+        self.new_local(room, false)
+    }
+
+    /// The local publisher of an edge pull: frames relayed from the room's parent node
+    /// arrive through [`Core::push_relayed`]; keyframe wants leave as
+    /// [`Output::UpstreamKeyframe`]. It makes no `RoomLive`/`RoomOffline` events (the
+    /// room's origin is elsewhere). Replaces the room's current publisher, so a new
+    /// relay link looks like a publisher reconnect to the viewers.
+    pub fn publish_relayed(&mut self, room: &str) -> Result<String, SessionError> {
+        self.new_local(room, true)
+    }
+
+    /// Whether the room's publisher is on this node and not an edge pull.
+    pub fn has_own_publisher(&self, room: &str) -> bool {
+        self.rooms
+            .get(room)
+            .and_then(|r| r.publisher)
+            .is_some_and(|k| self.locals.get(&k).is_none_or(|l| !l.relayed))
+    }
+
+    fn new_local(&mut self, room: &str, relayed: bool) -> Result<String, SessionError> {
         admit(
             self.draining,
             self.peers.len() + self.locals.len(),
@@ -126,6 +147,7 @@ impl Core {
             LocalPublisher {
                 session: session.clone(),
                 room: room.to_string(),
+                relayed,
             },
         );
         self.by_session.insert(session.clone(), key);

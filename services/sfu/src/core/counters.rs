@@ -80,10 +80,9 @@ impl Core {
             .values()
             .filter(|p| matches!(p.role, PeerRole::Publisher { .. }))
             .count();
-        (
-            publishers + self.locals.len(),
-            self.peers.len() - publishers,
-        )
+        // An edge pull is no client's session: not counted.
+        let locals = self.locals.values().filter(|l| !l.relayed).count();
+        (publishers + locals, self.peers.len() - publishers)
     }
 
     pub fn room_stats(&self) -> Vec<pb::RoomStats> {

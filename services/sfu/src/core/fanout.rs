@@ -4,6 +4,7 @@
 
 use super::codec::{frequency, subscriber_pt, FrameCodec};
 use super::forward::h264_is_keyframe;
+use super::keyframe::Want;
 use super::output::relay_msg;
 use super::peer::PeerRole;
 use super::{Core, Output, SessionError};
@@ -27,6 +28,29 @@ pub(super) struct InFrame {
     pub contiguous: bool,
     /// Codec configuration for relay consumers (e.g. the AAC AudioSpecificConfig, hex).
     pub fmtp: String,
+    /// Whether it is a keyframe, when the source said so (a relay); else detected.
+    pub keyframe: Option<bool>,
+    /// Wall clock at the origin's receipt (µs since the epoch): set for relayed frames,
+    /// which also make the viewers of their layer wait for a keyframe after a gap.
+    pub origin_us: Option<u64>,
+}
+
+/// A frame an edge pull got from its parent node, with the track it belongs to.
+#[derive(Debug, Clone)]
+pub struct RelayedFrame {
+    pub codec: FrameCodec,
+    pub track_id: String,
+    /// Simulcast layer; empty without simulcast.
+    pub rid: String,
+    pub fmtp: String,
+    /// RTP time in the codec's clock rate, extended to 64 bits.
+    pub time: u64,
+    pub data: Arc<[u8]>,
+    pub keyframe: bool,
+    /// False after frames were lost upstream: wait for the next keyframe.
+    pub contiguous: bool,
+    /// The origin's receipt time, kept across hops (latency is measured from it).
+    pub received_at_us: u64,
 }
 
 /// A WebRTC publisher's track id: its media line, and simulcast layer if any.
@@ -49,14 +73,7 @@ impl Core {
         data: Arc<[u8]>,
         config: &str,
     ) -> Result<(), SessionError> {
-        let key = *self
-            .by_session
-            .get(session)
-            .ok_or(SessionError::UnknownSession)?;
-        let Some(local) = self.locals.get(&key) else {
-            return Err(SessionError::UnknownSession);
-        };
-        let room = local.room.clone();
+        let (key, room) = self.local_publisher(session)?;
         let frame = InFrame {
             codec,
             spec: None,
@@ -67,9 +84,47 @@ impl Core {
             data,
             contiguous: true,
             fmtp: config.to_string(),
+            keyframe: None,
+            origin_us: None,
         };
         self.route(key, &room, frame, now);
         Ok(())
+    }
+
+    /// One frame of an edge pull's publisher ([`Core::publish_relayed`]), routed as the
+    /// origin routed it: same track, layer, flags and receipt time.
+    pub fn push_relayed(
+        &mut self,
+        now: Instant,
+        session: &str,
+        f: RelayedFrame,
+    ) -> Result<(), SessionError> {
+        let (key, room) = self.local_publisher(session)?;
+        let frame = InFrame {
+            codec: f.codec,
+            spec: None,
+            track: f.track_id,
+            rid: (!f.rid.is_empty()).then(|| Rid::from(f.rid.as_str())),
+            time: f.time,
+            network_time: now,
+            data: f.data,
+            contiguous: f.contiguous,
+            fmtp: f.fmtp,
+            keyframe: Some(f.keyframe),
+            origin_us: Some(f.received_at_us),
+        };
+        self.route(key, &room, frame, now);
+        Ok(())
+    }
+
+    /// A local publisher's key and room.
+    fn local_publisher(&self, session: &str) -> Result<(u64, String), SessionError> {
+        let key = *self
+            .by_session
+            .get(session)
+            .ok_or(SessionError::UnknownSession)?;
+        let local = self.locals.get(&key).ok_or(SessionError::UnknownSession)?;
+        Ok((key, local.room.clone()))
     }
 
     /// A frame from a room's publisher: to each subscriber and relay sink.
@@ -81,7 +136,8 @@ impl Core {
             .track_bytes
             .entry((room_id.to_string(), d.track.clone()))
             .or_default() += d.data.len() as u64;
-        let keyframe = kind == MediaKind::Video && h264_is_keyframe(&d.data);
+        let keyframe =
+            kind == MediaKind::Video && d.keyframe.unwrap_or_else(|| h264_is_keyframe(&d.data));
         let Some(room) = self.rooms.get_mut(room_id) else {
             return;
         };
@@ -114,7 +170,11 @@ impl Core {
         };
         let epoch = room.epoch;
         let subscribers = room.subscribers.clone();
-        let received_at_us = self.config.wall_clock.unix_us(now);
+        let received_at_us = d
+            .origin_us
+            .unwrap_or_else(|| self.config.wall_clock.unix_us(now));
+        // A gap upstream: the viewers of this layer restart at its next keyframe.
+        let resync = kind == MediaKind::Video && d.origin_us.is_some() && !d.contiguous;
         for sink in room.relays.clone() {
             self.out.push_back(Output::Relay {
                 sink,
@@ -132,7 +192,7 @@ impl Core {
             return;
         }
         let mut sent = Vec::with_capacity(subscribers.len());
-        let mut need_keyframe = false;
+        let mut need_keyframe: Option<Want> = None;
         for s in subscribers {
             let Some(p) = self.peers.get_mut(&s) else {
                 continue;
@@ -145,8 +205,17 @@ impl Core {
             };
             let (mid, timeline, step) = match kind {
                 MediaKind::Video => {
+                    if resync && (st.gate.layer.is_none() || st.gate.layer == d.rid) {
+                        st.gate.wants_keyframe = true;
+                    }
                     if !st.gate.pass_video(d.rid, keyframe) {
-                        need_keyframe |= st.gate.wants_keyframe;
+                        if st.gate.wants_keyframe || st.gate.layer.is_none() {
+                            let want = st.gate.layer.map_or(Want::All, Want::Layer);
+                            need_keyframe = Some(match need_keyframe.take() {
+                                Some(w) => w.merge(want),
+                                None => want,
+                            });
+                        }
                         continue;
                     }
                     (st.video_mid, &mut st.video_time, 3000)
@@ -174,8 +243,8 @@ impl Core {
         for s in sent {
             self.drain(s, now);
         }
-        if need_keyframe {
-            self.request_keyframe(room_id, now);
+        if let Some(want) = need_keyframe {
+            self.request_keyframe(room_id, want, now);
         }
     }
 }

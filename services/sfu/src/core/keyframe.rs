@@ -1,10 +1,13 @@
 //! Keyframe policy: a room's publisher is asked for a keyframe when a subscriber joins
-//! or needs one, or a relay consumer asks — at most once per interval, with later asks
-//! coalesced into one sent when the interval has passed.
+//! or needs one, or a relay consumer asks — per video track (simulcast layer), at most
+//! once per interval, with later asks coalesced into one sent when the interval has
+//! passed. On an edge the ask goes to the parent node, coalesced the same way at each
+//! hop, so many edges' joins cost the publisher one keyframe.
 
 use super::peer::PeerRole;
-use super::Core;
+use super::{Core, Output};
 use skylark_proto::sfu::v1 as pb;
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 use str0m::media::{KeyframeRequestKind, MediaKind, Mid, Rid};
 
@@ -48,15 +51,74 @@ impl KeyframeThrottle {
     }
 }
 
-impl Core {
-    /// A keyframe request from a relay consumer.
-    pub fn relay_keyframe_request(&mut self, room: &str, now: Instant) {
-        self.request_keyframe(room, now);
+/// One [`KeyframeThrottle`] per video track (simulcast layer) of a room, so a layer's
+/// request never holds back another's. Key `""`: the publisher's tracks are not known
+/// yet (no frame so far), ask every layer.
+#[derive(Debug, Default, Clone)]
+pub(super) struct TrackThrottles(HashMap<String, KeyframeThrottle>);
+
+impl TrackThrottles {
+    pub fn ask(&mut self, track: &str, now: Instant) -> bool {
+        self.0.entry(track.to_string()).or_default().ask(now)
     }
 
-    /// Asks the room's publisher for a keyframe on every video layer, as the room's
-    /// throttle allows.
-    pub(super) fn request_keyframe(&mut self, room_id: &str, now: Instant) {
+    pub fn cancel(&mut self) {
+        self.0.values_mut().for_each(KeyframeThrottle::cancel);
+    }
+
+    pub fn new_publisher(&mut self) {
+        self.0
+            .values_mut()
+            .for_each(KeyframeThrottle::new_publisher);
+    }
+
+    /// Tracks with a request held for later.
+    pub fn pending(&self) -> Vec<String> {
+        self.0
+            .iter()
+            .filter(|(_, t)| t.pending())
+            .map(|(k, _)| k.clone())
+            .collect()
+    }
+}
+
+/// Which of a room's video tracks need a keyframe.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum Want {
+    /// Every layer (a viewer that follows none yet, a relay consumer asking for all).
+    All,
+    /// One simulcast layer (a viewer following it).
+    Layer(Rid),
+    /// One track by id (a relay consumer's request).
+    Track(String),
+}
+
+impl Want {
+    /// The smallest want covering both.
+    pub fn merge(self, other: Want) -> Want {
+        if self == other {
+            self
+        } else {
+            Want::All
+        }
+    }
+}
+
+impl Core {
+    /// A keyframe request from a relay consumer for `track_id` (empty: every track).
+    pub fn relay_keyframe_request(&mut self, room: &str, track_id: &str, now: Instant) {
+        let want = if track_id.is_empty() {
+            Want::All
+        } else {
+            Want::Track(track_id.to_string())
+        };
+        self.request_keyframe(room, want, now);
+    }
+
+    /// Asks the room's publisher for a keyframe on the wanted video layers, as each
+    /// layer's throttle allows: a WebRTC publisher gets a PLI, an edge pull's publisher
+    /// an [`Output::UpstreamKeyframe`] for its parent node.
+    pub(super) fn request_keyframe(&mut self, room_id: &str, want: Want, now: Instant) {
         let Some(room) = self.rooms.get_mut(room_id) else {
             return;
         };
@@ -64,15 +126,44 @@ impl Core {
             room.keyframes.cancel();
             return;
         };
-        if !room.keyframes.ask(now) {
-            return;
-        }
-        let rids: Vec<Option<Rid>> = room
+        let mut targets: Vec<(String, Option<Rid>)> = room
             .tracks
             .iter()
             .filter(|t| t.kind == pb::TrackKind::Video as i32)
-            .map(|t| (!t.rid.is_empty()).then(|| Rid::from(t.rid.as_str())))
+            .filter(|t| match &want {
+                Want::All => true,
+                Want::Layer(r) => t.rid == r.to_string(),
+                Want::Track(id) => &t.track_id == id,
+            })
+            .map(|t| {
+                let rid = (!t.rid.is_empty()).then(|| Rid::from(t.rid.as_str()));
+                (t.track_id.clone(), rid)
+            })
             .collect();
+        if targets.is_empty()
+            && !room
+                .tracks
+                .iter()
+                .any(|t| t.kind == pb::TrackKind::Video as i32)
+        {
+            targets.push((String::new(), None));
+        }
+        targets.retain(|(track, _)| room.keyframes.ask(track, now));
+        if targets.is_empty() {
+            return;
+        }
+        if let Some(local) = self.locals.get(&pk) {
+            if local.relayed {
+                for (track_id, _) in targets {
+                    self.counters.keyframe_requests += 1;
+                    self.out.push_back(Output::UpstreamKeyframe {
+                        session: local.session.clone(),
+                        track_id,
+                    });
+                }
+            }
+            return;
+        }
         let Some(p) = self.peers.get_mut(&pk) else {
             return;
         };
@@ -88,15 +179,10 @@ impl Core {
             .map(|t| t.mid)
             .collect();
         for mid in mids {
-            let layers = if rids.is_empty() {
-                vec![None]
-            } else {
-                rids.clone()
-            };
-            for rid in layers {
+            for (_, rid) in &targets {
                 if let Some(mut w) = p.rtc.writer(mid) {
                     if w.is_request_keyframe_possible(KeyframeRequestKind::Pli)
-                        && w.request_keyframe(rid, KeyframeRequestKind::Pli).is_ok()
+                        && w.request_keyframe(*rid, KeyframeRequestKind::Pli).is_ok()
                     {
                         self.counters.keyframe_requests += 1;
                     }

@@ -14,6 +14,7 @@
 //! [`Core::handle_timeout`], and the API calls ([`Core::publish`],
 //! [`Core::subscribe`], [`Core::publish_local`], [`Core::push_local`],
 //! [`Core::add_candidate`], [`Core::close`], [`Core::end_publisher`],
+//! [`Core::publish_relayed`], [`Core::push_relayed`],
 //! [`Core::attach_relay`], [`Core::detach_relay`], [`Core::relay_keyframe_request`],
 //! [`Core::set_draining`]). The rule:
 //!
@@ -87,6 +88,7 @@ pub use admission::{Role, SessionError};
 pub use clock::WallClock;
 pub use codec::FrameCodec;
 pub use counters::Counters;
+pub use fanout::RelayedFrame;
 pub use ids::IdSeed;
 pub use output::{CoreEvent, Output};
 
@@ -182,14 +184,18 @@ impl Core {
             }
             self.drain(key, now);
         }
-        let pending: Vec<String> = self
+        let pending: Vec<(String, String)> = self
             .rooms
             .iter()
-            .filter(|(_, r)| r.keyframes.pending())
-            .map(|(id, _)| id.clone())
+            .flat_map(|(id, r)| r.keyframes.pending().into_iter().map(|t| (id.clone(), t)))
             .collect();
-        for room in pending {
-            self.request_keyframe(&room, now);
+        for (room, track) in pending {
+            let want = if track.is_empty() {
+                keyframe::Want::All
+            } else {
+                keyframe::Want::Track(track)
+            };
+            self.request_keyframe(&room, want, now);
         }
     }
 }

@@ -18,13 +18,19 @@ pub enum Output {
         msg: pb::RelayMessage,
     },
     Event(CoreEvent),
+    /// An edge pull's publisher needs a keyframe of `track_id`: ask the parent node
+    /// (already coalesced per track).
+    UpstreamKeyframe {
+        session: String,
+        track_id: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CoreEvent {
-    /// The room got a publisher (first, or after having none).
+    /// The room got a publisher (first, or after having none); not for edge pulls.
     RoomLive { room: String },
-    /// The room's publisher left.
+    /// The room's publisher left; not for edge pulls.
     RoomOffline { room: String },
     /// Subscriber count of a room changed.
     Viewers { room: String, count: usize },

@@ -61,8 +61,11 @@ impl SubscriberState {
     }
 }
 
-/// A publisher fed by a local ingest (RTMP) rather than a WebRTC peer.
+/// A publisher fed by a local ingest (RTMP) or a relay from another node (an edge
+/// pull) rather than a WebRTC peer.
 pub(super) struct LocalPublisher {
     pub session: String,
     pub room: String,
+    /// An edge pull: the room's origin is elsewhere, keyframe wants go upstream.
+    pub relayed: bool,
 }

@@ -2,7 +2,7 @@
 //! one of them comes or goes.
 
 use super::forward::Gate;
-use super::keyframe::KeyframeThrottle;
+use super::keyframe::{TrackThrottles, Want};
 use super::output::relay_msg;
 use super::peer::PeerRole;
 use super::{Core, CoreEvent, Output, Role};
@@ -17,7 +17,7 @@ pub(super) struct Room {
     /// Increments with each new publisher, so subscribers re-base their timelines.
     pub epoch: u64,
     pub tracks: Vec<pb::TrackInfo>,
-    pub keyframes: KeyframeThrottle,
+    pub keyframes: TrackThrottles,
 }
 
 impl Core {
@@ -39,7 +39,7 @@ impl Core {
                 msg: relay_msg(pb::relay_message::Msg::Track(t)),
             });
         }
-        self.request_keyframe(room, now);
+        self.request_keyframe(room, Want::All, now);
     }
 
     pub fn detach_relay(&mut self, room: &str, sink: u64) {
@@ -52,8 +52,10 @@ impl Core {
     /// Makes `key` the room's publisher: a new epoch for subscribers and relays, and the
     /// previous publisher (a reconnect's old session) is closed.
     pub(super) fn install_publisher(&mut self, room: &str, key: u64) {
+        let relayed = self.locals.get(&key).is_some_and(|l| l.relayed);
         let r = self.rooms.entry(room.to_string()).or_default();
         let old = r.publisher.replace(key);
+        let old_relayed = old.is_some_and(|k| self.locals.get(&k).is_some_and(|l| l.relayed));
         r.epoch += 1;
         r.tracks.clear();
         r.keyframes.new_publisher();
@@ -74,11 +76,14 @@ impl Core {
                 st.gate = Gate::default();
             }
         }
-        match old {
-            Some(old) => self.remove_peer(old, false),
-            None => self.out.push_back(Output::Event(CoreEvent::RoomLive {
+        if let Some(old) = old {
+            self.remove_peer(old, false);
+        }
+        // Live when the room gets its first own publisher (an edge's room is live at its origin).
+        if !relayed && old.is_none_or(|_| old_relayed) {
+            self.out.push_back(Output::Event(CoreEvent::RoomLive {
                 room: room.to_string(),
-            })),
+            }));
         }
     }
 
@@ -86,7 +91,7 @@ impl Core {
     pub(super) fn remove_peer(&mut self, key: u64, explicit: bool) {
         if let Some(l) = self.locals.remove(&key) {
             self.by_session.remove(&l.session);
-            self.publisher_gone(&l.room, key);
+            self.publisher_gone(&l.room, key, l.relayed);
             tracing::info!(session = %l.session, room_id = %l.room, "local publisher closed");
             self.out.push_back(Output::Event(CoreEvent::SessionClosed {
                 session: l.session,
@@ -119,7 +124,7 @@ impl Core {
             }
         }
         if role == Role::Publisher {
-            self.publisher_gone(&p.room, key);
+            self.publisher_gone(&p.room, key, false);
         }
         tracing::info!(session = %p.session, room_id = %p.room, ?role, "session closed");
         self.out.push_back(Output::Event(CoreEvent::SessionClosed {
@@ -132,7 +137,7 @@ impl Core {
 
     /// The room's publisher `key` left: the room goes offline, and relay consumers learn
     /// the stream stopped (a returning publisher is a new stream: timestamps restart).
-    fn publisher_gone(&mut self, room: &str, key: u64) {
+    fn publisher_gone(&mut self, room: &str, key: u64, relayed: bool) {
         let Some(r) = self.rooms.get_mut(room) else {
             return;
         };
@@ -140,9 +145,11 @@ impl Core {
             return;
         }
         r.publisher = None;
-        self.out.push_back(Output::Event(CoreEvent::RoomOffline {
-            room: room.to_string(),
-        }));
+        if !relayed {
+            self.out.push_back(Output::Event(CoreEvent::RoomOffline {
+                room: room.to_string(),
+            }));
+        }
         for sink in r.relays.clone() {
             self.out.push_back(Output::Relay {
                 sink,

@@ -4,6 +4,7 @@
 use super::codec::FrameCodec;
 use super::counters::StreamTotals;
 use super::fanout::{track_id, InFrame};
+use super::keyframe::Want;
 use super::peer::{PeerRole, PublisherTrack};
 use super::{Core, Output};
 use std::time::Instant;
@@ -14,7 +15,7 @@ impl Core {
     /// Polls a peer until it has nothing more to say, routing what it produced.
     pub(super) fn drain(&mut self, key: u64, now: Instant) {
         let mut media: Vec<MediaData> = Vec::new();
-        let mut want_keyframe = false;
+        let mut want_keyframe: Option<Want> = None;
         let mut alive = true;
         {
             let Some(p) = self.peers.get_mut(&key) else {
@@ -42,7 +43,7 @@ impl Core {
                             p.connected = true;
                             tracing::debug!(session = %p.session, "connected");
                             if matches!(p.role, PeerRole::Subscriber(_)) {
-                                want_keyframe = true;
+                                want_keyframe = Some(Want::All);
                             }
                         }
                         Event::IceConnectionStateChange(IceConnectionState::Disconnected) => {
@@ -63,7 +64,19 @@ impl Core {
                                 media.push(d);
                             }
                         }
-                        Event::KeyframeRequest(_) => want_keyframe = true,
+                        Event::KeyframeRequest(_) => {
+                            // A viewer's PLI is for the layer it follows.
+                            let want = match &p.role {
+                                PeerRole::Subscriber(st) => {
+                                    st.gate.layer.map_or(Want::All, Want::Layer)
+                                }
+                                PeerRole::Publisher { .. } => Want::All,
+                            };
+                            want_keyframe = Some(match want_keyframe.take() {
+                                Some(w) => w.merge(want),
+                                None => want,
+                            });
+                        }
                         Event::MediaIngressStats(st) => {
                             let growth = p
                                 .stream_totals
@@ -123,11 +136,13 @@ impl Core {
                 data: d.data,
                 contiguous: d.contiguous,
                 fmtp: spec.format.to_string(),
+                keyframe: None,
+                origin_us: None,
             };
             self.route(key, &room, frame, now);
         }
-        if want_keyframe {
-            self.request_keyframe(&room, now);
+        if let Some(want) = want_keyframe {
+            self.request_keyframe(&room, want, now);
         }
     }
 }
