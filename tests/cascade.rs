@@ -1,0 +1,167 @@
+//! One room across many SFU nodes: `skylark api`, `skylark signaling` and three
+//! `skylark sfu` processes sharing Redis. The nodes are small (20 sessions, one
+//! downstream relay link each), so 50 viewers of one room need an origin → edge →
+//! edge tree: placement must grow it, and every viewer on every node must get every
+//! frame of the one publisher.
+
+mod common;
+
+use common::*;
+use skylark_bus::placement;
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+const VIEWERS: usize = 50;
+
+struct Cluster {
+    _dir: tempfile::TempDir,
+    _api: Skylark,
+    _sfus: Vec<Skylark>,
+    signaling: Skylark,
+    bus: skylark_bus::AnyBus,
+    /// The API's public base (room creation, viewer counts).
+    api_base: String,
+}
+
+/// api + signaling + `nodes` SFUs named `sfu-0`…, each taking `max_sessions` sessions
+/// and feeding `max_relays` relay links.
+async fn cluster(redis: &str, nodes: usize, max_sessions: u32, max_relays: u32) -> Cluster {
+    let dir = tempfile::tempdir().unwrap();
+    let api_grpc = free_port();
+    let prefix = format!("skylark-test-{}:", unique_id());
+    let shared = scale_out_env(
+        redis,
+        api_grpc,
+        dir.path(),
+        &[("SKYLARK_REDIS_PREFIX", prefix.clone())],
+    );
+    let api = Skylark::start_with(Options {
+        target: Some("api"),
+        env: shared(&[("SKYLARK_GRPC_ADDR", format!("127.0.0.1:{api_grpc}"))]),
+        dir: Some(dir.path().join("api")),
+    })
+    .await;
+    let mut sfus = Vec::new();
+    for i in 0..nodes {
+        sfus.push(
+            Skylark::start_with(Options {
+                target: Some("sfu"),
+                env: shared(&[
+                    ("SKYLARK_GRPC_ADDR", "127.0.0.1:0".into()),
+                    ("SKYLARK_NODE_ID", format!("sfu-{i}")),
+                    ("SKYLARK_SFU_MAX_SESSIONS", max_sessions.to_string()),
+                    ("SKYLARK_SFU_MAX_RELAYS", max_relays.to_string()),
+                ]),
+                dir: Some(dir.path().join(format!("sfu-{i}"))),
+            })
+            .await,
+        );
+    }
+    let signaling = Skylark::start_with(Options {
+        target: Some("signaling"),
+        env: shared(&[]),
+        dir: Some(dir.path().join("signaling")),
+    })
+    .await;
+    let bus = skylark_bus::connect_with(&skylark_bus::BusConfig {
+        redis_url: Some(redis.to_string()),
+        key_prefix: prefix,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    // Every node registered before placement starts.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    use skylark_bus::Bus;
+    while bus.nodes(skylark_bus::NodeKind::Sfu).await.unwrap().len() < nodes {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "SFU nodes registered"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Cluster {
+        api_base: api.base.clone(),
+        _dir: dir,
+        _api: api,
+        _sfus: sfus,
+        signaling,
+        bus,
+    }
+}
+
+#[tokio::test]
+async fn fifty_viewers_of_one_room_spread_over_a_two_level_tree() {
+    let Some(redis) = redis_url() else { return };
+    let c = cluster(&redis, 3, 20, 1).await;
+    let (_, room, key) = creator_with_room(&c.api_base, "public").await;
+    let (engine, _publisher) = publish(&c.signaling.base, &room, &key).await;
+    let origin = placement::origin(&c.bus, &room)
+        .await
+        .unwrap()
+        .and_then(|o| o.sfu_node().map(str::to_string))
+        .expect("the room has an SFU origin");
+
+    let whep = format!("{}/whep/{room}", c.signaling.base);
+    let mut viewers = Vec::new();
+    for i in 0..VIEWERS {
+        let v = engine
+            .view(&whep, None)
+            .await
+            .unwrap_or_else(|e| panic!("viewer {i}: {e}"));
+        viewers.push(v);
+    }
+
+    // Spread: the origin, an edge pulling from it, and an edge pulling from that edge.
+    let mut by_node: BTreeMap<String, usize> = BTreeMap::new();
+    for v in &viewers {
+        let node = v.serving_node().expect("WHEP names the serving node");
+        *by_node.entry(node.to_string()).or_default() += 1;
+    }
+    assert_eq!(by_node.len(), 3, "viewers on every node: {by_node:?}");
+    let relays = placement::relays(&c.bus, &room).await.unwrap();
+    assert_eq!(
+        relays.iter().filter(|r| r.parent == origin).count(),
+        1,
+        "the origin feeds one relay link: {relays:?}"
+    );
+    assert_eq!(
+        relays.iter().map(|r| r.depth).max(),
+        Some(2),
+        "the tree is two levels deep: {relays:?}"
+    );
+
+    // Every viewer plays every frame since its first keyframe, byte-exact.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    for (i, v) in viewers.iter().enumerate() {
+        let s = v.stats().await.unwrap();
+        let node = v.serving_node().unwrap_or_default();
+        assert!(s.connected, "viewer {i} on {node} connected");
+        assert!(s.frames >= 30, "viewer {i} on {node}: {} frames", s.frames);
+        assert_eq!(
+            s.frames_bad_hash, 0,
+            "viewer {i} on {node}: payloads intact"
+        );
+        assert_eq!(s.frames_missing, 0, "viewer {i} on {node}: no gaps");
+    }
+
+    // The room's viewer count is the sum over its nodes, in the API too.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let v: serde_json::Value = reqwest::get(format!("{}/api/v1/rooms/{room}", c.api_base))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if v["viewers"] == VIEWERS {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "viewer count {} (by node {by_node:?})",
+            v["viewers"]
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
