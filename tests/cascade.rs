@@ -133,6 +133,7 @@ async fn fifty_viewers_of_one_room_spread_over_a_two_level_tree() {
 
     // Every viewer plays every frame since its first keyframe, byte-exact.
     tokio::time::sleep(Duration::from_secs(4)).await;
+    report_per_hop(&viewers, &origin, &relays).await;
     for (i, v) in viewers.iter().enumerate() {
         let s = v.stats().await.unwrap();
         let node = v.serving_node().unwrap_or_default();
@@ -163,6 +164,45 @@ async fn fifty_viewers_of_one_room_spread_over_a_two_level_tree() {
             v["viewers"]
         );
         tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// Prints, per hop from the origin, the viewers' join time and frame latency: what each
+/// relay hop costs, measured in one run (figures for docs/benchmarks.md, not asserted).
+async fn report_per_hop(
+    viewers: &[skylark_loadgen::Viewer],
+    origin: &str,
+    relays: &[placement::Relay],
+) {
+    let depth_of = |node: &str| {
+        if node == origin {
+            Some(0)
+        } else {
+            relays.iter().find(|r| r.node == node).map(|r| r.depth)
+        }
+    };
+    let mut by_depth: BTreeMap<u32, (Vec<f64>, skylark_loadgen::stats::Histogram)> =
+        BTreeMap::new();
+    for v in viewers {
+        let Some(depth) = v.serving_node().and_then(depth_of) else {
+            continue;
+        };
+        let s = v.stats().await.unwrap();
+        let entry = by_depth.entry(depth).or_default();
+        entry.0.extend(s.join_ms);
+        entry.1.merge(&s.latency_us);
+    }
+    for (depth, (joins, latency)) in by_depth {
+        let join = skylark_loadgen::stats::percentiles(&joins);
+        let lat = latency.percentiles_ms();
+        println!(
+            "hop {depth}: {} viewers, join p50 {:.0} ms p95 {:.0} ms, latency p50 {:.1} ms p99 {:.1} ms",
+            joins.len(),
+            join.as_ref().map_or(f64::NAN, |p| p.p50),
+            join.as_ref().map_or(f64::NAN, |p| p.p95),
+            lat.as_ref().map_or(f64::NAN, |p| p.p50),
+            lat.as_ref().map_or(f64::NAN, |p| p.p99),
+        );
     }
 }
 
