@@ -764,9 +764,14 @@ impl Viewer {
     /// A snapshot of what the viewer has measured so far.
     pub async fn stats(&self) -> Result<ViewerStats, Error> {
         match self.handle.stats().await? {
-            SessionStats::Viewer(s) => Ok(*s),
+            SessionStats::Viewer(s) => Ok(self.with_node(*s)),
             SessionStats::Publisher(_) => Err(Error::EngineStopped),
         }
+    }
+
+    fn with_node(&self, mut s: ViewerStats) -> ViewerStats {
+        s.serving_node = self.handle.serving_node.clone();
+        s
     }
 
     /// Waits until the first keyframe arrived (the viewer could show a picture).
@@ -797,7 +802,7 @@ impl Viewer {
     /// engine still ran) and the `DELETE` result.
     pub async fn close(mut self) -> (Option<ViewerStats>, Result<(), Error>) {
         let stats = match self.handle.remove().await {
-            Some(SessionStats::Viewer(s)) => Some(*s),
+            Some(SessionStats::Viewer(s)) => Some(self.with_node(*s)),
             _ => None,
         };
         (stats, self.handle.delete().await)

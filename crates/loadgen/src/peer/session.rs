@@ -166,6 +166,9 @@ pub struct ViewerStats {
     /// Frame latencies in µs, for merging across viewers.
     #[serde(skip)]
     pub latency_us: Histogram,
+    /// The SFU node that served the viewer (`Skylark-Node` of the WHEP answer).
+    #[serde(skip)]
+    pub serving_node: Option<String>,
 }
 
 /// What a publisher sent on one video layer.

@@ -7,7 +7,7 @@
 mod room;
 
 pub(crate) use room::RunEnd;
-pub use room::{KbpsSummary, ReceivedLayer, SwarmReport, ViewerCounts};
+pub use room::{KbpsSummary, NodeFigures, ReceivedLayer, SwarmReport, ViewerCounts};
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -40,6 +40,8 @@ fn merge_upper(ps: &[Option<Percentiles>]) -> Option<Percentiles> {
 /// weighed by frames, and percentiles are upper bounds (see [`RunReport::new`]).
 #[derive(Debug, Clone)]
 pub struct RunReport {
+    /// Playing viewers by serving node, over all rooms (upper-bound percentiles).
+    by_node: BTreeMap<String, NodeFigures>,
     url: String,
     rooms: Vec<String>,
     publishers: usize,
@@ -156,7 +158,15 @@ impl RunReport {
             })
             .sum();
         let pubs = rs.iter().filter_map(|r| r.publisher.as_ref());
+        let mut by_node: BTreeMap<String, NodeFigures> = BTreeMap::new();
+        for (node, f) in rs.iter().flat_map(|r| &r.by_node) {
+            let n = by_node.entry(node.clone()).or_default();
+            n.viewers += f.viewers;
+            n.join_ms = merge_upper(&[n.join_ms, f.join_ms]);
+            n.latency_ms = merge_upper(&[n.latency_ms, f.latency_ms]);
+        }
         let mut report = RunReport {
+            by_node,
             url: config.base_url.clone(),
             rooms: config.rooms.iter().map(|r| r.room.clone()).collect(),
             publishers: config.publishers(),
@@ -285,6 +295,15 @@ impl RunReport {
             self.frames_unmarked,
             self.audio_packets
         );
+        for (node, f) in &self.by_node {
+            let _ = writeln!(
+                s,
+                "  node {node}  {} viewers  join {}  latency {}",
+                f.viewers,
+                pct(&f.join_ms),
+                pct(&f.latency_ms)
+            );
+        }
         if !self.layers.is_empty() {
             let list: Vec<String> = self
                 .layers
@@ -396,6 +415,12 @@ impl RunReport {
             // index, picture size from the SPS.
             "layers": self.layers,
             "layer_switches": self.layer_switches,
+            // Playing viewers by the SFU node that served them (WHEP `Skylark-Node`).
+            "nodes": self.by_node.iter().map(|(node, f)| (node.clone(), json!({
+                "viewers": f.viewers,
+                "join_ms": pct(&f.join_ms),
+                "latency_ms": pct(&f.latency_ms),
+            }))).collect::<serde_json::Map<_, _>>(),
             "delete_failures": self.delete_failures,
             "duration_s": self.duration_s,
             "publisher": if self.publishers == 0 { Value::Null } else { json!({
@@ -557,6 +582,7 @@ mod tests {
             "bytes_received",
             "layers",
             "layer_switches",
+            "nodes",
             "delete_failures",
             "duration_s",
             "publisher",

@@ -94,6 +94,19 @@ pub struct SwarmReport {
     pub delete_failures: u64,
     /// The publisher's side, if the run published.
     pub publisher: Option<PublisherStats>,
+    /// Playing viewers by the SFU node that served them (origin or edge): the cost of
+    /// each relay hop in one run. Empty when the server names no node.
+    pub by_node: BTreeMap<String, NodeFigures>,
+}
+
+/// One serving node's playing viewers.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct NodeFigures {
+    pub viewers: u64,
+    /// WHEP POST start → first keyframe, ms.
+    pub join_ms: Option<Percentiles>,
+    /// Frame latency, ms.
+    pub latency_ms: Option<Percentiles>,
 }
 
 /// How a room's run ended, besides the viewers' own stats.
@@ -144,6 +157,8 @@ impl SwarmReport {
             ..SwarmReport::default()
         };
         let mut expected = 0u64;
+        // Per serving node: join times and latency histogram of its playing viewers.
+        let mut nodes: BTreeMap<String, (Vec<f64>, Histogram)> = BTreeMap::new();
         // Playing viewers by (layer, width, height).
         let mut layers: BTreeMap<LayerKey, u64> = BTreeMap::new();
         for (joined_at, s) in &viewers {
@@ -169,6 +184,11 @@ impl SwarmReport {
                 (Some(cause), _) => Some(cause),
                 (None, Some(j)) => {
                     counts.playing += 1;
+                    if let Some(node) = &s.serving_node {
+                        let n = nodes.entry(node.clone()).or_default();
+                        n.0.push(j);
+                        n.1.merge(&s.latency_us);
+                    }
                     *layers.entry((s.layer, s.width, s.height)).or_default() += 1;
                     join.push(j);
                     kbps.push(s.kbps);
@@ -201,6 +221,17 @@ impl SwarmReport {
                 width,
                 height,
                 viewers,
+            })
+            .collect();
+        r.by_node = nodes
+            .into_iter()
+            .map(|(node, (joins, latency))| {
+                let figures = NodeFigures {
+                    viewers: joins.len() as u64,
+                    join_ms: percentiles(&joins),
+                    latency_ms: latency.percentiles_ms(),
+                };
+                (node, figures)
             })
             .collect();
         r.failures = failures;
