@@ -238,6 +238,7 @@ impl Config {
             grpc_addr = ?self.grpc_addr,
             api_grpc_url = %self.api_grpc_url,
             sfu_max_sessions = self.max_sessions,
+            sfu_edge_idle_s = self.sfu_edge_idle_s,
             node_selector = ?self.node_selector,
             jwt_secret = if self.jwt_secret.is_some() { "<set>" } else { "<data dir>" },
             otlp_endpoint = ?self.otlp_endpoint,
