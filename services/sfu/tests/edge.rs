@@ -519,7 +519,19 @@ async fn simulcast_through_two_hops_and_layer_keyframe_requests_reach_the_publis
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn edge_viewers_follow_the_publisher_to_a_new_origin() {
+async fn edge_viewers_follow_the_publisher_to_a_new_origin_when_the_old_one_dies() {
+    follow_the_publisher_to_a_new_origin(true).await;
+}
+
+/// The old origin lives on, and the edge hears of the new one before the old room ends
+/// (a publisher that vanished without a DELETE is noticed late): the edge takes the new
+/// upstream when the old room ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn edge_viewers_follow_the_publisher_to_a_new_origin_when_the_old_room_ends() {
+    follow_the_publisher_to_a_new_origin(false).await;
+}
+
+async fn follow_the_publisher_to_a_new_origin(old_origin_dies: bool) {
     let bus = bus();
     let idle = Duration::from_secs(30);
     let old_origin = Node::start(&bus, "origin-a", idle).await;
@@ -527,18 +539,23 @@ async fn edge_viewers_follow_the_publisher_to_a_new_origin() {
     let edge =
         Node::start_with_upstream(&bus, "edge1", idle, Some(old_origin.as_upstream(1))).await;
     let e = engine();
-    let first = publish(&e, &old_origin, "moved", false).await;
+    let mut first = Some(publish(&e, &old_origin, "moved", false).await);
     let vs = viewers(&e, &format!("{}/whep/moved", edge.bridge), 2).await;
 
-    // The origin dies; the publisher comes back on another node; signaling hands the
-    // edge the new origin with the next viewer.
-    drop(old_origin);
-    drop(first);
+    // The publisher comes back on another node; signaling hands the edge the new origin
+    // with the next viewer.
+    if old_origin_dies {
+        drop(old_origin);
+        first = None;
+    }
     let second = publish(&e, &new_origin, "moved", false).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     *edge.upstream.lock().unwrap() = Some(new_origin.as_upstream(1));
-    let before = frames_now(&vs).await;
     let late = viewers(&e, &format!("{}/whep/moved", edge.bridge), 1).await;
+    if let Some(p) = first.take() {
+        let _ = p.stop().await;
+    }
+    let before = frames_now(&vs).await;
     tokio::time::sleep(Duration::from_secs(3)).await;
     for (v, b) in vs.iter().zip(before) {
         let s = v.stats().await.unwrap();
@@ -558,6 +575,16 @@ async fn edge_viewers_follow_the_publisher_to_a_new_origin() {
             depth: 1
         }]
     );
-    assert_intact(late, 45).await;
+    if old_origin_dies {
+        assert_intact(late, 45).await;
+    } else {
+        // It saw both publishers: frame numbers restart, so only integrity is checked.
+        for v in late {
+            let (s, _) = v.close().await;
+            let s = s.unwrap();
+            assert!(s.frames >= 45, "frames: {}", s.frames);
+            assert_eq!(s.frames_bad_hash, 0);
+        }
+    }
     let _ = second.stop().await;
 }
