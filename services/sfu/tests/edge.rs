@@ -588,3 +588,43 @@ async fn follow_the_publisher_to_a_new_origin(old_origin_dies: bool) {
     }
     let _ = second.stop().await;
 }
+
+/// The room's publisher moves onto the edge node itself (a reconnect placed there):
+/// the edge stops pulling, and its viewers follow the local publisher.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_edge_stops_pulling_when_the_publisher_comes_to_it() {
+    let bus = bus();
+    let (origin, edge) = origin_and_edge(&bus).await;
+    let e = engine();
+    let first = publish(&e, &origin, "here", false).await;
+    let vs = viewers(&e, &format!("{}/whep/here", edge.bridge), 2).await;
+    assert_eq!(edge.stats().await.relays_in, 1);
+
+    let second = publish(&e, &edge, "here", false).await;
+    eventually(
+        "the edge stops pulling",
+        Duration::from_secs(10),
+        || async { edge.stats().await.relays_in == 0 },
+    )
+    .await;
+    eventually(
+        "the origin feeds no one",
+        Duration::from_secs(10),
+        || async { origin.stats().await.relays_out == 0 },
+    )
+    .await;
+    let before = frames_now(&vs).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    for (v, b) in vs.iter().zip(before) {
+        let s = v.stats().await.unwrap();
+        assert!(s.connected, "viewer kept its session");
+        assert!(
+            s.frames >= b + 30,
+            "the local publisher's frames: {b} → {}",
+            s.frames
+        );
+        assert_eq!(s.frames_bad_hash, 0);
+    }
+    let _ = first.stop().await;
+    let _ = second.stop().await;
+}
