@@ -214,6 +214,19 @@ async fn publish(e: &Engine, node: &Node, room: &str, simulcast: bool) -> Publis
     p
 }
 
+/// Each viewer keeps its session and gets at least `min_new` more intact frames in
+/// `watch` (`what` says whose).
+async fn keep_playing(vs: &[Viewer], watch: Duration, min_new: u64, what: &str) {
+    let before = frames_now(vs).await;
+    tokio::time::sleep(watch).await;
+    for (v, b) in vs.iter().zip(before) {
+        let s = v.stats().await.unwrap();
+        assert!(s.connected, "viewer kept its session");
+        assert!(s.frames >= b + min_new, "{what}: {b} → {}", s.frames);
+        assert_eq!(s.frames_bad_hash, 0);
+    }
+}
+
 /// Video frames each viewer has received so far.
 async fn frames_now(vs: &[Viewer]) -> Vec<u64> {
     futures_util::future::join_all(vs.iter().map(|v| v.stats()))
@@ -373,22 +386,17 @@ async fn edge_viewers_keep_their_sessions_when_the_publisher_reconnects() {
     let e = engine();
     let first = publish(&e, &origin, "room3", false).await;
     let vs = viewers(&e, &format!("{}/whep/room3", edge.bridge), 3).await;
-    let before = frames_now(&vs).await;
 
     // A new publisher session replaces the old one on the origin, as after a blip.
     let second = publish(&e, &origin, "room3", false).await;
     drop(first);
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    for (v, b) in vs.iter().zip(before) {
-        let s = v.stats().await.unwrap();
-        assert!(s.connected, "viewer kept its session");
-        assert!(
-            s.frames >= b + 45,
-            "the new publisher's frames arrive: {b} → {}",
-            s.frames
-        );
-        assert_eq!(s.frames_bad_hash, 0);
-    }
+    keep_playing(
+        &vs,
+        Duration::from_secs(3),
+        45,
+        "the new publisher's frames arrive",
+    )
+    .await;
     for v in vs {
         let _ = v.close().await;
     }
@@ -555,18 +563,13 @@ async fn follow_the_publisher_to_a_new_origin(old_origin_dies: bool) {
     if let Some(p) = first.take() {
         let _ = p.stop().await;
     }
-    let before = frames_now(&vs).await;
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    for (v, b) in vs.iter().zip(before) {
-        let s = v.stats().await.unwrap();
-        assert!(s.connected, "viewer kept its session");
-        assert!(
-            s.frames >= b + 45,
-            "the new origin's frames arrive: {b} → {}",
-            s.frames
-        );
-        assert_eq!(s.frames_bad_hash, 0);
-    }
+    keep_playing(
+        &vs,
+        Duration::from_secs(3),
+        45,
+        "the new origin's frames arrive",
+    )
+    .await;
     assert_eq!(
         placement::relays(&bus, "moved").await.unwrap(),
         vec![placement::Relay {
@@ -613,18 +616,13 @@ async fn an_edge_stops_pulling_when_the_publisher_comes_to_it() {
         || async { origin.stats().await.relays_out == 0 },
     )
     .await;
-    let before = frames_now(&vs).await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    for (v, b) in vs.iter().zip(before) {
-        let s = v.stats().await.unwrap();
-        assert!(s.connected, "viewer kept its session");
-        assert!(
-            s.frames >= b + 30,
-            "the local publisher's frames: {b} → {}",
-            s.frames
-        );
-        assert_eq!(s.frames_bad_hash, 0);
-    }
+    keep_playing(
+        &vs,
+        Duration::from_secs(2),
+        30,
+        "the local publisher's frames",
+    )
+    .await;
     let _ = first.stop().await;
     let _ = second.stop().await;
 }
