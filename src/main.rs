@@ -258,6 +258,7 @@ impl Config {
             api_grpc_url = %self.api_grpc_url,
             sfu_max_sessions = self.max_sessions,
             sfu_max_relays = self.max_relays,
+            sfu_edge_idle_s = self.sfu_edge_idle_s,
             node_selector = ?self.node_selector,
             jwt_secret = if self.jwt_secret.is_some() { "<set>" } else { "<data dir>" },
             playback_secret = if self.playback_secret.is_some() { "<set>" } else { "<from the JWT key>" },

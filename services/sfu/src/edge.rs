@@ -5,7 +5,7 @@
 //! same stream. A pull stops `idle` after the room's last viewer (or downstream edge)
 //! left, and retries a broken link with backoff for [`RETRY_FOR`].
 
-use crate::core::{FrameCodec, RelayedFrame};
+use crate::core::{FrameCodec, RelayedFrame, SessionError};
 use crate::worker::{Command, Worker};
 use futures_util::StreamExt;
 use skylark_proto::sfu::v1 as pb;
@@ -13,7 +13,7 @@ use skylark_proto::sfu::v1::sfu_node_client::SfuNodeClient;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::sync::{mpsc, Notify};
+use tokio::sync::{mpsc, oneshot, Notify};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -205,6 +205,8 @@ enum LinkEnd {
     Broken(String),
     /// A `Subscribe` named another upstream while this one was switchable.
     Switch,
+    /// The room got its own publisher on this node (it moved here): nothing to pull.
+    Superseded,
 }
 
 /// The pull's task: links to the parent until idle, out of retries, or shutdown.
@@ -215,6 +217,7 @@ async fn run(edges: Edges, room: String, pull: Arc<Pull>) {
         keyframes_tx: kf_tx,
         keyframes: kf_rx,
         session: None,
+        closed: None,
         broken_since: None,
         backoff: BACKOFF_FIRST,
     };
@@ -231,6 +234,10 @@ async fn run(edges: Edges, room: String, pull: Arc<Pull>) {
         };
         match end {
             LinkEnd::Switch => continue,
+            LinkEnd::Superseded => {
+                tracing::info!(room_id = %room, "edge pull stops: the room's publisher is here");
+                break;
+            }
             LinkEnd::Broken(why) => {
                 let since = *feed.broken_since.get_or_insert_with(Instant::now);
                 if pull.set_switchable() {
@@ -289,6 +296,17 @@ async fn idle(edges: &Edges, room: &str, pull: &Arc<Pull>, tick: Duration) {
     }
 }
 
+/// Resolves when the core ended the pull's local publisher; never without one.
+async fn ended(closed: &mut Option<oneshot::Receiver<()>>) {
+    match closed {
+        Some(rx) => {
+            let _ = rx.await;
+            *closed = None;
+        }
+        None => std::future::pending().await,
+    }
+}
+
 async fn upstream_changed(pull: &Pull, current: &str) {
     loop {
         pull.changed.notified().await;
@@ -307,6 +325,8 @@ struct Feed {
     keyframes: mpsc::Receiver<String>,
     /// The local publisher; kept while a broken link is retried, so viewers stay.
     session: Option<String>,
+    /// Fires when the core ends `session` (a publisher of the room's own took over).
+    closed: Option<oneshot::Receiver<()>>,
     broken_since: Option<Instant>,
     backoff: Duration,
 }
@@ -352,6 +372,13 @@ impl Feed {
                     };
                     let _ = fb_tx.try_send(msg);
                 }
+                _ = ended(&mut self.closed) => {
+                    self.session = None;
+                    if self.worker.has_own_publisher(room.to_string()).await {
+                        return LinkEnd::Superseded;
+                    }
+                    return LinkEnd::Broken("local publisher ended".into());
+                }
                 _ = upstream_changed(pull, &upstream.grpc_url) => {
                     if pull.state().switchable {
                         return LinkEnd::Switch;
@@ -370,7 +397,11 @@ impl Feed {
                                 fresh = false;
                                 pull.state().switchable = false;
                                 match self.worker.publish_relayed(room.to_string(), self.keyframes_tx.clone()).await {
-                                    Ok(s) => self.session = Some(s),
+                                    Ok((s, closed)) => {
+                                        self.session = Some(s);
+                                        self.closed = Some(closed);
+                                    }
+                                    Err(SessionError::PublishedHere) => return LinkEnd::Superseded,
                                     Err(e) => return LinkEnd::Broken(format!("local publisher refused: {e}")),
                                 }
                             }
@@ -408,6 +439,7 @@ impl Feed {
                         }
                         pb::relay_message::Msg::Ended(_) => {
                             tracks.clear();
+                            self.closed = None;
                             if let Some(s) = self.session.take() {
                                 let _ = self.worker.close(s).await;
                             }

@@ -45,6 +45,7 @@ fn status(e: SessionError) -> Status {
         }
         SessionError::AtCapacity => Status::resource_exhausted("SFU node at capacity or stopping"),
         SessionError::Draining => Status::unavailable("SFU node draining: retry"),
+        SessionError::PublishedHere => Status::failed_precondition(e.to_string()),
     }
 }
 

@@ -192,18 +192,22 @@ impl Worker {
         .await
     }
 
+    /// An edge pull's local publisher: its session, and a signal when the core ends it.
     pub async fn publish_relayed(
         &self,
         room: String,
         keyframes: mpsc::Sender<String>,
-    ) -> Result<String, SessionError> {
-        self.ask(|reply| Command::PublishLocal {
-            room,
-            closed: oneshot::channel().0,
-            upstream_keyframes: Some(keyframes),
-            reply,
-        })
-        .await
+    ) -> Result<(String, oneshot::Receiver<()>), SessionError> {
+        let (closed, closed_rx) = oneshot::channel();
+        let session = self
+            .ask(|reply| Command::PublishLocal {
+                room,
+                closed,
+                upstream_keyframes: Some(keyframes),
+                reply,
+            })
+            .await?;
+        Ok((session, closed_rx))
     }
 
     /// A question the worker answers at once; `T::default()` if it stopped.

@@ -215,6 +215,19 @@ async fn publish(e: &Engine, node: &Node, room: &str, simulcast: bool) -> Publis
     p
 }
 
+/// Each viewer keeps its session and gets at least `min_new` more intact frames in
+/// `watch` (`what` says whose).
+async fn keep_playing(vs: &[Viewer], watch: Duration, min_new: u64, what: &str) {
+    let before = frames_now(vs).await;
+    tokio::time::sleep(watch).await;
+    for (v, b) in vs.iter().zip(before) {
+        let s = v.stats().await.unwrap();
+        assert!(s.connected, "viewer kept its session");
+        assert!(s.frames >= b + min_new, "{what}: {b} → {}", s.frames);
+        assert_eq!(s.frames_bad_hash, 0);
+    }
+}
+
 /// Video frames each viewer has received so far.
 async fn frames_now(vs: &[Viewer]) -> Vec<u64> {
     futures_util::future::join_all(vs.iter().map(|v| v.stats()))
@@ -374,22 +387,17 @@ async fn edge_viewers_keep_their_sessions_when_the_publisher_reconnects() {
     let e = engine();
     let first = publish(&e, &origin, "room3", false).await;
     let vs = viewers(&e, &format!("{}/whep/room3", edge.bridge), 3).await;
-    let before = frames_now(&vs).await;
 
     // A new publisher session replaces the old one on the origin, as after a blip.
     let second = publish(&e, &origin, "room3", false).await;
     drop(first);
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    for (v, b) in vs.iter().zip(before) {
-        let s = v.stats().await.unwrap();
-        assert!(s.connected, "viewer kept its session");
-        assert!(
-            s.frames >= b + 45,
-            "the new publisher's frames arrive: {b} → {}",
-            s.frames
-        );
-        assert_eq!(s.frames_bad_hash, 0);
-    }
+    keep_playing(
+        &vs,
+        Duration::from_secs(3),
+        45,
+        "the new publisher's frames arrive",
+    )
+    .await;
     for v in vs {
         let _ = v.close().await;
     }
@@ -520,7 +528,19 @@ async fn simulcast_through_two_hops_and_layer_keyframe_requests_reach_the_publis
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn edge_viewers_follow_the_publisher_to_a_new_origin() {
+async fn edge_viewers_follow_the_publisher_to_a_new_origin_when_the_old_one_dies() {
+    follow_the_publisher_to_a_new_origin(true).await;
+}
+
+/// The old origin lives on, and the edge hears of the new one before the old room ends
+/// (a publisher that vanished without a DELETE is noticed late): the edge takes the new
+/// upstream when the old room ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn edge_viewers_follow_the_publisher_to_a_new_origin_when_the_old_room_ends() {
+    follow_the_publisher_to_a_new_origin(false).await;
+}
+
+async fn follow_the_publisher_to_a_new_origin(old_origin_dies: bool) {
     let bus = bus();
     let idle = Duration::from_secs(30);
     let old_origin = Node::start(&bus, "origin-a", idle).await;
@@ -528,29 +548,29 @@ async fn edge_viewers_follow_the_publisher_to_a_new_origin() {
     let edge =
         Node::start_with_upstream(&bus, "edge1", idle, Some(old_origin.as_upstream(1))).await;
     let e = engine();
-    let first = publish(&e, &old_origin, "moved", false).await;
+    let mut first = Some(publish(&e, &old_origin, "moved", false).await);
     let vs = viewers(&e, &format!("{}/whep/moved", edge.bridge), 2).await;
 
-    // The origin dies; the publisher comes back on another node; signaling hands the
-    // edge the new origin with the next viewer.
-    drop(old_origin);
-    drop(first);
+    // The publisher comes back on another node; signaling hands the edge the new origin
+    // with the next viewer.
+    if old_origin_dies {
+        drop(old_origin);
+        first = None;
+    }
     let second = publish(&e, &new_origin, "moved", false).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     *edge.upstream.lock().unwrap() = Some(new_origin.as_upstream(1));
-    let before = frames_now(&vs).await;
     let late = viewers(&e, &format!("{}/whep/moved", edge.bridge), 1).await;
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    for (v, b) in vs.iter().zip(before) {
-        let s = v.stats().await.unwrap();
-        assert!(s.connected, "viewer kept its session");
-        assert!(
-            s.frames >= b + 45,
-            "the new origin's frames arrive: {b} → {}",
-            s.frames
-        );
-        assert_eq!(s.frames_bad_hash, 0);
+    if let Some(p) = first.take() {
+        let _ = p.stop().await;
     }
+    keep_playing(
+        &vs,
+        Duration::from_secs(3),
+        45,
+        "the new origin's frames arrive",
+    )
+    .await;
     assert_eq!(
         placement::relays(&bus, "moved").await.unwrap(),
         vec![placement::Relay {
@@ -559,6 +579,51 @@ async fn edge_viewers_follow_the_publisher_to_a_new_origin() {
             depth: 1
         }]
     );
-    assert_intact(late, 45).await;
+    if old_origin_dies {
+        assert_intact(late, 45).await;
+    } else {
+        // It saw both publishers: frame numbers restart, so only integrity is checked.
+        for v in late {
+            let (s, _) = v.close().await;
+            let s = s.unwrap();
+            assert!(s.frames >= 45, "frames: {}", s.frames);
+            assert_eq!(s.frames_bad_hash, 0);
+        }
+    }
+    let _ = second.stop().await;
+}
+
+/// The room's publisher moves onto the edge node itself (a reconnect placed there):
+/// the edge stops pulling, and its viewers follow the local publisher.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_edge_stops_pulling_when_the_publisher_comes_to_it() {
+    let bus = bus();
+    let (origin, edge) = origin_and_edge(&bus).await;
+    let e = engine();
+    let first = publish(&e, &origin, "here", false).await;
+    let vs = viewers(&e, &format!("{}/whep/here", edge.bridge), 2).await;
+    assert_eq!(edge.stats().await.relays_in, 1);
+
+    let second = publish(&e, &edge, "here", false).await;
+    eventually(
+        "the edge stops pulling",
+        Duration::from_secs(10),
+        || async { edge.stats().await.relays_in == 0 },
+    )
+    .await;
+    eventually(
+        "the origin feeds no one",
+        Duration::from_secs(10),
+        || async { origin.stats().await.relays_out == 0 },
+    )
+    .await;
+    keep_playing(
+        &vs,
+        Duration::from_secs(2),
+        30,
+        "the local publisher's frames",
+    )
+    .await;
+    let _ = first.stop().await;
     let _ = second.stop().await;
 }

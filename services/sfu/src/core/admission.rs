@@ -24,6 +24,9 @@ pub enum SessionError {
     AtCapacity,
     #[error("node draining (shutting down): retry and another node takes the session")]
     Draining,
+    /// An edge pull of a room whose publisher is on this node.
+    #[error("the room's publisher is on this node: nothing to pull")]
+    PublishedHere,
 }
 
 /// Whether a session sends into the room or receives from it.
@@ -136,6 +139,9 @@ impl Core {
     }
 
     fn new_local(&mut self, room: &str, relayed: bool) -> Result<String, SessionError> {
+        if relayed && self.has_own_publisher(room) {
+            return Err(SessionError::PublishedHere);
+        }
         admit(
             self.draining,
             self.peers.len() + self.locals.len(),
