@@ -307,3 +307,77 @@ async fn viewers_of_a_killed_edge_play_again_through_another_node() {
         assert_eq!(v.stats().await.unwrap().frames_bad_hash, 0);
     }
 }
+
+#[tokio::test]
+async fn edges_follow_the_publisher_to_a_new_origin_without_their_viewers_rejoining() {
+    let Some(redis) = redis_url() else { return };
+    let mut c = cluster(&redis, 3, 8, 2).await;
+    let (_, room, key) = creator_with_room(&c.api_base, "public").await;
+    let (engine, publisher) = publish(&c.signaling.base, &room, &key).await;
+    let origin = placement::origin(&c.bus, &room)
+        .await
+        .unwrap()
+        .and_then(|o| o.sfu_node().map(str::to_string))
+        .expect("an SFU origin");
+    let whep = format!("{}/whep/{room}", c.signaling.base);
+    let mut viewers = Vec::new();
+    for _ in 0..12 {
+        viewers.push(engine.view(&whep, None).await.expect("WHEP"));
+    }
+    let on_edges: Vec<_> = viewers
+        .iter()
+        .filter(|v| v.serving_node() != Some(origin.as_str()))
+        .collect();
+    assert!(!on_edges.is_empty(), "some viewers on edges");
+    for v in &on_edges {
+        assert!(frames_after(v, 10, Duration::from_secs(10)).await.is_some());
+    }
+
+    // The origin dies; the publisher reconnects through signaling, as OBS, FFmpeg and
+    // the studio do, and lands on another node.
+    let index: usize = origin.trim_start_matches("sfu-").parse().unwrap();
+    c._sfus[index].child.kill().unwrap();
+    drop(publisher);
+    let killed = tokio::time::Instant::now();
+    let deadline = killed + Duration::from_secs(15);
+    let _publisher = loop {
+        match engine
+            .publish(
+                &format!("{}/whip/{room}", c.signaling.base),
+                &key,
+                skylark_loadgen::source::VideoConfig::default(),
+            )
+            .await
+        {
+            Ok(p) => break p,
+            Err(e) => {
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "publisher back: {e}"
+                );
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            }
+        }
+    };
+
+    // The edges re-pull from the new origin: their viewers, same sessions, play the new
+    // publisher's frames.
+    for v in &on_edges {
+        let before = v.stats().await.unwrap().frames;
+        assert!(
+            frames_after(v, before + 30, Duration::from_secs(20))
+                .await
+                .is_some(),
+            "a viewer on {:?} got the new publisher's frames without rejoining",
+            v.serving_node()
+        );
+        let s = v.stats().await.unwrap();
+        assert!(s.connected, "kept its session");
+        assert_eq!(s.frames_bad_hash, 0);
+    }
+    println!(
+        "origin {origin} killed: {} edge viewers played the new publisher after {:?}",
+        on_edges.len(),
+        killed.elapsed()
+    );
+}

@@ -100,6 +100,19 @@ impl Edges {
             .collect()
     }
 
+    /// Rooms whose pull has no working link (retrying, or the parent's room ended),
+    /// with the node they pull from now: candidates for a new upstream.
+    pub fn stranded(&self) -> Vec<(String, String)> {
+        self.lock()
+            .iter()
+            .filter_map(|(room, p)| {
+                let st = p.state();
+                st.switchable
+                    .then(|| (room.clone(), st.upstream.node_id.clone()))
+            })
+            .collect()
+    }
+
     /// The room's viewer count on this node changed.
     pub fn viewers(&self, room: &str, count: usize) {
         if let Some(p) = self.lock().get(room) {

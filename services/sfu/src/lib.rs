@@ -253,6 +253,17 @@ async fn placement_loop(
                     }
                 }
                 relayed = now_relayed;
+                // A pull whose parent died (or whose room moved: the origin died and the
+                // publisher reconnected elsewhere) re-pulls from the room's current
+                // origin, so its viewers keep their sessions without a new Subscribe.
+                for (room, parent) in edges.stranded() {
+                    if let Ok(Some(o)) = placement::origin_node(&bus, &room).await {
+                        if o.id != parent && o.id != node.id {
+                            let upstream = skylark_proto::sfu::v1::RelaySource { node_id: o.id, grpc_url: o.grpc_addr, depth: 1 };
+                            edges.ensure(&room, upstream).await;
+                        }
+                    }
+                }
                 // Per-node counts expire unless renewed: a dead node stops counting.
                 for (room, count) in &viewers {
                     let _ = placement::set_viewers(&bus, room, &node.id, *count).await;

@@ -187,10 +187,10 @@ impl Connection {
         {
             Ok(grant) => session::place_publisher(&self.state, &grant)
                 .await
-                .map(|(node, client)| (grant, node, client)),
+                .map(|nodes| (grant, nodes)),
             Err(e) => Err(e),
         };
-        let (grant, node, mut client) = match placed {
+        let (grant, candidates) = match placed {
             Ok(p) => p,
             Err(e) => {
                 // Logged without the key: only where it came from and why.
@@ -204,32 +204,44 @@ impl Connection {
             }
         };
         let room = grant.room;
-        let (tx, rx) = mpsc::channel(256);
-        tx.send(sfu::PushMessage {
-            msg: Some(sfu::push_message::Msg::Start(sfu::PushStart {
-                room_id: room.id.clone(),
-                key_id: grant.key_id,
-            })),
-        })
-        .await?;
-        let mut req = tonic::Request::new(tokio_stream::wrappers::ReceiverStream::new(rx));
-        req.set_timeout(Duration::from_secs(7 * 24 * 3600));
-        let mut events = match client.push(req).await {
-            Ok(r) => r.into_inner(),
-            Err(s) => return refuse(&mut self.session, "NetStream.Publish.Failed", s.message()),
-        };
-        match events.message().await {
-            Ok(Some(sfu::PushEvent {
+        // The first candidate node that takes the push (a dead origin costs a retry).
+        let mut pushed = None;
+        for node in candidates {
+            let Ok(mut client) = self.state.upstream.sfu(&node.grpc_addr) else {
+                continue;
+            };
+            let (tx, rx) = mpsc::channel(256);
+            tx.send(sfu::PushMessage {
+                msg: Some(sfu::push_message::Msg::Start(sfu::PushStart {
+                    room_id: room.id.clone(),
+                    key_id: grant.key_id.clone(),
+                })),
+            })
+            .await?;
+            let mut req = tonic::Request::new(tokio_stream::wrappers::ReceiverStream::new(rx));
+            req.set_timeout(Duration::from_secs(7 * 24 * 3600));
+            let mut events = match client.push(req).await {
+                Ok(r) => r.into_inner(),
+                Err(s) => {
+                    tracing::warn!(node = %node.id, status = %s, "RTMP push refused by a node; trying the next");
+                    continue;
+                }
+            };
+            if let Ok(Some(sfu::PushEvent {
                 msg: Some(sfu::push_event::Msg::Ready(_)),
-            })) => {}
-            _ => {
-                return refuse(
-                    &mut self.session,
-                    "NetStream.Publish.Failed",
-                    "media node refused the stream",
-                )
+            })) = events.message().await
+            {
+                pushed = Some((node, tx, events));
+                break;
             }
         }
+        let Some((node, tx, mut events)) = pushed else {
+            return refuse(
+                &mut self.session,
+                "NetStream.Publish.Failed",
+                "no media node took the stream: retry shortly",
+            );
+        };
         let cut = self.cut.clone();
         let ended = tokio::spawn(async move {
             // `ended`, or the stream closing, means the SFU cut this publisher.

@@ -200,43 +200,60 @@ pub async fn authorize_view(
         .ok_or(SessionError::NoRoom)
 }
 
-/// The SFU node a publisher of this grant goes to, and a client for it. Refuses p2p
-/// rooms: their media never touches an SFU.
+/// The SFU nodes a publisher of this grant may go to, best first. Refuses p2p rooms:
+/// their media never touches an SFU.
 pub async fn place_publisher(
     state: &State,
     grant: &PublishGrant,
-) -> Result<(NodeInfo, Sfu), SessionError> {
+) -> Result<Vec<NodeInfo>, SessionError> {
     if grant.is_p2p() {
         return Err(SessionError::P2pRoom);
     }
-    let node = placement::publish_node(&state.bus, &grant.room.id, state.selector.as_ref()).await?;
-    let client = sfu_client(state, &node.grpc_addr)?;
-    Ok((node, client))
+    Ok(placement::publish_candidates(&state.bus, &grant.room.id, state.selector.as_ref()).await?)
 }
 
-/// Starts a WebRTC publisher of `grant` with `offer`.
+/// Starts a WebRTC publisher of `grant` with `offer` on the first candidate node that
+/// takes it: a dead origin still in the registry costs a retry, not a failure.
 pub async fn start_publish(
     state: &State,
     grant: &PublishGrant,
     offer: String,
 ) -> Result<Started, SessionError> {
-    let (node, mut client) = place_publisher(state, grant).await?;
-    let answer = client
-        .publish(sfu::PublishRequest {
-            room_id: grant.room.id.clone(),
-            offer_sdp: offer,
-            key_id: grant.key_id.clone(),
-        })
-        .await
-        .map_err(SessionError::sfu)?
-        .into_inner();
-    let started = Started {
-        session_id: answer.session_id,
-        answer_sdp: answer.answer_sdp,
-        node,
-    };
-    record(state, &started, &grant.room.id, Kind::Publish).await;
-    Ok(started)
+    let mut last = None;
+    for node in place_publisher(state, grant).await? {
+        let res = match sfu_client(state, &node.grpc_addr) {
+            Ok(mut c) => c
+                .publish(sfu::PublishRequest {
+                    room_id: grant.room.id.clone(),
+                    offer_sdp: offer.clone(),
+                    key_id: grant.key_id.clone(),
+                })
+                .await
+                .map_err(SessionError::sfu),
+            Err(e) => Err(e),
+        };
+        match res {
+            Ok(answer) => {
+                let answer = answer.into_inner();
+                let started = Started {
+                    session_id: answer.session_id,
+                    answer_sdp: answer.answer_sdp,
+                    node,
+                };
+                record(state, &started, &grant.room.id, Kind::Publish).await;
+                return Ok(started);
+            }
+            Err(e) if e.is_retryable() => {
+                tracing::warn!(node = %node.id, room_id = %grant.room.id, error = %e, "publisher placement: trying the next node");
+                metrics::counter!("skylark_placement_retries_total").increment(1);
+                last = Some(e);
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Err(last.unwrap_or(SessionError::Place(PlaceError::NoNode(
+        placement::SelectError::NoNodes,
+    ))))
 }
 
 /// Starts a WebRTC viewer of `room` with `offer`, on the first candidate node that

@@ -102,6 +102,7 @@ pub struct SwarmReport {
 /// One serving node's playing viewers.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct NodeFigures {
+    /// Playing viewers this node served.
     pub viewers: u64,
     /// WHEP POST start → first keyframe, ms.
     pub join_ms: Option<Percentiles>,

@@ -24,18 +24,26 @@ pub enum PlaceError {
     View(#[from] ViewError),
 }
 
-/// Where a publisher of `room` goes: the room's origin (a reconnect replaces the old
-/// session there), else the selector's pick.
-pub async fn publish_node(
+/// Where a publisher of `room` may go, best first: the room's origin (a reconnect
+/// replaces the old session there), then the selector's pick among the other nodes
+/// (the origin may be dead but not yet out of the registry).
+pub async fn publish_candidates(
     bus: &AnyBus,
     room: &str,
     selector: &dyn NodeSelector,
-) -> Result<NodeInfo, PlaceError> {
-    if let Some(n) = placement::origin_node(bus, room).await? {
-        return Ok(n);
-    }
+) -> Result<Vec<NodeInfo>, PlaceError> {
+    let origin = placement::origin_node(bus, room).await?;
     let nodes = bus.nodes(NodeKind::Sfu).await?;
-    Ok(selector.select(&origin_candidates(&nodes))?.clone())
+    let others: Vec<NodeInfo> = nodes
+        .into_iter()
+        .filter(|n| Some(&n.id) != origin.as_ref().map(|o| &o.id))
+        .collect();
+    let pick = selector.select(&origin_candidates(&others)).cloned();
+    match (origin, pick) {
+        (Some(o), Ok(p)) => Ok(vec![o, p]),
+        (Some(o), Err(_)) => Ok(vec![o]),
+        (None, pick) => Ok(vec![pick?]),
+    }
 }
 
 /// The nodes a room's publisher may go to: those with a relay link to reserve for the
