@@ -14,7 +14,7 @@ use skylark_bus::{NodeCapacity, NodeInfo};
 use skylark_signaling::placement::origin_candidates;
 use skylark_signaling::placement::view::{plan_view, relay_parent, ViewCandidate};
 use skylark_signaling::{LeastLoaded, NodeSelector};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 struct Params {
@@ -35,8 +35,35 @@ struct Room {
     viewers: HashMap<String, u64>,
 }
 
+/// The live nodes, as the registry lists them (sorted by id), and where each is.
+#[derive(Default)]
+struct Nodes {
+    list: Vec<NodeInfo>,
+    at: HashMap<String, usize>,
+}
+
+impl Nodes {
+    fn get(&self, id: &str) -> Option<&NodeInfo> {
+        self.at.get(id).map(|&i| &self.list[i])
+    }
+
+    fn get_mut(&mut self, id: &str) -> Option<&mut NodeInfo> {
+        self.at.get(id).map(|&i| &mut self.list[i])
+    }
+
+    fn remove(&mut self, dead: &[String]) {
+        self.list.retain(|n| !dead.contains(&n.id));
+        self.at = self
+            .list
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (n.id.clone(), i))
+            .collect();
+    }
+}
+
 struct Sim {
-    nodes: BTreeMap<String, NodeInfo>,
+    nodes: Nodes,
     rooms: Vec<Room>,
     rng: u64,
     decisions: u64,
@@ -46,20 +73,20 @@ struct Sim {
 
 impl Sim {
     fn new(p: &Params) -> Sim {
-        let nodes = (0..p.nodes)
-            .map(|i| {
-                let id = format!("sfu-{i:04}");
-                let n = NodeInfo {
-                    id: id.clone(),
+        let mut nodes = Nodes {
+            list: (0..p.nodes)
+                .map(|i| NodeInfo {
+                    id: format!("sfu-{i:04}"),
                     capacity: NodeCapacity {
                         sessions: p.max_sessions,
                         relays: p.max_relays,
                     },
                     ..NodeInfo::default()
-                };
-                (id, n)
-            })
-            .collect();
+                })
+                .collect(),
+            at: HashMap::new(),
+        };
+        nodes.remove(&[]);
         let mut sim = Sim {
             nodes,
             rooms: Vec::new(),
@@ -92,19 +119,17 @@ impl Sim {
 
     /// Where a publisher goes live (or reconnects): signaling's own choice.
     fn pick_node(&self) -> Option<String> {
-        let live: Vec<NodeInfo> = self.nodes.values().cloned().collect();
         LeastLoaded
-            .select(&origin_candidates(&live))
+            .select(&origin_candidates(&self.nodes.list))
             .ok()
             .map(|n| n.id.clone())
     }
 
     /// One viewer of room `r` through the real plan; the first candidate takes it.
     fn join(&mut self, r: usize) -> bool {
-        let nodes: Vec<NodeInfo> = self.nodes.values().cloned().collect();
         let room = &self.rooms[r];
         let started = Instant::now();
-        let plan = plan_view(&room.origin, &room.relays, &nodes, &LeastLoaded);
+        let plan = plan_view(&room.origin, &room.relays, &self.nodes.list, &LeastLoaded);
         self.decision_time += started.elapsed();
         self.decisions += 1;
         let first = match plan {
@@ -148,9 +173,7 @@ impl Sim {
     /// now (their viewers keep their sessions); viewers of dead nodes join again.
     /// Returns (viewers re-placed, edges re-parented).
     fn kill(&mut self, dead: &[String]) -> (u64, u64) {
-        for d in dead {
-            self.nodes.remove(d);
-        }
+        self.nodes.remove(dead);
         let is_dead = |id: &str| dead.iter().any(|d| d == id);
         let mut rejoin: Vec<(usize, u64)> = Vec::new();
         let mut reparented = 0;
@@ -186,7 +209,7 @@ impl Sim {
                     .filter(|e| e.depth < depth && !is_dead(&e.parent))
                     .cloned()
                     .collect();
-                let origin = &self.nodes[&room.origin];
+                let origin = self.nodes.get(&room.origin).expect("the origin is live");
                 match relay_parent(origin, &above, |id| self.nodes.get(id)) {
                     Some((d, p)) => {
                         let p = p.id.clone();
@@ -276,17 +299,19 @@ fn run(p: &Params) -> Report {
         .unwrap_or(0);
     let over_capacity = sim
         .nodes
-        .values()
+        .list
+        .iter()
         .filter(|n| n.load.sessions > n.capacity.sessions || n.load.relays_out > n.capacity.relays)
         .count();
 
     // A tenth of the nodes die at once.
     let dead: Vec<String> = sim
         .nodes
-        .keys()
+        .list
+        .iter()
         .enumerate()
         .filter(|(i, _)| i % 10 == 3)
-        .map(|(_, id)| id.clone())
+        .map(|(_, n)| n.id.clone())
         .collect();
     let lost: u64 = sim
         .rooms
