@@ -43,8 +43,9 @@ fn status(e: SessionError) -> Status {
         SessionError::BadCandidate(m) => {
             Status::invalid_argument(format!("bad ICE candidate: {m}"))
         }
-        SessionError::AtCapacity => Status::resource_exhausted("SFU node at capacity or stopping"),
+        SessionError::AtCapacity => Status::resource_exhausted("SFU node at capacity"),
         SessionError::Draining => Status::unavailable("SFU node draining: retry"),
+        SessionError::Stopped => Status::unavailable("SFU worker stopped: retry"),
         SessionError::PublishedHere => Status::failed_precondition(e.to_string()),
     }
 }

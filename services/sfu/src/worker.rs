@@ -129,7 +129,7 @@ fn unix_now_us() -> u64 {
 }
 
 fn gone() -> SessionError {
-    SessionError::AtCapacity
+    SessionError::Stopped
 }
 
 impl Worker {

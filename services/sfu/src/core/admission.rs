@@ -24,6 +24,9 @@ pub enum SessionError {
     AtCapacity,
     #[error("node draining (shutting down): retry and another node takes the session")]
     Draining,
+    /// The node's worker has stopped (the node is shutting down or failed).
+    #[error("SFU worker stopped: retry and another node takes the session")]
+    Stopped,
     /// An edge pull of a room whose publisher is on this node.
     #[error("the room's publisher is on this node: nothing to pull")]
     PublishedHere,
