@@ -119,24 +119,10 @@ async fn publisher_on_one_signaling_viewer_on_another() {
     // Both signaling pods see the room live, and the API reports it.
     let c = reqwest::Client::new();
     for base in [&sig1.base, &sig2.base] {
-        let v: serde_json::Value = c
-            .get(format!("{base}/api/v1/rooms/{room}/playback"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let v = send_json(c.get(format!("{base}/api/v1/rooms/{room}/playback"))).await;
         assert_eq!(v["live"], true, "{base}");
     }
-    let v: serde_json::Value = c
-        .get(format!("{}/api/v1/rooms/{room}", api.base))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let v = send_json(c.get(format!("{}/api/v1/rooms/{room}", api.base))).await;
     assert_eq!(v["live"], true);
 
     // A WHEP viewer through signaling 2 plays what signaling 1 ingested.

@@ -151,30 +151,27 @@ impl Skylark {
     }
 }
 
+/// Sends `req` and parses its JSON body; panics on a transport error or a body that is not JSON.
+pub async fn send_json(req: reqwest::RequestBuilder) -> Value {
+    req.send().await.unwrap().json().await.unwrap()
+}
+
 /// A creator with a room: `(access token, room id, stream key)`.
 pub async fn creator_with_room(base: &str, visibility: &str) -> (String, String, String) {
     let c = reqwest::Client::new();
     let email = format!("u{}@example.com", unique_id());
-    let v: Value = c
-        .post(format!("{base}/api/v1/auth/signup"))
-        .json(&json!({"email": email, "password": "password123", "display_name": "T"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let v = send_json(
+        c.post(format!("{base}/api/v1/auth/signup"))
+            .json(&json!({"email": email, "password": "password123", "display_name": "T"})),
+    )
+    .await;
     let token = v["access_token"].as_str().unwrap().to_string();
-    let v: Value = c
-        .post(format!("{base}/api/v1/rooms"))
-        .bearer_auth(&token)
-        .json(&json!({"title": "test room", "visibility": visibility}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let v = send_json(
+        c.post(format!("{base}/api/v1/rooms"))
+            .bearer_auth(&token)
+            .json(&json!({"title": "test room", "visibility": visibility})),
+    )
+    .await;
     (
         token,
         v["room"]["id"].as_str().unwrap().into(),
