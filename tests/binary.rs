@@ -2,11 +2,9 @@
 //! ports; sign up and create a room over HTTP; metrics on the internal port only;
 //! SIGTERM; a clean exit.
 
-mod common;
 #[path = "common/ports.rs"]
 mod ports;
 
-use common::send_json;
 use std::io::Read;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -73,7 +71,15 @@ async fn all_in_one_with_no_configuration() {
         .unwrap();
     wait_ready(&client, &format!("{base}/readyz"), child).await;
 
-    let signup = send_json(client.post(format!("{base}/api/v1/auth/signup")).json(&serde_json::json!({"email":"bin@example.com","password":"password123","display_name":"Bin"}))).await;
+    let signup: serde_json::Value = client
+        .post(format!("{base}/api/v1/auth/signup"))
+        .json(&serde_json::json!({"email":"bin@example.com","password":"password123","display_name":"Bin"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     let token = signup["access_token"].as_str().expect("access_token");
     let resp = client
         .post(format!("{base}/api/v1/rooms"))
