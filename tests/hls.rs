@@ -141,18 +141,11 @@ async fn ll_hls_from_a_webrtc_publish() {
     );
 
     // ffprobe reads the playlist, init and segments: H.264 + Opus at the source size.
-    let out = Command::new(ffprobe)
-        .args([
-            "-v",
-            "error",
-            "-show_entries",
-            "stream=codec_name,width,height,sample_rate",
-            "-of",
-            "compact",
-            &format!("{hls}/index.m3u8"),
-        ])
-        .output()
-        .unwrap();
+    let out = ffprobe_streams(
+        ffprobe,
+        "codec_name,width,height,sample_rate",
+        &format!("{hls}/index.m3u8"),
+    );
     let probe = String::from_utf8_lossy(&out.stdout);
     assert!(
         probe.contains("codec_name=h264|width=320|height=240"),
@@ -380,18 +373,11 @@ async fn simulcast_layers_become_renditions() {
 
     // ffprobe reads each rendition at its layer's size, with the audio.
     for l in &layers {
-        let out = Command::new(ffprobe)
-            .args([
-                "-v",
-                "error",
-                "-show_entries",
-                "stream=codec_name,width,height",
-                "-of",
-                "compact",
-                &format!("{hls}/{}/media.m3u8", l.rid),
-            ])
-            .output()
-            .unwrap();
+        let out = ffprobe_streams(
+            ffprobe,
+            "codec_name,width,height",
+            &format!("{hls}/{}/media.m3u8", l.rid),
+        );
         let probe = String::from_utf8_lossy(&out.stdout);
         assert!(
             probe.contains(&format!(

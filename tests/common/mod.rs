@@ -553,3 +553,59 @@ pub async fn publish(
         .expect("connected");
     (engine, p)
 }
+
+/// `ffprobe -v error -show_entries stream=ENTRIES -of compact URL`: one line a stream.
+pub fn ffprobe_streams(ffprobe: &str, entries: &str, url: &str) -> std::process::Output {
+    Command::new(ffprobe)
+        .args(["-v", "error", "-show_entries", &format!("stream={entries}")])
+        .args(["-of", "compact", url])
+        .output()
+        .unwrap()
+}
+
+/// A WHEP viewer of `room`, playing.
+pub async fn playing_viewer(
+    engine: &skylark_loadgen::Engine,
+    base: &str,
+    room: &str,
+) -> skylark_loadgen::Viewer {
+    let v = engine
+        .view(&format!("{base}/whep/{room}"), None)
+        .await
+        .expect("WHEP");
+    v.wait_playing(Duration::from_secs(10))
+        .await
+        .expect("the RTMP stream plays over WebRTC");
+    v
+}
+
+/// An all-in-one `skylark` with a public room that FFmpeg pushes to over RTMP for
+/// `seconds` (with or without its AAC tone, log in `log_name` of its data dir), live.
+pub struct RtmpRoom {
+    pub push: Push,
+    pub log: PathBuf,
+    pub room: String,
+    pub key: String,
+    pub port: u16,
+    pub sk: Skylark,
+}
+
+impl RtmpRoom {
+    pub async fn start(ffmpeg: &str, log_name: &str, seconds: u32, audio: bool) -> RtmpRoom {
+        let sk = Skylark::start().await;
+        let port = rtmp_port(&sk);
+        let (_, room, key) = creator_with_room(&sk.base, "public").await;
+        let log = sk.dir.join(log_name);
+        let url = format!("rtmp://127.0.0.1:{port}/live/{key}");
+        let push = rtmp_push_with(ffmpeg, &url, seconds, &log, audio);
+        wait_live(&sk.base, &room, &log).await;
+        RtmpRoom {
+            push,
+            log,
+            room,
+            key,
+            port,
+            sk,
+        }
+    }
+}
