@@ -61,3 +61,16 @@ export function rtmpPush(defer, sk, streamKey, { seconds, audio = AAC_TONE, logl
   defer(() => ff.kill('SIGKILL'));
   return ff;
 }
+
+/**
+ * Runs `fn`; a failure's message gains where to look, one line a log:
+ * `logs()` = `{ 'server log': path, … }` (read after the failure).
+ */
+export async function explainFailure(fn, logs) {
+  try {
+    return await fn();
+  } catch (e) {
+    for (const [name, file] of Object.entries(logs())) e.message += `\n  ${name}: ${file}`;
+    throw e;
+  }
+}

@@ -15,7 +15,7 @@ import { noBrowser } from '../lib/browser.js';
 import { requestJson } from '../lib/server.js';
 import { withCleanup, reportTimings } from '../lib/harness.js';
 import { until, screenshot } from '../lib/app.js';
-import { serverFor, browserFor, appFor } from '../lib/fixtures.js';
+import { serverFor, browserFor, appFor, explainFailure } from '../lib/fixtures.js';
 import { signUpInStudio, createRoomInStudio, goLiveInStudio } from '../lib/studio.js';
 
 const TEST_CAP_MS = 120_000;
@@ -29,14 +29,7 @@ async function setup(defer, label) {
   return { sk, b, app };
 }
 
-async function explained(ctx, fn) {
-  try {
-    return await fn();
-  } catch (e) {
-    e.message += `\n  server log: ${ctx.sk.logFile}\n  page console: ${ctx.app.logFile}`;
-    throw e;
-  }
-}
+const explained = (ctx, fn) => explainFailure(fn, () => ({ 'server log': ctx.sk.logFile, 'page console': ctx.app.logFile }));
 
 const studioState = () => JSON.parse(JSON.stringify({ ...window.studio.state, tracks: window.studio.tracks() }));
 

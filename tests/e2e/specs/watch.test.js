@@ -13,7 +13,7 @@ import { noBrowser, waitForStatus } from '../lib/browser.js';
 import { requestJson } from '../lib/server.js';
 import { withCleanup, reportTimings, span } from '../lib/harness.js';
 import { until, screenshot } from '../lib/app.js';
-import { serverFor, browserFor, appFor } from '../lib/fixtures.js';
+import { serverFor, browserFor, appFor, explainFailure } from '../lib/fixtures.js';
 import { goLiveInStudio } from '../lib/studio.js';
 
 const TEST_CAP_MS = 150_000;
@@ -30,14 +30,7 @@ async function setup(defer, label) {
   return { sk, b, app, creator };
 }
 
-async function explained(ctx, fn) {
-  try {
-    return await fn();
-  } catch (e) {
-    e.message += `\n  server log: ${ctx.sk.logFile}\n  page console: ${ctx.app.logFile}`;
-    throw e;
-  }
-}
+const explained = (ctx, fn) => explainFailure(fn, () => ({ 'server log': ctx.sk.logFile, 'page console': ctx.app.logFile }));
 
 /** The studio, signed in as `creator` (token put in storage), with its one room selected. */
 async function openStudio(ctx, tag = 'studio') {

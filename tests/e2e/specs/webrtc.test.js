@@ -9,7 +9,7 @@ import assert from 'node:assert/strict';
 import { noBrowser, waitForStatus, waitForPlayback } from '../lib/browser.js';
 import { probeWebSocket } from '../lib/server.js';
 import { withCleanup, deadline, span, reportTimings } from '../lib/harness.js';
-import { serverFor, browserFor, creatorWithRoom } from '../lib/fixtures.js';
+import { serverFor, browserFor, creatorWithRoom, explainFailure } from '../lib/fixtures.js';
 
 /** Time for a publisher to reach `connected`. */
 const PUBLISH_CAP_MS = 20_000;
@@ -32,14 +32,7 @@ async function setup(defer, label) {
 }
 
 /** Adds the server log and browser console paths to a failure. */
-async function explained(ctx, fn) {
-  try {
-    return await fn();
-  } catch (e) {
-    e.message += `\n  server log: ${ctx.sk.logFile}\n  browser console: ${ctx.b.logFile}`;
-    throw e;
-  }
-}
+const explained = (ctx, fn) => explainFailure(fn, () => ({ 'server log': ctx.sk.logFile, 'browser console': ctx.b.logFile }));
 
 async function requireWebSocketEndpoint(sk) {
   const status = await probeWebSocket(sk.baseUrl);
