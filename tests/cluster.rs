@@ -94,7 +94,7 @@ async fn publisher_on_one_signaling_viewer_on_another() {
     assert_eq!(next_json(&mut viewer).await.unwrap()["type"], "waiting");
 
     // The publisher (FFmpeg's WHIP muxer, as OBS would) goes live through signaling 1.
-    let mut ff = spawn_ffmpeg_whip(
+    let ff = spawn_ffmpeg_whip(
         &ffmpeg,
         &format!("{}/whip/{room}", sig1.base),
         &key,
@@ -171,15 +171,7 @@ async fn publisher_on_one_signaling_viewer_on_another() {
         "the first viewer kept playing: {s:?}"
     );
 
-    let status = tokio::task::spawn_blocking(move || ff.wait())
-        .await
-        .unwrap()
-        .unwrap();
-    assert!(
-        status.success(),
-        "ffmpeg: {}",
-        std::fs::read_to_string(dir.path().join("ffmpeg.log")).unwrap_or_default()
-    );
+    assert_exits_ok(ff, "ffmpeg", &dir.path().join("ffmpeg.log")).await;
     // (FFmpeg's DELETE went to the signaling process that died, so the session ends by
     // ICE timeout on the SFU; the viewers were unaffected throughout.)
     let s = viewer2.stats().await.unwrap();

@@ -575,7 +575,7 @@ pub async fn playing_viewer(
         .expect("WHEP");
     v.wait_playing(Duration::from_secs(10))
         .await
-        .expect("the RTMP stream plays over WebRTC");
+        .expect("the stream plays over WebRTC");
     v
 }
 
@@ -608,4 +608,18 @@ impl RtmpRoom {
             sk,
         }
     }
+}
+
+/// Waits until `child` (an FFmpeg publisher) exits by itself and asserts it succeeded;
+/// a failure shows `what` and its log.
+pub async fn assert_exits_ok(mut child: Child, what: &str, log: &std::path::Path) {
+    let status = tokio::task::spawn_blocking(move || child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        status.success(),
+        "{what}: {}",
+        std::fs::read_to_string(log).unwrap_or_default()
+    );
 }
