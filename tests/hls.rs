@@ -83,12 +83,7 @@ async fn ll_hls_from_a_webrtc_publish() {
 
     // Let a few segments accumulate, then read the media playlist.
     tokio::time::sleep(Duration::from_secs(5)).await;
-    let media = reqwest::get(format!("{hls}/media.m3u8"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let media = get_text(&format!("{hls}/media.m3u8")).await;
     for tag in [
         "#EXT-X-PART-INF:PART-TARGET=",
         "#EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES,PART-HOLD-BACK=",
@@ -252,12 +247,7 @@ async fn ll_hls_from_a_webrtc_publish() {
     let _ = publisher.stop().await;
     let deadline = Instant::now() + Duration::from_secs(25);
     loop {
-        let t = reqwest::get(format!("{hls}/media.m3u8"))
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let t = get_text(&format!("{hls}/media.m3u8")).await;
         if t.contains("#EXT-X-ENDLIST") {
             break;
         }
@@ -267,10 +257,6 @@ async fn ll_hls_from_a_webrtc_publish() {
         );
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-}
-
-async fn text(url: &str) -> String {
-    reqwest::get(url).await.unwrap().text().await.unwrap()
 }
 
 /// `(uri, RESOLUTION, CODECS, BANDWIDTH)` of each `EXT-X-STREAM-INF`.
@@ -325,7 +311,7 @@ async fn simulcast_layers_become_renditions() {
             let v = variants(&t);
             let mut complete = 0;
             for (uri, ..) in &v {
-                if text(&format!("{hls}/{uri}")).await.contains("#EXTINF") {
+                if get_text(&format!("{hls}/{uri}")).await.contains("#EXTINF") {
                     complete += 1;
                 }
             }
@@ -362,7 +348,7 @@ async fn simulcast_layers_become_renditions() {
 
     // Each media playlist reports the other two (LL-HLS rendition reports).
     for (uri, ..) in &v {
-        let media = text(&format!("{hls}/{uri}")).await;
+        let media = get_text(&format!("{hls}/{uri}")).await;
         let reports: Vec<&str> = media
             .lines()
             .filter(|l| l.starts_with("#EXT-X-RENDITION-REPORT:URI=\"../"))

@@ -44,28 +44,22 @@ async fn ffmpeg_rtmp_reaches_webrtc_and_hls() {
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let out = ffprobe_streams("ffprobe", "codec_name,width,height,sample_rate", &hls);
-    let probe = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        probe.contains("codec_name=h264|width=640|height=360"),
-        "{probe}"
-    );
     // The publisher's AAC itself, not the Opus transcoded for WebRTC viewers.
-    assert!(
-        probe.contains("codec_name=aac|sample_rate=44100"),
-        "{probe}"
-    );
+    let probe = probe_source_codecs(&hls);
     assert!(!probe.contains("opus"), "{probe}");
-    let master = reqwest::get(&hls).await.unwrap().text().await.unwrap();
+    let master = get_text(&hls).await;
     assert!(master.contains(",mp4a.40.2\""), "{master}");
 
     // HTTP-FLV of the same ingest: H.264 and the source's AAC, no transcoding.
-    let out = ffprobe_streams(
-        "ffprobe",
-        "codec_name,width,height,sample_rate",
-        &format!("{}/flv/{room}.flv", sk.base),
-    );
-    let probe = String::from_utf8_lossy(&out.stdout);
+    probe_source_codecs(&format!("{}/flv/{room}.flv", sk.base));
+    drop(ff);
+}
+
+/// ffprobe's streams of `url`, asserted to be what FFmpeg pushed (no transcoding): its
+/// 640x360 H.264 and its 44.1 kHz AAC.
+fn probe_source_codecs(url: &str) -> String {
+    let out = ffprobe_streams("ffprobe", "codec_name,width,height,sample_rate", url);
+    let probe = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(
         probe.contains("codec_name=h264|width=640|height=360"),
         "{probe}"
@@ -74,7 +68,7 @@ async fn ffmpeg_rtmp_reaches_webrtc_and_hls() {
         probe.contains("codec_name=aac|sample_rate=44100"),
         "{probe}"
     );
-    drop(ff);
+    probe
 }
 
 /// `(master CODECS line, ffprobe streams)` of a room's HLS once it has a segment.
@@ -85,12 +79,7 @@ async fn probe_hls(base: &str, room: &str) -> (String, String) {
         if let Ok(r) = reqwest::get(&hls).await {
             if r.status().is_success() {
                 let t = r.text().await.unwrap();
-                let media = reqwest::get(format!("{base}/hls/{room}/media.m3u8"))
-                    .await
-                    .unwrap()
-                    .text()
-                    .await
-                    .unwrap();
+                let media = get_text(&format!("{base}/hls/{room}/media.m3u8")).await;
                 if media.contains("#EXTINF") {
                     break t;
                 }

@@ -623,3 +623,8 @@ pub async fn assert_exits_ok(mut child: Child, what: &str, log: &std::path::Path
         std::fs::read_to_string(log).unwrap_or_default()
     );
 }
+
+/// The body of a GET of `url`, as text.
+pub async fn get_text(url: &str) -> String {
+    reqwest::get(url).await.unwrap().text().await.unwrap()
+}
