@@ -49,37 +49,11 @@ async fn publisher_on_one_signaling_viewer_on_another() {
     if !database_url.is_empty() {
         api_env.insert("DATABASE_URL".into(), database_url);
     }
-    let api = Skylark::start_with(Options {
-        target: Some("api"),
-        env: api_env,
-        dir: Some(dir.path().join("api")),
-    })
-    .await;
-    let _sfu = Skylark::start_with(Options {
-        target: Some("sfu"),
-        // The SFU registers the gRPC address it bound.
-        env: shared(&[("SKYLARK_GRPC_ADDR", "127.0.0.1:0".into())]),
-        dir: Some(dir.path().join("sfu")),
-    })
-    .await;
-    let packager = Skylark::start_with(Options {
-        target: Some("packager"),
-        env: shared(&[]),
-        dir: Some(dir.path().join("packager")),
-    })
-    .await;
-    let mut sig1 = Skylark::start_with(Options {
-        target: Some("signaling"),
-        env: shared(&[]),
-        dir: Some(dir.path().join("sig1")),
-    })
-    .await;
-    let sig2 = Skylark::start_with(Options {
-        target: Some("signaling"),
-        env: shared(&[]),
-        dir: Some(dir.path().join("sig2")),
-    })
-    .await;
+    let api = start_target("api", api_env, dir.path(), "api").await;
+    let _sfu = start_sfu(&shared, dir.path()).await;
+    let packager = start_target("packager", shared(&[]), dir.path(), "packager").await;
+    let mut sig1 = start_target("signaling", shared(&[]), dir.path(), "sig1").await;
+    let sig2 = start_target("signaling", shared(&[]), dir.path(), "sig2").await;
 
     let (_, room, key) = creator_with_room(&api.base, "public").await;
 

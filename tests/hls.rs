@@ -460,36 +460,22 @@ async fn two_packagers_one_room_and_takeover() {
     let dir = tempfile::tempdir().unwrap();
     let api_grpc = free_port();
     let shared = scale_out_env(&redis, api_grpc, dir.path(), &[]);
-    let api = Skylark::start_with(Options {
-        target: Some("api"),
-        env: shared(&[("SKYLARK_GRPC_ADDR", format!("127.0.0.1:{api_grpc}"))]),
-        dir: Some(dir.path().join("api")),
-    })
+    let api = start_api(&shared, api_grpc, dir.path()).await;
+    let _sfu = start_sfu(&shared, dir.path()).await;
+    let sig = start_target("signaling", shared(&[]), dir.path(), "sig").await;
+    let mut p1 = start_target(
+        "packager",
+        shared(&[("SKYLARK_NODE_ID", "packager-a".into())]),
+        dir.path(),
+        "p1",
+    )
     .await;
-    let _sfu = Skylark::start_with(Options {
-        target: Some("sfu"),
-        // The SFU registers the gRPC address it bound.
-        env: shared(&[("SKYLARK_GRPC_ADDR", "127.0.0.1:0".into())]),
-        dir: Some(dir.path().join("sfu")),
-    })
-    .await;
-    let sig = Skylark::start_with(Options {
-        target: Some("signaling"),
-        env: shared(&[]),
-        dir: Some(dir.path().join("sig")),
-    })
-    .await;
-    let mut p1 = Skylark::start_with(Options {
-        target: Some("packager"),
-        env: shared(&[("SKYLARK_NODE_ID", "packager-a".into())]),
-        dir: Some(dir.path().join("p1")),
-    })
-    .await;
-    let p2 = Skylark::start_with(Options {
-        target: Some("packager"),
-        env: shared(&[("SKYLARK_NODE_ID", "packager-b".into())]),
-        dir: Some(dir.path().join("p2")),
-    })
+    let p2 = start_target(
+        "packager",
+        shared(&[("SKYLARK_NODE_ID", "packager-b".into())]),
+        dir.path(),
+        "p2",
+    )
     .await;
 
     let (_, room, key) = creator_with_room(&api.base, "public").await;

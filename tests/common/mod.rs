@@ -628,3 +628,37 @@ pub async fn assert_exits_ok(mut child: Child, what: &str, log: &std::path::Path
 pub async fn get_text(url: &str) -> String {
     reqwest::get(url).await.unwrap().text().await.unwrap()
 }
+
+/// One process of a scale-out layout: `target` with `env`, its data dir `dir/name`.
+pub async fn start_target(
+    target: &'static str,
+    env: HashMap<String, String>,
+    dir: &std::path::Path,
+    name: &str,
+) -> Skylark {
+    Skylark::start_with(Options {
+        target: Some(target),
+        env,
+        dir: Some(dir.join(name)),
+    })
+    .await
+}
+
+/// The API of a scale-out layout, its gRPC on `api_grpc`, data dir `dir/api`.
+pub async fn start_api(
+    env: &impl Fn(&[(&str, String)]) -> HashMap<String, String>,
+    api_grpc: u16,
+    dir: &std::path::Path,
+) -> Skylark {
+    let grpc = [("SKYLARK_GRPC_ADDR", format!("127.0.0.1:{api_grpc}"))];
+    start_target("api", env(&grpc), dir, "api").await
+}
+
+/// The SFU of a scale-out layout, data dir `dir/sfu`: it registers the gRPC address it bound.
+pub async fn start_sfu(
+    env: &impl Fn(&[(&str, String)]) -> HashMap<String, String>,
+    dir: &std::path::Path,
+) -> Skylark {
+    let grpc = [("SKYLARK_GRPC_ADDR", "127.0.0.1:0".to_string())];
+    start_target("sfu", env(&grpc), dir, "sfu").await
+}
