@@ -49,37 +49,11 @@ async fn publisher_on_one_signaling_viewer_on_another() {
     if !database_url.is_empty() {
         api_env.insert("DATABASE_URL".into(), database_url);
     }
-    let api = Skylark::start_with(Options {
-        target: Some("api"),
-        env: api_env,
-        dir: Some(dir.path().join("api")),
-    })
-    .await;
-    let _sfu = Skylark::start_with(Options {
-        target: Some("sfu"),
-        // The SFU registers the gRPC address it bound.
-        env: shared(&[("SKYLARK_GRPC_ADDR", "127.0.0.1:0".into())]),
-        dir: Some(dir.path().join("sfu")),
-    })
-    .await;
-    let packager = Skylark::start_with(Options {
-        target: Some("packager"),
-        env: shared(&[]),
-        dir: Some(dir.path().join("packager")),
-    })
-    .await;
-    let mut sig1 = Skylark::start_with(Options {
-        target: Some("signaling"),
-        env: shared(&[]),
-        dir: Some(dir.path().join("sig1")),
-    })
-    .await;
-    let sig2 = Skylark::start_with(Options {
-        target: Some("signaling"),
-        env: shared(&[]),
-        dir: Some(dir.path().join("sig2")),
-    })
-    .await;
+    let api = start_target("api", api_env, dir.path(), "api").await;
+    let _sfu = start_sfu(&shared, dir.path()).await;
+    let packager = start_target("packager", shared(&[]), dir.path(), "packager").await;
+    let mut sig1 = start_target("signaling", shared(&[]), dir.path(), "sig1").await;
+    let sig2 = start_target("signaling", shared(&[]), dir.path(), "sig2").await;
 
     let (_, room, key) = creator_with_room(&api.base, "public").await;
 
@@ -94,7 +68,7 @@ async fn publisher_on_one_signaling_viewer_on_another() {
     assert_eq!(next_json(&mut viewer).await.unwrap()["type"], "waiting");
 
     // The publisher (FFmpeg's WHIP muxer, as OBS would) goes live through signaling 1.
-    let mut ff = spawn_ffmpeg_whip(
+    let ff = spawn_ffmpeg_whip(
         &ffmpeg,
         &format!("{}/whip/{room}", sig1.base),
         &key,
@@ -119,24 +93,10 @@ async fn publisher_on_one_signaling_viewer_on_another() {
     // Both signaling pods see the room live, and the API reports it.
     let c = reqwest::Client::new();
     for base in [&sig1.base, &sig2.base] {
-        let v: serde_json::Value = c
-            .get(format!("{base}/api/v1/rooms/{room}/playback"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let v = send_json(c.get(format!("{base}/api/v1/rooms/{room}/playback"))).await;
         assert_eq!(v["live"], true, "{base}");
     }
-    let v: serde_json::Value = c
-        .get(format!("{}/api/v1/rooms/{room}", api.base))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let v = send_json(c.get(format!("{}/api/v1/rooms/{room}", api.base))).await;
     assert_eq!(v["live"], true);
 
     // A WHEP viewer through signaling 2 plays what signaling 1 ingested.
@@ -185,15 +145,7 @@ async fn publisher_on_one_signaling_viewer_on_another() {
         "the first viewer kept playing: {s:?}"
     );
 
-    let status = tokio::task::spawn_blocking(move || ff.wait())
-        .await
-        .unwrap()
-        .unwrap();
-    assert!(
-        status.success(),
-        "ffmpeg: {}",
-        std::fs::read_to_string(dir.path().join("ffmpeg.log")).unwrap_or_default()
-    );
+    assert_exits_ok(ff, "ffmpeg", &dir.path().join("ffmpeg.log")).await;
     // (FFmpeg's DELETE went to the signaling process that died, so the session ends by
     // ICE timeout on the SFU; the viewers were unaffected throughout.)
     let s = viewer2.stats().await.unwrap();

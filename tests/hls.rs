@@ -83,12 +83,7 @@ async fn ll_hls_from_a_webrtc_publish() {
 
     // Let a few segments accumulate, then read the media playlist.
     tokio::time::sleep(Duration::from_secs(5)).await;
-    let media = reqwest::get(format!("{hls}/media.m3u8"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let media = get_text(&format!("{hls}/media.m3u8")).await;
     for tag in [
         "#EXT-X-PART-INF:PART-TARGET=",
         "#EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES,PART-HOLD-BACK=",
@@ -141,18 +136,11 @@ async fn ll_hls_from_a_webrtc_publish() {
     );
 
     // ffprobe reads the playlist, init and segments: H.264 + Opus at the source size.
-    let out = Command::new(ffprobe)
-        .args([
-            "-v",
-            "error",
-            "-show_entries",
-            "stream=codec_name,width,height,sample_rate",
-            "-of",
-            "compact",
-            &format!("{hls}/index.m3u8"),
-        ])
-        .output()
-        .unwrap();
+    let out = ffprobe_streams(
+        ffprobe,
+        "codec_name,width,height,sample_rate",
+        &format!("{hls}/index.m3u8"),
+    );
     let probe = String::from_utf8_lossy(&out.stdout);
     assert!(
         probe.contains("codec_name=h264|width=320|height=240"),
@@ -259,12 +247,7 @@ async fn ll_hls_from_a_webrtc_publish() {
     let _ = publisher.stop().await;
     let deadline = Instant::now() + Duration::from_secs(25);
     loop {
-        let t = reqwest::get(format!("{hls}/media.m3u8"))
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let t = get_text(&format!("{hls}/media.m3u8")).await;
         if t.contains("#EXT-X-ENDLIST") {
             break;
         }
@@ -274,10 +257,6 @@ async fn ll_hls_from_a_webrtc_publish() {
         );
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-}
-
-async fn text(url: &str) -> String {
-    reqwest::get(url).await.unwrap().text().await.unwrap()
 }
 
 /// `(uri, RESOLUTION, CODECS, BANDWIDTH)` of each `EXT-X-STREAM-INF`.
@@ -332,7 +311,7 @@ async fn simulcast_layers_become_renditions() {
             let v = variants(&t);
             let mut complete = 0;
             for (uri, ..) in &v {
-                if text(&format!("{hls}/{uri}")).await.contains("#EXTINF") {
+                if get_text(&format!("{hls}/{uri}")).await.contains("#EXTINF") {
                     complete += 1;
                 }
             }
@@ -369,7 +348,7 @@ async fn simulcast_layers_become_renditions() {
 
     // Each media playlist reports the other two (LL-HLS rendition reports).
     for (uri, ..) in &v {
-        let media = text(&format!("{hls}/{uri}")).await;
+        let media = get_text(&format!("{hls}/{uri}")).await;
         let reports: Vec<&str> = media
             .lines()
             .filter(|l| l.starts_with("#EXT-X-RENDITION-REPORT:URI=\"../"))
@@ -380,18 +359,11 @@ async fn simulcast_layers_become_renditions() {
 
     // ffprobe reads each rendition at its layer's size, with the audio.
     for l in &layers {
-        let out = Command::new(ffprobe)
-            .args([
-                "-v",
-                "error",
-                "-show_entries",
-                "stream=codec_name,width,height",
-                "-of",
-                "compact",
-                &format!("{hls}/{}/media.m3u8", l.rid),
-            ])
-            .output()
-            .unwrap();
+        let out = ffprobe_streams(
+            ffprobe,
+            "codec_name,width,height",
+            &format!("{hls}/{}/media.m3u8", l.rid),
+        );
         let probe = String::from_utf8_lossy(&out.stdout);
         assert!(
             probe.contains(&format!(
@@ -488,36 +460,22 @@ async fn two_packagers_one_room_and_takeover() {
     let dir = tempfile::tempdir().unwrap();
     let api_grpc = free_port();
     let shared = scale_out_env(&redis, api_grpc, dir.path(), &[]);
-    let api = Skylark::start_with(Options {
-        target: Some("api"),
-        env: shared(&[("SKYLARK_GRPC_ADDR", format!("127.0.0.1:{api_grpc}"))]),
-        dir: Some(dir.path().join("api")),
-    })
+    let api = start_api(&shared, api_grpc, dir.path()).await;
+    let _sfu = start_sfu(&shared, dir.path()).await;
+    let sig = start_target("signaling", shared(&[]), dir.path(), "sig").await;
+    let mut p1 = start_target(
+        "packager",
+        shared(&[("SKYLARK_NODE_ID", "packager-a".into())]),
+        dir.path(),
+        "p1",
+    )
     .await;
-    let _sfu = Skylark::start_with(Options {
-        target: Some("sfu"),
-        // The SFU registers the gRPC address it bound.
-        env: shared(&[("SKYLARK_GRPC_ADDR", "127.0.0.1:0".into())]),
-        dir: Some(dir.path().join("sfu")),
-    })
-    .await;
-    let sig = Skylark::start_with(Options {
-        target: Some("signaling"),
-        env: shared(&[]),
-        dir: Some(dir.path().join("sig")),
-    })
-    .await;
-    let mut p1 = Skylark::start_with(Options {
-        target: Some("packager"),
-        env: shared(&[("SKYLARK_NODE_ID", "packager-a".into())]),
-        dir: Some(dir.path().join("p1")),
-    })
-    .await;
-    let p2 = Skylark::start_with(Options {
-        target: Some("packager"),
-        env: shared(&[("SKYLARK_NODE_ID", "packager-b".into())]),
-        dir: Some(dir.path().join("p2")),
-    })
+    let p2 = start_target(
+        "packager",
+        shared(&[("SKYLARK_NODE_ID", "packager-b".into())]),
+        dir.path(),
+        "p2",
+    )
     .await;
 
     let (_, room, key) = creator_with_room(&api.base, "public").await;

@@ -98,16 +98,13 @@ async fn no_room_id_in_metrics_after_a_room_has_been_live() {
     let sk = Skylark::start().await;
     let (token, room, key) = creator_with_room(&sk.base, "private").await;
     let (engine, publisher) = publish(&sk.base, &room, &key).await;
-    let viewer_token: serde_json::Value = reqwest::Client::new()
-        .post(format!("{}/api/v1/rooms/{room}/viewer-tokens", sk.base))
-        .bearer_auth(&token)
-        .json(&serde_json::json!({"ttl_s": 600}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let viewer_token = send_json(
+        reqwest::Client::new()
+            .post(format!("{}/api/v1/rooms/{room}/viewer-tokens", sk.base))
+            .bearer_auth(&token)
+            .json(&serde_json::json!({"ttl_s": 600})),
+    )
+    .await;
     let viewer = engine
         .view(
             &format!("{}/whep/{room}", sk.base),

@@ -70,14 +70,7 @@ async fn p2p_room_relays_offer_answer_and_candidates() {
 
     // Live means the same everywhere: the API and the playback answer agree.
     for path in [format!("rooms/{room}"), format!("rooms/{room}/playback")] {
-        let v: Value = c
-            .get(format!("{}/api/v1/{path}", sk.base))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let v = send_json(c.get(format!("{}/api/v1/{path}", sk.base))).await;
         assert_eq!(v["live"], true, "{path}: {v}");
     }
 

@@ -8,7 +8,6 @@ mod common;
 use common::*;
 use skylark_loadgen::{Engine, EngineConfig};
 use std::io::{Read, Write};
-use std::process::Command;
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
@@ -17,26 +16,12 @@ async fn ffmpeg_rtmp_reaches_webrtc_and_hls() {
     let Some(ffmpeg) = debian_ffmpeg() else {
         return;
     };
-    let sk = Skylark::start().await;
-    let port = rtmp_port(&sk);
-    let (_, room, key) = creator_with_room(&sk.base, "public").await;
-    let log = sk.dir.join("ffmpeg-rtmp.log");
-    let ff = rtmp_push(
-        ffmpeg,
-        &format!("rtmp://127.0.0.1:{port}/live/{key}"),
-        12,
-        &log,
-    );
-    wait_live(&sk.base, &room, &log).await;
+    let RtmpRoom {
+        sk, room, push: ff, ..
+    } = RtmpRoom::start(ffmpeg, "ffmpeg-rtmp.log", 12, true).await;
 
     let engine = Engine::start(EngineConfig::default(), CancellationToken::new()).unwrap();
-    let v = engine
-        .view(&format!("{}/whep/{room}", sk.base), None)
-        .await
-        .expect("WHEP");
-    v.wait_playing(Duration::from_secs(10))
-        .await
-        .expect("RTMP stream plays over WebRTC");
+    let v = playing_viewer(&engine, &sk.base, &room).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let s = v.stats().await.unwrap();
     assert!(s.frames >= 40, "video: {} frames", s.frames);
@@ -59,46 +44,22 @@ async fn ffmpeg_rtmp_reaches_webrtc_and_hls() {
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let out = Command::new("ffprobe")
-        .args([
-            "-v",
-            "error",
-            "-show_entries",
-            "stream=codec_name,width,height,sample_rate",
-            "-of",
-            "compact",
-            &hls,
-        ])
-        .output()
-        .unwrap();
-    let probe = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        probe.contains("codec_name=h264|width=640|height=360"),
-        "{probe}"
-    );
     // The publisher's AAC itself, not the Opus transcoded for WebRTC viewers.
-    assert!(
-        probe.contains("codec_name=aac|sample_rate=44100"),
-        "{probe}"
-    );
+    let probe = probe_source_codecs(&hls);
     assert!(!probe.contains("opus"), "{probe}");
-    let master = reqwest::get(&hls).await.unwrap().text().await.unwrap();
+    let master = get_text(&hls).await;
     assert!(master.contains(",mp4a.40.2\""), "{master}");
 
     // HTTP-FLV of the same ingest: H.264 and the source's AAC, no transcoding.
-    let out = Command::new("ffprobe")
-        .args([
-            "-v",
-            "error",
-            "-show_entries",
-            "stream=codec_name,width,height,sample_rate",
-            "-of",
-            "compact",
-        ])
-        .arg(format!("{}/flv/{room}.flv", sk.base))
-        .output()
-        .unwrap();
-    let probe = String::from_utf8_lossy(&out.stdout);
+    probe_source_codecs(&format!("{}/flv/{room}.flv", sk.base));
+    drop(ff);
+}
+
+/// ffprobe's streams of `url`, asserted to be what FFmpeg pushed (no transcoding): its
+/// 640x360 H.264 and its 44.1 kHz AAC.
+fn probe_source_codecs(url: &str) -> String {
+    let out = ffprobe_streams("ffprobe", "codec_name,width,height,sample_rate", url);
+    let probe = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(
         probe.contains("codec_name=h264|width=640|height=360"),
         "{probe}"
@@ -107,7 +68,7 @@ async fn ffmpeg_rtmp_reaches_webrtc_and_hls() {
         probe.contains("codec_name=aac|sample_rate=44100"),
         "{probe}"
     );
-    drop(ff);
+    probe
 }
 
 /// `(master CODECS line, ffprobe streams)` of a room's HLS once it has a segment.
@@ -118,12 +79,7 @@ async fn probe_hls(base: &str, room: &str) -> (String, String) {
         if let Ok(r) = reqwest::get(&hls).await {
             if r.status().is_success() {
                 let t = r.text().await.unwrap();
-                let media = reqwest::get(format!("{base}/hls/{room}/media.m3u8"))
-                    .await
-                    .unwrap()
-                    .text()
-                    .await
-                    .unwrap();
+                let media = get_text(&format!("{base}/hls/{room}/media.m3u8")).await;
                 if media.contains("#EXTINF") {
                     break t;
                 }
@@ -132,18 +88,11 @@ async fn probe_hls(base: &str, room: &str) -> (String, String) {
         assert!(Instant::now() < deadline, "no HLS segment within 20 s");
         tokio::time::sleep(Duration::from_millis(250)).await;
     };
-    let out = Command::new("ffprobe")
-        .args([
-            "-v",
-            "error",
-            "-show_entries",
-            "stream=codec_type,codec_name,width,height,sample_rate",
-            "-of",
-            "compact",
-            &hls,
-        ])
-        .output()
-        .unwrap();
+    let out = ffprobe_streams(
+        "ffprobe",
+        "codec_type,codec_name,width,height,sample_rate",
+        &hls,
+    );
     (master, String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
@@ -152,18 +101,12 @@ async fn video_only_rtmp_gives_video_only_hls() {
     let Some(ffmpeg) = debian_ffmpeg() else {
         return;
     };
-    let sk = Skylark::start().await;
-    let port = rtmp_port(&sk);
-    let (_, room, key) = creator_with_room(&sk.base, "public").await;
-    let log = sk.dir.join("ffmpeg-video-only.log");
-    let _ff = rtmp_push_with(
-        ffmpeg,
-        &format!("rtmp://127.0.0.1:{port}/live/{key}"),
-        15,
-        &log,
-        false,
-    );
-    wait_live(&sk.base, &room, &log).await;
+    let RtmpRoom {
+        sk,
+        room,
+        push: _ff,
+        ..
+    } = RtmpRoom::start(ffmpeg, "ffmpeg-video-only.log", 15, false).await;
     let (master, probe) = probe_hls(&sk.base, &room).await;
     // An advertised audio codec with no audio samples stalls MSE players at time 0.
     let codecs = master
@@ -190,23 +133,16 @@ async fn bad_rtmp_input_is_refused_and_other_rooms_play_on() {
     let Some(ffmpeg) = debian_ffmpeg() else {
         return;
     };
-    let sk = Skylark::start().await;
-    let port = rtmp_port(&sk);
-    let (_, room, key) = creator_with_room(&sk.base, "public").await;
-    let log = sk.dir.join("ffmpeg-live.log");
-    let live = rtmp_push(
-        ffmpeg,
-        &format!("rtmp://127.0.0.1:{port}/live/{key}"),
-        20,
-        &log,
-    );
-    wait_live(&sk.base, &room, &log).await;
+    let RtmpRoom {
+        sk,
+        room,
+        key,
+        port,
+        push: live,
+        ..
+    } = RtmpRoom::start(ffmpeg, "ffmpeg-live.log", 20, true).await;
     let engine = Engine::start(EngineConfig::default(), CancellationToken::new()).unwrap();
-    let v = engine
-        .view(&format!("{}/whep/{room}", sk.base), None)
-        .await
-        .unwrap();
-    v.wait_playing(Duration::from_secs(10)).await.unwrap();
+    let v = playing_viewer(&engine, &sk.base, &room).await;
 
     // A wrong key: FFmpeg is refused and gives up.
     let bad_log = sk.dir.join("ffmpeg-bad.log");

@@ -8,22 +8,10 @@
 mod common;
 
 use common::*;
-use skylark_loadgen::{Engine, EngineConfig, Viewer};
+use skylark_loadgen::{Engine, EngineConfig};
 use std::process::Command;
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
-
-/// A WHEP viewer of `room`, playing.
-async fn viewer(engine: &Engine, base: &str, room: &str) -> Viewer {
-    let v = engine
-        .view(&format!("{base}/whep/{room}"), None)
-        .await
-        .expect("WHEP");
-    v.wait_playing(Duration::from_secs(10))
-        .await
-        .expect("the RTMP stream plays over WebRTC");
-    v
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rtmp_publisher_reconnect_keeps_whep_viewers() {
@@ -40,7 +28,7 @@ async fn rtmp_publisher_reconnect_keeps_whep_viewers() {
     wait_live(&sk.base, &room, &log1).await;
 
     let engine = Engine::start(EngineConfig::default(), CancellationToken::new()).unwrap();
-    let v = viewer(&engine, &sk.base, &room).await;
+    let v = playing_viewer(&engine, &sk.base, &room).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let before = v.stats().await.unwrap();
     assert!(before.frames >= 30, "frames before the switch: {before:?}");
@@ -123,7 +111,7 @@ async fn stalled_rtmp_publisher_is_dropped_other_rooms_play_on() {
     wait_live(&sk.base, &stalled_room, &log_s).await;
     wait_live(&sk.base, &other_room, &log_o).await;
     let engine = Engine::start(EngineConfig::default(), CancellationToken::new()).unwrap();
-    let v = viewer(&engine, &sk.base, &other_room).await;
+    let v = playing_viewer(&engine, &sk.base, &other_room).await;
     let m = sk.metrics().await;
     assert!(m.contains("skylark_rtmp_connections 2"), "{m}");
 

@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{closes, creator_with_room, next_json, ws, Skylark};
+use common::{closes, creator_with_room, next_json, send_json, ws, Skylark};
 use futures_util::SinkExt;
 use reqwest::StatusCode;
 use serde_json::Value;
@@ -168,14 +168,7 @@ async fn whip_and_whep_refusals() {
     assert_eq!(r.status(), StatusCode::NOT_FOUND);
 
     // Playback discovery.
-    let v: Value = c
-        .get(format!("{base}/api/v1/rooms/{room}/playback"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let v = send_json(c.get(format!("{base}/api/v1/rooms/{room}/playback"))).await;
     assert_eq!(v["webrtc"]["whep_url"], format!("{base}/whep/{room}"));
     assert_eq!(v["hls"]["url"], format!("{base}/hls/{room}/index.m3u8"));
     assert_eq!(v["recommended"], "webrtc");

@@ -101,25 +101,9 @@ async fn one_publish_is_one_trace_across_three_services() {
         dir.path(),
         &[("OTEL_EXPORTER_OTLP_ENDPOINT", otlp.clone())],
     );
-    let mut api = Skylark::start_with(Options {
-        target: Some("api"),
-        env: env(&[("SKYLARK_GRPC_ADDR", format!("127.0.0.1:{api_grpc}"))]),
-        dir: Some(dir.path().join("api")),
-    })
-    .await;
-    let mut sfu = Skylark::start_with(Options {
-        target: Some("sfu"),
-        // The SFU registers the gRPC address it bound.
-        env: env(&[("SKYLARK_GRPC_ADDR", "127.0.0.1:0".into())]),
-        dir: Some(dir.path().join("sfu")),
-    })
-    .await;
-    let mut sig = Skylark::start_with(Options {
-        target: Some("signaling"),
-        env: env(&[]),
-        dir: Some(dir.path().join("sig")),
-    })
-    .await;
+    let mut api = start_api(&env, api_grpc, dir.path()).await;
+    let mut sfu = start_sfu(&env, dir.path()).await;
+    let mut sig = start_target("signaling", env(&[]), dir.path(), "sig").await;
 
     let (_, room, key) = creator_with_room(&api.base, "public").await;
     let (_engine, p) = publish(&sig.base, &room, &key).await;

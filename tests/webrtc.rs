@@ -154,11 +154,7 @@ async fn random_datagrams_at_the_media_port_do_not_disturb_live_sessions() {
     let sk = Skylark::start_with(opts).await;
     let (_, room, key) = creator_with_room(&sk.base, "public").await;
     let (engine, publisher) = publish(&sk.base, &room, &key).await;
-    let v = engine
-        .view(&format!("{}/whep/{room}", sk.base), None)
-        .await
-        .unwrap();
-    v.wait_playing(Duration::from_secs(10)).await.unwrap();
+    let v = playing_viewer(&engine, &sk.base, &room).await;
 
     let junk = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
     let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
@@ -197,7 +193,7 @@ async fn ffmpeg_whip_publisher_feeds_whep_viewers() {
     let sk = Skylark::start().await;
     let (_, room, key) = creator_with_room(&sk.base, "public").await;
     let log = sk.dir.join("ffmpeg.log");
-    let mut ff = spawn_ffmpeg_whip(&ffmpeg, &format!("{}/whip/{room}", sk.base), &key, 8, &log);
+    let ff = spawn_ffmpeg_whip(&ffmpeg, &format!("{}/whip/{room}", sk.base), &key, 8, &log);
     wait_live(&sk.base, &room, &log).await;
     let engine = Engine::start(EngineConfig::default(), CancellationToken::new()).unwrap();
     let vs = viewers(&engine, &format!("{}/whep/{room}", sk.base), 3).await;
@@ -213,15 +209,7 @@ async fn ffmpeg_whip_publisher_feeds_whep_viewers() {
         }
     }
     assert_two_seconds_of_audio_and_video(vs, "FFmpeg").await;
-    let status = tokio::task::spawn_blocking(move || ff.wait())
-        .await
-        .unwrap()
-        .unwrap();
-    assert!(
-        status.success(),
-        "{}",
-        std::fs::read_to_string(&log).unwrap_or_default()
-    );
+    assert_exits_ok(ff, "ffmpeg", &log).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -232,11 +220,7 @@ async fn sigterm_drains_live_sessions_before_stopping() {
     let mut sk = Skylark::start_with(opts).await;
     let (_, room, key) = creator_with_room(&sk.base, "public").await;
     let (engine, publisher) = publish(&sk.base, &room, &key).await;
-    let v = engine
-        .view(&format!("{}/whep/{room}", sk.base), None)
-        .await
-        .unwrap();
-    v.wait_playing(Duration::from_secs(10)).await.unwrap();
+    let v = playing_viewer(&engine, &sk.base, &room).await;
 
     let pid = sk.child.id().to_string();
     assert!(std::process::Command::new("kill")

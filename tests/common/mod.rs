@@ -151,30 +151,27 @@ impl Skylark {
     }
 }
 
+/// Sends `req` and parses its JSON body; panics on a transport error or a body that is not JSON.
+pub async fn send_json(req: reqwest::RequestBuilder) -> Value {
+    req.send().await.unwrap().json().await.unwrap()
+}
+
 /// A creator with a room: `(access token, room id, stream key)`.
 pub async fn creator_with_room(base: &str, visibility: &str) -> (String, String, String) {
     let c = reqwest::Client::new();
     let email = format!("u{}@example.com", unique_id());
-    let v: Value = c
-        .post(format!("{base}/api/v1/auth/signup"))
-        .json(&json!({"email": email, "password": "password123", "display_name": "T"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let v = send_json(
+        c.post(format!("{base}/api/v1/auth/signup"))
+            .json(&json!({"email": email, "password": "password123", "display_name": "T"})),
+    )
+    .await;
     let token = v["access_token"].as_str().unwrap().to_string();
-    let v: Value = c
-        .post(format!("{base}/api/v1/rooms"))
-        .bearer_auth(&token)
-        .json(&json!({"title": "test room", "visibility": visibility}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let v = send_json(
+        c.post(format!("{base}/api/v1/rooms"))
+            .bearer_auth(&token)
+            .json(&json!({"title": "test room", "visibility": visibility})),
+    )
+    .await;
     (
         token,
         v["room"]["id"].as_str().unwrap().into(),
@@ -555,4 +552,113 @@ pub async fn publish(
         .await
         .expect("connected");
     (engine, p)
+}
+
+/// `ffprobe -v error -show_entries stream=ENTRIES -of compact URL`: one line a stream.
+pub fn ffprobe_streams(ffprobe: &str, entries: &str, url: &str) -> std::process::Output {
+    Command::new(ffprobe)
+        .args(["-v", "error", "-show_entries", &format!("stream={entries}")])
+        .args(["-of", "compact", url])
+        .output()
+        .unwrap()
+}
+
+/// A WHEP viewer of `room`, playing.
+pub async fn playing_viewer(
+    engine: &skylark_loadgen::Engine,
+    base: &str,
+    room: &str,
+) -> skylark_loadgen::Viewer {
+    let v = engine
+        .view(&format!("{base}/whep/{room}"), None)
+        .await
+        .expect("WHEP");
+    v.wait_playing(Duration::from_secs(10))
+        .await
+        .expect("the stream plays over WebRTC");
+    v
+}
+
+/// An all-in-one `skylark` with a public room that FFmpeg pushes to over RTMP for
+/// `seconds` (with or without its AAC tone, log in `log_name` of its data dir), live.
+pub struct RtmpRoom {
+    pub push: Push,
+    pub log: PathBuf,
+    pub room: String,
+    pub key: String,
+    pub port: u16,
+    pub sk: Skylark,
+}
+
+impl RtmpRoom {
+    pub async fn start(ffmpeg: &str, log_name: &str, seconds: u32, audio: bool) -> RtmpRoom {
+        let sk = Skylark::start().await;
+        let port = rtmp_port(&sk);
+        let (_, room, key) = creator_with_room(&sk.base, "public").await;
+        let log = sk.dir.join(log_name);
+        let url = format!("rtmp://127.0.0.1:{port}/live/{key}");
+        let push = rtmp_push_with(ffmpeg, &url, seconds, &log, audio);
+        wait_live(&sk.base, &room, &log).await;
+        RtmpRoom {
+            push,
+            log,
+            room,
+            key,
+            port,
+            sk,
+        }
+    }
+}
+
+/// Waits until `child` (an FFmpeg publisher) exits by itself and asserts it succeeded;
+/// a failure shows `what` and its log.
+pub async fn assert_exits_ok(mut child: Child, what: &str, log: &std::path::Path) {
+    let status = tokio::task::spawn_blocking(move || child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        status.success(),
+        "{what}: {}",
+        std::fs::read_to_string(log).unwrap_or_default()
+    );
+}
+
+/// The body of a GET of `url`, as text.
+pub async fn get_text(url: &str) -> String {
+    reqwest::get(url).await.unwrap().text().await.unwrap()
+}
+
+/// One process of a scale-out layout: `target` with `env`, its data dir `dir/name`.
+pub async fn start_target(
+    target: &'static str,
+    env: HashMap<String, String>,
+    dir: &std::path::Path,
+    name: &str,
+) -> Skylark {
+    Skylark::start_with(Options {
+        target: Some(target),
+        env,
+        dir: Some(dir.join(name)),
+    })
+    .await
+}
+
+/// The API of a scale-out layout, its gRPC on `api_grpc`, data dir `dir/api`.
+pub async fn start_api(
+    env: &impl Fn(&[(&str, String)]) -> HashMap<String, String>,
+    api_grpc: u16,
+    dir: &std::path::Path,
+) -> Skylark {
+    let grpc = [("SKYLARK_GRPC_ADDR", format!("127.0.0.1:{api_grpc}"))];
+    start_target("api", env(&grpc), dir, "api").await
+}
+
+/// The SFU of a scale-out layout, data dir `dir/sfu`: it registers the gRPC address it bound.
+pub async fn start_sfu(
+    env: &impl Fn(&[(&str, String)]) -> HashMap<String, String>,
+    dir: &std::path::Path,
+) -> Skylark {
+    let grpc = [("SKYLARK_GRPC_ADDR", "127.0.0.1:0".to_string())];
+    start_target("sfu", env(&grpc), dir, "sfu").await
 }

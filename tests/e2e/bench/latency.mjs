@@ -18,9 +18,9 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import { parseArgs } from 'node:util';
-import { launchBrowser, pollPage, waitForStatus } from '../lib/browser.js';
-import { startServer } from '../lib/server.js';
+import { pollPage, waitForStatus } from '../lib/browser.js';
 import { withCleanup, deadline } from '../lib/harness.js';
+import { serverFor, browserFor } from '../lib/fixtures.js';
 
 const TARGET_SFU_ADDED_MS = 15;
 const TARGET_JOIN_P50_MS = 150;
@@ -178,19 +178,11 @@ async function main() {
 
   await withCleanup(
     async (defer) => {
-      const sk = await startServer({ label: 'bench-latency' });
-      let stopped = false;
-      defer(async (failed) => {
-        if (stopped) return;
-        stopped = true;
-        if (failed) await sk.kill();
-        else await sk.stop();
-      });
+      const sk = await serverFor(defer, { label: 'bench-latency' });
       result.server = { bin: sk.bin, startup_ms: sk.startupMs, log: sk.logFile };
       log(`skylark ${sk.bin} ready in ${sk.startupMs} ms on ${sk.baseUrl}`);
 
-      const b = await launchBrowser({ label: 'bench-latency' });
-      defer(() => b.close());
+      const b = await browserFor(defer, 'bench-latency');
       result.machine.chromium = b.version;
       result.browser_console = b.logFile;
       log(`Chromium ${b.version}; consoles in ${b.logFile}`);

@@ -4,10 +4,10 @@
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn, spawnSync } from 'node:child_process';
-import { launchBrowser, noBrowser, pollPage } from '../lib/browser.js';
-import { startServer } from '../lib/server.js';
+import { spawnSync } from 'node:child_process';
+import { noBrowser, pollPage } from '../lib/browser.js';
 import { withCleanup } from '../lib/harness.js';
+import { serverFor, browserFor, creatorWithRoom, rtmpPush } from '../lib/fixtures.js';
 
 const noFfmpeg = spawnSync('ffmpeg', ['-version']).status === 0 ? null : 'Debian ffmpeg not installed';
 const skip = noBrowser() ?? noFfmpeg ?? false;
@@ -28,21 +28,10 @@ const cases = [
 for (const c of cases) {
   test(`RTMP (FFmpeg, ${c.name}) → hls.js (LL-HLS) plays`, { timeout: 90_000, skip }, () =>
     withCleanup(async (defer) => {
-      const sk = await startServer({ label: 'hls-rtmp' });
-      defer(async (failed) => (failed ? sk.kill() : sk.stop()));
-      const b = await launchBrowser({ label: 'hls-rtmp' });
-      defer(() => b.close());
-      const creator = await sk.signup();
-      const created = await sk.createRoom(creator.access_token, { title: 'hls-rtmp', visibility: 'public', mode: 'sfu' });
-      const room = created.room.id;
-      const ff = spawn('ffmpeg', [
-        '-hide_banner', '-loglevel', 'error', '-re',
-        '-f', 'lavfi', '-i', 'testsrc2=size=640x360:rate=30',
-        ...c.audio,
-        '-c:v', 'libx264', '-preset', 'veryfast', '-tune', 'zerolatency', '-g', '30',
-        '-t', '40', '-f', 'flv', `rtmp://127.0.0.1:${sk.rtmpPort}/live/${created.stream_key}`,
-      ], { stdio: 'ignore' });
-      defer(() => ff.kill('SIGKILL'));
+      const sk = await serverFor(defer, { label: 'hls-rtmp' });
+      const b = await browserFor(defer, 'hls-rtmp');
+      const { created, room } = await creatorWithRoom(sk, 'hls-rtmp');
+      rtmpPush(defer, sk, created.stream_key, { seconds: 40, audio: c.audio });
 
       const src = `${sk.baseUrl}/hls/${room}/index.m3u8`;
       const deadline = Date.now() + 20_000;

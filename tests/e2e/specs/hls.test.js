@@ -5,22 +5,18 @@
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { launchBrowser, noBrowser, waitForStatus, pollPage } from '../lib/browser.js';
-import { startServer } from '../lib/server.js';
+import { noBrowser, waitForStatus, pollPage } from '../lib/browser.js';
 import { withCleanup } from '../lib/harness.js';
+import { serverFor, browserFor, creatorWithRoom } from '../lib/fixtures.js';
 
 const skip = noBrowser() ?? false;
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
 test('Chromium WHIP publish → hls.js (LL-HLS) plays in another page', { timeout: 90_000, skip }, () =>
   withCleanup(async (defer) => {
-    const sk = await startServer({ label: 'hls' });
-    defer(async (failed) => (failed ? sk.kill() : sk.stop()));
-    const b = await launchBrowser({ label: 'hls' });
-    defer(() => b.close());
-    const creator = await sk.signup();
-    const created = await sk.createRoom(creator.access_token, { title: 'hls', visibility: 'public', mode: 'sfu' });
-    const room = created.room.id;
+    const sk = await serverFor(defer, { label: 'hls' });
+    const b = await browserFor(defer, 'hls');
+    const { created, room } = await creatorWithRoom(sk, 'hls');
 
     const publisher = await b.newPage('publish.html', { whip: created.ingest.whip_url, key: created.stream_key }, { tag: 'publisher' });
     defer(() => publisher.evaluate(() => window.stop()).catch(() => {}));

@@ -6,12 +6,13 @@
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn, spawnSync } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
-import { launchBrowser, noBrowser, pollPage } from '../lib/browser.js';
-import { startServer, requestJson, artifactPath } from '../lib/server.js';
+import { noBrowser, pollPage } from '../lib/browser.js';
+import { requestJson, artifactPath } from '../lib/server.js';
 import { withCleanup } from '../lib/harness.js';
-import { appBrowser, until } from '../lib/app.js';
+import { until } from '../lib/app.js';
+import { serverFor, browserFor, appFor, creatorWithRoom, rtmpPush } from '../lib/fixtures.js';
 
 const noFfmpeg = spawnSync('ffmpeg', ['-version']).status === 0 ? null : 'Debian ffmpeg not installed';
 const skip = noBrowser() ?? noFfmpeg ?? false;
@@ -33,15 +34,10 @@ async function plays(page, what) {
 
 test('private room: /hls and /flv refused without a token; the /playback URLs play in hls.js, mpegts.js and the watch page', { timeout: 150_000, skip }, () =>
   withCleanup(async (defer) => {
-    const sk = await startServer({ label: 'private-hls-flv' });
-    defer(async (failed) => (failed ? sk.kill() : sk.stop()));
-    const b = await launchBrowser({ label: 'private-hls-flv' });
-    defer(() => b.close());
-    const app = appBrowser(b, 'private-hls-flv');
-    defer(() => app.close());
-    const creator = await sk.signup();
-    const created = await sk.createRoom(creator.access_token, { title: 'private HLS/FLV', visibility: 'private', mode: 'sfu' });
-    const room = created.room.id;
+    const sk = await serverFor(defer, { label: 'private-hls-flv' });
+    const b = await browserFor(defer, 'private-hls-flv');
+    const app = appFor(defer, b, 'private-hls-flv');
+    const { creator, created, room } = await creatorWithRoom(sk, 'private HLS/FLV', 'private');
     // The owner's viewer token, as the studio's viewer link carries it.
     const vt = await requestJson('POST', `${sk.baseUrl}/api/v1/rooms/${room}/viewer-tokens`, {
       token: creator.access_token,
@@ -50,14 +46,7 @@ test('private room: /hls and /flv refused without a token; the /playback URLs pl
     const viewerToken = vt.json?.token;
     assert.ok(viewerToken, `viewer token: ${JSON.stringify(vt.json)}`);
     const ffLog = artifactPath('private-hls-flv-ffmpeg.log');
-    const ff = spawn('ffmpeg', [
-      '-hide_banner', '-loglevel', 'warning', '-re',
-      '-f', 'lavfi', '-i', 'testsrc2=size=640x360:rate=30',
-      '-f', 'lavfi', '-i', 'sine=frequency=440:sample_rate=44100',
-      '-c:v', 'libx264', '-preset', 'veryfast', '-tune', 'zerolatency', '-g', '30', '-c:a', 'aac',
-      '-t', '120', '-f', 'flv', `rtmp://127.0.0.1:${sk.rtmpPort}/live/${created.stream_key}`,
-    ], { stdio: ['ignore', 'ignore', fs.openSync(ffLog, 'w')] });
-    defer(() => ff.kill('SIGKILL'));
+    rtmpPush(defer, sk, created.stream_key, { seconds: 120, loglevel: 'warning', stdio: ['ignore', 'ignore', fs.openSync(ffLog, 'w')] });
 
     try {
       const p = (await requestJson('GET', `${sk.baseUrl}/api/v1/rooms/${room}/playback`, { token: viewerToken })).json;

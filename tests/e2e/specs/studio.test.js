@@ -11,10 +11,11 @@
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { launchBrowser, noBrowser } from '../lib/browser.js';
-import { startServer, requestJson } from '../lib/server.js';
+import { noBrowser } from '../lib/browser.js';
+import { requestJson } from '../lib/server.js';
 import { withCleanup, reportTimings } from '../lib/harness.js';
-import { appBrowser, until, screenshot } from '../lib/app.js';
+import { until, screenshot } from '../lib/app.js';
+import { serverFor, browserFor, appFor, explainFailure } from '../lib/fixtures.js';
 import { signUpInStudio, createRoomInStudio, goLiveInStudio } from '../lib/studio.js';
 
 const TEST_CAP_MS = 120_000;
@@ -22,29 +23,13 @@ const BODY_CAP = { capMs: 100_000 };
 const skip = noBrowser() ?? false;
 
 async function setup(defer, label) {
-  const sk = await startServer({ label });
-  let stopped = false;
-  defer(async (failed) => {
-    if (stopped) return;
-    stopped = true;
-    if (failed) await sk.kill();
-    else await sk.stop();
-  });
-  const b = await launchBrowser({ label });
-  defer(() => b.close());
-  const app = appBrowser(b, label);
-  defer(() => app.close());
+  const sk = await serverFor(defer, { label });
+  const b = await browserFor(defer, label);
+  const app = appFor(defer, b, label);
   return { sk, b, app };
 }
 
-async function explained(ctx, fn) {
-  try {
-    return await fn();
-  } catch (e) {
-    e.message += `\n  server log: ${ctx.sk.logFile}\n  page console: ${ctx.app.logFile}`;
-    throw e;
-  }
-}
+const explained = (ctx, fn) => explainFailure(fn, () => ({ 'server log': ctx.sk.logFile, 'page console': ctx.app.logFile }));
 
 const studioState = () => JSON.parse(JSON.stringify({ ...window.studio.state, tracks: window.studio.tracks() }));
 

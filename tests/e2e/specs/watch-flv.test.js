@@ -6,12 +6,13 @@
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn, spawnSync } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
-import { launchBrowser, noBrowser } from '../lib/browser.js';
-import { startServer, requestJson, artifactPath } from '../lib/server.js';
+import { noBrowser } from '../lib/browser.js';
+import { requestJson, artifactPath } from '../lib/server.js';
 import { withCleanup, reportTimings, span } from '../lib/harness.js';
-import { appBrowser, until, screenshot } from '../lib/app.js';
+import { until, screenshot } from '../lib/app.js';
+import { serverFor, browserFor, appFor, creatorWithRoom, rtmpPush } from '../lib/fixtures.js';
 
 const noFfmpeg = spawnSync('ffmpeg', ['-version']).status === 0 ? null : 'Debian ffmpeg not installed';
 const skip = noBrowser() ?? noFfmpeg ?? false;
@@ -37,24 +38,12 @@ async function waitPlayingFlv(page, what) {
 
 test('watch: without WebRTC and with HLS failing, the player falls back to HTTP-FLV (mpegts.js) by itself; ?transports= orders the fallbacks', { timeout: 120_000, skip }, () =>
   withCleanup(async (defer) => {
-    const sk = await startServer({ label: 'watch-flv' });
-    defer(async (failed) => (failed ? sk.kill() : sk.stop()));
-    const b = await launchBrowser({ label: 'watch-flv' });
-    defer(() => b.close());
-    const app = appBrowser(b, 'watch-flv');
-    defer(() => app.close());
-    const creator = await sk.signup();
-    const created = await sk.createRoom(creator.access_token, { title: 'Watch e2e: FLV', visibility: 'public', mode: 'sfu' });
-    const room = created.room.id;
+    const sk = await serverFor(defer, { label: 'watch-flv' });
+    const b = await browserFor(defer, 'watch-flv');
+    const app = appFor(defer, b, 'watch-flv');
+    const { created, room } = await creatorWithRoom(sk, 'Watch e2e: FLV');
     const ffLog = artifactPath('watch-flv-ffmpeg.log');
-    const ff = spawn('ffmpeg', [
-      '-hide_banner', '-loglevel', 'warning', '-re',
-      '-f', 'lavfi', '-i', 'testsrc2=size=640x360:rate=30',
-      '-f', 'lavfi', '-i', 'sine=frequency=440:sample_rate=44100',
-      '-c:v', 'libx264', '-preset', 'veryfast', '-tune', 'zerolatency', '-g', '30', '-c:a', 'aac',
-      '-t', '90', '-f', 'flv', `rtmp://127.0.0.1:${sk.rtmpPort}/live/${created.stream_key}`,
-    ], { stdio: ['ignore', 'ignore', fs.openSync(ffLog, 'w')] });
-    defer(() => ff.kill('SIGKILL'));
+    rtmpPush(defer, sk, created.stream_key, { seconds: 90, loglevel: 'warning', stdio: ['ignore', 'ignore', fs.openSync(ffLog, 'w')] });
     const explain = (e) => {
       e.message += `\n  server log: ${sk.logFile}\n  ffmpeg log: ${ffLog}\n  page console: ${app.logFile}`;
       throw e;

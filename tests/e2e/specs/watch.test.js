@@ -9,10 +9,11 @@
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { launchBrowser, noBrowser, waitForStatus } from '../lib/browser.js';
-import { startServer, requestJson } from '../lib/server.js';
+import { noBrowser, waitForStatus } from '../lib/browser.js';
+import { requestJson } from '../lib/server.js';
 import { withCleanup, reportTimings, span } from '../lib/harness.js';
-import { appBrowser, until, screenshot } from '../lib/app.js';
+import { until, screenshot } from '../lib/app.js';
+import { serverFor, browserFor, appFor, explainFailure } from '../lib/fixtures.js';
 import { goLiveInStudio } from '../lib/studio.js';
 
 const TEST_CAP_MS = 150_000;
@@ -22,30 +23,14 @@ const skip = noBrowser() ?? false;
 const requireHls = process.env.SKYLARK_E2E_REQUIRE_HLS === '1';
 
 async function setup(defer, label) {
-  const sk = await startServer({ label });
-  let stopped = false;
-  defer(async (failed) => {
-    if (stopped) return;
-    stopped = true;
-    if (failed) await sk.kill();
-    else await sk.stop();
-  });
-  const b = await launchBrowser({ label });
-  defer(() => b.close());
-  const app = appBrowser(b, label);
-  defer(() => app.close());
+  const sk = await serverFor(defer, { label });
+  const b = await browserFor(defer, label);
+  const app = appFor(defer, b, label);
   const creator = await sk.signup();
   return { sk, b, app, creator };
 }
 
-async function explained(ctx, fn) {
-  try {
-    return await fn();
-  } catch (e) {
-    e.message += `\n  server log: ${ctx.sk.logFile}\n  page console: ${ctx.app.logFile}`;
-    throw e;
-  }
-}
+const explained = (ctx, fn) => explainFailure(fn, () => ({ 'server log': ctx.sk.logFile, 'page console': ctx.app.logFile }));
 
 /** The studio, signed in as `creator` (token put in storage), with its one room selected. */
 async function openStudio(ctx, tag = 'studio') {

@@ -6,9 +6,10 @@
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { launchBrowser, noBrowser, waitForStatus, waitForPlayback } from '../lib/browser.js';
-import { startServer, probeWebSocket } from '../lib/server.js';
+import { noBrowser, waitForStatus, waitForPlayback } from '../lib/browser.js';
+import { probeWebSocket } from '../lib/server.js';
 import { withCleanup, deadline, span, reportTimings } from '../lib/harness.js';
+import { serverFor, browserFor, creatorWithRoom, explainFailure } from '../lib/fixtures.js';
 
 /** Time for a publisher to reach `connected`. */
 const PUBLISH_CAP_MS = 20_000;
@@ -23,31 +24,15 @@ const skip = noBrowser() ?? false;
 
 /** A server, a browser, a creator and a public sfu room, all torn down by `defer`. */
 async function setup(defer, label) {
-  const sk = await startServer({ label });
-  let serverStopped = false;
   // Clean exit is part of the test when it passed; after a failure just kill it.
-  defer(async (failed) => {
-    if (serverStopped) return;
-    serverStopped = true;
-    if (failed) await sk.kill();
-    else await sk.stop();
-  });
-  const b = await launchBrowser({ label });
-  defer(() => b.close());
-  const creator = await sk.signup();
-  const created = await sk.createRoom(creator.access_token, { title: label, visibility: 'public', mode: 'sfu' });
-  return { sk, b, creator, room: created.room.id, key: created.stream_key, whipUrl: created.ingest.whip_url };
+  const sk = await serverFor(defer, { label });
+  const b = await browserFor(defer, label);
+  const { creator, created, room } = await creatorWithRoom(sk, label);
+  return { sk, b, creator, room, key: created.stream_key, whipUrl: created.ingest.whip_url };
 }
 
 /** Adds the server log and browser console paths to a failure. */
-async function explained(ctx, fn) {
-  try {
-    return await fn();
-  } catch (e) {
-    e.message += `\n  server log: ${ctx.sk.logFile}\n  browser console: ${ctx.b.logFile}`;
-    throw e;
-  }
-}
+const explained = (ctx, fn) => explainFailure(fn, () => ({ 'server log': ctx.sk.logFile, 'browser console': ctx.b.logFile }));
 
 async function requireWebSocketEndpoint(sk) {
   const status = await probeWebSocket(sk.baseUrl);

@@ -1,0 +1,76 @@
+// What one test starts and `withCleanup`'s `defer` tears down: the server, the browser, the
+// app pages, a creator with a room, an FFmpeg RTMP publisher.
+
+import { spawn } from 'node:child_process';
+import { launchBrowser } from './browser.js';
+import { startServer } from './server.js';
+import { appBrowser } from './app.js';
+
+/**
+ * `startServer(opts)`, stopped once by `defer`: after a passing test it must exit cleanly
+ * (`stop()` asserts that), after a failure it is killed.
+ */
+export async function serverFor(defer, opts) {
+  const sk = await startServer(opts);
+  let stopped = false;
+  defer(async (failed) => {
+    if (stopped) return;
+    stopped = true;
+    if (failed) await sk.kill();
+    else await sk.stop();
+  });
+  return sk;
+}
+
+/** `launchBrowser({ label })`, closed by `defer`. */
+export async function browserFor(defer, label) {
+  const b = await launchBrowser({ label });
+  defer(() => b.close());
+  return b;
+}
+
+/** `appBrowser(b, label)` (the app's own pages), closed by `defer`. */
+export function appFor(defer, b, label) {
+  const app = appBrowser(b, label);
+  defer(() => app.close());
+  return app;
+}
+
+/** A new creator and an SFU room of theirs: `{ creator, created, room }` (`room` = its id). */
+export async function creatorWithRoom(sk, title, visibility = 'public') {
+  const creator = await sk.signup();
+  const created = await sk.createRoom(creator.access_token, { title, visibility, mode: 'sfu' });
+  return { creator, created, room: created.room.id };
+}
+
+/** The AAC tone of `rtmpPush` (44.1 kHz, as a camera's mic). */
+export const AAC_TONE = ['-f', 'lavfi', '-i', 'sine=frequency=440:sample_rate=44100', '-c:a', 'aac'];
+
+/**
+ * Debian FFmpeg pushing a 640x360 test picture (H.264, a keyframe a second) and `audio`
+ * (default: `AAC_TONE`) to `streamKey` over RTMP for `seconds`; killed by `defer`.
+ */
+export function rtmpPush(defer, sk, streamKey, { seconds, audio = AAC_TONE, loglevel = 'error', stdio = 'ignore' }) {
+  const ff = spawn('ffmpeg', [
+    '-hide_banner', '-loglevel', loglevel, '-re',
+    '-f', 'lavfi', '-i', 'testsrc2=size=640x360:rate=30',
+    ...audio,
+    '-c:v', 'libx264', '-preset', 'veryfast', '-tune', 'zerolatency', '-g', '30',
+    '-t', String(seconds), '-f', 'flv', `rtmp://127.0.0.1:${sk.rtmpPort}/live/${streamKey}`,
+  ], { stdio });
+  defer(() => ff.kill('SIGKILL'));
+  return ff;
+}
+
+/**
+ * Runs `fn`; a failure's message gains where to look, one line a log:
+ * `logs()` = `{ 'server log': path, … }` (read after the failure).
+ */
+export async function explainFailure(fn, logs) {
+  try {
+    return await fn();
+  } catch (e) {
+    for (const [name, file] of Object.entries(logs())) e.message += `\n  ${name}: ${file}`;
+    throw e;
+  }
+}
