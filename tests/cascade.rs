@@ -94,15 +94,15 @@ async fn cluster(redis: &str, nodes: usize, max_sessions: u32, max_relays: u32) 
 async fn fifty_viewers_of_one_room_spread_over_a_two_level_tree() {
     let Some(redis) = redis_url() else { return };
     let c = cluster(&redis, 3, 20, 1).await;
-    let (_, room, key) = creator_with_room(&c.api_base, "public").await;
-    let (engine, _publisher) = publish(&c.signaling.base, &room, &key).await;
-    let origin = placement::origin(&c.bus, &room)
-        .await
-        .unwrap()
-        .and_then(|o| o.sfu_node().map(str::to_string))
-        .expect("the room has an SFU origin");
+    let LiveRoom {
+        room,
+        engine,
+        publisher: _publisher,
+        origin,
+        whep,
+        ..
+    } = live_room(&c).await;
 
-    let whep = format!("{}/whep/{room}", c.signaling.base);
     let mut viewers = Vec::new();
     for i in 0..VIEWERS {
         let v = engine
@@ -167,6 +167,36 @@ async fn fifty_viewers_of_one_room_spread_over_a_two_level_tree() {
     }
 }
 
+/// A live room of the cluster: a load-generator publisher through signaling, and the
+/// SFU node that became its origin.
+struct LiveRoom {
+    room: String,
+    key: String,
+    engine: skylark_loadgen::Engine,
+    publisher: skylark_loadgen::Publisher,
+    origin: String,
+    whep: String,
+}
+
+async fn live_room(c: &Cluster) -> LiveRoom {
+    let (_, room, key) = creator_with_room(&c.api_base, "public").await;
+    let (engine, publisher) = publish(&c.signaling.base, &room, &key).await;
+    let origin = placement::origin(&c.bus, &room)
+        .await
+        .unwrap()
+        .and_then(|o| o.sfu_node().map(str::to_string))
+        .expect("the room has an SFU origin");
+    let whep = format!("{}/whep/{room}", c.signaling.base);
+    LiveRoom {
+        room,
+        key,
+        engine,
+        publisher,
+        origin,
+        whep,
+    }
+}
+
 /// Prints, per hop from the origin, the viewers' join time and frame latency: what each
 /// relay hop costs, measured in one run (figures for docs/benchmarks.md, not asserted).
 async fn report_per_hop(
@@ -225,14 +255,13 @@ async fn frames_after(v: &skylark_loadgen::Viewer, above: u64, within: Duration)
 async fn viewers_of_a_killed_edge_play_again_through_another_node() {
     let Some(redis) = redis_url() else { return };
     let mut c = cluster(&redis, 3, 12, 2).await;
-    let (_, room, key) = creator_with_room(&c.api_base, "public").await;
-    let (engine, _publisher) = publish(&c.signaling.base, &room, &key).await;
-    let origin = placement::origin(&c.bus, &room)
-        .await
-        .unwrap()
-        .and_then(|o| o.sfu_node().map(str::to_string))
-        .expect("an SFU origin");
-    let whep = format!("{}/whep/{room}", c.signaling.base);
+    let LiveRoom {
+        engine,
+        publisher: _publisher,
+        origin,
+        whep,
+        ..
+    } = live_room(&c).await;
     let mut viewers = Vec::new();
     for _ in 0..20 {
         viewers.push(engine.view(&whep, None).await.expect("WHEP"));
@@ -312,14 +341,14 @@ async fn viewers_of_a_killed_edge_play_again_through_another_node() {
 async fn edges_follow_the_publisher_to_a_new_origin_without_their_viewers_rejoining() {
     let Some(redis) = redis_url() else { return };
     let mut c = cluster(&redis, 3, 8, 2).await;
-    let (_, room, key) = creator_with_room(&c.api_base, "public").await;
-    let (engine, publisher) = publish(&c.signaling.base, &room, &key).await;
-    let origin = placement::origin(&c.bus, &room)
-        .await
-        .unwrap()
-        .and_then(|o| o.sfu_node().map(str::to_string))
-        .expect("an SFU origin");
-    let whep = format!("{}/whep/{room}", c.signaling.base);
+    let LiveRoom {
+        room,
+        key,
+        engine,
+        publisher,
+        origin,
+        whep,
+    } = live_room(&c).await;
     let mut viewers = Vec::new();
     for _ in 0..12 {
         viewers.push(engine.view(&whep, None).await.expect("WHEP"));

@@ -219,41 +219,18 @@ pub async fn start_publish(
     grant: &PublishGrant,
     offer: String,
 ) -> Result<Started, SessionError> {
-    let mut last = None;
-    for node in place_publisher(state, grant).await? {
-        let res = match sfu_client(state, &node.grpc_addr) {
-            Ok(mut c) => c
-                .publish(sfu::PublishRequest {
-                    room_id: grant.room.id.clone(),
-                    offer_sdp: offer.clone(),
-                    key_id: grant.key_id.clone(),
-                })
-                .await
-                .map_err(SessionError::sfu),
-            Err(e) => Err(e),
+    let candidates = place_publisher(state, grant).await?;
+    let (_, started) = on_first_taker(state, &grant.room.id, candidates, |_, mut c| {
+        let req = sfu::PublishRequest {
+            room_id: grant.room.id.clone(),
+            offer_sdp: offer.clone(),
+            key_id: grant.key_id.clone(),
         };
-        match res {
-            Ok(answer) => {
-                let answer = answer.into_inner();
-                let started = Started {
-                    session_id: answer.session_id,
-                    answer_sdp: answer.answer_sdp,
-                    node,
-                };
-                record(state, &started, &grant.room.id, Kind::Publish).await;
-                return Ok(started);
-            }
-            Err(e) if e.is_retryable() => {
-                tracing::warn!(node = %node.id, room_id = %grant.room.id, error = %e, "publisher placement: trying the next node");
-                metrics::counter!("skylark_placement_retries_total").increment(1);
-                last = Some(e);
-            }
-            Err(e) => return Err(e),
-        }
-    }
-    Err(last.unwrap_or(SessionError::Place(PlaceError::NoNode(
-        placement::SelectError::NoNodes,
-    ))))
+        async move { c.publish(req).await }
+    })
+    .await?;
+    record(state, &started, &grant.room.id, Kind::Publish).await;
+    Ok(started)
 }
 
 /// Starts a WebRTC viewer of `room` with `offer`, on the first candidate node that
@@ -266,57 +243,92 @@ pub async fn start_view(
 ) -> Result<Started, SessionError> {
     let candidates =
         placement::view_candidates(&state.bus, &room.id, state.selector.as_ref()).await?;
-    let mut last = None;
-    for candidate in candidates {
-        let node = candidate.node().clone();
-        let upstream = match &candidate {
+    let (candidate, started) = on_first_taker(state, &room.id, candidates, |candidate, mut c| {
+        let upstream = match candidate {
             ViewCandidate::Serve { parent, depth, .. } => {
                 parent.as_ref().map(|p| relay_source(p, *depth))
             }
             ViewCandidate::NewEdge { parent, depth, .. } => Some(relay_source(parent, *depth)),
         };
+        let req = sfu::SubscribeRequest {
+            room_id: room.id.clone(),
+            offer_sdp: offer.clone(),
+            upstream,
+        };
+        async move { c.subscribe(req).await }
+    })
+    .await?;
+    if let ViewCandidate::NewEdge { parent, depth, .. } = &candidate {
+        // Recorded now so the next viewer's plan sees the link; the edge renews it
+        // while it pulls.
+        let relay = Relay {
+            node: started.node.id.clone(),
+            parent: parent.id.clone(),
+            depth: *depth,
+        };
+        let _ = bus_placement::set_relay(&state.bus, &room.id, &relay, LEASE_TTL).await;
+    }
+    record(state, &started, &room.id, Kind::View).await;
+    Ok(started)
+}
+
+/// A place a session may go: a node, and what placement knows of it.
+trait Candidate {
+    fn node(&self) -> &NodeInfo;
+}
+
+impl Candidate for NodeInfo {
+    fn node(&self) -> &NodeInfo {
+        self
+    }
+}
+
+impl Candidate for ViewCandidate {
+    fn node(&self) -> &NodeInfo {
+        ViewCandidate::node(self)
+    }
+}
+
+/// Calls `call` with each candidate's SFU client in turn until one answers: a node that
+/// is dead, full or draining costs a retry on the next, any other refusal is final.
+async fn on_first_taker<C, F, Fut>(
+    state: &State,
+    room: &str,
+    candidates: Vec<C>,
+    mut call: F,
+) -> Result<(C, Started), SessionError>
+where
+    C: Candidate,
+    F: FnMut(&C, Sfu) -> Fut,
+    Fut: std::future::Future<Output = Result<tonic::Response<sfu::SessionAnswer>, tonic::Status>>,
+{
+    let mut last = None;
+    for candidate in candidates {
+        let node = candidate.node().clone();
         let res = match sfu_client(state, &node.grpc_addr) {
-            Ok(mut c) => c
-                .subscribe(sfu::SubscribeRequest {
-                    room_id: room.id.clone(),
-                    offer_sdp: offer.clone(),
-                    upstream,
-                })
-                .await
-                .map_err(SessionError::sfu),
+            Ok(c) => call(&candidate, c).await.map_err(SessionError::sfu),
             Err(e) => Err(e),
         };
         match res {
             Ok(answer) => {
                 let answer = answer.into_inner();
-                if let ViewCandidate::NewEdge { parent, depth, .. } = &candidate {
-                    // Recorded now so the next viewer's plan sees the link; the edge
-                    // renews it while it pulls.
-                    let relay = Relay {
-                        node: node.id.clone(),
-                        parent: parent.id.clone(),
-                        depth: *depth,
-                    };
-                    let _ = bus_placement::set_relay(&state.bus, &room.id, &relay, LEASE_TTL).await;
-                }
                 let started = Started {
                     session_id: answer.session_id,
                     answer_sdp: answer.answer_sdp,
                     node,
                 };
-                record(state, &started, &room.id, Kind::View).await;
-                return Ok(started);
+                return Ok((candidate, started));
             }
             Err(e) if e.is_retryable() => {
-                tracing::warn!(node = %node.id, room_id = %room.id, error = %e, "viewer placement: trying the next node");
+                tracing::warn!(node = %node.id, room_id = %room, error = %e, "placement: trying the next node");
                 metrics::counter!("skylark_placement_retries_total").increment(1);
                 last = Some(e);
             }
             Err(e) => return Err(e),
         }
     }
-    Err(last.unwrap_or(SessionError::Place(PlaceError::View(
-        placement::ViewError::NoNode(placement::SelectError::NoNodes),
+    Err(last.unwrap_or(SessionError::Place(PlaceError::NoNode(
+        placement::SelectError::NoNodes,
     ))))
 }
 
