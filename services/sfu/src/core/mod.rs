@@ -42,7 +42,8 @@
 //!                 Output::Transmit { destination, contents } => {
 //!                     socket.send_to(&contents, destination)?;
 //!                 }
-//!                 Output::Relay { .. } | Output::Event(_) => { /* to relay sinks, the bus */ }
+//!                 // To relay sinks, the bus, an edge pull's parent.
+//!                 Output::Relay { .. } | Output::Event(_) | Output::UpstreamKeyframe { .. } => {}
 //!             }
 //!         }
 //!         let now = Instant::now();
