@@ -410,3 +410,82 @@ async fn edges_follow_the_publisher_to_a_new_origin_without_their_viewers_rejoin
         killed.elapsed()
     );
 }
+
+/// A Redis of this test's own, so the test can take it away from the cluster.
+struct OwnRedis(std::process::Child);
+
+impl OwnRedis {
+    fn start() -> (OwnRedis, String) {
+        let port = free_port();
+        let child = std::process::Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("redis-server (scripts/test installs it)");
+        let addr = format!("127.0.0.1:{port}");
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(&addr).is_ok() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        (OwnRedis(child), format!("redis://{addr}"))
+    }
+}
+
+impl Drop for OwnRedis {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test]
+async fn live_relays_keep_flowing_while_redis_is_gone() {
+    // Redis must exist here; its absence is what the test makes.
+    if redis_url().is_none() {
+        return;
+    }
+    let (mut redis, url) = OwnRedis::start();
+    let c = cluster(&url, 3, 8, 2).await;
+    let LiveRoom {
+        engine,
+        publisher: _publisher,
+        origin,
+        whep,
+        ..
+    } = live_room(&c).await;
+    let mut viewers = Vec::new();
+    for _ in 0..12 {
+        viewers.push(engine.view(&whep, None).await.expect("WHEP"));
+    }
+    assert!(
+        viewers
+            .iter()
+            .any(|v| v.serving_node() != Some(origin.as_str())),
+        "some viewers on edges"
+    );
+    for v in &viewers {
+        assert!(frames_after(v, 10, Duration::from_secs(10)).await.is_some());
+    }
+
+    // Redis dies: registry, leases and events are gone; media must not depend on them.
+    redis.0.kill().unwrap();
+    let _ = redis.0.wait();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    for v in &viewers {
+        let before = v.stats().await.unwrap().frames;
+        assert!(
+            frames_after(v, before + 60, Duration::from_secs(8))
+                .await
+                .is_some(),
+            "a viewer on {:?} kept playing without Redis",
+            v.serving_node()
+        );
+        assert_eq!(v.stats().await.unwrap().frames_bad_hash, 0);
+    }
+    // New placements cannot be made: signaling says so instead of hanging.
+    let refused = engine.view(&whep, None).await;
+    assert!(refused.is_err(), "no placement without Redis");
+}
