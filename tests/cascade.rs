@@ -222,6 +222,31 @@ async fn report_per_hop(
         entry.0.extend(s.join_ms);
         entry.1.merge(&s.latency_us);
     }
+    // Join on a cold edge (the first viewer of each edge: its pull starts with that
+    // Subscribe) against a warm one (later viewers), in join order.
+    let mut seen = std::collections::HashSet::new();
+    let (mut cold, mut warm) = (Vec::new(), Vec::new());
+    for v in viewers {
+        let Some(node) = v.serving_node().filter(|n| *n != origin) else {
+            continue;
+        };
+        let Some(join) = v.stats().await.unwrap().join_ms else {
+            continue;
+        };
+        if seen.insert(node.to_string()) {
+            cold.push(join);
+        } else {
+            warm.push(join);
+        }
+    }
+    let p50 = |v: &[f64]| skylark_loadgen::stats::percentiles(v).map_or(f64::NAN, |p| p.p50);
+    println!(
+        "edge join: cold (first viewer, pull starts) {:.0} ms over {} edges, warm p50 {:.0} ms over {} viewers",
+        p50(&cold),
+        cold.len(),
+        p50(&warm),
+        warm.len()
+    );
     for (depth, (joins, latency)) in by_depth {
         let join = skylark_loadgen::stats::percentiles(&joins);
         let lat = latency.percentiles_ms();
