@@ -236,14 +236,9 @@ pub async fn start_publish(
 /// Starts a WebRTC viewer of `room` with `offer`, on the first candidate node that
 /// takes it (the origin, an edge, or a new edge: see `placement::view`). A node that
 /// is dead, full or draining costs the viewer only a retry on the next one.
-pub async fn start_view(
-    state: &State,
-    room: &rooms::Room,
-    offer: String,
-) -> Result<Started, SessionError> {
-    let candidates =
-        placement::view_candidates(&state.bus, &room.id, state.selector.as_ref()).await?;
-    let (candidate, started) = on_first_taker(state, &room.id, candidates, |candidate, mut c| {
+pub async fn start_view(state: &State, room: &str, offer: String) -> Result<Started, SessionError> {
+    let candidates = placement::view_candidates(&state.bus, room, state.selector.as_ref()).await?;
+    let (candidate, started) = on_first_taker(state, room, candidates, |candidate, mut c| {
         let upstream = match candidate {
             ViewCandidate::Serve { parent, depth, .. } => {
                 parent.as_ref().map(|p| relay_source(p, *depth))
@@ -251,7 +246,7 @@ pub async fn start_view(
             ViewCandidate::NewEdge { parent, depth, .. } => Some(relay_source(parent, *depth)),
         };
         let req = sfu::SubscribeRequest {
-            room_id: room.id.clone(),
+            room_id: room.to_owned(),
             offer_sdp: offer.clone(),
             upstream,
         };
@@ -266,9 +261,9 @@ pub async fn start_view(
             parent: parent.id.clone(),
             depth: *depth,
         };
-        let _ = bus_placement::set_relay(&state.bus, &room.id, &relay, LEASE_TTL).await;
+        let _ = bus_placement::set_relay(&state.bus, room, &relay, LEASE_TTL).await;
     }
-    record(state, &started, &room.id, Kind::View).await;
+    record(state, &started, room, Kind::View).await;
     Ok(started)
 }
 

@@ -92,7 +92,7 @@ pub async fn whep_post(
     let offer = sdp_body(&headers, &body)?;
     let token = bearer(&headers).unwrap_or_default();
     let room = session::authorize_view(&state, room_id, token).await?;
-    let started = session::start_view(&state, &room, offer).await?;
+    let started = session::start_view(&state, &room.id, offer).await?;
     metrics::counter!("skylark_whep_sessions_total").increment(1);
     let mut r = created(
         started.answer_sdp,

@@ -306,13 +306,7 @@ impl Conn {
         }
         let started = match (&j.grant, j.role) {
             (Some(grant), Role::Publisher) => session::start_publish(&self.state, grant, sdp).await,
-            _ => {
-                let room = rooms::Room {
-                    id: j.room.clone(),
-                    ..Default::default()
-                };
-                session::start_view(&self.state, &room, sdp).await
-            }
+            _ => session::start_view(&self.state, &j.room, sdp).await,
         };
         match started {
             Ok(s) => {
