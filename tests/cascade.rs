@@ -16,7 +16,7 @@ const VIEWERS: usize = 50;
 struct Cluster {
     _dir: tempfile::TempDir,
     _api: Skylark,
-    _sfus: Vec<Skylark>,
+    sfus: Vec<Skylark>,
     signaling: Skylark,
     bus: skylark_bus::AnyBus,
     /// The API's public base (room creation, viewer counts).
@@ -84,7 +84,7 @@ async fn cluster(redis: &str, nodes: usize, max_sessions: u32, max_relays: u32) 
         api_base: api.base.clone(),
         _dir: dir,
         _api: api,
-        _sfus: sfus,
+        sfus,
         signaling,
         bus,
     }
@@ -308,7 +308,7 @@ async fn viewers_of_a_killed_edge_play_again_through_another_node() {
         .map(|(n, c)| (n.clone(), *c))
         .expect("viewers on an edge");
     let index: usize = dead.trim_start_matches("sfu-").parse().unwrap();
-    c._sfus[index].child.kill().unwrap();
+    c.sfus[index].child.kill().unwrap();
     let killed = tokio::time::Instant::now();
 
     // Its viewers rejoin through signaling, as the player's watchdog does; the dead
@@ -390,7 +390,7 @@ async fn edges_follow_the_publisher_to_a_new_origin_without_their_viewers_rejoin
     // The origin dies; the publisher reconnects through signaling, as OBS, FFmpeg and
     // the studio do, and lands on another node.
     let index: usize = origin.trim_start_matches("sfu-").parse().unwrap();
-    c._sfus[index].child.kill().unwrap();
+    c.sfus[index].child.kill().unwrap();
     drop(publisher);
     let killed = tokio::time::Instant::now();
     let deadline = killed + Duration::from_secs(15);
