@@ -261,6 +261,33 @@ async fn report_per_hop(
     }
 }
 
+/// `n` viewers joined through signaling, each past its first 10 frames.
+async fn playing_viewers(
+    engine: &skylark_loadgen::Engine,
+    whep: &str,
+    n: usize,
+) -> Vec<skylark_loadgen::Viewer> {
+    let mut viewers = Vec::new();
+    for _ in 0..n {
+        viewers.push(engine.view(whep, None).await.expect("WHEP"));
+    }
+    for v in &viewers {
+        assert!(frames_after(v, 10, Duration::from_secs(10)).await.is_some());
+    }
+    viewers
+}
+
+/// Asserts that `v` receives `more` frames within `within`, every one intact.
+async fn assert_plays_on(v: &skylark_loadgen::Viewer, more: u64, within: Duration, what: &str) {
+    let before = v.stats().await.unwrap().frames;
+    assert!(
+        frames_after(v, before + more, within).await.is_some(),
+        "a viewer on {:?} {what}",
+        v.serving_node()
+    );
+    assert_eq!(v.stats().await.unwrap().frames_bad_hash, 0);
+}
+
 /// Frames `v` has received, polled until they exceed `above` or `within` passes.
 async fn frames_after(v: &skylark_loadgen::Viewer, above: u64, within: Duration) -> Option<u64> {
     let deadline = tokio::time::Instant::now() + within;
@@ -287,13 +314,7 @@ async fn viewers_of_a_killed_edge_play_again_through_another_node() {
         whep,
         ..
     } = live_room(&c).await;
-    let mut viewers = Vec::new();
-    for _ in 0..20 {
-        viewers.push(engine.view(&whep, None).await.expect("WHEP"));
-    }
-    for v in &viewers {
-        assert!(frames_after(v, 10, Duration::from_secs(10)).await.is_some());
-    }
+    let viewers = playing_viewers(&engine, &whep, 20).await;
     // The edge with the most viewers dies without a word (SIGKILL).
     let mut by_node: BTreeMap<String, usize> = BTreeMap::new();
     for v in &viewers {
@@ -350,15 +371,7 @@ async fn viewers_of_a_killed_edge_play_again_through_another_node() {
 
     // Everyone else played on.
     for v in &others {
-        let before = v.stats().await.unwrap().frames;
-        assert!(
-            frames_after(v, before + 10, Duration::from_secs(5))
-                .await
-                .is_some(),
-            "a viewer on {:?} kept playing",
-            v.serving_node()
-        );
-        assert_eq!(v.stats().await.unwrap().frames_bad_hash, 0);
+        assert_plays_on(v, 10, Duration::from_secs(5), "kept playing").await;
     }
 }
 
@@ -374,18 +387,12 @@ async fn edges_follow_the_publisher_to_a_new_origin_without_their_viewers_rejoin
         origin,
         whep,
     } = live_room(&c).await;
-    let mut viewers = Vec::new();
-    for _ in 0..12 {
-        viewers.push(engine.view(&whep, None).await.expect("WHEP"));
-    }
+    let viewers = playing_viewers(&engine, &whep, 12).await;
     let on_edges: Vec<_> = viewers
         .iter()
         .filter(|v| v.serving_node() != Some(origin.as_str()))
         .collect();
     assert!(!on_edges.is_empty(), "some viewers on edges");
-    for v in &on_edges {
-        assert!(frames_after(v, 10, Duration::from_secs(10)).await.is_some());
-    }
 
     // The origin dies; the publisher reconnects through signaling, as OBS, FFmpeg and
     // the studio do, and lands on another node.
@@ -417,17 +424,14 @@ async fn edges_follow_the_publisher_to_a_new_origin_without_their_viewers_rejoin
     // The edges re-pull from the new origin: their viewers, same sessions, play the new
     // publisher's frames.
     for v in &on_edges {
-        let before = v.stats().await.unwrap().frames;
-        assert!(
-            frames_after(v, before + 30, Duration::from_secs(20))
-                .await
-                .is_some(),
-            "a viewer on {:?} got the new publisher's frames without rejoining",
-            v.serving_node()
-        );
-        let s = v.stats().await.unwrap();
-        assert!(s.connected, "kept its session");
-        assert_eq!(s.frames_bad_hash, 0);
+        assert_plays_on(
+            v,
+            30,
+            Duration::from_secs(20),
+            "got the new publisher's frames without rejoining",
+        )
+        .await;
+        assert!(v.stats().await.unwrap().connected, "kept its session");
     }
     println!(
         "origin {origin} killed: {} edge viewers played the new publisher after {:?}",
@@ -481,34 +485,20 @@ async fn live_relays_keep_flowing_while_redis_is_gone() {
         whep,
         ..
     } = live_room(&c).await;
-    let mut viewers = Vec::new();
-    for _ in 0..12 {
-        viewers.push(engine.view(&whep, None).await.expect("WHEP"));
-    }
+    let viewers = playing_viewers(&engine, &whep, 12).await;
     assert!(
         viewers
             .iter()
             .any(|v| v.serving_node() != Some(origin.as_str())),
         "some viewers on edges"
     );
-    for v in &viewers {
-        assert!(frames_after(v, 10, Duration::from_secs(10)).await.is_some());
-    }
 
     // Redis dies: registry, leases and events are gone; media must not depend on them.
     redis.0.kill().unwrap();
     let _ = redis.0.wait();
     tokio::time::sleep(Duration::from_secs(3)).await;
     for v in &viewers {
-        let before = v.stats().await.unwrap().frames;
-        assert!(
-            frames_after(v, before + 60, Duration::from_secs(8))
-                .await
-                .is_some(),
-            "a viewer on {:?} kept playing without Redis",
-            v.serving_node()
-        );
-        assert_eq!(v.stats().await.unwrap().frames_bad_hash, 0);
+        assert_plays_on(v, 60, Duration::from_secs(8), "kept playing without Redis").await;
     }
     // New placements cannot be made: signaling says so instead of hanging.
     let refused = engine.view(&whep, None).await;
