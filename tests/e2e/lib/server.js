@@ -49,47 +49,73 @@ export function artifactPath(name) {
   return path.join(ARTIFACTS_DIR, `${stamp}-${process.pid}-${name}`);
 }
 
-/** Ports this process handed out already: never hand one out twice. */
-const handedOut = new Set();
+// Test ports, the scheme of `tests/common/ports.rs` (the two share claims): a port from
+// below the kernel's ephemeral range, so no port-0 bind of the server under test (its
+// internal gRPC listeners) can land on it, claimed machine-wide by listening on an
+// abstract Unix socket named after it. The claim lasts as long as this process.
+const claims = [];
 
-/** A TCP port free on 127.0.0.1 right now. */
-export async function freeTcpPort() {
-  for (;;) {
-    const port = await pickTcpPort();
-    if (!handedOut.has(`tcp${port}`)) {
-      handedOut.add(`tcp${port}`);
-      return port;
-    }
+function testPortRange() {
+  const FIRST = 20000;
+  let ephemeralStart = 32768;
+  try {
+    const first = Number(fs.readFileSync('/proc/sys/net/ipv4/ip_local_port_range', 'utf8').trim().split(/\s+/)[0]);
+    if (Number.isInteger(first) && first > 0) ephemeralStart = first;
+  } catch {
+    // Not Linux-like: keep the kernel default.
   }
+  const end = Math.min(ephemeralStart, 32000);
+  if (end < FIRST + 1000) {
+    throw new Error(`the kernel's ephemeral ports start at ${ephemeralStart}: test ports need ${FIRST}..${FIRST + 1000} outside net.ipv4.ip_local_port_range`);
+  }
+  return [FIRST, end];
 }
 
-/** A UDP port free on 127.0.0.1 right now. */
-export async function freeUdpPort() {
-  for (;;) {
-    const port = await pickUdpPort();
-    if (!handedOut.has(`udp${port}`)) {
-      handedOut.add(`udp${port}`);
-      return port;
-    }
-  }
-}
-
-async function pickTcpPort() {
+async function claim(name) {
   const srv = net.createServer();
-  srv.listen(0, '127.0.0.1');
-  await once(srv, 'listening');
-  const { port } = srv.address();
-  await new Promise((r) => srv.close(r));
-  return port;
+  try {
+    await new Promise((resolve, reject) => {
+      srv.once('error', reject);
+      srv.listen({ path: `\0skylark-test-claim/${name}` }, resolve);
+    });
+  } catch (e) {
+    if (e.code === 'EADDRINUSE') return null;
+    throw e;
+  }
+  srv.unref();
+  return srv;
 }
 
-async function pickUdpPort() {
-  const sock = dgram.createSocket('udp4');
-  sock.bind(0, '127.0.0.1');
-  await once(sock, 'listening');
-  const { port } = sock.address();
-  await new Promise((r) => sock.close(r));
-  return port;
+async function bindable(port) {
+  const tcp = await new Promise((resolve) => {
+    const srv = net.createServer();
+    srv.once('error', () => resolve(false));
+    srv.listen(port, '0.0.0.0', () => srv.close(() => resolve(true)));
+  });
+  if (!tcp) return false;
+  return new Promise((resolve) => {
+    const sock = dgram.createSocket('udp4');
+    sock.once('error', () => resolve(false));
+    sock.bind(port, '0.0.0.0', () => sock.close(() => resolve(true)));
+  });
+}
+
+/** A port free for TCP and UDP that no other test process on this machine holds. */
+export async function freePort() {
+  const [first, end] = testPortRange();
+  const span = end - first;
+  const start = (Math.imul(process.pid, 2654435761) >>> 0) % span;
+  for (let i = 0; i < span; i++) {
+    const port = first + ((start + i) % span);
+    const held = await claim(`port-${port}`);
+    if (!held) continue;
+    if (await bindable(port)) {
+      claims.push(held);
+      return port;
+    }
+    held.close();
+  }
+  throw new Error(`every test port in ${first}..${end} is claimed or in use`);
 }
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
@@ -107,9 +133,10 @@ export async function startServer(opts = {}) {
     );
   }
   const label = opts.label ?? 'skylark';
-  const httpPort = await freeTcpPort();
-  const udpPort = await freeUdpPort();
-  const rtmp = await freeTcpPort();
+  const httpPort = await freePort();
+  const udpPort = await freePort();
+  const rtmp = await freePort();
+  const internalPort = await freePort();
   const dataDir = await fsp.mkdtemp(path.join(os.tmpdir(), 'skylark-e2e-'));
   const baseUrl = `http://127.0.0.1:${httpPort}`;
   const env = { ...process.env };
@@ -129,6 +156,7 @@ export async function startServer(opts = {}) {
     SKYLARK_RTC_UDP_ADDR: `127.0.0.1:${udpPort}`,
     SKYLARK_RTC_PUBLIC_IP: '127.0.0.1',
     SKYLARK_RTMP_ADDR: `127.0.0.1:${rtmp}`,
+    SKYLARK_INTERNAL_ADDR: `127.0.0.1:${internalPort}`,
     ...(opts.env ?? {}),
   });
 
