@@ -373,7 +373,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             playback_tokens: config.playback_tokens()?,
         })
     };
-    let sfu = |grpc_addr: SocketAddr| skylark_sfu::Config {
+    let sfu = |grpc_addr: SocketAddr, api_grpc_url: String| skylark_sfu::Config {
         http_addr: config.http_addr,
         udp_addr: config.rtc_udp_addr,
         public_ip: config
@@ -385,6 +385,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         max_sessions: config.max_sessions,
         max_relays: config.max_relays,
         edge_idle: Duration::from_secs(config.sfu_edge_idle_s),
+        api_grpc_url: Some(api_grpc_url),
     };
     let packager = |api_grpc_url: String| -> anyhow::Result<_> {
         Ok(skylark_packager::Config {
@@ -412,7 +413,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             );
             let parts = vec![
                 api,
-                skylark_sfu::start(sfu(loopback_any()), bus.clone(), shutdown.clone()).await?,
+                skylark_sfu::start(
+                    sfu(loopback_any(), api_url.clone()),
+                    bus.clone(),
+                    shutdown.clone(),
+                )
+                .await?,
                 skylark_signaling::start(
                     signaling(api_url.clone())?,
                     bus.clone(),
@@ -438,7 +444,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             (config.http_addr, vec![part])
         }
         Some(Target::Sfu) => {
-            let part = skylark_sfu::start(sfu(grpc(7002)), bus, shutdown.clone()).await?;
+            let part = skylark_sfu::start(
+                sfu(grpc(7002), config.api_grpc_url.clone()),
+                bus,
+                shutdown.clone(),
+            )
+            .await?;
             (config.http_addr, vec![part])
         }
         Some(Target::Packager) => {

@@ -22,7 +22,7 @@ impl RoomDirectoryService {
 
     pub fn into_server(self) -> RoomDirectoryServer<Self> {
         RoomDirectoryServer::new(self)
-            .max_decoding_message_size(64 * 1024)
+            .max_decoding_message_size(512 * 1024)
             .max_encoding_message_size(64 * 1024)
     }
 }
@@ -54,7 +54,35 @@ pub(crate) fn to_pb(r: &Room) -> pb::Room {
     }
 }
 
+/// Grants of the room's owner (an access token, not a stream key) are named after them:
+/// they stay current while the room exists and is theirs, whatever the token's expiry.
+const OWNER_GRANT: &str = "owner:";
+
+/// Grants one `CheckPublishGrants` call may ask about.
+const MAX_GRANTS_PER_CHECK: usize = 1000;
+
 impl RoomDirectoryService {
+    /// Whether a grant `AuthorizePublish` gave is still current.
+    async fn grant_is_current(&self, g: &pb::PublishGrantRef) -> Result<bool, Status> {
+        if g.room_id.is_empty() || g.room_id.len() > 128 || g.key_id.len() > 256 {
+            return Ok(false);
+        }
+        if let Some(owner) = g.key_id.strip_prefix(OWNER_GRANT) {
+            let room = self
+                .state
+                .store
+                .room(&g.room_id)
+                .await
+                .map_err(store_status)?;
+            return Ok(room.is_some_and(|r| r.owner_id == owner));
+        }
+        self.state
+            .store
+            .key_is_active(&g.room_id, &g.key_id)
+            .await
+            .map_err(store_status)
+    }
+
     async fn room(&self, id: &str) -> Result<Room, Status> {
         if id.is_empty() || id.len() > 128 {
             return Err(Status::invalid_argument("room_id: give a room id"));
@@ -119,7 +147,7 @@ impl RoomDirectory for RoomDirectoryService {
                 }
                 Ok(Response::new(pb::AuthorizePublishResponse {
                     room: Some(to_pb(&room)),
-                    key_id: format!("owner:{}", claims.sub),
+                    key_id: format!("{OWNER_GRANT}{}", claims.sub),
                 }))
             }
             None => Err(Status::unauthenticated(
@@ -152,6 +180,23 @@ impl RoomDirectory for RoomDirectoryService {
         Ok(Response::new(pb::AuthorizePlayResponse {
             room: Some(to_pb(&room)),
         }))
+    }
+
+    async fn check_publish_grants(
+        &self,
+        req: Request<pb::CheckPublishGrantsRequest>,
+    ) -> Result<Response<pb::CheckPublishGrantsResponse>, Status> {
+        let grants = req.into_inner().grants;
+        if grants.len() > MAX_GRANTS_PER_CHECK {
+            return Err(Status::invalid_argument(format!(
+                "at most {MAX_GRANTS_PER_CHECK} grants per call: split the check"
+            )));
+        }
+        let mut current = Vec::with_capacity(grants.len());
+        for g in &grants {
+            current.push(self.grant_is_current(g).await?);
+        }
+        Ok(Response::new(pb::CheckPublishGrantsResponse { current }))
     }
 
     async fn get_room(

@@ -423,6 +423,18 @@ impl Store {
         .transpose()
     }
 
+    /// Whether key `key_id` of room `room_id` exists and is not revoked.
+    pub async fn key_is_active(&self, room_id: &str, key_id: &str) -> StoreResult<bool> {
+        let row = sqlx::query(
+            "SELECT id FROM stream_keys WHERE id = $1 AND room_id = $2 AND revoked_at IS NULL",
+        )
+        .bind(key_id)
+        .bind(room_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.is_some())
+    }
+
     /// Counts of rows, for tests that check a failed request changed nothing.
     pub async fn counts(&self) -> StoreResult<(i64, i64, i64)> {
         let users: i64 = sqlx::query("SELECT COUNT(*) AS n FROM users")

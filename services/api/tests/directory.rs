@@ -8,7 +8,10 @@ use serde_json::{json, Value};
 use skylark_api::ApiConfig;
 use skylark_proto::rooms::v1::authorize_publish_request::Credential;
 use skylark_proto::rooms::v1::room_directory_client::RoomDirectoryClient;
-use skylark_proto::rooms::v1::{AuthorizePlayRequest, AuthorizePublishRequest, GetRoomRequest};
+use skylark_proto::rooms::v1::{
+    AuthorizePlayRequest, AuthorizePublishRequest, CheckPublishGrantsRequest, GetRoomRequest,
+    PublishGrantRef,
+};
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 use tokio_util::sync::CancellationToken;
@@ -138,6 +141,7 @@ async fn rotation_over_grpc_and_keys_never_logged() {
         .into_inner();
     assert_eq!(ok.room.as_ref().unwrap().id, room_id);
     assert_ne!(ok.key_id, old_key_id, "a new key generation");
+    let ok_new_key_id = ok.key_id.clone();
 
     // The key names its room: another room id is refused.
     let (_, other) = call(
@@ -164,8 +168,40 @@ async fn rotation_over_grpc_and_keys_never_logged() {
             room_id: room_id.clone(),
         })
         .await
-        .unwrap();
-    assert_eq!(ok.into_inner().room.unwrap().id, room_id);
+        .unwrap()
+        .into_inner();
+    assert_eq!(ok.room.as_ref().unwrap().id, room_id);
+    let owner_key_id = ok.key_id;
+
+    // Grants as SFUs re-check them: the rotated generation is stale, the new one and the
+    // owner's are current; another user's owner grant and a foreign room are not.
+    let grant = |room: &str, key: &str| PublishGrantRef {
+        room_id: room.into(),
+        key_id: key.into(),
+    };
+    let current = client
+        .check_publish_grants(CheckPublishGrantsRequest {
+            grants: vec![
+                grant(&room_id, &old_key_id),
+                grant(&room_id, &ok_new_key_id),
+                grant(&room_id, &owner_key_id),
+                grant(&room_id, "owner:user_someone_else"),
+                grant(other["room"]["id"].as_str().unwrap(), &ok_new_key_id),
+                grant("room_nope", &ok_new_key_id),
+            ],
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .current;
+    assert_eq!(current, vec![false, true, true, false, false, false]);
+    let too_many = client
+        .check_publish_grants(CheckPublishGrantsRequest {
+            grants: (0..1001).map(|_| grant(&room_id, &owner_key_id)).collect(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(too_many.code(), tonic::Code::InvalidArgument);
 
     // Play: private room needs a token.
     let err = client

@@ -2,6 +2,7 @@
 
 use crate::core::{FrameCodec, SessionError};
 use crate::edge::Edges;
+use crate::grants::Grants;
 use crate::worker::{Command, Worker};
 use futures_util::StreamExt;
 use skylark_proto::sfu::v1 as pb;
@@ -19,13 +20,18 @@ const RELAY_QUEUE: usize = 512;
 pub struct SfuService {
     worker: Worker,
     edges: Edges,
+    grants: Grants,
 }
 
 static NEXT_SINK: AtomicU64 = AtomicU64::new(1);
 
 impl SfuService {
-    pub fn new(worker: Worker, edges: Edges) -> Self {
-        Self { worker, edges }
+    pub fn new(worker: Worker, edges: Edges, grants: Grants) -> Self {
+        Self {
+            worker,
+            edges,
+            grants,
+        }
     }
 
     pub fn into_server(self) -> SfuNodeServer<Self> {
@@ -93,11 +99,13 @@ impl SfuNode for SfuService {
     ) -> Result<Response<pb::SessionAnswer>, Status> {
         let r = req.into_inner();
         valid_room(&r.room_id)?;
+        self.grants.admit(&r.room_id, &r.key_id).await?;
         let (session_id, answer_sdp) = self
             .worker
-            .publish(r.room_id, r.offer_sdp)
+            .publish(r.room_id.clone(), r.offer_sdp)
             .await
             .map_err(status)?;
+        self.grants.record(&session_id, &r.room_id, &r.key_id);
         Ok(Response::new(pb::SessionAnswer {
             session_id,
             answer_sdp,
@@ -177,12 +185,14 @@ impl SfuNode for SfuService {
             }
         };
         valid_room(&start.room_id)?;
+        self.grants.admit(&start.room_id, &start.key_id).await?;
         let (closed_tx, closed_rx) = tokio::sync::oneshot::channel();
         let session = self
             .worker
             .publish_local(start.room_id.clone(), closed_tx)
             .await
             .map_err(status)?;
+        self.grants.record(&session, &start.room_id, &start.key_id);
         tracing::info!(room_id = %start.room_id, %session, "local publisher started");
         let (tx, rx) = tokio::sync::mpsc::channel(4);
         let _ = tx

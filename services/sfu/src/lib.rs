@@ -9,6 +9,7 @@
 
 pub mod core;
 mod edge;
+mod grants;
 mod grpc;
 mod worker;
 
@@ -48,6 +49,10 @@ pub struct Config {
     pub max_relays: u32,
     /// How long an edge keeps pulling a room after its last viewer here left.
     pub edge_idle: Duration,
+    /// The RoomDirectory, which judges publishers' grants (key generations) at
+    /// admission and every few seconds after. `None`: grants are not checked (a node
+    /// run alone by a test).
+    pub api_grpc_url: Option<String>,
 }
 
 /// Default of [`Config::edge_idle`].
@@ -120,7 +125,9 @@ pub async fn start(
     tracing::info!(addr = %grpc_addr, %advertise, "SfuNode gRPC listening");
     let grpc_shutdown = shutdown.clone();
     let edges = edge::Edges::new(worker.clone(), config.edge_idle, shutdown.clone());
-    let service = SfuService::new(worker.clone(), edges.clone());
+    let grants = grants::Grants::new(config.api_grpc_url.as_deref())?;
+    let grant_checks = tokio::spawn(grants.clone().run(worker.clone(), shutdown.clone()));
+    let service = SfuService::new(worker.clone(), edges.clone(), grants.clone());
     let grpc_task = tokio::spawn(async move {
         tonic::transport::Server::builder()
             .layer(skylark_telemetry::GrpcServerLayer)
@@ -145,10 +152,14 @@ pub async fn start(
         ..NodeInfo::default()
     };
     let draining = CancellationToken::new();
+    let local = Local {
+        worker: worker.clone(),
+        edges,
+        grants,
+    };
     let placement = tokio::spawn(placement_loop(
         bus,
-        worker.clone(),
-        edges,
+        local,
         node,
         events_rx,
         draining.clone(),
@@ -175,7 +186,7 @@ pub async fn start(
         name: "sfu",
         router: axum::Router::new(),
         ready: None,
-        tasks: vec![worker_task, grpc_task, placement],
+        tasks: vec![worker_task, grpc_task, placement, grant_checks],
         grpc_addr: Some(grpc_addr),
         drain: Some(drain),
     })
@@ -188,18 +199,29 @@ pub async fn run(config: Config, bus: AnyBus, shutdown: CancellationToken) -> an
     skylark_telemetry::serve_parts(addr, vec![part], shutdown).await
 }
 
+/// The node's own parts the placement loop reads and tells.
+struct Local {
+    worker: Worker,
+    edges: edge::Edges,
+    grants: grants::Grants,
+}
+
 /// Keeps the bus in step with the node: heartbeats with its load, origin claims of
 /// live rooms, relay records of pulled rooms, its viewer count per room, room events;
 /// and cuts publishers when the API says so.
 async fn placement_loop(
     bus: AnyBus,
-    worker: Worker,
-    edges: edge::Edges,
+    local: Local,
     mut node: NodeInfo,
     mut events: mpsc::UnboundedReceiver<CoreEvent>,
     draining: CancellationToken,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
+    let Local {
+        worker,
+        edges,
+        grants,
+    } = local;
     let origin = Origin::Sfu {
         node: node.id.clone(),
     };
@@ -293,7 +315,7 @@ async fn placement_loop(
                     let is_live = live.contains_key(&room) || edges.contains(&room);
                     announce(&bus, &room, is_live).await;
                 }
-                CoreEvent::SessionClosed { .. } => {}
+                CoreEvent::SessionClosed { session, .. } => grants.forget(&session),
             },
         }
     }

@@ -57,6 +57,7 @@ impl Node {
             max_sessions: 200,
             max_relays: 0,
             edge_idle,
+            api_grpc_url: None,
         };
         let part = skylark_sfu::start(config, bus.clone(), shutdown.clone())
             .await

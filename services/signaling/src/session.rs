@@ -183,6 +183,26 @@ pub async fn authorize_publish(
     })
 }
 
+/// Asks the directory whether `grant` still holds: its key not rotated, its room not
+/// deleted. Live publishers are re-checked with it, so a lost `end_publish` event
+/// does not let one outlive its credential.
+pub async fn grant_is_current(state: &State, grant: &PublishGrant) -> Result<bool, SessionError> {
+    let current = state
+        .upstream
+        .directory()
+        .check_publish_grants(rooms::CheckPublishGrantsRequest {
+            grants: vec![rooms::PublishGrantRef {
+                room_id: grant.room.id.clone(),
+                key_id: grant.key_id.clone(),
+            }],
+        })
+        .await
+        .map_err(SessionError::directory)?
+        .into_inner()
+        .current;
+    Ok(current.first() == Some(&true))
+}
+
 /// Asks the directory whether `token` (empty: anonymous) may watch `room_id`.
 pub async fn authorize_view(
     state: &State,

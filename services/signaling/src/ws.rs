@@ -31,6 +31,13 @@ const MAX_MESSAGE: usize = 64 * 1024;
 /// A connection that says nothing (not even a pong) for this long is closed.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 const PING_EVERY: Duration = Duration::from_secs(20);
+/// How often a publisher's grant is re-checked with the directory: the longest a
+/// publisher outlives a rotated key or deleted room when the `end_publish` event is lost.
+const GRANT_CHECK_EVERY: Duration = Duration::from_secs(3);
+/// How long a closing connection waits for the client's close frame.
+const CLOSE_GRACE: Duration = Duration::from_secs(1);
+/// The error code that ends a publisher's connection.
+const PUBLISH_ENDED: &str = "publish_ended";
 
 #[derive(Deserialize)]
 #[serde(tag = "type", rename_all = "kebab-case")]
@@ -107,6 +114,15 @@ fn err(code: &str, message: impl Into<String>) -> Value {
     json!({"type": "error", "code": code, "message": message.into()})
 }
 
+/// The last message a publisher whose credential went stale gets before its
+/// connection closes.
+fn publish_ended() -> Value {
+    err(
+        PUBLISH_ENDED,
+        "the stream key was rotated or the room deleted: publish again with the current key",
+    )
+}
+
 /// A session failure as a WebSocket `error` message (same code as over HTTP).
 fn session_err(e: SessionError) -> Value {
     err(e.status_and_code().1, e.message())
@@ -131,6 +147,8 @@ impl Conn {
         let (mut sink, mut stream) = socket.split();
         let Some(mut rx) = self.rx.take() else { return };
         let mut ping = tokio::time::interval(PING_EVERY);
+        let mut grant_check = tokio::time::interval(GRANT_CHECK_EVERY);
+        grant_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut last_heard = tokio::time::Instant::now();
         loop {
             tokio::select! {
@@ -154,9 +172,11 @@ impl Conn {
                         Ok(m) => {
                             let span = message_span(&m, traceparent.as_deref());
                             let replies = self.handle(m).instrument(span).await;
+                            let ended = replies.iter().any(|r| r["code"] == PUBLISH_ENDED);
                             for r in replies {
                                 if send(&mut sink, r).await.is_err() { break; }
                             }
+                            if ended { break; }
                         }
                         Err(e) => {
                             let _ = send(&mut sink, err("bad_message", format!("not a signaling message: {e}"))).await;
@@ -165,7 +185,14 @@ impl Conn {
                     }
                 }
                 Some(out) = rx.recv() => {
-                    if send(&mut sink, out).await.is_err() { break; }
+                    let ended = out["code"] == PUBLISH_ENDED;
+                    if send(&mut sink, out).await.is_err() || ended { break; }
+                }
+                _ = grant_check.tick() => {
+                    if !self.grant_holds().await {
+                        let _ = send(&mut sink, publish_ended()).await;
+                        break;
+                    }
                 }
                 _ = ping.tick() => {
                     if last_heard.elapsed() > IDLE_TIMEOUT { break; }
@@ -174,6 +201,17 @@ impl Conn {
             }
         }
         let _ = sink.close().await;
+        // The closing handshake: read until the client's close (briefly), so messages
+        // in flight from it don't make the kernel reset the connection and discard the
+        // last messages we sent (the `error` saying why).
+        let _ = tokio::time::timeout(CLOSE_GRACE, async {
+            while let Some(Ok(m)) = stream.next().await {
+                if matches!(m, Message::Close(_)) {
+                    break;
+                }
+            }
+        })
+        .await;
         self.leave().await;
         metrics::gauge!("skylark_ws_connections").decrement(1.0);
     }
@@ -291,7 +329,31 @@ impl Conn {
         }
     }
 
+    /// Whether this connection's publish grant (if it publishes) is still current. A
+    /// directory that cannot be reached cuts no one.
+    async fn grant_holds(&self) -> bool {
+        let Some(grant) = self.joined.as_ref().and_then(|j| j.grant.as_ref()) else {
+            return true;
+        };
+        match session::grant_is_current(&self.state, grant).await {
+            Ok(current) => current,
+            Err(e) => {
+                tracing::warn!(error = %e, "grant check failed; the publisher keeps going");
+                true
+            }
+        }
+    }
+
     async fn offer(&mut self, sdp: String, to: Option<String>) -> Vec<Value> {
+        // A publisher is authorized again when it offers: `publish` may predate a
+        // rotation. (The SFU checks the grant too.)
+        if let Some(grant) = self.joined.as_ref().and_then(|j| j.grant.as_ref()) {
+            match session::grant_is_current(&self.state, grant).await {
+                Ok(true) => {}
+                Ok(false) => return vec![publish_ended()],
+                Err(e) => return vec![session_err(e)],
+            }
+        }
         let Some(j) = &self.joined else {
             return vec![err("bad_state", "send `publish` or `watch` first")];
         };
@@ -415,10 +477,7 @@ impl Conn {
                     RoomEvent::ViewerJoined { .. } | RoomEvent::ViewerLeft { .. } if publisher => {
                         serde_json::to_value(&ev).ok()
                     }
-                    RoomEvent::EndPublish { .. } if publisher => Some(err(
-                        "publish_ended",
-                        "the stream key was rotated or the room deleted",
-                    )),
+                    RoomEvent::EndPublish { .. } if publisher => Some(publish_ended()),
                     _ => None,
                 };
                 if let Some(o) = out {

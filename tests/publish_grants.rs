@@ -1,0 +1,206 @@
+//! A publisher cannot outlive its credential: a WebSocket publisher that said `publish`
+//! before its key was rotated is refused when it offers and its connection closes; and
+//! when the `end_publish` event that normally cuts publishers is lost, the SFU (for
+//! WHIP) and signaling (for p2p broadcasters) still cut them within seconds, because
+//! they re-check the grant with the room directory.
+
+mod common;
+
+use common::*;
+use futures_util::SinkExt;
+use serde_json::json;
+use skylark_bus::placement;
+use std::time::{Duration, Instant};
+use tokio_tungstenite::tungstenite::Message;
+
+/// A real publisher offer (video + audio, sendonly), as a studio page would send.
+fn sendonly_offer() -> String {
+    use str0m::media::{Direction, MediaKind};
+    let mut rtc = str0m::Rtc::new(Instant::now());
+    let mut api = rtc.sdp_api();
+    api.add_media(MediaKind::Video, Direction::SendOnly, None, None, None);
+    api.add_media(MediaKind::Audio, Direction::SendOnly, None, None, None);
+    let (offer, _) = api.apply().expect("an offer");
+    offer.to_sdp_string()
+}
+
+async fn rotate_key(api_base: &str, token: &str, room: &str) {
+    let status = reqwest::Client::new()
+        .post(format!("{api_base}/api/v1/rooms/{room}/stream-key"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(status, reqwest::StatusCode::CREATED, "key rotated");
+}
+
+/// The messages a WebSocket client gets until the server closes it (at most `within`).
+async fn until_closed<S>(s: &mut S, within: Duration) -> Vec<serde_json::Value>
+where
+    S: futures_util::Stream<Item = Result<Message, tokio_tungstenite::tungstenite::Error>> + Unpin,
+{
+    use futures_util::StreamExt;
+    let mut got = Vec::new();
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        match tokio::time::timeout_at(deadline, s.next()).await {
+            Err(_) => panic!("the connection is still open after {within:?}; got {got:?}"),
+            Ok(None) | Ok(Some(Err(_))) | Ok(Some(Ok(Message::Close(_)))) => return got,
+            Ok(Some(Ok(Message::Text(t)))) => {
+                got.push(serde_json::from_str(t.as_str()).unwrap_or_default())
+            }
+            Ok(Some(Ok(_))) => {}
+        }
+    }
+}
+
+#[tokio::test]
+async fn websocket_publisher_rotated_before_its_offer_is_refused_and_closed() {
+    let sk = Skylark::start().await;
+    let base = &sk.base;
+    let (token, room, key) = creator_with_room(base, "public").await;
+
+    let mut p = ws(base).await;
+    p.send(Message::Text(
+        json!({"type": "publish", "room": room, "stream_key": key})
+            .to_string()
+            .into(),
+    ))
+    .await
+    .unwrap();
+    let joined = next_json(&mut p).await.unwrap();
+    assert_eq!(joined["type"], "room", "{joined}");
+
+    rotate_key(base, &token, &room).await;
+    p.send(Message::Text(
+        json!({"type": "offer", "sdp": sendonly_offer()})
+            .to_string()
+            .into(),
+    ))
+    .await
+    .unwrap();
+    let got = until_closed(&mut p, Duration::from_secs(10)).await;
+    assert!(
+        got.iter().all(|m| m["type"] != "answer"),
+        "no answer for a rotated key: {got:?}"
+    );
+    assert!(
+        got.iter().any(|m| m["code"] == "publish_ended"),
+        "told why: {got:?}"
+    );
+    // The refused offer made no session.
+    assert!(!is_live(base, &room).await);
+}
+
+/// api on one bus prefix, signaling and the SFU on another: every `end_publish` the API
+/// sends is lost. Rotating the key (WHIP publisher, SFU room) and deleting the room
+/// (WebSocket p2p broadcaster) must still cut the publishers, by the grant re-checks.
+#[tokio::test]
+async fn stale_publishers_are_cut_when_the_end_publish_event_is_lost() {
+    let Some(redis) = redis_url() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let api_grpc = free_port();
+    let media_prefix = format!("skylark-test-{}:", unique_id());
+    let shared = scale_out_env(
+        &redis,
+        api_grpc,
+        dir.path(),
+        &[("SKYLARK_REDIS_PREFIX", media_prefix.clone())],
+    );
+    let lost_prefix = format!("skylark-test-{}-lost:", unique_id());
+    let api = start_api(
+        &|extra: &[(&str, String)]| {
+            let mut e = shared(extra);
+            e.insert("SKYLARK_REDIS_PREFIX".into(), lost_prefix.clone());
+            e
+        },
+        api_grpc,
+        dir.path(),
+    )
+    .await;
+    let sfu = start_sfu(&shared, dir.path()).await;
+    let signaling = start_target("signaling", shared(&[]), dir.path(), "signaling").await;
+    let bus = skylark_bus::connect_with(&skylark_bus::BusConfig {
+        redis_url: Some(redis.clone()),
+        key_prefix: media_prefix,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+
+    // WHIP publisher of an SFU room, live on the SFU.
+    let (token, room, key) = creator_with_room(&api.base, "public").await;
+    let (_engine, _publisher) = publish(&signaling.base, &room, &key).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while placement::origin(&bus, &room).await.unwrap().is_none() {
+        assert!(Instant::now() < deadline, "the room went live");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // A p2p room's broadcaster on the WebSocket.
+    let c = reqwest::Client::new();
+    let v = send_json(
+        c.post(format!("{}/api/v1/rooms", api.base))
+            .bearer_auth(&token)
+            .json(&json!({"title": "p2p", "mode": "p2p"})),
+    )
+    .await;
+    let (p2p_room, p2p_key) = (
+        v["room"]["id"].as_str().unwrap().to_string(),
+        v["stream_key"].as_str().unwrap().to_string(),
+    );
+    let mut broadcaster = ws(&signaling.base).await;
+    broadcaster
+        .send(Message::Text(
+            json!({"type": "publish", "room": p2p_room, "stream_key": p2p_key})
+                .to_string()
+                .into(),
+        ))
+        .await
+        .unwrap();
+    let joined = next_json(&mut broadcaster).await.unwrap();
+    assert_eq!(
+        (joined["type"].as_str(), joined["live"].as_bool()),
+        (Some("room"), Some(true)),
+        "{joined}"
+    );
+
+    let cut_at = Instant::now();
+    rotate_key(&api.base, &token, &room).await;
+    let status = c
+        .delete(format!("{}/api/v1/rooms/{p2p_room}", api.base))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert!(status.is_success(), "p2p room deleted: {status}");
+
+    // Nothing told them (the events went to another prefix); the re-checks must.
+    let got = until_closed(&mut broadcaster, Duration::from_secs(10)).await;
+    assert!(
+        got.iter().any(|m| m["code"] == "publish_ended"),
+        "the broadcaster is told why: {got:?}"
+    );
+    let broadcaster_cut = cut_at.elapsed();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while placement::origin(&bus, &room).await.unwrap().is_some() {
+        assert!(
+            Instant::now() < deadline,
+            "the WHIP publisher on a rotated key is still live 10 s later; SFU log:\n{}",
+            sfu.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let whip_cut = cut_at.elapsed();
+    assert!(
+        sfu.metrics()
+            .await
+            .contains("skylark_sfu_publishers_cut_total{reason=\"stale_grant\"} 1"),
+        "counted"
+    );
+    println!(
+        "[figures] end_publish lost: WHIP publisher cut after {whip_cut:?}, p2p broadcaster after {broadcaster_cut:?}"
+    );
+}
