@@ -200,7 +200,7 @@ async fn private_rooms_need_a_playback_token_on_hls_and_flv() {
         .to_string();
     // A token of another room: 403. Expired (signed with the deployment's secret, so only
     // the time is wrong): 401 saying so.
-    let expired = PlaybackTokens::new(SECRET.as_bytes()).issue_until(&room, now_s() - 5);
+    let expired = PlaybackTokens::new(SECRET.as_bytes()).issue_until(&room, 0, now_s() - 5);
     for (t, status, code, says) in [
         (&other_token, 403, "forbidden", "another room"),
         (&expired, 401, "token_expired", "expired"),
@@ -218,8 +218,11 @@ async fn private_rooms_need_a_playback_token_on_hls_and_flv() {
     }
 
     // Forged: the right room and a later expiry on someone else's key; garbage.
-    let forged = PlaybackTokens::new(b"not the deployment's secret, not at all")
-        .issue_until(&room, now_s() + 3600);
+    let forged = PlaybackTokens::new(b"not the deployment's secret, not at all").issue_until(
+        &room,
+        0,
+        now_s() + 3600,
+    );
     for t in [forged.as_str(), "garbage", &"x".repeat(5000)] {
         let (status, code, _) = refused(&format!("{hls}/index.m3u8?token={t}")).await;
         assert_eq!((status, code.as_str()), (401, "unauthorized"), "{t:.40}");
@@ -278,6 +281,78 @@ async fn private_rooms_need_a_playback_token_on_hls_and_flv() {
     ))
     .await;
     assert_eq!(r.status(), 200);
+
+    // The owner revokes viewer tokens: the old viewer token opens nothing new, and the
+    // playback token minted from it stops within the packager's cache time (10 s).
+    let c = reqwest::Client::new();
+    let r = c
+        .post(format!("{base}/api/v1/rooms/{room}/viewer-tokens/revoke"))
+        .bearer_auth(&owner)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    let r = c
+        .get(format!("{base}/api/v1/rooms/{room}/playback"))
+        .bearer_auth(&viewer)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403, "/playback with a revoked viewer token");
+    let r = c
+        .post(format!("{base}/whep/{room}"))
+        .bearer_auth(&viewer)
+        .header("content-type", "application/sdp")
+        .body("v=0\r\n")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403, "WHEP with a revoked viewer token");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let (status, code, message) = refused(&hls_url).await;
+        if status == 403 {
+            assert_eq!(code, "token_revoked", "{message}");
+            break;
+        }
+        assert_eq!(
+            status, 200,
+            "the old playback token until the cache expires"
+        );
+        assert!(
+            std::time::Instant::now() < deadline,
+            "a revoked playback token still plays"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert_eq!(
+        ws_status(&flv_url).await,
+        403,
+        "WS-FLV with a revoked token"
+    );
+    let fresh = viewer_token(base, &owner, &room).await;
+    let p = playback(base, &room, Some(&fresh)).await;
+    let fresh_hls = p["hls"]["url"].as_str().unwrap().to_string();
+    assert_eq!(get(&fresh_hls).await.status(), 200, "a token issued after");
+    // Changing the visibility revokes too.
+    for visibility in ["unlisted", "private"] {
+        let r = c
+            .patch(format!("{base}/api/v1/rooms/{room}"))
+            .bearer_auth(&owner)
+            .json(&json!({"visibility": visibility}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+    }
+    let r = c
+        .get(format!("{base}/api/v1/rooms/{room}/playback"))
+        .bearer_auth(&fresh)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403, "a token from before a visibility change");
+
     // Rooms that don't exist: 404, as before.
     assert_eq!(
         refused(&format!("{base}/hls/room_nope/index.m3u8")).await.0,
@@ -302,7 +377,7 @@ async fn a_packager_that_cannot_reach_the_directory_fails_closed() {
         ..Default::default()
     })
     .await;
-    let token = PlaybackTokens::new(SECRET.as_bytes()).issue_until("room_x", now_s() + 600);
+    let token = PlaybackTokens::new(SECRET.as_bytes()).issue_until("room_x", 0, now_s() + 600);
     for url in [
         format!("{}/hls/room_x/index.m3u8", packager.base),
         format!("{}/hls/room_x/index.m3u8?token={token}", packager.base),

@@ -19,7 +19,8 @@ pub const PLAYBACK_TOKEN_TTL: Duration = Duration::from_secs(3 * 3600);
 /// Longest token accepted (a room id of at most 128 characters fits easily).
 pub const MAX_PLAYBACK_TOKEN_LEN: usize = 256;
 
-const VERSION: &str = "pt1";
+// Version 2 names the room's viewer generation (revocation).
+const VERSION: &str = "pt2";
 const KEY_LABEL: &[u8] = b"skylark playback token key v1";
 
 /// Why a playback token was refused.
@@ -29,6 +30,10 @@ pub enum PlaybackTokenError {
     Expired,
     #[error("playback token is for another room")]
     WrongRoom,
+    #[error(
+        "playback token revoked: the room's viewer tokens were revoked or its visibility changed"
+    )]
+    Revoked,
     #[error("playback token invalid")]
     Invalid,
 }
@@ -62,9 +67,10 @@ impl PlaybackTokens {
     /// use skylark_auth::PlaybackTokens;
     /// use std::time::Duration;
     /// let t = PlaybackTokens::new(b"a secret of at least thirty-two bytes!!");
-    /// let token = t.issue("room_1", Duration::from_secs(60));
-    /// assert!(t.verify(&token, "room_1").is_ok());
-    /// assert!(t.verify(&token, "room_2").is_err());
+    /// let token = t.issue("room_1", 0, Duration::from_secs(60));
+    /// assert!(t.verify(&token, "room_1", 0).is_ok());
+    /// assert!(t.verify(&token, "room_2", 0).is_err());
+    /// assert!(t.verify(&token, "room_1", 1).is_err(), "revoked");
     /// ```
     pub fn new(secret: &[u8]) -> Self {
         let root = hmac::Key::new(hmac::HMAC_SHA256, secret);
@@ -74,9 +80,9 @@ impl PlaybackTokens {
         }
     }
 
-    /// A token for `room` valid for `ttl` from now.
-    pub fn issue(&self, room: &str, ttl: Duration) -> String {
-        self.issue_until(room, now_s().saturating_add(ttl.as_secs()))
+    /// A token for `room` in its viewer generation `generation`, valid for `ttl` from now.
+    pub fn issue(&self, room: &str, generation: i64, ttl: Duration) -> String {
+        self.issue_until(room, generation, now_s().saturating_add(ttl.as_secs()))
     }
 
     /// A token for `room` valid for `ttl`, but never longer than `credential` (the
@@ -84,41 +90,65 @@ impl PlaybackTokens {
     /// must not turn into hours of HLS. The credential must already be authorized
     /// (the room directory verified it): only its `exp` claim is read here, so the
     /// services that sign playback URLs never hold the key that mints credentials.
-    pub fn issue_for(&self, room: &str, credential: &str, ttl: Duration) -> String {
+    pub fn issue_for(
+        &self,
+        room: &str,
+        generation: i64,
+        credential: &str,
+        ttl: Duration,
+    ) -> String {
         let mut exp = now_s().saturating_add(ttl.as_secs());
         if let Some(c) = authorized_credential_expiry(credential) {
             exp = exp.min(c);
         }
-        self.issue_until(room, exp)
+        self.issue_until(room, generation, exp)
     }
 
-    /// A token for `room` that expires at `exp` (Unix seconds).
-    pub fn issue_until(&self, room: &str, exp: u64) -> String {
-        let signed = format!("{VERSION}.{room}.{exp}");
+    /// A token for `room` in viewer generation `generation` that expires at `exp`
+    /// (Unix seconds).
+    pub fn issue_until(&self, room: &str, generation: i64, exp: u64) -> String {
+        let signed = format!("{VERSION}.{room}.{generation}.{exp}");
         let sig = hmac::sign(&self.key, signed.as_bytes());
         format!("{signed}.{}", URL_SAFE_NO_PAD.encode(sig.as_ref()))
     }
 
-    /// Checks `token` for `room` now; returns its expiry (Unix seconds).
-    pub fn verify(&self, token: &str, room: &str) -> Result<u64, PlaybackTokenError> {
-        self.verify_at(token, room, now_s())
+    /// Checks `token` for `room`, whose viewer generation is now `generation`; returns
+    /// its expiry (Unix seconds).
+    pub fn verify(
+        &self,
+        token: &str,
+        room: &str,
+        generation: i64,
+    ) -> Result<u64, PlaybackTokenError> {
+        self.verify_at(token, room, generation, now_s())
     }
 
     /// Checks `token` for `room` at time `now` (Unix seconds). The signature is checked
     /// first, so only a genuine token learns "wrong room" or "expired".
-    pub fn verify_at(&self, token: &str, room: &str, now: u64) -> Result<u64, PlaybackTokenError> {
+    pub fn verify_at(
+        &self,
+        token: &str,
+        room: &str,
+        generation: i64,
+        now: u64,
+    ) -> Result<u64, PlaybackTokenError> {
         if token.len() > MAX_PLAYBACK_TOKEN_LEN {
             return Err(PlaybackTokenError::Invalid);
         }
         let (signed, sig) = token.rsplit_once('.').ok_or(PlaybackTokenError::Invalid)?;
         let mut parts = signed.split('.');
-        let (Some(VERSION), Some(token_room), Some(exp), None) =
-            (parts.next(), parts.next(), parts.next(), parts.next())
-        else {
+        let (Some(VERSION), Some(token_room), Some(token_gen), Some(exp), None) = (
+            parts.next(),
+            parts.next(),
+            parts.next(),
+            parts.next(),
+            parts.next(),
+        ) else {
             return Err(PlaybackTokenError::Invalid);
         };
-        let exp_ok = !exp.is_empty() && exp.len() <= 20 && exp.bytes().all(|b| b.is_ascii_digit());
-        if !room_ok(token_room) || !exp_ok {
+        let number_ok =
+            |n: &str| !n.is_empty() && n.len() <= 19 && n.bytes().all(|b| b.is_ascii_digit());
+        if !room_ok(token_room) || !number_ok(exp) || !number_ok(token_gen) {
             return Err(PlaybackTokenError::Invalid);
         }
         let sig = URL_SAFE_NO_PAD
@@ -127,8 +157,12 @@ impl PlaybackTokens {
         hmac::verify(&self.key, signed.as_bytes(), &sig)
             .map_err(|_| PlaybackTokenError::Invalid)?;
         let exp: u64 = exp.parse().map_err(|_| PlaybackTokenError::Invalid)?;
+        let token_gen: i64 = token_gen.parse().map_err(|_| PlaybackTokenError::Invalid)?;
         if token_room != room {
             return Err(PlaybackTokenError::WrongRoom);
+        }
+        if token_gen != generation {
+            return Err(PlaybackTokenError::Revoked);
         }
         if exp <= now {
             return Err(PlaybackTokenError::Expired);
@@ -163,54 +197,63 @@ mod tests {
     #[test]
     fn round_trip_scoped_to_the_room() {
         let t = PlaybackTokens::new(SECRET);
-        let token = t.issue("room_abc", Duration::from_secs(60));
-        assert!(token.starts_with("pt1.room_abc."), "{token}");
+        let token = t.issue("room_abc", 2, Duration::from_secs(60));
+        assert!(token.starts_with("pt2.room_abc.2."), "{token}");
         assert!(token
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b)));
-        let exp = t.verify(&token, "room_abc").unwrap();
+        let exp = t.verify(&token, "room_abc", 2).unwrap();
         assert!(exp > now_s() && exp <= now_s() + 60);
         assert_eq!(
-            t.verify(&token, "room_other"),
+            t.verify(&token, "room_other", 2),
             Err(PlaybackTokenError::WrongRoom)
+        );
+        assert_eq!(
+            t.verify(&token, "room_abc", 3),
+            Err(PlaybackTokenError::Revoked)
         );
     }
 
     #[test]
     fn expiry() {
         let t = PlaybackTokens::new(SECRET);
-        let token = t.issue_until("room_a", 1_000);
-        assert_eq!(t.verify_at(&token, "room_a", 999), Ok(1_000));
+        let token = t.issue_until("room_a", 0, 1_000);
+        assert_eq!(t.verify_at(&token, "room_a", 0, 999), Ok(1_000));
         assert_eq!(
-            t.verify_at(&token, "room_a", 1_000),
+            t.verify_at(&token, "room_a", 0, 1_000),
             Err(PlaybackTokenError::Expired)
         );
-        assert_eq!(t.verify(&token, "room_a"), Err(PlaybackTokenError::Expired));
+        assert_eq!(
+            t.verify(&token, "room_a", 0),
+            Err(PlaybackTokenError::Expired)
+        );
     }
 
     #[test]
     fn tampering_other_keys_and_garbage_are_invalid() {
         let t = PlaybackTokens::new(SECRET);
-        let token = t.issue_until("room_a", 5_000);
-        // Another room or a later expiry with the old signature.
+        let token = t.issue_until("room_a", 0, 5_000);
+        // Another room, generation or a later expiry with the old signature.
         let sig = token.rsplit('.').next().unwrap();
         for forged in [
-            format!("pt1.room_b.5000.{sig}"),
-            format!("pt1.room_a.9999999999.{sig}"),
-            format!("pt2.room_a.5000.{sig}"),
+            format!("pt2.room_b.0.5000.{sig}"),
+            format!("pt2.room_a.0.9999999999.{sig}"),
+            format!("pt2.room_a.1.5000.{sig}"),
+            format!("pt1.room_a.0.5000.{sig}"),
+            format!("pt1.room_a.5000.{sig}"),
             token.replace("5000", "05000"),
             format!("{token}x"),
             token[..token.len() - 2].to_string(),
         ] {
             assert_eq!(
-                t.verify_at(&forged, "room_a", 1),
+                t.verify_at(&forged, "room_a", 0, 1),
                 Err(PlaybackTokenError::Invalid),
                 "{forged}"
             );
         }
         let other = PlaybackTokens::new(b"another secret another secret!!!");
         assert_eq!(
-            t.verify_at(&other.issue_until("room_a", 5_000), "room_a", 1),
+            t.verify_at(&other.issue_until("room_a", 0, 5_000), "room_a", 0, 1),
             Err(PlaybackTokenError::Invalid)
         );
         for junk in [
@@ -218,6 +261,8 @@ mod tests {
             "pt1",
             "pt1...",
             "pt1.room_a.5000",
+            "pt2.room_a.0.5000",
+            "pt2.room_a.-1.5000.abc",
             "pt1.room_a.x.abc",
             "pt1.room.a.5000.abc",
             "pt1.room_a.99999999999999999999999.abc",
@@ -226,7 +271,7 @@ mod tests {
             &"a".repeat(10_000),
         ] {
             assert_eq!(
-                t.verify_at(junk, "room_a", 1),
+                t.verify_at(junk, "room_a", 0, 1),
                 Err(PlaybackTokenError::Invalid),
                 "{junk}"
             );
@@ -238,7 +283,10 @@ mod tests {
         let t = PlaybackTokens::new(SECRET);
         let jwt =
             TokenIssuer::new(SECRET).issue("u", Role::Creator, vec![], Duration::from_secs(60));
-        assert_eq!(t.verify(&jwt, "room_a"), Err(PlaybackTokenError::Invalid));
+        assert_eq!(
+            t.verify(&jwt, "room_a", 0),
+            Err(PlaybackTokenError::Invalid)
+        );
     }
 
     #[test]
@@ -248,6 +296,7 @@ mod tests {
             room: "room_a".into(),
             publish: false,
             play: true,
+            generation: 0,
         };
         // Signed with the JWT key, which the signer of playback URLs doesn't hold.
         let viewer = TokenIssuer::new(b"another secret, the API's JWT key, 32+ bytes").issue(
@@ -258,15 +307,17 @@ mod tests {
         );
         let exp = t
             .verify(
-                &t.issue_for("room_a", &viewer, PLAYBACK_TOKEN_TTL),
+                &t.issue_for("room_a", 0, &viewer, PLAYBACK_TOKEN_TTL),
                 "room_a",
+                0,
             )
             .unwrap();
         assert!(exp <= now_s() + 120, "capped by the viewer token");
         let exp = t
             .verify(
-                &t.issue_for("room_a", "", Duration::from_secs(600)),
+                &t.issue_for("room_a", 0, "", Duration::from_secs(600)),
                 "room_a",
+                0,
             )
             .unwrap();
         assert!(exp > now_s() + 500, "no credential: the ttl");

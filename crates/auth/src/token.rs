@@ -24,6 +24,10 @@ pub struct Grant {
     pub publish: bool,
     #[serde(default)]
     pub play: bool,
+    /// The room's viewer generation the grant was issued in: once the owner revokes
+    /// viewer tokens (or changes the room's visibility), older grants stop playing.
+    #[serde(default, rename = "gen")]
+    pub generation: i64,
 }
 
 /// The claims Skylark puts in every token.
@@ -40,9 +44,12 @@ pub struct Claims {
 }
 
 impl Claims {
-    /// Whether these claims allow playing `room`.
-    pub fn can_play(&self, room: &str) -> bool {
-        self.grants.iter().any(|g| g.room == room && g.play)
+    /// Whether these claims allow playing `room`, whose viewer generation is now
+    /// `generation`.
+    pub fn can_play(&self, room: &str, generation: i64) -> bool {
+        self.grants
+            .iter()
+            .any(|g| g.room == room && g.play && g.generation == generation)
     }
 }
 
@@ -152,13 +159,15 @@ mod tests {
             room: "r1".into(),
             publish: false,
             play: true,
+            generation: 3,
         }];
         let t = i.issue("v1", Role::Viewer, g.clone(), Duration::from_secs(30));
         let c = i.verify(&t).unwrap();
         assert_eq!(c.role, Role::Viewer);
         assert_eq!(c.grants, g);
-        assert!(c.can_play("r1"));
-        assert!(!c.can_play("r2"));
+        assert!(c.can_play("r1", 3));
+        assert!(!c.can_play("r2", 3));
+        assert!(!c.can_play("r1", 4), "a revoked generation");
     }
 
     #[test]

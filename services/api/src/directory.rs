@@ -51,6 +51,7 @@ pub(crate) fn to_pb(r: &Room) -> pb::Room {
         } as i32,
         created_at_ms: r.created_at_ms,
         updated_at_ms: r.updated_at_ms,
+        viewer_generation: r.viewer_generation,
     }
 }
 

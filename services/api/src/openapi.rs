@@ -27,7 +27,7 @@ impl Modify for BearerAuth {
 #[derive(OpenApi)]
 #[openapi(
     info(title = "Skylark API", description = "Creators, rooms and stream keys."),
-    paths(signup, login, me, create, list, get, update, delete, rotate_key, viewer_token),
+    paths(signup, login, me, create, list, get, update, delete, rotate_key, viewer_token, revoke_viewer_tokens),
     components(schemas(
         ErrorBody, ErrorDetail, SignupRequest, SignupResponse, LoginRequest, LoginResponse, User,
         Room, Visibility, Mode, RoomView, RoomList, CreateRoomRequest, CreateRoomResponse, Ingest,

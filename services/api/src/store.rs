@@ -12,8 +12,14 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use utoipa::ToSchema;
 
 /// Migrations compiled into the binary, so `skylark migrate` needs no files beside it.
-const MIGRATIONS: &[(i64, &str, &str)] =
-    &[(1, "init", include_str!("../../../migrations/0001_init.sql"))];
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (1, "init", include_str!("../../../migrations/0001_init.sql")),
+    (
+        2,
+        "viewer_generation",
+        include_str!("../../../migrations/0002_viewer_generation.sql"),
+    ),
+];
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -118,6 +124,8 @@ pub struct Room {
     pub mode: Mode,
     pub created_at_ms: i64,
     pub updated_at_ms: i64,
+    /// Viewer tokens name the generation they were issued in; only the current one plays.
+    pub viewer_generation: i64,
 }
 
 /// The row of the key a room currently accepts.
@@ -168,10 +176,12 @@ fn room_from(row: &AnyRow) -> StoreResult<Room> {
         mode: Mode::parse(&row.try_get::<String, _>("mode")?)?,
         created_at_ms: row.try_get("created_at")?,
         updated_at_ms: row.try_get("updated_at")?,
+        viewer_generation: row.try_get("viewer_generation")?,
     })
 }
 
-const ROOM_COLS: &str = "id, owner_id, title, slug, visibility, mode, created_at, updated_at";
+const ROOM_COLS: &str =
+    "id, owner_id, title, slug, visibility, mode, created_at, updated_at, viewer_generation";
 
 impl Store {
     /// Connects to `url` (`sqlite://…` or `postgres://…`). SQLite files are created.
@@ -342,6 +352,10 @@ impl Store {
             room.title = t.clone();
         }
         if let Some(v) = patch.visibility {
+            // Tokens issued for one visibility say nothing about another.
+            if v != room.visibility {
+                room.viewer_generation += 1;
+            }
             room.visibility = v;
         }
         if let Some(m) = patch.mode {
@@ -349,16 +363,35 @@ impl Store {
         }
         room.updated_at_ms = now_ms();
         sqlx::query(
-            "UPDATE rooms SET title = $1, visibility = $2, mode = $3, updated_at = $4 WHERE id = $5",
+            "UPDATE rooms SET title = $1, visibility = $2, mode = $3, updated_at = $4, \
+             viewer_generation = $5 WHERE id = $6",
         )
         .bind(&room.title)
         .bind(room.visibility.as_str())
         .bind(room.mode.as_str())
         .bind(room.updated_at_ms)
+        .bind(room.viewer_generation)
         .bind(&room.id)
         .execute(&self.pool)
         .await?;
         Ok(Some(room))
+    }
+
+    /// Starts a new viewer generation: every viewer token issued before stops working.
+    /// Returns the room as it is now, `None` if it does not exist.
+    pub async fn revoke_viewer_tokens(&self, id: &str) -> StoreResult<Option<Room>> {
+        let done = sqlx::query(
+            "UPDATE rooms SET viewer_generation = viewer_generation + 1, updated_at = $1 \
+             WHERE id = $2",
+        )
+        .bind(now_ms())
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        if done.rows_affected() == 0 {
+            return Ok(None);
+        }
+        self.room(id).await
     }
 
     /// Deletes a room and its keys; false if it did not exist.

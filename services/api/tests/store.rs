@@ -25,6 +25,7 @@ fn room(id: &str, owner: &str, vis: Visibility, at: i64) -> Room {
         mode: Mode::Sfu,
         created_at_ms: at,
         updated_at_ms: at,
+        viewer_generation: 0,
     }
 }
 

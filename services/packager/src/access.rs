@@ -40,7 +40,8 @@ const MAX_PLAYLIST: usize = 4 * 1024 * 1024;
 enum Visibility {
     /// Public or unlisted: no token needed.
     Open,
-    Private,
+    /// Tokens of this viewer generation play.
+    Private(i64),
     /// No such room in the directory.
     Missing,
 }
@@ -112,15 +113,16 @@ impl Access {
         });
         req.set_timeout(LOOKUP_TIMEOUT);
         match self.directory.clone().get_room(req).await {
-            Ok(r) => Some(
-                match rooms::Visibility::try_from(r.into_inner().visibility) {
+            Ok(r) => {
+                let r = r.into_inner();
+                Some(match rooms::Visibility::try_from(r.visibility) {
                     Ok(rooms::Visibility::Public) | Ok(rooms::Visibility::Unlisted) => {
                         Visibility::Open
                     }
                     // Private, or a value this build doesn't know: closed.
-                    _ => Visibility::Private,
-                },
-            ),
+                    _ => Visibility::Private(r.viewer_generation),
+                })
+            }
             Err(s) if s.code() == tonic::Code::NotFound => Some(Visibility::Missing),
             Err(s) => {
                 tracing::warn!(room_id = %room, error = %s, "room directory lookup failed; refusing playback");
@@ -166,12 +168,12 @@ pub async fn authorize(
         // Not a room path: the handlers answer 404.
         return next.run(req).await;
     };
-    match access.visibility(&room).await {
+    let generation = match access.visibility(&room).await {
         Some(Visibility::Open) => return next.run(req).await,
         Some(Visibility::Missing) => {
             return refuse(StatusCode::NOT_FOUND, "not_found", "no such room".into())
         }
-        Some(Visibility::Private) => {}
+        Some(Visibility::Private(generation)) => generation,
         None => {
             return refuse(
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -179,7 +181,7 @@ pub async fn authorize(
                 "cannot check who may watch this room right now: retry in a few seconds".into(),
             )
         }
-    }
+    };
     let get_url = format!(
         "get a URL from GET /api/v1/rooms/{room}/playback (with the owner's viewer token as `Authorization: Bearer …` or `?token=`)"
     );
@@ -197,7 +199,7 @@ pub async fn authorize(
             format!("playback token too long: {get_url}"),
         );
     }
-    match access.tokens.verify(&token, &room) {
+    match access.tokens.verify(&token, &room, generation) {
         Ok(_) => {}
         Err(PlaybackTokenError::Expired) => {
             return refuse(
@@ -206,6 +208,13 @@ pub async fn authorize(
                 format!("playback token expired: {get_url} again"),
             )
         }
+        Err(PlaybackTokenError::Revoked) => return refuse(
+            StatusCode::FORBIDDEN,
+            "token_revoked",
+            format!(
+                "the room's owner revoked this token: ask for a new viewer link, then {get_url}"
+            ),
+        ),
         Err(PlaybackTokenError::WrongRoom) => {
             return refuse(
                 StatusCode::FORBIDDEN,

@@ -51,9 +51,10 @@ pub async fn playback(
     // Private rooms' HLS/FLV need a signed token the packager checks; players keep it
     // in the URL (the packager puts it on every URI of the playlists).
     let query = if room.visibility == rooms::Visibility::Private as i32 {
-        let t = state
-            .playback_tokens
-            .issue_for(id, &token, PLAYBACK_TOKEN_TTL);
+        let t =
+            state
+                .playback_tokens
+                .issue_for(id, room.viewer_generation, &token, PLAYBACK_TOKEN_TTL);
         format!("?token={t}")
     } else {
         String::new()

@@ -43,8 +43,8 @@ pub(crate) use users::{LoginRequest, LoginResponse, SignupRequest, SignupRespons
 
 pub(crate) mod paths {
     pub use super::rooms::{
-        __path_create, __path_delete, __path_get, __path_list, __path_rotate_key, __path_update,
-        __path_viewer_token,
+        __path_create, __path_delete, __path_get, __path_list, __path_revoke_viewer_tokens,
+        __path_rotate_key, __path_update, __path_viewer_token,
     };
     pub use super::users::{__path_login, __path_me, __path_signup};
 }
@@ -63,6 +63,10 @@ pub(crate) fn routes() -> Router<ApiState> {
         )
         .route("/rooms/{id}/stream-key", post(rooms::rotate_key))
         .route("/rooms/{id}/viewer-tokens", post(rooms::viewer_token))
+        .route(
+            "/rooms/{id}/viewer-tokens/revoke",
+            post(rooms::revoke_viewer_tokens),
+        )
         .fallback(|| async {
             ApiError::not_found("no such API endpoint: see /api/v1/openapi.json")
         })

@@ -132,7 +132,7 @@ pub(crate) fn check_visible(room: &Room, claims: Option<&Claims>) -> ApiResult<(
             "this room is private: send a viewer token from its owner",
         )),
         Some(c) if c.role == Role::Creator && c.sub == room.owner_id => Ok(()),
-        Some(c) if c.can_play(&room.id) => Ok(()),
+        Some(c) if c.can_play(&room.id, room.viewer_generation) => Ok(()),
         Some(_) => Err(ApiError::forbidden(
             "this token does not grant access to this private room",
         )),
@@ -176,6 +176,7 @@ pub async fn create(
         mode: req.mode,
         created_at_ms: now,
         updated_at_ms: now,
+        viewer_generation: 0,
     };
     let key = new_stream_key();
     state
@@ -311,6 +312,25 @@ pub async fn rotate_key(
     ))
 }
 
+/// Revoke every viewer token of the room issued so far: they stop opening new playback
+/// (WebRTC, WebSocket, `/playback`). Tokens issued after this call work.
+#[utoipa::path(post, path = "/api/v1/rooms/{id}/viewer-tokens/revoke", tag = "rooms", security(("bearer" = [])), params(("id" = String, Path)),
+    responses((status = 204), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn revoke_viewer_tokens(
+    State(state): State<ApiState>,
+    Path(id): Path<String>,
+    Creator(c): Creator,
+) -> ApiResult<StatusCode> {
+    let room = owned_room(&state, &id, &c).await?;
+    state
+        .store
+        .revoke_viewer_tokens(&room.id)
+        .await?
+        .ok_or_else(ApiError::room_not_found)?;
+    tracing::info!(room_id = %room.id, "viewer tokens revoked");
+    Ok(StatusCode::NO_CONTENT)
+}
+
 /// A token that lets its bearer watch this (private) room.
 #[utoipa::path(post, path = "/api/v1/rooms/{id}/viewer-tokens", tag = "rooms", security(("bearer" = [])), params(("id" = String, Path)),
     request_body = ViewerTokenRequest,
@@ -330,6 +350,7 @@ pub async fn viewer_token(
         room: room.id.clone(),
         publish: false,
         play: true,
+        generation: room.viewer_generation,
     };
     let token = state.tokens.issue(
         &new_id("viewer"),
