@@ -159,6 +159,10 @@ struct Config {
     /// (all-in-one): generated once in the data dir.
     #[arg(long, env = "SKYLARK_INTERNAL_SECRET", hide_env_values = true)]
     internal_secret: Option<String>,
+    /// A second internal secret this service accepts but does not send: set during a
+    /// rotation (docs/operators.md), unset otherwise.
+    #[arg(long, env = "SKYLARK_INTERNAL_SECRET_ACCEPT", hide_env_values = true)]
+    internal_secret_accept: Option<String>,
     /// Lifetime of creators' access tokens, in seconds.
     #[arg(long, env = "SKYLARK_ACCESS_TOKEN_TTL_S", default_value_t = 3600)]
     access_token_ttl_s: u64,
@@ -233,11 +237,11 @@ impl Config {
     /// generated one would differ from its peers' and every call between them would fail.
     fn internal_secret(&self, target: Option<&Target>) -> anyhow::Result<InternalSecret> {
         let bad = |e| anyhow::anyhow!("SKYLARK_INTERNAL_SECRET: {e}");
-        match (&self.internal_secret, target) {
-            (Some(s), _) => InternalSecret::new(s).map_err(bad),
+        let secret = match (&self.internal_secret, target) {
+            (Some(s), _) => InternalSecret::new(s).map_err(bad)?,
             (None, None) => {
                 let s = skylark_api::load_or_create_secret(&self.data_dir, "internal_secret")?;
-                InternalSecret::new(&String::from_utf8_lossy(&s)).map_err(bad)
+                InternalSecret::new(&String::from_utf8_lossy(&s)).map_err(bad)?
             }
             (None, Some(t)) => anyhow::bail!(
                 "skylark {} needs SKYLARK_INTERNAL_SECRET: the shared secret of internal gRPC \
@@ -245,6 +249,12 @@ impl Config {
                  random characters, e.g. from `openssl rand -hex 32`)",
                 t.name()
             ),
+        };
+        match &self.internal_secret_accept {
+            Some(other) => secret
+                .also_accepting(other)
+                .map_err(|e| anyhow::anyhow!("SKYLARK_INTERNAL_SECRET_ACCEPT: {e}")),
+            None => Ok(secret),
         }
     }
 
@@ -301,6 +311,7 @@ impl Config {
             jwt_secret = if self.jwt_secret.is_some() { "<set>" } else { "<data dir>" },
             playback_secret = if self.playback_secret.is_some() { "<set>" } else { "<from the JWT key>" },
             internal_secret = if self.internal_secret.is_some() { "<set>" } else { "<data dir>" },
+            internal_secret_accept = if self.internal_secret_accept.is_some() { "<set>" } else { "<unset>" },
             otlp_endpoint = ?self.otlp_endpoint,
             "configuration"
         );

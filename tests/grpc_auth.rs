@@ -1,7 +1,8 @@
 //! Internal gRPC is authenticated: every service's gRPC server (the api's RoomDirectory,
 //! the SFU's SfuNode; the packager serves none) refuses a call without the shared
 //! secret or with a wrong one (`UNAUTHENTICATED`, counted in metrics) and serves the
-//! right one; a single-service target started without the secret refuses to start;
+//! right one (and, during a rotation, the second secret it is told to accept); a
+//! single-service target started without the secret refuses to start;
 //! the all-in-one needs no setup and keeps its generated secret in the data dir.
 
 mod common;
@@ -107,6 +108,33 @@ async fn every_internal_grpc_server_wants_the_secret() {
         .await
         .expect("sfu, right secret");
     assert_refusals_counted(&sfu).await;
+}
+
+#[tokio::test]
+async fn during_a_rotation_both_secrets_are_accepted() {
+    let next = "the-next-internal-secret-the-next-internal-secret";
+    let api_grpc = format!("127.0.0.1:{}", free_port());
+    let _api = Skylark::start_with(Options {
+        target: Some("api"),
+        env: [
+            ("SKYLARK_GRPC_ADDR".to_string(), api_grpc.clone()),
+            (
+                "SKYLARK_INTERNAL_SECRET_ACCEPT".to_string(),
+                next.to_string(),
+            ),
+        ]
+        .into(),
+        ..Default::default()
+    })
+    .await;
+    for secret in [INTERNAL_SECRET, next] {
+        let found = get_room(&api_grpc, Some(secret)).await;
+        assert_eq!(
+            found.expect_err("no such room").code(),
+            tonic::Code::NotFound
+        );
+    }
+    assert_unauthenticated(get_room(&api_grpc, Some(WRONG)).await, "a third secret");
 }
 
 #[tokio::test]

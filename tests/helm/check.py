@@ -78,6 +78,9 @@ STANDARD_LABELS = [
 
 TARGETS = {"api", "signaling", "sfu", "packager", "migrate"}
 
+# Secret keys a workload reads only when present (secretKeyRef optional: true).
+OPTIONAL_SECRET_KEYS = {"SKYLARK_INTERNAL_SECRET_ACCEPT"}
+
 # Variables each target must get from the chart (whatever the value set).
 REQUIRED_ENV = {
     "api": {
@@ -196,6 +199,7 @@ VALUE_SETS = {
     "network-policy-off": NETWORK_POLICY_OFF,
     "network-policy-narrow": NETWORK_POLICY_NARROW,
     "internal-secret-set": {"internalSecret": "z" * 40},
+    "internal-secret-rotation": {"internalSecret": "z" * 40, "internalSecretAccept": "w" * 40},
     "everything": deep_merge(INGRESS_TLS, AUTOSCALING, EXISTING_SECRET, MONITORING,
                              SFU_PUBLIC_IP, NETWORK_POLICY_NARROW,
                              {"jwtSecret": "x" * 40, "playbackSecret": "y" * 40,
@@ -209,6 +213,7 @@ BAD_VALUE_SETS = [
     ("short playbackSecret", {"playbackSecret": "too-short"}, "playbackSecret"),
     ("short internalSecret", {"internalSecret": "too-short"}, "internalSecret"),
     ("an internalSecret with spaces", {"internalSecret": "with spaces " * 4}, "internalSecret"),
+    ("short internalSecretAccept", {"internalSecretAccept": "too-short"}, "internalSecretAccept"),
     ("a networkPolicy peer with an unknown key", {"networkPolicy": {"httpFrom": [{"podSelectr": {}}]}}, "podSelectr"),
     ("port out of range", {"sfu": {"udpPort": 70000}}, "udpPort"),
     ("the internal port on the HTTP port", {"internalPort": 8080}, "internalPort"),
@@ -602,7 +607,11 @@ def main() -> int:
                             assert ref["name"] == existing, f"{e['name']} from {ref['name']}, not {existing}"
                         else:
                             s = secrets.get(ref["name"])
-                            assert s and ref["key"] in s["data"], f"{e['name']}: no Secret {ref['name']}/{ref['key']}"
+                            assert s, f"{e['name']}: no Secret {ref['name']}"
+                            if ref.get("optional") and ref["key"] not in s["data"]:
+                                assert ref["key"] in OPTIONAL_SECRET_KEYS, f"{e['name']}: optional, unexpectedly"
+                                continue
+                            assert ref["key"] in s["data"], f"{e['name']}: no Secret {ref['name']}/{ref['key']}"
                             if o["kind"] == "Job":  # a hook: its Secret must be a hook that runs first
                                 ann = s["metadata"].get("annotations", {})
                                 assert "pre-install" in ann.get("helm.sh/hook", ""), "migrate Secret is not a hook"
@@ -783,6 +792,11 @@ def main() -> int:
                 ref = env["SKYLARK_INTERNAL_SECRET"].get("valueFrom", {}).get("secretKeyRef")
                 assert ref == {"name": secret_name, "key": "SKYLARK_INTERNAL_SECRET"}, \
                     f"{component(o)}: SKYLARK_INTERNAL_SECRET from {env['SKYLARK_INTERNAL_SECRET']}"
+                # During a rotation: read when the Secret has it, so a Secret edit and a
+                # restart start or end one without a chart change.
+                ref = env["SKYLARK_INTERNAL_SECRET_ACCEPT"].get("valueFrom", {}).get("secretKeyRef")
+                assert ref == {"name": secret_name, "key": "SKYLARK_INTERNAL_SECRET_ACCEPT", "optional": True}, \
+                    f"{component(o)}: SKYLARK_INTERNAL_SECRET_ACCEPT from {env['SKYLARK_INTERNAL_SECRET_ACCEPT']}"
                 seen.add(component(o))
             assert seen == INTERNAL, f"services with the internal secret: {seen}"
             if not existing:
@@ -791,6 +805,10 @@ def main() -> int:
                 assert len(got) >= 32 and re.fullmatch(r"[!-~]+", got), "a valid generated secret"
                 if values.get("internalSecret"):
                     assert got == values["internalSecret"]
+                accept = sec["data"].get("SKYLARK_INTERNAL_SECRET_ACCEPT")
+                want_accept = values.get("internalSecretAccept")
+                assert (base64.b64decode(accept).decode() if accept else None) == (want_accept or None), \
+                    "SKYLARK_INTERNAL_SECRET_ACCEPT in the Secret only during a rotation"
                 jwt = base64.b64decode(sec["data"]["SKYLARK_JWT_SECRET"]).decode()
                 assert got != jwt, "the internal secret is not the JWT key"
 

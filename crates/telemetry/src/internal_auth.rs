@@ -31,6 +31,8 @@ pub struct InternalSecret {
     /// SHA-256 of the secret: received values are hashed and compared in constant time,
     /// which also hides the secret's length.
     digest: [u8; 32],
+    /// SHA-256 of a second secret accepted but never sent, during a rotation.
+    also_accepted: Option<[u8; 32]>,
 }
 
 /// A secret refused at start-up, or a second, different one installed.
@@ -97,6 +99,18 @@ impl InternalSecret {
         Ok(Self {
             bearer,
             digest: sha256(secret.as_bytes()),
+            also_accepted: None,
+        })
+    }
+
+    /// Also accepts `other` from callers (this process still sends its own): a rotation
+    /// rolls out the new secret as accepted everywhere, then as sent with the old one
+    /// accepted, then alone, and no two neighbouring stages refuse each other.
+    pub fn also_accepting(self, other: &str) -> Result<Self, InternalSecretError> {
+        let other = Self::new(other)?;
+        Ok(Self {
+            also_accepted: Some(other.digest),
+            ..self
         })
     }
 
@@ -116,9 +130,9 @@ impl InternalSecret {
     /// Call once at start-up, before any service starts; installing the same secret
     /// again is a no-op.
     pub fn install(self) -> Result<(), InternalSecretError> {
-        let digest = self.digest;
+        let keys = (self.digest, self.also_accepted);
         let installed = INSTALLED.get_or_init(|| self);
-        if installed.digest == digest {
+        if (installed.digest, installed.also_accepted) == keys {
             Ok(())
         } else {
             Err(InternalSecretError::AlreadyInstalled)
@@ -146,8 +160,15 @@ impl InternalSecret {
             .as_bytes()
             .strip_prefix(b"Bearer ")
             .ok_or(Refusal::Wrong)?;
-        aws_lc_rs::constant_time::verify_slices_are_equal(&sha256(token), &self.digest)
-            .map_err(|_| Refusal::Wrong)
+        let got = sha256(token);
+        let matches = |d: &[u8; 32]| aws_lc_rs::constant_time::verify_slices_are_equal(&got, d);
+        match (
+            matches(&self.digest),
+            self.also_accepted.as_ref().map(matches),
+        ) {
+            (Ok(()), _) | (_, Some(Ok(()))) => Ok(()),
+            _ => Err(Refusal::Wrong),
+        }
     }
 }
 
@@ -192,6 +213,25 @@ mod tests {
             "clients send what servers check"
         );
         assert!(s.bearer().is_sensitive());
+    }
+
+    #[test]
+    fn a_rotation_accepts_both_secrets_and_sends_the_own() {
+        let next = "the-next-internal-secret-0123456789abcdef";
+        let s = InternalSecret::new(SECRET)
+            .unwrap()
+            .also_accepting(next)
+            .unwrap();
+        for ok in [SECRET, next] {
+            assert_eq!(s.check(&headers(Some(&format!("Bearer {ok}")))), Ok(()));
+        }
+        let wrong = format!("Bearer {SECRET}x");
+        assert_eq!(s.check(&headers(Some(&wrong))), Err(Refusal::Wrong));
+        assert_eq!(s.bearer().to_str().unwrap(), format!("Bearer {SECRET}"));
+        assert!(InternalSecret::new(SECRET)
+            .unwrap()
+            .also_accepting("short")
+            .is_err());
     }
 
     #[test]

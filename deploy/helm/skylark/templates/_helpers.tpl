@@ -128,6 +128,13 @@ clients send it).
     secretKeyRef:
       name: {{ include "skylark.secretName" . }}
       key: SKYLARK_INTERNAL_SECRET
+# A second secret accepted during a rotation: set only while one is under way.
+- name: SKYLARK_INTERNAL_SECRET_ACCEPT
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "skylark.secretName" . }}
+      key: SKYLARK_INTERNAL_SECRET_ACCEPT
+      optional: true
 {{- end }}
 
 {{/*
