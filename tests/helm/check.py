@@ -137,7 +137,7 @@ DASHBOARD_MUST_PLOT = {
     "skylark_sfu_egress_bitrate_bps", "skylark_sfu_publisher_loss_ratio",
     "skylark_sfu_nacks_from_subscribers_total", "skylark_sfu_plis_from_subscribers_total",
     "skylark_http_requests_total", "skylark_whep_sessions_total", "skylark_hls_requests_total",
-    "skylark_hls_bytes_served_total", "skylark_packager_rooms",
+    "skylark_hls_bytes_served_total", "skylark_packager_rooms", "skylark_grpc_unauthenticated_total",
 }
 
 # --- value sets ----------------------------------------------------------------------
