@@ -6,7 +6,7 @@ mod loadtest;
 
 use clap::{Args, Parser, Subcommand};
 use skylark_auth::PlaybackTokens;
-use skylark_telemetry::{LogFormat, TelemetryConfig};
+use skylark_telemetry::{InternalSecret, LogFormat, TelemetryConfig};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -39,6 +39,20 @@ enum Target {
     Migrate,
     /// Load generator: WHIP publishers and many WHEP viewers against a Skylark URL.
     Loadtest(loadtest::LoadtestArgs),
+}
+
+impl Target {
+    /// The subcommand, as typed.
+    fn name(&self) -> &'static str {
+        match self {
+            Target::Api => "api",
+            Target::Signaling => "signaling",
+            Target::Sfu => "sfu",
+            Target::Packager => "packager",
+            Target::Migrate => "migrate",
+            Target::Loadtest(_) => "loadtest",
+        }
+    }
 }
 
 /// All configuration: flags with environment-variable twins.
@@ -140,6 +154,15 @@ struct Config {
     /// services that only check playback never hold the key that mints access tokens.
     #[arg(long, env = "SKYLARK_PLAYBACK_SECRET", hide_env_values = true)]
     playback_secret: Option<String>,
+    /// Shared secret every internal gRPC call carries (≥ 32 visible ASCII bytes), the same
+    /// on every service of a deployment; required by single-service targets. Default
+    /// (all-in-one): generated once in the data dir.
+    #[arg(long, env = "SKYLARK_INTERNAL_SECRET", hide_env_values = true)]
+    internal_secret: Option<String>,
+    /// A second internal secret this service accepts but does not send: set during a
+    /// rotation (docs/operators.md), unset otherwise.
+    #[arg(long, env = "SKYLARK_INTERNAL_SECRET_ACCEPT", hide_env_values = true)]
+    internal_secret_accept: Option<String>,
     /// Lifetime of creators' access tokens, in seconds.
     #[arg(long, env = "SKYLARK_ACCESS_TOKEN_TTL_S", default_value_t = 3600)]
     access_token_ttl_s: u64,
@@ -210,6 +233,31 @@ impl Config {
         }
     }
 
+    /// The secret of internal gRPC calls. A single-service target must be given it: a
+    /// generated one would differ from its peers' and every call between them would fail.
+    fn internal_secret(&self, target: Option<&Target>) -> anyhow::Result<InternalSecret> {
+        let bad = |e| anyhow::anyhow!("SKYLARK_INTERNAL_SECRET: {e}");
+        let secret = match (&self.internal_secret, target) {
+            (Some(s), _) => InternalSecret::new(s).map_err(bad)?,
+            (None, None) => {
+                let s = skylark_api::load_or_create_secret(&self.data_dir, "internal_secret")?;
+                InternalSecret::new(&String::from_utf8_lossy(&s)).map_err(bad)?
+            }
+            (None, Some(t)) => anyhow::bail!(
+                "skylark {} needs SKYLARK_INTERNAL_SECRET: the shared secret of internal gRPC \
+                 calls, the same value on every service of the deployment (at least 32 \
+                 random characters, e.g. from `openssl rand -hex 32`)",
+                t.name()
+            ),
+        };
+        match &self.internal_secret_accept {
+            Some(other) => secret
+                .also_accepting(other)
+                .map_err(|e| anyhow::anyhow!("SKYLARK_INTERNAL_SECRET_ACCEPT: {e}")),
+            None => Ok(secret),
+        }
+    }
+
     fn api(&self, grpc_addr: SocketAddr) -> anyhow::Result<skylark_api::ApiConfig> {
         Ok(skylark_api::ApiConfig {
             http_addr: self.http_addr,
@@ -262,6 +310,8 @@ impl Config {
             node_selector = ?self.node_selector,
             jwt_secret = if self.jwt_secret.is_some() { "<set>" } else { "<data dir>" },
             playback_secret = if self.playback_secret.is_some() { "<set>" } else { "<from the JWT key>" },
+            internal_secret = if self.internal_secret.is_some() { "<set>" } else { "<data dir>" },
+            internal_secret_accept = if self.internal_secret_accept.is_some() { "<set>" } else { "<unset>" },
             otlp_endpoint = ?self.otlp_endpoint,
             "configuration"
         );
@@ -312,17 +362,11 @@ fn loopback_any() -> SocketAddr {
 async fn run(cli: Cli) -> anyhow::Result<()> {
     let config = cli.config;
     let target = cli.target;
-    let name = match target {
-        None => "skylark",
-        Some(Target::Api) => "skylark-api",
-        Some(Target::Signaling) => "skylark-signaling",
-        Some(Target::Sfu) => "skylark-sfu",
-        Some(Target::Packager) => "skylark-packager",
-        Some(Target::Migrate) => "skylark-migrate",
-        Some(Target::Loadtest(_)) => "skylark-loadtest",
-    };
+    let name = target
+        .as_ref()
+        .map_or("skylark".to_string(), |t| format!("skylark-{}", t.name()));
     let _telemetry = skylark_telemetry::init(&TelemetryConfig {
-        service_name: name.into(),
+        service_name: name.clone(),
         log_format: config.log_format,
         otlp_endpoint: config.otlp_endpoint.clone(),
     })?;
@@ -330,13 +374,16 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         return loadtest::run(args).await;
     }
     let internal_addr = config.internal_addr(target.as_ref());
-    config.log_summary(name, internal_addr);
+    config.log_summary(&name, internal_addr);
 
     if target == Some(Target::Migrate) {
         skylark_api::migrate(&config.database_url()).await?;
         tracing::info!("migrations applied");
         return Ok(());
     }
+
+    // Before any service starts: their gRPC servers check it, their clients send it.
+    config.internal_secret(target.as_ref())?.install()?;
 
     if config.database_url.is_none() {
         std::fs::create_dir_all(&config.data_dir).map_err(|e| {
@@ -524,5 +571,43 @@ mod tests {
             set.internal_addr(Some(&Target::Sfu)).to_string(),
             "10.0.0.5:9100"
         );
+    }
+
+    #[test]
+    fn internal_secret_is_required_apart_and_generated_all_in_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        let data = data.to_str().unwrap();
+        let config = Cli::parse_from(["skylark", "--data-dir", data]).config;
+        for t in [
+            Target::Api,
+            Target::Signaling,
+            Target::Sfu,
+            Target::Packager,
+        ] {
+            let err = config.internal_secret(Some(&t)).unwrap_err().to_string();
+            assert!(
+                err.contains("SKYLARK_INTERNAL_SECRET") && err.contains(t.name()),
+                "{err}"
+            );
+        }
+        // All-in-one: generated once, then the same on every start.
+        config.internal_secret(None).unwrap();
+        let file = std::fs::read_to_string(dir.path().join("data/internal_secret")).unwrap();
+        assert!(file.len() >= 32);
+        config.internal_secret(None).unwrap();
+        let again = std::fs::read_to_string(dir.path().join("data/internal_secret")).unwrap();
+        assert_eq!(file, again);
+        let short = Cli::parse_from(["skylark", "--internal-secret", "short"]).config;
+        let err = short
+            .internal_secret(Some(&Target::Sfu))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("SKYLARK_INTERNAL_SECRET") && err.contains("32"),
+            "{err}"
+        );
+        let set = Cli::parse_from(["skylark", "--internal-secret", &"s".repeat(32)]).config;
+        set.internal_secret(Some(&Target::Sfu)).unwrap();
     }
 }

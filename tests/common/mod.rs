@@ -12,6 +12,9 @@ use tokio_tungstenite::tungstenite::Message;
 mod ports;
 pub use ports::{free_port, unique_id};
 
+/// The `SKYLARK_INTERNAL_SECRET` of every single-service process a test starts.
+pub const INTERNAL_SECRET: &str = "test-internal-secret-test-internal-secret";
+
 /// One `skylark` process; killed on drop, its log kept in its data dir.
 pub struct Skylark {
     pub child: Child,
@@ -73,6 +76,10 @@ impl Skylark {
         .into_iter()
         .map(|(k, v)| (k.to_string(), v))
         .collect();
+        if opts.target.is_some() {
+            // Single-service targets refuse to start without it; a test's processes share it.
+            env.insert("SKYLARK_INTERNAL_SECRET".into(), INTERNAL_SECRET.into());
+        }
         env.extend(opts.env);
         std::fs::create_dir_all(&dir).unwrap();
         let log_name = format!("skylark-{}-{http}.log", opts.target.unwrap_or("all"));
@@ -403,7 +410,8 @@ pub async fn wait_offline(base: &str, room: &str) {
 }
 
 /// The environment of one scale-out layout (separate `skylark` targets sharing Redis
-/// under a key prefix of their own, one API gRPC port, one JWT secret, one data dir), with
+/// under a key prefix of their own, one API gRPC port, one JWT secret, one data dir; the
+/// internal secret comes from [`Skylark::start_at`]), with
 /// `base` added to every process; the returned function adds per-process pairs.
 pub fn scale_out_env(
     redis: &str,

@@ -78,28 +78,32 @@ STANDARD_LABELS = [
 
 TARGETS = {"api", "signaling", "sfu", "packager", "migrate"}
 
+# Secret keys a workload reads only when present (secretKeyRef optional: true).
+OPTIONAL_SECRET_KEYS = {"SKYLARK_INTERNAL_SECRET_ACCEPT"}
+
 # Variables each target must get from the chart (whatever the value set).
 REQUIRED_ENV = {
     "api": {
         "SKYLARK_HTTP_ADDR", "SKYLARK_GRPC_ADDR", "SKYLARK_PUBLIC_URL", "DATABASE_URL",
         "SKYLARK_JWT_SECRET", "REDIS_URL", "SKYLARK_REDIS_PREFIX", "LOG_FORMAT", "RUST_LOG",
-        "SKYLARK_INTERNAL_ADDR",
+        "SKYLARK_INTERNAL_ADDR", "SKYLARK_INTERNAL_SECRET",
     },
     "signaling": {
         "SKYLARK_HTTP_ADDR", "SKYLARK_PUBLIC_URL", "SKYLARK_API_GRPC_URL", "REDIS_URL",
         "SKYLARK_REDIS_PREFIX", "LOG_FORMAT", "RUST_LOG", "SKYLARK_INTERNAL_ADDR",
-        "SKYLARK_PLAYBACK_SECRET",
+        "SKYLARK_PLAYBACK_SECRET", "SKYLARK_INTERNAL_SECRET",
     },
     "sfu": {
         "SKYLARK_HTTP_ADDR", "SKYLARK_GRPC_ADDR", "SKYLARK_GRPC_ADVERTISE_URL",
         "SKYLARK_RTC_UDP_ADDR", "SKYLARK_RTC_PUBLIC_IP", "SKYLARK_NODE_ID", "REDIS_URL",
         "SKYLARK_REDIS_PREFIX", "LOG_FORMAT", "RUST_LOG", "SKYLARK_INTERNAL_ADDR",
-        "SKYLARK_API_GRPC_URL",
+        "SKYLARK_API_GRPC_URL", "SKYLARK_INTERNAL_SECRET",
     },
     "packager": {
         "SKYLARK_HTTP_ADDR", "SKYLARK_HTTP_ADVERTISE", "SKYLARK_HLS_SEGMENT_MS",
         "SKYLARK_HLS_PART_MS", "REDIS_URL", "SKYLARK_REDIS_PREFIX", "LOG_FORMAT", "RUST_LOG",
         "SKYLARK_INTERNAL_ADDR", "SKYLARK_API_GRPC_URL", "SKYLARK_PLAYBACK_SECRET",
+        "SKYLARK_INTERNAL_SECRET",
     },
     "migrate": {"DATABASE_URL", "LOG_FORMAT", "RUST_LOG"},
 }
@@ -108,7 +112,7 @@ FORBIDDEN_ENV = {
     "signaling": {"DATABASE_URL", "SKYLARK_JWT_SECRET"},
     "sfu": {"DATABASE_URL", "SKYLARK_JWT_SECRET", "SKYLARK_PLAYBACK_SECRET"},
     "packager": {"DATABASE_URL", "SKYLARK_JWT_SECRET"},
-    "migrate": {"SKYLARK_JWT_SECRET", "SKYLARK_PLAYBACK_SECRET", "REDIS_URL"},
+    "migrate": {"SKYLARK_JWT_SECRET", "SKYLARK_PLAYBACK_SECRET", "SKYLARK_INTERNAL_SECRET", "REDIS_URL"},
 }
 
 # Public routes: (a request path, the component that must serve it).
@@ -133,7 +137,7 @@ DASHBOARD_MUST_PLOT = {
     "skylark_sfu_egress_bitrate_bps", "skylark_sfu_publisher_loss_ratio",
     "skylark_sfu_nacks_from_subscribers_total", "skylark_sfu_plis_from_subscribers_total",
     "skylark_http_requests_total", "skylark_whep_sessions_total", "skylark_hls_requests_total",
-    "skylark_hls_bytes_served_total", "skylark_packager_rooms",
+    "skylark_hls_bytes_served_total", "skylark_packager_rooms", "skylark_grpc_unauthenticated_total",
 }
 
 # --- value sets ----------------------------------------------------------------------
@@ -162,6 +166,15 @@ SFU_PUBLIC_IP = {
             "tolerations": [{"key": "media", "operator": "Exists", "effect": "NoSchedule"}]},
 }
 SFU_NO_HOST_NETWORK = {"sfu": {"hostNetwork": False}}
+NETWORK_POLICY_OFF = {"networkPolicy": {"enabled": False}}
+NETWORK_POLICY_NARROW = {
+    "networkPolicy": {
+        "httpFrom": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "ingress-nginx"}}}],
+        "metricsFrom": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "observability"}},
+                         "podSelector": {"matchLabels": {"app.kubernetes.io/name": "prometheus"}}}],
+        "nodeCidrs": ["10.0.0.0/16"],
+    },
+}
 
 
 def deep_merge(*dicts):
@@ -183,8 +196,14 @@ VALUE_SETS = {
     "servicemonitor-dashboard": MONITORING,
     "sfu-hostnetwork-public-ip": SFU_PUBLIC_IP,
     "sfu-no-hostnetwork": SFU_NO_HOST_NETWORK,
+    "network-policy-off": NETWORK_POLICY_OFF,
+    "network-policy-narrow": NETWORK_POLICY_NARROW,
+    "internal-secret-set": {"internalSecret": "z" * 40},
+    "internal-secret-rotation": {"internalSecret": "z" * 40, "internalSecretAccept": "w" * 40},
     "everything": deep_merge(INGRESS_TLS, AUTOSCALING, EXISTING_SECRET, MONITORING,
-                             SFU_PUBLIC_IP, {"jwtSecret": "x" * 40, "playbackSecret": "y" * 40}),
+                             SFU_PUBLIC_IP, NETWORK_POLICY_NARROW,
+                             {"jwtSecret": "x" * 40, "playbackSecret": "y" * 40,
+                              "internalSecret": "z" * 40}),
 }
 
 # Values the schema must refuse: (name, values, a word the error must contain).
@@ -192,6 +211,10 @@ BAD_VALUE_SETS = [
     ("unknown key", {"sfu": {"udpPrt": 7882}}, "udpPrt"),
     ("short jwtSecret", {"jwtSecret": "too-short"}, "jwtSecret"),
     ("short playbackSecret", {"playbackSecret": "too-short"}, "playbackSecret"),
+    ("short internalSecret", {"internalSecret": "too-short"}, "internalSecret"),
+    ("an internalSecret with spaces", {"internalSecret": "with spaces " * 4}, "internalSecret"),
+    ("short internalSecretAccept", {"internalSecretAccept": "too-short"}, "internalSecretAccept"),
+    ("a networkPolicy peer with an unknown key", {"networkPolicy": {"httpFrom": [{"podSelectr": {}}]}}, "podSelectr"),
     ("port out of range", {"sfu": {"udpPort": 70000}}, "udpPort"),
     ("the internal port on the HTTP port", {"internalPort": 8080}, "internalPort"),
     ("the SFU's internal port on its HTTP port", {"sfu": {"internalPort": 7880}}, "sfu.internalPort"),
@@ -584,7 +607,11 @@ def main() -> int:
                             assert ref["name"] == existing, f"{e['name']} from {ref['name']}, not {existing}"
                         else:
                             s = secrets.get(ref["name"])
-                            assert s and ref["key"] in s["data"], f"{e['name']}: no Secret {ref['name']}/{ref['key']}"
+                            assert s, f"{e['name']}: no Secret {ref['name']}"
+                            if ref.get("optional") and ref["key"] not in s["data"]:
+                                assert ref["key"] in OPTIONAL_SECRET_KEYS, f"{e['name']}: optional, unexpectedly"
+                                continue
+                            assert ref["key"] in s["data"], f"{e['name']}: no Secret {ref['name']}/{ref['key']}"
                             if o["kind"] == "Job":  # a hook: its Secret must be a hook that runs first
                                 ann = s["metadata"].get("annotations", {})
                                 assert "pre-install" in ann.get("helm.sh/hook", ""), "migrate Secret is not a hook"
@@ -616,13 +643,16 @@ def main() -> int:
             assert int(c["lifecycle"]["preStop"]["exec"]["command"][1]) < ps["terminationGracePeriodSeconds"]
             assert env["SKYLARK_NODE_ID"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
             grpc_port = next(p["containerPort"] for p in c["ports"] if p["name"] == "grpc")
+            # gRPC on the pod IP only (the node's InternalIP with host networking), never
+            # 0.0.0.0, which would take the node's public interface too.
+            assert env["POD_IP"]["valueFrom"]["fieldRef"]["fieldPath"] == "status.podIP", env["POD_IP"]
+            assert env["SKYLARK_GRPC_ADDR"]["value"] == f"$(POD_IP):{grpc_port}", env["SKYLARK_GRPC_ADDR"]
+            assert env["SKYLARK_GRPC_ADVERTISE_URL"]["value"] == f"http://$(POD_IP):{grpc_port}"
             if host_net:
                 assert ps.get("hostNetwork") is True and ps.get("dnsPolicy") == "ClusterFirstWithHostNet"
-                assert env["SKYLARK_GRPC_ADVERTISE_URL"]["value"] == f"http://$(HOST_IP):{grpc_port}"
                 assert "hostPort" not in udp[0]
             else:
                 assert not ps.get("hostNetwork") and udp[0]["hostPort"] == udp[0]["containerPort"]
-                assert env["SKYLARK_GRPC_ADVERTISE_URL"]["value"] == f"http://$(POD_IP):{grpc_port}"
             if sfu_values.get("publicIp"):
                 assert env["SKYLARK_RTC_PUBLIC_IP"]["value"] == sfu_values["publicIp"]
             else:
@@ -748,6 +778,114 @@ def main() -> int:
                 assert cms[0]["metadata"]["labels"]["grafana_dashboard"] == "1"
                 dash = json.loads(cms[0]["data"]["skylark.json"])
                 assert dash["panels"], "dashboard has panels"
+
+        @check(f"internal secret: from the Secret, on every service, never literal [{name}]")
+        def _():
+            existing = values.get("existingSecret")
+            secret_name = existing or f"{RELEASE}-skylark"
+            seen = set()
+            for o in objs:
+                ps = pod_spec(o)
+                if ps is None or component(o) not in INTERNAL:
+                    continue
+                env = {e["name"]: e for e in ps["containers"][0]["env"]}
+                ref = env["SKYLARK_INTERNAL_SECRET"].get("valueFrom", {}).get("secretKeyRef")
+                assert ref == {"name": secret_name, "key": "SKYLARK_INTERNAL_SECRET"}, \
+                    f"{component(o)}: SKYLARK_INTERNAL_SECRET from {env['SKYLARK_INTERNAL_SECRET']}"
+                # During a rotation: read when the Secret has it, so a Secret edit and a
+                # restart start or end one without a chart change.
+                ref = env["SKYLARK_INTERNAL_SECRET_ACCEPT"].get("valueFrom", {}).get("secretKeyRef")
+                assert ref == {"name": secret_name, "key": "SKYLARK_INTERNAL_SECRET_ACCEPT", "optional": True}, \
+                    f"{component(o)}: SKYLARK_INTERNAL_SECRET_ACCEPT from {env['SKYLARK_INTERNAL_SECRET_ACCEPT']}"
+                seen.add(component(o))
+            assert seen == INTERNAL, f"services with the internal secret: {seen}"
+            if not existing:
+                sec = next(s for s in by_kind(objs, "Secret") if s["metadata"]["name"] == secret_name)
+                got = base64.b64decode(sec["data"]["SKYLARK_INTERNAL_SECRET"]).decode()
+                assert len(got) >= 32 and re.fullmatch(r"[!-~]+", got), "a valid generated secret"
+                if values.get("internalSecret"):
+                    assert got == values["internalSecret"]
+                accept = sec["data"].get("SKYLARK_INTERNAL_SECRET_ACCEPT")
+                want_accept = values.get("internalSecretAccept")
+                assert (base64.b64decode(accept).decode() if accept else None) == (want_accept or None), \
+                    "SKYLARK_INTERNAL_SECRET_ACCEPT in the Secret only during a rotation"
+                jwt = base64.b64decode(sec["data"]["SKYLARK_JWT_SECRET"]).decode()
+                assert got != jwt, "the internal secret is not the JWT key"
+
+        @check(f"NetworkPolicies: who may reach each port [{name}]")
+        def _():
+            pols = by_kind(objs, "NetworkPolicy")
+            npv = values.get("networkPolicy", {})
+            if not npv.get("enabled", True):
+                assert not pols, "NetworkPolicies rendered although networkPolicy.enabled is false"
+                return
+            http_from = npv.get("httpFrom", [])
+            metrics_from = npv.get("metricsFrom", values_yaml["networkPolicy"]["metricsFrom"])
+            host_net = values.get("sfu", {}).get("hostNetwork", True)
+            rtmp = values.get("rtmp", {}).get("enabled", False)
+            ANY = "anyone"
+
+            def pods(*comps):
+                return sorted(f"pods:{c}" for c in comps)
+
+            def peer(p):
+                if set(p) == {"podSelector"}:
+                    labels = p["podSelector"]["matchLabels"]
+                    assert labels["app.kubernetes.io/instance"] == RELEASE, p
+                    return f"pods:{labels['app.kubernetes.io/component']}"
+                return json.dumps(p, sort_keys=True)
+
+            def values_peers(ps):
+                return sorted(json.dumps(p, sort_keys=True) for p in ps)
+
+            # component -> container port name -> who may connect (None: closed).
+            want = {
+                "api": {"http": values_peers(http_from) or ANY,
+                        "grpc": sorted(pods("signaling", "packager", "sfu") +
+                                       ([json.dumps({"ipBlock": {"cidr": c}}, sort_keys=True)
+                                         for c in npv.get("nodeCidrs", [])] if host_net else [])),
+                        "internal": values_peers(metrics_from) or None},
+                "signaling": {"http": values_peers(http_from) or ANY, "rtmp": ANY if rtmp else None,
+                              "internal": values_peers(metrics_from) or None},
+                "packager": {"http": sorted(values_peers(http_from) + pods("packager")) if http_from else ANY,
+                             "internal": values_peers(metrics_from) or None},
+                "sfu": {"rtc-udp": ANY, "http": ANY,
+                        "grpc": sorted(pods("signaling", "packager", "sfu") +
+                                       ([json.dumps({"ipBlock": {"cidr": c}}, sort_keys=True)
+                                         for c in npv.get("nodeCidrs", [])] if host_net else [])),
+                        "internal": values_peers(metrics_from) or None},
+            }
+            by_comp = {}
+            for pol in pols:
+                comp = component(pol)
+                assert comp not in by_comp, f"two NetworkPolicies for {comp}"
+                by_comp[comp] = pol
+                assert pol["spec"]["policyTypes"] == ["Ingress"], pol["spec"]["policyTypes"]
+            assert set(by_comp) == set(want), f"NetworkPolicies for {sorted(by_comp)}"
+            workloads = {component(o): o for o in objs if pod_spec(o) is not None and component(o) in want}
+            for comp, pol in by_comp.items():
+                w = workloads[comp]
+                pod_labels = w["spec"]["template"]["metadata"]["labels"]
+                sel = pol["spec"]["podSelector"]["matchLabels"]
+                assert all(pod_labels.get(k) == v for k, v in sel.items()), f"{comp}: policy selects other pods"
+                ports = {p["name"]: p for p in pod_spec(w)["containers"][0]["ports"]}
+                for port_name, port in ports.items():
+                    allowed = set()
+                    for rule in pol["spec"].get("ingress", []):
+                        rports = rule.get("ports")
+                        assert rports, f"{comp}: a rule without ports opens every port"
+                        if not any(rp["port"] == port_name and rp["protocol"] == port["protocol"] for rp in rports):
+                            continue
+                        if not rule.get("from"):
+                            allowed.add(ANY)
+                        else:
+                            allowed.update(peer(p) for p in rule["from"])
+                    exp = want[comp].get(port_name)
+                    got = None if not allowed else (ANY if ANY in allowed else sorted(allowed))
+                    assert got == exp, f"{comp} port {port_name}: reachable from {got}, want {exp}"
+                for rule in pol["spec"].get("ingress", []):
+                    for rp in rule["ports"]:
+                        assert rp["port"] in ports, f"{comp}: the policy names port {rp['port']}, which the pod lacks"
 
     @check(f"env names across all value sets are exactly the binary's ({env_source})")
     def _():

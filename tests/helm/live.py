@@ -181,6 +181,9 @@ class Cluster:
         c = self.container(component)
         out: dict[str, str] = {}
         for e in c.get("env", []):
+            ref = e.get("valueFrom", {}).get("secretKeyRef")
+            if ref and ref.get("optional") and ref["key"] not in self.secrets[ref["name"]]:
+                continue  # the kubelet leaves an optional variable out
             if "value" in e:
                 v = re.sub(r"\$\((\w+)\)", lambda m: out[m.group(1)], e["value"])
             else:

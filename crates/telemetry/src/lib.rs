@@ -3,16 +3,19 @@
 //! and Prometheus metrics.
 //!
 //! A process calls [`init`] once; services then use [`http_layer`] on their routers,
-//! [`GrpcServerLayer`] on their tonic servers, [`inject_grpc`] on outgoing calls; the
+//! [`GrpcServerLayer`] on their tonic servers (it also refuses calls without the
+//! [`InternalSecret`]), [`traced_channel`] for their clients; the
 //! process serves their routes with [`serve_parts`], `/metrics` ([`metrics_router`]) on
 //! the internal listener only ([`Listen`]).
 
 pub mod error;
+mod internal_auth;
 mod logging;
 mod metrics_export;
 mod propagation;
 pub mod service;
 
+pub use internal_auth::{InternalSecret, InternalSecretError, Refusal, MIN_SECRET_LEN};
 pub use logging::{init, LogFormat, Telemetry, TelemetryConfig};
 pub use metrics_export::{metrics_handle, metrics_router, render_metrics};
 pub use propagation::{

@@ -11,6 +11,8 @@ use std::time::Instant;
 use tracing::{field::Empty, Instrument, Span};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
+use crate::InternalSecret;
+
 struct HeaderInjector<'a>(&'a mut HeaderMap);
 impl Injector for HeaderInjector<'_> {
     fn set(&mut self, key: &str, value: String) {
@@ -61,12 +63,15 @@ pub fn inject_grpc<T>(mut req: tonic::Request<T>) -> tonic::Request<T> {
     req
 }
 
-/// A tonic client interceptor that propagates the caller's trace.
+/// The tonic client interceptor of every internal call: the process's internal secret
+/// ([`InternalSecret::current`]) and the caller's trace.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct GrpcClientInterceptor;
 
 impl tonic::service::Interceptor for GrpcClientInterceptor {
-    fn call(&mut self, req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+    fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        req.metadata_mut()
+            .insert("authorization", InternalSecret::current().bearer().clone());
         Ok(inject_grpc(req))
     }
 }
@@ -144,21 +149,45 @@ pub async fn http_layer(req: Request<Body>, next: axum::middleware::Next) -> Res
     resp
 }
 
-/// Tower layer for tonic servers: a span per RPC with `rpc.*` attributes, parented to
-/// the caller's `traceparent`.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct GrpcServerLayer;
+/// Tower layer of every internal tonic server: refuses calls without the internal
+/// secret (`UNAUTHENTICATED`, counted in `skylark_grpc_unauthenticated_total`), and
+/// gives each RPC a span with `rpc.*` attributes, parented to the caller's `traceparent`.
+#[derive(Debug, Clone)]
+pub struct GrpcServerLayer {
+    secret: InternalSecret,
+}
+
+impl GrpcServerLayer {
+    /// Checks calls against the process's internal secret ([`InternalSecret::current`]).
+    pub fn new() -> Self {
+        Self::with_secret(InternalSecret::current().clone())
+    }
+
+    pub fn with_secret(secret: InternalSecret) -> Self {
+        Self { secret }
+    }
+}
+
+impl Default for GrpcServerLayer {
+    fn default() -> Self {
+        Self::new()
+    }
+}
 
 impl<S> tower::Layer<S> for GrpcServerLayer {
     type Service = GrpcServerSpan<S>;
     fn layer(&self, inner: S) -> Self::Service {
-        GrpcServerSpan { inner }
+        GrpcServerSpan {
+            inner,
+            secret: self.secret.clone(),
+        }
     }
 }
 
 #[derive(Debug, Clone)]
 pub struct GrpcServerSpan<S> {
     inner: S,
+    secret: InternalSecret,
 }
 
 impl<S, B, RB> tower::Service<Request<B>> for GrpcServerSpan<S>
@@ -166,6 +195,8 @@ where
     S: tower::Service<Request<B>, Response = Response<RB>> + Clone + Send + 'static,
     S::Future: Send + 'static,
     B: Send + 'static,
+    RB: Default + Send + 'static,
+    S::Error: Send + 'static,
 {
     type Response = S::Response;
     type Error = S::Error;
@@ -176,6 +207,23 @@ where
     }
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
+        if let Err(refusal) = self.secret.check(req.headers()) {
+            // Not labelled by path: an outsider could mint series with made-up ones.
+            metrics::counter!("skylark_grpc_unauthenticated_total", "reason" => refusal.reason())
+                .increment(1);
+            let peer = req
+                .extensions()
+                .get::<tonic::transport::server::TcpConnectInfo>()
+                .and_then(|i| i.remote_addr());
+            tracing::warn!(
+                peer = ?peer,
+                path = %req.uri().path(),
+                reason = refusal.reason(),
+                "internal gRPC call refused"
+            );
+            let resp = tonic::Status::unauthenticated(refusal.message()).into_http();
+            return Box::pin(std::future::ready(Ok(resp)));
+        }
         // Path is `/package.Service/Method`.
         let path = req.uri().path().trim_start_matches('/').to_owned();
         let (service, method) = path.split_once('/').unwrap_or((path.as_str(), ""));
@@ -235,6 +283,8 @@ pub fn grpc_channel(url: &str) -> anyhow::Result<tonic::transport::Channel> {
 mod tests {
     use super::*;
 
+    const SECRET: &str = "unit-test-internal-secret-0123456789";
+
     #[test]
     fn unknown_methods_are_other() {
         assert_eq!(method_label(&http::Method::GET), "GET");
@@ -270,9 +320,14 @@ mod tests {
             }
             Ok::<_, std::convert::Infallible>(resp)
         });
-        let mut svc = GrpcServerLayer.layer(svc);
+        let secret = InternalSecret::new(SECRET).unwrap();
+        let mut svc = GrpcServerLayer::with_secret(secret).layer(svc);
         for path in ["/t.v1.Known/Call", "/t.v1.Made/Up", "/t.v1.Known/Invented"] {
-            let req = Request::builder().uri(path).body(()).unwrap();
+            let req = Request::builder()
+                .uri(path)
+                .header("authorization", format!("Bearer {SECRET}"))
+                .body(())
+                .unwrap();
             svc.ready().await.unwrap().call(req).await.unwrap();
         }
         let text = crate::render_metrics();
@@ -285,5 +340,54 @@ mod tests {
             "{text}"
         );
         assert!(text.contains(r#"service="OTHER",method="OTHER""#), "{text}");
+    }
+
+    #[tokio::test]
+    async fn grpc_layer_refuses_calls_without_the_secret() {
+        use tower::{Layer, Service, ServiceExt};
+        crate::metrics_handle();
+        let reached = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let seen = reached.clone();
+        let svc = tower::service_fn(move |_req: Request<()>| {
+            seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            async { Ok::<_, std::convert::Infallible>(Response::new(())) }
+        });
+        let secret = InternalSecret::new(SECRET).unwrap();
+        let mut svc = GrpcServerLayer::with_secret(secret).layer(svc);
+        let wrong = "Bearer another-secret-another-secret-0000".to_owned();
+        let right = format!("Bearer {SECRET}");
+        for (auth, want) in [
+            (None, Some("16")),
+            (Some(&wrong), Some("16")),
+            (Some(&right), None),
+        ] {
+            let mut req = Request::builder().uri("/t.v1.Auth/Call");
+            if let Some(a) = auth {
+                req = req.header("authorization", a.as_str());
+            }
+            let resp = svc
+                .ready()
+                .await
+                .unwrap()
+                .call(req.body(()).unwrap())
+                .await
+                .unwrap();
+            let status = resp
+                .headers()
+                .get("grpc-status")
+                .map(|v| v.to_str().unwrap());
+            assert_eq!(status, want, "{auth:?}");
+            if want.is_some() {
+                let msg = resp.headers()["grpc-message"].to_str().unwrap();
+                assert!(msg.contains("SKYLARK_INTERNAL_SECRET"), "{msg}");
+            }
+        }
+        assert_eq!(reached.load(std::sync::atomic::Ordering::SeqCst), 1);
+        let text = crate::render_metrics();
+        assert!(
+            text.contains(r#"skylark_grpc_unauthenticated_total{reason="missing"} 1"#)
+                && text.contains(r#"skylark_grpc_unauthenticated_total{reason="wrong"} 1"#),
+            "{text}"
+        );
     }
 }

@@ -69,7 +69,13 @@ impl ApiConfig {
 /// Reads the token signing key from `dir/jwt_secret`, creating it (0600) on first use,
 /// so tokens stay valid across restarts of an all-in-one install.
 pub fn load_or_create_jwt_secret(dir: &Path) -> anyhow::Result<Vec<u8>> {
-    let path = dir.join("jwt_secret");
+    load_or_create_secret(dir, "jwt_secret")
+}
+
+/// Reads the secret in `dir/name`, creating it (0600, 48 random bytes) on first use:
+/// the all-in-one's generated secrets, stable across restarts.
+pub fn load_or_create_secret(dir: &Path, name: &str) -> anyhow::Result<Vec<u8>> {
+    let path = dir.join(name);
     match std::fs::read_to_string(&path) {
         Ok(s) if s.trim().len() >= 32 => return Ok(s.trim().as_bytes().to_vec()),
         Ok(_) => anyhow::bail!(

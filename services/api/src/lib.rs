@@ -19,7 +19,7 @@ mod rate_limit;
 mod rest;
 pub mod store;
 
-pub use config::{load_or_create_jwt_secret, ApiConfig};
+pub use config::{load_or_create_jwt_secret, load_or_create_secret, ApiConfig};
 pub use directory::RoomDirectoryService;
 pub use openapi::openapi_json;
 pub use presence::{Presence, RoomStatus};
@@ -86,7 +86,7 @@ pub async fn start(
         let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
         let res = tonic::transport::Server::builder()
             .timeout(std::time::Duration::from_secs(10))
-            .layer(skylark_telemetry::GrpcServerLayer)
+            .layer(skylark_telemetry::GrpcServerLayer::new())
             .add_service(directory.into_server())
             .serve_with_incoming_shutdown(incoming, grpc_shutdown.cancelled_owned())
             .await;

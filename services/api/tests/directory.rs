@@ -106,9 +106,10 @@ async fn rotation_over_grpc_and_keys_never_logged() {
     let room_id = v["room"]["id"].as_str().unwrap().to_string();
     let old_key = v["stream_key"].as_str().unwrap().to_string();
 
-    let mut client = RoomDirectoryClient::connect(format!("http://{grpc_addr}"))
-        .await
-        .unwrap();
+    // Built as services build theirs: it carries this process's internal secret.
+    let mut client = RoomDirectoryClient::new(
+        skylark_telemetry::traced_channel(&format!("http://{grpc_addr}")).unwrap(),
+    );
     let ok = client
         .authorize_publish(publish_with_key(&old_key))
         .await

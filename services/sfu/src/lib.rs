@@ -130,7 +130,7 @@ pub async fn start(
     let service = SfuService::new(worker.clone(), edges.clone(), grants.clone());
     let grpc_task = tokio::spawn(async move {
         tonic::transport::Server::builder()
-            .layer(skylark_telemetry::GrpcServerLayer)
+            .layer(skylark_telemetry::GrpcServerLayer::new())
             .add_service(service.into_server())
             .serve_with_incoming_shutdown(
                 tokio_stream::wrappers::TcpListenerStream::new(listener),

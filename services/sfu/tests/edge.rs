@@ -13,6 +13,7 @@ use skylark_loadgen::source::VideoConfig;
 use skylark_loadgen::{Engine, EngineConfig, Publisher, Viewer};
 use skylark_proto::sfu::v1 as pb;
 use skylark_proto::sfu::v1::sfu_node_client::SfuNodeClient;
+use skylark_telemetry::TracedChannel;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -84,7 +85,7 @@ impl Node {
     }
 
     async fn stats(&self) -> pb::NodeStats {
-        let mut c = SfuNodeClient::connect(self.grpc_url.clone()).await.unwrap();
+        let mut c = client_of(&self.grpc_url);
         c.stats(pb::StatsRequest {}).await.unwrap().into_inner()
     }
 }
@@ -136,8 +137,13 @@ fn created(r: Result<tonic::Response<pb::SessionAnswer>, tonic::Status>) -> Resp
     }
 }
 
-async fn client(b: &Bridge) -> SfuNodeClient<tonic::transport::Channel> {
-    SfuNodeClient::connect(b.grpc_url.clone()).await.unwrap()
+async fn client(b: &Bridge) -> SfuNodeClient<TracedChannel> {
+    client_of(&b.grpc_url)
+}
+
+/// A client as services build them: it carries this process's internal secret.
+fn client_of(url: &str) -> SfuNodeClient<TracedChannel> {
+    SfuNodeClient::new(skylark_telemetry::traced_channel(url).unwrap())
 }
 
 async fn whip(State(b): State<Bridge>, Path(room): Path<String>, offer: String) -> Response {
@@ -415,7 +421,7 @@ async fn raw_pull(
     tokio::sync::mpsc::Sender<pb::RelayFeedback>,
     tonic::Streaming<pb::RelayMessage>,
 ) {
-    let mut c = SfuNodeClient::connect(node.grpc_url.clone()).await.unwrap();
+    let mut c = client_of(&node.grpc_url);
     let (tx, rx) = tokio::sync::mpsc::channel(16);
     tx.send(pb::RelayFeedback {
         msg: Some(pb::relay_feedback::Msg::Start(pb::RelayStart {

@@ -52,7 +52,8 @@ app.kubernetes.io/component: {{ .component }}
 {{- end }}
 
 {{/*
-The Secret holding SKYLARK_JWT_SECRET, DATABASE_URL and REDIS_URL.
+The Secret holding SKYLARK_JWT_SECRET, SKYLARK_PLAYBACK_SECRET, SKYLARK_INTERNAL_SECRET,
+DATABASE_URL and REDIS_URL.
 */}}
 {{- define "skylark.secretName" -}}
 {{- default (include "skylark.fullname" .) .Values.existingSecret }}
@@ -95,9 +96,6 @@ SKYLARK_JWT_SECRET are set.
 {{- end }}
 
 {{/*
-The Redis bus: every target but migrate.
-*/}}
-{{/*
 The token signing key: the API's alone (it mints access and viewer tokens).
 */}}
 {{- define "skylark.env.jwtSecret" -}}
@@ -121,6 +119,25 @@ them. Separate from the JWT key, so neither can mint access tokens.
 {{- end }}
 
 {{/*
+The shared secret of internal gRPC calls: every target but migrate (servers check it,
+clients send it).
+*/}}
+{{- define "skylark.env.internalSecret" -}}
+- name: SKYLARK_INTERNAL_SECRET
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "skylark.secretName" . }}
+      key: SKYLARK_INTERNAL_SECRET
+# A second secret accepted during a rotation: set only while one is under way.
+- name: SKYLARK_INTERNAL_SECRET_ACCEPT
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "skylark.secretName" . }}
+      key: SKYLARK_INTERNAL_SECRET_ACCEPT
+      optional: true
+{{- end }}
+
+{{/*
 Where signaling and the packager reach the API's RoomDirectory gRPC.
 */}}
 {{- define "skylark.env.apiGrpcUrl" -}}
@@ -128,6 +145,9 @@ Where signaling and the packager reach the API's RoomDirectory gRPC.
   value: "http://{{ include "skylark.fullname" . }}-api:{{ .Values.api.grpcPort }}"
 {{- end }}
 
+{{/*
+The Redis bus: every target but migrate.
+*/}}
 {{- define "skylark.env.redis" -}}
 - name: REDIS_URL
   valueFrom:
