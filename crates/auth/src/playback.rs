@@ -161,11 +161,11 @@ impl PlaybackTokens {
         if token_room != room {
             return Err(PlaybackTokenError::WrongRoom);
         }
-        if token_gen != generation {
-            return Err(PlaybackTokenError::Revoked);
-        }
         if exp <= now {
             return Err(PlaybackTokenError::Expired);
+        }
+        if token_gen != generation {
+            return Err(PlaybackTokenError::Revoked);
         }
         Ok(exp)
     }

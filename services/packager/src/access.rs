@@ -208,13 +208,15 @@ pub async fn authorize(
                 format!("playback token expired: {get_url} again"),
             )
         }
-        Err(PlaybackTokenError::Revoked) => return refuse(
-            StatusCode::FORBIDDEN,
-            "token_revoked",
-            format!(
+        Err(PlaybackTokenError::Revoked) => {
+            return refuse(
+                StatusCode::FORBIDDEN,
+                "token_revoked",
+                format!(
                 "the room's owner revoked this token: ask for a new viewer link, then {get_url}"
             ),
-        ),
+            )
+        }
         Err(PlaybackTokenError::WrongRoom) => {
             return refuse(
                 StatusCode::FORBIDDEN,
