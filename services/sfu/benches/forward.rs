@@ -147,6 +147,7 @@ impl Net {
             local_addr: addr,
             announce_addr: addr,
             max_sessions: subscribers + 10,
+            connect_timeout: skylark_sfu::core::DEFAULT_CONNECT_TIMEOUT,
             wall_clock: WallClock::new(now, 0),
             id_seed: IdSeed::new([0; 32]),
         });

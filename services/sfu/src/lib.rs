@@ -14,7 +14,7 @@ mod worker;
 
 pub use grpc::SfuService;
 
-use crate::core::{Core, CoreConfig, CoreEvent};
+use crate::core::{CloseReason, Core, CoreConfig, CoreEvent};
 use skylark_bus::events::{self, RoomEvent};
 use skylark_bus::placement::{self, Origin, Relay, LEASE_TTL, RENEW_EVERY};
 use skylark_bus::{AnyBus, Bus, NodeCapacity, NodeInfo, NodeKind};
@@ -48,6 +48,9 @@ pub struct Config {
     pub max_relays: u32,
     /// How long an edge keeps pulling a room after its last viewer here left.
     pub edge_idle: Duration,
+    /// A WebRTC session that has not connected (ICE + DTLS) this long after its offer
+    /// is dropped ([`core::DEFAULT_CONNECT_TIMEOUT`]).
+    pub connect_timeout: Duration,
 }
 
 /// Default of [`Config::edge_idle`].
@@ -93,6 +96,7 @@ pub async fn start(
         local_addr: announce,
         announce_addr: announce,
         max_sessions: config.max_sessions,
+        connect_timeout: config.connect_timeout,
         wall_clock: worker::system_wall_clock(),
         id_seed: worker::random_id_seed(),
     });
@@ -292,6 +296,10 @@ async fn placement_loop(
                     let _ = placement::set_viewers(&bus, &room, &node.id, count).await;
                     let is_live = live.contains_key(&room) || edges.contains(&room);
                     announce(&bus, &room, is_live).await;
+                }
+                // No client will DELETE a session that never connected: forget it here.
+                CoreEvent::SessionClosed { session, reason: CloseReason::NeverConnected, .. } => {
+                    let _ = placement::forget_session(&bus, &session).await;
                 }
                 CoreEvent::SessionClosed { .. } => {}
             },

@@ -3,7 +3,7 @@
 //! loop rule: every change is followed by draining the core's outputs.
 
 use crate::core::{
-    Core, CoreEvent, FrameCodec, IdSeed, Output, RelayedFrame, SessionError, WallClock,
+    Core, CoreEvent, DropReason, FrameCodec, IdSeed, Output, RelayedFrame, SessionError, WallClock,
 };
 use skylark_proto::sfu::v1 as pb;
 use std::collections::HashMap;
@@ -582,6 +582,11 @@ impl Loop {
         metrics::counter!("skylark_sfu_datagrams_in_total").absolute(c.datagrams_in);
         metrics::counter!("skylark_sfu_datagrams_out_total").absolute(c.datagrams_out);
         metrics::counter!("skylark_sfu_datagrams_unmatched_total").absolute(c.datagrams_unmatched);
+        for reason in DropReason::ALL {
+            metrics::counter!("skylark_sfu_datagrams_dropped_total", "reason" => reason.label())
+                .absolute(c.dropped(reason));
+        }
+        metrics::counter!("skylark_sfu_connect_timeouts_total").absolute(c.connect_timeouts);
         metrics::counter!("skylark_sfu_keyframe_requests_total").absolute(c.keyframe_requests);
         metrics::counter!("skylark_sfu_packets_in_total").absolute(c.packets_in);
         metrics::counter!("skylark_sfu_packets_out_total").absolute(c.packets_out);
@@ -653,6 +658,7 @@ mod tests {
             local_addr: addr,
             announce_addr: addr,
             max_sessions: 10,
+            connect_timeout: crate::core::DEFAULT_CONNECT_TIMEOUT,
             wall_clock: system_wall_clock(),
             id_seed: IdSeed::new([1; 32]),
         });
