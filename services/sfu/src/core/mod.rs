@@ -64,11 +64,11 @@
 //! ```
 //!
 //! One file per concern: `admission` (new sessions), `codec` (what the SFU
-//! negotiates), `datagram` (which session a datagram is for), `translate` (str0m's
-//! events into routing), `fanout` (a frame to subscribers and relays), `keyframe` (when
-//! to ask a publisher for one), `room` (who is in a room), `counters`, [`forward`]
-//! (per-subscriber forwarding state), [`sdp`] (offer checks), and the injected inputs
-//! `clock` and `ids`.
+//! negotiates), `datagram` (which session a datagram is for, by source address or by
+//! the ICE ufrag `stun` reads), `translate` (str0m's events into routing), `fanout` (a
+//! frame to subscribers and relays), `keyframe` (when to ask a publisher for one),
+//! `room` (who is in a room), `counters`, [`forward`] (per-subscriber forwarding
+//! state), [`sdp`] (offer checks), and the injected inputs `clock` and `ids`.
 
 mod admission;
 mod clock;
