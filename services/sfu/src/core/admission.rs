@@ -100,7 +100,7 @@ impl Core {
         let candidate = Candidate::host(self.config.announce_addr, "udp")
             .map_err(|e| SessionError::BadCandidate(e.to_string()))?;
         rtc.add_local_candidate(candidate);
-        // str0m's ufrags are random (96 bits): a clash is for the books, but one would
+        // str0m's ufrags are 16 random characters: a clash is for the books, but one would
         // send a session's checks to another.
         let mut ufrag = rtc.direct_api().local_ice_credentials().ufrag;
         for _ in 0..4 {
