@@ -137,6 +137,11 @@ struct Config {
     /// How long an edge SFU keeps pulling a room after its last viewer there left.
     #[arg(long, env = "SKYLARK_SFU_EDGE_IDLE_S", default_value_t = 30)]
     sfu_edge_idle_s: u64,
+    /// Seconds a WebRTC session may take to connect (ICE + DTLS) before the SFU drops
+    /// it and frees its slot.
+    #[arg(long, env = "SKYLARK_SFU_CONNECT_TIMEOUT_S", default_value_t = 10,
+          value_parser = clap::value_parser!(u64).range(1..=300))]
+    sfu_connect_timeout_s: u64,
     /// How signaling picks the SFU node of a new room: `least-loaded` spreads rooms,
     /// `pack` fills the fullest node with room first.
     #[arg(
@@ -307,6 +312,7 @@ impl Config {
             sfu_max_sessions = self.max_sessions,
             sfu_max_relays = self.max_relays,
             sfu_edge_idle_s = self.sfu_edge_idle_s,
+            sfu_connect_timeout_s = self.sfu_connect_timeout_s,
             node_selector = ?self.node_selector,
             jwt_secret = if self.jwt_secret.is_some() { "<set>" } else { "<data dir>" },
             playback_secret = if self.playback_secret.is_some() { "<set>" } else { "<from the JWT key>" },
@@ -433,6 +439,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         max_relays: config.max_relays,
         edge_idle: Duration::from_secs(config.sfu_edge_idle_s),
         api_grpc_url: Some(api_grpc_url),
+        connect_timeout: Duration::from_secs(config.sfu_connect_timeout_s),
     };
     let packager = |api_grpc_url: String| -> anyhow::Result<_> {
         Ok(skylark_packager::Config {

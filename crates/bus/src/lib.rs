@@ -44,7 +44,7 @@ use std::time::Duration;
 pub use any::{connect, connect_with, AnyBus, BusConfig};
 pub use error::BusError;
 pub use in_process::InProcessBus;
-pub use node::{NodeCapacity, NodeInfo, NodeKind, NodeLoad};
+pub use node::{publisher_reserve, NodeCapacity, NodeInfo, NodeKind, NodeLoad};
 pub use redis_bus::RedisBus;
 pub use subscription::Subscription;
 

@@ -57,6 +57,17 @@ pub struct NodeCapacity {
     pub relays: u32,
 }
 
+/// Sessions a node taking `max_sessions` keeps for publishers: viewers never take the
+/// last of them, so a full room's publisher can still reconnect. Signaling places
+/// viewers by it and the SFU admits by it: one figure for both.
+pub fn publisher_reserve(max_sessions: u32) -> u32 {
+    if max_sessions == 0 {
+        0
+    } else {
+        (max_sessions / 50).max(1)
+    }
+}
+
 /// A node's heartbeat: what it is, how to reach it and how busy it is.
 ///
 /// ```

@@ -12,6 +12,10 @@
 //! Frames are the load generator's (`skylark-loadgen`): real x264 slices padded with
 //! filler to 600 kbit/s or 1.5 Mbit/s, 30 fps, keyframe every 2 s.
 //!
+//! - `sfu/route_unknown/{core,scan}/…`: a datagram from an unknown address with 1,000
+//!   sessions on the node, through the core's indexes and through the per-session
+//!   `Rtc::accepts` scan they replaced.
+//!
 //! `cargo bench -p skylark-sfu --bench forward -- --warm-up-time 1 --measurement-time 3`
 
 use std::hint::black_box;
@@ -147,6 +151,7 @@ impl Net {
             local_addr: addr,
             announce_addr: addr,
             max_sessions: subscribers + 10,
+            connect_timeout: skylark_sfu::core::DEFAULT_CONNECT_TIMEOUT,
             wall_clock: WallClock::new(now, 0),
             id_seed: IdSeed::new([0; 32]),
         });
@@ -566,5 +571,88 @@ fn str0m_send(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, keyframe, core_forward, str0m_send);
+/// A STUN Binding request for `username`, shaped like an ICE check (integrity made up).
+fn stun_check(username: &[u8]) -> Vec<u8> {
+    let mut attrs = vec![0, 6, 0, username.len() as u8];
+    attrs.extend_from_slice(username);
+    attrs.resize(attrs.len().div_ceil(4) * 4, 0);
+    attrs.extend_from_slice(&[0, 0x24, 0, 4, 0x6e, 0, 0x1e, 0xff]);
+    attrs.extend_from_slice(&[0, 8, 0, 20]);
+    attrs.extend_from_slice(&[0x5a; 20]);
+    let mut d = vec![0, 1, 0, attrs.len() as u8, 0x21, 0x12, 0xa4, 0x42];
+    d.extend_from_slice(&[7; 12]);
+    d.extend_from_slice(&attrs);
+    d
+}
+
+/// A datagram from an address no session uses, with 1,000 sessions on the node: RTP-
+/// shaped junk, and an ICE check naming no session. `core/*` is `Core::handle_datagram`
+/// (indexes only); `scan/*` is the routing it replaced (2026-12-04): str0m parses the
+/// datagram and every session's `Rtc::accepts` is asked, on 1,000 `Rtc`s set up like
+/// the SFU's (ICE lite, offer accepted). Sessions are not connected in either.
+fn route_unknown(c: &mut Criterion) {
+    const PEERS: usize = 1000;
+    let now = Instant::now();
+    let sfu: SocketAddr = SFU.parse().expect("addr");
+    let mut core = Core::new(CoreConfig {
+        local_addr: sfu,
+        announce_addr: sfu,
+        max_sessions: PEERS * 2,
+        connect_timeout: skylark_sfu::core::DEFAULT_CONNECT_TIMEOUT,
+        wall_clock: WallClock::new(now, 0),
+        id_seed: IdSeed::new([0; 32]),
+    });
+    let mut scanned = Vec::new();
+    for i in 0..PEERS {
+        let (_, offer) = Client::new(now, 2000 + i as u16, Direction::RecvOnly);
+        core.subscribe(now, "bench", &offer).expect("subscribe");
+        let mut b = Rtc::builder()
+            .set_ice_lite(true)
+            .clear_codecs()
+            .enable_opus(true, false)
+            .set_crypto_provider(crypto());
+        b.codec_config()
+            .add_h264(102.into(), Some(103.into()), true, 0x42e01f);
+        let mut rtc = b.build(now);
+        rtc.add_local_candidate(Candidate::host(sfu, "udp").expect("candidate"));
+        rtc.sdp_api()
+            .accept_offer(SdpOffer::from_sdp_string(&offer).expect("offer"))
+            .expect("answer");
+        scanned.push(rtc);
+    }
+    while core.poll_output().is_some() {}
+    let stranger: SocketAddr = "10.9.9.9:9999".parse().expect("addr");
+    let mut rtp = vec![0x80, 0x60, 0, 1, 0, 0, 0, 1, 0x11, 0x22, 0x33, 0x44];
+    rtp.extend_from_slice(&[0x5a; 188]);
+    let stun = stun_check(b"nosuchufrag:abcd");
+
+    let mut g = c.benchmark_group("sfu/route_unknown");
+    for (name, d) in [("rtp_junk", &rtp), ("stun_unknown_ufrag", &stun)] {
+        g.bench_function(BenchmarkId::new("core", name), |b| {
+            b.iter(|| core.handle_datagram(now, stranger, black_box(d)))
+        });
+        g.bench_function(BenchmarkId::new("scan", name), |b| {
+            b.iter(|| {
+                let Ok(contents) = black_box(d.as_slice()).try_into() else {
+                    return None;
+                };
+                let input = Input::Receive(
+                    now,
+                    Receive {
+                        proto: Protocol::Udp,
+                        source: stranger,
+                        destination: sfu,
+                        contents,
+                    },
+                );
+                scanned.iter().position(|r| r.accepts(&input))
+            })
+        });
+    }
+    g.finish();
+    let c = core.counters();
+    assert!(c.datagrams_unmatched > 0 && c.datagrams_unmatched == c.datagrams_in);
+}
+
+criterion_group!(benches, keyframe, core_forward, str0m_send, route_unknown);
 criterion_main!(benches);

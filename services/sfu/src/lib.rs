@@ -15,7 +15,7 @@ mod worker;
 
 pub use grpc::SfuService;
 
-use crate::core::{Core, CoreConfig, CoreEvent};
+use crate::core::{CloseReason, Core, CoreConfig, CoreEvent};
 use skylark_bus::events::{self, RoomEvent};
 use skylark_bus::placement::{self, Origin, Relay, LEASE_TTL, RENEW_EVERY};
 use skylark_bus::{AnyBus, Bus, NodeCapacity, NodeInfo, NodeKind};
@@ -53,6 +53,9 @@ pub struct Config {
     /// admission and every few seconds after. `None`: grants are not checked (a node
     /// run alone by a test).
     pub api_grpc_url: Option<String>,
+    /// A WebRTC session that has not connected (ICE + DTLS) this long after its offer
+    /// is dropped ([`core::DEFAULT_CONNECT_TIMEOUT`]).
+    pub connect_timeout: Duration,
 }
 
 /// Default of [`Config::edge_idle`].
@@ -98,6 +101,7 @@ pub async fn start(
         local_addr: announce,
         announce_addr: announce,
         max_sessions: config.max_sessions,
+        connect_timeout: config.connect_timeout,
         wall_clock: worker::system_wall_clock(),
         id_seed: worker::random_id_seed(),
     });
@@ -315,7 +319,13 @@ async fn placement_loop(
                     let is_live = live.contains_key(&room) || edges.contains(&room);
                     announce(&bus, &room, is_live).await;
                 }
-                CoreEvent::SessionClosed { session, .. } => grants.forget(&session),
+                CoreEvent::SessionClosed { session, reason, .. } => {
+                    grants.forget(&session);
+                    // No client will DELETE a session that never connected: forget it here.
+                    if reason == CloseReason::NeverConnected {
+                        let _ = placement::forget_session(&bus, &session).await;
+                    }
+                }
             },
         }
     }

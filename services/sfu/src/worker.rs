@@ -3,7 +3,7 @@
 //! loop rule: every change is followed by draining the core's outputs.
 
 use crate::core::{
-    Core, CoreEvent, FrameCodec, IdSeed, Output, RelayedFrame, SessionError, WallClock,
+    Core, CoreEvent, DropReason, FrameCodec, IdSeed, Output, RelayedFrame, SessionError, WallClock,
 };
 use skylark_proto::sfu::v1 as pb;
 use std::collections::HashMap;
@@ -18,6 +18,10 @@ use tokio_util::sync::CancellationToken;
 const RECV_BUF: usize = 2048;
 /// Datagrams read per wake before running timers and commands again.
 const RECV_BATCH: usize = 64;
+/// Receive buffer asked for the media socket. The default (~208 KiB) holds ~100 small
+/// datagrams: a flood of junk or a moment off the CPU then drops media in the kernel,
+/// before the core can tell it from junk. The kernel caps it at `net.core.rmem_max`.
+const RECV_BUFFER: usize = 4 << 20;
 
 pub type Reply<T> = oneshot::Sender<Result<T, SessionError>>;
 
@@ -253,6 +257,7 @@ pub fn spawn(
     events: mpsc::UnboundedSender<CoreEvent>,
     shutdown: CancellationToken,
 ) -> (Worker, tokio::task::JoinHandle<anyhow::Result<()>>) {
+    grow_recv_buffer(&socket);
     let (tx, rx) = mpsc::channel(1024);
     let worker = Worker {
         tx,
@@ -260,6 +265,25 @@ pub fn spawn(
     };
     let task = tokio::spawn(run(socket, core, node_id, rx, events, shutdown));
     (worker, task)
+}
+
+/// Asks for [`RECV_BUFFER`]; says what the kernel granted.
+fn grow_recv_buffer(socket: &UdpSocket) {
+    let sock = socket2::SockRef::from(socket);
+    if let Err(e) = sock.set_recv_buffer_size(RECV_BUFFER) {
+        tracing::warn!(error = %e, "media socket receive buffer not raised");
+    }
+    // Linux reports twice what it keeps for data (the rest is bookkeeping).
+    let granted = sock.recv_buffer_size().unwrap_or(0);
+    if granted < RECV_BUFFER {
+        tracing::warn!(
+            granted,
+            wanted = RECV_BUFFER,
+            "media socket receive buffer capped: raise net.core.rmem_max, or floods and stalls drop media"
+        );
+    } else {
+        tracing::info!(granted, "media socket receive buffer");
+    }
 }
 
 /// A downstream relay link. Its queue is bounded and never waited on: when it is full
@@ -582,6 +606,11 @@ impl Loop {
         metrics::counter!("skylark_sfu_datagrams_in_total").absolute(c.datagrams_in);
         metrics::counter!("skylark_sfu_datagrams_out_total").absolute(c.datagrams_out);
         metrics::counter!("skylark_sfu_datagrams_unmatched_total").absolute(c.datagrams_unmatched);
+        for reason in DropReason::ALL {
+            metrics::counter!("skylark_sfu_datagrams_dropped_total", "reason" => reason.label())
+                .absolute(c.dropped(reason));
+        }
+        metrics::counter!("skylark_sfu_connect_timeouts_total").absolute(c.connect_timeouts);
         metrics::counter!("skylark_sfu_keyframe_requests_total").absolute(c.keyframe_requests);
         metrics::counter!("skylark_sfu_packets_in_total").absolute(c.packets_in);
         metrics::counter!("skylark_sfu_packets_out_total").absolute(c.packets_out);
@@ -653,6 +682,7 @@ mod tests {
             local_addr: addr,
             announce_addr: addr,
             max_sessions: 10,
+            connect_timeout: crate::core::DEFAULT_CONNECT_TIMEOUT,
             wall_clock: system_wall_clock(),
             id_seed: IdSeed::new([1; 32]),
         });

@@ -1,7 +1,11 @@
 //! The routing core with simulated time and in-memory datagrams: real str0m peers as
 //! publisher and subscribers, no sockets, no clocks.
 
-use skylark_sfu::core::{Core, CoreConfig, CoreEvent, IdSeed, Output, SessionError, WallClock};
+use skylark_sfu::core::{
+    CloseReason, Core, CoreConfig, CoreEvent, DropReason, IdSeed, Output, Role, SessionError,
+    WallClock,
+};
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -26,6 +30,15 @@ struct Client {
     keyframe_requests: usize,
     connected: bool,
     next: Instant,
+}
+
+/// The `a=ice-ufrag` of an SDP.
+fn ice_ufrag(sdp: &str) -> String {
+    sdp.lines()
+        .find_map(|l| l.strip_prefix("a=ice-ufrag:"))
+        .expect("ufrag in the SDP")
+        .trim()
+        .to_string()
 }
 
 fn crypto() -> Arc<str0m::crypto::CryptoProvider> {
@@ -135,6 +148,10 @@ struct Net {
     relayed: Vec<skylark_proto::sfu::v1::RelayMessage>,
     /// Keyframe wants an edge pull's publisher sent upstream, by track id.
     upstream: Vec<String>,
+    /// A NAT in front of clients: client address → the source the SFU sees.
+    nat: HashMap<SocketAddr, SocketAddr>,
+    /// STUN Binding requests clients sent, by client address (latest last).
+    stun_requests: Vec<(SocketAddr, Vec<u8>)>,
 }
 
 impl Net {
@@ -143,12 +160,29 @@ impl Net {
     }
 
     fn with_seed(seed: [u8; 32]) -> Net {
+        Self::with(seed, 100, skylark_sfu::core::DEFAULT_CONNECT_TIMEOUT)
+    }
+
+    fn with_timeout(timeout: Duration) -> Net {
+        Self::with([7; 32], 100, timeout)
+    }
+
+    fn with_capacity(max_sessions: usize) -> Net {
+        Self::with(
+            [7; 32],
+            max_sessions,
+            skylark_sfu::core::DEFAULT_CONNECT_TIMEOUT,
+        )
+    }
+
+    fn with(seed: [u8; 32], max_sessions: usize, connect_timeout: Duration) -> Net {
         let addr: SocketAddr = SFU.parse().unwrap();
         let start = Instant::now();
         let core = Core::new(CoreConfig {
             local_addr: addr,
             announce_addr: addr,
-            max_sessions: 100,
+            max_sessions,
+            connect_timeout,
             wall_clock: WallClock::new(start, WALL_START_US),
             id_seed: IdSeed::new(seed),
         });
@@ -160,7 +194,19 @@ impl Net {
             events: vec![],
             relayed: vec![],
             upstream: vec![],
+            nat: HashMap::new(),
+            stun_requests: vec![],
         }
+    }
+
+    /// A client's datagram to the SFU, through the NAT.
+    fn deliver_to_core(&mut self, src: SocketAddr, bytes: &[u8]) {
+        // Binding request: class/method 0x0001, magic cookie.
+        if bytes.len() >= 20 && bytes[..2] == [0, 1] && bytes[4..8] == [0x21, 0x12, 0xa4, 0x42] {
+            self.stun_requests.push((src, bytes.to_vec()));
+        }
+        let seen = self.nat.get(&src).copied().unwrap_or(src);
+        self.core.handle_datagram(self.now, seen, bytes);
     }
 
     /// Moves every datagram until the network is quiet, then advances time by `step`.
@@ -174,7 +220,7 @@ impl Net {
             self.core.handle_timeout(self.now);
             let mut moved = !wire.is_empty();
             for (src, _, bytes) in wire.drain(..) {
-                self.core.handle_datagram(self.now, src, &bytes);
+                self.deliver_to_core(src, &bytes);
             }
             while let Some(o) = self.core.poll_output() {
                 match o {
@@ -183,13 +229,18 @@ impl Net {
                         contents,
                     } => {
                         moved = true;
-                        if let Some(c) = self.clients.iter_mut().find(|c| c.addr == destination) {
+                        let nat = &self.nat;
+                        if let Some(c) = self
+                            .clients
+                            .iter_mut()
+                            .find(|c| nat.get(&c.addr).copied().unwrap_or(c.addr) == destination)
+                        {
                             let input = Input::Receive(
                                 self.now,
                                 Receive {
                                     proto: Protocol::Udp,
                                     source: SFU.parse().unwrap(),
-                                    destination,
+                                    destination: c.addr,
                                     contents: contents.as_slice().try_into().unwrap(),
                                 },
                             );
@@ -203,7 +254,7 @@ impl Net {
                 }
             }
             for (src, _, bytes) in wire.drain(..) {
-                self.core.handle_datagram(self.now, src, &bytes);
+                self.deliver_to_core(src, &bytes);
                 moved = true;
             }
             if !moved {
@@ -222,11 +273,24 @@ impl Net {
     }
 
     fn subscriber(&mut self, room: &str, port: u16) -> usize {
+        self.subscriber_session(room, port).0
+    }
+
+    /// A subscriber: its client index, session id and the SFU's ICE ufrag for it.
+    fn subscriber_session(&mut self, room: &str, port: u16) -> (usize, String, String) {
         let (mut c, offer) = Client::new(self.now, port, true, Direction::RecvOnly);
-        let (_, answer) = self.core.subscribe(self.now, room, &offer).unwrap();
+        let (session, answer) = self.core.subscribe(self.now, room, &offer).unwrap();
         c.accept(&answer);
         self.clients.push(c);
-        self.clients.len() - 1
+        (self.clients.len() - 1, session, ice_ufrag(&answer))
+    }
+
+    fn video_frames(&self, c: usize) -> usize {
+        self.clients[c]
+            .frames
+            .iter()
+            .filter(|f| f.0 == MediaKind::Video)
+            .count()
     }
 
     /// Writes one video frame (keyframe or not) and one audio frame from client `p`.
@@ -851,4 +915,359 @@ fn relayed_publisher_keeps_layers_and_asks_upstream_per_layer() {
         .filter(|f| f.0 == MediaKind::Video)
         .count();
     assert_eq!(video, 6, "resumed at the keyframe");
+}
+
+/// A small deterministic generator for junk (tests must repeat exactly).
+struct Lcg(u64);
+
+impl Lcg {
+    fn next(&mut self) -> u64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        self.0 >> 16
+    }
+
+    fn bytes(&mut self, len: usize) -> Vec<u8> {
+        (0..len).map(|_| self.next() as u8).collect()
+    }
+}
+
+/// A well-formed STUN Binding request with USERNAME `username` and a made-up
+/// MESSAGE-INTEGRITY (no password known): shaped like a real ICE check.
+fn stun_request(rng: &mut Lcg, username: &[u8]) -> Vec<u8> {
+    let mut attrs = Vec::new();
+    let mut attr = |kind: u16, value: &[u8]| {
+        attrs.extend_from_slice(&kind.to_be_bytes());
+        attrs.extend_from_slice(&(value.len() as u16).to_be_bytes());
+        attrs.extend_from_slice(value);
+        attrs.resize(attrs.len().div_ceil(4) * 4, 0);
+    };
+    attr(0x0006, username);
+    attr(0x0024, &[0x6e, 0, 0x1e, 0xff]);
+    attr(0x0008, &rng.bytes(20));
+    let mut d = vec![0, 1];
+    d.extend_from_slice(&(attrs.len() as u16).to_be_bytes());
+    d.extend_from_slice(&[0x21, 0x12, 0xa4, 0x42]);
+    d.extend_from_slice(&rng.bytes(12));
+    d.extend_from_slice(&attrs);
+    d
+}
+
+/// Junk of every shape a flood has: random bytes of random length (0–1500), RTP- and
+/// DTLS-looking headers, STUN with random usernames, truncated STUN.
+fn junk(rng: &mut Lcg) -> Vec<u8> {
+    let len = rng.next() as usize % 1501;
+    let mut d = rng.bytes(len);
+    match rng.next() % 6 {
+        0 if !d.is_empty() => d[0] = 0x80 | (d[0] & 0x3f),
+        1 if !d.is_empty() => d[0] = 22,
+        2 => {
+            let n = rng.next() as usize % 40;
+            let user = format!("{}:{}", hex(&rng.bytes(n / 2 + 1)), hex(&rng.bytes(4)));
+            d = stun_request(rng, user.as_bytes());
+        }
+        3 => {
+            d = stun_request(rng, b"abcd:efgh");
+            d.truncate(rng.next() as usize % d.len());
+        }
+        _ => {}
+    }
+    d
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// A source address no client uses.
+fn stranger(rng: &mut Lcg) -> SocketAddr {
+    let n = rng.next();
+    SocketAddr::from((
+        [10, 66, (n >> 8) as u8, n as u8],
+        1024 + (n >> 20) as u16 % 60000,
+    ))
+}
+
+#[test]
+fn junk_from_strangers_is_dropped_before_any_session_sees_it() {
+    let mut net = Net::new();
+    let p = net.publisher("j", 5000);
+    let (s, _, ufrag) = net.subscriber_session("j", 6000);
+    net.connect_all();
+    let before = net.core.counters();
+    let routes = net.core.index_sizes();
+    let mut rng = Lcg(0x5eed);
+    let (mut junk_sent, mut forged) = (0u64, 0u64);
+    for n in 0..30 {
+        net.send(p, n, n == 0);
+        for k in 0..400 {
+            let src = stranger(&mut rng);
+            // Now and then a check for the live session's own ufrag, forged (the
+            // password is not known): the session must refuse it.
+            let d = if k % 40 == 0 {
+                forged += 1;
+                stun_request(&mut rng, format!("{ufrag}:zzzz").as_bytes())
+            } else {
+                junk_sent += 1;
+                junk(&mut rng)
+            };
+            net.core.handle_datagram(net.now, src, &d);
+            assert!(
+                net.core.poll_output().is_none(),
+                "nothing answers a stranger's junk"
+            );
+        }
+        net.run(Duration::from_millis(33));
+    }
+    net.run(Duration::from_millis(200));
+    assert_eq!(net.video_frames(s), 30, "every frame still arrived");
+    let c = net.core.counters();
+    let grew = |r: DropReason| c.dropped(r) - before.dropped(r);
+    assert_eq!(
+        grew(DropReason::UnknownSource) + grew(DropReason::UnknownUfrag),
+        junk_sent,
+        "every junk datagram dropped on the indexes alone"
+    );
+    assert!(grew(DropReason::UnknownSource) > 0 && grew(DropReason::UnknownUfrag) > 0);
+    assert_eq!(grew(DropReason::Rejected), forged, "forged checks refused");
+    assert_eq!(grew(DropReason::Malformed), 0);
+    assert_eq!(
+        net.core.index_sizes(),
+        routes,
+        "no stranger got a route to a session"
+    );
+}
+
+#[test]
+fn stun_with_an_unknown_ufrag_is_dropped_from_anywhere() {
+    let mut net = Net::new();
+    let p = net.publisher("u", 5000);
+    let s = net.subscriber("u", 6000);
+    net.connect_all();
+    let mut rng = Lcg(3);
+    let before = net.core.counters();
+    let known = net.clients[s].addr;
+    for src in [stranger(&mut rng), known, net.clients[p].addr] {
+        let d = stun_request(&mut rng, b"nosuchufrag:abcd");
+        net.core.handle_datagram(net.now, src, &d);
+        assert!(net.core.poll_output().is_none());
+    }
+    // A request without USERNAME, and a Binding response, from a stranger.
+    let mut d = stun_request(&mut rng, b"x:y");
+    d[1] = 0x11;
+    net.core.handle_datagram(net.now, stranger(&mut rng), &d);
+    let c = net.core.counters();
+    assert_eq!(
+        c.dropped(DropReason::UnknownUfrag) - before.dropped(DropReason::UnknownUfrag),
+        4
+    );
+    assert_eq!(c.datagrams_unmatched - before.datagrams_unmatched, 4);
+}
+
+/// After a NAT rebinding the client's checks come from a new address: the ufrag finds
+/// the session, and media follows the new address.
+#[test]
+fn stun_for_a_known_ufrag_from_a_new_address_finds_its_session() {
+    let mut net = Net::new();
+    let p = net.publisher("n", 5000);
+    let s = net.subscriber("n", 6000);
+    net.connect_all();
+    for n in 0..10 {
+        net.send(p, n, n == 0);
+        net.run(Duration::from_millis(33));
+    }
+    assert_eq!(net.video_frames(s), 10);
+    let client = net.clients[s].addr;
+    let rebound: SocketAddr = "10.2.2.2:40000".parse().unwrap();
+    net.nat.insert(client, rebound);
+
+    // The client's next check, seen from the new address, is answered there.
+    let (_, check) = net
+        .stun_requests
+        .iter()
+        .rev()
+        .find(|(src, _)| *src == client)
+        .cloned()
+        .expect("the subscriber sent ICE checks");
+    let before = net.core.counters();
+    net.core.handle_datagram(net.now, rebound, &check);
+    let mut answered = false;
+    while let Some(o) = net.core.poll_output() {
+        if let Output::Transmit { destination, .. } = o {
+            answered |= destination == rebound;
+        }
+    }
+    assert!(
+        answered,
+        "the session answered its check at the new address"
+    );
+    assert_eq!(
+        net.core.counters().datagrams_unmatched,
+        before.datagrams_unmatched
+    );
+
+    assert_eq!(
+        net.core.index_sizes().addrs,
+        3,
+        "publisher, subscriber's old and new address"
+    );
+
+    // Media resumes through the new mapping. str0m keeps sending on the old pair (its
+    // priority is higher than the new peer-reflexive one) until that pair's checks time
+    // out, ~15 s here; that wait is str0m's, the routing above is ours.
+    let mut resumed = None;
+    for n in 10..(10 + 30 * 25) {
+        net.send(p, n, n % 30 == 0);
+        net.run(Duration::from_millis(33));
+        if resumed.is_none() && net.video_frames(s) > 10 {
+            resumed = Some((n - 10) / 30);
+        }
+    }
+    let resumed = resumed.expect("media resumed at the new address within 25 s");
+    eprintln!("media resumed {resumed} s after the rebinding");
+    assert!(net.video_frames(s) > 10 + 30 * 5);
+}
+
+#[test]
+fn a_session_that_never_connects_is_dropped_after_the_connect_timeout() {
+    for timeout in [Duration::from_secs(10), Duration::from_secs(5)] {
+        let mut net = Net::with_timeout(timeout);
+        let p = net.publisher("t", 5000);
+        let s = net.subscriber("t", 6000);
+        net.connect_all();
+        // A viewer whose client never answers: no ICE, no DTLS.
+        let (_, offer) = Client::new(net.now, 6001, true, Direction::RecvOnly);
+        let created = net.now;
+        let (ghost, _) = net.core.subscribe(net.now, "t", &offer).unwrap();
+        assert_eq!(net.core.session_counts(), (1, 2));
+        assert!(net.core.next_timeout().unwrap() <= created + timeout);
+        while net.now < created + timeout - Duration::from_millis(100) {
+            net.send(p, 0, true);
+            net.run(Duration::from_millis(250));
+        }
+        assert!(net.core.session_room(&ghost).is_some(), "not dropped early");
+        net.now = created + timeout;
+        net.core.handle_timeout(net.now);
+        assert!(net.core.session_room(&ghost).is_none(), "dropped on time");
+        assert_eq!(net.core.session_counts(), (1, 1), "its slot is free");
+        assert_eq!(net.core.counters().connect_timeouts, 1);
+        net.run(Duration::from_millis(10));
+        assert!(net.events.contains(&CoreEvent::SessionClosed {
+            session: ghost.clone(),
+            room: "t".into(),
+            role: Role::Subscriber,
+            reason: CloseReason::NeverConnected,
+        }));
+        // The connected ones stay, long past the timeout.
+        for _ in 0..40 {
+            net.send(p, 0, true);
+            net.run(Duration::from_millis(500));
+        }
+        assert!(net.clients[s].rtc.is_alive());
+        assert_eq!(net.core.session_counts(), (1, 1));
+        assert_eq!(net.core.counters().connect_timeouts, 1);
+    }
+}
+
+#[test]
+fn routing_indexes_shrink_with_the_sessions() {
+    let mut net = Net::new();
+    let p = net.publisher("l", 5000);
+    net.connect_all();
+    let base = net.core.index_sizes();
+    assert_eq!((base.peers, base.sessions, base.ufrags), (1, 1, 1));
+    let mut port = 6000;
+    for round in 0..10 {
+        let mut sessions = Vec::new();
+        for _ in 0..10 {
+            let (_, session, _) = net.subscriber_session("l", port);
+            port += 1;
+            sessions.push(session);
+        }
+        // A few never connect and time out; the rest connect and close.
+        for _ in 0..3 {
+            let (_, offer) = Client::new(net.now, 1, true, Direction::RecvOnly);
+            net.core.subscribe(net.now, "l", &offer).unwrap();
+        }
+        net.connect_all();
+        let sizes = net.core.index_sizes();
+        assert_eq!((sizes.peers, sizes.ufrags), (14, 14), "round {round}");
+        assert!(
+            sizes.addrs >= 11,
+            "connected sessions have routes: {sizes:?}"
+        );
+        for session in &sessions {
+            net.core.close(session).unwrap();
+        }
+        net.clients.truncate(1);
+        for _ in 0..45 {
+            net.send(p, 0, true);
+            net.run(Duration::from_millis(250));
+        }
+        assert_eq!(net.core.index_sizes(), base, "round {round}");
+    }
+    assert!(net.core.end_publisher("l"));
+    let empty = net.core.index_sizes();
+    assert_eq!(
+        (empty.peers, empty.sessions, empty.addrs, empty.ufrags),
+        (0, 0, 0, 0)
+    );
+}
+
+/// A client that spreads checks over many source ports gets a bounded number of routes.
+#[test]
+fn routes_per_session_are_bounded() {
+    let mut net = Net::new();
+    let _p = net.publisher("b", 5000);
+    let s = net.subscriber("b", 6000);
+    net.connect_all();
+    let client = net.clients[s].addr;
+    let (_, check) = net
+        .stun_requests
+        .iter()
+        .rev()
+        .find(|(src, _)| *src == client)
+        .cloned()
+        .unwrap();
+    let before = net.core.index_sizes().addrs;
+    for port in 0..100 {
+        let src = SocketAddr::from(([10, 3, 3, 3], 20000 + port));
+        net.core.handle_datagram(net.now, src, &check);
+        while net.core.poll_output().is_some() {}
+    }
+    let after = net.core.index_sizes().addrs;
+    assert!(after <= before + 8, "{before} → {after} routes");
+    assert_eq!(
+        after - before,
+        7,
+        "the subscriber's 8 most recent addresses"
+    );
+}
+
+#[test]
+fn subscribers_leave_the_publisher_reserve_free() {
+    let mut net = Net::with_capacity(10);
+    assert_eq!(skylark_sfu::core::publisher_reserve(10), 1);
+    for i in 0..9 {
+        let (_, offer) = Client::new(net.now, 6000 + i, true, Direction::RecvOnly);
+        net.core.subscribe(net.now, "c", &offer).unwrap();
+    }
+    let (_, offer) = Client::new(net.now, 6100, true, Direction::RecvOnly);
+    assert_eq!(
+        net.core.subscribe(net.now, "c", &offer),
+        Err(SessionError::AtCapacity),
+        "the 10th session is the publishers'"
+    );
+    let (_, offer) = Client::new(net.now, 5000, true, Direction::SendOnly);
+    net.core
+        .publish(net.now, "c", &offer)
+        .expect("a publisher takes the reserve");
+    let (_, offer) = Client::new(net.now, 5001, true, Direction::SendOnly);
+    assert_eq!(
+        net.core.publish(net.now, "other", &offer),
+        Err(SessionError::AtCapacity),
+        "and no more than max_sessions"
+    );
 }

@@ -56,6 +56,7 @@ impl Node {
             grpc_advertise: None,
             node_id: Some(id.into()),
             max_sessions: 200,
+            connect_timeout: skylark_sfu::core::DEFAULT_CONNECT_TIMEOUT,
             max_relays: 0,
             edge_idle,
             api_grpc_url: None,

@@ -4,11 +4,11 @@
 use super::codec::rtc_config;
 use super::ids::session_id;
 use super::peer::{LocalPublisher, Peer, PeerRole, SubscriberState};
-use super::{sdp, Core, CoreEvent, Output};
-use std::collections::HashMap;
+use super::{sdp, CloseReason, Core, CoreEvent, Output};
+use std::collections::{HashMap, VecDeque};
 use std::time::Instant;
 use str0m::change::SdpOffer;
-use str0m::Candidate;
+use str0m::{Candidate, IceCreds};
 
 #[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
 pub enum SessionError {
@@ -39,12 +39,22 @@ pub enum Role {
     Subscriber,
 }
 
-/// Whether a node with `sessions` of `max` taken admits one more.
-fn admit(draining: bool, sessions: usize, max: usize) -> Result<(), SessionError> {
+/// [`skylark_bus::publisher_reserve`] of a node taking `max_sessions`.
+pub fn publisher_reserve(max_sessions: usize) -> usize {
+    let max = u32::try_from(max_sessions).unwrap_or(u32::MAX);
+    skylark_bus::publisher_reserve(max) as usize
+}
+
+/// Whether a node with `sessions` of `max` taken admits one more of `role`.
+fn admit(draining: bool, sessions: usize, max: usize, role: Role) -> Result<(), SessionError> {
     if draining {
         return Err(SessionError::Draining);
     }
-    if sessions >= max {
+    let limit = match role {
+        Role::Publisher => max,
+        Role::Subscriber => max.saturating_sub(publisher_reserve(max)),
+    };
+    if sessions >= limit {
         return Err(SessionError::AtCapacity);
     }
     Ok(())
@@ -72,7 +82,12 @@ impl Core {
         role: PeerRole,
     ) -> Result<(u64, String, String), SessionError> {
         // Local publishers are not counted here (unlike in `publish_local`).
-        admit(self.draining, self.peers.len(), self.config.max_sessions)?;
+        admit(
+            self.draining,
+            self.peers.len(),
+            self.config.max_sessions,
+            role.role(),
+        )?;
         let offer =
             SdpOffer::from_sdp_string(offer).map_err(|e| SessionError::BadSdp(e.to_string()))?;
         let subscriber = matches!(role, PeerRole::Subscriber(_));
@@ -80,11 +95,26 @@ impl Core {
         let candidate = Candidate::host(self.config.announce_addr, "udp")
             .map_err(|e| SessionError::BadCandidate(e.to_string()))?;
         rtc.add_local_candidate(candidate);
+        // str0m's ufrags are 16 random characters: a clash is for the books, but one would
+        // send a session's checks to another.
+        let mut ufrag = rtc.direct_api().local_ice_credentials().ufrag;
+        for _ in 0..4 {
+            if !self.by_ufrag.contains_key(&ufrag) {
+                break;
+            }
+            let creds = IceCreds::new();
+            ufrag = creds.ufrag.clone();
+            rtc.direct_api().set_local_ice_credentials(creds);
+        }
+        if self.by_ufrag.contains_key(&ufrag) {
+            return Err(SessionError::AtCapacity);
+        }
         let answer = rtc
             .sdp_api()
             .accept_offer(offer)
             .map_err(|e| SessionError::BadSdp(e.to_string()))?;
         let (key, session) = self.next_session();
+        self.by_ufrag.insert(ufrag.clone(), key);
         self.peers.insert(
             key,
             Peer {
@@ -97,6 +127,8 @@ impl Core {
                 next_timeout: now,
                 created: now,
                 connected: false,
+                ufrag,
+                addrs: VecDeque::new(),
             },
         );
         self.by_session.insert(session.clone(), key);
@@ -149,6 +181,7 @@ impl Core {
             self.draining,
             self.peers.len() + self.locals.len(),
             self.config.max_sessions,
+            Role::Publisher,
         )?;
         let (key, session) = self.next_session();
         self.locals.insert(
@@ -211,7 +244,7 @@ impl Core {
             .by_session
             .get(session)
             .ok_or(SessionError::UnknownSession)?;
-        self.remove_peer(key, true);
+        self.remove_peer(key, CloseReason::Closed);
         Ok(())
     }
 
@@ -219,7 +252,7 @@ impl Core {
     pub fn end_publisher(&mut self, room: &str) -> bool {
         match self.rooms.get(room).and_then(|r| r.publisher) {
             Some(key) => {
-                self.remove_peer(key, true);
+                self.remove_peer(key, CloseReason::Closed);
                 true
             }
             None => false,
@@ -233,9 +266,26 @@ mod tests {
 
     #[test]
     fn draining_refuses_before_capacity_does() {
-        assert_eq!(admit(false, 0, 1), Ok(()));
-        assert_eq!(admit(false, 1, 1), Err(SessionError::AtCapacity));
-        assert_eq!(admit(true, 0, 1), Err(SessionError::Draining));
-        assert_eq!(admit(true, 5, 1), Err(SessionError::Draining));
+        let p = Role::Publisher;
+        assert_eq!(admit(false, 0, 1, p), Ok(()));
+        assert_eq!(admit(false, 1, 1, p), Err(SessionError::AtCapacity));
+        assert_eq!(admit(true, 0, 1, p), Err(SessionError::Draining));
+        assert_eq!(admit(true, 5, 1, p), Err(SessionError::Draining));
+    }
+
+    #[test]
+    fn subscribers_leave_the_reserve_to_publishers() {
+        let (p, s) = (Role::Publisher, Role::Subscriber);
+        assert_eq!(publisher_reserve(0), 0);
+        assert_eq!(publisher_reserve(20), 1);
+        assert_eq!(publisher_reserve(5000), 100);
+        // 20 sessions: the 20th is a publisher's.
+        assert_eq!(admit(false, 18, 20, s), Ok(()));
+        assert_eq!(admit(false, 19, 20, s), Err(SessionError::AtCapacity));
+        assert_eq!(admit(false, 19, 20, p), Ok(()));
+        assert_eq!(admit(false, 20, 20, p), Err(SessionError::AtCapacity));
+        assert_eq!(admit(false, 4899, 5000, s), Ok(()));
+        assert_eq!(admit(false, 4900, 5000, s), Err(SessionError::AtCapacity));
+        assert_eq!(admit(false, 4999, 5000, p), Ok(()));
     }
 }

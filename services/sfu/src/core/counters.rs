@@ -1,5 +1,6 @@
 //! Totals for `/metrics` and `Stats`, and the read-only views the shell exports.
 
+use super::datagram::DropReason;
 use super::peer::PeerRole;
 use super::Core;
 use skylark_proto::sfu::v1 as pb;
@@ -14,7 +15,18 @@ pub struct Counters {
     pub bytes_out: u64,
     pub datagrams_in: u64,
     pub datagrams_out: u64,
+    /// Datagrams no session took, for any [`DropReason`].
     pub datagrams_unmatched: u64,
+    /// Of those: not STUN, from an address no session has used.
+    pub dropped_unknown_source: u64,
+    /// STUN naming no session here.
+    pub dropped_unknown_ufrag: u64,
+    /// Refused by the session they map to.
+    pub dropped_rejected: u64,
+    /// Unparseable.
+    pub dropped_malformed: u64,
+    /// Sessions dropped because ICE/DTLS did not complete within the connect timeout.
+    pub connect_timeouts: u64,
     /// Keyframe requests the SFU sent to publishers (coalesced).
     pub keyframe_requests: u64,
     /// RTP packets received from publishers / sent to subscribers (incl. resends).
@@ -28,6 +40,26 @@ pub struct Counters {
 }
 
 impl Counters {
+    pub(super) fn drop(&mut self, reason: DropReason) {
+        self.datagrams_unmatched += 1;
+        *match reason {
+            DropReason::UnknownSource => &mut self.dropped_unknown_source,
+            DropReason::UnknownUfrag => &mut self.dropped_unknown_ufrag,
+            DropReason::Rejected => &mut self.dropped_rejected,
+            DropReason::Malformed => &mut self.dropped_malformed,
+        } += 1;
+    }
+
+    /// Datagrams dropped for `reason`.
+    pub fn dropped(&self, reason: DropReason) -> u64 {
+        match reason {
+            DropReason::UnknownSource => self.dropped_unknown_source,
+            DropReason::UnknownUfrag => self.dropped_unknown_ufrag,
+            DropReason::Rejected => self.dropped_rejected,
+            DropReason::Malformed => self.dropped_malformed,
+        }
+    }
+
     /// Growth of one incoming (publisher) stream.
     pub(super) fn add_ingress(&mut self, d: StreamTotals) {
         self.packets_in += d.packets;

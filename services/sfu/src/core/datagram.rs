@@ -1,19 +1,72 @@
-//! Datagram routing: which session a received datagram belongs to. The source address
-//! is remembered per session; a datagram from a new address (ICE) goes to the peer
-//! that accepts it.
+//! Datagram routing: which session a received datagram belongs to, in O(1) whoever
+//! sends it. A STUN Binding request names its session by our ICE ufrag (its USERNAME);
+//! anything else must come from an address an accepted request came from. Junk from
+//! strangers is dropped before any peer sees it, so a flood costs a header check each.
 
+use super::stun::{self, Kind};
 use super::Core;
 use std::net::SocketAddr;
 use std::time::Instant;
 use str0m::net::{Protocol, Receive};
 use str0m::Input;
 
+/// Source addresses one session keeps routed: a client's candidates that reach us
+/// (host, server-reflexive, relayed; v4 and v6) fit, a client spraying ports does not
+/// grow the table.
+pub(super) const MAX_ADDRS_PER_PEER: usize = 8;
+
+/// Why a datagram reached no session (a metric label: keep the set small and fixed).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DropReason {
+    /// Not STUN, from an address no session has used.
+    UnknownSource,
+    /// STUN that names no session here (no USERNAME, unknown ufrag, not a request).
+    UnknownUfrag,
+    /// The session it maps to refused it (failed integrity, not its traffic).
+    Rejected,
+    /// Not a datagram str0m can parse.
+    Malformed,
+}
+
+impl DropReason {
+    pub const ALL: [DropReason; 4] = [
+        DropReason::UnknownSource,
+        DropReason::UnknownUfrag,
+        DropReason::Rejected,
+        DropReason::Malformed,
+    ];
+
+    /// The metric label value.
+    pub fn label(self) -> &'static str {
+        match self {
+            DropReason::UnknownSource => "unknown_source",
+            DropReason::UnknownUfrag => "unknown_ufrag",
+            DropReason::Rejected => "rejected",
+            DropReason::Malformed => "malformed",
+        }
+    }
+}
+
 impl Core {
     /// One received datagram. Garbage and datagrams of no session are counted and dropped.
     pub fn handle_datagram(&mut self, now: Instant, source: SocketAddr, contents: &[u8]) {
         self.counters.datagrams_in += 1;
+        let stun = stun::classify(contents);
+        // Decided from the two indexes alone: no peer is consulted for strangers.
+        let key = match stun {
+            Kind::Request { local_ufrag } => self.by_ufrag.get(local_ufrag),
+            Kind::NotStun | Kind::Other => self.by_addr.get(&source),
+        }
+        .copied();
+        let Some(key) = key else {
+            self.counters.drop(match stun {
+                Kind::NotStun => DropReason::UnknownSource,
+                Kind::Request { .. } | Kind::Other => DropReason::UnknownUfrag,
+            });
+            return;
+        };
         let Ok(contents) = contents.try_into() else {
-            self.counters.datagrams_unmatched += 1;
+            self.counters.drop(DropReason::Malformed);
             return;
         };
         let input = Input::Receive(
@@ -25,29 +78,81 @@ impl Core {
                 contents,
             },
         );
-        let cached = self
-            .by_addr
-            .get(&source)
-            .copied()
-            .filter(|k| self.peers.get(k).is_some_and(|p| p.rtc.accepts(&input)));
-        let key = cached.or_else(|| {
-            self.peers
-                .iter()
-                .find(|(_, p)| p.rtc.accepts(&input))
-                .map(|(k, _)| *k)
-        });
-        let Some(key) = key else {
-            self.counters.datagrams_unmatched += 1;
+        let Some(p) = self.peers.get_mut(&key) else {
+            self.counters.drop(DropReason::Rejected);
             return;
         };
-        self.by_addr.insert(source, key);
-        if let Some(p) = self.peers.get_mut(&key) {
-            tracing::trace!(session = %p.session, %source, "datagram");
-            if let Err(e) = p.rtc.handle_input(input) {
-                tracing::debug!(session = %p.session, error = %e, "input refused; closing session");
-                p.rtc.disconnect();
-            }
+        // The ufrag is no secret: the request's integrity (checked here) is.
+        if !p.rtc.accepts(&input) {
+            self.counters.drop(DropReason::Rejected);
+            return;
+        }
+        tracing::trace!(session = %p.session, %source, "datagram");
+        if let Err(e) = p.rtc.handle_input(input) {
+            tracing::debug!(session = %p.session, error = %e, "input refused; closing session");
+            p.rtc.disconnect();
+        }
+        if matches!(stun, Kind::Request { .. }) {
+            self.route_addr(source, key);
         }
         self.drain(key, now);
     }
+
+    /// Routes `source` to session `key` (an accepted ICE check came from it), most
+    /// recent last; the session's oldest address goes when it has too many.
+    fn route_addr(&mut self, source: SocketAddr, key: u64) {
+        if let Some(old) = self.by_addr.insert(source, key) {
+            if old != key {
+                if let Some(o) = self.peers.get_mut(&old) {
+                    o.addrs.retain(|a| *a != source);
+                }
+            }
+        }
+        let Some(p) = self.peers.get_mut(&key) else {
+            return;
+        };
+        p.addrs.retain(|a| *a != source);
+        p.addrs.push_back(source);
+        while p.addrs.len() > MAX_ADDRS_PER_PEER {
+            if let Some(gone) = p.addrs.pop_front() {
+                if self.by_addr.get(&gone) == Some(&key) {
+                    self.by_addr.remove(&gone);
+                }
+            }
+        }
+    }
+
+    /// Forgets session `key`'s routes (it is being removed).
+    pub(super) fn unroute(&mut self, key: u64, ufrag: &str, addrs: &[SocketAddr]) {
+        for a in addrs {
+            if self.by_addr.get(a) == Some(&key) {
+                self.by_addr.remove(a);
+            }
+        }
+        if self.by_ufrag.get(ufrag) == Some(&key) {
+            self.by_ufrag.remove(ufrag);
+        }
+    }
+
+    /// Sizes of the routing indexes, to check they shrink with the sessions.
+    pub fn index_sizes(&self) -> IndexSizes {
+        IndexSizes {
+            peers: self.peers.len(),
+            sessions: self.by_session.len(),
+            addrs: self.by_addr.len(),
+            ufrags: self.by_ufrag.len(),
+        }
+    }
+}
+
+/// Entries in the core's session indexes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IndexSizes {
+    pub peers: usize,
+    /// Session ids (WebRTC peers and local publishers).
+    pub sessions: usize,
+    /// Source addresses routed to a session.
+    pub addrs: usize,
+    /// ICE ufrags routed to a session.
+    pub ufrags: usize,
 }

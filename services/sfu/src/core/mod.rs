@@ -64,11 +64,11 @@
 //! ```
 //!
 //! One file per concern: `admission` (new sessions), `codec` (what the SFU
-//! negotiates), `datagram` (which session a datagram is for), `translate` (str0m's
-//! events into routing), `fanout` (a frame to subscribers and relays), `keyframe` (when
-//! to ask a publisher for one), `room` (who is in a room), `counters`, [`forward`]
-//! (per-subscriber forwarding state), [`sdp`] (offer checks), and the injected inputs
-//! `clock` and `ids`.
+//! negotiates), `datagram` (which session a datagram is for, by source address or by
+//! the ICE ufrag `stun` reads), `translate` (str0m's events into routing), `fanout` (a
+//! frame to subscribers and relays), `keyframe` (when to ask a publisher for one),
+//! `room` (who is in a room), `counters`, [`forward`] (per-subscriber forwarding
+//! state), [`sdp`] (offer checks), and the injected inputs `clock` and `ids`.
 
 mod admission;
 mod clock;
@@ -83,15 +83,17 @@ mod output;
 mod peer;
 mod room;
 pub mod sdp;
+mod stun;
 mod translate;
 
-pub use admission::{Role, SessionError};
+pub use admission::{publisher_reserve, Role, SessionError};
 pub use clock::WallClock;
 pub use codec::FrameCodec;
 pub use counters::Counters;
+pub use datagram::{DropReason, IndexSizes};
 pub use fanout::RelayedFrame;
 pub use ids::IdSeed;
-pub use output::{CoreEvent, Output};
+pub use output::{CloseReason, CoreEvent, Output};
 
 use peer::{LocalPublisher, Peer};
 use room::Room;
@@ -102,8 +104,8 @@ use std::time::{Duration, Instant};
 use str0m::crypto::CryptoProvider;
 use str0m::Input;
 
-/// A peer that never connects is dropped after this long.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(20);
+/// Default of [`CoreConfig::connect_timeout`].
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[derive(Debug, Clone)]
 pub struct CoreConfig {
@@ -111,8 +113,12 @@ pub struct CoreConfig {
     pub local_addr: SocketAddr,
     /// Address announced in ICE candidates.
     pub announce_addr: SocketAddr,
-    /// Most concurrent sessions this node takes.
+    /// Most concurrent sessions this node takes; subscribers leave
+    /// [`publisher_reserve`] of them to publishers.
     pub max_sessions: usize,
+    /// A WebRTC session whose ICE/DTLS has not completed this long after its offer is
+    /// dropped, freeing its slot.
+    pub connect_timeout: Duration,
     /// The wall clock, read once by the shell; the core advances it with `now`.
     pub wall_clock: WallClock,
     /// Secret the session ids are derived from (random in the worker, fixed in tests).
@@ -126,7 +132,10 @@ pub struct Core {
     peers: HashMap<u64, Peer>,
     locals: HashMap<u64, LocalPublisher>,
     by_session: HashMap<String, u64>,
+    /// Source address → session (`datagram`), at most `MAX_ADDRS_PER_PEER` each.
     by_addr: HashMap<SocketAddr, u64>,
+    /// Our ICE ufrag → session, for STUN from new addresses (`datagram`).
+    by_ufrag: HashMap<String, u64>,
     rooms: HashMap<String, Room>,
     next_key: u64,
     out: VecDeque<Output>,
@@ -146,6 +155,7 @@ impl Core {
             locals: HashMap::new(),
             by_session: HashMap::new(),
             by_addr: HashMap::new(),
+            by_ufrag: HashMap::new(),
             rooms: HashMap::new(),
             next_key: 1,
             out: VecDeque::new(),
@@ -162,11 +172,32 @@ impl Core {
 
     /// When the core next needs `handle_timeout`.
     pub fn next_timeout(&self) -> Option<Instant> {
-        self.peers.values().map(|p| p.next_timeout).min()
+        self.peers
+            .values()
+            .map(|p| match p.connected {
+                true => p.next_timeout,
+                false => p.next_timeout.min(p.created + self.config.connect_timeout),
+            })
+            .min()
     }
 
-    /// Advances time for every peer whose timeout is due.
+    /// Advances time for every peer whose timeout is due; drops peers that did not
+    /// connect in time.
     pub fn handle_timeout(&mut self, now: Instant) {
+        let limit = self.config.connect_timeout;
+        let stale: Vec<u64> = self
+            .peers
+            .iter()
+            .filter(|(_, p)| !p.connected && now >= p.created + limit)
+            .map(|(k, _)| *k)
+            .collect();
+        for key in stale {
+            if let Some(p) = self.peers.get(&key) {
+                tracing::info!(session = %p.session, room_id = %p.room, "session never connected; dropping it");
+            }
+            self.counters.connect_timeouts += 1;
+            self.remove_peer(key, CloseReason::NeverConnected);
+        }
         let due: Vec<u64> = self
             .peers
             .iter()
@@ -175,10 +206,7 @@ impl Core {
             .collect();
         for key in due {
             if let Some(p) = self.peers.get_mut(&key) {
-                if !p.connected && now.duration_since(p.created) > CONNECT_TIMEOUT {
-                    tracing::info!(session = %p.session, "session never connected; dropping it");
-                    p.rtc.disconnect();
-                } else if let Err(e) = p.rtc.handle_input(Input::Timeout(now)) {
+                if let Err(e) = p.rtc.handle_input(Input::Timeout(now)) {
                     tracing::debug!(session = %p.session, error = %e, "timeout handling failed; closing session");
                     p.rtc.disconnect();
                 }

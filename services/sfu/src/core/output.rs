@@ -39,7 +39,21 @@ pub enum CoreEvent {
         session: String,
         room: String,
         role: Role,
+        reason: CloseReason,
     },
+}
+
+/// Why a session ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloseReason {
+    /// Asked to: `close`, `end_publisher`.
+    Closed,
+    /// A new publisher of the room took its place (a reconnect).
+    Replaced,
+    /// ICE/DTLS did not complete within the connect timeout.
+    NeverConnected,
+    /// The peer went away or broke (ICE disconnected, DTLS or SRTP failure).
+    Failed,
 }
 
 pub(super) fn relay_msg(msg: pb::relay_message::Msg) -> pb::RelayMessage {

@@ -3,7 +3,8 @@
 use super::counters::StreamTotals;
 use super::forward::{Gate, Timeline};
 use super::Role;
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
 use std::time::Instant;
 use str0m::media::{MediaKind, Mid, Rid};
 use str0m::Rtc;
@@ -20,6 +21,10 @@ pub(super) struct Peer {
     pub next_timeout: Instant,
     pub created: Instant,
     pub connected: bool,
+    /// Our ICE ufrag: its STUN checks name it (`by_ufrag`).
+    pub ufrag: String,
+    /// Source addresses routed to it (`by_addr`), oldest first.
+    pub addrs: VecDeque<SocketAddr>,
 }
 
 pub(super) enum PeerRole {

@@ -5,7 +5,7 @@ use super::forward::Gate;
 use super::keyframe::{TrackThrottles, Want};
 use super::output::relay_msg;
 use super::peer::PeerRole;
-use super::{Core, CoreEvent, Output, Role};
+use super::{CloseReason, Core, CoreEvent, Output, Role};
 use skylark_proto::sfu::v1 as pb;
 use std::time::Instant;
 
@@ -77,7 +77,7 @@ impl Core {
             }
         }
         if let Some(old) = old {
-            self.remove_peer(old, false);
+            self.remove_peer(old, CloseReason::Replaced);
         }
         // Live when the room gets its first own publisher (an edge's room is live at its origin).
         if !relayed && old.is_none_or(|_| old_relayed) {
@@ -87,8 +87,8 @@ impl Core {
         }
     }
 
-    /// Ends session `key`; `explicit` when asked to (not a timeout or failure).
-    pub(super) fn remove_peer(&mut self, key: u64, explicit: bool) {
+    /// Ends session `key` and forgets every route to it.
+    pub(super) fn remove_peer(&mut self, key: u64, reason: CloseReason) {
         if let Some(l) = self.locals.remove(&key) {
             self.by_session.remove(&l.session);
             self.publisher_gone(&l.room, key, l.relayed);
@@ -97,6 +97,7 @@ impl Core {
                 session: l.session,
                 room: l.room.clone(),
                 role: Role::Publisher,
+                reason,
             }));
             self.gc_room(&l.room);
             return;
@@ -104,11 +105,12 @@ impl Core {
         let Some(mut p) = self.peers.remove(&key) else {
             return;
         };
-        if explicit {
+        if reason == CloseReason::Closed {
             p.rtc.disconnect();
         }
         self.by_session.remove(&p.session);
-        self.by_addr.retain(|_, k| *k != key);
+        let addrs: Vec<_> = p.addrs.drain(..).collect();
+        self.unroute(key, &p.ufrag, &addrs);
         let role = p.role.role();
         if let Some(r) = self.rooms.get_mut(&p.room) {
             match role {
@@ -131,6 +133,7 @@ impl Core {
             session: p.session,
             room: p.room.clone(),
             role,
+            reason,
         }));
         self.gc_room(&p.room);
     }

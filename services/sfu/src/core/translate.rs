@@ -6,7 +6,7 @@ use super::counters::StreamTotals;
 use super::fanout::{track_id, InFrame};
 use super::keyframe::Want;
 use super::peer::{PeerRole, PublisherTrack};
-use super::{Core, Output};
+use super::{CloseReason, Core, Output};
 use std::time::Instant;
 use str0m::media::{MediaData, MediaKind};
 use str0m::{Event, IceConnectionState, Output as RtcOutput};
@@ -114,7 +114,7 @@ impl Core {
             }
         }
         if !alive {
-            self.remove_peer(key, false);
+            self.remove_peer(key, CloseReason::Failed);
             return;
         }
         let room = match self.peers.get(&key) {

@@ -21,11 +21,7 @@ pub const MAX_CANDIDATES: usize = 4;
 
 /// Sessions a node keeps free for publishers: viewers never take the last of them.
 pub fn publisher_reserve(node: &NodeInfo) -> u32 {
-    if node.capacity.sessions == 0 {
-        0
-    } else {
-        (node.capacity.sessions / 50).max(1)
-    }
+    skylark_bus::publisher_reserve(node.capacity.sessions)
 }
 
 /// One way to serve a viewer.

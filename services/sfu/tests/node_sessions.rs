@@ -1,0 +1,91 @@
+//! The node's shell around the core's connect timeout: a session whose client never
+//! connects is dropped, its slot freed, and its record on the bus deleted (no client
+//! will DELETE a session it never used). The timeout itself is tested on the core with
+//! simulated time (`core_sim`); here it is 1 s of real time.
+
+use skylark_bus::placement::{self, SessionRecord};
+use skylark_bus::{AnyBus, InProcessBus};
+use skylark_proto::sfu::v1 as pb;
+use skylark_proto::sfu::v1::sfu_node_client::SfuNodeClient;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use str0m::media::{Direction, MediaKind};
+use str0m::{Candidate, Rtc};
+use tokio_util::sync::CancellationToken;
+
+/// A viewer's offer from a str0m peer that will never send a datagram.
+fn silent_viewer_offer() -> String {
+    let mut b = Rtc::builder()
+        .clear_codecs()
+        .enable_opus(true, false)
+        .set_crypto_provider(Arc::new(str0m::crypto::from_feature_flags()));
+    b.codec_config().add_h264(102.into(), None, true, 0x42e01f);
+    let mut rtc = b.build(Instant::now());
+    rtc.add_local_candidate(Candidate::host("127.0.0.1:9".parse().unwrap(), "udp").unwrap());
+    let mut api = rtc.sdp_api();
+    api.add_media(MediaKind::Video, Direction::RecvOnly, None, None, None);
+    api.add_media(MediaKind::Audio, Direction::RecvOnly, None, None, None);
+    let (offer, _) = api.apply().unwrap();
+    offer.to_sdp_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_that_never_connects_is_dropped_with_its_bus_record() {
+    let bus = AnyBus::InProcess(InProcessBus::new());
+    let shutdown = CancellationToken::new();
+    let config = skylark_sfu::Config {
+        http_addr: "127.0.0.1:0".parse().unwrap(),
+        udp_addr: "127.0.0.1:0".parse().unwrap(),
+        public_ip: [127, 0, 0, 1].into(),
+        grpc_addr: "127.0.0.1:0".parse().unwrap(),
+        grpc_advertise: None,
+        node_id: Some("sfu-t".into()),
+        max_sessions: 10,
+        connect_timeout: Duration::from_secs(1),
+        max_relays: 0,
+        edge_idle: skylark_sfu::DEFAULT_EDGE_IDLE,
+        api_grpc_url: None,
+    };
+    let part = skylark_sfu::start(config, bus.clone(), shutdown.clone())
+        .await
+        .expect("SFU starts");
+    let url = format!("http://{}", part.grpc_addr.expect("gRPC bound"));
+    let mut sfu = SfuNodeClient::connect(url.clone()).await.unwrap();
+    let answer = sfu
+        .subscribe(pb::SubscribeRequest {
+            room_id: "r".into(),
+            offer_sdp: silent_viewer_offer(),
+            upstream: None,
+        })
+        .await
+        .expect("subscribed")
+        .into_inner();
+    // What signaling records for PATCH/DELETE through any pod.
+    let id = answer.session_id;
+    let record = SessionRecord {
+        sfu_url: url,
+        room: "r".into(),
+        kind: "whep".into(),
+    };
+    placement::record_session(&bus, &id, &record).await.unwrap();
+    let stats = sfu.stats(pb::StatsRequest {}).await.unwrap().into_inner();
+    assert_eq!(stats.subscribers, 1);
+
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while placement::session(&bus, &id).await.unwrap().is_some() {
+        assert!(Instant::now() < deadline, "session record still there");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let stats = sfu.stats(pb::StatsRequest {}).await.unwrap().into_inner();
+    assert_eq!(stats.subscribers, 0, "its slot is free");
+    assert_eq!(
+        sfu.close(pb::CloseRequest { session_id: id })
+            .await
+            .map(|_| ())
+            .map_err(|s| s.code()),
+        Err(tonic::Code::NotFound),
+        "the node forgot the session"
+    );
+    shutdown.cancel();
+    drop(part);
+}
