@@ -177,6 +177,9 @@ struct Config {
     /// Signup/login attempts per client address: refill per minute.
     #[arg(long, env = "SKYLARK_AUTH_RATE_PER_MIN", default_value_t = 10)]
     auth_rate_per_min: u32,
+    /// Rooms one creator may hold; creating more is refused until one is deleted.
+    #[arg(long, env = "SKYLARK_MAX_ROOMS_PER_CREATOR", default_value_t = 100)]
+    max_rooms_per_creator: u32,
     /// OTLP/gRPC trace collector, e.g. http://otel-collector:4317.
     #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
     otlp_endpoint: Option<String>,
@@ -276,6 +279,7 @@ impl Config {
                 burst: self.auth_rate_burst,
                 per_minute: self.auth_rate_per_min,
             },
+            max_rooms_per_creator: self.max_rooms_per_creator,
         })
     }
 

@@ -21,6 +21,8 @@ pub struct ApiConfig {
     pub access_token_ttl: Duration,
     /// Per-client limit on signup and login attempts.
     pub auth_rate_limit: RateLimit,
+    /// Rooms one creator may hold (`SKYLARK_MAX_ROOMS_PER_CREATOR`).
+    pub max_rooms_per_creator: u32,
 }
 
 impl std::fmt::Debug for ApiConfig {
@@ -34,6 +36,7 @@ impl std::fmt::Debug for ApiConfig {
             .field("jwt_secret", &"<masked>")
             .field("access_token_ttl", &self.access_token_ttl)
             .field("auth_rate_limit", &self.auth_rate_limit)
+            .field("max_rooms_per_creator", &self.max_rooms_per_creator)
             .finish()
     }
 }
@@ -62,6 +65,7 @@ impl ApiConfig {
                 burst: 1000,
                 per_minute: 1000,
             },
+            max_rooms_per_creator: 100,
         }
     }
 }

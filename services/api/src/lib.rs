@@ -42,6 +42,9 @@ pub struct ApiState {
     pub presence: Presence,
     pub(crate) signup_limit: Arc<rate_limit::Limiter>,
     pub(crate) login_limit: Arc<rate_limit::Limiter>,
+    /// Password hashes (argon2, tens of ms of CPU and 19 MiB each) running at once: a
+    /// burst of signups or logins queues here instead of exhausting memory and threads.
+    pub(crate) password_work: Arc<tokio::sync::Semaphore>,
 }
 
 impl ApiState {
@@ -51,6 +54,9 @@ impl ApiState {
             tokens: TokenIssuer::new(&config.jwt_secret),
             signup_limit: Arc::new(rate_limit::Limiter::new(config.auth_rate_limit)),
             login_limit: Arc::new(rate_limit::Limiter::new(config.auth_rate_limit)),
+            password_work: Arc::new(tokio::sync::Semaphore::new(
+                std::thread::available_parallelism().map_or(2, |n| n.get().max(2)),
+            )),
             store,
             config: Arc::new(config),
         }

@@ -377,6 +377,16 @@ impl Store {
         Ok(Some(room))
     }
 
+    /// How many rooms `owner_id` holds.
+    pub async fn room_count_of(&self, owner_id: &str) -> StoreResult<i64> {
+        let n: i64 = sqlx::query("SELECT COUNT(*) AS n FROM rooms WHERE owner_id = $1")
+            .bind(owner_id)
+            .fetch_one(&self.pool)
+            .await?
+            .try_get("n")?;
+        Ok(n)
+    }
+
     /// Starts a new viewer generation: every viewer token issued before stops working.
     /// Returns the room as it is now, `None` if it does not exist.
     pub async fn revoke_viewer_tokens(&self, id: &str) -> StoreResult<Option<Room>> {

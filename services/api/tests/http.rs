@@ -631,6 +631,35 @@ async fn login_and_signup_are_rate_limited() {
 }
 
 #[tokio::test]
+async fn a_creator_holds_at_most_the_room_quota() {
+    let app = app_with(TestDb::sqlite().await, |c| c.max_rooms_per_creator = 2).await;
+    let (_, token) = app.signup("quota@example.com").await;
+    let first = app.create_room(&token, "public").await;
+    app.create_room(&token, "public").await;
+    let (s, v) = app
+        .call(
+            Method::POST,
+            "/api/v1/rooms",
+            Some(&token),
+            Some(json!({"title": "one too many"})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::FORBIDDEN, "{v}");
+    assert!(
+        v["error"]["message"].as_str().unwrap().contains("quota"),
+        "{v}"
+    );
+    // Deleting one makes room for another; other creators are not affected.
+    let id = first["room"]["id"].as_str().unwrap();
+    let uri = format!("/api/v1/rooms/{id}");
+    let (s, _) = app.call(Method::DELETE, &uri, Some(&token), None).await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    app.create_room(&token, "public").await;
+    let (_, other) = app.signup("other@example.com").await;
+    app.create_room(&other, "private").await;
+}
+
+#[tokio::test]
 async fn openapi_document_lists_every_route() {
     let app = app().await;
     let (s, v) = app

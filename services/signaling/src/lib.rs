@@ -66,6 +66,7 @@ pub struct State {
 
 /// The signaling routes.
 pub fn router(state: State) -> Router {
+    let public_url = state.public_url.clone();
     let cors = CorsLayer::new()
         .allow_origin(Any)
         .allow_methods([
@@ -103,7 +104,7 @@ pub fn router(state: State) -> Router {
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .layer(cors)
         .with_state(state)
-        .merge(web::router())
+        .merge(web::router(&public_url))
 }
 
 /// Builds the state and returns the routes.

@@ -16,21 +16,60 @@ use axum::Router;
 
 include!(concat!(env!("OUT_DIR"), "/web_assets.rs"));
 
+/// The Content-Security-Policy of the pages: scripts only from this origin (no inline
+/// script, no eval), media and requests to this origin and the public URL's (playback
+/// URLs are built from it), blob: for hls.js/mpegts.js buffers and workers, no framing.
+pub fn content_security_policy(public_url: &str) -> String {
+    let public = url_origin(public_url);
+    let ws = public
+        .as_deref()
+        .map(|o| o.replacen("http", "ws", 1))
+        .unwrap_or_default();
+    let public = public.unwrap_or_default();
+    format!(
+        "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; \
+         img-src 'self' data: blob:; media-src 'self' blob: {public}; \
+         connect-src 'self' {public} {ws}; worker-src 'self' blob:; object-src 'none'; \
+         base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+    )
+}
+
+/// `scheme://host[:port]` of an http(s) URL.
+fn url_origin(url: &str) -> Option<String> {
+    let (scheme, rest) = url.split_once("://")?;
+    if scheme != "http" && scheme != "https" {
+        return None;
+    }
+    let host = rest.split(['/', '?', '#']).next()?;
+    let ok = !host.is_empty()
+        && host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b".-:[]".contains(&b));
+    ok.then(|| format!("{scheme}://{host}"))
+}
+
 /// The page routes and `/assets/{build}/{*path}`; none under `/api`, `/whip`, `/whep`,
-/// `/ws`, `/hls`, `/flv` or the ops endpoints.
-pub fn router() -> Router {
+/// `/ws`, `/hls`, `/flv` or the ops endpoints. `public_url` goes into the pages' CSP.
+pub fn router(public_url: &str) -> Router {
+    let csp = HeaderValue::from_str(&content_security_policy(public_url))
+        .unwrap_or_else(|_| HeaderValue::from_static("default-src 'self'"));
+    let page_with = move |name: &'static str| {
+        let csp = csp.clone();
+        move |h: HeaderMap| {
+            let csp = csp.clone();
+            async move {
+                let mut r = page(name, &h);
+                r.headers_mut().insert(header::CONTENT_SECURITY_POLICY, csp);
+                r
+            }
+        }
+    };
     Router::new()
-        .route("/", get(|h: HeaderMap| async move { page("index", &h) }))
-        .route(
-            "/studio",
-            get(|h: HeaderMap| async move { page("studio", &h) }),
-        )
+        .route("/", get(page_with("index")))
+        .route("/studio", get(page_with("studio")))
         .route("/studio/", get(|| async { Redirect::permanent("/studio") }))
         .route("/watch", get(|| async { Redirect::temporary("/") }))
-        .route(
-            "/watch/{room}",
-            get(|Path(_room): Path<String>, h: HeaderMap| async move { page("watch", &h) }),
-        )
+        .route("/watch/{room}", get(page_with("watch")))
         .route("/assets/{build}/{*path}", get(asset))
 }
 
@@ -131,7 +170,7 @@ mod tests {
         if let Some(e) = etag {
             req = req.header(header::IF_NONE_MATCH, e);
         }
-        router()
+        router("https://live.example.com/")
             .oneshot(req.body(Body::empty()).unwrap())
             .await
             .unwrap()
@@ -151,6 +190,17 @@ mod tests {
             assert_eq!(r.status(), StatusCode::OK, "{uri}");
             assert_eq!(hv(&r, header::CONTENT_TYPE), "text/html; charset=utf-8");
             assert_eq!(hv(&r, header::CACHE_CONTROL), "no-cache");
+            let csp = hv(&r, header::CONTENT_SECURITY_POLICY);
+            for directive in [
+                "default-src 'self'",
+                "script-src 'self';",
+                "connect-src 'self' https://live.example.com wss://live.example.com;",
+                "frame-ancestors 'none'",
+                "object-src 'none'",
+            ] {
+                assert!(csp.contains(directive), "{uri}: {directive} in {csp}");
+            }
+            assert!(!csp.contains("unsafe-eval"), "{csp}");
             let etag = hv(&r, header::ETAG).to_string();
             let body = axum::body::to_bytes(r.into_body(), 1 << 20).await.unwrap();
             let text = std::str::from_utf8(&body).unwrap();
@@ -162,6 +212,17 @@ mod tests {
             let again = get(uri, Some(&etag)).await;
             assert_eq!(again.status(), StatusCode::NOT_MODIFIED);
         }
+    }
+
+    #[test]
+    fn the_csp_names_only_a_well_formed_public_origin() {
+        assert_eq!(
+            url_origin("http://127.0.0.1:8080/x?y"),
+            Some("http://127.0.0.1:8080".into())
+        );
+        assert_eq!(url_origin("ftp://a"), None);
+        assert_eq!(url_origin("https://a b;script-src *"), None);
+        assert!(!content_security_policy("javascript:alert(1)").contains("javascript"));
     }
 
     #[tokio::test]

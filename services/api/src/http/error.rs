@@ -61,6 +61,13 @@ impl ApiError {
     pub fn validation(m: impl Into<String>) -> Self {
         Self::new(StatusCode::UNPROCESSABLE_ENTITY, "validation_failed", m)
     }
+    /// The server is too busy for this now: `503` with `Retry-After`.
+    pub fn busy(m: impl Into<String>, retry_after_s: u64) -> Self {
+        Self {
+            retry_after_s: Some(retry_after_s),
+            ..Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", m)
+        }
+    }
     pub fn rate_limited(retry_after_s: u64) -> Self {
         Self {
             retry_after_s: Some(retry_after_s),

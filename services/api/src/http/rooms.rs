@@ -2,7 +2,7 @@
 
 use super::error::{ApiError, ApiResult, ErrorBody};
 use super::extract::{Creator, JsonBody, MaybeClaims};
-use crate::ids::{new_id, slug};
+use crate::ids::{new_id, slug, slug_suffix};
 use crate::store::{now_ms, Mode, Room, RoomPatch, Visibility};
 use crate::ApiState;
 use axum::extract::{Path, Query, State};
@@ -165,10 +165,16 @@ pub async fn create(
             "this account no longer exists: sign up again",
         ));
     }
+    let max = state.config.max_rooms_per_creator;
+    if state.store.room_count_of(&c.sub).await? >= i64::from(max) {
+        return Err(ApiError::forbidden(format!(
+            "room quota reached ({max} rooms): delete a room you no longer use first"
+        )));
+    }
     let id = new_id("room");
     let now = now_ms();
     let room = Room {
-        slug: slug(&title, &id),
+        slug: slug(&title, &slug_suffix()),
         id,
         owner_id: c.sub,
         title,

@@ -94,10 +94,9 @@ pub async fn signup(
         ));
     }
     let password = req.password;
-    // argon2 takes tens of ms of CPU: keep it off the async workers.
-    let password_hash = tokio::task::spawn_blocking(move || hash_password(&password))
-        .await
-        .map_err(|_| ApiError::internal("password hashing failed: retry"))?;
+    let password_hash = password_work(&state, move || hash_password(&password))
+        .await?
+        .ok_or_else(|| ApiError::internal("password hashing failed: retry"))?;
     let user = User {
         id: new_id("usr"),
         email,
@@ -143,7 +142,7 @@ pub async fn login(
     let user = state.store.user_by_email(&email).await?;
     let hash = user.as_ref().map(|u| u.password_hash.clone());
     let password = req.password;
-    let ok = tokio::task::spawn_blocking(move || match hash {
+    let ok = password_work(&state, move || match hash {
         Some(h) => verify_password(&password, &h),
         None => {
             // Same work for unknown emails, so timing does not reveal accounts.
@@ -151,7 +150,7 @@ pub async fn login(
             false
         }
     })
-    .await
+    .await?
     .unwrap_or(false);
     let user = match (ok, user) {
         (true, Some(u)) => u,
@@ -174,4 +173,58 @@ pub async fn me(State(state): State<ApiState>, Creator(c): Creator) -> ApiResult
         .await?
         .map(Json)
         .ok_or_else(|| ApiError::unauthorized("this account no longer exists: sign up again"))
+}
+
+/// How long a request waits for a password-hashing slot before it is told to retry.
+const PASSWORD_QUEUE_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// Runs argon2 work `f` off the async workers, at most a core's worth at once; `None`
+/// if the blocking task failed. A request that can't get a slot in time gets a `503`.
+async fn password_work<T: Send + 'static>(
+    state: &ApiState,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<Option<T>, ApiError> {
+    let permit = tokio::time::timeout(
+        PASSWORD_QUEUE_WAIT,
+        state.password_work.clone().acquire_owned(),
+    )
+    .await
+    .ok()
+    .and_then(Result::ok)
+    .ok_or_else(|| {
+        metrics::counter!("skylark_api_password_queue_full_total").increment(1);
+        ApiError::busy("too many sign-ins at once: retry in a few seconds", 2)
+    })?;
+    let out = tokio::task::spawn_blocking(move || {
+        let _permit = permit;
+        f()
+    })
+    .await
+    .ok();
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{ApiConfig, ApiState};
+
+    #[tokio::test]
+    async fn password_work_waits_for_a_slot_then_says_retry() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("t.db").display());
+        let store = crate::store::Store::connect(&url).await.unwrap();
+        let config = ApiConfig::for_tests(&url, "127.0.0.1:0".parse().unwrap());
+        let bus = skylark_bus::connect(None).await.unwrap();
+        let state = ApiState::new(store, config, bus);
+        assert_eq!(password_work(&state, || 7).await.unwrap(), Some(7));
+        // Every slot busy: the request waits PASSWORD_QUEUE_WAIT, then gets a 503.
+        let slots = state.password_work.available_permits() as u32;
+        let held = state.password_work.clone().acquire_many_owned(slots).await;
+        let err = password_work(&state, || 7).await.unwrap_err();
+        assert_eq!(err.status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(err.retry_after_s, Some(2));
+        drop(held);
+        assert_eq!(password_work(&state, || 8).await.unwrap(), Some(8));
+    }
 }
