@@ -2,8 +2,9 @@
 //! player (hls.js, mpegts.js, Safari, ffplay) can watch with a plain URL and the
 //! packager can check it without asking a database.
 //!
-//! A token is `pt1.{room}.{exp}.{sig}`: the room it opens, its expiry (Unix seconds)
-//! and an HMAC-SHA256 over `pt1.{room}.{exp}`, base64url. Every character is URL-safe,
+//! A token is `pt2.{room}.{gen}.{exp}.{sig}`: the room it opens, the room's viewer
+//! generation it was issued in (a revocation starts a new one), its expiry (Unix
+//! seconds) and an HMAC-SHA256 over `pt2.{room}.{gen}.{exp}`, base64url. Every character is URL-safe,
 //! so it goes into a query string and a playlist as is. The HMAC key is derived from
 //! the deployment's token secret, so a playback token can never pass for a JWT or the
 //! other way round.

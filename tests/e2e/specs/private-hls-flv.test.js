@@ -50,8 +50,8 @@ test('private room: /hls and /flv refused without a token; the /playback URLs pl
 
     try {
       const p = (await requestJson('GET', `${sk.baseUrl}/api/v1/rooms/${room}/playback`, { token: viewerToken })).json;
-      assert.match(p?.hls?.url ?? '', /\/index\.m3u8\?token=pt1\./, JSON.stringify(p));
-      assert.match(p?.flv?.url ?? '', /\.flv\?token=pt1\./, JSON.stringify(p));
+      assert.match(p?.hls?.url ?? '', /\/index\.m3u8\?token=pt2\./, JSON.stringify(p));
+      assert.match(p?.flv?.url ?? '', /\.flv\?token=pt2\./, JSON.stringify(p));
       const plainHls = `${sk.baseUrl}/hls/${room}/index.m3u8`;
       const deadline = Date.now() + 25_000;
       for (;;) {
