@@ -1,0 +1,608 @@
+//! One room across many SFU nodes, each node a host of its own: three `skylark sfu`
+//! processes in network namespaces with their own addresses on a bridge, and the API,
+//! signaling, Redis and the load generator on the bridge's side. Media, relay gRPC and
+//! the bus all cross real links, so a node can be cut off the network without dying.
+
+mod common;
+
+use common::netns::{Lan, OwnRedis};
+use common::*;
+use skylark_bus::placement;
+use skylark_bus::Bus;
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+const NODES: usize = 3;
+const VIEWERS: usize = 50;
+
+/// The processes of one cluster. Field order is drop order: processes first, then the
+/// network they sit on.
+struct Cluster {
+    sfus: Vec<Skylark>,
+    signaling: Skylark,
+    _api: Skylark,
+    bus: skylark_bus::AnyBus,
+    _redis: OwnRedis,
+    lan: Lan,
+    dir: Option<tempfile::TempDir>,
+    api_base: String,
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        // A failed test keeps every process's log.
+        if std::thread::panicking() {
+            if let Some(d) = self.dir.take() {
+                eprintln!("logs kept in {}", d.keep().display());
+            }
+        }
+    }
+}
+
+/// api + signaling + Redis beside the bridge, and `sfu-0`… one per namespace, each taking
+/// 20 sessions and feeding one relay link, so 50 viewers need a two-level tree.
+async fn cluster(extra: &[(&str, String)]) -> Option<Cluster> {
+    let lan = Lan::create(NODES)?;
+    let dir = tempfile::tempdir().unwrap();
+    let redis = OwnRedis::start(&lan.gateway);
+    let api_grpc = free_port();
+    let prefix = format!("skylark-test-{}:", unique_id());
+    let mut base = vec![
+        ("SKYLARK_REDIS_PREFIX", prefix.clone()),
+        // The nodes reach the API across the bridge.
+        (
+            "SKYLARK_API_GRPC_URL",
+            format!("http://{}:{api_grpc}", lan.gateway),
+        ),
+    ];
+    base.extend(extra.iter().cloned());
+    let shared = scale_out_env(&redis.url, api_grpc, dir.path(), &base);
+    let api = Skylark::start_with(Options {
+        target: Some("api"),
+        env: shared(&[("SKYLARK_GRPC_ADDR", format!("{}:{api_grpc}", lan.gateway))]),
+        dir: Some(dir.path().join("api")),
+    })
+    .await;
+    let mut sfus = Vec::new();
+    for i in 0..NODES {
+        let opts = Options {
+            target: Some("sfu"),
+            env: shared(&[
+                ("SKYLARK_NODE_ID", format!("sfu-{i}")),
+                ("SKYLARK_SFU_MAX_SESSIONS", "20".into()),
+                ("SKYLARK_SFU_MAX_RELAYS", "1".into()),
+            ]),
+            dir: Some(dir.path().join(format!("sfu-{i}"))),
+        };
+        sfus.push(lan.start(i, opts).await);
+    }
+    let signaling = Skylark::start_with(Options {
+        target: Some("signaling"),
+        env: shared(&[]),
+        dir: Some(dir.path().join("signaling")),
+    })
+    .await;
+    let bus = skylark_bus::connect_with(&skylark_bus::BusConfig {
+        redis_url: Some(redis.url.clone()),
+        key_prefix: prefix,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let c = Cluster {
+        api_base: api.base.clone(),
+        sfus,
+        signaling,
+        _api: api,
+        bus,
+        _redis: redis,
+        lan,
+        dir: Some(dir),
+    };
+    // Every node registered, with its own address for media and gRPC.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let nodes = c.bus.nodes(skylark_bus::NodeKind::Sfu).await.unwrap();
+        if nodes.len() == NODES {
+            for n in &nodes {
+                let i: usize = n.id.trim_start_matches("sfu-").parse().unwrap();
+                let ip = &c.lan.hosts[i].ip;
+                assert!(
+                    n.media_addr.starts_with(&format!("{ip}:")),
+                    "{} announces media on its own address: {n:?}",
+                    n.id
+                );
+                assert!(
+                    n.grpc_addr.starts_with(&format!("http://{ip}:")),
+                    "{} serves gRPC on its own address: {n:?}",
+                    n.id
+                );
+            }
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "SFU nodes registered: {nodes:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Some(c)
+}
+
+/// A live room of the cluster: a load-generator publisher through signaling, and the
+/// node that became its origin. The engine's peers live on the bridge's address.
+struct LiveRoom {
+    room: String,
+    engine: skylark_loadgen::Engine,
+    _publisher: skylark_loadgen::Publisher,
+    origin: String,
+    whep: String,
+}
+
+async fn live_room(c: &Cluster) -> LiveRoom {
+    let (_, room, key) = creator_with_room(&c.api_base, "public").await;
+    let engine = skylark_loadgen::Engine::start(
+        skylark_loadgen::EngineConfig {
+            local_ip: c.lan.gateway.parse().unwrap(),
+            ..Default::default()
+        },
+        tokio_util::sync::CancellationToken::new(),
+    )
+    .unwrap();
+    let publisher = engine
+        .publish(
+            &format!("{}/whip/{room}", c.signaling.base),
+            &key,
+            skylark_loadgen::source::VideoConfig::default(),
+        )
+        .await
+        .expect("WHIP");
+    publisher
+        .wait_connected(Duration::from_secs(10))
+        .await
+        .expect("publisher connected");
+    let origin = placement::origin(&c.bus, &room)
+        .await
+        .unwrap()
+        .and_then(|o| o.sfu_node().map(str::to_string))
+        .expect("the room has an SFU origin");
+    LiveRoom {
+        whep: format!("{}/whep/{room}", c.signaling.base),
+        room,
+        engine,
+        _publisher: publisher,
+        origin,
+    }
+}
+
+/// Viewers per serving node.
+fn by_node<'a>(nodes: impl Iterator<Item = Option<&'a str>>) -> BTreeMap<String, usize> {
+    let mut out = BTreeMap::new();
+    for n in nodes {
+        *out.entry(n.unwrap_or("?").to_string()).or_default() += 1;
+    }
+    out
+}
+
+/// Polls the API until the room's viewer count is `want`.
+async fn assert_viewer_count(c: &Cluster, room: &str, want: usize, what: &str) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let v =
+            send_json(reqwest::Client::new().get(format!("{}/api/v1/rooms/{room}", c.api_base)))
+                .await;
+        if v["viewers"] == want {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{what}: viewer count {} != {want}",
+            v["viewers"]
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fifty_viewers_over_three_hosts_in_a_two_level_tree() {
+    let Some(c) = cluster(&[]).await else { return };
+    let r = live_room(&c).await;
+    let mut viewers = Vec::new();
+    for i in 0..VIEWERS {
+        let v = r
+            .engine
+            .view(&r.whep, None)
+            .await
+            .unwrap_or_else(|e| panic!("viewer {i}: {e}"));
+        viewers.push(v);
+    }
+
+    let spread = by_node(viewers.iter().map(|v| v.serving_node()));
+    assert_eq!(spread.len(), NODES, "viewers on every host: {spread:?}");
+    let relays = placement::relays(&c.bus, &r.room).await.unwrap();
+    assert_eq!(
+        relays.iter().filter(|x| x.parent == r.origin).count(),
+        1,
+        "the origin feeds one relay link: {relays:?}"
+    );
+    assert_eq!(
+        relays.iter().map(|x| x.depth).max(),
+        Some(2),
+        "the tree is two levels deep: {relays:?}"
+    );
+
+    // Every viewer plays every frame since its first keyframe, byte-exact.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let depth_of = |node: &str| {
+        if node == r.origin {
+            0
+        } else {
+            relays
+                .iter()
+                .find(|x| x.node == node)
+                .map_or(99, |x| x.depth)
+        }
+    };
+    let mut per_hop: BTreeMap<u32, (usize, skylark_loadgen::stats::Histogram)> = BTreeMap::new();
+    for (i, v) in viewers.iter().enumerate() {
+        let s = v.stats().await.unwrap();
+        let node = v.serving_node().unwrap_or_default();
+        assert!(s.connected, "viewer {i} on {node} connected");
+        assert!(s.frames >= 30, "viewer {i} on {node}: {} frames", s.frames);
+        assert_eq!(
+            s.frames_bad_hash, 0,
+            "viewer {i} on {node}: payloads intact"
+        );
+        assert_eq!(s.frames_missing, 0, "viewer {i} on {node}: no gaps");
+        let hop = per_hop.entry(depth_of(node)).or_default();
+        hop.0 += 1;
+        hop.1.merge(&s.latency_us);
+    }
+    for (depth, (n, lat)) in per_hop {
+        let p = lat.percentiles_ms();
+        println!(
+            "hop {depth} (own host): {n} viewers, frame latency p50 {:.1} ms p99 {:.1} ms",
+            p.as_ref().map_or(f64::NAN, |p| p.p50),
+            p.as_ref().map_or(f64::NAN, |p| p.p99),
+        );
+    }
+    assert_viewer_count(&c, &r.room, VIEWERS, &format!("by node {spread:?}")).await;
+}
+
+/// Polls until `v` has received more than `above` frames, or `within` passes.
+async fn rejoining_frames_after(
+    v: &skylark_loadgen::peer::RejoiningViewer,
+    above: u64,
+    within: Duration,
+) -> bool {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        if v.stats().await.frames() > above {
+            return true;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Sessions a viewer may still take on `node` (placement keeps one for publishers).
+fn free_sessions(node: &skylark_bus::NodeInfo) -> u32 {
+    node.capacity
+        .sessions
+        .saturating_sub(1)
+        .saturating_sub(node.load.sessions)
+}
+
+/// Polls the bus until `check` holds, or panics with `what` after `within`.
+async fn eventually<F, Fut>(within: Duration, what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<(), String>>,
+{
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        match check().await {
+            Ok(()) => return,
+            Err(state) if tokio::time::Instant::now() >= deadline => {
+                panic!("{what} within {within:?}: {state}")
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+    }
+}
+
+/// A cluster with one live room, 50 rejoining viewers, and its deepest edge cut off the
+/// network after a few viewers elsewhere left to make room for that edge's viewers.
+struct CutEdge {
+    c: Cluster,
+    r: LiveRoom,
+    viewers: Vec<skylark_loadgen::peer::RejoiningViewer>,
+    cut: usize,
+    cut_id: String,
+    cut_at: tokio::time::Instant,
+}
+
+/// Builds [`CutEdge`] and asserts what the cut must do: the edge's viewers play again
+/// through another host within 5 s, every other viewer keeps its session and plays on,
+/// and the cut node's claims (registry entry, relay record, viewer count) lapse.
+async fn cut_the_deepest_edge() -> Option<CutEdge> {
+    // A pull whose viewers are gone stops after 3 s (30 s by default).
+    let c = cluster(&[("SKYLARK_SFU_EDGE_IDLE_S", "3".into())]).await?;
+    let r = live_room(&c).await;
+    let policy = skylark_loadgen::peer::RejoinPolicy::default();
+    let mut viewers = Vec::new();
+    for i in 0..VIEWERS {
+        let v = r
+            .engine
+            .view_rejoining(&r.whep, None, policy)
+            .await
+            .unwrap_or_else(|e| panic!("viewer {i}: {e}"));
+        viewers.push(v);
+    }
+    for (i, v) in viewers.iter().enumerate() {
+        assert!(
+            rejoining_frames_after(v, 10, Duration::from_secs(10)).await,
+            "viewer {i} playing"
+        );
+    }
+    let relays = placement::relays(&c.bus, &r.room).await.unwrap();
+    let deepest = relays
+        .iter()
+        .max_by_key(|x| x.depth)
+        .expect("an edge")
+        .clone();
+    let cut: usize = deepest.node.trim_start_matches("sfu-").parse().unwrap();
+
+    // Viewers leave elsewhere, so the cut edge's viewers have somewhere to go (two more
+    // than them: the origin and the other edge each keep a session for publishers).
+    let mut nodes = Vec::new();
+    for v in &viewers {
+        nodes.push(v.serving_node().await.unwrap_or_default());
+    }
+    let orphans: Vec<usize> = (0..VIEWERS).filter(|&i| nodes[i] == deepest.node).collect();
+    let mut leaving: Vec<usize> = (0..VIEWERS)
+        .filter(|&i| nodes[i] != deepest.node)
+        .take(orphans.len() + 2)
+        .collect();
+    leaving.reverse();
+    for i in &leaving {
+        viewers.remove(*i).close().await;
+        nodes.remove(*i);
+    }
+    let staying = VIEWERS - leaving.len();
+    let cut_id = deepest.node.clone();
+    eventually(Duration::from_secs(10), "room for the orphans", || async {
+        let free: u32 = c
+            .bus
+            .nodes(skylark_bus::NodeKind::Sfu)
+            .await
+            .map_err(|e| e.to_string())?
+            .iter()
+            .filter(|n| n.id != cut_id)
+            .map(free_sessions)
+            .sum();
+        (free as usize >= orphans.len())
+            .then_some(())
+            .ok_or(format!("{free} free sessions"))
+    })
+    .await;
+    let orphans: Vec<usize> = (0..staying).filter(|&i| nodes[i] == cut_id).collect();
+    println!(
+        "cutting {cut_id} (depth {}): {} of its viewers, {} elsewhere",
+        deepest.depth,
+        orphans.len(),
+        staying - orphans.len()
+    );
+
+    c.lan.cut(cut);
+    let cut_at = tokio::time::Instant::now();
+    let mut play_again = Vec::new();
+    let mut detect = Vec::new();
+    for &i in &orphans {
+        let v = &viewers[i];
+        let deadline = cut_at + Duration::from_secs(20);
+        let rejoin = loop {
+            let s = v.stats().await;
+            if let Some(r) = s.rejoins.last().filter(|r| r.play_again_ms.is_some()) {
+                break r.clone();
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "orphan {i} playing again: {:?}",
+                s.rejoins
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        assert_ne!(rejoin.to_node.as_deref(), Some(cut_id.as_str()));
+        play_again.push(rejoin.play_again_ms.unwrap_or(f64::NAN));
+        detect.push(rejoin.detect_ms);
+    }
+    let p = skylark_loadgen::stats::percentiles(&play_again).expect("orphans");
+    let d = skylark_loadgen::stats::percentiles(&detect).expect("orphans");
+    println!(
+        "edge {cut_id} cut: {} viewers played again (frozen picture) p50 {:.0} ms p95 {:.0} ms max {:.0} ms; stall detected after p50 {:.0} ms",
+        play_again.len(),
+        p.p50,
+        p.p95,
+        p.max,
+        d.p50
+    );
+    assert!(
+        p.max <= 5000.0,
+        "every viewer of the cut edge plays again within 5 s: {play_again:?}"
+    );
+    let mut before = Vec::new();
+    for v in &viewers {
+        before.push(v.stats().await.frames());
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    for (i, v) in viewers.iter().enumerate() {
+        let s = v.stats().await;
+        assert_eq!(s.frames_bad_hash(), 0, "viewer {i}: payloads intact");
+        if !orphans.contains(&i) {
+            assert!(
+                s.rejoins.is_empty(),
+                "viewer {i} on {} kept its session: {:?}",
+                nodes[i],
+                s.rejoins
+            );
+        }
+        assert!(
+            s.frames() >= before[i] + 40,
+            "viewer {i} keeps playing: {} → {} frames in 2 s",
+            before[i],
+            s.frames()
+        );
+    }
+
+    // Cut off, the node's claims lapse: out of the registry, the room's tree and count.
+    eventually(
+        Duration::from_secs(15),
+        "the cut node's claims lapse",
+        || async {
+            let nodes = c
+                .bus
+                .nodes(skylark_bus::NodeKind::Sfu)
+                .await
+                .map_err(|e| e.to_string())?;
+            let room = placement::room(&c.bus, &r.room)
+                .await
+                .map_err(|e| e.to_string())?;
+            let stale = nodes.iter().any(|n| n.id == cut_id)
+                || room.relays.iter().any(|x| x.node == cut_id)
+                || room.viewers_by_node.iter().any(|(n, _)| *n == cut_id);
+            (!stale).then_some(()).ok_or(format!("{room:?}"))
+        },
+    )
+    .await;
+    assert_viewer_count(&c, &r.room, staying, "while the edge is cut").await;
+    Some(CutEdge {
+        c,
+        r,
+        viewers,
+        cut,
+        cut_id,
+        cut_at,
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn viewers_of_a_cut_edge_play_again_through_another_host() {
+    let Some(cut) = cut_the_deepest_edge().await else {
+        return;
+    };
+    drop(cut);
+}
+
+/// Ignored until two defects this test found are fixed (see the report in the commit):
+/// while the bus is unreachable the SFU's placement loop handles each core event behind
+/// 2 s bus timeouts, so a cut node's edge pull outlives its last viewer by minutes instead
+/// of `SKYLARK_SFU_EDGE_IDLE_S`; and signaling's cached gRPC channel to a node whose link
+/// was down stays stuck after the link is back (no HTTP/2 keepalive), so the first calls
+/// to it time out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "cut node's pull outlives its viewers while the bus is unreachable; signaling's channel to it stays stuck after the link is back"]
+async fn a_cut_edge_back_on_the_network_holds_no_stale_claims_and_serves_again() {
+    let Some(CutEdge {
+        c,
+        r,
+        viewers: _viewers,
+        cut,
+        cut_id,
+        cut_at,
+    }) = cut_the_deepest_edge().await
+    else {
+        return;
+    };
+    // The node, unable to reach its viewers, lets their sessions go and stops pulling
+    // (its own metrics, read from inside its namespace).
+    let metrics = format!("{}/metrics", c.sfus[cut].internal);
+    eventually(Duration::from_secs(60), "the cut node lets go", || async {
+        let m = c.lan.get_from(cut, &metrics).unwrap_or_default();
+        let gauge = |name: &str| {
+            m.lines()
+                .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
+                .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        };
+        let (subs, pulls) = (
+            gauge("skylark_sfu_subscribers"),
+            gauge("skylark_sfu_relays_in"),
+        );
+        (subs == Some(0.0) && pulls == Some(0.0))
+            .then_some(())
+            .ok_or(format!("subscribers {subs:?}, pulls {pulls:?}"))
+    })
+    .await;
+    println!(
+        "{cut_id}, cut off, dropped its unreachable viewers and its pull {:.1} s after the cut",
+        cut_at.elapsed().as_secs_f64()
+    );
+
+    // Back on the network: it registers again, holds nothing of the room it lost, and a
+    // new viewer placed on it plays.
+    c.lan.restore(cut);
+    eventually(
+        Duration::from_secs(15),
+        "the node back in the registry",
+        || async {
+            let nodes = c
+                .bus
+                .nodes(skylark_bus::NodeKind::Sfu)
+                .await
+                .map_err(|e| e.to_string())?;
+            nodes
+                .iter()
+                .any(|n| n.id == cut_id)
+                .then_some(())
+                .ok_or(format!("{nodes:?}"))
+        },
+    )
+    .await;
+    // Two renewals: anything it still claimed would be back by now.
+    tokio::time::sleep(placement::RENEW_EVERY * 2).await;
+    let room = placement::room(&c.bus, &r.room).await.unwrap();
+    assert_eq!(
+        room.origin.as_ref().and_then(|o| o.sfu_node()),
+        Some(r.origin.as_str()),
+        "the origin claim is the origin's: {room:?}"
+    );
+    assert!(
+        !room.relays.iter().any(|x| x.node == cut_id),
+        "no stale relay claim: {room:?}"
+    );
+    assert!(
+        !room.viewers_by_node.iter().any(|(n, _)| *n == cut_id),
+        "no stale viewer count: {room:?}"
+    );
+    // New viewers fill what is left on the others, then go to the node that came back.
+    let mut fresh = Vec::new();
+    let on_cut = loop {
+        let v = match r.engine.view(&r.whep, None).await {
+            Ok(v) => v,
+            Err(e) => {
+                let logs = c.signaling.logs();
+                let tail: Vec<&str> = logs.lines().rev().take(30).collect();
+                panic!("WHEP: {e}\n{}", tail.join("\n"));
+            }
+        };
+        if v.serving_node() == Some(cut_id.as_str()) {
+            break v;
+        }
+        fresh.push(v);
+        assert!(
+            fresh.len() <= 4,
+            "a new viewer placed on the node that came back"
+        );
+    };
+    let s = on_cut
+        .wait_playing(Duration::from_secs(10))
+        .await
+        .expect("a new viewer plays on the node that came back");
+    assert_eq!(s.frames_bad_hash, 0);
+    println!(
+        "{cut_id} back: a new viewer joined it in {:.0} ms",
+        s.join_ms.unwrap_or(f64::NAN)
+    );
+}
