@@ -606,3 +606,102 @@ async fn a_cut_edge_back_on_the_network_holds_no_stale_claims_and_serves_again()
         s.join_ms.unwrap_or(f64::NAN)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chromium_viewer_on_the_deepest_edge_decodes_and_rejoins_when_that_edge_dies() {
+    let Some(mut c) = cluster(&[]).await else {
+        return;
+    };
+    let r = live_room(&c).await;
+    // Load-generator viewers fill the origin (19) and the first edge (20): the next
+    // viewer goes to the deepest edge.
+    let mut viewers = Vec::new();
+    for i in 0..40 {
+        let v = r
+            .engine
+            .view(&r.whep, None)
+            .await
+            .unwrap_or_else(|e| panic!("viewer {i}: {e}"));
+        viewers.push(v);
+    }
+    let relays = placement::relays(&c.bus, &r.room).await.unwrap();
+    let deepest = relays
+        .iter()
+        .find(|x| x.depth == 2)
+        .unwrap_or_else(|| panic!("a second-level edge: {relays:?}"))
+        .node
+        .clone();
+    // Heartbeats carry the nodes' loads to placement.
+    tokio::time::sleep(placement::RENEW_EVERY + Duration::from_millis(500)).await;
+
+    let log = c.dir.as_ref().unwrap().path().join("chromium.log");
+    let url = format!("{}/watch/{}", c.signaling.base, r.room);
+    let Some(mut page) = common::browser::WatchPage::open(&url, &c.api_base, &log) else {
+        return;
+    };
+    let opened = tokio::time::Instant::now();
+    let whep = page
+        .until(Duration::from_secs(30), |l| l["type"] == "whep")
+        .await
+        .expect("the page POSTs its WHEP offer");
+    assert_eq!(whep["status"], 201, "{whep}");
+    assert_eq!(
+        whep["node"].as_str(),
+        Some(deepest.as_str()),
+        "Chromium placed on the deepest edge"
+    );
+    let decoding = |l: &serde_json::Value| {
+        l["type"] == "stats" && l["framesDecoded"].as_u64().unwrap_or(0) >= 30
+    };
+    page.until(Duration::from_secs(20), decoding)
+        .await
+        .unwrap_or_else(|| {
+            panic!(
+                "Chromium decodes frames two hops from the origin: {}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            )
+        });
+    println!(
+        "Chromium on {deepest} (hop 2): 30 frames decoded {:.1} s after the page opened",
+        opened.elapsed().as_secs_f64()
+    );
+
+    // Room for it elsewhere, then its edge dies without a word.
+    for _ in 0..3 {
+        let i = viewers
+            .iter()
+            .position(|v| v.serving_node() != Some(deepest.as_str()))
+            .unwrap();
+        let _ = viewers.remove(i).close().await;
+    }
+    tokio::time::sleep(placement::RENEW_EVERY + Duration::from_millis(500)).await;
+    let index: usize = deepest.trim_start_matches("sfu-").parse().unwrap();
+    c.sfus[index].child.kill().unwrap();
+    let killed = tokio::time::Instant::now();
+    let mut rejoined_to = None;
+    let mut reconnect_at = None;
+    page.until(Duration::from_secs(30), |l| {
+        if l["type"] == "event" && l["name"] == "reconnect" && reconnect_at.is_none() {
+            reconnect_at = Some(killed.elapsed());
+        }
+        if l["type"] == "whep" && l["status"] == 201 {
+            rejoined_to = l["node"].as_str().map(str::to_string);
+        }
+        rejoined_to.is_some() && decoding(l) && l["status"] == "playing"
+    })
+    .await
+    .unwrap_or_else(|| {
+        panic!(
+            "the watch page plays again after its edge died: {}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        )
+    });
+    let back = killed.elapsed();
+    assert_ne!(rejoined_to.as_deref(), Some(deepest.as_str()));
+    println!(
+        "Chromium: edge {deepest} killed; the player noticed the stall after {:.1} s and decoded 30 frames on {} after {:.1} s",
+        reconnect_at.map_or(f64::NAN, |d| d.as_secs_f64()),
+        rejoined_to.as_deref().unwrap_or("?"),
+        back.as_secs_f64()
+    );
+}
