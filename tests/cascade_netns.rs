@@ -400,6 +400,7 @@ async fn cut_the_deepest_edge() -> Option<CutEdge> {
     let cut_at = tokio::time::Instant::now();
     let mut play_again = Vec::new();
     let mut detect = Vec::new();
+    let mut by_hop: BTreeMap<u32, Vec<f64>> = BTreeMap::new();
     for &i in &orphans {
         let v = &viewers[i];
         let deadline = cut_at + Duration::from_secs(20);
@@ -418,6 +419,24 @@ async fn cut_the_deepest_edge() -> Option<CutEdge> {
         assert_ne!(rejoin.to_node.as_deref(), Some(cut_id.as_str()));
         play_again.push(rejoin.play_again_ms.unwrap_or(f64::NAN));
         detect.push(rejoin.detect_ms);
+        let hop = match rejoin.to_node.as_deref() {
+            Some(n) if n == r.origin => 0,
+            Some(n) => relays.iter().find(|x| x.node == n).map_or(99, |x| x.depth),
+            None => 99,
+        };
+        by_hop
+            .entry(hop)
+            .or_default()
+            .push(rejoin.play_again_ms.unwrap_or(f64::NAN));
+    }
+    for (hop, ms) in &by_hop {
+        let p = skylark_loadgen::stats::percentiles(ms).expect("samples");
+        println!(
+            "  rejoined at hop {hop}: {} viewers, frozen p50 {:.0} ms p95 {:.0} ms",
+            ms.len(),
+            p.p50,
+            p.p95
+        );
     }
     let p = skylark_loadgen::stats::percentiles(&play_again).expect("orphans");
     let d = skylark_loadgen::stats::percentiles(&detect).expect("orphans");
@@ -678,11 +697,20 @@ async fn a_chromium_viewer_on_the_deepest_edge_decodes_and_rejoins_when_that_edg
     let index: usize = deepest.trim_start_matches("sfu-").parse().unwrap();
     c.sfus[index].child.kill().unwrap();
     let killed = tokio::time::Instant::now();
+    let killed_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as f64;
     let mut rejoined_to = None;
-    let mut reconnect_at = None;
+    let (mut reconnect_at, mut first_frame_at) = (None, None);
     page.until(Duration::from_secs(30), |l| {
+        // The page's own clock (epoch ms) of its events: this machine's.
+        let at = || l["t"].as_f64().map(|t| (t - killed_ms) / 1000.0);
         if l["type"] == "event" && l["name"] == "reconnect" && reconnect_at.is_none() {
-            reconnect_at = Some(killed.elapsed());
+            reconnect_at = at();
+        }
+        if l["type"] == "event" && l["name"] == "firstFrame" && reconnect_at.is_some() {
+            first_frame_at = first_frame_at.or(at());
         }
         if l["type"] == "whep" && l["status"] == 201 {
             rejoined_to = l["node"].as_str().map(str::to_string);
@@ -699,9 +727,15 @@ async fn a_chromium_viewer_on_the_deepest_edge_decodes_and_rejoins_when_that_edg
     let back = killed.elapsed();
     assert_ne!(rejoined_to.as_deref(), Some(deepest.as_str()));
     println!(
-        "Chromium: edge {deepest} killed; the player noticed the stall after {:.1} s and decoded 30 frames on {} after {:.1} s",
-        reconnect_at.map_or(f64::NAN, |d| d.as_secs_f64()),
+        "Chromium: edge {deepest} killed; the player rejoined after {:.1} s, showed a frame from {} after {:.1} s, 30 frames after {:.1} s",
+        reconnect_at.unwrap_or(f64::NAN),
         rejoined_to.as_deref().unwrap_or("?"),
+        first_frame_at.unwrap_or(f64::NAN),
         back.as_secs_f64()
+    );
+    let first_frame_at = first_frame_at.expect("a first frame after the rejoin");
+    assert!(
+        first_frame_at <= 5.0,
+        "the player shows a picture again within 5 s of its edge dying: {first_frame_at:.1} s"
     );
 }
