@@ -267,6 +267,26 @@ async fn fifty_viewers_over_three_hosts_in_a_two_level_tree() {
         );
     }
     assert_viewer_count(&c, &r.room, VIEWERS, &format!("by node {spread:?}")).await;
+
+    // Each edge reports its hop depth (no room ids in labels).
+    for relay in &relays {
+        let i: usize = relay.node.trim_start_matches("sfu-").parse().unwrap();
+        let line = format!("skylark_sfu_rooms_pulled{{depth=\"{}\"}} 1", relay.depth);
+        let sfu = &c.sfus[i];
+        eventually(Duration::from_secs(5), &line, || async {
+            let m = reqwest::get(format!("{}/metrics", sfu.internal))
+                .await
+                .map_err(|e| e.to_string())?
+                .text()
+                .await
+                .map_err(|e| e.to_string())?;
+            m.lines()
+                .any(|l| l == line)
+                .then_some(())
+                .ok_or_else(|| format!("{} metrics", relay.node))
+        })
+        .await;
+    }
 }
 
 /// Polls until `v` has received more than `above` frames, or `within` passes.
