@@ -388,7 +388,7 @@ async fn cut_the_deepest_edge() -> Option<CutEdge> {
         .collect();
     leaving.reverse();
     for i in &leaving {
-        viewers.remove(*i).close().await;
+        let _ = viewers.remove(*i).close().await;
         nodes.remove(*i);
     }
     let staying = VIEWERS - leaving.len();

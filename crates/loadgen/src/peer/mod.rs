@@ -13,7 +13,7 @@ mod session;
 
 pub use engine::{rtc_config, Engine, EngineConfig, Publisher, Viewer};
 pub use http::MAX_SDP_BYTES;
-pub use rejoin::{Rejoin, RejoinPolicy, RejoinReason, RejoinStats, RejoiningViewer};
+pub use rejoin::{Rejoin, RejoinPolicy, RejoinReason, RejoinReport, RejoinStats, RejoiningViewer};
 /// The URL type of session resources (`Location`).
 pub use reqwest::Url;
 pub use session::{CounterSnapshot, LayerStats, LiveCounters, PublisherStats, ViewerStats};

@@ -12,6 +12,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use super::{Engine, Viewer, ViewerStats};
+use crate::stats::{percentiles, Percentiles};
 use crate::{Error, FailureCause};
 
 /// When a [`RejoiningViewer`] gives up on its session.
@@ -106,6 +107,57 @@ impl RejoinStats {
     }
 }
 
+/// The rejoins of a run's viewers, for its report.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct RejoinReport {
+    /// Viewers that rejoined at least once.
+    pub viewers_rejoined: u64,
+    /// Rejoins over all viewers.
+    pub rejoins: u64,
+    /// Rejoins by reason (`stalled`, `join_timeout`, or the failure cause).
+    pub by_reason: std::collections::BTreeMap<String, u64>,
+    /// Last frame → the rejoin decision, ms.
+    pub detect_ms: Option<Percentiles>,
+    /// Last frame before an outage → first keyframe after it: how long the picture
+    /// stayed frozen, ms (outages that ended).
+    pub play_again_ms: Option<Percentiles>,
+    /// Outages not over when the run ended.
+    pub still_down: u64,
+    /// Viewers that ran out of rejoins.
+    pub gave_up: u64,
+}
+
+impl RejoinReport {
+    /// Sums the rejoins of `viewers`.
+    pub fn new<'a>(viewers: impl IntoIterator<Item = &'a RejoinStats>) -> RejoinReport {
+        let mut r = RejoinReport::default();
+        let (mut detect, mut frozen) = (Vec::new(), Vec::new());
+        for v in viewers {
+            r.viewers_rejoined += u64::from(!v.rejoins.is_empty());
+            r.gave_up += u64::from(v.gave_up);
+            for j in &v.rejoins {
+                r.rejoins += 1;
+                let reason = match j.reason {
+                    RejoinReason::Stalled => "stalled".to_string(),
+                    RejoinReason::JoinTimeout => "join_timeout".to_string(),
+                    RejoinReason::Failed(cause) => cause.to_string(),
+                };
+                *r.by_reason.entry(reason).or_default() += 1;
+                detect.push(j.detect_ms);
+            }
+            // One outage may take several rejoins: the last one's figure covers it.
+            match v.rejoins.last().map(|j| j.play_again_ms) {
+                Some(Some(ms)) => frozen.push(ms),
+                Some(None) => r.still_down += 1,
+                None => {}
+            }
+        }
+        r.detect_ms = percentiles(&detect);
+        r.play_again_ms = percentiles(&frozen);
+        r
+    }
+}
+
 struct State {
     viewer: Option<Viewer>,
     node: Option<String>,
@@ -192,17 +244,19 @@ impl RejoiningViewer {
         out
     }
 
-    /// Stops rejoining, closes the current session (with its `DELETE`) and returns the
-    /// final snapshot.
-    pub async fn close(self) -> RejoinStats {
+    /// Stops rejoining, closes the current session and sends its `DELETE`; returns the
+    /// final snapshot and the `DELETE` result.
+    pub async fn close(self) -> (RejoinStats, Result<(), Error>) {
         self.cancel.cancel();
         let mut st = self.state.lock().await;
         let mut out = st.stats.clone();
+        let mut deleted = Ok(());
         if let Some(v) = st.viewer.take() {
-            let (last, _) = v.close().await;
+            let (last, d) = v.close().await;
             out.current = last;
+            deleted = d;
         }
-        out
+        (out, deleted)
     }
 }
 
@@ -325,6 +379,36 @@ mod tests {
             since_last_frame_ms: Some(idle_ms),
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn the_report_counts_rejoins_and_frozen_time() {
+        let rejoin = |reason, play_again_ms| Rejoin {
+            reason,
+            from_node: Some("sfu-2".into()),
+            to_node: Some("sfu-0".into()),
+            attempts: 1,
+            detect_ms: 1000.0,
+            play_again_ms,
+        };
+        let back = RejoinStats {
+            rejoins: vec![rejoin(RejoinReason::Stalled, Some(1500.0))],
+            ..Default::default()
+        };
+        let down = RejoinStats {
+            rejoins: vec![
+                rejoin(RejoinReason::Stalled, None),
+                rejoin(RejoinReason::Failed(FailureCause::IceTimeout), None),
+            ],
+            gave_up: true,
+            ..Default::default()
+        };
+        let r = RejoinReport::new([&back, &down, &RejoinStats::default()]);
+        assert_eq!((r.viewers_rejoined, r.rejoins), (2, 3));
+        assert_eq!(r.by_reason["stalled"], 2);
+        assert_eq!(r.by_reason["ice_timeout"], 1);
+        assert_eq!(r.play_again_ms.map(|p| p.max), Some(1500.0));
+        assert_eq!((r.still_down, r.gave_up), (1, 1));
     }
 
     #[test]
