@@ -42,6 +42,14 @@ impl Drop for Cluster {
 /// api + signaling + Redis beside the bridge, and `sfu-0`… one per namespace, each taking
 /// 20 sessions and feeding one relay link, so 50 viewers need a two-level tree.
 async fn cluster(extra: &[(&str, String)]) -> Option<Cluster> {
+    cluster_sized(extra, |_| (20, 1)).await
+}
+
+/// Like [`cluster`], node `i` taking `size(i)` = (sessions, relay links).
+async fn cluster_sized(
+    extra: &[(&str, String)],
+    size: impl Fn(usize) -> (u32, u32),
+) -> Option<Cluster> {
     let lan = Lan::create(NODES)?;
     let dir = tempfile::tempdir().unwrap();
     let redis = OwnRedis::start(&lan.gateway);
@@ -69,8 +77,8 @@ async fn cluster(extra: &[(&str, String)]) -> Option<Cluster> {
             target: Some("sfu"),
             env: shared(&[
                 ("SKYLARK_NODE_ID", format!("sfu-{i}")),
-                ("SKYLARK_SFU_MAX_SESSIONS", "20".into()),
-                ("SKYLARK_SFU_MAX_RELAYS", "1".into()),
+                ("SKYLARK_SFU_MAX_SESSIONS", size(i).0.to_string()),
+                ("SKYLARK_SFU_MAX_RELAYS", size(i).1.to_string()),
             ]),
             dir: Some(dir.path().join(format!("sfu-{i}"))),
         };
@@ -140,6 +148,10 @@ struct LiveRoom {
 }
 
 async fn live_room(c: &Cluster) -> LiveRoom {
+    live_room_with(c, skylark_loadgen::source::VideoConfig::default()).await
+}
+
+async fn live_room_with(c: &Cluster, video: skylark_loadgen::source::VideoConfig) -> LiveRoom {
     let (_, room, key) = creator_with_room(&c.api_base, "public").await;
     let engine = skylark_loadgen::Engine::start(
         skylark_loadgen::EngineConfig {
@@ -150,11 +162,7 @@ async fn live_room(c: &Cluster) -> LiveRoom {
     )
     .unwrap();
     let publisher = engine
-        .publish(
-            &format!("{}/whip/{room}", c.signaling.base),
-            &key,
-            skylark_loadgen::source::VideoConfig::default(),
-        )
+        .publish(&format!("{}/whip/{room}", c.signaling.base), &key, video)
         .await
         .expect("WHIP");
     publisher
@@ -757,4 +765,168 @@ async fn a_chromium_viewer_on_the_deepest_edge_decodes_and_rejoins_when_that_edg
         first_frame_at <= 5.0,
         "the player shows a picture again within 5 s of its edge dying: {first_frame_at:.1} s"
     );
+}
+
+/// CPU seconds (user + system) the process `pid` has used.
+fn cpu_secs(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // Fields after the command name (which may hold spaces) start after its ')'.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .unwrap()
+        .1
+        .split_whitespace()
+        .collect();
+    let ticks: f64 = fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap();
+    // USER_HZ is 100 on Linux.
+    ticks / 100.0
+}
+
+/// Bytes host `i` has sent on its link (its whole egress: media and relay gRPC).
+fn tx_bytes(lan: &Lan, i: usize) -> u64 {
+    let out = std::process::Command::new("ip")
+        .args(["netns", "exec", &lan.hosts[i].ns, "cat", "/proc/net/dev"])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| !l.trim_start().starts_with("lo:"))
+        .filter_map(|l| l.split_once(':'))
+        .map(|(_, v)| {
+            v.split_whitespace()
+                .nth(8)
+                .and_then(|b| b.parse::<u64>().ok())
+                .unwrap_or(0)
+        })
+        .sum()
+}
+
+/// Every node's CPU (% of one core) and egress (Mbit/s) over `secs`.
+async fn node_figures(c: &Cluster, secs: u64) -> Vec<(f64, f64)> {
+    let before: Vec<(f64, u64)> = (0..NODES)
+        .map(|i| (cpu_secs(c.sfus[i].child.id()), tx_bytes(&c.lan, i)))
+        .collect();
+    tokio::time::sleep(Duration::from_secs(secs)).await;
+    (0..NODES)
+        .map(|i| {
+            let cpu = cpu_secs(c.sfus[i].child.id()) - before[i].0;
+            let tx = tx_bytes(&c.lan, i) - before[i].1;
+            (
+                cpu * 100.0 / secs as f64,
+                tx as f64 * 8.0 / secs as f64 / 1e6,
+            )
+        })
+        .collect()
+}
+
+/// Benchmark for docs/benchmarks.md: the origin's CPU and egress with no viewer, then
+/// with 300 viewers all on two edges (the origin keeps its sessions for the publisher):
+/// what a cascade saves the origin. Figures, not assertions.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "benchmark: run by hand (docs/benchmarks.md)"]
+async fn bench_origin_cpu_and_egress_with_0_and_300_viewers_on_edges() {
+    const EDGE_VIEWERS: usize = 300;
+    // sfu-0 (the lowest id: the publisher's pick among empty nodes) takes only the
+    // publisher; the edges take 155 sessions each.
+    let Some(c) = cluster_sized(&[], |i| if i == 0 { (2, 2) } else { (155, 2) }).await else {
+        return;
+    };
+    // A light stream: the load generator's 300 viewers (debug build, one process beside
+    // the three nodes on 2 cores) must keep up; the origin's figure does not depend on it.
+    let video = skylark_loadgen::source::VideoConfig {
+        bitrate_kbps: 200,
+        ..Default::default()
+    };
+    let r = live_room_with(&c, video).await;
+    assert_eq!(r.origin, "sfu-0");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let idle = node_figures(&c, 10).await;
+
+    let engines: Vec<skylark_loadgen::Engine> = (0..2)
+        .map(|_| {
+            skylark_loadgen::Engine::start(
+                skylark_loadgen::EngineConfig {
+                    local_ip: c.lan.gateway.parse().unwrap(),
+                    ..Default::default()
+                },
+                tokio_util::sync::CancellationToken::new(),
+            )
+            .unwrap()
+        })
+        .collect();
+    // In batches, each playing before the next joins: 300 handshakes at once starve
+    // this 2-core machine (debug build), and the figure wanted is the steady state.
+    let mut viewers = Vec::new();
+    let mut refused = 0;
+    let joining = tokio::time::Instant::now();
+    for _ in 0..EDGE_VIEWERS / 25 {
+        let mut new = Vec::new();
+        for i in 0..25 {
+            match engines[i % 2].view(&r.whep, None).await {
+                Ok(v) => new.push(v),
+                Err(_) => refused += 1,
+            }
+        }
+        for v in &new {
+            let _ = v.wait_playing(Duration::from_secs(20)).await;
+        }
+        viewers.extend(new);
+    }
+    println!(
+        "{EDGE_VIEWERS} viewers: {} joins accepted, {refused} refused, in {:.0} s",
+        viewers.len(),
+        joining.elapsed().as_secs_f64()
+    );
+    let spread = by_node(viewers.iter().map(|v| v.serving_node()));
+    assert!(
+        !spread.contains_key("sfu-0"),
+        "no viewer on the origin: {spread:?}"
+    );
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let loaded = node_figures(&c, 10).await;
+    let mut playing = 0;
+    let mut loss = (0u64, 0u64);
+    let mut failed: BTreeMap<String, usize> = BTreeMap::new();
+    let mut playing_on: BTreeMap<String, usize> = BTreeMap::new();
+    for v in &viewers {
+        let s = v.stats().await.unwrap();
+        if let Some(f) = s.failure {
+            *failed.entry(f.to_string()).or_default() += 1;
+        }
+        if s.join_ms.is_some() && s.connected {
+            *playing_on
+                .entry(v.serving_node().unwrap_or("?").to_string())
+                .or_default() += 1;
+        }
+        playing += usize::from(s.join_ms.is_some() && s.connected);
+        loss.0 += s.frames_missing;
+        loss.1 += s.frames_expected;
+    }
+    println!(
+        "viewers {EDGE_VIEWERS} by node {spread:?}: {playing} playing ({playing_on:?}), failed {failed:?}, {:.2} % frames missing",
+        loss.0 as f64 * 100.0 / loss.1.max(1) as f64
+    );
+    let relay_out = |m: &str| {
+        m.lines()
+            .find(|l| l.starts_with("skylark_sfu_relay_bytes_total{") && l.contains("\"out\""))
+            .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    let before = relay_out(&c.sfus[0].metrics().await);
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let after = relay_out(&c.sfus[0].metrics().await);
+    println!(
+        "origin relay payload out: {:.2} Mbit/s over its relay links",
+        (after - before) * 8.0 / 5.0 / 1e6
+    );
+    for (i, (a, b)) in idle.iter().zip(&loaded).enumerate() {
+        println!(
+            "sfu-{i}{}: CPU {:.1} % → {:.1} % of a core, egress {:.2} → {:.2} Mbit/s (0 → {EDGE_VIEWERS} viewers on edges)",
+            if i == 0 { " (origin)" } else { " (edge)" },
+            a.0,
+            b.0,
+            a.1,
+            b.1
+        );
+    }
 }
