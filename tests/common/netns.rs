@@ -187,8 +187,13 @@ impl Lan {
 
 impl Drop for Lan {
     fn drop(&mut self) {
-        // Deleting a namespace deletes its veth pair with it.
+        // The links go first: a namespace lives on after `netns del` while its TCP
+        // sockets still retransmit into a cut link, and its veth pair with it.
         for h in &self.hosts {
+            let _ = Command::new("ip")
+                .args(["link", "del", &h.link])
+                .stderr(Stdio::null())
+                .status();
             let _ = Command::new("ip").args(["netns", "del", &h.ns]).status();
         }
         let _ = Command::new("ip")
