@@ -83,6 +83,11 @@ pub struct LoadtestArgs {
     /// layer the server forwards it; the report says which layer viewers got.
     #[arg(long)]
     pub simulcast: bool,
+    /// Viewers rejoin through signaling when their picture stays frozen this long (or
+    /// their session fails), as the web player does; the report counts the rejoins and
+    /// how long pictures stayed frozen. Without it a failed viewer stays failed.
+    #[arg(long, value_name = "MS", value_parser = clap::value_parser!(u64).range(100..=60_000))]
+    pub rejoin_after_ms: Option<u64>,
     /// Bearer token for the viewers of a private room (`POST /rooms/{id}/viewer-tokens`).
     #[arg(long, env = "SKYLARK_VIEWER_TOKEN", hide_env_values = true)]
     pub viewer_token: Option<String>,
@@ -445,6 +450,12 @@ fn run_config(args: &LoadtestArgs, plan: Plan) -> RunConfig {
             connect_timeout: args.tuning.connect_timeout,
             ..Default::default()
         },
+        rejoin: args
+            .rejoin_after_ms
+            .map(|ms| skylark_loadgen::peer::RejoinPolicy {
+                stall_after: Duration::from_millis(ms),
+                ..Default::default()
+            }),
     }
 }
 

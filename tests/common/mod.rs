@@ -9,6 +9,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 use tokio_tungstenite::tungstenite::Message;
 
+pub mod browser;
+pub mod netns;
 mod ports;
 pub use ports::{free_port, unique_id};
 

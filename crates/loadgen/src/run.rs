@@ -32,7 +32,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use crate::peer::EngineConfig;
+use crate::peer::{EngineConfig, RejoinPolicy};
 use crate::progress::Progress;
 use crate::report::SwarmReport;
 use crate::source::VideoConfig;
@@ -76,6 +76,8 @@ pub struct RunConfig {
     pub max_concurrent_joins: usize,
     /// Peer behaviour: local IP, timeouts.
     pub engine: EngineConfig,
+    /// Viewers rejoin when their picture freezes or their session fails; `None`: never.
+    pub rejoin: Option<RejoinPolicy>,
 }
 
 impl Default for RunConfig {
@@ -91,6 +93,7 @@ impl Default for RunConfig {
             workers: 1,
             max_concurrent_joins: 64,
             engine: EngineConfig::default(),
+            rejoin: None,
         }
     }
 }
@@ -139,6 +142,7 @@ impl RunConfig {
             workers: (self.workers / rooms).max(1),
             max_concurrent_joins: (self.max_concurrent_joins / rooms).max(1),
             engine: self.engine,
+            rejoin: self.rejoin,
         }
     }
 }

@@ -11,7 +11,10 @@ use tokio::sync::{watch, Semaphore};
 use tokio::task::{JoinHandle, JoinSet};
 use tokio_util::sync::CancellationToken;
 
-use crate::peer::{Engine, EngineConfig, LiveCounters, Viewer, ViewerStats};
+use crate::peer::{
+    Engine, EngineConfig, LiveCounters, RejoinPolicy, RejoinReport, RejoiningViewer, Viewer,
+    ViewerStats,
+};
 use crate::progress::Progress;
 use crate::report::{RunEnd, SwarmReport};
 use crate::source::VideoConfig;
@@ -57,6 +60,9 @@ pub struct SwarmConfig {
     pub max_concurrent_joins: usize,
     /// Peer behaviour: local IP, timeouts.
     pub engine: EngineConfig,
+    /// Viewers rejoin through signaling when their picture freezes or their session
+    /// fails, like the web player; `None`: a failed viewer stays failed.
+    pub rejoin: Option<RejoinPolicy>,
 }
 
 impl Default for SwarmConfig {
@@ -71,6 +77,7 @@ impl Default for SwarmConfig {
             workers: 1,
             max_concurrent_joins: 64,
             engine: EngineConfig::default(),
+            rejoin: None,
         }
     }
 }
@@ -133,8 +140,36 @@ impl Swarm {
 
 /// A viewer that joined, and when.
 struct Joined {
-    viewer: Viewer,
+    viewer: Watching,
     at: Instant,
+}
+
+enum Watching {
+    Once(Viewer),
+    Rejoining(RejoiningViewer),
+}
+
+impl Watching {
+    /// Final stats (of the last session, for a rejoining viewer), its rejoins, and the
+    /// `DELETE` result.
+    async fn close(
+        self,
+    ) -> (
+        Option<ViewerStats>,
+        Option<crate::peer::RejoinStats>,
+        Result<(), Error>,
+    ) {
+        match self {
+            Watching::Once(v) => {
+                let (stats, deleted) = v.close().await;
+                (stats, None, deleted)
+            }
+            Watching::Rejoining(v) => {
+                let (mut rs, deleted) = v.close().await;
+                (rs.current.take(), Some(rs), deleted)
+            }
+        }
+    }
 }
 
 /// Outcomes of the join tasks.
@@ -237,12 +272,20 @@ async fn drive(
         let gate = gate.clone();
         let url = config.whep_url.clone();
         let token = config.whep_token.clone();
+        let rejoin = config.rejoin;
         joins.spawn(async move {
             let _permit = gate
                 .acquire_owned()
                 .await
                 .map_err(|_| Error::EngineStopped)?;
-            let viewer = engine.view(&url, token.as_deref()).await?;
+            let viewer = match rejoin {
+                Some(policy) => Watching::Rejoining(
+                    engine
+                        .view_rejoining(&url, token.as_deref(), policy)
+                        .await?,
+                ),
+                None => Watching::Once(engine.view(&url, token.as_deref()).await?),
+            };
             Ok(Joined {
                 viewer,
                 at: Instant::now(),
@@ -272,15 +315,24 @@ async fn drive(
     ));
 
     // Close every viewer: final stats, then DELETE.
-    let closed: Vec<(Instant, Option<ViewerStats>, Result<(), Error>)> = stream::iter(tally.joined)
+    type Closed = (
+        Instant,
+        Option<ViewerStats>,
+        Option<crate::peer::RejoinStats>,
+        Result<(), Error>,
+    );
+    let closed: Vec<Closed> = stream::iter(tally.joined)
         .map(|j| async move {
-            let (stats, deleted) = j.viewer.close().await;
-            (j.at, stats, deleted)
+            let (stats, rejoins, deleted) = j.viewer.close().await;
+            (j.at, stats, rejoins, deleted)
         })
         .buffer_unordered(CLOSE_CONCURRENCY)
         .collect()
         .await;
-    let mut delete_failures = closed.iter().filter(|c| c.2.is_err()).count() as u64;
+    let mut delete_failures = closed.iter().filter(|c| c.3.is_err()).count() as u64;
+    let rejoins = config
+        .rejoin
+        .map(|_| RejoinReport::new(closed.iter().filter_map(|c| c.2.as_ref())));
     let publisher = match publisher {
         Some(p) => {
             let (stats, deleted) = p.stop().await;
@@ -291,8 +343,8 @@ async fn drive(
     };
 
     let stats: Vec<(Instant, Option<ViewerStats>)> =
-        closed.into_iter().map(|(at, s, _)| (at, s)).collect();
-    Ok(SwarmReport::new(
+        closed.into_iter().map(|(at, s, _, _)| (at, s)).collect();
+    let mut report = SwarmReport::new(
         RunEnd {
             requested,
             failures: tally.failures,
@@ -304,7 +356,9 @@ async fn drive(
             simulcast: config.publish.as_ref().is_some_and(|p| p.simulcast),
         },
         stats,
-    ))
+    );
+    report.rejoins = rejoins;
+    Ok(report)
 }
 
 async fn report_progress(

@@ -572,3 +572,41 @@ async fn simulcast_layers_through_a_reflector() {
     );
     engine.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_viewer_whose_session_vanishes_rejoins_and_the_report_counts_it() {
+    let server = Reflector::start().await;
+    let config = SwarmConfig {
+        publish: Some(PublishConfig {
+            whip_url: server.url("/whip"),
+            stream_key: STREAM_KEY.into(),
+            video: VideoConfig::default(),
+            simulcast: false,
+        }),
+        whep_url: server.url("/whep/room1"),
+        viewers: 3,
+        ramp_per_sec: 0.0,
+        duration: Duration::from_secs(5),
+        rejoin: Some(skylark_loadgen::peer::RejoinPolicy {
+            stall_after: Duration::from_millis(500),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let swarm = Swarm::start(config, CancellationToken::new());
+    // The server forgets one viewer's session (ids: the publisher is 1), as a dead node
+    // would: its media stops without a word.
+    tokio::time::sleep(Duration::from_millis(2000)).await;
+    let _ = server.tx.send(Cmd::Remove(2));
+    let report = swarm.wait().await.expect("the run completes");
+    let rejoins = report.rejoins.as_ref().expect("a rejoin report");
+    assert_eq!(rejoins.viewers_rejoined, 1, "{rejoins:?}");
+    assert_eq!(rejoins.rejoins, 1, "{rejoins:?}");
+    assert_eq!(rejoins.by_reason.get("stalled"), Some(&1), "{rejoins:?}");
+    let frozen = rejoins.play_again_ms.expect("it played again");
+    assert!(frozen.max < 5000.0, "{frozen:?}");
+    assert_eq!((rejoins.still_down, rejoins.gave_up), (0, 0));
+    assert_eq!(report.viewers.playing, 3, "{report:?}");
+    assert_eq!(report.frames_bad_hash, 0);
+    println!("rejoined: picture frozen {:.0} ms", frozen.max);
+}

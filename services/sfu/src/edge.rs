@@ -25,6 +25,9 @@ const BACKOFF_MAX: Duration = Duration::from_secs(2);
 const KEYFRAME_QUEUE: usize = 64;
 /// Largest relayed frame accepted (as for pushed frames: a 4K keyframe fits).
 const MAX_FRAME: usize = 4 * 1024 * 1024;
+/// Label values of `skylark_sfu_rooms_pulled{depth}`: deeper pulls share the last, so the
+/// series stay few whatever the tree.
+const DEPTH_LABELS: [&str; 4] = ["1", "2", "3", "4+"];
 
 /// The node's edge pulls, by room.
 #[derive(Clone)]
@@ -86,8 +89,11 @@ impl Edges {
         self.lock().contains_key(room)
     }
 
+    /// The rooms pulled now; also refreshes `skylark_sfu_rooms_pulled{depth}` (this is
+    /// read on every renewal of the node's relay records).
     pub fn pulled(&self) -> Vec<PulledRoom> {
-        self.lock()
+        let pulled: Vec<PulledRoom> = self
+            .lock()
             .iter()
             .map(|(room, p)| {
                 let st = p.state();
@@ -97,7 +103,9 @@ impl Edges {
                     depth: st.upstream.depth,
                 }
             })
-            .collect()
+            .collect();
+        record_depths(&pulled);
+        pulled
     }
 
     /// Rooms whose pull has no working link (retrying, or the parent's room ended),
@@ -465,6 +473,19 @@ impl Feed {
                 }
             }
         }
+    }
+}
+
+/// Rooms this node pulls by its hop depth from their origin (1: pulls from the origin),
+/// without room ids as labels. Every label is set, so a depth that emptied reads 0.
+fn record_depths(pulled: &[PulledRoom]) {
+    let mut counts = [0u32; DEPTH_LABELS.len()];
+    for p in pulled {
+        let i = (p.depth.max(1) as usize - 1).min(DEPTH_LABELS.len() - 1);
+        counts[i] += 1;
+    }
+    for (label, n) in DEPTH_LABELS.iter().zip(counts) {
+        metrics::gauge!("skylark_sfu_rooms_pulled", "depth" => *label).set(f64::from(n));
     }
 }
 

@@ -14,14 +14,24 @@ import { $, formatMs, say, viewersText } from './ui.js';
 
 /** No decoded frame this long after the WHEP answer → HLS. */
 const FIRST_FRAME_TIMEOUT_MS = 6000;
-/** Frames stopped this long while the room is live → reconnect. */
-const STALL_MS = 5000;
+/**
+ * Frames stopped this long while the room is live → reconnect through signaling, which
+ * places the viewer on a node that is alive. Shorter than ICE's own failure detection
+ * (Chromium: ~5 s to "disconnected", ~30 s to "failed"), so a dead or cut-off SFU costs a
+ * viewer about 3 s of frozen picture instead of 7 or more.
+ */
+const STALL_MS = 2000;
 const HLS_STALL_MS = 12_000;
 /** HLS sessions ending without a frame, in a row, before the next transport (FLV) is tried. */
 const HLS_TRIES_BEFORE_NEXT = 2;
 const POLL_WAITING_MS = 3000;
 const POLL_PLAYING_MS = 5000;
 const WATCHDOG_MS = 1000;
+/** The WebRTC watchdog looks more often: a stall is measured against STALL_MS. */
+const WEBRTC_WATCHDOG_MS = 250;
+/** Wait before the first reconnect in the window; later ones wait RECONNECT_BACKOFF_MS. */
+const RECONNECT_FIRST_MS = 100;
+const RECONNECT_BACKOFF_MS = 1000;
 /** WebRTC reconnects within this window before giving up on WebRTC for HLS. */
 const RECONNECT_WINDOW_MS = 60_000;
 const MAX_RECONNECTS = 3;
@@ -467,7 +477,7 @@ async function startWebRtc() {
   s.firstFrameTimer = setTimeout(() => {
     if (current === s && !s.gotFrame) fallbackToHls(`no video arrived over WebRTC within ${FIRST_FRAME_TIMEOUT_MS / 1000} s`);
   }, FIRST_FRAME_TIMEOUT_MS);
-  s.watchdog = setInterval(() => webrtcWatchdog(s), WATCHDOG_MS);
+  s.watchdog = setInterval(() => webrtcWatchdog(s), WEBRTC_WATCHDOG_MS);
 }
 
 async function webrtcWatchdog(s) {
@@ -516,7 +526,7 @@ function reconnect(why) {
   setStatus('stalled');
   setTimeout(() => {
     if (!current && state.status !== 'error') start();
-  }, 1000);
+  }, reconnectTimes.length > 1 ? RECONNECT_BACKOFF_MS : RECONNECT_FIRST_MS);
 }
 
 function fallbackToHls(reason) {
@@ -830,7 +840,7 @@ async function answerP2p(msg) {
   const answer = await pc.createAnswer();
   await pc.setLocalDescription(answer);
   ws?.send(JSON.stringify({ type: 'answer', sdp: pc.localDescription.sdp, to: msg.from }));
-  s.watchdog = setInterval(() => webrtcWatchdog(s), WATCHDOG_MS);
+  s.watchdog = setInterval(() => webrtcWatchdog(s), WEBRTC_WATCHDOG_MS);
 }
 
 // --- start --------------------------------------------------------------------------

@@ -8,10 +8,12 @@
 
 mod engine;
 mod http;
+mod rejoin;
 mod session;
 
 pub use engine::{rtc_config, Engine, EngineConfig, Publisher, Viewer};
 pub use http::MAX_SDP_BYTES;
+pub use rejoin::{Rejoin, RejoinPolicy, RejoinReason, RejoinReport, RejoinStats, RejoiningViewer};
 /// The URL type of session resources (`Location`).
 pub use reqwest::Url;
 pub use session::{CounterSnapshot, LayerStats, LiveCounters, PublisherStats, ViewerStats};

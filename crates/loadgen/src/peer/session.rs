@@ -155,6 +155,9 @@ pub struct ViewerStats {
     pub keyframe_requests: u64,
     /// Seconds from the first media received to the snapshot.
     pub media_secs: f64,
+    /// Milliseconds from the last video frame received to the snapshot: how long the
+    /// picture has been frozen (a player's stall watchdog reads the same).
+    pub since_last_frame_ms: Option<f64>,
     /// Media payload rate over `media_secs`, kbit/s.
     pub kbps: f64,
     /// Frame latency (receive wallclock − marker send time).
@@ -322,6 +325,7 @@ pub(crate) struct ViewerState {
     audio_mid: Mid,
     first_keyframe: Option<Instant>,
     first_media: Option<Instant>,
+    last_frame: Option<Instant>,
     next_pli: Option<Instant>,
     first_seq: Option<u64>,
     last_seq: u64,
@@ -337,6 +341,7 @@ impl ViewerState {
             audio_mid,
             first_keyframe: None,
             first_media: None,
+            last_frame: None,
             next_pli: None,
             first_seq: None,
             last_seq: 0,
@@ -685,6 +690,7 @@ impl Session {
                     }
                 }
                 s.latency_ms = s.latency_us.percentiles_ms();
+                s.since_last_frame_ms = v.last_frame.map(|t| ms(now.saturating_duration_since(t)));
                 SessionStats::Viewer(Box::new(s))
             }
         }
@@ -704,6 +710,7 @@ fn on_media(v: &mut ViewerState, data: &MediaData, now: Instant, counters: &Live
         return;
     }
     v.stats.frames += 1;
+    v.last_frame = Some(now);
     v.stats.video_bytes += len;
     LiveCounters::add(&counters.frames_received, 1);
     if !data.contiguous {

@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use crate::peer::LayerStats;
+use crate::peer::{LayerStats, RejoinReport};
 use crate::run::RunConfig;
 use crate::source::SIMULCAST_LAYERS;
 use crate::stats::Percentiles;
@@ -78,8 +78,32 @@ pub struct RunReport {
     publisher_write_errors: u64,
     /// Per layer, summed over the rooms' publishers.
     publisher_layers: Vec<LayerStats>,
+    /// Rejoins over all rooms (counts summed, upper-bound percentiles), when viewers
+    /// rejoin.
+    rejoins: Option<RejoinReport>,
     /// Each room that ran, with its report.
     per_room: Vec<(String, SwarmReport)>,
+}
+
+/// The rooms' rejoin reports together: counts add up, percentiles are upper bounds.
+fn merge_rejoins(rs: &[&SwarmReport]) -> Option<RejoinReport> {
+    let all: Vec<&RejoinReport> = rs.iter().filter_map(|r| r.rejoins.as_ref()).collect();
+    if all.is_empty() {
+        return None;
+    }
+    let mut out = RejoinReport::default();
+    for r in &all {
+        out.viewers_rejoined += r.viewers_rejoined;
+        out.rejoins += r.rejoins;
+        out.still_down += r.still_down;
+        out.gave_up += r.gave_up;
+        for (k, v) in &r.by_reason {
+            *out.by_reason.entry(k.clone()).or_default() += v;
+        }
+    }
+    out.detect_ms = merge_upper(&all.iter().map(|r| r.detect_ms).collect::<Vec<_>>());
+    out.play_again_ms = merge_upper(&all.iter().map(|r| r.play_again_ms).collect::<Vec<_>>());
+    Some(out)
 }
 
 /// Adds up layer counts that agree on everything but the count.
@@ -212,6 +236,7 @@ impl RunReport {
             publisher_keyframe_requests: pubs.clone().map(|p| p.keyframe_requests).sum(),
             publisher_write_errors: pubs.clone().map(|p| p.write_errors).sum(),
             publisher_layers: merge_publisher_layers(pubs.flat_map(|p| &p.layers)),
+            rejoins: merge_rejoins(&rs),
             per_room: Vec::new(),
         };
         report.per_room = per_room;
@@ -355,6 +380,23 @@ impl RunReport {
                 let _ = writeln!(s, "  layers    sent {}", list.join(", "));
             }
         }
+        if let Some(r) = &self.rejoins {
+            let reasons: Vec<String> = r
+                .by_reason
+                .iter()
+                .map(|(k, v)| format!("{k} {v}"))
+                .collect();
+            let _ = writeln!(
+                s,
+                "  rejoins   {} viewers rejoined {} times ({}); picture frozen {}; {} still down, {} gave up",
+                r.viewers_rejoined,
+                r.rejoins,
+                if reasons.is_empty() { "none".into() } else { reasons.join(", ") },
+                pct(&r.play_again_ms),
+                r.still_down,
+                r.gave_up
+            );
+        }
         if self.delete_failures > 0 {
             let _ = writeln!(
                 s,
@@ -422,6 +464,8 @@ impl RunReport {
                 "latency_ms": pct(&f.latency_ms),
             }))).collect::<serde_json::Map<_, _>>(),
             "delete_failures": self.delete_failures,
+            // Viewers that rejoined (null when the run's viewers don't rejoin).
+            "rejoins": self.rejoins,
             "duration_s": self.duration_s,
             "publisher": if self.publishers == 0 { Value::Null } else { json!({
                 "frames_sent": self.publisher_frames_sent,
@@ -584,6 +628,7 @@ mod tests {
             "layer_switches",
             "nodes",
             "delete_failures",
+            "rejoins",
             "duration_s",
             "publisher",
             "per_room",

@@ -97,6 +97,9 @@ pub struct SwarmReport {
     /// Playing viewers by the SFU node that served them (origin or edge): the cost of
     /// each relay hop in one run. Empty when the server names no node.
     pub by_node: BTreeMap<String, NodeFigures>,
+    /// Rejoins, when the viewers rejoin (then the figures above are of each viewer's
+    /// last session).
+    pub rejoins: Option<crate::peer::RejoinReport>,
 }
 
 /// One serving node's playing viewers.

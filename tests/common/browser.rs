@@ -1,0 +1,114 @@
+//! A watch page in headless Chromium, driven by `tests/e2e/lib/watch-cli.js`
+//! (playwright-core from `tests/e2e`), reporting what the player does as JSON lines.
+
+use super::peers;
+use serde_json::Value;
+use std::io::BufRead;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+/// One watch page; its browser closes on drop.
+pub struct WatchPage {
+    child: Child,
+    lines: mpsc::UnboundedReceiver<Value>,
+}
+
+fn e2e_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/e2e")
+}
+
+/// playwright-core installed in `tests/e2e` (installed now with `npm ci` if it is
+/// missing, as `tests/e2e/run.sh` does; never a browser download) and Chromium present.
+/// `None` outside CI when either can't be had; a failure in CI.
+fn ready() -> Option<()> {
+    if !std::path::Path::new("/usr/bin/chromium").exists() {
+        peers::skip("no Chromium at /usr/bin/chromium (apt-get install chromium)");
+        return None;
+    }
+    let dir = e2e_dir();
+    if !dir.join("node_modules/playwright-core").exists() {
+        // One test process installs at a time.
+        let _held = super::ports::hold("npm-ci-e2e", Duration::from_secs(300));
+        if !dir.join("node_modules/playwright-core").exists() {
+            let ok = Command::new("npm")
+                .args(["ci", "--no-audit", "--no-fund"])
+                .env("PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD", "1")
+                .current_dir(&dir)
+                .stdout(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success());
+            if !ok {
+                peers::skip("npm ci in tests/e2e failed: playwright-core missing");
+                return None;
+            }
+        }
+    }
+    Some(())
+}
+
+impl WatchPage {
+    /// Opens `url` (a `/watch/{room}` page served by signaling), its `/api` requests
+    /// going to `api` as the chart's ingress routes them; its console goes to `log`.
+    pub fn open(url: &str, api: &str, log: &std::path::Path) -> Option<WatchPage> {
+        ready()?;
+        let mut child = Command::new("node")
+            .arg(e2e_dir().join("lib/watch-cli.js"))
+            .args([url, "--api", api])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(std::fs::File::create(log).unwrap()))
+            .spawn()
+            .expect("node");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, lines) = mpsc::unbounded_channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if let Ok(v) = serde_json::from_str::<Value>(&line) {
+                    if tx.send(v).is_err() {
+                        break;
+                    }
+                }
+            }
+        });
+        Some(WatchPage { child, lines })
+    }
+
+    /// The next line for which `want` holds, passing every line to `want`; `None` if
+    /// `within` passes (or the page ends) first.
+    pub async fn until(
+        &mut self,
+        within: Duration,
+        mut want: impl FnMut(&Value) -> bool,
+    ) -> Option<Value> {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let line = tokio::time::timeout_at(deadline, self.lines.recv())
+                .await
+                .ok()??;
+            if line["type"] == "error" {
+                eprintln!("watch page: {line}");
+            }
+            if want(&line) {
+                return Some(line);
+            }
+        }
+    }
+}
+
+impl Drop for WatchPage {
+    fn drop(&mut self) {
+        // Closing its stdin makes the script close the browser; then it is killed anyway.
+        drop(self.child.stdin.take());
+        for _ in 0..50 {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
