@@ -177,6 +177,10 @@ struct Config {
     /// Signup/login attempts per client address: refill per minute.
     #[arg(long, env = "SKYLARK_AUTH_RATE_PER_MIN", default_value_t = 10)]
     auth_rate_per_min: u32,
+    /// Proxies whose X-Forwarded-For names the client (comma-separated addresses or
+    /// CIDR ranges, e.g. the ingress controller's); per-client limits key on it.
+    #[arg(long, env = "SKYLARK_TRUSTED_PROXIES", default_value = "")]
+    trusted_proxies: String,
     /// Rooms one creator may hold; creating more is refused until one is deleted.
     #[arg(long, env = "SKYLARK_MAX_ROOMS_PER_CREATOR", default_value_t = 100)]
     max_rooms_per_creator: u32,
@@ -394,6 +398,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 
     // Before any service starts: their gRPC servers check it, their clients send it.
     config.internal_secret(target.as_ref())?.install()?;
+    skylark_telemetry::limits::install_trusted_proxies(
+        skylark_telemetry::limits::TrustedProxies::parse(&config.trusted_proxies)?,
+    );
 
     if config.database_url.is_none() {
         std::fs::create_dir_all(&config.data_dir).map_err(|e| {

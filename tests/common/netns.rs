@@ -145,6 +145,8 @@ impl Lan {
             ("SKYLARK_GRPC_ADDR", format!("{addr}:0")),
             ("SKYLARK_INTERNAL_ADDR", format!("{addr}:0")),
             ("RUST_LOG", "info,skylark_sfu=debug".into()),
+            // As `Skylark::start_at` gives every single-service process.
+            ("SKYLARK_INTERNAL_SECRET", super::INTERNAL_SECRET.into()),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_string(), v))

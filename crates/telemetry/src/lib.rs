@@ -10,6 +10,7 @@
 
 pub mod error;
 mod internal_auth;
+pub mod limits;
 mod logging;
 mod metrics_export;
 mod propagation;

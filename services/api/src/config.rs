@@ -1,6 +1,6 @@
 //! The API's configuration, filled by the binary from flags and environment.
 
-use crate::rate_limit::RateLimit;
+use skylark_telemetry::limits::RateLimit;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;

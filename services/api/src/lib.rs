@@ -15,7 +15,6 @@ mod http;
 mod ids;
 mod openapi;
 mod presence;
-mod rate_limit;
 mod rest;
 pub mod store;
 
@@ -23,12 +22,14 @@ pub use config::{load_or_create_jwt_secret, load_or_create_secret, ApiConfig};
 pub use directory::RoomDirectoryService;
 pub use openapi::openapi_json;
 pub use presence::{Presence, RoomStatus};
-pub use rate_limit::RateLimit;
 pub use rest::router;
+pub use skylark_telemetry::limits::RateLimit;
 
 use skylark_auth::TokenIssuer;
 use skylark_bus::AnyBus;
+use skylark_telemetry::limits::Limiter;
 use skylark_telemetry::{ReadyCheck, ServicePart};
+use std::net::IpAddr;
 use std::sync::Arc;
 use store::Store;
 use tokio_util::sync::CancellationToken;
@@ -40,8 +41,10 @@ pub struct ApiState {
     pub tokens: TokenIssuer,
     pub config: Arc<ApiConfig>,
     pub presence: Presence,
-    pub(crate) signup_limit: Arc<rate_limit::Limiter>,
-    pub(crate) login_limit: Arc<rate_limit::Limiter>,
+    pub(crate) signup_limit: Arc<Limiter<IpAddr>>,
+    pub(crate) login_limit: Arc<Limiter<IpAddr>>,
+    /// Login attempts per account (normalised email), whatever address they come from.
+    pub(crate) login_account_limit: Arc<Limiter<String>>,
     /// Password hashes (argon2, tens of ms of CPU and 19 MiB each) running at once: a
     /// burst of signups or logins queues here instead of exhausting memory and threads.
     pub(crate) password_work: Arc<tokio::sync::Semaphore>,
@@ -52,8 +55,9 @@ impl ApiState {
         Self {
             presence: Presence::new(bus),
             tokens: TokenIssuer::new(&config.jwt_secret),
-            signup_limit: Arc::new(rate_limit::Limiter::new(config.auth_rate_limit)),
-            login_limit: Arc::new(rate_limit::Limiter::new(config.auth_rate_limit)),
+            signup_limit: Arc::new(Limiter::new(config.auth_rate_limit)),
+            login_limit: Arc::new(Limiter::new(config.auth_rate_limit)),
+            login_account_limit: Arc::new(Limiter::new(config.auth_rate_limit)),
             password_work: Arc::new(tokio::sync::Semaphore::new(
                 std::thread::available_parallelism().map_or(2, |n| n.get().max(2)),
             )),

@@ -50,7 +50,7 @@ async fn a_session_that_never_connects_is_dropped_with_its_bus_record() {
         .await
         .expect("SFU starts");
     let url = format!("http://{}", part.grpc_addr.expect("gRPC bound"));
-    let mut sfu = SfuNodeClient::connect(url.clone()).await.unwrap();
+    let mut sfu = SfuNodeClient::new(skylark_telemetry::traced_channel(&url).unwrap());
     let answer = sfu
         .subscribe(pb::SubscribeRequest {
             room_id: "r".into(),

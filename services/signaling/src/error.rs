@@ -10,6 +10,8 @@ pub struct SignalError {
     pub status: StatusCode,
     pub code: &'static str,
     pub message: String,
+    /// Sent as `Retry-After` (rate limits).
+    pub retry_after_s: Option<u64>,
 }
 
 impl SignalError {
@@ -18,6 +20,13 @@ impl SignalError {
             status,
             code,
             message: message.into(),
+            retry_after_s: None,
+        }
+    }
+    pub fn retry_after(self, seconds: u64) -> Self {
+        Self {
+            retry_after_s: Some(seconds),
+            ..self
         }
     }
     pub fn bad_request(m: impl Into<String>) -> Self {
@@ -56,7 +65,12 @@ impl IntoResponse for SignalError {
             r.headers_mut()
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
-        if self.status == StatusCode::SERVICE_UNAVAILABLE || self.status == StatusCode::CONFLICT {
+        if let Some(s) = self.retry_after_s {
+            r.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(s));
+        } else if self.status == StatusCode::SERVICE_UNAVAILABLE
+            || self.status == StatusCode::CONFLICT
+        {
             r.headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from_static("2"));
         }

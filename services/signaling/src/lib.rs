@@ -11,6 +11,7 @@
 //! Stateless: everything shared lives in the bus, so any pod serves any request.
 
 mod error;
+mod limits;
 pub mod placement;
 mod playback;
 mod rtmp;
@@ -62,6 +63,7 @@ pub struct State {
     pub(crate) selector: Arc<dyn NodeSelector>,
     pub(crate) public_url: Arc<str>,
     pub(crate) playback_tokens: Arc<skylark_auth::PlaybackTokens>,
+    pub(crate) limits: Arc<limits::Limits>,
 }
 
 /// The signaling routes.
@@ -119,6 +121,7 @@ pub async fn start(
         selector: config.selector.build(),
         public_url: config.public_url.trim_end_matches('/').into(),
         playback_tokens: Arc::new(config.playback_tokens.clone()),
+        limits: Arc::default(),
     };
     let mut part = ServicePart::new("signaling", router(state.clone()));
     if let Some(addr) = config.rtmp_addr {

@@ -8,6 +8,7 @@ use axum::body::Bytes;
 use axum::extract::{Path, State as AxState};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
+use skylark_telemetry::limits::ClientIp;
 
 /// Response header naming the SFU node that serves a WHEP session.
 pub const SERVING_NODE: &str = "skylark-node";
@@ -58,10 +59,13 @@ fn created(answer: String, location: String) -> Response {
 /// `POST /whip` (the key names the room) and `POST /whip/{room}`.
 pub async fn whip_post(
     AxState(state): AxState<State>,
+    ClientIp(ip): ClientIp,
     path: Option<Path<String>>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, SignalError> {
+    let room_id = path.map(|Path(r)| r).unwrap_or_default();
+    state.limits.session(ip, &room_id)?;
     let offer = sdp_body(&headers, &body)?;
     let key = bearer(&headers).ok_or_else(|| {
         SignalError::new(
@@ -70,7 +74,6 @@ pub async fn whip_post(
             "send the stream key as `Authorization: Bearer <stream key>` (OBS: the Bearer Token field)",
         )
     })?;
-    let room_id = path.map(|Path(r)| r).unwrap_or_default();
     let grant =
         session::authorize_publish(&state, session::publish_credential(key), room_id).await?;
     let started = session::start_publish(&state, &grant, offer).await?;
@@ -85,10 +88,12 @@ pub async fn whip_post(
 /// `POST /whep/{room}`: a viewer's offer; a viewer token for private rooms.
 pub async fn whep_post(
     AxState(state): AxState<State>,
+    ClientIp(ip): ClientIp,
     Path(room_id): Path<String>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, SignalError> {
+    state.limits.session(ip, &room_id)?;
     let offer = sdp_body(&headers, &body)?;
     let token = bearer(&headers).unwrap_or_default();
     let room = session::authorize_view(&state, room_id, token).await?;

@@ -9,11 +9,12 @@
 //! `candidate` between the broadcaster and each viewer, over the room's bus channel, so
 //! the two may be connected to different signaling pods.
 
+use crate::limits::Limits;
 use crate::session::{self, PublishGrant, SessionError};
 use crate::State;
 use axum::extract::ws::{Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use axum::extract::State as AxState;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use futures_util::{SinkExt, StreamExt};
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -21,6 +22,8 @@ use skylark_bus::events::{self, RoomEvent};
 use skylark_bus::placement::{self, Origin};
 use skylark_proto::rooms::v1 as rooms;
 use skylark_proto::rooms::v1::authorize_publish_request::Credential;
+use skylark_telemetry::limits::ClientIp;
+use std::net::IpAddr;
 use std::time::Duration;
 use tokio::sync::mpsc;
 use tracing::Instrument;
@@ -94,14 +97,27 @@ struct SfuSession {
     sfu_url: String,
 }
 
-pub async fn upgrade(AxState(state): AxState<State>, ws: WebSocketUpgrade) -> Response {
+pub async fn upgrade(
+    AxState(state): AxState<State>,
+    ClientIp(ip): ClientIp,
+    ws: WebSocketUpgrade,
+) -> Response {
+    let slot = match state.limits.ws_connection(ip) {
+        Ok(slot) => slot,
+        Err(e) => return e.into_response(),
+    };
     ws.max_message_size(MAX_MESSAGE)
         .max_frame_size(MAX_MESSAGE)
-        .on_upgrade(move |socket| async move { Conn::new(state).serve(socket).await })
+        .on_upgrade(move |socket| async move {
+            Conn::new(state, ip).serve(socket).await;
+            drop(slot);
+        })
 }
 
 struct Conn {
     state: State,
+    /// The client's address (limits).
+    ip: IpAddr,
     id: String,
     joined: Option<Joined>,
     /// Messages to this client from room events and relays.
@@ -129,11 +145,12 @@ fn session_err(e: SessionError) -> Value {
 }
 
 impl Conn {
-    fn new(state: State) -> Self {
+    fn new(state: State, ip: IpAddr) -> Self {
         let (tx, rx) = mpsc::channel(256);
         let id = format!("c{:016x}", crate::rand_u64());
         Self {
             state,
+            ip,
             id,
             joined: None,
             tx,
@@ -150,6 +167,7 @@ impl Conn {
         let mut grant_check = tokio::time::interval(GRANT_CHECK_EVERY);
         grant_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut last_heard = tokio::time::Instant::now();
+        let budget = Limits::ws_messages(self.ip);
         loop {
             tokio::select! {
                 incoming = stream.next() => {
@@ -164,6 +182,11 @@ impl Conn {
                         Message::Close(_) => break,
                         _ => continue,
                     };
+                    if let Some(Err(retry)) = budget.as_ref().map(|b| b.check(&())) {
+                        let m = format!("too many messages: slow down, reconnect in {retry} s");
+                        let _ = send(&mut sink, err("rate_limited", m)).await;
+                        break;
+                    }
                     let raw: Result<serde_json::Value, _> = serde_json::from_str(text.as_str());
                     let traceparent = raw.as_ref().ok().and_then(|v| v["traceparent"].as_str().map(str::to_string));
                     let parsed: Result<ClientMsg, _> = raw.and_then(serde_json::from_value);
@@ -365,6 +388,9 @@ impl Conn {
                 "bad_state",
                 "this connection already has a session: open another to renegotiate",
             )];
+        }
+        if let Err(e) = self.state.limits.session(self.ip, &j.room) {
+            return vec![err(e.code, e.message)];
         }
         let started = match (&j.grant, j.role) {
             (Some(grant), Role::Publisher) => session::start_publish(&self.state, grant, sdp).await,

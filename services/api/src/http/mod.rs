@@ -9,31 +9,11 @@ pub use error::{ApiError, ErrorBody, ErrorDetail};
 pub(crate) use rooms::check_visible;
 
 use crate::ApiState;
-use axum::extract::{ConnectInfo, FromRequestParts};
-use axum::http::request::Parts;
 use axum::routing::{get, post};
 use axum::Router;
-use std::convert::Infallible;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 /// Largest JSON body the API reads.
 pub const BODY_LIMIT: usize = 64 * 1024;
-
-/// The peer address, for per-client limits (unspecified when served without one).
-pub struct ClientIp(pub IpAddr);
-
-impl<S: Send + Sync> FromRequestParts<S> for ClientIp {
-    type Rejection = Infallible;
-    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Infallible> {
-        Ok(ClientIp(
-            parts
-                .extensions
-                .get::<ConnectInfo<SocketAddr>>()
-                .map(|c| c.0.ip())
-                .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED)),
-        ))
-    }
-}
 
 pub(crate) use rooms::{
     CreateRoomRequest, CreateRoomResponse, Ingest, RoomList, RoomView, StreamKeyResponse,

@@ -2,7 +2,6 @@
 
 use super::error::{ApiError, ApiResult, ErrorBody};
 use super::extract::{Creator, JsonBody};
-use super::ClientIp;
 use crate::ids::new_id;
 use crate::store::{now_ms, User};
 use crate::ApiState;
@@ -11,6 +10,7 @@ use axum::http::StatusCode;
 use axum::Json;
 use serde::{Deserialize, Serialize};
 use skylark_auth::{hash_password, verify_password, Role};
+use skylark_telemetry::limits::ClientIp;
 use utoipa::ToSchema;
 
 #[derive(Deserialize, ToSchema)]
@@ -77,7 +77,7 @@ pub async fn signup(
 ) -> ApiResult<(StatusCode, Json<SignupResponse>)> {
     state
         .signup_limit
-        .check(ip)
+        .check(&ip)
         .map_err(ApiError::rate_limited)?;
     let email = normalize_email(&req.email)?;
     let pw_len = req.password.chars().count();
@@ -132,13 +132,19 @@ pub async fn login(
 ) -> ApiResult<Json<LoginResponse>> {
     state
         .login_limit
-        .check(ip)
+        .check(&ip)
         .map_err(ApiError::rate_limited)?;
     let wrong = || ApiError::unauthorized("wrong email or password");
     let email = req.email.trim().to_lowercase();
     if email.len() > 254 || req.password.len() > 1024 {
         return Err(wrong());
     }
+    // Per account too: guessing one creator's password from many addresses is slowed
+    // the same way (the bucket is kept for unknown emails as well, revealing nothing).
+    state
+        .login_account_limit
+        .check(&email)
+        .map_err(ApiError::rate_limited)?;
     let user = state.store.user_by_email(&email).await?;
     let hash = user.as_ref().map(|u| u.password_hash.clone());
     let password = req.password;
