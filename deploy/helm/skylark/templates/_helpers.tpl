@@ -93,6 +93,8 @@ SKYLARK_JWT_SECRET are set.
 {{- end }}
 - name: SKYLARK_DATA_DIR
   value: /data
+- name: SKYLARK_TRUSTED_PROXIES
+  value: {{ join "," .Values.trustedProxies | quote }}
 {{- end }}
 
 {{/*
