@@ -548,17 +548,11 @@ async fn a_cut_edge_back_on_the_network_holds_no_stale_claims_and_serves_again()
     back_on_the_network_after(Duration::ZERO).await;
 }
 
-/// The same after a 30 s partition. Ignored: a new viewer placed on the node that came
-/// back fails, on defects outside the tests: signaling's cached gRPC channel to the node
-/// stays stuck after the link is back (no HTTP/2 keepalive in
-/// `skylark_telemetry::grpc_channel`: a request waits for TCP's backed-off
-/// retransmission, so the WHEP times out); with client keepalive added, the parent edge
-/// still counts its relay link to the cut node (no keepalive on the SfuNode gRPC server),
-/// so placement finds no relay slot and answers 503. While cut, the node's pull also
-/// outlives its last viewer far beyond `SKYLARK_SFU_EDGE_IDLE_S` (its placement loop
-/// handles each core event behind 2 s bus timeouts).
+/// The same after a 30 s partition: every connection to the node died silently (no FIN,
+/// no RST). HTTP/2 keepalive on internal gRPC clients and servers notices it, so
+/// signaling's cached channel to the node and the parent edge's relay link to it are
+/// replaced and freed instead of staying stuck.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "defects: no HTTP/2 keepalive on gRPC channels and the SfuNode server, so links to a node that was cut stay stuck after it is back"]
 async fn a_long_cut_edge_back_on_the_network_holds_no_stale_claims_and_serves_again() {
     back_on_the_network_after(Duration::from_secs(30)).await;
 }

@@ -21,7 +21,7 @@ pub use logging::{init, LogFormat, Telemetry, TelemetryConfig};
 pub use metrics_export::{metrics_handle, metrics_router, render_metrics};
 pub use propagation::{
     extract_http, grpc_channel, http_layer, inject_grpc, inject_http, traced_channel,
-    GrpcClientInterceptor, GrpcServerLayer, TracedChannel,
+    GrpcClientInterceptor, GrpcServerLayer, TracedChannel, GRPC_KEEPALIVE, GRPC_KEEPALIVE_TIMEOUT,
 };
 pub use service::{
     ops_router, serve_http, serve_listeners, serve_parts, serve_parts_draining, DrainHook, Listen,

@@ -276,8 +276,19 @@ pub fn grpc_channel(url: &str) -> anyhow::Result<tonic::transport::Channel> {
         .map_err(|e| anyhow::anyhow!("bad gRPC URL {url:?}: {e}"))?
         .connect_timeout(std::time::Duration::from_secs(2))
         .timeout(std::time::Duration::from_secs(5))
+        // A peer cut off the network (no FIN, no RST) is noticed and the connection
+        // replaced, instead of every later call on it timing out.
+        .http2_keep_alive_interval(GRPC_KEEPALIVE)
+        .keep_alive_timeout(GRPC_KEEPALIVE_TIMEOUT)
+        .keep_alive_while_idle(true)
         .connect_lazy())
 }
+
+/// How often both ends of an internal gRPC connection ping an idle peer, and how long
+/// they wait for the answer before dropping the connection (and, on a server, the
+/// streams on it: a relay link to a vanished edge ends and frees its slot).
+pub const GRPC_KEEPALIVE: std::time::Duration = std::time::Duration::from_secs(5);
+pub const GRPC_KEEPALIVE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 #[cfg(test)]
 mod tests {

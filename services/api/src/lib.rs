@@ -95,6 +95,8 @@ pub async fn start(
     let grpc = tokio::spawn(async move {
         let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
         let res = tonic::transport::Server::builder()
+            .http2_keepalive_interval(Some(skylark_telemetry::GRPC_KEEPALIVE))
+            .http2_keepalive_timeout(Some(skylark_telemetry::GRPC_KEEPALIVE_TIMEOUT))
             .timeout(std::time::Duration::from_secs(10))
             .layer(skylark_telemetry::GrpcServerLayer::new())
             .add_service(directory.into_server())

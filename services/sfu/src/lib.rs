@@ -134,6 +134,8 @@ pub async fn start(
     let service = SfuService::new(worker.clone(), edges.clone(), grants.clone());
     let grpc_task = tokio::spawn(async move {
         tonic::transport::Server::builder()
+            .http2_keepalive_interval(Some(skylark_telemetry::GRPC_KEEPALIVE))
+            .http2_keepalive_timeout(Some(skylark_telemetry::GRPC_KEEPALIVE_TIMEOUT))
             .layer(skylark_telemetry::GrpcServerLayer::new())
             .add_service(service.into_server())
             .serve_with_incoming_shutdown(

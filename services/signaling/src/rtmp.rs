@@ -27,6 +27,9 @@ const SETUP_TIMEOUT: Duration = Duration::from_secs(10);
 const IDLE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Concurrent RTMP connections per process.
 const MAX_CONNECTIONS: usize = 1000;
+/// Read buffer before a publish is accepted, and after.
+const SETUP_READ_BUF: usize = 4 * 1024;
+const MEDIA_READ_BUF: usize = 64 * 1024;
 
 /// Accepts RTMP connections until `shutdown`.
 pub async fn serve(
@@ -112,7 +115,9 @@ impl Connection {
 
     async fn run(mut self, mut stream: TcpStream, stop: CancellationToken) -> anyhow::Result<()> {
         let _ = stream.set_nodelay(true);
-        let mut buf = vec![0u8; 64 * 1024];
+        // Small until the publish is accepted: a connection that has not proven its key
+        // holds a few KiB (the session's setup limits bound what it may make us buffer).
+        let mut buf = vec![0u8; SETUP_READ_BUF];
         let setup_deadline = tokio::time::Instant::now() + SETUP_TIMEOUT;
         let result = loop {
             let timeout = if self.push.is_some() {
@@ -150,6 +155,9 @@ impl Connection {
             }
             if closing {
                 break Ok(());
+            }
+            if self.push.is_some() && buf.len() < MEDIA_READ_BUF {
+                buf.resize(MEDIA_READ_BUF, 0);
             }
         };
         self.finish().await;

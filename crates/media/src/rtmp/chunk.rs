@@ -124,6 +124,11 @@ struct Header {
 }
 
 impl ChunkDecoder {
+    /// Changes the limits from the next header on (messages under way keep going).
+    pub fn set_limits(&mut self, limits: ChunkLimits) {
+        self.limits = limits;
+    }
+
     /// A decoder with the default chunk size of 128.
     pub fn new(limits: ChunkLimits) -> Self {
         Self {

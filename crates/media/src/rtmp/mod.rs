@@ -54,7 +54,9 @@ pub mod handshake;
 pub mod message;
 mod session;
 
-pub use session::{ServerSession, SessionConfig, SessionEvent, SessionState, SessionStats};
+pub use session::{
+    ServerSession, SessionConfig, SessionEvent, SessionState, SessionStats, SETUP_LIMITS,
+};
 
 /// Why an RTMP connection must be closed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

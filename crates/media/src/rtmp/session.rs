@@ -30,6 +30,9 @@ pub struct SessionConfig {
     pub max_chunk_streams: usize,
     /// Most bytes held in partly received messages.
     pub max_pending_bytes: usize,
+    /// Limits until a publish is accepted: a connection that has not proven its stream
+    /// key holds only what commands need, not a keyframe's worth of memory.
+    pub setup_limits: ChunkLimits,
     /// The chunk size this server sends with (announced after `connect`).
     pub chunk_size: u32,
     /// The Window Acknowledgement Size announced to the peer.
@@ -40,6 +43,14 @@ pub struct SessionConfig {
     pub handshake_seed: u64,
 }
 
+/// [`SessionConfig::setup_limits`] by default: AMF commands fit (`connect`,
+/// `publish` and early metadata are a few hundred bytes).
+pub const SETUP_LIMITS: ChunkLimits = ChunkLimits {
+    max_message_size: 16 << 10,
+    max_chunk_streams: 8,
+    max_pending_bytes: 32 << 10,
+};
+
 impl Default for SessionConfig {
     /// 8 MiB messages, 256 KiB AMF messages, 64 chunk streams, 16 MiB
     /// pending, 4096-byte chunks out, 2.5 MB windows.
@@ -49,6 +60,7 @@ impl Default for SessionConfig {
             max_amf_message_size: 256 << 10,
             max_chunk_streams: 64,
             max_pending_bytes: 16 << 20,
+            setup_limits: SETUP_LIMITS,
             chunk_size: 4096,
             window_ack_size: 2_500_000,
             peer_bandwidth: 2_500_000,
@@ -196,14 +208,9 @@ pub struct ServerSession {
 impl ServerSession {
     /// A session waiting for C0/C1.
     pub fn new(config: SessionConfig) -> Self {
-        let limits = ChunkLimits {
-            max_message_size: config.max_message_size,
-            max_chunk_streams: config.max_chunk_streams,
-            max_pending_bytes: config.max_pending_bytes,
-        };
         Self {
             handshake: Handshake::new(config.handshake_seed),
-            decoder: ChunkDecoder::new(limits),
+            decoder: ChunkDecoder::new(config.setup_limits),
             encoder: ChunkEncoder::new(),
             state: SessionState::Handshake,
             out: Vec::new(),
@@ -272,6 +279,12 @@ impl ServerSession {
             _ => return Err(RtmpError::NoPendingPublish),
         };
         publish.accepted = true;
+        // The key is proven: media-sized messages from now on.
+        self.decoder.set_limits(ChunkLimits {
+            max_message_size: self.config.max_message_size,
+            max_chunk_streams: self.config.max_chunk_streams,
+            max_pending_bytes: self.config.max_pending_bytes,
+        });
         let stream_id = publish.stream_id;
         let name = publish.stream_name.clone();
         let early = publish.early_metadata.take();

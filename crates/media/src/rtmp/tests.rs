@@ -702,3 +702,25 @@ fn garbage_closes_the_session() {
         Err(RtmpError::NoPreviousHeader { fmt: 3, csid: 3 })
     );
 }
+
+#[test]
+fn buffers_stay_small_until_a_publish_is_accepted() {
+    // Before the key is proven: a keyframe-sized message is refused, whatever the
+    // configured media limits.
+    let mut c = Client::connected();
+    c.command(3, 0, &cmd("createStream", 2.0, vec![]));
+    let big = RawMessage {
+        csid: 6,
+        timestamp: 0,
+        type_id: message::VIDEO,
+        stream_id: 1,
+        payload: Bytes::from(vec![0x17; 64 << 10]),
+    };
+    assert!(matches!(
+        c.send(&big),
+        Err(RtmpError::MessageTooLarge { max, .. }) if max == SETUP_LIMITS.max_message_size
+    ));
+    // Accepted: the same message passes.
+    let mut c = Client::publishing();
+    assert_eq!(c.send(&big), Ok(()));
+}
