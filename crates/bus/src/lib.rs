@@ -146,7 +146,8 @@ pub trait Bus: Send + Sync + 'static {
     ) -> impl Future<Output = Result<Vec<(String, String)>, BusError>> + Send;
 
     /// Sends `payload` to every current subscription of `channel` and returns
-    /// how many there were (across all processes for Redis). Payloads over
+    /// how many listeners there were: subscriptions in-process; for Redis, processes
+    /// (each process's subscriptions share one connection). 0: nobody listens. Payloads over
     /// [`MAX_PAYLOAD_BYTES`] are refused with [`BusError::PayloadTooLarge`].
     fn publish(
         &self,

@@ -10,6 +10,7 @@
 //! - `P kv:{key}` string value with optional `PX` TTL;
 //! - pub/sub channel `P chan:{channel}`.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::sync::{Arc, LazyLock, Mutex, PoisonError};
 use std::time::Duration;
@@ -108,6 +109,8 @@ struct Shared {
     /// `host:port` only: the URL may carry a password.
     addr: String,
     timeout: Duration,
+    /// The one pub/sub connection every subscription of this bus shares.
+    hub: tokio::sync::Mutex<Option<Arc<HubConn>>>,
 }
 
 /// The current command connection, numbered so that concurrent timeouts
@@ -162,6 +165,7 @@ impl RedisBus {
                 prefix: prefix.to_owned(),
                 addr,
                 timeout,
+                hub: tokio::sync::Mutex::new(None),
             }),
         })
     }
@@ -510,27 +514,164 @@ impl Bus for RedisBus {
 
     async fn subscribe(&self, channel: &str) -> Result<Subscription, BusError> {
         let full = self.key("chan", channel);
-        let client = &self.shared.client;
-        // A dedicated connection per subscription: dropping it is the unsubscribe.
-        // Returns only after Redis confirmed SUBSCRIBE, so a publish that
-        // follows is guaranteed to reach this subscription.
-        let pubsub = self
-            .within(async {
-                let mut pubsub = client.get_async_pubsub().await?;
-                pubsub.subscribe(full).await?;
-                Ok(pubsub)
-            })
-            .await
-            .map_err(|failure| self.error("SUBSCRIBE", failure))?;
-        let (sink, stream) = pubsub.split();
+        // Held across the SUBSCRIBE round trip: a second subscriber of a channel whose
+        // SUBSCRIBE is still in flight waits for it, so for every subscriber a publish
+        // that follows `subscribe` returning is guaranteed to reach it.
+        let mut hub = self.shared.hub.lock().await;
+        let conn = match hub.as_ref().filter(|c| !c.dead.is_cancelled()) {
+            Some(c) => c.clone(),
+            None => {
+                let client = &self.shared.client;
+                let pubsub = self
+                    .within(client.get_async_pubsub())
+                    .await
+                    .map_err(|failure| self.error("SUBSCRIBE", failure))?;
+                let conn = HubConn::start(pubsub, self.shared.timeout);
+                *hub = Some(conn.clone());
+                conn
+            }
+        };
+        let (tx, rx) = tokio::sync::mpsc::channel(SUBSCRIBER_QUEUE);
+        let id = conn
+            .next_id
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let ops = conn.ops.lock().await;
+        let first = {
+            let mut routes = conn.routes.lock().unwrap_or_else(PoisonError::into_inner);
+            let subscribers = routes.entry(full.clone()).or_default();
+            subscribers.insert(id, tx);
+            subscribers.len() == 1
+        };
+        if first {
+            let mut sink = conn.sink.clone();
+            if let Err(failure) = self.within(sink.subscribe(&full)).await {
+                conn.remove(&full, id);
+                conn.dead.cancel();
+                return Err(self.error("SUBSCRIBE", failure));
+            }
+        }
+        drop(ops);
+        drop(hub);
+        metrics::gauge!("skylark_bus_subscriptions").increment(1.0);
         Ok(Subscription::redis(
             channel,
             RedisReceiver {
-                sink,
-                stream,
-                timeout: self.shared.timeout,
+                rx,
+                route: Some((conn, full, id)),
             },
         ))
+    }
+}
+
+/// Messages queued for one subscriber; a subscriber that falls this far behind loses
+/// messages rather than holding up the others.
+const SUBSCRIBER_QUEUE: usize = 1024;
+
+/// The shared pub/sub connection: one per bus (per process), however many channels
+/// and subscribers — Redis serves any number of channels on one connection. A driver
+/// task reads it and hands each message to the channel's subscribers; when the
+/// connection fails every subscription ends (`recv` → `None`) and the next `subscribe`
+/// opens a new one.
+struct HubConn {
+    sink: PubSubSink,
+    /// Full channel name → subscriber id → its queue.
+    routes: Mutex<HashMap<String, HashMap<u64, tokio::sync::mpsc::Sender<String>>>>,
+    next_id: std::sync::atomic::AtomicU64,
+    /// SUBSCRIBE and UNSUBSCRIBE one at a time, each with the routes it acts on.
+    ops: tokio::sync::Mutex<()>,
+    dead: Dead,
+}
+
+/// Set once the connection failed; wakes its driver.
+#[derive(Default)]
+struct Dead {
+    flag: std::sync::atomic::AtomicBool,
+    notify: tokio::sync::Notify,
+}
+
+impl Dead {
+    fn cancel(&self) {
+        self.flag.store(true, std::sync::atomic::Ordering::Release);
+        self.notify.notify_waiters();
+    }
+    fn is_cancelled(&self) -> bool {
+        self.flag.load(std::sync::atomic::Ordering::Acquire)
+    }
+    async fn cancelled(&self) {
+        while !self.is_cancelled() {
+            let notified = self.notify.notified();
+            if self.is_cancelled() {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
+impl HubConn {
+    fn start(pubsub: redis::aio::PubSub, timeout: Duration) -> Arc<Self> {
+        let (sink, stream) = pubsub.split();
+        let conn = Arc::new(Self {
+            sink,
+            routes: Mutex::new(HashMap::new()),
+            next_id: std::sync::atomic::AtomicU64::new(0),
+            ops: tokio::sync::Mutex::new(()),
+            dead: Dead::default(),
+        });
+        tokio::spawn(conn.clone().drive(stream, timeout));
+        conn
+    }
+
+    /// Hands messages to subscribers until the connection fails or stops answering.
+    async fn drive(self: Arc<Self>, mut stream: PubSubStream, timeout: Duration) {
+        loop {
+            let idle = tokio::time::sleep(timeout * KEEPALIVE_TIMEOUTS);
+            tokio::select! {
+                _ = self.dead.cancelled() => break,
+                message = stream.next() => {
+                    let Some(message) = message else { break };
+                    let Ok(text) = std::str::from_utf8(message.get_payload_bytes()) else {
+                        // Only a foreign publisher can send this; skip it.
+                        tracing::warn!(channel = message.get_channel_name(), "dropping non-UTF-8 bus message");
+                        continue;
+                    };
+                    let routes = self.routes.lock().unwrap_or_else(PoisonError::into_inner);
+                    for tx in routes.get(message.get_channel_name()).into_iter().flat_map(|s| s.values()) {
+                        if tx.try_send(text.to_owned()).is_err() && !tx.is_closed() {
+                            metrics::counter!("skylark_bus_messages_dropped_total").increment(1);
+                        }
+                    }
+                }
+                () = idle => {
+                    let mut sink = self.sink.clone();
+                    let ping = tokio::time::timeout(timeout, sink.ping::<Value>()).await;
+                    if !matches!(ping, Ok(Ok(_))) {
+                        tracing::warn!("Redis pub/sub connection stopped answering; ending its subscriptions");
+                        break;
+                    }
+                }
+            }
+        }
+        self.dead.cancel();
+        // Dropping the queues ends every subscription; they subscribe again.
+        self.routes
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clear();
+    }
+
+    /// Removes subscriber `id` of `channel`; whether the channel has none left.
+    fn remove(&self, channel: &str, id: u64) -> bool {
+        let mut routes = self.routes.lock().unwrap_or_else(PoisonError::into_inner);
+        let Some(subscribers) = routes.get_mut(channel) else {
+            return false;
+        };
+        subscribers.remove(&id);
+        if subscribers.is_empty() {
+            routes.remove(channel);
+            return true;
+        }
+        false
     }
 }
 
@@ -538,38 +679,46 @@ impl Bus for RedisBus {
 /// a message, so a connection to a vanished server does not wait forever.
 const KEEPALIVE_TIMEOUTS: u32 = 5;
 
-/// Redis half of [`Subscription`]. Dropping the stream stops its driver task
-/// and closes the connection, which unsubscribes on the server.
+/// Redis half of [`Subscription`]: a queue fed by the shared connection. Dropping it
+/// unsubscribes the channel when it was the channel's last subscriber.
 pub(crate) struct RedisReceiver {
-    sink: PubSubSink,
-    stream: PubSubStream,
-    timeout: Duration,
+    rx: tokio::sync::mpsc::Receiver<String>,
+    /// The connection, full channel name and subscriber id, for the unsubscribe.
+    route: Option<(Arc<HubConn>, String, u64)>,
 }
 
 impl RedisReceiver {
     pub(crate) async fn recv(&mut self) -> Option<String> {
-        loop {
-            let idle = tokio::time::sleep(self.timeout * KEEPALIVE_TIMEOUTS);
-            tokio::select! {
-                message = self.stream.next() => {
-                    let message = message?;
-                    match std::str::from_utf8(message.get_payload_bytes()) {
-                        Ok(text) => return Some(text.to_owned()),
-                        // Only a foreign publisher can send this; skip it, keep the subscription.
-                        Err(_) => tracing::warn!(
-                            channel = message.get_channel_name(),
-                            "dropping non-UTF-8 bus message"
-                        ),
-                    }
+        self.rx.recv().await
+    }
+}
+
+impl Drop for RedisReceiver {
+    fn drop(&mut self) {
+        metrics::gauge!("skylark_bus_subscriptions").decrement(1.0);
+        let Some((conn, channel, id)) = self.route.take() else {
+            return;
+        };
+        if !conn.remove(&channel, id) || conn.dead.is_cancelled() {
+            return;
+        }
+        // The channel's last subscriber: tell Redis, unless a new subscriber took the
+        // channel meanwhile (both happen under `ops`, so they can't cross).
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(async move {
+                let _ops = conn.ops.lock().await;
+                let resubscribed = conn
+                    .routes
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .contains_key(&channel);
+                if !resubscribed {
+                    let mut sink = conn.sink.clone();
+                    let _ =
+                        tokio::time::timeout(Duration::from_secs(5), sink.unsubscribe(&channel))
+                            .await;
                 }
-                () = idle => {
-                    let ping = tokio::time::timeout(self.timeout, self.sink.ping::<Value>()).await;
-                    if !matches!(ping, Ok(Ok(_))) {
-                        tracing::warn!("Redis subscription connection stopped answering; ending it");
-                        return None;
-                    }
-                }
-            }
+            });
         }
     }
 }

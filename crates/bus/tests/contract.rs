@@ -329,8 +329,10 @@ async fn publish_reaches_every_subscriber_in_order(bus: &impl Bus) {
     let mut elsewhere = bus.subscribe("room:8").await.unwrap();
     assert_eq!(first.channel(), "room:7");
 
-    assert_eq!(bus.publish("room:7", "live").await.unwrap(), 2);
-    assert_eq!(bus.publish("room:7", "viewers:3").await.unwrap(), 2);
+    // Two subscriptions; on Redis they share this process's one connection.
+    let listeners = bus.publish("room:7", "live").await.unwrap();
+    assert!((1..=2).contains(&listeners), "{listeners}");
+    assert_eq!(bus.publish("room:7", "viewers:3").await.unwrap(), listeners);
     for sub in [&mut first, &mut second] {
         assert_eq!(next(sub).await, "live");
         assert_eq!(next(sub).await, "viewers:3");
@@ -703,3 +705,64 @@ contract!(
     room_events_round_trip,
     session_records_round_trip,
 );
+
+/// Every subscription of a bus shares one Redis pub/sub connection (a signaling pod with
+/// thousands of WebSocket clients holds one, not thousands), and a channel dropped by
+/// its last subscriber and taken again keeps delivering.
+#[tokio::test]
+async fn redis_subscriptions_share_one_connection() {
+    let prefix = test_prefix();
+    let Some(bus) = redis_bus(&prefix).await else {
+        return;
+    };
+    let mut subs = Vec::new();
+    for i in 0..120 {
+        subs.push(bus.subscribe(&format!("room-{i}")).await.unwrap());
+        // Two subscribers on some channels.
+        if i % 10 == 0 {
+            subs.push(bus.subscribe(&format!("room-{i}")).await.unwrap());
+        }
+    }
+    let client = ::redis::Client::open(redis_url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let list: String = ::redis::cmd("CLIENT")
+        .arg("LIST")
+        .arg("TYPE")
+        .arg("pubsub")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    // Other tests may hold pub/sub connections; ours is the one with our 120 channels.
+    let ours: Vec<&str> = list
+        .lines()
+        .filter(|l| {
+            l.split(' ')
+                .find_map(|kv| kv.strip_prefix("sub="))
+                .and_then(|n| n.parse::<u32>().ok())
+                .is_some_and(|n| n >= 120)
+        })
+        .collect();
+    assert_eq!(
+        ours.len(),
+        1,
+        "one connection carries every channel:\n{list}"
+    );
+
+    // Both subscribers of a channel get its messages; the others get nothing.
+    bus.publish("room-0", "hello").await.unwrap();
+    for s in subs.iter_mut().take(2) {
+        let m = timeout(Duration::from_secs(5), s.recv()).await.unwrap();
+        assert_eq!(m.as_deref(), Some("hello"));
+    }
+    assert!(timeout(Duration::from_millis(200), subs[2].recv())
+        .await
+        .is_err());
+
+    // Last subscriber gone, then the channel taken again: still delivered.
+    drop(subs);
+    let mut again = bus.subscribe("room-5").await.unwrap();
+    sleep(Duration::from_millis(200)).await;
+    bus.publish("room-5", "back").await.unwrap();
+    let m = timeout(Duration::from_secs(5), again.recv()).await.unwrap();
+    assert_eq!(m.as_deref(), Some("back"));
+}
