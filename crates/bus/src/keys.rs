@@ -8,6 +8,12 @@ pub(crate) fn room_origin(room: &str) -> String {
     format!("room:{room}:origin")
 }
 
+/// Map room id → origin holder, one field per live room (expiring with the origin's
+/// lease): the set of live rooms, without scanning every room's lease.
+pub(crate) fn live_rooms() -> &'static str {
+    "rooms:live"
+}
+
 /// Lease held by the packager writing a room's HLS.
 pub(crate) fn room_packager(room: &str) -> String {
     format!("room:{room}:packager")

@@ -141,8 +141,14 @@ pub async fn claim_origin(
     origin: &Origin,
     ttl: Duration,
 ) -> Result<bool, BusError> {
-    bus.acquire_lease(&keys::room_origin(room), &origin.holder(), ttl)
-        .await
+    let claimed = bus
+        .acquire_lease(&keys::room_origin(room), &origin.holder(), ttl)
+        .await?;
+    if claimed {
+        bus.map_set(keys::live_rooms(), room, &origin.holder(), ttl)
+            .await?;
+    }
+    Ok(claimed)
 }
 
 /// Keeps the origin claim alive; takes it back if it lapsed (a bus outage) and
@@ -155,16 +161,36 @@ pub async fn renew_origin(
 ) -> Result<bool, BusError> {
     let key = keys::room_origin(room);
     let holder = origin.holder();
-    if bus.renew_lease(&key, &holder, ttl).await? {
-        return Ok(true);
+    let held =
+        bus.renew_lease(&key, &holder, ttl).await? || bus.acquire_lease(&key, &holder, ttl).await?;
+    if held {
+        bus.map_set(keys::live_rooms(), room, &holder, ttl).await?;
     }
-    bus.acquire_lease(&key, &holder, ttl).await
+    Ok(held)
 }
 
 /// Gives up the origin claim, if `origin` still holds it.
 pub async fn release_origin(bus: &impl Bus, room: &str, origin: &Origin) -> Result<(), BusError> {
-    bus.release_lease(&keys::room_origin(room), &origin.holder())
-        .await
+    let key = keys::room_origin(room);
+    bus.release_lease(&key, &origin.holder()).await?;
+    // Off the live list unless another origin holds the room now.
+    if bus.lease_holder(&key).await?.is_none() {
+        bus.map_remove(keys::live_rooms(), room).await?;
+    }
+    Ok(())
+}
+
+/// Every live room (one with an origin), sorted: what a "live now" list is built from,
+/// without looking at rooms that are not live.
+pub async fn live_rooms(bus: &impl Bus) -> Result<Vec<String>, BusError> {
+    let mut rooms: Vec<String> = bus
+        .map_entries(keys::live_rooms())
+        .await?
+        .into_iter()
+        .map(|(room, _)| room)
+        .collect();
+    rooms.sort();
+    Ok(rooms)
 }
 
 /// The edges relaying the room, sorted by node id.

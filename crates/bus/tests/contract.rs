@@ -610,6 +610,33 @@ async fn session_records_round_trip(bus: &impl Bus) {
     assert_eq!(placement::session(bus, "abc").await.unwrap(), None);
 }
 
+async fn live_rooms_follow_origins(bus: &impl Bus) {
+    let sfu = Origin::Sfu {
+        node: "sfu-1".into(),
+    };
+    let other = Origin::Sfu {
+        node: "sfu-2".into(),
+    };
+    assert!(placement::live_rooms(bus).await.unwrap().is_empty());
+    let ttl = Duration::from_millis(300);
+    assert!(placement::claim_origin(bus, "b", &sfu, ttl).await.unwrap());
+    assert!(
+        placement::claim_origin(bus, "a", &sfu, Duration::from_secs(30))
+            .await
+            .unwrap()
+    );
+    assert_eq!(placement::live_rooms(bus).await.unwrap(), vec!["a", "b"]);
+    // A release by a non-holder leaves the room live.
+    placement::release_origin(bus, "a", &other).await.unwrap();
+    assert_eq!(placement::live_rooms(bus).await.unwrap(), vec!["a", "b"]);
+    placement::release_origin(bus, "a", &sfu).await.unwrap();
+    assert_eq!(placement::live_rooms(bus).await.unwrap(), vec!["b"]);
+    // Renewal keeps it; an origin that stops renewing (a dead node) drops off.
+    assert!(placement::renew_origin(bus, "b", &sfu, ttl).await.unwrap());
+    sleep(Duration::from_millis(600)).await;
+    assert!(placement::live_rooms(bus).await.unwrap().is_empty());
+}
+
 // ---------------------------------------------------------------------- backends
 
 fn redis_url() -> String {
@@ -688,6 +715,7 @@ macro_rules! contract {
 }
 
 contract!(
+    live_rooms_follow_origins,
     heartbeat_lists_nodes_by_kind,
     silent_node_vanishes_after_ttl,
     lease_is_exclusive,

@@ -343,6 +343,26 @@ impl Store {
         rows.iter().map(room_from).collect()
     }
 
+    /// The public rooms among `ids` (the live ones, from the bus), any order.
+    pub async fn public_rooms_among(&self, ids: &[String]) -> StoreResult<Vec<Room>> {
+        let mut out = Vec::new();
+        for chunk in ids.chunks(500) {
+            let marks: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
+            let sql = format!(
+                "SELECT {ROOM_COLS} FROM rooms WHERE visibility = 'public' AND id IN ({})",
+                marks.join(", ")
+            );
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for id in chunk {
+                q = q.bind(id);
+            }
+            for row in q.fetch_all(&self.pool).await? {
+                out.push(room_from(&row)?);
+            }
+        }
+        Ok(out)
+    }
+
     /// Applies a patch; returns the updated room, `None` if it does not exist.
     pub async fn update_room(&self, id: &str, patch: &RoomPatch) -> StoreResult<Option<Room>> {
         let Some(mut room) = self.room(id).await? else {

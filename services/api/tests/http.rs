@@ -631,6 +631,44 @@ async fn login_and_signup_are_rate_limited() {
 }
 
 #[tokio::test]
+async fn the_live_list_is_built_from_live_rooms_not_the_newest_ones() {
+    let app = app_with(TestDb::sqlite().await, |c| c.max_rooms_per_creator = 1000).await;
+    let (_, token) = app.signup("many@example.com").await;
+    let live = app.create_room(&token, "public").await;
+    let live_id = live["room"]["id"].as_str().unwrap().to_string();
+    let hidden = app.create_room(&token, "unlisted").await;
+    let hidden_id = hidden["room"]["id"].as_str().unwrap().to_string();
+    // 600 idle public rooms, all newer than the live one.
+    for _ in 0..600 {
+        app.create_room(&token, "public").await;
+    }
+    let bus = app.state.presence.bus().clone();
+    use skylark_bus::placement::{self, Origin};
+    let origin = Origin::Sfu {
+        node: "sfu-1".into(),
+    };
+    for id in [&live_id, &hidden_id] {
+        placement::claim_origin(&bus, id, &origin, Duration::from_secs(30))
+            .await
+            .unwrap();
+    }
+    let (_, v) = app.call(Method::GET, "/api/v1/rooms", None, None).await;
+    let listed: Vec<&str> = v["rooms"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(listed, vec![live_id.as_str()], "only the live public room");
+    // Offline again: off the list.
+    placement::release_origin(&bus, &live_id, &origin)
+        .await
+        .unwrap();
+    let (_, v) = app.call(Method::GET, "/api/v1/rooms", None, None).await;
+    assert_eq!(v["rooms"].as_array().unwrap().len(), 0, "{v}");
+}
+
+#[tokio::test]
 async fn a_creator_holds_at_most_the_room_quota() {
     let app = app_with(TestDb::sqlite().await, |c| c.max_rooms_per_creator = 2).await;
     let (_, token) = app.signup("quota@example.com").await;

@@ -10,6 +10,7 @@ use axum::http::StatusCode;
 use axum::Json;
 use serde::{Deserialize, Serialize};
 use skylark_auth::{new_stream_key, Claims, Grant, Role};
+use skylark_bus::placement;
 use std::time::Duration;
 use utoipa::{IntoParams, ToSchema};
 
@@ -201,6 +202,9 @@ pub async fn create(
     ))
 }
 
+/// Live rooms the public list shows at most.
+const MAX_LISTED: usize = 500;
+
 /// Public live rooms; with `?mine=1` and a token, the creator's own rooms.
 #[utoipa::path(get, path = "/api/v1/rooms", tag = "rooms", params(ListQuery),
     responses((status = 200, body = RoomList), (status = 401, body = ErrorBody)))]
@@ -220,14 +224,29 @@ pub async fn list(
         }
         out
     } else {
+        // From the set of live rooms, so idle rooms (however many) never push live
+        // ones off the list.
+        let live = match placement::live_rooms(state.presence.bus()).await {
+            Ok(ids) => ids,
+            Err(e) => {
+                tracing::warn!(error = %e, "bus unavailable: the live list is empty");
+                Vec::new()
+            }
+        };
         let mut out = Vec::new();
-        for r in state.store.public_rooms(500).await? {
+        for r in state.store.public_rooms_among(&live).await? {
             let v = view(&state, r).await;
             if v.live {
                 out.push(v);
             }
         }
-        out.sort_by_key(|r| std::cmp::Reverse(r.viewers));
+        out.sort_by_key(|r| {
+            (
+                std::cmp::Reverse(r.viewers),
+                std::cmp::Reverse(r.room.created_at_ms),
+            )
+        });
+        out.truncate(MAX_LISTED);
         out
     };
     Ok(Json(RoomList { rooms }))
