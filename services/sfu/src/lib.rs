@@ -61,6 +61,27 @@ pub struct Config {
 /// Default of [`Config::edge_idle`].
 pub const DEFAULT_EDGE_IDLE: Duration = Duration::from_secs(30);
 
+impl Config {
+    /// A node named `node_id` on loopback, every port chosen by the kernel, the default
+    /// timeouts, no relay limit and no room directory: what an in-process test starts.
+    pub fn loopback(node_id: &str, max_sessions: usize) -> Self {
+        let any = SocketAddr::from(([127, 0, 0, 1], 0));
+        Self {
+            http_addr: any,
+            udp_addr: any,
+            public_ip: IpAddr::from([127, 0, 0, 1]),
+            grpc_addr: any,
+            grpc_advertise: None,
+            node_id: Some(node_id.to_owned()),
+            max_sessions,
+            connect_timeout: core::DEFAULT_CONNECT_TIMEOUT,
+            max_relays: 0,
+            edge_idle: DEFAULT_EDGE_IDLE,
+            api_grpc_url: None,
+        }
+    }
+}
+
 /// The first non-loopback address of this host, else 127.0.0.1. Found by asking the
 /// kernel which source address a route would use; no packet is sent.
 pub fn default_public_ip() -> IpAddr {

@@ -49,17 +49,8 @@ impl Node {
     ) -> Node {
         let shutdown = CancellationToken::new();
         let config = skylark_sfu::Config {
-            http_addr: "127.0.0.1:0".parse().unwrap(),
-            udp_addr: "127.0.0.1:0".parse().unwrap(),
-            public_ip: [127, 0, 0, 1].into(),
-            grpc_addr: "127.0.0.1:0".parse().unwrap(),
-            grpc_advertise: None,
-            node_id: Some(id.into()),
-            max_sessions: 200,
-            connect_timeout: skylark_sfu::core::DEFAULT_CONNECT_TIMEOUT,
-            max_relays: 0,
             edge_idle,
-            api_grpc_url: None,
+            ..skylark_sfu::Config::loopback(id, 200)
         };
         let part = skylark_sfu::start(config, bus.clone(), shutdown.clone())
             .await

@@ -34,17 +34,8 @@ async fn a_session_that_never_connects_is_dropped_with_its_bus_record() {
     let bus = AnyBus::InProcess(InProcessBus::new());
     let shutdown = CancellationToken::new();
     let config = skylark_sfu::Config {
-        http_addr: "127.0.0.1:0".parse().unwrap(),
-        udp_addr: "127.0.0.1:0".parse().unwrap(),
-        public_ip: [127, 0, 0, 1].into(),
-        grpc_addr: "127.0.0.1:0".parse().unwrap(),
-        grpc_advertise: None,
-        node_id: Some("sfu-t".into()),
-        max_sessions: 10,
         connect_timeout: Duration::from_secs(1),
-        max_relays: 0,
-        edge_idle: skylark_sfu::DEFAULT_EDGE_IDLE,
-        api_grpc_url: None,
+        ..skylark_sfu::Config::loopback("sfu-t", 10)
     };
     let part = skylark_sfu::start(config, bus.clone(), shutdown.clone())
         .await
