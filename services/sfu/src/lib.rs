@@ -15,7 +15,7 @@ mod worker;
 
 pub use grpc::SfuService;
 
-use crate::core::{CloseReason, Core, CoreConfig, CoreEvent};
+use crate::core::{Core, CoreConfig, CoreEvent};
 use skylark_bus::events::{self, RoomEvent};
 use skylark_bus::placement::{self, Origin, Relay, LEASE_TTL, RENEW_EVERY};
 use skylark_bus::{AnyBus, Bus, NodeCapacity, NodeInfo, NodeKind};
@@ -344,10 +344,10 @@ async fn placement_loop(
                 }
                 CoreEvent::SessionClosed { session, reason, .. } => {
                     grants.forget(&session);
-                    // No client will DELETE a session that never connected: forget it here.
-                    if reason == CloseReason::NeverConnected {
-                        let _ = placement::forget_session(&bus, &session).await;
-                    }
+                    // Whatever ended it (timeout, failure, replacement, a cut grant), the
+                    // record goes with the session: a late DELETE finds nothing (404).
+                    tracing::debug!(session = %session, ?reason, "session record deleted");
+                    let _ = placement::forget_session(&bus, &session).await;
                 }
             },
         }

@@ -80,3 +80,53 @@ async fn a_session_that_never_connects_is_dropped_with_its_bus_record() {
     shutdown.cancel();
     drop(part);
 }
+
+/// A session ended on the node itself (here by `Close` straight to the SFU, as a cut
+/// publish grant or a failed peer ends it) takes its record with it: a late WHIP/WHEP
+/// `DELETE` through any signaling pod answers 404 instead of finding a stale record.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_ended_on_the_node_loses_its_bus_record() {
+    let bus = AnyBus::InProcess(InProcessBus::new());
+    let shutdown = CancellationToken::new();
+    let part = skylark_sfu::start(
+        skylark_sfu::Config::loopback("sfu-t", 10),
+        bus.clone(),
+        shutdown.clone(),
+    )
+    .await
+    .expect("SFU starts");
+    let url = format!("http://{}", part.grpc_addr.expect("gRPC bound"));
+    let mut sfu = SfuNodeClient::new(skylark_telemetry::traced_channel(&url).unwrap());
+    let id = sfu
+        .subscribe(pb::SubscribeRequest {
+            room_id: "r".into(),
+            offer_sdp: silent_viewer_offer(),
+            upstream: None,
+        })
+        .await
+        .expect("subscribed")
+        .into_inner()
+        .session_id;
+    let record = SessionRecord {
+        sfu_url: url,
+        room: "r".into(),
+        kind: "whep".into(),
+    };
+    placement::record_session(&bus, &id, &record).await.unwrap();
+    sfu.close(pb::CloseRequest {
+        session_id: id.clone(),
+    })
+    .await
+    .expect("closed");
+
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while placement::session(&bus, &id).await.unwrap().is_some() {
+        assert!(
+            Instant::now() < deadline,
+            "session record outlived its session"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    shutdown.cancel();
+    drop(part);
+}

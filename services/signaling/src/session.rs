@@ -359,7 +359,7 @@ fn relay_source(parent: &NodeInfo, depth: u32) -> sfu::RelaySource {
 pub async fn find(state: &State, room: &str, id: &str) -> Result<SessionRecord, SessionError> {
     let not_found = || SessionError::Upstream {
         what: "session",
-        status: tonic::Status::not_found("no such session"),
+        status: tonic::Status::not_found("no such session: it has ended or never existed"),
     };
     if id.is_empty() || id.len() > 64 || !id.chars().all(|c| c.is_ascii_hexdigit()) {
         return Err(not_found());
