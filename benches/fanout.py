@@ -111,6 +111,7 @@ class Server:
             SKYLARK_HTTP_ADDR=f"127.0.0.1:{port}",
             SKYLARK_INTERNAL_ADDR=self.internal,
             SKYLARK_PUBLIC_URL=self.base,
+            SKYLARK_SIGNUP="open",
             SKYLARK_DATA_DIR=f"{self.dir}/data",
             SKYLARK_RTC_UDP_ADDR=f"127.0.0.1:{free_port(socket.SOCK_DGRAM)}",
             SKYLARK_RTC_PUBLIC_IP="127.0.0.1",

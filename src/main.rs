@@ -184,6 +184,26 @@ struct Config {
     /// Rooms one creator may hold; creating more is refused until one is deleted.
     #[arg(long, env = "SKYLARK_MAX_ROOMS_PER_CREATOR", default_value_t = 100)]
     max_rooms_per_creator: u32,
+    /// `verify`: signup mails a link and answers alike for new and registered emails;
+    /// `open`: accounts at once, but a taken email is answered `409`, revealing it.
+    #[arg(long, env = "SKYLARK_SIGNUP", default_value = "verify")]
+    signup: skylark_api::SignupMode,
+    /// Where signup mail goes: `smtp://[user:pass@]host[:port]` (STARTTLS required unless
+    /// `?tls=none`), `smtps://…` (TLS), or `log` (written to the log at WARN).
+    #[arg(
+        long,
+        env = "SKYLARK_MAIL_URL",
+        default_value = "log",
+        hide_env_values = true
+    )]
+    mail_url: String,
+    /// Sender of signup mail.
+    #[arg(
+        long,
+        env = "SKYLARK_MAIL_FROM",
+        default_value = "Skylark <no-reply@localhost>"
+    )]
+    mail_from: String,
     /// OTLP/gRPC trace collector, e.g. http://otel-collector:4317.
     #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
     otlp_endpoint: Option<String>,
@@ -284,6 +304,8 @@ impl Config {
                 per_minute: self.auth_rate_per_min,
             },
             max_rooms_per_creator: self.max_rooms_per_creator,
+            signup_mode: self.signup,
+            mail: skylark_api::MailConfig::parse(&self.mail_url, &self.mail_from)?,
         })
     }
 
@@ -326,6 +348,9 @@ impl Config {
             playback_secret = if self.playback_secret.is_some() { "<set>" } else { "<from the JWT key>" },
             internal_secret = if self.internal_secret.is_some() { "<set>" } else { "<data dir>" },
             internal_secret_accept = if self.internal_secret_accept.is_some() { "<set>" } else { "<unset>" },
+            signup = ?self.signup,
+            mail = %mask_url(&self.mail_url),
+            mail_from = %self.mail_from,
             otlp_endpoint = ?self.otlp_endpoint,
             "configuration"
         );

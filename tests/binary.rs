@@ -1,12 +1,13 @@
 //! The `skylark` binary as a user runs it: no configuration, an empty folder, the default
-//! ports; sign up and create a room over HTTP; metrics on the internal port only;
-//! SIGTERM; a clean exit.
+//! ports; sign up (the link from the log, the default mail transport) and create a room
+//! over HTTP; metrics on the internal port only; SIGTERM; a clean exit.
 
 #[path = "common/ports.rs"]
 mod ports;
 
 use std::io::Read;
 use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 struct Killer(Option<Child>);
@@ -64,6 +65,12 @@ async fn all_in_one_with_no_configuration() {
     }
     let mut guard = Killer(Some(cmd.spawn().expect("start skylark")));
     let child = guard.0.as_mut().unwrap();
+    // Read as it comes: the signup link is in the log, and a full pipe would block the server.
+    let out = Arc::new(Mutex::new(String::new()));
+    let readers = [
+        read_into(child.stdout.take().unwrap(), out.clone()),
+        read_into(child.stderr.take().unwrap(), out.clone()),
+    ];
     let base = "http://127.0.0.1:8080";
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(10))
@@ -71,16 +78,42 @@ async fn all_in_one_with_no_configuration() {
         .unwrap();
     wait_ready(&client, &format!("{base}/readyz"), child).await;
 
-    let signup: serde_json::Value = client
+    // The default signup verifies the email; with no SMTP server the link is logged.
+    let signup = client
         .post(format!("{base}/api/v1/auth/signup"))
         .json(&serde_json::json!({"email":"bin@example.com","password":"password123","display_name":"Bin"}))
         .send()
         .await
-        .unwrap()
-        .json()
+        .unwrap();
+    assert_eq!(signup.status(), 202);
+    let link = "http://localhost:8080/studio#verify=";
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let verify_token = loop {
+        let found = out.lock().unwrap().split_once(link).map(|(_, rest)| {
+            rest.chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
+                .collect::<String>()
+        });
+        if let Some(t) = found.filter(|t| t.len() >= 43) {
+            break t;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no signup link in the log within 10 s:\n{}",
+            out.lock().unwrap()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(out.lock().unwrap().contains("set SKYLARK_MAIL_URL"));
+    let verified = client
+        .post(format!("{base}/api/v1/auth/verify"))
+        .json(&serde_json::json!({ "token": verify_token }))
+        .send()
         .await
         .unwrap();
-    let token = signup["access_token"].as_str().expect("access_token");
+    assert_eq!(verified.status(), 201);
+    let verified: serde_json::Value = verified.json().await.unwrap();
+    let token = verified["access_token"].as_str().expect("access_token");
     let resp = client
         .post(format!("{base}/api/v1/rooms"))
         .bearer_auth(token)
@@ -126,23 +159,32 @@ async fn all_in_one_with_no_configuration() {
         assert!(Instant::now() < deadline, "no exit within 15 s of SIGTERM");
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
-    let mut out = String::new();
-    child
-        .stdout
-        .take()
-        .unwrap()
-        .read_to_string(&mut out)
-        .unwrap();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut out)
-        .unwrap();
+    for r in readers {
+        r.join().unwrap();
+    }
+    let out = out.lock().unwrap().clone();
     guard.0 = None;
     assert!(status.success(), "exit status {status}; output:\n{out}");
     assert!(out.contains("shutting down"), "{out}");
     assert!(!out.contains(&key), "the stream key was logged");
     assert!(dir.path().join("data/skylark.db").exists());
     assert!(dir.path().join("data/jwt_secret").exists());
+}
+
+/// Appends everything `pipe` gives to `out` until it closes.
+fn read_into(
+    mut pipe: impl Read + Send + 'static,
+    out: Arc<Mutex<String>>,
+) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 8192];
+        while let Ok(n) = pipe.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            out.lock()
+                .unwrap()
+                .push_str(&String::from_utf8_lossy(&buf[..n]));
+        }
+    })
 }

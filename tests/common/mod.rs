@@ -74,6 +74,8 @@ impl Skylark {
             // Port 0: the process logs what it bound; `internal` is read from that.
             ("SKYLARK_INTERNAL_ADDR", "127.0.0.1:0".into()),
             ("RUST_LOG", "info,skylark_sfu=debug".into()),
+            // Tests sign up and get a token at once; tests/signup_mail.rs covers `verify`.
+            ("SKYLARK_SIGNUP", "open".into()),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_string(), v))

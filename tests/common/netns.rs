@@ -147,6 +147,8 @@ impl Lan {
             ("RUST_LOG", "info,skylark_sfu=debug".into()),
             // As `Skylark::start_at` gives every single-service process.
             ("SKYLARK_INTERNAL_SECRET", super::INTERNAL_SECRET.into()),
+            // Tests sign up and get a token at once (no mail).
+            ("SKYLARK_SIGNUP", "open".into()),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_string(), v))

@@ -79,7 +79,8 @@ STANDARD_LABELS = [
 TARGETS = {"api", "signaling", "sfu", "packager", "migrate"}
 
 # Secret keys a workload reads only when present (secretKeyRef optional: true).
-OPTIONAL_SECRET_KEYS = {"SKYLARK_INTERNAL_SECRET_ACCEPT"}
+# SKYLARK_MAIL_URL: an existingSecret made before mail was wired may lack it (then `log`).
+OPTIONAL_SECRET_KEYS = {"SKYLARK_INTERNAL_SECRET_ACCEPT", "SKYLARK_MAIL_URL"}
 
 # Variables each target must get from the chart (whatever the value set).
 REQUIRED_ENV = {
@@ -200,6 +201,8 @@ VALUE_SETS = {
     "network-policy-off": NETWORK_POLICY_OFF,
     "network-policy-narrow": NETWORK_POLICY_NARROW,
     "internal-secret-set": {"internalSecret": "z" * 40},
+    "signup-smtp": {"signup": {"mode": "verify"},
+                    "mail": {"url": "smtp://skylark:pw@mail.example.com:587", "from": "Live <live@example.com>"}},
     "internal-secret-rotation": {"internalSecret": "z" * 40, "internalSecretAccept": "w" * 40},
     "everything": deep_merge(INGRESS_TLS, AUTOSCALING, EXISTING_SECRET, MONITORING,
                              SFU_PUBLIC_IP, NETWORK_POLICY_NARROW,
@@ -216,6 +219,8 @@ BAD_VALUE_SETS = [
     ("an internalSecret with spaces", {"internalSecret": "with spaces " * 4}, "internalSecret"),
     ("short internalSecretAccept", {"internalSecretAccept": "too-short"}, "internalSecretAccept"),
     ("a networkPolicy peer with an unknown key", {"networkPolicy": {"httpFrom": [{"podSelectr": {}}]}}, "podSelectr"),
+    ("an unknown signup mode", {"signup": {"mode": "closed"}}, "mode"),
+    ("a mail URL that is not SMTP", {"mail": {"url": "http://mail.example.com"}}, "url"),
     ("port out of range", {"sfu": {"udpPort": 70000}}, "udpPort"),
     ("the internal port on the HTTP port", {"internalPort": 8080}, "internalPort"),
     ("the SFU's internal port on its HTTP port", {"sfu": {"internalPort": 7880}}, "sfu.internalPort"),

@@ -266,6 +266,8 @@ def run(binary: Path, render, objects) -> None:
         "jwtSecret": JWT,
         "publicUrl": proxy.url,
         "ingress": {"enabled": True, "host": "127.0.0.1"},
+        # The creator below gets its token at once (no mail round trip).
+        "signup": {"mode": "open"},
     }
     objs = objects(render(values))
     fullname = next(o["metadata"]["name"] for o in objs if o["kind"] == "Secret"

@@ -1,5 +1,6 @@
 //! The API's configuration, filled by the binary from flags and environment.
 
+use crate::mail::MailConfig;
 use skylark_telemetry::limits::RateLimit;
 use std::net::SocketAddr;
 use std::path::Path;
@@ -23,6 +24,34 @@ pub struct ApiConfig {
     pub auth_rate_limit: RateLimit,
     /// Rooms one creator may hold (`SKYLARK_MAX_ROOMS_PER_CREATOR`).
     pub max_rooms_per_creator: u32,
+    /// Whether signup verifies the email first (`SKYLARK_SIGNUP`).
+    pub signup_mode: SignupMode,
+    /// Where verification mail goes (`SKYLARK_MAIL_URL`, `SKYLARK_MAIL_FROM`).
+    pub mail: MailConfig,
+}
+
+/// How `POST /auth/signup` creates accounts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SignupMode {
+    /// `202` for every address and a mail with a link; the account exists once the link
+    /// is followed. Nobody learns from signup which addresses have accounts.
+    Verify,
+    /// `201` and a token at once, `409` for a taken address: for private deployments
+    /// where everyone may know who has an account.
+    Open,
+}
+
+impl std::str::FromStr for SignupMode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "verify" => Ok(Self::Verify),
+            "open" => Ok(Self::Open),
+            o => Err(format!(
+                "unknown signup mode {o:?}: use `verify` (mail a link first) or `open`"
+            )),
+        }
+    }
 }
 
 impl std::fmt::Debug for ApiConfig {
@@ -37,6 +66,8 @@ impl std::fmt::Debug for ApiConfig {
             .field("access_token_ttl", &self.access_token_ttl)
             .field("auth_rate_limit", &self.auth_rate_limit)
             .field("max_rooms_per_creator", &self.max_rooms_per_creator)
+            .field("signup_mode", &self.signup_mode)
+            .field("mail", &self.mail)
             .finish()
     }
 }
@@ -51,7 +82,8 @@ impl ApiConfig {
         }
     }
 
-    /// A config for tests and examples: loopback ports chosen by the caller.
+    /// A config for tests and examples: loopback ports chosen by the caller; signup
+    /// `open`, mail to the log.
     pub fn for_tests(database_url: &str, grpc_addr: SocketAddr) -> Self {
         Self {
             http_addr: "127.0.0.1:0".parse().expect("literal address"),
@@ -66,6 +98,8 @@ impl ApiConfig {
                 per_minute: 1000,
             },
             max_rooms_per_creator: 100,
+            signup_mode: SignupMode::Open,
+            mail: MailConfig::log(),
         }
     }
 }

@@ -13,13 +13,15 @@ mod config;
 mod directory;
 mod http;
 mod ids;
+mod mail;
 mod openapi;
 mod presence;
 mod rest;
 pub mod store;
 
-pub use config::{load_or_create_jwt_secret, load_or_create_secret, ApiConfig};
+pub use config::{load_or_create_jwt_secret, load_or_create_secret, ApiConfig, SignupMode};
 pub use directory::RoomDirectoryService;
+pub use mail::{MailConfig, MailConfigError};
 pub use openapi::openapi_json;
 pub use presence::{Presence, RoomStatus};
 pub use rest::router;
@@ -43,16 +45,22 @@ pub struct ApiState {
     pub presence: Presence,
     pub(crate) signup_limit: Arc<Limiter<IpAddr>>,
     pub(crate) login_limit: Arc<Limiter<IpAddr>>,
+    /// Signup verification attempts per client address.
+    pub(crate) verify_limit: Arc<Limiter<IpAddr>>,
     /// Login attempts per account (normalised email), whatever address they come from.
     pub(crate) login_account_limit: Arc<Limiter<String>>,
     /// Password hashes (argon2, tens of ms of CPU and 19 MiB each) running at once: a
     /// burst of signups or logins queues here instead of exhausting memory and threads.
     pub(crate) password_work: Arc<tokio::sync::Semaphore>,
+    pub(crate) mailer: mail::Mailer,
 }
 
 impl ApiState {
+    /// Starts the mail-sending task too, so it needs a Tokio runtime.
     pub fn new(store: Store, config: ApiConfig, bus: AnyBus) -> Self {
         Self {
+            mailer: mail::Mailer::start(config.mail.clone()),
+            verify_limit: Arc::new(Limiter::new(config.auth_rate_limit)),
             presence: Presence::new(bus),
             tokens: TokenIssuer::new(&config.jwt_secret),
             signup_limit: Arc::new(Limiter::new(config.auth_rate_limit)),
@@ -77,6 +85,12 @@ pub async fn start(
     let store = Store::connect(&config.database_url).await?;
     store.migrate().await?;
     tracing::info!(database = %config.database_kind(), "database ready");
+    if config.signup_mode == SignupMode::Verify && config.mail.is_log() {
+        tracing::warn!(
+            "signup links are written to this log, not mailed: set SKYLARK_MAIL_URL to an \
+             SMTP server (or SKYLARK_SIGNUP=open on a private deployment)"
+        );
+    }
     let state = ApiState::new(store.clone(), config.clone(), bus);
 
     let grpc_addr = config.grpc_addr;

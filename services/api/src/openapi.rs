@@ -27,9 +27,9 @@ impl Modify for BearerAuth {
 #[derive(OpenApi)]
 #[openapi(
     info(title = "Skylark API", description = "Creators, rooms and stream keys."),
-    paths(signup, login, me, create, list, get, update, delete, rotate_key, viewer_token, revoke_viewer_tokens),
+    paths(signup, verify, login, me, create, list, get, update, delete, rotate_key, viewer_token, revoke_viewer_tokens),
     components(schemas(
-        ErrorBody, ErrorDetail, SignupRequest, SignupResponse, LoginRequest, LoginResponse, User,
+        ErrorBody, ErrorDetail, SignupRequest, SignupResponse, SignupAccepted, VerifyRequest, LoginRequest, LoginResponse, User,
         Room, Visibility, Mode, RoomView, RoomList, CreateRoomRequest, CreateRoomResponse, Ingest,
         UpdateRoomRequest, StreamKeyResponse, ViewerTokenRequest, ViewerTokenResponse
     )),

@@ -19,6 +19,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "viewer_generation",
         include_str!("../../../migrations/0002_viewer_generation.sql"),
     ),
+    (
+        3,
+        "pending_signups",
+        include_str!("../../../migrations/0003_pending_signups.sql"),
+    ),
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -133,6 +138,18 @@ pub struct Room {
 pub struct StreamKeyRow {
     pub id: String,
     pub room_id: String,
+}
+
+/// A signup waiting for its email to be confirmed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingSignup {
+    pub email: String,
+    pub display_name: String,
+    pub password_hash: String,
+    /// Hex SHA-256 of the mailed token.
+    pub token_hash: String,
+    pub created_at_ms: i64,
+    pub expires_at_ms: i64,
 }
 
 /// Fields a PATCH may change.
@@ -280,6 +297,67 @@ impl Store {
         .fetch_optional(&self.pool)
         .await?;
         row.as_ref().map(user_from).transpose()
+    }
+
+    /// Stores a pending signup, replacing any older one of the same email (whose link
+    /// stops working), and clears expired ones.
+    pub async fn put_pending_signup(&self, p: &PendingSignup) -> StoreResult<()> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("DELETE FROM pending_signups WHERE expires_at <= $1")
+            .bind(p.created_at_ms)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(
+            "INSERT INTO pending_signups (email, token_hash, password_hash, display_name, created_at, expires_at) \
+             VALUES ($1, $2, $3, $4, $5, $6) \
+             ON CONFLICT (email) DO UPDATE SET token_hash = excluded.token_hash, \
+             password_hash = excluded.password_hash, display_name = excluded.display_name, \
+             created_at = excluded.created_at, expires_at = excluded.expires_at",
+        )
+        .bind(&p.email)
+        .bind(&p.token_hash)
+        .bind(&p.password_hash)
+        .bind(&p.display_name)
+        .bind(p.created_at_ms)
+        .bind(p.expires_at_ms)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Removes and returns the pending signup with this token hash, expired or not (the
+    /// caller checks `expires_at_ms`): one statement, so a token is taken at most once.
+    pub async fn take_pending_signup(
+        &self,
+        token_hash: &str,
+    ) -> StoreResult<Option<PendingSignup>> {
+        let row = sqlx::query(
+            "DELETE FROM pending_signups WHERE token_hash = $1 \
+             RETURNING email, token_hash, password_hash, display_name, created_at, expires_at",
+        )
+        .bind(token_hash)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| {
+            Ok(PendingSignup {
+                email: r.try_get("email")?,
+                token_hash: r.try_get("token_hash")?,
+                password_hash: r.try_get("password_hash")?,
+                display_name: r.try_get("display_name")?,
+                created_at_ms: r.try_get("created_at")?,
+                expires_at_ms: r.try_get("expires_at")?,
+            })
+        })
+        .transpose()
+    }
+
+    /// Pending signups stored, for tests.
+    pub async fn pending_signup_count(&self) -> StoreResult<i64> {
+        Ok(sqlx::query("SELECT COUNT(*) AS n FROM pending_signups")
+            .fetch_one(&self.pool)
+            .await?
+            .try_get("n")?)
     }
 
     /// Creates a room and its first stream key (hash) in one transaction.

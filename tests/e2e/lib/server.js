@@ -157,6 +157,8 @@ export async function startServer(opts = {}) {
     SKYLARK_RTC_PUBLIC_IP: '127.0.0.1',
     SKYLARK_RTMP_ADDR: `127.0.0.1:${rtmp}`,
     SKYLARK_INTERNAL_ADDR: `127.0.0.1:${internalPort}`,
+    // Signup answers 201 with a token at once (no mail round trip) unless a test says otherwise.
+    SKYLARK_SIGNUP: 'open',
     ...(opts.env ?? {}),
   });
 

@@ -264,6 +264,49 @@ test('studio: errors reach the person (wrong password, key refused after rotatio
   }, BODY_CAP),
 );
 
+test('studio: signup in verify mode says "check your email"; the mailed link signs the new creator in', { timeout: TEST_CAP_MS, skip }, () =>
+  withCleanup(async (defer) => {
+    // The default signup: a link by mail, here the log transport (SKYLARK_MAIL_URL unset).
+    const sk = await serverFor(defer, { label: 'studio-verify', env: { SKYLARK_SIGNUP: 'verify' } });
+    const b = await browserFor(defer, 'studio-verify');
+    const app = appFor(defer, b, 'studio-verify');
+    await explained({ sk, app }, async () => {
+      const page = await app.open(`${sk.baseUrl}/studio`, { tag: 'studio' });
+      await page.getByRole('heading', { name: 'Creator studio' }).waitFor();
+      const n = `${Date.now().toString(36)}${Math.random().toString(36).slice(2, 6)}`;
+      await page.getByRole('tab', { name: 'Create account' }).click();
+      const form = page.locator('#signup-form');
+      await form.getByLabel('Display name').fill('Verified creator');
+      await form.getByLabel('Email').fill(`verify-${n}@example.com`);
+      await form.getByLabel('Password').fill(`pw-${n}-correct-horse`);
+      await form.getByRole('button', { name: 'Create account' }).click();
+      await page.getByRole('status').filter({ hasText: 'Check your email' }).waitFor();
+      assert.equal(await page.locator('#dashboard').isVisible(), false, 'no account before the link');
+
+      // The log transport writes the mail, link included, to the server's log.
+      let link;
+      for (const deadline = Date.now() + 10_000; !link && Date.now() < deadline; ) {
+        link = sk.output().match(/http:\/\/127\.0\.0\.1:\d+\/studio#verify=[A-Za-z0-9_-]+/)?.[0];
+        if (!link) await new Promise((r) => setTimeout(r, 100));
+      }
+      assert.ok(link, 'the signup link is in the server log');
+      // Opened from a mail client: a fresh page load, not a hash change of this one.
+      await page.goto('about:blank');
+      await page.goto(link);
+      await page.locator('#dashboard').waitFor({ state: 'visible' });
+      assert.equal(await page.locator('#account-name').innerText(), 'Verified creator');
+      assert.equal(await page.evaluate(() => location.hash), '', 'the used token is gone from the address bar');
+      // The link works once: opened again it says to sign up again.
+      await page.evaluate(() => localStorage.clear());
+      await page.goto('about:blank');
+      await page.goto(link);
+      const alert = page.getByRole('alert');
+      await alert.waitFor();
+      assert.match(await alert.innerText(), /sign up again/);
+    });
+  }),
+);
+
 test('studio and home at phone width: no horizontal scrolling, labelled controls', { timeout: TEST_CAP_MS, skip }, () =>
   withCleanup(async (defer) => {
     const ctx = await setup(defer, 'studio-phone');

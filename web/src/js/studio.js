@@ -164,9 +164,25 @@ $('signup-form').addEventListener(
       what: 'Creating the account failed',
     });
     $('signup-password').value = '';
-    await enter(r.access_token);
+    // `open` signup answers with a token (201); `verify` (202) mails a link instead,
+    // saying the same whether or not the address already has an account.
+    if (r?.access_token) {
+      await enter(r.access_token);
+    } else {
+      selectTab('signin');
+      showInfo(r?.message ?? 'Check your email for a link to finish creating your account.');
+    }
   }),
 );
+
+/** Finishes a signup from the mailed link `/studio#verify=TOKEN`: creates the account, signs in. */
+async function verifyFromLink(token) {
+  // The token works once: off the address bar and out of the history right away.
+  history.replaceState(null, '', location.pathname + location.search);
+  const r = await api('POST', '/auth/verify', { body: { token }, what: 'Finishing the signup failed' });
+  await enter(r.access_token);
+  showInfo('Your account is ready.');
+}
 
 $('sign-out').addEventListener('click', action(() => signOut()));
 
@@ -1101,6 +1117,16 @@ setLayout('pip');
 refreshDevices();
 
 (async () => {
+  const verifyToken = new URLSearchParams(location.hash.slice(1)).get('verify');
+  if (verifyToken) {
+    try {
+      await verifyFromLink(verifyToken);
+    } catch (e) {
+      showAuth('signup');
+      showError(e.message);
+    }
+    return;
+  }
   const token = session.token;
   if (!token) {
     showAuth('signin');

@@ -17,7 +17,8 @@ pub struct ErrorBody {
 #[expect(dead_code, reason = "a schema only: telemetry writes the body")]
 pub struct ErrorDetail {
     /// Stable, machine-readable: `bad_request`, `unauthorized`, `forbidden`, `not_found`,
-    /// `conflict`, `payload_too_large`, `validation_failed`, `rate_limited`, `unavailable`, `internal`.
+    /// `conflict`, `payload_too_large`, `validation_failed`, `rate_limited`, `unavailable`, `internal`,
+    /// `invalid_or_expired_token` (a signup link that is unknown, used or expired).
     pub code: &'static str,
     /// What happened and what to do, for people.
     pub message: String,
@@ -80,6 +81,14 @@ impl ApiError {
     }
     pub fn internal(m: impl Into<String>) -> Self {
         Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", m)
+    }
+    /// A signup verification token that is unknown, used or expired (all alike).
+    pub fn invalid_token() -> Self {
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_or_expired_token",
+            "this signup link is invalid, already used or expired (links work once, for 24 hours): sign up again to get a new one",
+        )
     }
     pub fn room_not_found() -> Self {
         Self::not_found("no such room: check the room id")

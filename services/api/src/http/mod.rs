@@ -19,14 +19,16 @@ pub(crate) use rooms::{
     CreateRoomRequest, CreateRoomResponse, Ingest, RoomList, RoomView, StreamKeyResponse,
     UpdateRoomRequest, ViewerTokenRequest, ViewerTokenResponse,
 };
-pub(crate) use users::{LoginRequest, LoginResponse, SignupRequest, SignupResponse};
+pub(crate) use users::{
+    LoginRequest, LoginResponse, SignupAccepted, SignupRequest, SignupResponse, VerifyRequest,
+};
 
 pub(crate) mod paths {
     pub use super::rooms::{
         __path_create, __path_delete, __path_get, __path_list, __path_revoke_viewer_tokens,
         __path_rotate_key, __path_update, __path_viewer_token,
     };
-    pub use super::users::{__path_login, __path_me, __path_signup};
+    pub use super::users::{__path_login, __path_me, __path_signup, __path_verify};
 }
 
 /// Every REST handler's route under `/api/v1`, and the answer for any other path there.
@@ -34,6 +36,7 @@ pub(crate) mod paths {
 pub(crate) fn routes() -> Router<ApiState> {
     Router::new()
         .route("/auth/signup", post(users::signup))
+        .route("/auth/verify", post(users::verify))
         .route("/auth/login", post(users::login))
         .route("/me", get(users::me))
         .route("/rooms", post(rooms::create).get(rooms::list))

@@ -2,14 +2,17 @@
 
 use super::error::{ApiError, ApiResult, ErrorBody};
 use super::extract::{Creator, JsonBody};
+use crate::config::SignupMode;
 use crate::ids::new_id;
-use crate::store::{now_ms, User};
+use crate::mail::Mail;
+use crate::store::{now_ms, PendingSignup, StoreError, User};
 use crate::ApiState;
 use axum::extract::State;
 use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::{Deserialize, Serialize};
-use skylark_auth::{hash_password, verify_password, Role};
+use skylark_auth::{hash_password, hash_stream_key, new_secret, verify_password, Role};
 use skylark_telemetry::limits::ClientIp;
 use utoipa::ToSchema;
 
@@ -29,6 +32,31 @@ pub struct SignupResponse {
     pub access_token: String,
     pub expires_in: u64,
 }
+
+/// The answer to every signup in `verify` mode, whether or not the email has an account.
+#[derive(Serialize, ToSchema)]
+pub struct SignupAccepted {
+    /// Always `verification_sent`.
+    pub status: &'static str,
+    pub message: &'static str,
+}
+
+const SIGNUP_ACCEPTED: SignupAccepted = SignupAccepted {
+    status: "verification_sent",
+    message: "Check your email for a link to finish creating your account.",
+};
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct VerifyRequest {
+    /// The `verify=` token of the mailed link.
+    pub token: String,
+}
+
+/// How long a mailed signup link works.
+const PENDING_SIGNUP_TTL_MS: i64 = 24 * 3600 * 1000;
+/// Longest token looked up (they are 43 characters); longer is simply invalid.
+const MAX_TOKEN_LEN: usize = 128;
 
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -66,15 +94,19 @@ fn issue(state: &ApiState, user_id: &str) -> (String, u64) {
     )
 }
 
-/// Create a creator account.
+/// Create a creator account. In `verify` mode (the default) every valid request gets
+/// the same `202` and the account exists once the mailed link is followed
+/// (`/auth/verify`); in `open` mode it is created at once (`201`, `409` if taken).
 #[utoipa::path(post, path = "/api/v1/auth/signup", tag = "auth", request_body = SignupRequest,
-    responses((status = 201, body = SignupResponse), (status = 409, body = ErrorBody, description = "email taken"),
-              (status = 422, body = ErrorBody), (status = 429, body = ErrorBody)))]
+    responses((status = 201, body = SignupResponse, description = "open mode: account created"),
+              (status = 202, body = SignupAccepted, description = "verify mode: a mail was sent, whether or not the email has an account"),
+              (status = 409, body = ErrorBody, description = "open mode: email taken"),
+              (status = 422, body = ErrorBody), (status = 429, body = ErrorBody), (status = 503, body = ErrorBody)))]
 pub async fn signup(
     State(state): State<ApiState>,
     ClientIp(ip): ClientIp,
     JsonBody(req): JsonBody<SignupRequest>,
-) -> ApiResult<(StatusCode, Json<SignupResponse>)> {
+) -> ApiResult<Response> {
     state
         .signup_limit
         .check(&ip)
@@ -88,13 +120,27 @@ pub async fn signup(
     if display_name.is_empty() || display_name.chars().count() > 64 {
         return Err(ApiError::validation("display_name: use 1 to 64 characters"));
     }
+    match state.config.signup_mode {
+        SignupMode::Open => open_signup(&state, email, display_name, req.password).await,
+        SignupMode::Verify => {
+            verify_signup(&state, email, display_name, req.password).await?;
+            Ok((StatusCode::ACCEPTED, Json(SIGNUP_ACCEPTED)).into_response())
+        }
+    }
+}
+
+async fn open_signup(
+    state: &ApiState,
+    email: String,
+    display_name: String,
+    password: String,
+) -> ApiResult<Response> {
     if state.store.user_by_email(&email).await?.is_some() {
         return Err(ApiError::conflict(
             "an account with this email exists: log in instead",
         ));
     }
-    let password = req.password;
-    let password_hash = password_work(&state, move || hash_password(&password))
+    let password_hash = password_work(state, move || hash_password(&password))
         .await?
         .ok_or_else(|| ApiError::internal("password hashing failed: retry"))?;
     let user = User {
@@ -105,21 +151,127 @@ pub async fn signup(
         password_hash,
     };
     state.store.create_user(&user).await.map_err(|e| match e {
-        crate::store::StoreError::Conflict => {
+        StoreError::Conflict => {
             ApiError::conflict("an account with this email exists: log in instead")
         }
         other => other.into(),
     })?;
     tracing::info!(user_id = %user.id, "creator signed up");
-    let (access_token, expires_in) = issue(&state, &user.id);
-    Ok((
+    Ok(created(state, user).into_response())
+}
+
+/// `201` with the new account and its first access token.
+fn created(state: &ApiState, user: User) -> (StatusCode, Json<SignupResponse>) {
+    let (access_token, expires_in) = issue(state, &user.id);
+    (
         StatusCode::CREATED,
         Json(SignupResponse {
             user,
             access_token,
             expires_in,
         }),
-    ))
+    )
+}
+
+/// Stores a pending signup and mails its link, or, if the email has an account, mails
+/// its owner that someone tried. The caller answers the same either way, and the
+/// password is hashed either way so the time taken does not tell them apart.
+async fn verify_signup(
+    state: &ApiState,
+    email: String,
+    display_name: String,
+    password: String,
+) -> ApiResult<()> {
+    let password_hash = password_work(state, move || hash_password(&password))
+        .await?
+        .ok_or_else(|| ApiError::internal("password hashing failed: retry"))?;
+    if state.store.user_by_email(&email).await?.is_some() {
+        state.mailer.send(Mail {
+            to: email,
+            subject: "Someone tried to create a Skylark account with this address",
+            body: format!(
+                "Someone (maybe you) tried to create a Skylark account with this email \
+                 address, but it already has one.\n\nIf it was you, sign in instead: {}/studio\n\
+                 If you forgot your password, ask the operator of this site.\n\n\
+                 If it was not you, ignore this mail: nothing was changed.\n",
+                state.config.public_url
+            ),
+        });
+        return Ok(());
+    }
+    let token = new_secret(32);
+    let now = now_ms();
+    let pending = PendingSignup {
+        email: email.clone(),
+        display_name,
+        password_hash,
+        token_hash: hash_stream_key(&token),
+        created_at_ms: now,
+        expires_at_ms: now + PENDING_SIGNUP_TTL_MS,
+    };
+    let mail = Mail {
+        to: email,
+        subject: "Finish creating your Skylark account",
+        body: format!(
+            "To finish creating your Skylark account, open this link within 24 hours:\n\n\
+             {}/studio#verify={token}\n\n\
+             If you did not sign up, ignore this mail: no account is created without the link.\n",
+            state.config.public_url
+        ),
+    };
+    // Stored after answering: a database write only new emails make would show in the
+    // response time. A failure is logged; the person signs up again.
+    let state = state.clone();
+    tokio::spawn(async move {
+        match state.store.put_pending_signup(&pending).await {
+            Ok(()) => {
+                tracing::info!("signup pending email verification");
+                state.mailer.send(mail);
+            }
+            Err(e) => tracing::error!(error = %e, "storing a pending signup failed: no mail sent"),
+        }
+    });
+    Ok(())
+}
+
+/// Finish a signup: the token from the mailed link creates the account.
+#[utoipa::path(post, path = "/api/v1/auth/verify", tag = "auth", request_body = VerifyRequest,
+    responses((status = 201, body = SignupResponse, description = "account created"),
+              (status = 400, body = ErrorBody, description = "`invalid_or_expired_token`: unknown, used or expired link; sign up again"),
+              (status = 429, body = ErrorBody)))]
+pub async fn verify(
+    State(state): State<ApiState>,
+    ClientIp(ip): ClientIp,
+    JsonBody(req): JsonBody<VerifyRequest>,
+) -> ApiResult<(StatusCode, Json<SignupResponse>)> {
+    state
+        .verify_limit
+        .check(&ip)
+        .map_err(ApiError::rate_limited)?;
+    let token = req.token.trim();
+    if token.is_empty() || token.len() > MAX_TOKEN_LEN {
+        return Err(ApiError::invalid_token());
+    }
+    let pending = state
+        .store
+        .take_pending_signup(&hash_stream_key(token))
+        .await?
+        .filter(|p| p.expires_at_ms > now_ms())
+        .ok_or_else(ApiError::invalid_token)?;
+    let user = User {
+        id: new_id("usr"),
+        email: pending.email,
+        display_name: pending.display_name,
+        created_at_ms: now_ms(),
+        password_hash: pending.password_hash,
+    };
+    // Registered since (another link, or open mode): the same answer as a stale link.
+    state.store.create_user(&user).await.map_err(|e| match e {
+        StoreError::Conflict => ApiError::invalid_token(),
+        other => other.into(),
+    })?;
+    tracing::info!(user_id = %user.id, "creator signed up (email verified)");
+    Ok(created(&state, user))
 }
 
 /// Exchange email and password for an access token.

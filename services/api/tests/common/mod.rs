@@ -1,6 +1,8 @@
 //! Test databases: a fresh SQLite file, or a fresh schema in the real PostgreSQL.
 #![allow(dead_code)]
 
+pub mod smtp;
+
 use skylark_api::store::Store;
 
 pub struct TestDb {
