@@ -157,6 +157,8 @@ export async function startServer(opts = {}) {
     SKYLARK_RTC_PUBLIC_IP: '127.0.0.1',
     SKYLARK_RTMP_ADDR: `127.0.0.1:${rtmp}`,
     SKYLARK_INTERNAL_ADDR: `127.0.0.1:${internalPort}`,
+    // Whatever the machine: rooms spread over two SFU workers.
+    SKYLARK_SFU_WORKERS: '2',
     ...(opts.env ?? {}),
   });
 
