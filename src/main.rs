@@ -131,6 +131,11 @@ struct Config {
     /// Most WebRTC sessions one SFU node takes.
     #[arg(long, env = "SKYLARK_SFU_MAX_SESSIONS", default_value_t = 5000)]
     max_sessions: usize,
+    /// SFU worker tasks, each with its own core and socket on the one UDP port; 0 (the
+    /// default): one per core the process may use.
+    #[arg(long, env = "SKYLARK_SFU_WORKERS", default_value_t = 0,
+          value_parser = clap::value_parser!(u16).range(0..=64))]
+    sfu_workers: u16,
     /// Downstream relay links (edges pulling a room) one SFU node feeds at most.
     #[arg(long, env = "SKYLARK_SFU_MAX_RELAYS", default_value_t = 8)]
     max_relays: u32,
@@ -476,6 +481,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         edge_idle: Duration::from_secs(config.sfu_edge_idle_s),
         api_grpc_url: Some(api_grpc_url),
         connect_timeout: Duration::from_secs(config.sfu_connect_timeout_s),
+        workers: match config.sfu_workers {
+            0 => skylark_sfu::default_workers(),
+            n => usize::from(n),
+        },
     };
     let packager = |api_grpc_url: String| -> anyhow::Result<_> {
         Ok(skylark_packager::Config {

@@ -73,6 +73,8 @@ impl Skylark {
             ("SKYLARK_RTMP_ADDR", format!("{host}:{}", free_port())),
             // Port 0: the process logs what it bound; `internal` is read from that.
             ("SKYLARK_INTERNAL_ADDR", "127.0.0.1:0".into()),
+            // Whatever the machine: every room spreads over two SFU workers.
+            ("SKYLARK_SFU_WORKERS", "2".into()),
             ("RUST_LOG", "info,skylark_sfu=debug".into()),
             // Tests sign up and get a token at once; tests/signup_mail.rs covers `verify`.
             ("SKYLARK_SIGNUP", "open".into()),

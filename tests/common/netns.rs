@@ -144,6 +144,7 @@ impl Lan {
             ("SKYLARK_RTC_PUBLIC_IP", addr.clone()),
             ("SKYLARK_GRPC_ADDR", format!("{addr}:0")),
             ("SKYLARK_INTERNAL_ADDR", format!("{addr}:0")),
+            ("SKYLARK_SFU_WORKERS", "2".into()),
             ("RUST_LOG", "info,skylark_sfu=debug".into()),
             // As `Skylark::start_at` gives every single-service process.
             ("SKYLARK_INTERNAL_SECRET", super::INTERNAL_SECRET.into()),

@@ -154,6 +154,7 @@ impl Net {
             connect_timeout: skylark_sfu::core::DEFAULT_CONNECT_TIMEOUT,
             wall_clock: WallClock::new(now, 0),
             id_seed: IdSeed::new([0; 32]),
+            worker: Default::default(),
         });
         let (mut publisher, offer) = Client::new(now, 1000, Direction::SendOnly);
         let (_, answer) = core.publish(now, "bench", &offer).expect("publish");
@@ -601,6 +602,7 @@ fn route_unknown(c: &mut Criterion) {
         connect_timeout: skylark_sfu::core::DEFAULT_CONNECT_TIMEOUT,
         wall_clock: WallClock::new(now, 0),
         id_seed: IdSeed::new([0; 32]),
+        worker: Default::default(),
     });
     let mut scanned = Vec::new();
     for i in 0..PEERS {

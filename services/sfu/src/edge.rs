@@ -6,7 +6,8 @@
 //! left, and retries a broken link with backoff for [`RETRY_FOR`].
 
 use crate::core::{FrameCodec, RelayedFrame, SessionError};
-use crate::worker::{Command, Worker};
+use crate::worker::{Command, Handle};
+use crate::workers::Workers;
 use futures_util::StreamExt;
 use skylark_proto::sfu::v1 as pb;
 use skylark_proto::sfu::v1::sfu_node_client::SfuNodeClient;
@@ -22,7 +23,7 @@ pub const RETRY_FOR: Duration = Duration::from_secs(20);
 const BACKOFF_FIRST: Duration = Duration::from_millis(200);
 const BACKOFF_MAX: Duration = Duration::from_secs(2);
 /// Keyframe requests queued for the parent; the core coalesces them per track.
-const KEYFRAME_QUEUE: usize = 64;
+pub(crate) const KEYFRAME_QUEUE: usize = 64;
 /// Largest relayed frame accepted (as for pushed frames: a 4K keyframe fits).
 const MAX_FRAME: usize = 4 * 1024 * 1024;
 /// Label values of `skylark_sfu_rooms_pulled{depth}`: deeper pulls share the last, so the
@@ -33,7 +34,7 @@ const DEPTH_LABELS: [&str; 4] = ["1", "2", "3", "4+"];
 #[derive(Clone)]
 pub struct Edges {
     pulls: Arc<Mutex<HashMap<String, Arc<Pull>>>>,
-    worker: Worker,
+    workers: Workers,
     idle: Duration,
     shutdown: CancellationToken,
 }
@@ -67,10 +68,10 @@ pub struct PulledRoom {
 }
 
 impl Edges {
-    pub fn new(worker: Worker, idle: Duration, shutdown: CancellationToken) -> Self {
+    pub fn new(workers: Workers, idle: Duration, shutdown: CancellationToken) -> Self {
         Self {
             pulls: Arc::default(),
-            worker,
+            workers,
             idle,
             shutdown,
         }
@@ -136,10 +137,10 @@ impl Edges {
     /// unless this node holds its publisher or already pulls it; a pull whose link is
     /// broken (or whose parent's room ended) switches to a different `upstream`.
     pub async fn ensure(&self, room: &str, upstream: pb::RelaySource) {
-        if upstream.node_id == self.worker.node_id() {
+        if upstream.node_id == self.workers.node_id() {
             return;
         }
-        let own = self.worker.has_own_publisher(room.to_string()).await;
+        let own = self.workers.has_own_publisher(room.to_string()).await;
         let mut pulls = self.lock();
         if let Some(p) = pulls.get(room) {
             let mut st = p.state();
@@ -232,16 +233,7 @@ enum LinkEnd {
 
 /// The pull's task: links to the parent until idle, out of retries, or shutdown.
 async fn run(edges: Edges, room: String, pull: Arc<Pull>) {
-    let (kf_tx, kf_rx) = mpsc::channel::<String>(KEYFRAME_QUEUE);
-    let mut feed = Feed {
-        worker: edges.worker.clone(),
-        keyframes_tx: kf_tx,
-        keyframes: kf_rx,
-        session: None,
-        closed: None,
-        broken_since: None,
-        backoff: BACKOFF_FIRST,
-    };
+    let mut feed = Feed::new(edges.workers.home(&room).clone(), true);
     let tick = (edges.idle / 4).clamp(Duration::from_millis(20), Duration::from_secs(1));
     loop {
         let upstream = pull.state().upstream.clone();
@@ -286,9 +278,7 @@ async fn run(edges: Edges, room: String, pull: Arc<Pull>) {
         }
     }
     // The room ends here as it would at its origin.
-    if let Some(s) = feed.session {
-        let _ = edges.worker.close(s).await;
-    }
+    feed.end().await;
     edges.remove(&room, &pull);
 }
 
@@ -304,7 +294,7 @@ async fn idle(edges: &Edges, room: &str, pull: &Arc<Pull>, tick: Duration) {
         if !waited {
             continue;
         }
-        if edges.worker.relay_sinks(room.to_string()).await > 0 {
+        if edges.workers.relay_sinks(room.to_string()).await > 0 {
             let mut st = pull.state();
             if st.viewers == 0 {
                 st.empty_since = Some(Instant::now());
@@ -318,7 +308,7 @@ async fn idle(edges: &Edges, room: &str, pull: &Arc<Pull>, tick: Duration) {
 }
 
 /// Resolves when the core ended the pull's local publisher; never without one.
-async fn ended(closed: &mut Option<oneshot::Receiver<()>>) {
+pub(crate) async fn ended(closed: &mut Option<oneshot::Receiver<()>>) {
     match closed {
         Some(rx) => {
             let _ = rx.await;
@@ -337,22 +327,153 @@ async fn upstream_changed(pull: &Pull, current: &str) {
     }
 }
 
-/// What outlives one relay link of a pull: its local publisher and keyframe channel,
-/// and the retry state.
-struct Feed {
-    worker: Worker,
+/// A pulled room's local publisher on one worker, fed from relay messages (an edge
+/// pull's from the parent node, a sibling pull's from the room's home worker): what
+/// outlives one relay link, and the retry state.
+pub(crate) struct Feed {
+    worker: Handle,
     keyframes_tx: mpsc::Sender<String>,
     /// The core's keyframe wants for the pull's local publisher, by track id.
-    keyframes: mpsc::Receiver<String>,
+    pub(crate) keyframes: mpsc::Receiver<String>,
     /// The local publisher; kept while a broken link is retried, so viewers stay.
     session: Option<String>,
     /// Fires when the core ends `session` (a publisher of the room's own took over).
-    closed: Option<oneshot::Receiver<()>>,
+    pub(crate) closed: Option<oneshot::Receiver<()>>,
     broken_since: Option<Instant>,
     backoff: Duration,
+    /// The current link's tracks.
+    tracks: HashMap<String, pb::TrackInfo>,
+    /// The next track starts a new local publisher (a new link, a new publisher).
+    fresh: bool,
+    /// Frames count as relay bytes in (between nodes; not between workers).
+    metered: bool,
+}
+
+/// What one relay message did to the feed.
+pub(crate) enum Step {
+    Go,
+    /// A new local publisher started.
+    Started,
+    /// The upstream room ended; the local publisher is closed.
+    Ended,
+    /// The room has its own publisher on this worker: nothing to pull.
+    Superseded,
+    Broken(String),
 }
 
 impl Feed {
+    pub(crate) fn new(worker: Handle, metered: bool) -> Self {
+        let (keyframes_tx, keyframes) = mpsc::channel::<String>(KEYFRAME_QUEUE);
+        Self {
+            worker,
+            keyframes_tx,
+            keyframes,
+            session: None,
+            closed: None,
+            broken_since: None,
+            backoff: BACKOFF_FIRST,
+            tracks: HashMap::new(),
+            fresh: true,
+            metered,
+        }
+    }
+
+    /// A new link is a new stream (timestamps restart): a new local publisher, which
+    /// the viewers follow like a publisher reconnect. It starts with the first track.
+    pub(crate) fn new_link(&mut self) {
+        self.tracks.clear();
+        self.fresh = true;
+    }
+
+    /// Ends the local publisher (the pull stops).
+    pub(crate) async fn end(&mut self) {
+        self.closed = None;
+        if let Some(s) = self.session.take() {
+            let _ = self.worker.close(s).await;
+        }
+    }
+
+    /// After [`ended`]: `Superseded` if the room got its own publisher here.
+    pub(crate) async fn publisher_ended(&mut self, room: &str) -> Step {
+        self.session = None;
+        if self.worker.has_own_publisher(room.to_string()).await {
+            return Step::Superseded;
+        }
+        Step::Broken("local publisher ended".into())
+    }
+
+    /// One relay message into the local publisher.
+    pub(crate) async fn apply(&mut self, room: &str, msg: pb::relay_message::Msg) -> Step {
+        match msg {
+            pb::relay_message::Msg::Track(t) => {
+                let mut step = Step::Go;
+                if self.fresh || self.session.is_none() {
+                    self.fresh = false;
+                    match self
+                        .worker
+                        .publish_relayed(room.to_string(), self.keyframes_tx.clone())
+                        .await
+                    {
+                        Ok((s, closed)) => {
+                            self.session = Some(s);
+                            self.closed = Some(closed);
+                            step = Step::Started;
+                        }
+                        Err(SessionError::PublishedHere) => return Step::Superseded,
+                        Err(e) => return Step::Broken(format!("local publisher refused: {e}")),
+                    }
+                }
+                self.tracks.insert(t.track_id.clone(), t);
+                step
+            }
+            pb::relay_message::Msg::Frame(f) => {
+                let (Some(s), Some(info)) = (self.session.as_ref(), self.tracks.get(&f.track_id))
+                else {
+                    return Step::Go;
+                };
+                if f.data.is_empty() || f.data.len() > MAX_FRAME {
+                    return Step::Go;
+                }
+                let Some(codec) = codec(&info.codec) else {
+                    return Step::Go;
+                };
+                if self.metered {
+                    metrics::counter!("skylark_sfu_relay_bytes_total", "direction" => "in")
+                        .increment(f.data.len() as u64);
+                }
+                let frame = RelayedFrame {
+                    codec,
+                    track_id: f.track_id,
+                    rid: info.rid.clone(),
+                    fmtp: info.fmtp.clone(),
+                    time: f.rtp_time,
+                    data: f.data.into(),
+                    keyframe: f.keyframe,
+                    contiguous: f.contiguous,
+                    received_at_us: f.received_at_us,
+                };
+                let cmd = Command::PushRelayed {
+                    session: s.clone(),
+                    frame,
+                };
+                if !self.worker.send_wait(cmd).await {
+                    return Step::Broken("worker stopped".into());
+                }
+                Step::Go
+            }
+            pb::relay_message::Msg::PublisherChanged(_) => {
+                // Tracks come again; the next one starts the new local publisher.
+                self.new_link();
+                Step::Go
+            }
+            pb::relay_message::Msg::Ended(_) => {
+                self.tracks.clear();
+                self.end().await;
+                Step::Ended
+            }
+        }
+    }
+
     /// One relay link: opens it, then feeds the core until it ends.
     async fn link(&mut self, room: &str, pull: &Pull, upstream: &pb::RelaySource) -> LinkEnd {
         let channel = match skylark_telemetry::traced_channel(&upstream.grpc_url) {
@@ -381,96 +502,41 @@ impl Feed {
         self.broken_since = None;
         self.backoff = BACKOFF_FIRST;
         pull.state().switchable = false;
-        // A new link is a new stream (timestamps restart): a new local publisher, which the
-        // viewers follow like a publisher reconnect. It starts with the first track.
-        let mut tracks: HashMap<String, pb::TrackInfo> = HashMap::new();
-        let mut fresh = true;
+        self.new_link();
         loop {
-            tokio::select! {
+            let step = tokio::select! {
                 Some(track_id) = self.keyframes.recv() => {
                     let msg = pb::RelayFeedback {
                         msg: Some(pb::relay_feedback::Msg::KeyframeRequest(pb::KeyframeRequest { track_id })),
                     };
                     let _ = fb_tx.try_send(msg);
+                    continue;
                 }
-                _ = ended(&mut self.closed) => {
-                    self.session = None;
-                    if self.worker.has_own_publisher(room.to_string()).await {
-                        return LinkEnd::Superseded;
-                    }
-                    return LinkEnd::Broken("local publisher ended".into());
-                }
+                _ = ended(&mut self.closed) => self.publisher_ended(room).await,
                 _ = upstream_changed(pull, &upstream.grpc_url) => {
                     if pull.state().switchable {
                         return LinkEnd::Switch;
                     }
+                    continue;
                 }
-                m = stream.next() => {
-                    let msg = match m {
-                        None => return LinkEnd::Broken("upstream closed the relay".into()),
-                        Some(Err(e)) => return LinkEnd::Broken(e.to_string()),
-                        Some(Ok(pb::RelayMessage { msg: Some(msg) })) => msg,
-                        Some(Ok(_)) => continue,
-                    };
-                    match msg {
-                        pb::relay_message::Msg::Track(t) => {
-                            if fresh || self.session.is_none() {
-                                fresh = false;
-                                pull.state().switchable = false;
-                                match self.worker.publish_relayed(room.to_string(), self.keyframes_tx.clone()).await {
-                                    Ok((s, closed)) => {
-                                        self.session = Some(s);
-                                        self.closed = Some(closed);
-                                    }
-                                    Err(SessionError::PublishedHere) => return LinkEnd::Superseded,
-                                    Err(e) => return LinkEnd::Broken(format!("local publisher refused: {e}")),
-                                }
-                            }
-                            tracks.insert(t.track_id.clone(), t);
-                        }
-                        pb::relay_message::Msg::Frame(f) => {
-                            let (Some(s), Some(info)) = (self.session.as_ref(), tracks.get(&f.track_id)) else {
-                                continue;
-                            };
-                            if f.data.is_empty() || f.data.len() > MAX_FRAME {
-                                continue;
-                            }
-                            let Some(codec) = codec(&info.codec) else { continue };
-                            metrics::counter!("skylark_sfu_relay_bytes_total", "direction" => "in")
-                                .increment(f.data.len() as u64);
-                            let frame = RelayedFrame {
-                                codec,
-                                track_id: f.track_id,
-                                rid: info.rid.clone(),
-                                fmtp: info.fmtp.clone(),
-                                time: f.rtp_time,
-                                data: f.data.into(),
-                                keyframe: f.keyframe,
-                                contiguous: f.contiguous,
-                                received_at_us: f.received_at_us,
-                            };
-                            if !self.worker.send_wait(Command::PushRelayed { session: s.clone(), frame }).await {
-                                return LinkEnd::Broken("worker stopped".into());
-                            }
-                        }
-                        pb::relay_message::Msg::PublisherChanged(_) => {
-                            // Tracks come again; the next one starts the new local publisher.
-                            tracks.clear();
-                            fresh = true;
-                        }
-                        pb::relay_message::Msg::Ended(_) => {
-                            tracks.clear();
-                            self.closed = None;
-                            if let Some(s) = self.session.take() {
-                                let _ = self.worker.close(s).await;
-                            }
-                            // The parent's room ended: a new origin may come through `Subscribe`.
-                            if pull.set_switchable() {
-                                return LinkEnd::Switch;
-                            }
-                        }
+                m = stream.next() => match m {
+                    None => return LinkEnd::Broken("upstream closed the relay".into()),
+                    Some(Err(e)) => return LinkEnd::Broken(e.to_string()),
+                    Some(Ok(pb::RelayMessage { msg: Some(msg) })) => self.apply(room, msg).await,
+                    Some(Ok(_)) => continue,
+                },
+            };
+            match step {
+                Step::Go => {}
+                Step::Started => pull.state().switchable = false,
+                // The parent's room ended: a new origin may come through `Subscribe`.
+                Step::Ended => {
+                    if pull.set_switchable() {
+                        return LinkEnd::Switch;
                     }
                 }
+                Step::Superseded => return LinkEnd::Superseded,
+                Step::Broken(why) => return LinkEnd::Broken(why),
             }
         }
     }

@@ -3,7 +3,7 @@
 //! seconds after, so a rotated key or a deleted room cuts the publisher even when the
 //! `end_publish` event that normally does it is lost.
 
-use crate::worker::Worker;
+use crate::workers::Workers;
 use skylark_proto::rooms::v1 as rooms;
 use skylark_proto::rooms::v1::room_directory_client::RoomDirectoryClient;
 use skylark_telemetry::{grpc_channel, GrpcClientInterceptor};
@@ -105,7 +105,7 @@ impl Grants {
     /// Every [`CHECK_EVERY`], cuts the publishers whose grants the directory no longer
     /// honours. A directory that cannot be reached cuts no one: live media outlasts an
     /// API outage, and admission still checks.
-    pub async fn run(self, worker: Worker, shutdown: CancellationToken) -> anyhow::Result<()> {
+    pub async fn run(self, worker: Workers, shutdown: CancellationToken) -> anyhow::Result<()> {
         let Some(directory) = self.directory.clone() else {
             return Ok(());
         };

@@ -3,7 +3,8 @@
 use crate::core::{FrameCodec, SessionError};
 use crate::edge::Edges;
 use crate::grants::Grants;
-use crate::worker::{Command, Worker};
+use crate::worker::Command;
+use crate::workers::Workers;
 use futures_util::StreamExt;
 use skylark_proto::sfu::v1 as pb;
 use skylark_proto::sfu::v1::sfu_node_server::{SfuNode, SfuNodeServer};
@@ -18,7 +19,7 @@ const RELAY_QUEUE: usize = 512;
 
 #[derive(Clone)]
 pub struct SfuService {
-    worker: Worker,
+    worker: Workers,
     edges: Edges,
     grants: Grants,
 }
@@ -26,7 +27,7 @@ pub struct SfuService {
 static NEXT_SINK: AtomicU64 = AtomicU64::new(1);
 
 impl SfuService {
-    pub fn new(worker: Worker, edges: Edges, grants: Grants) -> Self {
+    pub fn new(worker: Workers, edges: Edges, grants: Grants) -> Self {
         Self {
             worker,
             edges,
@@ -77,7 +78,7 @@ type RelayStream =
 
 /// Detaches a relay sink when its stream is dropped.
 struct DetachOnDrop {
-    worker: Worker,
+    worker: Workers,
     room: String,
     sink: u64,
 }

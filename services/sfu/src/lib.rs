@@ -11,11 +11,17 @@ pub mod core;
 mod edge;
 mod grants;
 mod grpc;
+mod spread;
 mod worker;
+mod workers;
 
 pub use grpc::SfuService;
 
+<<<<<<< HEAD
 use crate::core::{Core, CoreConfig, CoreEvent};
+=======
+use crate::core::{Core, CoreConfig, CoreEvent, WorkerSlot, MAX_WORKERS};
+>>>>>>> workers
 use skylark_bus::events::{self, RoomEvent};
 use skylark_bus::placement::{self, Origin, Relay, LEASE_TTL, RENEW_EVERY};
 use skylark_bus::{AnyBus, Bus, NodeCapacity, NodeInfo, NodeKind};
@@ -26,7 +32,8 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
-use worker::{Command, Worker};
+use worker::Command;
+use workers::Workers;
 
 /// Configuration of the SFU service.
 #[derive(Debug, Clone)]
@@ -56,6 +63,17 @@ pub struct Config {
     /// A WebRTC session that has not connected (ICE + DTLS) this long after its offer
     /// is dropped ([`core::DEFAULT_CONNECT_TIMEOUT`]).
     pub connect_timeout: Duration,
+    /// Worker tasks, each with its own core and socket on the one UDP port (1 to
+    /// [`MAX_WORKERS`]); see `workers`.
+    pub workers: usize,
+}
+
+/// Default of [`Config::workers`]: one per core the process may use.
+pub fn default_workers() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+        .clamp(1, MAX_WORKERS)
 }
 
 /// Default of [`Config::edge_idle`].
@@ -78,8 +96,30 @@ impl Config {
             max_relays: 0,
             edge_idle: DEFAULT_EDGE_IDLE,
             api_grpc_url: None,
+            workers: 1,
         }
     }
+}
+
+/// `count` UDP sockets on `addr`, sharing its port (`SO_REUSEPORT` when more than
+/// one: the kernel spreads senders over them by address).
+fn bind_media(addr: SocketAddr, count: usize) -> std::io::Result<Vec<tokio::net::UdpSocket>> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let mut sockets = Vec::with_capacity(count);
+    let mut at = addr;
+    for _ in 0..count {
+        let s = Socket::new(Domain::for_address(at), Type::DGRAM, Some(Protocol::UDP))?;
+        if count > 1 {
+            s.set_reuse_port(true)?;
+        }
+        s.set_nonblocking(true)?;
+        s.bind(&at.into())?;
+        let s = tokio::net::UdpSocket::from_std(s.into())?;
+        // Port 0 asks the kernel once; the others join the port it chose.
+        at = s.local_addr()?;
+        sockets.push(s);
+    }
+    Ok(sockets)
 }
 
 /// The first non-loopback address of this host, else 127.0.0.1. Found by asking the
@@ -102,33 +142,64 @@ pub async fn start(
     bus: AnyBus,
     shutdown: CancellationToken,
 ) -> anyhow::Result<ServicePart> {
-    let socket = tokio::net::UdpSocket::bind(config.udp_addr)
-        .await
-        .map_err(|e| {
-            anyhow::anyhow!(
-                "binding WebRTC UDP on {}: {e}; set SKYLARK_RTC_UDP_ADDR to a free port",
-                config.udp_addr
-            )
-        })?;
-    let bound = socket.local_addr()?;
+    let count = config.workers.clamp(1, MAX_WORKERS);
+    let sockets = bind_media(config.udp_addr, count).map_err(|e| {
+        anyhow::anyhow!(
+            "binding WebRTC UDP on {}: {e}; set SKYLARK_RTC_UDP_ADDR to a free port",
+            config.udp_addr
+        )
+    })?;
+    let bound = sockets[0].local_addr()?;
     let announce = SocketAddr::new(config.public_ip, bound.port());
     let node_id = config
         .node_id
         .clone()
         .unwrap_or_else(|| format!("sfu-{:08x}", rand_u32()));
-    tracing::info!(udp = %bound, %announce, node_id, "SFU media socket bound");
+    tracing::info!(udp = %bound, %announce, node_id, workers = count, "SFU media sockets bound");
 
-    let core = Core::new(CoreConfig {
-        local_addr: announce,
-        announce_addr: announce,
-        max_sessions: config.max_sessions,
-        connect_timeout: config.connect_timeout,
-        wall_clock: worker::system_wall_clock(),
-        id_seed: worker::random_id_seed(),
-    });
     let (events_tx, events_rx) = mpsc::unbounded_channel();
-    let (worker, worker_task) =
-        worker::spawn(socket, core, node_id.clone(), events_tx, shutdown.clone());
+    let (steer_txs, steer_rxs): (Vec<_>, Vec<_>) = (0..count)
+        .map(|_| mpsc::channel(worker::STEER_QUEUE))
+        .unzip();
+    let wall_clock = worker::system_wall_clock();
+    let mut handles = Vec::with_capacity(count);
+    let mut tasks = Vec::with_capacity(count + 4);
+    for (index, (socket, steered)) in (0u8..).zip(sockets.into_iter().zip(steer_rxs)) {
+        let core = Core::new(CoreConfig {
+            local_addr: announce,
+            announce_addr: announce,
+            // The node admits (`workers`); a core alone never refuses before it.
+            max_sessions: config.max_sessions,
+            connect_timeout: config.connect_timeout,
+            wall_clock,
+            id_seed: worker::random_id_seed(),
+            worker: WorkerSlot {
+                index,
+                count: count as u8,
+            },
+        });
+        let (handle, task) = worker::spawn(worker::Spawn {
+            socket,
+            core,
+            index,
+            events: events_tx.clone(),
+            steered,
+            siblings: steer_txs.clone(),
+            shutdown: shutdown.clone(),
+        });
+        handles.push(handle);
+        tasks.push(task);
+    }
+    let worker = Workers::new(
+        handles,
+        node_id.clone(),
+        config.max_sessions,
+        config.edge_idle,
+        shutdown.clone(),
+    );
+    tasks.push(tokio::spawn(
+        worker.clone().export_metrics(shutdown.clone()),
+    ));
 
     let listener = tokio::net::TcpListener::bind(config.grpc_addr)
         .await
@@ -213,7 +284,10 @@ pub async fn start(
         name: "sfu",
         router: axum::Router::new(),
         ready: None,
-        tasks: vec![worker_task, grpc_task, placement, grant_checks],
+        tasks: {
+            tasks.extend([grpc_task, placement, grant_checks]);
+            tasks
+        },
         grpc_addr: Some(grpc_addr),
         drain: Some(drain),
     })
@@ -228,7 +302,7 @@ pub async fn run(config: Config, bus: AnyBus, shutdown: CancellationToken) -> an
 
 /// The node's own parts the placement loop reads and tells.
 struct Local {
-    worker: Worker,
+    worker: Workers,
     edges: edge::Edges,
     grants: grants::Grants,
 }
@@ -240,7 +314,7 @@ async fn placement_loop(
     bus: AnyBus,
     local: Local,
     mut node: NodeInfo,
-    mut events: mpsc::UnboundedReceiver<CoreEvent>,
+    mut events: workers::TaggedEvents,
     draining: CancellationToken,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
@@ -255,6 +329,8 @@ async fn placement_loop(
     // Per live room: a task forwarding `end_publish` from the room channel.
     let mut live: HashMap<String, tokio::task::JoinHandle<()>> = HashMap::new();
     let mut viewers: HashMap<String, u64> = HashMap::new();
+    // Per room, its viewers on each worker that has some.
+    let mut by_worker: HashMap<String, HashMap<u8, usize>> = HashMap::new();
     // Rooms recorded as relayed by this node at the last renewal.
     let mut relayed: HashSet<String> = HashSet::new();
     let mut tick = tokio::time::interval(RENEW_EVERY);
@@ -318,7 +394,7 @@ async fn placement_loop(
                     let _ = placement::set_viewers(&bus, room, &node.id, *count).await;
                 }
             }
-            Some(ev) = events.recv() => match ev {
+            Some((w, ev)) = events.recv() => match ev {
                 CoreEvent::RoomLive { room } => {
                     if let Err(e) = placement::claim_origin(&bus, &room, &origin, LEASE_TTL).await {
                         tracing::warn!(error = %e, room_id = %room, "could not record the room's origin");
@@ -335,6 +411,11 @@ async fn placement_loop(
                     announce(&bus, &room, false).await;
                 }
                 CoreEvent::Viewers { room, count } => {
+                    worker.viewers(w, &room, count);
+                    let per = by_worker.entry(room.clone()).or_default();
+                    if count == 0 { per.remove(&w); } else { per.insert(w, count); }
+                    let count: usize = per.values().sum();
+                    if count == 0 { by_worker.remove(&room); }
                     edges.viewers(&room, count);
                     let count = count as u64;
                     if count == 0 { viewers.remove(&room); } else { viewers.insert(room.clone(), count); }
@@ -382,7 +463,7 @@ async fn announce(bus: &AnyBus, room: &str, live: bool) {
 }
 
 /// Cuts the room's publisher when the API announces the end of its publish.
-async fn watch_room(bus: AnyBus, worker: Worker, room: String) {
+async fn watch_room(bus: AnyBus, worker: Workers, room: String) {
     loop {
         let mut sub = match events::subscribe(&bus, &room).await {
             Ok(s) => s,

@@ -1,13 +1,17 @@
-//! The I/O shell around [`Core`]: one UDP socket, one task, a command channel, a timer,
-//! and the real clock and randomness the core takes as inputs. It keeps the core's run
-//! loop rule: every change is followed by draining the core's outputs.
+//! The I/O shell around one [`Core`]: one UDP socket, one task, a command channel, a
+//! timer, and the real clock and randomness the core takes as inputs. It keeps the
+//! core's run loop rule: every change is followed by draining the core's outputs. A
+//! node runs one per worker (`crate::workers`), their sockets sharing one port; a
+//! datagram of another worker's session goes to that worker's steering queue.
 
 use crate::core::{
-    Core, CoreEvent, DropReason, FrameCodec, IdSeed, Output, RelayedFrame, SessionError, WallClock,
+    Core, CoreEvent, Counters, FrameCodec, IdSeed, Output, RelayedFrame, SessionError, WallClock,
 };
 use skylark_proto::sfu::v1 as pb;
 use std::collections::HashMap;
 use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::net::UdpSocket;
@@ -22,6 +26,20 @@ const RECV_BATCH: usize = 64;
 /// datagrams: a flood of junk or a moment off the CPU then drops media in the kernel,
 /// before the core can tell it from junk. The kernel caps it at `net.core.rmem_max`.
 const RECV_BUFFER: usize = 4 << 20;
+/// Datagrams queued for a worker from its siblings; past it they are dropped like a
+/// full socket would drop them.
+pub const STEER_QUEUE: usize = 4096;
+/// Relay consumer label of a sibling worker pulling a room in-process
+/// (`crate::spread`): not a relay link of the node.
+pub const SIBLING: &str = "worker";
+/// Relay consumer labels that are links of the node, for metrics.
+pub const RELAY_CONSUMERS: [&str; 3] = ["edge", "packager", "other"];
+
+/// A datagram another worker received for a session of this one.
+pub struct Steered {
+    pub source: SocketAddr,
+    pub contents: Vec<u8>,
+}
 
 pub type Reply<T> = oneshot::Sender<Result<T, SessionError>>;
 
@@ -48,14 +66,14 @@ pub enum Command {
     EndPublisher {
         room: String,
     },
-    Stats {
-        reply: oneshot::Sender<pb::NodeStats>,
+    Snapshot {
+        reply: oneshot::Sender<Snapshot>,
     },
     AttachRelay {
         room: String,
         sink: u64,
         tx: mpsc::Sender<pb::RelayMessage>,
-        /// Metrics label: "edge", "packager" or "other".
+        /// Metrics label: "edge", "packager", "other", or [`SIBLING`].
         consumer: &'static str,
     },
     DetachRelay {
@@ -71,7 +89,7 @@ pub enum Command {
         session: String,
         frame: RelayedFrame,
     },
-    /// How many relay consumers pull the room from this node.
+    /// How many relay consumers (not sibling workers) pull the room from this worker.
     RelaySinks {
         room: String,
         reply: oneshot::Sender<usize>,
@@ -101,11 +119,28 @@ pub enum Command {
     },
 }
 
-/// A cloneable handle to the worker.
+/// A cloneable handle to one worker.
 #[derive(Clone)]
-pub struct Worker {
+pub struct Handle {
     tx: mpsc::Sender<Command>,
-    node_id: Arc<str>,
+    /// Its WebRTC sessions, kept by the worker after every change of them.
+    load: Arc<AtomicUsize>,
+}
+
+/// One worker's figures, summed over workers for the node's `Stats` and `/metrics`.
+#[derive(Debug, Default, Clone)]
+pub struct Snapshot {
+    pub counters: Counters,
+    pub publishers: usize,
+    pub subscribers: usize,
+    pub rooms: Vec<pb::RoomStats>,
+    /// Relay sinks by [`RELAY_CONSUMERS`] label (sibling workers not counted).
+    pub relays: [usize; RELAY_CONSUMERS.len()],
+    pub relay_bytes_out: u64,
+    pub relay_resyncs: u64,
+    pub dropped_sends: u64,
+    pub dropped_steers: u64,
+    pub publisher_loss: f32,
 }
 
 /// The system wall clock, read once; the core follows it with the monotonic clock.
@@ -136,9 +171,10 @@ fn gone() -> SessionError {
     SessionError::Stopped
 }
 
-impl Worker {
-    pub fn node_id(&self) -> &str {
-        &self.node_id
+impl Handle {
+    /// Its WebRTC sessions now.
+    pub fn load(&self) -> usize {
+        self.load.load(Ordering::Relaxed)
     }
 
     async fn ask<T>(&self, make: impl FnOnce(Reply<T>) -> Command) -> Result<T, SessionError> {
@@ -234,9 +270,9 @@ impl Worker {
             .await
     }
 
-    pub async fn stats(&self) -> Option<pb::NodeStats> {
+    pub async fn snapshot(&self) -> Option<Snapshot> {
         let (reply, rx) = oneshot::channel();
-        self.tx.send(Command::Stats { reply }).await.ok()?;
+        self.tx.send(Command::Snapshot { reply }).await.ok()?;
         rx.await.ok()
     }
 
@@ -249,22 +285,42 @@ impl Worker {
     }
 }
 
-/// Starts the worker task; core events go to `events`.
-pub fn spawn(
-    socket: UdpSocket,
-    core: Core,
-    node_id: String,
-    events: mpsc::UnboundedSender<CoreEvent>,
-    shutdown: CancellationToken,
-) -> (Worker, tokio::task::JoinHandle<anyhow::Result<()>>) {
-    grow_recv_buffer(&socket);
+/// What a worker task is started with.
+pub struct Spawn {
+    pub socket: UdpSocket,
+    pub core: Core,
+    /// Its index among the node's workers (the core's `WorkerSlot`).
+    pub index: u8,
+    /// Core events, tagged with the worker's index.
+    pub events: mpsc::UnboundedSender<(u8, CoreEvent)>,
+    /// Datagrams its siblings received for its sessions.
+    pub steered: mpsc::Receiver<Steered>,
+    /// Every worker's steering queue, by index (its own included, unused).
+    pub siblings: Vec<mpsc::Sender<Steered>>,
+    pub shutdown: CancellationToken,
+}
+
+/// Starts the worker task.
+pub fn spawn(s: Spawn) -> (Handle, tokio::task::JoinHandle<anyhow::Result<()>>) {
+    grow_recv_buffer(&s.socket);
     let (tx, rx) = mpsc::channel(1024);
-    let worker = Worker {
+    let load = Arc::new(AtomicUsize::new(0));
+    let handle = Handle {
         tx,
-        node_id: node_id.clone().into(),
+        load: load.clone(),
     };
-    let task = tokio::spawn(run(socket, core, node_id, rx, events, shutdown));
-    (worker, task)
+    let Spawn {
+        socket,
+        core,
+        index,
+        events,
+        steered,
+        siblings,
+        shutdown,
+    } = s;
+    let lp = Loop::new(socket, core, index, events, siblings, load);
+    let task = tokio::spawn(run(lp, rx, steered, shutdown));
+    (handle, task)
 }
 
 /// Asks for [`RECV_BUFFER`]; says what the kernel granted.
@@ -301,30 +357,27 @@ struct RelaySink {
 struct Loop {
     socket: UdpSocket,
     core: Core,
-    node_id: String,
+    index: u8,
+    siblings: Vec<mpsc::Sender<Steered>>,
+    load: Arc<AtomicUsize>,
     relays: HashMap<u64, RelaySink>,
     /// Keyframe wants of edge pulls' publishers, by session.
     upstream_keyframes: HashMap<String, mpsc::Sender<String>>,
     relay_bytes_out: u64,
     relay_resyncs: u64,
-    events: mpsc::UnboundedSender<CoreEvent>,
+    events: mpsc::UnboundedSender<(u8, CoreEvent)>,
     dropped_sends: u64,
-    last_counters: crate::core::Counters,
-    last_export: Instant,
+    dropped_steers: u64,
     local_closers: HashMap<String, oneshot::Sender<()>>,
 }
 
 async fn run(
-    socket: UdpSocket,
-    core: Core,
-    node_id: String,
+    mut lp: Loop,
     mut rx: mpsc::Receiver<Command>,
-    events: mpsc::UnboundedSender<CoreEvent>,
+    mut steered: mpsc::Receiver<Steered>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let mut lp = Loop::new(socket, core, node_id, events);
     let mut buf = vec![0u8; RECV_BUF];
-    let mut metrics_at = Instant::now();
     loop {
         let now = Instant::now();
         let deadline = lp
@@ -338,6 +391,20 @@ async fn run(
             Some(cmd) = rx.recv() => {
                 lp.command(cmd);
                 lp.flush();
+                lp.count_sessions();
+            }
+            Some(d) = steered.recv() => {
+                lp.core.handle_steered_datagram(Instant::now(), d.source, &d.contents);
+                lp.flush();
+                for _ in 0..RECV_BATCH {
+                    match steered.try_recv() {
+                        Ok(d) => {
+                            lp.core.handle_steered_datagram(Instant::now(), d.source, &d.contents);
+                            lp.flush();
+                        }
+                        Err(_) => break,
+                    }
+                }
             }
             r = lp.socket.recv_from(&mut buf) => {
                 match r {
@@ -363,12 +430,8 @@ async fn run(
         }
         lp.core.handle_timeout(Instant::now());
         lp.flush();
-        if metrics_at.elapsed() >= Duration::from_secs(1) {
-            metrics_at = Instant::now();
-            lp.export_metrics();
-        }
     }
-    tracing::info!("SFU worker stopped");
+    tracing::info!(worker = lp.index, "SFU worker stopped");
     Ok(())
 }
 
@@ -376,33 +439,70 @@ impl Loop {
     fn new(
         socket: UdpSocket,
         core: Core,
-        node_id: String,
-        events: mpsc::UnboundedSender<CoreEvent>,
+        index: u8,
+        events: mpsc::UnboundedSender<(u8, CoreEvent)>,
+        siblings: Vec<mpsc::Sender<Steered>>,
+        load: Arc<AtomicUsize>,
     ) -> Self {
         Self {
             socket,
             core,
-            node_id,
+            index,
+            siblings,
+            load,
             relays: HashMap::new(),
             upstream_keyframes: HashMap::new(),
             relay_bytes_out: 0,
             relay_resyncs: 0,
             events,
             dropped_sends: 0,
-            last_counters: Default::default(),
-            last_export: Instant::now(),
+            dropped_steers: 0,
             local_closers: HashMap::new(),
+        }
+    }
+
+    /// Publishes the worker's session count for the node's choice of worker.
+    fn count_sessions(&self) {
+        self.load
+            .store(self.core.index_sizes().peers, Ordering::Relaxed);
+    }
+
+    fn snapshot(&self) -> Snapshot {
+        let (publishers, subscribers) = self.core.session_counts();
+        let mut relays = [0; RELAY_CONSUMERS.len()];
+        for s in self.relays.values() {
+            if let Some(i) = RELAY_CONSUMERS.iter().position(|c| *c == s.consumer) {
+                relays[i] += 1;
+            }
+        }
+        Snapshot {
+            counters: self.core.counters(),
+            publishers,
+            subscribers,
+            rooms: self.core.room_stats(),
+            relays,
+            relay_bytes_out: self.relay_bytes_out,
+            relay_resyncs: self.relay_resyncs,
+            dropped_sends: self.dropped_sends,
+            dropped_steers: self.dropped_steers,
+            publisher_loss: self.core.publisher_loss(),
         }
     }
 
     fn command(&mut self, cmd: Command) {
         let now = Instant::now();
         match cmd {
+            // Counted before the reply, so the node's admission never sees a session
+            // neither reserved nor counted.
             Command::Publish { room, offer, reply } => {
-                let _ = reply.send(self.core.publish(now, &room, &offer));
+                let res = self.core.publish(now, &room, &offer);
+                self.count_sessions();
+                let _ = reply.send(res);
             }
             Command::Subscribe { room, offer, reply } => {
-                let _ = reply.send(self.core.subscribe(now, &room, &offer));
+                let res = self.core.subscribe(now, &room, &offer);
+                self.count_sessions();
+                let _ = reply.send(res);
             }
             Command::AddCandidate {
                 session,
@@ -419,23 +519,8 @@ impl Loop {
                     tracing::info!(room_id = %room, "publisher cut");
                 }
             }
-            Command::Stats { reply } => {
-                let c = self.core.counters();
-                let (publishers, subscribers) = self.core.session_counts();
-                let _ = reply.send(pb::NodeStats {
-                    node_id: self.node_id.clone(),
-                    publishers: publishers as u32,
-                    subscribers: subscribers as u32,
-                    frames_in: c.frames_in,
-                    frames_out: c.frames_out,
-                    bytes_in: c.bytes_in,
-                    bytes_out: c.bytes_out,
-                    keyframe_requests: c.keyframe_requests,
-                    rooms: self.core.room_stats(),
-                    relays_out: self.relays.len() as u32,
-                    // Filled by the gRPC layer, which owns the edge pulls.
-                    relays_in: 0,
-                });
+            Command::Snapshot { reply } => {
+                let _ = reply.send(self.snapshot());
             }
             Command::AttachRelay {
                 room,
@@ -466,7 +551,12 @@ impl Loop {
                 let _ = self.core.push_relayed(now, &session, frame);
             }
             Command::RelaySinks { room, reply } => {
-                let _ = reply.send(self.relays.values().filter(|s| s.room == room).count());
+                let n = self
+                    .relays
+                    .values()
+                    .filter(|s| s.room == room && s.consumer != SIBLING)
+                    .count();
+                let _ = reply.send(n);
             }
             Command::HasOwnPublisher { room, reply } => {
                 let _ = reply.send(self.core.has_own_publisher(&room));
@@ -517,6 +607,19 @@ impl Loop {
                     }
                 }
                 Output::Relay { sink, msg } => self.relay(sink, msg),
+                Output::Steer {
+                    worker,
+                    source,
+                    contents,
+                } => {
+                    let sent = self
+                        .siblings
+                        .get(usize::from(worker))
+                        .is_some_and(|q| q.try_send(Steered { source, contents }).is_ok());
+                    if !sent {
+                        self.dropped_steers += 1;
+                    }
+                }
                 Output::UpstreamKeyframe { session, track_id } => {
                     if let Some(tx) = self.upstream_keyframes.get(&session) {
                         // Coalesced already; a full queue has the same asks in it.
@@ -529,8 +632,9 @@ impl Loop {
                             let _ = c.send(());
                         }
                         self.upstream_keyframes.remove(session);
+                        self.count_sessions();
                     }
-                    let _ = self.events.send(e);
+                    let _ = self.events.send((self.index, e));
                 }
             }
         }
@@ -567,7 +671,9 @@ impl Loop {
         };
         match s.tx.try_send(msg) {
             Ok(()) => {
-                self.relay_bytes_out += bytes;
+                if s.consumer != SIBLING {
+                    self.relay_bytes_out += bytes;
+                }
                 if resynced {
                     if let Some(t) = track {
                         s.stale.remove(&t);
@@ -592,57 +698,6 @@ impl Loop {
                 self.relays.remove(&sink);
             }
         }
-    }
-
-    fn export_metrics(&mut self) {
-        let c = self.core.counters();
-        let (publishers, subscribers) = self.core.session_counts();
-        metrics::gauge!("skylark_sfu_publishers").set(publishers as f64);
-        metrics::gauge!("skylark_sfu_subscribers").set(subscribers as f64);
-        metrics::counter!("skylark_sfu_frames_in_total").absolute(c.frames_in);
-        metrics::counter!("skylark_sfu_frames_out_total").absolute(c.frames_out);
-        metrics::counter!("skylark_sfu_bytes_in_total").absolute(c.bytes_in);
-        metrics::counter!("skylark_sfu_bytes_out_total").absolute(c.bytes_out);
-        metrics::counter!("skylark_sfu_datagrams_in_total").absolute(c.datagrams_in);
-        metrics::counter!("skylark_sfu_datagrams_out_total").absolute(c.datagrams_out);
-        metrics::counter!("skylark_sfu_datagrams_unmatched_total").absolute(c.datagrams_unmatched);
-        for reason in DropReason::ALL {
-            metrics::counter!("skylark_sfu_datagrams_dropped_total", "reason" => reason.label())
-                .absolute(c.dropped(reason));
-        }
-        metrics::counter!("skylark_sfu_connect_timeouts_total").absolute(c.connect_timeouts);
-        metrics::counter!("skylark_sfu_keyframe_requests_total").absolute(c.keyframe_requests);
-        metrics::counter!("skylark_sfu_packets_in_total").absolute(c.packets_in);
-        metrics::counter!("skylark_sfu_packets_out_total").absolute(c.packets_out);
-        metrics::counter!("skylark_sfu_nacks_to_publishers_total").absolute(c.nacks_to_publishers);
-        metrics::counter!("skylark_sfu_nacks_from_subscribers_total")
-            .absolute(c.nacks_from_subscribers);
-        metrics::counter!("skylark_sfu_plis_from_subscribers_total")
-            .absolute(c.plis_from_subscribers);
-        metrics::gauge!("skylark_sfu_publisher_loss_ratio")
-            .set(f64::from(self.core.publisher_loss()));
-        let secs = self.last_export.elapsed().as_secs_f64().max(0.001);
-        metrics::gauge!("skylark_sfu_ingress_bitrate_bps")
-            .set((c.bytes_in - self.last_counters.bytes_in) as f64 * 8.0 / secs);
-        metrics::gauge!("skylark_sfu_egress_bitrate_bps")
-            .set((c.bytes_out - self.last_counters.bytes_out) as f64 * 8.0 / secs);
-        // Node-level only: room ids (private rooms' too) and client-chosen track ids never
-        // become label values; per-room figures are in the SfuNode Stats call.
-        metrics::gauge!("skylark_sfu_rooms").set(self.core.room_stats().len() as f64);
-        metrics::counter!("skylark_sfu_send_drops_total").absolute(self.dropped_sends);
-        for consumer in ["edge", "packager", "other"] {
-            let n = self
-                .relays
-                .values()
-                .filter(|s| s.consumer == consumer)
-                .count();
-            metrics::gauge!("skylark_sfu_relays_out", "consumer" => consumer).set(n as f64);
-        }
-        metrics::counter!("skylark_sfu_relay_bytes_total", "direction" => "out")
-            .absolute(self.relay_bytes_out);
-        metrics::counter!("skylark_sfu_relay_resyncs_total").absolute(self.relay_resyncs);
-        self.last_counters = c;
-        self.last_export = Instant::now();
     }
 }
 
@@ -685,9 +740,10 @@ mod tests {
             connect_timeout: crate::core::DEFAULT_CONNECT_TIMEOUT,
             wall_clock: system_wall_clock(),
             id_seed: IdSeed::new([1; 32]),
+            worker: Default::default(),
         });
         let (events, _events_rx) = mpsc::unbounded_channel();
-        let mut lp = Loop::new(socket, core, "n".into(), events);
+        let mut lp = Loop::new(socket, core, 0, events, Vec::new(), Arc::default());
         let (tx, mut rx) = mpsc::channel(4);
         lp.command(Command::AttachRelay {
             room: "r".into(),

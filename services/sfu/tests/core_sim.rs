@@ -3,9 +3,9 @@
 
 use skylark_sfu::core::{
     CloseReason, Core, CoreConfig, CoreEvent, DropReason, IdSeed, Output, Role, SessionError,
-    WallClock,
+    WallClock, WorkerSlot,
 };
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -152,6 +152,10 @@ struct Net {
     nat: HashMap<SocketAddr, SocketAddr>,
     /// STUN Binding requests clients sent, by client address (latest last).
     stun_requests: Vec<(SocketAddr, Vec<u8>)>,
+    /// A second worker of the node (`core` is then worker 0 of 2), sharing its port.
+    sibling: Option<Core>,
+    /// Clients whose datagrams the kernel hands to the sibling's socket.
+    via_sibling: HashSet<SocketAddr>,
 }
 
 impl Net {
@@ -176,6 +180,25 @@ impl Net {
     }
 
     fn with(seed: [u8; 32], max_sessions: usize, connect_timeout: Duration) -> Net {
+        Self::with_worker(seed, max_sessions, connect_timeout, WorkerSlot::default())
+    }
+
+    /// A node of two workers: `core` is worker 0, `sibling` worker 1.
+    fn two_workers() -> Net {
+        let slot = |index| WorkerSlot { index, count: 2 };
+        let timeout = skylark_sfu::core::DEFAULT_CONNECT_TIMEOUT;
+        let mut net = Self::with_worker([7; 32], 100, timeout, slot(0));
+        let other = Self::with_worker([8; 32], 100, timeout, slot(1));
+        net.sibling = Some(other.core);
+        net
+    }
+
+    fn with_worker(
+        seed: [u8; 32],
+        max_sessions: usize,
+        connect_timeout: Duration,
+        worker: WorkerSlot,
+    ) -> Net {
         let addr: SocketAddr = SFU.parse().unwrap();
         let start = Instant::now();
         let core = Core::new(CoreConfig {
@@ -185,6 +208,7 @@ impl Net {
             connect_timeout,
             wall_clock: WallClock::new(start, WALL_START_US),
             id_seed: IdSeed::new(seed),
+            worker,
         });
         Net {
             start,
@@ -196,6 +220,8 @@ impl Net {
             upstream: vec![],
             nat: HashMap::new(),
             stun_requests: vec![],
+            sibling: None,
+            via_sibling: HashSet::new(),
         }
     }
 
@@ -206,7 +232,10 @@ impl Net {
             self.stun_requests.push((src, bytes.to_vec()));
         }
         let seen = self.nat.get(&src).copied().unwrap_or(src);
-        self.core.handle_datagram(self.now, seen, bytes);
+        match &mut self.sibling {
+            Some(s) if self.via_sibling.contains(&src) => s.handle_datagram(self.now, seen, bytes),
+            _ => self.core.handle_datagram(self.now, seen, bytes),
+        }
     }
 
     /// Moves every datagram until the network is quiet, then advances time by `step`.
@@ -218,11 +247,18 @@ impl Net {
                 c.drain(&mut wire);
             }
             self.core.handle_timeout(self.now);
+            if let Some(s) = &mut self.sibling {
+                s.handle_timeout(self.now);
+            }
             let mut moved = !wire.is_empty();
             for (src, _, bytes) in wire.drain(..) {
                 self.deliver_to_core(src, &bytes);
             }
-            while let Some(o) = self.core.poll_output() {
+            while let Some(o) = self
+                .core
+                .poll_output()
+                .or_else(|| self.sibling.as_mut().and_then(Core::poll_output))
+            {
                 match o {
                     Output::Transmit {
                         destination,
@@ -251,6 +287,19 @@ impl Net {
                     Output::Event(e) => self.events.push(e),
                     Output::Relay { msg, .. } => self.relayed.push(msg),
                     Output::UpstreamKeyframe { track_id, .. } => self.upstream.push(track_id),
+                    Output::Steer {
+                        worker,
+                        source,
+                        contents,
+                    } => {
+                        moved = true;
+                        let to = match (worker, &mut self.sibling) {
+                            (0, _) => &mut self.core,
+                            (1, Some(s)) => s,
+                            _ => panic!("steered to worker {worker}, which does not exist"),
+                        };
+                        to.handle_steered_datagram(self.now, source, &contents);
+                    }
                 }
             }
             for (src, _, bytes) in wire.drain(..) {
@@ -1270,4 +1319,79 @@ fn subscribers_leave_the_publisher_reserve_free() {
         Err(SessionError::AtCapacity),
         "and no more than max_sessions"
     );
+}
+
+/// Two workers share the node's port, and the kernel hands a client's datagrams to the
+/// socket its address hashes to, not to the worker holding its session. Sessions whose
+/// every datagram reaches the other worker connect and get every frame, like those whose
+/// datagrams reach their own worker; their ids and ufrags name their worker.
+#[test]
+fn datagrams_reaching_the_other_worker_are_steered_to_their_session() {
+    let mut net = Net::two_workers();
+    let p = net.publisher("w", 5000);
+    let (local, local_id, local_ufrag) = net.subscriber_session("w", 6000);
+    let (steered, steered_id, steered_ufrag) = net.subscriber_session("w", 6001);
+    for c in [p, steered] {
+        let a = net.clients[c].addr;
+        net.via_sibling.insert(a);
+    }
+    net.connect_all();
+    net.run(Duration::from_millis(400));
+    for n in 0..30 {
+        net.send(p, n, n == 0);
+        net.run(Duration::from_millis(33));
+    }
+    net.run(Duration::from_millis(200));
+    assert_eq!(
+        net.video_frames(local),
+        30,
+        "the local subscriber got every frame"
+    );
+    assert_eq!(
+        net.video_frames(steered),
+        30,
+        "the steered subscriber got every frame"
+    );
+    for (id, ufrag) in [(&local_id, &local_ufrag), (&steered_id, &steered_ufrag)] {
+        assert_eq!(skylark_sfu::core::session_worker(id), Some(0));
+        assert!(ufrag.starts_with('0'), "ufrag {ufrag} names worker 0");
+    }
+    let sibling = net.sibling.as_ref().unwrap().counters();
+    assert!(
+        sibling.datagrams_steered > 60,
+        "the publisher's media and both clients' checks went through worker 1 ({})",
+        sibling.datagrams_steered
+    );
+    assert_eq!(sibling.datagrams_unmatched, 0, "worker 1 dropped nothing");
+    let own = net.core.counters();
+    assert_eq!(own.datagrams_steered, 0, "worker 0 holds every session");
+    assert_eq!(own.datagrams_unmatched, 0);
+}
+
+/// A stranger can't use steering: a check naming no worker of the node, or traffic from
+/// an address no check came from, is dropped where it arrived.
+#[test]
+fn strangers_are_not_steered() {
+    let mut net = Net::two_workers();
+    let p = net.publisher("x", 5000);
+    net.connect_all();
+    let mut rng = Lcg(11);
+    let before = net.core.counters();
+    // 'z' would be worker 35 of 2; non-STUN junk from strangers.
+    let junk = [
+        stun_request(&mut rng, b"zabc:abcd"),
+        vec![0x80, 0x60, 0, 1, 0, 0, 0, 0, 0, 0, 0, 1],
+        vec![0x16, 0xfe, 0xfd, 0, 0],
+    ];
+    for d in &junk {
+        net.core.handle_datagram(net.now, stranger(&mut rng), d);
+        assert!(
+            net.core.poll_output().is_none(),
+            "nothing steered or answered"
+        );
+    }
+    let c = net.core.counters();
+    assert_eq!(c.datagrams_unmatched - before.datagrams_unmatched, 3);
+    assert_eq!(c.datagrams_steered, before.datagrams_steered);
+    assert!(net.clients[p].connected);
 }

@@ -1,5 +1,5 @@
-//! The cascade, in one process: SFU nodes started with `skylark_sfu::start` on one
-//! in-process bus, the load generator's str0m peers as publisher and viewers. A tiny
+//! The cascade, in one process: SFU nodes of two workers each started with
+//! `skylark_sfu::start` on one in-process bus, the load generator's str0m peers as publisher and viewers. A tiny
 //! WHIP/WHEP bridge per node turns the peers' HTTP offers into `SfuNode` gRPC calls (no
 //! signaling), giving viewers the `upstream` an edge pulls from.
 
@@ -48,8 +48,10 @@ impl Node {
         upstream: Option<pb::RelaySource>,
     ) -> Node {
         let shutdown = CancellationToken::new();
+        // Two workers a node: every room here spreads over both (`workers`).
         let config = skylark_sfu::Config {
             edge_idle,
+            workers: 2,
             ..skylark_sfu::Config::loopback(id, 200)
         };
         let part = skylark_sfu::start(config, bus.clone(), shutdown.clone())
@@ -625,4 +627,44 @@ async fn an_edge_stops_pulling_when_the_publisher_comes_to_it() {
     .await;
     let _ = first.stop().await;
     let _ = second.stop().await;
+}
+
+/// Metric `name`'s value in this process (its only node's).
+fn metric(name: &str) -> f64 {
+    skylark_telemetry::render_metrics()
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// One node, two workers: the room lives at one, viewers join the less loaded, and the
+/// other worker pulls the room in-process. Every viewer on either gets every frame
+/// intact; when they leave, the in-process pull stops.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_room_spreads_over_both_workers_of_a_node() {
+    skylark_telemetry::metrics_handle();
+    let bus = bus();
+    let node = Node::start(&bus, "n1", Duration::from_millis(500)).await;
+    let e = engine();
+    let _publisher = publish(&e, &node, "spread", false).await;
+    let vs = viewers(&e, &format!("{}/whep/spread", node.bridge), 6).await;
+    eventually(
+        "a sibling worker pulls the room",
+        Duration::from_secs(5),
+        || async { metric("skylark_sfu_sibling_pulls ") == 1.0 },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let stats = node.stats().await;
+    assert_eq!(stats.subscribers, 6);
+    assert_eq!(stats.relays_out, 0, "a sibling worker is no relay link");
+    let room = stats.rooms.iter().find(|r| r.room_id == "spread").unwrap();
+    assert_eq!(room.subscribers, 6, "rooms merge over workers");
+    assert_intact(vs, 60).await;
+    eventually(
+        "the sibling pull stops when its viewers left",
+        Duration::from_secs(10),
+        || async { metric("skylark_sfu_sibling_pulls ") == 0.0 },
+    )
+    .await;
 }

@@ -159,6 +159,8 @@ export async function startServer(opts = {}) {
     SKYLARK_INTERNAL_ADDR: `127.0.0.1:${internalPort}`,
     // Signup answers 201 with a token at once (no mail round trip) unless a test says otherwise.
     SKYLARK_SIGNUP: 'open',
+    // Whatever the machine: rooms spread over two SFU workers.
+    SKYLARK_SFU_WORKERS: '2',
     ...(opts.env ?? {}),
   });
 

@@ -46,7 +46,7 @@ pub fn publisher_reserve(max_sessions: usize) -> usize {
 }
 
 /// Whether a node with `sessions` of `max` taken admits one more of `role`.
-fn admit(draining: bool, sessions: usize, max: usize, role: Role) -> Result<(), SessionError> {
+pub fn admit(draining: bool, sessions: usize, max: usize, role: Role) -> Result<(), SessionError> {
     if draining {
         return Err(SessionError::Draining);
     }
@@ -92,23 +92,26 @@ impl Core {
             SdpOffer::from_sdp_string(offer).map_err(|e| SessionError::BadSdp(e.to_string()))?;
         let subscriber = matches!(role, PeerRole::Subscriber(_));
         let mut rtc = rtc_config(&self.crypto, subscriber).build(now);
-        let candidate = Candidate::host(self.config.announce_addr, "udp")
-            .map_err(|e| SessionError::BadCandidate(e.to_string()))?;
-        rtc.add_local_candidate(candidate);
         // str0m's ufrags are 16 random characters: a clash is for the books, but one would
         // send a session's checks to another.
-        let mut ufrag = rtc.direct_api().local_ice_credentials().ufrag;
+        // The first character names this worker (`slot`), for the node's other workers.
+        let mut creds = rtc.direct_api().local_ice_credentials();
         for _ in 0..4 {
-            if !self.by_ufrag.contains_key(&ufrag) {
+            creds.ufrag = self.config.worker.stamp_ufrag(&creds.ufrag);
+            if !self.by_ufrag.contains_key(&creds.ufrag) {
                 break;
             }
-            let creds = IceCreds::new();
-            ufrag = creds.ufrag.clone();
-            rtc.direct_api().set_local_ice_credentials(creds);
+            creds = IceCreds::new();
         }
+        let ufrag = creds.ufrag.clone();
+        rtc.direct_api().set_local_ice_credentials(creds);
         if self.by_ufrag.contains_key(&ufrag) {
             return Err(SessionError::AtCapacity);
         }
+        // After the credentials: a local candidate carries the ufrag it was made with.
+        let candidate = Candidate::host(self.config.announce_addr, "udp")
+            .map_err(|e| SessionError::BadCandidate(e.to_string()))?;
+        rtc.add_local_candidate(candidate);
         let answer = rtc
             .sdp_api()
             .accept_offer(offer)

@@ -37,6 +37,54 @@ pub struct Counters {
     pub nacks_from_subscribers: u64,
     /// PLIs received from subscribers (each may trigger one coalesced request upstream).
     pub plis_from_subscribers: u64,
+    /// Datagrams handed to the worker holding their session (see `slot`).
+    pub datagrams_steered: u64,
+}
+
+impl std::ops::AddAssign for Counters {
+    /// A node's totals are its workers' summed.
+    fn add_assign(&mut self, o: Self) {
+        let Counters {
+            frames_in,
+            frames_out,
+            bytes_in,
+            bytes_out,
+            datagrams_in,
+            datagrams_out,
+            datagrams_unmatched,
+            dropped_unknown_source,
+            dropped_unknown_ufrag,
+            dropped_rejected,
+            dropped_malformed,
+            connect_timeouts,
+            keyframe_requests,
+            packets_in,
+            packets_out,
+            nacks_to_publishers,
+            nacks_from_subscribers,
+            plis_from_subscribers,
+            datagrams_steered,
+        } = o;
+        self.frames_in += frames_in;
+        self.frames_out += frames_out;
+        self.bytes_in += bytes_in;
+        self.bytes_out += bytes_out;
+        self.datagrams_in += datagrams_in;
+        self.datagrams_out += datagrams_out;
+        self.datagrams_unmatched += datagrams_unmatched;
+        self.dropped_unknown_source += dropped_unknown_source;
+        self.dropped_unknown_ufrag += dropped_unknown_ufrag;
+        self.dropped_rejected += dropped_rejected;
+        self.dropped_malformed += dropped_malformed;
+        self.connect_timeouts += connect_timeouts;
+        self.keyframe_requests += keyframe_requests;
+        self.packets_in += packets_in;
+        self.packets_out += packets_out;
+        self.nacks_to_publishers += nacks_to_publishers;
+        self.nacks_from_subscribers += nacks_from_subscribers;
+        self.plis_from_subscribers += plis_from_subscribers;
+        self.datagrams_steered += datagrams_steered;
+    }
 }
 
 impl Counters {

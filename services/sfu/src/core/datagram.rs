@@ -3,10 +3,11 @@
 //! anything else must come from an address an accepted request came from. Junk from
 //! strangers is dropped before any peer sees it, so a flood costs a header check each.
 
+use super::slot::ufrag_worker;
 use super::stun::{self, Kind};
-use super::Core;
+use super::{Core, Output};
 use std::net::SocketAddr;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use str0m::net::{Protocol, Receive};
 use str0m::Input;
 
@@ -47,9 +48,29 @@ impl DropReason {
     }
 }
 
+/// Source addresses a core remembers as another worker's (a bound on what strangers'
+/// STUN can make it hold).
+const MAX_STEERED: usize = 65_536;
+/// A steered address not seen for this long is forgotten (ICE consent checks come
+/// every ~5 s, RFC 7675).
+const STEERED_FOR: Duration = Duration::from_secs(30);
+const STEER_SWEEP_EVERY: Duration = Duration::from_secs(5);
+
 impl Core {
-    /// One received datagram. Garbage and datagrams of no session are counted and dropped.
+    /// One datagram received on this worker's socket. Garbage and datagrams of no
+    /// session are counted and dropped; those of another worker's session are handed
+    /// on ([`Output::Steer`]).
     pub fn handle_datagram(&mut self, now: Instant, source: SocketAddr, contents: &[u8]) {
+        self.receive(now, source, contents, true);
+    }
+
+    /// A datagram another worker received for a session of this one: never handed on
+    /// again.
+    pub fn handle_steered_datagram(&mut self, now: Instant, source: SocketAddr, contents: &[u8]) {
+        self.receive(now, source, contents, false);
+    }
+
+    fn receive(&mut self, now: Instant, source: SocketAddr, contents: &[u8], may_steer: bool) {
         self.counters.datagrams_in += 1;
         let stun = stun::classify(contents);
         // Decided from the two indexes alone: no peer is consulted for strangers.
@@ -59,6 +80,9 @@ impl Core {
         }
         .copied();
         let Some(key) = key else {
+            if may_steer && self.steer(now, source, stun, contents) {
+                return;
+            }
             self.counters.drop(match stun {
                 Kind::NotStun => DropReason::UnknownSource,
                 Kind::Request { .. } | Kind::Other => DropReason::UnknownUfrag,
@@ -96,6 +120,52 @@ impl Core {
             self.route_addr(source, key);
         }
         self.drain(key, now);
+    }
+
+    /// Hands a datagram of another worker's session to that worker: a STUN check
+    /// names it by its ufrag (and teaches which worker `source` belongs to), anything
+    /// else follows what the checks taught. `false`: no other worker's either.
+    fn steer(&mut self, now: Instant, source: SocketAddr, stun: Kind<'_>, contents: &[u8]) -> bool {
+        let slot = self.config.worker;
+        if slot.is_alone() {
+            return false;
+        }
+        let worker = match stun {
+            Kind::Request { local_ufrag } => {
+                let Some(w) = ufrag_worker(local_ufrag, slot.count).filter(|w| *w != slot.index)
+                else {
+                    return false;
+                };
+                if self.steered.len() < MAX_STEERED || self.steered.contains_key(&source) {
+                    self.steered.insert(source, (w, now));
+                }
+                w
+            }
+            Kind::NotStun | Kind::Other => match self.steered.get_mut(&source) {
+                Some((w, seen)) => {
+                    *seen = now;
+                    *w
+                }
+                None => return false,
+            },
+        };
+        self.counters.datagrams_steered += 1;
+        self.out.push_back(Output::Steer {
+            worker,
+            source,
+            contents: contents.to_vec(),
+        });
+        true
+    }
+
+    /// Forgets steered addresses gone quiet (run from `handle_timeout`).
+    pub(super) fn sweep_steered(&mut self, now: Instant) {
+        if self.next_steer_sweep.is_some_and(|t| now < t) {
+            return;
+        }
+        self.next_steer_sweep = Some(now + STEER_SWEEP_EVERY);
+        self.steered
+            .retain(|_, (_, seen)| now.saturating_duration_since(*seen) < STEERED_FOR);
     }
 
     /// Routes `source` to session `key` (an accepted ICE check came from it), most

@@ -83,10 +83,11 @@ mod output;
 mod peer;
 mod room;
 pub mod sdp;
+mod slot;
 mod stun;
 mod translate;
 
-pub use admission::{publisher_reserve, Role, SessionError};
+pub use admission::{admit, publisher_reserve, Role, SessionError};
 pub use clock::WallClock;
 pub use codec::FrameCodec;
 pub use counters::Counters;
@@ -94,6 +95,7 @@ pub use datagram::{DropReason, IndexSizes};
 pub use fanout::RelayedFrame;
 pub use ids::IdSeed;
 pub use output::{CloseReason, CoreEvent, Output};
+pub use slot::{session_worker, WorkerSlot, MAX_WORKERS};
 
 use peer::{LocalPublisher, Peer};
 use room::Room;
@@ -123,6 +125,8 @@ pub struct CoreConfig {
     pub wall_clock: WallClock,
     /// Secret the session ids are derived from (random in the worker, fixed in tests).
     pub id_seed: IdSeed,
+    /// Which of the node's workers this core is ([`WorkerSlot::default`]: the only one).
+    pub worker: WorkerSlot,
 }
 
 /// The routing core of one SFU node.
@@ -144,10 +148,15 @@ pub struct Core {
     draining: bool,
     /// Bytes received per (room, track), for per-track bitrate.
     track_bytes: HashMap<(String, String), u64>,
+    /// Source addresses whose datagrams belong to another worker's session, learnt
+    /// from their STUN checks (`datagram`), with when they were last seen.
+    steered: HashMap<SocketAddr, (u8, Instant)>,
+    next_steer_sweep: Option<Instant>,
 }
 
 impl Core {
     pub fn new(config: CoreConfig) -> Self {
+        let first_key = config.worker.first_key();
         Self {
             config,
             crypto: Arc::new(skylark_dtls::crypto_provider()),
@@ -157,11 +166,13 @@ impl Core {
             by_addr: HashMap::new(),
             by_ufrag: HashMap::new(),
             rooms: HashMap::new(),
-            next_key: 1,
+            next_key: first_key,
             out: VecDeque::new(),
             counters: Counters::default(),
             draining: false,
             track_bytes: HashMap::new(),
+            steered: HashMap::new(),
+            next_steer_sweep: None,
         }
     }
 
@@ -184,6 +195,7 @@ impl Core {
     /// Advances time for every peer whose timeout is due; drops peers that did not
     /// connect in time.
     pub fn handle_timeout(&mut self, now: Instant) {
+        self.sweep_steered(now);
         let limit = self.config.connect_timeout;
         let stale: Vec<u64> = self
             .peers

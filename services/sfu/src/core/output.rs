@@ -18,6 +18,13 @@ pub enum Output {
         msg: pb::RelayMessage,
     },
     Event(CoreEvent),
+    /// A datagram for a session of worker `worker` of this node: hand it over (its
+    /// `handle_steered_datagram`); drop it if that worker's queue is full.
+    Steer {
+        worker: u8,
+        source: SocketAddr,
+        contents: Vec<u8>,
+    },
     /// An edge pull's publisher needs a keyframe of `track_id`: ask the parent node
     /// (already coalesced per track).
     UpstreamKeyframe {
