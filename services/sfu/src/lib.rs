@@ -17,11 +17,7 @@ mod workers;
 
 pub use grpc::SfuService;
 
-<<<<<<< HEAD
-use crate::core::{Core, CoreConfig, CoreEvent};
-=======
 use crate::core::{Core, CoreConfig, CoreEvent, WorkerSlot, MAX_WORKERS};
->>>>>>> workers
 use skylark_bus::events::{self, RoomEvent};
 use skylark_bus::placement::{self, Origin, Relay, LEASE_TTL, RENEW_EVERY};
 use skylark_bus::{AnyBus, Bus, NodeCapacity, NodeInfo, NodeKind};
