@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use tokio_tungstenite::tungstenite::Message;
 
 pub mod browser;
+pub mod loadtest;
 pub mod netns;
 mod ports;
 pub use ports::{free_port, unique_id};
