@@ -4,6 +4,8 @@
 
 #[path = "common/ports.rs"]
 mod ports;
+#[path = "common/process_env.rs"]
+mod process_env;
 
 use std::io::Read;
 use std::process::{Child, Command, Stdio};
@@ -53,15 +55,7 @@ async fn all_in_one_with_no_configuration() {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .env("RUST_LOG", "debug");
-    for (k, _) in std::env::vars() {
-        if k.starts_with("SKYLARK_")
-            || k == "DATABASE_URL"
-            || k == "REDIS_URL"
-            || k.starts_with("OTEL_")
-        {
-            cmd.env_remove(k);
-        }
-    }
+    process_env::scrub_env(&mut cmd);
     let mut guard = Killer(Some(cmd.spawn().expect("start skylark")));
     let child = guard.0.as_mut().unwrap();
     let base = "http://127.0.0.1:8080";

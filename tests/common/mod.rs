@@ -13,7 +13,9 @@ pub mod browser;
 pub mod loadtest;
 pub mod netns;
 mod ports;
+mod process_env;
 pub use ports::{free_port, unique_id};
+pub use process_env::scrub_env;
 
 /// The `SKYLARK_INTERNAL_SECRET` of every single-service process a test starts.
 pub const INTERNAL_SECRET: &str = "test-internal-secret-test-internal-secret";
@@ -86,21 +88,26 @@ impl Skylark {
         env.extend(opts.env);
         std::fs::create_dir_all(&dir).unwrap();
         let log_name = format!("skylark-{}-{http}.log", opts.target.unwrap_or("all"));
-        let log = std::fs::File::create(dir.join(&log_name)).unwrap();
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_skylark"));
         if let Some(t) = opts.target {
             cmd.arg(t);
         }
-        for (k, _) in std::env::vars() {
-            if k.starts_with("SKYLARK_")
-                || k == "DATABASE_URL"
-                || k == "REDIS_URL"
-                || k.starts_with("OTEL_")
-            {
-                cmd.env_remove(k);
-            }
-        }
-        cmd.envs(&env)
+        let s = Skylark::spawn(cmd, &env, base, (dir, tmp), &log_name).await;
+        s.with_internal_on("127.0.0.1")
+    }
+
+    /// Runs `cmd` in `dir` with only `env` of the skylark settings (see [`scrub_env`]),
+    /// its output to `dir/log_name`, and waits until it is ready at `base`.
+    pub(crate) async fn spawn(
+        mut cmd: Command,
+        env: &HashMap<String, String>,
+        base: String,
+        (dir, tmp): (PathBuf, Option<tempfile::TempDir>),
+        log_name: &str,
+    ) -> Skylark {
+        let log = std::fs::File::create(dir.join(log_name)).unwrap();
+        scrub_env(&mut cmd);
+        cmd.envs(env)
             .current_dir(&dir)
             .stdout(Stdio::from(log.try_clone().unwrap()))
             .stderr(Stdio::from(log));
@@ -109,15 +116,19 @@ impl Skylark {
             child,
             base,
             internal: String::new(),
-            dir: dir.clone(),
+            dir,
             _tmp: tmp,
         };
-        s.wait_ready(&log_name).await;
-        s.internal = format!(
-            "http://127.0.0.1:{}",
-            logged_port(&s, "internal HTTP listening")
-        );
+        s.wait_ready(log_name).await;
         s
+    }
+
+    /// Itself, its internal listener (`/metrics`) read from its log: on `host`, at the
+    /// port it logged binding.
+    pub(crate) fn with_internal_on(mut self, host: &str) -> Skylark {
+        let port = logged_port(&self, "internal HTTP listening");
+        self.internal = format!("http://{host}:{port}");
+        self
     }
 
     async fn wait_ready(&mut self, log_name: &str) {

@@ -4,7 +4,7 @@
 //! (`ip link set … down` on the bridge side) takes it off the network without killing it,
 //! the way a failed switch port or a partition does.
 
-use super::{logged_port, peers, ports, Options, Skylark};
+use super::{peers, ports, Options, Skylark};
 use std::collections::HashMap;
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -154,36 +154,14 @@ impl Lan {
         env.extend(opts.env);
         std::fs::create_dir_all(&dir).unwrap();
         let log_name = format!("skylark-{}-{http}.log", opts.target.unwrap_or("all"));
-        let log = std::fs::File::create(dir.join(&log_name)).unwrap();
         // `ip netns exec` execs the program: the child is skylark itself, so kill() hits it.
         let mut cmd = Command::new("ip");
         cmd.args(["netns", "exec", &host.ns, env!("CARGO_BIN_EXE_skylark")]);
         if let Some(t) = opts.target {
             cmd.arg(t);
         }
-        for (k, _) in std::env::vars() {
-            if k.starts_with("SKYLARK_") || k == "DATABASE_URL" || k == "REDIS_URL" {
-                cmd.env_remove(k);
-            }
-        }
-        cmd.envs(&env)
-            .current_dir(&dir)
-            .stdout(Stdio::from(log.try_clone().unwrap()))
-            .stderr(Stdio::from(log));
-        let child = cmd.spawn().expect("start skylark in a namespace");
-        let mut s = Skylark {
-            child,
-            base,
-            internal: String::new(),
-            dir,
-            _tmp: None,
-        };
-        s.wait_ready(&log_name).await;
-        s.internal = format!(
-            "http://{addr}:{}",
-            logged_port(&s, "internal HTTP listening")
-        );
-        s
+        let s = Skylark::spawn(cmd, &env, base, (dir, None), &log_name).await;
+        s.with_internal_on(addr)
     }
 }
 
