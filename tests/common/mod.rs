@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use tokio_tungstenite::tungstenite::Message;
 
 pub mod browser;
+pub mod cascade;
 pub mod loadtest;
 pub mod netns;
 mod ports;
@@ -683,4 +684,34 @@ pub async fn start_sfu(
 ) -> Skylark {
     let grpc = [("SKYLARK_GRPC_ADDR", "127.0.0.1:0".to_string())];
     start_target("sfu", env(&grpc), dir, "sfu").await
+}
+
+/// The bus of a scale-out layout on `redis` with its processes' key `prefix`.
+pub async fn connect_bus(redis: &str, prefix: String) -> skylark_bus::AnyBus {
+    skylark_bus::connect_with(&skylark_bus::BusConfig {
+        redis_url: Some(redis.to_string()),
+        key_prefix: prefix,
+        ..Default::default()
+    })
+    .await
+    .unwrap()
+}
+
+/// Polls `check` until it holds, or panics with `what` and the state it last reported
+/// after `within`.
+pub async fn eventually<F, Fut>(within: Duration, what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<(), String>>,
+{
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        match check().await {
+            Ok(()) => return,
+            Err(state) if tokio::time::Instant::now() >= deadline => {
+                panic!("{what} within {within:?}: {state}")
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+    }
 }

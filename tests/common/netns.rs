@@ -182,8 +182,8 @@ impl Drop for Lan {
     }
 }
 
-/// A `redis-server` of the test's own on `addr` (the bridge, reachable from every host)
-/// and loopback; killed on drop.
+/// A `redis-server` of the test's own on `addr` (the bridge, reachable from every host;
+/// or loopback alone) and loopback, so a test can take it away; killed on drop.
 pub struct OwnRedis {
     child: std::process::Child,
     pub url: String,
@@ -192,8 +192,14 @@ pub struct OwnRedis {
 impl OwnRedis {
     pub fn start(addr: &str) -> OwnRedis {
         let port = ports::free_port();
+        let bind: &[&str] = if addr == "127.0.0.1" {
+            &[addr]
+        } else {
+            &[addr, "127.0.0.1"]
+        };
         let child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", addr, "127.0.0.1"])
+            .args(["--port", &port.to_string(), "--bind"])
+            .args(bind)
             .args(["--save", "", "--appendonly", "no", "--protected-mode", "no"])
             .stdout(Stdio::null())
             .spawn()
@@ -207,11 +213,16 @@ impl OwnRedis {
         }
         OwnRedis { child, url }
     }
+
+    /// Kills it now (SIGKILL) and reaps it.
+    pub fn kill(&mut self) -> std::io::Result<()> {
+        self.child.kill()?;
+        self.child.wait().map(drop)
+    }
 }
 
 impl Drop for OwnRedis {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        let _ = self.kill();
     }
 }
