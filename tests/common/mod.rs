@@ -283,6 +283,15 @@ pub async fn ws(
     tokio_tungstenite::connect_async(url).await.unwrap().0
 }
 
+/// Sends `v` on a WebSocket as one text message.
+pub async fn ws_send<S: futures_util::Sink<Message> + Unpin>(s: &mut S, v: Value)
+where
+    S::Error: std::fmt::Debug,
+{
+    use futures_util::SinkExt;
+    s.send(Message::Text(v.to_string().into())).await.unwrap();
+}
+
 pub async fn next_json<S>(s: &mut S) -> Option<Value>
 where
     S: futures_util::Stream<Item = Result<Message, tokio_tungstenite::tungstenite::Error>> + Unpin,
@@ -592,8 +601,18 @@ pub async fn playing_viewer(
     base: &str,
     room: &str,
 ) -> skylark_loadgen::Viewer {
+    playing_viewer_with(engine, base, room, None).await
+}
+
+/// A WHEP viewer of `room` with the viewer token `token` (private rooms), playing.
+pub async fn playing_viewer_with(
+    engine: &skylark_loadgen::Engine,
+    base: &str,
+    room: &str,
+    token: Option<&str>,
+) -> skylark_loadgen::Viewer {
     let v = engine
-        .view(&format!("{base}/whep/{room}"), None)
+        .view(&format!("{base}/whep/{room}"), token)
         .await
         .expect("WHEP");
     v.wait_playing(Duration::from_secs(10))
@@ -697,6 +716,39 @@ pub async fn connect_bus(redis: &str, prefix: String) -> skylark_bus::AnyBus {
     .unwrap()
 }
 
+/// The status of `req` sent with bearer `token`.
+pub async fn status_as(req: reqwest::RequestBuilder, token: &str) -> reqwest::StatusCode {
+    req.bearer_auth(token).send().await.unwrap().status()
+}
+
+/// A viewer token of `room` (valid 10 minutes) that its owner (`owner`, a bearer) mints.
+pub async fn viewer_token(base: &str, owner: &str, room: &str) -> String {
+    let mint = reqwest::Client::new()
+        .post(format!("{base}/api/v1/rooms/{room}/viewer-tokens"))
+        .json(&json!({"ttl_s": 600}));
+    let v = send_json(mint.bearer_auth(owner)).await;
+    v["token"].as_str().unwrap().to_string()
+}
+
+/// Rotates `room`'s stream key as its owner (`token`): the old key stops working.
+pub async fn rotate_key(api_base: &str, token: &str, room: &str) {
+    let rotate = reqwest::Client::new().post(format!("{api_base}/api/v1/rooms/{room}/stream-key"));
+    let status = status_as(rotate, token).await;
+    assert_eq!(status, reqwest::StatusCode::CREATED, "key rotated");
+}
+
+/// A room that the creator of `token` makes with `body` (title, visibility, mode): the
+/// API's answer, with `room` and `stream_key`.
+pub async fn create_room(api_base: &str, token: &str, body: Value) -> Value {
+    let c = reqwest::Client::new();
+    send_json(
+        c.post(format!("{api_base}/api/v1/rooms"))
+            .bearer_auth(token)
+            .json(&body),
+    )
+    .await
+}
+
 /// Polls `check` until it holds, or panics with `what` and the state it last reported
 /// after `within`.
 pub async fn eventually<F, Fut>(within: Duration, what: &str, mut check: F)
@@ -712,6 +764,54 @@ where
                 panic!("{what} within {within:?}: {state}")
             }
             Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+    }
+}
+
+/// A load-generator engine and a WHEP viewer of `room` on it, playing.
+pub async fn watching(
+    base: &str,
+    room: &str,
+) -> (skylark_loadgen::Engine, skylark_loadgen::Viewer) {
+    let engine = skylark_loadgen::Engine::start(
+        skylark_loadgen::EngineConfig::default(),
+        tokio_util::sync::CancellationToken::new(),
+    )
+    .unwrap();
+    let v = playing_viewer(&engine, base, room).await;
+    (engine, v)
+}
+
+/// A scale-out layout on Redis with two packagers: api, sfu, signaling, and packagers
+/// `packager-a` and `packager-b`. Fields drop in order: the processes, then their dir.
+pub struct TwoPackagers {
+    pub api: Skylark,
+    pub sfu: Skylark,
+    pub sig: Skylark,
+    pub packagers: [Skylark; 2],
+    pub dir: tempfile::TempDir,
+}
+
+impl TwoPackagers {
+    pub async fn start(redis: &str) -> TwoPackagers {
+        let dir = tempfile::tempdir().unwrap();
+        let api_grpc = free_port();
+        let shared = scale_out_env(redis, api_grpc, dir.path(), &[]);
+        let api = start_api(&shared, api_grpc, dir.path()).await;
+        let sfu = start_sfu(&shared, dir.path()).await;
+        let sig = start_target("signaling", shared(&[]), dir.path(), "sig").await;
+        let mut packagers = Vec::new();
+        for name in ["packager-a", "packager-b"] {
+            let env = shared(&[("SKYLARK_NODE_ID", name.to_string())]);
+            packagers.push(start_target("packager", env, dir.path(), name).await);
+        }
+        let packagers: [Skylark; 2] = packagers.try_into().ok().unwrap();
+        TwoPackagers {
+            api,
+            sfu,
+            sig,
+            packagers,
+            dir,
         }
     }
 }
