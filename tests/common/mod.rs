@@ -477,16 +477,10 @@ pub fn gstreamer_python() -> Option<&'static str> {
     let probe = "import gi; gi.require_version('Gst', '1.0'); gi.require_version('GstWebRTC', '1.0'); \
                  from gi.repository import Gst; Gst.init(None); \
                  assert all(Gst.ElementFactory.find(e) for e in ('webrtcbin', 'x264enc', 'nicesrc', 'opusenc'))";
-    let ok = std::process::Command::new(python)
-        .args(["-c", probe])
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if !ok {
-        peers::skip("GStreamer webrtcbin (python3-gi, gstreamer1.0-plugins-{bad,ugly}, gstreamer1.0-nice) not found: run scripts/test, which installs them");
-        return None;
-    }
-    Some(python)
+    let mut check = Command::new(python);
+    check.args(["-c", probe]).stderr(Stdio::null());
+    let missing = "GStreamer webrtcbin (python3-gi, gstreamer1.0-plugins-{bad,ugly}, gstreamer1.0-nice) not found: run scripts/test, which installs them";
+    peers::runs_or_skip(&mut check, missing).then_some(python)
 }
 
 /// A network namespace joined to this one by a veth pair: a second host for peers that

@@ -40,20 +40,29 @@ pub fn recent_ffmpeg() -> Option<PathBuf> {
     found
 }
 
+/// Whether `probe` (a command that checks for a peer or installs it) runs and succeeds;
+/// skips (see [`skip`]) saying `missing` when it does not.
+pub fn runs_or_skip(probe: &mut Command, missing: &str) -> bool {
+    let ok = probe.status().is_ok_and(|s| s.success());
+    if !ok {
+        skip(missing);
+    }
+    ok
+}
+
 /// Whether `tool -version` runs (Debian's `ffmpeg`, `ffprobe`); skips (see [`skip`]) when
 /// it does not.
 #[allow(dead_code)]
 pub fn have(tool: &str) -> bool {
-    let ok = Command::new(tool)
+    let mut probe = Command::new(tool);
+    probe
         .arg("-version")
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if !ok {
-        skip(&format!("{tool} not found: apt-get install ffmpeg"));
-    }
-    ok
+        .stderr(Stdio::null());
+    runs_or_skip(
+        &mut probe,
+        &format!("{tool} not found: apt-get install ffmpeg"),
+    )
 }
 
 /// FFmpeg input arguments: a one-second 440 Hz tone at 48 kHz.
