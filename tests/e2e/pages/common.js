@@ -356,18 +356,24 @@ export function receiveMedia(pc) {
   return preferH264(vt, 'recvonly');
 }
 
+/** The server's SDP answer to our offer, applied to `pc` (over HTTP or the signaling
+ *  socket). `connectedStatus` is the status the page has once connected ('live',
+ *  'playing'): short of it, it is now 'connecting'. */
+export async function acceptAnswer(pc, state, setStatus, sdp, connectedStatus) {
+  mark(state, 'answerReceived');
+  await pc.setRemoteDescription({ type: 'answer', sdp });
+  if (state.status !== connectedStatus) setStatus('connecting');
+}
+
 /** WHIP or WHEP (`what`) on `pc`: the offer POSTed to `url` (with `bearer`), the answer
- *  applied; the session's URL goes to `state.location`. `connectedStatus` is the status
- *  the page has once connected ('live', 'playing'): short of it, it is 'connecting'. */
+ *  applied (see [`acceptAnswer`]); the session's URL goes to `state.location`. */
 export async function negotiateOverHttp(pc, state, setStatus, { what, url, bearer, connectedStatus }) {
   setStatus('negotiating');
   const offer = await makeOffer(pc, state);
   mark(state, 'postSent');
   const { answer, location } = await postOffer(what, url, offer, bearer);
   state.location = location;
-  mark(state, 'answerReceived');
-  await pc.setRemoteDescription({ type: 'answer', sdp: answer });
-  if (state.status !== connectedStatus) setStatus('connecting');
+  await acceptAnswer(pc, state, setStatus, answer, connectedStatus);
 }
 
 /** Ends a WHIP/WHEP page's session: DELETE it (if it has one), close `pc`. */
