@@ -13,12 +13,10 @@
 mod common;
 
 use common::*;
-use futures_util::SinkExt;
 use serde_json::{json, Value};
 use skylark_auth::{PlaybackTokens, Role, TokenIssuer};
 use std::collections::{BTreeSet, HashMap};
 use std::time::Duration;
-use tokio_tungstenite::tungstenite::Message;
 
 const JWT_SECRET: &str = "authz-matrix-jwt-secret-authz-matrix-jwt-secret";
 const PLAYBACK_SECRET: &str = "authz-matrix-playback-secret-authz-matrix-playback";
@@ -196,14 +194,9 @@ async fn credentials(base: &str, owner: &str, other: &str, room: &str) -> Creden
     let issuer = TokenIssuer::new(JWT_SECRET.as_bytes());
     let revoked = viewer_token(base, owner, room).await;
     let revoked_playback = playback_token(base, room, &revoked).await;
-    let status = reqwest::Client::new()
-        .post(format!("{base}/api/v1/rooms/{room}/viewer-tokens/revoke"))
-        .bearer_auth(owner)
-        .send()
-        .await
-        .unwrap()
-        .status();
-    assert_eq!(status, 204, "revoke");
+    let revoke =
+        reqwest::Client::new().post(format!("{base}/api/v1/rooms/{room}/viewer-tokens/revoke"));
+    assert_eq!(status_as(revoke, owner).await, 204, "revoke");
     let viewer = viewer_token(base, owner, room).await;
     let expired = issuer.issue_expired("viewer_expired", Role::Viewer, Duration::from_secs(60));
     let expired_playback =
@@ -298,7 +291,7 @@ async fn run(base: &str, call: Call, room: &str, creds: &Credentials, who: Who) 
             if let Some(b) = bearer {
                 m["token"] = json!(b);
             }
-            s.send(Message::Text(m.to_string().into())).await.unwrap();
+            ws_send(&mut s, m).await;
             ws_status(&next_json(&mut s).await.expect("an answer"))
         }
         Call::Hls | Call::Flv => {
@@ -349,11 +342,11 @@ async fn who_may_do_what_on_every_endpoint() {
     let other = creator(base).await;
     let mut rooms = Vec::new();
     for visibility in VISIBILITIES {
-        let v = send_json(
-            reqwest::Client::new()
-                .post(format!("{base}/api/v1/rooms"))
-                .bearer_auth(&owner)
-                .json(&json!({"title": format!("{visibility} room"), "visibility": visibility})),
+        let title = format!("{visibility} room");
+        let v = create_room(
+            base,
+            &owner,
+            json!({"title": title, "visibility": visibility}),
         )
         .await;
         let room = v["room"]["id"].as_str().unwrap().to_string();
@@ -413,11 +406,10 @@ async fn who_may_do_what_on_every_endpoint() {
     let mut ids = HashMap::new();
     let mut publishers = Vec::new();
     for visibility in VISIBILITIES {
-        let v = send_json(
-            reqwest::Client::new()
-                .post(format!("{base}/api/v1/rooms"))
-                .bearer_auth(&owner)
-                .json(&json!({"title": "listed?", "visibility": visibility})),
+        let v = create_room(
+            base,
+            &owner,
+            json!({"title": "listed?", "visibility": visibility}),
         )
         .await;
         let room = v["room"]["id"].as_str().unwrap().to_string();

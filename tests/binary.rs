@@ -4,6 +4,8 @@
 
 #[path = "common/ports.rs"]
 mod ports;
+#[path = "common/process_env.rs"]
+mod process_env;
 
 use std::io::Read;
 use std::process::{Child, Command, Stdio};
@@ -54,15 +56,7 @@ async fn all_in_one_with_no_configuration() {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .env("RUST_LOG", "debug");
-    for (k, _) in std::env::vars() {
-        if k.starts_with("SKYLARK_")
-            || k == "DATABASE_URL"
-            || k == "REDIS_URL"
-            || k.starts_with("OTEL_")
-        {
-            cmd.env_remove(k);
-        }
-    }
+    process_env::scrub_env(&mut cmd);
     let mut guard = Killer(Some(cmd.spawn().expect("start skylark")));
     let child = guard.0.as_mut().unwrap();
     // Read as it comes: the signup link is in the log, and a full pipe would block the server.

@@ -63,13 +63,7 @@ async fn cluster(redis: &str, nodes: usize, max_sessions: u32, max_relays: u32) 
         dir: Some(dir.path().join("signaling")),
     })
     .await;
-    let bus = skylark_bus::connect_with(&skylark_bus::BusConfig {
-        redis_url: Some(redis.to_string()),
-        key_prefix: prefix,
-        ..Default::default()
-    })
-    .await
-    .unwrap();
+    let bus = connect_bus(redis, prefix).await;
     // Every node registered before placement starts.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     use skylark_bus::Bus;
@@ -94,23 +88,8 @@ async fn cluster(redis: &str, nodes: usize, max_sessions: u32, max_relays: u32) 
 async fn fifty_viewers_of_one_room_spread_over_a_two_level_tree() {
     let Some(redis) = redis_url() else { return };
     let c = cluster(&redis, 3, 20, 1).await;
-    let LiveRoom {
-        room,
-        engine,
-        publisher: _publisher,
-        origin,
-        whep,
-        ..
-    } = live_room(&c).await;
-
-    let mut viewers = Vec::new();
-    for i in 0..VIEWERS {
-        let v = engine
-            .view(&whep, None)
-            .await
-            .unwrap_or_else(|e| panic!("viewer {i}: {e}"));
-        viewers.push(v);
-    }
+    let r = live_room(&c).await;
+    let viewers = cascade::join_viewers(&r.engine, &r.whep, VIEWERS).await;
 
     // Spread: the origin, an edge pulling from it, and an edge pulling from that edge.
     let mut by_node: BTreeMap<String, usize> = BTreeMap::new();
@@ -119,52 +98,17 @@ async fn fifty_viewers_of_one_room_spread_over_a_two_level_tree() {
         *by_node.entry(node.to_string()).or_default() += 1;
     }
     assert_eq!(by_node.len(), 3, "viewers on every node: {by_node:?}");
-    let relays = placement::relays(&c.bus, &room).await.unwrap();
-    assert_eq!(
-        relays.iter().filter(|r| r.parent == origin).count(),
-        1,
-        "the origin feeds one relay link: {relays:?}"
-    );
-    assert_eq!(
-        relays.iter().map(|r| r.depth).max(),
-        Some(2),
-        "the tree is two levels deep: {relays:?}"
-    );
+    let relays = placement::relays(&c.bus, &r.room).await.unwrap();
+    cascade::assert_two_level_tree(&relays, &r.origin);
 
     // Every viewer plays every frame since its first keyframe, byte-exact.
     tokio::time::sleep(Duration::from_secs(4)).await;
-    report_per_hop(&viewers, &origin, &relays).await;
-    for (i, v) in viewers.iter().enumerate() {
-        let s = v.stats().await.unwrap();
-        let node = v.serving_node().unwrap_or_default();
-        assert!(s.connected, "viewer {i} on {node} connected");
-        assert!(s.frames >= 30, "viewer {i} on {node}: {} frames", s.frames);
-        assert_eq!(
-            s.frames_bad_hash, 0,
-            "viewer {i} on {node}: payloads intact"
-        );
-        assert_eq!(s.frames_missing, 0, "viewer {i} on {node}: no gaps");
-    }
+    report_per_hop(&viewers, &r.origin, &relays).await;
+    cascade::assert_every_frame(&viewers).await;
 
     // The room's viewer count is the sum over its nodes, in the API too.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let v: serde_json::Value = reqwest::get(format!("{}/api/v1/rooms/{room}", c.api_base))
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        if v["viewers"] == VIEWERS {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "viewer count {} (by node {by_node:?})",
-            v["viewers"]
-        );
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+    let what = format!("by node {by_node:?}");
+    cascade::assert_viewer_count(&c.api_base, &r.room, VIEWERS, &what).await;
 }
 
 /// A live room of the cluster: a load-generator publisher through signaling, and the
@@ -181,11 +125,7 @@ struct LiveRoom {
 async fn live_room(c: &Cluster) -> LiveRoom {
     let (_, room, key) = creator_with_room(&c.api_base, "public").await;
     let (engine, publisher) = publish(&c.signaling.base, &room, &key).await;
-    let origin = placement::origin(&c.bus, &room)
-        .await
-        .unwrap()
-        .and_then(|o| o.sfu_node().map(str::to_string))
-        .expect("the room has an SFU origin");
+    let origin = cascade::origin_node(&c.bus, &room).await;
     let whep = format!("{}/whep/{room}", c.signaling.base);
     LiveRoom {
         room,
@@ -261,20 +201,18 @@ async fn report_per_hop(
     }
 }
 
-/// `n` viewers joined through signaling, each past its first 10 frames.
-async fn playing_viewers(
-    engine: &skylark_loadgen::Engine,
-    whep: &str,
-    n: usize,
-) -> Vec<skylark_loadgen::Viewer> {
+/// A live room of `c` and `n` viewers joined through signaling, each past its first 10
+/// frames.
+async fn watched_room(c: &Cluster, n: usize) -> (LiveRoom, Vec<skylark_loadgen::Viewer>) {
+    let r = live_room(c).await;
     let mut viewers = Vec::new();
     for _ in 0..n {
-        viewers.push(engine.view(whep, None).await.expect("WHEP"));
+        viewers.push(r.engine.view(&r.whep, None).await.expect("WHEP"));
     }
     for v in &viewers {
         assert!(frames_after(v, 10, Duration::from_secs(10)).await.is_some());
     }
-    viewers
+    (r, viewers)
 }
 
 /// Asserts that `v` receives `more` frames within `within`, every one intact.
@@ -307,14 +245,7 @@ async fn frames_after(v: &skylark_loadgen::Viewer, above: u64, within: Duration)
 async fn viewers_of_a_killed_edge_play_again_through_another_node() {
     let Some(redis) = redis_url() else { return };
     let mut c = cluster(&redis, 3, 12, 2).await;
-    let LiveRoom {
-        engine,
-        publisher: _publisher,
-        origin,
-        whep,
-        ..
-    } = live_room(&c).await;
-    let viewers = playing_viewers(&engine, &whep, 20).await;
+    let (r, viewers) = watched_room(&c, 20).await;
     // The edge with the most viewers dies without a word (SIGKILL).
     let mut by_node: BTreeMap<String, usize> = BTreeMap::new();
     for v in &viewers {
@@ -324,7 +255,7 @@ async fn viewers_of_a_killed_edge_play_again_through_another_node() {
     }
     let (dead, _) = by_node
         .iter()
-        .filter(|(n, _)| **n != origin)
+        .filter(|(n, _)| **n != r.origin)
         .max_by_key(|(_, count)| **count)
         .map(|(n, c)| (n.clone(), *c))
         .expect("viewers on an edge");
@@ -340,8 +271,8 @@ async fn viewers_of_a_killed_edge_play_again_through_another_node() {
     let mut rejoined = Vec::new();
     for _ in &orphans {
         rejoined.push(
-            engine
-                .view(&whep, None)
+            r.engine
+                .view(&r.whep, None)
                 .await
                 .expect("rejoin through signaling"),
         );
@@ -379,33 +310,26 @@ async fn viewers_of_a_killed_edge_play_again_through_another_node() {
 async fn edges_follow_the_publisher_to_a_new_origin_without_their_viewers_rejoining() {
     let Some(redis) = redis_url() else { return };
     let mut c = cluster(&redis, 3, 8, 2).await;
-    let LiveRoom {
-        room,
-        key,
-        engine,
-        publisher,
-        origin,
-        whep,
-    } = live_room(&c).await;
-    let viewers = playing_viewers(&engine, &whep, 12).await;
+    let (r, viewers) = watched_room(&c, 12).await;
     let on_edges: Vec<_> = viewers
         .iter()
-        .filter(|v| v.serving_node() != Some(origin.as_str()))
+        .filter(|v| v.serving_node() != Some(r.origin.as_str()))
         .collect();
     assert!(!on_edges.is_empty(), "some viewers on edges");
 
     // The origin dies; the publisher reconnects through signaling, as OBS, FFmpeg and
     // the studio do, and lands on another node.
-    let index: usize = origin.trim_start_matches("sfu-").parse().unwrap();
+    let index: usize = r.origin.trim_start_matches("sfu-").parse().unwrap();
     c.sfus[index].child.kill().unwrap();
-    drop(publisher);
+    drop(r.publisher);
     let killed = tokio::time::Instant::now();
     let deadline = killed + Duration::from_secs(15);
     let _publisher = loop {
-        match engine
+        match r
+            .engine
             .publish(
-                &format!("{}/whip/{room}", c.signaling.base),
-                &key,
+                &format!("{}/whip/{}", c.signaling.base, r.room),
+                &r.key,
                 skylark_loadgen::source::VideoConfig::default(),
             )
             .await
@@ -434,40 +358,11 @@ async fn edges_follow_the_publisher_to_a_new_origin_without_their_viewers_rejoin
         assert!(v.stats().await.unwrap().connected, "kept its session");
     }
     println!(
-        "origin {origin} killed: {} edge viewers played the new publisher after {:?}",
+        "origin {} killed: {} edge viewers played the new publisher after {:?}",
+        r.origin,
         on_edges.len(),
         killed.elapsed()
     );
-}
-
-/// A Redis of this test's own, so the test can take it away from the cluster.
-struct OwnRedis(std::process::Child);
-
-impl OwnRedis {
-    fn start() -> (OwnRedis, String) {
-        let port = free_port();
-        let child = std::process::Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
-            .stdout(std::process::Stdio::null())
-            .spawn()
-            .expect("redis-server (scripts/test installs it)");
-        let addr = format!("127.0.0.1:{port}");
-        for _ in 0..100 {
-            if std::net::TcpStream::connect(&addr).is_ok() {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        (OwnRedis(child), format!("redis://{addr}"))
-    }
-}
-
-impl Drop for OwnRedis {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 #[tokio::test]
@@ -476,31 +371,23 @@ async fn live_relays_keep_flowing_while_redis_is_gone() {
     if redis_url().is_none() {
         return;
     }
-    let (mut redis, url) = OwnRedis::start();
-    let c = cluster(&url, 3, 8, 2).await;
-    let LiveRoom {
-        engine,
-        publisher: _publisher,
-        origin,
-        whep,
-        ..
-    } = live_room(&c).await;
-    let viewers = playing_viewers(&engine, &whep, 12).await;
+    let mut redis = netns::OwnRedis::start("127.0.0.1");
+    let c = cluster(&redis.url, 3, 8, 2).await;
+    let (r, viewers) = watched_room(&c, 12).await;
     assert!(
         viewers
             .iter()
-            .any(|v| v.serving_node() != Some(origin.as_str())),
+            .any(|v| v.serving_node() != Some(r.origin.as_str())),
         "some viewers on edges"
     );
 
     // Redis dies: registry, leases and events are gone; media must not depend on them.
-    redis.0.kill().unwrap();
-    let _ = redis.0.wait();
+    redis.kill().unwrap();
     tokio::time::sleep(Duration::from_secs(3)).await;
     for v in &viewers {
         assert_plays_on(v, 60, Duration::from_secs(8), "kept playing without Redis").await;
     }
     // New placements cannot be made: signaling says so instead of hanging.
-    let refused = engine.view(&whep, None).await;
+    let refused = r.engine.view(&r.whep, None).await;
     assert!(refused.is_err(), "no placement without Redis");
 }

@@ -90,13 +90,7 @@ async fn cluster_sized(
         dir: Some(dir.path().join("signaling")),
     })
     .await;
-    let bus = skylark_bus::connect_with(&skylark_bus::BusConfig {
-        redis_url: Some(redis.url.clone()),
-        key_prefix: prefix,
-        ..Default::default()
-    })
-    .await
-    .unwrap();
+    let bus = connect_bus(&redis.url, prefix).await;
     let c = Cluster {
         api_base: api.base.clone(),
         sfus,
@@ -169,11 +163,7 @@ async fn live_room_with(c: &Cluster, video: skylark_loadgen::source::VideoConfig
         .wait_connected(Duration::from_secs(10))
         .await
         .expect("publisher connected");
-    let origin = placement::origin(&c.bus, &room)
-        .await
-        .unwrap()
-        .and_then(|o| o.sfu_node().map(str::to_string))
-        .expect("the room has an SFU origin");
+    let origin = cascade::origin_node(&c.bus, &room).await;
     LiveRoom {
         whep: format!("{}/whep/{room}", c.signaling.base),
         room,
@@ -192,52 +182,16 @@ fn by_node<'a>(nodes: impl Iterator<Item = Option<&'a str>>) -> BTreeMap<String,
     out
 }
 
-/// Polls the API until the room's viewer count is `want`.
-async fn assert_viewer_count(c: &Cluster, room: &str, want: usize, what: &str) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let v =
-            send_json(reqwest::Client::new().get(format!("{}/api/v1/rooms/{room}", c.api_base)))
-                .await;
-        if v["viewers"] == want {
-            return;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{what}: viewer count {} != {want}",
-            v["viewers"]
-        );
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fifty_viewers_over_three_hosts_in_a_two_level_tree() {
     let Some(c) = cluster(&[]).await else { return };
     let r = live_room(&c).await;
-    let mut viewers = Vec::new();
-    for i in 0..VIEWERS {
-        let v = r
-            .engine
-            .view(&r.whep, None)
-            .await
-            .unwrap_or_else(|e| panic!("viewer {i}: {e}"));
-        viewers.push(v);
-    }
+    let viewers = cascade::join_viewers(&r.engine, &r.whep, VIEWERS).await;
 
     let spread = by_node(viewers.iter().map(|v| v.serving_node()));
     assert_eq!(spread.len(), NODES, "viewers on every host: {spread:?}");
     let relays = placement::relays(&c.bus, &r.room).await.unwrap();
-    assert_eq!(
-        relays.iter().filter(|x| x.parent == r.origin).count(),
-        1,
-        "the origin feeds one relay link: {relays:?}"
-    );
-    assert_eq!(
-        relays.iter().map(|x| x.depth).max(),
-        Some(2),
-        "the tree is two levels deep: {relays:?}"
-    );
+    cascade::assert_two_level_tree(&relays, &r.origin);
 
     // Every viewer plays every frame since its first keyframe, byte-exact.
     tokio::time::sleep(Duration::from_secs(4)).await;
@@ -251,18 +205,13 @@ async fn fifty_viewers_over_three_hosts_in_a_two_level_tree() {
                 .map_or(99, |x| x.depth)
         }
     };
+    cascade::assert_every_frame(&viewers).await;
     let mut per_hop: BTreeMap<u32, (usize, skylark_loadgen::stats::Histogram)> = BTreeMap::new();
-    for (i, v) in viewers.iter().enumerate() {
+    for v in &viewers {
         let s = v.stats().await.unwrap();
-        let node = v.serving_node().unwrap_or_default();
-        assert!(s.connected, "viewer {i} on {node} connected");
-        assert!(s.frames >= 30, "viewer {i} on {node}: {} frames", s.frames);
-        assert_eq!(
-            s.frames_bad_hash, 0,
-            "viewer {i} on {node}: payloads intact"
-        );
-        assert_eq!(s.frames_missing, 0, "viewer {i} on {node}: no gaps");
-        let hop = per_hop.entry(depth_of(node)).or_default();
+        let hop = per_hop
+            .entry(depth_of(v.serving_node().unwrap_or_default()))
+            .or_default();
         hop.0 += 1;
         hop.1.merge(&s.latency_us);
     }
@@ -274,7 +223,8 @@ async fn fifty_viewers_over_three_hosts_in_a_two_level_tree() {
             p.as_ref().map_or(f64::NAN, |p| p.p99),
         );
     }
-    assert_viewer_count(&c, &r.room, VIEWERS, &format!("by node {spread:?}")).await;
+    let what = format!("by node {spread:?}");
+    cascade::assert_viewer_count(&c.api_base, &r.room, VIEWERS, &what).await;
 
     // Each edge reports its hop depth (no room ids in labels).
     for relay in &relays {
@@ -323,22 +273,12 @@ fn free_sessions(node: &skylark_bus::NodeInfo) -> u32 {
         .saturating_sub(node.load.sessions)
 }
 
-/// Polls the bus until `check` holds, or panics with `what` after `within`.
-async fn eventually<F, Fut>(within: Duration, what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<(), String>>,
-{
-    let deadline = tokio::time::Instant::now() + within;
-    loop {
-        match check().await {
-            Ok(()) => return,
-            Err(state) if tokio::time::Instant::now() >= deadline => {
-                panic!("{what} within {within:?}: {state}")
-            }
-            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
-        }
-    }
+/// The SFU nodes in the registry, or why the bus could not say.
+async fn sfu_nodes(c: &Cluster) -> Result<Vec<skylark_bus::NodeInfo>, String> {
+    c.bus
+        .nodes(skylark_bus::NodeKind::Sfu)
+        .await
+        .map_err(|e| e.to_string())
 }
 
 /// A cluster with one live room, 50 rejoining viewers, and its deepest edge cut off the
@@ -402,11 +342,8 @@ async fn cut_the_deepest_edge() -> Option<CutEdge> {
     let staying = VIEWERS - leaving.len();
     let cut_id = deepest.node.clone();
     eventually(Duration::from_secs(10), "room for the orphans", || async {
-        let free: u32 = c
-            .bus
-            .nodes(skylark_bus::NodeKind::Sfu)
-            .await
-            .map_err(|e| e.to_string())?
+        let free: u32 = sfu_nodes(&c)
+            .await?
             .iter()
             .filter(|n| n.id != cut_id)
             .map(free_sessions)
@@ -509,11 +446,7 @@ async fn cut_the_deepest_edge() -> Option<CutEdge> {
         Duration::from_secs(15),
         "the cut node's claims lapse",
         || async {
-            let nodes = c
-                .bus
-                .nodes(skylark_bus::NodeKind::Sfu)
-                .await
-                .map_err(|e| e.to_string())?;
+            let nodes = sfu_nodes(&c).await?;
             let room = placement::room(&c.bus, &r.room)
                 .await
                 .map_err(|e| e.to_string())?;
@@ -524,7 +457,7 @@ async fn cut_the_deepest_edge() -> Option<CutEdge> {
         },
     )
     .await;
-    assert_viewer_count(&c, &r.room, staying, "while the edge is cut").await;
+    cascade::assert_viewer_count(&c.api_base, &r.room, staying, "while the edge is cut").await;
     Some(CutEdge {
         c,
         r,
@@ -584,11 +517,7 @@ async fn back_on_the_network_after(hold: Duration) {
         Duration::from_secs(15),
         "the node back in the registry",
         || async {
-            let nodes = c
-                .bus
-                .nodes(skylark_bus::NodeKind::Sfu)
-                .await
-                .map_err(|e| e.to_string())?;
+            let nodes = sfu_nodes(&c).await?;
             nodes
                 .iter()
                 .any(|n| n.id == cut_id)
@@ -655,15 +584,7 @@ async fn a_chromium_viewer_on_the_deepest_edge_decodes_and_rejoins_when_that_edg
     let r = live_room(&c).await;
     // Load-generator viewers fill the origin (19) and the first edge (20): the next
     // viewer goes to the deepest edge.
-    let mut viewers = Vec::new();
-    for i in 0..40 {
-        let v = r
-            .engine
-            .view(&r.whep, None)
-            .await
-            .unwrap_or_else(|e| panic!("viewer {i}: {e}"));
-        viewers.push(v);
-    }
+    let mut viewers = cascade::join_viewers(&r.engine, &r.whep, 40).await;
     let relays = placement::relays(&c.bus, &r.room).await.unwrap();
     let deepest = relays
         .iter()

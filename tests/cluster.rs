@@ -5,9 +5,7 @@
 mod common;
 
 use common::*;
-use futures_util::SinkExt;
 use std::time::Duration;
-use tokio_tungstenite::tungstenite::Message;
 use tokio_util::sync::CancellationToken;
 
 /// A fresh schema in the local PostgreSQL (`test` database), as the Kubernetes layout
@@ -59,12 +57,11 @@ async fn publisher_on_one_signaling_viewer_on_another() {
 
     // A viewer waits on signaling 2 before the publisher arrives.
     let mut viewer = ws(&sig2.base).await;
-    viewer
-        .send(Message::Text(
-            format!(r#"{{"type":"watch","room":"{room}"}}"#).into(),
-        ))
-        .await
-        .unwrap();
+    ws_send(
+        &mut viewer,
+        serde_json::json!({"type": "watch", "room": room}),
+    )
+    .await;
     assert_eq!(next_json(&mut viewer).await.unwrap()["type"], "waiting");
 
     // The publisher (FFmpeg's WHIP muxer, as OBS would) goes live through signaling 1.
@@ -102,14 +99,7 @@ async fn publisher_on_one_signaling_viewer_on_another() {
     // A WHEP viewer through signaling 2 plays what signaling 1 ingested.
     let engine =
         skylark_loadgen::Engine::start(Default::default(), CancellationToken::new()).unwrap();
-    let viewer1 = engine
-        .view(&format!("{}/whep/{room}", sig2.base), None)
-        .await
-        .expect("WHEP via signaling 2");
-    viewer1
-        .wait_playing(Duration::from_secs(10))
-        .await
-        .expect("plays through signaling 2");
+    let viewer1 = playing_viewer(&engine, &sig2.base, &room).await;
 
     // HLS from the packager process.
     let hls = format!("{}/hls/{room}/index.m3u8", packager.base);
@@ -131,14 +121,7 @@ async fn publisher_on_one_signaling_viewer_on_another() {
     // Signaling 1 dies: media goes on, and a new viewer still gets in through signaling 2.
     sig1.child.kill().unwrap();
     let _ = sig1.child.wait();
-    let viewer2 = engine
-        .view(&format!("{}/whep/{room}", sig2.base), None)
-        .await
-        .expect("WHEP after signaling 1 died");
-    viewer2
-        .wait_playing(Duration::from_secs(10))
-        .await
-        .expect("a new viewer plays");
+    let viewer2 = playing_viewer(&engine, &sig2.base, &room).await;
     let s = viewer1.stats().await.unwrap();
     assert!(
         s.connected && s.frames > 20,

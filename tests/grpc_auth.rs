@@ -74,22 +74,22 @@ async fn assert_refusals_counted(sk: &Skylark) {
 
 const WRONG: &str = "a-wrong-internal-secret-a-wrong-internal-secret";
 
+/// A single-service `target` serving gRPC on a free loopback port: it and that address.
+async fn start_grpc(target: &'static str) -> (Skylark, String) {
+    let grpc = format!("127.0.0.1:{}", free_port());
+    let sk = Skylark::start_with(Options {
+        target: Some(target),
+        env: [("SKYLARK_GRPC_ADDR".to_string(), grpc.clone())].into(),
+        ..Default::default()
+    })
+    .await;
+    (sk, grpc)
+}
+
 #[tokio::test]
 async fn every_internal_grpc_server_wants_the_secret() {
-    let api_grpc = format!("127.0.0.1:{}", free_port());
-    let api = Skylark::start_with(Options {
-        target: Some("api"),
-        env: [("SKYLARK_GRPC_ADDR".to_string(), api_grpc.clone())].into(),
-        ..Default::default()
-    })
-    .await;
-    let sfu_grpc = format!("127.0.0.1:{}", free_port());
-    let sfu = Skylark::start_with(Options {
-        target: Some("sfu"),
-        env: [("SKYLARK_GRPC_ADDR".to_string(), sfu_grpc.clone())].into(),
-        ..Default::default()
-    })
-    .await;
+    let (api, api_grpc) = start_grpc("api").await;
+    let (sfu, sfu_grpc) = start_grpc("sfu").await;
 
     assert_unauthenticated(get_room(&api_grpc, None).await, "api, no secret");
     assert_unauthenticated(get_room(&api_grpc, Some(WRONG)).await, "api, wrong secret");

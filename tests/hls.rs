@@ -245,18 +245,16 @@ async fn ll_hls_from_a_webrtc_publish() {
 
     // The room ends: the playlist says so.
     let _ = publisher.stop().await;
-    let deadline = Instant::now() + Duration::from_secs(25);
-    loop {
-        let t = get_text(&format!("{hls}/media.m3u8")).await;
-        if t.contains("#EXT-X-ENDLIST") {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no EXT-X-ENDLIST after the publisher left:\n{t}"
-        );
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+    let media = format!("{hls}/media.m3u8");
+    eventually(
+        Duration::from_secs(25),
+        "EXT-X-ENDLIST after the publisher left",
+        || async {
+            let t = get_text(&media).await;
+            t.contains("#EXT-X-ENDLIST").then_some(()).ok_or(t)
+        },
+    )
+    .await;
 }
 
 /// `(uri, RESOLUTION, CODECS, BANDWIDTH)` of each `EXT-X-STREAM-INF`.
@@ -457,26 +455,13 @@ async fn a_publisher_back_within_the_grace_period_resumes_hls() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_packagers_one_room_and_takeover() {
     let Some(redis) = redis_url() else { return };
-    let dir = tempfile::tempdir().unwrap();
-    let api_grpc = free_port();
-    let shared = scale_out_env(&redis, api_grpc, dir.path(), &[]);
-    let api = start_api(&shared, api_grpc, dir.path()).await;
-    let _sfu = start_sfu(&shared, dir.path()).await;
-    let sig = start_target("signaling", shared(&[]), dir.path(), "sig").await;
-    let mut p1 = start_target(
-        "packager",
-        shared(&[("SKYLARK_NODE_ID", "packager-a".into())]),
-        dir.path(),
-        "p1",
-    )
-    .await;
-    let p2 = start_target(
-        "packager",
-        shared(&[("SKYLARK_NODE_ID", "packager-b".into())]),
-        dir.path(),
-        "p2",
-    )
-    .await;
+    let TwoPackagers {
+        api,
+        sfu: _sfu,
+        sig,
+        packagers: [mut p1, p2],
+        dir: _dir,
+    } = TwoPackagers::start(&redis).await;
 
     let (_, room, key) = creator_with_room(&api.base, "public").await;
     let (_engine, _publisher) = publish(&sig.base, &room, &key).await;

@@ -7,43 +7,22 @@ mod common;
 
 use common::*;
 use serde_json::Value;
-use std::process::Stdio;
 use std::time::Duration;
 
 const VIEWERS: u64 = 50;
 
-/// Runs `skylark loadtest --url <sk> <args> --duration 10s --json`: its parsed report
-/// (stdout) and its human report and progress lines (stderr).
-async fn run_loadtest(sk: &Skylark, args: &[&str]) -> (Value, String) {
-    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_skylark"))
-        .args(["loadtest", "--url", &sk.base])
-        .args(args)
-        .args(["--duration", "10s", "--json"])
-        // Logs go to stdout today (telemetry's default writer): keep them out of the
-        // one JSON object the contract promises there.
-        .env("RUST_LOG", "off")
-        .env_remove("SKYLARK_STREAM_KEY")
-        .env_remove("SKYLARK_VIEWER_TOKEN")
-        .stdin(Stdio::null())
-        .kill_on_drop(true)
-        .output();
-    // Generous bound: the run itself is 10 s; this only stops a hang from eating CI.
-    let out = tokio::time::timeout(Duration::from_secs(180), out)
-        .await
-        .expect("loadtest finished")
-        .expect("loadtest started");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success(),
-        "loadtest failed ({}):\n{stderr}\nserver log:\n{}",
-        out.status,
-        sk.logs()
-    );
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let report = serde_json::from_str(stdout.trim()).unwrap_or_else(|e| {
-        panic!("stdout is one JSON object ({e}):\n{stdout}\nstderr:\n{stderr}")
-    });
-    (report, stderr.into_owned())
+/// Runs `skylark loadtest` against `sk`: a publisher into `room` and `viewers` viewers
+/// joining at `ramp`, plus `extra`, for 10 s with `--json`. Its parsed report (stdout)
+/// and its human report and progress lines (stderr).
+async fn run_loadtest(
+    sk: &Skylark,
+    (room, key): (&str, &str),
+    (viewers, ramp): (u64, &str),
+    extra: &[&str],
+) -> (Value, String) {
+    let extra = [extra, &["--duration", "10s", "--json"]].concat();
+    let args = loadtest::viewers_of(&sk.base, room, key, viewers, ramp, &extra);
+    loadtest::report(sk, &loadtest::output(&args, Duration::from_secs(180)).await)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -51,20 +30,7 @@ async fn loadtest_json_report_shows_every_viewer_and_every_frame() {
     let sk = Skylark::start().await;
     let (_, room, key) = creator_with_room(&sk.base, "public").await;
 
-    let (report, stderr) = run_loadtest(
-        &sk,
-        &[
-            "--room",
-            &room,
-            "--stream-key",
-            &key,
-            "--viewers",
-            &VIEWERS.to_string(),
-            "--ramp",
-            "50/s",
-        ],
-    )
-    .await;
+    let (report, stderr) = run_loadtest(&sk, (&room, &key), (VIEWERS, "50/s"), &[]).await;
 
     // The contract's fields exist.
     for path in [
@@ -90,12 +56,7 @@ async fn loadtest_json_report_shows_every_viewer_and_every_frame() {
         );
     }
 
-    let n = |p: &str| {
-        report
-            .pointer(p)
-            .and_then(Value::as_u64)
-            .unwrap_or(u64::MAX)
-    };
+    let n = |p: &str| loadtest::count(&report, p);
     assert_eq!(n("/viewers/requested"), VIEWERS, "{report:#}");
     assert_eq!(
         n("/viewers/connected"),
@@ -161,60 +122,35 @@ async fn loadtest_json_report_shows_every_viewer_and_every_frame() {
 async fn loadtest_errors_say_what_to_do() {
     let sk = Skylark::start().await;
     let (_, room, _key) = creator_with_room(&sk.base, "public").await;
-    let run = |args: Vec<String>| async move {
-        let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_skylark"))
-            .arg("loadtest")
-            .args(args)
-            .env("RUST_LOG", "off")
-            .env_remove("SKYLARK_STREAM_KEY")
-            .stdin(Stdio::null())
-            .kill_on_drop(true)
-            .output();
-        let out = tokio::time::timeout(Duration::from_secs(60), out)
-            .await
-            .expect("loadtest finished")
-            .expect("loadtest started");
-        assert!(!out.status.success());
-        String::from_utf8_lossy(&out.stderr).into_owned()
-    };
-    let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
     let base = sk.base.as_str();
-
-    let err = run(s(&["--url", base, "--room", &room, "--viewers", "1"])).await;
-    assert!(err.contains("--stream-key is required"), "{err}");
-    let err = run(s(&[
-        "--url",
-        base,
-        "--room",
-        &room,
-        "--stream-key",
-        "sk_wrong",
-    ]))
-    .await;
-    assert!(err.contains("refused the stream key"), "{err}");
-    let err = run(s(&[
-        "--url",
-        base,
-        "--room",
-        "room_nope",
-        "--stream-key",
-        "k",
-    ]))
-    .await;
-    assert!(err.contains("not found"), "{err}");
-    let err = run(s(&["--url", base, "--room", &room, "--no-publish"])).await;
-    assert!(err.contains("not live"), "{err}");
-    let err = run(s(&[
-        "--url",
-        base,
-        "--room",
-        &room,
-        "--no-publish",
-        "--simulcast",
-    ]))
-    .await;
-    assert!(err.contains("--simulcast"), "{err}");
-    assert!(err.contains("drop one of them"), "{err}");
+    let cases: [(&[&str], &[&str]); 5] = [
+        (
+            &["--room", &room, "--viewers", "1"],
+            &["--stream-key is required"],
+        ),
+        (
+            &["--room", &room, "--stream-key", "sk_wrong"],
+            &["refused the stream key"],
+        ),
+        (
+            &["--room", "room_nope", "--stream-key", "k"],
+            &["not found"],
+        ),
+        (&["--room", &room, "--no-publish"], &["not live"]),
+        (
+            &["--room", &room, "--no-publish", "--simulcast"],
+            &["--simulcast", "drop one of them"],
+        ),
+    ];
+    for (args, says) in cases {
+        let out =
+            loadtest::output(&[&["--url", base], args].concat(), Duration::from_secs(60)).await;
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        for s in says {
+            assert!(err.contains(s), "{err}");
+        }
+    }
 }
 
 /// `--simulcast`: the publisher sends three layers (h 320x240, m 160x120, l 80x60, each
@@ -228,27 +164,8 @@ async fn loadtest_simulcast_viewers_each_get_one_whole_layer() {
     const N: u64 = 20;
     let sk = Skylark::start().await;
     let (_, room, key) = creator_with_room(&sk.base, "public").await;
-    let (report, stderr) = run_loadtest(
-        &sk,
-        &[
-            "--room",
-            &room,
-            "--stream-key",
-            &key,
-            "--simulcast",
-            "--viewers",
-            &N.to_string(),
-            "--ramp",
-            "20/s",
-        ],
-    )
-    .await;
-    let n = |p: &str| {
-        report
-            .pointer(p)
-            .and_then(Value::as_u64)
-            .unwrap_or(u64::MAX)
-    };
+    let (report, stderr) = run_loadtest(&sk, (&room, &key), (N, "20/s"), &["--simulcast"]).await;
+    let n = |p: &str| loadtest::count(&report, p);
     assert_eq!(report["simulcast"], Value::Bool(true), "{report:#}");
 
     // Every viewer played (a keyframe whose hash matched), none failed.

@@ -19,8 +19,11 @@ async fn status(method: &str, url: &str) -> u16 {
         .as_u16()
 }
 
-/// Public `/metrics` is 404, internal is Prometheus text with `want`; probes on both.
-async fn assert_internal_only(sk: &Skylark, want: &str) {
+/// A GET of `path` answers `answer` and is counted; public `/metrics` is 404, internal is
+/// Prometheus text with `want`; probes on both.
+async fn assert_internal_only(sk: &Skylark, (path, answer): (&str, u16), want: &str) {
+    let url = format!("{}{path}", sk.base);
+    assert_eq!(status("GET", &url).await, answer, "{url}");
     assert_eq!(status("GET", &format!("{}/metrics", sk.base)).await, 404);
     let text = sk.metrics().await;
     assert!(text.contains(want), "{want} missing:\n{text}");
@@ -45,11 +48,8 @@ fn series(text: &str, name: &str) -> Vec<String> {
 #[tokio::test]
 async fn all_in_one_serves_metrics_on_the_internal_port_only() {
     let sk = Skylark::start().await;
-    assert_eq!(
-        status("GET", &format!("{}/api/v1/rooms", sk.base)).await,
-        200
-    );
-    assert_internal_only(&sk, "skylark_http_requests_total").await;
+    let rooms = ("/api/v1/rooms", 200);
+    assert_internal_only(&sk, rooms, "skylark_http_requests_total").await;
 }
 
 #[tokio::test]
@@ -61,11 +61,8 @@ async fn a_single_service_target_serves_metrics_on_the_internal_port_only() {
     .await;
     // A packager alone has no room directory to ask whether the room is private, so
     // it fails closed; any answer counts as a request here.
-    assert_eq!(
-        status("GET", &format!("{}/hls/nope/index.m3u8", sk.base)).await,
-        503
-    );
-    assert_internal_only(&sk, "skylark_http_requests_total").await;
+    let playlist = ("/hls/nope/index.m3u8", 503);
+    assert_internal_only(&sk, playlist, "skylark_http_requests_total").await;
 }
 
 #[tokio::test]
@@ -98,24 +95,8 @@ async fn no_room_id_in_metrics_after_a_room_has_been_live() {
     let sk = Skylark::start().await;
     let (token, room, key) = creator_with_room(&sk.base, "private").await;
     let (engine, publisher) = publish(&sk.base, &room, &key).await;
-    let viewer_token = send_json(
-        reqwest::Client::new()
-            .post(format!("{}/api/v1/rooms/{room}/viewer-tokens", sk.base))
-            .bearer_auth(&token)
-            .json(&serde_json::json!({"ttl_s": 600})),
-    )
-    .await;
-    let viewer = engine
-        .view(
-            &format!("{}/whep/{room}", sk.base),
-            viewer_token["token"].as_str(),
-        )
-        .await
-        .expect("WHEP");
-    viewer
-        .wait_playing(Duration::from_secs(10))
-        .await
-        .expect("playing");
+    let viewer_token = viewer_token(&sk.base, &token, &room).await;
+    let viewer = playing_viewer_with(&engine, &sk.base, &room, Some(&viewer_token)).await;
     // Routes that carry the room id in their path.
     for path in [
         format!("/hls/{room}/index.m3u8"),

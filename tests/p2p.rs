@@ -4,16 +4,8 @@
 mod common;
 
 use common::*;
-use futures_util::SinkExt;
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::Message;
-
-async fn send<S: futures_util::Sink<Message> + Unpin>(s: &mut S, v: Value)
-where
-    S::Error: std::fmt::Debug,
-{
-    s.send(Message::Text(v.to_string().into())).await.unwrap();
-}
 
 /// The next message of `kind`, skipping room-state updates.
 async fn expect<S>(s: &mut S, kind: &str) -> Value
@@ -57,7 +49,7 @@ async fn p2p_room_relays_offer_answer_and_candidates() {
     assert_eq!(r.status(), 409);
 
     let mut b = ws(&sk.base).await;
-    send(
+    ws_send(
         &mut b,
         json!({"type": "publish", "room": room, "stream_key": key}),
     )
@@ -75,7 +67,7 @@ async fn p2p_room_relays_offer_answer_and_candidates() {
     }
 
     let mut v = ws(&sk.base).await;
-    send(&mut v, json!({"type": "watch", "room": room})).await;
+    ws_send(&mut v, json!({"type": "watch", "room": room})).await;
     let state = expect(&mut v, "room").await;
     assert_eq!(state["live"], true);
     let broadcaster = state["broadcaster"]
@@ -86,7 +78,7 @@ async fn p2p_room_relays_offer_answer_and_candidates() {
     // The broadcaster learns of the viewer and offers to it.
     let vj = expect(&mut b, "viewer-joined").await;
     let viewer = vj["viewer"].as_str().unwrap().to_string();
-    send(
+    ws_send(
         &mut b,
         json!({"type": "offer", "to": viewer, "sdp": "v=0\r\no=- broadcaster"}),
     )
@@ -98,7 +90,7 @@ async fn p2p_room_relays_offer_answer_and_candidates() {
     );
 
     // The viewer answers; candidates cross both ways.
-    send(
+    ws_send(
         &mut v,
         json!({"type": "answer", "sdp": "v=0\r\no=- viewer"}),
     )
@@ -108,22 +100,22 @@ async fn p2p_room_relays_offer_answer_and_candidates() {
         (answer["sdp"].as_str(), answer["from"].as_str()),
         (Some("v=0\r\no=- viewer"), Some(viewer.as_str()))
     );
-    send(&mut v, json!({"type": "candidate", "candidate": {"candidate": "candidate:1 1 udp 1 192.0.2.1 9 typ host"}})).await;
+    ws_send(&mut v, json!({"type": "candidate", "candidate": {"candidate": "candidate:1 1 udp 1 192.0.2.1 9 typ host"}})).await;
     let cand = expect(&mut b, "candidate").await;
     assert_eq!(cand["from"], viewer.as_str());
-    send(&mut b, json!({"type": "candidate", "to": viewer, "candidate": {"candidate": "candidate:2 1 udp 1 192.0.2.2 9 typ host"}})).await;
+    ws_send(&mut b, json!({"type": "candidate", "to": viewer, "candidate": {"candidate": "candidate:2 1 udp 1 192.0.2.2 9 typ host"}})).await;
     let cand = expect(&mut v, "candidate").await;
     assert_eq!(cand["from"], broadcaster.as_str());
 
     // The viewer leaves: the broadcaster is told.
-    send(&mut v, json!({"type": "leave"})).await;
+    ws_send(&mut v, json!({"type": "leave"})).await;
     let left = expect(&mut b, "viewer-left").await;
     assert_eq!(left["viewer"], viewer.as_str());
 
     // The broadcaster leaves: a new viewer waits.
-    send(&mut b, json!({"type": "leave"})).await;
+    ws_send(&mut b, json!({"type": "leave"})).await;
     wait_offline(&sk.base, &room).await;
     let mut v2 = ws(&sk.base).await;
-    send(&mut v2, json!({"type": "watch", "room": room})).await;
+    ws_send(&mut v2, json!({"type": "watch", "room": room})).await;
     assert_eq!(expect(&mut v2, "waiting").await["room"], room.as_str());
 }

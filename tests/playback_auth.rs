@@ -52,16 +52,6 @@ async fn playback(base: &str, room: &str, token: Option<&str>) -> Value {
     r.json().await.unwrap()
 }
 
-async fn viewer_token(base: &str, owner: &str, room: &str) -> String {
-    let r = reqwest::Client::new()
-        .post(format!("{base}/api/v1/rooms/{room}/viewer-tokens"))
-        .bearer_auth(owner)
-        .json(&json!({"ttl_s": 600}))
-        .send();
-    let v: Value = r.await.unwrap().json().await.unwrap();
-    v["token"].as_str().unwrap().to_string()
-}
-
 /// Polls until `url` answers 200 with a body for which `done` holds.
 async fn wait_text(url: &str, what: &str, done: impl Fn(&str) -> bool) -> String {
     let deadline = Instant::now() + Duration::from_secs(25);
@@ -285,20 +275,14 @@ async fn private_rooms_need_a_playback_token_on_hls_and_flv() {
     // The owner revokes viewer tokens: the old viewer token opens nothing new, and the
     // playback token minted from it stops within the packager's cache time (10 s).
     let c = reqwest::Client::new();
-    let r = c
-        .post(format!("{base}/api/v1/rooms/{room}/viewer-tokens/revoke"))
-        .bearer_auth(&owner)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 204);
-    let r = c
-        .get(format!("{base}/api/v1/rooms/{room}/playback"))
-        .bearer_auth(&viewer)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 403, "/playback with a revoked viewer token");
+    let revoke = c.post(format!("{base}/api/v1/rooms/{room}/viewer-tokens/revoke"));
+    assert_eq!(status_as(revoke, &owner).await, 204);
+    let playback_url = format!("{base}/api/v1/rooms/{room}/playback");
+    assert_eq!(
+        status_as(c.get(&playback_url), &viewer).await,
+        403,
+        "/playback with a revoked viewer token"
+    );
     let r = c
         .post(format!("{base}/whep/{room}"))
         .bearer_auth(&viewer)
@@ -336,22 +320,16 @@ async fn private_rooms_need_a_playback_token_on_hls_and_flv() {
     assert_eq!(get(&fresh_hls).await.status(), 200, "a token issued after");
     // Changing the visibility revokes too.
     for visibility in ["unlisted", "private"] {
-        let r = c
+        let patch = c
             .patch(format!("{base}/api/v1/rooms/{room}"))
-            .bearer_auth(&owner)
-            .json(&json!({"visibility": visibility}))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 200);
+            .json(&json!({"visibility": visibility}));
+        assert_eq!(status_as(patch, &owner).await, 200);
     }
-    let r = c
-        .get(format!("{base}/api/v1/rooms/{room}/playback"))
-        .bearer_auth(&fresh)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 403, "a token from before a visibility change");
+    assert_eq!(
+        status_as(c.get(&playback_url), &fresh).await,
+        403,
+        "a token from before a visibility change"
+    );
 
     // Rooms that don't exist: 404, as before.
     assert_eq!(
@@ -394,30 +372,11 @@ async fn a_packager_that_cannot_reach_the_directory_fails_closed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_private_room_through_a_packager_that_passes_requests_on() {
     let Some(redis) = redis_url() else { return };
-    let dir = tempfile::tempdir().unwrap();
-    let api_grpc = free_port();
-    let env = scale_out_env(&redis, api_grpc, dir.path(), &[]);
-    let process = |target: &'static str, extra: &[(&str, String)]| Options {
-        target: Some(target),
-        env: env(extra),
-        dir: Some(dir.path().join(format!("{target}-{}", free_port()))),
-    };
-    let api = Skylark::start_with(process(
-        "api",
-        &[("SKYLARK_GRPC_ADDR", format!("127.0.0.1:{api_grpc}"))],
-    ))
-    .await;
-    let sfu_grpc = format!("127.0.0.1:{}", free_port());
-    let _sfu = Skylark::start_with(process("sfu", &[("SKYLARK_GRPC_ADDR", sfu_grpc)])).await;
-    let sig = Skylark::start_with(process("signaling", &[])).await;
-    let packagers = [
-        Skylark::start_with(process("packager", &[("SKYLARK_NODE_ID", "pa".into())])).await,
-        Skylark::start_with(process("packager", &[("SKYLARK_NODE_ID", "pb".into())])).await,
-    ];
-    let (owner, room, key) = creator_with_room(&api.base, "private").await;
-    let (_engine, _publisher) = publish(&sig.base, &room, &key).await;
-    let viewer = viewer_token(&api.base, &owner, &room).await;
-    let p = playback(&sig.base, &room, Some(&viewer)).await;
+    let l = TwoPackagers::start(&redis).await;
+    let (owner, room, key) = creator_with_room(&l.api.base, "private").await;
+    let (_engine, _publisher) = publish(&l.sig.base, &room, &key).await;
+    let viewer = viewer_token(&l.api.base, &owner, &room).await;
+    let p = playback(&l.sig.base, &room, Some(&viewer)).await;
     let token = p["hls"]["url"]
         .as_str()
         .unwrap()
@@ -427,7 +386,7 @@ async fn a_private_room_through_a_packager_that_passes_requests_on() {
         .to_string();
 
     let mut relayed = 0;
-    for pk in &packagers {
+    for pk in &l.packagers {
         let url = format!("{}/hls/{room}/media.m3u8?token={token}", pk.base);
         let media = wait_text(&url, "segments from each packager", |t| {
             t.contains("#EXTINF")

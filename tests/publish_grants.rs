@@ -7,7 +7,6 @@
 mod common;
 
 use common::*;
-use futures_util::SinkExt;
 use serde_json::json;
 use skylark_bus::placement;
 use std::time::{Duration, Instant};
@@ -22,17 +21,6 @@ fn sendonly_offer() -> String {
     api.add_media(MediaKind::Audio, Direction::SendOnly, None, None, None);
     let (offer, _) = api.apply().expect("an offer");
     offer.to_sdp_string()
-}
-
-async fn rotate_key(api_base: &str, token: &str, room: &str) {
-    let status = reqwest::Client::new()
-        .post(format!("{api_base}/api/v1/rooms/{room}/stream-key"))
-        .bearer_auth(token)
-        .send()
-        .await
-        .unwrap()
-        .status();
-    assert_eq!(status, reqwest::StatusCode::CREATED, "key rotated");
 }
 
 /// The messages a WebSocket client gets until the server closes it (at most `within`).
@@ -62,24 +50,16 @@ async fn websocket_publisher_rotated_before_its_offer_is_refused_and_closed() {
     let (token, room, key) = creator_with_room(base, "public").await;
 
     let mut p = ws(base).await;
-    p.send(Message::Text(
-        json!({"type": "publish", "room": room, "stream_key": key})
-            .to_string()
-            .into(),
-    ))
-    .await
-    .unwrap();
+    ws_send(
+        &mut p,
+        json!({"type": "publish", "room": room, "stream_key": key}),
+    )
+    .await;
     let joined = next_json(&mut p).await.unwrap();
     assert_eq!(joined["type"], "room", "{joined}");
 
     rotate_key(base, &token, &room).await;
-    p.send(Message::Text(
-        json!({"type": "offer", "sdp": sendonly_offer()})
-            .to_string()
-            .into(),
-    ))
-    .await
-    .unwrap();
+    ws_send(&mut p, json!({"type": "offer", "sdp": sendonly_offer()})).await;
     let got = until_closed(&mut p, Duration::from_secs(10)).await;
     assert!(
         got.iter().all(|m| m["type"] != "answer"),
@@ -121,13 +101,7 @@ async fn stale_publishers_are_cut_when_the_end_publish_event_is_lost() {
     .await;
     let sfu = start_sfu(&shared, dir.path()).await;
     let signaling = start_target("signaling", shared(&[]), dir.path(), "signaling").await;
-    let bus = skylark_bus::connect_with(&skylark_bus::BusConfig {
-        redis_url: Some(redis.clone()),
-        key_prefix: media_prefix,
-        ..Default::default()
-    })
-    .await
-    .unwrap();
+    let bus = connect_bus(&redis, media_prefix).await;
 
     // WHIP publisher of an SFU room, live on the SFU.
     let (token, room, key) = creator_with_room(&api.base, "public").await;
@@ -139,26 +113,14 @@ async fn stale_publishers_are_cut_when_the_end_publish_event_is_lost() {
     }
 
     // A p2p room's broadcaster on the WebSocket.
-    let c = reqwest::Client::new();
-    let v = send_json(
-        c.post(format!("{}/api/v1/rooms", api.base))
-            .bearer_auth(&token)
-            .json(&json!({"title": "p2p", "mode": "p2p"})),
-    )
-    .await;
+    let v = create_room(&api.base, &token, json!({"title": "p2p", "mode": "p2p"})).await;
     let (p2p_room, p2p_key) = (
         v["room"]["id"].as_str().unwrap().to_string(),
         v["stream_key"].as_str().unwrap().to_string(),
     );
     let mut broadcaster = ws(&signaling.base).await;
-    broadcaster
-        .send(Message::Text(
-            json!({"type": "publish", "room": p2p_room, "stream_key": p2p_key})
-                .to_string()
-                .into(),
-        ))
-        .await
-        .unwrap();
+    let publish = json!({"type": "publish", "room": p2p_room, "stream_key": p2p_key});
+    ws_send(&mut broadcaster, publish).await;
     let joined = next_json(&mut broadcaster).await.unwrap();
     assert_eq!(
         (joined["type"].as_str(), joined["live"].as_bool()),
@@ -168,13 +130,8 @@ async fn stale_publishers_are_cut_when_the_end_publish_event_is_lost() {
 
     let cut_at = Instant::now();
     rotate_key(&api.base, &token, &room).await;
-    let status = c
-        .delete(format!("{}/api/v1/rooms/{p2p_room}", api.base))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap()
-        .status();
+    let delete = reqwest::Client::new().delete(format!("{}/api/v1/rooms/{p2p_room}", api.base));
+    let status = status_as(delete, &token).await;
     assert!(status.is_success(), "p2p room deleted: {status}");
 
     // Nothing told them (the events went to another prefix); the re-checks must.

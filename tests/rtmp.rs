@@ -6,10 +6,8 @@
 mod common;
 
 use common::*;
-use skylark_loadgen::{Engine, EngineConfig};
 use std::io::{Read, Write};
 use std::time::{Duration, Instant};
-use tokio_util::sync::CancellationToken;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ffmpeg_rtmp_reaches_webrtc_and_hls() {
@@ -20,8 +18,7 @@ async fn ffmpeg_rtmp_reaches_webrtc_and_hls() {
         sk, room, push: ff, ..
     } = RtmpRoom::start(ffmpeg, "ffmpeg-rtmp.log", 12, true).await;
 
-    let engine = Engine::start(EngineConfig::default(), CancellationToken::new()).unwrap();
-    let v = playing_viewer(&engine, &sk.base, &room).await;
+    let (_engine, v) = watching(&sk.base, &room).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let s = v.stats().await.unwrap();
     assert!(s.frames >= 40, "video: {} frames", s.frames);
@@ -141,8 +138,7 @@ async fn bad_rtmp_input_is_refused_and_other_rooms_play_on() {
         push: live,
         ..
     } = RtmpRoom::start(ffmpeg, "ffmpeg-live.log", 20, true).await;
-    let engine = Engine::start(EngineConfig::default(), CancellationToken::new()).unwrap();
-    let v = playing_viewer(&engine, &sk.base, &room).await;
+    let (_engine, v) = watching(&sk.base, &room).await;
 
     // A wrong key: FFmpeg is refused and gives up.
     let bad_log = sk.dir.join("ffmpeg-bad.log");

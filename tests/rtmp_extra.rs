@@ -8,10 +8,8 @@
 mod common;
 
 use common::*;
-use skylark_loadgen::{Engine, EngineConfig};
 use std::process::Command;
 use std::time::{Duration, Instant};
-use tokio_util::sync::CancellationToken;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rtmp_publisher_reconnect_keeps_whep_viewers() {
@@ -19,16 +17,17 @@ async fn rtmp_publisher_reconnect_keeps_whep_viewers() {
         return;
     };
     let t0 = Instant::now();
-    let sk = Skylark::start().await;
-    let port = rtmp_port(&sk);
-    let (_, room, key) = creator_with_room(&sk.base, "public").await;
+    let RtmpRoom {
+        sk,
+        room,
+        key,
+        port,
+        push: mut first,
+        ..
+    } = RtmpRoom::start(ffmpeg, "ffmpeg-first.log", 30, true).await;
     let url = format!("rtmp://127.0.0.1:{port}/live/{key}");
-    let log1 = sk.dir.join("ffmpeg-first.log");
-    let mut first = rtmp_push(ffmpeg, &url, 30, &log1);
-    wait_live(&sk.base, &room, &log1).await;
 
-    let engine = Engine::start(EngineConfig::default(), CancellationToken::new()).unwrap();
-    let v = playing_viewer(&engine, &sk.base, &room).await;
+    let (_engine, v) = watching(&sk.base, &room).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let before = v.stats().await.unwrap();
     assert!(before.frames >= 30, "frames before the switch: {before:?}");
@@ -110,8 +109,7 @@ async fn stalled_rtmp_publisher_is_dropped_other_rooms_play_on() {
     );
     wait_live(&sk.base, &stalled_room, &log_s).await;
     wait_live(&sk.base, &other_room, &log_o).await;
-    let engine = Engine::start(EngineConfig::default(), CancellationToken::new()).unwrap();
-    let v = playing_viewer(&engine, &sk.base, &other_room).await;
+    let (_engine, v) = watching(&sk.base, &other_room).await;
     let m = sk.metrics().await;
     assert!(m.contains("skylark_rtmp_connections 2"), "{m}");
 
@@ -133,18 +131,17 @@ async fn stalled_rtmp_publisher_is_dropped_other_rooms_play_on() {
     }
     let offline_after = stopped.elapsed();
     // The server dropped the connection itself (FFmpeg is frozen: it closed nothing).
-    let deadline = Instant::now() + Duration::from_secs(3);
-    loop {
-        let m = sk.metrics().await;
-        if m.contains("skylark_rtmp_connections 1") {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the stalled connection is still open: {m}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    eventually(
+        Duration::from_secs(3),
+        "the stalled connection closed",
+        || async {
+            let m = sk.metrics().await;
+            m.contains("skylark_rtmp_connections 1")
+                .then_some(())
+                .ok_or(m)
+        },
+    )
+    .await;
     assert!(
         sk.logs().contains("no data in time"),
         "the server says why it dropped the publisher"

@@ -10,11 +10,12 @@
 //! ~1,000 datagrams, media among them); the SFU now asks for 4 MiB.
 
 mod common;
+#[path = "../services/sfu/tests/support/junk.rs"]
+mod junk;
 
 use common::*;
-use serde_json::Value;
+use junk::{junk, Lcg};
 use std::net::{SocketAddr, UdpSocket};
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 const VIEWERS: u64 = 4;
@@ -80,43 +81,6 @@ fn kernel_drops(port: u16) -> u64 {
         .sum()
 }
 
-struct Lcg(u64);
-
-impl Lcg {
-    fn next(&mut self) -> u64 {
-        self.0 = self
-            .0
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        self.0 >> 16
-    }
-}
-
-/// One junk datagram into `buf`: random bytes of random length, some shaped like RTP,
-/// DTLS or an ICE check (a STUN Binding request with a random USERNAME).
-fn junk(rng: &mut Lcg, buf: &mut Vec<u8>) {
-    buf.clear();
-    let len = rng.next() as usize % 1201;
-    buf.extend((0..len).map(|_| rng.next() as u8));
-    match rng.next() % 4 {
-        0 if len > 0 => buf[0] = 0x80,
-        1 if len > 0 => buf[0] = 22,
-        2 => {
-            buf.clear();
-            let user = format!("{:08x}:{:04x}", rng.next() as u32, rng.next() as u16);
-            let mut attrs = vec![0, 6, 0, user.len() as u8];
-            attrs.extend_from_slice(user.as_bytes());
-            attrs.resize(attrs.len().div_ceil(4) * 4, 0);
-            attrs.extend_from_slice(&[0, 8, 0, 20]);
-            attrs.extend((0..20).map(|_| rng.next() as u8));
-            buf.extend_from_slice(&[0, 1, 0, attrs.len() as u8, 0x21, 0x12, 0xa4, 0x42]);
-            buf.extend((0..12).map(|_| rng.next() as u8));
-            buf.extend_from_slice(&attrs);
-        }
-        _ => {}
-    }
-}
-
 /// Sends `JUNK` datagrams to `target` from `SOCKETS` ports at `JUNK_PER_SEC`; returns
 /// how many went out and how long it took.
 fn flood(target: SocketAddr) -> (u64, Duration) {
@@ -124,16 +88,14 @@ fn flood(target: SocketAddr) -> (u64, Duration) {
         .map(|_| UdpSocket::bind("127.0.0.1:0").expect("flood socket"))
         .collect();
     let mut rng = Lcg(0xf100d);
-    let mut buf = Vec::with_capacity(1500);
     let started = Instant::now();
     let mut sent = 0u64;
     // 5 ms ticks: 40 datagrams each at 8,000/s.
     let per_tick = JUNK_PER_SEC / 200;
     while sent < JUNK {
         for _ in 0..per_tick {
-            junk(&mut rng, &mut buf);
             let s = &sockets[(sent as usize) % SOCKETS];
-            if s.send_to(&buf, target).is_ok() {
+            if s.send_to(&junk(&mut rng), target).is_ok() {
                 sent += 1;
             }
         }
@@ -151,16 +113,9 @@ async fn a_live_session_keeps_every_frame_under_a_junk_flood() {
     let (_, room, key) = creator_with_room(&sk.base, "public").await;
     let target = sfu_udp(&sk);
 
-    let loadtest = tokio::process::Command::new(env!("CARGO_BIN_EXE_skylark"))
-        .args(["loadtest", "--url", &sk.base, "--room", &room])
-        .args(["--stream-key", &key, "--viewers", &VIEWERS.to_string()])
-        .args(["--ramp", "10/s", "--duration", "12s", "--json"])
-        .env("RUST_LOG", "off")
-        .env_remove("SKYLARK_STREAM_KEY")
-        .env_remove("SKYLARK_VIEWER_TOKEN")
-        .stdin(Stdio::null())
-        .kill_on_drop(true)
-        .output();
+    let extra = ["--duration", "12s", "--json"];
+    let args = loadtest::viewers_of(&sk.base, &room, &key, VIEWERS, "10/s", &extra);
+    let loadtest = loadtest::output(&args, Duration::from_secs(180));
     let flood = async {
         // Viewers join and play first; the flood hits the live session.
         tokio::time::sleep(Duration::from_secs(3)).await;
@@ -178,16 +133,7 @@ async fn a_live_session_keeps_every_frame_under_a_junk_flood() {
             kernel_drops(target.port()),
         )
     };
-    let (out, (sent, took, before, metrics, kernel_dropped)) = tokio::join!(
-        async {
-            tokio::time::timeout(Duration::from_secs(180), loadtest)
-                .await
-                .expect("loadtest finished")
-                .expect("loadtest started")
-        },
-        flood
-    );
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let (out, (sent, took, before, metrics, kernel_dropped)) = tokio::join!(loadtest, flood);
     // Frames lost under a flood are most often the kernel's (receive buffer full,
     // under CPU contention): say both before any assertion.
     eprintln!(
@@ -196,21 +142,8 @@ async fn a_live_session_keeps_every_frame_under_a_junk_flood() {
             .unwrap_or_default()
             .trim()
     );
-    assert!(
-        out.status.success(),
-        "loadtest failed ({}):\n{stderr}\nserver log:\n{}",
-        out.status,
-        sk.logs()
-    );
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let report: Value = serde_json::from_str(stdout.trim())
-        .unwrap_or_else(|e| panic!("one JSON report ({e}):\n{stdout}\n{stderr}"));
-    let n = |p: &str| {
-        report
-            .pointer(p)
-            .and_then(Value::as_u64)
-            .unwrap_or(u64::MAX)
-    };
+    let (report, _) = loadtest::report(&sk, &out);
+    let n = |p: &str| loadtest::count(&report, p);
 
     // The session played through the flood: every viewer, every frame, intact.
     assert_eq!(n("/viewers/playing"), VIEWERS, "{report:#}");

@@ -3,10 +3,10 @@
 
 mod common;
 
-use common::{closes, creator_with_room, next_json, send_json, ws, Skylark};
+use common::{closes, creator_with_room, next_json, rotate_key, send_json, ws, ws_send, Skylark};
 use futures_util::SinkExt;
 use reqwest::StatusCode;
-use serde_json::Value;
+use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::Message;
 
 const VP8_OFFER: &str = "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\na=group:BUNDLE 0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\nc=IN IP4 0.0.0.0\r\na=mid:0\r\na=sendonly\r\na=rtpmap:96 VP8/90000\r\n";
@@ -29,6 +29,35 @@ async fn whip(
     (r.status(), r.text().await.unwrap())
 }
 
+/// POSTs to WHIP or WHEP that must be refused: path, bearer, content type, body; then the
+/// status, the error code when the body must carry one, and what the body must say.
+type Refusal<'a> = (
+    &'a str,
+    Option<&'a str>,
+    &'a str,
+    String,
+    u16,
+    Option<&'a str>,
+    &'a str,
+);
+
+async fn assert_refused(base: &str, refusals: Vec<Refusal<'_>>) {
+    for (path, key, ctype, body, status, want_code, says) in refusals {
+        let (s, b) = whip(base, path, key, ctype, body).await;
+        assert_eq!(s, status, "{path} ({ctype}): {b}");
+        if let Some(want) = want_code {
+            assert_eq!(code(&b), want, "{b}");
+        }
+        assert!(b.contains(says), "says {says:?}: {b}");
+    }
+}
+
+/// Asserts that the server is still ready after all the bad input.
+async fn assert_still_ready(base: &str) {
+    let r = reqwest::get(format!("{base}/readyz")).await.unwrap();
+    assert!(r.status().is_success(), "still ready: {}", r.status());
+}
+
 fn code(body: &str) -> String {
     serde_json::from_str::<Value>(body)
         .map(|v| v["error"]["code"].as_str().unwrap_or("").to_string())
@@ -40,132 +69,60 @@ async fn whip_and_whep_refusals() {
     let sk = Skylark::start().await;
     let base = &sk.base;
     let (token, room, key) = creator_with_room(base, "public").await;
-    let sdp = "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n".to_string();
+    let (_, private, _) = creator_with_room(base, "private").await;
+    let sdp = || "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n".to_string();
     let p = format!("/whip/{room}");
+    let (k, ct) = (Some(key.as_str()), "application/sdp");
+    let huge = format!("v=0\r\n{}", "a=x\r\n".repeat(30_000));
 
-    let (s, b) = whip(base, &p, None, "application/sdp", sdp.clone()).await;
-    assert_eq!(
-        (s, code(&b).as_str()),
-        (StatusCode::UNAUTHORIZED, "unauthorized"),
-        "{b}"
-    );
-    assert!(b.contains("Bearer"), "says how to authenticate: {b}");
-    let (s, b) = whip(
+    assert_refused(
         base,
-        &p,
-        Some("sk_live_wrong"),
-        "application/sdp",
-        sdp.clone(),
+        vec![
+            (&p, None, ct, sdp(), 401, Some("unauthorized"), "Bearer"),
+            (&p, Some("sk_live_wrong"), ct, sdp(), 401, None, ""),
+            (&p, k, "text/plain", sdp(), 415, None, ""),
+            (&p, k, ct, "hello".into(), 400, Some("bad_request"), ""),
+            // Malformed SDP.
+            (&p, k, ct, "v=0\r\nm=broken\r\n".into(), 400, None, ""),
+            (
+                &p,
+                k,
+                ct,
+                VP8_OFFER.into(),
+                422,
+                Some("unsupported_codec"),
+                "H.264",
+            ),
+            (&p, k, ct, huge, 413, None, ""),
+            ("/whip/room_nope", k, ct, sdp(), 404, Some("not_found"), ""),
+        ],
     )
     .await;
-    assert_eq!(s, StatusCode::UNAUTHORIZED, "{b}");
-    let (s, b) = whip(base, &p, Some(&key), "text/plain", sdp.clone()).await;
-    assert_eq!(s, StatusCode::UNSUPPORTED_MEDIA_TYPE, "{b}");
-    let (s, b) = whip(base, &p, Some(&key), "application/sdp", "hello".into()).await;
-    assert_eq!(
-        (s, code(&b).as_str()),
-        (StatusCode::BAD_REQUEST, "bad_request"),
-        "{b}"
-    );
-    let (s, b) = whip(
-        base,
-        &p,
-        Some(&key),
-        "application/sdp",
-        "v=0\r\nm=broken\r\n".into(),
-    )
-    .await;
-    assert_eq!(s, StatusCode::BAD_REQUEST, "malformed SDP: {b}");
-    let (s, b) = whip(base, &p, Some(&key), "application/sdp", VP8_OFFER.into()).await;
-    assert_eq!(
-        (s, code(&b).as_str()),
-        (StatusCode::UNPROCESSABLE_ENTITY, "unsupported_codec"),
-        "{b}"
-    );
-    assert!(b.contains("H.264"), "names the codec: {b}");
-    let (s, _) = whip(
-        base,
-        &p,
-        Some(&key),
-        "application/sdp",
-        format!("v=0\r\n{}", "a=x\r\n".repeat(30_000)),
-    )
-    .await;
-    assert_eq!(s, StatusCode::PAYLOAD_TOO_LARGE);
-    let (s, b) = whip(
-        base,
-        "/whip/room_nope",
-        Some(&key),
-        "application/sdp",
-        sdp.clone(),
-    )
-    .await;
-    assert_eq!(
-        (s, code(&b).as_str()),
-        (StatusCode::NOT_FOUND, "not_found"),
-        "{b}"
-    );
 
     // A rotated key stops working.
-    let c = reqwest::Client::new();
-    let r = c
-        .post(format!("{base}/api/v1/rooms/{room}/stream-key"))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::CREATED);
-    let (s, b) = whip(base, &p, Some(&key), "application/sdp", VP8_OFFER.into()).await;
-    assert_eq!(s, StatusCode::UNAUTHORIZED, "{b}");
-    assert!(b.contains("rotated"), "{b}");
-
+    rotate_key(base, &token, &room).await;
     // WHEP: unknown room, not live, private without token.
-    let (s, _) = whip(
+    let (whep, whep_private) = (format!("/whep/{room}"), format!("/whep/{private}"));
+    assert_refused(
         base,
-        "/whep/room_nope",
-        None,
-        "application/sdp",
-        sdp.clone(),
+        vec![
+            (&p, k, ct, VP8_OFFER.into(), 401, None, "rotated"),
+            ("/whep/room_nope", None, ct, sdp(), 404, None, ""),
+            (&whep, None, ct, sdp(), 409, Some("not_live"), ""),
+            (&whep_private, None, ct, sdp(), 401, None, ""),
+        ],
     )
     .await;
-    assert_eq!(s, StatusCode::NOT_FOUND);
-    let (s, b) = whip(
-        base,
-        &format!("/whep/{room}"),
-        None,
-        "application/sdp",
-        sdp.clone(),
-    )
-    .await;
-    assert_eq!(
-        (s, code(&b).as_str()),
-        (StatusCode::CONFLICT, "not_live"),
-        "{b}"
-    );
-    let (_, private, _) = creator_with_room(base, "private").await;
-    let (s, _) = whip(
-        base,
-        &format!("/whep/{private}"),
-        None,
-        "application/sdp",
-        sdp.clone(),
-    )
-    .await;
-    assert_eq!(s, StatusCode::UNAUTHORIZED);
 
     // Session resources that don't exist.
-    let r = c
-        .delete(format!("{base}/whip/{room}/00ff"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::NOT_FOUND);
-    let r = c
-        .delete(format!("{base}/whip/{room}/..%2F..%2Fetc"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    let c = reqwest::Client::new();
+    for session in ["00ff", "..%2F..%2Fetc"] {
+        let r = c
+            .delete(format!("{base}/whip/{room}/{session}"))
+            .send()
+            .await;
+        assert_eq!(r.unwrap().status(), StatusCode::NOT_FOUND, "{session}");
+    }
 
     // Playback discovery.
     let v = send_json(c.get(format!("{base}/api/v1/rooms/{room}/playback"))).await;
@@ -180,14 +137,7 @@ async fn whip_and_whep_refusals() {
         .unwrap();
     assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
 
-    // Still healthy after all that.
-    assert!(c
-        .get(format!("{base}/readyz"))
-        .send()
-        .await
-        .unwrap()
-        .status()
-        .is_success());
+    assert_still_ready(base).await;
 }
 
 #[tokio::test]
@@ -208,9 +158,7 @@ async fn websocket_refusals_and_waiting() {
 
     // Unknown message type.
     let mut s = ws(base).await;
-    s.send(Message::Text(r#"{"type":"dance"}"#.into()))
-        .await
-        .unwrap();
+    ws_send(&mut s, json!({"type": "dance"})).await;
     assert_eq!(next_json(&mut s).await.unwrap()["code"], "bad_message");
 
     // Oversized frame: the connection is cut.
@@ -225,43 +173,23 @@ async fn websocket_refusals_and_waiting() {
 
     // Watching an unknown room; publishing with a wrong key; offer before joining.
     let mut s = ws(base).await;
-    s.send(Message::Text(
-        r#"{"type":"watch","room":"room_nope"}"#.into(),
-    ))
-    .await
-    .unwrap();
+    ws_send(&mut s, json!({"type": "watch", "room": "room_nope"})).await;
     assert_eq!(next_json(&mut s).await.unwrap()["code"], "not_found");
-    s.send(Message::Text(r#"{"type":"offer","sdp":"v=0"}"#.into()))
-        .await
-        .unwrap();
+    ws_send(&mut s, json!({"type": "offer", "sdp": "v=0"})).await;
     assert_eq!(next_json(&mut s).await.unwrap()["code"], "bad_state");
     let mut p = ws(base).await;
-    p.send(Message::Text(
-        format!(r#"{{"type":"publish","room":"{room}","stream_key":"sk_live_wrong"}}"#).into(),
-    ))
-    .await
-    .unwrap();
+    let publish = json!({"type": "publish", "room": room, "stream_key": "sk_live_wrong"});
+    ws_send(&mut p, publish).await;
     assert_eq!(next_json(&mut p).await.unwrap()["code"], "unauthorized");
 
     // A viewer before the publisher is told to wait.
     let mut v = ws(base).await;
-    v.send(Message::Text(
-        format!(r#"{{"type":"watch","room":"{room}"}}"#).into(),
-    ))
-    .await
-    .unwrap();
+    ws_send(&mut v, json!({"type": "watch", "room": room})).await;
     let w = next_json(&mut v).await.unwrap();
     assert_eq!(
         (w["type"].as_str(), w["room"].as_str()),
         (Some("waiting"), Some(room.as_str()))
     );
 
-    let c = reqwest::Client::new();
-    assert!(c
-        .get(format!("{base}/readyz"))
-        .send()
-        .await
-        .unwrap()
-        .status()
-        .is_success());
+    assert_still_ready(base).await;
 }

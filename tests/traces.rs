@@ -148,20 +148,18 @@ async fn one_publish_is_one_trace_across_three_services() {
         .iter()
         .filter(|s| s.trace_id == post.trace_id)
         .collect();
-    let authorize = trace
-        .iter()
-        .find(|s| {
-            s.service == "skylark-api"
-                && s.attrs.get("rpc.method").map(String::as_str) == Some("AuthorizePublish")
-        })
-        .expect("api's AuthorizePublish span in the same trace");
-    let publish = trace
-        .iter()
-        .find(|s| {
-            s.service == "skylark-sfu"
-                && s.attrs.get("rpc.method").map(String::as_str) == Some("Publish")
-        })
-        .expect("sfu's Publish span in the same trace");
+    // The span of `service`'s gRPC `method` in the same trace.
+    let rpc = |service: &str, method: &str| {
+        *trace
+            .iter()
+            .find(|s| {
+                s.service == service
+                    && s.attrs.get("rpc.method").map(String::as_str) == Some(method)
+            })
+            .unwrap_or_else(|| panic!("{service}'s {method} span in the same trace"))
+    };
+    let authorize = rpc("skylark-api", "AuthorizePublish");
+    let publish = rpc("skylark-sfu", "Publish");
     assert_eq!(
         authorize.parent, post.span_id,
         "AuthorizePublish is a child of the WHIP request"

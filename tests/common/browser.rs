@@ -32,17 +32,14 @@ fn ready() -> Option<()> {
         // One test process installs at a time.
         let _held = super::ports::hold("npm-ci-e2e", Duration::from_secs(300));
         if !dir.join("node_modules/playwright-core").exists() {
-            let ok = Command::new("npm")
+            let mut npm_ci = Command::new("npm");
+            npm_ci
                 .args(["ci", "--no-audit", "--no-fund"])
                 .env("PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD", "1")
                 .current_dir(&dir)
-                .stdout(Stdio::null())
-                .status()
-                .is_ok_and(|s| s.success());
-            if !ok {
-                peers::skip("npm ci in tests/e2e failed: playwright-core missing");
-                return None;
-            }
+                .stdout(Stdio::null());
+            let missing = "npm ci in tests/e2e failed: playwright-core missing";
+            peers::runs_or_skip(&mut npm_ci, missing).then_some(())?;
         }
     }
     Some(())

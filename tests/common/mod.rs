@@ -10,9 +10,13 @@ use std::time::{Duration, Instant};
 use tokio_tungstenite::tungstenite::Message;
 
 pub mod browser;
+pub mod cascade;
+pub mod loadtest;
 pub mod netns;
 mod ports;
+mod process_env;
 pub use ports::{free_port, unique_id};
+pub use process_env::scrub_env;
 
 /// The `SKYLARK_INTERNAL_SECRET` of every single-service process a test starts.
 pub const INTERNAL_SECRET: &str = "test-internal-secret-test-internal-secret";
@@ -89,21 +93,26 @@ impl Skylark {
         env.extend(opts.env);
         std::fs::create_dir_all(&dir).unwrap();
         let log_name = format!("skylark-{}-{http}.log", opts.target.unwrap_or("all"));
-        let log = std::fs::File::create(dir.join(&log_name)).unwrap();
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_skylark"));
         if let Some(t) = opts.target {
             cmd.arg(t);
         }
-        for (k, _) in std::env::vars() {
-            if k.starts_with("SKYLARK_")
-                || k == "DATABASE_URL"
-                || k == "REDIS_URL"
-                || k.starts_with("OTEL_")
-            {
-                cmd.env_remove(k);
-            }
-        }
-        cmd.envs(&env)
+        let s = Skylark::spawn(cmd, &env, base, (dir, tmp), &log_name).await;
+        s.with_internal_on("127.0.0.1")
+    }
+
+    /// Runs `cmd` in `dir` with only `env` of the skylark settings (see [`scrub_env`]),
+    /// its output to `dir/log_name`, and waits until it is ready at `base`.
+    pub(crate) async fn spawn(
+        mut cmd: Command,
+        env: &HashMap<String, String>,
+        base: String,
+        (dir, tmp): (PathBuf, Option<tempfile::TempDir>),
+        log_name: &str,
+    ) -> Skylark {
+        let log = std::fs::File::create(dir.join(log_name)).unwrap();
+        scrub_env(&mut cmd);
+        cmd.envs(env)
             .current_dir(&dir)
             .stdout(Stdio::from(log.try_clone().unwrap()))
             .stderr(Stdio::from(log));
@@ -112,15 +121,19 @@ impl Skylark {
             child,
             base,
             internal: String::new(),
-            dir: dir.clone(),
+            dir,
             _tmp: tmp,
         };
-        s.wait_ready(&log_name).await;
-        s.internal = format!(
-            "http://127.0.0.1:{}",
-            logged_port(&s, "internal HTTP listening")
-        );
+        s.wait_ready(log_name).await;
         s
+    }
+
+    /// Itself, its internal listener (`/metrics`) read from its log: on `host`, at the
+    /// port it logged binding.
+    pub(crate) fn with_internal_on(mut self, host: &str) -> Skylark {
+        let port = logged_port(&self, "internal HTTP listening");
+        self.internal = format!("http://{host}:{port}");
+        self
     }
 
     async fn wait_ready(&mut self, log_name: &str) {
@@ -272,6 +285,15 @@ pub async fn ws(
 ) -> tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>> {
     let url = format!("{}/ws", base.replacen("http", "ws", 1));
     tokio_tungstenite::connect_async(url).await.unwrap().0
+}
+
+/// Sends `v` on a WebSocket as one text message.
+pub async fn ws_send<S: futures_util::Sink<Message> + Unpin>(s: &mut S, v: Value)
+where
+    S::Error: std::fmt::Debug,
+{
+    use futures_util::SinkExt;
+    s.send(Message::Text(v.to_string().into())).await.unwrap();
 }
 
 pub async fn next_json<S>(s: &mut S) -> Option<Value>
@@ -459,16 +481,10 @@ pub fn gstreamer_python() -> Option<&'static str> {
     let probe = "import gi; gi.require_version('Gst', '1.0'); gi.require_version('GstWebRTC', '1.0'); \
                  from gi.repository import Gst; Gst.init(None); \
                  assert all(Gst.ElementFactory.find(e) for e in ('webrtcbin', 'x264enc', 'nicesrc', 'opusenc'))";
-    let ok = std::process::Command::new(python)
-        .args(["-c", probe])
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if !ok {
-        peers::skip("GStreamer webrtcbin (python3-gi, gstreamer1.0-plugins-{bad,ugly}, gstreamer1.0-nice) not found: run scripts/test, which installs them");
-        return None;
-    }
-    Some(python)
+    let mut check = Command::new(python);
+    check.args(["-c", probe]).stderr(Stdio::null());
+    let missing = "GStreamer webrtcbin (python3-gi, gstreamer1.0-plugins-{bad,ugly}, gstreamer1.0-nice) not found: run scripts/test, which installs them";
+    peers::runs_or_skip(&mut check, missing).then_some(python)
 }
 
 /// A network namespace joined to this one by a veth pair: a second host for peers that
@@ -583,8 +599,18 @@ pub async fn playing_viewer(
     base: &str,
     room: &str,
 ) -> skylark_loadgen::Viewer {
+    playing_viewer_with(engine, base, room, None).await
+}
+
+/// A WHEP viewer of `room` with the viewer token `token` (private rooms), playing.
+pub async fn playing_viewer_with(
+    engine: &skylark_loadgen::Engine,
+    base: &str,
+    room: &str,
+    token: Option<&str>,
+) -> skylark_loadgen::Viewer {
     let v = engine
-        .view(&format!("{base}/whep/{room}"), None)
+        .view(&format!("{base}/whep/{room}"), token)
         .await
         .expect("WHEP");
     v.wait_playing(Duration::from_secs(10))
@@ -675,4 +701,115 @@ pub async fn start_sfu(
 ) -> Skylark {
     let grpc = [("SKYLARK_GRPC_ADDR", "127.0.0.1:0".to_string())];
     start_target("sfu", env(&grpc), dir, "sfu").await
+}
+
+/// The bus of a scale-out layout on `redis` with its processes' key `prefix`.
+pub async fn connect_bus(redis: &str, prefix: String) -> skylark_bus::AnyBus {
+    skylark_bus::connect_with(&skylark_bus::BusConfig {
+        redis_url: Some(redis.to_string()),
+        key_prefix: prefix,
+        ..Default::default()
+    })
+    .await
+    .unwrap()
+}
+
+/// The status of `req` sent with bearer `token`.
+pub async fn status_as(req: reqwest::RequestBuilder, token: &str) -> reqwest::StatusCode {
+    req.bearer_auth(token).send().await.unwrap().status()
+}
+
+/// A viewer token of `room` (valid 10 minutes) that its owner (`owner`, a bearer) mints.
+pub async fn viewer_token(base: &str, owner: &str, room: &str) -> String {
+    let mint = reqwest::Client::new()
+        .post(format!("{base}/api/v1/rooms/{room}/viewer-tokens"))
+        .json(&json!({"ttl_s": 600}));
+    let v = send_json(mint.bearer_auth(owner)).await;
+    v["token"].as_str().unwrap().to_string()
+}
+
+/// Rotates `room`'s stream key as its owner (`token`): the old key stops working.
+pub async fn rotate_key(api_base: &str, token: &str, room: &str) {
+    let rotate = reqwest::Client::new().post(format!("{api_base}/api/v1/rooms/{room}/stream-key"));
+    let status = status_as(rotate, token).await;
+    assert_eq!(status, reqwest::StatusCode::CREATED, "key rotated");
+}
+
+/// A room that the creator of `token` makes with `body` (title, visibility, mode): the
+/// API's answer, with `room` and `stream_key`.
+pub async fn create_room(api_base: &str, token: &str, body: Value) -> Value {
+    let c = reqwest::Client::new();
+    send_json(
+        c.post(format!("{api_base}/api/v1/rooms"))
+            .bearer_auth(token)
+            .json(&body),
+    )
+    .await
+}
+
+/// Polls `check` until it holds, or panics with `what` and the state it last reported
+/// after `within`.
+pub async fn eventually<F, Fut>(within: Duration, what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<(), String>>,
+{
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        match check().await {
+            Ok(()) => return,
+            Err(state) if tokio::time::Instant::now() >= deadline => {
+                panic!("{what} within {within:?}: {state}")
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+    }
+}
+
+/// A load-generator engine and a WHEP viewer of `room` on it, playing.
+pub async fn watching(
+    base: &str,
+    room: &str,
+) -> (skylark_loadgen::Engine, skylark_loadgen::Viewer) {
+    let engine = skylark_loadgen::Engine::start(
+        skylark_loadgen::EngineConfig::default(),
+        tokio_util::sync::CancellationToken::new(),
+    )
+    .unwrap();
+    let v = playing_viewer(&engine, base, room).await;
+    (engine, v)
+}
+
+/// A scale-out layout on Redis with two packagers: api, sfu, signaling, and packagers
+/// `packager-a` and `packager-b`. Fields drop in order: the processes, then their dir.
+pub struct TwoPackagers {
+    pub api: Skylark,
+    pub sfu: Skylark,
+    pub sig: Skylark,
+    pub packagers: [Skylark; 2],
+    pub dir: tempfile::TempDir,
+}
+
+impl TwoPackagers {
+    pub async fn start(redis: &str) -> TwoPackagers {
+        let dir = tempfile::tempdir().unwrap();
+        let api_grpc = free_port();
+        let shared = scale_out_env(redis, api_grpc, dir.path(), &[]);
+        let api = start_api(&shared, api_grpc, dir.path()).await;
+        let sfu = start_sfu(&shared, dir.path()).await;
+        let sig = start_target("signaling", shared(&[]), dir.path(), "sig").await;
+        let mut packagers = Vec::new();
+        for name in ["packager-a", "packager-b"] {
+            let env = shared(&[("SKYLARK_NODE_ID", name.to_string())]);
+            packagers.push(start_target("packager", env, dir.path(), name).await);
+        }
+        let packagers: [Skylark; 2] = packagers.try_into().ok().unwrap();
+        TwoPackagers {
+            api,
+            sfu,
+            sig,
+            packagers,
+            dir,
+        }
+    }
 }

@@ -4,7 +4,7 @@
 //! (`ip link set … down` on the bridge side) takes it off the network without killing it,
 //! the way a failed switch port or a partition does.
 
-use super::{logged_port, peers, ports, Options, Skylark};
+use super::{peers, ports, Options, Skylark};
 use std::collections::HashMap;
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -157,36 +157,14 @@ impl Lan {
         env.extend(opts.env);
         std::fs::create_dir_all(&dir).unwrap();
         let log_name = format!("skylark-{}-{http}.log", opts.target.unwrap_or("all"));
-        let log = std::fs::File::create(dir.join(&log_name)).unwrap();
         // `ip netns exec` execs the program: the child is skylark itself, so kill() hits it.
         let mut cmd = Command::new("ip");
         cmd.args(["netns", "exec", &host.ns, env!("CARGO_BIN_EXE_skylark")]);
         if let Some(t) = opts.target {
             cmd.arg(t);
         }
-        for (k, _) in std::env::vars() {
-            if k.starts_with("SKYLARK_") || k == "DATABASE_URL" || k == "REDIS_URL" {
-                cmd.env_remove(k);
-            }
-        }
-        cmd.envs(&env)
-            .current_dir(&dir)
-            .stdout(Stdio::from(log.try_clone().unwrap()))
-            .stderr(Stdio::from(log));
-        let child = cmd.spawn().expect("start skylark in a namespace");
-        let mut s = Skylark {
-            child,
-            base,
-            internal: String::new(),
-            dir,
-            _tmp: None,
-        };
-        s.wait_ready(&log_name).await;
-        s.internal = format!(
-            "http://{addr}:{}",
-            logged_port(&s, "internal HTTP listening")
-        );
-        s
+        let s = Skylark::spawn(cmd, &env, base, (dir, None), &log_name).await;
+        s.with_internal_on(addr)
     }
 }
 
@@ -207,8 +185,8 @@ impl Drop for Lan {
     }
 }
 
-/// A `redis-server` of the test's own on `addr` (the bridge, reachable from every host)
-/// and loopback; killed on drop.
+/// A `redis-server` of the test's own on `addr` (the bridge, reachable from every host;
+/// or loopback alone) and loopback, so a test can take it away; killed on drop.
 pub struct OwnRedis {
     child: std::process::Child,
     pub url: String,
@@ -217,8 +195,14 @@ pub struct OwnRedis {
 impl OwnRedis {
     pub fn start(addr: &str) -> OwnRedis {
         let port = ports::free_port();
+        let bind: &[&str] = if addr == "127.0.0.1" {
+            &[addr]
+        } else {
+            &[addr, "127.0.0.1"]
+        };
         let child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", addr, "127.0.0.1"])
+            .args(["--port", &port.to_string(), "--bind"])
+            .args(bind)
             .args(["--save", "", "--appendonly", "no", "--protected-mode", "no"])
             .stdout(Stdio::null())
             .spawn()
@@ -232,11 +216,16 @@ impl OwnRedis {
         }
         OwnRedis { child, url }
     }
+
+    /// Kills it now (SIGKILL) and reaps it.
+    pub fn kill(&mut self) -> std::io::Result<()> {
+        self.child.kill()?;
+        self.child.wait().map(drop)
+    }
 }
 
 impl Drop for OwnRedis {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        let _ = self.kill();
     }
 }

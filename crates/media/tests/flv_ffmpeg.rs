@@ -15,18 +15,7 @@ use skylark_media::h264::{annexb_nalus, nal_type, nalus_to_avcc, AvcDecoderConfi
 use skylark_media::rtmp::amf0::Amf0Value;
 
 mod common;
-use common::{recent_ffmpeg, skip};
-
-fn have(tool: &str) -> bool {
-    let ok = Command::new(tool)
-        .arg("-version")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !ok {
-        skip(&format!("{tool} not found: apt-get install ffmpeg"));
-    }
-    ok
-}
+use common::{assert_440_hz_crossings, have, recent_ffmpeg, TONE_1S_48K};
 
 fn scratch(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("skylark-flv-{}", std::process::id()));
@@ -47,6 +36,15 @@ fn ffmpeg(bin: &Path, args: &[&str]) -> std::process::Output {
         String::from_utf8_lossy(&out.stderr)
     );
     out
+}
+
+/// The start of an FLV file: its header (with audio, with video) and an onMetaData tag
+/// of `meta`.
+fn flv_start((audio, video): (bool, bool), meta: Vec<(&str, Amf0Value)>) -> Vec<u8> {
+    let mut file = flv::file_header(audio, video).to_vec();
+    let meta = flv::on_metadata(meta).unwrap();
+    flv::write_tag(&mut file, flv::TAG_SCRIPT, 0, &meta).unwrap();
+    file
 }
 
 /// Splits an Annex-B stream with access unit delimiters into access units.
@@ -118,18 +116,18 @@ fn ffmpeg_reads_h264_and_aac_flv() {
     let frames: Vec<_> = adts_frames(&aac).collect::<Result<_, _>>().unwrap();
     let asc = frames[0].0.to_audio_specific_config().unwrap();
 
-    let mut file = flv::file_header(true, true).to_vec();
-    let meta = flv::on_metadata([
-        ("width", Amf0Value::Number(320.0)),
-        ("height", Amf0Value::Number(240.0)),
-        ("framerate", Amf0Value::Number(25.0)),
-        ("videocodecid", Amf0Value::Number(7.0)),
-        ("audiocodecid", Amf0Value::Number(10.0)),
-        ("audiosamplerate", Amf0Value::Number(44_100.0)),
-        ("stereo", Amf0Value::Boolean(false)),
-    ])
-    .unwrap();
-    flv::write_tag(&mut file, flv::TAG_SCRIPT, 0, &meta).unwrap();
+    let mut file = flv_start(
+        (true, true),
+        vec![
+            ("width", Amf0Value::Number(320.0)),
+            ("height", Amf0Value::Number(240.0)),
+            ("framerate", Amf0Value::Number(25.0)),
+            ("videocodecid", Amf0Value::Number(7.0)),
+            ("audiocodecid", Amf0Value::Number(10.0)),
+            ("audiosamplerate", Amf0Value::Number(44_100.0)),
+            ("stereo", Amf0Value::Boolean(false)),
+        ],
+    );
     flv::write_tag(
         &mut file,
         flv::TAG_VIDEO,
@@ -222,41 +220,31 @@ fn recent_ffmpeg_reads_opus_in_enhanced_flv() {
         return;
     };
     let ogg = scratch("tone.ogg");
-    ffmpeg(
-        Path::new("ffmpeg"),
-        &[
-            "-f",
-            "lavfi",
-            "-i",
-            "sine=frequency=440:sample_rate=48000",
-            "-t",
-            "1",
-            "-ac",
-            "2",
-            "-c:a",
-            "libopus",
-            "-f",
-            "ogg",
-            ogg.to_str().unwrap(),
-        ],
-    );
+    let opus_ogg = [
+        "-ac",
+        "2",
+        "-c:a",
+        "libopus",
+        "-f",
+        "ogg",
+        ogg.to_str().unwrap(),
+    ];
+    ffmpeg(Path::new("ffmpeg"), &[&TONE_1S_48K[..], &opus_ogg].concat());
     let packets = ogg_packets(&std::fs::read(ogg).unwrap());
     let head = OpusHead::parse(&packets[0]).unwrap();
     assert_eq!(head.channels, 2);
     assert!(packets[1].starts_with(b"OpusTags"));
     let audio = &packets[2..];
 
-    let mut file = flv::file_header(true, false).to_vec();
-    let meta = flv::on_metadata([
-        (
-            "audiocodecid",
-            Amf0Value::Number(f64::from(FourCc::OPUS.as_u32())),
-        ),
-        ("audiosamplerate", Amf0Value::Number(48_000.0)),
-        ("stereo", Amf0Value::Boolean(true)),
-    ])
-    .unwrap();
-    flv::write_tag(&mut file, flv::TAG_SCRIPT, 0, &meta).unwrap();
+    let opus = Amf0Value::Number(f64::from(FourCc::OPUS.as_u32()));
+    let mut file = flv_start(
+        (true, false),
+        vec![
+            ("audiocodecid", opus),
+            ("audiosamplerate", Amf0Value::Number(48_000.0)),
+            ("stereo", Amf0Value::Boolean(true)),
+        ],
+    );
     flv::write_tag(
         &mut file,
         flv::TAG_AUDIO,
@@ -298,13 +286,5 @@ fn recent_ffmpeg_reads_opus_in_enhanced_flv() {
     let seconds = pcm.len() as f64 / 48_000.0;
     assert!((0.95..1.1).contains(&seconds), "{seconds} s decoded");
     let middle = &pcm[pcm.len() / 4..pcm.len() * 3 / 4];
-    let crossings = middle
-        .windows(2)
-        .filter(|w| (w[0] < 0) != (w[1] < 0))
-        .count() as f64
-        / (middle.len() as f64 / 48_000.0);
-    assert!(
-        (crossings - 880.0).abs() < 10.0,
-        "{crossings} zero crossings/s"
-    );
+    assert_440_hz_crossings("decoded Opus", middle);
 }

@@ -5,6 +5,9 @@ use proptest::prelude::*;
 use skylark_media::fuzzing;
 use skylark_media::rtp::{RtpHeader, RtpPacket, SeqUnwrapper, TsUnwrapper};
 
+#[path = "common/fuzz_regressions.rs"]
+mod fuzz_regressions;
+
 proptest! {
     #[test]
     fn rtp_parse_never_panics(data in proptest::collection::vec(any::<u8>(), 0..256)) {
@@ -92,25 +95,13 @@ proptest! {
 /// Inputs that once broke a fuzz target, kept in `tests/fuzz-regressions/<target>/`.
 #[test]
 fn fuzz_regressions_stay_fixed() {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fuzz-regressions");
-    type Target = fn(&[u8]);
-    let targets: [(&str, Target); 4] = [
+    let ran = fuzz_regressions::replay(&[
         ("rtp_parse", fuzzing::fuzz_rtp_parse),
         ("h264_depacketize", fuzzing::fuzz_h264_depacketize),
         ("h264_sps", fuzzing::fuzz_h264_sps),
         ("opus_toc", fuzzing::fuzz_opus_toc),
-    ];
-    let mut ran = 0;
-    for (name, target) in targets {
-        let Ok(entries) = std::fs::read_dir(dir.join(name)) else {
-            continue;
-        };
-        for entry in entries {
-            let path = entry.unwrap().path();
-            target(&std::fs::read(&path).unwrap());
-            ran += 1;
-        }
-    }
+    ]);
+    let dir = fuzz_regressions::dir();
     assert!(ran > 0, "no regression inputs found in {}", dir.display());
 }
 

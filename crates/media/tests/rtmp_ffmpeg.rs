@@ -19,21 +19,23 @@ use skylark_media::rtmp::amf0::Amf0Value;
 use skylark_media::rtmp::{ServerSession, SessionConfig, SessionEvent};
 
 mod common;
-use common::{recent_ffmpeg, skip};
+use common::{have, recent_ffmpeg, TONE_1S_48K};
 
 /// Debian's `ffmpeg`, if installed.
 fn debian_ffmpeg() -> Option<PathBuf> {
-    let ok = Command::new("ffmpeg")
-        .arg("-version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if !ok {
-        skip("ffmpeg not found: apt-get install ffmpeg");
-        return None;
-    }
-    Some(PathBuf::from("ffmpeg"))
+    have("ffmpeg").then(|| PathBuf::from("ffmpeg"))
+}
+
+/// All `child` wrote to its piped stderr.
+fn stderr_of(child: &mut std::process::Child) -> String {
+    let mut log = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut log)
+        .unwrap();
+    log
 }
 
 struct Outcome {
@@ -69,13 +71,7 @@ fn publish(
             Ok((s, _)) => break s,
             Err(e) if e.kind() == ErrorKind::WouldBlock && Instant::now() < deadline => {
                 if let Ok(Some(status)) = child.try_wait() {
-                    let mut log = String::new();
-                    child
-                        .stderr
-                        .take()
-                        .unwrap()
-                        .read_to_string(&mut log)
-                        .unwrap();
+                    let log = stderr_of(&mut child);
                     panic!("ffmpeg exited ({status}) before connecting: {log}");
                 }
                 std::thread::sleep(Duration::from_millis(20));
@@ -125,17 +121,10 @@ fn publish(
     }
     drop(socket);
     let status = child.wait().unwrap();
-    let mut log = String::new();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut log)
-        .unwrap();
     Outcome {
         events,
         ffmpeg_ok: status.success(),
-        ffmpeg_log: log,
+        ffmpeg_log: stderr_of(&mut child),
     }
 }
 
@@ -289,19 +278,10 @@ fn recent_ffmpeg_publishes_opus_in_enhanced_rtmp() {
         return;
     };
     let args = [
-        "-f",
-        "lavfi",
-        "-i",
-        "sine=frequency=440:sample_rate=48000",
-        "-t",
-        "1",
-        "-c:a",
-        "libopus",
-        "-ac",
-        "2",
-        "-f",
-        "flv",
-    ];
+        &TONE_1S_48K[..],
+        &["-c:a", "libopus", "-ac", "2", "-f", "flv"],
+    ]
+    .concat();
     let out = publish(&ffmpeg, &args, "live/key", |_, _| true);
     assert!(out.ffmpeg_ok, "ffmpeg failed: {}", out.ffmpeg_log);
     let audio: Vec<_> = out

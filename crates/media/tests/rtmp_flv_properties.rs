@@ -14,6 +14,9 @@ use skylark_media::rtmp::handshake::HANDSHAKE_SIZE;
 use skylark_media::rtmp::message;
 use skylark_media::rtmp::{ServerSession, SessionConfig, SessionEvent};
 
+#[path = "common/fuzz_regressions.rs"]
+mod fuzz_regressions;
+
 fn amf0_value() -> impl Strategy<Value = Amf0Value> {
     let leaf = prop_oneof![
         any::<f64>()
@@ -335,20 +338,9 @@ proptest! {
 /// `tests/fuzz-regressions/<target>/` (none yet is fine).
 #[test]
 fn rtmp_flv_fuzz_regressions_stay_fixed() {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fuzz-regressions");
-    type Target = fn(&[u8]);
-    let targets: [(&str, Target); 3] = [
+    fuzz_regressions::replay(&[
         ("rtmp_session", fuzzing::fuzz_rtmp_session),
         ("amf0", fuzzing::fuzz_amf0),
         ("flv_tag", fuzzing::fuzz_flv_tag),
-    ];
-    for (name, target) in targets {
-        let Ok(entries) = std::fs::read_dir(dir.join(name)) else {
-            continue;
-        };
-        for entry in entries {
-            let path = entry.unwrap().path();
-            target(&std::fs::read(&path).unwrap());
-        }
-    }
+    ]);
 }

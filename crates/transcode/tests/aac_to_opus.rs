@@ -12,19 +12,13 @@ use std::process::Command;
 use skylark_media::aac::adts_frames;
 use skylark_transcode::{AacToOpus, OpusPacket, FRAME_SAMPLES};
 
+#[path = "../../media/tests/common/mod.rs"]
+#[allow(dead_code)]
+mod common;
+use common::assert_440_hz_crossings;
+
 fn ffmpeg_available() -> bool {
-    let ok = Command::new("ffmpeg")
-        .arg("-version")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !ok {
-        let msg = "ffmpeg not found (apt-get install ffmpeg)";
-        if std::env::var("CI").as_deref() == Ok("true") {
-            panic!("{msg}");
-        }
-        eprintln!("SKIPPED: {msg}");
-    }
-    ok
+    common::have("ffmpeg")
 }
 
 fn scratch(name: &str) -> PathBuf {
@@ -64,19 +58,43 @@ fn aac_tone(rate: u32, channels: u32) -> Vec<u8> {
     std::fs::read(&path).unwrap()
 }
 
-/// Runs the ADTS stream through `AacToOpus`, timestamps from the frame count.
-fn transcode(adts: &[u8]) -> (Vec<OpusPacket>, u16, u32) {
+/// What one frame is given to the transcoder as: `(transcoder, frame index, payload,
+/// sampling rate)` → the packets the push gave (none for a frame it skips).
+type Feed<'a> = dyn FnMut(&mut AacToOpus, usize, &[u8], u32) -> Vec<OpusPacket> + 'a;
+
+/// Every frame of the ADTS stream through one `AacToOpus`, each pushed by `feed`, then
+/// the flush: the packets, the transcoder (for its stats), the number of frames and the
+/// sampling rate.
+fn through_transcoder(adts: &[u8], feed: &mut Feed) -> (Vec<OpusPacket>, AacToOpus, usize, u32) {
     let frames: Vec<_> = adts_frames(adts).collect::<Result<_, _>>().unwrap();
     let asc = frames[0].0.to_audio_specific_config().unwrap();
     let rate = asc.sampling_frequency;
     let mut t = AacToOpus::new(&asc).unwrap();
     let mut packets = Vec::new();
     for (i, (_, payload)) in frames.iter().enumerate() {
-        let pts = i as u64 * 1024 * 48_000 / u64::from(rate);
-        packets.extend(t.push(payload, pts).unwrap());
+        packets.extend(feed(&mut t, i, payload, rate));
     }
     packets.extend(t.flush().unwrap());
-    assert_eq!(t.stats().frames_in, frames.len() as u64);
+    (packets, t, frames.len(), rate)
+}
+
+/// A one-second 48 kHz mono AAC tone through [`through_transcoder`]: the packets, the
+/// transcoder and the number of frames; `None` (skipped) without FFmpeg.
+fn mono_tone_through(feed: &mut Feed) -> Option<(Vec<OpusPacket>, AacToOpus, usize)> {
+    if !ffmpeg_available() {
+        return None;
+    }
+    let (packets, t, frames, _) = through_transcoder(&aac_tone(48_000, 1), feed);
+    Some((packets, t, frames))
+}
+
+/// Runs the ADTS stream through `AacToOpus`, timestamps from the frame count.
+fn transcode(adts: &[u8]) -> (Vec<OpusPacket>, u16, u32) {
+    let (packets, t, frames, rate) = through_transcoder(adts, &mut |t, i, payload, rate| {
+        let pts = i as u64 * 1024 * 48_000 / u64::from(rate);
+        t.push(payload, pts).unwrap()
+    });
+    assert_eq!(t.stats().frames_in, frames as u64);
     assert_eq!(t.stats().resyncs, 0);
     (packets, t.pre_skip(), rate)
 }
@@ -128,15 +146,7 @@ fn check_tone(what: &str, mono: &[f32], expected_rms: f64) {
         "{what}: rms {level}, expected {expected_rms}"
     );
     // Zero crossings agree: 880 a second.
-    let crossings = middle
-        .windows(2)
-        .filter(|w| (w[0] < 0.0) != (w[1] < 0.0))
-        .count() as f64
-        / (middle.len() as f64 / 48_000.0);
-    assert!(
-        (crossings - 880.0).abs() < 10.0,
-        "{what}: {crossings} crossings/s"
-    );
+    let crossings = assert_440_hz_crossings(what, middle);
     eprintln!("{what}: {seconds:.3} s, {f} Hz, rms {level:.4}, {crossings:.0} zero crossings/s");
 }
 
@@ -283,56 +293,44 @@ fn a_440_hz_aac_tone_becomes_a_440_hz_opus_tone() {
 
 #[test]
 fn lost_frames_are_bridged_with_silence() {
-    if !ffmpeg_available() {
-        return;
-    }
-    let adts = aac_tone(48_000, 1);
-    let frames: Vec<_> = adts_frames(&adts).collect::<Result<_, _>>().unwrap();
-    let asc = frames[0].0.to_audio_specific_config().unwrap();
-    let mut t = AacToOpus::new(&asc).unwrap();
-    let mut packets = Vec::new();
-    for (i, (_, payload)) in frames.iter().enumerate() {
+    let through = mono_tone_through(&mut |t, i, payload, _| {
         // Frames 10 and 11 are lost; frame 20 does not decode.
         if i == 10 || i == 11 {
-            continue;
+            return Vec::new();
         }
         let pts = i as u64 * 1024;
         if i == 20 {
             // A program config element: the decoder refuses it.
             assert!(t.push(&[0xa0, 0, 0, 0], pts).is_err());
-            continue;
+            return Vec::new();
         }
-        packets.extend(t.push(payload, pts).unwrap());
-    }
-    packets.extend(t.flush().unwrap());
+        t.push(payload, pts).unwrap()
+    });
+    let Some((packets, t, frames)) = through else {
+        return;
+    };
     assert_eq!(t.stats().resyncs, 0);
     assert_eq!(t.stats().decode_errors, 1);
     // Contiguous packets covering every frame's time, as if none were lost.
     for (i, p) in packets.iter().enumerate() {
         assert_eq!(p.pts_48k, i as u64 * 960);
     }
-    let total = frames.len() as u64 * 1024;
+    let total = frames as u64 * 1024;
     assert_eq!(packets.len() as u64, total.div_ceil(960));
 }
 
 #[test]
 fn a_gap_in_timestamps_starts_a_new_timeline() {
-    if !ffmpeg_available() {
-        return;
-    }
-    let adts = aac_tone(48_000, 1);
-    let frames: Vec<_> = adts_frames(&adts).collect::<Result<_, _>>().unwrap();
-    let asc = frames[0].0.to_audio_specific_config().unwrap();
-    let mut t = AacToOpus::new(&asc).unwrap();
-    let mut packets = Vec::new();
-    for (i, (_, payload)) in frames.iter().enumerate() {
+    let through = mono_tone_through(&mut |t, i, payload, _| {
         // Millisecond-rounded timestamps (as RTMP gives), and a 2 s gap
         // after frame 20.
         let ms = (i as u64 * 1024 * 1000).div_ceil(48_000);
         let ms = if i > 20 { ms + 2000 } else { ms };
-        packets.extend(t.push(payload, ms * 48).unwrap());
-    }
-    packets.extend(t.flush().unwrap());
+        t.push(payload, ms * 48).unwrap()
+    });
+    let Some((packets, t, _)) = through else {
+        return;
+    };
     assert_eq!(t.stats().resyncs, 1);
     let jump = packets
         .windows(2)

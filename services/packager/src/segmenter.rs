@@ -896,18 +896,6 @@ mod tests {
         }
     }
 
-    /// The RTMP ingest's AAC relay track: 44.1 kHz stereo AAC-LC (config `1210`).
-    fn aac_track() -> pb::TrackInfo {
-        pb::TrackInfo {
-            track_id: "local-aac".into(),
-            kind: pb::TrackKind::Audio as i32,
-            codec: "aac".into(),
-            clock_rate: 48_000,
-            fmtp: "1210".into(),
-            rid: String::new(),
-        }
-    }
-
     /// Where AAC frame `n` (1024 samples at 44.1 kHz) starts, in ms as RTMP times it.
     fn aac_ms(n: u64) -> u64 {
         n * 1024 * 1000 / 44_100
@@ -1017,7 +1005,7 @@ mod tests {
     fn an_rtmp_room_muxes_the_publishers_aac_not_the_opus_transcode() {
         let mut seg = Segmenter::new(Duration::from_secs(2), Duration::from_millis(200));
         seg.add_track(&video_track());
-        seg.add_track(&aac_track());
+        seg.add_track(&crate::track::rtmp_aac_track());
         tracks(&mut seg);
         let mut out = Vec::new();
         let opus = OpusSource::default().next_packet();
@@ -1115,7 +1103,7 @@ mod tests {
         // reloading that part in a loop at a stream's start.
         let mut seg = Segmenter::new(Duration::from_secs(2), Duration::from_millis(200));
         seg.add_track(&video_track());
-        seg.add_track(&aac_track());
+        seg.add_track(&crate::track::rtmp_aac_track());
         let mut out = Vec::new();
         let mut aac_n = 0u64;
         for (i, f) in video_frames(3).iter().enumerate() {

@@ -19,20 +19,26 @@ fn hex(s: &str) -> Vec<u8> {
         .collect()
 }
 
+/// The RTMP ingest's AAC relay track: 44.1 kHz stereo AAC-LC (config `1210`).
+#[cfg(test)]
+pub(crate) fn rtmp_aac_track() -> pb::TrackInfo {
+    pb::TrackInfo {
+        track_id: "local-aac".into(),
+        kind: pb::TrackKind::Audio as i32,
+        codec: "aac".into(),
+        clock_rate: 48_000,
+        fmtp: "1210".into(),
+        rid: String::new(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn aac_config_from_the_rtmp_ingests_fmtp() {
-        let mut t = pb::TrackInfo {
-            track_id: "local-aac".into(),
-            kind: pb::TrackKind::Audio as i32,
-            codec: "aac".into(),
-            clock_rate: 48_000,
-            fmtp: "1210".into(),
-            rid: String::new(),
-        };
+        let mut t = rtmp_aac_track();
         let asc = aac_config(&t).unwrap();
         assert_eq!(
             (asc.sampling_frequency, asc.channel_configuration),

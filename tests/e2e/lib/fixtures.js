@@ -2,9 +2,11 @@
 // app pages, a creator with a room, an FFmpeg RTMP publisher.
 
 import { spawn } from 'node:child_process';
+import { test } from 'node:test';
 import { launchBrowser } from './browser.js';
 import { startServer } from './server.js';
 import { appBrowser } from './app.js';
+import { withCleanup } from './harness.js';
 
 /**
  * `startServer(opts)`, stopped once by `defer`: after a passing test it must exit cleanly
@@ -34,6 +36,19 @@ export function appFor(defer, b, label) {
   const app = appBrowser(b, label);
   defer(() => app.close());
   return app;
+}
+
+/** A server and a browser for the test labelled `label`, both torn down by `defer`. */
+export async function serverAndBrowser(defer, label) {
+  const sk = await serverFor(defer, { label });
+  const b = await browserFor(defer, label);
+  return { sk, b };
+}
+
+/** [`serverAndBrowser`] and the app's own pages in that browser (`app`). */
+export async function serverAndApp(defer, label) {
+  const { sk, b } = await serverAndBrowser(defer, label);
+  return { sk, b, app: appFor(defer, b, label) };
 }
 
 /** A new creator and an SFU room of theirs: `{ creator, created, room }` (`room` = its id). */
@@ -73,4 +88,18 @@ export async function explainFailure(fn, logs) {
     for (const [name, file] of Object.entries(logs())) e.message += `\n  ${name}: ${file}`;
     throw e;
   }
+}
+
+/**
+ * `test(name)` on fixtures of its own: `setup(defer)` makes them (torn down by `defer`),
+ * then `body(ctx, defer)` runs, a failure explained by `logs(ctx)` (see
+ * [`explainFailure`]). `timeout` caps the whole test, `bodyCap` its body.
+ */
+export function fixtureTest(name, { timeout, skip, bodyCap }, { setup, logs }, body) {
+  test(name, { timeout, skip }, () =>
+    withCleanup(async (defer) => {
+      const ctx = await setup(defer);
+      await explainFailure(() => body(ctx, defer), () => logs(ctx));
+    }, bodyCap),
+  );
 }

@@ -300,3 +300,97 @@ export async function addRemoteCandidate(pc, msg, state) {
     mark(state, 'candidateRejected', e.message);
   }
 }
+
+/** A page's `setStatus(s)`: records `s` in `state` (unless the page already failed),
+ *  shows it in `el` and marks when it was first reached. */
+export function statusSetter(state, el) {
+  return (s) => {
+    if (state.status === 'error') return;
+    state.status = s;
+    el.textContent = s;
+    mark(state, s);
+  };
+}
+
+/** The page's WHIP or WHEP URL (`kind`): `?whip=` / `?whep=`, or `?server=&room=`. */
+export function endpointUrl(kind) {
+  const server = params.get('server');
+  const room = params.get('room');
+  return params.get(kind) ?? (server && room ? new URL(`/${kind}/${encodeURIComponent(room)}`, server).toString() : null);
+}
+
+/** The capture step of a publishing page: the fake camera and microphone, once, shown
+ *  in `preview`. `capture()` returns the tracks' settings; `stream()` the stream. */
+export function capturer(preview, setStatus) {
+  let stream = null;
+  return {
+    stream: () => stream,
+    capture: async () => {
+      if (!stream) {
+        setStatus('capturing');
+        stream = await captureMedia({ video: true, audio: true });
+        preview.srcObject = stream;
+        setStatus('captured');
+      }
+      return {
+        video: stream.getVideoTracks().map(trackInfo),
+        audio: stream.getAudioTracks().map(trackInfo),
+      };
+    },
+  };
+}
+
+/** Sends `stream`'s video and audio on `pc`; returns the video codec preferred (H.264). */
+export function sendStream(pc, stream) {
+  const [video] = stream.getVideoTracks();
+  const [audio] = stream.getAudioTracks();
+  const vt = pc.addTransceiver(video, { direction: 'sendonly', streams: [stream] });
+  pc.addTransceiver(audio, { direction: 'sendonly', streams: [stream] });
+  return preferH264(vt, 'sendonly');
+}
+
+/** Asks for video and audio on `pc`; returns the video codec preferred (H.264). */
+export function receiveMedia(pc) {
+  const vt = pc.addTransceiver('video', { direction: 'recvonly' });
+  pc.addTransceiver('audio', { direction: 'recvonly' });
+  return preferH264(vt, 'recvonly');
+}
+
+/** The server's SDP answer to our offer, applied to `pc` (over HTTP or the signaling
+ *  socket). `connectedStatus` is the status the page has once connected ('live',
+ *  'playing'): short of it, it is now 'connecting'. */
+export async function acceptAnswer(pc, state, setStatus, sdp, connectedStatus) {
+  mark(state, 'answerReceived');
+  await pc.setRemoteDescription({ type: 'answer', sdp });
+  if (state.status !== connectedStatus) setStatus('connecting');
+}
+
+/** WHIP or WHEP (`what`) on `pc`: the offer POSTed to `url` (with `bearer`), the answer
+ *  applied (see [`acceptAnswer`]); the session's URL goes to `state.location`. */
+export async function negotiateOverHttp(pc, state, setStatus, { what, url, bearer, connectedStatus }) {
+  setStatus('negotiating');
+  const offer = await makeOffer(pc, state);
+  mark(state, 'postSent');
+  const { answer, location } = await postOffer(what, url, offer, bearer);
+  state.location = location;
+  await acceptAnswer(pc, state, setStatus, answer, connectedStatus);
+}
+
+/** Ends a WHIP/WHEP page's session: DELETE it (if it has one), close `pc`. */
+export async function endHttpSession(pc, state) {
+  const result = { deleteStatus: null };
+  if (state.location) result.deleteStatus = await deleteSession(state.location);
+  pc?.close();
+  return result;
+}
+
+/** Says `leave` on the signaling socket (if still open), closes it and `pc`. */
+export function leaveSignaling(sig, pc) {
+  try {
+    sig?.send({ type: 'leave' });
+  } catch {
+    /* socket already closed */
+  }
+  sig?.close();
+  pc?.close();
+}

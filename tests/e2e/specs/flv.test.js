@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { noBrowser, pollPage } from '../lib/browser.js';
 import { withCleanup } from '../lib/harness.js';
-import { serverFor, browserFor, creatorWithRoom, rtmpPush } from '../lib/fixtures.js';
+import { serverAndBrowser, creatorWithRoom, rtmpPush } from '../lib/fixtures.js';
 
 const noFfmpeg = spawnSync('ffmpeg', ['-version']).status === 0 ? null : 'Debian ffmpeg not installed';
 const skip = noBrowser() ?? noFfmpeg ?? false;
@@ -16,8 +16,7 @@ const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
 test('RTMP (FFmpeg) → HTTP-FLV and WS-FLV play in mpegts.js', { timeout: 90_000, skip }, () =>
   withCleanup(async (defer) => {
-    const sk = await serverFor(defer, { label: 'flv' });
-    const b = await browserFor(defer, 'flv');
+    const { sk, b } = await serverAndBrowser(defer, 'flv');
     const { created, room } = await creatorWithRoom(sk, 'flv');
     rtmpPush(defer, sk, created.stream_key, { seconds: 40 });
 

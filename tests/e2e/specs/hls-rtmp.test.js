@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { noBrowser, pollPage } from '../lib/browser.js';
 import { withCleanup } from '../lib/harness.js';
-import { serverFor, browserFor, creatorWithRoom, rtmpPush } from '../lib/fixtures.js';
+import { serverAndBrowser, creatorWithRoom, rtmpPush } from '../lib/fixtures.js';
 
 const noFfmpeg = spawnSync('ffmpeg', ['-version']).status === 0 ? null : 'Debian ffmpeg not installed';
 const skip = noBrowser() ?? noFfmpeg ?? false;
@@ -28,8 +28,7 @@ const cases = [
 for (const c of cases) {
   test(`RTMP (FFmpeg, ${c.name}) → hls.js (LL-HLS) plays`, { timeout: 90_000, skip }, () =>
     withCleanup(async (defer) => {
-      const sk = await serverFor(defer, { label: 'hls-rtmp' });
-      const b = await browserFor(defer, 'hls-rtmp');
+      const { sk, b } = await serverAndBrowser(defer, 'hls-rtmp');
       const { created, room } = await creatorWithRoom(sk, 'hls-rtmp');
       rtmpPush(defer, sk, created.stream_key, { seconds: 40, audio: c.audio });
 

@@ -7,15 +7,14 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { noBrowser, waitForStatus, pollPage } from '../lib/browser.js';
 import { withCleanup } from '../lib/harness.js';
-import { serverFor, browserFor, creatorWithRoom } from '../lib/fixtures.js';
+import { serverAndBrowser, creatorWithRoom } from '../lib/fixtures.js';
 
 const skip = noBrowser() ?? false;
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
 test('Chromium WHIP publish → hls.js (LL-HLS) plays in another page', { timeout: 90_000, skip }, () =>
   withCleanup(async (defer) => {
-    const sk = await serverFor(defer, { label: 'hls' });
-    const b = await browserFor(defer, 'hls');
+    const { sk, b } = await serverAndBrowser(defer, 'hls');
     const { created, room } = await creatorWithRoom(sk, 'hls');
 
     const publisher = await b.newPage('publish.html', { whip: created.ingest.whip_url, key: created.stream_key }, { tag: 'publisher' });

@@ -12,7 +12,7 @@ import { noBrowser, pollPage } from '../lib/browser.js';
 import { requestJson, artifactPath } from '../lib/server.js';
 import { withCleanup } from '../lib/harness.js';
 import { until } from '../lib/app.js';
-import { serverFor, browserFor, appFor, creatorWithRoom, rtmpPush } from '../lib/fixtures.js';
+import { serverAndApp, creatorWithRoom, rtmpPush } from '../lib/fixtures.js';
 
 const noFfmpeg = spawnSync('ffmpeg', ['-version']).status === 0 ? null : 'Debian ffmpeg not installed';
 const skip = noBrowser() ?? noFfmpeg ?? false;
@@ -34,9 +34,7 @@ async function plays(page, what) {
 
 test('private room: /hls and /flv refused without a token; the /playback URLs play in hls.js, mpegts.js and the watch page', { timeout: 150_000, skip }, () =>
   withCleanup(async (defer) => {
-    const sk = await serverFor(defer, { label: 'private-hls-flv' });
-    const b = await browserFor(defer, 'private-hls-flv');
-    const app = appFor(defer, b, 'private-hls-flv');
+    const { sk, b, app } = await serverAndApp(defer, 'private-hls-flv');
     const { creator, created, room } = await creatorWithRoom(sk, 'private HLS/FLV', 'private');
     // The owner's viewer token, as the studio's viewer link carries it.
     const vt = await requestJson('POST', `${sk.baseUrl}/api/v1/rooms/${room}/viewer-tokens`, {

@@ -12,7 +12,7 @@ import { noBrowser } from '../lib/browser.js';
 import { requestJson, artifactPath } from '../lib/server.js';
 import { withCleanup, reportTimings, span } from '../lib/harness.js';
 import { until, screenshot } from '../lib/app.js';
-import { serverFor, browserFor, appFor, creatorWithRoom, rtmpPush } from '../lib/fixtures.js';
+import { serverAndApp, creatorWithRoom, rtmpPush } from '../lib/fixtures.js';
 
 const noFfmpeg = spawnSync('ffmpeg', ['-version']).status === 0 ? null : 'Debian ffmpeg not installed';
 const skip = noBrowser() ?? noFfmpeg ?? false;
@@ -38,9 +38,7 @@ async function waitPlayingFlv(page, what) {
 
 test('watch: without WebRTC and with HLS failing, the player falls back to HTTP-FLV (mpegts.js) by itself; ?transports= orders the fallbacks', { timeout: 120_000, skip }, () =>
   withCleanup(async (defer) => {
-    const sk = await serverFor(defer, { label: 'watch-flv' });
-    const b = await browserFor(defer, 'watch-flv');
-    const app = appFor(defer, b, 'watch-flv');
+    const { sk, b, app } = await serverAndApp(defer, 'watch-flv');
     const { created, room } = await creatorWithRoom(sk, 'Watch e2e: FLV');
     const ffLog = artifactPath('watch-flv-ffmpeg.log');
     rtmpPush(defer, sk, created.stream_key, { seconds: 90, loglevel: 'warning', stdio: ['ignore', 'ignore', fs.openSync(ffLog, 'w')] });

@@ -13,7 +13,7 @@ import { noBrowser, waitForStatus } from '../lib/browser.js';
 import { requestJson } from '../lib/server.js';
 import { withCleanup, reportTimings, span } from '../lib/harness.js';
 import { until, screenshot } from '../lib/app.js';
-import { serverFor, browserFor, appFor, explainFailure } from '../lib/fixtures.js';
+import { serverAndApp, explainFailure } from '../lib/fixtures.js';
 import { goLiveInStudio } from '../lib/studio.js';
 
 const TEST_CAP_MS = 150_000;
@@ -23,9 +23,7 @@ const skip = noBrowser() ?? false;
 const requireHls = process.env.SKYLARK_E2E_REQUIRE_HLS === '1';
 
 async function setup(defer, label) {
-  const sk = await serverFor(defer, { label });
-  const b = await browserFor(defer, label);
-  const app = appFor(defer, b, label);
+  const { sk, b, app } = await serverAndApp(defer, label);
   const creator = await sk.signup();
   return { sk, b, app, creator };
 }

@@ -4,12 +4,11 @@
 // Each test starts its own server and browser, fails fast with the server's or the
 // browser's own words, and prints its timings (TIMING lines) for benchmarking.
 
-import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { noBrowser, waitForStatus, waitForPlayback } from '../lib/browser.js';
 import { probeWebSocket } from '../lib/server.js';
-import { withCleanup, deadline, span, reportTimings } from '../lib/harness.js';
-import { serverFor, browserFor, creatorWithRoom, explainFailure } from '../lib/fixtures.js';
+import { deadline, span, reportTimings } from '../lib/harness.js';
+import { serverAndBrowser, creatorWithRoom, fixtureTest } from '../lib/fixtures.js';
 
 /** Time for a publisher to reach `connected`. */
 const PUBLISH_CAP_MS = 20_000;
@@ -25,120 +24,122 @@ const skip = noBrowser() ?? false;
 /** A server, a browser, a creator and a public sfu room, all torn down by `defer`. */
 async function setup(defer, label) {
   // Clean exit is part of the test when it passed; after a failure just kill it.
-  const sk = await serverFor(defer, { label });
-  const b = await browserFor(defer, label);
+  const { sk, b } = await serverAndBrowser(defer, label);
   const { creator, created, room } = await creatorWithRoom(sk, label);
   return { sk, b, creator, room, key: created.stream_key, whipUrl: created.ingest.whip_url };
 }
 
-/** Adds the server log and browser console paths to a failure. */
-const explained = (ctx, fn) => explainFailure(fn, () => ({ 'server log': ctx.sk.logFile, 'browser console': ctx.b.logFile }));
 
 async function requireWebSocketEndpoint(sk) {
   const status = await probeWebSocket(sk.baseUrl);
   if (status !== 101) throw new Error(`GET /ws with a WebSocket upgrade returned ${status} (expected 101 Switching Protocols)`);
 }
 
-test('WHIP publish (Chromium) → WHEP watch (Chromium) decodes H.264', { timeout: TEST_CAP_MS, skip }, () =>
-  withCleanup(async (defer) => {
-    const ctx = await setup(defer, 'whip-whep');
-    const { sk, b, room, key, whipUrl } = ctx;
-    await explained(ctx, async () => {
-      const publisher = await b.newPage('publish.html', { whip: whipUrl, key }, { tag: 'publisher' });
-      defer(() => publisher.evaluate(() => window.stop()).catch(() => {}));
-      const pub = await waitForStatus(publisher, 'live', { timeoutMs: PUBLISH_CAP_MS, what: 'WHIP publisher' });
-      assert.match(pub.location ?? '', new RegExp(`/whip/${room}/`), `WHIP Location: ${pub.location}`);
+/** Where a failure's explanation points: the server log and the browser console. */
+const logs = (ctx) => ({ 'server log': ctx.sk.logFile, 'browser console': ctx.b.logFile });
 
-      const tViewerOpen = Date.now();
-      const viewer = await b.newPage('watch.html', { whep: `${sk.baseUrl}/whep/${room}` }, { tag: 'viewer' });
-      defer(() => viewer.evaluate(() => window.stop()).catch(() => {}));
-      const { first, second } = await waitForPlayback(viewer, { timeoutMs: PLAY_CAP_MS, what: 'WHEP viewer' });
-      assert.equal(first.codec?.toLowerCase(), 'video/h264', `negotiated codec: ${first.codec}`);
-      assert.equal(second.videoWidth, 640);
+/** A test with its own server, browser and room (`label`): `body(ctx, defer)`. */
+const webrtcTest = (name, label, body) =>
+  fixtureTest(name, { timeout: TEST_CAP_MS, skip, bodyCap: BODY_CAP }, { setup: (defer) => setup(defer, label), logs }, body);
 
-      const v = second.timings;
-      const p = pub.timings;
-      const viewerStop = await viewer.evaluate(() => window.stop());
-      const publisherStop = await publisher.evaluate(() => window.stop());
-      assert.ok([200, 204].includes(viewerStop.deleteStatus), `WHEP DELETE returned ${viewerStop.deleteStatus}`);
-      assert.ok([200, 204].includes(publisherStop.deleteStatus), `WHIP DELETE returned ${publisherStop.deleteStatus}`);
+/** Opens the test page `page` with `query` in the test's browser; `window.stop()` on cleanup. */
+async function openPage(ctx, defer, page, query, tag) {
+  const p = await ctx.b.newPage(page, query, { tag });
+  defer(() => p.evaluate(() => window.stop()).catch(() => {}));
+  return p;
+}
 
-      reportTimings('webrtc/whip-whep', {
-        whip_gather_ms: span(p.negotiating, p.offerReady),
-        whip_post_to_answer_ms: span(p.postSent, p.answerReceived),
-        whip_post_to_connected_ms: span(p.postSent, p['pc:connected']),
-        whep_gather_ms: span(v.negotiating, v.offerReady),
-        whep_post_to_answer_ms: span(v.postSent, v.answerReceived),
-        whep_post_to_connected_ms: span(v.postSent, v['pc:connected']),
-        whep_post_to_first_frame_ms: span(v.postSent, v.firstFrame),
-        viewer_open_to_first_frame_ms: span(tViewerOpen, v.firstFrame),
-        frames_decoded_over_2s: second.framesDecoded - first.framesDecoded,
-      });
-    });
-  }, BODY_CAP),
-);
+webrtcTest('WHIP publish (Chromium) → WHEP watch (Chromium) decodes H.264', 'whip-whep', async (ctx, defer) => {
+  const { sk, room, key, whipUrl } = ctx;
+  const publisher = await openPage(ctx, defer, 'publish.html', { whip: whipUrl, key }, 'publisher');
+  const pub = await waitForStatus(publisher, 'live', { timeoutMs: PUBLISH_CAP_MS, what: 'WHIP publisher' });
+  assert.match(pub.location ?? '', new RegExp(`/whip/${room}/`), `WHIP Location: ${pub.location}`);
 
-test('WebSocket signaling: viewer first (waiting → plays once the publisher is live)', { timeout: TEST_CAP_MS, skip }, () =>
-  withCleanup(async (defer) => {
-    const ctx = await setup(defer, 'ws-viewer-first');
-    const { sk, b, room, key } = ctx;
-    await explained(ctx, async () => {
-      await deadline(requireWebSocketEndpoint(sk), 6000, 'GET /ws');
-      const viewer = await b.newPage('ws-watch.html', { server: sk.baseUrl, room }, { tag: 'viewer' });
-      defer(() => viewer.evaluate(() => window.stop()).catch(() => {}));
-      const waiting = await waitForStatus(viewer, 'waiting', { timeoutMs: 10_000, what: 'WS viewer' });
+  const tViewerOpen = Date.now();
+  const viewer = await openPage(ctx, defer, 'watch.html', { whep: `${sk.baseUrl}/whep/${room}` }, 'viewer');
+  const { first, second } = await waitForPlayback(viewer, { timeoutMs: PLAY_CAP_MS, what: 'WHEP viewer' });
+  assert.equal(first.codec?.toLowerCase(), 'video/h264', `negotiated codec: ${first.codec}`);
+  assert.equal(second.videoWidth, 640);
 
-      const publisher = await b.newPage('ws-publish.html', { server: sk.baseUrl, room, key }, { tag: 'publisher' });
-      defer(() => publisher.evaluate(() => window.stop()).catch(() => {}));
-      const pub = await waitForStatus(publisher, 'live', { timeoutMs: PUBLISH_CAP_MS, what: 'WS publisher' });
-      const { first, second } = await waitForPlayback(viewer, { timeoutMs: PLAY_CAP_MS, what: 'WS viewer' });
-      assert.equal(first.codec?.toLowerCase(), 'video/h264', `negotiated codec: ${first.codec}`);
-      assert.ok(waiting.timings.waiting < second.timings.postSent, 'the viewer offered only after being told the room is live');
+  const v = second.timings;
+  const p = pub.timings;
+  const viewerStop = await viewer.evaluate(() => window.stop());
+  const publisherStop = await publisher.evaluate(() => window.stop());
+  assert.ok([200, 204].includes(viewerStop.deleteStatus), `WHEP DELETE returned ${viewerStop.deleteStatus}`);
+  assert.ok([200, 204].includes(publisherStop.deleteStatus), `WHIP DELETE returned ${publisherStop.deleteStatus}`);
 
-      const v = second.timings;
-      const p = pub.timings;
-      reportTimings('webrtc/ws-viewer-first', {
-        publish_offer_to_answer_ms: span(p.postSent, p.answerReceived),
-        publish_offer_to_connected_ms: span(p.postSent, p['pc:connected']),
-        publisher_offer_to_viewer_told_live_ms: span(p.postSent, v['ws<room']),
-        viewer_offer_to_answer_ms: span(v.postSent, v.answerReceived),
-        viewer_offer_to_first_frame_ms: span(v.postSent, v.firstFrame),
-        publisher_connected_to_viewer_first_frame_ms: span(p['pc:connected'], v.firstFrame),
-        frames_decoded_over_2s: second.framesDecoded - first.framesDecoded,
-      });
-    });
-  }, BODY_CAP),
-);
+  reportTimings('webrtc/whip-whep', {
+    whip_gather_ms: span(p.negotiating, p.offerReady),
+    whip_post_to_answer_ms: span(p.postSent, p.answerReceived),
+    whip_post_to_connected_ms: span(p.postSent, p['pc:connected']),
+    whep_gather_ms: span(v.negotiating, v.offerReady),
+    whep_post_to_answer_ms: span(v.postSent, v.answerReceived),
+    whep_post_to_connected_ms: span(v.postSent, v['pc:connected']),
+    whep_post_to_first_frame_ms: span(v.postSent, v.firstFrame),
+    viewer_open_to_first_frame_ms: span(tViewerOpen, v.firstFrame),
+    frames_decoded_over_2s: second.framesDecoded - first.framesDecoded,
+  });
+});
 
-test('WebSocket signaling: publisher first (viewer plays at once)', { timeout: TEST_CAP_MS, skip }, () =>
-  withCleanup(async (defer) => {
-    const ctx = await setup(defer, 'ws-publisher-first');
-    const { sk, b, room, key } = ctx;
-    await explained(ctx, async () => {
-      await deadline(requireWebSocketEndpoint(sk), 6000, 'GET /ws');
-      const publisher = await b.newPage('ws-publish.html', { server: sk.baseUrl, room, key }, { tag: 'publisher' });
-      defer(() => publisher.evaluate(() => window.stop()).catch(() => {}));
-      const pub = await waitForStatus(publisher, 'live', { timeoutMs: PUBLISH_CAP_MS, what: 'WS publisher' });
+/** The timings both WebSocket tests report: the publisher's and the viewer's offer to
+ *  answer, connection and first frame; frames decoded over the 2 s playback check. */
+function wsTimings(pub, { first, second }) {
+  const v = second.timings;
+  const p = pub.timings;
+  return {
+    publish_offer_to_answer_ms: span(p.postSent, p.answerReceived),
+    publish_offer_to_connected_ms: span(p.postSent, p['pc:connected']),
+    viewer_offer_to_answer_ms: span(v.postSent, v.answerReceived),
+    viewer_offer_to_first_frame_ms: span(v.postSent, v.firstFrame),
+    frames_decoded_over_2s: second.framesDecoded - first.framesDecoded,
+  };
+}
 
-      const tViewerOpen = Date.now();
-      const viewer = await b.newPage('ws-watch.html', { server: sk.baseUrl, room }, { tag: 'viewer' });
-      defer(() => viewer.evaluate(() => window.stop()).catch(() => {}));
-      const { first, second } = await waitForPlayback(viewer, { timeoutMs: PLAY_CAP_MS, what: 'WS viewer' });
-      assert.equal(first.codec?.toLowerCase(), 'video/h264', `negotiated codec: ${first.codec}`);
-      const viewerState = await viewer.evaluate(() => window.state);
-      assert.equal(viewerState.waitingCount, 0, 'a viewer of a live room is never told `waiting`');
+/** The WebSocket publisher page on the room, live. */
+async function wsPublisherLive(ctx, defer) {
+  const { sk, room, key } = ctx;
+  const publisher = await openPage(ctx, defer, 'ws-publish.html', { server: sk.baseUrl, room, key }, 'publisher');
+  return waitForStatus(publisher, 'live', { timeoutMs: PUBLISH_CAP_MS, what: 'WS publisher' });
+}
 
-      const v = second.timings;
-      const p = pub.timings;
-      reportTimings('webrtc/ws-publisher-first', {
-        publish_offer_to_answer_ms: span(p.postSent, p.answerReceived),
-        publish_offer_to_connected_ms: span(p.postSent, p['pc:connected']),
-        viewer_ws_open_to_live_ms: span(v.wsOpen, v['ws<room']),
-        viewer_offer_to_answer_ms: span(v.postSent, v.answerReceived),
-        viewer_offer_to_first_frame_ms: span(v.postSent, v.firstFrame),
-        viewer_open_to_first_frame_ms: span(tViewerOpen, v.firstFrame),
-        frames_decoded_over_2s: second.framesDecoded - first.framesDecoded,
-      });
-    });
-  }, BODY_CAP),
-);
+webrtcTest('WebSocket signaling: viewer first (waiting → plays once the publisher is live)', 'ws-viewer-first', async (ctx, defer) => {
+  const { sk, room } = ctx;
+  await deadline(requireWebSocketEndpoint(sk), 6000, 'GET /ws');
+  const viewer = await openPage(ctx, defer, 'ws-watch.html', { server: sk.baseUrl, room }, 'viewer');
+  const waiting = await waitForStatus(viewer, 'waiting', { timeoutMs: 10_000, what: 'WS viewer' });
+
+  const pub = await wsPublisherLive(ctx, defer);
+  const playback = await waitForPlayback(viewer, { timeoutMs: PLAY_CAP_MS, what: 'WS viewer' });
+  const { first, second } = playback;
+  assert.equal(first.codec?.toLowerCase(), 'video/h264', `negotiated codec: ${first.codec}`);
+  assert.ok(waiting.timings.waiting < second.timings.postSent, 'the viewer offered only after being told the room is live');
+
+  const v = second.timings;
+  const p = pub.timings;
+  reportTimings('webrtc/ws-viewer-first', {
+    ...wsTimings(pub, playback),
+    publisher_offer_to_viewer_told_live_ms: span(p.postSent, v['ws<room']),
+    publisher_connected_to_viewer_first_frame_ms: span(p['pc:connected'], v.firstFrame),
+  });
+});
+
+webrtcTest('WebSocket signaling: publisher first (viewer plays at once)', 'ws-publisher-first', async (ctx, defer) => {
+  const { sk, room } = ctx;
+  await deadline(requireWebSocketEndpoint(sk), 6000, 'GET /ws');
+  const pub = await wsPublisherLive(ctx, defer);
+
+  const tViewerOpen = Date.now();
+  const viewer = await openPage(ctx, defer, 'ws-watch.html', { server: sk.baseUrl, room }, 'viewer');
+  const playback = await waitForPlayback(viewer, { timeoutMs: PLAY_CAP_MS, what: 'WS viewer' });
+  const { first, second } = playback;
+  assert.equal(first.codec?.toLowerCase(), 'video/h264', `negotiated codec: ${first.codec}`);
+  const viewerState = await viewer.evaluate(() => window.state);
+  assert.equal(viewerState.waitingCount, 0, 'a viewer of a live room is never told `waiting`');
+
+  const v = second.timings;
+  reportTimings('webrtc/ws-publisher-first', {
+    ...wsTimings(pub, playback),
+    viewer_ws_open_to_live_ms: span(v.wsOpen, v['ws<room']),
+    viewer_open_to_first_frame_ms: span(tViewerOpen, v.firstFrame),
+  });
+});

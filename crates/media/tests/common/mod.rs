@@ -3,6 +3,7 @@
 //! recent FFmpeg lives.
 
 use std::path::PathBuf;
+use std::process::{Command, Stdio};
 
 /// Skips with `reason`, or fails under `CI=true`, where nothing may be skipped.
 pub fn skip(reason: &str) {
@@ -37,4 +38,57 @@ pub fn recent_ffmpeg() -> Option<PathBuf> {
         skip("FFmpeg 7+ not found: run scripts/test (it installs imageio-ffmpeg) or set SKYLARK_TEST_FFMPEG");
     }
     found
+}
+
+/// Whether `probe` (a command that checks for a peer or installs it) runs and succeeds;
+/// skips (see [`skip`]) saying `missing` when it does not.
+pub fn runs_or_skip(probe: &mut Command, missing: &str) -> bool {
+    let ok = probe.status().is_ok_and(|s| s.success());
+    if !ok {
+        skip(missing);
+    }
+    ok
+}
+
+/// Whether `tool -version` runs (Debian's `ffmpeg`, `ffprobe`); skips (see [`skip`]) when
+/// it does not.
+#[allow(dead_code)]
+pub fn have(tool: &str) -> bool {
+    let mut probe = Command::new(tool);
+    probe
+        .arg("-version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    runs_or_skip(
+        &mut probe,
+        &format!("{tool} not found: apt-get install ffmpeg"),
+    )
+}
+
+/// FFmpeg input arguments: a one-second 440 Hz tone at 48 kHz.
+#[allow(dead_code)]
+pub const TONE_1S_48K: [&str; 6] = [
+    "-f",
+    "lavfi",
+    "-i",
+    "sine=frequency=440:sample_rate=48000",
+    "-t",
+    "1",
+];
+
+/// Asserts that `samples` (48 kHz) cross zero 880 times a second, as a 440 Hz tone does;
+/// the crossings a second.
+#[allow(dead_code)]
+pub fn assert_440_hz_crossings<T: PartialOrd + Default>(what: &str, samples: &[T]) -> f64 {
+    let zero = T::default();
+    let crossings = samples
+        .windows(2)
+        .filter(|w| (w[0] < zero) != (w[1] < zero))
+        .count() as f64
+        / (samples.len() as f64 / 48_000.0);
+    assert!(
+        (crossings - 880.0).abs() < 10.0,
+        "{what}: {crossings} zero crossings/s"
+    );
+    crossings
 }
