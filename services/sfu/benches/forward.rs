@@ -23,7 +23,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use criterion::{criterion_group, BenchmarkId, Criterion, Throughput};
 use skylark_loadgen::source::{VideoConfig, VideoSource};
 use skylark_sfu::core::forward::h264_is_keyframe;
 use skylark_sfu::core::{Core, CoreConfig, IdSeed, Output, WallClock};
@@ -656,5 +656,53 @@ fn route_unknown(c: &mut Criterion) {
     assert!(c.datagrams_unmatched > 0 && c.datagrams_unmatched == c.datagrams_in);
 }
 
+/// A fixed workload for an instruction count (`benches/callgrind.py`): `frames` frames of
+/// a 600 kbit/s stream forwarded through the core to `subs` subscribers, ICE/DTLS kept
+/// alive as in the criterion run. Prints the RTP/RTCP datagrams the core sent. The same
+/// inputs give the same work, so two runs of different lengths under callgrind give
+/// the instructions per forwarded packet without the setup's.
+fn fixed_workload(subs: usize, frames: u64) {
+    let gop = gop(600);
+    let mut net = Net::new(subs);
+    let mut out = 0u64;
+    for n in 0..frames {
+        let wire = net.publish_frame(n, &gop[(n % 60) as usize]);
+        for (src, d) in &wire {
+            net.core.handle_datagram(net.now, *src, d);
+        }
+        for _ in 0..16 {
+            net.core.handle_timeout(net.now);
+            let mut any = false;
+            while let Some(o) = net.core.poll_output() {
+                if let Output::Transmit { contents, .. } = &o {
+                    out += u64::from(is_rtp(contents));
+                    any = true;
+                }
+            }
+            if !any {
+                break;
+            }
+        }
+        net.now += FRAME;
+        if (n + 1).is_multiple_of(15) {
+            net.pump(false);
+        }
+    }
+    println!("{{\"subscribers\":{subs},\"frames\":{frames},\"rtp_out\":{out}}}");
+}
+
 criterion_group!(benches, keyframe, core_forward, str0m_send, route_unknown);
-criterion_main!(benches);
+
+fn main() {
+    // `SKYLARK_FORWARD_COUNT=SUBS,FRAMES`: the fixed workload alone, no criterion.
+    if let Ok(spec) = std::env::var("SKYLARK_FORWARD_COUNT") {
+        let (subs, frames) = spec
+            .split_once(',')
+            .and_then(|(s, f)| Some((s.parse().ok()?, f.parse().ok()?)))
+            .expect("SKYLARK_FORWARD_COUNT=SUBSCRIBERS,FRAMES");
+        fixed_workload(subs, frames);
+        return;
+    }
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+}

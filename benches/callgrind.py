@@ -1,0 +1,79 @@
+#!/usr/bin/env python3
+"""Instructions per forwarded packet of the SFU core, counted by callgrind.
+
+Wall time on a shared 2-core machine is noise; an instruction count is not. The
+criterion bench binary `forward` has a fixed workload (SKYLARK_FORWARD_COUNT): a
+publisher's 600 kbit/s stream forwarded through one core to N subscribers, real str0m
+peers on both ends, simulated time (the subscribers' side of forwarded media is not
+run). Each subscriber count runs twice under callgrind, for F and 2F frames: the
+difference takes out the setup (handshakes). What is left still holds the simulated
+publisher's own sending, once per frame; the second difference against the smallest
+subscriber count takes that out too, leaving the core's cost of one forwarded packet
+("marginal"). Figures only: nothing here passes or fails.
+
+    apt-get install valgrind
+    cargo bench -p skylark-sfu --bench forward --no-run     # prints the binary's path
+    benches/callgrind.py --bin target/release/deps/forward-HASH --subs 1,10,50 --frames 150
+"""
+
+import argparse
+import glob
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+
+
+def run(binary, subs, frames):
+    with tempfile.TemporaryDirectory() as d:
+        out = os.path.join(d, "cg.out")
+        env = dict(os.environ, SKYLARK_FORWARD_COUNT=f"{subs},{frames}")
+        p = subprocess.run(
+            ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", binary],
+            env=env, capture_output=True, text=True, check=True)
+        report = json.loads(p.stdout.strip().splitlines()[-1])
+        with open(out) as f:
+            total = next(int(m.group(1)) for line in f
+                         if (m := re.match(r"(?:summary|totals):\s+(\d+)", line)))
+        report["instructions"] = total
+        return report
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--bin", help="the `forward` bench binary (default: newest in target)")
+    ap.add_argument("--subs", default="1,10,50")
+    ap.add_argument("--frames", type=int, default=150)
+    a = ap.parse_args()
+    binary = a.bin
+    if not binary:
+        target = os.environ.get("CARGO_TARGET_DIR", "target")
+        found = [b for b in glob.glob(f"{target}/release/deps/forward-*") if os.access(b, os.X_OK)
+                 and not b.endswith(".d")]
+        if not found:
+            sys.exit("no bench binary: cargo bench -p skylark-sfu --bench forward --no-run")
+        binary = max(found, key=os.path.getmtime)
+    base = None
+    for subs in [int(s) for s in a.subs.split(",")]:
+        short = run(binary, subs, a.frames)
+        long = run(binary, subs, 2 * a.frames)
+        packets = long["rtp_out"] - short["rtp_out"]
+        ins = long["instructions"] - short["instructions"]
+        row = {
+            "subscribers": subs,
+            "frames": [a.frames, 2 * a.frames],
+            "packets_forwarded": packets,
+            "instructions_per_packet": round(ins / max(packets, 1)),
+        }
+        if base is None:
+            base = (packets, ins)
+        elif packets > base[0]:
+            row["marginal_instructions_per_packet"] = round((ins - base[1]) / (packets - base[0]))
+        row["binary"] = os.path.basename(binary)
+        print(json.dumps(row), flush=True)
+
+
+if __name__ == "__main__":
+    main()
