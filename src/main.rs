@@ -136,6 +136,12 @@ struct Config {
     #[arg(long, env = "SKYLARK_SFU_WORKERS", default_value_t = 0,
           value_parser = clap::value_parser!(u16).range(0..=64))]
     sfu_workers: u16,
+    /// Busy share of its time (0.1–1) past which an SFU worker takes no new viewer; with
+    /// every worker past it the node reports itself overloaded and placement sends
+    /// viewers to other nodes.
+    #[arg(long, env = "SKYLARK_SFU_OVERLOAD_AT", default_value_t = skylark_sfu::DEFAULT_OVERLOAD_AT,
+          value_parser = overload_share)]
+    sfu_overload_at: f64,
     /// Downstream relay links (edges pulling a room) one SFU node feeds at most.
     #[arg(long, env = "SKYLARK_SFU_MAX_RELAYS", default_value_t = 8)]
     max_relays: u32,
@@ -485,6 +491,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             0 => skylark_sfu::default_workers(),
             n => usize::from(n),
         },
+        overload_at: config.sfu_overload_at,
     };
     let packager = |api_grpc_url: String| -> anyhow::Result<_> {
         Ok(skylark_packager::Config {
@@ -588,6 +595,15 @@ fn main() -> std::process::ExitCode {
             eprintln!("skylark: {e:#}");
             std::process::ExitCode::FAILURE
         }
+    }
+}
+
+fn overload_share(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if (0.1..=1.0).contains(&v) => Ok(v),
+        _ => Err(format!(
+            "{s:?}: a share of the time between 0.1 and 1, e.g. 0.9"
+        )),
     }
 }
 

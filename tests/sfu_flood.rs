@@ -30,7 +30,7 @@ fn sfu_udp(sk: &Skylark) -> SocketAddr {
     let logs = sk.logs();
     let raw = logs
         .lines()
-        .find(|l| l.contains("SFU media socket bound"))
+        .find(|l| l.contains("SFU media sockets bound"))
         .unwrap_or_else(|| panic!("no SFU bind line in the log:\n{logs}"));
     let mut line = String::new();
     let mut chars = raw.chars();

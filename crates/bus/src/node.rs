@@ -45,6 +45,9 @@ pub struct NodeLoad {
     pub origins: u32,
     /// Media leaving the node, bits per second.
     pub egress_bps: u64,
+    /// Its CPU is spent (an SFU's workers past their busy threshold): it takes no new
+    /// viewers, which placement sends to other nodes (edges) instead.
+    pub overloaded: bool,
 }
 
 /// What a node has room for; 0 means unlimited.
@@ -127,10 +130,12 @@ impl NodeInfo {
     }
 
     /// Whether one more session fits while keeping `reserve` sessions free (for
-    /// publishers: viewers must never lock a publisher out).
+    /// publishers: viewers must never lock a publisher out), and the node is not
+    /// overloaded (viewers only: a publisher is one session, a room's audience many).
     pub fn has_session_room_keeping(&self, reserve: u32) -> bool {
-        self.capacity.sessions == 0
-            || self.load.sessions.saturating_add(reserve) < self.capacity.sessions
+        !self.load.overloaded
+            && (self.capacity.sessions == 0
+                || self.load.sessions.saturating_add(reserve) < self.capacity.sessions)
     }
 
     /// Whether the node can feed one more downstream relay link, counting at least

@@ -51,6 +51,9 @@ fn status(e: SessionError) -> Status {
             Status::invalid_argument(format!("bad ICE candidate: {m}"))
         }
         SessionError::AtCapacity => Status::resource_exhausted("SFU node at capacity"),
+        SessionError::Overloaded => {
+            Status::resource_exhausted("SFU node overloaded: its workers are busy")
+        }
         SessionError::Draining => Status::unavailable("SFU node draining: retry"),
         SessionError::Stopped => Status::unavailable("SFU worker stopped: retry"),
         SessionError::PublishedHere => Status::failed_precondition(e.to_string()),

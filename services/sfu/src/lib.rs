@@ -62,7 +62,14 @@ pub struct Config {
     /// Worker tasks, each with its own core and socket on the one UDP port (1 to
     /// [`MAX_WORKERS`]); see `workers`.
     pub workers: usize,
+    /// Busy share (0–1] of its time past which a worker takes no new viewer, and with
+    /// every worker past it the node reports itself overloaded ([`DEFAULT_OVERLOAD_AT`]).
+    pub overload_at: f64,
 }
+
+/// Default of [`Config::overload_at`]: past 90 % busy, a worker's input starts queueing
+/// in the socket and every session it serves waits.
+pub const DEFAULT_OVERLOAD_AT: f64 = 0.9;
 
 /// Default of [`Config::workers`]: one per core the process may use.
 pub fn default_workers() -> usize {
@@ -93,6 +100,7 @@ impl Config {
             edge_idle: DEFAULT_EDGE_IDLE,
             api_grpc_url: None,
             workers: 1,
+            overload_at: DEFAULT_OVERLOAD_AT,
         }
     }
 }
@@ -190,6 +198,7 @@ pub async fn start(
         handles,
         node_id.clone(),
         config.max_sessions,
+        config.overload_at,
         config.edge_idle,
         shutdown.clone(),
     );
@@ -325,6 +334,8 @@ async fn placement_loop(
     // Per live room: a task forwarding `end_publish` from the room channel.
     let mut live: HashMap<String, tokio::task::JoinHandle<()>> = HashMap::new();
     let mut viewers: HashMap<String, u64> = HashMap::new();
+    // Rooms whose count fell to zero while the bus was unreachable: cleared on renewal.
+    let mut uncleared: HashSet<String> = HashSet::new();
     // Per room, its viewers on each worker that has some.
     let mut by_worker: HashMap<String, HashMap<u8, usize>> = HashMap::new();
     // Rooms recorded as relayed by this node at the last renewal.
@@ -340,6 +351,7 @@ async fn placement_loop(
                     node.load.subscribers = stats.subscribers;
                     node.load.relays_out = stats.relays_out;
                     node.load.origins = live.len() as u32;
+                    node.load.overloaded = worker.overloaded();
                     let now = tokio::time::Instant::now();
                     if let Some((then, bytes)) = last_bytes_out {
                         let secs = now.duration_since(then).as_secs_f64().max(0.001);
@@ -389,6 +401,13 @@ async fn placement_loop(
                 for (room, count) in &viewers {
                     let _ = placement::set_viewers(&bus, room, &node.id, *count).await;
                 }
+                // The room's count map lives as long as any node renews it, so a zero
+                // that could not be written (the bus was unreachable) is written now.
+                for room in std::mem::take(&mut uncleared) {
+                    if placement::set_viewers(&bus, &room, &node.id, 0).await.is_err() {
+                        uncleared.insert(room);
+                    }
+                }
             }
             Some((w, ev)) = events.recv() => match ev {
                 CoreEvent::RoomLive { room } => {
@@ -415,7 +434,12 @@ async fn placement_loop(
                     edges.viewers(&room, count);
                     let count = count as u64;
                     if count == 0 { viewers.remove(&room); } else { viewers.insert(room.clone(), count); }
-                    let _ = placement::set_viewers(&bus, &room, &node.id, count).await;
+                    let set = placement::set_viewers(&bus, &room, &node.id, count).await;
+                    if count == 0 && set.is_err() {
+                        uncleared.insert(room.clone());
+                    } else {
+                        uncleared.remove(&room);
+                    }
                     let is_live = live.contains_key(&room) || edges.contains(&room);
                     announce(&bus, &room, is_live).await;
                 }

@@ -11,7 +11,7 @@ use skylark_proto::sfu::v1 as pb;
 use std::collections::HashMap;
 use std::collections::HashSet;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::net::UdpSocket;
@@ -34,6 +34,9 @@ pub const STEER_QUEUE: usize = 4096;
 pub const SIBLING: &str = "worker";
 /// Relay consumer labels that are links of the node, for metrics.
 pub const RELAY_CONSUMERS: [&str; 3] = ["edge", "packager", "other"];
+
+/// How often a worker publishes how busy it is.
+const LOAD_WINDOW: Duration = Duration::from_millis(500);
 
 /// A datagram another worker received for a session of this one.
 pub struct Steered {
@@ -125,6 +128,73 @@ pub struct Handle {
     tx: mpsc::Sender<Command>,
     /// Its WebRTC sessions, kept by the worker after every change of them.
     load: Arc<AtomicUsize>,
+    meter: Arc<Meter>,
+}
+
+/// How hard a worker works, published every [`LOAD_WINDOW`].
+#[derive(Default)]
+pub struct Meter {
+    /// Time spent handling input rather than waiting for it, ‰ (smoothed).
+    busy_permille: AtomicU32,
+    /// Longest delay of a due timeout behind its deadline in the last window, µs.
+    lag_us: AtomicU64,
+}
+
+impl Meter {
+    /// Share of its time the worker spends working (0–1): near 1, input queues up
+    /// in the socket and every session's latency grows.
+    pub fn busy(&self) -> f64 {
+        f64::from(self.busy_permille.load(Ordering::Relaxed)) / 1000.0
+    }
+
+    /// How late the worker ran its last window's timers (its loop lag).
+    pub fn lag(&self) -> Duration {
+        Duration::from_micros(self.lag_us.load(Ordering::Relaxed))
+    }
+}
+
+/// The worker loop's side of its [`Meter`].
+struct Metering {
+    meter: Arc<Meter>,
+    since: Instant,
+    busy: Duration,
+    lag: Duration,
+    smoothed: f64,
+}
+
+impl Metering {
+    fn new(meter: Arc<Meter>) -> Self {
+        Self {
+            meter,
+            since: Instant::now(),
+            busy: Duration::ZERO,
+            lag: Duration::ZERO,
+            smoothed: 0.0,
+        }
+    }
+
+    /// One loop turn: woke at `woke`, ran its due timers `lag` late.
+    fn turn(&mut self, woke: Instant, lag: Duration) {
+        let now = Instant::now();
+        self.busy += now.saturating_duration_since(woke);
+        self.lag = self.lag.max(lag);
+        let window = now.saturating_duration_since(self.since);
+        if window < LOAD_WINDOW {
+            return;
+        }
+        let ratio = (self.busy.as_secs_f64() / window.as_secs_f64()).min(1.0);
+        // Half the last window, half before: one burst does not flip admission.
+        self.smoothed = (self.smoothed + ratio) / 2.0;
+        self.meter
+            .busy_permille
+            .store((self.smoothed * 1000.0) as u32, Ordering::Relaxed);
+        self.meter
+            .lag_us
+            .store(self.lag.as_micros() as u64, Ordering::Relaxed);
+        self.since = now;
+        self.busy = Duration::ZERO;
+        self.lag = Duration::ZERO;
+    }
 }
 
 /// One worker's figures, summed over workers for the node's `Stats` and `/metrics`.
@@ -175,6 +245,27 @@ impl Handle {
     /// Its WebRTC sessions now.
     pub fn load(&self) -> usize {
         self.load.load(Ordering::Relaxed)
+    }
+
+    pub fn meter(&self) -> &Meter {
+        &self.meter
+    }
+
+    /// A handle whose commands go to the returned queue (no worker), with its meter
+    /// reading `busy`: for tests of what the node decides.
+    #[cfg(test)]
+    pub(crate) fn detached(busy: f64) -> (Handle, mpsc::Receiver<Command>) {
+        let (tx, rx) = mpsc::channel(16);
+        let meter = Meter::default();
+        meter
+            .busy_permille
+            .store((busy * 1000.0) as u32, Ordering::Relaxed);
+        let handle = Handle {
+            tx,
+            load: Arc::default(),
+            meter: Arc::new(meter),
+        };
+        (handle, rx)
     }
 
     async fn ask<T>(&self, make: impl FnOnce(Reply<T>) -> Command) -> Result<T, SessionError> {
@@ -305,9 +396,11 @@ pub fn spawn(s: Spawn) -> (Handle, tokio::task::JoinHandle<anyhow::Result<()>>) 
     grow_recv_buffer(&s.socket);
     let (tx, rx) = mpsc::channel(1024);
     let load = Arc::new(AtomicUsize::new(0));
+    let meter = Arc::new(Meter::default());
     let handle = Handle {
         tx,
         load: load.clone(),
+        meter: meter.clone(),
     };
     let Spawn {
         socket,
@@ -319,7 +412,7 @@ pub fn spawn(s: Spawn) -> (Handle, tokio::task::JoinHandle<anyhow::Result<()>>) 
         shutdown,
     } = s;
     let lp = Loop::new(socket, core, index, events, siblings, load);
-    let task = tokio::spawn(run(lp, rx, steered, shutdown));
+    let task = tokio::spawn(run(lp, rx, steered, Metering::new(meter), shutdown));
     (handle, task)
 }
 
@@ -375,14 +468,14 @@ async fn run(
     mut lp: Loop,
     mut rx: mpsc::Receiver<Command>,
     mut steered: mpsc::Receiver<Steered>,
+    mut metering: Metering,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let mut buf = vec![0u8; RECV_BUF];
     loop {
         let now = Instant::now();
-        let deadline = lp
-            .core
-            .next_timeout()
+        let due = lp.core.next_timeout();
+        let deadline = due
             .unwrap_or(now + Duration::from_millis(100))
             .min(now + Duration::from_millis(100));
         tokio::select! {
@@ -428,8 +521,14 @@ async fn run(
             }
             _ = tokio::time::sleep_until(deadline.into()) => {}
         }
-        lp.core.handle_timeout(Instant::now());
+        let woke = Instant::now();
+        let at = Instant::now();
+        lp.core.handle_timeout(at);
         lp.flush();
+        metering.turn(
+            woke,
+            due.map_or(Duration::ZERO, |d| at.saturating_duration_since(d)),
+        );
     }
     tracing::info!(worker = lp.index, "SFU worker stopped");
     Ok(())

@@ -22,6 +22,8 @@ pub struct Workers {
     all: Arc<[Handle]>,
     node_id: Arc<str>,
     max_sessions: usize,
+    /// Busy share (0–1) past which a worker takes no new viewer.
+    overload_at: f64,
     /// Sessions being created: counted with the workers' loads at admission.
     in_flight: Arc<Mutex<usize>>,
     spreads: Spreads,
@@ -45,6 +47,7 @@ impl Workers {
         all: Vec<Handle>,
         node_id: String,
         max_sessions: usize,
+        overload_at: f64,
         idle: Duration,
         shutdown: CancellationToken,
     ) -> Self {
@@ -54,6 +57,7 @@ impl Workers {
             all,
             node_id: node_id.into(),
             max_sessions,
+            overload_at,
             in_flight: Arc::default(),
         }
     }
@@ -100,12 +104,15 @@ impl Workers {
     ) -> Result<(String, String), SessionError> {
         let _r = self.reserve(Role::Subscriber)?;
         let home = home_index(&room, self.all.len());
+        // Only workers with CPU to spare: the viewers they serve keep their latency,
+        // the newcomer goes to another node.
         let (w, _) = self
             .all
             .iter()
             .enumerate()
+            .filter(|(_, h)| h.meter().busy() < self.overload_at)
             .min_by_key(|(i, h)| (h.load(), *i != home))
-            .ok_or(SessionError::Stopped)?;
+            .ok_or(SessionError::Overloaded)?;
         if w != home {
             self.spreads.ensure(w, &room);
         }
@@ -185,6 +192,13 @@ impl Workers {
         }
     }
 
+    /// Every worker is past the busy threshold: the node takes no new viewer.
+    pub fn overloaded(&self) -> bool {
+        self.all
+            .iter()
+            .all(|h| h.meter().busy() >= self.overload_at)
+    }
+
     /// A worker's viewer count of a room changed (its sibling pull stops when idle).
     pub fn viewers(&self, worker: u8, room: &str, count: usize) {
         self.spreads.viewers(usize::from(worker), room, count);
@@ -231,6 +245,15 @@ impl Workers {
             };
             let t = NodeTotals::of(snaps);
             export(&t, last.as_ref(), self.spreads.len());
+            for (i, h) in self.all.iter().enumerate() {
+                let worker = i.to_string();
+                let m = h.meter();
+                metrics::gauge!("skylark_sfu_worker_busy_ratio", "worker" => worker.clone())
+                    .set(m.busy());
+                metrics::gauge!("skylark_sfu_worker_lag_seconds", "worker" => worker)
+                    .set(m.lag().as_secs_f64());
+            }
+            metrics::gauge!("skylark_sfu_overloaded").set(f64::from(u8::from(self.overloaded())));
             last = Some((Instant::now(), t.counters));
         }
     }
@@ -345,6 +368,58 @@ pub type TaggedEvents = mpsc::UnboundedReceiver<(u8, crate::core::CoreEvent)>;
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn node(busy: [f64; 2]) -> (Workers, Vec<mpsc::Receiver<Command>>) {
+        let (handles, queues): (Vec<_>, Vec<_>) = busy.into_iter().map(Handle::detached).unzip();
+        let w = Workers::new(
+            handles,
+            "n".into(),
+            100,
+            0.9,
+            Duration::from_secs(1),
+            CancellationToken::new(),
+        );
+        (w, queues)
+    }
+
+    /// Answers the first Subscribe on `q` and says it came.
+    async fn answer(q: &mut mpsc::Receiver<Command>) -> bool {
+        match q.recv().await {
+            Some(Command::Subscribe { reply, .. }) => {
+                let _ = reply.send(Ok(("s".into(), "sdp".into())));
+                true
+            }
+            _ => false,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_busy_worker_takes_no_viewer_and_a_busy_node_refuses_them() {
+        // Worker 1 has CPU to spare: the viewer goes there whatever the room's home.
+        let (w, mut q) = node([0.95, 0.4]);
+        assert!(!w.overloaded());
+        let join = tokio::spawn({
+            let w = w.clone();
+            async move { w.subscribe("room".into(), "offer".into()).await }
+        });
+        assert!(answer(&mut q[1]).await, "the idle worker got the viewer");
+        assert!(join.await.unwrap().is_ok());
+        // (The busy one may be the room's home: then it feeds the other in-process.)
+        while let Ok(cmd) = q[0].try_recv() {
+            assert!(
+                !matches!(cmd, Command::Subscribe { .. }),
+                "the busy one got no viewer"
+            );
+        }
+
+        // Every worker past the threshold: refused at once, and the node says so.
+        let (w, _q) = node([0.95, 0.91]);
+        assert!(w.overloaded());
+        assert_eq!(
+            w.subscribe("room".into(), "offer".into()).await,
+            Err(SessionError::Overloaded)
+        );
+    }
 
     #[test]
     fn a_room_has_one_home_whatever_the_process() {

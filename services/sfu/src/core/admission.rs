@@ -22,6 +22,10 @@ pub enum SessionError {
     BadCandidate(String),
     #[error("node at capacity: try another node")]
     AtCapacity,
+    /// Every worker is past its busy threshold: another viewer would cost the ones
+    /// it serves their latency.
+    #[error("node overloaded (its CPU is spent): try another node")]
+    Overloaded,
     #[error("node draining (shutting down): retry and another node takes the session")]
     Draining,
     /// The node's worker has stopped (the node is shutting down or failed).

@@ -7,9 +7,30 @@ use super::fanout::{track_id, InFrame};
 use super::keyframe::Want;
 use super::peer::{PeerRole, PublisherTrack};
 use super::{CloseReason, Core, Output};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use str0m::media::{MediaData, MediaKind};
-use str0m::{Event, IceConnectionState, Output as RtcOutput};
+use str0m::{Event, IceConnectionState, Output as RtcOutput, Rtc};
+
+/// How long a subscriber's sent packets stay resendable. A NACK for an older packet
+/// comes too late for a stream watched a fraction of a second behind live (its frame
+/// was played or skipped), so it is not answered; and the cache, most of a subscriber's
+/// memory, holds a second instead of str0m's three.
+pub const RTX_CACHE_AGE: Duration = Duration::from_secs(1);
+/// Packets of one subscriber stream kept for resends (a second of 4 Mbit/s video).
+pub const RTX_CACHE_PACKETS: usize = 512;
+/// Share of a subscriber's sending that may be resends; past it, str0m drops queued
+/// resends, so a viewer on a bad link can't make the node spend its CPU resending.
+pub const RTX_RATIO_CAP: f32 = 0.15;
+
+/// Bounds the resends of a subscriber's send streams (see [`RTX_CACHE_AGE`]).
+fn bound_resends(rtc: &mut Rtc, mids: impl IntoIterator<Item = str0m::media::Mid>) {
+    let mut api = rtc.direct_api();
+    for mid in mids {
+        if let Some(tx) = api.stream_tx_by_mid(mid, None) {
+            tx.set_rtx_cache(RTX_CACHE_PACKETS, RTX_CACHE_AGE, Some(RTX_RATIO_CAP));
+        }
+    }
+}
 
 impl Core {
     /// Polls a peer until it has nothing more to say, routing what it produced.
@@ -42,8 +63,10 @@ impl Core {
                         Event::Connected => {
                             p.connected = true;
                             tracing::debug!(session = %p.session, "connected");
-                            if matches!(p.role, PeerRole::Subscriber(_)) {
+                            if let PeerRole::Subscriber(st) = &p.role {
                                 want_keyframe = Some(Want::All);
+                                let mids = [st.video_mid, st.audio_mid];
+                                bound_resends(&mut p.rtc, mids.into_iter().flatten());
                             }
                         }
                         Event::IceConnectionStateChange(IceConnectionState::Disconnected) => {

@@ -129,9 +129,10 @@ pub fn plan_view(
     let tree: HashSet<&str> = std::iter::once(origin)
         .chain(relays.iter().map(|r| r.node.as_str()))
         .collect();
+    // An overloaded node takes no viewer, so it starts no new edge either.
     let mut fresh: Vec<&NodeInfo> = nodes
         .iter()
-        .filter(|n| !tree.contains(n.id.as_str()))
+        .filter(|n| !tree.contains(n.id.as_str()) && !n.load.overloaded)
         .collect();
     match parent {
         Some((depth, parent)) => {
@@ -210,6 +211,19 @@ mod tests {
                 ("b".into(), "edge", Some("o".into())),
             ]
         );
+    }
+
+    #[test]
+    fn an_overloaded_node_takes_no_viewer_and_starts_no_edge() {
+        // The origin has sessions to spare but no CPU: its viewers go to an edge under it,
+        // never to an overloaded node.
+        let mut o = sfu("o", 3, 20);
+        o.load.overloaded = true;
+        let mut busy = sfu("busy", 0, 20);
+        busy.load.overloaded = true;
+        let nodes = [o, busy, sfu("a", 5, 20)];
+        let plan = plan_view("o", &[], &nodes, &LeastLoaded).unwrap();
+        assert_eq!(ids(&plan), [("a".into(), "edge", Some("o".into()))]);
     }
 
     #[test]
