@@ -17,6 +17,12 @@ Figures only: nothing here passes or fails.
     benches/fanout.py fanout --kbps 600 --viewers 50,100,200 --duration 20
     benches/fanout.py storm --viewers 1000 --ramp 100 --duration 20
     benches/fanout.py memory --viewers 0,100,200,400 --duration 15
+    # N SFU workers (SKYLARK_SFU_WORKERS) on the cores of --server-cpus, and the raw UDP
+    # ceiling of one core measured in the same run (ratio = forwarded pps per busy core
+    # over it):
+    cargo bench --target-dir /work/target-bench -p skylark-loadgen --bench udp_ceiling --no-run
+    benches/fanout.py fanout --workers 2 --server-cpus 0,1 --gen-cpus 0,1 \
+        --ceiling /work/target-bench/release/deps/udp_ceiling-HASH --viewers 200,400
 """
 
 import argparse
@@ -100,7 +106,7 @@ def metrics(internal):
 
 
 class Server:
-    def __init__(self, cpus):
+    def __init__(self, cpus, workers=None):
         self.dir = tempfile.mkdtemp(prefix="skylark-bench-")
         port = free_port()
         self.base = f"http://127.0.0.1:{port}"
@@ -119,6 +125,8 @@ class Server:
             SKYLARK_AUTH_RATE_BURST="1000",
             RUST_LOG="warn",
         )
+        if workers:
+            env["SKYLARK_SFU_WORKERS"] = str(workers)
         log = open(f"{self.dir}/server.log", "w")
         cmd = NICE + (["taskset", "-c", cpus, BIN] if cpus else [BIN])
         self.proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=log)
@@ -147,8 +155,8 @@ class Server:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
-def run(viewers, kbps, duration, ramp, server_cpus, gen_cpus, settle, profile=None):
-    sk = Server(server_cpus)
+def run(viewers, kbps, duration, ramp, server_cpus, gen_cpus, settle, profile=None, workers=None):
+    sk = Server(server_cpus, workers)
     try:
         room, key = sk.room()
         cmd = NICE + (["taskset", "-c", gen_cpus] if gen_cpus else [])
@@ -217,6 +225,11 @@ def run(viewers, kbps, duration, ramp, server_cpus, gen_cpus, settle, profile=No
                 generator_cpu_pct=round((gb - ga) / dt * 100, 1),
                 server_rss_kib=rb,
             )
+            pps, cpu = res["sfu_rtp_pps"], (sb - sa) / dt
+            if pps and cpu:
+                # What one fully busy core forwards, and what one packet costs it.
+                res["sfu_rtp_pps_per_busy_core"] = round(pps / cpu)
+                res["server_cpu_us_per_packet"] = round(cpu / pps * 1e6, 2)
             # Whole-core view: softirq (loopback delivery) isn't charged to a process,
             # and other programs on the machine show up here too.
             for cpu in sorted(cb):
@@ -231,6 +244,13 @@ def run(viewers, kbps, duration, ramp, server_cpus, gen_cpus, settle, profile=No
         sk.stop()
 
 
+def raw_ceiling(binary, cpu):
+    """Datagrams per second one core sends and drains on loopback (`udp_ceiling loop`)."""
+    out = subprocess.run(NICE + ["taskset", "-c", cpu, binary, "loop", "3"],
+                         capture_output=True, text=True, check=True).stdout
+    return round(json.loads(out.strip().splitlines()[-1])["pps"])
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("mode", choices=["fanout", "storm", "memory"])
@@ -242,12 +262,22 @@ def main():
     ap.add_argument("--server-cpus", default="0")
     ap.add_argument("--gen-cpus", default="1")
     ap.add_argument("--profile", help="perf.data path: profile the server in the steady window")
+    ap.add_argument("--workers", type=int, help="SKYLARK_SFU_WORKERS of the server")
+    ap.add_argument("--ceiling", help="udp_ceiling bench binary: measure one core's raw UDP "
+                    "ceiling first and report the forwarded pps per busy core against it")
     ap.add_argument("--stop-on-limit", action="store_true",
                     help="fanout: stop once loss > 1 %% or latency p99 > 100 ms")
     a = ap.parse_args()
+    ceiling = raw_ceiling(a.ceiling, a.server_cpus.split(",")[0]) if a.ceiling else None
     for n in [int(v) for v in a.viewers.split(",")]:
-        res = run(n, a.kbps, a.duration, a.ramp, a.server_cpus, a.gen_cpus, a.settle, a.profile)
+        res = run(n, a.kbps, a.duration, a.ramp, a.server_cpus, a.gen_cpus, a.settle, a.profile,
+                  a.workers)
         res["mode"] = a.mode
+        res["workers"] = a.workers or "default"
+        if ceiling:
+            res["raw_ceiling_pps"] = ceiling
+            if res.get("sfu_rtp_pps_per_busy_core"):
+                res["pct_of_ceiling"] = round(res["sfu_rtp_pps_per_busy_core"] * 100 / ceiling, 1)
         print(json.dumps(res), flush=True)
         lat = (res.get("latency_ms") or {}).get("p99", 0)
         if a.stop_on_limit and (res.get("loss_pct", 100) > 1 or lat > 100 or "error" in res):

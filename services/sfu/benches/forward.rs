@@ -240,6 +240,32 @@ impl Net {
         }
     }
 
+    /// The core takes the publisher's datagrams of one frame and forwards them: the RTP
+    /// and RTCP datagrams it sent.
+    fn forward(&mut self, wire: &[(SocketAddr, Vec<u8>)]) -> u64 {
+        for (src, d) in wire {
+            self.core.handle_datagram(self.now, *src, d);
+        }
+        // The worker runs the due timeouts after every receive batch; that is when
+        // str0m's pacer releases the subscribers' packets.
+        let mut out = 0u64;
+        for _ in 0..16 {
+            self.core.handle_timeout(self.now);
+            let mut any = false;
+            while let Some(o) = self.core.poll_output() {
+                if let Output::Transmit { contents, .. } = &o {
+                    out += u64::from(is_rtp(contents));
+                    any = true;
+                }
+                black_box(o);
+            }
+            if !any {
+                break;
+            }
+        }
+        out
+    }
+
     /// The publisher's datagrams for one video frame (encrypted, not yet delivered).
     fn publish_frame(&mut self, n: u64, frame: &[u8]) -> Vec<(SocketAddr, Vec<u8>)> {
         let vmid = self.publisher.video;
@@ -300,26 +326,7 @@ fn core_forward(c: &mut Criterion) {
                         let wire = net.publish_frame(n, &frames[(n % 60) as usize]);
                         n += 1;
                         let t0 = Instant::now();
-                        for (src, d) in &wire {
-                            net.core.handle_datagram(net.now, *src, d);
-                        }
-                        // The worker runs the due timeouts after every receive batch;
-                        // that is when str0m's pacer releases the subscribers' packets.
-                        let mut out = 0u64;
-                        for _ in 0..16 {
-                            net.core.handle_timeout(net.now);
-                            let mut any = false;
-                            while let Some(o) = net.core.poll_output() {
-                                if let Output::Transmit { contents, .. } = &o {
-                                    out += u64::from(is_rtp(contents));
-                                    any = true;
-                                }
-                                black_box(o);
-                            }
-                            if !any {
-                                break;
-                            }
-                        }
+                        let out = net.forward(&wire);
                         spent += t0.elapsed();
                         sent_packets += out;
                         sent_frames += 1;
@@ -667,22 +674,7 @@ fn fixed_workload(subs: usize, frames: u64) {
     let mut out = 0u64;
     for n in 0..frames {
         let wire = net.publish_frame(n, &gop[(n % 60) as usize]);
-        for (src, d) in &wire {
-            net.core.handle_datagram(net.now, *src, d);
-        }
-        for _ in 0..16 {
-            net.core.handle_timeout(net.now);
-            let mut any = false;
-            while let Some(o) = net.core.poll_output() {
-                if let Output::Transmit { contents, .. } = &o {
-                    out += u64::from(is_rtp(contents));
-                    any = true;
-                }
-            }
-            if !any {
-                break;
-            }
-        }
+        out += net.forward(&wire);
         net.now += FRAME;
         if (n + 1).is_multiple_of(15) {
             net.pump(false);

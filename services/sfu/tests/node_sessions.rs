@@ -29,72 +29,22 @@ fn silent_viewer_offer() -> String {
     offer.to_sdp_string()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_session_that_never_connects_is_dropped_with_its_bus_record() {
+/// A node with `config` and one silent viewer's session on it, recorded on the bus as
+/// signaling records it (for PATCH/DELETE through any pod): the node's gRPC client, the
+/// session id, and what keeps the node running.
+async fn node_with_recorded_viewer(
+    config: skylark_sfu::Config,
+) -> (
+    AnyBus,
+    SfuNodeClient<skylark_telemetry::TracedChannel>,
+    String,
+    (skylark_telemetry::ServicePart, CancellationToken),
+) {
     let bus = AnyBus::InProcess(InProcessBus::new());
     let shutdown = CancellationToken::new();
-    let config = skylark_sfu::Config {
-        connect_timeout: Duration::from_secs(1),
-        ..skylark_sfu::Config::loopback("sfu-t", 10)
-    };
     let part = skylark_sfu::start(config, bus.clone(), shutdown.clone())
         .await
         .expect("SFU starts");
-    let url = format!("http://{}", part.grpc_addr.expect("gRPC bound"));
-    let mut sfu = SfuNodeClient::new(skylark_telemetry::traced_channel(&url).unwrap());
-    let answer = sfu
-        .subscribe(pb::SubscribeRequest {
-            room_id: "r".into(),
-            offer_sdp: silent_viewer_offer(),
-            upstream: None,
-        })
-        .await
-        .expect("subscribed")
-        .into_inner();
-    // What signaling records for PATCH/DELETE through any pod.
-    let id = answer.session_id;
-    let record = SessionRecord {
-        sfu_url: url,
-        room: "r".into(),
-        kind: "whep".into(),
-    };
-    placement::record_session(&bus, &id, &record).await.unwrap();
-    let stats = sfu.stats(pb::StatsRequest {}).await.unwrap().into_inner();
-    assert_eq!(stats.subscribers, 1);
-
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while placement::session(&bus, &id).await.unwrap().is_some() {
-        assert!(Instant::now() < deadline, "session record still there");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let stats = sfu.stats(pb::StatsRequest {}).await.unwrap().into_inner();
-    assert_eq!(stats.subscribers, 0, "its slot is free");
-    assert_eq!(
-        sfu.close(pb::CloseRequest { session_id: id })
-            .await
-            .map(|_| ())
-            .map_err(|s| s.code()),
-        Err(tonic::Code::NotFound),
-        "the node forgot the session"
-    );
-    shutdown.cancel();
-    drop(part);
-}
-
-/// A session ended on the node itself (here by `Close` straight to the SFU, as a cut
-/// publish grant or a failed peer ends it) takes its record with it: a late WHIP/WHEP
-/// `DELETE` through any signaling pod answers 404 instead of finding a stale record.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_session_ended_on_the_node_loses_its_bus_record() {
-    let bus = AnyBus::InProcess(InProcessBus::new());
-    let shutdown = CancellationToken::new();
-    let part = skylark_sfu::start(
-        skylark_sfu::Config::loopback("sfu-t", 10),
-        bus.clone(),
-        shutdown.clone(),
-    )
-    .await
-    .expect("SFU starts");
     let url = format!("http://{}", part.grpc_addr.expect("gRPC bound"));
     let mut sfu = SfuNodeClient::new(skylark_telemetry::traced_channel(&url).unwrap());
     let id = sfu
@@ -113,6 +63,44 @@ async fn a_session_ended_on_the_node_loses_its_bus_record() {
         kind: "whep".into(),
     };
     placement::record_session(&bus, &id, &record).await.unwrap();
+    (bus, sfu, id, (part, shutdown))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_that_never_connects_is_dropped_with_its_bus_record() {
+    let config = skylark_sfu::Config {
+        connect_timeout: Duration::from_secs(1),
+        ..skylark_sfu::Config::loopback("sfu-t", 10)
+    };
+    let (bus, mut sfu, id, node) = node_with_recorded_viewer(config).await;
+    let stats = sfu.stats(pb::StatsRequest {}).await.unwrap().into_inner();
+    assert_eq!(stats.subscribers, 1);
+
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while placement::session(&bus, &id).await.unwrap().is_some() {
+        assert!(Instant::now() < deadline, "session record still there");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let stats = sfu.stats(pb::StatsRequest {}).await.unwrap().into_inner();
+    assert_eq!(stats.subscribers, 0, "its slot is free");
+    assert_eq!(
+        sfu.close(pb::CloseRequest { session_id: id })
+            .await
+            .map(|_| ())
+            .map_err(|s| s.code()),
+        Err(tonic::Code::NotFound),
+        "the node forgot the session"
+    );
+    node.1.cancel();
+}
+
+/// A session ended on the node itself (here by `Close` straight to the SFU, as a cut
+/// publish grant or a failed peer ends it) takes its record with it: a late WHIP/WHEP
+/// `DELETE` through any signaling pod answers 404 instead of finding a stale record.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_ended_on_the_node_loses_its_bus_record() {
+    let config = skylark_sfu::Config::loopback("sfu-t", 10);
+    let (bus, mut sfu, id, node) = node_with_recorded_viewer(config).await;
     sfu.close(pb::CloseRequest {
         session_id: id.clone(),
     })
@@ -127,6 +115,5 @@ async fn a_session_ended_on_the_node_loses_its_bus_record() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    shutdown.cancel();
-    drop(part);
+    node.1.cancel();
 }

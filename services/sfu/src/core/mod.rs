@@ -42,8 +42,11 @@
 //!                 Output::Transmit { destination, contents } => {
 //!                     socket.send_to(&contents, destination)?;
 //!                 }
-//!                 // To relay sinks, the bus, an edge pull's parent.
-//!                 Output::Relay { .. } | Output::Event(_) | Output::UpstreamKeyframe { .. } => {}
+//!                 // To relay sinks, the bus, an edge pull's parent, a sibling worker.
+//!                 Output::Relay { .. }
+//!                 | Output::Event(_)
+//!                 | Output::UpstreamKeyframe { .. }
+//!                 | Output::Steer { .. } => {}
 //!             }
 //!         }
 //!         let now = Instant::now();
