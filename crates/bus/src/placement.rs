@@ -35,6 +35,8 @@ pub const LEASE_TTL: Duration = Duration::from_secs(6);
 pub const RENEW_EVERY: Duration = Duration::from_secs(2);
 /// How long a WHIP/WHEP session record outlives its last use.
 pub const SESSION_TTL: Duration = Duration::from_secs(24 * 3600);
+/// How long an ended session's tombstone lasts (see [`SessionRecord::ended`]).
+pub const ENDED_SESSION_TTL: Duration = Duration::from_secs(60);
 
 const P2P_PREFIX: &str = "p2p:";
 
@@ -319,6 +321,11 @@ pub struct SessionRecord {
     pub room: String,
     /// `whip` or `whep`.
     pub kind: String,
+    /// The session has ended: the record is a tombstone for [`ENDED_SESSION_TTL`], so a
+    /// client's late `DELETE` still succeeds (DELETE is idempotent) while nothing else
+    /// reaches the session.
+    #[serde(default)]
+    pub ended: bool,
 }
 
 /// Records session `id`.
@@ -342,7 +349,20 @@ pub async fn session(bus: &impl Bus, id: &str) -> Result<Option<SessionRecord>, 
         .and_then(|v| serde_json::from_str(&v).ok()))
 }
 
-/// Deletes session `id`'s record.
-pub async fn forget_session(bus: &impl Bus, id: &str) -> Result<(), BusError> {
-    bus.del(&keys::session(id)).await
+/// Marks session `id` ended: its record shrinks to a tombstone that expires after
+/// [`ENDED_SESSION_TTL`] instead of the live session's day.
+pub async fn end_session(bus: &impl Bus, id: &str) -> Result<(), BusError> {
+    let Some(mut rec) = session(bus, id).await? else {
+        return Ok(());
+    };
+    if rec.ended {
+        return Ok(());
+    }
+    rec.ended = true;
+    let value = serde_json::to_string(&rec).map_err(|source| BusError::Encode {
+        what: "session record",
+        source,
+    })?;
+    bus.set(&keys::session(id), &value, Some(ENDED_SESSION_TTL))
+        .await
 }

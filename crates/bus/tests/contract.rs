@@ -603,11 +603,18 @@ async fn session_records_round_trip(bus: &impl Bus) {
         sfu_url: "http://10.0.0.5:7001".into(),
         room: "r".into(),
         kind: "whep".into(),
+        ended: false,
     };
     placement::record_session(bus, "abc", &rec).await.unwrap();
-    assert_eq!(placement::session(bus, "abc").await.unwrap(), Some(rec));
-    placement::forget_session(bus, "abc").await.unwrap();
-    assert_eq!(placement::session(bus, "abc").await.unwrap(), None);
+    assert_eq!(
+        placement::session(bus, "abc").await.unwrap(),
+        Some(rec.clone())
+    );
+    placement::end_session(bus, "abc").await.unwrap();
+    let ended = placement::SessionRecord { ended: true, ..rec };
+    assert_eq!(placement::session(bus, "abc").await.unwrap(), Some(ended));
+    placement::end_session(bus, "nosuch").await.unwrap();
+    assert_eq!(placement::session(bus, "nosuch").await.unwrap(), None);
 }
 
 async fn live_rooms_follow_origins(bus: &impl Bus) {

@@ -446,9 +446,10 @@ async fn placement_loop(
                 CoreEvent::SessionClosed { session, reason, .. } => {
                     grants.forget(&session);
                     // Whatever ended it (timeout, failure, replacement, a cut grant), the
-                    // record goes with the session: a late DELETE finds nothing (404).
-                    tracing::debug!(session = %session, ?reason, "session record deleted");
-                    let _ = placement::forget_session(&bus, &session).await;
+                    // record goes with the session, leaving a short tombstone so the
+                    // client's late DELETE still succeeds.
+                    tracing::debug!(session = %session, ?reason, "session record ended");
+                    let _ = placement::end_session(&bus, &session).await;
                 }
             },
         }

@@ -1,6 +1,6 @@
 //! The node's shell around the core's connect timeout: a session whose client never
-//! connects is dropped, its slot freed, and its record on the bus deleted (no client
-//! will DELETE a session it never used). The timeout itself is tested on the core with
+//! connects is dropped, its slot freed, and its record on the bus ended (no client
+//! will DELETE a session it never used; a tombstone is left for a minute). The timeout itself is tested on the core with
 //! simulated time (`core_sim`); here it is 1 s of real time.
 
 use skylark_bus::placement::{self, SessionRecord};
@@ -61,13 +61,30 @@ async fn node_with_recorded_viewer(
         sfu_url: url,
         room: "r".into(),
         kind: "whep".into(),
+        ended: false,
     };
     placement::record_session(&bus, &id, &record).await.unwrap();
     (bus, sfu, id, (part, shutdown))
 }
 
+/// Waits until session `id`'s record is a tombstone, or panics after `within`.
+async fn wait_ended(bus: &AnyBus, id: &str, within: Duration) {
+    let deadline = Instant::now() + within;
+    while !placement::session(bus, id)
+        .await
+        .unwrap()
+        .is_some_and(|r| r.ended)
+    {
+        assert!(
+            Instant::now() < deadline,
+            "session record outlived its session"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_session_that_never_connects_is_dropped_with_its_bus_record() {
+async fn a_session_that_never_connects_is_dropped_and_its_bus_record_ended() {
     let config = skylark_sfu::Config {
         connect_timeout: Duration::from_secs(1),
         ..skylark_sfu::Config::loopback("sfu-t", 10)
@@ -76,11 +93,7 @@ async fn a_session_that_never_connects_is_dropped_with_its_bus_record() {
     let stats = sfu.stats(pb::StatsRequest {}).await.unwrap().into_inner();
     assert_eq!(stats.subscribers, 1);
 
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while placement::session(&bus, &id).await.unwrap().is_some() {
-        assert!(Instant::now() < deadline, "session record still there");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_ended(&bus, &id, Duration::from_secs(15)).await;
     let stats = sfu.stats(pb::StatsRequest {}).await.unwrap().into_inner();
     assert_eq!(stats.subscribers, 0, "its slot is free");
     assert_eq!(
@@ -95,10 +108,10 @@ async fn a_session_that_never_connects_is_dropped_with_its_bus_record() {
 }
 
 /// A session ended on the node itself (here by `Close` straight to the SFU, as a cut
-/// publish grant or a failed peer ends it) takes its record with it: a late WHIP/WHEP
-/// `DELETE` through any signaling pod answers 404 instead of finding a stale record.
+/// publish grant or a failed peer ends it) ends its record: a tombstone for a client's
+/// late DELETE, not the live session's day-long record.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_session_ended_on_the_node_loses_its_bus_record() {
+async fn a_session_ended_on_the_node_ends_its_bus_record() {
     let config = skylark_sfu::Config::loopback("sfu-t", 10);
     let (bus, mut sfu, id, node) = node_with_recorded_viewer(config).await;
     sfu.close(pb::CloseRequest {
@@ -107,13 +120,6 @@ async fn a_session_ended_on_the_node_loses_its_bus_record() {
     .await
     .expect("closed");
 
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while placement::session(&bus, &id).await.unwrap().is_some() {
-        assert!(
-            Instant::now() < deadline,
-            "session record outlived its session"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_ended(&bus, &id, Duration::from_secs(5)).await;
     node.1.cancel();
 }

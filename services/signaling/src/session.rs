@@ -355,20 +355,42 @@ fn relay_source(parent: &NodeInfo, depth: u32) -> sfu::RelaySource {
     }
 }
 
-/// The record of session `id` in `room`, if it exists there.
-pub async fn find(state: &State, room: &str, id: &str) -> Result<SessionRecord, SessionError> {
-    let not_found = || SessionError::Upstream {
+fn session_not_found() -> SessionError {
+    SessionError::Upstream {
         what: "session",
         status: tonic::Status::not_found("no such session: it has ended or never existed"),
-    };
+    }
+}
+
+/// The record of session `id` in `room`, live or just ended.
+async fn lookup(state: &State, room: &str, id: &str) -> Result<SessionRecord, SessionError> {
     if id.is_empty() || id.len() > 64 || !id.chars().all(|c| c.is_ascii_hexdigit()) {
-        return Err(not_found());
+        return Err(session_not_found());
     }
     bus_placement::session(&state.bus, id)
         .await
         .map_err(|e| SessionError::Client(format!("session registry unavailable ({e})")))?
         .filter(|r| r.room == room)
-        .ok_or_else(not_found)
+        .ok_or_else(session_not_found)
+}
+
+/// The record of live session `id` in `room`.
+pub async fn find(state: &State, room: &str, id: &str) -> Result<SessionRecord, SessionError> {
+    let rec = lookup(state, room, id).await?;
+    if rec.ended {
+        return Err(session_not_found());
+    }
+    Ok(rec)
+}
+
+/// A client's `DELETE` of session `id` in `room`: ends it on its SFU. One that ended
+/// a moment ago (the SFU closed it) counts as deleted: DELETE is idempotent.
+pub async fn delete(state: &State, room: &str, id: &str) -> Result<(), SessionError> {
+    let rec = lookup(state, room, id).await?;
+    if rec.ended {
+        return Ok(());
+    }
+    end(state, &rec.sfu_url, id).await
 }
 
 /// Trickles one ICE candidate line (`candidate:…`) to the SFU holding session `id`.
@@ -388,15 +410,15 @@ pub async fn add_candidate(
     Ok(())
 }
 
-/// Ends session `id` on the SFU at `sfu_url` and forgets its record. A session the
-/// node no longer knows (timed out, replaced) counts as ended.
+/// Ends session `id` on the SFU at `sfu_url`; its record becomes a short tombstone. A
+/// session the node no longer knows (timed out, replaced) counts as ended.
 pub async fn end(state: &State, sfu_url: &str, id: &str) -> Result<(), SessionError> {
     let res = sfu_client(state, sfu_url)?
         .close(sfu::CloseRequest {
             session_id: id.to_owned(),
         })
         .await;
-    let _ = bus_placement::forget_session(&state.bus, id).await;
+    let _ = bus_placement::end_session(&state.bus, id).await;
     match res {
         Ok(_) => Ok(()),
         Err(s) if s.code() == tonic::Code::NotFound => Ok(()),
@@ -416,6 +438,7 @@ async fn record(state: &State, started: &Started, room: &str, kind: Kind) {
         sfu_url: started.node.grpc_addr.clone(),
         room: room.to_owned(),
         kind: kind.as_str().to_owned(),
+        ended: false,
     };
     if let Err(e) = bus_placement::record_session(&state.bus, &started.session_id, &rec).await {
         tracing::warn!(error = %e, "session not recorded in the bus: PATCH/DELETE via other pods will miss it");

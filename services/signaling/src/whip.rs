@@ -145,7 +145,6 @@ pub async fn session_delete(
     AxState(state): AxState<State>,
     Path((room, session)): Path<(String, String)>,
 ) -> Result<Response, SignalError> {
-    let rec = session::find(&state, &room, &session).await?;
-    session::end(&state, &rec.sfu_url, &session).await?;
+    session::delete(&state, &room, &session).await?;
     Ok(StatusCode::OK.into_response())
 }
