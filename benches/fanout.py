@@ -106,7 +106,7 @@ def metrics(internal):
 
 
 class Server:
-    def __init__(self, cpus, workers=None):
+    def __init__(self, cpus, workers=None, extra_env=()):
         self.dir = tempfile.mkdtemp(prefix="skylark-bench-")
         port = free_port()
         self.base = f"http://127.0.0.1:{port}"
@@ -127,6 +127,7 @@ class Server:
         )
         if workers:
             env["SKYLARK_SFU_WORKERS"] = str(workers)
+        env.update(kv.split("=", 1) for kv in extra_env)
         log = open(f"{self.dir}/server.log", "w")
         cmd = NICE + (["taskset", "-c", cpus, BIN] if cpus else [BIN])
         self.proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=log)
@@ -155,8 +156,9 @@ class Server:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
-def run(viewers, kbps, duration, ramp, server_cpus, gen_cpus, settle, profile=None, workers=None):
-    sk = Server(server_cpus, workers)
+def run(viewers, kbps, duration, ramp, server_cpus, gen_cpus, settle, profile=None, workers=None,
+        extra_env=()):
+    sk = Server(server_cpus, workers, extra_env)
     try:
         room, key = sk.room()
         cmd = NICE + (["taskset", "-c", gen_cpus] if gen_cpus else [])
@@ -263,6 +265,8 @@ def main():
     ap.add_argument("--gen-cpus", default="1")
     ap.add_argument("--profile", help="perf.data path: profile the server in the steady window")
     ap.add_argument("--workers", type=int, help="SKYLARK_SFU_WORKERS of the server")
+    ap.add_argument("--env", action="append", default=[], metavar="K=V",
+                    help="more server environment, e.g. SKYLARK_SFU_OVERLOAD_AT=0.8")
     ap.add_argument("--ceiling", help="udp_ceiling bench binary: measure one core's raw UDP "
                     "ceiling first and report the forwarded pps per busy core against it")
     ap.add_argument("--stop-on-limit", action="store_true",
@@ -271,7 +275,7 @@ def main():
     ceiling = raw_ceiling(a.ceiling, a.server_cpus.split(",")[0]) if a.ceiling else None
     for n in [int(v) for v in a.viewers.split(",")]:
         res = run(n, a.kbps, a.duration, a.ramp, a.server_cpus, a.gen_cpus, a.settle, a.profile,
-                  a.workers)
+                  a.workers, a.env)
         res["mode"] = a.mode
         res["workers"] = a.workers or "default"
         if ceiling:

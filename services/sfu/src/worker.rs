@@ -138,6 +138,8 @@ pub struct Meter {
     busy_permille: AtomicU32,
     /// Longest delay of a due timeout behind its deadline in the last window, µs.
     lag_us: AtomicU64,
+    /// Its sessions over the windows `busy_permille` was measured in (smoothed alike).
+    measured_sessions: AtomicUsize,
 }
 
 impl Meter {
@@ -145,6 +147,17 @@ impl Meter {
     /// in the socket and every session's latency grows.
     pub fn busy(&self) -> f64 {
         f64::from(self.busy_permille.load(Ordering::Relaxed)) / 1000.0
+    }
+
+    /// How busy the worker would be with `sessions` sessions: the measured share scaled
+    /// by the sessions it was measured with. Sessions admitted since (their media not yet
+    /// in the measure) count, so a join storm can't outrun the measure.
+    pub fn projected_busy(&self, sessions: usize) -> f64 {
+        let busy = self.busy();
+        match self.measured_sessions.load(Ordering::Relaxed) {
+            0 => busy,
+            measured => busy * sessions as f64 / measured as f64,
+        }
     }
 
     /// How late the worker ran its last window's timers (its loop lag).
@@ -156,20 +169,25 @@ impl Meter {
 /// The worker loop's side of its [`Meter`].
 struct Metering {
     meter: Arc<Meter>,
+    /// The worker's session count ([`Handle::load`]).
+    sessions: Arc<AtomicUsize>,
     since: Instant,
     busy: Duration,
     lag: Duration,
     smoothed: f64,
+    smoothed_sessions: f64,
 }
 
 impl Metering {
-    fn new(meter: Arc<Meter>) -> Self {
+    fn new(meter: Arc<Meter>, sessions: Arc<AtomicUsize>) -> Self {
         Self {
             meter,
+            sessions,
             since: Instant::now(),
             busy: Duration::ZERO,
             lag: Duration::ZERO,
             smoothed: 0.0,
+            smoothed_sessions: 0.0,
         }
     }
 
@@ -185,9 +203,15 @@ impl Metering {
         let ratio = (self.busy.as_secs_f64() / window.as_secs_f64()).min(1.0);
         // Half the last window, half before: one burst does not flip admission.
         self.smoothed = (self.smoothed + ratio) / 2.0;
+        let sessions = self.sessions.load(Ordering::Relaxed) as f64;
+        self.smoothed_sessions = (self.smoothed_sessions + sessions) / 2.0;
         self.meter
             .busy_permille
             .store((self.smoothed * 1000.0) as u32, Ordering::Relaxed);
+        self.meter.measured_sessions.store(
+            self.smoothed_sessions.round() as usize,
+            Ordering::Relaxed,
+        );
         self.meter
             .lag_us
             .store(self.lag.as_micros() as u64, Ordering::Relaxed);
@@ -411,8 +435,9 @@ pub fn spawn(s: Spawn) -> (Handle, tokio::task::JoinHandle<anyhow::Result<()>>) 
         siblings,
         shutdown,
     } = s;
+    let metering = Metering::new(meter, load.clone());
     let lp = Loop::new(socket, core, index, events, siblings, load);
-    let task = tokio::spawn(run(lp, rx, steered, Metering::new(meter), shutdown));
+    let task = tokio::spawn(run(lp, rx, steered, metering, shutdown));
     (handle, task)
 }
 
@@ -804,6 +829,18 @@ impl Loop {
 mod tests {
     use super::*;
     use crate::core::CoreConfig;
+
+    #[test]
+    fn projected_busy_counts_sessions_admitted_since_the_measure() {
+        let m = Meter::default();
+        m.busy_permille.store(500, Ordering::Relaxed);
+        m.measured_sessions.store(10, Ordering::Relaxed);
+        assert!((m.projected_busy(19) - 0.95).abs() < 1e-9);
+        assert!((m.projected_busy(10) - 0.5).abs() < 1e-9);
+        // Nothing measured yet (an idle worker): the share as it is.
+        m.measured_sessions.store(0, Ordering::Relaxed);
+        assert!((m.projected_busy(19) - 0.5).abs() < 1e-9);
+    }
 
     fn frame(key: bool, n: u8) -> Arc<[u8]> {
         let nal = if key { 0x65 } else { 0x41 };

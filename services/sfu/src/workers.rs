@@ -110,7 +110,7 @@ impl Workers {
             .all
             .iter()
             .enumerate()
-            .filter(|(_, h)| h.meter().busy() < self.overload_at)
+            .filter(|(_, h)| h.meter().projected_busy(h.load() + 1) < self.overload_at)
             .min_by_key(|(i, h)| (h.load(), *i != home))
             .ok_or(SessionError::Overloaded)?;
         if w != home {
