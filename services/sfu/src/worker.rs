@@ -208,10 +208,9 @@ impl Metering {
         self.meter
             .busy_permille
             .store((self.smoothed * 1000.0) as u32, Ordering::Relaxed);
-        self.meter.measured_sessions.store(
-            self.smoothed_sessions.round() as usize,
-            Ordering::Relaxed,
-        );
+        self.meter
+            .measured_sessions
+            .store(self.smoothed_sessions.round() as usize, Ordering::Relaxed);
         self.meter
             .lag_us
             .store(self.lag.as_micros() as u64, Ordering::Relaxed);
