@@ -105,6 +105,11 @@ fn link_token(mail: &str, base: &str) -> Option<String> {
     (t.len() >= 43).then_some(t)
 }
 
+/// POSTs `body` as JSON to `url`; panics on a transport error.
+async fn post(c: &reqwest::Client, url: &str, body: &Value) -> reqwest::Response {
+    c.post(url).json(body).send().await.unwrap()
+}
+
 #[tokio::test]
 async fn signup_link_arrives_over_smtp_and_finishes_the_signup() {
     let tmp = tempfile::tempdir().unwrap();
@@ -136,12 +141,7 @@ async fn signup_link_arrives_over_smtp_and_finishes_the_signup() {
     let signup =
         json!({"email": "Smtp@Example.com", "password": "password123", "display_name": "Mail"});
 
-    let r = c
-        .post(format!("{}/api/v1/auth/signup", sk.base))
-        .json(&signup)
-        .send()
-        .await
-        .unwrap();
+    let r = post(&c, &format!("{}/api/v1/auth/signup", sk.base), &signup).await;
     assert_eq!(r.status(), 202);
     let accepted: Value = r.json().await.unwrap();
     assert_eq!(accepted["status"], "verification_sent");
@@ -151,12 +151,12 @@ async fn signup_link_arrives_over_smtp_and_finishes_the_signup() {
     assert!(mail.contains("no-reply@skylark.test"), "{mail}");
     let token = link_token(&mail, &sk.base).unwrap_or_else(|| panic!("no link in:\n{mail}"));
 
-    let r = c
-        .post(format!("{}/api/v1/auth/verify", sk.base))
-        .json(&json!({ "token": token }))
-        .send()
-        .await
-        .unwrap();
+    let r = post(
+        &c,
+        &format!("{}/api/v1/auth/verify", sk.base),
+        &json!({ "token": token }),
+    )
+    .await;
     assert_eq!(r.status(), 201);
     let created: Value = r.json().await.unwrap();
     let access = created["access_token"].as_str().unwrap();
@@ -167,21 +167,16 @@ async fn signup_link_arrives_over_smtp_and_finishes_the_signup() {
         .await
         .unwrap();
     assert_eq!(me.status(), 200);
-    let login = c
-        .post(format!("{}/api/v1/auth/login", sk.base))
-        .json(&json!({"email": "smtp@example.com", "password": "password123"}))
-        .send()
-        .await
-        .unwrap();
+    let login = post(
+        &c,
+        &format!("{}/api/v1/auth/login", sk.base),
+        &json!({"email": "smtp@example.com", "password": "password123"}),
+    )
+    .await;
     assert_eq!(login.status(), 200);
 
     // The same address again: the same answer, and a mail to its owner instead of a link.
-    let r = c
-        .post(format!("{}/api/v1/auth/signup", sk.base))
-        .json(&signup)
-        .send()
-        .await
-        .unwrap();
+    let r = post(&c, &format!("{}/api/v1/auth/signup", sk.base), &signup).await;
     assert_eq!(r.status(), 202);
     assert_eq!(r.json::<Value>().await.unwrap(), accepted);
     let mail = smtp.message_with("already has one").await;
@@ -190,12 +185,12 @@ async fn signup_link_arrives_over_smtp_and_finishes_the_signup() {
     assert!(link_token(&mail, &sk.base).is_none(), "{mail}");
 
     // The used link is refused; in SMTP mode the link never reaches the log.
-    let r = c
-        .post(format!("{}/api/v1/auth/verify", sk.base))
-        .json(&json!({ "token": token }))
-        .send()
-        .await
-        .unwrap();
+    let r = post(
+        &c,
+        &format!("{}/api/v1/auth/verify", sk.base),
+        &json!({ "token": token }),
+    )
+    .await;
     assert_eq!(r.status(), 400);
     let logs = sk.logs();
     assert!(logs.contains("mail sent"), "{logs}");

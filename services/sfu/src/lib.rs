@@ -333,10 +333,9 @@ async fn placement_loop(
     };
     // Per live room: a task forwarding `end_publish` from the room channel.
     let mut live: HashMap<String, tokio::task::JoinHandle<()>> = HashMap::new();
-    let mut viewers: HashMap<String, u64> = HashMap::new();
     // Rooms whose count fell to zero while the bus was unreachable: cleared on renewal.
     let mut uncleared: HashSet<String> = HashSet::new();
-    // Per room, its viewers on each worker that has some.
+    // Per room, its viewers on each worker that has some (the node's count: their sum).
     let mut by_worker: HashMap<String, HashMap<u8, usize>> = HashMap::new();
     // Rooms recorded as relayed by this node at the last renewal.
     let mut relayed: HashSet<String> = HashSet::new();
@@ -398,8 +397,9 @@ async fn placement_loop(
                     }
                 }
                 // Per-node counts expire unless renewed: a dead node stops counting.
-                for (room, count) in &viewers {
-                    let _ = placement::set_viewers(&bus, room, &node.id, *count).await;
+                for (room, per) in &by_worker {
+                    let count = per.values().sum::<usize>() as u64;
+                    let _ = placement::set_viewers(&bus, room, &node.id, count).await;
                 }
                 // The room's count map lives as long as any node renews it, so a zero
                 // that could not be written (the bus was unreachable) is written now.
@@ -433,7 +433,6 @@ async fn placement_loop(
                     if count == 0 { by_worker.remove(&room); }
                     edges.viewers(&room, count);
                     let count = count as u64;
-                    if count == 0 { viewers.remove(&room); } else { viewers.insert(room.clone(), count); }
                     let set = placement::set_viewers(&bus, &room, &node.id, count).await;
                     if count == 0 && set.is_err() {
                         uncleared.insert(room.clone());
@@ -458,7 +457,7 @@ async fn placement_loop(
         t.abort();
         let _ = placement::release_origin(&bus, &room, &origin).await;
     }
-    for room in viewers.keys() {
+    for room in by_worker.keys() {
         let _ = placement::set_viewers(&bus, room, &node.id, 0).await;
     }
     for room in &relayed {
