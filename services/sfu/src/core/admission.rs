@@ -212,7 +212,7 @@ impl Core {
         offer: &str,
     ) -> Result<(String, String), SessionError> {
         sdp::check_size(offer)?;
-        let state = Box::new(SubscriberState::new());
+        let state = Box::new(SubscriberState::new(getrandom::u32().unwrap_or(0)));
         let (key, session, answer) =
             self.new_session(now, room, offer, PeerRole::Subscriber(state))?;
         let r = self.rooms.entry(room.to_string()).or_default();

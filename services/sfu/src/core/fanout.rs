@@ -2,17 +2,19 @@
 //! every connected subscriber its gate lets it through to, on the subscriber's own
 //! timeline and payload type.
 
-use super::codec::{frequency, subscriber_pt, FrameCodec};
+use super::codec::{subscriber_pt, FrameCodec};
 use super::forward::h264_is_keyframe;
 use super::keyframe::Want;
 use super::output::relay_msg;
+use super::packetize::{packetize, Payloads};
 use super::peer::PeerRole;
 use super::{Core, Output, SessionError};
 use skylark_proto::sfu::v1 as pb;
 use std::sync::Arc;
 use std::time::Instant;
 use str0m::format::CodecSpec;
-use str0m::media::{MediaKind, MediaTime, Mid, Rid};
+use str0m::media::{MediaKind, Mid, Rid};
+use str0m::rtp::RtpWrite;
 
 /// A frame entering the router.
 pub(super) struct InFrame {
@@ -191,6 +193,7 @@ impl Core {
         if d.codec == FrameCodec::Aac {
             return;
         }
+        let mut payloads: Option<Payloads> = None;
         let mut sent = Vec::with_capacity(subscribers.len());
         let mut need_keyframe: Option<Want> = None;
         for s in subscribers {
@@ -203,7 +206,7 @@ impl Core {
             let PeerRole::Subscriber(st) = &mut p.role else {
                 continue;
             };
-            let (mid, timeline, step) = match kind {
+            let (mid, out, step) = match kind {
                 MediaKind::Video => {
                     if resync && (st.gate.layer.is_none() || st.gate.layer == d.rid) {
                         st.gate.wants_keyframe = true;
@@ -218,23 +221,44 @@ impl Core {
                         }
                         continue;
                     }
-                    (st.video_mid, &mut st.video_time, 3000)
+                    (st.video_mid, &mut st.video, 3000)
                 }
-                MediaKind::Audio => (st.audio_mid, &mut st.audio_time, 960),
+                MediaKind::Audio => (st.audio_mid, &mut st.audio, 960),
             };
             let Some(mid) = mid else { continue };
-            let out_time = timeline.map(epoch, d.time, step);
-            let Some(writer) = p.rtc.writer(mid) else {
+            let pt = match out.pt {
+                Some((e, pt)) if e == epoch => pt,
+                _ => {
+                    let Some(pt) = subscriber_pt(&p.rtc, mid, d.spec, kind) else {
+                        tracing::debug!(session = %p.session, "subscriber did not negotiate the publisher's codec");
+                        continue;
+                    };
+                    out.pt = Some((epoch, pt));
+                    pt
+                }
+            };
+            let packets = payloads
+                .get_or_insert_with(|| {
+                    packetize(d.codec, &d.data).unwrap_or_else(|| Payloads::from(Vec::new()))
+                })
+                .clone();
+            if packets.is_empty() {
+                continue;
+            }
+            let time = out.timeline.map(epoch, d.time, step) as u32;
+            let mut api = p.rtc.direct_api();
+            let Some(tx) = api.stream_tx_by_mid(mid, None) else {
                 continue;
             };
-            let Some(pt) = subscriber_pt(&writer, d.spec, kind) else {
-                tracing::debug!(session = %p.session, "subscriber did not negotiate the publisher's codec");
-                continue;
-            };
-            let time = MediaTime::new(out_time, frequency(kind));
-            if let Err(e) = writer.write(pt, d.network_time, time, d.data.clone()) {
-                tracing::debug!(session = %p.session, error = %e, "write failed");
-                continue;
+            let video = kind == MediaKind::Video;
+            let last = packets.len() - 1;
+            for (i, payload) in packets.iter().enumerate() {
+                let seq = out.take_seq().into();
+                tx.write_rtp(
+                    RtpWrite::new(pt, seq, time, d.network_time, payload.clone())
+                        .marker(video && i == last)
+                        .nackable(video),
+                );
             }
             self.counters.frames_out += 1;
             self.counters.bytes_out += d.data.len() as u64;

@@ -83,6 +83,7 @@ pub mod forward;
 mod ids;
 mod keyframe;
 mod output;
+mod packetize;
 mod peer;
 mod room;
 pub mod sdp;

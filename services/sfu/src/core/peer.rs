@@ -1,7 +1,7 @@
 //! What the core keeps per session: the WebRTC peer and its role in the room.
 
 use super::counters::StreamTotals;
-use super::forward::{Gate, Timeline};
+use super::forward::{Gate, Outgoing};
 use super::Role;
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -50,18 +50,19 @@ pub(super) struct SubscriberState {
     pub video_mid: Option<Mid>,
     pub audio_mid: Option<Mid>,
     pub gate: Gate,
-    pub video_time: Timeline,
-    pub audio_time: Timeline,
+    pub video: Outgoing,
+    pub audio: Outgoing,
 }
 
 impl SubscriberState {
-    pub fn new() -> Self {
+    /// `seed` picks the first sequence numbers (random per session, as RFC 3550 asks).
+    pub fn new(seed: u32) -> Self {
         Self {
             video_mid: None,
             audio_mid: None,
             gate: Gate::default(),
-            video_time: Timeline::default(),
-            audio_time: Timeline::default(),
+            video: Outgoing::new(seed as u16),
+            audio: Outgoing::new((seed >> 16) as u16),
         }
     }
 }
