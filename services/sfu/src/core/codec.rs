@@ -63,10 +63,13 @@ impl FrameCodec {
 /// encoder bitrate from it.
 ///
 /// Subscribers run in str0m's RTP mode: the room packetizes each frame once
-/// (`packetize`) and their streams send those packets.
+/// (`packetize`) and their streams send those packets. Their audio gets a sender report
+/// every second like their video (str0m's default is 5 s): browsers lip-sync only once
+/// they have one of each.
 pub(super) fn rtc_config(crypto: &Arc<CryptoProvider>, subscriber: bool) -> RtcConfig {
     let mut cfg = Rtc::builder()
         .set_rtp_mode(subscriber)
+        .set_rtcp_report_interval_audio(Duration::from_secs(1))
         .set_ice_lite(true)
         .set_stats_interval(Some(Duration::from_secs(1)))
         .clear_codecs()

@@ -8,6 +8,7 @@ use super::keyframe::Want;
 use super::output::relay_msg;
 use super::packetize::{packetize, Payloads};
 use super::peer::PeerRole;
+use super::sync::media_us;
 use super::{Core, Output, SessionError};
 use skylark_proto::sfu::v1 as pb;
 use std::sync::Arc;
@@ -25,7 +26,8 @@ pub(super) struct InFrame {
     pub rid: Option<Rid>,
     /// RTP time in the codec's clock rate, extended to 64 bits.
     pub time: u64,
-    pub network_time: Instant,
+    /// When it was captured, on one clock for all the publisher's tracks (`sync`).
+    pub capture: Instant,
     pub data: Arc<[u8]>,
     pub contiguous: bool,
     /// Codec configuration for relay consumers (e.g. the AAC AudioSpecificConfig, hex).
@@ -76,13 +78,14 @@ impl Core {
         config: &str,
     ) -> Result<(), SessionError> {
         let (key, room) = self.local_publisher(session)?;
+        let capture = self.local_clock(key, now, media_us(time, codec.clock_rate()));
         let frame = InFrame {
             codec,
             spec: None,
             track: format!("local-{}", codec.name()),
             rid: None,
             time,
-            network_time: now,
+            capture,
             data,
             contiguous: true,
             fmtp: config.to_string(),
@@ -102,13 +105,16 @@ impl Core {
         f: RelayedFrame,
     ) -> Result<(), SessionError> {
         let (key, room) = self.local_publisher(session)?;
+        // The origin's receipt clock is common to all its tracks (an edge has no sender
+        // reports of the publisher).
+        let capture = self.local_clock(key, now, i128::from(f.received_at_us));
         let frame = InFrame {
             codec: f.codec,
             spec: None,
             track: f.track_id,
             rid: (!f.rid.is_empty()).then(|| Rid::from(f.rid.as_str())),
             time: f.time,
-            network_time: now,
+            capture,
             data: f.data,
             contiguous: f.contiguous,
             fmtp: f.fmtp,
@@ -117,6 +123,14 @@ impl Core {
         };
         self.route(key, &room, frame, now);
         Ok(())
+    }
+
+    /// A local publisher's capture instant of source time `source_us`.
+    fn local_clock(&mut self, key: u64, now: Instant, source_us: i128) -> Instant {
+        match self.locals.get_mut(&key) {
+            Some(l) => l.clock.instant(now, source_us),
+            None => now,
+        }
     }
 
     /// A local publisher's key and room.
@@ -255,7 +269,7 @@ impl Core {
             for (i, payload) in packets.iter().enumerate() {
                 let seq = out.take_seq().into();
                 tx.write_rtp(
-                    RtpWrite::new(pt, seq, time, d.network_time, payload.clone())
+                    RtpWrite::new(pt, seq, time, d.capture, payload.clone())
                         .marker(video && i == last)
                         .nackable(video),
                 );

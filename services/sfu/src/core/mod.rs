@@ -89,6 +89,7 @@ mod room;
 pub mod sdp;
 mod slot;
 mod stun;
+mod sync;
 mod translate;
 
 pub use admission::{admit, publisher_reserve, Role, SessionError};

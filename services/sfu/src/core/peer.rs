@@ -2,6 +2,7 @@
 
 use super::counters::StreamTotals;
 use super::forward::{Gate, Outgoing};
+use super::sync::SourceClock;
 use super::Role;
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -25,6 +26,8 @@ pub(super) struct Peer {
     pub ufrag: String,
     /// Source addresses routed to it (`by_addr`), oldest first.
     pub addrs: VecDeque<SocketAddr>,
+    /// A publisher's capture clock (its sender reports), for lip sync.
+    pub clock: SourceClock,
 }
 
 pub(super) enum PeerRole {
@@ -74,4 +77,6 @@ pub(super) struct LocalPublisher {
     pub room: String,
     /// An edge pull: the room's origin is elsewhere, keyframe wants go upstream.
     pub relayed: bool,
+    /// Its capture clock: media time (RTMP) or the origin's (relayed), for lip sync.
+    pub clock: SourceClock,
 }
