@@ -317,6 +317,7 @@ impl Config {
             max_rooms_per_creator: self.max_rooms_per_creator,
             signup_mode: self.signup,
             mail: skylark_api::MailConfig::parse(&self.mail_url, &self.mail_from)?,
+            other_operations: Default::default(),
         })
     }
 

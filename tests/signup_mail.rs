@@ -191,7 +191,7 @@ async fn signup_link_arrives_over_smtp_and_finishes_the_signup() {
         &json!({ "token": token }),
     )
     .await;
-    assert_eq!(r.status(), 400);
+    assert_eq!(r.status(), 404);
     let logs = sk.logs();
     assert!(logs.contains("mail sent"), "{logs}");
     assert!(!logs.contains(&token), "the signup token was logged");
