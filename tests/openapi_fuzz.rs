@@ -67,6 +67,12 @@ async fn the_server_answers_as_its_openapi_document_says() {
             .unwrap();
         assert_eq!(r.status(), 404, "/playback of {id:?}");
     }
+    // A query string that does not parse: 400 in the JSON error shape, as documented.
+    let v: Value = send_json(
+        reqwest::Client::new().get(format!("{base}/api/v1/rooms/x/playback?token=a&token=b")),
+    )
+    .await;
+    assert_eq!(v["error"]["code"], "bad_request", "{v}");
 
     let signup = json!({
         "email": format!("fuzz{}@example.com", unique_id()),

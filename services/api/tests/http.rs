@@ -621,6 +621,16 @@ async fn bad_input_changes_nothing() {
         .call(Method::GET, "/api/v1/nothing-here", None, None)
         .await;
     assert_eq!((s, code(&v)), (StatusCode::NOT_FOUND, "not_found"));
+    // A query string that does not parse: 400 in the JSON shape, as documented.
+    let (s, v) = app
+        .call(
+            Method::GET,
+            "/api/v1/rooms?mine=1&mine=0",
+            Some(&token),
+            None,
+        )
+        .await;
+    assert_eq!((s, code(&v)), (StatusCode::BAD_REQUEST, "bad_request"));
     assert_eq!(
         app.db.store.counts().await.unwrap(),
         before,

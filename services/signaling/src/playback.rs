@@ -3,6 +3,7 @@
 use crate::error::SignalError;
 use crate::session;
 use crate::State;
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State as AxState};
 use axum::http::{header, HeaderMap};
 use axum::Json;
@@ -64,6 +65,7 @@ pub enum Recommended {
     security((), ("bearer" = [])),
     responses(
         (status = 200, body = Playback, description = "how to watch"),
+        (status = 400, body = ErrorBody, description = "a query string that does not parse (e.g. `token` given twice)"),
         (status = 401, body = ErrorBody, description = "a private room without a token, or an invalid or expired token",
             headers(("WWW-Authenticate" = String, description = "`Bearer`"))),
         (status = 403, body = ErrorBody, description = "a private room, and the token is neither its owner's nor one of its viewer tokens"),
@@ -73,9 +75,11 @@ pub enum Recommended {
 pub async fn playback(
     AxState(state): AxState<State>,
     Path(room_id): Path<String>,
-    Query(q): Query<PlaybackQuery>,
+    q: Result<Query<PlaybackQuery>, QueryRejection>,
     headers: HeaderMap,
 ) -> Result<Json<Playback>, SignalError> {
+    // axum's own rejection is plain text; every error here is the JSON shape.
+    let Query(q) = q.map_err(|e| SignalError::bad_request(e.body_text()))?;
     let token = session::bearer(
         headers
             .get(header::AUTHORIZATION)

@@ -35,6 +35,18 @@ impl IntoResponses for BodyRejections {
     }
 }
 
+/// [`QueryParams`]' refusals.
+pub(crate) struct QueryRejections;
+
+impl IntoResponses for QueryRejections {
+    fn responses() -> BTreeMap<String, RefOr<openapi::Response>> {
+        error_responses(&[(
+            StatusCode::BAD_REQUEST,
+            "a query string that does not parse (e.g. a parameter given twice)",
+        )])
+    }
+}
+
 /// [`Creator`]'s refusals.
 pub(crate) struct CreatorRejections;
 
@@ -100,6 +112,20 @@ impl<T: DeserializeOwned> FromRequest<ApiState> for JsonBody<T> {
         T::deserialize(value)
             .map(JsonBody)
             .map_err(|e| ApiError::validation(format!("invalid body: {e}")))
+    }
+}
+
+/// Query parameters; a query string that does not parse → 400 in the API's error shape
+/// (axum's own answer is plain text).
+pub struct QueryParams<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for QueryParams<T> {
+    type Rejection = ApiError;
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        axum::extract::Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|axum::extract::Query(q)| QueryParams(q))
+            .map_err(|e| ApiError::bad_request(e.body_text()))
     }
 }
 

@@ -2,13 +2,14 @@
 
 use super::error::{error_responses, ApiError, ApiResult, Unavailable};
 use super::extract::{
-    BodyRejections, Creator, CreatorRejections, JsonBody, MaybeClaims, TokenRejections,
+    BodyRejections, Creator, CreatorRejections, JsonBody, MaybeClaims, QueryParams,
+    QueryRejections, TokenRejections,
 };
 use super::rules::{self, TITLE, VIEWER_TOKEN_TTL_S};
 use crate::ids::{new_id, slug, slug_suffix};
 use crate::store::{now_ms, Mode, Room, RoomPatch, Visibility};
 use crate::ApiState;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
 use serde::{Deserialize, Serialize};
@@ -236,11 +237,11 @@ const MAX_LISTED: usize = 500;
 
 /// Public live rooms; with `?mine=1` and a token, the creator's own rooms.
 #[utoipa::path(get, path = "/rooms", tag = "rooms", params(ListQuery),
-    responses((status = 200, body = RoomList, description = "the rooms, most watched first (`mine`: newest first)"), TokenRejections, Unavailable,
+    responses((status = 200, body = RoomList, description = "the rooms, most watched first (`mine`: newest first)"), QueryRejections, TokenRejections, Unavailable,
               (status = 401, body = ErrorBody, description = "an invalid or expired token, or `?mine=1` without a creator's token")))]
 pub async fn list(
     State(state): State<ApiState>,
-    Query(q): Query<ListQuery>,
+    QueryParams(q): QueryParams<ListQuery>,
     MaybeClaims(claims): MaybeClaims,
 ) -> ApiResult<Json<RoomList>> {
     let mine = matches!(q.mine.as_deref(), Some("1" | "true"));
