@@ -60,8 +60,9 @@ async fn the_server_answers_as_its_openapi_document_says() {
     }
 
     // Names no room can have, through signaling and the directory to the database:
-    // 404 like `/rooms/{id}`, not a 400 (over 128 bytes) or a 500 (NUL on PostgreSQL).
-    for id in ["x".repeat(200), "a%00b".into()] {
+    // 404 like `/rooms/{id}`, not a 400 (over 128 bytes, not UTF-8) or a 500 (NUL on
+    // PostgreSQL).
+    for id in ["x".repeat(200), "a%00b".into(), "%ff".into()] {
         let r = reqwest::get(format!("{base}/api/v1/rooms/{id}/playback"))
             .await
             .unwrap();

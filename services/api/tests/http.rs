@@ -621,6 +621,11 @@ async fn bad_input_changes_nothing() {
         .call(Method::GET, "/api/v1/nothing-here", None, None)
         .await;
     assert_eq!((s, code(&v)), (StatusCode::NOT_FOUND, "not_found"));
+    // An id that is not UTF-8 names no room.
+    let (s, v) = app
+        .call(Method::DELETE, "/api/v1/rooms/%ff", Some(&token), None)
+        .await;
+    assert_eq!((s, code(&v)), (StatusCode::NOT_FOUND, "not_found"));
     // A query string that does not parse: 400 in the JSON shape, as documented.
     let (s, v) = app
         .call(

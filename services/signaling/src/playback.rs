@@ -3,9 +3,9 @@
 use crate::error::SignalError;
 use crate::session;
 use crate::State;
-use axum::extract::rejection::QueryRejection;
+use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State as AxState};
-use axum::http::{header, HeaderMap};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::Json;
 use serde::{Deserialize, Serialize};
 use skylark_auth::PLAYBACK_TOKEN_TTL;
@@ -74,11 +74,14 @@ pub enum Recommended {
             headers(("Retry-After" = u64, description = "seconds to wait before retrying")))))]
 pub async fn playback(
     AxState(state): AxState<State>,
-    Path(room_id): Path<String>,
+    room_id: Result<Path<String>, PathRejection>,
     q: Result<Query<PlaybackQuery>, QueryRejection>,
     headers: HeaderMap,
 ) -> Result<Json<Playback>, SignalError> {
-    // axum's own rejection is plain text; every error here is the JSON shape.
+    // axum's own rejections are plain text; every error here is the JSON shape. An id
+    // that is not UTF-8 names no room, like any other that names none.
+    let Path(room_id) = room_id
+        .map_err(|_| SignalError::new(StatusCode::NOT_FOUND, "not_found", "no such room"))?;
     let Query(q) = q.map_err(|e| SignalError::bad_request(e.body_text()))?;
     let token = session::bearer(
         headers

@@ -129,6 +129,20 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for QueryParams<T>
     }
 }
 
+/// A room's `{id}` (or slug) from the path. One that is not UTF-8 names no room: `404`,
+/// like any other id that names none (axum's own answer is a plain-text 400).
+pub struct RoomId(pub String);
+
+impl<S: Send + Sync> FromRequestParts<S> for RoomId {
+    type Rejection = ApiError;
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        axum::extract::Path::<String>::from_request_parts(parts, state)
+            .await
+            .map(|axum::extract::Path(id)| RoomId(id))
+            .map_err(|_| ApiError::room_not_found())
+    }
+}
+
 fn bearer(parts: &Parts) -> Result<Option<&str>, ApiError> {
     let Some(v) = parts.headers.get(header::AUTHORIZATION) else {
         return Ok(None);

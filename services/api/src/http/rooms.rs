@@ -3,13 +3,13 @@
 use super::error::{error_responses, ApiError, ApiResult, Unavailable};
 use super::extract::{
     BodyRejections, Creator, CreatorRejections, JsonBody, MaybeClaims, QueryParams,
-    QueryRejections, TokenRejections,
+    QueryRejections, RoomId, TokenRejections,
 };
 use super::rules::{self, TITLE, VIEWER_TOKEN_TTL_S};
 use crate::ids::{new_id, slug, slug_suffix};
 use crate::store::{now_ms, Mode, Room, RoomPatch, Visibility};
 use crate::ApiState;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
 use serde::{Deserialize, Serialize};
@@ -291,7 +291,7 @@ pub async fn list(
               (status = 404, body = ErrorBody, description = "no such room")))]
 pub async fn get(
     State(state): State<ApiState>,
-    Path(id): Path<String>,
+    RoomId(id): RoomId,
     MaybeClaims(claims): MaybeClaims,
 ) -> ApiResult<Json<RoomView>> {
     let room = state
@@ -309,7 +309,7 @@ pub async fn get(
     responses((status = 200, body = RoomView, description = "the room as edited"), CreatorRejections, BodyRejections, Unavailable, OwnerOnly))]
 pub async fn update(
     State(state): State<ApiState>,
-    Path(id): Path<String>,
+    RoomId(id): RoomId,
     Creator(c): Creator,
     JsonBody(req): JsonBody<UpdateRoomRequest>,
 ) -> ApiResult<Json<RoomView>> {
@@ -333,7 +333,7 @@ pub async fn update(
     responses((status = 204, description = "deleted"), CreatorRejections, Unavailable, OwnerOnly))]
 pub async fn delete(
     State(state): State<ApiState>,
-    Path(id): Path<String>,
+    RoomId(id): RoomId,
     Creator(c): Creator,
 ) -> ApiResult<StatusCode> {
     let room = owned_room(&state, &id, &c).await?;
@@ -348,7 +348,7 @@ pub async fn delete(
     responses((status = 201, body = StreamKeyResponse, description = "the new key, shown this once"), CreatorRejections, Unavailable, OwnerOnly))]
 pub async fn rotate_key(
     State(state): State<ApiState>,
-    Path(id): Path<String>,
+    RoomId(id): RoomId,
     Creator(c): Creator,
 ) -> ApiResult<(StatusCode, Json<StreamKeyResponse>)> {
     let room = owned_room(&state, &id, &c).await?;
@@ -377,7 +377,7 @@ pub async fn rotate_key(
     responses((status = 204, description = "revoked"), CreatorRejections, Unavailable, OwnerOnly))]
 pub async fn revoke_viewer_tokens(
     State(state): State<ApiState>,
-    Path(id): Path<String>,
+    RoomId(id): RoomId,
     Creator(c): Creator,
 ) -> ApiResult<StatusCode> {
     let room = owned_room(&state, &id, &c).await?;
@@ -396,7 +396,7 @@ pub async fn revoke_viewer_tokens(
     responses((status = 201, body = ViewerTokenResponse, description = "the viewer token"), CreatorRejections, BodyRejections, Unavailable, OwnerOnly))]
 pub async fn viewer_token(
     State(state): State<ApiState>,
-    Path(id): Path<String>,
+    RoomId(id): RoomId,
     Creator(c): Creator,
     JsonBody(req): JsonBody<ViewerTokenRequest>,
 ) -> ApiResult<(StatusCode, Json<ViewerTokenResponse>)> {
