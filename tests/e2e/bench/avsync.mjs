@@ -254,6 +254,8 @@ async function measure(sk, b, result) {
   const win = await sink.evaluate(() => window.takeWindow());
   const sched = await source.evaluate(() => window.schedule());
   result.source_stream = sched.streamId;
+  // Read again now: the output latency is 0 until the device has started.
+  result.source_audio = sched.audio;
   const missed = sched.beeps.filter((x) => x.drawn !== null && !Number.isFinite(x.drawn)).length;
   result.source_flashes_missed = missed;
   result.flash_lateness_ms = summary(sched.beeps.filter((x) => Number.isFinite(x.drawn)).map((x) => x.drawn - x.target));
@@ -309,9 +311,12 @@ function table(r) {
   for (const p of PATHS) {
     const x = r[p.name];
     const jb = (k) => fmt(x.receiver?.[k]?.jitterBufferMsAvg);
+    const a = x.receiver?.audio;
+    // Audio NetEq had to invent (no packet in time): playout glitches, each one a jump.
+    const concealed = a?.totalSamplesReceived ? `${r1((100 * a.concealedSamples) / a.totalSamplesReceived)} %` : '–';
     lines.push(
       `  ${p.label.padEnd(22)}beeps ${x.beeps_detected}, flashes ${x.flashes_detected}, unpaired ${x.unpaired_beeps}/${x.unpaired_flashes}; ` +
-        `raw offset p50 ${fmt(x.raw_offset_ms.p50)}; jitter buffer avg audio ${jb('audio')} video ${jb('video')} ms; ` +
+        `raw offset p50 ${fmt(x.raw_offset_ms.p50)}; jitter buffer avg audio ${jb('audio')} video ${jb('video')} ms; audio concealed ${concealed}; ` +
         `frames shown ${x.frames_shown} (${x.frames_shown_without_callback} without callback)`,
     );
   }
