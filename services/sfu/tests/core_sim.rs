@@ -168,6 +168,45 @@ struct Net {
     sibling: Option<Core>,
     /// Clients whose datagrams the kernel hands to the sibling's socket.
     via_sibling: HashSet<SocketAddr>,
+    /// Handshake datagrams on the wire, in order: (client, what, when).
+    handshake: Vec<(SocketAddr, Wire, Instant)>,
+    /// Checks carrying USE-CANDIDATE reach the SFU this much later than sent: a
+    /// browser's timing (it nominates with a later check than the one that worked).
+    nomination_lag: Duration,
+    /// Nominating checks on their way: (due, client, datagram).
+    lagging: Vec<(Instant, SocketAddr, Vec<u8>)>,
+    /// STUN Binding success responses the SFU sent, by client address.
+    stun_responses: Vec<SocketAddr>,
+}
+
+/// A handshake datagram, as `Net` sees it pass.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Wire {
+    /// A client's STUN Binding request carrying USE-CANDIDATE: it nominates a path.
+    Nomination,
+    /// DTLS from a client.
+    DtlsIn,
+    /// DTLS from the SFU.
+    DtlsOut,
+}
+
+/// RFC 7983: DTLS records start with 20..=63.
+fn is_dtls(d: &[u8]) -> bool {
+    d.first().is_some_and(|b| (20..=63).contains(b))
+}
+
+/// Whether a STUN message has a USE-CANDIDATE attribute (0x0025).
+fn has_use_candidate(d: &[u8]) -> bool {
+    let mut attrs = d.get(20..).unwrap_or_default();
+    while attrs.len() >= 4 {
+        let kind = u16::from_be_bytes([attrs[0], attrs[1]]);
+        let len = usize::from(u16::from_be_bytes([attrs[2], attrs[3]]));
+        if kind == 0x0025 {
+            return true;
+        }
+        attrs = attrs.get(4 + len.div_ceil(4) * 4..).unwrap_or_default();
+    }
+    false
 }
 
 impl Net {
@@ -234,6 +273,10 @@ impl Net {
             stun_requests: vec![],
             sibling: None,
             via_sibling: HashSet::new(),
+            handshake: vec![],
+            nomination_lag: Duration::ZERO,
+            lagging: vec![],
+            stun_responses: vec![],
         }
     }
 
@@ -241,7 +284,38 @@ impl Net {
     fn deliver_to_core(&mut self, src: SocketAddr, bytes: &[u8]) {
         // Binding request: class/method 0x0001, magic cookie.
         if bytes.len() >= 20 && bytes[..2] == [0, 1] && bytes[4..8] == [0x21, 0x12, 0xa4, 0x42] {
+            if !self.nomination_lag.is_zero() && has_use_candidate(bytes) {
+                let due = self.now + self.nomination_lag;
+                self.lagging.push((due, src, bytes.to_vec()));
+                return;
+            }
+            self.arrive(src, bytes);
+        } else {
+            self.arrive(src, bytes);
+        }
+    }
+
+    /// Nominating checks whose lag is over.
+    fn deliver_lagging(&mut self) -> bool {
+        let now = self.now;
+        let (due, later) = self.lagging.drain(..).partition(|(t, ..)| *t <= now);
+        self.lagging = later;
+        let due: Vec<(Instant, SocketAddr, Vec<u8>)> = due;
+        for (_, src, bytes) in &due {
+            self.arrive(*src, bytes);
+        }
+        !due.is_empty()
+    }
+
+    fn arrive(&mut self, src: SocketAddr, bytes: &[u8]) {
+        if bytes.len() >= 20 && bytes[..2] == [0, 1] && bytes[4..8] == [0x21, 0x12, 0xa4, 0x42] {
             self.stun_requests.push((src, bytes.to_vec()));
+            if has_use_candidate(bytes) {
+                self.handshake.push((src, Wire::Nomination, self.now));
+            }
+        }
+        if is_dtls(bytes) {
+            self.handshake.push((src, Wire::DtlsIn, self.now));
         }
         let seen = self.nat.get(&src).copied().unwrap_or(src);
         match &mut self.sibling {
@@ -262,7 +336,8 @@ impl Net {
             if let Some(s) = &mut self.sibling {
                 s.handle_timeout(self.now);
             }
-            let mut moved = !wire.is_empty();
+            let lagged = self.deliver_lagging();
+            let mut moved = !wire.is_empty() || lagged;
             for (src, _, bytes) in wire.drain(..) {
                 self.deliver_to_core(src, &bytes);
             }
@@ -283,6 +358,12 @@ impl Net {
                             .iter_mut()
                             .find(|c| nat.get(&c.addr).copied().unwrap_or(c.addr) == destination)
                         {
+                            if is_dtls(&contents) {
+                                self.handshake.push((c.addr, Wire::DtlsOut, self.now));
+                            }
+                            if contents.len() >= 20 && contents[..2] == [1, 1] {
+                                self.stun_responses.push(c.addr);
+                            }
                             let input = Input::Receive(
                                 self.now,
                                 Receive {
@@ -732,6 +813,53 @@ fn local_publisher_feeds_webrtc_subscribers_and_relays_aac() {
     assert!(net
         .events
         .contains(&CoreEvent::RoomOffline { room: "r6".into() }));
+}
+
+/// The SFU answers a viewer's ClientHello at once, on the path it came from. An
+/// ice-lite agent may only send on a path the viewer nominated, and browsers nominate
+/// with their next check (Chromium: ~48 ms after the path works), while they send the
+/// ClientHello as soon as it works: the SFU's flight used to wait for that check, which
+/// made the DTLS handshake ~50 ms of every WHEP join.
+#[test]
+fn the_sfu_answers_a_client_hello_before_the_path_is_nominated() {
+    let mut net = Net::new();
+    net.nomination_lag = Duration::from_millis(48);
+    let p = net.publisher("r10", 5000);
+    let s = net.subscriber("r10", 6000);
+    // 1 ms steps: each datagram is answered within the step it arrives in. The run
+    // lasts past the lagging nominations.
+    for _ in 0..200 {
+        net.run(Duration::from_millis(1));
+    }
+    assert!(net.clients[p].connected && net.clients[s].connected);
+    let addr = net.clients[s].addr;
+    let seen: Vec<(Wire, Instant)> = net
+        .handshake
+        .iter()
+        .filter(|(a, ..)| *a == addr)
+        .map(|(_, w, t)| (*w, *t))
+        .collect();
+    let first = |w: Wire| seen.iter().find(|(x, _)| *x == w).map(|(_, t)| *t);
+    let hello = first(Wire::DtlsIn).expect("a ClientHello");
+    let nomination = first(Wire::Nomination).expect("a nominating check");
+    let answer = first(Wire::DtlsOut).expect("the SFU's flight");
+    // What makes this test mean something: the client nominates after its hello.
+    assert!(hello < nomination, "{seen:?}");
+    assert_eq!(
+        answer, hello,
+        "the flight left when the hello came: {seen:?}"
+    );
+    // The check the SFU made in the client's name is answered to nobody: each response
+    // the client got answers a check of its own.
+    let asked = net.stun_requests.iter().filter(|(a, _)| *a == addr).count();
+    let answered = net.stun_responses.iter().filter(|a| **a == addr).count();
+    assert_eq!(answered, asked);
+    // Media takes the path too, before and after the client's own nomination.
+    for n in 0..10 {
+        net.send(p, n, n == 0);
+        net.run(Duration::from_millis(33));
+    }
+    assert_eq!(net.video_frames(s), 10);
 }
 
 #[test]

@@ -23,7 +23,7 @@ import { withCleanup, deadline } from '../lib/harness.js';
 import { serverFor, browserFor } from '../lib/fixtures.js';
 
 const TARGET_SFU_ADDED_MS = 15;
-const TARGET_JOIN_P50_MS = 150;
+const TARGET_JOIN_P50_MS = 100;
 
 const { values: opt } = parseArgs({
   options: {

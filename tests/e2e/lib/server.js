@@ -139,6 +139,8 @@ export async function startServer(opts = {}) {
   const internalPort = await freePort();
   const dataDir = await fsp.mkdtemp(path.join(os.tmpdir(), 'skylark-e2e-'));
   const baseUrl = `http://127.0.0.1:${httpPort}`;
+  // E2E_RUST_LOG: a finer log filter for a run (e.g. str0m=debug for phase timings).
+  const rustLog = process.env.E2E_RUST_LOG || 'info';
   const env = { ...process.env };
   // Nothing from the caller's shell may steer the server somewhere else.
   for (const k of Object.keys(env)) {
@@ -147,7 +149,7 @@ export async function startServer(opts = {}) {
     }
   }
   Object.assign(env, {
-    RUST_LOG: 'info',
+    RUST_LOG: rustLog,
     LOG_FORMAT: 'pretty',
     NO_COLOR: '1',
     SKYLARK_HTTP_ADDR: `127.0.0.1:${httpPort}`,

@@ -3,7 +3,7 @@
 
 use super::codec::rtc_config;
 use super::ids::session_id;
-use super::peer::{LocalPublisher, Peer, PeerRole, SubscriberState};
+use super::peer::{LocalPublisher, PathState, Peer, PeerRole, SubscriberState};
 use super::{sdp, CloseReason, Core, CoreEvent, Output};
 use std::collections::{HashMap, VecDeque};
 use std::time::Instant;
@@ -108,6 +108,7 @@ impl Core {
             creds = IceCreds::new();
         }
         let ufrag = creds.ufrag.clone();
+        let ice_pass = creds.pass.clone();
         rtc.direct_api().set_local_ice_credentials(creds);
         if self.by_ufrag.contains_key(&ufrag) {
             return Err(SessionError::AtCapacity);
@@ -137,6 +138,7 @@ impl Core {
                 ufrag,
                 addrs: VecDeque::new(),
                 clock: Default::default(),
+                path: PathState::new(ice_pass),
             },
         );
         self.by_session.insert(session.clone(), key);

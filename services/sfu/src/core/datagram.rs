@@ -3,6 +3,7 @@
 //! anything else must come from an address an accepted request came from. Junk from
 //! strangers is dropped before any peer sees it, so a flood costs a header check each.
 
+use super::nominate;
 use super::slot::ufrag_worker;
 use super::stun::{self, Kind};
 use super::{Core, Output};
@@ -89,7 +90,7 @@ impl Core {
             });
             return;
         };
-        let Ok(contents) = contents.try_into() else {
+        let Ok(datagram) = contents.try_into() else {
             self.counters.drop(DropReason::Malformed);
             return;
         };
@@ -99,7 +100,7 @@ impl Core {
                 proto: Protocol::Udp,
                 source,
                 destination: self.config.local_addr,
-                contents,
+                contents: datagram,
             },
         );
         let Some(p) = self.peers.get_mut(&key) else {
@@ -112,6 +113,13 @@ impl Core {
             return;
         }
         tracing::trace!(session = %p.session, %source, "datagram");
+        match stun {
+            Kind::Request { .. } => nominate::note_check(p, source, contents),
+            Kind::NotStun if nominate::is_dtls(contents) => {
+                nominate::nominate_dtls_path(p, &self.crypto, self.config.local_addr, source, now)
+            }
+            Kind::NotStun | Kind::Other => {}
+        }
         if let Err(e) = p.rtc.handle_input(input) {
             tracing::debug!(session = %p.session, error = %e, "input refused; closing session");
             p.rtc.disconnect();

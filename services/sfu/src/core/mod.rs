@@ -70,6 +70,7 @@
 //! negotiates), `datagram` (which session a datagram is for, by source address or by
 //! the ICE ufrag `stun` reads), `translate` (str0m's events into routing), `fanout` (a
 //! frame to subscribers and relays), `keyframe` (when to ask a publisher for one),
+//! `nominate` (the path a peer's DTLS comes on, before the peer nominates it),
 //! `room` (who is in a room), `counters`, [`forward`] (per-subscriber forwarding
 //! state), [`sdp`] (offer checks), and the injected inputs `clock` and `ids`.
 
@@ -82,6 +83,7 @@ mod fanout;
 pub mod forward;
 mod ids;
 mod keyframe;
+mod nominate;
 mod output;
 mod packetize;
 mod peer;

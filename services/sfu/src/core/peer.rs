@@ -28,6 +28,40 @@ pub(super) struct Peer {
     pub addrs: VecDeque<SocketAddr>,
     /// A publisher's capture clock (its sender reports), for lip sync.
     pub clock: SourceClock,
+    /// Its ICE checks until it nominates a path; the core nominates the one its DTLS
+    /// comes on if it has not (`nominate`).
+    pub path: PathState,
+}
+
+/// What the core keeps of a peer's ICE checks until it has nominated a path.
+pub(super) struct PathState {
+    /// Our ICE password: it signs the check the core makes in the peer's name.
+    pub ice_pass: String,
+    /// The peer nominated a path, or the core did for it: nothing more to do.
+    pub nominated: bool,
+    /// The peer's latest check, not yet nominating.
+    pub check: Option<PeerCheck>,
+    /// Transaction id of the core's check: its response is not sent.
+    pub own_check: Option<[u8; 12]>,
+}
+
+impl PathState {
+    pub fn new(ice_pass: String) -> Self {
+        Self {
+            ice_pass,
+            nominated: false,
+            check: None,
+            own_check: None,
+        }
+    }
+}
+
+/// A check of the peer's: where from, and what a nominating copy of it repeats.
+pub(super) struct PeerCheck {
+    pub source: SocketAddr,
+    pub username: String,
+    pub prio: u32,
+    pub tie_breaker: u64,
 }
 
 pub(super) enum PeerRole {

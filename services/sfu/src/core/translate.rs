@@ -5,6 +5,7 @@ use super::codec::FrameCodec;
 use super::counters::StreamTotals;
 use super::fanout::{track_id, InFrame};
 use super::keyframe::Want;
+use super::nominate;
 use super::peer::{PeerRole, PublisherTrack};
 use super::sync::sender_clock_us;
 use super::{CloseReason, Core, Output};
@@ -54,6 +55,9 @@ impl Core {
                         break;
                     }
                     Ok(RtcOutput::Transmit(t)) => {
+                        if nominate::is_own_response(&mut p.path, &t.contents) {
+                            continue;
+                        }
                         self.counters.datagrams_out += 1;
                         self.out.push_back(Output::Transmit {
                             destination: t.destination,
