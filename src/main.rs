@@ -143,11 +143,11 @@ struct Config {
           value_parser = overload_share)]
     sfu_overload_at: f64,
     /// What a WebRTC viewer joining mid-GOP gets from a publisher that can't be asked for
-    /// a keyframe (RTMP): `gop-fast` (the cached GOP at once, decoded in a flash: live
-    /// picture at once), `gop` (the cached GOP at its own pace: starts at once, plays
-    /// behind), `keyframe` (the cached keyframe: a wrong picture until the next one),
-    /// `wait` (the encoder's next keyframe).
-    #[arg(long, env = "SKYLARK_SFU_JOIN_FRAMES", default_value = "gop-fast")]
+    /// a keyframe (RTMP): `gop` (the room's cached GOP at once, at its own times: a
+    /// picture at once, then live latency), `gop-fast` (the same squeezed into one
+    /// instant), `keyframe` (the cached keyframe alone: a wrong picture until the next
+    /// one), `wait` (the encoder's next keyframe). Measured in docs/benchmarks.md.
+    #[arg(long, env = "SKYLARK_SFU_JOIN_FRAMES", default_value = "gop")]
     sfu_join_frames: skylark_sfu::core::JoinFrames,
     /// Downstream relay links (edges pulling a room) one SFU node feeds at most.
     #[arg(long, env = "SKYLARK_SFU_MAX_RELAYS", default_value_t = 8)]

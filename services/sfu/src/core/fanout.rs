@@ -264,7 +264,9 @@ impl Core {
                     if resync && (st.gate.layer.is_none() || st.gate.layer == d.rid) {
                         st.gate.wants_keyframe = true;
                     }
-                    let waiting = st.gate.wants_keyframe || st.gate.layer.is_none();
+                    // Would the gate hold this frame back for want of a keyframe?
+                    let waiting =
+                        st.gate.wants_keyframe || (d.rid.is_some() && st.gate.layer.is_none());
                     if waiting && (st.gate.layer.is_none() || st.gate.layer == d.rid) {
                         joining = burst(self.join_frames, joiner_gop);
                         if !joining.is_empty() {
