@@ -303,11 +303,14 @@ async fn flv_viewer_joining_mid_gop_starts_at_the_cached_keyframe() {
     })
     .await;
 
-    // A watches from the start and sees a keyframe K; B joins 1.5 s of media after it.
+    // A watches from the start and sees a keyframe K arrive live (its first one may be its
+    // own cached start, possibly long before); B joins 1.5 s of media after K.
     let mut a = FlvReader::open(&flv).await;
+    let mut keys = 0;
     let key_ts = loop {
         let (ts, key) = a.next_frame().await;
-        if key {
+        keys += usize::from(key);
+        if keys == 2 {
             break ts;
         }
     };
@@ -381,4 +384,91 @@ async fn flv_viewer_joining_mid_gop_starts_at_the_cached_keyframe() {
         "ffmpeg decoding B's stream: {}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// A WebRTC viewer joining mid-GOP of an RTMP publisher (which can't be asked for a
+/// keyframe) starts from the room's cached GOP: it plays before the encoder's next
+/// keyframe (5 s GOP, joined 1.5 s after one), and by then it has every frame of the GOP,
+/// the ones from before its join included.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webrtc_viewer_joining_mid_gop_starts_from_the_cached_gop() {
+    let Some(ffmpeg) = debian_ffmpeg() else {
+        return;
+    };
+    let sk = Skylark::start().await;
+    let port = rtmp_port(&sk);
+    let (_, room, key) = creator_with_room(&sk.base, "public").await;
+    let log = sk.dir.join("ffmpeg-gop-webrtc.log");
+    let url = format!("rtmp://127.0.0.1:{port}/live/{key}");
+    let _push = rtmp_push_gop(ffmpeg, &url, 40, &log, true, 150);
+    wait_live(&sk.base, &room, &log).await;
+    let flv = format!("{}/flv/{room}.flv", sk.base);
+    eventually(Duration::from_secs(15), "the room's FLV", || async {
+        match reqwest::get(&flv).await {
+            Ok(r) if r.status().is_success() => Ok(()),
+            Ok(r) => Err(r.status().to_string()),
+            Err(e) => Err(e.to_string()),
+        }
+    })
+    .await;
+
+    // An FLV reader tells where the encoder's keyframes are, as they arrive.
+    let (tx, mut frames) = tokio::sync::mpsc::unbounded_channel();
+    let mut a = FlvReader::open(&flv).await;
+    let reader = tokio::spawn(async move {
+        loop {
+            let (ts, key) = a.next_frame().await;
+            if tx.send((ts, key)).is_err() {
+                return;
+            }
+        }
+    });
+    // The reader's first keyframe may be its own cached start: the second arrives live.
+    let (mut keys, mut key_ts) = (0, None);
+    let join_at = loop {
+        let (ts, key) = frames.recv().await.expect("FLV frames");
+        if key {
+            keys += 1;
+            key_ts = Some(ts);
+        }
+        match key_ts {
+            Some(k) if keys >= 2 && !key && ts >= k + 1500 && frames.is_empty() => break ts,
+            _ => {}
+        }
+    };
+
+    let (_engine, v) = watching(&sk.base, &room).await;
+    let playing = v.stats().await.unwrap();
+    // The encoder's next keyframe has not come yet, and the viewer plays.
+    let mut gop_frames = 0u64;
+    loop {
+        match frames.try_recv() {
+            Ok((ts, true)) => panic!(
+                "the encoder's next keyframe (at {ts} ms) came before the viewer played \
+                 (joined at {join_at} ms): {playing:?}"
+            ),
+            Ok(_) => gop_frames += 1,
+            Err(_) => break,
+        }
+    }
+    assert!(playing.frames > 0 && playing.keyframes == 1, "{playing:?}");
+    // By the next keyframe the viewer has the whole GOP, from before its join too.
+    let next_key = loop {
+        let (ts, key) = frames.recv().await.expect("FLV frames");
+        if key {
+            break ts;
+        }
+    };
+    let at_next_key = v.stats().await.unwrap();
+    let k = key_ts.unwrap();
+    // From its join on it could have had (next_key − join_at) × 30 fps frames; the 45
+    // frames of the GOP before the join come only from the cache.
+    let since_join = u64::from(next_key - join_at) * 30 / 1000;
+    assert!(
+        at_next_key.frames >= since_join + 30,
+        "the GOP {k}–{next_key} ms: the viewer has {} frames, {since_join} of them at most \
+         from after its join at {join_at} ms ({gop_frames} FLV frames arrived while it connected)",
+        at_next_key.frames,
+    );
+    reader.abort();
 }

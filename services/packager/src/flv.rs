@@ -17,7 +17,8 @@ use skylark_proto::sfu::v1 as pb;
 use std::sync::{Arc, Mutex};
 use tokio::sync::{broadcast, mpsc};
 
-/// Tags buffered per room for slow viewers (a few seconds of a typical stream).
+/// Tags buffered per room for slow viewers (~10 s of 30 fps video with audio): a viewer
+/// further behind is dropped.
 const FEED_CAPACITY: usize = 1024;
 
 /// One FLV tag body with its type and time.
@@ -274,9 +275,11 @@ fn spawn_viewer(feed: &Arc<FlvFeed>) -> mpsc::Receiver<Bytes> {
                 return;
             }
             metrics::counter!("skylark_flv_bytes_served_total").increment(bytes.len() as u64);
-            // A full queue means a slow reader: drop it rather than wait.
-            if tx.try_send(bytes).is_err() {
-                metrics::counter!("skylark_flv_viewers_dropped_total").increment(1);
+            // Waiting here holds nobody else up: the room's broadcast ring is the bound, and
+            // a reader that falls its length behind is dropped above (`Lagged`). Dropping on a
+            // full queue instead cut readers that paused for ~1 s, or that caught up on the
+            // tags queued while their cached GOP went out.
+            if tx.send(bytes).await.is_err() {
                 return;
             }
         }
