@@ -142,6 +142,13 @@ struct Config {
     #[arg(long, env = "SKYLARK_SFU_OVERLOAD_AT", default_value_t = skylark_sfu::DEFAULT_OVERLOAD_AT,
           value_parser = overload_share)]
     sfu_overload_at: f64,
+    /// What a WebRTC viewer joining mid-GOP gets from a publisher that can't be asked for
+    /// a keyframe (RTMP): `gop` (the room's cached GOP at once, at its own times: a
+    /// picture at once, then live latency), `gop-fast` (the same squeezed into one
+    /// instant), `keyframe` (the cached keyframe alone: a wrong picture until the next
+    /// one), `wait` (the encoder's next keyframe). Measured in docs/benchmarks.md.
+    #[arg(long, env = "SKYLARK_SFU_JOIN_FRAMES", default_value = "gop")]
+    sfu_join_frames: skylark_sfu::core::JoinFrames,
     /// Downstream relay links (edges pulling a room) one SFU node feeds at most.
     #[arg(long, env = "SKYLARK_SFU_MAX_RELAYS", default_value_t = 8)]
     max_relays: u32,
@@ -494,6 +501,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             n => usize::from(n),
         },
         overload_at: config.sfu_overload_at,
+        join_frames: config.sfu_join_frames,
     };
     let packager = |api_grpc_url: String| -> anyhow::Result<_> {
         Ok(skylark_packager::Config {

@@ -207,3 +207,268 @@ async fn bad_rtmp_input_is_refused_and_other_rooms_play_on() {
     assert!(!sk.logs().contains(&key), "stream key logged");
     drop(live);
 }
+
+/// Reads an HTTP-FLV response tag by tag with the media crate's parser.
+struct FlvReader {
+    resp: reqwest::Response,
+    buf: Vec<u8>,
+    /// Bytes of whole tags parsed so far (`buf` keeps them, for FFmpeg to decode).
+    pos: usize,
+}
+
+/// One tag: type, timestamp (ms), body.
+type Tag = (u8, u32, Vec<u8>);
+
+impl FlvReader {
+    async fn open(url: &str) -> FlvReader {
+        let resp = reqwest::get(url).await.unwrap();
+        assert!(resp.status().is_success(), "{url}: {}", resp.status());
+        let mut r = FlvReader {
+            resp,
+            buf: Vec::new(),
+            pos: 0,
+        };
+        loop {
+            match skylark_media::flv::parse_file_header(&r.buf) {
+                Ok((h, first)) => {
+                    assert!(h.has_video, "FLV header says no video");
+                    r.pos = first;
+                    return r;
+                }
+                Err(_) => r.fill().await,
+            }
+        }
+    }
+
+    async fn fill(&mut self) {
+        let chunk = tokio::time::timeout(Duration::from_secs(10), self.resp.chunk())
+            .await
+            .expect("FLV bytes within 10 s")
+            .expect("FLV stream read")
+            .expect("FLV stream ended early");
+        self.buf.extend_from_slice(&chunk);
+    }
+
+    async fn next(&mut self) -> Tag {
+        loop {
+            if let Ok((t, used)) = skylark_media::flv::FlvTag::parse(&self.buf[self.pos..]) {
+                let tag = (t.tag_type, t.timestamp, t.body.to_vec());
+                self.pos += used;
+                return tag;
+            }
+            self.fill().await;
+        }
+    }
+
+    /// The next coded video frame: `(timestamp, keyframe)`.
+    async fn next_frame(&mut self) -> (u32, bool) {
+        loop {
+            let (t, ts, body) = self.next().await;
+            if t != skylark_media::flv::TAG_VIDEO {
+                continue;
+            }
+            let v = skylark_media::flv::VideoTag::parse(&body).expect("a video tag");
+            if matches!(v.packet, skylark_media::flv::VideoPacket::AvcNalus { .. }) {
+                return (ts, v.is_keyframe());
+            }
+        }
+    }
+}
+
+/// An FLV viewer joining mid-GOP starts at once from the room's cached GOP: sequence
+/// headers, then the latest keyframe (stamped before the join), the frames after it, and
+/// live frames, with no frame lost or repeated at the seam; FFmpeg decodes it cleanly.
+/// The encoder's GOP is 5 s, so without the cache the first keyframe would come after
+/// the join.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flv_viewer_joining_mid_gop_starts_at_the_cached_keyframe() {
+    use skylark_media::flv::{AudioTag, VideoPacket, VideoTag, TAG_AUDIO, TAG_SCRIPT, TAG_VIDEO};
+    let Some(ffmpeg) = debian_ffmpeg() else {
+        return;
+    };
+    let sk = Skylark::start().await;
+    let port = rtmp_port(&sk);
+    let (_, room, key) = creator_with_room(&sk.base, "public").await;
+    let log = sk.dir.join("ffmpeg-gop.log");
+    let url = format!("rtmp://127.0.0.1:{port}/live/{key}");
+    let _push = rtmp_push_gop(ffmpeg, &url, 40, &log, true, 150);
+    wait_live(&sk.base, &room, &log).await;
+    let flv = format!("{}/flv/{room}.flv", sk.base);
+    eventually(Duration::from_secs(15), "the room's FLV", || async {
+        match reqwest::get(&flv).await {
+            Ok(r) if r.status().is_success() => Ok(()),
+            Ok(r) => Err(r.status().to_string()),
+            Err(e) => Err(e.to_string()),
+        }
+    })
+    .await;
+
+    // A watches from the start and sees a keyframe K arrive live (its first one may be its
+    // own cached start, possibly long before); B joins 1.5 s of media after K.
+    let mut a = FlvReader::open(&flv).await;
+    let mut keys = 0;
+    let key_ts = loop {
+        let (ts, key) = a.next_frame().await;
+        keys += usize::from(key);
+        if keys == 2 {
+            break ts;
+        }
+    };
+    let mut a_frames = vec![key_ts];
+    while *a_frames.last().unwrap() < key_ts + 1500 {
+        let (ts, key) = a.next_frame().await;
+        assert!(!key, "a second keyframe within 1.5 s of a 5 s GOP");
+        a_frames.push(ts);
+    }
+    let last_before_join = *a_frames.last().unwrap();
+    let mut b = FlvReader::open(&flv).await;
+
+    // B: metadata, then the AVC and AAC sequence headers, then the cached keyframe.
+    let (t, _, _) = b.next().await;
+    assert_eq!(t, TAG_SCRIPT, "onMetaData first");
+    let (t, _, body) = b.next().await;
+    assert_eq!(t, TAG_VIDEO);
+    assert!(
+        matches!(
+            VideoTag::parse(&body).unwrap().packet,
+            VideoPacket::AvcSequenceHeader(_)
+        ),
+        "the AVC sequence header before any frame"
+    );
+    let (t, _, body) = b.next().await;
+    assert_eq!(t, TAG_AUDIO);
+    assert!(
+        matches!(
+            AudioTag::parse(&body).unwrap(),
+            AudioTag::AacSequenceHeader(_)
+        ),
+        "the AAC sequence header before any frame"
+    );
+    let (first_ts, first_key) = b.next_frame().await;
+    assert!(first_key, "B's first frame is a keyframe");
+    assert_eq!(
+        first_ts,
+        key_ts,
+        "B starts at the keyframe A saw {} ms before B joined, not at the next one",
+        last_before_join - key_ts
+    );
+
+    // The same frames as A from the keyframe on, past the join and into live ones.
+    let target = last_before_join + 1000;
+    let mut b_frames = vec![first_ts];
+    while *b_frames.last().unwrap() < target {
+        let (ts, key) = b.next_frame().await;
+        assert!(!key, "no new keyframe yet (5 s GOP)");
+        b_frames.push(ts);
+    }
+    while *a_frames.last().unwrap() < target {
+        a_frames.push(a.next_frame().await.0);
+    }
+    assert!(
+        b_frames.windows(2).all(|w| w[0] <= w[1]),
+        "monotonic: {b_frames:?}"
+    );
+    assert_eq!(b_frames, a_frames, "B = A from the keyframe on");
+
+    // FFmpeg decodes what B got from its first byte, without an error.
+    let file = sk.dir.join("joined-mid-gop.flv");
+    std::fs::write(&file, &b.buf[..b.pos]).unwrap();
+    let out = std::process::Command::new(ffmpeg)
+        .args(["-hide_banner", "-v", "error", "-i"])
+        .arg(&file)
+        .args(["-f", "null", "-"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success() && out.stderr.is_empty(),
+        "ffmpeg decoding B's stream: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A WebRTC viewer joining mid-GOP of an RTMP publisher (which can't be asked for a
+/// keyframe) starts from the room's cached GOP: it plays before the encoder's next
+/// keyframe (5 s GOP, joined 1.5 s after one), and by then it has every frame of the GOP,
+/// the ones from before its join included.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webrtc_viewer_joining_mid_gop_starts_from_the_cached_gop() {
+    let Some(ffmpeg) = debian_ffmpeg() else {
+        return;
+    };
+    let sk = Skylark::start().await;
+    let port = rtmp_port(&sk);
+    let (_, room, key) = creator_with_room(&sk.base, "public").await;
+    let log = sk.dir.join("ffmpeg-gop-webrtc.log");
+    let url = format!("rtmp://127.0.0.1:{port}/live/{key}");
+    let _push = rtmp_push_gop(ffmpeg, &url, 40, &log, true, 150);
+    wait_live(&sk.base, &room, &log).await;
+    let flv = format!("{}/flv/{room}.flv", sk.base);
+    eventually(Duration::from_secs(15), "the room's FLV", || async {
+        match reqwest::get(&flv).await {
+            Ok(r) if r.status().is_success() => Ok(()),
+            Ok(r) => Err(r.status().to_string()),
+            Err(e) => Err(e.to_string()),
+        }
+    })
+    .await;
+
+    // An FLV reader tells where the encoder's keyframes are, as they arrive.
+    let (tx, mut frames) = tokio::sync::mpsc::unbounded_channel();
+    let mut a = FlvReader::open(&flv).await;
+    let reader = tokio::spawn(async move {
+        loop {
+            let (ts, key) = a.next_frame().await;
+            if tx.send((ts, key)).is_err() {
+                return;
+            }
+        }
+    });
+    // The reader's first keyframe may be its own cached start: the second arrives live.
+    let (mut keys, mut key_ts) = (0, None);
+    let join_at = loop {
+        let (ts, key) = frames.recv().await.expect("FLV frames");
+        if key {
+            keys += 1;
+            key_ts = Some(ts);
+        }
+        match key_ts {
+            Some(k) if keys >= 2 && !key && ts >= k + 1500 && frames.is_empty() => break ts,
+            _ => {}
+        }
+    };
+
+    let (_engine, v) = watching(&sk.base, &room).await;
+    let playing = v.stats().await.unwrap();
+    // The encoder's next keyframe has not come yet, and the viewer plays.
+    let mut gop_frames = 0u64;
+    loop {
+        match frames.try_recv() {
+            Ok((ts, true)) => panic!(
+                "the encoder's next keyframe (at {ts} ms) came before the viewer played \
+                 (joined at {join_at} ms): {playing:?}"
+            ),
+            Ok(_) => gop_frames += 1,
+            Err(_) => break,
+        }
+    }
+    assert!(playing.frames > 0 && playing.keyframes == 1, "{playing:?}");
+    // By the next keyframe the viewer has the whole GOP, from before its join too.
+    let next_key = loop {
+        let (ts, key) = frames.recv().await.expect("FLV frames");
+        if key {
+            break ts;
+        }
+    };
+    let at_next_key = v.stats().await.unwrap();
+    let k = key_ts.unwrap();
+    // From its join on it could have had (next_key − join_at) × 30 fps frames; the 45
+    // frames of the GOP before the join come only from the cache.
+    let since_join = u64::from(next_key - join_at) * 30 / 1000;
+    assert!(
+        at_next_key.frames >= since_join + 30,
+        "the GOP {k}–{next_key} ms: the viewer has {} frames, {since_join} of them at most \
+         from after its join at {join_at} ms ({gop_frames} FLV frames arrived while it connected)",
+        at_next_key.frames,
+    );
+    reader.abort();
+}

@@ -400,6 +400,18 @@ pub fn rtmp_push_with(
     log: &std::path::Path,
     audio: bool,
 ) -> Push {
+    rtmp_push_gop(ffmpeg, url, seconds, log, audio, 30)
+}
+
+/// Like [`rtmp_push_with`], with a keyframe every `gop` frames exactly (30 fps).
+pub fn rtmp_push_gop(
+    ffmpeg: &str,
+    url: &str,
+    seconds: u32,
+    log: &std::path::Path,
+    audio: bool,
+    gop: u32,
+) -> Push {
     let mut cmd = Command::new(ffmpeg);
     cmd.args(["-hide_banner", "-loglevel", "warning", "-re"])
         .args(["-f", "lavfi", "-i", "testsrc2=size=640x360:rate=30"]);
@@ -416,7 +428,11 @@ pub fn rtmp_push_with(
             "-tune",
             "zerolatency",
             "-g",
-            "30",
+            &gop.to_string(),
+            "-keyint_min",
+            &gop.to_string(),
+            "-sc_threshold",
+            "0",
         ])
         .args(["-t", &seconds.to_string(), "-f", "flv", url])
         .stdout(Stdio::null())

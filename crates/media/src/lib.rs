@@ -26,6 +26,7 @@
 pub mod aac;
 pub mod flv;
 pub mod fmp4;
+pub mod gop;
 pub mod h264;
 pub mod hls;
 pub mod opus;

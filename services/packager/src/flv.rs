@@ -1,7 +1,9 @@
 //! HTTP-FLV and WebSocket-FLV playback (`/flv/{room}.flv`): the room's frames as one
-//! live FLV stream per viewer, starting at a keyframe. H.264 as AVC tags; audio as AAC
-//! when the source sent AAC (RTMP), else Opus in Enhanced-FLV tags. A viewer that can't
-//! keep up is dropped rather than buffered without bound.
+//! live FLV stream per viewer, starting at a keyframe: the room's latest one, from its
+//! GOP cache, so a viewer starts at once rather than at the encoder's next keyframe (as
+//! SRS's `gop_cache`). H.264 as AVC tags; audio as AAC when the source sent AAC (RTMP),
+//! else Opus in Enhanced-FLV tags. A viewer that can't keep up is dropped rather than
+//! buffered without bound.
 
 use axum::body::Body;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
@@ -9,12 +11,14 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::Response;
 use bytes::Bytes;
 use skylark_media::flv::{self, OpusHead};
+use skylark_media::gop::{GopCache, GopLimits};
 use skylark_media::h264::{self, AvcDecoderConfigurationRecord};
 use skylark_proto::sfu::v1 as pb;
 use std::sync::{Arc, Mutex};
 use tokio::sync::{broadcast, mpsc};
 
-/// Tags buffered per room for slow viewers (a few seconds of a typical stream).
+/// Tags buffered per room for slow viewers (~10 s of 30 fps video with audio): a viewer
+/// further behind is dropped.
 const FEED_CAPACITY: usize = 1024;
 
 /// One FLV tag body with its type and time.
@@ -32,29 +36,58 @@ struct Config {
     audio: Option<Vec<u8>>,
 }
 
-/// A room's FLV feed: sequence headers for late joiners, and a broadcast of tags.
+/// What a joining viewer is sent before live tags: sequence headers and the latest GOP.
+struct Cached {
+    config: Config,
+    gop: GopCache<Arc<Item>>,
+}
+
+/// A room's FLV feed: sequence headers and the latest GOP for late joiners, and a
+/// broadcast of tags.
 pub struct FlvFeed {
     tx: broadcast::Sender<Arc<Item>>,
-    config: Mutex<Config>,
+    /// Tags are broadcast under this lock, and viewers subscribe under it: a joiner's
+    /// cached GOP and its first live tag meet with no tag lost or repeated.
+    cached: Mutex<Cached>,
 }
 
 impl Default for FlvFeed {
     fn default() -> Self {
         Self {
             tx: broadcast::channel(FEED_CAPACITY).0,
-            config: Mutex::new(Config::default()),
+            cached: Mutex::new(Cached {
+                config: Config::default(),
+                gop: GopCache::new(GopLimits::default()),
+            }),
         }
     }
 }
 
 impl FlvFeed {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Cached> {
+        self.cached.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     fn publish(&self, item: Item) {
+        let item = Arc::new(item);
+        let mut c = self.lock();
+        c.gop.push(
+            item.clone(),
+            item.body.len(),
+            u64::from(item.ts_ms),
+            item.keyframe,
+        );
         // No receivers is fine: nobody watches over FLV right now.
-        let _ = self.tx.send(Arc::new(item));
+        let _ = self.tx.send(item);
     }
 
     fn set_config(&self, f: impl FnOnce(&mut Config)) {
-        f(&mut self.config.lock().unwrap_or_else(|p| p.into_inner()));
+        f(&mut self.lock().config);
+    }
+
+    /// Frames were lost upstream or the publisher changed: the GOP can't be decoded.
+    fn forget_gop(&self) {
+        self.lock().gop.clear();
     }
 }
 
@@ -101,7 +134,8 @@ impl FlvMuxer {
     }
 
     /// A new publisher: timestamps restart, tracks are announced again.
-    pub fn reset(&mut self) {
+    pub fn reset(&mut self, feed: &FlvFeed) {
+        feed.forget_gop();
         *self = Self {
             last_ms: self.last_ms + 40,
             ..Self::default()
@@ -126,6 +160,9 @@ impl FlvMuxer {
 
     pub fn push(&mut self, f: &pb::Frame, feed: &FlvFeed) {
         if Some(&f.track_id) == self.video.as_ref() {
+            if !f.contiguous {
+                feed.forget_gop();
+            }
             let nalus: Vec<&[u8]> = h264::annexb_nalus(&f.data).collect();
             if let Some((sps, pps)) = h264::parameter_sets(&nalus) {
                 let changed = self
@@ -190,16 +227,19 @@ fn tag(item_type: u8, ts: u32, body: &[u8]) -> Option<Bytes> {
     Some(Bytes::from(out))
 }
 
-/// The stream one viewer gets: header, metadata, sequence headers, then tags from the
-/// next keyframe on. Ends when the viewer falls too far behind or the room ends.
+/// The stream one viewer gets: header, metadata, sequence headers, the room's cached
+/// GOP (from its latest keyframe), then live tags; without a cached GOP, live tags from
+/// the next keyframe on. Ends when the viewer falls too far behind or the room ends.
 fn spawn_viewer(feed: &Arc<FlvFeed>) -> mpsc::Receiver<Bytes> {
     let (tx, rx) = mpsc::channel::<Bytes>(64);
-    let mut sub = feed.tx.subscribe();
-    let config = feed
-        .config
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .clone();
+    let (mut sub, config, gop) = {
+        let c = feed.lock();
+        (
+            feed.tx.subscribe(),
+            c.config.clone(),
+            c.gop.items().to_vec(),
+        )
+    };
     tokio::spawn(async move {
         let mut head = flv::file_header(config.audio.is_some(), true).to_vec();
         if let Ok(meta) = flv::on_metadata([("encoder", "skylark".into())]) {
@@ -208,8 +248,13 @@ fn spawn_viewer(feed: &Arc<FlvFeed>) -> mpsc::Receiver<Bytes> {
         if tx.send(Bytes::from(head)).await.is_err() {
             return;
         }
-        let mut started = false;
-        let mut sent_config = false;
+        let mut config = Some(config);
+        // The cached GOP goes out as fast as the viewer takes it (up to a few MiB, once).
+        for item in &gop {
+            if !send_item(&tx, item, &mut config).await {
+                return;
+            }
+        }
         loop {
             let item = match sub.recv().await {
                 Ok(i) => i,
@@ -220,35 +265,53 @@ fn spawn_viewer(feed: &Arc<FlvFeed>) -> mpsc::Receiver<Bytes> {
                 }
                 Err(broadcast::error::RecvError::Closed) => return,
             };
-            if !started {
-                if !item.keyframe {
-                    continue;
-                }
-                started = true;
-            }
-            if !sent_config {
-                sent_config = true;
-                let cfg = config.clone();
-                for (t, body) in [(flv::TAG_VIDEO, cfg.avc), (flv::TAG_AUDIO, cfg.audio)] {
-                    if let Some(b) = body.and_then(|b| tag(t, item.ts_ms, &b)) {
-                        if tx.send(b).await.is_err() {
-                            return;
-                        }
-                    }
-                }
+            if config.is_some() && !item.keyframe {
+                continue;
             }
             let Some(bytes) = tag(item.tag_type, item.ts_ms, &item.body) else {
                 continue;
             };
+            if config.is_some() && !send_config(&tx, item.ts_ms, &mut config).await {
+                return;
+            }
             metrics::counter!("skylark_flv_bytes_served_total").increment(bytes.len() as u64);
-            // A full queue means a slow reader: drop it rather than wait.
-            if tx.try_send(bytes).is_err() {
-                metrics::counter!("skylark_flv_viewers_dropped_total").increment(1);
+            // Waiting here holds nobody else up: the room's broadcast ring is the bound, and
+            // a reader that falls its length behind is dropped above (`Lagged`). Dropping on a
+            // full queue instead cut readers that paused for ~1 s, or that caught up on the
+            // tags queued while their cached GOP went out.
+            if tx.send(bytes).await.is_err() {
                 return;
             }
         }
     });
     rx
+}
+
+/// The sequence headers, once (`config` is taken), stamped `ts` (the first frame's).
+async fn send_config(tx: &mpsc::Sender<Bytes>, ts: u32, config: &mut Option<Config>) -> bool {
+    let Some(cfg) = config.take() else {
+        return true;
+    };
+    for (t, body) in [(flv::TAG_VIDEO, cfg.avc), (flv::TAG_AUDIO, cfg.audio)] {
+        if let Some(b) = body.and_then(|b| tag(t, ts, &b)) {
+            if tx.send(b).await.is_err() {
+                return false;
+            }
+        }
+    }
+    true
+}
+
+/// One cached tag, after the sequence headers if they have not gone out yet.
+async fn send_item(tx: &mpsc::Sender<Bytes>, item: &Item, config: &mut Option<Config>) -> bool {
+    if !send_config(tx, item.ts_ms, config).await {
+        return false;
+    }
+    let Some(bytes) = tag(item.tag_type, item.ts_ms, &item.body) else {
+        return true;
+    };
+    metrics::counter!("skylark_flv_bytes_served_total").increment(bytes.len() as u64);
+    tx.send(bytes).await.is_ok()
 }
 
 /// `GET /flv/{room}.flv`, over plain HTTP (chunked) or upgraded to a WebSocket.

@@ -262,7 +262,7 @@ async fn room_worker(sh: Arc<Shared>, room: String, stop: CancellationToken) {
             let mut out = Vec::new();
             seg.publisher_changed(&mut out);
             apply(&hls, out);
-            flv_mux.reset();
+            flv_mux.reset(&hls.flv);
             tokio::select! { _ = stop.cancelled() => break, _ = tokio::time::sleep(Duration::from_millis(500)) => {} }
         }
         let mut out = Vec::new();
@@ -341,7 +341,7 @@ async fn pull(
             }
             Some(pb::relay_message::Msg::PublisherChanged(_)) => {
                 seg.publisher_changed(&mut out);
-                flv_mux.reset();
+                flv_mux.reset(&hls.flv);
             }
             Some(pb::relay_message::Msg::Ended(_)) => return Ok(()),
             None => {}

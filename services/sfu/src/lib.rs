@@ -66,6 +66,9 @@ pub struct Config {
     /// Busy share (0–1] of its time past which a worker takes no new viewer, and with
     /// every worker past it the node reports itself overloaded ([`DEFAULT_OVERLOAD_AT`]).
     pub overload_at: f64,
+    /// What viewers joining mid-GOP get from a publisher that can't be asked for a
+    /// keyframe (RTMP).
+    pub join_frames: core::JoinFrames,
 }
 
 /// Default of [`Config::overload_at`]: past 90 % busy, a worker's input starts queueing
@@ -102,6 +105,7 @@ impl Config {
             api_grpc_url: None,
             workers: 1,
             overload_at: DEFAULT_OVERLOAD_AT,
+            join_frames: core::JoinFrames::default(),
         }
     }
 }
@@ -170,7 +174,7 @@ pub async fn start(
     let mut handles = Vec::with_capacity(count);
     let mut tasks = Vec::with_capacity(count + 4);
     for (index, (socket, steered)) in (0u8..).zip(sockets.into_iter().zip(steer_rxs)) {
-        let core = Core::new(CoreConfig {
+        let mut core = Core::new(CoreConfig {
             local_addr: announce,
             announce_addr: announce,
             // The node admits (`workers`); a core alone never refuses before it.
@@ -183,6 +187,7 @@ pub async fn start(
                 count: count as u8,
             },
         });
+        core.set_join_frames(config.join_frames);
         let (handle, task) = worker::spawn(worker::Spawn {
             socket,
             core,

@@ -1572,3 +1572,78 @@ fn strangers_are_not_steered() {
     assert_eq!(c.datagrams_steered, before.datagrams_steered);
     assert!(net.clients[p].connected);
 }
+
+/// A viewer joining mid-GOP of a local (RTMP) publisher, which can't be asked for a
+/// keyframe, gets what `JoinFrames` says: nothing until the next keyframe, the cached
+/// keyframe, or the cached GOP at its own times or squeezed before the newest frame.
+#[test]
+fn a_viewer_joining_mid_gop_of_a_local_publisher_gets_the_join_frames() {
+    use skylark_sfu::core::{FrameCodec, JoinFrames};
+    use std::sync::Arc as A;
+    for mode in [
+        JoinFrames::Wait,
+        JoinFrames::Keyframe,
+        JoinFrames::Gop,
+        JoinFrames::GopFast,
+    ] {
+        let mut net = Net::new();
+        net.core.set_join_frames(mode);
+        let session = net.core.publish_local("r7").unwrap();
+        let push = |net: &mut Net, n: u64| {
+            let nal = if n == 0 { 0x65 } else { 0x41 };
+            let mut v = vec![
+                0, 0, 0, 1, 0x67, 0x42, 0xe0, 0x1f, 0, 0, 0, 1, 0x68, 0xce, 0, 0, 0, 1, nal,
+            ];
+            v.extend_from_slice(format!("{n:08}").as_bytes());
+            let now = net.now;
+            net.core
+                .push_local(now, &session, FrameCodec::H264, n * 3000, A::from(v), "")
+                .unwrap();
+            net.run(Duration::from_millis(33));
+        };
+        // A keyframe and 5 frames after it, then a viewer joins, then 4 more frames.
+        for n in 0..6 {
+            push(&mut net, n);
+        }
+        let s = net.subscriber("r7", 7000);
+        net.connect_all();
+        for n in 6..10 {
+            push(&mut net, n);
+        }
+        net.run(Duration::from_millis(200));
+        let got: Vec<(u64, String)> = net.clients[s]
+            .frames
+            .iter()
+            .filter(|f| f.0 == MediaKind::Video)
+            .map(|f| {
+                let tail = String::from_utf8_lossy(&f.2[f.2.len() - 8..]).into_owned();
+                (f.1, tail)
+            })
+            .collect();
+        let numbers: Vec<u64> = got.iter().map(|(_, n)| n.parse().unwrap()).collect();
+        let times: Vec<u64> = got.iter().map(|(t, _)| *t).collect();
+        match mode {
+            JoinFrames::Wait => assert!(numbers.is_empty(), "{mode:?}: {got:?}"),
+            JoinFrames::Keyframe => assert_eq!(numbers, [0, 6, 7, 8, 9], "{mode:?}"),
+            JoinFrames::Gop | JoinFrames::GopFast => {
+                assert_eq!(numbers, (0..10).collect::<Vec<_>>(), "{mode:?}")
+            }
+        }
+        assert!(
+            times.windows(2).all(|w| w[0] < w[1]),
+            "{mode:?}: times rise {times:?}"
+        );
+        if mode == JoinFrames::GopFast {
+            // The burst (frames 0–6) ends at frame 6's time, one tick apart; live after.
+            let t6 = times[6];
+            assert_eq!(
+                times[..7],
+                (0..7).map(|i| t6 - 6 + i).collect::<Vec<_>>()[..]
+            );
+            assert_eq!(times[7] - t6, 3000);
+        }
+        if mode == JoinFrames::Gop {
+            assert!(times.windows(2).all(|w| w[1] - w[0] == 3000), "{times:?}");
+        }
+    }
+}

@@ -4,6 +4,7 @@
 
 use super::codec::{subscriber_pt, FrameCodec};
 use super::forward::h264_is_keyframe;
+use super::join::{burst, gop_limits, squeezed_capture, CachedFrame, JoinFrames, TrackGop};
 use super::keyframe::Want;
 use super::output::relay_msg;
 use super::packetize::{packetize, Payloads};
@@ -181,6 +182,29 @@ impl Core {
                 });
             }
         }
+        // The latest GOP, for joiners, of publishers that can't be asked for a keyframe.
+        let cache_gop = kind == MediaKind::Video
+            && self.join_frames != JoinFrames::Wait
+            && self.locals.contains_key(&publisher);
+        if let Some(room) = self.rooms.get_mut(room_id).filter(|_| cache_gop) {
+            let gop = room
+                .gops
+                .entry(tid.clone())
+                .or_insert_with(|| TrackGop::new(gop_limits()));
+            if !d.contiguous {
+                gop.clear();
+            }
+            gop.push(
+                CachedFrame {
+                    time: d.time,
+                    capture: d.capture,
+                    data: d.data.clone(),
+                },
+                d.data.len(),
+                d.time / 90,
+                keyframe,
+            );
+        }
         let Some(room) = self.rooms.get(room_id) else {
             return;
         };
@@ -210,6 +234,20 @@ impl Core {
         let mut payloads: Option<Payloads> = None;
         let mut sent = Vec::with_capacity(subscribers.len());
         let mut need_keyframe: Option<Want> = None;
+        // The cached GOP ends with this frame (else it is not one a joiner can start on).
+        let joiner_gop: &[CachedFrame] =
+            match self.rooms.get(room_id).and_then(|r| r.gops.get(&tid)) {
+                Some(g)
+                    if cache_gop
+                        && !keyframe
+                        && g.items()
+                            .last()
+                            .is_some_and(|f| Arc::ptr_eq(&f.data, &d.data)) =>
+                {
+                    g.items()
+                }
+                _ => &[],
+            };
         for s in subscribers {
             let Some(p) = self.peers.get_mut(&s) else {
                 continue;
@@ -220,12 +258,23 @@ impl Core {
             let PeerRole::Subscriber(st) = &mut p.role else {
                 continue;
             };
+            let mut joining: Vec<(u64, &CachedFrame)> = Vec::new();
             let (mid, out, step) = match kind {
                 MediaKind::Video => {
                     if resync && (st.gate.layer.is_none() || st.gate.layer == d.rid) {
                         st.gate.wants_keyframe = true;
                     }
-                    if !st.gate.pass_video(d.rid, keyframe) {
+                    // Would the gate hold this frame back for want of a keyframe?
+                    let waiting =
+                        st.gate.wants_keyframe || (d.rid.is_some() && st.gate.layer.is_none());
+                    if waiting && (st.gate.layer.is_none() || st.gate.layer == d.rid) {
+                        joining = burst(self.join_frames, joiner_gop);
+                        if !joining.is_empty() {
+                            // It starts at the cached keyframe.
+                            st.gate.pass_video(d.rid, true);
+                        }
+                    }
+                    if joining.is_empty() && !st.gate.pass_video(d.rid, keyframe) {
                         if st.gate.wants_keyframe || st.gate.layer.is_none() {
                             let want = st.gate.layer.map_or(Want::All, Want::Layer);
                             need_keyframe = Some(match need_keyframe.take() {
@@ -259,23 +308,48 @@ impl Core {
             if packets.is_empty() {
                 continue;
             }
-            let time = out.timeline.map(epoch, d.time, step) as u32;
             let mut api = p.rtc.direct_api();
             let Some(tx) = api.stream_tx_by_mid(mid, None) else {
                 continue;
             };
             let video = kind == MediaKind::Video;
-            let last = packets.len() - 1;
-            for (i, payload) in packets.iter().enumerate() {
-                let seq = out.take_seq().into();
-                tx.write_rtp(
-                    RtpWrite::new(pt, seq, time, d.capture, payload.clone())
-                        .marker(video && i == last)
-                        .nackable(video),
+            // A joiner's cached frames (the last is this one), else this frame.
+            let newest = joining.last().map(|(_, f)| *f);
+            let frames = joining
+                .iter()
+                .map(|&(time, f)| {
+                    let capture = match newest {
+                        Some(last) if time != f.time => squeezed_capture(last, time),
+                        _ => f.capture,
+                    };
+                    let packets = if Arc::ptr_eq(&f.data, &d.data) {
+                        packets.clone()
+                    } else {
+                        packetize(d.codec, &f.data).unwrap_or_else(|| Payloads::from(Vec::new()))
+                    };
+                    (time, capture, packets, f.data.len())
+                })
+                .chain(
+                    joining
+                        .is_empty()
+                        .then(|| (d.time, d.capture, packets.clone(), d.data.len())),
                 );
+            for (time, capture, packets, bytes) in frames {
+                let Some(last) = packets.len().checked_sub(1) else {
+                    continue;
+                };
+                let time = out.timeline.map(epoch, time, step) as u32;
+                for (i, payload) in packets.iter().enumerate() {
+                    let seq = out.take_seq().into();
+                    tx.write_rtp(
+                        RtpWrite::new(pt, seq, time, capture, payload.clone())
+                            .marker(video && i == last)
+                            .nackable(video),
+                    );
+                }
+                self.counters.frames_out += 1;
+                self.counters.bytes_out += bytes as u64;
             }
-            self.counters.frames_out += 1;
-            self.counters.bytes_out += d.data.len() as u64;
             sent.push(s);
         }
         for s in sent {

@@ -82,6 +82,7 @@ mod datagram;
 mod fanout;
 pub mod forward;
 mod ids;
+mod join;
 mod keyframe;
 mod nominate;
 mod output;
@@ -101,6 +102,7 @@ pub use counters::Counters;
 pub use datagram::{DropReason, IndexSizes};
 pub use fanout::RelayedFrame;
 pub use ids::IdSeed;
+pub use join::JoinFrames;
 pub use output::{CloseReason, CoreEvent, Output};
 pub use slot::{session_worker, WorkerSlot, MAX_WORKERS};
 
@@ -159,6 +161,7 @@ pub struct Core {
     /// from their STUN checks (`datagram`), with when they were last seen.
     steered: HashMap<SocketAddr, (u8, Instant)>,
     next_steer_sweep: Option<Instant>,
+    join_frames: JoinFrames,
 }
 
 impl Core {
@@ -180,7 +183,14 @@ impl Core {
             track_bytes: HashMap::new(),
             steered: HashMap::new(),
             next_steer_sweep: None,
+            join_frames: JoinFrames::default(),
         }
+    }
+
+    /// What viewers joining mid-GOP get from a publisher that can't be asked for a
+    /// keyframe (RTMP, an edge pull).
+    pub fn set_join_frames(&mut self, mode: JoinFrames) {
+        self.join_frames = mode;
     }
 
     /// Next output for the worker.

@@ -2,6 +2,7 @@
 //! one of them comes or goes.
 
 use super::forward::Gate;
+use super::join::TrackGop;
 use super::keyframe::{TrackThrottles, Want};
 use super::output::relay_msg;
 use super::peer::PeerRole;
@@ -18,6 +19,9 @@ pub(super) struct Room {
     pub epoch: u64,
     pub tracks: Vec<pb::TrackInfo>,
     pub keyframes: TrackThrottles,
+    /// Each video track's latest GOP, kept while the publisher can't be asked for a
+    /// keyframe (`join`).
+    pub gops: std::collections::HashMap<String, TrackGop>,
 }
 
 impl Core {
@@ -58,6 +62,7 @@ impl Core {
         let old_relayed = old.is_some_and(|k| self.locals.get(&k).is_some_and(|l| l.relayed));
         r.epoch += 1;
         r.tracks.clear();
+        r.gops.clear();
         r.keyframes.new_publisher();
         let relays = r.relays.clone();
         for sink in relays {
