@@ -50,7 +50,8 @@ pub struct Config {
     pub node_id: Option<String>,
     /// Target segment duration (cut at the first keyframe after it).
     pub segment_target: Duration,
-    /// Target part duration (LL-HLS).
+    /// The LL-HLS part duration aimed at; the playlists' `PART-TARGET` is
+    /// [`segmenter::part_target`] of it.
     pub part_target: Duration,
     /// The API's RoomDirectory gRPC (rooms' visibility).
     pub api_grpc_url: String,
@@ -63,6 +64,7 @@ struct Shared {
     rooms: Rooms,
     me: String,
     segment_target: Duration,
+    /// `PART-TARGET`: no part is longer.
     part_target: Duration,
 }
 
@@ -90,7 +92,7 @@ pub async fn start(
         rooms: rooms.clone(),
         me: me.clone(),
         segment_target: config.segment_target,
-        part_target: config.part_target,
+        part_target: segmenter::part_target(config.part_target),
     });
     let node = NodeInfo {
         id: me.clone(),
