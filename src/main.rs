@@ -317,6 +317,8 @@ impl Config {
             max_rooms_per_creator: self.max_rooms_per_creator,
             signup_mode: self.signup,
             mail: skylark_api::MailConfig::parse(&self.mail_url, &self.mail_from)?,
+            // Whichever processes serve them, clients see one REST API and one document.
+            other_operations: skylark_signaling::openapi(),
         })
     }
 

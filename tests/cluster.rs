@@ -8,33 +8,6 @@ use common::*;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
-/// A fresh schema in the local PostgreSQL (`test` database), as the Kubernetes layout
-/// runs on PostgreSQL; SQLite when PostgreSQL is absent outside CI.
-fn postgres_schema_url() -> String {
-    let base = std::env::var("SKYLARK_TEST_DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
-    let schema = format!("cluster_{}", unique_id());
-    let ok = std::process::Command::new("psql")
-        .args([
-            base.as_str(),
-            "-q",
-            "-c",
-            &format!("CREATE SCHEMA {schema}"),
-        ])
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false);
-    if !ok {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "PostgreSQL unreachable at {base} (CI=true)"
-        );
-        eprintln!("PostgreSQL unreachable at {base}: the api uses SQLite in this run");
-        return String::new();
-    }
-    format!("{base}?options=-c%20search_path%3D{schema}")
-}
-
 #[tokio::test]
 async fn publisher_on_one_signaling_viewer_on_another() {
     let Some(redis) = redis_url() else { return };
@@ -43,7 +16,7 @@ async fn publisher_on_one_signaling_viewer_on_another() {
     let api_grpc = free_port();
     let shared = scale_out_env(&redis, api_grpc, dir.path(), &[]);
     let mut api_env = shared(&[("SKYLARK_GRPC_ADDR", format!("127.0.0.1:{api_grpc}"))]);
-    let database_url = postgres_schema_url();
+    let database_url = postgres_schema_url("cluster");
     if !database_url.is_empty() {
         api_env.insert("DATABASE_URL".into(), database_url);
     }

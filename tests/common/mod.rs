@@ -211,6 +211,50 @@ mod peers;
 #[allow(unused_imports)]
 pub use peers::skip;
 
+/// `program` from the test venv `scripts/test` fills (`~/.cache/skylark-test-venv`), if
+/// it runs with `probe_args`. `None` outside CI when it does not, saying `missing`; a
+/// failure in CI.
+pub fn venv_tool(program: &str, probe_args: &[&str], missing: &str) -> Option<PathBuf> {
+    let home = std::env::var("HOME").unwrap_or_else(|_| "/root".into());
+    let path = PathBuf::from(home)
+        .join(".cache/skylark-test-venv/bin")
+        .join(program);
+    let mut probe = Command::new(&path);
+    probe
+        .args(probe_args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    peers::runs_or_skip(&mut probe, missing).then_some(path)
+}
+
+/// A fresh schema in the local PostgreSQL (`test` database, or
+/// `SKYLARK_TEST_DATABASE_URL`) as a `DATABASE_URL`; empty (the server then uses SQLite)
+/// when PostgreSQL is unreachable outside CI, a failure in CI.
+pub fn postgres_schema_url(prefix: &str) -> String {
+    let base = std::env::var("SKYLARK_TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
+    let schema = format!("{prefix}_{}", unique_id());
+    let ok = Command::new("psql")
+        .args([
+            base.as_str(),
+            "-q",
+            "-c",
+            &format!("CREATE SCHEMA {schema}"),
+        ])
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    if !ok {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "PostgreSQL unreachable at {base} (CI=true)"
+        );
+        eprintln!("PostgreSQL unreachable at {base}: the api uses SQLite in this run");
+        return String::new();
+    }
+    format!("{base}?options=-c%20search_path%3D{schema}")
+}
+
 /// FFmpeg with the WHIP muxer (FFmpeg 7+; `scripts/test` installs the static build that the
 /// PyPI wheel `imageio-ffmpeg` ships). `None` outside CI when missing; a failure in CI.
 pub fn ffmpeg_whip() -> Option<PathBuf> {

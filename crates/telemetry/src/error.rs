@@ -16,14 +16,40 @@
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use serde::Serialize;
+use utoipa::ToSchema;
+
+/// The error body; its OpenAPI schema is the one every service's document refers to.
+#[derive(Serialize, ToSchema)]
+pub struct ErrorBody<'a> {
+    pub error: ErrorDetail<'a>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ErrorDetail<'a> {
+    /// Stable, machine-readable: `bad_request`, `unauthorized`, `forbidden`, `not_found`,
+    /// `conflict`, `payload_too_large`, `validation_failed`, `rate_limited`, `unavailable`,
+    /// `internal`, or one an operation names (e.g. `invalid_or_expired_token`).
+    pub code: &'a str,
+    /// What happened and what to do, for people.
+    pub message: &'a str,
+}
 
 /// The body: `code` is stable and machine-readable (`not_found`, `unauthorized`, …),
 /// `message` says what happened and what to do, for people.
 pub fn error_body(code: &str, message: &str) -> serde_json::Value {
-    serde_json::json!({"error": {"code": code, "message": message}})
+    serde_json::json!(ErrorBody {
+        error: ErrorDetail { code, message }
+    })
 }
 
 /// A JSON response with `status` and the error body.
 pub fn json_error(status: StatusCode, code: &str, message: &str) -> Response {
-    (status, Json(error_body(code, message))).into_response()
+    (
+        status,
+        Json(ErrorBody {
+            error: ErrorDetail { code, message },
+        }),
+    )
+        .into_response()
 }

@@ -14,6 +14,7 @@ pub mod limits;
 mod logging;
 mod metrics_export;
 mod propagation;
+pub mod routes;
 pub mod service;
 
 pub use internal_auth::{InternalSecret, InternalSecretError, Refusal, MIN_SECRET_LEN};

@@ -28,6 +28,9 @@ pub struct ApiConfig {
     pub signup_mode: SignupMode,
     /// Where verification mail goes (`SKYLARK_MAIL_URL`, `SKYLARK_MAIL_FROM`).
     pub mail: MailConfig,
+    /// The operations other services answer under `/api/v1` (signaling's `/playback`):
+    /// the document at `/api/v1/openapi.json` lists them with the API's own.
+    pub other_operations: utoipa::openapi::OpenApi,
 }
 
 /// How `POST /auth/signup` creates accounts.
@@ -68,6 +71,10 @@ impl std::fmt::Debug for ApiConfig {
             .field("max_rooms_per_creator", &self.max_rooms_per_creator)
             .field("signup_mode", &self.signup_mode)
             .field("mail", &self.mail)
+            .field(
+                "other_operations",
+                &self.other_operations.paths.paths.keys().collect::<Vec<_>>(),
+            )
             .finish()
     }
 }
@@ -100,6 +107,7 @@ impl ApiConfig {
             max_rooms_per_creator: 100,
             signup_mode: SignupMode::Open,
             mail: MailConfig::log(),
+            other_operations: utoipa::openapi::OpenApi::default(),
         }
     }
 }

@@ -85,9 +85,6 @@ impl RoomDirectoryService {
     }
 
     async fn room(&self, id: &str) -> Result<Room, Status> {
-        if id.is_empty() || id.len() > 128 {
-            return Err(Status::invalid_argument("room_id: give a room id"));
-        }
         self.state
             .store
             .room(id)

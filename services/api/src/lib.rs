@@ -22,7 +22,6 @@ pub mod store;
 pub use config::{load_or_create_jwt_secret, load_or_create_secret, ApiConfig, SignupMode};
 pub use directory::RoomDirectoryService;
 pub use mail::{MailConfig, MailConfigError};
-pub use openapi::openapi_json;
 pub use presence::{Presence, RoomStatus};
 pub use rest::router;
 pub use skylark_telemetry::limits::RateLimit;

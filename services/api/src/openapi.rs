@@ -1,9 +1,12 @@
-//! The OpenAPI document, generated from the handlers' annotations.
+//! The OpenAPI document's frame: title, shared schemas, the bearer scheme. Its
+//! operations come from the handlers' annotations as [`crate::http::routes`] registers
+//! them, so the document and the router can't drift apart.
 
-use crate::http::paths::*;
-use crate::http::*;
-use crate::store::{Mode, Room, User, Visibility};
-use axum::Json;
+use axum::http::header;
+use axum::response::IntoResponse;
+use axum::Extension;
+use skylark_telemetry::error::ErrorBody;
+use std::sync::Arc;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
@@ -26,24 +29,37 @@ impl Modify for BearerAuth {
 
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "Skylark API", description = "Creators, rooms and stream keys."),
-    paths(signup, verify, login, me, create, list, get, update, delete, rotate_key, viewer_token, revoke_viewer_tokens),
-    components(schemas(
-        ErrorBody, ErrorDetail, SignupRequest, SignupResponse, SignupAccepted, VerifyRequest, LoginRequest, LoginResponse, User,
-        Room, Visibility, Mode, RoomView, RoomList, CreateRoomRequest, CreateRoomResponse, Ingest,
-        UpdateRoomRequest, StreamKeyResponse, ViewerTokenRequest, ViewerTokenResponse
-    )),
+    info(title = "Skylark API", description = "Creators, rooms, stream keys and playback."),
+    components(schemas(ErrorBody)),
     modifiers(&BearerAuth)
 )]
 struct ApiDoc;
 
-/// The document as JSON text.
-pub fn openapi_json() -> String {
+/// The document before any operation is added.
+pub(crate) fn frame() -> utoipa::openapi::OpenApi {
     ApiDoc::openapi()
-        .to_json()
-        .unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
 }
 
-pub(crate) async fn serve() -> Json<utoipa::openapi::OpenApi> {
-    Json(ApiDoc::openapi())
+/// The finished document as JSON, for [`serve`].
+#[derive(Clone)]
+pub(crate) struct Document(Arc<str>);
+
+impl Document {
+    pub(crate) fn new(doc: &utoipa::openapi::OpenApi) -> Self {
+        // Serialising plain data structures with string keys can't fail.
+        let json = doc.to_json().unwrap_or_else(|e| {
+            format!("{{\"error\":{{\"code\":\"internal\",\"message\":\"{e}\"}}}}")
+        });
+        Self(json.into())
+    }
+}
+
+/// This document (OpenAPI 3.1).
+#[utoipa::path(get, path = "/openapi.json", tag = "meta",
+    responses((status = 200, description = "this document", content_type = "application/json", body = Object)))]
+pub(crate) async fn serve(Extension(doc): Extension<Document>) -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        doc.0.to_string(),
+    )
 }

@@ -51,6 +51,14 @@ impl From<sqlx::Error> for StoreError {
 
 pub type StoreResult<T> = Result<T, StoreError>;
 
+/// Room ids (`room_…`) and slugs are short and URL-safe; anything else, from a URL or a
+/// peer, names no room and is not worth a query (PostgreSQL even fails on a NUL).
+fn could_name_a_room(s: &str) -> bool {
+    (1..=128).contains(&s.len())
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
 /// Who may see a room.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
@@ -280,6 +288,10 @@ impl Store {
     }
 
     pub async fn user_by_email(&self, email: &str) -> StoreResult<Option<User>> {
+        // No stored email has a NUL (PostgreSQL text can't hold one, and fails the query).
+        if email.contains('\0') {
+            return Ok(None);
+        }
         let row = sqlx::query(
             "SELECT id, email, password_hash, display_name, created_at FROM users WHERE email = $1",
         )
@@ -391,6 +403,9 @@ impl Store {
 
     /// A room by id or slug.
     pub async fn room(&self, id_or_slug: &str) -> StoreResult<Option<Room>> {
+        if !could_name_a_room(id_or_slug) {
+            return Ok(None);
+        }
         let sql = format!("SELECT {ROOM_COLS} FROM rooms WHERE id = $1 OR slug = $1");
         let row = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(id_or_slug)

@@ -162,10 +162,10 @@ async fn suite(db: TestDb) {
         StatusCode::UNAUTHORIZED
     );
 
-    // Used, garbage, over-long and empty tokens: 400 with what to do.
+    // Used, garbage, over-long and empty tokens: 404 with what to do.
     for bad in [token.as_str(), "garbage", &"x".repeat(500), ""] {
         let (s, v) = app.verify(bad).await;
-        assert_eq!(s, StatusCode::BAD_REQUEST, "{bad}: {v}");
+        assert_eq!(s, StatusCode::NOT_FOUND, "{bad}: {v}");
         assert_eq!(code(&v), "invalid_or_expired_token");
         assert!(v["error"]["message"]
             .as_str()
@@ -190,7 +190,7 @@ async fn suite(db: TestDb) {
     let (s, v) = app.verify(expired).await;
     assert_eq!(
         (s, code(&v)),
-        (StatusCode::BAD_REQUEST, "invalid_or_expired_token")
+        (StatusCode::NOT_FOUND, "invalid_or_expired_token")
     );
     assert_eq!(
         app.login("late@example.com", pw).await.0,
@@ -209,10 +209,10 @@ async fn suite(db: TestDb) {
     );
     let second = app.link_token("eve@example.com").await;
     assert_ne!(first, second);
-    assert_eq!(app.verify(&first).await.0, StatusCode::BAD_REQUEST);
+    assert_eq!(app.verify(&first).await.0, StatusCode::NOT_FOUND);
     assert_eq!(app.verify(&second).await.0, StatusCode::CREATED);
 
-    // Registered in between (e.g. while the link sat in a mailbox): the generic 400.
+    // Registered in between (e.g. while the link sat in a mailbox): the generic 404.
     assert_eq!(
         app.signup("fay@example.com", pw).await.0,
         StatusCode::ACCEPTED
@@ -232,7 +232,7 @@ async fn suite(db: TestDb) {
     let (s, v) = app.verify(&token).await;
     assert_eq!(
         (s, code(&v)),
-        (StatusCode::BAD_REQUEST, "invalid_or_expired_token")
+        (StatusCode::NOT_FOUND, "invalid_or_expired_token")
     );
     assert_eq!(app.db.store.counts().await.unwrap().0, 3);
 

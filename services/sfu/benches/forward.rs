@@ -2,12 +2,13 @@
 //!
 //! - `sfu/keyframe`: the keyframe check the core runs on every published video frame.
 //! - `sfu/core_forward/{N}subs`: one published video frame through the routing core
-//!   to N connected subscribers — publisher's SRTP decrypt + depacketize once, then per
-//!   subscriber str0m's `Writer` (repacketize + SRTP encrypt + RTX buffer). Divide by
-//!   N (and by the packets per frame) for the per-subscriber cost.
+//!   to N connected subscribers — publisher's SRTP decrypt + depacketize and the room's
+//!   packetizing once, then per subscriber str0m's RTP mode (`StreamTx::write_rtp` of
+//!   the shared payloads: header + SRTP encrypt + RTX buffer). Divide by N (and by the
+//!   packets per frame) for the per-subscriber cost.
 //! - `sfu/str0m_send/{frame,rtp}`: one subscriber's send side alone, frame level
-//!   (`Writer::write`, what the core does) against str0m's RTP mode
-//!   (`StreamTx::write_rtp` of ready packets, what an RTP-forwarding SFU would do).
+//!   (`Writer::write`, what the core did before) against str0m's RTP mode
+//!   (`StreamTx::write_rtp` of ready packets, what the core does now).
 //!
 //! Frames are the load generator's (`skylark-loadgen`): real x264 slices padded with
 //! filler to 600 kbit/s or 1.5 Mbit/s, 30 fps, keyframe every 2 s.

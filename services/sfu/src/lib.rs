@@ -11,6 +11,7 @@ pub mod core;
 mod edge;
 mod grants;
 mod grpc;
+mod send_batch;
 mod spread;
 mod worker;
 mod workers;

@@ -7,6 +7,7 @@
 use crate::core::{
     Core, CoreEvent, Counters, FrameCodec, IdSeed, Output, RelayedFrame, SessionError, WallClock,
 };
+use crate::send_batch::SendBatch;
 use skylark_proto::sfu::v1 as pb;
 use std::collections::HashMap;
 use std::collections::HashSet;
@@ -483,7 +484,8 @@ struct Loop {
     relay_bytes_out: u64,
     relay_resyncs: u64,
     events: mpsc::UnboundedSender<(u8, CoreEvent)>,
-    dropped_sends: u64,
+    /// Datagrams on their way out, one system call per batch.
+    sends: SendBatch,
     dropped_steers: u64,
     local_closers: HashMap<String, oneshot::Sender<()>>,
 }
@@ -578,7 +580,7 @@ impl Loop {
             relay_bytes_out: 0,
             relay_resyncs: 0,
             events,
-            dropped_sends: 0,
+            sends: SendBatch::default(),
             dropped_steers: 0,
             local_closers: HashMap::new(),
         }
@@ -606,7 +608,7 @@ impl Loop {
             relays,
             relay_bytes_out: self.relay_bytes_out,
             relay_resyncs: self.relay_resyncs,
-            dropped_sends: self.dropped_sends,
+            dropped_sends: self.sends.dropped,
             dropped_steers: self.dropped_steers,
             publisher_loss: self.core.publisher_loss(),
         }
@@ -724,10 +726,8 @@ impl Loop {
                     destination,
                     contents,
                 } => {
-                    // Never block the loop on one slow or gone peer: drop instead.
-                    if self.socket.try_send_to(&contents, destination).is_err() {
-                        self.dropped_sends += 1;
-                    }
+                    // Never blocks the loop on one slow or gone peer: drops instead.
+                    self.sends.push(&self.socket, destination, contents);
                 }
                 Output::Relay { sink, msg } => self.relay(sink, msg),
                 Output::Steer {
@@ -761,6 +761,7 @@ impl Loop {
                 }
             }
         }
+        self.sends.flush(&self.socket);
     }
 
     /// One message to a relay sink: never waits (see [`RelaySink`]).

@@ -31,6 +31,8 @@ struct Client {
     video: Option<Mid>,
     audio: Option<Mid>,
     frames: Vec<(MediaKind, u64, Vec<u8>)>,
+    /// Per frame (same index): the track's last sender report as (NTP µs, RTP time).
+    reports: Vec<Option<(i128, u32)>>,
     keyframe_requests: usize,
     connected: bool,
     next: Instant,
@@ -102,6 +104,7 @@ impl Client {
             video: Some(video),
             audio: Some(audio),
             frames: vec![],
+            reports: vec![],
             keyframe_requests: 0,
             connected: false,
             next: now,
@@ -134,6 +137,11 @@ impl Client {
                             MediaKind::Audio
                         };
                         self.frames.push((kind, d.time.numer(), d.data.to_vec()));
+                        self.reports.push(d.last_sender_info.map(|sr| {
+                            let ntp = sr.ntp_time.duration_since(std::time::UNIX_EPOCH);
+                            let us = ntp.map_or(0, |d| d.as_micros() as i128);
+                            (us, sr.rtp_time.numer() as u32)
+                        }));
                     }
                     Event::KeyframeRequest(_) => self.keyframe_requests += 1,
                     _ => {}
@@ -753,6 +761,107 @@ fn subscribers_get_no_transport_wide_cc_and_publishers_do() {
     assert!(
         !answer.contains("transport-wide-cc"),
         "subscriber: {answer}"
+    );
+}
+
+#[test]
+fn a_subscribers_audio_and_video_are_one_stream_for_lip_sync() {
+    // Browsers synchronise a stream's tracks, not tracks of different streams.
+    let mut net = Net::new();
+    let (_, offer) = Client::new(net.now, 5102, true, Direction::RecvOnly);
+    let (_, answer) = net.core.subscribe(net.now, "sync", &offer).unwrap();
+    let streams: Vec<&str> = answer
+        .lines()
+        .filter_map(|l| l.strip_prefix("a=msid:"))
+        .map(|m| m.split(' ').next().unwrap_or(""))
+        .collect();
+    assert_eq!(streams, ["skylark-sync", "skylark-sync"], "{answer}");
+}
+
+#[test]
+fn sender_reports_put_audio_and_video_on_the_capture_clock() {
+    // The publisher's video takes 60 ms longer to encode than its audio: a frame of each
+    // captured at the same instant reaches the SFU 60 ms apart. The subscriber's sender
+    // reports must still map both to one capture time, or the browser delays the audio
+    // to match video that is really 60 ms late (lip sync off by the encoder's delay).
+    let mut net = Net::new();
+    let p = net.publisher("lips", 5000);
+    let s = net.subscriber("lips", 6000);
+    net.connect_all();
+    let start = net.now;
+    let capture = |n: u64| start + Duration::from_millis(30 * n);
+    // Browsers send an audio sender report only every 5 s (str0m too): run past it.
+    for tick in 0..900u64 {
+        let now = net.now;
+        let c = &mut net.clients[p];
+        if tick % 3 == 0 {
+            let n = tick / 3;
+            let w = c.rtc.writer(c.audio.unwrap()).unwrap();
+            let pt = w
+                .payload_params()
+                .find(|p| p.spec().codec == Codec::Opus)
+                .unwrap()
+                .pt();
+            let t = MediaTime::new(1_000 + n * 1440, str0m::media::Frequency::FORTY_EIGHT_KHZ);
+            w.write(pt, now, t, vec![0xf8, 1, (n >> 8) as u8, n as u8])
+                .unwrap();
+        }
+        if tick % 3 == 0 && tick >= 6 {
+            let n = tick / 3 - 2;
+            let mut video = vec![0, 0, 0, 1, 0x67, 0x42, 0xe0, 0x1f, 0, 0, 0, 1, 0x65];
+            video.extend_from_slice(format!("{n:08}").as_bytes());
+            video.extend(std::iter::repeat_n(0xaa, 1500));
+            let w = c.rtc.writer(c.video.unwrap()).unwrap();
+            let pt = w
+                .payload_params()
+                .find(|p| p.spec().codec == Codec::H264)
+                .unwrap()
+                .pt();
+            let t = MediaTime::from_90khz(777_000 + n * 2700);
+            w.write(pt, capture(n), t, video).unwrap();
+        }
+        net.run(Duration::from_millis(10));
+    }
+    // Capture time of frame n per kind, on the clock the subscriber's reports give.
+    let sub = &net.clients[s];
+    let mut at: HashMap<(MediaKind, u64), i128> = HashMap::new();
+    for ((kind, time, data), report) in sub.frames.iter().zip(&sub.reports) {
+        let Some((ntp_us, rtp)) = report else {
+            continue;
+        };
+        let hz = if *kind == MediaKind::Video {
+            90_000
+        } else {
+            48_000
+        };
+        let ticks = (*time as u32).wrapping_sub(*rtp) as i32;
+        let n = match kind {
+            MediaKind::Video => {
+                let at = data.windows(4).position(|w| w == [0, 0, 1, 0x65]).unwrap() + 4;
+                std::str::from_utf8(&data[at..at + 8])
+                    .unwrap()
+                    .parse()
+                    .unwrap()
+            }
+            MediaKind::Audio => u64::from(data[2]) << 8 | u64::from(data[3]),
+        };
+        at.insert((*kind, n), ntp_us + i128::from(ticks) * 1_000_000 / hz);
+    }
+    let offsets: Vec<i128> = (200..290)
+        .filter_map(|n| Some(at.get(&(MediaKind::Video, n))? - at.get(&(MediaKind::Audio, n))?))
+        .collect();
+    assert!(
+        offsets.len() >= 40,
+        "frames with sender reports: {} (frames {}, with a report {}, keyed {})",
+        offsets.len(),
+        sub.frames.len(),
+        sub.reports.iter().flatten().count(),
+        at.keys().filter(|k| k.0 == MediaKind::Video).count()
+    );
+    let worst = offsets.iter().map(|o| o.abs()).max().unwrap();
+    assert!(
+        worst <= 5_000,
+        "audio–video offset up to {worst} µs: {offsets:?}"
     );
 }
 

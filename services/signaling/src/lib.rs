@@ -34,6 +34,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 use tower_http::cors::{Any, CorsLayer};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 /// Largest SDP offer accepted.
 pub const MAX_BODY: usize = 64 * 1024;
@@ -101,12 +103,23 @@ pub fn router(state: State) -> Router {
             "/whep/{room}/{session}",
             axum::routing::patch(whip::session_patch).delete(whip::session_delete),
         )
-        .route("/api/v1/rooms/{id}/playback", get(playback::playback))
+        .merge(rest().split_for_parts().0)
         .route("/ws", get(ws::upgrade))
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .layer(cors)
         .with_state(state)
         .merge(web::router(&public_url))
+}
+
+/// The routes signaling answers under `/api/v1`, each with its OpenAPI operation
+/// (registered together, so none goes undocumented).
+fn rest() -> OpenApiRouter<State> {
+    OpenApiRouter::new().routes(routes!(playback::playback))
+}
+
+/// The OpenAPI operations of signaling's routes under `/api/v1`, for the API's document.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    rest().into_openapi()
 }
 
 /// Builds the state and returns the routes.
@@ -147,4 +160,31 @@ pub(crate) fn rand_u64() -> u64 {
     let mut b = [0u8; 8];
     let _ = getrandom::fill(&mut b);
     u64::from_le_bytes(b)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Signaling's routes under `/api/v1` are exactly the operations [`openapi`] hands the
+    /// API's document: one added without its operation fails here.
+    #[tokio::test]
+    async fn rest_routes_are_all_documented() {
+        let state = State {
+            bus: skylark_bus::connect(None).await.unwrap(),
+            // Nothing listens there: the probes only need the routes to answer.
+            upstream: Arc::new(upstream::Upstreams::new("http://127.0.0.1:1").unwrap()),
+            selector: SelectorKind::default().build(),
+            public_url: "http://127.0.0.1:8080".into(),
+            playback_tokens: Arc::new(skylark_auth::PlaybackTokens::new(
+                b"a secret of at least thirty-two bytes!!",
+            )),
+            limits: Arc::default(),
+        };
+        let answered = skylark_telemetry::routes::answered(&router(state), "/api/v1").await;
+        let doc = serde_json::to_value(openapi()).unwrap();
+        let documented = skylark_telemetry::routes::documented(&doc);
+        assert!(!answered.is_empty(), "no /api/v1 route found");
+        assert_eq!(answered, documented, "router (left) vs document (right)");
+    }
 }

@@ -181,8 +181,11 @@ export function watchConnection(pc, state, { onConnected, onFailed }) {
 export function attachRemote(pc, video, state) {
   const stream = new MediaStream();
   video.srcObject = stream;
+  state.trackStreams = {};
   pc.addEventListener('track', (ev) => {
     mark(state, `track:${ev.track.kind}`);
+    // The stream each track arrives in: one stream for both is what lip-syncs them.
+    state.trackStreams[ev.track.kind] = ev.streams[0]?.id ?? null;
     stream.addTrack(ev.track);
     video.play().catch((e) => mark(state, 'playRejected', e.message));
   });
@@ -225,6 +228,7 @@ export async function playbackStats(pc, video, state) {
     status: state.status,
     error: state.error,
     timings: state.timings,
+    trackStreams: state.trackStreams,
   };
 }
 

@@ -60,6 +60,9 @@ webrtcTest('WHIP publish (Chromium) → WHEP watch (Chromium) decodes H.264', 'w
   const { first, second } = await waitForPlayback(viewer, { timeoutMs: PLAY_CAP_MS, what: 'WHEP viewer' });
   assert.equal(first.codec?.toLowerCase(), 'video/h264', `negotiated codec: ${first.codec}`);
   assert.equal(second.videoWidth, 640);
+  // Audio and video in one stream, so Chromium plays them in sync.
+  assert.ok(second.trackStreams?.video, `video track stream: ${JSON.stringify(second.trackStreams)}`);
+  assert.equal(second.trackStreams.audio, second.trackStreams.video, 'audio and video in one MediaStream');
 
   const v = second.timings;
   const p = pub.timings;

@@ -4,25 +4,10 @@
 use crate::store::StoreError;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use utoipa::ToSchema;
-
-/// The OpenAPI schema of the error body [`skylark_telemetry::error::json_error`] writes.
-#[derive(ToSchema)]
-#[expect(dead_code, reason = "a schema only: telemetry writes the body")]
-pub struct ErrorBody {
-    pub error: ErrorDetail,
-}
-
-#[derive(ToSchema)]
-#[expect(dead_code, reason = "a schema only: telemetry writes the body")]
-pub struct ErrorDetail {
-    /// Stable, machine-readable: `bad_request`, `unauthorized`, `forbidden`, `not_found`,
-    /// `conflict`, `payload_too_large`, `validation_failed`, `rate_limited`, `unavailable`, `internal`,
-    /// `invalid_or_expired_token` (a signup link that is unknown, used or expired).
-    pub code: &'static str,
-    /// What happened and what to do, for people.
-    pub message: String,
-}
+use skylark_telemetry::error::ErrorBody;
+use std::collections::BTreeMap;
+use utoipa::openapi::{self, RefOr};
+use utoipa::{IntoResponses, PartialSchema, ToSchema};
 
 #[derive(Debug)]
 pub struct ApiError {
@@ -82,10 +67,11 @@ impl ApiError {
     pub fn internal(m: impl Into<String>) -> Self {
         Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", m)
     }
-    /// A signup verification token that is unknown, used or expired (all alike).
+    /// A signup verification token that is unknown, used or expired (all alike): no
+    /// pending signup has it. Not `400`: the request itself is well formed.
     pub fn invalid_token() -> Self {
         Self::new(
-            StatusCode::BAD_REQUEST,
+            StatusCode::NOT_FOUND,
             "invalid_or_expired_token",
             "this signup link is invalid, already used or expired (links work once, for 24 hours): sign up again to get a new one",
         )
@@ -101,10 +87,9 @@ impl From<StoreError> for ApiError {
             StoreError::Conflict => ApiError::conflict("already exists"),
             StoreError::Unavailable(m) => {
                 tracing::error!(error = %m, "database unavailable");
-                ApiError::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "unavailable",
+                ApiError::busy(
                     "the database is unavailable: retry shortly (live streams are not affected)",
+                    2,
                 )
             }
             StoreError::Other(m) => {
@@ -136,3 +121,68 @@ impl IntoResponse for ApiError {
 }
 
 pub type ApiResult<T> = Result<T, ApiError>;
+
+/// OpenAPI responses for error answers: each status with what it means here, the error
+/// body, and the headers [`ApiError`] sends with that status.
+pub(crate) fn error_responses(
+    list: &[(StatusCode, &str)],
+) -> BTreeMap<String, RefOr<openapi::Response>> {
+    list.iter()
+        .map(|&(status, why)| {
+            let body = openapi::ContentBuilder::new()
+                .schema(Some(openapi::Ref::from_schema_name(ErrorBody::name())))
+                .build();
+            let mut r = openapi::ResponseBuilder::new()
+                .description(why)
+                .content("application/json", body);
+            let header = |name: &str, what: &str, schema: RefOr<openapi::schema::Schema>| {
+                (
+                    name.to_string(),
+                    openapi::header::HeaderBuilder::new()
+                        .schema(schema)
+                        .description(Some(what))
+                        .build(),
+                )
+            };
+            if status == StatusCode::UNAUTHORIZED {
+                let (n, h) = header("WWW-Authenticate", "`Bearer`", String::schema());
+                r = r.header(n, h);
+            }
+            if status == StatusCode::TOO_MANY_REQUESTS || status == StatusCode::SERVICE_UNAVAILABLE
+            {
+                let (n, h) = header(
+                    "Retry-After",
+                    "seconds to wait before retrying",
+                    u64::schema(),
+                );
+                r = r.header(n, h);
+            }
+            (status.as_u16().to_string(), RefOr::T(r.build()))
+        })
+        .collect()
+}
+
+/// `429`: the per-address or per-account limit on sign-up and sign-in attempts.
+pub(crate) struct RateLimited;
+
+impl IntoResponses for RateLimited {
+    fn responses() -> BTreeMap<String, RefOr<openapi::Response>> {
+        error_responses(&[(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too many attempts: retry after `Retry-After` seconds",
+        )])
+    }
+}
+
+/// `503`: the database is unreachable (any operation that uses it), or too many password
+/// checks are queued (sign-up and sign-in).
+pub(crate) struct Unavailable;
+
+impl IntoResponses for Unavailable {
+    fn responses() -> BTreeMap<String, RefOr<openapi::Response>> {
+        error_responses(&[(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the database is unavailable or the server too busy: retry after `Retry-After` seconds",
+        )])
+    }
+}

@@ -1,23 +1,31 @@
 //! Rooms: create, list, read, edit, delete; stream-key rotation; viewer tokens.
 
-use super::error::{ApiError, ApiResult, ErrorBody};
-use super::extract::{Creator, JsonBody, MaybeClaims};
+use super::error::{error_responses, ApiError, ApiResult, Unavailable};
+use super::extract::{
+    BodyRejections, Creator, CreatorRejections, JsonBody, MaybeClaims, QueryParams,
+    QueryRejections, RoomId, TokenRejections,
+};
+use super::rules::{self, TITLE, VIEWER_TOKEN_TTL_S};
 use crate::ids::{new_id, slug, slug_suffix};
 use crate::store::{now_ms, Mode, Room, RoomPatch, Visibility};
 use crate::ApiState;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
 use serde::{Deserialize, Serialize};
 use skylark_auth::{new_stream_key, Claims, Grant, Role};
 use skylark_bus::placement;
+use skylark_telemetry::error::ErrorBody;
+use std::collections::BTreeMap;
 use std::time::Duration;
-use utoipa::{IntoParams, ToSchema};
+use utoipa::openapi::schema::Object;
+use utoipa::openapi::{self, RefOr};
+use utoipa::{IntoParams, IntoResponses, ToSchema};
 
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateRoomRequest {
-    /// 1 to 120 characters.
+    #[schema(schema_with = title_schema)]
     pub title: String,
     #[serde(default = "default_visibility")]
     pub visibility: Visibility,
@@ -35,6 +43,7 @@ fn default_mode() -> Mode {
 #[derive(Deserialize, ToSchema, Default)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateRoomRequest {
+    #[schema(schema_with = nullable_title_schema)]
     pub title: Option<String>,
     pub visibility: Option<Visibility>,
     pub mode: Option<Mode>,
@@ -78,15 +87,28 @@ pub struct RoomList {
 
 #[derive(Deserialize, IntoParams)]
 pub struct ListQuery {
-    /// `1`: the signed-in creator's own rooms, live or not.
+    /// `1` or `true`: the signed-in creator's own rooms, live or not (needs a creator's
+    /// token); anything else or none: the public live rooms.
     pub mine: Option<String>,
 }
 
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ViewerTokenRequest {
-    /// Lifetime in seconds, 60 to 604800 (7 days). Default 3600.
+    /// Lifetime in seconds.
+    #[schema(schema_with = ttl_schema)]
+    #[serde(default, deserialize_with = "rules::whole_number")]
     pub ttl_s: Option<u64>,
+}
+
+fn title_schema() -> Object {
+    TITLE.schema(false)
+}
+fn nullable_title_schema() -> Object {
+    TITLE.schema(true)
+}
+fn ttl_schema() -> Object {
+    VIEWER_TOKEN_TTL_S.schema()
 }
 
 #[derive(Serialize, ToSchema)]
@@ -94,14 +116,6 @@ pub struct ViewerTokenResponse {
     /// Send as `Authorization: Bearer …` to WHEP/REST, or `?token=` on the watch page.
     pub token: String,
     pub expires_in: u64,
-}
-
-fn validate_title(t: &str) -> ApiResult<String> {
-    let t = t.trim();
-    if t.is_empty() || t.chars().count() > 120 {
-        return Err(ApiError::validation("title: use 1 to 120 characters"));
-    }
-    Ok(t.to_string())
 }
 
 fn ingest(state: &ApiState, room_id: &str) -> Ingest {
@@ -140,6 +154,21 @@ pub(crate) fn check_visible(room: &Room, claims: Option<&Claims>) -> ApiResult<(
     }
 }
 
+/// [`owned_room`]'s refusals (a creator's token that is not the owner's is `403` too).
+struct OwnerOnly;
+
+impl IntoResponses for OwnerOnly {
+    fn responses() -> BTreeMap<String, RefOr<openapi::Response>> {
+        error_responses(&[
+            (
+                StatusCode::FORBIDDEN,
+                "not the room owner's token, or not a creator's token",
+            ),
+            (StatusCode::NOT_FOUND, "no such room"),
+        ])
+    }
+}
+
 async fn owned_room(state: &ApiState, id: &str, owner: &Claims) -> ApiResult<Room> {
     let room = state
         .store
@@ -153,14 +182,15 @@ async fn owned_room(state: &ApiState, id: &str, owner: &Claims) -> ApiResult<Roo
 }
 
 /// Create a room; returns its stream key once.
-#[utoipa::path(post, path = "/api/v1/rooms", tag = "rooms", security(("bearer" = [])), request_body = CreateRoomRequest,
-    responses((status = 201, body = CreateRoomResponse), (status = 401, body = ErrorBody), (status = 422, body = ErrorBody)))]
+#[utoipa::path(post, path = "/rooms", tag = "rooms", security(("bearer" = [])), request_body = CreateRoomRequest,
+    responses((status = 201, body = CreateRoomResponse, description = "created; the stream key is shown this once"), CreatorRejections, BodyRejections, Unavailable,
+              (status = 403, body = ErrorBody, description = "not a creator's token, or the creator's room quota is reached")))]
 pub async fn create(
     State(state): State<ApiState>,
     Creator(c): Creator,
     JsonBody(req): JsonBody<CreateRoomRequest>,
 ) -> ApiResult<(StatusCode, Json<CreateRoomResponse>)> {
-    let title = validate_title(&req.title)?;
+    let title = TITLE.check(&req.title)?;
     if state.store.user_by_id(&c.sub).await?.is_none() {
         return Err(ApiError::unauthorized(
             "this account no longer exists: sign up again",
@@ -206,11 +236,12 @@ pub async fn create(
 const MAX_LISTED: usize = 500;
 
 /// Public live rooms; with `?mine=1` and a token, the creator's own rooms.
-#[utoipa::path(get, path = "/api/v1/rooms", tag = "rooms", params(ListQuery),
-    responses((status = 200, body = RoomList), (status = 401, body = ErrorBody)))]
+#[utoipa::path(get, path = "/rooms", tag = "rooms", params(ListQuery),
+    responses((status = 200, body = RoomList, description = "the rooms, most watched first (`mine`: newest first)"), QueryRejections, TokenRejections, Unavailable,
+              (status = 401, body = ErrorBody, description = "an invalid or expired token, or `?mine=1` without a creator's token")))]
 pub async fn list(
     State(state): State<ApiState>,
-    Query(q): Query<ListQuery>,
+    QueryParams(q): QueryParams<ListQuery>,
     MaybeClaims(claims): MaybeClaims,
 ) -> ApiResult<Json<RoomList>> {
     let mine = matches!(q.mine.as_deref(), Some("1" | "true"));
@@ -253,11 +284,14 @@ pub async fn list(
 }
 
 /// A room, with live state and viewer count.
-#[utoipa::path(get, path = "/api/v1/rooms/{id}", tag = "rooms", params(("id" = String, Path, description = "room id or slug")),
-    responses((status = 200, body = RoomView), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+#[utoipa::path(get, path = "/rooms/{id}", tag = "rooms", params(("id" = String, Path, description = "room id or slug")),
+    responses((status = 200, body = RoomView, description = "the room"), TokenRejections, Unavailable,
+              (status = 401, body = ErrorBody, description = "a private room without a token, or an invalid or expired token"),
+              (status = 403, body = ErrorBody, description = "a private room, and the token is neither its owner's nor one of its viewer tokens"),
+              (status = 404, body = ErrorBody, description = "no such room")))]
 pub async fn get(
     State(state): State<ApiState>,
-    Path(id): Path<String>,
+    RoomId(id): RoomId,
     MaybeClaims(claims): MaybeClaims,
 ) -> ApiResult<Json<RoomView>> {
     let room = state
@@ -270,16 +304,16 @@ pub async fn get(
 }
 
 /// Edit title, visibility or mode.
-#[utoipa::path(patch, path = "/api/v1/rooms/{id}", tag = "rooms", security(("bearer" = [])), request_body = UpdateRoomRequest,
-    params(("id" = String, Path)),
-    responses((status = 200, body = RoomView), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
+#[utoipa::path(patch, path = "/rooms/{id}", tag = "rooms", security(("bearer" = [])), request_body = UpdateRoomRequest,
+    params(("id" = String, Path, description = "room id or slug")),
+    responses((status = 200, body = RoomView, description = "the room as edited"), CreatorRejections, BodyRejections, Unavailable, OwnerOnly))]
 pub async fn update(
     State(state): State<ApiState>,
-    Path(id): Path<String>,
+    RoomId(id): RoomId,
     Creator(c): Creator,
     JsonBody(req): JsonBody<UpdateRoomRequest>,
 ) -> ApiResult<Json<RoomView>> {
-    let title = req.title.as_deref().map(validate_title).transpose()?;
+    let title = req.title.as_deref().map(|t| TITLE.check(t)).transpose()?;
     let room = owned_room(&state, &id, &c).await?;
     let patch = RoomPatch {
         title,
@@ -295,11 +329,11 @@ pub async fn update(
 }
 
 /// Delete a room; a live stream in it ends.
-#[utoipa::path(delete, path = "/api/v1/rooms/{id}", tag = "rooms", security(("bearer" = [])), params(("id" = String, Path)),
-    responses((status = 204), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+#[utoipa::path(delete, path = "/rooms/{id}", tag = "rooms", security(("bearer" = [])), params(("id" = String, Path, description = "room id or slug")),
+    responses((status = 204, description = "deleted"), CreatorRejections, Unavailable, OwnerOnly))]
 pub async fn delete(
     State(state): State<ApiState>,
-    Path(id): Path<String>,
+    RoomId(id): RoomId,
     Creator(c): Creator,
 ) -> ApiResult<StatusCode> {
     let room = owned_room(&state, &id, &c).await?;
@@ -310,11 +344,11 @@ pub async fn delete(
 }
 
 /// Rotate the stream key: the old key stops working and a publisher using it is cut.
-#[utoipa::path(post, path = "/api/v1/rooms/{id}/stream-key", tag = "rooms", security(("bearer" = [])), params(("id" = String, Path)),
-    responses((status = 201, body = StreamKeyResponse), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+#[utoipa::path(post, path = "/rooms/{id}/stream-key", tag = "rooms", security(("bearer" = [])), params(("id" = String, Path, description = "room id or slug")),
+    responses((status = 201, body = StreamKeyResponse, description = "the new key, shown this once"), CreatorRejections, Unavailable, OwnerOnly))]
 pub async fn rotate_key(
     State(state): State<ApiState>,
-    Path(id): Path<String>,
+    RoomId(id): RoomId,
     Creator(c): Creator,
 ) -> ApiResult<(StatusCode, Json<StreamKeyResponse>)> {
     let room = owned_room(&state, &id, &c).await?;
@@ -339,11 +373,11 @@ pub async fn rotate_key(
 
 /// Revoke every viewer token of the room issued so far: they stop opening new playback
 /// (WebRTC, WebSocket, `/playback`). Tokens issued after this call work.
-#[utoipa::path(post, path = "/api/v1/rooms/{id}/viewer-tokens/revoke", tag = "rooms", security(("bearer" = [])), params(("id" = String, Path)),
-    responses((status = 204), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+#[utoipa::path(post, path = "/rooms/{id}/viewer-tokens/revoke", tag = "rooms", security(("bearer" = [])), params(("id" = String, Path, description = "room id or slug")),
+    responses((status = 204, description = "revoked"), CreatorRejections, Unavailable, OwnerOnly))]
 pub async fn revoke_viewer_tokens(
     State(state): State<ApiState>,
-    Path(id): Path<String>,
+    RoomId(id): RoomId,
     Creator(c): Creator,
 ) -> ApiResult<StatusCode> {
     let room = owned_room(&state, &id, &c).await?;
@@ -357,19 +391,16 @@ pub async fn revoke_viewer_tokens(
 }
 
 /// A token that lets its bearer watch this (private) room.
-#[utoipa::path(post, path = "/api/v1/rooms/{id}/viewer-tokens", tag = "rooms", security(("bearer" = [])), params(("id" = String, Path)),
+#[utoipa::path(post, path = "/rooms/{id}/viewer-tokens", tag = "rooms", security(("bearer" = [])), params(("id" = String, Path, description = "room id or slug")),
     request_body = ViewerTokenRequest,
-    responses((status = 201, body = ViewerTokenResponse), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
+    responses((status = 201, body = ViewerTokenResponse, description = "the viewer token"), CreatorRejections, BodyRejections, Unavailable, OwnerOnly))]
 pub async fn viewer_token(
     State(state): State<ApiState>,
-    Path(id): Path<String>,
+    RoomId(id): RoomId,
     Creator(c): Creator,
     JsonBody(req): JsonBody<ViewerTokenRequest>,
 ) -> ApiResult<(StatusCode, Json<ViewerTokenResponse>)> {
-    let ttl = req.ttl_s.unwrap_or(3600);
-    if !(60..=604_800).contains(&ttl) {
-        return Err(ApiError::validation("ttl_s: use 60 to 604800 seconds"));
-    }
+    let ttl = VIEWER_TOKEN_TTL_S.check(req.ttl_s)?;
     let room = owned_room(&state, &id, &c).await?;
     let grant = Grant {
         room: room.id.clone(),

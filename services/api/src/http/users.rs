@@ -1,7 +1,8 @@
 //! Sign-up, login, and the current creator.
 
-use super::error::{ApiError, ApiResult, ErrorBody};
-use super::extract::{Creator, JsonBody};
+use super::error::{ApiError, ApiResult, RateLimited, Unavailable};
+use super::extract::{BodyRejections, Creator, CreatorRejections, JsonBody};
+use super::rules::{self, DISPLAY_NAME, PASSWORD};
 use crate::config::SignupMode;
 use crate::ids::new_id;
 use crate::mail::Mail;
@@ -13,17 +14,30 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::{Deserialize, Serialize};
 use skylark_auth::{hash_password, hash_stream_key, new_secret, verify_password, Role};
+use skylark_telemetry::error::ErrorBody;
 use skylark_telemetry::limits::ClientIp;
+use utoipa::openapi::schema::Object;
 use utoipa::ToSchema;
 
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SignupRequest {
+    #[schema(schema_with = email_schema)]
     pub email: String,
-    /// 8 to 256 characters.
+    #[schema(schema_with = password_schema)]
     pub password: String,
-    /// 1 to 64 characters.
+    #[schema(schema_with = display_name_schema)]
     pub display_name: String,
+}
+
+fn email_schema() -> Object {
+    rules::email_schema()
+}
+fn password_schema() -> Object {
+    PASSWORD.schema()
+}
+fn display_name_schema() -> Object {
+    DISPLAY_NAME.schema(false)
 }
 
 #[derive(Serialize, ToSchema)]
@@ -72,20 +86,6 @@ pub struct LoginResponse {
     pub expires_in: u64,
 }
 
-fn normalize_email(e: &str) -> ApiResult<String> {
-    let e = e.trim().to_lowercase();
-    let valid = e.len() <= 254
-        && matches!(e.split_once('@'), Some((local, domain)) if !local.is_empty() && domain.contains('.') && !domain.starts_with('.') && !domain.ends_with('.'))
-        && !e.chars().any(char::is_whitespace);
-    if valid {
-        Ok(e)
-    } else {
-        Err(ApiError::validation(
-            "email: enter an address like name@example.com",
-        ))
-    }
-}
-
 fn issue(state: &ApiState, user_id: &str) -> (String, u64) {
     let ttl = state.config.access_token_ttl;
     (
@@ -97,11 +97,11 @@ fn issue(state: &ApiState, user_id: &str) -> (String, u64) {
 /// Create a creator account. In `verify` mode (the default) every valid request gets
 /// the same `202` and the account exists once the mailed link is followed
 /// (`/auth/verify`); in `open` mode it is created at once (`201`, `409` if taken).
-#[utoipa::path(post, path = "/api/v1/auth/signup", tag = "auth", request_body = SignupRequest,
+#[utoipa::path(post, path = "/auth/signup", tag = "auth", request_body = SignupRequest,
     responses((status = 201, body = SignupResponse, description = "open mode: account created"),
               (status = 202, body = SignupAccepted, description = "verify mode: a mail was sent, whether or not the email has an account"),
               (status = 409, body = ErrorBody, description = "open mode: email taken"),
-              (status = 422, body = ErrorBody), (status = 429, body = ErrorBody), (status = 503, body = ErrorBody)))]
+              BodyRejections, RateLimited, Unavailable))]
 pub async fn signup(
     State(state): State<ApiState>,
     ClientIp(ip): ClientIp,
@@ -111,15 +111,9 @@ pub async fn signup(
         .signup_limit
         .check(&ip)
         .map_err(ApiError::rate_limited)?;
-    let email = normalize_email(&req.email)?;
-    let pw_len = req.password.chars().count();
-    if !(8..=256).contains(&pw_len) {
-        return Err(ApiError::validation("password: use 8 to 256 characters"));
-    }
-    let display_name = req.display_name.trim().to_string();
-    if display_name.is_empty() || display_name.chars().count() > 64 {
-        return Err(ApiError::validation("display_name: use 1 to 64 characters"));
-    }
+    let email = rules::check_email(&req.email)?;
+    PASSWORD.check(&req.password)?;
+    let display_name = DISPLAY_NAME.check(&req.display_name)?;
     match state.config.signup_mode {
         SignupMode::Open => open_signup(&state, email, display_name, req.password).await,
         SignupMode::Verify => {
@@ -235,10 +229,10 @@ async fn verify_signup(
 }
 
 /// Finish a signup: the token from the mailed link creates the account.
-#[utoipa::path(post, path = "/api/v1/auth/verify", tag = "auth", request_body = VerifyRequest,
+#[utoipa::path(post, path = "/auth/verify", tag = "auth", request_body = VerifyRequest,
     responses((status = 201, body = SignupResponse, description = "account created"),
-              (status = 400, body = ErrorBody, description = "`invalid_or_expired_token`: unknown, used or expired link; sign up again"),
-              (status = 429, body = ErrorBody)))]
+              (status = 404, body = ErrorBody, description = "`invalid_or_expired_token`: unknown, used or expired link; sign up again"),
+              BodyRejections, RateLimited, Unavailable))]
 pub async fn verify(
     State(state): State<ApiState>,
     ClientIp(ip): ClientIp,
@@ -275,8 +269,10 @@ pub async fn verify(
 }
 
 /// Exchange email and password for an access token.
-#[utoipa::path(post, path = "/api/v1/auth/login", tag = "auth", request_body = LoginRequest,
-    responses((status = 200, body = LoginResponse), (status = 401, body = ErrorBody), (status = 429, body = ErrorBody)))]
+#[utoipa::path(post, path = "/auth/login", tag = "auth", request_body = LoginRequest,
+    responses((status = 200, body = LoginResponse, description = "signed in"),
+              (status = 401, body = ErrorBody, description = "wrong email or password"),
+              BodyRejections, RateLimited, Unavailable))]
 pub async fn login(
     State(state): State<ApiState>,
     ClientIp(ip): ClientIp,
@@ -322,8 +318,8 @@ pub async fn login(
 }
 
 /// The signed-in creator.
-#[utoipa::path(get, path = "/api/v1/me", tag = "auth", security(("bearer" = [])),
-    responses((status = 200, body = User), (status = 401, body = ErrorBody)))]
+#[utoipa::path(get, path = "/me", tag = "auth", security(("bearer" = [])),
+    responses((status = 200, body = User, description = "the creator"), CreatorRejections, Unavailable))]
 pub async fn me(State(state): State<ApiState>, Creator(c): Creator) -> ApiResult<Json<User>> {
     state
         .store

@@ -136,6 +136,7 @@ impl Core {
                 connected: false,
                 ufrag,
                 addrs: VecDeque::new(),
+                clock: Default::default(),
             },
         );
         self.by_session.insert(session.clone(), key);
@@ -197,6 +198,7 @@ impl Core {
                 session: session.clone(),
                 room: room.to_string(),
                 relayed,
+                clock: Default::default(),
             },
         );
         self.by_session.insert(session.clone(), key);
@@ -212,9 +214,10 @@ impl Core {
         offer: &str,
     ) -> Result<(String, String), SessionError> {
         sdp::check_size(offer)?;
-        let state = Box::new(SubscriberState::new());
+        let state = Box::new(SubscriberState::new(getrandom::u32().unwrap_or(0)));
         let (key, session, answer) =
             self.new_session(now, room, offer, PeerRole::Subscriber(state))?;
+        let answer = sdp::one_stream(&answer, room);
         let r = self.rooms.entry(room.to_string()).or_default();
         r.subscribers.push(key);
         let count = r.subscribers.len();

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use str0m::crypto::CryptoProvider;
 use str0m::format::{Codec, CodecSpec};
-use str0m::media::{Frequency, MediaKind, Pt, Writer};
+use str0m::media::{MediaKind, Mid, Pt};
 use str0m::rtp::{Extension, ExtensionMap};
 use str0m::{Rtc, RtcConfig};
 
@@ -61,8 +61,15 @@ impl FrameCodec {
 /// which the SFU does not run per viewer, and processing it was a fifth of the SFU's
 /// CPU at 300 viewers (docs/benchmarks.md). Publishers keep it: browsers size their
 /// encoder bitrate from it.
+///
+/// Subscribers run in str0m's RTP mode: the room packetizes each frame once
+/// (`packetize`) and their streams send those packets. Their audio gets a sender report
+/// every second like their video (str0m's default is 5 s): browsers lip-sync only once
+/// they have one of each.
 pub(super) fn rtc_config(crypto: &Arc<CryptoProvider>, subscriber: bool) -> RtcConfig {
     let mut cfg = Rtc::builder()
+        .set_rtp_mode(subscriber)
+        .set_rtcp_report_interval_audio(Duration::from_secs(1))
         .set_ice_lite(true)
         .set_stats_interval(Some(Duration::from_secs(1)))
         .clear_codecs()
@@ -90,21 +97,27 @@ pub(super) fn rtc_config(crypto: &Arc<CryptoProvider>, subscriber: bool) -> RtcC
 }
 
 /// The payload type a subscriber receives a publisher's `kind` frames on, among the
-/// codecs it negotiated: the publisher's exact format first; else, for video, any H.264
-/// in packetization mode 1 — the publisher's profile-level-id (FFmpeg offers 42001e,
-/// browsers 42e01f) only bounds what a decoder must handle, and every H.264 receiver
-/// decodes these streams. (`Writer::match_params` searches the whole codec config,
-/// negotiated or not.)
+/// codecs it negotiated for `mid`: the publisher's exact format first; else, for video,
+/// any H.264 in packetization mode 1 — the publisher's profile-level-id (FFmpeg offers
+/// 42001e, browsers 42e01f) only bounds what a decoder must handle, and every H.264
+/// receiver decodes these streams.
 pub(super) fn subscriber_pt(
-    writer: &Writer<'_>,
+    rtc: &Rtc,
+    mid: Mid,
     publisher: Option<CodecSpec>,
     kind: MediaKind,
 ) -> Option<Pt> {
-    writer
-        .payload_params()
+    let negotiated = rtc.media(mid)?.remote_pts();
+    let params = || {
+        rtc.codec_config()
+            .params()
+            .iter()
+            .filter(|p| negotiated.contains(&p.pt()))
+    };
+    params()
         .find(|p| Some(p.spec()) == publisher)
         .or_else(|| {
-            writer.payload_params().find(|p| match kind {
+            params().find(|p| match kind {
                 MediaKind::Video => {
                     p.spec().codec == Codec::H264 && p.spec().format.packetization_mode == Some(1)
                 }
@@ -112,13 +125,4 @@ pub(super) fn subscriber_pt(
             })
         })
         .map(|p| p.pt())
-}
-
-/// The RTP clock of what the SFU sends of `kind`.
-pub(super) fn frequency(kind: MediaKind) -> Frequency {
-    if kind == MediaKind::Video {
-        Frequency::NINETY_KHZ
-    } else {
-        Frequency::FORTY_EIGHT_KHZ
-    }
 }

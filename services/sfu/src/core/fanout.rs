@@ -2,17 +2,20 @@
 //! every connected subscriber its gate lets it through to, on the subscriber's own
 //! timeline and payload type.
 
-use super::codec::{frequency, subscriber_pt, FrameCodec};
+use super::codec::{subscriber_pt, FrameCodec};
 use super::forward::h264_is_keyframe;
 use super::keyframe::Want;
 use super::output::relay_msg;
+use super::packetize::{packetize, Payloads};
 use super::peer::PeerRole;
+use super::sync::media_us;
 use super::{Core, Output, SessionError};
 use skylark_proto::sfu::v1 as pb;
 use std::sync::Arc;
 use std::time::Instant;
 use str0m::format::CodecSpec;
-use str0m::media::{MediaKind, MediaTime, Mid, Rid};
+use str0m::media::{MediaKind, Mid, Rid};
+use str0m::rtp::RtpWrite;
 
 /// A frame entering the router.
 pub(super) struct InFrame {
@@ -23,7 +26,8 @@ pub(super) struct InFrame {
     pub rid: Option<Rid>,
     /// RTP time in the codec's clock rate, extended to 64 bits.
     pub time: u64,
-    pub network_time: Instant,
+    /// When it was captured, on one clock for all the publisher's tracks (`sync`).
+    pub capture: Instant,
     pub data: Arc<[u8]>,
     pub contiguous: bool,
     /// Codec configuration for relay consumers (e.g. the AAC AudioSpecificConfig, hex).
@@ -74,13 +78,14 @@ impl Core {
         config: &str,
     ) -> Result<(), SessionError> {
         let (key, room) = self.local_publisher(session)?;
+        let capture = self.local_clock(key, now, media_us(time, codec.clock_rate()));
         let frame = InFrame {
             codec,
             spec: None,
             track: format!("local-{}", codec.name()),
             rid: None,
             time,
-            network_time: now,
+            capture,
             data,
             contiguous: true,
             fmtp: config.to_string(),
@@ -100,13 +105,16 @@ impl Core {
         f: RelayedFrame,
     ) -> Result<(), SessionError> {
         let (key, room) = self.local_publisher(session)?;
+        // The origin's receipt clock is common to all its tracks (an edge has no sender
+        // reports of the publisher).
+        let capture = self.local_clock(key, now, i128::from(f.received_at_us));
         let frame = InFrame {
             codec: f.codec,
             spec: None,
             track: f.track_id,
             rid: (!f.rid.is_empty()).then(|| Rid::from(f.rid.as_str())),
             time: f.time,
-            network_time: now,
+            capture,
             data: f.data,
             contiguous: f.contiguous,
             fmtp: f.fmtp,
@@ -115,6 +123,14 @@ impl Core {
         };
         self.route(key, &room, frame, now);
         Ok(())
+    }
+
+    /// A local publisher's capture instant of source time `source_us`.
+    fn local_clock(&mut self, key: u64, now: Instant, source_us: i128) -> Instant {
+        match self.locals.get_mut(&key) {
+            Some(l) => l.clock.instant(now, source_us),
+            None => now,
+        }
     }
 
     /// A local publisher's key and room.
@@ -191,6 +207,7 @@ impl Core {
         if d.codec == FrameCodec::Aac {
             return;
         }
+        let mut payloads: Option<Payloads> = None;
         let mut sent = Vec::with_capacity(subscribers.len());
         let mut need_keyframe: Option<Want> = None;
         for s in subscribers {
@@ -203,7 +220,7 @@ impl Core {
             let PeerRole::Subscriber(st) = &mut p.role else {
                 continue;
             };
-            let (mid, timeline, step) = match kind {
+            let (mid, out, step) = match kind {
                 MediaKind::Video => {
                     if resync && (st.gate.layer.is_none() || st.gate.layer == d.rid) {
                         st.gate.wants_keyframe = true;
@@ -218,23 +235,44 @@ impl Core {
                         }
                         continue;
                     }
-                    (st.video_mid, &mut st.video_time, 3000)
+                    (st.video_mid, &mut st.video, 3000)
                 }
-                MediaKind::Audio => (st.audio_mid, &mut st.audio_time, 960),
+                MediaKind::Audio => (st.audio_mid, &mut st.audio, 960),
             };
             let Some(mid) = mid else { continue };
-            let out_time = timeline.map(epoch, d.time, step);
-            let Some(writer) = p.rtc.writer(mid) else {
+            let pt = match out.pt {
+                Some((e, pt)) if e == epoch => pt,
+                _ => {
+                    let Some(pt) = subscriber_pt(&p.rtc, mid, d.spec, kind) else {
+                        tracing::debug!(session = %p.session, "subscriber did not negotiate the publisher's codec");
+                        continue;
+                    };
+                    out.pt = Some((epoch, pt));
+                    pt
+                }
+            };
+            let packets = payloads
+                .get_or_insert_with(|| {
+                    packetize(d.codec, &d.data).unwrap_or_else(|| Payloads::from(Vec::new()))
+                })
+                .clone();
+            if packets.is_empty() {
+                continue;
+            }
+            let time = out.timeline.map(epoch, d.time, step) as u32;
+            let mut api = p.rtc.direct_api();
+            let Some(tx) = api.stream_tx_by_mid(mid, None) else {
                 continue;
             };
-            let Some(pt) = subscriber_pt(&writer, d.spec, kind) else {
-                tracing::debug!(session = %p.session, "subscriber did not negotiate the publisher's codec");
-                continue;
-            };
-            let time = MediaTime::new(out_time, frequency(kind));
-            if let Err(e) = writer.write(pt, d.network_time, time, d.data.clone()) {
-                tracing::debug!(session = %p.session, error = %e, "write failed");
-                continue;
+            let video = kind == MediaKind::Video;
+            let last = packets.len() - 1;
+            for (i, payload) in packets.iter().enumerate() {
+                let seq = out.take_seq().into();
+                tx.write_rtp(
+                    RtpWrite::new(pt, seq, time, d.capture, payload.clone())
+                        .marker(video && i == last)
+                        .nackable(video),
+                );
             }
             self.counters.frames_out += 1;
             self.counters.bytes_out += d.data.len() as u64;

@@ -31,6 +31,37 @@ impl Timeline {
     }
 }
 
+/// One of a subscriber's outgoing RTP streams: its timeline, the next sequence number
+/// and the payload type it gets the current publisher's frames on. The SFU numbers the
+/// packets itself, so layer switches and publisher changes leave no gap for the
+/// player to read as loss.
+#[derive(Debug, Clone)]
+pub struct Outgoing {
+    pub timeline: Timeline,
+    next_seq: u64,
+    /// The payload type for the publisher epoch it was found for.
+    pub pt: Option<(u64, str0m::media::Pt)>,
+}
+
+impl Outgoing {
+    /// Starts below 2^15 so the rollover counter stays 0 for the first half hour of a
+    /// 20 packet/s stream at least (a receiver starts at ROC 0, RFC 3711 §3.3.1).
+    pub fn new(first_seq: u16) -> Self {
+        Self {
+            timeline: Timeline::default(),
+            next_seq: u64::from(first_seq & 0x7fff),
+            pt: None,
+        }
+    }
+
+    /// The next sequence number, extended (its high bits are the SRTP rollover counter).
+    pub fn take_seq(&mut self) -> u64 {
+        let s = self.next_seq;
+        self.next_seq += 1;
+        s
+    }
+}
+
 /// What a subscriber needs to decide whether a frame goes out.
 #[derive(Debug, Clone)]
 pub struct Gate {
@@ -88,6 +119,14 @@ mod tests {
         // New publisher starts its clock elsewhere: output continues one step later.
         assert_eq!(t.map(1, 90, 3000), 7000);
         assert_eq!(t.map(1, 3090, 3000), 10000);
+    }
+
+    #[test]
+    fn sequence_numbers_are_consecutive_from_below_the_half() {
+        let mut o = Outgoing::new(0xffff);
+        assert_eq!(o.take_seq(), 0x7fff);
+        assert_eq!(o.take_seq(), 0x8000);
+        assert_eq!(o.take_seq(), 0x8001);
     }
 
     #[test]

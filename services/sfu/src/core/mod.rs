@@ -83,11 +83,13 @@ pub mod forward;
 mod ids;
 mod keyframe;
 mod output;
+mod packetize;
 mod peer;
 mod room;
 pub mod sdp;
 mod slot;
 mod stun;
+mod sync;
 mod translate;
 
 pub use admission::{admit, publisher_reserve, Role, SessionError};

@@ -1,7 +1,8 @@
 //! What the core keeps per session: the WebRTC peer and its role in the room.
 
 use super::counters::StreamTotals;
-use super::forward::{Gate, Timeline};
+use super::forward::{Gate, Outgoing};
+use super::sync::SourceClock;
 use super::Role;
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -25,6 +26,8 @@ pub(super) struct Peer {
     pub ufrag: String,
     /// Source addresses routed to it (`by_addr`), oldest first.
     pub addrs: VecDeque<SocketAddr>,
+    /// A publisher's capture clock (its sender reports), for lip sync.
+    pub clock: SourceClock,
 }
 
 pub(super) enum PeerRole {
@@ -50,18 +53,19 @@ pub(super) struct SubscriberState {
     pub video_mid: Option<Mid>,
     pub audio_mid: Option<Mid>,
     pub gate: Gate,
-    pub video_time: Timeline,
-    pub audio_time: Timeline,
+    pub video: Outgoing,
+    pub audio: Outgoing,
 }
 
 impl SubscriberState {
-    pub fn new() -> Self {
+    /// `seed` picks the first sequence numbers (random per session, as RFC 3550 asks).
+    pub fn new(seed: u32) -> Self {
         Self {
             video_mid: None,
             audio_mid: None,
             gate: Gate::default(),
-            video_time: Timeline::default(),
-            audio_time: Timeline::default(),
+            video: Outgoing::new(seed as u16),
+            audio: Outgoing::new((seed >> 16) as u16),
         }
     }
 }
@@ -73,4 +77,6 @@ pub(super) struct LocalPublisher {
     pub room: String,
     /// An edge pull: the room's origin is elsewhere, keyframe wants go upstream.
     pub relayed: bool,
+    /// Its capture clock: media time (RTMP) or the origin's (relayed), for lip sync.
+    pub clock: SourceClock,
 }

@@ -72,6 +72,42 @@ pub fn check_size(sdp: &str) -> Result<(), SessionError> {
     Ok(())
 }
 
+/// A subscriber's answer with every media line in one media stream (`a=msid`, RFC 8830),
+/// named after the room: browsers play a stream's audio and video in sync (by the
+/// sender reports' wall clock) only when both tracks belong to the same stream. str0m
+/// names each answered line's stream at random and has no setter for it.
+pub fn one_stream(answer: &str, room: &str) -> String {
+    let id: String = std::iter::once("skylark-")
+        .flat_map(str::chars)
+        .chain(
+            room.chars()
+                .filter(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_'),
+        )
+        .take(64)
+        .collect();
+    let mut out = String::with_capacity(answer.len() + 64);
+    for line in answer.split_inclusive('\n') {
+        let body = line.trim_end_matches(['\r', '\n']);
+        let end = &line[body.len()..];
+        if let Some(rest) = body.strip_prefix("a=msid:") {
+            let track = rest.split_once(' ').map_or("", |(_, t)| t);
+            out.push_str(&format!("a=msid:{id} {track}"));
+        } else if body.starts_with("a=msid-semantic:") {
+            out.push_str(&format!("a=msid-semantic: WMS {id}"));
+        } else if let Some((ssrc, rest)) = body
+            .strip_prefix("a=ssrc:")
+            .and_then(|r| r.split_once(" msid:"))
+        {
+            let track = rest.split_once(' ').map_or("", |(_, t)| t);
+            out.push_str(&format!("a=ssrc:{ssrc} msid:{id} {track}"));
+        } else {
+            out.push_str(body);
+        }
+        out.push_str(end);
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -89,6 +125,16 @@ mod tests {
         assert!(check_publish_offer(H264_PM1).is_ok());
         let audio_only = "v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=rtpmap:111 opus/48000/2\r\n";
         assert!(check_publish_offer(audio_only).is_ok());
+    }
+
+    #[test]
+    fn answer_lines_join_one_stream_named_after_the_room() {
+        let answer = "v=0\r\na=msid-semantic: WMS a b\r\nm=audio 9 X 111\r\na=msid:a t1\r\na=ssrc:1 cname:c\r\na=ssrc:1 msid:a t1\r\nm=video 9 X 102\r\na=msid:b t2\r\na=ssrc:2 msid:b t2\r\n";
+        let got = one_stream(answer, "my room!");
+        assert_eq!(
+            got,
+            "v=0\r\na=msid-semantic: WMS skylark-myroom\r\nm=audio 9 X 111\r\na=msid:skylark-myroom t1\r\na=ssrc:1 cname:c\r\na=ssrc:1 msid:skylark-myroom t1\r\nm=video 9 X 102\r\na=msid:skylark-myroom t2\r\na=ssrc:2 msid:skylark-myroom t2\r\n"
+        );
     }
 
     #[test]

@@ -6,6 +6,7 @@ use super::counters::StreamTotals;
 use super::fanout::{track_id, InFrame};
 use super::keyframe::Want;
 use super::peer::{PeerRole, PublisherTrack};
+use super::sync::sender_clock_us;
 use super::{CloseReason, Core, Output};
 use std::time::{Duration, Instant};
 use str0m::media::{MediaData, MediaKind};
@@ -149,13 +150,21 @@ impl Core {
             let Some(codec) = FrameCodec::from_negotiated(spec.codec) else {
                 continue;
             };
+            let capture = match (
+                sender_clock_us(d.time, d.last_sender_info.as_ref()),
+                self.peers.get_mut(&key),
+            ) {
+                (Some(us), Some(p)) => p.clock.instant(d.network_time, us),
+                // Before the track's first sender report: its arrival.
+                _ => d.network_time,
+            };
             let frame = InFrame {
                 codec,
                 spec: Some(spec),
                 track: track_id(d.mid, d.rid),
                 rid: d.rid,
                 time: d.time.numer(),
-                network_time: d.network_time,
+                capture,
                 data: d.data,
                 contiguous: d.contiguous,
                 fmtp: spec.format.to_string(),
