@@ -263,13 +263,13 @@ async fn room_worker(sh: Arc<Shared>, room: String, stop: CancellationToken) {
             // Whatever comes next (a reconnecting publisher, a new origin) restarts timestamps.
             let mut out = Vec::new();
             seg.publisher_changed(&mut out);
-            apply(&hls, out);
+            hls.apply(out);
             flv_mux.reset();
             tokio::select! { _ = stop.cancelled() => break, _ = tokio::time::sleep(Duration::from_millis(500)) => {} }
         }
         let mut out = Vec::new();
         seg.flush(&mut out);
-        apply(&hls, out);
+        hls.apply(out);
         hls.end();
         tracing::info!(room_id = %room, "room ended; HLS kept for the grace period");
         // Serve the ended playlist for a while, still holding the lease (so the discovery
@@ -359,32 +359,7 @@ async fn pull(
                 });
             }
         }
-        apply(hls, std::mem::take(&mut out));
-    }
-}
-
-fn apply(hls: &RoomHls, out: Vec<(String, SegOutput)>) {
-    for (r, o) in out {
-        match o {
-            SegOutput::Init { bytes, info } => hls.set_init(&r, bytes, info),
-            SegOutput::Part {
-                msn,
-                bytes,
-                duration,
-                independent,
-                pdt_ms,
-                discontinuity,
-            } => {
-                metrics::histogram!("skylark_hls_part_duration_seconds").record(duration);
-                hls.push_part(&r, msn, bytes, duration, independent, pdt_ms, discontinuity)
-            }
-            SegOutput::SegmentDone { msn, duration } => {
-                metrics::histogram!("skylark_hls_segment_duration_seconds").record(duration);
-                hls.finish_segment(&r, msn)
-            }
-            SegOutput::Inactive => hls.set_active(&r, false),
-            SegOutput::RequestKeyframe => {}
-        }
+        hls.apply(std::mem::take(&mut out));
     }
 }
 

@@ -807,7 +807,7 @@ mod tests {
             Duration::from_secs(2),
             part_target(Duration::from_millis(200)),
         );
-        crate::apply(&hls, out.into_iter().map(|o| (String::new(), o)).collect());
+        hls.apply(out.into_iter().map(|o| (String::new(), o)).collect());
         let (text, init) = hls
             .read_rendition("", |r| (r.playlist.render(), r.init.clone()))
             .unwrap_or_default();
@@ -899,7 +899,7 @@ mod tests {
         tracks(&mut seg);
         let out = simulate(&mut seg, 12, Duration::from_secs(1), None, jitter);
         let hls = crate::store::RoomHls::new(Duration::from_secs(2), Duration::from_millis(200));
-        crate::apply(&hls, out.into_iter().map(|o| (String::new(), o)).collect());
+        hls.apply(out.into_iter().map(|o| (String::new(), o)).collect());
         let text = hls
             .read_rendition("", |r| r.playlist.render())
             .unwrap_or_default();

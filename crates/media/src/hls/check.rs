@@ -12,7 +12,8 @@
 //! use skylark_media::hls::check::{check_media, parse_media};
 //! let text = "#EXTM3U\n#EXT-X-VERSION:9\n#EXT-X-TARGETDURATION:2\n\
 //!     #EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES,PART-HOLD-BACK=0.660,HOLD-BACK=6.000\n\
-//!     #EXT-X-PART-INF:PART-TARGET=0.22\n#EXT-X-MEDIA-SEQUENCE:4\n#EXT-X-MAP:URI=\"init1.mp4\"\n\
+//!     #EXT-X-PART-INF:PART-TARGET=0.22\n#EXT-X-MEDIA-SEQUENCE:3\n#EXT-X-MAP:URI=\"init1.mp4\"\n\
+//!     #EXT-X-PROGRAM-DATE-TIME:2026-11-24T15:14:18.000Z\n#EXTINF:2.0,\nseg3.m4s\n\
 //!     #EXT-X-PROGRAM-DATE-TIME:2026-11-24T15:14:20.000Z\n\
 //!     #EXT-X-PART:DURATION=0.2,URI=\"seg4.0.m4s\",INDEPENDENT=YES\n\
 //!     #EXT-X-PART:DURATION=0.1,URI=\"seg4.1.m4s\"\n\
@@ -51,10 +52,11 @@ pub const RULES: &[Rule] = &[
     Rule { id: "part-max", source: "HLS §4.4.4.9", text: "every part's DURATION ≤ PART-TARGET" },
     Rule { id: "part-min", source: "HLS §4.4.4.9", text: "every part ≥ 85 % of PART-TARGET, except INDEPENDENT=YES parts and a segment's last part" },
     Rule { id: "part-tag-order", source: "HLS §4.4.4.9", text: "a segment's EXT-X-PROGRAM-DATE-TIME, EXT-X-MAP and EXT-X-DISCONTINUITY come before its first EXT-X-PART" },
+    Rule { id: "complete-segment", source: "players: Shaka Player 5.2, hls.js", text: "a live media playlist lists at least one complete segment, not the open segment's parts alone (Shaka 5.2 failed to load such a playlist, hls.js reports levelEmptyError)" },
     Rule { id: "parts-sum", source: "HLS §4.4.4.9", text: "a segment's parts add up to its EXTINF" },
     Rule { id: "independent-first-part", source: "HLS §4.4.2.1, §4.4.4.9", text: "with EXT-X-INDEPENDENT-SEGMENTS each segment's first part is INDEPENDENT=YES" },
     Rule { id: "server-control", source: "HLS §4.4.3.8, §6.2.5.2; Apple LL-HLS", text: "parts need CAN-BLOCK-RELOAD=YES and PART-HOLD-BACK ≥ 3 × PART-TARGET (MUST ≥ 2, SHOULD ≥ 3); HOLD-BACK ≥ 3 × TARGETDURATION" },
-    Rule { id: "preload-hint", source: "HLS §4.4.5.3; Apple LL-HLS", text: "a live playlist with parts names the next part in one EXT-X-PRELOAD-HINT:TYPE=PART" },
+    Rule { id: "preload-hint", source: "HLS §4.4.5.3; Apple LL-HLS", text: "a live playlist with parts names the next part in one EXT-X-PRELOAD-HINT:TYPE=PART; across a reload, a hinted part of a segment now complete is one of its parts (Shaka Player prefetches the hint)" },
     Rule { id: "pdt-steps", source: "HLS §4.4.4.6; Apple authoring (PDT in live playlists)", text: "EXT-X-PROGRAM-DATE-TIME on every segment; without a discontinuity consecutive ones differ by the EXTINF before (±1 ms)" },
     Rule { id: "reload", source: "HLS §6.2.1, §6.2.2", text: "across reloads MEDIA-SEQUENCE and DISCONTINUITY-SEQUENCE never decrease; a segment's URI, EXTINF and parts never change; a complete segment stays complete" },
     Rule { id: "rendition-report", source: "HLS §4.4.5.4, §6.2.5.1; Apple LL-HLS", text: "each media playlist reports every other rendition, and the part it names exists" },
@@ -351,6 +353,12 @@ pub fn check_media(pl: &MediaPlaylistText) -> Vec<Violation> {
     if target.is_none() {
         v.push(violation("extinf-target", "no EXT-X-TARGETDURATION".into()));
     }
+    if !pl.segments.iter().any(|s| s.uri.is_some()) {
+        v.push(violation(
+            "complete-segment",
+            "no complete segment (EXTINF), only parts of the open one".into(),
+        ));
+    }
     let has_parts = pl.segments.iter().any(|s| !s.parts.is_empty());
     let part_target = pl.part_target;
     if has_parts && part_target.is_none() {
@@ -488,6 +496,19 @@ pub fn check_reload(prev: &MediaPlaylistText, next: &MediaPlaylistText) -> Vec<V
             "DISCONTINUITY-SEQUENCE went back".into(),
         ));
     }
+    // A hint is for the next part; once its segment is complete it must be one of them.
+    if let Some((msn, part)) = prev.preload_parts.first().and_then(|u| part_of_uri(u)) {
+        let closed = next
+            .segments
+            .iter()
+            .find(|s| s.msn == msn && s.uri.is_some());
+        if closed.is_some_and(|s| !s.parts.is_empty() && part >= s.parts.len() as u64) {
+            v.push(violation(
+                "preload-hint",
+                format!("hinted part {msn}.{part}, but segment {msn} completed without it"),
+            ));
+        }
+    }
     for a in &prev.segments {
         let Some(b) = next.segments.iter().find(|b| b.msn == a.msn) else {
             continue;
@@ -516,6 +537,16 @@ pub fn check_reload(prev: &MediaPlaylistText, next: &MediaPlaylistText) -> Vec<V
         }
     }
     v
+}
+
+/// (msn, part) of a part URI written as `…seg{msn}.{part}.m4s`, the packager's naming.
+fn part_of_uri(uri: &str) -> Option<(u64, u64)> {
+    let name = uri.rsplit('/').next()?.split('?').next()?;
+    let (m, p) = name
+        .strip_prefix("seg")?
+        .strip_suffix(".m4s")?
+        .split_once('.')?;
+    Some((m.parse().ok()?, p.parse().ok()?))
 }
 
 /// The newest part a playlist lists: (media sequence number, part index).
@@ -877,6 +908,13 @@ mod tests {
     }
 
     #[test]
+    fn a_playlist_of_parts_alone_is_no_start() {
+        let text = written(&[], &[0.2, 0.2], 0.22);
+        let found = check_media(&parse_media(&text).unwrap());
+        assert_eq!(rules(&found), ["complete-segment"], "{text}");
+    }
+
+    #[test]
     fn tag_order_and_reloads() {
         let text = "#EXTM3U\n#EXT-X-VERSION:9\n#EXT-X-TARGETDURATION:2\n#EXT-X-MEDIA-SEQUENCE:7\n\
             #EXT-X-PART:DURATION=0.2,URI=\"a.m4s\",INDEPENDENT=YES\n\
@@ -887,6 +925,12 @@ mod tests {
         later.media_sequence = 6;
         later.segments[0].duration = Some(0.3);
         assert_eq!(rules(&check_reload(&pl, &later)), ["reload", "reload"]);
+        // The hint seg7.1 of a segment that then completed with one part.
+        let hinted = parse_media(&format!(
+            "{text}#EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"seg7.1.m4s\"\n"
+        ))
+        .unwrap();
+        assert_eq!(rules(&check_reload(&hinted, &pl)), ["preload-hint"]);
         assert!(parse_media("#EXTM3U\n#EXTINF:1,\n").is_err());
         assert!(parse_media("#EXT-X-VERSION:3\n").is_err());
         assert!(parse_media("#EXTM3U\n#EXT-X-PART:DURATION=x,URI=\"a\"\n").is_err());
