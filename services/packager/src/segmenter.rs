@@ -407,6 +407,28 @@ impl Segmenter {
         }
         // A cut still waiting for audio happens now, before the frame it waited at.
         self.finish_cut(out);
+        if keyframe {
+            if let Some(tracks) = self.changed_tracks(&nalus) {
+                // New parameter sets mid-stream (an encoder that changed resolution
+                // under load): samples carry no SPS/PPS, so the old init would decode
+                // them as garbage (Shaka and video.js failed with a decode error). A new
+                // init, from a new segment after EXT-X-DISCONTINUITY (RFC 8216 §4.3.2.3).
+                if let Some(prev) = self.held.take() {
+                    let duration = dts
+                        .saturating_sub(prev.dts)
+                        .clamp(1, VIDEO_TIMESCALE as u64);
+                    self.append_video(prev, duration as u32);
+                }
+                self.close_part(out);
+                self.close_segment(out);
+                if let Some(init) = init_segment(&tracks) {
+                    out.push(init);
+                }
+                self.init_tracks = Some(tracks);
+                self.discontinuity = true;
+                tracing::info!(msn = self.msn, "new H.264 parameter sets: new init segment");
+            }
+        }
         if let Some(prev) = self.held.take() {
             let duration = dts
                 .saturating_sub(prev.dts)
@@ -652,6 +674,15 @@ impl Segmenter {
         self.msn += 1;
         self.segment_duration = 0;
         self.segment_start = None;
+    }
+
+    /// The init tracks for a keyframe's parameter sets, when they differ from the
+    /// current init's.
+    fn changed_tracks(&self, nalus: &[&[u8]]) -> Option<Vec<Track>> {
+        let (sps, pps) = h264::parameter_sets(nalus)?;
+        let config = AvcDecoderConfigurationRecord::from_parameter_sets(sps, pps).ok()?;
+        let tracks = self.init_tracks_for(config)?;
+        (self.init_tracks.as_ref() != Some(&tracks)).then_some(tracks)
     }
 
     /// The init segment's tracks: the video, and the audio settled for this epoch.
@@ -992,6 +1023,53 @@ mod tests {
                 ..
             })
         ));
+    }
+
+    /// An encoder that changes its parameter sets mid-stream (a new resolution) gets a
+    /// new init segment, from a new segment after a discontinuity, and the playlist
+    /// still keeps every rule.
+    #[test]
+    fn new_parameter_sets_start_a_new_init_after_a_discontinuity() {
+        let mut seg = segmenter();
+        seg.add_track(&video_track());
+        let mut out = Vec::new();
+        for (i, mut f) in video_frames(8).into_iter().enumerate() {
+            if i >= 4 * 30 {
+                // Another level_idc in every SPS from 4 s on: another avcC.
+                let at = f.data.windows(5).position(|w| w == [0, 0, 0, 1, 0x67]);
+                if let Some(at) = at {
+                    f.data[at + 7] = f.data[at + 7].wrapping_add(1);
+                }
+            }
+            seg.push(&f, 1_000_000 + i as i64 * 33, &mut out);
+        }
+        seg.flush(&mut out);
+        let inits: Vec<usize> = out
+            .iter()
+            .enumerate()
+            .filter(|(_, o)| matches!(o, SegOutput::Init { .. }))
+            .map(|(i, _)| i)
+            .collect();
+        assert_eq!(inits.len(), 2, "{out:?}");
+        let after = out[inits[1]..].iter().find_map(|o| match o {
+            SegOutput::Part {
+                discontinuity,
+                independent,
+                ..
+            } => Some((*discontinuity, *independent)),
+            _ => None,
+        });
+        assert_eq!(after, Some((true, true)));
+        assert!(
+            matches!(out[inits[1] - 1], SegOutput::SegmentDone { .. }),
+            "the old segment closes first"
+        );
+        let (text, found) = served(out);
+        assert!(found.is_empty(), "{found:#?}\n{text}");
+        assert!(
+            text.contains("#EXT-X-DISCONTINUITY\n#EXT-X-MAP:URI=\"init2.mp4\""),
+            "{text}"
+        );
     }
 
     #[test]

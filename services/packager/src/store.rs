@@ -321,6 +321,13 @@ impl RoomHls {
     /// them got a preload hint for a part that never comes (`seg{n}.{last + 1}`), and
     /// Shaka Player's prefetch of it ended in a 404.
     pub fn apply(&self, out: Vec<(String, SegOutput)>) {
+        // Most frames change nothing: waking every blocked request for them costs CPU.
+        if out
+            .iter()
+            .all(|(_, o)| matches!(o, SegOutput::RequestKeyframe))
+        {
+            return;
+        }
         self.write(|s| {
             for (r, o) in out {
                 match o {
