@@ -389,21 +389,30 @@ impl Drop for Push {
 }
 
 pub fn rtmp_push(ffmpeg: &str, url: &str, seconds: u32, log: &std::path::Path) -> Push {
-    rtmp_push_with(ffmpeg, url, seconds, log, true)
+    rtmp_push_with(ffmpeg, url, seconds, log, TestSource::default())
 }
 
-/// Like [`rtmp_push`], with or without the AAC tone (a screen capture without a mic).
-pub fn rtmp_push_with(
-    ffmpeg: &str,
-    url: &str,
-    seconds: u32,
-    log: &std::path::Path,
-    audio: bool,
-) -> Push {
-    rtmp_push_gop(ffmpeg, url, seconds, log, audio, 30)
+/// What an FFmpeg test push sends: a 640x360 test picture at `fps` with a keyframe every
+/// `gop` frames exactly (`None`: a keyframe a second), and the AAC tone unless `audio` is
+/// off (a screen capture without a mic).
+#[derive(Debug, Clone, Copy)]
+pub struct TestSource {
+    pub fps: u32,
+    pub audio: bool,
+    pub gop: Option<u32>,
 }
 
-/// Like [`rtmp_push_with`], with a keyframe every `gop` frames exactly (30 fps).
+impl Default for TestSource {
+    fn default() -> Self {
+        Self {
+            fps: 30,
+            audio: true,
+            gop: None,
+        }
+    }
+}
+
+/// Like [`rtmp_push`], with or without the AAC tone, a keyframe every `gop` frames (30 fps).
 pub fn rtmp_push_gop(
     ffmpeg: &str,
     url: &str,
@@ -412,10 +421,32 @@ pub fn rtmp_push_gop(
     audio: bool,
     gop: u32,
 ) -> Push {
+    let source = TestSource {
+        audio,
+        gop: Some(gop),
+        ..TestSource::default()
+    };
+    rtmp_push_with(ffmpeg, url, seconds, log, source)
+}
+
+/// Like [`rtmp_push`], sending `source`.
+pub fn rtmp_push_with(
+    ffmpeg: &str,
+    url: &str,
+    seconds: u32,
+    log: &std::path::Path,
+    source: TestSource,
+) -> Push {
+    let gop = source.gop.unwrap_or(source.fps).to_string();
     let mut cmd = Command::new(ffmpeg);
     cmd.args(["-hide_banner", "-loglevel", "warning", "-re"])
-        .args(["-f", "lavfi", "-i", "testsrc2=size=640x360:rate=30"]);
-    if audio {
+        .args([
+            "-f",
+            "lavfi",
+            "-i",
+            &format!("testsrc2=size=640x360:rate={}", source.fps),
+        ]);
+    if source.audio {
         cmd.args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=44100"])
             .args(["-c:a", "aac", "-b:a", "96k"]);
     }
@@ -428,9 +459,9 @@ pub fn rtmp_push_gop(
             "-tune",
             "zerolatency",
             "-g",
-            &gop.to_string(),
+            &gop,
             "-keyint_min",
-            &gop.to_string(),
+            &gop,
             "-sc_threshold",
             "0",
         ])
@@ -692,12 +723,26 @@ pub struct RtmpRoom {
 
 impl RtmpRoom {
     pub async fn start(ffmpeg: &str, log_name: &str, seconds: u32, audio: bool) -> RtmpRoom {
+        let source = TestSource {
+            audio,
+            ..TestSource::default()
+        };
+        Self::start_with(ffmpeg, log_name, seconds, source).await
+    }
+
+    /// [`RtmpRoom::start`] sending `source`.
+    pub async fn start_with(
+        ffmpeg: &str,
+        log_name: &str,
+        seconds: u32,
+        source: TestSource,
+    ) -> RtmpRoom {
         let sk = Skylark::start().await;
         let port = rtmp_port(&sk);
         let (_, room, key) = creator_with_room(&sk.base, "public").await;
         let log = sk.dir.join(log_name);
         let url = format!("rtmp://127.0.0.1:{port}/live/{key}");
-        let push = rtmp_push_with(ffmpeg, &url, seconds, &log, audio);
+        let push = rtmp_push_with(ffmpeg, &url, seconds, &log, source);
         wait_live(&sk.base, &room, &log).await;
         RtmpRoom {
             push,

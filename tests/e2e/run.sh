@@ -38,8 +38,15 @@ if [[ ! -x "$chromium" ]]; then
   fi
 fi
 
-# --- playwright-core (pinned in package-lock.json) --------------------------------
-if [[ ! -d node_modules/playwright-core ]]; then
+# --- playwright-core and the players (pinned in package-lock.json) ----------------
+# npm ci again when a pinned package is missing or at another version (a checkout that
+# ran npm ci before a package was added).
+installed() {
+  node -e 'const p = require("./package.json");
+    for (const [d, v] of Object.entries(p.devDependencies))
+      if (require(`./node_modules/${d}/package.json`).version !== v) process.exit(1);' 2>/dev/null
+}
+if ! installed; then
   log "npm ci"
   npm ci --no-audit --no-fund || { echo "run.sh: npm ci failed" >&2; exit 1; }
 fi

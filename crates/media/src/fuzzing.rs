@@ -377,3 +377,29 @@ pub fn fuzz_flv_tag(data: &[u8]) {
         assert!(payload.len() < header.frame_length);
     }
 }
+
+/// Reads `data` as an init segment and as fragments (`fmp4::read`), and as a media
+/// and a multivariant playlist; whatever parses goes through the checks, which must
+/// not panic either. A parsed track run has one sync flag per duration.
+pub fn fuzz_hls_read(data: &[u8]) {
+    use crate::fmp4::read::{track_runs, tracks};
+    use crate::hls::check;
+
+    let tracks = tracks(data).unwrap_or_default();
+    if let Ok(runs) = track_runs(data) {
+        for r in &runs {
+            assert_eq!(r.durations.len(), r.sync.len());
+            let _ = r.end();
+        }
+    }
+    let text = String::from_utf8_lossy(data);
+    if let Ok(pl) = check::parse_media(&text) {
+        let _ = check::check_media(&pl);
+        let _ = check::check_reload(&pl, &pl);
+        let _ = check::check_rendition_reports(&pl, &[("a.m3u8", &pl)]);
+        let _ = check::check_media_timing(&pl, &tracks, &|_| track_runs(data).ok());
+    }
+    if let Ok(variants) = check::parse_multivariant(&text) {
+        let _ = check::check_multivariant(&variants);
+    }
+}

@@ -104,6 +104,31 @@ proptest! {
         fuzzing::fuzz_flv_tag(&data);
     }
 
+    /// Playlist text and box bytes: the CMAF and HLS readers never panic.
+    #[test]
+    fn hls_readers_never_panic(data in proptest::collection::vec(any::<u8>(), 0..512)) {
+        fuzzing::fuzz_hls_read(&data);
+    }
+
+    /// Playlist-like text: tags with attribute lists and numbers.
+    #[test]
+    fn hls_readers_never_panic_on_playlist_noise(lines in proptest::collection::vec(prop_oneof![
+        Just("#EXTM3U".to_string()), Just("#EXTINF:2.0,".to_string()), Just("seg1.m4s".to_string()),
+        Just("#EXT-X-DISCONTINUITY".to_string()), Just("#EXT-X-PART-INF:PART-TARGET=0.2".to_string()),
+        "#EXT-X-PART:DURATION=[0-9.]{0,4},URI=\"[a-z.]{0,4}\"(,INDEPENDENT=YES)?",
+        "#EXT-X-PROGRAM-DATE-TIME:20[0-9]{2}-[01][0-9]-[0-3][0-9]T[0-2][0-9]:[0-5][0-9]:[0-6][0-9](\\.[0-9]{1,4})?Z",
+        "#EXT-X-(MEDIA-SEQUENCE|TARGETDURATION|VERSION):[0-9]{0,3}",
+        "#EXT-X-RENDITION-REPORT:URI=\"a\",LAST-MSN=[0-9]{1,2}(,LAST-PART=[0-9])?",
+        "#EXT-X-STREAM-INF:BANDWIDTH=[0-9]{1,3},CODECS=\"[a-z0-9.,]{0,10}\"",
+    ], 0..24)) {
+        let mut text = String::from("#EXTM3U\n");
+        for l in lines {
+            text.push_str(&l);
+            text.push('\n');
+        }
+        fuzzing::fuzz_hls_read(text.as_bytes());
+    }
+
     #[test]
     fn amf0_round_trips(values in proptest::collection::vec(amf0_value(), 0..4)) {
         let bytes = amf0::encode_all(&values).unwrap();
@@ -342,5 +367,6 @@ fn rtmp_flv_fuzz_regressions_stay_fixed() {
         ("rtmp_session", fuzzing::fuzz_rtmp_session),
         ("amf0", fuzzing::fuzz_amf0),
         ("flv_tag", fuzzing::fuzz_flv_tag),
+        ("hls_read", fuzzing::fuzz_hls_read),
     ]);
 }

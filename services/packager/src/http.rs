@@ -206,6 +206,10 @@ async fn file(
     metrics::counter!("skylark_hls_requests_total", "kind" => kind(&file)).increment(1);
     match file {
         File::Multivariant => {
+            // Listed with their first complete segment: BANDWIDTH is then measured, and a
+            // simulcast room's layers are all there (players read this once). A layer
+            // that never completes one is listed without it after the wait.
+            wait_until(&hls, |s| s.playable()).await;
             let variants = hls.read(|s| s.variants());
             if variants.is_empty() {
                 return error(
@@ -348,10 +352,17 @@ async fn media_playlist(hls: &RoomHls, rendition: &str, q: Blocking) -> Response
             }
         }
     }
+    // A playlist of the open segment's parts alone is no start: Shaka 5.2 guesses the
+    // media type from the first segment's URI and fails to load, hls.js reports
+    // levelEmptyError. Wait for the first complete segment (rule `complete-segment`).
+    wait_until(hls, |s| {
+        s.rendition(rendition).is_some_and(|r| r.playable())
+    })
+    .await;
     let text = hls
         .read_rendition(rendition, |r| r.playlist.render())
         .unwrap_or_default();
-    if !text.contains("#EXT-X-PART:") && !text.contains("#EXTINF") {
+    if !text.contains("#EXTINF") {
         return error(
             StatusCode::NOT_FOUND,
             "not_found",
@@ -361,9 +372,74 @@ async fn media_playlist(hls: &RoomHls, rendition: &str, q: Blocking) -> Response
     with_headers(text, PLAYLIST, "no-cache")
 }
 
+/// Waits up to [`BLOCK_TIMEOUT`] for `ready`; whether it came.
+async fn wait_until(hls: &RoomHls, ready: impl Fn(&crate::store::State) -> bool) -> bool {
+    let mut rx = hls.subscribe();
+    let deadline = tokio::time::Instant::now() + BLOCK_TIMEOUT;
+    while !hls.read(&ready) {
+        metrics::gauge!("skylark_hls_blocking_requests").increment(1.0);
+        let woke = tokio::time::timeout_at(deadline, rx.changed()).await;
+        metrics::gauge!("skylark_hls_blocking_requests").decrement(1.0);
+        if !matches!(woke, Ok(Ok(()))) {
+            return false;
+        }
+    }
+    true
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::segmenter::StreamInfo;
+    use bytes::Bytes;
+    use skylark_media::hls::check;
+
+    async fn body(r: Response) -> String {
+        let b = axum::body::to_bytes(r.into_body(), 1 << 20).await.unwrap();
+        String::from_utf8(b.to_vec()).unwrap()
+    }
+
+    /// Before its first segment completes, a room's playlists wait for it rather than
+    /// list the open segment's parts alone (Shaka Player failed to load such a playlist).
+    #[tokio::test(flavor = "current_thread")]
+    async fn playlists_wait_for_the_first_complete_segment() {
+        let hls = RoomHls::new(Duration::from_secs(2), Duration::from_millis(220));
+        let info = StreamInfo {
+            codecs: "avc1.42c01f".into(),
+            resolution: Some((640, 360)),
+            bandwidth: 0,
+        };
+        hls.set_init("", Bytes::from_static(b"init"), info);
+        // 50 kB a 200 ms part: 2 Mbit/s.
+        let part = Bytes::from(vec![0u8; 50_000]);
+        for p in 0..3 {
+            hls.push_part("", 0, part.clone(), 0.2, p == 0, 0, false);
+        }
+        let media = tokio::spawn({
+            let hls = hls.clone();
+            async move { body(media_playlist(&hls, "", Blocking::default()).await).await }
+        });
+        let multivariant = tokio::spawn({
+            let hls = hls.clone();
+            async move {
+                wait_until(&hls, |s| s.playable()).await;
+                render_multivariant(&hls.read(|s| s.variants()))
+            }
+        });
+        // Both requests run (and, answered at once, would finish) before the segment closes.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        hls.push_part("", 0, part, 0.2, false, 0, false);
+        hls.finish_segment("", 0);
+        let text = media.await.unwrap();
+        let pl = check::parse_media(&text).unwrap();
+        assert_eq!(check::check_media(&pl), [], "{text}");
+        assert!(text.contains("#EXTINF:0.80000,\nseg0.m4s\n"), "{text}");
+        let mv = multivariant.await.unwrap();
+        assert!(
+            mv.contains("BANDWIDTH=2000000,"),
+            "measured on segment 0: {mv}"
+        );
+    }
 
     #[test]
     fn file_names_are_parsed_strictly() {

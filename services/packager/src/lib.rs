@@ -50,7 +50,8 @@ pub struct Config {
     pub node_id: Option<String>,
     /// Target segment duration (cut at the first keyframe after it).
     pub segment_target: Duration,
-    /// Target part duration (LL-HLS).
+    /// The LL-HLS part duration aimed at; the playlists' `PART-TARGET` is
+    /// [`segmenter::part_target`] of it.
     pub part_target: Duration,
     /// The API's RoomDirectory gRPC (rooms' visibility).
     pub api_grpc_url: String,
@@ -63,6 +64,7 @@ struct Shared {
     rooms: Rooms,
     me: String,
     segment_target: Duration,
+    /// `PART-TARGET`: no part is longer.
     part_target: Duration,
 }
 
@@ -90,7 +92,7 @@ pub async fn start(
         rooms: rooms.clone(),
         me: me.clone(),
         segment_target: config.segment_target,
-        part_target: config.part_target,
+        part_target: segmenter::part_target(config.part_target),
     });
     let node = NodeInfo {
         id: me.clone(),
@@ -261,13 +263,13 @@ async fn room_worker(sh: Arc<Shared>, room: String, stop: CancellationToken) {
             // Whatever comes next (a reconnecting publisher, a new origin) restarts timestamps.
             let mut out = Vec::new();
             seg.publisher_changed(&mut out);
-            apply(&hls, out);
+            hls.apply(out);
             flv_mux.reset(&hls.flv);
             tokio::select! { _ = stop.cancelled() => break, _ = tokio::time::sleep(Duration::from_millis(500)) => {} }
         }
         let mut out = Vec::new();
         seg.flush(&mut out);
-        apply(&hls, out);
+        hls.apply(out);
         hls.end();
         tracing::info!(room_id = %room, "room ended; HLS kept for the grace period");
         // Serve the ended playlist for a while, still holding the lease (so the discovery
@@ -357,32 +359,7 @@ async fn pull(
                 });
             }
         }
-        apply(hls, std::mem::take(&mut out));
-    }
-}
-
-fn apply(hls: &RoomHls, out: Vec<(String, SegOutput)>) {
-    for (r, o) in out {
-        match o {
-            SegOutput::Init { bytes, info } => hls.set_init(&r, bytes, info),
-            SegOutput::Part {
-                msn,
-                bytes,
-                duration,
-                independent,
-                pdt_ms,
-                discontinuity,
-            } => {
-                metrics::histogram!("skylark_hls_part_duration_seconds").record(duration);
-                hls.push_part(&r, msn, bytes, duration, independent, pdt_ms, discontinuity)
-            }
-            SegOutput::SegmentDone { msn, duration } => {
-                metrics::histogram!("skylark_hls_segment_duration_seconds").record(duration);
-                hls.finish_segment(&r, msn)
-            }
-            SegOutput::Inactive => hls.set_active(&r, false),
-            SegOutput::RequestKeyframe => {}
-        }
+        hls.apply(std::mem::take(&mut out));
     }
 }
 

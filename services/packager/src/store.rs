@@ -3,7 +3,7 @@
 //! window and its LL-HLS playlist — plus a version counter that wakes blocking playlist
 //! and part requests the moment something new lands.
 
-use crate::segmenter::StreamInfo;
+use crate::segmenter::{SegOutput, StreamInfo};
 use bytes::Bytes;
 use skylark_media::hls::{MediaPlaylist, Part, RenditionReport, Segment, Variant};
 use std::collections::{BTreeMap, HashMap};
@@ -58,6 +58,12 @@ impl Rendition {
         self.active && self.init.is_some() && !self.info.codecs.is_empty()
     }
 
+    /// Its playlist lists a complete segment (or the stream ended): something a player
+    /// can start on.
+    pub fn playable(&self) -> bool {
+        self.playlist.ended || self.playlist.segments.iter().any(|s| s.complete)
+    }
+
     /// Init segment `version`, or the newest for `None`.
     pub fn init_segment(&self, version: Option<u32>) -> Option<Bytes> {
         match version {
@@ -109,6 +115,131 @@ impl State {
                 frame_rate: None,
             })
             .collect()
+    }
+
+    fn set_init(&mut self, rendition: &str, init: Bytes, info: StreamInfo) {
+        let s = self;
+        let r = s.rendition_mut(rendition);
+        r.init_version += 1;
+        r.inits.insert(r.init_version, init.clone());
+        r.playlist.map_uri = format!("init{}.mp4", r.init_version);
+        r.init = Some(init);
+        r.info.codecs = info.codecs;
+        r.info.resolution = info.resolution;
+        s.refresh_reports();
+    }
+
+    fn set_active(&mut self, rendition: &str, active: bool) {
+        let s = self;
+        s.rendition_mut(rendition).active = active;
+        s.refresh_reports();
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn push_part(
+        &mut self,
+        rendition: &str,
+        msn: u64,
+        bytes: Bytes,
+        duration: f64,
+        independent: bool,
+        pdt_ms: i64,
+        discontinuity: bool,
+    ) {
+        let st = self;
+        let s = st.rendition_mut(rendition);
+        s.active = true;
+        let first_msn = s.playlist.media_sequence;
+        if s.playlist.segments.is_empty() {
+            s.playlist.media_sequence = msn;
+        }
+        let newest = s.playlist.media_sequence + s.playlist.segments.len() as u64;
+        if msn < first_msn.min(newest) {
+            return;
+        }
+        if msn == newest {
+            s.playlist.segments.push(Segment {
+                uri: format!("seg{msn}.m4s"),
+                duration: 0.0,
+                program_date_time_ms: pdt_ms,
+                discontinuity,
+                independent,
+                parts: Vec::new(),
+                complete: false,
+                map_uri: Some(s.playlist.map_uri.clone()),
+            });
+        }
+        let idx = (msn - s.playlist.media_sequence) as usize;
+        let Some(seg) = s.playlist.segments.get_mut(idx) else {
+            return;
+        };
+        let p = seg.parts.len() as u64;
+        seg.parts.push(Part {
+            uri: format!("seg{msn}.{p}.m4s"),
+            duration,
+            independent,
+        });
+        seg.duration += duration;
+        s.parts.insert((msn, p), bytes);
+        s.playlist.preload_hint = Some(format!("seg{msn}.{}.m4s", p + 1));
+        st.refresh_reports();
+    }
+
+    fn finish_segment(&mut self, rendition: &str, msn: u64) {
+        let st = self;
+        let s = st.rendition_mut(rendition);
+        let Some(idx) = msn.checked_sub(s.playlist.media_sequence) else {
+            return;
+        };
+        let Some(seg) = s.playlist.segments.get(idx as usize) else {
+            return;
+        };
+        let n = seg.parts.len() as u64;
+        let duration = seg.duration;
+        let mut all = Vec::new();
+        for p in 0..n {
+            if let Some(b) = s.parts.get(&(msn, p)) {
+                all.extend_from_slice(b);
+            }
+        }
+        let bits = (all.len() as f64 * 8.0 / duration.max(0.1)) as u64;
+        s.info.bandwidth = s.info.bandwidth.max(bits);
+        s.playlist.note_segment(duration);
+        s.segments.insert(msn, Bytes::from(all));
+        if let Some(seg) = s.playlist.segments.get_mut(idx as usize) {
+            seg.complete = true;
+        }
+        s.playlist.preload_hint = Some(format!("seg{}.0.m4s", msn + 1));
+        // Slide the window.
+        while s.playlist.segments.len() > WINDOW_SEGMENTS {
+            let old = s.playlist.media_sequence;
+            let removed = s.playlist.segments.remove(0);
+            s.playlist.media_sequence += 1;
+            if let Some(next) = s.playlist.segments.first() {
+                if next.discontinuity {
+                    s.playlist.discontinuity_sequence += 1;
+                }
+            }
+            s.segments.remove(&old);
+            for p in 0..removed.parts.len() as u64 {
+                s.parts.remove(&(old, p));
+            }
+        }
+        let current = s.init_version;
+        let in_use: Vec<String> = s
+            .playlist
+            .segments
+            .iter()
+            .filter_map(|seg| seg.map_uri.clone())
+            .collect();
+        s.inits
+            .retain(|v, _| *v == current || in_use.contains(&format!("init{v}.mp4")));
+    }
+
+    /// Every listed rendition is [`Rendition::playable`], and there is one.
+    pub fn playable(&self) -> bool {
+        let mut listed = self.renditions.values().filter(|r| r.listed()).peekable();
+        listed.peek().is_some() && listed.all(Rendition::playable)
     }
 
     /// LL-HLS rendition reports: each media playlist tells where every other listed
@@ -185,28 +316,58 @@ impl RoomHls {
         self.version.subscribe()
     }
 
-    pub fn set_init(&self, rendition: &str, init: Bytes, info: StreamInfo) {
+    /// One batch of segmenter output, seen by readers all at once. A segment's last
+    /// part and its end come in one batch: applied one by one, a reader woken between
+    /// them got a preload hint for a part that never comes (`seg{n}.{last + 1}`), and
+    /// Shaka Player's prefetch of it ended in a 404.
+    pub fn apply(&self, out: Vec<(String, SegOutput)>) {
+        // Most frames change nothing: waking every blocked request for them costs CPU.
+        if out
+            .iter()
+            .all(|(_, o)| matches!(o, SegOutput::RequestKeyframe))
+        {
+            return;
+        }
         self.write(|s| {
-            let r = s.rendition_mut(rendition);
-            r.init_version += 1;
-            r.inits.insert(r.init_version, init.clone());
-            r.playlist.map_uri = format!("init{}.mp4", r.init_version);
-            r.init = Some(init);
-            r.info.codecs = info.codecs;
-            r.info.resolution = info.resolution;
-            s.refresh_reports();
+            for (r, o) in out {
+                match o {
+                    SegOutput::Init { bytes, info } => s.set_init(&r, bytes, info),
+                    SegOutput::Part {
+                        msn,
+                        bytes,
+                        duration,
+                        independent,
+                        pdt_ms,
+                        discontinuity,
+                    } => {
+                        metrics::histogram!("skylark_hls_part_duration_seconds").record(duration);
+                        s.push_part(&r, msn, bytes, duration, independent, pdt_ms, discontinuity)
+                    }
+                    SegOutput::SegmentDone { msn, duration } => {
+                        metrics::histogram!("skylark_hls_segment_duration_seconds")
+                            .record(duration);
+                        s.finish_segment(&r, msn)
+                    }
+                    SegOutput::Inactive => s.set_active(&r, false),
+                    SegOutput::RequestKeyframe => {}
+                }
+            }
         });
+    }
+
+    #[cfg(test)]
+    pub fn set_init(&self, rendition: &str, init: Bytes, info: StreamInfo) {
+        self.write(|s| s.set_init(rendition, init, info));
     }
 
     /// Lists or unlists a rendition (its layer came or went with a publisher change).
+    #[cfg(test)]
     pub fn set_active(&self, rendition: &str, active: bool) {
-        self.write(|s| {
-            s.rendition_mut(rendition).active = active;
-            s.refresh_reports();
-        });
+        self.write(|s| s.set_active(rendition, active));
     }
 
     /// Appends a part to segment `msn` (opening it if new) and updates the preload hint.
+    #[cfg(test)]
     #[allow(clippy::too_many_arguments)]
     pub fn push_part(
         &self,
@@ -218,97 +379,23 @@ impl RoomHls {
         pdt_ms: i64,
         discontinuity: bool,
     ) {
-        self.write(|st| {
-            let s = st.rendition_mut(rendition);
-            s.active = true;
-            let first_msn = s.playlist.media_sequence;
-            if s.playlist.segments.is_empty() {
-                s.playlist.media_sequence = msn;
-            }
-            let newest = s.playlist.media_sequence + s.playlist.segments.len() as u64;
-            if msn < first_msn.min(newest) {
-                return;
-            }
-            if msn == newest {
-                s.playlist.segments.push(Segment {
-                    uri: format!("seg{msn}.m4s"),
-                    duration: 0.0,
-                    program_date_time_ms: pdt_ms,
-                    discontinuity,
-                    independent,
-                    parts: Vec::new(),
-                    complete: false,
-                    map_uri: Some(s.playlist.map_uri.clone()),
-                });
-            }
-            let idx = (msn - s.playlist.media_sequence) as usize;
-            let Some(seg) = s.playlist.segments.get_mut(idx) else {
-                return;
-            };
-            let p = seg.parts.len() as u64;
-            seg.parts.push(Part {
-                uri: format!("seg{msn}.{p}.m4s"),
+        self.write(|s| {
+            s.push_part(
+                rendition,
+                msn,
+                bytes,
                 duration,
                 independent,
-            });
-            seg.duration += duration;
-            s.parts.insert((msn, p), bytes);
-            s.playlist.preload_hint = Some(format!("seg{msn}.{}.m4s", p + 1));
-            st.refresh_reports();
+                pdt_ms,
+                discontinuity,
+            )
         });
     }
 
     /// Closes segment `msn`: its bytes are the concatenation of its parts (CMAF).
+    #[cfg(test)]
     pub fn finish_segment(&self, rendition: &str, msn: u64) {
-        self.write(|st| {
-            let s = st.rendition_mut(rendition);
-            let Some(idx) = msn.checked_sub(s.playlist.media_sequence) else {
-                return;
-            };
-            let Some(seg) = s.playlist.segments.get(idx as usize) else {
-                return;
-            };
-            let n = seg.parts.len() as u64;
-            let duration = seg.duration;
-            let mut all = Vec::new();
-            for p in 0..n {
-                if let Some(b) = s.parts.get(&(msn, p)) {
-                    all.extend_from_slice(b);
-                }
-            }
-            let bits = (all.len() as f64 * 8.0 / duration.max(0.1)) as u64;
-            s.info.bandwidth = s.info.bandwidth.max(bits);
-            s.playlist.note_segment(duration);
-            s.segments.insert(msn, Bytes::from(all));
-            if let Some(seg) = s.playlist.segments.get_mut(idx as usize) {
-                seg.complete = true;
-            }
-            s.playlist.preload_hint = Some(format!("seg{}.0.m4s", msn + 1));
-            // Slide the window.
-            while s.playlist.segments.len() > WINDOW_SEGMENTS {
-                let old = s.playlist.media_sequence;
-                let removed = s.playlist.segments.remove(0);
-                s.playlist.media_sequence += 1;
-                if let Some(next) = s.playlist.segments.first() {
-                    if next.discontinuity {
-                        s.playlist.discontinuity_sequence += 1;
-                    }
-                }
-                s.segments.remove(&old);
-                for p in 0..removed.parts.len() as u64 {
-                    s.parts.remove(&(old, p));
-                }
-            }
-            let current = s.init_version;
-            let in_use: Vec<String> = s
-                .playlist
-                .segments
-                .iter()
-                .filter_map(|seg| seg.map_uri.clone())
-                .collect();
-            s.inits
-                .retain(|v, _| *v == current || in_use.contains(&format!("init{v}.mp4")));
-        });
+        self.write(|s| s.finish_segment(rendition, msn));
     }
 
     /// Marks the stream ended: `EXT-X-ENDLIST`, and blocked requests return at once.
@@ -379,6 +466,33 @@ impl Rooms {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A segment's last part and its end reach readers in one change: between them a
+    /// playlist would hint a part that never comes.
+    #[test]
+    fn a_batch_is_one_change() {
+        let r = RoomHls::new(Duration::from_secs(2), Duration::from_millis(500));
+        let rx = r.subscribe();
+        let before = *rx.borrow();
+        let part = |p: u64| SegOutput::Part {
+            msn: 0,
+            bytes: Bytes::from_static(b"x"),
+            duration: 0.5,
+            independent: p == 0,
+            pdt_ms: 0,
+            discontinuity: false,
+        };
+        let done = SegOutput::SegmentDone {
+            msn: 0,
+            duration: 1.0,
+        };
+        r.apply([part(0), part(1), done].map(|o| (String::new(), o)).into());
+        assert_eq!(*rx.borrow() - before, 1);
+        r.read_rendition("", |s| {
+            assert_eq!(s.playlist.preload_hint.as_deref(), Some("seg1.0.m4s"));
+            assert!(s.playlist.segments[0].complete);
+        });
+    }
 
     #[test]
     fn window_slides_and_segments_concatenate_parts() {

@@ -43,6 +43,7 @@ const { values: opt } = parseArgs({
     'no-audio': { type: 'boolean', default: false },
     'no-hls': { type: 'boolean', default: false },
     'hls-config': { type: 'string', default: '{}' },
+    players: { type: 'string', default: 'hls' },
     json: { type: 'boolean', default: false },
     save: { type: 'string' },
     help: { type: 'boolean', short: 'h', default: false },
@@ -51,7 +52,7 @@ const { values: opt } = parseArgs({
 if (opt.help) {
   console.log(
     'usage: node tests/e2e/bench/hls-latency.mjs [--ingest whip|rtmp] [--seconds 20] [--warmup 5] [--part-ms 200]\n' +
-      '       [--gop 1 (s, rtmp)] [--kbps 600 (rtmp)] [--nginx (rtmp)] [--no-audio (rtmp)] [--no-flv] [--no-hls (Skylark HLS viewer off)] [--hls-config JSON] [--json] [--save FILE.json]',
+      '       [--gop 1 (s, rtmp)] [--kbps 600 (rtmp)] [--nginx (rtmp)] [--no-audio (rtmp)] [--no-flv] [--no-hls (Skylark HLS viewer off)] [--players hls,shaka,videojs] [--hls-config JSON (hls.js)] [--json] [--save FILE.json]',
   );
   process.exit(0);
 }
@@ -64,6 +65,10 @@ const GOP_S = Number(opt.gop);
 const KBPS = Number(opt.kbps);
 const NGINX = opt.nginx && INGEST === 'rtmp';
 const HLS_CONFIG = JSON.parse(opt['hls-config']);
+// Which players play Skylark's LL-HLS, each in its own page (pages/latency-player.html kinds).
+const PLAYER_NAMES = { hls: 'hls.js', shaka: 'Shaka', videojs: 'video.js' };
+const PLAYERS = opt.players.split(',').filter(Boolean);
+for (const k of PLAYERS) if (!PLAYER_NAMES[k]) throw new Error(`--players: ${k} is not one of ${Object.keys(PLAYER_NAMES).join(', ')}`);
 const CONNECT_CAP_MS = 30_000;
 const RUN_CAP_MS = (90 + WARMUP_S + SECONDS) * 1000;
 const W = 640;
@@ -251,7 +256,7 @@ async function main() {
     bench: 'hls-latency',
     started: new Date().toISOString(),
     machine: { nproc: os.availableParallelism?.() ?? os.cpus().length, loadavg_start: os.loadavg().map(r1) },
-    config: { ingest: INGEST, seconds: SECONDS, warmup_s: WARMUP_S, part_ms: PART_MS, nginx: NGINX, hls_config: { lowLatencyMode: true, ...HLS_CONFIG } },
+    config: { ingest: INGEST, seconds: SECONDS, warmup_s: WARMUP_S, part_ms: PART_MS, nginx: NGINX, players: PLAYERS, hls_config: { lowLatencyMode: true, ...HLS_CONFIG } },
   };
   if (INGEST === 'rtmp') Object.assign(result.config, { gop_s: GOP_S, kbps: KBPS, audio: !opt['no-audio'] });
   await withCleanup(
@@ -305,10 +310,13 @@ async function measure(sk, b, result, defer) {
   await whepSink.evaluate(([u]) => window.startWhep('whep', u), [`${sk.baseUrl}/whep/${room.id}`]);
   viewers.push({ name: 'Skylark WHEP', page: whepSink, kind: 'whep' });
   const player = async (name, kind, src) => {
-    const page = await b.newPage('latency-player.html', { kind, src, hlsconfig: JSON.stringify(HLS_CONFIG) }, { tag: name });
+    const params = kind === 'hls' ? { kind, src, config: JSON.stringify(HLS_CONFIG) } : { kind, src };
+    const page = await b.newPage('latency-player.html', params, { tag: name });
     viewers.push({ name, page, kind, src, opened: wallNow() });
   };
-  if (!opt['no-hls']) await player('Skylark LL-HLS', 'hls', hlsUrl);
+  if (!opt['no-hls']) {
+    for (const k of PLAYERS) await player(PLAYERS.length === 1 && k === 'hls' ? 'Skylark LL-HLS' : `LL-HLS ${PLAYER_NAMES[k]}`, k, hlsUrl);
+  }
   if (!opt['no-flv']) await player('Skylark HTTP-FLV', 'flv', `${sk.baseUrl}/flv/${room.id}.flv`);
   if (ng) {
     await waitFor(`http://127.0.0.1:${ng.httpPort}/hls/stream.m3u8`, 'nginx HLS', 40_000);
@@ -358,10 +366,11 @@ async function measure(sk, b, result, defer) {
       };
       Object.assign(row, {
         stalls: w.stalls,
+        player_stalls: w.playerStalls,
         // page opened → first frame shown / first time code read (ms)
         join_first_frame_ms: w.marks.firstFrame !== undefined ? Math.round(w.marks.firstFrame - w.marks.start) : null,
-        player_latency_avg_ms: avg('hlsLatencyS'),
-        player_target_latency_avg_ms: avg('hlsTargetLatencyS'),
+        player_latency_avg_ms: avg('playerLatencyS'),
+        player_target_latency_avg_ms: avg('playerTargetLatencyS'),
         buffer_ahead_avg_ms: avg('bufferAheadS'),
         playlist_seen_by_player: w.player.segmentDurationsS
           ? { target_duration_s: w.player.targetDurationS, part_target_s: w.player.partTargetS, part_hold_back_s: w.player.partHoldBackS, segments_s: w.player.segmentDurationsS.slice(-10) }

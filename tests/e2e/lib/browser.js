@@ -37,6 +37,11 @@ export function noBrowser() {
 const VENDOR = {
   '/vendor/hls.js': 'hls.js/dist/hls.min.js',
   '/vendor/mpegts.js': 'mpegts.js/dist/mpegts.js',
+  '/vendor/shaka-player.js': 'shaka-player/dist/shaka-player.compiled.js',
+  // The debug build logs why Shaka stalls or skips (pages/latency-player.html?debug=1).
+  '/vendor/shaka-player.debug.js': 'shaka-player/dist/shaka-player.compiled.debug.js',
+  // video.js with VHS (its HLS/DASH engine) bundled.
+  '/vendor/video.js': 'video.js/dist/video.min.js',
 };
 
 const TYPES = {

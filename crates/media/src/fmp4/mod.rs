@@ -2,8 +2,8 @@
 //! and fragments (`moof` + `mdat`) for an H.264 (`avc1`) track and an Opus or AAC
 //! (`mp4a`) track.
 //!
-//! Boxes are written by hand with a small box writer; nothing here reads files
-//! or keeps time. The packager decides where fragments and segments are cut and
+//! Boxes are written by hand with a small box writer, and [`read`] reads back the
+//! timing they carry; nothing here reads files or keeps time. The packager decides where fragments and segments are cut and
 //! passes the samples in.
 //!
 //! ```
@@ -22,6 +22,7 @@
 mod boxes;
 mod fragment;
 mod init;
+pub mod read;
 
 pub use fragment::{fragment, segment_type, Sample, TrackFragment};
 pub use init::init_segment;

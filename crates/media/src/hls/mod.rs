@@ -20,6 +20,8 @@
 //! assert!(text.contains("#EXT-X-PART:DURATION=0.33300,URI=\"seg0.0.m4s\",INDEPENDENT=YES"));
 //! ```
 
+pub mod check;
+
 use std::fmt::Write;
 
 use crate::fmp4::{Codec, Track};
@@ -294,6 +296,11 @@ impl Variant {
 }
 
 /// The multivariant ("master") playlist: one entry per rendition.
+///
+/// Every entry says `CLOSED-CAPTIONS=NONE` (RFC 8216 §4.3.4.2): the video carries no
+/// CEA-608/708. Without it Shaka Player probes segments for captions, and at a young
+/// stream's live edge it picked a segment that has only parts (no URI yet) and failed
+/// to load.
 pub fn render_multivariant(variants: &[Variant]) -> String {
     let mut o = String::from("#EXTM3U\n#EXT-X-VERSION:9\n#EXT-X-INDEPENDENT-SEGMENTS\n");
     for v in variants {
@@ -308,7 +315,7 @@ pub fn render_multivariant(variants: &[Variant]) -> String {
         if let Some(f) = v.frame_rate {
             let _ = write!(o, ",FRAME-RATE={f:.3}");
         }
-        let _ = writeln!(o, "\n{}", v.uri);
+        let _ = writeln!(o, ",CLOSED-CAPTIONS=NONE\n{}", v.uri);
     }
     o
 }
@@ -338,9 +345,59 @@ pub fn format_pdt(ms: i64) -> String {
     )
 }
 
+/// Epoch milliseconds from `2026-11-24T15:04:05.123Z` (what [`format_pdt`] writes; the
+/// fraction may have 0–3 digits), or `None`.
+pub fn parse_pdt(text: &str) -> Option<i64> {
+    let (date, time) = text.strip_suffix('Z')?.split_once('T')?;
+    let mut d = date.splitn(3, '-').map(|x| x.parse::<i64>().ok());
+    let (y, m, day) = (d.next()??, d.next()??, d.next()??);
+    let (hms, frac) = time.split_once('.').unwrap_or((time, "0"));
+    let mut t = hms.splitn(3, ':').map(|x| x.parse::<i64>().ok());
+    let (h, min, sec) = (t.next()??, t.next()??, t.next()??);
+    if frac.is_empty() || frac.len() > 3 || !frac.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let ms = frac.parse::<i64>().ok()? * 10_i64.pow(3 - frac.len() as u32);
+    if !(0..=9999).contains(&y)
+        || !(1..=12).contains(&m)
+        || !(1..=31).contains(&day)
+        || !(0..=23).contains(&h)
+        || !(0..=59).contains(&min)
+        || !(0..=60).contains(&sec)
+    {
+        return None;
+    }
+    // Days-from-civil (Howard Hinnant's algorithm), the inverse of `format_pdt`'s.
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * ((m + 9) % 12) + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Some((days * 86_400 + h * 3600 + min * 60 + sec) * 1000 + ms)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pdt_parses_what_it_formats() {
+        for ms in [0, 951_782_400_123, 1_795_533_260_757, -86_400_001] {
+            assert_eq!(parse_pdt(&format_pdt(ms)), Some(ms), "{}", format_pdt(ms));
+        }
+        assert_eq!(parse_pdt("2026-11-24T15:14:20.7Z"), Some(1_795_533_260_700));
+        assert_eq!(parse_pdt("2026-11-24T15:14:20Z"), Some(1_795_533_260_000));
+        for bad in [
+            "",
+            "2026-11-24",
+            "2026-13-01T00:00:00Z",
+            "2026-11-24T15:14:20.1234Z",
+            "x-y-zTa:b:cZ",
+        ] {
+            assert_eq!(parse_pdt(bad), None, "{bad}");
+        }
+    }
 
     fn seg(n: u64, parts: usize, complete: bool) -> Segment {
         Segment {
@@ -530,11 +587,11 @@ seg5.m4s
             "#EXTM3U
 #EXT-X-VERSION:9
 #EXT-X-INDEPENDENT-SEGMENTS
-#EXT-X-STREAM-INF:BANDWIDTH=2480000,CODECS=\"avc1.42c01f,opus\",RESOLUTION=1280x720
+#EXT-X-STREAM-INF:BANDWIDTH=2480000,CODECS=\"avc1.42c01f,opus\",RESOLUTION=1280x720,CLOSED-CAPTIONS=NONE
 f/media.m3u8
-#EXT-X-STREAM-INF:BANDWIDTH=720000,CODECS=\"avc1.42c01e,opus\",RESOLUTION=640x360
+#EXT-X-STREAM-INF:BANDWIDTH=720000,CODECS=\"avc1.42c01e,opus\",RESOLUTION=640x360,CLOSED-CAPTIONS=NONE
 h/media.m3u8
-#EXT-X-STREAM-INF:BANDWIDTH=210000,CODECS=\"avc1.42c00d\",RESOLUTION=320x180
+#EXT-X-STREAM-INF:BANDWIDTH=210000,CODECS=\"avc1.42c00d\",RESOLUTION=320x180,CLOSED-CAPTIONS=NONE
 q/media.m3u8
 "
         );
@@ -561,8 +618,8 @@ q/media.m3u8
         assert_eq!(
             t,
             "#EXTM3U\n#EXT-X-VERSION:9\n#EXT-X-INDEPENDENT-SEGMENTS\n\
-#EXT-X-STREAM-INF:BANDWIDTH=2500000,CODECS=\"avc1.42e01f,opus\",RESOLUTION=1280x720,FRAME-RATE=30.000\nh/index.m3u8\n\
-#EXT-X-STREAM-INF:BANDWIDTH=400000,CODECS=\"avc1.42e01f,opus\",RESOLUTION=320x180\nl/index.m3u8\n"
+#EXT-X-STREAM-INF:BANDWIDTH=2500000,CODECS=\"avc1.42e01f,opus\",RESOLUTION=1280x720,FRAME-RATE=30.000,CLOSED-CAPTIONS=NONE\nh/index.m3u8\n\
+#EXT-X-STREAM-INF:BANDWIDTH=400000,CODECS=\"avc1.42e01f,opus\",RESOLUTION=320x180,CLOSED-CAPTIONS=NONE\nl/index.m3u8\n"
         );
     }
 }

@@ -1,0 +1,177 @@
+//! The LL-HLS of real publishes held to RFC 8216bis and Apple's HLS authoring rules by
+//! `skylark_media::hls::check` (its `RULES`; README "Design notes" lists them): Debian
+//! FFmpeg pushes over RTMP at several frame rates, with and without audio, and a client
+//! follows the live edge with blocking reloads the way LL-HLS players do. Every playlist
+//! it gets is checked, each against the one before, the multivariant playlist too, and
+//! at the end the media itself (tfdt/trun of every part and segment) against the
+//! EXTINF and part DURATIONs: Shaka Player stalls ("cannot find segment") when the
+//! parts' timeline drifts from the segments', and ends media early when EXTINF
+//! overstates it.
+
+mod common;
+
+use common::*;
+use skylark_media::fmp4::read;
+use skylark_media::hls::check::{self, MediaPlaylistText, Violation};
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+/// How long the client follows the live edge: several 2 s segments, each closed.
+const FOLLOW: Duration = Duration::from_secs(12);
+
+fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap()
+}
+
+async fn get(c: &reqwest::Client, url: &str) -> Result<Vec<u8>, String> {
+    let r = c.get(url).send().await.map_err(|e| format!("{url}: {e}"))?;
+    if !r.status().is_success() {
+        return Err(format!("{url}: {}", r.status()));
+    }
+    r.bytes()
+        .await
+        .map(|b| b.to_vec())
+        .map_err(|e| format!("{url}: {e}"))
+}
+
+async fn get_playlist(c: &reqwest::Client, url: &str) -> (String, MediaPlaylistText) {
+    let body = get(c, url).await.unwrap();
+    let text = String::from_utf8(body).expect("a playlist is UTF-8");
+    let pl = check::parse_media(&text).unwrap_or_else(|e| panic!("{url}: {e}\n{text}"));
+    (text, pl)
+}
+
+/// (msn, part) of `segM.P.m4s`.
+fn part_of(uri: &str) -> Option<(u64, u64)> {
+    let (m, p) = uri
+        .strip_prefix("seg")?
+        .strip_suffix(".m4s")?
+        .split_once('.')?;
+    Some((m.parse().ok()?, p.parse().ok()?))
+}
+
+/// Publishes `source` over RTMP, follows the room's LL-HLS for [`FOLLOW`] and returns
+/// every rule broken, with the playlist it was found in.
+async fn rules_broken(source: TestSource, log: &str) -> Option<Vec<(Violation, String)>> {
+    let ffmpeg = debian_ffmpeg()?;
+    let room = RtmpRoom::start_with(ffmpeg, log, 40, source).await;
+    let c = client();
+    let base = format!("{}/hls/{}", room.sk.base, room.room);
+    let index = format!("{base}/index.m3u8");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let multivariant = loop {
+        if let Ok(b) = get(&c, &index).await {
+            break String::from_utf8(b).expect("a playlist is UTF-8");
+        }
+        assert!(Instant::now() < deadline, "{index} never answered");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let mut found: Vec<(Violation, String)> = Vec::new();
+    let variants =
+        check::parse_multivariant(&multivariant).unwrap_or_else(|e| panic!("{e}\n{multivariant}"));
+    found.extend(
+        check::check_multivariant(&variants)
+            .into_iter()
+            .map(|v| (v, multivariant.clone())),
+    );
+    assert_eq!(variants.len(), 1, "one rendition per RTMP publish");
+    let media_url = format!("{base}/{}", variants[0].uri);
+    let dir = media_url.rsplit_once('/').unwrap().0.to_string();
+
+    // The first playlist a player can get, asked for as soon as the room is listed.
+    let (mut text, mut pl) = get_playlist(&c, &media_url).await;
+    found.extend(
+        check::check_media(&pl)
+            .into_iter()
+            .map(|v| (v, text.clone())),
+    );
+
+    // Blocking reloads for the part each playlist hints at next, as players do.
+    let start = Instant::now();
+    let mut reloads = 0;
+    while start.elapsed() < FOLLOW {
+        let hint = pl.preload_parts.first().and_then(|u| part_of(u));
+        let (msn, part) = hint.unwrap_or_else(|| panic!("no EXT-X-PRELOAD-HINT\n{text}"));
+        let (next_text, next) =
+            get_playlist(&c, &format!("{media_url}?_HLS_msn={msn}&_HLS_part={part}")).await;
+        let have = check::last_part(&next).unwrap_or((0, 0));
+        assert!(
+            have >= (msn, part) || next.segments.iter().any(|s| s.msn > msn),
+            "the blocking reload for {msn}.{part} answered without it\n{next_text}"
+        );
+        found.extend(
+            check::check_reload(&pl, &next)
+                .into_iter()
+                .chain(check::check_media(&next))
+                .map(|v| (v, next_text.clone())),
+        );
+        (text, pl) = (next_text, next);
+        reloads += 1;
+    }
+    let complete = pl.segments.iter().filter(|s| s.uri.is_some()).count();
+    assert!(reloads >= 20, "{reloads} reloads in {FOLLOW:?}\n{text}");
+    assert!(complete >= 3, "{complete} complete segments\n{text}");
+
+    // The media the last playlist lists, read back.
+    let map = pl.segments[0].map_uri.clone().expect("EXT-X-MAP");
+    let init = get(&c, &format!("{dir}/{map}")).await.unwrap();
+    let tracks = read::tracks(&init).expect("the init segment parses");
+    let mut media: HashMap<String, Vec<read::TrackRun>> = HashMap::new();
+    for s in &pl.segments {
+        for uri in s.parts.iter().map(|p| &p.uri).chain(s.uri.as_ref()) {
+            let bytes = get(&c, &format!("{dir}/{uri}")).await.unwrap();
+            let runs = read::track_runs(&bytes).unwrap_or_else(|e| panic!("{uri}: {e:?}"));
+            media.insert(uri.clone(), runs);
+        }
+    }
+    let runs = |uri: &str| media.get(uri).cloned();
+    found.extend(
+        check::check_media_timing(&pl, &tracks, &runs)
+            .into_iter()
+            .map(|v| (v, text.clone())),
+    );
+    drop(room);
+    Some(found)
+}
+
+async fn assert_rules(source: TestSource, log: &str) {
+    let Some(found) = rules_broken(source, log).await else {
+        return;
+    };
+    if let Some((_, text)) = found.first() {
+        let list: Vec<String> = found.iter().map(|(v, _)| v.to_string()).collect();
+        panic!(
+            "{} rules broken:\n{}\nfirst in:\n{text}",
+            found.len(),
+            list.join("\n")
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rtmp_30fps_with_aac_follows_the_rules() {
+    assert_rules(TestSource::default(), "ffmpeg-30-aac.log").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rtmp_25fps_video_only_follows_the_rules() {
+    let source = TestSource {
+        fps: 25,
+        audio: false,
+        ..TestSource::default()
+    };
+    assert_rules(source, "ffmpeg-25.log").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rtmp_24fps_with_aac_follows_the_rules() {
+    let source = TestSource {
+        fps: 24,
+        audio: true,
+        ..TestSource::default()
+    };
+    assert_rules(source, "ffmpeg-24-aac.log").await;
+}
