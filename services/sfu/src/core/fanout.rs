@@ -3,7 +3,7 @@
 //! timeline and payload type.
 
 use super::codec::{subscriber_pt, FrameCodec};
-use super::forward::h264_is_keyframe;
+use super::forward::{h264_is_keyframe, keyframe_pixels};
 use super::join::{burst, gop_limits, squeezed_capture, CachedFrame, JoinFrames, TrackGop};
 use super::keyframe::Want;
 use super::output::relay_msg;
@@ -205,6 +205,15 @@ impl Core {
                 keyframe,
             );
         }
+        // Where a viewer with no layer yet may start: the top layer still sending.
+        let joinable = match (self.rooms.get_mut(room_id), d.rid) {
+            (Some(room), Some(rid)) if kind == MediaKind::Video => {
+                let pixels = keyframe.then(|| keyframe_pixels(&d.data));
+                room.layers.saw(rid, pixels, now);
+                room.layers.is_top(rid, now)
+            }
+            _ => true,
+        };
         let Some(room) = self.rooms.get(room_id) else {
             return;
         };
@@ -267,13 +276,17 @@ impl Core {
                     // Would the gate hold this frame back for want of a keyframe?
                     let waiting =
                         st.gate.wants_keyframe || (d.rid.is_some() && st.gate.layer.is_none());
-                    if waiting && (st.gate.layer.is_none() || st.gate.layer == d.rid) {
+                    let starts_here =
+                        st.gate.layer == d.rid || (st.gate.layer.is_none() && joinable);
+                    if waiting && starts_here {
                         joining = burst(self.join_frames, joiner_gop);
                         if !joining.is_empty() {
                             // It starts at the cached keyframe.
                             st.gate.pass_video(d.rid, true);
                         }
                     }
+                    // A keyframe of a lower layer does not start a viewer with none yet.
+                    let keyframe = keyframe && (st.gate.layer.is_some() || joinable);
                     if joining.is_empty() && !st.gate.pass_video(d.rid, keyframe) {
                         if st.gate.wants_keyframe || st.gate.layer.is_none() {
                             let want = st.gate.layer.map_or(Want::All, Want::Layer);

@@ -2,6 +2,7 @@
 //! keyframe, and the timestamp offset that keeps its timeline continuous when the
 //! room's publisher changes (reconnect), so the player never sees time jump back.
 
+use std::time::{Duration, Instant};
 use str0m::media::Rid;
 
 /// One media kind's outgoing timeline for one subscriber.
@@ -62,6 +63,46 @@ impl Outgoing {
     }
 }
 
+/// A layer that sent no frame for this long is not counted as the top one.
+const LAYER_STALE: Duration = Duration::from_secs(1);
+
+/// A room's simulcast layers as seen lately: the picture size of each one's latest
+/// keyframe and when it last sent a frame. A viewer with no layer yet starts on the top
+/// layer still sending, not on whichever keyframe comes first: the layers' keyframes
+/// arrive one after another, and a viewer connecting between them stayed on a lower
+/// layer for good.
+#[derive(Debug, Default)]
+pub struct Layers {
+    /// Layer, pixels of its latest keyframe (0: none seen yet), its latest frame.
+    seen: Vec<(Rid, u64, Instant)>,
+}
+
+impl Layers {
+    /// A frame of layer `rid`; `keyframe_pixels` if it is a keyframe (its SPS's size).
+    pub fn saw(&mut self, rid: Rid, keyframe_pixels: Option<u64>, now: Instant) {
+        match self.seen.iter_mut().find(|(r, ..)| *r == rid) {
+            Some((_, pixels, last)) => {
+                *last = now;
+                if let Some(p) = keyframe_pixels {
+                    *pixels = p;
+                }
+            }
+            None => self.seen.push((rid, keyframe_pixels.unwrap_or(0), now)),
+        }
+    }
+
+    /// Whether a viewer with no layer yet may start on `rid`: no other layer still
+    /// sending has a larger picture.
+    pub fn is_top(&self, rid: Rid, now: Instant) -> bool {
+        let Some(&(_, mine, _)) = self.seen.iter().find(|(r, ..)| *r == rid) else {
+            return true;
+        };
+        self.seen.iter().all(|&(r, pixels, last)| {
+            r == rid || pixels <= mine || now.saturating_duration_since(last) > LAYER_STALE
+        })
+    }
+}
+
 /// What a subscriber needs to decide whether a frame goes out.
 #[derive(Debug, Clone)]
 pub struct Gate {
@@ -102,6 +143,17 @@ impl Gate {
     }
 }
 
+/// The picture size (pixels) a keyframe's SPS declares; its byte length without one.
+pub fn keyframe_pixels(annexb: &[u8]) -> u64 {
+    use skylark_media::h264::{annexb_nalus, nal_type, Sps, NAL_SPS};
+    annexb_nalus(annexb)
+        .find(|n| nal_type(n) == Some(NAL_SPS))
+        .and_then(|n| Sps::parse(n).ok())
+        .map_or(annexb.len() as u64, |s| {
+            u64::from(s.width) * u64::from(s.height)
+        })
+}
+
 /// Whether an H.264 access unit (Annex B, as str0m depacketizes it) holds an IDR slice.
 pub fn h264_is_keyframe(annexb: &[u8]) -> bool {
     skylark_media::h264::annexb_nalus(annexb).any(skylark_media::h264::is_idr)
@@ -110,6 +162,31 @@ pub fn h264_is_keyframe(annexb: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_joiner_starts_on_the_largest_layer_still_sending() {
+        let t0 = Instant::now();
+        let (h, m, l) = (Rid::from("h"), Rid::from("m"), Rid::from("l"));
+        let mut layers = Layers::default();
+        assert!(layers.is_top(m, t0), "nothing known: any layer");
+        layers.saw(h, Some(320 * 240), t0);
+        layers.saw(m, Some(160 * 120), t0);
+        assert!(layers.is_top(h, t0));
+        assert!(!layers.is_top(m, t0), "h is larger and sending");
+        // Delta frames keep a layer current without changing its size.
+        let t1 = t0 + Duration::from_millis(900);
+        layers.saw(h, None, t1);
+        layers.saw(m, None, t1);
+        assert!(!layers.is_top(m, t1));
+        // The publisher stops sending h (its encoder dropped the layer): m is the top.
+        let t2 = t1 + Duration::from_millis(1500);
+        layers.saw(m, None, t2);
+        assert!(layers.is_top(m, t2));
+        // l's first frame is not a keyframe: its size is unknown, it outranks nothing.
+        layers.saw(l, None, t2);
+        assert!(!layers.is_top(l, t2));
+        assert!(layers.is_top(m, t2));
+    }
 
     #[test]
     fn timeline_continues_across_epochs() {

@@ -1,7 +1,7 @@
 //! Who is in a room — its publisher, subscribers and relay sinks — and what changes when
 //! one of them comes or goes.
 
-use super::forward::Gate;
+use super::forward::{Gate, Layers};
 use super::join::TrackGop;
 use super::keyframe::{TrackThrottles, Want};
 use super::output::relay_msg;
@@ -22,6 +22,8 @@ pub(super) struct Room {
     /// Each video track's latest GOP, kept while the publisher can't be asked for a
     /// keyframe (`join`).
     pub gops: std::collections::HashMap<String, TrackGop>,
+    /// Its simulcast layers lately: where a viewer with no layer yet starts.
+    pub layers: Layers,
 }
 
 impl Core {
