@@ -48,6 +48,9 @@ const OPEN = {
   // One stall and a levelLoadTimeOut in three runs of seven; the playlists pass
   // tests/hls_rules.rs.
   'rtmp hls': 'hls.js stalled once on RTMP sources in some runs: cause not found',
+  // The first fresh-clone CI run of 2026-12-05: one stall at media time 7.2 s (buffer
+  // 0.9 s ahead afterwards), after passing every earlier run; same family as the above.
+  'rtmp videojs': 'video.js stalled once on an RTMP source in CI: cause not found',
 };
 
 
