@@ -306,11 +306,6 @@ impl Candidate for ViewCandidate {
 
 /// Calls `call` with each candidate's SFU client in turn until one answers: a node that
 /// is dead, full or draining costs a retry on the next, any other refusal is final.
-/// How long one node may take to answer before the next candidate is tried. A node cut
-/// off the network but still in the registry (its heartbeat not yet expired) would hold
-/// the call for the channel's 5 s, as long as a player waits for its answer.
-const NODE_ANSWER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
-
 async fn on_first_taker<C, F, Fut>(
     state: &State,
     room: &str,
@@ -326,12 +321,7 @@ where
     for candidate in candidates {
         let node = candidate.node().clone();
         let res = match sfu_client(state, &node.grpc_addr) {
-            Ok(c) => match tokio::time::timeout(NODE_ANSWER_TIMEOUT, call(&candidate, c)).await {
-                Ok(res) => res.map_err(SessionError::sfu),
-                Err(_) => Err(SessionError::sfu(tonic::Status::deadline_exceeded(
-                    "the node did not answer in time",
-                ))),
-            },
+            Ok(c) => call(&candidate, c).await.map_err(SessionError::sfu),
             Err(e) => Err(e),
         };
         match res {
