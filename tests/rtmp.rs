@@ -286,13 +286,16 @@ async fn flv_viewer_joining_mid_gop_starts_at_the_cached_keyframe() {
     let Some(ffmpeg) = debian_ffmpeg() else {
         return;
     };
-    let sk = Skylark::start().await;
-    let port = rtmp_port(&sk);
-    let (_, room, key) = creator_with_room(&sk.base, "public").await;
-    let log = sk.dir.join("ffmpeg-gop.log");
-    let url = format!("rtmp://127.0.0.1:{port}/live/{key}");
-    let _push = rtmp_push_gop(ffmpeg, &url, 40, &log, true, 150);
-    wait_live(&sk.base, &room, &log).await;
+    let source = TestSource {
+        gop: Some(150),
+        ..TestSource::default()
+    };
+    let RtmpRoom {
+        push: _push,
+        sk,
+        room,
+        ..
+    } = RtmpRoom::start_with(ffmpeg, "ffmpeg-gop.log", 40, source).await;
     let flv = format!("{}/flv/{room}.flv", sk.base);
     eventually(Duration::from_secs(15), "the room's FLV", || async {
         match reqwest::get(&flv).await {
@@ -395,13 +398,16 @@ async fn webrtc_viewer_joining_mid_gop_starts_from_the_cached_gop() {
     let Some(ffmpeg) = debian_ffmpeg() else {
         return;
     };
-    let sk = Skylark::start().await;
-    let port = rtmp_port(&sk);
-    let (_, room, key) = creator_with_room(&sk.base, "public").await;
-    let log = sk.dir.join("ffmpeg-gop-webrtc.log");
-    let url = format!("rtmp://127.0.0.1:{port}/live/{key}");
-    let _push = rtmp_push_gop(ffmpeg, &url, 40, &log, true, 150);
-    wait_live(&sk.base, &room, &log).await;
+    let source = TestSource {
+        gop: Some(150),
+        ..TestSource::default()
+    };
+    let RtmpRoom {
+        push: _push,
+        sk,
+        room,
+        ..
+    } = RtmpRoom::start_with(ffmpeg, "ffmpeg-gop-webrtc.log", 40, source).await;
     let flv = format!("{}/flv/{room}.flv", sk.base);
     eventually(Duration::from_secs(15), "the room's FLV", || async {
         match reqwest::get(&flv).await {

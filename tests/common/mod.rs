@@ -412,23 +412,6 @@ impl Default for TestSource {
     }
 }
 
-/// Like [`rtmp_push`], with or without the AAC tone, a keyframe every `gop` frames (30 fps).
-pub fn rtmp_push_gop(
-    ffmpeg: &str,
-    url: &str,
-    seconds: u32,
-    log: &std::path::Path,
-    audio: bool,
-    gop: u32,
-) -> Push {
-    let source = TestSource {
-        audio,
-        gop: Some(gop),
-        ..TestSource::default()
-    };
-    rtmp_push_with(ffmpeg, url, seconds, log, source)
-}
-
 /// Like [`rtmp_push`], sending `source`.
 pub fn rtmp_push_with(
     ffmpeg: &str,
