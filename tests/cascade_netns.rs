@@ -845,3 +845,75 @@ async fn bench_origin_cpu_and_egress_with_0_and_300_viewers_on_edges() {
         );
     }
 }
+
+/// A node cut off the network stays in the registry until its heartbeat lapses (up to
+/// 6 s), and a session request to it hangs for the gRPC channel's 5 s. A new viewer
+/// whose plan puts that node first is not held by it: after a second without an
+/// answer signaling asks the next candidate too, and marks the silent node suspect, so
+/// the viewer after it skips the node at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cut_node_still_in_the_registry_does_not_hold_new_viewers() {
+    // Two relay links per node: a new edge can still pull from the origin.
+    let Some(c) = cluster_sized(&[], |_| (20, 2)).await else {
+        return;
+    };
+    let r = live_room(&c).await;
+    // The origin fills; the rest go to one edge, which has room left.
+    let viewers = cascade::join_viewers(&r.engine, &r.whep, 25).await;
+    let relays = placement::relays(&c.bus, &r.room).await.unwrap();
+    assert_eq!(relays.len(), 1, "one edge: {relays:?}");
+    let edge = relays[0].node.clone();
+    let cut: usize = edge.trim_start_matches("sfu-").parse().unwrap();
+    let metric = |m: &str, name: &str| {
+        m.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    let hedges = |m: &str| metric(m, "skylark_placement_hedges_total");
+    let before = hedges(&c.signaling.metrics().await);
+
+    c.lan.cut(cut);
+    let nodes = sfu_nodes(&c).await.unwrap();
+    assert!(
+        nodes.iter().any(|n| n.id == edge),
+        "the cut node is still in the registry: {nodes:?}"
+    );
+    let asked = tokio::time::Instant::now();
+    let first = r.engine.view(&r.whep, None).await.expect("WHEP");
+    let answered = asked.elapsed();
+    let second_asked = tokio::time::Instant::now();
+    let second = r.engine.view(&r.whep, None).await.expect("WHEP");
+    let second_answered = second_asked.elapsed();
+    println!(
+        "{edge} cut: a new viewer answered in {:.0} ms (by {:?}), the next in {:.0} ms (by {:?})",
+        answered.as_secs_f64() * 1000.0,
+        first.serving_node(),
+        second_answered.as_secs_f64() * 1000.0,
+        second.serving_node()
+    );
+    for v in [&first, &second] {
+        assert_ne!(v.serving_node(), Some(edge.as_str()));
+        assert_ne!(
+            v.serving_node(),
+            Some(r.origin.as_str()),
+            "the origin is full"
+        );
+        v.wait_playing(Duration::from_secs(10))
+            .await
+            .expect("the new viewer plays");
+    }
+    let m = c.signaling.metrics().await;
+    assert!(
+        hedges(&m) > before,
+        "the request to the cut node was hedged: {} → {}",
+        before,
+        hedges(&m)
+    );
+    assert_eq!(
+        metric(&m, "skylark_placement_suspect_nodes"),
+        1.0,
+        "the cut node is marked suspect, so later plans try it last"
+    );
+    drop(viewers);
+}

@@ -15,6 +15,7 @@ pub mod loadtest;
 pub mod netns;
 mod ports;
 mod process_env;
+pub mod udp_proxy;
 pub use ports::{free_port, unique_id};
 pub use process_env::scrub_env;
 

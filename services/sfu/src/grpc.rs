@@ -1,6 +1,6 @@
 //! `skylark.sfu.v1.SfuNode`: the worker's commands as gRPC.
 
-use crate::core::{FrameCodec, SessionError};
+use crate::core::{Choice, FrameCodec, SessionError};
 use crate::edge::Edges;
 use crate::grants::Grants;
 use crate::worker::Command;
@@ -56,7 +56,10 @@ fn status(e: SessionError) -> Status {
         }
         SessionError::Draining => Status::unavailable("SFU node draining: retry"),
         SessionError::Stopped => Status::unavailable("SFU worker stopped: retry"),
-        SessionError::PublishedHere => Status::failed_precondition(e.to_string()),
+        SessionError::PublishedHere | SessionError::NotASubscriber => {
+            Status::failed_precondition(e.to_string())
+        }
+        SessionError::UnknownLayer(_) => Status::invalid_argument(e.to_string()),
     }
 }
 
@@ -159,6 +162,49 @@ impl SfuNode for SfuService {
             .await
             .map_err(status)?;
         Ok(Response::new(pb::Empty {}))
+    }
+
+    async fn layers(
+        &self,
+        req: Request<pb::LayersRequest>,
+    ) -> Result<Response<pb::LayersReply>, Status> {
+        let r = req.into_inner();
+        let choice =
+            match r.choice.as_str() {
+                "" => None,
+                "auto" => Some(Choice::Auto),
+                rid if rid.len() <= 16
+                    && rid
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') =>
+                {
+                    Some(Choice::Layer(rid.into()))
+                }
+                _ => return Err(Status::invalid_argument(
+                    "choice: \"auto\", a layer's rid (up to 16 letters, digits, - or _), or empty",
+                )),
+            };
+        let report = self
+            .worker
+            .layers(r.session_id, choice)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(pb::LayersReply {
+            layers: report
+                .layers
+                .iter()
+                .map(|(rid, p)| pb::Layer {
+                    rid: rid.to_string(),
+                    width: p.width,
+                    height: p.height,
+                })
+                .collect(),
+            following: report.following.map(|r| r.to_string()).unwrap_or_default(),
+            choice: match report.choice {
+                Choice::Auto => "auto".into(),
+                Choice::Layer(rid) => rid.to_string(),
+            },
+        }))
     }
 
     async fn stats(&self, _: Request<pb::StatsRequest>) -> Result<Response<pb::NodeStats>, Status> {

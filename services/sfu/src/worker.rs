@@ -5,7 +5,8 @@
 //! datagram of another worker's session goes to that worker's steering queue.
 
 use crate::core::{
-    Core, CoreEvent, Counters, FrameCodec, IdSeed, Output, RelayedFrame, SessionError, WallClock,
+    Choice, Core, CoreEvent, Counters, FrameCodec, IdSeed, LayerReport, Output, RelayedFrame,
+    SessionError, WallClock,
 };
 use crate::send_batch::SendBatch;
 use skylark_proto::sfu::v1 as pb;
@@ -66,6 +67,11 @@ pub enum Command {
     Close {
         session: String,
         reply: Reply<()>,
+    },
+    Layers {
+        session: String,
+        choice: Option<Choice>,
+        reply: Reply<LayerReport>,
     },
     EndPublisher {
         room: String,
@@ -331,6 +337,19 @@ impl Handle {
 
     pub async fn close(&self, session: String) -> Result<(), SessionError> {
         self.ask(|reply| Command::Close { session, reply }).await
+    }
+
+    pub async fn layers(
+        &self,
+        session: String,
+        choice: Option<Choice>,
+    ) -> Result<LayerReport, SessionError> {
+        self.ask(|reply| Command::Layers {
+            session,
+            choice,
+            reply,
+        })
+        .await
     }
 
     pub async fn publish_local(
@@ -638,6 +657,13 @@ impl Loop {
             }
             Command::Close { session, reply } => {
                 let _ = reply.send(self.core.close(&session));
+            }
+            Command::Layers {
+                session,
+                choice,
+                reply,
+            } => {
+                let _ = reply.send(self.core.layers(&session, choice, Instant::now()));
             }
             Command::EndPublisher { room } => {
                 if self.core.end_publisher(&room) {

@@ -6,7 +6,7 @@
 //! never one per viewer. Session ids name their worker (`core::session_worker`), so
 //! PATCH, DELETE and pushed frames go straight to it.
 
-use crate::core::{admit, session_worker, Counters, Role, SessionError};
+use crate::core::{admit, session_worker, Choice, Counters, LayerReport, Role, SessionError};
 use crate::spread::Spreads;
 use crate::worker::{Command, Handle, Snapshot, RELAY_CONSUMERS};
 use skylark_proto::sfu::v1 as pb;
@@ -133,6 +133,14 @@ impl Workers {
         self.by_session(&session)?.close(session).await
     }
 
+    pub async fn layers(
+        &self,
+        session: String,
+        choice: Option<Choice>,
+    ) -> Result<LayerReport, SessionError> {
+        self.by_session(&session)?.layers(session, choice).await
+    }
+
     pub async fn publish_local(
         &self,
         room: String,
@@ -155,6 +163,7 @@ impl Workers {
         match cmd {
             Command::AddCandidate { session, .. }
             | Command::Close { session, .. }
+            | Command::Layers { session, .. }
             | Command::PushRelayed { session, .. }
             | Command::PushLocal { session, .. } => self.by_session(session).ok(),
             Command::Publish { room, .. }
@@ -341,6 +350,7 @@ fn export(t: &NodeTotals, last: Option<&(Instant, Counters)>, sibling_pulls: usi
     metrics::counter!("skylark_sfu_nacks_from_subscribers_total")
         .absolute(c.nacks_from_subscribers);
     metrics::counter!("skylark_sfu_plis_from_subscribers_total").absolute(c.plis_from_subscribers);
+    metrics::counter!("skylark_sfu_layer_switches_total").absolute(c.layer_switches);
     metrics::gauge!("skylark_sfu_publisher_loss_ratio").set(f64::from(t.publisher_loss));
     if let Some((at, prev)) = last {
         let secs = at.elapsed().as_secs_f64().max(0.001);

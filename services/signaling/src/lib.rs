@@ -66,6 +66,7 @@ pub struct State {
     pub(crate) public_url: Arc<str>,
     pub(crate) playback_tokens: Arc<skylark_auth::PlaybackTokens>,
     pub(crate) limits: Arc<limits::Limits>,
+    pub(crate) suspects: Arc<placement::Suspects>,
 }
 
 /// The signaling routes.
@@ -103,6 +104,10 @@ pub fn router(state: State) -> Router {
             "/whep/{room}/{session}",
             axum::routing::patch(whip::session_patch).delete(whip::session_delete),
         )
+        .route(
+            "/whep/{room}/{session}/layer",
+            get(whip::layer).post(whip::layer),
+        )
         .merge(rest().split_for_parts().0)
         .route("/ws", get(ws::upgrade))
         .layer(DefaultBodyLimit::max(MAX_BODY))
@@ -135,6 +140,7 @@ pub async fn start(
         public_url: config.public_url.trim_end_matches('/').into(),
         playback_tokens: Arc::new(config.playback_tokens.clone()),
         limits: Arc::default(),
+        suspects: Arc::default(),
     };
     let mut part = ServicePart::new("signaling", router(state.clone()));
     if let Some(addr) = config.rtmp_addr {
@@ -180,6 +186,7 @@ mod tests {
                 b"a secret of at least thirty-two bytes!!",
             )),
             limits: Arc::default(),
+            suspects: Arc::default(),
         };
         let answered = skylark_telemetry::routes::answered(&router(state), "/api/v1").await;
         let doc = serde_json::to_value(openapi()).unwrap();

@@ -99,6 +99,15 @@ impl SessionError {
         }
     }
 
+    /// Whether the node did not answer at all (as opposed to refusing: full, draining).
+    pub fn is_unreachable(&self) -> bool {
+        matches!(
+            self,
+            Self::Upstream { what: "SFU", status }
+                if matches!(status.code(), tonic::Code::Unavailable | tonic::Code::DeadlineExceeded | tonic::Code::Cancelled)
+        )
+    }
+
     /// Whether the credential itself was refused (RTMP says `BadName` then).
     pub fn is_unauthenticated(&self) -> bool {
         matches!(self, Self::Upstream { status, .. } if status.code() == tonic::Code::Unauthenticated)
@@ -240,7 +249,7 @@ pub async fn start_publish(
     offer: String,
 ) -> Result<Started, SessionError> {
     let candidates = place_publisher(state, grant).await?;
-    let (_, started) = on_first_taker(state, &grant.room.id, candidates, |_, mut c| {
+    let (_, started) = on_first_taker(state, &grant.room.id, candidates, None, |_, mut c| {
         let req = sfu::PublishRequest {
             room_id: grant.room.id.clone(),
             offer_sdp: offer.clone(),
@@ -258,20 +267,26 @@ pub async fn start_publish(
 /// is dead, full or draining costs the viewer only a retry on the next one.
 pub async fn start_view(state: &State, room: &str, offer: String) -> Result<Started, SessionError> {
     let candidates = placement::view_candidates(&state.bus, room, state.selector.as_ref()).await?;
-    let (candidate, started) = on_first_taker(state, room, candidates, |candidate, mut c| {
-        let upstream = match candidate {
-            ViewCandidate::Serve { parent, depth, .. } => {
-                parent.as_ref().map(|p| relay_source(p, *depth))
-            }
-            ViewCandidate::NewEdge { parent, depth, .. } => Some(relay_source(parent, *depth)),
-        };
-        let req = sfu::SubscribeRequest {
-            room_id: room.to_owned(),
-            offer_sdp: offer.clone(),
-            upstream,
-        };
-        async move { c.subscribe(req).await }
-    })
+    let (candidate, started) = on_first_taker(
+        state,
+        room,
+        candidates,
+        Some(HEDGE_AFTER),
+        |candidate, mut c| {
+            let upstream = match candidate {
+                ViewCandidate::Serve { parent, depth, .. } => {
+                    parent.as_ref().map(|p| relay_source(p, *depth))
+                }
+                ViewCandidate::NewEdge { parent, depth, .. } => Some(relay_source(parent, *depth)),
+            };
+            let req = sfu::SubscribeRequest {
+                room_id: room.to_owned(),
+                offer_sdp: offer.clone(),
+                upstream,
+            };
+            async move { c.subscribe(req).await }
+        },
+    )
     .await?;
     if let ViewCandidate::NewEdge { parent, depth, .. } = &candidate {
         // Recorded now so the next viewer's plan sees the link; the edge renews it
@@ -288,8 +303,12 @@ pub async fn start_view(state: &State, room: &str, offer: String) -> Result<Star
 }
 
 /// A place a session may go: a node, and what placement knows of it.
-trait Candidate {
+trait Candidate: Send + 'static {
     fn node(&self) -> &NodeInfo;
+    /// Every node the session depends on: the node, and the parent a new edge pulls from.
+    fn depends_on(&self) -> Vec<String> {
+        vec![self.node().id.clone()]
+    }
 }
 
 impl Candidate for NodeInfo {
@@ -302,49 +321,170 @@ impl Candidate for ViewCandidate {
     fn node(&self) -> &NodeInfo {
         ViewCandidate::node(self)
     }
+    fn depends_on(&self) -> Vec<String> {
+        let parent = match self {
+            ViewCandidate::Serve { parent, .. } => parent.as_ref(),
+            ViewCandidate::NewEdge { parent, .. } => Some(parent),
+        };
+        std::iter::once(self.node())
+            .chain(parent)
+            .map(|n| n.id.clone())
+            .collect()
+    }
 }
 
-/// Calls `call` with each candidate's SFU client in turn until one answers: a node that
-/// is dead, full or draining costs a retry on the next, any other refusal is final.
+/// How long a viewer's session request waits on one node before the next candidate is
+/// asked too. A node cut off the network but still in the registry holds a call for
+/// the channel's whole timeout (5 s); a healthy one answers in milliseconds, a new
+/// edge once its pull from the parent is up (hundreds of ms).
+pub const HEDGE_AFTER: std::time::Duration = std::time::Duration::from_millis(1000);
+
+type Attempt<C> = std::pin::Pin<
+    Box<dyn std::future::Future<Output = (C, NodeInfo, Result<Started, SessionError>)> + Send>,
+>;
+
+/// Calls `call` with each candidate's SFU client until one answers: a node that is
+/// dead, full or draining costs a retry on the next, any other refusal is final. Nodes
+/// that recently failed to answer go last ([`placement::Suspects`]). With `hedge`, a
+/// candidate that has not answered within it gets company: the next one is asked too,
+/// the first to answer serves, and a session a slower one starts afterwards is ended.
+/// Publishers are not hedged: two answers would be two origins.
 async fn on_first_taker<C, F, Fut>(
     state: &State,
     room: &str,
     candidates: Vec<C>,
+    hedge: Option<std::time::Duration>,
     mut call: F,
 ) -> Result<(C, Started), SessionError>
 where
     C: Candidate,
     F: FnMut(&C, Sfu) -> Fut,
-    Fut: std::future::Future<Output = Result<tonic::Response<sfu::SessionAnswer>, tonic::Status>>,
+    Fut: std::future::Future<Output = Result<tonic::Response<sfu::SessionAnswer>, tonic::Status>>
+        + Send
+        + 'static,
 {
+    use futures_util::stream::{FuturesUnordered, StreamExt};
+    let mut pending = state
+        .suspects
+        .last(candidates, |c| c.depends_on())
+        .into_iter();
+    let mut running: FuturesUnordered<Attempt<C>> = FuturesUnordered::new();
+    let mut asked_at = tokio::time::Instant::now();
+    // The node of the latest request: the one a hedge gives company to.
+    let mut asked = String::new();
     let mut last = None;
-    for candidate in candidates {
-        let node = candidate.node().clone();
-        let res = match sfu_client(state, &node.grpc_addr) {
-            Ok(c) => call(&candidate, c).await.map_err(SessionError::sfu),
-            Err(e) => Err(e),
+    loop {
+        if running.is_empty() {
+            let Some(candidate) = pending.next() else {
+                break;
+            };
+            asked = candidate.node().id.clone();
+            running.push(attempt(state, candidate, &mut call));
+            asked_at = tokio::time::Instant::now();
+        }
+        let hedge_at = hedge.filter(|_| pending.len() > 0).map(|h| asked_at + h);
+        let next = tokio::select! {
+            next = running.next() => next,
+            _ = sleep_until_some(hedge_at) => {
+                if let Some(candidate) = pending.next() {
+                    tracing::warn!(room_id = %room, slow = %asked, next = %candidate.node().id, "placement: a node is slow to answer; asking the next one too");
+                    metrics::counter!("skylark_placement_hedges_total").increment(1);
+                    // Tried last until it answers (healthy nodes answer in milliseconds).
+                    state.suspects.mark(&asked);
+                    asked = candidate.node().id.clone();
+                    running.push(attempt(state, candidate, &mut call));
+                    asked_at = tokio::time::Instant::now();
+                }
+                continue;
+            }
+        };
+        let Some((candidate, node, res)) = next else {
+            continue;
         };
         match res {
-            Ok(answer) => {
-                let answer = answer.into_inner();
-                let started = Started {
-                    session_id: answer.session_id,
-                    answer_sdp: answer.answer_sdp,
-                    node,
-                };
+            Ok(started) => {
+                state.suspects.clear(&node.id);
+                end_late_answers(state.clone(), running);
                 return Ok((candidate, started));
             }
             Err(e) if e.is_retryable() => {
+                if e.is_unreachable() {
+                    state.suspects.mark(&node.id);
+                }
                 tracing::warn!(node = %node.id, room_id = %room, error = %e, "placement: trying the next node");
                 metrics::counter!("skylark_placement_retries_total").increment(1);
                 last = Some(e);
             }
-            Err(e) => return Err(e),
+            Err(e) => {
+                end_late_answers(state.clone(), running);
+                return Err(e);
+            }
         }
     }
     Err(last.unwrap_or(SessionError::Place(PlaceError::NoNode(
         placement::SelectError::NoNodes,
     ))))
+}
+
+/// One session request to `candidate`'s node.
+fn attempt<C, F, Fut>(state: &State, candidate: C, call: &mut F) -> Attempt<C>
+where
+    C: Candidate,
+    F: FnMut(&C, Sfu) -> Fut,
+    Fut: std::future::Future<Output = Result<tonic::Response<sfu::SessionAnswer>, tonic::Status>>
+        + Send
+        + 'static,
+{
+    let node = candidate.node().clone();
+    let fut = sfu_client(state, &node.grpc_addr).map(|c| call(&candidate, c));
+    Box::pin(async move {
+        let res = match fut {
+            Ok(fut) => fut.await.map_err(SessionError::sfu).map(|answer| {
+                let answer = answer.into_inner();
+                Started {
+                    session_id: answer.session_id,
+                    answer_sdp: answer.answer_sdp,
+                    node: node.clone(),
+                }
+            }),
+            Err(e) => Err(e),
+        };
+        (candidate, node, res)
+    })
+}
+
+/// Requests still running when another candidate served: each session one of them
+/// starts is ended at once (its viewer went elsewhere); each node that fails is marked.
+fn end_late_answers<C: Candidate>(
+    state: State,
+    mut running: futures_util::stream::FuturesUnordered<Attempt<C>>,
+) {
+    use futures_util::stream::StreamExt;
+    if running.is_empty() {
+        return;
+    }
+    // Bounded: every request ends within the gRPC channel's timeout.
+    tokio::spawn(async move {
+        while let Some((_, node, res)) = running.next().await {
+            match res {
+                Ok(started) => {
+                    state.suspects.clear(&node.id);
+                    if let Err(e) = end(&state, &node.grpc_addr, &started.session_id).await {
+                        tracing::warn!(node = %node.id, error = %e, "ending a session its viewer did not take");
+                    }
+                }
+                Err(e) if e.is_unreachable() => state.suspects.mark(&node.id),
+                Err(_) => {}
+            }
+        }
+    });
+}
+
+async fn sleep_until_some(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
 }
 
 fn relay_source(parent: &NodeInfo, depth: u32) -> sfu::RelaySource {
@@ -424,6 +564,35 @@ pub async fn end(state: &State, sfu_url: &str, id: &str) -> Result<(), SessionEr
         Err(s) if s.code() == tonic::Code::NotFound => Ok(()),
         Err(s) => Err(SessionError::sfu(s)),
     }
+}
+
+/// Viewer session `id`'s simulcast layers on the SFU at `sfu_url`; with `choice`
+/// ("auto" or a layer's rid), changes which it gets first.
+pub async fn layers(
+    state: &State,
+    sfu_url: &str,
+    id: &str,
+    choice: Option<String>,
+) -> Result<sfu::LayersReply, SessionError> {
+    let reply = sfu_client(state, sfu_url)?
+        .layers(sfu::LayersRequest {
+            session_id: id.to_owned(),
+            choice: choice.unwrap_or_default(),
+        })
+        .await
+        .map_err(SessionError::sfu)?;
+    Ok(reply.into_inner())
+}
+
+/// A layers reply as the WHEP layer resource and the WebSocket `layers` message give it.
+pub fn layers_json(r: &sfu::LayersReply) -> serde_json::Value {
+    serde_json::json!({
+        "layers": r.layers.iter().map(|l| serde_json::json!({
+            "encodingId": l.rid, "width": l.width, "height": l.height,
+        })).collect::<Vec<_>>(),
+        "following": (!r.following.is_empty()).then_some(&r.following),
+        "choice": r.choice,
+    })
 }
 
 fn sfu_client(state: &State, url: &str) -> Result<Sfu, SessionError> {

@@ -107,7 +107,43 @@ pub async fn whep_post(
     if let Ok(v) = HeaderValue::from_str(&started.node.id) {
         r.headers_mut().insert(SERVING_NODE, v);
     }
+    // The WHEP layer extension: where the player picks a simulcast layer.
+    let layer = format!(
+        "</whep/{}/{}/layer>; rel=\"{LAYER_REL}\"",
+        room.id, started.session_id
+    );
+    if let Ok(v) = HeaderValue::from_str(&layer) {
+        r.headers_mut().append(header::LINK, v);
+    }
     Ok(r)
+}
+
+/// The link relation of the WHEP layer extension (draft-ietf-wish-whep).
+pub const LAYER_REL: &str = "urn:ietf:params:whep:ext:core:layer";
+
+/// A player's layer request: `{"encodingId": "m"}` for that layer, `{}` for automatic.
+#[derive(serde::Deserialize)]
+pub struct LayerRequest {
+    #[serde(default, rename = "encodingId")]
+    encoding_id: Option<String>,
+}
+
+/// `GET /whep/{room}/{session}/layer`: the room's layers, the one the viewer gets and
+/// its choice. `POST` with a [`LayerRequest`] chooses, then answers the same.
+pub async fn layer(
+    AxState(state): AxState<State>,
+    Path((room, session)): Path<(String, String)>,
+    body: Option<axum::Json<LayerRequest>>,
+) -> Result<Response, SignalError> {
+    let rec = session::find(&state, &room, &session).await?;
+    if rec.kind != "whep" {
+        return Err(SignalError::bad_request(
+            "only a WHEP (viewer) session has layers to choose",
+        ));
+    }
+    let choice = body.map(|axum::Json(b)| b.encoding_id.unwrap_or_else(|| "auto".into()));
+    let reply = session::layers(&state, &rec.sfu_url, &session, choice).await?;
+    Ok(axum::Json(session::layers_json(&reply)).into_response())
 }
 
 /// `PATCH /whip|whep/{room}/{session}`: trickled candidates (`application/trickle-ice-sdpfrag`).

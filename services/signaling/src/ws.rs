@@ -73,6 +73,11 @@ enum ClientMsg {
         to: Option<String>,
     },
     Leave {},
+    /// A viewer's simulcast layers; with `choice` ("auto" or a layer's rid), chooses.
+    Layer {
+        #[serde(default)]
+        choice: Option<String>,
+    },
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -253,6 +258,31 @@ impl Conn {
             }
             ClientMsg::Candidate { candidate, to } => self.candidate(candidate, to).await,
             ClientMsg::Leave {} => vec![],
+            ClientMsg::Layer { choice } => self.layer(choice).await,
+        }
+    }
+
+    /// `layer`: answers `layers` (what the room sends, what this viewer gets).
+    async fn layer(&mut self, choice: Option<String>) -> Vec<Value> {
+        let sfu = match &self.joined {
+            Some(j) if j.role == Role::Viewer && !j.p2p => j.session.as_ref(),
+            _ => {
+                return vec![err(
+                    "bad_state",
+                    "`layer` is for viewers of sfu rooms: send `watch` first",
+                )]
+            }
+        };
+        let Some(sfu) = sfu else {
+            return vec![err("bad_state", "no session yet: send `offer` first")];
+        };
+        match session::layers(&self.state, &sfu.sfu_url, &sfu.id, choice).await {
+            Ok(r) => {
+                let mut v = session::layers_json(&r);
+                v["type"] = json!("layers");
+                vec![v]
+            }
+            Err(e) => vec![session_err(e)],
         }
     }
 
@@ -557,6 +587,7 @@ fn message_span(m: &ClientMsg, traceparent: Option<&str>) -> tracing::Span {
         ClientMsg::Answer { .. } => "answer",
         ClientMsg::Candidate { .. } => "candidate",
         ClientMsg::Leave {} => "leave",
+        ClientMsg::Layer { .. } => "layer",
     };
     let span = tracing::info_span!("ws.message", otel.name = format!("WS {kind}"), otel.kind = "server", ws.message.type = kind);
     if let Some(tp) = traceparent.filter(|t| t.len() <= 128) {

@@ -285,15 +285,28 @@ impl Engine {
     /// Watches over WHEP (with an optional bearer token): receives video and audio and
     /// measures them. Returns once the server accepted the offer (201).
     pub async fn view(&self, whep_url: &str, token: Option<&str>) -> Result<Viewer, Error> {
+        self.view_via(whep_url, token, None).await
+    }
+
+    /// Like [`Engine::view`], with the media sent to and from `via` instead of the
+    /// server's candidates: a UDP proxy in front of the server that impairs this
+    /// viewer's path alone (loss, a rate limit), as a test or a lab does.
+    pub async fn view_via(
+        &self,
+        whep_url: &str,
+        token: Option<&str>,
+        via: Option<std::net::SocketAddr>,
+    ) -> Result<Viewer, Error> {
         let counters = &self.inner.counters;
         LiveCounters::add(&counters.viewers_requested, 1);
         let joined = async {
             let n = self
-                .negotiate(
+                .negotiate_via(
                     whep_url,
                     token.map(str::to_string),
                     Direction::RecvOnly,
                     None,
+                    via,
                 )
                 .await?;
             let role = Role::Viewer(Box::new(ViewerState::new(n.video_mid, n.audio_mid)));
@@ -318,6 +331,19 @@ impl Engine {
         direction: Direction,
         simulcast: Option<Simulcast>,
     ) -> Result<Negotiated, Error> {
+        self.negotiate_via(url, bearer, direction, simulcast, None)
+            .await
+    }
+
+    /// [`Engine::negotiate`], reaching the server's media at `via` if given.
+    async fn negotiate_via(
+        &self,
+        url: &str,
+        bearer: Option<String>,
+        direction: Direction,
+        simulcast: Option<Simulcast>,
+        via: Option<std::net::SocketAddr>,
+    ) -> Result<Negotiated, Error> {
         let post_started = Instant::now();
         let url = parse_url(url)?;
         let socket = UdpSocket::bind((self.inner.config.local_ip, 0)).await?;
@@ -338,7 +364,11 @@ impl Engine {
         let answer = signaling
             .post_offer(&url, bearer.as_deref(), offer.to_sdp_string())
             .await?;
-        let applied = SdpAnswer::from_sdp_string(&answer.sdp)
+        let sdp = match via {
+            Some(via) => candidates_at(&answer.sdp, via),
+            None => answer.sdp.clone(),
+        };
+        let applied = SdpAnswer::from_sdp_string(&sdp)
             .map_err(|e| Error::BadAnswer(e.to_string()))
             .and_then(|sdp| {
                 rtc.sdp_api()
@@ -402,6 +432,25 @@ impl Engine {
         }
         Ok(handle)
     }
+}
+
+/// `sdp` with every candidate's address replaced by `via`.
+fn candidates_at(sdp: &str, via: std::net::SocketAddr) -> String {
+    let mut out = String::with_capacity(sdp.len());
+    for line in sdp.split_inclusive('\n') {
+        let body = line.trim_end_matches(['\r', '\n']);
+        let fields: Vec<&str> = body.split(' ').collect();
+        if body.starts_with("a=candidate:") && fields.len() > 5 {
+            let mut fields: Vec<String> = fields.iter().map(|f| f.to_string()).collect();
+            fields[4] = via.ip().to_string();
+            fields[5] = via.port().to_string();
+            out.push_str(&fields.join(" "));
+            out.push_str(&line[body.len()..]);
+        } else {
+            out.push_str(line);
+        }
+    }
+    out
 }
 
 /// A peer whose offer the server accepted, not yet running.

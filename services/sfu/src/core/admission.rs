@@ -31,6 +31,12 @@ pub enum SessionError {
     /// The node's worker has stopped (the node is shutting down or failed).
     #[error("SFU worker stopped: retry and another node takes the session")]
     Stopped,
+    /// A layer request for a session that receives no video layers.
+    #[error("not a subscriber: only a viewer's session has layers to choose")]
+    NotASubscriber,
+    /// A layer request naming a layer the room's publisher does not send.
+    #[error("no layer {0} in this room: choose one of the layers listed, or auto")]
+    UnknownLayer(String),
     /// An edge pull of a room whose publisher is on this node.
     #[error("the room's publisher is on this node: nothing to pull")]
     PublishedHere,

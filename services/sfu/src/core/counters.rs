@@ -39,6 +39,8 @@ pub struct Counters {
     pub plis_from_subscribers: u64,
     /// Datagrams handed to the worker holding their session (see `slot`).
     pub datagrams_steered: u64,
+    /// Subscribers moved to another simulcast layer (their choice or their link's).
+    pub layer_switches: u64,
 }
 
 impl std::ops::AddAssign for Counters {
@@ -63,6 +65,7 @@ impl std::ops::AddAssign for Counters {
             nacks_to_publishers,
             nacks_from_subscribers,
             plis_from_subscribers,
+            layer_switches,
             datagrams_steered,
         } = o;
         self.frames_in += frames_in;
@@ -83,6 +86,7 @@ impl std::ops::AddAssign for Counters {
         self.nacks_to_publishers += nacks_to_publishers;
         self.nacks_from_subscribers += nacks_from_subscribers;
         self.plis_from_subscribers += plis_from_subscribers;
+        self.layer_switches += layer_switches;
         self.datagrams_steered += datagrams_steered;
     }
 }

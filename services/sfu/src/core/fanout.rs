@@ -3,7 +3,7 @@
 //! timeline and payload type.
 
 use super::codec::{subscriber_pt, FrameCodec};
-use super::forward::{h264_is_keyframe, keyframe_pixels};
+use super::forward::{h264_is_keyframe, keyframe_picture};
 use super::join::{burst, gop_limits, squeezed_capture, CachedFrame, JoinFrames, TrackGop};
 use super::keyframe::Want;
 use super::output::relay_msg;
@@ -208,7 +208,7 @@ impl Core {
         // Where a viewer with no layer yet may start: the top layer still sending.
         let joinable = match (self.rooms.get_mut(room_id), d.rid) {
             (Some(room), Some(rid)) if kind == MediaKind::Video => {
-                let pixels = keyframe.then(|| keyframe_pixels(&d.data));
+                let pixels = keyframe.then(|| keyframe_picture(&d.data));
                 room.layers.saw(rid, pixels, now);
                 room.layers.is_top(rid, now)
             }
@@ -270,6 +270,11 @@ impl Core {
             let mut joining: Vec<(u64, &CachedFrame)> = Vec::new();
             let (mid, out, step) = match kind {
                 MediaKind::Video => {
+                    // A viewer that chose a layer before its first picture starts there.
+                    let joinable = match st.gate.next {
+                        Some(chosen) if st.gate.layer.is_none() => d.rid == Some(chosen),
+                        _ => joinable,
+                    };
                     if resync && (st.gate.layer.is_none() || st.gate.layer == d.rid) {
                         st.gate.wants_keyframe = true;
                     }
@@ -288,8 +293,12 @@ impl Core {
                     // A keyframe of a lower layer does not start a viewer with none yet.
                     let keyframe = keyframe && (st.gate.layer.is_some() || joinable);
                     if joining.is_empty() && !st.gate.pass_video(d.rid, keyframe) {
-                        if st.gate.wants_keyframe || st.gate.layer.is_none() {
-                            let want = st.gate.layer.map_or(Want::All, Want::Layer);
+                        let switching = d.rid.is_some() && st.gate.next == d.rid;
+                        if switching || st.gate.wants_keyframe || st.gate.layer.is_none() {
+                            let want = match (switching, st.gate.layer) {
+                                (true, _) => d.rid.map_or(Want::All, Want::Layer),
+                                (false, layer) => layer.map_or(Want::All, Want::Layer),
+                            };
                             need_keyframe = Some(match need_keyframe.take() {
                                 Some(w) => w.merge(want),
                                 None => want,

@@ -2,6 +2,7 @@
 //! keyframe, and the timestamp offset that keeps its timeline continuous when the
 //! room's publisher changes (reconnect), so the player never sees time jump back.
 
+use super::quality::Step;
 use std::time::{Duration, Instant};
 use str0m::media::Rid;
 
@@ -66,6 +67,35 @@ impl Outgoing {
 /// A layer that sent no frame for this long is not counted as the top one.
 const LAYER_STALE: Duration = Duration::from_secs(1);
 
+/// A keyframe's picture: the size its SPS declares (0×0 without one).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Picture {
+    pub width: u32,
+    pub height: u32,
+    /// What layers are ordered by: width × height, or the keyframe's byte length
+    /// without an SPS (a larger picture makes a larger keyframe).
+    pub pixels: u64,
+}
+
+impl Picture {
+    pub fn sized(width: u32, height: u32) -> Self {
+        Self {
+            width,
+            height,
+            pixels: u64::from(width) * u64::from(height),
+        }
+    }
+}
+
+/// One layer as seen lately.
+#[derive(Debug, Clone, Copy)]
+struct Seen {
+    rid: Rid,
+    /// Its latest keyframe's picture (pixels 0: none seen yet).
+    picture: Picture,
+    last: Instant,
+}
+
 /// A room's simulcast layers as seen lately: the picture size of each one's latest
 /// keyframe and when it last sent a frame. A viewer with no layer yet starts on the top
 /// layer still sending, not on whichever keyframe comes first: the layers' keyframes
@@ -73,32 +103,67 @@ const LAYER_STALE: Duration = Duration::from_secs(1);
 /// layer for good.
 #[derive(Debug, Default)]
 pub struct Layers {
-    /// Layer, pixels of its latest keyframe (0: none seen yet), its latest frame.
-    seen: Vec<(Rid, u64, Instant)>,
+    seen: Vec<Seen>,
 }
 
 impl Layers {
-    /// A frame of layer `rid`; `keyframe_pixels` if it is a keyframe (its SPS's size).
-    pub fn saw(&mut self, rid: Rid, keyframe_pixels: Option<u64>, now: Instant) {
-        match self.seen.iter_mut().find(|(r, ..)| *r == rid) {
-            Some((_, pixels, last)) => {
-                *last = now;
-                if let Some(p) = keyframe_pixels {
-                    *pixels = p;
+    /// A frame of layer `rid`; its picture if it is a keyframe.
+    pub fn saw(&mut self, rid: Rid, keyframe: Option<Picture>, now: Instant) {
+        match self.seen.iter_mut().find(|s| s.rid == rid) {
+            Some(s) => {
+                s.last = now;
+                if let Some(p) = keyframe {
+                    s.picture = p;
                 }
             }
-            None => self.seen.push((rid, keyframe_pixels.unwrap_or(0), now)),
+            None => self.seen.push(Seen {
+                rid,
+                picture: keyframe.unwrap_or_default(),
+                last: now,
+            }),
         }
+    }
+
+    fn is_sending(s: &Seen, now: Instant) -> bool {
+        now.saturating_duration_since(s.last) <= LAYER_STALE
+    }
+
+    /// The layers still sending with a keyframe seen, largest first.
+    pub fn sending(&self, now: Instant) -> Vec<(Rid, Picture)> {
+        let mut out: Vec<(Rid, Picture)> = self
+            .seen
+            .iter()
+            .filter(|s| s.picture.pixels > 0 && Self::is_sending(s, now))
+            .map(|s| (s.rid, s.picture))
+            .collect();
+        out.sort_by_key(|(_, p)| std::cmp::Reverse(p.pixels));
+        out
+    }
+
+    /// The layer still sending whose picture is next smaller (`Down`) or larger (`Up`)
+    /// than `rid`'s; `None` at the bottom or the top.
+    pub fn step(&self, rid: Rid, step: Step, now: Instant) -> Option<Rid> {
+        let mine = self.seen.iter().find(|s| s.rid == rid)?.picture.pixels;
+        let others = self.sending(now).into_iter().filter(|(r, _)| *r != rid);
+        match step {
+            Step::Down => others
+                .filter(|(_, p)| p.pixels < mine)
+                .max_by_key(|(_, p)| p.pixels),
+            Step::Up => others
+                .filter(|(_, p)| p.pixels > mine)
+                .min_by_key(|(_, p)| p.pixels),
+        }
+        .map(|(r, _)| r)
     }
 
     /// Whether a viewer with no layer yet may start on `rid`: no other layer still
     /// sending has a larger picture.
     pub fn is_top(&self, rid: Rid, now: Instant) -> bool {
-        let Some(&(_, mine, _)) = self.seen.iter().find(|(r, ..)| *r == rid) else {
+        let Some(mine) = self.seen.iter().find(|s| s.rid == rid) else {
             return true;
         };
-        self.seen.iter().all(|&(r, pixels, last)| {
-            r == rid || pixels <= mine || now.saturating_duration_since(last) > LAYER_STALE
+        self.seen.iter().all(|s| {
+            s.rid == rid || s.picture.pixels <= mine.picture.pixels || !Self::is_sending(s, now)
         })
     }
 }
@@ -110,6 +175,9 @@ pub struct Gate {
     pub wants_keyframe: bool,
     /// The simulcast layer followed; `None` until the first keyframe of any layer.
     pub layer: Option<Rid>,
+    /// The layer to move to at its next keyframe; `layer` keeps playing until then, so
+    /// a switch never leaves the viewer without pictures.
+    pub next: Option<Rid>,
 }
 
 impl Default for Gate {
@@ -117,6 +185,7 @@ impl Default for Gate {
         Self {
             wants_keyframe: true,
             layer: None,
+            next: None,
         }
     }
 }
@@ -124,6 +193,20 @@ impl Default for Gate {
 impl Gate {
     /// Whether a video frame of layer `rid` passes. Without simulcast `rid` is `None`.
     pub fn pass_video(&mut self, rid: Option<Rid>, keyframe: bool) -> bool {
+        if rid.is_some() && rid == self.next {
+            if !keyframe {
+                return false;
+            }
+            // The switch (or a chosen first layer): this keyframe starts it cleanly.
+            self.layer = rid;
+            self.next = None;
+            self.wants_keyframe = false;
+            return true;
+        }
+        if self.next.is_some() && self.layer.is_none() {
+            // A layer chosen before the first picture: only that one starts the viewer.
+            return false;
+        }
         if rid.is_some() && self.layer.is_none() {
             if !keyframe {
                 return false;
@@ -143,15 +226,19 @@ impl Gate {
     }
 }
 
-/// The picture size (pixels) a keyframe's SPS declares; its byte length without one.
-pub fn keyframe_pixels(annexb: &[u8]) -> u64 {
+/// The picture a keyframe's SPS declares; without one, sized by its byte length.
+pub fn keyframe_picture(annexb: &[u8]) -> Picture {
     use skylark_media::h264::{annexb_nalus, nal_type, Sps, NAL_SPS};
     annexb_nalus(annexb)
         .find(|n| nal_type(n) == Some(NAL_SPS))
         .and_then(|n| Sps::parse(n).ok())
-        .map_or(annexb.len() as u64, |s| {
-            u64::from(s.width) * u64::from(s.height)
-        })
+        .map_or(
+            Picture {
+                pixels: annexb.len() as u64,
+                ..Picture::default()
+            },
+            |s| Picture::sized(s.width, s.height),
+        )
 }
 
 /// Whether an H.264 access unit (Annex B, as str0m depacketizes it) holds an IDR slice.
@@ -169,8 +256,8 @@ mod tests {
         let (h, m, l) = (Rid::from("h"), Rid::from("m"), Rid::from("l"));
         let mut layers = Layers::default();
         assert!(layers.is_top(m, t0), "nothing known: any layer");
-        layers.saw(h, Some(320 * 240), t0);
-        layers.saw(m, Some(160 * 120), t0);
+        layers.saw(h, Some(Picture::sized(320, 240)), t0);
+        layers.saw(m, Some(Picture::sized(160, 120)), t0);
         assert!(layers.is_top(h, t0));
         assert!(!layers.is_top(m, t0), "h is larger and sending");
         // Delta frames keep a layer current without changing its size.
@@ -220,6 +307,47 @@ mod tests {
         assert!(g.pass_video(Some(h), true));
         assert!(!g.pass_video(Some(l), true), "other layer");
         assert!(g.pass_video(Some(h), false));
+
+        // A switch to l: h plays until l's keyframe, then only l.
+        g.next = Some(l);
+        assert!(!g.pass_video(Some(l), false));
+        assert!(
+            g.pass_video(Some(h), false),
+            "the old layer until the switch"
+        );
+        assert!(g.pass_video(Some(l), true));
+        assert_eq!((g.layer, g.next), (Some(l), None));
+        assert!(!g.pass_video(Some(h), true));
+        assert!(g.pass_video(Some(l), false));
+
+        // A layer chosen before the first picture: only its keyframe starts the viewer.
+        let mut g = Gate {
+            next: Some(l),
+            ..Gate::default()
+        };
+        assert!(!g.pass_video(Some(h), true));
+        assert!(g.pass_video(Some(l), true));
+        assert_eq!(g.layer, Some(l));
+    }
+
+    #[test]
+    fn steps_go_to_the_next_sending_layer_by_picture_size() {
+        let t0 = Instant::now();
+        let (h, m, l) = (Rid::from("h"), Rid::from("m"), Rid::from("l"));
+        let mut layers = Layers::default();
+        layers.saw(l, Some(Picture::sized(80, 60)), t0);
+        layers.saw(h, Some(Picture::sized(320, 240)), t0);
+        layers.saw(m, Some(Picture::sized(160, 120)), t0);
+        assert_eq!(layers.step(h, Step::Down, t0), Some(m));
+        assert_eq!(layers.step(m, Step::Down, t0), Some(l));
+        assert_eq!(layers.step(l, Step::Down, t0), None);
+        assert_eq!(layers.step(l, Step::Up, t0), Some(m));
+        assert_eq!(layers.step(h, Step::Up, t0), None);
+        // m stops sending: h steps down to l.
+        let t1 = t0 + LAYER_STALE + Duration::from_millis(1);
+        layers.saw(h, None, t1);
+        layers.saw(l, None, t1);
+        assert_eq!(layers.step(h, Step::Down, t1), Some(l));
     }
 
     #[test]

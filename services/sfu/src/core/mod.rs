@@ -88,6 +88,7 @@ mod nominate;
 mod output;
 mod packetize;
 mod peer;
+pub mod quality;
 mod room;
 pub mod sdp;
 mod slot;
@@ -104,6 +105,7 @@ pub use fanout::RelayedFrame;
 pub use ids::IdSeed;
 pub use join::JoinFrames;
 pub use output::{CloseReason, CoreEvent, Output};
+pub use quality::{Choice, LayerReport};
 pub use slot::{session_worker, WorkerSlot, MAX_WORKERS};
 
 use peer::{LocalPublisher, Peer};

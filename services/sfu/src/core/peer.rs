@@ -2,6 +2,7 @@
 
 use super::counters::StreamTotals;
 use super::forward::{Gate, Outgoing};
+use super::quality::Quality;
 use super::sync::SourceClock;
 use super::Role;
 use std::collections::{HashMap, VecDeque};
@@ -87,6 +88,8 @@ pub(super) struct SubscriberState {
     pub video_mid: Option<Mid>,
     pub audio_mid: Option<Mid>,
     pub gate: Gate,
+    /// The layer it chose, or how its link has carried the layers (Auto).
+    pub quality: Quality,
     pub video: Outgoing,
     pub audio: Outgoing,
 }
@@ -98,6 +101,7 @@ impl SubscriberState {
             video_mid: None,
             audio_mid: None,
             gate: Gate::default(),
+            quality: Quality::default(),
             video: Outgoing::new(seed as u16),
             audio: Outgoing::new((seed >> 16) as u16),
         }

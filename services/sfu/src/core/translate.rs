@@ -7,6 +7,7 @@ use super::fanout::{track_id, InFrame};
 use super::keyframe::Want;
 use super::nominate;
 use super::peer::{PeerRole, PublisherTrack};
+use super::quality::Step;
 use super::sync::sender_clock_us;
 use super::{CloseReason, Core, Output};
 use std::time::{Duration, Instant};
@@ -39,6 +40,7 @@ impl Core {
     pub(super) fn drain(&mut self, key: u64, now: Instant) {
         let mut media: Vec<MediaData> = Vec::new();
         let mut want_keyframe: Option<Want> = None;
+        let mut layer_step: Option<Step> = None;
         let mut alive = true;
         {
             let Some(p) = self.peers.get_mut(&key) else {
@@ -121,6 +123,12 @@ impl Core {
                             }
                         }
                         Event::MediaEgressStats(st) => {
+                            if let (PeerRole::Subscriber(sub), Some(loss)) = (&mut p.role, st.loss)
+                            {
+                                if Some(st.mid) == sub.video_mid && sub.gate.layer.is_some() {
+                                    layer_step = sub.quality.on_loss(loss, now).or(layer_step);
+                                }
+                            }
                             let growth = p
                                 .stream_totals
                                 .entry((true, st.mid, st.rid))
@@ -179,6 +187,9 @@ impl Core {
         }
         if let Some(want) = want_keyframe {
             self.request_keyframe(&room, want, now);
+        }
+        if let Some(step) = layer_step {
+            self.step_layer(key, &room, step, now);
         }
     }
 }

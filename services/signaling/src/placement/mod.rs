@@ -3,9 +3,11 @@
 //! asks the configured [`NodeSelector`] when a room needs a new node.
 
 pub mod selector;
+pub mod suspects;
 pub mod view;
 
 pub use selector::{NodeSelector, SelectError, SelectorKind};
+pub use suspects::Suspects;
 pub use view::{ViewCandidate, ViewError};
 
 use skylark_bus::placement::Origin;
