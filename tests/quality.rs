@@ -89,25 +89,34 @@ async fn a_viewer_behind_a_slow_link_moves_down_a_layer_and_back_up() {
         "the viewer behind the bottleneck moves down a layer: {s:?}"
     );
     assert!(proxy.dropped() > 0, "the bottleneck dropped packets");
-    // It keeps playing below the top layer while the bottleneck lasts.
-    tokio::time::sleep(Duration::from_secs(4)).await;
+    // It keeps playing while the bottleneck lasts: a probe back up to the top layer
+    // may freeze it for a report or two, never for most of the time.
     let before = stats(&slow).await.frames;
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let s = stats(&slow).await;
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let played = stats(&slow).await.frames - before;
+    println!("behind the bottleneck: {played} frames in 6 s (30 fps published)");
     assert!(
-        s.frames >= before + 20,
-        "the slow viewer keeps playing: {} frames in 2 s",
-        s.frames - before
+        played >= 90,
+        "the slow viewer keeps playing: {played} frames in 6 s"
     );
 
     proxy.limit_kbps(0);
-    let up = until_layer(&slow, Duration::from_secs(40), |l| l == 0).await;
-    println!("bottleneck gone: the slow viewer was back on the top layer after {up:?}");
-    assert!(
-        up.is_some(),
-        "the viewer moves back up once its link carries the top layer: {:?}",
-        stats(&slow).await
-    );
+    // Back on the top layer to stay: a probe made just before the bottleneck went
+    // would fall back within a report or two, the move back up holds.
+    let start = Instant::now();
+    let up = loop {
+        let on_top_for = until_layer(&slow, Duration::from_secs(40), |l| l == 0).await;
+        assert!(
+            on_top_for.is_some() && start.elapsed() < Duration::from_secs(40),
+            "the viewer moves back up once its link carries the top layer: {:?}",
+            stats(&slow).await
+        );
+        tokio::time::sleep(Duration::from_secs(4)).await;
+        if stats(&slow).await.layer == Some(0) {
+            break start.elapsed();
+        }
+    };
+    println!("bottleneck gone: the slow viewer was back on the top layer for good after {up:?}");
 
     let c = stats(&clear).await;
     assert_eq!(
@@ -125,13 +134,22 @@ async fn a_viewer_behind_a_slow_link_moves_down_a_layer_and_back_up() {
         s.frames_bad_hash, 0,
         "every switch at a clean keyframe: {s:?}"
     );
-    let metrics = sk.metrics().await;
-    let switches: f64 = metrics
-        .lines()
-        .find_map(|l| l.strip_prefix("skylark_sfu_layer_switches_total "))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0.0);
-    assert!(switches >= 2.0, "switches counted: {switches}");
+    // Down and back up, counted (the metric is refreshed every second or so).
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let switches: f64 = sk
+            .metrics()
+            .await
+            .lines()
+            .find_map(|l| l.strip_prefix("skylark_sfu_layer_switches_total "))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0.0);
+        if switches >= 2.0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "switches counted: {switches}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
     publisher.stop().await;
 }
 

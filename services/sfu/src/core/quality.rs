@@ -20,10 +20,12 @@ pub const LOSS_DOWN: f32 = 0.10;
 pub const LOSS_DOWN_SUSTAINED: f32 = 0.05;
 /// Loss under which a report counts as clean.
 pub const LOSS_CLEAN: f32 = 0.02;
-/// Clean reports for this long before the first probe up.
-pub const PROBE_AFTER: Duration = Duration::from_secs(3);
+/// Clean reports for this long before the first probe up. A probe onto a layer the
+/// link can't carry freezes the picture until the next report moves the viewer back
+/// (1–2 s): rare probes keep that cost small.
+pub const PROBE_AFTER: Duration = Duration::from_secs(5);
 /// The wait before a probe doubles after each failed one, up to this.
-pub const PROBE_AFTER_MAX: Duration = Duration::from_secs(24);
+pub const PROBE_AFTER_MAX: Duration = Duration::from_secs(40);
 /// A probe that has held this long succeeded: the wait starts again from
 /// [`PROBE_AFTER`].
 pub const PROBE_HELD: Duration = Duration::from_secs(8);
@@ -253,7 +255,7 @@ mod tests {
         // Reports right after the switch still describe the old layer.
         assert_eq!(q.on_loss(0.2, t + Duration::from_millis(500)), None);
         // Clean for PROBE_AFTER (counted after the settle): up.
-        let steps = feed(&mut q, 0.0, &mut t, 6);
+        let steps = feed(&mut q, 0.0, &mut t, 8);
         assert_eq!(steps, [Step::Up]);
     }
 
