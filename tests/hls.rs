@@ -334,7 +334,30 @@ async fn simulcast_layers_become_renditions() {
             )
         })
         .collect();
-    let got: Vec<(String, String)> = v.iter().map(|x| (x.0.clone(), x.1.clone())).collect();
+    // Each URI carries the player's session id, the same on every one (honest counts).
+    let sids: Vec<&str> = v
+        .iter()
+        .filter_map(|x| x.0.split_once("?sid="))
+        .map(|(_, s)| s)
+        .collect();
+    assert_eq!(
+        sids.len(),
+        v.len(),
+        "a session id on every URI:\n{multivariant}"
+    );
+    assert!(
+        sids.iter().all(|s| *s == sids[0]),
+        "one session:\n{multivariant}"
+    );
+    let got: Vec<(String, String)> = v
+        .iter()
+        .map(|x| {
+            (
+                x.0.split('?').next().unwrap_or_default().to_string(),
+                x.1.clone(),
+            )
+        })
+        .collect();
     assert_eq!(got, expected, "largest first:\n{multivariant}");
     for (uri, _, codecs, _) in &v {
         assert!(

@@ -112,6 +112,47 @@ impl RoomPlacement {
     pub fn viewers(&self) -> u64 {
         self.viewers_by_node.iter().map(|(_, n)| n).sum()
     }
+
+    /// The room's viewers by how they watch.
+    pub fn viewer_counts(&self) -> ViewerCounts {
+        let mut c = ViewerCounts::default();
+        for (entry, n) in &self.viewers_by_node {
+            match entry.split_once(':').map(|(t, _)| t) {
+                Some(HLS) => c.hls += n,
+                Some(FLV) => c.flv += n,
+                _ => c.webrtc += n,
+            }
+        }
+        c
+    }
+}
+
+/// A room's viewers by transport: WebRTC sessions on SFU nodes, HLS players and FLV
+/// streams on packagers.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ViewerCounts {
+    pub webrtc: u64,
+    pub hls: u64,
+    pub flv: u64,
+}
+
+impl ViewerCounts {
+    pub fn total(&self) -> u64 {
+        self.webrtc + self.hls + self.flv
+    }
+}
+
+const HLS: &str = "hls";
+const FLV: &str = "flv";
+
+/// The viewer-count entry (see [`set_viewers`]) of a packager's HLS players.
+pub fn hls_entry(packager: &str) -> String {
+    format!("{HLS}:{packager}")
+}
+
+/// The viewer-count entry of a packager's FLV streams.
+pub fn flv_entry(packager: &str) -> String {
+    format!("{FLV}:{packager}")
 }
 
 /// The room's origin, if it is live.
@@ -267,7 +308,8 @@ pub async fn release_packager(bus: &impl Bus, room: &str, me: &str) -> Result<()
     bus.release_lease(&keys::room_packager(room), me).await
 }
 
-/// Records how many viewers `node` serves in the room (0 removes its entry). The
+/// Records how many viewers `node` serves in the room (0 removes its entry); a
+/// packager records its HLS and FLV viewers under [`hls_entry`] and [`flv_entry`]. The
 /// entry lives [`LEASE_TTL`]: the node re-sets it every [`RENEW_EVERY`], so a node
 /// that dies stops counting by itself.
 pub async fn set_viewers(

@@ -2,12 +2,15 @@
 //! record it. The API never blocks on it: with the bus down, rooms read as offline.
 
 use skylark_bus::events::{self, RoomEvent};
+use skylark_bus::placement::ViewerCounts;
 use skylark_bus::{placement, AnyBus};
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct RoomStatus {
     pub live: bool,
+    /// Every viewer, however they watch.
     pub viewers: u64,
+    pub by_transport: ViewerCounts,
 }
 
 #[derive(Clone)]
@@ -30,6 +33,7 @@ impl Presence {
             Ok(p) if p.is_live() => RoomStatus {
                 live: true,
                 viewers: p.viewers(),
+                by_transport: p.viewer_counts(),
             },
             Ok(_) => RoomStatus::default(),
             Err(e) => {

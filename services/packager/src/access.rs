@@ -149,7 +149,14 @@ fn room_of(path: &str) -> Option<&str> {
 
 /// The `token` query parameter, if any (tokens are URL-safe: no decoding).
 fn token_of(query: Option<&str>) -> Option<&str> {
-    query?.split('&').find_map(|kv| kv.strip_prefix("token="))
+    param(query, "token")
+}
+
+/// The value of query parameter `name`.
+pub(crate) fn param<'a>(query: Option<&'a str>, name: &str) -> Option<&'a str> {
+    query?
+        .split('&')
+        .find_map(|kv| kv.strip_prefix(name)?.strip_prefix('='))
 }
 
 fn refuse(status: StatusCode, code: &str, message: String) -> Response {
@@ -248,30 +255,30 @@ pub async fn authorize(
             "playlist could not be read: retry".into(),
         );
     };
-    let text = with_token(&String::from_utf8_lossy(&bytes), &token);
+    let text = with_param(&String::from_utf8_lossy(&bytes), "token", &token);
     parts.headers.remove(header::CONTENT_LENGTH);
     Response::from_parts(parts, Body::from(text))
 }
 
-/// `uri` with `token=…` added, unless it has one already (a playlist passed on by the
-/// packager holding the room was rewritten there).
-fn add_token(uri: &str, token: &str) -> String {
+/// `uri` with `name=value` added, unless it has `name` already (a playlist passed on
+/// by the packager holding the room was rewritten there).
+fn add_param(uri: &str, name: &str, value: &str) -> String {
     let query = uri.split_once('?').map(|(_, q)| q);
-    if token_of(query).is_some() {
+    if param(query, name).is_some() {
         return uri.to_string();
     }
     let sep = if query.is_some() { '&' } else { '?' };
-    format!("{uri}{sep}token={token}")
+    format!("{uri}{sep}{name}={value}")
 }
 
-/// The playlist with `token` on every URI: URI lines and every `URI="…"` attribute
+/// The playlist with `name=value` on every URI: URI lines and every `URI="…"` attribute
 /// (map, parts, preload hints, rendition reports, media renditions).
-fn with_token(playlist: &str, token: &str) -> String {
-    let mut out = String::with_capacity(playlist.len() + 64 * token.len());
+pub(crate) fn with_param(playlist: &str, name: &str, value: &str) -> String {
+    let mut out = String::with_capacity(playlist.len() + 64 * value.len());
     for line in playlist.lines() {
         if line.is_empty() {
         } else if !line.starts_with('#') {
-            out.push_str(&add_token(line, token));
+            out.push_str(&add_param(line, name, value));
         } else {
             let mut rest = line;
             while let Some(i) = rest.find("URI=\"") {
@@ -283,7 +290,7 @@ fn with_token(playlist: &str, token: &str) -> String {
                     break;
                 };
                 if boundary {
-                    out.push_str(&add_token(&tail[..end], token));
+                    out.push_str(&add_param(&tail[..end], name, value));
                 } else {
                     out.push_str(&tail[..end]);
                 }
@@ -322,18 +329,21 @@ mod tests {
     #[test]
     fn every_uri_in_a_playlist_carries_the_token() {
         let media = "#EXTM3U\n#EXT-X-MAP:URI=\"init1.mp4\"\n#EXT-X-PART:DURATION=0.2,URI=\"seg5.0.m4s\",INDEPENDENT=YES\n#EXTINF:2.0,\nseg5.m4s\n#EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"seg6.1.m4s\"\n#EXT-X-RENDITION-REPORT:URI=\"../m/media.m3u8\",LAST-MSN=6\n\n";
-        let out = with_token(media, "pt1.r.9.s");
+        let out = with_param(media, "token", "pt1.r.9.s");
         assert_eq!(
             out,
             "#EXTM3U\n#EXT-X-MAP:URI=\"init1.mp4?token=pt1.r.9.s\"\n#EXT-X-PART:DURATION=0.2,URI=\"seg5.0.m4s?token=pt1.r.9.s\",INDEPENDENT=YES\n#EXTINF:2.0,\nseg5.m4s?token=pt1.r.9.s\n#EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"seg6.1.m4s?token=pt1.r.9.s\"\n#EXT-X-RENDITION-REPORT:URI=\"../m/media.m3u8?token=pt1.r.9.s\",LAST-MSN=6\n\n"
         );
         // Idempotent: a playlist rewritten by the holding packager passes through as is.
-        assert_eq!(with_token(&out, "pt1.r.9.s"), out);
+        assert_eq!(with_param(&out, "token", "pt1.r.9.s"), out);
         let mv = "#EXTM3U\n#EXT-X-STREAM-INF:BANDWIDTH=1,CODECS=\"avc1.42e01f\"\nh/media.m3u8\n";
-        assert!(with_token(mv, "t").ends_with("\nh/media.m3u8?token=t\n"));
-        assert_eq!(add_token("a.m3u8?x=1", "t"), "a.m3u8?x=1&token=t");
+        assert!(with_param(mv, "token", "t").ends_with("\nh/media.m3u8?token=t\n"));
+        assert_eq!(add_param("a.m3u8?x=1", "token", "t"), "a.m3u8?x=1&token=t");
         // An attribute that merely ends in URI is left alone; unterminated quotes too.
-        assert_eq!(with_token("#X:KEYURI=\"a\"", "t"), "#X:KEYURI=\"a\"\n");
-        assert_eq!(with_token("#X:URI=\"a", "t"), "#X:URI=\"a\n");
+        assert_eq!(
+            with_param("#X:KEYURI=\"a\"", "token", "t"),
+            "#X:KEYURI=\"a\"\n"
+        );
+        assert_eq!(with_param("#X:URI=\"a", "token", "t"), "#X:URI=\"a\n");
     }
 }

@@ -315,6 +315,13 @@ async fn send_item(tx: &mpsc::Sender<Bytes>, item: &Item, config: &mut Option<Co
 }
 
 /// `GET /flv/{room}.flv`, over plain HTTP (chunked) or upgraded to a WebSocket.
+impl FlvFeed {
+    /// Viewers watching now: each holds a subscription while its stream is open.
+    pub fn viewers(&self) -> usize {
+        self.tx.receiver_count()
+    }
+}
+
 pub fn serve(feed: &Arc<FlvFeed>, ws: Option<WebSocketUpgrade>) -> Response {
     let rx = spawn_viewer(feed);
     metrics::counter!("skylark_flv_viewers_total").increment(1);

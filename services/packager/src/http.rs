@@ -2,6 +2,8 @@
 //! blocking reload (`_HLS_msn`, `_HLS_part`), the init segment, segments and parts —
 //! at the room's root without simulcast, under `/hls/{room}/{layer}/` per layer with it.
 
+use crate::access::with_param;
+use crate::audience;
 use crate::store::{RoomHls, Rooms};
 use axum::body::Body;
 use axum::extract::{Path, Query, State};
@@ -12,6 +14,7 @@ use axum::Router;
 use serde::Deserialize;
 use skylark_media::hls::render_multivariant;
 use skylark_telemetry::error::json_error as error;
+use skylark_telemetry::limits::ClientIp;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -88,6 +91,8 @@ enum File {
     Init(Option<u32>),
     Segment(u64),
     Part(u64, u64),
+    /// `still.mp4`: the room's thumbnail (one keyframe, see `fmp4::still`).
+    Still,
 }
 
 fn parse_file(name: &str) -> Option<File> {
@@ -95,6 +100,7 @@ fn parse_file(name: &str) -> Option<File> {
         "index.m3u8" => return Some(File::Multivariant),
         "media.m3u8" => return Some(File::Media),
         "init.mp4" => return Some(File::Init(None)),
+        "still.mp4" => return Some(File::Still),
         _ => {}
     }
     if let Some(v) = name
@@ -126,6 +132,8 @@ pub struct Blocking {
     part: Option<String>,
     #[serde(rename = "_HLS_skip")]
     _skip: Option<String>,
+    /// The player's session (see `audience`).
+    sid: Option<String>,
 }
 
 fn with_headers(body: impl Into<Body>, ctype: &'static str, cache: &'static str) -> Response {
@@ -143,26 +151,37 @@ type BlockingQuery = Result<Query<Blocking>, axum::extract::rejection::QueryReje
 
 async fn root_file(
     st: State<HttpState>,
+    ClientIp(ip): ClientIp,
     Path((room, name)): Path<(String, String)>,
     query: BlockingQuery,
     uri: axum::http::Uri,
     headers: axum::http::HeaderMap,
 ) -> Response {
-    file(st, room, String::new(), name, query, uri, headers).await
+    let req = Req { uri, headers, ip };
+    file(st, room, String::new(), name, query, req).await
 }
 
 async fn rendition_file(
     st: State<HttpState>,
+    ClientIp(ip): ClientIp,
     Path((room, rendition, name)): Path<(String, String, String)>,
     query: BlockingQuery,
     uri: axum::http::Uri,
     headers: axum::http::HeaderMap,
 ) -> Response {
+    let req = Req { uri, headers, ip };
     // Layer names are RIDs restricted to the room-id alphabet (see `renditions`).
     if !valid_room(&rendition) || rendition.len() > 32 {
         return error(StatusCode::NOT_FOUND, "not_found", "no such rendition");
     }
-    file(st, room, rendition, name, query, uri, headers).await
+    file(st, room, rendition, name, query, req).await
+}
+
+/// What a file request needs of the HTTP request besides its path and query.
+struct Req {
+    uri: axum::http::Uri,
+    headers: axum::http::HeaderMap,
+    ip: std::net::IpAddr,
 }
 
 async fn file(
@@ -171,13 +190,13 @@ async fn file(
     rendition: String,
     name: String,
     query: BlockingQuery,
-    uri: axum::http::Uri,
-    headers: axum::http::HeaderMap,
+    Req { uri, headers, ip }: Req,
 ) -> Response {
     if !valid_room(&room) {
         return error(StatusCode::NOT_FOUND, "not_found", "no such room");
     }
-    let Some(file) = parse_file(&name).filter(|f| rendition.is_empty() || *f != File::Multivariant)
+    let Some(file) = parse_file(&name)
+        .filter(|f| rendition.is_empty() || !matches!(f, File::Multivariant | File::Still))
     else {
         return error(StatusCode::NOT_FOUND, "not_found", "no such HLS file");
     };
@@ -218,9 +237,36 @@ async fn file(
                     "the stream has not started yet: retry in a second",
                 );
             }
-            with_headers(render_multivariant(&variants), PLAYLIST, "no-cache")
+            // Each player gets its session id on the URIs it will reload.
+            let sid = q
+                .sid
+                .filter(|s| audience::valid_sid(s))
+                .unwrap_or_else(audience::new_sid);
+            let body = with_param(&render_multivariant(&variants), audience::SID, &sid);
+            with_headers(body, PLAYLIST, "no-cache")
         }
-        File::Media => media_playlist(&hls, &rendition, q).await,
+        File::Media => {
+            let key = match q.sid.as_deref().filter(|s| audience::valid_sid(s)) {
+                Some(sid) => sid.to_owned(),
+                None => audience::anonymous_key(
+                    ip,
+                    headers
+                        .get(header::USER_AGENT)
+                        .and_then(|v| v.to_str().ok()),
+                ),
+            };
+            hls.audience.touch(&key, std::time::Instant::now());
+            media_playlist(&hls, &rendition, q).await
+        }
+        File::Still => match hls.read(|s| s.still()) {
+            // A new one every couple of seconds: never cached.
+            Some(b) => with_headers(b, "video/mp4", "no-cache"),
+            None => error(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                "no picture yet: retry in a second",
+            ),
+        },
         File::Init(version) => match hls
             .read_rendition(&rendition, |r| r.init_segment(version))
             .flatten()
@@ -284,6 +330,7 @@ fn kind(f: &File) -> &'static str {
     match f {
         File::Multivariant | File::Media => "playlist",
         File::Init(_) => "init",
+        File::Still => "still",
         File::Segment(_) => "segment",
         File::Part(..) => "part",
     }
@@ -448,6 +495,7 @@ mod tests {
         assert_eq!(parse_file("seg12.3.m4s"), Some(File::Part(12, 3)));
         assert_eq!(parse_file("init.mp4"), Some(File::Init(None)));
         assert_eq!(parse_file("init7.mp4"), Some(File::Init(Some(7))));
+        assert_eq!(parse_file("still.mp4"), Some(File::Still));
         for bad in [
             "seg.m4s",
             "seg1..m4s",

@@ -6,6 +6,7 @@
 //! it (`remote`).
 
 mod access;
+mod audience;
 mod flv;
 mod http;
 mod remote;
@@ -25,7 +26,7 @@ use skylark_telemetry::{traced_channel, ServicePart, TracedChannel};
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use store::{RoomHls, Rooms};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -159,7 +160,7 @@ async fn discovery(
         // Keep what we hold; let go of what we lost.
         for (room, (_, stop)) in workers.iter() {
             match placement::renew_packager(&sh.bus, room, &sh.me, LEASE_TTL).await {
-                Ok(true) => {}
+                Ok(true) => count_viewers(&sh, room).await,
                 Ok(false) => {
                     tracing::warn!(room_id = %room, "packager lease lost; stopping");
                     stop.cancel();
@@ -213,6 +214,27 @@ async fn discovery(
     }
     let _ = sh.bus.remove_node(NodeKind::Packager, &sh.me).await;
     Ok(())
+}
+
+/// Records the room's HLS players and FLV streams in the bus, where the API sums them
+/// with the SFUs' WebRTC viewers. The entries live a lease: a dead packager stops
+/// counting by itself.
+async fn count_viewers(sh: &Shared, room: &str) {
+    let Some(hls) = sh.rooms.get(room) else {
+        return;
+    };
+    let counts = [
+        (
+            placement::hls_entry(&sh.me),
+            hls.audience.count(Instant::now()),
+        ),
+        (placement::flv_entry(&sh.me), hls.flv.viewers()),
+    ];
+    for (entry, n) in counts {
+        if let Err(e) = placement::set_viewers(&sh.bus, room, &entry, n as u64).await {
+            tracing::warn!(error = %e, room_id = %room, "viewer count not recorded");
+        }
+    }
 }
 
 fn now_ms() -> i64 {

@@ -120,7 +120,12 @@ pub enum SegOutput {
     RequestKeyframe,
     /// The rendition's layer is gone with its publisher: unlist it.
     Inactive,
+    /// A one-picture MP4 of a recent keyframe (see `fmp4::still`): the room's thumbnail.
+    Still(Bytes),
 }
+
+/// Media time between two stills: a thumbnail refreshed every few seconds.
+const STILL_EVERY: u64 = 2 * VIDEO_TIMESCALE as u64;
 
 struct Pending {
     dts: u64,
@@ -179,6 +184,8 @@ pub struct Segmenter {
     sequence: u32,
     last_video_dts: u64,
     keyframe_asked_at: Option<u64>,
+    /// Decode time of the newest still.
+    last_still: Option<u64>,
     /// Decode time of the newest keyframe, and the publisher's own GOP: learnt only
     /// from keyframes nobody asked for, since a requested one restarts its cadence.
     last_keyframe: Option<u64>,
@@ -199,6 +206,7 @@ impl Segmenter {
             keyframe_lead: ticks(KEYFRAME_LEAD.as_secs_f64()).min(target / 4),
             natural_limit: ticks(segment_target.as_secs_f64().ceil() + 0.4),
             last_keyframe: None,
+            last_still: None,
             gop: None,
             asked_since_keyframe: false,
             segment_target: target,
@@ -446,6 +454,13 @@ impl Segmenter {
         }
         // Parameter sets travel in the init segment; samples keep only picture data.
         let data = h264::nalus_to_avcc(nalus.iter().filter(|n| h264::is_sample_nal(n)));
+        if keyframe && self.last_still.is_none_or(|t| dts >= t + STILL_EVERY) {
+            let video = self.init_tracks.as_ref().and_then(|t| t.first());
+            if let Some(still) = video.and_then(|v| fmp4::still(v, data.clone()).ok()) {
+                self.last_still = Some(dts);
+                out.push(SegOutput::Still(still));
+            }
+        }
         self.held = Some(Pending {
             dts,
             data,

@@ -38,6 +38,8 @@ pub struct Rendition {
     segments: HashMap<u64, Bytes>,
     /// The current publisher sends this layer: listed in the multivariant playlist.
     pub active: bool,
+    /// Its latest still (`fmp4::still`).
+    pub still: Option<Bytes>,
 }
 
 impl Rendition {
@@ -51,6 +53,7 @@ impl Rendition {
             parts: HashMap::new(),
             segments: HashMap::new(),
             active: false,
+            still: None,
         }
     }
 
@@ -95,6 +98,19 @@ impl State {
 
     /// The multivariant playlist's entries: every listed rendition, largest picture first
     /// (players that start on the first entry start on the best one).
+    /// The room's thumbnail: the latest still of its smallest listed rendition (the
+    /// cheapest to fetch and decode for a tile).
+    pub fn still(&self) -> Option<Bytes> {
+        self.renditions
+            .values()
+            .filter(|r| r.listed() && r.still.is_some())
+            .min_by_key(|r| {
+                let (w, h) = r.info.resolution.unwrap_or_default();
+                u64::from(w) * u64::from(h)
+            })
+            .and_then(|r| r.still.clone())
+    }
+
     pub fn variants(&self) -> Vec<Variant> {
         let mut listed: Vec<(&String, &Rendition)> =
             self.renditions.iter().filter(|(_, r)| r.listed()).collect();
@@ -275,6 +291,8 @@ pub struct RoomHls {
     version: watch::Sender<u64>,
     /// The same room as live FLV (HTTP-FLV / WS-FLV viewers).
     pub flv: Arc<crate::flv::FlvFeed>,
+    /// Its HLS players.
+    pub audience: crate::audience::HlsAudience,
 }
 
 impl RoomHls {
@@ -289,6 +307,7 @@ impl RoomHls {
             }),
             version,
             flv: Arc::default(),
+            audience: Default::default(),
         })
     }
 
@@ -349,6 +368,7 @@ impl RoomHls {
                         s.finish_segment(&r, msn)
                     }
                     SegOutput::Inactive => s.set_active(&r, false),
+                    SegOutput::Still(b) => s.rendition_mut(&r).still = Some(b),
                     SegOutput::RequestKeyframe => {}
                 }
             }

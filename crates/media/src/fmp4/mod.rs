@@ -29,6 +29,7 @@ pub use init::init_segment;
 
 use crate::aac::{AacError, AudioSpecificConfig};
 use crate::h264::{AvcDecoderConfigurationRecord, H264Error};
+use bytes::Bytes;
 
 /// H.264 media timescale: the RTP clock, so timestamps need no conversion.
 pub const VIDEO_TIMESCALE: u32 = 90_000;
@@ -193,6 +194,33 @@ pub enum Fmp4Error {
     /// Track data offsets beyond 2 GiB.
     #[error("fragment too large for 32-bit data offsets; split it")]
     FragmentTooLarge,
+}
+
+/// A one-picture MP4 of a keyframe: an init segment with `video` alone and one
+/// fragment holding the picture (AVCC NAL units, as in segments). A browser's `<video>`
+/// shows it as a still, decoded by the browser's own H.264 decoder: live thumbnails
+/// without a video decoder on the server.
+pub fn still(video: &Track, keyframe_avcc: Bytes) -> Result<Bytes, Fmp4Error> {
+    let init = init_segment(std::slice::from_ref(video))?;
+    let sample = Sample {
+        // One frame at 30 fps: the picture's length matters to no one.
+        duration: video.timescale / 30,
+        data: keyframe_avcc,
+        keyframe: true,
+        composition_offset: 0,
+    };
+    let frag = fragment(
+        1,
+        &[TrackFragment {
+            track_id: video.id,
+            base_media_decode_time: 0,
+            samples: std::slice::from_ref(&sample),
+        }],
+    )?;
+    let mut out = Vec::with_capacity(init.len() + frag.len());
+    out.extend_from_slice(&init);
+    out.extend_from_slice(&frag);
+    Ok(Bytes::from(out))
 }
 
 #[cfg(test)]

@@ -406,3 +406,18 @@ fn aac_track_rejects_an_unwritable_config() {
     asc.object_type = crate::aac::AOT_SBR; // SBR without its extension
     assert!(matches!(Track::aac(2, asc), Err(Fmp4Error::Aac(_))));
 }
+
+#[test]
+fn a_still_is_the_video_track_alone_and_one_keyframe() {
+    let video = tracks().remove(0);
+    let picture = Bytes::from_static(&[0, 0, 0, 3, 0x65, 0x88, 0x84]);
+    let still = still(&video, picture.clone()).unwrap();
+    let top = boxes(&still);
+    assert_eq!(names(&top), ["ftyp", "moov", "moof", "mdat"]);
+    let info = read::tracks(&still).unwrap();
+    assert_eq!(info.len(), 1, "video only: {info:?}");
+    let runs = read::track_runs(&still[top[0].1.len() + 8 + top[1].1.len() + 8..]).unwrap();
+    assert_eq!(runs.len(), 1);
+    assert_eq!(runs[0].sync, [true], "one keyframe");
+    assert_eq!(top[3].1, &picture[..], "the picture is the sample");
+}

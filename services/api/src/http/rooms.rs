@@ -62,7 +62,21 @@ pub struct RoomView {
     #[serde(flatten)]
     pub room: Room,
     pub live: bool,
+    /// Everyone watching, however they watch (the sum of `viewers_by_transport`).
     pub viewers: u64,
+    pub viewers_by_transport: ViewersByTransport,
+    /// While a public or unlisted sfu room is live: a one-picture MP4 of a recent
+    /// keyframe, refreshed every few seconds (a `<video>` shows it as a still).
+    pub thumbnail_url: Option<String>,
+}
+
+/// Viewers by how they watch: WebRTC sessions, HLS players (counted while they reload
+/// their playlist), FLV streams.
+#[derive(Serialize, ToSchema, Default)]
+pub struct ViewersByTransport {
+    pub webrtc: u64,
+    pub hls: u64,
+    pub flv: u64,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -130,10 +144,27 @@ fn ingest(state: &ApiState, room_id: &str) -> Ingest {
 
 async fn view(state: &ApiState, room: Room) -> RoomView {
     let status = state.presence.status(&room.id).await;
+    let c = status.by_transport;
+    let thumbnail_url = (status.live
+        && room.visibility != Visibility::Private
+        && room.mode == Mode::Sfu)
+        .then(|| {
+            format!(
+                "{}/hls/{}/still.mp4",
+                state.config.public_url.trim_end_matches('/'),
+                room.id
+            )
+        });
     RoomView {
+        thumbnail_url,
         room,
         live: status.live,
         viewers: status.viewers,
+        viewers_by_transport: ViewersByTransport {
+            webrtc: c.webrtc,
+            hls: c.hls,
+            flv: c.flv,
+        },
     }
 }
 
