@@ -2,8 +2,9 @@
 //! connection carries. One viewer watches through a user-space UDP proxy whose
 //! bottleneck drops to less than the top layer needs; it moves down a layer (the SFU
 //! reads the loss in its receiver reports) while an unimpaired viewer stays on the top
-//! layer, and moves back up once the bottleneck is gone. Real peers over real UDP: the
-//! load generator's str0m publisher (three layers) and viewers, and `skylark`.
+//! layer, and moves back up once the bottleneck is gone. Through the same proxy losing
+//! packets at random, a viewer gets every frame by retransmission. Real peers over real
+//! UDP: the load generator's str0m publisher (three layers) and viewers, and `skylark`.
 
 mod common;
 #[path = "common/simulcast.rs"]
@@ -137,13 +138,7 @@ async fn a_viewer_behind_a_slow_link_moves_down_a_layer_and_back_up() {
     // Down and back up, counted (the metric is refreshed every second or so).
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
-        let switches: f64 = sk
-            .metrics()
-            .await
-            .lines()
-            .find_map(|l| l.strip_prefix("skylark_sfu_layer_switches_total "))
-            .and_then(|v| v.trim().parse().ok())
-            .unwrap_or(0.0);
+        let switches = metric(&sk.metrics().await, "skylark_sfu_layer_switches_total");
         if switches >= 2.0 {
             break;
         }
@@ -282,4 +277,69 @@ async fn a_viewer_chooses_a_layer_and_goes_back_to_auto() {
         "{layers}"
     );
     publisher.stop().await;
+}
+
+/// NACK recovery, through the same proxy losing 3 % of what the SFU sends one viewer at
+/// random: the viewer asks for what it missed (NACK) and the SFU resends it from its
+/// retransmission cache, so every frame since the first keyframe arrives, byte-exact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_viewer_on_a_lossy_link_gets_every_frame_by_retransmission() {
+    let media_port = free_port();
+    let sk = Skylark::start_with(Options {
+        env: [(
+            "SKYLARK_RTC_UDP_ADDR".to_string(),
+            format!("127.0.0.1:{media_port}"),
+        )]
+        .into(),
+        ..Options::default()
+    })
+    .await;
+    let (_, room, key) = creator_with_room(&sk.base, "public").await;
+    let (engine, _publisher) = publish(&sk.base, &room, &key).await;
+    let proxy = UdpProxy::start(format!("127.0.0.1:{media_port}").parse().unwrap()).await;
+    let v = engine
+        .view_via(&format!("{}/whep/{room}", sk.base), None, Some(proxy.addr))
+        .await
+        .expect("WHEP join through the proxy");
+    v.wait_playing(Duration::from_secs(10))
+        .await
+        .expect("viewer playing");
+    proxy.lose_percent(3.0);
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    proxy.lose_percent(0.0);
+    // What was asked for in the last moments has time to arrive.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let (s, _) = v.close().await;
+    let s = s.expect("viewer stats");
+    let nacks = metric(
+        &sk.metrics().await,
+        "skylark_sfu_nacks_from_subscribers_total",
+    );
+    println!(
+        "3 % loss for 8 s: {} packets lost on the link, {nacks} NACKs received, {} frames, {} missing, {} flagged discontinuous",
+        proxy.dropped(),
+        s.frames,
+        s.frames_missing,
+        s.discontinuities
+    );
+    assert!(
+        proxy.dropped() > 20,
+        "the link lost packets: {}",
+        proxy.dropped()
+    );
+    assert!(nacks > 0.0, "the viewer asked for them");
+    assert_eq!(s.frames_bad_hash, 0, "payloads intact: {s:?}");
+    assert_eq!(
+        s.frames_missing, 0,
+        "every frame since the first keyframe: {s:?}"
+    );
+    assert!(s.frames >= 200, "about 30 fps for 9 s: {s:?}");
+}
+
+/// The value of an unlabelled Prometheus series, 0 if absent.
+fn metric(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0.0)
 }

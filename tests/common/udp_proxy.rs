@@ -1,8 +1,9 @@
 //! A user-space UDP proxy in front of a server that impairs one client's path the way
 //! a slow access link does: what the server sends the client crosses a bottleneck of
 //! a set rate with a drop-tail queue (packets that would wait longer than
-//! [`QUEUE_LIMIT`] are dropped, as a router's buffer overflows). The rate can change
-//! while media flows; 0 means no limit.
+//! [`QUEUE_LIMIT`] are dropped, as a router's buffer overflows), and may also lose a
+//! share of them at random (a lossy radio link). Both can change while media flows; 0
+//! means none.
 
 // Only the test binaries that impair a path use it.
 #![allow(dead_code)]
@@ -23,6 +24,8 @@ pub struct UdpProxy {
     /// Where the client sends (put it in place of the server's candidate).
     pub addr: SocketAddr,
     rate_kbps: Arc<AtomicU64>,
+    /// Packets lost at random, per million.
+    loss_ppm: Arc<AtomicU64>,
     dropped: Arc<AtomicU64>,
     cancel: CancellationToken,
 }
@@ -41,6 +44,7 @@ impl UdpProxy {
         back.connect(server).await.unwrap();
         let addr = front.local_addr().unwrap();
         let rate_kbps = Arc::new(AtomicU64::new(0));
+        let loss_ppm = Arc::new(AtomicU64::new(0));
         let dropped = Arc::new(AtomicU64::new(0));
         let cancel = CancellationToken::new();
         let client: Arc<std::sync::Mutex<Option<SocketAddr>>> = Arc::default();
@@ -63,14 +67,24 @@ impl UdpProxy {
         // a packet leaves when the ones before it have.
         let (tx, mut rx) = mpsc::unbounded_channel::<(Instant, Vec<u8>)>();
         let (b, rate, lost, stop) = (back, rate_kbps.clone(), dropped.clone(), cancel.clone());
+        let loss = loss_ppm.clone();
         tokio::spawn(async move {
             let mut buf = vec![0u8; 2048];
             let mut busy_until = Instant::now();
+            // A fixed-seed generator: the same losses every run (xorshift64).
+            let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
             loop {
                 let n = tokio::select! {
                     _ = stop.cancelled() => return,
                     r = b.recv(&mut buf) => match r { Ok(n) => n, Err(_) => continue },
                 };
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                if seed % 1_000_000 < loss.load(Ordering::Relaxed) {
+                    lost.fetch_add(1, Ordering::Relaxed);
+                    continue;
+                }
                 let now = Instant::now();
                 let kbps = rate.load(Ordering::Relaxed);
                 // On the wire for n * 8 / kbps ms; no limit (0): at once.
@@ -106,6 +120,7 @@ impl UdpProxy {
         UdpProxy {
             addr,
             rate_kbps,
+            loss_ppm,
             dropped,
             cancel,
         }
@@ -116,7 +131,13 @@ impl UdpProxy {
         self.rate_kbps.store(kbps, Ordering::Relaxed);
     }
 
-    /// Packets the bottleneck dropped so far.
+    /// Loses `percent` of what reaches the client, at random (0: none).
+    pub fn lose_percent(&self, percent: f64) {
+        self.loss_ppm
+            .store((percent * 10_000.0) as u64, Ordering::Relaxed);
+    }
+
+    /// Packets the bottleneck dropped or the link lost so far.
     pub fn dropped(&self) -> u64 {
         self.dropped.load(Ordering::Relaxed)
     }
