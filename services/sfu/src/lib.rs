@@ -195,6 +195,7 @@ pub async fn start(
             events: events_tx.clone(),
             steered,
             siblings: steer_txs.clone(),
+            overload_at: config.overload_at,
             shutdown: shutdown.clone(),
         });
         handles.push(handle);

@@ -431,6 +431,8 @@ pub struct Spawn {
     pub steered: mpsc::Receiver<Steered>,
     /// Every worker's steering queue, by index (its own included, unused).
     pub siblings: Vec<mpsc::Sender<Steered>>,
+    /// The busy share past which it sheds resends (the node's overload threshold).
+    pub overload_at: f64,
     pub shutdown: CancellationToken,
 }
 
@@ -452,11 +454,12 @@ pub fn spawn(s: Spawn) -> (Handle, tokio::task::JoinHandle<anyhow::Result<()>>) 
         events,
         steered,
         siblings,
+        overload_at,
         shutdown,
     } = s;
     let metering = Metering::new(meter, load.clone());
     let lp = Loop::new(socket, core, index, events, siblings, load);
-    let task = tokio::spawn(run(lp, rx, steered, metering, shutdown));
+    let task = tokio::spawn(run(lp, rx, steered, metering, overload_at, shutdown));
     (handle, task)
 }
 
@@ -514,6 +517,7 @@ async fn run(
     mut rx: mpsc::Receiver<Command>,
     mut steered: mpsc::Receiver<Steered>,
     mut metering: Metering,
+    overload_at: f64,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let mut buf = vec![0u8; RECV_BUF];
@@ -574,6 +578,21 @@ async fn run(
             woke,
             due.map_or(Duration::ZERO, |d| at.saturating_duration_since(d)),
         );
+        // Past the threshold resends go first; back under 80 % of it they return.
+        let busy = metering.meter.busy();
+        let shed = if busy >= overload_at {
+            Some(true)
+        } else {
+            (busy < overload_at * 0.8).then_some(false)
+        };
+        if let Some(shed) = shed.filter(|&s| lp.core.shed_resends(s)) {
+            let g = metrics::gauge!("skylark_sfu_workers_shedding_resends");
+            if shed {
+                g.increment(1.0);
+            } else {
+                g.decrement(1.0);
+            }
+        }
     }
     tracing::info!(worker = lp.index, "SFU worker stopped");
     Ok(())

@@ -74,12 +74,31 @@ impl Client {
         rids: &[&str],
         profile: u32,
     ) -> (Client, String) {
+        Self::build(now, port, h264, dir, rids, profile, false)
+    }
+
+    /// A viewer that offers H.264 with RTX (pt 103), as browsers do: it asks for lost
+    /// packets (NACK) and takes resends.
+    fn with_rtx(now: Instant, port: u16) -> (Client, String) {
+        Self::build(now, port, true, Direction::RecvOnly, &[], 0x42e01f, true)
+    }
+
+    fn build(
+        now: Instant,
+        port: u16,
+        h264: bool,
+        dir: Direction,
+        rids: &[&str],
+        profile: u32,
+        rtx: bool,
+    ) -> (Client, String) {
         let mut b = Rtc::builder()
             .clear_codecs()
             .enable_opus(true, false)
             .set_crypto_provider(crypto());
         if h264 {
-            b.codec_config().add_h264(102.into(), None, true, profile);
+            let rtx = rtx.then(|| 103.into());
+            b.codec_config().add_h264(102.into(), rtx, true, profile);
         } else {
             b = b.enable_vp8(true);
         }
@@ -177,6 +196,8 @@ struct Net {
     lagging: Vec<(Instant, SocketAddr, Vec<u8>)>,
     /// STUN Binding success responses the SFU sent, by client address.
     stun_responses: Vec<SocketAddr>,
+    /// Clients whose link loses every n-th RTP packet the SFU sends them: (n, sent).
+    lose_every: HashMap<SocketAddr, (u32, u32)>,
 }
 
 /// A handshake datagram, as `Net` sees it pass.
@@ -277,6 +298,7 @@ impl Net {
             nomination_lag: Duration::ZERO,
             lagging: vec![],
             stun_responses: vec![],
+            lose_every: HashMap::new(),
         }
     }
 
@@ -363,6 +385,18 @@ impl Net {
                             }
                             if contents.len() >= 20 && contents[..2] == [1, 1] {
                                 self.stun_responses.push(c.addr);
+                            }
+                            // RTP (version 2, not an RTCP packet type): maybe lost.
+                            let rtp = contents.len() > 12
+                                && contents[0] >> 6 == 2
+                                && !(192..=223).contains(&contents[1]);
+                            if let Some((n, sent)) =
+                                self.lose_every.get_mut(&c.addr).filter(|_| rtp)
+                            {
+                                *sent += 1;
+                                if *sent % *n == 0 {
+                                    continue;
+                                }
                             }
                             let input = Input::Receive(
                                 self.now,
@@ -1646,4 +1680,48 @@ fn a_viewer_joining_mid_gop_of_a_local_publisher_gets_the_join_frames() {
             assert!(times.windows(2).all(|w| w[1] - w[0] == 3000), "{times:?}");
         }
     }
+}
+
+/// The node's retransmission budget: a subscriber losing every 20th packet gets every
+/// frame back by NACK and resend; while its worker sheds resends (past its busy
+/// threshold), the resends stop and frames are lost instead: the node spends what it
+/// has on live packets.
+#[test]
+fn an_overloaded_worker_sheds_resends_first() {
+    let mut delivered = Vec::new();
+    for shed in [false, true] {
+        let mut net = Net::new();
+        let p = net.publisher("rtx", 5000);
+        let (mut c, offer) = Client::with_rtx(net.now, 6000);
+        let (_, answer) = net.core.subscribe(net.now, "rtx", &offer).unwrap();
+        c.accept(&answer);
+        net.clients.push(c);
+        let s = net.clients.len() - 1;
+        net.connect_all();
+        net.core.shed_resends(shed);
+        let addr = net.clients[s].addr;
+        net.lose_every.insert(addr, (20, 0));
+        for n in 0..60 {
+            net.send(p, n, n == 0);
+            net.run(Duration::from_millis(33));
+        }
+        net.lose_every.clear();
+        for _ in 0..20 {
+            net.run(Duration::from_millis(50));
+        }
+        let video = net.clients[s]
+            .frames
+            .iter()
+            .filter(|f| f.0 == MediaKind::Video)
+            .count();
+        delivered.push(video);
+    }
+    assert_eq!(
+        delivered[0], 60,
+        "every frame recovered by resends: {delivered:?}"
+    );
+    assert!(
+        delivered[1] <= 52,
+        "shedding resends loses frames instead: {delivered:?}"
+    );
 }

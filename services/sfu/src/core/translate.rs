@@ -24,24 +24,61 @@ pub const RTX_CACHE_PACKETS: usize = 512;
 /// Share of a subscriber's sending that may be resends; past it, str0m drops queued
 /// resends, so a viewer on a bad link can't make the node spend its CPU resending.
 pub const RTX_RATIO_CAP: f32 = 0.15;
+/// The same while the worker is past its busy threshold: no resends at all, so the
+/// viewers it serves keep their live packets' latency (a lost packet then costs a frame
+/// until the next keyframe request, as without NACK).
+pub const RTX_RATIO_SHED: f32 = 0.0;
 
-/// Bounds the resends of a subscriber's send streams (see [`RTX_CACHE_AGE`]).
-fn bound_resends(rtc: &mut Rtc, mids: impl IntoIterator<Item = str0m::media::Mid>) {
+/// Bounds the resends of a subscriber's send streams (see [`RTX_CACHE_AGE`]) to
+/// `ratio` of what they send. Setting it empties the streams' resend caches.
+fn bound_resends(rtc: &mut Rtc, mids: impl IntoIterator<Item = str0m::media::Mid>, ratio: f32) {
     let mut api = rtc.direct_api();
     for mid in mids {
         if let Some(tx) = api.stream_tx_by_mid(mid, None) {
-            tx.set_rtx_cache(RTX_CACHE_PACKETS, RTX_CACHE_AGE, Some(RTX_RATIO_CAP));
+            tx.set_rtx_cache(RTX_CACHE_PACKETS, RTX_CACHE_AGE, Some(ratio));
         }
     }
 }
 
 impl Core {
+    /// The node's retransmission budget: while `shed` (the worker past its busy
+    /// threshold), every subscriber may spend [`RTX_RATIO_SHED`] of its sending on
+    /// resends instead of [`RTX_RATIO_CAP`]; resends are the first work an overloaded
+    /// worker drops, before the live packets every viewer needs. A change empties the
+    /// resend caches; it says whether there was one.
+    pub fn shed_resends(&mut self, shed: bool) -> bool {
+        if shed == self.resends_shed {
+            return false;
+        }
+        self.resends_shed = shed;
+        let ratio = self.rtx_ratio();
+        for p in self.peers.values_mut() {
+            if let PeerRole::Subscriber(st) = &p.role {
+                if p.connected {
+                    let mids = [st.video_mid, st.audio_mid];
+                    bound_resends(&mut p.rtc, mids.into_iter().flatten(), ratio);
+                }
+            }
+        }
+        tracing::info!(shed, "resend budget changed");
+        true
+    }
+
+    fn rtx_ratio(&self) -> f32 {
+        if self.resends_shed {
+            RTX_RATIO_SHED
+        } else {
+            RTX_RATIO_CAP
+        }
+    }
+
     /// Polls a peer until it has nothing more to say, routing what it produced.
     pub(super) fn drain(&mut self, key: u64, now: Instant) {
         let mut media: Vec<MediaData> = Vec::new();
         let mut want_keyframe: Option<Want> = None;
         let mut layer_step: Option<Step> = None;
         let mut alive = true;
+        let rtx_ratio = self.rtx_ratio();
         {
             let Some(p) = self.peers.get_mut(&key) else {
                 return;
@@ -73,7 +110,7 @@ impl Core {
                             if let PeerRole::Subscriber(st) = &p.role {
                                 want_keyframe = Some(Want::All);
                                 let mids = [st.video_mid, st.audio_mid];
-                                bound_resends(&mut p.rtc, mids.into_iter().flatten());
+                                bound_resends(&mut p.rtc, mids.into_iter().flatten(), rtx_ratio);
                             }
                         }
                         Event::IceConnectionStateChange(IceConnectionState::Disconnected) => {
