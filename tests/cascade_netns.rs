@@ -849,8 +849,8 @@ async fn bench_origin_cpu_and_egress_with_0_and_300_viewers_on_edges() {
 /// A node cut off the network stays in the registry until its heartbeat lapses (up to
 /// 6 s), and a session request to it hangs for the gRPC channel's 5 s. A new viewer
 /// whose plan puts that node first is not held by it: after a second without an
-/// answer signaling asks the next candidate too, and marks the silent node suspect, so
-/// the viewer after it skips the node at once.
+/// answer signaling asks the next candidate too; once the request to the silent node
+/// fails it is marked suspect, and the viewers after that skip it at once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cut_node_still_in_the_registry_does_not_hold_new_viewers() {
     // Two relay links per node: a new edge can still pull from the origin.
@@ -910,10 +910,29 @@ async fn a_cut_node_still_in_the_registry_does_not_hold_new_viewers() {
         before,
         hedges(&m)
     );
-    assert_eq!(
-        metric(&m, "skylark_placement_suspect_nodes"),
-        1.0,
-        "the cut node is marked suspect, so later plans try it last"
+    // Its request fails within the channel's timeout: the node is marked suspect, and
+    // later plans try it last.
+    eventually(
+        Duration::from_secs(8),
+        "the cut node marked suspect",
+        || async {
+            let m = c.signaling.metrics().await;
+            let n = metric(&m, "skylark_placement_suspect_nodes");
+            (n == 1.0).then_some(()).ok_or(format!("{n} suspect nodes"))
+        },
+    )
+    .await;
+    let asked = tokio::time::Instant::now();
+    let third = r.engine.view(&r.whep, None).await.expect("WHEP");
+    println!(
+        "with {edge} suspect: a new viewer answered in {:.0} ms (by {:?})",
+        asked.elapsed().as_secs_f64() * 1000.0,
+        third.serving_node()
     );
+    assert_ne!(third.serving_node(), Some(edge.as_str()));
+    third
+        .wait_playing(Duration::from_secs(10))
+        .await
+        .expect("the viewer after plays");
     drop(viewers);
 }

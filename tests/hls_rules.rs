@@ -89,14 +89,19 @@ async fn rules_broken(source: TestSource, log: &str) -> Option<Vec<(Violation, S
             .map(|v| (v, text.clone())),
     );
 
-    // Blocking reloads for the part each playlist hints at next, as players do.
+    // Blocking reloads for the part each playlist hints at next, as players do (after
+    // the query the multivariant playlist gave the URI: its session id).
+    let sep = if media_url.contains('?') { '&' } else { '?' };
     let start = Instant::now();
     let mut reloads = 0;
     while start.elapsed() < FOLLOW {
         let hint = pl.preload_parts.first().and_then(|u| part_of(u));
         let (msn, part) = hint.unwrap_or_else(|| panic!("no EXT-X-PRELOAD-HINT\n{text}"));
-        let (next_text, next) =
-            get_playlist(&c, &format!("{media_url}?_HLS_msn={msn}&_HLS_part={part}")).await;
+        let (next_text, next) = get_playlist(
+            &c,
+            &format!("{media_url}{sep}_HLS_msn={msn}&_HLS_part={part}"),
+        )
+        .await;
         let have = check::last_part(&next).unwrap_or((0, 0));
         assert!(
             have >= (msn, part) || next.segments.iter().any(|s| s.msn > msn),

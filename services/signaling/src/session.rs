@@ -336,8 +336,9 @@ impl Candidate for ViewCandidate {
 /// How long a viewer's session request waits on one node before the next candidate is
 /// asked too. A node cut off the network but still in the registry holds a call for
 /// the channel's whole timeout (5 s); a healthy one answers in milliseconds, a new
-/// edge once its pull from the parent is up (hundreds of ms).
-pub const HEDGE_AFTER: std::time::Duration = std::time::Duration::from_millis(1000);
+/// edge once its pull from the parent is up (hundreds of ms), a CPU-starved one later:
+/// a hedge costs a second session, briefly, so it is kept for calls that look lost.
+pub const HEDGE_AFTER: std::time::Duration = std::time::Duration::from_millis(1500);
 
 type Attempt<C> = std::pin::Pin<
     Box<dyn std::future::Future<Output = (C, NodeInfo, Result<Started, SessionError>)> + Send>,
@@ -389,8 +390,8 @@ where
                 if let Some(candidate) = pending.next() {
                     tracing::warn!(room_id = %room, slow = %asked, next = %candidate.node().id, "placement: a node is slow to answer; asking the next one too");
                     metrics::counter!("skylark_placement_hedges_total").increment(1);
-                    // Tried last until it answers (healthy nodes answer in milliseconds).
-                    state.suspects.mark(&asked);
+                    // Not marked yet: a node slow under load still answers; one that
+                    // fails is marked when its request does (`end_late_answers`).
                     asked = candidate.node().id.clone();
                     running.push(attempt(state, candidate, &mut call));
                     asked_at = tokio::time::Instant::now();
