@@ -1169,6 +1169,8 @@ window.studio = {
   tracks: () => [...obtained].map((t) => ({ kind: t.kind, label: t.label, readyState: t.readyState, enabled: t.enabled })),
   /** Ids of the tracks the WHIP session is sending now. */
   sending: () => ({ video: pub?.videoSender?.track?.id ?? null, audio: pub?.audioSender?.track?.id ?? null }),
+  /** The video sender's encodings (rid, active, maxBitrate, …) as set now. */
+  encodings: () => JSON.parse(JSON.stringify(pub?.videoSender?.getParameters().encodings ?? [])),
   stop: stopAll,
 };
 

@@ -38,8 +38,13 @@ const RECONNECT_BACKOFF_MS = 1000;
 /** WebRTC reconnects within this window before giving up on WebRTC for HLS. */
 const RECONNECT_WINDOW_MS = 60_000;
 const MAX_RECONNECTS = 3;
-/** How often a WebRTC viewer asks the server which layers there are and which it gets. */
-const LAYER_REFRESH_MS = 3000;
+/**
+ * How often a WebRTC viewer asks the server which layers the room has (one request per
+ * viewer: kept rare). What plays now comes from the decoder on every watchdog tick.
+ */
+const LAYER_REFRESH_MS = 10_000;
+/** The first layer request after the first frame: simulcast layers start one by one. */
+const LAYER_FIRST_MS = 1000;
 
 const video = $('video');
 const message = $('message');
@@ -80,8 +85,9 @@ const state = {
   /**
    * The quality menu: `options` [{value, label, height}] largest first (a layer's
    * encodingId, or an hls.js level index), `value` ('auto' or an option's value),
-   * `playingHeight` (what Auto plays now), `wantedHeight` (the viewer's pick, kept across
-   * sessions and transports; null = Auto).
+   * `playingHeight` (the decoded picture's), `wantedHeight` (the viewer's pick, kept
+   * across sessions and transports; null = Auto); over WebRTC also the server's `choice`
+   * and the layer it forwards (`following`).
    */
   quality: { source: null, options: [], value: 'auto', playingHeight: null, wantedHeight: null, layerUrl: null, choice: null, following: null },
   events: [],
@@ -514,9 +520,16 @@ async function webrtcWatchdog(s) {
     if (!s.gotFrame && video.videoWidth > 0) firstFrame(s);
     if (state.status === 'stalled' || state.status === 'offline') setStatus('playing');
   }
-  if (s.gotFrame && s.layerUrl && now - (s.layersAt ?? 0) > LAYER_REFRESH_MS) {
-    s.layersAt = now;
-    layerRequest(s).catch((e) => note('layers:error', e.message));
+  if (s.gotFrame && s.layerUrl) {
+    s.layersAt ??= now - LAYER_REFRESH_MS + LAYER_FIRST_MS;
+    if (now - s.layersAt >= LAYER_REFRESH_MS) {
+      s.layersAt = now;
+      layerRequest(s).catch((e) => note('layers:error', e.message));
+    }
+    if (st.height && st.height !== state.quality.playingHeight) {
+      state.quality.playingHeight = st.height;
+      renderQuality();
+    }
   }
   setLatency(st.latencyMs, st.rttMs === null ? 'jitter buffer' : 'network + jitter buffer');
   $('stat-video').textContent = st.width ? `${st.width}×${st.height}${st.fps ? `, ${Math.round(st.fps)} fps` : ''}${st.codec ? `, ${st.codec}` : ''}` : '–';
@@ -808,7 +821,7 @@ function applyLayers(s, j) {
   q.choice = j.choice ?? 'auto';
   q.following = j.following ?? null;
   q.value = q.options.some((o) => o.value === q.choice) ? q.choice : 'auto';
-  q.playingHeight = layers.find((l) => l.encodingId === q.following)?.height || video.videoHeight || null;
+  q.playingHeight = video.videoHeight || layers.find((l) => l.encodingId === q.following)?.height || null;
   renderQuality();
   // A new session (a reconnect, or WebRTC again after HLS) keeps the viewer's pick.
   if (q.wantedHeight !== null && q.choice === 'auto' && !s.restoredChoice) {
