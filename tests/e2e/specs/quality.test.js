@@ -6,7 +6,7 @@
 //   - the watch page over WebRTC lists Auto + each layer by height; choosing the smallest
 //     makes the decoded picture smaller, Auto again is accepted;
 //   - over HLS (forced with ?transport=hls) the menu lists the renditions and choosing one
-//     switches hls.js' level.
+//     switches hls.js' level; the pick (by height) is kept when the viewer goes to WebRTC.
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -72,14 +72,22 @@ test('quality: the studio publishes simulcast (≥ 2 layers in the room, sizes s
     await explained(ctx, async () => {
       assert.equal(await studio.getByLabel('Simulcast').isChecked(), true, 'simulcast is on by default');
       await goLiveInStudio(studio);
+      const tLive = Date.now();
       // 1280×720 composited: h, m and l (180 px tall) are all worth sending.
       const three = await studioSends(studio, 3, 'the studio sending three layers');
+      const liveToThreeMs = Date.now() - tLive;
       assert.deepEqual(three.layers.map((l) => l.rid), ['h', 'm', 'l'], `largest first: ${JSON.stringify(three.layers)}`);
       assert.deepEqual(three.layers.map((l) => l.codec?.toLowerCase()), ['h264', 'h264', 'h264'], 'simulcast over H.264');
       const sizes = three.layers.map((l) => `${l.width}×${l.height}`);
       assert.equal(await studio.locator('#stat-layers').innerText(), sizes.join(', '));
       console.log(`studio sends: ${sizes.join(', ')} (encoder: ${three.layers[0].encoder})`);
       await screenshot(studio, 'quality-studio-simulcast');
+      await sleep(3000);
+      const later = await studio.evaluate(studioStats);
+      const dt = (later.at - three.at) / 1000;
+      const kbps = Object.fromEntries(
+        later.layers.map((l) => [l.rid, Math.round(((l.bytesSent - (three.layers.find((x) => x.rid === l.rid)?.bytesSent ?? 0)) * 8) / dt / 1000)]),
+      );
       // The 720p bitrate ceiling for h, a third and an eighth of it for m and l.
       const enc = await studio.evaluate(() => window.studio.encodings());
       assert.deepEqual(enc.map((e) => [e.rid, e.active, e.maxBitrate, e.scaleResolutionDownBy]), [
@@ -144,6 +152,7 @@ test('quality: the studio publishes simulcast (≥ 2 layers in the room, sizes s
       console.log(`sessions: ${JSON.stringify(again.sessions)}, layer resource ${url === single.url ? 'of the same session' : 'of a new session'}`);
       assert.ok(again.videoHeight > 0);
       assert.deepEqual(ctx.app.unexpectedErrors(), [], 'no console errors');
+      reportTimings('quality/studio', { live_to_three_layers_ms: liveToThreeMs, ...Object.fromEntries(Object.entries(kbps).map(([rid, k]) => [`layer_${rid}_kbps`, k])) });
     });
   }, BODY_CAP),
 );
@@ -222,7 +231,7 @@ async function renditions(sk, room, n) {
   }
 }
 
-test('quality: over HLS the menu lists the renditions and choosing one switches hls.js’ level', { timeout: TEST_CAP_MS, skip }, () =>
+test('quality: over HLS the menu lists the renditions and choosing one switches hls.js’ level; WebRTC then keeps the pick', { timeout: TEST_CAP_MS, skip }, () =>
   withCleanup(async (defer) => {
     const ctx = await setup(defer, 'quality-hls');
     const { sk, app, room } = ctx;
@@ -261,6 +270,18 @@ test('quality: over HLS the menu lists the renditions and choosing one switches 
       await menu.selectOption('auto');
       const auto = await until(viewer, playerStats, (s) => s.hlsLevel?.auto === true, { what: 'hls.js back on Auto', timeoutMs: 5000 });
       assert.equal(auto.quality.value, 'auto');
+
+      // The pick is kept by height when the viewer goes to WebRTC ("Try low latency").
+      await menu.selectOption({ label: `${small}p` });
+      await until(viewer, playerStats, (s) => s.hlsLevel?.manual === index, { what: `hls.js told level ${index}`, timeoutMs: 5000 });
+      await viewer.getByRole('button', { name: 'Try low latency (WebRTC)' }).click();
+      const rtc = await until(viewer, playerStats, (s) => s.transport === 'webrtc' && s.status === 'playing' && s.quality.choice !== null && s.quality.choice !== 'auto' && s.videoHeight === small, {
+        what: `WebRTC on the ${small}p layer picked over HLS`,
+        timeoutMs: 25_000,
+        intervalMs: 250,
+      });
+      assert.equal(await menu.inputValue(), rtc.quality.choice, 'the menu shows the layer chosen');
+      assert.equal(rtc.quality.options.find((o) => o.value === rtc.quality.choice)?.height, small);
       assert.deepEqual(app.unexpectedErrors(), [], 'no console errors');
     });
   }, BODY_CAP),

@@ -132,8 +132,8 @@ function codecName(report, s) {
 /**
  * A publisher's figures: {bitrate (b/s, audio + video), fps, width, height, lossPct,
  * rttMs, codec, limitation, layers}. `layers` lists each simulcast encoding being sent,
- * largest first ({rid, width, height, fps, codec, encoder}); width/height/fps are the largest
- * one's.
+ * largest first ({rid, width, height, fps, codec, encoder, bytesSent}); width/height/fps
+ * are the largest one's.
  * Pass the previous result to get rates.
  */
 export async function senderStats(pc, prev) {
@@ -184,7 +184,7 @@ export async function senderStats(pc, prev) {
     rttMs: rtt === undefined ? null : rtt * 1000,
     codec: codecName(report, video),
     limitation: video?.qualityLimitationReason ?? null,
-    layers: sending.map((v) => ({ rid: v.rid ?? null, width: v.frameWidth, height: v.frameHeight, fps: v.framesPerSecond ?? null, codec: codecName(report, v), encoder: v.encoderImplementation ?? null })),
+    layers: sending.map((v) => ({ rid: v.rid ?? null, width: v.frameWidth, height: v.frameHeight, fps: v.framesPerSecond ?? null, codec: codecName(report, v), encoder: v.encoderImplementation ?? null, bytesSent: v.bytesSent ?? 0 })),
   };
 }
 
