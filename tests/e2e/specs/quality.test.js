@@ -111,6 +111,12 @@ test('quality: the studio publishes simulcast (≥ 2 layers in the room, sizes s
       ]);
       await studio.getByLabel('Resolution').selectOption('1280x720');
       await until(studio, studioStats, (s) => s?.layers?.length === 3 && s.layers[0].height === 720, { what: 'three layers at 720p again', timeoutMs: 15_000, intervalMs: 250 });
+      // Turned off while live: m and l pause (nothing to renegotiate); on again: back.
+      await studio.getByLabel('Simulcast').uncheck();
+      await until(studio, studioStats, (s) => s?.layers?.length === 1 && s.layers[0].rid === 'h', { what: 'one layer with simulcast turned off live', timeoutMs: 15_000, intervalMs: 250 });
+      await until(studio, () => document.getElementById('stat-layers').textContent, (t) => / \(simulcast off\)$/.test(t), { what: 'the studio saying simulcast is off' });
+      await studio.getByLabel('Simulcast').check();
+      await until(studio, studioStats, (s) => s?.layers?.length === 3, { what: 'three layers with simulcast on again', timeoutMs: 15_000, intervalMs: 250 });
 
       const viewer = await watchOverWebRtc(ctx, 'viewer');
       const q = await until(viewer, playerStats, (s) => s.quality.options.length >= 2, {

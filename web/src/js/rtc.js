@@ -132,8 +132,8 @@ function codecName(report, s) {
 /**
  * A publisher's figures: {bitrate (b/s, audio + video), fps, width, height, lossPct,
  * rttMs, codec, limitation, layers}. `layers` lists each simulcast encoding being sent,
- * largest first ({rid, width, height, fps, codec, encoder, bytesSent}); width/height/fps
- * are the largest one's.
+ * largest first ({rid, width, height, fps, codec, encoder, bytesSent}): those that encoded a
+ * frame since `prev`; width/height/fps are the largest one's.
  * Pass the previous result to get rates.
  */
 export async function senderStats(pc, prev) {
@@ -157,8 +157,12 @@ export async function senderStats(pc, prev) {
       packetsLost += s.packetsLost ?? 0;
     }
   });
-  // An encoding paused (active: false) keeps its last frame size in the report.
-  const sending = videos.filter((v) => v.active !== false && v.frameWidth > 0).sort((a, b) => b.frameWidth * b.frameHeight - a.frameWidth * a.frameHeight);
+  // A paused encoding (active: false, or dropped by the encoder for bandwidth or CPU)
+  // keeps its last frame size in the report: sending means frames encoded since `prev`.
+  const framesByRid = Object.fromEntries(videos.map((v) => [v.rid ?? '', v.framesEncoded ?? 0]));
+  const sending = videos
+    .filter((v) => v.active !== false && v.frameWidth > 0 && (prev?.framesByRid?.[v.rid ?? ''] ?? -1) < (v.framesEncoded ?? 0))
+    .sort((a, b) => b.frameWidth * b.frameHeight - a.frameWidth * a.frameHeight);
   const video = sending[0] ?? videos[0] ?? null;
   const pair = selectedPair(report);
   const dt = prev ? (now - prev.at) / 1000 : 0;
@@ -180,6 +184,7 @@ export async function senderStats(pc, prev) {
     width: video?.frameWidth ?? null,
     height: video?.frameHeight ?? null,
     framesSent: videos.reduce((n, v) => n + (v.framesSent ?? 0), 0),
+    framesByRid,
     lossPct,
     rttMs: rtt === undefined ? null : rtt * 1000,
     codec: codecName(report, video),

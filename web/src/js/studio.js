@@ -21,7 +21,7 @@ const CONNECT_TIMEOUT_MS = 15_000;
 /** Encoder ceiling by output height. */
 const MAX_BITRATE = { 1080: 4_500_000, 720: 2_500_000, 480: 1_200_000, 360: 800_000 };
 /**
- * Simulcast layers, largest first, as OBS and the load generator send them: the full
+ * Simulcast layers, largest first, as the load generator sends them: the full
  * picture, half and a quarter of its size; each gets the top layer's bitrate divided by
  * `divisor` (bitrate grows about as pixels^0.75: 4^0.75 ≈ 2.8, 16^0.75 = 8).
  */
@@ -30,7 +30,7 @@ const SIMULCAST = [
   { rid: 'm', scale: 2, divisor: 3 },
   { rid: 'l', scale: 4, divisor: 8 },
 ];
-/** A layer smaller than this (pixels tall) isn't worth a viewer's choice: not sent. */
+/** A layer smaller than this (pixels tall) isn't worth a viewer's choice: paused. */
 const MIN_LAYER_HEIGHT = 180;
 const SIMULCAST_SETTING = 'skylark.simulcast';
 
@@ -1032,7 +1032,7 @@ function applyEncoding() {
 function layersText(s) {
   if (!s.layers?.length) return '–';
   const sizes = s.layers.map((l) => `${l.width}×${l.height}`).join(', ');
-  return pub?.simulcast ? sizes : `${sizes} (simulcast off)`;
+  return pub?.simulcast && $('simulcast').checked ? sizes : `${sizes} (simulcast off)`;
 }
 
 function loadSimulcastSetting() {
