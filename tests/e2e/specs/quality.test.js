@@ -46,9 +46,40 @@ async function studioSends(studio, n, what) {
   });
 }
 
+/**
+ * Every 100 ms, the RTP timestamp of the newest video packet the page's latest
+ * RTCPeerConnection received, against the page's clock: `window.rtpSamples` [[ms, rtp]].
+ */
+const SAMPLE_RTP = `{
+  const Native = window.RTCPeerConnection;
+  const pcs = [];
+  window.RTCPeerConnection = function (...args) {
+    const pc = new Native(...args);
+    pcs.push(pc);
+    return pc;
+  };
+  window.RTCPeerConnection.prototype = Native.prototype;
+  window.rtpSamples = [];
+  setInterval(() => {
+    const r = pcs.at(-1)?.getReceivers().find((x) => x.track?.kind === 'video');
+    const s = r?.getSynchronizationSources?.()[0];
+    if (s) window.rtpSamples.push([performance.now(), s.rtpTimestamp]);
+  }, 100);
+}`;
+
+/** The largest gap between the RTP clock (90 kHz) and the page's clock over two samples, ms. */
+function worstRtpJumpMs(samples) {
+  let worst = 0;
+  for (let i = 1; i < samples.length; i++) {
+    const rtpMs = ((samples[i][1] - samples[i - 1][1]) | 0) / 90;
+    worst = Math.max(worst, Math.abs(rtpMs - (samples[i][0] - samples[i - 1][0])));
+  }
+  return worst;
+}
+
 /** Opens a watch page and waits until it plays over WebRTC. */
-async function watchOverWebRtc(ctx, tag, query = '') {
-  const page = await ctx.app.open(`${ctx.sk.baseUrl}/watch/${ctx.room}${query}`, { tag });
+async function watchOverWebRtc(ctx, tag, query = '', initScript = undefined) {
+  const page = await ctx.app.open(`${ctx.sk.baseUrl}/watch/${ctx.room}${query}`, { tag, initScript });
   await until(page, playerStats, (s) => s.status === 'playing' && s.transport === 'webrtc' && s.framesDecoded > 0, {
     what: `${tag} playing over WebRTC`,
     timeoutMs: 25_000,
@@ -169,7 +200,7 @@ test('quality: over WebRTC the watch page lists Auto + each layer; the smallest 
     await explained(ctx, async () => {
       await goLiveInStudio(ctx.studio);
       await studioSends(ctx.studio, 3, 'the studio sending three layers');
-      const viewer = await watchOverWebRtc(ctx, 'viewer');
+      const viewer = await watchOverWebRtc(ctx, 'viewer', '', SAMPLE_RTP);
       const listed = await until(viewer, playerStats, (s) => s.quality.options.length === 3 && s.quality.playingHeight > 0, {
         what: 'Auto + three layers in the menu',
         timeoutMs: 15_000,
@@ -180,11 +211,13 @@ test('quality: over WebRTC the watch page lists Auto + each layer; the smallest 
       assert.deepEqual(labels.slice(1), heights.map((h) => `${h}p`), `each layer by height: ${labels}`);
       assert.match(labels[0], /^Auto \(\d+p\)$/, 'Auto says what plays now');
       assert.equal(await menu.inputValue(), 'auto');
-      const before = await viewer.evaluate(playerStats);
+      const smallest = listed.quality.options.at(-1);
+      // Auto may start low while the publisher's bandwidth estimate ramps up (its upper
+      // layers paused): it climbs once they send.
+      const before = await until(viewer, playerStats, (s) => s.videoHeight > smallest.height, { what: 'Auto above the smallest layer', timeoutMs: 30_000 });
       await screenshot(viewer, 'quality-menu');
 
       // The smallest layer: the decoded picture shrinks to it.
-      const smallest = listed.quality.options.at(-1);
       const t0 = Date.now();
       await menu.selectOption({ label: `${smallest.height}p` });
       const small = await until(viewer, playerStats, (s) => s.videoHeight === smallest.height && s.quality.choice === smallest.value, {
@@ -198,6 +231,10 @@ test('quality: over WebRTC the watch page lists Auto + each layer; the smallest 
       const still = await viewer.evaluate(playerStats);
       assert.equal(still.videoHeight, smallest.height, 'a chosen layer holds');
       assert.ok(still.framesDecoded > framesThen, 'frames keep coming on the chosen layer');
+      // One timeline across the switch: Chromium starts each layer's RTP clock at its own
+      // random value (hours apart), and a jump makes the receiver hold or drop frames.
+      const jump = worstRtpJumpMs(await viewer.evaluate(() => window.rtpSamples));
+      assert.ok(jump < 1000, `the RTP clock follows the wall clock across the switch (worst gap ${Math.round(jump)} ms)`);
 
       // Auto again: accepted by the server; the label says what plays.
       await menu.selectOption('auto');
@@ -213,6 +250,7 @@ test('quality: over WebRTC the watch page lists Auto + each layer; the smallest 
       reportTimings('quality/webrtc', {
         choose_smallest_to_picture_ms: switchMs,
         auto_to_larger_picture_ms: up ? Date.now() - t1 : null,
+        worst_rtp_vs_wall_ms: Math.round(worstRtpJumpMs(await viewer.evaluate(() => window.rtpSamples))),
         auto_playing_height: auto.quality.playingHeight,
       });
     });
@@ -289,6 +327,41 @@ test('quality: over HLS the menu lists the renditions and choosing one switches 
       assert.equal(await menu.inputValue(), rtc.quality.choice, 'the menu shows the layer chosen');
       assert.equal(rtc.quality.options.find((o) => o.value === rtc.quality.choice)?.height, small);
       assert.deepEqual(app.unexpectedErrors(), [], 'no console errors');
+    });
+  }, BODY_CAP),
+);
+
+// A known gap, kept visible: the packager has nothing to put in the HLS rendition of a
+// layer the publisher paused (Chromium pauses its upper layers whenever its bandwidth
+// estimate drops), so hls.js on that rendition stops once its buffer runs out (seen:
+// currentTime stuck) until the layer resumes; hls.js' ABR does not move away from it.
+// Over WebRTC the SFU moves viewers to a layer still sending. Turning simulcast off while
+// live pauses m and l on purpose.
+test('quality: an HLS viewer on a rendition whose layer pauses keeps a moving picture', { timeout: TEST_CAP_MS, skip, todo: 'the packager leaves a paused layer’s rendition without video' }, () =>
+  withCleanup(async (defer) => {
+    const ctx = await setup(defer, 'quality-hls-pause');
+    const { sk, app, room, studio } = ctx;
+    await explained(ctx, async () => {
+      await goLiveInStudio(studio);
+      await studioSends(studio, 3, 'the studio sending three layers');
+      await renditions(sk, room, 3);
+      const viewer = await app.open(`${sk.baseUrl}/watch/${room}?transport=hls`, { tag: 'hls-viewer' });
+      const listed = await until(viewer, playerStats, (s) => s.status === 'playing' && s.quality.options.length === 3, {
+        what: 'hls.js playing with three renditions',
+        timeoutMs: 30_000,
+        intervalMs: 250,
+      });
+      const small = Math.min(...listed.hlsLevel.heights);
+      await viewer.getByLabel('Quality').selectOption({ label: `${small}p` });
+      await until(viewer, playerStats, (s) => s.videoHeight === small, { what: `playing ${small}p`, timeoutMs: 20_000 });
+      await studio.getByLabel('Simulcast').uncheck();
+      await studioSends(studio, 1, 'the studio sending h only');
+      await sleep(3000); // what was buffered before the pause plays out
+      const a = await viewer.evaluate(playerStats);
+      await sleep(4000);
+      const b = await viewer.evaluate(playerStats);
+      assert.ok(b.currentTime > a.currentTime + 2, `time goes on: ${a.currentTime} → ${b.currentTime}`);
+      assert.ok(b.framesDecoded > a.framesDecoded + 30, `pictures keep coming: ${a.framesDecoded} → ${b.framesDecoded}`);
     });
   }, BODY_CAP),
 );

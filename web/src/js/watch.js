@@ -641,7 +641,12 @@ async function startHls(reason) {
       hlsLevels(s);
       play();
     });
-    for (const ev of [Hls.Events.LEVEL_SWITCHED, Hls.Events.LEVELS_UPDATED]) hls.on(ev, () => current === s && hlsLevels(s));
+    hls.on(Hls.Events.LEVEL_SWITCHED, (_ev, data) => {
+      if (current !== s) return;
+      note('hls:level', { level: data.level, height: hls.levels[data.level]?.height ?? null, auto: hls.autoLevelEnabled });
+      hlsLevels(s);
+    });
+    hls.on(Hls.Events.LEVELS_UPDATED, () => current === s && hlsLevels(s));
     hls.attachMedia(video);
     hls.loadSource(url);
   } else if (video.canPlayType('application/vnd.apple.mpegurl')) {
