@@ -766,7 +766,10 @@ function renderQuality() {
   const q = state.quality;
   const shown = q.options.length > 1;
   qualityMenu.hidden = !shown;
-  if (!shown) return;
+  if (!shown) {
+    qualityMenu.replaceChildren();
+    return;
+  }
   const auto = `Auto${q.playingHeight ? ` (${q.playingHeight}p)` : ''}`;
   const wanted = ['auto', ...q.options.map((o) => o.value)];
   const have = [...qualityMenu.options].map((o) => o.value);
