@@ -2,8 +2,8 @@
 //! publisher and subscribers, no sockets, no clocks.
 
 use skylark_sfu::core::{
-    CloseReason, Core, CoreConfig, CoreEvent, DropReason, IdSeed, Output, Role, SessionError,
-    WallClock, WorkerSlot,
+    Choice, CloseReason, Core, CoreConfig, CoreEvent, DropReason, IdSeed, Output, Role,
+    SessionError, WallClock, WorkerSlot,
 };
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
@@ -732,6 +732,131 @@ fn simulcast_layers_are_tracks_and_a_subscriber_follows_one() {
     assert_eq!(tracks, vec!["h", "l"]);
     let frames = net.relayed.iter().filter(|m| matches!(&m.msg, Some(Msg::Frame(f)) if f.track_id.ends_with(":h") || f.track_id.ends_with(":l"))).count();
     assert!(frames >= 20, "both layers relayed ({frames})");
+}
+
+/// Frame `n` of each of `layers` (rid, tag byte, size) from publisher `p`, a keyframe every
+/// 10th; without an SPS a keyframe's size stands for its picture, so larger means larger.
+/// Each layer's RTP time starts elsewhere (a browser's start at random values).
+fn send_layers(net: &mut Net, p: usize, layers: &[(&str, u8, usize)], n: u64) {
+    for &(rid, tag, size) in layers {
+        let base = u64::from(tag) * 100_000_000;
+        let c = &mut net.clients[p];
+        let mut frame = vec![
+            0,
+            0,
+            0,
+            1,
+            if n.is_multiple_of(10) { 0x65 } else { 0x41 },
+            tag,
+        ];
+        frame.extend_from_slice(format!("{n:08}").as_bytes());
+        frame.extend(std::iter::repeat_n(0xaa, size));
+        let w = c.rtc.writer(c.video.unwrap()).unwrap().rid(rid.into());
+        let pt = w
+            .payload_params()
+            .find(|p| p.spec().codec == Codec::H264)
+            .unwrap()
+            .pt();
+        w.write(pt, net.now, MediaTime::from_90khz(base + n * 3000), frame)
+            .unwrap();
+    }
+    net.run(Duration::from_millis(33));
+}
+
+/// The tag byte (the layer) of each video frame client `c` received, from index `from`.
+fn layer_tags(net: &Net, c: usize, from: usize) -> Vec<u8> {
+    net.clients[c]
+        .frames
+        .iter()
+        .filter(|f| f.0 == MediaKind::Video)
+        .skip(from)
+        .map(|f| f.2[f.2.windows(3).position(|w| w == [0, 0, 1]).unwrap() + 4])
+        .collect()
+}
+
+/// A browser publisher pauses its upper simulcast layers when its bandwidth estimate or
+/// CPU drops. A viewer on a layer gone silent moves to the top layer still sending (it
+/// froze before: a silent layer shows no loss to step down on), Auto or not; one that
+/// chose the layer goes back to it when it sends again. Each layer's RTP clock starts
+/// elsewhere, as a browser's do, and the viewer's timeline never jumps between them.
+#[test]
+fn a_viewer_leaves_a_layer_gone_silent_and_returns_to_its_choice() {
+    let mut net = Net::new();
+    let (mut c, offer) = Client::with_layers(net.now, 5000, true, Direction::SendOnly, &["h", "l"]);
+    let (_, answer) = net.core.publish(net.now, "r9", &offer).unwrap();
+    c.accept(&answer);
+    net.clients.push(c);
+    let p = net.clients.len() - 1;
+    let (s, session, _) = net.subscriber_session("r9", 6000);
+    net.connect_all();
+    let (h, l) = (("h", b'H', 3000), ("l", b'L', 500));
+    let mut n = 0;
+    let mut phase = |net: &mut Net, layers: &[(&str, u8, usize)], frames: u64| {
+        let from = net.video_frames(s);
+        for _ in 0..frames {
+            send_layers(net, p, layers, n);
+            n += 1;
+        }
+        layer_tags(net, s, from)
+    };
+    let both = phase(&mut net, &[h, l], 30);
+    assert_eq!(
+        both.last(),
+        Some(&b'H'),
+        "Auto starts on the top layer: {both:?}"
+    );
+    let now = net.now;
+    net.core
+        .layers(&session, Some(Choice::Layer("h".into())), now)
+        .unwrap();
+
+    // h pauses: after 500 ms without a frame the viewer takes l from its next keyframe.
+    let paused = phase(&mut net, &[l], 90);
+    assert!(
+        paused.len() >= 30,
+        "frames keep coming while h is silent: {paused:?}"
+    );
+    let tail = &paused[paused.len() - 30..];
+    assert!(
+        tail.iter().all(|t| *t == b'L'),
+        "on l while h is silent: {paused:?}"
+    );
+    // h sends again: the chosen layer comes back at its keyframe.
+    let resumed = phase(&mut net, &[h, l], 40);
+    assert!(
+        resumed[resumed.len() - 15..].iter().all(|t| *t == b'H'),
+        "back on the chosen h: {resumed:?}"
+    );
+    let report = net.core.layers(&session, None, net.now).unwrap();
+    assert_eq!(report.choice, Choice::Layer("h".into()));
+
+    // Auto alike.
+    let now = net.now;
+    net.core.layers(&session, Some(Choice::Auto), now).unwrap();
+    let paused = phase(&mut net, &[l], 90);
+    assert!(
+        paused.len() >= 30,
+        "Auto: frames keep coming while h is silent: {paused:?}"
+    );
+    assert!(
+        paused[paused.len() - 30..].iter().all(|t| *t == b'L'),
+        "Auto on l while h is silent: {paused:?}"
+    );
+    // One timeline across the switches: no jump between the layers' RTP clocks.
+    let times: Vec<u64> = net.clients[s]
+        .frames
+        .iter()
+        .filter(|f| f.0 == MediaKind::Video)
+        .map(|f| f.1)
+        .collect();
+    for w in times.windows(2) {
+        assert!(
+            w[1] > w[0] && w[1] - w[0] <= 90_000,
+            "RTP time jumps {} → {}",
+            w[0],
+            w[1]
+        );
+    }
 }
 
 #[test]

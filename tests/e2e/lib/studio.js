@@ -2,6 +2,20 @@
 
 import { until } from './app.js';
 
+/**
+ * Opens the studio in `app` signed in as `creator` (its token put in storage first), and
+ * waits for its room panel (a creator with one room gets it selected).
+ */
+export async function openStudioAs(app, sk, creator, tag = 'studio') {
+  const page = await app.open(`${sk.baseUrl}/studio`, {
+    tag,
+    viewport: { width: 1400, height: 1000 },
+    initScript: `localStorage.setItem('skylark.access_token', ${JSON.stringify(creator.access_token)})`,
+  });
+  await page.locator('#room').waitFor({ state: 'visible' });
+  return page;
+}
+
 /** Signs up through the studio's form; returns the credentials used. */
 export async function signUpInStudio(page, label) {
   const n = `${Date.now().toString(36)}${Math.random().toString(36).slice(2, 6)}`;

@@ -71,8 +71,32 @@ export async function postOffer(what, url, sdp, bearer) {
   const res = await request(url, { method: 'POST', headers, body: sdp, timeoutMs: SIGNAL_TIMEOUT_MS }, what);
   if (res.status !== 201) throw await errorFrom(res, what);
   const answer = await res.text();
+  const base = new URL(url, location.href);
   const loc = res.headers.get('Location');
-  return { answer, location: loc ? new URL(loc, new URL(url, location.href)).toString() : null };
+  return { answer, location: loc ? new URL(loc, base).toString() : null, links: parseLinks(res.headers.get('Link'), base) };
+}
+
+/** The WHEP extension where a viewer lists and picks simulcast layers. */
+export const LAYER_REL = 'urn:ietf:params:whep:ext:core:layer';
+
+/**
+ * A `Link` header (RFC 8288; several headers arrive joined by ", ") → [{url, rel}], URLs
+ * resolved against `base`. Commas inside <…> or quotes don't split.
+ */
+export function parseLinks(header, base) {
+  if (!header) return [];
+  const links = [];
+  for (const part of header.match(/<[^>]*>(?:[^,"]|"[^"]*")*/g) ?? []) {
+    const target = part.match(/^<([^>]*)>/)?.[1];
+    const rel = part.match(/;\s*rel="?([^";]+)"?/i)?.[1];
+    if (target === undefined || !rel) continue;
+    try {
+      links.push({ url: new URL(target, base).toString(), rel });
+    } catch {
+      /* not a URL (e.g. a malformed target): skip it */
+    }
+  }
+  return links;
 }
 
 /** DELETEs a WHIP/WHEP session (best effort); `keepalive` lets it outlive the page. */
@@ -107,30 +131,44 @@ function codecName(report, s) {
 
 /**
  * A publisher's figures: {bitrate (b/s, audio + video), fps, width, height, lossPct,
- * rttMs, codec, limitation}. Pass the previous result to get rates.
+ * rttMs, codec, limitation, layers}. `layers` lists each simulcast encoding being sent,
+ * largest first ({rid, width, height, fps, codec, encoder, bytesSent}): those that encoded a
+ * frame since `prev`; width/height/fps are the largest one's.
+ * Pass the previous result to get rates.
  */
 export async function senderStats(pc, prev) {
   const report = await pc.getStats();
   const now = performance.now();
   let bytes = 0;
-  let video = null;
+  const videos = [];
+  let packetsLost = 0;
   let remote = null;
   let packetsSent = 0;
   report.forEach((s) => {
     if (s.type === 'outbound-rtp') {
       bytes += s.bytesSent ?? 0;
       if (s.kind === 'video') {
-        video = s;
+        videos.push(s);
         packetsSent += s.packetsSent ?? 0;
       }
     }
-    if (s.type === 'remote-inbound-rtp' && s.kind === 'video') remote = s;
+    if (s.type === 'remote-inbound-rtp' && s.kind === 'video') {
+      remote = s;
+      packetsLost += s.packetsLost ?? 0;
+    }
   });
+  // A paused encoding (active: false, or dropped by the encoder for bandwidth or CPU)
+  // keeps its last frame size in the report: sending means frames encoded since `prev`.
+  const framesByRid = Object.fromEntries(videos.map((v) => [v.rid ?? '', v.framesEncoded ?? 0]));
+  const sending = videos
+    .filter((v) => v.active !== false && v.frameWidth > 0 && (prev?.framesByRid?.[v.rid ?? ''] ?? -1) < (v.framesEncoded ?? 0))
+    .sort((a, b) => b.frameWidth * b.frameHeight - a.frameWidth * a.frameHeight);
+  const video = sending[0] ?? videos[0] ?? null;
   const pair = selectedPair(report);
   const dt = prev ? (now - prev.at) / 1000 : 0;
   let lossPct = null;
   if (remote && prev && remote.packetsLost !== undefined && packetsSent > prev.packetsSent) {
-    const lost = Math.max(0, remote.packetsLost - (prev.packetsLost ?? 0));
+    const lost = Math.max(0, packetsLost - (prev.packetsLost ?? 0));
     lossPct = (100 * lost) / (packetsSent - prev.packetsSent + lost);
   } else if (remote?.fractionLost !== undefined) {
     lossPct = remote.fractionLost * 100;
@@ -140,16 +178,18 @@ export async function senderStats(pc, prev) {
     at: now,
     bytes,
     packetsSent,
-    packetsLost: remote?.packetsLost ?? 0,
+    packetsLost,
     bitrate: prev && dt > 0 ? ((bytes - prev.bytes) * 8) / dt : null,
     fps: video?.framesPerSecond ?? null,
     width: video?.frameWidth ?? null,
     height: video?.frameHeight ?? null,
-    framesSent: video?.framesSent ?? 0,
+    framesSent: videos.reduce((n, v) => n + (v.framesSent ?? 0), 0),
+    framesByRid,
     lossPct,
     rttMs: rtt === undefined ? null : rtt * 1000,
     codec: codecName(report, video),
     limitation: video?.qualityLimitationReason ?? null,
+    layers: sending.map((v) => ({ rid: v.rid ?? null, width: v.frameWidth, height: v.frameHeight, fps: v.framesPerSecond ?? null, codec: codecName(report, v), encoder: v.encoderImplementation ?? null, bytesSent: v.bytesSent ?? 0 })),
   };
 }
 

@@ -20,6 +20,19 @@ const RECONNECT_MAX_DELAY_MS = 10_000;
 const CONNECT_TIMEOUT_MS = 15_000;
 /** Encoder ceiling by output height. */
 const MAX_BITRATE = { 1080: 4_500_000, 720: 2_500_000, 480: 1_200_000, 360: 800_000 };
+/**
+ * Simulcast layers, largest first, as the load generator sends them: the full
+ * picture, half and a quarter of its size; each gets the top layer's bitrate divided by
+ * `divisor` (bitrate grows about as pixels^0.75: 4^0.75 ≈ 2.8, 16^0.75 = 8).
+ */
+const SIMULCAST = [
+  { rid: 'h', scale: 1, divisor: 1 },
+  { rid: 'm', scale: 2, divisor: 3 },
+  { rid: 'l', scale: 4, divisor: 8 },
+];
+/** A layer smaller than this (pixels tall) isn't worth a viewer's choice: paused. */
+const MIN_LAYER_HEIGHT = 180;
+const SIMULCAST_SETTING = 'skylark.simulcast';
 
 const message = $('message');
 const state = {
@@ -897,11 +910,18 @@ async function publish() {
   if (!obtained.has(videoTrack)) track('canvas', videoTrack);
   const pc = new RTCPeerConnection({ bundlePolicy: 'max-bundle' });
   const stream = new MediaStream([videoTrack]);
-  const vt = pc.addTransceiver(videoTrack, { direction: 'sendonly', streams: [stream] });
+  const simulcast = $('simulcast').checked;
+  const vt = pc.addTransceiver(videoTrack, {
+    direction: 'sendonly',
+    streams: [stream],
+    // Every layer is negotiated; those too small for the output size are paused
+    // (applyEncoding), so a size change while live needs no renegotiation.
+    ...(simulcast ? { sendEncodings: SIMULCAST.map((l) => ({ rid: l.rid, scaleResolutionDownBy: l.scale })) } : {}),
+  });
   // Always an audio transceiver: a microphone picked later is swapped in with replaceTrack.
   const at = pc.addTransceiver(media.mic ?? 'audio', { direction: 'sendonly', streams: [stream] });
   const codec = preferH264(vt, 'sendonly');
-  const p = { pc, location: null, bearer, videoSender: vt.sender, audioSender: at.sender, codec, graceTimer: null };
+  const p = { pc, location: null, bearer, videoSender: vt.sender, audioSender: at.sender, codec, simulcast, graceTimer: null };
   pub = p;
   pc.addEventListener('connectionstatechange', () => onConnectionState(p));
   state.publishes += 1;
@@ -982,7 +1002,11 @@ async function reconnect(p, why) {
   }
 }
 
-/** Encoder ceilings for the chosen size and rate. */
+/**
+ * Encoder ceilings for the chosen size and rate, per simulcast layer: the top layer gets
+ * the size's bitrate, the others their share; layers under MIN_LAYER_HEIGHT (or all but
+ * the top one, with simulcast turned off while live) are paused.
+ */
 function applyEncoding() {
   const sender = pub?.videoSender;
   if (!sender) return;
@@ -991,13 +1015,48 @@ function applyEncoding() {
     if (!params.encodings?.length) return;
     const h = preview.height;
     const tier = h >= 1080 ? 1080 : h >= 720 ? 720 : h >= 480 ? 480 : 360;
-    params.encodings[0].maxBitrate = MAX_BITRATE[tier];
-    params.encodings[0].maxFramerate = compositor.fps;
-    sender.setParameters(params).catch(() => {});
+    const several = $('simulcast').checked;
+    for (const [i, e] of params.encodings.entries()) {
+      const layer = SIMULCAST.find((l) => l.rid === e.rid) ?? SIMULCAST[0];
+      e.maxBitrate = Math.round(MAX_BITRATE[tier] / layer.divisor);
+      e.maxFramerate = compositor.fps;
+      if (params.encodings.length > 1) e.active = i === 0 || (several && h / layer.scale >= MIN_LAYER_HEIGHT);
+    }
+    sender.setParameters(params).catch((e) => note('setParameters:error', e.message));
   } catch {
     /* not supported: the browser's defaults apply */
   }
 }
+
+/** "1280×720, 640×360, 320×180": the sizes being sent, largest first. */
+function layersText(s) {
+  if (!s.layers?.length) return '–';
+  const sizes = s.layers.map((l) => `${l.width}×${l.height}`).join(', ');
+  return pub?.simulcast && $('simulcast').checked ? sizes : `${sizes} (simulcast off)`;
+}
+
+function loadSimulcastSetting() {
+  try {
+    const v = localStorage.getItem(SIMULCAST_SETTING);
+    if (v !== null) $('simulcast').checked = v === 'on';
+  } catch {
+    /* storage disabled: the default (on) */
+  }
+}
+
+$('simulcast').addEventListener('change', (e) => {
+  const on = e.target.checked;
+  note('simulcast', on);
+  try {
+    localStorage.setItem(SIMULCAST_SETTING, on ? 'on' : 'off');
+  } catch {
+    /* storage disabled: kept for this page only */
+  }
+  if (!pub) return;
+  // Layers negotiated at go-live can be paused and resumed; none can be added.
+  if (pub.simulcast) applyEncoding();
+  else if (on) showInfo('Simulcast starts the next time you go live.');
+});
 
 function startLivePanel() {
   clearInterval(statsTimer);
@@ -1013,7 +1072,7 @@ function stopLivePanel() {
   clearInterval(viewersTimer);
   statsTimer = null;
   viewersTimer = null;
-  for (const id of ['stat-bitrate', 'stat-fps', 'stat-resolution', 'stat-loss', 'stat-rtt', 'stat-codec']) $(id).textContent = '–';
+  for (const id of ['stat-bitrate', 'stat-fps', 'stat-resolution', 'stat-layers', 'stat-loss', 'stat-rtt', 'stat-codec']) $(id).textContent = '–';
 }
 
 async function updateStats() {
@@ -1026,6 +1085,7 @@ async function updateStats() {
     $('stat-bitrate').textContent = formatBitrate(s.bitrate);
     $('stat-fps').textContent = s.fps === null ? '–' : `${Math.round(s.fps)} fps`;
     $('stat-resolution').textContent = s.width ? `${s.width}×${s.height}${s.limitation && s.limitation !== 'none' ? ` (limited: ${s.limitation})` : ''}` : '–';
+    $('stat-layers').textContent = layersText(s);
     $('stat-loss').textContent = s.lossPct === null ? '–' : `${s.lossPct.toFixed(1)} %`;
     $('stat-rtt').textContent = formatMs(s.rttMs);
     $('stat-codec').textContent = s.codec ?? p.codec?.split(' ')[0]?.split('/')[1] ?? '–';
@@ -1109,11 +1169,14 @@ window.studio = {
   tracks: () => [...obtained].map((t) => ({ kind: t.kind, label: t.label, readyState: t.readyState, enabled: t.enabled })),
   /** Ids of the tracks the WHIP session is sending now. */
   sending: () => ({ video: pub?.videoSender?.track?.id ?? null, audio: pub?.audioSender?.track?.id ?? null }),
+  /** The video sender's encodings (rid, active, maxBitrate, …) as set now. */
+  encodings: () => JSON.parse(JSON.stringify(pub?.videoSender?.getParameters().encodings ?? [])),
   stop: stopAll,
 };
 
 setStatus('offline');
 setLayout('pip');
+loadSimulcastSetting();
 refreshDevices();
 
 (async () => {

@@ -7,10 +7,13 @@
 // `?transports=webrtc,hls,flv` sets the order of the fallbacks (that one is the default;
 // leave one out to never use it); `?transport=hls|webrtc|flv` forces one path (for checks
 // by hand). For tests, `window.player` exposes `state` and `stats()`.
+//
+// The quality menu lists "Auto" and each simulcast layer (WebRTC: the WHEP layer
+// extension) or rendition (HLS: hls.js' levels) by height, when there are several.
 
-import { api, ApiError } from './api.js';
-import { deleteSession, makeOffer, postOffer, preferH264, receiverStats } from './rtc.js';
-import { $, formatMs, say, viewersText } from './ui.js';
+import { api, ApiError, errorFrom, request } from './api.js';
+import { LAYER_REL, deleteSession, makeOffer, postOffer, preferH264, receiverStats } from './rtc.js';
+import { $, el, formatMs, say, viewersText } from './ui.js';
 
 /** No decoded frame this long after the WHEP answer → HLS. */
 const FIRST_FRAME_TIMEOUT_MS = 6000;
@@ -35,6 +38,13 @@ const RECONNECT_BACKOFF_MS = 1000;
 /** WebRTC reconnects within this window before giving up on WebRTC for HLS. */
 const RECONNECT_WINDOW_MS = 60_000;
 const MAX_RECONNECTS = 3;
+/**
+ * How often a WebRTC viewer asks the server which layers the room has (one request per
+ * viewer: kept rare). What plays now comes from the decoder on every watchdog tick.
+ */
+const LAYER_REFRESH_MS = 10_000;
+/** The first layer request after the first frame: simulcast layers start one by one. */
+const LAYER_FIRST_MS = 1000;
 
 const video = $('video');
 const message = $('message');
@@ -72,6 +82,14 @@ const state = {
   fallbackReason: null,
   error: null,
   sessions: { webrtc: 0, hls: 0, flv: 0 },
+  /**
+   * The quality menu: `options` [{value, label, height}] largest first (a layer's
+   * encodingId, or an hls.js level index), `value` ('auto' or an option's value),
+   * `playingHeight` (the decoded picture's), `wantedHeight` (the viewer's pick, kept
+   * across sessions and transports; null = Auto); over WebRTC also the server's `choice`
+   * and the layer it forwards (`following`).
+   */
+  quality: { source: null, options: [], value: 'auto', playingHeight: null, wantedHeight: null, layerUrl: null, choice: null, following: null },
   events: [],
 };
 
@@ -400,6 +418,7 @@ function teardown() {
   }
   video.srcObject = null;
   setLatency(null);
+  resetQuality(null);
   note(`teardown:${s.kind}`);
 }
 
@@ -473,6 +492,9 @@ async function startWebRtc() {
     return;
   }
   s.location = res.location;
+  // The server names the layer resource in a Link header; the draft's default otherwise.
+  s.layerUrl = res.links.find((l) => l.rel === LAYER_REL)?.url ?? (res.location ? `${res.location}/layer` : null);
+  resetQuality('webrtc', s.layerUrl);
   await pc.setRemoteDescription({ type: 'answer', sdp: res.answer });
   s.firstFrameTimer = setTimeout(() => {
     if (current === s && !s.gotFrame) fallbackToHls(`no video arrived over WebRTC within ${FIRST_FRAME_TIMEOUT_MS / 1000} s`);
@@ -497,6 +519,17 @@ async function webrtcWatchdog(s) {
     s.lastProgress = now;
     if (!s.gotFrame && video.videoWidth > 0) firstFrame(s);
     if (state.status === 'stalled' || state.status === 'offline') setStatus('playing');
+  }
+  if (s.gotFrame && s.layerUrl) {
+    s.layersAt ??= now - LAYER_REFRESH_MS + LAYER_FIRST_MS;
+    if (now - s.layersAt >= LAYER_REFRESH_MS) {
+      s.layersAt = now;
+      layerRequest(s).catch((e) => note('layers:error', e.message));
+    }
+    if (st.height && st.height !== state.quality.playingHeight) {
+      state.quality.playingHeight = st.height;
+      renderQuality();
+    }
   }
   setLatency(st.latencyMs, st.rttMs === null ? 'jitter buffer' : 'network + jitter buffer');
   $('stat-video').textContent = st.width ? `${st.width}×${st.height}${st.fps ? `, ${Math.round(st.fps)} fps` : ''}${st.codec ? `, ${st.codec}` : ''}` : '–';
@@ -600,7 +633,20 @@ async function startHls(reason) {
       }
       retryHls(s, `${data.details}`);
     });
-    hls.on(Hls.Events.MANIFEST_PARSED, () => current === s && play());
+    hls.on(Hls.Events.MANIFEST_PARSED, () => {
+      if (current !== s) return;
+      resetQuality('hls');
+      const wanted = hlsLevelOfHeight(hls, state.quality.wantedHeight);
+      if (wanted >= 0) hls.currentLevel = wanted;
+      hlsLevels(s);
+      play();
+    });
+    hls.on(Hls.Events.LEVEL_SWITCHED, (_ev, data) => {
+      if (current !== s) return;
+      note('hls:level', { level: data.level, height: hls.levels[data.level]?.height ?? null, auto: hls.autoLevelEnabled });
+      hlsLevels(s);
+    });
+    hls.on(Hls.Events.LEVELS_UPDATED, () => current === s && hlsLevels(s));
     hls.attachMedia(video);
     hls.loadSource(url);
   } else if (video.canPlayType('application/vnd.apple.mpegurl')) {
@@ -651,6 +697,7 @@ function retryHls(s, why) {
 
 function hlsWatchdog(s) {
   watchPlayback(s, hlsLatency, retryHls);
+  if (current === s && s.hls) hlsLevels(s);
 }
 
 /** Latency: program-date-time of the playing position vs now, else hls.js' estimate. */
@@ -692,6 +739,125 @@ function watchPlayback(s, latency, retry) {
     return;
   }
   if (still > HLS_STALL_MS) retry(s, 'the video stopped');
+}
+
+// --- quality: simulcast layers (WebRTC) and renditions (HLS) ----------------------------
+
+const qualityMenu = $('quality');
+
+/** A new menu for a session of `source` ('webrtc' | 'hls'; null: none); keeps the viewer's pick. */
+function resetQuality(source, layerUrl = null) {
+  Object.assign(state.quality, { source, options: [], value: 'auto', playingHeight: null, layerUrl, choice: null, following: null });
+  renderQuality();
+}
+
+/** "720p"; a second option of the same height gets its bitrate too. */
+function labelled(options) {
+  const seen = new Set();
+  for (const o of options) {
+    o.label = o.height ? `${o.height}p` : o.fallback;
+    if (seen.has(o.label) && o.kbps) o.label += ` (${o.kbps} kb/s)`;
+    seen.add(o.label);
+  }
+  return options;
+}
+
+function renderQuality() {
+  const q = state.quality;
+  const shown = q.options.length > 1;
+  qualityMenu.hidden = !shown;
+  if (!shown) {
+    qualityMenu.replaceChildren();
+    return;
+  }
+  const auto = `Auto${q.playingHeight ? ` (${q.playingHeight}p)` : ''}`;
+  const wanted = ['auto', ...q.options.map((o) => o.value)];
+  const have = [...qualityMenu.options].map((o) => o.value);
+  if (have.join('\n') === wanted.join('\n')) {
+    // Same choices: relabel in place (a rebuilt <select> would close under the pointer).
+    qualityMenu.options[0].textContent = auto;
+    q.options.forEach((o, i) => (qualityMenu.options[i + 1].textContent = o.label));
+  } else {
+    qualityMenu.replaceChildren(el('option', { value: 'auto' }, auto), ...q.options.map((o) => el('option', { value: o.value }, o.label)));
+  }
+  if (qualityMenu.value !== q.value) qualityMenu.value = q.value;
+}
+
+qualityMenu.addEventListener('change', () => {
+  const s = current;
+  const v = qualityMenu.value;
+  const picked = state.quality.options.find((o) => o.value === v);
+  state.quality.wantedHeight = picked?.height ?? null;
+  state.quality.value = v;
+  note('quality', { choice: v, height: picked?.height ?? null });
+  if (s?.kind === 'webrtc' && s.layerUrl) {
+    layerRequest(s, v).catch((e) => {
+      note('layers:error', e.message);
+      if (current === s) say(message, e.message, 'error');
+      layerRequest(s).catch(() => {});
+    });
+  } else if (s?.hls) {
+    s.hls.currentLevel = v === 'auto' ? -1 : Number(v);
+    hlsLevels(s);
+  }
+});
+
+/**
+ * The WHEP layer resource: GET (no `choice`) lists the layers and the one this viewer
+ * gets; POST `{encodingId}` chooses one, `{}` goes back to Auto. Only the answer to the
+ * latest request is shown (an older GET finishing late would undo a choice).
+ */
+async function layerRequest(s, choice) {
+  const seq = (s.layerSeq = (s.layerSeq ?? 0) + 1);
+  const init =
+    choice === undefined
+      ? { method: 'GET' }
+      : { method: 'POST', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify(choice === 'auto' ? {} : { encodingId: choice }) };
+  const what = choice === undefined ? 'Loading the qualities' : 'Choosing the quality';
+  const res = await request(s.layerUrl, { ...init, timeoutMs: 5000 }, what);
+  if (!res.ok) throw await errorFrom(res, what);
+  const j = await res.json();
+  if (current !== s || seq !== s.layerSeq) return j;
+  applyLayers(s, j);
+  return j;
+}
+
+function applyLayers(s, j) {
+  const q = state.quality;
+  const layers = (Array.isArray(j?.layers) ? j.layers : []).filter((l) => typeof l?.encodingId === 'string');
+  q.options = labelled(layers.map((l) => ({ value: l.encodingId, height: l.height || null, fallback: l.encodingId })));
+  q.choice = j.choice ?? 'auto';
+  q.following = j.following ?? null;
+  q.value = q.options.some((o) => o.value === q.choice) ? q.choice : 'auto';
+  q.playingHeight = video.videoHeight || layers.find((l) => l.encodingId === q.following)?.height || null;
+  renderQuality();
+  // A new session (a reconnect, or WebRTC again after HLS) keeps the viewer's pick.
+  if (q.wantedHeight !== null && q.choice === 'auto' && !s.restoredChoice) {
+    s.restoredChoice = true;
+    const same = q.options.find((o) => o.height === q.wantedHeight);
+    if (same) layerRequest(s, same.value).catch((e) => note('layers:error', e.message));
+  }
+}
+
+/** hls.js' level index of that height, or -1. */
+function hlsLevelOfHeight(hls, height) {
+  if (height === null) return -1;
+  return (hls.levels ?? []).findIndex((l) => l.height === height);
+}
+
+/** The menu from hls.js' levels (the multivariant playlist's renditions). */
+function hlsLevels(s) {
+  const q = state.quality;
+  const hls = s.hls;
+  const levels = hls.levels ?? [];
+  q.options = labelled(
+    levels
+      .map((l, i) => ({ value: String(i), height: l.height || null, kbps: Math.round((l.bitrate ?? 0) / 1000), fallback: `${Math.round((l.bitrate ?? 0) / 1000)} kb/s` }))
+      .sort((a, b) => (b.height ?? 0) - (a.height ?? 0) || b.kbps - a.kbps),
+  );
+  q.value = hls.autoLevelEnabled ? 'auto' : String(hls.manualLevel);
+  q.playingHeight = levels[hls.currentLevel]?.height || video.videoHeight || null;
+  renderQuality();
 }
 
 // --- HTTP-FLV (mpegts.js) -------------------------------------------------------------
@@ -878,6 +1044,9 @@ window.player = {
       framesDecoded,
       codec,
       sessions: { ...state.sessions },
+      quality: JSON.parse(JSON.stringify(state.quality)),
+      // Read from hls.js itself: what it plays and whether a level was chosen.
+      hlsLevel: current?.hls ? { current: current.hls.currentLevel, manual: current.hls.manualLevel, auto: current.hls.autoLevelEnabled, heights: current.hls.levels.map((l) => l.height) } : null,
     };
   },
 };

@@ -9,14 +9,20 @@ use super::keyframe::Want;
 use super::output::relay_msg;
 use super::packetize::{packetize, Payloads};
 use super::peer::PeerRole;
+use super::quality::{Choice, Step};
 use super::sync::media_us;
 use super::{Core, Output, SessionError};
 use skylark_proto::sfu::v1 as pb;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use str0m::format::CodecSpec;
 use str0m::media::{MediaKind, Mid, Rid};
 use str0m::rtp::RtpWrite;
+
+/// A followed layer without a frame this long is taken as paused by its publisher, and
+/// its viewers move to the top layer sending: well under a player's stall timeout (the
+/// watch page's is 2 s), well over a frame interval at a low frame rate.
+const LAYER_SILENT: Duration = Duration::from_millis(500);
 
 /// A frame entering the router.
 pub(super) struct InFrame {
@@ -217,6 +223,12 @@ impl Core {
         let Some(room) = self.rooms.get(room_id) else {
             return;
         };
+        // The layers sending now, largest first: a browser publisher pauses its upper
+        // layers when its bandwidth estimate or CPU drops, and resumes them later.
+        let sending: Vec<Rid> = match d.rid {
+            Some(_) if kind == MediaKind::Video => room.layers.sent_within(LAYER_SILENT, now),
+            _ => Vec::new(),
+        };
         let epoch = room.epoch;
         let subscribers = room.subscribers.clone();
         let received_at_us = d
@@ -270,6 +282,27 @@ impl Core {
             let mut joining: Vec<(u64, &CachedFrame)> = Vec::new();
             let (mid, out, step) = match kind {
                 MediaKind::Video => {
+                    let layer_before = st.gate.layer;
+                    if let (Some(rid), Some(layer)) = (d.rid, st.gate.layer) {
+                        let silent = |r: Rid| !sending.contains(&r);
+                        if rid != layer && silent(layer) {
+                            // Its layer went silent (no loss to step on: it froze until
+                            // the layer came back): the top layer sending takes over at
+                            // its next keyframe.
+                            if sending.first() == Some(&rid) && st.gate.next.is_none_or(silent) {
+                                st.gate.next = Some(rid);
+                                st.quality.moved(Step::Down, now);
+                                self.counters.layer_switches += 1;
+                            }
+                        } else if st.quality.choice == Choice::Layer(rid)
+                            && rid != layer
+                            && st.gate.next.is_none()
+                        {
+                            // The chosen layer sends again after such a fallback.
+                            st.gate.next = Some(rid);
+                            self.counters.layer_switches += 1;
+                        }
+                    }
                     // A viewer that chose a layer before its first picture starts there.
                     let joinable = match st.gate.next {
                         Some(chosen) if st.gate.layer.is_none() => d.rid == Some(chosen),
@@ -305,6 +338,9 @@ impl Core {
                             });
                         }
                         continue;
+                    }
+                    if layer_before.is_some() && st.gate.layer != layer_before {
+                        st.video.timeline.rebase();
                     }
                     (st.video_mid, &mut st.video, 3000)
                 }

@@ -13,14 +13,16 @@ pub struct Timeline {
     epoch: u64,
     offset: i64,
     last_out: Option<u64>,
+    /// The next frame comes from another simulcast layer.
+    rebase: bool,
 }
 
 impl Timeline {
-    /// Maps a publisher timestamp to this subscriber's timeline. On a new epoch the
-    /// first frame lands `step` after the last one sent, whatever the new publisher's
+    /// Maps a publisher timestamp to this subscriber's timeline. On a new epoch or
+    /// layer the first frame lands `step` after the last one sent, whatever the new
     /// clock says.
     pub fn map(&mut self, epoch: u64, time: u64, step: u64) -> u64 {
-        if self.epoch != epoch {
+        if self.epoch != epoch || std::mem::take(&mut self.rebase) {
             self.offset = match self.last_out {
                 Some(last) => (last + step) as i64 - time as i64,
                 None => 0,
@@ -30,6 +32,13 @@ impl Timeline {
         let out = (time as i64 + self.offset).max(0) as u64;
         self.last_out = Some(out);
         out
+    }
+
+    /// The next frame is from another simulcast layer: a browser starts each layer's
+    /// RTP timestamps at its own random value (Chromium's were hours apart), so the
+    /// timeline is anchored again as for a new publisher.
+    pub fn rebase(&mut self) {
+        self.rebase = true;
     }
 }
 
@@ -138,6 +147,17 @@ impl Layers {
             .collect();
         out.sort_by_key(|(_, p)| std::cmp::Reverse(p.pixels));
         out
+    }
+
+    /// The layers with a keyframe seen that sent a frame within `within`, largest first.
+    pub fn sent_within(&self, within: Duration, now: Instant) -> Vec<Rid> {
+        let mut out: Vec<&Seen> = self
+            .seen
+            .iter()
+            .filter(|s| s.picture.pixels > 0 && now.saturating_duration_since(s.last) <= within)
+            .collect();
+        out.sort_by_key(|s| std::cmp::Reverse(s.picture.pixels));
+        out.into_iter().map(|s| s.rid).collect()
     }
 
     /// The layer still sending whose picture is next smaller (`Down`) or larger (`Up`)
