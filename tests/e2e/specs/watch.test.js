@@ -85,6 +85,7 @@ test('watch: waits before go-live, starts by itself over WebRTC, counts viewers,
 
       // Viewer counts: the studio, the player and the home page (which links to /watch).
       await until(studio, () => document.getElementById('stat-viewers').textContent, (t) => t === '1 viewer', { what: 'studio shows 1 viewer', timeoutMs: 10_000 });
+      await until(studio, () => document.getElementById('stat-audience').textContent, (t) => t === 'WebRTC 1 · HLS 0 · FLV 0', { what: 'studio splits the count by transport', timeoutMs: 10_000 });
       await until(viewer, () => window.player.state.viewers, (n) => n === 1, { what: 'player shows 1 viewer', timeoutMs: 10_000 });
       const home = await app.open(`${sk.baseUrl}/`, { tag: 'home' });
       const card = home.getByRole('link', { name: /Watch e2e: live, 1 viewer/ });
@@ -180,6 +181,8 @@ test('watch: without RTCPeerConnection, or when WebRTC delivers no frame, it pla
       assert.equal(await noRtc.getByRole('button', { name: /Try low latency/ }).isVisible(), false, 'no low-latency button without WebRTC');
       const lat = await until(noRtc, () => window.player.state.latencyMs, (ms) => ms !== null && ms > 0 && ms < 20_000, { what: 'HLS latency shown' });
       await screenshot(noRtc, 'watch-hls');
+      // Honest counts: the HLS player is counted (it keeps reloading its playlist).
+      await until(studio, () => document.getElementById('stat-audience').textContent, (t) => /HLS [1-9]/.test(t), { what: 'studio counts the HLS viewer', timeoutMs: 15_000 });
 
       // WebRTC that never delivers a frame (the WHEP answer's candidates removed, so ICE
       // can't connect): HLS after a few seconds, by itself.

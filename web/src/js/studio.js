@@ -1028,6 +1028,12 @@ function applyEncoding() {
   }
 }
 
+/** "WebRTC 3 · HLS 1 · FLV 0": how the viewers watch (the API counts each transport). */
+function audienceText(a) {
+  if (!a) return '–';
+  return `WebRTC ${a.webrtc ?? 0} · HLS ${a.hls ?? 0} · FLV ${a.flv ?? 0}`;
+}
+
 /** "1280×720, 640×360, 320×180": the sizes being sent, largest first. */
 function layersText(s) {
   if (!s.layers?.length) return '–';
@@ -1099,7 +1105,9 @@ async function updateViewers() {
   try {
     const r = await api('GET', `/rooms/${encodeURIComponent(state.room.id)}`, { token: session.token });
     state.viewers = r.viewers;
+    state.audience = r.viewers_by_transport ?? null;
     $('stat-viewers').textContent = viewersText(r.viewers);
+    $('stat-audience').textContent = audienceText(state.audience);
   } catch {
     /* keep the last figure */
   }
