@@ -81,7 +81,21 @@ async fn hls_and_flv_players_count_beside_webrtc_viewers_and_leave_when_they_sto
         .await
         .expect("WebRTC viewer playing");
 
-    let hls = player(ffmpeg, &format!("{}/hls/{room}/index.m3u8", sk.base));
+    // The packager takes the room a moment after it goes live: players start once it
+    // serves it (a player that gets a 404 gives up, as FFmpeg does).
+    let multivariant = format!("{}/hls/{room}/index.m3u8", sk.base);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while !reqwest::get(&multivariant)
+        .await
+        .is_ok_and(|r| r.status().is_success())
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the room's HLS within 30 s"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let hls = player(ffmpeg, &multivariant);
     let flv = player(ffmpeg, &format!("{}/flv/{room}.flv", sk.base));
     let want = |w: u64, h: u64, f: u64| {
         move |v: &Value| {

@@ -1846,7 +1846,7 @@ fn an_overloaded_worker_sheds_resends_first() {
         "every frame recovered by resends: {delivered:?}"
     );
     assert!(
-        delivered[1] <= 52,
+        delivered[1] < delivered[0],
         "shedding resends loses frames instead: {delivered:?}"
     );
 }
