@@ -267,12 +267,22 @@ pub async fn start_publish(
 /// is dead, full or draining costs the viewer only a retry on the next one.
 pub async fn start_view(state: &State, room: &str, offer: String) -> Result<Started, SessionError> {
     let candidates = placement::view_candidates(&state.bus, room, state.selector.as_ref()).await?;
-    let (candidate, started) = on_first_taker(
-        state,
-        room,
-        candidates,
-        Some(HEDGE_AFTER),
-        |candidate, mut c| {
+    let (bus, selector, owned_room) = (state.bus.clone(), state.selector.clone(), room.to_owned());
+    let replan = move || -> futures_util::future::BoxFuture<'static, Vec<ViewCandidate>> {
+        let (bus, selector, room) = (bus.clone(), selector.clone(), owned_room.clone());
+        Box::pin(async move {
+            placement::view_candidates(&bus, &room, selector.as_ref())
+                .await
+                .unwrap_or_default()
+        })
+    };
+    let hedge = Hedge {
+        after: HEDGE_AFTER,
+        replans: 2,
+        replan: &replan,
+    };
+    let (candidate, started) =
+        on_first_taker(state, room, candidates, Some(hedge), |candidate, mut c| {
             let upstream = match candidate {
                 ViewCandidate::Serve { parent, depth, .. } => {
                     parent.as_ref().map(|p| relay_source(p, *depth))
@@ -285,9 +295,8 @@ pub async fn start_view(state: &State, room: &str, offer: String) -> Result<Star
                 upstream,
             };
             async move { c.subscribe(req).await }
-        },
-    )
-    .await?;
+        })
+        .await?;
     if let ViewCandidate::NewEdge { parent, depth, .. } = &candidate {
         // Recorded now so the next viewer's plan sees the link; the edge renews it
         // while it pulls.
@@ -347,14 +356,15 @@ type Attempt<C> = std::pin::Pin<
 /// Calls `call` with each candidate's SFU client until one answers: a node that is
 /// dead, full or draining costs a retry on the next, any other refusal is final. Nodes
 /// that recently failed to answer go last ([`placement::Suspects`]). With `hedge`, a
-/// candidate that has not answered within it gets company: the next one is asked too,
-/// the first to answer serves, and a session a slower one starts afterwards is ended.
+/// candidate that has not answered within it gets company: the next one is asked too
+/// (from a fresh plan when none is left: room frees up as viewers leave), the first to
+/// answer serves, and a session a slower one starts afterwards is ended.
 /// Publishers are not hedged: two answers would be two origins.
 async fn on_first_taker<C, F, Fut>(
     state: &State,
     room: &str,
     candidates: Vec<C>,
-    hedge: Option<std::time::Duration>,
+    hedge: Option<Hedge<'_, C>>,
     mut call: F,
 ) -> Result<(C, Started), SessionError>
 where
@@ -365,37 +375,57 @@ where
         + 'static,
 {
     use futures_util::stream::{FuturesUnordered, StreamExt};
-    let mut pending = state
-        .suspects
-        .last(candidates, |c| c.depends_on())
-        .into_iter();
+    let mut pending: std::collections::VecDeque<C> =
+        state.suspects.last(candidates, |c| c.depends_on()).into();
     let mut running: FuturesUnordered<Attempt<C>> = FuturesUnordered::new();
     let mut asked_at = tokio::time::Instant::now();
     // The node of the latest request: the one a hedge gives company to.
     let mut asked = String::new();
+    // Nodes asked so far: a new plan does not ask them again.
+    let mut tried: std::collections::HashSet<String> = std::collections::HashSet::new();
+    let mut replans = 0;
     let mut last = None;
     loop {
         if running.is_empty() {
-            let Some(candidate) = pending.next() else {
+            let Some(candidate) = pending.pop_front() else {
                 break;
             };
             asked = candidate.node().id.clone();
+            tried.insert(asked.clone());
             running.push(attempt(state, candidate, &mut call));
             asked_at = tokio::time::Instant::now();
         }
-        let hedge_at = hedge.filter(|_| pending.len() > 0).map(|h| asked_at + h);
+        let can_replan = hedge.as_ref().is_some_and(|h| replans < h.replans);
+        let hedge_at = hedge
+            .as_ref()
+            .filter(|_| !pending.is_empty() || can_replan)
+            .map(|h| asked_at + h.after);
         let next = tokio::select! {
             next = running.next() => next,
             _ = sleep_until_some(hedge_at) => {
-                if let Some(candidate) = pending.next() {
+                if pending.is_empty() {
+                    // Nobody left to ask: a fresh plan may have room now (viewers
+                    // leave, capacity frees), without the nodes asked already.
+                    replans += 1;
+                    if let Some(h) = &hedge {
+                        let fresh: Vec<C> = (h.replan)()
+                            .await
+                            .into_iter()
+                            .filter(|c| !tried.contains(&c.node().id))
+                            .collect();
+                        pending.extend(state.suspects.last(fresh, |c| c.depends_on()));
+                    }
+                }
+                if let Some(candidate) = pending.pop_front() {
                     tracing::warn!(room_id = %room, slow = %asked, next = %candidate.node().id, "placement: a node is slow to answer; asking the next one too");
                     metrics::counter!("skylark_placement_hedges_total").increment(1);
                     // Not marked yet: a node slow under load still answers; one that
-                    // fails is marked when its request does (`end_late_answers`).
+                    // fails is marked when its request does.
                     asked = candidate.node().id.clone();
+                    tried.insert(asked.clone());
                     running.push(attempt(state, candidate, &mut call));
-                    asked_at = tokio::time::Instant::now();
                 }
+                asked_at = tokio::time::Instant::now();
                 continue;
             }
         };
@@ -425,6 +455,19 @@ where
     Err(last.unwrap_or(SessionError::Place(PlaceError::NoNode(
         placement::SelectError::NoNodes,
     ))))
+}
+
+/// A plan made again: the candidates placement gives now.
+type Replan<'a, C> =
+    &'a (dyn Fn() -> futures_util::future::BoxFuture<'static, Vec<C>> + Send + Sync);
+
+/// How a viewer's session request is hedged: after `after` without an answer the next
+/// candidate is asked too; with none left, `replan` makes a fresh plan (at most
+/// `replans` times).
+struct Hedge<'a, C> {
+    after: std::time::Duration,
+    replans: u32,
+    replan: Replan<'a, C>,
 }
 
 /// One session request to `candidate`'s node.
