@@ -357,7 +357,8 @@ type Attempt<C> = std::pin::Pin<
 /// dead, full or draining costs a retry on the next, any other refusal is final. Nodes
 /// that recently failed to answer go last ([`placement::Suspects`]). With `hedge`, a
 /// candidate that has not answered within it gets company: the next one is asked too
-/// (from a fresh plan when none is left: room frees up as viewers leave), the first to
+/// (from a fresh plan when none is left: room frees up as viewers leave, so a node
+/// that refused for being full may be asked again), the first to
 /// answer serves, and a session a slower one starts afterwards is ended.
 /// Publishers are not hedged: two answers would be two origins.
 async fn on_first_taker<C, F, Fut>(
@@ -381,8 +382,9 @@ where
     let mut asked_at = tokio::time::Instant::now();
     // The node of the latest request: the one a hedge gives company to.
     let mut asked = String::new();
-    // Nodes asked so far: a new plan does not ask them again.
-    let mut tried: std::collections::HashSet<String> = std::collections::HashSet::new();
+    // Nodes with a request still running: a new plan does not ask them again (one that
+    // refused, e.g. full, may take the viewer now).
+    let mut asking: Vec<String> = Vec::new();
     let mut replans = 0;
     let mut last = None;
     loop {
@@ -391,7 +393,7 @@ where
                 break;
             };
             asked = candidate.node().id.clone();
-            tried.insert(asked.clone());
+            asking.push(asked.clone());
             running.push(attempt(state, candidate, &mut call));
             asked_at = tokio::time::Instant::now();
         }
@@ -411,7 +413,7 @@ where
                         let fresh: Vec<C> = (h.replan)()
                             .await
                             .into_iter()
-                            .filter(|c| !tried.contains(&c.node().id))
+                            .filter(|c| !asking.contains(&c.node().id))
                             .collect();
                         pending.extend(state.suspects.last(fresh, |c| c.depends_on()));
                     }
@@ -422,7 +424,7 @@ where
                     // Not marked yet: a node slow under load still answers; one that
                     // fails is marked when its request does.
                     asked = candidate.node().id.clone();
-                    tried.insert(asked.clone());
+                    asking.push(asked.clone());
                     running.push(attempt(state, candidate, &mut call));
                 }
                 asked_at = tokio::time::Instant::now();
@@ -432,6 +434,9 @@ where
         let Some((candidate, node, res)) = next else {
             continue;
         };
+        if let Some(i) = asking.iter().position(|n| *n == node.id) {
+            asking.swap_remove(i);
+        }
         match res {
             Ok(started) => {
                 state.suspects.clear(&node.id);
