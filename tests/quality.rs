@@ -38,8 +38,9 @@ async fn until_layer(v: &Viewer, within: Duration, ok: impl Fn(u8) -> bool) -> O
     None
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_viewer_behind_a_slow_link_moves_down_a_layer_and_back_up() {
+/// A `skylark` whose WebRTC media port is known, and a [`UdpProxy`] in front of it (for
+/// the viewer a test impairs).
+async fn behind_a_proxy() -> (Skylark, UdpProxy) {
     let media_port = free_port();
     let sk = Skylark::start_with(Options {
         env: [(
@@ -50,6 +51,13 @@ async fn a_viewer_behind_a_slow_link_moves_down_a_layer_and_back_up() {
         ..Options::default()
     })
     .await;
+    let proxy = UdpProxy::start(format!("127.0.0.1:{media_port}").parse().unwrap()).await;
+    (sk, proxy)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_viewer_behind_a_slow_link_moves_down_a_layer_and_back_up() {
+    let (sk, proxy) = behind_a_proxy().await;
     let (_, room, key) = creator_with_room(&sk.base, "public").await;
     let mut publisher =
         simulcast::SimulcastPublisher::start(&format!("{}/whip/{room}", sk.base), &key).await;
@@ -57,7 +65,6 @@ async fn a_viewer_behind_a_slow_link_moves_down_a_layer_and_back_up() {
 
     let whep = format!("{}/whep/{room}", sk.base);
     let engine = Engine::start(EngineConfig::default(), CancellationToken::new()).unwrap();
-    let proxy = UdpProxy::start(format!("127.0.0.1:{media_port}").parse().unwrap()).await;
     let clear = engine.view(&whep, None).await.expect("WHEP join");
     let slow = engine
         .view_via(&whep, None, Some(proxy.addr))
@@ -284,19 +291,9 @@ async fn a_viewer_chooses_a_layer_and_goes_back_to_auto() {
 /// retransmission cache, so every frame since the first keyframe arrives, byte-exact.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_viewer_on_a_lossy_link_gets_every_frame_by_retransmission() {
-    let media_port = free_port();
-    let sk = Skylark::start_with(Options {
-        env: [(
-            "SKYLARK_RTC_UDP_ADDR".to_string(),
-            format!("127.0.0.1:{media_port}"),
-        )]
-        .into(),
-        ..Options::default()
-    })
-    .await;
+    let (sk, proxy) = behind_a_proxy().await;
     let (_, room, key) = creator_with_room(&sk.base, "public").await;
     let (engine, _publisher) = publish(&sk.base, &room, &key).await;
-    let proxy = UdpProxy::start(format!("127.0.0.1:{media_port}").parse().unwrap()).await;
     let v = engine
         .view_via(&format!("{}/whep/{room}", sk.base), None, Some(proxy.addr))
         .await
