@@ -7,6 +7,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { noBrowser } from '../lib/browser.js';
+import { requestJson } from '../lib/server.js';
 import { withCleanup } from '../lib/harness.js';
 import { until } from '../lib/app.js';
 import { serverAndApp, creatorWithRoom, rtmpPush, explainFailure } from '../lib/fixtures.js';
@@ -21,6 +22,13 @@ test('home: a live room\'s tile shows a picture of the stream, refreshed', { tim
     const { created, room } = await creatorWithRoom(sk, 'Thumbnail room');
     rtmpPush(defer, sk, created.stream_key, { seconds: 60 });
     await explainFailure(async () => {
+      // Opened as soon as the room is live: its first still may not exist yet, and the
+      // tile's request for it must wait for it, not fail (no console error).
+      const liveBy = Date.now() + 20_000;
+      while (!(await requestJson('GET', `${sk.baseUrl}/api/v1/rooms/${room}`)).json?.live) {
+        assert.ok(Date.now() < liveBy, 'the room goes live within 20 s');
+        await new Promise((r) => setTimeout(r, 100));
+      }
       const home = await app.open(`${sk.baseUrl}/`, { tag: 'home', viewport: { width: 1200, height: 900 } });
       const tile = async () =>
         home.evaluate((id) => {
