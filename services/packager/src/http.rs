@@ -258,20 +258,20 @@ async fn file(
             hls.audience.touch(&key, std::time::Instant::now());
             media_playlist(&hls, &rendition, q).await
         }
-        File::Still => match {
+        File::Still => {
             // The room's first still comes with its first listed rendition: a tile
             // asked for it as the room went live waits for it, as playlists do.
             wait_until(&hls, |s| s.still().is_some()).await;
-            hls.read(|s| s.still())
-        } {
-            // A new one every couple of seconds: never cached.
-            Some(b) => with_headers(b, "video/mp4", "no-cache"),
-            None => error(
-                StatusCode::NOT_FOUND,
-                "not_found",
-                "no picture yet: retry in a second",
-            ),
-        },
+            match hls.read(|s| s.still()) {
+                // A new one every couple of seconds: never cached.
+                Some(b) => with_headers(b, "video/mp4", "no-cache"),
+                None => error(
+                    StatusCode::NOT_FOUND,
+                    "not_found",
+                    "no picture yet: retry in a second",
+                ),
+            }
+        }
         File::Init(version) => match hls
             .read_rendition(&rendition, |r| r.init_segment(version))
             .flatten()
