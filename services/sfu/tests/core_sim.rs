@@ -441,7 +441,12 @@ impl Net {
     }
 
     fn publisher(&mut self, room: &str, port: u16) -> usize {
-        let (mut c, offer) = Client::new(self.now, port, true, Direction::SendOnly);
+        self.publisher_with_layers(room, port, &[])
+    }
+
+    /// A publisher of simulcast layers `rids` (none: one stream).
+    fn publisher_with_layers(&mut self, room: &str, port: u16, rids: &[&str]) -> usize {
+        let (mut c, offer) = Client::with_layers(self.now, port, true, Direction::SendOnly, rids);
         let (_, answer) = self.core.publish(self.now, room, &offer).unwrap();
         c.accept(&answer);
         self.clients.push(c);
@@ -681,11 +686,7 @@ fn random_datagrams_do_not_disturb_a_live_session() {
 #[test]
 fn simulcast_layers_are_tracks_and_a_subscriber_follows_one() {
     let mut net = Net::new();
-    let (mut c, offer) = Client::with_layers(net.now, 5000, true, Direction::SendOnly, &["h", "l"]);
-    let (_, answer) = net.core.publish(net.now, "r4", &offer).unwrap();
-    c.accept(&answer);
-    net.clients.push(c);
-    let p = net.clients.len() - 1;
+    let p = net.publisher_with_layers("r4", 5000, &["h", "l"]);
     let s = net.subscriber("r4", 6000);
     net.core.attach_relay(net.now, "r4", 7);
     net.connect_all();
@@ -782,11 +783,7 @@ fn layer_tags(net: &Net, c: usize, from: usize) -> Vec<u8> {
 #[test]
 fn a_viewer_leaves_a_layer_gone_silent_and_returns_to_its_choice() {
     let mut net = Net::new();
-    let (mut c, offer) = Client::with_layers(net.now, 5000, true, Direction::SendOnly, &["h", "l"]);
-    let (_, answer) = net.core.publish(net.now, "r9", &offer).unwrap();
-    c.accept(&answer);
-    net.clients.push(c);
-    let p = net.clients.len() - 1;
+    let p = net.publisher_with_layers("r9", 5000, &["h", "l"]);
     let (s, session, _) = net.subscriber_session("r9", 6000);
     net.connect_all();
     let (h, l) = (("h", b'H', 3000), ("l", b'L', 500));
