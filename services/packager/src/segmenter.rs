@@ -22,7 +22,7 @@
 
 use bytes::Bytes;
 use skylark_media::aac::AudioSpecificConfig;
-use skylark_media::fmp4::{self, Sample, Track, TrackFragment};
+use skylark_media::fmp4::{self, Codec, Sample, Track, TrackFragment};
 use skylark_media::h264::{self, AvcDecoderConfigurationRecord};
 use skylark_media::hls::Variant;
 use skylark_media::opus::Toc;
@@ -300,6 +300,44 @@ impl Segmenter {
         self.last_keyframe = None;
         self.gop = None;
         self.asked_since_keyframe = false;
+    }
+
+    /// Another video track feeds this output from its next keyframe on (a rendition's
+    /// layer paused and a layer still sending stands in, or the layer came back): close
+    /// what is open and continue after a discontinuity, on the shared wall-clock
+    /// timeline, so the gap while switching is a hole in time, not a shift of it.
+    pub fn switch_video(&mut self, track: &str, out: &mut Vec<SegOutput>) {
+        if self.video_track.as_deref() == Some(track) {
+            return;
+        }
+        self.flush(out);
+        // Audio past the last video frame has no part to go in; the new video's
+        // keyframe anchors the audio again (as at an epoch's start).
+        self.part_audio.clear();
+        self.part_audio_start = None;
+        self.audio_base = None;
+        self.audio_next_dts = None;
+        self.start_queue.clear();
+        self.video_track = Some(track.to_owned());
+        self.video_base = None;
+        self.epoch_offset = self.last_video_dts + 3000;
+        self.discontinuity = true;
+        self.last_keyframe = None;
+        self.gop = None;
+        self.asked_since_keyframe = false;
+    }
+
+    /// The video track feeding this output.
+    pub fn video_track(&self) -> Option<&str> {
+        self.video_track.as_deref()
+    }
+
+    /// The picture width of the last init segment written.
+    pub fn width(&self) -> Option<u16> {
+        match self.init_tracks.as_ref()?.first()?.codec {
+            Codec::Avc { width, .. } => Some(width),
+            _ => None,
+        }
     }
 
     /// Closes the open part and segment (end of stream or publisher change).

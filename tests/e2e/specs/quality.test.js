@@ -332,13 +332,11 @@ test('quality: over HLS the menu lists the renditions and choosing one switches 
   }, BODY_CAP),
 );
 
-// A known gap, kept visible: the packager has nothing to put in the HLS rendition of a
-// layer the publisher paused (Chromium pauses its upper layers whenever its bandwidth
-// estimate drops), so hls.js on that rendition stops once its buffer runs out (seen:
-// currentTime stuck) until the layer resumes; hls.js' ABR does not move away from it.
-// Over WebRTC the SFU moves viewers to a layer still sending. Turning simulcast off while
-// live pauses m and l on purpose.
-test('quality: an HLS viewer on a rendition whose layer pauses keeps a moving picture', { timeout: TEST_CAP_MS, skip, todo: 'the packager leaves a paused layer’s rendition without video' }, () =>
+// Chromium pauses its upper layers whenever its bandwidth estimate drops, and turning
+// simulcast off while live pauses m and l on purpose: an HLS viewer who picked a paused
+// layer's rendition by hand (hls.js does not move away from it) keeps a moving picture,
+// from the layer the packager puts in its place.
+test('quality: an HLS viewer on a rendition whose layer pauses keeps a moving picture', { timeout: TEST_CAP_MS, skip }, () =>
   withCleanup(async (defer) => {
     const ctx = await setup(defer, 'quality-hls-pause');
     const { sk, app, room, studio } = ctx;
