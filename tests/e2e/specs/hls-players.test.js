@@ -32,19 +32,21 @@ const PLAY_S = 22;
 
 const PLAYERS = [
   { id: 'hls', kind: 'hls', name: 'hls.js' },
-  { id: 'shaka', kind: 'shaka', name: 'Shaka Player' },
+  // Shaka ≤ 5.2.12 (the newest release) in its default `segments` mode re-sets a negative
+  // timestampOffset before many appends: its legacy-Edge workaround writes the offset
+  // + 1 ms, reads it back and finds it 1 ms off (± float noise). The abort() that goes
+  // with it makes MSE drop video up to the next keyframe, so LL-HLS parts that don't start
+  // with one vanish: the gaps it jumped in 4 of 11 WHIP and 4 of 7 RTMP windows. Traced
+  // here (latency-player.html `trace=1`) and fixed upstream after 5.2.12
+  // (shaka-project/shaka-player#10589, PRs #10559, #10591); until a release has it,
+  // `sequenceMode` (which skips the recalculation) is what a Shaka page should set.
+  { id: 'shaka', kind: 'shaka', name: 'Shaka Player', config: { manifest: { hls: { sequenceMode: true } } } },
   { id: 'videojs', kind: 'videojs', name: 'video.js (VHS)' },
 ];
 
 // Open, not hidden: these run and print what they see, but their failure does not fail
 // the suite (node:test `todo`) until the cause is found.
 const OPEN = {
-  // Shaka jumps gaps of 0.2–0.8 s (on RTMP at the 2 s segment rhythm, the buffered range
-  // missing the last parts of a segment) in some runs: 4 of 11 WHIP windows and 4 of 7
-  // RTMP windows failed. Seen with its default low-latency prefetch of 2 and, once,
-  // with `segmentPrefetchLimit: 0` too; cause not found (README "Design notes").
-  'whip shaka': 'Shaka jumps gaps in some runs: cause not found (README "Design notes")',
-  'rtmp shaka': 'Shaka jumps gaps in some runs: cause not found (README "Design notes")',
   // One stall and a levelLoadTimeOut in three runs of seven; the playlists pass
   // tests/hls_rules.rs.
   'rtmp hls': 'hls.js stalled once on RTMP sources in some runs: cause not found',
@@ -91,7 +93,7 @@ for (const p of PLAYERS) {
           await sleep(250);
         }
 
-        const player = await b.newPage('latency-player.html', { kind: p.kind, src, ...(process.env.SHAKA_DEBUG ? { debug: '1' } : {}), ...(p.config ? { config: JSON.stringify(p.config) } : {}), ...(process.env.PLAYER_CONFIG ? { config: process.env.PLAYER_CONFIG } : {}) }, { tag: p.id });
+        const player = await b.newPage('latency-player.html', { kind: p.kind, src, ...(process.env.SHAKA_DEBUG ? { debug: process.env.SHAKA_DEBUG === 'v1' ? 'v1' : '1' } : {}), ...(process.env.HLS_TRACE ? { trace: '1' } : {}), ...(p.config ? { config: JSON.stringify(p.config) } : {}), ...(process.env.PLAYER_CONFIG ? { config: process.env.PLAYER_CONFIG } : {}) }, { tag: p.id });
         defer(() => player.evaluate(() => window.stop()).catch(() => {}));
         // The WHIP source's time codes; FFmpeg's picture has none, so any frame shown.
         await pollPage(player, () => window.progress(), (s) => (ingest === 'whip' ? s.decoded > 0 : s.videoWidth > 0 && s.currentTime > 0), {
