@@ -244,6 +244,10 @@ struct Config {
     /// What an admission hook that times out or fails means: `allow` or `deny`.
     #[arg(long, env = "SKYLARK_ADMISSION_DEFAULT", default_value = "deny")]
     admission_default: String,
+    /// Let creators' webhooks reach private, loopback and link-local addresses (by
+    /// default only public hosts: a webhook must not reach the internal network).
+    #[arg(long, env = "SKYLARK_WEBHOOK_ALLOW_PRIVATE", default_value_t = false, action = clap::ArgAction::Set)]
+    webhook_allow_private: bool,
     /// OTLP/gRPC trace collector, e.g. http://otel-collector:4317.
     #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
     otlp_endpoint: Option<String>,
@@ -354,6 +358,7 @@ impl Config {
                 &self.admission_url,
                 Duration::from_millis(self.admission_timeout_ms.clamp(1, 10_000)),
                 &self.admission_default,
+                self.webhook_allow_private,
             )?,
         })
     }
@@ -405,6 +410,7 @@ impl Config {
             admission_url = %mask_url(&self.admission_url),
             admission_timeout_ms = self.admission_timeout_ms,
             admission_default = %self.admission_default,
+            webhook_allow_private = self.webhook_allow_private,
             otlp_endpoint = ?self.otlp_endpoint,
             "configuration"
         );

@@ -254,6 +254,8 @@ fn server_env(db: Db, receiver: &Receiver) -> HashMap<String, String> {
     let mut env: HashMap<String, String> = [
         ("SKYLARK_WEBHOOK_URLS", receiver.url("/ops")),
         ("SKYLARK_WEBHOOK_SECRET", OPS_SECRET.into()),
+        // The receiver is on loopback: creators' webhooks may go there in these tests.
+        ("SKYLARK_WEBHOOK_ALLOW_PRIVATE", "true".into()),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_string(), v))
@@ -585,7 +587,8 @@ async fn whip_attempt(base: &str, key: &str) -> (u16, String) {
 
 /// The admission hook: 2xx allows (an RTMP publish goes live), 403 refuses with a clear
 /// error, no answer in time means the default (deny here), and a hook that is down
-/// with `allow` as the default lets publishers in.
+/// with `allow` as the default lets publishers in. That second server keeps creators'
+/// webhooks off private addresses, as deployments do by default.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_admission_hook_allows_refuses_and_defaults() {
     let Some(ffmpeg) = debian_ffmpeg() else {
@@ -659,9 +662,35 @@ async fn the_admission_hook_allows_refuses_and_defaults() {
         ..Default::default()
     })
     .await;
-    let (_, room, key) = creator_with_room(&sk.base, "public").await;
+    let (token, room, key) = creator_with_room(&sk.base, "public").await;
     let log = sk.dir.join("ffmpeg-default-allow.log");
     let url = format!("rtmp://127.0.0.1:{}/live/{key}", rtmp_port(&sk));
-    let _push = rtmp_push(ffmpeg, &url, 600, &log);
+    let push = rtmp_push(ffmpeg, &url, 600, &log);
     wait_live(&sk.base, &room, &log).await;
+    drop(push);
+
+    // Without SKYLARK_WEBHOOK_ALLOW_PRIVATE, a creator's webhook can't reach loopback
+    // (nor any private address): its deliveries fail, saying why, and nothing is sent.
+    let id = register(&sk, &token, &receiver).await;
+    rotate(&sk, &token, &room).await;
+    let c = reqwest::Client::new();
+    eventually(Duration::from_secs(60), "a refused delivery", || async {
+        let v = send_json(
+            c.get(format!("{}/api/v1/webhooks/{id}/deliveries", sk.base))
+                .bearer_auth(&token),
+        )
+        .await;
+        let refused = v["deliveries"].as_array().unwrap().iter().any(|d| {
+            d["last_error"]
+                .as_str()
+                .is_some_and(|e| e.contains("private address"))
+        });
+        if refused {
+            Ok(())
+        } else {
+            Err(v.to_string())
+        }
+    })
+    .await;
+    assert!(receiver.calls("/creator").is_empty());
 }

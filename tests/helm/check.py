@@ -205,7 +205,7 @@ VALUE_SETS = {
                     "mail": {"url": "smtp://skylark:pw@mail.example.com:587", "from": "Live <live@example.com>"}},
     "internal-secret-rotation": {"internalSecret": "z" * 40, "internalSecretAccept": "w" * 40},
     "webhooks-admission": {"webhooks": {"urls": ["https://ops.example.com/skylark", "http://audit:8080/hooks"],
-                                        "secret": "whsec_" + "s" * 32,
+                                        "secret": "whsec_" + "s" * 32, "allowPrivate": True,
                                         "admission": {"url": "http://admission:8080/publish",
                                                       "timeoutMs": 1500, "default": "allow"}}},
     "everything": deep_merge(INGRESS_TLS, AUTOSCALING, EXISTING_SECRET, MONITORING,

@@ -111,7 +111,7 @@ pub async fn start(
     ));
     let delivery = tokio::spawn(webhooks::delivery::run(
         store.clone(),
-        config.webhooks.secret.clone(),
+        config.webhooks.clone(),
         shutdown.clone(),
     ));
     let webhook_tasks = tokio::spawn(async move {

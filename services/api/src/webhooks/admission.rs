@@ -25,7 +25,7 @@ impl Admission {
         Self {
             config,
             secret,
-            client: super::http_client(),
+            client: super::http_client(false),
         }
     }
 

@@ -5,7 +5,7 @@
 //! deliveries to one endpoint go one at a time, oldest first (see `claim_due`).
 
 use super::outbox::Due;
-use super::signed_post;
+use super::{guard, signed_post, WebhookConfig};
 use crate::store::{now_ms, Store};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -47,9 +47,14 @@ pub(crate) fn backoff_ms(attempts: i64) -> i64 {
     (base as f64 * (0.8 + 0.4 * unit)) as i64
 }
 
-pub(crate) async fn run(store: Store, secret: Option<String>, shutdown: CancellationToken) {
-    let client = super::http_client();
-    let secret: Arc<str> = secret.unwrap_or_default().into();
+pub(crate) async fn run(store: Store, config: WebhookConfig, shutdown: CancellationToken) {
+    // Operators' endpoints may be anywhere; creators' only where `guard` allows.
+    let clients = Clients {
+        operators: super::http_client(false),
+        creators: super::http_client(!config.allow_private),
+        guard: !config.allow_private,
+    };
+    let secret: Arc<str> = config.secret.unwrap_or_default().into();
     let mut last_prune = Instant::now();
     loop {
         let claimed = match store.claim_due(now_ms() + LEASE_MS, BATCH).await {
@@ -61,8 +66,8 @@ pub(crate) async fn run(store: Store, secret: Option<String>, shutdown: Cancella
         };
         let busy = !claimed.is_empty();
         let sends = claimed.into_iter().map(|due| {
-            let (client, store, secret) = (client.clone(), store.clone(), secret.clone());
-            async move { send(&client, &store, &secret, due).await }
+            let (clients, store, secret) = (&clients, store.clone(), secret.clone());
+            async move { send(clients, &store, &secret, due).await }
         });
         tokio::select! {
             _ = shutdown.cancelled() => return,
@@ -88,18 +93,42 @@ pub(crate) async fn run(store: Store, secret: Option<String>, shutdown: Cancella
     }
 }
 
-async fn send(client: &reqwest::Client, store: &Store, config_secret: &str, due: Due) {
-    let secret = if due.secret.is_empty() {
-        config_secret
+struct Clients {
+    operators: reqwest::Client,
+    creators: reqwest::Client,
+    /// Whether creators' endpoints are held to public addresses.
+    guard: bool,
+}
+
+async fn send(clients: &Clients, store: &Store, config_secret: &str, due: Due) {
+    // Deployment-wide endpoints have no secret of their own: the configured one signs.
+    let operators = due.secret.is_empty();
+    let (client, secret) = if operators {
+        (&clients.operators, config_secret)
     } else {
-        &due.secret
+        (&clients.creators, due.secret.as_str())
     };
     let started = Instant::now();
-    let res = signed_post(client, &due.url, secret, due.body)
-        .header("Skylark-Event-Id", &due.event_id)
-        .header("Skylark-Event-Type", &due.kind)
-        .send()
-        .await;
+    let refused = if clients.guard && !operators {
+        guard::check_literal(&due.url).err()
+    } else {
+        None
+    };
+    let res = match refused {
+        Some(why) => Err(why),
+        None => signed_post(client, &due.url, secret, due.body)
+            .header("Skylark-Event-Id", &due.event_id)
+            .header("Skylark-Event-Type", &due.kind)
+            .send()
+            .await
+            .map_err(|e| {
+                if e.is_timeout() {
+                    "no answer within 10 s".to_string()
+                } else {
+                    describe(&e)
+                }
+            }),
+    };
     metrics::histogram!("skylark_webhook_attempt_seconds").record(started.elapsed().as_secs_f64());
     // The response body is never read: the status is the answer.
     let (status, error) = match res {
@@ -108,8 +137,7 @@ async fn send(client: &reqwest::Client, store: &Store, config_secret: &str, due:
             Some(i64::from(r.status().as_u16())),
             Some(format!("HTTP {}: answer 2xx to acknowledge", r.status())),
         ),
-        Err(e) if e.is_timeout() => (None, Some("no answer within 10 s".to_string())),
-        Err(e) => (None, Some(describe(&e))),
+        Err(e) => (None, Some(e)),
     };
     let next = match &error {
         None => None,

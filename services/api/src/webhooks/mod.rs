@@ -9,6 +9,7 @@
 
 pub(crate) mod admission;
 pub(crate) mod delivery;
+pub(crate) mod guard;
 pub(crate) mod outbox;
 pub(crate) mod reconciler;
 
@@ -94,6 +95,9 @@ pub struct WebhookConfig {
     pub secret: Option<String>,
     /// The admission hook (`SKYLARK_ADMISSION_URL`), if any.
     pub admission: Option<AdmissionConfig>,
+    /// Whether creators' endpoints may be on private addresses
+    /// (`SKYLARK_WEBHOOK_ALLOW_PRIVATE`; see [`guard`]).
+    pub allow_private: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -111,6 +115,7 @@ impl std::fmt::Debug for WebhookConfig {
             .field("urls", &self.urls)
             .field("secret", &self.secret.as_ref().map(|_| "<masked>"))
             .field("admission", &self.admission)
+            .field("allow_private", &self.allow_private)
             .finish()
     }
 }
@@ -123,6 +128,7 @@ impl WebhookConfig {
         admission_url: &str,
         admission_timeout: Duration,
         admission_default: &str,
+        allow_private: bool,
     ) -> anyhow::Result<Self> {
         let urls: Vec<String> = urls
             .split(',')
@@ -153,6 +159,7 @@ impl WebhookConfig {
             o => anyhow::bail!("SKYLARK_ADMISSION_DEFAULT is {o:?}: use `allow` or `deny`"),
         };
         Ok(Self {
+            allow_private,
             urls,
             secret,
             admission: (!admission_url.is_empty()).then(|| AdmissionConfig {
@@ -186,9 +193,16 @@ pub(crate) fn signed_post(
 }
 
 /// The client of deliveries and admission calls: no redirects (a receiver answers,
-/// it does not send us elsewhere), a 10 s ceiling.
-pub(crate) fn http_client() -> reqwest::Client {
-    reqwest::Client::builder()
+/// it does not send us elsewhere, and a redirect could lead past [`guard`]), a 10 s
+/// ceiling; `public_only`: connects to public addresses only.
+pub(crate) fn http_client(public_only: bool) -> reqwest::Client {
+    let builder = reqwest::Client::builder();
+    let builder = if public_only {
+        builder.dns_resolver(std::sync::Arc::new(guard::PublicOnly))
+    } else {
+        builder
+    };
+    builder
         .redirect(reqwest::redirect::Policy::none())
         .connect_timeout(Duration::from_secs(5))
         .timeout(Duration::from_secs(10))
