@@ -251,15 +251,12 @@ enum Db {
 }
 
 fn server_env(db: Db, receiver: &Receiver) -> HashMap<String, String> {
-    let mut env: HashMap<String, String> = [
+    let mut env = env_of(&[
         ("SKYLARK_WEBHOOK_URLS", receiver.url("/ops")),
         ("SKYLARK_WEBHOOK_SECRET", OPS_SECRET.into()),
         // The receiver is on loopback: creators' webhooks may go there in these tests.
         ("SKYLARK_WEBHOOK_ALLOW_PRIVATE", "true".into()),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_string(), v))
-    .collect();
+    ]);
     if let Db::Postgres = db {
         let url = postgres_schema_url("webhooks");
         if url.is_empty() {
@@ -314,13 +311,63 @@ async fn register(sk: &Skylark, token: &str, receiver: &Receiver) -> String {
     v["id"].as_str().unwrap().to_string()
 }
 
-/// Publishes over RTMP until the room is live, then stops the publisher and waits for
-/// the room to go offline.
-async fn publish_cycle(sk: &Skylark, ffmpeg: &str, room: &str, key: &str) {
-    let log = sk.dir.join(format!("ffmpeg-{room}.log"));
+/// Polls `GET path` (under `/api/v1`) as `token` until `check` holds for its JSON.
+async fn wait_api(
+    sk: &Skylark,
+    token: &str,
+    path: &str,
+    what: &str,
+    check: impl Fn(&Value) -> bool,
+) {
+    let c = reqwest::Client::new();
+    eventually(Duration::from_secs(60), what, || async {
+        let v = send_json(
+            c.get(format!("{}/api/v1{path}", sk.base))
+                .bearer_auth(token),
+        )
+        .await;
+        if check(&v) {
+            Ok(())
+        } else {
+            Err(v.to_string())
+        }
+    })
+    .await;
+}
+
+/// The first webhook's delivery status in a `GET /webhooks` answer.
+fn status(v: &Value) -> &Value {
+    &v["webhooks"][0]["status"]
+}
+
+/// The deliveries in a `GET /webhooks/{id}/deliveries` answer.
+fn deliveries(v: &Value) -> &[Value] {
+    v["deliveries"].as_array().map_or(&[], Vec::as_slice)
+}
+
+/// `pairs` as a process environment.
+fn env_of(pairs: &[(&str, String)]) -> HashMap<String, String> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.clone()))
+        .collect()
+}
+
+/// An FFmpeg RTMP publisher of `room` (with `key`), once the room is live.
+async fn push_live(sk: &Skylark, ffmpeg: &str, room: &str, key: &str) -> common::Push {
+    let log = sk
+        .dir
+        .join(format!("ffmpeg-{room}-{}.log", common::unique_id()));
     let url = format!("rtmp://127.0.0.1:{}/live/{key}", rtmp_port(sk));
     let push = rtmp_push(ffmpeg, &url, 600, &log);
     wait_live(&sk.base, room, &log).await;
+    push
+}
+
+/// Publishes over RTMP until the room is live, then stops the publisher and waits for
+/// the room to go offline.
+async fn publish_cycle(sk: &Skylark, ffmpeg: &str, room: &str, key: &str) {
+    let push = push_live(sk, ffmpeg, room, key).await;
     // Live for a few reconciler rounds (one a second).
     tokio::time::sleep(Duration::from_secs(3)).await;
     drop(push);
@@ -389,19 +436,17 @@ async fn cycle_in_order(db: Db) {
     assert_eq!(hook["id"], id.as_str(), "{list}");
     assert!(hook.get("secret").is_none(), "{list}");
     assert_eq!(hook["status"]["last_status"], 200, "{list}");
-    eventually(Duration::from_secs(30), "all delivered", || async {
-        let v = send_json(
-            c.get(format!("{}/api/v1/webhooks/{id}/deliveries", sk.base))
-                .bearer_auth(&token),
-        )
-        .await;
-        let d = v["deliveries"].as_array().unwrap();
-        if d.len() == 5 && d.iter().all(|d| d["state"] == "delivered") {
-            Ok(())
-        } else {
-            Err(v.to_string())
-        }
-    })
+    let all_delivered = |v: &Value| {
+        let d = deliveries(v);
+        d.len() == 5 && d.iter().all(|d| d["state"] == "delivered")
+    };
+    wait_api(
+        &sk,
+        &token,
+        &format!("/webhooks/{id}/deliveries"),
+        "all delivered",
+        all_delivered,
+    )
     .await;
     let metrics = sk.metrics().await;
     assert!(
@@ -448,56 +493,25 @@ async fn a_receiver_down_for_30_s_loses_nothing() {
     publish_cycle(&sk, ffmpeg, &room, &key).await;
     // Until the reconciler has written `room.offline` (a round after the bus says so):
     // pending are the four of the cycle.
-    let c = reqwest::Client::new();
-    eventually(
-        Duration::from_secs(60),
-        "the cycle in the outbox",
-        || async {
-            let v = send_json(
-                c.get(format!("{}/api/v1/webhooks", sk.base))
-                    .bearer_auth(&token),
-            )
-            .await;
-            match v["webhooks"][0]["status"]["pending"].as_i64() {
-                Some(4) => Ok(()),
-                _ => Err(v.to_string()),
-            }
-        },
-    )
-    .await;
+    let four = |v: &Value| status(v)["pending"] == 4;
+    wait_api(&sk, &token, "/webhooks", "the cycle in the outbox", four).await;
     rotate(&sk, &token, &room).await;
     // The failures are visible through the API while the receiver is down.
-    eventually(
-        Duration::from_secs(60),
-        "a failed attempt shown",
-        || async {
-            let v = send_json(
-                c.get(format!("{}/api/v1/webhooks", sk.base))
-                    .bearer_auth(&token),
-            )
-            .await;
-            let s = &v["webhooks"][0]["status"];
-            if s["last_error"].is_string() && s["pending"].as_i64() >= Some(1) {
-                Ok(())
-            } else {
-                Err(v.to_string())
-            }
-        },
-    )
-    .await;
-    let v = send_json(
-        c.get(format!("{}/api/v1/webhooks/{id}/deliveries", sk.base))
-            .bearer_auth(&token),
-    )
-    .await;
-    assert!(
-        v["deliveries"]
-            .as_array()
-            .unwrap()
+    let failing = |v: &Value| status(v)["last_error"].is_string() && status(v)["pending"] == 5;
+    wait_api(&sk, &token, "/webhooks", "a failed attempt shown", failing).await;
+    let retried = |v: &Value| {
+        deliveries(v)
             .iter()
-            .any(|d| d["attempts"].as_i64() >= Some(1) && d["next_retry_at_ms"].is_i64()),
-        "{v}"
-    );
+            .any(|d| d["attempts"].as_i64() >= Some(1) && d["next_retry_at_ms"].is_i64())
+    };
+    wait_api(
+        &sk,
+        &token,
+        &format!("/webhooks/{id}/deliveries"),
+        "a retry due",
+        retried,
+    )
+    .await;
     tokio::time::sleep_until(down_since + Duration::from_secs(30)).await;
     assert!(receiver.calls("/creator").is_empty());
     receiver.up().await;
@@ -530,26 +544,15 @@ async fn killed_mid_stream(db: Db) {
     register(&sk, &token, &receiver).await;
     receiver.down().await;
 
-    let log = sk.dir.join("ffmpeg-killed.log");
-    let url = format!("rtmp://127.0.0.1:{}/live/{key}", rtmp_port(&sk));
-    let push = rtmp_push(ffmpeg, &url, 600, &log);
-    wait_live(&sk.base, &room, &log).await;
+    let push = push_live(&sk, ffmpeg, &room, &key).await;
     // Until the reconciler has written the live transition (one round a second).
-    let c = reqwest::Client::new();
-    eventually(
-        Duration::from_secs(60),
+    let live_pending = |v: &Value| status(v)["pending"].as_i64() >= Some(2);
+    wait_api(
+        &sk,
+        &token,
+        "/webhooks",
         "room.live in the outbox",
-        || async {
-            let v = send_json(
-                c.get(format!("{}/api/v1/webhooks", sk.base))
-                    .bearer_auth(&token),
-            )
-            .await;
-            match v["webhooks"][0]["status"]["pending"].as_i64() {
-                Some(n) if n >= 2 => Ok(()),
-                _ => Err(v.to_string()),
-            }
-        },
+        live_pending,
     )
     .await;
     sk.child.kill().unwrap(); // SIGKILL: no shutdown path runs
@@ -596,14 +599,11 @@ async fn the_admission_hook_allows_refuses_and_defaults() {
     };
     let receiver = Receiver::start().await;
     receiver.set_secret("/admit", OPS_SECRET);
-    let env: HashMap<String, String> = [
+    let env = env_of(&[
         ("SKYLARK_WEBHOOK_SECRET", OPS_SECRET.to_string()),
         ("SKYLARK_ADMISSION_URL", receiver.url("/admit")),
         ("SKYLARK_ADMISSION_TIMEOUT_MS", "1000".into()),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_string(), v))
-    .collect();
+    ]);
     let sk = Skylark::start_with(Options {
         env,
         ..Default::default()
@@ -623,10 +623,7 @@ async fn the_admission_hook_allows_refuses_and_defaults() {
 
     // Allowed: an RTMP publish goes live, and the hook was told it is RTMP.
     receiver.shared.admit_status.store(204, Ordering::Relaxed);
-    let log = sk.dir.join("ffmpeg-admitted.log");
-    let url = format!("rtmp://127.0.0.1:{}/live/{key}", rtmp_port(&sk));
-    let push = rtmp_push(ffmpeg, &url, 600, &log);
-    wait_live(&sk.base, &room, &log).await;
+    let push = push_live(&sk, ffmpeg, &room, &key).await;
     assert_eq!(
         receiver.calls("/admit").pop().unwrap().body["protocol"],
         "rtmp"
@@ -646,51 +643,41 @@ async fn the_admission_hook_allows_refuses_and_defaults() {
 
     // A hook that is down, with `allow` as the default: publishers get in.
     let closed = free_port();
-    let env: HashMap<String, String> = [
+    let env = env_of(&[
         ("SKYLARK_WEBHOOK_SECRET", OPS_SECRET.to_string()),
         (
             "SKYLARK_ADMISSION_URL",
             format!("http://127.0.0.1:{closed}/admit"),
         ),
         ("SKYLARK_ADMISSION_DEFAULT", "allow".into()),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_string(), v))
-    .collect();
+    ]);
     let sk = Skylark::start_with(Options {
         env,
         ..Default::default()
     })
     .await;
     let (token, room, key) = creator_with_room(&sk.base, "public").await;
-    let log = sk.dir.join("ffmpeg-default-allow.log");
-    let url = format!("rtmp://127.0.0.1:{}/live/{key}", rtmp_port(&sk));
-    let push = rtmp_push(ffmpeg, &url, 600, &log);
-    wait_live(&sk.base, &room, &log).await;
+    let push = push_live(&sk, ffmpeg, &room, &key).await;
     drop(push);
 
     // Without SKYLARK_WEBHOOK_ALLOW_PRIVATE, a creator's webhook can't reach loopback
     // (nor any private address): its deliveries fail, saying why, and nothing is sent.
     let id = register(&sk, &token, &receiver).await;
     rotate(&sk, &token, &room).await;
-    let c = reqwest::Client::new();
-    eventually(Duration::from_secs(60), "a refused delivery", || async {
-        let v = send_json(
-            c.get(format!("{}/api/v1/webhooks/{id}/deliveries", sk.base))
-                .bearer_auth(&token),
-        )
-        .await;
-        let refused = v["deliveries"].as_array().unwrap().iter().any(|d| {
+    let refused = |v: &Value| {
+        deliveries(v).iter().any(|d| {
             d["last_error"]
                 .as_str()
                 .is_some_and(|e| e.contains("private address"))
-        });
-        if refused {
-            Ok(())
-        } else {
-            Err(v.to_string())
-        }
-    })
+        })
+    };
+    wait_api(
+        &sk,
+        &token,
+        &format!("/webhooks/{id}/deliveries"),
+        "a refused delivery",
+        refused,
+    )
     .await;
     assert!(receiver.calls("/creator").is_empty());
 }

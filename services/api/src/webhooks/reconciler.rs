@@ -75,16 +75,76 @@ async fn round(store: &Store, bus: &AnyBus) -> anyhow::Result<bool> {
     Ok(wrote)
 }
 
-/// The `room` object and owner of a room's events; a deleted room keeps its id.
-async fn room_of(
+/// Who a room's events go to and the `room` object they carry. A deleted room keeps
+/// its id and the owner recorded when it went live.
+struct Subject {
+    room_id: String,
+    owner: String,
+    room: Value,
+}
+
+impl Subject {
+    /// `None`: no such room, and no recorded owner (not a room of this API).
+    async fn of(
+        store: &Store,
+        room_id: &str,
+        recorded_owner: Option<&str>,
+    ) -> StoreResult<Option<Self>> {
+        let (room, owner) = match store.room(room_id).await? {
+            Some(r) => (room_json(&r), Some(r.owner_id)),
+            None => (json!({ "id": room_id }), recorded_owner.map(str::to_owned)),
+        };
+        Ok(owner.map(|owner| Self {
+            room_id: room_id.to_owned(),
+            owner,
+            room,
+        }))
+    }
+
+    async fn of_row(store: &Store, row: &LiveRow) -> StoreResult<Self> {
+        Ok(Self::of(store, &row.room_id, Some(&row.owner_id))
+            .await?
+            .unwrap_or_else(|| Self {
+                room_id: row.room_id.clone(),
+                owner: row.owner_id.clone(),
+                room: json!({ "id": row.room_id }),
+            }))
+    }
+
+    fn event(&self, kind: EventType, data: Value) -> NewEvent<'_> {
+        NewEvent {
+            kind,
+            room_id: &self.room_id,
+            owner_id: &self.owner,
+            room: self.room.clone(),
+            data,
+        }
+    }
+}
+
+type AnyQuery<'q> = sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments>;
+
+/// One transition: `update`, conditional on the state this replica saw (after
+/// `prepare`, if any), and — only if it changed the row, so one replica wins —
+/// `events`, all in one transaction. `true` when it won.
+async fn transition(
     store: &Store,
-    room_id: &str,
-    owner: Option<&str>,
-) -> StoreResult<(Value, Option<String>)> {
-    Ok(match store.room(room_id).await? {
-        Some(r) => (room_json(&r), Some(r.owner_id)),
-        None => (json!({ "id": room_id }), owner.map(str::to_owned)),
-    })
+    prepare: Option<AnyQuery<'_>>,
+    update: AnyQuery<'_>,
+    events: Vec<NewEvent<'_>>,
+) -> StoreResult<bool> {
+    let mut tx = store.begin().await?;
+    if let Some(q) = prepare {
+        q.execute(&mut *tx).await?;
+    }
+    let won = update.execute(&mut *tx).await?.rows_affected() == 1;
+    if won {
+        for ev in events {
+            emit(&mut tx, ev).await?;
+        }
+    }
+    tx.commit().await?;
+    Ok(won)
 }
 
 fn publisher_data(session: &str, protocol: Option<&str>) -> Value {
@@ -96,62 +156,34 @@ async fn went_live(
     room_id: &str,
     publisher: Option<&Publisher>,
 ) -> StoreResult<bool> {
-    let (room, Some(owner)) = room_of(store, room_id, None).await? else {
+    let Some(subject) = Subject::of(store, room_id, None).await? else {
         return Ok(false); // not a room of this API (deleted before it went live)
     };
     let now = now_ms();
-    let mut tx = store.begin().await?;
-    sqlx::query(
+    let prepare = sqlx::query(
         "INSERT INTO room_live_state (room_id, owner_id, live_since, viewers_at, updated_at) \
          VALUES ($1, $2, NULL, $3, $3) ON CONFLICT (room_id) DO NOTHING",
     )
     .bind(room_id)
-    .bind(&owner)
-    .bind(now)
-    .execute(&mut *tx)
-    .await?;
-    let won = sqlx::query(
+    .bind(&subject.owner)
+    .bind(now);
+    let update = sqlx::query(
         "UPDATE room_live_state SET owner_id = $1, live_since = $2, publisher_session = $3, \
          publisher_protocol = $4, viewers_at = $2, updated_at = $2 \
          WHERE room_id = $5 AND live_since IS NULL",
     )
-    .bind(&owner)
+    .bind(&subject.owner)
     .bind(now)
     .bind(publisher.map(|p| p.session.clone()))
     .bind(publisher.map(|p| p.protocol.clone()))
-    .bind(room_id)
-    .execute(&mut *tx)
-    .await?
-    .rows_affected()
-        == 1;
-    if won {
-        let ev = |kind, data| NewEvent {
-            kind,
-            room_id,
-            owner_id: &owner,
-            room: room.clone(),
-            data,
-        };
-        emit(
-            &mut tx,
-            ev(
-                EventType::RoomLive,
-                json!({ "live_since": skylark_media::hls::format_pdt(now) }),
-            ),
-        )
-        .await?;
-        if let Some(p) = publisher {
-            emit(
-                &mut tx,
-                ev(
-                    EventType::PublisherConnected,
-                    publisher_data(&p.session, Some(&p.protocol)),
-                ),
-            )
-            .await?;
-        }
+    .bind(room_id);
+    let since = json!({ "live_since": skylark_media::hls::format_pdt(now) });
+    let mut events = vec![subject.event(EventType::RoomLive, since)];
+    if let Some(p) = publisher {
+        let data = publisher_data(&p.session, Some(&p.protocol));
+        events.push(subject.event(EventType::PublisherConnected, data));
     }
-    tx.commit().await?;
+    let won = transition(store, Some(prepare), update, events).await?;
     if won {
         tracing::info!(room_id, "webhooks: room live");
     }
@@ -159,11 +191,9 @@ async fn went_live(
 }
 
 async fn publisher_changed(store: &Store, row: &LiveRow, p: &Publisher) -> StoreResult<bool> {
-    let (room, owner) = room_of(store, &row.room_id, Some(&row.owner_id)).await?;
-    let owner = owner.unwrap_or_else(|| row.owner_id.clone());
+    let subject = Subject::of_row(store, row).await?;
     let old = row.publisher_session.clone().unwrap_or_default();
-    let mut tx = store.begin().await?;
-    let won = sqlx::query(
+    let update = sqlx::query(
         "UPDATE room_live_state SET publisher_session = $1, publisher_protocol = $2, updated_at = $3 \
          WHERE room_id = $4 AND live_since = $5 AND COALESCE(publisher_session, '') = $6",
     )
@@ -172,71 +202,38 @@ async fn publisher_changed(store: &Store, row: &LiveRow, p: &Publisher) -> Store
     .bind(now_ms())
     .bind(&row.room_id)
     .bind(row.live_since)
-    .bind(&old)
-    .execute(&mut *tx)
-    .await?
-    .rows_affected()
-        == 1;
-    if won {
-        let ev = |kind, data| NewEvent {
-            kind,
-            room_id: &row.room_id,
-            owner_id: &owner,
-            room: room.clone(),
-            data,
-        };
-        if !old.is_empty() {
-            let data = publisher_data(&old, row.publisher_protocol.as_deref());
-            emit(&mut tx, ev(EventType::PublisherDisconnected, data)).await?;
-        }
-        emit(
-            &mut tx,
-            ev(
-                EventType::PublisherConnected,
-                publisher_data(&p.session, Some(&p.protocol)),
-            ),
-        )
-        .await?;
+    .bind(&old);
+    let mut events = Vec::new();
+    if !old.is_empty() {
+        let data = publisher_data(&old, row.publisher_protocol.as_deref());
+        events.push(subject.event(EventType::PublisherDisconnected, data));
     }
-    tx.commit().await?;
-    Ok(won)
+    let data = publisher_data(&p.session, Some(&p.protocol));
+    events.push(subject.event(EventType::PublisherConnected, data));
+    transition(store, None, update, events).await
 }
 
 async fn went_offline(store: &Store, row: &LiveRow) -> StoreResult<bool> {
-    let (room, owner) = room_of(store, &row.room_id, Some(&row.owner_id)).await?;
-    let owner = owner.unwrap_or_else(|| row.owner_id.clone());
+    let subject = Subject::of_row(store, row).await?;
     let now = now_ms();
-    let mut tx = store.begin().await?;
-    let won = sqlx::query(
+    let update = sqlx::query(
         "UPDATE room_live_state SET live_since = NULL, publisher_session = NULL, \
          publisher_protocol = NULL, updated_at = $1 WHERE room_id = $2 AND live_since = $3",
     )
     .bind(now)
     .bind(&row.room_id)
-    .bind(row.live_since)
-    .execute(&mut *tx)
-    .await?
-    .rows_affected()
-        == 1;
-    if won {
-        let ev = |kind, data| NewEvent {
-            kind,
-            room_id: &row.room_id,
-            owner_id: &owner,
-            room: room.clone(),
-            data,
-        };
-        if let Some(s) = &row.publisher_session {
-            let data = publisher_data(s, row.publisher_protocol.as_deref());
-            emit(&mut tx, ev(EventType::PublisherDisconnected, data)).await?;
-        }
-        let data = json!({
-            "live_since": skylark_media::hls::format_pdt(row.live_since),
-            "duration_s": (now - row.live_since).max(0) / 1000,
-        });
-        emit(&mut tx, ev(EventType::RoomOffline, data)).await?;
+    .bind(row.live_since);
+    let mut events = Vec::new();
+    if let Some(s) = &row.publisher_session {
+        let data = publisher_data(s, row.publisher_protocol.as_deref());
+        events.push(subject.event(EventType::PublisherDisconnected, data));
     }
-    tx.commit().await?;
+    let data = json!({
+        "live_since": skylark_media::hls::format_pdt(row.live_since),
+        "duration_s": (now - row.live_since).max(0) / 1000,
+    });
+    events.push(subject.event(EventType::RoomOffline, data));
+    let won = transition(store, None, update, events).await?;
     if won {
         tracing::info!(room_id = %row.room_id, "webhooks: room offline");
     }
@@ -244,39 +241,19 @@ async fn went_offline(store: &Store, row: &LiveRow) -> StoreResult<bool> {
 }
 
 async fn viewers(store: &Store, row: &LiveRow, p: &placement::RoomPlacement) -> StoreResult<bool> {
-    let (room, owner) = room_of(store, &row.room_id, Some(&row.owner_id)).await?;
-    let owner = owner.unwrap_or_else(|| row.owner_id.clone());
-    let now = now_ms();
-    let mut tx = store.begin().await?;
-    let won = sqlx::query(
+    let subject = Subject::of_row(store, row).await?;
+    let update = sqlx::query(
         "UPDATE room_live_state SET viewers_at = $1 WHERE room_id = $2 AND viewers_at = $3 \
          AND live_since IS NOT NULL",
     )
-    .bind(now)
+    .bind(now_ms())
     .bind(&row.room_id)
-    .bind(row.viewers_at)
-    .execute(&mut *tx)
-    .await?
-    .rows_affected()
-        == 1;
-    if won {
-        let c = p.viewer_counts();
-        let data = json!({
-            "viewers": p.viewers(),
-            "by_transport": { "webrtc": c.webrtc, "hls": c.hls, "flv": c.flv },
-        });
-        emit(
-            &mut tx,
-            NewEvent {
-                kind: EventType::RoomViewers,
-                room_id: &row.room_id,
-                owner_id: &owner,
-                room,
-                data,
-            },
-        )
-        .await?;
-    }
-    tx.commit().await?;
-    Ok(won)
+    .bind(row.viewers_at);
+    let c = p.viewer_counts();
+    let data = json!({
+        "viewers": p.viewers(),
+        "by_transport": { "webrtc": c.webrtc, "hls": c.hls, "flv": c.flv },
+    });
+    let events = vec![subject.event(EventType::RoomViewers, data)];
+    transition(store, None, update, events).await
 }
