@@ -1,7 +1,8 @@
 //! Webhooks end to end: the `skylark` binary, an FFmpeg RTMP publisher, and a real HTTP
 //! receiver in this test that checks every `Skylark-Signature` with an independent
 //! HMAC-SHA256 (Python's `hmac` module). One publish/unpublish cycle and a key rotation
-//! arrive in order; a receiver down for 30 s and a SIGKILLed server lose nothing; the
+//! arrive in order; a receiver down for 30 s, a SIGKILLed all-in-one server, and a
+//! SIGKILLed api and signaling of the scale-out layout (Redis) lose nothing; the
 //! admission hook allows, refuses, and falls back to its default. The outbox runs on
 //! SQLite and on PostgreSQL (`postgres_schema_url`: a failure in CI when unreachable).
 
@@ -680,4 +681,69 @@ async fn the_admission_hook_allows_refuses_and_defaults() {
     )
     .await;
     assert!(receiver.calls("/creator").is_empty());
+}
+
+/// The Kubernetes layout (api, sfu, signaling as processes sharing Redis and
+/// PostgreSQL): the api is SIGKILLed while a room is live and restarted, then the
+/// signaling process holding the RTMP publisher is SIGKILLed. The receiver still gets
+/// the whole cycle, each event once in order, none lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_api_and_signaling_mid_stream_loses_nothing() {
+    let Some(redis) = common::redis_url() else {
+        return;
+    };
+    let Some(ffmpeg) = debian_ffmpeg() else {
+        return;
+    };
+    let receiver = Receiver::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let api_grpc = free_port();
+    let shared = common::scale_out_env(&redis, api_grpc, dir.path(), &[]);
+    let mut api_env = server_env(Db::Postgres, &receiver);
+    api_env.insert("SKYLARK_GRPC_ADDR".into(), format!("127.0.0.1:{api_grpc}"));
+    let api_env = shared(
+        &api_env
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.clone()))
+            .collect::<Vec<_>>(),
+    );
+    let start_api = || common::start_target("api", api_env.clone(), dir.path(), "api");
+    let mut api = start_api().await;
+    let _sfu = common::start_sfu(&shared, dir.path()).await;
+    let mut sig = common::start_target("signaling", shared(&[]), dir.path(), "sig").await;
+
+    let (token, room, key) = creator_with_room(&api.base, "public").await;
+    register(&api, &token, &receiver).await;
+    let log = dir.path().join("ffmpeg-cluster.log");
+    let url = format!("rtmp://127.0.0.1:{}/live/{key}", rtmp_port(&sig));
+    let _push = rtmp_push(ffmpeg, &url, 600, &log);
+    wait_live(&api.base, &room, &log).await;
+    receiver.wait_events("/creator", &CYCLE[..2]).await;
+
+    // The api dies mid-stream and comes back: the room is still live on the bus, so
+    // its reconciler writes nothing new.
+    api.child.kill().unwrap();
+    api.child.wait().unwrap();
+    let api = start_api().await;
+    wait_live(&api.base, &room, &log).await;
+
+    // The signaling process holding the publisher dies: the room goes offline.
+    sig.child.kill().unwrap();
+    sig.child.wait().unwrap();
+    receiver.wait_events("/creator", &CYCLE).await;
+    receiver.wait_events("/ops", &CYCLE).await;
+    let connected = receiver
+        .calls("/creator")
+        .into_iter()
+        .find(|c| c.event_type == "publisher.connected")
+        .unwrap();
+    assert_eq!(connected.body["data"]["protocol"], "rtmp");
+    // No transition was written twice (the restarted api found the state recorded).
+    let ids: std::collections::HashSet<String> = receiver
+        .calls("/ops")
+        .into_iter()
+        .filter(|c| c.event_type != "room.viewers")
+        .map(|c| c.event_id)
+        .collect();
+    assert_eq!(ids.len(), CYCLE.len(), "{:?}", receiver.events("/ops"));
 }
