@@ -41,7 +41,10 @@ impl Admission {
             .timeout(self.config.timeout)
             .send();
         let why = match req.await {
-            Ok(r) if r.status().is_success() => return Decision::Allow,
+            Ok(r) if r.status().is_success() => {
+                metrics::counter!("skylark_admission_total", "result" => "allow").increment(1);
+                return Decision::Allow;
+            }
             Ok(r) if r.status() == reqwest::StatusCode::FORBIDDEN => {
                 metrics::counter!("skylark_admission_total", "result" => "deny").increment(1);
                 return Decision::Deny(
