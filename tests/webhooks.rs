@@ -755,3 +755,116 @@ async fn killing_api_and_signaling_mid_stream_loses_nothing() {
         .collect();
     assert_eq!(ids.len(), CYCLE.len(), "{:?}", receiver.events("/ops"));
 }
+
+/// A receiver that is Python's own HTTPS server: checks the signature as the README's
+/// snippet does and appends `{"ok", "type"}` per request to `out`.
+const PYTHON_HTTPS_RECEIVER: &str = r#"
+import hashlib, hmac, http.server, json, ssl, sys
+port, cert, key, secret, out = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5]
+class Receiver(http.server.BaseHTTPRequestHandler):
+    def do_POST(self):
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        parts = dict(p.split("=", 1) for p in self.headers["Skylark-Signature"].split(","))
+        mac = hmac.new(secret.encode(), parts["t"].encode() + b"." + body, hashlib.sha256).hexdigest()
+        ok = hmac.compare_digest(mac, parts["v1"])
+        with open(out, "a") as f:
+            f.write(json.dumps({"ok": ok, "type": self.headers["Skylark-Event-Type"]}) + "\n")
+        self.send_response(200 if ok else 401)
+        self.end_headers()
+    def log_message(self, *args):
+        pass
+server = http.server.HTTPServer(("127.0.0.1", port), Receiver)
+context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+context.load_cert_chain(cert, key)
+server.socket = context.wrap_socket(server.socket, server_side=True)
+server.serve_forever()
+"#;
+
+/// `https://` endpoints: the server verifies the receiver's certificate (a test CA the
+/// server is told to trust through OpenSSL's `SSL_CERT_FILE`) and delivers over TLS.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_endpoints_are_delivered_over_tls() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key, out) = (
+        dir.path().join("cert.pem"),
+        dir.path().join("key.pem"),
+        dir.path().join("received.jsonl"),
+    );
+    let made = std::process::Command::new("openssl")
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+        ])
+        .args([
+            "-subj",
+            "/CN=localhost",
+            "-addext",
+            "subjectAltName=DNS:localhost",
+        ])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .stderr(std::process::Stdio::null())
+        .status()
+        .expect("openssl");
+    assert!(made.success(), "openssl req");
+    let port = free_port();
+    // Killed on drop (as the FFmpeg pushes are), even when the test fails.
+    let server = common::Push(
+        std::process::Command::new("python3")
+            .args(["-c", PYTHON_HTTPS_RECEIVER, &port.to_string()])
+            .arg(&cert)
+            .arg(&key)
+            .arg(OPS_SECRET)
+            .arg(&out)
+            .spawn()
+            .expect("python3"),
+    );
+    eventually(
+        Duration::from_secs(30),
+        "the HTTPS receiver listens",
+        || async {
+            tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .map(drop)
+                .map_err(|e| e.to_string())
+        },
+    )
+    .await;
+
+    let env = env_of(&[
+        (
+            "SKYLARK_WEBHOOK_URLS",
+            format!("https://localhost:{port}/ops"),
+        ),
+        ("SKYLARK_WEBHOOK_SECRET", OPS_SECRET.into()),
+        ("SSL_CERT_FILE", cert.display().to_string()),
+    ]);
+    let sk = Skylark::start_with(Options {
+        env,
+        ..Default::default()
+    })
+    .await;
+    let (token, room, _) = creator_with_room(&sk.base, "public").await;
+    rotate(&sk, &token, &room).await;
+    eventually(
+        DELIVERY_DEADLINE,
+        "stream_key.rotated over https",
+        || async {
+            let got = std::fs::read_to_string(&out).unwrap_or_default();
+            if got.contains(r#"{"ok": true, "type": "stream_key.rotated"}"#) {
+                Ok(())
+            } else {
+                Err(got)
+            }
+        },
+    )
+    .await;
+    drop(server);
+    assert!(
+        !std::fs::read_to_string(&out)
+            .unwrap()
+            .contains(r#""ok": false"#),
+        "a signature that did not verify"
+    );
+}
