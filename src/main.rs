@@ -222,6 +222,32 @@ struct Config {
         default_value = "Skylark <no-reply@localhost>"
     )]
     mail_from: String,
+    /// Deployment-wide webhook endpoints (comma-separated http(s) URLs): every event of
+    /// every room, signed with `SKYLARK_WEBHOOK_SECRET`.
+    #[arg(long, env = "SKYLARK_WEBHOOK_URLS", default_value = "")]
+    webhook_urls: String,
+    /// Signs deployment-wide webhooks and admission calls (receivers verify with it).
+    #[arg(
+        long,
+        env = "SKYLARK_WEBHOOK_SECRET",
+        default_value = "",
+        hide_env_values = true
+    )]
+    webhook_secret: String,
+    /// Admission hook: POSTed `{room, protocol, client_ip}` before a publish is
+    /// accepted; 2xx allows, 403 refuses.
+    #[arg(long, env = "SKYLARK_ADMISSION_URL", default_value = "")]
+    admission_url: String,
+    /// How long the admission hook may take before `SKYLARK_ADMISSION_DEFAULT` applies.
+    #[arg(long, env = "SKYLARK_ADMISSION_TIMEOUT_MS", default_value_t = 2000)]
+    admission_timeout_ms: u64,
+    /// What an admission hook that times out or fails means: `allow` or `deny`.
+    #[arg(long, env = "SKYLARK_ADMISSION_DEFAULT", default_value = "deny")]
+    admission_default: String,
+    /// Let creators' webhooks reach private, loopback and link-local addresses (by
+    /// default only public hosts: a webhook must not reach the internal network).
+    #[arg(long, env = "SKYLARK_WEBHOOK_ALLOW_PRIVATE", default_value_t = false, action = clap::ArgAction::Set)]
+    webhook_allow_private: bool,
     /// OTLP/gRPC trace collector, e.g. http://otel-collector:4317.
     #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
     otlp_endpoint: Option<String>,
@@ -326,6 +352,14 @@ impl Config {
             mail: skylark_api::MailConfig::parse(&self.mail_url, &self.mail_from)?,
             // Whichever processes serve them, clients see one REST API and one document.
             other_operations: skylark_signaling::openapi(),
+            webhooks: skylark_api::WebhookConfig::new(
+                &self.webhook_urls,
+                &self.webhook_secret,
+                &self.admission_url,
+                Duration::from_millis(self.admission_timeout_ms.clamp(1, 10_000)),
+                &self.admission_default,
+                self.webhook_allow_private,
+            )?,
         })
     }
 
@@ -371,6 +405,12 @@ impl Config {
             signup = ?self.signup,
             mail = %mask_url(&self.mail_url),
             mail_from = %self.mail_from,
+            webhook_urls = %self.webhook_urls.split(',').map(mask_url).collect::<Vec<_>>().join(","),
+            webhook_secret = if self.webhook_secret.is_empty() { "<unset>" } else { "<set>" },
+            admission_url = %mask_url(&self.admission_url),
+            admission_timeout_ms = self.admission_timeout_ms,
+            admission_default = %self.admission_default,
+            webhook_allow_private = self.webhook_allow_private,
             otlp_endpoint = ?self.otlp_endpoint,
             "configuration"
         );

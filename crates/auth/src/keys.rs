@@ -59,8 +59,12 @@ pub fn new_stream_key() -> StreamKey {
 /// Hex SHA-256 of a key. Keys carry 160 random bits, so a fast hash is enough
 /// (no dictionary to guard against) and lookups stay one indexed query.
 pub fn hash_stream_key(secret: &str) -> String {
-    let d = digest(&SHA256, secret.as_bytes());
-    d.as_ref().iter().map(|b| format!("{b:02x}")).collect()
+    hex(digest(&SHA256, secret.as_bytes()).as_ref())
+}
+
+/// Lowercase hex of `bytes`.
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 #[cfg(test)]

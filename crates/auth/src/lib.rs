@@ -8,6 +8,7 @@ pub(crate) mod keys;
 mod password;
 mod playback;
 mod token;
+mod webhook;
 
 pub use keys::{hash_stream_key, new_secret, new_stream_key, random_bytes, StreamKey};
 pub use password::{hash_password, verify_password};
@@ -15,3 +16,4 @@ pub use playback::{
     PlaybackTokenError, PlaybackTokens, MAX_PLAYBACK_TOKEN_LEN, PLAYBACK_TOKEN_TTL,
 };
 pub use token::{Claims, Grant, Role, TokenError, TokenIssuer};
+pub use webhook::{new_webhook_secret, webhook_signature};

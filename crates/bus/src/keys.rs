@@ -14,6 +14,11 @@ pub(crate) fn live_rooms() -> &'static str {
     "rooms:live"
 }
 
+/// The room's latest publisher session (id and ingest protocol), as signaling placed it.
+pub(crate) fn room_publisher(room: &str) -> String {
+    format!("room:{room}:publisher")
+}
+
 /// Lease held by the packager writing a room's HLS.
 pub(crate) fn room_packager(room: &str) -> String {
     format!("room:{room}:packager")

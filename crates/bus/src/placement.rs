@@ -5,6 +5,8 @@
 //!   (a lease, renewed while live — a room is live exactly while it has one);
 //! - **relays**: the edge nodes pulling the room, each with the node it pulls from
 //!   (one expiring entry per edge, so a dead edge drops out by itself);
+//! - **publisher**: the latest publisher session signaling placed, with its ingest
+//!   protocol (what `publisher.*` webhooks report);
 //! - **packager**: the packager writing its HLS (a lease);
 //! - **viewers**: one count per serving node (origin, edges, packagers), summed.
 //!
@@ -234,6 +236,40 @@ pub async fn live_rooms(bus: &impl Bus) -> Result<Vec<String>, BusError> {
         .collect();
     rooms.sort();
     Ok(rooms)
+}
+
+/// The publisher session signaling last placed in a room: while the room is live (has
+/// an origin), its current publisher. A new session id means the publisher changed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Publisher {
+    /// Unique per publish (a WHIP/WebSocket session id, an RTMP connection id, a p2p
+    /// broadcaster's connection id).
+    pub session: String,
+    /// How it publishes: `whip`, `rtmp`, `ws` or `p2p`.
+    pub protocol: String,
+}
+
+/// Records `publisher` as the room's latest, once signaling has placed it (kept for
+/// [`SESSION_TTL`]; the next publish replaces it).
+pub async fn set_publisher(
+    bus: &impl Bus,
+    room: &str,
+    publisher: &Publisher,
+) -> Result<(), BusError> {
+    let value = serde_json::to_string(publisher).map_err(|source| BusError::Encode {
+        what: "publisher",
+        source,
+    })?;
+    bus.set(&keys::room_publisher(room), &value, Some(SESSION_TTL))
+        .await
+}
+
+/// The room's latest publisher, if one was recorded.
+pub async fn publisher(bus: &impl Bus, room: &str) -> Result<Option<Publisher>, BusError> {
+    Ok(bus
+        .get(&keys::room_publisher(room))
+        .await?
+        .and_then(|v| serde_json::from_str(&v).ok()))
 }
 
 /// The edges relaying the room, sorted by node id.

@@ -1,6 +1,7 @@
 //! The API's configuration, filled by the binary from flags and environment.
 
 use crate::mail::MailConfig;
+use crate::webhooks::WebhookConfig;
 use skylark_telemetry::limits::RateLimit;
 use std::net::SocketAddr;
 use std::path::Path;
@@ -31,6 +32,8 @@ pub struct ApiConfig {
     /// The operations other services answer under `/api/v1` (signaling's `/playback`):
     /// the document at `/api/v1/openapi.json` lists them with the API's own.
     pub other_operations: utoipa::openapi::OpenApi,
+    /// Deployment-wide webhooks and the admission hook.
+    pub webhooks: WebhookConfig,
 }
 
 /// How `POST /auth/signup` creates accounts.
@@ -75,6 +78,7 @@ impl std::fmt::Debug for ApiConfig {
                 "other_operations",
                 &self.other_operations.paths.paths.keys().collect::<Vec<_>>(),
             )
+            .field("webhooks", &self.webhooks)
             .finish()
     }
 }
@@ -108,6 +112,7 @@ impl ApiConfig {
             signup_mode: SignupMode::Open,
             mail: MailConfig::log(),
             other_operations: utoipa::openapi::OpenApi::default(),
+            webhooks: WebhookConfig::default(),
         }
     }
 }

@@ -2,6 +2,7 @@
 
 use crate::http::check_visible;
 use crate::store::{self, Room, StoreError};
+use crate::webhooks::admission::Decision;
 use crate::ApiState;
 use skylark_auth::{hash_stream_key, Role, TokenError};
 use skylark_proto::rooms::v1 as pb;
@@ -84,6 +85,32 @@ impl RoomDirectoryService {
             .map_err(store_status)
     }
 
+    /// The operator's admission hook, when configured: its refusal is the publisher's.
+    async fn admit(&self, room: &Room, protocol: &str, client_ip: &str) -> Result<(), Status> {
+        let Some(admission) = &self.state.admission else {
+            return Ok(());
+        };
+        // Only short, printable values are passed on to the operator's hook.
+        let clean = |s: &str| {
+            if s.len() <= 64 && s.bytes().all(|b| b.is_ascii_graphic()) {
+                s.to_owned()
+            } else {
+                String::new()
+            }
+        };
+        let room_json = crate::webhooks::outbox::room_json(room);
+        match admission
+            .decide(room_json, &clean(protocol), &clean(client_ip))
+            .await
+        {
+            Decision::Allow => Ok(()),
+            Decision::Deny(why) => {
+                tracing::info!(room_id = %room.id, "publish refused by the admission hook");
+                Err(Status::permission_denied(why))
+            }
+        }
+    }
+
     async fn room(&self, id: &str) -> Result<Room, Status> {
         self.state
             .store
@@ -126,6 +153,7 @@ impl RoomDirectory for RoomDirectoryService {
                     }
                 }
                 let room = self.room(&row.room_id).await?;
+                self.admit(&room, &req.protocol, &req.client_ip).await?;
                 tracing::info!(room_id = %room.id, "publish authorized by stream key");
                 Ok(Response::new(pb::AuthorizePublishResponse {
                     room: Some(to_pb(&room)),
@@ -143,6 +171,7 @@ impl RoomDirectory for RoomDirectoryService {
                         "only the room's owner may publish with an access token",
                     ));
                 }
+                self.admit(&room, &req.protocol, &req.client_ip).await?;
                 Ok(Response::new(pb::AuthorizePublishResponse {
                     room: Some(to_pb(&room)),
                     key_id: format!("{OWNER_GRANT}{}", claims.sub),

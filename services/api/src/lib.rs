@@ -18,6 +18,7 @@ mod openapi;
 mod presence;
 mod rest;
 pub mod store;
+mod webhooks;
 
 pub use config::{load_or_create_jwt_secret, load_or_create_secret, ApiConfig, SignupMode};
 pub use directory::RoomDirectoryService;
@@ -25,6 +26,7 @@ pub use mail::{MailConfig, MailConfigError};
 pub use presence::{Presence, RoomStatus};
 pub use rest::router;
 pub use skylark_telemetry::limits::RateLimit;
+pub use webhooks::{AdmissionConfig, EventType, WebhookConfig};
 
 use skylark_auth::TokenIssuer;
 use skylark_bus::AnyBus;
@@ -52,6 +54,8 @@ pub struct ApiState {
     /// burst of signups or logins queues here instead of exhausting memory and threads.
     pub(crate) password_work: Arc<tokio::sync::Semaphore>,
     pub(crate) mailer: mail::Mailer,
+    /// The operator's admission hook, if configured.
+    pub(crate) admission: Option<Arc<webhooks::admission::Admission>>,
 }
 
 impl ApiState {
@@ -68,6 +72,10 @@ impl ApiState {
             password_work: Arc::new(tokio::sync::Semaphore::new(
                 std::thread::available_parallelism().map_or(2, |n| n.get().max(2)),
             )),
+            admission: config.webhooks.admission.clone().map(|a| {
+                let secret = config.webhooks.secret.clone().unwrap_or_default();
+                Arc::new(webhooks::admission::Admission::new(a, secret))
+            }),
             store,
             config: Arc::new(config),
         }
@@ -90,7 +98,26 @@ pub async fn start(
              SMTP server (or SKYLARK_SIGNUP=open on a private deployment)"
         );
     }
-    let state = ApiState::new(store.clone(), config.clone(), bus);
+    store
+        .sync_config_endpoints(&config.webhooks.urls)
+        .await
+        .map_err(|e| anyhow::anyhow!("recording SKYLARK_WEBHOOK_URLS: {e}"))?;
+    let state = ApiState::new(store.clone(), config.clone(), bus.clone());
+    // Webhooks: the bus-to-outbox reconciler and the delivery task, until shutdown.
+    let reconciler = tokio::spawn(webhooks::reconciler::run(
+        store.clone(),
+        bus,
+        shutdown.clone(),
+    ));
+    let delivery = tokio::spawn(webhooks::delivery::run(
+        store.clone(),
+        config.webhooks.clone(),
+        shutdown.clone(),
+    ));
+    let webhook_tasks = tokio::spawn(async move {
+        let _ = tokio::join!(reconciler, delivery);
+        Ok(())
+    });
 
     let grpc_addr = config.grpc_addr;
     let directory = RoomDirectoryService::new(state.clone());
@@ -128,7 +155,7 @@ pub async fn start(
         name: "api",
         router: rest::router(state),
         ready: Some(ready),
-        tasks: vec![grpc],
+        tasks: vec![grpc, webhook_tasks],
         grpc_addr: Some(grpc_addr),
         drain: None,
     })

@@ -11,6 +11,9 @@ use std::borrow::Cow;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use utoipa::ToSchema;
 
+use crate::webhooks::outbox::{emit, room_json, NewEvent};
+use crate::webhooks::EventType;
+
 /// Migrations compiled into the binary, so `skylark migrate` needs no files beside it.
 const MIGRATIONS: &[(i64, &str, &str)] = &[
     (1, "init", include_str!("../../../migrations/0001_init.sql")),
@@ -23,6 +26,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         3,
         "pending_signups",
         include_str!("../../../migrations/0003_pending_signups.sql"),
+    ),
+    (
+        4,
+        "webhooks",
+        include_str!("../../../migrations/0004_webhooks.sql"),
     ),
 ];
 
@@ -178,7 +186,7 @@ pub fn now_ms() -> i64 {
 /// Database handle; cheap to clone.
 #[derive(Clone, Debug)]
 pub struct Store {
-    pool: AnyPool,
+    pub(crate) pool: AnyPool,
 }
 
 fn user_from(row: &AnyRow) -> StoreResult<User> {
@@ -533,13 +541,15 @@ impl Store {
         Ok(done.rows_affected() > 0)
     }
 
-    /// Revokes every live key of the room and stores a new one, atomically.
+    /// Revokes every live key of the room and stores a new one, atomically, with the
+    /// `stream_key.rotated` webhook event.
     pub async fn rotate_stream_key(
         &self,
-        room_id: &str,
+        room: &Room,
         key_id: &str,
         key_hash: &str,
     ) -> StoreResult<()> {
+        let room_id = room.id.as_str();
         let now = now_ms();
         let mut tx = self.pool.begin().await?;
         sqlx::query(
@@ -558,7 +568,16 @@ impl Store {
         .bind(now)
         .execute(&mut *tx)
         .await?;
+        let event = NewEvent {
+            kind: EventType::StreamKeyRotated,
+            room_id,
+            owner_id: &room.owner_id,
+            room: room_json(room),
+            data: serde_json::json!({ "key_id": key_id }),
+        };
+        emit(&mut tx, event).await?;
         tx.commit().await?;
+        crate::webhooks::delivery::wake();
         Ok(())
     }
 

@@ -61,6 +61,7 @@ fn publish_with_key(key: &str) -> AuthorizePublishRequest {
     AuthorizePublishRequest {
         credential: Some(Credential::StreamKey(key.into())),
         room_id: String::new(),
+        ..Default::default()
     }
 }
 
@@ -157,6 +158,7 @@ async fn rotation_over_grpc_and_keys_never_logged() {
         .authorize_publish(AuthorizePublishRequest {
             credential: Some(Credential::StreamKey(new_key.clone())),
             room_id: other["room"]["id"].as_str().unwrap().into(),
+            ..Default::default()
         })
         .await
         .unwrap_err();
@@ -167,6 +169,7 @@ async fn rotation_over_grpc_and_keys_never_logged() {
         .authorize_publish(AuthorizePublishRequest {
             credential: Some(Credential::AccessToken(token.clone())),
             room_id: room_id.clone(),
+            ..Default::default()
         })
         .await
         .unwrap()

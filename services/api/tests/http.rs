@@ -808,3 +808,93 @@ async fn same_http_suite_on_postgres() {
     assert_eq!(app.db.store.counts().await.unwrap(), (1, 0, 0));
     app.db.cleanup().await;
 }
+
+/// Webhook endpoints: what registration accepts and refuses, the per-creator limit,
+/// the secret shown once, and that another creator's endpoint is not found.
+#[tokio::test]
+async fn webhook_endpoints_validate_limit_and_belong_to_their_creator() {
+    let app = app().await;
+    let (_, token) = app.signup("hooks@example.com").await;
+    let post = |body: Value| app.call(Method::POST, "/api/v1/webhooks", Some(&token), Some(body));
+    for (body, why) in [
+        (
+            json!({"url": "ftp://example.com/x", "events": ["room.live"]}),
+            "not http(s)",
+        ),
+        (
+            json!({"url": "https://", "events": ["room.live"]}),
+            "no host",
+        ),
+        (
+            json!({"url": "https://a b/", "events": ["room.live"]}),
+            "a blank",
+        ),
+        (
+            json!({"url": "https://example.com:123456/", "events": ["room.live"]}),
+            "a long port",
+        ),
+        (
+            json!({"url": format!("https://example.com/{}", "x".repeat(2048)), "events": ["room.live"]}),
+            "too long",
+        ),
+        (
+            json!({"url": "https://example.com/", "events": []}),
+            "no events",
+        ),
+        (
+            json!({"url": "https://example.com/", "events": ["room.exploded"]}),
+            "unknown event",
+        ),
+        (
+            json!({"url": "https://example.com/", "events": ["room.live"], "x": 1}),
+            "unknown field",
+        ),
+    ] {
+        let (s, v) = post(body).await;
+        assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{why}: {v}");
+    }
+    let (s, v) = post(json!({"url": "https://hooks.example.com:8443/skylark?x=1", "events": ["room.viewers", "recording.ready", "room.viewers"]})).await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    assert!(v["secret"].as_str().unwrap().starts_with("whsec_"), "{v}");
+    assert_eq!(
+        v["events"],
+        json!(["recording.ready", "room.viewers"]),
+        "{v}"
+    );
+    let id = v["id"].as_str().unwrap().to_string();
+    for _ in 1..10 {
+        let (s, v) = post(json!({"url": "http://example.com/", "events": ["room.live"]})).await;
+        assert_eq!(s, StatusCode::CREATED, "{v}");
+    }
+    let (s, v) = post(json!({"url": "http://example.com/", "events": ["room.live"]})).await;
+    assert_eq!(s, StatusCode::FORBIDDEN, "{v}");
+
+    let (s, list) = app
+        .call(Method::GET, "/api/v1/webhooks", Some(&token), None)
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(list["webhooks"].as_array().unwrap().len(), 10);
+    assert!(list["webhooks"][0].get("secret").is_none(), "{list}");
+    assert_eq!(list["webhooks"][0]["status"]["pending"], 0, "{list}");
+
+    // Another creator sees none of them, and can't read or delete them.
+    let (_, other) = app.signup("other-hooks@example.com").await;
+    let (_, theirs) = app
+        .call(Method::GET, "/api/v1/webhooks", Some(&other), None)
+        .await;
+    assert_eq!(theirs["webhooks"], json!([]));
+    let deliveries = format!("/api/v1/webhooks/{id}/deliveries");
+    let one = format!("/api/v1/webhooks/{id}");
+    let (s, _) = app.call(Method::GET, &deliveries, Some(&other), None).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    let (s, _) = app.call(Method::DELETE, &one, Some(&other), None).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    let (s, v) = app.call(Method::GET, &deliveries, Some(&token), None).await;
+    assert_eq!((s, &v["deliveries"]), (StatusCode::OK, &json!([])));
+    let (s, _) = app.call(Method::DELETE, &one, Some(&token), None).await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    let (s, _) = app.call(Method::DELETE, &one, Some(&token), None).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    let (s, _) = app.call(Method::GET, "/api/v1/webhooks", None, None).await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+}

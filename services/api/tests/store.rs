@@ -112,7 +112,7 @@ async fn suite(s: &Store) {
 
     // Keys: rotation revokes the old one.
     assert_eq!(s.active_key("h1").await.unwrap().unwrap().room_id, "r1");
-    s.rotate_stream_key("r1", "k1b", "h1b").await.unwrap();
+    s.rotate_stream_key(&patched, "k1b", "h1b").await.unwrap();
     assert!(s.active_key("h1").await.unwrap().is_none());
     let k = s.active_key("h1b").await.unwrap().unwrap();
     assert_eq!((k.id.as_str(), k.room_id.as_str()), ("k1b", "r1"));

@@ -186,10 +186,15 @@ impl Connection {
             let _ = s.reject_publish(code, why);
             Ok(false)
         };
+        let ingest = session::Ingest {
+            protocol: "rtmp",
+            client_ip: Some(self.peer.ip()),
+        };
         let placed = match session::authorize_publish(
             &self.state,
             Credential::StreamKey(key),
             String::new(),
+            ingest,
         )
         .await
         {
@@ -212,6 +217,9 @@ impl Connection {
             }
         };
         let room = grant.room;
+        // Recorded before the push starts: the room goes live with this publisher.
+        let session_id = format!("rtmp_{}", skylark_auth::new_secret(9));
+        session::record_publisher(&self.state, &room.id, &session_id, grant.protocol).await;
         // The first candidate node that takes the push (a dead origin costs a retry).
         let mut pushed = None;
         for node in candidates {

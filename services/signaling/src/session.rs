@@ -119,6 +119,17 @@ pub struct PublishGrant {
     pub room: rooms::Room,
     /// The stream-key generation the SFU checks against.
     pub key_id: String,
+    /// How the publisher connects (see [`Ingest`]).
+    pub protocol: &'static str,
+}
+
+/// How a publisher reached signaling: told to the operator's admission hook, and
+/// recorded for `publisher.*` webhooks.
+#[derive(Debug, Clone, Copy)]
+pub struct Ingest {
+    /// `whip`, `rtmp` or `ws`.
+    pub protocol: &'static str,
+    pub client_ip: Option<std::net::IpAddr>,
 }
 
 impl PublishGrant {
@@ -174,6 +185,7 @@ pub async fn authorize_publish(
     state: &State,
     credential: Credential,
     room_id: String,
+    ingest: Ingest,
 ) -> Result<PublishGrant, SessionError> {
     let auth = state
         .upstream
@@ -181,6 +193,11 @@ pub async fn authorize_publish(
         .authorize_publish(rooms::AuthorizePublishRequest {
             credential: Some(credential),
             room_id,
+            protocol: ingest.protocol.to_owned(),
+            client_ip: ingest
+                .client_ip
+                .map(|ip| ip.to_string())
+                .unwrap_or_default(),
         })
         .await
         .map_err(SessionError::directory)?
@@ -189,7 +206,20 @@ pub async fn authorize_publish(
     Ok(PublishGrant {
         room,
         key_id: auth.key_id,
+        protocol: ingest.protocol,
     })
+}
+
+/// Records a placed publisher as its room's latest (session id and protocol), where the
+/// API's webhook reconciler reads it.
+pub async fn record_publisher(state: &State, room: &str, session: &str, protocol: &str) {
+    let publisher = bus_placement::Publisher {
+        session: session.to_owned(),
+        protocol: protocol.to_owned(),
+    };
+    if let Err(e) = bus_placement::set_publisher(&state.bus, room, &publisher).await {
+        tracing::warn!(error = %e, room_id = %room, "publisher not recorded in the bus: webhooks will miss its protocol");
+    }
 }
 
 /// Asks the directory whether `grant` still holds: its key not rotated, its room not
@@ -259,6 +289,7 @@ pub async fn start_publish(
     })
     .await?;
     record(state, &started, &grant.room.id, Kind::Publish).await;
+    record_publisher(state, &grant.room.id, &started.session_id, grant.protocol).await;
     Ok(started)
 }
 

@@ -74,8 +74,13 @@ pub async fn whip_post(
             "send the stream key as `Authorization: Bearer <stream key>` (OBS: the Bearer Token field)",
         )
     })?;
+    let ingest = session::Ingest {
+        protocol: "whip",
+        client_ip: Some(ip),
+    };
     let grant =
-        session::authorize_publish(&state, session::publish_credential(key), room_id).await?;
+        session::authorize_publish(&state, session::publish_credential(key), room_id, ingest)
+            .await?;
     let started = session::start_publish(&state, &grant, offer).await?;
     metrics::counter!("skylark_whip_sessions_total").increment(1);
     tracing::info!(room_id = %grant.room.id, node = %started.node.id, "WHIP publish started");

@@ -308,7 +308,11 @@ impl Conn {
                 )]
             }
         };
-        let grant = match session::authorize_publish(&self.state, credential, room).await {
+        let ingest = session::Ingest {
+            protocol: "ws",
+            client_ip: Some(self.ip),
+        };
+        let grant = match session::authorize_publish(&self.state, credential, room, ingest).await {
             Ok(g) => g,
             Err(e) => return vec![session_err(e)],
         };
@@ -326,6 +330,9 @@ impl Conn {
             let origin = Origin::P2p {
                 broadcaster: self.id.clone(),
             };
+            // Recorded first: the room is live (and its webhooks name this publisher)
+            // from the claim on.
+            session::record_publisher(&self.state, &room, &self.id, "p2p").await;
             let _ =
                 placement::claim_origin(&self.state.bus, &room, &origin, Duration::from_secs(3600))
                     .await;

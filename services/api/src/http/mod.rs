@@ -5,6 +5,7 @@ mod extract;
 mod rooms;
 mod rules;
 mod users;
+mod webhooks;
 
 pub use error::ApiError;
 pub(crate) use rooms::check_visible;
@@ -30,6 +31,9 @@ pub(crate) fn routes() -> OpenApiRouter<ApiState> {
         .routes(routes!(rooms::rotate_key))
         .routes(routes!(rooms::viewer_token))
         .routes(routes!(rooms::revoke_viewer_tokens))
+        .routes(routes!(webhooks::create, webhooks::list))
+        .routes(routes!(webhooks::delete))
+        .routes(routes!(webhooks::deliveries))
         .fallback(|| async {
             ApiError::not_found("no such API endpoint: see /api/v1/openapi.json")
         })

@@ -386,7 +386,7 @@ pub async fn rotate_key(
     let key = new_stream_key();
     state
         .store
-        .rotate_stream_key(&room.id, &new_id("key"), &key.hash)
+        .rotate_stream_key(&room, &new_id("key"), &key.hash)
         .await?;
     state
         .presence

@@ -3,8 +3,10 @@
 //! valid by the schema passes the check, and one the check refuses is invalid by it.
 
 use super::error::{ApiError, ApiResult};
+use crate::webhooks::EventType;
 use serde::{Deserialize, Deserializer};
-use utoipa::openapi::schema::{Object, ObjectBuilder, SchemaType, Type};
+use utoipa::openapi::schema::{Array, ArrayBuilder, Object, ObjectBuilder, SchemaType, Type};
+use utoipa::PartialSchema;
 
 /// The characters `str::trim` removes (Unicode `White_Space`), as ranges. The patterns
 /// need them spelled out: regex `\s` means something else in JSON Schema (ECMA-262),
@@ -224,6 +226,101 @@ pub fn whole_number<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::E
     }
 }
 
+/// A webhook endpoint's URL: `http://` or `https://`, a host name or IPv4 address
+/// (letters, digits, `.`, `-`), an optional port, then a path, query or fragment of
+/// URL characters; at most `max` characters. Nothing is trimmed.
+pub struct UrlRule {
+    pub max: usize,
+}
+
+pub const WEBHOOK_URL: UrlRule = UrlRule { max: 2048 };
+
+/// The characters a webhook URL may have after its host and port (RFC 3986's
+/// unreserved, sub-delims, `:@%/?#`).
+fn url_tail_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || "._~!$&'()*+,;=:@%/?#-".contains(c)
+}
+
+impl UrlRule {
+    pub fn check(&self, raw: &str) -> ApiResult<String> {
+        let valid = raw.chars().count() <= self.max
+            && raw
+                .strip_prefix("https://")
+                .or_else(|| raw.strip_prefix("http://"))
+                .is_some_and(|rest| {
+                    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+                    let (authority, tail) = rest.split_at(end);
+                    let (host, port) = match authority.split_once(':') {
+                        Some((h, p)) => (h, Some(p)),
+                        None => (authority, None),
+                    };
+                    !host.is_empty()
+                        && host
+                            .chars()
+                            .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-')
+                        && port.is_none_or(|p| {
+                            (1..=5).contains(&p.len()) && p.bytes().all(|b| b.is_ascii_digit())
+                        })
+                        && tail.chars().all(url_tail_char)
+                });
+        if valid {
+            Ok(raw.to_string())
+        } else {
+            Err(ApiError::validation(format!(
+                "url: use an http:// or https:// URL of at most {} characters, like https://example.com/hooks/skylark",
+                self.max
+            )))
+        }
+    }
+
+    pub fn schema(&self) -> Object {
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .max_length(Some(self.max))
+            .pattern(Some(
+                "^https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?([/?#][A-Za-z0-9._~!$&'()*+,;=:@%/?#-]*)?$",
+            ))
+            .description(Some(format!(
+                "An http:// or https:// URL (host name or IPv4 address), at most {} characters.",
+                self.max
+            )))
+            .build()
+    }
+}
+
+/// The event types of a webhook: 1 to `max` of them (repeats are dropped).
+pub struct EventList {
+    pub max: usize,
+}
+
+pub const WEBHOOK_EVENTS: EventList = EventList { max: 32 };
+
+impl EventList {
+    pub fn check(&self, mut events: Vec<EventType>) -> ApiResult<Vec<EventType>> {
+        if !(1..=self.max).contains(&events.len()) {
+            return Err(ApiError::validation(format!(
+                "events: list 1 to {} event types, e.g. [\"room.live\", \"room.offline\"]",
+                self.max
+            )));
+        }
+        events.sort();
+        events.dedup();
+        Ok(events)
+    }
+
+    pub fn schema(&self) -> Array {
+        ArrayBuilder::new()
+            .items(EventType::schema())
+            .min_items(Some(1))
+            .max_items(Some(self.max))
+            .description(Some(format!(
+                "1 to {} event types; repeats are dropped.",
+                self.max
+            )))
+            .build()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -300,6 +397,18 @@ mod tests {
         prop::collection::vec(c, 0..12).prop_map(|v| v.into_iter().collect())
     }
 
+    /// Strings shaped like URLs, and near misses.
+    fn urls() -> impl Strategy<Value = String> {
+        let prefix = prop::sample::select(vec!["http://", "https://", "ftp://", "http:/", ""]);
+        let c = prop_oneof![
+            prop::sample::select(vec![':', '/', '?', '#', '.', '-', '%', ' ', '\0', '<', 'é']),
+            prop::char::range('a', 'c'),
+            prop::char::range('0', '9'),
+        ];
+        (prefix, prop::collection::vec(c, 0..30))
+            .prop_map(|(p, v)| format!("{p}{}", v.into_iter().collect::<String>()))
+    }
+
     /// Whether `s` is valid by a string schema (the keywords these rules print).
     fn schema_allows(schema: &Object, s: &str) -> bool {
         let n = s.chars().count();
@@ -321,6 +430,12 @@ mod tests {
         #[test]
         fn email_schema_is_the_check(s in texts()) {
             prop_assert_eq!(schema_allows(&email_schema(), &s), check_email(&s).is_ok());
+        }
+
+        #[test]
+        fn url_schema_is_the_check(s in urls()) {
+            let rule = UrlRule { max: 24 };
+            prop_assert_eq!(schema_allows(&rule.schema(), &s), rule.check(&s).is_ok());
         }
 
         #[test]
