@@ -94,7 +94,7 @@ fn main() {
     fs::create_dir_all(&gen_dir).expect("create OUT_DIR/web");
     let mut table = String::new();
     let mut pages = String::new();
-    for (served, path, bytes) in &files {
+    for (served, _, bytes) in &files {
         if let Some(page) = served.strip_suffix(".html") {
             if served.contains('/') {
                 panic!("web/src/{served}: HTML pages live at the top of web/src");
@@ -110,10 +110,18 @@ fn main() {
             )
             .unwrap();
         } else {
+            // Embedded from a copy in OUT_DIR, not from the checkout: a target directory
+            // shared by two checkouts then never names a file of the other one (which
+            // may be gone) when this script did not rerun for this checkout.
+            let gen = gen_dir.join(served);
+            if let Some(dir) = gen.parent() {
+                fs::create_dir_all(dir).expect("create a directory in OUT_DIR/web");
+            }
+            write_if_changed(&gen, bytes);
             writeln!(
                 table,
                 "    ({served:?}, include_bytes!({:?})),",
-                path.display().to_string()
+                gen.display().to_string()
             )
             .unwrap();
         }
