@@ -134,6 +134,24 @@ fn matrix() -> Vec<(Call, Expect)> {
             Rest("POST", "/api/v1/rooms/{id}/viewer-tokens/revoke"),
             owner_only(204),
         ),
+        // Webhook endpoints are a creator's own, whatever the room: here `{id}` (a room
+        // id) names no endpoint of anyone's, so creators get 404, never someone else's.
+        (
+            Rest("GET", "/api/v1/webhooks"),
+            same([401, 200, 403, 403, 401, 200]),
+        ),
+        (
+            Rest("POST", "/api/v1/webhooks"),
+            same([401, 201, 403, 403, 401, 201]),
+        ),
+        (
+            Rest("GET", "/api/v1/webhooks/{id}/deliveries"),
+            same([401, 404, 403, 403, 401, 404]),
+        ),
+        (
+            Rest("DELETE", "/api/v1/webhooks/{id}"),
+            same([401, 404, 403, 403, 401, 404]),
+        ),
         (Rest("DELETE", "/api/v1/rooms/{id}"), owner_only(204)),
     ]
 }
@@ -260,6 +278,9 @@ async fn run(base: &str, call: Call, room: &str, creds: &Credentials, who: Who) 
                 "/api/v1/auth/verify" => json!({"token": format!("made-up-{}", unique_id())}),
                 "/api/v1/rooms" => json!({"title": "matrix"}),
                 "/api/v1/rooms/{id}" => json!({"title": "renamed"}),
+                "/api/v1/webhooks" => {
+                    json!({"url": "https://hooks.example.com/skylark", "events": ["room.live"]})
+                }
                 _ => json!({}),
             };
             if method != "GET" && method != "DELETE" {
