@@ -20,6 +20,8 @@ use std::time::Duration;
 
 /// Longest a blocking request waits (three target durations, as the spec suggests).
 pub const BLOCK_TIMEOUT: Duration = Duration::from_secs(6);
+/// How long a request for a live room's first still waits for it.
+pub const STILL_WAIT: Duration = Duration::from_secs(20);
 
 #[derive(Clone)]
 pub struct HttpState {
@@ -260,8 +262,10 @@ async fn file(
         }
         File::Still => {
             // The room's first still comes with its first listed rendition: a tile
-            // asked for it as the room went live waits for it, as playlists do.
-            wait_until(&hls, |s| s.still().is_some()).await;
+            // asked for it as the room went live waits for it, as playlists do, but
+            // longer: the first keyframe of a starved encoder took over 6 s under load,
+            // and a pending picture costs the page nothing.
+            wait_until_or(&hls, STILL_WAIT, |s| s.still().is_some()).await;
             match hls.read(|s| s.still()) {
                 // A new one every couple of seconds: never cached.
                 Some(b) => with_headers(b, "video/mp4", "no-cache"),
@@ -426,8 +430,17 @@ async fn media_playlist(hls: &RoomHls, rendition: &str, q: Blocking) -> Response
 
 /// Waits up to [`BLOCK_TIMEOUT`] for `ready`; whether it came.
 async fn wait_until(hls: &RoomHls, ready: impl Fn(&crate::store::State) -> bool) -> bool {
+    wait_until_or(hls, BLOCK_TIMEOUT, ready).await
+}
+
+/// Waits up to `limit` for `ready`; whether it came.
+async fn wait_until_or(
+    hls: &RoomHls,
+    limit: Duration,
+    ready: impl Fn(&crate::store::State) -> bool,
+) -> bool {
     let mut rx = hls.subscribe();
-    let deadline = tokio::time::Instant::now() + BLOCK_TIMEOUT;
+    let deadline = tokio::time::Instant::now() + limit;
     while !hls.read(&ready) {
         metrics::gauge!("skylark_hls_blocking_requests").increment(1.0);
         let woke = tokio::time::timeout_at(deadline, rx.changed()).await;

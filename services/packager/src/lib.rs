@@ -111,7 +111,7 @@ pub async fn start(
         remote: Arc::new(remote::Remote::new(
             bus,
             me,
-            http::BLOCK_TIMEOUT + Duration::from_secs(2),
+            http::BLOCK_TIMEOUT.max(http::STILL_WAIT) + Duration::from_secs(2),
         )),
         access: Arc::new(access::Access::new(
             config.playback_tokens.clone(),
