@@ -1,7 +1,9 @@
 //! Recordings end to end: a room with `record` on, FFmpeg publishing over RTMP; once
 //! the stream ends the recording is listed by the API, `recording.ready` reaches a
 //! webhook receiver (signature checked), and ffprobe reads the MP4 download and the
-//! VOD playlist (served by the packager): the pushed duration, H.264 and audio. In the
+//! VOD playlist (served by the packager): the pushed duration, H.264 and audio; made
+//! private, the recording needs the owner's token (REST) and a playback token (media);
+//! deleted, its files go. In the
 //! scale-out layout, SIGKILLing the packager holding the room mid-stream leaves one
 //! recording with both halves and a discontinuity.
 
@@ -199,8 +201,56 @@ async fn a_recorded_rtmp_stream_becomes_a_vod_and_fires_recording_ready() {
     })
     .await;
 
-    // Deleting removes the row and the files.
+    // A private room's recording needs what its live playback needs.
     let c = reqwest::Client::new();
+    let patched = c
+        .patch(format!("{}/api/v1/rooms/{room}", sk.base))
+        .bearer_auth(&token)
+        .json(&json!({"visibility": "private"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(patched.status(), 200);
+    let one_url = format!("{}/api/v1/recordings/{id}", sk.base);
+    assert_eq!(c.get(&one_url).send().await.unwrap().status(), 401);
+    assert_eq!(
+        c.get(&one_url)
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    // The packager learns the visibility within its cache's lifetime.
+    eventually(
+        Duration::from_secs(60),
+        "the VOD refused without a token",
+        || async {
+            match reqwest::get(&playlist_url).await.unwrap().status().as_u16() {
+                401 => Ok(()),
+                s => Err(format!("status {s}")),
+            }
+        },
+    )
+    .await;
+    let playback = send_json(
+        c.get(format!("{}/api/v1/rooms/{room}/playback", sk.base))
+            .bearer_auth(&token),
+    )
+    .await;
+    let hls = playback["hls"]["url"].as_str().unwrap_or_default();
+    let ptoken = hls
+        .split_once("token=")
+        .map(|(_, t)| t.split('&').next().unwrap_or_default().to_string())
+        .unwrap_or_else(|| panic!("no playback token in {playback}"));
+    let index = get_text(&format!("{playlist_url}?token={ptoken}")).await;
+    assert!(
+        index.contains(&format!("media.m3u8?token={ptoken}")),
+        "{index}"
+    );
+
+    // Deleting removes the row and the files.
     let r = c
         .delete(format!("{}/api/v1/recordings/{id}", sk.base))
         .bearer_auth(&token)
@@ -209,7 +259,13 @@ async fn a_recorded_rtmp_stream_becomes_a_vod_and_fires_recording_ready() {
         .unwrap();
     assert_eq!(r.status(), 204);
     assert!(recordings(&sk.base, &token, &room).await.is_empty());
-    assert_eq!(reqwest::get(&playlist_url).await.unwrap().status(), 404);
+    assert_eq!(
+        reqwest::get(format!("{playlist_url}?token={ptoken}"))
+            .await
+            .unwrap()
+            .status(),
+        404
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

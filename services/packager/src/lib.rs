@@ -93,11 +93,11 @@ pub async fn start(
         SocketAddr::new(ip, config.http_addr.port()).to_string()
     });
     let rooms = Rooms::default();
-    let recordings = recording::Storage {
-        root: config.recordings_dir.clone(),
-        directory: access::directory_client(&config.api_grpc_url)?,
-        shutdown: shutdown.clone(),
-    };
+    let recordings = recording::Storage::new(
+        config.recordings_dir.clone(),
+        access::directory_client(&config.api_grpc_url)?,
+        shutdown.clone(),
+    );
     let shared = Arc::new(Shared {
         bus: bus.clone(),
         rooms: rooms.clone(),

@@ -16,6 +16,7 @@ use skylark_proto::rooms::v1 as rooms;
 use std::collections::{BTreeMap, HashMap};
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -219,7 +220,12 @@ pub struct Storage {
     pub root: PathBuf,
     pub directory: Directory,
     pub shutdown: CancellationToken,
+    /// Recording id → room, so serving a recording's files does not list every room.
+    pub rooms_of: Arc<Mutex<HashMap<String, String>>>,
 }
+
+/// Recordings whose room [`Storage::find`] remembers.
+const MAX_REMEMBERED: usize = 10_000;
 
 impl Storage {
     /// The directory of recording `id`, and its room: `{root}/{room}/{id}`.
@@ -227,19 +233,42 @@ impl Storage {
         if !safe_name(id) {
             return None;
         }
+        let exists = |dir: &Path| tokio::fs::try_exists(dir.join("recording.json"));
+        let known = self.remembered().get(id).cloned();
+        if let Some(room) = known {
+            let dir = self.root.join(&room).join(id);
+            if exists(&dir).await.unwrap_or(false) {
+                return Some((room, dir));
+            }
+            self.remembered().remove(id);
+        }
         let mut rooms = tokio::fs::read_dir(&self.root).await.ok()?;
         while let Ok(Some(e)) = rooms.next_entry().await {
             let room = e.file_name().to_string_lossy().into_owned();
             let dir = e.path().join(id);
-            if safe_name(&room)
-                && tokio::fs::try_exists(dir.join("recording.json"))
-                    .await
-                    .unwrap_or(false)
-            {
+            if safe_name(&room) && exists(&dir).await.unwrap_or(false) {
+                let mut remembered = self.remembered();
+                if remembered.len() >= MAX_REMEMBERED {
+                    remembered.clear();
+                }
+                remembered.insert(id.to_string(), room.clone());
                 return Some((room, dir));
             }
         }
         None
+    }
+
+    fn remembered(&self) -> std::sync::MutexGuard<'_, HashMap<String, String>> {
+        self.rooms_of.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn new(root: PathBuf, directory: Directory, shutdown: CancellationToken) -> Self {
+        Self {
+            root,
+            directory,
+            shutdown,
+            rooms_of: Arc::default(),
+        }
     }
 }
 
@@ -679,11 +708,11 @@ mod tests {
         // Nothing listens here: registration is not reached in these tests (shutdown).
         let shutdown = CancellationToken::new();
         shutdown.cancel();
-        Storage {
-            root: root.to_path_buf(),
-            directory: crate::access::directory_client("http://127.0.0.1:9").unwrap(),
+        Storage::new(
+            root.to_path_buf(),
+            crate::access::directory_client("http://127.0.0.1:9").unwrap(),
             shutdown,
-        }
+        )
     }
 
     fn init(codecs: &str) -> SegOutput {

@@ -4,7 +4,7 @@
 
 use super::error::{error_responses, ApiError, ApiResult, Unavailable};
 use super::extract::{Creator, CreatorRejections, MaybeClaims, RoomId, TokenRejections};
-use super::rooms::check_visible;
+use super::rooms::{check_visible, visible_room};
 use crate::recordings::Recording;
 use crate::ApiState;
 use axum::extract::{FromRequestParts, State};
@@ -95,12 +95,7 @@ pub async fn list(
     RoomId(id): RoomId,
     MaybeClaims(claims): MaybeClaims,
 ) -> ApiResult<Json<RecordingList>> {
-    let room = state
-        .store
-        .room(&id)
-        .await?
-        .ok_or_else(ApiError::room_not_found)?;
-    check_visible(&room, claims.as_ref())?;
+    let room = visible_room(&state, &id, claims.as_ref()).await?;
     let recordings = state
         .store
         .recordings_of(&room.id, LISTED)

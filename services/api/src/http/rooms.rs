@@ -331,13 +331,23 @@ pub async fn get(
     RoomId(id): RoomId,
     MaybeClaims(claims): MaybeClaims,
 ) -> ApiResult<Json<RoomView>> {
+    let room = visible_room(&state, &id, claims.as_ref()).await?;
+    Ok(Json(view(&state, room).await))
+}
+
+/// The room `id` names (id or slug), if `claims` may see it (see [`check_visible`]).
+pub(crate) async fn visible_room(
+    state: &ApiState,
+    id: &str,
+    claims: Option<&Claims>,
+) -> ApiResult<Room> {
     let room = state
         .store
-        .room(&id)
+        .room(id)
         .await?
         .ok_or_else(ApiError::room_not_found)?;
-    check_visible(&room, claims.as_ref())?;
-    Ok(Json(view(&state, room).await))
+    check_visible(&room, claims)?;
+    Ok(room)
 }
 
 /// Edit title, visibility, mode or recording.
