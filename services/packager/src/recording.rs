@@ -288,6 +288,8 @@ pub struct Recorder {
     tx: mpsc::Sender<Msg>,
     gap: bool,
     room: String,
+    /// Each rendition's newest init, sent again after a gap (it may be what was dropped).
+    inits: HashMap<String, SegOutput>,
 }
 
 impl Recorder {
@@ -301,6 +303,7 @@ impl Recorder {
             tx,
             gap: false,
             room: room.into(),
+            inits: HashMap::new(),
         })
     }
 
@@ -320,6 +323,22 @@ impl Recorder {
         if out.is_empty() {
             return;
         }
+        for (r, o) in &out {
+            if let SegOutput::Init { .. } = o {
+                self.inits.insert(r.clone(), o.clone());
+            }
+        }
+        let out = if self.gap {
+            let mut again: Vec<(String, SegOutput)> = self
+                .inits
+                .iter()
+                .map(|(r, o)| (r.clone(), o.clone()))
+                .collect();
+            again.extend(out);
+            again
+        } else {
+            out
+        };
         match self.tx.try_send(Msg::Out { out, gap: self.gap }) {
             Ok(()) => self.gap = false,
             Err(_) => {
@@ -350,6 +369,9 @@ struct Writer {
     dir: PathBuf,
     meta: Meta,
     open: HashMap<String, OpenSeg>,
+    /// After a gap: per rendition, the segment whose start may be lost (`None`: the
+    /// next part's), skipped whole.
+    skip: HashMap<String, Option<u64>>,
 }
 
 impl Writer {
@@ -367,6 +389,7 @@ impl Writer {
                     dir,
                     meta,
                     open: HashMap::new(),
+                    skip: HashMap::new(),
                 });
             }
             // Stale: end it here (files only), tell the API in the background.
@@ -390,6 +413,7 @@ impl Writer {
             dir,
             meta,
             open: HashMap::new(),
+            skip: HashMap::new(),
         })
     }
 
@@ -407,20 +431,33 @@ impl Writer {
                     finalize(&self.storage, &self.dir).await;
                     return;
                 }
-                Some(Msg::Out { out, gap }) => {
-                    if gap {
-                        self.open.clear();
-                        for r in self.meta.renditions.values_mut() {
-                            r.discontinuity_due = true;
-                        }
-                    }
-                    for (r, o) in out {
-                        if let Err(e) = self.apply(&r, o).await {
-                            metrics::counter!("skylark_recording_write_errors_total").increment(1);
-                            tracing::warn!(error = %e, recording_id = %self.meta.id, "recording write failed; the segment is lost");
-                        }
-                    }
-                }
+                Some(Msg::Out { out, gap }) => self.out(out, gap).await,
+            }
+        }
+    }
+
+    async fn out(&mut self, out: Vec<(String, SegOutput)>, gap: bool) {
+        if gap {
+            // Outputs were dropped: the open segments miss parts.
+            let names: Vec<String> = self
+                .meta
+                .renditions
+                .keys()
+                .chain(self.open.keys())
+                .cloned()
+                .collect();
+            self.open.clear();
+            for name in names {
+                self.skip.insert(name, None);
+            }
+            for r in self.meta.renditions.values_mut() {
+                r.discontinuity_due = true;
+            }
+        }
+        for (r, o) in out {
+            if let Err(e) = self.apply(&r, o).await {
+                metrics::counter!("skylark_recording_write_errors_total").increment(1);
+                tracing::warn!(error = %e, recording_id = %self.meta.id, "recording write failed; the segment is lost");
             }
         }
     }
@@ -447,6 +484,18 @@ impl Writer {
                 discontinuity,
                 ..
             } => {
+                if let Some(skipped) = self.skip.get_mut(rendition) {
+                    match *skipped {
+                        None => {
+                            *skipped = Some(msn);
+                            return Ok(());
+                        }
+                        Some(m) if m == msn => return Ok(()),
+                        Some(_) => {
+                            self.skip.remove(rendition);
+                        }
+                    }
+                }
                 let seg = self.open.entry(rendition.into()).or_insert(OpenSeg {
                     msn,
                     parts: Vec::new(),
@@ -548,11 +597,21 @@ pub async fn finalize(storage: &Storage, dir: &Path) {
         let _ = tokio::fs::remove_dir_all(dir).await;
         return;
     }
-    if !meta.registered && register(storage, &meta).await {
-        meta.registered = true;
-        if let Err(e) = write_meta(dir, &meta).await {
-            tracing::warn!(error = %e, recording_id = %meta.id, "registration not noted (it will be repeated, harmlessly)");
+    if meta.registered {
+        return;
+    }
+    match register(storage, &meta).await {
+        Registered::Stored => {
+            meta.registered = true;
+            if let Err(e) = write_meta(dir, &meta).await {
+                tracing::warn!(error = %e, recording_id = %meta.id, "registration not noted (it will be repeated, harmlessly)");
+            }
         }
+        Registered::Orphan => {
+            tracing::info!(recording_id = %meta.id, room_id = %meta.room, "the recording's room is gone: its files are deleted");
+            let _ = tokio::fs::remove_dir_all(dir).await;
+        }
+        Registered::Unknown => {}
     }
 }
 
@@ -612,9 +671,17 @@ fn concat_files(files: &[PathBuf], out: &Path) -> io::Result<u64> {
     Ok(size)
 }
 
-/// Tells the API, retrying with backoff until it answers or shutdown; true once
-/// acknowledged (stored, or its room is gone).
-async fn register(storage: &Storage, meta: &Meta) -> bool {
+/// What the API said of a finished recording.
+enum Registered {
+    Stored,
+    /// Its room is gone (or the API refused it): nobody can list it.
+    Orphan,
+    /// No answer before shutdown: the sweep asks again.
+    Unknown,
+}
+
+/// Tells the API, retrying with backoff until it answers or shutdown.
+async fn register(storage: &Storage, meta: &Meta) -> Registered {
     let req = rooms::RecordingFinishedRequest {
         recording_id: meta.id.clone(),
         room_id: meta.room.clone(),
@@ -629,22 +696,18 @@ async fn register(storage: &Storage, meta: &Meta) -> bool {
         let mut call = tonic::Request::new(req.clone());
         call.set_timeout(REGISTER_TIMEOUT);
         match storage.directory.clone().recording_finished(call).await {
-            Ok(r) => {
-                if !r.into_inner().stored {
-                    tracing::info!(recording_id = %meta.id, "recording's room is gone; not listed");
-                }
-                return true;
-            }
+            Ok(r) if r.get_ref().stored => return Registered::Stored,
+            Ok(_) => return Registered::Orphan,
             Err(e) if e.code() == tonic::Code::InvalidArgument => {
                 tracing::warn!(error = %e, recording_id = %meta.id, "API refused the recording");
-                return true;
+                return Registered::Orphan;
             }
             Err(e) => {
                 tracing::warn!(error = %e, recording_id = %meta.id, "telling the API about a recording failed; retrying")
             }
         }
         tokio::select! {
-            _ = storage.shutdown.cancelled() => return false,
+            _ = storage.shutdown.cancelled() => return Registered::Unknown,
             _ = tokio::time::sleep(wait) => {}
         }
         wait = (wait * 2).min(Duration::from_secs(30));
@@ -812,6 +875,37 @@ mod tests {
         let w = Writer::open(st, "room_b").await.unwrap();
         assert_ne!(w.meta.id, old);
         assert!(read_meta(&old_dir).await.unwrap().ended_at.is_some());
+    }
+
+    #[tokio::test]
+    async fn after_a_gap_the_segment_in_progress_is_skipped_not_written_cut() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut w = Writer::open(storage(tmp.path()), "room_c").await.unwrap();
+        w.out(vec![("".into(), init("avc1.42e01f"))], false).await;
+        segment(&mut w, 0).await;
+        // Batches were dropped mid-segment 1: its remaining parts and end arrive.
+        let rest = vec![
+            ("".into(), init("avc1.42e01f")),
+            ("".into(), part(1, b"cd", false)),
+            (
+                "".into(),
+                SegOutput::SegmentDone {
+                    msn: 1,
+                    duration: 2.0,
+                },
+            ),
+        ];
+        w.out(rest, true).await;
+        segment(&mut w, 2).await;
+        let r = &w.meta.renditions[""];
+        let written: Vec<(u64, bool)> = r.segments.iter().map(|s| (s.n, s.discontinuity)).collect();
+        assert_eq!(
+            written,
+            [(0, false), (1, true)],
+            "segment 1 skipped, 2 written as seg1"
+        );
+        assert_eq!(std::fs::read(w.dir.join("main/seg1.m4s")).unwrap(), b"abcd");
+        assert_eq!(r.segments[1].init, 2, "the init sent again after the gap");
     }
 
     #[test]
