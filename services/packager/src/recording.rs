@@ -194,9 +194,15 @@ fn now_ms() -> i64 {
 
 /// Writes `bytes` to `path` atomically (a temporary file renamed over it).
 async fn write_atomic(path: &Path, bytes: impl AsRef<[u8]>) -> io::Result<()> {
-    let tmp = path.with_extension("tmp");
+    let tmp = tmp_path(path);
     tokio::fs::write(&tmp, bytes.as_ref()).await?;
     tokio::fs::rename(&tmp, path).await
+}
+
+/// A temporary name beside `path`, unique: two packagers' sweeps finalizing the same
+/// recording at once never write into one file.
+fn tmp_path(path: &Path) -> PathBuf {
+    path.with_extension(format!("tmp-{}", random_hex(6)))
 }
 
 /// Reads a recording's `recording.json`.
@@ -569,10 +575,14 @@ async fn current(room_dir: &Path) -> Option<(PathBuf, Meta)> {
 }
 
 fn new_id() -> String {
-    let mut b = [0u8; 10];
+    format!("rec_{}", random_hex(10))
+}
+
+/// `n` random bytes in hex.
+fn random_hex(n: usize) -> String {
+    let mut b = vec![0u8; n];
     let _ = getrandom::fill(&mut b);
-    let hex: String = b.iter().map(|x| format!("{x:02x}")).collect();
-    format!("rec_{hex}")
+    b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
 /// Ends the recording in `dir`: `VOD` playlists, the MP4 download, `recording.json`
@@ -659,7 +669,7 @@ async fn end(dir: &Path, meta: &mut Meta) -> io::Result<()> {
 
 /// Appends `files` into `out` (atomically), returning its size.
 fn concat_files(files: &[PathBuf], out: &Path) -> io::Result<u64> {
-    let tmp = out.with_extension("tmp");
+    let tmp = tmp_path(out);
     let mut w = io::BufWriter::new(std::fs::File::create(&tmp)?);
     let mut size = 0;
     for f in files {
