@@ -216,7 +216,7 @@ pub async fn read_meta(dir: &Path) -> io::Result<Meta> {
 }
 
 async fn write_meta(dir: &Path, meta: &Meta) -> io::Result<()> {
-    let json = serde_json::to_vec_pretty(meta).map_err(io::Error::other)?;
+    let json = serde_json::to_vec(meta).map_err(io::Error::other)?;
     write_atomic(&dir.join("recording.json"), json).await
 }
 
