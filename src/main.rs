@@ -121,6 +121,10 @@ struct Config {
     /// HLS target segment duration, ms (segments are cut at the next keyframe).
     #[arg(long, env = "SKYLARK_HLS_SEGMENT_MS", default_value_t = 2000)]
     hls_segment_ms: u64,
+    /// Where recordings go: a directory (`file:///path` or a path); default
+    /// `{data dir}/recordings`. (`s3://` is not built yet.)
+    #[arg(long, env = "SKYLARK_RECORDINGS_URL")]
+    recordings_url: Option<String>,
     /// LL-HLS part duration, ms.
     #[arg(long, env = "SKYLARK_HLS_PART_MS", default_value_t = 200)]
     hls_part_ms: u64,
@@ -334,6 +338,26 @@ impl Config {
         }
     }
 
+    /// The recordings directory from SKYLARK_RECORDINGS_URL (default: under the data dir).
+    fn recordings_dir(&self) -> anyhow::Result<PathBuf> {
+        let Some(url) = self.recordings_url.as_deref().filter(|u| !u.is_empty()) else {
+            return Ok(self.data_dir.join("recordings"));
+        };
+        if let Some(path) = url.strip_prefix("file://") {
+            if path.is_empty() {
+                anyhow::bail!("SKYLARK_RECORDINGS_URL={url} names no directory: use file:///path");
+            }
+            return Ok(PathBuf::from(path));
+        }
+        if url.contains("://") {
+            anyhow::bail!(
+                "SKYLARK_RECORDINGS_URL={url}: only a directory (file:///path or a path) is \
+                 supported so far; object storage (s3://) is not built yet"
+            );
+        }
+        Ok(PathBuf::from(url))
+    }
+
     fn api(&self, grpc_addr: SocketAddr) -> anyhow::Result<skylark_api::ApiConfig> {
         Ok(skylark_api::ApiConfig {
             http_addr: self.http_addr,
@@ -360,6 +384,7 @@ impl Config {
                 &self.admission_default,
                 self.webhook_allow_private,
             )?,
+            recordings_dir: Some(self.recordings_dir()?),
         })
     }
 
@@ -555,6 +580,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             part_target: Duration::from_millis(config.hls_part_ms.clamp(100, 1000)),
             api_grpc_url,
             playback_tokens: config.playback_tokens()?,
+            recordings_dir: config.recordings_dir()?,
         })
     };
     let (addr, parts) = match target {

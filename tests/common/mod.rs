@@ -16,6 +16,7 @@ pub mod netns;
 mod ports;
 mod process_env;
 pub mod udp_proxy;
+pub mod webhook_receiver;
 pub use ports::{free_port, unique_id};
 pub use process_env::scrub_env;
 

@@ -53,6 +53,7 @@ pub(crate) fn to_pb(r: &Room) -> pb::Room {
         created_at_ms: r.created_at_ms,
         updated_at_ms: r.updated_at_ms,
         viewer_generation: r.viewer_generation,
+        record: r.record,
     }
 }
 
@@ -224,6 +225,44 @@ impl RoomDirectory for RoomDirectoryService {
             current.push(self.grant_is_current(g).await?);
         }
         Ok(Response::new(pb::CheckPublishGrantsResponse { current }))
+    }
+
+    async fn recording_finished(
+        &self,
+        req: Request<pb::RecordingFinishedRequest>,
+    ) -> Result<Response<pb::RecordingFinishedResponse>, Status> {
+        let r = req.into_inner();
+        let valid = crate::recordings::could_name_a_recording(&r.recording_id)
+            && crate::recordings::could_name_a_recording(&r.room_id)
+            && r.path == format!("{}/{}", r.room_id, r.recording_id)
+            && r.started_at_ms <= r.ended_at_ms
+            && r.duration_ms >= 0
+            && r.bytes >= 0;
+        if !valid {
+            return Err(Status::invalid_argument(
+                "a recording needs an id, its room, path `{room}/{id}`, and times in order",
+            ));
+        }
+        let rec = crate::recordings::Recording {
+            id: r.recording_id,
+            room_id: r.room_id,
+            owner_id: String::new(),
+            started_at_ms: r.started_at_ms,
+            ended_at_ms: r.ended_at_ms,
+            duration_ms: r.duration_ms,
+            bytes: r.bytes,
+            path: r.path,
+        };
+        let stored = self
+            .state
+            .store
+            .finish_recording(&rec)
+            .await
+            .map_err(store_status)?;
+        if stored {
+            tracing::info!(recording_id = %rec.id, room_id = %rec.room_id, "recording stored");
+        }
+        Ok(Response::new(pb::RecordingFinishedResponse { stored }))
     }
 
     async fn get_room(

@@ -16,6 +16,7 @@ mod ids;
 mod mail;
 mod openapi;
 mod presence;
+pub mod recordings;
 mod rest;
 pub mod store;
 mod webhooks;

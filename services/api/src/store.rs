@@ -32,6 +32,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "webhooks",
         include_str!("../../../migrations/0004_webhooks.sql"),
     ),
+    (
+        5,
+        "recordings",
+        include_str!("../../../migrations/0005_recordings.sql"),
+    ),
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -147,6 +152,8 @@ pub struct Room {
     pub updated_at_ms: i64,
     /// Viewer tokens name the generation they were issued in; only the current one plays.
     pub viewer_generation: i64,
+    /// While live, the packager records the room; the recording is a VOD once it ends.
+    pub record: bool,
 }
 
 /// The row of the key a room currently accepts.
@@ -174,6 +181,7 @@ pub struct RoomPatch {
     pub title: Option<String>,
     pub visibility: Option<Visibility>,
     pub mode: Option<Mode>,
+    pub record: Option<bool>,
 }
 
 pub fn now_ms() -> i64 {
@@ -210,11 +218,12 @@ fn room_from(row: &AnyRow) -> StoreResult<Room> {
         created_at_ms: row.try_get("created_at")?,
         updated_at_ms: row.try_get("updated_at")?,
         viewer_generation: row.try_get("viewer_generation")?,
+        record: row.try_get::<i64, _>("record")? != 0,
     })
 }
 
 const ROOM_COLS: &str =
-    "id, owner_id, title, slug, visibility, mode, created_at, updated_at, viewer_generation";
+    "id, owner_id, title, slug, visibility, mode, created_at, updated_at, viewer_generation, record";
 
 impl Store {
     /// Connects to `url` (`sqlite://…` or `postgres://…`). SQLite files are created.
@@ -384,7 +393,7 @@ impl Store {
     pub async fn create_room(&self, room: &Room, key_id: &str, key_hash: &str) -> StoreResult<()> {
         let mut tx = self.pool.begin().await?;
         sqlx::query(
-            "INSERT INTO rooms (id, owner_id, title, slug, visibility, mode, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+            "INSERT INTO rooms (id, owner_id, title, slug, visibility, mode, created_at, updated_at, record) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
         )
         .bind(&room.id)
         .bind(&room.owner_id)
@@ -394,6 +403,7 @@ impl Store {
         .bind(room.mode.as_str())
         .bind(room.created_at_ms)
         .bind(room.updated_at_ms)
+        .bind(i64::from(room.record))
         .execute(&mut *tx)
         .await?;
         sqlx::query(
@@ -482,16 +492,20 @@ impl Store {
         if let Some(m) = patch.mode {
             room.mode = m;
         }
+        if let Some(r) = patch.record {
+            room.record = r;
+        }
         room.updated_at_ms = now_ms();
         sqlx::query(
             "UPDATE rooms SET title = $1, visibility = $2, mode = $3, updated_at = $4, \
-             viewer_generation = $5 WHERE id = $6",
+             viewer_generation = $5, record = $6 WHERE id = $7",
         )
         .bind(&room.title)
         .bind(room.visibility.as_str())
         .bind(room.mode.as_str())
         .bind(room.updated_at_ms)
         .bind(room.viewer_generation)
+        .bind(i64::from(room.record))
         .bind(&room.id)
         .execute(&self.pool)
         .await?;

@@ -26,6 +26,7 @@ fn room(id: &str, owner: &str, vis: Visibility, at: i64) -> Room {
         created_at_ms: at,
         updated_at_ms: at,
         viewer_generation: 0,
+        record: false,
     }
 }
 
@@ -94,6 +95,7 @@ async fn suite(s: &Store) {
                 title: Some("new".into()),
                 visibility: Some(Visibility::Unlisted),
                 mode: Some(Mode::P2p),
+                record: None,
             },
         )
         .await

@@ -21,7 +21,15 @@ use tokio::sync::Semaphore;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 
-type Directory = RoomDirectoryClient<InterceptedService<Channel, GrpcClientInterceptor>>;
+pub(crate) type Directory = RoomDirectoryClient<InterceptedService<Channel, GrpcClientInterceptor>>;
+
+/// A RoomDirectory client (connects lazily).
+pub(crate) fn directory_client(api_grpc_url: &str) -> anyhow::Result<Directory> {
+    Ok(
+        RoomDirectoryClient::with_interceptor(grpc_channel(api_grpc_url)?, GrpcClientInterceptor)
+            .max_decoding_message_size(64 * 1024),
+    )
+}
 
 /// How long a visibility answer is used without asking again.
 const FRESH: Duration = Duration::from_secs(10);
@@ -52,22 +60,27 @@ pub struct Access {
     directory: Directory,
     cache: Mutex<HashMap<String, (Visibility, Instant)>>,
     lookups: Semaphore,
+    /// Finds the room of a `/recordings/{id}/…` path: a recording plays as its room.
+    recordings: Option<crate::recording::Storage>,
 }
 
 impl Access {
     /// `api_grpc_url` reaches the RoomDirectory; connects lazily.
     pub fn new(tokens: PlaybackTokens, api_grpc_url: &str) -> anyhow::Result<Self> {
-        let directory = RoomDirectoryClient::with_interceptor(
-            grpc_channel(api_grpc_url)?,
-            GrpcClientInterceptor,
-        )
-        .max_decoding_message_size(64 * 1024);
+        let directory = directory_client(api_grpc_url)?;
         Ok(Self {
             tokens,
             directory,
             cache: Mutex::new(HashMap::new()),
             lookups: Semaphore::new(MAX_LOOKUPS),
+            recordings: None,
         })
+    }
+
+    /// Recordings are authorized as their rooms' live playback.
+    pub fn with_recordings(mut self, storage: crate::recording::Storage) -> Self {
+        self.recordings = Some(storage);
+        self
     }
 
     fn cached(&self, room: &str, max_age: Duration) -> Option<Visibility> {
@@ -147,6 +160,12 @@ fn room_of(path: &str) -> Option<&str> {
     ok.then_some(room)
 }
 
+/// The recording id a `/recordings/{id}/…` path names.
+fn recording_of(path: &str) -> Option<&str> {
+    let id = path.strip_prefix("/recordings/")?.split('/').next()?;
+    crate::recording::safe_name(id).then_some(id)
+}
+
 /// The `token` query parameter, if any (tokens are URL-safe: no decoding).
 fn token_of(query: Option<&str>) -> Option<&str> {
     param(query, "token")
@@ -171,9 +190,19 @@ pub async fn authorize(
     req: Request,
     next: Next,
 ) -> Response {
-    let Some(room) = room_of(req.uri().path()).map(str::to_string) else {
-        // Not a room path: the handlers answer 404.
-        return next.run(req).await;
+    let room = match room_of(req.uri().path()) {
+        Some(room) => room.to_string(),
+        None => {
+            let found = match (recording_of(req.uri().path()), &access.recordings) {
+                (Some(id), Some(storage)) => storage.find(id).await,
+                _ => None,
+            };
+            // Not a room path, or no such recording: the handlers answer 404.
+            let Some((room, _)) = found else {
+                return next.run(req).await;
+            };
+            room
+        }
     };
     let generation = match access.visibility(&room).await {
         Some(Visibility::Open) => return next.run(req).await,
@@ -324,6 +353,12 @@ mod tests {
         assert_eq!(token_of(Some("_HLS_msn=3&token=pt1.x&a=b")), Some("pt1.x"));
         assert_eq!(token_of(Some("xtoken=1")), None);
         assert_eq!(token_of(None), None);
+        assert_eq!(
+            recording_of("/recordings/rec_1/main/seg0.m4s"),
+            Some("rec_1")
+        );
+        assert_eq!(recording_of("/recordings/../x"), None);
+        assert_eq!(recording_of("/hls/rec_1/index.m3u8"), None);
     }
 
     #[test]

@@ -26,6 +26,7 @@ pub const STILL_WAIT: Duration = Duration::from_secs(20);
 #[derive(Clone)]
 pub struct HttpState {
     pub rooms: Rooms,
+    pub recordings: crate::recording::Storage,
     pub remote: Arc<crate::remote::Remote>,
     pub access: Arc<crate::access::Access>,
 }
@@ -35,6 +36,14 @@ pub fn router(state: HttpState) -> Router {
         .route("/hls/{room}/{file}", get(root_file))
         .route("/hls/{room}/{rendition}/{file}", get(rendition_file))
         .route("/flv/{file}", get(flv_file))
+        .route(
+            "/recordings/{id}/{file}",
+            get(crate::recording_http::root_file),
+        )
+        .route(
+            "/recordings/{id}/{rendition}/{file}",
+            get(crate::recording_http::rendition_file),
+        )
         // Private rooms need a playback token (inside CORS, so players can read a 401).
         .layer(axum::middleware::from_fn_with_state(
             state.access.clone(),
@@ -146,7 +155,7 @@ fn with_headers(body: impl Into<Body>, ctype: &'static str, cache: &'static str)
     r
 }
 
-const PLAYLIST: &str = "application/vnd.apple.mpegurl";
+pub(crate) const PLAYLIST: &str = "application/vnd.apple.mpegurl";
 const IMMUTABLE: &str = "public, max-age=86400, immutable";
 
 type BlockingQuery = Result<Query<Blocking>, axum::extract::rejection::QueryRejection>;

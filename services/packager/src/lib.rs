@@ -9,6 +9,8 @@ mod access;
 mod audience;
 mod flv;
 mod http;
+mod recording;
+mod recording_http;
 mod remote;
 pub mod renditions;
 pub mod segmenter;
@@ -58,6 +60,8 @@ pub struct Config {
     pub api_grpc_url: String,
     /// Checks the playback tokens of private rooms' URLs.
     pub playback_tokens: skylark_auth::PlaybackTokens,
+    /// Where recordings are written (`SKYLARK_RECORDINGS_URL`, a directory).
+    pub recordings_dir: std::path::PathBuf,
 }
 
 struct Shared {
@@ -67,6 +71,7 @@ struct Shared {
     segment_target: Duration,
     /// `PART-TARGET`: no part is longer.
     part_target: Duration,
+    recordings: recording::Storage,
 }
 
 /// Starts discovery and returns the `/hls` routes.
@@ -88,12 +93,18 @@ pub async fn start(
         SocketAddr::new(ip, config.http_addr.port()).to_string()
     });
     let rooms = Rooms::default();
+    let recordings = recording::Storage::new(
+        config.recordings_dir.clone(),
+        access::directory_client(&config.api_grpc_url)?,
+        shutdown.clone(),
+    );
     let shared = Arc::new(Shared {
         bus: bus.clone(),
         rooms: rooms.clone(),
         me: me.clone(),
         segment_target: config.segment_target,
         part_target: segmenter::part_target(config.part_target),
+        recordings: recordings.clone(),
     });
     let node = NodeInfo {
         id: me.clone(),
@@ -105,18 +116,31 @@ pub async fn start(
         },
         ..NodeInfo::default()
     };
-    let task = tokio::spawn(discovery(shared, node, shutdown));
+    let sweep_bus = bus.clone();
+    let sweep = tokio::spawn(recording::sweep(recordings.clone(), move |room: String| {
+        let bus = sweep_bus.clone();
+        Box::pin(async move {
+            // Unknown (bus down) counts as live: finalize only what is surely over.
+            !matches!(placement::origin_node(&bus, &room).await, Ok(None))
+        })
+    }));
+    let task = tokio::spawn(async move {
+        let r = discovery(shared, node, shutdown).await;
+        let _ = sweep.await;
+        r
+    });
     let router = http::router(http::HttpState {
         rooms,
+        recordings: recordings.clone(),
         remote: Arc::new(remote::Remote::new(
             bus,
             me,
             http::BLOCK_TIMEOUT.max(http::STILL_WAIT) + Duration::from_secs(2),
         )),
-        access: Arc::new(access::Access::new(
-            config.playback_tokens.clone(),
-            &config.api_grpc_url,
-        )?),
+        access: Arc::new(
+            access::Access::new(config.playback_tokens.clone(), &config.api_grpc_url)?
+                .with_recordings(recordings),
+        ),
     });
     Ok(ServicePart {
         name: "packager",
@@ -251,6 +275,7 @@ async fn room_worker(sh: Arc<Shared>, room: String, stop: CancellationToken) {
     sh.rooms.insert(&room, hls.clone());
     let mut seg = Renditions::new(sh.segment_target, sh.part_target);
     let mut flv_mux = flv::FlvMuxer::default();
+    let mut rec: Option<recording::Recorder> = None;
     'room: loop {
         let mut offline_since: Option<tokio::time::Instant> = None;
         loop {
@@ -266,6 +291,9 @@ async fn room_worker(sh: Arc<Shared>, room: String, stop: CancellationToken) {
                 tokio::select! { _ = stop.cancelled() => break, _ = tokio::time::sleep(TICK) => continue }
             };
             offline_since = None;
+            if rec.is_none() {
+                rec = start_recording(&sh, &room).await;
+            }
             // One trace per pull: packager → sfu (RelayPull), room id as an attribute.
             let span =
                 tracing::info_span!("packager.relay_pull", otel.kind = "client", room_id = %room);
@@ -275,6 +303,7 @@ async fn room_worker(sh: Arc<Shared>, room: String, stop: CancellationToken) {
                 &mut seg,
                 &mut flv_mux,
                 &hls,
+                &mut rec,
                 &stop,
             )
             .instrument(span)
@@ -285,14 +314,19 @@ async fn room_worker(sh: Arc<Shared>, room: String, stop: CancellationToken) {
             // Whatever comes next (a reconnecting publisher, a new origin) restarts timestamps.
             let mut out = Vec::new();
             seg.publisher_changed(&mut out);
-            hls.apply(out);
+            apply(&hls, &mut rec, out);
             flv_mux.reset(&hls.flv);
             tokio::select! { _ = stop.cancelled() => break, _ = tokio::time::sleep(Duration::from_millis(500)) => {} }
         }
         let mut out = Vec::new();
         seg.flush(&mut out);
-        hls.apply(out);
+        apply(&hls, &mut rec, out);
         hls.end();
+        // Stopped (lease lost, shutdown): the recording stays open for whoever packages
+        // the room next; ended: finalize it.
+        if let Some(r) = rec.take().filter(|_| !stop.is_cancelled()) {
+            r.finish().await;
+        }
         tracing::info!(room_id = %room, "room ended; HLS kept for the grace period");
         // Serve the ended playlist for a while, still holding the lease (so the discovery
         // loop's renewals succeed), unless the process is stopping or the lease is lost.
@@ -319,6 +353,38 @@ async fn room_worker(sh: Arc<Shared>, room: String, stop: CancellationToken) {
     let _ = placement::release_packager(&sh.bus, &room, &sh.me).await;
 }
 
+/// Gives the outputs to the live HLS and, when the room records, to the recorder.
+fn apply(hls: &RoomHls, rec: &mut Option<recording::Recorder>, out: Vec<(String, SegOutput)>) {
+    if let Some(r) = rec {
+        r.feed(&out);
+    }
+    hls.apply(out);
+}
+
+/// A recorder if the room's `record` setting is on (asked of the RoomDirectory at
+/// each pull until a recording starts).
+async fn start_recording(sh: &Shared, room: &str) -> Option<recording::Recorder> {
+    let mut req = tonic::Request::new(skylark_proto::rooms::v1::GetRoomRequest {
+        room_id: room.to_string(),
+    });
+    req.set_timeout(Duration::from_secs(3));
+    match sh.recordings.directory.clone().get_room(req).await {
+        Ok(r) if r.get_ref().record => {}
+        Ok(_) => return None,
+        Err(e) => {
+            tracing::warn!(room_id = %room, error = %e, "room directory unreachable: whether to record is unknown; asking again at the next pull");
+            return None;
+        }
+    }
+    match recording::Recorder::start(sh.recordings.clone(), room).await {
+        Ok(r) => Some(r),
+        Err(e) => {
+            tracing::error!(room_id = %room, error = %e, dir = %sh.recordings.root.display(), "recording could not start: check that SKYLARK_RECORDINGS_URL is a writable directory");
+            None
+        }
+    }
+}
+
 /// The room's origin SFU, if the room is live.
 async fn origin_node(sh: &Shared, room: &str) -> Option<NodeInfo> {
     placement::origin_node(&sh.bus, room).await.ok().flatten()
@@ -330,6 +396,7 @@ async fn pull(
     seg: &mut Renditions,
     flv_mux: &mut flv::FlvMuxer,
     hls: &RoomHls,
+    rec: &mut Option<recording::Recorder>,
     stop: &CancellationToken,
 ) -> anyhow::Result<()> {
     let mut client =
@@ -381,7 +448,7 @@ async fn pull(
                 });
             }
         }
-        hls.apply(std::mem::take(&mut out));
+        apply(hls, rec, std::mem::take(&mut out));
     }
 }
 

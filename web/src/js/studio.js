@@ -281,7 +281,70 @@ function selectRoom(id) {
   $('viewer-link').hidden = true;
   $('copy-viewer-link').hidden = true;
   showRoomPanel(true);
+  loadRecordings().catch((e) => showError(e.message));
 }
+
+// --- recordings ----------------------------------------------------------------------
+
+function formatBytes(n) {
+  if (n >= 1e9) return `${(n / 1e9).toFixed(1)} GB`;
+  if (n >= 1e6) return `${(n / 1e6).toFixed(1)} MB`;
+  return `${Math.max(1, Math.round(n / 1e3))} kB`;
+}
+
+function formatDuration(s) {
+  const t = Math.round(s);
+  const h = Math.floor(t / 3600);
+  const m = Math.floor((t % 3600) / 60);
+  const sec = String(t % 60).padStart(2, '0');
+  return h ? `${h}:${String(m).padStart(2, '0')}:${sec}` : `${m}:${sec}`;
+}
+
+async function loadRecordings() {
+  const room = state.room;
+  if (!room) return;
+  const { recordings } = await api('GET', `/rooms/${encodeURIComponent(room.id)}/recordings`, {
+    token: session.token,
+    what: 'Loading the recordings failed',
+  });
+  // A private room's media URLs take a playback token (as its live HLS does).
+  let suffix = '';
+  if (room.visibility === 'private' && recordings.length) {
+    const p = await api('GET', `/rooms/${encodeURIComponent(room.id)}/playback`, { token: session.token, what: 'Loading the recordings failed' });
+    const t = p?.hls?.url ? new URL(p.hls.url, location.href).searchParams.get('token') : null;
+    if (t) suffix = `?token=${encodeURIComponent(t)}`;
+  }
+  if (state.room?.id !== room.id) return;
+  $('recordings-empty').hidden = recordings.length > 0;
+  $('recordings-list').replaceChildren(
+    ...recordings.map((r) => {
+      const del = el('button', { type: 'button', class: 'danger' }, 'Delete');
+      del.addEventListener(
+        'click',
+        action(async () => {
+          await api('DELETE', `/recordings/${encodeURIComponent(r.id)}`, { token: session.token, what: 'Deleting the recording failed' });
+          await loadRecordings();
+          showInfo('Recording deleted.');
+        }),
+      );
+      const watch = `/watch/${encodeURIComponent(room.id)}?recording=${encodeURIComponent(r.id)}`;
+      return el(
+        'li',
+        { 'data-recording': r.id },
+        el('span', {}, `${new Date(r.started_at_ms).toLocaleString()} · ${formatDuration(r.duration_s)} · ${formatBytes(r.bytes)} `),
+        el('a', { href: watch, target: '_blank', rel: 'noopener' }, 'Play'),
+        ' ',
+        el('a', { href: r.mp4_url + suffix, download: `${r.id}.mp4` }, 'Download'),
+        ' ',
+        del,
+      );
+    }),
+  );
+}
+
+$('recordings-box').addEventListener('toggle', () => {
+  if ($('recordings-box').open) loadRecordings().catch((e) => showError(e.message));
+});
 
 function renderRoomHead() {
   const r = state.room;
@@ -294,6 +357,7 @@ function renderRoomHead() {
   $('private-tools').hidden = r.visibility !== 'private';
   $('edit-title').value = r.title;
   $('edit-visibility').value = r.visibility;
+  $('edit-record').checked = !!r.record;
   if (state.status === 'offline') $('stat-viewers').textContent = viewersText(r.viewers);
 }
 
@@ -344,7 +408,7 @@ $('edit-form').addEventListener(
   action(async () => {
     const r = await api('PATCH', `/rooms/${encodeURIComponent(state.room.id)}`, {
       token: session.token,
-      body: { title: $('edit-title').value.trim(), visibility: $('edit-visibility').value },
+      body: { title: $('edit-title').value.trim(), visibility: $('edit-visibility').value, record: $('edit-record').checked },
       what: 'Saving the room failed',
     });
     state.room = { ...state.room, ...r };

@@ -1051,11 +1051,64 @@ window.player = {
   },
 };
 
+// --- recordings: `?recording=<id>` plays a finished recording (HLS VOD) -------------
+
+const recordingParam = params.get('recording');
+
+/** A private room's playback token, from /playback (the same one /hls takes). */
+async function playbackToken() {
+  try {
+    const p = await fetchPlayback();
+    return p?.hls?.url ? new URL(p.hls.url, location.href).searchParams.get('token') : null;
+  } catch {
+    return null;
+  }
+}
+
+async function playRecording() {
+  let rec;
+  try {
+    rec = await api('GET', `/recordings/${encodeURIComponent(recordingParam)}`, { token, what: 'Loading the recording' });
+  } catch (e) {
+    const gone = e instanceof ApiError && e.status === 404;
+    fail(gone ? 'This recording does not exist (or was deleted). Check the link.' : (explainLoadError(e) ?? e.message));
+    return;
+  }
+  let url = reachable(rec.playlist_url);
+  const t = await playbackToken();
+  if (t) url += `?token=${encodeURIComponent(t)}`;
+  video.controls = true;
+  $('live-badge').hidden = true;
+  const Hls = await loadHls();
+  if (Hls && Hls.isSupported()) {
+    setTransport('hls');
+    const hls = new Hls({ lowLatencyMode: false });
+    hls.on(Hls.Events.ERROR, (_ev, data) => {
+      if (data.fatal) fail(`The recording could not be played (${data.details}).`);
+    });
+    hls.loadSource(url);
+    hls.attachMedia(video);
+    window.__recordingHls = hls;
+  } else if (video.canPlayType('application/vnd.apple.mpegurl')) {
+    setTransport('hls-native');
+    video.src = url;
+  } else {
+    fail('This browser plays neither hls.js nor HLS: download the MP4 instead.');
+    return;
+  }
+  video.addEventListener('playing', () => setStatus('playing', ''), { once: true });
+  video.play().catch(() => {});
+}
+
 updateMuteButton();
 setStatus('loading');
 (async () => {
   if (!roomParam) {
     fail('No room in the address: open /watch/<room>.');
+    return;
+  }
+  if (recordingParam) {
+    await playRecording();
     return;
   }
   for (let attempt = 0; ; attempt++) {

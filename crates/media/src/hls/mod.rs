@@ -320,6 +320,62 @@ pub fn render_multivariant(variants: &[Variant]) -> String {
     o
 }
 
+/// One complete segment of a recording's playlist.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RecordedSegment {
+    /// The segment's URI, relative to the playlist.
+    pub uri: String,
+    /// Seconds.
+    pub duration: f64,
+    /// Its init segment (`EXT-X-MAP`, written when it changes).
+    pub map_uri: String,
+    /// Timestamps restart here (a new publisher, or another packager took over).
+    pub discontinuity: bool,
+}
+
+/// A recording's media playlist: `EXT-X-PLAYLIST-TYPE:EVENT` while it grows (each
+/// rewrite valid up to its last complete segment), `VOD` with `EXT-X-ENDLIST` once
+/// `ended`. No parts: a recording is never played at a live edge.
+///
+/// ```
+/// use skylark_media::hls::{render_recording, RecordedSegment};
+/// let seg = |n: u32, disc| RecordedSegment {
+///     uri: format!("seg{n}.m4s"), duration: 2.0, map_uri: "init1.mp4".into(), discontinuity: disc,
+/// };
+/// let text = render_recording(&[seg(0, false), seg(1, true)], true);
+/// assert!(text.contains("#EXT-X-PLAYLIST-TYPE:VOD\n"));
+/// assert!(text.contains("seg0.m4s\n#EXT-X-DISCONTINUITY\n#EXTINF:2.00000,\nseg1.m4s\n"));
+/// assert!(text.ends_with("#EXT-X-ENDLIST\n"));
+/// ```
+pub fn render_recording(segments: &[RecordedSegment], ended: bool) -> String {
+    let target = segments
+        .iter()
+        .map(|s| s.duration.ceil() as u64)
+        .max()
+        .unwrap_or(1)
+        .max(1);
+    let kind = if ended { "VOD" } else { "EVENT" };
+    let mut o = format!(
+        "#EXTM3U\n#EXT-X-VERSION:7\n#EXT-X-TARGETDURATION:{target}\n#EXT-X-MEDIA-SEQUENCE:0\n\
+         #EXT-X-PLAYLIST-TYPE:{kind}\n#EXT-X-INDEPENDENT-SEGMENTS\n"
+    );
+    let mut map: Option<&str> = None;
+    for (i, s) in segments.iter().enumerate() {
+        if s.discontinuity && i > 0 {
+            o.push_str("#EXT-X-DISCONTINUITY\n");
+        }
+        if map != Some(s.map_uri.as_str()) {
+            let _ = writeln!(o, "#EXT-X-MAP:URI=\"{}\"", s.map_uri);
+            map = Some(&s.map_uri);
+        }
+        let _ = writeln!(o, "#EXTINF:{:.5},\n{}", s.duration, s.uri);
+    }
+    if ended {
+        o.push_str("#EXT-X-ENDLIST\n");
+    }
+    o
+}
+
 /// `2026-11-24T15:04:05.123Z` from epoch milliseconds (proleptic Gregorian, UTC).
 pub fn format_pdt(ms: i64) -> String {
     let secs = ms.div_euclid(1000);

@@ -219,3 +219,28 @@ livenessProbe:
   timeoutSeconds: 3
   failureThreshold: 6
 {{- end }}
+
+{{/*
+Recordings storage of the packagers and the api: SKYLARK_RECORDINGS_URL, and the volume
+of recordings.existingClaim at /recordings.
+*/}}
+{{- define "skylark.env.recordings" -}}
+{{- $default := ternary "file:///recordings" "file:///data/recordings" (ne .Values.recordings.existingClaim "") -}}
+- name: SKYLARK_RECORDINGS_URL
+  value: {{ .Values.recordings.url | default $default | quote }}
+{{- end }}
+
+{{- define "skylark.volumeMount.recordings" -}}
+{{- if .Values.recordings.existingClaim }}
+- name: recordings
+  mountPath: /recordings
+{{- end }}
+{{- end }}
+
+{{- define "skylark.volume.recordings" -}}
+{{- if .Values.recordings.existingClaim }}
+- name: recordings
+  persistentVolumeClaim:
+    claimName: {{ .Values.recordings.existingClaim | quote }}
+{{- end }}
+{{- end }}

@@ -2,6 +2,7 @@
 
 mod error;
 mod extract;
+mod recordings;
 mod rooms;
 mod rules;
 mod users;
@@ -31,6 +32,8 @@ pub(crate) fn routes() -> OpenApiRouter<ApiState> {
         .routes(routes!(rooms::rotate_key))
         .routes(routes!(rooms::viewer_token))
         .routes(routes!(rooms::revoke_viewer_tokens))
+        .routes(routes!(recordings::list))
+        .routes(routes!(recordings::get, recordings::delete))
         .routes(routes!(webhooks::create, webhooks::list))
         .routes(routes!(webhooks::delete))
         .routes(routes!(webhooks::deliveries))

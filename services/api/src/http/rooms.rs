@@ -31,6 +31,9 @@ pub struct CreateRoomRequest {
     pub visibility: Visibility,
     #[serde(default = "default_mode")]
     pub mode: Mode,
+    /// Record the room's streams (default false): each becomes a VOD when it ends.
+    #[serde(default)]
+    pub record: bool,
 }
 
 fn default_visibility() -> Visibility {
@@ -47,6 +50,8 @@ pub struct UpdateRoomRequest {
     pub title: Option<String>,
     pub visibility: Option<Visibility>,
     pub mode: Option<Mode>,
+    /// Record the room's next streams (a stream already live keeps its setting).
+    pub record: Option<bool>,
 }
 
 /// Where to send media: WHIP (OBS 30+, browsers, FFmpeg 7+) or RTMP (server URL; the stream key is the stream name).
@@ -245,6 +250,7 @@ pub async fn create(
         created_at_ms: now,
         updated_at_ms: now,
         viewer_generation: 0,
+        record: req.record,
     };
     let key = new_stream_key();
     state
@@ -325,16 +331,26 @@ pub async fn get(
     RoomId(id): RoomId,
     MaybeClaims(claims): MaybeClaims,
 ) -> ApiResult<Json<RoomView>> {
-    let room = state
-        .store
-        .room(&id)
-        .await?
-        .ok_or_else(ApiError::room_not_found)?;
-    check_visible(&room, claims.as_ref())?;
+    let room = visible_room(&state, &id, claims.as_ref()).await?;
     Ok(Json(view(&state, room).await))
 }
 
-/// Edit title, visibility or mode.
+/// The room `id` names (id or slug), if `claims` may see it (see [`check_visible`]).
+pub(crate) async fn visible_room(
+    state: &ApiState,
+    id: &str,
+    claims: Option<&Claims>,
+) -> ApiResult<Room> {
+    let room = state
+        .store
+        .room(id)
+        .await?
+        .ok_or_else(ApiError::room_not_found)?;
+    check_visible(&room, claims)?;
+    Ok(room)
+}
+
+/// Edit title, visibility, mode or recording.
 #[utoipa::path(patch, path = "/rooms/{id}", tag = "rooms", security(("bearer" = [])), request_body = UpdateRoomRequest,
     params(("id" = String, Path, description = "room id or slug")),
     responses((status = 200, body = RoomView, description = "the room as edited"), CreatorRejections, BodyRejections, Unavailable, OwnerOnly))]
@@ -350,6 +366,7 @@ pub async fn update(
         title,
         visibility: req.visibility,
         mode: req.mode,
+        record: req.record,
     };
     let room = state
         .store

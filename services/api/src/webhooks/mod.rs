@@ -37,7 +37,7 @@ pub enum EventType {
     /// The room's stream key was rotated.
     #[serde(rename = "stream_key.rotated")]
     StreamKeyRotated,
-    /// A recording is ready to play (reserved: recordings are not built yet).
+    /// A recording was finalized and is listed (`data.recording_id`, duration, bytes).
     #[serde(rename = "recording.ready")]
     RecordingReady,
     /// Every 30 s while live: the viewer count (opt-in).

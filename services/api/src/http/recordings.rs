@@ -1,0 +1,191 @@
+//! Recordings: a room's list, one recording with its playback URLs, delete. Reading
+//! them needs what watching the room live needs (private rooms: the owner's token or
+//! a viewer token); the files are served by the packager under `/recordings/{id}/`.
+
+use super::error::{error_responses, ApiError, ApiResult, Unavailable};
+use super::extract::{Creator, CreatorRejections, MaybeClaims, RoomId, TokenRejections};
+use super::rooms::{check_visible, visible_room};
+use crate::recordings::Recording;
+use crate::ApiState;
+use axum::extract::{FromRequestParts, State};
+use axum::http::request::Parts;
+use axum::http::StatusCode;
+use axum::Json;
+use serde::Serialize;
+use std::collections::BTreeMap;
+use utoipa::openapi::{self, RefOr};
+use utoipa::{IntoResponses, ToSchema};
+
+/// Recordings a list shows at most (newest first).
+const LISTED: i64 = 200;
+
+/// A recording with where to play and download it. For a private room, add
+/// `?token=` with a playback token from `GET /api/v1/rooms/{id}/playback`.
+#[derive(Serialize, ToSchema)]
+pub struct RecordingView {
+    #[serde(flatten)]
+    pub recording: Recording,
+    pub duration_s: f64,
+    /// The HLS VOD (multivariant playlist).
+    pub playlist_url: String,
+    /// One fragmented MP4 of the top rendition.
+    pub mp4_url: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct RecordingList {
+    pub recordings: Vec<RecordingView>,
+}
+
+/// A recording's `{id}` from the path (one that is not UTF-8 names none: 404).
+pub struct RecordingId(pub String);
+
+impl<S: Send + Sync> FromRequestParts<S> for RecordingId {
+    type Rejection = ApiError;
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        axum::extract::Path::<String>::from_request_parts(parts, state)
+            .await
+            .map(|axum::extract::Path(id)| RecordingId(id))
+            .map_err(|_| not_found())
+    }
+}
+
+fn not_found() -> ApiError {
+    ApiError::not_found("no such recording: list a room's with GET /api/v1/rooms/{id}/recordings")
+}
+
+fn view(state: &ApiState, recording: Recording) -> RecordingView {
+    let base = format!(
+        "{}/recordings/{}",
+        state.config.public_url.trim_end_matches('/'),
+        recording.id
+    );
+    RecordingView {
+        duration_s: recording.duration_ms as f64 / 1000.0,
+        playlist_url: format!("{base}/index.m3u8"),
+        mp4_url: format!("{base}/recording.mp4"),
+        recording,
+    }
+}
+
+/// Who may not read a recording.
+struct Unwatchable;
+
+impl IntoResponses for Unwatchable {
+    fn responses() -> BTreeMap<String, RefOr<openapi::Response>> {
+        error_responses(&[
+            (
+                StatusCode::UNAUTHORIZED,
+                "a private room's recording without a token, or an invalid or expired token",
+            ),
+            (
+                StatusCode::FORBIDDEN,
+                "a private room's recording, and the token is neither its owner's nor one of its viewer tokens",
+            ),
+            (StatusCode::NOT_FOUND, "no such room or recording"),
+        ])
+    }
+}
+
+/// A room's recordings, newest first (at most 200).
+#[utoipa::path(get, path = "/rooms/{id}/recordings", tag = "recordings", params(("id" = String, Path, description = "room id or slug")),
+    responses((status = 200, body = RecordingList, description = "the room's recordings"), TokenRejections, Unavailable, Unwatchable))]
+pub async fn list(
+    State(state): State<ApiState>,
+    RoomId(id): RoomId,
+    MaybeClaims(claims): MaybeClaims,
+) -> ApiResult<Json<RecordingList>> {
+    let room = visible_room(&state, &id, claims.as_ref()).await?;
+    let recordings = state
+        .store
+        .recordings_of(&room.id, LISTED)
+        .await?
+        .into_iter()
+        .map(|r| view(&state, r))
+        .collect();
+    Ok(Json(RecordingList { recordings }))
+}
+
+async fn visible_recording(
+    state: &ApiState,
+    id: &str,
+    claims: Option<&skylark_auth::Claims>,
+) -> ApiResult<Recording> {
+    let rec = state.store.recording(id).await?.ok_or_else(not_found)?;
+    let room = state
+        .store
+        .room(&rec.room_id)
+        .await?
+        .ok_or_else(not_found)?;
+    check_visible(&room, claims)?;
+    Ok(rec)
+}
+
+/// One recording: duration, size, playback URLs.
+#[utoipa::path(get, path = "/recordings/{id}", tag = "recordings", params(("id" = String, Path, description = "recording id")),
+    responses((status = 200, body = RecordingView, description = "the recording"), TokenRejections, Unavailable, Unwatchable))]
+pub async fn get(
+    State(state): State<ApiState>,
+    RecordingId(id): RecordingId,
+    MaybeClaims(claims): MaybeClaims,
+) -> ApiResult<Json<RecordingView>> {
+    let rec = visible_recording(&state, &id, claims.as_ref()).await?;
+    Ok(Json(view(&state, rec)))
+}
+
+/// Only the room's owner deletes.
+struct OwnerOnly;
+
+impl IntoResponses for OwnerOnly {
+    fn responses() -> BTreeMap<String, RefOr<openapi::Response>> {
+        error_responses(&[
+            (StatusCode::FORBIDDEN, "not the room owner's token"),
+            (StatusCode::NOT_FOUND, "no such recording"),
+        ])
+    }
+}
+
+/// Delete a recording and its files.
+#[utoipa::path(delete, path = "/recordings/{id}", tag = "recordings", security(("bearer" = [])), params(("id" = String, Path, description = "recording id")),
+    responses((status = 204, description = "deleted"), CreatorRejections, Unavailable, OwnerOnly))]
+pub async fn delete(
+    State(state): State<ApiState>,
+    RecordingId(id): RecordingId,
+    Creator(c): Creator,
+) -> ApiResult<StatusCode> {
+    let rec = state.store.recording(&id).await?.ok_or_else(not_found)?;
+    if rec.owner_id != c.sub {
+        return Err(ApiError::forbidden(
+            "only the room's owner can delete its recordings",
+        ));
+    }
+    // Files first: a row without files would be a broken link, files without a row are
+    // only disk space (and deleting again is not possible then).
+    if let Some(root) = &state.config.recordings_dir {
+        remove_files(root, &rec).await?;
+    }
+    state.store.delete_recording(&rec.id).await?;
+    tracing::info!(recording_id = %rec.id, room_id = %rec.room_id, "recording deleted");
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Removes `{root}/{room}/{id}`; the path comes from the row, checked again here.
+async fn remove_files(root: &std::path::Path, rec: &Recording) -> ApiResult<()> {
+    let ok = rec.path == format!("{}/{}", rec.room_id, rec.id)
+        && crate::recordings::could_name_a_recording(&rec.id)
+        && crate::recordings::could_name_a_recording(&rec.room_id);
+    if !ok {
+        return Err(ApiError::internal("recording path is not its room/id"));
+    }
+    match tokio::fs::remove_dir_all(root.join(&rec.room_id).join(&rec.id)).await {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => {
+            tracing::warn!(error = %e, recording_id = %rec.id, "recording files not deleted");
+            Err(ApiError::busy(
+                "the recording's files could not be deleted right now: retry later",
+                5,
+            ))
+        }
+    }
+}

@@ -1,0 +1,937 @@
+//! Recordings: while a room with `record` set is live, the room worker hands the
+//! outputs it gives the live HLS to a [`Recorder`], whose writer task (all file I/O
+//! off the worker) writes each complete segment, the inits, an `EVENT` playlist per
+//! rendition and `recording.json` under `{root}/{room}/{id}/`. `{root}/{room}/current`
+//! names the open recording, so a packager taking the room over continues it after a
+//! discontinuity. When the stream ends the recording is finalized (`VOD` playlists, one
+//! fragmented MP4) and the API is told (`RecordingFinished`, retried until answered).
+//! A [`sweep`] finalizes recordings a dead packager left open.
+
+use crate::access::Directory;
+use crate::segmenter::SegOutput;
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use skylark_media::hls::{render_multivariant, render_recording, RecordedSegment, Variant};
+use skylark_proto::rooms::v1 as rooms;
+use std::collections::{BTreeMap, HashMap};
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+/// Batches of outputs queued between the room worker and the writer (a few per part:
+/// about ten segments). When full, the open segments are dropped, logged and counted
+/// (`skylark_recording_dropped_total`), and the recording continues after a
+/// discontinuity.
+const QUEUE: usize = 256;
+/// An open recording updated this recently is continued by the packager taking the
+/// room over; an older one is finalized and a new one starts.
+pub const CONTINUE_WITHIN_MS: i64 = 30_000;
+/// The sweep finalizes open recordings not updated for this long whose room is offline.
+pub const ABANDONED_AFTER_MS: i64 = 60_000;
+const SWEEP_EVERY: Duration = Duration::from_secs(30);
+/// Largest `recording.json` read (thousands of segments fit well below it).
+const MAX_META: u64 = 16 * 1024 * 1024;
+const REGISTER_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// What is recorded of one rendition.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct RenditionMeta {
+    pub codecs: String,
+    pub resolution: Option<(u32, u32)>,
+    /// Peak bits per second of a segment.
+    pub bandwidth: u64,
+    /// The newest init written (`init{v}.mp4`); 0: none yet.
+    pub init: u32,
+    pub segments: Vec<SegMeta>,
+    /// The next segment follows a gap (takeover, dropped segments).
+    #[serde(default)]
+    pub discontinuity_due: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SegMeta {
+    /// `seg{n}.m4s`.
+    pub n: u64,
+    pub duration: f64,
+    /// Its init, `init{init}.mp4`.
+    pub init: u32,
+    pub discontinuity: bool,
+    pub bytes: u64,
+}
+
+/// `recording.json`: the recording's state, from which every playlist is rendered.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Meta {
+    pub room: String,
+    pub id: String,
+    pub started_at: i64,
+    pub updated_at: i64,
+    pub ended_at: Option<i64>,
+    pub duration_s: f64,
+    pub bytes: u64,
+    /// The API acknowledged it (`RecordingFinished`).
+    #[serde(default)]
+    pub registered: bool,
+    /// The download covers only the longest run of segments with one init.
+    #[serde(default)]
+    pub mp4_partial: bool,
+    pub renditions: BTreeMap<String, RenditionMeta>,
+}
+
+/// A rendition's directory: its layer name, `main` without simulcast.
+pub fn rendition_dir(name: &str) -> &str {
+    if name.is_empty() {
+        "main"
+    } else {
+        name
+    }
+}
+
+/// Names that can be a directory here (room ids, recording ids, layer names).
+pub fn safe_name(s: &str) -> bool {
+    (1..=128).contains(&s.len())
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+impl Meta {
+    fn new(room: &str, id: &str, now: i64) -> Self {
+        Self {
+            room: room.into(),
+            id: id.into(),
+            started_at: now,
+            updated_at: now,
+            ended_at: None,
+            duration_s: 0.0,
+            bytes: 0,
+            registered: false,
+            mp4_partial: false,
+            renditions: BTreeMap::new(),
+        }
+    }
+
+    /// The rendition's playlist (`EVENT` while open, `VOD` once ended).
+    pub fn media_playlist(&self, rendition: &str) -> Option<String> {
+        let r = self.renditions.get(rendition)?;
+        let segs: Vec<RecordedSegment> = r
+            .segments
+            .iter()
+            .map(|s| RecordedSegment {
+                uri: format!("seg{}.m4s", s.n),
+                duration: s.duration,
+                map_uri: format!("init{}.mp4", s.init),
+                discontinuity: s.discontinuity,
+            })
+            .collect();
+        Some(render_recording(&segs, self.ended_at.is_some()))
+    }
+
+    /// The multivariant playlist: renditions with a segment, best first.
+    pub fn multivariant(&self) -> String {
+        let mut variants: Vec<Variant> = self
+            .renditions
+            .iter()
+            .filter(|(_, r)| !r.segments.is_empty())
+            .map(|(name, r)| Variant {
+                uri: format!("{}/media.m3u8", rendition_dir(name)),
+                bandwidth: r.bandwidth.max(1),
+                codecs: r.codecs.clone(),
+                resolution: r.resolution,
+                frame_rate: None,
+            })
+            .collect();
+        variants.sort_by_key(|v| std::cmp::Reverse(rank(v.resolution, v.bandwidth)));
+        render_multivariant(&variants)
+    }
+
+    /// The rendition the download is made of: the largest picture, then the most bits.
+    pub fn top_rendition(&self) -> Option<&str> {
+        self.renditions
+            .iter()
+            .filter(|(_, r)| !r.segments.is_empty())
+            .max_by_key(|(_, r)| rank(r.resolution, r.bandwidth))
+            .map(|(n, _)| n.as_str())
+    }
+
+    fn refresh_duration(&mut self) {
+        self.duration_s = self
+            .renditions
+            .values()
+            .map(|r| r.segments.iter().map(|s| s.duration).sum::<f64>())
+            .fold(0.0, f64::max);
+    }
+}
+
+fn rank(resolution: Option<(u32, u32)>, bandwidth: u64) -> (u64, u64) {
+    let area = resolution.map_or(0, |(w, h)| u64::from(w) * u64::from(h));
+    (area, bandwidth)
+}
+
+/// The longest run of consecutive segments of `r` sharing one init: (init, first, len).
+pub fn longest_run(r: &RenditionMeta) -> Option<(u32, usize, usize)> {
+    let mut best: Option<(u32, usize, usize)> = None;
+    let mut i = 0;
+    while i < r.segments.len() {
+        let init = r.segments[i].init;
+        let len = r.segments[i..]
+            .iter()
+            .take_while(|s| s.init == init)
+            .count();
+        if best.is_none_or(|(_, _, l)| len > l) {
+            best = Some((init, i, len));
+        }
+        i += len;
+    }
+    best
+}
+
+fn now_ms() -> i64 {
+    crate::now_ms()
+}
+
+/// Writes `bytes` to `path` atomically (a temporary file renamed over it).
+async fn write_atomic(path: &Path, bytes: impl AsRef<[u8]>) -> io::Result<()> {
+    let tmp = tmp_path(path);
+    tokio::fs::write(&tmp, bytes.as_ref()).await?;
+    tokio::fs::rename(&tmp, path).await
+}
+
+/// A temporary name beside `path`, unique: two packagers' sweeps finalizing the same
+/// recording at once never write into one file.
+fn tmp_path(path: &Path) -> PathBuf {
+    path.with_extension(format!("tmp-{}", random_hex(6)))
+}
+
+/// Reads a recording's `recording.json`.
+pub async fn read_meta(dir: &Path) -> io::Result<Meta> {
+    let path = dir.join("recording.json");
+    if tokio::fs::metadata(&path).await?.len() > MAX_META {
+        return Err(io::Error::other("recording.json is too large"));
+    }
+    let text = tokio::fs::read(&path).await?;
+    serde_json::from_slice(&text).map_err(io::Error::other)
+}
+
+async fn write_meta(dir: &Path, meta: &Meta) -> io::Result<()> {
+    let json = serde_json::to_vec(meta).map_err(io::Error::other)?;
+    write_atomic(&dir.join("recording.json"), json).await
+}
+
+/// Where recordings are and how to tell the API about finished ones.
+#[derive(Clone)]
+pub struct Storage {
+    pub root: PathBuf,
+    pub directory: Directory,
+    pub shutdown: CancellationToken,
+    /// Recording id → room, so serving a recording's files does not list every room.
+    pub rooms_of: Arc<Mutex<HashMap<String, String>>>,
+}
+
+/// Recordings whose room [`Storage::find`] remembers.
+const MAX_REMEMBERED: usize = 10_000;
+
+impl Storage {
+    /// The directory of recording `id`, and its room: `{root}/{room}/{id}`.
+    pub async fn find(&self, id: &str) -> Option<(String, PathBuf)> {
+        if !safe_name(id) {
+            return None;
+        }
+        let exists = |dir: &Path| tokio::fs::try_exists(dir.join("recording.json"));
+        let known = self.remembered().get(id).cloned();
+        if let Some(room) = known {
+            let dir = self.root.join(&room).join(id);
+            if exists(&dir).await.unwrap_or(false) {
+                return Some((room, dir));
+            }
+            self.remembered().remove(id);
+        }
+        let mut rooms = tokio::fs::read_dir(&self.root).await.ok()?;
+        while let Ok(Some(e)) = rooms.next_entry().await {
+            let room = e.file_name().to_string_lossy().into_owned();
+            let dir = e.path().join(id);
+            if safe_name(&room) && exists(&dir).await.unwrap_or(false) {
+                let mut remembered = self.remembered();
+                if remembered.len() >= MAX_REMEMBERED {
+                    remembered.clear();
+                }
+                remembered.insert(id.to_string(), room.clone());
+                return Some((room, dir));
+            }
+        }
+        None
+    }
+
+    fn remembered(&self) -> std::sync::MutexGuard<'_, HashMap<String, String>> {
+        self.rooms_of.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn new(root: PathBuf, directory: Directory, shutdown: CancellationToken) -> Self {
+        Self {
+            root,
+            directory,
+            shutdown,
+            rooms_of: Arc::default(),
+        }
+    }
+}
+
+/// One message to the writer.
+enum Msg {
+    Out {
+        out: Vec<(String, SegOutput)>,
+        /// Batches were dropped before this one.
+        gap: bool,
+    },
+    /// The stream ended: finalize.
+    Finish,
+}
+
+/// The room worker's side of a recording: queues outputs, never blocks on the disk.
+pub struct Recorder {
+    tx: mpsc::Sender<Msg>,
+    gap: bool,
+    room: String,
+    /// Each rendition's newest init, sent again after a gap (it may be what was dropped).
+    inits: HashMap<String, SegOutput>,
+}
+
+impl Recorder {
+    /// Continues the room's open recording if it was updated within
+    /// [`CONTINUE_WITHIN_MS`], else starts a new one (finalizing a stale one first).
+    pub async fn start(storage: Storage, room: &str) -> io::Result<Self> {
+        let writer = Writer::open(storage, room).await?;
+        let (tx, rx) = mpsc::channel(QUEUE);
+        tokio::spawn(writer.run(rx));
+        Ok(Self {
+            tx,
+            gap: false,
+            room: room.into(),
+            inits: HashMap::new(),
+        })
+    }
+
+    /// Queues the outputs that matter to a recording; drops (and counts) them if the
+    /// writer is too far behind.
+    pub fn feed(&mut self, out: &[(String, SegOutput)]) {
+        let out: Vec<(String, SegOutput)> = out
+            .iter()
+            .filter(|(_, o)| {
+                matches!(
+                    o,
+                    SegOutput::Init { .. } | SegOutput::Part { .. } | SegOutput::SegmentDone { .. }
+                )
+            })
+            .cloned()
+            .collect();
+        if out.is_empty() {
+            return;
+        }
+        for (r, o) in &out {
+            if let SegOutput::Init { .. } = o {
+                self.inits.insert(r.clone(), o.clone());
+            }
+        }
+        let out = if self.gap {
+            let mut again: Vec<(String, SegOutput)> = self
+                .inits
+                .iter()
+                .map(|(r, o)| (r.clone(), o.clone()))
+                .collect();
+            again.extend(out);
+            again
+        } else {
+            out
+        };
+        match self.tx.try_send(Msg::Out { out, gap: self.gap }) {
+            Ok(()) => self.gap = false,
+            Err(_) => {
+                if !self.gap {
+                    tracing::warn!(room_id = %self.room, "recording writer is behind (slow disk?): dropping the open segments");
+                }
+                metrics::counter!("skylark_recording_dropped_total").increment(1);
+                self.gap = true;
+            }
+        }
+    }
+
+    /// The stream ended: the writer finalizes and registers the recording.
+    pub async fn finish(self) {
+        let _ = self.tx.send(Msg::Finish).await;
+    }
+}
+
+/// The open segment of a rendition.
+struct OpenSeg {
+    msn: u64,
+    parts: Vec<Bytes>,
+    discontinuity: bool,
+}
+
+struct Writer {
+    storage: Storage,
+    dir: PathBuf,
+    meta: Meta,
+    open: HashMap<String, OpenSeg>,
+    /// After a gap: per rendition, the segment whose start may be lost (`None`: the
+    /// next part's), skipped whole.
+    skip: HashMap<String, Option<u64>>,
+}
+
+impl Writer {
+    async fn open(storage: Storage, room: &str) -> io::Result<Self> {
+        let room_dir = storage.root.join(room);
+        tokio::fs::create_dir_all(&room_dir).await?;
+        if let Some((dir, mut meta)) = current(&room_dir).await {
+            if meta.ended_at.is_none() && now_ms() - meta.updated_at < CONTINUE_WITHIN_MS {
+                tracing::info!(room_id = %room, recording_id = %meta.id, "continuing the room's recording after a discontinuity");
+                for r in meta.renditions.values_mut() {
+                    r.discontinuity_due = true;
+                }
+                return Ok(Self {
+                    storage,
+                    dir,
+                    meta,
+                    open: HashMap::new(),
+                    skip: HashMap::new(),
+                });
+            }
+            // Stale: end it here (files only), tell the API in the background.
+            if meta.ended_at.is_none() {
+                if let Err(e) = end(&dir, &mut meta).await {
+                    tracing::warn!(error = %e, recording_id = %meta.id, "stale recording not finalized; the sweep retries");
+                }
+            }
+            let st = storage.clone();
+            tokio::spawn(async move { finalize(&st, &dir).await });
+        }
+        let id = new_id();
+        let dir = room_dir.join(&id);
+        tokio::fs::create_dir_all(&dir).await?;
+        let meta = Meta::new(room, &id, now_ms());
+        write_meta(&dir, &meta).await?;
+        write_atomic(&room_dir.join("current"), &id).await?;
+        tracing::info!(room_id = %room, recording_id = %id, "recording started");
+        Ok(Self {
+            storage,
+            dir,
+            meta,
+            open: HashMap::new(),
+            skip: HashMap::new(),
+        })
+    }
+
+    async fn run(mut self, mut rx: mpsc::Receiver<Msg>) {
+        loop {
+            let msg = tokio::select! {
+                _ = self.storage.shutdown.cancelled() => return,
+                m = rx.recv() => m,
+            };
+            match msg {
+                // The worker stopped without an end (lease lost, shutdown): the
+                // recording stays open for whoever takes the room over.
+                None => return,
+                Some(Msg::Finish) => {
+                    finalize(&self.storage, &self.dir).await;
+                    return;
+                }
+                Some(Msg::Out { out, gap }) => self.out(out, gap).await,
+            }
+        }
+    }
+
+    async fn out(&mut self, out: Vec<(String, SegOutput)>, gap: bool) {
+        if gap {
+            // Outputs were dropped: the open segments miss parts.
+            let names: Vec<String> = self
+                .meta
+                .renditions
+                .keys()
+                .chain(self.open.keys())
+                .cloned()
+                .collect();
+            self.open.clear();
+            for name in names {
+                self.skip.insert(name, None);
+            }
+            for r in self.meta.renditions.values_mut() {
+                r.discontinuity_due = true;
+            }
+        }
+        for (r, o) in out {
+            if let Err(e) = self.apply(&r, o).await {
+                metrics::counter!("skylark_recording_write_errors_total").increment(1);
+                tracing::warn!(error = %e, recording_id = %self.meta.id, "recording write failed; the segment is lost");
+            }
+        }
+    }
+
+    async fn apply(&mut self, rendition: &str, o: SegOutput) -> io::Result<()> {
+        if !safe_name(rendition_dir(rendition)) {
+            return Ok(());
+        }
+        match o {
+            SegOutput::Init { bytes, info } => {
+                let dir = self.dir.join(rendition_dir(rendition));
+                tokio::fs::create_dir_all(&dir).await?;
+                let r = self.meta.renditions.entry(rendition.into()).or_default();
+                let v = r.init + 1;
+                write_atomic(&dir.join(format!("init{v}.mp4")), &bytes).await?;
+                r.init = v;
+                r.codecs = info.codecs;
+                r.resolution = info.resolution;
+                self.meta.bytes += bytes.len() as u64;
+            }
+            SegOutput::Part {
+                msn,
+                bytes,
+                discontinuity,
+                ..
+            } => {
+                if let Some(skipped) = self.skip.get_mut(rendition) {
+                    match *skipped {
+                        None => {
+                            *skipped = Some(msn);
+                            return Ok(());
+                        }
+                        Some(m) if m == msn => return Ok(()),
+                        Some(_) => {
+                            self.skip.remove(rendition);
+                        }
+                    }
+                }
+                let seg = self.open.entry(rendition.into()).or_insert(OpenSeg {
+                    msn,
+                    parts: Vec::new(),
+                    discontinuity: false,
+                });
+                if seg.msn != msn {
+                    *seg = OpenSeg {
+                        msn,
+                        parts: Vec::new(),
+                        discontinuity: false,
+                    };
+                }
+                seg.discontinuity |= discontinuity;
+                seg.parts.push(bytes);
+            }
+            SegOutput::SegmentDone { msn, duration } => {
+                let Some(seg) = self.open.remove(rendition).filter(|s| s.msn == msn) else {
+                    return Ok(());
+                };
+                let Some(r) = self.meta.renditions.get_mut(rendition) else {
+                    return Ok(());
+                };
+                if r.init == 0 || seg.parts.is_empty() {
+                    return Ok(());
+                }
+                let n = r.segments.last().map_or(0, |s| s.n + 1);
+                let data: Vec<u8> = seg.parts.concat();
+                let dir = self.dir.join(rendition_dir(rendition));
+                write_atomic(&dir.join(format!("seg{n}.m4s")), &data).await?;
+                let len = data.len() as u64;
+                if duration > 0.0 {
+                    r.bandwidth = r.bandwidth.max((len as f64 * 8.0 / duration) as u64);
+                }
+                r.segments.push(SegMeta {
+                    n,
+                    duration,
+                    init: r.init,
+                    discontinuity: seg.discontinuity || r.discontinuity_due,
+                    bytes: len,
+                });
+                r.discontinuity_due = false;
+                self.meta.bytes += len;
+                self.meta.updated_at = now_ms();
+                self.meta.refresh_duration();
+                // Segment, then its playlist, then the state: a crash between them
+                // leaves a valid playlist up to the last complete segment.
+                if let Some(text) = self.meta.media_playlist(rendition) {
+                    write_atomic(&dir.join("media.m3u8"), text).await?;
+                }
+                write_atomic(&self.dir.join("index.m3u8"), self.meta.multivariant()).await?;
+                write_meta(&self.dir, &self.meta).await?;
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+}
+
+/// The room's open recording, as `current` names it.
+async fn current(room_dir: &Path) -> Option<(PathBuf, Meta)> {
+    let id = tokio::fs::read_to_string(room_dir.join("current"))
+        .await
+        .ok()?;
+    let id = id.trim();
+    if !safe_name(id) {
+        return None;
+    }
+    let dir = room_dir.join(id);
+    let meta = read_meta(&dir).await.ok()?;
+    Some((dir, meta))
+}
+
+fn new_id() -> String {
+    format!("rec_{}", random_hex(10))
+}
+
+/// `n` random bytes in hex.
+fn random_hex(n: usize) -> String {
+    let mut b = vec![0u8; n];
+    let _ = getrandom::fill(&mut b);
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// Ends the recording in `dir`: `VOD` playlists, the MP4 download, `recording.json`
+/// ended, `current` removed; then tells the API. An empty recording is deleted.
+/// Idempotent: a recording already ended is only registered (if it was not).
+pub async fn finalize(storage: &Storage, dir: &Path) {
+    let mut meta = match read_meta(dir).await {
+        Ok(m) => m,
+        Err(e) => {
+            tracing::warn!(error = %e, dir = %dir.display(), "unreadable recording left as is");
+            return;
+        }
+    };
+    if meta.ended_at.is_none() {
+        if let Err(e) = end(dir, &mut meta).await {
+            tracing::warn!(error = %e, recording_id = %meta.id, "recording not finalized; the sweep retries");
+            return;
+        }
+    }
+    if meta.top_rendition().is_none() {
+        tracing::info!(recording_id = %meta.id, "empty recording deleted");
+        let _ = tokio::fs::remove_dir_all(dir).await;
+        return;
+    }
+    if meta.registered {
+        return;
+    }
+    match register(storage, &meta).await {
+        Registered::Stored => {
+            meta.registered = true;
+            if let Err(e) = write_meta(dir, &meta).await {
+                tracing::warn!(error = %e, recording_id = %meta.id, "registration not noted (it will be repeated, harmlessly)");
+            }
+        }
+        Registered::Orphan => {
+            tracing::info!(recording_id = %meta.id, room_id = %meta.room, "the recording's room is gone: its files are deleted");
+            let _ = tokio::fs::remove_dir_all(dir).await;
+        }
+        Registered::Unknown => {}
+    }
+}
+
+async fn end(dir: &Path, meta: &mut Meta) -> io::Result<()> {
+    meta.ended_at = Some(now_ms().max(meta.updated_at));
+    for name in meta.renditions.keys() {
+        let rdir = dir.join(rendition_dir(name));
+        if let Some(text) = meta.media_playlist(name) {
+            if tokio::fs::try_exists(&rdir).await? {
+                write_atomic(&rdir.join("media.m3u8"), text).await?;
+            }
+        }
+    }
+    if let Some(top) = meta.top_rendition() {
+        let r = &meta.renditions[top];
+        if let Some((init, first, len)) = longest_run(r) {
+            let rdir = dir.join(rendition_dir(top));
+            let files: Vec<PathBuf> = std::iter::once(rdir.join(format!("init{init}.mp4")))
+                .chain(
+                    r.segments[first..first + len]
+                        .iter()
+                        .map(|s| rdir.join(format!("seg{}.m4s", s.n))),
+                )
+                .collect();
+            let out = dir.join("recording.mp4");
+            let size = tokio::task::spawn_blocking(move || concat_files(&files, &out))
+                .await
+                .map_err(io::Error::other)??;
+            meta.mp4_partial = len < r.segments.len();
+            meta.bytes += size;
+        }
+    }
+    meta.refresh_duration();
+    write_meta(dir, meta).await?;
+    if let Some(room_dir) = dir.parent() {
+        if let Some((cur, _)) = current(room_dir).await {
+            if cur == dir {
+                tokio::fs::remove_file(room_dir.join("current")).await?;
+            }
+        }
+    }
+    tracing::info!(recording_id = %meta.id, duration_s = meta.duration_s, "recording finalized");
+    Ok(())
+}
+
+/// Appends `files` into `out` (atomically), returning its size.
+fn concat_files(files: &[PathBuf], out: &Path) -> io::Result<u64> {
+    let tmp = tmp_path(out);
+    let mut w = io::BufWriter::new(std::fs::File::create(&tmp)?);
+    let mut size = 0;
+    for f in files {
+        size += io::copy(&mut std::fs::File::open(f)?, &mut w)?;
+    }
+    io::Write::flush(&mut w)?;
+    drop(w);
+    std::fs::rename(&tmp, out)?;
+    Ok(size)
+}
+
+/// What the API said of a finished recording.
+enum Registered {
+    Stored,
+    /// Its room is gone (or the API refused it): nobody can list it.
+    Orphan,
+    /// No answer before shutdown: the sweep asks again.
+    Unknown,
+}
+
+/// Tells the API, retrying with backoff until it answers or shutdown.
+async fn register(storage: &Storage, meta: &Meta) -> Registered {
+    let req = rooms::RecordingFinishedRequest {
+        recording_id: meta.id.clone(),
+        room_id: meta.room.clone(),
+        started_at_ms: meta.started_at,
+        ended_at_ms: meta.ended_at.unwrap_or(meta.updated_at),
+        duration_ms: (meta.duration_s * 1000.0).round() as i64,
+        bytes: meta.bytes as i64,
+        path: format!("{}/{}", meta.room, meta.id),
+    };
+    let mut wait = Duration::from_secs(1);
+    loop {
+        let mut call = tonic::Request::new(req.clone());
+        call.set_timeout(REGISTER_TIMEOUT);
+        match storage.directory.clone().recording_finished(call).await {
+            Ok(r) if r.get_ref().stored => return Registered::Stored,
+            Ok(_) => return Registered::Orphan,
+            Err(e) if e.code() == tonic::Code::InvalidArgument => {
+                tracing::warn!(error = %e, recording_id = %meta.id, "API refused the recording");
+                return Registered::Orphan;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, recording_id = %meta.id, "telling the API about a recording failed; retrying")
+            }
+        }
+        tokio::select! {
+            _ = storage.shutdown.cancelled() => return Registered::Unknown,
+            _ = tokio::time::sleep(wait) => {}
+        }
+        wait = (wait * 2).min(Duration::from_secs(30));
+    }
+}
+
+/// At startup and every 30 s: finalizes recordings left open (not updated for
+/// [`ABANDONED_AFTER_MS`]) whose room is not live, and registers ended ones the API
+/// has not acknowledged. Runs until `storage.shutdown`.
+pub async fn sweep(
+    storage: Storage,
+    live: impl Fn(String) -> futures_util::future::BoxFuture<'static, bool>,
+) {
+    loop {
+        sweep_once(&storage, &live).await;
+        tokio::select! {
+            _ = storage.shutdown.cancelled() => return,
+            _ = tokio::time::sleep(SWEEP_EVERY) => {}
+        }
+    }
+}
+
+async fn sweep_once(
+    storage: &Storage,
+    live: &impl Fn(String) -> futures_util::future::BoxFuture<'static, bool>,
+) {
+    let Ok(mut rooms) = tokio::fs::read_dir(&storage.root).await else {
+        return;
+    };
+    while let Ok(Some(room)) = rooms.next_entry().await {
+        let name = room.file_name().to_string_lossy().into_owned();
+        if !safe_name(&name) {
+            continue;
+        }
+        let Ok(mut recs) = tokio::fs::read_dir(room.path()).await else {
+            continue;
+        };
+        while let Ok(Some(rec)) = recs.next_entry().await {
+            if storage.shutdown.is_cancelled() {
+                return;
+            }
+            let Ok(meta) = read_meta(&rec.path()).await else {
+                continue;
+            };
+            let abandoned = meta.ended_at.is_none()
+                && now_ms() - meta.updated_at > ABANDONED_AFTER_MS
+                && !live(name.clone()).await;
+            if abandoned || (meta.ended_at.is_some() && !meta.registered) {
+                finalize(storage, &rec.path()).await;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::segmenter::StreamInfo;
+
+    fn storage(root: &Path) -> Storage {
+        // Nothing listens here: registration is not reached in these tests (shutdown).
+        let shutdown = CancellationToken::new();
+        shutdown.cancel();
+        Storage::new(
+            root.to_path_buf(),
+            crate::access::directory_client("http://127.0.0.1:9").unwrap(),
+            shutdown,
+        )
+    }
+
+    fn init(codecs: &str) -> SegOutput {
+        SegOutput::Init {
+            bytes: Bytes::from_static(b"INIT"),
+            info: StreamInfo {
+                codecs: codecs.into(),
+                resolution: Some((640, 360)),
+                bandwidth: 0,
+            },
+        }
+    }
+
+    fn part(msn: u64, b: &'static [u8], discontinuity: bool) -> SegOutput {
+        SegOutput::Part {
+            msn,
+            bytes: Bytes::from_static(b),
+            duration: 1.0,
+            independent: true,
+            pdt_ms: 0,
+            discontinuity,
+        }
+    }
+
+    async fn segment(w: &mut Writer, msn: u64) {
+        w.apply("", part(msn, b"ab", false)).await.unwrap();
+        w.apply("", part(msn, b"cd", false)).await.unwrap();
+        w.apply("", SegOutput::SegmentDone { msn, duration: 2.0 })
+            .await
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn segments_playlists_continuation_and_finalize() {
+        let tmp = tempfile::tempdir().unwrap();
+        let st = storage(tmp.path());
+        let mut w = Writer::open(st.clone(), "room_a").await.unwrap();
+        w.apply("", init("avc1.42e01f,mp4a.40.2")).await.unwrap();
+        segment(&mut w, 0).await;
+        segment(&mut w, 1).await;
+        // A part of a segment that never completes (the packager dies) is not written.
+        w.apply("", part(2, b"zz", false)).await.unwrap();
+        let dir = w.dir.clone();
+        let id = w.meta.id.clone();
+        assert_eq!(std::fs::read(dir.join("main/seg1.m4s")).unwrap(), b"abcd");
+        let media = std::fs::read_to_string(dir.join("main/media.m3u8")).unwrap();
+        assert!(media.contains("#EXT-X-PLAYLIST-TYPE:EVENT\n"), "{media}");
+        assert!(!media.contains("ENDLIST"));
+        assert!(!dir.join("main/seg2.m4s").exists());
+        let index = std::fs::read_to_string(dir.join("index.m3u8")).unwrap();
+        assert!(index.contains("main/media.m3u8"), "{index}");
+        drop(w);
+
+        // Another packager takes over: same recording, numbers continue, discontinuity.
+        let mut w = Writer::open(st.clone(), "room_a").await.unwrap();
+        assert_eq!(w.meta.id, id);
+        w.apply("", init("avc1.42e01f,mp4a.40.2")).await.unwrap();
+        segment(&mut w, 0).await;
+        let media = std::fs::read_to_string(dir.join("main/media.m3u8")).unwrap();
+        assert!(
+            media.ends_with("seg1.m4s\n#EXT-X-DISCONTINUITY\n#EXT-X-MAP:URI=\"init2.mp4\"\n#EXTINF:2.00000,\nseg2.m4s\n"),
+            "{media}"
+        );
+
+        finalize(&st, &dir).await;
+        let meta = read_meta(&dir).await.unwrap();
+        assert!(meta.ended_at.is_some());
+        assert_eq!(meta.duration_s, 6.0);
+        // The download is the longest run with one init (segments 0 and 1).
+        assert!(meta.mp4_partial);
+        assert_eq!(
+            std::fs::read(dir.join("recording.mp4")).unwrap(),
+            b"INITabcdabcd"
+        );
+        let media = std::fs::read_to_string(dir.join("main/media.m3u8")).unwrap();
+        assert!(media.contains("#EXT-X-PLAYLIST-TYPE:VOD\n"));
+        assert!(media.ends_with("#EXT-X-ENDLIST\n"));
+        assert!(!tmp.path().join("room_a/current").exists());
+        assert!(st.find(&id).await.is_some_and(|(room, _)| room == "room_a"));
+
+        // The next stream starts a new recording.
+        let w = Writer::open(st.clone(), "room_a").await.unwrap();
+        assert_ne!(w.meta.id, id);
+    }
+
+    #[tokio::test]
+    async fn a_stale_open_recording_is_finalized_not_continued() {
+        let tmp = tempfile::tempdir().unwrap();
+        let st = storage(tmp.path());
+        let mut w = Writer::open(st.clone(), "room_b").await.unwrap();
+        w.apply("", init("avc1.42e01f")).await.unwrap();
+        segment(&mut w, 0).await;
+        w.meta.updated_at -= CONTINUE_WITHIN_MS + 1000;
+        write_meta(&w.dir, &w.meta).await.unwrap();
+        let (old, old_dir) = (w.meta.id.clone(), w.dir.clone());
+        drop(w);
+        let w = Writer::open(st, "room_b").await.unwrap();
+        assert_ne!(w.meta.id, old);
+        assert!(read_meta(&old_dir).await.unwrap().ended_at.is_some());
+    }
+
+    #[tokio::test]
+    async fn after_a_gap_the_segment_in_progress_is_skipped_not_written_cut() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut w = Writer::open(storage(tmp.path()), "room_c").await.unwrap();
+        w.out(vec![("".into(), init("avc1.42e01f"))], false).await;
+        segment(&mut w, 0).await;
+        // Batches were dropped mid-segment 1: its remaining parts and end arrive.
+        let rest = vec![
+            ("".into(), init("avc1.42e01f")),
+            ("".into(), part(1, b"cd", false)),
+            (
+                "".into(),
+                SegOutput::SegmentDone {
+                    msn: 1,
+                    duration: 2.0,
+                },
+            ),
+        ];
+        w.out(rest, true).await;
+        segment(&mut w, 2).await;
+        let r = &w.meta.renditions[""];
+        let written: Vec<(u64, bool)> = r.segments.iter().map(|s| (s.n, s.discontinuity)).collect();
+        assert_eq!(
+            written,
+            [(0, false), (1, true)],
+            "segment 1 skipped, 2 written as seg1"
+        );
+        assert_eq!(std::fs::read(w.dir.join("main/seg1.m4s")).unwrap(), b"abcd");
+        assert_eq!(r.segments[1].init, 2, "the init sent again after the gap");
+    }
+
+    #[test]
+    fn longest_run_of_one_init() {
+        let seg = |n, init| SegMeta {
+            n,
+            duration: 1.0,
+            init,
+            discontinuity: false,
+            bytes: 1,
+        };
+        let r = RenditionMeta {
+            segments: vec![seg(0, 1), seg(1, 2), seg(2, 2), seg(3, 1)],
+            ..RenditionMeta::default()
+        };
+        assert_eq!(longest_run(&r), Some((2, 1, 2)));
+        assert_eq!(longest_run(&RenditionMeta::default()), None);
+    }
+}
