@@ -190,6 +190,10 @@ impl Core {
             self.remove_peer(key, CloseReason::Failed);
             return;
         }
+        // Most drains of a subscriber only send: no room lookup (a String clone) then.
+        if media.is_empty() && want_keyframe.is_none() && layer_step.is_none() {
+            return;
+        }
         let room = match self.peers.get(&key) {
             Some(p) => p.room.clone(),
             None => return,
