@@ -1830,13 +1830,10 @@ fn a_viewer_joining_mid_gop_of_a_local_publisher_gets_the_join_frames() {
     }
 }
 
-/// A NACK is answered while its packet is in the subscriber's resend cache
-/// (`RTX_CACHE_AGE`, 1 s), not after. The bound was once set before str0m announced the
-/// media, on no stream, and every viewer kept str0m's 3 s cache (and its memory).
-#[test]
-fn a_nack_older_than_the_resend_cache_is_not_answered() {
-    let mut resent = Vec::new();
-    for late in [Duration::from_millis(300), Duration::from_millis(1600)] {
+impl Net {
+    /// A connected publisher and one viewer that takes resends (RTX), in room "rtx":
+    /// the network and their client indexes.
+    fn with_rtx_viewer() -> (Net, usize, usize) {
         let mut net = Net::new();
         let p = net.publisher("rtx", 5000);
         let (mut c, offer) = Client::with_rtx(net.now, 6000);
@@ -1845,6 +1842,18 @@ fn a_nack_older_than_the_resend_cache_is_not_answered() {
         net.clients.push(c);
         let s = net.clients.len() - 1;
         net.connect_all();
+        (net, p, s)
+    }
+}
+
+/// A NACK is answered while its packet is in the subscriber's resend cache
+/// (`RTX_CACHE_AGE`, 1 s), not after. The bound was once set before str0m announced the
+/// media, on no stream, and every viewer kept str0m's 3 s cache (and its memory).
+#[test]
+fn a_nack_older_than_the_resend_cache_is_not_answered() {
+    let mut resent = Vec::new();
+    for late in [Duration::from_millis(300), Duration::from_millis(1600)] {
+        let (mut net, p, s) = Net::with_rtx_viewer();
         let addr = net.clients[s].addr;
         for n in 0..10 {
             net.send(p, n, n == 0);
@@ -1883,14 +1892,7 @@ fn a_nack_older_than_the_resend_cache_is_not_answered() {
 fn an_overloaded_worker_sheds_resends_first() {
     let mut delivered = Vec::new();
     for shed in [false, true] {
-        let mut net = Net::new();
-        let p = net.publisher("rtx", 5000);
-        let (mut c, offer) = Client::with_rtx(net.now, 6000);
-        let (_, answer) = net.core.subscribe(net.now, "rtx", &offer).unwrap();
-        c.accept(&answer);
-        net.clients.push(c);
-        let s = net.clients.len() - 1;
-        net.connect_all();
+        let (mut net, p, s) = Net::with_rtx_viewer();
         net.core.shed_resends(shed);
         let addr = net.clients[s].addr;
         net.lose_every.insert(addr, (20, 0));
