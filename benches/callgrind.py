@@ -11,6 +11,13 @@ publisher's own sending, once per frame; the second difference against the small
 subscriber count takes that out too, leaving the core's cost of one forwarded packet
 ("marginal"). Figures only: nothing here passes or fails.
 
+The setup is not quite deterministic (aws-lc seeds its generator from CPU jitter, and
+key generation varies with the keys), which left ±100–200 instructions of noise in a
+packet's figure at 50 subscribers. `--core-only` counts only inside the bench's
+`Net::forward` (the core taking a frame's datagrams and sending what it forwards;
+`--toggle-collect`), which repeats to the instruction: setup, the simulated
+publisher and the keep-alive exchanges are left out.
+
     apt-get install valgrind
     cargo bench -p skylark-sfu --bench forward --no-run     # prints the binary's path
     benches/callgrind.py --bin target/release/deps/forward-HASH --subs 1,10,50 --frames 150
@@ -26,12 +33,13 @@ import sys
 import tempfile
 
 
-def run(binary, subs, frames):
+def run(binary, subs, frames, core_only=False):
     with tempfile.TemporaryDirectory() as d:
         out = os.path.join(d, "cg.out")
         env = dict(os.environ, SKYLARK_FORWARD_COUNT=f"{subs},{frames}")
+        toggle = ["--toggle-collect=forward::Net::forward"] if core_only else []
         p = subprocess.run(
-            ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", binary],
+            ["valgrind", "--tool=callgrind", *toggle, f"--callgrind-out-file={out}", binary],
             env=env, capture_output=True, text=True, check=True)
         report = json.loads(p.stdout.strip().splitlines()[-1])
         with open(out) as f:
@@ -46,6 +54,8 @@ def main():
     ap.add_argument("--bin", help="the `forward` bench binary (default: newest in target)")
     ap.add_argument("--subs", default="1,10,50")
     ap.add_argument("--frames", type=int, default=150)
+    ap.add_argument("--core-only", action="store_true",
+                    help="count only inside Net::forward (repeatable to the instruction)")
     a = ap.parse_args()
     binary = a.bin
     if not binary:
@@ -57,8 +67,8 @@ def main():
         binary = max(found, key=os.path.getmtime)
     base = None
     for subs in [int(s) for s in a.subs.split(",")]:
-        short = run(binary, subs, a.frames)
-        long = run(binary, subs, 2 * a.frames)
+        short = run(binary, subs, a.frames, a.core_only)
+        long = run(binary, subs, 2 * a.frames, a.core_only)
         packets = long["rtp_out"] - short["rtp_out"]
         ins = long["instructions"] - short["instructions"]
         row = {
@@ -71,6 +81,7 @@ def main():
             base = (packets, ins)
         elif packets > base[0]:
             row["marginal_instructions_per_packet"] = round((ins - base[1]) / (packets - base[0]))
+        row["core_only"] = a.core_only
         row["binary"] = os.path.basename(binary)
         print(json.dumps(row), flush=True)
 

@@ -198,6 +198,12 @@ struct Net {
     stun_responses: Vec<SocketAddr>,
     /// Clients whose link loses every n-th RTP packet the SFU sends them: (n, sent).
     lose_every: HashMap<SocketAddr, (u32, u32)>,
+    /// Clients whose next H.264 packet (payload type 102) from the SFU is lost.
+    lose_next_video: Vec<SocketAddr>,
+    /// Clients whose RTCP to the SFU is held back (NACKs arriving late), in order.
+    hold_rtcp: HashMap<SocketAddr, Vec<Vec<u8>>>,
+    /// Resends (RTX, payload type 103) the SFU sent, by client.
+    resends: HashMap<SocketAddr, u32>,
 }
 
 /// A handshake datagram, as `Net` sees it pass.
@@ -299,6 +305,9 @@ impl Net {
             lagging: vec![],
             stun_responses: vec![],
             lose_every: HashMap::new(),
+            lose_next_video: vec![],
+            hold_rtcp: HashMap::new(),
+            resends: HashMap::new(),
         }
     }
 
@@ -361,6 +370,12 @@ impl Net {
             let lagged = self.deliver_lagging();
             let mut moved = !wire.is_empty() || lagged;
             for (src, _, bytes) in wire.drain(..) {
+                // RTCP: version 2, packet type 192..=223.
+                let rtcp = bytes.len() > 8 && bytes[0] >> 6 == 2 && (192..=223).contains(&bytes[1]);
+                if let Some(held) = self.hold_rtcp.get_mut(&src).filter(|_| rtcp) {
+                    held.push(bytes);
+                    continue;
+                }
                 self.deliver_to_core(src, &bytes);
             }
             while let Some(o) = self
@@ -390,6 +405,17 @@ impl Net {
                             let rtp = contents.len() > 12
                                 && contents[0] >> 6 == 2
                                 && !(192..=223).contains(&contents[1]);
+                            if rtp && contents[1] & 0x7f == 103 {
+                                *self.resends.entry(c.addr).or_default() += 1;
+                            }
+                            if rtp && contents[1] & 0x7f == 102 {
+                                if let Some(i) =
+                                    self.lose_next_video.iter().position(|a| *a == c.addr)
+                                {
+                                    self.lose_next_video.remove(i);
+                                    continue;
+                                }
+                            }
                             if let Some((n, sent)) =
                                 self.lose_every.get_mut(&c.addr).filter(|_| rtp)
                             {
@@ -1804,14 +1830,10 @@ fn a_viewer_joining_mid_gop_of_a_local_publisher_gets_the_join_frames() {
     }
 }
 
-/// The node's retransmission budget: a subscriber losing every 20th packet gets every
-/// frame back by NACK and resend; while its worker sheds resends (past its busy
-/// threshold), the resends stop and frames are lost instead: the node spends what it
-/// has on live packets.
-#[test]
-fn an_overloaded_worker_sheds_resends_first() {
-    let mut delivered = Vec::new();
-    for shed in [false, true] {
+impl Net {
+    /// A connected publisher and one viewer that takes resends (RTX), in room "rtx":
+    /// the network and their client indexes.
+    fn with_rtx_viewer() -> (Net, usize, usize) {
         let mut net = Net::new();
         let p = net.publisher("rtx", 5000);
         let (mut c, offer) = Client::with_rtx(net.now, 6000);
@@ -1820,6 +1842,57 @@ fn an_overloaded_worker_sheds_resends_first() {
         net.clients.push(c);
         let s = net.clients.len() - 1;
         net.connect_all();
+        (net, p, s)
+    }
+}
+
+/// A NACK is answered while its packet is in the subscriber's resend cache
+/// (`RTX_CACHE_AGE`, 1 s), not after. The bound was once set before str0m announced the
+/// media, on no stream, and every viewer kept str0m's 3 s cache (and its memory).
+#[test]
+fn a_nack_older_than_the_resend_cache_is_not_answered() {
+    let mut resent = Vec::new();
+    for late in [Duration::from_millis(300), Duration::from_millis(1600)] {
+        let (mut net, p, s) = Net::with_rtx_viewer();
+        let addr = net.clients[s].addr;
+        for n in 0..10 {
+            net.send(p, n, n == 0);
+            net.run(Duration::from_millis(33));
+        }
+        // One video packet lost; the viewer's NACKs for it reach the SFU `late`.
+        net.lose_next_video.push(addr);
+        net.hold_rtcp.insert(addr, Vec::new());
+        let until = net.now + late;
+        let mut n = 10;
+        while net.now < until {
+            net.send(p, n, false);
+            net.run(Duration::from_millis(33));
+            n += 1;
+        }
+        assert!(net.lose_next_video.is_empty(), "a video packet was lost");
+        for d in net.hold_rtcp.remove(&addr).unwrap_or_default() {
+            net.deliver_to_core(addr, &d);
+        }
+        for _ in 0..10 {
+            net.send(p, n, false);
+            net.run(Duration::from_millis(33));
+            n += 1;
+        }
+        resent.push(net.resends.get(&addr).copied().unwrap_or(0));
+    }
+    assert!(resent[0] > 0, "a NACK 0.3 s late is answered: {resent:?}");
+    assert_eq!(resent[1], 0, "a NACK 1.6 s late is not: {resent:?}");
+}
+
+/// The node's retransmission budget: a subscriber losing every 20th packet gets every
+/// frame back by NACK and resend; while its worker sheds resends (past its busy
+/// threshold), the resends stop and frames are lost instead: the node spends what it
+/// has on live packets.
+#[test]
+fn an_overloaded_worker_sheds_resends_first() {
+    let mut delivered = Vec::new();
+    for shed in [false, true] {
+        let (mut net, p, s) = Net::with_rtx_viewer();
         net.core.shed_resends(shed);
         let addr = net.clients[s].addr;
         net.lose_every.insert(addr, (20, 0));

@@ -62,6 +62,10 @@ impl FrameCodec {
 /// CPU at 300 viewers (docs/benchmarks.md). Publishers keep it: browsers size their
 /// encoder bitrate from it.
 ///
+/// Nor abs-send-time: it only feeds a receiver's bandwidth estimate (REMB) too, and
+/// str0m stamps it with a wall-clock conversion on every packet it sends (~100
+/// instructions and 4 bytes of a forwarded packet, docs/benchmarks.md).
+///
 /// Subscribers run in str0m's RTP mode: the room packetizes each frame once
 /// (`packetize`) and their streams send those packets. Their audio gets a sender report
 /// every second like their video (str0m's default is 5 s): browsers lip-sync only once
@@ -87,7 +91,10 @@ pub(super) fn rtc_config(crypto: &Arc<CryptoProvider>, subscriber: bool) -> RtcC
     if subscriber {
         let mut without_twcc = ExtensionMap::empty();
         for (id, ext) in ExtensionMap::standard().iter() {
-            if *ext != Extension::TransportSequenceNumber {
+            if !matches!(
+                ext,
+                Extension::TransportSequenceNumber | Extension::AbsoluteSendTime
+            ) {
                 without_twcc.set(id, ext.clone());
             }
         }

@@ -84,6 +84,7 @@ pub mod forward;
 mod ids;
 mod join;
 mod keyframe;
+mod keymap;
 mod nominate;
 mod output;
 mod packetize;
@@ -108,6 +109,7 @@ pub use output::{CloseReason, CoreEvent, Output};
 pub use quality::{Choice, LayerReport};
 pub use slot::{session_worker, WorkerSlot, MAX_WORKERS};
 
+use keymap::KeyMap;
 use peer::{LocalPublisher, Peer};
 use room::Room;
 use std::collections::{HashMap, VecDeque};
@@ -144,8 +146,8 @@ pub struct CoreConfig {
 pub struct Core {
     config: CoreConfig,
     crypto: Arc<CryptoProvider>,
-    peers: HashMap<u64, Peer>,
-    locals: HashMap<u64, LocalPublisher>,
+    peers: KeyMap<Peer>,
+    locals: KeyMap<LocalPublisher>,
     by_session: HashMap<String, u64>,
     /// Source address → session (`datagram`), at most `MAX_ADDRS_PER_PEER` each.
     by_addr: HashMap<SocketAddr, u64>,
@@ -175,8 +177,8 @@ impl Core {
         Self {
             config,
             crypto: Arc::new(skylark_dtls::crypto_provider()),
-            peers: HashMap::new(),
-            locals: HashMap::new(),
+            peers: KeyMap::default(),
+            locals: KeyMap::default(),
             by_session: HashMap::new(),
             by_addr: HashMap::new(),
             by_ufrag: HashMap::new(),

@@ -107,20 +107,27 @@ impl Core {
                         Event::Connected => {
                             p.connected = true;
                             tracing::debug!(session = %p.session, "connected");
-                            if let PeerRole::Subscriber(st) = &p.role {
+                            // Its streams' resend bound goes on at `MediaAdded`, which
+                            // str0m emits only after this.
+                            if let PeerRole::Subscriber(_) = &p.role {
                                 want_keyframe = Some(Want::All);
-                                let mids = [st.video_mid, st.audio_mid];
-                                bound_resends(&mut p.rtc, mids.into_iter().flatten(), rtx_ratio);
                             }
                         }
                         Event::IceConnectionStateChange(IceConnectionState::Disconnected) => {
                             p.rtc.disconnect();
                         }
                         Event::MediaAdded(m) => match &mut p.role {
-                            PeerRole::Subscriber(st) => match m.kind {
-                                MediaKind::Video => st.video_mid = st.video_mid.or(Some(m.mid)),
-                                MediaKind::Audio => st.audio_mid = st.audio_mid.or(Some(m.mid)),
-                            },
+                            PeerRole::Subscriber(st) => {
+                                match m.kind {
+                                    MediaKind::Video => st.video_mid = st.video_mid.or(Some(m.mid)),
+                                    MediaKind::Audio => st.audio_mid = st.audio_mid.or(Some(m.mid)),
+                                }
+                                // str0m announces media only once SRTP is up, after
+                                // `Connected`: the bound goes on here, else the streams
+                                // keep str0m's 3 s / 1,000-packet cache (measured: 473
+                                // slots of 432 B, ~200 KiB per viewer).
+                                bound_resends(&mut p.rtc, [m.mid], rtx_ratio);
+                            }
                             PeerRole::Publisher { tracks } => tracks.push(PublisherTrack {
                                 mid: m.mid,
                                 kind: m.kind,
@@ -188,6 +195,10 @@ impl Core {
         }
         if !alive {
             self.remove_peer(key, CloseReason::Failed);
+            return;
+        }
+        // Most drains of a subscriber only send: no room lookup (a String clone) then.
+        if media.is_empty() && want_keyframe.is_none() && layer_step.is_none() {
             return;
         }
         let room = match self.peers.get(&key) {
