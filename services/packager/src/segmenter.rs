@@ -283,23 +283,11 @@ impl Segmenter {
     /// A new publisher: close what is open, mark the next part as a discontinuity, and
     /// start a new epoch (timestamps restart) once its first keyframe arrives.
     pub fn publisher_changed(&mut self, out: &mut Vec<SegOutput>) {
-        self.flush(out);
-        // Audio past the last video frame has no part to go in.
-        self.part_audio.clear();
-        self.part_audio_start = None;
+        self.restart_epoch(out);
         self.video_track = None;
         self.opus_track = None;
         self.aac_track = None;
         self.audio = Audio::Undecided;
-        self.start_queue.clear();
-        self.video_base = None;
-        self.audio_base = None;
-        self.audio_next_dts = None;
-        self.epoch_offset = self.last_video_dts + 3000;
-        self.discontinuity = true;
-        self.last_keyframe = None;
-        self.gop = None;
-        self.asked_since_keyframe = false;
     }
 
     /// Another video track feeds this output from its next keyframe on (a rendition's
@@ -310,16 +298,22 @@ impl Segmenter {
         if self.video_track.as_deref() == Some(track) {
             return;
         }
+        self.restart_epoch(out);
+        self.video_track = Some(track.to_owned());
+    }
+
+    /// Closes what is open and starts a new epoch after a discontinuity: the next
+    /// keyframe sets the video's decode-time base and, after it, the audio's (timestamps
+    /// restart), past the last frame written.
+    fn restart_epoch(&mut self, out: &mut Vec<SegOutput>) {
         self.flush(out);
-        // Audio past the last video frame has no part to go in; the new video's
-        // keyframe anchors the audio again (as at an epoch's start).
+        // Audio past the last video frame has no part to go in.
         self.part_audio.clear();
         self.part_audio_start = None;
+        self.start_queue.clear();
+        self.video_base = None;
         self.audio_base = None;
         self.audio_next_dts = None;
-        self.start_queue.clear();
-        self.video_track = Some(track.to_owned());
-        self.video_base = None;
         self.epoch_offset = self.last_video_dts + 3000;
         self.discontinuity = true;
         self.last_keyframe = None;
