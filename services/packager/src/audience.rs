@@ -50,10 +50,8 @@ impl HlsAudience {
 
 /// A new player session id: 64 random bits, hex.
 pub fn new_sid() -> String {
-    let mut b = [0u8; 8];
     // Without randomness every player would share one id and count once; rare enough.
-    let _ = getrandom::fill(&mut b);
-    b.iter().map(|x| format!("{x:02x}")).collect()
+    crate::random_hex(8)
 }
 
 /// Whether `sid` could be one [`new_sid`] made (anything else is not trusted as a key).

@@ -452,6 +452,13 @@ async fn pull(
     }
 }
 
+/// `n` random bytes in hex (zeros if the system has no randomness to give).
+fn random_hex(n: usize) -> String {
+    let mut b = vec![0u8; n];
+    let _ = getrandom::fill(&mut b);
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
 fn rand_u32() -> u32 {
     let mut b = [0u8; 4];
     let _ = getrandom::fill(&mut b);

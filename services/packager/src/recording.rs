@@ -188,10 +188,6 @@ pub fn longest_run(r: &RenditionMeta) -> Option<(u32, usize, usize)> {
     best
 }
 
-fn now_ms() -> i64 {
-    crate::now_ms()
-}
-
 /// Writes `bytes` to `path` atomically (a temporary file renamed over it).
 async fn write_atomic(path: &Path, bytes: impl AsRef<[u8]>) -> io::Result<()> {
     let tmp = tmp_path(path);
@@ -202,7 +198,7 @@ async fn write_atomic(path: &Path, bytes: impl AsRef<[u8]>) -> io::Result<()> {
 /// A temporary name beside `path`, unique: two packagers' sweeps finalizing the same
 /// recording at once never write into one file.
 fn tmp_path(path: &Path) -> PathBuf {
-    path.with_extension(format!("tmp-{}", random_hex(6)))
+    path.with_extension(format!("tmp-{}", crate::random_hex(6)))
 }
 
 /// Reads a recording's `recording.json`.
@@ -385,7 +381,7 @@ impl Writer {
         let room_dir = storage.root.join(room);
         tokio::fs::create_dir_all(&room_dir).await?;
         if let Some((dir, mut meta)) = current(&room_dir).await {
-            if meta.ended_at.is_none() && now_ms() - meta.updated_at < CONTINUE_WITHIN_MS {
+            if meta.ended_at.is_none() && crate::now_ms() - meta.updated_at < CONTINUE_WITHIN_MS {
                 tracing::info!(room_id = %room, recording_id = %meta.id, "continuing the room's recording after a discontinuity");
                 for r in meta.renditions.values_mut() {
                     r.discontinuity_due = true;
@@ -410,7 +406,7 @@ impl Writer {
         let id = new_id();
         let dir = room_dir.join(&id);
         tokio::fs::create_dir_all(&dir).await?;
-        let meta = Meta::new(room, &id, now_ms());
+        let meta = Meta::new(room, &id, crate::now_ms());
         write_meta(&dir, &meta).await?;
         write_atomic(&room_dir.join("current"), &id).await?;
         tracing::info!(room_id = %room, recording_id = %id, "recording started");
@@ -544,7 +540,7 @@ impl Writer {
                 });
                 r.discontinuity_due = false;
                 self.meta.bytes += len;
-                self.meta.updated_at = now_ms();
+                self.meta.updated_at = crate::now_ms();
                 self.meta.refresh_duration();
                 // Segment, then its playlist, then the state: a crash between them
                 // leaves a valid playlist up to the last complete segment.
@@ -575,14 +571,7 @@ async fn current(room_dir: &Path) -> Option<(PathBuf, Meta)> {
 }
 
 fn new_id() -> String {
-    format!("rec_{}", random_hex(10))
-}
-
-/// `n` random bytes in hex.
-fn random_hex(n: usize) -> String {
-    let mut b = vec![0u8; n];
-    let _ = getrandom::fill(&mut b);
-    b.iter().map(|x| format!("{x:02x}")).collect()
+    format!("rec_{}", crate::random_hex(10))
 }
 
 /// Ends the recording in `dir`: `VOD` playlists, the MP4 download, `recording.json`
@@ -626,7 +615,7 @@ pub async fn finalize(storage: &Storage, dir: &Path) {
 }
 
 async fn end(dir: &Path, meta: &mut Meta) -> io::Result<()> {
-    meta.ended_at = Some(now_ms().max(meta.updated_at));
+    meta.ended_at = Some(crate::now_ms().max(meta.updated_at));
     for name in meta.renditions.keys() {
         let rdir = dir.join(rendition_dir(name));
         if let Some(text) = meta.media_playlist(name) {
@@ -763,7 +752,7 @@ async fn sweep_once(
                 continue;
             };
             let abandoned = meta.ended_at.is_none()
-                && now_ms() - meta.updated_at > ABANDONED_AFTER_MS
+                && crate::now_ms() - meta.updated_at > ABANDONED_AFTER_MS
                 && !live(name.clone()).await;
             if abandoned || (meta.ended_at.is_some() && !meta.registered) {
                 finalize(storage, &rec.path()).await;
