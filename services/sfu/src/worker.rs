@@ -926,13 +926,13 @@ mod tests {
         let (events, _events_rx) = mpsc::unbounded_channel();
         let mut lp = Loop::new(socket, core, 0, events, Vec::new(), Arc::default());
         let (tx, mut rx) = mpsc::channel(4);
+        let session = lp.core.publish_local("r").unwrap();
         lp.command(Command::AttachRelay {
             room: "r".into(),
             sink: 1,
             tx,
             consumer: "edge",
         });
-        let session = lp.core.publish_local("r").unwrap();
         lp.flush();
         let push = |lp: &mut Loop, codec: FrameCodec, data: Arc<[u8]>| {
             lp.command(Command::PushLocal {
@@ -944,12 +944,14 @@ mod tests {
             });
             lp.flush();
         };
-        // The publisher change, the track, a keyframe and a frame fill the queue; the
-        // rest is dropped.
+        // The track, a keyframe and two frames fill the queue; the rest is dropped.
         for n in 0..6 {
             push(&mut lp, FrameCodec::H264, frame(n == 0, n));
         }
-        assert_eq!(drain(&mut rx), (vec![(true, true, 0), (false, true, 1)], 2));
+        assert_eq!(
+            drain(&mut rx),
+            (vec![(true, true, 0), (false, true, 1), (false, true, 2)], 1)
+        );
         // Room again, but no keyframe yet: still dropped; then the keyframe resumes.
         push(&mut lp, FrameCodec::H264, frame(false, 6));
         push(&mut lp, FrameCodec::H264, frame(true, 7));

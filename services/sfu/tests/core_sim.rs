@@ -1920,3 +1920,32 @@ fn an_overloaded_worker_sheds_resends_first() {
         "shedding resends loses frames instead: {delivered:?}"
     );
 }
+
+/// A consumer that attaches as the room goes offline (the packager re-pulling before
+/// the origin claim is released) learns it ended at once instead of holding the room.
+#[test]
+fn a_relay_attached_where_the_room_has_no_publisher_is_told_it_ended() {
+    use skylark_proto::sfu::v1::relay_message::Msg;
+    let mut net = Net::new();
+    let session = net.core.publish_local("gone").unwrap();
+    net.core.attach_relay(net.now, "gone", 1);
+    net.core.close(&session).unwrap();
+    net.run(Duration::ZERO);
+    let ended = |net: &Net| {
+        net.relayed
+            .iter()
+            .filter(|m| matches!(m.msg, Some(Msg::Ended(_))))
+            .count()
+    };
+    assert_eq!(
+        ended(&net),
+        1,
+        "the live room's consumer is told when it ends"
+    );
+    net.core.attach_relay(net.now, "gone", 2);
+    net.run(Duration::ZERO);
+    assert_eq!(ended(&net), 2, "a late consumer is told at once");
+    net.core.detach_relay("gone", 1);
+    net.core.detach_relay("gone", 2);
+    assert!(net.core.room_stats().is_empty(), "nothing holds the room");
+}

@@ -108,6 +108,14 @@ impl SessionError {
         )
     }
 
+    /// Whether the node refused for lack of room (sessions or CPU).
+    pub fn is_full(&self) -> bool {
+        matches!(
+            self,
+            Self::Upstream { what: "SFU", status } if status.code() == tonic::Code::ResourceExhausted
+        )
+    }
+
     /// Whether the credential itself was refused (RTMP says `BadName` then).
     pub fn is_unauthenticated(&self) -> bool {
         matches!(self, Self::Upstream { status, .. } if status.code() == tonic::Code::Unauthenticated)
@@ -390,7 +398,8 @@ type Attempt<C> = std::pin::Pin<
 /// candidate that has not answered within it gets company: the next one is asked too
 /// (from a fresh plan when none is left: room frees up as viewers leave, so a node
 /// that refused for being full may be asked again), the first to
-/// answer serves, and a session a slower one starts afterwards is ended.
+/// answer serves, and a session a slower one starts afterwards is ended. When every
+/// candidate refused for being full, a fresh plan is made after the next heartbeats.
 /// Publishers are not hedged: two answers would be two origins.
 async fn on_first_taker<C, F, Fut>(
     state: &State,
@@ -419,6 +428,21 @@ where
     let mut replans = 0;
     let mut last = None;
     loop {
+        if running.is_empty() && pending.is_empty() {
+            // Every candidate refused. A node's load in the registry is up to a heartbeat
+            // old: one full now, or a relay link freed since, shows after the next one.
+            let Some(h) = hedge.as_ref().filter(|h| {
+                replans < h.replans && last.as_ref().is_some_and(SessionError::is_full)
+            }) else {
+                break;
+            };
+            replans += 1;
+            tokio::time::sleep(bus_placement::RENEW_EVERY).await;
+            let fresh = (h.replan)().await;
+            tracing::info!(room_id = %room, candidates = fresh.len(), "placement: every node refused; planning again on fresh loads");
+            pending.extend(state.suspects.last(fresh, |c| c.depends_on()));
+            continue;
+        }
         if running.is_empty() {
             let Some(candidate) = pending.pop_front() else {
                 break;

@@ -34,10 +34,19 @@ impl Core {
     }
 
     /// Registers a relay sink for a room; it gets the current tracks at once and every
-    /// frame from now on, starting at a keyframe.
+    /// frame from now on, starting at a keyframe. A room with no publisher here is told
+    /// `Ended` at once: a consumer that came in as the room went offline looks for its
+    /// origin again instead of holding the room open here.
     pub fn attach_relay(&mut self, now: Instant, room: &str, sink: u64) {
         let r = self.rooms.entry(room.to_string()).or_default();
         r.relays.push(sink);
+        if r.publisher.is_none() {
+            self.out.push_back(Output::Relay {
+                sink,
+                msg: relay_msg(pb::relay_message::Msg::Ended(pb::Empty {})),
+            });
+            return;
+        }
         let tracks = r.tracks.clone();
         for t in tracks {
             self.out.push_back(Output::Relay {
