@@ -119,3 +119,96 @@ async fn p2p_room_relays_offer_answer_and_candidates() {
     ws_send(&mut v2, json!({"type": "watch", "room": room})).await;
     assert_eq!(expect(&mut v2, "waiting").await["room"], room.as_str());
 }
+
+/// Every message until none comes for 5 s (or the connection closes).
+async fn drain<S>(s: &mut S) -> Vec<Value>
+where
+    S: futures_util::Stream<Item = Result<Message, tokio_tungstenite::tungstenite::Error>> + Unpin,
+{
+    let mut out = vec![];
+    while let Some(m) = next_json(s).await {
+        out.push(m);
+    }
+    out
+}
+
+#[tokio::test]
+async fn p2p_viewers_waiting_before_go_live_are_announced_once_to_each_broadcaster() {
+    let sk = Skylark::start().await;
+    let c = reqwest::Client::new();
+    let (token, room, key) = creator_with_room(&sk.base, "public").await;
+    let r = c
+        .patch(format!("{}/api/v1/rooms/{room}", sk.base))
+        .bearer_auth(&token)
+        .json(&json!({"mode": "p2p"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+
+    // A viewer waits before anyone broadcasts.
+    let mut v = ws(&sk.base).await;
+    ws_send(&mut v, json!({"type": "watch", "room": room})).await;
+    assert_eq!(expect(&mut v, "waiting").await["room"], room.as_str());
+
+    // The broadcaster goes live: it hears of the waiting viewer at once, and the viewer
+    // of the broadcaster.
+    let mut b = ws(&sk.base).await;
+    ws_send(
+        &mut b,
+        json!({"type": "publish", "room": room, "stream_key": key}),
+    )
+    .await;
+    assert_eq!(expect(&mut b, "room").await["live"], true);
+    let vj = expect(&mut b, "viewer-joined").await;
+    let viewer = vj["viewer"].as_str().unwrap().to_string();
+    let live = expect(&mut v, "room").await;
+    assert_eq!(live["live"], true);
+
+    // The viewer can be reached: an offer to it arrives.
+    ws_send(
+        &mut b,
+        json!({"type": "offer", "to": viewer, "sdp": "v=0\r\no=- first"}),
+    )
+    .await;
+    assert_eq!(expect(&mut v, "offer").await["from"], live["broadcaster"]);
+
+    // A second broadcaster can't take the live room: it is told why and let go.
+    let mut b2 = ws(&sk.base).await;
+    ws_send(
+        &mut b2,
+        json!({"type": "publish", "room": room, "stream_key": key}),
+    )
+    .await;
+    let busy = expect(&mut b2, "error").await;
+    assert_eq!(busy["code"], "room_busy", "{busy}");
+    assert!(
+        closes(&mut b2).await,
+        "the refused broadcaster is disconnected"
+    );
+
+    // Announced once: nothing more for the first broadcaster about this viewer.
+    let rest = drain(&mut b).await;
+    assert!(
+        !rest.iter().any(|m| m["type"] == "viewer-joined"),
+        "one viewer-joined per viewer: {rest:?}"
+    );
+
+    // The broadcaster leaves: the viewer is told the room went offline.
+    ws_send(&mut b, json!({"type": "leave"})).await;
+    let off = expect(&mut v, "room").await;
+    assert_eq!(off["live"], false, "{off}");
+
+    // Another broadcaster goes live: the same waiting viewer is announced to it.
+    let mut b3 = ws(&sk.base).await;
+    ws_send(
+        &mut b3,
+        json!({"type": "publish", "room": room, "stream_key": key}),
+    )
+    .await;
+    assert_eq!(expect(&mut b3, "room").await["live"], true);
+    assert_eq!(
+        expect(&mut b3, "viewer-joined").await["viewer"],
+        viewer.as_str()
+    );
+}
