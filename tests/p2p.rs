@@ -23,19 +23,25 @@ where
     panic!("no `{kind}` message among the next 10");
 }
 
-#[tokio::test]
-async fn p2p_room_relays_offer_answer_and_candidates() {
-    let sk = Skylark::start().await;
-    let c = reqwest::Client::new();
-    let (token, room, key) = creator_with_room(&sk.base, "public").await;
-    let r = c
-        .patch(format!("{}/api/v1/rooms/{room}", sk.base))
+/// A new creator's public room switched to p2p: `(room, stream key)`.
+async fn p2p_room(base: &str) -> (String, String) {
+    let (token, room, key) = creator_with_room(base, "public").await;
+    let r = reqwest::Client::new()
+        .patch(format!("{base}/api/v1/rooms/{room}"))
         .bearer_auth(&token)
         .json(&json!({"mode": "p2p"}))
         .send()
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
+    (room, key)
+}
+
+#[tokio::test]
+async fn p2p_room_relays_offer_answer_and_candidates() {
+    let sk = Skylark::start().await;
+    let c = reqwest::Client::new();
+    let (room, key) = p2p_room(&sk.base).await;
 
     // WHIP is for SFU rooms: a p2p room says so.
     let r = c
@@ -135,16 +141,7 @@ where
 #[tokio::test]
 async fn p2p_viewers_waiting_before_go_live_are_announced_once_to_each_broadcaster() {
     let sk = Skylark::start().await;
-    let c = reqwest::Client::new();
-    let (token, room, key) = creator_with_room(&sk.base, "public").await;
-    let r = c
-        .patch(format!("{}/api/v1/rooms/{room}", sk.base))
-        .bearer_auth(&token)
-        .json(&json!({"mode": "p2p"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
+    let (room, key) = p2p_room(&sk.base).await;
 
     // A viewer waits before anyone broadcasts.
     let mut v = ws(&sk.base).await;

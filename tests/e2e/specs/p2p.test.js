@@ -6,8 +6,10 @@
 //     studio lists each viewer's connection, the upload it spends, and warns past its
 //     viewer limit; a viewer leaving frees its connection; Stop ends every viewer's stream;
 //   - a viewer whose network can't reach the broadcaster (ICE with no usable candidate)
-//     is told so.
+//     is told so;
+//   - the studio's uplink rule and `iceServers` pick-up, on figures (no browser).
 
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { noBrowser } from '../lib/browser.js';
 import { metrics, requestJson } from '../lib/server.js';
@@ -15,6 +17,7 @@ import { reportTimings } from '../lib/harness.js';
 import { until } from '../lib/app.js';
 import { serverAndApp, fixtureTest } from '../lib/fixtures.js';
 import { goLiveInStudio, openStudioAs } from '../lib/studio.js';
+import { iceServersOf, uplinkWarning } from '../../../web/src/js/p2p.js';
 
 const TEST_CAP_MS = 150_000;
 const BODY_CAP = { capMs: 130_000 };
@@ -71,7 +74,10 @@ p2pTest('p2p: the studio broadcasts to three viewers (one waiting, two late), no
     const t0 = Date.now();
     const page = await app.open(`${sk.baseUrl}/watch/${room}`, { tag });
     await until(page, playerStats, playingP2p, { what: `${tag} (arrived while live) playing peer to peer`, timeoutMs: PLAY_CAP_MS, intervalMs: 250 });
-    joins.push(Date.now() - t0);
+    // Where the time goes: until the broadcaster's offer is answered, then to the first frame.
+    const ev = await page.evaluate(() => window.player.state.events.map((e) => ({ name: e.name, t: e.t })));
+    const at = (name) => ev.find((e) => e.name === name)?.t ?? null;
+    joins.push({ total: Date.now() - t0, toAnswer: at('p2p:answered') - t0, answerToFrame: at('firstFrame') - at('p2p:answered') });
     late.push(page);
   }
   const viewers = [v1, ...late];
@@ -172,7 +178,9 @@ p2pTest('p2p: the studio broadcasts to three viewers (one waiting, two late), no
   reportTimings('p2p_three_viewers', {
     go_live_ms: goLiveMs,
     waiting_viewer_live_to_first_frame_ms: waitingToFrameMs,
-    late_viewer_open_to_first_frame_ms: Math.max(...joins),
+    late_viewer_open_to_first_frame_ms: Math.max(...joins.map((j) => j.total)),
+    late_viewer_open_to_answer_ms: Math.max(...joins.map((j) => j.toAnswer)),
+    late_viewer_answer_to_first_frame_ms: Math.max(...joins.map((j) => j.answerToFrame)),
     upload_total_bps: Math.round(figures.uploadBps),
     upload_per_viewer_bps: Math.round(figures.uploadBps / 3),
     viewer_leave_to_closed_ms: leaveMs,
@@ -204,4 +212,24 @@ p2pTest('p2p: a viewer who cannot reach the broadcaster peer to peer is told so'
   assert.ok(await viewer.getByRole('button', { name: 'Try again' }).isVisible(), 'a Try again button');
   assert.equal(await viewer.locator('#stat-status').innerText(), 'Can’t connect');
   reportTimings('p2p_unreachable', { open_to_message_ms: Date.now() - t0 });
+});
+
+test('p2p: the uplink warning (viewer count, bandwidth-limited senders) and iceServers from server messages', () => {
+  const up = (availableBps, limitation = 'none') => ({ state: 'connected', availableBps, limitation });
+  const need = 2_500_000;
+  assert.equal(uplinkWarning([up(8e6), up(8e6)], need), null, 'two viewers with room to spare');
+  const many = uplinkWarning([up(8e6), up(8e6), up(8e6), up(8e6), up(8e6)], need);
+  assert.equal(many?.reason, 'viewers');
+  assert.match(many.text, /^5 viewers: .*about 12\.5 Mb\/s of upload/);
+  // A low estimate alone is the ramp-up after connecting: only a sender the encoder also
+  // reports limited by bandwidth counts.
+  assert.equal(uplinkWarning([up(600_000)], need), null);
+  const starved = uplinkWarning([up(8e6), up(600_000, 'bandwidth')], need);
+  assert.equal(starved?.reason, 'bandwidth');
+  assert.match(starved.text, /1 of 2 viewers get a reduced picture \(about 600 kb\/s available of 2500 kb\/s needed\)/);
+  assert.equal(uplinkWarning([up(3e6, 'bandwidth')], need), null, 'limited, but the estimate covers the need: the encoder catches up');
+  assert.equal(uplinkWarning([{ state: 'connecting', availableBps: 1000, limitation: 'bandwidth' }], need), null, 'connecting viewers have no estimate worth a warning');
+
+  assert.equal(iceServersOf({ type: 'room' }), null);
+  assert.deepEqual(iceServersOf({ iceServers: [{ urls: 'turn:t.example:3478', username: 'u', credential: 'c' }, { nope: 1 }, null] }), [{ urls: 'turn:t.example:3478', username: 'u', credential: 'c' }]);
 });

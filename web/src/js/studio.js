@@ -1087,27 +1087,10 @@ async function p2pLost(b, why) {
   if (stopping || p2p !== b) return;
   p2p = null;
   b.stop();
-  setStatus('reconnecting', why);
-  showInfo(`Reconnecting: ${why}…`);
-  for (;;) {
-    const attempt = ++state.reconnects;
-    await new Promise((r) => setTimeout(r, Math.min(RECONNECT_MAX_DELAY_MS, 500 * 2 ** Math.min(attempt - 1, 5))));
-    if (stopping || p2p) return;
-    try {
-      await publishP2p();
-      return;
-    } catch (e) {
-      if (stopping) return;
-      // A refused credential won't change; anything else (a restart, the old connection
-      // still holding the room) may.
-      if (['unauthorized', 'forbidden', 'not_found', 'publish_ended'].includes(e.code)) {
-        setStatus('error', e.message);
-        showError(e.message);
-        return;
-      }
-      showInfo(`Reconnecting (attempt ${attempt}): ${e.message}`);
-    }
-  }
+  // A refused credential won't change; anything else (a restart, the old connection
+  // still holding the room) may.
+  const refused = (e) => ['unauthorized', 'forbidden', 'not_found', 'publish_ended'].includes(e.code);
+  await republish(why, () => p2p, publishP2p, refused, (e) => e.message);
 }
 
 const PEER_STATE = {
@@ -1190,25 +1173,33 @@ async function reconnect(p, why) {
   clearTimeout(p.connectTimer);
   p.pc.close();
   deleteSession(p.location, p.bearer);
+  // Connected or not, the connection's state handler takes it from here.
+  await republish(why, () => pub, publish, fatal, whipError);
+}
+
+/**
+ * Publishes again with backoff until `attempt()` succeeds, Stop is pressed, or a
+ * publication exists (`current()`); a `refused(e)` error stops with `words(e)`, others
+ * (the server may be restarting) are retried.
+ */
+async function republish(why, current, attempt, refused, words) {
   setStatus('reconnecting', why);
   showInfo(`Reconnecting: ${why}…`);
   for (;;) {
-    const attempt = ++state.reconnects;
-    await new Promise((r) => setTimeout(r, Math.min(RECONNECT_MAX_DELAY_MS, 500 * 2 ** Math.min(attempt - 1, 5))));
-    if (stopping || pub) return;
+    const n = ++state.reconnects;
+    await new Promise((r) => setTimeout(r, Math.min(RECONNECT_MAX_DELAY_MS, 500 * 2 ** Math.min(n - 1, 5))));
+    if (stopping || current()) return;
     try {
-      // Connected or not, the connection's state handler takes it from here.
-      await publish();
+      await attempt();
       return;
     } catch (e) {
       if (stopping) return;
-      if (fatal(e)) {
-        setStatus('error', whipError(e));
-        showError(whipError(e));
+      if (refused(e)) {
+        setStatus('error', words(e));
+        showError(words(e));
         return;
       }
-      // The server may be restarting: keep trying.
-      showInfo(`Reconnecting (attempt ${attempt}): ${e.message}`);
+      showInfo(`Reconnecting (attempt ${n}): ${e.message}`);
     }
   }
 }
