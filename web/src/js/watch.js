@@ -1075,6 +1075,7 @@ async function answerP2p(msg, sock) {
     return;
   }
   clearTimeout(p2pOfferTimer);
+  p2pOfferRetried = false;
   teardown();
   const pc = new RTCPeerConnection({ bundlePolicy: 'max-bundle', ...(iceServers.length ? { iceServers } : {}) });
   const s = { kind: 'p2p', pc, from: msg.from, pending: [], gotFrame: false, frames: 0, lastProgress: performance.now(), prev: null, started: performance.now() };
