@@ -133,6 +133,14 @@ p2pTest('p2p: the studio broadcasts to three viewers (one waiting, two late), no
   const canvas = switched.peers[0].video;
   assert.ok(switched.peers.every((p) => p.video === canvas), 'every viewer gets the same canvas track');
 
+  // Mute and a layout change: the shared tracks carry them to everyone, no renegotiation.
+  await studio.getByRole('button', { name: 'Mute mic' }).click();
+  await studio.getByLabel('Camera only', { exact: true }).check();
+  const muted = await studio.evaluate(() => ({ enabled: window.studio.media.mic.enabled, mic: window.studio.media.mic.id, peers: window.studio.peers().live, layout: window.studio.compositor.layout }));
+  assert.equal(muted.enabled, false, 'the microphone every viewer gets is muted');
+  assert.ok(muted.peers.every((p) => p.audio === muted.mic && p.video === canvas), 'same senders, same tracks after mute and layout change');
+  assert.equal(muted.layout, 'camera');
+
   // Past the viewer limit the studio warns (the limit lowered for the test).
   await studio.evaluate(() => (window.studio.p2pLimits.manyViewers = 2));
   const warned = await until(studio, () => ({ shown: !document.getElementById('p2p-warning').hidden, text: document.getElementById('p2p-warning').textContent, reason: document.getElementById('p2p-warning').dataset.reason }), (w) => w.shown, {
