@@ -126,6 +126,22 @@ async fn p2p_room_relays_offer_answer_and_candidates() {
     assert_eq!(expect(&mut v2, "waiting").await["room"], room.as_str());
 }
 
+/// `GET /rooms/{room}` once it reports `n` viewers (10 s at most).
+async fn viewers_become(base: &str, room: &str, n: u64) -> Value {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let v = send_json(reqwest::Client::new().get(format!("{base}/api/v1/rooms/{room}"))).await;
+        if v["viewers"] == n {
+            return v;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{room}: not {n} viewers: {v}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
 /// Every message until none comes for 5 s (or the connection closes).
 async fn drain<S>(s: &mut S) -> Vec<Value>
 where
@@ -162,6 +178,10 @@ async fn p2p_viewers_waiting_before_go_live_are_announced_once_to_each_broadcast
     let live = expect(&mut v, "room").await;
     assert_eq!(live["live"], true);
 
+    // The room counts the broadcaster's viewers (as WebRTC), though no SFU serves them.
+    let counted = viewers_become(&sk.base, &room, 1).await;
+    assert_eq!(counted["viewers_by_transport"]["webrtc"], 1, "{counted}");
+
     // The viewer can be reached: an offer to it arrives.
     ws_send(
         &mut b,
@@ -191,10 +211,23 @@ async fn p2p_viewers_waiting_before_go_live_are_announced_once_to_each_broadcast
         "one viewer-joined per viewer: {rest:?}"
     );
 
+    // The viewer leaves and comes back: counted out, then in.
+    ws_send(&mut v, json!({"type": "leave"})).await;
+    viewers_become(&sk.base, &room, 0).await;
+    let mut v = ws(&sk.base).await;
+    ws_send(&mut v, json!({"type": "watch", "room": room})).await;
+    assert_eq!(expect(&mut v, "room").await["live"], true);
+    let viewer = expect(&mut b, "viewer-joined").await["viewer"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    viewers_become(&sk.base, &room, 1).await;
+
     // The broadcaster leaves: the viewer is told the room went offline.
     ws_send(&mut b, json!({"type": "leave"})).await;
     let off = expect(&mut v, "room").await;
     assert_eq!(off["live"], false, "{off}");
+    viewers_become(&sk.base, &room, 0).await;
 
     // Another broadcaster goes live: the same waiting viewer is announced to it.
     let mut b3 = ws(&sk.base).await;

@@ -26,6 +26,7 @@ use skylark_bus::placement::{self, Origin};
 use skylark_proto::rooms::v1 as rooms;
 use skylark_proto::rooms::v1::authorize_publish_request::Credential;
 use skylark_telemetry::limits::ClientIp;
+use std::collections::HashSet;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -138,6 +139,9 @@ struct Conn {
     /// p2p viewers: the broadcaster this viewer was announced to (`viewer-joined`), so
     /// the arrival and the go-live paths announce it once per broadcaster.
     announced: Arc<Mutex<Option<String>>>,
+    /// p2p broadcasters: the viewers announced and not gone, counted in the room's
+    /// viewers (as WebRTC) under this connection's entry.
+    p2p_viewers: Arc<Mutex<HashSet<String>>>,
 }
 
 fn err(code: &str, message: impl Into<String>) -> Value {
@@ -164,6 +168,15 @@ fn room_busy(holder: &Origin) -> Value {
         ROOM_BUSY,
         format!("this room is already live from {by}: stop that stream first, then go live again (a connection that dropped frees the room within a minute)"),
     )
+}
+
+/// A p2p broadcaster's entry in the room's viewer counts (counted as WebRTC).
+fn p2p_viewers_entry(broadcaster: &str) -> String {
+    format!("p2p:{broadcaster}")
+}
+
+fn count(viewers: &Mutex<HashSet<String>>) -> u64 {
+    viewers.lock().map(|v| v.len() as u64).unwrap_or(0)
 }
 
 /// p2p: tells broadcaster `broadcaster` about viewer `me` (`viewer-joined`), once per
@@ -208,6 +221,7 @@ impl Conn {
             rx: Some(rx),
             room_task: None,
             announced: Arc::default(),
+            p2p_viewers: Arc::default(),
         }
     }
 
@@ -495,7 +509,14 @@ impl Conn {
         };
         match placement::renew_origin(&self.state.bus, &j.room, &origin, placement::LEASE_TTL).await
         {
-            Ok(true) => None,
+            Ok(true) => {
+                let n = count(&self.p2p_viewers);
+                let entry = p2p_viewers_entry(&self.id);
+                if let Err(e) = placement::set_viewers(&self.state.bus, &j.room, &entry, n).await {
+                    tracing::debug!(error = %e, "p2p viewer count not renewed");
+                }
+                None
+            }
             Ok(false) => {
                 let holder = placement::origin(&self.state.bus, &j.room).await;
                 Some(room_busy(&holder.ok().flatten().unwrap_or(origin)))
@@ -630,6 +651,9 @@ impl Conn {
         let publisher = role.map(|r| r.0) == Some(Role::Publisher);
         let p2p_viewer = role == Some((Role::Viewer, true));
         let announced = self.announced.clone();
+        let p2p_broadcaster = role == Some((Role::Publisher, true));
+        let viewers = self.p2p_viewers.clone();
+        let entry = p2p_viewers_entry(&self.id);
         let room = room.to_owned();
         self.room_task = Some(tokio::spawn(async move {
             while let Some(ev) = sub.recv().await {
@@ -648,6 +672,20 @@ impl Conn {
                                 *a = None;
                             }
                         }
+                    }
+                }
+                if p2p_broadcaster {
+                    let changed = match (&ev, viewers.lock()) {
+                        (RoomEvent::ViewerJoined { viewer }, Ok(mut v)) => {
+                            v.insert(viewer.clone()).then(|| v.len())
+                        }
+                        (RoomEvent::ViewerLeft { viewer }, Ok(mut v)) => {
+                            v.remove(viewer).then(|| v.len())
+                        }
+                        _ => None,
+                    };
+                    if let Some(n) = changed {
+                        let _ = placement::set_viewers(&bus, &room, &entry, n as u64).await;
                     }
                 }
                 let out = match ev {
@@ -697,6 +735,8 @@ impl Conn {
                         broadcaster: self.id.clone(),
                     };
                     let _ = placement::release_origin(&self.state.bus, &j.room, &origin).await;
+                    let entry = p2p_viewers_entry(&self.id);
+                    let _ = placement::set_viewers(&self.state.bus, &j.room, &entry, 0).await;
                     RoomEvent::State {
                         room: j.room.clone(),
                         live: false,

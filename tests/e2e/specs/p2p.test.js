@@ -105,10 +105,10 @@ p2pTest('p2p: the studio broadcasts to three viewers (one waiting, two late), no
   assert.ok(Math.abs(figures.uploadBps - figures.viewers.reduce((n, v) => n + v.bitrate, 0)) < 1, 'upload = the sum of the viewers');
   assert.equal(await studio.locator('#p2p-warning').isVisible(), false, 'three viewers: no warning at the default limit');
 
-  // The server carried signaling only: live in the API, no SFU publisher, subscriber, WHIP/WHEP session or media byte.
+  // The server carried signaling only: live in the API (viewers counted), no SFU publisher, subscriber, WHIP/WHEP session or media byte.
   const api = await requestJson('GET', `${sk.baseUrl}/api/v1/rooms/${room}`, { expect: 200 });
   assert.equal(api.json.live, true, 'the API reports the p2p room live');
-  assert.equal(api.json.viewers_by_transport?.webrtc ?? 0, 0, 'no SFU viewers counted');
+  assert.equal(api.json.viewers, 3, `the broadcaster's viewers are counted: ${JSON.stringify(api.json)}`);
   const m = await metrics(sk);
   assert.ok(m.skylark_ws_connections >= 4, `the studio and three viewers on /ws (${m.skylark_ws_connections})`);
   for (const name of ['skylark_sfu_publishers', 'skylark_sfu_subscribers', 'skylark_sfu_bytes_in_total', 'skylark_sfu_packets_in_total']) {

@@ -169,8 +169,7 @@ function setTransport(t) {
 }
 
 function setViewers(n) {
-  // The server doesn't count a p2p room's viewers (they connect to the broadcaster).
-  if (typeof n !== 'number' || playback?.recommended === 'p2p') return;
+  if (typeof n !== 'number') return;
   state.viewers = n;
   $('stat-viewers').textContent = viewersText(n);
 }
