@@ -23,19 +23,25 @@ where
     panic!("no `{kind}` message among the next 10");
 }
 
-#[tokio::test]
-async fn p2p_room_relays_offer_answer_and_candidates() {
-    let sk = Skylark::start().await;
-    let c = reqwest::Client::new();
-    let (token, room, key) = creator_with_room(&sk.base, "public").await;
-    let r = c
-        .patch(format!("{}/api/v1/rooms/{room}", sk.base))
+/// A new creator's public room switched to p2p: `(room, stream key)`.
+async fn p2p_room(base: &str) -> (String, String) {
+    let (token, room, key) = creator_with_room(base, "public").await;
+    let r = reqwest::Client::new()
+        .patch(format!("{base}/api/v1/rooms/{room}"))
         .bearer_auth(&token)
         .json(&json!({"mode": "p2p"}))
         .send()
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
+    (room, key)
+}
+
+#[tokio::test]
+async fn p2p_room_relays_offer_answer_and_candidates() {
+    let sk = Skylark::start().await;
+    let c = reqwest::Client::new();
+    let (room, key) = p2p_room(&sk.base).await;
 
     // WHIP is for SFU rooms: a p2p room says so.
     let r = c
@@ -118,4 +124,121 @@ async fn p2p_room_relays_offer_answer_and_candidates() {
     let mut v2 = ws(&sk.base).await;
     ws_send(&mut v2, json!({"type": "watch", "room": room})).await;
     assert_eq!(expect(&mut v2, "waiting").await["room"], room.as_str());
+}
+
+/// `GET /rooms/{room}` once it reports `n` viewers (10 s at most).
+async fn viewers_become(base: &str, room: &str, n: u64) -> Value {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let v = send_json(reqwest::Client::new().get(format!("{base}/api/v1/rooms/{room}"))).await;
+        if v["viewers"] == n {
+            return v;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{room}: not {n} viewers: {v}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+/// Every message until none comes for 5 s (or the connection closes).
+async fn drain<S>(s: &mut S) -> Vec<Value>
+where
+    S: futures_util::Stream<Item = Result<Message, tokio_tungstenite::tungstenite::Error>> + Unpin,
+{
+    let mut out = vec![];
+    while let Some(m) = next_json(s).await {
+        out.push(m);
+    }
+    out
+}
+
+#[tokio::test]
+async fn p2p_viewers_waiting_before_go_live_are_announced_once_to_each_broadcaster() {
+    let sk = Skylark::start().await;
+    let (room, key) = p2p_room(&sk.base).await;
+
+    // A viewer waits before anyone broadcasts.
+    let mut v = ws(&sk.base).await;
+    ws_send(&mut v, json!({"type": "watch", "room": room})).await;
+    assert_eq!(expect(&mut v, "waiting").await["room"], room.as_str());
+
+    // The broadcaster goes live: it hears of the waiting viewer at once, and the viewer
+    // of the broadcaster.
+    let mut b = ws(&sk.base).await;
+    ws_send(
+        &mut b,
+        json!({"type": "publish", "room": room, "stream_key": key}),
+    )
+    .await;
+    assert_eq!(expect(&mut b, "room").await["live"], true);
+    let vj = expect(&mut b, "viewer-joined").await;
+    let viewer = vj["viewer"].as_str().unwrap().to_string();
+    let live = expect(&mut v, "room").await;
+    assert_eq!(live["live"], true);
+
+    // The room counts the broadcaster's viewers (as WebRTC), though no SFU serves them.
+    let counted = viewers_become(&sk.base, &room, 1).await;
+    assert_eq!(counted["viewers_by_transport"]["webrtc"], 1, "{counted}");
+
+    // The viewer can be reached: an offer to it arrives.
+    ws_send(
+        &mut b,
+        json!({"type": "offer", "to": viewer, "sdp": "v=0\r\no=- first"}),
+    )
+    .await;
+    assert_eq!(expect(&mut v, "offer").await["from"], live["broadcaster"]);
+
+    // A second broadcaster can't take the live room: it is told why and let go.
+    let mut b2 = ws(&sk.base).await;
+    ws_send(
+        &mut b2,
+        json!({"type": "publish", "room": room, "stream_key": key}),
+    )
+    .await;
+    let busy = expect(&mut b2, "error").await;
+    assert_eq!(busy["code"], "room_busy", "{busy}");
+    assert!(
+        closes(&mut b2).await,
+        "the refused broadcaster is disconnected"
+    );
+
+    // Announced once: nothing more for the first broadcaster about this viewer.
+    let rest = drain(&mut b).await;
+    assert!(
+        !rest.iter().any(|m| m["type"] == "viewer-joined"),
+        "one viewer-joined per viewer: {rest:?}"
+    );
+
+    // The viewer leaves and comes back: counted out, then in.
+    ws_send(&mut v, json!({"type": "leave"})).await;
+    viewers_become(&sk.base, &room, 0).await;
+    let mut v = ws(&sk.base).await;
+    ws_send(&mut v, json!({"type": "watch", "room": room})).await;
+    assert_eq!(expect(&mut v, "room").await["live"], true);
+    let viewer = expect(&mut b, "viewer-joined").await["viewer"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    viewers_become(&sk.base, &room, 1).await;
+
+    // The broadcaster leaves: the viewer is told the room went offline.
+    ws_send(&mut b, json!({"type": "leave"})).await;
+    let off = expect(&mut v, "room").await;
+    assert_eq!(off["live"], false, "{off}");
+    viewers_become(&sk.base, &room, 0).await;
+
+    // Another broadcaster goes live: the same waiting viewer is announced to it.
+    let mut b3 = ws(&sk.base).await;
+    ws_send(
+        &mut b3,
+        json!({"type": "publish", "room": room, "stream_key": key}),
+    )
+    .await;
+    assert_eq!(expect(&mut b3, "room").await["live"], true);
+    assert_eq!(
+        expect(&mut b3, "viewer-joined").await["viewer"],
+        viewer.as_str()
+    );
 }

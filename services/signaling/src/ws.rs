@@ -7,7 +7,10 @@
 //! before the publisher gets `waiting`, then `room {live:true}` when the room goes live,
 //! and sends its offer then. In `p2p` rooms the server only relays `offer`, `answer` and
 //! `candidate` between the broadcaster and each viewer, over the room's bus channel, so
-//! the two may be connected to different signaling pods.
+//! the two may be connected to different signaling pods. Each viewer is announced to
+//! the broadcaster (`viewer-joined`) once per broadcaster: on arrival while live, or
+//! when the room goes live (or a new broadcaster takes it) while it waits; viewers get
+//! `room {live:false}` when the broadcaster leaves.
 
 use crate::limits::Limits;
 use crate::session::{self, PublishGrant, SessionError};
@@ -23,7 +26,9 @@ use skylark_bus::placement::{self, Origin};
 use skylark_proto::rooms::v1 as rooms;
 use skylark_proto::rooms::v1::authorize_publish_request::Credential;
 use skylark_telemetry::limits::ClientIp;
+use std::collections::HashSet;
 use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::mpsc;
 use tracing::Instrument;
@@ -41,6 +46,8 @@ const GRANT_CHECK_EVERY: Duration = Duration::from_secs(3);
 const CLOSE_GRACE: Duration = Duration::from_secs(1);
 /// The error code that ends a publisher's connection.
 const PUBLISH_ENDED: &str = "publish_ended";
+/// The error code that ends a p2p broadcaster whose room another connection took.
+const ROOM_BUSY: &str = "room_busy";
 
 #[derive(Deserialize)]
 #[serde(tag = "type", rename_all = "kebab-case")]
@@ -129,6 +136,12 @@ struct Conn {
     tx: mpsc::Sender<Value>,
     rx: Option<mpsc::Receiver<Value>>,
     room_task: Option<tokio::task::JoinHandle<()>>,
+    /// p2p viewers: the broadcaster this viewer was announced to (`viewer-joined`), so
+    /// the arrival and the go-live paths announce it once per broadcaster.
+    announced: Arc<Mutex<Option<String>>>,
+    /// p2p broadcasters: the viewers announced and not gone, counted in the room's
+    /// viewers (as WebRTC) under this connection's entry.
+    p2p_viewers: Arc<Mutex<HashSet<String>>>,
 }
 
 fn err(code: &str, message: impl Into<String>) -> Value {
@@ -142,6 +155,52 @@ fn publish_ended() -> Value {
         PUBLISH_ENDED,
         "the stream key was rotated or the room deleted: publish again with the current key",
     )
+}
+
+/// Why a p2p broadcaster can't take (or keep) a room another connection holds.
+fn room_busy(holder: &Origin) -> Value {
+    let by = if holder.broadcaster().is_some() {
+        "another studio or connection"
+    } else {
+        "a server (SFU) publisher"
+    };
+    err(
+        ROOM_BUSY,
+        format!("this room is already live from {by}: stop that stream first, then go live again (a connection that dropped frees the room within a minute)"),
+    )
+}
+
+/// A p2p broadcaster's entry in the room's viewer counts (counted as WebRTC).
+fn p2p_viewers_entry(broadcaster: &str) -> String {
+    format!("p2p:{broadcaster}")
+}
+
+fn count(viewers: &Mutex<HashSet<String>>) -> u64 {
+    viewers.lock().map(|v| v.len() as u64).unwrap_or(0)
+}
+
+/// p2p: tells broadcaster `broadcaster` about viewer `me` (`viewer-joined`), once per
+/// broadcaster: `announced` remembers whom it told.
+async fn announce(
+    bus: &skylark_bus::AnyBus,
+    room: &str,
+    me: &str,
+    broadcaster: &str,
+    announced: &Mutex<Option<String>>,
+) {
+    {
+        let Ok(mut a) = announced.lock() else { return };
+        if a.as_deref() == Some(broadcaster) {
+            return;
+        }
+        *a = Some(broadcaster.to_owned());
+    }
+    let ev = RoomEvent::ViewerJoined {
+        viewer: me.to_owned(),
+    };
+    if let Err(e) = events::publish(bus, room, &ev).await {
+        tracing::warn!(error = %e, "viewer-joined not published");
+    }
 }
 
 /// A session failure as a WebSocket `error` message (same code as over HTTP).
@@ -161,6 +220,8 @@ impl Conn {
             tx,
             rx: Some(rx),
             room_task: None,
+            announced: Arc::default(),
+            p2p_viewers: Arc::default(),
         }
     }
 
@@ -171,6 +232,8 @@ impl Conn {
         let mut ping = tokio::time::interval(PING_EVERY);
         let mut grant_check = tokio::time::interval(GRANT_CHECK_EVERY);
         grant_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut renew = tokio::time::interval(placement::RENEW_EVERY);
+        renew.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut last_heard = tokio::time::Instant::now();
         let budget = Limits::ws_messages(self.ip);
         loop {
@@ -200,7 +263,7 @@ impl Conn {
                         Ok(m) => {
                             let span = message_span(&m, traceparent.as_deref());
                             let replies = self.handle(m).instrument(span).await;
-                            let ended = replies.iter().any(|r| r["code"] == PUBLISH_ENDED);
+                            let ended = replies.iter().any(|r| r["code"] == PUBLISH_ENDED || r["code"] == ROOM_BUSY);
                             for r in replies {
                                 if send(&mut sink, r).await.is_err() { break; }
                             }
@@ -219,6 +282,12 @@ impl Conn {
                 _ = grant_check.tick() => {
                     if !self.grant_holds().await {
                         let _ = send(&mut sink, publish_ended()).await;
+                        break;
+                    }
+                }
+                _ = renew.tick() => {
+                    if let Some(lost) = self.renew_p2p_origin().await {
+                        let _ = send(&mut sink, lost).await;
                         break;
                     }
                 }
@@ -318,6 +387,11 @@ impl Conn {
         };
         let room = grant.room.id.clone();
         let p2p = grant.is_p2p();
+        if p2p {
+            if let Ok(Some(holder)) = placement::origin(&self.state.bus, &room).await {
+                return vec![room_busy(&holder)];
+            }
+        }
         self.joined = Some(Joined {
             role: Role::Publisher,
             room: room.clone(),
@@ -325,17 +399,34 @@ impl Conn {
             grant: Some(grant),
             session: None,
         });
-        self.follow_room(&room);
+        // Subscribed before the room is announced live: viewers answer that at once.
+        if let Err(e) = self.follow_room(&room).await {
+            self.joined = None;
+            return vec![e];
+        }
         if p2p {
             let origin = Origin::P2p {
                 broadcaster: self.id.clone(),
             };
             // Recorded first: the room is live (and its webhooks name this publisher)
-            // from the claim on.
+            // from the claim on. The claim is a lease the connection renews, so a
+            // signaling pod that dies frees the room within seconds.
             session::record_publisher(&self.state, &room, &self.id, "p2p").await;
-            let _ =
-                placement::claim_origin(&self.state.bus, &room, &origin, Duration::from_secs(3600))
-                    .await;
+            match placement::claim_origin(&self.state.bus, &room, &origin, placement::LEASE_TTL)
+                .await
+            {
+                Ok(true) => {}
+                Ok(false) => {
+                    self.unjoin();
+                    let holder = placement::origin(&self.state.bus, &room).await;
+                    return vec![room_busy(&holder.ok().flatten().unwrap_or(origin))];
+                }
+                Err(e) => {
+                    self.unjoin();
+                    tracing::warn!(error = %e, "p2p origin not claimed");
+                    return vec![err("unavailable", "the room could not be set live (the bus is unavailable): try again in a few seconds")];
+                }
+            }
             self.broadcast(RoomEvent::State {
                 room: room.clone(),
                 live: true,
@@ -369,17 +460,19 @@ impl Conn {
             grant: None,
             session: None,
         });
-        self.follow_room(&room.id);
+        // Subscribed before the broadcaster hears of this viewer: its offer comes back
+        // on the room's channel.
+        if let Err(e) = self.follow_room(&room.id).await {
+            self.joined = None;
+            return vec![e];
+        }
         let Ok(placed) = placement::room(&self.state.bus, &room.id).await else {
             return vec![json!({"type": "waiting", "room": room.id})];
         };
         match &placed.origin {
             Some(origin) => {
-                if p2p {
-                    self.broadcast(RoomEvent::ViewerJoined {
-                        viewer: self.id.clone(),
-                    })
-                    .await;
+                if let Some(b) = origin.broadcaster().filter(|_| p2p) {
+                    announce(&self.state.bus, &room.id, &self.id, b, &self.announced).await;
                 }
                 vec![
                     json!({"type": "room", "room": room.id, "live": true, "viewers": placed.viewers(), "mode": if p2p { "p2p" } else { "sfu" }, "broadcaster": origin.broadcaster()}),
@@ -400,6 +493,37 @@ impl Conn {
             Err(e) => {
                 tracing::warn!(error = %e, "grant check failed; the publisher keeps going");
                 true
+            }
+        }
+    }
+
+    /// p2p broadcasters: renews the room's origin lease. `Some(message)` when another
+    /// connection holds the room now (this one must end); a bus error cuts no one.
+    async fn renew_p2p_origin(&self) -> Option<Value> {
+        let j = self.joined.as_ref()?;
+        if !(j.p2p && j.role == Role::Publisher) {
+            return None;
+        }
+        let origin = Origin::P2p {
+            broadcaster: self.id.clone(),
+        };
+        match placement::renew_origin(&self.state.bus, &j.room, &origin, placement::LEASE_TTL).await
+        {
+            Ok(true) => {
+                let n = count(&self.p2p_viewers);
+                let entry = p2p_viewers_entry(&self.id);
+                if let Err(e) = placement::set_viewers(&self.state.bus, &j.room, &entry, n).await {
+                    tracing::debug!(error = %e, "p2p viewer count not renewed");
+                }
+                None
+            }
+            Ok(false) => {
+                let holder = placement::origin(&self.state.bus, &j.room).await;
+                Some(room_busy(&holder.ok().flatten().unwrap_or(origin)))
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "p2p origin not renewed; the broadcaster keeps going");
+                None
             }
         }
     }
@@ -515,21 +639,55 @@ impl Conn {
         }
     }
 
-    /// Forwards the room's bus events meant for this client.
-    fn follow_room(&mut self, room: &str) {
+    /// Forwards the room's bus events meant for this client; subscribed when it returns.
+    async fn follow_room(&mut self, room: &str) -> Result<(), Value> {
+        let Ok(mut sub) = events::subscribe(&self.state.bus, room).await else {
+            return Err(err("unavailable", "room events unavailable: reconnect"));
+        };
         let bus = self.state.bus.clone();
         let tx = self.tx.clone();
         let me = self.id.clone();
-        let publisher = self.joined.as_ref().map(|j| j.role) == Some(Role::Publisher);
+        let role = self.joined.as_ref().map(|j| (j.role, j.p2p));
+        let publisher = role.map(|r| r.0) == Some(Role::Publisher);
+        let p2p_viewer = role == Some((Role::Viewer, true));
+        let announced = self.announced.clone();
+        let p2p_broadcaster = role == Some((Role::Publisher, true));
+        let viewers = self.p2p_viewers.clone();
+        let entry = p2p_viewers_entry(&self.id);
         let room = room.to_owned();
         self.room_task = Some(tokio::spawn(async move {
-            let Ok(mut sub) = events::subscribe(&bus, &room).await else {
-                let _ = tx
-                    .send(err("unavailable", "room events unavailable: reconnect"))
-                    .await;
-                return;
-            };
             while let Some(ev) = sub.recv().await {
+                if let (
+                    true,
+                    RoomEvent::State {
+                        live, broadcaster, ..
+                    },
+                ) = (p2p_viewer, &ev)
+                {
+                    match broadcaster.as_deref().filter(|_| *live) {
+                        // A waiting viewer meets the broadcaster going live (or a new one).
+                        Some(b) => announce(&bus, &room, &me, b, &announced).await,
+                        None => {
+                            if let Ok(mut a) = announced.lock() {
+                                *a = None;
+                            }
+                        }
+                    }
+                }
+                if p2p_broadcaster {
+                    let changed = match (&ev, viewers.lock()) {
+                        (RoomEvent::ViewerJoined { viewer }, Ok(mut v)) => {
+                            v.insert(viewer.clone()).then(|| v.len())
+                        }
+                        (RoomEvent::ViewerLeft { viewer }, Ok(mut v)) => {
+                            v.remove(viewer).then(|| v.len())
+                        }
+                        _ => None,
+                    };
+                    if let Some(n) = changed {
+                        let _ = placement::set_viewers(&bus, &room, &entry, n as u64).await;
+                    }
+                }
                 let out = match ev {
                     RoomEvent::Relay { to, msg } if to == me => Some(msg),
                     RoomEvent::State {
@@ -551,6 +709,15 @@ impl Conn {
                 }
             }
         }));
+        Ok(())
+    }
+
+    /// Undoes a join that failed half-way (no room events, no room).
+    fn unjoin(&mut self) {
+        if let Some(t) = self.room_task.take() {
+            t.abort();
+        }
+        self.joined = None;
     }
 
     async fn leave(&mut self) {
@@ -568,6 +735,8 @@ impl Conn {
                         broadcaster: self.id.clone(),
                     };
                     let _ = placement::release_origin(&self.state.bus, &j.room, &origin).await;
+                    let entry = p2p_viewers_entry(&self.id);
+                    let _ = placement::set_viewers(&self.state.bus, &j.room, &entry, 0).await;
                     RoomEvent::State {
                         room: j.room.clone(),
                         live: false,

@@ -198,6 +198,8 @@ export async function startServer(opts = {}) {
     bin,
     baseUrl,
     wsUrl: `ws://127.0.0.1:${httpPort}/ws`,
+    /** The internal listener (`/metrics`). */
+    internalUrl: `http://127.0.0.1:${internalPort}`,
     httpPort,
     udpPort,
     rtmpPort: rtmp,
@@ -278,6 +280,22 @@ export async function startServer(opts = {}) {
   }
   server.startupMs = Math.round(performance.now() - t0);
   return server;
+}
+
+/**
+ * The server's Prometheus metrics (internal listener) as {name: summed value over its
+ * label sets}; a metric never recorded is absent.
+ */
+export async function metrics(sk) {
+  const res = await fetch(`${sk.internalUrl}/metrics`, { signal: AbortSignal.timeout(HTTP_TIMEOUT_MS) });
+  const text = await res.text();
+  if (res.status !== 200) throw new Error(`GET /metrics returned ${res.status}: ${text.slice(0, 200)}`);
+  const out = {};
+  for (const line of text.split('\n')) {
+    const m = line.match(/^([a-zA-Z_:][\w:]*)(?:\{[^}]*\})?\s+(\S+)/);
+    if (m) out[m[1]] = (out[m[1]] ?? 0) + Number(m[2]);
+  }
+  return out;
 }
 
 /** JSON request with a timeout; throws with status and body on an unexpected status. */

@@ -1,13 +1,16 @@
 // The creator's studio: account, rooms, stream keys, and going live from the browser —
-// camera, microphone and screen composited on a canvas, published over WHIP.
+// camera, microphone and screen composited on a canvas, published over WHIP (SFU rooms)
+// or sent straight to each viewer (p2p rooms, p2p.js).
 //
 // For tests and the curious, `window.studio` exposes the state: `state` (status, error,
 // room, location, …), `tracks()` (every media track this page obtained, with its
-// readyState), `stats` (the last live figures) and `compositor`.
+// readyState), `stats` (the last live figures), `compositor`, and in p2p rooms
+// `peers()` (each viewer's connection) and `p2pStats` (upload, warning).
 
 import { api, ApiError, session } from './api.js';
 import { Compositor } from './compositor.js';
 import { deleteSession, makeOffer, postOffer, preferH264, senderStats } from './rtc.js';
+import { MANY_VIEWERS, P2pBroadcast, uplinkWarning } from './p2p.js';
 import { $, copyText, el, flash, formatBitrate, formatMs, say, viewersText } from './ui.js';
 
 const ROOMS_REFRESH_MS = 10_000;
@@ -684,6 +687,7 @@ async function useMic(t) {
   });
   // While live: swap the sender's track in place, no renegotiation.
   if (pub?.audioSender) await pub.audioSender.replaceTrack(t);
+  await p2p?.setAudio(t);
   old?.stop();
   meter(t);
 }
@@ -718,6 +722,7 @@ async function setMic() {
     const old = media.mic;
     media.mic = null;
     if (pub?.audioSender) await pub.audioSender.replaceTrack(null);
+    await p2p?.setAudio(null);
     old?.stop();
     meter(null);
     refreshDeviceButton();
@@ -949,9 +954,6 @@ async function goLive() {
   clearMessage();
   state.error = null;
   if (!state.room) throw new Error('Pick a room first.');
-  if (state.room.mode === 'p2p') {
-    throw new Error('This room is peer to peer: the studio publishes to server (SFU) rooms. Create an SFU room, or switch delivery in a new room.');
-  }
   if (typeof RTCPeerConnection !== 'function') throw new Error('This browser has no WebRTC: it cannot go live.');
   credential(); // fails early when the key is unknown
   if (!media.camera && !media.mic && !media.screen) await startDevices();
@@ -959,6 +961,16 @@ async function goLive() {
   compositor.captureTrack();
   setLayout(compositor.layout);
   setStatus('connecting');
+  if (state.room.mode === 'p2p') {
+    try {
+      await publishP2p();
+    } catch (e) {
+      setStatus('error', e.message);
+      throw new Error(`Going live peer to peer failed: ${e.message}`);
+    }
+    startLivePanel();
+    return;
+  }
   try {
     await publish();
   } catch (e) {
@@ -1017,6 +1029,124 @@ async function publish() {
   }, CONNECT_TIMEOUT_MS);
 }
 
+// --- publishing peer to peer (p2p rooms) -------------------------------------------
+
+/** The live p2p broadcast (P2pBroadcast), or null. */
+let p2p = null;
+/** The latest one, kept after Stop so its closed connections can be inspected. */
+let lastP2p = null;
+/** The p2p warning threshold (a test may lower it through window.studio.p2pLimits). */
+const p2pLimits = { manyViewers: MANY_VIEWERS };
+
+/** What one viewer's copy of the stream may use: the size's ceiling, the chosen rate. */
+function p2pEncoding() {
+  return { maxBitrate: MAX_BITRATE[tier()], maxFramerate: compositor.fps };
+}
+
+/** Publishes over the WebSocket; viewers are then connected as they come. */
+async function publishP2p() {
+  const videoTrack = compositor.captureTrack();
+  if (!obtained.has(videoTrack)) track('canvas', videoTrack);
+  const cred = $('credential').value === 'key' ? { stream_key: credential() } : { token: credential() };
+  const b = new P2pBroadcast({
+    room: state.room.id,
+    credential: cred,
+    video: videoTrack,
+    audio: media.mic,
+    encoding: p2pEncoding,
+    onEvent: (name, detail) => {
+      note(name, detail);
+      if (p2p === b) renderPeers(b);
+    },
+    onClose: (why) => p2pLost(b, b.endReason ?? why),
+  });
+  p2p = b;
+  lastP2p = b;
+  state.publishes += 1;
+  note('p2p:publish');
+  try {
+    await b.start();
+  } catch (e) {
+    if (p2p === b) p2p = null;
+    throw e;
+  }
+  if (p2p !== b) {
+    b.stop();
+    return;
+  }
+  state.reconnects = 0;
+  $('p2p-panel').hidden = false;
+  renderPeers(b);
+  setStatus('live');
+  setTimeout(() => loadRooms().catch(() => {}), 1000);
+  if (state.error === null) clearMessage();
+}
+
+/** The signaling connection dropped while live: viewers see the room go offline; publish again. */
+async function p2pLost(b, why) {
+  if (stopping || p2p !== b) return;
+  p2p = null;
+  b.stop();
+  // A refused credential won't change; anything else (a restart, the old connection
+  // still holding the room) may.
+  const refused = (e) => ['unauthorized', 'forbidden', 'not_found', 'publish_ended'].includes(e.code);
+  await republish(why, () => p2p, publishP2p, refused, (e) => e.message);
+}
+
+const PEER_STATE = {
+  new: 'connecting',
+  connecting: 'connecting',
+  connected: 'connected',
+  disconnected: 'interrupted',
+  failed: 'could not connect (ICE failed)',
+  timeout: 'could not connect (timed out)',
+  left: 'left',
+  replaced: 'reconnected',
+  stopped: 'ended',
+  closed: 'closed',
+};
+
+/** Each viewer's connection, then those that ended lately. */
+function renderPeers(b, figures = null) {
+  const byViewer = new Map((figures?.viewers ?? []).map((v) => [v.viewer, v]));
+  const items = [...b.peers.values()].map((p) => {
+    const f = byViewer.get(p.viewer);
+    const parts = [`Viewer ${p.viewer.slice(-6)}`, PEER_STATE[p.state] ?? p.state];
+    if (f?.bitrate) parts.push(formatBitrate(f.bitrate));
+    if (f?.rttMs !== null && f?.rttMs !== undefined) parts.push(`${formatMs(f.rttMs)} round trip`);
+    return el('li', { dataset: { viewer: p.viewer, state: p.state } }, parts.join(' · '));
+  });
+  const ended = b.gone.slice(-5).map((g) => el('li', { dataset: { viewer: g.viewer, state: g.state } }, `Viewer ${g.viewer.slice(-6)} · ${PEER_STATE[g.state] ?? g.state}`));
+  $('p2p-peers').replaceChildren(...items, ...ended);
+  $('p2p-count').textContent = String([...b.peers.values()].filter((p) => p.state === 'connected').length);
+}
+
+async function updateP2pStats() {
+  const b = p2p;
+  if (!b) return;
+  const figures = await b.stats(senderStats);
+  if (p2p !== b) return;
+  const connected = figures.viewers.filter((v) => v.state === 'connected');
+  const warning = uplinkWarning(figures.viewers, p2pEncoding().maxBitrate, p2pLimits.manyViewers);
+  const s = { ...figures, warning, at: Date.now() };
+  window.studio.p2pStats = s;
+  $('p2p-upload').textContent = connected.length ? formatBitrate(figures.uploadBps) : '–';
+  $('p2p-per-viewer').textContent = connected.length ? formatBitrate(figures.uploadBps / connected.length) : '–';
+  $('stat-bitrate').textContent = connected.length ? formatBitrate(figures.uploadBps) : '–';
+  const top = connected.find((v) => v.width) ?? null;
+  $('stat-resolution').textContent = top ? `${top.width}×${top.height}${top.limitation && top.limitation !== 'none' ? ` (limited: ${top.limitation})` : ''}` : '–';
+  $('stat-codec').textContent = top?.codec ?? '–';
+  const rtts = connected.map((v) => v.rttMs).filter((x) => x !== null);
+  $('stat-rtt').textContent = rtts.length ? formatMs(Math.max(...rtts)) : '–';
+  $('stat-viewers').textContent = viewersText(connected.length);
+  $('stat-audience').textContent = `peer to peer ${connected.length}`;
+  const w = $('p2p-warning');
+  w.textContent = warning?.text ?? '';
+  w.hidden = !warning;
+  w.dataset.reason = warning?.reason ?? '';
+  renderPeers(b, figures);
+}
+
 function onConnectionState(p) {
   if (pub !== p) return;
   const s = p.pc.connectionState;
@@ -1043,25 +1173,33 @@ async function reconnect(p, why) {
   clearTimeout(p.connectTimer);
   p.pc.close();
   deleteSession(p.location, p.bearer);
+  // Connected or not, the connection's state handler takes it from here.
+  await republish(why, () => pub, publish, fatal, whipError);
+}
+
+/**
+ * Publishes again with backoff until `attempt()` succeeds, Stop is pressed, or a
+ * publication exists (`current()`); a `refused(e)` error stops with `words(e)`, others
+ * (the server may be restarting) are retried.
+ */
+async function republish(why, current, attempt, refused, words) {
   setStatus('reconnecting', why);
   showInfo(`Reconnecting: ${why}…`);
   for (;;) {
-    const attempt = ++state.reconnects;
-    await new Promise((r) => setTimeout(r, Math.min(RECONNECT_MAX_DELAY_MS, 500 * 2 ** Math.min(attempt - 1, 5))));
-    if (stopping || pub) return;
+    const n = ++state.reconnects;
+    await new Promise((r) => setTimeout(r, Math.min(RECONNECT_MAX_DELAY_MS, 500 * 2 ** Math.min(n - 1, 5))));
+    if (stopping || current()) return;
     try {
-      // Connected or not, the connection's state handler takes it from here.
-      await publish();
+      await attempt();
       return;
     } catch (e) {
       if (stopping) return;
-      if (fatal(e)) {
-        setStatus('error', whipError(e));
-        showError(whipError(e));
+      if (refused(e)) {
+        setStatus('error', words(e));
+        showError(words(e));
         return;
       }
-      // The server may be restarting: keep trying.
-      showInfo(`Reconnecting (attempt ${attempt}): ${e.message}`);
+      showInfo(`Reconnecting (attempt ${n}): ${e.message}`);
     }
   }
 }
@@ -1072,17 +1210,17 @@ async function reconnect(p, why) {
  * the top one, with simulcast turned off while live) are paused.
  */
 function applyEncoding() {
+  p2p?.applyEncoding();
   const sender = pub?.videoSender;
   if (!sender) return;
   try {
     const params = sender.getParameters();
     if (!params.encodings?.length) return;
     const h = preview.height;
-    const tier = h >= 1080 ? 1080 : h >= 720 ? 720 : h >= 480 ? 480 : 360;
     const several = $('simulcast').checked;
     for (const [i, e] of params.encodings.entries()) {
       const layer = SIMULCAST.find((l) => l.rid === e.rid) ?? SIMULCAST[0];
-      e.maxBitrate = Math.round(MAX_BITRATE[tier] / layer.divisor);
+      e.maxBitrate = Math.round(MAX_BITRATE[tier()] / layer.divisor);
       e.maxFramerate = compositor.fps;
       if (params.encodings.length > 1) e.active = i === 0 || (several && h / layer.scale >= MIN_LAYER_HEIGHT);
     }
@@ -1090,6 +1228,12 @@ function applyEncoding() {
   } catch {
     /* not supported: the browser's defaults apply */
   }
+}
+
+/** The output size's row of MAX_BITRATE. */
+function tier() {
+  const h = preview.height;
+  return h >= 1080 ? 1080 : h >= 720 ? 720 : h >= 480 ? 480 : 360;
 }
 
 /** "WebRTC 3 · HLS 1 · FLV 0": how the viewers watch (the API counts each transport). */
@@ -1142,10 +1286,15 @@ function stopLivePanel() {
   clearInterval(viewersTimer);
   statsTimer = null;
   viewersTimer = null;
-  for (const id of ['stat-bitrate', 'stat-fps', 'stat-resolution', 'stat-layers', 'stat-loss', 'stat-rtt', 'stat-codec']) $(id).textContent = '–';
+  for (const id of ['stat-bitrate', 'stat-fps', 'stat-resolution', 'stat-layers', 'stat-loss', 'stat-rtt', 'stat-codec', 'p2p-upload', 'p2p-per-viewer']) $(id).textContent = '–';
+  $('p2p-warning').hidden = true;
 }
 
 async function updateStats() {
+  if (p2p) {
+    await updateP2pStats().catch(() => {});
+    return;
+  }
   const p = pub;
   if (!p?.pc || p.pc.connectionState === 'closed') return;
   try {
@@ -1165,7 +1314,7 @@ async function updateStats() {
 }
 
 async function updateViewers() {
-  if (!state.room) return;
+  if (!state.room || p2p) return;
   try {
     const r = await api('GET', `/rooms/${encodeURIComponent(state.room.id)}`, { token: session.token });
     state.viewers = r.viewers;
@@ -1182,7 +1331,14 @@ async function stopAll() {
   stopping = true;
   const p = pub;
   pub = null;
+  const b = p2p;
+  p2p = null;
   stopLivePanel();
+  if (b) {
+    b.stop();
+    renderPeers(b);
+    $('p2p-count').textContent = '0';
+  }
   let deleteStatus = null;
   if (p) {
     clearTimeout(p.graceTimer);
@@ -1239,8 +1395,19 @@ window.studio = {
   compositor,
   media,
   tracks: () => [...obtained].map((t) => ({ kind: t.kind, label: t.label, readyState: t.readyState, enabled: t.enabled })),
-  /** Ids of the tracks the WHIP session is sending now. */
-  sending: () => ({ video: pub?.videoSender?.track?.id ?? null, audio: pub?.audioSender?.track?.id ?? null }),
+  /** Ids of the tracks the WHIP session is sending now (p2p: the first viewer's). */
+  sending: () => {
+    const first = p2p ? [...p2p.peers.values()][0] : null;
+    const s = pub ? { video: pub.videoSender, audio: pub.audioSender } : { video: first?.video, audio: first?.audio };
+    return { video: s.video?.track?.id ?? null, audio: s.audio?.track?.id ?? null };
+  },
+  /** p2p: each viewer's connection now ({viewer, state, pcState, video, audio: track ids}), and those that ended. */
+  peers: () => ({
+    live: [...(lastP2p?.peers.values() ?? [])].map((p) => ({ viewer: p.viewer, state: p.state, pcState: p.pc.connectionState, video: p.video.track?.id ?? null, audio: p.audio.track?.id ?? null })),
+    gone: (lastP2p?.gone ?? []).map((g) => ({ ...g })),
+  }),
+  p2pStats: null,
+  p2pLimits,
   /** The video sender's encodings (rid, active, maxBitrate, …) as set now. */
   encodings: () => JSON.parse(JSON.stringify(pub?.videoSender?.getParameters().encodings ?? [])),
   stop: stopAll,

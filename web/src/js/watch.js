@@ -10,10 +10,15 @@
 //
 // The quality menu lists "Auto" and each simulcast layer (WebRTC: the WHEP layer
 // extension) or rendition (HLS: hls.js' levels) by height, when there are several.
+//
+// Peer-to-peer rooms play only from the broadcaster's browser: it offers over the
+// WebSocket, the player answers; no HLS or FLV exists for them. A viewer who can't reach
+// the broadcaster directly is told so (status `unreachable`) and may try again.
 
 import { api, ApiError, errorFrom, request } from './api.js';
 import { LAYER_REL, deleteSession, makeOffer, postOffer, preferH264, receiverStats } from './rtc.js';
 import { $, el, formatMs, say, viewersText } from './ui.js';
+import { iceServersOf } from './p2p.js';
 
 /** No decoded frame this long after the WHEP answer → HLS. */
 const FIRST_FRAME_TIMEOUT_MS = 6000;
@@ -45,6 +50,10 @@ const MAX_RECONNECTS = 3;
 const LAYER_REFRESH_MS = 10_000;
 /** The first layer request after the first frame: simulcast layers start one by one. */
 const LAYER_FIRST_MS = 1000;
+/** p2p: the broadcaster's offer should come this soon after the room is live. */
+const P2P_OFFER_TIMEOUT_MS = 8000;
+/** p2p: no picture this long after the offer → the viewer can't reach the broadcaster. */
+const P2P_CONNECT_TIMEOUT_MS = 15_000;
 
 const video = $('video');
 const message = $('message');
@@ -71,7 +80,7 @@ const roomParam = (() => {
 })();
 
 const state = {
-  status: 'loading', // loading | waiting | connecting | playing | stalled | offline | error
+  status: 'loading', // loading | waiting | connecting | playing | stalled | offline | unreachable | error
   transport: null, // 'webrtc' | 'hls' | 'hls-native' | 'flv' | 'p2p'
   order,
   room: roomParam,
@@ -104,6 +113,10 @@ let ws = null;
 let wsRetry = 0;
 let hlsModule = null;
 let mpegtsModule = null;
+/** ICE servers the signaling server hands out (TURN); none: host and STUN-less ICE. */
+let iceServers = [];
+let p2pOfferTimer = null;
+let p2pOfferRetried = false;
 
 function note(name, detail) {
   state.events.push({ t: Date.now(), name, ...(detail === undefined ? {} : { detail }) });
@@ -120,6 +133,9 @@ const OVERLAY = {
   stalled: 'The stream is interrupted. Reconnecting…',
   offline: 'The broadcaster is offline. Playback resumes by itself when they are back.',
 };
+/** Why a p2p viewer sees nothing: their network and the broadcaster's can't meet. */
+const P2P_UNREACHABLE = (why) =>
+  `Can't connect to the broadcaster peer to peer (${why}). In this room the video comes straight from the broadcaster's browser, and a firewall or NAT between you blocks it. Try again, try another network, or ask the broadcaster to use a server (SFU) room.`;
 const STATUS = {
   loading: 'Loading',
   waiting: 'Waiting for the broadcaster',
@@ -127,9 +143,10 @@ const STATUS = {
   playing: 'Playing',
   stalled: 'Reconnecting',
   offline: 'Broadcaster offline',
+  unreachable: 'Can’t connect',
   error: 'Error',
 };
-const TRANSPORT = { webrtc: 'WebRTC', hls: 'HLS (hls.js)', 'hls-native': 'HLS (native)', flv: 'FLV (mpegts.js)', p2p: 'WebRTC (peer to peer)' };
+const TRANSPORT = { webrtc: 'WebRTC', hls: 'HLS (hls.js)', 'hls-native': 'HLS (native)', flv: 'FLV (mpegts.js)', p2p: 'WebRTC, peer-to-peer' };
 
 function setStatus(s, text) {
   if (state.status === 'error' && s !== 'error') return;
@@ -304,6 +321,7 @@ function openEvents() {
       return;
     }
     if (msg.type !== 'candidate') note(`ws:${msg.type}`, msg.type === 'room' ? { live: msg.live, viewers: msg.viewers } : undefined);
+    if (iceServersOf(msg)) iceServers = iceServersOf(msg);
     switch (msg.type) {
       case 'waiting':
         onLive(false, 'ws');
@@ -313,10 +331,14 @@ function openEvents() {
         if (typeof msg.live === 'boolean') onLive(msg.live, 'ws');
         break;
       case 'offer':
-        answerP2p(msg).catch((e) => note('p2p:error', e.message));
+        if (typeof msg.sdp === 'string') answerP2p(msg, sock).catch((e) => note('p2p:error', e.message));
         break;
       case 'candidate':
-        if (current?.kind === 'p2p' && msg.candidate) current.pc.addIceCandidate(msg.candidate).catch(() => {});
+        if (current?.kind === 'p2p' && msg.candidate && msg.from === current.from) {
+          // Before the offer is applied a candidate has nowhere to go yet.
+          if (current.pc.remoteDescription) current.pc.addIceCandidate(msg.candidate).catch(() => {});
+          else current.pending.push(msg.candidate);
+        }
         break;
       case 'error':
         note('ws:error', `${msg.code}: ${msg.message}`);
@@ -339,6 +361,13 @@ function onLive(live, source) {
   const was = state.live;
   state.live = live;
   if (was !== live) note('live', { live, source });
+  if (!live && current?.kind === 'p2p') {
+    // The broadcaster left: their connections are gone with them.
+    teardown();
+    setStatus('offline');
+    return;
+  }
+  if (!live) clearTimeout(p2pOfferTimer);
   if (live) {
     if (['waiting', 'offline', 'loading'].includes(state.status) && !current) start();
   } else if (!current && state.status !== 'loading') {
@@ -378,9 +407,12 @@ async function start() {
       return;
     }
     if (playback.recommended === 'p2p') {
-      // Peer-to-peer rooms: the broadcaster offers over the WebSocket (answerP2p).
+      // Peer-to-peer rooms: the broadcaster offers over the WebSocket (answerP2p), which
+      // may have happened while /playback was asked.
+      if (current?.kind === 'p2p') return;
       setTransport('p2p');
       setStatus('connecting', 'Waiting for the broadcaster to connect…');
+      awaitOffer();
       return;
     }
     const why = webrtcUnavailable();
@@ -502,15 +534,19 @@ async function startWebRtc() {
   s.watchdog = setInterval(() => webrtcWatchdog(s), WEBRTC_WATCHDOG_MS);
 }
 
-async function webrtcWatchdog(s) {
-  if (current !== s) return;
+/**
+ * A WebRTC session's figures every watchdog tick: first frame, progress (`lastProgress`),
+ * latency and the video line. Returns the stats, or null when the session is gone.
+ */
+async function rtcProgress(s) {
+  if (current !== s) return null;
   let st;
   try {
     st = await receiverStats(s.pc, s.prev);
   } catch {
-    return;
+    return null;
   }
-  if (current !== s) return;
+  if (current !== s) return null;
   s.prev = st;
   s.stats = st;
   const now = performance.now();
@@ -520,6 +556,15 @@ async function webrtcWatchdog(s) {
     if (!s.gotFrame && video.videoWidth > 0) firstFrame(s);
     if (state.status === 'stalled' || state.status === 'offline') setStatus('playing');
   }
+  setLatency(st.latencyMs, st.rttMs === null ? 'jitter buffer' : 'network + jitter buffer');
+  $('stat-video').textContent = st.width ? `${st.width}×${st.height}${st.fps ? `, ${Math.round(st.fps)} fps` : ''}${st.codec ? `, ${st.codec}` : ''}` : '–';
+  return st;
+}
+
+async function webrtcWatchdog(s) {
+  const st = await rtcProgress(s);
+  if (!st) return;
+  const now = performance.now();
   if (s.gotFrame && s.layerUrl) {
     s.layersAt ??= now - LAYER_REFRESH_MS + LAYER_FIRST_MS;
     if (now - s.layersAt >= LAYER_REFRESH_MS) {
@@ -531,8 +576,6 @@ async function webrtcWatchdog(s) {
       renderQuality();
     }
   }
-  setLatency(st.latencyMs, st.rttMs === null ? 'jitter buffer' : 'network + jitter buffer');
-  $('stat-video').textContent = st.width ? `${st.width}×${st.height}${st.fps ? `, ${Math.round(st.fps)} fps` : ''}${st.codec ? `, ${st.codec}` : ''}` : '–';
   if (!s.gotFrame) return;
   const still = now - s.lastProgress;
   if (still > 1500 && state.status === 'playing') setStatus(state.live === false ? 'offline' : 'stalled');
@@ -981,17 +1024,66 @@ $('low-latency').addEventListener('click', () => {
 
 // --- peer-to-peer rooms: the broadcaster offers over the WebSocket ------------------
 
-async function answerP2p(msg) {
+/** p2p: the offer should come soon; if not, join again once (the server announces us anew), then say so. */
+function awaitOffer() {
+  clearTimeout(p2pOfferTimer);
+  p2pOfferTimer = setTimeout(() => {
+    if (current || state.transport !== 'p2p' || state.status !== 'connecting') return;
+    if (!p2pOfferRetried) {
+      p2pOfferRetried = true;
+      note('p2p:no-offer');
+      rejoin();
+      awaitOffer();
+    } else {
+      p2pUnreachable(null, `the broadcaster's browser did not call within ${(2 * P2P_OFFER_TIMEOUT_MS) / 1000} s`);
+    }
+  }, P2P_OFFER_TIMEOUT_MS);
+}
+
+/** A new signaling connection: the broadcaster hears of this viewer again and offers anew. */
+function rejoin() {
+  const old = ws;
+  ws = null;
+  old?.close();
+  openEvents();
+}
+
+/** p2p: the viewer can't reach the broadcaster; says why, offers to try again. */
+function p2pUnreachable(s, why) {
+  if (s && current !== s) return;
+  teardown();
+  const text = P2P_UNREACHABLE(why);
+  note('p2p:unreachable', why);
+  setStatus('unreachable', text);
+  say(message, text, 'error');
+  $('p2p-retry').hidden = false;
+}
+
+$('p2p-retry').addEventListener('click', () => {
+  $('p2p-retry').hidden = true;
+  say(message, '');
+  p2pOfferRetried = false;
+  setStatus('connecting', 'Waiting for the broadcaster to connect…');
+  rejoin();
+  awaitOffer();
+});
+
+async function answerP2p(msg, sock) {
   if (typeof window.RTCPeerConnection !== 'function') {
     fail('This room is peer to peer, which needs WebRTC: this browser has none.');
     return;
   }
+  clearTimeout(p2pOfferTimer);
+  p2pOfferRetried = false;
   teardown();
-  const pc = new RTCPeerConnection();
-  const s = { kind: 'p2p', pc, gotFrame: false, frames: 0, lastProgress: performance.now(), prev: null };
+  const pc = new RTCPeerConnection({ bundlePolicy: 'max-bundle', ...(iceServers.length ? { iceServers } : {}) });
+  const s = { kind: 'p2p', pc, from: msg.from, pending: [], gotFrame: false, frames: 0, lastProgress: performance.now(), prev: null, started: performance.now() };
   current = s;
+  state.sessions.webrtc += 1;
+  $('p2p-retry').hidden = true;
+  if (state.status === 'unreachable') say(message, '');
   setTransport('p2p');
-  setStatus('connecting');
+  setStatus('connecting', 'Connecting to the broadcaster…');
   const stream = new MediaStream();
   video.srcObject = stream;
   pc.addEventListener('track', (ev) => {
@@ -999,14 +1091,45 @@ async function answerP2p(msg) {
     play();
   });
   pc.addEventListener('icecandidate', (ev) => {
-    if (ev.candidate && ws?.readyState === WebSocket.OPEN) ws.send(JSON.stringify({ type: 'candidate', candidate: ev.candidate.toJSON(), to: msg.from }));
+    if (ev.candidate && current === s && sock.readyState === WebSocket.OPEN) sock.send(JSON.stringify({ type: 'candidate', candidate: ev.candidate.toJSON(), to: msg.from }));
+  });
+  pc.addEventListener('connectionstatechange', () => {
+    if (current !== s) return;
+    note(`pc:${pc.connectionState}`);
+    if (pc.connectionState === 'failed') {
+      if (!s.gotFrame) p2pUnreachable(s, 'ICE failed: no network path between you');
+      else {
+        // It played, then broke: ask the broadcaster for a new connection.
+        teardown();
+        setStatus('stalled', 'The connection to the broadcaster was lost. Reconnecting…');
+        rejoin();
+        awaitOffer();
+      }
+    } else if (pc.connectionState === 'disconnected' && state.status === 'playing') {
+      setStatus('stalled');
+    }
   });
   watchFrames(s);
+  s.firstFrameTimer = setTimeout(() => {
+    if (current === s && !s.gotFrame) p2pUnreachable(s, `no picture within ${P2P_CONNECT_TIMEOUT_MS / 1000} s`);
+  }, P2P_CONNECT_TIMEOUT_MS);
   await pc.setRemoteDescription({ type: 'offer', sdp: msg.sdp });
+  for (const c of s.pending.splice(0)) pc.addIceCandidate(c).catch(() => {});
   const answer = await pc.createAnswer();
   await pc.setLocalDescription(answer);
-  ws?.send(JSON.stringify({ type: 'answer', sdp: pc.localDescription.sdp, to: msg.from }));
-  s.watchdog = setInterval(() => webrtcWatchdog(s), WEBRTC_WATCHDOG_MS);
+  if (current !== s) return;
+  // Trickle ICE: the answer goes at once, candidates follow as they are found.
+  if (sock.readyState === WebSocket.OPEN) sock.send(JSON.stringify({ type: 'answer', sdp: pc.localDescription.sdp, to: msg.from }));
+  note('p2p:answered', { from: msg.from });
+  s.watchdog = setInterval(() => p2pWatchdog(s), WEBRTC_WATCHDOG_MS);
+}
+
+/** p2p playback: progress and figures as over WebRTC; a stall waits (no other path exists). */
+async function p2pWatchdog(s) {
+  const st = await rtcProgress(s);
+  if (!st || !s.gotFrame) return;
+  const still = performance.now() - s.lastProgress;
+  if (still > 1500 && state.status === 'playing') setStatus(state.live === false ? 'offline' : 'stalled');
 }
 
 // --- start --------------------------------------------------------------------------
