@@ -83,6 +83,11 @@ struct Config {
     /// The SFU's one UDP port for all WebRTC media.
     #[arg(long, env = "SKYLARK_RTC_UDP_ADDR", default_value = "0.0.0.0:7882")]
     rtc_udp_addr: SocketAddr,
+    /// The SFU's one TCP port for ICE over TCP (peers whose network drops UDP), announced
+    /// beside the UDP candidate at a lower priority; `off`: UDP only.
+    #[arg(long, env = "SKYLARK_RTC_TCP_ADDR", default_value = "0.0.0.0:7881",
+          value_parser = addr_or_off)]
+    rtc_tcp_addr: AddrOrOff,
     /// Address announced in ICE candidates; default: first non-loopback address.
     #[arg(long, env = "SKYLARK_RTC_PUBLIC_IP")]
     rtc_public_ip: Option<std::net::IpAddr>,
@@ -413,6 +418,7 @@ impl Config {
             database = %mask_url(&self.database_url()),
             redis = %self.redis_url.as_deref().map(mask_url).unwrap_or_else(|| "in-process".into()),
             rtc_udp_addr = %self.rtc_udp_addr,
+            rtc_tcp_addr = ?self.rtc_tcp_addr.0,
             rtc_public_ip = ?self.rtc_public_ip,
             rtmp_addr = %self.rtmp_addr,
             rtmp_public_url = %self.rtmp_public_url(),
@@ -550,6 +556,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let sfu = |grpc_addr: SocketAddr, api_grpc_url: String| skylark_sfu::Config {
         http_addr: config.http_addr,
         udp_addr: config.rtc_udp_addr,
+        tcp_addr: config.rtc_tcp_addr.0,
         public_ip: config
             .rtc_public_ip
             .unwrap_or_else(skylark_sfu::default_public_ip),
@@ -672,6 +679,19 @@ fn main() -> std::process::ExitCode {
             std::process::ExitCode::FAILURE
         }
     }
+}
+
+/// A listen address, or `off` (`None`).
+#[derive(Debug, Clone, Copy)]
+struct AddrOrOff(Option<SocketAddr>);
+
+fn addr_or_off(s: &str) -> Result<AddrOrOff, String> {
+    if s.eq_ignore_ascii_case("off") {
+        return Ok(AddrOrOff(None));
+    }
+    s.parse()
+        .map(|a| AddrOrOff(Some(a)))
+        .map_err(|_| format!("{s:?}: an address like 0.0.0.0:7881, or off"))
 }
 
 fn overload_share(s: &str) -> Result<f64, String> {
