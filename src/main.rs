@@ -235,6 +235,25 @@ struct Config {
     /// every room, signed with `SKYLARK_WEBHOOK_SECRET`.
     #[arg(long, env = "SKYLARK_WEBHOOK_URLS", default_value = "")]
     webhook_urls: String,
+    /// TURN servers handed to WHIP/WHEP clients (RFC 9725 `Link: rel="ice-server"`),
+    /// comma-separated: `turn:host:3478?transport=udp,turn:host:3478?transport=tcp`.
+    /// Each session gets a credential by the TURN REST scheme (coturn's
+    /// `use-auth-secret`); empty: none.
+    #[arg(long, env = "SKYLARK_TURN_URLS", default_value = "")]
+    turn_urls: String,
+    /// The TURN REST shared secret (coturn's `static-auth-secret`); required with
+    /// SKYLARK_TURN_URLS.
+    #[arg(
+        long,
+        env = "SKYLARK_TURN_SECRET",
+        default_value = "",
+        hide_env_values = true
+    )]
+    turn_secret: String,
+    /// How long a minted TURN credential works, seconds.
+    #[arg(long, env = "SKYLARK_TURN_TTL_S", default_value_t = 3600,
+          value_parser = clap::value_parser!(u64).range(60..=86_400))]
+    turn_ttl_s: u64,
     /// Signs deployment-wide webhooks and admission calls (receivers verify with it).
     #[arg(
         long,
@@ -306,6 +325,34 @@ impl Config {
             ),
             None => skylark_api::load_or_create_jwt_secret(&self.data_dir),
         }
+    }
+
+    /// The TURN servers signaling hands out, if any.
+    fn turn_servers(&self) -> anyhow::Result<Option<skylark_signaling::TurnServers>> {
+        let urls: Vec<String> = self
+            .turn_urls
+            .split(',')
+            .map(str::trim)
+            .filter(|u| !u.is_empty())
+            .map(String::from)
+            .collect();
+        if urls.is_empty() {
+            return Ok(None);
+        }
+        if let Some(bad) = urls
+            .iter()
+            .find(|u| !(u.starts_with("turn:") || u.starts_with("turns:")))
+        {
+            anyhow::bail!("SKYLARK_TURN_URLS: {bad:?} is not a turn: or turns: URL (e.g. turn:turn.example.com:3478?transport=udp)");
+        }
+        if self.turn_secret.len() < 16 {
+            anyhow::bail!("SKYLARK_TURN_URLS needs SKYLARK_TURN_SECRET (at least 16 bytes): the TURN server's static-auth-secret");
+        }
+        Ok(Some(skylark_signaling::TurnServers {
+            urls,
+            secret: skylark_auth::TurnSecret::new(self.turn_secret.as_bytes()),
+            ttl: Duration::from_secs(self.turn_ttl_s),
+        }))
     }
 
     fn playback_tokens(&self) -> anyhow::Result<PlaybackTokens> {
@@ -438,6 +485,9 @@ impl Config {
             mail_from = %self.mail_from,
             webhook_urls = %self.webhook_urls.split(',').map(mask_url).collect::<Vec<_>>().join(","),
             webhook_secret = if self.webhook_secret.is_empty() { "<unset>" } else { "<set>" },
+            turn_urls = %self.turn_urls,
+            turn_secret = if self.turn_secret.is_empty() { "<unset>" } else { "<set>" },
+            turn_ttl_s = self.turn_ttl_s,
             admission_url = %mask_url(&self.admission_url),
             admission_timeout_ms = self.admission_timeout_ms,
             admission_default = %self.admission_default,
@@ -551,6 +601,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             rtmp_addr: Some(config.rtmp_addr),
             selector: config.node_selector,
             playback_tokens: config.playback_tokens()?,
+            turn: config.turn_servers()?,
         })
     };
     let sfu = |grpc_addr: SocketAddr, api_grpc_url: String| skylark_sfu::Config {

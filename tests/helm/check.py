@@ -94,6 +94,7 @@ REQUIRED_ENV = {
         "SKYLARK_TRUSTED_PROXIES", "SKYLARK_HTTP_ADDR", "SKYLARK_PUBLIC_URL", "SKYLARK_API_GRPC_URL", "REDIS_URL",
         "SKYLARK_REDIS_PREFIX", "LOG_FORMAT", "RUST_LOG", "SKYLARK_INTERNAL_ADDR",
         "SKYLARK_PLAYBACK_SECRET", "SKYLARK_INTERNAL_SECRET",
+        "SKYLARK_TURN_URLS", "SKYLARK_TURN_TTL_S", "SKYLARK_TURN_SECRET",
     },
     "sfu": {
         "SKYLARK_HTTP_ADDR", "SKYLARK_GRPC_ADDR", "SKYLARK_GRPC_ADVERTISE_URL",
@@ -212,6 +213,9 @@ VALUE_SETS = {
                                         "admission": {"url": "http://admission:8080/publish",
                                                       "timeoutMs": 1500, "default": "allow"}}},
     "recordings-volume": {"recordings": {"existingClaim": "skylark-recordings"}},
+    "turn-coturn": {"turn": {"urls": ["turn:turn.example.com:3478?transport=udp",
+                                      "turn:turn.example.com:3478?transport=tcp"],
+                             "secret": "t" * 32, "ttlSeconds": 600}},
     "everything": deep_merge(INGRESS_TLS, AUTOSCALING, EXISTING_SECRET, MONITORING,
                              SFU_PUBLIC_IP, NETWORK_POLICY_NARROW,
                              {"jwtSecret": "x" * 40, "playbackSecret": "y" * 40,
@@ -234,6 +238,7 @@ BAD_VALUE_SETS = [
     ("recordings on object storage (not built yet)", {"recordings": {"url": "s3://bucket/rec"}}, "url"),
     ("port out of range", {"sfu": {"udpPort": 70000}}, "udpPort"),
     ("ICE-TCP port out of range", {"sfu": {"tcpPort": 70000}}, "tcpPort"),
+    ("a TURN URL that is not turn:/turns:", {"turn": {"urls": ["stun:x:3478"], "secret": "t" * 32}}, "urls"),
     ("the internal port on the HTTP port", {"internalPort": 8080}, "internalPort"),
     ("the SFU's internal port on its HTTP port", {"sfu": {"internalPort": 7880}}, "sfu.internalPort"),
 ]
