@@ -179,3 +179,65 @@ async fn a_viewer_without_udp_plays_over_ice_tcp_and_with_udp_stays_on_udp() {
         udp.join_ms, udp.pair
     );
 }
+
+/// Whether the server closes `conn` within `within` (a read returns end of stream or
+/// an error rather than timing out).
+async fn closed_within(conn: &mut tokio::net::TcpStream, within: Duration) -> bool {
+    use tokio::io::AsyncReadExt;
+    let mut buf = [0u8; 64];
+    matches!(
+        tokio::time::timeout(within, conn.read(&mut buf)).await,
+        Ok(Ok(0)) | Ok(Err(_))
+    )
+}
+
+/// The ICE-TCP port takes only what a WebRTC peer sends: a first frame that is not a
+/// STUN check of ours, a frame past the size limit, or silence past the first-frame
+/// timeout closes the connection, and the SFU says why in its metrics.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_ice_tcp_port_closes_strangers_oversize_frames_and_silence() {
+    use tokio::io::AsyncWriteExt;
+    let sk = Skylark::start().await;
+    let port = logged_port(&sk, "ICE-TCP listening");
+    let connect = || tokio::net::TcpStream::connect(("127.0.0.1", port));
+
+    // RTP-looking junk first: not a check, closed at once.
+    let mut junk = connect().await.unwrap();
+    junk.write_all(&[0, 4, 0x80, 0x60, 0, 1]).await.unwrap();
+    assert!(closed_within(&mut junk, Duration::from_secs(5)).await);
+    // A STUN Binding request naming a ufrag no session has: closed too.
+    let mut check = vec![0, 1, 0, 12, 0x21, 0x12, 0xa4, 0x42];
+    check.extend_from_slice(&[7; 12]);
+    check.extend_from_slice(&[0, 6, 0, 8]);
+    check.extend_from_slice(b"zzzz:abc");
+    let mut framed = (check.len() as u16).to_be_bytes().to_vec();
+    framed.extend_from_slice(&check);
+    let mut stranger = connect().await.unwrap();
+    stranger.write_all(&framed).await.unwrap();
+    assert!(closed_within(&mut stranger, Duration::from_secs(5)).await);
+    // A 65,535-byte frame announced: closed before it is read.
+    let mut big = connect().await.unwrap();
+    big.write_all(&[0xff, 0xff, 1, 2, 3]).await.unwrap();
+    assert!(closed_within(&mut big, Duration::from_secs(5)).await);
+    // Nothing at all: closed after the first-frame timeout (5 s).
+    let mut silent = connect().await.unwrap();
+    let opened = std::time::Instant::now();
+    assert!(closed_within(&mut silent, Duration::from_secs(20)).await);
+    assert!(
+        opened.elapsed() >= Duration::from_secs(4),
+        "{:?}",
+        opened.elapsed()
+    );
+
+    let mut ends = String::new();
+    for _ in 0..30 {
+        ends = sk.metrics().await;
+        if ends.contains("skylark_sfu_tcp_connections_total{end=\"no_check\"} 3")
+            && ends.contains("skylark_sfu_tcp_connections_total{end=\"oversize\"} 1")
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    panic!("the SFU counts why each connection ended:\n{ends}");
+}
