@@ -192,8 +192,9 @@ async fn closed_within(conn: &mut tokio::net::TcpStream, within: Duration) -> bo
 }
 
 /// The ICE-TCP port takes only what a WebRTC peer sends: a first frame that is not a
-/// STUN check of ours, a frame past the size limit, or silence past the first-frame
-/// timeout closes the connection, and the SFU says why in its metrics.
+/// STUN check of ours, a check no session accepts, a frame past the size limit, or
+/// silence past the first-frame timeout closes the connection, and the SFU says why in
+/// its metrics.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_ice_tcp_port_closes_strangers_oversize_frames_and_silence() {
     use tokio::io::AsyncWriteExt;
@@ -215,6 +216,12 @@ async fn the_ice_tcp_port_closes_strangers_oversize_frames_and_silence() {
     let mut stranger = connect().await.unwrap();
     stranger.write_all(&framed).await.unwrap();
     assert!(closed_within(&mut stranger, Duration::from_secs(5)).await);
+    // A check naming worker 0 by its ufrag's first character, but no session: the
+    // worker lets it go once it has been open 5 s without a session's accepted check.
+    framed[2 + 20 + 4] = b'0';
+    let mut plausible = connect().await.unwrap();
+    plausible.write_all(&framed).await.unwrap();
+    assert!(closed_within(&mut plausible, Duration::from_secs(15)).await);
     // A 65,535-byte frame announced: closed before it is read.
     let mut big = connect().await.unwrap();
     big.write_all(&[0xff, 0xff, 1, 2, 3]).await.unwrap();
@@ -233,6 +240,7 @@ async fn the_ice_tcp_port_closes_strangers_oversize_frames_and_silence() {
     for _ in 0..30 {
         ends = sk.metrics().await;
         if ends.contains("skylark_sfu_tcp_connections_total{end=\"no_check\"} 3")
+            && ends.contains("skylark_sfu_tcp_connections_total{end=\"released\"} 1")
             && ends.contains("skylark_sfu_tcp_connections_total{end=\"oversize\"} 1")
         {
             return;

@@ -86,8 +86,10 @@ enum End {
     Idle,
     /// A frame over [`Limits::max_frame`].
     Oversize,
-    /// The peer stopped reading (or its session ended: the worker let it go).
-    WriteSide,
+    /// The worker let it go: its session ended, or no session took a check from it.
+    Released,
+    /// The peer took nothing for [`Limits::write_stall`], or writing failed.
+    WriteStall,
     Shutdown,
 }
 
@@ -98,7 +100,8 @@ impl End {
             End::Closed => "closed",
             End::Idle => "idle",
             End::Oversize => "oversize",
-            End::WriteSide => "write_side",
+            End::Released => "released",
+            End::WriteStall => "write_stall",
             End::Shutdown => "shutdown",
         }
     }
@@ -209,7 +212,10 @@ impl Conn {
                     }
                 }
             } => end,
-            _ = write_frames(wr, out, self.limits.write_stall) => End::WriteSide,
+            w = write_frames(wr, out, self.limits.write_stall) => match w {
+                Ok(()) => End::Released,
+                Err(_) => End::WriteStall,
+            },
         };
         let _ = queue
             .send(TcpInput::Closed {

@@ -41,6 +41,10 @@ pub const SIBLING: &str = "worker";
 /// Relay consumer labels that are links of the node, for metrics.
 pub const RELAY_CONSUMERS: [&str; 3] = ["edge", "packager", "other"];
 
+/// An ICE-TCP connection no session has taken a check from this long after it opened
+/// is closed.
+const TCP_UNROUTED: Duration = Duration::from_secs(5);
+
 /// How often a worker publishes how busy it is.
 const LOAD_WINDOW: Duration = Duration::from_millis(500);
 
@@ -522,8 +526,10 @@ struct Loop {
     sends: SendBatch,
     dropped_steers: u64,
     local_closers: HashMap<String, oneshot::Sender<()>>,
-    /// Its sessions' ICE-TCP connections by remote address: (connection, its frames).
-    tcp: HashMap<SocketAddr, (u64, mpsc::Sender<Vec<u8>>)>,
+    /// Its sessions' ICE-TCP connections by remote address: (connection, its frames,
+    /// when it opened).
+    tcp: HashMap<SocketAddr, (u64, mpsc::Sender<Vec<u8>>, Instant)>,
+    next_tcp_sweep: Instant,
 }
 
 /// The queues a worker reads besides its socket.
@@ -608,6 +614,7 @@ async fn run(
         let at = Instant::now();
         lp.core.handle_timeout(at);
         lp.flush();
+        lp.sweep_tcp(at);
         metering.turn(
             woke,
             due.map_or(Duration::ZERO, |d| at.saturating_duration_since(d)),
@@ -656,7 +663,22 @@ impl Loop {
             dropped_steers: 0,
             local_closers: HashMap::new(),
             tcp: HashMap::new(),
+            next_tcp_sweep: Instant::now(),
         }
+    }
+
+    /// Lets go of ICE-TCP connections that no session has accepted a check from within
+    /// [`TCP_UNROUTED`] of opening: a stranger's plausible first check holds a
+    /// connection that long, not for the whole idle timeout.
+    fn sweep_tcp(&mut self, now: Instant) {
+        if now < self.next_tcp_sweep || self.tcp.is_empty() {
+            return;
+        }
+        self.next_tcp_sweep = now + Duration::from_secs(1);
+        let core = &self.core;
+        self.tcp.retain(|remote, (_, _, opened)| {
+            now.saturating_duration_since(*opened) < TCP_UNROUTED || core.has_tcp_route(*remote)
+        });
     }
 
     fn tcp_input(&mut self, t: TcpInput) {
@@ -666,7 +688,7 @@ impl Loop {
                 remote,
                 frames,
             } => {
-                self.tcp.insert(remote, (conn, frames));
+                self.tcp.insert(remote, (conn, frames, Instant::now()));
             }
             TcpInput::Frame { remote, contents } => {
                 self.core
@@ -674,7 +696,7 @@ impl Loop {
                 self.flush();
             }
             TcpInput::Closed { conn, remote } => {
-                if self.tcp.get(&remote).is_some_and(|(c, _)| *c == conn) {
+                if self.tcp.get(&remote).is_some_and(|(c, ..)| *c == conn) {
                     self.tcp.remove(&remote);
                 }
             }
@@ -687,7 +709,7 @@ impl Loop {
         let sent = self
             .tcp
             .get(&destination)
-            .is_some_and(|(_, q)| q.try_send(contents).is_ok());
+            .is_some_and(|(_, q, _)| q.try_send(contents).is_ok());
         if !sent {
             self.sends.dropped += 1;
         }

@@ -244,6 +244,11 @@ impl Core {
         }
     }
 
+    /// Whether the ICE-TCP connection from `remote` carries a session's accepted checks.
+    pub fn has_tcp_route(&self, remote: SocketAddr) -> bool {
+        self.by_addr.contains_key(&(Protocol::Tcp, remote))
+    }
+
     /// Sizes of the routing indexes, to check they shrink with the sessions.
     pub fn index_sizes(&self) -> IndexSizes {
         IndexSizes {
