@@ -2,7 +2,7 @@
 #   skylark                all-in-one (SQLite in /data, in-process bus)
 #   skylark api | signaling | sfu | packager | migrate
 # Build:  docker build -t skylark .
-# Run:    docker run --rm -p 8080:8080 -p 7882:7882/udp -p 1935:1935 \
+# Run:    docker run --rm -p 8080:8080 -p 7882:7882/udp -p 7881:7881 -p 1935:1935 \
 #           -e SKYLARK_RTC_PUBLIC_IP=<this host's IP> -v skylark-data:/data skylark
 # The Helm chart (deploy/helm/skylark) runs this image once per target.
 
@@ -35,5 +35,5 @@ WORKDIR /data
 USER 10001:10001
 # HTTP (web, REST, WHIP/WHEP, WebSocket, HLS, FLV, /metrics), WebRTC media, RTMP ingest.
 # Internal gRPC (api 7001, sfu 7002) is not published by default.
-EXPOSE 8080 7882/udp 1935
+EXPOSE 8080 7882/udp 7881 1935
 ENTRYPOINT ["skylark"]

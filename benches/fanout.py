@@ -120,6 +120,7 @@ class Server:
             SKYLARK_SIGNUP="open",
             SKYLARK_DATA_DIR=f"{self.dir}/data",
             SKYLARK_RTC_UDP_ADDR=f"127.0.0.1:{free_port(socket.SOCK_DGRAM)}",
+            SKYLARK_RTC_TCP_ADDR="127.0.0.1:0",
             SKYLARK_RTC_PUBLIC_IP="127.0.0.1",
             SKYLARK_RTMP_ADDR=f"127.0.0.1:{free_port()}",
             SKYLARK_AUTH_RATE_BURST="1000",

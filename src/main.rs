@@ -83,6 +83,11 @@ struct Config {
     /// The SFU's one UDP port for all WebRTC media.
     #[arg(long, env = "SKYLARK_RTC_UDP_ADDR", default_value = "0.0.0.0:7882")]
     rtc_udp_addr: SocketAddr,
+    /// The SFU's one TCP port for ICE over TCP (peers whose network drops UDP), announced
+    /// beside the UDP candidate at a lower priority; `off`: UDP only.
+    #[arg(long, env = "SKYLARK_RTC_TCP_ADDR", default_value = "0.0.0.0:7881",
+          value_parser = addr_or_off)]
+    rtc_tcp_addr: AddrOrOff,
     /// Address announced in ICE candidates; default: first non-loopback address.
     #[arg(long, env = "SKYLARK_RTC_PUBLIC_IP")]
     rtc_public_ip: Option<std::net::IpAddr>,
@@ -230,6 +235,25 @@ struct Config {
     /// every room, signed with `SKYLARK_WEBHOOK_SECRET`.
     #[arg(long, env = "SKYLARK_WEBHOOK_URLS", default_value = "")]
     webhook_urls: String,
+    /// TURN servers handed to WHIP/WHEP clients (RFC 9725 `Link: rel="ice-server"`),
+    /// comma-separated: `turn:host:3478?transport=udp,turn:host:3478?transport=tcp`.
+    /// Each session gets a credential by the TURN REST scheme (coturn's
+    /// `use-auth-secret`); empty: none.
+    #[arg(long, env = "SKYLARK_TURN_URLS", default_value = "")]
+    turn_urls: String,
+    /// The TURN REST shared secret (coturn's `static-auth-secret`); required with
+    /// SKYLARK_TURN_URLS.
+    #[arg(
+        long,
+        env = "SKYLARK_TURN_SECRET",
+        default_value = "",
+        hide_env_values = true
+    )]
+    turn_secret: String,
+    /// How long a minted TURN credential works, seconds.
+    #[arg(long, env = "SKYLARK_TURN_TTL_S", default_value_t = 3600,
+          value_parser = clap::value_parser!(u64).range(60..=86_400))]
+    turn_ttl_s: u64,
     /// Signs deployment-wide webhooks and admission calls (receivers verify with it).
     #[arg(
         long,
@@ -301,6 +325,34 @@ impl Config {
             ),
             None => skylark_api::load_or_create_jwt_secret(&self.data_dir),
         }
+    }
+
+    /// The TURN servers signaling hands out, if any.
+    fn turn_servers(&self) -> anyhow::Result<Option<skylark_signaling::TurnServers>> {
+        let urls: Vec<String> = self
+            .turn_urls
+            .split(',')
+            .map(str::trim)
+            .filter(|u| !u.is_empty())
+            .map(String::from)
+            .collect();
+        if urls.is_empty() {
+            return Ok(None);
+        }
+        if let Some(bad) = urls
+            .iter()
+            .find(|u| !(u.starts_with("turn:") || u.starts_with("turns:")))
+        {
+            anyhow::bail!("SKYLARK_TURN_URLS: {bad:?} is not a turn: or turns: URL (e.g. turn:turn.example.com:3478?transport=udp)");
+        }
+        if self.turn_secret.len() < 16 {
+            anyhow::bail!("SKYLARK_TURN_URLS needs SKYLARK_TURN_SECRET (at least 16 bytes): the TURN server's static-auth-secret");
+        }
+        Ok(Some(skylark_signaling::TurnServers {
+            urls,
+            secret: skylark_auth::TurnSecret::new(self.turn_secret.as_bytes()),
+            ttl: Duration::from_secs(self.turn_ttl_s),
+        }))
     }
 
     fn playback_tokens(&self) -> anyhow::Result<PlaybackTokens> {
@@ -413,6 +465,7 @@ impl Config {
             database = %mask_url(&self.database_url()),
             redis = %self.redis_url.as_deref().map(mask_url).unwrap_or_else(|| "in-process".into()),
             rtc_udp_addr = %self.rtc_udp_addr,
+            rtc_tcp_addr = ?self.rtc_tcp_addr.0,
             rtc_public_ip = ?self.rtc_public_ip,
             rtmp_addr = %self.rtmp_addr,
             rtmp_public_url = %self.rtmp_public_url(),
@@ -432,6 +485,9 @@ impl Config {
             mail_from = %self.mail_from,
             webhook_urls = %self.webhook_urls.split(',').map(mask_url).collect::<Vec<_>>().join(","),
             webhook_secret = if self.webhook_secret.is_empty() { "<unset>" } else { "<set>" },
+            turn_urls = %self.turn_urls,
+            turn_secret = if self.turn_secret.is_empty() { "<unset>" } else { "<set>" },
+            turn_ttl_s = self.turn_ttl_s,
             admission_url = %mask_url(&self.admission_url),
             admission_timeout_ms = self.admission_timeout_ms,
             admission_default = %self.admission_default,
@@ -545,11 +601,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             rtmp_addr: Some(config.rtmp_addr),
             selector: config.node_selector,
             playback_tokens: config.playback_tokens()?,
+            turn: config.turn_servers()?,
         })
     };
     let sfu = |grpc_addr: SocketAddr, api_grpc_url: String| skylark_sfu::Config {
         http_addr: config.http_addr,
         udp_addr: config.rtc_udp_addr,
+        tcp_addr: config.rtc_tcp_addr.0,
         public_ip: config
             .rtc_public_ip
             .unwrap_or_else(skylark_sfu::default_public_ip),
@@ -672,6 +730,19 @@ fn main() -> std::process::ExitCode {
             std::process::ExitCode::FAILURE
         }
     }
+}
+
+/// A listen address, or `off` (`None`).
+#[derive(Debug, Clone, Copy)]
+struct AddrOrOff(Option<SocketAddr>);
+
+fn addr_or_off(s: &str) -> Result<AddrOrOff, String> {
+    if s.eq_ignore_ascii_case("off") {
+        return Ok(AddrOrOff(None));
+    }
+    s.parse()
+        .map(|a| AddrOrOff(Some(a)))
+        .map_err(|_| format!("{s:?}: an address like 0.0.0.0:7881, or off"))
 }
 
 fn overload_share(s: &str) -> Result<f64, String> {

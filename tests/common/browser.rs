@@ -49,8 +49,28 @@ impl WatchPage {
     /// Opens `url` (a `/watch/{room}` page served by signaling), its `/api` requests
     /// going to `api` as the chart's ingress routes them; its console goes to `log`.
     pub fn open(url: &str, api: &str, log: &std::path::Path) -> Option<WatchPage> {
+        Self::open_in(None, url, api, log)
+    }
+
+    /// Like [`WatchPage::open`], the browser running inside network namespace `netns`
+    /// (a viewer on a network of the test's making).
+    pub fn open_in(
+        netns: Option<&str>,
+        url: &str,
+        api: &str,
+        log: &std::path::Path,
+    ) -> Option<WatchPage> {
         ready()?;
-        let mut child = Command::new("node")
+        let mut cmd = match netns {
+            // `ip netns exec` execs node: the child is node itself, so kill() hits it.
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns, "node"]);
+                c
+            }
+            None => Command::new("node"),
+        };
+        let mut child = cmd
             .arg(e2e_dir().join("lib/watch-cli.js"))
             .args([url, "--api", api])
             .stdin(Stdio::piped())

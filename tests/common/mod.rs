@@ -75,6 +75,7 @@ impl Skylark {
             ("SKYLARK_PUBLIC_URL", base.clone()),
             ("SKYLARK_DATA_DIR", dir.join("data").display().to_string()),
             ("SKYLARK_RTC_UDP_ADDR", format!("{host}:0")),
+            ("SKYLARK_RTC_TCP_ADDR", format!("{host}:0")),
             ("SKYLARK_RTC_PUBLIC_IP", host.into()),
             ("SKYLARK_RTMP_ADDR", format!("{host}:{}", free_port())),
             // Port 0: the process logs what it bound; `internal` is read from that.

@@ -141,6 +141,7 @@ impl Lan {
             ("SKYLARK_PUBLIC_URL", base.clone()),
             ("SKYLARK_DATA_DIR", dir.join("data").display().to_string()),
             ("SKYLARK_RTC_UDP_ADDR", format!("{addr}:0")),
+            ("SKYLARK_RTC_TCP_ADDR", format!("{addr}:0")),
             ("SKYLARK_RTC_PUBLIC_IP", addr.clone()),
             ("SKYLARK_GRPC_ADDR", format!("{addr}:0")),
             ("SKYLARK_INTERNAL_ADDR", format!("{addr}:0")),

@@ -94,10 +94,11 @@ REQUIRED_ENV = {
         "SKYLARK_TRUSTED_PROXIES", "SKYLARK_HTTP_ADDR", "SKYLARK_PUBLIC_URL", "SKYLARK_API_GRPC_URL", "REDIS_URL",
         "SKYLARK_REDIS_PREFIX", "LOG_FORMAT", "RUST_LOG", "SKYLARK_INTERNAL_ADDR",
         "SKYLARK_PLAYBACK_SECRET", "SKYLARK_INTERNAL_SECRET",
+        "SKYLARK_TURN_URLS", "SKYLARK_TURN_TTL_S", "SKYLARK_TURN_SECRET",
     },
     "sfu": {
         "SKYLARK_HTTP_ADDR", "SKYLARK_GRPC_ADDR", "SKYLARK_GRPC_ADVERTISE_URL",
-        "SKYLARK_RTC_UDP_ADDR", "SKYLARK_RTC_PUBLIC_IP", "SKYLARK_NODE_ID", "REDIS_URL",
+        "SKYLARK_RTC_UDP_ADDR", "SKYLARK_RTC_TCP_ADDR", "SKYLARK_RTC_PUBLIC_IP", "SKYLARK_NODE_ID", "REDIS_URL",
         "SKYLARK_REDIS_PREFIX", "LOG_FORMAT", "RUST_LOG", "SKYLARK_INTERNAL_ADDR",
         "SKYLARK_API_GRPC_URL", "SKYLARK_INTERNAL_SECRET",
     },
@@ -169,6 +170,7 @@ SFU_PUBLIC_IP = {
             "tolerations": [{"key": "media", "operator": "Exists", "effect": "NoSchedule"}]},
 }
 SFU_NO_HOST_NETWORK = {"sfu": {"hostNetwork": False}}
+SFU_NO_ICE_TCP = {"sfu": {"tcpPort": 0}}
 NETWORK_POLICY_OFF = {"networkPolicy": {"enabled": False}}
 NETWORK_POLICY_NARROW = {
     "networkPolicy": {
@@ -199,6 +201,7 @@ VALUE_SETS = {
     "servicemonitor-dashboard": MONITORING,
     "sfu-hostnetwork-public-ip": SFU_PUBLIC_IP,
     "sfu-no-hostnetwork": SFU_NO_HOST_NETWORK,
+    "sfu-no-ice-tcp": SFU_NO_ICE_TCP,
     "network-policy-off": NETWORK_POLICY_OFF,
     "network-policy-narrow": NETWORK_POLICY_NARROW,
     "internal-secret-set": {"internalSecret": "z" * 40},
@@ -210,6 +213,9 @@ VALUE_SETS = {
                                         "admission": {"url": "http://admission:8080/publish",
                                                       "timeoutMs": 1500, "default": "allow"}}},
     "recordings-volume": {"recordings": {"existingClaim": "skylark-recordings"}},
+    "turn-coturn": {"turn": {"urls": ["turn:turn.example.com:3478?transport=udp",
+                                      "turn:turn.example.com:3478?transport=tcp"],
+                             "secret": "t" * 32, "ttlSeconds": 600}},
     "everything": deep_merge(INGRESS_TLS, AUTOSCALING, EXISTING_SECRET, MONITORING,
                              SFU_PUBLIC_IP, NETWORK_POLICY_NARROW,
                              {"jwtSecret": "x" * 40, "playbackSecret": "y" * 40,
@@ -231,6 +237,8 @@ BAD_VALUE_SETS = [
     ("an unknown admission default", {"webhooks": {"admission": {"default": "maybe"}}}, "default"),
     ("recordings on object storage (not built yet)", {"recordings": {"url": "s3://bucket/rec"}}, "url"),
     ("port out of range", {"sfu": {"udpPort": 70000}}, "udpPort"),
+    ("ICE-TCP port out of range", {"sfu": {"tcpPort": 70000}}, "tcpPort"),
+    ("a TURN URL that is not turn:/turns:", {"turn": {"urls": ["stun:x:3478"], "secret": "t" * 32}}, "urls"),
     ("the internal port on the HTTP port", {"internalPort": 8080}, "internalPort"),
     ("the SFU's internal port on its HTTP port", {"sfu": {"internalPort": 7880}}, "sfu.internalPort"),
 ]
@@ -439,7 +447,7 @@ def main() -> int:
         assert users and users[-1].split(":")[0] not in ("root", "0"), f"USER {users}"
         assert ("ENTRYPOINT", '["skylark"]') in instrs, "ENTRYPOINT [\"skylark\"]"
         exposed = {p for i, a in instrs if i == "EXPOSE" for p in a.split()}
-        assert {"8080", "7882/udp", "1935"} <= exposed, f"EXPOSE {exposed}"
+        assert {"8080", "7882/udp", "7881", "1935"} <= exposed, f"EXPOSE {exposed}"
         ignore = (ROOT / ".dockerignore").read_text().split()
         for p in ("target", "**/node_modules", ".git"):
             assert p in ignore, f".dockerignore lacks {p}"
@@ -642,7 +650,7 @@ def main() -> int:
                     sec = next(s for s in secrets.values() if key in s["data"])
                     assert len(base64.b64decode(sec["data"][key])) >= 32, key
 
-        @check(f"SFU: DaemonSet, one UDP port, host networking, announced IP, drain [{name}]")
+        @check(f"SFU: DaemonSet, one UDP port, one ICE-TCP port, host networking, announced IP, drain [{name}]")
         def _():
             ds = by_kind(objs, "DaemonSet")
             assert len(ds) == 1 and component(ds[0]) == "sfu", "the SFU is a DaemonSet"
@@ -663,11 +671,22 @@ def main() -> int:
             assert env["POD_IP"]["valueFrom"]["fieldRef"]["fieldPath"] == "status.podIP", env["POD_IP"]
             assert env["SKYLARK_GRPC_ADDR"]["value"] == f"$(POD_IP):{grpc_port}", env["SKYLARK_GRPC_ADDR"]
             assert env["SKYLARK_GRPC_ADVERTISE_URL"]["value"] == f"http://$(POD_IP):{grpc_port}"
+            tcp = [p for p in c["ports"] if p["name"] == "rtc-tcp"]
+            tcp_port = sfu_values.get("tcpPort", 7881)
+            if tcp_port:
+                assert len(tcp) == 1 and tcp[0]["protocol"] == "TCP", f"ICE-TCP port {tcp}"
+                assert tcp[0]["containerPort"] == tcp_port
+                assert env["SKYLARK_RTC_TCP_ADDR"]["value"] == f"0.0.0.0:{tcp_port}"
+            else:
+                assert not tcp, f"ICE-TCP off, yet a port {tcp}"
+                assert env["SKYLARK_RTC_TCP_ADDR"]["value"] == "off"
             if host_net:
                 assert ps.get("hostNetwork") is True and ps.get("dnsPolicy") == "ClusterFirstWithHostNet"
                 assert "hostPort" not in udp[0]
+                assert all("hostPort" not in p for p in tcp)
             else:
                 assert not ps.get("hostNetwork") and udp[0]["hostPort"] == udp[0]["containerPort"]
+                assert all(p["hostPort"] == p["containerPort"] for p in tcp)
             if sfu_values.get("publicIp"):
                 assert env["SKYLARK_RTC_PUBLIC_IP"]["value"] == sfu_values["publicIp"]
             else:
@@ -865,6 +884,7 @@ def main() -> int:
                 "packager": {"http": sorted(values_peers(http_from) + pods("packager")) if http_from else ANY,
                              "internal": values_peers(metrics_from) or None},
                 "sfu": {"rtc-udp": ANY, "http": ANY,
+                        **({"rtc-tcp": ANY} if values.get("sfu", {}).get("tcpPort", 7881) else {}),
                         "grpc": sorted(pods("signaling", "packager", "sfu") +
                                        ([json.dumps({"ipBlock": {"cidr": c}}, sort_keys=True)
                                          for c in npv.get("nodeCidrs", [])] if host_net else [])),

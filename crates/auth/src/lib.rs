@@ -1,5 +1,5 @@
 //! Credentials: JWT access tokens with explicit grants, signed playback tokens for
-//! HLS/FLV URLs, argon2id passwords, stream keys.
+//! HLS/FLV URLs, argon2id passwords, stream keys, TURN REST credentials.
 //!
 //! Stream keys and passwords are secrets: only their hashes leave this crate, and
 //! nothing here logs them.
@@ -8,6 +8,7 @@ pub(crate) mod keys;
 mod password;
 mod playback;
 mod token;
+mod turn;
 mod webhook;
 
 pub use keys::{hash_stream_key, new_secret, new_stream_key, random_bytes, StreamKey};
@@ -16,4 +17,5 @@ pub use playback::{
     PlaybackTokenError, PlaybackTokens, MAX_PLAYBACK_TOKEN_LEN, PLAYBACK_TOKEN_TTL,
 };
 pub use token::{Claims, Grant, Role, TokenError, TokenIssuer};
+pub use turn::{TurnCredential, TurnCredentialError, TurnSecret};
 pub use webhook::{new_webhook_secret, webhook_signature};

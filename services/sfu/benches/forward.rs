@@ -151,6 +151,7 @@ impl Net {
         let mut core = Core::new(CoreConfig {
             local_addr: addr,
             announce_addr: addr,
+            tcp_addr: None,
             max_sessions: subscribers + 10,
             connect_timeout: skylark_sfu::core::DEFAULT_CONNECT_TIMEOUT,
             wall_clock: WallClock::new(now, 0),
@@ -221,6 +222,7 @@ impl Net {
                 if let Output::Transmit {
                     destination,
                     contents,
+                    ..
                 } = o
                 {
                     if !media && is_rtp(&contents) {
@@ -606,6 +608,7 @@ fn route_unknown(c: &mut Criterion) {
     let mut core = Core::new(CoreConfig {
         local_addr: sfu,
         announce_addr: sfu,
+        tcp_addr: None,
         max_sessions: PEERS * 2,
         connect_timeout: skylark_sfu::core::DEFAULT_CONNECT_TIMEOUT,
         wall_clock: WallClock::new(now, 0),

@@ -3,6 +3,7 @@
 //!
 //! - [`core`]: the sans-IO routing core (where a packet is forwarded);
 //! - `worker`: the UDP/timer loop around it;
+//! - `tcp`: ICE over TCP, its connections handed to the workers;
 //! - `grpc`: `skylark.sfu.v1.SfuNode`;
 //! - `edge`: pulling rooms from other nodes (this node as their edge);
 //! - this file: start-up, node registration and room placement on the bus.
@@ -13,6 +14,7 @@ mod grants;
 mod grpc;
 mod send_batch;
 mod spread;
+mod tcp;
 mod worker;
 mod workers;
 
@@ -39,6 +41,9 @@ pub struct Config {
     pub http_addr: SocketAddr,
     /// The one UDP port for all WebRTC media.
     pub udp_addr: SocketAddr,
+    /// The one TCP port for ICE over TCP (RFC 6544), announced beside the UDP
+    /// candidate on the same address; `None`: UDP only.
+    pub tcp_addr: Option<SocketAddr>,
     /// Address announced in ICE candidates.
     pub public_ip: IpAddr,
     /// SfuNode gRPC listen address.
@@ -94,6 +99,7 @@ impl Config {
         Self {
             http_addr: any,
             udp_addr: any,
+            tcp_addr: None,
             public_ip: IpAddr::from([127, 0, 0, 1]),
             grpc_addr: any,
             grpc_advertise: None,
@@ -160,23 +166,40 @@ pub async fn start(
     })?;
     let bound = sockets[0].local_addr()?;
     let announce = SocketAddr::new(config.public_ip, bound.port());
+    let tcp_listener = match config.tcp_addr {
+        Some(addr) => Some(tokio::net::TcpListener::bind(addr).await.map_err(|e| {
+            anyhow::anyhow!(
+                "binding ICE-TCP on {addr}: {e}; set SKYLARK_RTC_TCP_ADDR to a free port, or to `off`"
+            )
+        })?),
+        None => None,
+    };
+    let tcp_announce = match &tcp_listener {
+        Some(l) => Some(SocketAddr::new(config.public_ip, l.local_addr()?.port())),
+        None => None,
+    };
     let node_id = config
         .node_id
         .clone()
         .unwrap_or_else(|| format!("sfu-{:08x}", rand_u32()));
-    tracing::info!(udp = %bound, %announce, node_id, workers = count, "SFU media sockets bound");
+    tracing::info!(udp = %bound, %announce, tcp = ?tcp_announce, node_id, workers = count, "SFU media sockets bound");
 
     let (events_tx, events_rx) = mpsc::unbounded_channel();
     let (steer_txs, steer_rxs): (Vec<_>, Vec<_>) = (0..count)
         .map(|_| mpsc::channel(worker::STEER_QUEUE))
         .unzip();
+    let (tcp_txs, tcp_rxs): (Vec<_>, Vec<_>) = (0..count)
+        .map(|_| mpsc::channel(worker::STEER_QUEUE))
+        .unzip();
     let wall_clock = worker::system_wall_clock();
     let mut handles = Vec::with_capacity(count);
     let mut tasks = Vec::with_capacity(count + 4);
-    for (index, (socket, steered)) in (0u8..).zip(sockets.into_iter().zip(steer_rxs)) {
+    let queues = steer_rxs.into_iter().zip(tcp_rxs);
+    for (index, (socket, (steered, tcp))) in (0u8..).zip(sockets.into_iter().zip(queues)) {
         let mut core = Core::new(CoreConfig {
             local_addr: announce,
             announce_addr: announce,
+            tcp_addr: tcp_announce,
             // The node admits (`workers`); a core alone never refuses before it.
             max_sessions: config.max_sessions,
             connect_timeout: config.connect_timeout,
@@ -195,6 +218,7 @@ pub async fn start(
             events: events_tx.clone(),
             steered,
             siblings: steer_txs.clone(),
+            tcp,
             overload_at: config.overload_at,
             shutdown: shutdown.clone(),
         });
@@ -212,6 +236,16 @@ pub async fn start(
     tasks.push(tokio::spawn(
         worker.clone().export_metrics(shutdown.clone()),
     ));
+    if let (Some(listener), Some(addr)) = (tcp_listener, tcp_announce) {
+        let limits = tcp::Limits::for_sessions(config.max_sessions);
+        tracing::info!(max_connections = limits.max_connections, %addr, "ICE-TCP listening");
+        tasks.push(tokio::spawn(tcp::serve(
+            listener,
+            tcp_txs,
+            limits,
+            shutdown.clone(),
+        )));
+    }
 
     let listener = tokio::net::TcpListener::bind(config.grpc_addr)
         .await

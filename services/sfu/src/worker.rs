@@ -2,13 +2,16 @@
 //! timer, and the real clock and randomness the core takes as inputs. It keeps the
 //! core's run loop rule: every change is followed by draining the core's outputs. A
 //! node runs one per worker (`crate::workers`), their sockets sharing one port; a
-//! datagram of another worker's session goes to that worker's steering queue.
+//! datagram of another worker's session goes to that worker's steering queue. ICE-TCP
+//! connections of its sessions (`crate::tcp`) bring frames on another queue and take
+//! the core's sends to them.
 
 use crate::core::{
     Choice, Core, CoreEvent, Counters, FrameCodec, IdSeed, LayerReport, Output, RelayedFrame,
     SessionError, WallClock,
 };
 use crate::send_batch::SendBatch;
+use crate::tcp::TcpInput;
 use skylark_proto::sfu::v1 as pb;
 use std::collections::HashMap;
 use std::collections::HashSet;
@@ -16,6 +19,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use str0m::net::Protocol;
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
@@ -36,6 +40,10 @@ pub const STEER_QUEUE: usize = 4096;
 pub const SIBLING: &str = "worker";
 /// Relay consumer labels that are links of the node, for metrics.
 pub const RELAY_CONSUMERS: [&str; 3] = ["edge", "packager", "other"];
+
+/// An ICE-TCP connection no session has taken a check from this long after it opened
+/// is closed.
+const TCP_UNROUTED: Duration = Duration::from_secs(5);
 
 /// How often a worker publishes how busy it is.
 const LOAD_WINDOW: Duration = Duration::from_millis(500);
@@ -431,6 +439,8 @@ pub struct Spawn {
     pub steered: mpsc::Receiver<Steered>,
     /// Every worker's steering queue, by index (its own included, unused).
     pub siblings: Vec<mpsc::Sender<Steered>>,
+    /// ICE-TCP connections of its sessions and their frames.
+    pub tcp: mpsc::Receiver<TcpInput>,
     /// The busy share past which it sheds resends (the node's overload threshold).
     pub overload_at: f64,
     pub shutdown: CancellationToken,
@@ -454,12 +464,18 @@ pub fn spawn(s: Spawn) -> (Handle, tokio::task::JoinHandle<anyhow::Result<()>>) 
         events,
         steered,
         siblings,
+        tcp,
         overload_at,
         shutdown,
     } = s;
     let metering = Metering::new(meter, load.clone());
     let lp = Loop::new(socket, core, index, events, siblings, load);
-    let task = tokio::spawn(run(lp, rx, steered, metering, overload_at, shutdown));
+    let inputs = Inputs {
+        commands: rx,
+        steered,
+        tcp,
+    };
+    let task = tokio::spawn(run(lp, inputs, metering, overload_at, shutdown));
     (handle, task)
 }
 
@@ -510,16 +526,31 @@ struct Loop {
     sends: SendBatch,
     dropped_steers: u64,
     local_closers: HashMap<String, oneshot::Sender<()>>,
+    /// Its sessions' ICE-TCP connections by remote address: (connection, its frames,
+    /// when it opened).
+    tcp: HashMap<SocketAddr, (u64, mpsc::Sender<Vec<u8>>, Instant)>,
+    next_tcp_sweep: Instant,
+}
+
+/// The queues a worker reads besides its socket.
+struct Inputs {
+    commands: mpsc::Receiver<Command>,
+    steered: mpsc::Receiver<Steered>,
+    tcp: mpsc::Receiver<TcpInput>,
 }
 
 async fn run(
     mut lp: Loop,
-    mut rx: mpsc::Receiver<Command>,
-    mut steered: mpsc::Receiver<Steered>,
+    inputs: Inputs,
     mut metering: Metering,
     overload_at: f64,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
+    let Inputs {
+        commands: mut rx,
+        mut steered,
+        mut tcp,
+    } = inputs;
     let mut buf = vec![0u8; RECV_BUF];
     loop {
         let now = Instant::now();
@@ -544,6 +575,15 @@ async fn run(
                             lp.core.handle_steered_datagram(Instant::now(), d.source, &d.contents);
                             lp.flush();
                         }
+                        Err(_) => break,
+                    }
+                }
+            }
+            Some(t) = tcp.recv() => {
+                lp.tcp_input(t);
+                for _ in 0..RECV_BATCH {
+                    match tcp.try_recv() {
+                        Ok(t) => lp.tcp_input(t),
                         Err(_) => break,
                     }
                 }
@@ -574,6 +614,7 @@ async fn run(
         let at = Instant::now();
         lp.core.handle_timeout(at);
         lp.flush();
+        lp.sweep_tcp(at);
         metering.turn(
             woke,
             due.map_or(Duration::ZERO, |d| at.saturating_duration_since(d)),
@@ -621,6 +662,56 @@ impl Loop {
             sends: SendBatch::default(),
             dropped_steers: 0,
             local_closers: HashMap::new(),
+            tcp: HashMap::new(),
+            next_tcp_sweep: Instant::now(),
+        }
+    }
+
+    /// Lets go of ICE-TCP connections that no session has accepted a check from within
+    /// [`TCP_UNROUTED`] of opening: a stranger's plausible first check holds a
+    /// connection that long, not for the whole idle timeout.
+    fn sweep_tcp(&mut self, now: Instant) {
+        if now < self.next_tcp_sweep || self.tcp.is_empty() {
+            return;
+        }
+        self.next_tcp_sweep = now + Duration::from_secs(1);
+        let core = &self.core;
+        self.tcp.retain(|remote, (_, _, opened)| {
+            now.saturating_duration_since(*opened) < TCP_UNROUTED || core.has_tcp_route(*remote)
+        });
+    }
+
+    fn tcp_input(&mut self, t: TcpInput) {
+        match t {
+            TcpInput::Opened {
+                conn,
+                remote,
+                frames,
+            } => {
+                self.tcp.insert(remote, (conn, frames, Instant::now()));
+            }
+            TcpInput::Frame { remote, contents } => {
+                self.core
+                    .handle_tcp_frame(Instant::now(), remote, &contents);
+                self.flush();
+            }
+            TcpInput::Closed { conn, remote } => {
+                if self.tcp.get(&remote).is_some_and(|(c, ..)| *c == conn) {
+                    self.tcp.remove(&remote);
+                }
+            }
+        }
+    }
+
+    /// One frame to an ICE-TCP connection; dropped (never waited for) when its queue
+    /// is full or it is gone.
+    fn send_tcp(&mut self, destination: SocketAddr, contents: Vec<u8>) {
+        let sent = self
+            .tcp
+            .get(&destination)
+            .is_some_and(|(_, q, _)| q.try_send(contents).is_ok());
+        if !sent {
+            self.sends.dropped += 1;
         }
     }
 
@@ -768,11 +859,21 @@ impl Loop {
         while let Some(o) = self.core.poll_output() {
             match o {
                 Output::Transmit {
+                    proto: Protocol::Udp,
                     destination,
                     contents,
                 } => {
                     // Never blocks the loop on one slow or gone peer: drops instead.
                     self.sends.push(&self.socket, destination, contents);
+                }
+                Output::Transmit {
+                    destination,
+                    contents,
+                    ..
+                } => self.send_tcp(destination, contents),
+                Output::CloseTcp { remote } => {
+                    // Its writer sees the queue end and closes the connection.
+                    self.tcp.remove(&remote);
                 }
                 Output::Relay { sink, msg } => self.relay(sink, msg),
                 Output::Steer {
@@ -917,6 +1018,7 @@ mod tests {
         let core = Core::new(CoreConfig {
             local_addr: addr,
             announce_addr: addr,
+            tcp_addr: None,
             max_sessions: 10,
             connect_timeout: crate::core::DEFAULT_CONNECT_TIMEOUT,
             wall_clock: system_wall_clock(),

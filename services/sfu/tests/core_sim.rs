@@ -20,6 +20,8 @@ mod junk;
 use junk::{junk, stun_request, Lcg};
 
 const SFU: &str = "10.0.0.1:7882";
+/// The SFU's ICE-TCP candidate, in the nets made by [`Net::with_tcp`].
+const SFU_TCP: &str = "10.0.0.1:7881";
 /// The simulated wall clock at the start of every test: 2001-01-01T00:00:00Z, far from
 /// the machine's clock, so a wall time that leaks in from the system shows.
 const WALL_START_US: u64 = 978_307_200_000_000;
@@ -27,6 +29,9 @@ const WALL_START_US: u64 = 978_307_200_000_000;
 struct Client {
     rtc: Rtc,
     addr: SocketAddr,
+    /// Its candidate is TCP (active, RFC 6544): it talks to [`SFU_TCP`] over one
+    /// connection, its datagrams RFC 4571 frames.
+    proto: Protocol,
     pending: Option<SdpPendingOffer>,
     video: Option<Mid>,
     audio: Option<Mid>,
@@ -74,15 +79,31 @@ impl Client {
         rids: &[&str],
         profile: u32,
     ) -> (Client, String) {
-        Self::build(now, port, h264, dir, rids, profile, false)
+        Self::build(now, port, h264, dir, rids, profile, false, Protocol::Udp)
     }
 
     /// A viewer that offers H.264 with RTX (pt 103), as browsers do: it asks for lost
     /// packets (NACK) and takes resends.
     fn with_rtx(now: Instant, port: u16) -> (Client, String) {
-        Self::build(now, port, true, Direction::RecvOnly, &[], 0x42e01f, true)
+        Self::build(
+            now,
+            port,
+            true,
+            Direction::RecvOnly,
+            &[],
+            0x42e01f,
+            true,
+            Protocol::Udp,
+        )
     }
 
+    /// A viewer whose only candidate is ICE-TCP, as a browser behind a UDP block.
+    fn over_tcp(now: Instant, port: u16) -> (Client, String) {
+        let dir = Direction::RecvOnly;
+        Self::build(now, port, true, dir, &[], 0x42e01f, false, Protocol::Tcp)
+    }
+
+    #[allow(clippy::too_many_arguments)]
     fn build(
         now: Instant,
         port: u16,
@@ -91,6 +112,7 @@ impl Client {
         rids: &[&str],
         profile: u32,
         rtx: bool,
+        proto: Protocol,
     ) -> (Client, String) {
         let mut b = Rtc::builder()
             .clear_codecs()
@@ -104,7 +126,16 @@ impl Client {
         }
         let mut rtc = b.build(now);
         let addr: SocketAddr = format!("10.0.1.1:{port}").parse().unwrap();
-        rtc.add_local_candidate(Candidate::host(addr, "udp").unwrap());
+        let candidate = match proto {
+            Protocol::Udp => Candidate::host(addr, "udp").unwrap(),
+            _ => Candidate::builder()
+                .tcp()
+                .host(addr)
+                .tcptype(str0m::net::TcpType::Active)
+                .build()
+                .unwrap(),
+        };
+        rtc.add_local_candidate(candidate);
         let mut api = rtc.sdp_api();
         let simulcast = (!rids.is_empty()).then(|| {
             let mut s = str0m::media::Simulcast::new();
@@ -119,6 +150,7 @@ impl Client {
         let c = Client {
             rtc,
             addr,
+            proto,
             pending: Some(pending),
             video: Some(video),
             audio: Some(audio),
@@ -204,6 +236,8 @@ struct Net {
     hold_rtcp: HashMap<SocketAddr, Vec<Vec<u8>>>,
     /// Resends (RTX, payload type 103) the SFU sent, by client.
     resends: HashMap<SocketAddr, u32>,
+    /// ICE-TCP connections the core let go of, by remote address.
+    tcp_closed: Vec<SocketAddr>,
 }
 
 /// A handshake datagram, as `Net` sees it pass.
@@ -261,6 +295,23 @@ impl Net {
         Self::with_worker(seed, max_sessions, connect_timeout, WorkerSlot::default())
     }
 
+    /// A node with an ICE-TCP candidate at [`SFU_TCP`] beside its UDP one.
+    fn with_tcp() -> Net {
+        let mut net = Self::new();
+        let addr: SocketAddr = SFU.parse().unwrap();
+        net.core = Core::new(CoreConfig {
+            local_addr: addr,
+            announce_addr: addr,
+            tcp_addr: Some(SFU_TCP.parse().unwrap()),
+            max_sessions: 100,
+            connect_timeout: skylark_sfu::core::DEFAULT_CONNECT_TIMEOUT,
+            wall_clock: WallClock::new(net.start, WALL_START_US),
+            id_seed: IdSeed::new([7; 32]),
+            worker: WorkerSlot::default(),
+        });
+        net
+    }
+
     /// A node of two workers: `core` is worker 0, `sibling` worker 1.
     fn two_workers() -> Net {
         let slot = |index| WorkerSlot { index, count: 2 };
@@ -282,6 +333,7 @@ impl Net {
         let core = Core::new(CoreConfig {
             local_addr: addr,
             announce_addr: addr,
+            tcp_addr: None,
             max_sessions,
             connect_timeout,
             wall_clock: WallClock::new(start, WALL_START_US),
@@ -308,6 +360,7 @@ impl Net {
             lose_next_video: vec![],
             hold_rtcp: HashMap::new(),
             resends: HashMap::new(),
+            tcp_closed: Vec::new(),
         }
     }
 
@@ -369,7 +422,12 @@ impl Net {
             }
             let lagged = self.deliver_lagging();
             let mut moved = !wire.is_empty() || lagged;
-            for (src, _, bytes) in wire.drain(..) {
+            for (src, dst, bytes) in wire.drain(..) {
+                if dst == SFU_TCP.parse().unwrap() {
+                    // A frame on the client's ICE-TCP connection.
+                    self.core.handle_tcp_frame(self.now, src, &bytes);
+                    continue;
+                }
                 // RTCP: version 2, packet type 192..=223.
                 let rtcp = bytes.len() > 8 && bytes[0] >> 6 == 2 && (192..=223).contains(&bytes[1]);
                 if let Some(held) = self.hold_rtcp.get_mut(&src).filter(|_| rtcp) {
@@ -385,16 +443,16 @@ impl Net {
             {
                 match o {
                     Output::Transmit {
+                        proto,
                         destination,
                         contents,
                     } => {
                         moved = true;
                         let nat = &self.nat;
-                        if let Some(c) = self
-                            .clients
-                            .iter_mut()
-                            .find(|c| nat.get(&c.addr).copied().unwrap_or(c.addr) == destination)
-                        {
+                        if let Some(c) = self.clients.iter_mut().find(|c| {
+                            c.proto == proto
+                                && nat.get(&c.addr).copied().unwrap_or(c.addr) == destination
+                        }) {
                             if is_dtls(&contents) {
                                 self.handshake.push((c.addr, Wire::DtlsOut, self.now));
                             }
@@ -424,11 +482,15 @@ impl Net {
                                     continue;
                                 }
                             }
+                            let source = match proto {
+                                Protocol::Udp => SFU.parse().unwrap(),
+                                _ => SFU_TCP.parse().unwrap(),
+                            };
                             let input = Input::Receive(
                                 self.now,
                                 Receive {
-                                    proto: Protocol::Udp,
-                                    source: SFU.parse().unwrap(),
+                                    proto,
+                                    source,
                                     destination: c.addr,
                                     contents: contents.as_slice().try_into().unwrap(),
                                 },
@@ -438,6 +500,7 @@ impl Net {
                         }
                     }
                     Output::Event(e) => self.events.push(e),
+                    Output::CloseTcp { remote } => self.tcp_closed.push(remote),
                     Output::Relay { msg, .. } => self.relayed.push(msg),
                     Output::UpstreamKeyframe { track_id, .. } => self.upstream.push(track_id),
                     Output::Steer {
@@ -455,8 +518,12 @@ impl Net {
                     }
                 }
             }
-            for (src, _, bytes) in wire.drain(..) {
-                self.deliver_to_core(src, &bytes);
+            for (src, dst, bytes) in wire.drain(..) {
+                if dst == SFU_TCP.parse().unwrap() {
+                    self.core.handle_tcp_frame(self.now, src, &bytes);
+                } else {
+                    self.deliver_to_core(src, &bytes);
+                }
                 moved = true;
             }
             if !moved {
@@ -490,6 +557,15 @@ impl Net {
         c.accept(&answer);
         self.clients.push(c);
         (self.clients.len() - 1, session, ice_ufrag(&answer))
+    }
+
+    /// A subscriber whose only candidate is ICE-TCP: its client index and session id.
+    fn tcp_subscriber(&mut self, room: &str, port: u16) -> (usize, String) {
+        let (mut c, offer) = Client::over_tcp(self.now, port);
+        let (session, answer) = self.core.subscribe(self.now, room, &offer).unwrap();
+        c.accept(&answer);
+        self.clients.push(c);
+        (self.clients.len() - 1, session)
     }
 
     fn video_frames(&self, c: usize) -> usize {
@@ -1948,4 +2024,58 @@ fn a_relay_attached_where_the_room_has_no_publisher_is_told_it_ended() {
     net.core.detach_relay("gone", 1);
     net.core.detach_relay("gone", 2);
     assert!(net.core.room_stats().is_empty(), "nothing holds the room");
+}
+
+/// ICE over TCP: the answer offers a passive TCP candidate below the UDP one, a viewer
+/// whose only candidate is TCP connects and plays through it, and a UDP viewer on the
+/// very same address and port is another route: neither gets the other's packets. Its
+/// session's end lets its connection go.
+#[test]
+fn a_viewer_over_ice_tcp_plays_beside_a_udp_viewer_on_the_same_address() {
+    let mut net = Net::with_tcp();
+    let p = net.publisher("t", 5000);
+    let (tcp, session) = net.tcp_subscriber("t", 6000);
+    let udp = net.subscriber("t", 6000);
+    assert_eq!(net.clients[tcp].addr, net.clients[udp].addr);
+    net.connect_all();
+
+    let (_, answer) = Client::new(net.now, 7000, true, Direction::RecvOnly);
+    let (_, answer) = net.core.subscribe(net.now, "t", &answer).unwrap();
+    let prio = |proto: &str| {
+        answer
+            .lines()
+            .find(|l| l.starts_with("a=candidate:") && l.contains(&format!(" {proto} ")))
+            .and_then(|l| l.split(' ').nth(3))
+            .and_then(|p| p.parse::<u32>().ok())
+            .unwrap_or_else(|| panic!("a {proto} candidate in {answer}"))
+    };
+    assert!(prio("udp") > prio("tcp"), "UDP is preferred");
+    assert!(
+        answer.contains(&format!(
+            "tcp {} 10.0.0.1 7881 typ host tcptype passive",
+            prio("tcp")
+        )),
+        "{answer}"
+    );
+
+    for n in 0..10 {
+        net.send(p, n, n == 0);
+        net.run(Duration::from_millis(33));
+    }
+    assert_eq!(net.video_frames(tcp), 10, "the ICE-TCP viewer plays");
+    assert_eq!(net.video_frames(udp), 10, "the UDP viewer plays");
+
+    assert!(net.tcp_closed.is_empty());
+    net.core.close(&session).unwrap();
+    net.run(Duration::from_millis(10));
+    assert_eq!(
+        net.tcp_closed,
+        [net.clients[tcp].addr],
+        "the ended session's connection is let go, the UDP viewer's route is not"
+    );
+    for n in 10..20 {
+        net.send(p, n, false);
+        net.run(Duration::from_millis(33));
+    }
+    assert_eq!(net.video_frames(udp), 20, "the UDP viewer plays on");
 }

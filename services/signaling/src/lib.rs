@@ -55,6 +55,19 @@ pub struct Config {
     pub selector: SelectorKind,
     /// Signs the HLS/FLV URLs of private rooms.
     pub playback_tokens: skylark_auth::PlaybackTokens,
+    /// TURN servers handed to WHIP/WHEP clients with per-session credentials; `None`:
+    /// none.
+    pub turn: Option<TurnServers>,
+}
+
+/// TURN servers sharing one TURN REST secret (coturn's `static-auth-secret`).
+#[derive(Debug, Clone)]
+pub struct TurnServers {
+    /// `turn:host:3478?transport=udp`, `turn:host:3478?transport=tcp`, `turns:…`.
+    pub urls: Vec<String>,
+    pub secret: skylark_auth::TurnSecret,
+    /// How long a minted credential works.
+    pub ttl: std::time::Duration,
 }
 
 /// Shared state of the handlers.
@@ -67,6 +80,7 @@ pub struct State {
     pub(crate) playback_tokens: Arc<skylark_auth::PlaybackTokens>,
     pub(crate) limits: Arc<limits::Limits>,
     pub(crate) suspects: Arc<placement::Suspects>,
+    pub(crate) turn: Option<Arc<TurnServers>>,
 }
 
 /// The signaling routes.
@@ -141,6 +155,7 @@ pub async fn start(
         playback_tokens: Arc::new(config.playback_tokens.clone()),
         limits: Arc::default(),
         suspects: Arc::default(),
+        turn: config.turn.map(Arc::new),
     };
     let mut part = ServicePart::new("signaling", router(state.clone()));
     if let Some(addr) = config.rtmp_addr {
@@ -187,6 +202,7 @@ mod tests {
             )),
             limits: Arc::default(),
             suspects: Arc::default(),
+            turn: None,
         };
         let answered = skylark_telemetry::routes::answered(&router(state), "/api/v1").await;
         let doc = serde_json::to_value(openapi()).unwrap();

@@ -43,6 +43,23 @@ fn sdp_body(headers: &HeaderMap, body: &Bytes) -> Result<String, SignalError> {
     Ok(sdp.to_string())
 }
 
+/// RFC 9725 §4.6 `Link: <turn:…>; rel="ice-server"` headers: each configured TURN
+/// server with a credential minted for this session (TURN REST scheme).
+fn add_ice_servers(state: &State, session: &str, r: &mut Response) {
+    let Some(turn) = &state.turn else {
+        return;
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let cred = turn.secret.mint(session, now, turn.ttl);
+    for url in &turn.urls {
+        if let Ok(v) = HeaderValue::from_str(&cred.link(url)) {
+            r.headers_mut().append(header::LINK, v);
+        }
+    }
+}
+
 fn created(answer: String, location: String) -> Response {
     let mut r = (StatusCode::CREATED, answer).into_response();
     let h = r.headers_mut();
@@ -84,10 +101,12 @@ pub async fn whip_post(
     let started = session::start_publish(&state, &grant, offer).await?;
     metrics::counter!("skylark_whip_sessions_total").increment(1);
     tracing::info!(room_id = %grant.room.id, node = %started.node.id, "WHIP publish started");
-    Ok(created(
+    let mut r = created(
         started.answer_sdp,
         format!("/whip/{}/{}", grant.room.id, started.session_id),
-    ))
+    );
+    add_ice_servers(&state, &started.session_id, &mut r);
+    Ok(r)
 }
 
 /// `POST /whep/{room}`: a viewer's offer; a viewer token for private rooms.
@@ -120,6 +139,7 @@ pub async fn whep_post(
     if let Ok(v) = HeaderValue::from_str(&layer) {
         r.headers_mut().append(header::LINK, v);
     }
+    add_ice_servers(&state, &started.session_id, &mut r);
     Ok(r)
 }
 

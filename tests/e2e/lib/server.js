@@ -156,6 +156,7 @@ export async function startServer(opts = {}) {
     SKYLARK_PUBLIC_URL: baseUrl,
     SKYLARK_DATA_DIR: dataDir,
     SKYLARK_RTC_UDP_ADDR: `127.0.0.1:${udpPort}`,
+    SKYLARK_RTC_TCP_ADDR: '127.0.0.1:0',
     SKYLARK_RTC_PUBLIC_IP: '127.0.0.1',
     SKYLARK_RTMP_ADDR: `127.0.0.1:${rtmp}`,
     SKYLARK_INTERNAL_ADDR: `127.0.0.1:${internalPort}`,

@@ -4,9 +4,11 @@
 // for tests in other languages (tests/cascade_netns.rs) to read:
 //
 //   {"type":"ready","version":"156.…"}                     the page is open
-//   {"type":"whep","status":201,"node":"sfu-2"}            each WHEP answer and its serving node
+//   {"type":"whep","t":…,"sent":…,"status":201,"node":"sfu-2"}   each WHEP answer (sent: when its POST left) and its serving node
 //   {"type":"event","t":…,"name":"reconnect","detail":…}   each player event (window.player.state.events)
-//   {"type":"stats","t":…,"framesDecoded":…,"status":…,"transport":…}   every --every ms
+//   {"type":"stats","t":…,"framesDecoded":…,"status":…,"transport":…,"pair":…}   every --every ms;
+//     pair: the selected ICE candidate pair of the page's live peer connection, from getStats
+//     ({protocol, localType, remoteType, relayProtocol, remotePort}), or null
 //
 //   node tests/e2e/lib/watch-cli.js http://127.0.0.1:PORT/watch/ROOM [--every 500] [--api URL]
 //
@@ -52,12 +54,29 @@ process.stdin.on('end', () => close(0));
 process.stdin.resume();
 
 const page = await browser.newPage();
+// Every peer connection the page makes, so the path it took can be read from getStats.
+await page.addInitScript(() => {
+  const Native = window.RTCPeerConnection;
+  if (!Native) return;
+  const pcs = [];
+  window.__skylarkPeerConnections = pcs;
+  window.RTCPeerConnection = class extends Native {
+    constructor(...args) {
+      super(...args);
+      pcs.push(this);
+    }
+  };
+});
 page.on('console', (m) => console.error(`console.${m.type()}: ${m.text()}`));
 page.on('pageerror', (e) => console.error(`pageerror: ${e.stack ?? e}`));
+const whepSent = new Map();
+page.on('request', (req) => {
+  if (req.method() === 'POST' && new URL(req.url()).pathname.startsWith('/whep/')) whepSent.set(req, Date.now());
+});
 page.on('response', (res) => {
   const req = res.request();
   if (req.method() === 'POST' && new URL(req.url()).pathname.startsWith('/whep/')) {
-    out({ type: 'whep', status: res.status(), node: res.headers()['skylark-node'] ?? null });
+    out({ type: 'whep', t: Date.now(), sent: whepSent.get(req) ?? null, status: res.status(), node: res.headers()['skylark-node'] ?? null });
   }
 });
 if (api) {
@@ -81,7 +100,21 @@ for (;;) {
     const snap = await page.evaluate(async () => {
       const p = window.player;
       if (!p) return null;
-      return { stats: await p.stats(), events: p.state.events.slice() };
+      let pair = null;
+      const pc = (window.__skylarkPeerConnections ?? []).filter((c) => c.connectionState !== 'closed').at(-1);
+      if (pc) {
+        const report = await pc.getStats();
+        let selected = null;
+        report.forEach((s) => {
+          if (s.type === 'transport' && s.selectedCandidatePairId) selected = report.get(s.selectedCandidatePairId) ?? selected;
+        });
+        const local = selected && report.get(selected.localCandidateId);
+        const remote = selected && report.get(selected.remoteCandidateId);
+        if (local && remote) {
+          pair = { protocol: local.protocol, localType: local.candidateType, remoteType: remote.candidateType, relayProtocol: local.relayProtocol ?? null, remotePort: remote.port };
+        }
+      }
+      return { stats: await p.stats(), events: p.state.events.slice(), pair };
     });
     if (snap) {
       // The page keeps its last 300 events: report each once.
@@ -92,7 +125,7 @@ for (;;) {
         out({ type: 'event', ...e });
       }
       const s = snap.stats;
-      out({ type: 'stats', t: Date.now(), framesDecoded: s.framesDecoded, status: s.status, transport: s.transport, width: s.videoWidth });
+      out({ type: 'stats', t: Date.now(), framesDecoded: s.framesDecoded, status: s.status, transport: s.transport, width: s.videoWidth, pair: snap.pair });
     }
   } catch (e) {
     out({ type: 'error', error: String(e?.message ?? e) });

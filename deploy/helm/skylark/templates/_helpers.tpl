@@ -184,8 +184,11 @@ The internal ports must not share a number with a pod's other ports.
 {{- if has (int .Values.internalPort) (list 8080 (int .Values.api.grpcPort) (int .Values.rtmp.port)) }}
 {{- fail "internalPort must differ from the pods' HTTP port (8080), api.grpcPort and rtmp.port" }}
 {{- end }}
-{{- if has (int .Values.sfu.internalPort) (list (int .Values.sfu.httpPort) (int .Values.sfu.grpcPort) (int .Values.sfu.udpPort)) }}
-{{- fail "sfu.internalPort must differ from sfu.httpPort, sfu.grpcPort and sfu.udpPort" }}
+{{- if has (int .Values.sfu.internalPort) (list (int .Values.sfu.httpPort) (int .Values.sfu.grpcPort) (int .Values.sfu.udpPort) (int .Values.sfu.tcpPort)) }}
+{{- fail "sfu.internalPort must differ from sfu.httpPort, sfu.grpcPort, sfu.udpPort and sfu.tcpPort" }}
+{{- end }}
+{{- if has (int .Values.sfu.tcpPort) (list (int .Values.sfu.httpPort) (int .Values.sfu.grpcPort)) }}
+{{- fail "sfu.tcpPort (ICE over TCP) must differ from sfu.httpPort and sfu.grpcPort" }}
 {{- end }}
 {{- end }}
 

@@ -8,6 +8,7 @@ use super::{sdp, CloseReason, Core, CoreEvent, Output};
 use std::collections::{HashMap, VecDeque};
 use std::time::Instant;
 use str0m::change::SdpOffer;
+use str0m::net::TcpType;
 use str0m::{Candidate, IceCreds};
 
 #[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
@@ -123,6 +124,17 @@ impl Core {
         let candidate = Candidate::host(self.config.announce_addr, "udp")
             .map_err(|e| SessionError::BadCandidate(e.to_string()))?;
         rtc.add_local_candidate(candidate);
+        if let Some(tcp) = self.config.tcp_addr {
+            // RFC 6544 passive: the peer connects to us. Its type preference (host over
+            // TCP) puts it below the UDP candidate, so peers that reach UDP use UDP.
+            let candidate = Candidate::builder()
+                .tcp()
+                .host(tcp)
+                .tcptype(TcpType::Passive)
+                .build()
+                .map_err(|e| SessionError::BadCandidate(e.to_string()))?;
+            rtc.add_local_candidate(candidate);
+        }
         let answer = rtc
             .sdp_api()
             .accept_offer(offer)

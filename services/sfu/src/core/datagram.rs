@@ -2,6 +2,9 @@
 //! sends it. A STUN Binding request names its session by our ICE ufrag (its USERNAME);
 //! anything else must come from an address an accepted request came from. Junk from
 //! strangers is dropped before any peer sees it, so a flood costs a header check each.
+//! ICE-TCP frames (RFC 4571, one per datagram) take the same path, routed by their
+//! connection's remote address over TCP: a UDP source with the same address is another
+//! route.
 
 use super::nominate;
 use super::slot::ufrag_worker;
@@ -11,6 +14,10 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 use str0m::net::{Protocol, Receive};
 use str0m::Input;
+
+/// Where a peer's datagrams come from: an address over UDP, or one ICE-TCP connection
+/// (its remote address over [`Protocol::Tcp`]).
+pub(super) type Route = (Protocol, SocketAddr);
 
 /// Source addresses one session keeps routed: a client's candidates that reach us
 /// (host, server-reflexive, relayed; v4 and v6) fit, a client spraying ports does not
@@ -62,22 +69,30 @@ impl Core {
     /// session are counted and dropped; those of another worker's session are handed
     /// on ([`Output::Steer`]).
     pub fn handle_datagram(&mut self, now: Instant, source: SocketAddr, contents: &[u8]) {
-        self.receive(now, source, contents, true);
+        self.receive(now, (Protocol::Udp, source), contents, true);
     }
 
     /// A datagram another worker received for a session of this one: never handed on
     /// again.
     pub fn handle_steered_datagram(&mut self, now: Instant, source: SocketAddr, contents: &[u8]) {
-        self.receive(now, source, contents, false);
+        self.receive(now, (Protocol::Udp, source), contents, false);
     }
 
-    fn receive(&mut self, now: Instant, source: SocketAddr, contents: &[u8], may_steer: bool) {
+    /// One RFC 4571 frame received on the ICE-TCP connection from `source`. The shell
+    /// hands a connection to the worker its first STUN check names
+    /// ([`crate::core::stun_worker`]), so frames are never handed on.
+    pub fn handle_tcp_frame(&mut self, now: Instant, source: SocketAddr, contents: &[u8]) {
+        self.receive(now, (Protocol::Tcp, source), contents, false);
+    }
+
+    fn receive(&mut self, now: Instant, route: Route, contents: &[u8], may_steer: bool) {
         self.counters.datagrams_in += 1;
+        let (proto, source) = route;
         let stun = stun::classify(contents);
         // Decided from the two indexes alone: no peer is consulted for strangers.
         let key = match stun {
             Kind::Request { local_ufrag } => self.by_ufrag.get(local_ufrag),
-            Kind::NotStun | Kind::Other => self.by_addr.get(&source),
+            Kind::NotStun | Kind::Other => self.by_addr.get(&route),
         }
         .copied();
         let Some(key) = key else {
@@ -94,12 +109,17 @@ impl Core {
             self.counters.drop(DropReason::Malformed);
             return;
         };
+        let destination = match proto {
+            Protocol::Udp => self.config.local_addr,
+            // Only a node with a TCP candidate gets frames; str0m matches its address.
+            _ => self.config.tcp_addr.unwrap_or(self.config.local_addr),
+        };
         let input = Input::Receive(
             now,
             Receive {
-                proto: Protocol::Udp,
+                proto,
                 source,
-                destination: self.config.local_addr,
+                destination,
                 contents: datagram,
             },
         );
@@ -114,9 +134,9 @@ impl Core {
         }
         tracing::trace!(session = %p.session, %source, "datagram");
         match stun {
-            Kind::Request { .. } => nominate::note_check(p, source, contents),
+            Kind::Request { .. } => nominate::note_check(p, route, contents),
             Kind::NotStun if nominate::is_dtls(contents) => {
-                nominate::nominate_dtls_path(p, &self.crypto, self.config.local_addr, source, now)
+                nominate::nominate_dtls_path(p, &self.crypto, destination, route, now)
             }
             Kind::NotStun | Kind::Other => {}
         }
@@ -125,7 +145,7 @@ impl Core {
             p.rtc.disconnect();
         }
         if matches!(stun, Kind::Request { .. }) {
-            self.route_addr(source, key);
+            self.route_addr(route, key);
         }
         self.drain(key, now);
     }
@@ -178,7 +198,7 @@ impl Core {
 
     /// Routes `source` to session `key` (an accepted ICE check came from it), most
     /// recent last; the session's oldest address goes when it has too many.
-    fn route_addr(&mut self, source: SocketAddr, key: u64) {
+    fn route_addr(&mut self, source: Route, key: u64) {
         if let Some(old) = self.by_addr.insert(source, key) {
             if old != key {
                 if let Some(o) = self.peers.get_mut(&old) {
@@ -191,25 +211,42 @@ impl Core {
         };
         p.addrs.retain(|a| *a != source);
         p.addrs.push_back(source);
-        while p.addrs.len() > MAX_ADDRS_PER_PEER {
-            if let Some(gone) = p.addrs.pop_front() {
-                if self.by_addr.get(&gone) == Some(&key) {
-                    self.by_addr.remove(&gone);
-                }
+        let excess = p.addrs.len().saturating_sub(MAX_ADDRS_PER_PEER);
+        let gone: Vec<Route> = p.addrs.drain(..excess).collect();
+        for gone in gone {
+            if self.by_addr.get(&gone) == Some(&key) {
+                self.by_addr.remove(&gone);
+                self.close_tcp(gone);
             }
         }
     }
 
-    /// Forgets session `key`'s routes (it is being removed).
-    pub(super) fn unroute(&mut self, key: u64, ufrag: &str, addrs: &[SocketAddr]) {
+    /// Forgets session `key`'s routes (it is being removed); its ICE-TCP connections
+    /// are closed.
+    pub(super) fn unroute(&mut self, key: u64, ufrag: &str, addrs: &[Route]) {
         for a in addrs {
             if self.by_addr.get(a) == Some(&key) {
                 self.by_addr.remove(a);
+                self.close_tcp(*a);
             }
         }
         if self.by_ufrag.get(ufrag) == Some(&key) {
             self.by_ufrag.remove(ufrag);
         }
+    }
+
+    /// A route no session uses any more: if it is an ICE-TCP connection, the shell
+    /// closes it (the peer would otherwise keep it open with consent checks no one
+    /// answers).
+    fn close_tcp(&mut self, (proto, remote): Route) {
+        if proto == Protocol::Tcp {
+            self.out.push_back(Output::CloseTcp { remote });
+        }
+    }
+
+    /// Whether the ICE-TCP connection from `remote` carries a session's accepted checks.
+    pub fn has_tcp_route(&self, remote: SocketAddr) -> bool {
+        self.by_addr.contains_key(&(Protocol::Tcp, remote))
     }
 
     /// Sizes of the routing indexes, to check they shrink with the sessions.

@@ -11,7 +11,7 @@
 //! The same inputs give the same outputs, so a test controls everything.
 //!
 //! A *change* is any call that takes input: [`Core::handle_datagram`],
-//! [`Core::handle_timeout`], and the API calls ([`Core::publish`],
+//! [`Core::handle_tcp_frame`], [`Core::handle_timeout`], and the API calls ([`Core::publish`],
 //! [`Core::subscribe`], [`Core::publish_local`], [`Core::push_local`],
 //! [`Core::add_candidate`], [`Core::close`], [`Core::end_publisher`],
 //! [`Core::publish_relayed`], [`Core::push_relayed`],
@@ -39,11 +39,12 @@
 //!         // Drain everything the last change produced.
 //!         while let Some(output) = core.poll_output() {
 //!             match output {
-//!                 Output::Transmit { destination, contents } => {
+//!                 Output::Transmit { destination, contents, .. } => {
 //!                     socket.send_to(&contents, destination)?;
 //!                 }
 //!                 // To relay sinks, the bus, an edge pull's parent, a sibling worker.
 //!                 Output::Relay { .. }
+//!                 | Output::CloseTcp { .. }
 //!                 | Output::Event(_)
 //!                 | Output::UpstreamKeyframe { .. }
 //!                 | Output::Steer { .. } => {}
@@ -107,7 +108,7 @@ pub use ids::IdSeed;
 pub use join::JoinFrames;
 pub use output::{CloseReason, CoreEvent, Output};
 pub use quality::{Choice, LayerReport};
-pub use slot::{session_worker, WorkerSlot, MAX_WORKERS};
+pub use slot::{session_worker, stun_worker, WorkerSlot, MAX_WORKERS};
 
 use keymap::KeyMap;
 use peer::{LocalPublisher, Peer};
@@ -128,6 +129,10 @@ pub struct CoreConfig {
     pub local_addr: SocketAddr,
     /// Address announced in ICE candidates.
     pub announce_addr: SocketAddr,
+    /// Address announced as the ICE-TCP passive candidate (RFC 6544), beside the UDP
+    /// one and below it in priority; frames of its connections arrive through
+    /// [`Core::handle_tcp_frame`]. `None`: UDP only.
+    pub tcp_addr: Option<SocketAddr>,
     /// Most concurrent sessions this node takes; subscribers leave
     /// [`publisher_reserve`] of them to publishers.
     pub max_sessions: usize,
@@ -149,8 +154,9 @@ pub struct Core {
     peers: KeyMap<Peer>,
     locals: KeyMap<LocalPublisher>,
     by_session: HashMap<String, u64>,
-    /// Source address → session (`datagram`), at most `MAX_ADDRS_PER_PEER` each.
-    by_addr: HashMap<SocketAddr, u64>,
+    /// Source (UDP address or ICE-TCP connection) → session (`datagram`), at most
+    /// `MAX_ADDRS_PER_PEER` each.
+    by_addr: HashMap<datagram::Route, u64>,
     /// Our ICE ufrag → session, for STUN from new addresses (`datagram`).
     by_ufrag: HashMap<String, u64>,
     rooms: HashMap<String, Room>,

@@ -11,12 +11,13 @@
 //! that copy is not sent. A later nomination of the peer's own counts as usual (str0m
 //! sends on the highest-priority nominated path).
 
+use super::datagram::Route;
 use super::peer::{PathState, Peer, PeerCheck};
 use std::net::SocketAddr;
 use std::time::Instant;
 use str0m::crypto::CryptoProvider;
 use str0m::ice::{StunMessage, TransId};
-use str0m::net::{Protocol, Receive};
+use str0m::net::Receive;
 use str0m::Input;
 
 /// RFC 8489 §14.3: USERNAME is under 513 bytes.
@@ -25,7 +26,7 @@ const MAX_USERNAME: usize = 513;
 const CHECK_BUF: usize = 1024;
 
 /// A STUN message `p` sent from `source`, accepted by its `Rtc` (integrity checked).
-pub(super) fn note_check(p: &mut Peer, source: SocketAddr, contents: &[u8]) {
+pub(super) fn note_check(p: &mut Peer, source: Route, contents: &[u8]) {
     let path = &mut p.path;
     if path.nominated {
         return;
@@ -58,14 +59,15 @@ pub(super) fn note_check(p: &mut Peer, source: SocketAddr, contents: &[u8]) {
     });
 }
 
-/// DTLS from `source` while the peer has nominated no path: nominates the one it came
-/// on, if the peer's last check came from there too. Called before the DTLS datagram
-/// goes in, so str0m's answer to it can leave at once.
+/// DTLS from `source` (arriving at our `local` candidate) while the peer has nominated
+/// no path: nominates the one it came on, if the peer's last check came from there too
+/// (same address, same protocol). Called before the DTLS datagram goes in, so str0m's
+/// answer to it can leave at once.
 pub(super) fn nominate_dtls_path(
     p: &mut Peer,
     crypto: &CryptoProvider,
     local: SocketAddr,
-    source: SocketAddr,
+    source: Route,
     now: Instant,
 ) {
     let path = &mut p.path;
@@ -94,16 +96,17 @@ pub(super) fn nominate_dtls_path(
     let Ok(contents) = buf.as_slice().try_into() else {
         return;
     };
+    let (proto, source) = source;
     let input = Input::Receive(
         now,
         Receive {
-            proto: Protocol::Udp,
+            proto,
             source,
             destination: local,
             contents,
         },
     );
-    tracing::debug!(session = %p.session, %source, "DTLS before a nomination: nominating its path");
+    tracing::debug!(session = %p.session, %source, ?proto, "DTLS before a nomination: nominating its path");
     if let Err(e) = p.rtc.handle_input(input) {
         tracing::debug!(session = %p.session, error = %e, "nominating check refused; closing session");
         p.rtc.disconnect();

@@ -3,14 +3,22 @@
 use super::Role;
 use skylark_proto::sfu::v1 as pb;
 use std::net::SocketAddr;
+use str0m::net::Protocol;
 
 /// What the worker must do after feeding the core.
 #[derive(Debug)]
 pub enum Output {
-    /// Send a datagram; dropping it when the socket is full is fine (never block).
+    /// Send a datagram (over UDP, or as one RFC 4571 frame on the ICE-TCP connection
+    /// from `destination`); dropping it when the socket or connection is full is fine
+    /// (never block).
     Transmit {
+        proto: Protocol,
         destination: SocketAddr,
         contents: Vec<u8>,
+    },
+    /// No session uses the ICE-TCP connection from `remote` any more: close it.
+    CloseTcp {
+        remote: SocketAddr,
     },
     /// Deliver to a relay sink (edge SFU or packager); drop if its queue is full.
     Relay {

@@ -1,12 +1,12 @@
 //! What the core keeps per session: the WebRTC peer and its role in the room.
 
 use super::counters::StreamTotals;
+use super::datagram::Route;
 use super::forward::{Gate, Outgoing};
 use super::quality::Quality;
 use super::sync::SourceClock;
 use super::Role;
 use std::collections::{HashMap, VecDeque};
-use std::net::SocketAddr;
 use std::time::Instant;
 use str0m::media::{MediaKind, Mid, Rid};
 use str0m::Rtc;
@@ -25,8 +25,8 @@ pub(super) struct Peer {
     pub connected: bool,
     /// Our ICE ufrag: its STUN checks name it (`by_ufrag`).
     pub ufrag: String,
-    /// Source addresses routed to it (`by_addr`), oldest first.
-    pub addrs: VecDeque<SocketAddr>,
+    /// Sources routed to it (`by_addr`), oldest first.
+    pub addrs: VecDeque<Route>,
     /// A publisher's capture clock (its sender reports), for lip sync.
     pub clock: SourceClock,
     /// Its ICE checks until it nominates a path; the core nominates the one its DTLS
@@ -59,7 +59,7 @@ impl PathState {
 
 /// A check of the peer's: where from, and what a nominating copy of it repeats.
 pub(super) struct PeerCheck {
-    pub source: SocketAddr,
+    pub source: Route,
     pub username: String,
     pub prio: u32,
     pub tie_breaker: u64,

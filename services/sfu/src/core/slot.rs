@@ -57,6 +57,16 @@ pub(super) fn ufrag_worker(ufrag: &str, count: u8) -> Option<u8> {
     u8::try_from(index).ok().filter(|i| *i < count)
 }
 
+/// The worker whose session a STUN Binding request names (by the ufrag in its
+/// USERNAME), if it is one and names one of `count` workers: how an ICE-TCP connection
+/// finds its worker from its first frame.
+pub fn stun_worker(d: &[u8], count: u8) -> Option<u8> {
+    match super::stun::classify(d) {
+        super::stun::Kind::Request { local_ufrag } => ufrag_worker(local_ufrag, count),
+        _ => None,
+    }
+}
+
 /// The worker holding session `id` (as printed by the core: key in 16 hex digits
 /// first), if the id is well formed.
 pub fn session_worker(id: &str) -> Option<u8> {

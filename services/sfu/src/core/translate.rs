@@ -99,6 +99,7 @@ impl Core {
                         }
                         self.counters.datagrams_out += 1;
                         self.out.push_back(Output::Transmit {
+                            proto: t.proto,
                             destination: t.destination,
                             contents: t.contents.into(),
                         });

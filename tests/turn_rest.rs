@@ -1,0 +1,199 @@
+//! TURN credentials minted by the TURN REST scheme (`skylark_auth::TurnSecret`) are the
+//! ones coturn, the reference TURN server (Debian's `coturn` 4.6), takes with
+//! `use-auth-secret` + `static-auth-secret`: an operator can run coturn with Skylark's
+//! secret. A fresh credential allocates and relays (coturn's `turnutils_uclient`
+//! relays between two allocations); a wrong password and an expired credential are
+//! refused. And the credentials a running `skylark` hands a WHEP viewer in its
+//! `Link: rel="ice-server"` headers (RFC 9725 §4.6) allocate on that coturn.
+
+mod common;
+
+use common::*;
+use skylark_auth::TurnSecret;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+const SECRET: &str = "a-secret-shared-with-coturn";
+
+/// `turnserver` on loopback; killed on drop.
+struct Coturn {
+    child: Child,
+    port: u16,
+}
+
+impl Coturn {
+    fn start(log: &std::path::Path) -> Option<Coturn> {
+        let port = free_port();
+        let child = Command::new("turnserver")
+            .args(["-n", "--no-cli", "--no-tls", "--no-dtls", "--simple-log"])
+            .args(["--listening-ip=127.0.0.1", "--relay-ip=127.0.0.1"])
+            .arg(format!("--listening-port={port}"))
+            .args([
+                "--use-auth-secret",
+                "--realm=skylark",
+                "--allow-loopback-peers",
+            ])
+            .arg(format!("--static-auth-secret={SECRET}"))
+            .args(["--log-file", "stdout"])
+            .stdout(Stdio::from(std::fs::File::create(log).unwrap()))
+            .stderr(Stdio::null())
+            .spawn();
+        let Ok(child) = child else {
+            skip("no turnserver (Debian coturn): scripts/test installs it");
+            return None;
+        };
+        let c = Coturn { child, port };
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return Some(c);
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!(
+            "coturn did not listen on {port}: {}",
+            std::fs::read_to_string(log).unwrap_or_default()
+        );
+    }
+
+    /// Whether `turnutils_uclient` allocates with `user`/`pass` and relays a few
+    /// messages between two allocations.
+    fn relays(&self, user: &str, pass: &str) -> bool {
+        let out = Command::new("turnutils_uclient")
+            .args(["-y", "-n", "3", "-m", "1", "-u", user, "-w", pass])
+            .args(["-p", &self.port.to_string(), "127.0.0.1"])
+            .output()
+            .expect("turnutils_uclient (Debian coturn)");
+        out.status.success()
+    }
+}
+
+impl Drop for Coturn {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn coturn_takes_skylarks_turn_rest_credentials_and_refuses_bad_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("coturn.log");
+    let Some(coturn) = Coturn::start(&log) else {
+        return;
+    };
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let secret = TurnSecret::new(SECRET.as_bytes());
+    let fresh = secret.mint("session-1", now, Duration::from_secs(600));
+    assert!(
+        coturn.relays(&fresh.username, &fresh.credential),
+        "coturn allocates with a fresh credential: {}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+    assert!(
+        !coturn.relays(&fresh.username, "d3JvbmcgcGFzc3dvcmQ="),
+        "a wrong password is refused"
+    );
+    let expired = secret.mint("session-2", now - 700, Duration::from_secs(600));
+    assert!(
+        !coturn.relays(&expired.username, &expired.credential),
+        "an expired credential is refused"
+    );
+    let other = TurnSecret::new(b"another deployment's secret").mint(
+        "session-3",
+        now,
+        Duration::from_secs(600),
+    );
+    assert!(
+        !coturn.relays(&other.username, &other.credential),
+        "a credential of another secret is refused"
+    );
+}
+
+/// `(url, username, credential)` of each `Link: <…>; rel="ice-server"` header.
+fn ice_servers(headers: &reqwest::header::HeaderMap) -> Vec<(String, String, String)> {
+    let param = |link: &str, name: &str| {
+        link.split(';')
+            .map(str::trim)
+            .find_map(|p| p.strip_prefix(&format!("{name}=")))
+            .map(|v| v.trim_matches('"').to_string())
+            .unwrap_or_default()
+    };
+    headers
+        .get_all(reqwest::header::LINK)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .filter(|l| l.contains("rel=\"ice-server\""))
+        .map(|l| {
+            let url = l.split('>').next().unwrap_or("").trim_start_matches('<');
+            (
+                url.to_string(),
+                param(l, "username"),
+                param(l, "credential"),
+            )
+        })
+        .collect()
+}
+
+/// A WHEP viewer's offer (receive video and audio) from a str0m peer.
+fn whep_offer() -> String {
+    use str0m::media::{Direction, MediaKind};
+    let mut rtc = str0m::Rtc::builder()
+        .set_crypto_provider(std::sync::Arc::new(str0m::crypto::from_feature_flags()))
+        .build(std::time::Instant::now());
+    let mut api = rtc.sdp_api();
+    api.add_media(MediaKind::Video, Direction::RecvOnly, None, None, None);
+    api.add_media(MediaKind::Audio, Direction::RecvOnly, None, None, None);
+    let (offer, _) = api.apply().expect("an offer");
+    offer.to_sdp_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn whep_answers_carry_turn_credentials_that_coturn_takes() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("coturn.log");
+    let Some(coturn) = Coturn::start(&log) else {
+        return;
+    };
+    let udp = format!("turn:127.0.0.1:{}?transport=udp", coturn.port);
+    let tcp = format!("turn:127.0.0.1:{}?transport=tcp", coturn.port);
+    let mut opts = Options::default();
+    opts.env
+        .insert("SKYLARK_TURN_URLS".into(), format!("{udp},{tcp}"));
+    opts.env.insert("SKYLARK_TURN_SECRET".into(), SECRET.into());
+    let sk = Skylark::start_with(opts).await;
+    let (_, room, key) = creator_with_room(&sk.base, "public").await;
+    let (_engine, _publisher) = publish(&sk.base, &room, &key).await;
+
+    let res = reqwest::Client::new()
+        .post(format!("{}/whep/{room}", sk.base))
+        .header("content-type", "application/sdp")
+        .body(whep_offer())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 201);
+    let servers = ice_servers(res.headers());
+    let urls: Vec<&str> = servers.iter().map(|s| s.0.as_str()).collect();
+    assert_eq!(urls, [udp.as_str(), tcp.as_str()], "{:?}", res.headers());
+    let (_, user, credential) = &servers[0];
+    assert!(
+        user.ends_with(
+            res.headers()["location"]
+                .to_str()
+                .unwrap()
+                .rsplit('/')
+                .next()
+                .unwrap()
+        ),
+        "the credential names the session: {user}"
+    );
+    let got = tokio::task::block_in_place(|| coturn.relays(user, credential));
+    assert!(
+        got,
+        "coturn allocates with the credential of the WHEP answer: {}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+}
