@@ -401,6 +401,9 @@ struct Writer {
     /// After a gap: per rendition, the segment whose start may be lost (`None`: the
     /// next part's), skipped whole.
     skip: HashMap<String, Option<u64>>,
+    /// The `index.m3u8` last stored: it is rewritten only when it changes (a new
+    /// rendition, a higher peak bandwidth), not at every segment.
+    index: String,
 }
 
 impl Writer {
@@ -418,6 +421,7 @@ impl Writer {
                     meta,
                     open: HashMap::new(),
                     skip: HashMap::new(),
+                    index: String::new(),
                 });
             }
             // Stale: end it here (files only), tell the API in the background.
@@ -441,6 +445,7 @@ impl Writer {
             meta,
             open: HashMap::new(),
             skip: HashMap::new(),
+            index: String::new(),
         })
     }
 
@@ -574,7 +579,10 @@ impl Writer {
                     put(objs, &format!("{rdir}/media.m3u8"), text).await?;
                 }
                 let index = self.meta.multivariant();
-                put(objs, &format!("{}/index.m3u8", self.dir), index).await?;
+                if index != self.index {
+                    put(objs, &format!("{}/index.m3u8", self.dir), index.clone()).await?;
+                    self.index = index;
+                }
                 write_meta(objs, &self.dir, &self.meta).await?;
             }
             _ => {}
