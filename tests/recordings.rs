@@ -519,6 +519,38 @@ async fn takeover(kind: Kind) {
         },
     )
     .await;
+    // While recording: the EVENT playlist, rendered from the state, served by the
+    // survivor, has the survivor's first segment after the discontinuity.
+    let open = store
+        .read(&format!("{room}/current"))
+        .await
+        .expect("an open recording");
+    let event_url = format!(
+        "{}/recordings/{}/main/media.m3u8",
+        survivor.base,
+        open.trim()
+    );
+    eventually(
+        Duration::from_secs(60),
+        "the EVENT playlist continues after a discontinuity",
+        || {
+            let url = event_url.clone();
+            async move {
+                let event = get_text(&url).await;
+                let open = event.contains("#EXT-X-PLAYLIST-TYPE:EVENT\n")
+                    && !event.contains("#EXT-X-ENDLIST");
+                let continued = event
+                    .split_once("#EXT-X-DISCONTINUITY\n")
+                    .is_some_and(|(_, after)| after.contains(".m4s"));
+                if open && continued {
+                    Ok(())
+                } else {
+                    Err(event)
+                }
+            }
+        },
+    )
+    .await;
     pushed(&mut push, &log).await;
     wait_offline(&c.api.base, &room).await;
 

@@ -1,8 +1,10 @@
 //! Recordings: while a room with `record` set is live, the room worker hands the
 //! outputs it gives the live HLS to a [`Recorder`], whose writer task (all storage I/O
-//! off the worker) writes each complete segment, the inits, an `EVENT` playlist per
-//! rendition and `recording.json` under `{room}/{id}/` of the recordings store (a
-//! directory or S3-compatible object storage, [`skylark_objstore`]). `{room}/current`
+//! off the worker) writes each complete segment, the inits and the state
+//! (`recording.json`, its segment lists sealed in chunks of [`CHUNK`]: storing it is
+//! O(1) per segment) under `{room}/{id}/` of the recordings store (a directory or
+//! S3-compatible object storage, [`skylark_objstore`]); the `EVENT` playlists are
+//! rendered from the state when asked for. `{room}/current`
 //! names the open recording, so a packager taking the room over continues it after a
 //! discontinuity. When the stream ends the recording is finalized (`VOD` playlists, one
 //! fragmented MP4) and the API is told (`RecordingFinished`, retried until answered).
@@ -33,8 +35,12 @@ pub const CONTINUE_WITHIN_MS: i64 = 30_000;
 /// The sweep finalizes open recordings not updated for this long whose room is offline.
 pub const ABANDONED_AFTER_MS: i64 = 60_000;
 const SWEEP_EVERY: Duration = Duration::from_secs(30);
-/// Largest `recording.json` read (thousands of segments fit well below it).
+/// Largest `recording.json` or segment chunk read (far above what they hold).
 const MAX_META: u64 = 16 * 1024 * 1024;
+/// Segments per sealed chunk of a rendition's list (`{rendition}/segments-{k}.json`):
+/// `recording.json` holds only the open tail, so storing it after each segment costs
+/// O(1), not O(segments so far).
+const CHUNK: usize = 256;
 const REGISTER_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// What is recorded of one rendition.
@@ -50,6 +56,10 @@ pub struct RenditionMeta {
     /// The next segment follows a gap (takeover, dropped segments).
     #[serde(default)]
     pub discontinuity_due: bool,
+    /// Chunks of [`CHUNK`] segments stored apart; `segments` in `recording.json` holds
+    /// the ones after them.
+    #[serde(default)]
+    pub sealed: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -219,15 +229,61 @@ async fn get(store: &skylark_objstore::Store, key: &str, max: u64) -> io::Result
     r.bytes().await.map_err(io_err)
 }
 
-/// Reads the `recording.json` of the recording at `dir` (`{room}/{id}`).
-pub async fn read_meta(store: &skylark_objstore::Store, dir: &str) -> io::Result<Meta> {
-    let text = get(store, &format!("{dir}/recording.json"), MAX_META).await?;
-    serde_json::from_slice(&text).map_err(io::Error::other)
+fn chunk_key(dir: &str, rendition: &str, k: u32) -> String {
+    format!("{dir}/{}/segments-{k}.json", rendition_dir(rendition))
 }
 
-async fn write_meta(store: &skylark_objstore::Store, dir: &str, meta: &Meta) -> io::Result<()> {
-    let json = serde_json::to_vec(meta).map_err(io::Error::other)?;
-    put(store, &format!("{dir}/recording.json"), json).await
+/// Reads the state of the recording at `dir` (`{room}/{id}`): `recording.json` and the
+/// sealed chunks of its segment lists.
+pub async fn read_meta(store: &skylark_objstore::Store, dir: &str) -> io::Result<Meta> {
+    let text = get(store, &format!("{dir}/recording.json"), MAX_META).await?;
+    let mut meta: Meta = serde_json::from_slice(&text).map_err(io::Error::other)?;
+    for (name, r) in meta.renditions.iter_mut() {
+        if r.sealed == 0 {
+            continue;
+        }
+        let mut all = Vec::with_capacity(r.sealed as usize * CHUNK + r.segments.len());
+        for k in 0..r.sealed {
+            let chunk = get(store, &chunk_key(dir, name, k), MAX_META).await?;
+            let segs: Vec<SegMeta> = serde_json::from_slice(&chunk).map_err(io::Error::other)?;
+            all.extend(segs);
+        }
+        all.append(&mut r.segments);
+        r.segments = all;
+    }
+    Ok(meta)
+}
+
+/// Stores the state: full chunks of the segment lists first (once each), then
+/// `recording.json` with the tails, so a reader never misses a segment.
+async fn write_meta(store: &skylark_objstore::Store, dir: &str, meta: &mut Meta) -> io::Result<()> {
+    for (name, r) in meta.renditions.iter_mut() {
+        while r.segments.len() >= (r.sealed as usize + 1) * CHUNK {
+            let from = r.sealed as usize * CHUNK;
+            let json =
+                serde_json::to_vec(&r.segments[from..from + CHUNK]).map_err(io::Error::other)?;
+            put(store, &chunk_key(dir, name, r.sealed), json).await?;
+            r.sealed += 1;
+        }
+    }
+    // Serialize with each list cut to its tail, then put the lists back whole.
+    let mut heads = Vec::new();
+    for r in meta.renditions.values_mut() {
+        let at = (r.sealed as usize * CHUNK).min(r.segments.len());
+        let tail = r.segments.split_off(at);
+        heads.push(std::mem::replace(&mut r.segments, tail));
+    }
+    let json = serde_json::to_vec(meta);
+    for (r, mut head) in meta.renditions.values_mut().zip(heads) {
+        head.append(&mut r.segments);
+        r.segments = head;
+    }
+    put(
+        store,
+        &format!("{dir}/recording.json"),
+        json.map_err(io::Error::other)?,
+    )
+    .await
 }
 
 /// Where recordings are and how to tell the API about finished ones.
@@ -435,8 +491,8 @@ impl Writer {
         }
         let id = new_id();
         let dir = format!("{room}/{id}");
-        let meta = Meta::new(room, &id, crate::now_ms());
-        write_meta(objs, &dir, &meta).await?;
+        let mut meta = Meta::new(room, &id, crate::now_ms());
+        write_meta(objs, &dir, &mut meta).await?;
         put(objs, &format!("{room}/current"), id.clone()).await?;
         tracing::info!(room_id = %room, recording_id = %id, "recording started");
         Ok(Self {
@@ -573,17 +629,15 @@ impl Writer {
                 self.meta.bytes += len;
                 self.meta.updated_at = crate::now_ms();
                 self.meta.refresh_duration();
-                // Segment, then its playlist, then the state: a crash between them
-                // leaves a valid playlist up to the last complete segment.
-                if let Some(text) = self.meta.media_playlist(rendition) {
-                    put(objs, &format!("{rdir}/media.m3u8"), text).await?;
-                }
+                // Segment, then the state: a crash between them loses only the
+                // segment. The `EVENT` playlist is rendered from the state when asked
+                // for (recording_http), so nothing of size O(segments) is stored here.
                 let index = self.meta.multivariant();
                 if index != self.index {
                     put(objs, &format!("{}/index.m3u8", self.dir), index.clone()).await?;
                     self.index = index;
                 }
-                write_meta(objs, &self.dir, &self.meta).await?;
+                write_meta(objs, &self.dir, &mut self.meta).await?;
             }
             _ => {}
         }
@@ -636,7 +690,7 @@ pub async fn finalize(storage: &Storage, dir: &str) {
     match register(storage, &meta).await {
         Registered::Stored => {
             meta.registered = true;
-            if let Err(e) = write_meta(objs, dir, &meta).await {
+            if let Err(e) = write_meta(objs, dir, &mut meta).await {
                 tracing::warn!(error = %e, recording_id = %meta.id, "registration not noted (it will be repeated, harmlessly)");
             }
         }
@@ -878,7 +932,7 @@ mod tests {
         let dir = tmp.path().join(&key);
         let id = w.meta.id.clone();
         assert_eq!(std::fs::read(dir.join("main/seg1.m4s")).unwrap(), b"abcd");
-        let media = std::fs::read_to_string(dir.join("main/media.m3u8")).unwrap();
+        let media = w.meta.media_playlist("").unwrap();
         assert!(media.contains("#EXT-X-PLAYLIST-TYPE:EVENT\n"), "{media}");
         assert!(!media.contains("ENDLIST"));
         assert!(!dir.join("main/seg2.m4s").exists());
@@ -891,7 +945,11 @@ mod tests {
         assert_eq!(w.meta.id, id);
         w.apply("", init("avc1.42e01f,mp4a.40.2")).await.unwrap();
         segment(&mut w, 0).await;
-        let media = std::fs::read_to_string(dir.join("main/media.m3u8")).unwrap();
+        let media = read_meta(&st.objects, &key)
+            .await
+            .unwrap()
+            .media_playlist("")
+            .unwrap();
         assert!(
             media.ends_with("seg1.m4s\n#EXT-X-DISCONTINUITY\n#EXT-X-MAP:URI=\"init2.mp4\"\n#EXTINF:2.00000,\nseg2.m4s\n"),
             "{media}"
@@ -926,7 +984,7 @@ mod tests {
         w.apply("", init("avc1.42e01f")).await.unwrap();
         segment(&mut w, 0).await;
         w.meta.updated_at -= CONTINUE_WITHIN_MS + 1000;
-        write_meta(&w.storage.objects, &w.dir, &w.meta)
+        write_meta(&w.storage.objects, &w.dir, &mut w.meta)
             .await
             .unwrap();
         let (old, old_dir) = (w.meta.id.clone(), w.dir.clone());
@@ -967,6 +1025,27 @@ mod tests {
         let seg1 = tmp.path().join(&w.dir).join("main/seg1.m4s");
         assert_eq!(std::fs::read(seg1).unwrap(), b"abcd");
         assert_eq!(r.segments[1].init, 2, "the init sent again after the gap");
+    }
+
+    #[tokio::test]
+    async fn the_segment_list_is_stored_in_sealed_chunks_and_read_back_whole() {
+        let tmp = tempfile::tempdir().unwrap();
+        let st = storage(tmp.path());
+        let mut w = Writer::open(st.clone(), "room_d").await.unwrap();
+        w.apply("", init("avc1.42e01f")).await.unwrap();
+        for msn in 0..(2 * CHUNK as u64 + 5) {
+            segment(&mut w, msn).await;
+        }
+        let dir = tmp.path().join(&w.dir);
+        let stored: Meta =
+            serde_json::from_slice(&std::fs::read(dir.join("recording.json")).unwrap()).unwrap();
+        assert_eq!(stored.renditions[""].sealed, 2);
+        assert_eq!(stored.renditions[""].segments.len(), 5, "only the tail");
+        assert!(dir.join("main/segments-1.json").exists());
+        let back = read_meta(&st.objects, &w.dir).await.unwrap();
+        assert_eq!(back, w.meta);
+        assert_eq!(back.renditions[""].segments.len(), 2 * CHUNK + 5);
+        assert_eq!(back.renditions[""].segments[300].n, 300);
     }
 
     #[test]

@@ -167,6 +167,10 @@ async fn serve(
     };
     let got = match got {
         Ok(g) => g,
+        Err(skylark_objstore::Error::NotFound { .. }) if name == "media.m3u8" => {
+            // Still recording: the `EVENT` playlist is rendered from the state.
+            return event_playlist(st, &dir, rendition.unwrap_or_default()).await;
+        }
         Err(skylark_objstore::Error::NotFound { .. }) => {
             let msg = if name == "recording.mp4" {
                 "no download yet: the recording is still going on"
@@ -209,6 +213,37 @@ async fn serve(
         }
         *r.status_mut() = StatusCode::PARTIAL_CONTENT;
     }
+    r
+}
+
+/// The `EVENT` playlist of rendition directory `rdir` of the open recording at `dir`.
+async fn event_playlist(st: &HttpState, dir: &str, rdir: &str) -> Response {
+    let meta = match crate::recording::read_meta(&st.recordings.objects, dir).await {
+        Ok(m) => m,
+        Err(e) => {
+            tracing::warn!(error = %e, dir, "recording state unreadable");
+            return error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                "the recording's storage can't be read right now: retry later",
+            );
+        }
+    };
+    let name = meta
+        .renditions
+        .keys()
+        .find(|n| crate::recording::rendition_dir(n) == rdir);
+    let Some(text) = name.and_then(|n| meta.media_playlist(n)) else {
+        return error(StatusCode::NOT_FOUND, "not_found", "no such rendition");
+    };
+    metrics::counter!("skylark_recording_requests_total").increment(1);
+    let mut r = Response::new(Body::from(text));
+    let h = r.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(crate::http::PLAYLIST),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     r
 }
 
