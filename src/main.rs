@@ -126,8 +126,10 @@ struct Config {
     /// HLS target segment duration, ms (segments are cut at the next keyframe).
     #[arg(long, env = "SKYLARK_HLS_SEGMENT_MS", default_value_t = 2000)]
     hls_segment_ms: u64,
-    /// Where recordings go: a directory (`file:///path` or a path); default
-    /// `{data dir}/recordings`. (`s3://` is not built yet.)
+    /// Where recordings go: a directory (`file:///path` or a path; default
+    /// `{data dir}/recordings`) or S3-compatible storage, `s3://bucket/prefix`
+    /// (credentials, region, endpoint: AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY,
+    /// AWS_REGION, AWS_ENDPOINT_URL, AWS_ALLOW_HTTP).
     #[arg(long, env = "SKYLARK_RECORDINGS_URL")]
     recordings_url: Option<String>,
     /// LL-HLS part duration, ms.
@@ -390,24 +392,13 @@ impl Config {
         }
     }
 
-    /// The recordings directory from SKYLARK_RECORDINGS_URL (default: under the data dir).
-    fn recordings_dir(&self) -> anyhow::Result<PathBuf> {
-        let Some(url) = self.recordings_url.as_deref().filter(|u| !u.is_empty()) else {
-            return Ok(self.data_dir.join("recordings"));
-        };
-        if let Some(path) = url.strip_prefix("file://") {
-            if path.is_empty() {
-                anyhow::bail!("SKYLARK_RECORDINGS_URL={url} names no directory: use file:///path");
-            }
-            return Ok(PathBuf::from(path));
-        }
-        if url.contains("://") {
-            anyhow::bail!(
-                "SKYLARK_RECORDINGS_URL={url}: only a directory (file:///path or a path) is \
-                 supported so far; object storage (s3://) is not built yet"
-            );
-        }
-        Ok(PathBuf::from(url))
+    /// The recordings store SKYLARK_RECORDINGS_URL names (default: a directory under
+    /// the data dir).
+    fn recordings(&self) -> anyhow::Result<skylark_objstore::Store> {
+        Ok(skylark_objstore::open(
+            self.recordings_url.as_deref(),
+            self.data_dir.join("recordings"),
+        )?)
     }
 
     fn api(&self, grpc_addr: SocketAddr) -> anyhow::Result<skylark_api::ApiConfig> {
@@ -436,7 +427,7 @@ impl Config {
                 &self.admission_default,
                 self.webhook_allow_private,
             )?,
-            recordings_dir: Some(self.recordings_dir()?),
+            recordings: Some(self.recordings()?),
         })
     }
 
@@ -638,7 +629,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             part_target: Duration::from_millis(config.hls_part_ms.clamp(100, 1000)),
             api_grpc_url,
             playback_tokens: config.playback_tokens()?,
-            recordings_dir: config.recordings_dir()?,
+            recordings: config.recordings()?,
         })
     };
     let (addr, parts) = match target {

@@ -5,19 +5,135 @@
 //! private, the recording needs the owner's token (REST) and a playback token (media);
 //! deleted, its files go. In the
 //! scale-out layout, SIGKILLing the packager holding the room mid-stream leaves one
-//! recording with both halves and a discontinuity.
+//! recording with both halves and a discontinuity. Each test runs twice: recordings in
+//! a directory, and in S3-compatible object storage (`SKYLARK_RECORDINGS_URL=s3://…`),
+//! served by moto's S3 emulator (`moto_server`, PyPI `moto[server]`, which
+//! `scripts/test` installs into the test venv).
 
 mod common;
 
 use common::webhook_receiver::{Receiver, DELIVERY_DEADLINE, OPS_SECRET};
 use common::{
-    create_room, creator_with_room, debian_ffmpeg, eventually, get_text, redis_url, rtmp_port,
-    rtmp_push, send_json, wait_live, wait_offline, Options, Skylark,
+    create_room, creator_with_room, debian_ffmpeg, eventually, free_port, get_text, redis_url,
+    rtmp_port, rtmp_push, send_json, venv_tool, wait_live, wait_offline, Options, Skylark,
 };
+use futures_util::TryStreamExt;
 use serde_json::{json, Value};
-use std::path::Path;
-use std::process::Command;
+use skylark_objstore::{Key, ObjectStore, ObjectStoreExt};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
 use std::time::Duration;
+
+const BUCKET: &str = "skylark-recordings";
+const PREFIX: &str = "test/rec";
+
+/// Where the packagers and the API keep recordings in a test, and the test's own
+/// client of it.
+struct Store {
+    objects: skylark_objstore::Store,
+    env: Vec<(&'static str, String)>,
+    _dir: Option<tempfile::TempDir>,
+    moto: Option<Child>,
+}
+
+#[derive(Clone, Copy)]
+enum Kind {
+    Dir,
+    S3,
+}
+
+impl Drop for Store {
+    fn drop(&mut self) {
+        if let Some(child) = &mut self.moto {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Store {
+    /// `None` (skip) outside CI when moto is missing; a failure in CI.
+    async fn start(kind: Kind) -> Option<Store> {
+        if let Kind::Dir = kind {
+            let dir = tempfile::tempdir().unwrap();
+            return Some(Store {
+                objects: skylark_objstore::local(dir.path().to_path_buf()).unwrap(),
+                env: vec![("SKYLARK_RECORDINGS_URL", dir.path().display().to_string())],
+                _dir: Some(dir),
+                moto: None,
+            });
+        }
+        let moto = venv_tool(
+            "moto_server",
+            &["-h"],
+            "moto_server (PyPI moto[server]): run scripts/test to install it",
+        )?;
+        let port = free_port();
+        let child = Command::new(moto)
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("moto_server");
+        let endpoint = format!("http://127.0.0.1:{port}");
+        let url = format!("s3://{BUCKET}/{PREFIX}");
+        let env = vec![
+            ("SKYLARK_RECORDINGS_URL", url.clone()),
+            ("AWS_ACCESS_KEY_ID", "testing".into()),
+            ("AWS_SECRET_ACCESS_KEY", "testing".into()),
+            ("AWS_REGION", "us-east-1".into()),
+            ("AWS_ENDPOINT_URL", endpoint.clone()),
+            ("AWS_ALLOW_HTTP", "true".into()),
+        ];
+        let settings: Vec<(String, &str)> = env[1..]
+            .iter()
+            .map(|(k, v)| (k.to_lowercase(), v.as_str()))
+            .collect();
+        let settings: Vec<(&str, &str)> = settings.iter().map(|(k, v)| (k.as_str(), *v)).collect();
+        let objects = skylark_objstore::open_with(Some(&url), PathBuf::new(), &settings).unwrap();
+        let store = Store {
+            objects,
+            env,
+            _dir: None,
+            moto: Some(child),
+        };
+        let bucket = format!("{endpoint}/{BUCKET}");
+        eventually(
+            Duration::from_secs(60),
+            "moto_server creates the bucket",
+            || {
+                let bucket = bucket.clone();
+                async move {
+                    match reqwest::Client::new().put(&bucket).send().await {
+                        Ok(r) if r.status().is_success() => Ok(()),
+                        Ok(r) => Err(format!("status {}", r.status())),
+                        Err(e) => Err(e.to_string()),
+                    }
+                }
+            },
+        )
+        .await;
+        Some(store)
+    }
+
+    /// Object `key`'s (`{room}/{id}/…`) text; `None` if there is none.
+    async fn read(&self, key: &str) -> Option<String> {
+        let got = self.objects.objects.get(&Key::from(key)).await.ok()?;
+        Some(String::from_utf8(got.bytes().await.unwrap().to_vec()).unwrap())
+    }
+
+    /// How many objects are under `prefix` (`{room}/{id}`).
+    async fn count(&self, prefix: &str) -> usize {
+        let keys: Vec<_> = self
+            .objects
+            .objects
+            .list(Some(&Key::from(prefix)))
+            .try_collect()
+            .await
+            .unwrap();
+        keys.len()
+    }
+}
 
 /// Seconds of media FFmpeg pushes.
 const PUSHED: f64 = 20.0;
@@ -121,7 +237,19 @@ async fn download(url: &str, path: &Path) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_recorded_rtmp_stream_becomes_a_vod_and_fires_recording_ready() {
+    vod(Kind::Dir).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_recorded_rtmp_stream_becomes_a_vod_and_fires_recording_ready_in_s3() {
+    vod(Kind::S3).await;
+}
+
+async fn vod(kind: Kind) {
     let Some(ffmpeg) = debian_ffmpeg() else {
+        return;
+    };
+    let Some(store) = Store::start(kind).await else {
         return;
     };
     let receiver = Receiver::start().await;
@@ -131,6 +259,7 @@ async fn a_recorded_rtmp_stream_becomes_a_vod_and_fires_recording_ready() {
         ("SKYLARK_WEBHOOK_ALLOW_PRIVATE", "true".to_string()),
     ]
     .into_iter()
+    .chain(store.env.clone())
     .map(|(k, v)| (k.to_string(), v))
     .collect();
     let sk = Skylark::start_with(Options {
@@ -181,7 +310,42 @@ async fn a_recorded_rtmp_stream_becomes_a_vod_and_fires_recording_ready() {
 
     // The download.
     let mp4 = sk.dir.join("recording.mp4");
-    download(one["mp4_url"].as_str().unwrap(), &mp4).await;
+    let mp4_url = one["mp4_url"].as_str().unwrap();
+    download(mp4_url, &mp4).await;
+    // Seeking: a byte range is answered with 206 and exactly those bytes.
+    let whole = std::fs::read(&mp4).unwrap();
+    let c = reqwest::Client::new();
+    let part = c
+        .get(mp4_url)
+        .header("range", "bytes=100-1099")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(part.status(), 206);
+    assert_eq!(
+        part.headers()["content-range"],
+        format!("bytes 100-1099/{}", whole.len()).as_str()
+    );
+    assert_eq!(&part.bytes().await.unwrap()[..], &whole[100..1100]);
+    let tail = c
+        .get(mp4_url)
+        .header("range", "bytes=-10")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(tail.status(), 206);
+    assert_eq!(&tail.bytes().await.unwrap()[..], &whole[whole.len() - 10..]);
+    let past = c
+        .get(mp4_url)
+        .header("range", format!("bytes={}-", whole.len()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(past.status(), 416);
+    assert_eq!(
+        past.headers()["content-range"],
+        format!("bytes */{}", whole.len()).as_str()
+    );
     let (d, codecs) = probe(mp4.to_str().unwrap());
     assert!((d - PUSHED).abs() <= 1.0, "MP4 duration {d}");
     assert!(codecs.iter().any(|c| c == "h264"), "{codecs:?}");
@@ -250,7 +414,10 @@ async fn a_recorded_rtmp_stream_becomes_a_vod_and_fires_recording_ready() {
         "{index}"
     );
 
-    // Deleting removes the row and the files.
+    // Deleting removes the row and the files (objects).
+    let key = format!("{room}/{id}");
+    let files = store.count(&key).await;
+    assert!(files >= 4, "{files} files of the recording in the store");
     let r = c
         .delete(format!("{}/api/v1/recordings/{id}", sk.base))
         .bearer_auth(&token)
@@ -266,17 +433,30 @@ async fn a_recorded_rtmp_stream_becomes_a_vod_and_fires_recording_ready() {
             .status(),
         404
     );
+    assert_eq!(store.count(&key).await, 0, "files left after the delete");
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_packager_killed_mid_stream_leaves_one_recording_with_both_halves() {
+    takeover(Kind::Dir).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_packager_killed_mid_stream_leaves_one_recording_with_both_halves_in_s3() {
+    takeover(Kind::S3).await;
+}
+
+async fn takeover(kind: Kind) {
     let Some(ffmpeg) = debian_ffmpeg() else {
         return;
     };
     let Some(redis) = redis_url() else {
         return;
     };
-    let mut c = common::TwoPackagers::start(&redis).await;
+    let Some(store) = Store::start(kind).await else {
+        return;
+    };
+    let mut c = common::TwoPackagers::start_with(&redis, &store.env).await;
     let (token, _, _) = creator_with_room(&c.api.base, "public").await;
     let created = create_room(
         &c.api.base,
@@ -296,19 +476,25 @@ async fn a_packager_killed_mid_stream_leaves_one_recording_with_both_halves() {
     );
     wait_live(&c.api.base, &room, &log).await;
     // Whichever packager wrote a segment of the room holds it: kill that one.
-    let rooms_dir = c.dir.path().join("data/recordings").join(&room);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     let holder = loop {
         let started = c
             .packagers
             .iter()
             .position(|p| p.logs().contains("recording started"));
-        if let Some(i) = started.filter(|_| rooms_dir.join("current").exists()) {
-            break i;
+        if let Some(i) = started {
+            if store.read(&format!("{room}/current")).await.is_some() {
+                break i;
+            }
         }
         assert!(
             tokio::time::Instant::now() < deadline,
-            "no packager records"
+            "no packager records: {}",
+            c.packagers
+                .iter()
+                .map(|p| p.logs())
+                .collect::<Vec<_>>()
+                .join("\n---\n")
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
@@ -333,6 +519,38 @@ async fn a_packager_killed_mid_stream_leaves_one_recording_with_both_halves() {
         },
     )
     .await;
+    // While recording: the EVENT playlist, rendered from the state, served by the
+    // survivor, has the survivor's first segment after the discontinuity.
+    let open = store
+        .read(&format!("{room}/current"))
+        .await
+        .expect("an open recording");
+    let event_url = format!(
+        "{}/recordings/{}/main/media.m3u8",
+        survivor.base,
+        open.trim()
+    );
+    eventually(
+        Duration::from_secs(60),
+        "the EVENT playlist continues after a discontinuity",
+        || {
+            let url = event_url.clone();
+            async move {
+                let event = get_text(&url).await;
+                let open = event.contains("#EXT-X-PLAYLIST-TYPE:EVENT\n")
+                    && !event.contains("#EXT-X-ENDLIST");
+                let continued = event
+                    .split_once("#EXT-X-DISCONTINUITY\n")
+                    .is_some_and(|(_, after)| after.contains(".m4s"));
+                if open && continued {
+                    Ok(())
+                } else {
+                    Err(event)
+                }
+            }
+        },
+    )
+    .await;
     pushed(&mut push, &log).await;
     wait_offline(&c.api.base, &room).await;
 
@@ -340,16 +558,23 @@ async fn a_packager_killed_mid_stream_leaves_one_recording_with_both_halves() {
     let list = recordings(&c.api.base, &token, &room).await;
     assert_eq!(list.len(), 1, "one recording across the takeover: {list:?}");
     let id = rec["id"].as_str().unwrap();
-    let media = std::fs::read_dir(rooms_dir.join(id))
-        .unwrap()
-        .filter_map(|e| e.ok())
-        .map(|e| e.path().join("media.m3u8"))
-        .find(|p| p.exists())
-        .expect("a rendition's playlist");
-    let text = std::fs::read_to_string(&media).unwrap();
+    // The top rendition's playlist, read from the store itself.
+    let index = store
+        .read(&format!("{room}/{id}/index.m3u8"))
+        .await
+        .expect("index.m3u8 in the store");
+    let rendition = index
+        .lines()
+        .find(|l| !l.starts_with('#') && !l.is_empty())
+        .unwrap_or_else(|| panic!("no rendition in {index}"));
+    let text = store
+        .read(&format!("{room}/{id}/{rendition}"))
+        .await
+        .expect("the rendition's playlist");
     assert!(text.contains("#EXT-X-DISCONTINUITY\n"), "{text}");
     assert!(text.ends_with("#EXT-X-ENDLIST\n"), "{text}");
-    let (d, _) = probe(media.to_str().unwrap());
+    // Served from the store by the packager that is left.
+    let (d, _) = probe(&format!("{}/recordings/{id}/{rendition}", survivor.base));
     // Lost: at most the segment in progress (2 s) and the takeover gap (lease expiry,
     // a discovery tick, the new pull): generous bound, no timing asserted beyond it.
     assert!(d >= 40.0 - 2.0 - 15.0, "recorded {d} s of 40 s");

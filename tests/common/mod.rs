@@ -883,9 +883,14 @@ pub struct TwoPackagers {
 
 impl TwoPackagers {
     pub async fn start(redis: &str) -> TwoPackagers {
+        Self::start_with(redis, &[]).await
+    }
+
+    /// With `env` in every process's environment.
+    pub async fn start_with(redis: &str, env: &[(&str, String)]) -> TwoPackagers {
         let dir = tempfile::tempdir().unwrap();
         let api_grpc = free_port();
-        let shared = scale_out_env(redis, api_grpc, dir.path(), &[]);
+        let shared = scale_out_env(redis, api_grpc, dir.path(), env);
         let api = start_api(&shared, api_grpc, dir.path()).await;
         let sfu = start_sfu(&shared, dir.path()).await;
         let sig = start_target("signaling", shared(&[]), dir.path(), "sig").await;

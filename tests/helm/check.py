@@ -62,6 +62,9 @@ HELPER_ENV = {"POD_IP", "HOST_IP"}
 # RUST_LOG is read by tracing's EnvFilter, not by a clap flag, so `--help` does not list
 # it; the README's configuration table does.
 ENV_NOT_IN_HELP = {"RUST_LOG"}
+# The recordings store's S3 client (object_store) reads the standard AWS variables.
+ENV_NOT_IN_HELP |= {"AWS_REGION", "AWS_ENDPOINT_URL", "AWS_ALLOW_HTTP", "AWS_ACCESS_KEY_ID",
+                    "AWS_SECRET_ACCESS_KEY"}
 
 # values.yaml leaves deliberately not referenced as `.Values.<path>` (path -> why).
 # Empty today: every value is used.
@@ -216,6 +219,10 @@ VALUE_SETS = {
     "turn-coturn": {"turn": {"urls": ["turn:turn.example.com:3478?transport=udp",
                                       "turn:turn.example.com:3478?transport=tcp"],
                              "secret": "t" * 32, "ttlSeconds": 600}},
+    "recordings-s3": {"recordings": {"url": "s3://skylark-rec/live", "s3": {
+        "region": "eu-west-1", "endpoint": "http://minio.storage:9000", "allowHttp": True,
+        "existingSecret": "skylark-s3", "accessKeyIdKey": "access-key",
+        "secretAccessKeyKey": "secret-key"}}},
     "everything": deep_merge(INGRESS_TLS, AUTOSCALING, EXISTING_SECRET, MONITORING,
                              SFU_PUBLIC_IP, NETWORK_POLICY_NARROW,
                              {"jwtSecret": "x" * 40, "playbackSecret": "y" * 40,
@@ -235,7 +242,9 @@ BAD_VALUE_SETS = [
     ("a mail URL that is not SMTP", {"mail": {"url": "http://mail.example.com"}}, "url"),
     ("a webhook URL that is not http(s)", {"webhooks": {"urls": ["ftp://x"]}}, "urls"),
     ("an unknown admission default", {"webhooks": {"admission": {"default": "maybe"}}}, "default"),
-    ("recordings on object storage (not built yet)", {"recordings": {"url": "s3://bucket/rec"}}, "url"),
+    ("recordings on an unknown object store", {"recordings": {"url": "gs://bucket/rec"}}, "url"),
+    ("recordings in an S3 bucket with no name", {"recordings": {"url": "s3:///rec"}}, "url"),
+    ("an S3 endpoint that is not http(s)", {"recordings": {"s3": {"endpoint": "minio:9000"}}}, "endpoint"),
     ("port out of range", {"sfu": {"udpPort": 70000}}, "udpPort"),
     ("ICE-TCP port out of range", {"sfu": {"tcpPort": 70000}}, "tcpPort"),
     ("a TURN URL that is not turn:/turns:", {"turn": {"urls": ["stun:x:3478"], "secret": "t" * 32}}, "urls"),
@@ -624,6 +633,13 @@ def main() -> int:
                     for e in c.get("env", []):
                         ref = e.get("valueFrom", {}).get("secretKeyRef")
                         if not ref:
+                            continue
+                        s3 = values.get("recordings", {}).get("s3", {})
+                        if s3.get("existingSecret") and ref["name"] == s3["existingSecret"]:
+                            # The S3 credentials: the user's own Secret, keys as configured.
+                            want = {"AWS_ACCESS_KEY_ID": s3["accessKeyIdKey"],
+                                    "AWS_SECRET_ACCESS_KEY": s3["secretAccessKeyKey"]}
+                            assert ref["key"] == want.get(e["name"]), f"{e['name']} from key {ref['key']}"
                             continue
                         assert ref["key"] == e["name"], f"{e['name']} from key {ref['key']}"
                         if existing:

@@ -34,9 +34,9 @@ pub struct ApiConfig {
     pub other_operations: utoipa::openapi::OpenApi,
     /// Deployment-wide webhooks and the admission hook.
     pub webhooks: WebhookConfig,
-    /// The recordings storage directory (`SKYLARK_RECORDINGS_URL`), where deleting a
-    /// recording removes its files; `None`: only the row is deleted.
-    pub recordings_dir: Option<std::path::PathBuf>,
+    /// The recordings store (`SKYLARK_RECORDINGS_URL`: a directory or S3), where
+    /// deleting a recording removes its files; `None`: only the row is deleted.
+    pub recordings: Option<skylark_objstore::Store>,
 }
 
 /// How `POST /auth/signup` creates accounts.
@@ -82,7 +82,7 @@ impl std::fmt::Debug for ApiConfig {
                 &self.other_operations.paths.paths.keys().collect::<Vec<_>>(),
             )
             .field("webhooks", &self.webhooks)
-            .field("recordings_dir", &self.recordings_dir)
+            .field("recordings", &self.recordings)
             .finish()
     }
 }
@@ -117,7 +117,7 @@ impl ApiConfig {
             mail: MailConfig::log(),
             other_operations: utoipa::openapi::OpenApi::default(),
             webhooks: WebhookConfig::default(),
-            recordings_dir: None,
+            recordings: None,
         }
     }
 }

@@ -60,8 +60,8 @@ pub struct Config {
     pub api_grpc_url: String,
     /// Checks the playback tokens of private rooms' URLs.
     pub playback_tokens: skylark_auth::PlaybackTokens,
-    /// Where recordings are written (`SKYLARK_RECORDINGS_URL`, a directory).
-    pub recordings_dir: std::path::PathBuf,
+    /// Where recordings are written (`SKYLARK_RECORDINGS_URL`: a directory or S3).
+    pub recordings: skylark_objstore::Store,
 }
 
 struct Shared {
@@ -94,7 +94,7 @@ pub async fn start(
     });
     let rooms = Rooms::default();
     let recordings = recording::Storage::new(
-        config.recordings_dir.clone(),
+        config.recordings.clone(),
         access::directory_client(&config.api_grpc_url)?,
         shutdown.clone(),
     );
@@ -379,7 +379,7 @@ async fn start_recording(sh: &Shared, room: &str) -> Option<recording::Recorder>
     match recording::Recorder::start(sh.recordings.clone(), room).await {
         Ok(r) => Some(r),
         Err(e) => {
-            tracing::error!(room_id = %room, error = %e, dir = %sh.recordings.root.display(), "recording could not start: check that SKYLARK_RECORDINGS_URL is a writable directory");
+            tracing::error!(room_id = %room, error = %e, store = %sh.recordings.objects.describe, "recording could not start: check that SKYLARK_RECORDINGS_URL is writable (a directory, or a bucket the AWS_* credentials may write)");
             None
         }
     }

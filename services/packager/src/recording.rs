@@ -1,7 +1,10 @@
 //! Recordings: while a room with `record` set is live, the room worker hands the
-//! outputs it gives the live HLS to a [`Recorder`], whose writer task (all file I/O
-//! off the worker) writes each complete segment, the inits, an `EVENT` playlist per
-//! rendition and `recording.json` under `{root}/{room}/{id}/`. `{root}/{room}/current`
+//! outputs it gives the live HLS to a [`Recorder`], whose writer task (all storage I/O
+//! off the worker) writes each complete segment, the inits and the state
+//! (`recording.json`, its segment lists sealed in chunks of [`CHUNK`]: storing it is
+//! O(1) per segment) under `{room}/{id}/` of the recordings store (a directory or
+//! S3-compatible object storage, [`skylark_objstore`]); the `EVENT` playlists are
+//! rendered from the state when asked for. `{room}/current`
 //! names the open recording, so a packager taking the room over continues it after a
 //! discontinuity. When the stream ends the recording is finalized (`VOD` playlists, one
 //! fragmented MP4) and the API is told (`RecordingFinished`, retried until answered).
@@ -12,10 +15,10 @@ use crate::segmenter::SegOutput;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use skylark_media::hls::{render_multivariant, render_recording, RecordedSegment, Variant};
+use skylark_objstore::{Key, ObjectStore, ObjectStoreExt, PutPayload};
 use skylark_proto::rooms::v1 as rooms;
 use std::collections::{BTreeMap, HashMap};
 use std::io;
-use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -32,8 +35,12 @@ pub const CONTINUE_WITHIN_MS: i64 = 30_000;
 /// The sweep finalizes open recordings not updated for this long whose room is offline.
 pub const ABANDONED_AFTER_MS: i64 = 60_000;
 const SWEEP_EVERY: Duration = Duration::from_secs(30);
-/// Largest `recording.json` read (thousands of segments fit well below it).
+/// Largest `recording.json` or segment chunk read (far above what they hold).
 const MAX_META: u64 = 16 * 1024 * 1024;
+/// Segments per sealed chunk of a rendition's list (`{rendition}/segments-{k}.json`):
+/// `recording.json` holds only the open tail, so storing it after each segment costs
+/// O(1), not O(segments so far).
+const CHUNK: usize = 64;
 const REGISTER_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// What is recorded of one rendition.
@@ -49,6 +56,10 @@ pub struct RenditionMeta {
     /// The next segment follows a gap (takeover, dropped segments).
     #[serde(default)]
     pub discontinuity_due: bool,
+    /// Chunks of [`CHUNK`] segments stored apart; `segments` in `recording.json` holds
+    /// the ones after them.
+    #[serde(default)]
+    pub sealed: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -188,38 +199,97 @@ pub fn longest_run(r: &RenditionMeta) -> Option<(u32, usize, usize)> {
     best
 }
 
-/// Writes `bytes` to `path` atomically (a temporary file renamed over it).
-async fn write_atomic(path: &Path, bytes: impl AsRef<[u8]>) -> io::Result<()> {
-    let tmp = tmp_path(path);
-    tokio::fs::write(&tmp, bytes.as_ref()).await?;
-    tokio::fs::rename(&tmp, path).await
-}
-
-/// A temporary name beside `path`, unique: two packagers' sweeps finalizing the same
-/// recording at once never write into one file.
-fn tmp_path(path: &Path) -> PathBuf {
-    path.with_extension(format!("tmp-{}", crate::random_hex(6)))
-}
-
-/// Reads a recording's `recording.json`.
-pub async fn read_meta(dir: &Path) -> io::Result<Meta> {
-    let path = dir.join("recording.json");
-    if tokio::fs::metadata(&path).await?.len() > MAX_META {
-        return Err(io::Error::other("recording.json is too large"));
+fn io_err(e: skylark_objstore::Error) -> io::Error {
+    match e {
+        skylark_objstore::Error::NotFound { .. } => io::Error::new(io::ErrorKind::NotFound, e),
+        e => io::Error::other(e),
     }
-    let text = tokio::fs::read(&path).await?;
-    serde_json::from_slice(&text).map_err(io::Error::other)
 }
 
-async fn write_meta(dir: &Path, meta: &Meta) -> io::Result<()> {
-    let json = serde_json::to_vec(meta).map_err(io::Error::other)?;
-    write_atomic(&dir.join("recording.json"), json).await
+/// Stores `bytes` at `key` (atomically: a reader sees the old object or the new one).
+async fn put(
+    store: &skylark_objstore::Store,
+    key: &str,
+    bytes: impl Into<PutPayload>,
+) -> io::Result<()> {
+    store
+        .objects
+        .put(&Key::from(key), bytes.into())
+        .await
+        .map(drop)
+        .map_err(io_err)
+}
+
+/// Reads the object `key`, refusing one larger than `max`.
+async fn get(store: &skylark_objstore::Store, key: &str, max: u64) -> io::Result<Bytes> {
+    let r = store.objects.get(&Key::from(key)).await.map_err(io_err)?;
+    if r.meta.size > max {
+        return Err(io::Error::other(format!("{key} is too large")));
+    }
+    r.bytes().await.map_err(io_err)
+}
+
+fn chunk_key(dir: &str, rendition: &str, k: u32) -> String {
+    format!("{dir}/{}/segments-{k}.json", rendition_dir(rendition))
+}
+
+/// Reads the state of the recording at `dir` (`{room}/{id}`): `recording.json` and the
+/// sealed chunks of its segment lists.
+pub async fn read_meta(store: &skylark_objstore::Store, dir: &str) -> io::Result<Meta> {
+    let text = get(store, &format!("{dir}/recording.json"), MAX_META).await?;
+    let mut meta: Meta = serde_json::from_slice(&text).map_err(io::Error::other)?;
+    for (name, r) in meta.renditions.iter_mut() {
+        if r.sealed == 0 {
+            continue;
+        }
+        let mut all = Vec::with_capacity(r.sealed as usize * CHUNK + r.segments.len());
+        for k in 0..r.sealed {
+            let chunk = get(store, &chunk_key(dir, name, k), MAX_META).await?;
+            let segs: Vec<SegMeta> = serde_json::from_slice(&chunk).map_err(io::Error::other)?;
+            all.extend(segs);
+        }
+        all.append(&mut r.segments);
+        r.segments = all;
+    }
+    Ok(meta)
+}
+
+/// Stores the state: full chunks of the segment lists first (once each), then
+/// `recording.json` with the tails, so a reader never misses a segment.
+async fn write_meta(store: &skylark_objstore::Store, dir: &str, meta: &mut Meta) -> io::Result<()> {
+    for (name, r) in meta.renditions.iter_mut() {
+        while r.segments.len() >= (r.sealed as usize + 1) * CHUNK {
+            let from = r.sealed as usize * CHUNK;
+            let json =
+                serde_json::to_vec(&r.segments[from..from + CHUNK]).map_err(io::Error::other)?;
+            put(store, &chunk_key(dir, name, r.sealed), json).await?;
+            r.sealed += 1;
+        }
+    }
+    // Serialize with each list cut to its tail, then put the lists back whole.
+    let mut heads = Vec::new();
+    for r in meta.renditions.values_mut() {
+        let at = (r.sealed as usize * CHUNK).min(r.segments.len());
+        let tail = r.segments.split_off(at);
+        heads.push(std::mem::replace(&mut r.segments, tail));
+    }
+    let json = serde_json::to_vec(meta);
+    for (r, mut head) in meta.renditions.values_mut().zip(heads) {
+        head.append(&mut r.segments);
+        r.segments = head;
+    }
+    put(
+        store,
+        &format!("{dir}/recording.json"),
+        json.map_err(io::Error::other)?,
+    )
+    .await
 }
 
 /// Where recordings are and how to tell the API about finished ones.
 #[derive(Clone)]
 pub struct Storage {
-    pub root: PathBuf,
+    pub objects: skylark_objstore::Store,
     pub directory: Directory,
     pub shutdown: CancellationToken,
     /// Recording id → room, so serving a recording's files does not list every room.
@@ -230,31 +300,39 @@ pub struct Storage {
 const MAX_REMEMBERED: usize = 10_000;
 
 impl Storage {
-    /// The directory of recording `id`, and its room: `{root}/{room}/{id}`.
-    pub async fn find(&self, id: &str) -> Option<(String, PathBuf)> {
+    /// The room of recording `id` and where it is: `{room}/{id}`.
+    pub async fn find(&self, id: &str) -> Option<(String, String)> {
         if !safe_name(id) {
             return None;
         }
-        let exists = |dir: &Path| tokio::fs::try_exists(dir.join("recording.json"));
+        let exists = |dir: String| async move {
+            self.objects
+                .objects
+                .head(&Key::from(format!("{dir}/recording.json")))
+                .await
+                .is_ok()
+        };
         let known = self.remembered().get(id).cloned();
         if let Some(room) = known {
-            let dir = self.root.join(&room).join(id);
-            if exists(&dir).await.unwrap_or(false) {
+            let dir = format!("{room}/{id}");
+            if exists(dir.clone()).await {
                 return Some((room, dir));
             }
             self.remembered().remove(id);
         }
-        let mut rooms = tokio::fs::read_dir(&self.root).await.ok()?;
-        while let Ok(Some(e)) = rooms.next_entry().await {
-            let room = e.file_name().to_string_lossy().into_owned();
-            let dir = e.path().join(id);
-            if safe_name(&room) && exists(&dir).await.unwrap_or(false) {
+        let rooms = self.objects.objects.list_with_delimiter(None).await.ok()?;
+        for room in rooms.common_prefixes {
+            let Some(room) = room.filename().filter(|r| safe_name(r)) else {
+                continue;
+            };
+            let dir = format!("{room}/{id}");
+            if exists(dir.clone()).await {
                 let mut remembered = self.remembered();
                 if remembered.len() >= MAX_REMEMBERED {
                     remembered.clear();
                 }
-                remembered.insert(id.to_string(), room.clone());
-                return Some((room, dir));
+                remembered.insert(id.to_string(), room.to_string());
+                return Some((room.to_string(), dir));
             }
         }
         None
@@ -264,9 +342,13 @@ impl Storage {
         self.rooms_of.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    pub fn new(root: PathBuf, directory: Directory, shutdown: CancellationToken) -> Self {
+    pub fn new(
+        objects: skylark_objstore::Store,
+        directory: Directory,
+        shutdown: CancellationToken,
+    ) -> Self {
         Self {
-            root,
+            objects,
             directory,
             shutdown,
             rooms_of: Arc::default(),
@@ -368,19 +450,22 @@ struct OpenSeg {
 
 struct Writer {
     storage: Storage,
-    dir: PathBuf,
+    /// `{room}/{id}`.
+    dir: String,
     meta: Meta,
     open: HashMap<String, OpenSeg>,
     /// After a gap: per rendition, the segment whose start may be lost (`None`: the
     /// next part's), skipped whole.
     skip: HashMap<String, Option<u64>>,
+    /// The `index.m3u8` last stored: it is rewritten only when it changes (a new
+    /// rendition, a higher peak bandwidth), not at every segment.
+    index: String,
 }
 
 impl Writer {
     async fn open(storage: Storage, room: &str) -> io::Result<Self> {
-        let room_dir = storage.root.join(room);
-        tokio::fs::create_dir_all(&room_dir).await?;
-        if let Some((dir, mut meta)) = current(&room_dir).await {
+        let objs = &storage.objects;
+        if let Some((dir, mut meta)) = current(objs, room).await {
             if meta.ended_at.is_none() && crate::now_ms() - meta.updated_at < CONTINUE_WITHIN_MS {
                 tracing::info!(room_id = %room, recording_id = %meta.id, "continuing the room's recording after a discontinuity");
                 for r in meta.renditions.values_mut() {
@@ -392,11 +477,12 @@ impl Writer {
                     meta,
                     open: HashMap::new(),
                     skip: HashMap::new(),
+                    index: String::new(),
                 });
             }
             // Stale: end it here (files only), tell the API in the background.
             if meta.ended_at.is_none() {
-                if let Err(e) = end(&dir, &mut meta).await {
+                if let Err(e) = end(objs, &dir, &mut meta).await {
                     tracing::warn!(error = %e, recording_id = %meta.id, "stale recording not finalized; the sweep retries");
                 }
             }
@@ -404,11 +490,10 @@ impl Writer {
             tokio::spawn(async move { finalize(&st, &dir).await });
         }
         let id = new_id();
-        let dir = room_dir.join(&id);
-        tokio::fs::create_dir_all(&dir).await?;
-        let meta = Meta::new(room, &id, crate::now_ms());
-        write_meta(&dir, &meta).await?;
-        write_atomic(&room_dir.join("current"), &id).await?;
+        let dir = format!("{room}/{id}");
+        let mut meta = Meta::new(room, &id, crate::now_ms());
+        write_meta(objs, &dir, &mut meta).await?;
+        put(objs, &format!("{room}/current"), id.clone()).await?;
         tracing::info!(room_id = %room, recording_id = %id, "recording started");
         Ok(Self {
             storage,
@@ -416,6 +501,7 @@ impl Writer {
             meta,
             open: HashMap::new(),
             skip: HashMap::new(),
+            index: String::new(),
         })
     }
 
@@ -470,15 +556,15 @@ impl Writer {
         }
         match o {
             SegOutput::Init { bytes, info } => {
-                let dir = self.dir.join(rendition_dir(rendition));
-                tokio::fs::create_dir_all(&dir).await?;
+                let key = |v| format!("{}/{}/init{v}.mp4", self.dir, rendition_dir(rendition));
                 let r = self.meta.renditions.entry(rendition.into()).or_default();
                 let v = r.init + 1;
-                write_atomic(&dir.join(format!("init{v}.mp4")), &bytes).await?;
+                let len = bytes.len() as u64;
+                put(&self.storage.objects, &key(v), bytes).await?;
                 r.init = v;
                 r.codecs = info.codecs;
                 r.resolution = info.resolution;
-                self.meta.bytes += bytes.len() as u64;
+                self.meta.bytes += len;
             }
             SegOutput::Part {
                 msn,
@@ -524,10 +610,11 @@ impl Writer {
                     return Ok(());
                 }
                 let n = r.segments.last().map_or(0, |s| s.n + 1);
-                let data: Vec<u8> = seg.parts.concat();
-                let dir = self.dir.join(rendition_dir(rendition));
-                write_atomic(&dir.join(format!("seg{n}.m4s")), &data).await?;
+                let data = Bytes::from(seg.parts.concat());
                 let len = data.len() as u64;
+                let objs = &self.storage.objects;
+                let rdir = format!("{}/{}", self.dir, rendition_dir(rendition));
+                put(objs, &format!("{rdir}/seg{n}.m4s"), data).await?;
                 if duration > 0.0 {
                     r.bandwidth = r.bandwidth.max((len as f64 * 8.0 / duration) as u64);
                 }
@@ -542,13 +629,15 @@ impl Writer {
                 self.meta.bytes += len;
                 self.meta.updated_at = crate::now_ms();
                 self.meta.refresh_duration();
-                // Segment, then its playlist, then the state: a crash between them
-                // leaves a valid playlist up to the last complete segment.
-                if let Some(text) = self.meta.media_playlist(rendition) {
-                    write_atomic(&dir.join("media.m3u8"), text).await?;
+                // Segment, then the state: a crash between them loses only the
+                // segment. The `EVENT` playlist is rendered from the state when asked
+                // for (recording_http), so nothing of size O(segments) is stored here.
+                let index = self.meta.multivariant();
+                if index != self.index {
+                    put(objs, &format!("{}/index.m3u8", self.dir), index.clone()).await?;
+                    self.index = index;
                 }
-                write_atomic(&self.dir.join("index.m3u8"), self.meta.multivariant()).await?;
-                write_meta(&self.dir, &self.meta).await?;
+                write_meta(objs, &self.dir, &mut self.meta).await?;
             }
             _ => {}
         }
@@ -556,17 +645,15 @@ impl Writer {
     }
 }
 
-/// The room's open recording, as `current` names it.
-async fn current(room_dir: &Path) -> Option<(PathBuf, Meta)> {
-    let id = tokio::fs::read_to_string(room_dir.join("current"))
-        .await
-        .ok()?;
-    let id = id.trim();
+/// The room's open recording, as `{room}/current` names it: (`{room}/{id}`, its state).
+async fn current(objs: &skylark_objstore::Store, room: &str) -> Option<(String, Meta)> {
+    let id = get(objs, &format!("{room}/current"), 256).await.ok()?;
+    let id = std::str::from_utf8(&id).ok()?.trim();
     if !safe_name(id) {
         return None;
     }
-    let dir = room_dir.join(id);
-    let meta = read_meta(&dir).await.ok()?;
+    let dir = format!("{room}/{id}");
+    let meta = read_meta(objs, &dir).await.ok()?;
     Some((dir, meta))
 }
 
@@ -574,26 +661,27 @@ fn new_id() -> String {
     format!("rec_{}", crate::random_hex(10))
 }
 
-/// Ends the recording in `dir`: `VOD` playlists, the MP4 download, `recording.json`
-/// ended, `current` removed; then tells the API. An empty recording is deleted.
-/// Idempotent: a recording already ended is only registered (if it was not).
-pub async fn finalize(storage: &Storage, dir: &Path) {
-    let mut meta = match read_meta(dir).await {
+/// Ends the recording at `dir` (`{room}/{id}`): `VOD` playlists, the MP4 download,
+/// `recording.json` ended, `current` removed; then tells the API. An empty recording is
+/// deleted. Idempotent: a recording already ended is only registered (if it was not).
+pub async fn finalize(storage: &Storage, dir: &str) {
+    let objs = &storage.objects;
+    let mut meta = match read_meta(objs, dir).await {
         Ok(m) => m,
         Err(e) => {
-            tracing::warn!(error = %e, dir = %dir.display(), "unreadable recording left as is");
+            tracing::warn!(error = %e, dir, "unreadable recording left as is");
             return;
         }
     };
     if meta.ended_at.is_none() {
-        if let Err(e) = end(dir, &mut meta).await {
+        if let Err(e) = end(objs, dir, &mut meta).await {
             tracing::warn!(error = %e, recording_id = %meta.id, "recording not finalized; the sweep retries");
             return;
         }
     }
     if meta.top_rendition().is_none() {
         tracing::info!(recording_id = %meta.id, "empty recording deleted");
-        let _ = tokio::fs::remove_dir_all(dir).await;
+        delete(objs, dir).await;
         return;
     }
     if meta.registered {
@@ -602,71 +690,93 @@ pub async fn finalize(storage: &Storage, dir: &Path) {
     match register(storage, &meta).await {
         Registered::Stored => {
             meta.registered = true;
-            if let Err(e) = write_meta(dir, &meta).await {
+            if let Err(e) = write_meta(objs, dir, &mut meta).await {
                 tracing::warn!(error = %e, recording_id = %meta.id, "registration not noted (it will be repeated, harmlessly)");
             }
         }
         Registered::Orphan => {
             tracing::info!(recording_id = %meta.id, room_id = %meta.room, "the recording's room is gone: its files are deleted");
-            let _ = tokio::fs::remove_dir_all(dir).await;
+            delete(objs, dir).await;
         }
         Registered::Unknown => {}
     }
 }
 
-async fn end(dir: &Path, meta: &mut Meta) -> io::Result<()> {
+async fn delete(objs: &skylark_objstore::Store, dir: &str) {
+    if let Err(e) = objs.delete_prefix(dir).await {
+        tracing::warn!(error = %e, dir, "recording files not deleted");
+    }
+}
+
+async fn end(objs: &skylark_objstore::Store, dir: &str, meta: &mut Meta) -> io::Result<()> {
     meta.ended_at = Some(crate::now_ms().max(meta.updated_at));
     for name in meta.renditions.keys() {
-        let rdir = dir.join(rendition_dir(name));
         if let Some(text) = meta.media_playlist(name) {
-            if tokio::fs::try_exists(&rdir).await? {
-                write_atomic(&rdir.join("media.m3u8"), text).await?;
-            }
+            put(
+                objs,
+                &format!("{dir}/{}/media.m3u8", rendition_dir(name)),
+                text,
+            )
+            .await?;
         }
     }
     if let Some(top) = meta.top_rendition() {
         let r = &meta.renditions[top];
         if let Some((init, first, len)) = longest_run(r) {
-            let rdir = dir.join(rendition_dir(top));
-            let files: Vec<PathBuf> = std::iter::once(rdir.join(format!("init{init}.mp4")))
+            let rdir = format!("{dir}/{}", rendition_dir(top));
+            let parts: Vec<String> = std::iter::once(format!("{rdir}/init{init}.mp4"))
                 .chain(
                     r.segments[first..first + len]
                         .iter()
-                        .map(|s| rdir.join(format!("seg{}.m4s", s.n))),
+                        .map(|s| format!("{rdir}/seg{}.m4s", s.n)),
                 )
                 .collect();
-            let out = dir.join("recording.mp4");
-            let size = tokio::task::spawn_blocking(move || concat_files(&files, &out))
-                .await
-                .map_err(io::Error::other)??;
+            let size = concat(objs, &parts, &format!("{dir}/recording.mp4")).await?;
             meta.mp4_partial = len < r.segments.len();
             meta.bytes += size;
         }
     }
     meta.refresh_duration();
-    write_meta(dir, meta).await?;
-    if let Some(room_dir) = dir.parent() {
-        if let Some((cur, _)) = current(room_dir).await {
-            if cur == dir {
-                tokio::fs::remove_file(room_dir.join("current")).await?;
-            }
+    write_meta(objs, dir, meta).await?;
+    if let Some((cur, _)) = current(objs, &meta.room).await {
+        if cur == dir {
+            objs.objects
+                .delete(&Key::from(format!("{}/current", meta.room)))
+                .await
+                .map_err(io_err)?;
         }
     }
     tracing::info!(recording_id = %meta.id, duration_s = meta.duration_s, "recording finalized");
     Ok(())
 }
 
-/// Appends `files` into `out` (atomically), returning its size.
-fn concat_files(files: &[PathBuf], out: &Path) -> io::Result<u64> {
-    let tmp = tmp_path(out);
-    let mut w = io::BufWriter::new(std::fs::File::create(&tmp)?);
+/// Writes the objects `parts`, one after the other, as the object `out` (a multipart
+/// upload, so a long recording is never held in memory whole), returning its size.
+async fn concat(objs: &skylark_objstore::Store, parts: &[String], out: &str) -> io::Result<u64> {
+    use futures_util::TryStreamExt;
+    use tokio::io::AsyncWriteExt;
+    let mut w = skylark_objstore::buffered::BufWriter::new(objs.objects.clone(), Key::from(out));
     let mut size = 0;
-    for f in files {
-        size += io::copy(&mut std::fs::File::open(f)?, &mut w)?;
+    let copied: Result<(), skylark_objstore::Error> = async {
+        for p in parts {
+            let mut chunks = objs
+                .objects
+                .get(&Key::from(p.as_str()))
+                .await?
+                .into_stream();
+            while let Some(chunk) = chunks.try_next().await? {
+                size += chunk.len() as u64;
+                w.put(chunk).await?;
+            }
+        }
+        Ok(())
     }
-    io::Write::flush(&mut w)?;
-    drop(w);
-    std::fs::rename(&tmp, out)?;
+    .await;
+    if let Err(e) = copied {
+        let _ = w.abort().await;
+        return Err(io_err(e));
+    }
+    w.shutdown().await?;
     Ok(size)
 }
 
@@ -733,29 +843,30 @@ async fn sweep_once(
     storage: &Storage,
     live: &impl Fn(String) -> futures_util::future::BoxFuture<'static, bool>,
 ) {
-    let Ok(mut rooms) = tokio::fs::read_dir(&storage.root).await else {
+    let objs = &storage.objects.objects;
+    let Ok(rooms) = objs.list_with_delimiter(None).await else {
         return;
     };
-    while let Ok(Some(room)) = rooms.next_entry().await {
-        let name = room.file_name().to_string_lossy().into_owned();
-        if !safe_name(&name) {
-            continue;
-        }
-        let Ok(mut recs) = tokio::fs::read_dir(room.path()).await else {
+    for room in rooms.common_prefixes {
+        let Some(name) = room.filename().filter(|r| safe_name(r)).map(str::to_string) else {
             continue;
         };
-        while let Ok(Some(rec)) = recs.next_entry().await {
+        let Ok(recs) = objs.list_with_delimiter(Some(&room)).await else {
+            continue;
+        };
+        for rec in recs.common_prefixes {
             if storage.shutdown.is_cancelled() {
                 return;
             }
-            let Ok(meta) = read_meta(&rec.path()).await else {
+            let dir = rec.as_ref();
+            let Ok(meta) = read_meta(&storage.objects, dir).await else {
                 continue;
             };
             let abandoned = meta.ended_at.is_none()
                 && crate::now_ms() - meta.updated_at > ABANDONED_AFTER_MS
                 && !live(name.clone()).await;
             if abandoned || (meta.ended_at.is_some() && !meta.registered) {
-                finalize(storage, &rec.path()).await;
+                finalize(storage, dir).await;
             }
         }
     }
@@ -766,12 +877,12 @@ mod tests {
     use super::*;
     use crate::segmenter::StreamInfo;
 
-    fn storage(root: &Path) -> Storage {
+    fn storage(root: &std::path::Path) -> Storage {
         // Nothing listens here: registration is not reached in these tests (shutdown).
         let shutdown = CancellationToken::new();
         shutdown.cancel();
         Storage::new(
-            root.to_path_buf(),
+            skylark_objstore::local(root.to_path_buf()).unwrap(),
             crate::access::directory_client("http://127.0.0.1:9").unwrap(),
             shutdown,
         )
@@ -817,10 +928,11 @@ mod tests {
         segment(&mut w, 1).await;
         // A part of a segment that never completes (the packager dies) is not written.
         w.apply("", part(2, b"zz", false)).await.unwrap();
-        let dir = w.dir.clone();
+        let key = w.dir.clone();
+        let dir = tmp.path().join(&key);
         let id = w.meta.id.clone();
         assert_eq!(std::fs::read(dir.join("main/seg1.m4s")).unwrap(), b"abcd");
-        let media = std::fs::read_to_string(dir.join("main/media.m3u8")).unwrap();
+        let media = w.meta.media_playlist("").unwrap();
         assert!(media.contains("#EXT-X-PLAYLIST-TYPE:EVENT\n"), "{media}");
         assert!(!media.contains("ENDLIST"));
         assert!(!dir.join("main/seg2.m4s").exists());
@@ -833,14 +945,18 @@ mod tests {
         assert_eq!(w.meta.id, id);
         w.apply("", init("avc1.42e01f,mp4a.40.2")).await.unwrap();
         segment(&mut w, 0).await;
-        let media = std::fs::read_to_string(dir.join("main/media.m3u8")).unwrap();
+        let media = read_meta(&st.objects, &key)
+            .await
+            .unwrap()
+            .media_playlist("")
+            .unwrap();
         assert!(
             media.ends_with("seg1.m4s\n#EXT-X-DISCONTINUITY\n#EXT-X-MAP:URI=\"init2.mp4\"\n#EXTINF:2.00000,\nseg2.m4s\n"),
             "{media}"
         );
 
-        finalize(&st, &dir).await;
-        let meta = read_meta(&dir).await.unwrap();
+        finalize(&st, &key).await;
+        let meta = read_meta(&st.objects, &key).await.unwrap();
         assert!(meta.ended_at.is_some());
         assert_eq!(meta.duration_s, 6.0);
         // The download is the longest run with one init (segments 0 and 1).
@@ -868,12 +984,15 @@ mod tests {
         w.apply("", init("avc1.42e01f")).await.unwrap();
         segment(&mut w, 0).await;
         w.meta.updated_at -= CONTINUE_WITHIN_MS + 1000;
-        write_meta(&w.dir, &w.meta).await.unwrap();
+        write_meta(&w.storage.objects, &w.dir, &mut w.meta)
+            .await
+            .unwrap();
         let (old, old_dir) = (w.meta.id.clone(), w.dir.clone());
         drop(w);
-        let w = Writer::open(st, "room_b").await.unwrap();
+        let w = Writer::open(st.clone(), "room_b").await.unwrap();
         assert_ne!(w.meta.id, old);
-        assert!(read_meta(&old_dir).await.unwrap().ended_at.is_some());
+        let old_meta = read_meta(&st.objects, &old_dir).await.unwrap();
+        assert!(old_meta.ended_at.is_some());
     }
 
     #[tokio::test]
@@ -903,8 +1022,58 @@ mod tests {
             [(0, false), (1, true)],
             "segment 1 skipped, 2 written as seg1"
         );
-        assert_eq!(std::fs::read(w.dir.join("main/seg1.m4s")).unwrap(), b"abcd");
+        let seg1 = tmp.path().join(&w.dir).join("main/seg1.m4s");
+        assert_eq!(std::fs::read(seg1).unwrap(), b"abcd");
         assert_eq!(r.segments[1].init, 2, "the init sent again after the gap");
+    }
+
+    #[tokio::test]
+    async fn the_segment_list_is_stored_in_sealed_chunks_and_read_back_whole() {
+        let tmp = tempfile::tempdir().unwrap();
+        let st = storage(tmp.path());
+        let mut w = Writer::open(st.clone(), "room_d").await.unwrap();
+        w.apply("", init("avc1.42e01f")).await.unwrap();
+        for msn in 0..(2 * CHUNK as u64 + 5) {
+            segment(&mut w, msn).await;
+        }
+        let dir = tmp.path().join(&w.dir);
+        let stored: Meta =
+            serde_json::from_slice(&std::fs::read(dir.join("recording.json")).unwrap()).unwrap();
+        assert_eq!(stored.renditions[""].sealed, 2);
+        assert_eq!(stored.renditions[""].segments.len(), 5, "only the tail");
+        assert!(dir.join("main/segments-1.json").exists());
+        let back = read_meta(&st.objects, &w.dir).await.unwrap();
+        assert_eq!(back, w.meta);
+        assert_eq!(back.renditions[""].segments.len(), 2 * CHUNK + 5);
+        assert_eq!(back.renditions[""].segments[CHUNK + 3].n, CHUNK as u64 + 3);
+    }
+
+    /// Bytes of state stored over an hour of 2 s segments: what is stored now
+    /// (`recording.json` with the tail, each sealed chunk once) against what rewriting the
+    /// whole list and playlist at every segment stored. Figures: docs/benchmarks.md.
+    #[tokio::test]
+    async fn state_stored_per_segment_does_not_grow_with_the_recording() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut w = Writer::open(storage(tmp.path()), "room_e").await.unwrap();
+        w.apply("", init("avc1.42e01f")).await.unwrap();
+        let dir = tmp.path().join(&w.dir);
+        let (mut now, mut whole, mut last) = (0u64, 0u64, 0u64);
+        for msn in 0..1800 {
+            segment(&mut w, msn).await;
+            let state = std::fs::metadata(dir.join("recording.json")).unwrap().len();
+            let sealed = w.meta.renditions[""].sealed;
+            if msn as usize + 1 == sealed as usize * CHUNK {
+                let chunk = dir.join(format!("main/segments-{}.json", sealed - 1));
+                now += std::fs::metadata(chunk).unwrap().len();
+            }
+            now += state;
+            last = state;
+            whole += serde_json::to_vec(&w.meta).unwrap().len() as u64
+                + w.meta.media_playlist("").unwrap().len() as u64;
+        }
+        println!("1800 segments: {now} bytes of state stored, {whole} if rewritten whole; recording.json at the end {last} bytes");
+        assert!(last < 64 * 1024, "recording.json grows: {last} bytes");
+        assert!(now * 20 < whole, "{now} vs {whole}");
     }
 
     #[test]

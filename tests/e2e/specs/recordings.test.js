@@ -1,21 +1,57 @@
 // Recordings in the browser: the studio's "Record" setting turned on, Chromium publishing
 // its fake camera over WHIP for ~15 s; once the stream ends the studio lists the
 // recording, and the watch page (/watch/{room}?recording={id}) plays its HLS VOD with
-// hls.js: a finite duration, time advancing, no fatal error.
+// hls.js: a finite duration, time advancing, no fatal error. Then the same playback of a
+// recording kept in S3-compatible storage (SKYLARK_RECORDINGS_URL=s3://…, moto's S3
+// emulator `moto_server` from the test venv that scripts/test fills), an FFmpeg RTMP
+// stream recorded.
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
 import { noBrowser, waitForStatus } from '../lib/browser.js';
-import { requestJson } from '../lib/server.js';
+import { requestJson, freePort } from '../lib/server.js';
 import { withCleanup } from '../lib/harness.js';
 import { until } from '../lib/app.js';
-import { serverAndApp, explainFailure } from '../lib/fixtures.js';
+import { serverAndApp, explainFailure, serverFor, browserFor, appFor, rtmpPush } from '../lib/fixtures.js';
 import { openStudioAs } from '../lib/studio.js';
 
 const skip = noBrowser() ?? false;
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 /** Seconds the publisher streams. */
 const PUBLISH_S = 15;
+const MOTO = path.join(os.homedir(), '.cache/skylark-test-venv/bin/moto_server');
+/** Why the S3 test can't run, if it can't: a failure under CI=true. */
+const noMoto = fs.existsSync(MOTO) ? null : `${MOTO} missing: run scripts/test to install moto[server]`;
+if (noMoto && process.env.CI === 'true') throw new Error(noMoto);
+
+/** The room's first recording once the API lists it (120 s at most). */
+async function listed(sk, room) {
+  const deadline = Date.now() + 120_000;
+  for (;;) {
+    const { json } = await requestJson('GET', `${sk.baseUrl}/api/v1/rooms/${room}/recordings`, { expect: 200 });
+    if (json.recordings[0]) return json.recordings[0];
+    if (Date.now() > deadline) throw new Error('no recording listed 120 s after the stream ended');
+    await sleep(500);
+  }
+}
+
+/** hls.js on the watch page plays recording `rec`: finite duration near its own, time advancing. */
+async function playsOnWatchPage(app, sk, room, rec) {
+  const player = await app.open(`${sk.baseUrl}/watch/${room}?recording=${rec.id}`, { tag: 'watch-recording' });
+  const video = () => {
+    const v = document.getElementById('video');
+    return { currentTime: v.currentTime, duration: v.duration, width: v.videoWidth, hls: !!window.__recordingHls, error: window.player?.stats?.().error ?? null };
+  };
+  const first = await until(player, video, (s) => s.hls && s.width > 0 && s.currentTime > 0.5, { what: 'the recording playing', timeoutMs: 30_000 });
+  assert.ok(Number.isFinite(first.duration) && Math.abs(first.duration - rec.duration_s) < 2, `VOD duration ${first.duration} vs ${rec.duration_s}`);
+  await sleep(2000);
+  const second = await player.evaluate(video);
+  assert.ok(second.currentTime > first.currentTime, `time advances: ${first.currentTime} → ${second.currentTime}`);
+}
 
 test('recordings: Record in the studio, a WHIP stream, listed when it ends, hls.js plays the VOD on the watch page', { timeout: 240_000, skip }, () =>
   withCleanup(async (defer) => {
@@ -42,14 +78,7 @@ test('recordings: Record in the studio, a WHIP stream, listed when it ends, hls.
         await publisher.evaluate(() => window.stop());
 
         // Listed once the stream has ended (offline detection, finalizing, registering).
-        let rec = null;
-        const deadline = Date.now() + 120_000;
-        while (!rec) {
-          const { json } = await requestJson('GET', `${sk.baseUrl}/api/v1/rooms/${room}/recordings`, { expect: 200 });
-          rec = json.recordings[0] ?? null;
-          if (!rec && Date.now() > deadline) throw new Error('no recording listed 120 s after the stream ended');
-          if (!rec) await sleep(500);
-        }
+        const rec = await listed(sk, room);
         assert.ok(rec.duration_s > PUBLISH_S / 2 && rec.duration_s < PUBLISH_S + 5, `recorded ${rec.duration_s} s of ~${PUBLISH_S} s`);
 
         // The studio lists it.
@@ -57,16 +86,49 @@ test('recordings: Record in the studio, a WHIP stream, listed when it ends, hls.
         await studio.locator(`#recordings-list li[data-recording="${rec.id}"]`).waitFor({ timeout: 15_000 });
 
         // The watch page plays the VOD with hls.js.
-        const player = await app.open(`${sk.baseUrl}/watch/${room}?recording=${rec.id}`, { tag: 'watch-recording' });
-        const video = () => {
-          const v = document.getElementById('video');
-          return { currentTime: v.currentTime, duration: v.duration, width: v.videoWidth, hls: !!window.__recordingHls, error: window.player?.stats?.().error ?? null };
-        };
-        const first = await until(player, video, (s) => s.hls && s.width > 0 && s.currentTime > 0.5, { what: 'the recording playing', timeoutMs: 30_000 });
-        assert.ok(Number.isFinite(first.duration) && Math.abs(first.duration - rec.duration_s) < 2, `VOD duration ${first.duration} vs ${rec.duration_s}`);
-        await sleep(2000);
-        const second = await player.evaluate(video);
-        assert.ok(second.currentTime > first.currentTime, `time advances: ${first.currentTime} → ${second.currentTime}`);
+        await playsOnWatchPage(app, sk, room, rec);
+      },
+      () => ({ 'server log': sk.logFile, 'page console': app.logFile }),
+    );
+  }),
+);
+
+test('recordings in S3: an RTMP stream recorded into moto_server, hls.js plays the VOD served from the bucket', { timeout: 240_000, skip: skip || noMoto || false }, () =>
+  withCleanup(async (defer) => {
+    const port = await freePort();
+    const moto = spawn(MOTO, ['-H', '127.0.0.1', '-p', String(port)], { stdio: 'ignore' });
+    defer(() => moto.kill());
+    const endpoint = `http://127.0.0.1:${port}`;
+    const bucket = 'skylark-e2e';
+    const made = Date.now() + 60_000;
+    for (;;) {
+      const r = await fetch(`${endpoint}/${bucket}`, { method: 'PUT' }).catch(() => null);
+      if (r?.ok) break;
+      if (Date.now() > made) throw new Error(`moto_server on ${endpoint} did not create the bucket`);
+      await sleep(300);
+    }
+    const env = {
+      SKYLARK_RECORDINGS_URL: `s3://${bucket}/rec`,
+      AWS_ACCESS_KEY_ID: 'testing', AWS_SECRET_ACCESS_KEY: 'testing', AWS_REGION: 'us-east-1',
+      AWS_ENDPOINT_URL: endpoint, AWS_ALLOW_HTTP: 'true',
+    };
+    const sk = await serverFor(defer, { label: 'recordings-s3', env });
+    const app = appFor(defer, await browserFor(defer, 'recordings-s3'), 'recordings-s3');
+    await explainFailure(
+      async () => {
+        const creator = await sk.signup();
+        const body = { title: 'Recordings S3 e2e', visibility: 'public', record: true };
+        const { json: created } = await requestJson('POST', `${sk.baseUrl}/api/v1/rooms`, { token: creator.access_token, body, expect: 201 });
+        const room = created.room.id;
+        assert.equal(created.room.record, true);
+        const ff = rtmpPush(defer, sk, created.stream_key, { seconds: PUBLISH_S });
+        await new Promise((resolve) => ff.on('exit', resolve));
+        const rec = await listed(sk, room);
+        assert.ok(Math.abs(rec.duration_s - PUBLISH_S) <= 1.5, `recorded ${rec.duration_s} s of ${PUBLISH_S} s`);
+        // The objects are in the bucket (listing needs no signature on moto).
+        const list = await (await fetch(`${endpoint}/${bucket}?list-type=2&prefix=rec/${room}/${rec.id}/`)).text();
+        assert.ok(list.includes(`rec/${room}/${rec.id}/recording.mp4`), 'the MP4 is in the bucket');
+        await playsOnWatchPage(app, sk, room, rec);
       },
       () => ({ 'server log': sk.logFile, 'page console': app.logFile }),
     );

@@ -225,12 +225,38 @@ livenessProbe:
 
 {{/*
 Recordings storage of the packagers and the api: SKYLARK_RECORDINGS_URL, and the volume
-of recordings.existingClaim at /recordings.
+of recordings.existingClaim at /recordings. With an s3:// URL: the AWS_* settings of
+recordings.s3, the credentials from recordings.s3.existingSecret (none there: the
+pod's own identity, e.g. IRSA).
 */}}
 {{- define "skylark.env.recordings" -}}
 {{- $default := ternary "file:///recordings" "file:///data/recordings" (ne .Values.recordings.existingClaim "") -}}
 - name: SKYLARK_RECORDINGS_URL
   value: {{ .Values.recordings.url | default $default | quote }}
+{{- if hasPrefix "s3://" .Values.recordings.url }}
+{{- if .Values.recordings.s3.region }}
+- name: AWS_REGION
+  value: {{ .Values.recordings.s3.region | quote }}
+{{- end }}
+{{- if .Values.recordings.s3.endpoint }}
+- name: AWS_ENDPOINT_URL
+  value: {{ .Values.recordings.s3.endpoint | quote }}
+{{- end }}
+- name: AWS_ALLOW_HTTP
+  value: {{ .Values.recordings.s3.allowHttp | quote }}
+{{- if .Values.recordings.s3.existingSecret }}
+- name: AWS_ACCESS_KEY_ID
+  valueFrom:
+    secretKeyRef:
+      name: {{ .Values.recordings.s3.existingSecret | quote }}
+      key: {{ .Values.recordings.s3.accessKeyIdKey | quote }}
+- name: AWS_SECRET_ACCESS_KEY
+  valueFrom:
+    secretKeyRef:
+      name: {{ .Values.recordings.s3.existingSecret | quote }}
+      key: {{ .Values.recordings.s3.secretAccessKeyKey | quote }}
+{{- end }}
+{{- end }}
 {{- end }}
 
 {{- define "skylark.volumeMount.recordings" -}}

@@ -161,25 +161,25 @@ pub async fn delete(
     }
     // Files first: a row without files would be a broken link, files without a row are
     // only disk space (and deleting again is not possible then).
-    if let Some(root) = &state.config.recordings_dir {
-        remove_files(root, &rec).await?;
+    if let Some(store) = &state.config.recordings {
+        remove_files(store, &rec).await?;
     }
     state.store.delete_recording(&rec.id).await?;
     tracing::info!(recording_id = %rec.id, room_id = %rec.room_id, "recording deleted");
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// Removes `{root}/{room}/{id}`; the path comes from the row, checked again here.
-async fn remove_files(root: &std::path::Path, rec: &Recording) -> ApiResult<()> {
+/// Removes the objects under `{room}/{id}`; the path comes from the row, checked again
+/// here.
+async fn remove_files(store: &skylark_objstore::Store, rec: &Recording) -> ApiResult<()> {
     let ok = rec.path == format!("{}/{}", rec.room_id, rec.id)
         && crate::recordings::could_name_a_recording(&rec.id)
         && crate::recordings::could_name_a_recording(&rec.room_id);
     if !ok {
         return Err(ApiError::internal("recording path is not its room/id"));
     }
-    match tokio::fs::remove_dir_all(root.join(&rec.room_id).join(&rec.id)).await {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+    match store.delete_prefix(&rec.path).await {
+        Ok(_) => Ok(()),
         Err(e) => {
             tracing::warn!(error = %e, recording_id = %rec.id, "recording files not deleted");
             Err(ApiError::busy(
