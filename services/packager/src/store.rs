@@ -114,8 +114,9 @@ impl Rendition {
             };
             if st.on_disk {
                 st.bytes = None;
-                let parts = self.playlist.segments[i].parts.len() as u64;
-                for p in 0..parts {
+                // Its parts too (bytes and the playlist's list): only the edge lists them.
+                let parts = std::mem::take(&mut self.playlist.segments[i].parts);
+                for p in 0..parts.len() as u64 {
                     self.parts.remove(&(msn, p));
                 }
             } else if !st.pending {
@@ -423,9 +424,9 @@ impl State {
             if let Some(seg) = r
                 .playlist
                 .segments
-                .get((msn - r.playlist.media_sequence) as usize)
+                .get_mut((msn - r.playlist.media_sequence) as usize)
             {
-                for p in 0..seg.parts.len() as u64 {
+                for p in 0..std::mem::take(&mut seg.parts).len() as u64 {
                     r.parts.remove(&(msn, p));
                 }
             }
@@ -915,6 +916,19 @@ mod tests {
             _ => panic!("segment 22 should be a DVR file"),
         }
         assert!(r.part("", 22, 0).is_none());
+        let parts_kept = r
+            .read_rendition("", |s| {
+                s.playlist
+                    .segments
+                    .iter()
+                    .filter(|s| !s.parts.is_empty())
+                    .count()
+            })
+            .unwrap();
+        assert_eq!(
+            parts_kept, WINDOW_SEGMENTS,
+            "part lists kept for the live edge only"
+        );
         assert!(matches!(
             r.segment_source("", 40),
             Some(SegmentSource::Memory(_))

@@ -571,6 +571,40 @@ seg5.m4s
         assert_eq!(pl.last_part(), Some((6, 1)));
     }
 
+    /// What delta updates save on a 30-minute window (docs/benchmarks.md): 900 segments
+    /// of 2 s with 200 ms parts; a blocking reload answered with a delta update lists
+    /// the last 12 s only.
+    #[test]
+    fn a_thirty_minute_window_reloads_small() {
+        let mut pl = MediaPlaylist::new(2.0, 0.2);
+        pl.delta_updates = true;
+        pl.media_sequence = 10_000;
+        pl.segments = (10_000..10_900)
+            .map(|n| {
+                let mut s = seg(n, 10, true);
+                s.parts.iter_mut().for_each(|p| p.duration = 0.2);
+                s.duration = 2.0;
+                s
+            })
+            .collect();
+        pl.segments.last_mut().unwrap().complete = false;
+        pl.preload_hint = Some("seg10899.10.m4s".into());
+        let (full, delta) = (pl.render(), pl.render_delta());
+        println!(
+            "30 min window: full playlist {} bytes, delta update {} bytes ({} segments skipped)",
+            full.len(),
+            delta.len(),
+            pl.skippable()
+        );
+        assert_eq!(pl.skippable(), 894);
+        assert!(
+            delta.len() * 30 < full.len(),
+            "{} vs {}",
+            delta.len(),
+            full.len()
+        );
+    }
+
     /// A new publisher's init has its own URI: `EXT-X-MAP` again after the discontinuity.
     #[test]
     fn init_changes_are_mapped_where_they_happen() {
