@@ -120,32 +120,39 @@ async fn rules_broken(source: TestSource, log: &str) -> Option<Vec<(Violation, S
     assert!(reloads >= 20, "{reloads} reloads in {FOLLOW:?}\n{text}");
     assert!(complete >= 3, "{complete} complete segments\n{text}");
 
-    // The media the last playlist lists, read back.
+    found.extend(media_timing(&c, &dir, &pl, &text).await);
+    drop(room);
+    Some(found)
+}
+
+/// The media `pl` lists (every part and segment, under `dir`), read back and checked
+/// against it (`check_media_timing`).
+async fn media_timing(
+    c: &reqwest::Client,
+    dir: &str,
+    pl: &MediaPlaylistText,
+    text: &str,
+) -> Vec<(Violation, String)> {
     let map = pl.segments[0].map_uri.clone().expect("EXT-X-MAP");
-    let init = get(&c, &format!("{dir}/{map}")).await.unwrap();
+    let init = get(c, &format!("{dir}/{map}")).await.unwrap();
     let tracks = read::tracks(&init).expect("the init segment parses");
     let mut media: HashMap<String, Vec<read::TrackRun>> = HashMap::new();
     for s in &pl.segments {
         for uri in s.parts.iter().map(|p| &p.uri).chain(s.uri.as_ref()) {
-            let bytes = get(&c, &format!("{dir}/{uri}")).await.unwrap();
+            let bytes = get(c, &format!("{dir}/{uri}")).await.unwrap();
             let runs = read::track_runs(&bytes).unwrap_or_else(|e| panic!("{uri}: {e:?}"));
             media.insert(uri.clone(), runs);
         }
     }
     let runs = |uri: &str| media.get(uri).cloned();
-    found.extend(
-        check::check_media_timing(&pl, &tracks, &runs)
-            .into_iter()
-            .map(|v| (v, text.clone())),
-    );
-    drop(room);
-    Some(found)
+    check::check_media_timing(pl, &tracks, &runs)
+        .into_iter()
+        .map(|v| (v, text.to_string()))
+        .collect()
 }
 
-async fn assert_rules(source: TestSource, log: &str) {
-    let Some(found) = rules_broken(source, log).await else {
-        return;
-    };
+/// Fails with every rule broken, and the playlist the first was found in.
+fn assert_none_broken(found: &[(Violation, String)]) {
     if let Some((_, text)) = found.first() {
         let list: Vec<String> = found.iter().map(|(v, _)| v.to_string()).collect();
         panic!(
@@ -153,6 +160,12 @@ async fn assert_rules(source: TestSource, log: &str) {
             found.len(),
             list.join("\n")
         );
+    }
+}
+
+async fn assert_rules(source: TestSource, log: &str) {
+    if let Some(found) = rules_broken(source, log).await {
+        assert_none_broken(&found);
     }
 }
 
@@ -310,31 +323,8 @@ async fn dvr_window_and_delta_updates_follow_the_rules() {
     assert_eq!(status, 404, "{gone}: slid out of the window");
 
     // The media, old segments (from disk) included, read back.
-    let map = pl.segments[0].map_uri.clone().expect("EXT-X-MAP");
-    let init = get(&c, &format!("{dir}/{map}")).await.unwrap();
-    let tracks = read::tracks(&init).expect("the init segment parses");
-    let mut media: HashMap<String, Vec<read::TrackRun>> = HashMap::new();
-    for s in &pl.segments {
-        for uri in s.parts.iter().map(|p| &p.uri).chain(s.uri.as_ref()) {
-            let bytes = get(&c, &format!("{dir}/{uri}")).await.unwrap();
-            let runs = read::track_runs(&bytes).unwrap_or_else(|e| panic!("{uri}: {e:?}"));
-            media.insert(uri.clone(), runs);
-        }
-    }
-    let runs = |uri: &str| media.get(uri).cloned();
-    found.extend(
-        check::check_media_timing(&pl, &tracks, &runs)
-            .into_iter()
-            .map(|v| (v, text.clone())),
-    );
-    if let Some((_, text)) = found.first() {
-        let list: Vec<String> = found.iter().map(|(v, _)| v.to_string()).collect();
-        panic!(
-            "{} rules broken:\n{}\nfirst in:\n{text}",
-            found.len(),
-            list.join("\n")
-        );
-    }
+    found.extend(media_timing(&c, &dir, &pl, &text).await);
+    assert_none_broken(&found);
 
     // On disk: the window's segments (and a few being written or removed), no more.
     let dvr_root = room.sk.dir.join("data").join("dvr");
