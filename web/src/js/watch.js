@@ -468,7 +468,8 @@ function firstFrame(s) {
   note('firstFrame', { transport: s.kind, width: video.videoWidth, height: video.videoHeight });
   setStatus('playing');
   say(message, '');
-  loadDvrInfo();
+  // Peer-to-peer rooms have no HLS to seek in.
+  if (s.kind === 'webrtc' || s.kind === 'hls') loadDvrInfo();
 }
 
 function watchFrames(s) {
