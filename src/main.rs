@@ -132,6 +132,12 @@ struct Config {
     /// AWS_REGION, AWS_ENDPOINT_URL, AWS_ALLOW_HTTP).
     #[arg(long, env = "SKYLARK_RECORDINGS_URL")]
     recordings_url: Option<String>,
+    /// How far back (seconds) HLS viewers may seek in a live stream; 0 turns the DVR
+    /// window off. Segments behind the live edge are kept on disk under
+    /// `{data dir}/dvr`, removed with the room.
+    #[arg(long, env = "SKYLARK_DVR_WINDOW_S", default_value_t = 1800,
+          value_parser = clap::value_parser!(u64).range(0..=86_400))]
+    dvr_window_s: u64,
     /// LL-HLS part duration, ms.
     #[arg(long, env = "SKYLARK_HLS_PART_MS", default_value_t = 200)]
     hls_part_ms: u64,
@@ -630,6 +636,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             api_grpc_url,
             playback_tokens: config.playback_tokens()?,
             recordings: config.recordings()?,
+            dvr: (config.dvr_window_s > 0).then(|| skylark_packager::dvr::Settings {
+                window: Duration::from_secs(config.dvr_window_s),
+                root: config.data_dir.join("dvr"),
+            }),
         })
     };
     let (addr, parts) = match target {

@@ -723,7 +723,17 @@ impl RtmpRoom {
         seconds: u32,
         source: TestSource,
     ) -> RtmpRoom {
-        let sk = Skylark::start().await;
+        Self::start_on(Skylark::start().await, ffmpeg, log_name, seconds, source).await
+    }
+
+    /// [`RtmpRoom::start_with`] on a server the test started (its own settings).
+    pub async fn start_on(
+        sk: Skylark,
+        ffmpeg: &str,
+        log_name: &str,
+        seconds: u32,
+        source: TestSource,
+    ) -> RtmpRoom {
         let port = rtmp_port(&sk);
         let (_, room, key) = creator_with_room(&sk.base, "public").await;
         let log = sk.dir.join(log_name);

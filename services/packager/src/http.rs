@@ -1,10 +1,11 @@
 //! `GET /hls/{room}/…`: the multivariant playlist, the LL-HLS media playlist with
-//! blocking reload (`_HLS_msn`, `_HLS_part`), the init segment, segments and parts —
-//! at the room's root without simulcast, under `/hls/{room}/{layer}/` per layer with it.
+//! blocking reload (`_HLS_msn`, `_HLS_part`) and delta updates (`_HLS_skip`), the init
+//! segment, segments (behind the live edge: DVR files) and parts — at the room's root
+//! without simulcast, under `/hls/{room}/{layer}/` per layer with it.
 
 use crate::access::with_param;
 use crate::audience;
-use crate::store::{RoomHls, Rooms};
+use crate::store::{RoomHls, Rooms, SegmentSource};
 use axum::body::Body;
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderValue, StatusCode};
@@ -17,6 +18,11 @@ use skylark_telemetry::error::json_error as error;
 use skylark_telemetry::limits::ClientIp;
 use std::sync::Arc;
 use std::time::Duration;
+
+/// `EXT-X-SESSION-DATA` of the multivariant playlist: the DVR window's length and how
+/// much of it the room has, in seconds (the watch page's seek bar reads them).
+pub const DVR_WINDOW_ID: &str = "io.skylark.dvr-window";
+pub const DVR_AVAILABLE_ID: &str = "io.skylark.dvr-available";
 
 /// Longest a blocking request waits (three target durations, as the spec suggests).
 pub const BLOCK_TIMEOUT: Duration = Duration::from_secs(6);
@@ -142,7 +148,7 @@ pub struct Blocking {
     #[serde(rename = "_HLS_part")]
     part: Option<String>,
     #[serde(rename = "_HLS_skip")]
-    _skip: Option<String>,
+    skip: Option<String>,
     /// The player's session (see `audience`).
     sid: Option<String>,
 }
@@ -253,7 +259,16 @@ async fn file(
                 .sid
                 .filter(|s| audience::valid_sid(s))
                 .unwrap_or_else(audience::new_sid);
-            let body = with_param(&render_multivariant(&variants), audience::SID, &sid);
+            let mut text = render_multivariant(&variants);
+            // The player learns the DVR window here (RFC 8216 §4.3.4.4 session data)
+            // without loading a media playlist, so counting as no HLS viewer.
+            if let Some((window, have)) = hls.read(|s| s.dvr_seconds()) {
+                text.push_str(&format!(
+                    "#EXT-X-SESSION-DATA:DATA-ID=\"{DVR_WINDOW_ID}\",VALUE=\"{window:.0}\"\n\
+                     #EXT-X-SESSION-DATA:DATA-ID=\"{DVR_AVAILABLE_ID}\",VALUE=\"{have:.0}\"\n"
+                ));
+            }
+            let body = with_param(&text, audience::SID, &sid);
             with_headers(body, PLAYLIST, "no-cache")
         }
         File::Media => {
@@ -298,14 +313,21 @@ async fn file(
                 "the stream has not started yet",
             ),
         },
-        File::Segment(msn) => match hls.segment(&rendition, msn) {
-            Some(b) => serve_bytes(b),
-            None => error(
-                StatusCode::NOT_FOUND,
-                "not_found",
-                "no such segment (outside the window?)",
-            ),
-        },
+        File::Segment(msn) => {
+            let bytes = match hls.segment_source(&rendition, msn) {
+                Some(SegmentSource::Memory(b)) => Some(b),
+                Some(SegmentSource::File(path)) => crate::dvr::read(&path).await,
+                None => None,
+            };
+            match bytes {
+                Some(b) => serve_bytes(b),
+                None => error(
+                    StatusCode::NOT_FOUND,
+                    "not_found",
+                    "no such segment (outside the window?)",
+                ),
+            }
+        }
         File::Part(msn, p) => {
             // The preload hint names the next part before it exists: wait for it.
             let mut rx = hls.subscribe();
@@ -378,6 +400,18 @@ async fn media_playlist(hls: &RoomHls, rendition: &str, q: Blocking) -> Response
         (Ok(m), Ok(p)) => (m, p),
         (Err(e), _) | (_, Err(e)) => return error(StatusCode::BAD_REQUEST, "bad_request", &e),
     };
+    // `v2` also asks to skip date ranges, of which there are none.
+    let skip = match q.skip.as_deref() {
+        None => false,
+        Some("YES" | "v2") => true,
+        Some(_) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                "_HLS_skip must be YES or v2",
+            )
+        }
+    };
     if part.is_some() && msn.is_none() {
         return error(
             StatusCode::BAD_REQUEST,
@@ -425,7 +459,13 @@ async fn media_playlist(hls: &RoomHls, rendition: &str, q: Blocking) -> Response
     })
     .await;
     let text = hls
-        .read_rendition(rendition, |r| r.playlist.render())
+        .read_rendition(rendition, |r| {
+            if skip {
+                r.playlist.render_delta()
+            } else {
+                r.playlist.render()
+            }
+        })
         .unwrap_or_default();
     if !text.contains("#EXTINF") {
         return error(
@@ -512,6 +552,60 @@ mod tests {
         assert!(
             mv.contains("BANDWIDTH=2000000,"),
             "measured on segment 0: {mv}"
+        );
+    }
+
+    /// With a DVR window, `_HLS_skip=YES` answers a delta update a player can apply to
+    /// the full playlist (rule `skip`); a bad value is a 400; without DVR the full one.
+    #[tokio::test(flavor = "current_thread")]
+    async fn delta_updates_with_a_dvr_window() {
+        let root = tempfile::tempdir().unwrap();
+        let settings = crate::dvr::Settings {
+            window: Duration::from_secs(60),
+            root: root.path().to_path_buf(),
+        };
+        let with = RoomHls::with_dvr(
+            Duration::from_secs(1),
+            Duration::from_millis(500),
+            Some(&settings),
+            "r",
+        );
+        let without = RoomHls::new(Duration::from_secs(1), Duration::from_millis(500));
+        for hls in [&with, &without] {
+            for msn in 0..30u64 {
+                for p in 0..2 {
+                    let b = Bytes::from_static(b"x");
+                    hls.push_part("", msn, b, 0.5, p == 0, 1000 * msn as i64, false);
+                }
+                hls.finish_segment("", msn);
+            }
+        }
+        let get = |hls: &Arc<RoomHls>, skip: Option<&str>| {
+            let hls = hls.clone();
+            let q = Blocking {
+                skip: skip.map(str::to_owned),
+                ..Blocking::default()
+            };
+            async move { media_playlist(&hls, "", q).await }
+        };
+        let full = body(get(&with, None).await).await;
+        let delta = body(get(&with, Some("YES")).await).await;
+        let (full, delta) = (
+            check::parse_media(&full).unwrap(),
+            check::parse_media(&delta).unwrap(),
+        );
+        assert_eq!(full.segments.len(), 30);
+        assert_eq!(delta.skipped, 24, "6 s (6 × TARGETDURATION) stay listed");
+        assert_eq!(check::check_media(&delta), []);
+        assert_eq!(check::check_delta(&full, &delta), []);
+        let v2 = body(get(&with, Some("v2")).await).await;
+        assert!(v2.contains("#EXT-X-SKIP:SKIPPED-SEGMENTS=24\n"), "{v2}");
+        let bad = get(&with, Some("NO")).await;
+        assert_eq!(bad.status(), StatusCode::BAD_REQUEST);
+        let plain = body(get(&without, Some("YES")).await).await;
+        assert!(
+            !plain.contains("EXT-X-SKIP") && !plain.contains("CAN-SKIP-UNTIL"),
+            "{plain}"
         );
     }
 

@@ -7,6 +7,7 @@
 
 mod access;
 mod audience;
+pub mod dvr;
 mod flv;
 mod http;
 mod recording;
@@ -62,6 +63,8 @@ pub struct Config {
     pub playback_tokens: skylark_auth::PlaybackTokens,
     /// Where recordings are written (`SKYLARK_RECORDINGS_URL`: a directory or S3).
     pub recordings: skylark_objstore::Store,
+    /// The live DVR window (`SKYLARK_DVR_WINDOW_S`); `None` or a zero window: none.
+    pub dvr: Option<dvr::Settings>,
 }
 
 struct Shared {
@@ -72,6 +75,7 @@ struct Shared {
     /// `PART-TARGET`: no part is longer.
     part_target: Duration,
     recordings: recording::Storage,
+    dvr: Option<dvr::Settings>,
 }
 
 /// Starts discovery and returns the `/hls` routes.
@@ -105,7 +109,11 @@ pub async fn start(
         segment_target: config.segment_target,
         part_target: segmenter::part_target(config.part_target),
         recordings: recordings.clone(),
+        dvr: config.dvr.clone().filter(|d| !d.window.is_zero()),
     });
+    if let Some(d) = &shared.dvr {
+        dvr::sweep_stale(&d.root).await;
+    }
     let node = NodeInfo {
         id: me.clone(),
         kind: NodeKind::Packager,
@@ -271,7 +279,7 @@ fn now_ms() -> i64 {
 /// Pulls one room from its origin and writes its HLS until the room ends, the lease
 /// is lost, or shutdown.
 async fn room_worker(sh: Arc<Shared>, room: String, stop: CancellationToken) {
-    let hls = RoomHls::new(sh.segment_target, sh.part_target);
+    let hls = RoomHls::with_dvr(sh.segment_target, sh.part_target, sh.dvr.as_ref(), &room);
     sh.rooms.insert(&room, hls.clone());
     let mut seg = Renditions::new(sh.segment_target, sh.part_target);
     let mut flv_mux = flv::FlvMuxer::default();
@@ -349,6 +357,10 @@ async fn room_worker(sh: Arc<Shared>, room: String, stop: CancellationToken) {
     }
     if sh.rooms.get(&room).is_some_and(|h| Arc::ptr_eq(&h, &hls)) {
         sh.rooms.remove(&room);
+    }
+    // The window's files go with the room (the writer removes its directory).
+    if let Some(writer) = hls.close_dvr() {
+        let _ = writer.await;
     }
     let _ = placement::release_packager(&sh.bus, &room, &sh.me).await;
 }
@@ -453,7 +465,7 @@ async fn pull(
 }
 
 /// `n` random bytes in hex (zeros if the system has no randomness to give).
-fn random_hex(n: usize) -> String {
+pub(crate) fn random_hex(n: usize) -> String {
     let mut b = vec![0u8; n];
     let _ = getrandom::fill(&mut b);
     b.iter().map(|x| format!("{x:02x}")).collect()

@@ -1,8 +1,10 @@
 //! What the packager serves: per room, one rendition per video layer (the root one
 //! without simulcast), each with its init segment, the parts and segments of a rolling
 //! window and its LL-HLS playlist — plus a version counter that wakes blocking playlist
-//! and part requests the moment something new lands.
+//! and part requests the moment something new lands. With a DVR window the playlist
+//! reaches back that far; segments behind the live edge are then on disk (`dvr`).
 
+use crate::dvr::{self, RoomDir};
 use crate::segmenter::{SegOutput, StreamInfo};
 use bytes::Bytes;
 use skylark_media::hls::{MediaPlaylist, Part, RenditionReport, Segment, Variant};
@@ -11,8 +13,25 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
-/// Segments kept behind the live edge.
+/// Segments kept behind the live edge: the whole window without DVR; with it, the
+/// newest ones, whose bytes (and parts) stay in memory.
 pub const WINDOW_SEGMENTS: usize = 8;
+
+/// Where a segment's bytes are.
+pub enum SegmentSource {
+    Memory(Bytes),
+    /// A DVR file (it may be gone by the time it is read: the window slid).
+    File(std::path::PathBuf),
+}
+
+/// A complete segment's bytes: in memory near the live edge, on disk behind it.
+struct Stored {
+    bytes: Option<Bytes>,
+    len: u64,
+    on_disk: bool,
+    /// Queued to the DVR writer.
+    pending: bool,
+}
 
 /// Where rendition `name` lives under `/hls/{room}/`: the root without simulcast, a
 /// directory named after the layer with it.
@@ -26,6 +45,8 @@ pub fn rendition_dir(name: &str) -> String {
 
 /// One media playlist and what it lists.
 pub struct Rendition {
+    /// Its layer's RID, empty for the root rendition.
+    name: String,
     pub playlist: MediaPlaylist,
     /// The newest init segment (also served as `init.mp4`).
     pub init: Option<Bytes>,
@@ -35,7 +56,9 @@ pub struct Rendition {
     init_version: u32,
     pub info: StreamInfo,
     parts: HashMap<(u64, u64), Bytes>,
-    segments: HashMap<u64, Bytes>,
+    segments: HashMap<u64, Stored>,
+    /// Bytes of its DVR files.
+    disk_bytes: u64,
     /// The current publisher sends this layer: listed in the multivariant playlist.
     pub active: bool,
     /// Its latest still (`fmp4::still`).
@@ -43,15 +66,21 @@ pub struct Rendition {
 }
 
 impl Rendition {
-    fn new(segment_target: Duration, part_target: Duration) -> Self {
+    fn new(name: &str, segment_target: Duration, part_target: Duration, dvr: bool) -> Self {
+        let mut playlist =
+            MediaPlaylist::new(segment_target.as_secs_f64(), part_target.as_secs_f64());
+        // A long window is a long playlist: players then reload only its end.
+        playlist.delta_updates = dvr;
         Self {
-            playlist: MediaPlaylist::new(segment_target.as_secs_f64(), part_target.as_secs_f64()),
+            name: name.to_string(),
+            playlist,
             init: None,
             inits: BTreeMap::new(),
             init_version: 0,
             info: StreamInfo::default(),
             parts: HashMap::new(),
             segments: HashMap::new(),
+            disk_bytes: 0,
             active: false,
             still: None,
         }
@@ -65,6 +94,101 @@ impl Rendition {
     /// can start on.
     pub fn playable(&self) -> bool {
         self.playlist.ended || self.playlist.segments.iter().any(|s| s.complete)
+    }
+
+    /// Slides the window: without DVR ([`WINDOW_SEGMENTS`] segments), with it as long as
+    /// `window` seconds (never fewer segments), within [`dvr::MAX_BYTES_PER_RENDITION`]
+    /// on disk, and never reaching back past a segment that could not be spilled. The
+    /// newest segments keep their bytes and parts in memory; older ones only on disk.
+    fn slide(&mut self, window: f64, dvr: Option<&tokio::sync::mpsc::UnboundedSender<dvr::Op>>) {
+        let name = self.name.clone();
+        let first = self.playlist.media_sequence;
+        let n = self.playlist.segments.len();
+        let behind = n.saturating_sub(WINDOW_SEGMENTS);
+        // Behind the live edge: on disk, on its way, or lost (then cut there).
+        let mut lost = None;
+        for i in 0..behind {
+            let msn = first + i as u64;
+            let Some(st) = self.segments.get_mut(&msn) else {
+                continue;
+            };
+            if st.on_disk {
+                st.bytes = None;
+                // Its parts too (bytes and the playlist's list): only the edge lists them.
+                let parts = std::mem::take(&mut self.playlist.segments[i].parts);
+                for p in 0..parts.len() as u64 {
+                    self.parts.remove(&(msn, p));
+                }
+            } else if !st.pending {
+                lost = Some(i);
+            }
+        }
+        let mut cut = lost.map_or(0, |i| i + 1);
+        let mut total: f64 = self.playlist.segments.iter().map(|s| s.duration).sum();
+        let mut disk = self.disk_bytes;
+        for (i, seg) in self.playlist.segments.iter().enumerate().take(behind) {
+            if i < cut {
+                total -= seg.duration;
+                continue;
+            }
+            let too_long = dvr.is_none() || total - seg.duration >= window;
+            if !too_long && disk <= dvr::MAX_BYTES_PER_RENDITION {
+                break;
+            }
+            total -= seg.duration;
+            if let Some(st) = self.segments.get(&(first + i as u64)) {
+                if st.on_disk {
+                    disk = disk.saturating_sub(st.len);
+                }
+            }
+            cut = i + 1;
+        }
+        for _ in 0..cut {
+            self.remove_oldest(&name, dvr);
+        }
+    }
+
+    fn remove_oldest(
+        &mut self,
+        name: &str,
+        dvr: Option<&tokio::sync::mpsc::UnboundedSender<dvr::Op>>,
+    ) {
+        if self.playlist.segments.is_empty() {
+            return;
+        }
+        let old = self.playlist.media_sequence;
+        let removed = self.playlist.segments.remove(0);
+        self.playlist.media_sequence += 1;
+        if let Some(next) = self.playlist.segments.first() {
+            if next.discontinuity {
+                self.playlist.discontinuity_sequence += 1;
+            }
+        }
+        if let Some(st) = self.segments.remove(&old) {
+            if st.on_disk {
+                self.disk_bytes = self.disk_bytes.saturating_sub(st.len);
+            }
+            if st.on_disk || st.pending {
+                if let Some(ops) = dvr {
+                    let _ = ops.send(dvr::Op::Remove {
+                        rendition: name.to_string(),
+                        msn: old,
+                    });
+                }
+            }
+        }
+        for p in 0..removed.parts.len() as u64 {
+            self.parts.remove(&(old, p));
+        }
+        let current = self.init_version;
+        let in_use: Vec<String> = self
+            .playlist
+            .segments
+            .iter()
+            .filter_map(|seg| seg.map_uri.clone())
+            .collect();
+        self.inits
+            .retain(|v, _| *v == current || in_use.contains(&format!("init{v}.mp4")));
     }
 
     /// Init segment `version`, or the newest for `None`.
@@ -82,6 +206,8 @@ pub struct State {
     part_target: Duration,
     /// When the stream ended; the room is dropped a grace period later.
     pub ended_at: Option<Instant>,
+    /// The DVR window's directory and writer, if the packager keeps one.
+    dvr: Option<RoomDir>,
 }
 
 impl State {
@@ -90,10 +216,10 @@ impl State {
     }
 
     fn rendition_mut(&mut self, name: &str) -> &mut Rendition {
-        let (seg, part) = (self.segment_target, self.part_target);
+        let (seg, part, dvr) = (self.segment_target, self.part_target, self.dvr.is_some());
         self.renditions
             .entry(name.to_string())
-            .or_insert_with(|| Rendition::new(seg, part))
+            .or_insert_with(|| Rendition::new(name, seg, part, dvr))
     }
 
     /// The multivariant playlist's entries: every listed rendition, largest picture first
@@ -221,35 +347,90 @@ impl State {
         let bits = (all.len() as f64 * 8.0 / duration.max(0.1)) as u64;
         s.info.bandwidth = s.info.bandwidth.max(bits);
         s.playlist.note_segment(duration);
-        s.segments.insert(msn, Bytes::from(all));
+        let bytes = Bytes::from(all);
+        let mut stored = Stored {
+            len: bytes.len() as u64,
+            bytes: Some(bytes.clone()),
+            on_disk: false,
+            pending: false,
+        };
         if let Some(seg) = s.playlist.segments.get_mut(idx as usize) {
             seg.complete = true;
         }
         s.playlist.preload_hint = Some(format!("seg{}.0.m4s", msn + 1));
-        // Slide the window.
-        while s.playlist.segments.len() > WINDOW_SEGMENTS {
-            let old = s.playlist.media_sequence;
-            let removed = s.playlist.segments.remove(0);
-            s.playlist.media_sequence += 1;
-            if let Some(next) = s.playlist.segments.first() {
-                if next.discontinuity {
-                    s.playlist.discontinuity_sequence += 1;
-                }
-            }
-            s.segments.remove(&old);
-            for p in 0..removed.parts.len() as u64 {
-                s.parts.remove(&(old, p));
+        // Spill it to the DVR directory (in the background) while it is still live.
+        if let Some(d) = st.dvr.as_mut() {
+            if d.pending_writes < dvr::MAX_PENDING_WRITES
+                && d.ops
+                    .send(dvr::Op::Write {
+                        rendition: rendition.to_string(),
+                        msn,
+                        bytes,
+                    })
+                    .is_ok()
+            {
+                d.pending_writes += 1;
+                stored.pending = true;
+            } else {
+                metrics::counter!("skylark_hls_dvr_segments_not_spilled_total").increment(1);
             }
         }
-        let current = s.init_version;
-        let in_use: Vec<String> = s
-            .playlist
-            .segments
-            .iter()
-            .filter_map(|seg| seg.map_uri.clone())
-            .collect();
-        s.inits
-            .retain(|v, _| *v == current || in_use.contains(&format!("init{v}.mp4")));
+        let (window, dvr) = match st.dvr.as_ref() {
+            Some(d) => (d.window, Some(&d.ops)),
+            None => (0.0, None),
+        };
+        let Some(s) = st.renditions.get_mut(rendition) else {
+            return;
+        };
+        s.segments.insert(msn, stored);
+        s.slide(window, dvr);
+    }
+
+    /// The DVR window's length, and how much of it the room has now (its longest
+    /// rendition's listed media), in seconds; `None` without DVR.
+    pub fn dvr_seconds(&self) -> Option<(f64, f64)> {
+        let d = self.dvr.as_ref()?;
+        let have = self
+            .renditions
+            .values()
+            .filter(|r| r.listed())
+            .map(|r| r.playlist.segments.iter().map(|s| s.duration).sum::<f64>())
+            .fold(0.0, f64::max);
+        Some((d.window, have))
+    }
+
+    /// The DVR writer finished with segment `msn` (`ok`: it is on disk). Its bytes
+    /// leave memory once it is behind the live edge.
+    fn spilled(&mut self, rendition: &str, msn: u64, ok: bool) {
+        let Some(d) = self.dvr.as_mut() else {
+            return;
+        };
+        d.pending_writes = d.pending_writes.saturating_sub(1);
+        let Some(r) = self.renditions.get_mut(rendition) else {
+            return;
+        };
+        let Some(st) = r.segments.get_mut(&msn) else {
+            return; // slid out while being written; its removal is queued after the write
+        };
+        st.pending = false;
+        st.on_disk = ok;
+        if ok {
+            r.disk_bytes += st.len;
+        }
+        let edge = r.playlist.media_sequence
+            + r.playlist.segments.len().saturating_sub(WINDOW_SEGMENTS) as u64;
+        if ok && msn < edge {
+            st.bytes = None;
+            if let Some(seg) = r
+                .playlist
+                .segments
+                .get_mut((msn - r.playlist.media_sequence) as usize)
+            {
+                for p in 0..std::mem::take(&mut seg.parts).len() as u64 {
+                    r.parts.remove(&(msn, p));
+                }
+            }
+        }
     }
 
     /// Every listed rendition is [`Rendition::playable`], and there is one.
@@ -296,19 +477,74 @@ pub struct RoomHls {
 }
 
 impl RoomHls {
+    /// A room whose playlists keep the live edge only ([`WINDOW_SEGMENTS`]).
+    #[cfg(test)]
     pub fn new(segment_target: Duration, part_target: Duration) -> Arc<Self> {
-        let (version, _) = watch::channel(0);
-        Arc::new(Self {
-            state: Mutex::new(State {
-                renditions: BTreeMap::new(),
-                segment_target,
-                part_target,
-                ended_at: None,
-            }),
-            version,
-            flv: Arc::default(),
-            audience: Default::default(),
+        Self::with_dvr(segment_target, part_target, None, "")
+    }
+
+    /// A room with a DVR window when `dvr` is given (its directory is made for `room`;
+    /// needs a Tokio runtime for the writer task).
+    pub fn with_dvr(
+        segment_target: Duration,
+        part_target: Duration,
+        dvr: Option<&dvr::Settings>,
+        room: &str,
+    ) -> Arc<Self> {
+        Arc::new_cyclic(|me| {
+            let (version, _) = watch::channel(0);
+            Self {
+                state: Mutex::new(State {
+                    renditions: BTreeMap::new(),
+                    segment_target,
+                    part_target,
+                    ended_at: None,
+                    dvr: dvr
+                        .filter(|d| !d.window.is_zero())
+                        .map(|d| RoomDir::start(d, room, me.clone())),
+                }),
+                version,
+                flv: Arc::default(),
+                audience: Default::default(),
+            }
         })
+    }
+
+    /// Ends the DVR window: the writer finishes what is queued, removes the room's
+    /// directory, and the returned task ends. Playlists keep the live edge from then on.
+    pub fn close_dvr(&self) -> Option<tokio::task::JoinHandle<()>> {
+        self.write(|s| {
+            let mut d = s.dvr.take()?;
+            for r in s.renditions.values_mut() {
+                r.playlist.delta_updates = false;
+                // Segments only on disk are gone with the directory.
+                let first = r.playlist.media_sequence;
+                let on_disk_only = r
+                    .playlist
+                    .segments
+                    .iter()
+                    .enumerate()
+                    .filter(|(i, _)| {
+                        r.segments
+                            .get(&(first + *i as u64))
+                            .is_some_and(|st| st.bytes.is_none())
+                    })
+                    .count();
+                for _ in 0..on_disk_only {
+                    r.remove_oldest("", None);
+                }
+            }
+            d.writer.take()
+        })
+    }
+
+    /// The DVR writer's report on segment `msn` (see [`State::spilled`]).
+    pub(crate) fn spilled(&self, rendition: &str, msn: u64, ok: bool) {
+        // No playlist changes: nobody blocked on it needs waking.
+        self.state
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .spilled(rendition, msn, ok);
     }
 
     fn bump(&self) {
@@ -447,9 +683,25 @@ impl RoomHls {
             .flatten()
     }
 
+    /// Segment `msn` if its bytes are in memory.
+    #[cfg(test)]
     pub fn segment(&self, rendition: &str, msn: u64) -> Option<Bytes> {
-        self.read_rendition(rendition, |r| r.segments.get(&msn).cloned())
+        self.read_rendition(rendition, |r| r.segments.get(&msn)?.bytes.clone())
             .flatten()
+    }
+
+    /// Where segment `msn`'s bytes are: memory near the live edge, a DVR file behind it.
+    pub fn segment_source(&self, rendition: &str, msn: u64) -> Option<SegmentSource> {
+        self.read(|s| {
+            let st = s.renditions.get(rendition)?.segments.get(&msn)?;
+            match (&st.bytes, &s.dvr) {
+                (Some(b), _) => Some(SegmentSource::Memory(b.clone())),
+                (None, Some(d)) if st.on_disk => Some(SegmentSource::File(dvr::segment_path(
+                    &d.dir, rendition, msn,
+                ))),
+                _ => None,
+            }
+        })
     }
 }
 
@@ -583,6 +835,145 @@ mod tests {
         }
         assert_eq!(init(Some(1)), None, "slid out with its segments");
         assert!(init(Some(2)).is_some());
+    }
+
+    /// Pushes segments `msns` of 1 s (two 0.5 s parts, bytes `[msn, part]`).
+    fn one_second_segments(r: &RoomHls, msns: std::ops::Range<u64>) {
+        for msn in msns {
+            for p in 0..2u8 {
+                r.push_part(
+                    "",
+                    msn,
+                    Bytes::from(vec![msn as u8, p]),
+                    0.5,
+                    p == 0,
+                    1000 * msn as i64,
+                    false,
+                );
+            }
+            r.finish_segment("", msn);
+        }
+    }
+
+    async fn settled(r: &RoomHls) {
+        for _ in 0..500 {
+            if r.read(|s| s.dvr.as_ref().is_none_or(|d| d.pending_writes == 0)) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("DVR writes never finished");
+    }
+
+    /// The window reaches back `SKYLARK_DVR_WINDOW_S`; behind the live edge segments are
+    /// files (served from there), their parts gone from memory and the playlist; what
+    /// slides out is deleted, and the directory goes with the room.
+    #[tokio::test(flavor = "current_thread")]
+    async fn dvr_window_is_on_disk_behind_the_live_edge() {
+        let root = tempfile::tempdir().unwrap();
+        let settings = dvr::Settings {
+            window: Duration::from_secs(20),
+            root: root.path().to_path_buf(),
+        };
+        let r = RoomHls::with_dvr(
+            Duration::from_secs(1),
+            Duration::from_millis(500),
+            Some(&settings),
+            "room1",
+        );
+        one_second_segments(&r, 0..40);
+        settled(&r).await;
+        // Once more, so the slide sees every write done.
+        one_second_segments(&r, 40..41);
+        settled(&r).await;
+        let (first, n, text) = r
+            .read_rendition("", |s| {
+                (
+                    s.playlist.media_sequence,
+                    s.playlist.segments.len(),
+                    s.playlist.render(),
+                )
+            })
+            .unwrap();
+        assert_eq!((first, n), (21, 20), "20 s of 1 s segments:\n{text}");
+        assert!(text.contains("CAN-SKIP-UNTIL=6.000,"), "{text}");
+        let dir = r.read(|s| s.dvr.as_ref().unwrap().dir.clone());
+        let mut files: Vec<String> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        files.sort_by_key(|f| f[2..f.len() - 4].parse::<u64>().unwrap());
+        let want: Vec<String> = (21..41).map(|m| format!("r.{m}.m4s")).collect();
+        assert_eq!(
+            files, want,
+            "the window's segments, the slid-out ones deleted"
+        );
+        // Behind the edge: a file, no parts in memory; at the edge: memory.
+        match r.segment_source("", 22) {
+            Some(SegmentSource::File(p)) => {
+                assert_eq!(dvr::read(&p).await.unwrap().as_ref(), &[22, 0, 22, 1]);
+            }
+            _ => panic!("segment 22 should be a DVR file"),
+        }
+        assert!(r.part("", 22, 0).is_none());
+        let parts_kept = r
+            .read_rendition("", |s| {
+                s.playlist
+                    .segments
+                    .iter()
+                    .filter(|s| !s.parts.is_empty())
+                    .count()
+            })
+            .unwrap();
+        assert_eq!(
+            parts_kept, WINDOW_SEGMENTS,
+            "part lists kept for the live edge only"
+        );
+        assert!(matches!(
+            r.segment_source("", 40),
+            Some(SegmentSource::Memory(_))
+        ));
+        assert!(r.segment_source("", 20).is_none(), "slid out");
+        assert!(!text.contains("seg30.0.m4s"), "parts near the edge only");
+        let (window, have) = r.read(|s| s.dvr_seconds()).unwrap();
+        assert_eq!(window, 20.0);
+        assert_eq!(have, 0.0, "no listed rendition (no init) in this test");
+
+        r.close_dvr().unwrap().await.unwrap();
+        assert!(!dir.exists(), "the room's DVR directory is removed with it");
+        let n = r.read_rendition("", |s| s.playlist.segments.len()).unwrap();
+        assert_eq!(n, WINDOW_SEGMENTS, "back to the live edge");
+    }
+
+    /// A segment that could not be written (here: no directory) is never listed once
+    /// it is behind the live edge: the window stays at the edge instead of naming 404s.
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_segment_not_on_disk_cuts_the_window() {
+        let root = tempfile::tempdir().unwrap();
+        let blocker = root.path().join("file");
+        std::fs::write(&blocker, b"not a directory").unwrap();
+        let settings = dvr::Settings {
+            window: Duration::from_secs(60),
+            root: blocker,
+        };
+        let r = RoomHls::with_dvr(
+            Duration::from_secs(1),
+            Duration::from_millis(500),
+            Some(&settings),
+            "room2",
+        );
+        for msn in 0..20 {
+            one_second_segments(&r, msn..msn + 1);
+            settled(&r).await;
+        }
+        let n = r.read_rendition("", |s| s.playlist.segments.len()).unwrap();
+        assert_eq!(n, WINDOW_SEGMENTS);
+        for msn in 12..20 {
+            assert!(matches!(
+                r.segment_source("", msn),
+                Some(SegmentSource::Memory(_))
+            ));
+        }
     }
 
     #[test]

@@ -14,6 +14,10 @@
 // Peer-to-peer rooms play only from the broadcaster's browser: it offers over the
 // WebSocket, the player answers; no HLS or FLV exists for them. A viewer who can't reach
 // the broadcaster directly is told so (status `unreachable`) and may try again.
+//
+// The seek bar (when the server keeps a DVR window) goes back in the live stream over
+// HLS; a WebRTC viewer who drags it moves to HLS, and "Go live" brings them back to
+// WebRTC (an HLS viewer to the HLS live edge).
 
 import { api, ApiError, errorFrom, request } from './api.js';
 import { LAYER_REL, deleteSession, makeOffer, postOffer, preferH264, receiverStats } from './rtc.js';
@@ -451,6 +455,7 @@ function teardown() {
   video.srcObject = null;
   setLatency(null);
   resetQuality(null);
+  renderDvr();
   note(`teardown:${s.kind}`);
 }
 
@@ -463,6 +468,8 @@ function firstFrame(s) {
   note('firstFrame', { transport: s.kind, width: video.videoWidth, height: video.videoHeight });
   setStatus('playing');
   say(message, '');
+  // Peer-to-peer rooms have no HLS to seek in.
+  if (s.kind === 'webrtc' || s.kind === 'hls') loadDvrInfo();
 }
 
 function watchFrames(s) {
@@ -576,6 +583,7 @@ async function webrtcWatchdog(s) {
       renderQuality();
     }
   }
+  renderDvr();
   if (!s.gotFrame) return;
   const still = now - s.lastProgress;
   if (still > 1500 && state.status === 'playing') setStatus(state.live === false ? 'offline' : 'stalled');
@@ -740,7 +748,15 @@ function retryHls(s, why) {
 
 function hlsWatchdog(s) {
   watchPlayback(s, hlsLatency, retryHls);
-  if (current === s && s.hls) hlsLevels(s);
+  if (current !== s) return;
+  if (s.hls) hlsLevels(s);
+  // A WebRTC viewer who rewound: HLS started at its live edge; now go where they asked.
+  if (s.gotFrame && dvr.pendingBehind !== null && video.seekable.length) {
+    const behind = dvr.pendingBehind;
+    dvr.pendingBehind = null;
+    seekHls(s, behind);
+  }
+  renderDvr();
 }
 
 /** Latency: program-date-time of the playing position vs now, else hls.js' estimate. */
@@ -761,7 +777,8 @@ function hlsLatency(s) {
 function watchPlayback(s, latency, retry) {
   if (current !== s) return;
   const now = performance.now();
-  if (video.currentTime > s.lastTime + 0.01) {
+  // Any move counts (a seek back in the DVR window moves the position backwards).
+  if (Math.abs(video.currentTime - s.lastTime) > 0.01) {
     s.lastTime = video.currentTime;
     s.lastProgress = now;
     if (!s.gotFrame && video.videoWidth > 0) firstFrame(s);
@@ -1013,14 +1030,163 @@ function dateAt(v) {
   return Number.isFinite(t) && t > 0 ? new Date(t + v.currentTime * 1000) : null;
 }
 
-$('low-latency').addEventListener('click', () => {
+/** From HLS (or FLV) back to WebRTC, as the viewer asked. */
+function backToWebRtc() {
   wantLowLatency = true;
   reconnectTimes = [];
+  dvr.returnTo = null;
+  dvr.pendingBehind = null;
   $('fallback-note').hidden = true;
   state.fallbackReason = null;
   teardown();
   start();
+}
+
+$('low-latency').addEventListener('click', backToWebRtc);
+
+// --- DVR: back in the live stream (HLS), and back to the live edge ---------------------
+
+/** Further than this behind the live edge, the player is "behind" (Go live shows). */
+const DVR_BEHIND_S = 6;
+/** A seek to within this of the live edge is going live. */
+const DVR_LIVE_S = 3;
+/** The multivariant playlist's session data on the server's DVR window. */
+const DVR_WINDOW_ID = 'io.skylark.dvr-window';
+const DVR_AVAILABLE_ID = 'io.skylark.dvr-available';
+
+const dvr = {
+  window: null, // seconds the server keeps (null or 0: no seeking back)
+  available: null, // seconds of it the room had when asked (at `fetchedAt`)
+  fetchedAt: 0,
+  returnTo: null, // 'webrtc' when a WebRTC viewer rewound: Go live returns there
+  pendingBehind: null, // seconds to seek back once HLS plays
+  dragging: false,
+};
+
+/**
+ * Reads the DVR window from the multivariant playlist (EXT-X-SESSION-DATA). Loading it
+ * counts as no HLS viewer (media playlists do), so a WebRTC viewer can ask too.
+ */
+async function loadDvrInfo() {
+  const url = playback?.hls?.url;
+  if (!url) return;
+  try {
+    const res = await request(url, { timeoutMs: 10_000 }, 'Loading the stream’s window');
+    if (!res.ok) return;
+    const text = await res.text();
+    const value = (id) => {
+      const line = text.split('\n').find((l) => l.startsWith(`#EXT-X-SESSION-DATA:DATA-ID="${id}",`));
+      const n = Number(line?.match(/VALUE="(\d+)"/)?.[1]);
+      return Number.isFinite(n) ? n : null;
+    };
+    dvr.window = value(DVR_WINDOW_ID);
+    dvr.available = value(DVR_AVAILABLE_ID);
+    dvr.fetchedAt = performance.now();
+    note('dvr:window', { window: dvr.window, available: dvr.available });
+  } catch {
+    /* no seek bar this time */
+  }
+  renderDvr();
+}
+
+/** hls.js' live position (the live edge less its hold-back) on the media timeline. */
+function liveEdge(s) {
+  const b = video.seekable;
+  const end = b.length ? b.end(b.length - 1) : video.currentTime;
+  const sync = s.hls?.liveSyncPosition;
+  return Number.isFinite(sync) && sync > 0 ? Math.min(sync, end) : end;
+}
+
+/** How far back the viewer can go (`range`) and is (`behind`), in seconds; null: no seeking. */
+function dvrRange() {
+  const s = current;
+  if (!s?.gotFrame || !dvr.window) return null;
+  if (s.kind === 'webrtc') {
+    const have = (dvr.available ?? 0) + (performance.now() - dvr.fetchedAt) / 1000;
+    return { range: Math.min(dvr.window, have), behind: 0 };
+  }
+  if (s.kind === 'hls' && s.hls && video.seekable.length) {
+    const edge = liveEdge(s);
+    return { range: Math.max(0, edge - video.seekable.start(0)), behind: Math.max(0, edge - video.currentTime) };
+  }
+  return null;
+}
+
+function behindText(sec) {
+  if (sec < DVR_BEHIND_S) return 'Live';
+  const t = Math.round(sec);
+  return `−${Math.floor(t / 60)}:${String(t % 60).padStart(2, '0')}`;
+}
+
+function renderDvr() {
+  const r = dvrRange();
+  const shown = !!r && r.range >= 1;
+  $('dvr').hidden = !shown;
+  const behind = shown && r.behind > DVR_BEHIND_S;
+  $('go-live').hidden = !shown || (!behind && dvr.returnTo === null);
+  if (!shown) return;
+  if (state.status === 'playing') $('live-badge').hidden = behind;
+  const seek = $('seek');
+  if (dvr.dragging) return;
+  seek.min = String(-Math.max(1, Math.floor(r.range)));
+  seek.value = String(-Math.round(r.behind));
+  seek.setAttribute('aria-valuetext', behind ? `${Math.round(r.behind)} seconds behind live` : 'Live');
+  $('seek-label').textContent = behindText(r.behind);
+}
+
+function seekHls(s, behind) {
+  const start = video.seekable.length ? video.seekable.start(0) : 0;
+  const to = Math.max(start, liveEdge(s) - behind);
+  note('dvr:seek', { behind: Math.round(behind), to: Math.round(to * 10) / 10 });
+  video.currentTime = to;
+  s.lastProgress = performance.now();
+  play();
+  renderDvr();
+}
+
+/** The viewer let go of the seek bar `behind` seconds before the live edge. */
+function seekTo(behind) {
+  const s = current;
+  if (!s) return;
+  if (behind < DVR_LIVE_S) {
+    goLive();
+    return;
+  }
+  if (s.kind === 'webrtc') {
+    // WebRTC carries the live edge only: rewind over HLS, and come back here later.
+    note('dvr:rewind', { behind: Math.round(behind) });
+    dvr.returnTo = 'webrtc';
+    dvr.pendingBehind = behind;
+    wantLowLatency = false;
+    startHls('you went back in time (WebRTC plays the live edge only)');
+  } else if (s.kind === 'hls' && s.hls) {
+    seekHls(s, behind);
+  }
+}
+
+function goLive() {
+  note('dvr:live', { returnTo: dvr.returnTo });
+  dvr.pendingBehind = null;
+  if (dvr.returnTo === 'webrtc' && typeof window.RTCPeerConnection === 'function' && playback?.webrtc) {
+    backToWebRtc();
+    return;
+  }
+  dvr.returnTo = null;
+  if (current?.kind === 'hls' && current.hls) seekHls(current, 0);
+  renderDvr();
+}
+
+const seekInput = $('seek');
+seekInput.addEventListener('input', () => {
+  dvr.dragging = true;
+  $('seek-label').textContent = behindText(-Number(seekInput.value));
 });
+seekInput.addEventListener('change', () => {
+  dvr.dragging = false;
+  seekTo(-Number(seekInput.value));
+});
+$('go-live').addEventListener('click', goLive);
+video.addEventListener('timeupdate', () => current?.kind === 'hls' && renderDvr());
 
 // --- peer-to-peer rooms: the broadcaster offers over the WebSocket ------------------
 
@@ -1168,6 +1334,10 @@ window.player = {
       codec,
       sessions: { ...state.sessions },
       quality: JSON.parse(JSON.stringify(state.quality)),
+      dvr: (() => {
+        const r = dvrRange();
+        return { shown: !$('dvr').hidden, goLive: !$('go-live').hidden, window: dvr.window, rangeS: r?.range ?? null, behindS: r?.behind ?? null, returnTo: dvr.returnTo };
+      })(),
       // Read from hls.js itself: what it plays and whether a level was chosen.
       hlsLevel: current?.hls ? { current: current.hls.currentLevel, manual: current.hls.manualLevel, auto: current.hls.autoLevelEnabled, heights: current.hls.levels.map((l) => l.height) } : null,
     };

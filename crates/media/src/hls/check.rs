@@ -56,6 +56,8 @@ pub const RULES: &[Rule] = &[
     Rule { id: "parts-sum", source: "HLS §4.4.4.9", text: "a segment's parts add up to its EXTINF" },
     Rule { id: "independent-first-part", source: "HLS §4.4.2.1, §4.4.4.9", text: "with EXT-X-INDEPENDENT-SEGMENTS each segment's first part is INDEPENDENT=YES" },
     Rule { id: "server-control", source: "HLS §4.4.3.8, §6.2.5.2; Apple LL-HLS", text: "parts need CAN-BLOCK-RELOAD=YES and PART-HOLD-BACK ≥ 3 × PART-TARGET (MUST ≥ 2, SHOULD ≥ 3); HOLD-BACK ≥ 3 × TARGETDURATION" },
+    Rule { id: "parts-edge", source: "HLS §4.4.4.9", text: "EXT-X-PART only on segments starting within three target durations of the playlist's end (the open segment aside): a long (DVR) window lists its older segments whole" },
+    Rule { id: "skip", source: "HLS §4.4.3.8, §4.4.5.2, §6.2.5.1", text: "CAN-SKIP-UNTIL ≥ 6 × TARGETDURATION; EXT-X-SKIP only where the server offers CAN-SKIP-UNTIL, with version ≥ 9, before the first segment; the segments after it last at least CAN-SKIP-UNTIL (nothing nearer the end is skipped); a delta update applied to the playlist before it gives the full playlist" },
     Rule { id: "preload-hint", source: "HLS §4.4.5.3; Apple LL-HLS", text: "a live playlist with parts names the next part in one EXT-X-PRELOAD-HINT:TYPE=PART; across a reload, a hinted part of a segment now complete is one of its parts (Shaka Player prefetches the hint)" },
     Rule { id: "pdt-steps", source: "HLS §4.4.4.6; Apple authoring (PDT in live playlists)", text: "EXT-X-PROGRAM-DATE-TIME on every segment; without a discontinuity consecutive ones differ by the EXTINF before (±1 ms)" },
     Rule { id: "reload", source: "HLS §6.2.1, §6.2.2", text: "across reloads MEDIA-SEQUENCE and DISCONTINUITY-SEQUENCE never decrease; a segment's URI, EXTINF and parts never change; a complete segment stays complete" },
@@ -144,6 +146,11 @@ pub struct MediaPlaylistText {
     pub part_hold_back: Option<f64>,
     /// `HOLD-BACK`.
     pub hold_back: Option<f64>,
+    /// `CAN-SKIP-UNTIL` (the Skip Boundary), seconds.
+    pub can_skip_until: Option<f64>,
+    /// `EXT-X-SKIP:SKIPPED-SEGMENTS` of a delta update (0 in a full playlist): the
+    /// first listed segment is `media_sequence + skipped`.
+    pub skipped: u64,
     /// `EXT-X-MEDIA-SEQUENCE` (0 when absent).
     pub media_sequence: u64,
     /// `EXT-X-DISCONTINUITY-SEQUENCE` (0 when absent).
@@ -160,6 +167,8 @@ pub struct MediaPlaylistText {
     pub ended: bool,
     /// Tag-order problems met while parsing (rule `part-tag-order`).
     pub order_problems: Vec<String>,
+    /// `EXT-X-SKIP` came after a segment's tags (rule `skip`).
+    pub skip_misplaced: bool,
 }
 
 /// `NAME=value` pairs of an attribute list, quotes removed.
@@ -236,6 +245,18 @@ pub fn parse_media(text: &str) -> Result<MediaPlaylistText, String> {
                 pl.can_block_reload = a.get("CAN-BLOCK-RELOAD").map(String::as_str) == Some("YES");
                 pl.part_hold_back = attr_f64(&a, "PART-HOLD-BACK", tag)?;
                 pl.hold_back = attr_f64(&a, "HOLD-BACK", tag)?;
+                pl.can_skip_until = attr_f64(&a, "CAN-SKIP-UNTIL", tag)?;
+            }
+            "#EXT-X-SKIP" => {
+                if !pl.segments.is_empty() || !parts.is_empty() || extinf.is_some() {
+                    pl.skip_misplaced = true;
+                }
+                let a = attributes(value)?;
+                pl.skipped = number(
+                    a.get("SKIPPED-SEGMENTS").map_or("", String::as_str),
+                    "SKIPPED-SEGMENTS",
+                )?;
+                next_msn = Some(pl.media_sequence.saturating_add(pl.skipped));
             }
             "#EXT-X-PART-INF" => {
                 pl.part_target = attr_f64(&attributes(value)?, "PART-TARGET", tag)?
@@ -442,6 +463,28 @@ pub fn check_media(pl: &MediaPlaylistText) -> Vec<Violation> {
         }
         prev = Some(s);
     }
+    check_skip(&mut v, pl);
+    // How far each segment starts from the playlist's end (an open one: its parts).
+    let length = |s: &SegmentEntry| {
+        s.duration
+            .unwrap_or_else(|| s.parts.iter().map(|p| p.duration).sum())
+    };
+    if let Some(t) = target {
+        let mut from_end = 0.0;
+        for (i, s) in pl.segments.iter().enumerate().rev() {
+            from_end += length(s);
+            let reach = 3.0 * t as f64 + ROUNDING * (pl.segments.len() - i) as f64;
+            if i + 1 < pl.segments.len() && !s.parts.is_empty() && from_end > reach {
+                v.push(violation(
+                    "parts-edge",
+                    format!(
+                        "segment {} lists parts but starts {from_end:.3} s from the end (> 3 × TARGETDURATION {t})",
+                        s.msn
+                    ),
+                ));
+            }
+        }
+    }
     if has_parts {
         let pt = part_target.unwrap_or(0.0);
         if !pl.can_block_reload {
@@ -472,6 +515,110 @@ pub fn check_media(pl: &MediaPlaylistText) -> Vec<Violation> {
             v.push(violation(
                 "server-control",
                 format!("HOLD-BACK {h} < 3 × TARGETDURATION {t}"),
+            ));
+        }
+    }
+    v
+}
+
+/// Rule `skip` on one playlist: the Skip Boundary offered, and a delta update's skip.
+fn check_skip(v: &mut Vec<Violation>, pl: &MediaPlaylistText) {
+    if let (Some(b), Some(t)) = (pl.can_skip_until, pl.target_duration) {
+        if b + 1e-9 < 6.0 * t as f64 {
+            v.push(violation(
+                "skip",
+                format!("CAN-SKIP-UNTIL {b} < 6 × TARGETDURATION {t}"),
+            ));
+        }
+    }
+    if pl.skip_misplaced {
+        v.push(violation(
+            "skip",
+            "EXT-X-SKIP after a segment's tags".into(),
+        ));
+    }
+    if pl.skipped == 0 {
+        return;
+    }
+    let Some(b) = pl.can_skip_until else {
+        v.push(violation(
+            "skip",
+            "EXT-X-SKIP in a playlist without CAN-SKIP-UNTIL".into(),
+        ));
+        return;
+    };
+    if pl.version.is_some_and(|n| n < 9) {
+        v.push(violation("skip", "EXT-X-SKIP needs version 9".into()));
+    }
+    let listed: f64 = pl
+        .segments
+        .iter()
+        .map(|s| {
+            s.duration
+                .unwrap_or_else(|| s.parts.iter().map(|p| p.duration).sum())
+        })
+        .sum();
+    if listed + ROUNDING * ((pl.segments.len() + 1) as f64) < b {
+        v.push(violation(
+            "skip",
+            format!(
+                "{} segments skipped, but those listed last {listed:.3} s < CAN-SKIP-UNTIL {b}: a segment within the Skip Boundary was skipped",
+                pl.skipped
+            ),
+        ));
+    }
+}
+
+/// The full playlist a player rebuilds from a delta update (`_HLS_skip=YES`): the
+/// skipped segments taken from `prev`, the playlist it had. `Err` says which skipped
+/// segment `prev` lacks (a player could not apply the update).
+pub fn merge_delta(
+    prev: &MediaPlaylistText,
+    delta: &MediaPlaylistText,
+) -> Result<MediaPlaylistText, String> {
+    let mut full = delta.clone();
+    if delta.skipped == 0 {
+        return Ok(full);
+    }
+    let mut segments = Vec::with_capacity(delta.segments.len() + delta.skipped as usize);
+    for msn in delta.media_sequence..delta.media_sequence + delta.skipped {
+        let s = prev
+            .segments
+            .iter()
+            .find(|s| s.msn == msn && s.uri.is_some())
+            .ok_or_else(|| {
+                format!("the delta update skips segment {msn}, which the playlist before it does not list complete")
+            })?;
+        segments.push(s.clone());
+    }
+    segments.extend(delta.segments.iter().cloned());
+    full.segments = segments;
+    full.skipped = 0;
+    Ok(full)
+}
+
+/// Rule `skip` across a reload: `delta`, a delta update asked for after `prev`, applies
+/// to it, and what it lists agrees with `prev` where both list a segment (init
+/// segment and discontinuities included). Also checks the merged playlist as a reload.
+pub fn check_delta(prev: &MediaPlaylistText, delta: &MediaPlaylistText) -> Vec<Violation> {
+    let merged = match merge_delta(prev, delta) {
+        Ok(m) => m,
+        Err(e) => return vec![violation("skip", e)],
+    };
+    let mut v = check_reload(prev, &merged);
+    for b in &delta.segments {
+        let Some(a) = prev.segments.iter().find(|a| a.msn == b.msn) else {
+            continue;
+        };
+        if a.map_uri != b.map_uri
+            || (a.discontinuity != b.discontinuity && a.msn > prev.media_sequence)
+        {
+            v.push(violation(
+                "skip",
+                format!(
+                    "segment {} after EXT-X-SKIP: EXT-X-MAP {:?}, discontinuity {} where the full playlist had {:?}, {}",
+                    b.msn, b.map_uri, b.discontinuity, a.map_uri, a.discontinuity
+                ),
             ));
         }
     }
@@ -971,6 +1118,97 @@ mod tests {
             )),
             ["rendition-report", "rendition-report"]
         );
+    }
+
+    /// A DVR window: 40 segments of 2 s, delta updates offered.
+    fn long_window() -> MediaPlaylist {
+        let mut pl = MediaPlaylist::new(2.0, 0.22);
+        pl.delta_updates = true;
+        pl.media_sequence = 100;
+        let mut pdt = 1_795_533_260_000;
+        for n in 100..141u64 {
+            let open = n == 140;
+            let parts: Vec<Part> = (0..if open { 3 } else { 10 })
+                .map(|i| Part {
+                    uri: format!("seg{n}.{i}.m4s"),
+                    duration: 0.2,
+                    independent: i == 0,
+                })
+                .collect();
+            pl.segments.push(Segment {
+                uri: format!("seg{n}.m4s"),
+                duration: parts.iter().map(|p| p.duration).sum(),
+                program_date_time_ms: pdt,
+                discontinuity: n == 120,
+                independent: true,
+                parts,
+                complete: !open,
+                map_uri: Some(if n < 120 { "init1.mp4" } else { "init2.mp4" }.into()),
+            });
+            pdt += 2000;
+        }
+        pl.preload_hint = Some("seg140.3.m4s".into());
+        pl
+    }
+
+    #[test]
+    fn a_long_window_lists_parts_near_the_edge_only() {
+        let text = long_window().render();
+        let pl = parse_media(&text).unwrap();
+        assert_eq!(check_media(&pl), vec![], "{text}");
+        let with_parts: Vec<u64> = pl
+            .segments
+            .iter()
+            .filter(|s| !s.parts.is_empty())
+            .map(|s| s.msn)
+            .collect();
+        assert_eq!(with_parts, [138, 139, 140], "{text}");
+        // Parts on an older segment break the rule.
+        let old = text.replace(
+            "#EXTINF:2.00000,\nseg130.m4s",
+            "#EXT-X-PART:DURATION=0.2,URI=\"seg130.0.m4s\",INDEPENDENT=YES\n#EXTINF:2.00000,\nseg130.m4s",
+        );
+        assert!(rules(&check_media(&parse_media(&old).unwrap())).contains(&"parts-edge"));
+    }
+
+    #[test]
+    fn delta_updates_follow_section_6_2_5_1() {
+        let pl = long_window();
+        let (full_text, delta_text) = (pl.render(), pl.render_delta());
+        assert!(full_text.contains("CAN-SKIP-UNTIL=12.000,"), "{full_text}");
+        let full = parse_media(&full_text).unwrap();
+        let delta = parse_media(&delta_text).unwrap();
+        assert_eq!(check_media(&delta), vec![], "{delta_text}");
+        // 12 s of the newest segments stay: 6 complete ones and the open one.
+        assert_eq!(delta.skipped, 34, "{delta_text}");
+        assert_eq!(delta.segments[0].msn, 134);
+        assert_eq!(check_delta(&full, &delta), vec![]);
+        let merged = merge_delta(&full, &delta).unwrap();
+        assert_eq!(merged.segments.len(), full.segments.len());
+        assert_eq!(merged.segments, full.segments);
+
+        // A skip reaching into the boundary, a skip the player cannot apply, a skip
+        // without the offer.
+        let greedy = delta_text.replace("CAN-SKIP-UNTIL=12.000", "CAN-SKIP-UNTIL=30.000");
+        assert_eq!(
+            rules(&check_media(&parse_media(&greedy).unwrap())),
+            ["skip"]
+        );
+        let mut older = full.clone();
+        older.segments.retain(|s| s.msn != 110);
+        assert_eq!(rules(&check_delta(&older, &delta)), ["skip"]);
+        let unoffered = delta_text.replace("CAN-SKIP-UNTIL=12.000,", "");
+        assert_eq!(
+            rules(&check_media(&parse_media(&unoffered).unwrap())),
+            ["skip"]
+        );
+        // A delta whose first segment lost its EXT-X-MAP.
+        let mapless = delta_text.replacen("#EXT-X-MAP:URI=\"init2.mp4\"\n", "", 1);
+        assert!(rules(&check_delta(&full, &parse_media(&mapless).unwrap())).contains(&"skip"));
+        // Nothing to skip in a short playlist: the full one.
+        let mut short = long_window();
+        short.segments.drain(..35);
+        assert_eq!(short.render_delta(), short.render());
     }
 
     #[test]

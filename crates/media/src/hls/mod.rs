@@ -93,6 +93,9 @@ pub struct MediaPlaylist {
     pub rendition_reports: Vec<RenditionReport>,
     /// The stream ended (`EXT-X-ENDLIST`).
     pub ended: bool,
+    /// Offer playlist delta updates (`CAN-SKIP-UNTIL`, answered by
+    /// [`render_delta`](Self::render_delta)): worth it for a long (DVR) window.
+    pub delta_updates: bool,
 }
 
 impl MediaPlaylist {
@@ -108,6 +111,7 @@ impl MediaPlaylist {
             preload_hint: None,
             rendition_reports: Vec::new(),
             ended: false,
+            delta_updates: false,
         }
     }
 
@@ -166,16 +170,65 @@ impl MediaPlaylist {
         3.0 * self.part_target
     }
 
+    /// `CAN-SKIP-UNTIL`, the Skip Boundary: six target durations, the spec's minimum
+    /// (a player may ask for a delta update while its playlist is younger than half of it).
+    pub fn skip_boundary(&self) -> Option<f64> {
+        self.delta_updates
+            .then(|| 6.0 * self.target_duration_secs() as f64)
+    }
+
+    /// How many leading segments a delta update replaces with `EXT-X-SKIP`: those whose
+    /// end lies at least the Skip Boundary before the playlist's end (RFC 8216bis
+    /// §6.2.5.1: nothing nearer the end is skipped).
+    pub fn skippable(&self) -> usize {
+        let Some(boundary) = self.skip_boundary() else {
+            return 0;
+        };
+        let mut tail = 0.0;
+        for (i, s) in self.segments.iter().enumerate().rev() {
+            tail += s.duration;
+            if tail >= boundary {
+                return i;
+            }
+        }
+        0
+    }
+
+    /// Whether segment `i` of the window lists its parts: only those starting within
+    /// three target durations of the playlist's end (RFC 8216bis §4.4.4.9), so a long
+    /// window stays short where players reload it most.
+    fn lists_parts(&self, i: usize) -> bool {
+        let reach = 3.0 * self.target_duration_secs() as f64;
+        let from_start: f64 = self.segments[i..].iter().map(|s| s.duration).sum();
+        i + 1 == self.segments.len() || from_start <= reach + 1e-9
+    }
+
     /// The playlist text.
     pub fn render(&self) -> String {
-        let mut o = String::with_capacity(256 + self.segments.len() * 256);
+        self.render_skipping(0)
+    }
+
+    /// A Playlist Delta Update (`_HLS_skip=YES`): the [`skippable`](Self::skippable)
+    /// segments become one `EXT-X-SKIP`; the full playlist when there are none.
+    pub fn render_delta(&self) -> String {
+        self.render_skipping(self.skippable())
+    }
+
+    fn render_skipping(&self, skip: usize) -> String {
+        let mut o = String::with_capacity(
+            256 + (self.segments.len() - skip.min(self.segments.len())) * 128,
+        );
         let target = self.target_duration_secs();
         let _ = writeln!(o, "#EXTM3U");
         let _ = writeln!(o, "#EXT-X-VERSION:9");
         let _ = writeln!(o, "#EXT-X-TARGETDURATION:{target}");
+        let _ = write!(o, "#EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES");
+        if let Some(b) = self.skip_boundary() {
+            let _ = write!(o, ",CAN-SKIP-UNTIL={b:.3}");
+        }
         let _ = writeln!(
             o,
-            "#EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES,PART-HOLD-BACK={:.3},HOLD-BACK={:.3}",
+            ",PART-HOLD-BACK={:.3},HOLD-BACK={:.3}",
             self.part_hold_back(),
             3.0 * target as f64
         );
@@ -192,15 +245,16 @@ impl MediaPlaylist {
         if self.segments.is_empty() {
             let _ = writeln!(o, "#EXT-X-MAP:URI=\"{}\"", self.map_uri);
         }
-        // Parts are listed only for the last few segments, as the spec allows; older
-        // segments are plain, which keeps the playlist short.
-        let parts_from = self.segments.len().saturating_sub(3);
+        if skip > 0 {
+            let _ = writeln!(o, "#EXT-X-SKIP:SKIPPED-SEGMENTS={skip}");
+        }
         let mut map: Option<&str> = None;
-        for (i, s) in self.segments.iter().enumerate() {
+        for (i, s) in self.segments.iter().enumerate().skip(skip) {
             if s.discontinuity && i > 0 {
                 let _ = writeln!(o, "#EXT-X-DISCONTINUITY");
             }
-            // Again wherever the init changes (allowed from version 6).
+            // Again wherever the init changes (allowed from version 6), and on the first
+            // segment listed.
             let seg_map = s.map_uri.as_deref().unwrap_or(&self.map_uri);
             if map != Some(seg_map) {
                 let _ = writeln!(o, "#EXT-X-MAP:URI=\"{seg_map}\"");
@@ -211,7 +265,7 @@ impl MediaPlaylist {
                 "#EXT-X-PROGRAM-DATE-TIME:{}",
                 format_pdt(s.program_date_time_ms)
             );
-            if i >= parts_from {
+            if self.lists_parts(i) {
                 for p in &s.parts {
                     let _ = write!(
                         o,
@@ -515,6 +569,40 @@ seg5.m4s
 ";
         assert_eq!(pl.render(), expected);
         assert_eq!(pl.last_part(), Some((6, 1)));
+    }
+
+    /// What delta updates save on a 30-minute window (docs/benchmarks.md): 900 segments
+    /// of 2 s with 200 ms parts; a blocking reload answered with a delta update lists
+    /// the last 12 s only.
+    #[test]
+    fn a_thirty_minute_window_reloads_small() {
+        let mut pl = MediaPlaylist::new(2.0, 0.2);
+        pl.delta_updates = true;
+        pl.media_sequence = 10_000;
+        pl.segments = (10_000..10_900)
+            .map(|n| {
+                let mut s = seg(n, 10, true);
+                s.parts.iter_mut().for_each(|p| p.duration = 0.2);
+                s.duration = 2.0;
+                s
+            })
+            .collect();
+        pl.segments.last_mut().unwrap().complete = false;
+        pl.preload_hint = Some("seg10899.10.m4s".into());
+        let (full, delta) = (pl.render(), pl.render_delta());
+        println!(
+            "30 min window: full playlist {} bytes, delta update {} bytes ({} segments skipped)",
+            full.len(),
+            delta.len(),
+            pl.skippable()
+        );
+        assert_eq!(pl.skippable(), 894);
+        assert!(
+            delta.len() * 30 < full.len(),
+            "{} vs {}",
+            delta.len(),
+            full.len()
+        );
     }
 
     /// A new publisher's init has its own URI: `EXT-X-MAP` again after the discontinuity.
