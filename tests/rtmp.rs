@@ -478,3 +478,25 @@ async fn webrtc_viewer_joining_mid_gop_starts_from_the_cached_gop() {
     );
     reader.abort();
 }
+
+/// The home page asks for a room's picture as soon as the API says the room is live,
+/// before the packager has taken it up: the request waits for the picture, not a 404.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_still_asked_for_as_the_room_goes_live_waits_for_its_picture() {
+    let Some(ffmpeg) = debian_ffmpeg() else {
+        return;
+    };
+    let r = RtmpRoom::start(ffmpeg, "ffmpeg-still.log", 15, false).await;
+    let resp = reqwest::get(format!("{}/hls/{}/still.mp4", r.sk.base, r.room))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200, "{:?}", resp.text().await);
+    assert_eq!(
+        resp.headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok()),
+        Some("video/mp4")
+    );
+    let body = resp.bytes().await.unwrap();
+    assert_eq!(&body[4..8], b"ftyp", "an MP4");
+}

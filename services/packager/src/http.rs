@@ -201,6 +201,37 @@ struct Req {
     ip: std::net::IpAddr,
 }
 
+fn not_live() -> Response {
+    error(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        "this room is not live (no HLS yet): retry when it is",
+    )
+}
+
+/// The room's HLS once a packager takes the room up within `within`: this one's, or
+/// another's answer to the request.
+async fn taken_up(
+    st: &HttpState,
+    room: &str,
+    uri: &axum::http::Uri,
+    within: Duration,
+) -> Option<Result<std::sync::Arc<RoomHls>, Response>> {
+    let until = tokio::time::Instant::now() + within;
+    loop {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        if let Some(hls) = st.rooms.get(room) {
+            return Some(Ok(hls));
+        }
+        if let Some(resp) = st.remote.forward(room, uri, false).await {
+            return Some(Err(resp));
+        }
+        if tokio::time::Instant::now() >= until {
+            return None;
+        }
+    }
+}
+
 async fn file(
     State(st): State<HttpState>,
     room: String,
@@ -224,20 +255,27 @@ async fn file(
             "unreadable query parameters",
         );
     };
-    let Some(hls) = st.rooms.get(&room) else {
-        // Another packager may hold the room: pass the request on.
-        let forwarded = headers.contains_key(crate::remote::FORWARDED);
-        return st
-            .remote
-            .forward(&room, &uri, forwarded)
-            .await
-            .unwrap_or_else(|| {
-                error(
-                    StatusCode::NOT_FOUND,
-                    "not_found",
-                    "this room is not live (no HLS yet): retry when it is",
-                )
-            });
+    let hls = match st.rooms.get(&room) {
+        Some(hls) => hls,
+        None => {
+            // Another packager may hold the room: pass the request on.
+            let forwarded = headers.contains_key(crate::remote::FORWARDED);
+            if let Some(resp) = st.remote.forward(&room, &uri, forwarded).await {
+                return resp;
+            }
+            // A home-page tile asks for a room's picture as soon as the API says it is
+            // live, before a packager has taken the room up (discovery looks each
+            // second, later under load): the still waits for that, as for its picture.
+            let wait = matches!(file, File::Still) && !forwarded && st.remote.is_live(&room).await;
+            match wait {
+                true => match taken_up(&st, &room, &uri, STILL_WAIT).await {
+                    Some(Ok(hls)) => hls,
+                    Some(Err(resp)) => return resp,
+                    None => return not_live(),
+                },
+                false => return not_live(),
+            }
+        }
     };
     metrics::counter!("skylark_hls_requests_total", "kind" => kind(&file)).increment(1);
     match file {

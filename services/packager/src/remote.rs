@@ -65,6 +65,11 @@ impl Remote {
 
     /// Where the room's holding packager serves `uri`, and its id; `None` when this
     /// packager holds the room, nobody does, or the request was already passed on once.
+    /// Whether the room is live at an SFU node (a packager takes it up shortly).
+    pub async fn is_live(&self, room: &str) -> bool {
+        matches!(placement::origin_node(&self.bus, room).await, Ok(Some(_)))
+    }
+
     async fn holder_url(
         &self,
         room: &str,
