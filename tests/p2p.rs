@@ -242,3 +242,87 @@ async fn p2p_viewers_waiting_before_go_live_are_announced_once_to_each_broadcast
         viewer.as_str()
     );
 }
+
+/// The `iceServers` of a `publish`/`watch` reply: `(urls, username, credential)`.
+fn ice_server(reply: &Value) -> (Vec<String>, String, String) {
+    let s = &reply["iceServers"][0];
+    let urls = s["urls"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no iceServers: {reply}"))
+        .iter()
+        .map(|u| u.as_str().unwrap().to_string())
+        .collect();
+    let text = |k: &str| s[k].as_str().unwrap_or_default().to_string();
+    (urls, text("username"), text("credential"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn p2p_broadcaster_and_viewers_get_turn_credentials_that_coturn_takes() {
+    use common::coturn::{Coturn, SECRET};
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("coturn.log");
+    let Some(coturn) = Coturn::start(&log) else {
+        return;
+    };
+    let urls = coturn.urls().to_vec();
+    let mut opts = Options::default();
+    opts.env.insert("SKYLARK_TURN_URLS".into(), urls.join(","));
+    opts.env.insert("SKYLARK_TURN_SECRET".into(), SECRET.into());
+    let sk = Skylark::start_with(opts).await;
+    let (room, key) = p2p_room(&sk.base).await;
+
+    // A viewer waiting before go-live, the broadcaster, a viewer arriving while live:
+    // each reply carries TURN servers with a credential of its own.
+    let mut early = ws(&sk.base).await;
+    ws_send(&mut early, json!({"type": "watch", "room": room})).await;
+    let waiting = expect(&mut early, "waiting").await;
+    let mut b = ws(&sk.base).await;
+    ws_send(
+        &mut b,
+        json!({"type": "publish", "room": room, "stream_key": key}),
+    )
+    .await;
+    let published = expect(&mut b, "room").await;
+    let mut late = ws(&sk.base).await;
+    ws_send(&mut late, json!({"type": "watch", "room": room})).await;
+    let watching = expect(&mut late, "room").await;
+    assert_eq!(watching["live"], true);
+
+    let servers: Vec<_> = [&waiting, &published, &watching]
+        .into_iter()
+        .map(ice_server)
+        .collect();
+    let mut users: Vec<&str> = servers.iter().map(|s| s.1.as_str()).collect();
+    users.sort_unstable();
+    users.dedup();
+    assert_eq!(users.len(), 3, "one credential per connection: {users:?}");
+    let broadcaster = watching["broadcaster"].as_str().unwrap();
+    assert!(
+        servers[1].1.ends_with(&format!(":{broadcaster}")),
+        "the broadcaster's credential names its connection: {}",
+        servers[1].1
+    );
+    for (got_urls, user, credential) in &servers {
+        assert_eq!(got_urls, &urls);
+        let ok = tokio::task::block_in_place(|| coturn.relays(user, credential));
+        assert!(
+            ok,
+            "coturn allocates with {user}: {}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+    }
+}
+
+#[tokio::test]
+async fn without_turn_the_replies_carry_no_ice_servers() {
+    let sk = Skylark::start().await;
+    let (room, key) = p2p_room(&sk.base).await;
+    let mut b = ws(&sk.base).await;
+    ws_send(
+        &mut b,
+        json!({"type": "publish", "room": room, "stream_key": key}),
+    )
+    .await;
+    let published = expect(&mut b, "room").await;
+    assert!(published.get("iceServers").is_none(), "{published}");
+}

@@ -8,71 +8,10 @@
 
 mod common;
 
+use common::coturn::{Coturn, SECRET};
 use common::*;
 use skylark_auth::TurnSecret;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
-
-const SECRET: &str = "a-secret-shared-with-coturn";
-
-/// `turnserver` on loopback; killed on drop.
-struct Coturn {
-    child: Child,
-    port: u16,
-}
-
-impl Coturn {
-    fn start(log: &std::path::Path) -> Option<Coturn> {
-        let port = free_port();
-        let child = Command::new("turnserver")
-            .args(["-n", "--no-cli", "--no-tls", "--no-dtls", "--simple-log"])
-            .args(["--listening-ip=127.0.0.1", "--relay-ip=127.0.0.1"])
-            .arg(format!("--listening-port={port}"))
-            .args([
-                "--use-auth-secret",
-                "--realm=skylark",
-                "--allow-loopback-peers",
-            ])
-            .arg(format!("--static-auth-secret={SECRET}"))
-            .args(["--log-file", "stdout"])
-            .stdout(Stdio::from(std::fs::File::create(log).unwrap()))
-            .stderr(Stdio::null())
-            .spawn();
-        let Ok(child) = child else {
-            skip("no turnserver (Debian coturn): scripts/test installs it");
-            return None;
-        };
-        let c = Coturn { child, port };
-        for _ in 0..100 {
-            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                return Some(c);
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        panic!(
-            "coturn did not listen on {port}: {}",
-            std::fs::read_to_string(log).unwrap_or_default()
-        );
-    }
-
-    /// Whether `turnutils_uclient` allocates with `user`/`pass` and relays a few
-    /// messages between two allocations.
-    fn relays(&self, user: &str, pass: &str) -> bool {
-        let out = Command::new("turnutils_uclient")
-            .args(["-y", "-n", "3", "-m", "1", "-u", user, "-w", pass])
-            .args(["-p", &self.port.to_string(), "127.0.0.1"])
-            .output()
-            .expect("turnutils_uclient (Debian coturn)");
-        out.status.success()
-    }
-}
-
-impl Drop for Coturn {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 #[test]
 fn coturn_takes_skylarks_turn_rest_credentials_and_refuses_bad_ones() {
@@ -157,8 +96,7 @@ async fn whep_answers_carry_turn_credentials_that_coturn_takes() {
     let Some(coturn) = Coturn::start(&log) else {
         return;
     };
-    let udp = format!("turn:127.0.0.1:{}?transport=udp", coturn.port);
-    let tcp = format!("turn:127.0.0.1:{}?transport=tcp", coturn.port);
+    let [udp, tcp] = coturn.urls();
     let mut opts = Options::default();
     opts.env
         .insert("SKYLARK_TURN_URLS".into(), format!("{udp},{tcp}"));

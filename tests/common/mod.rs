@@ -11,6 +11,7 @@ use tokio_tungstenite::tungstenite::Message;
 
 pub mod browser;
 pub mod cascade;
+pub mod coturn;
 pub mod loadtest;
 pub mod netns;
 mod ports;

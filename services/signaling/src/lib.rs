@@ -70,6 +70,23 @@ pub struct TurnServers {
     pub ttl: std::time::Duration,
 }
 
+impl TurnServers {
+    /// A credential for `id` (a session, a WebSocket connection), valid from now.
+    pub(crate) fn mint(&self, id: &str) -> skylark_auth::TurnCredential {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        self.secret.mint(id, now, self.ttl)
+    }
+
+    /// The WebSocket form: `iceServers` as `RTCPeerConnection` takes it (one
+    /// `RTCIceServer` with every URL and a credential minted for `id`).
+    pub(crate) fn ice_servers_json(&self, id: &str) -> serde_json::Value {
+        let c = self.mint(id);
+        serde_json::json!([{"urls": self.urls, "username": c.username, "credential": c.credential}])
+    }
+}
+
 /// Shared state of the handlers.
 #[derive(Clone)]
 pub struct State {

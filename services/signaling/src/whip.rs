@@ -49,10 +49,7 @@ fn add_ice_servers(state: &State, session: &str, r: &mut Response) {
     let Some(turn) = &state.turn else {
         return;
     };
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    let cred = turn.secret.mint(session, now, turn.ttl);
+    let cred = turn.mint(session);
     for url in &turn.urls {
         if let Ok(v) = HeaderValue::from_str(&cred.link(url)) {
             r.headers_mut().append(header::LINK, v);

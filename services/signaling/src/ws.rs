@@ -1,7 +1,9 @@
 //! `GET /ws`: WebSocket signaling. JSON messages with a `type`:
 //! - from clients: `publish`, `watch`, `offer`, `answer`, `candidate`, `leave`;
 //! - from the server: `answer`, `offer`, `candidate`, `room`, `waiting`, `viewer-joined`,
-//!   `viewer-left`, `error`.
+//!   `viewer-left`, `error`. The reply to `publish`/`watch` carries `iceServers`
+//!   (`[{urls, username, credential}]`, a TURN REST credential per connection) when TURN
+//!   servers are configured.
 //!
 //! In `sfu` rooms the server answers offers through an SFU node; a viewer that arrives
 //! before the publisher gets `waiting`, then `room {live:true}` when the room goes live,
@@ -435,9 +437,9 @@ impl Conn {
             })
             .await;
         }
-        vec![
+        vec![self.with_ice_servers(
             json!({"type": "room", "room": room, "live": p2p, "role": "publisher", "mode": if p2p { "p2p" } else { "sfu" }}),
-        ]
+        )]
     }
 
     async fn watch(&mut self, room: String, token: Option<String>) -> Vec<Value> {
@@ -466,20 +468,30 @@ impl Conn {
             self.joined = None;
             return vec![e];
         }
+        let waiting = json!({"type": "waiting", "room": room.id});
         let Ok(placed) = placement::room(&self.state.bus, &room.id).await else {
-            return vec![json!({"type": "waiting", "room": room.id})];
+            return vec![self.with_ice_servers(waiting)];
         };
-        match &placed.origin {
+        let reply = match &placed.origin {
             Some(origin) => {
                 if let Some(b) = origin.broadcaster().filter(|_| p2p) {
                     announce(&self.state.bus, &room.id, &self.id, b, &self.announced).await;
                 }
-                vec![
-                    json!({"type": "room", "room": room.id, "live": true, "viewers": placed.viewers(), "mode": if p2p { "p2p" } else { "sfu" }, "broadcaster": origin.broadcaster()}),
-                ]
+                json!({"type": "room", "room": room.id, "live": true, "viewers": placed.viewers(), "mode": if p2p { "p2p" } else { "sfu" }, "broadcaster": origin.broadcaster()})
             }
-            None => vec![json!({"type": "waiting", "room": room.id})],
+            None => waiting,
+        };
+        vec![self.with_ice_servers(reply)]
+    }
+
+    /// The reply to `publish`/`watch` with `iceServers` (when TURN is configured): a
+    /// TURN credential minted for this connection, so both ends of a p2p room and
+    /// WebSocket viewers of sfu rooms can relay.
+    fn with_ice_servers(&self, mut reply: Value) -> Value {
+        if let Some(turn) = &self.state.turn {
+            reply["iceServers"] = turn.ice_servers_json(&self.id);
         }
+        reply
     }
 
     /// Whether this connection's publish grant (if it publishes) is still current. A
