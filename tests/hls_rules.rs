@@ -53,6 +53,18 @@ fn part_of(uri: &str) -> Option<(u64, u64)> {
     Some((m.parse().ok()?, p.parse().ok()?))
 }
 
+/// The multivariant playlist at `index`, once the packager answers (within 20 s).
+async fn first_answer(c: &reqwest::Client, index: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Ok(b) = get(c, index).await {
+            return String::from_utf8(b).expect("a playlist is UTF-8");
+        }
+        assert!(Instant::now() < deadline, "{index} never answered");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 /// Publishes `source` over RTMP, follows the room's LL-HLS for [`FOLLOW`] and returns
 /// every rule broken, with the playlist it was found in.
 async fn rules_broken(source: TestSource, log: &str) -> Option<Vec<(Violation, String)>> {
@@ -61,14 +73,7 @@ async fn rules_broken(source: TestSource, log: &str) -> Option<Vec<(Violation, S
     let c = client();
     let base = format!("{}/hls/{}", room.sk.base, room.room);
     let index = format!("{base}/index.m3u8");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let multivariant = loop {
-        if let Ok(b) = get(&c, &index).await {
-            break String::from_utf8(b).expect("a playlist is UTF-8");
-        }
-        assert!(Instant::now() < deadline, "{index} never answered");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+    let multivariant = first_answer(&c, &index).await;
     let mut found: Vec<(Violation, String)> = Vec::new();
     let variants =
         check::parse_multivariant(&multivariant).unwrap_or_else(|e| panic!("{e}\n{multivariant}"));
@@ -222,14 +227,7 @@ async fn dvr_window_and_delta_updates_follow_the_rules() {
     let c = client();
     let base = format!("{}/hls/{}", room.sk.base, room.room);
     let index = format!("{base}/index.m3u8");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let multivariant = loop {
-        if let Ok(b) = get(&c, &index).await {
-            break String::from_utf8(b).expect("a playlist is UTF-8");
-        }
-        assert!(Instant::now() < deadline, "{index} never answered");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+    let multivariant = first_answer(&c, &index).await;
     assert!(
         multivariant
             .contains("#EXT-X-SESSION-DATA:DATA-ID=\"io.skylark.dvr-window\",VALUE=\"10\"\n"),

@@ -37,6 +37,21 @@ async fn p2p_room(base: &str) -> (String, String) {
     (room, key)
 }
 
+/// A WebSocket that asked to broadcast in `room` with `key` (the reply is the caller's).
+async fn broadcaster(
+    base: &str,
+    room: &str,
+    key: &str,
+) -> tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>> {
+    let mut b = ws(base).await;
+    ws_send(
+        &mut b,
+        json!({"type": "publish", "room": room, "stream_key": key}),
+    )
+    .await;
+    b
+}
+
 #[tokio::test]
 async fn p2p_room_relays_offer_answer_and_candidates() {
     let sk = Skylark::start().await;
@@ -54,12 +69,7 @@ async fn p2p_room_relays_offer_answer_and_candidates() {
         .unwrap();
     assert_eq!(r.status(), 409);
 
-    let mut b = ws(&sk.base).await;
-    ws_send(
-        &mut b,
-        json!({"type": "publish", "room": room, "stream_key": key}),
-    )
-    .await;
+    let mut b = broadcaster(&sk.base, &room, &key).await;
     let joined = expect(&mut b, "room").await;
     assert_eq!(
         (joined["live"].as_bool(), joined["mode"].as_str()),
@@ -166,12 +176,7 @@ async fn p2p_viewers_waiting_before_go_live_are_announced_once_to_each_broadcast
 
     // The broadcaster goes live: it hears of the waiting viewer at once, and the viewer
     // of the broadcaster.
-    let mut b = ws(&sk.base).await;
-    ws_send(
-        &mut b,
-        json!({"type": "publish", "room": room, "stream_key": key}),
-    )
-    .await;
+    let mut b = broadcaster(&sk.base, &room, &key).await;
     assert_eq!(expect(&mut b, "room").await["live"], true);
     let vj = expect(&mut b, "viewer-joined").await;
     let viewer = vj["viewer"].as_str().unwrap().to_string();
@@ -191,12 +196,7 @@ async fn p2p_viewers_waiting_before_go_live_are_announced_once_to_each_broadcast
     assert_eq!(expect(&mut v, "offer").await["from"], live["broadcaster"]);
 
     // A second broadcaster can't take the live room: it is told why and let go.
-    let mut b2 = ws(&sk.base).await;
-    ws_send(
-        &mut b2,
-        json!({"type": "publish", "room": room, "stream_key": key}),
-    )
-    .await;
+    let mut b2 = broadcaster(&sk.base, &room, &key).await;
     let busy = expect(&mut b2, "error").await;
     assert_eq!(busy["code"], "room_busy", "{busy}");
     assert!(
@@ -230,12 +230,7 @@ async fn p2p_viewers_waiting_before_go_live_are_announced_once_to_each_broadcast
     viewers_become(&sk.base, &room, 0).await;
 
     // Another broadcaster goes live: the same waiting viewer is announced to it.
-    let mut b3 = ws(&sk.base).await;
-    ws_send(
-        &mut b3,
-        json!({"type": "publish", "room": room, "stream_key": key}),
-    )
-    .await;
+    let mut b3 = broadcaster(&sk.base, &room, &key).await;
     assert_eq!(expect(&mut b3, "room").await["live"], true);
     assert_eq!(
         expect(&mut b3, "viewer-joined").await["viewer"],
@@ -276,12 +271,7 @@ async fn p2p_broadcaster_and_viewers_get_turn_credentials_that_coturn_takes() {
     let mut early = ws(&sk.base).await;
     ws_send(&mut early, json!({"type": "watch", "room": room})).await;
     let waiting = expect(&mut early, "waiting").await;
-    let mut b = ws(&sk.base).await;
-    ws_send(
-        &mut b,
-        json!({"type": "publish", "room": room, "stream_key": key}),
-    )
-    .await;
+    let mut b = broadcaster(&sk.base, &room, &key).await;
     let published = expect(&mut b, "room").await;
     let mut late = ws(&sk.base).await;
     ws_send(&mut late, json!({"type": "watch", "room": room})).await;
@@ -317,12 +307,7 @@ async fn p2p_broadcaster_and_viewers_get_turn_credentials_that_coturn_takes() {
 async fn without_turn_the_replies_carry_no_ice_servers() {
     let sk = Skylark::start().await;
     let (room, key) = p2p_room(&sk.base).await;
-    let mut b = ws(&sk.base).await;
-    ws_send(
-        &mut b,
-        json!({"type": "publish", "room": room, "stream_key": key}),
-    )
-    .await;
+    let mut b = broadcaster(&sk.base, &room, &key).await;
     let published = expect(&mut b, "room").await;
     assert!(published.get("iceServers").is_none(), "{published}");
 }
