@@ -86,7 +86,8 @@ async fn ll_hls_from_a_webrtc_publish() {
     let media = get_text(&format!("{hls}/media.m3u8")).await;
     for tag in [
         "#EXT-X-PART-INF:PART-TARGET=",
-        "#EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES,PART-HOLD-BACK=",
+        "#EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES,",
+        ",PART-HOLD-BACK=",
         "#EXT-X-PRELOAD-HINT:TYPE=PART",
         "#EXT-X-PROGRAM-DATE-TIME:",
         "#EXT-X-MAP:URI=\"init1.mp4\"",
