@@ -479,24 +479,31 @@ async fn webrtc_viewer_joining_mid_gop_starts_from_the_cached_gop() {
     reader.abort();
 }
 
-/// The home page asks for a room's picture as soon as the API says the room is live,
-/// before the packager has taken it up: the request waits for the picture, not a 404.
+/// The home page asks for a room's picture, and the watch page for its multivariant
+/// playlist, as soon as the API says the room is live, before the packager has taken it
+/// up: each request waits for what it asked, not a 404.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_still_asked_for_as_the_room_goes_live_waits_for_its_picture() {
+async fn a_still_and_a_playlist_asked_for_as_the_room_goes_live_wait_for_it() {
     let Some(ffmpeg) = debian_ffmpeg() else {
         return;
     };
     let r = RtmpRoom::start(ffmpeg, "ffmpeg-still.log", 15, false).await;
-    let resp = reqwest::get(format!("{}/hls/{}/still.mp4", r.sk.base, r.room))
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 200, "{:?}", resp.text().await);
+    let hls = format!("{}/hls/{}", r.sk.base, r.room);
+    let (still, playlist) = tokio::join!(
+        reqwest::get(format!("{hls}/still.mp4")),
+        reqwest::get(format!("{hls}/index.m3u8"))
+    );
+    let (still, playlist) = (still.unwrap(), playlist.unwrap());
+    assert_eq!(playlist.status(), 200, "{:?}", playlist.text().await);
+    assert!(playlist.text().await.unwrap().contains("#EXT-X-STREAM-INF"));
+    assert_eq!(still.status(), 200, "{:?}", still.text().await);
     assert_eq!(
-        resp.headers()
+        still
+            .headers()
             .get("content-type")
             .and_then(|v| v.to_str().ok()),
         Some("video/mp4")
     );
-    let body = resp.bytes().await.unwrap();
+    let body = still.bytes().await.unwrap();
     assert_eq!(&body[4..8], b"ftyp", "an MP4");
 }

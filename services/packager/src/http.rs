@@ -263,10 +263,13 @@ async fn file(
             if let Some(resp) = st.remote.forward(&room, &uri, forwarded).await {
                 return resp;
             }
-            // A home-page tile asks for a room's picture as soon as the API says it is
-            // live, before a packager has taken the room up (discovery looks each
-            // second, later under load): the still waits for that, as for its picture.
-            let wait = matches!(file, File::Still) && !forwarded && st.remote.is_live(&room).await;
+            // A home-page tile or a player asks for a room's picture or playlist as
+            // soon as the API says it is live, before a packager has taken the room up
+            // (discovery looks each second, later under load): they wait for that, as
+            // they wait for the first picture or segment.
+            let wait = matches!(file, File::Still | File::Multivariant)
+                && !forwarded
+                && st.remote.is_live(&room).await;
             match wait {
                 true => match taken_up(&st, &room, &uri, STILL_WAIT).await {
                     Some(Ok(hls)) => hls,
