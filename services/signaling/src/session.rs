@@ -438,9 +438,9 @@ where
             };
             replans += 1;
             tokio::time::sleep(bus_placement::RENEW_EVERY).await;
-            let fresh = (h.replan)().await;
+            let fresh = h.fresh(state, &asking).await;
             tracing::info!(room_id = %room, candidates = fresh.len(), "placement: every node refused; planning again on fresh loads");
-            pending.extend(state.suspects.last(fresh, |c| c.depends_on()));
+            pending.extend(fresh);
             continue;
         }
         if running.is_empty() {
@@ -465,12 +465,7 @@ where
                     // leave, capacity frees), without the nodes asked already.
                     replans += 1;
                     if let Some(h) = &hedge {
-                        let fresh: Vec<C> = (h.replan)()
-                            .await
-                            .into_iter()
-                            .filter(|c| !asking.contains(&c.node().id))
-                            .collect();
-                        pending.extend(state.suspects.last(fresh, |c| c.depends_on()));
+                        pending.extend(h.fresh(state, &asking).await);
                     }
                 }
                 if let Some(candidate) = pending.pop_front() {
@@ -528,6 +523,19 @@ struct Hedge<'a, C> {
     after: std::time::Duration,
     replans: u32,
     replan: Replan<'a, C>,
+}
+
+impl<C: Candidate> Hedge<'_, C> {
+    /// A fresh plan, without the nodes in `asking` (a request to them is still running),
+    /// nodes that recently failed last.
+    async fn fresh(&self, state: &State, asking: &[String]) -> Vec<C> {
+        let fresh: Vec<C> = (self.replan)()
+            .await
+            .into_iter()
+            .filter(|c| !asking.contains(&c.node().id))
+            .collect();
+        state.suspects.last(fresh, |c| c.depends_on())
+    }
 }
 
 /// One session request to `candidate`'s node.
