@@ -35,6 +35,9 @@ enum Target {
     Sfu,
     /// LL-HLS and HTTP-FLV packaging.
     Packager,
+    /// The embedded TURN server: UDP and TCP on SKYLARK_TURN_ADDR (3478), TLS with a
+    /// certificate (5349).
+    Turn,
     /// Run database migrations and exit.
     Migrate,
     /// Load generator: WHIP publishers and many WHEP viewers against a Skylark URL.
@@ -49,6 +52,7 @@ impl Target {
             Target::Signaling => "signaling",
             Target::Sfu => "sfu",
             Target::Packager => "packager",
+            Target::Turn => "turn",
             Target::Migrate => "migrate",
             Target::Loadtest(_) => "loadtest",
         }
@@ -262,6 +266,44 @@ struct Config {
     #[arg(long, env = "SKYLARK_TURN_TTL_S", default_value_t = 3600,
           value_parser = clap::value_parser!(u64).range(60..=86_400))]
     turn_ttl_s: u64,
+    /// The embedded TURN server's UDP and TCP address. All-in-one: the server runs only
+    /// when this is set (and its URLs go to clients unless SKYLARK_TURN_URLS is given);
+    /// `skylark turn`: default 0.0.0.0:3478.
+    #[arg(long, env = "SKYLARK_TURN_ADDR")]
+    turn_addr: Option<SocketAddr>,
+    /// TURN over TLS (`turns:`), with SKYLARK_TURN_TLS_CERT and _KEY.
+    #[arg(long, env = "SKYLARK_TURN_TLS_ADDR", default_value = "0.0.0.0:5349")]
+    turn_tls_addr: SocketAddr,
+    /// PEM certificate chain of `turns:`; unset: no TLS listener.
+    #[arg(long, env = "SKYLARK_TURN_TLS_CERT")]
+    turn_tls_cert: Option<PathBuf>,
+    /// PEM private key of `turns:`.
+    #[arg(long, env = "SKYLARK_TURN_TLS_KEY")]
+    turn_tls_key: Option<PathBuf>,
+    /// The address TURN relayed sockets are announced on (and the embedded server's URLs
+    /// name); default: SKYLARK_RTC_PUBLIC_IP, else the first non-loopback address.
+    #[arg(long, env = "SKYLARK_TURN_RELAY_IP")]
+    turn_relay_ip: Option<std::net::IpAddr>,
+    /// The TURN realm (coturn's `realm`).
+    #[arg(long, env = "SKYLARK_TURN_REALM", default_value = "skylark")]
+    turn_realm: String,
+    /// Private networks the embedded TURN server may relay to besides SFU nodes and its
+    /// own allocations (comma-separated CIDRs); public addresses are always allowed.
+    #[arg(long, env = "SKYLARK_TURN_ALLOW_PEERS", default_value = "")]
+    turn_allow_peers: String,
+    /// TURN allocations at once, all credentials together.
+    #[arg(long, env = "SKYLARK_TURN_MAX_ALLOCATIONS", default_value_t = 1000,
+          value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    turn_max_allocations: u32,
+    /// TURN allocations at once per credential (a p2p broadcaster takes one per viewer
+    /// and TURN URL).
+    #[arg(long, env = "SKYLARK_TURN_USER_ALLOCATIONS", default_value_t = 32,
+          value_parser = clap::value_parser!(u32).range(1..=1000))]
+    turn_user_allocations: u32,
+    /// Bytes per second one TURN allocation relays each way; past it packets are dropped.
+    #[arg(long, env = "SKYLARK_TURN_BYTES_PER_S", default_value_t = 1_250_000,
+          value_parser = clap::value_parser!(u64).range(10_000..=125_000_000))]
+    turn_bytes_per_s: u64,
     /// Signs deployment-wide webhooks and admission calls (receivers verify with it).
     #[arg(
         long,
@@ -335,15 +377,22 @@ impl Config {
         }
     }
 
-    /// The TURN servers signaling hands out, if any.
-    fn turn_servers(&self) -> anyhow::Result<Option<skylark_signaling::TurnServers>> {
-        let urls: Vec<String> = self
+    /// The TURN servers signaling hands out, if any: SKYLARK_TURN_URLS, else those of
+    /// the embedded server (`embedded`).
+    fn turn_servers(
+        &self,
+        embedded: &[String],
+    ) -> anyhow::Result<Option<skylark_signaling::TurnServers>> {
+        let mut urls: Vec<String> = self
             .turn_urls
             .split(',')
             .map(str::trim)
             .filter(|u| !u.is_empty())
             .map(String::from)
             .collect();
+        if urls.is_empty() {
+            urls = embedded.to_vec();
+        }
         if urls.is_empty() {
             return Ok(None);
         }
@@ -361,6 +410,54 @@ impl Config {
             secret: skylark_auth::TurnSecret::new(self.turn_secret.as_bytes()),
             ttl: Duration::from_secs(self.turn_ttl_s),
         }))
+    }
+
+    /// The TURN REST secret; the all-in-one, which mints and checks, makes one up if
+    /// none is given.
+    fn turn_secret_or_random(&mut self, target: Option<&Target>) -> anyhow::Result<()> {
+        if self.turn_secret.is_empty() && target.is_none() {
+            let mut b = [0u8; 24];
+            getrandom::fill(&mut b).map_err(|e| anyhow::anyhow!("random TURN secret: {e}"))?;
+            self.turn_secret = b.iter().map(|x| format!("{x:02x}")).collect();
+        }
+        if self.turn_secret.len() < 16 {
+            anyhow::bail!("the TURN server needs SKYLARK_TURN_SECRET (at least 16 bytes), the secret signaling mints credentials with");
+        }
+        Ok(())
+    }
+
+    /// The embedded TURN server's configuration, listening on `addr`.
+    fn turn(&self, addr: SocketAddr) -> anyhow::Result<skylark_turn::Config> {
+        let tls = match (&self.turn_tls_cert, &self.turn_tls_key) {
+            (Some(cert), Some(key)) => Some(skylark_turn::Tls {
+                addr: self.turn_tls_addr,
+                cert: cert.clone(),
+                key: key.clone(),
+            }),
+            (None, None) => None,
+            _ => anyhow::bail!(
+                "TURN over TLS needs both SKYLARK_TURN_TLS_CERT and SKYLARK_TURN_TLS_KEY"
+            ),
+        };
+        Ok(skylark_turn::Config {
+            addr,
+            tls,
+            relay_ip: self.turn_relay_ip(),
+            realm: self.turn_realm.clone(),
+            secret: skylark_auth::TurnSecret::new(self.turn_secret.as_bytes()),
+            allow_peers: skylark_turn::parse_allow_peers(&self.turn_allow_peers)?,
+            limits: skylark_turn::Limits {
+                allocations: self.turn_max_allocations as usize,
+                per_user: self.turn_user_allocations as usize,
+                bytes_per_s: self.turn_bytes_per_s,
+            },
+        })
+    }
+
+    fn turn_relay_ip(&self) -> std::net::IpAddr {
+        self.turn_relay_ip
+            .or(self.rtc_public_ip)
+            .unwrap_or_else(skylark_sfu::default_public_ip)
     }
 
     fn playback_tokens(&self) -> anyhow::Result<PlaybackTokens> {
@@ -445,6 +542,7 @@ impl Config {
             Some(Target::Signaling) => 9092,
             Some(Target::Sfu) => 9093,
             Some(Target::Packager) => 9094,
+            Some(Target::Turn) => 9095,
             _ => skylark_telemetry::DEFAULT_INTERNAL_ADDR.port(),
         };
         self.internal_addr
@@ -485,6 +583,10 @@ impl Config {
             turn_urls = %self.turn_urls,
             turn_secret = if self.turn_secret.is_empty() { "<unset>" } else { "<set>" },
             turn_ttl_s = self.turn_ttl_s,
+            turn_addr = ?self.turn_addr,
+            turn_tls = ?self.turn_tls_cert.as_ref().map(|_| self.turn_tls_addr),
+            turn_relay_ip = ?self.turn_relay_ip,
+            turn_allow_peers = %self.turn_allow_peers,
             admission_url = %mask_url(&self.admission_url),
             admission_timeout_ms = self.admission_timeout_ms,
             admission_default = %self.admission_default,
@@ -537,7 +639,7 @@ fn loopback_any() -> SocketAddr {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
-    let config = cli.config;
+    let mut config = cli.config;
     let target = cli.target;
     let name = target
         .as_ref()
@@ -559,8 +661,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         return Ok(());
     }
 
+    if target == Some(Target::Turn) || (target.is_none() && config.turn_addr.is_some()) {
+        config.turn_secret_or_random(target.as_ref())?;
+    }
     // Before any service starts: their gRPC servers check it, their clients send it.
-    config.internal_secret(target.as_ref())?.install()?;
+    // (`skylark turn` makes no internal calls.)
+    if target != Some(Target::Turn) {
+        config.internal_secret(target.as_ref())?.install()?;
+    }
     skylark_telemetry::limits::install_trusted_proxies(
         skylark_telemetry::limits::TrustedProxies::parse(&config.trusted_proxies)?,
     );
@@ -590,7 +698,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], default_port)))
     };
     // Signaling signs private rooms' HLS/FLV URLs, the packager checks them.
-    let signaling = |api_grpc_url: String| -> anyhow::Result<_> {
+    let signaling = |api_grpc_url: String, embedded_turn: &[String]| -> anyhow::Result<_> {
         Ok(skylark_signaling::Config {
             http_addr: config.http_addr,
             api_grpc_url,
@@ -598,7 +706,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             rtmp_addr: Some(config.rtmp_addr),
             selector: config.node_selector,
             playback_tokens: config.playback_tokens()?,
-            turn: config.turn_servers()?,
+            turn: config.turn_servers(embedded_turn)?,
         })
     };
     let sfu = |grpc_addr: SocketAddr, api_grpc_url: String| skylark_sfu::Config {
@@ -652,22 +760,32 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 api.grpc_addr
                     .ok_or_else(|| anyhow::anyhow!("the API did not report its gRPC address"))?
             );
-            let parts = vec![
-                api,
-                skylark_sfu::start(
-                    sfu(loopback_any(), api_url.clone()),
-                    bus.clone(),
-                    shutdown.clone(),
-                )
-                .await?,
+            let sfu = skylark_sfu::start(
+                sfu(loopback_any(), api_url.clone()),
+                bus.clone(),
+                shutdown.clone(),
+            )
+            .await?;
+            let mut parts = vec![api, sfu];
+            // After the SFU, whose media address it relays to.
+            let mut turn_urls = Vec::new();
+            if let Some(addr) = config.turn_addr {
+                let turn =
+                    skylark_turn::start(config.turn(addr)?, bus.clone(), shutdown.clone()).await?;
+                turn_urls = turn.urls(config.turn_relay_ip());
+                parts.push(turn.part);
+            }
+            parts.push(
                 skylark_signaling::start(
-                    signaling(api_url.clone())?,
+                    signaling(api_url.clone(), &turn_urls)?,
                     bus.clone(),
                     shutdown.clone(),
                 )
                 .await?,
+            );
+            parts.push(
                 skylark_packager::start(packager(api_url)?, bus.clone(), shutdown.clone()).await?,
-            ];
+            );
             tracing::info!(url = %config.public_url, "Skylark is up");
             (config.http_addr, parts)
         }
@@ -677,7 +795,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Some(Target::Signaling) => {
             let part = skylark_signaling::start(
-                signaling(config.api_grpc_url.clone())?,
+                signaling(config.api_grpc_url.clone(), &[])?,
                 bus,
                 shutdown.clone(),
             )
@@ -701,6 +819,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             )
             .await?;
             (config.http_addr, vec![part])
+        }
+        Some(Target::Turn) => {
+            let addr = config
+                .turn_addr
+                .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 3478)));
+            let turn = skylark_turn::start(config.turn(addr)?, bus, shutdown.clone()).await?;
+            (config.http_addr, vec![turn.part])
         }
         Some(Target::Migrate) | Some(Target::Loadtest(_)) => unreachable!("handled above"),
     };

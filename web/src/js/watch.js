@@ -63,6 +63,8 @@ const video = $('video');
 const message = $('message');
 const params = new URLSearchParams(location.search);
 const token = params.get('token') || null;
+/** `?ice=relay`: WebRTC through TURN only (`iceTransportPolicy: 'relay'`), e.g. to check a relay. */
+const relayOnly = params.get('ice') === 'relay';
 const KNOWN = ['webrtc', 'hls', 'flv'];
 const forced = KNOWN.includes(params.get('transport')) ? params.get('transport') : null;
 /** The transports to try, in order: `?transport=` alone, else `?transports=`, else all. */
@@ -478,9 +480,21 @@ function watchFrames(s) {
   video.addEventListener('playing', () => video.videoWidth > 0 && onFrame(), { once: true });
 }
 
+/** Waits (at most `ms`) for the WebSocket's watch reply to bring TURN servers. */
+async function iceServersArrive(ms) {
+  const until = performance.now() + ms;
+  while (!iceServers.length && performance.now() < until) await new Promise((r) => setTimeout(r, 100));
+}
+
 async function startWebRtc() {
+  // TURN comes with the WebSocket's watch reply; relay-only has nothing without it.
+  if (relayOnly && !iceServers.length) await iceServersArrive(5000);
   teardown();
-  const pc = new RTCPeerConnection({ bundlePolicy: 'max-bundle' });
+  const pc = new RTCPeerConnection({
+    bundlePolicy: 'max-bundle',
+    ...(iceServers.length ? { iceServers } : {}),
+    ...(relayOnly ? { iceTransportPolicy: 'relay' } : {}),
+  });
   const s = { kind: 'webrtc', pc, location: null, gotFrame: false, frames: 0, lastProgress: performance.now(), prev: null, started: performance.now() };
   current = s;
   state.sessions.webrtc += 1;

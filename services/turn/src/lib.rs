@@ -1,0 +1,266 @@
+//! The embedded TURN server (`skylark turn`, or inside the all-in-one): a tokio shell
+//! around the sans-IO `turn-server-proto` server (README design note). UDP and TCP on
+//! one port (3478), TLS (`turns:`) on another; relayed addresses are UDP. Credentials
+//! are the TURN REST ones signaling mints (`skylark_auth::TurnSecret`), checked on each
+//! authenticated request; relaying goes only to public addresses, SFU nodes, the
+//! allow-list and other allocations of this server.
+
+mod policy;
+mod shell;
+mod stream;
+
+pub use policy::Limits;
+
+use anyhow::Context;
+use ipnet::IpNet;
+use shell::{Clients, Event, Shell, MAX_DATAGRAM};
+use skylark_auth::TurnSecret;
+use skylark_bus::{AnyBus, Bus, NodeKind};
+use skylark_telemetry::ServicePart;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::{TcpListener, UdpSocket};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use turn_server_proto::stun::types::TransportType;
+
+/// How often the SFU nodes' media addresses are read from the registry.
+const SFU_REFRESH: Duration = Duration::from_secs(2);
+
+/// A certificate and key (PEM files) for `turns:`.
+#[derive(Debug, Clone)]
+pub struct Tls {
+    pub addr: SocketAddr,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+/// Configuration of the TURN server.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// UDP and TCP on this address (port 0: any free port, the same for both).
+    pub addr: SocketAddr,
+    pub tls: Option<Tls>,
+    /// The address relayed sockets are announced on (XOR-RELAYED-ADDRESS).
+    pub relay_ip: IpAddr,
+    pub realm: String,
+    pub secret: TurnSecret,
+    /// Private peers relaying may reach besides SFU nodes and this server's allocations.
+    pub allow_peers: Vec<IpNet>,
+    pub limits: Limits,
+}
+
+/// A running TURN server: its part (tasks) and where it listens.
+pub struct Started {
+    pub part: ServicePart,
+    pub udp: SocketAddr,
+    pub tcp: SocketAddr,
+    pub tls: Option<SocketAddr>,
+}
+
+impl Started {
+    /// The URLs clients are given for it, on `host` (how clients reach this machine).
+    pub fn urls(&self, host: IpAddr) -> Vec<String> {
+        let h = match host {
+            IpAddr::V6(v6) => format!("[{v6}]"),
+            IpAddr::V4(v4) => v4.to_string(),
+        };
+        let mut urls = vec![
+            format!("turn:{h}:{}?transport=udp", self.udp.port()),
+            format!("turn:{h}:{}?transport=tcp", self.tcp.port()),
+        ];
+        if let Some(tls) = self.tls {
+            urls.push(format!("turns:{h}:{}?transport=tcp", tls.port()));
+        }
+        urls
+    }
+}
+
+/// Parses `SKYLARK_TURN_ALLOW_PEERS`: comma-separated CIDRs (a bare address is /32 or /128).
+pub fn parse_allow_peers(s: &str) -> anyhow::Result<Vec<IpNet>> {
+    s.split(',')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            p.parse::<IpNet>()
+                .or_else(|_| p.parse::<IpAddr>().map(IpNet::from))
+                .map_err(|_| {
+                    anyhow::anyhow!("SKYLARK_TURN_ALLOW_PEERS: {p:?} is not a CIDR like 10.0.0.0/8")
+                })
+        })
+        .collect()
+}
+
+/// Binds the listeners and starts the shells; they stop at `shutdown`.
+pub async fn start(
+    config: Config,
+    bus: AnyBus,
+    shutdown: CancellationToken,
+) -> anyhow::Result<Started> {
+    let (udp, tcp) = bind_pair(config.addr).await?;
+    let udp = Arc::new(udp);
+    let udp_addr = udp.local_addr()?;
+    let tcp_addr = tcp.local_addr()?;
+    let policy = Arc::new(policy::Policy::new(
+        config.limits,
+        config.allow_peers.clone(),
+        config.relay_ip,
+    ));
+    // Relayed sockets bind the listen IP (all interfaces when it is unspecified).
+    let bind_ip = config.addr.ip();
+    let shell = |name, transport, listen, clients| Shell {
+        name,
+        transport,
+        listen,
+        realm: config.realm.clone(),
+        secret: config.secret.clone(),
+        policy: policy.clone(),
+        bind_ip,
+        relay_ip: config.relay_ip,
+        clients,
+    };
+    let mut tasks = Vec::new();
+
+    let (events, task) = shell(
+        "udp",
+        TransportType::Udp,
+        udp_addr,
+        Clients::Udp(udp.clone()),
+    )
+    .spawn(shutdown.clone());
+    tasks.push(task);
+    tasks.push(tokio::spawn(read_udp(udp, events, shutdown.clone())));
+
+    let conns = stream::Budget::new(config.limits.allocations.max(64) * 2);
+    let (events, task) = shell(
+        "tcp",
+        TransportType::Tcp,
+        tcp_addr,
+        Clients::Stream(HashMap::new()),
+    )
+    .spawn(shutdown.clone());
+    tasks.push(task);
+    tasks.push(tokio::spawn(stream::accept(
+        tcp,
+        None,
+        events,
+        conns.clone(),
+        shutdown.clone(),
+    )));
+
+    let mut tls_addr = None;
+    if let Some(tls) = &config.tls {
+        let acceptor = stream::tls_acceptor(&tls.cert, &tls.key)?;
+        let listener = TcpListener::bind(tls.addr).await.with_context(|| {
+            format!(
+                "binding TURN TLS on {}: is another process using the port? set SKYLARK_TURN_TLS_ADDR",
+                tls.addr
+            )
+        })?;
+        let addr = listener.local_addr()?;
+        let (events, task) = shell(
+            "tls",
+            TransportType::Tcp,
+            addr,
+            Clients::Stream(HashMap::new()),
+        )
+        .spawn(shutdown.clone());
+        tasks.push(task);
+        tasks.push(tokio::spawn(stream::accept(
+            listener,
+            Some(acceptor),
+            events,
+            conns,
+            shutdown.clone(),
+        )));
+        tls_addr = Some(addr);
+    }
+    tasks.push(tokio::spawn(watch_sfu_nodes(bus, policy, shutdown)));
+    metrics::gauge!("skylark_turn_allocations").set(0.0);
+    tracing::info!("TURN relayed addresses on {}", config.relay_ip);
+    tracing::info!("TURN UDP and TCP listening on {udp_addr}");
+    if let Some(addr) = tls_addr {
+        tracing::info!("TURN TLS listening on {addr}");
+    }
+    let mut part = ServicePart::new("turn", axum::Router::new());
+    part.tasks = tasks;
+    Ok(Started {
+        part,
+        udp: udp_addr,
+        tcp: tcp_addr,
+        tls: tls_addr,
+    })
+}
+
+/// UDP and TCP on one port; with port 0, the port UDP got (tried a few times, in
+/// case TCP's is taken).
+async fn bind_pair(addr: SocketAddr) -> anyhow::Result<(UdpSocket, TcpListener)> {
+    let hint = "is another process using the port? set SKYLARK_TURN_ADDR";
+    let mut last = None;
+    for _ in 0..8 {
+        let udp = UdpSocket::bind(addr)
+            .await
+            .with_context(|| format!("binding TURN UDP on {addr}: {hint}"))?;
+        let port = udp.local_addr()?.port();
+        match TcpListener::bind(SocketAddr::new(addr.ip(), port)).await {
+            Ok(tcp) => return Ok((udp, tcp)),
+            Err(e) if addr.port() == 0 => last = Some(e),
+            Err(e) => return Err(e).with_context(|| format!("binding TURN TCP on {addr}: {hint}")),
+        }
+    }
+    Err(anyhow::anyhow!(
+        "binding TURN TCP beside UDP on {addr}: {last:?}; {hint}"
+    ))
+}
+
+/// Datagrams from clients on the UDP listener.
+async fn read_udp(
+    socket: Arc<UdpSocket>,
+    events: mpsc::Sender<Event>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let mut buf = vec![0u8; MAX_DATAGRAM];
+    loop {
+        let got = tokio::select! {
+            _ = shutdown.cancelled() => return Ok(()),
+            got = socket.recv_from(&mut buf) => got,
+        };
+        let Ok((n, from)) = got else { continue };
+        let ev = Event::Client {
+            from,
+            data: buf[..n].to_vec(),
+        };
+        // A busy shell drops, as a full socket buffer would.
+        if events.try_send(ev).is_err() && events.is_closed() {
+            return Ok(());
+        }
+    }
+}
+
+/// Keeps the SFU nodes' media addresses (relay targets) current.
+async fn watch_sfu_nodes(
+    bus: AnyBus,
+    policy: Arc<policy::Policy>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    loop {
+        match bus.nodes(NodeKind::Sfu).await {
+            Ok(nodes) => policy.set_sfu_addrs(
+                nodes
+                    .iter()
+                    .filter_map(|n| n.media_addr.parse::<SocketAddr>().ok())
+                    .collect(),
+            ),
+            Err(e) => {
+                tracing::warn!(error = %e, "TURN: SFU node list unavailable; keeping the last one")
+            }
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return Ok(()),
+            _ = tokio::time::sleep(SFU_REFRESH) => {}
+        }
+    }
+}

@@ -1,0 +1,271 @@
+//! Who may be relayed to, and how much each credential may take: what the sans-IO
+//! server has no hook for, shared by every listener of the process.
+
+use ipnet::IpNet;
+use std::collections::{HashMap, HashSet};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Mutex;
+use std::time::Instant;
+
+/// Caps of one TURN server process.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Allocations at once, all credentials together.
+    pub allocations: usize,
+    /// Allocations at once per credential (TURN username).
+    pub per_user: usize,
+    /// Bytes per second one allocation relays, each way; past it packets are dropped.
+    pub bytes_per_s: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            allocations: 1000,
+            per_user: 4,
+            bytes_per_s: 1_250_000,
+        }
+    }
+}
+
+/// Why an allocation was refused (the `reason` label of
+/// `skylark_turn_allocations_refused_total`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Refusal {
+    UserCap,
+    TotalCap,
+    Family,
+    Transport,
+}
+
+impl Refusal {
+    pub(crate) fn label(self) -> &'static str {
+        match self {
+            Refusal::UserCap => "per_credential_cap",
+            Refusal::TotalCap => "total_cap",
+            Refusal::Family => "address_family",
+            Refusal::Transport => "transport",
+        }
+    }
+}
+
+/// A token bucket of one allocation, one second deep.
+#[derive(Debug)]
+struct Bucket {
+    tokens: f64,
+    at: Instant,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    /// Relayed address → the username that holds it.
+    relays: HashMap<SocketAddr, String>,
+    per_user: HashMap<String, usize>,
+    buckets: HashMap<SocketAddr, Bucket>,
+    /// The SFU nodes' media addresses, as the node registry last listed them.
+    sfu: HashSet<SocketAddr>,
+}
+
+/// Shared by every listener: allocations held, SFU addresses, the allow-list.
+#[derive(Debug)]
+pub(crate) struct Policy {
+    pub(crate) limits: Limits,
+    allow: Vec<IpNet>,
+    relay_ip: IpAddr,
+    state: Mutex<State>,
+}
+
+impl Policy {
+    pub(crate) fn new(limits: Limits, allow: Vec<IpNet>, relay_ip: IpAddr) -> Self {
+        Self {
+            limits,
+            allow,
+            relay_ip,
+            state: Mutex::default(),
+        }
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        // A panic elsewhere while holding it leaves plain counters: still usable.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(crate) fn set_sfu_addrs(&self, addrs: HashSet<SocketAddr>) {
+        self.state().sfu = addrs;
+    }
+
+    /// Whether a CreatePermission for `ip` (no port: permissions are per IP) is allowed:
+    /// public addresses, the allow-list, SFU nodes, and this server's relay IP (other
+    /// allocations; ChannelBind and Send then check the port).
+    pub(crate) fn permits_ip(&self, ip: IpAddr) -> bool {
+        is_public(ip)
+            || ip == self.relay_ip
+            || self.allow.iter().any(|n| n.contains(&ip))
+            || self.state().sfu.iter().any(|a| a.ip() == ip)
+    }
+
+    /// Whether data may go to `addr` (ChannelBind, Send): public addresses, the
+    /// allow-list, an SFU node's media address, or another allocation of this server.
+    pub(crate) fn permits_addr(&self, addr: SocketAddr) -> bool {
+        if is_public(addr.ip()) || self.allow.iter().any(|n| n.contains(&addr.ip())) {
+            return true;
+        }
+        let st = self.state();
+        st.sfu.contains(&addr) || st.relays.contains_key(&addr)
+    }
+
+    /// Whether `user` may take one more allocation.
+    pub(crate) fn may_allocate(&self, user: &str) -> Result<(), Refusal> {
+        let st = self.state();
+        if st.relays.len() >= self.limits.allocations {
+            return Err(Refusal::TotalCap);
+        }
+        if st.per_user.get(user).copied().unwrap_or(0) >= self.limits.per_user {
+            return Err(Refusal::UserCap);
+        }
+        Ok(())
+    }
+
+    /// Counts an allocation `user` got at `relay`.
+    pub(crate) fn allocated(&self, relay: SocketAddr, user: &str) -> usize {
+        let mut st = self.state();
+        *st.per_user.entry(user.to_string()).or_default() += 1;
+        st.relays.insert(relay, user.to_string());
+        st.relays.len()
+    }
+
+    /// Forgets the allocation at `relay`; the allocations left.
+    pub(crate) fn released(&self, relay: SocketAddr) -> usize {
+        let mut st = self.state();
+        st.buckets.remove(&relay);
+        if let Some(user) = st.relays.remove(&relay) {
+            if let Some(n) = st.per_user.get_mut(&user) {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    st.per_user.remove(&user);
+                }
+            }
+        }
+        st.relays.len()
+    }
+
+    /// Takes `bytes` from `relay`'s budget; `false`: over its rate, drop the packet.
+    pub(crate) fn spend(&self, relay: SocketAddr, bytes: usize, now: Instant) -> bool {
+        let rate = self.limits.bytes_per_s as f64;
+        let mut st = self.state();
+        let b = st.buckets.entry(relay).or_insert(Bucket {
+            tokens: rate,
+            at: now,
+        });
+        let elapsed = now.saturating_duration_since(b.at).as_secs_f64();
+        b.tokens = (b.tokens + elapsed * rate).min(rate);
+        b.at = now;
+        if b.tokens < bytes as f64 {
+            return false;
+        }
+        b.tokens -= bytes as f64;
+        true
+    }
+}
+
+/// Not loopback, private, link-local, shared (CGNAT), multicast or otherwise special.
+pub(crate) fn is_public(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => {
+            let o = v4.octets();
+            !(v4.is_unspecified()
+                || v4.is_loopback()
+                || v4.is_private()
+                || v4.is_link_local()
+                || v4.is_multicast()
+                || v4.is_broadcast()
+                || v4.is_documentation()
+                || o[0] == 0
+                || (o[0] == 100 && (o[1] & 0xc0) == 64)
+                || o[0] >= 240)
+        }
+        IpAddr::V6(v6) => {
+            if let Some(v4) = v6.to_ipv4_mapped() {
+                return is_public(IpAddr::V4(v4));
+            }
+            let s = v6.segments();
+            !(v6.is_unspecified()
+                || v6.is_loopback()
+                || v6.is_multicast()
+                || (s[0] & 0xfe00) == 0xfc00
+                || (s[0] & 0xffc0) == 0xfe80)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy() -> Policy {
+        Policy::new(
+            Limits {
+                allocations: 3,
+                per_user: 2,
+                bytes_per_s: 1000,
+            },
+            vec!["10.9.0.0/16".parse().unwrap()],
+            "127.0.0.1".parse().unwrap(),
+        )
+    }
+
+    #[test]
+    fn private_peers_are_refused_unless_listed() {
+        let p = policy();
+        for ip in [
+            "127.0.0.2",
+            "10.0.0.1",
+            "192.168.1.1",
+            "169.254.1.1",
+            "100.64.0.1",
+            "::1",
+            "fe80::1",
+            "fd00::1",
+            "::ffff:10.0.0.1",
+        ] {
+            assert!(!p.permits_ip(ip.parse().unwrap()), "{ip}");
+        }
+        for ip in ["8.8.8.8", "2a00:1450::1", "10.9.3.4", "127.0.0.1"] {
+            assert!(p.permits_ip(ip.parse().unwrap()), "{ip}");
+        }
+        // The relay IP admits only this server's allocations and SFU nodes, by port.
+        let sfu: SocketAddr = "127.0.0.1:7882".parse().unwrap();
+        assert!(!p.permits_addr(sfu));
+        p.set_sfu_addrs([sfu].into());
+        assert!(p.permits_addr(sfu));
+        let relay: SocketAddr = "127.0.0.1:50000".parse().unwrap();
+        assert!(!p.permits_addr(relay));
+        p.allocated(relay, "u");
+        assert!(p.permits_addr(relay));
+        p.released(relay);
+        assert!(!p.permits_addr(relay));
+    }
+
+    #[test]
+    fn caps_per_credential_and_in_total() {
+        let p = policy();
+        p.allocated("127.0.0.1:1".parse().unwrap(), "a");
+        p.allocated("127.0.0.1:2".parse().unwrap(), "a");
+        assert_eq!(p.may_allocate("a"), Err(Refusal::UserCap));
+        assert_eq!(p.may_allocate("b"), Ok(()));
+        p.allocated("127.0.0.1:3".parse().unwrap(), "b");
+        assert_eq!(p.may_allocate("c"), Err(Refusal::TotalCap));
+        p.released("127.0.0.1:1".parse().unwrap());
+        assert_eq!(p.may_allocate("a"), Ok(()));
+    }
+
+    #[test]
+    fn bandwidth_past_the_rate_is_dropped() {
+        let p = policy();
+        let r: SocketAddr = "127.0.0.1:9".parse().unwrap();
+        let t0 = Instant::now();
+        assert!(p.spend(r, 600, t0));
+        assert!(!p.spend(r, 600, t0));
+        assert!(p.spend(r, 600, t0 + std::time::Duration::from_millis(300)));
+    }
+}

@@ -1,0 +1,442 @@
+//! The embedded TURN server (`SKYLARK_TURN_ADDR`): coturn's own client
+//! (`turnutils_uclient`, Debian coturn) relays through it with credentials minted by the
+//! TURN REST scheme over UDP and TCP, to an allowed peer (`turnutils_peer` on an
+//! allow-listed address) and between two of its allocations; wrong and expired
+//! credentials, private peers and the (N+1)th allocation of one credential are refused,
+//! checked with raw STUN requests; and a Chromium viewer forced to relay
+//! (`iceTransportPolicy: 'relay'`) plays a room through it.
+
+mod common;
+
+use common::browser::WatchPage;
+use common::*;
+use skylark_auth::TurnSecret;
+use std::net::SocketAddr;
+use std::process::{Command, Stdio};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use turn_server_proto::stun::types::attribute::{ErrorCode, Nonce, Realm, Username};
+use turn_server_proto::stun::types::message::{
+    IntegrityAlgorithm, LongTermKeyCredentials, Message, MessageClass, MessageWrite,
+    MessageWriteExt, MessageWriteVec, TransactionId,
+};
+use turn_server_proto::types::attribute::{RequestedTransport, XorPeerAddress};
+use turn_server_proto::types::message::{ALLOCATE, CREATE_PERMISSION};
+
+const SECRET: &str = "embedded-turn-test-secret";
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+/// Skylark with the embedded TURN server on loopback, `env` on top.
+async fn skylark_with_turn(env: &[(&str, &str)]) -> Skylark {
+    let mut opts = Options::default();
+    opts.env
+        .insert("SKYLARK_TURN_ADDR".into(), "127.0.0.1:0".into());
+    opts.env.insert("SKYLARK_TURN_SECRET".into(), SECRET.into());
+    opts.env
+        .insert("RUST_LOG".into(), "info,skylark_turn=debug".into());
+    for (k, v) in env {
+        opts.env.insert((*k).into(), (*v).into());
+    }
+    Skylark::start_with(opts).await
+}
+
+/// `turnutils_uclient ARGS 127.0.0.1`: whether it succeeded, and what it printed.
+fn uclient(args: &[&str]) -> (bool, String) {
+    let out = Command::new("turnutils_uclient")
+        .args(args)
+        .arg("127.0.0.1")
+        .stdin(Stdio::null())
+        .output()
+        .expect("turnutils_uclient (Debian coturn)");
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    (out.status.success(), text)
+}
+
+fn has_uclient() -> bool {
+    if Command::new("turnutils_uclient")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_err()
+    {
+        skip("no turnutils_uclient (Debian coturn): scripts/test installs it");
+        return false;
+    }
+    true
+}
+
+/// A TURN client on its own UDP socket speaking raw STUN (stun-types, the same crate
+/// family as the server): enough to read error codes exactly.
+struct RawClient {
+    sock: tokio::net::UdpSocket,
+    server: SocketAddr,
+    realm: String,
+    nonce: String,
+}
+
+impl RawClient {
+    /// Connects and learns the realm and nonce from the server's 401.
+    async fn new(server: SocketAddr) -> RawClient {
+        let sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let mut c = RawClient {
+            sock,
+            server,
+            realm: String::new(),
+            nonce: String::new(),
+        };
+        let mut req = Message::builder_request(ALLOCATE, MessageWriteVec::new());
+        req.add_attribute(&RequestedTransport::new(RequestedTransport::UDP))
+            .unwrap();
+        let reply = c.exchange(req.finish()).await;
+        let msg = Message::from_bytes(&reply).unwrap();
+        assert_eq!(
+            msg.attribute::<ErrorCode>().unwrap().code(),
+            401,
+            "an unauthenticated Allocate gets 401"
+        );
+        c.realm = msg.attribute::<Realm>().unwrap().realm().to_string();
+        c.nonce = msg.attribute::<Nonce>().unwrap().nonce().to_string();
+        c
+    }
+
+    async fn exchange(&self, req: Vec<u8>) -> Vec<u8> {
+        self.sock.send_to(&req, self.server).await.unwrap();
+        let mut buf = vec![0u8; 2048];
+        let (n, _) = tokio::time::timeout(Duration::from_secs(5), self.sock.recv_from(&mut buf))
+            .await
+            .expect("the TURN server answers within 5 s")
+            .unwrap();
+        buf.truncate(n);
+        buf
+    }
+
+    /// An authenticated request of `method` as `user`/`pass` with `peer` (if any); the
+    /// error code of the answer, 0 for success.
+    async fn request(
+        &self,
+        method: turn_server_proto::stun::types::message::Method,
+        user: &str,
+        pass: &str,
+        peer: Option<SocketAddr>,
+    ) -> u16 {
+        let mut req = Message::builder_request(method, MessageWriteVec::new());
+        let tid: TransactionId = req.transaction_id();
+        if method == ALLOCATE {
+            req.add_attribute(&RequestedTransport::new(RequestedTransport::UDP))
+                .unwrap();
+        }
+        if let Some(p) = peer {
+            req.add_attribute(&XorPeerAddress::new(p, tid)).unwrap();
+        }
+        req.add_attribute(&Username::new(user).unwrap()).unwrap();
+        req.add_attribute(&Realm::new(&self.realm).unwrap())
+            .unwrap();
+        req.add_attribute(&Nonce::new(&self.nonce).unwrap())
+            .unwrap();
+        let creds =
+            LongTermKeyCredentials::new(user.into(), pass.into(), self.realm.clone()).into();
+        req.add_message_integrity(&creds, IntegrityAlgorithm::Sha1)
+            .unwrap();
+        let reply = self.exchange(req.finish()).await;
+        let msg = Message::from_bytes(&reply).unwrap();
+        if msg.has_class(MessageClass::Success) {
+            0
+        } else {
+            msg.attribute::<ErrorCode>().map_or(1, |e| e.code())
+        }
+    }
+}
+
+async fn metric(sk: &Skylark, line_start: &str) -> String {
+    let m = sk.metrics().await;
+    m.lines()
+        .find(|l| l.starts_with(line_start))
+        .unwrap_or_else(|| panic!("no {line_start} in metrics:\n{m}"))
+        .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_embedded_turn_relays_fresh_credentials_and_refuses_the_rest() {
+    if !has_uclient() {
+        return;
+    }
+    // 127.0.0.2 (loopback, so private) is allowed by the list; 127.0.0.1 is the relay IP.
+    let sk = skylark_with_turn(&[
+        ("SKYLARK_TURN_ALLOW_PEERS", "127.0.0.2/32"),
+        // coturn's client takes up to 4 allocations per run (`-y`).
+        ("SKYLARK_TURN_USER_ALLOCATIONS", "4"),
+    ])
+    .await;
+    let port = logged_port(&sk, "TURN UDP and TCP listening on");
+    let server: SocketAddr = ([127, 0, 0, 1], port).into();
+    let secret = TurnSecret::new(SECRET.as_bytes());
+    let ttl = Duration::from_secs(600);
+    let p = port.to_string();
+
+    // Fresh credentials: two allocations relay to each other (the p2p case), over UDP
+    // and over TCP; and to an allow-listed peer (coturn's echo peer).
+    for (who, tcp) in [("udp-client", false), ("tcp-client", true)] {
+        let c = secret.mint(who, now(), ttl);
+        let mut args = vec![
+            "-y",
+            "-c",
+            "-n",
+            "5",
+            "-m",
+            "1",
+            "-u",
+            &c.username,
+            "-w",
+            &c.credential,
+            "-p",
+            &p,
+        ];
+        if tcp {
+            args.insert(0, "-t");
+        }
+        let (ok, out) = uclient(&args);
+        assert!(
+            ok && out.contains("tot_recv_msgs=10"),
+            "{who} relays:\n{out}\n{}",
+            sk.logs()
+        );
+    }
+    let peer_port = free_port();
+    let mut peer = Command::new("turnutils_peer")
+        .args(["-L", "127.0.0.2", "-p", &peer_port.to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("turnutils_peer");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let c = secret.mint("peer-client", now(), ttl);
+    let (ok, out) = uclient(&[
+        "-c",
+        "-e",
+        "127.0.0.2",
+        "-r",
+        &peer_port.to_string(),
+        "-n",
+        "5",
+        "-m",
+        "1",
+        "-u",
+        &c.username,
+        "-w",
+        &c.credential,
+        "-p",
+        &p,
+    ]);
+    let _ = peer.kill();
+    let _ = peer.wait();
+    assert!(
+        ok && out.contains("tot_recv_msgs=5"),
+        "relays to the allowed peer:\n{out}"
+    );
+
+    // Wrong and expired credentials: 401, counted.
+    let raw = RawClient::new(server).await;
+    let good = secret.mint("raw", now(), ttl);
+    assert_eq!(
+        raw.request(ALLOCATE, &good.username, "not-the-password", None)
+            .await,
+        401
+    );
+    let expired = secret.mint("raw", now() - 120, Duration::from_secs(60));
+    assert_eq!(
+        raw.request(ALLOCATE, &expired.username, &expired.credential, None)
+            .await,
+        401
+    );
+    let other = TurnSecret::new(b"another-deployment-secret").mint("raw", now(), ttl);
+    assert_eq!(
+        raw.request(ALLOCATE, &other.username, &other.credential, None)
+            .await,
+        401
+    );
+    let (ok, out) = uclient(&[
+        "-n",
+        "1",
+        "-m",
+        "1",
+        "-u",
+        &good.username,
+        "-w",
+        "nope",
+        "-p",
+        &p,
+        "-e",
+        "8.8.8.8",
+    ]);
+    assert!(
+        !ok,
+        "coturn's client is refused with a wrong password:\n{out}"
+    );
+
+    // Fresh: allocated; peers outside the allowed set: 403.
+    assert_eq!(
+        raw.request(ALLOCATE, &good.username, &good.credential, None)
+            .await,
+        0
+    );
+    for peer in [
+        "10.1.2.3:5000",
+        "192.168.1.1:5000",
+        "169.254.1.1:5000",
+        "127.0.0.3:5000",
+        "[::1]:5000",
+    ] {
+        let peer: SocketAddr = peer.parse().unwrap();
+        assert_eq!(
+            raw.request(
+                CREATE_PERMISSION,
+                &good.username,
+                &good.credential,
+                Some(peer)
+            )
+            .await,
+            403,
+            "relaying to {peer} is refused"
+        );
+    }
+    let lo = secret.mint("loopback-client", now(), ttl);
+    let (ok, out) = uclient(&[
+        "-e",
+        "127.0.0.1",
+        "-r",
+        "9",
+        "-n",
+        "1",
+        "-m",
+        "1",
+        "-u",
+        &lo.username,
+        "-w",
+        &lo.credential,
+        "-p",
+        &p,
+    ]);
+    assert!(
+        !ok && out.contains("403"),
+        "loopback that is not an allocation of ours: 403\n{out}"
+    );
+    assert_eq!(
+        raw.request(
+            CREATE_PERMISSION,
+            &good.username,
+            &good.credential,
+            Some("127.0.0.2:5000".parse().unwrap())
+        )
+        .await,
+        0,
+        "the allow-listed peer is permitted"
+    );
+
+    // The per-credential cap (4): three more allocations of the same credential from
+    // other clients are taken, the fifth refused with 486; another credential is not.
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        let c = RawClient::new(server).await;
+        assert_eq!(
+            c.request(ALLOCATE, &good.username, &good.credential, None)
+                .await,
+            0
+        );
+        held.push(c);
+    }
+    let fifth = RawClient::new(server).await;
+    assert_eq!(
+        fifth
+            .request(ALLOCATE, &good.username, &good.credential, None)
+            .await,
+        486
+    );
+    let fresh = secret.mint("raw-2", now(), ttl);
+    assert_eq!(
+        fifth
+            .request(ALLOCATE, &fresh.username, &fresh.credential, None)
+            .await,
+        0
+    );
+
+    assert!(!metric(
+        &sk,
+        "skylark_turn_allocations_refused_total{reason=\"per_credential_cap\"}"
+    )
+    .await
+    .ends_with(" 0"));
+    assert!(
+        !metric(&sk, "skylark_turn_auth_failures_total{reason=\"expired\"}")
+            .await
+            .ends_with(" 0")
+    );
+    assert!(
+        !metric(&sk, "skylark_turn_auth_failures_total{reason=\"mismatch\"}")
+            .await
+            .ends_with(" 0")
+    );
+    assert!(!metric(&sk, "skylark_turn_peers_refused_total")
+        .await
+        .ends_with(" 0"));
+    assert!(
+        !metric(&sk, "skylark_turn_relayed_bytes_total{direction=\"out\"}")
+            .await
+            .ends_with(" 0")
+    );
+    // raw's, held ones and the fresh one are live.
+    let live = metric(&sk, "skylark_turn_allocations ").await;
+    assert!(!live.ends_with(" 0"), "{live}");
+}
+
+/// A Chromium viewer forced to relay (`?ice=relay` → `iceTransportPolicy: 'relay'`)
+/// plays a room through the embedded TURN over UDP, its TURN server and credential
+/// taken from the WebSocket's watch reply.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chromium_viewer_forced_to_relay_plays_through_the_embedded_turn() {
+    let sk = skylark_with_turn(&[]).await;
+    let port = logged_port(&sk, "TURN UDP and TCP listening on");
+    let (_, room, key) = creator_with_room(&sk.base, "public").await;
+    let (_engine, _publisher) = publish(&sk.base, &room, &key).await;
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("chromium-relay.log");
+    let url = format!("{}/watch/{room}?transport=webrtc&ice=relay", sk.base);
+    let Some(mut page) = WatchPage::open(&url, &sk.base, &log) else {
+        return;
+    };
+    let playing = page
+        .until(Duration::from_secs(45), |l| {
+            l["type"] == "stats"
+                && l["transport"] == "webrtc"
+                && l["framesDecoded"].as_u64().unwrap_or(0) >= 30
+                && l["pair"].is_object()
+        })
+        .await
+        .unwrap_or_else(|| {
+            panic!(
+                "Chromium plays through TURN: {}\n{}",
+                std::fs::read_to_string(&log).unwrap_or_default(),
+                sk.logs()
+            )
+        });
+    let pair = &playing["pair"];
+    assert_eq!(
+        pair["localType"], "relay",
+        "a relayed candidate pair: {pair}"
+    );
+    assert_eq!(
+        pair["relayProtocol"], "udp",
+        "relayed over TURN/UDP: {pair}"
+    );
+    let relayed = metric(&sk, "skylark_turn_relayed_packets_total{direction=\"in\"}").await;
+    assert!(
+        !relayed.ends_with(" 0"),
+        "the SFU's media came through the relay: {relayed}"
+    );
+    println!("TURN/UDP viewer on port {port}: pair {pair}");
+}
