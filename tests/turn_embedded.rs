@@ -394,21 +394,16 @@ async fn the_embedded_turn_relays_fresh_credentials_and_refuses_the_rest() {
     assert!(!live.ends_with(" 0"), "{live}");
 }
 
-/// A Chromium viewer forced to relay (`?ice=relay` → `iceTransportPolicy: 'relay'`)
-/// plays a room through the embedded TURN over UDP, its TURN server and credential
-/// taken from the WebSocket's watch reply.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_chromium_viewer_forced_to_relay_plays_through_the_embedded_turn() {
-    let sk = skylark_with_turn(&[]).await;
-    let port = logged_port(&sk, "TURN UDP and TCP listening on");
+/// Opens the watch page of a room of `sk` forced to relay (`?ice=relay` →
+/// `iceTransportPolicy: 'relay'`) and waits until it decodes 30 frames; the selected
+/// candidate pair then.
+async fn play_relayed(sk: &Skylark, flags: &[&str]) -> Option<serde_json::Value> {
     let (_, room, key) = creator_with_room(&sk.base, "public").await;
     let (_engine, _publisher) = publish(&sk.base, &room, &key).await;
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("chromium-relay.log");
     let url = format!("{}/watch/{room}?transport=webrtc&ice=relay", sk.base);
-    let Some(mut page) = WatchPage::open(&url, &sk.base, &log) else {
-        return;
-    };
+    let mut page = WatchPage::open_with(None, &url, &sk.base, &log, flags)?;
     let playing = page
         .until(Duration::from_secs(45), |l| {
             l["type"] == "stats"
@@ -424,7 +419,17 @@ async fn a_chromium_viewer_forced_to_relay_plays_through_the_embedded_turn() {
                 sk.logs()
             )
         });
-    let pair = &playing["pair"];
+    Some(playing["pair"].clone())
+}
+
+/// A Chromium viewer forced to relay plays a room through the embedded TURN over UDP,
+/// its TURN server and credential taken from the WebSocket's watch reply.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chromium_viewer_forced_to_relay_plays_through_the_embedded_turn() {
+    let sk = skylark_with_turn(&[]).await;
+    let Some(pair) = play_relayed(&sk, &[]).await else {
+        return;
+    };
     assert_eq!(
         pair["localType"], "relay",
         "a relayed candidate pair: {pair}"
@@ -438,5 +443,98 @@ async fn a_chromium_viewer_forced_to_relay_plays_through_the_embedded_turn() {
         !relayed.ends_with(" 0"),
         "the SFU's media came through the relay: {relayed}"
     );
-    println!("TURN/UDP viewer on port {port}: pair {pair}");
+    println!("TURN/UDP viewer: pair {pair}");
+}
+
+/// A self-signed certificate for 127.0.0.1 and its key (PEM), made by openssl.
+fn self_signed(dir: &std::path::Path) -> Option<(String, String)> {
+    let cert = dir.join("turn-cert.pem");
+    let key = dir.join("turn-key.pem");
+    let ok = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+        ])
+        .args(["-nodes", "-days", "1", "-subj", "/CN=localhost"])
+        .args(["-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !ok {
+        skip("no openssl to make a test certificate (apt-get install openssl)");
+        return None;
+    }
+    Some((cert.display().to_string(), key.display().to_string()))
+}
+
+/// TURN over TLS (`turns:`, rustls on aws-lc-rs) with an operator's certificate:
+/// coturn's client relays through it, and a Chromium viewer given only the `turns:`
+/// URL (SKYLARK_TURN_URLS) plays through it (`--ignore-certificate-errors` makes
+/// Chromium take the test's self-signed certificate for TURN too).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn turn_over_tls_relays_coturns_client_and_a_chromium_viewer() {
+    if !has_uclient() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let Some((cert, key)) = self_signed(dir.path()) else {
+        return;
+    };
+    let tls_port = free_port();
+    let tls_addr = format!("127.0.0.1:{tls_port}");
+    let turns = format!("turns:127.0.0.1:{tls_port}?transport=tcp");
+    let sk = skylark_with_turn(&[
+        ("SKYLARK_TURN_TLS_CERT", &cert),
+        ("SKYLARK_TURN_TLS_KEY", &key),
+        ("SKYLARK_TURN_TLS_ADDR", &tls_addr),
+        ("SKYLARK_TURN_URLS", &turns),
+    ])
+    .await;
+    assert_eq!(logged_port(&sk, "TURN TLS listening on"), tls_port);
+
+    let c = TurnSecret::new(SECRET.as_bytes()).mint("tls-client", now(), Duration::from_secs(600));
+    let p = tls_port.to_string();
+    let (ok, out) = uclient(&[
+        "-S",
+        "-t",
+        "-y",
+        "-c",
+        "-n",
+        "5",
+        "-m",
+        "1",
+        "-u",
+        &c.username,
+        "-w",
+        &c.credential,
+        "-p",
+        &p,
+    ]);
+    assert!(
+        ok && out.contains("tot_recv_msgs=10"),
+        "coturn's client relays over TLS:\n{out}\n{}",
+        sk.logs()
+    );
+
+    let Some(pair) = play_relayed(&sk, &["--ignore-certificate-errors"]).await else {
+        return;
+    };
+    assert_eq!(
+        pair["localType"], "relay",
+        "a relayed candidate pair: {pair}"
+    );
+    assert_eq!(
+        pair["relayProtocol"], "tls",
+        "relayed over TURN/TLS: {pair}"
+    );
+    println!("TURN/TLS viewer: pair {pair}");
 }

@@ -60,6 +60,17 @@ impl WatchPage {
         api: &str,
         log: &std::path::Path,
     ) -> Option<WatchPage> {
+        Self::open_with(netns, url, api, log, &[])
+    }
+
+    /// Like [`WatchPage::open_in`], with watch-cli flags (`--ignore-certificate-errors`).
+    pub fn open_with(
+        netns: Option<&str>,
+        url: &str,
+        api: &str,
+        log: &std::path::Path,
+        flags: &[&str],
+    ) -> Option<WatchPage> {
         ready()?;
         let mut cmd = match netns {
             // `ip netns exec` execs node: the child is node itself, so kill() hits it.
@@ -73,6 +84,7 @@ impl WatchPage {
         let mut child = cmd
             .arg(e2e_dir().join("lib/watch-cli.js"))
             .args([url, "--api", api])
+            .args(flags)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::from(std::fs::File::create(log).unwrap()))

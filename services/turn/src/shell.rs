@@ -470,7 +470,7 @@ impl Run {
             Clients::Stream(conns) => {
                 if let Some(tx) = conns.get(&to) {
                     // A full queue drops, as a full UDP socket would.
-                    let _ = tx.try_send(data);
+                    let _ = tx.try_send(crate::stream::pad_channel_data(data));
                 }
             }
         }

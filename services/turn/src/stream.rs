@@ -154,6 +154,15 @@ async fn serve<S: AsyncRead + AsyncWrite + Send + 'static>(
     let _ = writer.await;
 }
 
+/// ChannelData padded to 4 bytes, as RFC 8656 §12.5 wants on streams (the server
+/// writes it unpadded; browsers frame by the padded length).
+pub(crate) fn pad_channel_data(mut frame: Vec<u8>) -> Vec<u8> {
+    if frame.first().is_some_and(|b| b >> 6 == 1) {
+        frame.resize(frame.len().div_ceil(4) * 4, 0);
+    }
+    frame
+}
+
 /// One STUN message or ChannelData frame; `None` at a clean end of stream.
 async fn read_frame<R: AsyncRead + Unpin>(rd: &mut R) -> std::io::Result<Option<Vec<u8>>> {
     let mut head = [0u8; 4];
@@ -184,5 +193,40 @@ async fn read_frame<R: AsyncRead + Unpin>(rd: &mut R) -> std::io::Result<Option<
     let mut frame = vec![0u8; total];
     frame[..4].copy_from_slice(&head);
     rd.read_exact(&mut frame[4..]).await?;
+    // The server parses ChannelData unpadded and would take the padding for the start
+    // of the next frame.
+    if head[0] >> 6 == 1 {
+        frame.truncate(4 + len);
+    }
     Ok(Some(frame))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn channel_data_is_framed_by_its_padded_length_and_handed_on_unpadded() {
+        // Channel 0x4000, 5 bytes + 3 of padding, then a 20-byte STUN header.
+        let mut wire = vec![0x40, 0x00, 0x00, 0x05, 1, 2, 3, 4, 5, 0, 0, 0];
+        wire.extend_from_slice(&[0, 1, 0, 0, 0x21, 0x12, 0xa4, 0x42]);
+        wire.extend_from_slice(&[7; 12]);
+        let mut rd = wire.as_slice();
+        assert_eq!(
+            read_frame(&mut rd).await.unwrap().unwrap(),
+            [0x40, 0x00, 0x00, 0x05, 1, 2, 3, 4, 5]
+        );
+        assert_eq!(read_frame(&mut rd).await.unwrap().unwrap().len(), 20);
+        assert!(read_frame(&mut rd).await.unwrap().is_none());
+        assert_eq!(pad_channel_data(vec![0x40, 0, 0, 1, 9]).len(), 8);
+        assert_eq!(pad_channel_data(vec![0, 1, 0, 0]).len(), 4);
+    }
+
+    #[tokio::test]
+    async fn oversize_and_foreign_frames_end_the_stream() {
+        let mut big: &[u8] = &[0x40, 0x00, 0xff, 0xff];
+        assert!(read_frame(&mut big).await.is_err());
+        let mut foreign: &[u8] = b"GET / HTTP/1.1\r\n";
+        assert!(read_frame(&mut foreign).await.is_err());
+    }
 }

@@ -10,7 +10,7 @@
 //     pair: the selected ICE candidate pair of the page's live peer connection, from getStats
 //     ({protocol, localType, remoteType, relayProtocol, remotePort}), or null
 //
-//   node tests/e2e/lib/watch-cli.js http://127.0.0.1:PORT/watch/ROOM [--every 500] [--api URL]
+//   node tests/e2e/lib/watch-cli.js http://127.0.0.1:PORT/watch/ROOM [--every 500] [--api URL] [--ignore-certificate-errors]
 //
 // With --api (services run apart, no ingress in front), the page's /api requests go to
 // that API base the way the Helm chart's ingress routes them: /api/v1/rooms/*/playback
@@ -25,6 +25,8 @@ const args = process.argv.slice(2);
 const url = args.find((a, i) => !a.startsWith('--') && !args[i - 1]?.startsWith('--'));
 const everyAt = args.indexOf('--every');
 const every = everyAt >= 0 ? Number(args[everyAt + 1]) : 500;
+// --ignore-certificate-errors: passed to Chromium (a test's self-signed `turns:` certificate).
+const extraArgs = args.includes('--ignore-certificate-errors') ? ['--ignore-certificate-errors'] : [];
 const apiAt = args.indexOf('--api');
 const api = apiAt >= 0 ? args[apiAt + 1] : null;
 const out = (o) => process.stdout.write(`${JSON.stringify(o)}\n`);
@@ -39,7 +41,7 @@ if (why) {
   process.exit(3);
 }
 
-const browser = await chromium.launch({ executablePath: CHROMIUM_PATH, headless: true, args: CHROMIUM_ARGS, timeout: 30_000 });
+const browser = await chromium.launch({ executablePath: CHROMIUM_PATH, headless: true, args: [...CHROMIUM_ARGS, ...extraArgs], timeout: 30_000 });
 let closing = false;
 const close = async (code) => {
   if (closing) return;
