@@ -79,7 +79,7 @@ STANDARD_LABELS = [
     "app.kubernetes.io/managed-by",
 ]
 
-TARGETS = {"api", "signaling", "sfu", "packager", "migrate"}
+TARGETS = {"api", "signaling", "sfu", "packager", "migrate", "turn"}
 
 # Secret keys a workload reads only when present (secretKeyRef optional: true).
 # SKYLARK_MAIL_URL: an existingSecret made before mail was wired may lack it (then `log`).
@@ -112,6 +112,12 @@ REQUIRED_ENV = {
         "SKYLARK_INTERNAL_SECRET", "SKYLARK_RECORDINGS_URL",
     },
     "migrate": {"DATABASE_URL", "LOG_FORMAT", "RUST_LOG"},
+    "turn": {
+        "SKYLARK_HTTP_ADDR", "SKYLARK_INTERNAL_ADDR", "SKYLARK_TURN_ADDR", "SKYLARK_TURN_RELAY_IP",
+        "SKYLARK_TURN_SECRET", "SKYLARK_TURN_REALM", "SKYLARK_TURN_ALLOW_PEERS",
+        "SKYLARK_TURN_MAX_ALLOCATIONS", "SKYLARK_TURN_USER_ALLOCATIONS", "SKYLARK_TURN_BYTES_PER_S",
+        "REDIS_URL", "SKYLARK_REDIS_PREFIX", "LOG_FORMAT", "RUST_LOG",
+    },
 }
 # ...and must not get: secrets only where they are needed.
 FORBIDDEN_ENV = {
@@ -119,6 +125,8 @@ FORBIDDEN_ENV = {
     "sfu": {"DATABASE_URL", "SKYLARK_JWT_SECRET", "SKYLARK_PLAYBACK_SECRET"},
     "packager": {"DATABASE_URL", "SKYLARK_JWT_SECRET"},
     "migrate": {"SKYLARK_JWT_SECRET", "SKYLARK_PLAYBACK_SECRET", "SKYLARK_INTERNAL_SECRET", "REDIS_URL"},
+    # The TURN server makes no internal calls and reads no database.
+    "turn": {"DATABASE_URL", "SKYLARK_JWT_SECRET", "SKYLARK_PLAYBACK_SECRET", "SKYLARK_INTERNAL_SECRET"},
 }
 
 # Public routes: (a request path, the component that must serve it).
@@ -219,6 +227,12 @@ VALUE_SETS = {
     "turn-coturn": {"turn": {"urls": ["turn:turn.example.com:3478?transport=udp",
                                       "turn:turn.example.com:3478?transport=tcp"],
                              "secret": "t" * 32, "ttlSeconds": 600}},
+    "turn-embedded": {"turn": {"secret": "t" * 32, "server": {
+        "enabled": True, "host": "turn.example.com", "allowPeers": ["10.20.0.0/16"],
+        "userAllocations": 8, "nodeSelector": {"skylark.io/turn": "true"}}}},
+    "turn-embedded-tls": {"turn": {"secret": "t" * 32, "server": {
+        "enabled": True, "host": "turn.example.com", "tlsSecret": "turn-tls", "tlsPort": 5350,
+        "publicIp": "203.0.113.20", "bytesPerSecond": 2500000}}},
     "recordings-s3": {"recordings": {"url": "s3://skylark-rec/live", "s3": {
         "region": "eu-west-1", "endpoint": "http://minio.storage:9000", "allowHttp": True,
         "existingSecret": "skylark-s3", "accessKeyIdKey": "access-key",
@@ -249,6 +263,8 @@ BAD_VALUE_SETS = [
     ("ICE-TCP port out of range", {"sfu": {"tcpPort": 70000}}, "tcpPort"),
     ("a TURN URL that is not turn:/turns:", {"turn": {"urls": ["stun:x:3478"], "secret": "t" * 32}}, "urls"),
     ("the internal port on the HTTP port", {"internalPort": 8080}, "internalPort"),
+    ("a TURN port out of range", {"turn": {"server": {"port": 70000}}}, "port"),
+    ("a TURN allow-list entry that is not a CIDR", {"turn": {"server": {"allowPeers": ["not a cidr"]}}}, "allowPeers"),
     ("the SFU's internal port on its HTTP port", {"sfu": {"internalPort": 7880}}, "sfu.internalPort"),
 ]
 
@@ -390,6 +406,11 @@ def leaves(tree, prefix=()):
             yield from leaves(v, prefix + (k,))
     else:
         yield prefix
+
+
+def turn_on(values: dict) -> bool:
+    """Whether a value set runs the embedded TURN server."""
+    return values.get("turn", {}).get("server", {}).get("enabled", False)
 
 
 def value_used(path: tuple, templates: str) -> bool:
@@ -580,7 +601,8 @@ def main() -> int:
                     mounts = {m["mountPath"] for m in c.get("volumeMounts", [])}
                     data = dict((e["name"], e.get("value")) for e in c["env"])["SKYLARK_DATA_DIR"]
                     assert data in mounts, f"{target}: SKYLARK_DATA_DIR {data} is not a volume (read-only root)"
-            assert seen == TARGETS, f"targets rendered: {seen}"
+            want = TARGETS if turn_on(values) else TARGETS - {"turn"}
+            assert seen == want, f"targets rendered: {seen}"
 
         @check(f"Deployments, PDBs, HPAs for api/signaling/packager [{name}]")
         def _():
@@ -668,7 +690,7 @@ def main() -> int:
 
         @check(f"SFU: DaemonSet, one UDP port, one ICE-TCP port, host networking, announced IP, drain [{name}]")
         def _():
-            ds = by_kind(objs, "DaemonSet")
+            ds = [o for o in by_kind(objs, "DaemonSet") if component(o) != "turn"]
             assert len(ds) == 1 and component(ds[0]) == "sfu", "the SFU is a DaemonSet"
             sfu_values = values.get("sfu", {})
             host_net = sfu_values.get("hostNetwork", True)
@@ -755,10 +777,11 @@ def main() -> int:
         @check(f"internal port: named, bound, scraped; no public Service or ingress path [{name}]")
         def _():
             sfu_host_net = values.get("sfu", {}).get("hostNetwork", True)
+            internal = INTERNAL | ({"turn"} if turn_on(values) else set())
             internal_port = {}
             for o in objs:
                 ps = pod_spec(o)
-                if ps is None or component(o) not in INTERNAL:
+                if ps is None or component(o) not in internal:
                     continue
                 comp, c = component(o), ps["containers"][0]
                 ports = {p["name"]: p for p in c["ports"]}
@@ -766,7 +789,7 @@ def main() -> int:
                 port = ports["internal"]["containerPort"]
                 assert port not in [p["containerPort"] for n, p in ports.items() if n != "internal"], \
                     f"{comp}: the internal port {port} is shared"
-                bind = "$(HOST_IP)" if comp == "sfu" and sfu_host_net else "0.0.0.0"
+                bind = "$(HOST_IP)" if (comp == "sfu" and sfu_host_net) or comp == "turn" else "0.0.0.0"
                 env = {e["name"]: e.get("value") for e in c["env"]}
                 assert env["SKYLARK_INTERNAL_ADDR"] == f"{bind}:{port}", f"{comp}: {env['SKYLARK_INTERNAL_ADDR']}"
                 meta = o["spec"]["template"]["metadata"]
@@ -775,7 +798,7 @@ def main() -> int:
                     f"{comp}: scrape annotations {ann}"
                 assert meta["labels"].get("skylark.io/internal") == "true", f"{comp}: not in the internal Service"
                 internal_port[comp] = port
-            assert set(internal_port) == INTERNAL, f"internal ports: {internal_port}"
+            assert set(internal_port) == internal, f"internal ports: {internal_port}"
             internal_numbers = set(internal_port.values())
             # One headless Service lists the internal ports; no other Service does.
             internal_svcs = []
@@ -792,7 +815,7 @@ def main() -> int:
             sel = internal_svcs[0]["spec"]["selector"]
             selected = {component(o) for o in objs if pod_spec(o) is not None and
                         all(o["spec"]["template"]["metadata"]["labels"].get(k) == v for k, v in sel.items())}
-            assert selected == INTERNAL, f"the internal Service selects {selected}"
+            assert selected == internal, f"the internal Service selects {selected}"
             for ing in by_kind(objs, "Ingress"):
                 for rule in ing["spec"]["rules"]:
                     for p in rule["http"]["paths"]:

@@ -273,3 +273,19 @@ pod's own identity, e.g. IRSA).
     claimName: {{ .Values.recordings.existingClaim | quote }}
 {{- end }}
 {{- end }}
+
+{{/*
+The TURN URLs clients get: turn.urls, else those of the embedded server (turn.server).
+*/}}
+{{- define "skylark.turnUrls" -}}
+{{- if .Values.turn.urls -}}
+{{- join "," .Values.turn.urls -}}
+{{- else if .Values.turn.server.enabled -}}
+{{- $host := .Values.turn.server.host -}}
+{{- if not $host }}{{ fail "turn.server.enabled needs turn.server.host (how clients reach the TURN nodes) or turn.urls" }}{{ end -}}
+{{- $port := int .Values.turn.server.port -}}
+{{- $urls := list (printf "turn:%s:%d?transport=udp" $host $port) (printf "turn:%s:%d?transport=tcp" $host $port) -}}
+{{- if .Values.turn.server.tlsSecret -}}{{- $urls = append $urls (printf "turns:%s:%d?transport=tcp" $host (int .Values.turn.server.tlsPort)) -}}{{- end -}}
+{{- join "," $urls -}}
+{{- end -}}
+{{- end }}
