@@ -39,15 +39,15 @@ export function appFor(defer, b, label) {
 }
 
 /** A server and a browser for the test labelled `label`, both torn down by `defer`. */
-export async function serverAndBrowser(defer, label) {
-  const sk = await serverFor(defer, { label });
+export async function serverAndBrowser(defer, label, env) {
+  const sk = await serverFor(defer, { label, env });
   const b = await browserFor(defer, label);
   return { sk, b };
 }
 
 /** [`serverAndBrowser`] and the app's own pages in that browser (`app`). */
-export async function serverAndApp(defer, label) {
-  const { sk, b } = await serverAndBrowser(defer, label);
+export async function serverAndApp(defer, label, env) {
+  const { sk, b } = await serverAndBrowser(defer, label, env);
   return { sk, b, app: appFor(defer, b, label) };
 }
 

@@ -6,8 +6,8 @@ import { until } from './app.js';
  * Opens the studio in `app` signed in as `creator` (its token put in storage first), and
  * waits for its room panel (a creator with one room gets it selected).
  */
-export async function openStudioAs(app, sk, creator, tag = 'studio') {
-  const page = await app.open(`${sk.baseUrl}/studio`, {
+export async function openStudioAs(app, sk, creator, tag = 'studio', query = '') {
+  const page = await app.open(`${sk.baseUrl}/studio${query}`, {
     tag,
     viewport: { width: 1400, height: 1000 },
     initScript: `localStorage.setItem('skylark.access_token', ${JSON.stringify(creator.access_token)})`,

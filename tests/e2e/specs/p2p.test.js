@@ -222,6 +222,61 @@ p2pTest('p2p: a viewer who cannot reach the broadcaster peer to peer is told so'
   reportTimings('p2p_unreachable', { open_to_message_ms: Date.now() - t0 });
 });
 
+/** The local and remote candidate types of the page's last peer connection's selected pair. */
+const selectedPair = async () => {
+  const pc = window.__pcs.at(-1);
+  const report = await pc.getStats();
+  let pair = null;
+  report.forEach((s) => {
+    if (s.type === 'transport' && s.selectedCandidatePairId) pair = report.get(s.selectedCandidatePairId);
+  });
+  const local = pair && report.get(pair.localCandidateId);
+  const remote = pair && report.get(pair.remoteCandidateId);
+  return local && remote ? { local: local.candidateType, remote: remote.candidateType, relayProtocol: local.relayProtocol ?? null } : null;
+};
+const CAPTURE_PCS = `{
+  const Native = window.RTCPeerConnection;
+  window.__pcs = [];
+  window.RTCPeerConnection = class extends Native {
+    constructor(...args) { super(...args); window.__pcs.push(this); }
+  };
+}`;
+
+fixtureTest(
+  'p2p: a broadcaster and a viewer that may use relays only connect through the embedded TURN server',
+  { timeout: TEST_CAP_MS, skip, bodyCap: BODY_CAP },
+  {
+    setup: async (defer) => {
+      const { sk, b, app } = await serverAndApp(defer, 'p2p-turn', { SKYLARK_TURN_ADDR: '127.0.0.1:0', SKYLARK_TURN_SECRET: 'p2p-e2e-turn-secret-0123' });
+      const creator = await sk.signup();
+      const created = await sk.createRoom(creator.access_token, { title: 'P2P e2e: through TURN', mode: 'p2p' });
+      return { sk, b, app, creator, room: created.room.id };
+    },
+    logs,
+  },
+  async (ctx, defer) => {
+    const { sk, app, room, creator } = ctx;
+    // Both ends relay-only (`?ice=relay`): no host candidate may pair, as for two peers
+    // behind NATs that can't reach each other; the TURN server and credentials come in
+    // the WebSocket replies.
+    const studio = await openStudioAs(app, sk, creator, 'studio', '?ice=relay');
+    defer(() => studio.evaluate(() => window.studio.stop()).catch(() => {}));
+    await studio.getByLabel('Resolution', { exact: true }).selectOption('640x360');
+    await goLiveInStudio(studio, { screen: false });
+    const t0 = Date.now();
+    const viewer = await app.open(`${sk.baseUrl}/watch/${room}?ice=relay`, { tag: 'relay-viewer', initScript: CAPTURE_PCS });
+    await until(viewer, playerStats, playingP2p, { what: 'relay-only viewer playing peer to peer through TURN', timeoutMs: PLAY_CAP_MS, intervalMs: 250 });
+    const pair = await viewer.evaluate(selectedPair);
+    assert.equal(pair?.local, 'relay', `the viewer's selected pair is relayed: ${JSON.stringify(pair)}`);
+    assert.equal(pair?.remote, 'relay', `to the broadcaster's relayed address: ${JSON.stringify(pair)}`);
+    const m = await metrics(sk);
+    assert.ok(m.skylark_turn_allocations >= 2, `both ends hold allocations (${m.skylark_turn_allocations})`);
+    assert.ok(m.skylark_turn_relayed_packets_total > 0, 'media went through the relay');
+    assert.equal(m.skylark_sfu_subscribers ?? 0, 0, 'and never through the SFU');
+    reportTimings('p2p_turn', { open_to_playing_ms: Date.now() - t0, relay_protocol: pair.relayProtocol });
+  },
+);
+
 test('p2p: the uplink warning (viewer count, bandwidth-limited senders) and iceServers from server messages', () => {
   const up = (availableBps, limitation = 'none') => ({ state: 'connected', availableBps, limitation });
   const need = 2_500_000;

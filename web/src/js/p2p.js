@@ -20,6 +20,9 @@ export function signalingUrl(loc = location) {
   return `${loc.protocol === 'https:' ? 'wss:' : 'ws:'}//${loc.host}/ws`;
 }
 
+/** `?ice=relay` on the page: peer connections through TURN only (`iceTransportPolicy: 'relay'`). */
+export const RELAY_ONLY = typeof location !== 'undefined' && new URLSearchParams(location.search).get('ice') === 'relay';
+
 /** `iceServers` of a server message, when it carries a usable list (TURN comes this way). */
 export function iceServersOf(msg) {
   return Array.isArray(msg?.iceServers) ? msg.iceServers.filter((s) => s && (typeof s.urls === 'string' || Array.isArray(s.urls))) : null;
@@ -165,7 +168,11 @@ export class P2pBroadcast {
   async connect(viewer) {
     if (this.stopped) return;
     if (this.peers.has(viewer)) this.drop(viewer, 'replaced');
-    const pc = new RTCPeerConnection({ bundlePolicy: 'max-bundle', ...(this.iceServers.length ? { iceServers: this.iceServers } : {}) });
+    const pc = new RTCPeerConnection({
+      bundlePolicy: 'max-bundle',
+      ...(this.iceServers.length ? { iceServers: this.iceServers } : {}),
+      ...(RELAY_ONLY ? { iceTransportPolicy: 'relay' } : {}),
+    });
     const stream = new MediaStream([this.video]);
     const vt = pc.addTransceiver(this.video, { direction: 'sendonly', streams: [stream] });
     // Always an audio transceiver: a microphone picked later is swapped in.

@@ -1256,7 +1256,11 @@ async function answerP2p(msg, sock) {
   clearTimeout(p2pOfferTimer);
   p2pOfferRetried = false;
   teardown();
-  const pc = new RTCPeerConnection({ bundlePolicy: 'max-bundle', ...(iceServers.length ? { iceServers } : {}) });
+  const pc = new RTCPeerConnection({
+    bundlePolicy: 'max-bundle',
+    ...(iceServers.length ? { iceServers } : {}),
+    ...(relayOnly ? { iceTransportPolicy: 'relay' } : {}),
+  });
   const s = { kind: 'p2p', pc, from: msg.from, pending: [], gotFrame: false, frames: 0, lastProgress: performance.now(), prev: null, started: performance.now() };
   current = s;
   state.sessions.webrtc += 1;
