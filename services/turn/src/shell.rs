@@ -146,15 +146,18 @@ impl Run {
     ) -> anyhow::Result<()> {
         let mut wake = Instant::now();
         loop {
-            tokio::select! {
+            let poll = tokio::select! {
                 _ = shutdown.cancelled() => break,
                 ev = rx.recv() => match ev {
                     Some(ev) => self.handle(ev),
                     None => break,
                 },
-                _ = tokio::time::sleep_until(wake.into()) => {}
+                _ = tokio::time::sleep_until(wake.into()) => true,
+            };
+            // Polling walks every allocation: after requests and timers, not per packet.
+            if poll || Instant::now() >= wake {
+                wake = self.drive();
             }
-            wake = self.drive();
         }
         for (addr, r) in self.relays.drain() {
             r.stop.cancel();
@@ -165,15 +168,18 @@ impl Run {
         Ok(())
     }
 
-    fn handle(&mut self, ev: Event) {
+    /// Feeds one event to the server; whether it may have work for `poll` (a request,
+    /// a connection opened or closed) rather than only relayed data.
+    fn handle(&mut self, ev: Event) -> bool {
         let now = self.now();
         match ev {
             Event::Client { from, data } => {
+                let channel_data = data.first().is_some_and(|b| b & 0xc0 != 0);
                 match self.gate(&data, from) {
-                    Gate::Drop => return,
+                    Gate::Drop => return false,
                     Gate::Reply(reply) => {
                         self.reply_to(from, reply);
-                        return;
+                        return false;
                     }
                     Gate::Pass => {}
                 }
@@ -181,12 +187,13 @@ impl Run {
                 if let Some(out) = self.server.recv(t, now) {
                     self.send(out.build());
                 }
+                !channel_data
             }
             Event::Peer { relay, from, data } => {
                 if !self.sh.policy.spend(relay, data.len(), Instant::now()) {
                     metrics::counter!("skylark_turn_dropped_total", "reason" => "bandwidth")
                         .increment(1);
-                    return;
+                    return false;
                 }
                 metrics::counter!("skylark_turn_relayed_bytes_total", "direction" => "in")
                     .increment(data.len() as u64);
@@ -196,11 +203,13 @@ impl Run {
                 if let Some(out) = self.server.recv(t, now) {
                     self.send(out.build());
                 }
+                false
             }
             Event::Opened { from, tx } => {
                 if let Clients::Stream(conns) = &mut self.sh.clients {
                     conns.insert(from, tx);
                 }
+                false
             }
             Event::Closed { from } => {
                 if let Clients::Stream(conns) = &mut self.sh.clients {
@@ -212,6 +221,7 @@ impl Run {
                 if let Some(out) = self.server.recv(t, now) {
                     self.send(out.build());
                 }
+                true
             }
         }
     }
@@ -430,7 +440,8 @@ impl Run {
                 SocketAllocateError::AddressFamilyNotSupported,
             );
         }
-        let user = self.allocating.get(&client).cloned().unwrap_or_default();
+        // Taken, not read: UDP clients never say goodbye, so the map must not keep them.
+        let user = self.allocating.remove(&client).unwrap_or_default();
         if let Err(r) = self.sh.policy.may_allocate(&user) {
             return refuse(r, SocketAllocateError::InsufficientCapacity);
         }

@@ -2,7 +2,9 @@
 // Glass-to-glass latency through Skylark, read off the video itself, next to the floor
 // (the same frames over a direct Chromium-to-Chromium connection), plus WHEP join time.
 //
-//   node tests/e2e/bench/latency.mjs [--seconds 20] [--viewers 20] [--json]
+//   node tests/e2e/bench/latency.mjs [--seconds 20] [--viewers 20] [--turn off|udp|tls] [--json]
+//   --turn: the Skylark path's viewer relays through the embedded TURN server
+//   (SKYLARK_TURN_ADDR; `tls`: turns: with a self-signed certificate), relay only.
 //   SKYLARK_BIN=/path/to/release/skylark node tests/e2e/bench/latency.mjs
 //
 // One headless Chromium, separate pages (separate renderer processes):
@@ -32,6 +34,7 @@ const { values: opt } = parseArgs({
     viewers: { type: 'string', default: '20' },
     'join-gap-ms': { type: 'string', default: '500' },
     'p2p-av-sync': { type: 'string', default: 'auto' },
+    turn: { type: 'string', default: 'off' },
     json: { type: 'boolean', default: false },
     help: { type: 'boolean', short: 'h', default: false },
   },
@@ -69,6 +72,47 @@ const JOIN_CAP_MS = 10_000;
 const RUN_CAP_MS = (30 + WARMUP_S + SECONDS + VIEWERS * 2.5) * 1000;
 
 const log = (m) => console.error(`[bench] ${m}`);
+
+const TURN = opt.turn;
+if (!['off', 'udp', 'tls'].includes(TURN)) {
+  console.error(`--turn must be off, udp or tls, not ${TURN}`);
+  process.exit(2);
+}
+const TURN_SECRET = 'bench-latency-turn-secret';
+/** The Skylark path's ICE configuration (`--turn`), once the server is up. */
+let SKYLARK_ICE = null;
+
+/** Server environment and browser flags for `--turn`. */
+async function turnSetup() {
+  if (TURN === 'off') return { env: {}, browserArgs: [] };
+  const env = { SKYLARK_TURN_ADDR: '127.0.0.1:0', SKYLARK_TURN_SECRET: TURN_SECRET };
+  if (TURN === 'udp') return { env, browserArgs: [] };
+  const { execFileSync } = await import('node:child_process');
+  const net = await import('node:net');
+  const dir = fs.mkdtempSync(`${os.tmpdir()}/bench-turn-`);
+  execFileSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-days', '1',
+    '-subj', '/CN=localhost', '-addext', 'subjectAltName=IP:127.0.0.1', '-keyout', `${dir}/key.pem`, '-out', `${dir}/cert.pem`], { stdio: 'ignore' });
+  const port = await new Promise((resolve) => {
+    const srv = net.createServer().listen(0, '127.0.0.1', () => {
+      const p = srv.address().port;
+      srv.close(() => resolve(p));
+    });
+  });
+  Object.assign(env, { SKYLARK_TURN_TLS_ADDR: `127.0.0.1:${port}`, SKYLARK_TURN_TLS_CERT: `${dir}/cert.pem`, SKYLARK_TURN_TLS_KEY: `${dir}/key.pem` });
+  // Chromium takes the self-signed certificate for TURN with this flag too.
+  return { env, browserArgs: ['--ignore-certificate-errors'], tlsPort: port };
+}
+
+/** iceServers (one URL: the transport asked for) with a TURN REST credential, relay only. */
+async function turnIce(sk, turn) {
+  const { createHmac } = await import('node:crypto');
+  const text = fs.readFileSync(sk.logFile, 'utf8');
+  const port = TURN === 'tls' ? turn.tlsPort : Number(text.match(/TURN UDP and TCP listening on [\d.]+:(\d+)/)?.[1]);
+  const url = TURN === 'tls' ? `turns:127.0.0.1:${port}?transport=tcp` : `turn:127.0.0.1:${port}?transport=udp`;
+  const username = `${Math.floor(Date.now() / 1000) + 3600}:bench`;
+  const credential = createHmac('sha1', TURN_SECRET).update(username).digest('base64');
+  return { iceServers: [{ urls: [url], username, credential }], iceTransportPolicy: 'relay' };
+}
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
 /** Nearest-rank percentile of a sorted array (a value that was actually measured). */
@@ -178,11 +222,14 @@ async function main() {
 
   await withCleanup(
     async (defer) => {
-      const sk = await serverFor(defer, { label: 'bench-latency' });
+      const turn = await turnSetup();
+      const sk = await serverFor(defer, { label: 'bench-latency', env: turn.env });
+      result.turn = TURN;
+      if (TURN !== 'off') SKYLARK_ICE = await turnIce(sk, turn);
       result.server = { bin: sk.bin, startup_ms: sk.startupMs, log: sk.logFile };
       log(`skylark ${sk.bin} ready in ${sk.startupMs} ms on ${sk.baseUrl}`);
 
-      const b = await browserFor(defer, 'bench-latency');
+      const b = await browserFor(defer, 'bench-latency', turn.browserArgs);
       result.machine.chromium = b.version;
       result.browser_console = b.logFile;
       log(`Chromium ${b.version}; consoles in ${b.logFile}`);
@@ -208,7 +255,7 @@ async function measure(sk, b, result) {
   const source = await b.newPage('latency-source.html', { whip: ingest.whip_url, key }, { tag: 'source' });
   await waitForStatus(source, 'live', { timeoutMs: CONNECT_CAP_MS, what: 'WHIP source' });
   // Both paths play in one sink page: they share its rendering steps (see latency-sink.html).
-  const sink = await b.newPage('latency-sink.html', {}, { tag: 'sink' });
+  const sink = await b.newPage('latency-sink.html', SKYLARK_ICE ? { ice: JSON.stringify(SKYLARK_ICE) } : {}, { tag: 'sink' });
   const decoding = (path) =>
     pollPage(sink, () => window.progress(), (s) => s[path] > 0, { timeoutMs: CONNECT_CAP_MS, what: `${path} path waiting for decodable timecodes` });
   await sink.evaluate(([url]) => window.startWhep('skylark', url), [whep]);

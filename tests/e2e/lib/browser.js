@@ -105,7 +105,7 @@ export async function startPageServer() {
  * Launches headless Chromium with the fake camera/mic flags and starts the page server.
  * Playwright's `launch` gives every launch a fresh temporary user-data dir (removed on
  * close), so no profile state leaks between runs.
- * @param {{label?: string}} [opts]
+ * @param {{label?: string, args?: string[]}} [opts] (args: extra Chromium flags)
  */
 export async function launchBrowser(opts = {}) {
   const why = noBrowser();
@@ -115,7 +115,7 @@ export async function launchBrowser(opts = {}) {
   const browser = await chromium.launch({
     executablePath: CHROMIUM_PATH,
     headless: true,
-    args: CHROMIUM_ARGS,
+    args: [...CHROMIUM_ARGS, ...(opts.args ?? [])],
     timeout: LAUNCH_TIMEOUT_MS,
   });
   const launchMs = Math.round(performance.now() - t0);

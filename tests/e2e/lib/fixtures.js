@@ -25,8 +25,8 @@ export async function serverFor(defer, opts) {
 }
 
 /** `launchBrowser({ label })`, closed by `defer`. */
-export async function browserFor(defer, label) {
-  const b = await launchBrowser({ label });
+export async function browserFor(defer, label, args = []) {
+  const b = await launchBrowser({ label, args });
   defer(() => b.close());
   return b;
 }
