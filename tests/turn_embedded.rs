@@ -3,8 +3,10 @@
 //! TURN REST scheme over UDP and TCP, to an allowed peer (`turnutils_peer` on an
 //! allow-listed address) and between two of its allocations; wrong and expired
 //! credentials, private peers and the (N+1)th allocation of one credential are refused,
-//! checked with raw STUN requests; and a Chromium viewer forced to relay
-//! (`iceTransportPolicy: 'relay'`) plays a room through it.
+//! checked with raw STUN requests; Chromium viewers forced to relay
+//! (`iceTransportPolicy: 'relay'`) play a room through it over UDP and TLS; and a p2p
+//! room whose studio and viewer sit in two network namespaces that can't reach each
+//! other connects relay to relay through it.
 
 mod common;
 
@@ -537,4 +539,165 @@ async fn turn_over_tls_relays_coturns_client_and_a_chromium_viewer() {
         "relayed over TURN/TLS: {pair}"
     );
     println!("TURN/TLS viewer: pair {pair}");
+}
+
+/// The studio (tests/e2e/lib/studio-cli.js) live in its creator's room, run inside
+/// namespace `ns`; its browser is killed on drop.
+struct Studio(std::process::Child);
+
+impl Drop for Studio {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Opens the studio of the creator holding `token` at `base` inside `ns` and waits until
+/// it is live; its console goes to `log`.
+fn studio_live_in(ns: &NetNs, base: &str, token: &str, log: &std::path::Path) -> Studio {
+    use std::io::BufRead;
+    let cli = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/e2e/lib/studio-cli.js");
+    let mut child = ns
+        .command("node")
+        .arg(cli)
+        .args([&format!("{base}/studio"), token, "--insecure-origin"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::from(std::fs::File::create(log).unwrap()))
+        .spawn()
+        .expect("node");
+    let stdout = child.stdout.take().unwrap();
+    let studio = Studio(child);
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    loop {
+        let line = rx
+            .recv_timeout(Duration::from_secs(60))
+            .unwrap_or_else(|_| {
+                panic!(
+                    "the studio goes live within 60 s: {}",
+                    std::fs::read_to_string(log).unwrap_or_default()
+                )
+            });
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
+        match v["type"].as_str() {
+            Some("live") => return studio,
+            Some("error") => panic!(
+                "the studio could not go live: {v}\n{}",
+                std::fs::read_to_string(log).unwrap_or_default()
+            ),
+            _ => {}
+        }
+    }
+}
+
+/// Runs `ip ARGS`, panicking with what failed.
+fn ip(args: &[&str]) {
+    let out = Command::new("ip").args(args).output().expect("ip");
+    assert!(
+        out.status.success(),
+        "ip {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A p2p room whose broadcaster (the studio) and viewer (the watch page) sit in two
+/// network namespaces that reach the server but not each other (no forwarding between
+/// them): host candidates can't pair, the embedded TURN server refuses to relay to
+/// either side's private address (403), and the two connect relay to relay through
+/// two allocations of the server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_p2p_room_across_namespaces_that_cannot_reach_each_other_connects_through_turn() {
+    let Some(a) = NetNs::create() else { return };
+    let Some(b) = NetNs::create() else { return };
+    // Both reach the server (on a's link) through their own link: default routes to the
+    // host. The host forwards nothing between them (ip_forward off, checked).
+    let forward = std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward").unwrap_or_default();
+    if forward.trim() != "0" {
+        skip("the host forwards IPv4 between interfaces: the namespaces would reach each other");
+        return;
+    }
+    ip(&["-n", &a.name, "route", "add", "default", "via", &a.host_ip]);
+    ip(&["-n", &b.name, "route", "add", "default", "via", &b.host_ip]);
+    let ping = b
+        .command("ping")
+        .args(["-c", "1", "-W", "1", &a.peer_ip])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    assert!(
+        !ping,
+        "the viewer's namespace must not reach the broadcaster's"
+    );
+
+    let turn_addr = format!("{}:0", a.host_ip);
+    let mut opts = Options::default();
+    for (k, v) in [
+        ("SKYLARK_TURN_ADDR", turn_addr.as_str()),
+        ("SKYLARK_TURN_SECRET", SECRET),
+        ("RUST_LOG", "info,skylark_turn=debug"),
+    ] {
+        opts.env.insert(k.into(), v.into());
+    }
+    let sk = Skylark::start_at(&a.host_ip, opts).await;
+    let (token, room, _) = creator_with_room(&sk.base, "public").await;
+    let r = reqwest::Client::new()
+        .patch(format!("{}/api/v1/rooms/{room}", sk.base))
+        .bearer_auth(&token)
+        .json(&serde_json::json!({"mode": "p2p"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "the room switches to p2p");
+
+    let dir = tempfile::tempdir().unwrap();
+    if !std::path::Path::new("/usr/bin/chromium").exists() {
+        skip("no Chromium at /usr/bin/chromium (apt-get install chromium)");
+        return;
+    }
+    let _studio = studio_live_in(&a, &sk.base, &token, &dir.path().join("studio.log"));
+    let log = dir.path().join("viewer.log");
+    let url = format!("{}/watch/{room}", sk.base);
+    let Some(mut page) = WatchPage::open_with(Some(&b.name), &url, &sk.base, &log, &[]) else {
+        return;
+    };
+    let playing = page
+        .until(Duration::from_secs(60), |l| {
+            l["type"] == "stats"
+                && l["transport"] == "p2p"
+                && l["framesDecoded"].as_u64().unwrap_or(0) >= 30
+                && l["pair"].is_object()
+        })
+        .await
+        .unwrap_or_else(|| {
+            panic!(
+                "the viewer plays the p2p room through TURN: {}\n{}",
+                std::fs::read_to_string(&log).unwrap_or_default(),
+                sk.logs()
+            )
+        });
+    let pair = &playing["pair"];
+    assert_eq!(pair["localType"], "relay", "relayed: {pair}");
+    assert_eq!(
+        pair["remoteType"], "relay",
+        "to the broadcaster's relayed address: {pair}"
+    );
+    let refused = metric(&sk, "skylark_turn_peers_refused_total").await;
+    assert!(
+        !refused.ends_with(" 0"),
+        "permissions to the namespaces' private addresses were refused: {refused}"
+    );
+    println!("p2p across namespaces through TURN: pair {pair}");
 }

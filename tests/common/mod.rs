@@ -580,7 +580,8 @@ impl NetNs {
     pub fn create() -> Option<NetNs> {
         // Interface names and subnets are machine-wide: the number is claimed, not derived.
         let id = ports::claim_slot("netns", 20..220);
-        let name = format!("skylark-test-{}", std::process::id());
+        // The slot too: a test may make several.
+        let name = format!("skylark-test-{}-{id}", std::process::id());
         let (host_if, peer_if) = (format!("skh{id}"), format!("skp{id}"));
         let host_ip = format!("10.213.{id}.1");
         let peer_ip = format!("10.213.{id}.2");
