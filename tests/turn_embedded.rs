@@ -701,3 +701,32 @@ async fn a_p2p_room_across_namespaces_that_cannot_reach_each_other_connects_thro
     );
     println!("p2p across namespaces through TURN: pair {pair}");
 }
+
+/// The same relay-only viewer through coturn (Debian's `turnserver`, started here with
+/// the same kind of shared secret) instead of the embedded server: the credentials
+/// signaling mints work with either relay.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chromium_viewer_forced_to_relay_plays_through_coturn_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(coturn) = common::coturn::Coturn::start(&dir.path().join("coturn.log")) else {
+        return;
+    };
+    let mut opts = Options::default();
+    opts.env
+        .insert("SKYLARK_TURN_URLS".into(), coturn.urls()[0].clone());
+    opts.env
+        .insert("SKYLARK_TURN_SECRET".into(), common::coturn::SECRET.into());
+    let sk = Skylark::start_with(opts).await;
+    let Some(pair) = play_relayed(&sk, &[]).await else {
+        return;
+    };
+    assert_eq!(
+        pair["localType"], "relay",
+        "a relayed candidate pair: {pair}"
+    );
+    assert_eq!(
+        pair["relayProtocol"], "udp",
+        "relayed over coturn's UDP: {pair}"
+    );
+    println!("coturn TURN/UDP viewer: pair {pair}");
+}
