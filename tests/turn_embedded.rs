@@ -730,3 +730,46 @@ async fn a_chromium_viewer_forced_to_relay_plays_through_coturn_too() {
     );
     println!("coturn TURN/UDP viewer: pair {pair}");
 }
+
+/// `skylark turn`, the server as a target of its own (as the Helm chart runs it): ready
+/// on its HTTP port, relaying for coturn's client, metrics on its internal port.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn skylark_turn_runs_the_server_alone() {
+    if !has_uclient() {
+        return;
+    }
+    let mut opts = Options {
+        target: Some("turn"),
+        ..Options::default()
+    };
+    opts.env
+        .insert("SKYLARK_TURN_ADDR".into(), "127.0.0.1:0".into());
+    opts.env.insert("SKYLARK_TURN_SECRET".into(), SECRET.into());
+    let sk = Skylark::start_with(opts).await;
+    let p = logged_port(&sk, "TURN UDP and TCP listening on").to_string();
+    let c = TurnSecret::new(SECRET.as_bytes()).mint("alone", now(), Duration::from_secs(600));
+    let (ok, out) = uclient(&[
+        "-y",
+        "-c",
+        "-n",
+        "5",
+        "-m",
+        "1",
+        "-u",
+        &c.username,
+        "-w",
+        &c.credential,
+        "-p",
+        &p,
+    ]);
+    assert!(
+        ok && out.contains("tot_recv_msgs=10"),
+        "relays:\n{out}\n{}",
+        sk.logs()
+    );
+    assert!(
+        !metric(&sk, "skylark_turn_relayed_packets_total{direction=\"out\"}")
+            .await
+            .ends_with(" 0")
+    );
+}
