@@ -155,6 +155,37 @@ impl RawClient {
     }
 }
 
+/// An Allocate request (REQUESTED-TRANSPORT UDP), signed as `auth` =
+/// (user, password, realm, nonce) when given.
+fn allocate_request(auth: Option<(&str, &str, &str, &str)>) -> Vec<u8> {
+    let mut req = Message::builder_request(ALLOCATE, MessageWriteVec::new());
+    req.add_attribute(&RequestedTransport::new(RequestedTransport::UDP))
+        .unwrap();
+    if let Some((user, pass, realm, nonce)) = auth {
+        req.add_attribute(&Username::new(user).unwrap()).unwrap();
+        req.add_attribute(&Realm::new(realm).unwrap()).unwrap();
+        req.add_attribute(&Nonce::new(nonce).unwrap()).unwrap();
+        let creds = LongTermKeyCredentials::new(user.into(), pass.into(), realm.into()).into();
+        req.add_message_integrity(&creds, IntegrityAlgorithm::Sha1)
+            .unwrap();
+    }
+    req.finish()
+}
+
+/// One STUN message off a TURN-over-TCP stream.
+async fn read_stun(conn: &mut tokio::net::TcpStream) -> Vec<u8> {
+    use tokio::io::AsyncReadExt;
+    let mut msg = vec![0u8; 20];
+    tokio::time::timeout(Duration::from_secs(5), conn.read_exact(&mut msg))
+        .await
+        .expect("an answer within 5 s")
+        .unwrap();
+    let len = usize::from(u16::from_be_bytes([msg[2], msg[3]]));
+    msg.resize(20 + len, 0);
+    conn.read_exact(&mut msg[20..]).await.unwrap();
+    msg
+}
+
 async fn metric(sk: &Skylark, line_start: &str) -> String {
     let m = sk.metrics().await;
     m.lines()
@@ -772,4 +803,52 @@ async fn skylark_turn_runs_the_server_alone() {
             .await
             .ends_with(" 0")
     );
+}
+
+/// A TURN-over-TCP client's allocation goes with its connection: its place under the
+/// caps is free again as soon as the connection closes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tcp_clients_allocation_ends_with_its_connection() {
+    use tokio::io::AsyncWriteExt;
+    let sk = skylark_with_turn(&[("SKYLARK_TURN_USER_ALLOCATIONS", "1")]).await;
+    let port = logged_port(&sk, "TURN UDP and TCP listening on");
+    let c = TurnSecret::new(SECRET.as_bytes()).mint("tcp", now(), Duration::from_secs(600));
+    for round in 0..2 {
+        let mut conn = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .unwrap();
+        conn.write_all(&allocate_request(None)).await.unwrap();
+        let reply = read_stun(&mut conn).await;
+        let msg = Message::from_bytes(&reply).unwrap();
+        let realm = msg.attribute::<Realm>().unwrap().realm().to_string();
+        let nonce = msg.attribute::<Nonce>().unwrap().nonce().to_string();
+        conn.write_all(&allocate_request(Some((
+            &c.username,
+            &c.credential,
+            &realm,
+            &nonce,
+        ))))
+        .await
+        .unwrap();
+        let reply = read_stun(&mut conn).await;
+        let msg = Message::from_bytes(&reply).unwrap();
+        assert!(
+            msg.has_class(MessageClass::Success),
+            "round {round}: allocated (the cap is 1: the first connection's allocation is gone): {:?}",
+            msg.attribute::<ErrorCode>().map(|e| e.code())
+        );
+        assert_eq!(
+            metric(&sk, "skylark_turn_allocations ").await,
+            "skylark_turn_allocations 1"
+        );
+        drop(conn);
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while metric(&sk, "skylark_turn_allocations ").await != "skylark_turn_allocations 0" {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the allocation ends with the connection"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
 }

@@ -100,6 +100,8 @@ struct Run {
     /// Who asked for an allocation last, by client address (AllocateSocket names no user).
     allocating: HashMap<SocketAddr, String>,
     relays: HashMap<SocketAddr, Relay>,
+    /// Stream clients' relayed addresses, ended with their connection.
+    client_relays: HashMap<SocketAddr, Vec<SocketAddr>>,
     base: Instant,
     events: mpsc::Sender<Event>,
 }
@@ -121,6 +123,7 @@ impl Shell {
             users: HashSet::new(),
             allocating: HashMap::new(),
             relays: HashMap::new(),
+            client_relays: HashMap::new(),
             base: Instant::now(),
             events: tx.clone(),
         };
@@ -216,6 +219,13 @@ impl Run {
                     conns.remove(&from);
                 }
                 self.allocating.remove(&from);
+                // A stream client's allocations go with its connection: nothing could
+                // reach the client any more. The server has no call to delete one, so
+                // the sockets close and the caps free now; the server forgets the
+                // allocation when its lifetime ends.
+                for relay in self.client_relays.remove(&from).unwrap_or_default() {
+                    self.end_relay(relay);
+                }
                 // An empty read is how the server learns a TCP client went away.
                 let t = Transmit::new(&[][..], self.sh.transport, from, self.sh.listen);
                 if let Some(out) = self.server.recv(t, now) {
@@ -395,14 +405,7 @@ impl Run {
                         }
                     }
                 }
-                TurnServerPollRet::SocketClose { listen_addr, .. } => {
-                    if let Some(r) = self.relays.remove(&listen_addr) {
-                        r.stop.cancel();
-                        let left = self.sh.policy.released(listen_addr);
-                        metrics::gauge!("skylark_turn_allocations").set(left as f64);
-                        tracing::debug!(relay = %listen_addr, "TURN allocation ended");
-                    }
-                }
+                TurnServerPollRet::SocketClose { listen_addr, .. } => self.end_relay(listen_addr),
             }
         }
         while let Some(t) = self.server.poll_transmit(now) {
@@ -414,6 +417,16 @@ impl Run {
             self.users.clear();
         }
         wake
+    }
+
+    /// Closes a relayed socket and frees its place under the caps (once).
+    fn end_relay(&mut self, relay: SocketAddr) {
+        if let Some(r) = self.relays.remove(&relay) {
+            r.stop.cancel();
+            let left = self.sh.policy.released(relay);
+            metrics::gauge!("skylark_turn_allocations").set(left as f64);
+            tracing::debug!(%relay, "TURN allocation ended");
+        }
     }
 
     fn allocate(
@@ -467,6 +480,11 @@ impl Run {
             stop.clone(),
         ));
         self.relays.insert(relay, Relay { socket, stop });
+        if matches!(self.sh.clients, Clients::Stream(_)) {
+            let mine = self.client_relays.entry(client).or_default();
+            mine.retain(|r| self.relays.contains_key(r));
+            mine.push(relay);
+        }
         let total = self.sh.policy.allocated(relay, &user);
         metrics::gauge!("skylark_turn_allocations").set(total as f64);
         tracing::debug!(%client, %relay, user = %user, "TURN allocation");
