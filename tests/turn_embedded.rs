@@ -698,12 +698,14 @@ async fn a_p2p_room_across_namespaces_that_cannot_reach_each_other_connects_thro
         skip("no Chromium at /usr/bin/chromium (apt-get install chromium)");
         return;
     }
-    let _studio = studio_live_in(&a, &sk.base, &token, &dir.path().join("studio.log"));
+    // The viewer first (it waits for the broadcaster; opening it also installs
+    // playwright-core, which the studio's driver needs too).
     let log = dir.path().join("viewer.log");
     let url = format!("{}/watch/{room}", sk.base);
     let Some(mut page) = WatchPage::open_with(Some(&b.name), &url, &sk.base, &log, &[]) else {
         return;
     };
+    let _studio = studio_live_in(&a, &sk.base, &token, &dir.path().join("studio.log"));
     let playing = page
         .until(Duration::from_secs(60), |l| {
             l["type"] == "stats"
