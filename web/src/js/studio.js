@@ -1106,6 +1106,14 @@ async function p2pLost(b, why) {
   if (stopping || p2p !== b) return;
   p2p = null;
   b.stop();
+  // Another tab or device went live with this credential: publishing again here
+  // would take the room back from it, so stop and say so.
+  if (b.endCode === 'publish_taken_over') {
+    const text = 'Your stream was taken over: you went live with the same stream key or account from another tab or device, so this studio stopped broadcasting. Go live here again to take it back.';
+    setStatus('error', text);
+    showError(text);
+    return;
+  }
   // A refused credential won't change; anything else (a restart, the old connection
   // still holding the room) may.
   const refused = (e) => ['unauthorized', 'forbidden', 'not_found', 'publish_ended'].includes(e.code);
