@@ -92,7 +92,9 @@ pub struct Meta {
     pub renditions: BTreeMap<String, RenditionMeta>,
 }
 
-/// A rendition's directory: its layer name, `main` without simulcast.
+/// A rendition's directory in a recording (storage and `/recordings/{id}/` URLs): its
+/// layer name, `main` without simulcast (live HLS puts that one at the root:
+/// [`crate::store::rendition_url_prefix`]).
 pub fn rendition_dir(name: &str) -> &str {
     if name.is_empty() {
         "main"
