@@ -403,3 +403,42 @@ async fn p2p_same_key_takes_a_silent_broadcasters_room_over_at_once() {
     let state = expect(&mut late, "room").await;
     assert_eq!(state["broadcaster"], b_id.as_str(), "{state}");
 }
+
+/// The takeover across signaling pods (sharing only Redis): the silent broadcaster's
+/// connection is on pod 1, the new one on pod 2; pod 1 hears of it over the bus, tells
+/// its client and lets the room go.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn p2p_takeover_reaches_the_old_connection_on_another_signaling_pod() {
+    let Some(redis) = redis_url() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let api_grpc = free_port();
+    let shared = scale_out_env(&redis, api_grpc, dir.path(), &[]);
+    let api = start_api(&shared, api_grpc, dir.path()).await;
+    let sig1 = start_target("signaling", shared(&[]), dir.path(), "sig1").await;
+    let sig2 = start_target("signaling", shared(&[]), dir.path(), "sig2").await;
+    let (_, room, key) = p2p_room_of_owner(&api.base).await;
+
+    let mut a = broadcaster(&sig1.base, &room, &key).await;
+    assert_eq!(expect(&mut a, "room").await["live"], true);
+    // `a` is not read from here on.
+    let mut b = broadcaster(&sig2.base, &room, &key).await;
+    let live = expect(&mut b, "room").await;
+    assert_eq!(
+        (live["live"].as_bool(), live["role"].as_str()),
+        (Some(true), Some("publisher")),
+        "{live}"
+    );
+    let told = drain(&mut a).await;
+    assert!(
+        told.iter().any(|m| m["code"] == "publish_taken_over"),
+        "{told:?}"
+    );
+    let mut v = ws(&sig1.base).await;
+    ws_send(&mut v, json!({"type": "watch", "room": room})).await;
+    let state = expect(&mut v, "room").await;
+    assert_eq!(state["live"], true, "{state}");
+    assert_eq!(
+        expect(&mut b, "viewer-joined").await["type"],
+        "viewer-joined"
+    );
+}
