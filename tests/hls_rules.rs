@@ -326,16 +326,20 @@ async fn dvr_window_and_delta_updates_follow_the_rules() {
 
     // On disk: the window's segments (and a few being written or removed), no more.
     let dvr_root = room.sk.dir.join("data").join("dvr");
-    let files = |root: &std::path::Path| -> usize {
+    // `{root}/p-{packager}/{room}-…/` holds the segments.
+    fn files(root: &std::path::Path) -> usize {
         std::fs::read_dir(root)
-            .map(|rooms| {
-                rooms
-                    .filter_map(|d| std::fs::read_dir(d.ok()?.path()).ok())
-                    .map(|d| d.count())
+            .map(|entries| {
+                entries
+                    .filter_map(Result::ok)
+                    .map(|e| match e.file_type() {
+                        Ok(t) if t.is_dir() => files(&e.path()),
+                        _ => usize::from(e.path().extension().is_some_and(|x| x == "m4s")),
+                    })
                     .sum()
             })
             .unwrap_or(0)
-    };
+    }
     let on_disk = files(&dvr_root);
     assert!(
         on_disk >= complete.len() - 8 && on_disk <= complete.len() + 3,

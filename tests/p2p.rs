@@ -25,6 +25,12 @@ where
 
 /// A new creator's public room switched to p2p: `(room, stream key)`.
 async fn p2p_room(base: &str) -> (String, String) {
+    let (_, room, key) = p2p_room_of_owner(base).await;
+    (room, key)
+}
+
+/// A new creator's public room switched to p2p: `(owner's token, room, stream key)`.
+async fn p2p_room_of_owner(base: &str) -> (String, String, String) {
     let (token, room, key) = creator_with_room(base, "public").await;
     let r = reqwest::Client::new()
         .patch(format!("{base}/api/v1/rooms/{room}"))
@@ -34,7 +40,7 @@ async fn p2p_room(base: &str) -> (String, String) {
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
-    (room, key)
+    (token, room, key)
 }
 
 /// A WebSocket that asked to broadcast in `room` with `key` (the reply is the caller's).
@@ -167,7 +173,7 @@ where
 #[tokio::test]
 async fn p2p_viewers_waiting_before_go_live_are_announced_once_to_each_broadcaster() {
     let sk = Skylark::start().await;
-    let (room, key) = p2p_room(&sk.base).await;
+    let (token, room, key) = p2p_room_of_owner(&sk.base).await;
 
     // A viewer waits before anyone broadcasts.
     let mut v = ws(&sk.base).await;
@@ -195,8 +201,14 @@ async fn p2p_viewers_waiting_before_go_live_are_announced_once_to_each_broadcast
     .await;
     assert_eq!(expect(&mut v, "offer").await["from"], live["broadcaster"]);
 
-    // A second broadcaster can't take the live room: it is told why and let go.
-    let mut b2 = broadcaster(&sk.base, &room, &key).await;
+    // A second broadcaster with another credential (the owner's account, not the
+    // stream key) can't take the live room: it is told why and let go.
+    let mut b2 = ws(&sk.base).await;
+    ws_send(
+        &mut b2,
+        json!({"type": "publish", "room": room, "token": token}),
+    )
+    .await;
     let busy = expect(&mut b2, "error").await;
     assert_eq!(busy["code"], "room_busy", "{busy}");
     assert!(
@@ -310,4 +322,123 @@ async fn without_turn_the_replies_carry_no_ice_servers() {
     let mut b = broadcaster(&sk.base, &room, &key).await;
     let published = expect(&mut b, "room").await;
     assert!(published.get("iceServers").is_none(), "{published}");
+}
+
+/// The studio reconnecting after a network drop: its old connection is silent (no
+/// reads, no pongs, no close), so the server has not noticed it is dead. A new
+/// connection with the same stream key takes the room over at once: the old one is
+/// told and let go, viewers see the new broadcaster without the room going offline;
+/// another credential is still refused.
+#[tokio::test]
+async fn p2p_same_key_takes_a_silent_broadcasters_room_over_at_once() {
+    let sk = Skylark::start().await;
+    let (token, room, key) = p2p_room_of_owner(&sk.base).await;
+    let mut a = broadcaster(&sk.base, &room, &key).await;
+    let a_live = expect(&mut a, "room").await;
+    assert_eq!(a_live["live"], true, "{a_live}");
+    let mut v = ws(&sk.base).await;
+    ws_send(&mut v, json!({"type": "watch", "room": room})).await;
+    let first = expect(&mut v, "room").await;
+    let a_id = first["broadcaster"].as_str().unwrap().to_string();
+    expect(&mut a, "viewer-joined").await;
+    // From here `a` is not read: its pings go unanswered and its socket stays open.
+
+    // Another credential is refused while `a` holds the room.
+    let mut other = ws(&sk.base).await;
+    ws_send(
+        &mut other,
+        json!({"type": "publish", "room": room, "token": token}),
+    )
+    .await;
+    assert_eq!(expect(&mut other, "error").await["code"], "room_busy");
+
+    // The same key: live at once (well inside `expect`'s 5 s, not the 60 s it took
+    // the server to notice the silent connection), and the viewer is offered by it.
+    let mut b = broadcaster(&sk.base, &room, &key).await;
+    let b_live = expect(&mut b, "room").await;
+    assert_eq!(
+        (b_live["live"].as_bool(), b_live["role"].as_str()),
+        (Some(true), Some("publisher")),
+        "{b_live}"
+    );
+    let vj = expect(&mut b, "viewer-joined").await;
+    let viewer = vj["viewer"].as_str().unwrap().to_string();
+    let now = expect(&mut v, "room").await;
+    assert_eq!(now["live"], true, "{now}");
+    let b_id = now["broadcaster"].as_str().unwrap().to_string();
+    assert_ne!(b_id, a_id);
+    ws_send(
+        &mut b,
+        json!({"type": "offer", "to": viewer, "sdp": "v=0\r\no=- b"}),
+    )
+    .await;
+    assert_eq!(expect(&mut v, "offer").await["from"], b_id.as_str());
+    let api =
+        send_json(reqwest::Client::new().get(format!("{}/api/v1/rooms/{room}", sk.base))).await;
+    assert_eq!(api["live"], true, "{api}");
+
+    // `a` was told why, then let go.
+    let told = drain(&mut a).await;
+    let last = told.iter().rev().find(|m| m["type"] == "error");
+    assert_eq!(
+        last.map(|m| m["code"].clone()),
+        Some(json!("publish_taken_over")),
+        "{told:?}"
+    );
+    assert!(
+        closes(&mut a).await,
+        "the replaced broadcaster is disconnected"
+    );
+
+    // The room never went offline for the viewer, and `b` still holds it.
+    let seen = drain(&mut v).await;
+    assert!(
+        !seen
+            .iter()
+            .any(|m| m["type"] == "room" && m["live"] == false),
+        "the room went offline during the takeover: {seen:?}"
+    );
+    let mut late = ws(&sk.base).await;
+    ws_send(&mut late, json!({"type": "watch", "room": room})).await;
+    let state = expect(&mut late, "room").await;
+    assert_eq!(state["broadcaster"], b_id.as_str(), "{state}");
+}
+
+/// The takeover across signaling pods (sharing only Redis): the silent broadcaster's
+/// connection is on pod 1, the new one on pod 2; pod 1 hears of it over the bus, tells
+/// its client and lets the room go.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn p2p_takeover_reaches_the_old_connection_on_another_signaling_pod() {
+    let Some(redis) = redis_url() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let api_grpc = free_port();
+    let shared = scale_out_env(&redis, api_grpc, dir.path(), &[]);
+    let api = start_api(&shared, api_grpc, dir.path()).await;
+    let sig1 = start_target("signaling", shared(&[]), dir.path(), "sig1").await;
+    let sig2 = start_target("signaling", shared(&[]), dir.path(), "sig2").await;
+    let (_, room, key) = p2p_room_of_owner(&api.base).await;
+
+    let mut a = broadcaster(&sig1.base, &room, &key).await;
+    assert_eq!(expect(&mut a, "room").await["live"], true);
+    // `a` is not read from here on.
+    let mut b = broadcaster(&sig2.base, &room, &key).await;
+    let live = expect(&mut b, "room").await;
+    assert_eq!(
+        (live["live"].as_bool(), live["role"].as_str()),
+        (Some(true), Some("publisher")),
+        "{live}"
+    );
+    let told = drain(&mut a).await;
+    assert!(
+        told.iter().any(|m| m["code"] == "publish_taken_over"),
+        "{told:?}"
+    );
+    let mut v = ws(&sig1.base).await;
+    ws_send(&mut v, json!({"type": "watch", "room": room})).await;
+    let state = expect(&mut v, "room").await;
+    assert_eq!(state["live"], true, "{state}");
+    assert_eq!(
+        expect(&mut b, "viewer-joined").await["type"],
+        "viewer-joined"
+    );
 }

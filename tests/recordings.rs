@@ -152,15 +152,17 @@ async fn recordings(base: &str, token: &str, room: &str) -> Vec<Value> {
     v["recordings"].as_array().cloned().unwrap_or_default()
 }
 
-async fn wait_recording(base: &str, token: &str, room: &str) -> Value {
+/// The room's newest recording once the API lists it with `status`.
+async fn wait_recording(base: &str, token: &str, room: &str, status: &str) -> Value {
     let deadline = tokio::time::Instant::now() + LISTED_WITHIN;
     loop {
-        if let Some(r) = recordings(base, token, room).await.first() {
+        let list = recordings(base, token, room).await;
+        if let Some(r) = list.first().filter(|r| r["status"] == status) {
             return r.clone();
         }
         assert!(
             tokio::time::Instant::now() < deadline,
-            "no recording listed {LISTED_WITHIN:?} after the stream ended"
+            "no recording listed as {status} within {LISTED_WITHIN:?}: {list:?}"
         );
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
@@ -282,11 +284,36 @@ async fn vod(kind: Kind) {
     let url = format!("rtmp://127.0.0.1:{}/live/{key}", rtmp_port(&sk));
     let mut push = rtmp_push(ffmpeg, &url, PUSHED as u32, &log);
     wait_live(&sk.base, &room, &log).await;
+    // While live: listed in progress, its duration so far growing, no download yet,
+    // not deletable.
+    let open = wait_recording(&sk.base, &token, &room, "recording").await;
+    assert!(open["ended_at_ms"].is_null(), "{open}");
+    assert!(open["mp4_url"].is_null(), "{open}");
+    let open_id = open["id"].as_str().unwrap().to_string();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let later =
+        send_json(reqwest::Client::new().get(format!("{}/api/v1/recordings/{open_id}", sk.base)))
+            .await;
+    assert_eq!(later["status"], "recording", "{later}");
+    assert!(
+        later["duration_ms"].as_i64().unwrap() > open["duration_ms"].as_i64().unwrap(),
+        "{open} then {later}"
+    );
+    let refused = reqwest::Client::new()
+        .delete(format!("{}/api/v1/recordings/{open_id}", sk.base))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 409, "deleting a recording in progress");
     pushed(&mut push, &log).await;
     wait_offline(&sk.base, &room).await;
 
-    let rec = wait_recording(&sk.base, &token, &room).await;
+    let rec = wait_recording(&sk.base, &token, &room, "ready").await;
     let id = rec["id"].as_str().unwrap().to_string();
+    assert_eq!(id, open_id, "the row in progress became ready");
+    assert_eq!(recordings(&sk.base, &token, &room).await.len(), 1);
+    assert!(rec["ended_at_ms"].as_i64().is_some(), "{rec}");
     assert!(rec["bytes"].as_i64().unwrap() > 0, "{rec}");
     let listed = rec["duration_s"].as_f64().unwrap();
     assert!((listed - PUSHED).abs() <= 1.0, "listed duration {listed}");
@@ -498,6 +525,8 @@ async fn takeover(kind: Kind) {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
+    // Listed in progress once it has a segment.
+    let in_progress = wait_recording(&c.api.base, &token, &room, "recording").await;
     // Let it write a few segments first.
     tokio::time::sleep(Duration::from_secs(10)).await;
     let victim = &mut c.packagers[holder];
@@ -551,13 +580,22 @@ async fn takeover(kind: Kind) {
         },
     )
     .await;
+    // The survivor continues the same row, still in progress.
+    let list = recordings(&c.api.base, &token, &room).await;
+    assert_eq!(list.len(), 1, "{list:?}");
+    assert_eq!(list[0]["id"], in_progress["id"], "{list:?}");
+    assert_eq!(list[0]["status"], "recording", "{list:?}");
     pushed(&mut push, &log).await;
     wait_offline(&c.api.base, &room).await;
 
-    let rec = wait_recording(&c.api.base, &token, &room).await;
+    let rec = wait_recording(&c.api.base, &token, &room, "ready").await;
     let list = recordings(&c.api.base, &token, &room).await;
     assert_eq!(list.len(), 1, "one recording across the takeover: {list:?}");
     let id = rec["id"].as_str().unwrap();
+    assert_eq!(
+        rec["id"], in_progress["id"],
+        "the row in progress became ready"
+    );
     // The top rendition's playlist, read from the store itself.
     let index = store
         .read(&format!("{room}/{id}/index.m3u8"))

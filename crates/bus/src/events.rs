@@ -44,6 +44,10 @@ pub enum RoomEvent {
     /// Whoever holds the room's publisher must cut it (key rotated, room deleted).
     #[serde(rename = "end_publish")]
     EndPublish { room: String, reason: String },
+    /// The publisher `session` (a p2p broadcaster's connection id) must stop: a new
+    /// connection with the same credential took the room over (a reconnect).
+    #[serde(rename = "publish_taken_over")]
+    PublishTakenOver { session: String },
 }
 
 /// Publishes `event` on `room`'s channel; returns how many subscribers got it.

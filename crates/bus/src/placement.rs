@@ -247,6 +247,10 @@ pub struct Publisher {
     pub session: String,
     /// How it publishes: `whip`, `rtmp`, `ws` or `p2p`.
     pub protocol: String,
+    /// The credential generation it was granted with (p2p broadcasters): a new
+    /// connection with the same one may take the room over.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_id: Option<String>,
 }
 
 /// Records `publisher` as the room's latest, once signaling has placed it (kept for

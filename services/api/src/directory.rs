@@ -247,8 +247,9 @@ impl RoomDirectory for RoomDirectoryService {
             id: r.recording_id,
             room_id: r.room_id,
             owner_id: String::new(),
+            status: crate::recordings::RecordingStatus::Ready,
             started_at_ms: r.started_at_ms,
-            ended_at_ms: r.ended_at_ms,
+            ended_at_ms: Some(r.ended_at_ms),
             duration_ms: r.duration_ms,
             bytes: r.bytes,
             path: r.path,
@@ -263,6 +264,38 @@ impl RoomDirectory for RoomDirectoryService {
             tracing::info!(recording_id = %rec.id, room_id = %rec.room_id, "recording stored");
         }
         Ok(Response::new(pb::RecordingFinishedResponse { stored }))
+    }
+
+    async fn recording_started(
+        &self,
+        req: Request<pb::RecordingStartedRequest>,
+    ) -> Result<Response<pb::RecordingStartedResponse>, Status> {
+        let r = req.into_inner();
+        let valid = crate::recordings::could_name_a_recording(&r.recording_id)
+            && crate::recordings::could_name_a_recording(&r.room_id)
+            && r.path == format!("{}/{}", r.room_id, r.recording_id)
+            && r.started_at_ms >= 0;
+        if !valid {
+            return Err(Status::invalid_argument(
+                "a recording needs an id, its room, path `{room}/{id}` and its start",
+            ));
+        }
+        let rec = crate::recordings::StartedRecording {
+            id: r.recording_id,
+            room_id: r.room_id,
+            started_at_ms: r.started_at_ms,
+            path: r.path,
+        };
+        let stored = self
+            .state
+            .store
+            .start_recording(&rec)
+            .await
+            .map_err(store_status)?;
+        if stored {
+            tracing::info!(recording_id = %rec.id, room_id = %rec.room_id, "recording in progress listed");
+        }
+        Ok(Response::new(pb::RecordingStartedResponse { stored }))
     }
 
     async fn get_room(

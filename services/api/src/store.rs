@@ -37,6 +37,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "recordings",
         include_str!("../../../migrations/0005_recordings.sql"),
     ),
+    (
+        6,
+        "recording_status",
+        include_str!("../../../migrations/0006_recording_status.sql"),
+    ),
 ];
 
 #[derive(Debug, thiserror::Error)]

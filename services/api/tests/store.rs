@@ -126,9 +126,77 @@ async fn suite(s: &Store) {
     assert!(s.active_key("h1b").await.unwrap().is_none());
     assert_eq!(s.counts().await.unwrap(), (2, 2, 2));
 
+    recordings(s).await;
+
     // Migrations are idempotent.
     s.migrate().await.unwrap();
     s.ping().await.unwrap();
+}
+
+/// A recording listed in progress, announced again (a packager took the room over),
+/// finished, finished again (a retry) unchanged; a start
+/// that arrives after the finish changes nothing.
+async fn recordings(s: &Store) {
+    use skylark_api::recordings::{Recording, RecordingStatus, StartedRecording};
+    s.create_room(&room("rr", "u1", Visibility::Public, 9), "kr", "hr")
+        .await
+        .unwrap();
+    let started = StartedRecording {
+        id: "rec_a".into(),
+        room_id: "rr".into(),
+        started_at_ms: now_ms() - 5_000,
+        path: "rr/rec_a".into(),
+    };
+    assert!(s.start_recording(&started).await.unwrap());
+    assert!(s.start_recording(&started).await.unwrap(), "idempotent");
+    let open = s.recording("rec_a").await.unwrap().unwrap();
+    assert_eq!(open.status, RecordingStatus::Recording);
+    assert_eq!(open.ended_at_ms, None);
+    assert!(open.duration_ms >= 5_000, "so far: {}", open.duration_ms);
+    assert_eq!(open.owner_id, "u1");
+    let finished = Recording {
+        id: "rec_a".into(),
+        room_id: "rr".into(),
+        owner_id: String::new(),
+        status: RecordingStatus::Ready,
+        started_at_ms: started.started_at_ms,
+        ended_at_ms: Some(started.started_at_ms + 20_000),
+        duration_ms: 19_500,
+        bytes: 1234,
+        path: "rr/rec_a".into(),
+    };
+    assert!(s.finish_recording(&finished).await.unwrap());
+    assert!(s.finish_recording(&finished).await.unwrap(), "a retry");
+    assert!(s.start_recording(&started).await.unwrap(), "a late start");
+    let ready = s.recording("rec_a").await.unwrap().unwrap();
+    assert_eq!(
+        ready,
+        Recording {
+            owner_id: "u1".into(),
+            ..finished.clone()
+        }
+    );
+    assert_eq!(s.recordings_of("rr", 10).await.unwrap(), vec![ready]);
+    // Finished without a start (the start never got through): listed ready.
+    let direct = Recording {
+        id: "rec_b".into(),
+        path: "rr/rec_b".into(),
+        ..finished.clone()
+    };
+    assert!(s.finish_recording(&direct).await.unwrap());
+    assert_eq!(
+        s.recording("rec_b").await.unwrap().unwrap().status,
+        RecordingStatus::Ready
+    );
+    // A room that is gone: nothing stored.
+    let orphan = StartedRecording {
+        room_id: "gone".into(),
+        path: "gone/rec_c".into(),
+        id: "rec_c".into(),
+        ..started
+    };
+    assert!(!s.start_recording(&orphan).await.unwrap());
+    assert!(s.recording("rec_c").await.unwrap().is_none());
 }
 
 #[tokio::test]

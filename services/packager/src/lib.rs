@@ -76,6 +76,8 @@ struct Shared {
     part_target: Duration,
     recordings: recording::Storage,
     dvr: Option<dvr::Settings>,
+    /// Holds this packager's DVR directory for as long as it runs.
+    _dvr_claim: Option<dvr::Claim>,
 }
 
 /// Starts discovery and returns the `/hls` routes.
@@ -102,6 +104,22 @@ pub async fn start(
         access::directory_client(&config.api_grpc_url)?,
         shutdown.clone(),
     );
+    // The DVR root may be shared by several packagers: each one works in its own locked
+    // directory and, starting, removes only what stopped ones left.
+    let (dvr, dvr_claim) = match config.dvr.clone().filter(|d| !d.window.is_zero()) {
+        Some(mut d) => {
+            let (root, name) = (d.root.clone(), me.clone());
+            let claim = tokio::task::spawn_blocking(move || {
+                dvr::sweep_stale(&root);
+                dvr::claim(&root, &name)
+            })
+            .await?
+            .map_err(|e| anyhow::anyhow!("DVR directory under {}: {e}", d.root.display()))?;
+            d.root = claim.dir.clone();
+            (Some(d), Some(claim))
+        }
+        None => (None, None),
+    };
     let shared = Arc::new(Shared {
         bus: bus.clone(),
         rooms: rooms.clone(),
@@ -109,11 +127,9 @@ pub async fn start(
         segment_target: config.segment_target,
         part_target: segmenter::part_target(config.part_target),
         recordings: recordings.clone(),
-        dvr: config.dvr.clone().filter(|d| !d.window.is_zero()),
+        dvr,
+        _dvr_claim: dvr_claim,
     });
-    if let Some(d) = &shared.dvr {
-        dvr::sweep_stale(&d.root).await;
-    }
     let node = NodeInfo {
         id: me.clone(),
         kind: NodeKind::Packager,

@@ -92,7 +92,9 @@ pub struct Meta {
     pub renditions: BTreeMap<String, RenditionMeta>,
 }
 
-/// A rendition's directory: its layer name, `main` without simulcast.
+/// A rendition's directory in a recording (storage and `/recordings/{id}/` URLs): its
+/// layer name, `main` without simulcast (live HLS puts that one at the root:
+/// [`crate::store::rendition_url_prefix`]).
 pub fn rendition_dir(name: &str) -> &str {
     if name.is_empty() {
         "main"
@@ -460,6 +462,10 @@ struct Writer {
     /// The `index.m3u8` last stored: it is rewritten only when it changes (a new
     /// rendition, a higher peak bandwidth), not at every segment.
     index: String,
+    /// The API was asked to list the recording as in progress (`RecordingStarted`)
+    /// by this writer: at its first segment, so an empty recording is never listed.
+    /// Stopped when the recording ends, so a late call cannot list it again.
+    announced: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Writer {
@@ -478,6 +484,7 @@ impl Writer {
                     open: HashMap::new(),
                     skip: HashMap::new(),
                     index: String::new(),
+                    announced: None,
                 });
             }
             // Stale: end it here (files only), tell the API in the background.
@@ -502,6 +509,7 @@ impl Writer {
             open: HashMap::new(),
             skip: HashMap::new(),
             index: String::new(),
+            announced: None,
         })
     }
 
@@ -516,6 +524,9 @@ impl Writer {
                 // recording stays open for whoever takes the room over.
                 None => return,
                 Some(Msg::Finish) => {
+                    if let Some(a) = self.announced.take() {
+                        a.abort();
+                    }
                     finalize(&self.storage, &self.dir).await;
                     return;
                 }
@@ -638,6 +649,11 @@ impl Writer {
                     self.index = index;
                 }
                 write_meta(objs, &self.dir, &mut self.meta).await?;
+                if self.announced.is_none() {
+                    let (storage, meta) = (self.storage.clone(), self.meta.clone());
+                    self.announced =
+                        Some(tokio::spawn(async move { announce(&storage, &meta).await }));
+                }
             }
             _ => {}
         }
@@ -789,6 +805,60 @@ enum Registered {
     Unknown,
 }
 
+/// Calls the API until it answers (or refuses the request as invalid), retrying with
+/// backoff; `None` at shutdown.
+async fn call_api<T, F, Fut>(
+    storage: &Storage,
+    what: &str,
+    id: &str,
+    mut call: F,
+) -> Option<Result<T, tonic::Status>>
+where
+    F: FnMut(Directory) -> Fut,
+    Fut: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+{
+    let mut wait = Duration::from_secs(1);
+    loop {
+        match call(storage.directory.clone()).await {
+            Ok(r) => return Some(Ok(r.into_inner())),
+            Err(e) if e.code() == tonic::Code::InvalidArgument => return Some(Err(e)),
+            Err(e) => {
+                tracing::warn!(error = %e, recording_id = %id, "{what} failed; retrying")
+            }
+        }
+        tokio::select! {
+            _ = storage.shutdown.cancelled() => return None,
+            _ = tokio::time::sleep(wait) => {}
+        }
+        wait = (wait * 2).min(Duration::from_secs(30));
+    }
+}
+
+/// Tells the API the recording is in progress (listed as `recording`), retrying until
+/// it answers or shutdown; harmless when repeated or late.
+async fn announce(storage: &Storage, meta: &Meta) {
+    let req = rooms::RecordingStartedRequest {
+        recording_id: meta.id.clone(),
+        room_id: meta.room.clone(),
+        started_at_ms: meta.started_at,
+        path: format!("{}/{}", meta.room, meta.id),
+    };
+    let answer = call_api(
+        storage,
+        "telling the API a recording started",
+        &meta.id,
+        |mut c| {
+            let mut call = tonic::Request::new(req.clone());
+            call.set_timeout(REGISTER_TIMEOUT);
+            async move { c.recording_started(call).await }
+        },
+    )
+    .await;
+    if let Some(Err(e)) = answer {
+        tracing::warn!(error = %e, recording_id = %meta.id, "API refused the recording in progress");
+    }
+}
+
 /// Tells the API, retrying with backoff until it answers or shutdown.
 async fn register(storage: &Storage, meta: &Meta) -> Registered {
     let req = rooms::RecordingFinishedRequest {
@@ -800,26 +870,25 @@ async fn register(storage: &Storage, meta: &Meta) -> Registered {
         bytes: meta.bytes as i64,
         path: format!("{}/{}", meta.room, meta.id),
     };
-    let mut wait = Duration::from_secs(1);
-    loop {
-        let mut call = tonic::Request::new(req.clone());
-        call.set_timeout(REGISTER_TIMEOUT);
-        match storage.directory.clone().recording_finished(call).await {
-            Ok(r) if r.get_ref().stored => return Registered::Stored,
-            Ok(_) => return Registered::Orphan,
-            Err(e) if e.code() == tonic::Code::InvalidArgument => {
-                tracing::warn!(error = %e, recording_id = %meta.id, "API refused the recording");
-                return Registered::Orphan;
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, recording_id = %meta.id, "telling the API about a recording failed; retrying")
-            }
+    let answer = call_api(
+        storage,
+        "telling the API about a recording",
+        &meta.id,
+        |mut c| {
+            let mut call = tonic::Request::new(req.clone());
+            call.set_timeout(REGISTER_TIMEOUT);
+            async move { c.recording_finished(call).await }
+        },
+    )
+    .await;
+    match answer {
+        Some(Ok(r)) if r.stored => Registered::Stored,
+        Some(Ok(_)) => Registered::Orphan,
+        Some(Err(e)) => {
+            tracing::warn!(error = %e, recording_id = %meta.id, "API refused the recording");
+            Registered::Orphan
         }
-        tokio::select! {
-            _ = storage.shutdown.cancelled() => return Registered::Unknown,
-            _ = tokio::time::sleep(wait) => {}
-        }
-        wait = (wait * 2).min(Duration::from_secs(30));
+        None => Registered::Unknown,
     }
 }
 

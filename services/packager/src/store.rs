@@ -33,9 +33,10 @@ struct Stored {
     pending: bool,
 }
 
-/// Where rendition `name` lives under `/hls/{room}/`: the root without simulcast, a
-/// directory named after the layer with it.
-pub fn rendition_dir(name: &str) -> String {
+/// The URL path prefix of rendition `name` under `/hls/{room}/`: empty (the root)
+/// without simulcast, `{layer}/` with it. (A recording stores the root rendition under
+/// `main/`: [`crate::recording::rendition_dir`].)
+pub fn rendition_url_prefix(name: &str) -> String {
     if name.is_empty() {
         String::new()
     } else {
@@ -250,7 +251,7 @@ impl State {
         listed
             .into_iter()
             .map(|(name, r)| Variant {
-                uri: format!("{}media.m3u8", rendition_dir(name)),
+                uri: format!("{}media.m3u8", rendition_url_prefix(name)),
                 bandwidth: r.info.bandwidth.max(100_000),
                 codecs: r.info.codecs.clone(),
                 resolution: r.info.resolution,
@@ -457,7 +458,7 @@ impl State {
                 .iter()
                 .filter(|(other, ..)| other != name)
                 .map(|(other, msn, part)| RenditionReport {
-                    uri: format!("{up}{}media.m3u8", rendition_dir(other)),
+                    uri: format!("{up}{}media.m3u8", rendition_url_prefix(other)),
                     last_msn: *msn,
                     last_part: *part,
                 })

@@ -219,7 +219,7 @@ impl Connection {
         let room = grant.room;
         // Recorded before the push starts: the room goes live with this publisher.
         let session_id = format!("rtmp_{}", skylark_auth::new_secret(9));
-        session::record_publisher(&self.state, &room.id, &session_id, grant.protocol).await;
+        session::record_publisher(&self.state, &room.id, &session_id, grant.protocol, None).await;
         // The first candidate node that takes the push (a dead origin costs a retry).
         let mut pushed = None;
         for node in candidates {

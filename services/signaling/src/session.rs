@@ -220,10 +220,17 @@ pub async fn authorize_publish(
 
 /// Records a placed publisher as its room's latest (session id and protocol), where the
 /// API's webhook reconciler reads it.
-pub async fn record_publisher(state: &State, room: &str, session: &str, protocol: &str) {
+pub async fn record_publisher(
+    state: &State,
+    room: &str,
+    session: &str,
+    protocol: &str,
+    key_id: Option<&str>,
+) {
     let publisher = bus_placement::Publisher {
         session: session.to_owned(),
         protocol: protocol.to_owned(),
+        key_id: key_id.map(str::to_owned),
     };
     if let Err(e) = bus_placement::set_publisher(&state.bus, room, &publisher).await {
         tracing::warn!(error = %e, room_id = %room, "publisher not recorded in the bus: webhooks will miss its protocol");
@@ -297,7 +304,14 @@ pub async fn start_publish(
     })
     .await?;
     record(state, &started, &grant.room.id, Kind::Publish).await;
-    record_publisher(state, &grant.room.id, &started.session_id, grant.protocol).await;
+    record_publisher(
+        state,
+        &grant.room.id,
+        &started.session_id,
+        grant.protocol,
+        None,
+    )
+    .await;
     Ok(started)
 }
 

@@ -50,6 +50,14 @@ const CLOSE_GRACE: Duration = Duration::from_secs(1);
 const PUBLISH_ENDED: &str = "publish_ended";
 /// The error code that ends a p2p broadcaster whose room another connection took.
 const ROOM_BUSY: &str = "room_busy";
+/// The error code that ends a p2p broadcaster a new connection with the same
+/// credential replaced (the studio reconnected, or went live from another tab).
+const PUBLISH_TAKEN_OVER: &str = "publish_taken_over";
+/// How long a takeover waits for the old broadcaster to let go: past this its lease
+/// has expired anyway (its signaling pod is gone).
+const TAKEOVER_WITHIN: Duration = Duration::from_secs(8);
+/// How often a takeover asks the old broadcaster again (a bus message may be lost).
+const TAKEOVER_ASK_EVERY: Duration = Duration::from_millis(500);
 
 #[derive(Deserialize)]
 #[serde(tag = "type", rename_all = "kebab-case")]
@@ -144,6 +152,9 @@ struct Conn {
     /// p2p broadcasters: the viewers announced and not gone, counted in the room's
     /// viewers (as WebRTC) under this connection's entry.
     p2p_viewers: Arc<Mutex<HashSet<String>>>,
+    /// p2p broadcasters: a new connection took the room over; leaving must not say
+    /// the room went offline.
+    taken_over: bool,
 }
 
 fn err(code: &str, message: impl Into<String>) -> Value {
@@ -168,7 +179,15 @@ fn room_busy(holder: &Origin) -> Value {
     };
     err(
         ROOM_BUSY,
-        format!("this room is already live from {by}: stop that stream first, then go live again (a connection that dropped frees the room within a minute)"),
+        format!("this room is already live from {by}: stop that stream first, then go live again (the same stream key or account takes a dropped connection's place at once)"),
+    )
+}
+
+/// The last message a p2p broadcaster gets when a new connection took its room over.
+fn taken_over() -> Value {
+    err(
+        PUBLISH_TAKEN_OVER,
+        "this stream was taken over by a newer connection with the same credential (a reconnect, another tab or device): this one stopped broadcasting",
     )
 }
 
@@ -224,6 +243,7 @@ impl Conn {
             room_task: None,
             announced: Arc::default(),
             p2p_viewers: Arc::default(),
+            taken_over: false,
         }
     }
 
@@ -278,6 +298,14 @@ impl Conn {
                     }
                 }
                 Some(out) = rx.recv() => {
+                    if out["code"] == PUBLISH_TAKEN_OVER {
+                        // The room first: the new connection waits for it, and this
+                        // socket may be dead (a write to it must not hold the room).
+                        self.taken_over = true;
+                        self.leave().await;
+                        let _ = tokio::time::timeout(CLOSE_GRACE, send(&mut sink, out)).await;
+                        break;
+                    }
                     let ended = out["code"] == PUBLISH_ENDED;
                     if send(&mut sink, out).await.is_err() || ended { break; }
                 }
@@ -388,10 +416,17 @@ impl Conn {
             Err(e) => return vec![session_err(e)],
         };
         let room = grant.room.id.clone();
+        let key_id = grant.key_id.clone();
         let p2p = grant.is_p2p();
+        // p2p: a broadcaster with the same credential (a reconnect whose old connection
+        // is not noticed dead yet) takes the room over; anyone else is refused.
+        let mut replaces = None;
         if p2p {
             if let Ok(Some(holder)) = placement::origin(&self.state.bus, &room).await {
-                return vec![room_busy(&holder)];
+                match self.same_credential(&room, &holder, &key_id).await {
+                    Some(old) => replaces = Some(old),
+                    None => return vec![room_busy(&holder)],
+                }
             }
         }
         self.joined = Some(Joined {
@@ -413,10 +448,15 @@ impl Conn {
             // Recorded first: the room is live (and its webhooks name this publisher)
             // from the claim on. The claim is a lease the connection renews, so a
             // signaling pod that dies frees the room within seconds.
-            session::record_publisher(&self.state, &room, &self.id, "p2p").await;
-            match placement::claim_origin(&self.state.bus, &room, &origin, placement::LEASE_TTL)
-                .await
-            {
+            session::record_publisher(&self.state, &room, &self.id, "p2p", Some(&key_id)).await;
+            let claimed = match &replaces {
+                None => {
+                    placement::claim_origin(&self.state.bus, &room, &origin, placement::LEASE_TTL)
+                        .await
+                }
+                Some(old) => self.take_over(&room, &origin, old).await,
+            };
+            match claimed {
                 Ok(true) => {}
                 Ok(false) => {
                     self.unjoin();
@@ -492,6 +532,50 @@ impl Conn {
             reply["iceServers"] = turn.ice_servers_json(&self.id);
         }
         reply
+    }
+
+    /// The p2p broadcaster holding the room, if it was granted with `key_id` too (the
+    /// bus's publisher record says so).
+    async fn same_credential(&self, room: &str, holder: &Origin, key_id: &str) -> Option<String> {
+        let b = holder.broadcaster()?;
+        let record = placement::publisher(&self.state.bus, room).await.ok()??;
+        (record.session == b && record.key_id.as_deref() == Some(key_id)).then(|| b.to_owned())
+    }
+
+    /// Tells broadcaster `old` (on whichever pod holds it) to stop, and claims the room
+    /// as it lets go. `false` when yet another holder got it, or `old` kept it past its
+    /// lease (cannot happen unless it still renews without hearing the bus).
+    async fn take_over(
+        &self,
+        room: &str,
+        origin: &Origin,
+        old: &str,
+    ) -> Result<bool, skylark_bus::BusError> {
+        let bus = &self.state.bus;
+        let deadline = tokio::time::Instant::now() + TAKEOVER_WITHIN;
+        let mut asked = None;
+        tracing::info!(room_id = %room, old, "p2p broadcaster taking the room over");
+        loop {
+            if asked.is_none_or(|at: tokio::time::Instant| at.elapsed() >= TAKEOVER_ASK_EVERY) {
+                let ev = RoomEvent::PublishTakenOver {
+                    session: old.to_owned(),
+                };
+                if let Err(e) = events::publish(bus, room, &ev).await {
+                    tracing::warn!(error = %e, "publish_taken_over not published");
+                }
+                asked = Some(tokio::time::Instant::now());
+            }
+            if placement::claim_origin(bus, room, origin, placement::LEASE_TTL).await? {
+                metrics::counter!("skylark_p2p_takeovers_total").increment(1);
+                return Ok(true);
+            }
+            let holder = placement::origin(bus, room).await?;
+            let still_old = holder.as_ref().is_none_or(|h| h.broadcaster() == Some(old));
+            if !still_old || tokio::time::Instant::now() >= deadline {
+                return Ok(false);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     /// Whether this connection's publish grant (if it publishes) is still current. A
@@ -711,6 +795,11 @@ impl Conn {
                         serde_json::to_value(&ev).ok()
                     }
                     RoomEvent::EndPublish { .. } if publisher => Some(publish_ended()),
+                    RoomEvent::PublishTakenOver { ref session }
+                        if p2p_broadcaster && *session == me =>
+                    {
+                        Some(taken_over())
+                    }
                     _ => None,
                 };
                 if let Some(o) = out {
@@ -749,6 +838,10 @@ impl Conn {
                     let _ = placement::release_origin(&self.state.bus, &j.room, &origin).await;
                     let entry = p2p_viewers_entry(&self.id);
                     let _ = placement::set_viewers(&self.state.bus, &j.room, &entry, 0).await;
+                    if self.taken_over {
+                        // Still live, from the new connection.
+                        return;
+                    }
                     RoomEvent::State {
                         room: j.room.clone(),
                         live: false,

@@ -5,6 +5,8 @@
 //     server; a microphone switch reaches every viewer (replaceTrack on each sender); the
 //     studio lists each viewer's connection, the upload it spends, and warns past its
 //     viewer limit; a viewer leaving frees its connection; Stop ends every viewer's stream;
+//   - a second connection with the studio's credential takes the room over at once (a
+//     reconnect); the studio that lost it stops and says why;
 //   - a viewer whose network can't reach the broadcaster (ICE with no usable candidate)
 //     is told so;
 //   - the studio's uplink rule and `iceServers` pick-up, on figures (no browser).
@@ -195,6 +197,41 @@ p2pTest('p2p: the studio broadcasts to three viewers (one waiting, two late), no
     stop_to_all_offline_ms: offlineMs,
   });
   assert.deepEqual(app.unexpectedErrors(), [], 'no console errors');
+});
+
+p2pTest('p2p: another connection with the same account takes the room over at once; the studio that lost it stops and says why', 'p2p-takeover', async (ctx, defer) => {
+  const { sk, app, room, creator } = ctx;
+  const { studio } = await studioLive(ctx, defer);
+  // A second connection publishing with the studio's credential (the account), as the
+  // studio itself does when it reconnects after a network drop.
+  const other = await app.open(`${sk.baseUrl}/`, { tag: 'second-connection' });
+  const t0 = Date.now();
+  const reply = await other.evaluate(
+    ({ url, room, token }) =>
+      new Promise((resolve, reject) => {
+        const ws = new WebSocket(url);
+        window.__second = ws;
+        ws.onopen = () => ws.send(JSON.stringify({ type: 'publish', room, token }));
+        ws.onmessage = (ev) => {
+          const m = JSON.parse(ev.data);
+          if (m.type === 'room' || m.type === 'error') resolve(m);
+        };
+        ws.onerror = () => reject(new Error('the WebSocket failed'));
+        setTimeout(() => reject(new Error('no reply within 10 s')), 10_000);
+      }),
+    { url: sk.wsUrl, room, token: creator.access_token },
+  );
+  assert.deepEqual({ type: reply.type, live: reply.live, role: reply.role }, { type: 'room', live: true, role: 'publisher' }, JSON.stringify(reply));
+  const takeoverMs = Date.now() - t0;
+  await until(studio, () => window.studio.state.status, (st) => st === 'error', { what: 'the studio stops', timeoutMs: 10_000 });
+  assert.match(await studio.locator('#message').innerText(), /taken over/);
+  // It does not publish again (that would take the room back and forth).
+  await studio.waitForTimeout(3000);
+  assert.equal(await studio.evaluate(() => window.studio.state.status), 'error');
+  const live = await until(studio, (id) => fetch(`/api/v1/rooms/${id}`).then((r) => r.json()), (r) => r.live === true, { what: 'API: still live', arg: room });
+  assert.equal(live.live, true);
+  await other.evaluate(() => window.__second.close());
+  reportTimings('p2p_takeover', { publish_to_live_ms: takeoverMs });
 });
 
 p2pTest('p2p: a viewer who cannot reach the broadcaster peer to peer is told so', 'p2p-unreachable', async (ctx, defer) => {

@@ -28,13 +28,13 @@ const MOTO = path.join(os.homedir(), '.cache/skylark-test-venv/bin/moto_server')
 const noMoto = fs.existsSync(MOTO) ? null : `${MOTO} missing: run scripts/test to install moto[server]`;
 if (noMoto && process.env.CI === 'true') throw new Error(noMoto);
 
-/** The room's first recording once the API lists it (120 s at most). */
-async function listed(sk, room) {
+/** The room's first recording once the API lists it with `status` (120 s at most). */
+async function listed(sk, room, status = 'ready') {
   const deadline = Date.now() + 120_000;
   for (;;) {
     const { json } = await requestJson('GET', `${sk.baseUrl}/api/v1/rooms/${room}/recordings`, { expect: 200 });
-    if (json.recordings[0]) return json.recordings[0];
-    if (Date.now() > deadline) throw new Error('no recording listed 120 s after the stream ended');
+    if (json.recordings[0]?.status === status) return json.recordings[0];
+    if (Date.now() > deadline) throw new Error(`no recording listed as ${status} within 120 s: ${JSON.stringify(json.recordings)}`);
     await sleep(500);
   }
 }
@@ -74,16 +74,22 @@ test('recordings: Record in the studio, a WHIP stream, listed when it ends, hls.
         // Publish over WHIP, then stop.
         const publisher = await b.newPage('publish.html', { whip: created.ingest.whip_url, key: created.stream_key }, { tag: 'publisher' });
         await waitForStatus(publisher, 'live', { timeoutMs: 20_000, what: 'WHIP publisher' });
-        await sleep(PUBLISH_S * 1000);
+        const wentLive = Date.now();
+        // While live, the studio lists it in progress.
+        const open = await listed(sk, room, 'recording');
+        assert.equal(open.mp4_url, null, 'no download while recording');
+        await studio.locator('#recordings-box summary').click();
+        await studio.locator(`#recordings-list li[data-recording="${open.id}"][data-status="recording"]`, { hasText: 'recording…' }).waitFor({ timeout: 15_000 });
+        await sleep(Math.max(0, PUBLISH_S * 1000 - (Date.now() - wentLive)));
         await publisher.evaluate(() => window.stop());
 
-        // Listed once the stream has ended (offline detection, finalizing, registering).
+        // Ready once the stream has ended (offline detection, finalizing, registering).
         const rec = await listed(sk, room);
+        assert.equal(rec.id, open.id, 'the same recording');
         assert.ok(rec.duration_s > PUBLISH_S / 2 && rec.duration_s < PUBLISH_S + 5, `recorded ${rec.duration_s} s of ~${PUBLISH_S} s`);
 
-        // The studio lists it.
-        await studio.locator('#recordings-box summary').click();
-        await studio.locator(`#recordings-list li[data-recording="${rec.id}"]`).waitFor({ timeout: 15_000 });
+        // The studio's open list follows it to ready.
+        await studio.locator(`#recordings-list li[data-recording="${rec.id}"][data-status="ready"]`).waitFor({ timeout: 30_000 });
 
         // The watch page plays the VOD with hls.js.
         await playsOnWatchPage(app, sk, room, rec);

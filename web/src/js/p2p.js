@@ -150,8 +150,9 @@ export class P2pBroadcast {
       case 'error':
         this.onEvent('p2p:server-error', `${msg.code}: ${msg.message}`);
         // The server ends the connection after these; say why.
-        if (msg.code === 'publish_ended' || msg.code === 'room_busy') {
+        if (msg.code === 'publish_ended' || msg.code === 'room_busy' || msg.code === 'publish_taken_over') {
           this.endReason = msg.message;
+          this.endCode = msg.code;
         }
         break;
       default:

@@ -303,6 +303,8 @@ function formatDuration(s) {
   return h ? `${h}:${String(m).padStart(2, '0')}:${sec}` : `${m}:${sec}`;
 }
 
+let recordingsRefresh = null;
+
 async function loadRecordings() {
   const room = state.room;
   if (!room) return;
@@ -318,6 +320,13 @@ async function loadRecordings() {
     if (t) suffix = `?token=${encodeURIComponent(t)}`;
   }
   if (state.room?.id !== room.id) return;
+  // One in progress: follow it (its duration, then ready) while the list is open.
+  clearTimeout(recordingsRefresh);
+  if (recordings.some((r) => r.status === 'recording')) {
+    recordingsRefresh = setTimeout(() => {
+      if ($('recordings-box').open) loadRecordings().catch((e) => showError(e.message));
+    }, 5000);
+  }
   $('recordings-empty').hidden = recordings.length > 0;
   $('recordings-list').replaceChildren(
     ...recordings.map((r) => {
@@ -331,10 +340,20 @@ async function loadRecordings() {
         }),
       );
       const watch = `/watch/${encodeURIComponent(room.id)}?recording=${encodeURIComponent(r.id)}`;
+      const when = new Date(r.started_at_ms).toLocaleString();
+      // In progress: it plays from the start as it grows; no download or delete yet.
+      if (r.status === 'recording') {
+        return el(
+          'li',
+          { 'data-recording': r.id, 'data-status': r.status },
+          el('span', {}, `${when} · recording… ${formatDuration(r.duration_s)} so far `),
+          el('a', { href: watch, target: '_blank', rel: 'noopener' }, 'Play'),
+        );
+      }
       return el(
         'li',
-        { 'data-recording': r.id },
-        el('span', {}, `${new Date(r.started_at_ms).toLocaleString()} · ${formatDuration(r.duration_s)} · ${formatBytes(r.bytes)} `),
+        { 'data-recording': r.id, 'data-status': r.status },
+        el('span', {}, `${when} · ${formatDuration(r.duration_s)} · ${formatBytes(r.bytes)} `),
         el('a', { href: watch, target: '_blank', rel: 'noopener' }, 'Play'),
         ' ',
         el('a', { href: r.mp4_url + suffix, download: `${r.id}.mp4` }, 'Download'),
@@ -1087,6 +1106,14 @@ async function p2pLost(b, why) {
   if (stopping || p2p !== b) return;
   p2p = null;
   b.stop();
+  // Another tab or device went live with this credential: publishing again here
+  // would take the room back from it, so stop and say so.
+  if (b.endCode === 'publish_taken_over') {
+    const text = 'Your stream was taken over: you went live with the same stream key or account from another tab or device, so this studio stopped broadcasting. Go live here again to take it back.';
+    setStatus('error', text);
+    showError(text);
+    return;
+  }
   // A refused credential won't change; anything else (a restart, the old connection
   // still holding the room) may.
   const refused = (e) => ['unauthorized', 'forbidden', 'not_found', 'publish_ended'].includes(e.code);

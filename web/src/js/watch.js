@@ -1362,7 +1362,7 @@ window.player = {
   },
 };
 
-// --- recordings: `?recording=<id>` plays a finished recording (HLS VOD) -------------
+// --- recordings: `?recording=<id>` plays a recording (HLS VOD; EVENT while recording) -
 
 const recordingParam = params.get('recording');
 
@@ -1393,7 +1393,9 @@ async function playRecording() {
   const Hls = await loadHls();
   if (Hls && Hls.isSupported()) {
     setTransport('hls');
-    const hls = new Hls({ lowLatencyMode: false });
+    // From the start, also while it is still recording (an EVENT playlist hls.js
+    // would otherwise start at its end).
+    const hls = new Hls({ lowLatencyMode: false, startPosition: 0 });
     hls.on(Hls.Events.ERROR, (_ev, data) => {
       if (data.fatal) fail(`The recording could not be played (${data.details}).`);
     });

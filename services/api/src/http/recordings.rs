@@ -5,7 +5,7 @@
 use super::error::{error_responses, ApiError, ApiResult, Unavailable};
 use super::extract::{Creator, CreatorRejections, MaybeClaims, RoomId, TokenRejections};
 use super::rooms::{check_visible, visible_room};
-use crate::recordings::Recording;
+use crate::recordings::{Recording, RecordingStatus};
 use crate::ApiState;
 use axum::extract::{FromRequestParts, State};
 use axum::http::request::Parts;
@@ -26,10 +26,11 @@ pub struct RecordingView {
     #[serde(flatten)]
     pub recording: Recording,
     pub duration_s: f64,
-    /// The HLS VOD (multivariant playlist).
+    /// The HLS playlist (multivariant): VOD once ready; while recording it grows
+    /// (`EVENT`) and plays from the start.
     pub playlist_url: String,
-    /// One fragmented MP4 of the top rendition.
-    pub mp4_url: String,
+    /// One fragmented MP4 of the top rendition; `null` while recording.
+    pub mp4_url: Option<String>,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -63,7 +64,8 @@ fn view(state: &ApiState, recording: Recording) -> RecordingView {
     RecordingView {
         duration_s: recording.duration_ms as f64 / 1000.0,
         playlist_url: format!("{base}/index.m3u8"),
-        mp4_url: format!("{base}/recording.mp4"),
+        mp4_url: (recording.status == RecordingStatus::Ready)
+            .then(|| format!("{base}/recording.mp4")),
         recording,
     }
 }
@@ -141,11 +143,15 @@ impl IntoResponses for OwnerOnly {
         error_responses(&[
             (StatusCode::FORBIDDEN, "not the room owner's token"),
             (StatusCode::NOT_FOUND, "no such recording"),
+            (
+                StatusCode::CONFLICT,
+                "the recording is in progress: end the stream first",
+            ),
         ])
     }
 }
 
-/// Delete a recording and its files.
+/// Delete a finished recording and its files.
 #[utoipa::path(delete, path = "/recordings/{id}", tag = "recordings", security(("bearer" = [])), params(("id" = String, Path, description = "recording id")),
     responses((status = 204, description = "deleted"), CreatorRejections, Unavailable, OwnerOnly))]
 pub async fn delete(
@@ -157,6 +163,12 @@ pub async fn delete(
     if rec.owner_id != c.sub {
         return Err(ApiError::forbidden(
             "only the room's owner can delete its recordings",
+        ));
+    }
+    // The packager is still writing it (and would list it again when it ends).
+    if rec.status == RecordingStatus::Recording {
+        return Err(ApiError::conflict(
+            "this recording is in progress: end the stream (or wait for it to end), then delete it",
         ));
     }
     // Files first: a row without files would be a broken link, files without a row are
