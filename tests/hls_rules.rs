@@ -99,7 +99,9 @@ async fn rules_broken(source: TestSource, log: &str) -> Option<Vec<(Violation, S
     let sep = if media_url.contains('?') { '&' } else { '?' };
     let start = Instant::now();
     let mut reloads = 0;
-    while start.elapsed() < FOLLOW {
+    // At least FOLLOW and 20 reloads: on a loaded machine the encoder falls behind real
+    // time and parts come slower, which is the machine's pace, not a broken rule.
+    while start.elapsed() < FOLLOW || (reloads < 20 && start.elapsed() < FOLLOW * 2) {
         let hint = pl.preload_parts.first().and_then(|u| part_of(u));
         let (msn, part) = hint.unwrap_or_else(|| panic!("no EXT-X-PRELOAD-HINT\n{text}"));
         let (next_text, next) = get_playlist(
