@@ -110,6 +110,10 @@ pub struct Tuning {
     /// the URL's host (127.0.0.1 for a loopback URL).
     #[arg(long)]
     pub local_ip: Option<IpAddr>,
+    /// Base URL of the REST API the rooms are checked at before the run, when it is
+    /// not served at --url (api and signaling deployed apart); default: --url.
+    #[arg(long, value_name = "URL")]
+    pub api_url: Option<String>,
     /// Engine tasks the peers are spread over; default: the CPUs this process may use.
     #[arg(long)]
     pub workers: Option<usize>,
@@ -164,6 +168,8 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
 #[derive(Debug, Clone)]
 struct Plan {
     base: String,
+    /// Where the rooms are checked (`--api-url`, else `base`).
+    api_base: String,
     targets: Vec<RoomLoad>,
     local_ip: IpAddr,
     workers: usize,
@@ -275,8 +281,21 @@ fn plan(args: &LoadtestArgs) -> anyhow::Result<Plan> {
     };
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     let workers = args.tuning.workers.unwrap_or(cpus).clamp(1, 64);
+    let api_base = match &args.tuning.api_url {
+        Some(u) => {
+            let api = u.trim_end_matches('/').to_string();
+            match reqwest::Url::parse(&api) {
+                Ok(a) if a.scheme() == "http" && a.host_str().is_some() => api,
+                _ => {
+                    bail!("--api-url {u:?} is not an http:// URL: write e.g. http://127.0.0.1:8080")
+                }
+            }
+        }
+        None => base.clone(),
+    };
     Ok(Plan {
         base,
+        api_base,
         targets,
         local_ip,
         workers,
@@ -390,12 +409,7 @@ async fn preflight(
 
 /// Turns a failure to go live into an error that says what to do.
 fn publish_error(e: PeerError, base: &str, room: &str, local_ip: IpAddr) -> anyhow::Error {
-    let server_says = |body: &str| {
-        serde_json::from_str::<Value>(body)
-            .ok()
-            .and_then(|v| v["error"]["message"].as_str().map(str::to_string))
-            .unwrap_or_else(|| body.chars().take(200).collect())
-    };
+    let server_says = skylark_loadgen::server_message;
     match e {
         PeerError::Status {
             status: 401 | 403,
@@ -463,7 +477,13 @@ fn run_config(args: &LoadtestArgs, plan: Plan) -> RunConfig {
 pub async fn run(args: LoadtestArgs) -> anyhow::Result<()> {
     let plan = plan(&args)?;
     for t in &plan.targets {
-        preflight(&plan.base, t, args.viewer_token.as_deref(), args.no_publish).await?;
+        preflight(
+            &plan.api_base,
+            t,
+            args.viewer_token.as_deref(),
+            args.no_publish,
+        )
+        .await?;
     }
     let config = run_config(&args, plan);
     let cancel = CancellationToken::new();

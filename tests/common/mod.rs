@@ -12,6 +12,7 @@ use tokio_tungstenite::tungstenite::Message;
 pub mod browser;
 pub mod cascade;
 pub mod coturn;
+pub mod cpu_group;
 pub mod loadtest;
 pub mod netns;
 mod ports;

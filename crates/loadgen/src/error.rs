@@ -53,7 +53,32 @@ pub enum Error {
     Failed(FailureCause),
 }
 
+/// What a refusal's body says to a person: the JSON error's `message`
+/// (`{"error": {"message": …}}`), else the body's first 200 characters.
+pub fn server_message(body: &str) -> String {
+    serde_json::from_str::<serde_json::Value>(body)
+        .ok()
+        .and_then(|v| v["error"]["message"].as_str().map(str::to_string))
+        .unwrap_or_else(|| body.chars().take(200).collect())
+}
+
 impl Error {
+    /// What a person is told of this error: the server's message for a refusal.
+    ///
+    /// ```
+    /// use skylark_loadgen::Error;
+    /// let body = r#"{"error":{"code":"unavailable","message":"node full: try another"}}"#;
+    /// let e = Error::Status { status: 503, body: body.into() };
+    /// assert_eq!(e.message(), "node full: try another");
+    /// assert_eq!(Error::Timeout.message(), "HTTP request timed out");
+    /// ```
+    pub fn message(&self) -> String {
+        match self {
+            Error::Status { body, .. } => server_message(body),
+            other => other.to_string(),
+        }
+    }
+
     /// The cause under which a load report counts this error.
     ///
     /// ```

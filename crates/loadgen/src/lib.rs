@@ -39,7 +39,7 @@ pub mod source;
 pub mod stats;
 pub mod swarm;
 
-pub use error::{Error, FailureCause};
+pub use error::{server_message, Error, FailureCause};
 pub use peer::{Engine, EngineConfig, Publisher, Viewer};
 pub use report::{RunReport, SwarmReport};
 pub use run::{LoadRun, RunConfig};

@@ -178,6 +178,8 @@ struct Tally {
     joined: Vec<Joined>,
     /// Signaling failures by cause.
     failures: BTreeMap<String, u64>,
+    /// What the server said the first time, by cause.
+    messages: BTreeMap<String, String>,
     /// Joins cut off by the end of the run.
     aborted: u64,
 }
@@ -187,7 +189,9 @@ impl Tally {
         match res {
             Ok(Ok(j)) => self.joined.push(j),
             Ok(Err(e)) => {
-                *self.failures.entry(e.cause().to_string()).or_default() += 1;
+                let cause = e.cause().to_string();
+                *self.failures.entry(cause.clone()).or_default() += 1;
+                self.messages.entry(cause).or_insert_with(|| e.message());
             }
             Err(_) => self.aborted += 1,
         }
@@ -348,6 +352,7 @@ async fn drive(
         RunEnd {
             requested,
             failures: tally.failures,
+            failure_messages: tally.messages,
             aborted: tally.aborted,
             ended,
             duration: ended - start,

@@ -216,8 +216,7 @@ impl Metering {
             return;
         }
         let ratio = (self.busy.as_secs_f64() / window.as_secs_f64()).min(1.0);
-        // Half the last window, half before: one burst does not flip admission.
-        self.smoothed = (self.smoothed + ratio) / 2.0;
+        self.smoothed = smooth_busy(self.smoothed, ratio);
         let sessions = self.sessions.load(Ordering::Relaxed) as f64;
         self.smoothed_sessions = (self.smoothed_sessions + sessions) / 2.0;
         self.meter
@@ -232,6 +231,18 @@ impl Metering {
         self.since = now;
         self.busy = Duration::ZERO;
         self.lag = Duration::ZERO;
+    }
+}
+
+/// The busy share after a window measured at `ratio`. Up fast (half the last window,
+/// half before: one burst does not flip admission), down slowly: a saturated worker's
+/// measure dips now and then (its turns run late rather than long when it is starved
+/// of CPU), and one dip must not let a burst of viewers in that it cannot serve.
+fn smooth_busy(smoothed: f64, ratio: f64) -> f64 {
+    if ratio >= smoothed {
+        (smoothed + ratio) / 2.0
+    } else {
+        smoothed - (smoothed - ratio) / 8.0
     }
 }
 
@@ -532,6 +543,15 @@ struct Loop {
     next_tcp_sweep: Instant,
 }
 
+/// What woke a worker's loop.
+enum Input {
+    Command(Command),
+    Steered(Steered),
+    Tcp(TcpInput),
+    Datagram(std::io::Result<(usize, SocketAddr)>),
+    Timer,
+}
+
 /// The queues a worker reads besides its socket.
 struct Inputs {
     commands: mpsc::Receiver<Command>,
@@ -558,28 +578,40 @@ async fn run(
         let deadline = due
             .unwrap_or(now + Duration::from_millis(100))
             .min(now + Duration::from_millis(100));
-        tokio::select! {
+        // Only waiting is outside the turn: what an input costs (a receive batch is
+        // most of a loaded worker's time) counts as busy.
+        let input = tokio::select! {
             biased;
             _ = shutdown.cancelled() => break,
-            Some(cmd) = rx.recv() => {
+            Some(cmd) = rx.recv() => Input::Command(cmd),
+            Some(d) = steered.recv() => Input::Steered(d),
+            Some(t) = tcp.recv() => Input::Tcp(t),
+            r = lp.socket.recv_from(&mut buf) => Input::Datagram(r),
+            _ = tokio::time::sleep_until(deadline.into()) => Input::Timer,
+        };
+        let woke = Instant::now();
+        match input {
+            Input::Command(cmd) => {
                 lp.command(cmd);
                 lp.flush();
                 lp.count_sessions();
             }
-            Some(d) = steered.recv() => {
-                lp.core.handle_steered_datagram(Instant::now(), d.source, &d.contents);
+            Input::Steered(d) => {
+                lp.core
+                    .handle_steered_datagram(Instant::now(), d.source, &d.contents);
                 lp.flush();
                 for _ in 0..RECV_BATCH {
                     match steered.try_recv() {
                         Ok(d) => {
-                            lp.core.handle_steered_datagram(Instant::now(), d.source, &d.contents);
+                            lp.core
+                                .handle_steered_datagram(Instant::now(), d.source, &d.contents);
                             lp.flush();
                         }
                         Err(_) => break,
                     }
                 }
             }
-            Some(t) = tcp.recv() => {
+            Input::Tcp(t) => {
                 lp.tcp_input(t);
                 for _ in 0..RECV_BATCH {
                     match tcp.try_recv() {
@@ -588,29 +620,24 @@ async fn run(
                     }
                 }
             }
-            r = lp.socket.recv_from(&mut buf) => {
-                match r {
-                    Ok((n, src)) => {
-                        lp.core.handle_datagram(Instant::now(), src, &buf[..n]);
-                        lp.flush();
-                        // Take what else is queued without another wake-up.
-                        for _ in 0..RECV_BATCH {
-                            match lp.socket.try_recv_from(&mut buf) {
-                                Ok((n, src)) => {
-                                    lp.core.handle_datagram(Instant::now(), src, &buf[..n]);
-                                    lp.flush();
-                                }
-                                Err(_) => break,
-                            }
+            Input::Datagram(Ok((n, src))) => {
+                lp.core.handle_datagram(Instant::now(), src, &buf[..n]);
+                lp.flush();
+                // Take what else is queued without another wake-up.
+                for _ in 0..RECV_BATCH {
+                    match lp.socket.try_recv_from(&mut buf) {
+                        Ok((n, src)) => {
+                            lp.core.handle_datagram(Instant::now(), src, &buf[..n]);
+                            lp.flush();
                         }
+                        Err(_) => break,
                     }
-                    // ICMP port-unreachable from a gone peer surfaces here on Linux.
-                    Err(e) => tracing::trace!(error = %e, "UDP receive error"),
                 }
             }
-            _ = tokio::time::sleep_until(deadline.into()) => {}
+            // ICMP port-unreachable from a gone peer surfaces here on Linux.
+            Input::Datagram(Err(e)) => tracing::trace!(error = %e, "UDP receive error"),
+            Input::Timer => {}
         }
-        let woke = Instant::now();
         let at = Instant::now();
         lp.core.handle_timeout(at);
         lp.flush();
@@ -986,6 +1013,22 @@ mod tests {
         // Nothing measured yet (an idle worker): the share as it is.
         m.measured_sessions.store(0, Ordering::Relaxed);
         assert!((m.projected_busy(19) - 0.5).abs() < 1e-9);
+    }
+
+    #[test]
+    fn busy_rises_fast_and_falls_slowly() {
+        // A saturated worker whose measure dips for a window stays past 0.9.
+        let b = smooth_busy(0.95, 0.7);
+        assert!((0.9..0.95).contains(&b), "{b}");
+        // Load that comes is seen within two windows...
+        let b = smooth_busy(smooth_busy(0.2, 1.0), 1.0);
+        assert!(b > 0.75, "{b}");
+        // ...load that goes within a few seconds (eight windows of 0.5 s).
+        let mut b = 0.95;
+        for _ in 0..16 {
+            b = smooth_busy(b, 0.3);
+        }
+        assert!(b < 0.45, "{b}");
     }
 
     fn frame(key: bool, n: u8) -> Arc<[u8]> {

@@ -55,6 +55,7 @@ pub struct RunReport {
     failed: u64,
     unfinished: u64,
     failures: BTreeMap<String, u64>,
+    failure_messages: BTreeMap<String, String>,
     connect_ms: Option<Percentiles>,
     join_ms: Option<Percentiles>,
     latency_ms: Option<Percentiles>,
@@ -164,9 +165,15 @@ impl RunReport {
         let rs: Vec<&SwarmReport> = per_room.iter().map(|(_, r)| r).collect();
         let sum = |f: fn(&SwarmReport) -> u64| rs.iter().map(|r| f(r)).sum::<u64>();
         let mut failures = BTreeMap::new();
+        let mut failure_messages = BTreeMap::new();
         for r in &rs {
             for (k, v) in &r.failures {
                 *failures.entry(k.clone()).or_insert(0) += v;
+            }
+            for (k, m) in &r.failure_messages {
+                failure_messages
+                    .entry(k.clone())
+                    .or_insert_with(|| m.clone());
             }
         }
         let frames_missing = sum(|r| r.frames_missing);
@@ -204,6 +211,7 @@ impl RunReport {
             failed: sum(|r| r.viewers.failed),
             unfinished: sum(|r| r.viewers.unfinished),
             failures,
+            failure_messages,
             connect_ms: merge_upper(&rs.iter().map(|r| r.connect_ms).collect::<Vec<_>>()),
             join_ms: merge_upper(&rs.iter().map(|r| r.join_ms).collect::<Vec<_>>()),
             latency_ms: merge_upper(&rs.iter().map(|r| r.latency_ms).collect::<Vec<_>>()),
@@ -348,7 +356,10 @@ impl RunReport {
             let list: Vec<String> = self
                 .failures
                 .iter()
-                .map(|(k, v)| format!("{k}: {v}"))
+                .map(|(k, v)| match self.failure_messages.get(k) {
+                    Some(m) => format!("{k}: {v} ({m:?})"),
+                    None => format!("{k}: {v}"),
+                })
                 .collect();
             let _ = writeln!(s, "  failures  {}", list.join(", "));
         }
@@ -436,6 +447,8 @@ impl RunReport {
                 "unfinished": self.unfinished,
             },
             "failures": self.failures,
+            // What the server answered, the first time, per cause of `failures`.
+            "failure_messages": self.failure_messages,
             "join_ms": pct(&self.join_ms),
             "connect_ms": pct(&self.connect_ms),
             "latency_ms": pct(&self.latency_ms),
@@ -600,6 +613,23 @@ mod tests {
     }
 
     #[test]
+    fn a_refusal_says_what_the_server_said() {
+        let (config, mut per_room) = two_rooms();
+        per_room[0].1.failure_messages =
+            BTreeMap::from([("http_503".to_string(), "node full: try another".to_string())]);
+        let r = RunReport::new(&config, per_room);
+        assert_eq!(
+            r.to_json()["failure_messages"]["http_503"],
+            "node full: try another"
+        );
+        let text = r.human(Duration::from_secs(10));
+        assert!(
+            text.contains("http_503: 2 (\"node full: try another\")"),
+            "{text}"
+        );
+    }
+
+    #[test]
     fn json_report_keeps_its_shape() {
         let (config, per_room) = two_rooms();
         let v = RunReport::new(&config, per_room).to_json();
@@ -612,6 +642,7 @@ mod tests {
             "simulcast",
             "viewers",
             "failures",
+            "failure_messages",
             "join_ms",
             "connect_ms",
             "latency_ms",

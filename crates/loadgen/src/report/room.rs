@@ -64,6 +64,9 @@ pub struct SwarmReport {
     pub viewers: ViewerCounts,
     /// Failed viewers by cause (`http_503`, `ice_timeout`, ...).
     pub failures: BTreeMap<String, u64>,
+    /// What the server answered the first signaling failure of a cause (e.g. a 503's
+    /// message), by cause.
+    pub failure_messages: BTreeMap<String, String>,
     /// WHEP POST start → ICE+DTLS connected, ms.
     pub connect_ms: Option<Percentiles>,
     /// WHEP POST start → first keyframe, ms.
@@ -119,6 +122,8 @@ pub(crate) struct RunEnd {
     pub(crate) requested: u64,
     /// Signaling failures by cause.
     pub(crate) failures: BTreeMap<String, u64>,
+    /// What the server said the first time, by cause.
+    pub(crate) failure_messages: BTreeMap<String, String>,
     /// Joins cut off by the end of the run.
     pub(crate) aborted: u64,
     pub(crate) ended: Instant,
@@ -139,6 +144,7 @@ impl SwarmReport {
         let RunEnd {
             requested,
             mut failures,
+            failure_messages,
             aborted,
             ended,
             duration,
@@ -155,6 +161,7 @@ impl SwarmReport {
         let mut latency = Histogram::default();
         let (mut join, mut connect, mut kbps) = (Vec::new(), Vec::new(), Vec::new());
         let mut r = SwarmReport {
+            failure_messages,
             duration_s: duration.as_secs_f64(),
             delete_failures,
             publisher,
@@ -261,6 +268,7 @@ mod tests {
         RunEnd {
             requested: 5,
             failures: BTreeMap::from([("http_503".to_string(), 1)]),
+            failure_messages: BTreeMap::new(),
             aborted: 0,
             ended: at,
             duration: Duration::from_secs(10),

@@ -153,12 +153,9 @@ pub fn plan_view(
         None => {}
     }
     if out.is_empty() {
-        // Say why: no other node at all, or all of them full.
-        return Err(selector
-            .select(&fresh)
-            .err()
-            .unwrap_or(SelectError::NoNodes)
-            .into());
+        // Say why. The room's own nodes (the origin at least: it is registered) are
+        // full or out of CPU, and no other node can start an edge: every node is.
+        return Err(SelectError::AllFull { nodes: nodes.len() }.into());
     }
     Ok(out)
 }
@@ -279,11 +276,12 @@ mod tests {
         let nodes = [sfu("o", 20, 20), sfu("a", 20, 20)];
         assert_eq!(
             plan_view("o", &[], &nodes, &LeastLoaded),
-            Err(ViewError::NoNode(SelectError::AllFull { nodes: 1 }))
+            Err(ViewError::NoNode(SelectError::AllFull { nodes: 2 }))
         );
+        // The only node full (or overloaded): not "no node registered".
         assert_eq!(
             plan_view("o", &[], &[sfu("o", 20, 20)], &LeastLoaded),
-            Err(ViewError::NoNode(SelectError::NoNodes))
+            Err(ViewError::NoNode(SelectError::AllFull { nodes: 1 }))
         );
         let nodes = [with_relays(sfu("o", 20, 20), 1, 1), sfu("a", 0, 20)];
         assert_eq!(

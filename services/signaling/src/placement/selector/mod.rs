@@ -32,7 +32,7 @@ use std::sync::Arc;
 pub enum SelectError {
     #[error("no SFU node is registered: start one (`skylark sfu`), or retry shortly")]
     NoNodes,
-    #[error("all {nodes} SFU nodes are full: add nodes or raise SKYLARK_SFU_MAX_SESSIONS")]
+    #[error("every SFU node ({nodes}) is full or out of CPU: retry shortly, add nodes, or raise SKYLARK_SFU_MAX_SESSIONS")]
     AllFull { nodes: usize },
 }
 
