@@ -1203,6 +1203,46 @@ mod tests {
         }
     }
 
+    /// video.js (VHS 3.17) starts LL-HLS at the part holding its start time and steps
+    /// back to an `INDEPENDENT=YES` part only when the playlists lack
+    /// `EXT-X-INDEPENDENT-SEGMENTS`; with the tag it started an RTMP room (a keyframe a
+    /// second, two per segment) one part after a keyframe, and Chromium's buffer then had
+    /// holes after later keyframes (stalls). The parts say where a player may start.
+    #[test]
+    fn an_rtmp_rooms_playlist_marks_independence_on_parts_only() {
+        let mut seg = Segmenter::new(Duration::from_secs(2), Duration::from_millis(200));
+        seg.add_track(&video_track());
+        seg.add_track(&crate::track::rtmp_aac_track());
+        let mut out = Vec::new();
+        let mut aac_n = 0u64;
+        for (i, f) in video_frames(7).iter().enumerate() {
+            let ms = i as u64 * 1000 / 30;
+            while aac_ms(aac_n) <= ms {
+                seg.push(&aac_frame(aac_n), ms as i64, &mut out);
+                aac_n += 1;
+            }
+            seg.push(f, ms as i64, &mut out);
+        }
+        let (text, found) = served(out);
+        assert!(found.is_empty(), "{found:#?}\n{text}");
+        assert!(!text.contains("#EXT-X-INDEPENDENT-SEGMENTS"), "{text}");
+        let pl = check::parse_media(&text).unwrap();
+        let with_parts: Vec<_> = pl.segments.iter().filter(|s| !s.parts.is_empty()).collect();
+        assert!(!with_parts.is_empty(), "{text}");
+        for s in with_parts {
+            // Both keyframes of the segment, and no other part, say INDEPENDENT=YES.
+            let independent: Vec<usize> = (0..s.parts.len())
+                .filter(|&i| s.parts[i].independent)
+                .collect();
+            assert_eq!(independent, [0, 5][..independent.len().min(2)], "{text}");
+        }
+        let multivariant = skylark_media::hls::render_multivariant(&[]);
+        assert!(
+            !multivariant.contains("INDEPENDENT-SEGMENTS"),
+            "{multivariant}"
+        );
+    }
+
     #[test]
     fn each_parts_audio_reaches_its_video_end_when_audio_arrives_late() {
         // RTMP and the relay deliver a part's last AAC frame after the video frame that

@@ -26,7 +26,7 @@ import path from 'node:path';
 import { once } from 'node:events';
 import { parseArgs } from 'node:util';
 import { launchBrowser, pollPage, waitForStatus } from '../lib/browser.js';
-import { startServer, freeTcpPort, artifactPath } from '../lib/server.js';
+import { startServer, freePort, artifactPath } from '../lib/server.js';
 import { withCleanup } from '../lib/harness.js';
 import { encodeBits, COLS, ROWS } from '../pages/timecode.js';
 
@@ -171,8 +171,8 @@ function startRtmpSource(targets, defer) {
 
 async function startNginx(defer) {
   const dir = await fsp.mkdtemp(path.join(os.tmpdir(), 'hls-bench-nginx-'));
-  const rtmpPort = await freeTcpPort();
-  const httpPort = await freeTcpPort();
+  const rtmpPort = await freePort();
+  const httpPort = await freePort();
   for (const d of ['hls', 'hls1', 'tmp']) await fsp.mkdir(path.join(dir, d));
   const conf = `
 load_module /usr/lib/nginx/modules/ngx_rtmp_module.so;
@@ -310,7 +310,11 @@ async function measure(sk, b, result, defer) {
   await whepSink.evaluate(([u]) => window.startWhep('whep', u), [`${sk.baseUrl}/whep/${room.id}`]);
   viewers.push({ name: 'Skylark WHEP', page: whepSink, kind: 'whep' });
   const player = async (name, kind, src) => {
-    const params = kind === 'hls' ? { kind, src, config: JSON.stringify(HLS_CONFIG) } : { kind, src };
+    // Shaka with the setting its page needs until a release fixes its gaps (README "Design notes").
+    const params =
+      kind === 'hls' ? { kind, src, config: JSON.stringify(HLS_CONFIG) }
+      : kind === 'shaka' ? { kind, src, config: JSON.stringify({ manifest: { hls: { sequenceMode: true } } }) }
+      : { kind, src };
     const page = await b.newPage('latency-player.html', params, { tag: name });
     viewers.push({ name, page, kind, src, opened: wallNow() });
   };

@@ -54,7 +54,8 @@ pub const RULES: &[Rule] = &[
     Rule { id: "part-tag-order", source: "HLS §4.4.4.9", text: "a segment's EXT-X-PROGRAM-DATE-TIME, EXT-X-MAP and EXT-X-DISCONTINUITY come before its first EXT-X-PART" },
     Rule { id: "complete-segment", source: "players: Shaka Player 5.2, hls.js", text: "a live media playlist lists at least one complete segment, not the open segment's parts alone (Shaka 5.2 failed to load such a playlist, hls.js reports levelEmptyError)" },
     Rule { id: "parts-sum", source: "HLS §4.4.4.9", text: "a segment's parts add up to its EXTINF" },
-    Rule { id: "independent-first-part", source: "HLS §4.4.2.1, §4.4.4.9", text: "with EXT-X-INDEPENDENT-SEGMENTS each segment's first part is INDEPENDENT=YES" },
+    Rule { id: "independent-first-part", source: "HLS §4.4.4.9", text: "each segment's first part is INDEPENDENT=YES" },
+    Rule { id: "parts-not-independent-segments", source: "players: video.js (VHS 3.17)", text: "a playlist with parts has no EXT-X-INDEPENDENT-SEGMENTS: VHS then takes every part as independent and starts playback mid-GOP (holes in Chromium's buffer, stalls)" },
     Rule { id: "server-control", source: "HLS §4.4.3.8, §6.2.5.2; Apple LL-HLS", text: "parts need CAN-BLOCK-RELOAD=YES and PART-HOLD-BACK ≥ 3 × PART-TARGET (MUST ≥ 2, SHOULD ≥ 3); HOLD-BACK ≥ 3 × TARGETDURATION" },
     Rule { id: "parts-edge", source: "HLS §4.4.4.9", text: "EXT-X-PART only on segments starting within three target durations of the playlist's end (the open segment aside): a long (DVR) window lists its older segments whole" },
     Rule { id: "skip", source: "HLS §4.4.3.8, §4.4.5.2, §6.2.5.1", text: "CAN-SKIP-UNTIL ≥ 6 × TARGETDURATION; EXT-X-SKIP only where the server offers CAN-SKIP-UNTIL, with version ≥ 9, before the first segment; the segments after it last at least CAN-SKIP-UNTIL (nothing nearer the end is skipped); a delta update applied to the playlist before it gives the full playlist" },
@@ -367,6 +368,12 @@ pub fn check_media(pl: &MediaPlaylistText) -> Vec<Violation> {
         )),
         _ => {}
     }
+    if pl.independent_segments && pl.segments.iter().any(|s| !s.parts.is_empty()) {
+        v.push(violation(
+            "parts-not-independent-segments",
+            "EXT-X-INDEPENDENT-SEGMENTS in a playlist with parts".into(),
+        ));
+    }
     for p in &pl.order_problems {
         v.push(violation("part-tag-order", p.clone()));
     }
@@ -434,7 +441,7 @@ pub fn check_media(pl: &MediaPlaylistText) -> Vec<Violation> {
                 ));
             }
         }
-        if pl.independent_segments && s.parts.first().is_some_and(|p| !p.independent) {
+        if s.parts.first().is_some_and(|p| !p.independent) {
             v.push(violation(
                 "independent-first-part",
                 format!("segment {}'s first part is not INDEPENDENT=YES", s.msn),
@@ -929,7 +936,7 @@ pub fn check_media_timing(
                 ));
             }
         }
-        if pl.independent_segments && vr.sync.first() != Some(&true) {
+        if vr.sync.first() != Some(&true) {
             v.push(violation(
                 "media-independent",
                 format!("{uri} does not start with a sync sample"),
@@ -1024,7 +1031,7 @@ mod tests {
         assert_eq!(pl.segments[2].msn, 5);
         assert_eq!(last_part(&pl), Some((5, 1)));
         assert_eq!(pl.reports[0].last_part, Some(1));
-        assert!(pl.independent_segments && pl.can_block_reload);
+        assert!(!pl.independent_segments && pl.can_block_reload);
         assert_eq!(check_media(&pl), vec![], "{text}");
     }
 
@@ -1059,6 +1066,16 @@ mod tests {
         let text = written(&[], &[0.2, 0.2], 0.22);
         let found = check_media(&parse_media(&text).unwrap());
         assert_eq!(rules(&found), ["complete-segment"], "{text}");
+    }
+
+    #[test]
+    fn parts_take_no_independent_segments_tag() {
+        let text = written(&[&[0.2; 10]], &[0.2, 0.2], 0.22).replace(
+            "#EXT-X-MEDIA-SEQUENCE:",
+            "#EXT-X-INDEPENDENT-SEGMENTS\n#EXT-X-MEDIA-SEQUENCE:",
+        );
+        let found = check_media(&parse_media(&text).unwrap());
+        assert_eq!(rules(&found), ["parts-not-independent-segments"], "{text}");
     }
 
     #[test]

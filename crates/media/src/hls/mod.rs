@@ -241,7 +241,7 @@ impl MediaPlaylist {
                 self.discontinuity_sequence
             );
         }
-        let _ = writeln!(o, "#EXT-X-INDEPENDENT-SEGMENTS");
+        // No EXT-X-INDEPENDENT-SEGMENTS: see [`render_multivariant`].
         if self.segments.is_empty() {
             let _ = writeln!(o, "#EXT-X-MAP:URI=\"{}\"", self.map_uri);
         }
@@ -355,8 +355,15 @@ impl Variant {
 /// CEA-608/708. Without it Shaka Player probes segments for captions, and at a young
 /// stream's live edge it picked a segment that has only parts (no URI yet) and failed
 /// to load.
+///
+/// Neither it nor a live media playlist says `EXT-X-INDEPENDENT-SEGMENTS`, though every
+/// segment starts with a keyframe: video.js (VHS ≤ 3.17) reads the tag as a promise that
+/// every *part* is independent and then starts playback at the part holding its start
+/// time, mid-GOP, instead of stepping back to the `INDEPENDENT=YES` part before it; in
+/// Chromium that start left holes after the next keyframes and stalled playback (README
+/// "Design notes"). The parts' `INDEPENDENT=YES` says where a player may start.
 pub fn render_multivariant(variants: &[Variant]) -> String {
-    let mut o = String::from("#EXTM3U\n#EXT-X-VERSION:9\n#EXT-X-INDEPENDENT-SEGMENTS\n");
+    let mut o = String::from("#EXTM3U\n#EXT-X-VERSION:9\n");
     for v in variants {
         let _ = write!(
             o,
@@ -552,7 +559,6 @@ mod tests {
 #EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES,PART-HOLD-BACK=1.500,HOLD-BACK=6.000
 #EXT-X-PART-INF:PART-TARGET=0.50000
 #EXT-X-MEDIA-SEQUENCE:5
-#EXT-X-INDEPENDENT-SEGMENTS
 #EXT-X-MAP:URI=\"init.mp4\"
 #EXT-X-PROGRAM-DATE-TIME:2026-11-24T15:14:30.000Z
 #EXT-X-PART:DURATION=0.50000,URI=\"seg5.0.m4s\",INDEPENDENT=YES
@@ -730,7 +736,6 @@ seg5.m4s
             t,
             "#EXTM3U
 #EXT-X-VERSION:9
-#EXT-X-INDEPENDENT-SEGMENTS
 #EXT-X-STREAM-INF:BANDWIDTH=2480000,CODECS=\"avc1.42c01f,opus\",RESOLUTION=1280x720,CLOSED-CAPTIONS=NONE
 f/media.m3u8
 #EXT-X-STREAM-INF:BANDWIDTH=720000,CODECS=\"avc1.42c01e,opus\",RESOLUTION=640x360,CLOSED-CAPTIONS=NONE
@@ -761,7 +766,7 @@ q/media.m3u8
         ]);
         assert_eq!(
             t,
-            "#EXTM3U\n#EXT-X-VERSION:9\n#EXT-X-INDEPENDENT-SEGMENTS\n\
+            "#EXTM3U\n#EXT-X-VERSION:9\n\
 #EXT-X-STREAM-INF:BANDWIDTH=2500000,CODECS=\"avc1.42e01f,opus\",RESOLUTION=1280x720,FRAME-RATE=30.000,CLOSED-CAPTIONS=NONE\nh/index.m3u8\n\
 #EXT-X-STREAM-INF:BANDWIDTH=400000,CODECS=\"avc1.42e01f,opus\",RESOLUTION=320x180,CLOSED-CAPTIONS=NONE\nl/index.m3u8\n"
         );
