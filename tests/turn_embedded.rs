@@ -60,6 +60,30 @@ fn uclient(args: &[&str]) -> (bool, String) {
     (out.status.success(), text)
 }
 
+/// coturn's client with a fresh credential for `who`: two allocations on the server at
+/// `port` relay 5 messages each way to each other (the p2p case); `flags` pick the
+/// transport (`-t` TCP, `-S` TLS).
+fn relays_between_allocations(port: u16, who: &str, flags: &[&str]) -> (bool, String) {
+    let c = TurnSecret::new(SECRET.as_bytes()).mint(who, now(), Duration::from_secs(600));
+    let p = port.to_string();
+    let mut args = flags.to_vec();
+    args.extend([
+        "-y",
+        "-c",
+        "-n",
+        "5",
+        "-m",
+        "1",
+        "-u",
+        &c.username,
+        "-w",
+        &c.credential,
+        "-p",
+        &p,
+    ]);
+    uclient(&args)
+}
+
 fn has_uclient() -> bool {
     if Command::new("turnutils_uclient")
         .stdout(Stdio::null())
@@ -214,26 +238,8 @@ async fn the_embedded_turn_relays_fresh_credentials_and_refuses_the_rest() {
 
     // Fresh credentials: two allocations relay to each other (the p2p case), over UDP
     // and over TCP; and to an allow-listed peer (coturn's echo peer).
-    for (who, tcp) in [("udp-client", false), ("tcp-client", true)] {
-        let c = secret.mint(who, now(), ttl);
-        let mut args = vec![
-            "-y",
-            "-c",
-            "-n",
-            "5",
-            "-m",
-            "1",
-            "-u",
-            &c.username,
-            "-w",
-            &c.credential,
-            "-p",
-            &p,
-        ];
-        if tcp {
-            args.insert(0, "-t");
-        }
-        let (ok, out) = uclient(&args);
+    for (who, flags) in [("udp-client", &[][..]), ("tcp-client", &["-t"][..])] {
+        let (ok, out) = relays_between_allocations(port, who, flags);
         assert!(
             ok && out.contains("tot_recv_msgs=10"),
             "{who} relays:\n{out}\n{}",
@@ -534,24 +540,7 @@ async fn turn_over_tls_relays_coturns_client_and_a_chromium_viewer() {
     .await;
     assert_eq!(logged_port(&sk, "TURN TLS listening on"), tls_port);
 
-    let c = TurnSecret::new(SECRET.as_bytes()).mint("tls-client", now(), Duration::from_secs(600));
-    let p = tls_port.to_string();
-    let (ok, out) = uclient(&[
-        "-S",
-        "-t",
-        "-y",
-        "-c",
-        "-n",
-        "5",
-        "-m",
-        "1",
-        "-u",
-        &c.username,
-        "-w",
-        &c.credential,
-        "-p",
-        &p,
-    ]);
+    let (ok, out) = relays_between_allocations(tls_port, "tls-client", &["-S", "-t"]);
     assert!(
         ok && out.contains("tot_recv_msgs=10"),
         "coturn's client relays over TLS:\n{out}\n{}",
@@ -779,22 +768,8 @@ async fn skylark_turn_runs_the_server_alone() {
         .insert("SKYLARK_TURN_ADDR".into(), "127.0.0.1:0".into());
     opts.env.insert("SKYLARK_TURN_SECRET".into(), SECRET.into());
     let sk = Skylark::start_with(opts).await;
-    let p = logged_port(&sk, "TURN UDP and TCP listening on").to_string();
-    let c = TurnSecret::new(SECRET.as_bytes()).mint("alone", now(), Duration::from_secs(600));
-    let (ok, out) = uclient(&[
-        "-y",
-        "-c",
-        "-n",
-        "5",
-        "-m",
-        "1",
-        "-u",
-        &c.username,
-        "-w",
-        &c.credential,
-        "-p",
-        &p,
-    ]);
+    let port = logged_port(&sk, "TURN UDP and TCP listening on");
+    let (ok, out) = relays_between_allocations(port, "alone", &[]);
     assert!(
         ok && out.contains("tot_recv_msgs=10"),
         "relays:\n{out}\n{}",
