@@ -382,11 +382,12 @@ async fn room_worker(sh: Arc<Shared>, room: String, stop: CancellationToken) {
 }
 
 /// Gives the outputs to the live HLS and, when the room records, to the recorder.
+/// The recorder takes the segments the live HLS completed (their bytes, shared).
 fn apply(hls: &RoomHls, rec: &mut Option<recording::Recorder>, out: Vec<(String, SegOutput)>) {
+    let finished = hls.apply(out);
     if let Some(r) = rec {
-        r.feed(&out);
+        r.feed(finished);
     }
-    hls.apply(out);
 }
 
 /// A recorder if the room's `record` setting is on (asked of the RoomDirectory at

@@ -1,6 +1,7 @@
 //! Recordings: while a room with `record` set is live, the room worker hands the
-//! outputs it gives the live HLS to a [`Recorder`], whose writer task (all storage I/O
-//! off the worker) writes each complete segment, the inits and the state
+//! segments the live HLS store completed (their bytes, shared: [`Finished`]) and the
+//! inits to a [`Recorder`], whose writer task (all storage I/O off the worker) writes
+//! each segment, the inits and the state
 //! (`recording.json`, its segment lists sealed in chunks of [`CHUNK`]: storing it is
 //! O(1) per segment) under `{room}/{id}/` of the recordings store (a directory or
 //! S3-compatible object storage, [`skylark_objstore`]); the `EVENT` playlists are
@@ -11,7 +12,7 @@
 //! A [`sweep`] finalizes recordings a dead packager left open.
 
 use crate::access::Directory;
-use crate::segmenter::SegOutput;
+use crate::store::Finished;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use skylark_media::hls::{render_multivariant, render_recording, RecordedSegment, Variant};
@@ -24,8 +25,8 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-/// Batches of outputs queued between the room worker and the writer (a few per part:
-/// about ten segments). When full, the open segments are dropped, logged and counted
+/// Batches queued between the room worker and the writer (one per completed segment
+/// or new init). When full, batches are dropped, logged and counted
 /// (`skylark_recording_dropped_total`), and the recording continues after a
 /// discontinuity.
 const QUEUE: usize = 256;
@@ -361,7 +362,7 @@ impl Storage {
 /// One message to the writer.
 enum Msg {
     Out {
-        out: Vec<(String, SegOutput)>,
+        out: Vec<(String, Finished)>,
         /// Batches were dropped before this one.
         gap: bool,
     },
@@ -375,7 +376,7 @@ pub struct Recorder {
     gap: bool,
     room: String,
     /// Each rendition's newest init, sent again after a gap (it may be what was dropped).
-    inits: HashMap<String, SegOutput>,
+    inits: HashMap<String, Finished>,
 }
 
 impl Recorder {
@@ -393,29 +394,19 @@ impl Recorder {
         })
     }
 
-    /// Queues the outputs that matter to a recording; drops (and counts) them if the
-    /// writer is too far behind.
-    pub fn feed(&mut self, out: &[(String, SegOutput)]) {
-        let out: Vec<(String, SegOutput)> = out
-            .iter()
-            .filter(|(_, o)| {
-                matches!(
-                    o,
-                    SegOutput::Init { .. } | SegOutput::Part { .. } | SegOutput::SegmentDone { .. }
-                )
-            })
-            .cloned()
-            .collect();
+    /// Queues what the live HLS store completed; drops (and counts) it if the writer
+    /// is too far behind.
+    pub fn feed(&mut self, out: Vec<(String, Finished)>) {
         if out.is_empty() {
             return;
         }
         for (r, o) in &out {
-            if let SegOutput::Init { .. } = o {
+            if let Finished::Init { .. } = o {
                 self.inits.insert(r.clone(), o.clone());
             }
         }
         let out = if self.gap {
-            let mut again: Vec<(String, SegOutput)> = self
+            let mut again: Vec<(String, Finished)> = self
                 .inits
                 .iter()
                 .map(|(r, o)| (r.clone(), o.clone()))
@@ -429,7 +420,7 @@ impl Recorder {
             Ok(()) => self.gap = false,
             Err(_) => {
                 if !self.gap {
-                    tracing::warn!(room_id = %self.room, "recording writer is behind (slow disk?): dropping the open segments");
+                    tracing::warn!(room_id = %self.room, "recording writer is behind (slow disk?): dropping segments");
                 }
                 metrics::counter!("skylark_recording_dropped_total").increment(1);
                 self.gap = true;
@@ -443,22 +434,11 @@ impl Recorder {
     }
 }
 
-/// The open segment of a rendition.
-struct OpenSeg {
-    msn: u64,
-    parts: Vec<Bytes>,
-    discontinuity: bool,
-}
-
 struct Writer {
     storage: Storage,
     /// `{room}/{id}`.
     dir: String,
     meta: Meta,
-    open: HashMap<String, OpenSeg>,
-    /// After a gap: per rendition, the segment whose start may be lost (`None`: the
-    /// next part's), skipped whole.
-    skip: HashMap<String, Option<u64>>,
     /// The `index.m3u8` last stored: it is rewritten only when it changes (a new
     /// rendition, a higher peak bandwidth), not at every segment.
     index: String,
@@ -481,8 +461,6 @@ impl Writer {
                     storage,
                     dir,
                     meta,
-                    open: HashMap::new(),
-                    skip: HashMap::new(),
                     index: String::new(),
                     announced: None,
                 });
@@ -506,8 +484,6 @@ impl Writer {
             storage,
             dir,
             meta,
-            open: HashMap::new(),
-            skip: HashMap::new(),
             index: String::new(),
             announced: None,
         })
@@ -535,38 +511,31 @@ impl Writer {
         }
     }
 
-    async fn out(&mut self, out: Vec<(String, SegOutput)>, gap: bool) {
+    async fn out(&mut self, out: Vec<(String, Finished)>, gap: bool) {
         if gap {
-            // Outputs were dropped: the open segments miss parts.
-            let names: Vec<String> = self
-                .meta
-                .renditions
-                .keys()
-                .chain(self.open.keys())
-                .cloned()
-                .collect();
-            self.open.clear();
-            for name in names {
-                self.skip.insert(name, None);
-            }
+            // Batches were dropped: segments are missing before these.
             for r in self.meta.renditions.values_mut() {
                 r.discontinuity_due = true;
             }
         }
         for (r, o) in out {
+            let msn = match &o {
+                Finished::Segment { msn, .. } => Some(*msn),
+                Finished::Init { .. } => None,
+            };
             if let Err(e) = self.apply(&r, o).await {
                 metrics::counter!("skylark_recording_write_errors_total").increment(1);
-                tracing::warn!(error = %e, recording_id = %self.meta.id, "recording write failed; the segment is lost");
+                tracing::warn!(error = %e, recording_id = %self.meta.id, rendition = %r, ?msn, "recording write failed; the segment is lost");
             }
         }
     }
 
-    async fn apply(&mut self, rendition: &str, o: SegOutput) -> io::Result<()> {
+    async fn apply(&mut self, rendition: &str, o: Finished) -> io::Result<()> {
         if !safe_name(rendition_dir(rendition)) {
             return Ok(());
         }
         match o {
-            SegOutput::Init { bytes, info } => {
+            Finished::Init { bytes, info } => {
                 let key = |v| format!("{}/{}/init{v}.mp4", self.dir, rendition_dir(rendition));
                 let r = self.meta.renditions.entry(rendition.into()).or_default();
                 let v = r.init + 1;
@@ -577,51 +546,19 @@ impl Writer {
                 r.resolution = info.resolution;
                 self.meta.bytes += len;
             }
-            SegOutput::Part {
-                msn,
-                bytes,
+            Finished::Segment {
+                bytes: data,
+                duration,
                 discontinuity,
                 ..
             } => {
-                if let Some(skipped) = self.skip.get_mut(rendition) {
-                    match *skipped {
-                        None => {
-                            *skipped = Some(msn);
-                            return Ok(());
-                        }
-                        Some(m) if m == msn => return Ok(()),
-                        Some(_) => {
-                            self.skip.remove(rendition);
-                        }
-                    }
-                }
-                let seg = self.open.entry(rendition.into()).or_insert(OpenSeg {
-                    msn,
-                    parts: Vec::new(),
-                    discontinuity: false,
-                });
-                if seg.msn != msn {
-                    *seg = OpenSeg {
-                        msn,
-                        parts: Vec::new(),
-                        discontinuity: false,
-                    };
-                }
-                seg.discontinuity |= discontinuity;
-                seg.parts.push(bytes);
-            }
-            SegOutput::SegmentDone { msn, duration } => {
-                let Some(seg) = self.open.remove(rendition).filter(|s| s.msn == msn) else {
-                    return Ok(());
-                };
                 let Some(r) = self.meta.renditions.get_mut(rendition) else {
                     return Ok(());
                 };
-                if r.init == 0 || seg.parts.is_empty() {
+                if r.init == 0 || data.is_empty() {
                     return Ok(());
                 }
                 let n = r.segments.last().map_or(0, |s| s.n + 1);
-                let data = Bytes::from(seg.parts.concat());
                 let len = data.len() as u64;
                 let objs = &self.storage.objects;
                 let rdir = format!("{}/{}", self.dir, rendition_dir(rendition));
@@ -633,7 +570,7 @@ impl Writer {
                     n,
                     duration,
                     init: r.init,
-                    discontinuity: seg.discontinuity || r.discontinuity_due,
+                    discontinuity: discontinuity || r.discontinuity_due,
                     bytes: len,
                 });
                 r.discontinuity_due = false;
@@ -655,7 +592,6 @@ impl Writer {
                         Some(tokio::spawn(async move { announce(&storage, &meta).await }));
                 }
             }
-            _ => {}
         }
         Ok(())
     }
@@ -957,8 +893,8 @@ mod tests {
         )
     }
 
-    fn init(codecs: &str) -> SegOutput {
-        SegOutput::Init {
+    fn init(codecs: &str) -> Finished {
+        Finished::Init {
             bytes: Bytes::from_static(b"INIT"),
             info: StreamInfo {
                 codecs: codecs.into(),
@@ -968,23 +904,75 @@ mod tests {
         }
     }
 
-    fn part(msn: u64, b: &'static [u8], discontinuity: bool) -> SegOutput {
-        SegOutput::Part {
+    async fn segment(w: &mut Writer, msn: u64) {
+        let seg = Finished::Segment {
             msn,
+            bytes: Bytes::from_static(b"abcd"),
+            duration: 2.0,
+            discontinuity: false,
+        };
+        w.apply("", seg).await.unwrap();
+    }
+
+    /// The recorder gets the segment the live HLS store assembled: the very same
+    /// bytes (one allocation, shared), not a second concatenation of the parts.
+    #[test]
+    fn the_recorder_takes_the_stores_segment_bytes_not_a_copy() {
+        use crate::segmenter::SegOutput;
+        let hls = crate::store::RoomHls::new(Duration::from_secs(2), Duration::from_secs(1));
+        let (tx, mut rx) = mpsc::channel(4);
+        let mut rec = Recorder {
+            tx,
+            gap: false,
+            room: "room_p".into(),
+            inits: HashMap::new(),
+        };
+        let Finished::Init { bytes, info } = init("avc1.42e01f") else {
+            unreachable!()
+        };
+        let part = |b: &'static [u8], discontinuity| SegOutput::Part {
+            msn: 0,
             bytes: Bytes::from_static(b),
             duration: 1.0,
             independent: true,
             pdt_ms: 0,
             discontinuity,
-        }
-    }
-
-    async fn segment(w: &mut Writer, msn: u64) {
-        w.apply("", part(msn, b"ab", false)).await.unwrap();
-        w.apply("", part(msn, b"cd", false)).await.unwrap();
-        w.apply("", SegOutput::SegmentDone { msn, duration: 2.0 })
-            .await
-            .unwrap();
+        };
+        let out = vec![
+            SegOutput::Init { bytes, info },
+            part(b"ab", true),
+            part(b"cd", false),
+            SegOutput::SegmentDone {
+                msn: 0,
+                duration: 2.0,
+            },
+        ];
+        rec.feed(hls.apply(out.into_iter().map(|o| (String::new(), o)).collect()));
+        let Ok(Msg::Out { out, gap: false }) = rx.try_recv() else {
+            panic!("nothing queued");
+        };
+        let served = hls.segment("", 0).expect("the store serves segment 0");
+        let recorded: Vec<_> = out
+            .iter()
+            .filter_map(|(_, o)| match o {
+                Finished::Segment {
+                    msn,
+                    bytes,
+                    discontinuity,
+                    ..
+                } => Some((*msn, bytes.clone(), *discontinuity)),
+                Finished::Init { .. } => None,
+            })
+            .collect();
+        assert_eq!(recorded.len(), 1);
+        let (msn, bytes, discontinuity) = &recorded[0];
+        assert_eq!((*msn, &bytes[..], *discontinuity), (0, &b"abcd"[..], true));
+        assert_eq!(
+            bytes.as_ptr(),
+            served.as_ptr(),
+            "a copy, not the store's bytes"
+        );
+        assert!(matches!(out[0].1, Finished::Init { .. }), "the init first");
     }
 
     #[tokio::test]
@@ -995,8 +983,6 @@ mod tests {
         w.apply("", init("avc1.42e01f,mp4a.40.2")).await.unwrap();
         segment(&mut w, 0).await;
         segment(&mut w, 1).await;
-        // A part of a segment that never completes (the packager dies) is not written.
-        w.apply("", part(2, b"zz", false)).await.unwrap();
         let key = w.dir.clone();
         let dir = tmp.path().join(&key);
         let id = w.meta.id.clone();
@@ -1065,34 +1051,35 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn after_a_gap_the_segment_in_progress_is_skipped_not_written_cut() {
+    async fn after_a_gap_the_next_segment_follows_a_discontinuity_with_the_init_again() {
         let tmp = tempfile::tempdir().unwrap();
         let mut w = Writer::open(storage(tmp.path()), "room_c").await.unwrap();
         w.out(vec![("".into(), init("avc1.42e01f"))], false).await;
         segment(&mut w, 0).await;
-        // Batches were dropped mid-segment 1: its remaining parts and end arrive.
+        // Batches were dropped (segment 1 with them): the init comes again, then 2.
         let rest = vec![
             ("".into(), init("avc1.42e01f")),
-            ("".into(), part(1, b"cd", false)),
             (
                 "".into(),
-                SegOutput::SegmentDone {
-                    msn: 1,
+                Finished::Segment {
+                    msn: 2,
+                    bytes: Bytes::from_static(b"efgh"),
                     duration: 2.0,
+                    discontinuity: false,
                 },
             ),
         ];
         w.out(rest, true).await;
-        segment(&mut w, 2).await;
+        segment(&mut w, 3).await;
         let r = &w.meta.renditions[""];
         let written: Vec<(u64, bool)> = r.segments.iter().map(|s| (s.n, s.discontinuity)).collect();
         assert_eq!(
             written,
-            [(0, false), (1, true)],
-            "segment 1 skipped, 2 written as seg1"
+            [(0, false), (1, true), (2, false)],
+            "segment 2 written as seg1, after a discontinuity"
         );
         let seg1 = tmp.path().join(&w.dir).join("main/seg1.m4s");
-        assert_eq!(std::fs::read(seg1).unwrap(), b"abcd");
+        assert_eq!(std::fs::read(seg1).unwrap(), b"efgh");
         assert_eq!(r.segments[1].init, 2, "the init sent again after the gap");
     }
 

@@ -17,6 +17,23 @@ use tokio::sync::watch;
 /// newest ones, whose bytes (and parts) stay in memory.
 pub const WINDOW_SEGMENTS: usize = 8;
 
+/// What a recorder takes of one batch of segmenter output, in order: the inits, and
+/// each segment the store completed, with the very bytes it serves (shared, not copied).
+#[derive(Clone)]
+pub enum Finished {
+    Init {
+        bytes: Bytes,
+        info: StreamInfo,
+    },
+    Segment {
+        msn: u64,
+        bytes: Bytes,
+        duration: f64,
+        /// It follows a discontinuity (a new publisher, new parameters).
+        discontinuity: bool,
+    },
+}
+
 /// Where a segment's bytes are.
 pub enum SegmentSource {
     Memory(Bytes),
@@ -328,27 +345,24 @@ impl State {
         st.refresh_reports();
     }
 
-    fn finish_segment(&mut self, rendition: &str, msn: u64) {
+    /// Closes segment `msn`: its bytes are the concatenation of its parts (CMAF),
+    /// returned (shared) with whether it follows a discontinuity.
+    fn finish_segment(&mut self, rendition: &str, msn: u64) -> Option<(Bytes, bool)> {
         let st = self;
         let s = st.rendition_mut(rendition);
-        let Some(idx) = msn.checked_sub(s.playlist.media_sequence) else {
-            return;
-        };
-        let Some(seg) = s.playlist.segments.get(idx as usize) else {
-            return;
-        };
+        let idx = msn.checked_sub(s.playlist.media_sequence)?;
+        let seg = s.playlist.segments.get(idx as usize)?;
         let n = seg.parts.len() as u64;
-        let duration = seg.duration;
-        let mut all = Vec::new();
-        for p in 0..n {
-            if let Some(b) = s.parts.get(&(msn, p)) {
-                all.extend_from_slice(b);
-            }
+        let (duration, discontinuity) = (seg.duration, seg.discontinuity);
+        let parts: Vec<&Bytes> = (0..n).filter_map(|p| s.parts.get(&(msn, p))).collect();
+        let mut all = bytes::BytesMut::with_capacity(parts.iter().map(|b| b.len()).sum());
+        for b in parts {
+            all.extend_from_slice(b);
         }
         let bits = (all.len() as f64 * 8.0 / duration.max(0.1)) as u64;
         s.info.bandwidth = s.info.bandwidth.max(bits);
         s.playlist.note_segment(duration);
-        let bytes = Bytes::from(all);
+        let bytes = all.freeze();
         let mut stored = Stored {
             len: bytes.len() as u64,
             bytes: Some(bytes.clone()),
@@ -366,7 +380,7 @@ impl State {
                     .send(dvr::Op::Write {
                         rendition: rendition.to_string(),
                         msn,
-                        bytes,
+                        bytes: bytes.clone(),
                     })
                     .is_ok()
             {
@@ -380,11 +394,10 @@ impl State {
             Some(d) => (d.window, Some(&d.ops)),
             None => (0.0, None),
         };
-        let Some(s) = st.renditions.get_mut(rendition) else {
-            return;
-        };
+        let s = st.renditions.get_mut(rendition)?;
         s.segments.insert(msn, stored);
         s.slide(window, dvr);
+        Some((bytes, discontinuity))
     }
 
     /// The DVR window's length, and how much of it the room has now (its longest
@@ -576,18 +589,31 @@ impl RoomHls {
     /// part and its end come in one batch: applied one by one, a reader woken between
     /// them got a preload hint for a part that never comes (`seg{n}.{last + 1}`), and
     /// Shaka Player's prefetch of it ended in a 404.
-    pub fn apply(&self, out: Vec<(String, SegOutput)>) {
+    ///
+    /// Returns what a recorder takes of it ([`Finished`]): the inits and the segments
+    /// completed, whose bytes are the ones served here (one assembly per segment).
+    pub fn apply(&self, out: Vec<(String, SegOutput)>) -> Vec<(String, Finished)> {
+        let mut finished = Vec::new();
         // Most frames change nothing: waking every blocked request for them costs CPU.
         if out
             .iter()
             .all(|(_, o)| matches!(o, SegOutput::RequestKeyframe))
         {
-            return;
+            return finished;
         }
         self.write(|s| {
             for (r, o) in out {
                 match o {
-                    SegOutput::Init { bytes, info } => s.set_init(&r, bytes, info),
+                    SegOutput::Init { bytes, info } => {
+                        finished.push((
+                            r.clone(),
+                            Finished::Init {
+                                bytes: bytes.clone(),
+                                info: info.clone(),
+                            },
+                        ));
+                        s.set_init(&r, bytes, info)
+                    }
                     SegOutput::Part {
                         msn,
                         bytes,
@@ -602,7 +628,17 @@ impl RoomHls {
                     SegOutput::SegmentDone { msn, duration } => {
                         metrics::histogram!("skylark_hls_segment_duration_seconds")
                             .record(duration);
-                        s.finish_segment(&r, msn)
+                        if let Some((bytes, discontinuity)) = s.finish_segment(&r, msn) {
+                            finished.push((
+                                r,
+                                Finished::Segment {
+                                    msn,
+                                    bytes,
+                                    duration,
+                                    discontinuity,
+                                },
+                            ));
+                        }
                     }
                     SegOutput::Inactive => s.set_active(&r, false),
                     SegOutput::Still(b) => s.rendition_mut(&r).still = Some(b),
@@ -610,6 +646,7 @@ impl RoomHls {
                 }
             }
         });
+        finished
     }
 
     #[cfg(test)]
