@@ -2,7 +2,8 @@
 //! before its key was rotated is refused when it offers and its connection closes; and
 //! when the `end_publish` event that normally cuts publishers is lost, the SFU (for
 //! WHIP) and signaling (for p2p broadcasters) still cut them within seconds, because
-//! they re-check the grant with the room directory.
+//! they re-check the grant with the room directory. A WebSocket publisher of an SFU
+//! room that another publish with the same key replaces is told so and closed.
 
 mod common;
 
@@ -71,6 +72,47 @@ async fn websocket_publisher_rotated_before_its_offer_is_refused_and_closed() {
     );
     // The refused offer made no session.
     assert!(!is_live(base, &room).await);
+}
+
+/// A WebSocket publisher of an SFU room replaced by a new publish with the same key
+/// (a reconnect, another tab): the SFU closes its session, and signaling tells it why
+/// (`publish_taken_over`, as in p2p rooms) and closes its connection at once instead
+/// of leaving it open until its idle timeout (60 s).
+#[tokio::test]
+async fn websocket_publisher_replaced_by_the_same_key_is_told_and_closed() {
+    let sk = Skylark::start().await;
+    let base = &sk.base;
+    let (_token, room, key) = creator_with_room(base, "public").await;
+    let publish = json!({"type": "publish", "room": room, "stream_key": key});
+    let mut publishers = Vec::new();
+    for _ in 0..2 {
+        let mut p = ws(base).await;
+        ws_send(&mut p, publish.clone()).await;
+        let joined = next_json(&mut p).await.unwrap();
+        assert_eq!(
+            (joined["type"].as_str(), joined["mode"].as_str()),
+            (Some("room"), Some("sfu")),
+            "{joined}"
+        );
+        ws_send(&mut p, json!({"type": "offer", "sdp": sendonly_offer()})).await;
+        let answer = next_json(&mut p).await.unwrap();
+        assert_eq!(answer["type"], "answer", "{answer}");
+        publishers.push(p);
+    }
+    let (mut first, mut second) = (publishers.remove(0), publishers.remove(0));
+    let got = until_closed(&mut first, Duration::from_secs(5)).await;
+    let told = got.iter().find(|m| m["type"] == "error");
+    assert_eq!(
+        told.map(|m| m["code"].clone()),
+        Some(json!("publish_taken_over")),
+        "{got:?}"
+    );
+    // Only the replaced one: the new publisher is not told anything of the kind.
+    while let Ok(Some(m)) =
+        tokio::time::timeout(Duration::from_secs(1), next_json(&mut second)).await
+    {
+        assert_ne!(m["type"], "error", "the new publisher was cut: {m}");
+    }
 }
 
 /// api on one bus prefix, signaling and the SFU on another: every `end_publish` the API

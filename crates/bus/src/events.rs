@@ -44,8 +44,9 @@ pub enum RoomEvent {
     /// Whoever holds the room's publisher must cut it (key rotated, room deleted).
     #[serde(rename = "end_publish")]
     EndPublish { room: String, reason: String },
-    /// The publisher `session` (a p2p broadcaster's connection id) must stop: a new
-    /// connection with the same credential took the room over (a reconnect).
+    /// The publisher `session` (a p2p broadcaster's connection id, or an SFU session
+    /// id) must stop: a new publish with the same credential took the room over (a
+    /// reconnect); the SFU sends it for the sessions it replaced.
     #[serde(rename = "publish_taken_over")]
     PublishTakenOver { session: String },
 }

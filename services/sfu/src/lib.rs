@@ -20,7 +20,7 @@ mod workers;
 
 pub use grpc::SfuService;
 
-use crate::core::{Core, CoreConfig, CoreEvent, WorkerSlot, MAX_WORKERS};
+use crate::core::{CloseReason, Core, CoreConfig, CoreEvent, Role, WorkerSlot, MAX_WORKERS};
 use skylark_bus::events::{self, RoomEvent};
 use skylark_bus::placement::{self, Origin, Relay, LEASE_TTL, RENEW_EVERY};
 use skylark_bus::{AnyBus, Bus, NodeCapacity, NodeInfo, NodeKind};
@@ -483,8 +483,16 @@ async fn placement_loop(
                     let is_live = live.contains_key(&room) || edges.contains(&room);
                     announce(&bus, &room, is_live).await;
                 }
-                CoreEvent::SessionClosed { session, reason, .. } => {
+                CoreEvent::SessionClosed { session, room, role, reason } => {
                     grants.forget(&session);
+                    // A new publish took its place: its client, if on a signaling
+                    // WebSocket, is told why and disconnected (as in p2p rooms).
+                    if reason == CloseReason::Replaced && role == Role::Publisher {
+                        let ev = RoomEvent::PublishTakenOver { session: session.clone() };
+                        if let Err(e) = events::publish(&bus, &room, &ev).await {
+                            tracing::warn!(error = %e, room_id = %room, "publish_taken_over not published");
+                        }
+                    }
                     // Whatever ended it (timeout, failure, replacement, a cut grant), the
                     // record goes with the session, leaving a short tombstone so the
                     // client's late DELETE still succeeds.

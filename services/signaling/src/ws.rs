@@ -50,8 +50,9 @@ const CLOSE_GRACE: Duration = Duration::from_secs(1);
 const PUBLISH_ENDED: &str = "publish_ended";
 /// The error code that ends a p2p broadcaster whose room another connection took.
 const ROOM_BUSY: &str = "room_busy";
-/// The error code that ends a p2p broadcaster a new connection with the same
-/// credential replaced (the studio reconnected, or went live from another tab).
+/// The error code that ends a publisher a new one with the same credential replaced
+/// (the studio reconnected, or went live from another tab): a p2p broadcaster, or a
+/// WebSocket publisher whose SFU session the SFU replaced.
 const PUBLISH_TAKEN_OVER: &str = "publish_taken_over";
 /// How long a takeover waits for the old broadcaster to let go: past this its lease
 /// has expired anyway (its signaling pod is gone).
@@ -155,6 +156,9 @@ struct Conn {
     /// p2p broadcasters: a new connection took the room over; leaving must not say
     /// the room went offline.
     taken_over: bool,
+    /// SFU publishers: the session id, once the offer is answered (the SFU names the
+    /// one it replaced in `publish_taken_over`).
+    sfu_session: Arc<Mutex<Option<String>>>,
 }
 
 fn err(code: &str, message: impl Into<String>) -> Value {
@@ -183,7 +187,7 @@ fn room_busy(holder: &Origin) -> Value {
     )
 }
 
-/// The last message a p2p broadcaster gets when a new connection took its room over.
+/// The last message a publisher gets when a new one with its credential took over.
 fn taken_over() -> Value {
     err(
         PUBLISH_TAKEN_OVER,
@@ -244,6 +248,7 @@ impl Conn {
             announced: Arc::default(),
             p2p_viewers: Arc::default(),
             taken_over: false,
+            sfu_session: Arc::default(),
         }
     }
 
@@ -656,6 +661,9 @@ impl Conn {
         match started {
             Ok(s) => {
                 if let Some(j) = &mut self.joined {
+                    if let Ok(mut id) = self.sfu_session.lock() {
+                        *id = Some(s.session_id.clone());
+                    }
                     j.session = Some(SfuSession {
                         id: s.session_id,
                         sfu_url: s.node.grpc_addr,
@@ -750,6 +758,7 @@ impl Conn {
         let p2p_broadcaster = role == Some((Role::Publisher, true));
         let viewers = self.p2p_viewers.clone();
         let entry = p2p_viewers_entry(&self.id);
+        let sfu_session = self.sfu_session.clone();
         let room = room.to_owned();
         self.room_task = Some(tokio::spawn(async move {
             while let Some(ev) = sub.recv().await {
@@ -797,6 +806,14 @@ impl Conn {
                     RoomEvent::EndPublish { .. } if publisher => Some(publish_ended()),
                     RoomEvent::PublishTakenOver { ref session }
                         if p2p_broadcaster && *session == me =>
+                    {
+                        Some(taken_over())
+                    }
+                    RoomEvent::PublishTakenOver { ref session }
+                        if publisher
+                            && sfu_session
+                                .lock()
+                                .is_ok_and(|s| s.as_deref() == Some(session.as_str())) =>
                     {
                         Some(taken_over())
                     }
