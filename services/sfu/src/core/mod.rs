@@ -172,9 +172,9 @@ pub struct Core {
     steered: HashMap<SocketAddr, (u8, Instant)>,
     next_steer_sweep: Option<Instant>,
     join_frames: JoinFrames,
-    /// The worker is past its busy threshold: resends are shed first (see
-    /// [`Core::shed_resends`]).
-    resends_shed: bool,
+    /// The worker is past its busy threshold: resends are shed first and keyframe
+    /// requests spaced further apart (see [`Core::shed_resends`]).
+    overloaded: bool,
 }
 
 impl Core {
@@ -193,7 +193,7 @@ impl Core {
             out: VecDeque::new(),
             counters: Counters::default(),
             draining: false,
-            resends_shed: false,
+            overloaded: false,
             track_bytes: HashMap::new(),
             steered: HashMap::new(),
             next_steer_sweep: None,

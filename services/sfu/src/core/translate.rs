@@ -44,13 +44,14 @@ impl Core {
     /// The node's retransmission budget: while `shed` (the worker past its busy
     /// threshold), every subscriber may spend [`RTX_RATIO_SHED`] of its sending on
     /// resends instead of [`RTX_RATIO_CAP`]; resends are the first work an overloaded
-    /// worker drops, before the live packets every viewer needs. A change empties the
-    /// resend caches; it says whether there was one.
+    /// worker drops, before the live packets every viewer needs. Its keyframe requests
+    /// are spaced out too ([`super::keyframe::KEYFRAME_REQUEST_INTERVAL_OVERLOADED`]). A change
+    /// empties the resend caches; it says whether there was one.
     pub fn shed_resends(&mut self, shed: bool) -> bool {
-        if shed == self.resends_shed {
+        if shed == self.overloaded {
             return false;
         }
-        self.resends_shed = shed;
+        self.overloaded = shed;
         let ratio = self.rtx_ratio();
         for p in self.peers.values_mut() {
             if let PeerRole::Subscriber(st) = &p.role {
@@ -65,7 +66,7 @@ impl Core {
     }
 
     fn rtx_ratio(&self) -> f32 {
-        if self.resends_shed {
+        if self.overloaded {
             RTX_RATIO_SHED
         } else {
             RTX_RATIO_CAP
