@@ -48,6 +48,9 @@ const TCP_UNROUTED: Duration = Duration::from_secs(5);
 /// How often a worker publishes how busy it is.
 const LOAD_WINDOW: Duration = Duration::from_millis(500);
 
+/// Share of the overload threshold past which a worker spaces out keyframe requests.
+const KEYFRAMES_SPACED_AT: f64 = 0.8;
+
 /// A datagram another worker received for a session of this one.
 pub struct Steered {
     pub source: SocketAddr,
@@ -656,6 +659,10 @@ async fn run(
         );
         // Past the threshold resends go first; back under 80 % of it they return.
         let busy = metering.meter.busy();
+        // Near it keyframes come less often: the viewers admitted last (a ramp's joins,
+        // each asking for one) are when a keyframe's fan-out delays everyone most.
+        lp.core
+            .space_keyframes(busy >= overload_at * KEYFRAMES_SPACED_AT);
         let shed = if busy >= overload_at {
             Some(true)
         } else {

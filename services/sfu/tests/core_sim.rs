@@ -1998,14 +1998,14 @@ fn an_overloaded_worker_sheds_resends_first() {
 }
 
 /// A ramp of joins into a room whose publisher never sends a keyframe (every join
-/// asks for one): one request per 300 ms, and while the worker is past its busy
+/// asks for one): one request per 300 ms, and while the worker is near its busy
 /// threshold one per second, so a ramp on a full node is not a keyframe storm.
 #[test]
 fn an_overloaded_worker_spaces_out_keyframe_requests() {
     let mut requests = Vec::new();
     for overloaded in [false, true] {
         let mut net = Net::new();
-        net.core.shed_resends(overloaded);
+        net.core.space_keyframes(overloaded);
         let p = net.publisher("ramp", 5000);
         net.connect_all();
         // Let the publisher's tracks be known (delta frames: no keyframe ends the asks).

@@ -14,7 +14,7 @@ use str0m::media::{KeyframeRequestKind, MediaKind, Mid, Rid};
 /// Keyframe requests to a publisher are coalesced to at most one per this interval.
 pub(super) const KEYFRAME_REQUEST_INTERVAL: Duration = Duration::from_millis(300);
 
-/// The interval while the worker is past its busy threshold: each keyframe costs a
+/// The interval while the worker is near its busy threshold: each keyframe costs a
 /// burst as large as ~0.16 s of a stream to every viewer, and at ~95 % busy its fan-out
 /// is what delays the viewers' frames, so a ramp of joins must not ask for one every
 /// 300 ms. Viewers waiting for their first picture wait up to this much longer.
@@ -115,6 +115,12 @@ impl Want {
 }
 
 impl Core {
+    /// While `spaced` (the worker near its busy threshold), a room's keyframe requests
+    /// go out at most once per [`KEYFRAME_REQUEST_INTERVAL_OVERLOADED`].
+    pub fn space_keyframes(&mut self, spaced: bool) {
+        self.keyframes_spaced = spaced;
+    }
+
     /// A keyframe request from a relay consumer for `track_id` (empty: every track).
     pub fn relay_keyframe_request(&mut self, room: &str, track_id: &str, now: Instant) {
         let want = if track_id.is_empty() {
@@ -158,7 +164,7 @@ impl Core {
         {
             targets.push((String::new(), None));
         }
-        let interval = if self.overloaded {
+        let interval = if self.keyframes_spaced {
             KEYFRAME_REQUEST_INTERVAL_OVERLOADED
         } else {
             KEYFRAME_REQUEST_INTERVAL

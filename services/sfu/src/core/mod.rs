@@ -172,9 +172,12 @@ pub struct Core {
     steered: HashMap<SocketAddr, (u8, Instant)>,
     next_steer_sweep: Option<Instant>,
     join_frames: JoinFrames,
-    /// The worker is past its busy threshold: resends are shed first and keyframe
-    /// requests spaced further apart (see [`Core::shed_resends`]).
-    overloaded: bool,
+    /// The worker is past its busy threshold: resends are shed first (see
+    /// [`Core::shed_resends`]).
+    resends_shed: bool,
+    /// The worker is near its busy threshold: keyframe requests are spaced further
+    /// apart (see [`Core::space_keyframes`]).
+    keyframes_spaced: bool,
 }
 
 impl Core {
@@ -193,7 +196,8 @@ impl Core {
             out: VecDeque::new(),
             counters: Counters::default(),
             draining: false,
-            overloaded: false,
+            resends_shed: false,
+            keyframes_spaced: false,
             track_bytes: HashMap::new(),
             steered: HashMap::new(),
             next_steer_sweep: None,

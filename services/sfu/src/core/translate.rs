@@ -44,14 +44,13 @@ impl Core {
     /// The node's retransmission budget: while `shed` (the worker past its busy
     /// threshold), every subscriber may spend [`RTX_RATIO_SHED`] of its sending on
     /// resends instead of [`RTX_RATIO_CAP`]; resends are the first work an overloaded
-    /// worker drops, before the live packets every viewer needs. Its keyframe requests
-    /// are spaced out too ([`super::keyframe::KEYFRAME_REQUEST_INTERVAL_OVERLOADED`]). A change
-    /// empties the resend caches; it says whether there was one.
+    /// worker drops, before the live packets every viewer needs. A change empties the
+    /// resend caches; it says whether there was one.
     pub fn shed_resends(&mut self, shed: bool) -> bool {
-        if shed == self.overloaded {
+        if shed == self.resends_shed {
             return false;
         }
-        self.overloaded = shed;
+        self.resends_shed = shed;
         let ratio = self.rtx_ratio();
         for p in self.peers.values_mut() {
             if let PeerRole::Subscriber(st) = &p.role {
@@ -66,7 +65,7 @@ impl Core {
     }
 
     fn rtx_ratio(&self) -> f32 {
-        if self.overloaded {
+        if self.resends_shed {
             RTX_RATIO_SHED
         } else {
             RTX_RATIO_CAP
