@@ -48,6 +48,9 @@ const TCP_UNROUTED: Duration = Duration::from_secs(5);
 /// How often a worker publishes how busy it is.
 const LOAD_WINDOW: Duration = Duration::from_millis(500);
 
+/// Share of the overload threshold past which a worker spaces out keyframe requests.
+const KEYFRAMES_SPACED_AT: f64 = 0.8;
+
 /// A datagram another worker received for a session of this one.
 pub struct Steered {
     pub source: SocketAddr,
@@ -153,7 +156,8 @@ pub struct Meter {
     busy_permille: AtomicU32,
     /// Longest delay of a due timeout behind its deadline in the last window, µs.
     lag_us: AtomicU64,
-    /// Its sessions over the windows `busy_permille` was measured in (smoothed alike).
+    /// Its sessions that cost their share (viewers waiting for their first picture
+    /// left out) over the windows `busy_permille` was measured in (smoothed alike).
     measured_sessions: AtomicUsize,
 }
 
@@ -165,8 +169,10 @@ impl Meter {
     }
 
     /// How busy the worker would be with `sessions` sessions: the measured share scaled
-    /// by the sessions it was measured with. Sessions admitted since (their media not yet
-    /// in the measure) count, so a join storm can't outrun the measure.
+    /// by the sessions it was measured on, those it forwards to. Viewers waiting for
+    /// their first keyframe (and those admitted since) cost little until their video
+    /// starts, so they count at full cost: a join storm can't outrun the measure, and a
+    /// ramp can't fill the node to ~95 % busy before their video starts.
     pub fn projected_busy(&self, sessions: usize) -> f64 {
         let busy = self.busy();
         match self.measured_sessions.load(Ordering::Relaxed) {
@@ -206,8 +212,9 @@ impl Metering {
         }
     }
 
-    /// One loop turn: woke at `woke`, ran its due timers `lag` late.
-    fn turn(&mut self, woke: Instant, lag: Duration) {
+    /// One loop turn: woke at `woke`, ran its due timers `lag` late. `waiting`: its
+    /// viewers that don't cost their share yet, read once per window.
+    fn turn(&mut self, woke: Instant, lag: Duration, waiting: impl FnOnce() -> usize) {
         let now = Instant::now();
         self.busy += now.saturating_duration_since(woke);
         self.lag = self.lag.max(lag);
@@ -217,7 +224,10 @@ impl Metering {
         }
         let ratio = (self.busy.as_secs_f64() / window.as_secs_f64()).min(1.0);
         self.smoothed = smooth_busy(self.smoothed, ratio);
-        let sessions = self.sessions.load(Ordering::Relaxed) as f64;
+        let sessions = self
+            .sessions
+            .load(Ordering::Relaxed)
+            .saturating_sub(waiting()) as f64;
         self.smoothed_sessions = (self.smoothed_sessions + sessions) / 2.0;
         self.meter
             .busy_permille
@@ -645,9 +655,14 @@ async fn run(
         metering.turn(
             woke,
             due.map_or(Duration::ZERO, |d| at.saturating_duration_since(d)),
+            || lp.core.waiting_viewers(),
         );
         // Past the threshold resends go first; back under 80 % of it they return.
         let busy = metering.meter.busy();
+        // Near it keyframes come less often: the viewers admitted last (a ramp's joins,
+        // each asking for one) are when a keyframe's fan-out delays everyone most.
+        lp.core
+            .space_keyframes(busy >= overload_at * KEYFRAMES_SPACED_AT);
         let shed = if busy >= overload_at {
             Some(true)
         } else {
@@ -1013,6 +1028,36 @@ mod tests {
         // Nothing measured yet (an idle worker): the share as it is.
         m.measured_sessions.store(0, Ordering::Relaxed);
         assert!((m.projected_busy(19) - 0.5).abs() < 1e-9);
+    }
+
+    /// A ramp: 20 sessions, 10 of them still waiting for their first keyframe, at 45 %
+    /// busy. The 10 playing cost 4.5 % each; the 10 waiting will once their video
+    /// starts, so one more would take the worker to ~95 %, past a 0.9 threshold.
+    #[test]
+    fn viewers_waiting_for_their_first_keyframe_count_at_full_cost() {
+        let (tx, _rx) = mpsc::channel(1);
+        let (handle, mut metering) = {
+            let meter = Arc::new(Meter::default());
+            let sessions = Arc::new(AtomicUsize::new(20));
+            let handle = Handle {
+                tx,
+                load: sessions.clone(),
+                meter: meter.clone(),
+            };
+            (handle, Metering::new(meter, sessions))
+        };
+        // Two windows at 45 % busy with 10 of the 20 sessions waiting.
+        for _ in 0..2 {
+            metering.since = Instant::now() - LOAD_WINDOW;
+            metering.busy = LOAD_WINDOW.mul_f64(0.45);
+            metering.smoothed = 0.45;
+            metering.turn(Instant::now(), Duration::ZERO, || 10);
+        }
+        let projected = handle.meter().projected_busy(handle.load() + 1);
+        assert!(
+            projected > 0.9,
+            "the waiting viewers count at full cost: {projected}"
+        );
     }
 
     #[test]

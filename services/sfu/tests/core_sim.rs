@@ -1997,6 +1997,63 @@ fn an_overloaded_worker_sheds_resends_first() {
     );
 }
 
+/// A ramp of joins into a room whose publisher never sends a keyframe (every join
+/// asks for one): one request per 300 ms, and while the worker is near its busy
+/// threshold one per second, so a ramp on a full node is not a keyframe storm.
+#[test]
+fn an_overloaded_worker_spaces_out_keyframe_requests() {
+    let mut requests = Vec::new();
+    for overloaded in [false, true] {
+        let mut net = Net::new();
+        net.core.space_keyframes(overloaded);
+        let p = net.publisher("ramp", 5000);
+        net.connect_all();
+        // Let the publisher's tracks be known (delta frames: no keyframe ends the asks).
+        net.send(p, 0, false);
+        net.run(Duration::from_millis(33));
+        let before = net.clients[p].keyframe_requests;
+        let start = net.now;
+        let mut i = 0;
+        while net.now < start + Duration::from_secs(3) {
+            net.subscriber("ramp", 6000 + i);
+            net.connect_all();
+            net.send(p, 1 + u64::from(i), false);
+            net.run(Duration::from_millis(50));
+            i += 1;
+        }
+        requests.push(net.clients[p].keyframe_requests - before);
+    }
+    assert!(
+        (8..=12).contains(&requests[0]),
+        "one keyframe request per 300 ms over 3 s: {requests:?}"
+    );
+    assert!(
+        (2..=4).contains(&requests[1]),
+        "one per second when overloaded: {requests:?}"
+    );
+}
+
+/// Admission measures a worker's cost per viewer over the viewers it forwards to: a
+/// viewer connected but waiting for its first keyframe is counted apart, until the
+/// keyframe starts its video.
+#[test]
+fn viewers_waiting_for_their_first_keyframe_are_counted_apart() {
+    let mut net = Net::new();
+    let p = net.publisher("wait", 5000);
+    let subs: Vec<usize> = (0..3).map(|i| net.subscriber("wait", 6000 + i)).collect();
+    assert_eq!(net.core.waiting_viewers(), 3, "connecting");
+    net.connect_all();
+    for n in 0..3 {
+        net.send(p, n, false);
+        net.run(Duration::from_millis(33));
+    }
+    assert_eq!(net.core.waiting_viewers(), 3, "no keyframe yet");
+    net.send(p, 3, true);
+    net.run(Duration::from_millis(33));
+    assert!(subs.iter().all(|&s| net.video_frames(s) == 1));
+    assert_eq!(net.core.waiting_viewers(), 0, "all playing");
+}
+
 /// A consumer that attaches as the room goes offline (the packager re-pulling before
 /// the origin claim is released) learns it ended at once instead of holding the room.
 #[test]

@@ -157,6 +157,29 @@ impl Core {
         &self.track_bytes
     }
 
+    /// Viewers that don't cost their share yet: still connecting, or waiting for the
+    /// first keyframe of a room that has video. A worker's cost per viewer is measured
+    /// over the viewers it forwards to (admission, `Meter::projected_busy`).
+    pub fn waiting_viewers(&self) -> usize {
+        self.peers
+            .values()
+            .filter(|p| match &p.role {
+                PeerRole::Subscriber(st) => {
+                    !p.connected
+                        || (st.video_mid.is_some()
+                            && st.gate.wants_keyframe
+                            && st.gate.layer.is_none()
+                            && self.rooms.get(&p.room).is_some_and(|r| {
+                                r.tracks
+                                    .iter()
+                                    .any(|t| t.kind == pb::TrackKind::Video as i32)
+                            }))
+                }
+                _ => false,
+            })
+            .count()
+    }
+
     /// Sessions by role (local publishers count as publishers).
     pub fn session_counts(&self) -> (usize, usize) {
         let publishers = self

@@ -12,7 +12,13 @@ use std::time::{Duration, Instant};
 use str0m::media::{KeyframeRequestKind, MediaKind, Mid, Rid};
 
 /// Keyframe requests to a publisher are coalesced to at most one per this interval.
-const KEYFRAME_REQUEST_INTERVAL: Duration = Duration::from_millis(300);
+pub(super) const KEYFRAME_REQUEST_INTERVAL: Duration = Duration::from_millis(300);
+
+/// The interval while the worker is near its busy threshold: each keyframe costs a
+/// burst as large as ~0.16 s of a stream to every viewer, and at ~95 % busy its fan-out
+/// is what delays the viewers' frames, so a ramp of joins must not ask for one every
+/// 300 ms. Viewers waiting for their first picture wait up to this much longer.
+pub(super) const KEYFRAME_REQUEST_INTERVAL_OVERLOADED: Duration = Duration::from_secs(1);
 
 /// When a room's keyframe requests go out.
 #[derive(Debug, Default, Clone)]
@@ -23,10 +29,11 @@ pub(super) struct KeyframeThrottle {
 }
 
 impl KeyframeThrottle {
-    /// Whether a request goes out now; if not, it is held as pending.
-    pub fn ask(&mut self, now: Instant) -> bool {
+    /// Whether a request goes out now, at most one per `interval`; if not, it is held
+    /// as pending.
+    pub fn ask(&mut self, now: Instant, interval: Duration) -> bool {
         if let Some(last) = self.last {
-            if now.duration_since(last) < KEYFRAME_REQUEST_INTERVAL {
+            if now.duration_since(last) < interval {
                 self.pending = true;
                 return false;
             }
@@ -58,8 +65,11 @@ impl KeyframeThrottle {
 pub(super) struct TrackThrottles(HashMap<String, KeyframeThrottle>);
 
 impl TrackThrottles {
-    pub fn ask(&mut self, track: &str, now: Instant) -> bool {
-        self.0.entry(track.to_string()).or_default().ask(now)
+    pub fn ask(&mut self, track: &str, now: Instant, interval: Duration) -> bool {
+        self.0
+            .entry(track.to_string())
+            .or_default()
+            .ask(now, interval)
     }
 
     pub fn cancel(&mut self) {
@@ -105,6 +115,12 @@ impl Want {
 }
 
 impl Core {
+    /// While `spaced` (the worker near its busy threshold), a room's keyframe requests
+    /// go out at most once per [`KEYFRAME_REQUEST_INTERVAL_OVERLOADED`].
+    pub fn space_keyframes(&mut self, spaced: bool) {
+        self.keyframes_spaced = spaced;
+    }
+
     /// A keyframe request from a relay consumer for `track_id` (empty: every track).
     pub fn relay_keyframe_request(&mut self, room: &str, track_id: &str, now: Instant) {
         let want = if track_id.is_empty() {
@@ -148,7 +164,12 @@ impl Core {
         {
             targets.push((String::new(), None));
         }
-        targets.retain(|(track, _)| room.keyframes.ask(track, now));
+        let interval = if self.keyframes_spaced {
+            KEYFRAME_REQUEST_INTERVAL_OVERLOADED
+        } else {
+            KEYFRAME_REQUEST_INTERVAL
+        };
+        targets.retain(|(track, _)| room.keyframes.ask(track, now, interval));
         if targets.is_empty() {
             return;
         }
@@ -201,30 +222,49 @@ mod tests {
     fn one_request_per_interval_and_the_rest_coalesced() {
         let t0 = Instant::now();
         let ms = Duration::from_millis;
+        let i = KEYFRAME_REQUEST_INTERVAL;
         let mut k = KeyframeThrottle::default();
-        assert!(k.ask(t0));
-        assert!(!k.ask(t0 + ms(100)));
-        assert!(!k.ask(t0 + ms(200)));
+        assert!(k.ask(t0, i));
+        assert!(!k.ask(t0 + ms(100), i));
+        assert!(!k.ask(t0 + ms(200), i));
         assert!(k.pending(), "held for later");
-        assert!(k.ask(t0 + ms(300)));
+        assert!(k.ask(t0 + ms(300), i));
         assert!(!k.pending());
+    }
+
+    #[test]
+    fn an_overloaded_interval_holds_asks_longer() {
+        let t0 = Instant::now();
+        let ms = Duration::from_millis;
+        let i = KEYFRAME_REQUEST_INTERVAL_OVERLOADED;
+        let mut k = KeyframeThrottle::default();
+        assert!(k.ask(t0, i));
+        assert!(
+            !k.ask(t0 + ms(300), i),
+            "300 ms is not enough when overloaded"
+        );
+        assert!(!k.ask(t0 + ms(900), i));
+        assert!(k.pending());
+        assert!(k.ask(t0 + ms(1000), i));
     }
 
     #[test]
     fn a_new_publisher_is_asked_at_once() {
         let t0 = Instant::now();
+        let i = KEYFRAME_REQUEST_INTERVAL;
         let mut k = KeyframeThrottle::default();
-        assert!(k.ask(t0));
+        assert!(k.ask(t0, i));
         k.new_publisher();
-        assert!(k.ask(t0 + Duration::from_millis(1)));
+        assert!(k.ask(t0 + Duration::from_millis(1), i));
     }
 
     #[test]
     fn cancel_drops_the_pending_ask() {
         let t0 = Instant::now();
+        let i = KEYFRAME_REQUEST_INTERVAL;
         let mut k = KeyframeThrottle::default();
-        assert!(k.ask(t0));
-        assert!(!k.ask(t0));
+        assert!(k.ask(t0, i));
+        assert!(!k.ask(t0, i));
         k.cancel();
         assert!(!k.pending());
     }

@@ -175,6 +175,9 @@ pub struct Core {
     /// The worker is past its busy threshold: resends are shed first (see
     /// [`Core::shed_resends`]).
     resends_shed: bool,
+    /// The worker is near its busy threshold: keyframe requests are spaced further
+    /// apart (see [`Core::space_keyframes`]).
+    keyframes_spaced: bool,
 }
 
 impl Core {
@@ -194,6 +197,7 @@ impl Core {
             counters: Counters::default(),
             draining: false,
             resends_shed: false,
+            keyframes_spaced: false,
             track_bytes: HashMap::new(),
             steered: HashMap::new(),
             next_steer_sweep: None,
