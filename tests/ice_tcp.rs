@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::browser::WatchPage;
+use common::browser::{plays_over, WatchPage};
 use common::*;
 use serde_json::Value;
 use std::process::{Command, Stdio};
@@ -94,10 +94,7 @@ async fn watch(sk: &Skylark, ns: &str, room: &str, log: &std::path::Path) -> Opt
             if l["type"] == "event" && l["name"] == "firstFrame" {
                 first_frame = l["t"].as_i64();
             }
-            l["type"] == "stats"
-                && l["transport"] == "webrtc"
-                && l["framesDecoded"].as_u64().unwrap_or(0) >= 30
-                && l["pair"].is_object()
+            plays_over(l, "webrtc")
         })
         .await
         .unwrap_or_else(|| {

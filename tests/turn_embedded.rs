@@ -10,7 +10,7 @@
 
 mod common;
 
-use common::browser::WatchPage;
+use common::browser::{plays_over, WatchPage};
 use common::*;
 use skylark_auth::TurnSecret;
 use std::net::SocketAddr;
@@ -444,12 +444,7 @@ async fn play_relayed(sk: &Skylark, flags: &[&str]) -> Option<serde_json::Value>
     let url = format!("{}/watch/{room}?transport=webrtc&ice=relay", sk.base);
     let mut page = WatchPage::open_with(None, &url, &sk.base, &log, flags)?;
     let playing = page
-        .until(Duration::from_secs(45), |l| {
-            l["type"] == "stats"
-                && l["transport"] == "webrtc"
-                && l["framesDecoded"].as_u64().unwrap_or(0) >= 30
-                && l["pair"].is_object()
-        })
+        .until(Duration::from_secs(45), |l| plays_over(l, "webrtc"))
         .await
         .unwrap_or_else(|| {
             panic!(
@@ -696,12 +691,7 @@ async fn a_p2p_room_across_namespaces_that_cannot_reach_each_other_connects_thro
     };
     let _studio = studio_live_in(&a, &sk.base, &token, &dir.path().join("studio.log"));
     let playing = page
-        .until(Duration::from_secs(60), |l| {
-            l["type"] == "stats"
-                && l["transport"] == "p2p"
-                && l["framesDecoded"].as_u64().unwrap_or(0) >= 30
-                && l["pair"].is_object()
-        })
+        .until(Duration::from_secs(60), |l| plays_over(l, "p2p"))
         .await
         .unwrap_or_else(|| {
             panic!(

@@ -127,6 +127,15 @@ impl WatchPage {
     }
 }
 
+/// A stats line showing the page playing over `transport` (`webrtc`, `p2p`): 30 frames
+/// decoded and a selected candidate pair reported.
+pub fn plays_over(line: &Value, transport: &str) -> bool {
+    line["type"] == "stats"
+        && line["transport"] == transport
+        && line["framesDecoded"].as_u64().unwrap_or(0) >= 30
+        && line["pair"].is_object()
+}
+
 impl Drop for WatchPage {
     fn drop(&mut self) {
         // Closing its stdin makes the script close the browser; then it is killed anyway.
