@@ -16,10 +16,11 @@
 //! its clock) starts a new timeline at that frame: the partial packet is
 //! completed with silence and sent, and the resampler starts over.
 //!
-//! Opus packets carry the encoder's lookahead ([`AacToOpus::pre_skip`],
-//! 312 samples = 6.5 ms): each packet's audio is that much later than its
-//! timestamp says. WebRTC receivers do not compensate; at 6.5 ms it is below
-//! what lip sync can notice, so the timestamps are left as they are.
+//! The Opus encoder delays its input by its lookahead ([`AacToOpus::pre_skip`],
+//! 312 samples = 6.5 ms), and WebRTC receivers play a packet's audio at its
+//! RTP time (RTP has no pre-skip): so each timeline drops its first
+//! lookahead's worth of input, and a sound comes out at its input timestamp,
+//! which is what lip sync with the video's timestamps needs.
 //!
 //! ```
 //! use skylark_media::aac::AudioSpecificConfig;
@@ -154,6 +155,9 @@ pub struct AacToOpus {
     /// rate, and the timestamp it started at.
     timeline_start: u64,
     timeline_samples: u64,
+    /// 48 kHz samples still to drop at the timeline's start (the encoder's
+    /// lookahead, so that output time = input time).
+    skip: usize,
     stats: TranscodeStats,
     decoded: Vec<f32>,
 }
@@ -233,6 +237,7 @@ impl AacToOpus {
             input_end: None,
             timeline_start: 0,
             timeline_samples: 0,
+            skip: 0,
             stats: TranscodeStats::default(),
             decoded: Vec::new(),
         })
@@ -337,6 +342,7 @@ impl AacToOpus {
         self.timeline_samples = 0;
         self.pending_pts = pts;
         self.pending.clear();
+        self.skip = self.encoder.lookahead() as usize;
     }
 
     /// Drains the resamplers, pads to a whole packet and encodes it all.
@@ -361,8 +367,10 @@ impl AacToOpus {
     }
 
     fn append(&mut self, left: &[f32], right: &[f32]) {
+        let skip = self.skip.min(left.len());
+        self.skip -= skip;
         // The two resamplers see the same lengths, so they stay in step.
-        for (l, r) in left.iter().zip(right) {
+        for (l, r) in left[skip..].iter().zip(&right[skip..]) {
             self.pending.push(sanitize(*l));
             self.pending.push(sanitize(*r));
         }

@@ -315,7 +315,8 @@ fn lost_frames_are_bridged_with_silence() {
     for (i, p) in packets.iter().enumerate() {
         assert_eq!(p.pts_48k, i as u64 * 960);
     }
-    let total = frames as u64 * 1024;
+    // The encoder's lookahead is dropped at the start (output time = input time).
+    let total = frames as u64 * 1024 - u64::from(t.pre_skip());
     assert_eq!(packets.len() as u64, total.div_ceil(960));
 }
 
@@ -340,4 +341,99 @@ fn a_gap_in_timestamps_starts_a_new_timeline() {
     assert_eq!(jump + 1, 23);
     let expected = (21u64 * 1024 * 1000).div_ceil(48_000) * 48 + 2000 * 48;
     assert_eq!(packets[jump + 1].pts_48k, expected);
+}
+
+/// Lip sync of RTMP sources: WebRTC receivers play an Opus packet's decoded audio at its
+/// RTP time, and sync it to video by the timestamps alone (the SFU's sender reports map
+/// both tracks' media time to one clock). So a sound must come out of the transcoder at
+/// the time its AAC frame's FLV timestamp says, which is the time of the video frame
+/// shown with it. FFmpeg publishes as OBS does: a flash and a beep at each whole second
+/// (the beep sample-exact), H.264 + AAC in FLV, its AAC priming (1024 samples) in the
+/// timestamps (audio starts at 0, video at 23 ms). Each beep must start within 1 ms of
+/// its flash's frame time; the Opus encoder's lookahead alone would make it 6.5 ms late.
+#[test]
+fn a_beep_leaves_the_transcoder_at_its_flash_frame_time() {
+    use skylark_media::flv::{parse_file_header, AudioTag, FlvTag, VideoPacket, VideoTag};
+    if !ffmpeg_available() {
+        return;
+    }
+    let path = scratch("flash-beep.flv");
+    let status = Command::new("ffmpeg")
+        .args(["-hide_banner", "-loglevel", "error", "-y", "-f", "lavfi", "-i"])
+        .arg("color=c=black:size=64x64:rate=30,drawbox=c=white:t=fill:enable='lt(mod(t,1),0.1)'")
+        .args(["-f", "lavfi", "-i"])
+        .arg("aevalsrc='if(lt(mod(t,1),0.1),0.5*sin(2*PI*1000*t),0)':s=44100")
+        .args(["-t", "3.5", "-c:v", "libx264", "-tune", "zerolatency", "-c:a", "aac"])
+        .args(["-f", "flv"])
+        .arg(&path)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let flv = std::fs::read(&path).unwrap();
+
+    // The tags as RTMP would carry them; audio as the ingest feeds it (ms × 48).
+    let (_, mut at) = parse_file_header(&flv).unwrap();
+    let mut first_frame_ms = None;
+    let mut transcoder = None;
+    let mut packets = Vec::new();
+    while at < flv.len() {
+        let (tag, used) = FlvTag::parse(&flv[at..]).unwrap();
+        at += used;
+        match tag.tag_type {
+            9 => {
+                if let VideoPacket::AvcNalus { .. } = VideoTag::parse(tag.body).unwrap().packet {
+                    first_frame_ms.get_or_insert(u64::from(tag.timestamp));
+                }
+            }
+            8 => match AudioTag::parse(tag.body).unwrap() {
+                AudioTag::AacSequenceHeader(asc) => transcoder = Some(AacToOpus::new(&asc).unwrap()),
+                AudioTag::AacRaw(frame) => {
+                    let t = transcoder.as_mut().expect("AAC config first");
+                    packets.extend(t.push(frame, u64::from(tag.timestamp) * 48).unwrap());
+                }
+                other => panic!("unexpected audio tag {other:?}"),
+            },
+            _ => {}
+        }
+    }
+    packets.extend(transcoder.unwrap().flush().unwrap());
+    // FFmpeg's first frame is its source time 0: the flashes' frames are 1 s apart from it.
+    let first_frame_ms = first_frame_ms.unwrap();
+    assert!(first_frame_ms > 0, "the AAC priming shifts video, not audio");
+
+    // Decoded as a WebRTC receiver plays it: each packet at its timestamp, no pre-skip.
+    let mut timeline = vec![0f32; (packets.last().unwrap().pts_48k as usize) + FRAME_SAMPLES];
+    let mut decoder = ropus::Decoder::new(48_000, ropus::Channels::Stereo).unwrap();
+    for p in &packets {
+        let mut pcm = vec![0i16; FRAME_SAMPLES * 2];
+        decoder
+            .decode(&p.data, &mut pcm, ropus::DecodeMode::Normal)
+            .unwrap();
+        for (i, c) in pcm.chunks_exact(2).enumerate() {
+            timeline[p.pts_48k as usize + i] = f32::from(c[0]) / 32768.0;
+        }
+    }
+    // Onsets: the first sample above 0.1 after 300 ms of quiet (as the browser bench).
+    let mut onsets = Vec::new();
+    let mut quiet = usize::MAX;
+    for (i, v) in timeline.iter().enumerate() {
+        if v.abs() > 0.1 {
+            if quiet >= 14_400 {
+                onsets.push(i as i64);
+            }
+            quiet = 0;
+        } else {
+            quiet = quiet.saturating_add(1);
+        }
+    }
+    assert_eq!(onsets.len(), 4, "beeps at 0, 1, 2 and 3 s: {onsets:?}");
+    for (k, onset) in onsets.iter().enumerate() {
+        let flash = (first_frame_ms as i64 + 1000 * k as i64) * 48;
+        let late_ms = (onset - flash) as f64 / 48.0;
+        eprintln!("beep {k}: {late_ms:+.2} ms after its flash frame");
+        assert!(
+            late_ms.abs() <= 1.0,
+            "beep {k} starts {late_ms:+.2} ms from its flash frame (onsets {onsets:?}, first frame {first_frame_ms} ms)"
+        );
+    }
 }

@@ -1,16 +1,20 @@
 #!/usr/bin/env node
 // Lip sync: the audio–video offset a viewer sees, through Skylark with audio and video in
 // one MediaStream (as Skylark answers), in two (as it answered before lip sync; the sink
-// rewrites the answer's a=msid), and over a direct Chromium-to-Chromium link (the floor).
+// rewrites the answer's a=msid), and over a direct Chromium-to-Chromium link (the floor);
+// and of an RTMP source (FFmpeg, AAC transcoded to Opus for WebRTC) over WHEP and LL-HLS.
 //
-//   node tests/e2e/bench/avsync.mjs [--seconds 30] [--warmup 10] [--json]
+//   node tests/e2e/bench/avsync.mjs [--seconds 30] [--warmup 10] [--sources whip,rtmp] [--gop 2] [--json]
 //   SKYLARK_BIN=/path/to/skylark node tests/e2e/bench/avsync.mjs
 //
-// One headless Chromium, two pages (separate renderer processes):
+// One headless Chromium, two pages (separate renderer processes), and FFmpeg:
 //   source  pages/avsync-source.html: once a second a WebAudio beep starts and the canvas
 //           turns white at the same instant (one clock: the AudioContext's); canvas +
 //           beep go in one MediaStream over WHIP and over a direct P2P link;
-//   sink    pages/avsync-sink.html: three paths, each detecting when a flash is displayed
+//   rtmp    Debian FFmpeg: a black picture that is white for 100 ms from each whole
+//           second and a 1 kHz beep over the same 100 ms, both computed from lavfi's t
+//           (aevalsrc: sample-exact), H.264 + AAC over RTMP to a second room;
+//   sink    pages/avsync-sink.html: every path, each detecting when a flash is displayed
 //           (requestVideoFrameCallback) and when a beep plays (AudioWorklet).
 // offset = beep onset − flash display, per beep: > 0 means the sound comes late. All
 // paths play in one page at the same time, so load hits them alike.
@@ -21,25 +25,36 @@ import os from 'node:os';
 import { parseArgs } from 'node:util';
 import { pollPage, waitForStatus } from '../lib/browser.js';
 import { withCleanup, deadline } from '../lib/harness.js';
-import { serverFor, browserFor } from '../lib/fixtures.js';
+import { artifactPath } from '../lib/server.js';
+import { serverFor, browserFor, rtmpPush } from '../lib/fixtures.js';
 
 const { values: opt } = parseArgs({
   options: {
     seconds: { type: 'string', default: '30' },
     warmup: { type: 'string', default: '10' },
+    sources: { type: 'string', default: 'whip,rtmp' },
+    gop: { type: 'string', default: '2' },
     json: { type: 'boolean', default: false },
     help: { type: 'boolean', short: 'h', default: false },
   },
 });
 if (opt.help) {
   console.log(
-    'usage: node tests/e2e/bench/avsync.mjs [--seconds 30] [--warmup 10] [--json]\n' +
-      '  --warmup: seconds before the window; ≥ 6, as Chromium sends its first audio sender report after ~5 s',
+    'usage: node tests/e2e/bench/avsync.mjs [--seconds 30] [--warmup 10] [--sources whip,rtmp] [--gop 2] [--json]\n' +
+      '  --warmup: seconds before the window; ≥ 6, as Chromium sends its first audio sender report after ~5 s\n' +
+      '  --sources: whip (Chromium publisher: Skylark one/two streams, P2P), rtmp (FFmpeg: WHEP, LL-HLS)\n' +
+      "  --gop: the RTMP publisher's keyframe interval in seconds (OBS default: 2)",
   );
   process.exit(0);
 }
 const SECONDS = positive('seconds');
 const WARMUP_S = positive('warmup', true);
+const GOP_S = positive('gop');
+const SOURCES = opt.sources.split(',').filter(Boolean);
+if (!SOURCES.length || SOURCES.some((x) => x !== 'whip' && x !== 'rtmp')) {
+  console.error(`--sources takes whip, rtmp or both (comma-separated), not ${opt.sources}`);
+  process.exit(2);
+}
 
 function positive(name, zeroOk = false) {
   const n = Number(opt[name]);
@@ -50,18 +65,25 @@ function positive(name, zeroOk = false) {
   return n;
 }
 
-/** The paths, in the order of the table. */
+/** The paths, in the order of the table; `source`: the publisher they play. */
 const PATHS = [
-  { name: 'skylark', label: 'Skylark, one stream', what: 'WHEP as Skylark answers: audio and video in one MediaStream' },
-  { name: 'split', label: 'Skylark, two streams', what: 'WHEP, answer rewritten to two MediaStreams (Skylark before lip sync)' },
-  { name: 'p2p', label: 'P2P, one stream', what: 'direct Chromium-to-Chromium link, one MediaStream (the floor)' },
-];
+  { name: 'skylark', source: 'whip', label: 'Skylark, one stream', what: 'WHEP as Skylark answers: audio and video in one MediaStream' },
+  { name: 'split', source: 'whip', label: 'Skylark, two streams', what: 'WHEP, answer rewritten to two MediaStreams (Skylark before lip sync)' },
+  { name: 'p2p', source: 'whip', label: 'P2P, one stream', what: 'direct Chromium-to-Chromium link, one MediaStream (the floor)' },
+  { name: 'rtmp', source: 'rtmp', label: 'RTMP → WHEP', what: 'FFmpeg RTMP publish (AAC → Opus), WHEP as Skylark answers' },
+  { name: 'rtmp_hls', source: 'rtmp', label: 'RTMP → LL-HLS', what: 'FFmpeg RTMP publish (AAC as sent), LL-HLS in hls.js (lowLatencyMode)' },
+].filter((p) => SOURCES.includes(p.source));
+/** FFmpeg's flash and beep: both from lavfi's t, so they start at the same instant. */
+const RTMP_VIDEO = ['-f', 'lavfi', '-i', "color=c=black:size=320x240:rate=30,drawbox=c=white:t=fill:enable='lt(mod(t,1),0.1)'"];
+const RTMP_AUDIO = ['-f', 'lavfi', '-i', "aevalsrc='if(lt(mod(t,1),0.1),0.5*sin(2*PI*1000*t),0)':s=44100", '-c:a', 'aac'];
 /** A beep and a flash farther apart than this are not the same event (beeps are 1 s apart). */
 const PAIR_MS = 450;
 
 const CONNECT_CAP_MS = 20_000;
-// Start-up (server, browser, connections) ~15 s, teardown ~5 s.
-const RUN_CAP_MS = (40 + WARMUP_S + SECONDS) * 1000;
+// An RTMP room's first LL-HLS segment needs a GOP or two, and hls.js then a few parts.
+const HLS_CAP_MS = 40_000;
+// Start-up (server, browser, connections; an RTMP room's HLS up to HLS_CAP_MS) ~15-40 s, teardown ~5 s.
+const RUN_CAP_MS = (60 + WARMUP_S + SECONDS) * 1000;
 
 const log = (m) => console.error(`[bench] ${m}`);
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
@@ -99,15 +121,18 @@ async function clockOffset(a, b) {
 }
 
 /**
- * Pairs one path's onsets with each other and with the source's beeps.
+ * Pairs one path's onsets with each other and, for the Chromium source, with its beeps.
  * - beep ↔ flash: the flash displayed nearest the beep's onset, within PAIR_MS;
  * - flash ↔ source beep: the last one drawn before the flash was displayed.
- * The flash is drawn on the first frame at or after the beep's target time, up to a
- * frame late; both are lip-synced by their capture times, so that lateness is added
- * back: offset = beep onset − flash display + (drawn − target).
+ * The Chromium source draws the flash on the first frame at or after the beep's target
+ * time, up to a frame late; both are lip-synced by their capture times, so that lateness
+ * is added back: offset = beep onset − flash display + (drawn − target). FFmpeg (`sent`
+ * null) draws each flash on the frame whose time is the beep's onset (its FLV decoded by
+ * FFmpeg: 0.3 ms apart), so nothing is added back; its send times are unknown, so no
+ * latencies.
  */
 function pairPath(win, sent) {
-  const drawn = sent.filter((b) => Number.isFinite(b.drawn)).sort((a, b) => a.drawn - b.drawn);
+  const drawn = (sent ?? []).filter((b) => Number.isFinite(b.drawn)).sort((a, b) => a.drawn - b.drawn);
   // Both pages read the one system clock; the check (clockOffset) is reported, not
   // applied: under load its uncertainty (up to ±13 ms seen) exceeds the offset itself.
   const toSink = (t) => t;
@@ -122,6 +147,11 @@ function pairPath(win, sent) {
       continue;
     }
     used.add(best);
+    if (!sent) {
+      const offset = beep.at - best.at;
+      rows.push({ at: best.at, offset, raw: offset, lateness: 0, video_latency: null, audio_latency: null });
+      continue;
+    }
     const src = drawn.findLast((b) => toSink(b.drawn) <= best.at);
     if (!src || best.at - toSink(src.drawn) > PAIR_MS * 2) {
       unpairedBeeps++;
@@ -143,7 +173,7 @@ function pairPath(win, sent) {
 
 function pathResult(p, win, sent, streams) {
   const { rows, unpairedBeeps, unpairedFlashes } = pairPath(win, sent);
-  const col = (k) => summary(rows.map((r) => r[k]));
+  const col = (k) => summary(rows.map((r) => r[k]).filter((x) => x !== null));
   return {
     path: p.what,
     paired: rows.length,
@@ -190,7 +220,7 @@ async function main() {
       node: process.version,
       loadavg_start: r1(os.loadavg()[0]),
     },
-    config: { seconds: SECONDS, warmup_s: WARMUP_S, beep_period_ms: 1000, beep_ms: 100, flash_ms: 150, size: '320x240' },
+    config: { seconds: SECONDS, warmup_s: WARMUP_S, sources: SOURCES, beep_period_ms: 1000, beep_ms: 100, flash_ms: 150, rtmp_flash_ms: 100, rtmp_gop_s: GOP_S, size: '320x240' },
   };
   await withCleanup(
     async (defer) => {
@@ -202,7 +232,7 @@ async function main() {
       result.browser_console = b.logFile;
       log(`Chromium ${b.version}; consoles in ${b.logFile}`);
       try {
-        await measure(sk, b, result);
+        await measure(sk, b, result, defer);
       } catch (e) {
         e.message += `\n  server log: ${sk.logFile}\n  browser console: ${b.logFile}`;
         throw e;
@@ -221,52 +251,88 @@ async function startAudio(page, what) {
   return a;
 }
 
-async function measure(sk, b, result) {
+async function measure(sk, b, result, defer) {
+  const whip = SOURCES.includes('whip');
   const creator = await sk.signup();
-  const { room, stream_key: key, ingest } = await sk.createRoom(creator.access_token, { title: 'lip sync bench', visibility: 'public', mode: 'sfu' });
-  const whep = `${sk.baseUrl}/whep/${room.id}`;
-
-  const source = await b.newPage('avsync-source.html', { whip: ingest.whip_url, key, autostart: 0 }, { tag: 'source' });
-  result.source_audio = await startAudio(source, 'source');
-  await source.evaluate(() => window.start());
-  await waitForStatus(source, 'live', { timeoutMs: CONNECT_CAP_MS, what: 'WHIP source' });
+  let source = null;
+  let whep = null;
+  if (whip) {
+    const { room, stream_key: key, ingest } = await sk.createRoom(creator.access_token, { title: 'lip sync bench', visibility: 'public', mode: 'sfu' });
+    whep = `${sk.baseUrl}/whep/${room.id}`;
+    source = await b.newPage('avsync-source.html', { whip: ingest.whip_url, key, autostart: 0 }, { tag: 'source' });
+    result.source_audio = await startAudio(source, 'source');
+    await source.evaluate(() => window.start());
+    await waitForStatus(source, 'live', { timeoutMs: CONNECT_CAP_MS, what: 'WHIP source' });
+  }
+  let rtmpRoom = null;
+  if (SOURCES.includes('rtmp')) {
+    const { room, stream_key: key } = await sk.createRoom(creator.access_token, { title: 'lip sync bench, RTMP', visibility: 'public', mode: 'sfu' });
+    rtmpRoom = room.id;
+    const ffLog = artifactPath('bench-avsync-ffmpeg.log');
+    rtmpPush(defer, sk, key, { seconds: RUN_CAP_MS / 1000, video: RTMP_VIDEO, audio: RTMP_AUDIO, gopS: GOP_S, loglevel: 'warning', stdio: ['ignore', 'ignore', fs.openSync(ffLog, 'w')] });
+    result.rtmp = { gop_s: GOP_S, ffmpeg_log: ffLog };
+  }
   const sink = await b.newPage('avsync-sink.html', {}, { tag: 'sink' });
   result.sink_audio = await startAudio(sink, 'sink');
 
-  await sink.evaluate(([url]) => window.startWhep('skylark', url), [whep]);
-  await sink.evaluate(([url]) => window.startWhep('split', url, { split: true }), [whep]);
-  const offer = await deadline(source.evaluate(() => window.p2pOffer()), CONNECT_CAP_MS, 'P2P offer');
-  const answer = await deadline(sink.evaluate((sdp) => window.answerOffer('p2p', sdp), offer), CONNECT_CAP_MS, 'P2P answer');
-  await source.evaluate((sdp) => window.p2pAnswer(sdp), answer);
+  if (whip) {
+    await sink.evaluate(([url]) => window.startWhep('skylark', url), [whep]);
+    await sink.evaluate(([url]) => window.startWhep('split', url, { split: true }), [whep]);
+    const offer = await deadline(source.evaluate(() => window.p2pOffer()), CONNECT_CAP_MS, 'P2P offer');
+    const answer = await deadline(sink.evaluate((sdp) => window.answerOffer('p2p', sdp), offer), CONNECT_CAP_MS, 'P2P answer');
+    await source.evaluate((sdp) => window.p2pAnswer(sdp), answer);
+  }
+  if (rtmpRoom) {
+    // The room is live (WHEP answers) once the publish is placed; HLS once a segment is cut.
+    const hls = `${sk.baseUrl}/hls/${rtmpRoom}/index.m3u8`;
+    await waitFor(hls, HLS_CAP_MS, 'the RTMP room\'s LL-HLS playlist');
+    await sink.evaluate(([url]) => window.startWhep('rtmp', url), [`${sk.baseUrl}/whep/${rtmpRoom}`]);
+    await sink.evaluate(([url]) => window.startHls('rtmp_hls', url), [hls]);
+  }
   await pollPage(
     sink,
     () => window.progress(),
     (s) => PATHS.every((p) => s[p.name]?.flashes > 0 && s[p.name]?.beeps > 0),
-    { timeoutMs: CONNECT_CAP_MS, what: 'every path waiting for a flash and a beep' },
+    { timeoutMs: HLS_CAP_MS, what: 'every path waiting for a flash and a beep' },
   );
   const streams = await sink.evaluate(() => window.trackStreams());
   for (const p of PATHS) log(`${p.name}: flashes and beeps arrive; ${sharedStream(streams[p.name].tracks) ? 'one stream' : 'two streams'} ${JSON.stringify(streams[p.name].tracks)}`);
-  result.clock_offset_ms = await clockOffset(source, sink);
+  if (whip) result.clock_offset_ms = await clockOffset(source, sink);
 
   log(`warm-up ${WARMUP_S} s, then measuring ${SECONDS} s`);
   await sleep(WARMUP_S * 1000);
   await sink.evaluate(() => window.resetWindow());
   await sleep(SECONDS * 1000);
   const win = await sink.evaluate(() => window.takeWindow());
-  const sched = await source.evaluate(() => window.schedule());
-  result.source_stream = sched.streamId;
-  // Read again now: the output latency is 0 until the device has started.
-  result.source_audio = sched.audio;
-  const missed = sched.beeps.filter((x) => x.drawn !== null && !Number.isFinite(x.drawn)).length;
-  result.source_flashes_missed = missed;
-  result.flash_lateness_ms = summary(sched.beeps.filter((x) => Number.isFinite(x.drawn)).map((x) => x.drawn - x.target));
-  for (const p of PATHS) result[p.name] = pathResult(p, win[p.name], sched.beeps, streams[p.name]);
+  const sched = whip ? await source.evaluate(() => window.schedule()) : null;
+  if (sched) {
+    result.source_stream = sched.streamId;
+    // Read again now: the output latency is 0 until the device has started.
+    result.source_audio = sched.audio;
+    const missed = sched.beeps.filter((x) => x.drawn !== null && !Number.isFinite(x.drawn)).length;
+    result.source_flashes_missed = missed;
+    result.flash_lateness_ms = summary(sched.beeps.filter((x) => Number.isFinite(x.drawn)).map((x) => x.drawn - x.target));
+  }
+  for (const p of PATHS) result[p.name] = pathResult(p, win[p.name], p.source === 'whip' ? sched.beeps : null, streams[p.name]);
   const d = (a, f) => (a === null || f === null ? null : r1(a - f));
-  result.split_minus_skylark_p50_ms = d(result.split.offset_ms.p50, result.skylark.offset_ms.p50);
-  result.skylark_minus_p2p_p50_ms = d(result.skylark.offset_ms.p50, result.p2p.offset_ms.p50);
+  if (whip) {
+    result.split_minus_skylark_p50_ms = d(result.split.offset_ms.p50, result.skylark.offset_ms.p50);
+    result.skylark_minus_p2p_p50_ms = d(result.skylark.offset_ms.p50, result.p2p.offset_ms.p50);
+  }
 
   await sink.evaluate(() => window.stop()).catch(() => {});
-  await source.evaluate(() => window.stop()).catch(() => {});
+  await source?.evaluate(() => window.stop()).catch(() => {});
+}
+
+/** Polls `url` until it answers 2xx. */
+async function waitFor(url, capMs, what) {
+  const end = Date.now() + capMs;
+  for (;;) {
+    const r = await fetch(url).catch(() => null);
+    if (r?.ok) return;
+    if (Date.now() > end) throw new Error(`${what} (${url}) not available within ${capMs / 1000} s (last status ${r?.status})`);
+    await sleep(250);
+  }
 }
 
 function cpuModel() {
@@ -297,12 +363,10 @@ function table(r) {
     const x = r[p.name];
     lines.push(pad([p.label, x.paired, x.offset_ms.p5, x.offset_ms.p50, x.offset_ms.p95, x.offset_ms.min, x.offset_ms.max, x.abs_offset_p50_ms, x.offset_p50_halves_ms.map(fmt).join(' | '), x.video_latency_ms.p50, x.audio_latency_ms.p50]));
   }
-  lines.push(
-    '',
-    `two streams − one stream (p50): ${fmt(r.split_minus_skylark_p50_ms)} ms; one stream, Skylark − P2P (p50): ${fmt(r.skylark_minus_p2p_p50_ms)} ms`,
-    '',
-    'streams (ids of the track events: audio | video)',
-  );
+  if (r.split_minus_skylark_p50_ms !== undefined) {
+    lines.push('', `two streams − one stream (p50): ${fmt(r.split_minus_skylark_p50_ms)} ms; one stream, Skylark − P2P (p50): ${fmt(r.skylark_minus_p2p_p50_ms)} ms`);
+  }
+  lines.push('', 'streams (ids of the track events: audio | video)');
   for (const p of PATHS) {
     const x = r[p.name];
     const ids = (k) => x.track_streams.filter((t) => t.kind === k).flatMap((t) => t.streams).join(',') || '(none)';
@@ -323,9 +387,16 @@ function table(r) {
   }
   const o = r.clock_offset_ms;
   const l = r.flash_lateness_ms;
+  const ms = (a, k) => fmt(r1(a[k] * 1000));
+  if (o) {
+    lines.push(
+      `  flash drawn after its target (added back): p50 ${fmt(l.p50)}, max ${fmt(l.max)} ms; flashes missed ${r.source_flashes_missed}; sink clock − source clock ${o.offset} ± ${o.uncertainty} ms`,
+      `  source audio: ${r.source_audio.sampleRate} Hz, base latency ${ms(r.source_audio, 'baseLatency')} ms, output latency ${ms(r.source_audio, 'outputLatency')} ms`,
+    );
+  }
+  if (r.rtmp) lines.push(`  RTMP source: FFmpeg, GOP ${r.rtmp.gop_s} s; its log ${r.rtmp.ffmpeg_log}`);
   lines.push(
-    `  flash drawn after its target (added back): p50 ${fmt(l.p50)}, max ${fmt(l.max)} ms; flashes missed ${r.source_flashes_missed}; sink clock − source clock ${o.offset} ± ${o.uncertainty} ms`,
-    `  source audio: ${r.source_audio.sampleRate} Hz, base latency ${fmt(r1(r.source_audio.baseLatency * 1000))} ms, output latency ${fmt(r1(r.source_audio.outputLatency * 1000))} ms; sink ${fmt(r1(r.sink_audio.baseLatency * 1000))} / ${fmt(r1(r.sink_audio.outputLatency * 1000))} ms`,
+    `  sink audio: base latency ${ms(r.sink_audio, 'baseLatency')} ms, output latency ${ms(r.sink_audio, 'outputLatency')} ms`,
     `  ${r.machine.nproc} CPUs (${r.machine.cpu}), load average ${r.machine.loadavg_start} → ${r.machine.loadavg_end}, ${r.machine.os}, Chromium ${r.machine.chromium}`,
     `  ${r.server.bin}; ran ${r.run_s} s`,
   );

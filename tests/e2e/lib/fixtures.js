@@ -61,16 +61,21 @@ export async function creatorWithRoom(sk, title, visibility = 'public') {
 /** The AAC tone of `rtmpPush` (44.1 kHz, as a camera's mic). */
 export const AAC_TONE = ['-f', 'lavfi', '-i', 'sine=frequency=440:sample_rate=44100', '-c:a', 'aac'];
 
+/** The test picture of `rtmpPush`: 640x360 at 30 fps. */
+export const TEST_PICTURE = ['-f', 'lavfi', '-i', 'testsrc2=size=640x360:rate=30'];
+
 /**
- * Debian FFmpeg pushing a 640x360 test picture (H.264, a keyframe a second) and `audio`
- * (default: `AAC_TONE`) to `streamKey` over RTMP for `seconds`; killed by `defer`.
+ * Debian FFmpeg pushing `video` (default: `TEST_PICTURE`, 30 fps, H.264 with a keyframe
+ * every `gopS` seconds, exactly) and `audio` (default: `AAC_TONE`) to `streamKey` over
+ * RTMP for `seconds`; killed by `defer`.
  */
-export function rtmpPush(defer, sk, streamKey, { seconds, audio = AAC_TONE, loglevel = 'error', stdio = 'ignore' }) {
+export function rtmpPush(defer, sk, streamKey, { seconds, video = TEST_PICTURE, audio = AAC_TONE, gopS = 1, loglevel = 'error', stdio = 'ignore' }) {
+  const gop = String(Math.round(gopS * 30));
   const ff = spawn('ffmpeg', [
     '-hide_banner', '-loglevel', loglevel, '-re',
-    '-f', 'lavfi', '-i', 'testsrc2=size=640x360:rate=30',
+    ...video,
     ...audio,
-    '-c:v', 'libx264', '-preset', 'veryfast', '-tune', 'zerolatency', '-g', '30',
+    '-c:v', 'libx264', '-preset', 'veryfast', '-tune', 'zerolatency', '-g', gop, '-keyint_min', gop, '-sc_threshold', '0',
     '-t', String(seconds), '-f', 'flv', `rtmp://127.0.0.1:${sk.rtmpPort}/live/${streamKey}`,
   ], { stdio });
   defer(() => ff.kill('SIGKILL'));
