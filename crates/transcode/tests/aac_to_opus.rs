@@ -359,11 +359,28 @@ fn a_beep_leaves_the_transcoder_at_its_flash_frame_time() {
     }
     let path = scratch("flash-beep.flv");
     let status = Command::new("ffmpeg")
-        .args(["-hide_banner", "-loglevel", "error", "-y", "-f", "lavfi", "-i"])
+        .args([
+            "-hide_banner",
+            "-loglevel",
+            "error",
+            "-y",
+            "-f",
+            "lavfi",
+            "-i",
+        ])
         .arg("color=c=black:size=64x64:rate=30,drawbox=c=white:t=fill:enable='lt(mod(t,1),0.1)'")
         .args(["-f", "lavfi", "-i"])
         .arg("aevalsrc='if(lt(mod(t,1),0.1),0.5*sin(2*PI*1000*t),0)':s=44100")
-        .args(["-t", "3.5", "-c:v", "libx264", "-tune", "zerolatency", "-c:a", "aac"])
+        .args([
+            "-t",
+            "3.5",
+            "-c:v",
+            "libx264",
+            "-tune",
+            "zerolatency",
+            "-c:a",
+            "aac",
+        ])
         .args(["-f", "flv"])
         .arg(&path)
         .status()
@@ -386,7 +403,9 @@ fn a_beep_leaves_the_transcoder_at_its_flash_frame_time() {
                 }
             }
             8 => match AudioTag::parse(tag.body).unwrap() {
-                AudioTag::AacSequenceHeader(asc) => transcoder = Some(AacToOpus::new(&asc).unwrap()),
+                AudioTag::AacSequenceHeader(asc) => {
+                    transcoder = Some(AacToOpus::new(&asc).unwrap())
+                }
                 AudioTag::AacRaw(frame) => {
                     let t = transcoder.as_mut().expect("AAC config first");
                     packets.extend(t.push(frame, u64::from(tag.timestamp) * 48).unwrap());
@@ -399,7 +418,10 @@ fn a_beep_leaves_the_transcoder_at_its_flash_frame_time() {
     packets.extend(transcoder.unwrap().flush().unwrap());
     // FFmpeg's first frame is its source time 0: the flashes' frames are 1 s apart from it.
     let first_frame_ms = first_frame_ms.unwrap();
-    assert!(first_frame_ms > 0, "the AAC priming shifts video, not audio");
+    assert!(
+        first_frame_ms > 0,
+        "the AAC priming shifts video, not audio"
+    );
 
     // Decoded as a WebRTC receiver plays it: each packet at its timestamp, no pre-skip.
     let mut timeline = vec![0f32; (packets.last().unwrap().pts_48k as usize) + FRAME_SAMPLES];

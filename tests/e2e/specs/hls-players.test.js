@@ -4,7 +4,7 @@
 // - WHIP: Chromium draws the wall clock as blocks (pages/latency-source.html, a jittery
 //   capture clock, Opus); the player page reads the clock back off every frame shown,
 //   so the latency printed is glass to glass;
-// - RTMP: Debian FFmpeg's test picture with its AAC tone (x264, a keyframe a second).
+// - RTMP: Debian FFmpeg's test picture with its AAC tone (x264, a keyframe every 2 s, as OBS).
 // Each player must play PLAY_S seconds without a stall (no 'waiting' on the media
 // element, no stall reported by the player) and without a fatal error. Safari cannot
 // run here: README "Design notes" says which of Apple's rules `hls::check` holds the
@@ -56,7 +56,21 @@ const OPEN = {
   // since. Still open: it ran dry in 3 of 10 windows at load average 7-14 on 2 cores
   // (video.js plays ~1 s from the newest part). hls.js on RTMP, `todo` until 2026-12-06
   // (a stall in 3 of 7 runs, cause not found), passed the 8 runs since (5 at load 7-11).
-  'rtmp videojs': 'video.js ran dry on an RTMP source under heavy machine load',
+  // With a 2 s GOP (OBS's default): 12 of 17 runs passed at load 10-16 (2026-12-06).
+  // Traced failures (HLS_TRACE=1: 'waiting' logs the buffered range) ran dry at the end
+  // of a contiguous buffer ('waiting' at 8.160 with 3.204-8.200 buffered, at 13.760 with
+  // …-13.800) after 1.2-1.35 s without an append. VHS starts at the live edge less
+  // PART-HOLD-BACK (0.66 s) and fetches a part only after the blocking playlist reload
+  // that lists it (VHS 3.17.5 parses EXT-X-PRELOAD-HINT but never requests the hinted
+  // part: `getAllSegments`), so a part later than ~0.7 s stalls it, where hls.js has the
+  // hinted part's request open already. Upstream of the packager the
+  // publisher itself was late: FFmpeg's TCP stream to the ingest paused up to 470 ms and
+  // WebRTC viewers' packets came up to 730 ms late in the same load (loopback capture,
+  // docs/benchmarks.md "RTMP sources: lip sync"). Not a mid-GOP start: VHS's first seek
+  // landed inside the first buffered range, and the stalls came seconds later. The 72 ms
+  // hole after the first keyframe (3.204-4.200, 4.272-…) was back in 1 of 2 traced
+  // failing runs, jumped by VHS before the window.
+  'rtmp videojs': 'video.js (no hinted-part requests, 0.66 s behind the edge) ran dry when parts came 1.2-1.35 s apart under heavy machine load',
 };
 
 
@@ -85,7 +99,8 @@ for (const p of PLAYERS) {
           defer(() => source.evaluate(() => window.stop()).catch(() => {}));
           await waitForStatus(source, 'live', { timeoutMs: 20_000, what: 'WHIP time code source' });
         } else {
-          rtmpPush(defer, sk, created.stream_key, { seconds: 90 });
+          // A keyframe every 2 s, as OBS sends by default: a player's start can land mid-GOP.
+          rtmpPush(defer, sk, created.stream_key, { seconds: 90, gopS: 2 });
         }
 
         const src = `${sk.baseUrl}/hls/${room}/index.m3u8`;
