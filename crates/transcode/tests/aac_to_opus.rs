@@ -27,21 +27,25 @@ fn scratch(name: &str) -> PathBuf {
     dir.join(name)
 }
 
+/// `ffmpeg -f lavfi -i INPUT… ARGS… OUT` (FFmpeg's generated sources, encoded), read back.
+fn ffmpeg_lavfi(out: &str, inputs: &[&str], args: &[&str]) -> Vec<u8> {
+    let path = scratch(out);
+    let mut cmd = Command::new("ffmpeg");
+    cmd.args(["-hide_banner", "-loglevel", "error", "-y"]);
+    for input in inputs {
+        cmd.args(["-f", "lavfi", "-i", input]);
+    }
+    let status = cmd.args(args).arg(&path).status().unwrap();
+    assert!(status.success());
+    std::fs::read(&path).unwrap()
+}
+
 /// `ffmpeg -f lavfi -i sine=frequency=440:sample_rate=RATE -t 1 -c:a aac -f adts`.
 fn aac_tone(rate: u32, channels: u32) -> Vec<u8> {
-    let path = scratch(&format!("tone-{rate}-{channels}.aac"));
-    let status = Command::new("ffmpeg")
-        .args([
-            "-hide_banner",
-            "-loglevel",
-            "error",
-            "-y",
-            "-f",
-            "lavfi",
-            "-i",
-        ])
-        .arg(format!("sine=frequency=440:sample_rate={rate}"))
-        .args([
+    ffmpeg_lavfi(
+        &format!("tone-{rate}-{channels}.aac"),
+        &[&format!("sine=frequency=440:sample_rate={rate}")],
+        &[
             "-t",
             "1",
             "-ac",
@@ -50,12 +54,8 @@ fn aac_tone(rate: u32, channels: u32) -> Vec<u8> {
             "aac",
             "-f",
             "adts",
-        ])
-        .arg(&path)
-        .status()
-        .unwrap();
-    assert!(status.success());
-    std::fs::read(&path).unwrap()
+        ],
+    )
 }
 
 /// What one frame is given to the transcoder as: `(transcoder, frame index, payload,
@@ -357,21 +357,13 @@ fn a_beep_leaves_the_transcoder_at_its_flash_frame_time() {
     if !ffmpeg_available() {
         return;
     }
-    let path = scratch("flash-beep.flv");
-    let status = Command::new("ffmpeg")
-        .args([
-            "-hide_banner",
-            "-loglevel",
-            "error",
-            "-y",
-            "-f",
-            "lavfi",
-            "-i",
-        ])
-        .arg("color=c=black:size=64x64:rate=30,drawbox=c=white:t=fill:enable='lt(mod(t,1),0.1)'")
-        .args(["-f", "lavfi", "-i"])
-        .arg("aevalsrc='if(lt(mod(t,1),0.1),0.5*sin(2*PI*1000*t),0)':s=44100")
-        .args([
+    let flv = ffmpeg_lavfi(
+        "flash-beep.flv",
+        &[
+            "color=c=black:size=64x64:rate=30,drawbox=c=white:t=fill:enable='lt(mod(t,1),0.1)'",
+            "aevalsrc='if(lt(mod(t,1),0.1),0.5*sin(2*PI*1000*t),0)':s=44100",
+        ],
+        &[
             "-t",
             "3.5",
             "-c:v",
@@ -380,13 +372,10 @@ fn a_beep_leaves_the_transcoder_at_its_flash_frame_time() {
             "zerolatency",
             "-c:a",
             "aac",
-        ])
-        .args(["-f", "flv"])
-        .arg(&path)
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let flv = std::fs::read(&path).unwrap();
+            "-f",
+            "flv",
+        ],
+    );
 
     // The tags as RTMP would carry them; audio as the ingest feeds it (ms × 48).
     let (_, mut at) = parse_file_header(&flv).unwrap();
