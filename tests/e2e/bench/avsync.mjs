@@ -270,7 +270,7 @@ async function measure(sk, b, result, defer) {
     rtmpRoom = room.id;
     const ffLog = artifactPath('bench-avsync-ffmpeg.log');
     rtmpPush(defer, sk, key, { seconds: RUN_CAP_MS / 1000, video: RTMP_VIDEO, audio: RTMP_AUDIO, gopS: GOP_S, loglevel: 'warning', stdio: ['ignore', 'ignore', fs.openSync(ffLog, 'w')] });
-    result.rtmp = { gop_s: GOP_S, ffmpeg_log: ffLog };
+    result.rtmp_source = { gop_s: GOP_S, ffmpeg_log: ffLog };
   }
   const sink = await b.newPage('avsync-sink.html', {}, { tag: 'sink' });
   result.sink_audio = await startAudio(sink, 'sink');
@@ -394,7 +394,7 @@ function table(r) {
       `  source audio: ${r.source_audio.sampleRate} Hz, base latency ${ms(r.source_audio, 'baseLatency')} ms, output latency ${ms(r.source_audio, 'outputLatency')} ms`,
     );
   }
-  if (r.rtmp) lines.push(`  RTMP source: FFmpeg, GOP ${r.rtmp.gop_s} s; its log ${r.rtmp.ffmpeg_log}`);
+  if (r.rtmp_source) lines.push(`  RTMP source: FFmpeg, GOP ${r.rtmp_source.gop_s} s; its log ${r.rtmp_source.ffmpeg_log}`);
   lines.push(
     `  sink audio: base latency ${ms(r.sink_audio, 'baseLatency')} ms, output latency ${ms(r.sink_audio, 'outputLatency')} ms`,
     `  ${r.machine.nproc} CPUs (${r.machine.cpu}), load average ${r.machine.loadavg_start} → ${r.machine.loadavg_end}, ${r.machine.os}, Chromium ${r.machine.chromium}`,
