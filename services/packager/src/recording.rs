@@ -1357,21 +1357,25 @@ mod tests {
         }
     }
 
+    /// [`storage`] with its requests counted.
+    fn counted(root: &std::path::Path) -> (Storage, Arc<Counting>) {
+        let counting = Arc::new(Counting {
+            inner: skylark_objstore::local(root.to_path_buf()).unwrap().objects,
+            reads: Default::default(),
+            lists: Default::default(),
+        });
+        let mut st = storage(root);
+        st.objects.objects = counting.clone();
+        (st, counting)
+    }
+
     /// While recording, a media playlist request reads `recording.json` (and the
     /// 404 of a stored `media.m3u8`), not every sealed chunk of the segment list: those
     /// never change, and the packager keeps them. Figures: docs/benchmarks.md.
     #[tokio::test]
     async fn an_event_playlist_request_does_not_read_every_sealed_chunk() {
         let tmp = tempfile::tempdir().unwrap();
-        let counting = Arc::new(Counting {
-            inner: skylark_objstore::local(tmp.path().to_path_buf())
-                .unwrap()
-                .objects,
-            reads: Default::default(),
-            lists: Default::default(),
-        });
-        let mut st = storage(tmp.path());
-        st.objects.objects = counting.clone();
+        let (st, counting) = counted(tmp.path());
         let mut w = Writer::open(st.clone(), "room_f").await.unwrap();
         w.apply("", init("avc1.42e01f")).await.unwrap();
         let n = 10 * CHUNK as u64 + 5;
@@ -1418,15 +1422,7 @@ mod tests {
     #[tokio::test]
     async fn the_sweep_looks_only_at_unfinished_recordings() {
         let tmp = tempfile::tempdir().unwrap();
-        let counting = Arc::new(Counting {
-            inner: skylark_objstore::local(tmp.path().to_path_buf())
-                .unwrap()
-                .objects,
-            reads: Default::default(),
-            lists: Default::default(),
-        });
-        let mut st = storage(tmp.path());
-        st.objects.objects = counting.clone();
+        let (mut st, counting) = counted(tmp.path());
         for room in ["room_g", "room_h"] {
             let mut w = Writer::open(st.clone(), room).await.unwrap();
             w.apply("", init("avc1.42e01f")).await.unwrap();
