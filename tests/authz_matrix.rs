@@ -105,12 +105,16 @@ fn matrix() -> Vec<(Call, Expect)> {
         ),
         (Rest("GET", "/api/v1/rooms/{id}"), open_read),
         (Rest("GET", "/api/v1/rooms/{id}/playback"), open_read),
-        // Recordings are listed to whoever may watch the room.
-        (Rest("GET", "/api/v1/rooms/{id}/recordings"), open_read),
-        // `{id}` (a room id) names no recording: a 404 once a credential is accepted.
+        // Recordings are read by the room's owner (viewers play them by URL, as
+        // tests/recordings.rs checks).
+        (
+            Rest("GET", "/api/v1/rooms/{id}/recordings"),
+            owner_only(200),
+        ),
+        // `{id}` (a room id) names no recording: a 404 once a creator's token is accepted.
         (
             Rest("GET", "/api/v1/recordings/{id}"),
-            same([404, 404, 404, 404, 401, 404]),
+            same([401, 404, 403, 403, 401, 404]),
         ),
         (
             Rest("DELETE", "/api/v1/recordings/{id}"),

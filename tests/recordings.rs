@@ -1,9 +1,9 @@
 //! Recordings end to end: a room with `record` on, FFmpeg publishing over RTMP; once
 //! the stream ends the recording is listed by the API, `recording.ready` reaches a
 //! webhook receiver (signature checked), and ffprobe reads the MP4 download and the
-//! VOD playlist (served by the packager): the pushed duration, H.264 and audio; made
-//! private, the recording needs the owner's token (REST) and a playback token (media);
-//! deleted, its files go. In the
+//! VOD playlist (served by the packager): the pushed duration, H.264 and audio; its
+//! size while recording (growing) and once ready (its stored media); reading it is the
+//! owner's; made private, playing it needs a playback token; deleted, its files go. In the
 //! scale-out layout, SIGKILLing the packager holding the room mid-stream leaves one
 //! recording with both halves and a discontinuity. Each test runs twice: recordings in
 //! a directory, and in S3-compatible object storage (`SKYLARK_RECORDINGS_URL=s3://…`),
@@ -122,16 +122,27 @@ impl Store {
         Some(String::from_utf8(got.bytes().await.unwrap().to_vec()).unwrap())
     }
 
-    /// How many objects are under `prefix` (`{room}/{id}`).
-    async fn count(&self, prefix: &str) -> usize {
-        let keys: Vec<_> = self
-            .objects
+    /// The objects under `prefix` (`{room}/{id}`).
+    async fn list(&self, prefix: &str) -> Vec<skylark_objstore::ObjectMeta> {
+        self.objects
             .objects
             .list(Some(&Key::from(prefix)))
             .try_collect()
             .await
-            .unwrap();
-        keys.len()
+            .unwrap()
+    }
+
+    /// How many objects are under `prefix` (`{room}/{id}`).
+    async fn count(&self, prefix: &str) -> usize {
+        self.list(prefix).await.len()
+    }
+
+    /// The room's recording marked unfinished (`open/{room}/{id}`), if any.
+    async fn open_recording(&self, room: &str) -> Option<String> {
+        let marked = self.list(&format!("open/{room}")).await;
+        marked
+            .first()
+            .and_then(|m| m.location.filename().map(str::to_string))
     }
 }
 
@@ -291,14 +302,28 @@ async fn vod(kind: Kind) {
     assert!(open["mp4_url"].is_null(), "{open}");
     let open_id = open["id"].as_str().unwrap().to_string();
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let later =
-        send_json(reqwest::Client::new().get(format!("{}/api/v1/recordings/{open_id}", sk.base)))
-            .await;
+    let one_url = format!("{}/api/v1/recordings/{open_id}", sk.base);
+    let later = send_json(reqwest::Client::new().get(&one_url).bearer_auth(&token)).await;
     assert_eq!(later["status"], "recording", "{later}");
     assert!(
         later["duration_ms"].as_i64().unwrap() > open["duration_ms"].as_i64().unwrap(),
         "{open} then {later}"
     );
+    // Its size so far, reported by the packager as it grows.
+    let first_bytes = open["bytes"].as_i64().unwrap();
+    assert!(first_bytes > 0, "no bytes while recording: {open}");
+    eventually(
+        Duration::from_secs(30),
+        "the size grows while recording",
+        || async {
+            let now = send_json(reqwest::Client::new().get(&one_url).bearer_auth(&token)).await;
+            match now["bytes"].as_i64() {
+                Some(b) if b > first_bytes && now["status"] == "recording" => Ok(()),
+                _ => Err(format!("{open} then {now}")),
+            }
+        },
+    )
+    .await;
     let refused = reqwest::Client::new()
         .delete(format!("{}/api/v1/recordings/{open_id}", sk.base))
         .bearer_auth(&token)
@@ -314,12 +339,38 @@ async fn vod(kind: Kind) {
     assert_eq!(id, open_id, "the row in progress became ready");
     assert_eq!(recordings(&sk.base, &token, &room).await.len(), 1);
     assert!(rec["ended_at_ms"].as_i64().is_some(), "{rec}");
-    assert!(rec["bytes"].as_i64().unwrap() > 0, "{rec}");
+    // Ready: the size of its media as stored (inits, segments, the MP4).
+    let media: u64 = store
+        .list(&format!("{room}/{id}"))
+        .await
+        .iter()
+        .filter(|m| {
+            let name = m.location.filename().unwrap_or_default();
+            name.ends_with(".m4s") || name.ends_with(".mp4")
+        })
+        .map(|m| m.size)
+        .sum();
+    assert_eq!(rec["bytes"].as_u64().unwrap(), media, "{rec}");
     let listed = rec["duration_s"].as_f64().unwrap();
     assert!((listed - PUSHED).abs() <= 1.0, "listed duration {listed}");
-    let one =
-        send_json(reqwest::Client::new().get(format!("{}/api/v1/recordings/{id}", sk.base))).await;
+    let one = send_json(reqwest::Client::new().get(&one_url).bearer_auth(&token)).await;
     assert_eq!(one["id"], id.as_str());
+    // Reading it is the owner's, even in a public room; playing it is anyone's (below).
+    let c = reqwest::Client::new();
+    let list_url = format!("{}/api/v1/rooms/{room}/recordings", sk.base);
+    let (other, _, _) = creator_with_room(&sk.base, "public").await;
+    for (url, who, want) in [
+        (&one_url, None, 401),
+        (&list_url, None, 401),
+        (&one_url, Some(&other), 403),
+        (&list_url, Some(&other), 403),
+    ] {
+        let mut req = c.get(url.as_str());
+        if let Some(t) = who {
+            req = req.bearer_auth(t);
+        }
+        assert_eq!(req.send().await.unwrap().status(), want, "GET {url}");
+    }
 
     // The VOD playlist: complete, typed, and ffprobe reads the stream from it.
     let playlist_url = one["playlist_url"].as_str().unwrap().to_string();
@@ -402,7 +453,6 @@ async fn vod(kind: Kind) {
         .await
         .unwrap();
     assert_eq!(patched.status(), 200);
-    let one_url = format!("{}/api/v1/recordings/{id}", sk.base);
     assert_eq!(c.get(&one_url).send().await.unwrap().status(), 401);
     assert_eq!(
         c.get(&one_url)
@@ -510,7 +560,7 @@ async fn takeover(kind: Kind) {
             .iter()
             .position(|p| p.logs().contains("recording started"));
         if let Some(i) = started {
-            if store.read(&format!("{room}/current")).await.is_some() {
+            if store.open_recording(&room).await.is_some() {
                 break i;
             }
         }
@@ -527,6 +577,14 @@ async fn takeover(kind: Kind) {
     };
     // Listed in progress once it has a segment.
     let in_progress = wait_recording(&c.api.base, &token, &room, "recording").await;
+    // The packager not recording it serves it too: it learns the room from the API.
+    let open = store
+        .open_recording(&room)
+        .await
+        .expect("an open recording");
+    let other = &c.packagers[1 - holder];
+    let event = get_text(&format!("{}/recordings/{open}/main/media.m3u8", other.base)).await;
+    assert!(event.contains("#EXT-X-PLAYLIST-TYPE:EVENT\n"), "{event}");
     // Let it write a few segments first.
     tokio::time::sleep(Duration::from_secs(10)).await;
     let victim = &mut c.packagers[holder];
@@ -551,14 +609,10 @@ async fn takeover(kind: Kind) {
     // While recording: the EVENT playlist, rendered from the state, served by the
     // survivor, has the survivor's first segment after the discontinuity.
     let open = store
-        .read(&format!("{room}/current"))
+        .open_recording(&room)
         .await
         .expect("an open recording");
-    let event_url = format!(
-        "{}/recordings/{}/main/media.m3u8",
-        survivor.base,
-        open.trim()
-    );
+    let event_url = format!("{}/recordings/{open}/main/media.m3u8", survivor.base);
     eventually(
         Duration::from_secs(60),
         "the EVENT playlist continues after a discontinuity",

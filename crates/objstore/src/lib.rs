@@ -14,8 +14,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 pub use object_store::{
-    buffered, path::Path as Key, Error, GetOptions, GetRange, ObjectStore, ObjectStoreExt,
-    PutPayload,
+    buffered, path::Path as Key, Error, GetOptions, GetRange, ObjectMeta, ObjectStore,
+    ObjectStoreExt, PutPayload,
 };
 
 /// A recordings store and what it is, for logs and errors.

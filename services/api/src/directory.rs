@@ -274,7 +274,8 @@ impl RoomDirectory for RoomDirectoryService {
         let valid = crate::recordings::could_name_a_recording(&r.recording_id)
             && crate::recordings::could_name_a_recording(&r.room_id)
             && r.path == format!("{}/{}", r.room_id, r.recording_id)
-            && r.started_at_ms >= 0;
+            && r.started_at_ms >= 0
+            && r.bytes >= 0;
         if !valid {
             return Err(Status::invalid_argument(
                 "a recording needs an id, its room, path `{room}/{id}` and its start",
@@ -285,6 +286,7 @@ impl RoomDirectory for RoomDirectoryService {
             room_id: r.room_id,
             started_at_ms: r.started_at_ms,
             path: r.path,
+            bytes: r.bytes,
         };
         let stored = self
             .state
@@ -293,9 +295,27 @@ impl RoomDirectory for RoomDirectoryService {
             .await
             .map_err(store_status)?;
         if stored {
-            tracing::info!(recording_id = %rec.id, room_id = %rec.room_id, "recording in progress listed");
+            tracing::debug!(recording_id = %rec.id, room_id = %rec.room_id, bytes = rec.bytes, "recording in progress listed");
         }
         Ok(Response::new(pb::RecordingStartedResponse { stored }))
+    }
+
+    async fn get_recording(
+        &self,
+        req: Request<pb::GetRecordingRequest>,
+    ) -> Result<Response<pb::GetRecordingResponse>, Status> {
+        let id = req.into_inner().recording_id;
+        let rec = self
+            .state
+            .store
+            .recording(&id)
+            .await
+            .map_err(store_status)?
+            .ok_or_else(|| Status::not_found("no such recording"))?;
+        Ok(Response::new(pb::GetRecordingResponse {
+            room_id: rec.room_id,
+            path: rec.path,
+        }))
     }
 
     async fn get_room(

@@ -42,7 +42,8 @@ pub struct Recording {
     pub ended_at_ms: Option<i64>,
     /// While recording: the time since it started.
     pub duration_ms: i64,
-    /// Bytes of every file of the recording (0 while recording).
+    /// Bytes of the recording's media: while recording, what the packager has written
+    /// so far (reported every few seconds).
     pub bytes: i64,
     /// Where the files are, relative to the recordings storage.
     #[serde(skip)]
@@ -85,6 +86,8 @@ pub struct StartedRecording {
     pub room_id: String,
     pub started_at_ms: i64,
     pub path: String,
+    /// Bytes written so far.
+    pub bytes: i64,
 }
 
 /// Recording ids (`rec_…`) are short and URL-safe; anything else names none.
@@ -95,10 +98,11 @@ pub(crate) fn could_name_a_recording(s: &str) -> bool {
 }
 
 impl Store {
-    /// Lists a recording in progress (`recording`); `false` when its room is gone.
-    /// Idempotent: a recording known before, in progress or finished, is left as it is
-    /// (the packager retries until it hears back; a packager taking the room over
-    /// announces the same recording again).
+    /// Lists a recording in progress (`recording`), or updates the bytes written so far
+    /// of one listed; `false` when its room is gone. Idempotent: a finished recording is
+    /// left as it is, and so is a larger count (the packager retries until it hears
+    /// back, reports progress again, and a packager taking the room over announces the
+    /// same recording again).
     pub async fn start_recording(&self, rec: &StartedRecording) -> StoreResult<bool> {
         let Some(room) = self.room(&rec.room_id).await? else {
             return Ok(false);
@@ -109,6 +113,14 @@ impl Store {
             .fetch_optional(&mut *tx)
             .await?;
         if known.is_some() {
+            sqlx::query(
+                "UPDATE recordings SET bytes = $2 WHERE id = $1 AND status = 'recording' AND bytes < $2",
+            )
+            .bind(&rec.id)
+            .bind(rec.bytes)
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await?;
             return Ok(true);
         }
         insert(
@@ -122,7 +134,7 @@ impl Store {
                 started_at_ms: rec.started_at_ms,
                 ended_at_ms: None,
                 duration_ms: 0,
-                bytes: 0,
+                bytes: rec.bytes,
                 path: rec.path.clone(),
             },
         )

@@ -146,6 +146,7 @@ async fn recordings(s: &Store) {
         room_id: "rr".into(),
         started_at_ms: now_ms() - 5_000,
         path: "rr/rec_a".into(),
+        bytes: 100,
     };
     assert!(s.start_recording(&started).await.unwrap());
     assert!(s.start_recording(&started).await.unwrap(), "idempotent");
@@ -154,6 +155,17 @@ async fn recordings(s: &Store) {
     assert_eq!(open.ended_at_ms, None);
     assert!(open.duration_ms >= 5_000, "so far: {}", open.duration_ms);
     assert_eq!(open.owner_id, "u1");
+    assert_eq!(open.bytes, 100);
+    // Progress: the size so far grows; a late, smaller report changes nothing.
+    for (reported, stored) in [(500, 500), (300, 500)] {
+        let progress = StartedRecording {
+            bytes: reported,
+            ..started.clone()
+        };
+        assert!(s.start_recording(&progress).await.unwrap());
+        let open = s.recording("rec_a").await.unwrap().unwrap();
+        assert_eq!(open.bytes, stored, "after a report of {reported}");
+    }
     let finished = Recording {
         id: "rec_a".into(),
         room_id: "rr".into(),
@@ -167,7 +179,11 @@ async fn recordings(s: &Store) {
     };
     assert!(s.finish_recording(&finished).await.unwrap());
     assert!(s.finish_recording(&finished).await.unwrap(), "a retry");
-    assert!(s.start_recording(&started).await.unwrap(), "a late start");
+    let late = StartedRecording {
+        bytes: 99_999,
+        ..started.clone()
+    };
+    assert!(s.start_recording(&late).await.unwrap(), "a late start");
     let ready = s.recording("rec_a").await.unwrap().unwrap();
     assert_eq!(
         ready,

@@ -178,6 +178,14 @@ pub(crate) fn param<'a>(query: Option<&'a str>, name: &str) -> Option<&'a str> {
         .find_map(|kv| kv.strip_prefix(name)?.strip_prefix('='))
 }
 
+fn unavailable() -> Response {
+    refuse(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "unavailable",
+        "cannot check who may watch this room right now: retry in a few seconds".into(),
+    )
+}
+
 fn refuse(status: StatusCode, code: &str, message: String) -> Response {
     let body = serde_json::json!({"error": {"code": code, "message": message}});
     (status, axum::Json(body)).into_response()
@@ -195,13 +203,14 @@ pub async fn authorize(
         None => {
             let found = match (recording_of(req.uri().path()), &access.recordings) {
                 (Some(id), Some(storage)) => storage.find(id).await,
-                _ => None,
+                _ => Ok(None),
             };
-            // Not a room path, or no such recording: the handlers answer 404.
-            let Some((room, _)) = found else {
-                return next.run(req).await;
-            };
-            room
+            match found {
+                Ok(Some((room, _))) => room,
+                // Not a room path, or no such recording: the handlers answer 404.
+                Ok(None) => return next.run(req).await,
+                Err(crate::recording::Unavailable) => return unavailable(),
+            }
         }
     };
     let generation = match access.visibility(&room).await {
@@ -210,13 +219,7 @@ pub async fn authorize(
             return refuse(StatusCode::NOT_FOUND, "not_found", "no such room".into())
         }
         Some(Visibility::Private(generation)) => generation,
-        None => {
-            return refuse(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "unavailable",
-                "cannot check who may watch this room right now: retry in a few seconds".into(),
-            )
-        }
+        None => return unavailable(),
     };
     let get_url = format!(
         "get a URL from GET /api/v1/rooms/{room}/playback (with the owner's viewer token as `Authorization: Bearer …` or `?token=`)"

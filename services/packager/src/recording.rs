@@ -5,11 +5,15 @@
 //! (`recording.json`, its segment lists sealed in chunks of [`CHUNK`]: storing it is
 //! O(1) per segment) under `{room}/{id}/` of the recordings store (a directory or
 //! S3-compatible object storage, [`skylark_objstore`]); the `EVENT` playlists are
-//! rendered from the state when asked for. `{room}/current`
-//! names the open recording, so a packager taking the room over continues it after a
-//! discontinuity. When the stream ends the recording is finalized (`VOD` playlists, one
-//! fragmented MP4) and the API is told (`RecordingFinished`, retried until answered).
-//! A [`sweep`] finalizes recordings a dead packager left open.
+//! rendered from the state when asked for (sealed chunks, which never change, cached).
+//! `open/{room}/{id}` marks a recording until the API has it finished: the open one is
+//! what a packager taking the room over continues after a discontinuity, and the
+//! [`sweep`] looks only there. When the stream ends the recording is finalized (`VOD`
+//! playlists, one fragmented MP4) and the API is told (`RecordingFinished`, retried
+//! until answered); while it grows the API hears of its size (`RecordingStarted`,
+//! every [`PROGRESS_EVERY`]). A [`sweep`] finalizes recordings a dead packager left
+//! open. A recording's room, for serving its files, comes from the API
+//! (`GetRecording`), remembered.
 
 use crate::access::Directory;
 use crate::store::Finished;
@@ -43,6 +47,16 @@ const MAX_META: u64 = 16 * 1024 * 1024;
 /// O(1), not O(segments so far).
 const CHUNK: usize = 64;
 const REGISTER_TIMEOUT: Duration = Duration::from_secs(5);
+/// How often, at most, the API hears how large a recording in progress has grown.
+pub const PROGRESS_EVERY: Duration = Duration::from_secs(5);
+/// Where the markers of recordings the API has not finished are: `open/{room}/{id}`
+/// (room ids never are `open`).
+const OPEN: &str = "open";
+/// Sealed chunks of segment lists a packager keeps (~2.5 KB each).
+const MAX_CACHED_CHUNKS: usize = 4096;
+/// API lookups of a recording's room in flight at once; more wait, then get a 503.
+const MAX_LOOKUPS: usize = 64;
+const LOOKUP_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// What is recorded of one rendition.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -237,8 +251,11 @@ fn chunk_key(dir: &str, rendition: &str, k: u32) -> String {
 }
 
 /// Reads the state of the recording at `dir` (`{room}/{id}`): `recording.json` and the
-/// sealed chunks of its segment lists.
-pub async fn read_meta(store: &skylark_objstore::Store, dir: &str) -> io::Result<Meta> {
+/// sealed chunks of its segment lists. A chunk never changes once `recording.json`
+/// names it, so each is read from the store once per packager (while recording, a
+/// playlist request costs one read, not one per 64 segments).
+pub async fn read_meta(storage: &Storage, dir: &str) -> io::Result<Meta> {
+    let store = &storage.objects;
     let text = get(store, &format!("{dir}/recording.json"), MAX_META).await?;
     let mut meta: Meta = serde_json::from_slice(&text).map_err(io::Error::other)?;
     for (name, r) in meta.renditions.iter_mut() {
@@ -247,9 +264,20 @@ pub async fn read_meta(store: &skylark_objstore::Store, dir: &str) -> io::Result
         }
         let mut all = Vec::with_capacity(r.sealed as usize * CHUNK + r.segments.len());
         for k in 0..r.sealed {
-            let chunk = get(store, &chunk_key(dir, name, k), MAX_META).await?;
-            let segs: Vec<SegMeta> = serde_json::from_slice(&chunk).map_err(io::Error::other)?;
-            all.extend(segs);
+            let key = chunk_key(dir, name, k);
+            let cached = storage.cached_chunk(&key);
+            let segs = match cached {
+                Some(segs) => segs,
+                None => {
+                    let chunk = get(store, &key, MAX_META).await?;
+                    let segs: Arc<[SegMeta]> = serde_json::from_slice::<Vec<SegMeta>>(&chunk)
+                        .map_err(io::Error::other)?
+                        .into();
+                    storage.cache_chunk(key, segs.clone());
+                    segs
+                }
+            };
+            all.extend_from_slice(&segs);
         }
         all.append(&mut r.segments);
         r.segments = all;
@@ -295,54 +323,81 @@ pub struct Storage {
     pub objects: skylark_objstore::Store,
     pub directory: Directory,
     pub shutdown: CancellationToken,
-    /// Recording id → room, so serving a recording's files does not list every room.
-    pub rooms_of: Arc<Mutex<HashMap<String, String>>>,
+    /// Recording id → room, so serving a recording's files asks the API once.
+    rooms_of: Arc<Mutex<HashMap<String, String>>>,
+    /// Sealed chunks of segment lists read so far, by key.
+    chunks: Arc<Mutex<HashMap<String, Arc<[SegMeta]>>>>,
+    lookups: Arc<tokio::sync::Semaphore>,
 }
 
 /// Recordings whose room [`Storage::find`] remembers.
 const MAX_REMEMBERED: usize = 10_000;
 
+/// The API could not say where a recording is (unreachable, overloaded).
+#[derive(Debug)]
+pub struct Unavailable;
+
+/// Inserts into a bounded map: one full is emptied first (entries are cheap to learn
+/// again).
+fn insert_bounded<V>(map: &Mutex<HashMap<String, V>>, max: usize, key: String, v: V) {
+    let mut map = map.lock().unwrap_or_else(|p| p.into_inner());
+    if map.len() >= max {
+        map.clear();
+    }
+    map.insert(key, v);
+}
+
 impl Storage {
-    /// The room of recording `id` and where it is: `{room}/{id}`.
-    pub async fn find(&self, id: &str) -> Option<(String, String)> {
+    /// The room of recording `id` and where it is, `{room}/{id}`, as the API lists it
+    /// (remembered: a recording never changes rooms); `None` for a recording the API
+    /// does not list (a deleted one still remembered is found, and its files are not).
+    pub async fn find(&self, id: &str) -> Result<Option<(String, String)>, Unavailable> {
         if !safe_name(id) {
-            return None;
+            return Ok(None);
         }
-        let exists = |dir: String| async move {
-            self.objects
-                .objects
-                .head(&Key::from(format!("{dir}/recording.json")))
-                .await
-                .is_ok()
-        };
-        let known = self.remembered().get(id).cloned();
+        let known = self
+            .rooms_of
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(id)
+            .cloned();
         if let Some(room) = known {
-            let dir = format!("{room}/{id}");
-            if exists(dir.clone()).await {
-                return Some((room, dir));
-            }
-            self.remembered().remove(id);
+            return Ok(Some((room.clone(), format!("{room}/{id}"))));
         }
-        let rooms = self.objects.objects.list_with_delimiter(None).await.ok()?;
-        for room in rooms.common_prefixes {
-            let Some(room) = room.filename().filter(|r| safe_name(r)) else {
-                continue;
-            };
-            let dir = format!("{room}/{id}");
-            if exists(dir.clone()).await {
-                let mut remembered = self.remembered();
-                if remembered.len() >= MAX_REMEMBERED {
-                    remembered.clear();
-                }
-                remembered.insert(id.to_string(), room.to_string());
-                return Some((room.to_string(), dir));
+        let Ok(Ok(_permit)) = tokio::time::timeout(LOOKUP_TIMEOUT, self.lookups.acquire()).await
+        else {
+            return Err(Unavailable);
+        };
+        let mut req = tonic::Request::new(rooms::GetRecordingRequest {
+            recording_id: id.to_string(),
+        });
+        req.set_timeout(LOOKUP_TIMEOUT);
+        let r = match self.directory.clone().get_recording(req).await {
+            Ok(r) => r.into_inner(),
+            Err(s) if s.code() == tonic::Code::NotFound => return Ok(None),
+            Err(s) => {
+                tracing::warn!(recording_id = %id, error = %s, "recording lookup failed");
+                return Err(Unavailable);
             }
+        };
+        if !safe_name(&r.room_id) || r.path != format!("{}/{id}", r.room_id) {
+            return Ok(None);
         }
-        None
+        self.remember(id, &r.room_id);
+        Ok(Some((r.room_id, r.path)))
     }
 
-    fn remembered(&self) -> std::sync::MutexGuard<'_, HashMap<String, String>> {
-        self.rooms_of.lock().unwrap_or_else(|p| p.into_inner())
+    fn remember(&self, id: &str, room: &str) {
+        insert_bounded(&self.rooms_of, MAX_REMEMBERED, id.into(), room.into());
+    }
+
+    fn cached_chunk(&self, key: &str) -> Option<Arc<[SegMeta]>> {
+        let chunks = self.chunks.lock().unwrap_or_else(|p| p.into_inner());
+        chunks.get(key).cloned()
+    }
+
+    fn cache_chunk(&self, key: String, segs: Arc<[SegMeta]>) {
+        insert_bounded(&self.chunks, MAX_CACHED_CHUNKS, key, segs);
     }
 
     pub fn new(
@@ -355,8 +410,42 @@ impl Storage {
             directory,
             shutdown,
             rooms_of: Arc::default(),
+            chunks: Arc::default(),
+            lookups: Arc::new(tokio::sync::Semaphore::new(MAX_LOOKUPS)),
         }
     }
+}
+
+/// The marker of recording `{room}/{id}` (`dir`) the API has not finished.
+fn marker(dir: &str) -> String {
+    format!("{OPEN}/{dir}")
+}
+
+/// The recordings (`{room}/{id}`) marked unfinished, of one room or of all.
+async fn unfinished(objs: &skylark_objstore::Store, room: Option<&str>) -> io::Result<Vec<String>> {
+    use futures_util::TryStreamExt;
+    let prefix = Key::from(match room {
+        Some(room) => format!("{OPEN}/{room}"),
+        None => OPEN.to_string(),
+    });
+    let keys: Vec<_> = objs
+        .objects
+        .list(Some(&prefix))
+        .try_collect()
+        .await
+        .map_err(io_err)?;
+    Ok(keys
+        .into_iter()
+        .filter_map(|m| {
+            let mut parts = m.location.parts();
+            let (open, room, id) = (parts.next()?, parts.next()?, parts.next()?);
+            let ok = open.as_ref() == OPEN
+                && parts.next().is_none()
+                && safe_name(room.as_ref())
+                && safe_name(id.as_ref());
+            ok.then(|| format!("{}/{}", room.as_ref(), id.as_ref()))
+        })
+        .collect())
 }
 
 /// One message to the writer.
@@ -442,29 +531,32 @@ struct Writer {
     /// The `index.m3u8` last stored: it is rewritten only when it changes (a new
     /// rendition, a higher peak bandwidth), not at every segment.
     index: String,
-    /// The API was asked to list the recording as in progress (`RecordingStarted`)
-    /// by this writer: at its first segment, so an empty recording is never listed.
-    /// Stopped when the recording ends, so a late call cannot list it again.
-    announced: Option<tokio::task::JoinHandle<()>>,
+    /// The API was last told of the recording in progress (`RecordingStarted`) by
+    /// this call, at that time: at its first segment (an empty recording is never
+    /// listed), then with its size every [`PROGRESS_EVERY`]. Stopped when the recording
+    /// ends, so a late call cannot list it again.
+    announced: Option<(tokio::task::JoinHandle<()>, std::time::Instant)>,
 }
 
 impl Writer {
     async fn open(storage: Storage, room: &str) -> io::Result<Self> {
         let objs = &storage.objects;
-        if let Some((dir, mut meta)) = current(objs, room).await {
-            if meta.ended_at.is_none() && crate::now_ms() - meta.updated_at < CONTINUE_WITHIN_MS {
-                tracing::info!(room_id = %room, recording_id = %meta.id, "continuing the room's recording after a discontinuity");
-                for r in meta.renditions.values_mut() {
-                    r.discontinuity_due = true;
-                }
-                return Ok(Self {
-                    storage,
-                    dir,
-                    meta,
-                    index: String::new(),
-                    announced: None,
-                });
+        let mut found = Vec::new();
+        for dir in unfinished(objs, Some(room)).await? {
+            if let Ok(meta) = read_meta(&storage, &dir).await {
+                found.push((dir, meta));
             }
+        }
+        // The newest open one updated lately is continued; any other is finished.
+        let now = crate::now_ms();
+        let newest = found
+            .iter()
+            .enumerate()
+            .filter(|(_, (_, m))| m.ended_at.is_none() && now - m.updated_at < CONTINUE_WITHIN_MS)
+            .max_by_key(|(_, (_, m))| m.updated_at)
+            .map(|(i, _)| i);
+        let continued = newest.map(|i| found.swap_remove(i));
+        for (dir, mut meta) in found {
             // Stale: end it here (files only), tell the API in the background.
             if meta.ended_at.is_none() {
                 if let Err(e) = end(objs, &dir, &mut meta).await {
@@ -474,11 +566,26 @@ impl Writer {
             let st = storage.clone();
             tokio::spawn(async move { finalize(&st, &dir).await });
         }
+        if let Some((dir, mut meta)) = continued {
+            tracing::info!(room_id = %room, recording_id = %meta.id, "continuing the room's recording after a discontinuity");
+            for r in meta.renditions.values_mut() {
+                r.discontinuity_due = true;
+            }
+            storage.remember(&meta.id, room);
+            return Ok(Self {
+                storage,
+                dir,
+                meta,
+                index: String::new(),
+                announced: None,
+            });
+        }
         let id = new_id();
         let dir = format!("{room}/{id}");
         let mut meta = Meta::new(room, &id, crate::now_ms());
         write_meta(objs, &dir, &mut meta).await?;
-        put(objs, &format!("{room}/current"), id.clone()).await?;
+        put(objs, &marker(&dir), Bytes::new()).await?;
+        storage.remember(&id, room);
         tracing::info!(room_id = %room, recording_id = %id, "recording started");
         Ok(Self {
             storage,
@@ -500,7 +607,7 @@ impl Writer {
                 // recording stays open for whoever takes the room over.
                 None => return,
                 Some(Msg::Finish) => {
-                    if let Some(a) = self.announced.take() {
+                    if let Some((a, _)) = self.announced.take() {
                         a.abort();
                     }
                     finalize(&self.storage, &self.dir).await;
@@ -586,10 +693,15 @@ impl Writer {
                     self.index = index;
                 }
                 write_meta(objs, &self.dir, &mut self.meta).await?;
-                if self.announced.is_none() {
-                    let (storage, meta) = (self.storage.clone(), self.meta.clone());
-                    self.announced =
-                        Some(tokio::spawn(async move { announce(&storage, &meta).await }));
+                // The size so far, at most every PROGRESS_EVERY, one call at a time.
+                let due = self
+                    .announced
+                    .as_ref()
+                    .is_none_or(|(task, at)| task.is_finished() && at.elapsed() >= PROGRESS_EVERY);
+                if due {
+                    let (storage, req) = (self.storage.clone(), started(&self.meta));
+                    let task = tokio::spawn(async move { announce(&storage, req).await });
+                    self.announced = Some((task, std::time::Instant::now()));
                 }
             }
         }
@@ -597,28 +709,17 @@ impl Writer {
     }
 }
 
-/// The room's open recording, as `{room}/current` names it: (`{room}/{id}`, its state).
-async fn current(objs: &skylark_objstore::Store, room: &str) -> Option<(String, Meta)> {
-    let id = get(objs, &format!("{room}/current"), 256).await.ok()?;
-    let id = std::str::from_utf8(&id).ok()?.trim();
-    if !safe_name(id) {
-        return None;
-    }
-    let dir = format!("{room}/{id}");
-    let meta = read_meta(objs, &dir).await.ok()?;
-    Some((dir, meta))
-}
-
 fn new_id() -> String {
     format!("rec_{}", crate::random_hex(10))
 }
 
 /// Ends the recording at `dir` (`{room}/{id}`): `VOD` playlists, the MP4 download,
-/// `recording.json` ended, `current` removed; then tells the API. An empty recording is
-/// deleted. Idempotent: a recording already ended is only registered (if it was not).
+/// `recording.json` ended; then tells the API, and removes its `open/` marker once the
+/// API has it (or its room is gone). An empty recording is deleted. Idempotent: a
+/// recording already ended is only registered (if it was not).
 pub async fn finalize(storage: &Storage, dir: &str) {
     let objs = &storage.objects;
-    let mut meta = match read_meta(objs, dir).await {
+    let mut meta = match read_meta(storage, dir).await {
         Ok(m) => m,
         Err(e) => {
             tracing::warn!(error = %e, dir, "unreadable recording left as is");
@@ -634,9 +735,11 @@ pub async fn finalize(storage: &Storage, dir: &str) {
     if meta.top_rendition().is_none() {
         tracing::info!(recording_id = %meta.id, "empty recording deleted");
         delete(objs, dir).await;
+        unmark(objs, dir).await;
         return;
     }
     if meta.registered {
+        unmark(objs, dir).await;
         return;
     }
     match register(storage, &meta).await {
@@ -645,12 +748,24 @@ pub async fn finalize(storage: &Storage, dir: &str) {
             if let Err(e) = write_meta(objs, dir, &mut meta).await {
                 tracing::warn!(error = %e, recording_id = %meta.id, "registration not noted (it will be repeated, harmlessly)");
             }
+            unmark(objs, dir).await;
         }
         Registered::Orphan => {
             tracing::info!(recording_id = %meta.id, room_id = %meta.room, "the recording's room is gone: its files are deleted");
             delete(objs, dir).await;
+            unmark(objs, dir).await;
         }
         Registered::Unknown => {}
+    }
+}
+
+/// Removes the `open/` marker of the recording at `dir`: the sweep no longer looks at it.
+async fn unmark(objs: &skylark_objstore::Store, dir: &str) {
+    match objs.objects.delete(&Key::from(marker(dir))).await {
+        Ok(()) | Err(skylark_objstore::Error::NotFound { .. }) => {}
+        Err(e) => {
+            tracing::warn!(error = %e, dir, "recording marker not deleted (the sweep retries)")
+        }
     }
 }
 
@@ -690,14 +805,6 @@ async fn end(objs: &skylark_objstore::Store, dir: &str, meta: &mut Meta) -> io::
     }
     meta.refresh_duration();
     write_meta(objs, dir, meta).await?;
-    if let Some((cur, _)) = current(objs, &meta.room).await {
-        if cur == dir {
-            objs.objects
-                .delete(&Key::from(format!("{}/current", meta.room)))
-                .await
-                .map_err(io_err)?;
-        }
-    }
     tracing::info!(recording_id = %meta.id, duration_s = meta.duration_s, "recording finalized");
     Ok(())
 }
@@ -770,19 +877,25 @@ where
     }
 }
 
-/// Tells the API the recording is in progress (listed as `recording`), retrying until
-/// it answers or shutdown; harmless when repeated or late.
-async fn announce(storage: &Storage, meta: &Meta) {
-    let req = rooms::RecordingStartedRequest {
+/// What the API is told of a recording in progress: its size so far.
+fn started(meta: &Meta) -> rooms::RecordingStartedRequest {
+    rooms::RecordingStartedRequest {
         recording_id: meta.id.clone(),
         room_id: meta.room.clone(),
         started_at_ms: meta.started_at,
         path: format!("{}/{}", meta.room, meta.id),
-    };
+        bytes: meta.bytes as i64,
+    }
+}
+
+/// Tells the API the recording is in progress (listed as `recording`) and its size,
+/// retrying until it answers or shutdown; harmless when repeated or late.
+async fn announce(storage: &Storage, req: rooms::RecordingStartedRequest) {
+    let id = req.recording_id.clone();
     let answer = call_api(
         storage,
         "telling the API a recording started",
-        &meta.id,
+        &id,
         |mut c| {
             let mut call = tonic::Request::new(req.clone());
             call.set_timeout(REGISTER_TIMEOUT);
@@ -791,7 +904,7 @@ async fn announce(storage: &Storage, meta: &Meta) {
     )
     .await;
     if let Some(Err(e)) = answer {
-        tracing::warn!(error = %e, recording_id = %meta.id, "API refused the recording in progress");
+        tracing::warn!(error = %e, recording_id = %id, "API refused the recording in progress");
     }
 }
 
@@ -844,35 +957,33 @@ pub async fn sweep(
     }
 }
 
+/// Looks at the recordings marked unfinished only (`open/`: the rooms live now, and
+/// any the API has not finished), not at every recording ever made.
 async fn sweep_once(
     storage: &Storage,
     live: &impl Fn(String) -> futures_util::future::BoxFuture<'static, bool>,
 ) {
-    let objs = &storage.objects.objects;
-    let Ok(rooms) = objs.list_with_delimiter(None).await else {
+    let Ok(dirs) = unfinished(&storage.objects, None).await else {
         return;
     };
-    for room in rooms.common_prefixes {
-        let Some(name) = room.filename().filter(|r| safe_name(r)).map(str::to_string) else {
-            continue;
-        };
-        let Ok(recs) = objs.list_with_delimiter(Some(&room)).await else {
-            continue;
-        };
-        for rec in recs.common_prefixes {
-            if storage.shutdown.is_cancelled() {
-                return;
-            }
-            let dir = rec.as_ref();
-            let Ok(meta) = read_meta(&storage.objects, dir).await else {
+    for dir in dirs {
+        if storage.shutdown.is_cancelled() {
+            return;
+        }
+        let meta = match read_meta(storage, &dir).await {
+            Ok(m) => m,
+            // Its files are gone (deleted): so goes the marker.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                unmark(&storage.objects, &dir).await;
                 continue;
-            };
-            let abandoned = meta.ended_at.is_none()
-                && crate::now_ms() - meta.updated_at > ABANDONED_AFTER_MS
-                && !live(name.clone()).await;
-            if abandoned || (meta.ended_at.is_some() && !meta.registered) {
-                finalize(storage, dir).await;
             }
+            Err(_) => continue,
+        };
+        let abandoned = meta.ended_at.is_none()
+            && crate::now_ms() - meta.updated_at > ABANDONED_AFTER_MS
+            && !live(meta.room.clone()).await;
+        if abandoned || meta.ended_at.is_some() {
+            finalize(storage, &dir).await;
         }
     }
 }
@@ -1000,7 +1111,7 @@ mod tests {
         assert_eq!(w.meta.id, id);
         w.apply("", init("avc1.42e01f,mp4a.40.2")).await.unwrap();
         segment(&mut w, 0).await;
-        let media = read_meta(&st.objects, &key)
+        let media = read_meta(&st, &key)
             .await
             .unwrap()
             .media_playlist("")
@@ -1011,7 +1122,7 @@ mod tests {
         );
 
         finalize(&st, &key).await;
-        let meta = read_meta(&st.objects, &key).await.unwrap();
+        let meta = read_meta(&st, &key).await.unwrap();
         assert!(meta.ended_at.is_some());
         assert_eq!(meta.duration_s, 6.0);
         // The download is the longest run with one init (segments 0 and 1).
@@ -1023,8 +1134,10 @@ mod tests {
         let media = std::fs::read_to_string(dir.join("main/media.m3u8")).unwrap();
         assert!(media.contains("#EXT-X-PLAYLIST-TYPE:VOD\n"));
         assert!(media.ends_with("#EXT-X-ENDLIST\n"));
-        assert!(!tmp.path().join("room_a/current").exists());
-        assert!(st.find(&id).await.is_some_and(|(room, _)| room == "room_a"));
+        // Marked unfinished until the API has it (nothing answers here).
+        assert!(tmp.path().join(format!("open/room_a/{id}")).exists());
+        let found = st.find(&id).await.unwrap();
+        assert!(found.is_some_and(|(room, _)| room == "room_a"));
 
         // The next stream starts a new recording.
         let w = Writer::open(st.clone(), "room_a").await.unwrap();
@@ -1046,7 +1159,7 @@ mod tests {
         drop(w);
         let w = Writer::open(st.clone(), "room_b").await.unwrap();
         assert_ne!(w.meta.id, old);
-        let old_meta = read_meta(&st.objects, &old_dir).await.unwrap();
+        let old_meta = read_meta(&st, &old_dir).await.unwrap();
         assert!(old_meta.ended_at.is_some());
     }
 
@@ -1098,7 +1211,7 @@ mod tests {
         assert_eq!(stored.renditions[""].sealed, 2);
         assert_eq!(stored.renditions[""].segments.len(), 5, "only the tail");
         assert!(dir.join("main/segments-1.json").exists());
-        let back = read_meta(&st.objects, &w.dir).await.unwrap();
+        let back = read_meta(&st, &w.dir).await.unwrap();
         assert_eq!(back, w.meta);
         assert_eq!(back.renditions[""].segments.len(), 2 * CHUNK + 5);
         assert_eq!(back.renditions[""].segments[CHUNK + 3].n, CHUNK as u64 + 3);
@@ -1130,6 +1243,215 @@ mod tests {
         println!("1800 segments: {now} bytes of state stored, {whole} if rewritten whole; recording.json at the end {last} bytes");
         assert!(last < 64 * 1024, "recording.json grows: {last} bytes");
         assert!(now * 20 < whole, "{now} vs {whole}");
+    }
+
+    /// The store's requests, counted: GETs and HEADs (`get_opts`) and lists.
+    #[derive(Debug)]
+    struct Counting {
+        inner: Arc<dyn ObjectStore>,
+        reads: std::sync::atomic::AtomicUsize,
+        lists: std::sync::atomic::AtomicUsize,
+    }
+
+    impl std::fmt::Display for Counting {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "counting {}", self.inner)
+        }
+    }
+
+    impl Counting {
+        /// (reads, lists) since the last call.
+        fn take(&self) -> (usize, usize) {
+            use std::sync::atomic::Ordering::Relaxed;
+            (self.reads.swap(0, Relaxed), self.lists.swap(0, Relaxed))
+        }
+        fn read(&self) {
+            self.reads
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        fn listed(&self) {
+            self.lists
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+
+    #[async_trait::async_trait]
+    #[deny(clippy::missing_trait_methods)]
+    impl ObjectStore for Counting {
+        async fn put_opts(
+            &self,
+            location: &Key,
+            payload: PutPayload,
+            opts: object_store::PutOptions,
+        ) -> object_store::Result<object_store::PutResult> {
+            self.inner.put_opts(location, payload, opts).await
+        }
+        async fn put_multipart_opts(
+            &self,
+            location: &Key,
+            opts: object_store::PutMultipartOptions,
+        ) -> object_store::Result<Box<dyn object_store::MultipartUpload>> {
+            self.inner.put_multipart_opts(location, opts).await
+        }
+        async fn get_opts(
+            &self,
+            location: &Key,
+            options: skylark_objstore::GetOptions,
+        ) -> object_store::Result<object_store::GetResult> {
+            self.read();
+            self.inner.get_opts(location, options).await
+        }
+        async fn get_ranges(
+            &self,
+            location: &Key,
+            ranges: &[std::ops::Range<u64>],
+        ) -> object_store::Result<Vec<Bytes>> {
+            self.read();
+            self.inner.get_ranges(location, ranges).await
+        }
+        fn delete_stream(
+            &self,
+            locations: futures_util::stream::BoxStream<'static, object_store::Result<Key>>,
+        ) -> futures_util::stream::BoxStream<'static, object_store::Result<Key>> {
+            self.inner.delete_stream(locations)
+        }
+        fn list(
+            &self,
+            prefix: Option<&Key>,
+        ) -> futures_util::stream::BoxStream<'static, object_store::Result<object_store::ObjectMeta>>
+        {
+            self.listed();
+            self.inner.list(prefix)
+        }
+        fn list_with_offset(
+            &self,
+            prefix: Option<&Key>,
+            offset: &Key,
+        ) -> futures_util::stream::BoxStream<'static, object_store::Result<object_store::ObjectMeta>>
+        {
+            self.listed();
+            self.inner.list_with_offset(prefix, offset)
+        }
+        async fn list_with_delimiter(
+            &self,
+            prefix: Option<&Key>,
+        ) -> object_store::Result<object_store::ListResult> {
+            self.listed();
+            self.inner.list_with_delimiter(prefix).await
+        }
+        async fn copy_opts(
+            &self,
+            from: &Key,
+            to: &Key,
+            options: object_store::CopyOptions,
+        ) -> object_store::Result<()> {
+            self.inner.copy_opts(from, to, options).await
+        }
+        async fn rename_opts(
+            &self,
+            from: &Key,
+            to: &Key,
+            options: object_store::RenameOptions,
+        ) -> object_store::Result<()> {
+            self.inner.rename_opts(from, to, options).await
+        }
+    }
+
+    /// [`storage`] with its requests counted.
+    fn counted(root: &std::path::Path) -> (Storage, Arc<Counting>) {
+        let counting = Arc::new(Counting {
+            inner: skylark_objstore::local(root.to_path_buf()).unwrap().objects,
+            reads: Default::default(),
+            lists: Default::default(),
+        });
+        let mut st = storage(root);
+        st.objects.objects = counting.clone();
+        (st, counting)
+    }
+
+    /// While recording, a media playlist request reads `recording.json` (and the
+    /// 404 of a stored `media.m3u8`), not every sealed chunk of the segment list: those
+    /// never change, and the packager keeps them. Figures: docs/benchmarks.md.
+    #[tokio::test]
+    async fn an_event_playlist_request_does_not_read_every_sealed_chunk() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (st, counting) = counted(tmp.path());
+        let mut w = Writer::open(st.clone(), "room_f").await.unwrap();
+        w.apply("", init("avc1.42e01f")).await.unwrap();
+        let n = 10 * CHUNK as u64 + 5;
+        for msn in 0..n {
+            segment(&mut w, msn).await;
+        }
+        let id = w.meta.id.clone();
+        let ask = || async {
+            let r = crate::recording_http::serve(
+                &st,
+                &id,
+                Some("main"),
+                "media.m3u8",
+                &axum::http::HeaderMap::new(),
+            )
+            .await;
+            assert_eq!(r.status(), 200);
+            let body = axum::body::to_bytes(r.into_body(), 1 << 20).await.unwrap();
+            String::from_utf8(body.to_vec()).unwrap()
+        };
+        counting.take();
+        let first = ask().await;
+        assert!(first.contains(&format!("seg{}.m4s", n - 1)), "{first}");
+        assert_eq!(first.matches("#EXTINF").count(), n as usize);
+        let cold = counting.take();
+        segment(&mut w, n).await;
+        counting.take();
+        let second = ask().await;
+        assert!(second.contains(&format!("seg{n}.m4s")), "{second}");
+        let warm = counting.take();
+        println!(
+            "EVENT playlist of {} segments: first request {} reads + {} lists, next {} reads + {} lists",
+            n + 1,
+            cold.0,
+            cold.1,
+            warm.0,
+            warm.1
+        );
+        assert_eq!(warm, (2, 0), "reads, lists per request");
+    }
+
+    /// The sweep reads the recordings marked unfinished, not every recording of every
+    /// room: here two finished ones (registered) and one left open.
+    #[tokio::test]
+    async fn the_sweep_looks_only_at_unfinished_recordings() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (mut st, counting) = counted(tmp.path());
+        for room in ["room_g", "room_h"] {
+            let mut w = Writer::open(st.clone(), room).await.unwrap();
+            w.apply("", init("avc1.42e01f")).await.unwrap();
+            segment(&mut w, 0).await;
+            finalize(&st, &w.dir).await;
+            // As if the API had acknowledged it.
+            w.meta = read_meta(&st, &w.dir).await.unwrap();
+            w.meta.registered = true;
+            write_meta(&st.objects, &w.dir, &mut w.meta).await.unwrap();
+            finalize(&st, &w.dir).await;
+        }
+        let mut w = Writer::open(st.clone(), "room_i").await.unwrap();
+        w.apply("", init("avc1.42e01f")).await.unwrap();
+        segment(&mut w, 0).await;
+        let live = |_room: String| -> futures_util::future::BoxFuture<'static, bool> {
+            Box::pin(async { true })
+        };
+        // Running (the sweep stops at shutdown); the open room is live: nothing to call.
+        st.shutdown = CancellationToken::new();
+        counting.take();
+        sweep_once(&st, &live).await;
+        let (reads, lists) = counting.take();
+        assert_eq!(
+            (reads, lists),
+            (1, 1),
+            "one list of open/, one recording.json"
+        );
+        assert!(tmp.path().join(format!("open/{}", w.dir)).exists());
+        assert!(!tmp.path().join("open/room_g").exists());
     }
 
     #[test]

@@ -9,7 +9,7 @@
 //! (seeking in the MP4 download).
 
 use crate::http::HttpState;
-use crate::recording::safe_name;
+use crate::recording::{safe_name, Storage, Unavailable};
 use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
@@ -94,7 +94,7 @@ pub async fn root_file(
     Path((id, name)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Response {
-    serve(&st, &id, None, &name, &headers).await
+    serve(&st.recordings, &id, None, &name, &headers).await
 }
 
 pub async fn rendition_file(
@@ -105,11 +105,19 @@ pub async fn rendition_file(
     if !safe_name(&rendition) || rendition.len() > 32 {
         return error(StatusCode::NOT_FOUND, "not_found", "no such rendition");
     }
-    serve(&st, &id, Some(&rendition), &name, &headers).await
+    serve(&st.recordings, &id, Some(&rendition), &name, &headers).await
 }
 
-async fn serve(
-    st: &HttpState,
+fn unavailable() -> Response {
+    error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "unavailable",
+        "the recording's storage can't be read right now: retry later",
+    )
+}
+
+pub(crate) async fn serve(
+    st: &Storage,
     id: &str,
     rendition: Option<&str>,
     name: &str,
@@ -118,18 +126,22 @@ async fn serve(
     let Some(ctype) = content_type(name, rendition.is_some()) else {
         return error(StatusCode::NOT_FOUND, "not_found", "no such recording file");
     };
-    let Some((_, dir)) = st.recordings.find(id).await else {
-        return error(
-            StatusCode::NOT_FOUND,
-            "not_found",
-            "no such recording: list a room's with GET /api/v1/rooms/{id}/recordings",
-        );
+    let dir = match st.find(id).await {
+        Ok(Some((_, dir))) => dir,
+        Ok(None) => {
+            return error(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                "no such recording: check the link (its owner lists a room's with GET /api/v1/rooms/{id}/recordings)",
+            )
+        }
+        Err(Unavailable) => return unavailable(),
     };
     let key = Key::from(match rendition {
         Some(r) => format!("{dir}/{r}/{name}"),
         None => format!("{dir}/{name}"),
     });
-    let objs = &st.recordings.objects.objects;
+    let objs = &st.objects.objects;
     let range = headers.get(header::RANGE).and_then(|v| v.to_str().ok());
     // A range needs the size first; a whole object is one request.
     let want = match range {
@@ -181,11 +193,7 @@ async fn serve(
         }
         Err(e) => {
             tracing::warn!(error = %e, key = %key, "recording file unreadable");
-            return error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "unavailable",
-                "the recording's storage can't be read right now: retry later",
-            );
+            return unavailable();
         }
     };
     metrics::counter!("skylark_recording_requests_total").increment(1);
@@ -217,16 +225,15 @@ async fn serve(
 }
 
 /// The `EVENT` playlist of rendition directory `rdir` of the open recording at `dir`.
-async fn event_playlist(st: &HttpState, dir: &str, rdir: &str) -> Response {
-    let meta = match crate::recording::read_meta(&st.recordings.objects, dir).await {
+async fn event_playlist(st: &Storage, dir: &str, rdir: &str) -> Response {
+    let meta = match crate::recording::read_meta(st, dir).await {
         Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return error(StatusCode::NOT_FOUND, "not_found", "no such recording file");
+        }
         Err(e) => {
             tracing::warn!(error = %e, dir, "recording state unreadable");
-            return error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "unavailable",
-                "the recording's storage can't be read right now: retry later",
-            );
+            return unavailable();
         }
     };
     let name = meta

@@ -1,7 +1,8 @@
 // Recordings in the browser: the studio's "Record" setting turned on, Chromium publishing
 // its fake camera over WHIP for ~15 s; once the stream ends the studio lists the
 // recording, and the watch page (/watch/{room}?recording={id}) plays its HLS VOD with
-// hls.js: a finite duration, time advancing, no fatal error. Then the same playback of a
+// hls.js (as an anonymous viewer: the listing is the owner's, the recording plays by URL):
+// a finite duration, time advancing, no fatal error. Then the same playback of a
 // recording kept in S3-compatible storage (SKYLARK_RECORDINGS_URL=s3://…, moto's S3
 // emulator `moto_server` from the test venv that scripts/test fills), an FFmpeg RTMP
 // stream recorded.
@@ -28,11 +29,11 @@ const MOTO = path.join(os.homedir(), '.cache/skylark-test-venv/bin/moto_server')
 const noMoto = fs.existsSync(MOTO) ? null : `${MOTO} missing: run scripts/test to install moto[server]`;
 if (noMoto && process.env.CI === 'true') throw new Error(noMoto);
 
-/** The room's first recording once the API lists it with `status` (120 s at most). */
-async function listed(sk, room, status = 'ready') {
+/** The room's first recording once the API lists it (to its owner, `token`) with `status` (120 s at most). */
+async function listed(sk, token, room, status = 'ready') {
   const deadline = Date.now() + 120_000;
   for (;;) {
-    const { json } = await requestJson('GET', `${sk.baseUrl}/api/v1/rooms/${room}/recordings`, { expect: 200 });
+    const { json } = await requestJson('GET', `${sk.baseUrl}/api/v1/rooms/${room}/recordings`, { token, expect: 200 });
     if (json.recordings[0]?.status === status) return json.recordings[0];
     if (Date.now() > deadline) throw new Error(`no recording listed as ${status} within 120 s: ${JSON.stringify(json.recordings)}`);
     await sleep(500);
@@ -76,7 +77,7 @@ test('recordings: Record in the studio, a WHIP stream, listed when it ends, hls.
         await waitForStatus(publisher, 'live', { timeoutMs: 20_000, what: 'WHIP publisher' });
         const wentLive = Date.now();
         // While live, the studio lists it in progress.
-        const open = await listed(sk, room, 'recording');
+        const open = await listed(sk, creator.access_token, room, 'recording');
         assert.equal(open.mp4_url, null, 'no download while recording');
         await studio.locator('#recordings-box summary').click();
         await studio.locator(`#recordings-list li[data-recording="${open.id}"][data-status="recording"]`, { hasText: 'recording…' }).waitFor({ timeout: 15_000 });
@@ -84,7 +85,7 @@ test('recordings: Record in the studio, a WHIP stream, listed when it ends, hls.
         await publisher.evaluate(() => window.stop());
 
         // Ready once the stream has ended (offline detection, finalizing, registering).
-        const rec = await listed(sk, room);
+        const rec = await listed(sk, creator.access_token, room);
         assert.equal(rec.id, open.id, 'the same recording');
         assert.ok(rec.duration_s > PUBLISH_S / 2 && rec.duration_s < PUBLISH_S + 5, `recorded ${rec.duration_s} s of ~${PUBLISH_S} s`);
 
@@ -129,7 +130,7 @@ test('recordings in S3: an RTMP stream recorded into moto_server, hls.js plays t
         assert.equal(created.room.record, true);
         const ff = rtmpPush(defer, sk, created.stream_key, { seconds: PUBLISH_S });
         await new Promise((resolve) => ff.on('exit', resolve));
-        const rec = await listed(sk, room);
+        const rec = await listed(sk, creator.access_token, room);
         assert.ok(Math.abs(rec.duration_s - PUBLISH_S) <= 1.5, `recorded ${rec.duration_s} s of ${PUBLISH_S} s`);
         // The objects are in the bucket (listing needs no signature on moto).
         const list = await (await fetch(`${endpoint}/${bucket}?list-type=2&prefix=rec/${room}/${rec.id}/`)).text();

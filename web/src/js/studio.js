@@ -346,7 +346,7 @@ async function loadRecordings() {
         return el(
           'li',
           { 'data-recording': r.id, 'data-status': r.status },
-          el('span', {}, `${when} · recording… ${formatDuration(r.duration_s)} so far `),
+          el('span', {}, `${when} · recording… ${formatDuration(r.duration_s)} · ${formatBytes(r.bytes)} so far `),
           el('a', { href: watch, target: '_blank', rel: 'noopener' }, 'Play'),
         );
       }

@@ -1366,28 +1366,25 @@ window.player = {
 
 const recordingParam = params.get('recording');
 
-/** A private room's playback token, from /playback (the same one /hls takes). */
-async function playbackToken() {
-  try {
-    const p = await fetchPlayback();
-    return p?.hls?.url ? new URL(p.hls.url, location.href).searchParams.get('token') : null;
-  } catch {
-    return null;
-  }
+/**
+ * The recording's playlist: on the server of the room's HLS URL, with its playback
+ * token if the room is private (`/playback` is asked as for live playback: reading the
+ * recording itself through the API is its owner's).
+ */
+function recordingUrl(p) {
+  const url = new URL(p.hls.url, location.href);
+  url.pathname = url.pathname.replace(/\/hls\/[^/]+\/index\.m3u8$/, `/recordings/${encodeURIComponent(recordingParam)}/index.m3u8`);
+  return url.toString();
 }
 
 async function playRecording() {
-  let rec;
+  let url;
   try {
-    rec = await api('GET', `/recordings/${encodeURIComponent(recordingParam)}`, { token, what: 'Loading the recording' });
+    url = recordingUrl(await fetchPlayback());
   } catch (e) {
-    const gone = e instanceof ApiError && e.status === 404;
-    fail(gone ? 'This recording does not exist (or was deleted). Check the link.' : (explainLoadError(e) ?? e.message));
+    fail(explainLoadError(e) ?? e.message);
     return;
   }
-  let url = reachable(rec.playlist_url);
-  const t = await playbackToken();
-  if (t) url += `?token=${encodeURIComponent(t)}`;
   video.controls = true;
   $('live-badge').hidden = true;
   const Hls = await loadHls();
@@ -1397,7 +1394,11 @@ async function playRecording() {
     // would otherwise start at its end).
     const hls = new Hls({ lowLatencyMode: false, startPosition: 0 });
     hls.on(Hls.Events.ERROR, (_ev, data) => {
-      if (data.fatal) fail(`The recording could not be played (${data.details}).`);
+      if (!data.fatal) return;
+      const status = data.response?.code;
+      if (status === 404) fail('This recording does not exist (or was deleted). Check the link.');
+      else if (status === 401 || status === 403) fail(explainLoadError(new ApiError(status, 'unauthorized', '')));
+      else fail(`The recording could not be played (${data.details}).`);
     });
     hls.loadSource(url);
     hls.attachMedia(video);

@@ -1,10 +1,11 @@
-//! Recordings: a room's list, one recording with its playback URLs, delete. Reading
-//! them needs what watching the room live needs (private rooms: the owner's token or
-//! a viewer token); the files are served by the packager under `/recordings/{id}/`.
+//! Recordings: a room's list, one recording with its playback URLs, delete: the room
+//! owner's. Playing one is a viewer's: the files are served by the packager under
+//! `/recordings/{id}/`, authorized as the room's live playback (a private room's need a
+//! playback token from `/playback`).
 
 use super::error::{error_responses, ApiError, ApiResult, Unavailable};
-use super::extract::{Creator, CreatorRejections, MaybeClaims, RoomId, TokenRejections};
-use super::rooms::{check_visible, visible_room};
+use super::extract::{Creator, CreatorRejections, RoomId};
+use super::rooms::{owned_room, OwnerOnly as RoomOwnerOnly};
 use crate::recordings::{Recording, RecordingStatus};
 use crate::ApiState;
 use axum::extract::{FromRequestParts, State};
@@ -20,7 +21,9 @@ use utoipa::{IntoResponses, ToSchema};
 const LISTED: i64 = 200;
 
 /// A recording with where to play and download it. For a private room, add
-/// `?token=` with a playback token from `GET /api/v1/rooms/{id}/playback`.
+/// `?token=` with a playback token from `GET /api/v1/rooms/{id}/playback`. Viewers,
+/// who may not read this, play `…/recordings/{id}/index.m3u8` on the server of the
+/// room's HLS URL (`/playback`) with the same token.
 #[derive(Serialize, ToSchema)]
 pub struct RecordingView {
     #[serde(flatten)]
@@ -70,34 +73,15 @@ fn view(state: &ApiState, recording: Recording) -> RecordingView {
     }
 }
 
-/// Who may not read a recording.
-struct Unwatchable;
-
-impl IntoResponses for Unwatchable {
-    fn responses() -> BTreeMap<String, RefOr<openapi::Response>> {
-        error_responses(&[
-            (
-                StatusCode::UNAUTHORIZED,
-                "a private room's recording without a token, or an invalid or expired token",
-            ),
-            (
-                StatusCode::FORBIDDEN,
-                "a private room's recording, and the token is neither its owner's nor one of its viewer tokens",
-            ),
-            (StatusCode::NOT_FOUND, "no such room or recording"),
-        ])
-    }
-}
-
-/// A room's recordings, newest first (at most 200).
-#[utoipa::path(get, path = "/rooms/{id}/recordings", tag = "recordings", params(("id" = String, Path, description = "room id or slug")),
-    responses((status = 200, body = RecordingList, description = "the room's recordings"), TokenRejections, Unavailable, Unwatchable))]
+/// A room's recordings, newest first (at most 200): the owner's.
+#[utoipa::path(get, path = "/rooms/{id}/recordings", tag = "recordings", security(("bearer" = [])), params(("id" = String, Path, description = "room id or slug")),
+    responses((status = 200, body = RecordingList, description = "the room's recordings"), CreatorRejections, Unavailable, RoomOwnerOnly))]
 pub async fn list(
     State(state): State<ApiState>,
     RoomId(id): RoomId,
-    MaybeClaims(claims): MaybeClaims,
+    Creator(c): Creator,
 ) -> ApiResult<Json<RecordingList>> {
-    let room = visible_room(&state, &id, claims.as_ref()).await?;
+    let room = owned_room(&state, &id, &c).await?;
     let recordings = state
         .store
         .recordings_of(&room.id, LISTED)
@@ -108,63 +92,69 @@ pub async fn list(
     Ok(Json(RecordingList { recordings }))
 }
 
-async fn visible_recording(
+/// The recording `id` if `c` owns its room.
+async fn owned_recording(
     state: &ApiState,
     id: &str,
-    claims: Option<&skylark_auth::Claims>,
+    c: &skylark_auth::Claims,
 ) -> ApiResult<Recording> {
     let rec = state.store.recording(id).await?.ok_or_else(not_found)?;
-    let room = state
-        .store
-        .room(&rec.room_id)
-        .await?
-        .ok_or_else(not_found)?;
-    check_visible(&room, claims)?;
+    if rec.owner_id != c.sub {
+        return Err(ApiError::forbidden(
+            "only the room's owner can read or delete its recordings: viewers play them by URL",
+        ));
+    }
     Ok(rec)
 }
 
-/// One recording: duration, size, playback URLs.
-#[utoipa::path(get, path = "/recordings/{id}", tag = "recordings", params(("id" = String, Path, description = "recording id")),
-    responses((status = 200, body = RecordingView, description = "the recording"), TokenRejections, Unavailable, Unwatchable))]
-pub async fn get(
-    State(state): State<ApiState>,
-    RecordingId(id): RecordingId,
-    MaybeClaims(claims): MaybeClaims,
-) -> ApiResult<Json<RecordingView>> {
-    let rec = visible_recording(&state, &id, claims.as_ref()).await?;
-    Ok(Json(view(&state, rec)))
-}
-
-/// Only the room's owner deletes.
+/// Refusals of a recording's owner's calls.
 struct OwnerOnly;
 
 impl IntoResponses for OwnerOnly {
     fn responses() -> BTreeMap<String, RefOr<openapi::Response>> {
         error_responses(&[
-            (StatusCode::FORBIDDEN, "not the room owner's token"),
-            (StatusCode::NOT_FOUND, "no such recording"),
             (
-                StatusCode::CONFLICT,
-                "the recording is in progress: end the stream first",
+                StatusCode::FORBIDDEN,
+                "not the room owner's token, or not a creator's token",
             ),
+            (StatusCode::NOT_FOUND, "no such recording"),
         ])
+    }
+}
+
+/// One recording: duration, size, playback URLs. The owner's.
+#[utoipa::path(get, path = "/recordings/{id}", tag = "recordings", security(("bearer" = [])), params(("id" = String, Path, description = "recording id")),
+    responses((status = 200, body = RecordingView, description = "the recording"), CreatorRejections, Unavailable, OwnerOnly))]
+pub async fn get(
+    State(state): State<ApiState>,
+    RecordingId(id): RecordingId,
+    Creator(c): Creator,
+) -> ApiResult<Json<RecordingView>> {
+    let rec = owned_recording(&state, &id, &c).await?;
+    Ok(Json(view(&state, rec)))
+}
+
+/// [`delete`]'s refusals beyond [`OwnerOnly`]'s.
+struct InProgress;
+
+impl IntoResponses for InProgress {
+    fn responses() -> BTreeMap<String, RefOr<openapi::Response>> {
+        error_responses(&[(
+            StatusCode::CONFLICT,
+            "the recording is in progress: end the stream first",
+        )])
     }
 }
 
 /// Delete a finished recording and its files.
 #[utoipa::path(delete, path = "/recordings/{id}", tag = "recordings", security(("bearer" = [])), params(("id" = String, Path, description = "recording id")),
-    responses((status = 204, description = "deleted"), CreatorRejections, Unavailable, OwnerOnly))]
+    responses((status = 204, description = "deleted"), CreatorRejections, Unavailable, OwnerOnly, InProgress))]
 pub async fn delete(
     State(state): State<ApiState>,
     RecordingId(id): RecordingId,
     Creator(c): Creator,
 ) -> ApiResult<StatusCode> {
-    let rec = state.store.recording(&id).await?.ok_or_else(not_found)?;
-    if rec.owner_id != c.sub {
-        return Err(ApiError::forbidden(
-            "only the room's owner can delete its recordings",
-        ));
-    }
+    let rec = owned_recording(&state, &id, &c).await?;
     // The packager is still writing it (and would list it again when it ends).
     if rec.status == RecordingStatus::Recording {
         return Err(ApiError::conflict(

@@ -191,7 +191,7 @@ pub(crate) fn check_visible(room: &Room, claims: Option<&Claims>) -> ApiResult<(
 }
 
 /// [`owned_room`]'s refusals (a creator's token that is not the owner's is `403` too).
-struct OwnerOnly;
+pub(crate) struct OwnerOnly;
 
 impl IntoResponses for OwnerOnly {
     fn responses() -> BTreeMap<String, RefOr<openapi::Response>> {
@@ -205,7 +205,7 @@ impl IntoResponses for OwnerOnly {
     }
 }
 
-async fn owned_room(state: &ApiState, id: &str, owner: &Claims) -> ApiResult<Room> {
+pub(crate) async fn owned_room(state: &ApiState, id: &str, owner: &Claims) -> ApiResult<Room> {
     let room = state
         .store
         .room(id)
