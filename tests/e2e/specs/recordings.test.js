@@ -1,11 +1,12 @@
 // Recordings in the browser: the studio's "Record" setting turned on, Chromium publishing
 // its fake camera over WHIP for ~15 s; once the stream ends the studio lists the
-// recording, and the watch page (/watch/{room}?recording={id}) plays its HLS VOD with
-// hls.js (as an anonymous viewer: the listing is the owner's, the recording plays by URL):
-// a finite duration, time advancing, no fatal error. Then the same playback of a
+// recording, and its "Play" link (/watch/{room}?recording={id}&token=…: the room is
+// private, the link carries a viewer token the studio minted) plays the HLS VOD with
+// hls.js: a finite duration, time advancing, no fatal error. Then the same playback of a
 // recording kept in S3-compatible storage (SKYLARK_RECORDINGS_URL=s3://…, moto's S3
 // emulator `moto_server` from the test venv that scripts/test fills), an FFmpeg RTMP
-// stream recorded.
+// stream recorded, in a public room, by URL as an anonymous viewer (the listing is the
+// owner's; the recording plays by URL).
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -40,9 +41,9 @@ async function listed(sk, token, room, status = 'ready') {
   }
 }
 
-/** hls.js on the watch page plays recording `rec`: finite duration near its own, time advancing. */
-async function playsOnWatchPage(app, sk, room, rec) {
-  const player = await app.open(`${sk.baseUrl}/watch/${room}?recording=${rec.id}`, { tag: 'watch-recording' });
+/** hls.js on the watch page (`url`, or the recording's by its id) plays recording `rec`: finite duration near its own, time advancing. */
+async function playsOnWatchPage(app, sk, room, rec, url = `${sk.baseUrl}/watch/${room}?recording=${rec.id}`) {
+  const player = await app.open(url, { tag: 'watch-recording' });
   const video = () => {
     const v = document.getElementById('video');
     return { currentTime: v.currentTime, duration: v.duration, width: v.videoWidth, hls: !!window.__recordingHls, error: window.player?.stats?.().error ?? null };
@@ -60,7 +61,7 @@ test('recordings: Record in the studio, a WHIP stream, listed when it ends, hls.
     await explainFailure(
       async () => {
         const creator = await sk.signup();
-        const created = await sk.createRoom(creator.access_token, { title: 'Recordings e2e', visibility: 'public' });
+        const created = await sk.createRoom(creator.access_token, { title: 'Recordings e2e', visibility: 'private' });
         const room = created.room.id;
 
         // The studio's room settings: Record on, saved.
@@ -69,7 +70,7 @@ test('recordings: Record in the studio, a WHIP stream, listed when it ends, hls.
         await studio.getByRole('checkbox', { name: 'Record' }).check();
         await studio.locator('#edit-form').getByRole('button', { name: 'Save' }).click();
         await studio.getByText('Saved.').waitFor({ timeout: 15_000 });
-        const view = await requestJson('GET', `${sk.baseUrl}/api/v1/rooms/${room}`, { expect: 200 });
+        const view = await requestJson('GET', `${sk.baseUrl}/api/v1/rooms/${room}`, { token: creator.access_token, expect: 200 });
         assert.equal(view.json.record, true, 'the studio saved record=true');
 
         // Publish over WHIP, then stop.
@@ -92,8 +93,10 @@ test('recordings: Record in the studio, a WHIP stream, listed when it ends, hls.
         // The studio's open list follows it to ready.
         await studio.locator(`#recordings-list li[data-recording="${rec.id}"][data-status="ready"]`).waitFor({ timeout: 30_000 });
 
-        // The watch page plays the VOD with hls.js.
-        await playsOnWatchPage(app, sk, room, rec);
+        // The studio's Play link (a private room: with a viewer token) plays the VOD with hls.js.
+        const href = await studio.locator(`#recordings-list li[data-recording="${rec.id}"] a`, { hasText: 'Play' }).getAttribute('href');
+        assert.match(href, /[?&]token=/, `the Play link of a private room's recording carries a viewer token: ${href}`);
+        await playsOnWatchPage(app, sk, room, rec, new URL(href, sk.baseUrl).toString());
       },
       () => ({ 'server log': sk.logFile, 'page console': app.logFile }),
     );

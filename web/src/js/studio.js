@@ -312,12 +312,20 @@ async function loadRecordings() {
     token: session.token,
     what: 'Loading the recordings failed',
   });
-  // A private room's media URLs take a playback token (as its live HLS does).
+  // A private room's media URLs take a playback token (as its live HLS does), and its
+  // watch page a viewer token: the owner's own session is not sent to another tab.
   let suffix = '';
+  let viewerToken = null;
   if (room.visibility === 'private' && recordings.length) {
     const p = await api('GET', `/rooms/${encodeURIComponent(room.id)}/playback`, { token: session.token, what: 'Loading the recordings failed' });
     const t = p?.hls?.url ? new URL(p.hls.url, location.href).searchParams.get('token') : null;
     if (t) suffix = `?token=${encodeURIComponent(t)}`;
+    const v = await api('POST', `/rooms/${encodeURIComponent(room.id)}/viewer-tokens`, {
+      token: session.token,
+      body: { ttl_s: 21_600 },
+      what: 'Loading the recordings failed',
+    });
+    viewerToken = v.token;
   }
   if (state.room?.id !== room.id) return;
   // One in progress: follow it (its duration, then ready) while the list is open.
@@ -339,7 +347,7 @@ async function loadRecordings() {
           showInfo('Recording deleted.');
         }),
       );
-      const watch = `/watch/${encodeURIComponent(room.id)}?recording=${encodeURIComponent(r.id)}`;
+      const watch = `/watch/${encodeURIComponent(room.id)}?recording=${encodeURIComponent(r.id)}${viewerToken ? `&token=${encodeURIComponent(viewerToken)}` : ''}`;
       const when = new Date(r.started_at_ms).toLocaleString();
       // In progress: it plays from the start as it grows; no download or delete yet.
       if (r.status === 'recording') {
