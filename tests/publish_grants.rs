@@ -3,7 +3,8 @@
 //! when the `end_publish` event that normally cuts publishers is lost, the SFU (for
 //! WHIP) and signaling (for p2p broadcasters) still cut them within seconds, because
 //! they re-check the grant with the room directory. A WebSocket publisher of an SFU
-//! room that another publish with the same key replaces is told so and closed.
+//! room that another publish with the same key replaces is told so and closed; a WHIP
+//! publisher replaced so sees its WebRTC connection closed.
 
 mod common;
 
@@ -113,6 +114,58 @@ async fn websocket_publisher_replaced_by_the_same_key_is_told_and_closed() {
     {
         assert_ne!(m["type"], "error", "the new publisher was cut: {m}");
     }
+}
+
+/// A WHIP publisher replaced by a new publish with the same key (OBS reconnecting, a
+/// second encoder): the SFU ends its WebRTC connection with DTLS close_notify, so the
+/// client learns at once instead of when its consent checks time out (20-30 s), and
+/// its WHIP resource takes no more candidates.
+#[tokio::test]
+async fn whip_publisher_replaced_by_the_same_key_sees_its_connection_closed() {
+    let sk = Skylark::start().await;
+    let base = &sk.base;
+    let (_token, room, key) = creator_with_room(base, "public").await;
+    let (_first_engine, first) = publish(base, &room, &key).await;
+    let (_second_engine, second) = publish(base, &room, &key).await;
+
+    let within = Duration::from_secs(5);
+    let deadline = Instant::now() + within;
+    loop {
+        let s = first.stats().await.unwrap();
+        match s.failure {
+            Some(skylark_loadgen::FailureCause::Closed) => break,
+            None => {}
+            Some(other) => panic!("the replaced publisher failed otherwise ({other}): {s:?}"),
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the replaced publisher's connection is still up after {within:?}: {s:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    let resource = first.location().expect("a WHIP resource").clone();
+    let patch = reqwest::Client::new()
+        .patch(resource.clone())
+        .header("content-type", "application/trickle-ice-sdpfrag")
+        .body("a=candidate:1 1 udp 2130706431 127.0.0.1 9 typ host\r\n")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(patch.status(), 404, "PATCH of the replaced session");
+    // DELETE stays idempotent: the session's tombstone answers it (placement::SessionRecord).
+    let delete = reqwest::Client::new()
+        .delete(resource)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(delete.status(), 200, "DELETE of the replaced session");
+
+    let s = second.stats().await.unwrap();
+    assert!(
+        s.connected && s.failure.is_none(),
+        "the new publisher was cut: {s:?}"
+    );
 }
 
 /// api on one bus prefix, signaling and the SFU on another: every `end_publish` the API

@@ -133,6 +133,9 @@ pub enum FailureCause {
     IceTimeout,
     /// The connection was lost after it was up.
     Disconnected,
+    /// The server ended the session (DTLS close_notify): a new publisher replaced this
+    /// one, or its publish was cut.
+    Closed,
     /// Connected, but no keyframe arrived in time.
     NoKeyframe,
     /// str0m reported an error.
@@ -151,6 +154,7 @@ impl fmt::Display for FailureCause {
             FailureCause::BadAnswer => f.write_str("bad_answer"),
             FailureCause::IceTimeout => f.write_str("ice_timeout"),
             FailureCause::Disconnected => f.write_str("disconnected"),
+            FailureCause::Closed => f.write_str("closed_by_server"),
             FailureCause::NoKeyframe => f.write_str("no_keyframe"),
             FailureCause::Rtc => f.write_str("rtc_error"),
             FailureCause::EngineStopped => f.write_str("engine_stopped"),

@@ -32,9 +32,13 @@ use turn_server_proto::types::{AddressFamily, Instant as SansInstant};
 pub(crate) const MAX_DATAGRAM: usize = 2048;
 /// Events queued to one shell before readers wait.
 const EVENTS: usize = 1024;
-/// The server's credential table only grows (no `remove_user`): when it holds this many
-/// and no allocation is left, the server is started afresh.
+/// The server's tables (credentials, nonces and clients) only grow (no `remove_user`):
+/// when its credential table holds this many, new clients go to a fresh server (a new
+/// generation) and the old one serves its allocations until they end.
 const MAX_USERS: usize = 10_000;
+/// Generations at once; past it the oldest is dropped, its allocations ended (their
+/// clients allocate again). Bounds the tables to this many times [`MAX_USERS`].
+const MAX_GENERATIONS: usize = 4;
 
 /// What readers tell the shell.
 #[derive(Debug)]
@@ -71,6 +75,17 @@ pub(crate) enum Clients {
 struct Relay {
     socket: Arc<UdpSocket>,
     stop: CancellationToken,
+    /// The generation that allocated it, and for whom.
+    generation: u64,
+    client: SocketAddr,
+}
+
+/// One sans-IO server and the credentials it was given.
+struct Generation {
+    id: u64,
+    server: TurnServer,
+    users: HashSet<String>,
+    allocations: usize,
 }
 
 /// What to do with a client message before the server sees it.
@@ -95,8 +110,11 @@ pub(crate) struct Shell {
 
 struct Run {
     sh: Shell,
-    server: TurnServer,
-    users: HashSet<String>,
+    /// Oldest first; the last one takes new clients.
+    generations: Vec<Generation>,
+    max_users: usize,
+    /// Clients with allocations → (their generation, how many).
+    owners: HashMap<SocketAddr, (u64, usize)>,
     /// Who asked for an allocation last, by client address (AllocateSocket names no user).
     allocating: HashMap<SocketAddr, String>,
     relays: HashMap<SocketAddr, Relay>,
@@ -116,18 +134,24 @@ impl Shell {
         tokio::task::JoinHandle<anyhow::Result<()>>,
     ) {
         let (tx, rx) = mpsc::channel(EVENTS);
-        let server = TurnServer::new(self.transport, self.listen, self.realm.clone());
-        let run = Run {
+        let run = self.into_run(tx.clone(), MAX_USERS);
+        (tx, tokio::spawn(run.run(rx, shutdown)))
+    }
+
+    fn into_run(self, events: mpsc::Sender<Event>, max_users: usize) -> Run {
+        let mut run = Run {
             sh: self,
-            server,
-            users: HashSet::new(),
+            generations: Vec::new(),
+            max_users,
+            owners: HashMap::new(),
             allocating: HashMap::new(),
             relays: HashMap::new(),
             client_relays: HashMap::new(),
             base: Instant::now(),
-            events: tx.clone(),
+            events,
         };
-        (tx, tokio::spawn(run.run(rx, shutdown)))
+        run.new_generation(0);
+        run
     }
 }
 
@@ -178,7 +202,8 @@ impl Run {
         match ev {
             Event::Client { from, data } => {
                 let channel_data = data.first().is_some_and(|b| b & 0xc0 != 0);
-                match self.gate(&data, from) {
+                let g = self.generation_of_client(from);
+                match self.gate(&data, from, g) {
                     Gate::Drop => return false,
                     Gate::Reply(reply) => {
                         self.reply_to(from, reply);
@@ -187,7 +212,7 @@ impl Run {
                     Gate::Pass => {}
                 }
                 let t = Transmit::new(data.as_slice(), self.sh.transport, from, self.sh.listen);
-                if let Some(out) = self.server.recv(t, now) {
+                if let Some(out) = self.generations[g].server.recv(t, now) {
                     self.send(out.build());
                 }
                 !channel_data
@@ -202,8 +227,15 @@ impl Run {
                     .increment(data.len() as u64);
                 metrics::counter!("skylark_turn_relayed_packets_total", "direction" => "in")
                     .increment(1);
+                let Some(g) = self
+                    .relays
+                    .get(&relay)
+                    .and_then(|r| self.index_of(r.generation))
+                else {
+                    return false;
+                };
                 let t = Transmit::new(data.as_slice(), TransportType::Udp, from, relay);
-                if let Some(out) = self.server.recv(t, now) {
+                if let Some(out) = self.generations[g].server.recv(t, now) {
                     self.send(out.build());
                 }
                 false
@@ -227,9 +259,11 @@ impl Run {
                     self.end_relay(relay);
                 }
                 // An empty read is how the server learns a TCP client went away.
-                let t = Transmit::new(&[][..], self.sh.transport, from, self.sh.listen);
-                if let Some(out) = self.server.recv(t, now) {
-                    self.send(out.build());
+                for g in 0..self.generations.len() {
+                    let t = Transmit::new(&[][..], self.sh.transport, from, self.sh.listen);
+                    if let Some(out) = self.generations[g].server.recv(t, now) {
+                        self.send(out.build());
+                    }
                 }
                 true
             }
@@ -238,7 +272,7 @@ impl Run {
 
     /// Authentication by the TURN REST scheme and the peer policy, before the server
     /// sees the message (it has a static user table and no peer hook).
-    fn gate(&mut self, data: &[u8], from: SocketAddr) -> Gate {
+    fn gate(&mut self, data: &[u8], from: SocketAddr, g: usize) -> Gate {
         // ChannelData: its channel was bound through this gate.
         if data.first().is_some_and(|b| b & 0xc0 != 0) {
             return Gate::Pass;
@@ -286,9 +320,10 @@ impl Run {
                 return Gate::Pass;
             }
         };
-        if !self.users.contains(&user) {
-            self.server.add_user(user.clone(), password);
-            self.users.insert(user.clone());
+        let gen = &mut self.generations[g];
+        if !gen.users.contains(&user) {
+            gen.server.add_user(user.clone(), password);
+            gen.users.insert(user.clone());
         }
         let policy = self.sh.policy.clone();
         let peer_refused = |m: &Message<'_>| {
@@ -352,16 +387,24 @@ impl Run {
         b.finish()
     }
 
-    /// Runs the server's timers and requests; returns when to come back.
+    /// Runs the servers' timers and requests; returns when to come back.
     fn drive(&mut self) -> Instant {
         let now = self.now();
         let mut wake = Instant::now() + Duration::from_secs(1);
-        loop {
-            match self.server.poll(now) {
+        for g in 0..self.generations.len() {
+            wake = wake.min(self.drive_one(g, now));
+        }
+        self.renew_generations();
+        wake
+    }
+
+    fn drive_one(&mut self, g: usize, now: SansInstant) -> Instant {
+        let id = self.generations[g].id;
+        let wake = loop {
+            match self.generations[g].server.poll(now) {
                 TurnServerPollRet::WaitUntil(t) => {
                     let at = t.to_std(self.base);
-                    wake = wake.min(at.max(Instant::now() + Duration::from_millis(10)));
-                    break;
+                    break at.max(Instant::now() + Duration::from_millis(10));
                 }
                 TurnServerPollRet::AllocateSocket {
                     transport,
@@ -370,8 +413,8 @@ impl Run {
                     allocation_transport,
                     family,
                 } => {
-                    let got = self.allocate(client_addr, allocation_transport, family);
-                    self.server.allocated_socket(
+                    let got = self.allocate(client_addr, allocation_transport, family, id);
+                    self.generations[g].server.allocated_socket(
                         transport,
                         listen_addr,
                         client_addr,
@@ -386,7 +429,7 @@ impl Run {
                     peer_addr,
                     listen_addr,
                     client_addr,
-                } => self.server.tcp_connected(
+                } => self.generations[g].server.tcp_connected(
                     relayed_addr,
                     peer_addr,
                     listen_addr,
@@ -407,22 +450,88 @@ impl Run {
                 }
                 TurnServerPollRet::SocketClose { listen_addr, .. } => self.end_relay(listen_addr),
             }
-        }
-        while let Some(t) = self.server.poll_transmit(now) {
+        };
+        while let Some(t) = self.generations[g].server.poll_transmit(now) {
             self.send(t);
         }
-        if self.relays.is_empty() && self.users.len() > MAX_USERS {
-            tracing::info!(users = self.users.len(), "TURN credential table renewed");
-            self.server = TurnServer::new(self.sh.transport, self.sh.listen, self.sh.realm.clone());
-            self.users.clear();
-        }
         wake
+    }
+
+    /// Drops old generations with no allocation left, and starts a new one when the
+    /// newest has seen [`Run::max_users`] credentials (dropping the oldest past
+    /// [`MAX_GENERATIONS`]).
+    fn renew_generations(&mut self) {
+        let newest = self.generations.len() - 1;
+        let mut i = 0;
+        self.generations.retain(|g| {
+            i += 1;
+            i - 1 == newest || g.allocations > 0
+        });
+        let users = self.generations.last().map_or(0, |g| g.users.len());
+        if users <= self.max_users {
+            return;
+        }
+        let id = self.generations.last().map_or(0, |g| g.id + 1);
+        tracing::info!(
+            users,
+            generation = id,
+            "TURN credential table full: new clients go to a fresh server"
+        );
+        self.new_generation(id);
+        if self.generations.len() > MAX_GENERATIONS {
+            let oldest = self.generations.remove(0);
+            let ended: Vec<SocketAddr> = self
+                .relays
+                .iter()
+                .filter(|(_, r)| r.generation == oldest.id)
+                .map(|(a, _)| *a)
+                .collect();
+            tracing::warn!(
+                allocations = ended.len(),
+                "TURN: the oldest credential table dropped, its allocations ended"
+            );
+            for relay in ended {
+                self.end_relay(relay);
+            }
+        }
+    }
+
+    fn new_generation(&mut self, id: u64) {
+        self.generations.push(Generation {
+            id,
+            server: TurnServer::new(self.sh.transport, self.sh.listen, self.sh.realm.clone()),
+            users: HashSet::new(),
+            allocations: 0,
+        });
+    }
+
+    /// Where `id` is in `generations`, if it is still there.
+    fn index_of(&self, id: u64) -> Option<usize> {
+        self.generations.iter().position(|g| g.id == id)
+    }
+
+    /// The generation a client's messages go to: the one holding its allocations, else
+    /// the newest.
+    fn generation_of_client(&self, client: SocketAddr) -> usize {
+        self.owners
+            .get(&client)
+            .and_then(|(id, _)| self.index_of(*id))
+            .unwrap_or(self.generations.len() - 1)
     }
 
     /// Closes a relayed socket and frees its place under the caps (once).
     fn end_relay(&mut self, relay: SocketAddr) {
         if let Some(r) = self.relays.remove(&relay) {
             r.stop.cancel();
+            if let Some(g) = self.index_of(r.generation) {
+                self.generations[g].allocations -= 1;
+            }
+            if let Some((_, n)) = self.owners.get_mut(&r.client) {
+                *n -= 1;
+                if *n == 0 {
+                    self.owners.remove(&r.client);
+                }
+            }
             let left = self.sh.policy.released(relay);
             metrics::gauge!("skylark_turn_allocations").set(left as f64);
             tracing::debug!(%relay, "TURN allocation ended");
@@ -434,6 +543,7 @@ impl Run {
         client: SocketAddr,
         transport: TransportType,
         family: AddressFamily,
+        generation: u64,
     ) -> Result<SocketAddr, SocketAllocateError> {
         let refuse = |r: Refusal, e| {
             metrics::counter!("skylark_turn_allocations_refused_total", "reason" => r.label())
@@ -479,7 +589,19 @@ impl Run {
             self.events.clone(),
             stop.clone(),
         ));
-        self.relays.insert(relay, Relay { socket, stop });
+        self.relays.insert(
+            relay,
+            Relay {
+                socket,
+                stop,
+                generation,
+                client,
+            },
+        );
+        if let Some(g) = self.index_of(generation) {
+            self.generations[g].allocations += 1;
+        }
+        self.owners.entry(client).or_insert((generation, 0)).1 += 1;
         if matches!(self.sh.clients, Clients::Stream(_)) {
             let mine = self.client_relays.entry(client).or_default();
             mine.retain(|r| self.relays.contains_key(r));
@@ -561,5 +683,127 @@ async fn read_relay(
         if events.try_send(ev).is_err() && events.is_closed() {
             return;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::Limits;
+    use turn_server_proto::stun::types::attribute::Nonce;
+    use turn_server_proto::stun::types::message::Method;
+    use turn_server_proto::types::attribute::RequestedTransport;
+    use turn_server_proto::types::message::REFRESH;
+
+    const SECRET: &[u8] = b"shell-test-secret-0123456789";
+
+    struct Client {
+        sock: UdpSocket,
+        realm: String,
+        nonce: Option<String>,
+    }
+
+    async fn client() -> Client {
+        Client {
+            sock: UdpSocket::bind("127.0.0.1:0").await.unwrap(),
+            realm: String::new(),
+            nonce: None,
+        }
+    }
+
+    fn username(who: &str) -> String {
+        TurnSecret::new(SECRET)
+            .mint(who, unix_now(), Duration::from_secs(600))
+            .username
+    }
+
+    /// `method` from `c` as `user` through `run`, signed once the client has a nonce (a
+    /// 401 or 438 bringing a new one is retried); the answer's error code, 0 for success.
+    async fn request(run: &mut Run, c: &mut Client, method: Method, user: &str) -> u16 {
+        let from = c.sock.local_addr().unwrap();
+        for _ in 0..3 {
+            let mut req = Message::builder_request(method, MessageWriteVec::new());
+            if method == ALLOCATE {
+                req.add_attribute(&RequestedTransport::new(RequestedTransport::UDP))
+                    .unwrap();
+            }
+            if let Some(nonce) = &c.nonce {
+                req.add_attribute(&Username::new(user).unwrap()).unwrap();
+                req.add_attribute(&Realm::new(&c.realm).unwrap()).unwrap();
+                req.add_attribute(&Nonce::new(nonce).unwrap()).unwrap();
+                let password = TurnSecret::new(SECRET).password(user);
+                let creds: MessageIntegrityCredentials =
+                    LongTermKeyCredentials::new(user.into(), password, c.realm.clone()).into();
+                req.add_message_integrity(&creds, IntegrityAlgorithm::Sha1)
+                    .unwrap();
+            }
+            run.handle(Event::Client {
+                from,
+                data: req.finish(),
+            });
+            run.drive();
+            let mut buf = vec![0u8; MAX_DATAGRAM];
+            let (n, _) = tokio::time::timeout(Duration::from_secs(5), c.sock.recv_from(&mut buf))
+                .await
+                .unwrap_or_else(|_| panic!("no answer to {method:?} as {user}"))
+                .unwrap();
+            let msg = Message::from_bytes(&buf[..n]).unwrap();
+            if msg.has_class(MessageClass::Success) {
+                return 0;
+            }
+            let code = msg.attribute::<ErrorCode>().map_or(1, |e| e.code());
+            let nonce = msg.attribute::<Nonce>().ok().map(|n| n.nonce().to_string());
+            if !(code == 401 || code == 438) || nonce.is_none() || nonce == c.nonce {
+                return code;
+            }
+            c.nonce = nonce;
+            if let Ok(r) = msg.attribute::<Realm>() {
+                c.realm = r.realm().to_string();
+            }
+        }
+        panic!("no answer but a new nonce, three times");
+    }
+
+    /// Each viewer gets a new credential, and the server cannot forget one: while an
+    /// allocation lives, new clients go to a fresh server once the table is full, and
+    /// the old one keeps serving the allocation.
+    #[tokio::test]
+    async fn credential_tables_stay_bounded_while_an_allocation_lives() {
+        let listen = Arc::new(UdpSocket::bind("127.0.0.1:0").await.unwrap());
+        // The shell sends with try_send_to: the socket must have been seen writable.
+        listen.writable().await.unwrap();
+        let loopback: IpAddr = "127.0.0.1".parse().unwrap();
+        let shell = Shell {
+            name: "udp",
+            transport: TransportType::Udp,
+            listen: listen.local_addr().unwrap(),
+            realm: "skylark".into(),
+            secret: TurnSecret::new(SECRET),
+            policy: Arc::new(Policy::new(Limits::default(), Vec::new(), loopback)),
+            bind_ip: loopback,
+            relay_ip: loopback,
+            clients: Clients::Udp(listen),
+        };
+        let (events, _rx) = mpsc::channel(EVENTS);
+        let max = 4;
+        let mut run = shell.into_run(events, max);
+
+        let mut holder = client().await;
+        let held = username("holder");
+        assert_eq!(request(&mut run, &mut holder, ALLOCATE, &held).await, 0);
+        let mut others = client().await;
+        for i in 0..10 * max {
+            // Signed: its credential goes in the table (437: it has no allocation).
+            let who = username(&format!("viewer-{i}"));
+            assert_eq!(request(&mut run, &mut others, REFRESH, &who).await, 437);
+            let held_now: usize = run.generations.iter().map(|g| g.users.len()).sum();
+            assert!(
+                held_now <= 2 * (max + 1),
+                "{held_now} credentials held after {} signed clients",
+                i + 2
+            );
+        }
+        assert_eq!(run.generations.len(), 2, "the holder's and the newest");
+        assert_eq!(request(&mut run, &mut holder, REFRESH, &held).await, 0);
     }
 }

@@ -121,8 +121,9 @@ export async function freePort() {
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
 /**
- * Starts skylark and waits for `GET /readyz` = 200 (30 s cap).
- * @param {{label?: string, env?: Record<string,string>}} [opts]
+ * Starts skylark (the all-in-one, or the target `args` names, e.g. `['turn']`) and waits
+ * for `GET /readyz` = 200 (30 s cap).
+ * @param {{label?: string, env?: Record<string,string>, args?: string[]}} [opts]
  * @returns {Promise<Skylark>}
  */
 export async function startServer(opts = {}) {
@@ -169,9 +170,10 @@ export async function startServer(opts = {}) {
 
   const logFile = artifactPath(`${label}.log`);
   const log = fs.createWriteStream(logFile);
-  log.write(`# ${bin}\n# ${baseUrl} udp ${udpPort} rtmp ${rtmp} data ${dataDir}\n`);
+  const args = opts.args ?? [];
+  log.write(`# ${[bin, ...args].join(' ')}\n# ${baseUrl} udp ${udpPort} rtmp ${rtmp} data ${dataDir}\n`);
   const t0 = performance.now();
-  const child = spawn(bin, [], { cwd: dataDir, env, stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(bin, args, { cwd: dataDir, env, stdio: ['ignore', 'pipe', 'pipe'] });
   running.add(child);
   let output = '';
   const collect = (chunk) => {

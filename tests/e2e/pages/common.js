@@ -6,6 +6,18 @@
 
 export const params = new URLSearchParams(location.search);
 
+/**
+ * A WHEP path's ICE settings from `?ice=` (JSON): RTCConfiguration members (`iceServers`,
+ * `iceTransportPolicy`) in `rtc`, and `onlyTcp: true` → `answer` drops the server's UDP
+ * candidates from its answer, so ICE can only take its TCP one (RFC 6544), as for a
+ * viewer whose UDP is blocked.
+ */
+export function iceSettings(json) {
+  const { onlyTcp = false, ...rtc } = JSON.parse(json || '{}');
+  const answer = (sdp) => (onlyTcp ? sdp.split('\r\n').filter((l) => !/^a=candidate:\S+ \d+ udp /i.test(l)).join('\r\n') : sdp);
+  return { rtc, answer };
+}
+
 /** Time budget for ICE gathering before the offer is sent as it is (non-trickle). */
 export const GATHER_CAP_MS = 2000;
 /** Time budget for one signaling HTTP request. */
@@ -195,6 +207,19 @@ export function attachRemote(pc, video, state) {
   video.addEventListener('resize', () => mark(state, 'videoResize', { width: video.videoWidth, height: video.videoHeight }));
 }
 
+/** The selected ICE pair of `pc`: {protocol, localType, remoteType, relayProtocol, remotePort}, or null. */
+export async function selectedPair(pc) {
+  const report = await pc.getStats();
+  let pair = null;
+  report.forEach((s) => {
+    if (s.type === 'transport' && s.selectedCandidatePairId) pair = report.get(s.selectedCandidatePairId) ?? pair;
+  });
+  const local = pair && report.get(pair.localCandidateId);
+  const remote = pair && report.get(pair.remoteCandidateId);
+  if (!local || !remote) return null;
+  return { protocol: local.protocol, localType: local.candidateType, remoteType: remote.candidateType, relayProtocol: local.relayProtocol ?? null, remotePort: remote.port };
+}
+
 /** {videoWidth, framesDecoded, iceState, …} for the test to poll. */
 export async function playbackStats(pc, video, state) {
   let framesDecoded = 0;
@@ -370,14 +395,14 @@ export async function acceptAnswer(pc, state, setStatus, sdp, connectedStatus) {
 }
 
 /** WHIP or WHEP (`what`) on `pc`: the offer POSTed to `url` (with `bearer`), the answer
- *  applied (see [`acceptAnswer`]); the session's URL goes to `state.location`. */
-export async function negotiateOverHttp(pc, state, setStatus, { what, url, bearer, connectedStatus }) {
+ *  applied (see [`acceptAnswer`]; `editAnswer` first); the session's URL goes to `state.location`. */
+export async function negotiateOverHttp(pc, state, setStatus, { what, url, bearer, connectedStatus, editAnswer = (sdp) => sdp }) {
   setStatus('negotiating');
   const offer = await makeOffer(pc, state);
   mark(state, 'postSent');
   const { answer, location } = await postOffer(what, url, offer, bearer);
   state.location = location;
-  await acceptAnswer(pc, state, setStatus, answer, connectedStatus);
+  await acceptAnswer(pc, state, setStatus, editAnswer(answer), connectedStatus);
 }
 
 /** Ends a WHIP/WHEP page's session: DELETE it (if it has one), close `pc`. */

@@ -591,6 +591,8 @@ impl Session {
             {
                 self.fail(FailureCause::Disconnected, counters);
             }
+            // The server's close_notify: str0m only drains its own close output now.
+            Event::Closed => self.fail(FailureCause::Closed, counters),
             Event::MediaData(data) => {
                 if let Role::Viewer(v) = &mut self.role {
                     on_media(v, &data, now, counters);

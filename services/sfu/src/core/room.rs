@@ -9,6 +9,7 @@ use super::peer::PeerRole;
 use super::{CloseReason, Core, CoreEvent, Output, Role};
 use skylark_proto::sfu::v1 as pb;
 use std::time::Instant;
+use str0m::{Output as RtcOutput, Rtc};
 
 #[derive(Default)]
 pub(super) struct Room {
@@ -121,8 +122,10 @@ impl Core {
         let Some(mut p) = self.peers.remove(&key) else {
             return;
         };
-        if reason == CloseReason::Closed {
-            p.rtc.disconnect();
+        // Ended by the server (asked to, or replaced): the peer is told at once, instead
+        // of learning when its consent checks time out (20-30 s).
+        if matches!(reason, CloseReason::Closed | CloseReason::Replaced) {
+            self.say_goodbye(&mut p.rtc);
         }
         self.by_session.remove(&p.session);
         let addrs: Vec<_> = p.addrs.drain(..).collect();
@@ -152,6 +155,32 @@ impl Core {
             reason,
         }));
         self.gc_room(&p.room);
+    }
+
+    /// Closes `rtc` with RTCP BYE and DTLS close_notify, queued for sending before the
+    /// session's routes go.
+    fn say_goodbye(&mut self, rtc: &mut Rtc) {
+        if rtc.close().is_err() {
+            return;
+        }
+        // Bounded: the close output is a handful of datagrams.
+        for _ in 0..64 {
+            match rtc.poll_output() {
+                Ok(RtcOutput::Transmit(t)) => {
+                    self.counters.datagrams_out += 1;
+                    self.out.push_back(Output::Transmit {
+                        proto: t.proto,
+                        destination: t.destination,
+                        contents: t.contents.into(),
+                    });
+                }
+                Ok(RtcOutput::Event(_)) => {}
+                Ok(RtcOutput::Timeout(_)) | Err(_) => break,
+            }
+            if !rtc.is_alive() {
+                break;
+            }
+        }
     }
 
     /// The room's publisher `key` left: the room goes offline, and relay consumers learn
