@@ -616,7 +616,7 @@ impl Run {
     fn reply_to(&mut self, to: SocketAddr, data: Vec<u8>) {
         match &mut self.sh.clients {
             Clients::Udp(s) => {
-                let _ = s.try_send_to(&data, to);
+                let _ = send_now(s, &data, to);
             }
             Clients::Stream(conns) => {
                 if let Some(tx) = conns.get(&to) {
@@ -643,12 +643,24 @@ impl Run {
             metrics::counter!("skylark_turn_dropped_total", "reason" => "bandwidth").increment(1);
             return;
         }
-        if r.socket.try_send_to(&t.data, t.to).is_ok() {
+        if send_now(&r.socket, &t.data, t.to).is_ok() {
             metrics::counter!("skylark_turn_relayed_bytes_total", "direction" => "out")
                 .increment(t.data.len() as u64);
             metrics::counter!("skylark_turn_relayed_packets_total", "direction" => "out")
                 .increment(1);
         }
+    }
+}
+
+/// Sends a datagram now. tokio's `try_send_to` refuses until its reactor has seen the
+/// socket writable once, so a relay's first datagram, sent right after it was bound,
+/// would be dropped: then the kernel is asked directly (a full buffer still drops).
+fn send_now(socket: &UdpSocket, data: &[u8], to: SocketAddr) -> std::io::Result<usize> {
+    match socket.try_send_to(data, to) {
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+            socket2::SockRef::from(socket).send_to(data, &to.into())
+        }
+        r => r,
     }
 }
 
@@ -696,6 +708,22 @@ mod tests {
     use turn_server_proto::types::message::REFRESH;
 
     const SECRET: &[u8] = b"shell-test-secret-0123456789";
+
+    /// A relay socket sends as soon as it is bound, before tokio's reactor has run: its
+    /// first datagram arrives (`try_send_to` alone refuses it with WouldBlock).
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_socket_just_bound_sends_its_first_datagram() {
+        let peer = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        peer.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let std_sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        std_sock.set_nonblocking(true).unwrap();
+        let sock = UdpSocket::from_std(std_sock).unwrap();
+        let to = peer.local_addr().unwrap();
+        assert_eq!(send_now(&sock, b"first", to).unwrap(), 5);
+        let mut buf = [0u8; 16];
+        let (n, _) = peer.recv_from(&mut buf).unwrap();
+        assert_eq!(&buf[..n], b"first");
+    }
 
     struct Client {
         sock: UdpSocket,
@@ -770,8 +798,6 @@ mod tests {
     #[tokio::test]
     async fn credential_tables_stay_bounded_while_an_allocation_lives() {
         let listen = Arc::new(UdpSocket::bind("127.0.0.1:0").await.unwrap());
-        // The shell sends with try_send_to: the socket must have been seen writable.
-        listen.writable().await.unwrap();
         let loopback: IpAddr = "127.0.0.1".parse().unwrap();
         let shell = Shell {
             name: "udp",
