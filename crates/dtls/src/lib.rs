@@ -248,8 +248,9 @@ impl OpensslDtlsInstance {
         }
     }
 
-    /// Gives a connected association its record buffers back before OpenSSL runs: its
-    /// DTLS write path does not allocate them itself. False if out of memory.
+    /// Gives a connected association its record buffers back before OpenSSL runs, so it
+    /// never runs without them (its DTLS write path is not relied on to allocate them).
+    /// False if out of memory.
     fn wake(&mut self) -> bool {
         match &self.state {
             State::Connected(stream) | State::Closed(stream) => {
