@@ -56,6 +56,14 @@ const MAX_QUEUED: usize = 64;
 const DTLS_CTRL_GET_TIMEOUT: i32 = 73;
 const DTLS_CTRL_HANDLE_TIMEOUT: i32 = 74;
 
+// OpenSSL >= 1.1.0, not declared by openssl-sys. `SSL_MODE_RELEASE_BUFFERS` does nothing
+// for DTLS (OpenSSL 3.0, measured: every association kept both ~17 KB record buffers), so
+// they are freed by hand between calls and allocated again before each.
+extern "C" {
+    fn SSL_alloc_buffers(ssl: *mut openssl_sys::SSL) -> libc::c_int;
+    fn SSL_free_buffers(ssl: *mut openssl_sys::SSL) -> libc::c_int;
+}
+
 /// A str0m crypto provider: str0m's default for everything but DTLS, which is ours.
 pub fn crypto_provider() -> CryptoProvider {
     let mut provider = str0m::crypto::from_feature_flags();
@@ -240,6 +248,28 @@ impl OpensslDtlsInstance {
         }
     }
 
+    /// Gives a connected association its record buffers back before OpenSSL runs, so it
+    /// never runs without them (its DTLS write path is not relied on to allocate them).
+    /// False if out of memory.
+    fn wake(&mut self) -> bool {
+        match &self.state {
+            State::Connected(stream) | State::Closed(stream) => {
+                // SAFETY: a valid SSL*; allocates the buffers it lacks, keeps the others.
+                unsafe { SSL_alloc_buffers(stream.ssl().as_ptr()) == 1 }
+            }
+            _ => true,
+        }
+    }
+
+    /// Frees a connected association's record buffers (~35 KB) until its next datagram:
+    /// after the handshake only the data channel's few datagrams use them.
+    fn idle(&mut self) {
+        if let State::Connected(stream) | State::Closed(stream) = &self.state {
+            // SAFETY: a valid SSL*; OpenSSL keeps buffers that still hold data.
+            unsafe { SSL_free_buffers(stream.ssl().as_ptr()) };
+        }
+    }
+
     /// Moves what OpenSSL wrote into the output queue.
     fn collect_datagrams(&mut self) {
         let Some(stream) = self.stream() else {
@@ -251,6 +281,10 @@ impl OpensslDtlsInstance {
 
     /// Runs the handshake or reads application data, whichever the state calls for.
     fn drive(&mut self) -> Result<(), DtlsImplError> {
+        if !self.wake() {
+            // Out of memory: the datagram waits in `incoming` for the next call.
+            return Ok(());
+        }
         let result = match &mut self.state {
             State::Handshaking(stream) => match stream.do_handshake() {
                 Ok(()) => {
@@ -290,6 +324,7 @@ impl OpensslDtlsInstance {
             State::Unstarted(_) | State::Closed(_) | State::Failed => Ok(()),
         };
         self.collect_datagrams();
+        self.idle();
         result
     }
 
@@ -465,6 +500,9 @@ impl DtlsInstance for OpensslDtlsInstance {
     }
 
     fn send_application_data(&mut self, data: &[u8]) -> Result<usize, DtlsImplError> {
+        if !matches!(self.state, State::Connected(_)) || !self.wake() {
+            return Ok(0);
+        }
         let State::Connected(stream) = &mut self.state else {
             return Ok(0);
         };
@@ -477,6 +515,7 @@ impl DtlsInstance for OpensslDtlsInstance {
             }
         };
         self.collect_datagrams();
+        self.idle();
         result
     }
 
@@ -498,11 +537,17 @@ impl DtlsInstance for OpensslDtlsInstance {
     }
 
     fn close(&mut self) -> Result<(), DtlsImplError> {
+        if !self.wake() {
+            // Out of memory: no close_notify, the peer times the association out.
+            self.state = State::Failed;
+            return Ok(());
+        }
         if let State::Connected(mut stream) = std::mem::replace(&mut self.state, State::Failed) {
             // Queues close_notify; the peer's reply is not awaited.
             let _ = stream.shutdown();
             self.state = State::Closed(stream);
             self.collect_datagrams();
+            self.idle();
         }
         Ok(())
     }
