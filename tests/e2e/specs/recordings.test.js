@@ -80,6 +80,12 @@ test('recordings: Record in the studio, a WHIP stream, listed when it ends, hls.
         // While live, the studio lists it in progress.
         const open = await listed(sk, creator.access_token, room, 'recording');
         assert.equal(open.mp4_url, null, 'no download while recording');
+        // The list refreshes every 5 s while recording; its private links' tokens are
+        // minted once, not on every refresh.
+        let mints = 0;
+        studio.on('request', (r) => {
+          if (r.method() === 'POST' && r.url().includes('/viewer-tokens')) mints += 1;
+        });
         await studio.locator('#recordings-box summary').click();
         await studio.locator(`#recordings-list li[data-recording="${open.id}"][data-status="recording"]`, { hasText: 'recording…' }).waitFor({ timeout: 15_000 });
         await sleep(Math.max(0, PUBLISH_S * 1000 - (Date.now() - wentLive)));
@@ -92,6 +98,7 @@ test('recordings: Record in the studio, a WHIP stream, listed when it ends, hls.
 
         // The studio's open list follows it to ready.
         await studio.locator(`#recordings-list li[data-recording="${rec.id}"][data-status="ready"]`).waitFor({ timeout: 30_000 });
+        assert.equal(mints, 1, 'one viewer token for the list, kept across its refreshes');
 
         // The studio's Play link (a private room: with a viewer token) plays the VOD with hls.js.
         const href = await studio.locator(`#recordings-list li[data-recording="${rec.id}"] a`, { hasText: 'Play' }).getAttribute('href');

@@ -304,35 +304,50 @@ function formatDuration(s) {
 }
 
 let recordingsRefresh = null;
+// The private room's tokens behind the list's links, kept across the 5 s refreshes of an
+// in-progress recording (a fresh pair each time would mint a token every 5 s).
+let recordingLinks = null;
 
-async function loadRecordings() {
+// A private room's media URLs take a playback token (as its live HLS does), and its
+// watch page a viewer token: the owner's own session is not sent to another tab.
+async function privateLinks(room) {
+  const what = 'Loading the recordings failed';
+  const p = await api('GET', `/rooms/${encodeURIComponent(room.id)}/playback`, { token: session.token, what });
+  const t = p?.hls?.url ? new URL(p.hls.url, location.href).searchParams.get('token') : null;
+  const v = await api('POST', `/rooms/${encodeURIComponent(room.id)}/viewer-tokens`, {
+    token: session.token,
+    body: { ttl_s: 21_600 },
+    what,
+  });
+  // A playback token is `pt2.{room}.{generation}.{exp}.{sig}`; either token may end first.
+  const exp = Number(t?.split('.').at(-2));
+  let until = Date.now() + v.expires_in * 1000;
+  if (Number.isFinite(exp)) until = Math.min(until, exp * 1000);
+  return { room: room.id, suffix: t ? `?token=${encodeURIComponent(t)}` : '', viewerToken: v.token, until };
+}
+
+async function loadRecordings({ refresh = false } = {}) {
   const room = state.room;
   if (!room) return;
   const { recordings } = await api('GET', `/rooms/${encodeURIComponent(room.id)}/recordings`, {
     token: session.token,
     what: 'Loading the recordings failed',
   });
-  // A private room's media URLs take a playback token (as its live HLS does), and its
-  // watch page a viewer token: the owner's own session is not sent to another tab.
-  let suffix = '';
-  let viewerToken = null;
+  let links = { suffix: '', viewerToken: null };
   if (room.visibility === 'private' && recordings.length) {
-    const p = await api('GET', `/rooms/${encodeURIComponent(room.id)}/playback`, { token: session.token, what: 'Loading the recordings failed' });
-    const t = p?.hls?.url ? new URL(p.hls.url, location.href).searchParams.get('token') : null;
-    if (t) suffix = `?token=${encodeURIComponent(t)}`;
-    const v = await api('POST', `/rooms/${encodeURIComponent(room.id)}/viewer-tokens`, {
-      token: session.token,
-      body: { ttl_s: 21_600 },
-      what: 'Loading the recordings failed',
-    });
-    viewerToken = v.token;
+    // Reused only by the timer's refresh and while ten minutes of validity remain: a
+    // list the owner opens or changes gets tokens of the room's current generation.
+    const kept = recordingLinks;
+    links = refresh && kept?.room === room.id && kept.until - Date.now() > 600_000 ? kept : await privateLinks(room);
+    recordingLinks = links;
   }
+  const { suffix, viewerToken } = links;
   if (state.room?.id !== room.id) return;
   // One in progress: follow it (its duration, then ready) while the list is open.
   clearTimeout(recordingsRefresh);
   if (recordings.some((r) => r.status === 'recording')) {
     recordingsRefresh = setTimeout(() => {
-      if ($('recordings-box').open) loadRecordings().catch((e) => showError(e.message));
+      if ($('recordings-box').open) loadRecordings({ refresh: true }).catch((e) => showError(e.message));
     }, 5000);
   }
   $('recordings-empty').hidden = recordings.length > 0;
