@@ -93,13 +93,14 @@ impl Access {
 
     fn remember(&self, room: &str, v: Visibility) {
         let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
-        if cache.len() >= MAX_CACHED {
-            cache.retain(|_, (_, at)| at.elapsed() < FRESH);
-            if cache.len() >= MAX_CACHED {
-                cache.clear();
-            }
-        }
-        cache.insert(room.to_string(), (v, Instant::now()));
+        let stale = |(_, at): &(Visibility, Instant)| at.elapsed() >= FRESH;
+        crate::bounded::cache_insert(
+            &mut cache,
+            MAX_CACHED,
+            stale,
+            room.to_string(),
+            (v, Instant::now()),
+        );
     }
 
     /// The room's visibility, or `None` when nobody can tell (fail closed).

@@ -31,13 +31,12 @@ impl HlsAudience {
             *t = now;
             return;
         }
-        if seen.len() >= MAX_SESSIONS {
-            seen.retain(|_, t| now.saturating_duration_since(*t) < SESSION_IDLE);
-            if seen.len() >= MAX_SESSIONS {
-                return;
-            }
+        // Full of players still reloading: the newcomer goes uncounted (forgetting
+        // them would undercount).
+        let idle = |t: &Instant| now.saturating_duration_since(*t) >= SESSION_IDLE;
+        if crate::bounded::make_room(&mut seen, MAX_SESSIONS, idle) {
+            seen.insert(key.to_owned(), now);
         }
-        seen.insert(key.to_owned(), now);
     }
 
     /// Players still reloading at `now`; forgets the others.

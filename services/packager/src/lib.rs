@@ -7,6 +7,7 @@
 
 mod access;
 mod audience;
+mod bounded;
 pub mod dvr;
 mod flv;
 mod http;

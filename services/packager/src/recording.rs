@@ -337,14 +337,10 @@ const MAX_REMEMBERED: usize = 10_000;
 #[derive(Debug)]
 pub struct Unavailable;
 
-/// Inserts into a bounded map: one full is emptied first (entries are cheap to learn
-/// again).
+/// Inserts into a bounded cache (entries are cheap to learn again).
 fn insert_bounded<V>(map: &Mutex<HashMap<String, V>>, max: usize, key: String, v: V) {
     let mut map = map.lock().unwrap_or_else(|p| p.into_inner());
-    if map.len() >= max {
-        map.clear();
-    }
-    map.insert(key, v);
+    crate::bounded::cache_insert(&mut map, max, |_| false, key, v);
 }
 
 impl Storage {
