@@ -623,6 +623,13 @@ async fn turn_over_tls_relays_coturns_client_and_a_chromium_viewer() {
         "coturn's client relays over TLS:\n{out}\n{}",
         sk.logs()
     );
+    // RFC 6062 TCP relays with TLS control and data connections.
+    let (ok, out) = relays_between_allocations(tls_port, "tls-tcp-relay", &["-S", "-T"]);
+    assert!(
+        ok && out.contains("tot_recv_msgs=10"),
+        "coturn's client relays over TCP relays on TLS:\n{out}\n{}",
+        sk.logs()
+    );
 
     let Some(pair) = play_relayed(&sk, &["--ignore-certificate-errors"]).await else {
         return;
