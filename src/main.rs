@@ -284,6 +284,10 @@ struct Config {
     /// name); default: SKYLARK_RTC_PUBLIC_IP, else the first non-loopback address.
     #[arg(long, env = "SKYLARK_TURN_RELAY_IP")]
     turn_relay_ip: Option<std::net::IpAddr>,
+    /// An IPv6 address TURN relayed sockets are also offered on, to clients asking for
+    /// IPv6 (REQUESTED-ADDRESS-FAMILY, ADDITIONAL-ADDRESS-FAMILY); unset: IPv4 only.
+    #[arg(long, env = "SKYLARK_TURN_RELAY_IP6")]
+    turn_relay_ip6: Option<std::net::Ipv6Addr>,
     /// The TURN realm (coturn's `realm`).
     #[arg(long, env = "SKYLARK_TURN_REALM", default_value = "skylark")]
     turn_realm: String,
@@ -443,9 +447,12 @@ impl Config {
             addr,
             tls,
             relay_ip: self.turn_relay_ip(),
+            relay_ip6: self.turn_relay_ip6,
             realm: self.turn_realm.clone(),
             secret: skylark_auth::TurnSecret::new(self.turn_secret.as_bytes()),
             allow_peers: skylark_turn::parse_allow_peers(&self.turn_allow_peers)?,
+            // The SFU nodes' ICE-TCP port: the same setting on every node.
+            sfu_tcp_port: self.rtc_tcp_addr.0.map(|a| a.port()).filter(|p| *p != 0),
             limits: skylark_turn::Limits {
                 allocations: self.turn_max_allocations as usize,
                 per_user: self.turn_user_allocations as usize,
@@ -586,6 +593,7 @@ impl Config {
             turn_addr = ?self.turn_addr,
             turn_tls = ?self.turn_tls_cert.as_ref().map(|_| self.turn_tls_addr),
             turn_relay_ip = ?self.turn_relay_ip,
+            turn_relay_ip6 = ?self.turn_relay_ip6,
             turn_allow_peers = %self.turn_allow_peers,
             admission_url = %mask_url(&self.admission_url),
             admission_timeout_ms = self.admission_timeout_ms,

@@ -21,8 +21,11 @@ use turn_server_proto::stun::types::message::{
     IntegrityAlgorithm, LongTermKeyCredentials, Message, MessageClass, MessageWrite,
     MessageWriteExt, MessageWriteVec, TransactionId,
 };
-use turn_server_proto::types::attribute::{RequestedTransport, XorPeerAddress};
+use turn_server_proto::types::attribute::{
+    RequestedAddressFamily, RequestedTransport, XorPeerAddress, XorRelayedAddress,
+};
 use turn_server_proto::types::message::{ALLOCATE, CREATE_PERMISSION};
+use turn_server_proto::types::AddressFamily;
 
 const SECRET: &str = "embedded-turn-test-secret";
 
@@ -433,6 +436,85 @@ async fn the_embedded_turn_relays_fresh_credentials_and_refuses_the_rest() {
     assert!(!live.ends_with(" 0"), "{live}");
 }
 
+/// An Allocate asking for an IPv6 relayed address (REQUESTED-ADDRESS-FAMILY) from
+/// `raw` as a fresh `who`: the relayed address, or the error code.
+async fn allocate_v6(raw: &RawClient, who: &str) -> Result<SocketAddr, u16> {
+    let c = TurnSecret::new(SECRET.as_bytes()).mint(who, now(), Duration::from_secs(600));
+    let mut req = Message::builder_request(ALLOCATE, MessageWriteVec::new());
+    req.add_attribute(&RequestedTransport::new(RequestedTransport::UDP))
+        .unwrap();
+    req.add_attribute(&RequestedAddressFamily::new(AddressFamily::IPV6))
+        .unwrap();
+    req.add_attribute(&Username::new(&c.username).unwrap())
+        .unwrap();
+    req.add_attribute(&Realm::new(&raw.realm).unwrap()).unwrap();
+    req.add_attribute(&Nonce::new(&raw.nonce).unwrap()).unwrap();
+    let creds = LongTermKeyCredentials::new(c.username, c.credential, raw.realm.clone()).into();
+    req.add_message_integrity(&creds, IntegrityAlgorithm::Sha1)
+        .unwrap();
+    let reply = raw.exchange(req.finish()).await;
+    let msg = Message::from_bytes(&reply).unwrap();
+    match msg.attribute::<XorRelayedAddress>() {
+        Ok(a) => Ok(a.addr(msg.transaction_id())),
+        Err(_) => Err(msg.attribute::<ErrorCode>().map_or(1, |e| e.code())),
+    }
+}
+
+/// IPv6 relayed addresses (RFC 8656) given SKYLARK_TURN_RELAY_IP6: coturn's client
+/// relays between two IPv6 allocations (`-x`) over UDP and TCP and takes both families
+/// at once (`-Z`, ADDITIONAL-ADDRESS-FAMILY); without the setting IPv6 gets 440.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ipv6_relayed_addresses_given_an_ipv6_relay_ip() {
+    if !has_uclient() {
+        return;
+    }
+    let sk = skylark_with_turn(&[
+        ("SKYLARK_TURN_RELAY_IP6", "::1"),
+        ("SKYLARK_TURN_USER_ALLOCATIONS", "4"),
+    ])
+    .await;
+    let port = logged_port(&sk, "TURN UDP and TCP listening on");
+    let server: SocketAddr = ([127, 0, 0, 1], port).into();
+    for (who, flags) in [("v6-udp", &["-x"][..]), ("v6-tcp", &["-x", "-t"][..])] {
+        let (ok, out) = relays_between_allocations(port, who, flags);
+        assert!(
+            ok && out.contains("tot_recv_msgs=10"),
+            "{who} relays over IPv6:\n{out}\n{}",
+            sk.logs()
+        );
+    }
+    let raw = RawClient::new(server).await;
+    let relay = allocate_v6(&raw, "v6-raw")
+        .await
+        .expect("an IPv6 relayed address");
+    assert_eq!(relay.ip(), "::1".parse::<std::net::IpAddr>().unwrap());
+    // Both families in one Allocate.
+    let c = TurnSecret::new(SECRET.as_bytes()).mint("dual", now(), Duration::from_secs(600));
+    let (ok, out) = uclient(&[
+        "-Z",
+        "-y",
+        "-n",
+        "5",
+        "-m",
+        "1",
+        "-u",
+        &c.username,
+        "-w",
+        &c.credential,
+        "-p",
+        &port.to_string(),
+    ]);
+    assert!(
+        ok && out.contains("tot_recv_msgs=10"),
+        "dual allocation:\n{out}"
+    );
+
+    let v4_only = skylark_with_turn(&[]).await;
+    let port = logged_port(&v4_only, "TURN UDP and TCP listening on");
+    let raw = RawClient::new(([127, 0, 0, 1], port).into()).await;
+    assert_eq!(allocate_v6(&raw, "v6-none").await, Err(440));
+}
+
 /// Opens the watch page of a room of `sk` forced to relay (`?ice=relay` →
 /// `iceTransportPolicy: 'relay'`) and waits until it decodes 30 frames; the selected
 /// candidate pair then.
@@ -539,6 +621,13 @@ async fn turn_over_tls_relays_coturns_client_and_a_chromium_viewer() {
     assert!(
         ok && out.contains("tot_recv_msgs=10"),
         "coturn's client relays over TLS:\n{out}\n{}",
+        sk.logs()
+    );
+    // RFC 6062 TCP relays with TLS control and data connections.
+    let (ok, out) = relays_between_allocations(tls_port, "tls-tcp-relay", &["-S", "-T"]);
+    assert!(
+        ok && out.contains("tot_recv_msgs=10"),
+        "coturn's client relays over TCP relays on TLS:\n{out}\n{}",
         sk.logs()
     );
 

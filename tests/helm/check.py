@@ -116,7 +116,7 @@ REQUIRED_ENV = {
         "SKYLARK_HTTP_ADDR", "SKYLARK_INTERNAL_ADDR", "SKYLARK_TURN_ADDR", "SKYLARK_TURN_RELAY_IP",
         "SKYLARK_TURN_SECRET", "SKYLARK_TURN_REALM", "SKYLARK_TURN_ALLOW_PEERS",
         "SKYLARK_TURN_MAX_ALLOCATIONS", "SKYLARK_TURN_USER_ALLOCATIONS", "SKYLARK_TURN_BYTES_PER_S",
-        "REDIS_URL", "SKYLARK_REDIS_PREFIX", "LOG_FORMAT", "RUST_LOG",
+        "SKYLARK_RTC_TCP_ADDR", "REDIS_URL", "SKYLARK_REDIS_PREFIX", "LOG_FORMAT", "RUST_LOG",
     },
 }
 # ...and must not get: secrets only where they are needed.
@@ -232,7 +232,7 @@ VALUE_SETS = {
         "userAllocations": 8, "nodeSelector": {"skylark.io/turn": "true"}}}},
     "turn-embedded-tls": {"turn": {"secret": "t" * 32, "server": {
         "enabled": True, "host": "turn.example.com", "tlsSecret": "turn-tls", "tlsPort": 5350,
-        "publicIp": "203.0.113.20", "bytesPerSecond": 2500000}}},
+        "publicIp": "203.0.113.20", "publicIp6": "2001:db8::20", "bytesPerSecond": 2500000}}},
     "recordings-s3": {"recordings": {"url": "s3://skylark-rec/live", "s3": {
         "region": "eu-west-1", "endpoint": "http://minio.storage:9000", "allowHttp": True,
         "existingSecret": "skylark-s3", "accessKeyIdKey": "access-key",

@@ -1,24 +1,27 @@
 //! The embedded TURN server (`skylark turn`, or inside the all-in-one): a tokio shell
 //! around the sans-IO `turn-server-proto` server (README design note). UDP and TCP on
-//! one port (3478), TLS (`turns:`) on another; relayed addresses are UDP. Credentials
-//! are the TURN REST ones signaling mints (`skylark_auth::TurnSecret`), checked on each
-//! authenticated request; relaying goes only to public addresses, SFU nodes, the
-//! allow-list and other allocations of this server.
+//! one port (3478), TLS (`turns:`) on another; relayed addresses are UDP, or TCP (RFC
+//! 6062) for clients on TCP/TLS, on IPv4 and, given an IPv6 relay IP, IPv6 (RFC 8656).
+//! Credentials are the TURN REST ones signaling mints (`skylark_auth::TurnSecret`),
+//! checked on each authenticated request; relaying goes only to public addresses, SFU
+//! nodes (their ICE-TCP port for TCP), the allow-list and other allocations of this
+//! server.
 
 mod policy;
 mod shell;
 mod stream;
+mod tcp;
 
 pub use policy::Limits;
 
 use anyhow::Context;
 use ipnet::IpNet;
-use shell::{Clients, Event, Shell, MAX_DATAGRAM};
+use shell::{Clients, Event, RelayIp, Shell, MAX_DATAGRAM};
 use skylark_auth::TurnSecret;
 use skylark_bus::{AnyBus, Bus, NodeKind};
 use skylark_telemetry::ServicePart;
 use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -46,10 +49,16 @@ pub struct Config {
     pub tls: Option<Tls>,
     /// The address relayed sockets are announced on (XOR-RELAYED-ADDRESS).
     pub relay_ip: IpAddr,
+    /// An IPv6 address for relayed sockets besides (REQUESTED-ADDRESS-FAMILY,
+    /// ADDITIONAL-ADDRESS-FAMILY: RFC 8656); `None`: relays of `relay_ip`'s family only.
+    pub relay_ip6: Option<Ipv6Addr>,
     pub realm: String,
     pub secret: TurnSecret,
     /// Private peers relaying may reach besides SFU nodes and this server's allocations.
     pub allow_peers: Vec<IpNet>,
+    /// The SFU nodes' ICE-TCP port (SKYLARK_RTC_TCP_ADDR): TCP relays may connect to
+    /// it on their media IPs.
+    pub sfu_tcp_port: Option<u16>,
     pub limits: Limits,
 }
 
@@ -104,13 +113,13 @@ pub async fn start(
     let udp = Arc::new(udp);
     let udp_addr = udp.local_addr()?;
     let tcp_addr = tcp.local_addr()?;
+    let relay_ips = relay_ips(&config)?;
     let policy = Arc::new(policy::Policy::new(
         config.limits,
         config.allow_peers.clone(),
-        config.relay_ip,
+        relay_ips.iter().map(|r| r.announce).collect(),
+        config.sfu_tcp_port,
     ));
-    // Relayed sockets bind the listen IP (all interfaces when it is unspecified).
-    let bind_ip = config.addr.ip();
     let shell = |name, transport, listen, clients| Shell {
         name,
         transport,
@@ -118,8 +127,7 @@ pub async fn start(
         realm: config.realm.clone(),
         secret: config.secret.clone(),
         policy: policy.clone(),
-        bind_ip,
-        relay_ip: config.relay_ip,
+        relay_ips: relay_ips.clone(),
         clients,
     };
     let mut tasks = Vec::new();
@@ -180,7 +188,13 @@ pub async fn start(
     }
     tasks.push(tokio::spawn(watch_sfu_nodes(bus, policy, shutdown)));
     metrics::gauge!("skylark_turn_allocations").set(0.0);
-    tracing::info!("TURN relayed addresses on {}", config.relay_ip);
+    for r in &relay_ips {
+        tracing::info!(
+            "TURN relayed addresses on {} (bound on {})",
+            r.announce,
+            r.bind
+        );
+    }
     tracing::info!("TURN UDP and TCP listening on {udp_addr}");
     if let Some(addr) = tls_addr {
         tracing::info!("TURN TLS listening on {addr}");
@@ -193,6 +207,35 @@ pub async fn start(
         tcp: tcp_addr,
         tls: tls_addr,
     })
+}
+
+/// The relay IP of each address family. Relayed sockets bind the listen IP when it is
+/// of the same family (all interfaces when it is unspecified), else the relay IP.
+fn relay_ips(config: &Config) -> anyhow::Result<Vec<RelayIp>> {
+    let listen = config.addr.ip();
+    let bind = |announce: IpAddr| match (listen, announce) {
+        (l, a) if l.is_ipv4() == a.is_ipv4() => l,
+        (l, IpAddr::V6(_)) if l.is_unspecified() => Ipv6Addr::UNSPECIFIED.into(),
+        (l, IpAddr::V4(_)) if l.is_unspecified() => std::net::Ipv4Addr::UNSPECIFIED.into(),
+        (_, a) => a,
+    };
+    let mut ips = vec![RelayIp {
+        bind: bind(config.relay_ip),
+        announce: config.relay_ip,
+    }];
+    if let Some(v6) = config.relay_ip6 {
+        if config.relay_ip.is_ipv6() {
+            anyhow::bail!(
+                "SKYLARK_TURN_RELAY_IP6 is set and SKYLARK_TURN_RELAY_IP is IPv6 too: give \
+                 SKYLARK_TURN_RELAY_IP an IPv4 address, or leave SKYLARK_TURN_RELAY_IP6 unset"
+            );
+        }
+        ips.push(RelayIp {
+            bind: bind(v6.into()),
+            announce: v6.into(),
+        });
+    }
+    Ok(ips)
 }
 
 /// UDP and TCP on one port; with port 0, the port UDP got (tried a few times, in

@@ -5,7 +5,7 @@ use ipnet::IpNet;
 use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Mutex;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// Caps of one TURN server process.
 #[derive(Debug, Clone, Copy)]
@@ -56,11 +56,17 @@ struct Bucket {
     at: Instant,
 }
 
+/// One allocation: whose, and whether its relayed address is TCP (RFC 6062).
+#[derive(Debug)]
+struct Held {
+    user: String,
+    tcp: bool,
+}
+
 #[derive(Debug, Default)]
 struct State {
-    /// Relayed address → the username that holds it.
-    relays: HashMap<SocketAddr, String>,
-    per_user: HashMap<String, usize>,
+    /// Relayed address → who holds it (the shell keeps UDP and TCP ports apart).
+    relays: HashMap<SocketAddr, Held>,
     buckets: HashMap<SocketAddr, Bucket>,
     /// The SFU nodes' media addresses, as the node registry last listed them.
     sfu: HashSet<SocketAddr>,
@@ -71,16 +77,25 @@ struct State {
 pub(crate) struct Policy {
     pub(crate) limits: Limits,
     allow: Vec<IpNet>,
-    relay_ip: IpAddr,
+    /// This server's relay IPs (one per address family).
+    relay_ips: Vec<IpAddr>,
+    /// The SFU nodes' ICE-TCP port (SKYLARK_RTC_TCP_ADDR), on their media IPs.
+    sfu_tcp_port: Option<u16>,
     state: Mutex<State>,
 }
 
 impl Policy {
-    pub(crate) fn new(limits: Limits, allow: Vec<IpNet>, relay_ip: IpAddr) -> Self {
+    pub(crate) fn new(
+        limits: Limits,
+        allow: Vec<IpNet>,
+        relay_ips: Vec<IpAddr>,
+        sfu_tcp_port: Option<u16>,
+    ) -> Self {
         Self {
             limits,
             allow,
-            relay_ip,
+            relay_ips,
+            sfu_tcp_port,
             state: Mutex::default(),
         }
     }
@@ -95,11 +110,11 @@ impl Policy {
     }
 
     /// Whether a CreatePermission for `ip` (no port: permissions are per IP) is allowed:
-    /// public addresses, the allow-list, SFU nodes, and this server's relay IP (other
+    /// public addresses, the allow-list, SFU nodes, and this server's relay IPs (other
     /// allocations; ChannelBind and Send then check the port).
     pub(crate) fn permits_ip(&self, ip: IpAddr) -> bool {
         is_public(ip)
-            || ip == self.relay_ip
+            || self.relay_ips.contains(&ip)
             || self.allow.iter().any(|n| n.contains(&ip))
             || self.state().sfu.iter().any(|a| a.ip() == ip)
     }
@@ -111,7 +126,20 @@ impl Policy {
             return true;
         }
         let st = self.state();
-        st.sfu.contains(&addr) || st.relays.contains_key(&addr)
+        st.sfu.contains(&addr) || st.relays.get(&addr).is_some_and(|h| !h.tcp)
+    }
+
+    /// Whether a TCP connection may go to `addr` (Connect, RFC 6062): public addresses,
+    /// the allow-list, an SFU node's ICE-TCP address, or a TCP allocation of this server.
+    pub(crate) fn permits_tcp(&self, addr: SocketAddr) -> bool {
+        if is_public(addr.ip()) || self.allow.iter().any(|n| n.contains(&addr.ip())) {
+            return true;
+        }
+        let st = self.state();
+        let sfu = self
+            .sfu_tcp_port
+            .is_some_and(|port| st.sfu.iter().any(|a| SocketAddr::new(a.ip(), port) == addr));
+        sfu || st.relays.get(&addr).is_some_and(|h| h.tcp)
     }
 
     /// Whether `user` may take one more allocation.
@@ -120,17 +148,17 @@ impl Policy {
         if st.relays.len() >= self.limits.allocations {
             return Err(Refusal::TotalCap);
         }
-        if st.per_user.get(user).copied().unwrap_or(0) >= self.limits.per_user {
+        if st.relays.values().filter(|h| h.user == user).count() >= self.limits.per_user {
             return Err(Refusal::UserCap);
         }
         Ok(())
     }
 
     /// Counts an allocation `user` got at `relay`.
-    pub(crate) fn allocated(&self, relay: SocketAddr, user: &str) -> usize {
+    pub(crate) fn allocated(&self, relay: SocketAddr, user: &str, tcp: bool) -> usize {
         let mut st = self.state();
-        *st.per_user.entry(user.to_string()).or_default() += 1;
-        st.relays.insert(relay, user.to_string());
+        let user = user.to_string();
+        st.relays.insert(relay, Held { user, tcp });
         st.relays.len()
     }
 
@@ -138,19 +166,33 @@ impl Policy {
     pub(crate) fn released(&self, relay: SocketAddr) -> usize {
         let mut st = self.state();
         st.buckets.remove(&relay);
-        if let Some(user) = st.relays.remove(&relay) {
-            if let Some(n) = st.per_user.get_mut(&user) {
-                *n = n.saturating_sub(1);
-                if *n == 0 {
-                    st.per_user.remove(&user);
-                }
-            }
-        }
+        st.relays.remove(&relay);
         st.relays.len()
     }
 
     /// Takes `bytes` from `relay`'s budget; `false`: over its rate, drop the packet.
     pub(crate) fn spend(&self, relay: SocketAddr, bytes: usize, now: Instant) -> bool {
+        self.bucket(relay, now, |tokens| {
+            if *tokens < bytes as f64 {
+                return false;
+            }
+            *tokens -= bytes as f64;
+            true
+        })
+    }
+
+    /// Takes `bytes` from `relay`'s budget even past it; how long to wait before
+    /// sending them (a TCP relay slows down where UDP drops).
+    pub(crate) fn debit(&self, relay: SocketAddr, bytes: usize, now: Instant) -> Duration {
+        let rate = self.limits.bytes_per_s.max(1) as f64;
+        self.bucket(relay, now, |tokens| {
+            *tokens -= bytes as f64;
+            Duration::from_secs_f64((-*tokens / rate).max(0.0))
+        })
+    }
+
+    /// `relay`'s bucket refilled to `now`, handed to `f`.
+    fn bucket<T>(&self, relay: SocketAddr, now: Instant, f: impl FnOnce(&mut f64) -> T) -> T {
         let rate = self.limits.bytes_per_s as f64;
         let mut st = self.state();
         let b = st.buckets.entry(relay).or_insert(Bucket {
@@ -160,11 +202,7 @@ impl Policy {
         let elapsed = now.saturating_duration_since(b.at).as_secs_f64();
         b.tokens = (b.tokens + elapsed * rate).min(rate);
         b.at = now;
-        if b.tokens < bytes as f64 {
-            return false;
-        }
-        b.tokens -= bytes as f64;
-        true
+        f(&mut b.tokens)
     }
 }
 
@@ -210,7 +248,8 @@ mod tests {
                 bytes_per_s: 1000,
             },
             vec!["10.9.0.0/16".parse().unwrap()],
-            "127.0.0.1".parse().unwrap(),
+            vec!["127.0.0.1".parse().unwrap()],
+            Some(7881),
         )
     }
 
@@ -240,20 +279,62 @@ mod tests {
         assert!(p.permits_addr(sfu));
         let relay: SocketAddr = "127.0.0.1:50000".parse().unwrap();
         assert!(!p.permits_addr(relay));
-        p.allocated(relay, "u");
+        p.allocated(relay, "u", false);
         assert!(p.permits_addr(relay));
         p.released(relay);
         assert!(!p.permits_addr(relay));
     }
 
     #[test]
+    fn ipv6_peers_follow_the_same_rules() {
+        let p = Policy::new(
+            Limits::default(),
+            Vec::new(),
+            vec!["127.0.0.1".parse().unwrap(), "::1".parse().unwrap()],
+            None,
+        );
+        for ip in ["fe80::1", "fd12::1", "::ffff:127.0.0.2", "ff02::1"] {
+            assert!(!p.permits_ip(ip.parse().unwrap()), "{ip}");
+        }
+        // ::1 is a relay IP of ours: by port, only its allocations.
+        let relay: SocketAddr = "[::1]:50000".parse().unwrap();
+        assert!(p.permits_ip(relay.ip()));
+        assert!(!p.permits_addr(relay));
+        p.allocated(relay, "u", false);
+        assert!(p.permits_addr(relay));
+        assert!(p.permits_addr("[2a00:1450::1]:9".parse().unwrap()));
+    }
+
+    #[test]
+    fn tcp_targets_are_sfu_ice_tcp_ports_listed_peers_and_our_tcp_relays() {
+        let p = policy();
+        p.set_sfu_addrs(["10.1.0.5:7882".parse().unwrap()].into());
+        assert!(p.permits_tcp("10.1.0.5:7881".parse().unwrap()), "ICE-TCP");
+        assert!(!p.permits_tcp("10.1.0.5:22".parse().unwrap()));
+        assert!(!p.permits_tcp("10.1.0.5:7882".parse().unwrap()), "UDP port");
+        assert!(
+            p.permits_tcp("10.9.1.1:80".parse().unwrap()),
+            "allow-listed"
+        );
+        assert!(!p.permits_tcp("127.0.0.1:6379".parse().unwrap()));
+        let (udp, tcp): (SocketAddr, SocketAddr) = (
+            "127.0.0.1:50001".parse().unwrap(),
+            "127.0.0.1:50002".parse().unwrap(),
+        );
+        p.allocated(udp, "u", false);
+        p.allocated(tcp, "u", true);
+        assert!(!p.permits_tcp(udp) && p.permits_tcp(tcp));
+        assert!(p.permits_addr(udp) && !p.permits_addr(tcp));
+    }
+
+    #[test]
     fn caps_per_credential_and_in_total() {
         let p = policy();
-        p.allocated("127.0.0.1:1".parse().unwrap(), "a");
-        p.allocated("127.0.0.1:2".parse().unwrap(), "a");
+        p.allocated("127.0.0.1:1".parse().unwrap(), "a", false);
+        p.allocated("127.0.0.1:2".parse().unwrap(), "a", true);
         assert_eq!(p.may_allocate("a"), Err(Refusal::UserCap));
         assert_eq!(p.may_allocate("b"), Ok(()));
-        p.allocated("127.0.0.1:3".parse().unwrap(), "b");
+        p.allocated("127.0.0.1:3".parse().unwrap(), "b", false);
         assert_eq!(p.may_allocate("c"), Err(Refusal::TotalCap));
         p.released("127.0.0.1:1".parse().unwrap());
         assert_eq!(p.may_allocate("a"), Ok(()));
@@ -267,5 +348,15 @@ mod tests {
         assert!(p.spend(r, 600, t0));
         assert!(!p.spend(r, 600, t0));
         assert!(p.spend(r, 600, t0 + std::time::Duration::from_millis(300)));
+    }
+
+    #[test]
+    fn tcp_past_the_rate_waits_for_it() {
+        let p = policy();
+        let r: SocketAddr = "127.0.0.1:9".parse().unwrap();
+        let t0 = Instant::now();
+        assert_eq!(p.debit(r, 1000, t0), Duration::ZERO);
+        assert_eq!(p.debit(r, 500, t0), Duration::from_millis(500));
+        assert_eq!(p.debit(r, 500, t0), Duration::from_secs(1));
     }
 }

@@ -1,30 +1,33 @@
-//! The I/O shell of one listener: owns a sans-IO `TurnServer`, the relayed UDP sockets
-//! it asks for, the client connections (TCP, TLS) and its timers. One task per
-//! listener; readers feed it events, it alone touches the server.
+//! The I/O shell of one listener: owns a sans-IO `TurnServer`, the relayed sockets it
+//! asks for (UDP, and TCP listeners for RFC 6062 allocations), the client connections
+//! (TCP, TLS) and its timers. One task per listener; readers feed it events, it alone
+//! touches the server.
 
 use crate::policy::{Policy, Refusal};
+use crate::tcp::{self, Relayed, Splice};
 use skylark_auth::TurnSecret;
 use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-use tokio::net::UdpSocket;
-use tokio::sync::mpsc;
+use tokio::net::{TcpStream, UdpSocket};
+use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use turn_server_proto::api::{
     SocketAllocateError, TcpConnectError, TurnServerApi, TurnServerPollRet,
 };
 use turn_server_proto::server::TurnServer;
 use turn_server_proto::stun::agent::Transmit;
+use turn_server_proto::stun::types::attribute::AttributeStaticType;
 use turn_server_proto::stun::types::attribute::{ErrorCode, Realm, Username};
 use turn_server_proto::stun::types::message::{
     IntegrityAlgorithm, LongTermKeyCredentials, Message, MessageClass, MessageIntegrityCredentials,
-    MessageWrite, MessageWriteExt, MessageWriteVec,
+    MessageType, MessageWrite, MessageWriteExt, MessageWriteVec, TransactionId,
 };
 use turn_server_proto::stun::types::TransportType;
-use turn_server_proto::types::attribute::XorPeerAddress;
+use turn_server_proto::types::attribute::{AdditionalAddressFamily, ConnectionId, XorPeerAddress};
 use turn_server_proto::types::message::{
-    ALLOCATE, CHANNEL_BIND, CONNECT, CONNECTION_BIND, CREATE_PERMISSION, SEND,
+    ALLOCATE, CHANNEL_BIND, CONNECT, CONNECTION_ATTEMPT, CONNECTION_BIND, CREATE_PERMISSION, SEND,
 };
 use turn_server_proto::types::{AddressFamily, Instant as SansInstant};
 
@@ -39,6 +42,14 @@ const MAX_USERS: usize = 10_000;
 /// Generations at once; past it the oldest is dropped, its allocations ended (their
 /// clients allocate again). Bounds the tables to this many times [`MAX_USERS`].
 const MAX_GENERATIONS: usize = 4;
+/// How long a peer connection waits for the client's ConnectionBind (RFC 6062 §5.3).
+const BIND_WAIT: Duration = Duration::from_secs(30);
+/// Peer connections of one TCP allocation being opened or waiting for a
+/// ConnectionBind; past it Connect gets 508 and peers connecting are closed.
+const MAX_UNBOUND: usize = 8;
+/// How long a permission lasts (RFC 8656 §9), less a margin: the shell's copy must not
+/// outlive the server's.
+const PERMISSION: Duration = Duration::from_secs(290);
 
 /// What readers tell the shell.
 #[derive(Debug)]
@@ -63,6 +74,25 @@ pub(crate) enum Event {
     Closed {
         from: SocketAddr,
     },
+    /// A ConnectionBind, the first frame of a stream connection (RFC 6062): once it is
+    /// bound the peer connection goes through `splice`, and relaying begins.
+    Bind {
+        from: SocketAddr,
+        data: Vec<u8>,
+        splice: oneshot::Sender<Splice>,
+    },
+    /// A peer connected to a TCP relayed address.
+    PeerAccepted {
+        relay: SocketAddr,
+        peer: SocketAddr,
+        stream: TcpStream,
+    },
+    /// How the connection the shell opened for a Connect request went.
+    PeerConnected {
+        relay: SocketAddr,
+        peer: SocketAddr,
+        result: Result<TcpStream, TcpConnectError>,
+    },
 }
 
 /// How the shell answers clients.
@@ -72,12 +102,116 @@ pub(crate) enum Clients {
     Stream(HashMap<SocketAddr, mpsc::Sender<Vec<u8>>>),
 }
 
+enum RelaySocket {
+    Udp(Arc<UdpSocket>),
+    /// RFC 6062: the address its listener is bound on (connections to peers too).
+    Tcp(SocketAddr),
+}
+
 struct Relay {
-    socket: Arc<UdpSocket>,
+    socket: RelaySocket,
     stop: CancellationToken,
     /// The generation that allocated it, and for whom.
     generation: u64,
     client: SocketAddr,
+    user: String,
+}
+
+/// A Connect request held while the shell opens its peer connection: the crate (0.7.3)
+/// times a Connect out at the first poll after asking for the connection, so the
+/// server sees the request only once the connection is open and is answered at once.
+struct Connecting {
+    client: SocketAddr,
+    request: Vec<u8>,
+    txn: TransactionId,
+    user: String,
+    generation: u64,
+    creds: MessageIntegrityCredentials,
+    algo: IntegrityAlgorithm,
+    result: Option<Result<TcpStream, TcpConnectError>>,
+}
+
+/// A peer connection waiting for the client's ConnectionBind.
+struct Unbound {
+    id: u32,
+    user: String,
+    generation: u64,
+    relay: SocketAddr,
+    peer: SocketAddr,
+    stream: TcpStream,
+    until: Instant,
+}
+
+/// The relayed addresses, also by client. Only `insert` and `remove` change them, so
+/// the index cannot drift; what each generation and client holds is derived from them.
+#[derive(Default)]
+struct Relays {
+    by_addr: HashMap<SocketAddr, Relay>,
+    by_client: HashMap<SocketAddr, Vec<SocketAddr>>,
+}
+
+impl Relays {
+    fn insert(&mut self, addr: SocketAddr, relay: Relay) {
+        self.by_client.entry(relay.client).or_default().push(addr);
+        self.by_addr.insert(addr, relay);
+    }
+
+    fn remove(&mut self, addr: SocketAddr) -> Option<Relay> {
+        let relay = self.by_addr.remove(&addr)?;
+        if let Some(mine) = self.by_client.get_mut(&relay.client) {
+            mine.retain(|a| *a != addr);
+            if mine.is_empty() {
+                self.by_client.remove(&relay.client);
+            }
+        }
+        Some(relay)
+    }
+
+    fn get(&self, addr: &SocketAddr) -> Option<&Relay> {
+        self.by_addr.get(addr)
+    }
+
+    /// The generation holding `client`'s allocations (all in one: a client with one
+    /// goes to its generation for the next).
+    fn generation_of(&self, client: SocketAddr) -> Option<u64> {
+        let first = self.by_client.get(&client)?.first()?;
+        self.by_addr.get(first).map(|r| r.generation)
+    }
+
+    fn of_client(&self, client: SocketAddr) -> Vec<SocketAddr> {
+        self.by_client.get(&client).cloned().unwrap_or_default()
+    }
+
+    fn in_generation(&self, id: u64) -> Vec<SocketAddr> {
+        self.by_addr
+            .iter()
+            .filter(|(_, r)| r.generation == id)
+            .map(|(a, _)| *a)
+            .collect()
+    }
+
+    fn contains(&self, addr: SocketAddr) -> bool {
+        self.by_addr.contains_key(&addr)
+    }
+
+    /// `client`'s TCP relayed addresses and the addresses their sockets bind.
+    fn tcp_of(&self, client: SocketAddr) -> Vec<(SocketAddr, SocketAddr)> {
+        let mine = self.by_client.get(&client).map_or(&[][..], Vec::as_slice);
+        mine.iter()
+            .filter_map(|a| match self.by_addr.get(a)?.socket {
+                RelaySocket::Tcp(bind) => Some((*a, bind)),
+                RelaySocket::Udp(_) => None,
+            })
+            .collect()
+    }
+
+    fn holds_generation(&self, id: u64) -> bool {
+        self.by_addr.values().any(|r| r.generation == id)
+    }
+
+    fn addrs(&self) -> Vec<SocketAddr> {
+        self.by_addr.keys().copied().collect()
+    }
 }
 
 /// One sans-IO server and the credentials it was given.
@@ -85,7 +219,6 @@ struct Generation {
     id: u64,
     server: TurnServer,
     users: HashSet<String>,
-    allocations: usize,
 }
 
 /// What to do with a client message before the server sees it.
@@ -93,6 +226,15 @@ enum Gate {
     Pass,
     Drop,
     Reply(Vec<u8>),
+    /// A Connect (RFC 6062): open the peer connection first.
+    Connect(Box<Connecting>, SocketAddr, SocketAddr, SocketAddr),
+}
+
+/// Where relayed sockets of one address family bind, and the address clients are told.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct RelayIp {
+    pub(crate) bind: IpAddr,
+    pub(crate) announce: IpAddr,
 }
 
 pub(crate) struct Shell {
@@ -102,9 +244,8 @@ pub(crate) struct Shell {
     pub(crate) realm: String,
     pub(crate) secret: TurnSecret,
     pub(crate) policy: Arc<Policy>,
-    /// The IP relayed sockets bind; `relay_ip` is what clients are told.
-    pub(crate) bind_ip: IpAddr,
-    pub(crate) relay_ip: IpAddr,
+    /// One per address family.
+    pub(crate) relay_ips: Vec<RelayIp>,
     pub(crate) clients: Clients,
 }
 
@@ -113,13 +254,18 @@ struct Run {
     /// Oldest first; the last one takes new clients.
     generations: Vec<Generation>,
     max_users: usize,
-    /// Clients with allocations → (their generation, how many).
-    owners: HashMap<SocketAddr, (u64, usize)>,
-    /// Who asked for an allocation last, by client address (AllocateSocket names no user).
-    allocating: HashMap<SocketAddr, String>,
-    relays: HashMap<SocketAddr, Relay>,
-    /// Stream clients' relayed addresses, ended with their connection.
-    client_relays: HashMap<SocketAddr, Vec<SocketAddr>>,
+    /// Who asked for an allocation last, and how many sockets it asked for (two with
+    /// ADDITIONAL-ADDRESS-FAMILY), by client address (AllocateSocket names no user).
+    allocating: HashMap<SocketAddr, (String, usize)>,
+    relays: Relays,
+    /// Connect requests whose peer connection is being opened, by (relay, peer).
+    connecting: HashMap<(SocketAddr, SocketAddr), Connecting>,
+    unbound: Vec<Unbound>,
+    relayed: Relayed,
+    /// (client, peer IP) → until when: the permissions of TCP allocations' clients. A
+    /// Connect the server would find no permission for is refused before it sees it
+    /// (the crate would leave it pending, and break the control connection at timeout).
+    tcp_permissions: HashMap<(SocketAddr, IpAddr), Instant>,
     base: Instant,
     events: mpsc::Sender<Event>,
 }
@@ -143,10 +289,12 @@ impl Shell {
             sh: self,
             generations: Vec::new(),
             max_users,
-            owners: HashMap::new(),
             allocating: HashMap::new(),
-            relays: HashMap::new(),
-            client_relays: HashMap::new(),
+            relays: Relays::default(),
+            connecting: HashMap::new(),
+            unbound: Vec::new(),
+            relayed: Relayed::default(),
+            tcp_permissions: HashMap::new(),
             base: Instant::now(),
             events,
         };
@@ -186,10 +334,8 @@ impl Run {
                 wake = self.drive();
             }
         }
-        for (addr, r) in self.relays.drain() {
-            r.stop.cancel();
-            let left = self.sh.policy.released(addr);
-            metrics::gauge!("skylark_turn_allocations").set(left as f64);
+        for addr in self.relays.addrs() {
+            self.end_relay(addr);
         }
         tracing::info!(listener = self.sh.name, "TURN listener stopped");
         Ok(())
@@ -203,19 +349,52 @@ impl Run {
             Event::Client { from, data } => {
                 let channel_data = data.first().is_some_and(|b| b & 0xc0 != 0);
                 let g = self.generation_of_client(from);
-                match self.gate(&data, from, g) {
-                    Gate::Drop => return false,
-                    Gate::Reply(reply) => {
-                        self.reply_to(from, reply);
-                        return false;
-                    }
-                    Gate::Pass => {}
+                if !self.passes_gate(&data, from, g) {
+                    return false;
                 }
                 let t = Transmit::new(data.as_slice(), self.sh.transport, from, self.sh.listen);
+                let out = self.generations[g].server.recv(t, now).map(|o| o.build());
+                if let Some(out) = out {
+                    if !channel_data && !self.relays.tcp_of(from).is_empty() {
+                        self.note_permissions(from, &data, &out.data);
+                    }
+                    self.send(out);
+                }
+                !channel_data
+            }
+            Event::Bind { from, data, splice } => self.bind(from, data, splice, now),
+            Event::PeerAccepted {
+                relay,
+                peer,
+                stream,
+            } => {
+                self.peer_accepted(relay, peer, stream, now);
+                false
+            }
+            Event::PeerConnected {
+                relay,
+                peer,
+                result,
+            } => {
+                let Some(c) = self.connecting.get_mut(&(relay, peer)) else {
+                    // The allocation ended meanwhile: the connection closes.
+                    return false;
+                };
+                c.result = Some(result);
+                let (client, request, generation) = (c.client, c.request.clone(), c.generation);
+                let g = self
+                    .index_of(generation)
+                    .unwrap_or(self.generations.len() - 1);
+                let t = Transmit::new(
+                    request.as_slice(),
+                    self.sh.transport,
+                    client,
+                    self.sh.listen,
+                );
                 if let Some(out) = self.generations[g].server.recv(t, now) {
                     self.send(out.build());
                 }
-                !channel_data
+                true
             }
             Event::Peer { relay, from, data } => {
                 if !self.sh.policy.spend(relay, data.len(), Instant::now()) {
@@ -255,7 +434,7 @@ impl Run {
                 // reach the client any more. The server has no call to delete one, so
                 // the sockets close and the caps free now; the server forgets the
                 // allocation when its lifetime ends.
-                for relay in self.client_relays.remove(&from).unwrap_or_default() {
+                for relay in self.relays.of_client(from) {
                     self.end_relay(relay);
                 }
                 // An empty read is how the server learns a TCP client went away.
@@ -267,6 +446,260 @@ impl Run {
                 }
                 true
             }
+        }
+    }
+
+    /// Runs `gate`: whether the server is to see the message now.
+    fn passes_gate(&mut self, data: &[u8], from: SocketAddr, g: usize) -> bool {
+        match self.gate(data, from, g) {
+            Gate::Pass => true,
+            Gate::Drop => false,
+            Gate::Reply(reply) => {
+                self.reply_to(from, reply);
+                false
+            }
+            Gate::Connect(c, relay, peer, bind) => {
+                self.connecting.insert((relay, peer), *c);
+                tokio::spawn(tcp::connect(bind, relay, peer, self.events.clone()));
+                false
+            }
+        }
+    }
+
+    /// Records the permissions a CreatePermission or ChannelBind of a TCP allocation's
+    /// client got (what the server answered `response`).
+    fn note_permissions(&mut self, client: SocketAddr, request: &[u8], response: &[u8]) {
+        let (Ok(req), Ok(resp)) = (Message::from_bytes(request), Message::from_bytes(response))
+        else {
+            return;
+        };
+        if !(req.has_method(CREATE_PERMISSION) || req.has_method(CHANNEL_BIND))
+            || !resp.has_class(MessageClass::Success)
+            || resp.transaction_id() != req.transaction_id()
+        {
+            return;
+        }
+        let until = Instant::now() + PERMISSION;
+        for a in (0..).map_while(|n| req.nth_attribute::<XorPeerAddress>(n).ok()) {
+            let ip = a.addr(req.transaction_id()).ip();
+            self.tcp_permissions.insert((client, ip), until);
+        }
+    }
+
+    /// A Connect on `client`'s control connection: the policy, then what the crate
+    /// would leave pending (no permission, no TCP allocation) refused here; else the
+    /// peer connection is opened first.
+    fn gate_connect(
+        &self,
+        msg: &Message<'_>,
+        data: &[u8],
+        client: SocketAddr,
+        user: String,
+        generation: u64,
+        (creds, algo): (MessageIntegrityCredentials, IntegrityAlgorithm),
+    ) -> Gate {
+        let refuse = |code| Gate::Reply(self.refuse(msg, code, Some((&creds, algo))));
+        let Ok(peer) = msg
+            .attribute::<XorPeerAddress>()
+            .map(|a| a.addr(msg.transaction_id()))
+        else {
+            return refuse(ErrorCode::BAD_REQUEST);
+        };
+        if !self.sh.policy.permits_tcp(peer) {
+            metrics::counter!("skylark_turn_peers_refused_total").increment(1);
+            tracing::debug!(%client, %peer, "TURN TCP peer outside the allowed set refused");
+            return refuse(ErrorCode::FORBIDDEN);
+        }
+        let mine = self.relays.tcp_of(client);
+        if mine.is_empty() {
+            return refuse(ErrorCode::ALLOCATION_MISMATCH);
+        }
+        let Some((relay, bind)) = mine
+            .into_iter()
+            .find(|(r, _)| r.is_ipv4() == peer.is_ipv4())
+        else {
+            return refuse(ErrorCode::PEER_ADDRESS_FAMILY_MISMATCH);
+        };
+        let permitted = self
+            .tcp_permissions
+            .get(&(client, peer.ip()))
+            .is_some_and(|until| *until > Instant::now());
+        if !permitted {
+            tracing::debug!(%client, %peer, "TURN Connect without a permission refused");
+            return refuse(ErrorCode::FORBIDDEN);
+        }
+        if self.relayed.contains((relay, peer)) {
+            return refuse(ErrorCode::CONNECTION_ALREADY_EXISTS);
+        }
+        if let Some(c) = self.connecting.get(&(relay, peer)) {
+            // A retransmission waits for the first one's answer.
+            if c.txn == msg.transaction_id() {
+                return Gate::Drop;
+            }
+            return refuse(ErrorCode::CONNECTION_ALREADY_EXISTS);
+        }
+        let pending = self.connecting.keys().filter(|(r, _)| *r == relay).count()
+            + self.unbound.iter().filter(|u| u.relay == relay).count();
+        if pending >= MAX_UNBOUND {
+            return refuse(ErrorCode::INSUFFICIENT_CAPACITY);
+        }
+        let c = Connecting {
+            client,
+            request: data.to_vec(),
+            txn: msg.transaction_id(),
+            user,
+            generation,
+            creds,
+            algo,
+            result: None,
+        };
+        Gate::Connect(Box::new(c), relay, peer, bind)
+    }
+
+    /// A ConnectionBind on a new data connection: to the generation whose peer
+    /// connection it names; once bound, the peer connection goes to the data
+    /// connection's task and the server forgets the pair (the shell relays it).
+    fn bind(
+        &mut self,
+        from: SocketAddr,
+        data: Vec<u8>,
+        splice: oneshot::Sender<Splice>,
+        now: SansInstant,
+    ) -> bool {
+        let Ok(msg) = Message::from_bytes(&data) else {
+            return false;
+        };
+        let id = msg.attribute::<ConnectionId>().ok().map(|c| c.id());
+        let user = msg
+            .attribute::<Username>()
+            .ok()
+            .map(|u| u.username().to_string());
+        let found = self
+            .unbound
+            .iter()
+            .position(|u| Some(u.id) == id && Some(&u.user) == user.as_ref());
+        let g = found
+            .and_then(|i| self.index_of(self.unbound[i].generation))
+            .unwrap_or(self.generations.len() - 1);
+        if !self.passes_gate(&data, from, g) {
+            return false;
+        }
+        let t = Transmit::new(data.as_slice(), TransportType::Tcp, from, self.sh.listen);
+        let Some(out) = self.generations[g].server.recv(t, now).map(|o| o.build()) else {
+            return true;
+        };
+        let bound = Message::from_bytes(&out.data)
+            .is_ok_and(|m| m.has_method(CONNECTION_BIND) && m.has_class(MessageClass::Success));
+        self.send(out);
+        let (true, Some(i)) = (bound, found) else {
+            return true;
+        };
+        let u = self.unbound.swap_remove(i);
+        // The answer is queued: dropping the queue ends the connection's writer after
+        // it, and the task relays from then on.
+        if let Clients::Stream(conns) = &mut self.sh.clients {
+            conns.remove(&from);
+        }
+        // A peer's end of stream makes the server drop the pair: it would otherwise
+        // refuse every other allocation's Connect to this peer (446) while it lasts.
+        let t = Transmit::new(&[][..], TransportType::Tcp, u.peer, u.relay);
+        let _ = self.generations[g].server.recv(t, now);
+        let Some(stop) = self.relays.get(&u.relay).map(|r| r.stop.clone()) else {
+            return true;
+        };
+        metrics::counter!("skylark_turn_tcp_connections_total").increment(1);
+        tracing::debug!(relay = %u.relay, peer = %u.peer, client = %from, "TURN TCP connection bound");
+        let _ = splice.send(Splice {
+            peer: u.stream,
+            relay: u.relay,
+            policy: self.sh.policy.clone(),
+            stop,
+            active: self.relayed.hold((u.relay, u.peer)),
+        });
+        true
+    }
+
+    /// A peer connected to a TCP relayed address: with a permission, the server sends
+    /// the client a ConnectionAttempt and the connection waits for its ConnectionBind;
+    /// without, it is closed (RFC 6062 §5.3).
+    fn peer_accepted(
+        &mut self,
+        relay: SocketAddr,
+        peer: SocketAddr,
+        stream: TcpStream,
+        now: SansInstant,
+    ) {
+        let Some(r) = self.relays.get(&relay) else {
+            return;
+        };
+        let (generation, user) = (r.generation, r.user.clone());
+        let Some(g) = self.index_of(generation) else {
+            return;
+        };
+        let waiting = self.unbound.iter().filter(|u| u.relay == relay).count();
+        if waiting >= MAX_UNBOUND {
+            metrics::counter!("skylark_turn_peers_refused_total").increment(1);
+            return;
+        }
+        let t = Transmit::new(&[][..], TransportType::Tcp, peer, relay);
+        let Some(out) = self.generations[g].server.recv(t, now).map(|o| o.build()) else {
+            tracing::debug!(%relay, %peer, "TURN TCP peer without a permission closed");
+            return;
+        };
+        let id = Message::from_bytes(&out.data)
+            .ok()
+            .and_then(|m| m.attribute::<ConnectionId>().ok().map(|c| c.id()));
+        let Some(id) = id else {
+            return;
+        };
+        self.unbound.push(Unbound {
+            id,
+            user,
+            generation,
+            relay,
+            peer,
+            stream,
+            until: Instant::now() + BIND_WAIT,
+        });
+        // RFC 6062 §4.4 makes it an indication; the crate (0.7.3) sends a request,
+        // which clients (coturn's) do not take.
+        self.reply_to(out.to, connection_attempt(id, peer));
+    }
+
+    /// A Connect's answer on its way to the client: the opened peer connection then
+    /// waits for the ConnectionBind, or closes.
+    fn connect_answered(&mut self, data: &[u8]) {
+        let Ok(msg) = Message::from_bytes(data) else {
+            return;
+        };
+        if !msg.has_method(CONNECT) || !msg.class().is_response() {
+            return;
+        }
+        let txn = msg.transaction_id();
+        let Some(key) = self
+            .connecting
+            .iter()
+            .find(|(_, c)| c.txn == txn)
+            .map(|(k, _)| *k)
+        else {
+            return;
+        };
+        let Some(c) = self.connecting.remove(&key) else {
+            return;
+        };
+        let id = msg.attribute::<ConnectionId>().ok().map(|c| c.id());
+        if let (true, Some(id), Some(Ok(stream))) =
+            (msg.has_class(MessageClass::Success), id, c.result)
+        {
+            self.unbound.push(Unbound {
+                id,
+                user: c.user,
+                generation: c.generation,
+                relay: key.0,
+                peer: key.1,
+                stream,
+                until: Instant::now() + BIND_WAIT,
+            });
         }
     }
 
@@ -348,10 +781,15 @@ impl Run {
                 };
                 return Gate::Reply(self.refuse(&msg, code, Some((&creds, algo))));
             }
-            self.allocating.insert(from, user);
-        } else if msg.has_method(CONNECT) || msg.has_method(CONNECTION_BIND) {
-            // RFC 6062 TCP relays: not offered (the stream would stop being framed).
-            return Gate::Reply(self.refuse(&msg, ErrorCode::FORBIDDEN, Some((&creds, algo))));
+            let sockets = if msg.has_attribute(AdditionalAddressFamily::TYPE) {
+                2
+            } else {
+                1
+            };
+            self.allocating.insert(from, (user, sockets));
+        } else if msg.has_method(CONNECT) {
+            let generation = self.generations[g].id;
+            return self.gate_connect(&msg, data, from, user, generation, (creds, algo));
         } else if (msg.has_method(CREATE_PERMISSION) || msg.has_method(CHANNEL_BIND))
             && peer_refused(&msg)
         {
@@ -395,6 +833,14 @@ impl Run {
             wake = wake.min(self.drive_one(g, now));
         }
         self.renew_generations();
+        let at = Instant::now();
+        self.unbound.retain(|u| u.until > at);
+        if let Some(next) = self.unbound.iter().map(|u| u.until).min() {
+            wake = wake.min(next);
+        }
+        let relays = &self.relays;
+        self.tcp_permissions
+            .retain(|(c, _), until| *until > at && !relays.tcp_of(*c).is_empty());
         wake
     }
 
@@ -429,14 +875,35 @@ impl Run {
                     peer_addr,
                     listen_addr,
                     client_addr,
-                } => self.generations[g].server.tcp_connected(
-                    relayed_addr,
-                    peer_addr,
-                    listen_addr,
-                    client_addr,
-                    Err(TcpConnectError::Forbidden),
-                    now,
-                ),
+                } => {
+                    let key = (relayed_addr, peer_addr);
+                    let result = match self.connecting.get(&key).and_then(|c| c.result.as_ref()) {
+                        Some(Ok(_)) => Ok(relayed_addr),
+                        Some(Err(e)) => Err(*e),
+                        // Not one the shell opened: every Connect is held until it is.
+                        None => Err(TcpConnectError::Forbidden),
+                    };
+                    self.generations[g].server.tcp_connected(
+                        relayed_addr,
+                        peer_addr,
+                        listen_addr,
+                        client_addr,
+                        result,
+                        now,
+                    );
+                    // Answered before the next poll (which would time it out).
+                    while let Some(t) = self.generations[g].server.poll_transmit(now) {
+                        self.send(t);
+                    }
+                    if let Some(c) = self.connecting.remove(&key) {
+                        // Left unanswered (no permission after all): refused here.
+                        if let Ok(msg) = Message::from_bytes(&c.request) {
+                            let r =
+                                self.refuse(&msg, ErrorCode::FORBIDDEN, Some((&c.creds, c.algo)));
+                            self.reply_to(c.client, r);
+                        }
+                    }
+                }
                 TurnServerPollRet::TcpClose {
                     local_addr,
                     remote_addr,
@@ -461,12 +928,10 @@ impl Run {
     /// newest has seen [`Run::max_users`] credentials (dropping the oldest past
     /// [`MAX_GENERATIONS`]).
     fn renew_generations(&mut self) {
-        let newest = self.generations.len() - 1;
-        let mut i = 0;
-        self.generations.retain(|g| {
-            i += 1;
-            i - 1 == newest || g.allocations > 0
-        });
+        let newest = self.generations.last().map(|g| g.id);
+        let relays = &self.relays;
+        self.generations
+            .retain(|g| Some(g.id) == newest || relays.holds_generation(g.id));
         let users = self.generations.last().map_or(0, |g| g.users.len());
         if users <= self.max_users {
             return;
@@ -480,12 +945,7 @@ impl Run {
         self.new_generation(id);
         if self.generations.len() > MAX_GENERATIONS {
             let oldest = self.generations.remove(0);
-            let ended: Vec<SocketAddr> = self
-                .relays
-                .iter()
-                .filter(|(_, r)| r.generation == oldest.id)
-                .map(|(a, _)| *a)
-                .collect();
+            let ended = self.relays.in_generation(oldest.id);
             tracing::warn!(
                 allocations = ended.len(),
                 "TURN: the oldest credential table dropped, its allocations ended"
@@ -501,7 +961,6 @@ impl Run {
             id,
             server: TurnServer::new(self.sh.transport, self.sh.listen, self.sh.realm.clone()),
             users: HashSet::new(),
-            allocations: 0,
         });
     }
 
@@ -513,25 +972,18 @@ impl Run {
     /// The generation a client's messages go to: the one holding its allocations, else
     /// the newest.
     fn generation_of_client(&self, client: SocketAddr) -> usize {
-        self.owners
-            .get(&client)
-            .and_then(|(id, _)| self.index_of(*id))
+        self.relays
+            .generation_of(client)
+            .and_then(|id| self.index_of(id))
             .unwrap_or(self.generations.len() - 1)
     }
 
     /// Closes a relayed socket and frees its place under the caps (once).
     fn end_relay(&mut self, relay: SocketAddr) {
-        if let Some(r) = self.relays.remove(&relay) {
+        if let Some(r) = self.relays.remove(relay) {
             r.stop.cancel();
-            if let Some(g) = self.index_of(r.generation) {
-                self.generations[g].allocations -= 1;
-            }
-            if let Some((_, n)) = self.owners.get_mut(&r.client) {
-                *n -= 1;
-                if *n == 0 {
-                    self.owners.remove(&r.client);
-                }
-            }
+            self.connecting.retain(|(a, _), _| *a != relay);
+            self.unbound.retain(|u| u.relay != relay);
             let left = self.sh.policy.released(relay);
             metrics::gauge!("skylark_turn_allocations").set(left as f64);
             tracing::debug!(%relay, "TURN allocation ended");
@@ -550,45 +1002,72 @@ impl Run {
                 .increment(1);
             Err(e)
         };
-        if transport != TransportType::Udp {
-            return refuse(
-                Refusal::Transport,
-                SocketAllocateError::InsufficientCapacity,
-            );
-        }
+        // TCP relays (RFC 6062) for clients on TCP or TLS; the crate answers UDP ones 400.
+        let tcp = match (transport, &self.sh.clients) {
+            (TransportType::Udp, _) => false,
+            (TransportType::Tcp, Clients::Stream(_)) => true,
+            _ => {
+                return refuse(
+                    Refusal::Transport,
+                    SocketAllocateError::InsufficientCapacity,
+                )
+            }
+        };
         let v4 = family == AddressFamily::IPV4;
-        if v4 != self.sh.relay_ip.is_ipv4() {
+        let Some(ip) = self
+            .sh
+            .relay_ips
+            .iter()
+            .find(|r| r.announce.is_ipv4() == v4)
+            .copied()
+        else {
             return refuse(
                 Refusal::Family,
                 SocketAllocateError::AddressFamilyNotSupported,
             );
-        }
+        };
         // Taken, not read: UDP clients never say goodbye, so the map must not keep them.
-        let user = self.allocating.remove(&client).unwrap_or_default();
+        let user = match self.allocating.get_mut(&client) {
+            Some((user, left)) if *left > 1 => {
+                *left -= 1;
+                user.clone()
+            }
+            _ => self
+                .allocating
+                .remove(&client)
+                .map(|(user, _)| user)
+                .unwrap_or_default(),
+        };
         if let Err(r) = self.sh.policy.may_allocate(&user) {
             return refuse(r, SocketAllocateError::InsufficientCapacity);
         }
-        let socket = std::net::UdpSocket::bind((self.sh.bind_ip, 0))
-            .and_then(|s| s.set_nonblocking(true).map(|()| s))
-            .and_then(UdpSocket::from_std);
-        let socket = match socket {
-            Ok(s) => Arc::new(s),
-            Err(e) => {
-                tracing::warn!(error = %e, "TURN relayed socket: bind failed");
-                return Err(SocketAllocateError::InsufficientCapacity);
+        let stop = CancellationToken::new();
+        // Relays are known by address: a port the other transport's relay holds is
+        // bound again.
+        let mut bound = None;
+        for _ in 0..8 {
+            let got = if tcp {
+                self.bind_tcp(ip, &stop)
+            } else {
+                self.bind_udp(ip, &stop)
+            };
+            match got {
+                Ok((relay, socket)) if !self.relays.contains(relay) => {
+                    bound = Some((relay, socket));
+                    break;
+                }
+                Ok(_) => continue,
+                Err(e) => {
+                    tracing::warn!(error = %e, "TURN relayed socket: bind failed");
+                    break;
+                }
             }
-        };
-        let Ok(local) = socket.local_addr() else {
+        }
+        let Some((relay, socket)) = bound else {
+            stop.cancel();
             return Err(SocketAllocateError::InsufficientCapacity);
         };
-        let relay = SocketAddr::new(self.sh.relay_ip, local.port());
-        let stop = CancellationToken::new();
-        tokio::spawn(read_relay(
-            socket.clone(),
-            relay,
-            self.events.clone(),
-            stop.clone(),
-        ));
+        // A colliding socket was never read and is closed with its loop iteration.
         self.relays.insert(
             relay,
             Relay {
@@ -596,21 +1075,46 @@ impl Run {
                 stop,
                 generation,
                 client,
+                user: user.clone(),
             },
         );
-        if let Some(g) = self.index_of(generation) {
-            self.generations[g].allocations += 1;
-        }
-        self.owners.entry(client).or_insert((generation, 0)).1 += 1;
-        if matches!(self.sh.clients, Clients::Stream(_)) {
-            let mine = self.client_relays.entry(client).or_default();
-            mine.retain(|r| self.relays.contains_key(r));
-            mine.push(relay);
-        }
-        let total = self.sh.policy.allocated(relay, &user);
+        let total = self.sh.policy.allocated(relay, &user, tcp);
         metrics::gauge!("skylark_turn_allocations").set(total as f64);
         tracing::debug!(%client, %relay, user = %user, "TURN allocation");
         Ok(relay)
+    }
+
+    /// A relayed UDP socket on `ip` and its reader.
+    fn bind_udp(
+        &self,
+        ip: RelayIp,
+        stop: &CancellationToken,
+    ) -> std::io::Result<(SocketAddr, RelaySocket)> {
+        let socket = std::net::UdpSocket::bind((ip.bind, 0))?;
+        socket.set_nonblocking(true)?;
+        let socket = Arc::new(UdpSocket::from_std(socket)?);
+        let relay = SocketAddr::new(ip.announce, socket.local_addr()?.port());
+        if !self.relays.contains(relay) {
+            let stop = stop.clone();
+            tokio::spawn(read_relay(socket.clone(), relay, self.events.clone(), stop));
+        }
+        Ok((relay, RelaySocket::Udp(socket)))
+    }
+
+    /// A TCP relayed address's listener on `ip` and its acceptor.
+    fn bind_tcp(
+        &self,
+        ip: RelayIp,
+        stop: &CancellationToken,
+    ) -> std::io::Result<(SocketAddr, RelaySocket)> {
+        let listener = tcp::relay_listener(ip.bind)?;
+        let local = listener.local_addr()?;
+        let relay = SocketAddr::new(ip.announce, local.port());
+        if !self.relays.contains(relay) {
+            let (events, stop) = (self.events.clone(), stop.clone());
+            tokio::spawn(tcp::accept(listener, relay, events, stop));
+        }
+        Ok((relay, RelaySocket::Tcp(local)))
     }
 
     fn reply_to(&mut self, to: SocketAddr, data: Vec<u8>) {
@@ -629,9 +1133,12 @@ impl Run {
 
     fn send(&mut self, t: Transmit<Vec<u8>>) {
         if t.from == self.sh.listen {
+            if !self.connecting.is_empty() {
+                self.connect_answered(&t.data);
+            }
             return self.reply_to(t.to, t.data);
         }
-        let Some(r) = self.relays.get(&t.from) else {
+        let Some(RelaySocket::Udp(socket)) = self.relays.get(&t.from).map(|r| &r.socket) else {
             return;
         };
         // The server checked the permission; this is the last word on the peer.
@@ -643,7 +1150,7 @@ impl Run {
             metrics::counter!("skylark_turn_dropped_total", "reason" => "bandwidth").increment(1);
             return;
         }
-        if send_now(&r.socket, &t.data, t.to).is_ok() {
+        if send_now(socket, &t.data, t.to).is_ok() {
             metrics::counter!("skylark_turn_relayed_bytes_total", "direction" => "out")
                 .increment(t.data.len() as u64);
             metrics::counter!("skylark_turn_relayed_packets_total", "direction" => "out")
@@ -662,6 +1169,20 @@ fn send_now(socket: &UdpSocket, data: &[u8], to: SocketAddr) -> std::io::Result<
         }
         r => r,
     }
+}
+
+/// A ConnectionAttempt indication (RFC 6062 §5.3).
+fn connection_attempt(id: u32, peer: SocketAddr) -> Vec<u8> {
+    let mut b = Message::builder(
+        MessageType::from_class_method(MessageClass::Indication, CONNECTION_ATTEMPT),
+        TransactionId::generate(),
+        MessageWriteVec::new(),
+    );
+    let tid = b.transaction_id();
+    let _ = b.add_attribute(&ConnectionId::new(id));
+    let _ = b.add_attribute(&XorPeerAddress::new(peer, tid));
+    let _ = b.add_fingerprint();
+    b.finish()
 }
 
 fn auth_reason(e: skylark_auth::TurnCredentialError) -> &'static str {
@@ -805,9 +1326,16 @@ mod tests {
             listen: listen.local_addr().unwrap(),
             realm: "skylark".into(),
             secret: TurnSecret::new(SECRET),
-            policy: Arc::new(Policy::new(Limits::default(), Vec::new(), loopback)),
-            bind_ip: loopback,
-            relay_ip: loopback,
+            policy: Arc::new(Policy::new(
+                Limits::default(),
+                Vec::new(),
+                vec![loopback],
+                None,
+            )),
+            relay_ips: vec![RelayIp {
+                bind: loopback,
+                announce: loopback,
+            }],
             clients: Clients::Udp(listen),
         };
         let (events, _rx) = mpsc::channel(EVENTS);
@@ -831,5 +1359,11 @@ mod tests {
         }
         assert_eq!(run.generations.len(), 2, "the holder's and the newest");
         assert_eq!(request(&mut run, &mut holder, REFRESH, &held).await, 0);
+        // Its last allocation ended, the holder's generation goes.
+        for relay in run.relays.of_client(holder.sock.local_addr().unwrap()) {
+            run.end_relay(relay);
+        }
+        run.drive();
+        assert_eq!(run.generations.len(), 1, "only the newest is left");
     }
 }

@@ -1,6 +1,7 @@
 //! TURN over TCP and TLS: connections framed into whole STUN messages and ChannelData
 //! (RFC 8656 §12: on a stream, ChannelData is padded to 4 bytes), bounded in size,
-//! count and silence.
+//! count and silence; a data connection (RFC 6062 ConnectionBind) relays raw bytes
+//! once bound.
 
 use crate::shell::Event;
 use anyhow::Context;
@@ -10,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpListener;
-use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
@@ -100,7 +101,7 @@ pub(crate) async fn accept(
 }
 
 /// One client connection: frames in to the shell, the shell's frames out.
-async fn serve<S: AsyncRead + AsyncWrite + Send + 'static>(
+async fn serve<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
     stream: S,
     from: SocketAddr,
     events: mpsc::Sender<Event>,
@@ -115,17 +116,23 @@ async fn serve<S: AsyncRead + AsyncWrite + Send + 'static>(
     let done = CancellationToken::new();
     let writer_done = done.clone();
     let writer = tokio::spawn(async move {
-        // Ends when the shell drops the queue (connection closed on either side).
+        // Ends when the shell drops the queue (connection closed on either side, or
+        // bound as a data connection); hands the half back unless writing failed.
+        let mut ok = true;
         while let Some(frame) = out.recv().await {
             match tokio::time::timeout(WRITE, wr.write_all(&frame)).await {
                 Ok(Ok(())) => {}
-                _ => break,
+                _ => {
+                    ok = false;
+                    break;
+                }
             }
         }
-        let _ = wr.shutdown().await;
         writer_done.cancel();
+        ok.then_some(wr)
     });
     let mut first = true;
+    let mut spliced = None;
     loop {
         let wait = if first { FIRST } else { IDLE };
         let frame = tokio::select! {
@@ -145,13 +152,48 @@ async fn serve<S: AsyncRead + AsyncWrite + Send + 'static>(
                 break;
             }
         };
+        if first && is_connection_bind(&data) {
+            let (tx, rx) = oneshot::channel();
+            let ev = Event::Bind {
+                from,
+                data,
+                splice: tx,
+            };
+            if events.send(ev).await.is_err() {
+                break;
+            }
+            // The shell answers at once: bound, or not (the sender dropped).
+            if let Ok(s) = rx.await {
+                spliced = Some(s);
+                break;
+            }
+            continue;
+        }
         first = false;
         if events.send(Event::Client { from, data }).await.is_err() {
             break;
         }
     }
-    let _ = events.send(Event::Closed { from }).await;
-    let _ = writer.await;
+    match spliced {
+        Some(s) => {
+            // The answer written (the shell dropped the queue after it), bytes flow.
+            if let Ok(Some(wr)) = writer.await {
+                crate::tcp::splice(rd.unsplit(wr), s, shutdown).await;
+            }
+            let _ = events.send(Event::Closed { from }).await;
+        }
+        None => {
+            let _ = events.send(Event::Closed { from }).await;
+            if let Ok(Some(mut wr)) = writer.await {
+                let _ = wr.shutdown().await;
+            }
+        }
+    }
+}
+
+/// Whether `frame` is a ConnectionBind request (RFC 6062: method 0x00B).
+fn is_connection_bind(frame: &[u8]) -> bool {
+    frame.starts_with(&[0x00, 0x0b])
 }
 
 /// ChannelData padded to 4 bytes, as RFC 8656 §12.5 wants on streams (the server

@@ -1,0 +1,260 @@
+//! TCP relays of the embedded TURN server (RFC 6062): coturn's client (`turnutils_uclient
+//! -T`, Debian coturn) relays between two TCP allocations (a Connect from one and a
+//! ConnectionAttempt on the other); a raw client on a control connection connects its
+//! allocation to an allow-listed echo peer, binds a data connection and gets its bytes
+//! back; Connect to a peer outside the allowed set, or without a permission, gets 403.
+
+mod common;
+
+use common::*;
+use skylark_auth::TurnSecret;
+use std::net::SocketAddr;
+use std::process::{Command, Stdio};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use turn_server_proto::stun::types::attribute::{ErrorCode, Nonce, Realm, Username};
+use turn_server_proto::stun::types::message::{
+    IntegrityAlgorithm, LongTermKeyCredentials, Message, MessageClass, MessageWrite,
+    MessageWriteExt, MessageWriteVec, Method, TransactionId,
+};
+use turn_server_proto::types::attribute::{ConnectionId, RequestedTransport, XorPeerAddress};
+use turn_server_proto::types::message::{ALLOCATE, CONNECT, CONNECTION_BIND, CREATE_PERMISSION};
+
+const SECRET: &str = "tcp-turn-test-secret-0123";
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+async fn skylark_with_turn(env: &[(&str, &str)]) -> (Skylark, u16) {
+    let mut opts = Options::default();
+    opts.env
+        .insert("SKYLARK_TURN_ADDR".into(), "127.0.0.1:0".into());
+    opts.env.insert("SKYLARK_TURN_SECRET".into(), SECRET.into());
+    opts.env
+        .insert("RUST_LOG".into(), "info,skylark_turn=debug".into());
+    for (k, v) in env {
+        opts.env.insert((*k).into(), (*v).into());
+    }
+    let sk = Skylark::start_with(opts).await;
+    let port = logged_port(&sk, "TURN UDP and TCP listening on");
+    (sk, port)
+}
+
+fn has_uclient() -> bool {
+    if Command::new("turnutils_uclient")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_err()
+    {
+        skip("no turnutils_uclient (Debian coturn): scripts/test installs it");
+        return false;
+    }
+    true
+}
+
+/// One STUN message off a stream.
+async fn read_stun(conn: &mut TcpStream) -> Vec<u8> {
+    let mut msg = vec![0u8; 20];
+    tokio::time::timeout(Duration::from_secs(5), conn.read_exact(&mut msg))
+        .await
+        .expect("an answer within 5 s")
+        .unwrap();
+    let len = usize::from(u16::from_be_bytes([msg[2], msg[3]]));
+    msg.resize(20 + len, 0);
+    conn.read_exact(&mut msg[20..]).await.unwrap();
+    msg
+}
+
+/// A TURN client's credentials and the server's realm and nonce.
+struct Auth {
+    user: String,
+    pass: String,
+    realm: String,
+    nonce: String,
+}
+
+impl Auth {
+    /// A request of `method` signed as this client, `attrs` added first.
+    fn request(
+        &self,
+        method: Method,
+        attrs: impl FnOnce(&mut MessageWriteVec, TransactionId),
+    ) -> Vec<u8> {
+        let mut req = Message::builder_request(method, MessageWriteVec::new());
+        let tid = req.transaction_id();
+        attrs(&mut req, tid);
+        req.add_attribute(&Username::new(&self.user).unwrap())
+            .unwrap();
+        req.add_attribute(&Realm::new(&self.realm).unwrap())
+            .unwrap();
+        req.add_attribute(&Nonce::new(&self.nonce).unwrap())
+            .unwrap();
+        let creds =
+            LongTermKeyCredentials::new(self.user.clone(), self.pass.clone(), self.realm.clone())
+                .into();
+        req.add_message_integrity(&creds, IntegrityAlgorithm::Sha1)
+            .unwrap();
+        req.finish()
+    }
+}
+
+/// The answer's error code, 0 for success.
+fn code(reply: &[u8]) -> u16 {
+    let msg = Message::from_bytes(reply).unwrap();
+    if msg.has_class(MessageClass::Success) {
+        0
+    } else {
+        msg.attribute::<ErrorCode>().map_or(1, |e| e.code())
+    }
+}
+
+/// A control connection with a TCP allocation (RFC 6062 §4.1).
+async fn control(port: u16, who: &str) -> (TcpStream, Auth) {
+    let c = TurnSecret::new(SECRET.as_bytes()).mint(who, now(), Duration::from_secs(600));
+    let mut conn = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    let mut req = Message::builder_request(ALLOCATE, MessageWriteVec::new());
+    req.add_attribute(&RequestedTransport::new(RequestedTransport::TCP))
+        .unwrap();
+    conn.write_all(&req.finish()).await.unwrap();
+    let reply = read_stun(&mut conn).await;
+    let msg = Message::from_bytes(&reply).unwrap();
+    let auth = Auth {
+        user: c.username,
+        pass: c.credential,
+        realm: msg.attribute::<Realm>().unwrap().realm().to_string(),
+        nonce: msg.attribute::<Nonce>().unwrap().nonce().to_string(),
+    };
+    let req = auth.request(ALLOCATE, |r, _| {
+        r.add_attribute(&RequestedTransport::new(RequestedTransport::TCP))
+            .unwrap();
+    });
+    conn.write_all(&req).await.unwrap();
+    assert_eq!(code(&read_stun(&mut conn).await), 0, "a TCP allocation");
+    (conn, auth)
+}
+
+async fn exchange(conn: &mut TcpStream, req: Vec<u8>) -> Vec<u8> {
+    conn.write_all(&req).await.unwrap();
+    read_stun(conn).await
+}
+
+/// An echo server on `ip`: each connection gets its bytes back.
+async fn echo_peer(ip: &str) -> SocketAddr {
+    let l = tokio::net::TcpListener::bind((ip, 0)).await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut c, _)) = l.accept().await {
+            tokio::spawn(async move {
+                let (mut r, mut w) = c.split();
+                let _ = tokio::io::copy(&mut r, &mut w).await;
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tcp_allocation_connects_to_an_allowed_peer_and_relays_its_bytes() {
+    // 127.0.0.2 (loopback, so private) is allowed by the list; 127.0.0.3 is not.
+    let (sk, port) = skylark_with_turn(&[("SKYLARK_TURN_ALLOW_PEERS", "127.0.0.2/32")]).await;
+    let peer = echo_peer("127.0.0.2").await;
+    let forbidden = echo_peer("127.0.0.3").await;
+    let (mut ctl, auth) = control(port, "tcp-raw").await;
+
+    // Connect before a permission: refused (RFC 6062 relays to permitted peers only).
+    let connect = |to: SocketAddr| {
+        auth.request(CONNECT, |r, tid| {
+            r.add_attribute(&XorPeerAddress::new(to, tid)).unwrap();
+        })
+    };
+    assert_eq!(code(&exchange(&mut ctl, connect(peer)).await), 403);
+    // A peer outside the allowed set: no permission, no Connect.
+    let permit = |to: SocketAddr| {
+        auth.request(CREATE_PERMISSION, |r, tid| {
+            r.add_attribute(&XorPeerAddress::new(to, tid)).unwrap();
+        })
+    };
+    assert_eq!(code(&exchange(&mut ctl, permit(forbidden)).await), 403);
+    assert_eq!(
+        code(&exchange(&mut ctl, connect(forbidden)).await),
+        403,
+        "Connect to a peer outside the allowed set"
+    );
+
+    assert_eq!(code(&exchange(&mut ctl, permit(peer)).await), 0);
+    let reply = exchange(&mut ctl, connect(peer)).await;
+    let msg = Message::from_bytes(&reply).unwrap();
+    assert!(
+        msg.has_class(MessageClass::Success),
+        "Connect to the allowed peer: {:?}\n{}",
+        msg.attribute::<ErrorCode>().map(|e| e.code()),
+        sk.logs()
+    );
+    let id = msg.attribute::<ConnectionId>().unwrap().id();
+
+    // The data connection: ConnectionBind, then raw bytes both ways.
+    let mut data = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    let bind = auth.request(CONNECTION_BIND, |r, _| {
+        r.add_attribute(&ConnectionId::new(id)).unwrap();
+    });
+    assert_eq!(code(&exchange(&mut data, bind).await), 0, "bound");
+    // Bytes that are no STUN at all, larger than a frame of the control protocol.
+    let sent: Vec<u8> = (0..200_000u32).map(|i| (i * 7 + 13) as u8).collect();
+    let (mut rd, mut wr) = data.into_split();
+    let writer = {
+        let sent = sent.clone();
+        tokio::spawn(async move {
+            wr.write_all(&sent).await.unwrap();
+            wr
+        })
+    };
+    let mut got = vec![0u8; sent.len()];
+    tokio::time::timeout(Duration::from_secs(10), rd.read_exact(&mut got))
+        .await
+        .expect("the echo within 10 s")
+        .unwrap();
+    assert!(got == sent, "the peer's bytes come back unchanged");
+    let _wr = writer.await.unwrap();
+
+    // The same peer again while the first connection lives.
+    let reply = exchange(&mut ctl, connect(peer)).await;
+    assert_eq!(code(&reply), 446, "one connection per peer and allocation");
+
+    let m = sk.metrics().await;
+    let line = m
+        .lines()
+        .find(|l| l.starts_with("skylark_turn_tcp_connections_total"))
+        .unwrap_or_else(|| panic!("no TCP connection counted:\n{m}"));
+    assert!(line.ends_with(" 1"), "{line}");
+}
+
+/// coturn's client relays over TCP relays (`-T`): two allocations, one connecting to
+/// the other's relayed address (the other takes it through a ConnectionAttempt).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn coturns_client_relays_over_tcp_relays() {
+    if !has_uclient() {
+        return;
+    }
+    let (sk, port) = skylark_with_turn(&[("SKYLARK_TURN_USER_ALLOCATIONS", "4")]).await;
+    let c = TurnSecret::new(SECRET.as_bytes()).mint("uclient-tcp", now(), Duration::from_secs(600));
+    let out = Command::new("turnutils_uclient")
+        .args(["-T", "-n", "10", "-m", "1", "-l", "1000"])
+        .args(["-u", &c.username, "-w", &c.credential])
+        .args(["-p", &port.to_string(), "127.0.0.1"])
+        .stdin(Stdio::null())
+        .output()
+        .expect("turnutils_uclient (Debian coturn)");
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && text.contains("tot_recv_msgs=20"),
+        "relays over TCP relays:\n{text}\n{}",
+        sk.logs()
+    );
+}
