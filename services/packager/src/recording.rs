@@ -444,6 +444,55 @@ async fn unfinished(objs: &skylark_objstore::Store, room: Option<&str>) -> io::R
         .collect())
 }
 
+/// The marker of a room's open recording before `open/{room}/{id}` (2026-12-06):
+/// `{room}/current`, holding the id.
+const LEGACY_CURRENT: &str = "current";
+
+/// Turns room `room`'s `{room}/current` marker, if it has one, into an `open/` marker:
+/// takeover and the sweep look only there.
+async fn adopt_legacy_marker(objs: &skylark_objstore::Store, room: &str) -> io::Result<()> {
+    let key = format!("{room}/{LEGACY_CURRENT}");
+    let id = match get(objs, &key, 256).await {
+        Ok(id) => id,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    match std::str::from_utf8(&id).map(str::trim) {
+        Ok(id) if safe_name(id) => {
+            put(objs, &marker(&format!("{room}/{id}")), Bytes::new()).await?;
+            tracing::info!(room_id = %room, recording_id = %id, "recording marked open (was `{room}/current`)");
+        }
+        _ => tracing::warn!(room_id = %room, "`{room}/current` names no recording: removed"),
+    }
+    match objs.objects.delete(&Key::from(key)).await {
+        Ok(()) | Err(skylark_objstore::Error::NotFound { .. }) => Ok(()),
+        Err(e) => Err(io_err(e)),
+    }
+}
+
+/// [`adopt_legacy_marker`] for every room: one listing of the rooms and one read each,
+/// at start-up only.
+async fn adopt_legacy_markers(storage: &Storage) -> io::Result<()> {
+    let rooms = storage
+        .objects
+        .objects
+        .list_with_delimiter(None)
+        .await
+        .map_err(io_err)?;
+    for room in rooms.common_prefixes {
+        if storage.shutdown.is_cancelled() {
+            break;
+        }
+        let Some(room) = room.filename().filter(|r| *r != OPEN && safe_name(r)) else {
+            continue;
+        };
+        if let Err(e) = adopt_legacy_marker(&storage.objects, room).await {
+            tracing::warn!(error = %e, room_id = %room, "old recording marker not converted (retried at the next start)");
+        }
+    }
+    Ok(())
+}
+
 /// One message to the writer.
 enum Msg {
     Out {
@@ -537,6 +586,7 @@ struct Writer {
 impl Writer {
     async fn open(storage: Storage, room: &str) -> io::Result<Self> {
         let objs = &storage.objects;
+        adopt_legacy_marker(objs, room).await?;
         let mut found = Vec::new();
         for dir in unfinished(objs, Some(room)).await? {
             if let Ok(meta) = read_meta(&storage, &dir).await {
@@ -626,9 +676,17 @@ impl Writer {
                 Finished::Segment { msn, .. } => Some(*msn),
                 Finished::Init { .. } => None,
             };
+            let listed = |m: &Meta| m.renditions.get(&r).map(|x| x.segments.len());
+            let before = listed(&self.meta);
             if let Err(e) = self.apply(&r, o).await {
                 metrics::counter!("skylark_recording_write_errors_total").increment(1);
                 tracing::warn!(error = %e, recording_id = %self.meta.id, rendition = %r, ?msn, "recording write failed; the segment is lost");
+                // Not stored: the next segment follows a hole.
+                if msn.is_some() && listed(&self.meta) == before {
+                    if let Some(x) = self.meta.renditions.get_mut(&r) {
+                        x.discontinuity_due = true;
+                    }
+                }
             }
         }
     }
@@ -937,13 +995,16 @@ async fn register(storage: &Storage, meta: &Meta) -> Registered {
     }
 }
 
-/// At startup and every 30 s: finalizes recordings left open (not updated for
+/// At startup (after [`adopt_legacy_markers`]) and every 30 s: finalizes recordings left open (not updated for
 /// [`ABANDONED_AFTER_MS`]) whose room is not live, and registers ended ones the API
 /// has not acknowledged. Runs until `storage.shutdown`.
 pub async fn sweep(
     storage: Storage,
     live: impl Fn(String) -> futures_util::future::BoxFuture<'static, bool>,
 ) {
+    if let Err(e) = adopt_legacy_markers(&storage).await {
+        tracing::warn!(error = %e, "old recording markers not looked for (retried at the next start)");
+    }
     loop {
         sweep_once(&storage, &live).await;
         tokio::select! {
@@ -1241,12 +1302,14 @@ mod tests {
         assert!(now * 20 < whole, "{now} vs {whole}");
     }
 
-    /// The store's requests, counted: GETs and HEADs (`get_opts`) and lists.
+    /// The store's requests, counted: GETs and HEADs (`get_opts`) and lists; and the
+    /// next put of a key ending in `refuse_put`, refused (a failed write).
     #[derive(Debug)]
     struct Counting {
         inner: Arc<dyn ObjectStore>,
         reads: std::sync::atomic::AtomicUsize,
         lists: std::sync::atomic::AtomicUsize,
+        refuse_put: Mutex<Option<String>>,
     }
 
     impl std::fmt::Display for Counting {
@@ -1280,6 +1343,17 @@ mod tests {
             payload: PutPayload,
             opts: object_store::PutOptions,
         ) -> object_store::Result<object_store::PutResult> {
+            // Taken (and put back unless it matches) so no guard lives across the await.
+            let refuse = self.refuse_put.lock().unwrap().take();
+            match refuse {
+                Some(k) if location.as_ref().ends_with(k.as_str()) => {
+                    return Err(object_store::Error::Generic {
+                        store: "test",
+                        source: "write refused".into(),
+                    });
+                }
+                other => *self.refuse_put.lock().unwrap() = other,
+            }
             self.inner.put_opts(location, payload, opts).await
         }
         async fn put_multipart_opts(
@@ -1359,6 +1433,7 @@ mod tests {
             inner: skylark_objstore::local(root.to_path_buf()).unwrap().objects,
             reads: Default::default(),
             lists: Default::default(),
+            refuse_put: Mutex::default(),
         });
         let mut st = storage(root);
         st.objects.objects = counting.clone();
@@ -1448,6 +1523,123 @@ mod tests {
         );
         assert!(tmp.path().join(format!("open/{}", w.dir)).exists());
         assert!(!tmp.path().join("open/room_g").exists());
+    }
+
+    /// Sizes of the media files stored under `dir` (inits, segments, the MP4).
+    fn media_bytes(dir: &std::path::Path) -> u64 {
+        let mut total = 0;
+        for e in std::fs::read_dir(dir).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                total += media_bytes(&p);
+            } else if p.extension().is_some_and(|x| x == "mp4" || x == "m4s") {
+                total += p.metadata().unwrap().len();
+            }
+        }
+        total
+    }
+
+    /// A segment the store refused is not in the recording's size: what the API hears,
+    /// while recording and when finished, is what was stored.
+    #[tokio::test]
+    async fn a_segment_the_store_refused_is_not_counted_in_the_size() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (st, counting) = counted(tmp.path());
+        let mut w = Writer::open(st.clone(), "room_m").await.unwrap();
+        w.out(vec![("".into(), init("avc1.42e01f"))], false).await;
+        *counting.refuse_put.lock().unwrap() = Some("/seg1.m4s".into());
+        for msn in 0..3 {
+            let seg = Finished::Segment {
+                msn,
+                bytes: Bytes::from(vec![7; 1000 + msn as usize]),
+                duration: 2.0,
+                discontinuity: false,
+            };
+            w.out(vec![("".into(), seg)], false).await;
+        }
+        assert!(
+            counting.refuse_put.lock().unwrap().is_none(),
+            "no write was refused"
+        );
+        let dir = tmp.path().join(&w.dir);
+        // Segments 0 and 2 of the stream (1000 and 1002 bytes) and the init (4); the
+        // second follows the lost one.
+        let segs = &w.meta.renditions[""].segments;
+        assert_eq!(
+            segs.iter()
+                .map(|s| (s.bytes, s.discontinuity))
+                .collect::<Vec<_>>(),
+            [(1000, false), (1002, true)]
+        );
+        assert_eq!(media_bytes(&dir), 2006);
+        assert_eq!(started(&w.meta).bytes, 2006);
+        finalize(&st, &w.dir).await;
+        let meta = read_meta(&st, &w.dir).await.unwrap();
+        // The MP4 (init and both segments) is stored and counted too.
+        assert_eq!(media_bytes(&dir), 2 * 2006);
+        assert_eq!(meta.bytes, 2 * 2006);
+    }
+
+    /// A recording marked open the old way (`{room}/current`, before `open/` markers):
+    /// the room's next packager continues it.
+    #[tokio::test]
+    async fn a_recording_marked_the_old_way_is_continued() {
+        let tmp = tempfile::tempdir().unwrap();
+        let st = storage(tmp.path());
+        let mut w = Writer::open(st.clone(), "room_n").await.unwrap();
+        w.apply("", init("avc1.42e01f")).await.unwrap();
+        segment(&mut w, 0).await;
+        let id = w.meta.id.clone();
+        std::fs::remove_file(tmp.path().join(format!("open/{}", w.dir))).unwrap();
+        std::fs::write(tmp.path().join("room_n/current"), &id).unwrap();
+        drop(w);
+        let w = Writer::open(st.clone(), "room_n").await.unwrap();
+        assert_eq!(w.meta.id, id);
+        assert!(tmp.path().join(format!("open/room_n/{id}")).exists());
+        assert!(!tmp.path().join("room_n/current").exists());
+    }
+
+    /// A recording a packager left open the old way, its room offline: the sweep run at
+    /// start-up finalizes it (and keeps it marked until the API has it).
+    #[tokio::test]
+    async fn the_start_up_sweep_finalizes_a_recording_marked_the_old_way() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut st = storage(tmp.path());
+        let mut w = Writer::open(st.clone(), "room_o").await.unwrap();
+        w.apply("", init("avc1.42e01f")).await.unwrap();
+        segment(&mut w, 0).await;
+        w.meta.updated_at -= ABANDONED_AFTER_MS + 1000;
+        write_meta(&st.objects, &w.dir, &mut w.meta).await.unwrap();
+        let (id, dir) = (w.meta.id.clone(), w.dir.clone());
+        std::fs::remove_file(tmp.path().join(format!("open/{dir}"))).unwrap();
+        std::fs::write(tmp.path().join("room_o/current"), format!("{id}\n")).unwrap();
+        // Another room's `current` naming nothing valid is dropped, nothing marked.
+        std::fs::create_dir_all(tmp.path().join("room_p")).unwrap();
+        std::fs::write(tmp.path().join("room_p/current"), "../x").unwrap();
+        drop(w);
+
+        // Running (the sweep stops at shutdown); nothing answers for the API, so the
+        // sweep finalizes the files, then keeps asking the API until stopped.
+        st.shutdown = CancellationToken::new();
+        let offline = |_room: String| -> futures_util::future::BoxFuture<'static, bool> {
+            Box::pin(async { false })
+        };
+        let sweeping = tokio::spawn(sweep(st.clone(), offline));
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        while read_meta(&st, &dir).await.unwrap().ended_at.is_none() {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "not finalized by the sweep"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        st.shutdown.cancel();
+        sweeping.await.unwrap();
+        assert!(tmp.path().join(format!("{dir}/recording.mp4")).exists());
+        assert!(tmp.path().join(format!("open/{dir}")).exists());
+        assert!(!tmp.path().join("room_o/current").exists());
+        assert!(!tmp.path().join("room_p/current").exists());
+        assert!(!tmp.path().join("open/room_p").exists());
     }
 
     #[test]

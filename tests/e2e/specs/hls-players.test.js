@@ -11,7 +11,8 @@
 // output to (tests/hls_rules.rs checks real publishes against them).
 //
 // Diagnosis: SHAKA_DEBUG=1 loads Shaka's debug build (it logs gaps, stalls and its
-// prefetch), PLAYER_CONFIG='{…}' replaces the player's options.
+// prefetch), PLAYER_CONFIG='{…}' replaces the player's options, VHS_START=own leaves
+// video.js its own live start point.
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -41,38 +42,18 @@ const PLAYERS = [
   // (shaka-project/shaka-player#10589, PRs #10559, #10591); until a release has it,
   // `sequenceMode` (which skips the recalculation) is what a Shaka page should set.
   { id: 'shaka', kind: 'shaka', name: 'Shaka Player', config: { manifest: { hls: { sequenceMode: true } } } },
+  // VHS 3.17.5 starts LL-HLS mid-GOP (it counts the open segment as a whole target
+  // duration): on RTMP sources (a keyframe every 2 s) Chromium then lost the video of the
+  // first GOP's later parts and stalled ~3 s on, at media time ~7.1 s, in 4 of 4 runs
+  // (2026-12-06). The page gives VHS an EXT-X-START at a keyframe at least PART-HOLD-BACK +
+  // PART-TARGET from the end (pages/vhs-live-start.js, README "Design notes"), as a page
+  // embedding video.js should; `vhsstart=own` in the page's query turns it off.
   { id: 'videojs', kind: 'videojs', name: 'video.js (VHS)' },
 ];
 
-// Open, not hidden: these run and print what they see, but their failure does not fail
-// the suite (node:test `todo`) until the cause is found.
-const OPEN = {
-  // Stalled at media time ~7.2 s (3 of 4 runs on 2026-12-06): a ~70 ms hole in video.js'
-  // buffer after each of the first keyframes (3.204-4.200, 4.272-5.200, …). Cause: VHS
-  // 3.17 read EXT-X-INDEPENDENT-SEGMENTS as covering parts and started one part after a
-  // keyframe; Chromium dropped that video and, when the player seeked into the range
-  // before its keyframe came, the next GOPs' first parts too. The packager no longer
-  // writes the tag in live playlists (README "Design notes"); no hole in 9 traced windows
-  // since. Still open: it ran dry in 3 of 10 windows at load average 7-14 on 2 cores
-  // (video.js plays ~1 s from the newest part). hls.js on RTMP, `todo` until 2026-12-06
-  // (a stall in 3 of 7 runs, cause not found), passed the 8 runs since (5 at load 7-11).
-  // With a 2 s GOP (OBS's default): 12 of 17 runs passed at load 10-16 (2026-12-06).
-  // Traced failures (HLS_TRACE=1: 'waiting' logs the buffered range) ran dry at the end
-  // of a contiguous buffer ('waiting' at 8.160 with 3.204-8.200 buffered, at 13.760 with
-  // …-13.800) after 1.2-1.35 s without an append. VHS starts at the live edge less
-  // PART-HOLD-BACK (0.66 s) and fetches a part only after the blocking playlist reload
-  // that lists it (VHS 3.17.5 parses EXT-X-PRELOAD-HINT but never requests the hinted
-  // part: `getAllSegments`), so a part later than ~0.7 s stalls it, where hls.js has the
-  // hinted part's request open already. Upstream of the packager the
-  // publisher itself was late: FFmpeg's TCP stream to the ingest paused up to 470 ms and
-  // WebRTC viewers' packets came up to 730 ms late in the same load (loopback capture,
-  // docs/benchmarks.md "RTMP sources: lip sync"). Not a mid-GOP start: VHS's first seek
-  // landed inside the first buffered range, and the stalls came seconds later. The 72 ms
-  // hole after the first keyframe (3.204-4.200, 4.272-…) was back in 1 of 2 traced
-  // failing runs, jumped by VHS before the window.
-  'rtmp videojs': 'video.js (no hinted-part requests, 0.66 s behind the edge) ran dry when parts came 1.2-1.35 s apart under heavy machine load',
-};
-
+// Open, not hidden: a case listed here runs and prints what it sees, but its failure does
+// not fail the suite (node:test `todo`) until the cause is found. None open.
+const OPEN = {};
 
 /** Nearest-rank percentile of `xs` (sorted copy), rounded to 0.1 ms. */
 function pct(xs, p) {
@@ -112,7 +93,7 @@ for (const p of PLAYERS) {
           await sleep(250);
         }
 
-        const player = await b.newPage('latency-player.html', { kind: p.kind, src, ...(process.env.SHAKA_DEBUG ? { debug: process.env.SHAKA_DEBUG === 'v1' ? 'v1' : '1' } : {}), ...(process.env.HLS_TRACE ? { trace: '1' } : {}), ...(p.config ? { config: JSON.stringify(p.config) } : {}), ...(process.env.PLAYER_CONFIG ? { config: process.env.PLAYER_CONFIG } : {}) }, { tag: p.id });
+        const player = await b.newPage('latency-player.html', { kind: p.kind, src, ...(process.env.SHAKA_DEBUG ? { debug: process.env.SHAKA_DEBUG === 'v1' ? 'v1' : '1' } : {}), ...(process.env.HLS_TRACE ? { trace: '1' } : {}), ...(process.env.VHS_START ? { vhsstart: process.env.VHS_START } : {}), ...(p.config ? { config: JSON.stringify(p.config) } : {}), ...(process.env.PLAYER_CONFIG ? { config: process.env.PLAYER_CONFIG } : {}) }, { tag: p.id });
         defer(() => player.evaluate(() => window.stop()).catch(() => {}));
         // The WHIP source's time codes; FFmpeg's picture has none, so any frame shown.
         await pollPage(player, () => window.progress(), (s) => (ingest === 'whip' ? s.decoded > 0 : s.videoWidth > 0 && s.currentTime > 0), {
@@ -155,6 +136,8 @@ for (const p of PLAYERS) {
             join_first_frame_ms: Math.round(w.marks.firstFrame - w.marks.start),
             played_s: Math.round((w.endTime - w.startTime) * 1000) / 1000,
             playback_rate: w.player.playbackRate,
+            // Buffered ahead of the playhead: when the window began, and its least.
+            ahead_s: { start: w.aheadAtStartS, min: w.minAheadS },
             misreads: w.misreads,
             non_fatal_errors: w.errors,
             error_details: w.errorDetails,
