@@ -448,7 +448,7 @@ type Attempt<C> = std::pin::Pin<
 /// that refused for being full may be asked again), the first to
 /// answer serves, and a session a slower one starts afterwards is ended. When every
 /// candidate refused for being full, a fresh plan is made after the next heartbeats,
-/// without the nodes that refused for CPU (none left: the refusal is final).
+/// unless every node refused for CPU (then the refusal is final).
 /// Publishers are not hedged: two answers would be two origins.
 async fn on_first_taker<C, F, Fut>(
     state: &State,
@@ -489,17 +489,15 @@ where
                 break;
             };
             // A node that refused for CPU measured itself past its threshold just now.
-            // Asked again a heartbeat later it may take the viewer, seconds late and at
-            // its limit (admitted joins' p99 was 5.2 s in tests/overload.rs): the
-            // refusal is final there, and only other nodes are waited for.
+            // Waiting a heartbeat for it alone admits the viewer seconds late into a
+            // node at its limit, if at all (admitted joins' p99 was 5.2 s in
+            // tests/overload.rs): wait only if another node may have room by then.
             if !any_other_node(state, &overloaded).await {
                 break;
             }
             replans += 1;
             tokio::time::sleep(bus_placement::RENEW_EVERY).await;
-            let fresh = h
-                .fresh(state, &[&asking[..], &overloaded[..]].concat())
-                .await;
+            let fresh = h.fresh(state, &asking).await;
             tracing::info!(room_id = %room, candidates = fresh.len(), "placement: every node refused; planning again on fresh loads");
             pending.extend(fresh);
             continue;
@@ -608,13 +606,13 @@ struct Hedge<'a, C> {
 }
 
 impl<C: Candidate> Hedge<'_, C> {
-    /// A fresh plan, without the nodes in `skip` (a request to them is still running, or
-    /// they refused for CPU), nodes that recently failed last.
-    async fn fresh(&self, state: &State, skip: &[String]) -> Vec<C> {
+    /// A fresh plan, without the nodes in `asking` (a request to them is still running),
+    /// nodes that recently failed last.
+    async fn fresh(&self, state: &State, asking: &[String]) -> Vec<C> {
         let fresh: Vec<C> = (self.replan)()
             .await
             .into_iter()
-            .filter(|c| !skip.contains(&c.node().id))
+            .filter(|c| !asking.contains(&c.node().id))
             .collect();
         state.suspects.last(fresh, |c| c.depends_on())
     }
