@@ -14,4 +14,9 @@ pub mod sfu {
     pub mod v1 {
         tonic::include_proto!("skylark.sfu.v1");
     }
+
+    /// gRPC metadata key of an SFU's `RESOURCE_EXHAUSTED` when it refused for CPU (every
+    /// worker past its busy threshold), absent when it refused for sessions or relay
+    /// links: placement does not ask such a node again for the same viewer.
+    pub const REFUSED_FOR_CPU: &str = "skylark-refused-for-cpu";
 }

@@ -10,6 +10,7 @@
 use std::collections::VecDeque;
 use std::fmt;
 use std::io::{self, Read, Write};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use foreign_types::ForeignTypeRef;
@@ -95,7 +96,8 @@ impl DtlsProvider for OpensslDtls {
         _version: DtlsVersion,
         mtu: Option<usize>,
     ) -> Result<Box<dyn DtlsInstance>, CryptoError> {
-        let context = context(cert).map_err(|e| CryptoError::Other(format!("DTLS setup: {e}")))?;
+        let context =
+            shared_context(cert).map_err(|e| CryptoError::Other(format!("DTLS setup: {e}")))?;
         let mut ssl = Ssl::new(&context).map_err(|e| CryptoError::Other(e.to_string()))?;
         let mtu = mtu.unwrap_or(DEFAULT_MTU).min(u32::MAX as usize) as u32;
         ssl.set_mtu(mtu)
@@ -142,6 +144,34 @@ fn unix_now() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs() as i64)
+}
+
+/// Contexts of the certificates used last, most recent first. With one certificate per
+/// SFU worker its associations share one `SSL_CTX` (~26 KB, and a parse of the key)
+/// instead of each building its own. Taken once per association, never per packet.
+static CONTEXTS: Mutex<Vec<(DtlsCert, SslContext)>> = Mutex::new(Vec::new());
+
+/// Contexts kept: a node's workers' certificates and a few more. Peers with a
+/// certificate of their own each (str0m's default) only churn through the rest.
+const MAX_CONTEXTS: usize = 64;
+
+/// The context of `cert`, built once while it stays among the last [`MAX_CONTEXTS`].
+fn shared_context(cert: &DtlsCert) -> Result<SslContext, openssl::error::ErrorStack> {
+    let mut contexts = CONTEXTS
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let same =
+        |c: &DtlsCert| c.certificate == cert.certificate && c.private_key == cert.private_key;
+    if let Some(i) = contexts.iter().position(|(c, _)| same(c)) {
+        let entry = contexts.remove(i);
+        let found = entry.1.clone();
+        contexts.insert(0, entry);
+        return Ok(found);
+    }
+    let built = context(cert)?;
+    contexts.insert(0, (cert.clone(), built.clone()));
+    contexts.truncate(MAX_CONTEXTS);
+    Ok(built)
 }
 
 fn context(cert: &DtlsCert) -> Result<SslContext, openssl::error::ErrorStack> {
@@ -755,6 +785,28 @@ mod tests {
         client.handle_timeout(now + wait).unwrap();
         let (c, s) = handshake(client.as_mut(), server.as_mut(), now + wait);
         assert!(c.connected && s.connected);
+    }
+
+    #[test]
+    fn associations_of_one_certificate_share_one_context() {
+        let cert = OpensslDtls.generate_certificate().unwrap();
+        let first = shared_context(&cert).unwrap();
+        assert_eq!(shared_context(&cert).unwrap().as_ptr(), first.as_ptr());
+        let other = OpensslDtls.generate_certificate().unwrap();
+        assert_ne!(shared_context(&other).unwrap().as_ptr(), first.as_ptr());
+        // Two associations of the shared certificate still connect (fresh keys each).
+        let now = Instant::now();
+        let dimpl = str0m::crypto::from_feature_flags().dtls_provider;
+        let mut keys = Vec::new();
+        for _ in 0..2 {
+            let mut server = instance(&OpensslDtls, &cert);
+            let mut client = instance(dimpl, &dimpl.generate_certificate().unwrap());
+            let (c, s) = handshake(client.as_mut(), server.as_mut(), now);
+            assert!(c.connected && s.connected);
+            assert_eq!(c.peer_cert.as_deref(), Some(&cert.certificate[..]));
+            keys.push(s.keying.unwrap().0);
+        }
+        assert_ne!(keys[0], keys[1]);
     }
 
     #[test]

@@ -8,7 +8,11 @@ use std::sync::atomic::{AtomicIsize, Ordering};
 use std::time::{Duration, Instant};
 
 use skylark_dtls::OpensslDtls;
-use str0m::crypto::dtls::{DtlsInstance, DtlsOutput, DtlsProvider, DtlsVersion};
+use str0m::crypto::dtls::{DtlsCert, DtlsProvider, DtlsVersion};
+
+#[path = "support/pair.rs"]
+mod pair;
+use pair::exchange;
 
 /// Bytes OpenSSL holds, by `malloc_usable_size`.
 static LIVE: AtomicIsize = AtomicIsize::new(0);
@@ -63,55 +67,16 @@ fn live() -> isize {
     LIVE.load(Ordering::Relaxed)
 }
 
-/// Delivers what `from` has to send to `to`, keeping the application data `from` read;
-/// true if a datagram moved.
-fn flight(from: &mut dyn DtlsInstance, to: &mut dyn DtlsInstance, read: &mut Vec<u8>) -> bool {
-    let mut buf = vec![0; 2048];
-    let mut packets = Vec::new();
-    loop {
-        match from.poll_output(&mut buf) {
-            DtlsOutput::Packet(p) => packets.push(p.to_vec()),
-            DtlsOutput::ApplicationData(d) => read.extend_from_slice(d),
-            DtlsOutput::Timeout(_) => break,
-            _ => {}
-        }
-    }
-    for p in &packets {
-        let _ = to.handle_packet(p);
-    }
-    !packets.is_empty()
-}
-
-/// Moves datagrams both ways until quiet; returns the application data each read.
-fn exchange(
-    a: &mut dyn DtlsInstance,
-    b: &mut dyn DtlsInstance,
-    now: Instant,
-) -> (Vec<u8>, Vec<u8>) {
-    let (mut read_a, mut read_b) = (Vec::new(), Vec::new());
-    for round in 0..50 {
-        let t = now + Duration::from_millis(round);
-        let _ = a.handle_timeout(t);
-        let _ = b.handle_timeout(t);
-        let mut moved = flight(a, b, &mut read_a);
-        moved |= flight(b, a, &mut read_b);
-        if !moved {
-            break;
-        }
-    }
-    (read_a, read_b)
-}
-
-/// Ours against str0m's own DTLS (whose memory is not OpenSSL's) in `ours_server`'s
-/// role; returns OpenSSL's bytes held once connected and once data went both ways.
-fn association(ours_server: bool) -> (isize, isize) {
+/// Ours with `ours_cert` against str0m's own DTLS (whose memory is not OpenSSL's) in
+/// `ours_server`'s role; returns OpenSSL's bytes held once connected and once data went
+/// both ways.
+fn association(ours_server: bool, ours_cert: &DtlsCert) -> (isize, isize) {
     let dimpl = str0m::crypto::from_feature_flags().dtls_provider;
     let now = Instant::now();
-    let ours_cert = OpensslDtls.generate_certificate().expect("our certificate");
     let theirs_cert = dimpl.generate_certificate().expect("their certificate");
     let before = live();
     let mut ours = OpensslDtls
-        .new_dtls(&ours_cert, now, DtlsVersion::Dtls12, None)
+        .new_dtls(ours_cert, now, DtlsVersion::Dtls12, None)
         .expect("ours");
     let mut theirs = dimpl
         .new_dtls(&theirs_cert, now, DtlsVersion::Dtls12, None)
@@ -142,22 +107,29 @@ fn association(ours_server: bool) -> (isize, isize) {
     (connected, after_data)
 }
 
+fn certificate() -> DtlsCert {
+    OpensslDtls.generate_certificate().expect("our certificate")
+}
+
 /// A connected association's record buffers (~17 KB each way) are freed between
 /// datagrams, and it still carries application data both ways. Measured on OpenSSL
-/// 3.0: ~88 KiB held per association with the buffers, ~55 KiB without (the rest is
-/// the context, the `SSL`, its handshake buffer and keys).
+/// 3.0: ~88 KiB held per association with the buffers, ~55 KiB without, ~39 KiB when
+/// its certificate's context is shared (the rest is the `SSL`, its handshake buffer
+/// and keys). The associations of one certificate share its context, which keeps no
+/// session of theirs.
 #[test]
 fn an_idle_association_holds_no_record_buffers_and_still_carries_data() {
     // SAFETY: three functions with OpenSSL's signatures, set before its first allocation.
     let set = unsafe { CRYPTO_set_mem_functions(counted_malloc, counted_realloc, counted_free) };
     assert_eq!(set, 1, "OpenSSL allocated before the hooks were set");
     // OpenSSL's one-time allocations (algorithm fetches, error strings) on the first.
-    association(true);
+    association(true, &certificate());
     const BOUND: isize = 64 * 1024;
     for ours_server in [true, false] {
-        let (connected, after_data) = association(ours_server);
+        // A certificate of its own: the association builds its context.
+        let (connected, after_data) = association(ours_server, &certificate());
         println!(
-            "ours server {ours_server}: {connected} B held connected, {after_data} B after data"
+            "ours server {ours_server}, own certificate: {connected} B held connected, {after_data} B after data"
         );
         assert!(connected < BOUND, "{connected} B held after the handshake");
         assert!(
@@ -165,4 +137,27 @@ fn an_idle_association_holds_no_record_buffers_and_still_carries_data() {
             "{after_data} B held after data both ways"
         );
     }
+
+    // One certificate for many associations, as an SFU worker has.
+    const SHARED_BOUND: isize = 48 * 1024;
+    let shared = certificate();
+    association(true, &shared);
+    let context_built = live();
+    for ours_server in [true, false, true, false] {
+        let (connected, after_data) = association(ours_server, &shared);
+        println!(
+            "ours server {ours_server}, shared certificate: {connected} B held connected, {after_data} B after data"
+        );
+        assert!(
+            connected < SHARED_BOUND,
+            "{connected} B held after the handshake: is the context shared?"
+        );
+        assert!(after_data < SHARED_BOUND, "{after_data} B held after data");
+    }
+    let kept = live() - context_built;
+    println!("shared context grew by {kept} B over four associations");
+    assert!(
+        kept < 1024,
+        "the shared context kept {kept} B of four closed associations (a session cache?)"
+    );
 }

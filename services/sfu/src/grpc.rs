@@ -52,7 +52,12 @@ fn status(e: SessionError) -> Status {
         }
         SessionError::AtCapacity => Status::resource_exhausted("SFU node at capacity"),
         SessionError::Overloaded => {
-            Status::resource_exhausted("SFU node overloaded: its workers are busy")
+            let mut s = Status::resource_exhausted("SFU node overloaded: its workers are busy");
+            s.metadata_mut().insert(
+                skylark_proto::sfu::REFUSED_FOR_CPU,
+                tonic::metadata::MetadataValue::from_static("1"),
+            );
+            s
         }
         SessionError::Draining => Status::unavailable("SFU node draining: retry"),
         SessionError::Stopped => Status::unavailable("SFU worker stopped: retry"),
@@ -351,5 +356,23 @@ impl SfuNode for SfuService {
             Ok(m)
         });
         Ok(Response::new(Box::pin(stream)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Placement asks a node that refused for CPU no more for that viewer; one that
+    /// refused for sessions may have room after the next heartbeat.
+    #[test]
+    fn only_a_refusal_for_cpu_says_so() {
+        let key = skylark_proto::sfu::REFUSED_FOR_CPU;
+        let cpu = status(SessionError::Overloaded);
+        assert_eq!(cpu.code(), tonic::Code::ResourceExhausted);
+        assert!(cpu.metadata().get(key).is_some());
+        let sessions = status(SessionError::AtCapacity);
+        assert_eq!(sessions.code(), tonic::Code::ResourceExhausted);
+        assert!(sessions.metadata().get(key).is_none());
     }
 }

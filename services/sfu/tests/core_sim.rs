@@ -1133,6 +1133,36 @@ fn sfu_takes_the_dtls_server_role() {
     assert!(answer.contains("a=fingerprint:sha-256 "));
 }
 
+/// The `a=fingerprint` of an SDP.
+fn fingerprint(sdp: &str) -> String {
+    sdp.lines()
+        .find_map(|l| l.strip_prefix("a=fingerprint:"))
+        .expect("fingerprint in the SDP")
+        .trim()
+        .to_string()
+}
+
+#[test]
+fn a_worker_presents_one_certificate_to_all_its_peers_and_another_worker_its_own() {
+    // One certificate per worker, as mediasoup does: no key generation per join, and
+    // one shared OpenSSL context. Each worker makes its own.
+    let mut net = Net::two_workers();
+    let (_, offer) = Client::new(net.now, 5200, true, Direction::SendOnly);
+    let (_, publisher) = net.core.publish(net.now, "fp", &offer).unwrap();
+    let answers: Vec<String> = (0..2)
+        .map(|i| {
+            let (_, offer) = Client::new(net.now, 5201 + i, true, Direction::RecvOnly);
+            net.core.subscribe(net.now, "fp", &offer).unwrap().1
+        })
+        .collect();
+    assert_eq!(fingerprint(&answers[0]), fingerprint(&answers[1]));
+    assert_eq!(fingerprint(&publisher), fingerprint(&answers[0]));
+    let (_, offer) = Client::new(net.now, 5203, true, Direction::RecvOnly);
+    let sibling = net.sibling.as_mut().unwrap();
+    let (_, other) = sibling.subscribe(net.now, "fp", &offer).unwrap();
+    assert_ne!(fingerprint(&other), fingerprint(&answers[0]));
+}
+
 #[test]
 fn subscribers_get_no_transport_wide_cc_and_publishers_do() {
     // TWCC feedback only feeds a sender's bandwidth estimate; viewers' feedback cost the

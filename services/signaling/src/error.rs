@@ -10,7 +10,7 @@ pub struct SignalError {
     pub status: StatusCode,
     pub code: &'static str,
     pub message: String,
-    /// Sent as `Retry-After` (rate limits).
+    /// Sent as `Retry-After` (rate limits, no node with room).
     pub retry_after_s: Option<u64>,
 }
 
@@ -54,7 +54,12 @@ pub fn status_error(code: tonic::Code) -> (StatusCode, &'static str) {
 impl From<SessionError> for SignalError {
     fn from(e: SessionError) -> Self {
         let (status, code) = e.status_and_code();
-        Self::new(status, code, e.message())
+        let retry = e.retry_after_s();
+        let error = Self::new(status, code, e.message());
+        match retry {
+            Some(s) => error.retry_after(s),
+            None => error,
+        }
     }
 }
 

@@ -102,7 +102,7 @@ impl Core {
         let offer =
             SdpOffer::from_sdp_string(offer).map_err(|e| SessionError::BadSdp(e.to_string()))?;
         let subscriber = matches!(role, PeerRole::Subscriber(_));
-        let mut rtc = rtc_config(&self.crypto, subscriber).build(now);
+        let mut rtc = rtc_config(&self.crypto, self.dtls_cert.as_ref(), subscriber).build(now);
         // str0m's ufrags are 16 random characters: a clash is for the books, but one would
         // send a session's checks to another.
         // The first character names this worker (`slot`), for the node's other workers.

@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 use std::time::Duration;
+use str0m::crypto::dtls::DtlsCert;
 use str0m::crypto::CryptoProvider;
 use str0m::format::{Codec, CodecSpec};
 use str0m::media::{MediaKind, Mid, Pt};
@@ -70,7 +71,13 @@ impl FrameCodec {
 /// (`packetize`) and their streams send those packets. Their audio gets a sender report
 /// every second like their video (str0m's default is 5 s): browsers lip-sync only once
 /// they have one of each.
-pub(super) fn rtc_config(crypto: &Arc<CryptoProvider>, subscriber: bool) -> RtcConfig {
+///
+/// `cert`: the worker's certificate (see [`super::Core`]); `None`, str0m makes one.
+pub(super) fn rtc_config(
+    crypto: &Arc<CryptoProvider>,
+    cert: Option<&DtlsCert>,
+    subscriber: bool,
+) -> RtcConfig {
     let mut cfg = Rtc::builder()
         .set_rtp_mode(subscriber)
         .set_rtcp_report_interval_audio(Duration::from_secs(1))
@@ -79,6 +86,9 @@ pub(super) fn rtc_config(crypto: &Arc<CryptoProvider>, subscriber: bool) -> RtcC
         .clear_codecs()
         .enable_opus(true, false)
         .set_crypto_provider(crypto.clone());
+    if let Some(cert) = cert {
+        cfg = cfg.set_dtls_cert(cert.clone());
+    }
     let codecs = cfg.codec_config();
     for (pt, rtx, profile) in [
         (102u8, 103u8, 0x42e01f_u32),

@@ -117,6 +117,7 @@ use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use str0m::crypto::dtls::DtlsCert;
 use str0m::crypto::CryptoProvider;
 use str0m::Input;
 
@@ -151,6 +152,10 @@ pub struct CoreConfig {
 pub struct Core {
     config: CoreConfig,
     crypto: Arc<CryptoProvider>,
+    /// This worker's DTLS certificate, presented to all its peers as mediasoup does:
+    /// no key generation per join, and their associations share one OpenSSL context.
+    /// `None` if OpenSSL could not make one: each `Rtc` then tries for itself.
+    dtls_cert: Option<DtlsCert>,
     peers: KeyMap<Peer>,
     locals: KeyMap<LocalPublisher>,
     by_session: HashMap<String, u64>,
@@ -183,9 +188,12 @@ pub struct Core {
 impl Core {
     pub fn new(config: CoreConfig) -> Self {
         let first_key = config.worker.first_key();
+        let crypto = skylark_dtls::crypto_provider();
+        let dtls_cert = crypto.dtls_provider.generate_certificate();
         Self {
             config,
-            crypto: Arc::new(skylark_dtls::crypto_provider()),
+            crypto: Arc::new(crypto),
+            dtls_cert,
             peers: KeyMap::default(),
             locals: KeyMap::default(),
             by_session: HashMap::new(),

@@ -27,13 +27,30 @@ pub use pack::Pack;
 use skylark_bus::NodeInfo;
 use std::sync::Arc;
 
+/// Seconds a client refused for lack of room waits before asking again (its
+/// `Retry-After`): nodes publish their load every heartbeat (2 s), so a sooner try
+/// would most likely meet the same loads.
+pub const RETRY_FULL_S: u64 = skylark_bus::placement::RENEW_EVERY.as_secs();
+
 /// Why no node was selected.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SelectError {
     #[error("no SFU node is registered: start one (`skylark sfu`), or retry shortly")]
     NoNodes,
-    #[error("every SFU node ({nodes}) is full or out of CPU: retry shortly, add nodes, or raise SKYLARK_SFU_MAX_SESSIONS")]
+    /// No node can take the session: the registry says so, or every node asked refused
+    /// (`session::on_first_taker`). The one text a user refused for room sees.
+    #[error("every SFU node ({nodes}) is full or out of CPU: retry in {RETRY_FULL_S} s; operators: add nodes or raise SKYLARK_SFU_MAX_SESSIONS")]
     AllFull { nodes: usize },
+}
+
+impl SelectError {
+    /// The `Retry-After` of this refusal, when waiting may help.
+    pub fn retry_after_s(&self) -> Option<u64> {
+        match self {
+            Self::AllFull { .. } => Some(RETRY_FULL_S),
+            Self::NoNodes => None,
+        }
+    }
 }
 
 /// Picks the node for one more session among the live `nodes` (sorted by id).
