@@ -21,6 +21,7 @@ publisher and the keep-alive exchanges are left out.
     apt-get install valgrind
     cargo bench -p skylark-sfu --bench forward --no-run     # prints the binary's path
     benches/callgrind.py --bin target/release/deps/forward-HASH --subs 1,10,50 --frames 150
+    benches/callgrind.py --bin … --subs 1,50 --frames 150 --core-only --audio   # with Opus
 """
 
 import argparse
@@ -33,10 +34,11 @@ import sys
 import tempfile
 
 
-def run(binary, subs, frames, core_only=False):
+def run(binary, subs, frames, core_only=False, audio=False):
     with tempfile.TemporaryDirectory() as d:
         out = os.path.join(d, "cg.out")
-        env = dict(os.environ, SKYLARK_FORWARD_COUNT=f"{subs},{frames}")
+        spec = f"{subs},{frames}" + (",audio" if audio else "")
+        env = dict(os.environ, SKYLARK_FORWARD_COUNT=spec)
         toggle = ["--toggle-collect=forward::Net::forward"] if core_only else []
         p = subprocess.run(
             ["valgrind", "--tool=callgrind", *toggle, f"--callgrind-out-file={out}", binary],
@@ -56,6 +58,8 @@ def main():
     ap.add_argument("--frames", type=int, default=150)
     ap.add_argument("--core-only", action="store_true",
                     help="count only inside Net::forward (repeatable to the instruction)")
+    ap.add_argument("--audio", action="store_true",
+                    help="add the load generator's 50 packets/s Opus track, each packet its own batch")
     a = ap.parse_args()
     binary = a.bin
     if not binary:
@@ -67,8 +71,8 @@ def main():
         binary = max(found, key=os.path.getmtime)
     base = None
     for subs in [int(s) for s in a.subs.split(",")]:
-        short = run(binary, subs, a.frames, a.core_only)
-        long = run(binary, subs, 2 * a.frames, a.core_only)
+        short = run(binary, subs, a.frames, a.core_only, a.audio)
+        long = run(binary, subs, 2 * a.frames, a.core_only, a.audio)
         packets = long["rtp_out"] - short["rtp_out"]
         ins = long["instructions"] - short["instructions"]
         row = {
@@ -82,6 +86,7 @@ def main():
         elif packets > base[0]:
             row["marginal_instructions_per_packet"] = round((ins - base[1]) / (packets - base[0]))
         row["core_only"] = a.core_only
+        row["audio"] = a.audio
         row["binary"] = os.path.basename(binary)
         print(json.dumps(row), flush=True)
 

@@ -106,6 +106,7 @@ impl DtlsProvider for OpensslDtls {
             state: State::Unstarted(Some(ssl)),
             active: false,
             now,
+            idle_until: now + IDLE_WAIT,
             out: VecDeque::new(),
         }))
     }
@@ -251,8 +252,14 @@ pub struct OpensslDtlsInstance {
     state: State,
     active: bool,
     now: Instant,
+    /// `now + IDLE_WAIT`, kept with `now`: str0m asks for it on every `poll_output`
+    /// of the session, i.e. once per packet it sends.
+    idle_until: Instant,
     out: VecDeque<Out>,
 }
+
+/// When an association with no handshake running next needs a timeout: never, really.
+const IDLE_WAIT: Duration = Duration::from_secs(3600);
 
 impl fmt::Debug for OpensslDtlsInstance {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -480,6 +487,10 @@ impl DtlsInstance for OpensslDtlsInstance {
     }
 
     fn poll_output<'a>(&mut self, buf: &'a mut [u8]) -> DtlsOutput<'a> {
+        // The common answer (connected, nothing to say), before anything else.
+        if self.out.is_empty() && !matches!(self.state, State::Handshaking(_)) {
+            return DtlsOutput::Timeout(self.idle_until);
+        }
         let needed = match self.out.front() {
             Some(Out::Packet(b) | Out::PeerCert(b) | Out::Data(b)) => b.len(),
             _ => 0,
@@ -500,7 +511,7 @@ impl DtlsInstance for OpensslDtlsInstance {
                         .retransmit_in()
                         .unwrap_or(Duration::from_millis(100))
                         .max(Duration::from_millis(1)),
-                    _ => Duration::from_secs(3600),
+                    _ => IDLE_WAIT,
                 };
                 DtlsOutput::Timeout(self.now + wait)
             }
@@ -509,6 +520,7 @@ impl DtlsInstance for OpensslDtlsInstance {
 
     fn handle_timeout(&mut self, now: Instant) -> Result<(), DtlsImplError> {
         self.now = now;
+        self.idle_until = now + IDLE_WAIT;
         let State::Handshaking(stream) = &mut self.state else {
             return Ok(());
         };

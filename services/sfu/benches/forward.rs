@@ -25,7 +25,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, BenchmarkId, Criterion, Throughput};
-use skylark_loadgen::source::{VideoConfig, VideoSource};
+use skylark_loadgen::source::{AudioPacket, OpusSource, VideoConfig, VideoSource};
 use skylark_sfu::core::forward::h264_is_keyframe;
 use skylark_sfu::core::{Core, CoreConfig, IdSeed, Output, WallClock};
 use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
@@ -66,6 +66,7 @@ struct Client {
     addr: SocketAddr,
     pending: Option<SdpPendingOffer>,
     video: Mid,
+    audio: Mid,
     connected: bool,
     next: Instant,
 }
@@ -83,13 +84,14 @@ impl Client {
         rtc.add_local_candidate(Candidate::host(addr, "udp").expect("candidate"));
         let mut api = rtc.sdp_api();
         let video = api.add_media(MediaKind::Video, dir, None, None, None);
-        let _audio = api.add_media(MediaKind::Audio, dir, None, None, None);
+        let audio = api.add_media(MediaKind::Audio, dir, None, None, None);
         let (offer, pending) = api.apply().expect("offer");
         let c = Client {
             rtc,
             addr,
             pending: Some(pending),
             video,
+            audio,
             connected: false,
             next: now,
         };
@@ -142,6 +144,7 @@ struct Net {
     publisher: Client,
     subs: Vec<Client>,
     h264_pt: Pt,
+    opus_pt: Pt,
 }
 
 impl Net {
@@ -174,6 +177,7 @@ impl Net {
             publisher,
             subs,
             h264_pt: 102.into(),
+            opus_pt: 111.into(),
         };
         for _ in 0..200 {
             net.pump(true);
@@ -197,6 +201,17 @@ impl Net {
                     .map(|p| p.pt())
             })
             .expect("H.264 negotiated");
+        let amid = net.publisher.audio;
+        net.opus_pt = net
+            .publisher
+            .rtc
+            .writer(amid)
+            .and_then(|w| {
+                w.payload_params()
+                    .find(|p| p.spec().codec == Codec::Opus)
+                    .map(|p| p.pt())
+            })
+            .expect("Opus negotiated");
         net
     }
 
@@ -269,6 +284,22 @@ impl Net {
         out
     }
 
+    /// Runs the core's timers that fall before `until`, as the worker's timer does
+    /// between receives: the datagrams they sent.
+    fn timers_until(&mut self, until: Instant) -> u64 {
+        let mut out = 0;
+        for _ in 0..64 {
+            match self.core.next_timeout() {
+                Some(t) if t > self.now && t < until => {
+                    self.now = t;
+                    out += self.forward(&[]);
+                }
+                _ => break,
+            }
+        }
+        out
+    }
+
     /// The publisher's datagrams for one video frame (encrypted, not yet delivered).
     fn publish_frame(&mut self, n: u64, frame: &[u8]) -> Vec<(SocketAddr, Vec<u8>)> {
         let vmid = self.publisher.video;
@@ -281,6 +312,20 @@ impl Net {
                 frame.to_vec(),
             );
         }
+        self.publisher_datagrams()
+    }
+
+    /// The publisher's datagram for one Opus packet (encrypted, not yet delivered).
+    fn publish_audio(&mut self, p: &AudioPacket) -> Vec<(SocketAddr, Vec<u8>)> {
+        let (amid, pt) = (self.publisher.audio, self.opus_pt);
+        if let Some(w) = self.publisher.rtc.writer(amid) {
+            let time = MediaTime::new(p.rtp_time, str0m::media::Frequency::FORTY_EIGHT_KHZ);
+            let _ = w.write(pt, self.now, time, p.data.to_vec());
+        }
+        self.publisher_datagrams()
+    }
+
+    fn publisher_datagrams(&mut self) -> Vec<(SocketAddr, Vec<u8>)> {
         // str0m's pacer releases queued packets on timeouts: feed them until quiet.
         let mut wire = Vec::new();
         for _ in 0..16 {
@@ -669,34 +714,65 @@ fn route_unknown(c: &mut Criterion) {
 
 /// A fixed workload for an instruction count (`benches/callgrind.py`): `frames` frames of
 /// a 600 kbit/s stream forwarded through the core to `subs` subscribers, ICE/DTLS kept
-/// alive as in the criterion run. Prints the RTP/RTCP datagrams the core sent. The same
-/// inputs give the same work, so two runs of different lengths under callgrind give
-/// the instructions per forwarded packet without the setup's.
-fn fixed_workload(subs: usize, frames: u64) {
+/// alive as in the criterion run; with `audio`, also the load generator's 50 packets/s
+/// Opus track, each packet arriving on its own (as on a server not yet busy enough to
+/// batch its receives), and the core's timers run at their time between arrivals, as
+/// the worker runs them. Prints the RTP/RTCP datagrams the core sent. The same inputs
+/// give the same work, so two runs of different lengths under callgrind give the
+/// instructions per forwarded packet without the setup's.
+fn fixed_workload(subs: usize, frames: u64, audio: bool) {
     let gop = gop(600);
     let mut net = Net::new(subs);
+    let start = net.now;
+    let mut opus = OpusSource::default();
     let mut out = 0u64;
     for n in 0..frames {
+        let at = start + FRAME * n as u32;
+        while audio && start + OpusSource::packet_offset(opus.next_seq()) < at {
+            let p = opus.next_packet();
+            let t = start + OpusSource::packet_offset(p.seq);
+            out += net.timers_until(t);
+            net.now = t;
+            let wire = net.publish_audio(&p);
+            out += net.forward(&wire);
+        }
+        if audio {
+            out += net.timers_until(at);
+        }
+        net.now = at;
         let wire = net.publish_frame(n, &gop[(n % 60) as usize]);
         out += net.forward(&wire);
-        net.now += FRAME;
         if (n + 1).is_multiple_of(15) {
             net.pump(false);
         }
     }
-    println!("{{\"subscribers\":{subs},\"frames\":{frames},\"rtp_out\":{out}}}");
+    let audio_packets = opus.next_seq();
+    println!(
+        "{{\"subscribers\":{subs},\"frames\":{frames},\"audio_packets\":{audio_packets},\"rtp_out\":{out}}}"
+    );
+}
+
+/// `SUBS,FRAMES[,audio]`.
+fn workload_spec(spec: &str) -> Option<(usize, u64, bool)> {
+    let mut parts = spec.split(',');
+    let subs = parts.next()?.parse().ok()?;
+    let frames = parts.next()?.parse().ok()?;
+    let audio = match parts.next() {
+        None => false,
+        Some("audio") => true,
+        Some(_) => return None,
+    };
+    Some((subs, frames, audio))
 }
 
 criterion_group!(benches, keyframe, core_forward, str0m_send, route_unknown);
 
 fn main() {
-    // `SKYLARK_FORWARD_COUNT=SUBS,FRAMES`: the fixed workload alone, no criterion.
+    // `SKYLARK_FORWARD_COUNT=SUBS,FRAMES[,audio]`: the fixed workload alone, no criterion.
     if let Ok(spec) = std::env::var("SKYLARK_FORWARD_COUNT") {
-        let (subs, frames) = spec
-            .split_once(',')
-            .and_then(|(s, f)| Some((s.parse().ok()?, f.parse().ok()?)))
-            .expect("SKYLARK_FORWARD_COUNT=SUBSCRIBERS,FRAMES");
-        fixed_workload(subs, frames);
+        let (subs, frames, audio) =
+            workload_spec(&spec).expect("SKYLARK_FORWARD_COUNT=SUBSCRIBERS,FRAMES[,audio]");
+        fixed_workload(subs, frames, audio);
         return;
     }
     benches();
