@@ -11,11 +11,12 @@
 mod common;
 
 use common::browser::{plays_over, WatchPage};
+use common::turn::{has_uclient, now_s as now, read_stun, uclient};
 use common::*;
 use skylark_auth::TurnSecret;
 use std::net::SocketAddr;
 use std::process::{Command, Stdio};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 use turn_server_proto::stun::types::attribute::{
     Attribute, AttributeFromRaw, AttributeStaticType, ErrorCode, Nonce, Realm, Username,
 };
@@ -32,38 +33,9 @@ use turn_server_proto::types::AddressFamily;
 
 const SECRET: &str = "embedded-turn-test-secret";
 
-fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-}
-
 /// Skylark with the embedded TURN server on loopback, `env` on top.
 async fn skylark_with_turn(env: &[(&str, &str)]) -> Skylark {
-    let mut opts = Options::default();
-    opts.env
-        .insert("SKYLARK_TURN_ADDR".into(), "127.0.0.1:0".into());
-    opts.env.insert("SKYLARK_TURN_SECRET".into(), SECRET.into());
-    opts.env
-        .insert("RUST_LOG".into(), "info,skylark_turn=debug".into());
-    for (k, v) in env {
-        opts.env.insert((*k).into(), (*v).into());
-    }
-    Skylark::start_with(opts).await
-}
-
-/// `turnutils_uclient ARGS 127.0.0.1`: whether it succeeded, and what it printed.
-fn uclient(args: &[&str]) -> (bool, String) {
-    let out = Command::new("turnutils_uclient")
-        .args(args)
-        .arg("127.0.0.1")
-        .stdin(Stdio::null())
-        .output()
-        .expect("turnutils_uclient (Debian coturn)");
-    let text =
-        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
-    (out.status.success(), text)
+    turn::skylark_with_turn(SECRET, env).await
 }
 
 /// coturn's client with a fresh credential for `who`: two allocations on the server at
@@ -88,19 +60,6 @@ fn relays_between_allocations(port: u16, who: &str, flags: &[&str]) -> (bool, St
         &p,
     ]);
     uclient(&args)
-}
-
-fn has_uclient() -> bool {
-    if Command::new("turnutils_uclient")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_err()
-    {
-        skip("no turnutils_uclient (Debian coturn): scripts/test installs it");
-        return false;
-    }
-    true
 }
 
 /// A TURN client on its own UDP socket speaking raw STUN (stun-types, the same crate
@@ -200,20 +159,6 @@ fn allocate_request(auth: Option<(&str, &str, &str, &str)>) -> Vec<u8> {
             .unwrap();
     }
     req.finish()
-}
-
-/// One STUN message off a TURN-over-TCP stream.
-async fn read_stun(conn: &mut tokio::net::TcpStream) -> Vec<u8> {
-    use tokio::io::AsyncReadExt;
-    let mut msg = vec![0u8; 20];
-    tokio::time::timeout(Duration::from_secs(5), conn.read_exact(&mut msg))
-        .await
-        .expect("an answer within 5 s")
-        .unwrap();
-    let len = usize::from(u16::from_be_bytes([msg[2], msg[3]]));
-    msg.resize(20 + len, 0);
-    conn.read_exact(&mut msg[20..]).await.unwrap();
-    msg
 }
 
 async fn metric(sk: &Skylark, line_start: &str) -> String {

@@ -6,11 +6,11 @@
 
 mod common;
 
+use common::turn::{has_uclient, now_s as now, read_stun, uclient};
 use common::*;
 use skylark_auth::TurnSecret;
 use std::net::SocketAddr;
-use std::process::{Command, Stdio};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use turn_server_proto::stun::types::attribute::{ErrorCode, Nonce, Realm, Username};
@@ -23,52 +23,10 @@ use turn_server_proto::types::message::{ALLOCATE, CONNECT, CONNECTION_BIND, CREA
 
 const SECRET: &str = "tcp-turn-test-secret-0123";
 
-fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-}
-
 async fn skylark_with_turn(env: &[(&str, &str)]) -> (Skylark, u16) {
-    let mut opts = Options::default();
-    opts.env
-        .insert("SKYLARK_TURN_ADDR".into(), "127.0.0.1:0".into());
-    opts.env.insert("SKYLARK_TURN_SECRET".into(), SECRET.into());
-    opts.env
-        .insert("RUST_LOG".into(), "info,skylark_turn=debug".into());
-    for (k, v) in env {
-        opts.env.insert((*k).into(), (*v).into());
-    }
-    let sk = Skylark::start_with(opts).await;
+    let sk = turn::skylark_with_turn(SECRET, env).await;
     let port = logged_port(&sk, "TURN UDP and TCP listening on");
     (sk, port)
-}
-
-fn has_uclient() -> bool {
-    if Command::new("turnutils_uclient")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_err()
-    {
-        skip("no turnutils_uclient (Debian coturn): scripts/test installs it");
-        return false;
-    }
-    true
-}
-
-/// One STUN message off a stream.
-async fn read_stun(conn: &mut TcpStream) -> Vec<u8> {
-    let mut msg = vec![0u8; 20];
-    tokio::time::timeout(Duration::from_secs(5), conn.read_exact(&mut msg))
-        .await
-        .expect("an answer within 5 s")
-        .unwrap();
-    let len = usize::from(u16::from_be_bytes([msg[2], msg[3]]));
-    msg.resize(20 + len, 0);
-    conn.read_exact(&mut msg[20..]).await.unwrap();
-    msg
 }
 
 /// A TURN client's credentials and the server's realm and nonce.
@@ -243,17 +201,24 @@ async fn coturns_client_relays_over_tcp_relays() {
     }
     let (sk, port) = skylark_with_turn(&[("SKYLARK_TURN_USER_ALLOCATIONS", "4")]).await;
     let c = TurnSecret::new(SECRET.as_bytes()).mint("uclient-tcp", now(), Duration::from_secs(600));
-    let out = Command::new("turnutils_uclient")
-        .args(["-T", "-n", "10", "-m", "1", "-l", "1000"])
-        .args(["-u", &c.username, "-w", &c.credential])
-        .args(["-p", &port.to_string(), "127.0.0.1"])
-        .stdin(Stdio::null())
-        .output()
-        .expect("turnutils_uclient (Debian coturn)");
-    let text =
-        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    let p = port.to_string();
+    let (ok, text) = uclient(&[
+        "-T",
+        "-n",
+        "10",
+        "-m",
+        "1",
+        "-l",
+        "1000",
+        "-u",
+        &c.username,
+        "-w",
+        &c.credential,
+        "-p",
+        &p,
+    ]);
     assert!(
-        out.status.success() && text.contains("tot_recv_msgs=20"),
+        ok && text.contains("tot_recv_msgs=20"),
         "relays over TCP relays:\n{text}\n{}",
         sk.logs()
     );

@@ -17,6 +17,7 @@ pub mod loadtest;
 pub mod netns;
 mod ports;
 mod process_env;
+pub mod turn;
 pub mod udp_proxy;
 pub mod webhook_receiver;
 pub use ports::{free_port, unique_id};
