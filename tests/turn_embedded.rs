@@ -147,9 +147,24 @@ impl RawClient {
 /// An Allocate request (REQUESTED-TRANSPORT UDP), signed as `auth` =
 /// (user, password, realm, nonce) when given.
 fn allocate_request(auth: Option<(&str, &str, &str, &str)>) -> Vec<u8> {
+    allocate_request_for(auth, None)
+}
+
+/// [`allocate_request`] asking for `families` too.
+fn allocate_request_for(
+    auth: Option<(&str, &str, &str, &str)>,
+    families: Option<Families>,
+) -> Vec<u8> {
     let mut req = Message::builder_request(ALLOCATE, MessageWriteVec::new());
     req.add_attribute(&RequestedTransport::new(RequestedTransport::UDP))
         .unwrap();
+    match families {
+        Some(Families::Requested(f)) => req.add_attribute(&RequestedAddressFamily::new(f)).unwrap(),
+        Some(Families::Dual) => req
+            .add_attribute(&AdditionalAddressFamily::new(AddressFamily::IPV6))
+            .unwrap(),
+        None => (),
+    }
     if let Some((user, pass, realm, nonce)) = auth {
         req.add_attribute(&Username::new(user).unwrap()).unwrap();
         req.add_attribute(&Realm::new(realm).unwrap()).unwrap();
@@ -398,23 +413,10 @@ async fn allocate_families(
     families: Families,
 ) -> Result<Vec<SocketAddr>, u16> {
     let c = TurnSecret::new(SECRET.as_bytes()).mint(who, now(), Duration::from_secs(600));
-    let mut req = Message::builder_request(ALLOCATE, MessageWriteVec::new());
-    req.add_attribute(&RequestedTransport::new(RequestedTransport::UDP))
-        .unwrap();
-    match families {
-        Families::Requested(f) => req.add_attribute(&RequestedAddressFamily::new(f)).unwrap(),
-        Families::Dual => req
-            .add_attribute(&AdditionalAddressFamily::new(AddressFamily::IPV6))
-            .unwrap(),
-    }
-    req.add_attribute(&Username::new(&c.username).unwrap())
-        .unwrap();
-    req.add_attribute(&Realm::new(&raw.realm).unwrap()).unwrap();
-    req.add_attribute(&Nonce::new(&raw.nonce).unwrap()).unwrap();
-    let creds = LongTermKeyCredentials::new(c.username, c.credential, raw.realm.clone()).into();
-    req.add_message_integrity(&creds, IntegrityAlgorithm::Sha1)
-        .unwrap();
-    let reply = raw.exchange(req.finish()).await;
+    let auth = (&*c.username, &*c.credential, &*raw.realm, &*raw.nonce);
+    let reply = raw
+        .exchange(allocate_request_for(Some(auth), Some(families)))
+        .await;
     let msg = Message::from_bytes(&reply).unwrap();
     let relayed: Vec<SocketAddr> = msg
         .iter_attributes()
