@@ -104,7 +104,7 @@ async fn fifty_viewers_of_one_room_spread_over_a_two_level_tree() {
     // Every viewer plays every frame since its first keyframe, byte-exact.
     tokio::time::sleep(Duration::from_secs(4)).await;
     report_per_hop(&viewers, &r.origin, &relays).await;
-    cascade::assert_every_frame(&viewers).await;
+    cascade::assert_every_frame(&viewers, &c.sfus).await;
 
     // The room's viewer count is the sum over its nodes, in the API too.
     let what = format!("by node {by_node:?}");

@@ -205,7 +205,7 @@ async fn fifty_viewers_over_three_hosts_in_a_two_level_tree() {
                 .map_or(99, |x| x.depth)
         }
     };
-    cascade::assert_every_frame(&viewers).await;
+    cascade::assert_every_frame(&viewers, &c.sfus).await;
     let mut per_hop: BTreeMap<u32, (usize, skylark_loadgen::stats::Histogram)> = BTreeMap::new();
     for v in &viewers {
         let s = v.stats().await.unwrap();
