@@ -306,7 +306,7 @@ struct Config {
     turn_user_allocations: u32,
     /// Bytes per second one TURN credential relays, all its allocations together, both
     /// ways; past it UDP packets are dropped and TCP relays wait.
-    #[arg(long, env = "SKYLARK_TURN_BYTES_PER_S", default_value_t = 1_250_000,
+    #[arg(long, env = "SKYLARK_TURN_BYTES_PER_S", default_value_t = 3_125_000,
           value_parser = clap::value_parser!(u64).range(10_000..=125_000_000))]
     turn_bytes_per_s: u64,
     /// Signs deployment-wide webhooks and admission calls (receivers verify with it).

@@ -24,7 +24,9 @@ impl Default for Limits {
         Self {
             allocations: 1000,
             per_user: 4,
-            bytes_per_s: 1_250_000,
+            // 25 Mbit/s: a p2p studio's top tier (4.5 Mbit/s) to the 4 viewers it
+            // suits, with audio and RTCP, through one credential.
+            bytes_per_s: 3_125_000,
         }
     }
 }
