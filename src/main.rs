@@ -304,8 +304,9 @@ struct Config {
     #[arg(long, env = "SKYLARK_TURN_USER_ALLOCATIONS", default_value_t = 32,
           value_parser = clap::value_parser!(u32).range(1..=1000))]
     turn_user_allocations: u32,
-    /// Bytes per second one TURN allocation relays each way; past it packets are dropped.
-    #[arg(long, env = "SKYLARK_TURN_BYTES_PER_S", default_value_t = 1_250_000,
+    /// Bytes per second one TURN credential relays, all its allocations together, both
+    /// ways; past it UDP packets are dropped and TCP relays wait.
+    #[arg(long, env = "SKYLARK_TURN_BYTES_PER_S", default_value_t = 3_125_000,
           value_parser = clap::value_parser!(u64).range(10_000..=125_000_000))]
     turn_bytes_per_s: u64,
     /// Signs deployment-wide webhooks and admission calls (receivers verify with it).
@@ -451,8 +452,6 @@ impl Config {
             realm: self.turn_realm.clone(),
             secret: skylark_auth::TurnSecret::new(self.turn_secret.as_bytes()),
             allow_peers: skylark_turn::parse_allow_peers(&self.turn_allow_peers)?,
-            // The SFU nodes' ICE-TCP port: the same setting on every node.
-            sfu_tcp_port: self.rtc_tcp_addr.0.map(|a| a.port()).filter(|p| *p != 0),
             limits: skylark_turn::Limits {
                 allocations: self.turn_max_allocations as usize,
                 per_user: self.turn_user_allocations as usize,

@@ -3,7 +3,8 @@
 //! TURN REST scheme over UDP and TCP, to an allowed peer (`turnutils_peer` on an
 //! allow-listed address) and between two of its allocations; wrong and expired
 //! credentials, private peers and the (N+1)th allocation of one credential are refused,
-//! checked with raw STUN requests; Chromium viewers forced to relay
+//! checked with raw STUN requests; one credential's allocations share one bandwidth
+//! budget; Chromium viewers forced to relay
 //! (`iceTransportPolicy: 'relay'`) play a room through it over UDP and TLS; and a p2p
 //! room whose studio and viewer sit in two network namespaces that can't reach each
 //! other connects relay to relay through it.
@@ -11,7 +12,9 @@
 mod common;
 
 use common::browser::{plays_over, WatchPage};
-use common::turn::{has_uclient, now_s as now, read_stun, uclient};
+use common::turn::{
+    fresh_credential, has_uclient, now_s as now, read_stun, uclient_as, uclient_with,
+};
 use common::*;
 use skylark_auth::TurnSecret;
 use std::net::SocketAddr;
@@ -21,14 +24,14 @@ use turn_server_proto::stun::types::attribute::{
     Attribute, AttributeFromRaw, AttributeStaticType, ErrorCode, Nonce, Realm, Username,
 };
 use turn_server_proto::stun::types::message::{
-    IntegrityAlgorithm, LongTermKeyCredentials, Message, MessageClass, MessageWrite,
+    IntegrityAlgorithm, LongTermKeyCredentials, Message, MessageClass, MessageType, MessageWrite,
     MessageWriteExt, MessageWriteVec, TransactionId,
 };
 use turn_server_proto::types::attribute::{
-    AdditionalAddressFamily, RequestedAddressFamily, RequestedTransport, XorPeerAddress,
+    AdditionalAddressFamily, Data, RequestedAddressFamily, RequestedTransport, XorPeerAddress,
     XorRelayedAddress,
 };
-use turn_server_proto::types::message::{ALLOCATE, CREATE_PERMISSION};
+use turn_server_proto::types::message::{ALLOCATE, CREATE_PERMISSION, SEND};
 use turn_server_proto::types::AddressFamily;
 
 const SECRET: &str = "embedded-turn-test-secret";
@@ -42,24 +45,9 @@ async fn skylark_with_turn(env: &[(&str, &str)]) -> Skylark {
 /// `port` relay 5 messages each way to each other (the p2p case); `flags` pick the
 /// transport (`-t` TCP, `-S` TLS).
 fn relays_between_allocations(port: u16, who: &str, flags: &[&str]) -> (bool, String) {
-    let c = TurnSecret::new(SECRET.as_bytes()).mint(who, now(), Duration::from_secs(600));
-    let p = port.to_string();
     let mut args = flags.to_vec();
-    args.extend([
-        "-y",
-        "-c",
-        "-n",
-        "5",
-        "-m",
-        "1",
-        "-u",
-        &c.username,
-        "-w",
-        &c.credential,
-        "-p",
-        &p,
-    ]);
-    uclient(&args)
+    args.extend(["-y", "-c", "-n", "5", "-m", "1"]);
+    uclient_as(SECRET, who, port, &args)
 }
 
 /// A TURN client on its own UDP socket speaking raw STUN (stun-types, the same crate
@@ -200,7 +188,6 @@ async fn the_embedded_turn_relays_fresh_credentials_and_refuses_the_rest() {
     let server: SocketAddr = ([127, 0, 0, 1], port).into();
     let secret = TurnSecret::new(SECRET.as_bytes());
     let ttl = Duration::from_secs(600);
-    let p = port.to_string();
 
     // Fresh credentials: two allocations relay to each other (the p2p case), over UDP
     // and over TCP; and to an allow-listed peer (coturn's echo peer).
@@ -220,24 +207,19 @@ async fn the_embedded_turn_relays_fresh_credentials_and_refuses_the_rest() {
         .spawn()
         .expect("turnutils_peer");
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let c = secret.mint("peer-client", now(), ttl);
-    let (ok, out) = uclient(&[
+    let peer_port = peer_port.to_string();
+    let flags = [
         "-c",
         "-e",
         "127.0.0.2",
         "-r",
-        &peer_port.to_string(),
+        &peer_port,
         "-n",
         "5",
         "-m",
         "1",
-        "-u",
-        &c.username,
-        "-w",
-        &c.credential,
-        "-p",
-        &p,
-    ]);
+    ];
+    let (ok, out) = uclient_as(SECRET, "peer-client", port, &flags);
     let _ = peer.kill();
     let _ = peer.wait();
     assert!(
@@ -247,7 +229,7 @@ async fn the_embedded_turn_relays_fresh_credentials_and_refuses_the_rest() {
 
     // Wrong and expired credentials: 401, counted.
     let raw = RawClient::new(server).await;
-    let good = secret.mint("raw", now(), ttl);
+    let good = fresh_credential(SECRET, "raw");
     assert_eq!(
         raw.request(ALLOCATE, &good.username, "not-the-password", None)
             .await,
@@ -265,20 +247,8 @@ async fn the_embedded_turn_relays_fresh_credentials_and_refuses_the_rest() {
             .await,
         401
     );
-    let (ok, out) = uclient(&[
-        "-n",
-        "1",
-        "-m",
-        "1",
-        "-u",
-        &good.username,
-        "-w",
-        "nope",
-        "-p",
-        &p,
-        "-e",
-        "8.8.8.8",
-    ]);
+    let flags = ["-n", "1", "-m", "1", "-e", "8.8.8.8"];
+    let (ok, out) = uclient_with(&good.username, "nope", port, &flags);
     assert!(
         !ok,
         "coturn's client is refused with a wrong password:\n{out}"
@@ -310,23 +280,8 @@ async fn the_embedded_turn_relays_fresh_credentials_and_refuses_the_rest() {
             "relaying to {peer} is refused"
         );
     }
-    let lo = secret.mint("loopback-client", now(), ttl);
-    let (ok, out) = uclient(&[
-        "-e",
-        "127.0.0.1",
-        "-r",
-        "9",
-        "-n",
-        "1",
-        "-m",
-        "1",
-        "-u",
-        &lo.username,
-        "-w",
-        &lo.credential,
-        "-p",
-        &p,
-    ]);
+    let flags = ["-e", "127.0.0.1", "-r", "9", "-n", "1", "-m", "1"];
+    let (ok, out) = uclient_as(SECRET, "loopback-client", port, &flags);
     assert!(
         !ok && out.contains("403"),
         "loopback that is not an allocation of ours: 403\n{out}"
@@ -362,7 +317,7 @@ async fn the_embedded_turn_relays_fresh_credentials_and_refuses_the_rest() {
             .await,
         486
     );
-    let fresh = secret.mint("raw-2", now(), ttl);
+    let fresh = fresh_credential(SECRET, "raw-2");
     assert_eq!(
         fifth
             .request(ALLOCATE, &fresh.username, &fresh.credential, None)
@@ -399,6 +354,119 @@ async fn the_embedded_turn_relays_fresh_credentials_and_refuses_the_rest() {
     assert!(!live.ends_with(" 0"), "{live}");
 }
 
+/// The lowest `SKYLARK_TURN_BYTES_PER_S`.
+const CAP: usize = 10_000;
+
+impl RawClient {
+    /// A Send indication (RFC 8656 §11) of `data` to `peer`.
+    async fn send_indication(&self, peer: SocketAddr, data: &[u8]) {
+        let mut ind = Message::builder(
+            MessageType::from_class_method(MessageClass::Indication, SEND),
+            TransactionId::generate(),
+            MessageWriteVec::new(),
+        );
+        let tid = ind.transaction_id();
+        ind.add_attribute(&XorPeerAddress::new(peer, tid)).unwrap();
+        ind.add_attribute(&Data::new(data)).unwrap();
+        self.sock.send_to(&ind.finish(), self.server).await.unwrap();
+    }
+}
+
+/// The bandwidth cap is per credential: two allocations of one credential, each
+/// offering twice the cap at once, relay no more together than the cap allows
+/// over the time they took, and another credential's allocation still relays all it
+/// sends afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_credentials_allocations_share_one_bandwidth_budget() {
+    let cap = CAP.to_string();
+    let sk = skylark_with_turn(&[
+        ("SKYLARK_TURN_ALLOW_PEERS", "127.0.0.2/32"),
+        ("SKYLARK_TURN_BYTES_PER_S", &cap),
+    ])
+    .await;
+    let port = logged_port(&sk, "TURN UDP and TCP listening on");
+    let server: SocketAddr = ([127, 0, 0, 1], port).into();
+    let peer = tokio::net::UdpSocket::bind("127.0.0.2:0").await.unwrap();
+    let peer_addr = peer.local_addr().unwrap();
+    let (shared, other) = (
+        fresh_credential(SECRET, "shared"),
+        fresh_credential(SECRET, "other"),
+    );
+    let mut clients = Vec::new();
+    for c in [&shared, &shared, &other] {
+        let raw = RawClient::new(server).await;
+        let (user, pass) = (&c.username, &c.credential);
+        assert_eq!(raw.request(ALLOCATE, user, pass, None).await, 0);
+        assert_eq!(
+            raw.request(CREATE_PERMISSION, user, pass, Some(peer_addr))
+                .await,
+            0
+        );
+        clients.push(raw);
+    }
+
+    // The peer: bytes per client (the payload's first byte), and when the shared
+    // credential's last datagram arrived; done with the other credential's last one
+    // (relayed after every shared one), or after 3 s of silence.
+    let received = tokio::spawn(async move {
+        let mut bytes = [0usize; 3];
+        let mut last_shared = None;
+        let mut buf = vec![0u8; 2048];
+        while bytes[2] < 5000 {
+            let got = tokio::time::timeout(Duration::from_secs(3), peer.recv_from(&mut buf));
+            let Ok(got) = got.await else { break };
+            let (n, _) = got.unwrap();
+            let who = usize::from(buf[0]);
+            bytes[who] += n;
+            if who < 2 {
+                last_shared = Some(std::time::Instant::now());
+            }
+        }
+        (bytes, last_shared)
+    });
+    let packet = |who: u8| vec![who; 1000];
+    let start = std::time::Instant::now();
+    for _ in 0..2 * CAP / 1000 {
+        for (who, client) in (0u8..).zip(&clients[..2]) {
+            client.send_indication(peer_addr, &packet(who)).await;
+        }
+    }
+    // One listener's messages are handled in order: once this is answered the burst
+    // has been, and the other credential sends into an empty queue while the shared
+    // budget is spent (a budget of all credentials would drop its datagrams).
+    let (user, pass) = (&shared.username, &shared.credential);
+    assert_eq!(
+        clients[1]
+            .request(CREATE_PERMISSION, user, pass, Some(peer_addr))
+            .await,
+        0
+    );
+    for _ in 0..5 {
+        clients[2].send_indication(peer_addr, &packet(2)).await;
+    }
+    let (bytes, last_shared) = received.await.unwrap();
+
+    // The budget starts full (CAP) and refills at CAP per second: from the first
+    // datagram sent to the last one relayed, no more can pass.
+    let window = last_shared
+        .expect("the shared credential relays")
+        .duration_since(start);
+    let allowed = CAP as f64 * (1.0 + window.as_secs_f64());
+    let shared_bytes = bytes[0] + bytes[1];
+    println!("one credential, two allocations: {bytes:?} bytes relayed in {window:?} (allowed {allowed:.0})");
+    assert!(
+        shared_bytes as f64 <= allowed,
+        "one credential's two allocations relayed {shared_bytes} bytes in {window:?}, \
+         more than its {CAP} B/s budget allows ({allowed:.0})"
+    );
+    assert_eq!(bytes[2], 5000, "the other credential relays all it sends");
+    assert!(
+        !metric(&sk, "skylark_turn_dropped_total{reason=\"bandwidth\"}")
+            .await
+            .ends_with(" 0")
+    );
+}
+
 /// An Allocate asking for an IPv6 relayed address (REQUESTED-ADDRESS-FAMILY) from
 /// How a raw Allocate asks for address families (RFC 8656 §7.1).
 enum Families {
@@ -412,7 +480,7 @@ async fn allocate_families(
     who: &str,
     families: Families,
 ) -> Result<Vec<SocketAddr>, u16> {
-    let c = TurnSecret::new(SECRET.as_bytes()).mint(who, now(), Duration::from_secs(600));
+    let c = fresh_credential(SECRET, who);
     let auth = (&*c.username, &*c.credential, &*raw.realm, &*raw.nonce);
     let reply = raw
         .exchange(allocate_request_for(Some(auth), Some(families)))
@@ -840,7 +908,7 @@ async fn a_tcp_clients_allocation_ends_with_its_connection() {
     use tokio::io::AsyncWriteExt;
     let sk = skylark_with_turn(&[("SKYLARK_TURN_USER_ALLOCATIONS", "1")]).await;
     let port = logged_port(&sk, "TURN UDP and TCP listening on");
-    let c = TurnSecret::new(SECRET.as_bytes()).mint("tcp", now(), Duration::from_secs(600));
+    let c = fresh_credential(SECRET, "tcp");
     for round in 0..2 {
         let mut conn = tokio::net::TcpStream::connect(("127.0.0.1", port))
             .await

@@ -4,7 +4,8 @@
 //! secret. A fresh credential allocates and relays (coturn's `turnutils_uclient`
 //! relays between two allocations); a wrong password and an expired credential are
 //! refused. And the credentials a running `skylark` hands a WHEP viewer in its
-//! `Link: rel="ice-server"` headers (RFC 9725 §4.6) allocate on that coturn.
+//! `Link: rel="ice-server"` headers (RFC 9725 §4.6) allocate on that coturn; a WHIP
+//! publisher's answer carries them too.
 
 mod common;
 
@@ -76,15 +77,16 @@ fn ice_servers(headers: &reqwest::header::HeaderMap) -> Vec<(String, String, Str
         .collect()
 }
 
-/// A WHEP viewer's offer (receive video and audio) from a str0m peer.
-fn whep_offer() -> String {
-    use str0m::media::{Direction, MediaKind};
+/// An offer of video and audio in `direction` from a str0m peer: `RecvOnly` for a
+/// WHEP viewer, `SendOnly` for a WHIP publisher.
+fn offer(direction: str0m::media::Direction) -> String {
+    use str0m::media::MediaKind;
     let mut rtc = str0m::Rtc::builder()
         .set_crypto_provider(std::sync::Arc::new(str0m::crypto::from_feature_flags()))
         .build(std::time::Instant::now());
     let mut api = rtc.sdp_api();
-    api.add_media(MediaKind::Video, Direction::RecvOnly, None, None, None);
-    api.add_media(MediaKind::Audio, Direction::RecvOnly, None, None, None);
+    api.add_media(MediaKind::Video, direction, None, None, None);
+    api.add_media(MediaKind::Audio, direction, None, None, None);
     let (offer, _) = api.apply().expect("an offer");
     offer.to_sdp_string()
 }
@@ -108,7 +110,7 @@ async fn whep_answers_carry_turn_credentials_that_coturn_takes() {
     let res = reqwest::Client::new()
         .post(format!("{}/whep/{room}", sk.base))
         .header("content-type", "application/sdp")
-        .body(whep_offer())
+        .body(offer(str0m::media::Direction::RecvOnly))
         .send()
         .await
         .unwrap();
@@ -134,4 +136,46 @@ async fn whep_answers_carry_turn_credentials_that_coturn_takes() {
         "coturn allocates with the credential of the WHEP answer: {}",
         std::fs::read_to_string(&log).unwrap_or_default()
     );
+}
+
+/// A WHIP publisher's answer carries the same `Link: rel="ice-server"` headers
+/// (RFC 9725 §4.6), with a credential naming its session.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn whip_answers_carry_turn_credentials() {
+    let urls = "turn:turn.example.com:3478?transport=udp,turns:turn.example.com:5349?transport=tcp";
+    let mut opts = Options::default();
+    opts.env.insert("SKYLARK_TURN_URLS".into(), urls.into());
+    opts.env.insert("SKYLARK_TURN_SECRET".into(), SECRET.into());
+    let sk = Skylark::start_with(opts).await;
+    let (_, room, key) = creator_with_room(&sk.base, "public").await;
+    let res = reqwest::Client::new()
+        .post(format!("{}/whip/{room}", sk.base))
+        .bearer_auth(&key)
+        .header("content-type", "application/sdp")
+        .body(offer(str0m::media::Direction::SendOnly))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 201, "{:?}", res.headers());
+    let servers = ice_servers(res.headers());
+    let got: Vec<&str> = servers.iter().map(|s| s.0.as_str()).collect();
+    assert_eq!(
+        got,
+        urls.split(',').collect::<Vec<_>>(),
+        "{:?}",
+        res.headers()
+    );
+    let session = res.headers()["location"].to_str().unwrap();
+    let session = session.rsplit('/').next().unwrap();
+    for (_, user, credential) in &servers {
+        assert!(
+            user.ends_with(session),
+            "the credential names the session: {user}"
+        );
+        assert_eq!(
+            credential,
+            &TurnSecret::new(SECRET.as_bytes()).password(user),
+            "the TURN REST password of {user}"
+        );
+    }
 }

@@ -2,13 +2,13 @@
 //! -T`, Debian coturn) relays between two TCP allocations (a Connect from one and a
 //! ConnectionAttempt on the other); a raw client on a control connection connects its
 //! allocation to an allow-listed echo peer, binds a data connection and gets its bytes
-//! back; Connect to a peer outside the allowed set, or without a permission, gets 403.
+//! back; Connect to a peer outside the allowed set, or without a permission, gets 403;
+//! SFU nodes are reached on the ICE-TCP address each announces in the node registry.
 
 mod common;
 
-use common::turn::{has_uclient, now_s as now, read_stun, uclient};
+use common::turn::{fresh_credential, has_uclient, read_stun, uclient_as};
 use common::*;
-use skylark_auth::TurnSecret;
 use std::net::SocketAddr;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -74,7 +74,7 @@ fn code(reply: &[u8]) -> u16 {
 
 /// A control connection with a TCP allocation (RFC 6062 §4.1).
 async fn control(port: u16, who: &str) -> (TcpStream, Auth) {
-    let c = TurnSecret::new(SECRET.as_bytes()).mint(who, now(), Duration::from_secs(600));
+    let c = fresh_credential(SECRET, who);
     let mut conn = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
     let mut req = Message::builder_request(ALLOCATE, MessageWriteVec::new());
     req.add_attribute(&RequestedTransport::new(RequestedTransport::TCP))
@@ -200,26 +200,79 @@ async fn coturns_client_relays_over_tcp_relays() {
         return;
     }
     let (sk, port) = skylark_with_turn(&[("SKYLARK_TURN_USER_ALLOCATIONS", "4")]).await;
-    let c = TurnSecret::new(SECRET.as_bytes()).mint("uclient-tcp", now(), Duration::from_secs(600));
-    let p = port.to_string();
-    let (ok, text) = uclient(&[
-        "-T",
-        "-n",
-        "10",
-        "-m",
-        "1",
-        "-l",
-        "1000",
-        "-u",
-        &c.username,
-        "-w",
-        &c.credential,
-        "-p",
-        &p,
-    ]);
+    let flags = ["-T", "-n", "10", "-m", "1", "-l", "1000"];
+    let (ok, text) = uclient_as(SECRET, "uclient-tcp", port, &flags);
     assert!(
         ok && text.contains("tot_recv_msgs=20"),
         "relays over TCP relays:\n{text}\n{}",
         sk.logs()
+    );
+}
+
+/// Each SFU node announces its own ICE-TCP address in the node registry: TCP relays
+/// reach two nodes on their different ICE-TCP ports, and no other port of their host
+/// (a listening one there gets 403). The TURN server (`skylark turn`) has no ICE-TCP
+/// port of its own to go by (`SKYLARK_RTC_TCP_ADDR` is port 0, as for every test
+/// process).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tcp_relays_reach_each_sfu_nodes_announced_ice_tcp_address_only() {
+    let Some(redis) = redis_url() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let env = scale_out_env(&redis, free_port(), dir.path(), &[]);
+    let grpc = ("SKYLARK_GRPC_ADDR", "127.0.0.1:0".to_string());
+    let mut ice_tcp = Vec::new();
+    let mut sfus = Vec::new();
+    for name in ["sfu1", "sfu2"] {
+        let sfu = start_target("sfu", env(std::slice::from_ref(&grpc)), dir.path(), name).await;
+        ice_tcp.push(SocketAddr::from((
+            [127, 0, 0, 1],
+            logged_port(&sfu, "ICE-TCP listening"),
+        )));
+        sfus.push(sfu);
+    }
+    assert_ne!(ice_tcp[0].port(), ice_tcp[1].port());
+    let turn_env = env(&[
+        ("SKYLARK_TURN_ADDR", "127.0.0.1:0".into()),
+        ("SKYLARK_TURN_SECRET", SECRET.into()),
+        ("RUST_LOG", "info,skylark_turn=debug".into()),
+    ]);
+    let turn = start_target("turn", turn_env, dir.path(), "turn").await;
+    let port = logged_port(&turn, "TURN UDP and TCP listening on");
+    eventually(
+        Duration::from_secs(10),
+        "the TURN server reads both nodes' ICE-TCP addresses from the registry",
+        || async {
+            let logs = turn.logs();
+            match logs.lines().any(|l| l.contains("and 2 ICE-TCP addresses")) {
+                true => Ok(()),
+                false => Err(logs),
+            }
+        },
+    )
+    .await;
+
+    let (mut ctl, auth) = control(port, "sfu-ice-tcp").await;
+    let other = echo_peer("127.0.0.1").await;
+    let permit = auth.request(CREATE_PERMISSION, |r, tid| {
+        r.add_attribute(&XorPeerAddress::new(other, tid)).unwrap();
+    });
+    assert_eq!(code(&exchange(&mut ctl, permit).await), 0, "the SFUs' IP");
+    let connect = |to: SocketAddr| {
+        auth.request(CONNECT, |r, tid| {
+            r.add_attribute(&XorPeerAddress::new(to, tid)).unwrap();
+        })
+    };
+    for node in &ice_tcp {
+        assert_eq!(
+            code(&exchange(&mut ctl, connect(*node)).await),
+            0,
+            "Connect to the ICE-TCP address {node} a node announced\n{}",
+            turn.logs()
+        );
+    }
+    assert_eq!(
+        code(&exchange(&mut ctl, connect(other)).await),
+        403,
+        "another listening port on the nodes' host"
     );
 }

@@ -59,12 +59,7 @@ impl Coturn {
     /// Whether `turnutils_uclient` allocates with `user`/`pass` and relays a few
     /// messages between two allocations. Blocking.
     pub fn relays(&self, user: &str, pass: &str) -> bool {
-        let out = Command::new("turnutils_uclient")
-            .args(["-y", "-n", "3", "-m", "1", "-u", user, "-w", pass])
-            .args(["-p", &self.port.to_string(), "127.0.0.1"])
-            .output()
-            .expect("turnutils_uclient (Debian coturn)");
-        out.status.success()
+        super::turn::uclient_with(user, pass, self.port, &["-y", "-n", "3", "-m", "1"]).0
     }
 }
 

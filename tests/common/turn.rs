@@ -2,6 +2,7 @@
 //! `turnutils_uclient` (Debian coturn) and raw STUN over TCP.
 
 use super::{skip, Options, Skylark};
+use skylark_auth::{TurnCredential, TurnSecret};
 use std::process::{Command, Stdio};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::io::AsyncReadExt;
@@ -44,17 +45,29 @@ pub fn has_uclient() -> bool {
     true
 }
 
-/// `turnutils_uclient ARGS 127.0.0.1`: whether it succeeded, and what it printed.
-pub fn uclient(args: &[&str]) -> (bool, String) {
+/// A credential for `who`, valid 10 minutes from now, minted with `secret` (TURN REST).
+pub fn fresh_credential(secret: &str, who: &str) -> TurnCredential {
+    TurnSecret::new(secret.as_bytes()).mint(who, now_s(), Duration::from_secs(600))
+}
+
+/// `turnutils_uclient FLAGS -u USER -w PASS -p PORT 127.0.0.1`: whether it succeeded,
+/// and what it printed.
+pub fn uclient_with(user: &str, pass: &str, port: u16, flags: &[&str]) -> (bool, String) {
     let out = Command::new("turnutils_uclient")
-        .args(args)
-        .arg("127.0.0.1")
+        .args(flags)
+        .args(["-u", user, "-w", pass, "-p", &port.to_string(), "127.0.0.1"])
         .stdin(Stdio::null())
         .output()
         .expect("turnutils_uclient (Debian coturn)");
     let text =
         String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
     (out.status.success(), text)
+}
+
+/// [`uclient_with`] as `who` with a [`fresh_credential`] of `secret`.
+pub fn uclient_as(secret: &str, who: &str, port: u16, flags: &[&str]) -> (bool, String) {
+    let c = fresh_credential(secret, who);
+    uclient_with(&c.username, &c.credential, port, flags)
 }
 
 /// One STUN message off a TURN-over-TCP stream.

@@ -98,6 +98,10 @@ pub struct NodeInfo {
     /// An SFU's announced media address (UDP); empty for other kinds.
     #[serde(default)]
     pub media_addr: String,
+    /// An SFU's announced ICE-TCP address (RFC 6544 passive candidates); empty when it
+    /// serves none, as in records of nodes from before the field.
+    #[serde(default)]
+    pub ice_tcp_addr: String,
     /// A packager's HTTP address (where HLS/FLV requests are passed); empty for others.
     #[serde(default)]
     pub http_addr: String,
@@ -116,6 +120,7 @@ impl Default for NodeInfo {
             kind: NodeKind::Sfu,
             grpc_addr: String::new(),
             media_addr: String::new(),
+            ice_tcp_addr: String::new(),
             http_addr: String::new(),
             load: NodeLoad::default(),
             capacity: NodeCapacity::default(),
@@ -153,5 +158,27 @@ impl NodeInfo {
     /// sessions as if its capacity were 1, so it still compares by load).
     pub fn session_fill(&self) -> f64 {
         f64::from(self.load.sessions) / f64::from(self.capacity.sessions.max(1))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Nodes from before a field keep heartbeating during a rolling upgrade: their
+    /// records still read, the missing field empty.
+    #[test]
+    fn records_without_the_ice_tcp_address_still_read() {
+        let old = r#"{"id":"sfu-1","kind":"sfu","grpc_addr":"http://10.0.0.5:7001",
+            "media_addr":"203.0.113.7:7882","http_addr":"","load":{},"capacity":{}}"#;
+        let node: NodeInfo = serde_json::from_str(old).unwrap();
+        assert_eq!(node.media_addr, "203.0.113.7:7882");
+        assert_eq!(node.ice_tcp_addr, "");
+        let new = NodeInfo {
+            ice_tcp_addr: "203.0.113.7:7881".into(),
+            ..node
+        };
+        let back: NodeInfo = serde_json::from_str(&serde_json::to_string(&new).unwrap()).unwrap();
+        assert_eq!(back, new);
     }
 }

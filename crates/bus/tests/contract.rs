@@ -27,6 +27,7 @@ fn node(kind: NodeKind, id: &str, load: u32) -> NodeInfo {
         kind,
         grpc_addr: format!("http://{id}:7001"),
         media_addr: format!("{id}:50000"),
+        ice_tcp_addr: format!("{id}:7881"),
         http_addr: String::new(),
         load: NodeLoad {
             sessions: load,

@@ -289,6 +289,8 @@ pub async fn start(
         kind: NodeKind::Sfu,
         grpc_addr: advertise,
         media_addr: announce.to_string(),
+        // TURN lets TCP relays (RFC 6062) reach exactly this address.
+        ice_tcp_addr: tcp_announce.map(|a| a.to_string()).unwrap_or_default(),
         capacity: NodeCapacity {
             sessions: u32::try_from(config.max_sessions).unwrap_or(u32::MAX),
             relays: config.max_relays,

@@ -3,9 +3,9 @@
 //! one port (3478), TLS (`turns:`) on another; relayed addresses are UDP, or TCP (RFC
 //! 6062) for clients on TCP/TLS, on IPv4 and, given an IPv6 relay IP, IPv6 (RFC 8656).
 //! Credentials are the TURN REST ones signaling mints (`skylark_auth::TurnSecret`),
-//! checked on each authenticated request; relaying goes only to public addresses, SFU
-//! nodes (their ICE-TCP port for TCP), the allow-list and other allocations of this
-//! server.
+//! checked on each authenticated request; relaying goes only to public addresses, the
+//! addresses SFU nodes announce in the registry (media for UDP, ICE-TCP for TCP), the
+//! allow-list and other allocations of this server.
 
 mod policy;
 mod shell;
@@ -30,7 +30,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use turn_server_proto::stun::types::TransportType;
 
-/// How often the SFU nodes' media addresses are read from the registry.
+/// How often the SFU nodes' addresses are read from the registry.
 const SFU_REFRESH: Duration = Duration::from_secs(2);
 
 /// A certificate and key (PEM files) for `turns:`.
@@ -56,9 +56,6 @@ pub struct Config {
     pub secret: TurnSecret,
     /// Private peers relaying may reach besides SFU nodes and this server's allocations.
     pub allow_peers: Vec<IpNet>,
-    /// The SFU nodes' ICE-TCP port (SKYLARK_RTC_TCP_ADDR): TCP relays may connect to
-    /// it on their media IPs.
-    pub sfu_tcp_port: Option<u16>,
     pub limits: Limits,
 }
 
@@ -118,7 +115,6 @@ pub async fn start(
         config.limits,
         config.allow_peers.clone(),
         relay_ips.iter().map(|r| r.announce).collect(),
-        config.sfu_tcp_port,
     ));
     let shell = |name, transport, listen, clients| Shell {
         name,
@@ -283,7 +279,7 @@ async fn read_udp(
     }
 }
 
-/// Keeps the SFU nodes' media addresses (relay targets) current.
+/// Keeps the addresses SFU nodes announce (relay targets) current.
 async fn watch_sfu_nodes(
     bus: AnyBus,
     policy: Arc<policy::Policy>,
@@ -291,12 +287,15 @@ async fn watch_sfu_nodes(
 ) -> anyhow::Result<()> {
     loop {
         match bus.nodes(NodeKind::Sfu).await {
-            Ok(nodes) => policy.set_sfu_addrs(
-                nodes
-                    .iter()
-                    .filter_map(|n| n.media_addr.parse::<SocketAddr>().ok())
-                    .collect(),
-            ),
+            Ok(nodes) => {
+                let addrs = policy::SfuAddrs::of(&nodes);
+                let (udp, tcp) = (addrs.udp.len(), addrs.tcp.len());
+                if policy.set_sfu_addrs(addrs) {
+                    tracing::debug!(
+                        "TURN relays to SFU nodes at {udp} media and {tcp} ICE-TCP addresses"
+                    );
+                }
+            }
             Err(e) => {
                 tracing::warn!(error = %e, "TURN: SFU node list unavailable; keeping the last one")
             }

@@ -14,7 +14,8 @@ pub struct Limits {
     pub allocations: usize,
     /// Allocations at once per credential (TURN username).
     pub per_user: usize,
-    /// Bytes per second one allocation relays, each way; past it packets are dropped.
+    /// Bytes per second all allocations of one credential relay together, both ways
+    /// (UDP and TCP relays); past it UDP packets are dropped and TCP relays wait.
     pub bytes_per_s: u64,
 }
 
@@ -23,7 +24,9 @@ impl Default for Limits {
         Self {
             allocations: 1000,
             per_user: 4,
-            bytes_per_s: 1_250_000,
+            // 25 Mbit/s: a p2p studio's top tier (4.5 Mbit/s) to the 4 viewers it
+            // suits, with audio and RTCP, through one credential.
+            bytes_per_s: 3_125_000,
         }
     }
 }
@@ -49,11 +52,19 @@ impl Refusal {
     }
 }
 
-/// A token bucket of one allocation, one second deep.
+/// A token bucket of one credential, one second deep.
 #[derive(Debug)]
 struct Bucket {
     tokens: f64,
     at: Instant,
+}
+
+/// What one credential holds: its allocations and their shared bandwidth budget.
+#[derive(Debug)]
+struct Credential {
+    allocations: usize,
+    /// Created by its first relayed byte.
+    bucket: Option<Bucket>,
 }
 
 /// One allocation: whose, and whether its relayed address is TCP (RFC 6062).
@@ -67,9 +78,39 @@ struct Held {
 struct State {
     /// Relayed address → who holds it (the shell keeps UDP and TCP ports apart).
     relays: HashMap<SocketAddr, Held>,
-    buckets: HashMap<SocketAddr, Bucket>,
-    /// The SFU nodes' media addresses, as the node registry last listed them.
-    sfu: HashSet<SocketAddr>,
+    /// By TURN username, while it holds an allocation.
+    credentials: HashMap<String, Credential>,
+    /// The SFU nodes' addresses, as the node registry last listed them.
+    sfu: SfuAddrs,
+}
+
+/// The addresses SFU nodes announce in the node registry: exactly these are relay
+/// targets on the nodes' (private) IPs.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub(crate) struct SfuAddrs {
+    /// Media (UDP): ChannelBind and Send.
+    pub(crate) udp: HashSet<SocketAddr>,
+    /// ICE-TCP (RFC 6544): Connect of TCP relays (RFC 6062).
+    pub(crate) tcp: HashSet<SocketAddr>,
+}
+
+impl SfuAddrs {
+    /// From the registry's records: each node's media and ICE-TCP address, where it
+    /// announces one that parses.
+    pub(crate) fn of(nodes: &[skylark_bus::NodeInfo]) -> SfuAddrs {
+        let parse = |a: &str| a.parse::<SocketAddr>().ok();
+        SfuAddrs {
+            udp: nodes.iter().filter_map(|n| parse(&n.media_addr)).collect(),
+            tcp: nodes
+                .iter()
+                .filter_map(|n| parse(&n.ice_tcp_addr))
+                .collect(),
+        }
+    }
+
+    fn has_ip(&self, ip: IpAddr) -> bool {
+        self.udp.iter().chain(&self.tcp).any(|a| a.ip() == ip)
+    }
 }
 
 /// Shared by every listener: allocations held, SFU addresses, the allow-list.
@@ -79,23 +120,15 @@ pub(crate) struct Policy {
     allow: Vec<IpNet>,
     /// This server's relay IPs (one per address family).
     relay_ips: Vec<IpAddr>,
-    /// The SFU nodes' ICE-TCP port (SKYLARK_RTC_TCP_ADDR), on their media IPs.
-    sfu_tcp_port: Option<u16>,
     state: Mutex<State>,
 }
 
 impl Policy {
-    pub(crate) fn new(
-        limits: Limits,
-        allow: Vec<IpNet>,
-        relay_ips: Vec<IpAddr>,
-        sfu_tcp_port: Option<u16>,
-    ) -> Self {
+    pub(crate) fn new(limits: Limits, allow: Vec<IpNet>, relay_ips: Vec<IpAddr>) -> Self {
         Self {
             limits,
             allow,
             relay_ips,
-            sfu_tcp_port,
             state: Mutex::default(),
         }
     }
@@ -105,8 +138,12 @@ impl Policy {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    pub(crate) fn set_sfu_addrs(&self, addrs: HashSet<SocketAddr>) {
-        self.state().sfu = addrs;
+    /// The SFU nodes' addresses now; whether they changed.
+    pub(crate) fn set_sfu_addrs(&self, addrs: SfuAddrs) -> bool {
+        let mut st = self.state();
+        let changed = st.sfu != addrs;
+        st.sfu = addrs;
+        changed
     }
 
     /// Whether a CreatePermission for `ip` (no port: permissions are per IP) is allowed:
@@ -116,7 +153,7 @@ impl Policy {
         is_public(ip)
             || self.relay_ips.contains(&ip)
             || self.allow.iter().any(|n| n.contains(&ip))
-            || self.state().sfu.iter().any(|a| a.ip() == ip)
+            || self.state().sfu.has_ip(ip)
     }
 
     /// Whether data may go to `addr` (ChannelBind, Send): public addresses, the
@@ -126,7 +163,7 @@ impl Policy {
             return true;
         }
         let st = self.state();
-        st.sfu.contains(&addr) || st.relays.get(&addr).is_some_and(|h| !h.tcp)
+        st.sfu.udp.contains(&addr) || st.relays.get(&addr).is_some_and(|h| !h.tcp)
     }
 
     /// Whether a TCP connection may go to `addr` (Connect, RFC 6062): public addresses,
@@ -136,10 +173,7 @@ impl Policy {
             return true;
         }
         let st = self.state();
-        let sfu = self
-            .sfu_tcp_port
-            .is_some_and(|port| st.sfu.iter().any(|a| SocketAddr::new(a.ip(), port) == addr));
-        sfu || st.relays.get(&addr).is_some_and(|h| h.tcp)
+        st.sfu.tcp.contains(&addr) || st.relays.get(&addr).is_some_and(|h| h.tcp)
     }
 
     /// Whether `user` may take one more allocation.
@@ -148,7 +182,7 @@ impl Policy {
         if st.relays.len() >= self.limits.allocations {
             return Err(Refusal::TotalCap);
         }
-        if st.relays.values().filter(|h| h.user == user).count() >= self.limits.per_user {
+        if st.credentials.get(user).map_or(0, |c| c.allocations) >= self.limits.per_user {
             return Err(Refusal::UserCap);
         }
         Ok(())
@@ -157,20 +191,35 @@ impl Policy {
     /// Counts an allocation `user` got at `relay`.
     pub(crate) fn allocated(&self, relay: SocketAddr, user: &str, tcp: bool) -> usize {
         let mut st = self.state();
-        let user = user.to_string();
-        st.relays.insert(relay, Held { user, tcp });
+        let held = Held {
+            user: user.to_string(),
+            tcp,
+        };
+        if let Some(old) = st.relays.insert(relay, held) {
+            // The shell never reuses a held address; were it to, count it once.
+            st.forget(&old.user);
+        }
+        st.credentials
+            .entry(user.to_string())
+            .or_insert(Credential {
+                allocations: 0,
+                bucket: None,
+            })
+            .allocations += 1;
         st.relays.len()
     }
 
     /// Forgets the allocation at `relay`; the allocations left.
     pub(crate) fn released(&self, relay: SocketAddr) -> usize {
         let mut st = self.state();
-        st.buckets.remove(&relay);
-        st.relays.remove(&relay);
+        if let Some(held) = st.relays.remove(&relay) {
+            st.forget(&held.user);
+        }
         st.relays.len()
     }
 
-    /// Takes `bytes` from `relay`'s budget; `false`: over its rate, drop the packet.
+    /// Takes `bytes` from the budget of `relay`'s credential; `false`: over its rate
+    /// (or no longer allocated), drop the packet.
     pub(crate) fn spend(&self, relay: SocketAddr, bytes: usize, now: Instant) -> bool {
         self.bucket(relay, now, |tokens| {
             if *tokens < bytes as f64 {
@@ -179,30 +228,53 @@ impl Policy {
             *tokens -= bytes as f64;
             true
         })
+        .unwrap_or(false)
     }
 
-    /// Takes `bytes` from `relay`'s budget even past it; how long to wait before
-    /// sending them (a TCP relay slows down where UDP drops).
+    /// Takes `bytes` from the budget of `relay`'s credential even past it; how long to
+    /// wait before sending them (a TCP relay slows down where UDP drops). An allocation
+    /// gone meanwhile waits for nothing: its relaying is ending.
     pub(crate) fn debit(&self, relay: SocketAddr, bytes: usize, now: Instant) -> Duration {
         let rate = self.limits.bytes_per_s.max(1) as f64;
         self.bucket(relay, now, |tokens| {
             *tokens -= bytes as f64;
             Duration::from_secs_f64((-*tokens / rate).max(0.0))
         })
+        .unwrap_or(Duration::ZERO)
     }
 
-    /// `relay`'s bucket refilled to `now`, handed to `f`.
-    fn bucket<T>(&self, relay: SocketAddr, now: Instant, f: impl FnOnce(&mut f64) -> T) -> T {
+    /// The bucket of `relay`'s credential refilled to `now`, handed to `f`; `None` when
+    /// `relay` is not allocated.
+    fn bucket<T>(
+        &self,
+        relay: SocketAddr,
+        now: Instant,
+        f: impl FnOnce(&mut f64) -> T,
+    ) -> Option<T> {
         let rate = self.limits.bytes_per_s as f64;
-        let mut st = self.state();
-        let b = st.buckets.entry(relay).or_insert(Bucket {
+        let mut guard = self.state();
+        let st = &mut *guard;
+        let user = &st.relays.get(&relay)?.user;
+        let b = st.credentials.get_mut(user)?.bucket.get_or_insert(Bucket {
             tokens: rate,
             at: now,
         });
         let elapsed = now.saturating_duration_since(b.at).as_secs_f64();
         b.tokens = (b.tokens + elapsed * rate).min(rate);
         b.at = now;
-        f(&mut b.tokens)
+        Some(f(&mut b.tokens))
+    }
+}
+
+impl State {
+    /// One allocation of `user` fewer; its budget goes with its last one.
+    fn forget(&mut self, user: &str) {
+        if let Some(c) = self.credentials.get_mut(user) {
+            c.allocations = c.allocations.saturating_sub(1);
+            if c.allocations == 0 {
+                self.credentials.remove(user);
+            }
+        }
     }
 }
 
@@ -239,6 +311,7 @@ pub(crate) fn is_public(ip: IpAddr) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use skylark_bus::NodeInfo;
 
     fn policy() -> Policy {
         Policy::new(
@@ -249,8 +322,20 @@ mod tests {
             },
             vec!["10.9.0.0/16".parse().unwrap()],
             vec!["127.0.0.1".parse().unwrap()],
-            Some(7881),
         )
+    }
+
+    /// The registry's SFU records: (media, ICE-TCP) each, "" for none.
+    fn sfu_nodes(addrs: &[(&str, &str)]) -> SfuAddrs {
+        let nodes: Vec<NodeInfo> = addrs
+            .iter()
+            .map(|(udp, tcp)| NodeInfo {
+                media_addr: (*udp).into(),
+                ice_tcp_addr: (*tcp).into(),
+                ..NodeInfo::default()
+            })
+            .collect();
+        SfuAddrs::of(&nodes)
     }
 
     #[test]
@@ -275,7 +360,7 @@ mod tests {
         // The relay IP admits only this server's allocations and SFU nodes, by port.
         let sfu: SocketAddr = "127.0.0.1:7882".parse().unwrap();
         assert!(!p.permits_addr(sfu));
-        p.set_sfu_addrs([sfu].into());
+        p.set_sfu_addrs(sfu_nodes(&[("127.0.0.1:7882", "")]));
         assert!(p.permits_addr(sfu));
         let relay: SocketAddr = "127.0.0.1:50000".parse().unwrap();
         assert!(!p.permits_addr(relay));
@@ -291,7 +376,6 @@ mod tests {
             Limits::default(),
             Vec::new(),
             vec!["127.0.0.1".parse().unwrap(), "::1".parse().unwrap()],
-            None,
         );
         for ip in ["fe80::1", "fd12::1", "::ffff:127.0.0.2", "ff02::1"] {
             assert!(!p.permits_ip(ip.parse().unwrap()), "{ip}");
@@ -306,12 +390,16 @@ mod tests {
     }
 
     #[test]
-    fn tcp_targets_are_sfu_ice_tcp_ports_listed_peers_and_our_tcp_relays() {
+    fn tcp_targets_are_sfu_ice_tcp_addresses_listed_peers_and_our_tcp_relays() {
         let p = policy();
-        p.set_sfu_addrs(["10.1.0.5:7882".parse().unwrap()].into());
+        p.set_sfu_addrs(sfu_nodes(&[("10.1.0.5:7882", "10.1.0.5:7881")]));
         assert!(p.permits_tcp("10.1.0.5:7881".parse().unwrap()), "ICE-TCP");
         assert!(!p.permits_tcp("10.1.0.5:22".parse().unwrap()));
         assert!(!p.permits_tcp("10.1.0.5:7882".parse().unwrap()), "UDP port");
+        assert!(
+            !p.permits_addr("10.1.0.5:7881".parse().unwrap()),
+            "TCP port"
+        );
         assert!(
             p.permits_tcp("10.9.1.1:80".parse().unwrap()),
             "allow-listed"
@@ -325,6 +413,30 @@ mod tests {
         p.allocated(tcp, "u", true);
         assert!(!p.permits_tcp(udp) && p.permits_tcp(tcp));
         assert!(p.permits_addr(udp) && !p.permits_addr(tcp));
+    }
+
+    /// Nodes need not share one ICE-TCP port: each node's own announced address is a
+    /// target, another port on its host is not; a node announcing none (off, or a
+    /// record from before the field) is reached over UDP only.
+    #[test]
+    fn each_sfu_nodes_announced_ice_tcp_address_and_no_other() {
+        let p = policy();
+        p.set_sfu_addrs(sfu_nodes(&[
+            ("10.1.0.5:7882", "10.1.0.5:7881"),
+            ("10.1.0.5:17882", "10.1.0.5:17881"),
+            ("10.1.0.6:7882", ""),
+        ]));
+        for a in ["10.1.0.5:7881", "10.1.0.5:17881"] {
+            assert!(p.permits_tcp(a.parse().unwrap()), "{a}");
+        }
+        for a in ["10.1.0.5:7883", "10.1.0.5:17882", "10.1.0.6:7881"] {
+            assert!(!p.permits_tcp(a.parse().unwrap()), "{a}");
+        }
+        assert!(p.permits_addr("10.1.0.6:7882".parse().unwrap()));
+        // A node gone from the registry is no target any more.
+        assert!(p.set_sfu_addrs(sfu_nodes(&[("10.1.0.5:7882", "10.1.0.5:7881")])));
+        assert!(!p.permits_tcp("10.1.0.5:17881".parse().unwrap()));
+        assert!(!p.set_sfu_addrs(sfu_nodes(&[("10.1.0.5:7882", "10.1.0.5:7881")])));
     }
 
     #[test]
@@ -345,18 +457,49 @@ mod tests {
         let p = policy();
         let r: SocketAddr = "127.0.0.1:9".parse().unwrap();
         let t0 = Instant::now();
+        assert!(!p.spend(r, 1, t0), "not allocated");
+        p.allocated(r, "u", false);
         assert!(p.spend(r, 600, t0));
         assert!(!p.spend(r, 600, t0));
-        assert!(p.spend(r, 600, t0 + std::time::Duration::from_millis(300)));
+        assert!(p.spend(r, 600, t0 + Duration::from_millis(300)));
     }
 
     #[test]
     fn tcp_past_the_rate_waits_for_it() {
         let p = policy();
         let r: SocketAddr = "127.0.0.1:9".parse().unwrap();
+        p.allocated(r, "u", true);
         let t0 = Instant::now();
         assert_eq!(p.debit(r, 1000, t0), Duration::ZERO);
         assert_eq!(p.debit(r, 500, t0), Duration::from_millis(500));
         assert_eq!(p.debit(r, 500, t0), Duration::from_secs(1));
+    }
+
+    /// One budget per credential: its UDP and TCP relays draw on it together, another
+    /// credential has its own, and it starts afresh only once all its relays are gone.
+    #[test]
+    fn a_credentials_relays_share_one_budget() {
+        let p = policy();
+        let (udp, tcp, other): (SocketAddr, SocketAddr, SocketAddr) = (
+            "127.0.0.1:1".parse().unwrap(),
+            "127.0.0.1:2".parse().unwrap(),
+            "127.0.0.1:3".parse().unwrap(),
+        );
+        p.allocated(udp, "a", false);
+        p.allocated(tcp, "a", true);
+        p.allocated(other, "b", false);
+        let t0 = Instant::now();
+        assert!(p.spend(udp, 500, t0));
+        assert_eq!(p.debit(tcp, 1000, t0), Duration::from_millis(500));
+        assert!(!p.spend(udp, 1, t0), "the TCP relay took the rest");
+        assert!(
+            p.spend(other, 1000, t0),
+            "another credential's budget is whole"
+        );
+        // a's budget outlives one of its relays: 200 bytes refilled after 700 ms.
+        p.released(tcp);
+        let t1 = t0 + Duration::from_millis(700);
+        assert!(p.spend(udp, 200, t1));
+        assert!(!p.spend(udp, 1, t1));
     }
 }

@@ -1326,12 +1326,7 @@ mod tests {
             listen: listen.local_addr().unwrap(),
             realm: "skylark".into(),
             secret: TurnSecret::new(SECRET),
-            policy: Arc::new(Policy::new(
-                Limits::default(),
-                Vec::new(),
-                vec![loopback],
-                None,
-            )),
+            policy: Arc::new(Policy::new(Limits::default(), Vec::new(), vec![loopback])),
             relay_ips: vec![RelayIp {
                 bind: loopback,
                 announce: loopback,

@@ -163,7 +163,7 @@ async fn connect_from(bind: SocketAddr, peer: SocketAddr) -> Result<TcpStream, T
 
 /// Relays bytes between the client's data connection and the peer until either ends
 /// (a half close is passed on), both are silent for [`IDLE`], the allocation ends or
-/// the server stops. Both directions draw on the allocation's bandwidth budget.
+/// the server stops. Both directions draw on the bandwidth budget of the allocation's credential.
 pub(crate) async fn splice<S: AsyncRead + AsyncWrite>(
     client: S,
     s: Splice,
