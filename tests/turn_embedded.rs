@@ -5,7 +5,8 @@
 //! credentials, private peers and the (N+1)th allocation of one credential are refused,
 //! checked with raw STUN requests; one credential's allocations share one bandwidth
 //! budget; Chromium viewers forced to relay
-//! (`iceTransportPolicy: 'relay'`) play a room through it over UDP and TLS; and a p2p
+//! (`iceTransportPolicy: 'relay'`) play a room through it over UDP and TLS, and through
+//! a coturn started by the test over UDP and TLS with the same kind of secret; and a p2p
 //! room whose studio and viewer sit in two network namespaces that can't reach each
 //! other connects relay to relay through it.
 
@@ -870,6 +871,41 @@ async fn a_chromium_viewer_forced_to_relay_plays_through_coturn_too() {
         "relayed over coturn's UDP: {pair}"
     );
     println!("coturn TURN/UDP viewer: pair {pair}");
+}
+
+/// The relay-only viewer through coturn over TLS: coturn given the test's certificate,
+/// Chromium given only its `turns:` URL (`--ignore-certificate-errors` for the
+/// self-signed certificate, as with the embedded server's TLS).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chromium_viewer_forced_to_relay_plays_through_coturns_tls_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some((cert, key)) = self_signed(dir.path()) else {
+        return;
+    };
+    let log = dir.path().join("coturn.log");
+    let Some(coturn) = common::coturn::Coturn::start_with(&log, Some((&cert, &key))) else {
+        return;
+    };
+    let mut opts = Options::default();
+    opts.env
+        .insert("SKYLARK_TURN_URLS".into(), coturn.turns_url().unwrap());
+    opts.env
+        .insert("SKYLARK_TURN_SECRET".into(), common::coturn::SECRET.into());
+    let sk = Skylark::start_with(opts).await;
+    let Some(pair) = play_relayed(&sk, &["--ignore-certificate-errors"]).await else {
+        return;
+    };
+    assert_eq!(
+        pair["localType"], "relay",
+        "a relayed candidate pair: {pair}"
+    );
+    assert_eq!(
+        pair["relayProtocol"],
+        "tls",
+        "relayed over coturn's TLS: {pair}\n{}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+    println!("coturn TURN/TLS viewer: pair {pair}");
 }
 
 /// `skylark turn`, the server as a target of its own (as the Helm chart runs it): ready
