@@ -557,9 +557,13 @@ async fn ipv6_relayed_addresses_given_an_ipv6_relay_ip() {
 }
 
 /// Opens the watch page of a room of `sk` forced to relay (`?ice=relay` →
-/// `iceTransportPolicy: 'relay'`) and waits until it decodes 30 frames; the selected
-/// candidate pair then.
-async fn play_relayed(sk: &Skylark, flags: &[&str]) -> Option<serde_json::Value> {
+/// `iceTransportPolicy: 'relay'`), waits until it decodes 30 frames and checks the
+/// selected candidate pair is relayed over `relay_protocol` (`udp`, `tls`); the pair.
+async fn play_relayed(
+    sk: &Skylark,
+    flags: &[&str],
+    relay_protocol: &str,
+) -> Option<serde_json::Value> {
     let (_, room, key) = creator_with_room(&sk.base, "public").await;
     let (_engine, _publisher) = publish(&sk.base, &room, &key).await;
     let dir = tempfile::tempdir().unwrap();
@@ -576,7 +580,16 @@ async fn play_relayed(sk: &Skylark, flags: &[&str]) -> Option<serde_json::Value>
                 sk.logs()
             )
         });
-    Some(playing["pair"].clone())
+    let pair = playing["pair"].clone();
+    assert_eq!(
+        pair["localType"], "relay",
+        "a relayed candidate pair: {pair}"
+    );
+    assert_eq!(
+        pair["relayProtocol"], relay_protocol,
+        "relayed over TURN/{relay_protocol}: {pair}"
+    );
+    Some(pair)
 }
 
 /// A Chromium viewer forced to relay plays a room through the embedded TURN over UDP,
@@ -584,17 +597,9 @@ async fn play_relayed(sk: &Skylark, flags: &[&str]) -> Option<serde_json::Value>
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_chromium_viewer_forced_to_relay_plays_through_the_embedded_turn() {
     let sk = skylark_with_turn(&[]).await;
-    let Some(pair) = play_relayed(&sk, &[]).await else {
+    let Some(pair) = play_relayed(&sk, &[], "udp").await else {
         return;
     };
-    assert_eq!(
-        pair["localType"], "relay",
-        "a relayed candidate pair: {pair}"
-    );
-    assert_eq!(
-        pair["relayProtocol"], "udp",
-        "relayed over TURN/UDP: {pair}"
-    );
     let relayed = metric(&sk, "skylark_turn_relayed_packets_total{direction=\"in\"}").await;
     assert!(
         !relayed.ends_with(" 0"),
@@ -672,17 +677,9 @@ async fn turn_over_tls_relays_coturns_client_and_a_chromium_viewer() {
         sk.logs()
     );
 
-    let Some(pair) = play_relayed(&sk, &["--ignore-certificate-errors"]).await else {
+    let Some(pair) = play_relayed(&sk, &["--ignore-certificate-errors"], "tls").await else {
         return;
     };
-    assert_eq!(
-        pair["localType"], "relay",
-        "a relayed candidate pair: {pair}"
-    );
-    assert_eq!(
-        pair["relayProtocol"], "tls",
-        "relayed over TURN/TLS: {pair}"
-    );
     println!("TURN/TLS viewer: pair {pair}");
 }
 
@@ -844,6 +841,16 @@ async fn a_p2p_room_across_namespaces_that_cannot_reach_each_other_connects_thro
     println!("p2p across namespaces through TURN: pair {pair}");
 }
 
+/// Skylark handing out `url` (a coturn's) with credentials of coturn's shared secret,
+/// no embedded TURN server.
+async fn skylark_minting_for(url: String) -> Skylark {
+    let mut opts = Options::default();
+    opts.env.insert("SKYLARK_TURN_URLS".into(), url);
+    opts.env
+        .insert("SKYLARK_TURN_SECRET".into(), common::coturn::SECRET.into());
+    Skylark::start_with(opts).await
+}
+
 /// The same relay-only viewer through coturn (Debian's `turnserver`, started here with
 /// the same kind of shared secret) instead of the embedded server: the credentials
 /// signaling mints work with either relay.
@@ -853,23 +860,10 @@ async fn a_chromium_viewer_forced_to_relay_plays_through_coturn_too() {
     let Some(coturn) = common::coturn::Coturn::start(&dir.path().join("coturn.log")) else {
         return;
     };
-    let mut opts = Options::default();
-    opts.env
-        .insert("SKYLARK_TURN_URLS".into(), coturn.urls()[0].clone());
-    opts.env
-        .insert("SKYLARK_TURN_SECRET".into(), common::coturn::SECRET.into());
-    let sk = Skylark::start_with(opts).await;
-    let Some(pair) = play_relayed(&sk, &[]).await else {
+    let sk = skylark_minting_for(coturn.urls()[0].clone()).await;
+    let Some(pair) = play_relayed(&sk, &[], "udp").await else {
         return;
     };
-    assert_eq!(
-        pair["localType"], "relay",
-        "a relayed candidate pair: {pair}"
-    );
-    assert_eq!(
-        pair["relayProtocol"], "udp",
-        "relayed over coturn's UDP: {pair}"
-    );
     println!("coturn TURN/UDP viewer: pair {pair}");
 }
 
@@ -886,25 +880,10 @@ async fn a_chromium_viewer_forced_to_relay_plays_through_coturns_tls_too() {
     let Some(coturn) = common::coturn::Coturn::start_with(&log, Some((&cert, &key))) else {
         return;
     };
-    let mut opts = Options::default();
-    opts.env
-        .insert("SKYLARK_TURN_URLS".into(), coturn.turns_url().unwrap());
-    opts.env
-        .insert("SKYLARK_TURN_SECRET".into(), common::coturn::SECRET.into());
-    let sk = Skylark::start_with(opts).await;
-    let Some(pair) = play_relayed(&sk, &["--ignore-certificate-errors"]).await else {
+    let sk = skylark_minting_for(coturn.turns_url().unwrap()).await;
+    let Some(pair) = play_relayed(&sk, &["--ignore-certificate-errors"], "tls").await else {
         return;
     };
-    assert_eq!(
-        pair["localType"], "relay",
-        "a relayed candidate pair: {pair}"
-    );
-    assert_eq!(
-        pair["relayProtocol"],
-        "tls",
-        "relayed over coturn's TLS: {pair}\n{}",
-        std::fs::read_to_string(&log).unwrap_or_default()
-    );
     println!("coturn TURN/TLS viewer: pair {pair}");
 }
 
