@@ -1,13 +1,16 @@
 //! WebRTC where UDP is blocked: a Chromium viewer in a network namespace whose outgoing
 //! UDP is dropped (nftables) plays a room over ICE-TCP (RFC 6544) from the SFU's TCP
 //! port, and the same viewer without the block still picks UDP. The room is published
-//! by the load generator's WHIP publisher; the viewer is the real watch page.
+//! over WHIP by Chromium drawing the wall clock on its frames (pages/latency-source.html);
+//! the viewer is the real watch page, reading that clock back off each frame it shows:
+//! glass-to-glass latency, printed for each path.
 
 mod common;
 
-use common::browser::{plays_over, WatchPage};
+use common::browser::{glass_to_glass, plays_over, TimecodeSource, WatchPage};
 use common::*;
 use serde_json::Value;
+use skylark_loadgen::stats::{percentiles, Percentiles};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -69,19 +72,25 @@ fn dropped_udp(ns: &str) -> u64 {
         .unwrap_or(0)
 }
 
-/// What one watch page did: how long from its WHEP POST to its first decoded frame, and
-/// the ICE candidate pair it played over; the page plays on until this drops.
+/// Glass-to-glass samples taken from each viewer once it plays (~5 s of frames).
+const GLASS_SAMPLES: usize = 150;
+
+/// What one watch page did: how long from its WHEP POST to its first decoded frame, the
+/// ICE candidate pair it played over and its glass-to-glass latency once playing; the
+/// page plays on until this drops.
 struct Played {
     join_ms: i64,
     pair: Value,
+    glass: Percentiles,
     _page: WatchPage,
 }
 
-/// Opens the watch page of `room` inside `ns` and waits until it decodes 30 frames over
-/// WebRTC, reporting the selected candidate pair then.
+/// Opens the watch page of `room` inside `ns`, waits until it decodes 30 frames over
+/// WebRTC, reporting the selected candidate pair then, and reads the time code off the
+/// next [`GLASS_SAMPLES`] frames it shows.
 async fn watch(sk: &Skylark, ns: &str, room: &str, log: &std::path::Path) -> Option<Played> {
     let url = format!("{}/watch/{room}", sk.base);
-    let mut page = WatchPage::open_in(Some(ns), &url, &sk.base, log)?;
+    let mut page = WatchPage::open_with(Some(ns), &url, &sk.base, log, &["--timecode"])?;
     let whep = page
         .until(Duration::from_secs(30), |l| l["type"] == "whep")
         .await
@@ -105,11 +114,27 @@ async fn watch(sk: &Skylark, ns: &str, room: &str, log: &std::path::Path) -> Opt
             )
         });
     let first = first_frame.expect("a firstFrame event before 30 frames decoded");
+    let samples = glass_to_glass(&mut page, GLASS_SAMPLES, Duration::from_secs(30)).await;
+    let glass = percentiles(&samples).unwrap_or_else(|| {
+        panic!(
+            "the page reads the source's time code off the frames it shows: {}",
+            read(log)
+        )
+    });
     Some(Played {
         join_ms: first - sent,
         pair: playing["pair"].clone(),
+        glass,
         _page: page,
     })
+}
+
+/// `glass-to-glass p50 … ms p95 … ms over N frames`.
+fn glass_line(p: &Percentiles) -> String {
+    format!(
+        "glass-to-glass p50 {:.1} ms p95 {:.1} ms max {:.1} ms over {} frames",
+        p.p50, p.p95, p.max, p.count
+    )
 }
 
 fn read(log: &std::path::Path) -> String {
@@ -122,8 +147,12 @@ async fn a_viewer_without_udp_plays_over_ice_tcp_and_with_udp_stays_on_udp() {
     // Every listener on our end of the link: the viewer reaches HTTP, UDP and TCP there.
     let sk = Skylark::start_at(&ns.host_ip, Options::default()).await;
     let (_, room, key) = creator_with_room(&sk.base, "public").await;
-    let (_engine, _publisher) = publish(&sk.base, &room, &key).await;
     let dir = tempfile::tempdir().unwrap();
+    let whip = format!("{}/whip/{room}", sk.base);
+    let source_log = dir.path().join("timecode-source.log");
+    let Some(_source) = TimecodeSource::live(&whip, &key, &source_log).await else {
+        return;
+    };
 
     if let Err(why) = block_udp(&ns.name) {
         skip(&format!(
@@ -154,8 +183,10 @@ async fn a_viewer_without_udp_plays_over_ice_tcp_and_with_udp_stays_on_udp() {
         "the SFU counts the open ICE-TCP connection:\n{metrics}"
     );
     println!(
-        "ICE-TCP viewer: WHEP POST to first frame {} ms, pair {}",
-        tcp.join_ms, tcp.pair
+        "ICE-TCP viewer: WHEP POST to first frame {} ms, {}, pair {}",
+        tcp.join_ms,
+        glass_line(&tcp.glass),
+        tcp.pair
     );
 
     drop(tcp);
@@ -172,8 +203,10 @@ async fn a_viewer_without_udp_plays_over_ice_tcp_and_with_udp_stays_on_udp() {
         udp.pair
     );
     println!(
-        "UDP viewer: WHEP POST to first frame {} ms, pair {}",
-        udp.join_ms, udp.pair
+        "UDP viewer: WHEP POST to first frame {} ms, {}, pair {}",
+        udp.join_ms,
+        glass_line(&udp.glass),
+        udp.pair
     );
 }
 

@@ -81,10 +81,16 @@ impl WatchPage {
             }
             None => Command::new("node"),
         };
-        let mut child = cmd
-            .arg(e2e_dir().join("lib/watch-cli.js"))
+        cmd.arg(e2e_dir().join("lib/watch-cli.js"))
             .args([url, "--api", api])
-            .args(flags)
+            .args(flags);
+        Some(Self::spawn(cmd, log))
+    }
+
+    /// Runs `cmd` (a node script of tests/e2e/lib), its stderr to `log`, reading the
+    /// JSON lines it prints.
+    fn spawn(mut cmd: Command, log: &std::path::Path) -> WatchPage {
+        let mut child = cmd
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::from(std::fs::File::create(log).unwrap()))
@@ -102,7 +108,7 @@ impl WatchPage {
                 }
             }
         });
-        Some(WatchPage { child, lines })
+        WatchPage { child, lines }
     }
 
     /// The next line for which `want` holds, passing every line to `want`; `None` if
@@ -134,6 +140,50 @@ pub fn plays_over(line: &Value, transport: &str) -> bool {
         && line["transport"] == transport
         && line["framesDecoded"].as_u64().unwrap_or(0) >= 30
         && line["pair"].is_object()
+}
+
+/// A publisher drawing the wall clock on its frames (`tests/e2e/lib/source-cli.js`:
+/// Chromium, pages/latency-source.html over WHIP), for a [`WatchPage`] opened with
+/// `--timecode` to read glass-to-glass latency off; its browser closes on drop.
+pub struct TimecodeSource(WatchPage);
+
+impl TimecodeSource {
+    /// Publishes to `whip` with stream key `key` and waits until the session is live;
+    /// the script's stderr goes to `log`.
+    pub async fn live(whip: &str, key: &str, log: &std::path::Path) -> Option<TimecodeSource> {
+        ready()?;
+        let mut cmd = Command::new("node");
+        cmd.arg(e2e_dir().join("lib/source-cli.js"))
+            .args([whip, key]);
+        let mut cli = WatchPage::spawn(cmd, log);
+        let line = cli
+            .until(Duration::from_secs(45), |l| {
+                l["type"] == "live" || l["type"] == "error"
+            })
+            .await;
+        match line {
+            Some(l) if l["type"] == "live" => Some(TimecodeSource(cli)),
+            other => panic!(
+                "the time code source goes live over WHIP: {other:?}\n{}",
+                std::fs::read_to_string(log).unwrap_or_default()
+            ),
+        }
+    }
+}
+
+/// Glass-to-glass latencies (ms) from the `timecode` lines of a `--timecode` page until
+/// `want` samples are in or `within` passes.
+pub async fn glass_to_glass(page: &mut WatchPage, want: usize, within: Duration) -> Vec<f64> {
+    let mut samples = Vec::new();
+    page.until(within, |l| {
+        if l["type"] == "timecode" {
+            let new = l["latencies"].as_array().into_iter().flatten();
+            samples.extend(new.filter_map(Value::as_f64));
+        }
+        samples.len() >= want
+    })
+    .await;
+    samples
 }
 
 impl Drop for WatchPage {

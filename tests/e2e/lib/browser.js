@@ -33,6 +33,27 @@ export function noBrowser() {
   return null;
 }
 
+/**
+ * For the *-cli.js scripts other languages' tests run: on SIGTERM, SIGINT or the end of
+ * stdin (the parent holds it: when it dies, so do we), runs `cleanup` (closes the
+ * browser) once and exits.
+ */
+export function exitWithParent(cleanup) {
+  let closing = false;
+  const close = async () => {
+    if (closing) return;
+    closing = true;
+    await Promise.resolve()
+      .then(cleanup)
+      .catch(() => {});
+    process.exit(0);
+  };
+  process.on('SIGTERM', close);
+  process.on('SIGINT', close);
+  process.stdin.on('end', close);
+  process.stdin.resume();
+}
+
 /** Browser libraries from npm (package-lock.json pins them), served at fixed paths. */
 const VENDOR = {
   '/vendor/hls.js': 'hls.js/dist/hls.min.js',

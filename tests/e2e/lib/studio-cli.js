@@ -13,7 +13,7 @@
 // namespace's address is not localhost). Runs until stdin closes or SIGTERM.
 
 import { chromium } from 'playwright-core';
-import { CHROMIUM_ARGS, CHROMIUM_PATH, noBrowser } from './browser.js';
+import { CHROMIUM_ARGS, CHROMIUM_PATH, exitWithParent, noBrowser } from './browser.js';
 
 const [url, token] = process.argv.slice(2).filter((a) => !a.startsWith('--'));
 const out = (o) => process.stdout.write(`${JSON.stringify(o)}\n`);
@@ -28,17 +28,7 @@ if (why) {
 }
 const extra = process.argv.includes('--insecure-origin') ? [`--unsafely-treat-insecure-origin-as-secure=${new URL(url).origin}`] : [];
 const browser = await chromium.launch({ executablePath: CHROMIUM_PATH, headless: true, args: [...CHROMIUM_ARGS, ...extra], timeout: 30_000 });
-let closing = false;
-const close = async (code) => {
-  if (closing) return;
-  closing = true;
-  await browser.close().catch(() => {});
-  process.exit(code);
-};
-process.on('SIGTERM', () => close(0));
-process.on('SIGINT', () => close(0));
-process.stdin.on('end', () => close(0));
-process.stdin.resume();
+exitWithParent(() => browser.close());
 
 try {
   const context = await browser.newContext({ viewport: { width: 1400, height: 1000 } });
