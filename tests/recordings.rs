@@ -11,6 +11,8 @@
 //! `scripts/test` installs into the test venv).
 
 mod common;
+#[path = "common/simulcast.rs"]
+mod simulcast;
 
 use common::webhook_receiver::{Receiver, DELIVERY_DEADLINE, OPS_SECRET};
 use common::{
@@ -511,6 +513,97 @@ async fn vod(kind: Kind) {
         404
     );
     assert_eq!(store.count(&key).await, 0, "files left after the delete");
+}
+
+/// Every rendition is recorded, each with the audio: a simulcast WHIP publisher's three
+/// layers (H.264 at three sizes, Opus) become three renditions of the recording, whose
+/// VOD playlists ffprobe reads at each layer's size with Opus and the listed duration;
+/// the MP4 download is the top layer's.
+#[tokio::test(flavor = "multi_thread")]
+async fn every_simulcast_layer_of_a_whip_stream_is_recorded_with_its_audio() {
+    let Some(store) = Store::start(Kind::Dir).await else {
+        return;
+    };
+    let env = store
+        .env
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.clone()))
+        .collect();
+    let sk = Skylark::start_with(Options {
+        env,
+        ..Default::default()
+    })
+    .await;
+    let (token, _, _) = creator_with_room(&sk.base, "public").await;
+    let created = create_room(
+        &sk.base,
+        &token,
+        json!({"title": "recorded simulcast", "record": true}),
+    )
+    .await;
+    let room = created["room"]["id"].as_str().unwrap().to_string();
+    let key = created["stream_key"].as_str().unwrap();
+    let mut publisher =
+        simulcast::SimulcastPublisher::start(&format!("{}/whip/{room}", sk.base), key).await;
+    publisher.wait_connected(Duration::from_secs(10)).await;
+    wait_recording(&sk.base, &token, &room, "recording").await;
+    // A few segments of every layer (2 s each).
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    publisher.stop().await;
+    wait_offline(&sk.base, &room).await;
+    let rec = wait_recording(&sk.base, &token, &room, "ready").await;
+    let listed = rec["duration_s"].as_f64().unwrap();
+
+    let playlist_url = rec["playlist_url"].as_str().unwrap();
+    let index = get_text(playlist_url).await;
+    let renditions: Vec<&str> = index
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .collect();
+    let want: Vec<String> = simulcast::LAYERS
+        .iter()
+        .map(|l| format!("{}/media.m3u8", l.rid))
+        .collect();
+    assert_eq!(
+        renditions, want,
+        "one rendition per layer, largest first:\n{index}"
+    );
+    let base = playlist_url.trim_end_matches("/index.m3u8");
+    for l in &simulcast::LAYERS {
+        let url = format!("{base}/{}/media.m3u8", l.rid);
+        let media = get_text(&url).await;
+        assert!(media.contains("#EXT-X-PLAYLIST-TYPE:VOD\n"), "{media}");
+        let out = common::ffprobe_streams("ffprobe", "codec_name,width,height", &url);
+        let streams = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            streams.contains(&format!(
+                "codec_name=h264|width={}|height={}",
+                l.width, l.height
+            )),
+            "{}: {streams}\n{}",
+            l.rid,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(streams.contains("codec_name=opus"), "{}: {streams}", l.rid);
+        let (d, _) = probe(&url);
+        assert!(
+            (d - listed).abs() <= 1.0,
+            "{}: {d} s, listed {listed} s",
+            l.rid
+        );
+    }
+    let mp4 = sk.dir.join("simulcast.mp4");
+    download(rec["mp4_url"].as_str().unwrap(), &mp4).await;
+    let top = &simulcast::LAYERS[0];
+    let out = common::ffprobe_streams("ffprobe", "codec_name,width,height", mp4.to_str().unwrap());
+    let streams = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        streams.contains(&format!(
+            "codec_name=h264|width={}|height={}",
+            top.width, top.height
+        )) && streams.contains("codec_name=opus"),
+        "the MP4 is the top layer with its audio: {streams}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
