@@ -80,6 +80,11 @@ async fn ll_hls_from_a_webrtc_publish() {
     assert!(mv.contains("CODECS=\"avc1.42"), "{mv}");
     assert!(mv.contains(",opus\""), "{mv}");
     assert!(mv.contains("RESOLUTION=320x240"), "{mv}");
+    // The DVR window by default (SKYLARK_DVR_WINDOW_S unset): 30 minutes.
+    assert!(
+        mv.contains("#EXT-X-SESSION-DATA:DATA-ID=\"io.skylark.dvr-window\",VALUE=\"1800\"\n"),
+        "{mv}"
+    );
 
     // Let a few segments accumulate, then read the media playlist.
     tokio::time::sleep(Duration::from_secs(5)).await;
