@@ -612,17 +612,17 @@ async fn killing_api_and_signaling_mid_stream_loses_nothing() {
     assert_eq!(ids.len(), CYCLE.len(), "{:?}", receiver.events("/ops"));
 }
 
-/// A receiver that is Python's own HTTPS server: checks the signature as the README's
-/// snippet does and appends `{"ok", "type"}` per request to `out`.
+/// A receiver that is Python's own HTTPS server: checks the signature with the README's
+/// own `verify` (its Python block, given as the last argument, run as written) and
+/// appends `{"ok", "type"}` per request to `out`.
 const PYTHON_HTTPS_RECEIVER: &str = r#"
-import hashlib, hmac, http.server, json, ssl, sys
-port, cert, key, secret, out = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5]
+import http.server, json, ssl, sys
+port, cert, key, secret, out, readme = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5], sys.argv[6]
+exec(readme)
 class Receiver(http.server.BaseHTTPRequestHandler):
     def do_POST(self):
         body = self.rfile.read(int(self.headers["Content-Length"]))
-        parts = dict(p.split("=", 1) for p in self.headers["Skylark-Signature"].split(","))
-        mac = hmac.new(secret.encode(), parts["t"].encode() + b"." + body, hashlib.sha256).hexdigest()
-        ok = hmac.compare_digest(mac, parts["v1"])
+        ok = verify(secret, self.headers["Skylark-Signature"], body)
         with open(out, "a") as f:
             f.write(json.dumps({"ok": ok, "type": self.headers["Skylark-Event-Type"]}) + "\n")
         self.send_response(200 if ok else 401)
@@ -636,8 +636,26 @@ server.socket = context.wrap_socket(server.socket, server_side=True)
 server.serve_forever()
 "#;
 
+/// The README's receiver code: the Python block of its Webhooks section.
+fn readme_receiver() -> String {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"))
+        .expect("README.md");
+    let section = readme
+        .split_once("\n## Webhooks\n")
+        .map(|(_, s)| s.split("\n## ").next().unwrap_or_default())
+        .expect("the README's Webhooks section");
+    let code = section
+        .split_once("```python\n")
+        .and_then(|(_, rest)| rest.split_once("```"))
+        .map(|(code, _)| code.to_string())
+        .expect("a Python block in the README's Webhooks section");
+    assert!(code.contains("def verify("), "{code}");
+    code
+}
+
 /// `https://` endpoints: the server verifies the receiver's certificate (a test CA the
-/// server is told to trust through OpenSSL's `SSL_CERT_FILE`) and delivers over TLS.
+/// server is told to trust through OpenSSL's `SSL_CERT_FILE`) and delivers over TLS;
+/// the receiver accepts the signature with the README's receiver code, run as written.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn https_endpoints_are_delivered_over_tls() {
     let dir = tempfile::tempdir().unwrap();
@@ -673,6 +691,7 @@ async fn https_endpoints_are_delivered_over_tls() {
             .arg(&key)
             .arg(OPS_SECRET)
             .arg(&out)
+            .arg(readme_receiver())
             .spawn()
             .expect("python3"),
     );
