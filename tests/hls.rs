@@ -386,22 +386,7 @@ async fn simulcast_layers_become_renditions() {
 
     // ffprobe reads each rendition at its layer's size, with the audio.
     for l in &layers {
-        let out = ffprobe_streams(
-            ffprobe,
-            "codec_name,width,height",
-            &format!("{hls}/{}/media.m3u8", l.rid),
-        );
-        let probe = String::from_utf8_lossy(&out.stdout);
-        assert!(
-            probe.contains(&format!(
-                "codec_name=h264|width={}|height={}",
-                l.width, l.height
-            )),
-            "{}: {probe}\n{}",
-            l.rid,
-            String::from_utf8_lossy(&out.stderr)
-        );
-        assert!(probe.contains("codec_name=opus"), "{probe}");
+        simulcast::assert_rendition_of(ffprobe, &format!("{hls}/{}/media.m3u8", l.rid), l);
     }
     // Without simulcast the root names no media playlist of its own.
     let root = reqwest::get(format!("{hls}/media.m3u8")).await.unwrap();

@@ -250,6 +250,28 @@ async fn download(url: &str, path: &Path) {
     std::fs::write(path, r.bytes().await.unwrap()).unwrap();
 }
 
+/// An all-in-one server with `env` and a creator's public room with `record` on:
+/// (server, the creator's token, room id, stream key).
+async fn recorded_room(env: Vec<(&str, String)>) -> (Skylark, String, String, String) {
+    let env = env.into_iter().map(|(k, v)| (k.to_string(), v)).collect();
+    let sk = Skylark::start_with(Options {
+        env,
+        ..Default::default()
+    })
+    .await;
+    let (token, _, _) = creator_with_room(&sk.base, "public").await;
+    let created = create_room(
+        &sk.base,
+        &token,
+        json!({"title": "recorded", "record": true}),
+    )
+    .await;
+    assert_eq!(created["room"]["record"], true, "{created}");
+    let room = created["room"]["id"].as_str().unwrap().to_string();
+    let key = created["stream_key"].as_str().unwrap().to_string();
+    (sk, token, room, key)
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_recorded_rtmp_stream_becomes_a_vod_and_fires_recording_ready() {
     vod(Kind::Dir).await;
@@ -275,23 +297,8 @@ async fn vod(kind: Kind) {
     ]
     .into_iter()
     .chain(store.env.clone())
-    .map(|(k, v)| (k.to_string(), v))
     .collect();
-    let sk = Skylark::start_with(Options {
-        env,
-        ..Default::default()
-    })
-    .await;
-    let (token, _, _) = creator_with_room(&sk.base, "public").await;
-    let created = create_room(
-        &sk.base,
-        &token,
-        json!({"title": "recorded", "record": true}),
-    )
-    .await;
-    assert_eq!(created["room"]["record"], true, "{created}");
-    let room = created["room"]["id"].as_str().unwrap().to_string();
-    let key = created["stream_key"].as_str().unwrap();
+    let (sk, token, room, key) = recorded_room(env).await;
 
     let log = sk.dir.join("ffmpeg-rec.log");
     let url = format!("rtmp://127.0.0.1:{}/live/{key}", rtmp_port(&sk));
@@ -524,27 +531,9 @@ async fn every_simulcast_layer_of_a_whip_stream_is_recorded_with_its_audio() {
     let Some(store) = Store::start(Kind::Dir).await else {
         return;
     };
-    let env = store
-        .env
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.clone()))
-        .collect();
-    let sk = Skylark::start_with(Options {
-        env,
-        ..Default::default()
-    })
-    .await;
-    let (token, _, _) = creator_with_room(&sk.base, "public").await;
-    let created = create_room(
-        &sk.base,
-        &token,
-        json!({"title": "recorded simulcast", "record": true}),
-    )
-    .await;
-    let room = created["room"]["id"].as_str().unwrap().to_string();
-    let key = created["stream_key"].as_str().unwrap();
+    let (sk, token, room, key) = recorded_room(store.env.clone()).await;
     let mut publisher =
-        simulcast::SimulcastPublisher::start(&format!("{}/whip/{room}", sk.base), key).await;
+        simulcast::SimulcastPublisher::start(&format!("{}/whip/{room}", sk.base), &key).await;
     publisher.wait_connected(Duration::from_secs(10)).await;
     wait_recording(&sk.base, &token, &room, "recording").await;
     // A few segments of every layer (2 s each).
@@ -573,18 +562,7 @@ async fn every_simulcast_layer_of_a_whip_stream_is_recorded_with_its_audio() {
         let url = format!("{base}/{}/media.m3u8", l.rid);
         let media = get_text(&url).await;
         assert!(media.contains("#EXT-X-PLAYLIST-TYPE:VOD\n"), "{media}");
-        let out = common::ffprobe_streams("ffprobe", "codec_name,width,height", &url);
-        let streams = String::from_utf8_lossy(&out.stdout);
-        assert!(
-            streams.contains(&format!(
-                "codec_name=h264|width={}|height={}",
-                l.width, l.height
-            )),
-            "{}: {streams}\n{}",
-            l.rid,
-            String::from_utf8_lossy(&out.stderr)
-        );
-        assert!(streams.contains("codec_name=opus"), "{}: {streams}", l.rid);
+        simulcast::assert_rendition_of("ffprobe", &url, l);
         let (d, _) = probe(&url);
         assert!(
             (d - listed).abs() <= 1.0,
