@@ -80,6 +80,11 @@ async fn ll_hls_from_a_webrtc_publish() {
     assert!(mv.contains("CODECS=\"avc1.42"), "{mv}");
     assert!(mv.contains(",opus\""), "{mv}");
     assert!(mv.contains("RESOLUTION=320x240"), "{mv}");
+    // The DVR window by default (SKYLARK_DVR_WINDOW_S unset): 30 minutes.
+    assert!(
+        mv.contains("#EXT-X-SESSION-DATA:DATA-ID=\"io.skylark.dvr-window\",VALUE=\"1800\"\n"),
+        "{mv}"
+    );
 
     // Let a few segments accumulate, then read the media playlist.
     tokio::time::sleep(Duration::from_secs(5)).await;
@@ -381,22 +386,7 @@ async fn simulcast_layers_become_renditions() {
 
     // ffprobe reads each rendition at its layer's size, with the audio.
     for l in &layers {
-        let out = ffprobe_streams(
-            ffprobe,
-            "codec_name,width,height",
-            &format!("{hls}/{}/media.m3u8", l.rid),
-        );
-        let probe = String::from_utf8_lossy(&out.stdout);
-        assert!(
-            probe.contains(&format!(
-                "codec_name=h264|width={}|height={}",
-                l.width, l.height
-            )),
-            "{}: {probe}\n{}",
-            l.rid,
-            String::from_utf8_lossy(&out.stderr)
-        );
-        assert!(probe.contains("codec_name=opus"), "{probe}");
+        simulcast::assert_rendition_of(ffprobe, &format!("{hls}/{}/media.m3u8", l.rid), l);
     }
     // Without simulcast the root names no media playlist of its own.
     let root = reqwest::get(format!("{hls}/media.m3u8")).await.unwrap();

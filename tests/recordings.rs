@@ -11,6 +11,8 @@
 //! `scripts/test` installs into the test venv).
 
 mod common;
+#[path = "common/simulcast.rs"]
+mod simulcast;
 
 use common::webhook_receiver::{Receiver, DELIVERY_DEADLINE, OPS_SECRET};
 use common::{
@@ -248,6 +250,28 @@ async fn download(url: &str, path: &Path) {
     std::fs::write(path, r.bytes().await.unwrap()).unwrap();
 }
 
+/// An all-in-one server with `env` and a creator's public room with `record` on:
+/// (server, the creator's token, room id, stream key).
+async fn recorded_room(env: Vec<(&str, String)>) -> (Skylark, String, String, String) {
+    let env = env.into_iter().map(|(k, v)| (k.to_string(), v)).collect();
+    let sk = Skylark::start_with(Options {
+        env,
+        ..Default::default()
+    })
+    .await;
+    let (token, _, _) = creator_with_room(&sk.base, "public").await;
+    let created = create_room(
+        &sk.base,
+        &token,
+        json!({"title": "recorded", "record": true}),
+    )
+    .await;
+    assert_eq!(created["room"]["record"], true, "{created}");
+    let room = created["room"]["id"].as_str().unwrap().to_string();
+    let key = created["stream_key"].as_str().unwrap().to_string();
+    (sk, token, room, key)
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_recorded_rtmp_stream_becomes_a_vod_and_fires_recording_ready() {
     vod(Kind::Dir).await;
@@ -273,23 +297,8 @@ async fn vod(kind: Kind) {
     ]
     .into_iter()
     .chain(store.env.clone())
-    .map(|(k, v)| (k.to_string(), v))
     .collect();
-    let sk = Skylark::start_with(Options {
-        env,
-        ..Default::default()
-    })
-    .await;
-    let (token, _, _) = creator_with_room(&sk.base, "public").await;
-    let created = create_room(
-        &sk.base,
-        &token,
-        json!({"title": "recorded", "record": true}),
-    )
-    .await;
-    assert_eq!(created["room"]["record"], true, "{created}");
-    let room = created["room"]["id"].as_str().unwrap().to_string();
-    let key = created["stream_key"].as_str().unwrap();
+    let (sk, token, room, key) = recorded_room(env).await;
 
     let log = sk.dir.join("ffmpeg-rec.log");
     let url = format!("rtmp://127.0.0.1:{}/live/{key}", rtmp_port(&sk));
@@ -511,6 +520,68 @@ async fn vod(kind: Kind) {
         404
     );
     assert_eq!(store.count(&key).await, 0, "files left after the delete");
+}
+
+/// Every rendition is recorded, each with the audio: a simulcast WHIP publisher's three
+/// layers (H.264 at three sizes, Opus) become three renditions of the recording, whose
+/// VOD playlists ffprobe reads at each layer's size with Opus and the listed duration;
+/// the MP4 download is the top layer's.
+#[tokio::test(flavor = "multi_thread")]
+async fn every_simulcast_layer_of_a_whip_stream_is_recorded_with_its_audio() {
+    let Some(store) = Store::start(Kind::Dir).await else {
+        return;
+    };
+    let (sk, token, room, key) = recorded_room(store.env.clone()).await;
+    let mut publisher =
+        simulcast::SimulcastPublisher::start(&format!("{}/whip/{room}", sk.base), &key).await;
+    publisher.wait_connected(Duration::from_secs(10)).await;
+    wait_recording(&sk.base, &token, &room, "recording").await;
+    // A few segments of every layer (2 s each).
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    publisher.stop().await;
+    wait_offline(&sk.base, &room).await;
+    let rec = wait_recording(&sk.base, &token, &room, "ready").await;
+    let listed = rec["duration_s"].as_f64().unwrap();
+
+    let playlist_url = rec["playlist_url"].as_str().unwrap();
+    let index = get_text(playlist_url).await;
+    let renditions: Vec<&str> = index
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .collect();
+    let want: Vec<String> = simulcast::LAYERS
+        .iter()
+        .map(|l| format!("{}/media.m3u8", l.rid))
+        .collect();
+    assert_eq!(
+        renditions, want,
+        "one rendition per layer, largest first:\n{index}"
+    );
+    let base = playlist_url.trim_end_matches("/index.m3u8");
+    for l in &simulcast::LAYERS {
+        let url = format!("{base}/{}/media.m3u8", l.rid);
+        let media = get_text(&url).await;
+        assert!(media.contains("#EXT-X-PLAYLIST-TYPE:VOD\n"), "{media}");
+        simulcast::assert_rendition_of("ffprobe", &url, l);
+        let (d, _) = probe(&url);
+        assert!(
+            (d - listed).abs() <= 1.0,
+            "{}: {d} s, listed {listed} s",
+            l.rid
+        );
+    }
+    let mp4 = sk.dir.join("simulcast.mp4");
+    download(rec["mp4_url"].as_str().unwrap(), &mp4).await;
+    let top = &simulcast::LAYERS[0];
+    let out = common::ffprobe_streams("ffprobe", "codec_name,width,height", mp4.to_str().unwrap());
+    let streams = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        streams.contains(&format!(
+            "codec_name=h264|width={}|height={}",
+            top.width, top.height
+        )) && streams.contains("codec_name=opus"),
+        "the MP4 is the top layer with its audio: {streams}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -62,15 +62,36 @@ const CYCLE: [&str; 4] = [
 /// Registers the creator's endpoint at `/creator` for the cycle's events and key
 /// rotation; returns its id.
 async fn register(sk: &Skylark, token: &str, receiver: &Receiver) -> String {
-    let c = reqwest::Client::new();
-    let r = c
+    let events = json!([
+        "room.live",
+        "room.offline",
+        "publisher.connected",
+        "publisher.disconnected",
+        "stream_key.rotated",
+        "room.live"
+    ]);
+    let v = register_at(sk, token, receiver, "/creator", events).await;
+    assert_eq!(
+        v["events"].as_array().unwrap().len(),
+        5,
+        "repeats dropped: {v}"
+    );
+    v["id"].as_str().unwrap().to_string()
+}
+
+/// Registers the creator's endpoint at the receiver's `path` for `events`, the receiver
+/// told its secret; returns the API's answer.
+async fn register_at(
+    sk: &Skylark,
+    token: &str,
+    receiver: &Receiver,
+    path: &str,
+    events: Value,
+) -> Value {
+    let r = reqwest::Client::new()
         .post(format!("{}/api/v1/webhooks", sk.base))
         .bearer_auth(token)
-        .json(&json!({
-            "url": receiver.url("/creator"),
-            "events": ["room.live", "room.offline", "publisher.connected",
-                       "publisher.disconnected", "stream_key.rotated", "room.live"],
-        }))
+        .json(&json!({"url": receiver.url(path), "events": events}))
         .send()
         .await
         .unwrap();
@@ -78,13 +99,8 @@ async fn register(sk: &Skylark, token: &str, receiver: &Receiver) -> String {
     let v: Value = r.json().await.unwrap();
     let secret = v["secret"].as_str().unwrap();
     assert!(secret.starts_with("whsec_"), "{v}");
-    assert_eq!(
-        v["events"].as_array().unwrap().len(),
-        5,
-        "repeats dropped: {v}"
-    );
-    receiver.set_secret("/creator", secret);
-    v["id"].as_str().unwrap().to_string()
+    receiver.set_secret(path, secret);
+    v
 }
 
 /// Polls `GET path` (under `/api/v1`) as `token` until `check` holds for its JSON.
@@ -359,6 +375,71 @@ async fn a_killed_server_loses_nothing_on_postgres() {
     killed_mid_stream(Db::Postgres).await;
 }
 
+/// `room.viewers` is opt-in and periodic: an endpoint subscribed to it gets a live
+/// room's count (one WebRTC viewer here, by transport) every 30 s, not every reconciler
+/// round; the cycle's endpoint, not subscribed, gets none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn room_viewers_comes_every_30_s_to_endpoints_subscribed_to_it() {
+    let Some(ffmpeg) = debian_ffmpeg() else {
+        return;
+    };
+    let receiver = Receiver::start().await;
+    let sk = start(Db::Sqlite, &receiver, None).await;
+    let (token, room, key) = creator_with_room(&sk.base, "public").await;
+    register(&sk, &token, &receiver).await;
+    register_at(&sk, &token, &receiver, "/viewers", json!(["room.viewers"])).await;
+    let _push = push_live(&sk, ffmpeg, &room, &key).await;
+    let (_engine, viewer) = common::watching(&sk.base, &room).await;
+
+    let viewers = || -> Vec<Value> {
+        receiver
+            .calls("/viewers")
+            .into_iter()
+            .map(|c| c.body)
+            .collect()
+    };
+    // The first 30 s after `room.live`, the next 30 s after that.
+    eventually(Duration::from_secs(120), "two room.viewers", || async {
+        let got = viewers();
+        if got.len() >= 2 {
+            Ok(())
+        } else {
+            Err(format!("{got:?}"))
+        }
+    })
+    .await;
+    let got = viewers();
+    let at = |v: &Value| {
+        let t = v["created_at"].as_str().unwrap();
+        skylark_media::hls::parse_pdt(t).unwrap_or_else(|| panic!("created_at {t}"))
+    };
+    let apart_ms = at(&got[1]) - at(&got[0]);
+    assert!(
+        apart_ms >= 29_000,
+        "room.viewers {apart_ms} ms apart: {got:?}"
+    );
+    for v in &got {
+        assert_eq!(v["type"], "room.viewers", "{v}");
+        assert_eq!(v["room"]["id"], room.as_str(), "{v}");
+    }
+    let last = &got[1]["data"];
+    assert_eq!(
+        last["by_transport"],
+        json!({"webrtc": 1, "hls": 0, "flv": 0}),
+        "{last}"
+    );
+    assert_eq!(last["viewers"], 1, "{last}");
+    // Only the cycle reached the endpoint that did not ask for the count.
+    assert!(
+        receiver
+            .calls("/creator")
+            .iter()
+            .all(|c| c.event_type != "room.viewers"),
+        "room.viewers sent to an endpoint not subscribed to it"
+    );
+    let _ = viewer.close().await;
+}
+
 /// A WHIP offer with `key` (its SDP never gets parsed when admission refuses).
 async fn whip_attempt(base: &str, key: &str) -> (u16, String) {
     let r = reqwest::Client::new()
@@ -531,17 +612,17 @@ async fn killing_api_and_signaling_mid_stream_loses_nothing() {
     assert_eq!(ids.len(), CYCLE.len(), "{:?}", receiver.events("/ops"));
 }
 
-/// A receiver that is Python's own HTTPS server: checks the signature as the README's
-/// snippet does and appends `{"ok", "type"}` per request to `out`.
+/// A receiver that is Python's own HTTPS server: checks the signature with the README's
+/// own `verify` (its Python block, given as the last argument, run as written) and
+/// appends `{"ok", "type"}` per request to `out`.
 const PYTHON_HTTPS_RECEIVER: &str = r#"
-import hashlib, hmac, http.server, json, ssl, sys
-port, cert, key, secret, out = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5]
+import http.server, json, ssl, sys
+port, cert, key, secret, out, readme = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5], sys.argv[6]
+exec(readme)
 class Receiver(http.server.BaseHTTPRequestHandler):
     def do_POST(self):
         body = self.rfile.read(int(self.headers["Content-Length"]))
-        parts = dict(p.split("=", 1) for p in self.headers["Skylark-Signature"].split(","))
-        mac = hmac.new(secret.encode(), parts["t"].encode() + b"." + body, hashlib.sha256).hexdigest()
-        ok = hmac.compare_digest(mac, parts["v1"])
+        ok = verify(secret, self.headers["Skylark-Signature"], body)
         with open(out, "a") as f:
             f.write(json.dumps({"ok": ok, "type": self.headers["Skylark-Event-Type"]}) + "\n")
         self.send_response(200 if ok else 401)
@@ -555,8 +636,26 @@ server.socket = context.wrap_socket(server.socket, server_side=True)
 server.serve_forever()
 "#;
 
+/// The README's receiver code: the Python block of its Webhooks section.
+fn readme_receiver() -> String {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"))
+        .expect("README.md");
+    let section = readme
+        .split_once("\n## Webhooks\n")
+        .map(|(_, s)| s.split("\n## ").next().unwrap_or_default())
+        .expect("the README's Webhooks section");
+    let code = section
+        .split_once("```python\n")
+        .and_then(|(_, rest)| rest.split_once("```"))
+        .map(|(code, _)| code.to_string())
+        .expect("a Python block in the README's Webhooks section");
+    assert!(code.contains("def verify("), "{code}");
+    code
+}
+
 /// `https://` endpoints: the server verifies the receiver's certificate (a test CA the
-/// server is told to trust through OpenSSL's `SSL_CERT_FILE`) and delivers over TLS.
+/// server is told to trust through OpenSSL's `SSL_CERT_FILE`) and delivers over TLS;
+/// the receiver accepts the signature with the README's receiver code, run as written.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn https_endpoints_are_delivered_over_tls() {
     let dir = tempfile::tempdir().unwrap();
@@ -592,6 +691,7 @@ async fn https_endpoints_are_delivered_over_tls() {
             .arg(&key)
             .arg(OPS_SECRET)
             .arg(&out)
+            .arg(readme_receiver())
             .spawn()
             .expect("python3"),
     );

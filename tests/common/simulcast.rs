@@ -51,3 +51,21 @@ impl SimulcastPublisher {
         self.engine.shutdown().await;
     }
 }
+
+/// ffprobe (`ffprobe`) reads `url`, a rendition of layer `layer`: H.264 at the layer's
+/// size, and the Opus audio.
+#[allow(dead_code)] // tests/quality.rs reads no HLS
+pub fn assert_rendition_of(ffprobe: &str, url: &str, layer: &skylark_loadgen::source::Layer) {
+    let out = crate::common::ffprobe_streams(ffprobe, "codec_name,width,height", url);
+    let probe = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        probe.contains(&format!(
+            "codec_name=h264|width={}|height={}",
+            layer.width, layer.height
+        )),
+        "{}: {probe}\n{}",
+        layer.rid,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(probe.contains("codec_name=opus"), "{}: {probe}", layer.rid);
+}

@@ -749,6 +749,38 @@ def main() -> int:
             if rtmp:
                 assert svc[0]["spec"]["selector"]["app.kubernetes.io/component"] == "signaling"
 
+        @check(f"recordings: one store for the packagers and the api; volume, URL, S3 credentials from a Secret [{name}]")
+        def _():
+            rec = values.get("recordings", {})
+            claim, url, s3 = rec.get("existingClaim", ""), rec.get("url", ""), rec.get("s3", {})
+            want_url = url or ("file:///recordings" if claim else "file:///data/recordings")
+            for comp in ("packager", "api"):
+                dep = next(o for o in by_kind(objs, "Deployment") if component(o) == comp)
+                ps = pod_spec(dep)
+                c = ps["containers"][0]
+                env = {e["name"]: e for e in c["env"]}
+                assert env["SKYLARK_RECORDINGS_URL"].get("value") == want_url, (comp, env["SKYLARK_RECORDINGS_URL"])
+                vols = {v["name"]: v for v in ps.get("volumes", [])}
+                mounts = {m["name"]: m["mountPath"] for m in c.get("volumeMounts", [])}
+                if claim:
+                    assert vols["recordings"]["persistentVolumeClaim"]["claimName"] == claim, (comp, vols)
+                    assert mounts.get("recordings") == "/recordings", (comp, mounts)
+                else:
+                    assert "recordings" not in vols and "recordings" not in mounts, (comp, vols, mounts)
+                s3_on = url.startswith("s3://")
+                for var, key in (("AWS_ACCESS_KEY_ID", "accessKeyIdKey"), ("AWS_SECRET_ACCESS_KEY", "secretAccessKeyKey")):
+                    if s3_on and s3.get("existingSecret"):
+                        assert var in env, f"{comp}: no {var} with recordings.s3.existingSecret"
+                        ref = env[var]["valueFrom"]["secretKeyRef"]
+                        assert (ref["name"], ref["key"]) == (s3["existingSecret"], s3[key]), (comp, var, ref)
+                        assert "value" not in env[var], f"{comp}: {var} literal"
+                    else:
+                        assert var not in env, f"{comp}: {var} without recordings.s3.existingSecret"
+                if s3_on:
+                    for var, key in (("AWS_REGION", "region"), ("AWS_ENDPOINT_URL", "endpoint")):
+                        assert env.get(var, {}).get("value") == s3.get(key), (comp, var, env.get(var))
+                    assert env["AWS_ALLOW_HTTP"]["value"] == str(s3.get("allowHttp", False)).lower(), (comp, env["AWS_ALLOW_HTTP"])
+
         @check(f"Ingress routes each public path to its service [{name}]")
         def _():
             ings = by_kind(objs, "Ingress")

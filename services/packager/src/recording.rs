@@ -449,12 +449,12 @@ async fn unfinished(objs: &skylark_objstore::Store, room: Option<&str>) -> io::R
 const LEGACY_CURRENT: &str = "current";
 
 /// Turns room `room`'s `{room}/current` marker, if it has one, into an `open/` marker:
-/// takeover and the sweep look only there.
-async fn adopt_legacy_marker(objs: &skylark_objstore::Store, room: &str) -> io::Result<()> {
+/// takeover and the sweep look only there. Whether it had one.
+async fn adopt_legacy_marker(objs: &skylark_objstore::Store, room: &str) -> io::Result<bool> {
     let key = format!("{room}/{LEGACY_CURRENT}");
     let id = match get(objs, &key, 256).await {
         Ok(id) => id,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
         Err(e) => return Err(e),
     };
     match std::str::from_utf8(&id).map(str::trim) {
@@ -465,30 +465,53 @@ async fn adopt_legacy_marker(objs: &skylark_objstore::Store, room: &str) -> io::
         _ => tracing::warn!(room_id = %room, "`{room}/current` names no recording: removed"),
     }
     match objs.objects.delete(&Key::from(key)).await {
-        Ok(()) | Err(skylark_objstore::Error::NotFound { .. }) => Ok(()),
+        Ok(()) | Err(skylark_objstore::Error::NotFound { .. }) => Ok(true),
         Err(e) => Err(io_err(e)),
     }
 }
 
-/// [`adopt_legacy_marker`] for every room: one listing of the rooms and one read each,
-/// at start-up only.
+/// Written when a start-up pass found no `{room}/current` marker left: later starts read
+/// this one object instead of listing every room. Not a room (a `.` is no
+/// [`safe_name`]), so no room's prefix collides with it.
+const LEGACY_ADOPTED: &str = "legacy-markers.done";
+
+/// [`adopt_legacy_marker`] for every room, at start-up: one listing of the rooms and one
+/// read each, until a pass finds none (then [`LEGACY_ADOPTED`] is written and read instead).
 async fn adopt_legacy_markers(storage: &Storage) -> io::Result<()> {
-    let rooms = storage
-        .objects
+    let objs = &storage.objects;
+    match get(objs, LEGACY_ADOPTED, 4096).await {
+        Ok(_) => return Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    let rooms = objs
         .objects
         .list_with_delimiter(None)
         .await
         .map_err(io_err)?;
+    // Converted or failed: the next start looks again (an older packager may still be
+    // running and marking the old way while this one starts).
+    let mut left = false;
     for room in rooms.common_prefixes {
         if storage.shutdown.is_cancelled() {
-            break;
+            return Ok(());
         }
         let Some(room) = room.filename().filter(|r| *r != OPEN && safe_name(r)) else {
             continue;
         };
-        if let Err(e) = adopt_legacy_marker(&storage.objects, room).await {
-            tracing::warn!(error = %e, room_id = %room, "old recording marker not converted (retried at the next start)");
+        match adopt_legacy_marker(objs, room).await {
+            Ok(converted) => left |= converted,
+            Err(e) => {
+                left = true;
+                tracing::warn!(error = %e, room_id = %room, "old recording marker not converted (retried at the next start)");
+            }
         }
+    }
+    if !left {
+        let note = "No `{room}/current` recording markers were left. Delete this object to make \
+                    the next packager start look for them again.\n";
+        put(objs, LEGACY_ADOPTED, note).await?;
+        tracing::info!(store = ?objs, "no old recording markers left: later starts skip the look");
     }
     Ok(())
 }
@@ -1640,6 +1663,36 @@ mod tests {
         assert!(!tmp.path().join("room_o/current").exists());
         assert!(!tmp.path().join("room_p/current").exists());
         assert!(!tmp.path().join("open/room_p").exists());
+    }
+
+    /// Start-up looks for old markers by listing the rooms until a start finds none left;
+    /// later starts read one object instead of listing the store.
+    #[tokio::test]
+    async fn old_markers_are_listed_for_until_none_is_left_then_never_again() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (mut st, counting) = counted(tmp.path());
+        // Running: a pass cut short by shutdown marks nothing done.
+        st.shutdown = CancellationToken::new();
+        std::fs::create_dir_all(tmp.path().join("room_q")).unwrap();
+        std::fs::write(tmp.path().join("room_q/current"), "rec_1").unwrap();
+        adopt_legacy_markers(&st).await.unwrap();
+        assert!(tmp.path().join("open/room_q/rec_1").exists());
+        assert_eq!(counting.take().1, 1, "the first start lists the rooms");
+        // It converted one: an older packager may still mark the old way, look again.
+        adopt_legacy_markers(&st).await.unwrap();
+        assert_eq!(counting.take().1, 1, "the second start lists the rooms");
+        for start in 3..6 {
+            adopt_legacy_markers(&st).await.unwrap();
+            assert_eq!(counting.take(), (1, 0), "start {start}: reads, lists");
+        }
+        // Deleting the flag (as docs/operators.md says) makes the next start look again.
+        std::fs::remove_file(tmp.path().join(LEGACY_ADOPTED)).unwrap();
+        // (The directory went with the converted marker: the store removes empty ones.)
+        std::fs::create_dir_all(tmp.path().join("room_q")).unwrap();
+        std::fs::write(tmp.path().join("room_q/current"), "rec_2").unwrap();
+        adopt_legacy_markers(&st).await.unwrap();
+        assert_eq!(counting.take().1, 1);
+        assert!(tmp.path().join("open/room_q/rec_2").exists());
     }
 
     #[test]

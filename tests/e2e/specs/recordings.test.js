@@ -1,16 +1,17 @@
 // Recordings in the browser: the studio's "Record" setting turned on, Chromium publishing
 // its fake camera over WHIP for ~15 s; once the stream ends the studio lists the
-// recording, and its "Play" link (/watch/{room}?recording={id}&token=…: the room is
-// private, the link carries a viewer token the studio minted) plays the HLS VOD with
-// hls.js: a finite duration, time advancing, no fatal error. Then the same playback of a
-// recording kept in S3-compatible storage (SKYLARK_RECORDINGS_URL=s3://…, moto's S3
-// emulator `moto_server` from the test venv that scripts/test fills), an FFmpeg RTMP
-// stream recorded, in a public room, by URL as an anonymous viewer (the listing is the
-// owner's; the recording plays by URL).
+// recording, ffprobe reads its VOD playlist and MP4 (the listed duration, H.264 + Opus),
+// and its "Play" link (/watch/{room}?recording={id}&token=…: the room is private, the
+// link carries a viewer token the studio minted) plays the HLS VOD with hls.js: a finite
+// duration, time advancing, no fatal error. Then the same playback of a recording kept
+// in S3-compatible storage (SKYLARK_RECORDINGS_URL=s3://…, moto's S3 emulator
+// `moto_server` from the test venv that scripts/test fills), an FFmpeg RTMP stream
+// recorded, in a public room, by URL as an anonymous viewer (the listing is the owner's;
+// the recording plays by URL).
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -38,6 +39,31 @@ async function listed(sk, token, room, status = 'ready') {
     if (json.recordings[0]?.status === status) return json.recordings[0];
     if (Date.now() > deadline) throw new Error(`no recording listed as ${status} within 120 s: ${JSON.stringify(json.recordings)}`);
     await sleep(500);
+  }
+}
+
+/** ffprobe of `url`: its duration (s) and the codecs of its streams. */
+function probe(url) {
+  const out = spawnSync('ffprobe', ['-v', 'error', '-show_entries', 'format=duration:stream=codec_name', '-of', 'json', url], { encoding: 'utf8' });
+  assert.equal(out.status, 0, `ffprobe ${url}: ${out.stderr}`);
+  const v = JSON.parse(out.stdout);
+  return { duration: Number(v.format.duration), codecs: v.streams.map((s) => s.codec_name) };
+}
+
+/** ffprobe reads recording `rec`'s top VOD playlist and its MP4 (a private room's, with
+ *  the owner's playback token): the listed duration within 1 s, H.264 and Opus. */
+async function probesAsListed(sk, token, room, rec) {
+  const { json } = await requestJson('GET', `${sk.baseUrl}/api/v1/rooms/${room}/playback`, { token, expect: 200 });
+  const ptoken = new URL(json.hls.url).searchParams.get('token');
+  assert.ok(ptoken, `a playback token: ${JSON.stringify(json)}`);
+  const index = await (await fetch(`${rec.playlist_url}?token=${ptoken}`)).text();
+  const top = index.split('\n').find((l) => l && !l.startsWith('#'));
+  assert.ok(top?.includes(`token=${ptoken}`), `the rendition's URI carries the token: ${index}`);
+  const base = rec.playlist_url.replace(/\/index\.m3u8$/, '');
+  for (const url of [`${base}/${top}`, `${rec.mp4_url}?token=${ptoken}`]) {
+    const p = probe(url);
+    assert.ok(Math.abs(p.duration - rec.duration_s) <= 1, `${url}: ${p.duration} s, listed ${rec.duration_s} s`);
+    assert.deepEqual([...p.codecs].sort(), ['h264', 'opus'], `${url}: ${p.codecs}`);
   }
 }
 
@@ -95,6 +121,7 @@ test('recordings: Record in the studio, a WHIP stream, listed when it ends, hls.
         const rec = await listed(sk, creator.access_token, room);
         assert.equal(rec.id, open.id, 'the same recording');
         assert.ok(rec.duration_s > PUBLISH_S / 2 && rec.duration_s < PUBLISH_S + 5, `recorded ${rec.duration_s} s of ~${PUBLISH_S} s`);
+        await probesAsListed(sk, creator.access_token, room, rec);
 
         // The studio's open list follows it to ready.
         await studio.locator(`#recordings-list li[data-recording="${rec.id}"][data-status="ready"]`).waitFor({ timeout: 30_000 });

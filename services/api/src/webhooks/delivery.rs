@@ -47,6 +47,14 @@ pub(crate) fn backoff_ms(attempts: i64) -> i64 {
     (base as f64 * (0.8 + 0.4 * unit)) as i64
 }
 
+/// When to try again a delivery that failed its attempt number `attempts + 1`: after
+/// [`backoff_ms`], unless that is 24 h or more after the event (`created_at`): `None`,
+/// give up (the delivery is `failed`).
+fn retry_at(now: i64, created_at: i64, attempts: i64) -> Option<i64> {
+    let at = now + backoff_ms(attempts + 1);
+    (at - created_at < GIVE_UP_AFTER_MS).then_some(at)
+}
+
 pub(crate) async fn run(store: Store, config: WebhookConfig, shutdown: CancellationToken) {
     // Operators' endpoints may be anywhere; creators' only where `guard` allows.
     let clients = Clients {
@@ -139,13 +147,9 @@ async fn send(clients: &Clients, store: &Store, config_secret: &str, due: Due) {
         ),
         Err(e) => (None, Some(e)),
     };
-    let next = match &error {
-        None => None,
-        Some(_) => {
-            let at = now_ms() + backoff_ms(due.attempts + 1);
-            Some((at - due.created_at_ms < GIVE_UP_AFTER_MS).then_some(at))
-        }
-    };
+    let next = error
+        .as_ref()
+        .map(|_| retry_at(now_ms(), due.created_at_ms, due.attempts));
     let outcome = match next {
         None => "ok",
         Some(Some(_)) => "error",
@@ -193,5 +197,25 @@ mod tests {
             let d = backoff_ms(n);
             assert!((base * 8 / 10..=base * 12 / 10).contains(&d), "{n}: {d}");
         }
+    }
+
+    /// A receiver that never acknowledges: retried ~150 times (doubling, then every
+    /// ~10 min), the last try within the 24 h after the event, then given up.
+    #[test]
+    fn retries_go_on_for_24_h_after_the_event_then_stop() {
+        let created = 1_800_000_000_000;
+        let (mut now, mut attempts) = (created, 0);
+        while let Some(at) = retry_at(now, created, attempts) {
+            assert!(at > now, "{at} after {now}");
+            (now, attempts) = (at, attempts + 1);
+            assert!(attempts < 1000, "never given up");
+        }
+        let last = now - created;
+        assert!(
+            last < GIVE_UP_AFTER_MS && last > GIVE_UP_AFTER_MS - 2 * MAX_RETRY_MS,
+            "last retry {last} ms after the event"
+        );
+        assert!((120..=190).contains(&attempts), "{attempts} retries");
+        assert_eq!(retry_at(created + GIVE_UP_AFTER_MS, created, 0), None);
     }
 }

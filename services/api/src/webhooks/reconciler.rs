@@ -257,3 +257,75 @@ async fn viewers(store: &Store, row: &LiveRow, p: &placement::RoomPlacement) -> 
     let events = vec![subject.event(EventType::RoomViewers, data)];
     transition(store, None, update, events).await
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{Mode, Room, User, Visibility};
+
+    /// Two replicas that saw the same state each try the transitions: one writes each,
+    /// with its events, in the transaction of its state change; the other writes nothing.
+    #[tokio::test]
+    async fn a_transition_two_replicas_saw_is_written_once_with_its_events() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("t.db").display());
+        let store = Store::connect(&url).await.unwrap();
+        store.migrate().await.unwrap();
+        let user = User {
+            id: "u1".into(),
+            email: "a@example.com".into(),
+            display_name: "A".into(),
+            created_at_ms: now_ms(),
+            password_hash: "$argon2id$x".into(),
+        };
+        store.create_user(&user).await.unwrap();
+        let room = Room {
+            id: "r1".into(),
+            owner_id: "u1".into(),
+            title: "t".into(),
+            slug: "t".into(),
+            visibility: Visibility::Public,
+            mode: Mode::Sfu,
+            created_at_ms: now_ms(),
+            updated_at_ms: now_ms(),
+            viewer_generation: 0,
+            record: false,
+        };
+        store.create_room(&room, "k1", "h1").await.unwrap();
+        store
+            .sync_config_endpoints(&["https://ops.example.com/hooks".into()])
+            .await
+            .unwrap();
+        let p = Publisher {
+            session: "s1".into(),
+            protocol: "rtmp".into(),
+            key_id: None,
+        };
+        // Both saw the room not live.
+        assert!(went_live(&store, "r1", Some(&p)).await.unwrap());
+        assert!(!went_live(&store, "r1", Some(&p)).await.unwrap());
+        // Both saw it live, then gone from the bus.
+        let row = store.recorded_live().await.unwrap().pop().unwrap();
+        assert!(went_offline(&store, &row).await.unwrap());
+        assert!(!went_offline(&store, &row).await.unwrap());
+
+        let types: Vec<String> = sqlx::query_scalar("SELECT type FROM webhook_events ORDER BY seq")
+            .fetch_all(&store.pool)
+            .await
+            .unwrap();
+        assert_eq!(
+            types,
+            [
+                "room.live",
+                "publisher.connected",
+                "publisher.disconnected",
+                "room.offline"
+            ]
+        );
+        let deliveries: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM webhook_deliveries")
+            .fetch_one(&store.pool)
+            .await
+            .unwrap();
+        assert_eq!(deliveries, 4, "one per event for the one endpoint");
+    }
+}
