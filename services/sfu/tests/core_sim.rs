@@ -1282,6 +1282,111 @@ fn sender_reports_put_audio_and_video_on_the_capture_clock() {
 }
 
 #[test]
+fn an_rtmp_sources_sender_reports_put_transcoded_audio_on_its_video_clock() {
+    // An RTMP source's audio reaches the SFU transcoded: 20 ms Opus packets released in
+    // 100 ms bursts (AAC frames of 23.2 ms complete them, FFmpeg interleaves), 60–180 ms
+    // after their media time, video 40 ms after; the first video frames come 150 ms later
+    // still (encoder start-up), so the source clock's anchor moves back once the faster
+    // ones arrive. The viewer's sender reports must still give one capture time to audio
+    // and video of one media time: the browser lines them up by those reports.
+    use skylark_sfu::core::FrameCodec;
+    let mut net = Net::new();
+    let s = net.subscriber("rtmp-lips", 6000);
+    net.connect_all();
+    let session = net.core.publish_local("rtmp-lips").unwrap();
+    let start = net.now;
+    // (arrival ms after start, is video, frame number); 12 s of media: past str0m's 5 s
+    // audio report interval twice.
+    let mut arrivals: Vec<(u64, bool, u64)> = Vec::new();
+    for n in 0..360u64 {
+        let media = n * 100 / 3;
+        arrivals.push((media + 40 + if n < 10 { 150 } else { 0 }, true, n));
+    }
+    for k in 0..600u64 {
+        arrivals.push(((20 * (k + 1) + 60).div_ceil(100) * 100, false, k));
+    }
+    arrivals.sort();
+    for (at, video, n) in arrivals {
+        let due = start + Duration::from_millis(at);
+        if due > net.now {
+            net.run(due - net.now);
+        }
+        let now = net.now;
+        if video {
+            let nal = if n % 60 == 0 { 0x65 } else { 0x41 };
+            let mut v = vec![
+                0, 0, 0, 1, 0x67, 0x42, 0xe0, 0x1f, 0, 0, 0, 1, 0x68, 0xce, 0, 0, 0, 1, nal,
+            ];
+            v.extend_from_slice(format!("{n:08}").as_bytes());
+            net.core
+                .push_local(now, &session, FrameCodec::H264, n * 3000, Arc::from(v), "")
+                .unwrap();
+        } else {
+            let opus = vec![0xf8, 0xff, (n >> 8) as u8, n as u8];
+            net.core
+                .push_local(
+                    now,
+                    &session,
+                    FrameCodec::Opus,
+                    n * 960,
+                    Arc::from(opus),
+                    "",
+                )
+                .unwrap();
+        }
+    }
+    net.run(Duration::from_millis(300));
+    // Capture time (µs, the reports' clock) of each frame, by kind and media time in ms.
+    let sub = &net.clients[s];
+    let mut at: HashMap<(MediaKind, u64), i128> = HashMap::new();
+    for ((kind, time, data), report) in sub.frames.iter().zip(&sub.reports) {
+        let Some((ntp_us, rtp)) = report else {
+            continue;
+        };
+        let (hz, media_ms) = match kind {
+            MediaKind::Video => {
+                let at = data.windows(4).position(|w| w == [0, 0, 1, 0x65]);
+                let at = at.or_else(|| data.windows(4).position(|w| w == [0, 0, 1, 0x41]));
+                let at = at.unwrap() + 4;
+                let n: u64 = std::str::from_utf8(&data[at..at + 8])
+                    .unwrap()
+                    .parse()
+                    .unwrap();
+                (90_000, n * 100 / 3)
+            }
+            MediaKind::Audio => (48_000, (u64::from(data[2]) << 8 | u64::from(data[3])) * 20),
+        };
+        let ticks = (*time as u32).wrapping_sub(*rtp) as i32;
+        at.insert(
+            (*kind, media_ms),
+            ntp_us + i128::from(ticks) * 1_000_000 / hz,
+        );
+    }
+    // Media times both kinds have (every 100 ms), after the audio's first report (5 s).
+    let offsets: Vec<(u64, i128)> = (60..120)
+        .map(|m| m * 100)
+        .filter_map(|ms| {
+            let v = at.get(&(MediaKind::Video, ms))?;
+            let a = at.get(&(MediaKind::Audio, ms))?;
+            Some((ms, v - a))
+        })
+        .collect();
+    assert!(
+        offsets.len() >= 40,
+        "frames with sender reports at common media times: {} (frames {}, with a report {})",
+        offsets.len(),
+        sub.frames.len(),
+        sub.reports.iter().flatten().count()
+    );
+    // RTP ticks are whole: 1/90 ms for video, 1/48 ms for audio.
+    let worst = offsets.iter().map(|o| o.1.abs()).max().unwrap();
+    assert!(
+        worst <= 1_000,
+        "video − audio capture time up to {worst} µs (media ms, µs): {offsets:?}"
+    );
+}
+
+#[test]
 fn session_ids_come_from_the_seed() {
     // Two nodes with one seed hand out the same ids; another seed, other ids. The
     // counter prefix keeps them unique on a node either way.
