@@ -1002,11 +1002,7 @@ fn local_publisher_feeds_webrtc_subscribers_and_relays_aac() {
             }
     );
     for n in 0..10u64 {
-        let nal = if n == 0 { 0x65 } else { 0x41 };
-        let mut v = vec![
-            0, 0, 0, 1, 0x67, 0x42, 0xe0, 0x1f, 0, 0, 0, 1, 0x68, 0xce, 0, 0, 0, 1, nal,
-        ];
-        v.extend_from_slice(format!("{n:08}").as_bytes());
+        let v = tagged_h264(n, n == 0);
         let now = net.now;
         net.core
             .push_local(now, &session, FrameCodec::H264, n * 3000, A::from(v), "")
@@ -1194,6 +1190,58 @@ fn a_subscribers_audio_and_video_are_one_stream_for_lip_sync() {
     assert_eq!(streams, ["skylark-sync", "skylark-sync"], "{answer}");
 }
 
+/// A local publisher's H.264 access unit (SPS, PPS, a slice) tagged with `n` (see
+/// [`frame_tag`]).
+fn tagged_h264(n: u64, keyframe: bool) -> Vec<u8> {
+    let nal = if keyframe { 0x65 } else { 0x41 };
+    let mut v = vec![
+        0, 0, 0, 1, 0x67, 0x42, 0xe0, 0x1f, 0, 0, 0, 1, 0x68, 0xce, 0, 0, 0, 1, nal,
+    ];
+    v.extend_from_slice(format!("{n:08}").as_bytes());
+    v
+}
+
+/// The number a test wrote into a frame: 8 digits after the H.264 slice's NAL header
+/// (video), bytes 2–3 (audio).
+fn frame_tag(kind: MediaKind, data: &[u8]) -> u64 {
+    match kind {
+        MediaKind::Video => {
+            let slice = |nal: u8| data.windows(4).position(|w| w == [0, 0, 1, nal]);
+            let at = slice(0x65).or_else(|| slice(0x41)).unwrap() + 4;
+            std::str::from_utf8(&data[at..at + 8])
+                .unwrap()
+                .parse()
+                .unwrap()
+        }
+        MediaKind::Audio => u64::from(data[2]) << 8 | u64::from(data[3]),
+    }
+}
+
+/// Each frame client `c` received after a sender report, keyed by its kind and `key` of
+/// its data: its capture time (µs) on the clock that report gives.
+fn report_times(
+    c: &Client,
+    key: impl Fn(MediaKind, &[u8]) -> u64,
+) -> HashMap<(MediaKind, u64), i128> {
+    let mut at = HashMap::new();
+    for ((kind, time, data), report) in c.frames.iter().zip(&c.reports) {
+        let Some((ntp_us, rtp)) = report else {
+            continue;
+        };
+        let hz = if *kind == MediaKind::Video {
+            90_000
+        } else {
+            48_000
+        };
+        let ticks = (*time as u32).wrapping_sub(*rtp) as i32;
+        at.insert(
+            (*kind, key(*kind, data)),
+            ntp_us + i128::from(ticks) * 1_000_000 / hz,
+        );
+    }
+    at
+}
+
 #[test]
 fn sender_reports_put_audio_and_video_on_the_capture_clock() {
     // The publisher's video takes 60 ms longer to encode than its audio: a frame of each
@@ -1240,29 +1288,7 @@ fn sender_reports_put_audio_and_video_on_the_capture_clock() {
     }
     // Capture time of frame n per kind, on the clock the subscriber's reports give.
     let sub = &net.clients[s];
-    let mut at: HashMap<(MediaKind, u64), i128> = HashMap::new();
-    for ((kind, time, data), report) in sub.frames.iter().zip(&sub.reports) {
-        let Some((ntp_us, rtp)) = report else {
-            continue;
-        };
-        let hz = if *kind == MediaKind::Video {
-            90_000
-        } else {
-            48_000
-        };
-        let ticks = (*time as u32).wrapping_sub(*rtp) as i32;
-        let n = match kind {
-            MediaKind::Video => {
-                let at = data.windows(4).position(|w| w == [0, 0, 1, 0x65]).unwrap() + 4;
-                std::str::from_utf8(&data[at..at + 8])
-                    .unwrap()
-                    .parse()
-                    .unwrap()
-            }
-            MediaKind::Audio => u64::from(data[2]) << 8 | u64::from(data[3]),
-        };
-        at.insert((*kind, n), ntp_us + i128::from(ticks) * 1_000_000 / hz);
-    }
+    let at = report_times(sub, frame_tag);
     let offsets: Vec<i128> = (200..290)
         .filter_map(|n| Some(at.get(&(MediaKind::Video, n))? - at.get(&(MediaKind::Audio, n))?))
         .collect();
@@ -1278,6 +1304,81 @@ fn sender_reports_put_audio_and_video_on_the_capture_clock() {
     assert!(
         worst <= 5_000,
         "audio–video offset up to {worst} µs: {offsets:?}"
+    );
+}
+
+#[test]
+fn an_rtmp_sources_sender_reports_put_transcoded_audio_on_its_video_clock() {
+    // An RTMP source's audio reaches the SFU transcoded: 20 ms Opus packets released in
+    // 100 ms bursts (AAC frames of 23.2 ms complete them, FFmpeg interleaves), 60–180 ms
+    // after their media time, video 40 ms after; the first video frames come 150 ms later
+    // still (encoder start-up), so the source clock's anchor moves back once the faster
+    // ones arrive. The viewer's sender reports must still give one capture time to audio
+    // and video of one media time: the browser lines them up by those reports.
+    use skylark_sfu::core::FrameCodec;
+    let mut net = Net::new();
+    let s = net.subscriber("rtmp-lips", 6000);
+    net.connect_all();
+    let session = net.core.publish_local("rtmp-lips").unwrap();
+    let start = net.now;
+    // (arrival ms after start, is video, frame number); 12 s of media: past str0m's 5 s
+    // audio report interval twice.
+    let mut arrivals: Vec<(u64, bool, u64)> = Vec::new();
+    for n in 0..360u64 {
+        let media = n * 100 / 3;
+        arrivals.push((media + 40 + if n < 10 { 150 } else { 0 }, true, n));
+    }
+    for k in 0..600u64 {
+        arrivals.push(((20 * (k + 1) + 60).div_ceil(100) * 100, false, k));
+    }
+    arrivals.sort();
+    for (at, video, n) in arrivals {
+        let due = start + Duration::from_millis(at);
+        if due > net.now {
+            net.run(due - net.now);
+        }
+        let now = net.now;
+        if video {
+            let v = tagged_h264(n, n % 60 == 0);
+            net.core
+                .push_local(now, &session, FrameCodec::H264, n * 3000, Arc::from(v), "")
+                .unwrap();
+        } else {
+            let opus: Arc<[u8]> = Arc::from(vec![0xf8, 0xff, (n >> 8) as u8, n as u8]);
+            let codec = FrameCodec::Opus;
+            net.core
+                .push_local(now, &session, codec, n * 960, opus, "")
+                .unwrap();
+        }
+    }
+    net.run(Duration::from_millis(300));
+    // Capture time (µs, the reports' clock) of each frame, by kind and media time in ms.
+    let sub = &net.clients[s];
+    let at = report_times(sub, |kind, data| match kind {
+        MediaKind::Video => frame_tag(kind, data) * 100 / 3,
+        MediaKind::Audio => frame_tag(kind, data) * 20,
+    });
+    // Media times both kinds have (every 100 ms), after the audio's first report (5 s).
+    let offsets: Vec<(u64, i128)> = (60..120)
+        .map(|m| m * 100)
+        .filter_map(|ms| {
+            let v = at.get(&(MediaKind::Video, ms))?;
+            let a = at.get(&(MediaKind::Audio, ms))?;
+            Some((ms, v - a))
+        })
+        .collect();
+    assert!(
+        offsets.len() >= 40,
+        "frames with sender reports at common media times: {} (frames {}, with a report {})",
+        offsets.len(),
+        sub.frames.len(),
+        sub.reports.iter().flatten().count()
+    );
+    // RTP ticks are whole: 1/90 ms for video, 1/48 ms for audio.
+    let worst = offsets.iter().map(|o| o.1.abs()).max().unwrap();
+    assert!(
+        worst <= 1_000,
+        "video − audio capture time up to {worst} µs (media ms, µs): {offsets:?}"
     );
 }
 
@@ -1878,11 +1979,7 @@ fn a_viewer_joining_mid_gop_of_a_local_publisher_gets_the_join_frames() {
         net.core.set_join_frames(mode);
         let session = net.core.publish_local("r7").unwrap();
         let push = |net: &mut Net, n: u64| {
-            let nal = if n == 0 { 0x65 } else { 0x41 };
-            let mut v = vec![
-                0, 0, 0, 1, 0x67, 0x42, 0xe0, 0x1f, 0, 0, 0, 1, 0x68, 0xce, 0, 0, 0, 1, nal,
-            ];
-            v.extend_from_slice(format!("{n:08}").as_bytes());
+            let v = tagged_h264(n, n == 0);
             let now = net.now;
             net.core
                 .push_local(now, &session, FrameCodec::H264, n * 3000, A::from(v), "")

@@ -4,7 +4,7 @@
 // rewrites the answer's a=msid), and over a direct Chromium-to-Chromium link (the floor);
 // and of an RTMP source (FFmpeg, AAC transcoded to Opus for WebRTC) over WHEP and LL-HLS.
 //
-//   node tests/e2e/bench/avsync.mjs [--seconds 30] [--warmup 10] [--sources whip,rtmp] [--gop 2] [--json]
+//   node tests/e2e/bench/avsync.mjs [--seconds 30] [--warmup 10] [--sources whip,rtmp] [--gop 2] [--rtmp-shift 0] [--json]
 //   SKYLARK_BIN=/path/to/skylark node tests/e2e/bench/avsync.mjs
 //
 // One headless Chromium, two pages (separate renderer processes), and FFmpeg:
@@ -34,22 +34,30 @@ const { values: opt } = parseArgs({
     warmup: { type: 'string', default: '10' },
     sources: { type: 'string', default: 'whip,rtmp' },
     gop: { type: 'string', default: '2' },
+    'rtmp-shift': { type: 'string', default: '0' },
     json: { type: 'boolean', default: false },
     help: { type: 'boolean', short: 'h', default: false },
   },
 });
 if (opt.help) {
   console.log(
-    'usage: node tests/e2e/bench/avsync.mjs [--seconds 30] [--warmup 10] [--sources whip,rtmp] [--gop 2] [--json]\n' +
+    'usage: node tests/e2e/bench/avsync.mjs [--seconds 30] [--warmup 10] [--sources whip,rtmp] [--gop 2] [--rtmp-shift 0] [--json]\n' +
       '  --warmup: seconds before the window; ≥ 6, as Chromium sends its first audio sender report after ~5 s\n' +
       '  --sources: whip (Chromium publisher: Skylark one/two streams, P2P), rtmp (FFmpeg: WHEP, LL-HLS)\n' +
-      "  --gop: the RTMP publisher's keyframe interval in seconds (OBS default: 2)",
+      "  --gop: the RTMP publisher's keyframe interval in seconds (OBS default: 2)\n" +
+      "  --rtmp-shift: ms the RTMP publisher's beep starts after its flash (negative: before), -400..400;\n" +
+      '    a known offset: the RTMP paths should read that much more than with 0',
   );
   process.exit(0);
 }
 const SECONDS = positive('seconds');
 const WARMUP_S = positive('warmup', true);
 const GOP_S = positive('gop');
+const RTMP_SHIFT_MS = Number(opt['rtmp-shift']);
+if (!Number.isFinite(RTMP_SHIFT_MS) || Math.abs(RTMP_SHIFT_MS) > 400) {
+  console.error(`--rtmp-shift must be a number of ms within -400..400 (beeps are 1 s apart), not ${opt['rtmp-shift']}`);
+  process.exit(2);
+}
 const SOURCES = opt.sources.split(',').filter(Boolean);
 if (!SOURCES.length || SOURCES.some((x) => x !== 'whip' && x !== 'rtmp')) {
   console.error(`--sources takes whip, rtmp or both (comma-separated), not ${opt.sources}`);
@@ -75,7 +83,8 @@ const PATHS = [
 ].filter((p) => SOURCES.includes(p.source));
 /** FFmpeg's flash and beep: both from lavfi's t, so they start at the same instant. */
 const RTMP_VIDEO = ['-f', 'lavfi', '-i', "color=c=black:size=320x240:rate=30,drawbox=c=white:t=fill:enable='lt(mod(t,1),0.1)'"];
-const RTMP_AUDIO = ['-f', 'lavfi', '-i', "aevalsrc='if(lt(mod(t,1),0.1),0.5*sin(2*PI*1000*t),0)':s=44100", '-c:a', 'aac'];
+/** Its beep, starting `shiftMs` after each flash (sample-exact: lavfi's t). */
+const rtmpAudio = (shiftMs) => ['-f', 'lavfi', '-i', `aevalsrc='if(lt(mod(t-(${shiftMs / 1000}),1),0.1),0.5*sin(2*PI*1000*t),0)':s=44100`, '-c:a', 'aac'];
 /** A beep and a flash farther apart than this are not the same event (beeps are 1 s apart). */
 const PAIR_MS = 450;
 
@@ -171,6 +180,34 @@ function pairPath(win, sent) {
   return { rows, unpairedBeeps, unpairedFlashes: win.flashes.length - used.size };
 }
 
+/** A sample of Chromium's sync view this close to a beep stands for it (samples are 250 ms apart). */
+const SYNC_NEAR_MS = 300;
+
+/**
+ * Each paired beep's offset less Chromium's own sync gap (video − audio playout time in
+ * the sender's clock, `avsync-sink.html`) nearest it: what the measurement adds to the
+ * media's offset as Chromium plays it (the sink's audio tap, Chromium's sync dead band).
+ */
+function syncView(rows, samples) {
+  if (!samples?.length) return null;
+  const near = (at) => samples.reduce((b, x) => (Math.abs(x.at - at) < Math.abs(b.at - at) ? x : b));
+  const minus = rows.flatMap((r) => {
+    const x = near(r.at);
+    return Math.abs(x.at - r.at) <= SYNC_NEAR_MS ? [r.offset - x.gap] : [];
+  });
+  return {
+    samples: samples.length,
+    gap_ms: summary(samples.map((x) => x.gap)),
+    offset_minus_gap_ms: summary(minus),
+    // Beeps a half period (PAIR_MS) or more from where Chromium plays them: paired with
+    // the wrong flash (beeps are 1 s apart), so their offset reads ~1 s off.
+    aliased: minus.filter((x) => Math.abs(x) > PAIR_MS).length,
+    audio_jitter_buffer_ms: summary(samples.map((x) => x.audio_jb).filter((x) => x !== null)),
+    video_jitter_buffer_ms: summary(samples.map((x) => x.video_jb).filter((x) => x !== null)),
+    each_gap: samples.map((x) => [r2(x.at - samples[0].at), r2(x.gap), x.audio_jb, x.video_jb]),
+  };
+}
+
 function pathResult(p, win, sent, streams) {
   const { rows, unpairedBeeps, unpairedFlashes } = pairPath(win, sent);
   const col = (k) => summary(rows.map((r) => r[k]).filter((x) => x !== null));
@@ -191,6 +228,8 @@ function pathResult(p, win, sent, streams) {
     video_latency_ms: col('video_latency'),
     audio_latency_ms: col('audio_latency'),
     each_offset_ms: rows.map((r) => r2(r.offset)),
+    each_offset_at_s: rows.map((r) => r2((r.at - (win.sync?.[0]?.at ?? rows[0].at)) / 1000)),
+    chromium_sync: syncView(rows, win.sync),
     frames_shown: win.frames,
     frames_shown_without_callback: win.unseen,
     receiver: win.stats,
@@ -220,7 +259,7 @@ async function main() {
       node: process.version,
       loadavg_start: r1(os.loadavg()[0]),
     },
-    config: { seconds: SECONDS, warmup_s: WARMUP_S, sources: SOURCES, beep_period_ms: 1000, beep_ms: 100, flash_ms: 150, rtmp_flash_ms: 100, rtmp_gop_s: GOP_S, size: '320x240' },
+    config: { seconds: SECONDS, warmup_s: WARMUP_S, sources: SOURCES, beep_period_ms: 1000, beep_ms: 100, flash_ms: 150, rtmp_flash_ms: 100, rtmp_gop_s: GOP_S, rtmp_shift_ms: RTMP_SHIFT_MS, size: '320x240' },
   };
   await withCleanup(
     async (defer) => {
@@ -269,7 +308,7 @@ async function measure(sk, b, result, defer) {
     const { room, stream_key: key } = await sk.createRoom(creator.access_token, { title: 'lip sync bench, RTMP', visibility: 'public', mode: 'sfu' });
     rtmpRoom = room.id;
     const ffLog = artifactPath('bench-avsync-ffmpeg.log');
-    rtmpPush(defer, sk, key, { seconds: RUN_CAP_MS / 1000, video: RTMP_VIDEO, audio: RTMP_AUDIO, gopS: GOP_S, loglevel: 'warning', stdio: ['ignore', 'ignore', fs.openSync(ffLog, 'w')] });
+    rtmpPush(defer, sk, key, { seconds: RUN_CAP_MS / 1000, video: RTMP_VIDEO, audio: rtmpAudio(RTMP_SHIFT_MS), gopS: GOP_S, loglevel: 'warning', stdio: ['ignore', 'ignore', fs.openSync(ffLog, 'w')] });
     result.rtmp_source = { gop_s: GOP_S, ffmpeg_log: ffLog };
   }
   const sink = await b.newPage('avsync-sink.html', {}, { tag: 'sink' });
@@ -385,6 +424,16 @@ function table(r) {
         `frames shown ${x.frames_shown} (${x.frames_shown_without_callback} without callback)`,
     );
   }
+  lines.push('', "Chromium's own sync view (video − audio playout time, sender clock; getStats every 250 ms), ms");
+  for (const p of PATHS) {
+    const c = r[p.name].chromium_sync;
+    if (!c) continue;
+    const s3 = (x) => `${fmt(x.p5)} / ${fmt(x.p50)} / ${fmt(x.p95)}`;
+    lines.push(
+      `  ${p.label.padEnd(22)}gap p5/p50/p95 ${s3(c.gap_ms)}; offset − gap ${s3(c.offset_minus_gap_ms)} (${c.offset_minus_gap_ms.n} beeps); ` +
+        `jitter buffer audio ${s3(c.audio_jitter_buffer_ms)}, video p50 ${fmt(c.video_jitter_buffer_ms.p50)}`,
+    );
+  }
   const o = r.clock_offset_ms;
   const l = r.flash_lateness_ms;
   const ms = (a, k) => fmt(r1(a[k] * 1000));
@@ -394,13 +443,15 @@ function table(r) {
       `  source audio: ${r.source_audio.sampleRate} Hz, base latency ${ms(r.source_audio, 'baseLatency')} ms, output latency ${ms(r.source_audio, 'outputLatency')} ms`,
     );
   }
-  if (r.rtmp_source) lines.push(`  RTMP source: FFmpeg, GOP ${r.rtmp_source.gop_s} s; its log ${r.rtmp_source.ffmpeg_log}`);
+  if (r.rtmp_source) lines.push(`  RTMP source: FFmpeg, GOP ${r.rtmp_source.gop_s} s, beep ${r.config.rtmp_shift_ms} ms after flash; its log ${r.rtmp_source.ffmpeg_log}`);
   lines.push(
     `  sink audio: base latency ${ms(r.sink_audio, 'baseLatency')} ms, output latency ${ms(r.sink_audio, 'outputLatency')} ms`,
     `  ${r.machine.nproc} CPUs (${r.machine.cpu}), load average ${r.machine.loadavg_start} → ${r.machine.loadavg_end}, ${r.machine.os}, Chromium ${r.machine.chromium}`,
     `  ${r.server.bin}; ran ${r.run_s} s`,
   );
   for (const p of PATHS) {
+    const c = r[p.name].chromium_sync;
+    if (c?.aliased) lines.push(`  WARNING: ${p.label}: ${c.aliased} beeps over ${PAIR_MS} ms from Chromium's sync gap: the sync error passed half the beep period, its offsets fold by 1 s (read the gap)`);
     if (r[p.name].paired < r.config.seconds * 0.5) lines.push(`  WARNING: ${p.label}: ${r[p.name].paired} beeps paired in ${r.config.seconds} s`);
   }
   return lines.join('\n');

@@ -12,7 +12,9 @@
 //
 // Diagnosis: SHAKA_DEBUG=1 loads Shaka's debug build (it logs gaps, stalls and its
 // prefetch), PLAYER_CONFIG='{…}' replaces the player's options, VHS_START=own leaves
-// video.js its own live start point.
+// video.js its own live start point, RESCALE=2 scales the WHIP source's video down by 2
+// as the window starts (what WebRTC does under CPU load: new parameter sets, so the
+// packager starts a new init segment after a discontinuity).
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -55,6 +57,29 @@ const PLAYERS = [
 // not fail the suite (node:test `todo`) until the cause is found. None open.
 const OPEN = {};
 
+/**
+ * Until `ms` have passed, samples every 250 ms what the WHIP source page drew and encoded
+ * (`senderStats`): the longest time each count stood still, ms. A player can only stall
+ * for want of media if the source stopped for about as long as it had buffered; the
+ * page shares the loaded machine with the players, so this tells their stalls apart.
+ */
+async function watchSource(source, ms) {
+  const end = Date.now() + ms;
+  const still = { draws: 0, encoded: 0 };
+  const last = { draws: null, encoded: null };
+  while (Date.now() < end) {
+    const s = await source.evaluate(() => window.senderStats()).catch(() => null);
+    const now = Date.now();
+    for (const [k, v] of [['draws', s?.draws], ['encoded', s?.whip?.framesEncoded]]) {
+      if (v === undefined || v === null) continue;
+      if (last[k] === null || v !== last[k].v) last[k] = { v, at: now };
+      still[k] = Math.max(still[k], now - last[k].at);
+    }
+    await sleep(250);
+  }
+  return { max_still_ms: still };
+}
+
 /** Nearest-rank percentile of `xs` (sorted copy), rounded to 0.1 ms. */
 function pct(xs, p) {
   if (!xs.length) return null;
@@ -75,8 +100,9 @@ for (const p of PLAYERS) {
         const { sk, b } = await serverAndBrowser(defer, label);
         const { created, room } = await creatorWithRoom(sk, label);
 
+        let source = null;
         if (ingest === 'whip') {
-          const source = await b.newPage('latency-source.html', { whip: created.ingest.whip_url, key: created.stream_key }, { tag: 'source' });
+          source = await b.newPage('latency-source.html', { whip: created.ingest.whip_url, key: created.stream_key }, { tag: 'source' });
           defer(() => source.evaluate(() => window.stop()).catch(() => {}));
           await waitForStatus(source, 'live', { timeoutMs: 20_000, what: 'WHIP time code source' });
         } else {
@@ -102,10 +128,13 @@ for (const p of PLAYERS) {
         });
         await sleep(WARMUP_S * 1000);
         await player.evaluate(() => window.resetWindow());
+        const watched = source ? watchSource(source, PLAY_S * 1000) : null;
+        if (source && process.env.RESCALE) await source.evaluate((f) => window.scaleVideo(f), Number(process.env.RESCALE));
         await sleep(PLAY_S * 1000);
+        const sourceSeen = await watched;
         const w = await player.evaluate(() => window.takeWindow());
         const progress = await player.evaluate(() => window.progress());
-        const info = JSON.stringify({ ...w, latencies: w.latencies.length });
+        const info = JSON.stringify({ ...w, latencies: w.latencies.length, source: sourceSeen });
 
         assert.equal(progress.error, null, `${p.name} fatal error: ${progress.error}; ${info}`);
         assert.equal(w.stalls, 0, `${p.name} stalled ('waiting') at media time ${w.stallAt.join(', ')} s; ${info}`);
@@ -139,6 +168,7 @@ for (const p of PLAYERS) {
             // Buffered ahead of the playhead: when the window began, and its least.
             ahead_s: { start: w.aheadAtStartS, min: w.minAheadS },
             misreads: w.misreads,
+            source: sourceSeen,
             non_fatal_errors: w.errors,
             error_details: w.errorDetails,
           })}`,

@@ -43,7 +43,7 @@ pub struct Rule {
     pub text: &'static str,
 }
 
-/// Every rule checked here (README "LL-HLS rules checked" lists them too).
+/// Every rule checked here (README "Design notes" lists the Apple ones too).
 pub const RULES: &[Rule] = &[
     Rule { id: "parse", source: "HLS §4.1, §4.2", text: "starts with #EXTM3U; tags and attribute lists parse; a URI line follows each EXTINF" },
     Rule { id: "version", source: "HLS §4.4.1.2, §7", text: "EXT-X-VERSION present, ≥ 6 with EXT-X-MAP" },
