@@ -302,6 +302,28 @@ mod tests {
     }
 
     #[test]
+    fn a_short_datagram_ends_its_run() {
+        let tx = UdpSocket::bind("127.0.0.1:0").expect("bind");
+        let rx = UdpSocket::bind("127.0.0.1:0").expect("bind");
+        let to = rx.local_addr().expect("addr");
+        let mut b = SendBatch::new(true);
+        // Two full, a short one closing the run, then two more of the short size: the
+        // kernel cuts a run at its first size, so they must start a run of their own.
+        let want: Vec<Vec<u8>> = [1100, 1100, 300, 300, 300]
+            .iter()
+            .enumerate()
+            .map(|(i, &len)| vec![i as u8; len])
+            .collect();
+        for d in &want {
+            b.push(&tx, to, d.clone());
+        }
+        assert_eq!(b.pending.len(), 2);
+        b.flush(&tx);
+        assert_eq!((b.dropped, b.sent), (0, 5));
+        assert_eq!(recv_all(&rx, want.len()), want);
+    }
+
+    #[test]
     fn an_unreachable_destination_costs_only_its_datagrams() {
         let tx = UdpSocket::bind("127.0.0.1:0").expect("bind");
         let rx = UdpSocket::bind("127.0.0.1:0").expect("bind");
