@@ -59,14 +59,6 @@ struct Bucket {
     at: Instant,
 }
 
-/// What one credential holds: its allocations and their shared bandwidth budget.
-#[derive(Debug)]
-struct Credential {
-    allocations: usize,
-    /// Created by its first relayed byte.
-    bucket: Option<Bucket>,
-}
-
 /// One allocation: whose, and whether its relayed address is TCP (RFC 6062).
 #[derive(Debug)]
 struct Held {
@@ -78,8 +70,9 @@ struct Held {
 struct State {
     /// Relayed address → who holds it (the shell keeps UDP and TCP ports apart).
     relays: HashMap<SocketAddr, Held>,
-    /// By TURN username, while it holds an allocation.
-    credentials: HashMap<String, Credential>,
+    /// The bandwidth budget of each TURN username holding a relay, from its first
+    /// relayed byte until its last relay goes.
+    budgets: HashMap<String, Bucket>,
     /// The SFU nodes' addresses, as the node registry last listed them.
     sfu: SfuAddrs,
 }
@@ -182,7 +175,7 @@ impl Policy {
         if st.relays.len() >= self.limits.allocations {
             return Err(Refusal::TotalCap);
         }
-        if st.credentials.get(user).map_or(0, |c| c.allocations) >= self.limits.per_user {
+        if st.relays.values().filter(|h| h.user == user).count() >= self.limits.per_user {
             return Err(Refusal::UserCap);
         }
         Ok(())
@@ -191,21 +184,8 @@ impl Policy {
     /// Counts an allocation `user` got at `relay`.
     pub(crate) fn allocated(&self, relay: SocketAddr, user: &str, tcp: bool) -> usize {
         let mut st = self.state();
-        let held = Held {
-            user: user.to_string(),
-            tcp,
-        };
-        if let Some(old) = st.relays.insert(relay, held) {
-            // The shell never reuses a held address; were it to, count it once.
-            st.forget(&old.user);
-        }
-        st.credentials
-            .entry(user.to_string())
-            .or_insert(Credential {
-                allocations: 0,
-                bucket: None,
-            })
-            .allocations += 1;
+        let user = user.to_string();
+        st.relays.insert(relay, Held { user, tcp });
         st.relays.len()
     }
 
@@ -213,7 +193,9 @@ impl Policy {
     pub(crate) fn released(&self, relay: SocketAddr) -> usize {
         let mut st = self.state();
         if let Some(held) = st.relays.remove(&relay) {
-            st.forget(&held.user);
+            if !st.relays.values().any(|h| h.user == held.user) {
+                st.budgets.remove(&held.user);
+            }
         }
         st.relays.len()
     }
@@ -255,26 +237,19 @@ impl Policy {
         let mut guard = self.state();
         let st = &mut *guard;
         let user = &st.relays.get(&relay)?.user;
-        let b = st.credentials.get_mut(user)?.bucket.get_or_insert(Bucket {
-            tokens: rate,
-            at: now,
-        });
+        if !st.budgets.contains_key(user) {
+            // Once per credential, not per packet: the username copied at its first byte.
+            let full = Bucket {
+                tokens: rate,
+                at: now,
+            };
+            st.budgets.insert(user.clone(), full);
+        }
+        let b = st.budgets.get_mut(user)?;
         let elapsed = now.saturating_duration_since(b.at).as_secs_f64();
         b.tokens = (b.tokens + elapsed * rate).min(rate);
         b.at = now;
         Some(f(&mut b.tokens))
-    }
-}
-
-impl State {
-    /// One allocation of `user` fewer; its budget goes with its last one.
-    fn forget(&mut self, user: &str) {
-        if let Some(c) = self.credentials.get_mut(user) {
-            c.allocations = c.allocations.saturating_sub(1);
-            if c.allocations == 0 {
-                self.credentials.remove(user);
-            }
-        }
     }
 }
 
