@@ -145,7 +145,7 @@ async fn a_viewer_behind_a_slow_link_moves_down_a_layer_and_back_up() {
     // Down and back up, counted (the metric is refreshed every second or so).
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
-        let switches = metric(&sk.metrics().await, "skylark_sfu_layer_switches_total");
+        let switches = metric_sum(&sk.metrics().await, "skylark_sfu_layer_switches_total");
         if switches >= 2.0 {
             break;
         }
@@ -308,7 +308,7 @@ async fn a_viewer_on_a_lossy_link_gets_every_frame_by_retransmission() {
     tokio::time::sleep(Duration::from_secs(1)).await;
     let (s, _) = v.close().await;
     let s = s.expect("viewer stats");
-    let nacks = metric(
+    let nacks = metric_sum(
         &sk.metrics().await,
         "skylark_sfu_nacks_from_subscribers_total",
     );
@@ -331,12 +331,4 @@ async fn a_viewer_on_a_lossy_link_gets_every_frame_by_retransmission() {
         "every frame since the first keyframe: {s:?}"
     );
     assert!(s.frames >= 200, "about 30 fps for 9 s: {s:?}");
-}
-
-/// The value of an unlabelled Prometheus series, 0 if absent.
-fn metric(text: &str, name: &str) -> f64 {
-    text.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0.0)
 }

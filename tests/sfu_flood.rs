@@ -56,12 +56,8 @@ fn sfu_udp(sk: &Skylark) -> SocketAddr {
 
 /// Sum of the `skylark_sfu_datagrams_dropped_total` samples with reason `reason`.
 fn dropped(metrics: &str, reason: &str) -> u64 {
-    let prefix = format!("skylark_sfu_datagrams_dropped_total{{reason=\"{reason}\"}}");
-    metrics
-        .lines()
-        .filter(|l| l.starts_with(&prefix))
-        .filter_map(|l| l.split_whitespace().last()?.parse::<f64>().ok())
-        .sum::<f64>() as u64
+    let series = format!("skylark_sfu_datagrams_dropped_total{{reason=\"{reason}\"}}");
+    metric_sum(metrics, &series) as u64
 }
 
 /// Datagrams the kernel dropped at the UDP socket on `port` (its receive buffer was

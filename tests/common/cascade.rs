@@ -72,7 +72,11 @@ pub async fn assert_every_frame(viewers: &[Viewer], sfus: &[super::Skylark]) {
     for sfu in sfus {
         let m = sfu.metrics().await;
         for name in DELIBERATE_DROPS {
-            dropped.push(format!("{} {name} {}", sfu.base, counter(&m, name)));
+            dropped.push(format!(
+                "{} {name} {}",
+                sfu.base,
+                super::metric_sum(&m, name)
+            ));
         }
     }
     panic!("no gaps: {gaps:?}; the nodes' deliberate drops: {dropped:?}");
@@ -83,18 +87,6 @@ const DELIBERATE_DROPS: [&str; 2] = [
     "skylark_sfu_relay_resyncs_total",
     "skylark_sfu_steer_drops_total",
 ];
-
-/// The sum of `name`'s samples in a Prometheus text.
-fn counter(metrics: &str, name: &str) -> u64 {
-    metrics
-        .lines()
-        .filter(|l| {
-            l.strip_prefix(name)
-                .is_some_and(|rest| rest.starts_with([' ', '{']))
-        })
-        .filter_map(|l| l.split_whitespace().last()?.parse::<f64>().ok())
-        .sum::<f64>() as u64
-}
 
 /// Polls the API at `api_base` until `room`'s viewer count (the sum over its nodes) is
 /// `want`; fails after 10 s saying `what`.

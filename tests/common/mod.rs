@@ -27,6 +27,16 @@ pub use process_env::scrub_env;
 pub const INTERNAL_SECRET: &str = "test-internal-secret-test-internal-secret";
 
 /// One `skylark` process; killed on drop, its log kept in its data dir.
+/// The sum of a Prometheus series' samples in `text`: `series` is a name (every label
+/// set summed) or a name with its labels (`x_total{reason="y"}`); 0 if absent.
+pub fn metric_sum(text: &str, series: &str) -> f64 {
+    text.lines()
+        .filter_map(|l| l.strip_prefix(series))
+        .filter(|rest| rest.starts_with([' ', '{']))
+        .filter_map(|rest| rest.split_whitespace().last()?.parse::<f64>().ok())
+        .sum()
+}
+
 pub struct Skylark {
     pub child: Child,
     pub base: String,
