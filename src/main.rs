@@ -291,10 +291,15 @@ struct Config {
     /// The TURN realm (coturn's `realm`).
     #[arg(long, env = "SKYLARK_TURN_REALM", default_value = "skylark")]
     turn_realm: String,
-    /// Private networks the embedded TURN server may relay to besides SFU nodes and its
-    /// own allocations (comma-separated CIDRs); public addresses are always allowed.
+    /// Private networks p2p rooms' TURN credentials may reach when their participants
+    /// announce them (comma-separated CIDRs), as they may public addresses.
     #[arg(long, env = "SKYLARK_TURN_ALLOW_PEERS", default_value = "")]
     turn_allow_peers: String,
+    /// What TURN credentials without a scope (`expiry:id` minted by older signaling or
+    /// an operator's tooling) may relay to: `sfu` (the SFU nodes only) or `public` (any
+    /// public address, the allow-list, SFU nodes, the server's own allocations).
+    #[arg(long, env = "SKYLARK_TURN_UNSCOPED", default_value = "sfu")]
+    turn_unscoped: skylark_turn::Unscoped,
     /// TURN allocations at once, all credentials together.
     #[arg(long, env = "SKYLARK_TURN_MAX_ALLOCATIONS", default_value_t = 1000,
           value_parser = clap::value_parser!(u32).range(1..=100_000))]
@@ -452,6 +457,7 @@ impl Config {
             realm: self.turn_realm.clone(),
             secret: skylark_auth::TurnSecret::new(self.turn_secret.as_bytes()),
             allow_peers: skylark_turn::parse_allow_peers(&self.turn_allow_peers)?,
+            unscoped: self.turn_unscoped,
             limits: skylark_turn::Limits {
                 allocations: self.turn_max_allocations as usize,
                 per_user: self.turn_user_allocations as usize,

@@ -442,3 +442,89 @@ async fn p2p_takeover_reaches_the_old_connection_on_another_signaling_pod() {
         "viewer-joined"
     );
 }
+
+/// A p2p room's TURN credentials (its broadcaster's and viewers', in their `room`
+/// replies) are scoped to the room (`expiry:p2p:<room>:<conn>`). Signaling records the
+/// addresses of the candidates participants send — in an offer's SDP (room 1), trickled
+/// (room 2) — and the embedded TURN server relays a room's credential to those only: a
+/// viewer relays to its broadcaster's address, not to the one the other room's
+/// broadcaster announced, nor to a public address no one announced.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn p2p_credentials_relay_only_to_addresses_their_room_announced() {
+    use common::turn::RawClient;
+    use turn_server_proto::types::message::{ALLOCATE, CREATE_PERMISSION};
+    const SECRET: &str = "p2p-turn-scope-secret-0123";
+    // 127.0.0.2 and .3 stand for the broadcasters' public addresses.
+    let allow = ("SKYLARK_TURN_ALLOW_PEERS", "127.0.0.2/32,127.0.0.3/32");
+    let sk = common::turn::skylark_with_turn(SECRET, &[allow]).await;
+    let port = logged_port(&sk, "TURN UDP and TCP listening on");
+    let server: std::net::SocketAddr = ([127, 0, 0, 1], port).into();
+
+    let mut rooms = Vec::new();
+    for (i, ip) in ["127.0.0.2", "127.0.0.3"].into_iter().enumerate() {
+        let (room, key) = p2p_room(&sk.base).await;
+        let mut b = broadcaster(&sk.base, &room, &key).await;
+        let live = expect(&mut b, "room").await;
+        let scoped = format!(":p2p:{room}:");
+        let user = live["iceServers"][0]["username"]
+            .as_str()
+            .unwrap_or_default();
+        assert!(user.contains(&scoped), "the broadcaster's: {live}");
+        let mut v = ws(&sk.base).await;
+        ws_send(&mut v, json!({"type": "watch", "room": room})).await;
+        let joined = expect(&mut v, "room").await;
+        let ice = joined["iceServers"][0].clone();
+        let user = ice["username"].as_str().unwrap().to_string();
+        let pass = ice["credential"].as_str().unwrap().to_string();
+        assert!(user.contains(&scoped), "the viewer's: {joined}");
+        let viewer = expect(&mut b, "viewer-joined").await["viewer"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let line =
+            format!("candidate:1 1 udp 1686052607 {ip} 40000 typ srflx raddr 0.0.0.0 rport 0");
+        let mdns = "candidate:2 1 udp 2122260223 1f0c6e0a-5b1d-4f0e-9c1a-2b7d8e9f0a1b.local 40001 typ host";
+        if i == 0 {
+            let sdp = format!("v=0\r\na={mdns}\r\na={line}\r\n");
+            ws_send(&mut b, json!({"type": "offer", "to": viewer, "sdp": sdp})).await;
+            expect(&mut v, "offer").await;
+        } else {
+            let c = json!({"candidate": line, "sdpMid": "0"});
+            ws_send(
+                &mut b,
+                json!({"type": "candidate", "to": viewer, "candidate": c}),
+            )
+            .await;
+            expect(&mut v, "candidate").await;
+        }
+        rooms.push((user, pass, ip, b, v));
+    }
+
+    for (n, (user, pass, own, _, _)) in rooms.iter().enumerate() {
+        let other = rooms[1 - n].2;
+        let raw = RawClient::new(server).await;
+        assert_eq!(raw.request(ALLOCATE, user, pass, None).await, 0);
+        let permit = |ip: &str| {
+            let peer = std::net::SocketAddr::new(ip.parse().unwrap(), 40000);
+            raw.request(CREATE_PERMISSION, user, pass, Some(peer))
+        };
+        assert_eq!(permit(own).await, 0, "{user}: its broadcaster's {own}");
+        assert_eq!(permit(other).await, 403, "{user}: the other room's {other}");
+        assert_eq!(permit("8.8.4.4").await, 403, "{user}: announced by no one");
+
+        // Data relayed to the broadcaster's address arrives there.
+        let peer = tokio::net::UdpSocket::bind((*own, 0)).await.unwrap();
+        let to = peer.local_addr().unwrap();
+        raw.send_indication(to, b"to the broadcaster").await;
+        let mut buf = [0u8; 64];
+        let (len, _) =
+            tokio::time::timeout(std::time::Duration::from_secs(5), peer.recv_from(&mut buf))
+                .await
+                .unwrap_or_else(|_| panic!("{user}: relayed to {to} within 5 s\n{}", sk.logs()))
+                .unwrap();
+        assert_eq!(&buf[..len], b"to the broadcaster");
+    }
+    let m = sk.metrics().await;
+    let series = "skylark_turn_peers_refused_total{scope=\"p2p\",reason=\"not_room_peer\"}";
+    assert!(metric_sum(&m, series) >= 4.0, "{series}:\n{m}");
+}

@@ -14,7 +14,7 @@ mod common;
 
 use common::browser::{plays_over, WatchPage};
 use common::turn::{
-    fresh_credential, has_uclient, now_s as now, read_stun, uclient_as, uclient_with,
+    fresh_credential, has_uclient, now_s as now, read_stun, uclient_as, uclient_with, RawClient,
 };
 use common::*;
 use skylark_auth::TurnSecret;
@@ -25,14 +25,13 @@ use turn_server_proto::stun::types::attribute::{
     Attribute, AttributeFromRaw, AttributeStaticType, ErrorCode, Nonce, Realm, Username,
 };
 use turn_server_proto::stun::types::message::{
-    IntegrityAlgorithm, LongTermKeyCredentials, Message, MessageClass, MessageType, MessageWrite,
-    MessageWriteExt, MessageWriteVec, TransactionId,
+    IntegrityAlgorithm, LongTermKeyCredentials, Message, MessageClass, MessageWrite,
+    MessageWriteExt, MessageWriteVec,
 };
 use turn_server_proto::types::attribute::{
-    AdditionalAddressFamily, Data, RequestedAddressFamily, RequestedTransport, XorPeerAddress,
-    XorRelayedAddress,
+    AdditionalAddressFamily, RequestedAddressFamily, RequestedTransport, XorRelayedAddress,
 };
-use turn_server_proto::types::message::{ALLOCATE, CREATE_PERMISSION, SEND};
+use turn_server_proto::types::message::{ALLOCATE, CHANNEL_BIND, CREATE_PERMISSION};
 use turn_server_proto::types::AddressFamily;
 
 const SECRET: &str = "embedded-turn-test-secret";
@@ -49,88 +48,6 @@ fn relays_between_allocations(port: u16, who: &str, flags: &[&str]) -> (bool, St
     let mut args = flags.to_vec();
     args.extend(["-y", "-c", "-n", "5", "-m", "1"]);
     uclient_as(SECRET, who, port, &args)
-}
-
-/// A TURN client on its own UDP socket speaking raw STUN (stun-types, the same crate
-/// family as the server): enough to read error codes exactly.
-struct RawClient {
-    sock: tokio::net::UdpSocket,
-    server: SocketAddr,
-    realm: String,
-    nonce: String,
-}
-
-impl RawClient {
-    /// Connects and learns the realm and nonce from the server's 401.
-    async fn new(server: SocketAddr) -> RawClient {
-        let sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
-        let mut c = RawClient {
-            sock,
-            server,
-            realm: String::new(),
-            nonce: String::new(),
-        };
-        let mut req = Message::builder_request(ALLOCATE, MessageWriteVec::new());
-        req.add_attribute(&RequestedTransport::new(RequestedTransport::UDP))
-            .unwrap();
-        let reply = c.exchange(req.finish()).await;
-        let msg = Message::from_bytes(&reply).unwrap();
-        assert_eq!(
-            msg.attribute::<ErrorCode>().unwrap().code(),
-            401,
-            "an unauthenticated Allocate gets 401"
-        );
-        c.realm = msg.attribute::<Realm>().unwrap().realm().to_string();
-        c.nonce = msg.attribute::<Nonce>().unwrap().nonce().to_string();
-        c
-    }
-
-    async fn exchange(&self, req: Vec<u8>) -> Vec<u8> {
-        self.sock.send_to(&req, self.server).await.unwrap();
-        let mut buf = vec![0u8; 2048];
-        let (n, _) = tokio::time::timeout(Duration::from_secs(5), self.sock.recv_from(&mut buf))
-            .await
-            .expect("the TURN server answers within 5 s")
-            .unwrap();
-        buf.truncate(n);
-        buf
-    }
-
-    /// An authenticated request of `method` as `user`/`pass` with `peer` (if any); the
-    /// error code of the answer, 0 for success.
-    async fn request(
-        &self,
-        method: turn_server_proto::stun::types::message::Method,
-        user: &str,
-        pass: &str,
-        peer: Option<SocketAddr>,
-    ) -> u16 {
-        let mut req = Message::builder_request(method, MessageWriteVec::new());
-        let tid: TransactionId = req.transaction_id();
-        if method == ALLOCATE {
-            req.add_attribute(&RequestedTransport::new(RequestedTransport::UDP))
-                .unwrap();
-        }
-        if let Some(p) = peer {
-            req.add_attribute(&XorPeerAddress::new(p, tid)).unwrap();
-        }
-        req.add_attribute(&Username::new(user).unwrap()).unwrap();
-        req.add_attribute(&Realm::new(&self.realm).unwrap())
-            .unwrap();
-        req.add_attribute(&Nonce::new(&self.nonce).unwrap())
-            .unwrap();
-        let creds =
-            LongTermKeyCredentials::new(user.into(), pass.into(), self.realm.clone()).into();
-        req.add_message_integrity(&creds, IntegrityAlgorithm::Sha1)
-            .unwrap();
-        let reply = self.exchange(req.finish()).await;
-        let msg = Message::from_bytes(&reply).unwrap();
-        if msg.has_class(MessageClass::Success) {
-            0
-        } else {
-            msg.attribute::<ErrorCode>().map_or(1, |e| e.code())
-        }
-    }
 }
 
 /// An Allocate request (REQUESTED-TRANSPORT UDP), signed as `auth` =
@@ -183,6 +100,8 @@ async fn the_embedded_turn_relays_fresh_credentials_and_refuses_the_rest() {
         ("SKYLARK_TURN_ALLOW_PEERS", "127.0.0.2/32"),
         // coturn's client takes up to 4 allocations per run (`-y`).
         ("SKYLARK_TURN_USER_ALLOCATIONS", "4"),
+        // Its credentials are unscoped: relayed as before scopes (the_turn_relays_*_scope).
+        ("SKYLARK_TURN_UNSCOPED", "public"),
     ])
     .await;
     let port = logged_port(&sk, "TURN UDP and TCP listening on");
@@ -355,23 +274,118 @@ async fn the_embedded_turn_relays_fresh_credentials_and_refuses_the_rest() {
     assert!(!live.ends_with(" 0"), "{live}");
 }
 
-/// The lowest `SKYLARK_TURN_BYTES_PER_S`.
-const CAP: usize = 10_000;
+/// The SFU's UDP media address in an SDP answer (its host candidate).
+fn sfu_media_addr(answer: &str) -> SocketAddr {
+    answer
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("a=candidate:"))
+        .map(|c| c.split_whitespace().collect::<Vec<_>>())
+        .find(|f| f.len() > 5 && f[2].eq_ignore_ascii_case("udp"))
+        .and_then(|f| format!("{}:{}", f[4], f[5]).parse().ok())
+        .unwrap_or_else(|| panic!("no UDP candidate in the answer:\n{answer}"))
+}
 
-impl RawClient {
-    /// A Send indication (RFC 8656 §11) of `data` to `peer`.
-    async fn send_indication(&self, peer: SocketAddr, data: &[u8]) {
-        let mut ind = Message::builder(
-            MessageType::from_class_method(MessageClass::Indication, SEND),
-            TransactionId::generate(),
-            MessageWriteVec::new(),
+/// A WHEP viewer's credential is scoped to its SFU session (`expiry:sfu:<session>`): it
+/// relays to the SFU node's media address and to nothing else, not a public address nor
+/// one the allow-list admits (127.0.0.2), not even another port of the node's IP. An
+/// unscoped credential (`expiry:id`, older signaling) reaches what an SFU session does
+/// (SKYLARK_TURN_UNSCOPED's default). Refusals are counted by scope and reason.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_sfu_sessions_credential_relays_to_the_sfu_node_only() {
+    let sk = skylark_with_turn(&[("SKYLARK_TURN_ALLOW_PEERS", "127.0.0.2/32")]).await;
+    let port = logged_port(&sk, "TURN UDP and TCP listening on");
+    let server: SocketAddr = ([127, 0, 0, 1], port).into();
+    let (_, room, key) = creator_with_room(&sk.base, "public").await;
+    let (_engine, _publisher) = publish(&sk.base, &room, &key).await;
+    let res = reqwest::Client::new()
+        .post(format!("{}/whep/{room}", sk.base))
+        .header("content-type", "application/sdp")
+        .body(turn::offer(str0m::media::Direction::RecvOnly))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 201);
+    let servers = turn::ice_servers(res.headers());
+    let (_, user, pass) = servers
+        .first()
+        .expect("a TURN server in the answer")
+        .clone();
+    assert!(user.contains(":sfu:"), "scoped to the session: {user}");
+    let sfu = sfu_media_addr(&res.text().await.unwrap());
+    // The TURN server reads the node registry every 2 s.
+    eventually(
+        Duration::from_secs(10),
+        "the TURN server knows the SFU node",
+        || async {
+            let logs = sk.logs();
+            match logs.contains("TURN relays to SFU nodes at 1 media") {
+                true => Ok(()),
+                false => Err(logs),
+            }
+        },
+    )
+    .await;
+
+    // Something listening on the allow-listed address, to see nothing arrives there.
+    let listed = tokio::net::UdpSocket::bind("127.0.0.2:0").await.unwrap();
+    let listed_addr = listed.local_addr().unwrap();
+    let legacy = fresh_credential(SECRET, "legacy-tool");
+    for (user, pass) in [(&user, &pass), (&legacy.username, &legacy.credential)] {
+        let raw = RawClient::new(server).await;
+        assert_eq!(raw.request(ALLOCATE, user, pass, None).await, 0, "{user}");
+        assert_eq!(
+            raw.request(CREATE_PERMISSION, user, pass, Some(sfu)).await,
+            0,
+            "{user}: the SFU node"
         );
-        let tid = ind.transaction_id();
-        ind.add_attribute(&XorPeerAddress::new(peer, tid)).unwrap();
-        ind.add_attribute(&Data::new(data)).unwrap();
-        self.sock.send_to(&ind.finish(), self.server).await.unwrap();
+        assert_eq!(
+            raw.request(CHANNEL_BIND, user, pass, Some(sfu)).await,
+            0,
+            "{user}: the SFU node's media address"
+        );
+        let other_port = SocketAddr::new(sfu.ip(), 9);
+        for peer in [listed_addr, "8.8.8.8:53".parse().unwrap(), other_port] {
+            assert_eq!(
+                raw.request(CREATE_PERMISSION, user, pass, Some(peer)).await
+                    + raw.request(CHANNEL_BIND, user, pass, Some(peer)).await,
+                if peer == other_port { 403 } else { 2 * 403 },
+                "{user}: {peer} is no SFU node's media address"
+            );
+        }
+        // Data to the SFU goes out; to the listed address it is dropped.
+        let out = "skylark_turn_relayed_packets_total{direction=\"out\"}";
+        let before = metric_sum(&sk.metrics().await, out);
+        raw.send_indication(sfu, b"to the sfu").await;
+        raw.send_indication(listed_addr, b"to the listed peer")
+            .await;
+        eventually(
+            Duration::from_secs(5),
+            "the datagram to the SFU relayed",
+            || async {
+                let m = sk.metrics().await;
+                let after = metric_sum(&m, out);
+                if after > before {
+                    Ok(())
+                } else {
+                    Err(m)
+                }
+            },
+        )
+        .await;
+    }
+    let mut buf = [0u8; 64];
+    let got = tokio::time::timeout(Duration::from_millis(500), listed.recv_from(&mut buf)).await;
+    assert!(got.is_err(), "nothing relayed to the allow-listed address");
+    let m = sk.metrics().await;
+    for scope in ["sfu", "unscoped"] {
+        let series =
+            format!("skylark_turn_peers_refused_total{{scope=\"{scope}\",reason=\"not_sfu\"}}");
+        assert!(metric_sum(&m, &series) >= 5.0, "{series}:\n{m}");
     }
 }
+
+/// The lowest `SKYLARK_TURN_BYTES_PER_S`.
+const CAP: usize = 10_000;
 
 /// The bandwidth cap is per credential: two allocations of one credential, each
 /// offering twice the cap at once, relay no more together than the cap allows
@@ -383,6 +397,7 @@ async fn a_credentials_allocations_share_one_bandwidth_budget() {
     let sk = skylark_with_turn(&[
         ("SKYLARK_TURN_ALLOW_PEERS", "127.0.0.2/32"),
         ("SKYLARK_TURN_BYTES_PER_S", &cap),
+        ("SKYLARK_TURN_UNSCOPED", "public"),
     ])
     .await;
     let port = logged_port(&sk, "TURN UDP and TCP listening on");
@@ -518,6 +533,7 @@ async fn ipv6_relayed_addresses_given_an_ipv6_relay_ip() {
     let sk = skylark_with_turn(&[
         ("SKYLARK_TURN_RELAY_IP6", "::1"),
         ("SKYLARK_TURN_USER_ALLOCATIONS", "4"),
+        ("SKYLARK_TURN_UNSCOPED", "public"),
     ])
     .await;
     let port = logged_port(&sk, "TURN UDP and TCP listening on");
@@ -659,6 +675,7 @@ async fn turn_over_tls_relays_coturns_client_and_a_chromium_viewer() {
         ("SKYLARK_TURN_TLS_KEY", &key),
         ("SKYLARK_TURN_TLS_ADDR", &tls_addr),
         ("SKYLARK_TURN_URLS", &turns),
+        ("SKYLARK_TURN_UNSCOPED", "public"),
     ])
     .await;
     assert_eq!(logged_port(&sk, "TURN TLS listening on"), tls_port);
@@ -901,6 +918,8 @@ async fn skylark_turn_runs_the_server_alone() {
     opts.env
         .insert("SKYLARK_TURN_ADDR".into(), "127.0.0.1:0".into());
     opts.env.insert("SKYLARK_TURN_SECRET".into(), SECRET.into());
+    opts.env
+        .insert("SKYLARK_TURN_UNSCOPED".into(), "public".into());
     let sk = Skylark::start_with(opts).await;
     let port = logged_port(&sk, "TURN UDP and TCP listening on");
     let (ok, out) = relays_between_allocations(port, "alone", &[]);

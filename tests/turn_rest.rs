@@ -10,6 +10,7 @@
 mod common;
 
 use common::coturn::{Coturn, SECRET};
+use common::turn::{ice_servers, offer};
 use common::*;
 use skylark_auth::TurnSecret;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -50,45 +51,6 @@ fn coturn_takes_skylarks_turn_rest_credentials_and_refuses_bad_ones() {
         !coturn.relays(&other.username, &other.credential),
         "a credential of another secret is refused"
     );
-}
-
-/// `(url, username, credential)` of each `Link: <…>; rel="ice-server"` header.
-fn ice_servers(headers: &reqwest::header::HeaderMap) -> Vec<(String, String, String)> {
-    let param = |link: &str, name: &str| {
-        link.split(';')
-            .map(str::trim)
-            .find_map(|p| p.strip_prefix(&format!("{name}=")))
-            .map(|v| v.trim_matches('"').to_string())
-            .unwrap_or_default()
-    };
-    headers
-        .get_all(reqwest::header::LINK)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .filter(|l| l.contains("rel=\"ice-server\""))
-        .map(|l| {
-            let url = l.split('>').next().unwrap_or("").trim_start_matches('<');
-            (
-                url.to_string(),
-                param(l, "username"),
-                param(l, "credential"),
-            )
-        })
-        .collect()
-}
-
-/// An offer of video and audio in `direction` from a str0m peer: `RecvOnly` for a
-/// WHEP viewer, `SendOnly` for a WHIP publisher.
-fn offer(direction: str0m::media::Direction) -> String {
-    use str0m::media::MediaKind;
-    let mut rtc = str0m::Rtc::builder()
-        .set_crypto_provider(std::sync::Arc::new(str0m::crypto::from_feature_flags()))
-        .build(std::time::Instant::now());
-    let mut api = rtc.sdp_api();
-    api.add_media(MediaKind::Video, direction, None, None, None);
-    api.add_media(MediaKind::Audio, direction, None, None, None);
-    let (offer, _) = api.apply().expect("an offer");
-    offer.to_sdp_string()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -169,8 +131,8 @@ async fn whip_answers_carry_turn_credentials() {
     let session = session.rsplit('/').next().unwrap();
     for (_, user, credential) in &servers {
         assert!(
-            user.ends_with(session),
-            "the credential names the session: {user}"
+            user.ends_with(&format!(":sfu:{session}")),
+            "the credential is scoped to the session with the SFU: {user}"
         );
         assert_eq!(
             credential,

@@ -120,7 +120,12 @@ async fn echo_peer(ip: &str) -> SocketAddr {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tcp_allocation_connects_to_an_allowed_peer_and_relays_its_bytes() {
     // 127.0.0.2 (loopback, so private) is allowed by the list; 127.0.0.3 is not.
-    let (sk, port) = skylark_with_turn(&[("SKYLARK_TURN_ALLOW_PEERS", "127.0.0.2/32")]).await;
+    // Unscoped credentials relaying as before scopes: what this test is about is TCP.
+    let (sk, port) = skylark_with_turn(&[
+        ("SKYLARK_TURN_ALLOW_PEERS", "127.0.0.2/32"),
+        ("SKYLARK_TURN_UNSCOPED", "public"),
+    ])
+    .await;
     let peer = echo_peer("127.0.0.2").await;
     let forbidden = echo_peer("127.0.0.3").await;
     let (mut ctl, auth) = control(port, "tcp-raw").await;
@@ -199,7 +204,11 @@ async fn coturns_client_relays_over_tcp_relays() {
     if !has_uclient() {
         return;
     }
-    let (sk, port) = skylark_with_turn(&[("SKYLARK_TURN_USER_ALLOCATIONS", "4")]).await;
+    let (sk, port) = skylark_with_turn(&[
+        ("SKYLARK_TURN_USER_ALLOCATIONS", "4"),
+        ("SKYLARK_TURN_UNSCOPED", "public"),
+    ])
+    .await;
     let flags = ["-T", "-n", "10", "-m", "1", "-l", "1000"];
     let (ok, text) = uclient_as(SECRET, "uclient-tcp", port, &flags);
     assert!(

@@ -3,10 +3,20 @@
 
 use super::{skip, Options, Skylark};
 use skylark_auth::{TurnCredential, TurnSecret};
+use std::net::SocketAddr;
 use std::process::{Command, Stdio};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
+use turn_server_proto::stun::types::attribute::{ErrorCode, Nonce, Realm, Username};
+use turn_server_proto::stun::types::message::{
+    IntegrityAlgorithm, LongTermKeyCredentials, Message, MessageClass, MessageType, MessageWrite,
+    MessageWriteExt, MessageWriteVec, TransactionId,
+};
+use turn_server_proto::types::attribute::{
+    ChannelNumber, Data, RequestedTransport, XorPeerAddress,
+};
+use turn_server_proto::types::message::{ALLOCATE, CHANNEL_BIND, SEND};
 
 /// Seconds since the epoch (TURN REST credentials expire on this clock).
 pub fn now_s() -> u64 {
@@ -81,4 +91,148 @@ pub async fn read_stun(conn: &mut TcpStream) -> Vec<u8> {
     msg.resize(20 + len, 0);
     conn.read_exact(&mut msg[20..]).await.unwrap();
     msg
+}
+
+/// A TURN client on its own UDP socket speaking raw STUN (stun-types, the same crate
+/// family as the server): enough to read error codes exactly.
+pub struct RawClient {
+    pub sock: tokio::net::UdpSocket,
+    pub server: SocketAddr,
+    pub realm: String,
+    pub nonce: String,
+    /// The channel number the next ChannelBind asks for.
+    channel: std::sync::atomic::AtomicU16,
+}
+
+impl RawClient {
+    /// Connects and learns the realm and nonce from the server's 401.
+    pub async fn new(server: SocketAddr) -> RawClient {
+        let sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let mut c = RawClient {
+            sock,
+            server,
+            realm: String::new(),
+            nonce: String::new(),
+            channel: 0x4000.into(),
+        };
+        let mut req = Message::builder_request(ALLOCATE, MessageWriteVec::new());
+        req.add_attribute(&RequestedTransport::new(RequestedTransport::UDP))
+            .unwrap();
+        let reply = c.exchange(req.finish()).await;
+        let msg = Message::from_bytes(&reply).unwrap();
+        assert_eq!(
+            msg.attribute::<ErrorCode>().unwrap().code(),
+            401,
+            "an unauthenticated Allocate gets 401"
+        );
+        c.realm = msg.attribute::<Realm>().unwrap().realm().to_string();
+        c.nonce = msg.attribute::<Nonce>().unwrap().nonce().to_string();
+        c
+    }
+
+    pub async fn exchange(&self, req: Vec<u8>) -> Vec<u8> {
+        self.sock.send_to(&req, self.server).await.unwrap();
+        let mut buf = vec![0u8; 2048];
+        let (n, _) = tokio::time::timeout(Duration::from_secs(5), self.sock.recv_from(&mut buf))
+            .await
+            .expect("the TURN server answers within 5 s")
+            .unwrap();
+        buf.truncate(n);
+        buf
+    }
+
+    /// An authenticated request of `method` as `user`/`pass` with `peer` (if any; a
+    /// ChannelBind gets a channel number of its own); the error code of the answer, 0
+    /// for success.
+    pub async fn request(
+        &self,
+        method: turn_server_proto::stun::types::message::Method,
+        user: &str,
+        pass: &str,
+        peer: Option<SocketAddr>,
+    ) -> u16 {
+        let mut req = Message::builder_request(method, MessageWriteVec::new());
+        let tid: TransactionId = req.transaction_id();
+        if method == ALLOCATE {
+            req.add_attribute(&RequestedTransport::new(RequestedTransport::UDP))
+                .unwrap();
+        }
+        if let Some(p) = peer {
+            req.add_attribute(&XorPeerAddress::new(p, tid)).unwrap();
+        }
+        if method == CHANNEL_BIND {
+            let n = self
+                .channel
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            req.add_attribute(&ChannelNumber::new(n)).unwrap();
+        }
+        req.add_attribute(&Username::new(user).unwrap()).unwrap();
+        req.add_attribute(&Realm::new(&self.realm).unwrap())
+            .unwrap();
+        req.add_attribute(&Nonce::new(&self.nonce).unwrap())
+            .unwrap();
+        let creds =
+            LongTermKeyCredentials::new(user.into(), pass.into(), self.realm.clone()).into();
+        req.add_message_integrity(&creds, IntegrityAlgorithm::Sha1)
+            .unwrap();
+        let reply = self.exchange(req.finish()).await;
+        let msg = Message::from_bytes(&reply).unwrap();
+        if msg.has_class(MessageClass::Success) {
+            0
+        } else {
+            msg.attribute::<ErrorCode>().map_or(1, |e| e.code())
+        }
+    }
+
+    /// A Send indication (RFC 8656 §11) of `data` to `peer`.
+    pub async fn send_indication(&self, peer: SocketAddr, data: &[u8]) {
+        let mut ind = Message::builder(
+            MessageType::from_class_method(MessageClass::Indication, SEND),
+            TransactionId::generate(),
+            MessageWriteVec::new(),
+        );
+        let tid = ind.transaction_id();
+        ind.add_attribute(&XorPeerAddress::new(peer, tid)).unwrap();
+        ind.add_attribute(&Data::new(data)).unwrap();
+        self.sock.send_to(&ind.finish(), self.server).await.unwrap();
+    }
+}
+
+/// `(url, username, credential)` of each `Link: <…>; rel="ice-server"` header.
+pub fn ice_servers(headers: &reqwest::header::HeaderMap) -> Vec<(String, String, String)> {
+    let param = |link: &str, name: &str| {
+        link.split(';')
+            .map(str::trim)
+            .find_map(|p| p.strip_prefix(&format!("{name}=")))
+            .map(|v| v.trim_matches('"').to_string())
+            .unwrap_or_default()
+    };
+    headers
+        .get_all(reqwest::header::LINK)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .filter(|l| l.contains("rel=\"ice-server\""))
+        .map(|l| {
+            let url = l.split('>').next().unwrap_or("").trim_start_matches('<');
+            (
+                url.to_string(),
+                param(l, "username"),
+                param(l, "credential"),
+            )
+        })
+        .collect()
+}
+
+/// An offer of video and audio in `direction` from a str0m peer: `RecvOnly` for a
+/// WHEP viewer, `SendOnly` for a WHIP publisher.
+pub fn offer(direction: str0m::media::Direction) -> String {
+    use str0m::media::MediaKind;
+    let mut rtc = str0m::Rtc::builder()
+        .set_crypto_provider(std::sync::Arc::new(str0m::crypto::from_feature_flags()))
+        .build(std::time::Instant::now());
+    let mut api = rtc.sdp_api();
+    api.add_media(MediaKind::Video, direction, None, None, None);
+    api.add_media(MediaKind::Audio, direction, None, None, None);
+    let (offer, _) = api.apply().expect("an offer");
+    offer.to_sdp_string()
 }

@@ -114,7 +114,7 @@ REQUIRED_ENV = {
     "migrate": {"DATABASE_URL", "LOG_FORMAT", "RUST_LOG"},
     "turn": {
         "SKYLARK_HTTP_ADDR", "SKYLARK_INTERNAL_ADDR", "SKYLARK_TURN_ADDR", "SKYLARK_TURN_RELAY_IP",
-        "SKYLARK_TURN_SECRET", "SKYLARK_TURN_REALM", "SKYLARK_TURN_ALLOW_PEERS",
+        "SKYLARK_TURN_SECRET", "SKYLARK_TURN_REALM", "SKYLARK_TURN_ALLOW_PEERS", "SKYLARK_TURN_UNSCOPED",
         "SKYLARK_TURN_MAX_ALLOCATIONS", "SKYLARK_TURN_USER_ALLOCATIONS", "SKYLARK_TURN_BYTES_PER_S",
         "REDIS_URL", "SKYLARK_REDIS_PREFIX", "LOG_FORMAT", "RUST_LOG",
     },
@@ -265,6 +265,7 @@ BAD_VALUE_SETS = [
     ("the internal port on the HTTP port", {"internalPort": 8080}, "internalPort"),
     ("a TURN port out of range", {"turn": {"server": {"port": 70000}}}, "port"),
     ("a TURN allow-list entry that is not a CIDR", {"turn": {"server": {"allowPeers": ["not a cidr"]}}}, "allowPeers"),
+    ("an unscoped TURN policy that is neither sfu nor public", {"turn": {"server": {"unscoped": "open"}}}, "unscoped"),
     ("the SFU's internal port on its HTTP port", {"sfu": {"internalPort": 7880}}, "sfu.internalPort"),
 ]
 

@@ -17,5 +17,7 @@ pub use playback::{
     PlaybackTokenError, PlaybackTokens, MAX_PLAYBACK_TOKEN_LEN, PLAYBACK_TOKEN_TTL,
 };
 pub use token::{Claims, Grant, Role, TokenError, TokenIssuer};
-pub use turn::{TurnCredential, TurnCredentialError, TurnSecret};
+pub use turn::{
+    TurnCredential, TurnCredentialError, TurnScope, TurnScopeTooLong, TurnSecret, MAX_TURN_USERNAME,
+};
 pub use webhook::{new_webhook_secret, webhook_signature};

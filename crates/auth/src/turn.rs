@@ -4,6 +4,9 @@
 //! username)). Any TURN server holding the same secret accepts them until the expiry,
 //! with no state shared with whoever minted them. SHA-1 because that is the scheme
 //! coturn speaks; the secret, not the hash, is what an attacker lacks.
+//!
+//! Skylark's ids carry a [`TurnScope`] (`sfu:<session>`, `p2p:<room>:<conn>`): what the
+//! embedded server may relay the credential to. coturn reads only the expiry.
 
 use aws_lc_rs::hmac;
 use base64::Engine;
@@ -46,6 +49,133 @@ pub enum TurnCredentialError {
     Expired,
     #[error("TURN password does not match the username")]
     Mismatch,
+}
+
+/// STUN's limit on a USERNAME (RFC 8489 §14.3), bytes.
+pub const MAX_TURN_USERNAME: usize = 513;
+/// Encoded room id in a p2p scope, bytes: with the longest expiry and connection id the
+/// username stays within [`MAX_TURN_USERNAME`].
+const MAX_ROOM: usize = 384;
+/// Encoded session or connection id, bytes.
+const MAX_ID: usize = 96;
+
+/// A scope's id is too long to fit a STUN USERNAME.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("TURN scope too long for a STUN username (room ids up to {MAX_ROOM} bytes, session ids up to {MAX_ID}, encoded)")]
+pub struct TurnScopeTooLong;
+
+/// Whom a credential may be relayed to, carried in its username's id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TurnScope {
+    /// `sfu:<session>`: a session with an SFU node (WHIP, WHEP, WebSocket in sfu rooms):
+    /// the SFU nodes only.
+    Sfu { session: String },
+    /// `p2p:<room>:<conn>`: a participant of a p2p room: the addresses its room's
+    /// participants announced.
+    P2p { room: String, conn: String },
+    /// Any other id (older signaling, an operator's own tooling).
+    Unscoped { id: String },
+}
+
+impl TurnScope {
+    pub fn sfu(session: &str) -> Result<Self, TurnScopeTooLong> {
+        fits(session, MAX_ID)?;
+        Ok(Self::Sfu {
+            session: session.to_owned(),
+        })
+    }
+
+    pub fn p2p(room: &str, conn: &str) -> Result<Self, TurnScopeTooLong> {
+        fits(room, MAX_ROOM)?;
+        fits(conn, MAX_ID)?;
+        Ok(Self::P2p {
+            room: room.to_owned(),
+            conn: conn.to_owned(),
+        })
+    }
+
+    /// The scope of a TURN REST username (`expiry:id`) and its expiry. An id claiming a
+    /// scope (`sfu:`, `p2p:`) that does not parse is malformed, not unscoped.
+    pub fn of_username(username: &str) -> Result<(u64, Self), TurnCredentialError> {
+        let (expiry, id) = username
+            .split_once(':')
+            .ok_or(TurnCredentialError::Malformed)?;
+        let expiry: u64 = expiry.parse().map_err(|_| TurnCredentialError::Malformed)?;
+        let bad = TurnCredentialError::Malformed;
+        let scope = if let Some(session) = id.strip_prefix("sfu:") {
+            Self::Sfu {
+                session: decode(session).ok_or(bad)?,
+            }
+        } else if let Some(rest) = id.strip_prefix("p2p:") {
+            let (room, conn) = rest.split_once(':').ok_or(bad)?;
+            Self::P2p {
+                room: decode(room).ok_or(bad)?,
+                conn: decode(conn).ok_or(bad)?,
+            }
+        } else {
+            Self::Unscoped { id: id.to_owned() }
+        };
+        Ok((expiry, scope))
+    }
+}
+
+/// `sfu:<session>`, `p2p:<room>:<conn>` (components percent-encoded), or the bare id.
+impl std::fmt::Display for TurnScope {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Sfu { session } => write!(f, "sfu:{}", encode(session)),
+            Self::P2p { room, conn } => write!(f, "p2p:{}:{}", encode(room), encode(conn)),
+            Self::Unscoped { id } => f.write_str(id),
+        }
+    }
+}
+
+fn fits(s: &str, max: usize) -> Result<(), TurnScopeTooLong> {
+    if s.is_empty() || encode(s).len() > max {
+        return Err(TurnScopeTooLong);
+    }
+    Ok(())
+}
+
+fn unreserved(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~')
+}
+
+/// Percent-encodes all but RFC 3986's unreserved bytes (so `:` separates components).
+fn encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if unreserved(b) {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// The inverse of [`encode`]; `None` for anything it would not have produced.
+fn decode(s: &str) -> Option<String> {
+    let mut out = Vec::with_capacity(s.len());
+    let mut bytes = s.bytes();
+    while let Some(b) = bytes.next() {
+        match b {
+            b'%' => {
+                let hex = [bytes.next()?, bytes.next()?];
+                let v = u8::from_str_radix(std::str::from_utf8(&hex).ok()?, 16).ok()?;
+                if unreserved(v) {
+                    return None;
+                }
+                out.push(v);
+            }
+            b if unreserved(b) => out.push(b),
+            _ => return None,
+        }
+    }
+    if out.is_empty() {
+        return None;
+    }
+    String::from_utf8(out).ok()
 }
 
 /// The shared secret that mints and checks TURN credentials.
@@ -93,10 +223,7 @@ impl TurnSecret {
         password: &str,
         now: u64,
     ) -> Result<(), TurnCredentialError> {
-        let (expiry, _) = username
-            .split_once(':')
-            .ok_or(TurnCredentialError::Malformed)?;
-        let expiry: u64 = expiry.parse().map_err(|_| TurnCredentialError::Malformed)?;
+        let (expiry, _) = TurnScope::of_username(username)?;
         if expiry <= now {
             return Err(TurnCredentialError::Expired);
         }
@@ -151,5 +278,68 @@ mod tests {
             s.check(&c.username, "not base64!", 0),
             Err(TurnCredentialError::Mismatch)
         );
+    }
+
+    #[test]
+    fn scopes_round_trip_through_the_username() {
+        let s = TurnSecret::new(b"k");
+        for scope in [
+            TurnScope::sfu("3f2a9c").unwrap(),
+            TurnScope::p2p("room_AbC-12", "c00ff").unwrap(),
+            // Whatever a room id holds, `:` and `%` included, comes back as it was.
+            TurnScope::p2p("a:b%c d/é", "c:1").unwrap(),
+            TurnScope::Unscoped {
+                id: "legacy-id".into(),
+            },
+            TurnScope::Unscoped { id: "a:b".into() },
+        ] {
+            let c = s.mint(&scope.to_string(), 1000, Duration::from_secs(60));
+            assert_eq!(s.check(&c.username, &c.credential, 1000), Ok(()));
+            assert_eq!(TurnScope::of_username(&c.username), Ok((1060, scope)));
+        }
+        assert_eq!(
+            TurnScope::p2p("room_1", "c1").unwrap().to_string(),
+            "p2p:room_1:c1"
+        );
+    }
+
+    #[test]
+    fn malformed_scopes_are_refused_not_unscoped() {
+        for u in [
+            "1:p2p:room-only",
+            "1:p2p::c1",
+            "1:p2p:r:",
+            "1:sfu:",
+            "1:sfu:a:b",
+            "1:sfu:%zz",
+            "1:sfu:%41",
+            "1:p2p:r%3:c",
+            "x:sfu:a",
+        ] {
+            assert_eq!(
+                TurnScope::of_username(u),
+                Err(TurnCredentialError::Malformed),
+                "{u}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_longest_scopes_fit_a_stun_username() {
+        let room = "%".repeat(MAX_ROOM / 3);
+        let conn = ":".repeat(MAX_ID / 3);
+        let scope = TurnScope::p2p(&room, &conn).unwrap();
+        let c = TurnSecret::new(b"k").mint(&scope.to_string(), u64::MAX - 1, Duration::ZERO);
+        assert!(
+            c.username.len() <= MAX_TURN_USERNAME,
+            "{}",
+            c.username.len()
+        );
+        assert_eq!(
+            TurnScope::p2p(&format!("{room}x"), "c"),
+            Err(TurnScopeTooLong)
+        );
+        assert_eq!(TurnScope::sfu(&format!("{conn}x")), Err(TurnScopeTooLong));
+        assert_eq!(TurnScope::sfu(""), Err(TurnScopeTooLong));
     }
 }

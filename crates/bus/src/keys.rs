@@ -44,3 +44,9 @@ pub(crate) fn room_channel(room: &str) -> String {
 pub(crate) fn session(id: &str) -> String {
     format!("session:{id}")
 }
+
+/// Map `{ip} {connection}` → "": the addresses a p2p room's participants announced in
+/// their ICE candidates (one entry per connection and address, each expiring).
+pub(crate) fn room_peer_ips(room: &str) -> String {
+    format!("room:{room}:peer_ips")
+}

@@ -34,6 +34,7 @@ pub mod events;
 mod in_process;
 mod keys;
 mod node;
+pub mod peers;
 pub mod placement;
 mod redis_bus;
 mod subscription;

@@ -12,6 +12,7 @@
 
 mod error;
 mod limits;
+mod peer_addrs;
 pub mod placement;
 mod playback;
 mod rtmp;
@@ -71,18 +72,18 @@ pub struct TurnServers {
 }
 
 impl TurnServers {
-    /// A credential for `id` (a session, a WebSocket connection), valid from now.
-    pub(crate) fn mint(&self, id: &str) -> skylark_auth::TurnCredential {
+    /// A credential for `scope` (an SFU session, a p2p room's connection), valid from now.
+    pub(crate) fn mint(&self, scope: &skylark_auth::TurnScope) -> skylark_auth::TurnCredential {
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
-        self.secret.mint(id, now, self.ttl)
+        self.secret.mint(&scope.to_string(), now, self.ttl)
     }
 
     /// The WebSocket form: `iceServers` as `RTCPeerConnection` takes it (one
-    /// `RTCIceServer` with every URL and a credential minted for `id`).
-    pub(crate) fn ice_servers_json(&self, id: &str) -> serde_json::Value {
-        let c = self.mint(id);
+    /// `RTCIceServer` with every URL and a credential minted for `scope`).
+    pub(crate) fn ice_servers_json(&self, scope: &skylark_auth::TurnScope) -> serde_json::Value {
+        let c = self.mint(scope);
         serde_json::json!([{"urls": self.urls, "username": c.username, "credential": c.credential}])
     }
 }

@@ -49,7 +49,14 @@ fn add_ice_servers(state: &State, session: &str, r: &mut Response) {
     let Some(turn) = &state.turn else {
         return;
     };
-    let cred = turn.mint(session);
+    let scope = match skylark_auth::TurnScope::sfu(session) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(error = %e, "no TURN credential for this session");
+            return;
+        }
+    };
+    let cred = turn.mint(&scope);
     for url in &turn.urls {
         if let Ok(v) = HeaderValue::from_str(&cred.link(url)) {
             r.headers_mut().append(header::LINK, v);

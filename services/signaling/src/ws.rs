@@ -13,8 +13,13 @@
 //! the broadcaster (`viewer-joined`) once per broadcaster: on arrival while live, or
 //! when the room goes live (or a new broadcaster takes it) while it waits; viewers get
 //! `room {live:false}` when the broadcaster leaves.
+//!
+//! TURN credentials are scoped (`skylark_auth::TurnScope`): p2p participants' to their
+//! room, whose candidates' addresses are recorded in the bus (`skylark_bus::peers`) as
+//! they are relayed; everyone else's to the SFU nodes.
 
 use crate::limits::Limits;
+use crate::peer_addrs;
 use crate::session::{self, PublishGrant, SessionError};
 use crate::State;
 use axum::extract::ws::{Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
@@ -24,6 +29,7 @@ use futures_util::{SinkExt, StreamExt};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use skylark_bus::events::{self, RoomEvent};
+use skylark_bus::peers;
 use skylark_bus::placement::{self, Origin};
 use skylark_proto::rooms::v1 as rooms;
 use skylark_proto::rooms::v1::authorize_publish_request::Credential;
@@ -159,6 +165,9 @@ struct Conn {
     /// SFU publishers: the session id, once the offer is answered (the SFU names the
     /// one it replaced in `publish_taken_over`).
     sfu_session: Arc<Mutex<Option<String>>>,
+    /// p2p, with TURN: the candidate addresses this connection announced and recorded
+    /// in the bus (renewed while it lives, forgotten when it leaves).
+    peer_ips: Vec<IpAddr>,
 }
 
 fn err(code: &str, message: impl Into<String>) -> Value {
@@ -249,6 +258,7 @@ impl Conn {
             p2p_viewers: Arc::default(),
             taken_over: false,
             sfu_session: Arc::default(),
+            peer_ips: Vec::new(),
         }
     }
 
@@ -261,6 +271,8 @@ impl Conn {
         grant_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut renew = tokio::time::interval(placement::RENEW_EVERY);
         renew.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut renew_peers = tokio::time::interval(peers::PEER_RENEW_EVERY);
+        renew_peers.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut last_heard = tokio::time::Instant::now();
         let budget = Limits::ws_messages(self.ip);
         loop {
@@ -326,6 +338,7 @@ impl Conn {
                         break;
                     }
                 }
+                _ = renew_peers.tick() => self.renew_peer_ips().await,
                 _ = ping.tick() => {
                     if last_heard.elapsed() > IDLE_TIMEOUT { break; }
                     if sink.send(Message::Ping(Default::default())).await.is_err() { break; }
@@ -533,10 +546,57 @@ impl Conn {
     /// TURN credential minted for this connection, so both ends of a p2p room and
     /// WebSocket viewers of sfu rooms can relay.
     fn with_ice_servers(&self, mut reply: Value) -> Value {
-        if let Some(turn) = &self.state.turn {
-            reply["iceServers"] = turn.ice_servers_json(&self.id);
+        let (Some(turn), Some(j)) = (&self.state.turn, &self.joined) else {
+            return reply;
+        };
+        let scope = if j.p2p {
+            skylark_auth::TurnScope::p2p(&j.room, &self.id)
+        } else {
+            skylark_auth::TurnScope::sfu(&self.id)
+        };
+        match scope {
+            Ok(scope) => reply["iceServers"] = turn.ice_servers_json(&scope),
+            Err(e) => tracing::warn!(error = %e, "no TURN credential for this connection"),
         }
         reply
+    }
+
+    /// p2p with TURN: records the addresses of the candidates in `msg` (sent by this
+    /// connection) for the TURN server, before the message goes on: the peer's TURN
+    /// permission for them follows it.
+    async fn record_peer_ips(&mut self, msg: &Value) {
+        let Some(j) = self.joined.as_ref().filter(|j| j.p2p) else {
+            return;
+        };
+        if self.state.turn.is_none() {
+            return;
+        }
+        let left = peers::MAX_PER_CONNECTION.saturating_sub(self.peer_ips.len());
+        let text = peer_addrs::message_candidates(msg);
+        let new: Vec<IpAddr> = peer_addrs::candidate_ips(text, peers::MAX_PER_CONNECTION)
+            .into_iter()
+            .filter(|ip| !self.peer_ips.contains(ip))
+            .take(left)
+            .collect();
+        if new.is_empty() {
+            return;
+        }
+        match peers::record(&self.state.bus, &j.room, &self.id, &new).await {
+            Ok(n) => self.peer_ips.extend(new.into_iter().take(n)),
+            Err(e) => {
+                tracing::warn!(error = %e, "p2p candidate addresses not recorded: TURN may refuse them")
+            }
+        }
+    }
+
+    /// Keeps this connection's recorded candidate addresses from expiring.
+    async fn renew_peer_ips(&self) {
+        let Some(j) = self.joined.as_ref().filter(|_| !self.peer_ips.is_empty()) else {
+            return;
+        };
+        if let Err(e) = peers::record(&self.state.bus, &j.room, &self.id, &self.peer_ips).await {
+            tracing::debug!(error = %e, "p2p candidate addresses not renewed");
+        }
     }
 
     /// The p2p broadcaster holding the room, if it was granted with `key_id` too (the
@@ -730,6 +790,7 @@ impl Conn {
                 }
             }
         };
+        self.record_peer_ips(&msg).await;
         let mut msg = msg;
         msg["from"] = json!(self.id);
         self.broadcast(RoomEvent::Relay { to: target, msg }).await;
@@ -843,6 +904,10 @@ impl Conn {
             t.abort();
         }
         let Some(j) = self.joined.take() else { return };
+        if !self.peer_ips.is_empty() {
+            let ips = std::mem::take(&mut self.peer_ips);
+            let _ = peers::forget(&self.state.bus, &j.room, &self.id, &ips).await;
+        }
         if let Some(sfu) = &j.session {
             let _ = session::end(&self.state, &sfu.sfu_url, &sfu.id).await;
         }

@@ -3,16 +3,17 @@
 //! one port (3478), TLS (`turns:`) on another; relayed addresses are UDP, or TCP (RFC
 //! 6062) for clients on TCP/TLS, on IPv4 and, given an IPv6 relay IP, IPv6 (RFC 8656).
 //! Credentials are the TURN REST ones signaling mints (`skylark_auth::TurnSecret`),
-//! checked on each authenticated request; relaying goes only to public addresses, the
-//! addresses SFU nodes announce in the registry (media for UDP, ICE-TCP for TCP), the
-//! allow-list and other allocations of this server.
+//! checked on each authenticated request; relaying goes where the credential's scope
+//! allows (`policy`): an SFU session's to the addresses SFU nodes announce in the
+//! registry (media for UDP, ICE-TCP for TCP), a p2p room's to the addresses its
+//! participants announced through signaling.
 
 mod policy;
 mod shell;
 mod stream;
 mod tcp;
 
-pub use policy::Limits;
+pub use policy::{Limits, Unscoped};
 
 use anyhow::Context;
 use ipnet::IpNet;
@@ -54,9 +55,12 @@ pub struct Config {
     pub relay_ip6: Option<Ipv6Addr>,
     pub realm: String,
     pub secret: TurnSecret,
-    /// Private peers relaying may reach besides SFU nodes and this server's allocations.
+    /// Private peers p2p rooms' (and open unscoped) credentials may reach, when
+    /// announced (p2p), besides SFU nodes and this server's allocations.
     pub allow_peers: Vec<IpNet>,
     pub limits: Limits,
+    /// What credentials without a scope may reach.
+    pub unscoped: Unscoped,
 }
 
 /// A running TURN server: its part (tasks) and where it listens.
@@ -115,6 +119,7 @@ pub async fn start(
         config.limits,
         config.allow_peers.clone(),
         relay_ips.iter().map(|r| r.announce).collect(),
+        config.unscoped,
     ));
     let shell = |name, transport, listen, clients| Shell {
         name,
@@ -125,6 +130,7 @@ pub async fn start(
         policy: policy.clone(),
         relay_ips: relay_ips.clone(),
         clients,
+        bus: bus.clone(),
     };
     let mut tasks = Vec::new();
 

@@ -1,7 +1,14 @@
 //! Who may be relayed to, and how much each credential may take: what the sans-IO
 //! server has no hook for, shared by every listener of the process.
+//!
+//! Relay targets follow the credential's scope (`skylark_auth::TurnScope`): an SFU
+//! session's reach the SFU nodes' announced addresses; a p2p room's participant the
+//! addresses its room's participants announced (`skylark_bus::peers`, read through a
+//! short cache), if public, allow-listed or this server's; an unscoped credential
+//! what [`Unscoped`] says.
 
 use ipnet::IpNet;
+use skylark_auth::TurnScope;
 use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Mutex;
@@ -29,6 +36,120 @@ impl Default for Limits {
             bytes_per_s: 3_125_000,
         }
     }
+}
+
+/// What a credential without a scope (an `expiry:id` of older signaling or an
+/// operator's own tooling) may relay to: `SKYLARK_TURN_UNSCOPED`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Unscoped {
+    /// The SFU nodes only, as an SFU session's credential.
+    #[default]
+    Sfu,
+    /// Any public address, the allow-list, the SFU nodes and this server's allocations
+    /// (an open relay within those: for tooling that needs it, with a short TTL).
+    Public,
+}
+
+impl std::str::FromStr for Unscoped {
+    type Err = anyhow::Error;
+
+    fn from_str(s: &str) -> anyhow::Result<Self> {
+        match s.trim() {
+            "sfu" | "" => Ok(Self::Sfu),
+            "public" => Ok(Self::Public),
+            other => {
+                anyhow::bail!("SKYLARK_TURN_UNSCOPED: {other:?} is neither `sfu` nor `public`")
+            }
+        }
+    }
+}
+
+/// What one credential may reach, from its scope.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Reach {
+    /// The SFU nodes' announced addresses.
+    Sfu,
+    /// The addresses the room's participants announced.
+    Room(String),
+    /// Public addresses, the allow-list, SFU nodes, this server's allocations.
+    Open,
+}
+
+/// A credential's reach and how its scope is named in metrics.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Scoped {
+    pub(crate) reach: Reach,
+    /// `sfu`, `p2p` or `unscoped`: the `scope` label.
+    pub(crate) label: &'static str,
+}
+
+/// A relay target being decided.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Target {
+    /// CreatePermission (permissions are per IP).
+    Ip(IpAddr),
+    /// ChannelBind, Send.
+    Udp(SocketAddr),
+    /// Connect (RFC 6062).
+    Tcp(SocketAddr),
+}
+
+impl Target {
+    fn ip(self) -> IpAddr {
+        match self {
+            Target::Ip(ip) => ip,
+            Target::Udp(a) | Target::Tcp(a) => a.ip(),
+        }
+    }
+}
+
+/// Why a relay target was refused (the `reason` label of
+/// `skylark_turn_peers_refused_total`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum PeerRefusal {
+    /// An SFU-scoped (or unscoped) credential, a target that is no SFU node's address.
+    NotSfu,
+    /// A p2p credential, an address none of its room's participants announced.
+    NotRoomPeer,
+    /// Loopback, private, link-local… and not allow-listed nor this server's.
+    Private,
+    /// Too many peer connections or lookups waiting.
+    Backlog,
+}
+
+impl PeerRefusal {
+    pub(crate) fn label(self) -> &'static str {
+        match self {
+            PeerRefusal::NotSfu => "not_sfu",
+            PeerRefusal::NotRoomPeer => "not_room_peer",
+            PeerRefusal::Private => "private",
+            PeerRefusal::Backlog => "backlog",
+        }
+    }
+}
+
+/// A relay target's fate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Verdict {
+    Allow,
+    Refuse(PeerRefusal),
+    /// Read the room's announced addresses from the bus, then decide again.
+    Lookup(String),
+}
+
+/// How long a room's addresses read from the bus are trusted for an address they hold.
+const ROOM_CACHE_TTL: Duration = Duration::from_secs(10);
+/// An address a room's copy lacks is looked up again only once the copy is this old:
+/// at most a few bus reads per room and second, whatever clients ask.
+const ROOM_REREAD_AFTER: Duration = Duration::from_millis(300);
+/// Rooms whose addresses are cached at once.
+const MAX_ROOMS_CACHED: usize = 4096;
+
+/// A room's announced addresses as last read, and when.
+#[derive(Debug)]
+struct RoomPeers {
+    ips: HashSet<IpAddr>,
+    at: Instant,
 }
 
 /// Why an allocation was refused (the `reason` label of
@@ -59,10 +180,12 @@ struct Bucket {
     at: Instant,
 }
 
-/// One allocation: whose, and whether its relayed address is TCP (RFC 6062).
+/// One allocation: whose, what it may reach, and whether its relayed address is TCP
+/// (RFC 6062).
 #[derive(Debug)]
 struct Held {
     user: String,
+    scoped: Scoped,
     tcp: bool,
 }
 
@@ -75,6 +198,8 @@ struct State {
     budgets: HashMap<String, Bucket>,
     /// The SFU nodes' addresses, as the node registry last listed them.
     sfu: SfuAddrs,
+    /// p2p rooms' announced addresses, as last read from the bus.
+    rooms: HashMap<String, RoomPeers>,
 }
 
 /// The addresses SFU nodes announce in the node registry: exactly these are relay
@@ -113,16 +238,150 @@ pub(crate) struct Policy {
     allow: Vec<IpNet>,
     /// This server's relay IPs (one per address family).
     relay_ips: Vec<IpAddr>,
+    unscoped: Unscoped,
     state: Mutex<State>,
 }
 
 impl Policy {
-    pub(crate) fn new(limits: Limits, allow: Vec<IpNet>, relay_ips: Vec<IpAddr>) -> Self {
+    pub(crate) fn new(
+        limits: Limits,
+        allow: Vec<IpNet>,
+        relay_ips: Vec<IpAddr>,
+        unscoped: Unscoped,
+    ) -> Self {
         Self {
             limits,
             allow,
             relay_ips,
+            unscoped,
             state: Mutex::default(),
+        }
+    }
+
+    /// What a credential of `scope` may reach.
+    pub(crate) fn scoped(&self, scope: TurnScope) -> Scoped {
+        match scope {
+            TurnScope::Sfu { .. } => Scoped {
+                reach: Reach::Sfu,
+                label: "sfu",
+            },
+            TurnScope::P2p { room, .. } => Scoped {
+                reach: Reach::Room(room),
+                label: "p2p",
+            },
+            TurnScope::Unscoped { .. } => Scoped {
+                reach: match self.unscoped {
+                    Unscoped::Sfu => Reach::Sfu,
+                    Unscoped::Public => Reach::Open,
+                },
+                label: "unscoped",
+            },
+        }
+    }
+
+    /// What `username` may reach; a malformed one (never authenticated) the SFU nodes
+    /// at most.
+    pub(crate) fn scope_of(&self, username: &str) -> Scoped {
+        match TurnScope::of_username(username) {
+            Ok((_, scope)) => self.scoped(scope),
+            Err(_) => Scoped {
+                reach: Reach::Sfu,
+                label: "unscoped",
+            },
+        }
+    }
+
+    /// Whether a credential reaching `reach` may relay to `target` (a request's peer).
+    /// A p2p room's address its cached copy lacks is [`Verdict::Lookup`] unless
+    /// `looked_up` (the copy was just read) or the copy is fresh.
+    pub(crate) fn decide(
+        &self,
+        reach: &Reach,
+        target: Target,
+        looked_up: bool,
+        now: Instant,
+    ) -> Verdict {
+        let refuse = Verdict::Refuse;
+        match reach {
+            Reach::Open if self.open(target) => Verdict::Allow,
+            Reach::Open => refuse(PeerRefusal::Private),
+            Reach::Sfu if self.is_sfu(target) => Verdict::Allow,
+            Reach::Sfu => refuse(PeerRefusal::NotSfu),
+            Reach::Room(_) if !self.open(target) => refuse(PeerRefusal::Private),
+            Reach::Room(room) => {
+                let st = self.state();
+                let cached = st.rooms.get(room);
+                let age = cached.map(|c| now.saturating_duration_since(c.at));
+                let holds = cached.is_some_and(|c| c.ips.contains(&target.ip()));
+                if holds && (looked_up || age.is_some_and(|a| a < ROOM_CACHE_TTL)) {
+                    Verdict::Allow
+                } else if looked_up || age.is_some_and(|a| a < ROOM_REREAD_AFTER) {
+                    refuse(PeerRefusal::NotRoomPeer)
+                } else {
+                    Verdict::Lookup(room.clone())
+                }
+            }
+        }
+    }
+
+    /// Keeps `ips`, `room`'s announced addresses read at `now`.
+    pub(crate) fn cache_room(&self, room: String, ips: HashSet<IpAddr>, now: Instant) {
+        let mut st = self.state();
+        if st.rooms.len() >= MAX_ROOMS_CACHED && !st.rooms.contains_key(&room) {
+            st.rooms
+                .retain(|_, c| now.saturating_duration_since(c.at) < ROOM_CACHE_TTL);
+            if st.rooms.len() >= MAX_ROOMS_CACHED {
+                let oldest = st
+                    .rooms
+                    .iter()
+                    .min_by_key(|(_, c)| c.at)
+                    .map(|(r, _)| r.clone());
+                if let Some(r) = oldest {
+                    st.rooms.remove(&r);
+                }
+            }
+        }
+        st.rooms.insert(room, RoomPeers { ips, at: now });
+    }
+
+    /// Whether data of the allocation at `relay` may go to `to`: the last word before a
+    /// datagram leaves (a p2p room's peer was checked when its permission was made);
+    /// else the credential's scope label and why not.
+    pub(crate) fn may_send(
+        &self,
+        relay: SocketAddr,
+        to: SocketAddr,
+    ) -> Result<(), (&'static str, PeerRefusal)> {
+        let (sfu_only, label) = match self.state().relays.get(&relay) {
+            Some(h) => (h.scoped.reach == Reach::Sfu, h.scoped.label),
+            None => return Err(("unscoped", PeerRefusal::Private)),
+        };
+        if sfu_only {
+            if self.is_sfu(Target::Udp(to)) {
+                return Ok(());
+            }
+            return Err((label, PeerRefusal::NotSfu));
+        }
+        if self.open(Target::Udp(to)) || self.open(Target::Ip(to.ip())) {
+            return Ok(());
+        }
+        Err((label, PeerRefusal::Private))
+    }
+
+    fn is_sfu(&self, target: Target) -> bool {
+        let st = self.state();
+        match target {
+            Target::Ip(ip) => st.sfu.has_ip(ip),
+            Target::Udp(a) => st.sfu.udp.contains(&a),
+            Target::Tcp(a) => st.sfu.tcp.contains(&a),
+        }
+    }
+
+    fn open(&self, target: Target) -> bool {
+        match target {
+            Target::Ip(ip) => self.permits_ip(ip),
+            Target::Udp(a) => self.permits_addr(a),
+            Target::Tcp(a) => self.permits_tcp(a),
         }
     }
 
@@ -139,10 +398,10 @@ impl Policy {
         changed
     }
 
-    /// Whether a CreatePermission for `ip` (no port: permissions are per IP) is allowed:
+    /// Whether a CreatePermission for `ip` (no port: permissions are per IP) is open:
     /// public addresses, the allow-list, SFU nodes, and this server's relay IPs (other
     /// allocations; ChannelBind and Send then check the port).
-    pub(crate) fn permits_ip(&self, ip: IpAddr) -> bool {
+    fn permits_ip(&self, ip: IpAddr) -> bool {
         is_public(ip)
             || self.relay_ips.contains(&ip)
             || self.allow.iter().any(|n| n.contains(&ip))
@@ -151,7 +410,7 @@ impl Policy {
 
     /// Whether data may go to `addr` (ChannelBind, Send): public addresses, the
     /// allow-list, an SFU node's media address, or another allocation of this server.
-    pub(crate) fn permits_addr(&self, addr: SocketAddr) -> bool {
+    fn permits_addr(&self, addr: SocketAddr) -> bool {
         if is_public(addr.ip()) || self.allow.iter().any(|n| n.contains(&addr.ip())) {
             return true;
         }
@@ -161,7 +420,7 @@ impl Policy {
 
     /// Whether a TCP connection may go to `addr` (Connect, RFC 6062): public addresses,
     /// the allow-list, an SFU node's ICE-TCP address, or a TCP allocation of this server.
-    pub(crate) fn permits_tcp(&self, addr: SocketAddr) -> bool {
+    fn permits_tcp(&self, addr: SocketAddr) -> bool {
         if is_public(addr.ip()) || self.allow.iter().any(|n| n.contains(&addr.ip())) {
             return true;
         }
@@ -183,9 +442,10 @@ impl Policy {
 
     /// Counts an allocation `user` got at `relay`.
     pub(crate) fn allocated(&self, relay: SocketAddr, user: &str, tcp: bool) -> usize {
+        let scoped = self.scope_of(user);
         let mut st = self.state();
         let user = user.to_string();
-        st.relays.insert(relay, Held { user, tcp });
+        st.relays.insert(relay, Held { user, scoped, tcp });
         st.relays.len()
     }
 
@@ -297,6 +557,7 @@ mod tests {
             },
             vec!["10.9.0.0/16".parse().unwrap()],
             vec!["127.0.0.1".parse().unwrap()],
+            Unscoped::Public,
         )
     }
 
@@ -351,6 +612,7 @@ mod tests {
             Limits::default(),
             Vec::new(),
             vec!["127.0.0.1".parse().unwrap(), "::1".parse().unwrap()],
+            Unscoped::Public,
         );
         for ip in ["fe80::1", "fd12::1", "::ffff:127.0.0.2", "ff02::1"] {
             assert!(!p.permits_ip(ip.parse().unwrap()), "{ip}");
@@ -412,6 +674,174 @@ mod tests {
         assert!(p.set_sfu_addrs(sfu_nodes(&[("10.1.0.5:7882", "10.1.0.5:7881")])));
         assert!(!p.permits_tcp("10.1.0.5:17881".parse().unwrap()));
         assert!(!p.set_sfu_addrs(sfu_nodes(&[("10.1.0.5:7882", "10.1.0.5:7881")])));
+    }
+
+    fn scope(s: &str) -> Reach {
+        let p = policy();
+        p.scope_of(&format!("1:{s}")).reach
+    }
+
+    #[test]
+    fn scopes_map_to_what_they_reach() {
+        assert_eq!(scope("sfu:s1"), Reach::Sfu);
+        assert_eq!(scope("p2p:room_1:c1"), Reach::Room("room_1".into()));
+        assert_eq!(scope("legacy"), Reach::Open, "policy() keeps unscoped open");
+        let strict = Policy::new(Limits::default(), Vec::new(), Vec::new(), Unscoped::Sfu);
+        assert_eq!(strict.scope_of("1:legacy").reach, Reach::Sfu);
+        assert_eq!(strict.scope_of("1:legacy").label, "unscoped");
+        assert_eq!(strict.scope_of("1:p2p:bad").reach, Reach::Sfu, "malformed");
+        assert_eq!("public".parse::<Unscoped>().unwrap(), Unscoped::Public);
+        assert_eq!("sfu".parse::<Unscoped>().unwrap(), Unscoped::Sfu);
+        assert!("open".parse::<Unscoped>().is_err());
+    }
+
+    /// An SFU session reaches the SFU nodes' announced addresses and nothing else, not
+    /// even a public or allow-listed one.
+    #[test]
+    fn an_sfu_scope_reaches_the_sfu_nodes_only() {
+        let p = policy();
+        p.set_sfu_addrs(sfu_nodes(&[("10.1.0.5:7882", "10.1.0.5:7881")]));
+        let now = Instant::now();
+        let d = |t| p.decide(&Reach::Sfu, t, false, now);
+        let ip = |s: &str| Target::Ip(s.parse().unwrap());
+        let udp = |s: &str| Target::Udp(s.parse().unwrap());
+        let tcp = |s: &str| Target::Tcp(s.parse().unwrap());
+        assert_eq!(d(ip("10.1.0.5")), Verdict::Allow);
+        assert_eq!(d(udp("10.1.0.5:7882")), Verdict::Allow);
+        assert_eq!(d(tcp("10.1.0.5:7881")), Verdict::Allow);
+        for t in [
+            ip("8.8.8.8"),
+            ip("10.9.1.1"),
+            ip("127.0.0.1"),
+            udp("10.1.0.5:7881"),
+            udp("8.8.8.8:53"),
+            tcp("10.1.0.5:7882"),
+        ] {
+            assert_eq!(d(t), Verdict::Refuse(PeerRefusal::NotSfu), "{t:?}");
+        }
+        // Open reach: the policy before scopes.
+        assert_eq!(
+            p.decide(&Reach::Open, ip("8.8.8.8"), false, now),
+            Verdict::Allow
+        );
+        assert_eq!(
+            p.decide(&Reach::Open, ip("10.0.0.1"), false, now),
+            Verdict::Refuse(PeerRefusal::Private)
+        );
+    }
+
+    /// A p2p room's participant reaches the addresses its room announced (public,
+    /// allow-listed or this server's relays), read from the bus on a miss and cached.
+    #[test]
+    fn a_p2p_scope_reaches_its_rooms_announced_addresses() {
+        let p = policy();
+        let room = Reach::Room("r1".into());
+        let t0 = Instant::now();
+        let ip = |s: &str| Target::Ip(s.parse().unwrap());
+        let peer = ip("93.184.216.34");
+        // Nothing cached: read the room first.
+        assert_eq!(
+            p.decide(&room, peer, false, t0),
+            Verdict::Lookup("r1".into())
+        );
+        // Read and holding it: allowed; another room's copy does not count.
+        let announced = ["93.184.216.34", "10.9.0.3", "127.0.0.1", "10.0.0.8"];
+        let ips = announced.iter().map(|s| s.parse().unwrap()).collect();
+        p.cache_room("r1".into(), ips, t0);
+        assert_eq!(p.decide(&room, peer, true, t0), Verdict::Allow);
+        assert_eq!(p.decide(&room, peer, false, t0), Verdict::Allow);
+        let other = Reach::Room("r2".into());
+        assert_eq!(
+            p.decide(&other, peer, false, t0),
+            Verdict::Lookup("r2".into())
+        );
+        p.cache_room("r2".into(), HashSet::new(), t0);
+        assert_eq!(
+            p.decide(&other, peer, true, t0),
+            Verdict::Refuse(PeerRefusal::NotRoomPeer)
+        );
+        // Allow-listed and relay IPs announced: allowed; a private one announced: not.
+        assert_eq!(p.decide(&room, ip("10.9.0.3"), false, t0), Verdict::Allow);
+        assert_eq!(p.decide(&room, ip("127.0.0.1"), false, t0), Verdict::Allow);
+        assert_eq!(
+            p.decide(&room, ip("10.0.0.8"), false, t0),
+            Verdict::Refuse(PeerRefusal::Private)
+        );
+        // A public address not announced: refused while the copy is fresh, read again
+        // after that (it may have been announced since), refused once read.
+        let unknown = ip("1.1.1.1");
+        assert_eq!(
+            p.decide(&room, unknown, false, t0),
+            Verdict::Refuse(PeerRefusal::NotRoomPeer)
+        );
+        let later = t0 + ROOM_REREAD_AFTER;
+        assert_eq!(
+            p.decide(&room, unknown, false, later),
+            Verdict::Lookup("r1".into())
+        );
+        assert_eq!(
+            p.decide(&room, unknown, true, later),
+            Verdict::Refuse(PeerRefusal::NotRoomPeer)
+        );
+        // An old copy is read again even for an address it holds.
+        let stale = t0 + ROOM_CACHE_TTL;
+        assert_eq!(
+            p.decide(&room, peer, false, stale),
+            Verdict::Lookup("r1".into())
+        );
+        // By port: a relay IP's other ports are not ours.
+        let sock = Target::Udp("127.0.0.1:50000".parse().unwrap());
+        assert_eq!(
+            p.decide(&room, sock, false, t0),
+            Verdict::Refuse(PeerRefusal::Private)
+        );
+        p.allocated("127.0.0.1:50000".parse().unwrap(), "1:p2p:r1:c2", false);
+        assert_eq!(p.decide(&room, sock, false, t0), Verdict::Allow);
+    }
+
+    #[test]
+    fn the_room_cache_stays_bounded() {
+        let p = policy();
+        let t0 = Instant::now();
+        for i in 0..MAX_ROOMS_CACHED + 10 {
+            p.cache_room(
+                format!("r{i}"),
+                HashSet::new(),
+                t0 + Duration::from_millis(i as u64),
+            );
+        }
+        let st = p.state();
+        assert_eq!(st.rooms.len(), MAX_ROOMS_CACHED);
+        assert!(!st.rooms.contains_key("r0"), "the oldest went first");
+    }
+
+    /// Each datagram's last check follows its allocation's scope.
+    #[test]
+    fn datagrams_follow_their_allocations_scope() {
+        let p = policy();
+        p.set_sfu_addrs(sfu_nodes(&[("10.1.0.5:7882", "")]));
+        let (sfu, p2p, open): (SocketAddr, SocketAddr, SocketAddr) = (
+            "127.0.0.1:1".parse().unwrap(),
+            "127.0.0.1:2".parse().unwrap(),
+            "127.0.0.1:3".parse().unwrap(),
+        );
+        p.allocated(sfu, "1:sfu:s", false);
+        p.allocated(p2p, "1:p2p:r:c", false);
+        p.allocated(open, "1:legacy", false);
+        let (node, public) = (
+            "10.1.0.5:7882".parse().unwrap(),
+            "8.8.8.8:53".parse().unwrap(),
+        );
+        assert_eq!(p.may_send(sfu, node), Ok(()));
+        assert_eq!(p.may_send(sfu, public), Err(("sfu", PeerRefusal::NotSfu)));
+        assert_eq!(p.may_send(p2p, public), Ok(()));
+        let private = "10.0.0.1:9".parse().unwrap();
+        assert_eq!(p.may_send(p2p, private), Err(("p2p", PeerRefusal::Private)));
+        assert_eq!(p.may_send(open, public), Ok(()));
+        assert!(
+            p.may_send("127.0.0.1:4".parse().unwrap(), public).is_err(),
+            "no allocation"
+        );
     }
 
     #[test]

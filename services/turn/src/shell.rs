@@ -3,9 +3,10 @@
 //! (TCP, TLS) and its timers. One task per listener; readers feed it events, it alone
 //! touches the server.
 
-use crate::policy::{Policy, Refusal};
+use crate::policy::{PeerRefusal, Policy, Refusal, Scoped, Target, Verdict};
 use crate::tcp::{self, Relayed, Splice};
 use skylark_auth::TurnSecret;
+use skylark_bus::AnyBus;
 use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -50,6 +51,11 @@ const MAX_UNBOUND: usize = 8;
 /// How long a permission lasts (RFC 8656 §9), less a margin: the shell's copy must not
 /// outlive the server's.
 const PERMISSION: Duration = Duration::from_secs(290);
+/// Requests held while their p2p room's announced addresses are read, all rooms
+/// together; past it they are refused.
+const MAX_WAITING: usize = 256;
+/// How long reading a room's announced addresses may take.
+const LOOKUP_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// What readers tell the shell.
 #[derive(Debug)]
@@ -73,6 +79,12 @@ pub(crate) enum Event {
     },
     Closed {
         from: SocketAddr,
+    },
+    /// A p2p room's announced addresses as read from the bus (`None`: unavailable):
+    /// the requests waiting for them are decided now.
+    Looked {
+        room: String,
+        ips: Option<HashSet<IpAddr>>,
     },
     /// A ConnectionBind, the first frame of a stream connection (RFC 6062): once it is
     /// bound the peer connection goes through `splice`, and relaying begins.
@@ -228,6 +240,8 @@ enum Gate {
     Reply(Vec<u8>),
     /// A Connect (RFC 6062): open the peer connection first.
     Connect(Box<Connecting>, SocketAddr, SocketAddr, SocketAddr),
+    /// Hold it until the p2p room's announced addresses are read.
+    Lookup(String),
 }
 
 /// Where relayed sockets of one address family bind, and the address clients are told.
@@ -247,6 +261,8 @@ pub(crate) struct Shell {
     /// One per address family.
     pub(crate) relay_ips: Vec<RelayIp>,
     pub(crate) clients: Clients,
+    /// Where p2p rooms' announced addresses are read.
+    pub(crate) bus: AnyBus,
 }
 
 struct Run {
@@ -266,6 +282,9 @@ struct Run {
     /// Connect the server would find no permission for is refused before it sees it
     /// (the crate would leave it pending, and break the control connection at timeout).
     tcp_permissions: HashMap<(SocketAddr, IpAddr), Instant>,
+    /// Client messages waiting for their p2p room's addresses, by room (one bus read
+    /// per room at a time).
+    waiting: HashMap<String, Vec<(SocketAddr, Vec<u8>)>>,
     base: Instant,
     events: mpsc::Sender<Event>,
 }
@@ -295,12 +314,19 @@ impl Shell {
             unbound: Vec::new(),
             relayed: Relayed::default(),
             tcp_permissions: HashMap::new(),
+            waiting: HashMap::new(),
             base: Instant::now(),
             events,
         };
         run.new_generation(0);
         run
     }
+}
+
+/// Counts a relay target refused to a credential of scope `scope`.
+fn peer_refused(scope: &'static str, r: PeerRefusal) {
+    metrics::counter!("skylark_turn_peers_refused_total", "scope" => scope, "reason" => r.label())
+        .increment(1);
 }
 
 fn unix_now() -> u64 {
@@ -346,21 +372,15 @@ impl Run {
     fn handle(&mut self, ev: Event) -> bool {
         let now = self.now();
         match ev {
-            Event::Client { from, data } => {
-                let channel_data = data.first().is_some_and(|b| b & 0xc0 != 0);
-                let g = self.generation_of_client(from);
-                if !self.passes_gate(&data, from, g) {
-                    return false;
+            Event::Client { from, data } => self.client(from, data, false, now),
+            Event::Looked { room, ips } => {
+                if let Some(ips) = ips {
+                    self.sh.policy.cache_room(room.clone(), ips, Instant::now());
                 }
-                let t = Transmit::new(data.as_slice(), self.sh.transport, from, self.sh.listen);
-                let out = self.generations[g].server.recv(t, now).map(|o| o.build());
-                if let Some(out) = out {
-                    if !channel_data && !self.relays.tcp_of(from).is_empty() {
-                        self.note_permissions(from, &data, &out.data);
-                    }
-                    self.send(out);
+                for (from, data) in self.waiting.remove(&room).unwrap_or_default() {
+                    self.client(from, data, true, now);
                 }
-                !channel_data
+                true
             }
             Event::Bind { from, data, splice } => self.bind(from, data, splice, now),
             Event::PeerAccepted {
@@ -449,9 +469,34 @@ impl Run {
         }
     }
 
+    /// A message from a client: through the gate to the server (`looked_up`: its p2p
+    /// room's addresses were just read for it); whether there may be work to poll.
+    fn client(
+        &mut self,
+        from: SocketAddr,
+        data: Vec<u8>,
+        looked_up: bool,
+        now: SansInstant,
+    ) -> bool {
+        let channel_data = data.first().is_some_and(|b| b & 0xc0 != 0);
+        let g = self.generation_of_client(from);
+        if !self.passes_gate(&data, from, g, looked_up) {
+            return false;
+        }
+        let t = Transmit::new(data.as_slice(), self.sh.transport, from, self.sh.listen);
+        let out = self.generations[g].server.recv(t, now).map(|o| o.build());
+        if let Some(out) = out {
+            if !channel_data && !self.relays.tcp_of(from).is_empty() {
+                self.note_permissions(from, &data, &out.data);
+            }
+            self.send(out);
+        }
+        !channel_data
+    }
+
     /// Runs `gate`: whether the server is to see the message now.
-    fn passes_gate(&mut self, data: &[u8], from: SocketAddr, g: usize) -> bool {
-        match self.gate(data, from, g) {
+    fn passes_gate(&mut self, data: &[u8], from: SocketAddr, g: usize, looked_up: bool) -> bool {
+        match self.gate(data, from, g, looked_up) {
             Gate::Pass => true,
             Gate::Drop => false,
             Gate::Reply(reply) => {
@@ -463,6 +508,59 @@ impl Run {
                 tokio::spawn(tcp::connect(bind, relay, peer, self.events.clone()));
                 false
             }
+            Gate::Lookup(room) => {
+                let held = self.waiting.entry(room.clone()).or_default();
+                held.push((from, data.to_vec()));
+                if held.len() == 1 {
+                    let (bus, events) = (self.sh.bus.clone(), self.events.clone());
+                    tokio::spawn(async move {
+                        let read = skylark_bus::peers::ips(&bus, &room);
+                        let ips = match tokio::time::timeout(LOOKUP_TIMEOUT, read).await {
+                            Ok(Ok(ips)) => Some(ips),
+                            Ok(Err(e)) => {
+                                tracing::warn!(error = %e, "TURN: a p2p room's addresses unavailable; its requests refused");
+                                None
+                            }
+                            Err(_) => None,
+                        };
+                        let _ = events.send(Event::Looked { room, ips }).await;
+                    });
+                }
+                false
+            }
+        }
+    }
+
+    /// `verdict` on a request's peer as the gate's answer to `msg`: `None` to go on.
+    fn gate_verdict(
+        &self,
+        verdict: Verdict,
+        scoped: &Scoped,
+        msg: &Message<'_>,
+        signed: (&MessageIntegrityCredentials, IntegrityAlgorithm),
+    ) -> Option<Gate> {
+        let refuse = |r: PeerRefusal| {
+            peer_refused(scoped.label, r);
+            tracing::debug!(
+                scope = scoped.label,
+                reason = r.label(),
+                "TURN peer outside the credential's scope refused"
+            );
+            Some(Gate::Reply(self.refuse(
+                msg,
+                ErrorCode::FORBIDDEN,
+                Some(signed),
+            )))
+        };
+        match verdict {
+            Verdict::Allow => None,
+            Verdict::Refuse(r) => refuse(r),
+            Verdict::Lookup(_)
+                if self.waiting.values().map(Vec::len).sum::<usize>() >= MAX_WAITING =>
+            {
+                refuse(PeerRefusal::Backlog)
+            }
+            Verdict::Lookup(room) => Some(Gate::Lookup(room)),
         }
     }
 
@@ -497,6 +595,7 @@ impl Run {
         user: String,
         generation: u64,
         (creds, algo): (MessageIntegrityCredentials, IntegrityAlgorithm),
+        looked_up: bool,
     ) -> Gate {
         let refuse = |code| Gate::Reply(self.refuse(msg, code, Some((&creds, algo))));
         let Ok(peer) = msg
@@ -505,10 +604,13 @@ impl Run {
         else {
             return refuse(ErrorCode::BAD_REQUEST);
         };
-        if !self.sh.policy.permits_tcp(peer) {
-            metrics::counter!("skylark_turn_peers_refused_total").increment(1);
-            tracing::debug!(%client, %peer, "TURN TCP peer outside the allowed set refused");
-            return refuse(ErrorCode::FORBIDDEN);
+        let scoped = self.sh.policy.scope_of(&user);
+        let verdict =
+            self.sh
+                .policy
+                .decide(&scoped.reach, Target::Tcp(peer), looked_up, Instant::now());
+        if let Some(gate) = self.gate_verdict(verdict, &scoped, msg, (&creds, algo)) {
+            return gate;
         }
         let mine = self.relays.tcp_of(client);
         if mine.is_empty() {
@@ -581,7 +683,7 @@ impl Run {
         let g = found
             .and_then(|i| self.index_of(self.unbound[i].generation))
             .unwrap_or(self.generations.len() - 1);
-        if !self.passes_gate(&data, from, g) {
+        if !self.passes_gate(&data, from, g, false) {
             return false;
         }
         let t = Transmit::new(data.as_slice(), TransportType::Tcp, from, self.sh.listen);
@@ -638,7 +740,7 @@ impl Run {
         };
         let waiting = self.unbound.iter().filter(|u| u.relay == relay).count();
         if waiting >= MAX_UNBOUND {
-            metrics::counter!("skylark_turn_peers_refused_total").increment(1);
+            peer_refused(self.sh.policy.scope_of(&user).label, PeerRefusal::Backlog);
             return;
         }
         let t = Transmit::new(&[][..], TransportType::Tcp, peer, relay);
@@ -705,7 +807,7 @@ impl Run {
 
     /// Authentication by the TURN REST scheme and the peer policy, before the server
     /// sees the message (it has a static user table and no peer hook).
-    fn gate(&mut self, data: &[u8], from: SocketAddr, g: usize) -> Gate {
+    fn gate(&mut self, data: &[u8], from: SocketAddr, g: usize, looked_up: bool) -> Gate {
         // ChannelData: its channel was bound through this gate.
         if data.first().is_some_and(|b| b & 0xc0 != 0) {
             return Gate::Pass;
@@ -715,11 +817,23 @@ impl Run {
         };
         if msg.has_class(MessageClass::Indication) {
             if msg.has_method(SEND) {
-                let peer = msg
+                let Ok(peer) = msg
                     .attribute::<XorPeerAddress>()
-                    .map(|a| a.addr(msg.transaction_id()));
-                if peer.is_ok_and(|p| !self.sh.policy.permits_addr(p)) {
-                    metrics::counter!("skylark_turn_peers_refused_total").increment(1);
+                    .map(|a| a.addr(msg.transaction_id()))
+                else {
+                    return Gate::Drop;
+                };
+                // The client's allocation of the peer's family, whose scope it was given.
+                let relay = self
+                    .relays
+                    .of_client(from)
+                    .into_iter()
+                    .find(|r| r.is_ipv4() == peer.is_ipv4());
+                let Some(relay) = relay else {
+                    return Gate::Drop;
+                };
+                if let Err((scope, r)) = self.sh.policy.may_send(relay, peer) {
+                    peer_refused(scope, r);
                     return Gate::Drop;
                 }
             }
@@ -758,19 +872,6 @@ impl Run {
             gen.server.add_user(user.clone(), password);
             gen.users.insert(user.clone());
         }
-        let policy = self.sh.policy.clone();
-        let peer_refused = |m: &Message<'_>| {
-            (0..)
-                .map_while(|n| m.nth_attribute::<XorPeerAddress>(n).ok())
-                .any(|a| {
-                    let addr = a.addr(m.transaction_id());
-                    if m.has_method(CREATE_PERMISSION) {
-                        !policy.permits_ip(addr.ip())
-                    } else {
-                        !policy.permits_addr(addr)
-                    }
-                })
-        };
         if msg.has_method(ALLOCATE) {
             if let Err(r) = self.sh.policy.may_allocate(&user) {
                 metrics::counter!("skylark_turn_allocations_refused_total", "reason" => r.label())
@@ -789,13 +890,24 @@ impl Run {
             self.allocating.insert(from, (user, sockets));
         } else if msg.has_method(CONNECT) {
             let generation = self.generations[g].id;
-            return self.gate_connect(&msg, data, from, user, generation, (creds, algo));
-        } else if (msg.has_method(CREATE_PERMISSION) || msg.has_method(CHANNEL_BIND))
-            && peer_refused(&msg)
-        {
-            metrics::counter!("skylark_turn_peers_refused_total").increment(1);
-            tracing::debug!(%from, "TURN peer outside the allowed set refused");
-            return Gate::Reply(self.refuse(&msg, ErrorCode::FORBIDDEN, Some((&creds, algo))));
+            let signed = (creds, algo);
+            return self.gate_connect(&msg, data, from, user, generation, signed, looked_up);
+        } else if msg.has_method(CREATE_PERMISSION) || msg.has_method(CHANNEL_BIND) {
+            let scoped = self.sh.policy.scope_of(&user);
+            let now = Instant::now();
+            for a in (0..).map_while(|n| msg.nth_attribute::<XorPeerAddress>(n).ok()) {
+                let addr = a.addr(msg.transaction_id());
+                let target = if msg.has_method(CREATE_PERMISSION) {
+                    Target::Ip(addr.ip())
+                } else {
+                    Target::Udp(addr)
+                };
+                let verdict = self.sh.policy.decide(&scoped.reach, target, looked_up, now);
+                if let Some(gate) = self.gate_verdict(verdict, &scoped, &msg, (&creds, algo)) {
+                    tracing::debug!(%from, peer = %addr, "TURN permission held or refused");
+                    return gate;
+                }
+            }
         }
         Gate::Pass
     }
@@ -1142,8 +1254,8 @@ impl Run {
             return;
         };
         // The server checked the permission; this is the last word on the peer.
-        if !self.sh.policy.permits_addr(t.to) && !self.sh.policy.permits_ip(t.to.ip()) {
-            metrics::counter!("skylark_turn_peers_refused_total").increment(1);
+        if let Err((scope, r)) = self.sh.policy.may_send(t.from, t.to) {
+            peer_refused(scope, r);
             return;
         }
         if !self.sh.policy.spend(t.from, t.data.len(), Instant::now()) {
@@ -1326,12 +1438,18 @@ mod tests {
             listen: listen.local_addr().unwrap(),
             realm: "skylark".into(),
             secret: TurnSecret::new(SECRET),
-            policy: Arc::new(Policy::new(Limits::default(), Vec::new(), vec![loopback])),
+            policy: Arc::new(Policy::new(
+                Limits::default(),
+                Vec::new(),
+                vec![loopback],
+                Default::default(),
+            )),
             relay_ips: vec![RelayIp {
                 bind: loopback,
                 announce: loopback,
             }],
             clients: Clients::Udp(listen),
+            bus: skylark_bus::connect(None).await.unwrap(),
         };
         let (events, _rx) = mpsc::channel(EVENTS);
         let max = 4;
