@@ -595,7 +595,6 @@ impl Run {
         user: String,
         generation: u64,
         (creds, algo): (MessageIntegrityCredentials, IntegrityAlgorithm),
-        looked_up: bool,
     ) -> Gate {
         let refuse = |code| Gate::Reply(self.refuse(msg, code, Some((&creds, algo))));
         let Ok(peer) = msg
@@ -604,14 +603,6 @@ impl Run {
         else {
             return refuse(ErrorCode::BAD_REQUEST);
         };
-        let scoped = self.sh.policy.scope_of(&user);
-        let verdict =
-            self.sh
-                .policy
-                .decide(&scoped.reach, Target::Tcp(peer), looked_up, Instant::now());
-        if let Some(gate) = self.gate_verdict(verdict, &scoped, msg, (&creds, algo)) {
-            return gate;
-        }
         let mine = self.relays.tcp_of(client);
         if mine.is_empty() {
             return refuse(ErrorCode::ALLOCATION_MISMATCH);
@@ -872,6 +863,12 @@ impl Run {
             gen.server.add_user(user.clone(), password);
             gen.users.insert(user.clone());
         }
+        let with_peers = [CREATE_PERMISSION, CHANNEL_BIND, CONNECT];
+        if with_peers.iter().any(|m| msg.has_method(*m)) {
+            if let Some(gate) = self.gate_peers(&msg, &user, (&creds, algo), looked_up) {
+                return gate;
+            }
+        }
         if msg.has_method(ALLOCATE) {
             if let Err(r) = self.sh.policy.may_allocate(&user) {
                 metrics::counter!("skylark_turn_allocations_refused_total", "reason" => r.label())
@@ -890,26 +887,38 @@ impl Run {
             self.allocating.insert(from, (user, sockets));
         } else if msg.has_method(CONNECT) {
             let generation = self.generations[g].id;
-            let signed = (creds, algo);
-            return self.gate_connect(&msg, data, from, user, generation, signed, looked_up);
-        } else if msg.has_method(CREATE_PERMISSION) || msg.has_method(CHANNEL_BIND) {
-            let scoped = self.sh.policy.scope_of(&user);
-            let now = Instant::now();
-            for a in (0..).map_while(|n| msg.nth_attribute::<XorPeerAddress>(n).ok()) {
-                let addr = a.addr(msg.transaction_id());
-                let target = if msg.has_method(CREATE_PERMISSION) {
-                    Target::Ip(addr.ip())
-                } else {
-                    Target::Udp(addr)
-                };
-                let verdict = self.sh.policy.decide(&scoped.reach, target, looked_up, now);
-                if let Some(gate) = self.gate_verdict(verdict, &scoped, &msg, (&creds, algo)) {
-                    tracing::debug!(%from, peer = %addr, "TURN permission held or refused");
-                    return gate;
-                }
-            }
+            return self.gate_connect(&msg, data, from, user, generation, (creds, algo));
         }
         Gate::Pass
+    }
+
+    /// The credential's scope on each peer of a CreatePermission (by IP), ChannelBind
+    /// (by address) or Connect (TCP): `None` when all may be reached.
+    fn gate_peers(
+        &self,
+        msg: &Message<'_>,
+        user: &str,
+        signed: (&MessageIntegrityCredentials, IntegrityAlgorithm),
+        looked_up: bool,
+    ) -> Option<Gate> {
+        let scoped = self.sh.policy.scope_of(user);
+        let now = Instant::now();
+        for a in (0..).map_while(|n| msg.nth_attribute::<XorPeerAddress>(n).ok()) {
+            let addr = a.addr(msg.transaction_id());
+            let target = if msg.has_method(CREATE_PERMISSION) {
+                Target::Ip(addr.ip())
+            } else if msg.has_method(CONNECT) {
+                Target::Tcp(addr)
+            } else {
+                Target::Udp(addr)
+            };
+            let verdict = self.sh.policy.decide(&scoped.reach, target, looked_up, now);
+            if let Some(gate) = self.gate_verdict(verdict, &scoped, msg, signed) {
+                tracing::debug!(user, peer = %addr, "TURN peer held or refused");
+                return Some(gate);
+            }
+        }
+        None
     }
 
     /// An error response to `req`, signed when the request was authenticated.
