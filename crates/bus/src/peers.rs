@@ -87,36 +87,3 @@ pub async fn ips(bus: &impl Bus, room: &str) -> Result<HashSet<IpAddr>, BusError
         .filter_map(|(field, _)| field.split_once(' ')?.0.parse().ok())
         .collect())
 }
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[tokio::test]
-    async fn a_room_holds_its_participants_addresses_bounded_and_forgotten_on_leave() {
-        let bus = crate::connect(None).await.unwrap();
-        let a: IpAddr = "198.51.100.1".parse().unwrap();
-        let b: IpAddr = "2001:db8::1".parse().unwrap();
-        assert_eq!(record(&bus, "r", "c1", &[a, b]).await.unwrap(), 2);
-        assert_eq!(record(&bus, "r", "c2", &[a]).await.unwrap(), 1);
-        assert_eq!(ips(&bus, "r").await.unwrap(), HashSet::from([a, b]));
-        // c1 leaving leaves c2's announcement of the same address.
-        forget(&bus, "r", "c1", &[a, b]).await.unwrap();
-        assert_eq!(ips(&bus, "r").await.unwrap(), HashSet::from([a]));
-
-        let many: Vec<IpAddr> = (0..=255u8).map(|i| IpAddr::from([10, 0, 0, i])).collect();
-        assert_eq!(
-            record(&bus, "big", "c", &many).await.unwrap(),
-            MAX_PER_CONNECTION
-        );
-        for i in 0..MAX_PER_ROOM {
-            record(&bus, "full", &format!("c{i}"), &many[..1])
-                .await
-                .unwrap();
-        }
-        assert_eq!(record(&bus, "full", "late", &[a]).await.unwrap(), 0);
-        assert!(!ips(&bus, "full").await.unwrap().contains(&a));
-        // A connection already there still renews its own.
-        assert_eq!(record(&bus, "full", "c0", &many[..1]).await.unwrap(), 1);
-    }
-}

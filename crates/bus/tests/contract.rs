@@ -645,6 +645,36 @@ async fn live_rooms_follow_origins(bus: &impl Bus) {
     assert!(placement::live_rooms(bus).await.unwrap().is_empty());
 }
 
+/// A p2p room's announced addresses: per connection, bounded per connection and per
+/// room, one connection's leaving keeps another's announcement of the same address.
+async fn p2p_peer_addresses_are_bounded_and_forgotten(bus: &impl Bus) {
+    use skylark_bus::peers::{self, MAX_PER_CONNECTION, MAX_PER_ROOM};
+    use std::collections::HashSet;
+    use std::net::IpAddr;
+    let a: IpAddr = "198.51.100.1".parse().unwrap();
+    let b: IpAddr = "2001:db8::1".parse().unwrap();
+    assert_eq!(peers::record(bus, "r", "c1", &[a, b]).await.unwrap(), 2);
+    assert_eq!(peers::record(bus, "r", "c2", &[a]).await.unwrap(), 1);
+    assert_eq!(peers::ips(bus, "r").await.unwrap(), HashSet::from([a, b]));
+    assert!(peers::ips(bus, "other").await.unwrap().is_empty());
+    peers::forget(bus, "r", "c1", &[a, b]).await.unwrap();
+    assert_eq!(peers::ips(bus, "r").await.unwrap(), HashSet::from([a]));
+
+    let many: Vec<IpAddr> = (0..=255u8).map(|i| IpAddr::from([10, 0, 0, i])).collect();
+    let n = peers::record(bus, "big", "c", &many).await.unwrap();
+    assert_eq!(n, MAX_PER_CONNECTION);
+    for i in 0..MAX_PER_ROOM {
+        peers::record(bus, "full", &format!("c{i}"), &many[..1])
+            .await
+            .unwrap();
+    }
+    assert_eq!(peers::record(bus, "full", "late", &[a]).await.unwrap(), 0);
+    assert!(!peers::ips(bus, "full").await.unwrap().contains(&a));
+    // A connection already there still renews its own.
+    let renewed = peers::record(bus, "full", "c0", &many[..1]).await.unwrap();
+    assert_eq!(renewed, 1);
+}
+
 // ---------------------------------------------------------------------- backends
 
 fn redis_url() -> String {
@@ -740,6 +770,7 @@ contract!(
     p2p_origin_is_live_without_an_sfu,
     room_events_round_trip,
     session_records_round_trip,
+    p2p_peer_addresses_are_bounded_and_forgotten,
 );
 
 /// Every subscription of a bus shares one Redis pub/sub connection (a signaling pod with
