@@ -1160,20 +1160,29 @@ fn a_worker_presents_one_certificate_to_all_its_peers_and_another_worker_its_own
 }
 
 #[test]
-fn subscribers_get_no_transport_wide_cc_and_publishers_do() {
+fn subscribers_get_no_header_extension_and_publishers_keep_theirs() {
     // TWCC feedback only feeds a sender's bandwidth estimate; viewers' feedback cost the
-    // SFU a fifth of its CPU (docs/benchmarks.md). Publishers' encoders need it.
+    // SFU a fifth of its CPU (docs/benchmarks.md). Publishers' encoders need it, and
+    // their simulcast layers are told apart by MID and RID.
     let mut net = Net::new();
     let (_, offer) = Client::new(net.now, 5100, true, Direction::SendOnly);
     let (_, answer) = net.core.publish(net.now, "r8", &offer).unwrap();
     assert!(answer.contains("transport-wide-cc"), "publisher: {answer}");
-    let (_, offer) = Client::new(net.now, 5101, true, Direction::RecvOnly);
-    assert!(offer.contains("transport-wide-cc"));
+    assert!(answer.contains("sdes:mid"), "publisher: {answer}");
+    let (_, offer) = Client::with_rtx(net.now, 5101);
+    assert!(offer.contains("transport-wide-cc") && offer.contains("sdes:mid"));
     let (_, answer) = net.core.subscribe(net.now, "r8", &offer).unwrap();
-    assert!(
-        !answer.contains("transport-wide-cc"),
-        "subscriber: {answer}"
-    );
+    // No MID either (str0m would write it on every forwarded packet): the viewer binds
+    // each stream by the SSRCs the answer lists, RTX with its FID group.
+    assert!(!answer.contains("a=extmap:"), "subscriber: {answer}");
+    let media = answer.split("\r\nm=").skip(1);
+    for m in media {
+        assert!(
+            m.contains("a=ssrc:"),
+            "subscriber media without a=ssrc: {m}"
+        );
+    }
+    assert!(answer.contains("a=ssrc-group:FID"), "subscriber: {answer}");
 }
 
 #[test]

@@ -226,6 +226,7 @@ export async function playbackStats(pc, video, state) {
   let packetsReceived = 0;
   let bytesReceived = 0;
   let codec = null;
+  let audioPacketsReceived = 0;
   if (pc) {
     const report = await pc.getStats();
     const codecs = new Map();
@@ -239,6 +240,7 @@ export async function playbackStats(pc, video, state) {
         bytesReceived += s.bytesReceived ?? 0;
         codec = codecs.get(s.codecId) ?? codec;
       }
+      if (s.type === 'inbound-rtp' && s.kind === 'audio') audioPacketsReceived += s.packetsReceived ?? 0;
     });
   }
   return {
@@ -247,6 +249,7 @@ export async function playbackStats(pc, video, state) {
     framesDecoded,
     packetsReceived,
     bytesReceived,
+    audioPacketsReceived,
     codec,
     iceState: pc?.iceConnectionState ?? 'new',
     connectionState: pc?.connectionState ?? 'new',

@@ -63,6 +63,9 @@ webrtcTest('WHIP publish (Chromium) → WHEP watch (Chromium) decodes H.264', 'w
   // Audio and video in one stream, so Chromium plays them in sync.
   assert.ok(second.trackStreams?.video, `video track stream: ${JSON.stringify(second.trackStreams)}`);
   assert.equal(second.trackStreams.audio, second.trackStreams.video, 'audio and video in one MediaStream');
+  // The SFU's answer negotiates no RTP header extension (no MID): Chromium binds both
+  // streams by the SSRCs the answer lists.
+  assert.ok(second.audioPacketsReceived > first.audioPacketsReceived, `audio packets: ${first.audioPacketsReceived} → ${second.audioPacketsReceived}`);
 
   const v = second.timings;
   const p = pub.timings;

@@ -7,7 +7,7 @@ use str0m::crypto::dtls::DtlsCert;
 use str0m::crypto::CryptoProvider;
 use str0m::format::{Codec, CodecSpec};
 use str0m::media::{MediaKind, Mid, Pt};
-use str0m::rtp::{Extension, ExtensionMap};
+use str0m::rtp::ExtensionMap;
 use str0m::{Rtc, RtcConfig};
 
 /// What a published frame carries, whatever the source (WebRTC or a local ingest).
@@ -57,15 +57,16 @@ impl FrameCodec {
 /// The codecs the SFU speaks: H.264 packetization-mode 1 in the profiles browsers
 /// offer, and Opus. Nothing else, so viewers get exactly what publishers send.
 ///
-/// Subscribers get no transport-wide congestion control (TWCC): its feedback (about 20
-/// RTCP packets a second from each viewer) only feeds a sender's bandwidth estimate,
-/// which the SFU does not run per viewer, and processing it was a fifth of the SFU's
-/// CPU at 300 viewers (docs/benchmarks.md). Publishers keep it: browsers size their
-/// encoder bitrate from it.
-///
-/// Nor abs-send-time: it only feeds a receiver's bandwidth estimate (REMB) too, and
-/// str0m stamps it with a wall-clock conversion on every packet it sends (~100
-/// instructions and 4 bytes of a forwarded packet, docs/benchmarks.md).
+/// Subscribers negotiate no RTP header extension at all. Not transport-wide congestion
+/// control (TWCC): its feedback (about 20 RTCP packets a second from each viewer) only
+/// feeds a sender's bandwidth estimate, which the SFU does not run per viewer, and
+/// processing it was a fifth of the SFU's CPU at 300 viewers (docs/benchmarks.md).
+/// Publishers keep it: browsers size their encoder bitrate from it. Not abs-send-time:
+/// it only feeds a receiver's estimate (REMB). And not MID: str0m writes it on every
+/// packet of a stream with RTX for good (its receiver-report check looks only at the RTX
+/// SSRC), ~900 instructions of a forwarded packet's ~10,900 (docs/benchmarks.md); the
+/// answer's `a=ssrc` lines bind the SSRCs instead, as for any receiver without MID. The
+/// SFU sets no other extension's value on forwarded packets.
 ///
 /// Subscribers run in str0m's RTP mode: the room packetizes each frame once
 /// (`packetize`) and their streams send those packets. Their audio gets a sender report
@@ -99,16 +100,7 @@ pub(super) fn rtc_config(
         codecs.add_h264(pt.into(), Some(rtx.into()), true, profile);
     }
     if subscriber {
-        let mut without_twcc = ExtensionMap::empty();
-        for (id, ext) in ExtensionMap::standard().iter() {
-            if !matches!(
-                ext,
-                Extension::TransportSequenceNumber | Extension::AbsoluteSendTime
-            ) {
-                without_twcc.set(id, ext.clone());
-            }
-        }
-        cfg = cfg.set_extension_map(without_twcc);
+        cfg = cfg.set_extension_map(ExtensionMap::empty());
     }
     cfg
 }
