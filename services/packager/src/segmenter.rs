@@ -103,8 +103,14 @@ pub struct StreamInfo {
 /// What the segmenter produced.
 #[derive(Debug, Clone, PartialEq)]
 pub enum SegOutput {
-    /// A new init segment (first keyframe, or new parameters after a reconnect).
-    Init { bytes: Bytes, info: StreamInfo },
+    /// A new init segment (first keyframe, new parameter sets, a new publisher or layer)
+    /// for the segments from the next one on.
+    Init {
+        bytes: Bytes,
+        info: StreamInfo,
+        /// The next segment follows a discontinuity (every init but a stream's first).
+        discontinuity: bool,
+    },
     /// A part of segment `msn`.
     Part {
         msn: u64,
@@ -422,7 +428,7 @@ impl Segmenter {
                 return;
             };
             if self.init_tracks.as_ref() != Some(&tracks) {
-                if let Some(init) = init_segment(&tracks) {
+                if let Some(init) = init_segment(&tracks, self.discontinuity) {
                     out.push(init);
                 }
                 self.init_tracks = Some(tracks);
@@ -461,11 +467,11 @@ impl Segmenter {
                 }
                 self.close_part(out);
                 self.close_segment(out);
-                if let Some(init) = init_segment(&tracks) {
+                self.discontinuity = true;
+                if let Some(init) = init_segment(&tracks, true) {
                     out.push(init);
                 }
                 self.init_tracks = Some(tracks);
-                self.discontinuity = true;
                 tracing::info!(msn = self.msn, "new H.264 parameter sets: new init segment");
             }
         }
@@ -744,7 +750,7 @@ impl Segmenter {
     }
 }
 
-fn init_segment(tracks: &[Track]) -> Option<SegOutput> {
+fn init_segment(tracks: &[Track], discontinuity: bool) -> Option<SegOutput> {
     let bytes = fmp4::init_segment(tracks).ok()?;
     let v = Variant::from_tracks("", 0, tracks);
     Some(SegOutput::Init {
@@ -754,6 +760,7 @@ fn init_segment(tracks: &[Track]) -> Option<SegOutput> {
             resolution: v.resolution,
             bandwidth: 0,
         },
+        discontinuity,
     })
 }
 
@@ -1033,7 +1040,7 @@ mod tests {
     fn init_info(out: &[SegOutput]) -> (StreamInfo, usize) {
         out.iter()
             .find_map(|o| match o {
-                SegOutput::Init { bytes, info } => {
+                SegOutput::Init { bytes, info, .. } => {
                     let traks = bytes.windows(4).filter(|w| w == b"trak").count();
                     Some((info.clone(), traks))
                 }
@@ -1074,12 +1081,20 @@ mod tests {
 
     /// An encoder that changes its parameter sets mid-stream (a new resolution) gets a
     /// new init segment, from a new segment after a discontinuity, and the playlist
-    /// still keeps every rule.
+    /// still keeps every rule — served after every frame as a blocking reload would get
+    /// it, each a valid reload of the one before: the new init and its discontinuity are
+    /// listed ahead of the hint of the new segment's first part (rule `hint-tags`).
     #[test]
     fn new_parameter_sets_start_a_new_init_after_a_discontinuity() {
         let mut seg = segmenter();
         seg.add_track(&video_track());
+        let hls = crate::store::RoomHls::new(
+            Duration::from_secs(2),
+            part_target(Duration::from_millis(200)),
+        );
         let mut out = Vec::new();
+        let mut last: Option<check::MediaPlaylistText> = None;
+        let mut announced = false;
         for (i, mut f) in video_frames(8).into_iter().enumerate() {
             if i >= 4 * 30 {
                 // Another level_idc in every SPS from 4 s on: another avcC.
@@ -1088,8 +1103,33 @@ mod tests {
                     f.data[at + 7] = f.data[at + 7].wrapping_add(1);
                 }
             }
+            let before = out.len();
             seg.push(&f, 1_000_000 + i as i64 * 33, &mut out);
+            hls.apply(
+                out[before..]
+                    .iter()
+                    .map(|o| (String::new(), o.clone()))
+                    .collect(),
+            );
+            let Some(text) = hls
+                .read_rendition("", |r| r.playable().then(|| r.playlist.render()))
+                .flatten()
+            else {
+                continue;
+            };
+            let now = check::parse_media(&text).unwrap();
+            announced |= now.next_segment.as_ref().is_some_and(|n| n.discontinuity);
+            let mut found = check::check_media(&now);
+            if let Some(prev) = &last {
+                found.extend(check::check_reload(prev, &now));
+            }
+            assert!(found.is_empty(), "frame {i}: {found:#?}\n{text}");
+            last = Some(now);
         }
+        assert!(
+            announced,
+            "a playlist announced the discontinuity ahead of the hint"
+        );
         seg.flush(&mut out);
         let inits: Vec<usize> = out
             .iter()
