@@ -394,7 +394,7 @@ mod hls_and_fmp4 {
     /// Applies `e` as the store does (hint, window), 200 ms parts on a continuous clock; a
     /// segment closes by 2 s, as the segmenter cuts them.
     fn live_edge(pl: &mut MediaPlaylist, e: &Edge, window: usize, inits: &mut u32) {
-        if !pl.segments.last().is_some_and(|s| !s.complete) {
+        if pl.segments.last().is_none_or(|s| s.complete) {
             let msn = pl.media_sequence + pl.segments.len() as u64;
             let pdt = pl.segments.last().map_or(1_795_533_260_000, |s| {
                 s.program_date_time_ms + (s.duration * 1000.0).round() as i64

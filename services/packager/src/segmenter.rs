@@ -175,6 +175,8 @@ pub struct Segmenter {
     cut_pending: Option<PendingCut>,
     /// Video that arrived while a cut waits for audio, replayed after the cut.
     cut_wait: Vec<(pb::Frame, i64)>,
+    /// New parameter sets' init tracks, written when the pending cut closes the segment.
+    next_init: Option<Vec<Track>>,
     part_video: Vec<Sample>,
     part_video_start: Option<u64>,
     part_audio: Vec<Sample>,
@@ -231,6 +233,7 @@ impl Segmenter {
             held: None,
             cut_pending: None,
             cut_wait: Vec::new(),
+            next_init: None,
             part_video: Vec::new(),
             part_video_start: None,
             part_audio: Vec::new(),
@@ -458,21 +461,20 @@ impl Segmenter {
                 // New parameter sets mid-stream (an encoder that changed resolution
                 // under load): samples carry no SPS/PPS, so the old init would decode
                 // them as garbage (Shaka and video.js failed with a decode error). A new
-                // init, from a new segment after EXT-X-DISCONTINUITY (RFC 8216 §4.3.2.3).
+                // init, from a new segment after EXT-X-DISCONTINUITY (RFC 8216 §4.3.2.3),
+                // cut like any segment once the audio reaches the keyframe: audio before
+                // it in the new segment put its start ahead of the video's, and hls.js,
+                // which lines a discontinuity's earliest sample up with the playlist,
+                // left a hole in the video there and stalled.
                 if let Some(prev) = self.held.take() {
                     let duration = dts
                         .saturating_sub(prev.dts)
                         .clamp(1, VIDEO_TIMESCALE as u64);
                     self.append_video(prev, duration as u32);
                 }
-                self.close_part(out);
-                self.close_segment(out);
-                self.discontinuity = true;
-                if let Some(init) = init_segment(&tracks, true) {
-                    out.push(init);
-                }
-                self.init_tracks = Some(tracks);
+                self.next_init = Some(tracks);
                 tracing::info!(msn = self.msn, "new H.264 parameter sets: new init segment");
+                self.cut(dts, true, now_ms, out);
             }
         }
         if let Some(prev) = self.held.take() {
@@ -569,6 +571,13 @@ impl Segmenter {
         self.close_part(out);
         if c.segment {
             self.close_segment(out);
+            if let Some(tracks) = self.next_init.take() {
+                self.discontinuity = true;
+                if let Some(init) = init_segment(&tracks, true) {
+                    out.push(init);
+                }
+                self.init_tracks = Some(tracks);
+            }
             self.start_segment(c.at, c.now_ms);
         }
         for (f, now_ms) in std::mem::take(&mut self.cut_wait) {
@@ -1084,10 +1093,25 @@ mod tests {
     /// still keeps every rule — served after every frame as a blocking reload would get
     /// it, each a valid reload of the one before: the new init and its discontinuity are
     /// listed ahead of the hint of the new segment's first part (rule `hint-tags`).
+    /// Opus arrives 40 ms behind the video, as relayed WebRTC audio may: the cut at the
+    /// new keyframe waits for it, so each part's audio lines up with its video (rule
+    /// `media-av-aligned`; hls.js left a hole where the new segment's audio started first).
     #[test]
     fn new_parameter_sets_start_a_new_init_after_a_discontinuity() {
         let mut seg = segmenter();
-        seg.add_track(&video_track());
+        tracks(&mut seg);
+        let mut opus = OpusSource::default();
+        let mut push_opus = |seg: &mut Segmenter, ms: u64, out: &mut Vec<SegOutput>| {
+            let p = opus.next_packet();
+            let a = pb::Frame {
+                track_id: "a".into(),
+                rtp_time: p.rtp_time,
+                data: p.data.to_vec(),
+                ..Default::default()
+            };
+            seg.push(&a, 1_000_000 + ms as i64, out);
+        };
+        let mut next_audio_ms = 0;
         let hls = crate::store::RoomHls::new(
             Duration::from_secs(2),
             part_target(Duration::from_millis(200)),
@@ -1104,7 +1128,12 @@ mod tests {
                 }
             }
             let before = out.len();
-            seg.push(&f, 1_000_000 + i as i64 * 33, &mut out);
+            let ms = i as u64 * 1000 / 30;
+            while next_audio_ms + 40 <= ms {
+                push_opus(&mut seg, ms, &mut out);
+                next_audio_ms += 20;
+            }
+            seg.push(&f, 1_000_000 + ms as i64, &mut out);
             hls.apply(
                 out[before..]
                     .iter()
@@ -1130,6 +1159,11 @@ mod tests {
             announced,
             "a playlist announced the discontinuity ahead of the hint"
         );
+        // The audio still on its way when the video ends.
+        while next_audio_ms < 8000 {
+            push_opus(&mut seg, 8000, &mut out);
+            next_audio_ms += 20;
+        }
         seg.flush(&mut out);
         let inits: Vec<usize> = out
             .iter()
