@@ -831,6 +831,17 @@ mod tests {
         }
     }
 
+    /// The next 20 ms Opus packet of track `a`, as the relay carries it.
+    fn opus_frame(a: &mut OpusSource) -> pb::Frame {
+        let p = a.next_packet();
+        pb::Frame {
+            track_id: "a".into(),
+            rtp_time: p.rtp_time,
+            data: p.data.to_vec(),
+            ..Default::default()
+        }
+    }
+
     /// A simulated publisher: 30 fps H.264 with `gop`, Opus every 20 ms, for `secs`. A
     /// keyframe request is answered `pli_delay` later (`None`: ignored, like RTMP), and
     /// `jitter` moves each frame's RTP time by a few ticks, as capture clocks do.
@@ -852,14 +863,11 @@ mod tests {
         for i in 0..secs * 30 {
             let ms = i * 1000 / 30;
             while next_audio_ms <= ms {
-                let p = a.next_packet();
-                let f = pb::Frame {
-                    track_id: "a".into(),
-                    rtp_time: p.rtp_time,
-                    data: p.data.to_vec(),
-                    ..Default::default()
-                };
-                seg.push(&f, 1_000_000 + next_audio_ms as i64, &mut out);
+                seg.push(
+                    &opus_frame(&mut a),
+                    1_000_000 + next_audio_ms as i64,
+                    &mut out,
+                );
                 next_audio_ms += 20;
             }
             if forced_at.is_some_and(|at| ms >= at) {
@@ -1102,14 +1110,7 @@ mod tests {
         tracks(&mut seg);
         let mut opus = OpusSource::default();
         let mut push_opus = |seg: &mut Segmenter, ms: u64, out: &mut Vec<SegOutput>| {
-            let p = opus.next_packet();
-            let a = pb::Frame {
-                track_id: "a".into(),
-                rtp_time: p.rtp_time,
-                data: p.data.to_vec(),
-                ..Default::default()
-            };
-            seg.push(&a, 1_000_000 + ms as i64, out);
+            seg.push(&opus_frame(&mut opus), 1_000_000 + ms as i64, out);
         };
         let mut next_audio_ms = 0;
         let hls = crate::store::RoomHls::new(

@@ -55,8 +55,13 @@ const PLAYERS = [
 ];
 
 // Open, not hidden: a case listed here runs and prints what it sees, but its failure does
-// not fail the suite (node:test `todo`) until the cause is found. None open.
-const OPEN = {};
+// not fail the suite (node:test `todo`) until the cause is found.
+const OPEN = {
+  // 2 of 5 runs (2026-12-07): hls.js 1.7.4 met a 0.2–0.3 s hole in its buffer where
+  // the new init starts (bufferSeekOverHole, then 'waiting'), though the playlist and
+  // the media keep hls::check's rules across the change; Shaka and video.js play through.
+  'whip-rescale hls': 'hls.js: a buffer hole at the init change in 2 of 5 runs (README "Design notes")',
+};
 
 /**
  * Until `ms` have passed, samples every 250 ms what the WHIP source page drew and encoded
