@@ -396,6 +396,7 @@ pub fn fuzz_hls_read(data: &[u8]) {
     if let Ok(pl) = check::parse_media(&text) {
         let _ = check::check_media(&pl);
         let _ = check::check_reload(&pl, &pl);
+        let _ = check::check_delta(&pl, &pl);
         let _ = check::check_rendition_reports(&pl, &[("a.m3u8", &pl)]);
         let _ = check::check_media_timing(&pl, &tracks, &|_| track_runs(data).ok());
     }

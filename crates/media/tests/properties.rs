@@ -371,9 +371,108 @@ mod hls_and_fmp4 {
     use proptest::prelude::*;
     use skylark_media::aac::AudioSpecificConfig;
     use skylark_media::fmp4::{init_segment, Track};
-    use skylark_media::hls::{MediaPlaylist, Segment};
+    use skylark_media::hls::check::{self, MediaPlaylistText};
+    use skylark_media::hls::{MediaPlaylist, Part, Segment};
+
+    /// What happens at a live edge between two playlists served, as the segmenter and
+    /// the store drive one (a segment's last part and its end are one change).
+    #[derive(Debug, Clone)]
+    enum Edge {
+        /// The next part (it opens a segment if none is open).
+        Part,
+        /// The open segment's last part: the segment completes.
+        LastPart,
+        /// The open segment's last part, and the next segment starts with a new init after
+        /// a discontinuity (an encoder's new resolution).
+        NewInit,
+    }
+
+    fn edge() -> impl Strategy<Value = Edge> {
+        prop_oneof![8 => Just(Edge::Part), 2 => Just(Edge::LastPart), 1 => Just(Edge::NewInit)]
+    }
+
+    /// Applies `e` as the store does (hint, window), 200 ms parts on a continuous clock; a
+    /// segment closes by 2 s, as the segmenter cuts them.
+    fn live_edge(pl: &mut MediaPlaylist, e: &Edge, window: usize, inits: &mut u32) {
+        if pl.segments.last().is_none_or(|s| s.complete) {
+            let msn = pl.media_sequence + pl.segments.len() as u64;
+            let pdt = pl.segments.last().map_or(1_795_533_260_000, |s| {
+                s.program_date_time_ms + (s.duration * 1000.0).round() as i64
+            });
+            pl.open_segment(Segment {
+                uri: format!("seg{msn}.m4s"),
+                duration: 0.0,
+                program_date_time_ms: pdt,
+                discontinuity: false,
+                independent: true,
+                parts: Vec::new(),
+                complete: false,
+                map_uri: None,
+            });
+        }
+        let msn = pl.media_sequence + pl.segments.len() as u64 - 1;
+        let s = pl.segments.last_mut().unwrap();
+        let p = s.parts.len();
+        s.parts.push(Part {
+            uri: format!("seg{msn}.{p}.m4s"),
+            duration: 0.2,
+            independent: p == 0,
+        });
+        s.duration = 0.2 * (p + 1) as f64;
+        if matches!(e, Edge::Part) && p + 1 < 10 {
+            pl.preload_hint = Some(format!("seg{msn}.{}.m4s", p + 1));
+            return;
+        }
+        s.complete = true;
+        pl.preload_hint = Some(format!("seg{}.0.m4s", msn + 1));
+        while pl.segments.len() > window {
+            pl.remove_oldest();
+        }
+        if matches!(e, Edge::NewInit) {
+            *inits += 1;
+            pl.next_init(format!("init{inits}.mp4"), true);
+        }
+    }
+
+    fn parsed(text: &str) -> MediaPlaylistText {
+        check::parse_media(text).unwrap_or_else(|e| panic!("{e}\n{text}"))
+    }
 
     proptest! {
+        /// Any run of parts, segments and init changes (each after a discontinuity) at a
+        /// live edge, with the window sliding and delta updates offered: every playlist
+        /// keeps `hls::check`'s rules, on its own and as a reload of the one before (a
+        /// full one and a delta update): the segment a hint opens starts with the init
+        /// and discontinuity listed ahead of the hint, and each segment's discontinuity
+        /// sequence number stays as the window slides.
+        #[test]
+        fn init_changes_at_the_live_edge_keep_the_rules(
+            edges in proptest::collection::vec(edge(), 1..400),
+            window in 2usize..40,
+            delta_updates in any::<bool>(),
+        ) {
+            let mut pl = MediaPlaylist::new(2.0, 0.2);
+            pl.delta_updates = delta_updates;
+            pl.next_init("init0.mp4".into(), false);
+            let mut inits = 0;
+            let mut prev: Option<MediaPlaylistText> = None;
+            for e in &edges {
+                live_edge(&mut pl, e, window, &mut inits);
+                if !pl.segments.iter().any(|s| s.complete) {
+                    continue; // the store serves no playlist before its first segment
+                }
+                let (text, delta_text) = (pl.render(), pl.render_delta());
+                let (full, delta) = (parsed(&text), parsed(&delta_text));
+                prop_assert_eq!(check::check_media(&full), vec![], "{}", text);
+                prop_assert_eq!(check::check_media(&delta), vec![], "{}", delta_text);
+                if let Some(prev) = &prev {
+                    prop_assert_eq!(check::check_reload(prev, &full), vec![], "{:?}\n{}", e, text);
+                    prop_assert_eq!(check::check_delta(prev, &delta), vec![], "{:?}\n{}", e, delta_text);
+                }
+                prev = Some(full);
+            }
+        }
+
         /// RFC 8216 §4.3.3.1 over any run of segment durations: every `EXTINF` rounded
         /// ≤ `EXT-X-TARGETDURATION`, which never shrinks, and `HOLD-BACK` ≥ 3 × target.
         #[test]

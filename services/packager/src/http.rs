@@ -564,7 +564,7 @@ mod tests {
             resolution: Some((640, 360)),
             bandwidth: 0,
         };
-        hls.set_init("", Bytes::from_static(b"init"), info);
+        hls.set_init("", Bytes::from_static(b"init"), info, false);
         // 50 kB a 200 ms part: 2 Mbit/s.
         let part = Bytes::from(vec![0u8; 50_000]);
         for p in 0..3 {

@@ -1130,7 +1130,11 @@ mod tests {
             discontinuity,
         };
         let out = vec![
-            SegOutput::Init { bytes, info },
+            SegOutput::Init {
+                bytes,
+                info,
+                discontinuity: false,
+            },
             part(b"ab", true),
             part(b"cd", false),
             SegOutput::SegmentDone {

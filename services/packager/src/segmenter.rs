@@ -103,8 +103,14 @@ pub struct StreamInfo {
 /// What the segmenter produced.
 #[derive(Debug, Clone, PartialEq)]
 pub enum SegOutput {
-    /// A new init segment (first keyframe, or new parameters after a reconnect).
-    Init { bytes: Bytes, info: StreamInfo },
+    /// A new init segment (first keyframe, new parameter sets, a new publisher or layer)
+    /// for the segments from the next one on.
+    Init {
+        bytes: Bytes,
+        info: StreamInfo,
+        /// The next segment follows a discontinuity (every init but a stream's first).
+        discontinuity: bool,
+    },
     /// A part of segment `msn`.
     Part {
         msn: u64,
@@ -169,6 +175,8 @@ pub struct Segmenter {
     cut_pending: Option<PendingCut>,
     /// Video that arrived while a cut waits for audio, replayed after the cut.
     cut_wait: Vec<(pb::Frame, i64)>,
+    /// New parameter sets' init tracks, written when the pending cut closes the segment.
+    next_init: Option<Vec<Track>>,
     part_video: Vec<Sample>,
     part_video_start: Option<u64>,
     part_audio: Vec<Sample>,
@@ -225,6 +233,7 @@ impl Segmenter {
             held: None,
             cut_pending: None,
             cut_wait: Vec::new(),
+            next_init: None,
             part_video: Vec::new(),
             part_video_start: None,
             part_audio: Vec::new(),
@@ -422,7 +431,7 @@ impl Segmenter {
                 return;
             };
             if self.init_tracks.as_ref() != Some(&tracks) {
-                if let Some(init) = init_segment(&tracks) {
+                if let Some(init) = init_segment(&tracks, self.discontinuity) {
                     out.push(init);
                 }
                 self.init_tracks = Some(tracks);
@@ -452,21 +461,20 @@ impl Segmenter {
                 // New parameter sets mid-stream (an encoder that changed resolution
                 // under load): samples carry no SPS/PPS, so the old init would decode
                 // them as garbage (Shaka and video.js failed with a decode error). A new
-                // init, from a new segment after EXT-X-DISCONTINUITY (RFC 8216 §4.3.2.3).
+                // init, from a new segment after EXT-X-DISCONTINUITY (RFC 8216 §4.3.2.3),
+                // cut like any segment once the audio reaches the keyframe: audio before
+                // it in the new segment put its start ahead of the video's, and hls.js,
+                // which lines a discontinuity's earliest sample up with the playlist,
+                // left a hole in the video there and stalled.
                 if let Some(prev) = self.held.take() {
                     let duration = dts
                         .saturating_sub(prev.dts)
                         .clamp(1, VIDEO_TIMESCALE as u64);
                     self.append_video(prev, duration as u32);
                 }
-                self.close_part(out);
-                self.close_segment(out);
-                if let Some(init) = init_segment(&tracks) {
-                    out.push(init);
-                }
-                self.init_tracks = Some(tracks);
-                self.discontinuity = true;
+                self.next_init = Some(tracks);
                 tracing::info!(msn = self.msn, "new H.264 parameter sets: new init segment");
+                self.cut(dts, true, now_ms, out);
             }
         }
         if let Some(prev) = self.held.take() {
@@ -563,6 +571,13 @@ impl Segmenter {
         self.close_part(out);
         if c.segment {
             self.close_segment(out);
+            if let Some(tracks) = self.next_init.take() {
+                self.discontinuity = true;
+                if let Some(init) = init_segment(&tracks, true) {
+                    out.push(init);
+                }
+                self.init_tracks = Some(tracks);
+            }
             self.start_segment(c.at, c.now_ms);
         }
         for (f, now_ms) in std::mem::take(&mut self.cut_wait) {
@@ -744,7 +759,7 @@ impl Segmenter {
     }
 }
 
-fn init_segment(tracks: &[Track]) -> Option<SegOutput> {
+fn init_segment(tracks: &[Track], discontinuity: bool) -> Option<SegOutput> {
     let bytes = fmp4::init_segment(tracks).ok()?;
     let v = Variant::from_tracks("", 0, tracks);
     Some(SegOutput::Init {
@@ -754,6 +769,7 @@ fn init_segment(tracks: &[Track]) -> Option<SegOutput> {
             resolution: v.resolution,
             bandwidth: 0,
         },
+        discontinuity,
     })
 }
 
@@ -815,6 +831,17 @@ mod tests {
         }
     }
 
+    /// The next 20 ms Opus packet of track `a`, as the relay carries it.
+    fn opus_frame(a: &mut OpusSource) -> pb::Frame {
+        let p = a.next_packet();
+        pb::Frame {
+            track_id: "a".into(),
+            rtp_time: p.rtp_time,
+            data: p.data.to_vec(),
+            ..Default::default()
+        }
+    }
+
     /// A simulated publisher: 30 fps H.264 with `gop`, Opus every 20 ms, for `secs`. A
     /// keyframe request is answered `pli_delay` later (`None`: ignored, like RTMP), and
     /// `jitter` moves each frame's RTP time by a few ticks, as capture clocks do.
@@ -836,14 +863,11 @@ mod tests {
         for i in 0..secs * 30 {
             let ms = i * 1000 / 30;
             while next_audio_ms <= ms {
-                let p = a.next_packet();
-                let f = pb::Frame {
-                    track_id: "a".into(),
-                    rtp_time: p.rtp_time,
-                    data: p.data.to_vec(),
-                    ..Default::default()
-                };
-                seg.push(&f, 1_000_000 + next_audio_ms as i64, &mut out);
+                seg.push(
+                    &opus_frame(&mut a),
+                    1_000_000 + next_audio_ms as i64,
+                    &mut out,
+                );
                 next_audio_ms += 20;
             }
             if forced_at.is_some_and(|at| ms >= at) {
@@ -1033,7 +1057,7 @@ mod tests {
     fn init_info(out: &[SegOutput]) -> (StreamInfo, usize) {
         out.iter()
             .find_map(|o| match o {
-                SegOutput::Init { bytes, info } => {
+                SegOutput::Init { bytes, info, .. } => {
                     let traks = bytes.windows(4).filter(|w| w == b"trak").count();
                     Some((info.clone(), traks))
                 }
@@ -1074,12 +1098,28 @@ mod tests {
 
     /// An encoder that changes its parameter sets mid-stream (a new resolution) gets a
     /// new init segment, from a new segment after a discontinuity, and the playlist
-    /// still keeps every rule.
+    /// still keeps every rule — served after every frame as a blocking reload would get
+    /// it, each a valid reload of the one before: the new init and its discontinuity are
+    /// listed ahead of the hint of the new segment's first part (rule `hint-tags`).
+    /// Opus arrives 40 ms behind the video, as relayed WebRTC audio may: the cut at the
+    /// new keyframe waits for it, so each part's audio lines up with its video (rule
+    /// `media-av-aligned`; hls.js left a hole where the new segment's audio started first).
     #[test]
     fn new_parameter_sets_start_a_new_init_after_a_discontinuity() {
         let mut seg = segmenter();
-        seg.add_track(&video_track());
+        tracks(&mut seg);
+        let mut opus = OpusSource::default();
+        let mut push_opus = |seg: &mut Segmenter, ms: u64, out: &mut Vec<SegOutput>| {
+            seg.push(&opus_frame(&mut opus), 1_000_000 + ms as i64, out);
+        };
+        let mut next_audio_ms = 0;
+        let hls = crate::store::RoomHls::new(
+            Duration::from_secs(2),
+            part_target(Duration::from_millis(200)),
+        );
         let mut out = Vec::new();
+        let mut last: Option<check::MediaPlaylistText> = None;
+        let mut announced = false;
         for (i, mut f) in video_frames(8).into_iter().enumerate() {
             if i >= 4 * 30 {
                 // Another level_idc in every SPS from 4 s on: another avcC.
@@ -1088,7 +1128,42 @@ mod tests {
                     f.data[at + 7] = f.data[at + 7].wrapping_add(1);
                 }
             }
-            seg.push(&f, 1_000_000 + i as i64 * 33, &mut out);
+            let before = out.len();
+            let ms = i as u64 * 1000 / 30;
+            while next_audio_ms + 40 <= ms {
+                push_opus(&mut seg, ms, &mut out);
+                next_audio_ms += 20;
+            }
+            seg.push(&f, 1_000_000 + ms as i64, &mut out);
+            hls.apply(
+                out[before..]
+                    .iter()
+                    .map(|o| (String::new(), o.clone()))
+                    .collect(),
+            );
+            let Some(text) = hls
+                .read_rendition("", |r| r.playable().then(|| r.playlist.render()))
+                .flatten()
+            else {
+                continue;
+            };
+            let now = check::parse_media(&text).unwrap();
+            announced |= now.next_segment.as_ref().is_some_and(|n| n.discontinuity);
+            let mut found = check::check_media(&now);
+            if let Some(prev) = &last {
+                found.extend(check::check_reload(prev, &now));
+            }
+            assert!(found.is_empty(), "frame {i}: {found:#?}\n{text}");
+            last = Some(now);
+        }
+        assert!(
+            announced,
+            "a playlist announced the discontinuity ahead of the hint"
+        );
+        // The audio still on its way when the video ends.
+        while next_audio_ms < 8000 {
+            push_opus(&mut seg, 8000, &mut out);
+            next_audio_ms += 20;
         }
         seg.flush(&mut out);
         let inits: Vec<usize> = out

@@ -171,17 +171,10 @@ impl Rendition {
         name: &str,
         dvr: Option<&tokio::sync::mpsc::UnboundedSender<dvr::Op>>,
     ) {
-        if self.playlist.segments.is_empty() {
-            return;
-        }
         let old = self.playlist.media_sequence;
-        let removed = self.playlist.segments.remove(0);
-        self.playlist.media_sequence += 1;
-        if let Some(next) = self.playlist.segments.first() {
-            if next.discontinuity {
-                self.playlist.discontinuity_sequence += 1;
-            }
-        }
+        let Some(removed) = self.playlist.remove_oldest() else {
+            return;
+        };
         if let Some(st) = self.segments.remove(&old) {
             if st.on_disk {
                 self.disk_bytes = self.disk_bytes.saturating_sub(st.len);
@@ -277,12 +270,13 @@ impl State {
             .collect()
     }
 
-    fn set_init(&mut self, rendition: &str, init: Bytes, info: StreamInfo) {
+    fn set_init(&mut self, rendition: &str, init: Bytes, info: StreamInfo, discontinuity: bool) {
         let s = self;
         let r = s.rendition_mut(rendition);
         r.init_version += 1;
         r.inits.insert(r.init_version, init.clone());
-        r.playlist.map_uri = format!("init{}.mp4", r.init_version);
+        r.playlist
+            .next_init(format!("init{}.mp4", r.init_version), discontinuity);
         r.init = Some(init);
         r.info.codecs = info.codecs;
         r.info.resolution = info.resolution;
@@ -318,7 +312,7 @@ impl State {
             return;
         }
         if msn == newest {
-            s.playlist.segments.push(Segment {
+            s.playlist.open_segment(Segment {
                 uri: format!("seg{msn}.m4s"),
                 duration: 0.0,
                 program_date_time_ms: pdt_ms,
@@ -326,7 +320,7 @@ impl State {
                 independent,
                 parts: Vec::new(),
                 complete: false,
-                map_uri: Some(s.playlist.map_uri.clone()),
+                map_uri: None,
             });
         }
         let idx = (msn - s.playlist.media_sequence) as usize;
@@ -604,7 +598,11 @@ impl RoomHls {
         self.write(|s| {
             for (r, o) in out {
                 match o {
-                    SegOutput::Init { bytes, info } => {
+                    SegOutput::Init {
+                        bytes,
+                        info,
+                        discontinuity,
+                    } => {
                         finished.push((
                             r.clone(),
                             Finished::Init {
@@ -612,7 +610,7 @@ impl RoomHls {
                                 info: info.clone(),
                             },
                         ));
-                        s.set_init(&r, bytes, info)
+                        s.set_init(&r, bytes, info, discontinuity)
                     }
                     SegOutput::Part {
                         msn,
@@ -650,8 +648,8 @@ impl RoomHls {
     }
 
     #[cfg(test)]
-    pub fn set_init(&self, rendition: &str, init: Bytes, info: StreamInfo) {
-        self.write(|s| s.set_init(rendition, init, info));
+    pub fn set_init(&self, rendition: &str, init: Bytes, info: StreamInfo, discontinuity: bool) {
+        self.write(|s| s.set_init(rendition, init, info, discontinuity));
     }
 
     /// Lists or unlists a rendition (its layer came or went with a publisher change).
@@ -845,12 +843,12 @@ mod tests {
             resolution: Some((640, 360)),
             bandwidth: 0,
         };
-        r.set_init("", Bytes::from_static(b"first"), info.clone());
+        r.set_init("", Bytes::from_static(b"first"), info.clone(), false);
         for msn in 0..2 {
             r.push_part("", msn, Bytes::from_static(b"x"), 0.5, true, 0, false);
             r.finish_segment("", msn);
         }
-        r.set_init("", Bytes::from_static(b"second"), info);
+        r.set_init("", Bytes::from_static(b"second"), info, true);
         r.push_part("", 2, Bytes::from_static(b"y"), 0.5, true, 0, true);
         let text = r.read_rendition("", |s| s.playlist.render()).unwrap();
         assert!(text.contains("#EXT-X-MAP:URI=\"init1.mp4\"\n"), "{text}");
@@ -1022,8 +1020,8 @@ mod tests {
             resolution: Some((w, h)),
             bandwidth: 0,
         };
-        r.set_init("l", Bytes::from_static(b"init-l"), info(320, 180));
-        r.set_init("h", Bytes::from_static(b"init-h"), info(1280, 720));
+        r.set_init("l", Bytes::from_static(b"init-l"), info(320, 180), false);
+        r.set_init("h", Bytes::from_static(b"init-h"), info(1280, 720), false);
         for (name, parts) in [("l", 3u64), ("h", 2)] {
             for p in 0..parts {
                 r.push_part(name, 4, Bytes::from_static(b"x"), 0.5, p == 0, 0, false);

@@ -5,6 +5,9 @@
 //   capture clock, Opus); the player page reads the clock back off every frame shown,
 //   so the latency printed is glass to glass;
 // - RTMP: Debian FFmpeg's test picture with its AAC tone (x264, a keyframe every 2 s, as OBS).
+// - WHIP changing resolution: the same source scaled down by 2 as the window starts (what
+//   WebRTC does under CPU load: new parameter sets, so the packager starts a new init
+//   segment after a discontinuity, listed ahead of the preload hint of its first part).
 // Each player must play PLAY_S seconds without a stall (no 'waiting' on the media
 // element, no stall reported by the player) and without a fatal error. Safari cannot
 // run here: README "Design notes" says which of Apple's rules `hls::check` holds the
@@ -12,9 +15,7 @@
 //
 // Diagnosis: SHAKA_DEBUG=1 loads Shaka's debug build (it logs gaps, stalls and its
 // prefetch), PLAYER_CONFIG='{…}' replaces the player's options, VHS_START=own leaves
-// video.js its own live start point, RESCALE=2 scales the WHIP source's video down by 2
-// as the window starts (what WebRTC does under CPU load: new parameter sets, so the
-// packager starts a new init segment after a discontinuity).
+// video.js its own live start point.
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -54,8 +55,13 @@ const PLAYERS = [
 ];
 
 // Open, not hidden: a case listed here runs and prints what it sees, but its failure does
-// not fail the suite (node:test `todo`) until the cause is found. None open.
-const OPEN = {};
+// not fail the suite (node:test `todo`) until the cause is found.
+const OPEN = {
+  // 2 of 5 runs (2026-12-07): hls.js 1.7.4 met a 0.2–0.3 s hole in its buffer where
+  // the new init starts (bufferSeekOverHole, then 'waiting'), though the playlist and
+  // the media keep hls::check's rules across the change; Shaka and video.js play through.
+  'whip-rescale hls': 'hls.js: a buffer hole at the init change in 2 of 5 runs (README "Design notes")',
+};
 
 /**
  * Until `ms` have passed, samples every 250 ms what the WHIP source page drew and encoded
@@ -88,15 +94,26 @@ function pct(xs, p) {
 }
 
 const SOURCES = [
-  { ingest: 'whip', title: 'Chromium WHIP publish (time code)', skip },
-  { ingest: 'rtmp', title: 'FFmpeg RTMP publish (with AAC)', skip: skip || (noFfmpeg ?? false) },
+  { id: 'whip', ingest: 'whip', title: 'Chromium WHIP publish (time code)', skip },
+  { id: 'whip-rescale', ingest: 'whip', rescale: 2, title: 'Chromium WHIP publish changing resolution (time code)', skip },
+  { id: 'rtmp', ingest: 'rtmp', title: 'FFmpeg RTMP publish (with AAC)', skip: skip || (noFfmpeg ?? false) },
 ];
 
-for (const { ingest, title, skip: skipSource } of SOURCES) {
+/** The number n of the newest init segment (`init{n}.mp4`) the room's media playlist lists. */
+async function newestInit(index) {
+  const variants = await (await fetch(index)).text();
+  const uri = variants.split('\n').find((l) => l && !l.startsWith('#'));
+  const media = await (await fetch(new URL(uri, index))).text();
+  const maps = [...media.matchAll(/#EXT-X-MAP:URI="init(\d+)\.mp4"/g)].map((m) => Number(m[1]));
+  assert.ok(maps.length, `no EXT-X-MAP in\n${media}`);
+  return Math.max(...maps);
+}
+
+for (const { id, ingest, rescale, title, skip: skipSource } of SOURCES) {
 for (const p of PLAYERS) {
-    test(`${title} → ${p.name} plays LL-HLS ${PLAY_S} s without a stall${ingest === 'whip' ? '; glass-to-glass latency' : ''}`, { timeout: 120_000, skip: skipSource, todo: OPEN[`${ingest} ${p.id}`] }, () =>
+    test(`${title} → ${p.name} plays LL-HLS ${PLAY_S} s without a stall${ingest === 'whip' ? '; glass-to-glass latency' : ''}`, { timeout: 120_000, skip: skipSource, todo: OPEN[`${id} ${p.id}`] }, () =>
       withCleanup(async (defer) => {
-        const label = `hls-${ingest}-${p.id}`;
+        const label = `hls-${id}-${p.id}`;
         const { sk, b } = await serverAndBrowser(defer, label);
         const { created, room } = await creatorWithRoom(sk, label);
 
@@ -128,13 +145,15 @@ for (const p of PLAYERS) {
         });
         await sleep(WARMUP_S * 1000);
         await player.evaluate(() => window.resetWindow());
+        const initBefore = rescale ? await newestInit(src) : null;
         const watched = source ? watchSource(source, PLAY_S * 1000) : null;
-        if (source && process.env.RESCALE) await source.evaluate((f) => window.scaleVideo(f), Number(process.env.RESCALE));
+        if (rescale) await source.evaluate((f) => window.scaleVideo(f), rescale);
         await sleep(PLAY_S * 1000);
         const sourceSeen = await watched;
         const w = await player.evaluate(() => window.takeWindow());
         const progress = await player.evaluate(() => window.progress());
-        const info = JSON.stringify({ ...w, latencies: w.latencies.length, source: sourceSeen });
+        const initAfter = rescale ? await newestInit(src) : null;
+        const info = JSON.stringify({ ...w, latencies: w.latencies.length, source: sourceSeen, inits: [initBefore, initAfter] });
 
         assert.equal(progress.error, null, `${p.name} fatal error: ${progress.error}; ${info}`);
         assert.equal(w.stalls, 0, `${p.name} stalled ('waiting') at media time ${w.stallAt.join(', ')} s; ${info}`);
@@ -152,11 +171,18 @@ for (const p of PLAYERS) {
         // WebRTC may scale the WHIP source down under CPU pressure; FFmpeg sends 640x360.
         if (ingest === 'rtmp') assert.equal(w.player.videoWidth, 640, info);
         else assert.ok(w.player.videoWidth > 0, info);
+        if (rescale) {
+          // The packager started a new init during the window, and the player plays past
+          // it: its picture is the 640x480 canvas scaled down (WebRTC may scale it further).
+          assert.ok(initAfter > initBefore, `no new init segment in the window; ${info}`);
+          assert.ok(w.player.videoWidth <= 640 / rescale, `${p.name} still shows ${w.player.videoWidth} px wide; ${info}`);
+        }
         if (p.kind === 'shaka') assert.equal(w.player.lowLatencyMode, true);
 
         console.log(
           `TIMING ${JSON.stringify({
-            test: `hls-players ${ingest} ${p.id}`,
+            test: `hls-players ${id} ${p.id}`,
+            inits: rescale ? [initBefore, initAfter] : undefined,
             player: `${p.name} ${w.player.version}`,
             window_s: PLAY_S,
             samples: w.latencies.length,

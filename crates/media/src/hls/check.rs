@@ -61,7 +61,8 @@ pub const RULES: &[Rule] = &[
     Rule { id: "skip", source: "HLS §4.4.3.8, §4.4.5.2, §6.2.5.1", text: "CAN-SKIP-UNTIL ≥ 6 × TARGETDURATION; EXT-X-SKIP only where the server offers CAN-SKIP-UNTIL, with version ≥ 9, before the first segment; the segments after it last at least CAN-SKIP-UNTIL (nothing nearer the end is skipped); a delta update applied to the playlist before it gives the full playlist" },
     Rule { id: "preload-hint", source: "HLS §4.4.5.3; Apple LL-HLS", text: "a live playlist with parts names the next part in one EXT-X-PRELOAD-HINT:TYPE=PART; across a reload, a hinted part of a segment now complete is one of its parts (Shaka Player prefetches the hint)" },
     Rule { id: "pdt-steps", source: "HLS §4.4.4.6; Apple authoring (PDT in live playlists)", text: "EXT-X-PROGRAM-DATE-TIME on every segment; without a discontinuity consecutive ones differ by the EXTINF before (±1 ms)" },
-    Rule { id: "reload", source: "HLS §6.2.1, §6.2.2", text: "across reloads MEDIA-SEQUENCE and DISCONTINUITY-SEQUENCE never decrease; a segment's URI, EXTINF and parts never change; a complete segment stays complete" },
+    Rule { id: "reload", source: "HLS §6.2.1, §6.2.2; players: hls.js 1.7", text: "across reloads MEDIA-SEQUENCE and DISCONTINUITY-SEQUENCE never decrease; a segment's URI, EXTINF and parts never change; a complete segment stays complete; a segment's discontinuity sequence number (DISCONTINUITY-SEQUENCE plus the EXT-X-DISCONTINUITY tags up to it) never changes as the window slides (hls.js fails: \"discontinuity sequence mismatch\")" },
+    Rule { id: "hint-tags", source: "HLS §4.4.4.9, §4.4.5.3; players: Shaka Player 5.2, hls.js 1.7, video.js 8", text: "a segment's first part, once listed, has the EXT-X-DISCONTINUITY and EXT-X-MAP that the playlist hinting it listed ahead of its EXT-X-PRELOAD-HINT (none there: no discontinuity, the init in effect), so a player that prefetches the hint knows its init (Shaka appended it under the old init: decode error 3016); no such tags after the last segment of an ended playlist" },
     Rule { id: "rendition-report", source: "HLS §4.4.5.4, §6.2.5.1; Apple LL-HLS", text: "each media playlist reports every other rendition, and the part it names exists" },
     Rule { id: "stream-inf", source: "HLS §4.4.6.2; Apple authoring", text: "each variant has BANDWIDTH, CODECS, RESOLUTION (video) and CLOSED-CAPTIONS=NONE when it has no captions" },
     Rule { id: "media-duration", source: "HLS §4.4.4.1, §4.4.4.9", text: "each part's and segment's video samples (tfdt + trun durations) last its DURATION / EXTINF; a segment is its parts' bytes" },
@@ -117,7 +118,23 @@ pub struct SegmentEntry {
     pub pdt_ms: Option<i64>,
     /// Preceded by `EXT-X-DISCONTINUITY`.
     pub discontinuity: bool,
+    /// Its discontinuity sequence number, as players count it: `EXT-X-DISCONTINUITY-SEQUENCE`
+    /// plus the `EXT-X-DISCONTINUITY` tags up to and including its own (in a delta update
+    /// as parsed, bar the skipped segments' tags: [`merge_delta`] counts them).
+    pub discontinuity_sequence: u64,
     /// The `EXT-X-MAP` URI in effect.
+    pub map_uri: Option<String>,
+}
+
+/// The tags of the segment after the last one listed, which has no part yet: what a
+/// live playlist lists ahead of the preload hint of its first part.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NextSegmentEntry {
+    /// Its media sequence number.
+    pub msn: u64,
+    /// Preceded by `EXT-X-DISCONTINUITY`.
+    pub discontinuity: bool,
+    /// The `EXT-X-MAP` URI in effect for it.
     pub map_uri: Option<String>,
 }
 
@@ -160,6 +177,9 @@ pub struct MediaPlaylistText {
     pub independent_segments: bool,
     /// The segments, oldest first.
     pub segments: Vec<SegmentEntry>,
+    /// Tags after the last segment, of the next one (`EXT-X-DISCONTINUITY`, `EXT-X-MAP`,
+    /// `EXT-X-PROGRAM-DATE-TIME`), if any.
+    pub next_segment: Option<NextSegmentEntry>,
     /// `EXT-X-PRELOAD-HINT` URIs of `TYPE=PART`.
     pub preload_parts: Vec<String>,
     /// `EXT-X-RENDITION-REPORT`s.
@@ -220,9 +240,13 @@ pub fn parse_media(text: &str) -> Result<MediaPlaylistText, String> {
     let mut pdt = None;
     let mut disc = false;
     let mut map: Option<String> = None;
+    // An EXT-X-MAP since the last segment.
+    let mut map_listed = false;
     let mut parts: Vec<PartEntry> = Vec::new();
     let mut extinf: Option<f64> = None;
     let mut next_msn = None;
+    // EXT-X-DISCONTINUITY tags so far.
+    let mut discontinuities: u64 = 0;
     for line in lines.map(str::trim_end).filter(|l| !l.is_empty()) {
         let msn = *next_msn.get_or_insert(pl.media_sequence);
         let (tag, value) = line.split_once(':').unwrap_or((line, ""));
@@ -271,6 +295,7 @@ pub fn parse_media(text: &str) -> Result<MediaPlaylistText, String> {
                         .remove("URI")
                         .ok_or("EXT-X-MAP without URI")?,
                 );
+                map_listed = true;
             }
             "#EXT-X-PROGRAM-DATE-TIME" => {
                 if !parts.is_empty() {
@@ -281,6 +306,9 @@ pub fn parse_media(text: &str) -> Result<MediaPlaylistText, String> {
             "#EXT-X-DISCONTINUITY" => {
                 if !parts.is_empty() {
                     after_parts("EXT-X-DISCONTINUITY", &mut pl);
+                }
+                if !disc {
+                    discontinuities = discontinuities.saturating_add(1);
                 }
                 disc = true;
             }
@@ -330,8 +358,12 @@ pub fn parse_media(text: &str) -> Result<MediaPlaylistText, String> {
                     parts: std::mem::take(&mut parts),
                     pdt_ms: pdt.take(),
                     discontinuity: std::mem::take(&mut disc),
+                    discontinuity_sequence: pl
+                        .discontinuity_sequence
+                        .saturating_add(discontinuities),
                     map_uri: map.clone(),
                 });
+                map_listed = false;
                 next_msn = Some(msn.saturating_add(1));
             }
         }
@@ -339,13 +371,21 @@ pub fn parse_media(text: &str) -> Result<MediaPlaylistText, String> {
     if extinf.is_some() {
         return Err("EXTINF without a URI line".into());
     }
+    let msn = next_msn.unwrap_or(pl.media_sequence);
     if !parts.is_empty() {
         pl.segments.push(SegmentEntry {
-            msn: next_msn.unwrap_or(pl.media_sequence),
+            msn,
             uri: None,
             duration: None,
             parts,
             pdt_ms: pdt,
+            discontinuity: disc,
+            discontinuity_sequence: pl.discontinuity_sequence.saturating_add(discontinuities),
+            map_uri: map,
+        });
+    } else if disc || map_listed || pdt.is_some() {
+        pl.next_segment = Some(NextSegmentEntry {
+            msn,
             discontinuity: disc,
             map_uri: map,
         });
@@ -517,6 +557,17 @@ pub fn check_media(pl: &MediaPlaylistText) -> Vec<Violation> {
             ));
         }
     }
+    if pl.ended && !pl.segments.is_empty() {
+        if let Some(n) = &pl.next_segment {
+            v.push(violation(
+                "hint-tags",
+                format!(
+                    "tags of segment {} after the last segment of an ended playlist",
+                    n.msn
+                ),
+            ));
+        }
+    }
     if let (Some(t), Some(h)) = (target, pl.hold_back) {
         if h + 1e-9 < 3.0 * t as f64 {
             v.push(violation(
@@ -598,7 +649,15 @@ pub fn merge_delta(
             })?;
         segments.push(s.clone());
     }
-    segments.extend(delta.segments.iter().cloned());
+    // The listed segments' discontinuity sequence numbers go on from the skipped ones'.
+    let mut dsn = segments.last().map_or(0, |s| s.discontinuity_sequence);
+    segments.extend(delta.segments.iter().map(|s| {
+        dsn = dsn.saturating_add(u64::from(s.discontinuity));
+        SegmentEntry {
+            discontinuity_sequence: dsn,
+            ..s.clone()
+        }
+    }));
     full.segments = segments;
     full.skipped = 0;
     Ok(full)
@@ -617,9 +676,9 @@ pub fn check_delta(prev: &MediaPlaylistText, delta: &MediaPlaylistText) -> Vec<V
         let Some(a) = prev.segments.iter().find(|a| a.msn == b.msn) else {
             continue;
         };
-        if a.map_uri != b.map_uri
-            || (a.discontinuity != b.discontinuity && a.msn > prev.media_sequence)
-        {
+        // A playlist's first segment carries no EXT-X-DISCONTINUITY of its own.
+        let first = a.msn == prev.media_sequence || b.msn == delta.media_sequence;
+        if a.map_uri != b.map_uri || (a.discontinuity != b.discontinuity && !first) {
             v.push(violation(
                 "skip",
                 format!(
@@ -663,10 +722,24 @@ pub fn check_reload(prev: &MediaPlaylistText, next: &MediaPlaylistText) -> Vec<V
             ));
         }
     }
+    check_hinted_segment(&mut v, prev, next);
     for a in &prev.segments {
         let Some(b) = next.segments.iter().find(|b| b.msn == a.msn) else {
             continue;
         };
+        // Where both are full playlists (a delta update: `check_delta` merges it first).
+        if prev.skipped == 0
+            && next.skipped == 0
+            && a.discontinuity_sequence != b.discontinuity_sequence
+        {
+            v.push(violation(
+                "reload",
+                format!(
+                    "segment {}'s discontinuity sequence number went from {} to {}",
+                    a.msn, a.discontinuity_sequence, b.discontinuity_sequence
+                ),
+            ));
+        }
         if a.uri.is_some() && (b.uri != a.uri || b.duration != a.duration) {
             v.push(violation(
                 "reload",
@@ -691,6 +764,40 @@ pub fn check_reload(prev: &MediaPlaylistText, next: &MediaPlaylistText) -> Vec<V
         }
     }
     v
+}
+
+/// Rule `hint-tags` across a reload: the segment whose first part `prev` hinted, once
+/// `next` lists it, starts with the discontinuity and init `prev` gave it ahead of the
+/// hint (or none, and the init then in effect).
+fn check_hinted_segment(
+    v: &mut Vec<Violation>,
+    prev: &MediaPlaylistText,
+    next: &MediaPlaylistText,
+) {
+    let Some((msn, 0)) = prev.preload_parts.first().and_then(|u| part_of_uri(u)) else {
+        return;
+    };
+    if prev.segments.iter().any(|s| s.msn == msn) {
+        return;
+    }
+    let (discontinuity, map_uri) = match &prev.next_segment {
+        Some(n) if n.msn == msn => (n.discontinuity, n.map_uri.clone()),
+        _ => (false, prev.segments.last().and_then(|s| s.map_uri.clone())),
+    };
+    let Some(s) = next.segments.iter().find(|s| s.msn == msn) else {
+        return;
+    };
+    // The first segment of a playlist carries no EXT-X-DISCONTINUITY tag of its own.
+    let first = s.msn == next.media_sequence.saturating_add(next.skipped);
+    if s.map_uri != map_uri || (s.discontinuity != discontinuity && !first) {
+        v.push(violation(
+            "hint-tags",
+            format!(
+                "segment {msn} starts with EXT-X-MAP {:?}, discontinuity {}, but the playlist hinting its first part gave it {map_uri:?}, {discontinuity}",
+                s.map_uri, s.discontinuity
+            ),
+        ));
+    }
 }
 
 /// (msn, part) of a part URI written as `…seg{msn}.{part}.m4s`, the packager's naming.

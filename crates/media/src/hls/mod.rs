@@ -83,12 +83,16 @@ pub struct MediaPlaylist {
     pub media_sequence: u64,
     /// Discontinuity sequence of the first segment.
     pub discontinuity_sequence: u64,
-    /// Init segment URI (`EXT-X-MAP`) of segments that name none of their own.
+    /// Init segment URI (`EXT-X-MAP`) of segments that name none of their own, and of
+    /// the next segment (see [`next_init`](Self::next_init)).
     pub map_uri: String,
     /// The window, oldest first; the last may be incomplete.
     pub segments: Vec<Segment>,
     /// The part the server will publish next (`EXT-X-PRELOAD-HINT`).
     pub preload_hint: Option<String>,
+    /// The next segment follows a discontinuity, known before its first part: set by
+    /// [`next_init`](Self::next_init), taken by [`open_segment`](Self::open_segment).
+    pub next_discontinuity: bool,
     /// Other renditions' positions.
     pub rendition_reports: Vec<RenditionReport>,
     /// The stream ended (`EXT-X-ENDLIST`).
@@ -109,10 +113,50 @@ impl MediaPlaylist {
             map_uri: "init.mp4".into(),
             segments: Vec::new(),
             preload_hint: None,
+            next_discontinuity: false,
             rendition_reports: Vec::new(),
             ended: false,
             delta_updates: false,
         }
+    }
+
+    /// A new init segment (`EXT-X-MAP`) for the segments from the next one on, after a
+    /// discontinuity if `discontinuity` (the stream's first init follows none).
+    ///
+    /// Until the next segment's first part is in, the playlist lists that segment's
+    /// `EXT-X-DISCONTINUITY` and `EXT-X-MAP` ahead of the preload hint: the hinted part
+    /// belongs to the new init (RFC 8216bis §4.4.4.9: they come before the segment's first
+    /// part). Listed only with the part, after the hint, Shaka Player 5.2 appended the
+    /// prefetched part under the old init (decode error 3016) and hls.js and video.js
+    /// stalled; with no hint meanwhile, hls.js 1.7 failed ("discontinuity sequence
+    /// mismatch").
+    pub fn next_init(&mut self, map_uri: String, discontinuity: bool) {
+        self.map_uri = map_uri;
+        self.next_discontinuity |= discontinuity && !self.segments.is_empty();
+    }
+
+    /// Appends `segment`, the next one, with the discontinuity and init announced for it
+    /// by [`next_init`](Self::next_init) (an announced tag is never withdrawn).
+    pub fn open_segment(&mut self, mut segment: Segment) {
+        segment.discontinuity |= std::mem::take(&mut self.next_discontinuity);
+        segment.map_uri.get_or_insert_with(|| self.map_uri.clone());
+        self.segments.push(segment);
+    }
+
+    /// Slides the window by one segment: `EXT-X-MEDIA-SEQUENCE` counts it, and
+    /// `EXT-X-DISCONTINUITY-SEQUENCE` counts the discontinuity of the segment now first,
+    /// whose tag is no longer written (RFC 8216 §6.2.2), so every segment keeps its
+    /// discontinuity sequence number across reloads.
+    pub fn remove_oldest(&mut self) -> Option<Segment> {
+        if self.segments.is_empty() {
+            return None;
+        }
+        let removed = self.segments.remove(0);
+        self.media_sequence += 1;
+        if self.segments.first().is_some_and(|s| s.discontinuity) {
+            self.discontinuity_sequence += 1;
+        }
+        Some(removed)
     }
 
     /// Media sequence number and part index of the newest published part, if any.
@@ -285,6 +329,15 @@ impl MediaPlaylist {
         }
         if let Some(h) = &self.preload_hint {
             if !self.ended {
+                // The hint opens the next segment: its tags first (see `next_init`).
+                if self.segments.last().is_some_and(|s| s.complete) {
+                    if self.next_discontinuity {
+                        let _ = writeln!(o, "#EXT-X-DISCONTINUITY");
+                    }
+                    if map != Some(self.map_uri.as_str()) {
+                        let _ = writeln!(o, "#EXT-X-MAP:URI=\"{}\"", self.map_uri);
+                    }
+                }
                 let _ = writeln!(o, "#EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"{h}\"");
             }
         }
@@ -634,6 +687,74 @@ seg5.m4s
             "{t}"
         );
         assert!(!t.contains("init.mp4"), "{t}");
+    }
+
+    /// The tags of a segment whose init changes are listed ahead of the preload hint of
+    /// its first part, and stay with it once the part is in; blocking reloads still wait
+    /// for the part itself.
+    #[test]
+    fn a_new_init_is_listed_ahead_of_the_hint_of_its_first_part() {
+        let mut pl = MediaPlaylist::new(2.0, 0.5);
+        pl.next_init("init1.mp4".into(), false);
+        pl.media_sequence = 5;
+        for n in 5..7 {
+            pl.open_segment(seg(n, 4, true));
+        }
+        pl.preload_hint = Some("seg7.0.m4s".into());
+        pl.next_init("init2.mp4".into(), true);
+        let before = pl.render();
+        assert!(
+            before.ends_with(
+                "seg6.m4s\n#EXT-X-DISCONTINUITY\n#EXT-X-MAP:URI=\"init2.mp4\"\n\
+                 #EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"seg7.0.m4s\"\n"
+            ),
+            "{before}"
+        );
+        assert!(!pl.has(7, Some(0)), "a blocking reload waits for the part");
+        pl.open_segment(seg(7, 1, false));
+        pl.preload_hint = Some("seg7.1.m4s".into());
+        assert!(pl.has(7, Some(0)));
+        let after = pl.render();
+        assert!(
+            after.contains(
+                "seg6.m4s\n#EXT-X-DISCONTINUITY\n#EXT-X-MAP:URI=\"init2.mp4\"\n\
+                 #EXT-X-PROGRAM-DATE-TIME:2026-11-24T15:14:34.000Z\n\
+                 #EXT-X-PART:DURATION=0.50000,URI=\"seg7.0.m4s\",INDEPENDENT=YES\n\
+                 #EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"seg7.1.m4s\"\n"
+            ),
+            "{after}"
+        );
+        assert_eq!(after.matches("#EXT-X-DISCONTINUITY\n").count(), 1);
+        use check::{check_media, check_reload, parse_media};
+        let (before, after) = (parse_media(&before).unwrap(), parse_media(&after).unwrap());
+        assert_eq!(check_media(&before), vec![]);
+        assert_eq!(check_reload(&before, &after), vec![]);
+        // Listed only with its part, after the hint, the new init broke the players.
+        let mut late = before.clone();
+        late.next_segment = None;
+        let found = check_reload(&late, &after);
+        assert_eq!(
+            found.iter().map(|v| v.rule).collect::<Vec<_>>(),
+            ["hint-tags"],
+            "{found:?}"
+        );
+        // The window slides past the discontinuity: segment 7 keeps its discontinuity
+        // sequence number.
+        let open = &mut pl.segments[2];
+        open.parts.push(Part {
+            uri: "seg7.1.m4s".into(),
+            duration: 0.5,
+            independent: false,
+        });
+        open.duration = 1.0;
+        open.complete = true;
+        pl.preload_hint = Some("seg8.0.m4s".into());
+        while pl.segments.len() > 1 {
+            pl.remove_oldest();
+        }
+        assert_eq!((pl.media_sequence, pl.discontinuity_sequence), (7, 1));
+        let slid = parse_media(&pl.render()).unwrap();
+        assert_eq!(check_reload(&after, &slid), vec![]);
     }
 
     #[test]
