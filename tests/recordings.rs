@@ -449,6 +449,7 @@ async fn vod(kind: Kind) {
         format!("bytes */{}", whole.len()).as_str()
     );
     let (d, codecs) = probe(mp4.to_str().unwrap());
+    eprintln!("pushed {PUSHED} s; recording listed {listed} s, MP4 {d} s");
     assert!((d - PUSHED).abs() <= TOLERANCE, "MP4 duration {d}");
     assert!(codecs.iter().any(|c| c == "h264"), "{codecs:?}");
     assert!(

@@ -1070,6 +1070,14 @@ mod tests {
         }
     }
 
+    /// A segmenter of an RTMP room: its H.264 and AAC tracks.
+    fn rtmp_segmenter() -> Segmenter {
+        let mut seg = Segmenter::new(Duration::from_secs(2), Duration::from_millis(200));
+        seg.add_track(&video_track());
+        seg.add_track(&crate::track::rtmp_aac_track());
+        seg
+    }
+
     /// Where AAC frame `n` (1024 samples at 44.1 kHz) starts, in ms as RTMP times it.
     fn aac_ms(n: u64) -> u64 {
         n * 1024 * 1000 / 44_100
@@ -1224,9 +1232,7 @@ mod tests {
     /// and the Opus transcoded from it; HLS takes the AAC.
     #[test]
     fn an_rtmp_room_muxes_the_publishers_aac_not_the_opus_transcode() {
-        let mut seg = Segmenter::new(Duration::from_secs(2), Duration::from_millis(200));
-        seg.add_track(&video_track());
-        seg.add_track(&crate::track::rtmp_aac_track());
+        let mut seg = rtmp_segmenter();
         tracks(&mut seg);
         let mut out = Vec::new();
         let opus = OpusSource::default().next_packet();
@@ -1284,9 +1290,7 @@ mod tests {
     /// holes after later keyframes (stalls). The parts say where a player may start.
     #[test]
     fn an_rtmp_rooms_playlist_marks_independence_on_parts_only() {
-        let mut seg = Segmenter::new(Duration::from_secs(2), Duration::from_millis(200));
-        seg.add_track(&video_track());
-        seg.add_track(&crate::track::rtmp_aac_track());
+        let mut seg = rtmp_segmenter();
         let mut out = Vec::new();
         let mut aac_n = 0u64;
         for (i, f) in video_frames(7).iter().enumerate() {
@@ -1323,9 +1327,7 @@ mod tests {
     /// silence before it, so every part's audio spans its video.
     #[test]
     fn rtmp_audio_after_a_cached_gop_keeps_its_time_after_silence() {
-        let mut seg = Segmenter::new(Duration::from_secs(2), Duration::from_millis(200));
-        seg.add_track(&video_track());
-        seg.add_track(&crate::track::rtmp_aac_track());
+        let mut seg = rtmp_segmenter();
         let mut out = Vec::new();
         let frames = video_frames(4);
         // The cached GOP: 1.5 s of video in one burst.
@@ -1386,9 +1388,7 @@ mod tests {
         // RTMP and the relay deliver a part's last AAC frame after the video frame that
         // closes the part; a part whose audio stopped short of its video left hls.js
         // reloading that part in a loop at a stream's start.
-        let mut seg = Segmenter::new(Duration::from_secs(2), Duration::from_millis(200));
-        seg.add_track(&video_track());
-        seg.add_track(&crate::track::rtmp_aac_track());
+        let mut seg = rtmp_segmenter();
         let mut out = Vec::new();
         let mut aac_n = 0u64;
         for (i, f) in video_frames(3).iter().enumerate() {

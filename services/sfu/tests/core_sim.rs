@@ -2225,7 +2225,7 @@ fn a_relay_attached_from_the_gop_starts_with_the_cached_gop() {
         let session = net.core.publish_local("g").unwrap();
         let push = |net: &mut Net, n: u64| {
             let now = net.now;
-            let v = A::from(tagged_h264(n, n % 10 == 0));
+            let v = A::from(tagged_h264(n, n.is_multiple_of(10)));
             net.core
                 .push_local(now, &session, FrameCodec::H264, n * 3000, v, "")
                 .unwrap();
