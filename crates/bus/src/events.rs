@@ -53,11 +53,36 @@ pub enum RoomEvent {
 
 /// Publishes `event` on `room`'s channel; returns how many subscribers got it.
 pub async fn publish(bus: &impl Bus, room: &str, event: &RoomEvent) -> Result<usize, BusError> {
-    let payload = serde_json::to_string(event).map_err(|source| BusError::Encode {
+    bus.publish(&keys::room_channel(room), &encode(event)?)
+        .await
+}
+
+fn encode(event: &RoomEvent) -> Result<String, BusError> {
+    serde_json::to_string(event).map_err(|source| BusError::Encode {
         what: "room event",
         source,
-    })?;
-    bus.publish(&keys::room_channel(room), &payload).await
+    })
+}
+
+/// Announces that `room` went live (its origin recorded) on the channel every packager
+/// listens to: a packager takes the room at once instead of at its next look at the
+/// SFUs' rooms. The event is a [`RoomEvent::State`] with `live` set.
+pub async fn publish_went_live(bus: &impl Bus, room: &str) -> Result<usize, BusError> {
+    let event = RoomEvent::State {
+        room: room.to_owned(),
+        live: true,
+        viewers: 0,
+        broadcaster: None,
+    };
+    bus.publish(keys::went_live_channel(), &encode(&event)?)
+        .await
+}
+
+/// Subscribes to rooms going live ([`publish_went_live`]). A message lost while the
+/// subscription is down (a Redis reconnect) is not replayed: look for live rooms
+/// another way too.
+pub async fn subscribe_went_live(bus: &impl Bus) -> Result<RoomEvents, BusError> {
+    Ok(RoomEvents(bus.subscribe(keys::went_live_channel()).await?))
 }
 
 /// Subscribes to `room`'s events.

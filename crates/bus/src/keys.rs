@@ -14,6 +14,11 @@ pub(crate) fn live_rooms() -> &'static str {
     "rooms:live"
 }
 
+/// Channel of rooms going live, for packagers (which package any room).
+pub(crate) fn went_live_channel() -> &'static str {
+    "rooms:went-live"
+}
+
 /// The room's latest publisher session (id and ingest protocol), as signaling placed it.
 pub(crate) fn room_publisher(room: &str) -> String {
     format!("room:{room}:publisher")

@@ -321,6 +321,27 @@ impl AudioSpecificConfig {
         }
     }
 
+    /// One raw frame that decodes to silence, for AAC-LC mono and stereo (`None` for
+    /// other configurations): a single channel element (mono) or a channel pair element
+    /// (stereo) with no spectral data. FFmpeg decodes it to 1024 zero samples per
+    /// channel at any sampling frequency; hls.js fills audio gaps with the same frames.
+    ///
+    /// ```
+    /// let asc = skylark_media::aac::AudioSpecificConfig::lc(44_100, 2)?;
+    /// assert_eq!(asc.silent_frame().map(<[u8]>::len), Some(9));
+    /// # Ok::<(), skylark_media::aac::AacError>(())
+    /// ```
+    pub fn silent_frame(&self) -> Option<&'static [u8]> {
+        if self.object_type != 2 || self.extension.is_some() || self.frame_length_960 {
+            return None;
+        }
+        match self.channel_configuration {
+            1 => Some(&[0x00, 0xc8, 0x00, 0x80, 0x23, 0x80]),
+            2 => Some(&[0x21, 0x00, 0x49, 0x90, 0x02, 0x19, 0x00, 0x23, 0x80]),
+            _ => None,
+        }
+    }
+
     /// The RFC 6381 `codecs` value, e.g. `mp4a.40.2`.
     pub fn codec_string(&self) -> String {
         let aot = self.extension.map_or(self.object_type, |e| e.object_type);

@@ -22,6 +22,7 @@ mod track;
 use futures_util::StreamExt;
 use renditions::Renditions;
 use segmenter::SegOutput;
+use skylark_bus::events::{self, RoomEvent};
 use skylark_bus::placement::{self, LEASE_TTL};
 use skylark_bus::{AnyBus, Bus, NodeCapacity, NodeInfo, NodeKind};
 use skylark_proto::sfu::v1 as pb;
@@ -184,21 +185,44 @@ pub async fn run(config: Config, bus: AnyBus, shutdown: CancellationToken) -> an
     skylark_telemetry::serve_parts(addr, vec![part], shutdown).await
 }
 
-/// Finds live rooms (asking every SFU node), takes the lease of rooms nobody packages,
-/// and keeps the leases it holds.
+type Workers = HashMap<String, (JoinHandle<()>, CancellationToken)>;
+
+/// Finds live rooms, takes the lease of rooms nobody packages, and keeps the leases it
+/// holds. A room is taken when an SFU announces it live (`events::publish_went_live`),
+/// and every [`TICK`] by asking every SFU node for its rooms, for announcements missed
+/// (the bus reconnecting, a packager starting after the room).
 async fn discovery(
     sh: Arc<Shared>,
     mut node: NodeInfo,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let mut workers: HashMap<String, (JoinHandle<()>, CancellationToken)> = HashMap::new();
+    let mut workers = Workers::new();
     // One lazily connected client per SFU node, kept while the node is registered.
     let mut clients: HashMap<String, SfuClient> = HashMap::new();
     let mut tick = tokio::time::interval(TICK);
+    let mut went_live = None;
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => break,
             _ = tick.tick() => {}
+            ev = next_event(&mut went_live) => {
+                match ev {
+                    Some(RoomEvent::State { room, live: true, .. }) => {
+                        take_room(&sh, &mut workers, room, &shutdown).await;
+                    }
+                    Some(_) => {}
+                    // Ended (the bus reconnects): subscribed again at the tick.
+                    None => went_live = None,
+                }
+                continue;
+            }
+        }
+        // Subscribed before the SFUs are asked: a room going live in between is heard.
+        if went_live.is_none() {
+            went_live = events::subscribe_went_live(&sh.bus)
+                .await
+                .inspect_err(|e| tracing::warn!(error = %e, "not hearing rooms go live; asking the SFUs every {TICK:?}"))
+                .ok();
         }
         workers.retain(|_, (h, _)| !h.is_finished());
         node.load.sessions = workers.len() as u32;
@@ -239,20 +263,7 @@ async fn discovery(
                 continue;
             };
             for r in stats.into_inner().rooms.into_iter().filter(|r| r.live) {
-                if workers.contains_key(&r.room_id) {
-                    continue;
-                }
-                match placement::claim_packager(&sh.bus, &r.room_id, &sh.me, LEASE_TTL).await {
-                    Ok(true) => {
-                        tracing::info!(room_id = %r.room_id, "packaging room");
-                        let stop = shutdown.child_token();
-                        let h =
-                            tokio::spawn(room_worker(sh.clone(), r.room_id.clone(), stop.clone()));
-                        workers.insert(r.room_id, (h, stop));
-                    }
-                    Ok(false) => {}
-                    Err(e) => tracing::warn!(error = %e, "packager lease unavailable"),
-                }
+                take_room(&sh, &mut workers, r.room_id, &shutdown).await;
             }
         }
     }
@@ -263,6 +274,38 @@ async fn discovery(
     }
     let _ = sh.bus.remove_node(NodeKind::Packager, &sh.me).await;
     Ok(())
+}
+
+/// The next event of a subscription; never, without one.
+async fn next_event(sub: &mut Option<events::RoomEvents>) -> Option<RoomEvent> {
+    match sub {
+        Some(s) => s.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Takes the lease of live `room` unless this packager or another holds it, and starts
+/// its worker.
+async fn take_room(
+    sh: &Arc<Shared>,
+    workers: &mut Workers,
+    room: String,
+    shutdown: &CancellationToken,
+) {
+    // Room ids come from the bus: bounded as the SFU bounds them.
+    if workers.contains_key(&room) || room.is_empty() || room.len() > 128 {
+        return;
+    }
+    match placement::claim_packager(&sh.bus, &room, &sh.me, LEASE_TTL).await {
+        Ok(true) => {
+            tracing::info!(room_id = %room, "packaging room");
+            let stop = shutdown.child_token();
+            let h = tokio::spawn(room_worker(sh.clone(), room.clone(), stop.clone()));
+            workers.insert(room, (h, stop));
+        }
+        Ok(false) => {}
+        Err(e) => tracing::warn!(error = %e, "packager lease unavailable"),
+    }
 }
 
 /// Records the room's HLS players and FLV streams in the bus, where the API sums them
@@ -301,6 +344,7 @@ async fn room_worker(sh: Arc<Shared>, room: String, stop: CancellationToken) {
     let mut seg = Renditions::new(sh.segment_target, sh.part_target);
     let mut flv_mux = flv::FlvMuxer::default();
     let mut rec: Option<recording::Recorder> = None;
+    let mut written = Written::default();
     'room: loop {
         let mut offline_since: Option<tokio::time::Instant> = None;
         loop {
@@ -329,6 +373,7 @@ async fn room_worker(sh: Arc<Shared>, room: String, stop: CancellationToken) {
                 &mut flv_mux,
                 &hls,
                 &mut rec,
+                &mut written,
                 &stop,
             )
             .instrument(span)
@@ -420,6 +465,33 @@ async fn origin_node(sh: &Shared, room: &str) -> Option<NodeInfo> {
     placement::origin_node(&sh.bus, room).await.ok().flatten()
 }
 
+/// The newest RTP time of each track of the current publisher written to the HLS (and
+/// the recording), kept across pulls: a pull made again starts with the room's cached
+/// GOP, whose frames up to these were written by the pull before.
+#[derive(Default)]
+struct Written(HashMap<String, u64>);
+
+impl Written {
+    /// Whether to write `f`: a live frame always; a cached one if newer than its track's
+    /// newest written frame.
+    fn admit(&mut self, f: &pb::Frame, cached: bool) -> bool {
+        match self.0.get_mut(&f.track_id) {
+            Some(newest) if cached && f.rtp_time <= *newest => return false,
+            Some(newest) => *newest = f.rtp_time,
+            None => {
+                self.0.insert(f.track_id.clone(), f.rtp_time);
+            }
+        }
+        true
+    }
+
+    /// A new publisher: its timestamps restart.
+    fn publisher_changed(&mut self) {
+        self.0.clear();
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
 async fn pull(
     origin: &str,
     room: &str,
@@ -427,6 +499,7 @@ async fn pull(
     flv_mux: &mut flv::FlvMuxer,
     hls: &RoomHls,
     rec: &mut Option<recording::Recorder>,
+    written: &mut Written,
     stop: &CancellationToken,
 ) -> anyhow::Result<()> {
     let mut client =
@@ -437,6 +510,9 @@ async fn pull(
             msg: Some(pb::relay_feedback::Msg::Start(pb::RelayStart {
                 room_id: room.to_string(),
                 consumer: "packager".into(),
+                // The frames since the last keyframe, instead of waiting up to a GOP for
+                // the next (RTMP encoders can't be asked for one).
+                from_gop: true,
             })),
         })
         .await?;
@@ -445,6 +521,8 @@ async fn pull(
     req.set_timeout(Duration::from_secs(24 * 3600));
     let mut stream = client.relay_pull(req).await?.into_inner();
     let mut out = Vec::new();
+    // Frames still to come of the cached GOP the SFU announced.
+    let mut cached = 0u32;
     loop {
         let msg = tokio::select! {
             _ = stop.cancelled() => return Ok(()),
@@ -456,13 +534,25 @@ async fn pull(
                 seg.add_track(&t);
                 flv_mux.add_track(&t, &hls.flv);
             }
+            Some(pb::relay_message::Msg::CachedGop(g)) => cached = g.frames,
             Some(pb::relay_message::Msg::Frame(f)) => {
-                seg.push(&f, now_ms(), &mut out);
+                let from_cache = cached > 0;
+                cached = cached.saturating_sub(1);
+                if !written.admit(&f, from_cache) {
+                    continue;
+                }
+                // A cached frame is from the past: its wall clock is its capture's.
+                let at_ms = match from_cache {
+                    true => (f.received_at_us / 1000) as i64,
+                    false => now_ms(),
+                };
+                seg.push(&f, at_ms, &mut out);
                 flv_mux.push(&f, &hls.flv);
             }
             Some(pb::relay_message::Msg::PublisherChanged(_)) => {
                 seg.publisher_changed(&mut out);
                 flv_mux.reset(&hls.flv);
+                written.publisher_changed();
             }
             Some(pb::relay_message::Msg::Ended(_)) => return Ok(()),
             None => {}
@@ -493,4 +583,89 @@ fn rand_u32() -> u32 {
     let mut b = [0u8; 4];
     let _ = getrandom::fill(&mut b);
     u32::from_le_bytes(b)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A room announced live is packaged at once: with no SFU registered, the periodic
+    /// look at the SFUs' rooms finds nothing, so only the announcement can start it.
+    #[tokio::test]
+    async fn a_room_announced_live_is_taken_without_asking_the_sfus() {
+        let bus = skylark_bus::connect(None).await.unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let shutdown = CancellationToken::new();
+        let sh = Arc::new(Shared {
+            bus: bus.clone(),
+            rooms: Rooms::default(),
+            me: "packager-t".into(),
+            segment_target: Duration::from_secs(2),
+            part_target: Duration::from_millis(220),
+            recordings: recording::tests::storage(dir.path()),
+            dvr: None,
+            _dvr_claim: None,
+        });
+        let node = NodeInfo {
+            id: "packager-t".into(),
+            kind: NodeKind::Packager,
+            ..NodeInfo::default()
+        };
+        let task = tokio::spawn(discovery(sh, node, shutdown.clone()));
+        // Registered: its first tick ran, so it listens.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while bus.nodes(NodeKind::Packager).await.unwrap().is_empty() {
+            assert!(tokio::time::Instant::now() < deadline, "never registered");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        events::publish_went_live(&bus, "r1").await.unwrap();
+        let holder = loop {
+            if let Some(h) = placement::packager(&bus, "r1").await.unwrap() {
+                break h;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the announced room was not taken"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        assert_eq!(holder, "packager-t");
+        shutdown.cancel();
+        task.await.unwrap().unwrap();
+        assert_eq!(
+            placement::packager(&bus, "r1").await.unwrap(),
+            None,
+            "released"
+        );
+    }
+
+    fn frame(track: &str, rtp_time: u64) -> pb::Frame {
+        pb::Frame {
+            track_id: track.into(),
+            rtp_time,
+            ..Default::default()
+        }
+    }
+
+    /// A pull made again starts with the cached GOP: what the pull before wrote is not
+    /// written twice, what it missed is; live frames always are; a new publisher's
+    /// timestamps start over.
+    #[test]
+    fn a_pull_made_again_writes_no_frame_twice() {
+        let mut w = Written::default();
+        for t in [0, 3000, 6000] {
+            assert!(w.admit(&frame("v", t), true), "first pull's GOP");
+        }
+        assert!(w.admit(&frame("v", 9000), false));
+        assert!(w.admit(&frame("a", 100), false));
+        // Pulled again: the GOP from its keyframe at 3000 up to 12000.
+        let again: Vec<bool> = [3000, 6000, 9000, 12000]
+            .iter()
+            .map(|&t| w.admit(&frame("v", t), true))
+            .collect();
+        assert_eq!(again, [false, false, false, true]);
+        assert!(w.admit(&frame("a", 50), false), "live frames pass");
+        w.publisher_changed();
+        assert!(w.admit(&frame("v", 0), true), "a new publisher's GOP");
+    }
 }

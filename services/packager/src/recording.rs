@@ -1069,11 +1069,11 @@ async fn sweep_once(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::segmenter::StreamInfo;
 
-    fn storage(root: &std::path::Path) -> Storage {
+    pub(crate) fn storage(root: &std::path::Path) -> Storage {
         // Nothing listens here: registration is not reached in these tests (shutdown).
         let shutdown = CancellationToken::new();
         shutdown.cancel();

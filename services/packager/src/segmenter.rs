@@ -43,6 +43,9 @@ pub const KEYFRAME_LEAD: Duration = Duration::from_millis(500);
 /// interleave audio within tens of ms of the first keyframe; a video-only stream starts
 /// this much later (its frames are kept, not dropped).
 pub const AUDIO_WAIT: Duration = Duration::from_millis(500);
+/// The furthest an RTMP source's first AAC frame may follow the epoch's keyframe and
+/// still be placed by its time (see `Segmenter::audio_start`): the SFU's GOP cache span.
+const MAX_AUDIO_LEAD: Duration = Duration::from_secs(10);
 /// Frames held while waiting, whatever their timestamps say.
 const MAX_START_QUEUE: usize = 90;
 
@@ -520,11 +523,17 @@ impl Segmenter {
             Audio::Absent | Audio::Undecided => return,
         };
         let timescale = self.audio.timescale();
-        let base = *self.audio_base.get_or_insert(f.rtp_time);
+        let first = self.audio_base.is_none();
+        let base = match self.audio_base {
+            Some(b) => b,
+            None => *self.audio_base.insert(self.audio_start(f.rtp_time)),
+        };
         let epoch_audio = self.epoch_offset * timescale / VIDEO_TIMESCALE as u64;
-        let dts = self.audio_next_dts.unwrap_or(
-            epoch_audio + f.rtp_time.saturating_sub(base) * timescale / RELAY_AUDIO_CLOCK,
-        );
+        let at = epoch_audio + f.rtp_time.saturating_sub(base) * timescale / RELAY_AUDIO_CLOCK;
+        if first {
+            self.fill_silence(at);
+        }
+        let dts = self.audio_next_dts.unwrap_or(at);
         self.part_audio_start.get_or_insert(dts);
         self.audio_next_dts = Some(dts + samples as u64);
         self.part_audio.push(Sample {
@@ -536,6 +545,60 @@ impl Segmenter {
         if self.cut_pending.is_some_and(|c| self.audio_covers(c.at)) {
             self.finish_cut(out);
         }
+    }
+
+    /// The relay audio time (48 kHz) at the epoch's video decode time zero, from the
+    /// epoch's first audio frame at `first`. An RTMP source's AAC shares the video's
+    /// clock (both are its ms times): its first frame goes where its time says, which
+    /// matters when the video starts from a GOP cached before the audio that follows
+    /// (a packager's pull: that audio is up to a GOP later than the keyframe). Other
+    /// audio (WebRTC Opus, whose RTP clock is unrelated to the video's) and times too far
+    /// apart to be one clock start with the keyframe.
+    fn audio_start(&self, first: u64) -> u64 {
+        let (Audio::Aac { .. }, Some(video)) = (&self.audio, self.video_base) else {
+            return first;
+        };
+        let video_at = video * RELAY_AUDIO_CLOCK / VIDEO_TIMESCALE as u64;
+        let lead = first.saturating_sub(video_at);
+        if lead == 0 || lead > MAX_AUDIO_LEAD.as_secs() * RELAY_AUDIO_CLOCK {
+            return first;
+        }
+        video_at
+    }
+
+    /// Fills the audio with silent frames from where it is due (after what was written,
+    /// else at the open part's first video frame) up to `until` (audio ticks), so that a
+    /// part's audio spans its video (`media-av-aligned`) when the epoch's audio begins
+    /// later than its video: after a GOP the SFU cached (video only) and handed over.
+    /// AAC-LC mono and stereo only (`AudioSpecificConfig::silent_frame`); other audio
+    /// leaves the gap.
+    fn fill_silence(&mut self, until: u64) {
+        let Audio::Aac { config, .. } = &self.audio else {
+            return;
+        };
+        let Some(silent) = config.silent_frame() else {
+            return;
+        };
+        let samples = config.samples_per_frame();
+        let timescale = self.audio.timescale();
+        let video_start = self
+            .part_video_start
+            .or(self.held.as_ref().map(|h| h.dts))
+            .map(|v| v * timescale / VIDEO_TIMESCALE as u64);
+        let Some(mut next) = self.audio_next_dts.or(video_start) else {
+            return;
+        };
+        while next + u64::from(samples) <= until {
+            self.part_audio_start.get_or_insert(next);
+            self.part_audio.push(Sample {
+                duration: samples,
+                data: Bytes::from_static(silent),
+                keyframe: true,
+                composition_offset: 0,
+            });
+            next += u64::from(samples);
+        }
+        self.audio_next_dts = Some(next);
     }
 
     /// Whether the audio received reaches decode time `at` (90 kHz).
@@ -670,6 +733,17 @@ impl Segmenter {
         }
         let video_start = self.part_video_start.unwrap_or(0);
         let duration: u64 = self.part_video.iter().map(|s| s.duration as u64).sum();
+        if self.audio_base.is_none() && self.part_audio.is_empty() {
+            // The audio has not begun (video from a cached GOP): silence to the video's
+            // end, up to a frame past it, as real audio would.
+            let timescale = self.audio.timescale();
+            let frame = match &self.audio {
+                Audio::Aac { config, .. } => u64::from(config.samples_per_frame()),
+                _ => 0,
+            };
+            let end = (video_start + duration) * timescale / VIDEO_TIMESCALE as u64;
+            self.fill_silence(end + frame.saturating_sub(1));
+        }
         let video = std::mem::take(&mut self.part_video);
         let mut audio = std::mem::take(&mut self.part_audio);
         // Audio that starts at or after the video's end belongs to the next part.
@@ -1020,6 +1094,14 @@ mod tests {
         }
     }
 
+    /// A segmenter of an RTMP room: its H.264 and AAC tracks.
+    fn rtmp_segmenter() -> Segmenter {
+        let mut seg = Segmenter::new(Duration::from_secs(2), Duration::from_millis(200));
+        seg.add_track(&video_track());
+        seg.add_track(&crate::track::rtmp_aac_track());
+        seg
+    }
+
     /// Where AAC frame `n` (1024 samples at 44.1 kHz) starts, in ms as RTMP times it.
     fn aac_ms(n: u64) -> u64 {
         n * 1024 * 1000 / 44_100
@@ -1225,9 +1307,7 @@ mod tests {
     /// and the Opus transcoded from it; HLS takes the AAC.
     #[test]
     fn an_rtmp_room_muxes_the_publishers_aac_not_the_opus_transcode() {
-        let mut seg = Segmenter::new(Duration::from_secs(2), Duration::from_millis(200));
-        seg.add_track(&video_track());
-        seg.add_track(&crate::track::rtmp_aac_track());
+        let mut seg = rtmp_segmenter();
         tracks(&mut seg);
         let mut out = Vec::new();
         let opus = OpusSource::default().next_packet();
@@ -1285,9 +1365,7 @@ mod tests {
     /// holes after later keyframes (stalls). The parts say where a player may start.
     #[test]
     fn an_rtmp_rooms_playlist_marks_independence_on_parts_only() {
-        let mut seg = Segmenter::new(Duration::from_secs(2), Duration::from_millis(200));
-        seg.add_track(&video_track());
-        seg.add_track(&crate::track::rtmp_aac_track());
+        let mut seg = rtmp_segmenter();
         let mut out = Vec::new();
         let mut aac_n = 0u64;
         for (i, f) in video_frames(7).iter().enumerate() {
@@ -1318,14 +1396,74 @@ mod tests {
         );
     }
 
+    /// A packager's pull starts from the SFU's cached GOP: the video from its keyframe
+    /// at once, the RTMP source's AAC only from the pull on. The first AAC frame goes at
+    /// its own time beside the video of that moment (not at the keyframe, 1.5 s early),
+    /// silence before it, so every part's audio spans its video.
+    #[test]
+    fn rtmp_audio_after_a_cached_gop_keeps_its_time_after_silence() {
+        let mut seg = rtmp_segmenter();
+        let mut out = Vec::new();
+        let frames = video_frames(4);
+        // The cached GOP: 1.5 s of video in one burst.
+        for f in &frames[..45] {
+            seg.push(f, 0, &mut out);
+        }
+        // Live from 1.5 s: AAC and video interleaved as RTMP sends them.
+        let first_live = (0..).find(|&n| aac_ms(n) >= 1500).unwrap();
+        let mut aac_n = first_live;
+        for (i, f) in frames.iter().enumerate().skip(45) {
+            let ms = i as u64 * 1000 / 30;
+            while aac_ms(aac_n) <= ms {
+                seg.push(&aac_frame(aac_n), ms as i64, &mut out);
+                aac_n += 1;
+            }
+            seg.push(f, ms as i64, &mut out);
+        }
+        let parts: Vec<Bytes> = out
+            .iter()
+            .filter_map(|o| match o {
+                SegOutput::Part { bytes, .. } => Some(bytes.clone()),
+                _ => None,
+            })
+            .collect();
+        for (n, p) in parts.iter().enumerate() {
+            assert_eq!(read::track_runs(p).unwrap().len(), 2, "part {n} has audio");
+        }
+        // Where the first real AAC frame is: after every silent frame written.
+        let silent = AudioSpecificConfig::parse(&[0x12, 0x10]).unwrap();
+        let silent = silent.silent_frame().unwrap();
+        let count = |b: &[u8], what: &[u8]| b.windows(what.len()).filter(|w| *w == what).count();
+        let real = parts
+            .iter()
+            .position(|p| count(p, b"AACFRAME") > 0)
+            .unwrap();
+        let silences: usize = parts[..real]
+            .iter()
+            .map(|p| count(p, silent))
+            .sum::<usize>()
+            + {
+                let p = &parts[real];
+                let at = p.windows(8).position(|w| w == b"AACFRAME").unwrap();
+                count(&p[..at], silent)
+            };
+        let start = read::track_runs(&parts[0]).unwrap()[1].start;
+        let first_real = start + silences as u64 * 1024;
+        let expected = aac_ms(first_live) * 44_100 / 1000;
+        assert!(
+            first_real.abs_diff(expected) <= 1024,
+            "the first AAC frame at {first_real}, its time {expected} (44.1 kHz)"
+        );
+        let (text, found) = served(out);
+        assert!(found.is_empty(), "{found:#?}\n{text}");
+    }
+
     #[test]
     fn each_parts_audio_reaches_its_video_end_when_audio_arrives_late() {
         // RTMP and the relay deliver a part's last AAC frame after the video frame that
         // closes the part; a part whose audio stopped short of its video left hls.js
         // reloading that part in a loop at a stream's start.
-        let mut seg = Segmenter::new(Duration::from_secs(2), Duration::from_millis(200));
-        seg.add_track(&video_track());
-        seg.add_track(&crate::track::rtmp_aac_track());
+        let mut seg = rtmp_segmenter();
         let mut out = Vec::new();
         let mut aac_n = 0u64;
         for (i, f) in video_frames(3).iter().enumerate() {

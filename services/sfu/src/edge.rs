@@ -466,6 +466,8 @@ impl Feed {
                 self.new_link();
                 Step::Go
             }
+            // Never asked for (`from_gop` unset).
+            pb::relay_message::Msg::CachedGop(_) => Step::Go,
             pb::relay_message::Msg::Ended(_) => {
                 self.tracks.clear();
                 self.end().await;
@@ -486,6 +488,8 @@ impl Feed {
             msg: Some(pb::relay_feedback::Msg::Start(pb::RelayStart {
                 room_id: room.to_string(),
                 consumer: "edge".into(),
+                // Its viewers start as the origin's do (`JoinFrames`), from live frames.
+                from_gop: false,
             })),
         };
         if fb_tx.send(start).await.is_err() {

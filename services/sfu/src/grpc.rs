@@ -297,7 +297,7 @@ impl SfuNode for SfuService {
         req: Request<Streaming<pb::RelayFeedback>>,
     ) -> Result<Response<Self::RelayPullStream>, Status> {
         let mut feedback = req.into_inner();
-        let (room, consumer) = match feedback.next().await {
+        let (room, consumer, from_gop) = match feedback.next().await {
             Some(Ok(pb::RelayFeedback {
                 msg: Some(pb::relay_feedback::Msg::Start(s)),
             })) => {
@@ -306,7 +306,7 @@ impl SfuNode for SfuService {
                     "packager" => "packager",
                     _ => "other",
                 };
-                (s.room_id, consumer)
+                (s.room_id, consumer, s.from_gop)
             }
             _ => {
                 return Err(Status::invalid_argument(
@@ -324,12 +324,13 @@ impl SfuNode for SfuService {
                 sink,
                 tx,
                 consumer,
+                from_gop,
             })
             .await
         {
             return Err(Status::unavailable("SFU worker stopped"));
         }
-        tracing::info!(room_id = %room, sink, consumer, "relay attached");
+        tracing::info!(room_id = %room, sink, consumer, from_gop, "relay attached");
         let guard = DetachOnDrop {
             worker: self.worker.clone(),
             room: room.clone(),

@@ -462,6 +462,11 @@ async fn placement_loop(
                     let r = room.clone();
                     live.insert(room.clone(), tokio::spawn(async move { watch_room(b, w, r).await }));
                     announce(&bus, &room, true).await;
+                    // Packagers start pulling now rather than at their next look (a
+                    // recording then starts with the stream, not up to a second later).
+                    if let Err(e) = events::publish_went_live(&bus, &room).await {
+                        tracing::debug!(error = %e, room_id = %room, "room not announced to packagers");
+                    }
                 }
                 CoreEvent::RoomOffline { room } => {
                     if let Some(t) = live.remove(&room) { t.abort(); }

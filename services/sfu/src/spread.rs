@@ -150,6 +150,7 @@ async fn run(spreads: Spreads, key: Key, pull: Arc<Pull>, home: Handle, target: 
             sink,
             tx,
             consumer: SIBLING,
+            from_gop: false,
         };
         if !home.send_wait(attach).await {
             break;

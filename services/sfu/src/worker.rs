@@ -96,6 +96,8 @@ pub enum Command {
         tx: mpsc::Sender<pb::RelayMessage>,
         /// Metrics label: "edge", "packager", "other", or [`SIBLING`].
         consumer: &'static str,
+        /// Starts with the room's cached GOP (`RelayStart.from_gop`).
+        from_gop: bool,
     },
     DetachRelay {
         room: String,
@@ -830,6 +832,7 @@ impl Loop {
                 sink,
                 tx,
                 consumer,
+                from_gop,
             } => {
                 self.relays.insert(
                     sink,
@@ -841,7 +844,11 @@ impl Loop {
                         stale: HashSet::new(),
                     },
                 );
-                self.core.attach_relay(now, &room, sink);
+                if from_gop {
+                    self.core.attach_relay_from_gop(now, &room, sink);
+                } else {
+                    self.core.attach_relay(now, &room, sink);
+                }
             }
             Command::DetachRelay { room, sink } => {
                 self.relays.remove(&sink);
@@ -1122,6 +1129,7 @@ mod tests {
             sink: 1,
             tx,
             consumer: "edge",
+            from_gop: false,
         });
         lp.flush();
         let push = |lp: &mut Loop, codec: FrameCodec, data: Arc<[u8]>| {

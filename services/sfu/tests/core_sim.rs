@@ -2219,6 +2219,95 @@ fn a_relay_attached_where_the_room_has_no_publisher_is_told_it_ended() {
     assert!(net.core.room_stats().is_empty(), "nothing holds the room");
 }
 
+/// A packager's pull (`RelayStart.from_gop`) of a local (RTMP) publisher's room starts
+/// with the room's cached GOP — announced, keyframe first, at its own times and capture
+/// wall clock — and goes on with the live frames; an edge's pull (no flag) gets the live
+/// frames only, and so does a flagged pull where the room keeps no GOP (`JoinFrames::Wait`).
+#[test]
+fn a_relay_attached_from_the_gop_starts_with_the_cached_gop() {
+    use skylark_proto::sfu::v1::relay_message::Msg;
+    use skylark_sfu::core::{FrameCodec, JoinFrames};
+    use std::sync::Arc as A;
+    for mode in [JoinFrames::Gop, JoinFrames::Wait] {
+        let mut net = Net::new();
+        net.core.set_join_frames(mode);
+        let session = net.core.publish_local("g").unwrap();
+        let push = |net: &mut Net, n: u64| {
+            let now = net.now;
+            let v = A::from(tagged_h264(n, n.is_multiple_of(10)));
+            net.core
+                .push_local(now, &session, FrameCodec::H264, n * 3000, v, "")
+                .unwrap();
+            let a = A::from(vec![0x21, 0x10, 0, n as u8]);
+            net.core
+                .push_local(now, &session, FrameCodec::Aac, n * 1600, a, "1190")
+                .unwrap();
+            net.run(Duration::from_millis(33));
+        };
+        // Two GOPs: the cache holds the second one's keyframe (12 → 10) and 11–13.
+        for n in 0..14 {
+            push(&mut net, n);
+        }
+        let video = |msgs: &[skylark_proto::sfu::v1::RelayMessage]| -> Vec<(u64, bool, u64)> {
+            msgs.iter()
+                .filter_map(|m| match &m.msg {
+                    Some(Msg::Frame(f)) if f.track_id == "local-H264" => Some((
+                        frame_tag(MediaKind::Video, &f.data),
+                        f.keyframe,
+                        f.received_at_us,
+                    )),
+                    _ => None,
+                })
+                .collect()
+        };
+        let announced = |msgs: &[skylark_proto::sfu::v1::RelayMessage]| {
+            msgs.iter().find_map(|m| match &m.msg {
+                Some(Msg::CachedGop(g)) => Some(g.frames),
+                _ => None,
+            })
+        };
+        net.relayed.clear();
+        net.core.attach_relay(net.now, "g", 1);
+        net.run(Duration::ZERO);
+        assert!(video(&net.relayed).is_empty(), "{mode:?}: an edge's pull");
+        assert_eq!(announced(&net.relayed), None);
+        net.relayed.clear();
+        net.core.attach_relay_from_gop(net.now, "g", 2);
+        net.run(Duration::ZERO);
+        let gop = video(&net.relayed);
+        let tracks = net
+            .relayed
+            .iter()
+            .take_while(|m| matches!(m.msg, Some(Msg::Track(_))))
+            .count();
+        assert_eq!(tracks, 2, "{mode:?}: the tracks come first");
+        if mode == JoinFrames::Wait {
+            assert!(gop.is_empty(), "no cache, no GOP: {gop:?}");
+            assert_eq!(announced(&net.relayed), None);
+            continue;
+        }
+        assert!(
+            matches!(net.relayed[tracks].msg, Some(Msg::CachedGop(_))),
+            "then the announcement: {:?}",
+            net.relayed[tracks]
+        );
+        assert_eq!(announced(&net.relayed), Some(4));
+        let numbers: Vec<u64> = gop.iter().map(|f| f.0).collect();
+        assert_eq!(numbers, [10, 11, 12, 13]);
+        let keys: Vec<bool> = gop.iter().map(|f| f.1).collect();
+        assert_eq!(keys, [true, false, false, false]);
+        // Stamped with their capture on the core's (simulated) wall clock, 33 ms apart.
+        let wall: Vec<u64> = gop.iter().map(|f| f.2).collect();
+        assert!(wall[0] >= WALL_START_US + 300_000, "{wall:?}");
+        assert!(wall.windows(2).all(|w| w[1] > w[0]), "{wall:?}");
+        // Live frames follow, to both sinks.
+        net.relayed.clear();
+        push(&mut net, 14);
+        let live: Vec<u64> = video(&net.relayed).iter().map(|f| f.0).collect();
+        assert_eq!(live, [14, 14]);
+    }
+}
+
 /// ICE over TCP: the answer offers a passive TCP candidate below the UDP one, a viewer
 /// whose only candidate is TCP connects and plays through it, and a UDP viewer on the
 /// very same address and port is another route: neither gets the other's packets. Its

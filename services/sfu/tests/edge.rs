@@ -421,6 +421,7 @@ async fn raw_pull(
         msg: Some(pb::relay_feedback::Msg::Start(pb::RelayStart {
             room_id: room.into(),
             consumer: "edge".into(),
+            from_gop: false,
         })),
     })
     .await

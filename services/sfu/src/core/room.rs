@@ -39,6 +39,21 @@ impl Core {
     /// `Ended` at once: a consumer that came in as the room went offline looks for its
     /// origin again instead of holding the room open here.
     pub fn attach_relay(&mut self, now: Instant, room: &str, sink: u64) {
+        self.attach(now, room, sink, false);
+    }
+
+    /// [`Core::attach_relay`] for a consumer that starts from the room's cached GOP
+    /// (`RelayStart.from_gop`, a packager): after the tracks, a `CachedGop` and each video
+    /// track's frames since its last keyframe, then the live frames. A recording then
+    /// starts where the stream did instead of at the encoder's next keyframe, and a
+    /// packager's first segment starts at that keyframe, up to a GOP behind live (as
+    /// SRS's HLS does with its GOP cache). Rooms without a cache (WebRTC publishers, who
+    /// are asked for a keyframe) attach as with [`Core::attach_relay`].
+    pub fn attach_relay_from_gop(&mut self, now: Instant, room: &str, sink: u64) {
+        self.attach(now, room, sink, true);
+    }
+
+    fn attach(&mut self, now: Instant, room: &str, sink: u64, from_gop: bool) {
         let r = self.rooms.entry(room.to_string()).or_default();
         r.relays.push(sink);
         if r.publisher.is_none() {
@@ -49,13 +64,63 @@ impl Core {
             return;
         }
         let tracks = r.tracks.clone();
+        let gop = if from_gop {
+            self.cached_gop(room)
+        } else {
+            Vec::new()
+        };
+        let video = |t: &&pb::TrackInfo| t.kind == pb::TrackKind::Video as i32;
+        // Every video track starts at a cached keyframe: none to ask the publisher for.
+        let all_cached = tracks
+            .iter()
+            .filter(video)
+            .all(|t| gop.iter().any(|f| f.track_id == t.track_id));
         for t in tracks {
             self.out.push_back(Output::Relay {
                 sink,
                 msg: relay_msg(pb::relay_message::Msg::Track(t)),
             });
         }
-        self.request_keyframe(room, Want::All, now);
+        if !gop.is_empty() {
+            self.out.push_back(Output::Relay {
+                sink,
+                msg: relay_msg(pb::relay_message::Msg::CachedGop(pb::CachedGop {
+                    frames: gop.len() as u32,
+                })),
+            });
+        }
+        for f in gop {
+            self.out.push_back(Output::Relay {
+                sink,
+                msg: relay_msg(pb::relay_message::Msg::Frame(f)),
+            });
+        }
+        if !all_cached {
+            self.request_keyframe(room, Want::All, now);
+        }
+    }
+
+    /// The room's cached GOP of each video track, as relay frames, keyframe first.
+    fn cached_gop(&self, room: &str) -> Vec<pb::Frame> {
+        let Some(r) = self.rooms.get(room) else {
+            return Vec::new();
+        };
+        let mut frames = Vec::new();
+        for t in r.tracks.iter() {
+            let Some(gop) = r.gops.get(&t.track_id) else {
+                continue;
+            };
+            frames.extend(gop.items().iter().enumerate().map(|(i, f)| pb::Frame {
+                track_id: t.track_id.clone(),
+                rtp_time: f.time,
+                // A cached GOP starts at its keyframe and holds none after it.
+                keyframe: i == 0,
+                data: f.data.to_vec(),
+                received_at_us: self.config.wall_clock.unix_us(f.capture),
+                contiguous: true,
+            }));
+        }
+        frames
     }
 
     pub fn detach_relay(&mut self, room: &str, sink: u64) {
