@@ -300,8 +300,8 @@ async fn p2p_broadcaster_and_viewers_get_turn_credentials_that_coturn_takes() {
     assert_eq!(users.len(), 3, "one credential per connection: {users:?}");
     let broadcaster = watching["broadcaster"].as_str().unwrap();
     assert!(
-        servers[1].1.ends_with(&format!(":{broadcaster}")),
-        "the broadcaster's credential names its connection: {}",
+        servers[1].1.ends_with(&format!(":{broadcaster}:b")),
+        "the broadcaster's credential names its connection and side: {}",
         servers[1].1
     );
     for (got_urls, user, credential) in &servers {
@@ -444,7 +444,7 @@ async fn p2p_takeover_reaches_the_old_connection_on_another_signaling_pod() {
 }
 
 /// A p2p room's TURN credentials (its broadcaster's and viewers', in their `room`
-/// replies) are scoped to the room (`expiry:p2p:<room>:<conn>`). Signaling records the
+/// replies) are scoped to the room (`expiry:p2p:<room>:<conn>:<b|v>`). Signaling records the
 /// addresses of the candidates participants send — in an offer's SDP (room 1), trickled
 /// (room 2) — and the embedded TURN server relays a room's credential to those only: a
 /// viewer relays to its broadcaster's address, not to the one the other room's
@@ -454,22 +454,27 @@ async fn p2p_credentials_relay_only_to_addresses_their_room_announced() {
     use common::turn::RawClient;
     use turn_server_proto::types::message::{ALLOCATE, CREATE_PERMISSION};
     const SECRET: &str = "p2p-turn-scope-secret-0123";
-    // 127.0.0.2 and .3 stand for the broadcasters' public addresses.
-    let allow = ("SKYLARK_TURN_ALLOW_PEERS", "127.0.0.2/32,127.0.0.3/32");
+    // 127.0.0.2 and .3 stand for the broadcasters' public addresses, .4 for the first
+    // room's viewer's.
+    let allow = (
+        "SKYLARK_TURN_ALLOW_PEERS",
+        "127.0.0.2/32,127.0.0.3/32,127.0.0.4/32",
+    );
     let sk = common::turn::skylark_with_turn(SECRET, &[allow]).await;
     let port = logged_port(&sk, "TURN UDP and TCP listening on");
     let server: std::net::SocketAddr = ([127, 0, 0, 1], port).into();
 
     let mut rooms = Vec::new();
+    let mut first_broadcaster = (String::new(), String::new());
     for (i, ip) in ["127.0.0.2", "127.0.0.3"].into_iter().enumerate() {
         let (room, key) = p2p_room(&sk.base).await;
         let mut b = broadcaster(&sk.base, &room, &key).await;
         let live = expect(&mut b, "room").await;
         let scoped = format!(":p2p:{room}:");
-        let user = live["iceServers"][0]["username"]
-            .as_str()
-            .unwrap_or_default();
-        assert!(user.contains(&scoped), "the broadcaster's: {live}");
+        let b_ice = live["iceServers"][0].clone();
+        let b_user = b_ice["username"].as_str().unwrap_or_default().to_string();
+        let b_pass = b_ice["credential"].as_str().unwrap_or_default().to_string();
+        assert!(b_user.contains(&scoped), "the broadcaster's: {live}");
         let mut v = ws(&sk.base).await;
         ws_send(&mut v, json!({"type": "watch", "room": room})).await;
         let joined = expect(&mut v, "room").await;
@@ -488,6 +493,13 @@ async fn p2p_credentials_relay_only_to_addresses_their_room_announced() {
             let sdp = format!("v=0\r\na={mdns}\r\na={line}\r\n");
             ws_send(&mut b, json!({"type": "offer", "to": viewer, "sdp": sdp})).await;
             expect(&mut v, "offer").await;
+            // The viewer announces its own address in its answer.
+            let own =
+                "candidate:3 1 udp 1686052607 127.0.0.4 40000 typ srflx raddr 0.0.0.0 rport 0";
+            let sdp = format!("v=0\r\na={own}\r\n");
+            ws_send(&mut v, json!({"type": "answer", "sdp": sdp})).await;
+            expect(&mut b, "answer").await;
+            first_broadcaster = (b_user.clone(), b_pass.clone());
         } else {
             let c = json!({"candidate": line, "sdpMid": "0"});
             ws_send(
@@ -524,7 +536,31 @@ async fn p2p_credentials_relay_only_to_addresses_their_room_announced() {
                 .unwrap();
         assert_eq!(&buf[..len], b"to the broadcaster");
     }
+    // The first room's viewer announced 127.0.0.4: its own relay can't reach it (no one
+    // reaches an address by announcing it), its broadcaster's can.
+    let permit_4 = |user: &str, pass: &str| {
+        let (user, pass) = (user.to_string(), pass.to_string());
+        async move {
+            let raw = RawClient::new(server).await;
+            assert_eq!(raw.request(ALLOCATE, &user, &pass, None).await, 0);
+            let peer = std::net::SocketAddr::from(([127, 0, 0, 4], 40000));
+            raw.request(CREATE_PERMISSION, &user, &pass, Some(peer))
+                .await
+        }
+    };
+    let (v_user, v_pass) = (&rooms[0].0, &rooms[0].1);
+    assert_eq!(
+        permit_4(v_user, v_pass).await,
+        403,
+        "a viewer, its own address"
+    );
+    let (b_user, b_pass) = &first_broadcaster;
+    assert_eq!(
+        permit_4(b_user, b_pass).await,
+        0,
+        "the broadcaster, its viewer's"
+    );
     let m = sk.metrics().await;
     let series = "skylark_turn_peers_refused_total{scope=\"p2p\",reason=\"not_room_peer\"}";
-    assert!(metric_sum(&m, series) >= 4.0, "{series}:\n{m}");
+    assert!(metric_sum(&m, series) >= 5.0, "{series}:\n{m}");
 }

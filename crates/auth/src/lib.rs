@@ -18,6 +18,7 @@ pub use playback::{
 };
 pub use token::{Claims, Grant, Role, TokenError, TokenIssuer};
 pub use turn::{
-    TurnCredential, TurnCredentialError, TurnScope, TurnScopeTooLong, TurnSecret, MAX_TURN_USERNAME,
+    P2pSide, TurnCredential, TurnCredentialError, TurnScope, TurnScopeTooLong, TurnSecret,
+    MAX_TURN_USERNAME,
 };
 pub use webhook::{new_webhook_secret, webhook_signature};

@@ -5,8 +5,8 @@
 //! with no state shared with whoever minted them. SHA-1 because that is the scheme
 //! coturn speaks; the secret, not the hash, is what an attacker lacks.
 //!
-//! Skylark's ids carry a [`TurnScope`] (`sfu:<session>`, `p2p:<room>:<conn>`): what the
-//! embedded server may relay the credential to. coturn reads only the expiry.
+//! Skylark's ids carry a [`TurnScope`] (`sfu:<session>`, `p2p:<room>:<conn>:<side>`):
+//! what the embedded server may relay the credential to. coturn reads only the expiry.
 
 use aws_lc_rs::hmac;
 use base64::Engine;
@@ -70,9 +70,14 @@ pub enum TurnScope {
     /// `sfu:<session>`: a session with an SFU node (WHIP, WHEP, WebSocket in sfu rooms):
     /// the SFU nodes only.
     Sfu { session: String },
-    /// `p2p:<room>:<conn>`: a participant of a p2p room: the addresses its room's
-    /// participants announced.
-    P2p { room: String, conn: String },
+    /// `p2p:<room>:<conn>:<b|v>`: a participant of a p2p room: the addresses the other
+    /// side of its room announced (a viewer: the broadcaster's; the broadcaster: its
+    /// viewers'), so no participant reaches an address it announced itself.
+    P2p {
+        room: String,
+        conn: String,
+        side: P2pSide,
+    },
     /// Any other id (older signaling, an operator's own tooling).
     Unscoped { id: String },
 }
@@ -85,12 +90,13 @@ impl TurnScope {
         })
     }
 
-    pub fn p2p(room: &str, conn: &str) -> Result<Self, TurnScopeTooLong> {
+    pub fn p2p(room: &str, conn: &str, side: P2pSide) -> Result<Self, TurnScopeTooLong> {
         fits(room, MAX_ROOM)?;
         fits(conn, MAX_ID)?;
         Ok(Self::P2p {
             room: room.to_owned(),
             conn: conn.to_owned(),
+            side,
         })
     }
 
@@ -107,10 +113,12 @@ impl TurnScope {
                 session: decode(session).ok_or(bad)?,
             }
         } else if let Some(rest) = id.strip_prefix("p2p:") {
-            let (room, conn) = rest.split_once(':').ok_or(bad)?;
+            let (room, rest) = rest.split_once(':').ok_or(bad)?;
+            let (conn, side) = rest.split_once(':').ok_or(bad)?;
             Self::P2p {
                 room: decode(room).ok_or(bad)?,
                 conn: decode(conn).ok_or(bad)?,
+                side: P2pSide::of_tag(side).ok_or(bad)?,
             }
         } else {
             Self::Unscoped { id: id.to_owned() }
@@ -119,13 +127,48 @@ impl TurnScope {
     }
 }
 
-/// `sfu:<session>`, `p2p:<room>:<conn>` (components percent-encoded), or the bare id.
+/// `sfu:<session>`, `p2p:<room>:<conn>:<b|v>` (ids percent-encoded), or the bare id.
 impl std::fmt::Display for TurnScope {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Self::Sfu { session } => write!(f, "sfu:{}", encode(session)),
-            Self::P2p { room, conn } => write!(f, "p2p:{}:{}", encode(room), encode(conn)),
+            Self::P2p { room, conn, side } => {
+                write!(f, "p2p:{}:{}:{}", encode(room), encode(conn), side.tag())
+            }
             Self::Unscoped { id } => f.write_str(id),
+        }
+    }
+}
+
+/// The side of a p2p room a participant is on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum P2pSide {
+    Broadcaster,
+    Viewer,
+}
+
+impl P2pSide {
+    /// Its tag in a username: `b`, `v`.
+    pub fn tag(self) -> &'static str {
+        match self {
+            Self::Broadcaster => "b",
+            Self::Viewer => "v",
+        }
+    }
+
+    pub fn of_tag(tag: &str) -> Option<Self> {
+        match tag {
+            "b" => Some(Self::Broadcaster),
+            "v" => Some(Self::Viewer),
+            _ => None,
+        }
+    }
+
+    /// The side whose addresses this side's relays reach.
+    pub fn other(self) -> Self {
+        match self {
+            Self::Broadcaster => Self::Viewer,
+            Self::Viewer => Self::Broadcaster,
         }
     }
 }
@@ -285,9 +328,10 @@ mod tests {
         let s = TurnSecret::new(b"k");
         for scope in [
             TurnScope::sfu("3f2a9c").unwrap(),
-            TurnScope::p2p("room_AbC-12", "c00ff").unwrap(),
+            TurnScope::p2p("room_AbC-12", "c00ff", P2pSide::Viewer).unwrap(),
+            TurnScope::p2p("room_AbC-12", "c00fe", P2pSide::Broadcaster).unwrap(),
             // Whatever a room id holds, `:` and `%` included, comes back as it was.
-            TurnScope::p2p("a:b%c d/é", "c:1").unwrap(),
+            TurnScope::p2p("a:b%c d/é", "c:1", P2pSide::Viewer).unwrap(),
             TurnScope::Unscoped {
                 id: "legacy-id".into(),
             },
@@ -298,8 +342,10 @@ mod tests {
             assert_eq!(TurnScope::of_username(&c.username), Ok((1060, scope)));
         }
         assert_eq!(
-            TurnScope::p2p("room_1", "c1").unwrap().to_string(),
-            "p2p:room_1:c1"
+            TurnScope::p2p("room_1", "c1", P2pSide::Broadcaster)
+                .unwrap()
+                .to_string(),
+            "p2p:room_1:c1:b"
         );
     }
 
@@ -313,7 +359,10 @@ mod tests {
             "1:sfu:a:b",
             "1:sfu:%zz",
             "1:sfu:%41",
-            "1:p2p:r%3:c",
+            "1:p2p:r%3:c:v",
+            "1:p2p:r:c",
+            "1:p2p:r:c:x",
+            "1:p2p:r:c:v:v",
             "x:sfu:a",
         ] {
             assert_eq!(
@@ -328,7 +377,7 @@ mod tests {
     fn the_longest_scopes_fit_a_stun_username() {
         let room = "%".repeat(MAX_ROOM / 3);
         let conn = ":".repeat(MAX_ID / 3);
-        let scope = TurnScope::p2p(&room, &conn).unwrap();
+        let scope = TurnScope::p2p(&room, &conn, P2pSide::Broadcaster).unwrap();
         let c = TurnSecret::new(b"k").mint(&scope.to_string(), u64::MAX - 1, Duration::ZERO);
         assert!(
             c.username.len() <= MAX_TURN_USERNAME,
@@ -336,7 +385,7 @@ mod tests {
             c.username.len()
         );
         assert_eq!(
-            TurnScope::p2p(&format!("{room}x"), "c"),
+            TurnScope::p2p(&format!("{room}x"), "c", P2pSide::Viewer),
             Err(TurnScopeTooLong)
         );
         assert_eq!(TurnScope::sfu(&format!("{conn}x")), Err(TurnScopeTooLong));

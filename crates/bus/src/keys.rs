@@ -50,7 +50,7 @@ pub(crate) fn session(id: &str) -> String {
     format!("session:{id}")
 }
 
-/// Map `{ip} {connection}` → "": the addresses a p2p room's participants announced in
+/// Map `{ip} {connection}` → `b`|`v` (the side): the addresses a p2p room's participants announced in
 /// their ICE candidates (one entry per connection and address, each expiring).
 pub(crate) fn room_peer_ips(room: &str) -> String {
     format!("room:{room}:peer_ips")

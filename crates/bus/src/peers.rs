@@ -1,7 +1,9 @@
 //! The addresses a p2p room's participants announce in their ICE candidates, as
 //! signaling relays them: a TURN server relays a p2p room's credential only to these
-//! (no open relay). One entry per connection and address, each expiring unless the
-//! connection renews it, so a participant that goes away drops out by itself.
+//! (no open relay), and only those of the other side (a viewer's relays reach the
+//! broadcaster's addresses, the broadcaster's its viewers'), so nobody reaches an
+//! address by announcing it. One entry per connection and address, each expiring unless
+//! the connection renews it, so a participant that goes away drops out by itself.
 //!
 //! ```
 //! # #[tokio::main(flavor = "current_thread")]
@@ -9,9 +11,10 @@
 //! use skylark_bus::peers;
 //! let bus = skylark_bus::connect(None).await?;
 //! let ip = "203.0.113.7".parse().unwrap();
-//! assert_eq!(peers::record(&bus, "r1", "c1", &[ip]).await?, 1);
-//! assert!(peers::ips(&bus, "r1").await?.contains(&ip));
-//! assert!(peers::ips(&bus, "r2").await?.is_empty());
+//! assert_eq!(peers::record(&bus, "r1", "c1", true, &[ip]).await?, 1);
+//! let announced = peers::ips(&bus, "r1").await?;
+//! assert!(announced.broadcaster.contains(&ip) && announced.viewers.is_empty());
+//! assert_eq!(peers::ips(&bus, "r2").await?, peers::RoomAddrs::default());
 //! # Ok(()) }
 //! ```
 
@@ -37,13 +40,31 @@ fn entry(ip: IpAddr, conn: &str) -> String {
     format!("{ip} {conn}")
 }
 
-/// Records that connection `conn` of p2p room `room` announced `ips` (renews them when
-/// already there), at most [`MAX_PER_CONNECTION`] of them; how many were recorded (0
-/// when the room holds [`MAX_PER_ROOM`] entries of other connections).
+/// An entry's value: which side announced it.
+fn side(broadcaster: bool) -> &'static str {
+    if broadcaster {
+        "b"
+    } else {
+        "v"
+    }
+}
+
+/// The addresses a room's participants announced, by side.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RoomAddrs {
+    pub broadcaster: HashSet<IpAddr>,
+    pub viewers: HashSet<IpAddr>,
+}
+
+/// Records that connection `conn` of p2p room `room` (its broadcaster, or a viewer)
+/// announced `ips` (renews them when already there), at most [`MAX_PER_CONNECTION`] of
+/// them; how many were recorded (0 when the room holds [`MAX_PER_ROOM`] entries of
+/// other connections).
 pub async fn record(
     bus: &impl Bus,
     room: &str,
     conn: &str,
+    broadcaster: bool,
     ips: &[IpAddr],
 ) -> Result<usize, BusError> {
     let key = keys::room_peer_ips(room);
@@ -59,7 +80,8 @@ pub async fn record(
     }
     let ips = &ips[..ips.len().min(MAX_PER_CONNECTION)];
     for ip in ips {
-        bus.map_set(&key, &entry(*ip, conn), "", PEER_TTL).await?;
+        bus.map_set(&key, &entry(*ip, conn), side(broadcaster), PEER_TTL)
+            .await?;
     }
     Ok(ips.len())
 }
@@ -78,12 +100,18 @@ pub async fn forget(
     Ok(())
 }
 
-/// Every address the room's participants announced and still hold.
-pub async fn ips(bus: &impl Bus, room: &str) -> Result<HashSet<IpAddr>, BusError> {
-    Ok(bus
-        .map_entries(&keys::room_peer_ips(room))
-        .await?
-        .into_iter()
-        .filter_map(|(field, _)| field.split_once(' ')?.0.parse().ok())
-        .collect())
+/// Every address the room's participants announced and still hold, by side.
+pub async fn ips(bus: &impl Bus, room: &str) -> Result<RoomAddrs, BusError> {
+    let mut out = RoomAddrs::default();
+    for (field, value) in bus.map_entries(&keys::room_peer_ips(room)).await? {
+        let Some(ip) = field.split_once(' ').and_then(|(ip, _)| ip.parse().ok()) else {
+            continue;
+        };
+        match value.as_str() {
+            "b" => out.broadcaster.insert(ip),
+            "v" => out.viewers.insert(ip),
+            _ => continue,
+        };
+    }
+    Ok(out)
 }

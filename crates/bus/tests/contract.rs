@@ -645,33 +645,60 @@ async fn live_rooms_follow_origins(bus: &impl Bus) {
     assert!(placement::live_rooms(bus).await.unwrap().is_empty());
 }
 
-/// A p2p room's announced addresses: per connection, bounded per connection and per
-/// room, one connection's leaving keeps another's announcement of the same address.
+/// A p2p room's announced addresses: per connection and side, bounded per connection
+/// and per room, one connection's leaving keeps another's announcement of the same
+/// address.
 async fn p2p_peer_addresses_are_bounded_and_forgotten(bus: &impl Bus) {
-    use skylark_bus::peers::{self, MAX_PER_CONNECTION, MAX_PER_ROOM};
+    use skylark_bus::peers::{self, RoomAddrs, MAX_PER_CONNECTION, MAX_PER_ROOM};
     use std::collections::HashSet;
     use std::net::IpAddr;
     let a: IpAddr = "198.51.100.1".parse().unwrap();
     let b: IpAddr = "2001:db8::1".parse().unwrap();
-    assert_eq!(peers::record(bus, "r", "c1", &[a, b]).await.unwrap(), 2);
-    assert_eq!(peers::record(bus, "r", "c2", &[a]).await.unwrap(), 1);
-    assert_eq!(peers::ips(bus, "r").await.unwrap(), HashSet::from([a, b]));
-    assert!(peers::ips(bus, "other").await.unwrap().is_empty());
+    let c: IpAddr = "203.0.113.9".parse().unwrap();
+    assert_eq!(
+        peers::record(bus, "r", "c1", false, &[a, b]).await.unwrap(),
+        2
+    );
+    assert_eq!(peers::record(bus, "r", "c2", false, &[a]).await.unwrap(), 1);
+    assert_eq!(peers::record(bus, "r", "pub", true, &[c]).await.unwrap(), 1);
+    let want = RoomAddrs {
+        broadcaster: HashSet::from([c]),
+        viewers: HashSet::from([a, b]),
+    };
+    assert_eq!(peers::ips(bus, "r").await.unwrap(), want);
+    assert_eq!(
+        peers::ips(bus, "other").await.unwrap(),
+        RoomAddrs::default()
+    );
     peers::forget(bus, "r", "c1", &[a, b]).await.unwrap();
-    assert_eq!(peers::ips(bus, "r").await.unwrap(), HashSet::from([a]));
+    assert_eq!(
+        peers::ips(bus, "r").await.unwrap().viewers,
+        HashSet::from([a])
+    );
 
     let many: Vec<IpAddr> = (0..=255u8).map(|i| IpAddr::from([10, 0, 0, i])).collect();
-    let n = peers::record(bus, "big", "c", &many).await.unwrap();
+    let n = peers::record(bus, "big", "c", false, &many).await.unwrap();
     assert_eq!(n, MAX_PER_CONNECTION);
     for i in 0..MAX_PER_ROOM {
-        peers::record(bus, "full", &format!("c{i}"), &many[..1])
+        peers::record(bus, "full", &format!("c{i}"), false, &many[..1])
             .await
             .unwrap();
     }
-    assert_eq!(peers::record(bus, "full", "late", &[a]).await.unwrap(), 0);
-    assert!(!peers::ips(bus, "full").await.unwrap().contains(&a));
+    assert_eq!(
+        peers::record(bus, "full", "late", true, &[a])
+            .await
+            .unwrap(),
+        0
+    );
+    assert!(!peers::ips(bus, "full")
+        .await
+        .unwrap()
+        .broadcaster
+        .contains(&a));
     // A connection already there still renews its own.
-    let renewed = peers::record(bus, "full", "c0", &many[..1]).await.unwrap();
+    let renewed = peers::record(bus, "full", "c0", false, &many[..1])
+        .await
+        .unwrap();
     assert_eq!(renewed, 1);
 }
 

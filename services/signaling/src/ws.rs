@@ -550,7 +550,11 @@ impl Conn {
             return reply;
         };
         let scope = if j.p2p {
-            skylark_auth::TurnScope::p2p(&j.room, &self.id)
+            let side = match j.role {
+                Role::Publisher => skylark_auth::P2pSide::Broadcaster,
+                Role::Viewer => skylark_auth::P2pSide::Viewer,
+            };
+            skylark_auth::TurnScope::p2p(&j.room, &self.id, side)
         } else {
             skylark_auth::TurnScope::sfu(&self.id)
         };
@@ -581,7 +585,8 @@ impl Conn {
         if new.is_empty() {
             return;
         }
-        match peers::record(&self.state.bus, &j.room, &self.id, &new).await {
+        let broadcaster = j.role == Role::Publisher;
+        match peers::record(&self.state.bus, &j.room, &self.id, broadcaster, &new).await {
             Ok(n) => self.peer_ips.extend(new.into_iter().take(n)),
             Err(e) => {
                 tracing::warn!(error = %e, "p2p candidate addresses not recorded: TURN may refuse them")
@@ -594,7 +599,9 @@ impl Conn {
         let Some(j) = self.joined.as_ref().filter(|_| !self.peer_ips.is_empty()) else {
             return;
         };
-        if let Err(e) = peers::record(&self.state.bus, &j.room, &self.id, &self.peer_ips).await {
+        let broadcaster = j.role == Role::Publisher;
+        let ips = &self.peer_ips;
+        if let Err(e) = peers::record(&self.state.bus, &j.room, &self.id, broadcaster, ips).await {
             tracing::debug!(error = %e, "p2p candidate addresses not renewed");
         }
     }

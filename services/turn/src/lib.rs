@@ -5,8 +5,8 @@
 //! Credentials are the TURN REST ones signaling mints (`skylark_auth::TurnSecret`),
 //! checked on each authenticated request; relaying goes where the credential's scope
 //! allows (`policy`): an SFU session's to the addresses SFU nodes announce in the
-//! registry (media for UDP, ICE-TCP for TCP), a p2p room's to the addresses its
-//! participants announced through signaling.
+//! registry (media for UDP, ICE-TCP for TCP), a p2p room's to the addresses the
+//! other side of its room (broadcaster or viewers) announced through signaling.
 
 mod policy;
 mod shell;

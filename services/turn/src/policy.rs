@@ -3,12 +3,13 @@
 //!
 //! Relay targets follow the credential's scope (`skylark_auth::TurnScope`): an SFU
 //! session's reach the SFU nodes' announced addresses; a p2p room's participant the
-//! addresses its room's participants announced (`skylark_bus::peers`, read through a
+//! addresses the other side of its room announced (`skylark_bus::peers`, read through a
 //! short cache), if public, allow-listed or this server's; an unscoped credential
 //! what [`Unscoped`] says.
 
 use ipnet::IpNet;
-use skylark_auth::TurnScope;
+use skylark_auth::{P2pSide, TurnScope};
+use skylark_bus::peers::RoomAddrs;
 use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Mutex;
@@ -69,8 +70,8 @@ impl std::str::FromStr for Unscoped {
 pub(crate) enum Reach {
     /// The SFU nodes' announced addresses.
     Sfu,
-    /// The addresses the room's participants announced.
-    Room(String),
+    /// The addresses the other side of a p2p room announced: `side`'s.
+    Room { room: String, side: P2pSide },
     /// Public addresses, the allow-list, SFU nodes, this server's allocations.
     Open,
 }
@@ -109,7 +110,7 @@ impl Target {
 pub(crate) enum PeerRefusal {
     /// An SFU-scoped (or unscoped) credential, a target that is no SFU node's address.
     NotSfu,
-    /// A p2p credential, an address none of its room's participants announced.
+    /// A p2p credential, an address the other side of its room did not announce.
     NotRoomPeer,
     /// Loopback, private, link-local… and not allow-listed nor this server's.
     Private,
@@ -133,14 +134,16 @@ impl PeerRefusal {
 pub(crate) enum Verdict {
     Allow,
     Refuse(PeerRefusal),
-    /// Read the room's announced addresses from the bus, then decide again.
-    Lookup(String),
+    /// Read the room's announced addresses from the bus once `after` has passed (reads
+    /// of one room are spaced [`ROOM_REREAD_AFTER`] apart), then decide again.
+    Lookup(String, Duration),
 }
 
 /// How long a room's addresses read from the bus are trusted for an address they hold.
 const ROOM_CACHE_TTL: Duration = Duration::from_secs(10);
-/// An address a room's copy lacks is looked up again only once the copy is this old:
-/// at most a few bus reads per room and second, whatever clients ask.
+/// An address a room's copy lacks is looked up again once the copy is this old (the
+/// request waits until then): at most a few bus reads per room and second, whatever
+/// clients ask, and no refusal of a candidate announced just after the last read.
 const ROOM_REREAD_AFTER: Duration = Duration::from_millis(300);
 /// Rooms whose addresses are cached at once.
 const MAX_ROOMS_CACHED: usize = 4096;
@@ -148,8 +151,17 @@ const MAX_ROOMS_CACHED: usize = 4096;
 /// A room's announced addresses as last read, and when.
 #[derive(Debug)]
 struct RoomPeers {
-    ips: HashSet<IpAddr>,
+    addrs: RoomAddrs,
     at: Instant,
+}
+
+impl RoomPeers {
+    fn announced_by(&self, side: P2pSide) -> &HashSet<IpAddr> {
+        match side {
+            P2pSide::Broadcaster => &self.addrs.broadcaster,
+            P2pSide::Viewer => &self.addrs.viewers,
+        }
+    }
 }
 
 /// Why an allocation was refused (the `reason` label of
@@ -265,8 +277,11 @@ impl Policy {
                 reach: Reach::Sfu,
                 label: "sfu",
             },
-            TurnScope::P2p { room, .. } => Scoped {
-                reach: Reach::Room(room),
+            TurnScope::P2p { room, side, .. } => Scoped {
+                reach: Reach::Room {
+                    room,
+                    side: side.other(),
+                },
                 label: "p2p",
             },
             TurnScope::Unscoped { .. } => Scoped {
@@ -292,8 +307,9 @@ impl Policy {
     }
 
     /// Whether a credential reaching `reach` may relay to `target` (a request's peer).
-    /// A p2p room's address its cached copy lacks is [`Verdict::Lookup`] unless
-    /// `looked_up` (the copy was just read) or the copy is fresh.
+    /// A p2p room's address its cached copy lacks (or holds in a copy past
+    /// [`ROOM_CACHE_TTL`]) is [`Verdict::Lookup`] unless `looked_up` (the copy was just
+    /// read).
     pub(crate) fn decide(
         &self,
         reach: &Reach,
@@ -307,25 +323,26 @@ impl Policy {
             Reach::Open => refuse(PeerRefusal::Private),
             Reach::Sfu if self.is_sfu(target) => Verdict::Allow,
             Reach::Sfu => refuse(PeerRefusal::NotSfu),
-            Reach::Room(_) if !self.open(target) => refuse(PeerRefusal::Private),
-            Reach::Room(room) => {
+            Reach::Room { .. } if !self.open(target) => refuse(PeerRefusal::Private),
+            Reach::Room { room, side } => {
                 let st = self.state();
                 let cached = st.rooms.get(room);
                 let age = cached.map(|c| now.saturating_duration_since(c.at));
-                let holds = cached.is_some_and(|c| c.ips.contains(&target.ip()));
+                let holds = cached.is_some_and(|c| c.announced_by(*side).contains(&target.ip()));
                 if holds && (looked_up || age.is_some_and(|a| a < ROOM_CACHE_TTL)) {
                     Verdict::Allow
-                } else if looked_up || age.is_some_and(|a| a < ROOM_REREAD_AFTER) {
+                } else if looked_up {
                     refuse(PeerRefusal::NotRoomPeer)
                 } else {
-                    Verdict::Lookup(room.clone())
+                    let after = age.map_or(Duration::ZERO, |a| ROOM_REREAD_AFTER.saturating_sub(a));
+                    Verdict::Lookup(room.clone(), after)
                 }
             }
         }
     }
 
-    /// Keeps `ips`, `room`'s announced addresses read at `now`.
-    pub(crate) fn cache_room(&self, room: String, ips: HashSet<IpAddr>, now: Instant) {
+    /// Keeps `addrs`, `room`'s announced addresses read at `now`.
+    pub(crate) fn cache_room(&self, room: String, addrs: RoomAddrs, now: Instant) {
         let mut st = self.state();
         if st.rooms.len() >= MAX_ROOMS_CACHED && !st.rooms.contains_key(&room) {
             st.rooms
@@ -341,7 +358,7 @@ impl Policy {
                 }
             }
         }
-        st.rooms.insert(room, RoomPeers { ips, at: now });
+        st.rooms.insert(room, RoomPeers { addrs, at: now });
     }
 
     /// Whether data of the allocation at `relay` may go to `to`: the last word before a
@@ -684,12 +701,18 @@ mod tests {
     #[test]
     fn scopes_map_to_what_they_reach() {
         assert_eq!(scope("sfu:s1"), Reach::Sfu);
-        assert_eq!(scope("p2p:room_1:c1"), Reach::Room("room_1".into()));
+        let room_1 = |side| Reach::Room {
+            room: "room_1".into(),
+            side,
+        };
+        assert_eq!(scope("p2p:room_1:c1:v"), room_1(P2pSide::Broadcaster));
+        assert_eq!(scope("p2p:room_1:c1:b"), room_1(P2pSide::Viewer));
         assert_eq!(scope("legacy"), Reach::Open, "policy() keeps unscoped open");
         let strict = Policy::new(Limits::default(), Vec::new(), Vec::new(), Unscoped::Sfu);
         assert_eq!(strict.scope_of("1:legacy").reach, Reach::Sfu);
         assert_eq!(strict.scope_of("1:legacy").label, "unscoped");
         assert_eq!(strict.scope_of("1:p2p:bad").reach, Reach::Sfu, "malformed");
+        assert_eq!(strict.scope_of("1:p2p:r:c").reach, Reach::Sfu, "no side");
         assert_eq!("public".parse::<Unscoped>().unwrap(), Unscoped::Public);
         assert_eq!("sfu".parse::<Unscoped>().unwrap(), Unscoped::Sfu);
         assert!("open".parse::<Unscoped>().is_err());
@@ -730,32 +753,59 @@ mod tests {
         );
     }
 
-    /// A p2p room's participant reaches the addresses its room announced (public,
-    /// allow-listed or this server's relays), read from the bus on a miss and cached.
+    /// A p2p room's participant reaches the addresses the other side of its room
+    /// announced (public, allow-listed or this server's relays), read from the bus on a
+    /// miss and cached; never one its own side announced.
     #[test]
     fn a_p2p_scope_reaches_its_rooms_announced_addresses() {
         let p = policy();
-        let room = Reach::Room("r1".into());
+        let viewer_of = |room: &str| Reach::Room {
+            room: room.into(),
+            side: P2pSide::Broadcaster,
+        };
+        let room = viewer_of("r1");
         let t0 = Instant::now();
         let ip = |s: &str| Target::Ip(s.parse().unwrap());
         let peer = ip("93.184.216.34");
-        // Nothing cached: read the room first.
+        // Nothing cached: read the room first, at once.
         assert_eq!(
             p.decide(&room, peer, false, t0),
-            Verdict::Lookup("r1".into())
+            Verdict::Lookup("r1".into(), Duration::ZERO)
         );
         // Read and holding it: allowed; another room's copy does not count.
         let announced = ["93.184.216.34", "10.9.0.3", "127.0.0.1", "10.0.0.8"];
-        let ips = announced.iter().map(|s| s.parse().unwrap()).collect();
-        p.cache_room("r1".into(), ips, t0);
+        let addrs = RoomAddrs {
+            broadcaster: announced.iter().map(|s| s.parse().unwrap()).collect(),
+            viewers: HashSet::from(["93.184.216.77".parse().unwrap()]),
+        };
+        p.cache_room("r1".into(), addrs, t0);
         assert_eq!(p.decide(&room, peer, true, t0), Verdict::Allow);
         assert_eq!(p.decide(&room, peer, false, t0), Verdict::Allow);
-        let other = Reach::Room("r2".into());
+        // A viewer's own side's address (one it could have announced itself): no; the
+        // broadcaster reaches it.
+        let viewers_ip = ip("93.184.216.77");
+        assert_eq!(
+            p.decide(&room, viewers_ip, true, t0),
+            Verdict::Refuse(PeerRefusal::NotRoomPeer)
+        );
+        let broadcaster = Reach::Room {
+            room: "r1".into(),
+            side: P2pSide::Viewer,
+        };
+        assert_eq!(
+            p.decide(&broadcaster, viewers_ip, false, t0),
+            Verdict::Allow
+        );
+        assert_eq!(
+            p.decide(&broadcaster, peer, true, t0),
+            Verdict::Refuse(PeerRefusal::NotRoomPeer)
+        );
+        let other = viewer_of("r2");
         assert_eq!(
             p.decide(&other, peer, false, t0),
-            Verdict::Lookup("r2".into())
+            Verdict::Lookup("r2".into(), Duration::ZERO)
         );
-        p.cache_room("r2".into(), HashSet::new(), t0);
+        p.cache_room("r2".into(), RoomAddrs::default(), t0);
         assert_eq!(
             p.decide(&other, peer, true, t0),
             Verdict::Refuse(PeerRefusal::NotRoomPeer)
@@ -767,17 +817,19 @@ mod tests {
             p.decide(&room, ip("10.0.0.8"), false, t0),
             Verdict::Refuse(PeerRefusal::Private)
         );
-        // A public address not announced: refused while the copy is fresh, read again
-        // after that (it may have been announced since), refused once read.
+        // A public address not announced: read again (it may have been announced just
+        // after the last read), no sooner than ROOM_REREAD_AFTER after it; refused once
+        // read.
         let unknown = ip("1.1.1.1");
+        let soon = t0 + Duration::from_millis(100);
         assert_eq!(
-            p.decide(&room, unknown, false, t0),
-            Verdict::Refuse(PeerRefusal::NotRoomPeer)
+            p.decide(&room, unknown, false, soon),
+            Verdict::Lookup("r1".into(), ROOM_REREAD_AFTER - Duration::from_millis(100))
         );
         let later = t0 + ROOM_REREAD_AFTER;
         assert_eq!(
             p.decide(&room, unknown, false, later),
-            Verdict::Lookup("r1".into())
+            Verdict::Lookup("r1".into(), Duration::ZERO)
         );
         assert_eq!(
             p.decide(&room, unknown, true, later),
@@ -787,7 +839,7 @@ mod tests {
         let stale = t0 + ROOM_CACHE_TTL;
         assert_eq!(
             p.decide(&room, peer, false, stale),
-            Verdict::Lookup("r1".into())
+            Verdict::Lookup("r1".into(), Duration::ZERO)
         );
         // By port: a relay IP's other ports are not ours.
         let sock = Target::Udp("127.0.0.1:50000".parse().unwrap());
@@ -795,7 +847,7 @@ mod tests {
             p.decide(&room, sock, false, t0),
             Verdict::Refuse(PeerRefusal::Private)
         );
-        p.allocated("127.0.0.1:50000".parse().unwrap(), "1:p2p:r1:c2", false);
+        p.allocated("127.0.0.1:50000".parse().unwrap(), "1:p2p:r1:c2:b", false);
         assert_eq!(p.decide(&room, sock, false, t0), Verdict::Allow);
     }
 
@@ -806,7 +858,7 @@ mod tests {
         for i in 0..MAX_ROOMS_CACHED + 10 {
             p.cache_room(
                 format!("r{i}"),
-                HashSet::new(),
+                RoomAddrs::default(),
                 t0 + Duration::from_millis(i as u64),
             );
         }
@@ -826,7 +878,7 @@ mod tests {
             "127.0.0.1:3".parse().unwrap(),
         );
         p.allocated(sfu, "1:sfu:s", false);
-        p.allocated(p2p, "1:p2p:r:c", false);
+        p.allocated(p2p, "1:p2p:r:c:v", false);
         p.allocated(open, "1:legacy", false);
         let (node, public) = (
             "10.1.0.5:7882".parse().unwrap(),

@@ -84,7 +84,7 @@ pub(crate) enum Event {
     /// the requests waiting for them are decided now.
     Looked {
         room: String,
-        ips: Option<HashSet<IpAddr>>,
+        ips: Option<skylark_bus::peers::RoomAddrs>,
     },
     /// A ConnectionBind, the first frame of a stream connection (RFC 6062): once it is
     /// bound the peer connection goes through `splice`, and relaying begins.
@@ -240,8 +240,8 @@ enum Gate {
     Reply(Vec<u8>),
     /// A Connect (RFC 6062): open the peer connection first.
     Connect(Box<Connecting>, SocketAddr, SocketAddr, SocketAddr),
-    /// Hold it until the p2p room's announced addresses are read.
-    Lookup(String),
+    /// Hold it until the p2p room's announced addresses are read (after the delay).
+    Lookup(String, Duration),
 }
 
 /// Where relayed sockets of one address family bind, and the address clients are told.
@@ -508,12 +508,13 @@ impl Run {
                 tokio::spawn(tcp::connect(bind, relay, peer, self.events.clone()));
                 false
             }
-            Gate::Lookup(room) => {
+            Gate::Lookup(room, after) => {
                 let held = self.waiting.entry(room.clone()).or_default();
                 held.push((from, data.to_vec()));
                 if held.len() == 1 {
                     let (bus, events) = (self.sh.bus.clone(), self.events.clone());
                     tokio::spawn(async move {
+                        tokio::time::sleep(after).await;
                         let read = skylark_bus::peers::ips(&bus, &room);
                         let ips = match tokio::time::timeout(LOOKUP_TIMEOUT, read).await {
                             Ok(Ok(ips)) => Some(ips),
@@ -555,12 +556,12 @@ impl Run {
         match verdict {
             Verdict::Allow => None,
             Verdict::Refuse(r) => refuse(r),
-            Verdict::Lookup(_)
+            Verdict::Lookup(..)
                 if self.waiting.values().map(Vec::len).sum::<usize>() >= MAX_WAITING =>
             {
                 refuse(PeerRefusal::Backlog)
             }
-            Verdict::Lookup(room) => Some(Gate::Lookup(room)),
+            Verdict::Lookup(room, after) => Some(Gate::Lookup(room, after)),
         }
     }
 
