@@ -126,7 +126,12 @@ studioTest('studio: sign up, create a room, go live (camera + screen PiP), chang
     (v) => v.mic && v.mic.label !== oldMic.label,
     { what: 'microphone switched' },
   );
-  assert.equal(switched.sending.audio, switched.mic.id, 'the WHIP sender now sends the new microphone');
+  // The page takes the new microphone before the sender's replaceTrack resolves.
+  const sent = await until(page, () => window.studio.sending().audio, (id) => id === switched.mic.id, {
+    what: 'the WHIP sender sends the new microphone',
+    timeoutMs: 5_000,
+  });
+  assert.equal(sent, switched.mic.id, 'the WHIP sender now sends the new microphone');
   assert.equal(switched.mic.enabled, false, 'still muted after the switch');
   assert.equal(switched.s.location, live.location, 'no new WHIP session for a microphone switch');
 
