@@ -592,8 +592,7 @@ impl Conn {
         if new.is_empty() {
             return;
         }
-        let broadcaster = j.side() == P2pSide::Broadcaster;
-        match peers::record(&self.state.bus, &j.room, &self.id, broadcaster, &new).await {
+        match peers::record(&self.state.bus, &j.room, &self.id, j.side(), &new).await {
             Ok(n) => self.peer_ips.extend(new.into_iter().take(n)),
             Err(e) => {
                 tracing::warn!(error = %e, "p2p candidate addresses not recorded: TURN may refuse them")
@@ -606,9 +605,8 @@ impl Conn {
         let Some(j) = self.joined.as_ref().filter(|_| !self.peer_ips.is_empty()) else {
             return;
         };
-        let broadcaster = j.side() == P2pSide::Broadcaster;
         let ips = &self.peer_ips;
-        if let Err(e) = peers::record(&self.state.bus, &j.room, &self.id, broadcaster, ips).await {
+        if let Err(e) = peers::record(&self.state.bus, &j.room, &self.id, j.side(), ips).await {
             tracing::debug!(error = %e, "p2p candidate addresses not renewed");
         }
     }
