@@ -71,6 +71,10 @@ pub async fn record(
     ips: &[IpAddr],
 ) -> Result<usize, BusError> {
     let key = keys::room_peer_ips(room);
+    // The whole map, to count the others' entries: at most 272, read on a message with
+    // an address new to its connection (a few per connection) and at each renewal, ~0.7
+    // ms of Redis at the bound (docs/benchmarks.md, "p2p peer addresses"). A count
+    // would take a bus operation of its own for less than that.
     let mine = |field: &str| field.rsplit_once(' ').is_some_and(|(_, c)| c == conn);
     let others = bus
         .map_entries(&key)
