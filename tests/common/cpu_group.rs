@@ -75,6 +75,15 @@ impl CpuGroups {
         self.join(pid, "capped").expect("cap the server's CPU");
     }
 
+    /// A launcher (see `Skylark::start_through`) that runs its program in the capped
+    /// group from its first instruction: for what a process reads of its CPUs once, at
+    /// start. `sh` joins the group, then `exec`s the program.
+    pub fn capped_launcher(&self) -> Vec<String> {
+        let procs = self.top.join("capped/cgroup.procs");
+        let script = format!("echo $$ > '{}' && exec \"$@\"", procs.display());
+        vec!["sh".into(), "-c".into(), script, "sh".into()]
+    }
+
     /// How often and how long the capped group was held back (`cpu.stat`).
     pub fn capped_stat(&self) -> String {
         std::fs::read_to_string(self.top.join("capped/cpu.stat"))

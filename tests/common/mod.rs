@@ -73,6 +73,16 @@ impl Skylark {
 
     /// Binds HTTP, WebRTC and RTMP on `host` (loopback, or a test's own namespace link).
     pub async fn start_at(host: &str, opts: Options) -> Skylark {
+        Self::launch(host, opts, &[]).await
+    }
+
+    /// As [`Skylark::start_with`], started by `launcher`: a program and its arguments
+    /// that run the rest of the command line (`taskset -c 0`, a cgroup's `sh -c`).
+    pub async fn start_through(launcher: &[String], opts: Options) -> Skylark {
+        Self::launch("127.0.0.1", opts, launcher).await
+    }
+
+    async fn launch(host: &str, opts: Options, launcher: &[String]) -> Skylark {
         let (tmp, dir) = match opts.dir {
             Some(d) => (None, d),
             None => {
@@ -109,7 +119,15 @@ impl Skylark {
         env.extend(opts.env);
         std::fs::create_dir_all(&dir).unwrap();
         let log_name = format!("skylark-{}-{http}.log", opts.target.unwrap_or("all"));
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_skylark"));
+        let skylark = env!("CARGO_BIN_EXE_skylark");
+        let mut cmd = match launcher.split_first() {
+            Some((program, args)) => {
+                let mut c = Command::new(program);
+                c.args(args).arg(skylark);
+                c
+            }
+            None => Command::new(skylark),
+        };
         if let Some(t) = opts.target {
             cmd.arg(t);
         }

@@ -10,6 +10,7 @@
 
 use aws_lc_rs::hmac;
 use base64::Engine;
+use percent_encoding::{percent_decode_str, utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use std::time::Duration;
 
 /// A short-lived TURN username and password.
@@ -180,45 +181,22 @@ fn fits(s: &str, max: usize) -> Result<(), TurnScopeTooLong> {
     Ok(())
 }
 
-fn unreserved(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~')
-}
+/// All but RFC 3986's unreserved bytes, so `:` separates components.
+const RESERVED: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~');
 
-/// Percent-encodes all but RFC 3986's unreserved bytes (so `:` separates components).
 fn encode(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if unreserved(b) {
-            out.push(char::from(b));
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
+    utf8_percent_encode(s, RESERVED).to_string()
 }
 
-/// The inverse of [`encode`]; `None` for anything it would not have produced.
+/// The inverse of [`encode`]; `None` for anything it would not have produced (`%41`,
+/// `%2f`, a bare `%`), so one scope has one username.
 fn decode(s: &str) -> Option<String> {
-    let mut out = Vec::with_capacity(s.len());
-    let mut bytes = s.bytes();
-    while let Some(b) = bytes.next() {
-        match b {
-            b'%' => {
-                let hex = [bytes.next()?, bytes.next()?];
-                let v = u8::from_str_radix(std::str::from_utf8(&hex).ok()?, 16).ok()?;
-                if unreserved(v) {
-                    return None;
-                }
-                out.push(v);
-            }
-            b if unreserved(b) => out.push(b),
-            _ => return None,
-        }
-    }
-    if out.is_empty() {
-        return None;
-    }
-    String::from_utf8(out).ok()
+    let d = percent_decode_str(s).decode_utf8().ok()?;
+    (!d.is_empty() && encode(&d) == s).then(|| d.into_owned())
 }
 
 /// The shared secret that mints and checks TURN credentials.
@@ -359,6 +337,9 @@ mod tests {
             "1:sfu:a:b",
             "1:sfu:%zz",
             "1:sfu:%41",
+            "1:sfu:%3a",
+            "1:sfu:%+A",
+            "1:sfu:a%",
             "1:p2p:r%3:c:v",
             "1:p2p:r:c",
             "1:p2p:r:c:x",

@@ -8,16 +8,19 @@
 //! ```
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> Result<(), skylark_bus::BusError> {
+//! use skylark_auth::P2pSide;
 //! use skylark_bus::peers;
 //! let bus = skylark_bus::connect(None).await?;
 //! let ip = "203.0.113.7".parse().unwrap();
-//! assert_eq!(peers::record(&bus, "r1", "c1", true, &[ip]).await?, 1);
+//! assert_eq!(peers::record(&bus, "r1", "c1", P2pSide::Broadcaster, &[ip]).await?, 1);
 //! let announced = peers::ips(&bus, "r1").await?;
-//! assert!(announced.broadcaster.contains(&ip) && announced.viewers.is_empty());
+//! assert!(announced.announced_by(P2pSide::Broadcaster).contains(&ip));
+//! assert!(announced.announced_by(P2pSide::Viewer).is_empty());
 //! assert_eq!(peers::ips(&bus, "r2").await?, peers::RoomAddrs::default());
 //! # Ok(()) }
 //! ```
 
+use skylark_auth::P2pSide;
 use std::collections::HashSet;
 use std::net::IpAddr;
 use std::time::Duration;
@@ -40,15 +43,6 @@ fn entry(ip: IpAddr, conn: &str) -> String {
     format!("{ip} {conn}")
 }
 
-/// An entry's value: which side announced it.
-fn side(broadcaster: bool) -> &'static str {
-    if broadcaster {
-        "b"
-    } else {
-        "v"
-    }
-}
-
 /// The addresses a room's participants announced, by side.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RoomAddrs {
@@ -56,18 +50,31 @@ pub struct RoomAddrs {
     pub viewers: HashSet<IpAddr>,
 }
 
-/// Records that connection `conn` of p2p room `room` (its broadcaster, or a viewer)
-/// announced `ips` (renews them when already there), at most [`MAX_PER_CONNECTION`] of
+impl RoomAddrs {
+    /// What `side`'s participants announced.
+    pub fn announced_by(&self, side: P2pSide) -> &HashSet<IpAddr> {
+        match side {
+            P2pSide::Broadcaster => &self.broadcaster,
+            P2pSide::Viewer => &self.viewers,
+        }
+    }
+}
+
+/// Records that connection `conn` on `side` of p2p room `room` announced `ips` (renews them when already there), at most [`MAX_PER_CONNECTION`] of
 /// them; how many were recorded (0 when the room holds [`MAX_PER_ROOM`] entries of
 /// other connections).
 pub async fn record(
     bus: &impl Bus,
     room: &str,
     conn: &str,
-    broadcaster: bool,
+    side: P2pSide,
     ips: &[IpAddr],
 ) -> Result<usize, BusError> {
     let key = keys::room_peer_ips(room);
+    // The whole map, to count the others' entries: at most 272, read on a message with
+    // an address new to its connection (a few per connection) and at each renewal, ~0.7
+    // ms of Redis at the bound (docs/benchmarks.md, "p2p peer addresses"). A count
+    // would take a bus operation of its own for less than that.
     let mine = |field: &str| field.rsplit_once(' ').is_some_and(|(_, c)| c == conn);
     let others = bus
         .map_entries(&key)
@@ -80,7 +87,7 @@ pub async fn record(
     }
     let ips = &ips[..ips.len().min(MAX_PER_CONNECTION)];
     for ip in ips {
-        bus.map_set(&key, &entry(*ip, conn), side(broadcaster), PEER_TTL)
+        bus.map_set(&key, &entry(*ip, conn), side.tag(), PEER_TTL)
             .await?;
     }
     Ok(ips.len())
@@ -107,10 +114,10 @@ pub async fn ips(bus: &impl Bus, room: &str) -> Result<RoomAddrs, BusError> {
         let Some(ip) = field.split_once(' ').and_then(|(ip, _)| ip.parse().ok()) else {
             continue;
         };
-        match value.as_str() {
-            "b" => out.broadcaster.insert(ip),
-            "v" => out.viewers.insert(ip),
-            _ => continue,
+        match P2pSide::of_tag(&value) {
+            Some(P2pSide::Broadcaster) => out.broadcaster.insert(ip),
+            Some(P2pSide::Viewer) => out.viewers.insert(ip),
+            None => continue,
         };
     }
     Ok(out)

@@ -649,6 +649,7 @@ async fn live_rooms_follow_origins(bus: &impl Bus) {
 /// and per room, one connection's leaving keeps another's announcement of the same
 /// address.
 async fn p2p_peer_addresses_are_bounded_and_forgotten(bus: &impl Bus) {
+    use skylark_auth::P2pSide::{Broadcaster, Viewer};
     use skylark_bus::peers::{self, RoomAddrs, MAX_PER_CONNECTION, MAX_PER_ROOM};
     use std::collections::HashSet;
     use std::net::IpAddr;
@@ -656,11 +657,21 @@ async fn p2p_peer_addresses_are_bounded_and_forgotten(bus: &impl Bus) {
     let b: IpAddr = "2001:db8::1".parse().unwrap();
     let c: IpAddr = "203.0.113.9".parse().unwrap();
     assert_eq!(
-        peers::record(bus, "r", "c1", false, &[a, b]).await.unwrap(),
+        peers::record(bus, "r", "c1", Viewer, &[a, b])
+            .await
+            .unwrap(),
         2
     );
-    assert_eq!(peers::record(bus, "r", "c2", false, &[a]).await.unwrap(), 1);
-    assert_eq!(peers::record(bus, "r", "pub", true, &[c]).await.unwrap(), 1);
+    assert_eq!(
+        peers::record(bus, "r", "c2", Viewer, &[a]).await.unwrap(),
+        1
+    );
+    assert_eq!(
+        peers::record(bus, "r", "pub", Broadcaster, &[c])
+            .await
+            .unwrap(),
+        1
+    );
     let want = RoomAddrs {
         broadcaster: HashSet::from([c]),
         viewers: HashSet::from([a, b]),
@@ -677,15 +688,15 @@ async fn p2p_peer_addresses_are_bounded_and_forgotten(bus: &impl Bus) {
     );
 
     let many: Vec<IpAddr> = (0..=255u8).map(|i| IpAddr::from([10, 0, 0, i])).collect();
-    let n = peers::record(bus, "big", "c", false, &many).await.unwrap();
+    let n = peers::record(bus, "big", "c", Viewer, &many).await.unwrap();
     assert_eq!(n, MAX_PER_CONNECTION);
     for i in 0..MAX_PER_ROOM {
-        peers::record(bus, "full", &format!("c{i}"), false, &many[..1])
+        peers::record(bus, "full", &format!("c{i}"), Viewer, &many[..1])
             .await
             .unwrap();
     }
     assert_eq!(
-        peers::record(bus, "full", "late", true, &[a])
+        peers::record(bus, "full", "late", Broadcaster, &[a])
             .await
             .unwrap(),
         0
@@ -696,7 +707,7 @@ async fn p2p_peer_addresses_are_bounded_and_forgotten(bus: &impl Bus) {
         .broadcaster
         .contains(&a));
     // A connection already there still renews its own.
-    let renewed = peers::record(bus, "full", "c0", false, &many[..1])
+    let renewed = peers::record(bus, "full", "c0", Viewer, &many[..1])
         .await
         .unwrap();
     assert_eq!(renewed, 1);

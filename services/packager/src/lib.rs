@@ -589,20 +589,15 @@ fn rand_u32() -> u32 {
 mod tests {
     use super::*;
 
-    /// A room announced live is packaged at once: with no SFU registered, the periodic
-    /// look at the SFUs' rooms finds nothing, so only the announcement can start it.
-    #[tokio::test]
-    async fn a_room_announced_live_is_taken_without_asking_the_sfus() {
-        let bus = skylark_bus::connect(None).await.unwrap();
-        let dir = tempfile::tempdir().unwrap();
-        let shutdown = CancellationToken::new();
+    /// A packager `packager-t` on `bus`, its recordings under `dir`: what `discovery` runs.
+    fn packager(bus: &AnyBus, dir: &std::path::Path) -> (Arc<Shared>, NodeInfo) {
         let sh = Arc::new(Shared {
             bus: bus.clone(),
             rooms: Rooms::default(),
             me: "packager-t".into(),
             segment_target: Duration::from_secs(2),
             part_target: Duration::from_millis(220),
-            recordings: recording::tests::storage(dir.path()),
+            recordings: recording::tests::storage(dir),
             dvr: None,
             _dvr_claim: None,
         });
@@ -611,6 +606,31 @@ mod tests {
             kind: NodeKind::Packager,
             ..NodeInfo::default()
         };
+        (sh, node)
+    }
+
+    /// Waits until `room`'s packager lease is held, until `deadline`; its holder.
+    async fn taken(bus: &AnyBus, room: &str, deadline: tokio::time::Instant) -> String {
+        loop {
+            if let Some(h) = placement::packager(bus, room).await.unwrap() {
+                return h;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "room {room} was not taken"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// A room announced live is packaged at once: with no SFU registered, the periodic
+    /// look at the SFUs' rooms finds nothing, so only the announcement can start it.
+    #[tokio::test]
+    async fn a_room_announced_live_is_taken_without_asking_the_sfus() {
+        let bus = skylark_bus::connect(None).await.unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let shutdown = CancellationToken::new();
+        let (sh, node) = packager(&bus, dir.path());
         let task = tokio::spawn(discovery(sh, node, shutdown.clone()));
         // Registered: its first tick ran, so it listens.
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
@@ -619,17 +639,7 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         events::publish_went_live(&bus, "r1").await.unwrap();
-        let holder = loop {
-            if let Some(h) = placement::packager(&bus, "r1").await.unwrap() {
-                break h;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "the announced room was not taken"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        };
-        assert_eq!(holder, "packager-t");
+        assert_eq!(taken(&bus, "r1", deadline).await, "packager-t");
         shutdown.cancel();
         task.await.unwrap().unwrap();
         assert_eq!(
@@ -637,6 +647,61 @@ mod tests {
             None,
             "released"
         );
+    }
+
+    /// The other way round: a room whose announcement never reached the packager (it
+    /// was not listening yet, as a packager starting after the room or during a bus
+    /// reconnect) is taken by the look at the SFUs' rooms, within a tick of it. A real
+    /// SFU node holds the room, pushed to it as RTMP ingest pushes.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_room_whose_announcement_was_missed_is_taken_from_the_sfus() {
+        let bus = skylark_bus::connect(None).await.unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let shutdown = CancellationToken::new();
+        let config = skylark_sfu::Config::loopback("sfu-t", 4);
+        let sfu = skylark_sfu::start(config, bus.clone(), shutdown.clone())
+            .await
+            .unwrap();
+        let url = format!("http://{}", sfu.grpc_addr.unwrap());
+        let mut heard = events::subscribe_went_live(&bus).await.unwrap();
+        let (push, pushed) = mpsc::channel(1);
+        let start = pb::push_message::Msg::Start(pb::PushStart {
+            room_id: "r1".into(),
+            key_id: String::new(),
+        });
+        push.send(pb::PushMessage { msg: Some(start) })
+            .await
+            .unwrap();
+        let mut client = SfuNodeClient::new(traced_channel(&url).unwrap());
+        let _events = client
+            .push(tokio_stream::wrappers::ReceiverStream::new(pushed))
+            .await
+            .unwrap();
+        // Announced, and gone: nobody else listened.
+        let ev = tokio::time::timeout(Duration::from_secs(10), heard.recv()).await;
+        assert!(
+            matches!(ev, Ok(Some(RoomEvent::State { ref room, live: true, .. })) if room == "r1"),
+            "the SFU announces the room: {ev:?}"
+        );
+        drop(heard);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while bus.nodes(NodeKind::Sfu).await.unwrap().is_empty() {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "SFU never registered"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+
+        let (sh, node) = packager(&bus, dir.path());
+        let task = tokio::spawn(discovery(sh, node, shutdown.child_token()));
+        // The fallback looks every TICK; the margin is for a starved CI machine (without
+        // the fallback the room is never taken).
+        let within = tokio::time::Instant::now() + 5 * TICK;
+        assert_eq!(taken(&bus, "r1", within).await, "packager-t");
+        shutdown.cancel();
+        task.await.unwrap().unwrap();
+        drop(push);
     }
 
     fn frame(track: &str, rtp_time: u64) -> pb::Frame {

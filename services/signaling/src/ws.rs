@@ -28,6 +28,7 @@ use axum::response::{IntoResponse, Response};
 use futures_util::{SinkExt, StreamExt};
 use serde::Deserialize;
 use serde_json::{json, Value};
+use skylark_auth::P2pSide;
 use skylark_bus::events::{self, RoomEvent};
 use skylark_bus::peers;
 use skylark_bus::placement::{self, Origin};
@@ -118,6 +119,16 @@ struct Joined {
     grant: Option<PublishGrant>,
     /// The SFU session, once an offer was answered.
     session: Option<SfuSession>,
+}
+
+impl Joined {
+    /// Its side of a p2p room: what its TURN credential and announced addresses say.
+    fn side(&self) -> P2pSide {
+        match self.role {
+            Role::Publisher => P2pSide::Broadcaster,
+            Role::Viewer => P2pSide::Viewer,
+        }
+    }
 }
 
 struct SfuSession {
@@ -550,11 +561,7 @@ impl Conn {
             return reply;
         };
         let scope = if j.p2p {
-            let side = match j.role {
-                Role::Publisher => skylark_auth::P2pSide::Broadcaster,
-                Role::Viewer => skylark_auth::P2pSide::Viewer,
-            };
-            skylark_auth::TurnScope::p2p(&j.room, &self.id, side)
+            skylark_auth::TurnScope::p2p(&j.room, &self.id, j.side())
         } else {
             skylark_auth::TurnScope::sfu(&self.id)
         };
@@ -585,8 +592,7 @@ impl Conn {
         if new.is_empty() {
             return;
         }
-        let broadcaster = j.role == Role::Publisher;
-        match peers::record(&self.state.bus, &j.room, &self.id, broadcaster, &new).await {
+        match peers::record(&self.state.bus, &j.room, &self.id, j.side(), &new).await {
             Ok(n) => self.peer_ips.extend(new.into_iter().take(n)),
             Err(e) => {
                 tracing::warn!(error = %e, "p2p candidate addresses not recorded: TURN may refuse them")
@@ -599,9 +605,8 @@ impl Conn {
         let Some(j) = self.joined.as_ref().filter(|_| !self.peer_ips.is_empty()) else {
             return;
         };
-        let broadcaster = j.role == Role::Publisher;
         let ips = &self.peer_ips;
-        if let Err(e) = peers::record(&self.state.bus, &j.room, &self.id, broadcaster, ips).await {
+        if let Err(e) = peers::record(&self.state.bus, &j.room, &self.id, j.side(), ips).await {
             tracing::debug!(error = %e, "p2p candidate addresses not renewed");
         }
     }

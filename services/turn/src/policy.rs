@@ -155,15 +155,6 @@ struct RoomPeers {
     at: Instant,
 }
 
-impl RoomPeers {
-    fn announced_by(&self, side: P2pSide) -> &HashSet<IpAddr> {
-        match side {
-            P2pSide::Broadcaster => &self.addrs.broadcaster,
-            P2pSide::Viewer => &self.addrs.viewers,
-        }
-    }
-}
-
 /// Why an allocation was refused (the `reason` label of
 /// `skylark_turn_allocations_refused_total`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -328,7 +319,8 @@ impl Policy {
                 let st = self.state();
                 let cached = st.rooms.get(room);
                 let age = cached.map(|c| now.saturating_duration_since(c.at));
-                let holds = cached.is_some_and(|c| c.announced_by(*side).contains(&target.ip()));
+                let holds =
+                    cached.is_some_and(|c| c.addrs.announced_by(*side).contains(&target.ip()));
                 if holds && (looked_up || age.is_some_and(|a| a < ROOM_CACHE_TTL)) {
                     Verdict::Allow
                 } else if looked_up {
