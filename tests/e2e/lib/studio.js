@@ -4,13 +4,15 @@ import { until } from './app.js';
 
 /**
  * Opens the studio in `app` signed in as `creator` (its token put in storage first), and
- * waits for its room panel (a creator with one room gets it selected).
+ * waits for its room panel (a creator with one room gets it selected). `initScript` runs
+ * before the page's scripts, after the sign-in.
  */
-export async function openStudioAs(app, sk, creator, tag = 'studio', query = '') {
+export async function openStudioAs(app, sk, creator, tag = 'studio', query = '', { initScript = '' } = {}) {
   const page = await app.open(`${sk.baseUrl}/studio${query}`, {
     tag,
     viewport: { width: 1400, height: 1000 },
-    initScript: `localStorage.setItem('skylark.access_token', ${JSON.stringify(creator.access_token)})`,
+    initScript: `localStorage.setItem('skylark.access_token', ${JSON.stringify(creator.access_token)});
+${initScript}`,
   });
   await page.locator('#room').waitFor({ state: 'visible' });
   return page;
