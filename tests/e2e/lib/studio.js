@@ -60,3 +60,21 @@ export async function goLiveInStudio(page, { screen = true } = {}) {
   if (s.status !== 'live') throw new Error(`studio did not go live: ${s.error}`);
   return { goLiveMs: Date.now() - t0, state: s };
 }
+
+/**
+ * A starved CPU, made repeatable: once `window.slowDrawMs` is set, each canvas drawImage
+ * (two a paint in picture-in-picture) busy-waits that long first; `window.slowDraws`
+ * counts them. An init script for `openStudioAs`.
+ */
+export const SLOW_DRAW = `{
+  const drawImage = CanvasRenderingContext2D.prototype.drawImage;
+  window.slowDraws = 0;
+  CanvasRenderingContext2D.prototype.drawImage = function (...args) {
+    if (window.slowDrawMs) {
+      window.slowDraws += 1;
+      const t = performance.now();
+      while (performance.now() - t < window.slowDrawMs);
+    }
+    return drawImage.apply(this, args);
+  };
+}`;

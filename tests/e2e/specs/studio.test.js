@@ -15,7 +15,7 @@ import { requestJson } from '../lib/server.js';
 import { reportTimings } from '../lib/harness.js';
 import { until, screenshot } from '../lib/app.js';
 import { serverAndApp, serverFor, browserFor, appFor, fixtureTest } from '../lib/fixtures.js';
-import { signUpInStudio, createRoomInStudio, goLiveInStudio, openStudioAs } from '../lib/studio.js';
+import { signUpInStudio, createRoomInStudio, goLiveInStudio, openStudioAs, SLOW_DRAW } from '../lib/studio.js';
 
 const TEST_CAP_MS = 120_000;
 const BODY_CAP = { capMs: 100_000 };
@@ -303,24 +303,6 @@ fixtureTest(
     assert.match(await alert.innerText(), /sign up again/);
   },
 );
-
-/**
- * A starved CPU, made repeatable: once `window.slowDrawMs` is set, each canvas drawImage
- * (two a paint in picture-in-picture) busy-waits that long first; `window.slowDraws`
- * counts them.
- */
-const SLOW_DRAW = `{
-  const drawImage = CanvasRenderingContext2D.prototype.drawImage;
-  window.slowDraws = 0;
-  CanvasRenderingContext2D.prototype.drawImage = function (...args) {
-    if (window.slowDrawMs) {
-      window.slowDraws += 1;
-      const t = performance.now();
-      while (performance.now() - t < window.slowDrawMs);
-    }
-    return drawImage.apply(this, args);
-  };
-}`;
 
 studioTest('studio: with paints slower than its frame interval (a starved CPU) it keeps painting and still answers: Stop works', 'studio-slow', async ({ sk, app }, defer) => {
   const creator = await sk.signup();

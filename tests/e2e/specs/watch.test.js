@@ -44,7 +44,8 @@ async function waitPlaying(page, transport, what) {
   });
   await page.waitForTimeout(2000);
   const second = await page.evaluate(stats);
-  assert.ok(second.framesDecoded > first.framesDecoded, `${what}: frames keep coming (${first.framesDecoded} → ${second.framesDecoded})`);
+  const seen = (s) => JSON.stringify({ status: s.status, paused: s.paused, currentTime: s.currentTime, framesDecoded: s.framesDecoded, latencyMs: s.latencyMs });
+  assert.ok(second.framesDecoded > first.framesDecoded, `${what}: frames keep coming (${seen(first)} → ${seen(second)})`);
   assert.equal(second.transport, transport, `${what}: still on ${transport}`);
   return { first, second };
 }
