@@ -38,7 +38,10 @@ const CIPHERS: &str = "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES256-GCM-SHA3
 ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-AES128-GCM-SHA256:ECDHE-RSA-AES256-GCM-SHA384:\
 ECDHE-RSA-CHACHA20-POLY1305:ECDHE-ECDSA-AES128-SHA:ECDHE-RSA-AES128-SHA";
 
-/// The SRTP profiles str0m implements, in our order of preference.
+/// The SRTP profiles str0m implements, in our order of preference. The SFU answers offers
+/// (`actpass`), so it is the DTLS server and OpenSSL picks by this order: AES-128-GCM seals a
+/// forwarded packet in ~3,000 instructions, AES-CM + HMAC-SHA1 in ~17,700
+/// (docs/benchmarks.md, "SRTP seal cost").
 const SRTP_PROFILES: &str = "SRTP_AEAD_AES_128_GCM:SRTP_AEAD_AES_256_GCM:SRTP_AES128_CM_SHA1_80";
 
 /// Label of RFC 5764 §4.2 for the SRTP keys.
@@ -747,6 +750,9 @@ mod tests {
         let (c, s) = handshake(client.as_mut(), server.as_mut(), now);
         assert!(c.connected && s.connected);
         assert_eq!(c.keying.as_ref().unwrap(), s.keying.as_ref().unwrap());
+        // Our preference, not dimpl's (AES-256-GCM): the cheapest seal per forwarded
+        // packet (docs/benchmarks.md, "SRTP seal cost").
+        assert_eq!(s.keying.as_ref().unwrap().1, SrtpProfile::AEAD_AES_128_GCM);
 
         assert_eq!(client.send_application_data(b"sctp bytes").unwrap(), 10);
         let mut buf = vec![0; 2048];

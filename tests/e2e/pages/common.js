@@ -227,6 +227,9 @@ export async function playbackStats(pc, video, state) {
   let bytesReceived = 0;
   let codec = null;
   let audioPacketsReceived = 0;
+  // The transport's SRTP profile and DTLS role: which cipher seals every forwarded packet.
+  let srtpCipher = null;
+  let dtlsRole = null;
   if (pc) {
     const report = await pc.getStats();
     const codecs = new Map();
@@ -241,6 +244,10 @@ export async function playbackStats(pc, video, state) {
         codec = codecs.get(s.codecId) ?? codec;
       }
       if (s.type === 'inbound-rtp' && s.kind === 'audio') audioPacketsReceived += s.packetsReceived ?? 0;
+      if (s.type === 'transport') {
+        srtpCipher = s.srtpCipher ?? srtpCipher;
+        dtlsRole = s.dtlsRole ?? dtlsRole;
+      }
     });
   }
   return {
@@ -250,6 +257,8 @@ export async function playbackStats(pc, video, state) {
     packetsReceived,
     bytesReceived,
     audioPacketsReceived,
+    srtpCipher,
+    dtlsRole,
     codec,
     iceState: pc?.iceConnectionState ?? 'new',
     connectionState: pc?.connectionState ?? 'new',

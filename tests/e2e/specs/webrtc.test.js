@@ -59,6 +59,10 @@ webrtcTest('WHIP publish (Chromium) → WHEP watch (Chromium) decodes H.264', 'w
   const viewer = await openPage(ctx, defer, 'watch.html', { whep: `${sk.baseUrl}/whep/${room}` }, 'viewer');
   const { first, second } = await waitForPlayback(viewer, { timeoutMs: PLAY_CAP_MS, what: 'WHEP viewer' });
   assert.equal(first.codec?.toLowerCase(), 'video/h264', `negotiated codec: ${first.codec}`);
+  // The SFU (DTLS server) picks AES-128-GCM: the cheapest seal per forwarded packet
+  // (docs/benchmarks.md, "SRTP seal cost").
+  assert.equal(second.dtlsRole, 'client', 'Chromium is the DTLS client');
+  assert.equal(second.srtpCipher, 'SRTP_AEAD_AES_128_GCM', `SRTP profile: ${second.srtpCipher}`);
   assert.equal(second.videoWidth, 640);
   // Audio and video in one stream, so Chromium plays them in sync.
   assert.ok(second.trackStreams?.video, `video track stream: ${JSON.stringify(second.trackStreams)}`);
