@@ -4,13 +4,15 @@ import { until } from './app.js';
 
 /**
  * Opens the studio in `app` signed in as `creator` (its token put in storage first), and
- * waits for its room panel (a creator with one room gets it selected).
+ * waits for its room panel (a creator with one room gets it selected). `initScript` runs
+ * before the page's scripts, after the sign-in.
  */
-export async function openStudioAs(app, sk, creator, tag = 'studio', query = '') {
+export async function openStudioAs(app, sk, creator, tag = 'studio', query = '', { initScript = '' } = {}) {
   const page = await app.open(`${sk.baseUrl}/studio${query}`, {
     tag,
     viewport: { width: 1400, height: 1000 },
-    initScript: `localStorage.setItem('skylark.access_token', ${JSON.stringify(creator.access_token)})`,
+    initScript: `localStorage.setItem('skylark.access_token', ${JSON.stringify(creator.access_token)});
+${initScript}`,
   });
   await page.locator('#room').waitFor({ state: 'visible' });
   return page;
@@ -58,3 +60,21 @@ export async function goLiveInStudio(page, { screen = true } = {}) {
   if (s.status !== 'live') throw new Error(`studio did not go live: ${s.error}`);
   return { goLiveMs: Date.now() - t0, state: s };
 }
+
+/**
+ * A starved CPU, made repeatable: once `window.slowDrawMs` is set, each canvas drawImage
+ * (two a paint in picture-in-picture) busy-waits that long first; `window.slowDraws`
+ * counts them. An init script for `openStudioAs`.
+ */
+export const SLOW_DRAW = `{
+  const drawImage = CanvasRenderingContext2D.prototype.drawImage;
+  window.slowDraws = 0;
+  CanvasRenderingContext2D.prototype.drawImage = function (...args) {
+    if (window.slowDrawMs) {
+      window.slowDraws += 1;
+      const t = performance.now();
+      while (performance.now() - t < window.slowDrawMs);
+    }
+    return drawImage.apply(this, args);
+  };
+}`;

@@ -15,7 +15,7 @@ import { requestJson } from '../lib/server.js';
 import { reportTimings } from '../lib/harness.js';
 import { until, screenshot } from '../lib/app.js';
 import { serverAndApp, serverFor, browserFor, appFor, fixtureTest } from '../lib/fixtures.js';
-import { signUpInStudio, createRoomInStudio, goLiveInStudio } from '../lib/studio.js';
+import { signUpInStudio, createRoomInStudio, goLiveInStudio, openStudioAs, SLOW_DRAW } from '../lib/studio.js';
 
 const TEST_CAP_MS = 120_000;
 const BODY_CAP = { capMs: 100_000 };
@@ -303,6 +303,26 @@ fixtureTest(
     assert.match(await alert.innerText(), /sign up again/);
   },
 );
+
+studioTest('studio: with paints slower than its frame interval (a starved CPU) it keeps painting and still answers: Stop works', 'studio-slow', async ({ sk, app }, defer) => {
+  const creator = await sk.signup();
+  await sk.createRoom(creator.access_token, { title: 'Studio e2e: slow CPU' });
+  const page = await openStudioAs(app, sk, creator, 'studio', '', { initScript: SLOW_DRAW });
+  defer(() => page.evaluate(() => window.studio.stop()).catch(() => {}));
+  await goLiveInStudio(page);
+  // 80 ms a paint against 33 ms between ticks at 30 fps.
+  await page.evaluate(() => (window.slowDrawMs = 40));
+  // Ticks queued behind slow paints (the CI flake) would leave the page's input and
+  // rendering waiting ever longer from here: Playwright's click below would never see a
+  // frame to check the button is stable, and time out.
+  await page.waitForTimeout(3000);
+  await page.getByRole('button', { name: 'Stop', exact: true }).click();
+  const stopped = await until(page, () => ({ status: window.studio.state.status, slowDraws: window.slowDraws }), (s) => s.status === 'offline', {
+    what: 'studio stopped',
+  });
+  assert.ok(stopped.slowDraws > 0, 'the compositor kept painting while slow');
+  assert.deepEqual(app.unexpectedErrors(), [], 'no console errors');
+});
 
 studioTest('studio and home at phone width: no horizontal scrolling, labelled controls', 'studio-phone', async ({ sk, app }, defer) => {
   const creator = await sk.signup();

@@ -58,7 +58,14 @@ export class Compositor {
     if (!this.worker && !this.timer && typeof Worker === 'function') {
       try {
         this.worker = new Worker(new URL('./ticker.js', import.meta.url));
-        this.worker.onmessage = () => this.draw();
+        this.worker.onmessage = () => {
+          try {
+            this.draw();
+          } finally {
+            // The ticker sends the next tick only after this (ticker.js).
+            this.worker?.postMessage({ painted: true });
+          }
+        };
       } catch {
         this.worker = null;
       }
