@@ -9,6 +9,7 @@
 //! - this file: start-up, node registration and room placement on the bus.
 
 pub mod core;
+mod cpu;
 mod edge;
 mod grants;
 mod grpc;

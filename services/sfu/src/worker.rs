@@ -10,6 +10,7 @@ use crate::core::{
     Choice, Core, CoreEvent, Counters, FrameCodec, IdSeed, LayerReport, Output, RelayedFrame,
     SessionError, WallClock,
 };
+use crate::cpu;
 use crate::send_batch::SendBatch;
 use crate::tcp::TcpInput;
 use skylark_proto::sfu::v1 as pb;
@@ -152,10 +153,11 @@ pub struct Handle {
 }
 
 /// How hard a worker works, published every [`LOAD_WINDOW`].
-#[derive(Default)]
 pub struct Meter {
-    /// Time spent handling input rather than waiting for it, ‰ (smoothed).
+    /// CPU time spent handling input, ‰ of the CPU it may use (smoothed).
     busy_permille: AtomicU32,
+    /// The share of one CPU it may use, ‰ (the process's quota over its workers).
+    capacity_permille: AtomicU32,
     /// Longest delay of a due timeout behind its deadline in the last window, µs.
     lag_us: AtomicU64,
     /// Its sessions that cost their share (viewers waiting for their first picture
@@ -163,9 +165,21 @@ pub struct Meter {
     measured_sessions: AtomicUsize,
 }
 
+impl Default for Meter {
+    fn default() -> Self {
+        Self {
+            busy_permille: AtomicU32::new(0),
+            capacity_permille: AtomicU32::new(1000),
+            lag_us: AtomicU64::new(0),
+            measured_sessions: AtomicUsize::new(0),
+        }
+    }
+}
+
 impl Meter {
-    /// Share of its time the worker spends working (0–1): near 1, input queues up
-    /// in the socket and every session's latency grows.
+    /// Share of the CPU it may use that the worker spends working (0–1): near 1,
+    /// input queues up in the socket and every session's latency grows. CPU time, not
+    /// wall time: what other processes take from it is not its load ([`crate::cpu`]).
     pub fn busy(&self) -> f64 {
         f64::from(self.busy_permille.load(Ordering::Relaxed)) / 1000.0
     }
@@ -181,6 +195,18 @@ impl Meter {
             0 => busy,
             measured => busy * sessions as f64 / measured as f64,
         }
+    }
+
+    /// Sets the share of one CPU the worker may use (0–1]: its busy share is measured
+    /// against it from the next window on.
+    pub fn set_capacity(&self, cpus: f64) {
+        let permille = (cpus.clamp(0.01, 1.0) * 1000.0).round() as u32;
+        self.capacity_permille.store(permille, Ordering::Relaxed);
+    }
+
+    /// The share of one CPU the worker may use.
+    pub fn capacity(&self) -> f64 {
+        f64::from(self.capacity_permille.load(Ordering::Relaxed)) / 1000.0
     }
 
     /// How late the worker ran its last window's timers (its loop lag).
@@ -214,17 +240,19 @@ impl Metering {
         }
     }
 
-    /// One loop turn: woke at `woke`, ran its due timers `lag` late. `waiting`: its
-    /// viewers that don't cost their share yet, read once per window.
-    fn turn(&mut self, woke: Instant, lag: Duration, waiting: impl FnOnce() -> usize) {
+    /// One loop turn: woke with the thread's CPU clock at `woke_cpu` (no await since:
+    /// the same thread), ran its due timers `lag` late. `waiting`: its viewers that
+    /// don't cost their share yet, read once per window.
+    fn turn(&mut self, woke_cpu: Duration, lag: Duration, waiting: impl FnOnce() -> usize) {
         let now = Instant::now();
-        self.busy += now.saturating_duration_since(woke);
+        self.busy += cpu::thread_time().saturating_sub(woke_cpu);
         self.lag = self.lag.max(lag);
         let window = now.saturating_duration_since(self.since);
         if window < LOAD_WINDOW {
             return;
         }
-        let ratio = (self.busy.as_secs_f64() / window.as_secs_f64()).min(1.0);
+        let ratio =
+            (self.busy.as_secs_f64() / (window.as_secs_f64() * self.meter.capacity())).min(1.0);
         self.smoothed = smooth_busy(self.smoothed, ratio);
         let sessions = self
             .sessions
@@ -601,7 +629,7 @@ async fn run(
             r = lp.socket.recv_from(&mut buf) => Input::Datagram(r),
             _ = tokio::time::sleep_until(deadline.into()) => Input::Timer,
         };
-        let woke = Instant::now();
+        let woke = cpu::thread_time();
         match input {
             Input::Command(cmd) => {
                 lp.command(cmd);
@@ -1058,13 +1086,50 @@ mod tests {
             metering.since = Instant::now() - LOAD_WINDOW;
             metering.busy = LOAD_WINDOW.mul_f64(0.45);
             metering.smoothed = 0.45;
-            metering.turn(Instant::now(), Duration::ZERO, || 10);
+            metering.turn(cpu::thread_time(), Duration::ZERO, || 10);
         }
         let projected = handle.meter().projected_busy(handle.load() + 1);
         assert!(
             projected > 0.9,
             "the waiting viewers count at full cost: {projected}"
         );
+    }
+
+    fn metering() -> (Arc<Meter>, Metering) {
+        let meter = Arc::new(Meter::default());
+        let m = Metering::new(meter.clone(), Arc::new(AtomicUsize::new(2)));
+        (meter, m)
+    }
+
+    /// Time the thread is off the CPU inside a turn (taken by other processes on a
+    /// loaded host; a sleep here) is not the worker's load: with wall time a worker with
+    /// two sessions read as busy and the node refused viewers (a CI flake).
+    #[test]
+    fn time_off_the_cpu_is_not_busy() {
+        let (meter, mut m) = metering();
+        for _ in 0..2 {
+            m.since = Instant::now() - LOAD_WINDOW;
+            let woke = cpu::thread_time();
+            std::thread::sleep(Duration::from_millis(100));
+            m.turn(woke, Duration::ZERO, || 0);
+        }
+        assert!(meter.busy() < 0.05, "busy {}", meter.busy());
+    }
+
+    /// Under a quota of half a CPU, spending that half is full.
+    #[test]
+    fn busy_is_measured_against_the_cpu_the_worker_may_use() {
+        let (meter, mut m) = metering();
+        meter.set_capacity(0.5);
+        for _ in 0..2 {
+            m.since = Instant::now() - LOAD_WINDOW;
+            m.busy = LOAD_WINDOW.mul_f64(0.45);
+            m.smoothed = 0.9;
+            m.turn(cpu::thread_time(), Duration::ZERO, || 0);
+        }
+        assert!(meter.busy() >= 0.89, "busy {}", meter.busy());
+        meter.set_capacity(1.0);
+        assert_eq!(meter.capacity(), 1.0);
     }
 
     #[test]

@@ -7,6 +7,7 @@
 //! PATCH, DELETE and pushed frames go straight to it.
 
 use crate::core::{admit, session_worker, Choice, Counters, LayerReport, Role, SessionError};
+use crate::cpu;
 use crate::spread::Spreads;
 use crate::worker::{Command, Handle, Snapshot, RELAY_CONSUMERS};
 use skylark_proto::sfu::v1 as pb;
@@ -254,9 +255,14 @@ impl Workers {
             };
             let t = NodeTotals::of(snaps);
             export(&t, last.as_ref(), self.spreads.len());
+            // Re-read each second: a CPU limit can change while the node runs.
+            let capacity = cpu::quota().map_or(1.0, |q| q / self.all.len() as f64);
             for (i, h) in self.all.iter().enumerate() {
                 let worker = i.to_string();
                 let m = h.meter();
+                m.set_capacity(capacity);
+                metrics::gauge!("skylark_sfu_worker_cpu_capacity", "worker" => worker.clone())
+                    .set(m.capacity());
                 metrics::gauge!("skylark_sfu_worker_busy_ratio", "worker" => worker.clone())
                     .set(m.busy());
                 metrics::gauge!("skylark_sfu_worker_lag_seconds", "worker" => worker)
