@@ -61,6 +61,11 @@ const OPEN = {
   // the new init starts (bufferSeekOverHole, then 'waiting'), though the playlist and
   // the media keep hls::check's rules across the change; Shaka and video.js play through.
   'whip-rescale hls': 'hls.js: a buffer hole at the init change in 2 of 5 runs (README "Design notes")',
+  // 2 of 8 runs (2026-12-07, load 2–5, one player at a time): VHS let its buffer run
+  // down to 0.08 s and stalled ('waiting') ~6 s into playback, around the init change
+  // (e.g. at media time 9.16 s, 2.4 s ahead at the start); it passed in the CI runs
+  // before. Cause not found yet (issue #16).
+  'whip-rescale videojs': 'video.js: stalls with its buffer run down around the init change in 2 of 8 runs (issue #16)',
 };
 
 /**
