@@ -141,7 +141,7 @@ for (const p of PLAYERS) {
           await sleep(250);
         }
 
-        const player = await b.newPage('latency-player.html', { kind: p.kind, src, ...(process.env.SHAKA_DEBUG ? { debug: process.env.SHAKA_DEBUG === 'v1' ? 'v1' : '1' } : {}), ...(process.env.HLS_TRACE ? { trace: '1' } : {}), ...(process.env.VHS_START ? { vhsstart: process.env.VHS_START } : {}), ...(p.config ? { config: JSON.stringify(p.config) } : {}), ...(process.env.PLAYER_CONFIG ? { config: process.env.PLAYER_CONFIG } : {}) }, { tag: p.id });
+        const player = await b.newPage('latency-player.html', { kind: p.kind, src, ...(process.env.SHAKA_DEBUG ? { debug: process.env.SHAKA_DEBUG === 'v1' ? 'v1' : '1' } : {}), ...(process.env.HLS_TRACE ? { trace: '1' } : {}), ...(process.env.VHS_START ? { vhsstart: process.env.VHS_START } : {}), ...(process.env.VHS_INIT ? { vhsinit: process.env.VHS_INIT } : {}), ...(p.config ? { config: JSON.stringify(p.config) } : {}), ...(process.env.PLAYER_CONFIG ? { config: process.env.PLAYER_CONFIG } : {}) }, { tag: p.id });
         defer(() => player.evaluate(() => window.stop()).catch(() => {}));
         // The WHIP source's time codes; FFmpeg's picture has none, so any frame shown.
         await pollPage(player, () => window.progress(), (s) => (ingest === 'whip' ? s.decoded > 0 : s.videoWidth > 0 && s.currentTime > 0), {
