@@ -241,6 +241,35 @@ impl Workers {
         })
     }
 
+    /// Keeps every worker's share of the CPU (`Meter::capacity`, what its busy share
+    /// and so admission are measured against) up to date with the process's cgroup
+    /// quota, re-read every [`CAPACITY_EVERY`] until `shutdown`: a CPU limit can change
+    /// while the node runs. Its own task, not the metrics loop's, which waits on the
+    /// workers' snapshots (a saturated worker answers late) and stops when one is gone.
+    pub async fn track_capacity(self, shutdown: CancellationToken) {
+        self.track_capacity_with(cpu::quota, CAPACITY_EVERY, shutdown)
+            .await
+    }
+
+    async fn track_capacity_with(
+        self,
+        quota: impl Fn() -> Option<f64>,
+        every: Duration,
+        shutdown: CancellationToken,
+    ) {
+        let mut tick = tokio::time::interval(every);
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            let capacity = worker_capacity(quota(), self.all.len());
+            for h in self.all.iter() {
+                h.meter().set_capacity(capacity);
+            }
+        }
+    }
+
     /// Exports the node's figures to `/metrics` every second until `shutdown`.
     pub async fn export_metrics(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         let mut tick = tokio::time::interval(Duration::from_secs(1));
@@ -255,12 +284,9 @@ impl Workers {
             };
             let t = NodeTotals::of(snaps);
             export(&t, last.as_ref(), self.spreads.len());
-            // Re-read each second: a CPU limit can change while the node runs.
-            let capacity = cpu::quota().map_or(1.0, |q| q / self.all.len() as f64);
             for (i, h) in self.all.iter().enumerate() {
                 let worker = i.to_string();
                 let m = h.meter();
-                m.set_capacity(capacity);
                 metrics::gauge!("skylark_sfu_worker_cpu_capacity", "worker" => worker.clone())
                     .set(m.capacity());
                 metrics::gauge!("skylark_sfu_worker_busy_ratio", "worker" => worker.clone())
@@ -272,6 +298,15 @@ impl Workers {
             last = Some((Instant::now(), t.counters));
         }
     }
+}
+
+/// How often [`Workers::track_capacity`] re-reads the CPU quota.
+const CAPACITY_EVERY: Duration = Duration::from_secs(1);
+
+/// The share of one CPU each of `workers` may use under a quota of `quota` CPUs (the
+/// quota shared evenly, at most one CPU each; one CPU each without a quota).
+fn worker_capacity(quota: Option<f64>, workers: usize) -> f64 {
+    quota.map_or(1.0, |q| (q / workers.max(1) as f64).min(1.0))
 }
 
 /// The room's home worker index of `n` (FNV-1a: stable across processes and runs).
@@ -435,6 +470,54 @@ mod tests {
             w.subscribe("room".into(), "offer".into()).await,
             Err(SessionError::Overloaded)
         );
+    }
+
+    #[tokio::test]
+    async fn the_cpu_quota_is_tracked_without_the_metrics_loop() {
+        // Admission measures busy against the capacity: it must follow the quota even
+        // when nothing exports metrics (the loop that used to refresh it).
+        const EVERY: Duration = Duration::from_millis(20);
+        let (w, _q) = node([0.0, 0.0]);
+        let quota = Arc::new(Mutex::new(Some(1.0)));
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(w.clone().track_capacity_with(
+            {
+                let quota = quota.clone();
+                move || *quota.lock().unwrap()
+            },
+            EVERY,
+            stop.clone(),
+        ));
+        let capacities =
+            |w: &Workers| -> Vec<f64> { w.all.iter().map(|h| h.meter().capacity()).collect() };
+        // Read at start, and again when the limit changes while the node runs.
+        until(|| capacities(&w) == [0.5, 0.5]).await;
+        *quota.lock().unwrap() = None;
+        until(|| capacities(&w) == [1.0, 1.0]).await;
+        stop.cancel();
+        tokio::time::timeout(Duration::from_secs(1), task)
+            .await
+            .expect("stops on shutdown")
+            .unwrap();
+    }
+
+    /// Waits (at most 10 s, however slow the host) until `done`.
+    async fn until(done: impl Fn() -> bool) {
+        tokio::time::timeout(Duration::from_secs(10), async {
+            while !done() {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+        .await
+        .expect("in time");
+    }
+
+    #[test]
+    fn a_quota_is_shared_among_the_workers() {
+        assert_eq!(worker_capacity(None, 4), 1.0);
+        assert_eq!(worker_capacity(Some(0.5), 1), 0.5);
+        assert_eq!(worker_capacity(Some(3.0), 4), 0.75);
+        assert_eq!(worker_capacity(Some(8.0), 2), 1.0);
     }
 
     #[test]
