@@ -21,6 +21,20 @@ pub fn thread_time() -> Duration {
     Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
 }
 
+/// CPU time the whole process has used (every thread).
+pub fn process_time() -> Duration {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid timespec for the call to fill.
+    let r = unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut ts) };
+    if r != 0 {
+        return Duration::ZERO;
+    }
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}
+
 /// CPUs the process's cgroup quota allows (the smallest along its path), `None` when no
 /// quota applies or it can't be read. Reads a few small files: call it now and then.
 pub fn quota() -> Option<f64> {
