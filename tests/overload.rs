@@ -8,7 +8,7 @@
 //! `common::cpu_group`) while the test's other processes (the load generator above all)
 //! outweigh anything else running, so the SFU is always the side that saturates and its
 //! capacity is the cap, not what the machine has left. Figures of the runs:
-//! docs/benchmarks.md, "Overload in CI".
+//! docs/benchmarks.md, "Overload in CI" and "Overload: the quota's other users".
 
 mod common;
 
@@ -93,6 +93,11 @@ async fn an_overloaded_node_keeps_its_viewers_latency_and_refuses_the_rest() {
     let (report, stderr) = loadtest::report(&n.sfu, &out);
     // The run's figures, for the record when it fails (and docs/benchmarks.md).
     eprintln!("{stderr}\ncapped SFU: {}", groups.capped_stat());
+    // The node's own account (busy, capacity, process CPU per window; admissions), for
+    // tuning: `OVERLOAD_SFU_LOG=/tmp/sfu.log`.
+    if let Ok(to) = std::env::var("OVERLOAD_SFU_LOG") {
+        std::fs::write(to, n.sfu.logs()).unwrap();
+    }
 
     // 0 where the report has no such figure (then the assertions below say so).
     let count = |p: &str| report.pointer(p).and_then(|v| v.as_u64()).unwrap_or(0);
@@ -122,11 +127,10 @@ async fn an_overloaded_node_keeps_its_viewers_latency_and_refuses_the_rest() {
     );
 
     // The admitted viewers keep live latency and get every frame: no collapse (the
-    // failure this guards against: every viewer's latency growing to seconds). Issue 15
-    // asks p99 <= 200 ms; this capped debug node reaches 120-310 ms at p99 in about one
-    // run of three, with waiting viewers counted at full cost and keyframes spaced out
-    // (docs/benchmarks.md "Overload in CI"), so p99 is held to the collapse bound and
-    // the median to the issue's figure.
+    // failure this guards against: every viewer's latency growing to seconds), and the
+    // issue's bound. It holds once busy counts what the rest of the process takes from
+    // the quota: p99 39-99 ms in 30 of 30 runs, 87-219 ms before (docs/benchmarks.md,
+    // "Overload: the quota's other users").
     let p50 = report["latency_ms"]["p50"].as_f64().unwrap_or(f64::MAX);
     let p99 = report["latency_ms"]["p99"].as_f64().unwrap_or(f64::MAX);
     assert!(
@@ -134,7 +138,7 @@ async fn an_overloaded_node_keeps_its_viewers_latency_and_refuses_the_rest() {
         "admitted viewers' latency p50 {p50} ms: {report:#}"
     );
     assert!(
-        p99 <= 1000.0,
+        p99 <= 200.0,
         "admitted viewers' latency p99 {p99} ms: {report:#}"
     );
     let loss = report["loss_pct"].as_f64().unwrap_or(f64::MAX);

@@ -60,9 +60,9 @@ impl RoomAddrs {
     }
 }
 
-/// Records that connection `conn` on `side` of p2p room `room` announced `ips` (renews them when already there), at most [`MAX_PER_CONNECTION`] of
-/// them; how many were recorded (0 when the room holds [`MAX_PER_ROOM`] entries of
-/// other connections).
+/// Records that connection `conn` on `side` of p2p room `room` announced `ips` (renews
+/// them when already there), at most [`MAX_PER_CONNECTION`] of them; how many were
+/// recorded (0 when the room holds [`MAX_PER_ROOM`] entries of other connections).
 pub async fn record(
     bus: &impl Bus,
     room: &str,

@@ -194,7 +194,7 @@ pub async fn start(
         .unzip();
     let wall_clock = worker::system_wall_clock();
     let mut handles = Vec::with_capacity(count);
-    let mut tasks = Vec::with_capacity(count + 4);
+    let mut tasks = Vec::with_capacity(count + 5);
     let queues = steer_rxs.into_iter().zip(tcp_rxs);
     for (index, (socket, (steered, tcp))) in (0u8..).zip(sockets.into_iter().zip(queues)) {
         let mut core = Core::new(CoreConfig {
@@ -234,6 +234,14 @@ pub async fn start(
         config.edge_idle,
         shutdown.clone(),
     );
+    // Admission relies on the workers' capacity: tracked apart from the metrics.
+    tasks.push(tokio::spawn({
+        let (worker, shutdown) = (worker.clone(), shutdown.clone());
+        async move {
+            worker.track_capacity(shutdown).await;
+            Ok(())
+        }
+    }));
     tasks.push(tokio::spawn(
         worker.clone().export_metrics(shutdown.clone()),
     ));

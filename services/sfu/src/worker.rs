@@ -163,6 +163,8 @@ pub struct Meter {
     /// Its sessions that cost their share (viewers waiting for their first picture
     /// left out) over the windows `busy_permille` was measured in (smoothed alike).
     measured_sessions: AtomicUsize,
+    /// CPU time its turns have taken since it started, ns.
+    worked_ns: AtomicU64,
 }
 
 impl Default for Meter {
@@ -172,6 +174,7 @@ impl Default for Meter {
             capacity_permille: AtomicU32::new(1000),
             lag_us: AtomicU64::new(0),
             measured_sessions: AtomicUsize::new(0),
+            worked_ns: AtomicU64::new(0),
         }
     }
 }
@@ -209,6 +212,11 @@ impl Meter {
         f64::from(self.capacity_permille.load(Ordering::Relaxed)) / 1000.0
     }
 
+    /// CPU time the worker's turns have taken since it started.
+    pub fn worked(&self) -> Duration {
+        Duration::from_nanos(self.worked_ns.load(Ordering::Relaxed))
+    }
+
     /// How late the worker ran its last window's timers (its loop lag).
     pub fn lag(&self) -> Duration {
         Duration::from_micros(self.lag_us.load(Ordering::Relaxed))
@@ -225,6 +233,10 @@ struct Metering {
     lag: Duration,
     smoothed: f64,
     smoothed_sessions: f64,
+    /// The window's longest turn (CPU): how long one input kept every session waiting.
+    longest: Duration,
+    /// The whole process's CPU time at the window's start, for the debug log.
+    process_cpu: Duration,
 }
 
 impl Metering {
@@ -237,6 +249,8 @@ impl Metering {
             lag: Duration::ZERO,
             smoothed: 0.0,
             smoothed_sessions: 0.0,
+            longest: Duration::ZERO,
+            process_cpu: Duration::ZERO,
         }
     }
 
@@ -245,7 +259,13 @@ impl Metering {
     /// don't cost their share yet, read once per window.
     fn turn(&mut self, woke_cpu: Duration, lag: Duration, waiting: impl FnOnce() -> usize) {
         let now = Instant::now();
-        self.busy += cpu::thread_time().saturating_sub(woke_cpu);
+        let spent = cpu::thread_time().saturating_sub(woke_cpu);
+        self.busy += spent;
+        // Per turn, not per window: read against the process's CPU time at any moment.
+        self.meter
+            .worked_ns
+            .fetch_add(spent.as_nanos() as u64, Ordering::Relaxed);
+        self.longest = self.longest.max(spent);
         self.lag = self.lag.max(lag);
         let window = now.saturating_duration_since(self.since);
         if window < LOAD_WINDOW {
@@ -254,10 +274,25 @@ impl Metering {
         let ratio =
             (self.busy.as_secs_f64() / (window.as_secs_f64() * self.meter.capacity())).min(1.0);
         self.smoothed = smooth_busy(self.smoothed, ratio);
-        let sessions = self
-            .sessions
-            .load(Ordering::Relaxed)
-            .saturating_sub(waiting()) as f64;
+        let all = self.sessions.load(Ordering::Relaxed);
+        let waiting = waiting();
+        let sessions = all.saturating_sub(waiting) as f64;
+        let process = cpu::process_time();
+        // What overload tuning needs (tests/overload.rs keeps it with OVERLOAD_SFU_LOG).
+        tracing::debug!(
+            busy = self.smoothed,
+            ratio,
+            lag_ms = self.lag.as_secs_f64() * 1e3,
+            longest_turn_ms = self.longest.as_secs_f64() * 1e3,
+            process_cpus =
+                (process.saturating_sub(self.process_cpu)).as_secs_f64() / window.as_secs_f64(),
+            capacity = self.meter.capacity(),
+            sessions = all,
+            waiting,
+            "worker window"
+        );
+        self.process_cpu = process;
+        self.longest = Duration::ZERO;
         self.smoothed_sessions = (self.smoothed_sessions + sessions) / 2.0;
         self.meter
             .busy_permille

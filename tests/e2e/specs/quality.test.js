@@ -23,6 +23,13 @@ const skip = noBrowser() ?? false;
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 const playerStats = () => window.player.stats();
+// The stats and the menu in one snapshot: a layers refresh between two reads could change
+// the menu after the stats were taken.
+const statsAndMenu = async () => {
+  const stats = await window.player.stats();
+  const menu = document.getElementById('quality');
+  return { ...stats, menu: { labels: [...menu.options].map((o) => o.textContent), value: menu.value } };
+};
 const studioStats = () => window.studio.stats;
 
 /** A server, the app's pages, a creator with one SFU room and the studio open on it. */
@@ -201,16 +208,16 @@ test('quality: over WebRTC the watch page lists Auto + each layer; the smallest 
       await goLiveInStudio(ctx.studio);
       await studioSends(ctx.studio, 3, 'the studio sending three layers');
       const viewer = await watchOverWebRtc(ctx, 'viewer', '', SAMPLE_RTP);
-      const listed = await until(viewer, playerStats, (s) => s.quality.options.length === 3 && s.quality.playingHeight > 0, {
+      const listed = await until(viewer, statsAndMenu, (s) => s.quality.options.length === 3 && s.quality.playingHeight > 0, {
         what: 'Auto + three layers in the menu',
         timeoutMs: 15_000,
       });
       const menu = viewer.getByLabel('Quality');
-      const labels = await menu.locator('option').allInnerTexts();
+      const labels = listed.menu.labels;
       const heights = listed.quality.options.map((o) => o.height);
       assert.deepEqual(labels.slice(1), heights.map((h) => `${h}p`), `each layer by height: ${labels}`);
       assert.match(labels[0], /^Auto \(\d+p\)$/, 'Auto says what plays now');
-      assert.equal(await menu.inputValue(), 'auto');
+      assert.equal(listed.menu.value, 'auto');
       const smallest = listed.quality.options.at(-1);
       // Auto may start low while the publisher's bandwidth estimate ramps up (its upper
       // layers paused): it climbs once they send.
@@ -284,7 +291,7 @@ test('quality: over HLS the menu lists the renditions and choosing one switches 
       await studioSends(ctx.studio, 3, 'the studio sending three layers');
       const multivariant = await renditions(sk, room, 3);
       const viewer = await app.open(`${sk.baseUrl}/watch/${room}?transport=hls`, { tag: 'hls-viewer' });
-      const listed = await until(viewer, playerStats, (s) => s.status === 'playing' && s.transport === 'hls' && s.quality.options.length === 3, {
+      const listed = await until(viewer, statsAndMenu, (s) => s.status === 'playing' && s.transport === 'hls' && s.quality.options.length === 3, {
         what: 'hls.js playing with three renditions in the menu',
         timeoutMs: 30_000,
         intervalMs: 250,
@@ -292,7 +299,7 @@ test('quality: over HLS the menu lists the renditions and choosing one switches 
       const levels = listed.hlsLevel;
       assert.equal(levels.heights.length, 3, `hls.js levels: ${JSON.stringify(levels)}\n${multivariant}`);
       const menu = viewer.getByLabel('Quality');
-      const labels = await menu.locator('option').allInnerTexts();
+      const labels = listed.menu.labels;
       const byHeight = [...levels.heights].sort((a, b) => b - a);
       assert.deepEqual(labels.slice(1), byHeight.map((h) => `${h}p`), `each rendition by height: ${labels}`);
       assert.equal(listed.hlsLevel.auto, true, 'Auto at first');
