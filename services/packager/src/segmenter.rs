@@ -114,6 +114,9 @@ pub enum SegOutput {
         /// The next segment follows a discontinuity (every init but a stream's first).
         discontinuity: bool,
     },
+    /// The next segment follows a discontinuity and a new init segment, not written yet
+    /// (a publisher or layer change): its tags go ahead of the hint of its first part.
+    NextInit,
     /// A part of segment `msn`.
     Part {
         msn: u64,
@@ -327,6 +330,12 @@ impl Segmenter {
     /// restart), past the last frame written.
     fn restart_epoch(&mut self, out: &mut Vec<SegOutput>) {
         self.flush(out);
+        // The next part is hinted from now on, before the new epoch's parameter sets and
+        // tracks are known (a publisher back without its microphone has other tracks):
+        // announce a new init now, and write it at the epoch's first keyframe.
+        if self.init_tracks.take().is_some() {
+            out.push(SegOutput::NextInit);
+        }
         // Audio past the last video frame has no part to go in.
         self.part_audio.clear();
         self.part_audio_start = None;
@@ -1733,6 +1742,51 @@ mod tests {
             self.last = Some(now.clone());
             Some(now)
         }
+    }
+
+    #[test]
+    fn a_publisher_change_to_other_tracks_hints_the_next_part_under_its_new_init() {
+        // Audio and video, then a publisher with video only (a WHIP publisher back
+        // without its microphone): another init, after a discontinuity.
+        let mut seg = segmenter();
+        tracks(&mut seg);
+        let mut reader = Reader::new();
+        let mut opus = OpusSource::default();
+        let mut next_audio_ms = 0;
+        for (i, f) in video_frames(3).into_iter().enumerate() {
+            let ms = i as u64 * 1000 / 30;
+            let mut out = Vec::new();
+            while next_audio_ms <= ms {
+                seg.push(&opus_frame(&mut opus), 1_000_000 + ms as i64, &mut out);
+                next_audio_ms += 20;
+            }
+            seg.push(&f, 1_000_000 + ms as i64, &mut out);
+            reader.apply(&out, &format!("first publisher, frame {i}"));
+        }
+        let mut out = Vec::new();
+        seg.publisher_changed(&mut out);
+        reader.apply(&out, "publisher gone");
+        seg.add_track(&video_track());
+        let mut inits = 0;
+        for (i, mut f) in video_frames(3).into_iter().enumerate() {
+            let ms = 3000 + i as u64 * 1000 / 30;
+            f.rtp_time += 555_000;
+            let mut out = Vec::new();
+            seg.push(&f, 1_000_000 + ms as i64, &mut out);
+            inits += out
+                .iter()
+                .filter(|o| matches!(o, SegOutput::Init { .. }))
+                .count();
+            reader.apply(&out, &format!("video-only publisher, frame {i}"));
+        }
+        assert_eq!(inits, 1, "the video-only publisher's init");
+        let pl = reader.last.expect("a playlist");
+        let maps: Vec<_> = pl
+            .segments
+            .iter()
+            .filter_map(|s| s.map_uri.clone())
+            .collect();
+        assert!(maps.iter().any(|m| m != "init1.mp4"), "{maps:?}");
     }
 
     /// Feeds `frames` of 30 fps H.264 (GOP `gop_frames`) with Opus, handing frame `i` in
