@@ -197,11 +197,10 @@ pub struct Segmenter {
     discontinuity: bool,
     sequence: u32,
     last_video_dts: u64,
-    /// Wall clock (ms) when the newest part was handed out, and what waits behind a
-    /// segment's last part held back by [`Segmenter::pace`], until `paced_until`.
-    last_part_ms: Option<i64>,
+    /// The newest part handed out: its segment, wall clock (ms), and the wall clock too
+    /// if it was its segment's last; and what [`Segmenter::pace`] holds back.
+    last_part: Option<(u64, i64, Option<i64>)>,
     paced: Vec<SegOutput>,
-    paced_until: i64,
     keyframe_asked_at: Option<u64>,
     /// Decode time of the newest still.
     last_still: Option<u64>,
@@ -259,9 +258,8 @@ impl Segmenter {
             sequence: 0,
             last_video_dts: 0,
             keyframe_asked_at: None,
-            last_part_ms: None,
+            last_part: None,
             paced: Vec::new(),
-            paced_until: 0,
         }
     }
 
@@ -389,20 +387,16 @@ impl Segmenter {
     /// arrived while hls.js was still appending the part before the last (a last part
     /// of 1–5 frames, or parts delivered in a burst), it never loaded the last part and
     /// stalled until that segment's parts left the playlist. A whole part's time is
-    /// longer than it took to fetch and append a part (≤ 0.21 s at load 10).
+    /// longer than it took to fetch and append a part (≤ 0.21 s at load 10). The next
+    /// segment's first part then waits half that, so that it never joins the playlist
+    /// that completes the segment (parts delivered in a burst did): listed together,
+    /// hls.js skipped the last part for the next segment.
     fn pace(&mut self, from: usize, now_ms: i64, out: &mut Vec<SegOutput>) {
-        let fresh: Vec<SegOutput> = out.drain(from..).collect();
-        if !self.paced.is_empty() && now_ms >= self.paced_until {
-            for o in std::mem::take(&mut self.paced) {
-                if matches!(o, SegOutput::Part { .. }) {
-                    self.last_part_ms = Some(now_ms);
-                }
-                out.push(o);
-            }
-        }
+        let mut queue = std::mem::take(&mut self.paced);
+        queue.extend(out.drain(from..));
         let hold = (self.part_target * 1000 / VIDEO_TIMESCALE as u64) as i64;
-        let mut fresh = fresh.into_iter().peekable();
-        while let Some(o) = fresh.next() {
+        let mut queue = queue.into_iter().peekable();
+        while let Some(o) = queue.next() {
             // Keyframe requests are not media: they never wait.
             if !self.paced.is_empty() && !matches!(o, SegOutput::RequestKeyframe) {
                 self.paced.push(o);
@@ -410,14 +404,19 @@ impl Segmenter {
             }
             if let SegOutput::Part { msn, .. } = &o {
                 let last =
-                    matches!(fresh.peek(), Some(SegOutput::SegmentDone { msn: m, .. }) if m == msn);
-                let due = self.last_part_ms.map_or(now_ms, |t| t + hold);
-                if last && now_ms < due {
-                    self.paced_until = due;
+                    matches!(queue.peek(), Some(SegOutput::SegmentDone { msn: m, .. }) if m == msn);
+                let due = match self.last_part {
+                    Some((_, t, _)) if last => t + hold,
+                    // The next segment's first part comes in a later playlist than the
+                    // last part: listed together, hls.js skipped the last part too.
+                    Some((m, _, Some(end))) if m != *msn => end + hold / 2,
+                    _ => now_ms,
+                };
+                if now_ms < due {
                     self.paced.push(o);
                     continue;
                 }
-                self.last_part_ms = Some(now_ms);
+                self.last_part = Some((*msn, now_ms, last.then_some(now_ms)));
             }
             out.push(o);
         }
@@ -1826,9 +1825,9 @@ mod tests {
         all
     }
 
-    /// For each complete segment: its last part's duration, and the wall-clock ms between
-    /// the part before it and it coming out.
-    fn last_parts(all: &[(i64, SegOutput)]) -> Vec<(f64, i64)> {
+    /// For each complete segment: its last part's duration, the wall-clock ms between
+    /// the part before it and it coming out, and between it and the next part.
+    fn last_parts(all: &[(i64, SegOutput)]) -> Vec<(f64, i64, Option<i64>)> {
         let parts: Vec<(i64, u64, f64)> = all
             .iter()
             .filter_map(|(t, o)| match o {
@@ -1844,7 +1843,8 @@ mod tests {
             .filter_map(|msn| {
                 let i = parts.iter().rposition(|p| p.1 == msn)?;
                 let before = parts.get(i.checked_sub(1)?)?;
-                Some((parts[i].2, parts[i].0 - before.0))
+                let after = parts.get(i + 1).map(|p| p.0 - parts[i].0);
+                Some((parts[i].2, parts[i].0 - before.0, after))
             })
             .collect()
     }
@@ -1862,14 +1862,19 @@ mod tests {
                 let lasts = last_parts(&all);
                 assert!(lasts.len() >= 3, "gop {gop}, burst {burst}: {lasts:?}");
                 assert!(
-                    lasts.iter().any(|(d, _)| *d < 0.1),
+                    lasts.iter().any(|(d, ..)| *d < 0.1),
                     "a short last part (gop {gop}): {lasts:?}"
                 );
                 // hls.js skipped a last part listed while it appended the one before.
-                for (d, gap) in &lasts {
+                for (d, gap, next) in &lasts {
                     assert!(
                         *gap >= 220,
                         "gop {gop}, burst {burst}: a {d} s last part came out {gap} ms after the part before: {lasts:?}"
+                    );
+                    // ... and also when the next segment's first part joined it.
+                    assert!(
+                        next.is_none_or(|n| n >= 110),
+                        "gop {gop}, burst {burst}: the next segment's first part came {next:?} ms after its last: {lasts:?}"
                     );
                 }
             }
