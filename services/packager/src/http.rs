@@ -380,10 +380,7 @@ async fn file(
                         "no such part (outside the window?)",
                     );
                 }
-                metrics::gauge!("skylark_hls_blocking_requests").increment(1.0);
-                let woke = tokio::time::timeout_at(deadline, rx.changed()).await;
-                metrics::gauge!("skylark_hls_blocking_requests").decrement(1.0);
-                if !matches!(woke, Ok(Ok(()))) {
+                if !next_change(&mut rx, deadline).await {
                     return error(
                         StatusCode::SERVICE_UNAVAILABLE,
                         "unavailable",
@@ -420,10 +417,7 @@ async fn init_file(hls: &RoomHls, rendition: &str, version: Option<u32>) -> Resp
             }
             None => {}
         }
-        metrics::gauge!("skylark_hls_blocking_requests").increment(1.0);
-        let woke = tokio::time::timeout_at(deadline, rx.changed()).await;
-        metrics::gauge!("skylark_hls_blocking_requests").decrement(1.0);
-        if !matches!(woke, Ok(Ok(()))) {
+        if !next_change(&mut rx, deadline).await {
             return error(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "unavailable",
@@ -506,10 +500,7 @@ async fn media_playlist(hls: &RoomHls, rendition: &str, q: Blocking) -> Response
             .read_rendition(rendition, |r| r.playlist.has(m, part))
             .unwrap_or(true)
         {
-            metrics::gauge!("skylark_hls_blocking_requests").increment(1.0);
-            let woke = tokio::time::timeout_at(deadline, rx.changed()).await;
-            metrics::gauge!("skylark_hls_blocking_requests").decrement(1.0);
-            if !matches!(woke, Ok(Ok(()))) {
+            if !next_change(&mut rx, deadline).await {
                 return error(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "unavailable",
@@ -550,6 +541,17 @@ async fn wait_until(hls: &RoomHls, ready: impl Fn(&crate::store::State) -> bool)
 }
 
 /// Waits up to `limit` for `ready`; whether it came.
+/// Waits for the room's next change, up to `deadline`: false if none came.
+async fn next_change(
+    rx: &mut tokio::sync::watch::Receiver<u64>,
+    deadline: tokio::time::Instant,
+) -> bool {
+    metrics::gauge!("skylark_hls_blocking_requests").increment(1.0);
+    let woke = tokio::time::timeout_at(deadline, rx.changed()).await;
+    metrics::gauge!("skylark_hls_blocking_requests").decrement(1.0);
+    matches!(woke, Ok(Ok(())))
+}
+
 async fn wait_until_or(
     hls: &RoomHls,
     limit: Duration,
@@ -558,10 +560,7 @@ async fn wait_until_or(
     let mut rx = hls.subscribe();
     let deadline = tokio::time::Instant::now() + limit;
     while !hls.read(&ready) {
-        metrics::gauge!("skylark_hls_blocking_requests").increment(1.0);
-        let woke = tokio::time::timeout_at(deadline, rx.changed()).await;
-        metrics::gauge!("skylark_hls_blocking_requests").decrement(1.0);
-        if !matches!(woke, Ok(Ok(()))) {
+        if !next_change(&mut rx, deadline).await {
             return false;
         }
     }
