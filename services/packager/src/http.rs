@@ -341,19 +341,7 @@ async fn file(
                 ),
             }
         }
-        File::Init(version) => match hls
-            .read_rendition(&rendition, |r| r.init_segment(version))
-            .flatten()
-        {
-            // `init.mp4` changes with the publisher; `init{n}.mp4` never does.
-            Some(b) if version.is_none() => with_headers(b, "video/mp4", "no-cache"),
-            Some(b) => with_headers(b, "video/mp4", IMMUTABLE),
-            None => error(
-                StatusCode::NOT_FOUND,
-                "not_found",
-                "the stream has not started yet",
-            ),
-        },
+        File::Init(version) => init_file(&hls, &rendition, version).await,
         File::Segment(msn) => {
             let bytes = match hls.segment_source(&rendition, msn) {
                 Some(SegmentSource::Memory(b)) => Some(b),
@@ -392,10 +380,7 @@ async fn file(
                         "no such part (outside the window?)",
                     );
                 }
-                metrics::gauge!("skylark_hls_blocking_requests").increment(1.0);
-                let woke = tokio::time::timeout_at(deadline, rx.changed()).await;
-                metrics::gauge!("skylark_hls_blocking_requests").decrement(1.0);
-                if !matches!(woke, Ok(Ok(()))) {
+                if !next_change(&mut rx, deadline).await {
                     return error(
                         StatusCode::SERVICE_UNAVAILABLE,
                         "unavailable",
@@ -403,6 +388,41 @@ async fn file(
                     );
                 }
             }
+        }
+    }
+}
+
+/// Init segment `version` (the newest for `None`). A playlist names the next init
+/// before it exists (a publisher change, see `SegOutput::NextInit`): a request for it
+/// waits, as one for a hinted part does.
+async fn init_file(hls: &RoomHls, rendition: &str, version: Option<u32>) -> Response {
+    let mut rx = hls.subscribe();
+    let deadline = tokio::time::Instant::now() + BLOCK_TIMEOUT;
+    loop {
+        let (init, due) = hls
+            .read_rendition(rendition, |r| {
+                (r.init_segment(version), r.init_due(version))
+            })
+            .unwrap_or((None, false));
+        match init {
+            // `init.mp4` changes with the publisher; `init{n}.mp4` never does.
+            Some(b) if version.is_none() => return with_headers(b, "video/mp4", "no-cache"),
+            Some(b) => return with_headers(b, "video/mp4", IMMUTABLE),
+            None if !due => {
+                return error(
+                    StatusCode::NOT_FOUND,
+                    "not_found",
+                    "the stream has not started yet",
+                )
+            }
+            None => {}
+        }
+        if !next_change(&mut rx, deadline).await {
+            return error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                "init segment not produced in time",
+            );
         }
     }
 }
@@ -480,10 +500,7 @@ async fn media_playlist(hls: &RoomHls, rendition: &str, q: Blocking) -> Response
             .read_rendition(rendition, |r| r.playlist.has(m, part))
             .unwrap_or(true)
         {
-            metrics::gauge!("skylark_hls_blocking_requests").increment(1.0);
-            let woke = tokio::time::timeout_at(deadline, rx.changed()).await;
-            metrics::gauge!("skylark_hls_blocking_requests").decrement(1.0);
-            if !matches!(woke, Ok(Ok(()))) {
+            if !next_change(&mut rx, deadline).await {
                 return error(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "unavailable",
@@ -524,6 +541,17 @@ async fn wait_until(hls: &RoomHls, ready: impl Fn(&crate::store::State) -> bool)
 }
 
 /// Waits up to `limit` for `ready`; whether it came.
+/// Waits for the room's next change, up to `deadline`: false if none came.
+async fn next_change(
+    rx: &mut tokio::sync::watch::Receiver<u64>,
+    deadline: tokio::time::Instant,
+) -> bool {
+    metrics::gauge!("skylark_hls_blocking_requests").increment(1.0);
+    let woke = tokio::time::timeout_at(deadline, rx.changed()).await;
+    metrics::gauge!("skylark_hls_blocking_requests").decrement(1.0);
+    matches!(woke, Ok(Ok(())))
+}
+
 async fn wait_until_or(
     hls: &RoomHls,
     limit: Duration,
@@ -532,10 +560,7 @@ async fn wait_until_or(
     let mut rx = hls.subscribe();
     let deadline = tokio::time::Instant::now() + limit;
     while !hls.read(&ready) {
-        metrics::gauge!("skylark_hls_blocking_requests").increment(1.0);
-        let woke = tokio::time::timeout_at(deadline, rx.changed()).await;
-        metrics::gauge!("skylark_hls_blocking_requests").decrement(1.0);
-        if !matches!(woke, Ok(Ok(()))) {
+        if !next_change(&mut rx, deadline).await {
             return false;
         }
     }
@@ -545,7 +570,7 @@ async fn wait_until_or(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::segmenter::StreamInfo;
+    use crate::segmenter::{SegOutput, StreamInfo};
     use bytes::Bytes;
     use skylark_media::hls::check;
 
@@ -594,6 +619,52 @@ mod tests {
             mv.contains("BANDWIDTH=2000000,"),
             "measured on segment 0: {mv}"
         );
+    }
+
+    /// After a publisher change the playlist names the next init before it exists
+    /// (`SegOutput::NextInit`): a request for it waits for it; an unknown one is a 404.
+    #[tokio::test(flavor = "current_thread")]
+    async fn an_announced_init_is_served_once_written() {
+        let hls = RoomHls::new(Duration::from_secs(2), Duration::from_millis(220));
+        let info = StreamInfo {
+            codecs: "avc1.42c01f".into(),
+            resolution: Some((640, 360)),
+            bandwidth: 0,
+        };
+        hls.set_init("", Bytes::from_static(b"init1"), info.clone(), false);
+        hls.push_part("", 0, Bytes::from_static(b"p"), 0.2, true, 0, false);
+        hls.finish_segment("", 0);
+        hls.apply(vec![(String::new(), SegOutput::NextInit)]);
+        let text = body(media_playlist(&hls, "", Blocking::default()).await).await;
+        assert!(
+            text.contains(
+                "#EXT-X-DISCONTINUITY\n#EXT-X-MAP:URI=\"init2.mp4\"\n#EXT-X-PRELOAD-HINT"
+            ),
+            "{text}"
+        );
+        assert_eq!(
+            init_file(&hls, "", Some(3)).await.status(),
+            StatusCode::NOT_FOUND
+        );
+        let init = tokio::spawn({
+            let hls = hls.clone();
+            async move { init_file(&hls, "", Some(2)).await }
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!init.is_finished(), "waits for the announced init");
+        let bytes = Bytes::from_static(b"init2");
+        let discontinuity = true;
+        hls.apply(vec![(
+            String::new(),
+            SegOutput::Init {
+                bytes,
+                info,
+                discontinuity,
+            },
+        )]);
+        let r = init.await.unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
+        assert_eq!(body(r).await, "init2");
     }
 
     /// With a DVR window, `_HLS_skip=YES` answers a delta update a player can apply to

@@ -114,6 +114,9 @@ pub enum SegOutput {
         /// The next segment follows a discontinuity (every init but a stream's first).
         discontinuity: bool,
     },
+    /// The next segment follows a discontinuity and a new init segment, not written yet
+    /// (a publisher or layer change): its tags go ahead of the hint of its first part.
+    NextInit,
     /// A part of segment `msn`.
     Part {
         msn: u64,
@@ -194,6 +197,10 @@ pub struct Segmenter {
     discontinuity: bool,
     sequence: u32,
     last_video_dts: u64,
+    /// The newest part handed out: its segment, wall clock (ms), and the wall clock too
+    /// if it was its segment's last; and what [`Segmenter::pace`] holds back.
+    last_part: Option<(u64, i64, Option<i64>)>,
+    paced: Vec<SegOutput>,
     keyframe_asked_at: Option<u64>,
     /// Decode time of the newest still.
     last_still: Option<u64>,
@@ -251,6 +258,8 @@ impl Segmenter {
             sequence: 0,
             last_video_dts: 0,
             keyframe_asked_at: None,
+            last_part: None,
+            paced: Vec::new(),
         }
     }
 
@@ -319,6 +328,12 @@ impl Segmenter {
     /// restart), past the last frame written.
     fn restart_epoch(&mut self, out: &mut Vec<SegOutput>) {
         self.flush(out);
+        // The next part is hinted from now on, before the new epoch's parameter sets and
+        // tracks are known (a publisher back without its microphone has other tracks):
+        // announce a new init now, and write it at the epoch's first keyframe.
+        if self.init_tracks.take().is_some() {
+            out.push(SegOutput::NextInit);
+        }
         // Audio past the last video frame has no part to go in.
         self.part_audio.clear();
         self.part_audio_start = None;
@@ -348,6 +363,7 @@ impl Segmenter {
 
     /// Closes the open part and segment (end of stream or publisher change).
     pub fn flush(&mut self, out: &mut Vec<SegOutput>) {
+        out.append(&mut self.paced);
         self.finish_cut(out);
         if let Some(p) = self.held.take() {
             // The last frame has no successor: give it the nominal 30 fps duration.
@@ -359,6 +375,54 @@ impl Segmenter {
 
     /// One relay frame; `now_ms` is the wall clock (for `EXT-X-PROGRAM-DATE-TIME`).
     pub fn push(&mut self, f: &pb::Frame, now_ms: i64, out: &mut Vec<SegOutput>) {
+        let from = out.len();
+        self.push_frame(f, now_ms, out);
+        self.pace(from, now_ms, out);
+    }
+
+    /// Holds a segment's last part (and what follows it) until a part's time
+    /// (`PART-TARGET`) has passed since the part before it was handed out. hls.js 1.7
+    /// counts a segment as buffered once its buffer reaches within 0.2 s of the segment's
+    /// end (its fragment tracker's padding): when the playlist that completes a segment
+    /// arrived while hls.js was still appending the part before the last (a last part
+    /// of 1–5 frames, or parts delivered in a burst), it never loaded the last part and
+    /// stalled until that segment's parts left the playlist. A whole part's time is
+    /// longer than it took to fetch and append a part (≤ 0.21 s at load 10). The next
+    /// segment's first part then waits half that, so that it never joins the playlist
+    /// that completes the segment (parts delivered in a burst did): listed together,
+    /// hls.js skipped the last part for the next segment.
+    fn pace(&mut self, from: usize, now_ms: i64, out: &mut Vec<SegOutput>) {
+        let mut queue = std::mem::take(&mut self.paced);
+        queue.extend(out.drain(from..));
+        let hold = (self.part_target * 1000 / VIDEO_TIMESCALE as u64) as i64;
+        let mut queue = queue.into_iter().peekable();
+        while let Some(o) = queue.next() {
+            // Keyframe requests are not media: they never wait.
+            if !self.paced.is_empty() && !matches!(o, SegOutput::RequestKeyframe) {
+                self.paced.push(o);
+                continue;
+            }
+            if let SegOutput::Part { msn, .. } = &o {
+                let last =
+                    matches!(queue.peek(), Some(SegOutput::SegmentDone { msn: m, .. }) if m == msn);
+                let due = match self.last_part {
+                    Some((_, t, _)) if last => t + hold,
+                    // The next segment's first part comes in a later playlist than the
+                    // last part: listed together, hls.js skipped the last part too.
+                    Some((m, _, Some(end))) if m != *msn => end + hold / 2,
+                    _ => now_ms,
+                };
+                if now_ms < due {
+                    self.paced.push(o);
+                    continue;
+                }
+                self.last_part = Some((*msn, now_ms, last.then_some(now_ms)));
+            }
+            out.push(o);
+        }
+    }
+
+    fn push_frame(&mut self, f: &pb::Frame, now_ms: i64, out: &mut Vec<SegOutput>) {
         let video = Some(&f.track_id) == self.video_track.as_ref();
         if self.audio == Audio::Undecided {
             if video {
@@ -1639,5 +1703,181 @@ mod tests {
             })
             .collect();
         assert!(msns.windows(2).all(|w| w[1] == w[0] + 1), "{msns:?}");
+    }
+
+    /// Plays segmenter output into a store batch by batch, as the packager does, and
+    /// checks each playlist a reader could fetch against `hls::check`, alone and as a
+    /// reload of the one before.
+    struct Reader {
+        hls: std::sync::Arc<crate::store::RoomHls>,
+        last: Option<check::MediaPlaylistText>,
+    }
+
+    impl Reader {
+        fn new() -> Self {
+            Self {
+                hls: crate::store::RoomHls::new(
+                    Duration::from_secs(2),
+                    part_target(Duration::from_millis(200)),
+                ),
+                last: None,
+            }
+        }
+
+        /// Applies one batch; returns the playlist now served, if one is.
+        fn apply(&mut self, batch: &[SegOutput], what: &str) -> Option<check::MediaPlaylistText> {
+            self.hls
+                .apply(batch.iter().map(|o| (String::new(), o.clone())).collect());
+            let text = self
+                .hls
+                .read_rendition("", |r| r.playable().then(|| r.playlist.render()))
+                .flatten()?;
+            let now = check::parse_media(&text).unwrap();
+            let mut found = check::check_media(&now);
+            if let Some(prev) = &self.last {
+                found.extend(check::check_reload(prev, &now));
+            }
+            assert!(found.is_empty(), "{what}: {found:#?}\n{text}");
+            self.last = Some(now.clone());
+            Some(now)
+        }
+    }
+
+    #[test]
+    fn a_publisher_change_to_other_tracks_hints_the_next_part_under_its_new_init() {
+        // Audio and video, then a publisher with video only (a WHIP publisher back
+        // without its microphone): another init, after a discontinuity.
+        let mut seg = segmenter();
+        tracks(&mut seg);
+        let mut reader = Reader::new();
+        let mut opus = OpusSource::default();
+        let mut next_audio_ms = 0;
+        for (i, f) in video_frames(3).into_iter().enumerate() {
+            let ms = i as u64 * 1000 / 30;
+            let mut out = Vec::new();
+            while next_audio_ms <= ms {
+                seg.push(&opus_frame(&mut opus), 1_000_000 + ms as i64, &mut out);
+                next_audio_ms += 20;
+            }
+            seg.push(&f, 1_000_000 + ms as i64, &mut out);
+            reader.apply(&out, &format!("first publisher, frame {i}"));
+        }
+        let mut out = Vec::new();
+        seg.publisher_changed(&mut out);
+        reader.apply(&out, "publisher gone");
+        seg.add_track(&video_track());
+        let mut inits = 0;
+        for (i, mut f) in video_frames(3).into_iter().enumerate() {
+            let ms = 3000 + i as u64 * 1000 / 30;
+            f.rtp_time += 555_000;
+            let mut out = Vec::new();
+            seg.push(&f, 1_000_000 + ms as i64, &mut out);
+            inits += out
+                .iter()
+                .filter(|o| matches!(o, SegOutput::Init { .. }))
+                .count();
+            reader.apply(&out, &format!("video-only publisher, frame {i}"));
+        }
+        assert_eq!(inits, 1, "the video-only publisher's init");
+        let pl = reader.last.expect("a playlist");
+        let maps: Vec<_> = pl
+            .segments
+            .iter()
+            .filter_map(|s| s.map_uri.clone())
+            .collect();
+        assert!(maps.iter().any(|m| m != "init1.mp4"), "{maps:?}");
+    }
+
+    /// Feeds `frames` of 30 fps H.264 (GOP `gop_frames`) with Opus, handing frame `i` in
+    /// at wall clock `at(i)` ms, each batch into a [`Reader`]; returns every output with
+    /// the wall clock it came out at.
+    fn delivered(gop_frames: u64, frames: u64, at: impl Fn(u64) -> i64) -> Vec<(i64, SegOutput)> {
+        let mut seg = segmenter();
+        tracks(&mut seg);
+        let mut reader = Reader::new();
+        let mut v = VideoSource::new(VideoConfig {
+            bitrate_kbps: 300,
+            gop: Duration::from_secs_f64(gop_frames as f64 / 30.0),
+        });
+        let mut a = OpusSource::default();
+        let mut next_audio_ms = 0;
+        let mut all = Vec::new();
+        for i in 0..frames {
+            let ms = i * 1000 / 30;
+            let now = at(i);
+            let mut out = Vec::new();
+            while next_audio_ms <= ms {
+                seg.push(&opus_frame(&mut a), now, &mut out);
+                next_audio_ms += 20;
+            }
+            let fr = v.next_frame(0);
+            let f = pb::Frame {
+                track_id: "v".into(),
+                rtp_time: fr.rtp_time,
+                keyframe: fr.keyframe,
+                data: fr.data.to_vec(),
+                ..Default::default()
+            };
+            seg.push(&f, now, &mut out);
+            reader.apply(&out, &format!("frame {i}"));
+            all.extend(out.into_iter().map(|o| (now, o)));
+        }
+        all
+    }
+
+    /// For each complete segment: its last part's duration, the wall-clock ms between
+    /// the part before it and it coming out, and between it and the next part.
+    fn last_parts(all: &[(i64, SegOutput)]) -> Vec<(f64, i64, Option<i64>)> {
+        let parts: Vec<(i64, u64, f64)> = all
+            .iter()
+            .filter_map(|(t, o)| match o {
+                SegOutput::Part { msn, duration, .. } => Some((*t, *msn, *duration)),
+                _ => None,
+            })
+            .collect();
+        all.iter()
+            .filter_map(|(_, o)| match o {
+                SegOutput::SegmentDone { msn, .. } => Some(*msn),
+                _ => None,
+            })
+            .filter_map(|msn| {
+                let i = parts.iter().rposition(|p| p.1 == msn)?;
+                let before = parts.get(i.checked_sub(1)?)?;
+                let after = parts.get(i + 1).map(|p| p.0 - parts[i].0);
+                Some((parts[i].2, parts[i].0 - before.0, after))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_segments_last_part_comes_out_a_part_after_the_one_before() {
+        // Keyframes one or two frames after a part boundary (GOPs of 61 and 62 frames:
+        // ten 6-frame parts and a short last one), frames handed in as they are
+        // captured, or in bursts of six every 200 ms (a loaded machine).
+        for gop in [61, 62] {
+            for burst in [1, 6] {
+                let all = delivered(gop, 8 * 30, |i| {
+                    1_000_000 + ((i / burst * burst) * 1000 / 30) as i64
+                });
+                let lasts = last_parts(&all);
+                assert!(lasts.len() >= 3, "gop {gop}, burst {burst}: {lasts:?}");
+                assert!(
+                    lasts.iter().any(|(d, ..)| *d < 0.1),
+                    "a short last part (gop {gop}): {lasts:?}"
+                );
+                // hls.js skipped a last part listed while it appended the one before.
+                for (d, gap, next) in &lasts {
+                    assert!(
+                        *gap >= 220,
+                        "gop {gop}, burst {burst}: a {d} s last part came out {gap} ms after the part before: {lasts:?}"
+                    );
+                    // ... and also when the next segment's first part joined it.
+                    assert!(
+                        next.is_none_or(|n| n >= 110),
+                        "gop {gop}, burst {burst}: the next segment's first part came {next:?} ms after its last: {lasts:?}"
+                    );
+                }
+            }
+        }
     }
 }

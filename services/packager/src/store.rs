@@ -72,6 +72,8 @@ pub struct Rendition {
     /// in the window uses it, so a URI never names two different inits.
     inits: BTreeMap<u32, Bytes>,
     init_version: u32,
+    /// `init_version` is announced (the next segment's `EXT-X-MAP`) but not written yet.
+    init_pending: bool,
     pub info: StreamInfo,
     parts: HashMap<(u64, u64), Bytes>,
     segments: HashMap<u64, Stored>,
@@ -95,6 +97,7 @@ impl Rendition {
             init: None,
             inits: BTreeMap::new(),
             init_version: 0,
+            init_pending: false,
             info: StreamInfo::default(),
             parts: HashMap::new(),
             segments: HashMap::new(),
@@ -202,6 +205,11 @@ impl Rendition {
             .retain(|v, _| *v == current || in_use.contains(&format!("init{v}.mp4")));
     }
 
+    /// Init segment `version` is announced and on its way (a request for it waits).
+    pub fn init_due(&self, version: Option<u32>) -> bool {
+        self.init_pending && version == Some(self.init_version)
+    }
+
     /// Init segment `version`, or the newest for `None`.
     pub fn init_segment(&self, version: Option<u32>) -> Option<Bytes> {
         match version {
@@ -273,7 +281,9 @@ impl State {
     fn set_init(&mut self, rendition: &str, init: Bytes, info: StreamInfo, discontinuity: bool) {
         let s = self;
         let r = s.rendition_mut(rendition);
-        r.init_version += 1;
+        if !std::mem::take(&mut r.init_pending) {
+            r.init_version += 1;
+        }
         r.inits.insert(r.init_version, init.clone());
         r.playlist
             .next_init(format!("init{}.mp4", r.init_version), discontinuity);
@@ -281,6 +291,19 @@ impl State {
         r.info.codecs = info.codecs;
         r.info.resolution = info.resolution;
         s.refresh_reports();
+    }
+
+    /// Announces the next segment's new init (see [`SegOutput::NextInit`]) under the URI
+    /// it will have, after a discontinuity, ahead of the hint of its first part.
+    fn announce_init(&mut self, rendition: &str) {
+        let r = self.rendition_mut(rendition);
+        if r.init_pending || r.init.is_none() {
+            return;
+        }
+        r.init_version += 1;
+        r.init_pending = true;
+        r.playlist
+            .next_init(format!("init{}.mp4", r.init_version), true);
     }
 
     fn set_active(&mut self, rendition: &str, active: bool) {
@@ -638,6 +661,7 @@ impl RoomHls {
                             ));
                         }
                     }
+                    SegOutput::NextInit => s.announce_init(&r),
                     SegOutput::Inactive => s.set_active(&r, false),
                     SegOutput::Still(b) => s.rendition_mut(&r).still = Some(b),
                     SegOutput::RequestKeyframe => {}

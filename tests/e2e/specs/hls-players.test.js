@@ -63,10 +63,10 @@ const PLAYERS = [
 // Open, not hidden: a case listed here runs and prints what it sees, but its failure does
 // not fail the suite (node:test `todo`) until the cause is found.
 const OPEN = {
-  // 2 of 5 runs (2026-12-07): hls.js 1.7.4 met a 0.2–0.3 s hole in its buffer where
-  // the new init starts (bufferSeekOverHole, then 'waiting'), though the playlist and
-  // the media keep hls::check's rules across the change; Shaka and video.js play through.
-  'whip-rescale hls': 'hls.js: a buffer hole at the init change in 2 of 5 runs (README "Design notes")',
+  // 'whip-rescale hls' left on 2026-12-07: hls.js 1.7.4 skipped a segment's last part
+  // listed while it was still appending the part before (README "Design notes"); the
+  // packager now paces a segment's last part and the next segment's first (25 of 25
+  // runs clean at load 2–10; docs/benchmarks.md, "hls.js and a segment's last part").
   // 'whip-rescale videojs' left this list on 2026-12-07: VHS appended the new init again
   // with the next parts (pages/vhs-init-once.js); 16 of 16 runs since (docs/benchmarks.md).
 };
