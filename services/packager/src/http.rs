@@ -540,7 +540,6 @@ async fn wait_until(hls: &RoomHls, ready: impl Fn(&crate::store::State) -> bool)
     wait_until_or(hls, BLOCK_TIMEOUT, ready).await
 }
 
-/// Waits up to `limit` for `ready`; whether it came.
 /// Waits for the room's next change, up to `deadline`: false if none came.
 async fn next_change(
     rx: &mut tokio::sync::watch::Receiver<u64>,
@@ -552,6 +551,7 @@ async fn next_change(
     matches!(woke, Ok(Ok(())))
 }
 
+/// Waits up to `limit` for `ready`; whether it came.
 async fn wait_until_or(
     hls: &RoomHls,
     limit: Duration,

@@ -197,9 +197,9 @@ pub struct Segmenter {
     discontinuity: bool,
     sequence: u32,
     last_video_dts: u64,
-    /// The newest part handed out: its segment, wall clock (ms), and the wall clock too
-    /// if it was its segment's last; and what [`Segmenter::pace`] holds back.
-    last_part: Option<(u64, i64, Option<i64>)>,
+    /// The newest part handed out: its segment, wall clock (ms), and whether it was its
+    /// segment's last; and what [`Segmenter::pace`] holds back.
+    last_part: Option<(u64, i64, bool)>,
     paced: Vec<SegOutput>,
     keyframe_asked_at: Option<u64>,
     /// Decode time of the newest still.
@@ -409,14 +409,14 @@ impl Segmenter {
                     Some((_, t, _)) if last => t + hold,
                     // The next segment's first part comes in a later playlist than the
                     // last part: listed together, hls.js skipped the last part too.
-                    Some((m, _, Some(end))) if m != *msn => end + hold / 2,
+                    Some((m, end, true)) if m != *msn => end + hold / 2,
                     _ => now_ms,
                 };
                 if now_ms < due {
                     self.paced.push(o);
                     continue;
                 }
-                self.last_part = Some((*msn, now_ms, last.then_some(now_ms)));
+                self.last_part = Some((*msn, now_ms, last));
             }
             out.push(o);
         }
