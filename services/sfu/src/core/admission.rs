@@ -104,7 +104,8 @@ impl Core {
             SdpOffer::from_sdp_string(offer).map_err(|e| SessionError::BadSdp(e.to_string()))?;
         let subscriber = matches!(role, PeerRole::Subscriber(_));
         let direct = subscriber && self.send_path == SendPath::Direct;
-        let mut rtc = rtc_config(&self.crypto, self.dtls_cert.as_ref(), subscriber, direct).build(now);
+        let mut rtc =
+            rtc_config(&self.crypto, self.dtls_cert.as_ref(), subscriber, direct).build(now);
         // The association str0m just made keeps its SRTP keys here for the core.
         let keys = skylark_dtls::take_created_keys().filter(|_| direct);
         // str0m's ufrags are 16 random characters: a clash is for the books, but one would

@@ -253,7 +253,9 @@ impl DirectTx {
             );
             for seq16 in lost {
                 asked += 1;
-                let seq = extend_seq(newest, seq16);
+                let Some(seq) = extend_seq(newest, seq16) else {
+                    continue;
+                };
                 let Ok(at) = stream.resend.binary_search_by_key(&seq, |s| s.seq) else {
                     continue;
                 };
@@ -371,15 +373,16 @@ fn write_sdes(buf: &mut Vec<u8>, streams: &[&DirectStream]) {
     buf[start + 2..start + 4].copy_from_slice(&words.to_be_bytes());
 }
 
-/// The extended sequence number closest to `newest` with low 16 bits `seq16`.
-fn extend_seq(newest: u64, seq16: u16) -> u64 {
+/// The extended sequence number closest to `newest` with low 16 bits `seq16`; `None`
+/// if that is before the stream's first.
+fn extend_seq(newest: u64, seq16: u16) -> Option<u64> {
     let candidate = (newest & !0xffff) | u64::from(seq16);
     if candidate > newest + 0x8000 {
-        candidate.saturating_sub(0x1_0000)
+        candidate.checked_sub(0x1_0000)
     } else if candidate + 0x8000 < newest {
-        candidate + 0x1_0000
+        Some(candidate + 0x1_0000)
     } else {
-        candidate
+        Some(candidate)
     }
 }
 
@@ -389,10 +392,11 @@ mod tests {
 
     #[test]
     fn a_nacked_sequence_number_extends_to_the_nearest_sent() {
-        assert_eq!(extend_seq(0x1_0005, 0xfffe), 0xfffe);
-        assert_eq!(extend_seq(0x1_fffe, 0x0002), 0x2_0002);
-        assert_eq!(extend_seq(0x1_0100, 0x00f0), 0x1_00f0);
-        assert_eq!(extend_seq(5, 0xfff0), 0xfff0);
+        assert_eq!(extend_seq(0x1_0005, 0xfffe), Some(0xfffe));
+        assert_eq!(extend_seq(0x1_fffe, 0x0002), Some(0x2_0002));
+        assert_eq!(extend_seq(0x1_0100, 0x00f0), Some(0x1_00f0));
+        // Before the first packet: no packet of the stream.
+        assert_eq!(extend_seq(5, 0xfff0), None);
     }
 
     #[test]

@@ -398,14 +398,7 @@ impl Core {
                     for (i, payload) in packets.iter().enumerate() {
                         let header = (*pt, out.take_seq(), time, video && i == last);
                         let sealed = direct.packet(
-                            &mut p.rtc,
-                            kind,
-                            mid,
-                            header,
-                            payload,
-                            capture,
-                            now,
-                            rtx_ratio,
+                            &mut p.rtc, kind, mid, header, payload, capture, now, rtx_ratio,
                         );
                         let Some(contents) = sealed else {
                             continue;

@@ -2,15 +2,15 @@
 //! peer state (connected, media lines), frames for fan-out, keyframe wants, counters.
 
 use super::codec::FrameCodec;
-use super::direct::{DirectError, DirectTx};
-use super::peer::Peer;
-use super::stun;
 use super::counters::StreamTotals;
+use super::direct::{DirectError, DirectTx};
 use super::fanout::{track_id, InFrame};
 use super::keyframe::Want;
 use super::nominate;
+use super::peer::Peer;
 use super::peer::{PeerRole, PublisherTrack};
 use super::quality::Step;
+use super::stun;
 use super::sync::sender_clock_us;
 use super::{CloseReason, Core, Output};
 use std::time::{Duration, Instant};
@@ -66,9 +66,9 @@ fn direct_tx(p: &Peer) -> Option<Box<DirectTx>> {
 /// control does (RFC 3550 asks for unpredictable starts against known-plaintext
 /// attacks, which SRTP's AES-GCM/CTR keystreams don't need).
 fn seed_of(session: &str) -> u32 {
-    session
-        .bytes()
-        .fold(0x811c_9dc5_u32, |h, b| (h ^ u32::from(b)).wrapping_mul(0x0100_0193))
+    session.bytes().fold(0x811c_9dc5_u32, |h, b| {
+        (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
+    })
 }
 
 impl Core {
@@ -233,8 +233,7 @@ impl Core {
                                             .and_then(|c| c.resend())
                                             .map(|r| *r)
                                     };
-                                    let (resends, asked) =
-                                        direct.answer_nack(&nack, rtx_pt, now);
+                                    let (resends, asked) = direct.answer_nack(&nack, rtx_pt, now);
                                     self.counters.nacks_from_subscribers += asked;
                                     let Some((proto, destination)) = p.send_to else {
                                         continue;
@@ -252,12 +251,14 @@ impl Core {
                                 Rtcp::ReceiverReport(ReceiverReport { reports, .. })
                                 | Rtcp::SenderReport(SenderReport { reports, .. }) => {
                                     for r in reports.iter() {
-                                        let Some(loss) = direct.video_loss(*r.ssrc, r.fraction_lost)
+                                        let Some(loss) =
+                                            direct.video_loss(*r.ssrc, r.fraction_lost)
                                         else {
                                             continue;
                                         };
                                         if sub.gate.layer.is_some() {
-                                            layer_step = sub.quality.on_loss(loss, now).or(layer_step);
+                                            layer_step =
+                                                sub.quality.on_loss(loss, now).or(layer_step);
                                         }
                                     }
                                 }
