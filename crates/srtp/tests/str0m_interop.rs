@@ -177,16 +177,8 @@ impl Peer {
     }
 
     fn receive(&mut self, now: Instant, from: SocketAddr, datagram: &[u8]) {
-        let input = Input::Receive(
-            now,
-            Receive {
-                proto: Protocol::Udp,
-                source: from,
-                destination: self.addr,
-                contents: datagram.try_into().unwrap(),
-            },
-        );
-        self.rtc.handle_input(input).unwrap();
+        let receive = Receive::new(Protocol::Udp, from, self.addr, datagram).unwrap();
+        self.rtc.handle_input(Input::Receive(now, receive)).unwrap();
     }
 }
 
