@@ -351,6 +351,13 @@ impl Sender {
         self.session.profile.tag_len()
     }
 
+    /// Sets the SRTCP index the next sealed RTCP packet takes (modulo 2^31; 0 after
+    /// `new`). For a key another sealer also uses (str0m seals the session's own RTCP
+    /// with it): starting far from its indices keeps any one IV from being used twice.
+    pub fn set_rtcp_index(&mut self, index: u32) {
+        self.srtcp_index = index & SRTCP_INDEX_MASK;
+    }
+
     /// Bytes a sealed RTCP packet grows by (tag, E flag and index).
     pub fn rtcp_overhead(&self) -> usize {
         self.session.profile.tag_len() + SRTCP_INDEX_LEN
