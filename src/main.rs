@@ -170,6 +170,11 @@ struct Config {
     /// one), `wait` (the encoder's next keyframe). Measured in docs/benchmarks.md.
     #[arg(long, env = "SKYLARK_SFU_JOIN_FRAMES", default_value = "gop")]
     sfu_join_frames: skylark_sfu::core::JoinFrames,
+    /// Who seals a WebRTC viewer's packets: `direct` (the SFU's core: a 12-byte header
+    /// and its own SRTP seal per packet, sender reports and resends its own) or `str0m`
+    /// (the viewer's str0m session, as before; for measuring one against the other).
+    #[arg(long, env = "SKYLARK_SFU_SEND_PATH", default_value = "direct")]
+    sfu_send_path: skylark_sfu::core::SendPath,
     /// Downstream relay links (edges pulling a room) one SFU node feeds at most.
     #[arg(long, env = "SKYLARK_SFU_MAX_RELAYS", default_value_t = 8)]
     max_relays: u32,
@@ -743,6 +748,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         },
         overload_at: config.sfu_overload_at,
         join_frames: config.sfu_join_frames,
+        send_path: config.sfu_send_path,
     };
     let packager = |api_grpc_url: String| -> anyhow::Result<_> {
         Ok(skylark_packager::Config {

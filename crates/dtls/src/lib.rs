@@ -7,10 +7,11 @@
 //! certificate received". OpenSSL accepts RSA and ECDSA peers in either role. Only
 //! the handshake runs here: SRTP, STUN and hashing stay on str0m's provider.
 
+use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::fmt;
 use std::io::{self, Read, Write};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use foreign_types::ForeignTypeRef;
@@ -77,6 +78,43 @@ pub fn crypto_provider() -> CryptoProvider {
 
 static OPENSSL_DTLS: OpensslDtls = OpensslDtls;
 
+/// The SRTP keys an association exported, for a session that seals its own packets
+/// (the SFU's forward path) beside str0m's context for the same keys.
+#[derive(Clone)]
+pub struct SrtpKeys {
+    /// RFC 5764 §4.2 keying material: client key, server key, client salt, server salt.
+    pub material: Vec<u8>,
+    pub profile: SrtpProfile,
+    /// We were the DTLS client: we send with the client's key.
+    pub dtls_client: bool,
+}
+
+impl fmt::Debug for SrtpKeys {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SrtpKeys")
+            .field("profile", &self.profile)
+            .field("dtls_client", &self.dtls_client)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Where an association puts its keys once connected.
+pub type KeysSlot = Arc<OnceLock<SrtpKeys>>;
+
+thread_local! {
+    /// The keys slot of the association this thread created last (str0m creates one
+    /// per `Rtc`, inside its constructor, through a provider that has no per-session
+    /// context).
+    static CREATED: RefCell<Option<KeysSlot>> = const { RefCell::new(None) };
+}
+
+/// The keys slot of the DTLS association created last on this thread: call it right
+/// after building an `Rtc` with [`crypto_provider`] to learn that session's SRTP keys
+/// once it connects.
+pub fn take_created_keys() -> Option<KeysSlot> {
+    CREATED.with(|c| c.borrow_mut().take())
+}
+
 /// Creates OpenSSL DTLS instances and ECDSA P-256 certificates.
 #[derive(Debug)]
 pub struct OpensslDtls;
@@ -105,12 +143,15 @@ impl DtlsProvider for OpensslDtls {
         let mtu = mtu.unwrap_or(DEFAULT_MTU).min(u32::MAX as usize) as u32;
         ssl.set_mtu(mtu)
             .map_err(|e| CryptoError::Other(format!("DTLS MTU {mtu}: {e}")))?;
+        let keys = KeysSlot::default();
+        CREATED.with(|c| *c.borrow_mut() = Some(keys.clone()));
         Ok(Box::new(OpensslDtlsInstance {
             state: State::Unstarted(Some(ssl)),
             active: false,
             now,
             idle_until: now + IDLE_WAIT,
             out: VecDeque::new(),
+            keys,
         }))
     }
 }
@@ -259,6 +300,7 @@ pub struct OpensslDtlsInstance {
     /// of the session, i.e. once per packet it sends.
     idle_until: Instant,
     out: VecDeque<Out>,
+    keys: KeysSlot,
 }
 
 /// When an association with no handshake running next needs a timeout: never, really.
@@ -392,6 +434,12 @@ impl OpensslDtlsInstance {
         self.out.push_back(Out::PeerCert(peer));
         self.out
             .push_back(Out::Keying(KeyingMaterial::new(&keying), profile));
+        // Set once: a second handshake on the association is refused before this.
+        let _ = self.keys.set(SrtpKeys {
+            material: keying,
+            profile,
+            dtls_client: self.active,
+        });
         self.out.push_back(Out::Connected);
         self.state = State::Connected(stream);
         // Application data may have arrived with the last flight.
@@ -714,6 +762,27 @@ mod tests {
         assert_eq!((ck, cp), (sk, sp));
         assert_eq!(cp, SrtpProfile::AEAD_AES_128_GCM);
         assert_eq!(server.protocol_version(), Some(ProtocolVersion::DTLS1_2));
+    }
+
+    /// The SFU seals its own packets with the keys str0m gets: each association leaves
+    /// them in the slot its creator takes, with the side it played.
+    #[test]
+    fn each_association_leaves_its_keys_and_role_in_the_slot_its_creator_took() {
+        let now = Instant::now();
+        let cert = OpensslDtls.generate_certificate().unwrap();
+        let mut server = instance(&OpensslDtls, &cert);
+        let server_keys = take_created_keys().expect("a slot per association");
+        let mut client = instance(&OpensslDtls, &cert);
+        let client_keys = take_created_keys().expect("a slot per association");
+        assert!(take_created_keys().is_none(), "taken once");
+        assert!(server_keys.get().is_none(), "empty until connected");
+        let (c, s) = handshake(client.as_mut(), server.as_mut(), now);
+        assert!(c.connected && s.connected);
+        let (material, profile) = s.keying.unwrap();
+        let (ck, sk) = (client_keys.get().unwrap(), server_keys.get().unwrap());
+        assert_eq!((&ck.material, ck.profile), (&material, profile));
+        assert_eq!((&sk.material, sk.profile), (&material, profile));
+        assert!(ck.dtls_client && !sk.dtls_client);
     }
 
     #[test]

@@ -161,6 +161,10 @@ impl Net {
             id_seed: IdSeed::new([0; 32]),
             worker: Default::default(),
         });
+        // `SKYLARK_SFU_SEND_PATH=str0m`: the viewers' str0m sessions seal, as before.
+        if let Ok(path) = std::env::var("SKYLARK_SFU_SEND_PATH") {
+            core.set_send_path(path.parse().expect("SKYLARK_SFU_SEND_PATH: direct or str0m"));
+        }
         let (mut publisher, offer) = Client::new(now, 1000, Direction::SendOnly);
         let (_, answer) = core.publish(now, "bench", &offer).expect("publish");
         publisher.accept(&answer);

@@ -75,6 +75,8 @@ pub struct Config {
     /// What viewers joining mid-GOP get from a publisher that can't be asked for a
     /// keyframe (RTMP).
     pub join_frames: core::JoinFrames,
+    /// Who seals viewers' packets: the core itself (default) or str0m's session.
+    pub send_path: core::SendPath,
 }
 
 /// Default of [`Config::overload_at`]: past 90 % busy, a worker's input starts queueing
@@ -113,6 +115,7 @@ impl Config {
             workers: 1,
             overload_at: DEFAULT_OVERLOAD_AT,
             join_frames: core::JoinFrames::default(),
+            send_path: core::SendPath::default(),
         }
     }
 }
@@ -212,6 +215,7 @@ pub async fn start(
             },
         });
         core.set_join_frames(config.join_frames);
+        core.set_send_path(config.send_path);
         let (handle, task) = worker::spawn(worker::Spawn {
             socket,
             core,

@@ -3,7 +3,7 @@
 
 use skylark_sfu::core::{
     Choice, CloseReason, Core, CoreConfig, CoreEvent, DropReason, IdSeed, Output, Role,
-    SessionError, WallClock, WorkerSlot,
+    SendPath, SessionError, WallClock, WorkerSlot,
 };
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
@@ -2360,4 +2360,67 @@ fn a_viewer_over_ice_tcp_plays_beside_a_udp_viewer_on_the_same_address() {
         net.run(Duration::from_millis(33));
     }
     assert_eq!(net.video_frames(udp), 20, "the UDP viewer plays on");
+}
+
+/// The publisher's next frame, delivered to the core by hand: how many RTP packets the
+/// core sends viewer `s` in answer to those datagrams alone, before any timeout.
+fn packets_with_the_frame(net: &mut Net, p: usize, s: usize, n: u64) -> usize {
+    net.send(p, n, false);
+    let mut wire = Vec::new();
+    let now = net.now;
+    net.clients[p].rtc.handle_input(Input::Timeout(now)).unwrap();
+    net.clients[p].drain(&mut wire);
+    let viewer = net.clients[s].addr;
+    let mut to_viewer = 0;
+    for (src, _, bytes) in wire {
+        net.core.handle_datagram(now, src, &bytes);
+        while let Some(o) = net.core.poll_output() {
+            if let Output::Transmit {
+                destination,
+                contents,
+                ..
+            } = o
+            {
+                let rtp = contents.len() > 12
+                    && contents[0] >> 6 == 2
+                    && !(192..=223).contains(&contents[1]);
+                if destination == viewer && rtp {
+                    to_viewer += 1;
+                }
+            }
+        }
+    }
+    to_viewer
+}
+
+#[test]
+fn a_viewers_packets_leave_with_the_publishers_datagram_that_brought_them() {
+    for path in [SendPath::Direct, SendPath::Str0m] {
+        let mut net = Net::new();
+        net.core.set_send_path(path);
+        let p = net.publisher("now", 5000);
+        let s = net.subscriber("now", 6000);
+        net.connect_all();
+        net.run(Duration::from_millis(400));
+        for n in 0..5 {
+            net.send(p, n, n == 0);
+            net.run(Duration::from_millis(33));
+        }
+        assert_eq!(net.video_frames(s), 5, "{path:?}: the viewer plays");
+        let sent = packets_with_the_frame(&mut net, p, s, 5);
+        match path {
+            // The core seals each copy as the frame passes: no pass through the
+            // viewer's str0m session, no wait for its next timeout.
+            SendPath::Direct => assert!(sent >= 3, "{path:?}: {sent} packets sent at once"),
+            // str0m releases what it was given on the viewer's next timeout.
+            SendPath::Str0m => assert_eq!(sent, 0, "{path:?}: str0m sent at once"),
+        }
+        // Either way the viewer plays on.
+        for n in 6..10 {
+            net.send(p, n, false);
+            net.run(Duration::from_millis(33));
+        }
+        net.run(Duration::from_millis(200));
+        assert!(net.video_frames(s) >= 9, "{path:?}: the viewer plays on");
+    }
 }

@@ -2,6 +2,7 @@
 //! trickled candidates and explicit ends.
 
 use super::codec::rtc_config;
+use super::direct::SendPath;
 use super::ids::session_id;
 use super::peer::{LocalPublisher, PathState, Peer, PeerRole, SubscriberState};
 use super::{sdp, CloseReason, Core, CoreEvent, Output};
@@ -102,7 +103,10 @@ impl Core {
         let offer =
             SdpOffer::from_sdp_string(offer).map_err(|e| SessionError::BadSdp(e.to_string()))?;
         let subscriber = matches!(role, PeerRole::Subscriber(_));
-        let mut rtc = rtc_config(&self.crypto, self.dtls_cert.as_ref(), subscriber).build(now);
+        let direct = subscriber && self.send_path == SendPath::Direct;
+        let mut rtc = rtc_config(&self.crypto, self.dtls_cert.as_ref(), subscriber, direct).build(now);
+        // The association str0m just made keeps its SRTP keys here for the core.
+        let keys = skylark_dtls::take_created_keys().filter(|_| direct);
         // str0m's ufrags are 16 random characters: a clash is for the books, but one would
         // send a session's checks to another.
         // The first character names this worker (`slot`), for the node's other workers.
@@ -157,6 +161,9 @@ impl Core {
                 addrs: VecDeque::new(),
                 clock: Default::default(),
                 path: PathState::new(ice_pass),
+                send_to: None,
+                keys,
+                direct: None,
             },
         );
         self.by_session.insert(session.clone(), key);

@@ -73,11 +73,17 @@ impl FrameCodec {
 /// every second like their video (str0m's default is 5 s): browsers lip-sync only once
 /// they have one of each.
 ///
+/// A subscriber the core sends to itself (`direct`, see `super::direct`) gets its
+/// sender reports from the core: str0m's would report the packets it did not send (none,
+/// at RTP time 0), so they never come. Its RTCP reaches the core as raw packets (NACKs,
+/// reception reports).
+///
 /// `cert`: the worker's certificate (see [`super::Core`]); `None`, str0m makes one.
 pub(super) fn rtc_config(
     crypto: &Arc<CryptoProvider>,
     cert: Option<&DtlsCert>,
     subscriber: bool,
+    direct: bool,
 ) -> RtcConfig {
     let mut cfg = Rtc::builder()
         .set_rtp_mode(subscriber)
@@ -102,8 +108,17 @@ pub(super) fn rtc_config(
     if subscriber {
         cfg = cfg.set_extension_map(ExtensionMap::empty());
     }
+    if direct {
+        cfg = cfg
+            .set_rtcp_report_interval_audio(NO_REPORTS)
+            .set_rtcp_report_interval_video(NO_REPORTS)
+            .enable_raw_packets(true);
+    }
     cfg
 }
+
+/// str0m's sender report interval for streams the core sends itself: never, in effect.
+const NO_REPORTS: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
 
 /// The payload type a subscriber receives a publisher's `kind` frames on, among the
 /// codecs it negotiated for `mid`: the publisher's exact format first; else, for video,

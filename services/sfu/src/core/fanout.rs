@@ -252,6 +252,7 @@ impl Core {
         if d.codec == FrameCodec::Aac {
             return;
         }
+        let rtx_ratio = self.rtx_ratio();
         let mut payloads: Option<Payloads> = None;
         let mut need_keyframe: Option<Want> = None;
         // The cached GOP ends with this frame (else it is not one a joiner can start on).
@@ -365,10 +366,6 @@ impl Core {
             if packets.is_empty() {
                 continue;
             }
-            let mut api = p.rtc.direct_api();
-            let Some(tx) = api.stream_tx_by_mid(mid, None) else {
-                continue;
-            };
             let video = kind == MediaKind::Video;
             // A joiner's cached frames (the last is this one), else this frame.
             let newest = joining.last().map(|(_, f)| *f);
@@ -391,6 +388,53 @@ impl Core {
                         .is_empty()
                         .then(|| (d.time, d.capture, packets.clone(), d.data.len())),
                 );
+            if let (Some(direct), Some((proto, destination))) = (p.direct.as_mut(), p.send_to) {
+                // The core seals and sends them itself (`direct`).
+                for (time, capture, packets, bytes) in frames {
+                    let Some(last) = packets.len().checked_sub(1) else {
+                        continue;
+                    };
+                    let time = out.timeline.map(epoch, time, step) as u32;
+                    for (i, payload) in packets.iter().enumerate() {
+                        let header = (*pt, out.take_seq(), time, video && i == last);
+                        let sealed = direct.packet(
+                            &mut p.rtc,
+                            kind,
+                            mid,
+                            header,
+                            payload,
+                            capture,
+                            now,
+                            rtx_ratio,
+                        );
+                        let Some(contents) = sealed else {
+                            continue;
+                        };
+                        self.counters.datagrams_out += 1;
+                        self.counters.packets_out += 1;
+                        self.out.push_back(Output::Transmit {
+                            proto,
+                            destination,
+                            contents,
+                        });
+                    }
+                    self.counters.frames_out += 1;
+                    self.counters.bytes_out += bytes as u64;
+                }
+                if let Some(contents) = direct.reports(now, self.config.wall_clock.unix_us(now)) {
+                    self.counters.datagrams_out += 1;
+                    self.out.push_back(Output::Transmit {
+                        proto,
+                        destination,
+                        contents,
+                    });
+                }
+                continue;
+            }
+            let mut api = p.rtc.direct_api();
+            let Some(tx) = api.stream_tx_by_mid(mid, None) else {
+                continue;
+            };
             for (time, capture, packets, bytes) in frames {
                 let Some(last) = packets.len().checked_sub(1) else {
                     continue;

@@ -80,6 +80,7 @@ mod clock;
 mod codec;
 mod counters;
 mod datagram;
+mod direct;
 mod fanout;
 pub mod forward;
 mod ids;
@@ -103,6 +104,7 @@ pub use clock::WallClock;
 pub use codec::FrameCodec;
 pub use counters::Counters;
 pub use datagram::{DropReason, IndexSizes};
+pub use direct::SendPath;
 pub use fanout::RelayedFrame;
 pub use ids::IdSeed;
 pub use join::JoinFrames;
@@ -177,6 +179,7 @@ pub struct Core {
     steered: HashMap<SocketAddr, (u8, Instant)>,
     next_steer_sweep: Option<Instant>,
     join_frames: JoinFrames,
+    send_path: SendPath,
     /// The worker is past its busy threshold: resends are shed first (see
     /// [`Core::shed_resends`]).
     resends_shed: bool,
@@ -210,6 +213,7 @@ impl Core {
             steered: HashMap::new(),
             next_steer_sweep: None,
             join_frames: JoinFrames::default(),
+            send_path: SendPath::default(),
         }
     }
 
@@ -217,6 +221,11 @@ impl Core {
     /// keyframe (RTMP, an edge pull).
     pub fn set_join_frames(&mut self, mode: JoinFrames) {
         self.join_frames = mode;
+    }
+
+    /// Who seals subscribers' packets; sessions created after the call follow it.
+    pub fn set_send_path(&mut self, path: SendPath) {
+        self.send_path = path;
     }
 
     /// Next output for the worker.

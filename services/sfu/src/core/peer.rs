@@ -2,6 +2,7 @@
 
 use super::counters::StreamTotals;
 use super::datagram::Route;
+use super::direct::DirectTx;
 use super::forward::{Gate, Outgoing};
 use super::quality::Quality;
 use super::sync::SourceClock;
@@ -32,6 +33,13 @@ pub(super) struct Peer {
     /// Its ICE checks until it nominates a path; the core nominates the one its DTLS
     /// comes on if it has not (`nominate`).
     pub path: PathState,
+    /// Where str0m sends the session's datagrams (its nominated path), learnt from
+    /// what it sends and its stats: where the core sends what it seals itself.
+    pub send_to: Option<Route>,
+    /// A subscriber's SRTP keys once its DTLS connects (`SendPath::Direct`).
+    pub keys: Option<skylark_dtls::KeysSlot>,
+    /// A subscriber's own send path, from `Connected` on (`SendPath::Direct`).
+    pub direct: Option<Box<DirectTx>>,
 }
 
 /// What the core keeps of a peer's ICE checks until it has nominated a path.

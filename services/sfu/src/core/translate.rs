@@ -2,6 +2,9 @@
 //! peer state (connected, media lines), frames for fan-out, keyframe wants, counters.
 
 use super::codec::FrameCodec;
+use super::direct::{DirectError, DirectTx};
+use super::peer::Peer;
+use super::stun;
 use super::counters::StreamTotals;
 use super::fanout::{track_id, InFrame};
 use super::keyframe::Want;
@@ -12,6 +15,8 @@ use super::sync::sender_clock_us;
 use super::{CloseReason, Core, Output};
 use std::time::{Duration, Instant};
 use str0m::media::{MediaData, MediaKind};
+use str0m::rtp::rtcp::{ReceiverReport, Rtcp, SenderReport};
+use str0m::rtp::RawPacket;
 use str0m::{Event, IceConnectionState, Output as RtcOutput, Rtc};
 
 /// How long a subscriber's sent packets stay resendable. A NACK for an older packet
@@ -40,6 +45,32 @@ fn bound_resends(rtc: &mut Rtc, mids: impl IntoIterator<Item = str0m::media::Mid
     }
 }
 
+/// A subscriber's own send path from the keys its DTLS left (`super::direct`); `None`
+/// (str0m sends, without sender reports) if there are none, which would be a bug.
+fn direct_tx(p: &Peer) -> Option<Box<DirectTx>> {
+    let keys = p.keys.as_ref()?;
+    let made = keys
+        .get()
+        .ok_or(DirectError::NoKeys)
+        .and_then(|k| DirectTx::new(k, seed_of(&p.session)));
+    match made {
+        Ok(d) => Some(Box::new(d)),
+        Err(e) => {
+            tracing::error!(session = %p.session, error = %e, "the core can't seal this viewer's packets; str0m sends them, without sender reports");
+            None
+        }
+    }
+}
+
+/// Sequence-number seed of a session's RTX streams: any value not under a peer's
+/// control does (RFC 3550 asks for unpredictable starts against known-plaintext
+/// attacks, which SRTP's AES-GCM/CTR keystreams don't need).
+fn seed_of(session: &str) -> u32 {
+    session
+        .bytes()
+        .fold(0x811c_9dc5_u32, |h, b| (h ^ u32::from(b)).wrapping_mul(0x0100_0193))
+}
+
 impl Core {
     /// The node's retransmission budget: while `shed` (the worker past its busy
     /// threshold), every subscriber may spend [`RTX_RATIO_SHED`] of its sending on
@@ -53,6 +84,10 @@ impl Core {
         self.resends_shed = shed;
         let ratio = self.rtx_ratio();
         for p in self.peers.values_mut() {
+            if let Some(direct) = p.direct.as_mut() {
+                direct.reset_credit();
+                continue;
+            }
             if let PeerRole::Subscriber(st) = &p.role {
                 if p.connected {
                     let mids = [st.video_mid, st.audio_mid];
@@ -64,7 +99,7 @@ impl Core {
         true
     }
 
-    fn rtx_ratio(&self) -> f32 {
+    pub(super) fn rtx_ratio(&self) -> f32 {
         if self.resends_shed {
             RTX_RATIO_SHED
         } else {
@@ -97,6 +132,11 @@ impl Core {
                         if nominate::is_own_response(&mut p.path, &t.contents) {
                             continue;
                         }
+                        // DTLS and SRTCP go only on the nominated path (STUN answers go
+                        // where each check came from).
+                        if stun::classify(&t.contents) == stun::Kind::NotStun {
+                            p.send_to = Some((t.proto, t.destination));
+                        }
                         self.counters.datagrams_out += 1;
                         self.out.push_back(Output::Transmit {
                             proto: t.proto,
@@ -112,6 +152,7 @@ impl Core {
                             // str0m emits only after this.
                             if let PeerRole::Subscriber(_) = &p.role {
                                 want_keyframe = Some(Want::All);
+                                p.direct = direct_tx(p);
                             }
                         }
                         Event::IceConnectionStateChange(IceConnectionState::Disconnected) => {
@@ -127,7 +168,9 @@ impl Core {
                                 // `Connected`: the bound goes on here, else the streams
                                 // keep str0m's 3 s / 1,000-packet cache (measured: 473
                                 // slots of 432 B, ~200 KiB per viewer).
-                                bound_resends(&mut p.rtc, [m.mid], rtx_ratio);
+                                if p.direct.is_none() {
+                                    bound_resends(&mut p.rtc, [m.mid], rtx_ratio);
+                                }
                             }
                             PeerRole::Publisher { tracks } => tracks.push(PublisherTrack {
                                 mid: m.mid,
@@ -165,6 +208,63 @@ impl Core {
                             self.counters.add_ingress(growth);
                             if let Some(l) = st.loss {
                                 p.loss = l;
+                            }
+                        }
+                        Event::PeerStats(st) => {
+                            // str0m's nominated path, should the peer have moved.
+                            if let Some(pair) = st.selected_candidate_pair {
+                                p.send_to = Some((pair.protocol, pair.remote.addr));
+                            }
+                        }
+                        Event::RawPacket(raw) => {
+                            let (PeerRole::Subscriber(sub), Some(direct), RawPacket::RtcpRx(fb)) =
+                                (&mut p.role, p.direct.as_mut(), *raw)
+                            else {
+                                continue;
+                            };
+                            match fb {
+                                Rtcp::Nack(nack) => {
+                                    let codecs = p.rtc.codec_config();
+                                    let rtx_pt = |pt: u8| {
+                                        codecs
+                                            .params()
+                                            .iter()
+                                            .find(|c| *c.pt() == pt)
+                                            .and_then(|c| c.resend())
+                                            .map(|r| *r)
+                                    };
+                                    let (resends, asked) =
+                                        direct.answer_nack(&nack, rtx_pt, now);
+                                    self.counters.nacks_from_subscribers += asked;
+                                    let Some((proto, destination)) = p.send_to else {
+                                        continue;
+                                    };
+                                    for contents in resends {
+                                        self.counters.datagrams_out += 1;
+                                        self.counters.packets_out += 1;
+                                        self.out.push_back(Output::Transmit {
+                                            proto,
+                                            destination,
+                                            contents,
+                                        });
+                                    }
+                                }
+                                Rtcp::ReceiverReport(ReceiverReport { reports, .. })
+                                | Rtcp::SenderReport(SenderReport { reports, .. }) => {
+                                    for r in reports.iter() {
+                                        let Some(loss) = direct.video_loss(*r.ssrc, r.fraction_lost)
+                                        else {
+                                            continue;
+                                        };
+                                        if sub.gate.layer.is_some() {
+                                            layer_step = sub.quality.on_loss(loss, now).or(layer_step);
+                                        }
+                                    }
+                                }
+                                Rtcp::Pli(_) | Rtcp::Fir(_) => {
+                                    self.counters.plis_from_subscribers += 1;
+                                }
+                                _ => {}
                             }
                         }
                         Event::MediaEgressStats(st) => {
