@@ -144,12 +144,15 @@ enum SessionKeys {
         aead: LessSafeKey,
         salt: [u8; GCM_SALT_LEN],
     },
-    Cm {
-        // CTR is its own inverse: one key schedule encrypts and decrypts.
-        ctr: EncryptingKey,
-        auth: hmac::Key,
-        salt: [u8; CM_SALT_LEN],
-    },
+    // Boxed: the HMAC state is ~1.7 KB, and GCM sessions (the common case) stay small.
+    Cm(Box<CmKeys>),
+}
+
+struct CmKeys {
+    // CTR is its own inverse: one key schedule encrypts and decrypts.
+    ctr: EncryptingKey,
+    auth: hmac::Key,
+    salt: [u8; CM_SALT_LEN],
 }
 
 /// RTP and RTCP session keys of one direction.
@@ -230,11 +233,11 @@ impl Prf {
                 self.derive(auth, &mut auth_key)?;
                 let mut session_salt = [0; CM_SALT_LEN];
                 self.derive(salt, &mut session_salt)?;
-                Ok(SessionKeys::Cm {
+                Ok(SessionKeys::Cm(Box::new(CmKeys {
                     ctr: ctr_key(key)?,
                     auth: hmac::Key::new(hmac::HMAC_SHA1_FOR_LEGACY_USE_ONLY, &auth_key),
                     salt: session_salt,
-                })
+                })))
             }
         }
     }
@@ -348,6 +351,13 @@ impl Sender {
         self.session.profile.tag_len()
     }
 
+    /// Sets the SRTCP index the next sealed RTCP packet takes (modulo 2^31; 0 after
+    /// `new`). For a key another sealer also uses (str0m seals the session's own RTCP
+    /// with it): starting far from its indices keeps any one IV from being used twice.
+    pub fn set_rtcp_index(&mut self, index: u32) {
+        self.srtcp_index = index & SRTCP_INDEX_MASK;
+    }
+
     /// Bytes a sealed RTCP packet grows by (tag, E flag and index).
     pub fn rtcp_overhead(&self) -> usize {
         self.session.profile.tag_len() + SRTCP_INDEX_LEN
@@ -374,7 +384,8 @@ impl Sender {
                     .map_err(|_| SrtpError::Crypto)?;
                 packet.extend_from_slice(tag.as_ref());
             }
-            SessionKeys::Cm { ctr, auth, salt } => {
+            SessionKeys::Cm(cm) => {
+                let CmKeys { ctr, auth, salt } = cm.as_ref();
                 let index = u64::from(roc) << 16 | u64::from(seq);
                 ctr_apply(ctr, cm_iv(salt, ssrc, index), &mut packet[header_len..])?;
                 // RFC 3711 §4.2: the authenticated portion, then the ROC.
@@ -412,7 +423,8 @@ impl Sender {
                 packet.extend_from_slice(tag.as_ref());
                 packet.extend_from_slice(&trailer);
             }
-            SessionKeys::Cm { ctr, auth, salt } => {
+            SessionKeys::Cm(cm) => {
+                let CmKeys { ctr, auth, salt } = cm.as_ref();
                 let iv = cm_iv(salt, ssrc, u64::from(index));
                 ctr_apply(ctr, iv, &mut packet[SRTCP_CLEAR_LEN..])?;
                 packet.extend_from_slice(&trailer);
@@ -470,7 +482,8 @@ impl Receiver {
                 out.truncate(header_len + plain_len);
                 Ok(out)
             }
-            SessionKeys::Cm { ctr, auth, salt } => {
+            SessionKeys::Cm(cm) => {
+                let CmKeys { ctr, auth, salt } = cm.as_ref();
                 let (sealed, tag) = packet.split_at(packet.len() - tag_len);
                 check_hmac(auth, &[sealed, &roc.to_be_bytes()], tag)?;
                 let index = u64::from(roc) << 16 | u64::from(seq);
@@ -513,7 +526,8 @@ impl Receiver {
                 out.truncate(SRTCP_CLEAR_LEN + plain_len);
                 Ok(out)
             }
-            SessionKeys::Cm { ctr, auth, salt } => {
+            SessionKeys::Cm(cm) => {
+                let CmKeys { ctr, auth, salt } = cm.as_ref();
                 let (signed, tag) = packet.split_at(packet.len() - tag_len);
                 check_hmac(auth, &[signed], tag)?;
                 let (body, trailer) = signed.split_at(signed.len() - SRTCP_INDEX_LEN);

@@ -357,6 +357,25 @@ fn rtcp_round_trips_and_counts_its_index() {
     }
 }
 
+#[test]
+fn set_rtcp_index_sets_the_next_packets_index() {
+    for profile in PROFILES {
+        let (mut sender, receiver) = pair(profile);
+        let plain = hex("80c90001 11223344");
+        for (set, want) in [(1 << 30, 1 << 30), (u32::MAX, SRTCP_INDEX_MASK)] {
+            sender.set_rtcp_index(set);
+            let mut sealed = plain.clone();
+            sender.seal_rtcp(&mut sealed).unwrap();
+            assert_eq!(
+                srtcp_trailer(profile, &sealed),
+                E_FLAG | want,
+                "{profile:?}"
+            );
+            assert_eq!(receiver.open_rtcp(&sealed).unwrap(), plain);
+        }
+    }
+}
+
 /// Any one flipped bit anywhere in a sealed packet, header, payload, index or tag,
 /// fails authentication.
 #[test]
