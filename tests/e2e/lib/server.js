@@ -165,6 +165,13 @@ export async function startServer(opts = {}) {
     SKYLARK_SIGNUP: 'open',
     // Whatever the machine: rooms spread over two SFU workers.
     SKYLARK_SFU_WORKERS: '2',
+    // E2E_SKYLARK_ENV=K=V,K=V: server settings for a bench run (e.g. SKYLARK_SFU_SEND_PATH=str0m).
+    ...Object.fromEntries(
+      (process.env.E2E_SKYLARK_ENV ?? '').split(',').filter(Boolean).map((kv) => {
+        const at = kv.indexOf('=');
+        return [kv.slice(0, at), kv.slice(at + 1)];
+      }),
+    ),
     ...(opts.env ?? {}),
   });
 

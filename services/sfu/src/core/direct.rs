@@ -365,7 +365,7 @@ fn write_sdes(buf: &mut Vec<u8>, streams: &[&DirectStream]) {
         buf.extend_from_slice(cname);
         // END, then padding to a 32-bit boundary (at least one zero byte).
         buf.push(0);
-        while (buf.len() - start) % 4 != 0 {
+        while !(buf.len() - start).is_multiple_of(4) {
             buf.push(0);
         }
     }
