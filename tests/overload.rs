@@ -17,7 +17,7 @@ use common::*;
 use std::time::Duration;
 
 /// The SFU's share of one CPU, ‰.
-const SFU_CPU_PERMILLE: u64 = 500;
+const SFU_CPU_PERMILLE: u64 = 250;
 /// Viewers asked for: about twice what the capped node admits.
 const VIEWERS: u64 = 200;
 

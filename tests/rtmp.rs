@@ -473,7 +473,7 @@ async fn webrtc_viewer_joining_mid_gop_starts_from_the_cached_gop() {
     assert!(
         at_next_key.frames >= since_join + 30,
         "the GOP {k}–{next_key} ms: the viewer has {} frames, {since_join} of them at most \
-         from after its join at {join_at} ms ({gop_frames} FLV frames arrived while it connected)",
+         from after its join at {join_at} ms ({gop_frames} FLV frames arrived while it connected): {at_next_key:?} {playing:?}",
         at_next_key.frames,
     );
     reader.abort();

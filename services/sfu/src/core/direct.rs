@@ -46,8 +46,8 @@ const NTP_UNIX_OFFSET: u64 = 2_208_988_800;
 /// Sender reports go out this often per stream while it sends (str0m's was 1 s for
 /// both kinds here): browsers lip-sync once they have one of each stream.
 const REPORT_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
-/// Most resend credit a subscriber can save up, in bytes: a burst of ~40 packets.
-const RESEND_CREDIT_MAX: f32 = 48_000.0;
+/// The window a subscriber's resend share is measured over (str0m's was 1 s too).
+const RESEND_WINDOW: std::time::Duration = std::time::Duration::from_secs(1);
 /// Our SRTCP indices start here, far from str0m's (it seals the session's BYE with
 /// the same key and its own counter from 0): no index is sealed twice for one SSRC.
 pub(super) const RTCP_INDEX_START: u32 = 1 << 30;
@@ -124,15 +124,53 @@ pub(super) enum DirectError {
     Srtp(#[from] SrtpError),
 }
 
-/// A subscriber's own send path: SRTP context, streams, resend credit.
+/// Bytes sent and resent over about the last [`RESEND_WINDOW`]: this window's and the
+/// one before.
+#[derive(Default)]
+struct ResendShare {
+    since: Option<Instant>,
+    sent: [u64; 2],
+    resent: [u64; 2],
+}
+
+impl ResendShare {
+    fn roll(&mut self, now: Instant) {
+        match self.since {
+            Some(t) if now.saturating_duration_since(t) < RESEND_WINDOW => {}
+            Some(t) if now.saturating_duration_since(t) < 2 * RESEND_WINDOW => {
+                self.sent = [0, self.sent[0]];
+                self.resent = [0, self.resent[0]];
+                self.since = Some(now);
+            }
+            _ => {
+                *self = Self {
+                    since: Some(now),
+                    ..Self::default()
+                }
+            }
+        }
+    }
+
+    /// Resent bytes over all bytes sent, over the last one to two windows.
+    fn ratio(&self) -> f32 {
+        let resent = (self.resent[0] + self.resent[1]) as f32;
+        let all = resent + (self.sent[0] + self.sent[1]) as f32;
+        if all > 0.0 {
+            resent / all
+        } else {
+            0.0
+        }
+    }
+}
+
+/// A subscriber's own send path: SRTP context, streams, resend share.
 pub(super) struct DirectTx {
     srtp: Sender,
     overhead: usize,
     pub video: Option<DirectStream>,
     pub audio: Option<DirectStream>,
-    /// Bytes of resends it may still send: grows with what it sends (× the node's
-    /// resend ratio), spent by resends.
-    credit: f32,
+    /// What of its sending was resends lately (the node's resend ratio bounds it).
+    share: ResendShare,
     next_report: Option<Instant>,
     seed: u32,
 }
@@ -155,7 +193,7 @@ impl DirectTx {
             srtp,
             video: None,
             audio: None,
-            credit: 0.0,
+            share: ResendShare::default(),
             next_report: None,
             seed,
         })
@@ -186,7 +224,6 @@ impl DirectTx {
         payload: &Arc<[u8]>,
         capture: Instant,
         now: Instant,
-        resend_ratio: f32,
     ) -> Option<Vec<u8>> {
         let overhead = self.overhead;
         let stream = self.stream(rtc, kind, mid)?;
@@ -213,8 +250,8 @@ impl DirectTx {
                 at: now,
                 payload: payload.clone(),
             });
-            self.credit =
-                (self.credit + payload.len() as f32 * resend_ratio).min(RESEND_CREDIT_MAX);
+            self.share.roll(now);
+            self.share.sent[0] += payload.len() as u64;
         }
         if self.next_report.is_none() {
             self.next_report = Some(now);
@@ -228,17 +265,24 @@ impl DirectTx {
         }
     }
 
-    /// Resends the video packets a NACK asks for that are still kept, fresh and within
-    /// the resend credit, on the RTX stream when negotiated (`rtx_pt`), else as they
-    /// were. Returns the sealed datagrams and how many packets it asked for.
+    /// Resends the video packets a NACK asks for that are still kept and fresh, on the
+    /// RTX stream when negotiated (`rtx_pt`), else as they were: all of them while
+    /// resends were at most `ratio` of its sending over the last second, none past it
+    /// (str0m's rule, which it checked every 50 ms: a viewer that lost much of a join
+    /// burst gets it back, one on a bad link can't make the node resend more than its
+    /// share for long; `ratio` 0: none). Returns the sealed datagrams and how many
+    /// packets it asked for.
     pub fn answer_nack(
         &mut self,
         nack: &Nack,
         rtx_pt: impl Fn(u8) -> Option<u8>,
+        ratio: f32,
         now: Instant,
     ) -> (Vec<Vec<u8>>, u64) {
         let mut out = Vec::new();
         let mut asked = 0;
+        self.share.roll(now);
+        let refuse = ratio <= 0.0 || self.share.ratio() > ratio;
         let Some(stream) = self.video.as_mut().filter(|s| s.ssrc == *nack.ssrc) else {
             return (out, asked);
         };
@@ -264,11 +308,10 @@ impl DirectTx {
                 if now.saturating_duration_since(sent.at) > RTX_CACHE_AGE {
                     continue;
                 }
-                let len = sent.payload.len() as f32;
-                if self.credit < len {
+                if refuse {
                     continue;
                 }
-                self.credit -= len;
+                self.share.resent[0] += sent.payload.len() as u64;
                 let mut buf = Vec::with_capacity(HEADER + 2 + sent.payload.len() + self.overhead);
                 let roc = match (stream.rtx.as_mut(), rtx_pt(sent.pt)) {
                     (Some((ssrc, next)), Some(pt)) => {
@@ -292,11 +335,6 @@ impl DirectTx {
             }
         }
         (out, asked)
-    }
-
-    /// No resends until it has sent more (the node sheds them, or stops shedding).
-    pub fn reset_credit(&mut self) {
-        self.credit = 0.0;
     }
 
     /// The loss fraction a reception report block gives for its video, if it is ours.

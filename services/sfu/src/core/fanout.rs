@@ -3,6 +3,8 @@
 //! timeline and payload type.
 
 use super::codec::{subscriber_pt, FrameCodec};
+use super::datagram::Route;
+use super::direct::DirectTx;
 use super::forward::{h264_is_keyframe, keyframe_picture};
 use super::join::{burst, gop_limits, squeezed_capture, CachedFrame, JoinFrames, TrackGop};
 use super::keyframe::Want;
@@ -17,12 +19,21 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use str0m::format::CodecSpec;
 use str0m::media::{MediaKind, Mid, Rid};
-use str0m::rtp::RtpWrite;
+use str0m::rtp::{RtpWrite, StreamTx};
+use str0m::Rtc;
 
 /// A followed layer without a frame this long is taken as paused by its publisher, and
 /// its viewers move to the top layer sending: well under a player's stall timeout (the
 /// watch page's is 2 s), well over a frame interval at a low frame rate.
 const LAYER_SILENT: Duration = Duration::from_millis(500);
+
+/// Where a subscriber's forwarded packets go (`SendPath`).
+enum Sink<'a> {
+    /// Sealed by the core and sent to the peer's nominated path.
+    Direct(&'a mut DirectTx, &'a mut Rtc, Route),
+    /// Written to the peer's str0m stream.
+    Str0m(&'a mut StreamTx),
+}
 
 /// A frame entering the router.
 pub(super) struct InFrame {
@@ -252,7 +263,6 @@ impl Core {
         if d.codec == FrameCodec::Aac {
             return;
         }
-        let rtx_ratio = self.rtx_ratio();
         let mut payloads: Option<Payloads> = None;
         let mut need_keyframe: Option<Want> = None;
         // The cached GOP ends with this frame (else it is not one a joiner can start on).
@@ -388,45 +398,14 @@ impl Core {
                         .is_empty()
                         .then(|| (d.time, d.capture, packets.clone(), d.data.len())),
                 );
-            if let (Some(direct), Some((proto, destination))) = (p.direct.as_mut(), p.send_to) {
-                // The core seals and sends them itself (`direct`).
-                for (time, capture, packets, bytes) in frames {
-                    let Some(last) = packets.len().checked_sub(1) else {
-                        continue;
-                    };
-                    let time = out.timeline.map(epoch, time, step) as u32;
-                    for (i, payload) in packets.iter().enumerate() {
-                        let header = (*pt, out.take_seq(), time, video && i == last);
-                        let sealed = direct.packet(
-                            &mut p.rtc, kind, mid, header, payload, capture, now, rtx_ratio,
-                        );
-                        let Some(contents) = sealed else {
-                            continue;
-                        };
-                        self.counters.datagrams_out += 1;
-                        self.counters.packets_out += 1;
-                        self.out.push_back(Output::Transmit {
-                            proto,
-                            destination,
-                            contents,
-                        });
-                    }
-                    self.counters.frames_out += 1;
-                    self.counters.bytes_out += bytes as u64;
-                }
-                if let Some(contents) = direct.reports(now, self.config.wall_clock.unix_us(now)) {
-                    self.counters.datagrams_out += 1;
-                    self.out.push_back(Output::Transmit {
-                        proto,
-                        destination,
-                        contents,
-                    });
-                }
-                continue;
-            }
-            let mut api = p.rtc.direct_api();
-            let Some(tx) = api.stream_tx_by_mid(mid, None) else {
-                continue;
+            // The core seals and sends them itself (`direct`), or str0m's session does.
+            let mut api = None;
+            let mut sink = match (p.direct.as_mut(), p.send_to) {
+                (Some(direct), Some(to)) => Sink::Direct(direct, &mut p.rtc, to),
+                _ => match api.insert(p.rtc.direct_api()).stream_tx_by_mid(mid, None) {
+                    Some(tx) => Sink::Str0m(tx),
+                    None => continue,
+                },
             };
             for (time, capture, packets, bytes) in frames {
                 let Some(last) = packets.len().checked_sub(1) else {
@@ -434,21 +413,51 @@ impl Core {
                 };
                 let time = out.timeline.map(epoch, time, step) as u32;
                 for (i, payload) in packets.iter().enumerate() {
-                    let seq = out.take_seq().into();
-                    tx.write_rtp(
-                        RtpWrite::new(pt, seq, time, capture, payload.clone())
-                            .marker(video && i == last)
-                            .nackable(video),
-                    );
+                    let (seq, marker) = (out.take_seq(), video && i == last);
+                    match &mut sink {
+                        Sink::Direct(direct, rtc, (proto, destination)) => {
+                            let header = (*pt, seq, time, marker);
+                            let sealed =
+                                direct.packet(rtc, kind, mid, header, payload, capture, now);
+                            let Some(contents) = sealed else {
+                                continue;
+                            };
+                            self.counters.datagrams_out += 1;
+                            self.counters.packets_out += 1;
+                            self.out.push_back(Output::Transmit {
+                                proto: *proto,
+                                destination: *destination,
+                                contents,
+                            });
+                        }
+                        Sink::Str0m(tx) => tx.write_rtp(
+                            RtpWrite::new(pt, seq.into(), time, capture, payload.clone())
+                                .marker(marker)
+                                .nackable(video),
+                        ),
+                    }
                 }
                 self.counters.frames_out += 1;
                 self.counters.bytes_out += bytes as u64;
             }
-            // str0m releases written packets on its next timeout, not on a poll: the
-            // peer is due now, and the core's `handle_timeout` sends every subscriber's
-            // packets of a receive batch in one pass (a drain here found nothing to
-            // send, at ~550 instructions per forwarded packet).
-            p.next_timeout = p.next_timeout.min(now);
+            match sink {
+                Sink::Direct(direct, _, (proto, destination)) => {
+                    let unix_us = self.config.wall_clock.unix_us(now);
+                    if let Some(contents) = direct.reports(now, unix_us) {
+                        self.counters.datagrams_out += 1;
+                        self.out.push_back(Output::Transmit {
+                            proto,
+                            destination,
+                            contents,
+                        });
+                    }
+                }
+                // str0m releases written packets on its next timeout, not on a poll: the
+                // peer is due now, and the core's `handle_timeout` sends every
+                // subscriber's packets of a receive batch in one pass (a drain here found
+                // nothing to send, at ~550 instructions per forwarded packet).
+                Sink::Str0m(_) => p.next_timeout = p.next_timeout.min(now),
+            }
         }
         if let Some(want) = need_keyframe {
             self.request_keyframe(room_id, want, now);

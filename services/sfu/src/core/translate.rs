@@ -7,8 +7,7 @@ use super::direct::{DirectError, DirectTx};
 use super::fanout::{track_id, InFrame};
 use super::keyframe::Want;
 use super::nominate;
-use super::peer::Peer;
-use super::peer::{PeerRole, PublisherTrack};
+use super::peer::{Peer, PeerRole, PublisherTrack};
 use super::quality::Step;
 use super::stun;
 use super::sync::sender_clock_us;
@@ -62,9 +61,8 @@ fn direct_tx(p: &Peer) -> Option<Box<DirectTx>> {
     }
 }
 
-/// Sequence-number seed of a session's RTX streams: any value not under a peer's
-/// control does (RFC 3550 asks for unpredictable starts against known-plaintext
-/// attacks, which SRTP's AES-GCM/CTR keystreams don't need).
+/// Sequence-number seed of a session's RTX streams, from its id: unpredictable like the
+/// id (derived from the worker's secret), as RFC 3550 asks of first sequence numbers.
 fn seed_of(session: &str) -> u32 {
     session.bytes().fold(0x811c_9dc5_u32, |h, b| {
         (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
@@ -84,8 +82,8 @@ impl Core {
         self.resends_shed = shed;
         let ratio = self.rtx_ratio();
         for p in self.peers.values_mut() {
-            if let Some(direct) = p.direct.as_mut() {
-                direct.reset_credit();
+            // A subscriber the core sends to itself gets the ratio with each NACK.
+            if p.direct.is_some() {
                 continue;
             }
             if let PeerRole::Subscriber(st) = &p.role {
@@ -233,7 +231,8 @@ impl Core {
                                             .and_then(|c| c.resend())
                                             .map(|r| *r)
                                     };
-                                    let (resends, asked) = direct.answer_nack(&nack, rtx_pt, now);
+                                    let (resends, asked) =
+                                        direct.answer_nack(&nack, rtx_pt, rtx_ratio, now);
                                     self.counters.nacks_from_subscribers += asked;
                                     let Some((proto, destination)) = p.send_to else {
                                         continue;
