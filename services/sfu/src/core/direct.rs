@@ -206,7 +206,7 @@ impl DirectTx {
             MediaKind::Audio => (&mut self.audio, (self.seed >> 16) as u16),
         };
         if slot.as_ref().is_none_or(|s| s.mid != mid) {
-            *slot = DirectStream::new(rtc, mid, kind, seed.wrapping_add(0x1234));
+            *slot = DirectStream::new(rtc, mid, kind, seed);
         }
         slot.as_mut()
     }

@@ -51,7 +51,8 @@ fn direct_tx(p: &Peer) -> Option<Box<DirectTx>> {
     let made = keys
         .get()
         .ok_or(DirectError::NoKeys)
-        .and_then(|k| DirectTx::new(k, seed_of(&p.session)));
+        // RTX sequence numbers start at random, as the subscriber's own do (`admission`).
+        .and_then(|k| DirectTx::new(k, getrandom::u32().unwrap_or(0)));
     match made {
         Ok(d) => Some(Box::new(d)),
         Err(e) => {
@@ -59,14 +60,6 @@ fn direct_tx(p: &Peer) -> Option<Box<DirectTx>> {
             None
         }
     }
-}
-
-/// Sequence-number seed of a session's RTX streams, from its id: unpredictable like the
-/// id (derived from the worker's secret), as RFC 3550 asks of first sequence numbers.
-fn seed_of(session: &str) -> u32 {
-    session.bytes().fold(0x811c_9dc5_u32, |h, b| {
-        (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
-    })
 }
 
 impl Core {
