@@ -353,6 +353,17 @@ async fn cut_the_deepest_edge() -> Option<CutEdge> {
             .ok_or(format!("{free} free sessions"))
     })
     .await;
+    // Rejoins before the cut (a stall while the tree was built) are not the cut's, and
+    // a viewer that moved serves from where it went.
+    let mut earlier = Vec::new();
+    for (i, v) in viewers.iter().enumerate() {
+        let s = v.stats().await;
+        if !s.rejoins.is_empty() {
+            println!("before the cut: viewer {i}: {:?}", s.rejoins);
+            nodes[i] = v.serving_node().await.unwrap_or_default();
+        }
+        earlier.push(s.rejoins.len());
+    }
     let orphans: Vec<usize> = (0..staying).filter(|&i| nodes[i] == cut_id).collect();
     println!(
         "cutting {cut_id} (depth {}): {} of its viewers, {} elsewhere",
@@ -360,16 +371,6 @@ async fn cut_the_deepest_edge() -> Option<CutEdge> {
         orphans.len(),
         staying - orphans.len()
     );
-
-    // Rejoins before the cut (a stall while the tree was built) are not the cut's.
-    let mut earlier = Vec::new();
-    for v in &viewers {
-        let s = v.stats().await;
-        if !s.rejoins.is_empty() {
-            println!("before the cut: {:?}", s.rejoins);
-        }
-        earlier.push(s.rejoins.len());
-    }
     c.lan.cut(cut);
     let cut_at = tokio::time::Instant::now();
     let mut play_again = Vec::new();

@@ -236,6 +236,8 @@ struct Net {
     hold_rtcp: HashMap<SocketAddr, Vec<Vec<u8>>>,
     /// Resends (RTX, payload type 103) the SFU sent, by client.
     resends: HashMap<SocketAddr, u32>,
+    /// H.264 packets (payload type 102) the SFU sent: (client, when, datagram bytes).
+    video_out: Vec<(SocketAddr, Instant, usize)>,
     /// ICE-TCP connections the core let go of, by remote address.
     tcp_closed: Vec<SocketAddr>,
 }
@@ -360,6 +362,7 @@ impl Net {
             lose_next_video: vec![],
             hold_rtcp: HashMap::new(),
             resends: HashMap::new(),
+            video_out: Vec::new(),
             tcp_closed: Vec::new(),
         }
     }
@@ -467,6 +470,7 @@ impl Net {
                                 *self.resends.entry(c.addr).or_default() += 1;
                             }
                             if rtp && contents[1] & 0x7f == 102 {
+                                self.video_out.push((c.addr, self.now, contents.len()));
                                 if let Some(i) =
                                     self.lose_next_video.iter().position(|a| *a == c.addr)
                                 {
@@ -2040,6 +2044,108 @@ fn a_viewer_joining_mid_gop_of_a_local_publisher_gets_the_join_frames() {
             assert!(times.windows(2).all(|w| w[1] - w[0] == 3000), "{times:?}");
         }
     }
+}
+
+/// A joiner's cached GOP does not leave in one burst, which a viewer's socket buffer
+/// or router queue would drop much of: a first slice at once, the rest paced well above
+/// the stream's rate, in order, with the live frames behind it; then live frames leave
+/// as they come.
+#[test]
+fn a_joiners_cached_gop_leaves_paced_and_live_frames_follow_it() {
+    use skylark_sfu::core::{FrameCodec, JoinFrames};
+    use std::sync::Arc as A;
+    let mut net = Net::new();
+    net.core.set_join_frames(JoinFrames::Gop);
+    let session = net.core.publish_local("paced").unwrap();
+    // A 30 KB keyframe, then ~6 KB frames at 30 fps: 1.4 Mbit/s.
+    let push = |net: &mut Net, n: u64| {
+        let mut v = tagged_h264(n, n == 0);
+        v.extend(std::iter::repeat_n(
+            0x55,
+            if n == 0 { 30_000 } else { 6000 },
+        ));
+        let now = net.now;
+        net.core
+            .push_local(now, &session, FrameCodec::H264, n * 3000, A::from(v), "")
+            .unwrap();
+    };
+    // A GOP of 2 s, then a viewer joins.
+    for n in 0..60 {
+        push(&mut net, n);
+        net.run(Duration::from_millis(33));
+    }
+    let s = net.subscriber("paced", 7000);
+    net.connect_all();
+    let to = net.clients[s].addr;
+    let joined = net.now;
+    push(&mut net, 60);
+    let mut n = 61;
+    let mut next_frame = joined + Duration::from_millis(33);
+    while net.now < joined + Duration::from_millis(1500) {
+        if net.now >= next_frame {
+            push(&mut net, n);
+            n += 1;
+            next_frame += Duration::from_millis(33);
+        }
+        net.run(Duration::from_millis(1));
+    }
+    let sent: Vec<(Duration, usize)> = net
+        .video_out
+        .iter()
+        .filter(|(c, ..)| *c == to)
+        .map(|(_, at, len)| (at.duration_since(joined), *len))
+        .collect();
+    let bytes_by =
+        |t: Duration| -> usize { sent.iter().filter(|(at, _)| *at <= t).map(|x| x.1).sum() };
+    let gop: usize = 24_000 + 61 * 6030;
+    // The keyframe at once (the first picture waits for no pace), not the GOP.
+    let at_once = bytes_by(Duration::ZERO);
+    assert!(
+        (30_000..=50_000).contains(&at_once),
+        "{at_once} bytes at the join"
+    );
+    // Then at least 8 Mbit/s and at most about 1.1 MB/s (the floor plus a slice).
+    for ms in [100u64, 200, 300] {
+        let b = bytes_by(Duration::from_millis(ms));
+        let (low, high) = (30_000 + ms as usize * 900, 50_000 + ms as usize * 1_100);
+        assert!(
+            (low..=high).contains(&b),
+            "{b} bytes by {ms} ms: between {low} and {high}"
+        );
+    }
+    // Drained well within the GOP's span, and live after.
+    let drained = sent
+        .iter()
+        .scan(0, |sum, (at, len)| {
+            *sum += len;
+            Some((*at, *sum))
+        })
+        .find(|(_, sum)| *sum >= gop)
+        .map(|(at, _)| at)
+        .expect("the GOP drains");
+    assert!(
+        drained < Duration::from_millis(700),
+        "drained after {drained:?}"
+    );
+    let late: Vec<Duration> = sent
+        .iter()
+        .filter(|(at, _)| *at > Duration::from_millis(1000))
+        .map(|(at, _)| *at)
+        .collect();
+    assert!(!late.is_empty());
+    // Every frame, in order, none lost or repeated.
+    let numbers: Vec<u64> = net.clients[s]
+        .frames
+        .iter()
+        .filter(|f| f.0 == MediaKind::Video)
+        .map(|f| frame_tag(MediaKind::Video, &f.2))
+        .collect();
+    assert_eq!(numbers, (0..numbers.len() as u64).collect::<Vec<_>>());
+    assert!(
+        numbers.len() as u64 >= n - 2,
+        "{} of {n} frames",
+        numbers.len()
+    );
 }
 
 impl Net {

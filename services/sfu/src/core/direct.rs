@@ -52,6 +52,61 @@ const RESEND_WINDOW: std::time::Duration = std::time::Duration::from_secs(1);
 /// the same key and its own counter from 0): no index is sealed twice for one SSRC.
 pub(super) const RTCP_INDEX_START: u32 = 1 << 30;
 
+/// A joiner's cached GOP leaves at least this fast (bytes/s, 8 Mbit/s), or at three
+/// times the GOP's own rate when that is more: it drains in at most half the GOP's span,
+/// and the live frames queued behind it are late by no more.
+const PACE_FLOOR: u64 = 1_000_000;
+/// What may leave at once before the pace holds the rest back: a burst of a whole GOP
+/// at once overflowed a loopback viewer's socket buffer (160 of ~1,000 datagrams of an
+/// RTMP join in `rtmp.rs`), as it would a home router's queue.
+const PACE_BURST: i64 = 16 * 1024;
+/// The joiner's first picture, the cached keyframe, leaves at once up to this size.
+const PACE_FIRST: usize = 64 * 1024;
+/// The pace's timer step: a few packets each, not one wake-up per packet.
+const PACE_TICK: std::time::Duration = std::time::Duration::from_millis(2);
+/// A packet held back this long goes at once, with everything before it: the queue's
+/// latency and memory stay bounded should a stream outrun its pace.
+const PACE_MAX_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// A video packet whose header is written (sequence number taken) waiting for its pace.
+struct Queued {
+    mid: Mid,
+    header: (u8, u64, u32, bool),
+    payload: Arc<[u8]>,
+    capture: Instant,
+    queued: Instant,
+}
+
+/// A joiner's video while its cached GOP drains: packets leave in order at `rate`.
+struct Pacer {
+    queue: VecDeque<Queued>,
+    /// Bytes per second.
+    rate: u64,
+    /// Bytes that may leave now (negative: owed), as of `at`.
+    credit: i64,
+    at: Instant,
+}
+
+impl Pacer {
+    fn refill(&mut self, now: Instant) {
+        let elapsed = now.saturating_duration_since(self.at);
+        let earned = (elapsed.as_micros() as u64).saturating_mul(self.rate) / 1_000_000;
+        // Earned credit tops up to a slice; the first picture's may be more.
+        self.credit = (self.credit + earned as i64).min(PACE_BURST.max(self.credit));
+        self.at = now;
+    }
+
+    /// When the next packet may leave.
+    fn due(&self) -> Instant {
+        if self.credit > 0 {
+            return self.at;
+        }
+        let owed = (-self.credit) as u64 + 1;
+        let wait = std::time::Duration::from_micros(owed * 1_000_000 / self.rate.max(1));
+        self.at + wait.max(PACE_TICK)
+    }
+}
+
 /// One forwarded packet, kept for resends: the payload is the frame's, shared by all
 /// its subscribers.
 struct Sent {
@@ -173,6 +228,8 @@ pub(super) struct DirectTx {
     share: ResendShare,
     next_report: Option<Instant>,
     seed: u32,
+    /// A joiner's video held to its pace while its cached GOP drains.
+    pacer: Option<Pacer>,
 }
 
 impl DirectTx {
@@ -196,6 +253,7 @@ impl DirectTx {
             share: ResendShare::default(),
             next_report: None,
             seed,
+            pacer: None,
         })
     }
 
@@ -263,6 +321,90 @@ impl DirectTx {
                 None
             }
         }
+    }
+
+    /// Paces the video from here on: a joiner's cached GOP of `bytes` spanning `span`,
+    /// starting with a keyframe of `keyframe` bytes, is about to be queued
+    /// ([`DirectTx::hold`]). The keyframe goes at once, the rest at the pace.
+    pub fn pace(&mut self, bytes: u64, span: std::time::Duration, keyframe: usize, now: Instant) {
+        let own = bytes.saturating_mul(3_000_000) / (span.as_micros() as u64).max(1);
+        self.pacer = Some(Pacer {
+            queue: VecDeque::new(),
+            rate: own.max(PACE_FLOOR),
+            credit: PACE_BURST.max(keyframe.min(PACE_FIRST) as i64),
+            at: now,
+        });
+    }
+
+    /// Whether video packets wait for their pace (a cached GOP is draining).
+    pub fn pacing(&self) -> bool {
+        self.pacer.is_some()
+    }
+
+    /// Queues a video packet behind the ones pacing holds back (its header written:
+    /// see [`DirectTx::packet`]).
+    pub fn hold(
+        &mut self,
+        mid: Mid,
+        header: (u8, u64, u32, bool),
+        payload: &Arc<[u8]>,
+        capture: Instant,
+        now: Instant,
+    ) {
+        if let Some(pacer) = self.pacer.as_mut() {
+            pacer.queue.push_back(Queued {
+                mid,
+                header,
+                payload: payload.clone(),
+                capture,
+                queued: now,
+            });
+        }
+    }
+
+    /// When the pace lets the next held packet go.
+    pub fn pace_due(&self) -> Option<Instant> {
+        self.pacer.as_ref().map(Pacer::due)
+    }
+
+    /// The held packets their pace lets go now, sealed, in order; pacing ends with the
+    /// queue.
+    pub fn paced(&mut self, rtc: &mut Rtc, now: Instant) -> Vec<Vec<u8>> {
+        let mut out = Vec::new();
+        let Some(pacer) = self.pacer.as_mut() else {
+            return out;
+        };
+        pacer.refill(now);
+        // Everything up to the last packet held too long goes now.
+        let overdue = pacer
+            .queue
+            .iter()
+            .rposition(|q| now.saturating_duration_since(q.queued) >= PACE_MAX_WAIT)
+            .map_or(0, |i| i + 1);
+        let mut go = Vec::new();
+        while let Some(q) = pacer.queue.front() {
+            if go.len() >= overdue && pacer.credit <= 0 {
+                break;
+            }
+            pacer.credit -= q.payload.len() as i64;
+            go.extend(pacer.queue.pop_front());
+        }
+        if pacer.queue.is_empty() {
+            self.pacer = None;
+        }
+        for q in go {
+            let sealed = self.packet(
+                rtc,
+                MediaKind::Video,
+                q.mid,
+                q.header,
+                &q.payload,
+                q.capture,
+                now,
+            );
+            out.extend(sealed);
+        }
+        out
     }
 
     /// Resends the video packets a NACK asks for that are still kept and fresh, on the

@@ -407,6 +407,14 @@ impl Core {
                     None => continue,
                 },
             };
+            // A joiner's cached GOP drains at its pace, and its live video behind it.
+            if let (Sink::Direct(direct, ..), Some((_, first)), Some((_, last))) =
+                (&mut sink, joining.first(), joining.last())
+            {
+                let bytes: u64 = joining.iter().map(|(_, f)| f.data.len() as u64).sum();
+                let span = Duration::from_micros(last.time.saturating_sub(first.time) * 100 / 9);
+                direct.pace(bytes, span, first.data.len(), now);
+            }
             for (time, capture, packets, bytes) in frames {
                 let Some(last) = packets.len().checked_sub(1) else {
                     continue;
@@ -417,6 +425,10 @@ impl Core {
                     match &mut sink {
                         Sink::Direct(direct, rtc, (proto, destination)) => {
                             let header = (*pt, seq, time, marker);
+                            if video && direct.pacing() {
+                                direct.hold(mid, header, payload, capture, now);
+                                continue;
+                            }
                             let sealed =
                                 direct.packet(rtc, kind, mid, header, payload, capture, now);
                             let Some(contents) = sealed else {
@@ -441,7 +453,16 @@ impl Core {
                 self.counters.bytes_out += bytes as u64;
             }
             match sink {
-                Sink::Direct(direct, _, (proto, destination)) => {
+                Sink::Direct(direct, rtc, (proto, destination)) => {
+                    for contents in direct.paced(rtc, now) {
+                        self.counters.datagrams_out += 1;
+                        self.counters.packets_out += 1;
+                        self.out.push_back(Output::Transmit {
+                            proto,
+                            destination,
+                            contents,
+                        });
+                    }
                     let unix_us = self.config.wall_clock.unix_us(now);
                     if let Some(contents) = direct.reports(now, unix_us) {
                         self.counters.datagrams_out += 1;
@@ -461,6 +482,27 @@ impl Core {
         }
         if let Some(want) = need_keyframe {
             self.request_keyframe(room_id, want, now);
+        }
+    }
+
+    /// Sends what each joiner's pace lets go by `now` (see [`DirectTx::pace`]).
+    pub(super) fn send_paced(&mut self, now: Instant) {
+        for p in self.peers.values_mut() {
+            let (Some(direct), Some((proto, destination))) = (p.direct.as_mut(), p.send_to) else {
+                continue;
+            };
+            if direct.pace_due().is_none_or(|t| t > now) {
+                continue;
+            }
+            for contents in direct.paced(&mut p.rtc, now) {
+                self.counters.datagrams_out += 1;
+                self.counters.packets_out += 1;
+                self.out.push_back(Output::Transmit {
+                    proto,
+                    destination,
+                    contents,
+                });
+            }
         }
     }
 }

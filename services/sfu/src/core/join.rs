@@ -54,8 +54,8 @@ pub(super) struct CachedFrame {
 /// A video track's latest GOP.
 pub(super) type TrackGop = GopCache<CachedFrame>;
 
-/// A joiner's burst is sent unpaced: held to about what a viewer's link and the RTX
-/// cache (512 packets) take at once; a longer GOP is not cached and its joiners wait.
+/// A joiner's burst is paced (`direct`) and kept for resends: held to about what the
+/// RTX cache (512 packets) takes; a longer GOP is not cached and its joiners wait.
 pub(super) fn gop_limits() -> GopLimits {
     GopLimits {
         max_items: 300,

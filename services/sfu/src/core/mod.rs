@@ -238,7 +238,10 @@ impl Core {
         self.peers
             .values()
             .map(|p| match p.connected {
-                true => p.next_timeout,
+                true => match p.direct.as_ref().and_then(|d| d.pace_due()) {
+                    Some(paced) => p.next_timeout.min(paced),
+                    None => p.next_timeout,
+                },
                 false => p.next_timeout.min(p.created + self.config.connect_timeout),
             })
             .min()
@@ -277,6 +280,7 @@ impl Core {
             }
             self.drain(key, now);
         }
+        self.send_paced(now);
         let pending: Vec<(String, String)> = self
             .rooms
             .iter()
