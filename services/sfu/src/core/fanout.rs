@@ -8,7 +8,7 @@ use super::direct::DirectTx;
 use super::forward::{h264_is_keyframe, keyframe_picture};
 use super::join::{burst, gop_limits, squeezed_capture, CachedFrame, JoinFrames, TrackGop};
 use super::keyframe::Want;
-use super::output::relay_msg;
+use super::output::{relay_msg, transmit_rtp};
 use super::packetize::{packetize, Payloads};
 use super::peer::PeerRole;
 use super::quality::{Choice, Step};
@@ -454,15 +454,13 @@ impl Core {
             }
             match sink {
                 Sink::Direct(direct, rtc, (proto, destination)) => {
-                    for contents in direct.paced(rtc, now) {
-                        self.counters.datagrams_out += 1;
-                        self.counters.packets_out += 1;
-                        self.out.push_back(Output::Transmit {
-                            proto,
-                            destination,
-                            contents,
-                        });
-                    }
+                    let paced = direct.paced(rtc, now);
+                    transmit_rtp(
+                        &mut self.out,
+                        &mut self.counters,
+                        (proto, destination),
+                        paced,
+                    );
                     let unix_us = self.config.wall_clock.unix_us(now);
                     if let Some(contents) = direct.reports(now, unix_us) {
                         self.counters.datagrams_out += 1;
@@ -488,21 +486,14 @@ impl Core {
     /// Sends what each joiner's pace lets go by `now` (see [`DirectTx::pace`]).
     pub(super) fn send_paced(&mut self, now: Instant) {
         for p in self.peers.values_mut() {
-            let (Some(direct), Some((proto, destination))) = (p.direct.as_mut(), p.send_to) else {
+            let (Some(direct), Some(to)) = (p.direct.as_mut(), p.send_to) else {
                 continue;
             };
             if direct.pace_due().is_none_or(|t| t > now) {
                 continue;
             }
-            for contents in direct.paced(&mut p.rtc, now) {
-                self.counters.datagrams_out += 1;
-                self.counters.packets_out += 1;
-                self.out.push_back(Output::Transmit {
-                    proto,
-                    destination,
-                    contents,
-                });
-            }
+            let paced = direct.paced(&mut p.rtc, now);
+            transmit_rtp(&mut self.out, &mut self.counters, to, paced);
         }
     }
 }

@@ -74,3 +74,21 @@ pub enum CloseReason {
 pub(super) fn relay_msg(msg: pb::relay_message::Msg) -> pb::RelayMessage {
     pb::RelayMessage { msg: Some(msg) }
 }
+
+/// Queues RTP datagrams the core sealed for one peer (forwarded, paced or resent).
+pub(super) fn transmit_rtp(
+    out: &mut std::collections::VecDeque<Output>,
+    counters: &mut super::Counters,
+    (proto, destination): super::datagram::Route,
+    datagrams: Vec<Vec<u8>>,
+) {
+    for contents in datagrams {
+        counters.datagrams_out += 1;
+        counters.packets_out += 1;
+        out.push_back(Output::Transmit {
+            proto,
+            destination,
+            contents,
+        });
+    }
+}

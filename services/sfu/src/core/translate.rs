@@ -7,6 +7,7 @@ use super::direct::{DirectError, DirectTx};
 use super::fanout::{track_id, InFrame};
 use super::keyframe::Want;
 use super::nominate;
+use super::output::transmit_rtp;
 use super::peer::{Peer, PeerRole, PublisherTrack};
 use super::quality::Step;
 use super::stun;
@@ -227,18 +228,10 @@ impl Core {
                                     let (resends, asked) =
                                         direct.answer_nack(&nack, rtx_pt, rtx_ratio, now);
                                     self.counters.nacks_from_subscribers += asked;
-                                    let Some((proto, destination)) = p.send_to else {
+                                    let Some(to) = p.send_to else {
                                         continue;
                                     };
-                                    for contents in resends {
-                                        self.counters.datagrams_out += 1;
-                                        self.counters.packets_out += 1;
-                                        self.out.push_back(Output::Transmit {
-                                            proto,
-                                            destination,
-                                            contents,
-                                        });
-                                    }
+                                    transmit_rtp(&mut self.out, &mut self.counters, to, resends);
                                 }
                                 Rtcp::ReceiverReport(ReceiverReport { reports, .. })
                                 | Rtcp::SenderReport(SenderReport { reports, .. }) => {
