@@ -19,7 +19,7 @@ Figures only: nothing here passes or fails.
     benches/fanout.py memory --viewers 0,100,200,400 --duration 15
     # N SFU workers (SKYLARK_SFU_WORKERS) on the cores of --server-cpus, and the raw UDP
     # ceiling of one core measured in the same run (ratio = forwarded pps per busy core
-    # over it):
+    # over it), to one socket and to as many sockets as viewers (`udp_ceiling fan N`):
     cargo bench --target-dir /work/target-bench -p skylark-loadgen --bench udp_ceiling --no-run
     benches/fanout.py fanout --workers 2 --server-cpus 0,1 --gen-cpus 0,1 \
         --ceiling /work/target-bench/release/deps/udp_ceiling-HASH --viewers 200,400
@@ -247,9 +247,12 @@ def run(viewers, kbps, duration, ramp, server_cpus, gen_cpus, settle, profile=No
         sk.stop()
 
 
-def raw_ceiling(binary, cpu):
-    """Datagrams per second one core sends and drains on loopback (`udp_ceiling loop`)."""
-    out = subprocess.run(NICE + ["taskset", "-c", cpu, binary, "loop", "3"],
+def raw_ceiling(binary, cpu, sockets=None):
+    """Datagrams per second one core sends and drains on loopback: to one socket
+    (`udp_ceiling loop`), or spread over `sockets` receiving sockets (`fan N`), as the
+    SFU's are over its viewers."""
+    mode = ["fan", str(sockets)] if sockets else ["loop"]
+    out = subprocess.run(NICE + ["taskset", "-c", cpu, binary] + mode + ["3"],
                          capture_output=True, text=True, check=True).stdout
     return round(json.loads(out.strip().splitlines()[-1])["pps"])
 
@@ -281,8 +284,12 @@ def main():
         res["workers"] = a.workers or "default"
         if ceiling:
             res["raw_ceiling_pps"] = ceiling
+            # The same, to as many sockets as viewers (`udp_ceiling fan`).
+            fan = raw_ceiling(a.ceiling, a.server_cpus.split(",")[0], max(n, 1))
+            res["raw_fan_ceiling_pps"] = fan
             if res.get("sfu_rtp_pps_per_busy_core"):
                 res["pct_of_ceiling"] = round(res["sfu_rtp_pps_per_busy_core"] * 100 / ceiling, 1)
+                res["pct_of_fan_ceiling"] = round(res["sfu_rtp_pps_per_busy_core"] * 100 / fan, 1)
         print(json.dumps(res), flush=True)
         lat = (res.get("latency_ms") or {}).get("p99", 0)
         if a.stop_on_limit and (res.get("loss_pct", 100) > 1 or lat > 100 or "error" in res):

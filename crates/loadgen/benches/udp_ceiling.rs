@@ -11,6 +11,15 @@
 //!
 //! `loop` is the figure to compare with: one core both sends and receives, as on a
 //! loopback benchmark the kernel's delivery work lands on the sending core anyway.
+//!
+//! `fan N` is the same with the datagrams spread round-robin over N receiving sockets,
+//! as an SFU's are over its N viewers: each lands in a socket whose state is no longer
+//! in the core's caches. It is the like-for-like yardstick for N viewers (one hot
+//! socket pair is the best case the kernel has).
+//!
+//! ```text
+//! cargo bench -p skylark-loadgen --bench udp_ceiling -- fan 400 3
+//! ```
 
 use std::net::{SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
@@ -32,6 +41,10 @@ fn main() -> std::io::Result<()> {
     };
     match mode {
         "loop" => send_and_drain(secs(1, 3)),
+        "fan" => {
+            let n = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(400usize);
+            send_and_drain_fan(n.max(1), secs(2, 3))
+        }
         "send" => {
             let to: SocketAddr = args
                 .get(1)
@@ -45,7 +58,7 @@ fn main() -> std::io::Result<()> {
         }
         other => {
             eprintln!(
-                "unknown mode {other:?}: use loop [secs] | send ADDR [secs] | recv PORT [secs]"
+                "unknown mode {other:?}: use loop [secs] | fan N [secs] | send ADDR [secs] | recv PORT [secs]"
             );
             std::process::exit(2);
         }
@@ -89,6 +102,51 @@ fn send_and_drain(run: Duration) -> std::io::Result<()> {
     let elapsed = start.elapsed();
     eprintln!("sent {sent}, received {got}");
     report("loop", got, elapsed);
+    Ok(())
+}
+
+/// As [`send_and_drain`], to `n` receiving sockets in turn: each batch goes to the next
+/// `BATCH` of them, which are then read once each.
+fn send_and_drain_fan(n: usize, run: Duration) -> std::io::Result<()> {
+    let mut rxs = Vec::with_capacity(n);
+    for _ in 0..n {
+        let rx = UdpSocket::bind("127.0.0.1:0")?;
+        rx.set_nonblocking(true)?;
+        let to = rx.local_addr()?;
+        rxs.push((rx, to));
+    }
+    let tx = UdpSocket::bind("127.0.0.1:0")?;
+    let payload = [0x5au8; SIZE];
+    let mut buf = [0u8; 2048];
+    let (mut sent, mut got, mut next) = (0u64, 0u64, 0usize);
+    let start = Instant::now();
+    while start.elapsed() < run {
+        let first = next;
+        for _ in 0..BATCH {
+            if tx.send_to(&payload, rxs[next].1).is_ok() {
+                sent += 1;
+            }
+            next = (next + 1) % n;
+        }
+        // Each socket sent to holds its datagrams now (loopback delivers in the send):
+        // read as many as went to it, no more (a read that finds none is a syscall the
+        // one-socket loop does not make per datagram).
+        for k in 0..BATCH.min(n) {
+            let i = (first + k) % n;
+            let mut due = BATCH / n + usize::from(k < BATCH % n);
+            while due > 0 {
+                match rxs[i].0.recv_from(&mut buf) {
+                    Ok(_) => got += 1,
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                    Err(e) => return Err(e),
+                }
+                due -= 1;
+            }
+        }
+    }
+    let elapsed = start.elapsed();
+    eprintln!("sent {sent}, received {got} over {n} sockets");
+    report(&format!("fan {n}"), got, elapsed);
     Ok(())
 }
 

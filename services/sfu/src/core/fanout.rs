@@ -414,6 +414,7 @@ impl Core {
                 let bytes: u64 = joining.iter().map(|(_, f)| f.data.len() as u64).sum();
                 let span = Duration::from_micros(last.time.saturating_sub(first.time) * 100 / 9);
                 direct.pace(bytes, span, first.data.len(), now);
+                self.pacing.insert(s);
             }
             for (time, capture, packets, bytes) in frames {
                 let Some(last) = packets.len().checked_sub(1) else {
@@ -485,15 +486,19 @@ impl Core {
 
     /// Sends what each joiner's pace lets go by `now` (see [`DirectTx::pace`]).
     pub(super) fn send_paced(&mut self, now: Instant) {
-        for p in self.peers.values_mut() {
-            let (Some(direct), Some(to)) = (p.direct.as_mut(), p.send_to) else {
-                continue;
+        let (peers, out, counters) = (&mut self.peers, &mut self.out, &mut self.counters);
+        self.pacing.retain(|key| {
+            let Some(p) = peers.get_mut(key) else {
+                return false;
             };
-            if direct.pace_due().is_none_or(|t| t > now) {
-                continue;
+            let (Some(direct), Some(to)) = (p.direct.as_mut(), p.send_to) else {
+                return false;
+            };
+            if direct.pace_due().is_some_and(|t| t <= now) {
+                let paced = direct.paced(&mut p.rtc, now);
+                transmit_rtp(out, counters, to, paced);
             }
-            let paced = direct.paced(&mut p.rtc, now);
-            transmit_rtp(&mut self.out, &mut self.counters, to, paced);
-        }
+            direct.pacing()
+        });
     }
 }

@@ -180,6 +180,9 @@ pub struct Core {
     next_steer_sweep: Option<Instant>,
     join_frames: JoinFrames,
     send_path: SendPath,
+    /// Subscribers whose video is paced (a joiner's cached GOP draining): the only
+    /// peers [`Core::handle_timeout`] looks at for it.
+    pacing: std::collections::HashSet<u64>,
     /// The worker is past its busy threshold: resends are shed first (see
     /// [`Core::shed_resends`]).
     resends_shed: bool,
@@ -214,6 +217,7 @@ impl Core {
             next_steer_sweep: None,
             join_frames: JoinFrames::default(),
             send_path: SendPath::default(),
+            pacing: Default::default(),
         }
     }
 
@@ -238,12 +242,14 @@ impl Core {
         self.peers
             .values()
             .map(|p| match p.connected {
-                true => match p.direct.as_ref().and_then(|d| d.pace_due()) {
-                    Some(paced) => p.next_timeout.min(paced),
-                    None => p.next_timeout,
-                },
+                true => p.next_timeout,
                 false => p.next_timeout.min(p.created + self.config.connect_timeout),
             })
+            .chain(self.pacing.iter().filter_map(|k| {
+                self.peers
+                    .get(k)
+                    .and_then(|p| p.direct.as_ref()?.pace_due())
+            }))
             .min()
     }
 
