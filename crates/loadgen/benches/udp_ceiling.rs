@@ -13,9 +13,9 @@
 //! loopback benchmark the kernel's delivery work lands on the sending core anyway.
 //!
 //! `fan N` is the same with the datagrams spread round-robin over N receiving sockets,
-//! as an SFU's are over its N viewers: each lands in a socket whose state is no longer
-//! in the core's caches. It is the like-for-like yardstick for N viewers (one hot
-//! socket pair is the best case the kernel has).
+//! as an SFU's are over its N viewers: the like-for-like yardstick for N viewers. On the
+//! 2-vCPU VMs here it measured the same as `loop` within 1 % up to N = 600
+//! (docs/benchmarks.md, "The ratio on a third VM").
 //!
 //! ```text
 //! cargo bench -p skylark-loadgen --bench udp_ceiling -- fan 400 3

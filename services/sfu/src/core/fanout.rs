@@ -424,7 +424,7 @@ impl Core {
                 for (i, payload) in packets.iter().enumerate() {
                     let (seq, marker) = (out.take_seq(), video && i == last);
                     match &mut sink {
-                        Sink::Direct(direct, rtc, (proto, destination)) => {
+                        Sink::Direct(direct, rtc, to) => {
                             let header = (*pt, seq, time, marker);
                             if video && direct.pacing() {
                                 direct.hold(mid, header, payload, capture, now);
@@ -432,16 +432,7 @@ impl Core {
                             }
                             let sealed =
                                 direct.packet(rtc, kind, mid, header, payload, capture, now);
-                            let Some(contents) = sealed else {
-                                continue;
-                            };
-                            self.counters.datagrams_out += 1;
-                            self.counters.packets_out += 1;
-                            self.out.push_back(Output::Transmit {
-                                proto: *proto,
-                                destination: *destination,
-                                contents,
-                            });
+                            transmit_rtp(&mut self.out, &mut self.counters, *to, sealed);
                         }
                         Sink::Str0m(tx) => tx.write_rtp(
                             RtpWrite::new(pt, seq.into(), time, capture, payload.clone())

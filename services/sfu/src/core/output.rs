@@ -80,7 +80,7 @@ pub(super) fn transmit_rtp(
     out: &mut std::collections::VecDeque<Output>,
     counters: &mut super::Counters,
     (proto, destination): super::datagram::Route,
-    datagrams: Vec<Vec<u8>>,
+    datagrams: impl IntoIterator<Item = Vec<u8>>,
 ) {
     for contents in datagrams {
         counters.datagrams_out += 1;
