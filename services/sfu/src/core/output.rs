@@ -92,3 +92,67 @@ pub(super) fn transmit_rtp(
         });
     }
 }
+
+/// Most datagram buffers kept for reuse, per worker (~6 MiB at most).
+pub const SPARE_BUFFERS: usize = 4096;
+/// What a spare buffer holds: any datagram the core seals (an Ethernet MTU). Only
+/// buffers of this size are kept, so a small packet's (audio) is never what a large one
+/// has to grow.
+const SPARE_CAPACITY: usize = 1500;
+
+/// Datagram buffers the shell has sent, kept for the core to seal into again
+/// ([`super::Core::recycle`]): a forwarded packet's buffer is past glibc's per-thread
+/// cache, and a malloc and a free per datagram were ~3 % of a loaded worker's CPU
+/// (docs/benchmarks.md). A taken buffer holds stale bytes; sealing overwrites them.
+#[derive(Default)]
+pub struct Spare(Vec<Vec<u8>>);
+
+impl Spare {
+    /// A buffer to seal into: a kept one, else a new one.
+    pub fn take(&mut self) -> Vec<u8> {
+        self.0
+            .pop()
+            .unwrap_or_else(|| Vec::with_capacity(SPARE_CAPACITY))
+    }
+
+    /// Keeps `buf` for a later [`Spare::take`] if it is one of ours (its capacity is
+    /// unchanged), up to [`SPARE_BUFFERS`] of them.
+    pub fn give(&mut self, buf: Vec<u8>) {
+        if self.0.len() < SPARE_BUFFERS && buf.capacity() == SPARE_CAPACITY {
+            self.0.push(buf);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spare_keeps_datagram_sized_buffers_up_to_its_cap() {
+        let mut spare = Spare::default();
+        spare.give(Vec::new());
+        spare.give(vec![0; 40]);
+        spare.give(Vec::with_capacity(SPARE_CAPACITY + 1));
+        assert!(spare.0.is_empty(), "not ours: not kept");
+        let mut kept = spare.take();
+        assert_eq!(
+            (kept.len(), kept.capacity()),
+            (0, SPARE_CAPACITY),
+            "a new one"
+        );
+        kept.resize(1200, 7);
+        let ptr = kept.as_ptr();
+        spare.give(kept);
+        let again = spare.take();
+        assert_eq!(
+            (again.as_ptr(), again.len()),
+            (ptr, 1200),
+            "stale bytes and all"
+        );
+        for _ in 0..SPARE_BUFFERS + 10 {
+            spare.give(Vec::with_capacity(SPARE_CAPACITY));
+        }
+        assert_eq!(spare.0.len(), SPARE_BUFFERS);
+    }
+}
