@@ -1,4 +1,4 @@
-//! `Sender::seal_rtp` (and `seal_rtp_from`, the `/from` rows) per profile and payload size: what the SFU's forward path pays per
+//! `Sender::seal_rtp` per profile and payload size: what the SFU's forward path pays per
 //! subscriber per packet for SRTP (the header is 12 bytes, the buffer has room for
 //! the tag, as the forward path reserves it).
 //!
@@ -32,17 +32,6 @@ fn seal(c: &mut Criterion) {
                     packet.extend_from_slice(plain);
                     sender
                         .seal_rtp(black_box(&mut packet), 12, black_box(0))
-                        .expect("seal");
-                    black_box(packet.len())
-                })
-            });
-            // Sealed from the shared payload into a recycled buffer (no copy first).
-            let id = BenchmarkId::new(format!("{profile:?}/from"), payload);
-            group.bench_with_input(id, &plain, |b, plain| {
-                b.iter(|| {
-                    let (header, payload) = plain.split_at(12);
-                    sender
-                        .seal_rtp_from(header, black_box(payload), black_box(0), &mut packet)
                         .expect("seal");
                     black_box(packet.len())
                 })

@@ -396,48 +396,6 @@ impl Sender {
         Ok(())
     }
 
-    /// Seals the RTP packet of `header` and `payload` into `out`, which it replaces
-    /// whatever `out` held: the payload is encrypted from where it lies (a frame's packet
-    /// shared by every subscriber), not copied in first, and a recycled `out` is not
-    /// cleared, only resized. `roc`: the SSRC's rollover counter.
-    pub fn seal_rtp_from(
-        &self,
-        header: &[u8],
-        payload: &[u8],
-        roc: u32,
-        out: &mut Vec<u8>,
-    ) -> Result<(), SrtpError> {
-        let (ssrc, seq) = rtp_ids(header, header.len())?;
-        let (h, p) = (header.len(), payload.len());
-        out.resize(h + p + self.rtp_overhead(), 0);
-        out[..h].copy_from_slice(header);
-        match &self.session.rtp {
-            SessionKeys::Gcm { aead, salt } => {
-                let nonce = gcm_rtp_nonce(salt, ssrc, roc, seq);
-                let (clear, sealed) = out.split_at_mut(h);
-                let (ciphertext, tag) = sealed.split_at_mut(p);
-                aead.seal_out_of_place_scatter(
-                    nonce,
-                    Aad::from(&*clear),
-                    payload,
-                    ciphertext,
-                    &[],
-                    tag,
-                )
-                .map_err(|_| SrtpError::Crypto)?;
-            }
-            SessionKeys::Cm(cm) => {
-                let CmKeys { ctr, auth, salt } = cm.as_ref();
-                let index = u64::from(roc) << 16 | u64::from(seq);
-                out[h..h + p].copy_from_slice(payload);
-                ctr_apply(ctr, cm_iv(salt, ssrc, index), &mut out[h..h + p])?;
-                let tag = hmac_tag(auth, &[&out[..h + p], &roc.to_be_bytes()]);
-                out[h + p..].copy_from_slice(&tag);
-            }
-        }
-        Ok(())
-    }
-
     /// Seals a plain compound RTCP packet in place, taking the next SRTCP index
     /// (E flag set, index and tag appended).
     pub fn seal_rtcp(&mut self, packet: &mut Vec<u8>) -> Result<(), SrtpError> {

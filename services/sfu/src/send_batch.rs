@@ -11,7 +11,6 @@
 //! Never blocks: what the socket can't take now is dropped and counted, as a single
 //! send would be (a viewer that misses a packet asks for it again).
 
-use crate::core::SPARE_BUFFERS;
 use std::net::SocketAddr;
 
 /// Sends per system call.
@@ -57,8 +56,6 @@ pub struct SendBatch {
     gso: bool,
     /// Datagrams the socket refused since the worker started.
     pub dropped: u64,
-    /// Buffers of sent (or dropped) datagrams, for the core to reuse ([`SendBatch::spent`]).
-    spent: Vec<Vec<u8>>,
     /// Datagrams handed to the kernel and system calls made, for benchmarks.
     pub sent: u64,
     pub calls: u64,
@@ -76,7 +73,6 @@ impl SendBatch {
         Self {
             datagrams: Vec::new(),
             pending: Vec::new(),
-            spent: Vec::new(),
             gso,
             dropped: 0,
             sent: 0,
@@ -164,15 +160,7 @@ impl SendBatch {
             }
         }
         self.pending.clear();
-        let room = SPARE_BUFFERS.saturating_sub(self.spent.len());
-        self.spent.extend(self.datagrams.drain(..).take(room));
         self.datagrams.clear();
-    }
-
-    /// The buffers of the datagrams flushed so far, to be sealed into again
-    /// (`Core::recycle`); at most [`SPARE_BUFFERS`] are kept until then.
-    pub fn spent(&mut self) -> std::vec::Drain<'_, Vec<u8>> {
-        self.spent.drain(..)
     }
 }
 
@@ -333,32 +321,6 @@ mod tests {
         b.flush(&tx);
         assert_eq!((b.dropped, b.sent), (0, 5));
         assert_eq!(recv_all(&rx, want.len()), want);
-    }
-
-    #[test]
-    fn flushed_buffers_come_back_for_reuse_up_to_the_cap() {
-        let tx = UdpSocket::bind("127.0.0.1:0").expect("bind");
-        let rx = UdpSocket::bind("127.0.0.1:0").expect("bind");
-        let to = rx.local_addr().expect("addr");
-        let mut b = SendBatch::new(true);
-        let sent: Vec<Vec<u8>> = (0..3u8).map(|i| vec![i; 1100]).collect();
-        let ptrs: Vec<*const u8> = sent.iter().map(|d| d.as_ptr()).collect();
-        for d in sent {
-            b.push(&tx, to, d);
-        }
-        assert_eq!(b.spent().count(), 0, "nothing before the flush");
-        b.flush(&tx);
-        let back: Vec<*const u8> = b.spent().map(|d| d.as_ptr()).collect();
-        assert_eq!(back, ptrs, "the same allocations, in order");
-        assert_eq!(b.spent().count(), 0, "handed back once");
-        // Never drained: kept up to the cap, the rest freed.
-        for _ in 0..SPARE_BUFFERS / BATCH + 2 {
-            for _ in 0..BATCH {
-                b.push(&tx, to, vec![0; 1]);
-            }
-            b.flush(&tx);
-        }
-        assert_eq!(b.spent().count(), SPARE_BUFFERS);
     }
 
     #[test]

@@ -1020,7 +1020,6 @@ impl Loop {
             }
         }
         self.sends.flush(&self.socket);
-        self.core.recycle(self.sends.spent());
     }
 
     /// One message to a relay sink: never waits (see [`RelaySink`]).

@@ -439,7 +439,6 @@ impl Net {
                 }
                 self.deliver_to_core(src, &bytes);
             }
-            let mut spent = Vec::new();
             while let Some(o) = self
                 .core
                 .poll_output()
@@ -503,9 +502,6 @@ impl Net {
                             c.rtc.handle_input(input).unwrap();
                             c.drain(&mut wire);
                         }
-                        // As the worker does once sent: every forwarded packet after the
-                        // first few is sealed into a stale buffer.
-                        spent.push(contents);
                     }
                     Output::Event(e) => self.events.push(e),
                     Output::CloseTcp { remote } => self.tcp_closed.push(remote),
@@ -525,11 +521,6 @@ impl Net {
                         to.handle_steered_datagram(self.now, source, &contents);
                     }
                 }
-            }
-            self.core.recycle(spent.drain(..spent.len() / 2));
-            match self.sibling.as_mut() {
-                Some(sibling) => sibling.recycle(spent),
-                None => self.core.recycle(spent),
             }
             for (src, dst, bytes) in wire.drain(..) {
                 if dst == SFU_TCP.parse().unwrap() {

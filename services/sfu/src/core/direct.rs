@@ -7,7 +7,6 @@
 //! forwarded packet's CPU goes"): sender reports for lip sync, and NACKs answered from
 //! the packets already shared by every subscriber of the frame (`Payloads`).
 
-use super::output::Spare;
 use super::translate::{RTX_CACHE_AGE, RTX_CACHE_PACKETS};
 use skylark_srtp::{MasterKey, Profile, Sender, SrtpError};
 use std::collections::VecDeque;
@@ -270,14 +269,13 @@ impl DirectTx {
         slot.as_mut()
     }
 
-    /// One forwarded packet, sealed into a buffer from `spare`: `seq` extended (its high
-    /// bits are the rollover counter). Video packets are kept for NACKs. `None`: the
-    /// stream is not set up in str0m (no such media line) or sealing failed.
+    /// One forwarded packet, sealed: `seq` extended (its high bits are the rollover
+    /// counter). Video packets are kept for NACKs. `None`: the stream is not set up in
+    /// str0m (no such media line) or sealing failed.
     #[allow(clippy::too_many_arguments)]
     pub fn packet(
         &mut self,
         rtc: &mut Rtc,
-        spare: &mut Spare,
         kind: MediaKind,
         mid: Mid,
         (pt, seq, time, marker): (u8, u64, u32, bool),
@@ -285,8 +283,11 @@ impl DirectTx {
         capture: Instant,
         now: Instant,
     ) -> Option<Vec<u8>> {
+        let overhead = self.overhead;
         let stream = self.stream(rtc, kind, mid)?;
-        let header = rtp_header(pt, marker, seq as u16, time, stream.ssrc);
+        let mut buf = Vec::with_capacity(HEADER + payload.len() + overhead);
+        write_header(&mut buf, pt, marker, seq as u16, time, stream.ssrc);
+        buf.extend_from_slice(payload);
         stream.packets = stream.packets.wrapping_add(1);
         stream.octets = stream.octets.wrapping_add(payload.len() as u32);
         stream.last = Some((time, capture));
@@ -313,15 +314,10 @@ impl DirectTx {
         if self.next_report.is_none() {
             self.next_report = Some(now);
         }
-        let mut buf = spare.take();
-        match self
-            .srtp
-            .seal_rtp_from(&header, payload, (seq >> 16) as u32, &mut buf)
-        {
+        match self.srtp.seal_rtp(&mut buf, HEADER, (seq >> 16) as u32) {
             Ok(()) => Some(buf),
             Err(e) => {
                 tracing::warn!(error = %e, "sealing a forwarded packet failed");
-                spare.give(buf);
                 None
             }
         }
@@ -373,7 +369,7 @@ impl DirectTx {
 
     /// The held packets their pace lets go now, sealed, in order; pacing ends with the
     /// queue.
-    pub fn paced(&mut self, rtc: &mut Rtc, spare: &mut Spare, now: Instant) -> Vec<Vec<u8>> {
+    pub fn paced(&mut self, rtc: &mut Rtc, now: Instant) -> Vec<Vec<u8>> {
         let mut out = Vec::new();
         let Some(pacer) = self.pacer.as_mut() else {
             return out;
@@ -399,7 +395,6 @@ impl DirectTx {
         for q in go {
             let sealed = self.packet(
                 rtc,
-                spare,
                 MediaKind::Video,
                 q.mid,
                 q.header,
@@ -464,15 +459,13 @@ impl DirectTx {
                     (Some((ssrc, next)), Some(pt)) => {
                         let rtx_seq = *next;
                         *next += 1;
-                        let header = rtp_header(pt, sent.marker, rtx_seq as u16, sent.time, *ssrc);
-                        buf.extend_from_slice(&header);
+                        write_header(&mut buf, pt, sent.marker, rtx_seq as u16, sent.time, *ssrc);
                         buf.extend_from_slice(&(sent.seq as u16).to_be_bytes());
                         (rtx_seq >> 16) as u32
                     }
                     _ => {
                         let (pt, marker, time) = (sent.pt, sent.marker, sent.time);
-                        let header = rtp_header(pt, marker, sent.seq as u16, time, stream.ssrc);
-                        buf.extend_from_slice(&header);
+                        write_header(&mut buf, pt, marker, sent.seq as u16, time, stream.ssrc);
                         (sent.seq >> 16) as u32
                     }
                 };
@@ -532,14 +525,12 @@ impl DirectTx {
     }
 }
 
-fn rtp_header(pt: u8, marker: bool, seq: u16, time: u32, ssrc: u32) -> [u8; HEADER] {
-    let mut h = [0; HEADER];
-    h[0] = 0x80;
-    h[1] = (pt & 0x7f) | (u8::from(marker) << 7);
-    h[2..4].copy_from_slice(&seq.to_be_bytes());
-    h[4..8].copy_from_slice(&time.to_be_bytes());
-    h[8..12].copy_from_slice(&ssrc.to_be_bytes());
-    h
+fn write_header(buf: &mut Vec<u8>, pt: u8, marker: bool, seq: u16, time: u32, ssrc: u32) {
+    buf.push(0x80);
+    buf.push((pt & 0x7f) | (u8::from(marker) << 7));
+    buf.extend_from_slice(&seq.to_be_bytes());
+    buf.extend_from_slice(&time.to_be_bytes());
+    buf.extend_from_slice(&ssrc.to_be_bytes());
 }
 
 /// SDES with each stream's CNAME (RFC 3550 §6.5): a compound packet carries one.

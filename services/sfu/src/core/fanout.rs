@@ -430,16 +430,8 @@ impl Core {
                                 direct.hold(mid, header, payload, capture, now);
                                 continue;
                             }
-                            let sealed = direct.packet(
-                                rtc,
-                                &mut self.spare,
-                                kind,
-                                mid,
-                                header,
-                                payload,
-                                capture,
-                                now,
-                            );
+                            let sealed =
+                                direct.packet(rtc, kind, mid, header, payload, capture, now);
                             transmit_rtp(&mut self.out, &mut self.counters, *to, sealed);
                         }
                         Sink::Str0m(tx) => tx.write_rtp(
@@ -454,7 +446,7 @@ impl Core {
             }
             match sink {
                 Sink::Direct(direct, rtc, (proto, destination)) => {
-                    let paced = direct.paced(rtc, &mut self.spare, now);
+                    let paced = direct.paced(rtc, now);
                     transmit_rtp(
                         &mut self.out,
                         &mut self.counters,
@@ -485,12 +477,7 @@ impl Core {
 
     /// Sends what each joiner's pace lets go by `now` (see [`DirectTx::pace`]).
     pub(super) fn send_paced(&mut self, now: Instant) {
-        let (peers, out, counters, spare) = (
-            &mut self.peers,
-            &mut self.out,
-            &mut self.counters,
-            &mut self.spare,
-        );
+        let (peers, out, counters) = (&mut self.peers, &mut self.out, &mut self.counters);
         self.pacing.retain(|key| {
             let Some(p) = peers.get_mut(key) else {
                 return false;
@@ -499,7 +486,7 @@ impl Core {
                 return false;
             };
             if direct.pace_due().is_some_and(|t| t <= now) {
-                let paced = direct.paced(&mut p.rtc, spare, now);
+                let paced = direct.paced(&mut p.rtc, now);
                 transmit_rtp(out, counters, to, paced);
             }
             direct.pacing()

@@ -108,7 +108,7 @@ pub use direct::SendPath;
 pub use fanout::RelayedFrame;
 pub use ids::IdSeed;
 pub use join::JoinFrames;
-pub use output::{CloseReason, CoreEvent, Output, SPARE_BUFFERS};
+pub use output::{CloseReason, CoreEvent, Output};
 pub use quality::{Choice, LayerReport};
 pub use slot::{session_worker, stun_worker, WorkerSlot, MAX_WORKERS};
 
@@ -169,8 +169,6 @@ pub struct Core {
     rooms: HashMap<String, Room>,
     next_key: u64,
     out: VecDeque<Output>,
-    /// Sent datagrams' buffers, sealed into again ([`Core::recycle`]).
-    spare: output::Spare,
     counters: Counters,
     /// Shutting down: live sessions go on, new ones are refused.
     draining: bool,
@@ -210,7 +208,6 @@ impl Core {
             rooms: HashMap::new(),
             next_key: first_key,
             out: VecDeque::new(),
-            spare: Default::default(),
             counters: Counters::default(),
             draining: false,
             resends_shed: false,
@@ -238,14 +235,6 @@ impl Core {
     /// Next output for the worker.
     pub fn poll_output(&mut self) -> Option<Output> {
         self.out.pop_front()
-    }
-
-    /// Buffers of datagrams the shell has sent (`Output::Transmit`'s contents), for the
-    /// core to seal forwarded packets into again instead of allocating.
-    pub fn recycle(&mut self, sent: impl IntoIterator<Item = Vec<u8>>) {
-        for buf in sent {
-            self.spare.give(buf);
-        }
     }
 
     /// When the core next needs `handle_timeout`.
