@@ -14,8 +14,8 @@
 //!
 //! `fan N` is the same with the datagrams spread round-robin over N receiving sockets,
 //! as an SFU's are over its N viewers: the like-for-like yardstick for N viewers. On the
-//! 255k-ceiling VM type it measured the same as `loop` within 1 % up to N = 600
-//! (docs/benchmarks.md, "The ratio on a third VM"; not measured on the others).
+//! 255k-ceiling and the AMD EPYC VM types it measured the same as `loop` within noise up
+//! to N = 600 (docs/benchmarks.md, "The ratio on a third VM", "A fifth VM type").
 //!
 //! ```text
 //! cargo bench -p skylark-loadgen --bench udp_ceiling -- fan 400 3
