@@ -23,6 +23,11 @@ Figures only: nothing here passes or fails.
     cargo bench --target-dir /work/target-bench -p skylark-loadgen --bench udp_ceiling --no-run
     benches/fanout.py fanout --workers 2 --server-cpus 0,1 --gen-cpus 0,1 \
         --ceiling /work/target-bench/release/deps/udp_ceiling-HASH --viewers 200,400
+    # Two binaries side by side on one core, each with its own generator and N viewers:
+    # the ratio of their CPU per packet (`b_over_a_us_per_packet`) holds within ~1 % on a
+    # VM whose single runs move ±15 %. Swap the order between runs.
+    benches/fanout.py pair --pair /work/bin/skylark-a,/work/bin/skylark-b --viewers 300 \
+        --ramp 50 --duration 25
 """
 
 import argparse
@@ -106,7 +111,7 @@ def metrics(internal):
 
 
 class Server:
-    def __init__(self, cpus, workers=None, extra_env=()):
+    def __init__(self, cpus, workers=None, extra_env=(), binary=None):
         self.dir = tempfile.mkdtemp(prefix="skylark-bench-")
         port = free_port()
         self.base = f"http://127.0.0.1:{port}"
@@ -130,7 +135,8 @@ class Server:
             env["SKYLARK_SFU_WORKERS"] = str(workers)
         env.update(kv.split("=", 1) for kv in extra_env)
         log = open(f"{self.dir}/server.log", "w")
-        cmd = NICE + (["taskset", "-c", cpus, BIN] if cpus else [BIN])
+        binary = binary or BIN
+        cmd = NICE + (["taskset", "-c", cpus, binary] if cpus else [binary])
         self.proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=log)
         for _ in range(300):
             try:
@@ -157,30 +163,95 @@ class Server:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
+def start_generator(sk, viewers, kbps, duration, ramp, gen_cpus):
+    """`skylark loadtest` against a fresh room of `sk`, pinned to `gen_cpus`."""
+    room, key = sk.room()
+    cmd = NICE + (["taskset", "-c", gen_cpus] if gen_cpus else [])
+    cmd += [BIN, "loadtest", "--url", sk.base, "--room", room, "--stream-key", key,
+            "--viewers", str(viewers), "--ramp", f"{ramp}/s", "--duration", f"{duration}s",
+            "--video-kbps", str(kbps), "--json", "--connect-timeout", "20s",
+            "--http-timeout", "20s"]
+    env = dict(os.environ, RUST_LOG="off")
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True)
+
+
+def snapshot(sk, gen):
+    return (time.monotonic(), metrics(sk.internal), cpu_secs(sk.proc.pid), cpu_secs(gen.pid),
+            rss_kib(sk.proc.pid), cpu_times())
+
+
+def figures(viewers, kbps, gen, sample):
+    """The generator's report and the steady window's figures of one server."""
+    out, err = gen.communicate()
+    try:
+        rep = json.loads(out)
+    except json.JSONDecodeError:
+        return {"viewers": viewers, "kbps": kbps, "error": err[-2000:]}
+    res = {
+        "viewers_requested": viewers,
+        "kbps": kbps,
+        "connected": rep["viewers"]["connected"],
+        "playing": rep["viewers"]["playing"],
+        "failed": rep["viewers"]["failed"],
+        "failures": rep["failures"],
+        "loss_pct": round(rep["loss_pct"], 3),
+        "join_ms": rep["join_ms"],
+        "latency_ms": rep["latency_ms"],
+        "received_kbps": rep["received_kbps"],
+        "frames_bad_hash": rep["frames_bad_hash"],
+    }
+    if "a" not in sample or "b" not in sample:
+        res["note"] = "run ended before the steady window"
+        return res
+    (ta, ma, sa, ga, ra, ca), (tb, mb, sb, gb, rb, cb) = sample["a"], sample["b"]
+    dt = tb - ta
+    d = lambda k: (mb.get(k, 0) - ma.get(k, 0)) / dt
+    res.update(
+        window_s=round(dt, 1),
+        sfu_rtp_pps=round(d("skylark_sfu_packets_out_total")),
+        sfu_datagrams_out_pps=round(d("skylark_sfu_datagrams_out_total")),
+        sfu_datagrams_in_pps=round(d("skylark_sfu_datagrams_in_total")),
+        sfu_nacks_from_subscribers_ps=round(d("skylark_sfu_nacks_from_subscribers_total"), 1),
+        sfu_send_drops_ps=round(d("skylark_sfu_send_drops_total"), 1),
+        sfu_egress_mbit_s=round(d("skylark_sfu_bytes_out_total") * 8 / 1e6, 1),
+        server_cpu_pct=round((sb - sa) / dt * 100, 1),
+        generator_cpu_pct=round((gb - ga) / dt * 100, 1),
+        server_rss_kib=rb,
+    )
+    pps, cpu = res["sfu_rtp_pps"], (sb - sa) / dt
+    if pps and cpu:
+        # What one fully busy core forwards, and what one packet costs it.
+        res["sfu_rtp_pps_per_busy_core"] = round(pps / cpu)
+        res["server_cpu_us_per_packet"] = round(cpu / pps * 1e6, 2)
+    # Whole-core view: softirq (loopback delivery) isn't charged to a process,
+    # and other programs on the machine show up here too.
+    for c in sorted(cb):
+        busy = cb[c][0] - ca[c][0]
+        total = max(1, cb[c][2] - ca[c][2])
+        res[f"{c}_busy_pct"] = round(busy * 100 / total, 1)
+        res[f"{c}_softirq_pct"] = round((cb[c][1] - ca[c][1]) * 100 / total, 1)
+    return res
+
+
+def steady_window(viewers, ramp, settle, duration):
+    """From `settle` s after the ramp to 2 s before the end, in s from the start."""
+    start_at = (viewers / ramp if ramp > 0 else 0) + settle
+    return start_at, max(start_at + 3, duration - 2)
+
+
 def run(viewers, kbps, duration, ramp, server_cpus, gen_cpus, settle, profile=None, workers=None,
         extra_env=()):
     sk = Server(server_cpus, workers, extra_env)
     try:
-        room, key = sk.room()
-        cmd = NICE + (["taskset", "-c", gen_cpus] if gen_cpus else [])
-        cmd += [BIN, "loadtest", "--url", sk.base, "--room", room, "--stream-key", key,
-                "--viewers", str(viewers), "--ramp", f"{ramp}/s", "--duration", f"{duration}s",
-                "--video-kbps", str(kbps), "--json", "--connect-timeout", "20s",
-                "--http-timeout", "20s"]
-        env = dict(os.environ, RUST_LOG="off")
-        gen = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True)
-        # Steady window: from `settle` s after the ramp to 2 s before the end.
-        ramp_s = viewers / ramp if ramp > 0 else 0
+        gen = start_generator(sk, viewers, kbps, duration, ramp, gen_cpus)
         t_start = time.monotonic()
-        start_at = ramp_s + settle
-        end_at = max(start_at + 3, duration - 2)
+        start_at, end_at = steady_window(viewers, ramp, settle, duration)
         sample = {}
         perf = None
         while gen.poll() is None:
             t = time.monotonic() - t_start
             if "a" not in sample and t >= start_at:
-                sample["a"] = (time.monotonic(), metrics(sk.internal), cpu_secs(sk.proc.pid),
-                               cpu_secs(gen.pid), rss_kib(sk.proc.pid), cpu_times())
+                sample["a"] = snapshot(sk, gen)
                 if profile:
                     # BENCH_PERF="--call-graph dwarf -F 499" for callers (a bigger file).
                     extra = os.environ.get("BENCH_PERF", "-F 1999").split()
@@ -189,62 +260,46 @@ def run(viewers, kbps, duration, ramp, server_cpus, gen_cpus, settle, profile=No
                                              str(max(1, int(end_at - start_at)))],
                                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             if "a" in sample and "b" not in sample and t >= end_at:
-                sample["b"] = (time.monotonic(), metrics(sk.internal), cpu_secs(sk.proc.pid),
-                               cpu_secs(gen.pid), rss_kib(sk.proc.pid), cpu_times())
+                sample["b"] = snapshot(sk, gen)
             time.sleep(0.2)
-        out, err = gen.communicate()
+        res = figures(viewers, kbps, gen, sample)
         if perf:
             perf.wait()
-        try:
-            rep = json.loads(out)
-        except json.JSONDecodeError:
-            return {"viewers": viewers, "kbps": kbps, "error": err[-2000:]}
-        res = {
-            "viewers_requested": viewers,
-            "kbps": kbps,
-            "connected": rep["viewers"]["connected"],
-            "playing": rep["viewers"]["playing"],
-            "failed": rep["viewers"]["failed"],
-            "failures": rep["failures"],
-            "loss_pct": round(rep["loss_pct"], 3),
-            "join_ms": rep["join_ms"],
-            "latency_ms": rep["latency_ms"],
-            "received_kbps": rep["received_kbps"],
-            "frames_bad_hash": rep["frames_bad_hash"],
-        }
-        if "a" in sample and "b" in sample:
-            (ta, ma, sa, ga, ra, ca), (tb, mb, sb, gb, rb, cb) = sample["a"], sample["b"]
-            dt = tb - ta
-            d = lambda k: (mb.get(k, 0) - ma.get(k, 0)) / dt
-            res.update(
-                window_s=round(dt, 1),
-                sfu_rtp_pps=round(d("skylark_sfu_packets_out_total")),
-                sfu_datagrams_out_pps=round(d("skylark_sfu_datagrams_out_total")),
-                sfu_datagrams_in_pps=round(d("skylark_sfu_datagrams_in_total")),
-                sfu_nacks_from_subscribers_ps=round(d("skylark_sfu_nacks_from_subscribers_total"), 1),
-                sfu_send_drops_ps=round(d("skylark_sfu_send_drops_total"), 1),
-                sfu_egress_mbit_s=round(d("skylark_sfu_bytes_out_total") * 8 / 1e6, 1),
-                server_cpu_pct=round((sb - sa) / dt * 100, 1),
-                generator_cpu_pct=round((gb - ga) / dt * 100, 1),
-                server_rss_kib=rb,
-            )
-            pps, cpu = res["sfu_rtp_pps"], (sb - sa) / dt
-            if pps and cpu:
-                # What one fully busy core forwards, and what one packet costs it.
-                res["sfu_rtp_pps_per_busy_core"] = round(pps / cpu)
-                res["server_cpu_us_per_packet"] = round(cpu / pps * 1e6, 2)
-            # Whole-core view: softirq (loopback delivery) isn't charged to a process,
-            # and other programs on the machine show up here too.
-            for cpu in sorted(cb):
-                busy = cb[cpu][0] - ca[cpu][0]
-                total = max(1, cb[cpu][2] - ca[cpu][2])
-                res[f"{cpu}_busy_pct"] = round(busy * 100 / total, 1)
-                res[f"{cpu}_softirq_pct"] = round((cb[cpu][1] - ca[cpu][1]) * 100 / total, 1)
-        else:
-            res["note"] = "run ended before the steady window"
         return res
     finally:
         sk.stop()
+
+
+def run_pair(binaries, viewers, kbps, duration, ramp, server_cpus, gen_cpus, settle,
+             extra_env=()):
+    """Two servers, one per binary, on the same core at the same time, each with its own
+    generator and `viewers` viewers: whatever else the machine does in the window falls
+    on both, so the ratio of their CPU per packet holds still where either alone does not."""
+    servers = [Server(server_cpus, 1, extra_env, b) for b in binaries]
+    try:
+        gens = [start_generator(sk, viewers, kbps, duration, ramp, gen_cpus) for sk in servers]
+        t_start = time.monotonic()
+        start_at, end_at = steady_window(viewers, ramp, settle, duration)
+        samples = [{} for _ in servers]
+        while any(g.poll() is None for g in gens):
+            t = time.monotonic() - t_start
+            for sk, gen, sample in zip(servers, gens, samples):
+                if "a" not in sample and t >= start_at:
+                    sample["a"] = snapshot(sk, gen)
+                if "a" in sample and "b" not in sample and t >= end_at:
+                    sample["b"] = snapshot(sk, gen)
+            time.sleep(0.2)
+        res = [figures(viewers, kbps, g, s) for g, s in zip(gens, samples)]
+        for b, r in zip(binaries, res):
+            r["binary"] = b
+        out = {"mode": "pair", "a": res[0], "b": res[1]}
+        us = [r.get("server_cpu_us_per_packet") for r in res]
+        if all(us):
+            out["b_over_a_us_per_packet"] = round(us[1] / us[0], 3)
+        return out
+    finally:
+        for sk in servers:
+            sk.stop()
 
 
 def raw_ceiling(binary, cpu, sockets=None):
@@ -259,7 +314,7 @@ def raw_ceiling(binary, cpu, sockets=None):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("mode", choices=["fanout", "storm", "memory"])
+    ap.add_argument("mode", choices=["fanout", "storm", "memory", "pair"])
     ap.add_argument("--viewers", default="50,100,200")
     ap.add_argument("--kbps", type=int, default=600)
     ap.add_argument("--duration", type=int, default=20)
@@ -275,7 +330,15 @@ def main():
                     "ceiling first and report the forwarded pps per busy core against it")
     ap.add_argument("--stop-on-limit", action="store_true",
                     help="fanout: stop once loss > 1 %% or latency p99 > 100 ms")
+    ap.add_argument("--pair", metavar="BIN_A,BIN_B",
+                    help="pair: the two skylark binaries, run side by side on --server-cpus")
     a = ap.parse_args()
+    if a.mode == "pair":
+        binaries = (a.pair or f"{BIN},{BIN}").split(",")
+        for n in [int(v) for v in a.viewers.split(",")]:
+            print(json.dumps(run_pair(binaries, n, a.kbps, a.duration, a.ramp, a.server_cpus,
+                                      a.gen_cpus, a.settle, a.env)), flush=True)
+        return
     ceiling = raw_ceiling(a.ceiling, a.server_cpus.split(",")[0]) if a.ceiling else None
     for n in [int(v) for v in a.viewers.split(",")]:
         res = run(n, a.kbps, a.duration, a.ramp, a.server_cpus, a.gen_cpus, a.settle, a.profile,
