@@ -24,8 +24,9 @@ Figures only: nothing here passes or fails.
     benches/fanout.py fanout --workers 2 --server-cpus 0,1 --gen-cpus 0,1 \
         --ceiling /work/target-bench/release/deps/udp_ceiling-HASH --viewers 200,400
     # Two binaries side by side on one core, each with its own generator and N viewers:
-    # the ratio of their CPU per packet (`b_over_a_us_per_packet`) holds within ~1 % on a
-    # VM whose single runs move ±15 %. Swap the order between runs.
+    # the ratio of their CPU per packet (`b_over_a_us_per_packet`) moved under ±4 % (one
+    # binary against itself: 1 %) on a VM whose single runs move ±15 %. Swap the order
+    # between runs.
     benches/fanout.py pair --pair /work/bin/skylark-a,/work/bin/skylark-b --viewers 300 \
         --ramp 50 --duration 25
 """
@@ -239,56 +240,61 @@ def steady_window(viewers, ramp, settle, duration):
     return start_at, max(start_at + 3, duration - 2)
 
 
+def sample_steady_window(runs, start_at, end_at, on_start=None):
+    """Snapshots of each (server, generator) of `runs` at the window's start ("a") and
+    end ("b"), taken until every generator has exited; `on_start()` once at the start."""
+    t_start = time.monotonic()
+    samples = [{} for _ in runs]
+    while any(gen.poll() is None for _, gen in runs):
+        t = time.monotonic() - t_start
+        if t >= start_at and "a" not in samples[0]:
+            for (sk, gen), sample in zip(runs, samples):
+                sample["a"] = snapshot(sk, gen)
+            if on_start:
+                on_start()
+        if t >= end_at and "a" in samples[0] and "b" not in samples[0]:
+            for (sk, gen), sample in zip(runs, samples):
+                sample["b"] = snapshot(sk, gen)
+        time.sleep(0.2)
+    return samples
+
+
 def run(viewers, kbps, duration, ramp, server_cpus, gen_cpus, settle, profile=None, workers=None,
         extra_env=()):
     sk = Server(server_cpus, workers, extra_env)
     try:
         gen = start_generator(sk, viewers, kbps, duration, ramp, gen_cpus)
-        t_start = time.monotonic()
         start_at, end_at = steady_window(viewers, ramp, settle, duration)
-        sample = {}
-        perf = None
-        while gen.poll() is None:
-            t = time.monotonic() - t_start
-            if "a" not in sample and t >= start_at:
-                sample["a"] = snapshot(sk, gen)
-                if profile:
-                    # BENCH_PERF="--call-graph dwarf -F 499" for callers (a bigger file).
-                    extra = os.environ.get("BENCH_PERF", "-F 1999").split()
-                    perf = subprocess.Popen(["perf", "record", *extra, "-o", profile,
-                                             "-p", str(sk.proc.pid), "--", "sleep",
-                                             str(max(1, int(end_at - start_at)))],
-                                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            if "a" in sample and "b" not in sample and t >= end_at:
-                sample["b"] = snapshot(sk, gen)
-            time.sleep(0.2)
+        perf = []
+
+        def start_profile():
+            # BENCH_PERF="--call-graph dwarf -F 499" for callers (a bigger file).
+            extra = os.environ.get("BENCH_PERF", "-F 1999").split()
+            perf.append(subprocess.Popen(["perf", "record", *extra, "-o", profile,
+                                          "-p", str(sk.proc.pid), "--", "sleep",
+                                          str(max(1, int(end_at - start_at)))],
+                                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+
+        [sample] = sample_steady_window([(sk, gen)], start_at, end_at,
+                                        start_profile if profile else None)
         res = figures(viewers, kbps, gen, sample)
-        if perf:
-            perf.wait()
+        for p in perf:
+            p.wait()
         return res
     finally:
         sk.stop()
 
 
 def run_pair(binaries, viewers, kbps, duration, ramp, server_cpus, gen_cpus, settle,
-             extra_env=()):
+             workers=None, extra_env=()):
     """Two servers, one per binary, on the same core at the same time, each with its own
     generator and `viewers` viewers: whatever else the machine does in the window falls
     on both, so the ratio of their CPU per packet holds still where either alone does not."""
-    servers = [Server(server_cpus, 1, extra_env, b) for b in binaries]
+    servers = [Server(server_cpus, workers or 1, extra_env, b) for b in binaries]
     try:
         gens = [start_generator(sk, viewers, kbps, duration, ramp, gen_cpus) for sk in servers]
-        t_start = time.monotonic()
         start_at, end_at = steady_window(viewers, ramp, settle, duration)
-        samples = [{} for _ in servers]
-        while any(g.poll() is None for g in gens):
-            t = time.monotonic() - t_start
-            for sk, gen, sample in zip(servers, gens, samples):
-                if "a" not in sample and t >= start_at:
-                    sample["a"] = snapshot(sk, gen)
-                if "a" in sample and "b" not in sample and t >= end_at:
-                    sample["b"] = snapshot(sk, gen)
-            time.sleep(0.2)
+        samples = sample_steady_window(list(zip(servers, gens)), start_at, end_at)
         res = [figures(viewers, kbps, g, s) for g, s in zip(gens, samples)]
         for b, r in zip(binaries, res):
             r["binary"] = b
@@ -335,9 +341,13 @@ def main():
     a = ap.parse_args()
     if a.mode == "pair":
         binaries = (a.pair or f"{BIN},{BIN}").split(",")
+        if len(binaries) != 2:
+            ap.error("--pair takes exactly two binaries: --pair BIN_A,BIN_B")
+        if a.profile or a.ceiling:
+            ap.error("pair reports a ratio only: run --profile or --ceiling in fanout mode")
         for n in [int(v) for v in a.viewers.split(",")]:
             print(json.dumps(run_pair(binaries, n, a.kbps, a.duration, a.ramp, a.server_cpus,
-                                      a.gen_cpus, a.settle, a.env)), flush=True)
+                                      a.gen_cpus, a.settle, a.workers, a.env)), flush=True)
         return
     ceiling = raw_ceiling(a.ceiling, a.server_cpus.split(",")[0]) if a.ceiling else None
     for n in [int(v) for v in a.viewers.split(",")]:
